@@ -1,0 +1,1 @@
+"""Reference architectures, exporters and bundled models, importable as ``onnxfold.models``."""

@@ -1,0 +1,12 @@
+"""Graph passes of onnxfold, importable as ``onnxfold.passes``. ``REGISTRY`` maps names to pass classes."""
+from __future__ import annotations
+
+from onnxfold.pass_manager import Pass
+from onnxfold.passes.canonicalize import CanonicalizePass
+from onnxfold.passes.cleanup import CleanupPass
+from onnxfold.passes.fold import FoldPass
+from onnxfold.passes.validate import ValidatePass
+
+REGISTRY: dict[str, type[Pass]] = {p.name: p for p in (CanonicalizePass, FoldPass, CleanupPass, ValidatePass)}
+
+__all__ = ["REGISTRY", "CanonicalizePass", "FoldPass", "CleanupPass", "ValidatePass"]
