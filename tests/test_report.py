@@ -1,0 +1,321 @@
+"""Tests for onnxfold.report: params, weight bytes, per-sample MACs, op counts and table formatting."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto
+from onnx import helper as oh
+from onnx import numpy_helper as nh
+
+from onnxfold.report import (
+    ModelStats,
+    format_comparison,
+    format_table,
+    human_bytes,
+    human_count,
+    model_stats,
+)
+
+
+def _model(nodes, inputs, outputs, inits=(), opset: int = 17) -> onnx.ModelProto:
+    graph = oh.make_graph(nodes, "g", inputs, outputs, list(inits))
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", opset)])
+    model.ir_version = 9
+    return model
+
+
+def _f32(name: str, shape) -> onnx.ValueInfoProto:
+    return oh.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def _init(name: str, *shape: int, dtype=np.float32) -> onnx.TensorProto:
+    return nh.from_array(np.ones(shape, dtype=dtype), name)
+
+
+def test_conv_macs_and_params_exact():
+    model = _model(
+        [oh.make_node("Conv", ["x", "W", "B"], ["y"], pads=[1, 1, 1, 1], kernel_shape=[3, 3])],
+        [_f32("x", ["batch", 3, 8, 8])],
+        [_f32("y", None)],
+        [_init("W", 8, 3, 3, 3), _init("B", 8)],
+    )
+    s = model_stats(model, file_size=1234)
+    assert s.macs == 8 * 8 * 8 * 3 * 9
+    assert s.params == 8 * 3 * 9 + 8
+    assert s.weight_bytes == 4 * (8 * 3 * 9 + 8)
+    assert s.op_counts == {"Conv": 1}
+    assert s.node_count == 1
+    assert s.file_size == 1234
+    assert s.macs_unknown_nodes == 0
+    assert s.symbolic_dims == []  # the batch dim is not reported
+
+
+def test_conv_fixed_batch_is_per_sample_and_strided_grouped():
+    # batch 4 fixed; depthwise (group=16) 3x3 stride 2 on 16x16 -> 8x8 output.
+    model = _model(
+        [oh.make_node("Conv", ["x", "W"], ["y"], pads=[1, 1, 1, 1], strides=[2, 2], group=16)],
+        [_f32("x", [4, 16, 16, 16])],
+        [_f32("y", None)],
+        [_init("W", 16, 1, 3, 3)],
+    )
+    s = model_stats(model)
+    assert s.macs == 16 * 8 * 8 * 1 * 9
+    assert s.params == 16 * 9
+
+
+def test_conv_transpose_macs():
+    # [N, 4, 5, 5] -> ConvTranspose(4 -> 6, k=2, stride 2) -> [N, 6, 10, 10]
+    model = _model(
+        [oh.make_node("ConvTranspose", ["x", "W"], ["y"], strides=[2, 2])],
+        [_f32("x", ["N", 4, 5, 5])],
+        [_f32("y", None)],
+        [_init("W", 4, 6, 2, 2)],
+    )
+    s = model_stats(model)
+    assert s.macs == (4 * 5 * 5) * 6 * 2 * 2
+
+
+@pytest.mark.parametrize("trans_b", [0, 1])
+def test_gemm_16_to_10(trans_b):
+    w = _init("W", 10, 16) if trans_b else _init("W", 16, 10)
+    model = _model(
+        [oh.make_node("Gemm", ["x", "W", "b"], ["y"], transB=trans_b)],
+        [_f32("x", ["batch", 16])],
+        [_f32("y", None)],
+        [w, _init("b", 10)],
+    )
+    s = model_stats(model)
+    assert s.macs == 16 * 10
+    assert s.params == 16 * 10 + 10
+
+
+def test_matmul_batched_3d():
+    b, seq, hid, f = 2, 4, 12, 20
+    model = _model(
+        [oh.make_node("MatMul", ["x", "W"], ["y"])],
+        [_f32("x", [b, seq, hid])],
+        [_f32("y", None)],
+        [_init("W", hid, f)],
+    )
+    s = model_stats(model)
+    assert s.macs == seq * f * hid  # batch excluded
+    assert s.params == hid * f
+
+
+def test_matmul_symbolic_seq_is_one_and_noted():
+    model = _model(
+        [oh.make_node("MatMul", ["x", "W"], ["y"])],
+        [_f32("x", ["batch", "seq", 12])],
+        [_f32("y", None)],
+        [_init("W", 12, 20)],
+    )
+    s = model_stats(model)
+    assert s.macs == 12 * 20
+    assert s.symbolic_dims == ["seq"]
+    assert any("seq" in n for n in s.notes)
+
+
+@pytest.mark.parametrize("batch", ["batch", 1, 2])
+def test_flattened_gemm_counts_rows_per_sample(batch):
+    # [B, S=4, H=6] -> Reshape [-1, 6] -> Gemm 6 -> 5: M = B*4 rows, i.e. 4 rows per sample.
+    shape = nh.from_array(np.array([-1, 6], np.int64), "shape")
+    model = _model(
+        [oh.make_node("Reshape", ["x", "shape"], ["r"]), oh.make_node("Gemm", ["r", "W"], ["y"])],
+        [_f32("x", [batch, 4, 6])],
+        [_f32("y", None)],
+        [shape, _init("W", 6, 5)],
+    )
+    s = model_stats(model)
+    assert s.macs == 4 * 6 * 5
+    assert s.symbolic_dims == []
+    assert s.batch == (2 if batch == 2 else 1)
+
+
+def test_flattened_gemm_with_dynamic_shape_chain():
+    # Legacy-exporter style: the Reshape target is computed with Shape -> Gather -> Concat.
+    nodes = [
+        oh.make_node("Shape", ["x"], ["s"]),
+        oh.make_node("Gather", ["s", "i0"], ["bdim"], axis=0),
+        oh.make_node("Gather", ["s", "i1"], ["sdim"], axis=0),
+        oh.make_node("Mul", ["bdim", "sdim"], ["rows"]),
+        oh.make_node("Concat", ["rows", "h"], ["target"], axis=0),
+        oh.make_node("Reshape", ["x", "target"], ["r"]),
+        oh.make_node("Gemm", ["r", "W"], ["y"]),
+    ]
+    inits = [
+        nh.from_array(np.array([0], np.int64), "i0"),
+        nh.from_array(np.array([1], np.int64), "i1"),
+        nh.from_array(np.array([6], np.int64), "h"),
+        _init("W", 6, 5),
+    ]
+    model = _model(nodes, [_f32("x", ["batch", 4, 6])], [_f32("y", None)], inits)
+    assert model_stats(model).macs == 4 * 6 * 5
+
+
+def test_seq_first_matmul():
+    # [S=5, B, H=6] x [6, 7]: the batch is dim 1 here.
+    model = _model(
+        [oh.make_node("MatMul", ["x", "W"], ["y"])],
+        [_f32("x", [5, "batch", 6])],
+        [_f32("y", None)],
+        [_init("W", 6, 7)],
+    )
+    # dim 0 is fixed (5) and taken as the batch: the documented limit of the dim-0 convention.
+    assert model_stats(model).macs == 6 * 7
+    # Inside a model whose inputs are batch-first, seq-first intermediates count fully.
+    model = _model(
+        [
+            oh.make_node(
+                "Transpose",
+                [
+                    "x",
+                ],
+                ["t"],
+                perm=[1, 0, 2],
+            ),
+            oh.make_node("MatMul", ["t", "W"], ["y"]),
+        ],
+        [_f32("x", ["batch", 5, 6])],
+        [_f32("y", None)],
+        [_init("W", 6, 7)],
+    )
+    assert model_stats(model).macs == 5 * 6 * 7
+
+
+def test_inputs_disagreeing_on_dim0_are_noted():
+    model = _model(
+        [oh.make_node("MatMul", ["x", "z"], ["y"])],
+        [_f32("x", [2, 3]), _f32("z", [3, 4])],
+        [_f32("y", None)],
+    )
+    s = model_stats(model)
+    assert s.batch == 1 and s.macs == 2 * 3 * 4
+    assert any("disagree" in n for n in s.notes)
+
+
+def test_big_initializers_and_external_data_not_loaded(tmp_path):
+    # Big enough (> light-copy threshold) to exercise the "initializer as typed input" path.
+    model = _model(
+        [oh.make_node("MatMul", ["x", "W"], ["h"]), oh.make_node("Relu", ["h"], ["y"])],
+        [_f32("x", ["batch", 64])],
+        [_f32("y", None)],
+        [_init("W", 64, 128)],
+    )
+    path = tmp_path / "m.onnx"
+    onnx.save_model(
+        onnx.ModelProto.FromString(model.SerializeToString()),
+        path,
+        save_as_external_data=True,
+        location="m.data",
+        size_threshold=0,
+    )
+    loaded = onnx.load(path, load_external_data=False)
+    assert loaded.graph.initializer[0].data_location == onnx.TensorProto.EXTERNAL
+    for s in (model_stats(model), model_stats(loaded)):
+        assert s.params == 64 * 128
+        assert s.weight_bytes == 4 * 64 * 128
+        assert s.macs == 64 * 128
+        assert s.op_counts == {"MatMul": 1, "Relu": 1}
+    # The caller's model is untouched (no shape info added to it).
+    assert len(model.graph.value_info) == 0
+
+
+def test_constant_nodes_counted_int64_shapes_not():
+    const_w = oh.make_node("Constant", [], ["W"], value=nh.from_array(np.ones((5, 3), np.float32)))
+    const_shape = oh.make_node("Constant", [], ["shape"], value=nh.from_array(np.array([-1, 5], np.int64)))
+    const_f = oh.make_node("Constant", [], ["s"], value_floats=[1.0, 2.0])
+    model = _model(
+        [
+            const_w,
+            const_shape,
+            const_f,
+            oh.make_node("MatMul", ["x", "W"], ["h"]),
+            oh.make_node("Reshape", ["h", "shape"], ["y"]),
+        ],
+        [_f32("x", ["batch", 5])],
+        [_f32("y", None)],
+        [_init("q", 7, dtype=np.int8), _init("idx", 9, dtype=np.int64), _init("hf", 4, dtype=np.float16)],
+    )
+    s = model_stats(model)
+    assert s.params == 15 + 2 + 7 + 4
+    assert s.weight_bytes == 15 * 4 + 2 * 4 + 7 * 1 + 4 * 2
+    assert s.macs == 5 * 3
+    assert s.op_counts["Constant"] == 3
+
+
+def test_subgraph_params_and_ops_counted():
+    then_g = oh.make_graph(
+        [oh.make_node("Add", ["x", "c"], ["t"])], "then", [], [_f32("t", [3])], [_init("c", 3)]
+    )
+    else_g = oh.make_graph(
+        [oh.make_node("Mul", ["x", "d"], ["e"])], "else", [], [_f32("e", [3])], [_init("d", 3)]
+    )
+    model = _model(
+        [oh.make_node("If", ["cond"], ["y"], then_branch=then_g, else_branch=else_g)],
+        [oh.make_tensor_value_info("cond", TensorProto.BOOL, []), _f32("x", [3])],
+        [_f32("y", [3])],
+    )
+    s = model_stats(model)
+    assert s.params == 6
+    assert s.op_counts == {"If": 1, "Add": 1, "Mul": 1}
+    assert s.node_count == 3
+
+
+def test_unknown_shapes_are_counted_not_guessed():
+    # The input has no shape, so the MatMul output / K cannot be known.
+    model = _model(
+        [oh.make_node("MatMul", ["x", "W"], ["y"]), oh.make_node("Gemm", ["z", "V"], ["u"])],
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, None), _f32("z", ["b", 4])],
+        [_f32("y", None), _f32("u", None)],
+        [_init("W", 6, 5), _init("V", 4, 2)],
+    )
+    s = model_stats(model)
+    assert s.macs_unknown_nodes == 1
+    assert s.macs == 4 * 2
+    assert "unknown" in format_comparison(s, s)
+
+
+def test_human_units():
+    assert human_count(0) == "0"
+    assert human_count(999) == "999"
+    assert human_count(1000) == "1.00K"
+    assert human_count(13824) == "13.8K"
+    assert human_count(25_557_032) == "25.6M"
+    assert human_count(4_100_000_000) == "4.10G"
+    assert human_count(999_999) == "1.00M"
+    assert human_bytes(512) == "512 B"
+    assert human_bytes(1536) == "1.50 KiB"
+    assert human_bytes(100 * 1024**2) == "100 MiB"
+    assert human_bytes(None) == "-"
+
+
+def test_format_table_alignment():
+    text = format_table(["name", "size", "ratio"], [["a", 5, "1.2M"], ["longname", 12345, "-3.5%"]])
+    lines = text.splitlines()
+    assert len(lines) == 4
+    assert lines[1].startswith("--------")
+    # Numbers are right-aligned: the last characters of each row line up.
+    assert len(lines[2]) == len(lines[3]) == len(lines[0])
+    assert lines[2].startswith("a ")
+    assert lines[2].endswith(" 1.2M")
+    assert "     5" in lines[2]
+    with pytest.raises(ValueError):
+        format_table(["a", "b"], [[1]])
+
+
+def test_format_comparison_ratios():
+    before = ModelStats(params=2_000_000, weight_bytes=8_000_000, macs=4_000_000_000, file_size=8_100_000)
+    before.op_counts.update({"Conv": 10})
+    after = ModelStats(params=1_000_000, weight_bytes=4_000_000, macs=1_000_000_000, file_size=None)
+    after.op_counts.update({"Conv": 10})
+    text = format_comparison(before, after)
+    rows = {line.split("  ")[0].strip(): line for line in text.splitlines()[2:]}
+    assert set(rows) == {"params", "MACs", "weight bytes", "file size", "node count"}
+    assert "2.00M" in rows["params"] and "1.00M" in rows["params"]
+    assert rows["params"].split()[-2:] == ["0.500", "-50.0%"]
+    assert rows["MACs"].split()[-2:] == ["0.250", "-75.0%"]
+    assert "MiB" in rows["weight bytes"]
+    assert rows["file size"].split()[-2:] == ["-", "-"]
+    assert rows["node count"].split()[-2:] == ["1.000", "+0.0%"]

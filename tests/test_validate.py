@@ -1,0 +1,342 @@
+"""Tests for onnxfold.validate: sessions, random inputs, input files, output metrics, end-to-end validate()."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto
+from onnx import helper as oh
+from onnx import numpy_helper as nh
+
+from onnxfold.validate import (
+    CPU,
+    available_providers,
+    compare_outputs,
+    input_specs,
+    load_npy_inputs,
+    make_inputs,
+    make_session,
+    parse_input_shapes,
+    runtime_description,
+    validate,
+)
+
+
+def _model(nodes, inputs, outputs, inits=()) -> onnx.ModelProto:
+    graph = oh.make_graph(nodes, "g", inputs, outputs, list(inits))
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    model.ir_version = 9
+    return model
+
+
+def _classifier(bias: np.ndarray | None = None, out_name: str = "logits") -> onnx.ModelProto:
+    """x[batch, 16] -> Gemm -> logits[batch, 10]."""
+    rng = np.random.default_rng(42)
+    w = rng.standard_normal((16, 10)).astype(np.float32)
+    b = np.zeros(10, np.float32) if bias is None else bias.astype(np.float32)
+    return _model(
+        [oh.make_node("Gemm", ["x", "W", "b"], [out_name])],
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
+        [oh.make_tensor_value_info(out_name, TensorProto.FLOAT, ["batch", 10])],
+        [nh.from_array(w, "W"), nh.from_array(b, "b")],
+    )
+
+
+def _text_model() -> onnx.ModelProto:
+    """input_ids/attention_mask[batch, seq] (int64) -> Gather(embedding 100x8) * mask -> hidden."""
+    emb = np.arange(800, dtype=np.float32).reshape(100, 8)
+    nodes = [
+        oh.make_node("Gather", ["E", "input_ids"], ["h"]),
+        oh.make_node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
+        oh.make_node("Unsqueeze", ["m", "axis"], ["m3"]),
+        oh.make_node("Mul", ["h", "m3"], ["hidden"]),
+    ]
+    return _model(
+        nodes,
+        [
+            oh.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence_length"]),
+            oh.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "sequence_length"]),
+        ],
+        [oh.make_tensor_value_info("hidden", TensorProto.FLOAT, None)],
+        [nh.from_array(emb, "E"), nh.from_array(np.array([-1], np.int64), "axis")],
+    )
+
+
+# --------------------------------------------------------------------------- runtime / sessions
+
+
+def test_providers_and_runtime_description():
+    provs = available_providers()
+    assert provs[-1] == CPU
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        assert provs == [CPU]
+    assert available_providers(prefer_gpu=False) == [CPU]
+    desc = runtime_description()
+    assert ort.__version__ in desc and desc.startswith("onnxruntime")
+
+
+def test_cuda_offered_but_unusable_falls_back_to_cpu(monkeypatch):
+    from onnxfold import validate as v
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", CPU])
+    v._cuda_status.cache_clear()
+    try:
+        if not v._cuda_probe():  # a real, working GPU build: nothing to fake here
+            pytest.skip("CUDA is usable on this machine")
+        assert available_providers() == [CPU]
+        assert "not usable" in runtime_description()
+        monkeypatch.setattr(v, "_cuda_probe", lambda: None)
+        v._cuda_status.cache_clear()
+        assert available_providers() == ["CUDAExecutionProvider", CPU]
+        assert available_providers(prefer_gpu=False) == [CPU]
+    finally:
+        v._cuda_status.cache_clear()
+
+
+def test_make_session_from_path_bytes_and_optimize_flag(tmp_path):
+    model = _classifier()
+    path = tmp_path / "m.onnx"
+    # save_model(save_as_external_data=True) rewrites the proto it is given in place: save a copy.
+    onnx.save_model(
+        onnx.ModelProto.FromString(model.SerializeToString()),
+        path,
+        save_as_external_data=True,
+        location="m.data",
+        size_threshold=0,
+    )
+    assert (tmp_path / "m.data").is_file()
+    by_path = make_session(path, providers=[CPU], optimize=False, threads=1)
+    by_bytes = make_session(model.SerializeToString(), providers=[CPU])
+    assert (
+        by_path.get_session_options().graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    assert (
+        by_bytes.get_session_options().graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    )
+    x = np.ones((3, 16), np.float32)
+    np.testing.assert_array_equal(by_path.run(None, {"x": x})[0], by_bytes.run(None, {"x": x})[0])
+    with pytest.raises(FileNotFoundError):
+        make_session(tmp_path / "missing.onnx")
+
+
+def test_input_specs():
+    specs = input_specs(make_session(_text_model().SerializeToString(), providers=[CPU]))
+    assert [s.name for s in specs] == ["input_ids", "attention_mask"]
+    assert specs[0].dtype == np.int64
+    assert specs[0].shape == ("batch", "sequence_length")
+
+
+# --------------------------------------------------------------------------- shapes and inputs
+
+
+def test_parse_input_shapes_ok():
+    got = parse_input_shapes(["input:1,3,224,224", "ids: 2, 16", "tf:0:4,5", "scalar:"])
+    assert got == {"input": (1, 3, 224, 224), "ids": (2, 16), "tf:0": (4, 5), "scalar": ()}
+
+
+@pytest.mark.parametrize(
+    "bad, msg",
+    [
+        ("input", "expected NAME"),
+        (":1,2", "name"),
+        ("x:1,a", "not an integer"),
+        ("x:1,-2", "negative"),
+        ("x:1,,2", "not an integer"),
+    ],
+)
+def test_parse_input_shapes_errors(bad, msg):
+    with pytest.raises(ValueError, match=msg) as info:
+        parse_input_shapes([bad])
+    assert "\n" not in str(info.value)
+
+
+def test_parse_input_shapes_duplicate():
+    with pytest.raises(ValueError, match="more than once"):
+        parse_input_shapes(["x:1", "x:2"])
+
+
+def test_make_inputs_int64_text_model_runs():
+    sess = make_session(_text_model().SerializeToString(), providers=[CPU])
+    inputs = make_inputs(sess, batch=3)
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    assert ids.dtype == np.int64 and mask.dtype == np.int64
+    assert ids.shape == mask.shape == (3, 16)
+    assert ids.min() >= 0 and ids.max() < 100
+    assert np.all(mask == 1)
+    (hidden,) = sess.run(None, inputs)
+    assert hidden.shape == (3, 16, 8)
+
+
+def test_make_inputs_float_deterministic_and_overridable():
+    sess = make_session(_classifier().SerializeToString(), providers=[CPU])
+    a = make_inputs(sess, seed=7)["x"]
+    b = make_inputs(sess, seed=7)["x"]
+    c = make_inputs(sess, seed=8)["x"]
+    assert a.dtype == np.float32 and a.shape == (2, 16)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert make_inputs(sess, shapes={"x": (5, 16)})["x"].shape == (5, 16)
+    with pytest.raises(ValueError, match="does not match"):
+        make_inputs(sess, shapes={"x": (5, 15)})
+    with pytest.raises(ValueError, match="rank"):
+        make_inputs(sess, shapes={"x": (5,)})
+    with pytest.raises(ValueError, match="unknown input"):
+        make_inputs(sess, shapes={"y": (5, 16)})
+
+
+def test_make_inputs_bool_and_symbolic_defaults():
+    model = _model(
+        [oh.make_node("Identity", ["flag"], ["f"]), oh.make_node("Identity", ["img"], ["i"])],
+        [
+            oh.make_tensor_value_info("flag", TensorProto.BOOL, ["N", "other"]),
+            oh.make_tensor_value_info("img", TensorProto.FLOAT, ["s0", 3, "height", "width"]),
+        ],
+        [
+            oh.make_tensor_value_info("f", TensorProto.BOOL, None),
+            oh.make_tensor_value_info("i", TensorProto.FLOAT, None),
+        ],
+    )
+    sess = make_session(model.SerializeToString(), providers=[CPU])
+    inputs = make_inputs(sess, batch=4, default_dim=5)
+    assert inputs["flag"].dtype == np.bool_ and inputs["flag"].all()
+    assert inputs["flag"].shape == (4, 5)
+    assert inputs["img"].shape == (4, 3, 224, 224)
+
+
+def test_load_npy_inputs(tmp_path):
+    text_sess = make_session(_text_model().SerializeToString(), providers=[CPU])
+    ids = np.arange(6, dtype=np.int32).reshape(2, 3)  # int32 in the file: cast to the model's int64
+    mask = np.ones((2, 3), np.int64)
+    np.savez(tmp_path / "in.npz", input_ids=ids, attention_mask=mask)
+    got = load_npy_inputs(tmp_path / "in.npz", text_sess)
+    assert got["input_ids"].dtype == np.int64
+    np.testing.assert_array_equal(got["input_ids"], ids)
+
+    d = tmp_path / "dir"
+    d.mkdir()
+    np.save(d / "input_ids.npy", ids)
+    np.save(d / "attention_mask.npy", mask)
+    assert set(load_npy_inputs(d, text_sess)) == {"input_ids", "attention_mask"}
+
+    np.save(tmp_path / "one.npy", ids)
+    with pytest.raises(ValueError, match="single-input"):
+        load_npy_inputs(tmp_path / "one.npy", text_sess)
+    (d / "attention_mask.npy").unlink()
+    with pytest.raises(ValueError, match="missing"):
+        load_npy_inputs(d, text_sess)
+
+    cls_sess = make_session(_classifier().SerializeToString(), providers=[CPU])
+    np.save(tmp_path / "x.npy", np.ones((4, 16)))  # float64 -> float32
+    assert load_npy_inputs(tmp_path / "x.npy", cls_sess)["x"].dtype == np.float32
+    np.save(tmp_path / "bad.npy", np.ones((4, 15), np.float32))
+    with pytest.raises(ValueError, match="does not match"):
+        load_npy_inputs(tmp_path / "bad.npy", cls_sess)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_compare_outputs_detects_perturbation():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((4, 5, 6)).astype(np.float32)
+    b = a.copy()
+    b[1, 2, 3] += 0.25
+    (m,) = compare_outputs({"y": a}, {"y": b})
+    assert not m.exact
+    assert m.max_abs == pytest.approx(0.25, rel=1e-6)
+    assert m.mean_abs == pytest.approx(0.25 / a.size, rel=1e-5)
+    assert m.max_rel == pytest.approx(m.max_abs / np.abs(a).max(), rel=1e-6)
+    assert m.cosine < 1.0
+    assert m.top1_agreement is None  # rank 3: not class scores
+    (same,) = compare_outputs({"y": a}, {"y": a.copy()})
+    assert same.exact and same.max_abs == 0.0 and same.cosine == pytest.approx(1.0)
+
+
+def test_compare_outputs_cosine_edge_cases_and_exactness():
+    z = np.zeros((2, 3), np.float32)
+    (m,) = compare_outputs({"y": z}, {"y": z.copy()})
+    assert m.cosine == 1.0 and m.exact
+    (m,) = compare_outputs({"y": z}, {"y": np.ones_like(z)})
+    assert m.cosine == 0.0
+    (m,) = compare_outputs({"y": np.ones(4)}, {"y": -np.ones(4)})
+    assert m.cosine == pytest.approx(-1.0)
+    # -0.0 == 0.0 numerically but not bitwise.
+    (m,) = compare_outputs({"y": np.array([0.0])}, {"y": np.array([-0.0])})
+    assert m.max_abs == 0.0 and not m.exact
+    # Same values, different dtype: not exact.
+    (m,) = compare_outputs({"y": np.ones(3, np.float32)}, {"y": np.ones(3, np.float64)})
+    assert not m.exact and m.max_abs == 0.0
+
+
+def test_compare_outputs_top1_agreement():
+    ref = np.array([[0.1, 0.9, 0.0], [2.0, 1.0, 0.0], [0.0, 0.0, 5.0], [1.0, 3.0, 2.0]], np.float32)
+    cand = ref.copy()
+    cand[1] = [0.0, 3.0, 0.0]  # argmax 0 -> 1
+    (m,) = compare_outputs({"logits": ref}, {"logits": cand})
+    assert m.top1_agreement == pytest.approx(0.75)
+    (ints,) = compare_outputs({"l": ref.astype(np.int64)}, {"l": ref.astype(np.int64)})
+    assert ints.top1_agreement is None
+
+
+def test_compare_outputs_shape_and_name_mismatch():
+    (m,) = compare_outputs({"y": np.ones((2, 3))}, {"y": np.ones((2, 4))})
+    assert not m.shape_match and not m.exact and m.max_abs is None
+    assert "SHAPE MISMATCH" in m.summary()
+    with pytest.raises(ValueError, match="output names differ"):
+        compare_outputs({"y": np.ones(2)}, {"z": np.ones(2)})
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_validate_identical_models_exact(tmp_path):
+    model = _classifier()
+    path = tmp_path / "m.onnx"
+    onnx.save_model(model, path)
+    report = validate(path, model.SerializeToString(), providers=[CPU], optimize=False)
+    assert report.exact
+    (m,) = report.outputs
+    assert m.exact and m.max_abs == 0.0 and m.top1_agreement == 1.0
+    assert report.provider == CPU
+    assert report.inputs == {"x": (2, 16)}
+    d = report.to_dict()
+    assert json.loads(json.dumps(d)) == d
+    assert isinstance(d["outputs"][0]["cosine"], float)
+    line = report.summary()
+    assert line.startswith("logits: max_abs 0.0e+00") and "top1 100.0%" in line
+
+
+def test_validate_detects_changed_bias_with_given_inputs():
+    bias = np.zeros(10, np.float32)
+    bias[3] = 0.5
+    x = np.random.default_rng(1).standard_normal((6, 16)).astype(np.float32)
+    report = validate(_classifier(), _classifier(bias), inputs={"x": x}, providers=[CPU])
+    (m,) = report.outputs
+    assert not m.exact
+    assert m.max_abs == pytest.approx(0.5, abs=1e-5)
+    assert m.cosine < 1.0
+    assert report.inputs == {"x": (6, 16)} and report.seed is None
+
+
+def test_validate_requires_same_names():
+    with pytest.raises(ValueError, match="output names differ"):
+        validate(_classifier(), _classifier(out_name="other"), providers=[CPU])
+    with pytest.raises(ValueError, match="do not match the model inputs"):
+        validate(_classifier(), _classifier(), inputs={"nope": np.ones((2, 16), np.float32)}, providers=[CPU])
+
+
+def test_validate_reports_run_failures_clearly():
+    # Reshape to a fixed [2, 8]: only batch 1 fits, although the input batch dim is symbolic.
+    model = _model(
+        [oh.make_node("Reshape", ["x", "shape"], ["y"])],
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [nh.from_array(np.array([2, 8], np.int64), "shape")],
+    )
+    with pytest.raises(RuntimeError, match=r"could not run the original model on inputs x\[2, 16\]"):
+        validate(model, model, providers=[CPU])
+    assert validate(model, model, providers=[CPU], batch=1).exact
