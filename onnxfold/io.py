@@ -1,0 +1,374 @@
+"""Model I/O: lazy loading of external data, self-contained atomic saving.
+
+A :class:`Model` wraps an onnx-graphsurgeon graph plus what graphsurgeon does not keep
+(IR version, opset imports with custom domains, metadata, functions) and the folder that
+external data is resolved against. Tensors stored in external data stay lazy: they are read
+by memory-mapping the slice of the data file, relative to the *model's* folder (never the
+current directory), and only when a pass asks for their values.
+
+Saving materialises every tensor into the output itself (inline, or into the output's own
+``<name>.data``), writes to temporary files in the destination folder and renames them into
+place, so a failed save leaves nothing behind and the output never references the input's data.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import TensorProto, helper
+from onnx_graphsurgeon.ir.tensor import LazyValues
+
+#: Models whose tensors would exceed this size are saved with external data (protobuf limit is 2 GiB).
+EXTERNAL_DATA_THRESHOLD = 2_000_000_000
+#: Tensors smaller than this stay inline even when external data is written.
+EXTERNAL_MIN_TENSOR_BYTES = 1024
+
+
+class ModelError(ValueError):
+    """A model file that cannot be read, is unsafe, or cannot be written. Its message is one line."""
+
+
+def _tensor_np_dtype(data_type: int) -> np.dtype:
+    return np.dtype(helper.tensor_dtype_to_np_dtype(data_type))
+
+
+def _external_info(tensor: TensorProto) -> dict[str, str]:
+    return {e.key: e.value for e in tensor.external_data}
+
+
+def resolve_external_path(base_dir: Path, location: str) -> Path:
+    """Resolve an external-data ``location`` inside ``base_dir``; refuse anything that escapes it."""
+    if not location or os.path.isabs(location) or location.startswith(("/", "\\")) or ":" in location:
+        raise ModelError(f"external data location {location!r} is not a relative path inside the model folder")
+    parts = Path(location).parts
+    if ".." in parts:
+        raise ModelError(f"external data location {location!r} escapes the model folder")
+    base = base_dir.resolve()
+    path = (base / location).resolve()
+    if base != path and base not in path.parents:
+        raise ModelError(f"external data location {location!r} resolves outside the model folder (symlink?)")
+    if not path.is_file():
+        raise ModelError(f"external data file {location!r} is missing next to the model")
+    return path
+
+
+def external_slice(tensor: TensorProto, base_dir: Path) -> tuple[Path, int, int]:
+    """Return (path, offset, length) of an external tensor after checking it fits the data file."""
+    info = _external_info(tensor)
+    path = resolve_external_path(base_dir, info.get("location", ""))
+    try:
+        offset = int(info.get("offset", "0"))
+        size = path.stat().st_size
+        length = int(info["length"]) if "length" in info else size - offset
+    except ValueError as exc:
+        raise ModelError(f"tensor {tensor.name!r}: bad external data offset/length") from exc
+    count = int(np.prod([int(d) for d in tensor.dims], dtype=np.int64)) if tensor.dims else 1
+    expected = count * _tensor_np_dtype(tensor.data_type).itemsize
+    if offset < 0 or length < 0 or offset + length > size:
+        raise ModelError(f"tensor {tensor.name!r}: external data range [{offset}, {offset + length}) "
+                         f"does not fit {path.name} ({size} bytes)")
+    if length != expected:
+        raise ModelError(f"tensor {tensor.name!r}: external data holds {length} bytes, shape needs {expected}")
+    return path, offset, length
+
+
+def read_external(tensor: TensorProto, base_dir: Path) -> np.ndarray:
+    """Read one external tensor by memory-mapping its slice of the data file."""
+    path, offset, _ = external_slice(tensor, base_dir)
+    dtype = _tensor_np_dtype(tensor.data_type)
+    shape = tuple(int(d) for d in tensor.dims)
+    if int(np.prod(shape, dtype=np.int64)) == 0:
+        return np.zeros(shape, dtype=dtype)
+    mm = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+    return np.array(mm)
+
+
+class ExternalValues(LazyValues):
+    """Lazy values of a tensor in external data, resolved against the model's folder."""
+
+    def __init__(self, tensor: TensorProto, base_dir: Path):
+        super().__init__(tensor)
+        self.base_dir = base_dir
+
+    def load(self) -> np.ndarray:
+        return read_external(self.tensor, self.base_dir)
+
+
+@dataclass
+class Model:
+    """A graph being transformed, plus the model-level fields graphsurgeon does not carry."""
+
+    graph: gs.Graph
+    ir_version: int
+    opset_imports: list[tuple[str, int]]
+    base_dir: Path
+    producer_name: str = ""
+    producer_version: str = ""
+    domain: str = ""
+    model_version: int = 0
+    doc_string: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    functions: list[onnx.FunctionProto] = field(default_factory=list)
+    source_path: Path | None = None
+
+    @property
+    def opset(self) -> int:
+        for domain, version in self.opset_imports:
+            if domain in ("", "ai.onnx"):
+                return version
+        return 0
+
+    def to_onnx(self) -> onnx.ModelProto:
+        """Export to a ModelProto. External tensors keep their references (see :func:`materialize`)."""
+        self.graph.opset = self.opset
+        proto = gs.export_onnx(self.graph, do_type_check=False)
+        del proto.opset_import[:]
+        for domain, version in self.opset_imports:
+            proto.opset_import.append(helper.make_opsetid(domain, version))
+        proto.ir_version = self.ir_version
+        proto.producer_name = self.producer_name
+        proto.producer_version = self.producer_version
+        proto.domain = self.domain
+        proto.model_version = self.model_version
+        proto.doc_string = self.doc_string
+        del proto.metadata_props[:]
+        for key, value in self.metadata.items():
+            proto.metadata_props.add(key=key, value=value)
+        del proto.functions[:]
+        proto.functions.extend(self.functions)
+        return proto
+
+    def copy(self) -> Model:
+        """A deep copy of the graph (tensor values are shared until written)."""
+        return Model(self.graph.copy(), self.ir_version, list(self.opset_imports), self.base_dir,
+                     self.producer_name, self.producer_version, self.domain, self.model_version,
+                     self.doc_string, dict(self.metadata), list(self.functions), self.source_path)
+
+
+def iter_tensors(graph: onnx.GraphProto) -> Iterator[TensorProto]:
+    """Every TensorProto of a graph: initializers, Constant/attribute tensors, subgraphs, recursively."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR:
+                yield attr.t
+            elif attr.type == onnx.AttributeProto.TENSORS:
+                yield from attr.tensors
+            elif attr.type == onnx.AttributeProto.GRAPH:
+                yield from iter_tensors(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    yield from iter_tensors(sub)
+
+
+def _is_external(tensor: TensorProto) -> bool:
+    return tensor.data_location == TensorProto.EXTERNAL
+
+
+def _check_external_refs(proto: onnx.ModelProto, base_dir: Path) -> None:
+    for tensor in iter_tensors(proto.graph):
+        if _is_external(tensor):
+            external_slice(tensor, base_dir)
+
+
+def _attach_lazy_values(graph: gs.Graph, base_dir: Path) -> None:
+    """Swap graphsurgeon's cwd-relative lazy loader for one resolved against the model folder."""
+    for sub in graph.subgraphs():
+        _attach_lazy_values(sub, base_dir)
+    for tensor in graph.tensors().values():
+        if isinstance(tensor, gs.Constant) and isinstance(tensor._values, LazyValues):
+            proto = tensor._values.tensor
+            if isinstance(proto, TensorProto) and _is_external(proto):
+                tensor._values = ExternalValues(proto, base_dir)
+    for node in graph.nodes:
+        for value in node.attrs.values():
+            if isinstance(value, gs.Constant) and isinstance(value._values, LazyValues):
+                proto = value._values.tensor
+                if isinstance(proto, TensorProto) and _is_external(proto):
+                    value._values = ExternalValues(proto, base_dir)
+
+
+def set_values(const: gs.Constant, values: np.ndarray) -> None:
+    """Give a constant new in-memory values (dropping any external-data location it was imported with)."""
+    const.values = np.ascontiguousarray(values)
+    const.data_location = None
+
+
+def load_model(path: str | os.PathLike) -> Model:
+    """Load ``path`` with external data kept lazy. Raises :class:`ModelError` with a one-line message."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{path}: no such file")
+    if not path.is_file():
+        raise ModelError(f"{path}: not a regular file")
+    if path.stat().st_size == 0:
+        raise ModelError(f"{path}: empty file, not an ONNX model")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning, ...
+        raise ModelError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+    if not proto.graph.node and not proto.graph.output:
+        raise ModelError(f"{path}: not an ONNX model (no graph)")
+    if not proto.opset_import:
+        raise ModelError(f"{path}: not an ONNX model (no opset import)")
+    model = model_from_proto(proto, path.parent)
+    model.source_path = path
+    return model
+
+
+def model_from_proto(proto: onnx.ModelProto, base_dir: str | os.PathLike = ".") -> Model:
+    """Wrap an in-memory ModelProto; external references are resolved against ``base_dir``."""
+    base_dir = Path(base_dir)
+    _check_external_refs(proto, base_dir)
+    try:
+        graph = gs.import_onnx(proto)
+    except Exception as exc:
+        raise ModelError(f"graph could not be imported ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") \
+            from None
+    _attach_lazy_values(graph, base_dir)
+    return Model(
+        graph=graph,
+        ir_version=proto.ir_version,
+        opset_imports=[(o.domain, o.version) for o in proto.opset_import],
+        base_dir=base_dir,
+        producer_name=proto.producer_name,
+        producer_version=proto.producer_version,
+        domain=proto.domain,
+        model_version=proto.model_version,
+        doc_string=proto.doc_string,
+        metadata={p.key: p.value for p in proto.metadata_props},
+        functions=list(proto.functions),
+    )
+
+
+def _tensor_nbytes(tensor: TensorProto) -> int:
+    if _is_external(tensor):
+        info = _external_info(tensor)
+        return int(info.get("length", "0"))
+    return tensor.ByteSize()
+
+
+def materialize(proto: onnx.ModelProto, base_dir: Path) -> None:
+    """Replace every external reference in ``proto`` by the tensor's bytes (inline raw_data)."""
+    for tensor in iter_tensors(proto.graph):
+        if _is_external(tensor):
+            array = read_external(tensor, base_dir)
+            _set_raw(tensor, array)
+
+
+def _set_raw(tensor: TensorProto, array: np.ndarray) -> None:
+    del tensor.external_data[:]
+    tensor.data_location = TensorProto.DEFAULT
+    tensor.raw_data = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
+def _tensor_bytes(tensor: TensorProto, base_dir: Path) -> bytes:
+    if _is_external(tensor):
+        path, offset, length = external_slice(tensor, base_dir)
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            return handle.read(length)
+    if tensor.HasField("raw_data"):
+        return tensor.raw_data
+    array = onnx.numpy_helper.to_array(tensor)
+    return np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
+def to_model_proto(model: Model) -> onnx.ModelProto:
+    """A self-contained in-memory ModelProto (all external data materialised)."""
+    proto = model.to_onnx()
+    materialize(proto, model.base_dir)
+    return proto
+
+
+def save_model(model: Model | onnx.ModelProto, path: str | os.PathLike, external_data: bool | None = None,
+               base_dir: Path | None = None, overwrite_input: bool = False) -> Path:
+    """Write ``model`` to ``path`` atomically and self-contained.
+
+    ``external_data``: True writes every tensor of at least 1 KiB to ``<path>.data``; None does so
+    only when the model would exceed 2 GB; False never. The data file is streamed one tensor at a time.
+    """
+    path = Path(path)
+    if isinstance(model, Model):
+        proto = model.to_onnx()
+        base_dir = model.base_dir
+        source = model.source_path
+    else:
+        proto = model
+        base_dir = base_dir or Path(".")
+        source = None
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ModelError(f"output folder {folder} does not exist")
+    if source is not None and path.exists() and path.resolve() == source.resolve() and not overwrite_input:
+        raise ModelError(f"output {path} is the input model; choose another path")
+    tensors = list(iter_tensors(proto.graph))
+    if external_data is None:
+        external_data = sum(_tensor_nbytes(t) for t in tensors) > EXTERNAL_DATA_THRESHOLD
+    data_name = path.name + ".data"
+    data_path = folder / data_name
+    if external_data and source is not None:
+        for tensor in tensors:
+            if _is_external(tensor):
+                src, _, _ = external_slice(tensor, base_dir)
+                if data_path.exists() and src.resolve() == data_path.resolve():
+                    raise ModelError(f"output data file {data_path} is the input's data file; choose another path")
+
+    tmp_files: list[Path] = []
+    try:
+        if external_data:
+            fd, tmp_data = tempfile.mkstemp(prefix=f".{data_name}.", suffix=".tmp", dir=folder)
+            tmp_files.append(Path(tmp_data))
+            with os.fdopen(fd, "wb") as out:
+                offset = 0
+                for tensor in tensors:
+                    blob = _tensor_bytes(tensor, base_dir)
+                    if len(blob) < EXTERNAL_MIN_TENSOR_BYTES:
+                        if _is_external(tensor):
+                            tensor.data_location = TensorProto.DEFAULT
+                            del tensor.external_data[:]
+                            tensor.raw_data = blob
+                        continue
+                    pad = (-offset) % 64
+                    out.write(b"\0" * pad)
+                    offset += pad
+                    out.write(blob)
+                    _clear_data_fields(tensor)
+                    tensor.data_location = TensorProto.EXTERNAL
+                    for key, value in (("location", data_name), ("offset", str(offset)), ("length", str(len(blob)))):
+                        tensor.external_data.add(key=key, value=value)
+                    offset += len(blob)
+        else:
+            materialize(proto, base_dir)
+        fd, tmp_model = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        tmp_files.append(Path(tmp_model))
+        with os.fdopen(fd, "wb") as out:
+            out.write(proto.SerializeToString())
+        if external_data:
+            os.replace(tmp_files[0], data_path)
+        os.replace(tmp_files[-1], path)
+        tmp_files.clear()
+    except ModelError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot write {path}: {exc}") from None
+    finally:
+        for tmp in tmp_files:
+            tmp.unlink(missing_ok=True)
+    return path
+
+
+def _clear_data_fields(tensor: TensorProto) -> None:
+    for name in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data"):
+        tensor.ClearField(name)
+    del tensor.external_data[:]
+
