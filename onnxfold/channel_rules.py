@@ -1,0 +1,760 @@
+"""The op table: how channels flow through each ONNX op, and the walk that applies it.
+
+Rules, by kind (method.md §6.1):
+
+* producer  Conv/ConvTranspose (group 1), Gemm, MatMul with a constant 2-D weight: a new space
+  on the output channel axis; weight rows and bias join it as ``average`` members; the input's
+  channels join the weight's input axis as ``sum`` members.
+* pass-through  element-wise unary ops, pooling, Pad/Resize on other axes, Transpose, Squeeze/
+  Unsqueeze, reductions/softmax over other axes, BatchNormalization and InstanceNormalization
+  (their per-channel vectors are ``average`` members), depthwise Conv (filters averaged).
+* join  Add/Sub/Mul/Div/Max/Min/Sum/Mean/PRelu: tracked inputs are united (same assignment);
+  a constant with one value per channel joins as an ``average`` member; Concat lays its inputs'
+  segments side by side (offsets); Flatten/Reshape from the channel axis onward turns each channel
+  into a block of H·W features.
+* barrier  anything else, graph outputs, ops that mix or normalise over the channel axis,
+  grouped Conv, weights that are computed or shared with an untracked use.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnxfold.groups import (
+    AVERAGE,
+    SHAPE,
+    SUM,
+    ChannelGroup,
+    Layout,
+    Member,
+    Segment,
+    Space,
+    UnionFind,
+)
+
+UNARY = {
+    "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Erf", "Elu", "Selu", "Celu",
+    "Softplus", "Softsign", "Gelu", "Mish", "Exp", "Log", "Sqrt", "Neg", "Abs", "Reciprocal", "Sin", "Cos",
+    "Floor", "Ceil", "Round", "Sign", "ThresholdedRelu", "Identity", "Dropout", "Cast", "Swish",
+}
+POOL = {"MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"}
+BINARY = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "PRelu", "Pow"}
+REDUCE = {"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+          "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"}
+SOFTMAX = {"Softmax", "LogSoftmax", "Hardmax"}
+
+
+def const_values(t: gs.Tensor) -> np.ndarray | None:
+    return np.asarray(t.values) if isinstance(t, gs.Constant) else None
+
+
+def tensor_shape(t: gs.Tensor) -> tuple | None:
+    shape = t.shape
+    return tuple(shape) if shape is not None else None
+
+
+def static_dims(dims) -> bool:
+    return dims is not None and all(isinstance(d, (int, np.integer)) and d >= 0 for d in dims)
+
+
+class Analysis:
+    """One walk over a graph in topological order, building spaces, layouts and members."""
+
+    def __init__(self, graph: gs.Graph):
+        self.graph = graph
+        self.uf = UnionFind()
+        self.spaces: list[Space] = []
+        self.layouts: dict[str, Layout] = {}
+        self.members: dict[int, list[Member]] = defaultdict(list)
+        self.blocks: dict[int, list[str]] = defaultdict(list)
+        self.producers: dict[int, list[str]] = defaultdict(list)
+        self.consumers: dict[int, list[str]] = defaultdict(list)
+        self.member_uses: dict[str, set[int]] = defaultdict(set)  # tensor -> ids of nodes that registered it
+
+    # ----------------------------------------------------------------- spaces and layouts
+    def new_space(self, n: int, origin: str, producer: bool = True) -> int:
+        sid = self.uf.add()
+        self.spaces.append(Space(n, origin, producer))
+        if producer:
+            self.producers[sid].append(origin)
+        return sid
+
+    def block(self, layout: Layout | None, reason: str) -> None:
+        if layout is None:
+            return
+        for seg in layout.segments:
+            if reason not in self.blocks[seg.space]:
+                self.blocks[seg.space].append(reason)
+
+    def block_inputs(self, node: gs.Node, reason: str) -> None:
+        for t in node.inputs:
+            self.block(self.layouts.get(t.name), reason)
+
+    def layout(self, t: gs.Tensor) -> Layout | None:
+        return self.layouts.get(t.name) if t is not None else None
+
+    def set_layout(self, t: gs.Tensor, layout: Layout | None) -> None:
+        if layout is not None and t is not None and t.name:
+            self.layouts[t.name] = layout
+
+    def rank_of(self, t: gs.Tensor) -> int | None:
+        lay = self.layout(t)
+        if lay is not None:
+            return lay.rank
+        shape = tensor_shape(t)
+        return len(shape) if shape is not None else None
+
+    def add_member(self, space: int, tensor: gs.Constant, axis: int, role: str, node: gs.Node,
+                   offset: int = 0, block: int = 1, kind: str = "", feature: bool = True) -> None:
+        self.members[space].append(Member(tensor.name, axis, role, offset, block, node.name, kind, feature))
+        self.member_uses[tensor.name].add(id(node))
+
+    def add_consumer(self, layout: Layout, weight: gs.Constant, axis: int, node: gs.Node) -> None:
+        for seg in layout.segments:
+            self.add_member(seg.space, weight, axis, SUM, node, seg.start, seg.block, "weight")
+            self.consumers[seg.space].append(node.name)
+
+    # ----------------------------------------------------------------- the walk
+    def run(self) -> list[ChannelGroup]:
+        graph = self.graph
+        graph.toposort()
+        for node in graph.nodes:
+            handler = getattr(self, "op_" + node.op, None)
+            if (node.domain or "") not in ("", "ai.onnx"):
+                handler = None
+            if handler is None:
+                if node.op in UNARY:
+                    handler = self.unary
+                elif node.op in POOL:
+                    handler = self.pool
+                elif node.op in BINARY:
+                    handler = self.binary
+                elif node.op in REDUCE:
+                    handler = self.reduce
+                elif node.op in SOFTMAX:
+                    handler = self.softmax
+            if node.attrs and any(isinstance(v, gs.Graph) for v in node.attrs.values()):
+                self.block_subgraph_uses(node)
+            if handler is None:
+                self.block_inputs(node, f"reaches unsupported op {node.op} ({node.name})")
+                continue
+            handler(node)
+        for t in graph.outputs:
+            self.block(self.layouts.get(t.name), f"reaches graph output {t.name}")
+        return self.finish()
+
+    def block_subgraph_uses(self, node: gs.Node) -> None:
+        for sub in node.attrs.values():
+            if not isinstance(sub, gs.Graph):
+                continue
+            for inner in sub.nodes:
+                for t in inner.inputs:
+                    self.block(self.layouts.get(t.name), f"used inside a subgraph of {node.op} ({node.name})")
+            for inner_graph in sub.subgraphs(recursive=True):
+                for inner in inner_graph.nodes:
+                    for t in inner.inputs:
+                        self.block(self.layouts.get(t.name), f"used inside a subgraph of {node.op} ({node.name})")
+
+    # ----------------------------------------------------------------- producers
+    def op_Conv(self, node: gs.Node) -> None:
+        x, w = node.inputs[0], node.inputs[1]
+        b = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
+        lay = self.layout(x)
+        if not isinstance(w, gs.Constant) or (b is not None and not isinstance(b, gs.Constant)):
+            self.block(lay, f"weight of {node.op} {node.name} is computed, not a constant")
+            return
+        out_c, in_per_group = w.shape[0], w.shape[1]
+        group = int(node.attrs.get("group", 1))
+        rank = self.rank_of(x) or len(w.shape)
+        if lay is not None and (lay.axis != 1 or any(s.block != 1 for s in lay.segments)):
+            self.block(lay, f"{node.op} {node.name} reads channels on an axis other than 1")
+            lay = None
+        if group == 1:
+            space = self.new_space(out_c, node.name)
+            self.add_member(space, w, 0, AVERAGE, node, kind="weight")
+            if b is not None:
+                self.add_member(space, b, 0, AVERAGE, node, kind="bias")
+            if lay is not None:
+                self.add_consumer(lay, w, 1, node)
+            self.set_layout(node.outputs[0], Layout(rank, 1, (Segment(space, 0, out_c),)))
+            return
+        c_in = in_per_group * group
+        if group == c_in == out_c and in_per_group == 1 and lay is not None:
+            # depthwise: channel c is filtered on its own; filters and bias follow the channel (averaged)
+            for seg in lay.segments:
+                self.add_member(seg.space, w, 0, AVERAGE, node, seg.start, 1, "depthwise")
+                if b is not None:
+                    self.add_member(seg.space, b, 0, AVERAGE, node, seg.start, 1, "bias")
+            self.set_layout(node.outputs[0], lay)
+            return
+        self.block(lay, f"grouped {node.op} {node.name} (group={group}) mixes channels within groups")
+        space = self.new_space(out_c, node.name)
+        self.blocks[space].append(f"produced by grouped {node.op} {node.name} (group={group})")
+        self.set_layout(node.outputs[0], Layout(rank, 1, (Segment(space, 0, out_c),)))
+
+    def op_ConvTranspose(self, node: gs.Node) -> None:
+        x, w = node.inputs[0], node.inputs[1]
+        b = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
+        lay = self.layout(x)
+        group = int(node.attrs.get("group", 1))
+        if not isinstance(w, gs.Constant) or (b is not None and not isinstance(b, gs.Constant)) or group != 1:
+            self.block(lay, f"{node.op} {node.name} has a computed weight or group={group}")
+            return
+        if lay is not None and (lay.axis != 1 or any(s.block != 1 for s in lay.segments)):
+            self.block(lay, f"{node.op} {node.name} reads channels on an axis other than 1")
+            lay = None
+        out_c = w.shape[1]
+        space = self.new_space(out_c, node.name)
+        self.add_member(space, w, 1, AVERAGE, node, kind="weight")
+        if b is not None:
+            self.add_member(space, b, 0, AVERAGE, node, kind="bias")
+        if lay is not None:
+            self.add_consumer(lay, w, 0, node)
+        self.set_layout(node.outputs[0], Layout(self.rank_of(x) or len(w.shape), 1, (Segment(space, 0, out_c),)))
+
+    def op_Gemm(self, node: gs.Node) -> None:
+        a, w = node.inputs[0], node.inputs[1]
+        c = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
+        lay = self.layout(a)
+        trans_a, trans_b = int(node.attrs.get("transA", 0)), int(node.attrs.get("transB", 0))
+        if not isinstance(w, gs.Constant) or isinstance(a, gs.Constant):
+            self.block(lay, f"Gemm {node.name} has no constant weight B")
+            self.block(self.layout(w), f"Gemm {node.name} multiplies two activations")
+            return
+        out_axis = 0 if trans_b else 1
+        n = w.shape[out_axis]
+        if lay is not None and lay.axis != (0 if trans_a else 1):
+            self.block(lay, f"Gemm {node.name} contracts an axis other than the channel axis")
+            lay = None
+        space = self.new_space(n, node.name)
+        self.add_member(space, w, out_axis, AVERAGE, node, kind="weight")
+        if c is not None:
+            if not isinstance(c, gs.Constant):
+                self.blocks[space].append(f"Gemm {node.name} adds a computed C")
+            elif int(np.prod(c.shape)) > 1:
+                if c.shape[-1] == n:
+                    self.add_member(space, c, len(c.shape) - 1, AVERAGE, node, kind="bias")
+                else:
+                    self.blocks[space].append(f"Gemm {node.name}: C of shape {tuple(c.shape)} is not per-channel")
+        if lay is not None:
+            self.add_consumer(lay, w, 1 - out_axis, node)
+        self.set_layout(node.outputs[0], Layout(2, 1, (Segment(space, 0, n),)))
+
+    def op_MatMul(self, node: gs.Node) -> None:
+        a, w = node.inputs[0], node.inputs[1]
+        lay = self.layout(a)
+        if not isinstance(w, gs.Constant) or len(w.shape) != 2 or isinstance(a, gs.Constant):
+            self.block(lay, f"MatMul {node.name} has no constant 2-D weight")
+            self.block(self.layout(w), f"MatMul {node.name} contracts this tensor with a non-constant")
+            return
+        rank = self.rank_of(a)
+        if rank is None or rank < 2:
+            self.block(lay, f"MatMul {node.name}: input rank unknown or < 2")
+            return
+        if lay is not None and lay.axis != rank - 1:
+            self.block(lay, f"MatMul {node.name} contracts an axis other than the channel axis")
+            lay = None
+        n = w.shape[1]
+        space = self.new_space(n, node.name)
+        self.add_member(space, w, 1, AVERAGE, node, kind="weight")
+        if lay is not None:
+            self.add_consumer(lay, w, 0, node)
+        self.set_layout(node.outputs[0], Layout(rank, rank - 1, (Segment(space, 0, n),)))
+
+    # ----------------------------------------------------------------- pass-through
+    def passthrough(self, node: gs.Node, lay: Layout | None = None) -> None:
+        lay = lay if lay is not None else self.layout(node.inputs[0])
+        if lay is None:
+            return
+        self.set_layout(node.outputs[0], lay)
+        for extra in node.outputs[1:]:
+            if extra.outputs:
+                self.block(lay, f"{node.op} {node.name} has a used secondary output")
+
+    def only_first_input_tracked(self, node: gs.Node) -> bool:
+        for t in node.inputs[1:]:
+            if t.name and t.name in self.layouts:
+                self.block_inputs(node, f"{node.op} {node.name} takes a tracked tensor as a parameter")
+                return False
+        return True
+
+    def unary(self, node: gs.Node) -> None:
+        if node.op == "Dropout" and len(node.outputs) > 1 and node.outputs[1].outputs:
+            self.block_inputs(node, f"Dropout {node.name} mask is used")
+            return
+        if self.only_first_input_tracked(node):
+            self.passthrough(node)
+
+    def op_Clip(self, node: gs.Node) -> None:
+        for t in node.inputs[1:]:
+            if t.name and not (isinstance(t, gs.Constant) and t.values.size == 1):
+                self.block_inputs(node, f"Clip {node.name} has non-scalar bounds")
+                return
+        self.passthrough(node)
+
+    def pool(self, node: gs.Node) -> None:
+        lay = self.layout(node.inputs[0])
+        if lay is not None and lay.axis != 1:
+            self.block(lay, f"{node.op} {node.name} pools over the channel axis")
+            return
+        self.passthrough(node)
+
+    def op_BatchNormalization(self, node: gs.Node) -> None:
+        lay = self.layout(node.inputs[0])
+        if lay is None:
+            return
+        params = node.inputs[1:5]
+        if lay.axis != 1 or not all(isinstance(p, gs.Constant) for p in params) or \
+                any(o.outputs for o in node.outputs[1:]) or node.attrs.get("training_mode", 0):
+            self.block(lay, f"BatchNormalization {node.name} is not an inference BN on axis 1 with constants")
+            return
+        kinds = ("bn_scale", "bn_bias", "bn_mean", "bn_var")
+        for seg in lay.segments:
+            for p, kind in zip(params, kinds):
+                self.add_member(seg.space, p, 0, AVERAGE, node, seg.start, seg.block, kind,
+                                feature=kind in ("bn_scale", "bn_bias"))
+        self.set_layout(node.outputs[0], lay)
+
+    def op_InstanceNormalization(self, node: gs.Node) -> None:
+        lay = self.layout(node.inputs[0])
+        if lay is None:
+            return
+        params = node.inputs[1:3]
+        if lay.axis != 1 or not all(isinstance(p, gs.Constant) for p in params):
+            self.block(lay, f"InstanceNormalization {node.name} is not on axis 1 with constants")
+            return
+        for seg in lay.segments:
+            for p, kind in zip(params, ("norm_scale", "norm_bias")):
+                self.add_member(seg.space, p, 0, AVERAGE, node, seg.start, seg.block, kind)
+        self.set_layout(node.outputs[0], lay)
+
+    def op_LayerNormalization(self, node: gs.Node) -> None:
+        lay = self.layout(node.inputs[0])
+        if lay is None:
+            return
+        axis = int(node.attrs.get("axis", -1))
+        axis = axis + lay.rank if axis < 0 else axis
+        if lay.axis >= axis or not self.only_first_input_tracked(node):
+            self.block(lay, f"{node.op} {node.name} normalises over the channel axis")
+            return
+        if any(o.outputs for o in node.outputs[1:]):
+            self.block(lay, f"{node.op} {node.name} has used statistics outputs")
+            return
+        self.passthrough(node)
+
+    def op_GroupNormalization(self, node: gs.Node) -> None:
+        self.block_inputs(node, f"GroupNormalization {node.name} normalises over groups of channels")
+
+    def op_Pad(self, node: gs.Node) -> None:
+        lay = self.layout(node.inputs[0])
+        if lay is None:
+            return
+        pads = node.inputs[1] if len(node.inputs) > 1 else None
+        pads_v = const_values(pads) if pads is not None else np.asarray(node.attrs.get("pads", []))
+        axes_t = node.inputs[3] if len(node.inputs) > 3 and node.inputs[3].name else None
+        axes = const_values(axes_t) if axes_t is not None else np.arange(lay.rank)
+        if pads_v is None or axes is None or (len(node.inputs) > 2 and node.inputs[2].name
+                                               and not isinstance(node.inputs[2], gs.Constant)):
+            self.block(lay, f"Pad {node.name} has computed pads")
+            return
+        axes = [int(a) + lay.rank if a < 0 else int(a) for a in axes]
+        half = len(pads_v) // 2
+        for i, ax in enumerate(axes):
+            if ax == lay.axis and (pads_v[i] != 0 or pads_v[i + half] != 0):
+                self.block(lay, f"Pad {node.name} pads the channel axis")
+                return
+        self.passthrough(node)
+
+    def op_Resize(self, node: gs.Node) -> None:
+        lay = self.layout(node.inputs[0])
+        if lay is None:
+            return
+        if node.attrs.get("axes") is not None:
+            self.block(lay, f"Resize {node.name} uses axes")
+            return
+        scales = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
+        sizes = node.inputs[3] if len(node.inputs) > 3 and node.inputs[3].name else None
+        if scales is not None:
+            v = const_values(scales)
+            if v is None or (v.size and v[lay.axis] != 1):
+                self.block(lay, f"Resize {node.name} scales the channel axis or has computed scales")
+                return
+        if sizes is not None:
+            v = const_values(sizes)
+            if v is None or len(self.graph_consumers(sizes)) != 1:
+                self.block(lay, f"Resize {node.name} has computed or shared sizes")
+                return
+            for seg in lay.segments:
+                self.add_member(seg.space, sizes, 0, SHAPE, node, lay.axis, seg.block, "shape", False)
+        self.passthrough(node)
+
+    def op_Upsample(self, node: gs.Node) -> None:
+        lay = self.layout(node.inputs[0])
+        v = const_values(node.inputs[1]) if len(node.inputs) > 1 else np.asarray(node.attrs.get("scales", []))
+        if lay is not None and (v is None or v[lay.axis] != 1):
+            self.block(lay, f"Upsample {node.name} scales the channel axis")
+            return
+        self.passthrough(node)
+
+    def op_Transpose(self, node: gs.Node) -> None:
+        lay = self.layout(node.inputs[0])
+        if lay is None:
+            return
+        perm = node.attrs.get("perm") or list(reversed(range(lay.rank)))
+        self.passthrough(node, lay.with_axis(lay.rank, list(perm).index(lay.axis)))
+
+    def _axes(self, node: gs.Node, rank: int) -> list[int] | None:
+        if len(node.inputs) > 1 and node.inputs[1].name:
+            v = const_values(node.inputs[1])
+            if v is None:
+                return None
+            axes = v.reshape(-1).tolist()
+        else:
+            axes = node.attrs.get("axes")
+            if axes is None:
+                return []
+        return [int(a) + rank if a < 0 else int(a) for a in axes]
+
+    def op_Unsqueeze(self, node: gs.Node) -> None:
+        lay = self.layout(node.inputs[0])
+        if lay is None:
+            return
+        out_rank = lay.rank + len(node.attrs.get("axes", []) or (const_values(node.inputs[1]).reshape(-1)
+                                                                  if len(node.inputs) > 1 and isinstance(
+                                                                      node.inputs[1], gs.Constant) else []))
+        axes = self._axes(node, out_rank)
+        if axes is None:
+            self.block(lay, f"Unsqueeze {node.name} has computed axes")
+            return
+        kept = [i for i in range(out_rank) if i not in axes]
+        self.passthrough(node, lay.with_axis(out_rank, kept[lay.axis]))
+
+    def op_Squeeze(self, node: gs.Node) -> None:
+        lay = self.layout(node.inputs[0])
+        if lay is None:
+            return
+        axes = self._axes(node, lay.rank)
+        shape = tensor_shape(node.inputs[0])
+        if axes is None or (not axes and shape is None):
+            self.block(lay, f"Squeeze {node.name} has unknown axes")
+            return
+        if not axes:
+            axes = [i for i, d in enumerate(shape) if d == 1]
+        if lay.axis in axes:
+            self.block(lay, f"Squeeze {node.name} removes the channel axis")
+            return
+        new_axis = lay.axis - sum(1 for a in axes if a < lay.axis)
+        self.passthrough(node, lay.with_axis(lay.rank - len(axes), new_axis))
+
+    def reduce(self, node: gs.Node) -> None:
+        lay = self.layout(node.inputs[0])
+        if lay is None:
+            return
+        if not self.only_first_input_tracked(node):
+            return
+        axes = self._axes(node, lay.rank)
+        if axes is None:
+            self.block(lay, f"{node.op} {node.name} has computed axes")
+            return
+        if not axes:
+            if node.attrs.get("noop_with_empty_axes", 0):
+                self.passthrough(node)
+                return
+            axes = list(range(lay.rank))
+        if lay.axis in axes:
+            self.block(lay, f"{node.op} {node.name} reduces over the channel axis")
+            return
+        keep = int(node.attrs.get("keepdims", 1))
+        if keep:
+            self.passthrough(node)
+        else:
+            new_axis = lay.axis - sum(1 for a in axes if a < lay.axis)
+            self.passthrough(node, lay.with_axis(lay.rank - len(axes), new_axis))
+
+    def softmax(self, node: gs.Node) -> None:
+        lay = self.layout(node.inputs[0])
+        if lay is None:
+            return
+        axis = int(node.attrs.get("axis", -1 if node.op == "Softmax" else 1))
+        axis = axis + lay.rank if axis < 0 else axis
+        if axis == lay.axis:
+            self.block(lay, f"{node.op} {node.name} normalises over the channel axis")
+            return
+        self.passthrough(node)
+
+    # ----------------------------------------------------------------- joins
+    def binary(self, node: gs.Node) -> None:
+        inputs = [t for t in node.inputs if t.name]
+        tracked = [(t, self.layouts[t.name]) for t in inputs if t.name in self.layouts]
+        if not tracked:
+            return
+        out_rank = max((self.rank_of(t) or 0) for t in inputs)
+        ref_t, ref = tracked[0]
+        out_axis = ref.axis + out_rank - ref.rank
+        reason = None
+        for t, lay in tracked[1:]:
+            if lay.axis + out_rank - lay.rank != out_axis or \
+                    [(s.start, s.n, s.block) for s in lay.segments] != [(s.start, s.n, s.block) for s in ref.segments]:
+                reason = f"{node.op} {node.name} combines tensors whose channels do not line up"
+        constants: list[tuple[gs.Constant, int]] = []
+        if node.op == "Pow" and (inputs[0] is not ref_t or len(tracked) > 1):
+            reason = f"Pow {node.name} has a tracked exponent"
+        for t in inputs:
+            if t.name in self.layouts:
+                continue
+            shape = tensor_shape(t)
+            if shape is None:
+                reason = f"{node.op} {node.name} combines channels with {t.name} of unknown shape"
+                continue
+            ax = out_axis - (out_rank - len(shape))
+            if ax < 0 or shape[ax] == 1:
+                continue
+            if not isinstance(t, gs.Constant):
+                reason = f"{node.op} {node.name} combines channels with untracked tensor {t.name}"
+            elif shape[ax] != ref.length:
+                reason = f"{node.op} {node.name}: constant {t.name} does not match the channel count"
+            else:
+                constants.append((t, ax))
+        if reason:
+            for _, lay in tracked:
+                self.block(lay, reason)
+            return
+        for _t, lay in tracked[1:]:
+            for s_ref, s in zip(ref.segments, lay.segments):
+                self.uf.union(s_ref.space, s.space)
+        for const, ax in constants:
+            for seg in ref.segments:
+                self.add_member(seg.space, const, ax, AVERAGE, node, seg.start, seg.block, "constant")
+        self.set_layout(node.outputs[0], Layout(out_rank, out_axis, ref.segments))
+
+    def op_Concat(self, node: gs.Node) -> None:
+        inputs = [t for t in node.inputs if t.name]
+        tracked = [self.layouts[t.name] for t in inputs if t.name in self.layouts]
+        if not tracked:
+            return
+        rank = tracked[0].rank
+        axis = int(node.attrs.get("axis", 1))
+        axis = axis + rank if axis < 0 else axis
+        if any(lay.axis != tracked[0].axis or lay.rank != rank for lay in tracked):
+            for lay in tracked:
+                self.block(lay, f"Concat {node.name} joins tensors with different channel axes")
+            return
+        if axis != tracked[0].axis:
+            self.binary(node)  # concatenating along another axis: channels must line up, as for Add
+            return
+        segments: list[Segment] = []
+        start = 0
+        for t in inputs:
+            lay = self.layouts.get(t.name)
+            if lay is None:
+                shape = tensor_shape(t)
+                if shape is None or not static_dims([shape[axis]]):
+                    for other in tracked:
+                        self.block(other, f"Concat {node.name} has an input of unknown width")
+                    return
+                frozen = self.new_space(int(shape[axis]), node.name, producer=False)
+                self.blocks[frozen].append(f"untracked input {t.name} of Concat {node.name}")
+                segments.append(Segment(frozen, start, int(shape[axis])))
+                start += int(shape[axis])
+                continue
+            for seg in lay.segments:
+                segments.append(Segment(seg.space, start + seg.start, seg.n, seg.block))
+            start += lay.length
+        self.set_layout(node.outputs[0], Layout(rank, axis, tuple(segments)))
+
+    def op_Split(self, node: gs.Node) -> None:
+        lay = self.layout(node.inputs[0])
+        if lay is None:
+            return
+        axis = int(node.attrs.get("axis", 0))
+        axis = axis + lay.rank if axis < 0 else axis
+        if axis != lay.axis:
+            for out in node.outputs:
+                self.set_layout(out, lay)
+            return
+        sizes = None
+        if len(node.inputs) > 1 and node.inputs[1].name:
+            sizes = const_values(node.inputs[1])
+        elif node.attrs.get("split") is not None:
+            sizes = np.asarray(node.attrs["split"])
+        elif "num_outputs" in node.attrs or len(node.outputs) > 0:
+            count = int(node.attrs.get("num_outputs", len(node.outputs)))
+            if lay.length % count == 0:
+                sizes = np.full(count, lay.length // count)
+        if sizes is None:
+            self.block(lay, f"Split {node.name} has unknown split sizes on the channel axis")
+            return
+        bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        seg_bounds = {s.start for s in lay.segments} | {lay.length}
+        if not all(int(b) in seg_bounds for b in bounds):
+            self.block(lay, f"Split {node.name} cuts a group's channels apart on the channel axis")
+            return
+        for i, out in enumerate(node.outputs):
+            lo, hi = bounds[i], bounds[i + 1]
+            segs = tuple(Segment(s.space, s.start - lo, s.n, s.block) for s in lay.segments
+                         if lo <= s.start < hi)
+            self.set_layout(out, Layout(lay.rank, lay.axis, segs))
+
+    def op_Flatten(self, node: gs.Node) -> None:
+        lay = self.layout(node.inputs[0])
+        if lay is None:
+            return
+        axis = int(node.attrs.get("axis", 1))
+        axis = axis + lay.rank if axis < 0 else axis
+        shape = tensor_shape(node.inputs[0])
+        self.flatten_from(node, lay, axis, shape)
+
+    def flatten_from(self, node: gs.Node, lay: Layout, axis: int, shape: tuple | None,
+                     shape_const: gs.Constant | None = None, shape_index: int | None = None) -> None:
+        if axis != lay.axis:
+            self.block(lay, f"{node.op} {node.name} merges the channel axis with other axes")
+            return
+        trailing = shape[axis + 1:] if shape is not None else None
+        if trailing is None or not static_dims(trailing):
+            self.block(lay, f"{node.op} {node.name} flattens dims of unknown size after the channels")
+            return
+        inner = int(np.prod(trailing)) if trailing else 1
+        segs = tuple(Segment(s.space, s.start * inner, s.n, s.block * inner) for s in lay.segments)
+        if shape_const is not None and shape_index is not None:
+            for s in segs:
+                self.add_member(s.space, shape_const, 0, SHAPE, node, shape_index, s.block, "shape", False)
+        self.set_layout(node.outputs[0], Layout(axis + 1, axis, segs))
+
+    def op_Reshape(self, node: gs.Node) -> None:
+        lay = self.layout(node.inputs[0])
+        if lay is None:
+            return
+        target_t = node.inputs[1]
+        target = const_values(target_t)
+        in_shape = tensor_shape(node.inputs[0])
+        if target is None or in_shape is None:
+            self.block(lay, f"Reshape {node.name} has a computed target shape")
+            return
+        if len(self.graph_consumers(target_t)) != 1:
+            self.block(lay, f"Reshape {node.name} shares its target shape constant")
+            return
+        target = [int(v) for v in target.reshape(-1)]
+        c = lay.axis
+        allow_zero = not int(node.attrs.get("allowzero", 0))
+        head = [in_shape[i] if (v == 0 and allow_zero) else v for i, v in enumerate(target[:c])]
+        same_head = len(target) > c and all(v == -1 and len(target) == c + 1 or v == d or (
+            not isinstance(d, (int, np.integer)) and v in (0, -1)) for v, d in zip(head, in_shape[:c]))
+        if not same_head or len(target) <= c:
+            self.block(lay, f"Reshape {node.name} moves the channel axis")
+            return
+        entry = target[c]
+        if len(target) == c + 1:  # flatten from the channel axis onward
+            expected = lay.length * int(np.prod(in_shape[c + 1:])) if static_dims(in_shape[c + 1:]) else None
+            if entry not in (-1, expected) and not (entry == 0 and allow_zero and c + 1 == len(in_shape)):
+                self.block(lay, f"Reshape {node.name} reshapes the channel axis")
+                return
+            fix = c if entry == expected and entry > 0 else None
+            self.flatten_from(node, lay, c, in_shape, target_t if fix is not None else None, fix)
+            return
+        # channel axis kept as is; later dims may change freely
+        if entry == lay.length and in_shape[c] == lay.length:
+            for s in lay.segments:
+                self.add_member(s.space, target_t, 0, SHAPE, node, c, s.block, "shape", False)
+        elif not (entry == 0 and allow_zero):
+            self.block(lay, f"Reshape {node.name} reshapes the channel axis")
+            return
+        self.passthrough(node, Layout(len(target), c, lay.segments))
+
+    def op_Shape(self, node: gs.Node) -> None:
+        lay = self.layout(node.inputs[0])
+        if lay is None:
+            return
+        start = int(node.attrs.get("start", 0))
+        end = node.attrs.get("end")
+        start = start + lay.rank if start < 0 else start
+        end = lay.rank if end is None else (int(end) + lay.rank if int(end) < 0 else int(end))
+        if not (start <= lay.axis < end):
+            return
+        for user in node.outputs[0].outputs:
+            if user.op == "Gather" and isinstance(user.inputs[1], gs.Constant):
+                idx = np.asarray(user.inputs[1].values).reshape(-1) + start
+                if lay.axis not in [int(i) + (lay.rank if i < 0 else 0) for i in idx]:
+                    continue
+            self.block(lay, f"Shape {node.name} reads the channel count")
+            return
+
+    def graph_consumers(self, t: gs.Tensor) -> list[gs.Node]:
+        return list(t.outputs)
+
+    # ----------------------------------------------------------------- groups
+    def finish(self) -> list[ChannelGroup]:
+        self.unite_shared_slices()
+        self.block_unaccounted_uses()
+        comps: dict[int, list[int]] = defaultdict(list)
+        for sid in range(len(self.spaces)):
+            comps[self.uf.find(sid)].append(sid)
+        groups = []
+        for root in sorted(comps):
+            sids = comps[root]
+            sizes = {self.spaces[s].n for s in sids}
+            members: list[Member] = []
+            seen = set()
+            blocked: list[str] = []
+            producers: list[str] = []
+            consumers: list[str] = []
+            for s in sids:
+                for m in self.members[s]:
+                    key = (m.tensor, m.axis, m.offset, m.role) if m.role != SHAPE else (m.tensor, m.offset, m.block)
+                    if key not in seen:
+                        seen.add(key)
+                        members.append(m)
+                for r in self.blocks[s]:
+                    if r not in blocked:
+                        blocked.append(r)
+                producers += [p for p in self.producers[s] if p not in producers]
+                consumers += [c for c in self.consumers[s] if c not in consumers]
+            if not any(self.spaces[s].producer for s in sids):
+                continue
+            if len(sizes) > 1:
+                blocked.append(f"tied spaces have different widths {sorted(sizes)}")
+            if not any(m.role == SUM for m in members) and not blocked:
+                blocked.append("no consumer reads these channels")
+            name = producers[0] if producers else self.spaces[root].origin
+            groups.append(ChannelGroup(name, max(sizes), members, producers, consumers, blocked))
+        return groups
+
+    def unite_shared_slices(self) -> None:
+        """A weight slice claimed by two spaces (a shared weight) forces one assignment for both."""
+        claims: dict[tuple[str, int, int, int], list[tuple[int, str]]] = defaultdict(list)
+        for sid, members in self.members.items():
+            for m in members:
+                if m.role != SHAPE:
+                    claims[(m.tensor, m.axis, m.offset, m.block)].append((sid, m.role))
+        by_axis: dict[tuple[str, int], list[tuple[int, int, int]]] = defaultdict(list)
+        for (tensor, axis, offset, block), owners in claims.items():
+            roles = {r for _, r in owners}
+            first = owners[0][0]
+            for sid, _ in owners[1:]:
+                self.uf.union(first, sid)
+            if len(roles) > 1:
+                self.blocks[first].append(f"tensor {tensor} axis {axis} is both averaged and summed")
+            n = self.spaces[first].n
+            by_axis[(tensor, axis)].append((offset, offset + n * block, first))
+        for (tensor, axis), ranges in by_axis.items():
+            ranges.sort()
+            for (lo1, hi1, s1), (lo2, _hi2, s2) in zip(ranges, ranges[1:]):
+                if lo2 < hi1:
+                    reason = f"tensor {tensor} axis {axis} is claimed by overlapping groups"
+                    self.blocks[s1].append(reason)
+                    self.blocks[s2].append(reason)
+
+    def block_unaccounted_uses(self) -> None:
+        """A member tensor also used where no rule accounted for it would be corrupted: block."""
+        tensors = self.graph.tensors()
+        graph_inputs = {t.name for t in self.graph.inputs}
+        graph_outputs = {t.name for t in self.graph.outputs}
+        for sid, members in self.members.items():
+            for m in members:
+                t = tensors.get(m.tensor)
+                extra = [n for n in (t.outputs if t is not None else []) if id(n) not in self.member_uses[m.tensor]]
+                if extra:
+                    self.blocks[sid].append(f"tensor {m.tensor} is also used by {extra[0].op} {extra[0].name}")
+                if m.tensor in graph_inputs or m.tensor in graph_outputs:
+                    self.blocks[sid].append(f"tensor {m.tensor} is a graph input or output")
