@@ -1,0 +1,168 @@
+"""canonicalize: one uniform graph form whatever the exporter.
+
+Guarantees afterwards: every node has a unique name; weights held in ``Constant`` nodes are
+initializers; ``Identity`` and inference ``Dropout`` nodes are gone (unless they produce a graph
+output); data-movement ops on constants (Transpose/Cast/Reshape/Squeeze/Unsqueeze of a weight) are
+replaced by their result; nodes are topologically sorted; shapes are inferred where ONNX can infer them.
+Values are never changed, so the model computes bit-identical outputs.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+from onnx import helper
+
+from onnxfold.io import Model
+from onnxfold.pass_manager import Pass, PassContext, PassResult
+from onnxfold.shapes import infer_shapes
+
+_CONSTANT_ATTRS = {
+    "value_float": np.float32, "value_floats": np.float32, "value_int": np.int64, "value_ints": np.int64,
+}
+
+
+def name_nodes(graph: gs.Graph) -> int:
+    """Give every unnamed or duplicate-named node a unique name ``<op>_<index>``."""
+    seen: set[str] = set()
+    renamed = 0
+    for i, node in enumerate(graph.nodes):
+        if not node.name or node.name in seen:
+            base = f"{node.op}_{i}"
+            name = base
+            while name in seen:
+                name += "_"
+            node.name = name
+            renamed += 1
+        seen.add(node.name)
+    return renamed
+
+
+def lift_constants(graph: gs.Graph) -> int:
+    """Turn ``Constant`` nodes into initializers (graph outputs excepted)."""
+    outputs = {t.name for t in graph.outputs}
+    lifted = 0
+    for node in list(graph.nodes):
+        if node.op != "Constant" or (node.domain or "") not in ("", "ai.onnx") or node.outputs[0].name in outputs:
+            continue
+        values = None
+        if isinstance(node.attrs.get("value"), gs.Constant):
+            values = node.attrs["value"].values
+        for attr, dtype in _CONSTANT_ATTRS.items():
+            if attr in node.attrs:
+                values = np.array(node.attrs[attr], dtype=dtype)
+        if values is None:
+            continue  # sparse or string constants are left as they are
+        out = node.outputs[0]
+        node.outputs.clear()
+        out.to_constant(np.asarray(values))
+        lifted += 1
+    return lifted
+
+
+def _fold_layout_op(node: gs.Node) -> np.ndarray | None:
+    """numpy value of a data-movement op on constants (exact: no arithmetic), or None."""
+    x = np.asarray(node.inputs[0].values)
+    if node.op == "Transpose":
+        perm = node.attrs.get("perm")
+        return np.transpose(x, perm if perm is not None else None)
+    if node.op == "Cast":
+        to = node.attrs.get("to")
+        try:
+            dtype = np.dtype(helper.tensor_dtype_to_np_dtype(int(to)))
+        except (KeyError, TypeError, ValueError):
+            return None
+        return x.astype(dtype) if dtype.kind in "fiub" and x.dtype.kind in "fiub" else None
+    if node.op in ("Squeeze", "Unsqueeze"):
+        if len(node.inputs) > 1:
+            axes = [int(a) for a in np.asarray(node.inputs[1].values).reshape(-1)]
+        else:
+            axes = list(node.attrs.get("axes", []))
+        if node.op == "Squeeze":
+            return np.squeeze(x, axis=tuple(axes)) if axes else np.squeeze(x)
+        out = x
+        rank = x.ndim + len(axes)
+        for a in sorted(a + rank if a < 0 else a for a in axes):
+            out = np.expand_dims(out, a)
+        return out
+    if node.op == "Reshape" and not node.attrs.get("allowzero", 0):
+        target = [int(v) for v in np.asarray(node.inputs[1].values).reshape(-1)]
+        target = [x.shape[i] if v == 0 else v for i, v in enumerate(target)]
+        return x.reshape(target)
+    return None
+
+
+def fold_constant_layout_ops(graph: gs.Graph) -> int:
+    """Replace Transpose/Cast/Reshape/Squeeze/Unsqueeze of constants by their (bit-exact) result,
+    so that weights stored behind such nodes (e.g. ``MatMul(x, Transpose(W))``) are plain initializers."""
+    outputs = {t.name for t in graph.outputs}
+    folded = 0
+    for node in list(graph.nodes):
+        if node.op not in ("Transpose", "Cast", "Reshape", "Squeeze", "Unsqueeze") or \
+                (node.domain or "") not in ("", "ai.onnx") or len(node.outputs) != 1:
+            continue
+        if not node.inputs or not all(isinstance(t, gs.Constant) for t in node.inputs if t.name):
+            continue
+        if node.outputs[0].name in outputs:
+            continue
+        try:
+            value = _fold_layout_op(node)
+        except (ValueError, TypeError, IndexError):
+            value = None
+        if value is None:
+            continue
+        out = node.outputs[0]
+        node.outputs.clear()
+        out.to_constant(np.ascontiguousarray(value))
+        folded += 1
+    return folded
+
+
+def remove_identities(graph: gs.Graph) -> int:
+    """Bypass Identity and inference-mode Dropout nodes."""
+    outputs = {t.name for t in graph.outputs}
+    removed = 0
+    for node in list(graph.nodes):
+        if node.op not in ("Identity", "Dropout") or (node.domain or "") not in ("", "ai.onnx"):
+            continue
+        if node.op == "Dropout":
+            training = node.inputs[2] if len(node.inputs) > 2 else None
+            if training is not None and training.name and not (
+                    isinstance(training, gs.Constant) and not bool(np.asarray(training.values).any())):
+                continue
+            if len(node.outputs) > 1 and node.outputs[1].outputs:
+                continue
+        src, dst = node.inputs[0], node.outputs[0]
+        if dst.name in outputs:
+            continue
+        for consumer in list(dst.outputs):
+            for i, t in enumerate(consumer.inputs):
+                if t is dst:
+                    consumer.inputs[i] = src
+        for sub in graph.subgraphs(recursive=True):
+            for inner in sub.nodes:
+                for i, t in enumerate(inner.inputs):
+                    if t.name == dst.name:
+                        inner.inputs[i] = src
+        node.inputs.clear()
+        node.outputs.clear()
+        removed += 1
+    return removed
+
+
+class CanonicalizePass(Pass):
+    name = "canonicalize"
+    summary = "lift Constant nodes to initializers, drop Identity/Dropout, name nodes, infer shapes"
+    options = ()
+
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
+        graph = model.graph
+        lifted = lift_constants(graph)
+        removed = remove_identities(graph)
+        folded = fold_constant_layout_ops(graph)
+        graph.cleanup(remove_unused_graph_inputs=False)
+        graph.toposort()
+        renamed = name_nodes(graph)
+        inferred = infer_shapes(model)
+        stats = {"constants_lifted": lifted, "nodes_removed": removed, "constant_ops_folded": folded,
+                 "nodes_named": renamed, "shapes_inferred": inferred}
+        return PassResult(bool(lifted or removed or folded or renamed), stats)

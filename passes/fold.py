@@ -1,0 +1,66 @@
+"""fold: cluster every foldable channel group and merge its channels (Fold-Naive, method.md §1).
+
+For each group with n channels, k = max(1, round(n·(1 − sparsity))) clusters are found by seeded
+k-means on the concatenated tied weights; producer-side tensors are replaced by cluster means,
+consumer-side input slices by cluster sums, and shape constants that encode the width are
+rewritten. Blocked groups are left untouched and reported with their reason. Sparsity 0 leaves
+the model bit-identical.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from onnxfold.folding import apply_plans, parse_overrides, plan_folds
+from onnxfold.groups import analyze_graph
+from onnxfold.io import Model
+from onnxfold.pass_manager import Option, Pass, PassContext, PassResult, PipelineError
+from onnxfold.progress import progress
+from onnxfold.shapes import clear_shapes, infer_shapes
+
+
+class FoldPass(Pass):
+    name = "fold"
+    summary = "cluster tied channels with k-means and merge each cluster into one channel"
+    options = (
+        Option("sparsity", float, 0.5, "fraction of channels removed in every foldable group, in [0, 1)"),
+        Option("overrides", list, [], "per-group sparsity, REGEX=SPARSITY matched on group/producer names "
+                                      "(separate several with |)"),
+        Option("ignore", list, [], "regexes of groups/producer names never folded (separate with |)"),
+        Option("round_to", int, 1, "round every cluster count to a multiple of this (hardware-friendly widths)"),
+        Option("seed", int, 0, "k-means seed; the same seed and options give byte-identical output"),
+    )
+
+    def validate_options(self) -> None:
+        r = self.opts["sparsity"]
+        if not np.isfinite(r) or not 0.0 <= r < 1.0:
+            raise PipelineError(f"fold: sparsity must be in [0, 1), got {r}")
+        if self.opts["round_to"] < 1:
+            raise PipelineError("fold: round_to must be at least 1")
+        try:
+            self.overrides = parse_overrides(self.opts["overrides"])
+        except ValueError as exc:
+            raise PipelineError(f"fold: {exc}") from None
+
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
+        graph = model.graph
+        groups = analyze_graph(graph)
+        tensors = graph.tensors()
+        plans = plan_folds(groups, lambda name: np.asarray(tensors[name].values), self.opts["sparsity"],
+                           self.overrides, self.opts["ignore"], self.opts["round_to"], self.opts["seed"],
+                           progress=progress)
+        rewritten = apply_plans(plans, graph)
+        if rewritten:
+            clear_shapes(graph)
+            infer_shapes(model)
+        ctx.data["fold_plans"] = plans
+        folded = [p for p in plans if p.status == "folded"]
+        stats = {
+            "groups": len(plans),
+            "folded": len(folded),
+            "blocked": sum(p.status == "blocked" for p in plans),
+            "ignored": sum(p.status == "ignored" for p in plans),
+            "channels_before": sum(p.group.size for p in plans),
+            "channels_after": sum(p.k for p in plans),
+            "tensors_rewritten": len(rewritten),
+        }
+        return PassResult(bool(rewritten), stats)

@@ -1,0 +1,35 @@
+"""validate: run the original and the current model with onnxruntime and measure fidelity.
+
+Inputs are random (right dtypes and shapes; symbolic dims get defaults or ``--input-shape``) or
+the user's ``.npy`` inputs from the pipeline context. Reports max abs/relative error, cosine
+similarity and top-1 agreement per output. The graph is never changed. ``min_cosine`` turns the
+report into a post-condition: the pipeline stops when any output's cosine falls below it.
+"""
+from __future__ import annotations
+
+from onnxfold.io import Model, to_model_proto
+from onnxfold.pass_manager import Option, Pass, PassContext, PassError, PassResult
+from onnxfold.validate import validate
+
+
+class ValidatePass(Pass):
+    name = "validate"
+    summary = "compare the model with the pipeline's input model in onnxruntime (CUDA if present, else CPU)"
+    options = (
+        Option("batch", int, 2, "batch size used for symbolic batch dims of random inputs"),
+        Option("seed", int, 0, "seed of the random inputs"),
+        Option("min_cosine", float, -1.0, "fail when an output's cosine similarity falls below this"),
+    )
+
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
+        if ctx.original is None:
+            raise PassError("validate: the pipeline has no original model to compare with")
+        reference = to_model_proto(ctx.original).SerializeToString()
+        candidate = to_model_proto(model).SerializeToString()
+        report = validate(reference, candidate, inputs=ctx.inputs, shapes=ctx.input_shapes or None,
+                          seed=self.opts["seed"], batch=self.opts["batch"])
+        ctx.data["validation"] = report
+        worst = report.min_cosine
+        if worst is not None and worst < self.opts["min_cosine"]:
+            raise PassError(f"validate: cosine similarity {worst:.6f} is below min_cosine={self.opts['min_cosine']}")
+        return PassResult(False, {"exact": report.exact, "min_cosine": worst, "provider": report.provider})
