@@ -3,7 +3,7 @@
 Guarantees afterwards: every node has a unique name; weights held in ``Constant`` nodes are
 initializers; ``Identity`` and inference ``Dropout`` nodes are gone (unless they produce a graph
 output); data-movement ops on constants (Transpose/Cast/Reshape/Squeeze/Unsqueeze of a weight) are
-replaced by their result; nodes are topologically sorted; shapes are inferred where ONNX can infer them.
+replaced by their result; vectors (rank ≤ 1) shared by several nodes are copied per node; nodes are topologically sorted; shapes are inferred where ONNX can infer them.
 Values are never changed, so the model computes bit-identical outputs.
 """
 from __future__ import annotations
@@ -117,6 +117,29 @@ def fold_constant_layout_ops(graph: gs.Graph) -> int:
     return folded
 
 
+def unshare_vectors(graph: gs.Graph) -> int:
+    """Give every node its own copy of a shared initializer of rank ≤ 1.
+
+    Exporters deduplicate equal tensors (e.g. freshly initialised BN γ = 1 shared by every BN, often
+    through Identity nodes). Such sharing is an accident of equal values, not a tie: left in place it
+    would force unrelated channel groups to share one assignment. Weights of rank ≥ 2 stay shared
+    (a true tie, e.g. a weight used twice), and the analysis handles those.
+    """
+    copies = 0
+    for tensor in list(graph.tensors().values()):
+        if not isinstance(tensor, gs.Constant) or len(tensor.shape) > 1 or len(tensor.outputs) < 2:
+            continue
+        if tensor in graph.inputs or tensor in graph.outputs:
+            continue
+        for i, node in enumerate(list(tensor.outputs)[1:], start=1):
+            clone = gs.Constant(f"{tensor.name}__{i}", np.array(tensor.values, copy=True))
+            for j, t in enumerate(node.inputs):
+                if t is tensor:
+                    node.inputs[j] = clone
+            copies += 1
+    return copies
+
+
 def remove_identities(graph: gs.Graph) -> int:
     """Bypass Identity and inference-mode Dropout nodes."""
     outputs = {t.name for t in graph.outputs}
@@ -159,10 +182,11 @@ class CanonicalizePass(Pass):
         lifted = lift_constants(graph)
         removed = remove_identities(graph)
         folded = fold_constant_layout_ops(graph)
+        unshared = unshare_vectors(graph)
         graph.cleanup(remove_unused_graph_inputs=False)
         graph.toposort()
         renamed = name_nodes(graph)
         inferred = infer_shapes(model)
-        stats = {"constants_lifted": lifted, "nodes_removed": removed, "constant_ops_folded": folded,
+        stats = {"constants_lifted": lifted, "nodes_removed": removed, "constant_ops_folded": folded, "vectors_unshared": unshared,
                  "nodes_named": renamed, "shapes_inferred": inferred}
-        return PassResult(bool(lifted or removed or folded or renamed), stats)
+        return PassResult(bool(lifted or removed or folded or unshared or renamed), stats)
