@@ -9,6 +9,7 @@ makes wide consumers (e.g. a Flatten→Gemm with thousands of columns per channe
 """
 from __future__ import annotations
 
+import hashlib
 import warnings
 
 import numpy as np
@@ -47,6 +48,15 @@ def canonical_labels(labels: np.ndarray) -> np.ndarray:
     return out
 
 
+def duplicate_ids(x: np.ndarray) -> np.ndarray:
+    """Id per row such that rows with identical bytes share an id (ids in first-appearance order)."""
+    seen: dict[bytes, int] = {}
+    ids = np.empty(len(x), dtype=np.int64)
+    for i, row in enumerate(np.ascontiguousarray(x)):
+        ids[i] = seen.setdefault(hashlib.blake2b(row.tobytes(), digest_size=20).digest(), len(seen))
+    return ids
+
+
 def split_to_count(labels: np.ndarray, k: int) -> np.ndarray:
     """Split the largest clusters (moving their last member out) until there are exactly k.
 
@@ -76,9 +86,8 @@ def kmeans_labels(features: np.ndarray, k: int, seed: int = 0, n_init: int = 10,
     if k <= 1:
         return np.zeros(n, dtype=np.int64)
     x = x.reshape(n, -1)
-    distinct, inverse = np.unique(x, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    if len(distinct) <= k:
+    inverse = duplicate_ids(x)
+    if int(inverse.max()) + 1 <= k:
         # every distinct row gets its own cluster: the fold is exact
         return split_to_count(canonical_labels(inverse), k)
     emb = isometric_embedding(x)
