@@ -10,8 +10,9 @@ Rules, by kind (method.md §6.1):
   (their per-channel vectors are ``average`` members), depthwise Conv (filters averaged).
 * join  Add/Sub/Mul/Div/Max/Min/Sum/Mean/PRelu: tracked inputs are united (same assignment);
   a constant with one value per channel joins as an ``average`` member; Concat lays its inputs'
-  segments side by side (offsets); Flatten/Reshape from the channel axis onward turns each channel
-  into a block of H·W features.
+  segments side by side (offsets); Split on the channel axis at segment bounds hands each output its
+  segments (the constant split sizes become ``shape`` members); Flatten/Reshape from the channel axis
+  onward turns each channel into a block of H·W features.
 * barrier  anything else, graph outputs, ops that mix or normalise over the channel axis,
   grouped Conv, weights that are computed or shared with an untracked use.
 """
@@ -71,7 +72,8 @@ class Analysis:
         self.blocks: dict[int, list[str]] = defaultdict(list)
         self.producers: dict[int, list[str]] = defaultdict(list)
         self.consumers: dict[int, list[str]] = defaultdict(list)
-        self.member_uses: dict[str, set[int]] = defaultdict(set)  # tensor -> ids of nodes that registered it
+        # (tensor, axis) -> ids of the nodes that registered that axis of the tensor
+        self.member_uses: dict[tuple[str, int], set[int]] = defaultdict(set)
 
     # ----------------------------------------------------------------- spaces and layouts
     def new_space(self, n: int, origin: str, producer: bool = True) -> int:
@@ -109,7 +111,7 @@ class Analysis:
     def add_member(self, space: int, tensor: gs.Constant, axis: int, role: str, node: gs.Node,
                    offset: int = 0, block: int = 1, kind: str = "", feature: bool = True) -> None:
         self.members[space].append(Member(tensor.name, axis, role, offset, block, node.name, kind, feature))
-        self.member_uses[tensor.name].add(id(node))
+        self.member_uses[(tensor.name, axis)].add(id(node))
 
     def add_consumer(self, layout: Layout, weight: gs.Constant, axis: int, node: gs.Node) -> None:
         for seg in layout.segments:
@@ -312,7 +314,7 @@ class Analysis:
             return
         kinds = ("bn_scale", "bn_bias", "bn_mean", "bn_var")
         for seg in lay.segments:
-            for p, kind in zip(params, kinds):
+            for p, kind in zip(params, kinds, strict=True):
                 self.add_member(seg.space, p, 0, AVERAGE, node, seg.start, seg.block, kind,
                                 feature=kind in ("bn_scale", "bn_bias"))
         self.set_layout(node.outputs[0], lay)
@@ -326,7 +328,7 @@ class Analysis:
             self.block(lay, f"InstanceNormalization {node.name} is not on axis 1 with constants")
             return
         for seg in lay.segments:
-            for p, kind in zip(params, ("norm_scale", "norm_bias")):
+            for p, kind in zip(params, ("norm_scale", "norm_bias"), strict=True):
                 self.add_member(seg.space, p, 0, AVERAGE, node, seg.start, seg.block, kind)
         self.set_layout(node.outputs[0], lay)
 
@@ -479,7 +481,8 @@ class Analysis:
             return
         axis = int(node.attrs.get("axis", -1 if node.op == "Softmax" else 1))
         axis = axis + lay.rank if axis < 0 else axis
-        if axis == lay.axis:
+        coerced = (self.graph.opset or 13) < 13  # opset < 13: normalises over all of [axis, rank)
+        if axis == lay.axis or (coerced and axis < lay.axis):
             self.block(lay, f"{node.op} {node.name} normalises over the channel axis")
             return
         self.passthrough(node)
@@ -494,7 +497,7 @@ class Analysis:
         ref_t, ref = tracked[0]
         out_axis = ref.axis + out_rank - ref.rank
         reason = None
-        for t, lay in tracked[1:]:
+        for _t, lay in tracked[1:]:
             if lay.axis + out_rank - lay.rank != out_axis or \
                     [(s.start, s.n, s.block) for s in lay.segments] != [(s.start, s.n, s.block) for s in ref.segments]:
                 reason = f"{node.op} {node.name} combines tensors whose channels do not line up"
@@ -522,7 +525,7 @@ class Analysis:
                 self.block(lay, reason)
             return
         for _t, lay in tracked[1:]:
-            for s_ref, s in zip(ref.segments, lay.segments):
+            for s_ref, s in zip(ref.segments, lay.segments, strict=True):
                 self.uf.union(s_ref.space, s.space)
         for const, ax in constants:
             for seg in ref.segments:
@@ -575,8 +578,9 @@ class Analysis:
                 self.set_layout(out, lay)
             return
         sizes = None
-        if len(node.inputs) > 1 and node.inputs[1].name:
-            sizes = const_values(node.inputs[1])
+        sizes_t = node.inputs[1] if len(node.inputs) > 1 and node.inputs[1].name else None
+        if sizes_t is not None:
+            sizes = const_values(sizes_t)
         elif node.attrs.get("split") is not None:
             sizes = np.asarray(node.attrs["split"])
         elif "num_outputs" in node.attrs or len(node.outputs) > 0:
@@ -591,10 +595,16 @@ class Analysis:
         if not all(int(b) in seg_bounds for b in bounds):
             self.block(lay, f"Split {node.name} cuts a group's channels apart on the channel axis")
             return
+        if sizes_t is None or len(self.graph_consumers(sizes_t)) != 1:
+            # folding changes the widths: only an unshared 'split' input can be rewritten with them
+            self.block(lay, f"Split {node.name} has no rewritable split sizes on the channel axis")
+            return
         for i, out in enumerate(node.outputs):
             lo, hi = bounds[i], bounds[i + 1]
             segs = tuple(Segment(s.space, s.start - lo, s.n, s.block) for s in lay.segments
                          if lo <= s.start < hi)
+            for s in segs:
+                self.add_member(s.space, sizes_t, 0, SHAPE, node, i, s.block, "shape", False)
             self.set_layout(out, Layout(lay.rank, lay.axis, segs))
 
     def op_Flatten(self, node: gs.Node) -> None:
@@ -620,7 +630,9 @@ class Analysis:
         if shape_const is not None and shape_index is not None:
             for s in segs:
                 self.add_member(s.space, shape_const, 0, SHAPE, node, shape_index, s.block, "shape", False)
-        self.set_layout(node.outputs[0], Layout(axis + 1, axis, segs))
+        # Flatten always gives [prod(dims before axis), rest]; a Reshape keeps the leading dims
+        out = Layout(2, 1, segs) if node.op == "Flatten" else Layout(axis + 1, axis, segs)
+        self.set_layout(node.outputs[0], out)
 
     def op_Reshape(self, node: gs.Node) -> None:
         lay = self.layout(node.inputs[0])
@@ -640,7 +652,7 @@ class Analysis:
         allow_zero = not int(node.attrs.get("allowzero", 0))
         head = [in_shape[i] if (v == 0 and allow_zero) else v for i, v in enumerate(target[:c])]
         same_head = len(target) > c and all(v == -1 and len(target) == c + 1 or v == d or (
-            not isinstance(d, (int, np.integer)) and v in (0, -1)) for v, d in zip(head, in_shape[:c]))
+            not isinstance(d, (int, np.integer)) and v in (0, -1)) for v, d in zip(head, in_shape[:c], strict=True))
         if not same_head or len(target) <= c:
             self.block(lay, f"Reshape {node.name} moves the channel axis")
             return
@@ -701,8 +713,9 @@ class Analysis:
             consumers: list[str] = []
             for s in sids:
                 for m in self.members[s]:
-                    key = (m.tensor, m.axis, m.offset, m.role) if m.role != SHAPE else (m.tensor, m.offset, m.block)
-                    if key not in seen:
+                    # a shape entry is registered once per segment; two segments of one group both shrink it
+                    key = (m.tensor, m.axis, m.offset, m.role) if m.role != SHAPE else None
+                    if key is None or key not in seen:
                         seen.add(key)
                         members.append(m)
                 for r in self.blocks[s]:
@@ -739,7 +752,7 @@ class Analysis:
             by_axis[(tensor, axis)].append((offset, offset + n * block, first))
         for (tensor, axis), ranges in by_axis.items():
             ranges.sort()
-            for (lo1, hi1, s1), (lo2, _hi2, s2) in zip(ranges, ranges[1:]):
+            for (_lo1, hi1, s1), (lo2, _hi2, s2) in zip(ranges, ranges[1:], strict=False):
                 if lo2 < hi1:
                     reason = f"tensor {tensor} axis {axis} is claimed by overlapping groups"
                     self.blocks[s1].append(reason)
@@ -753,7 +766,8 @@ class Analysis:
         for sid, members in self.members.items():
             for m in members:
                 t = tensors.get(m.tensor)
-                extra = [n for n in (t.outputs if t is not None else []) if id(n) not in self.member_uses[m.tensor]]
+                uses = self.member_uses[(m.tensor, m.axis)]
+                extra = [n for n in (t.outputs if t is not None else []) if id(n) not in uses]
                 if extra:
                     self.blocks[sid].append(f"tensor {m.tensor} is also used by {extra[0].op} {extra[0].name}")
                 if m.tensor in graph_inputs or m.tensor in graph_outputs:

@@ -1,0 +1,867 @@
+"""The op table (onnxfold.channel_rules), rule by rule, against exact duplicate-channel oracles.
+
+Every case builds one tiny ONNX graph twice from the same "compact" weights: once as is, and once
+"wide", where every hidden channel of the groups expected to fold is duplicated (producer rows,
+biases, BN vectors and per-channel constants repeated; consumer input columns repeated and halved;
+a Flatten block of H·W columns per channel repeated; each Concat input duplicated within its own
+segment; shape constants computed from the widths). By Lemma B.1 both graphs compute the same
+function, and folding the wide graph at sparsity 0.5 must give the compact graph back: the same
+outputs under onnxruntime, and every initializer with the compact shape and values. Barriers must
+block their group with a reason naming the op, while the rest of the graph still folds exactly.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import helper, numpy_helper
+
+from onnxfold.groups import analyze_graph
+from onnxfold.io import model_from_proto, to_model_proto
+from onnxfold.pass_manager import PassContext, PassManager, parse_pipeline
+from onnxfold.passes import REGISTRY
+
+AVG, SUM, KEEP = "avg", "sum", "keep"
+
+
+def A(n: int, block: int = 1) -> tuple[int, int, str]:
+    """n channels whose slices (``block`` entries each) are repeated: producer side."""
+    return (n, block, AVG)
+
+
+def S(n: int, block: int = 1) -> tuple[int, int, str]:
+    """n channels whose slices are repeated and halved: consumer side."""
+    return (n, block, SUM)
+
+
+def K(n: int) -> tuple[int, int, str]:
+    """n entries left alone (not part of a duplicated group)."""
+    return (n, 1, KEEP)
+
+
+def widen(weights: dict[str, np.ndarray], dup: list[tuple[str, int, list]]) -> dict[str, np.ndarray]:
+    """The wide weights: along ``axis`` of each named tensor, each part is duplicated (c → c, c + n)."""
+    out = dict(weights)
+    for name, axis, parts in dup:
+        x = np.moveaxis(out[name], axis, 0)
+        pieces, pos = [], 0
+        for n, block, role in parts:
+            seg = x[pos:pos + n * block]
+            pos += n * block
+            if role != KEEP:
+                seg = np.concatenate([seg, seg])
+                if role == SUM:
+                    seg = seg / seg.dtype.type(2)
+            pieces.append(seg)
+        assert pos == x.shape[0], f"duplication spec of {name} axis {axis} covers {pos} of {x.shape[0]}"
+        out[name] = np.moveaxis(np.concatenate(pieces), 0, axis)
+    return out
+
+
+def producer(w: str, b: str | None, n: int, axis: int = 0) -> list[tuple[str, int, list]]:
+    return [(w, axis, [A(n)])] + ([(b, 0, [A(n)])] if b else [])
+
+
+class Net:
+    """A tiny graph under construction; node outputs are named ``<node>_y`` (``_y1``, … for extra ones)."""
+
+    def __init__(self, weights: dict[str, np.ndarray], opset: int = 17, dtype=np.float32):
+        self.weights = weights
+        self.opset = opset
+        self.elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+        self.consts: dict[str, np.ndarray] = {}
+        self.nodes: list[onnx.NodeProto] = []
+        self.inputs: list[onnx.ValueInfoProto] = []
+
+    def input(self, name: str, shape: list[int]) -> str:
+        self.inputs.append(helper.make_tensor_value_info(name, self.elem, shape))
+        return name
+
+    def const(self, name: str, value, dtype=None) -> str:
+        self.consts[name] = np.asarray(value, dtype=dtype)
+        return name
+
+    def f(self, name: str, value: float) -> str:
+        """A scalar constant of the graph's float type."""
+        return self.const(name, value, helper.tensor_dtype_to_np_dtype(self.elem))
+
+    def i64(self, name: str, value) -> str:
+        return self.const(name, value, np.int64)
+
+    def __call__(self, op: str, *inputs: str, name: str | None = None, outs: int = 1, domain: str = "",
+                 **attrs):
+        name = name or f"{op.lower()}_{len(self.nodes)}"
+        outputs = [f"{name}_y" + (str(i) if i else "") for i in range(outs)]
+        self.nodes.append(helper.make_node(op, list(inputs), outputs, name=name, domain=domain or None, **attrs))
+        return outputs[0] if outs == 1 else outputs
+
+    def model(self, *outputs: str) -> onnx.ModelProto:
+        used = {i for node in self.nodes for i in node.input}
+        inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in {**self.weights, **self.consts}.items()
+                 if k in used]
+        outs = [helper.make_tensor_value_info(o, self.elem, None) for o in outputs]
+        graph = helper.make_graph(self.nodes, "case", self.inputs, outs, inits)
+        opsets = [helper.make_opsetid("", self.opset)]
+        if any(n.domain for n in self.nodes):
+            opsets.append(helper.make_opsetid("com.example", 1))
+        return helper.make_model(graph, opset_imports=opsets, ir_version=8 if self.opset <= 17 else 9)
+
+
+# --------------------------------------------------------------------------------- harness
+def run_ort(proto: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def random_feeds(proto: onnx.ModelProto, seed: int = 1) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for vi in proto.graph.input:
+        shape = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+        dtype = helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
+        feeds[vi.name] = rng.standard_normal(shape).astype(dtype)
+    return feeds
+
+
+def fold(proto: onnx.ModelProto, sparsity: float = 0.5) -> tuple[onnx.ModelProto, list]:
+    model = model_from_proto(proto)
+    ctx = PassContext()
+    spec = f"canonicalize,fold:sparsity={sparsity},cleanup"
+    PassManager(parse_pipeline(spec, REGISTRY), check=True).run(model, ctx)
+    return to_model_proto(model), ctx.data["fold_plans"]
+
+
+def groups_of(proto: onnx.ModelProto):
+    model = model_from_proto(proto)
+    PassManager(parse_pipeline("canonicalize", REGISTRY)).run(model)
+    return analyze_graph(model.graph)
+
+
+def rel_err(got: np.ndarray, ref: np.ndarray) -> float:
+    ref = ref.astype(np.float64)
+    return float(np.abs(got.astype(np.float64) - ref).max() / max(np.abs(ref).max(), 1e-30))
+
+
+def initializers(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+
+
+def plan_for(plans: list, producer_name: str):
+    found = [p for p in plans if producer_name in p.group.producers]
+    assert len(found) == 1, f"no single group produced by {producer_name}: {[p.group.producers for p in plans]}"
+    return found[0]
+
+
+def rnd(rng: np.random.Generator, *shape: int) -> np.ndarray:
+    return (rng.standard_normal(shape) * 0.5).astype(np.float32)
+
+
+def positive(rng: np.random.Generator, *shape: int) -> np.ndarray:
+    return rng.uniform(0.5, 2.0, shape).astype(np.float32)
+
+
+@dataclass
+class Case:
+    """``fold``: groups that must fold ("a+b" = one group produced by a and b); ``blocked``: producer → text
+    the reason must contain. ``dup`` duplicates exactly the folding groups."""
+
+    weights: Callable[[np.random.Generator], dict[str, np.ndarray]]
+    build: Callable[[dict[str, np.ndarray]], onnx.ModelProto]
+    dup: list[tuple[str, int, list]]
+    fold: list[str]
+    blocked: dict[str, str] = field(default_factory=dict)
+
+
+def check_case(case: Case, tol: float = 1e-5) -> None:
+    compact_w = case.weights(np.random.default_rng(0))
+    compact = case.build(compact_w)
+    wide = case.build(widen(compact_w, case.dup))
+    feeds = random_feeds(compact)
+    ref = run_ort(compact, feeds)
+    assert all(float(np.abs(r).max()) > 1e-3 for r in ref), "degenerate case"
+    for w, r in zip(run_ort(wide, feeds), ref, strict=True):  # the construction itself is exact (Lemma B.1)
+        assert w.shape == r.shape and rel_err(w, r) <= tol
+
+    folded, plans = fold(wide)
+    for got, r in zip(run_ort(folded, feeds), ref, strict=True):
+        assert got.shape == r.shape
+        assert rel_err(got, r) <= tol
+
+    done = {"+".join(sorted(p.group.producers)): p for p in plans if p.status == "folded"}
+    assert set(done) == {"+".join(sorted(g.split("+"))) for g in case.fold}
+    for p in done.values():
+        assert p.k * 2 == p.group.size
+    for name, needle in case.blocked.items():
+        p = plan_for(plans, name)
+        assert p.status == "blocked" and needle in p.reason, (name, p.status, p.reason)
+
+    # the folded graph *is* the compact graph: every initializer back to its compact shape and values
+    have = initializers(folded)
+    for name, value in initializers(compact).items():
+        assert have[name].shape == value.shape, name
+        assert have[name].dtype == value.dtype, name
+        np.testing.assert_allclose(have[name], value, rtol=1e-6, atol=0, err_msg=name)
+
+
+CASES: dict[str, Case] = {}
+
+
+def case(name: str, *args, **kwargs) -> None:
+    assert name not in CASES
+    CASES[name] = Case(*args, **kwargs)
+
+
+X = [2, 3, 6, 6]
+
+
+# --------------------------------------------------------------------------------- producers
+def conv_pair_w(rng, bias=True, n=4, k2=3):
+    w = {"w1": rnd(rng, n, 3, 3, 3), "w2": rnd(rng, 5, n, k2, k2)}
+    if bias:
+        w |= {"b1": rnd(rng, n), "b2": rnd(rng, 5)}
+    return w
+
+
+def conv_chain(mid: Callable[[Net, str], str], bias: bool = True, opset: int = 17, dtype=np.float32, k2=3):
+    """x → Conv c1 (n) → mid → Conv c2 (5) → y."""
+    def build(w):
+        net = Net(w, opset, dtype)
+        x = net.input("x", X)
+        h = net("Conv", x, "w1", *(["b1"] if bias else []), name="c1", pads=[1, 1, 1, 1])
+        h = mid(net, h)
+        pads = [(k2 - 1) // 2] * 4
+        return net.model(net("Conv", h, "w2", *(["b2"] if bias else []), name="c2", pads=pads))
+    return build
+
+
+def relu(net: Net, h: str) -> str:
+    return net("Relu", h)
+
+
+CHAIN_DUP = producer("w1", "b1", 4) + [("w2", 1, [S(4)])]
+case("conv_relu_conv", conv_pair_w, conv_chain(relu), CHAIN_DUP, ["c1"], {"c2": "graph output"})
+case("conv_no_bias", lambda r: conv_pair_w(r, bias=False), conv_chain(relu, bias=False),
+     producer("w1", None, 4) + [("w2", 1, [S(4)])], ["c1"])
+case("conv_opset13", conv_pair_w, conv_chain(relu, opset=13), CHAIN_DUP, ["c1"])
+case("conv_opset20", conv_pair_w, conv_chain(relu, opset=20), CHAIN_DUP, ["c1"])
+
+
+def bn_w(rng):
+    return conv_pair_w(rng, bias=False) | {"s": positive(rng, 4), "t": rnd(rng, 4), "mu": rnd(rng, 4),
+                                           "var": positive(rng, 4)}
+
+
+case("batchnorm", bn_w,
+     conv_chain(lambda net, h: net("Relu", net("BatchNormalization", h, "s", "t", "mu", "var", epsilon=1e-3)),
+                bias=False),
+     producer("w1", None, 4) + [(v, 0, [A(4)]) for v in ("s", "t", "mu", "var")] + [("w2", 1, [S(4)])], ["c1"])
+case("depthwise_conv", lambda r: conv_pair_w(r) | {"wd": rnd(r, 4, 1, 3, 3), "bd": rnd(r, 4)},
+     conv_chain(lambda net, h: net("Relu", net("Conv", net("Relu", h), "wd", "bd", name="dw", pads=[1, 1, 1, 1],
+                                               group=net.weights["wd"].shape[0]))),
+     CHAIN_DUP + producer("wd", "bd", 4), ["c1"])
+case("instancenorm", lambda r: conv_pair_w(r) | {"s": positive(r, 4), "t": rnd(r, 4)},
+     conv_chain(lambda net, h: net("InstanceNormalization", h, "s", "t")),
+     CHAIN_DUP + producer("s", "t", 4), ["c1"])
+
+
+def stem_w(rng, extra):
+    return {"w0": rnd(rng, 3, 3, 3, 3), "b0": rnd(rng, 3), "w1": rnd(rng, 4, 3, 3, 3), "b1": rnd(rng, 4)} | extra
+
+
+STEM_DUP = producer("w0", "b0", 3) + [("w1", 1, [S(3)])]
+
+
+def stem_chain(tail: Callable[[Net, str], str], opset: int = 17):
+    """x → Conv c0 (3, folds) → Relu → Conv c1 (4, the group under test) → tail → y."""
+    def build(w):
+        net = Net(w, opset)
+        h = net("Relu", net("Conv", net.input("x", X), "w0", "b0", name="c0", pads=[1, 1, 1, 1]))
+        h = net("Conv", h, "w1", "b1", name="c1", pads=[1, 1, 1, 1])
+        out = tail(net, h)
+        return net.model(*out) if isinstance(out, tuple) else net.model(out)
+    return build
+
+
+def conv2(net: Net, h: str, w: str = "w2") -> str:
+    return net("Conv", h, w, name="c2", pads=[1, 1, 1, 1])
+
+
+case("grouped_conv", lambda r: stem_w(r, {"wg": rnd(r, 4, 2, 3, 3), "w2": rnd(r, 5, 4, 3, 3)}),
+     stem_chain(lambda net, h: conv2(net, net("Relu", net("Conv", net("Relu", h), "wg", name="gconv", group=2,
+                                                          pads=[1, 1, 1, 1])))),
+     STEM_DUP, ["c0"], {"c1": "grouped Conv", "gconv": "grouped Conv"})
+
+
+def convtranspose(w):
+    net = Net(w)
+    h = net("Relu", net("Conv", net.input("x", X), "w1", "b1", name="c1", pads=[1, 1, 1, 1]))
+    h = net("Relu", net("ConvTranspose", h, "wt", "bt", name="ct", strides=[2, 2]))
+    return net.model(net("Conv", h, "w2", name="c2"))
+
+
+case("convtranspose", lambda r: {"w1": rnd(r, 4, 3, 3, 3), "b1": rnd(r, 4), "wt": rnd(r, 4, 3, 2, 2),
+                                 "bt": rnd(r, 3), "w2": rnd(r, 5, 3, 3, 3)},
+     convtranspose, producer("w1", "b1", 4) + [("wt", 0, [S(4)])] + producer("wt", "bt", 3, axis=1)
+     + [("w2", 1, [S(3)])], ["c1", "ct"])
+
+
+def gemm_case(trans_b1: int, c_shape: tuple[int, ...], trans_b2: int) -> None:
+    def weights(rng):
+        return {"gw1": rnd(rng, *((4, 6) if trans_b1 else (6, 4))), "gc1": rnd(rng, *c_shape),
+                "gw2": rnd(rng, *((5, 4) if trans_b2 else (4, 5))), "gc2": rnd(rng, 1, 5)}
+
+    def build(w):
+        net = Net(w)
+        h = net("Gemm", net.input("v", [2, 6]), "gw1", "gc1", name="g1", alpha=0.7, beta=1.3, transB=trans_b1)
+        h = net("Tanh", h)
+        return net.model(net("Gemm", h, "gw2", "gc2", name="g2", alpha=1.1, beta=0.9, transB=trans_b2))
+
+    dup = [("gw1", 0 if trans_b1 else 1, [A(4)]), ("gc1", len(c_shape) - 1, [A(4)]),
+           ("gw2", 1 if trans_b2 else 0, [S(4)])]
+    case(f"gemm_tb{trans_b1}_c{len(c_shape)}d_tb{trans_b2}", weights, build, dup, ["g1"], {"g2": "graph output"})
+
+
+gemm_case(1, (4,), 0)
+gemm_case(0, (1, 4), 1)
+gemm_case(1, (1, 4), 1)
+gemm_case(0, (4,), 0)
+
+
+def matmul_case(rank: int) -> None:
+    def build(w):
+        net = Net(w)
+        a = net.input("v", [2, 3, 6][3 - rank:])
+        h = net("Relu", net("Add", net("MatMul", a, "w1", name="m1"), "b1"))
+        return net.model(net("Add", net("MatMul", h, "w2", name="m2"), "b2"))
+
+    case(f"matmul_rank{rank}", lambda r: {"w1": rnd(r, 6, 4), "b1": rnd(r, 4), "w2": rnd(r, 4, 5), "b2": rnd(r, 5)},
+         build, producer("w1", None, 4, axis=1) + [("b1", 0, [A(4)]), ("w2", 0, [S(4)])], ["m1"])
+
+
+matmul_case(2)
+matmul_case(3)
+
+
+# --------------------------------------------------------------------------------- element-wise
+def gelu_erf(net: Net, h: str) -> str:
+    e = net("Erf", net("Div", h, net.f("sqrt2", np.sqrt(2.0))))
+    return net("Mul", net("Mul", h, net("Add", e, net.f("one", 1.0))), net.f("half", 0.5))
+
+
+ACTS: dict[str, Callable[[Net, str], str]] = {
+    "Relu": relu,
+    "LeakyRelu": lambda net, h: net("LeakyRelu", h, alpha=0.1),
+    "PRelu": lambda net, h: net("PRelu", h, "slope"),
+    "HardSigmoid": lambda net, h: net("HardSigmoid", h, alpha=0.3, beta=0.4),
+    "HardSwish": lambda net, h: net("HardSwish", h),
+    "Clip": lambda net, h: net("Clip", h, net.f("lo", -0.3), net.f("hi", 0.6)),
+    "Tanh": lambda net, h: net("Tanh", h),
+    "Sigmoid": lambda net, h: net("Sigmoid", h),
+    "Elu": lambda net, h: net("Elu", h, alpha=0.7),
+    "GeluErf": gelu_erf,
+    "SiLU": lambda net, h: net("Mul", h, net("Sigmoid", h)),
+    "Gelu": lambda net, h: net("Gelu", h),
+}
+for _act, _fn in ACTS.items():
+    _opset = 20 if _act == "Gelu" else 13 if _act == "Clip" else 17
+    if _act == "PRelu":
+        case("act_PRelu", lambda r: conv_pair_w(r) | {"slope": rnd(r, 4, 1, 1)}, conv_chain(_fn),
+             CHAIN_DUP + [("slope", 0, [A(4)])], ["c1"])
+    else:
+        case(f"act_{_act}", conv_pair_w, conv_chain(_fn, opset=_opset), CHAIN_DUP, ["c1"])
+
+case("pool_max", conv_pair_w, conv_chain(lambda net, h: net("MaxPool", h, kernel_shape=[2, 2], strides=[2, 2])),
+     CHAIN_DUP, ["c1"])
+case("pool_average", conv_pair_w,
+     conv_chain(lambda net, h: net("AveragePool", h, kernel_shape=[3, 3], pads=[1, 1, 1, 1])), CHAIN_DUP, ["c1"])
+case("pool_global_average", lambda r: conv_pair_w(r, k2=1),
+     conv_chain(lambda net, h: net("GlobalAveragePool", net("Relu", h)), k2=1), CHAIN_DUP, ["c1"])
+
+
+def pad_spatial(net: Net, h: str) -> str:
+    return net("Pad", h, net.i64("pads", [0, 0, 1, 0, 0, 0, 0, 1]), mode="reflect")
+
+
+case("pad_spatial", conv_pair_w, conv_chain(pad_spatial, opset=13), CHAIN_DUP, ["c1"])
+case("pad_spatial_axes", conv_pair_w,
+     conv_chain(lambda net, h: net("Pad", h, net.i64("pads", [1, 0, 0, 2]), net.f("cval", 0.25),
+                                   net.i64("axes", [2, 3])), opset=18), CHAIN_DUP, ["c1"])
+case("pad_channels", lambda r: stem_w(r, {"w2": rnd(r, 5, 5, 3, 3)}),
+     stem_chain(lambda net, h: conv2(net, net("Pad", h, net.i64("pads", [0, 1, 0, 0, 0, 0, 0, 0])))),
+     STEM_DUP, ["c0"], {"c1": "Pad"})
+case("resize_scales", conv_pair_w,
+     conv_chain(lambda net, h: net("Resize", h, "", net.f("scales", [1, 1, 2, 2]), mode="nearest"), opset=13),
+     CHAIN_DUP, ["c1"])
+case("resize_scales_linear", conv_pair_w,
+     conv_chain(lambda net, h: net("Resize", h, "", net.f("scales", [1, 1, 1.5, 2]), mode="linear")),
+     CHAIN_DUP, ["c1"])
+
+
+def resize_sizes(w):
+    net = Net(w)
+    h = net("Conv", net.input("x", X), "w1", "b1", name="c1", pads=[1, 1, 1, 1])
+    h = net("Resize", h, "", "", net.i64("sizes", [2, w["w1"].shape[0], 9, 12]), mode="nearest")
+    return net.model(net("Conv", h, "w2", "b2", name="c2", pads=[1, 1, 1, 1]))
+
+
+case("resize_sizes", conv_pair_w, resize_sizes, CHAIN_DUP, ["c1"])
+
+
+def per_channel_consts(net: Net, h: str) -> str:
+    h = net("Add", net("Mul", h, "sc"), "sh")
+    return net("Relu", net("Sub", "sub", net("Div", h, "dv")))
+
+
+case("per_channel_constants",
+     lambda r: conv_pair_w(r) | {"sc": rnd(r, 4, 1, 1), "sh": rnd(r, 4, 1, 1), "sub": rnd(r, 1, 4, 1, 1),
+                                 "dv": positive(r, 4, 1, 1)},
+     conv_chain(per_channel_consts),
+     CHAIN_DUP + [("sc", 0, [A(4)]), ("sh", 0, [A(4)]), ("sub", 1, [A(4)]), ("dv", 0, [A(4)])], ["c1"])
+
+
+# --------------------------------------------------------------------------------- joins
+def residual_branches(w):
+    net = Net(w)
+    h = net("Relu", net("Conv", net.input("x", X), "w0", "b0", name="c0", pads=[1, 1, 1, 1]))
+    a = net("Conv", h, "wa", "ba", name="cA", pads=[1, 1, 1, 1])
+    b = net("Conv", h, "wb", "bb", name="cB")
+    return net.model(net("Conv", net("Relu", net("Add", a, b)), "w3", name="c3"))
+
+
+case("residual_two_branches",
+     lambda r: {"w0": rnd(r, 4, 3, 3, 3), "b0": rnd(r, 4), "wa": rnd(r, 3, 4, 3, 3), "ba": rnd(r, 3),
+                "wb": rnd(r, 3, 4, 1, 1), "bb": rnd(r, 3), "w3": rnd(r, 5, 3, 3, 3)},
+     residual_branches,
+     producer("w0", "b0", 4) + [("wa", 1, [S(4)]), ("wb", 1, [S(4)])] + producer("wa", "ba", 3)
+     + producer("wb", "bb", 3) + [("w3", 1, [S(3)])], ["c0", "cA+cB"])
+
+
+def residual_identity(w):
+    net = Net(w)
+    h = net("Relu", net("Conv", net.input("x", X), "w0", "b0", name="c0", pads=[1, 1, 1, 1]))
+    r = net("Conv", net("Relu", net("Conv", h, "w1", "b1", name="c1", pads=[1, 1, 1, 1])), "w2", "b2", name="c2",
+            pads=[1, 1, 1, 1])
+    return net.model(net("Conv", net("Relu", net("Add", h, r)), "w3", name="c3"))
+
+
+case("residual_identity",
+     lambda r: {"w0": rnd(r, 4, 3, 3, 3), "b0": rnd(r, 4), "w1": rnd(r, 3, 4, 3, 3), "b1": rnd(r, 3),
+                "w2": rnd(r, 4, 3, 3, 3), "b2": rnd(r, 4), "w3": rnd(r, 5, 4, 1, 1)},
+     residual_identity,
+     producer("w0", "b0", 4) + [("w1", 1, [S(4)])] + producer("w1", "b1", 3) + [("w2", 1, [S(3)])]
+     + producer("w2", "b2", 4) + [("w3", 1, [S(4)])], ["c0+c2", "c1"])
+
+
+def squeeze_excite(w):
+    net = Net(w)
+    h = net("Relu", net("Conv", net.input("x", X), "w1", "b1", name="c1", pads=[1, 1, 1, 1]))
+    g = net("Relu", net("Conv", net("GlobalAveragePool", h), "ws1", "bs1", name="s1"))
+    g = net("Sigmoid", net("Conv", g, "ws2", "bs2", name="s2"))
+    return net.model(net("Conv", net("Mul", h, g), "w2", name="c2", pads=[1, 1, 1, 1]))
+
+
+case("squeeze_excite",
+     lambda r: {"w1": rnd(r, 4, 3, 3, 3), "b1": rnd(r, 4), "ws1": rnd(r, 2, 4, 1, 1), "bs1": rnd(r, 2),
+                "ws2": rnd(r, 4, 2, 1, 1), "bs2": rnd(r, 4), "w2": rnd(r, 5, 4, 3, 3)},
+     squeeze_excite,
+     producer("w1", "b1", 4) + [("ws1", 1, [S(4)])] + producer("ws2", "bs2", 4) + [("w2", 1, [S(4)])]
+     + producer("ws1", "bs1", 2) + [("ws2", 1, [S(2)])], ["c1+s2", "s1"])
+
+
+def concat_w(rng):
+    return {"wa": rnd(rng, 4, 3, 3, 3), "ba": rnd(rng, 4), "wb": rnd(rng, 3, 3, 3, 3), "bb": rnd(rng, 3),
+            "w3": rnd(rng, 5, 7, 1, 1)}
+
+
+def concat(with_input: bool):
+    def build(w):
+        net = Net(w)
+        x = net.input("x", X)
+        a = net("Relu", net("Conv", x, "wa", "ba", name="cA", pads=[1, 1, 1, 1]))
+        b = x if with_input else net("Relu", net("Conv", x, "wb", "bb", name="cB", pads=[1, 1, 1, 1]))
+        return net.model(net("Conv", net("Concat", a, b, axis=1), "w3", name="c3"))
+    return build
+
+
+case("concat_channels", concat_w, concat(False),
+     producer("wa", "ba", 4) + producer("wb", "bb", 3) + [("w3", 1, [S(4), S(3)])], ["cA", "cB"])
+case("concat_with_graph_input", concat_w, concat(True), producer("wa", "ba", 4) + [("w3", 1, [S(4), K(3)])],
+     ["cA"])
+
+
+def concat_bn_depthwise(w):
+    net = Net(w)
+    x = net.input("x", X)
+    a = net("Conv", x, "wa", "ba", name="cA", pads=[1, 1, 1, 1])
+    b = net("Conv", x, "wb", "bb", name="cB", pads=[1, 1, 1, 1])
+    h = net("Relu", net("BatchNormalization", net("Concat", a, b, axis=1), "s", "t", "mu", "var"))
+    h = net("Relu", net("Conv", h, "wd", name="dw", group=w["wd"].shape[0], pads=[1, 1, 1, 1]))
+    return net.model(net("Conv", h, "w3", name="c3"))
+
+
+case("concat_bn_depthwise",
+     lambda r: concat_w(r) | {"s": positive(r, 7), "t": rnd(r, 7), "mu": rnd(r, 7), "var": positive(r, 7),
+                              "wd": rnd(r, 7, 1, 3, 3)},
+     concat_bn_depthwise,
+     producer("wa", "ba", 4) + producer("wb", "bb", 3) + [("w3", 1, [S(4), S(3)])]
+     + [(v, 0, [A(4), A(3)]) for v in ("s", "t", "mu", "var", "wd")], ["cA", "cB"])
+
+
+def split_concat(w):
+    net = Net(w, 13)
+    x = net.input("x", X)
+    a = net("Conv", x, "wa", "ba", name="cA", pads=[1, 1, 1, 1])
+    b = net("Conv", x, "wb", "bb", name="cB", pads=[1, 1, 1, 1])
+    sizes = [w["wa"].shape[0], w["wb"].shape[0]]
+    p, q = net("Split", net("Relu", net("Concat", a, b, axis=1)), net.i64("split", sizes), axis=1, outs=2)
+    return net.model(net("Add", net("Conv", p, "wp", name="cP"), net("Conv", q, "wq", name="cQ")))
+
+
+case("split_at_segment_bounds",
+     lambda r: concat_w(r) | {"wp": rnd(r, 5, 4, 1, 1), "wq": rnd(r, 5, 3, 1, 1)}, split_concat,
+     producer("wa", "ba", 4) + producer("wb", "bb", 3) + [("wp", 1, [S(4)]), ("wq", 1, [S(3)])], ["cA", "cB"])
+
+
+def split_cut(net: Net, h: str):
+    p, q = net("Split", net("Relu", h), net.i64("split", [1, 3]), axis=1, outs=2)
+    return net("Add", net("Conv", p, "wp", name="cP"), net("Conv", q, "wq", name="cQ"))
+
+
+case("split_cuts_group", lambda r: stem_w(r, {"wp": rnd(r, 5, 1, 1, 1), "wq": rnd(r, 5, 3, 1, 1)}),
+     stem_chain(split_cut, opset=13), STEM_DUP, ["c0"], {"c1": "Split"})
+
+
+def split_spatial(net: Net, h: str) -> str:
+    p, q = net("Split", h, axis=2, outs=2)
+    return net("Mul", p, net("Sigmoid", q))
+
+
+case("split_spatial", conv_pair_w, conv_chain(split_spatial), CHAIN_DUP, ["c1"])
+
+
+# --------------------------------------------------------------------------------- reshapes into a Gemm
+def flatten_gemm(kind: str, opset: int = 17):
+    """x → Conv c1 (n) → Relu → MaxPool (3×3) → Flatten/Reshape → Gemm fc."""
+    def build(w):
+        net = Net(w, opset)
+        h = net("Conv", net.input("x", X), "w1", "b1", name="c1", pads=[1, 1, 1, 1])
+        h = net("MaxPool", net("Relu", h), kernel_shape=[2, 2], strides=[2, 2])
+        n = w["w1"].shape[0]
+        if kind == "flatten":
+            h = net("Flatten", h, axis=1)
+        else:
+            target = {"0,-1": [0, -1], "N,-1": [2, -1], "N,CHW": [2, n * 9], "-1,CHW": [-1, n * 9]}[kind]
+            h = net("Reshape", h, net.i64("target", target))
+        return net.model(net("Gemm", h, "fw", "fb", name="fc", transB=1))
+    return build
+
+
+for _kind in ("flatten", "0,-1", "N,-1", "N,CHW", "-1,CHW"):
+    case(f"reshape_gemm_{_kind}",
+         lambda r: {"w1": rnd(r, 4, 3, 3, 3), "b1": rnd(r, 4), "fw": rnd(r, 5, 36), "fb": rnd(r, 5)},
+         flatten_gemm(_kind), producer("w1", "b1", 4) + [("fw", 1, [S(4, 9)])], ["c1"])
+
+
+def reshape_keep_channels(opset: int):
+    def build(w):
+        net = Net(w, opset)
+        h = net("Relu", net("Conv", net.input("x", X), "w1", "b1", name="c1", pads=[1, 1, 1, 1]))
+        h = net("Reshape", h, net.i64("target", [2, w["w1"].shape[0], 36]))
+        if opset >= 18:
+            h = net("ReduceMean", h, net.i64("axes", [2]), keepdims=0)
+        else:
+            h = net("ReduceMean", h, axes=[2], keepdims=0)
+        return net.model(net("Gemm", h, "fw", "fb", name="fc", transB=1))
+    return build
+
+
+for _opset in (17, 20):
+    case(f"reshape_keep_channels_reducemean_opset{_opset}",
+         lambda r: {"w1": rnd(r, 4, 3, 3, 3), "b1": rnd(r, 4), "fw": rnd(r, 5, 4), "fb": rnd(r, 5)},
+         reshape_keep_channels(_opset), producer("w1", "b1", 4) + [("fw", 1, [S(4)])], ["c1"])
+
+
+def reducemean_gemm(opset: int):
+    def build(w):
+        net = Net(w, opset)
+        h = net("Relu", net("Conv", net.input("x", X), "w1", "b1", name="c1", pads=[1, 1, 1, 1]))
+        if opset >= 18:
+            h = net("ReduceMean", h, net.i64("axes", [2, 3]), keepdims=0)
+        else:
+            h = net("ReduceMean", h, axes=[2, 3], keepdims=0)
+        return net.model(net("Gemm", h, "fw", "fb", name="fc", transB=1))
+    return build
+
+
+for _opset in (13, 20):
+    case(f"reducemean_spatial_gemm_opset{_opset}",
+         lambda r: {"w1": rnd(r, 4, 3, 3, 3), "b1": rnd(r, 4), "fw": rnd(r, 5, 4), "fb": rnd(r, 5)},
+         reducemean_gemm(_opset), producer("w1", "b1", 4) + [("fw", 1, [S(4)])], ["c1"])
+
+
+def flatten_rank3(w):
+    net = Net(w)
+    h = net("Relu", net("Add", net("MatMul", net.input("v", [2, 3, 6]), "w1", name="m1"), "b1"))
+    return net.model(net("Gemm", net("Flatten", h, axis=2), "fw", "fb", name="fc", transB=1))
+
+
+case("flatten_axis2_gemm", lambda r: {"w1": rnd(r, 6, 4), "b1": rnd(r, 4), "fw": rnd(r, 5, 4), "fb": rnd(r, 5)},
+     flatten_rank3, producer("w1", None, 4, axis=1) + [("b1", 0, [A(4)]), ("fw", 1, [S(4)])], ["m1"])
+
+
+def transpose_matmul(w):
+    net = Net(w)
+    h = net("Relu", net("Conv", net.input("x", X), "w1", "b1", name="c1", pads=[1, 1, 1, 1]))
+    h = net("Transpose", h, perm=[0, 2, 3, 1])
+    return net.model(net("Add", net("MatMul", h, "mw", name="m2"), "mb"))
+
+
+case("transpose_nhwc_matmul",
+     lambda r: {"w1": rnd(r, 4, 3, 3, 3), "b1": rnd(r, 4), "mw": rnd(r, 4, 5), "mb": rnd(r, 5)},
+     transpose_matmul, producer("w1", "b1", 4) + [("mw", 0, [S(4)])], ["c1"])
+
+
+# --------------------------------------------------------------------------------- barriers
+case("softmax_channels", lambda r: stem_w(r, {"w2": rnd(r, 5, 4, 3, 3)}),
+     stem_chain(lambda net, h: conv2(net, net("Softmax", h, axis=1))), STEM_DUP, ["c0"], {"c1": "Softmax"})
+case("softmax_spatial", conv_pair_w, conv_chain(lambda net, h: net("Softmax", h, axis=-1)), CHAIN_DUP, ["c1"])
+case("reducemean_channels", lambda r: stem_w(r, {"w2": rnd(r, 5, 1, 3, 3)}),
+     stem_chain(lambda net, h: conv2(net, net("ReduceMean", h, axes=[1], keepdims=1))), STEM_DUP, ["c0"],
+     {"c1": "ReduceMean"})
+
+
+def layernorm(axis: int, blocked: bool) -> None:
+    def build(w):
+        net = Net(w)
+        h = net("Relu", net("Add", net("MatMul", net.input("v", [2, 3, 6]), "w0", name="m0"), "b0"))
+        h = net("LayerNormalization", net("MatMul", h, "w1", name="m1"), "ls", "lb", axis=axis)
+        return net.model(net("MatMul", h, "w2", name="m2"))
+
+    shape = (4,) if axis == -1 else (3, 4)
+    dup = producer("w0", None, 3, axis=1) + [("b0", 0, [A(3)]), ("w1", 0, [S(3)])]
+    if not blocked:
+        dup += [("w1", 1, [A(4)]), ("w2", 0, [S(4)]), ("ls", len(shape) - 1, [A(4)]), ("lb", len(shape) - 1, [A(4)])]
+    case(f"layernorm_axis{axis}",
+         lambda r: {"w0": rnd(r, 6, 3), "b0": rnd(r, 3), "w1": rnd(r, 3, 4), "ls": positive(r, *shape),
+                    "lb": rnd(r, *shape), "w2": rnd(r, 4, 5)},
+         build, dup, ["m0"] + ([] if blocked else ["m1"]), {"m1": "LayerNormalization"} if blocked else {})
+
+
+layernorm(-1, True)
+layernorm(-2, True)
+
+
+def layernorm_spatial(w):
+    net = Net(w)
+    h = net("Conv", net.input("x", X), "w1", "b1", name="c1", pads=[1, 1, 1, 1])
+    h = net("LayerNormalization", h, "ls", "lb", axis=2)
+    return net.model(net("Conv", h, "w2", "b2", name="c2", pads=[1, 1, 1, 1]))
+
+
+case("layernorm_spatial", lambda r: conv_pair_w(r) | {"ls": positive(r, 6, 6), "lb": rnd(r, 6, 6)},
+     layernorm_spatial, CHAIN_DUP, ["c1"])
+case("graph_output_in_middle", lambda r: stem_w(r, {"w2": rnd(r, 5, 4, 3, 3)}),
+     stem_chain(lambda net, h: (conv2(net, net("Relu", h, name="mid")), "mid_y")), STEM_DUP, ["c0"],
+     {"c1": "graph output mid_y"})
+case("unknown_op_topk", lambda r: stem_w(r, {"w2": rnd(r, 5, 4, 3, 3)}),
+     stem_chain(lambda net, h: conv2(net, net("TopK", net("Relu", h), net.i64("k", [3]), axis=3, outs=2)[0])),
+     STEM_DUP, ["c0"], {"c1": "TopK"})
+
+
+def shared_sequential(w):
+    net = Net(w)
+    h = net("Relu", net("Conv", net.input("x", X), "w0", "b0", name="c0", pads=[1, 1, 1, 1]))
+    h = net("Relu", net("Conv", h, "ws", "bs1", name="cS1", pads=[1, 1, 1, 1]))
+    h = net("Relu", net("Conv", h, "ws", "bs2", name="cS2", pads=[1, 1, 1, 1]))
+    return net.model(net("Conv", h, "w3", name="c3"))
+
+
+case("shared_weight_two_convs",
+     lambda r: {"w0": rnd(r, 4, 3, 3, 3), "b0": rnd(r, 4), "ws": rnd(r, 4, 4, 3, 3) * 0.5, "bs1": rnd(r, 4),
+                "bs2": rnd(r, 4), "w3": rnd(r, 5, 4, 1, 1)},
+     shared_sequential,
+     producer("w0", "b0", 4) + producer("ws", "bs1", 4) + [("bs2", 0, [A(4)]), ("ws", 1, [S(4)]),
+                                                           ("w3", 1, [S(4)])], ["c0+cS1+cS2"])
+
+
+def weight_read_elsewhere(w):
+    net = Net(w)
+    h = net("Relu", net("Conv", net.input("x", X), "w0", "b0", name="c0", pads=[1, 1, 1, 1]))
+    h = net("Relu", net("Conv", h, "w1", "b1", name="c1", pads=[1, 1, 1, 1]))
+    return net.model(conv2(net, h), net("ReduceSum", "w2", keepdims=0, name="peek"))
+
+
+case("weight_read_by_other_op", lambda r: stem_w(r, {"w2": rnd(r, 5, 4, 3, 3)}), weight_read_elsewhere,
+     STEM_DUP, ["c0"], {"c1": "also used by ReduceSum"})
+
+
+def shared_untracked_reader(w):
+    net = Net(w)
+    h = net("Relu", net("Conv", net.input("x", X), "w0", "b0", name="c0", pads=[1, 1, 1, 1]))
+    a = net("Relu", net("Conv", h, "ws", "bs1", name="cS1", pads=[1, 1, 1, 1]))
+    b = net("Relu", net("Conv", net.input("x2", [2, 4, 6, 6]), "ws", "bs2", name="cS2", pads=[1, 1, 1, 1]))
+    return net.model(net("Add", net("Conv", a, "w3", name="c3"), net("Conv", b, "w4", name="c4")))
+
+
+case("shared_weight_untracked_reader",
+     lambda r: {"w0": rnd(r, 4, 3, 3, 3), "b0": rnd(r, 4), "ws": rnd(r, 4, 4, 3, 3), "bs1": rnd(r, 4),
+                "bs2": rnd(r, 4), "w3": rnd(r, 5, 4, 1, 1), "w4": rnd(r, 5, 4, 1, 1)},
+     shared_untracked_reader,
+     producer("ws", "bs1", 4) + [("bs2", 0, [A(4)]), ("w3", 1, [S(4)]), ("w4", 1, [S(4)])], ["cS1+cS2"],
+     {"c0": "also used by Conv cS2"})
+
+
+def concat_united_reshape(w):
+    net = Net(w)
+    x = net.input("x", X)
+    a = net("Relu", net("Conv", x, "wa", "ba", name="cA", pads=[1, 1, 1, 1]))
+    b = net("Relu", net("Conv", x, "wb", "bb", name="cB", pads=[1, 1, 1, 1]))
+    y1 = net("Conv", net("Add", a, b), "w3", name="c3")
+    h = net("MaxPool", net("Concat", a, b, axis=1), kernel_shape=[2, 2], strides=[2, 2])
+    h = net("Reshape", h, net.i64("target", [2, 9 * (w["wa"].shape[0] + w["wb"].shape[0])]))
+    return net.model(y1, net("Gemm", h, "fw", name="fc", transB=1))
+
+
+case("concat_of_united_branches_reshape",
+     lambda r: {"wa": rnd(r, 4, 3, 3, 3), "ba": rnd(r, 4), "wb": rnd(r, 4, 3, 3, 3), "bb": rnd(r, 4),
+                "w3": rnd(r, 5, 4, 1, 1), "fw": rnd(r, 5, 72)},
+     concat_united_reshape,
+     producer("wa", "ba", 4) + producer("wb", "bb", 4) + [("w3", 1, [S(4)]), ("fw", 1, [S(4, 9), S(4, 9)])],
+     ["cA+cB"])
+
+
+def gemm_trans_a(w):
+    net = Net(w)
+    h = net("Relu", net("Gemm", net.input("v", [2, 6]), "gw1", "gc1", name="g1", transB=1))
+    return net.model(net("Gemm", net("Transpose", h, perm=[1, 0]), "gw2", name="g2", transA=1))
+
+
+case("gemm_transA", lambda r: {"gw1": rnd(r, 4, 6), "gc1": rnd(r, 4), "gw2": rnd(r, 4, 5)}, gemm_trans_a,
+     producer("gw1", "gc1", 4) + [("gw2", 0, [S(4)])], ["g1"])
+
+
+def squeeze_gemm(opset: int):
+    def build(w):
+        net = Net(w, opset)
+        h = net("Relu", net("Conv", net.input("x", X), "w1", "b1", name="c1", pads=[1, 1, 1, 1]))
+        h = net("GlobalAveragePool", h)
+        h = net("Squeeze", h, net.i64("axes", [2, 3])) if opset >= 13 else net("Squeeze", h, axes=[2, 3])
+        h = net("Sigmoid", net("Gemm", h, "fw", "fb", name="g1", transB=1))
+        h = net("Unsqueeze", h, net.i64("uaxes", [2])) if opset >= 13 else net("Unsqueeze", h, axes=[2])
+        return net.model(net("Conv", h, "w2", name="c2"))
+    return build
+
+
+for _opset in (11, 13):
+    case(f"squeeze_unsqueeze_opset{_opset}",
+         lambda r: {"w1": rnd(r, 4, 3, 3, 3), "b1": rnd(r, 4), "fw": rnd(r, 3, 4), "fb": rnd(r, 3),
+                    "w2": rnd(r, 5, 3, 1)},
+         squeeze_gemm(_opset), producer("w1", "b1", 4) + [("fw", 1, [S(4)])] + producer("fw", "fb", 3)
+         + [("w2", 1, [S(3)])], ["c1", "g1"])
+
+
+def split_unrewritable(opset: int):
+    def build(w):
+        net = Net(w, opset)
+        x = net.input("x", X)
+        a = net("Conv", x, "wa", "ba", name="cA", pads=[1, 1, 1, 1])
+        b = net("Conv", x, "wb", "bb", name="cB", pads=[1, 1, 1, 1])
+        cat = net("Concat", a, b, axis=1)
+        if opset < 13:
+            p, q = net("Split", cat, axis=1, split=[4, 4], outs=2)
+        else:
+            p, q = net("Split", cat, axis=1, num_outputs=2, outs=2)
+        return net.model(net("Add", net("Conv", p, "wp", name="cP"), net("Conv", q, "wq", name="cQ")))
+    return build
+
+
+for _opset in (11, 18):
+    case(f"split_sizes_not_rewritable_opset{_opset}",
+         lambda r: {"wa": rnd(r, 4, 3, 3, 3), "ba": rnd(r, 4), "wb": rnd(r, 4, 3, 3, 3), "bb": rnd(r, 4),
+                    "wp": rnd(r, 5, 4, 1, 1), "wq": rnd(r, 5, 4, 1, 1)},
+         split_unrewritable(_opset), [], [], {"cA": "split sizes", "cB": "split sizes"})
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_rule_folds_duplicates_exactly(name: str) -> None:
+    check_case(CASES[name])
+
+
+# --------------------------------------------------------------------------------- other checks
+def test_concat_members_have_offsets_and_separate_groups() -> None:
+    proto = concat(False)(widen(concat_w(np.random.default_rng(0)), []))
+    groups = {g.name: g for g in groups_of(proto)}
+    cols = {name: [m for m in groups[name].members if m.tensor == "w3"] for name in ("cA", "cB")}
+    assert [(m.axis, m.offset, m.role) for m in cols["cA"]] == [(1, 0, "sum")]
+    assert [(m.axis, m.offset, m.role) for m in cols["cB"]] == [(1, 4, "sum")]
+    assert groups["cA"].size == 4 and groups["cB"].size == 3
+
+
+def test_concat_clusters_never_span_inputs() -> None:
+    """The two Concat inputs hold identical channels; a fold still keeps both inputs at k = n/2 each."""
+    w = concat_w(np.random.default_rng(0))
+    w["wb"], w["bb"] = w["wa"][:3].copy(), w["ba"][:3].copy()
+    w = widen(w, producer("wa", "ba", 4) + producer("wb", "bb", 3) + [("w3", 1, [S(4), S(3)])])
+    folded, plans = fold(concat(False)(w))
+    assert sorted((p.group.name, p.group.size, p.k) for p in plans if p.status == "folded") == \
+        [("cA", 8, 4), ("cB", 6, 3)]
+    assert initializers(folded)["w3"].shape == (5, 7, 1, 1)
+
+
+def test_flatten_gemm_block_members() -> None:
+    proto = flatten_gemm("N,CHW")(
+        {"w1": np.zeros((4, 3, 3, 3), np.float32), "b1": np.zeros(4, np.float32),
+         "fw": np.zeros((5, 36), np.float32), "fb": np.zeros(5, np.float32)})
+    (group,) = [g for g in groups_of(proto) if g.name == "c1"]
+    by_tensor = {m.tensor: m for m in group.members}
+    assert (by_tensor["fw"].axis, by_tensor["fw"].block, by_tensor["fw"].role) == (1, 9, "sum")
+    assert (by_tensor["target"].offset, by_tensor["target"].block, by_tensor["target"].role) == (1, 9, "shape")
+
+
+def test_custom_domain_op_blocks_and_rest_analyzes() -> None:
+    w = stem_w(np.random.default_rng(0), {"w2": np.ones((5, 4, 3, 3), np.float32)})
+    proto = stem_chain(lambda net, h: conv2(net, net("MyAct", h, domain="com.example")))(w)
+    groups = {g.name: g for g in groups_of(proto)}
+    assert groups["c0"].foldable and groups["c0"].size == 3
+    assert not groups["c1"].foldable and any("MyAct" in r for r in groups["c1"].blocked)
+
+
+def test_softmax_opset11_flattens_over_channels() -> None:
+    """Before opset 13, Softmax(axis=0) normalises over the flattened [N·C·H·W]: channels are mixed."""
+    w = conv_pair_w(np.random.default_rng(0))
+    groups = {g.name: g for g in groups_of(conv_chain(lambda net, h: net("Softmax", h, axis=0), opset=11)(w))}
+    assert not groups["c1"].foldable and "Softmax" in groups["c1"].blocked[0]
+    groups = {g.name: g for g in groups_of(conv_chain(lambda net, h: net("Softmax", h, axis=2), opset=11)(w))}
+    assert groups["c1"].foldable
+
+
+@pytest.mark.parametrize("name", ["squeeze_excite", "concat_channels", "reshape_gemm_N,CHW", "depthwise_conv",
+                                  "shared_weight_two_convs", "resize_sizes"])
+def test_sparsity_zero_is_bit_identical(name: str) -> None:
+    c = CASES[name]
+    wide = c.build(widen(c.weights(np.random.default_rng(0)), c.dup))
+    folded, plans = fold(wide, sparsity=0.0)
+    assert plans and all(p.status != "folded" for p in plans)
+    feeds = random_feeds(wide)
+    for got, ref in zip(run_ort(folded, feeds), run_ort(wide, feeds), strict=True):
+        assert np.array_equal(got, ref)
+    have = initializers(folded)
+    for key, value in initializers(wide).items():
+        assert have[key].dtype == value.dtype and np.array_equal(have[key], value), key
+
+
+def test_fp16_conv_chain() -> None:
+    """float16 weights, constants and inputs: folding keeps the dtype and still gives back the compact graph."""
+    def weights(rng):
+        w = conv_pair_w(rng) | {"s": positive(rng, 4, 1, 1), "t": rnd(rng, 4, 1, 1)}
+        return {k: v.astype(np.float16) for k, v in w.items()}
+
+    def mid(net: Net, h: str) -> str:
+        return net("Relu", net("Add", net("Mul", net("Div", h, net.f("two", 2.0)), "s"), "t"))
+
+    check_case(Case(weights, conv_chain(mid, dtype=np.float16), CHAIN_DUP + producer("s", None, 4)
+                    + producer("t", None, 4), ["c1"]), tol=2e-3)
