@@ -497,10 +497,12 @@ class Analysis:
         ref_t, ref = tracked[0]
         out_axis = ref.axis + out_rank - ref.rank
         reason = None
+        aligned = True  # channels of all inputs line up, so the output still carries ref's channels
         for _t, lay in tracked[1:]:
             if lay.axis + out_rank - lay.rank != out_axis or \
                     [(s.start, s.n, s.block) for s in lay.segments] != [(s.start, s.n, s.block) for s in ref.segments]:
                 reason = f"{node.op} {node.name} combines tensors whose channels do not line up"
+                aligned = False
         constants: list[tuple[gs.Constant, int]] = []
         if node.op == "Pow" and (inputs[0] is not ref_t or len(tracked) > 1):
             reason = f"Pow {node.name} has a tracked exponent"
@@ -523,6 +525,8 @@ class Analysis:
         if reason:
             for _, lay in tracked:
                 self.block(lay, reason)
+            if aligned:  # keep following the (blocked) channels so later barriers add their reasons too
+                self.set_layout(node.outputs[0], Layout(out_rank, out_axis, ref.segments))
             return
         for _t, lay in tracked[1:]:
             for s_ref, s in zip(ref.segments, lay.segments, strict=True):
