@@ -127,6 +127,7 @@ class Model:
     def to_onnx(self) -> onnx.ModelProto:
         """Export to a ModelProto. External tensors keep their references (see :func:`materialize`)."""
         self.graph.opset = self.opset
+        _drop_stale_locations(self.graph)
         proto = gs.export_onnx(self.graph, do_type_check=False)
         del proto.opset_import[:]
         for domain, version in self.opset_imports:
@@ -149,6 +150,18 @@ class Model:
         return Model(self.graph.copy(), self.ir_version, list(self.opset_imports), self.base_dir,
                      self.producer_name, self.producer_version, self.domain, self.model_version,
                      self.doc_string, dict(self.metadata), list(self.functions), self.source_path)
+
+
+def _drop_stale_locations(graph: gs.Graph) -> None:
+    """A constant whose external values were read into memory (``.values``) is no longer external:
+    graphsurgeon would otherwise export its bytes marked EXTERNAL with no location."""
+    for sub in graph.subgraphs():
+        _drop_stale_locations(sub)
+    consts = [t for t in graph.tensors().values() if isinstance(t, gs.Constant)]
+    consts += [v for node in graph.nodes for v in node.attrs.values() if isinstance(v, gs.Constant)]
+    for const in consts:
+        if const.data_location == TensorProto.EXTERNAL and not isinstance(const._values, LazyValues):
+            const.data_location = None
 
 
 def iter_tensors(graph: onnx.GraphProto) -> Iterator[TensorProto]:
@@ -220,8 +233,9 @@ def load_model(path: str | os.PathLike) -> Model:
         raise ModelError(f"{path}: not an ONNX model (no graph)")
     if not proto.opset_import:
         raise ModelError(f"{path}: not an ONNX model (no opset import)")
-    model = model_from_proto(proto, path.parent)
-    model.source_path = path
+    # Absolute, so that lazy external data still resolves after the current directory changes.
+    model = model_from_proto(proto, path.parent.absolute())
+    model.source_path = path.absolute()
     return model
 
 
@@ -316,21 +330,26 @@ def save_model(model: Model | onnx.ModelProto, path: str | os.PathLike, external
         external_data = sum(_tensor_nbytes(t) for t in tensors) > EXTERNAL_DATA_THRESHOLD
     data_name = path.name + ".data"
     data_path = folder / data_name
-    if external_data and source is not None:
-        for tensor in tensors:
-            if _is_external(tensor):
-                src, _, _ = external_slice(tensor, base_dir)
-                if data_path.exists() and src.resolve() == data_path.resolve():
-                    raise ModelError(f"output data file {data_path} is the input's data file; choose another path")
+    # Never replace a file the model still reads its weights from (whatever the output's name).
+    sources = {external_slice(t, base_dir)[0].resolve() for t in tensors if _is_external(t)}
+    if path.exists() and path.resolve() in sources:
+        raise ModelError(f"output {path} is a data file of the input model; choose another path")
+    if external_data and data_path.exists() and data_path.resolve() in sources:
+        raise ModelError(f"output data file {data_path} is the input's data file; choose another path")
 
+    mode = _file_mode()
     tmp_files: list[Path] = []
+    data_written = False
     try:
         if external_data:
             fd, tmp_data = tempfile.mkstemp(prefix=f".{data_name}.", suffix=".tmp", dir=folder)
             tmp_files.append(Path(tmp_data))
+            os.fchmod(fd, mode)
             with os.fdopen(fd, "wb") as out:
                 offset = 0
                 for tensor in tensors:
+                    if tensor.data_type == TensorProto.STRING:
+                        continue  # ONNX forbids external data for strings: they stay inline
                     blob = _tensor_bytes(tensor, base_dir)
                     if len(blob) < EXTERNAL_MIN_TENSOR_BYTES:
                         if _is_external(tensor):
@@ -351,12 +370,15 @@ def save_model(model: Model | onnx.ModelProto, path: str | os.PathLike, external
             materialize(proto, base_dir)
         fd, tmp_model = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
         tmp_files.append(Path(tmp_model))
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as out:
             out.write(proto.SerializeToString())
         if external_data:
             os.replace(tmp_files[0], data_path)
+            data_written = True
         os.replace(tmp_files[-1], path)
         tmp_files.clear()
+        data_written = False
     except ModelError:
         raise
     except (OSError, ValueError) as exc:
@@ -364,7 +386,16 @@ def save_model(model: Model | onnx.ModelProto, path: str | os.PathLike, external
     finally:
         for tmp in tmp_files:
             tmp.unlink(missing_ok=True)
+        if data_written:  # the model could not be put in place: drop the data file written for it
+            data_path.unlink(missing_ok=True)
     return path
+
+
+def _file_mode() -> int:
+    """The mode a newly created file gets (0o666 less the umask); mkstemp alone would give 0o600."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _clear_data_fields(tensor: TensorProto) -> None:
