@@ -1,0 +1,98 @@
+"""Shared fixtures: small reference models exported once per session, as exact compact/wide pairs.
+
+``exported(arch, style)`` exports (on first use) the compact model and its wide twin, whose hidden channels
+are exact duplicates (models/duplicate.py), so folding the wide one at sparsity 0.5 must give back the
+compact function. Files are cached for the whole session in one temporary folder: tests must copy a file
+before changing or deleting it. torch is imported inside the fixture only.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+STYLES = ("legacy", "legacy-bn", "dynamo")
+
+# Small widths, so that the whole suite stays fast; every Flatten sees an H·W > 1 map.
+CONFIGS: dict[str, dict] = {
+    "resnet18": {"base_width": 8, "num_classes": 10},
+    "vgg11bn": {"base_width": 8, "hidden": 32, "input_size": 32, "num_pools": 4},  # Flatten of a 2×2 map
+    "mlp": {"in_features": 20, "hidden": (24, 16), "num_classes": 7},
+    "gatedmlp": {"hidden": 16, "intermediate": 24, "depth": 2, "num_classes": 10},
+}
+# Input shape after the batch axis.
+INPUT_SHAPES: dict[str, tuple[int, ...]] = {
+    "resnet18": (3, 32, 32),
+    "vgg11bn": (3, 32, 32),
+    "mlp": (20,),
+    "gatedmlp": (5, 16),
+}
+# Scale of the random inputs. With random weights the input-dependent part of the logits decays with depth
+# (VGG11BN: ~2e-4 of the bias-driven part at scale 1); ReLU nets are piecewise linear, so larger inputs
+# make the logits depend on every layer and the exactness oracles sensitive to all of them.
+INPUT_SCALES: dict[str, float] = {"resnet18": 100.0, "vgg11bn": 1000.0, "mlp": 1.0, "gatedmlp": 1.0}
+
+
+@dataclass(frozen=True)
+class Pair:
+    """An exported compact model and its exact wide duplicate (``.onnx`` paths; dynamo adds ``.data``)."""
+
+    arch: str
+    style: str
+    compact: Path
+    wide: Path
+    kwargs: dict
+
+    @property
+    def folder(self) -> Path:
+        return self.wide.parent
+
+    def input(self, batch: int = 3, seed: int = 0) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal((batch, *INPUT_SHAPES[self.arch])) * INPUT_SCALES[self.arch]
+        return x.astype(np.float32)
+
+    def files(self, which: str = "wide") -> list[Path]:
+        """The model file and, if it exists, its external data file."""
+        path = self.wide if which == "wide" else self.compact
+        data = path.with_name(path.name + ".data")
+        return [path, data] if data.exists() else [path]
+
+    def copy_to(self, folder: Path, which: str = "wide") -> Path:
+        """Copy the model (and its data file, same name, so its references stay valid) into ``folder``."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for f in self.files(which):
+            shutil.copyfile(f, folder / f.name)
+        return folder / self.files(which)[0].name
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Pair]:
+    """``exported(arch, style) -> Pair``; each pair is exported once per session."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxscript")
+    from onnxfold.models.architectures import example_input
+    from onnxfold.models.duplicate import make_duplicate_pair
+    from onnxfold.models.export import export_onnx
+
+    root = tmp_path_factory.mktemp("exported")
+    cache: dict[tuple[str, str], Pair] = {}
+
+    def get(arch: str, style: str) -> Pair:
+        key = (arch, style)
+        if key not in cache:
+            kwargs = CONFIGS[arch]
+            compact, wide = make_duplicate_pair(arch, seed=3, **kwargs)
+            x = example_input(arch, 2, **kwargs)
+            folder = root / f"{arch}-{style}"
+            c = export_onnx(compact, folder / "compact.onnx", x, style)
+            w = export_onnx(wide, folder / "wide.onnx", x, style)
+            cache[key] = Pair(arch, style, c, w, dict(kwargs))
+        return cache[key]
+
+    return get

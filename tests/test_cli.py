@@ -1,0 +1,301 @@
+"""The command line: bad input fails cleanly (exit 2, one ``onnxfold: error:`` line, nothing written, input
+untouched), and the commands and their options work end to end."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import onnxfold
+from onnxfold.cli import main
+from onnxfold.report import model_stats
+from onnxfold.validate import make_session
+
+PIPELINE = "canonicalize,fold:sparsity=0.5,seed=1,cleanup,validate"
+
+
+def cli(argv: list, capsys) -> tuple[int, str, str]:
+    """Run ``onnxfold.cli.main`` in-process; argparse errors exit through SystemExit."""
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as exc:
+        rc = exc.code
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def script() -> str:
+    """The installed ``onnxfold`` console script of this interpreter's environment."""
+    local = Path(sys.executable).with_name("onnxfold")
+    found = str(local) if local.exists() else shutil.which("onnxfold")
+    assert found, "the onnxfold console script is not installed"
+    return found
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (hidden temp files included) with its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def run_model(path: Path, x: np.ndarray) -> np.ndarray:
+    return make_session(path, providers=["CPUExecutionProvider"], threads=1).run(["logits"], {"input": x})[0]
+
+
+def rel_err(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.abs(got.astype(np.float64) - want).max() / np.abs(want).max())
+
+
+# --------------------------------------------------------------------------- bad input
+
+Case = Callable[[Path, Callable], list]
+
+
+def _model(root: Path, exported) -> Path:
+    return exported("resnet18", "legacy").copy_to(root / "in")
+
+
+def _dynamo(root: Path, exported) -> Path:
+    return exported("resnet18", "dynamo").copy_to(root / "in")
+
+
+def _text(root: Path, exported) -> Path:
+    (root / "in").mkdir()
+    path = root / "in" / "notes.onnx"
+    path.write_text("this is a text file, not an ONNX model\n")
+    return path
+
+
+def _truncated(root: Path, exported) -> Path:
+    data = exported("resnet18", "legacy").wide.read_bytes()
+    (root / "in").mkdir()
+    path = root / "in" / "half.onnx"
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _empty(root: Path, exported) -> Path:
+    (root / "in").mkdir()
+    path = root / "in" / "empty.onnx"
+    path.write_bytes(b"")
+    return path
+
+
+def _without_data(root: Path, exported) -> Path:
+    path = _dynamo(root, exported)
+    path.with_name(path.name + ".data").unlink()
+    return path
+
+
+def _relocated(location_of: Callable[[Path], str]) -> Case:
+    """A dynamo model whose external data points at ``location_of(root)``; a valid data copy lies there."""
+
+    def make(root: Path, exported) -> Path:
+        path = _dynamo(root, exported)
+        data = path.with_name(path.name + ".data")
+        shutil.copyfile(data, root / "evil.bin")  # a real data file outside the model folder
+        proto = onnx.load(str(path), load_external_data=False)
+        changed = 0
+        for tensor in proto.graph.initializer:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    entry.value = location_of(root)
+                    changed += 1
+        assert changed >= 10
+        onnx.save(proto, str(path))
+        return path
+
+    return make
+
+
+BAD_INPUTS: dict[str, tuple[Case, Callable[[Path, Path], list]]] = {
+    "missing-file": (lambda root, ex: root / "in" / "missing.onnx",
+                     lambda m, out: ["fold", m, "-o", out / "o.onnx"]),
+    "text-file": (_text, lambda m, out: ["fold", m, "-o", out / "o.onnx"]),
+    "truncated-model": (_truncated, lambda m, out: ["fold", m, "-o", out / "o.onnx"]),
+    "empty-file": (_empty, lambda m, out: ["run", m, "-o", out / "o.onnx", "--pipeline", PIPELINE]),
+    "sparsity-1.0": (_model, lambda m, out: ["fold", m, "-o", out / "o.onnx", "-s", "1.0"]),
+    "sparsity-negative": (_model, lambda m, out: ["fold", m, "-o", out / "o.onnx", "-s", "-0.1"]),
+    "sparsity-abc": (_model, lambda m, out: ["fold", m, "-o", out / "o.onnx", "--sparsity", "abc"]),
+    "pipeline-sparsity-1": (_model, lambda m, out: ["run", m, "-o", out / "o.onnx",
+                                                    "--pipeline", "fold:sparsity=1"]),
+    "output-is-input": (_model, lambda m, out: ["fold", m, "-o", m]),
+    "output-folder-missing": (_model, lambda m, out: ["fold", m, "-o", out / "nope" / "o.onnx"]),
+    "unknown-pass": (_model, lambda m, out: ["run", m, "-o", out / "o.onnx",
+                                             "--pipeline", "canonicalize,shrink"]),
+    "unknown-option": (_model, lambda m, out: ["run", m, "-o", out / "o.onnx", "--pipeline",
+                                               "canonicalize,fold:sparsity=0.5,speed=2,cleanup"]),
+    "dynamo-data-deleted": (_without_data, lambda m, out: ["fold", m, "-o", out / "o.onnx"]),
+    "location-escapes": (_relocated(lambda root: "../evil.bin"),
+                         lambda m, out: ["fold", m, "-o", out / "o.onnx"]),
+    "location-absolute": (_relocated(lambda root: str(root / "evil.bin")),
+                          lambda m, out: ["fold", m, "-o", out / "o.onnx"]),
+}
+
+
+def _bad_case(name: str, tmp_path: Path, exported) -> tuple[list, dict[str, bytes]]:
+    make, argv = BAD_INPUTS[name]
+    out = tmp_path / "out"
+    out.mkdir()
+    model = make(tmp_path, exported)
+    return argv(model, out), snapshot(tmp_path)
+
+
+def _assert_clean_failure(rc: int, out: str, err: str, before: dict, root: Path) -> None:
+    assert rc == 2, (rc, err)
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("onnxfold: error: "), err
+    assert len(lines[0]) > len("onnxfold: error: ") + 10
+    assert "Traceback" not in out + err
+    assert snapshot(root) == before  # no output, no temp file, input bytes unchanged
+
+
+@pytest.mark.parametrize("name", list(BAD_INPUTS))
+def test_bad_input_fails_cleanly(name: str, exported, tmp_path: Path, capsys) -> None:
+    argv, before = _bad_case(name, tmp_path, exported)
+    rc, out, err = cli(argv, capsys)
+    _assert_clean_failure(rc, out, err, before, tmp_path)
+    if name == "location-escapes":
+        assert "escapes" in err
+    if name == "dynamo-data-deleted":
+        assert "missing" in err
+
+
+@pytest.mark.parametrize("name", ["truncated-model", "sparsity-abc", "location-escapes"])
+def test_bad_input_fails_cleanly_in_subprocess(name: str, exported, tmp_path: Path) -> None:
+    argv, before = _bad_case(name, tmp_path, exported)
+    proc = subprocess.run([script(), *map(str, argv)], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    _assert_clean_failure(proc.returncode, proc.stdout, proc.stderr, before, tmp_path)
+
+
+def test_bad_pipeline_file(exported, tmp_path: Path, capsys) -> None:
+    model = _model(tmp_path, exported)
+    (tmp_path / "out").mkdir()
+    pipe = tmp_path / "p.yaml"
+    pipe.write_text("- canonicalize\n- fold:\n    sparsity: 0.5\n- squeeze\n")
+    before = snapshot(tmp_path)
+    rc, out, err = cli(["run", model, "-o", tmp_path / "out" / "o.onnx", "--pipeline-file", pipe], capsys)
+    _assert_clean_failure(rc, out, err, before, tmp_path)
+    assert "squeeze" in err
+
+
+# --------------------------------------------------------------------------- commands that work
+
+
+def test_version(capsys) -> None:
+    rc, out, _ = cli(["--version"], capsys)
+    assert rc == 0 and out == f"onnxfold {onnxfold.__version__}\n"
+    proc = subprocess.run([script(), "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout == f"onnxfold {onnxfold.__version__}\n"
+
+
+def test_passes_lists_options_with_defaults(capsys) -> None:
+    rc, out, err = cli(["passes"], capsys)
+    assert rc == 0 and err == ""
+    names = [line.split(":")[0] for line in out.splitlines() if line and not line.startswith(" ")]
+    assert {"canonicalize", "fold", "cleanup", "validate"} <= set(names) and len(names) == len(set(names))
+    for expected in ("sparsity (float, default 0.5)", "seed (int, default 0)", "round_to (int, default 1)",
+                     "overrides (list, default '')", "ignore (list, default '')",
+                     "batch (int, default 2)", "min_cosine (float, default -1.0)"):
+        assert any(line.strip().startswith(expected + ":") for line in out.splitlines()), expected
+
+
+def test_analyze_json(exported, capsys) -> None:
+    pair = exported("resnet18", "legacy")
+    rc, out, _ = cli(["analyze", pair.wide, "--json"], capsys)
+    assert rc == 0
+    groups = json.loads(out)
+    foldable = [g for g in groups if g["foldable"]]
+    assert len(groups) == 13 and len(foldable) == 12
+    b = 2 * pair.kwargs["base_width"]
+    assert sorted(g["size"] for g in foldable) == sorted([b, 2 * b, 4 * b, 8 * b] * 3)
+    (blocked,) = [g for g in groups if not g["foldable"]]
+    assert blocked["size"] == 10 and blocked["blocked"]
+
+
+def test_fold_with_report_and_check(exported, tmp_path: Path, capsys) -> None:
+    pair = exported("resnet18", "legacy")
+    out, report = tmp_path / "folded.onnx", tmp_path / "r.json"
+    argv = ["fold", pair.wide, "-o", out, "--report", report, "--check", "--seed", "2"]
+    rc, stdout, err = cli(argv, capsys)
+    assert rc == 0, err
+    assert f"wrote {out}" in stdout
+    data = json.loads(report.read_text())
+    wide = model_stats(onnx.load(str(pair.wide)))
+    compact = model_stats(onnx.load(str(pair.compact)))
+    assert data["before"]["params"] == wide.params
+    assert data["after"]["params"] == compact.params
+    assert data["param_sparsity"] == pytest.approx(1 - compact.params / wide.params)
+    assert sum(g["status"] == "folded" for g in data["groups"]) == 12
+    assert data["validation"] is not None
+    assert [p["name"] for p in data["passes"]] == ["canonicalize", "fold", "cleanup", "validate"]
+    x = pair.input(seed=8)
+    assert rel_err(run_model(out, x), run_model(pair.compact, x)) <= 1e-5
+
+
+def test_run_pipeline_string_and_file_agree(exported, tmp_path: Path, capsys) -> None:
+    pair = exported("vgg11bn", "legacy-bn")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "c").mkdir()
+    rc, _, err = cli(["run", pair.wide, "-o", tmp_path / "a" / "f.onnx", "--pipeline", PIPELINE,
+                      "--report", tmp_path / "a.json"], capsys)
+    assert rc == 0, err
+    yaml_file = tmp_path / "p.yaml"
+    yaml_file.write_text("passes:\n  - canonicalize\n  - fold:\n      sparsity: 0.5\n      seed: 1\n"
+                         "  - cleanup\n  - validate\n")
+    rc, _, err = cli(["run", pair.wide, "-o", tmp_path / "b" / "f.onnx", "--pipeline-file", yaml_file,
+                      "--check"], capsys)
+    assert rc == 0, err
+    json_file = tmp_path / "p.json"
+    json_file.write_text(json.dumps(["canonicalize", {"fold": {"sparsity": 0.5, "seed": 1}}, "cleanup"]))
+    rc, _, err = cli(["run", pair.wide, "-o", tmp_path / "c" / "f.onnx", "--pipeline-file", json_file],
+                     capsys)
+    assert rc == 0, err
+
+    files = [(tmp_path / d / "f.onnx").read_bytes() for d in "abc"]
+    assert files[0] == files[1] == files[2]
+    report = json.loads((tmp_path / "a.json").read_text())
+    assert report["after"]["params"] == model_stats(onnx.load(str(pair.compact))).params
+    assert [g["channels_after"] * 2 for g in report["groups"] if g["status"] == "folded"] == \
+        [g["channels_before"] for g in report["groups"] if g["status"] == "folded"]
+    x = pair.input(seed=9)
+    assert rel_err(run_model(tmp_path / "a" / "f.onnx", x), run_model(pair.compact, x)) <= 1e-5
+
+
+def test_external_data_always(exported, tmp_path: Path, capsys) -> None:
+    pair = exported("resnet18", "dynamo")
+    src = pair.copy_to(tmp_path / "in")
+    (tmp_path / "out").mkdir()
+    out = tmp_path / "out" / "small.onnx"
+    rc, _, err = cli(["fold", src, "-o", out, "--external-data", "always", "--no-validate"], capsys)
+    assert rc == 0, err
+    shutil.rmtree(tmp_path / "in")
+    assert sorted(p.name for p in out.parent.iterdir()) == ["small.onnx", "small.onnx.data"]
+    proto = onnx.load(str(out), load_external_data=False)
+    locations = {e.value for t in proto.graph.initializer for e in t.external_data if e.key == "location"}
+    assert locations == {"small.onnx.data"}
+    x = pair.input(seed=1)
+    assert rel_err(run_model(out, x), run_model(pair.compact, x)) <= 1e-5
+
+
+def test_subprocess_fold_matches_in_process(exported, tmp_path: Path, capsys) -> None:
+    pair = exported("gatedmlp", "dynamo")
+    for d in ("sub", "inproc"):
+        (tmp_path / d).mkdir()
+    argv = ["fold", str(pair.wide), "--no-validate", "-s", "0.5", "--seed", "3", "-o"]
+    proc = subprocess.run([script(), *argv, str(tmp_path / "sub" / "f.onnx")], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rc, _, err = cli([*argv, tmp_path / "inproc" / "f.onnx"], capsys)
+    assert rc == 0, err
+    assert (tmp_path / "sub" / "f.onnx").read_bytes() == (tmp_path / "inproc" / "f.onnx").read_bytes()
+    assert not (tmp_path / "sub" / "f.onnx.data").exists()

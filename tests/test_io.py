@@ -1,0 +1,205 @@
+"""onnxfold.io: lossless save/load round trips, saves that never touch the input's files, and failed saves
+that leave nothing behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto
+from onnx import helper as oh
+from onnx import numpy_helper as nh
+
+import onnxfold.io as fio
+from onnxfold.io import ModelError, load_model, save_model
+from onnxfold.validate import make_session
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def values_of(path: Path) -> dict[str, np.ndarray]:
+    return {t.name: nh.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+
+
+def assert_same_values(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
+    assert sorted(got) == sorted(want)
+    for name, value in want.items():
+        assert got[name].dtype == value.dtype and got[name].shape == value.shape, name
+        assert np.array_equal(got[name], value), name
+
+
+def run(path: Path, x: np.ndarray) -> np.ndarray:
+    sess = make_session(path, providers=["CPUExecutionProvider"], optimize=False, threads=1)
+    return sess.run(["logits"], {"input": x})[0]
+
+
+def external_locations(path: Path) -> set[str]:
+    proto = onnx.load(str(path), load_external_data=False)
+    return {e.value for t in proto.graph.initializer for e in t.external_data if e.key == "location"}
+
+
+@pytest.mark.parametrize("style", ["legacy", "dynamo"])
+def test_round_trip_keeps_values(exported, style: str, tmp_path: Path) -> None:
+    pair = exported("resnet18", style)
+    src = pair.copy_to(tmp_path / "in")
+    want = values_of(src)
+    x = pair.input(seed=3)
+    reference = run(src, x)
+
+    model = load_model(src)
+    inline = save_model(model, tmp_path / "inline.onnx", external_data=False)
+    external = save_model(model, tmp_path / "external.onnx", external_data=True)
+    assert not (tmp_path / "inline.onnx.data").exists() and external_locations(inline) == set()
+    assert external_locations(external) == {"external.onnx.data"}
+    # and again, from the external copy, after the input is gone
+    shutil.rmtree(tmp_path / "in")
+    again = save_model(load_model(external), tmp_path / "again.onnx", external_data=False)
+    for path in (inline, external, again):
+        assert_same_values(values_of(path), want)
+        assert np.array_equal(run(path, x), reference)
+    proto, original = onnx.load(str(again)), onnx.load(str(pair.wide), load_external_data=False)
+    assert proto.ir_version == original.ir_version
+    assert [(o.domain, o.version) for o in proto.opset_import] == \
+        [(o.domain, o.version) for o in original.opset_import]
+    assert [n.op_type for n in proto.graph.node] == [n.op_type for n in original.graph.node]
+
+
+def _dynamo_copy(exported, folder: Path, model_name: str = "model.onnx",
+                 data_name: str = "model.onnx.data") -> Path:
+    """The dynamo ResNet18 as ``folder/model_name`` whose tensors live in ``folder/data_name``."""
+    pair = exported("resnet18", "dynamo")
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(pair.wide.with_name(pair.wide.name + ".data"), folder / data_name)
+    proto = onnx.load(str(pair.wide), load_external_data=False)
+    for tensor in proto.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = data_name
+    path = folder / model_name
+    onnx.save(proto, str(path))
+    return path
+
+
+@pytest.mark.parametrize("data_name, target, kwargs", [
+    ("model.onnx.data", "model.onnx", {"external_data": True, "overwrite_input": True}),  # in place
+    ("weights.onnx.data", "weights.onnx", {"external_data": True}),  # <out>.data is named as the input's
+    ("weights.onnx.data", "weights.onnx.data", {"external_data": False}),  # the output is the input's data
+    ("weights.onnx.data", "weights.onnx.data", {"external_data": True}),
+])
+def test_save_refuses_to_write_the_inputs_data_file(exported, tmp_path: Path, data_name: str, target: str,
+                                                     kwargs: dict) -> None:
+    src = _dynamo_copy(exported, tmp_path, data_name=data_name)
+    want = values_of(src)
+    model = load_model(src)
+    before = snapshot(tmp_path)
+    with pytest.raises(ModelError, match="data file"):
+        save_model(model, tmp_path / target, **kwargs)
+    assert snapshot(tmp_path) == before
+    assert_same_values(values_of(src), want)
+
+
+def test_save_next_to_input_with_other_name_is_fine(exported, tmp_path: Path) -> None:
+    src = _dynamo_copy(exported, tmp_path)
+    want = values_of(src)
+    out = save_model(load_model(src), tmp_path / "copy.onnx", external_data=True)
+    assert external_locations(out) == {"copy.onnx.data"} and external_locations(src) == {"model.onnx.data"}
+    assert_same_values(values_of(out), want)
+    assert_same_values(values_of(src), want)
+
+
+@pytest.mark.parametrize("external", [False, True])
+def test_failed_save_after_data_vanished_leaves_nothing(exported, tmp_path: Path, external: bool) -> None:
+    src = _dynamo_copy(exported, tmp_path / "in")
+    model = load_model(src)  # external values stay lazy
+    (tmp_path / "in" / "model.onnx.data").unlink()
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with pytest.raises(ModelError, match="missing"):
+        save_model(model, out_dir / "o.onnx", external_data=external)
+    assert list(out_dir.iterdir()) == []
+
+
+def test_failed_tensor_write_leaves_no_temp_files(exported, tmp_path: Path, monkeypatch) -> None:
+    model = load_model(exported("resnet18", "legacy").wide)
+    real = fio._tensor_bytes
+    calls = []
+
+    def failing(tensor, base_dir):
+        calls.append(tensor.name)
+        if len(calls) == 5:
+            raise OSError(28, "No space left on device")
+        return real(tensor, base_dir)
+
+    monkeypatch.setattr(fio, "_tensor_bytes", failing)
+    with pytest.raises(ModelError, match="cannot write .*No space left"):
+        save_model(model, tmp_path / "o.onnx", external_data=True)
+    assert len(calls) == 5
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_final_rename_leaves_no_data_file(exported, tmp_path: Path, monkeypatch) -> None:
+    model = load_model(exported("resnet18", "legacy").wide)
+    real = os.replace
+
+    def replace(src, dst):
+        if str(dst).endswith("o.onnx"):
+            raise PermissionError(13, "Permission denied")
+        return real(src, dst)
+
+    monkeypatch.setattr(fio.os, "replace", replace)
+    with pytest.raises(ModelError, match="cannot write"):
+        save_model(model, tmp_path / "o.onnx", external_data=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_saved_files_get_the_usual_permissions(exported, tmp_path: Path) -> None:
+    model = load_model(exported("mlp", "legacy").wide)
+    old = os.umask(0o027)
+    try:
+        out = save_model(model, tmp_path / "o.onnx", external_data=True)
+    finally:
+        os.umask(old)
+    for path in (out, tmp_path / "o.onnx.data"):
+        assert path.stat().st_mode & 0o777 == 0o640, path
+
+
+def test_string_tensors_stay_inline_with_external_data(tmp_path: Path) -> None:
+    labels = np.array([f"label-{i:04d}" for i in range(400)], dtype=object)
+    table = np.arange(400 * 4, dtype=np.float32).reshape(400, 4)
+    graph = oh.make_graph(
+        [oh.make_node("Gather", ["labels", "idx"], ["name"], axis=0),
+         oh.make_node("Gather", ["table", "idx"], ["row"], axis=0)],
+        "g", [oh.make_tensor_value_info("idx", TensorProto.INT64, ["batch"])],
+        [oh.make_tensor_value_info("name", TensorProto.STRING, ["batch"]),
+         oh.make_tensor_value_info("row", TensorProto.FLOAT, ["batch", 4])],
+        [nh.from_array(labels, "labels"), nh.from_array(table, "table")])
+    proto = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    proto.ir_version = 9
+    onnx.save(proto, str(tmp_path / "m.onnx"))
+
+    out = save_model(load_model(tmp_path / "m.onnx"), tmp_path / "o.onnx", external_data=True)
+    saved = onnx.load(str(out), load_external_data=False)
+    where = {t.name: t.data_location for t in saved.graph.initializer}
+    assert where == {"labels": TensorProto.DEFAULT, "table": TensorProto.EXTERNAL}
+    onnx.checker.check_model(str(out), full_check=True)
+    sess = make_session(out, providers=["CPUExecutionProvider"])
+    name, row = sess.run(None, {"idx": np.array([3, 399], dtype=np.int64)})
+    assert name.tolist() == ["label-0003", "label-0399"]
+    assert np.array_equal(row, table[[3, 399]])
+
+
+def test_load_errors_are_one_line_model_errors(tmp_path: Path) -> None:
+    (tmp_path / "dir.onnx").mkdir()
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    (tmp_path / "junk.onnx").write_bytes(b"\x08\x96\x01" * 7 + b"\xff\xff")
+    for name, pattern in [("missing.onnx", "no such file"), ("dir.onnx", "not a regular file"),
+                          ("empty.onnx", "empty file"), ("junk.onnx", "not")]:
+        with pytest.raises(ModelError, match=pattern) as info:
+            load_model(tmp_path / name)
+        assert "\n" not in str(info.value)
