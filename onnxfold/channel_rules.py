@@ -19,6 +19,8 @@ Rules, by kind (method.md §6.1):
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -45,6 +47,18 @@ BINARY = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "PRelu", "Pow
 REDUCE = {"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
           "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"}
 SOFTMAX = {"Softmax", "LogSoftmax", "Hardmax"}
+
+
+@dataclass(frozen=True)
+class ShapeEntry:
+    """One entry of a shape tensor: a known ``value`` held at ``const[index]``, or (``value`` None)
+    a copy of input dim ``dim_of`` computed at run time."""
+
+    value: int | None
+    const: gs.Constant | None
+    index: int
+    dim_of: int | None = None
+    path: tuple[gs.Tensor, ...] = ()  # tensors computed from ``const`` on the way to the Reshape
 
 
 def const_values(t: gs.Tensor) -> np.ndarray | None:
@@ -74,6 +88,8 @@ class Analysis:
         self.consumers: dict[int, list[str]] = defaultdict(list)
         # (tensor, axis) -> ids of the nodes that registered that axis of the tensor
         self.member_uses: dict[tuple[str, int], set[int]] = defaultdict(set)
+        self.shape_chains: dict[str, set[str]] = defaultdict(set)  # shape const -> tensors computed from it
+        self.units: dict[int, int] = {}  # root space -> channels per unit (attention head_dim)
 
     # ----------------------------------------------------------------- spaces and layouts
     def new_space(self, n: int, origin: str, producer: bool = True) -> int:
@@ -112,6 +128,19 @@ class Analysis:
                    offset: int = 0, block: int = 1, kind: str = "", feature: bool = True) -> None:
         self.members[space].append(Member(tensor.name, axis, role, offset, block, node.name, kind, feature))
         self.member_uses[(tensor.name, axis)].add(id(node))
+
+    def add_shape_member(self, seg: Segment, const: gs.Constant, index: int, node: gs.Node,
+                         chain: Sequence[gs.Tensor] = ()) -> None:
+        """Entry ``index`` of shape vector ``const`` counts this segment's channels (in its blocks).
+        ``chain``: tensors computed from ``const`` on the way to ``node`` (Unsqueeze, Concat …); all
+        their uses must be accounted for too, or the rewrite would reach an untracked node."""
+        self.members[seg.space].append(Member(const.name, 0, SHAPE, index, seg.block, node.name, "shape", False,
+                                              seg.start))
+        uses = self.member_uses[(const.name, 0)]
+        uses.add(id(node))
+        for t in chain:
+            uses.update(id(n) for n in t.inputs)
+            self.shape_chains[const.name].add(t.name)
 
     def add_consumer(self, layout: Layout, weight: gs.Constant, axis: int, node: gs.Node) -> None:
         for seg in layout.segments:
@@ -247,6 +276,9 @@ class Analysis:
     def op_MatMul(self, node: gs.Node) -> None:
         a, w = node.inputs[0], node.inputs[1]
         lay = self.layout(a)
+        if not isinstance(w, gs.Constant) and not isinstance(a, gs.Constant):
+            self.batched_matmul(node)
+            return
         if not isinstance(w, gs.Constant) or len(w.shape) != 2 or isinstance(a, gs.Constant):
             self.block(lay, f"MatMul {node.name} has no constant 2-D weight")
             self.block(self.layout(w), f"MatMul {node.name} contracts this tensor with a non-constant")
@@ -264,6 +296,60 @@ class Analysis:
         if lay is not None:
             self.add_consumer(lay, w, 0, node)
         self.set_layout(node.outputs[0], Layout(rank, rank - 1, (Segment(space, 0, n),)))
+
+    def batched_matmul(self, node: gs.Node) -> None:
+        """MatMul of two activations (attention: q·kᵀ, probs·v): channels on a *batch* axis (heads)
+        pass through, and both operands' units must share one assignment (head h meets head h)."""
+        a, b = node.inputs[0], node.inputs[1]
+        ranks = [self.rank_of(a), self.rank_of(b)]
+        tracked = [(t, self.layouts[t.name], r) for t, r in zip((a, b), ranks, strict=True) if t.name in self.layouts]
+        if not tracked:
+            return
+        if None in ranks or min(ranks) < 3:
+            for _, lay, _ in tracked:
+                self.block(lay, f"MatMul {node.name} contracts channels with another activation")
+            return
+        out_rank = max(ranks)
+        axes = {lay.axis + out_rank - r for _, lay, r in tracked}
+        ref = tracked[0][1]
+        aligned = len(axes) == 1 and all([(sg.start, sg.n, sg.block) for sg in lay.segments] ==
+                                         [(sg.start, sg.n, sg.block) for sg in ref.segments] for _, lay, _ in tracked)
+        out_axis = axes.pop() if aligned else -1
+        if not aligned or out_axis >= out_rank - 2:
+            for _, lay, _ in tracked:
+                self.block(lay, f"MatMul {node.name} contracts or mixes the channel axis of an activation")
+            return
+        for t, r in zip((a, b), ranks, strict=True):
+            if t.name in self.layouts:
+                continue
+            shape = tensor_shape(t)
+            ax = out_axis - (out_rank - r)
+            if ax >= 0 and (shape is None or shape[ax] != 1):
+                self.block(ref, f"MatMul {node.name} pairs channels with untracked tensor {t.name}")
+                return
+        for _, lay, _ in tracked[1:]:
+            for s_ref, sg in zip(ref.segments, lay.segments, strict=True):
+                self.uf.union(s_ref.space, sg.space)
+        self.set_layout(node.outputs[0], Layout(out_rank, out_axis, ref.segments))
+
+    def op_Slice(self, node: gs.Node) -> None:
+        lay = self.layout(node.inputs[0])
+        if lay is None:
+            return
+        if not self.only_first_input_tracked(node):
+            return
+        axes_t = node.inputs[3] if len(node.inputs) > 3 and node.inputs[3].name else None
+        if axes_t is None:
+            starts = node.inputs[1] if len(node.inputs) > 1 else None
+            n_axes = len(np.asarray(starts.values).reshape(-1)) if isinstance(starts, gs.Constant) else None
+            axes = list(range(n_axes)) if n_axes is not None else None
+        else:
+            v = const_values(axes_t)
+            axes = None if v is None else [int(x) + lay.rank if x < 0 else int(x) for x in v.reshape(-1)]
+        if axes is None or lay.axis in axes:
+            self.block(lay, f"Slice {node.name} slices the channel axis (or its axes are unknown)")
+            return
+        self.passthrough(node)
 
     # ----------------------------------------------------------------- pass-through
     def passthrough(self, node: gs.Node, lay: Layout | None = None) -> None:
@@ -389,7 +475,7 @@ class Analysis:
                 self.block(lay, f"Resize {node.name} has computed or shared sizes")
                 return
             for seg in lay.segments:
-                self.add_member(seg.space, sizes, 0, SHAPE, node, lay.axis, seg.block, "shape", False)
+                self.add_shape_member(seg, sizes, lay.axis, node)
         self.passthrough(node)
 
     def op_Upsample(self, node: gs.Node) -> None:
@@ -608,7 +694,7 @@ class Analysis:
             segs = tuple(Segment(s.space, s.start - lo, s.n, s.block) for s in lay.segments
                          if lo <= s.start < hi)
             for s in segs:
-                self.add_member(s.space, sizes_t, 0, SHAPE, node, i, s.block, "shape", False)
+                self.add_shape_member(s, sizes_t, i, node)
             self.set_layout(out, Layout(lay.rank, lay.axis, segs))
 
     def op_Flatten(self, node: gs.Node) -> None:
@@ -633,50 +719,143 @@ class Analysis:
         segs = tuple(Segment(s.space, s.start * inner, s.n, s.block * inner) for s in lay.segments)
         if shape_const is not None and shape_index is not None:
             for s in segs:
-                self.add_member(s.space, shape_const, 0, SHAPE, node, shape_index, s.block, "shape", False)
+                self.add_shape_member(s, shape_const, shape_index, node)
         # Flatten always gives [prod(dims before axis), rest]; a Reshape keeps the leading dims
         out = Layout(2, 1, segs) if node.op == "Flatten" else Layout(axis + 1, axis, segs)
         self.set_layout(node.outputs[0], out)
 
     def op_Reshape(self, node: gs.Node) -> None:
+        """Reshapes that keep the channel axis, merge it with the dims after it (Flatten, attention
+        output [B,S,H,dh]→[B,S,H·dh]), or split it into (units, unit size) (attention heads
+        [B,S,H·dh]→[B,S,H,dh]: the channel space is coarsened to whole heads). The target may be a
+        constant or built from Shape/Gather/Concat; the entry that counts channels is rewritten."""
         lay = self.layout(node.inputs[0])
         if lay is None:
             return
-        target_t = node.inputs[1]
-        target = const_values(target_t)
         in_shape = tensor_shape(node.inputs[0])
-        if target is None or in_shape is None:
-            self.block(lay, f"Reshape {node.name} has a computed target shape")
+        entries = self.target_entries(node.inputs[1])
+        if entries is None or in_shape is None or len(in_shape) != lay.rank:
+            self.block(lay, f"Reshape {node.name} has a target shape that cannot be traced")
             return
-        if len(self.graph_consumers(target_t)) != 1:
-            self.block(lay, f"Reshape {node.name} shares its target shape constant")
-            return
-        target = [int(v) for v in target.reshape(-1)]
-        c = lay.axis
-        allow_zero = not int(node.attrs.get("allowzero", 0))
-        head = [in_shape[i] if (v == 0 and allow_zero) else v for i, v in enumerate(target[:c])]
-        same_head = len(target) > c and all(v == -1 and len(target) == c + 1 or v == d or (
-            not isinstance(d, (int, np.integer)) and v in (0, -1)) for v, d in zip(head, in_shape[:c], strict=True))
-        if not same_head or len(target) <= c:
+        copy_zero = not int(node.attrs.get("allowzero", 0))
+        c, rank, out_rank, length = lay.axis, lay.rank, len(entries), lay.length
+
+        def copies(e: ShapeEntry, i: int, same_position: bool) -> bool:
+            d = in_shape[i]
+            return e.dim_of == i or (same_position and e.value == 0 and copy_zero) or \
+                (e.value is not None and e.value > 0 and isinstance(d, (int, np.integer)) and e.value == d)
+
+        explicit_tail = all(e.value is not None and e.value > 0 for e in entries[c:])
+        lead_ok = out_rank > c and all(copies(e, i, True) or (e.value == -1 and explicit_tail)
+                                       for i, e in enumerate(entries[:c]))
+        if not lead_ok:
             self.block(lay, f"Reshape {node.name} moves the channel axis")
             return
-        entry = target[c]
-        if len(target) == c + 1:  # flatten from the channel axis onward
-            expected = lay.length * int(np.prod(in_shape[c + 1:])) if static_dims(in_shape[c + 1:]) else None
-            if entry not in (-1, expected) and not (entry == 0 and allow_zero and c + 1 == len(in_shape)):
+        entry = entries[c]
+        shrinkable = entry.const is not None and entry.value is not None and entry.value > 0
+        if (copies(entry, c, True) or entry.value == length) and in_shape[c] == length:
+            # channel axis kept; the dims after it may be regrouped freely
+            if shrinkable:
+                for seg in lay.segments:
+                    self.add_shape_member(seg, entry.const, entry.index, node, entry.path)
+            self.passthrough(node, Layout(out_rank, c, lay.segments))
+            return
+        if out_rank < rank:  # merge the channel axis with the m dims after it
+            m = rank - out_rank
+            merged = in_shape[c + 1:c + 1 + m]
+            tail_ok = all(copies(e, c + 1 + m + j, False) for j, e in enumerate(entries[c + 1:]))
+            if not static_dims(merged) or not tail_ok:
+                self.block(lay, f"Reshape {node.name} merges the channel axis with dims of unknown size")
+                return
+            inner = int(np.prod(merged))
+            if entry.value not in (-1, length * inner):
                 self.block(lay, f"Reshape {node.name} reshapes the channel axis")
                 return
-            fix = c if entry == expected and entry > 0 else None
-            self.flatten_from(node, lay, c, in_shape, target_t if fix is not None else None, fix)
+            segs = tuple(Segment(sg.space, sg.start * inner, sg.n, sg.block * inner) for sg in lay.segments)
+            if entry.value > 0:
+                if entry.const is None:
+                    self.block(lay, f"Reshape {node.name} takes the channel count from a computed value")
+                    return
+                for seg in segs:
+                    self.add_shape_member(seg, entry.const, entry.index, node, entry.path)
+            self.set_layout(node.outputs[0], Layout(out_rank, c, segs))
             return
-        # channel axis kept as is; later dims may change freely
-        if entry == lay.length and in_shape[c] == lay.length:
-            for s in lay.segments:
-                self.add_member(s.space, target_t, 0, SHAPE, node, c, s.block, "shape", False)
-        elif not (entry == 0 and allow_zero):
-            self.block(lay, f"Reshape {node.name} reshapes the channel axis")
+        if out_rank == rank + 1:  # split the channel axis into (units, unit size): attention heads
+            unit_e = entries[c + 1]
+            unit = unit_e.value if unit_e.value is not None and unit_e.value > 0 else None
+            tail_ok = all(copies(e, c + 1 + j, False) for j, e in enumerate(entries[c + 2:]))
+            if unit is None or not tail_ok or length % unit or entry.value not in (-1, length // unit) or \
+                    (entry.value > 0 and entry.const is None):
+                self.block(lay, f"Reshape {node.name} splits the channel axis in a way that cannot be followed")
+                return
+            if any(sg.block != 1 or sg.start % unit or sg.n % unit for sg in lay.segments):
+                self.block(lay, f"Reshape {node.name} splits channels across groups")
+                return
+            for sg in lay.segments:
+                if not self.coarsen(sg.space, unit, node):
+                    return
+            segs = tuple(Segment(sg.space, sg.start // unit, sg.n // unit, 1) for sg in lay.segments)
+            if entry.value > 0:
+                for seg in segs:
+                    self.add_shape_member(seg, entry.const, entry.index, node, entry.path)
+            self.set_layout(node.outputs[0], Layout(out_rank, c, segs))
             return
-        self.passthrough(node, Layout(len(target), c, lay.segments))
+        self.block(lay, f"Reshape {node.name} reshapes the channel axis")
+
+    def coarsen(self, space: int, unit: int, node: gs.Node) -> bool:
+        """Make the units of ``space``'s group blocks of ``unit`` channels (e.g. attention heads of
+        head_dim channels): n → n/unit, every member's block × unit, every layout likewise."""
+        root = self.uf.find(space)
+        comp = [s for s in range(len(self.spaces)) if self.uf.find(s) == root]
+        if any(self.spaces[s].n % unit for s in comp):
+            for s in comp:
+                self.blocks[s].append(f"Reshape {node.name} splits {unit}-channel units that do not divide the group")
+            return False
+        for s in comp:
+            self.spaces[s].n //= unit
+            self.members[s] = [replace(m, block=m.block * unit) for m in self.members[s]]
+        comp_set = set(comp)
+        for name, lay in list(self.layouts.items()):
+            if any(sg.space in comp_set for sg in lay.segments):
+                self.layouts[name] = Layout(lay.rank, lay.axis, tuple(
+                    Segment(sg.space, sg.start, sg.n // unit, sg.block * unit) if sg.space in comp_set else sg
+                    for sg in lay.segments))
+        self.units[root] = self.units.get(root, 1) * unit
+        return True
+
+    def target_entries(self, t: gs.Tensor) -> list[ShapeEntry] | None:
+        """The entries of a shape tensor: constants (with where they live and the tensors computed
+        from them on the way here) or copies of an input dim (``Gather(Shape(x), i)``), traced
+        through Concat/Unsqueeze/Squeeze/Cast. None if untraceable."""
+        if isinstance(t, gs.Constant):
+            values = np.asarray(t.values).reshape(-1)
+            return [ShapeEntry(int(v), t, i) for i, v in enumerate(values)]
+        if len(t.inputs) != 1:
+            return None
+        node = t.inputs[0]
+        if node.op in ("Unsqueeze", "Squeeze", "Cast", "Identity"):
+            inner = self.target_entries(node.inputs[0])
+            return None if inner is None else [replace(e, path=e.path + (t,)) for e in inner]
+        if node.op == "Concat" and int(node.attrs.get("axis", 0)) == 0:
+            entries: list[ShapeEntry] = []
+            for part in node.inputs:
+                inner = self.target_entries(part)
+                if inner is None:
+                    return None
+                entries += [replace(e, path=e.path + (t,)) for e in inner]
+            return entries
+        if node.op == "Gather" and int(node.attrs.get("axis", 0)) == 0 and isinstance(node.inputs[1], gs.Constant):
+            src = node.inputs[0]
+            idx = np.asarray(node.inputs[1].values).reshape(-1)
+            if len(src.inputs) == 1 and src.inputs[0].op == "Shape" and len(idx) == 1:
+                shape_node = src.inputs[0]
+                start = int(shape_node.attrs.get("start", 0))
+                rank = self.rank_of(shape_node.inputs[0])
+                if rank is None:
+                    return None
+                start = start + rank if start < 0 else start
+                return [ShapeEntry(None, None, 0, int(idx[0]) + (rank if idx[0] < 0 else 0) + start)]
+        return None
 
     def op_Shape(self, node: gs.Node) -> None:
         lay = self.layout(node.inputs[0])
@@ -717,9 +896,11 @@ class Analysis:
             consumers: list[str] = []
             for s in sids:
                 for m in self.members[s]:
-                    # a shape entry is registered once per segment; two segments of one group both shrink it
-                    key = (m.tensor, m.axis, m.offset, m.role) if m.role != SHAPE else None
-                    if key is None or key not in seen:
+                    # a shape entry shrinks once per distinct segment (two Concat inputs of one group both
+                    # shrink it; q/k/v Reshapes sharing one target shrink it once)
+                    key = (m.tensor, m.axis, m.offset, m.role) if m.role != SHAPE else \
+                        (m.tensor, m.offset, m.segment, SHAPE)
+                    if key not in seen:
                         seen.add(key)
                         members.append(m)
                 for r in self.blocks[s]:
@@ -772,6 +953,8 @@ class Analysis:
                 t = tensors.get(m.tensor)
                 uses = self.member_uses[(m.tensor, m.axis)]
                 extra = [n for n in (t.outputs if t is not None else []) if id(n) not in uses]
+                for chained in self.shape_chains.get(m.tensor, ()):
+                    extra += [n for n in tensors[chained].outputs if id(n) not in uses]
                 if extra:
                     self.blocks[sid].append(f"tensor {m.tensor} is also used by {extra[0].op} {extra[0].name}")
                 if m.tensor in graph_inputs or m.tensor in graph_outputs:

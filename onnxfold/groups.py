@@ -41,6 +41,9 @@ class Member:
     node: str = ""
     kind: str = ""
     feature: bool = True
+    #: shape members only: start of the segment this entry shrinks for. One entry (e.g. a Reshape
+    #: target shared by q/k/v) is reduced once per distinct segment, not once per registration.
+    segment: int = 0
 
     def describe(self) -> str:
         where = f"axis {self.axis}"

@@ -1,0 +1,72 @@
+"""Attention-head folding: exact duplicate-head oracles through both torch exporters."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+import onnxfold
+from onnxfold.validate import make_session
+
+torch = pytest.importorskip("torch")
+from onnxfold.models.export import export_onnx  # noqa: E402
+from onnxfold.models.transformer import TinyTransformer, duplicate_heads  # noqa: E402
+
+STYLES = ("legacy", "dynamo")
+
+
+def _pair(tmp_path, style: str, **kw):
+    torch.manual_seed(0)
+    compact = TinyTransformer(**kw).eval()
+    wide = duplicate_heads(compact)
+    x = torch.randn(2, 5, 32)
+    c = export_onnx(compact, tmp_path / "compact.onnx", x, style)
+    w = export_onnx(wide, tmp_path / "wide.onnx", x, style)
+    return c, w, x.numpy()
+
+
+def _run(path, x):
+    s = make_session(str(path), optimize=False)
+    return s.run(None, {s.get_inputs()[0].name: x})[0]
+
+
+def _params(path) -> int:
+    """Float weights of more than one element, wherever they live (initializers or Constant nodes).
+    Scalars are left out: exporters repeat them, and cleanup shares the repeats."""
+    graph = onnx.load(str(path)).graph
+    tensors = list(graph.initializer) + [a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute
+                                         if a.name == "value"]
+    return sum(int(np.prod(t.dims)) for t in tensors if t.data_type == onnx.TensorProto.FLOAT and np.prod(t.dims) > 1)
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("kw", [{}, {"rope": True}, {"bias": False}], ids=["mha", "rope", "nobias"])
+def test_duplicate_heads_fold_back_exactly(tmp_path, style, kw):
+    compact, wide, x = _pair(tmp_path, style, **kw)
+    groups = onnxfold.analyze(wide)
+    heads = [g for g in groups if g.foldable and g.size == 8]
+    assert len(heads) == 2, [(g.name, g.size, g.blocked) for g in groups]
+    for g in heads:
+        roles = {(m.kind, m.role) for m in g.members}
+        assert ("weight", "average") in roles and ("weight", "sum") in roles
+        assert all(m.block % 8 == 0 for m in g.members if m.kind == "weight")  # whole heads of head_dim 8
+    out = tmp_path / "folded.onnx"
+    _, report = onnxfold.fold(wide, 0.5, out, validate=False, check=True)
+    ref, got = _run(compact, x), _run(out, x)
+    assert np.abs(got - ref).max() <= 1e-5 * max(1.0, float(np.abs(ref).max()))
+    # q/k/v/o and MLP weights shrink to the compact model's float parameter count
+    assert _params(out) == _params(compact)
+    assert sum(p.status == "folded" for p in report.plans) == 4
+
+
+@pytest.mark.parametrize("kw", [{"fused": True}, {"kv_heads": 2}], ids=["fused_qkv", "gqa"])
+def test_unsupported_attention_is_blocked_with_a_reason(tmp_path, kw):
+    _, wide, x = _pair(tmp_path, "legacy", **kw)
+    groups = onnxfold.analyze(wide)
+    attn = [g for g in groups if any("attn" in p for p in g.producers) and "o_proj" not in g.name]
+    assert attn and all(not g.foldable and g.blocked for g in attn)
+    mlp = [g for g in groups if g.foldable]
+    assert len(mlp) == 2 and all(g.size == 128 for g in mlp)
+    out = tmp_path / "folded.onnx"
+    onnxfold.fold(wide, 0.5, out, validate=False, check=True)
+    assert _run(out, x).shape == _run(wide, x).shape
