@@ -311,6 +311,8 @@ class Analysis:
             return
         out_rank = max(ranks)
         axes = {lay.axis + out_rank - r for _, lay, r in tracked}
+        if len(tracked) == 2 and len(axes) == 1:
+            tracked = self.align_units(node, tracked)
         ref = tracked[0][1]
         aligned = len(axes) == 1 and all([(sg.start, sg.n, sg.block) for sg in lay.segments] ==
                                          [(sg.start, sg.n, sg.block) for sg in ref.segments] for _, lay, _ in tracked)
@@ -331,6 +333,45 @@ class Analysis:
             for s_ref, sg in zip(ref.segments, lay.segments, strict=True):
                 self.uf.union(s_ref.space, sg.space)
         self.set_layout(node.outputs[0], Layout(out_rank, out_axis, ref.segments))
+
+    def align_units(self, node: gs.Node, tracked: list) -> list:
+        """Grouped-query attention: q has H heads (block 1), k/v carry kv heads each repeated for
+        a group of H/kv query heads (block H/kv). Coarsen q to whole query groups so both sides
+        count the same units: one KV head plus its query group folds as one."""
+        (ta, la, ra), (tb, lb, rb) = tracked
+        if len(la.segments) != 1 or len(lb.segments) != 1 or la.length != lb.length:
+            return tracked
+        sa, sb = la.segments[0], lb.segments[0]
+        if sa.block == sb.block:
+            return tracked
+        fine, coarse = (sa, sb) if sa.block < sb.block else (sb, sa)
+        if coarse.block % fine.block or not self.coarsen(fine.space, coarse.block // fine.block, node):
+            return tracked
+        return [(t, self.layouts[t.name], r) for t, _, r in tracked]
+
+    def op_Expand(self, node: gs.Node) -> None:
+        """Expand that broadcasts other axes (repeat_kv of grouped-query attention) keeps channels."""
+        lay = self.layout(node.inputs[0])
+        if lay is None:
+            return
+        entries = self.target_entries(node.inputs[1])
+        shape = tensor_shape(node.inputs[0])
+        if entries is None:
+            self.block(lay, f"Expand {node.name} has a shape that cannot be traced")
+            return
+        out_rank = max(lay.rank, len(entries))
+        axis = lay.axis + out_rank - lay.rank
+        pos = axis - (out_rank - len(entries))
+        if pos >= 0:
+            e = entries[pos]
+            if e.value == lay.length and e.const is not None:
+                for seg in lay.segments:
+                    self.add_shape_member(seg, e.const, e.index, node, e.path)
+            elif not (e.value == 1 or (e.dim_of is not None and e.dim_of == pos and shape is not None
+                                       and len(shape) == len(entries))):
+                self.block(lay, f"Expand {node.name} expands the channel axis")
+                return
+        self.passthrough(node, Layout(out_rank, axis, lay.segments))
 
     def op_Slice(self, node: gs.Node) -> None:
         lay = self.layout(node.inputs[0])
@@ -681,10 +722,14 @@ class Analysis:
             self.block(lay, f"Split {node.name} has unknown split sizes on the channel axis")
             return
         bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-        seg_bounds = {s.start for s in lay.segments} | {lay.length}
-        if not all(int(b) in seg_bounds for b in bounds):
-            self.block(lay, f"Split {node.name} cuts a group's channels apart on the channel axis")
-            return
+        for b in bounds[1:-1]:  # a cut inside a segment (fused QKV): split that group into parts
+            seg = next((sg for sg in lay.segments if sg.start < b < sg.start + sg.length), None)
+            if seg is None:
+                continue
+            if (b - seg.start) % seg.block or not self.partition(seg.space, [(b - seg.start) // seg.block], node):
+                self.block(lay, f"Split {node.name} cuts a group's channels apart on the channel axis")
+                return
+            lay = self.layouts[node.inputs[0].name]
         if sizes_t is None or len(self.graph_consumers(sizes_t)) != 1:
             # folding changes the widths: only an unshared 'split' input can be rewritten with them
             self.block(lay, f"Split {node.name} has no rewritable split sizes on the channel axis")
@@ -802,6 +847,49 @@ class Analysis:
             return
         self.block(lay, f"Reshape {node.name} reshapes the channel axis")
 
+    def partition(self, space: int, cuts: list[int], node: gs.Node) -> bool:
+        """Refine ``space``'s group into independent parts at channel ``cuts`` (e.g. a fused QKV
+        projection split into q, k, v): every member and layout segment is split alike."""
+        root = self.uf.find(space)
+        comp = [sp for sp in range(len(self.spaces)) if self.uf.find(sp) == root]
+        n = self.spaces[space].n
+        if any(self.spaces[sp].n != n for sp in comp) or any(not 0 < c < n for c in cuts):
+            return False
+        edges = [0] + sorted(cuts) + [n]
+        parts: dict[int, list[int]] = {}
+        for sp in comp:
+            old = self.spaces[sp]
+            ids = []
+            for lo, hi in zip(edges, edges[1:], strict=False):
+                new = self.new_space(hi - lo, old.origin, producer=False)
+                self.spaces[new].producer = old.producer
+                self.producers[new] = list(self.producers[sp])
+                self.consumers[new] = list(self.consumers[sp])
+                self.blocks[new] = list(self.blocks[sp])
+                self.members[new] = [replace(m, segment=m.segment + lo * m.block) if m.role == SHAPE else
+                                     replace(m, offset=m.offset + lo * m.block) for m in self.members[sp]]
+                ids.append(new)
+            parts[sp] = ids
+            self.members[sp] = []
+            old.producer = False
+        for sp in comp[1:]:
+            for a, b in zip(parts[comp[0]], parts[sp], strict=True):
+                self.uf.union(a, b)
+        if root in self.units:
+            for new in parts[comp[0]]:
+                self.units[self.uf.find(new)] = self.units[root]
+        for name, lay in list(self.layouts.items()):
+            if any(sg.space in parts for sg in lay.segments):
+                segs: list[Segment] = []
+                for sg in lay.segments:
+                    if sg.space not in parts:
+                        segs.append(sg)
+                        continue
+                    for new, lo, hi in zip(parts[sg.space], edges, edges[1:], strict=False):
+                        segs.append(Segment(new, sg.start + lo * sg.block, hi - lo, sg.block))
+                self.layouts[name] = Layout(lay.rank, lay.axis, tuple(segs))
+        return True
+
     def coarsen(self, space: int, unit: int, node: gs.Node) -> bool:
         """Make the units of ``space``'s group blocks of ``unit`` channels (e.g. attention heads of
         head_dim channels): n → n/unit, every member's block × unit, every layout likewise."""
@@ -844,6 +932,30 @@ class Analysis:
                     return None
                 entries += [replace(e, path=e.path + (t,)) for e in inner]
             return entries
+        if node.op == "Reshape" and isinstance(node.inputs[1], gs.Constant) and \
+                np.asarray(node.inputs[1].values).reshape(-1).tolist() == [-1]:
+            inner = self.target_entries(node.inputs[0])  # flattening a 1-D shape vector: unchanged
+            return None if inner is None else [replace(e, path=e.path + (t,)) for e in inner]
+        if node.op == "Where" and len(node.inputs) == 3:
+            # torch's expand(-1 → keep): Where(Equal(X, -1), ones, X) is X when no entry of X is -1
+            cond = node.inputs[0]
+            x = node.inputs[2]
+            if len(cond.inputs) == 1 and cond.inputs[0].op == "Equal" and cond.inputs[0].inputs[0] is x and \
+                    isinstance(cond.inputs[0].inputs[1], gs.Constant) and \
+                    np.asarray(cond.inputs[0].inputs[1].values).reshape(-1).tolist() == [-1]:
+                inner = self.target_entries(x)
+                if inner is not None and all(e.value != -1 for e in inner):
+                    return [replace(e, path=e.path + (t,)) for e in inner]
+            return None
+        if node.op == "Shape":
+            rank = self.rank_of(node.inputs[0])
+            if rank is None:
+                return None
+            start = int(node.attrs.get("start", 0))
+            end = node.attrs.get("end")
+            start = start + rank if start < 0 else start
+            end = rank if end is None else (int(end) + rank if int(end) < 0 else int(end))
+            return [ShapeEntry(None, None, 0, i) for i in range(start, min(end, rank))]
         if node.op == "Gather" and int(node.attrs.get("axis", 0)) == 0 and isinstance(node.inputs[1], gs.Constant):
             src = node.inputs[0]
             idx = np.asarray(node.inputs[1].values).reshape(-1)
@@ -882,6 +994,7 @@ class Analysis:
     def finish(self) -> list[ChannelGroup]:
         self.unite_shared_slices()
         self.block_unaccounted_uses()
+        self.block_shared_shape_entries()
         comps: dict[int, list[int]] = defaultdict(list)
         for sid in range(len(self.spaces)):
             comps[self.uf.find(sid)].append(sid)
@@ -917,6 +1030,20 @@ class Analysis:
             name = producers[0] if producers else self.spaces[root].origin
             groups.append(ChannelGroup(name, max(sizes), members, producers, consumers, blocked))
         return groups
+
+    def block_shared_shape_entries(self) -> None:
+        """A shape entry counted by two groups (e.g. one repeat_kv shape feeding every layer) would be
+        shrunk by both: block them (the groups are independent, so uniting them would be wrong)."""
+        owners: dict[tuple[str, int], set[int]] = defaultdict(set)
+        for sid, members in self.members.items():
+            for m in members:
+                if m.role == SHAPE:
+                    owners[(m.tensor, m.offset)].add(sid)
+        for (tensor, _), sids in owners.items():
+            roots = {self.uf.find(sid) for sid in sids}
+            if len(roots) > 1:
+                for sid in sids:
+                    self.blocks[sid].append(f"shape tensor {tensor} is computed once for several groups")
 
     def unite_shared_slices(self) -> None:
         """A weight slice claimed by two spaces (a shared weight) forces one assignment for both."""

@@ -40,7 +40,8 @@ def _params(path) -> int:
 
 
 @pytest.mark.parametrize("style", STYLES)
-@pytest.mark.parametrize("kw", [{}, {"rope": True}, {"bias": False}], ids=["mha", "rope", "nobias"])
+@pytest.mark.parametrize("kw", [{}, {"rope": True}, {"bias": False}, {"fused": True}],
+                         ids=["mha", "rope", "nobias", "fused_qkv"])
 def test_duplicate_heads_fold_back_exactly(tmp_path, style, kw):
     compact, wide, x = _pair(tmp_path, style, **kw)
     groups = onnxfold.analyze(wide)
@@ -59,11 +60,11 @@ def test_duplicate_heads_fold_back_exactly(tmp_path, style, kw):
     assert sum(p.status == "folded" for p in report.plans) == 4
 
 
-@pytest.mark.parametrize("kw", [{"fused": True}, {"kv_heads": 2}], ids=["fused_qkv", "gqa"])
-def test_unsupported_attention_is_blocked_with_a_reason(tmp_path, kw):
-    _, wide, x = _pair(tmp_path, "legacy", **kw)
+@pytest.mark.parametrize("style", STYLES)
+def test_grouped_query_attention_is_blocked_with_a_reason(tmp_path, style):
+    _, wide, x = _pair(tmp_path, style, kv_heads=2)
     groups = onnxfold.analyze(wide)
-    attn = [g for g in groups if any("attn" in p for p in g.producers) and "o_proj" not in g.name]
+    attn = [g for g in groups if g.size in (4, 8)]  # head groups: 8 query heads or 4 kv heads (units)
     assert attn and all(not g.foldable and g.blocked for g in attn)
     mlp = [g for g in groups if g.foldable]
     assert len(mlp) == 2 and all(g.size == 128 for g in mlp)

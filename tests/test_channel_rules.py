@@ -526,15 +526,6 @@ case("split_at_segment_bounds",
      producer("wa", "ba", 4) + producer("wb", "bb", 3) + [("wp", 1, [S(4)]), ("wq", 1, [S(3)])], ["cA", "cB"])
 
 
-def split_cut(net: Net, h: str):
-    p, q = net("Split", net("Relu", h), net.i64("split", [1, 3]), axis=1, outs=2)
-    return net("Add", net("Conv", p, "wp", name="cP"), net("Conv", q, "wq", name="cQ"))
-
-
-case("split_cuts_group", lambda r: stem_w(r, {"wp": rnd(r, 5, 1, 1, 1), "wq": rnd(r, 5, 3, 1, 1)}),
-     stem_chain(split_cut, opset=13), STEM_DUP, ["c0"], {"c1": "Split"})
-
-
 def split_spatial(net: Net, h: str) -> str:
     p, q = net("Split", h, axis=2, outs=2)
     return net("Mul", p, net("Sigmoid", q))
@@ -865,3 +856,44 @@ def test_fp16_conv_chain() -> None:
 
     check_case(Case(weights, conv_chain(mid, dtype=np.float16), CHAIN_DUP + producer("s", None, 4)
                     + producer("t", None, 4), ["c1"]), tol=2e-3)
+
+
+def test_split_inside_a_group_partitions_it_and_folds_each_part_exactly():
+    """Split [2, 2] of a 4-channel conv whose channels are [a, a, b, b]: two parts, each folds to 1."""
+    rng = np.random.default_rng(0)
+    w_c = rng.standard_normal((2, 3, 3, 3)).astype(np.float32)
+    b_c = rng.standard_normal(2).astype(np.float32)
+    wp = rng.standard_normal((5, 1, 1, 1)).astype(np.float32)
+    wq = rng.standard_normal((5, 1, 1, 1)).astype(np.float32)
+
+    def model(width: int) -> onnx.ModelProto:
+        rep = width // 2
+        w1 = np.repeat(w_c, rep, axis=0)
+        b1 = np.repeat(b_c, rep)
+        inits = [numpy_helper.from_array(a, n) for a, n in (
+            (w1, "w1"), (b1, "b1"), (np.repeat(wp, rep, axis=1) / rep, "wp"), (np.repeat(wq, rep, axis=1) / rep, "wq"),
+            (np.array([rep, rep], np.int64), "split"))]
+        nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["h"], name="c1", pads=[1, 1, 1, 1]),
+                 helper.make_node("Relu", ["h"], ["r"], name="relu"),
+                 helper.make_node("Split", ["r", "split"], ["p", "q"], name="split", axis=1),
+                 helper.make_node("Conv", ["p", "wp"], ["yp"], name="cP"),
+                 helper.make_node("Conv", ["q", "wq"], ["yq"], name="cQ"),
+                 helper.make_node("Add", ["yp", "yq"], ["y"], name="add")]
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", 1, [2, 3, 6, 6])],
+                                  [helper.make_tensor_value_info("y", 1, None)], inits)
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+    wide = model(4)
+    groups = groups_of(wide)
+    parts = [g for g in groups if g.foldable]
+    assert sorted(g.size for g in parts) == [2, 2]
+    assert {m.offset for g in parts for m in g.members if m.tensor == "w1"} == {0, 2}
+    m = model_from_proto(wide)
+    PassManager(parse_pipeline("canonicalize,fold:sparsity=0.5,cleanup", REGISTRY), check=True).run(m)
+    folded = to_model_proto(m)
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    ref = ort.InferenceSession(model(2).SerializeToString()).run(None, {"x": x})[0]
+    got = ort.InferenceSession(folded.SerializeToString()).run(None, {"x": x})[0]
+    assert rel_err(got, ref) <= 1e-5
+    split = next(t for t in folded.graph.initializer if t.name == "split")
+    assert numpy_helper.to_array(split).tolist() == [1, 1]
