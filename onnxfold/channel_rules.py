@@ -89,7 +89,6 @@ class Analysis:
         # (tensor, axis) -> ids of the nodes that registered that axis of the tensor
         self.member_uses: dict[tuple[str, int], set[int]] = defaultdict(set)
         self.shape_chains: dict[str, set[str]] = defaultdict(set)  # shape const -> tensors computed from it
-        self.units: dict[int, int] = {}  # root space -> channels per unit (attention head_dim)
 
     # ----------------------------------------------------------------- spaces and layouts
     def new_space(self, n: int, origin: str, producer: bool = True) -> int:
@@ -863,6 +862,7 @@ class Analysis:
             for lo, hi in zip(edges, edges[1:], strict=False):
                 new = self.new_space(hi - lo, old.origin, producer=False)
                 self.spaces[new].producer = old.producer
+                self.spaces[new].unit = old.unit
                 self.producers[new] = list(self.producers[sp])
                 self.consumers[new] = list(self.consumers[sp])
                 self.blocks[new] = list(self.blocks[sp])
@@ -875,9 +875,6 @@ class Analysis:
         for sp in comp[1:]:
             for a, b in zip(parts[comp[0]], parts[sp], strict=True):
                 self.uf.union(a, b)
-        if root in self.units:
-            for new in parts[comp[0]]:
-                self.units[self.uf.find(new)] = self.units[root]
         for name, lay in list(self.layouts.items()):
             if any(sg.space in parts for sg in lay.segments):
                 segs: list[Segment] = []
@@ -901,6 +898,7 @@ class Analysis:
             return False
         for s in comp:
             self.spaces[s].n //= unit
+            self.spaces[s].unit *= unit
             self.members[s] = [replace(m, block=m.block * unit) for m in self.members[s]]
         comp_set = set(comp)
         for name, lay in list(self.layouts.items()):
@@ -908,7 +906,6 @@ class Analysis:
                 self.layouts[name] = Layout(lay.rank, lay.axis, tuple(
                     Segment(sg.space, sg.start, sg.n // unit, sg.block * unit) if sg.space in comp_set else sg
                     for sg in lay.segments))
-        self.units[root] = self.units.get(root, 1) * unit
         return True
 
     def target_entries(self, t: gs.Tensor) -> list[ShapeEntry] | None:
@@ -1028,7 +1025,10 @@ class Analysis:
             if not any(m.role == SUM for m in members) and not blocked:
                 blocked.append("no consumer reads these channels")
             name = producers[0] if producers else self.spaces[root].origin
-            groups.append(ChannelGroup(name, max(sizes), members, producers, consumers, blocked))
+            units = {self.spaces[s].unit for s in sids}
+            if len(units) > 1:
+                blocked.append(f"tied spaces count different units {sorted(units)}")
+            groups.append(ChannelGroup(name, max(sizes), members, producers, consumers, blocked, max(units)))
         return groups
 
     def block_shared_shape_entries(self) -> None:

@@ -22,11 +22,13 @@ a Concat, ``block`` is the H·W features per channel after a Flatten.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import onnx_graphsurgeon as gs
 
 AVERAGE, SUM, SHAPE = "average", "sum", "shape"
+LAYER_PATTERN = re.compile(r"(?:^|[./_])(?:layers?|blocks?|h|block|encoder[./_]layer)[./_](\d+)(?=[./_]|$)")
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ class ChannelGroup:
     producers: list[str] = field(default_factory=list)
     consumers: list[str] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)
+    #: channels per unit: 1 for plain channels, head_dim when the units are attention heads
+    unit: int = 1
 
     @property
     def foldable(self) -> bool:
@@ -69,12 +73,22 @@ class ChannelGroup:
 
     @property
     def kind(self) -> str:
-        ops = {m.kind for m in self.members}
-        return "attention" if "head" in ops else "channels"
+        """``heads`` when the units are attention heads, else ``channels``."""
+        return "heads" if self.unit > 1 else "channels"
+
+    @property
+    def layer(self) -> int | None:
+        """Block index read from producer or weight names (``layers.11.``, ``blocks/3/``, ``h.7``)."""
+        for name in list(self.producers) + [m.tensor for m in self.members]:
+            match = LAYER_PATTERN.search(name)
+            if match:
+                return int(match.group(1))
+        return None
 
     def describe(self) -> str:
         state = "foldable" if self.foldable else "blocked: " + "; ".join(self.blocked)
-        lines = [f"group {self.name}: {self.size} channels, {state}"]
+        units = f"{self.size} heads of {self.unit} channels" if self.unit > 1 else f"{self.size} channels"
+        lines = [f"group {self.name}: {units}, {state}"]
         lines += ["  " + m.describe() for m in self.members]
         return "\n".join(lines)
 
@@ -86,6 +100,9 @@ class ChannelGroup:
             "blocked": list(self.blocked),
             "producers": list(self.producers),
             "consumers": list(self.consumers),
+            "kind": self.kind,
+            "unit": self.unit,
+            "layer": self.layer,
             "members": [m.__dict__ | {} for m in self.members],
         }
 
@@ -153,6 +170,7 @@ class Space:
     n: int
     origin: str
     producer: bool
+    unit: int = 1  # channels per unit (head_dim once coarsened to attention heads)
 
 
 def analyze_graph(graph: gs.Graph) -> list[ChannelGroup]:
