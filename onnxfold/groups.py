@@ -66,6 +66,8 @@ class ChannelGroup:
     blocked: list[str] = field(default_factory=list)
     #: channels per unit: 1 for plain channels, head_dim when the units are attention heads
     unit: int = 1
+    #: source-module paths of the producers, where the exporter recorded them
+    scopes: list[str] = field(default_factory=list)
 
     @property
     def foldable(self) -> bool:
@@ -79,7 +81,7 @@ class ChannelGroup:
     @property
     def layer(self) -> int | None:
         """Block index read from producer or weight names (``layers.11.``, ``blocks/3/``, ``h.7``)."""
-        for name in list(self.producers) + [m.tensor for m in self.members]:
+        for name in list(self.scopes) + list(self.producers) + [m.tensor for m in self.members]:
             match = LAYER_PATTERN.search(name)
             if match:
                 return int(match.group(1))
@@ -173,8 +175,15 @@ class Space:
     unit: int = 1  # channels per unit (head_dim once coarsened to attention heads)
 
 
-def analyze_graph(graph: gs.Graph) -> list[ChannelGroup]:
-    """Derive the channel groups of ``graph`` (shapes should be inferred first)."""
+def analyze_graph(graph: gs.Graph, scopes: dict[str, str] | None = None) -> list[ChannelGroup]:
+    """Derive the channel groups of ``graph`` (shapes should be inferred first).
+
+    ``scopes`` maps node names to their source-module path where the exporter recorded one
+    (dynamo's ``pkg.torch.onnx.name_scopes``); groups use it to find their block index."""
     from onnxfold.channel_rules import Analysis
 
-    return Analysis(graph).run()
+    groups = Analysis(graph).run()
+    if scopes:
+        for g in groups:
+            g.scopes = [scopes[p] for p in g.producers if p in scopes]
+    return groups

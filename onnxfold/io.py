@@ -116,6 +116,8 @@ class Model:
     metadata: dict[str, str] = field(default_factory=dict)
     functions: list[onnx.FunctionProto] = field(default_factory=list)
     source_path: Path | None = None
+    #: per-node ``metadata_props`` (graphsurgeon drops them), restored on export by node name
+    node_metadata: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
     @property
     def opset(self) -> int:
@@ -143,13 +145,28 @@ class Model:
             proto.metadata_props.add(key=key, value=value)
         del proto.functions[:]
         proto.functions.extend(self.functions)
+        if self.node_metadata:
+            for node in proto.graph.node:
+                for key, value in self.node_metadata.get(node.name, ()):
+                    node.metadata_props.add(key=key, value=value)
         return proto
+
+    def node_scopes(self) -> dict[str, str]:
+        """Node name → source-module path, where the exporter recorded one (torch dynamo)."""
+        scopes = {}
+        for name, props in self.node_metadata.items():
+            for key, value in props:
+                if key == "pkg.torch.onnx.name_scopes":
+                    parts = [p.strip(" '\"") for p in value.strip("[]").split(",")]
+                    scopes[name] = ".".join(p for p in parts[-2:-1] if p) or value
+        return scopes
 
     def copy(self) -> Model:
         """A deep copy of the graph (tensor values are shared until written)."""
         return Model(self.graph.copy(), self.ir_version, list(self.opset_imports), self.base_dir,
                      self.producer_name, self.producer_version, self.domain, self.model_version,
-                     self.doc_string, dict(self.metadata), list(self.functions), self.source_path)
+                     self.doc_string, dict(self.metadata), list(self.functions), self.source_path,
+                     dict(self.node_metadata))
 
 
 def _drop_stale_locations(graph: gs.Graph) -> None:
@@ -261,6 +278,8 @@ def model_from_proto(proto: onnx.ModelProto, base_dir: str | os.PathLike = ".") 
         doc_string=proto.doc_string,
         metadata={p.key: p.value for p in proto.metadata_props},
         functions=list(proto.functions),
+        node_metadata={n.name: [(p.key, p.value) for p in n.metadata_props] for n in proto.graph.node
+                       if n.name and len(n.metadata_props)},
     )
 
 
