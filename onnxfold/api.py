@@ -14,7 +14,7 @@ from onnxfold.folding import FoldPlan
 from onnxfold.groups import ChannelGroup, analyze_graph
 from onnxfold.io import Model, load_model, model_from_proto, save_model
 from onnxfold.pass_manager import Pass, PassContext, PassManager, PassRecord
-from onnxfold.passes import REGISTRY, CanonicalizePass, CleanupPass, FoldPass, ValidatePass
+from onnxfold.passes import REGISTRY, CanonicalizePass, CleanupPass, FoldPass, RepairPass, ValidatePass
 from onnxfold.report import ModelStats, format_comparison, format_table, human_count, model_stats
 
 ModelLike = str | os.PathLike | Model | onnx.ModelProto
@@ -138,12 +138,25 @@ def run_pipeline(model: ModelLike, passes: Sequence[Pass], output: str | os.Path
 def fold(model: ModelLike, sparsity: float = 0.5, output: str | os.PathLike | None = None, *, seed: int = 0,
          overrides: Sequence[str] = (), ignore: Sequence[str] = (), round_to: int = 1, validate: bool = True,
          check: bool = False, external_data: bool | None = None, input_shapes: dict | None = None,
-         inputs: dict | None = None, overwrite: bool = False) -> tuple[Model, FoldReport]:
-    """Fold ``model`` at ``sparsity``: canonicalize → fold → cleanup (→ validate). Returns (model, report)."""
+         inputs: dict | None = None, overwrite: bool = False, method: str = "fold", repair: str = "none",
+         calibration: str | os.PathLike | Any | None = None, features: str = "raw",
+         n_init: int = 10) -> tuple[Model, FoldReport]:
+    """Fold ``model`` at ``sparsity``: canonicalize → fold (→ repair) → cleanup (→ validate).
+
+    ``method``: fold (k-means) or l1/l2 (structured magnitude pruning through the same groups);
+    ``repair``: none (Fold-Naive), ar (data-free Fold-AR) or data (Fold-R, needs ``calibration``:
+    a .npy/.npz path, a folder of .npy files, an array of input samples or a dict of them);
+    ``features``: raw, blocknorm or fused (what is clustered); ``n_init``: k-means restarts.
+    Returns (model, report)."""
     passes: list[Pass] = [CanonicalizePass(),
                           FoldPass(sparsity=sparsity, seed=seed, overrides=list(overrides), ignore=list(ignore),
-                                   round_to=round_to),
-                          CleanupPass()]
+                                   round_to=round_to, method=method, features=features, n_init=n_init)]
+    if repair != "none" or calibration is not None:
+        if isinstance(calibration, (str, os.PathLike)):
+            passes.append(RepairPass(mode=repair, calibration=os.fspath(calibration)))
+        else:
+            passes.append(RepairPass(mode=repair, calibration_data=calibration))
+    passes.append(CleanupPass())
     if validate:
         passes.append(ValidatePass(seed=seed))
     return run_pipeline(model, passes, output, check=check, input_shapes=input_shapes, inputs=inputs, seed=seed,

@@ -74,6 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
                       help="never fold groups whose name or producer matches REGEX (repeatable)")
     fold.add_argument("--round-to", type=int, default=1, help="round cluster counts to a multiple of this")
     fold.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison")
+    fold.add_argument("--method", choices=("fold", "l1", "l2"), default="fold",
+                      help="fold: merge k-means clusters (default); l1/l2: structured magnitude pruning baseline")
+    fold.add_argument("--repair", choices=("none", "ar", "data", "dir"), default="none",
+                      help="after folding: none (Fold-Naive, default), ar (data-free Fold-AR), "
+                           "data (Fold-R with --calibration), dir (DeepInversion, not implemented yet)")
+    fold.add_argument("--calibration", metavar="FILE.npy|DIR",
+                      help="input samples for --repair data: .npy, .npz, or a folder of .npy files")
+    fold.add_argument("--features", choices=("raw", "blocknorm", "fused"), default="raw",
+                      help="what is clustered: raw tied weights (default), blocknorm (each tensor block at unit "
+                           "norm) or fused (producer rows BN-normalised)")
+    fold.add_argument("--n-init", type=int, default=10, help="k-means restarts (default 10)")
 
     run = sub.add_parser("run", help="run a pipeline of passes")
     io_args(run)
@@ -138,10 +149,13 @@ def cmd_fold(args: argparse.Namespace) -> None:
 
     _check_paths(args)
     shapes, inputs = _inputs(args)
+    if args.calibration is not None and not Path(args.calibration).exists():
+        raise CliError(f"calibration data {args.calibration}: no such file or folder")
     _, report = fold(args.model, args.sparsity, args.output, seed=args.seed, overrides=args.override,
                      ignore=args.ignore, round_to=args.round_to, validate=not args.no_validate, check=args.check,
                      external_data=_external(args.external_data), input_shapes=shapes, inputs=inputs,
-                     overwrite=args.overwrite)
+                     overwrite=args.overwrite, method=args.method, repair=args.repair,
+                     calibration=args.calibration, features=args.features, n_init=args.n_init)
     _finish(report, args)
 
 

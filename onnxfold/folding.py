@@ -2,30 +2,43 @@
 
 Per group (method.md §1.2–1.3): the feature vector of channel c is the concatenation of every
 tied tensor slice marked as a feature (producer rows, biases, BN γ/β, per-channel constants and
-consumer input columns; BN running statistics are excluded). All assignments are computed from
-the original weights first; only then is any tensor rewritten, so the order of groups is irrelevant.
+consumer input columns; BN running statistics are excluded), optionally reweighted per block or
+BN-normalised (:mod:`onnxfold.features`). All assignments are computed from the original weights
+first; only then is any tensor rewritten, so the order of groups is irrelevant.
+
+``method`` chooses the assignment: ``fold`` clusters with k-means (cluster means / sums);
+``l1``/``l2`` keep the k channels of largest feature norm and drop the rest (labels −1,
+:mod:`onnxfold.prune`), the structured magnitude-pruning baseline.
 """
 from __future__ import annotations
 
 import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxfold.cluster import cluster_count, kmeans_labels
-from onnxfold.groups import SHAPE, ChannelGroup, Member
-from onnxfold.io import set_values
+from onnxfold.features import FEATURE_MODES, group_features, member_matrix
+from onnxfold.groups import ChannelGroup
+from onnxfold.io import Model, set_values
+from onnxfold.prune import PRUNE_METHODS, magnitude_labels
 from onnxfold.rewrite import SliceEdit, apply_edits
 
 ValueFn = Callable[[str], np.ndarray]
+METHODS = ("fold",) + PRUNE_METHODS
+__all__ = ["FEATURE_MODES", "METHODS", "FoldPlan", "FoldRecord", "apply_plans", "fold_edits", "group_features",
+           "member_matrix", "parse_overrides", "plan_folds"]
 
 
 @dataclass
 class FoldPlan:
-    """What happens to one group: ``status`` is folded, unchanged, blocked or ignored."""
+    """What happens to one group: ``status`` is folded, unchanged, blocked or ignored.
+
+    ``labels`` (n,) map channel i to output channel labels[i] < k, or −1 when it is dropped
+    (``method`` l1/l2)."""
 
     group: ChannelGroup
     status: str
@@ -33,24 +46,12 @@ class FoldPlan:
     sparsity: float
     labels: np.ndarray | None = None
     reason: str = ""
+    method: str = "fold"
 
     def to_dict(self) -> dict:
-        return {"group": self.group.name, "status": self.status, "channels_before": self.group.size,
-                "channels_after": self.k, "sparsity": self.sparsity, "reason": self.reason}
-
-
-def member_matrix(member: Member, values: np.ndarray, n: int) -> np.ndarray:
-    """The (n, d) slice of a member tensor: row c holds every entry tied to channel c."""
-    moved = np.moveaxis(np.asarray(values), member.axis, 0)
-    rows = moved[member.offset: member.offset + n * member.block]
-    return rows.reshape(n, -1).astype(np.float64)
-
-
-def group_features(group: ChannelGroup, values: ValueFn) -> np.ndarray:
-    """Concatenate the feature slices of all members of ``group`` into an (n, d) matrix."""
-    blocks = [member_matrix(m, values(m.tensor), group.size) for m in group.members
-              if m.feature and m.role != SHAPE]
-    return np.hstack(blocks) if blocks else np.zeros((group.size, 0))
+        return {"group": self.group.name, "status": self.status, "method": self.method,
+                "channels_before": self.group.size, "channels_after": self.k, "sparsity": self.sparsity,
+                "reason": self.reason}
 
 
 def _match(patterns: Sequence[str], group: ChannelGroup) -> str | None:
@@ -83,9 +84,23 @@ def plan_folds(groups: Sequence[ChannelGroup], values: ValueFn, sparsity: float,
                overrides: Sequence[tuple[str, float]] = (), ignore: Sequence[str] = (),
                round_to: int = 1, seed: int = 0,
                labeler: Callable[[np.ndarray, int, int], np.ndarray] | None = None,
-               progress: Callable | None = None) -> list[FoldPlan]:
-    """Choose k and compute the cluster assignment of every group (nothing is rewritten yet)."""
-    labeler = labeler or (lambda feats, k, s: kmeans_labels(feats, k, seed=s))
+               progress: Callable | None = None, method: str = "fold", features: str = "raw",
+               n_init: int = 10, graph: gs.Graph | None = None) -> list[FoldPlan]:
+    """Choose k and compute the assignment of every group (nothing is rewritten yet).
+
+    ``method``: fold (k-means with ``n_init`` restarts) or l1/l2 (magnitude pruning);
+    ``features``: raw, blocknorm or fused (``fused`` needs ``graph`` to find the BNs)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r} (expected one of {', '.join(METHODS)})")
+    if features not in FEATURE_MODES:
+        raise ValueError(f"unknown features {features!r} (expected one of {', '.join(FEATURE_MODES)})")
+    if labeler is None:
+        if method == "fold":
+            def labeler(feats: np.ndarray, k: int, s: int) -> np.ndarray:
+                return kmeans_labels(feats, k, seed=s, n_init=n_init)
+        else:
+            def labeler(feats: np.ndarray, k: int, s: int) -> np.ndarray:
+                return magnitude_labels(feats, k, method)
     plans: list[FoldPlan] = []
     iterator = progress(groups, desc="clustering") if progress else groups
     for group in iterator:
@@ -104,24 +119,54 @@ def plan_folds(groups: Sequence[ChannelGroup], values: ValueFn, sparsity: float,
         if k >= group.size:
             plans.append(FoldPlan(group, "unchanged", group.size, r))
             continue
-        labels = labeler(group_features(group, values), k, seed)
+        labels = labeler(group_features(group, values, features, graph), k, seed)
         k_eff = int(labels.max()) + 1
-        plans.append(FoldPlan(group, "folded", k_eff, r, labels))
+        plans.append(FoldPlan(group, "folded", k_eff, r, labels, method=method))
     return plans
 
 
-def apply_plans(plans: Sequence[FoldPlan], graph: gs.Graph) -> list[str]:
-    """Rewrite every member tensor of every folded group; returns the names of rewritten tensors."""
+@dataclass
+class FoldRecord:
+    """What a fold pass did, for a repair pass after it: the plans, every member tensor's edits and
+    ``source``, a copy of the model taken before anything was loaded or rewritten (its tensor
+    values are shared with, or lazily read like, the input's)."""
+
+    plans: list[FoldPlan]
+    edits: dict[str, list[SliceEdit]]
+    source: Model
+    _tensors: dict | None = field(default=None, init=False, repr=False)
+
+    def original(self, name: str) -> np.ndarray:
+        """The value tensor ``name`` had before the fold."""
+        if self._tensors is None:
+            self._tensors = self.source.graph.tensors()
+        return np.asarray(self._tensors[name].values)
+
+
+def fold_edits(plans: Sequence[FoldPlan]) -> dict[str, list[SliceEdit]]:
+    """Every folded group's edit of every member tensor, by tensor name."""
     edits: dict[str, list[SliceEdit]] = defaultdict(list)
     for plan in plans:
         if plan.status != "folded":
             continue
         for m in plan.group.members:
             edits[m.tensor].append(SliceEdit(m.axis, m.offset, m.block, m.role, plan.labels, plan.k))
+    return dict(edits)
+
+
+def apply_plans(plans: Sequence[FoldPlan], graph: gs.Graph) -> list[str]:
+    """Rewrite every member tensor of every folded group; returns the names of rewritten tensors."""
+    edits = fold_edits(plans)
     tensors = graph.tensors()
     for name, tensor_edits in edits.items():
         const = tensors[name]
         if not isinstance(const, gs.Constant):
             raise ValueError(f"member {name} is not a constant")
         set_values(const, apply_edits(np.asarray(const.values), tensor_edits))
+    # a depthwise Conv keeps group == its (new) number of filters
+    depthwise = {m.node: m.tensor for plan in plans if plan.status == "folded"
+                 for m in plan.group.members if m.kind == "depthwise"}
+    for node in graph.nodes:
+        if node.name in depthwise:
+            node.attrs["group"] = int(tensors[depthwise[node.name]].shape[0])
     return sorted(edits)

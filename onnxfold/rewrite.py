@@ -7,6 +7,9 @@ For a member on axis a with offset o and block b, channel c owns the entries
 * sum:      out[j] = Σ_{i: ℓ_i = j} x[i]                (consumer input columns)
 * shape:    entry o of a shape vector loses (n − k)·b     (Reshape targets, Resize sizes)
 
+A label of −1 marks a *dropped* channel (structured pruning): its entries are removed from every
+member, whatever the role, and the kept channels keep their order (labels 0…k−1 ascending).
+
 All arithmetic is done in float64 and cast back to the tensor's dtype.
 """
 from __future__ import annotations
@@ -32,7 +35,11 @@ class SliceEdit:
 
 
 def merge_rows(x: np.ndarray, labels: np.ndarray, k: int, role: str) -> np.ndarray:
-    """Merge the first axis of ``x`` (n, …) into (k, …) by cluster mean or sum."""
+    """Merge the first axis of ``x`` (n, …) into (k, …) by cluster mean or sum; label −1 drops a row."""
+    labels = np.asarray(labels)
+    kept = labels >= 0
+    if not kept.all():
+        x, labels = x[kept], labels[kept]
     out = np.zeros((k,) + x.shape[1:], dtype=np.float64)
     np.add.at(out, labels, x.astype(np.float64, copy=False))
     if role == AVERAGE:

@@ -5,8 +5,9 @@ from onnxfold.pass_manager import Pass
 from onnxfold.passes.canonicalize import CanonicalizePass
 from onnxfold.passes.cleanup import CleanupPass
 from onnxfold.passes.fold import FoldPass
+from onnxfold.passes.repair import RepairPass
 from onnxfold.passes.validate import ValidatePass
 
-REGISTRY: dict[str, type[Pass]] = {p.name: p for p in (CanonicalizePass, FoldPass, CleanupPass, ValidatePass)}
+REGISTRY: dict[str, type[Pass]] = {p.name: p for p in (CanonicalizePass, FoldPass, RepairPass, CleanupPass, ValidatePass)}
 
-__all__ = ["REGISTRY", "CanonicalizePass", "FoldPass", "CleanupPass", "ValidatePass"]
+__all__ = ["REGISTRY", "CanonicalizePass", "FoldPass", "RepairPass", "CleanupPass", "ValidatePass"]

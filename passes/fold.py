@@ -5,12 +5,25 @@ k-means on the concatenated tied weights; producer-side tensors are replaced by 
 consumer-side input slices by cluster sums, and shape constants that encode the width are
 rewritten. Blocked groups are left untouched and reported with their reason. Sparsity 0 leaves
 the model bit-identical.
+
+``method=l1|l2`` replaces clustering by structured magnitude pruning through the same groups (the
+k channels of largest feature norm are kept, the others removed). ``features`` chooses what is
+clustered or ranked (raw, blocknorm, fused; :mod:`onnxfold.features`). The pass leaves a
+:class:`~onnxfold.folding.FoldRecord` in ``ctx.data["fold_record"]`` for a ``repair`` pass.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from onnxfold.folding import apply_plans, parse_overrides, plan_folds
+from onnxfold.folding import (
+    FEATURE_MODES,
+    METHODS,
+    FoldRecord,
+    apply_plans,
+    fold_edits,
+    parse_overrides,
+    plan_folds,
+)
 from onnxfold.groups import analyze_graph
 from onnxfold.io import Model
 from onnxfold.pass_manager import Option, Pass, PassContext, PassResult, PipelineError
@@ -28,6 +41,11 @@ class FoldPass(Pass):
         Option("ignore", list, [], "regexes of groups/producer names never folded (separate with |)"),
         Option("round_to", int, 1, "round every cluster count to a multiple of this (hardware-friendly widths)"),
         Option("seed", int, 0, "k-means seed; the same seed and options give byte-identical output"),
+        Option("method", str, "fold", "fold (k-means clusters merged) or l1/l2 (structured magnitude pruning: "
+                                      "keep the channels of largest feature norm)", METHODS),
+        Option("features", str, "raw", "what is clustered: raw tied slices, blocknorm (each tensor's block at "
+                                       "unit norm) or fused (producer rows BN-normalised, W/sigma)", FEATURE_MODES),
+        Option("n_init", int, 10, "k-means restarts (the best inertia is kept)"),
     )
 
     def validate_options(self) -> None:
@@ -36,6 +54,8 @@ class FoldPass(Pass):
             raise PipelineError(f"fold: sparsity must be in [0, 1), got {r}")
         if self.opts["round_to"] < 1:
             raise PipelineError("fold: round_to must be at least 1")
+        if self.opts["n_init"] < 1:
+            raise PipelineError("fold: n_init must be at least 1")
         try:
             self.overrides = parse_overrides(self.opts["overrides"])
         except ValueError as exc:
@@ -45,16 +65,22 @@ class FoldPass(Pass):
         graph = model.graph
         groups = analyze_graph(graph)
         tensors = graph.tensors()
+        source = model.copy()  # before planning loads any value: lazy external data stays lazy in the copy
         plans = plan_folds(groups, lambda name: np.asarray(tensors[name].values), self.opts["sparsity"],
                            self.overrides, self.opts["ignore"], self.opts["round_to"], self.opts["seed"],
-                           progress=progress)
+                           progress=progress, method=self.opts["method"], features=self.opts["features"],
+                           n_init=self.opts["n_init"], graph=graph)
+        edits = fold_edits(plans)
         rewritten = apply_plans(plans, graph)
         if rewritten:
             clear_shapes(graph)
             infer_shapes(model)
         ctx.data["fold_plans"] = plans
+        ctx.data["fold_record"] = FoldRecord(plans, edits, source)
         folded = [p for p in plans if p.status == "folded"]
         stats = {
+            "method": self.opts["method"],
+            "features": self.opts["features"],
             "groups": len(plans),
             "folded": len(folded),
             "blocked": sum(p.status == "blocked" for p in plans),

@@ -1,0 +1,89 @@
+"""repair: restore the activation statistics that folding collapses (method.md §2). Runs after ``fold``.
+
+Modes:
+
+* ``none``  Fold-Naive: nothing changes (the fold's averaged BN statistics stay).
+* ``ar``    Fold-AR, data-free: BN-kept pairs are normalised and their γ rescaled by
+            sqrt(N/(1 + (N − 1)·E)); BN-free producers get their merged rows rescaled to the
+            members' mean norm (:mod:`onnxfold.repair_ar`).
+* ``data``  Fold-R with a few samples (``calibration``): BN statistics re-estimated, BN-free
+            producers corrected by a per-channel affine towards the members' original statistics,
+            sequentially in topological order (:mod:`onnxfold.repair_data`).
+* ``dir``   DeepInversion repair: not implemented yet.
+
+The pass consumes the fold pass's record (``ctx.data["fold_record"]``); groups the fold left
+unchanged are never touched, so ``fold:sparsity=0`` followed by any repair is bit-exact.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from onnxfold.calibrate import as_feeds, load_calibration
+from onnxfold.io import Model
+from onnxfold.pass_manager import Option, Pass, PassContext, PassError, PassResult, PipelineError
+from onnxfold.shapes import clear_shapes, infer_shapes
+
+REPAIR_MODES = ("none", "ar", "data", "dir")
+
+
+class RepairPass(Pass):
+    name = "repair"
+    summary = "repair the variance collapse of a fold: none, ar (data-free) or data (calibration samples)"
+    options = (
+        Option("mode", str, "ar", "none (Fold-Naive), ar (Fold-AR, data-free), data (Fold-R: needs calibration), "
+                                  "dir (not implemented yet)", REPAIR_MODES),
+        Option("calibration", str, "", "mode data: .npy/.npz file or folder of .npy files with input samples"),
+        Option("batch_size", int, 64, "mode data: samples per onnxruntime run"),
+        Option("goal", str, "members", "mode data, BN statistics: members (the members' original normalised "
+                                       "statistics) or reset (the measured batch statistics)", ("members", "reset")),
+        Option("sequential", bool, True, "mode data: repair in topological order (else all sites in one run)"),
+    )
+
+    def __init__(self, calibration_data: np.ndarray | dict[str, np.ndarray] | None = None, **kwargs: Any):
+        self.calibration_data = calibration_data
+        super().__init__(**kwargs)
+
+    def validate_options(self) -> None:
+        mode = self.opts["mode"]
+        if mode == "dir":
+            raise PipelineError("repair mode 'dir' is not implemented yet")
+        has_data = bool(self.opts["calibration"]) or self.calibration_data is not None
+        if mode == "data" and not has_data:
+            raise PipelineError("repair mode 'data' needs calibration samples (--calibration FILE.npy|DIR)")
+        if mode != "data" and has_data:
+            raise PipelineError(f"calibration samples are only used by repair mode 'data', not {mode!r}")
+        if self.opts["batch_size"] < 1:
+            raise PipelineError("repair: batch_size must be at least 1")
+
+    def feeds(self, model: Model) -> dict[str, np.ndarray]:
+        try:
+            if self.calibration_data is not None:
+                return as_feeds(self.calibration_data, model.graph)
+            return load_calibration(self.opts["calibration"], model.graph)
+        except (OSError, ValueError) as exc:
+            raise PipelineError(f"repair: {exc}") from None
+
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
+        mode = self.opts["mode"]
+        if mode == "none":
+            ctx.data.pop("fold_record", None)
+            return PassResult(False, {"mode": mode})
+        record = ctx.data.pop("fold_record", None)
+        if record is None:
+            raise PassError("repair: no fold pass ran before it (use e.g. 'fold:sparsity=0.5,repair:mode=ar')")
+        if not record.edits:
+            return PassResult(False, {"mode": mode, "groups": 0})
+        if mode == "ar":
+            from onnxfold.repair_ar import apply_ar
+
+            stats = apply_ar(model.graph, record)
+        else:
+            from onnxfold.repair_data import apply_data
+
+            stats = apply_data(model, record, self.feeds(model), self.opts["batch_size"], self.opts["goal"],
+                               self.opts["sequential"])
+        clear_shapes(model.graph)
+        infer_shapes(model)
+        return PassResult(True, {"mode": mode, **stats})
