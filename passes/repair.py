@@ -9,7 +9,10 @@ Modes:
 * ``data``  Fold-R with a few samples (``calibration``): BN statistics re-estimated, BN-free
             producers corrected by a per-channel affine towards the members' original statistics,
             sequentially in topological order (:mod:`onnxfold.repair_data`).
-* ``dir``   DeepInversion repair: not implemented yet.
+* ``dir``   Fold-DIR, data-free: a batch is synthesised from the *original* model's BatchNorm
+            statistics (DeepInversion, :mod:`onnxfold.deepinversion`; needs torch), then used as
+            calibration data exactly like ``data``. The batch is left in ``ctx.data["calibration"]``
+            for later passes (e.g. static quantization). Graphs without BN statistics: an error.
 
 The pass consumes the fold pass's record (``ctx.data["fold_record"]``); groups the fold left
 unchanged are never touched, so ``fold:sparsity=0`` followed by any repair is bit-exact.
@@ -33,12 +36,16 @@ class RepairPass(Pass):
     summary = "repair the variance collapse of a fold: none, ar (data-free) or data (calibration samples)"
     options = (
         Option("mode", str, "ar", "none (Fold-Naive), ar (Fold-AR, data-free), data (Fold-R: needs calibration), "
-                                  "dir (not implemented yet)", REPAIR_MODES),
+                                  "dir (Fold-DIR: synthetic batch from the BN statistics, needs torch)",
+               REPAIR_MODES),
         Option("calibration", str, "", "mode data: .npy/.npz file or folder of .npy files with input samples"),
         Option("batch_size", int, 64, "mode data: samples per onnxruntime run"),
         Option("goal", str, "members", "mode data, BN statistics: members (the members' original normalised "
                                        "statistics) or reset (the measured batch statistics)", ("members", "reset")),
         Option("sequential", bool, True, "mode data: repair in topological order (else all sites in one run)"),
+        Option("dir_samples", int, 128, "mode dir: number of synthesised inputs"),
+        Option("dir_iterations", int, 200, "mode dir: Adam steps of the synthesis"),
+        Option("seed", int, 0, "mode dir: seed of the synthesis"),
     )
 
     def __init__(self, calibration_data: np.ndarray | dict[str, np.ndarray] | None = None, **kwargs: Any):
@@ -47,8 +54,6 @@ class RepairPass(Pass):
 
     def validate_options(self) -> None:
         mode = self.opts["mode"]
-        if mode == "dir":
-            raise PipelineError("repair mode 'dir' is not implemented yet")
         has_data = bool(self.opts["calibration"]) or self.calibration_data is not None
         if mode == "data" and not has_data:
             raise PipelineError("repair mode 'data' needs calibration samples (--calibration FILE.npy|DIR)")
@@ -65,6 +70,30 @@ class RepairPass(Pass):
         except (OSError, ValueError) as exc:
             raise PipelineError(f"repair: {exc}") from None
 
+    def synthesize(self, original: Model, ctx: PassContext) -> dict[str, np.ndarray]:
+        """DeepInversion batch from the original model's BN statistics."""
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise PassError("repair mode 'dir' needs torch: pip install 'onnxfold[models]'") from None
+        from onnxfold.deepinversion import synthesize
+        from onnxfold.io import to_model_proto
+        from onnxfold.torch_graph import UnsupportedGraph
+
+        proto = to_model_proto(original)
+        shape = None
+        if ctx.input_shapes:
+            shape = next(iter(ctx.input_shapes.values()))
+        try:
+            batch = synthesize(proto, count=self.opts["dir_samples"], iterations=self.opts["dir_iterations"],
+                               seed=self.opts["seed"], shape=shape)
+        except UnsupportedGraph as exc:
+            raise PassError(f"repair mode 'dir' does not apply: {exc}") from None
+        except ValueError as exc:
+            raise PassError(str(exc)) from None
+        name = next(t.name for t in original.graph.inputs)
+        return {name: batch}
+
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         mode = self.opts["mode"]
         if mode == "none":
@@ -79,6 +108,14 @@ class RepairPass(Pass):
             from onnxfold.repair_ar import apply_ar
 
             stats = apply_ar(model.graph, record)
+        elif mode == "dir":
+            from onnxfold.repair_data import apply_data
+
+            feeds = self.synthesize(record.source, ctx)
+            ctx.data["calibration"] = feeds
+            stats = apply_data(model, record, feeds, self.opts["batch_size"], self.opts["goal"],
+                               self.opts["sequential"])
+            stats["synthesised"] = int(next(iter(feeds.values())).shape[0])
         else:
             from onnxfold.repair_data import apply_data
 
