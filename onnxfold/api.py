@@ -93,8 +93,10 @@ class FoldReport:
                          f"{sum(p.status == 'ignored' for p in self.plans)} ignored, "
                          f"{sum(p.status == 'unchanged' for p in self.plans)} unchanged; "
                          f"channels {n_before} -> {n_after}; parameter sparsity {self.param_sparsity:.1%}")
-            rows = [[p.group.name, p.group.size, p.k, p.status, p.reason] for p in self.plans[:max_groups]]
-            parts.append(format_table(["group", "channels", "after", "status", "reason"], rows, align="lrrll"))
+            rows = [[p.group.name, p.group.kind, p.group.size, p.k, p.status if p.method == "fold" or
+                     p.status != "folded" else f"pruned ({p.method})", p.reason] for p in self.plans[:max_groups]]
+            parts.append(format_table(["group", "units", "before", "after", "status", "reason"], rows,
+                                      align="llrrll"))
             if len(self.plans) > max_groups:
                 parts.append(f"... {len(self.plans) - max_groups} more groups (see --report JSON)")
         rows = [[r.name, f"{r.seconds * 1000:.1f} ms", "yes" if r.modified else "no"] for r in self.passes]
@@ -140,22 +142,27 @@ def fold(model: ModelLike, sparsity: float = 0.5, output: str | os.PathLike | No
          check: bool = False, external_data: bool | None = None, input_shapes: dict | None = None,
          inputs: dict | None = None, overwrite: bool = False, method: str = "fold", repair: str = "none",
          calibration: str | os.PathLike | Any | None = None, features: str = "raw",
-         n_init: int = 10) -> tuple[Model, FoldReport]:
+         n_init: int = 10, recipe: str | os.PathLike | None = None,
+         repair_options: dict[str, Any] | None = None) -> tuple[Model, FoldReport]:
     """Fold ``model`` at ``sparsity``: canonicalize → fold (→ repair) → cleanup (→ validate).
 
     ``method``: fold (k-means) or l1/l2 (structured magnitude pruning through the same groups);
     ``repair``: none (Fold-Naive), ar (data-free Fold-AR) or data (Fold-R, needs ``calibration``:
     a .npy/.npz path, a folder of .npy files, an array of input samples or a dict of them);
-    ``features``: raw, blocknorm or fused (what is clustered); ``n_init``: k-means restarts.
+    ``features``: raw, blocknorm or fused (what is clustered); ``n_init``: k-means restarts;
+    ``recipe``: YAML/JSON per-layer sparsities (:mod:`onnxfold.recipe`), overriding ``sparsity``;
+    ``repair_options``: further options of the repair pass (e.g. ``dir_iterations``).
     Returns (model, report)."""
     passes: list[Pass] = [CanonicalizePass(),
                           FoldPass(sparsity=sparsity, seed=seed, overrides=list(overrides), ignore=list(ignore),
-                                   round_to=round_to, method=method, features=features, n_init=n_init)]
+                                   round_to=round_to, method=method, features=features, n_init=n_init,
+                                   recipe=os.fspath(recipe) if recipe is not None else "")]
     if repair != "none" or calibration is not None:
+        extra = dict(repair_options or {})
         if isinstance(calibration, (str, os.PathLike)):
-            passes.append(RepairPass(mode=repair, calibration=os.fspath(calibration)))
+            passes.append(RepairPass(mode=repair, calibration=os.fspath(calibration), **extra))
         else:
-            passes.append(RepairPass(mode=repair, calibration_data=calibration))
+            passes.append(RepairPass(mode=repair, calibration_data=calibration, **extra))
     passes.append(CleanupPass())
     if validate:
         passes.append(ValidatePass(seed=seed))

@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     fold.add_argument("--ignore", action="append", default=[], metavar="REGEX",
                       help="never fold groups whose name or producer matches REGEX (repeatable)")
     fold.add_argument("--round-to", type=int, default=1, help="round cluster counts to a multiple of this")
+    fold.add_argument("--recipe", help="YAML/JSON per-layer recipe (sparsity by block range and kind: heads, mlp)")
     fold.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison")
     fold.add_argument("--method", choices=("fold", "l1", "l2"), default="fold",
                       help="fold: merge k-means clusters (default); l1/l2: structured magnitude pruning baseline")
@@ -155,7 +156,8 @@ def cmd_fold(args: argparse.Namespace) -> None:
                      ignore=args.ignore, round_to=args.round_to, validate=not args.no_validate, check=args.check,
                      external_data=_external(args.external_data), input_shapes=shapes, inputs=inputs,
                      overwrite=args.overwrite, method=args.method, repair=args.repair,
-                     calibration=args.calibration, features=args.features, n_init=args.n_init)
+                     calibration=args.calibration, features=args.features, n_init=args.n_init,
+                     recipe=args.recipe)
     _finish(report, args)
 
 

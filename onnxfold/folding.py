@@ -25,6 +25,7 @@ from onnxfold.features import FEATURE_MODES, group_features, member_matrix
 from onnxfold.groups import ChannelGroup
 from onnxfold.io import Model, set_values
 from onnxfold.prune import PRUNE_METHODS, magnitude_labels
+from onnxfold.recipe import Recipe
 from onnxfold.rewrite import SliceEdit, apply_edits
 
 ValueFn = Callable[[str], np.ndarray]
@@ -50,6 +51,7 @@ class FoldPlan:
 
     def to_dict(self) -> dict:
         return {"group": self.group.name, "status": self.status, "method": self.method,
+                "kind": self.group.kind, "unit": self.group.unit, "layer": self.group.layer,
                 "channels_before": self.group.size, "channels_after": self.k, "sparsity": self.sparsity,
                 "reason": self.reason}
 
@@ -85,7 +87,7 @@ def plan_folds(groups: Sequence[ChannelGroup], values: ValueFn, sparsity: float,
                round_to: int = 1, seed: int = 0,
                labeler: Callable[[np.ndarray, int, int], np.ndarray] | None = None,
                progress: Callable | None = None, method: str = "fold", features: str = "raw",
-               n_init: int = 10, graph: gs.Graph | None = None) -> list[FoldPlan]:
+               n_init: int = 10, graph: gs.Graph | None = None, recipe: Recipe | None = None) -> list[FoldPlan]:
     """Choose k and compute the assignment of every group (nothing is rewritten yet).
 
     ``method``: fold (k-means with ``n_init`` restarts) or l1/l2 (magnitude pruning);
@@ -112,6 +114,9 @@ def plan_folds(groups: Sequence[ChannelGroup], values: ValueFn, sparsity: float,
             plans.append(FoldPlan(group, "ignored", group.size, 0.0, reason=f"matches ignore pattern {pat!r}"))
             continue
         r = sparsity
+        if recipe is not None:
+            from_recipe = recipe.sparsity(group)
+            r = r if from_recipe is None else from_recipe
         for pat, value in overrides:
             if _match([pat], group):
                 r = value

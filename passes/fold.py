@@ -28,6 +28,7 @@ from onnxfold.groups import analyze_graph
 from onnxfold.io import Model
 from onnxfold.pass_manager import Option, Pass, PassContext, PassResult, PipelineError
 from onnxfold.progress import progress
+from onnxfold.recipe import load_recipe
 from onnxfold.shapes import clear_shapes, infer_shapes
 
 
@@ -46,6 +47,8 @@ class FoldPass(Pass):
         Option("features", str, "raw", "what is clustered: raw tied slices, blocknorm (each tensor's block at "
                                        "unit norm) or fused (producer rows BN-normalised, W/sigma)", FEATURE_MODES),
         Option("n_init", int, 10, "k-means restarts (the best inertia is kept)"),
+        Option("recipe", str, "", "YAML/JSON per-layer recipe: sparsity by block range and kind (heads, mlp); "
+                                  "overrides apply on top"),
     )
 
     def validate_options(self) -> None:
@@ -58,18 +61,19 @@ class FoldPass(Pass):
             raise PipelineError("fold: n_init must be at least 1")
         try:
             self.overrides = parse_overrides(self.opts["overrides"])
+            self.recipe = load_recipe(self.opts["recipe"]) if self.opts["recipe"] else None
         except ValueError as exc:
             raise PipelineError(f"fold: {exc}") from None
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         graph = model.graph
-        groups = analyze_graph(graph)
+        groups = analyze_graph(graph, model.node_scopes())
         tensors = graph.tensors()
         source = model.copy()  # before planning loads any value: lazy external data stays lazy in the copy
         plans = plan_folds(groups, lambda name: np.asarray(tensors[name].values), self.opts["sparsity"],
                            self.overrides, self.opts["ignore"], self.opts["round_to"], self.opts["seed"],
                            progress=progress, method=self.opts["method"], features=self.opts["features"],
-                           n_init=self.opts["n_init"], graph=graph)
+                           n_init=self.opts["n_init"], graph=graph, recipe=self.recipe)
         edits = fold_edits(plans)
         rewritten = apply_plans(plans, graph)
         if rewritten:
