@@ -4,10 +4,14 @@ from __future__ import annotations
 from onnxfold.pass_manager import Pass
 from onnxfold.passes.canonicalize import CanonicalizePass
 from onnxfold.passes.cleanup import CleanupPass
+from onnxfold.passes.float16 import Float16Pass
 from onnxfold.passes.fold import FoldPass
+from onnxfold.passes.quantize import QuantizePass
 from onnxfold.passes.repair import RepairPass
 from onnxfold.passes.validate import ValidatePass
 
-REGISTRY: dict[str, type[Pass]] = {p.name: p for p in (CanonicalizePass, FoldPass, RepairPass, CleanupPass, ValidatePass)}
+REGISTRY: dict[str, type[Pass]] = {p.name: p for p in (CanonicalizePass, FoldPass, RepairPass, CleanupPass,
+                                                         ValidatePass, QuantizePass, Float16Pass)}
 
-__all__ = ["REGISTRY", "CanonicalizePass", "FoldPass", "RepairPass", "CleanupPass", "ValidatePass"]
+__all__ = ["REGISTRY", "CanonicalizePass", "FoldPass", "RepairPass", "CleanupPass", "ValidatePass",
+           "QuantizePass", "Float16Pass"]

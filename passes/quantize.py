@@ -1,0 +1,312 @@
+"""quantize: INT8 quantization with ``onnxruntime.quantization``.
+
+``mode=static`` writes QDQ format (QuantizeLinear/DequantizeLinear pairs around the float ops, which
+any runtime can execute and ORT fuses into integer kernels): INT8 weights with per-output-channel
+scales and 8-bit activations whose ranges are calibrated on data. Activations default to uint8:
+onnxruntime's x86 kernels multiply u8 activations by s8 weights natively (AVX-VNNI/AVX-512 VNNI), and
+s8·s8 QDQ ran 2.6x slower than u8·s8 (and slower than float32) on an AVX-512 VNNI Xeon;
+``activation_type=int8`` suits runtimes that prefer symmetric s8·s8 (GPUs, many NPUs). On x86
+CPUs *without* VNNI, ``reduce_range=true`` avoids the u8·s8 saturation of 16-bit intermediate sums.
+``mode=dynamic`` stores INT8 weights and quantizes activations at run time (ConvInteger /
+MatMulInteger); it needs no data and suits MatMul-heavy models (transformers): onnxruntime's CPU
+ConvInteger is slower than float32 Conv, so convolutional models want ``static``.
+
+Calibration data for ``static``, first found of: the ``calibration`` option (a ``.npy`` for a
+single-input model, a ``.npz`` or a folder of ``<input>.npy``), ``ctx.data["calibration"]`` (a
+batch an earlier pass left, an array or ``{input: array}``), the pipeline's ``ctx.inputs``, else
+random inputs (logged as a warning: ranges then fit noise, not data).
+
+ORT's recommended pre-processing (``quant_pre_process``: symbolic and ONNX shape inference, ORT
+basic graph optimisation) runs first. The model is serialised to a temporary folder, quantized
+there and loaded back; every tensor is read into memory before the folder is deleted, so the
+result never refers to the temporary files.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from onnxfold.io import ExternalValues, Model, load_model, save_model, set_values
+from onnxfold.pass_manager import Option, Pass, PassContext, PassError, PassResult
+
+log = logging.getLogger(__name__)
+
+#: Models above this many bytes are handed to onnxruntime with external data (protobuf limit 2 GiB).
+EXTERNAL_THRESHOLD = 1_800_000_000
+
+_QUANT_OPS = {
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+    "ConvInteger",
+    "MatMulInteger",
+    "QLinearConv",
+    "QLinearMatMul",
+    "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat",
+    "QGemm",
+    "QAttention",
+    "DynamicQuantizeLSTM",
+}
+
+
+def replace_model_contents(model: Model, new: Model) -> None:
+    """Make ``model`` hold ``new``'s graph and model fields, with every tensor in memory.
+
+    Tensors ``new`` still reads lazily from external data are read now, so ``new``'s folder may be
+    deleted afterwards. ``model.base_dir`` and ``model.source_path`` are kept: nothing refers to
+    external data any more, and the source path stays the pipeline's input file.
+    """
+    _read_external_values(new.graph)
+    model.graph = new.graph
+    model.ir_version = new.ir_version
+    model.opset_imports = list(new.opset_imports)
+    model.producer_name = new.producer_name or model.producer_name
+    model.producer_version = new.producer_version or model.producer_version
+    model.domain = new.domain
+    model.model_version = new.model_version
+    model.doc_string = new.doc_string
+    model.metadata = dict(new.metadata)
+    model.functions = list(new.functions)
+
+
+def _read_external_values(graph: gs.Graph) -> None:
+    for sub in graph.subgraphs():
+        _read_external_values(sub)
+    for tensor in graph.tensors().values():
+        if isinstance(tensor, gs.Constant) and isinstance(tensor._values, ExternalValues):
+            set_values(tensor, np.asarray(tensor.values))
+    for node in graph.nodes:
+        for value in node.attrs.values():
+            if isinstance(value, gs.Constant) and isinstance(value._values, ExternalValues):
+                set_values(value, np.asarray(value.values))
+
+
+def _used_opsets(model: Model) -> list[tuple[str, int]]:
+    """The model's opset imports less the domains no node uses (ORT's optimiser imports all it knows)."""
+    used = {"", "ai.onnx"} | {f.domain for f in model.functions}
+
+    def walk(graph: gs.Graph) -> None:
+        for node in graph.nodes:
+            used.add(node.domain or "")
+        for sub in graph.subgraphs():
+            walk(sub)
+
+    walk(model.graph)
+    for f in model.functions:
+        used.update(n.domain for n in f.node)
+    return [(d, v) for d, v in model.opset_imports if d in used]
+
+
+def _has_external(proto: onnx.ModelProto) -> bool:
+    from onnxfold.io import iter_tensors
+
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in iter_tensors(proto.graph))
+
+
+def _data_reader(feeds: list[dict[str, np.ndarray]]) -> Any:
+    """An ``onnxruntime.quantization.CalibrationDataReader`` over a list of feeds."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class FeedReader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it: Iterator[dict[str, np.ndarray]] = iter(feeds)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.it, None)
+
+        def rewind(self) -> None:
+            self.it = iter(feeds)
+
+    return FeedReader()
+
+
+def _split(arrays: Mapping[str, np.ndarray], chunk: int) -> list[dict[str, np.ndarray]]:
+    """Split arrays that share their first dim into feeds of ``chunk`` rows (one feed if they do not)."""
+    rows = {int(np.shape(a)[0]) if np.ndim(a) else -1 for a in arrays.values()}
+    if len(rows) != 1 or -1 in rows or chunk < 1:
+        return [dict(arrays)]
+    (n,) = rows
+    return [
+        {k: np.ascontiguousarray(a[i : i + chunk]) for k, a in arrays.items()} for i in range(0, n, chunk)
+    ]
+
+
+def _rows(feed: Mapping[str, np.ndarray]) -> int:
+    first = next(iter(feed.values()), None)
+    return int(np.shape(first)[0]) if first is not None and np.ndim(first) else 1
+
+
+class QuantizePass(Pass):
+    name = "quantize"
+    summary = "INT8 quantization with onnxruntime (static QDQ with calibration, or dynamic)"
+    options = (
+        Option(
+            "mode",
+            str,
+            "static",
+            "static: QDQ format, INT8 weights and calibrated 8-bit activations; "
+            "dynamic: INT8 weights, activations quantized at run time",
+            ("static", "dynamic"),
+        ),
+        Option(
+            "calibration",
+            str,
+            "",
+            "calibration inputs (.npy, .npz or folder of <input>.npy); default: "
+            "ctx.data['calibration'], then the pipeline's inputs, else random",
+        ),
+        Option("samples", int, 16, "random calibration samples when no data is given"),
+        Option("batch", int, 8, "samples per calibration run (models with a fixed batch use theirs)"),
+        Option("method", str, "minmax", "calibration method", ("minmax", "entropy", "percentile")),
+        Option("per_channel", bool, True, "one weight scale per output channel (else per tensor)"),
+        Option(
+            "activation_type",
+            str,
+            "uint8",
+            "activation type of static mode: uint8 (u8·s8 is the fast "
+            "path of x86 CPUs) or int8 (s8·s8, e.g. for GPUs/NPUs)",
+            ("int8", "uint8"),
+        ),
+        Option("weight_type", str, "int8", "weight type", ("int8", "uint8")),
+        Option("reduce_range", bool, False, "7-bit weights (avoids saturation on x86 CPUs without VNNI)"),
+        Option("op_types", list, [], "op types to quantize (separate with |; default: all ORT supports)"),
+        Option("exclude", list, [], "names of nodes left in float (separate with |)"),
+        Option(
+            "preprocess", bool, True, "run ORT's quant_pre_process (shape inference + optimisation) first"
+        ),
+        Option("seed", int, 0, "seed of random calibration inputs"),
+    )
+
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
+        from onnxruntime.quantization import (
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_dynamic,
+            quantize_static,
+        )
+
+        qtype = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
+        stats: dict[str, Any] = {"mode": self.opts["mode"]}
+        with tempfile.TemporaryDirectory(prefix="onnxfold-quantize-") as tmp_name:
+            tmp = Path(tmp_name)
+            src = save_model(model, tmp / "model.onnx", external_data=None)
+            external = (tmp / "model.onnx.data").exists()
+            stats["preprocess"] = (
+                self._preprocess(src, tmp / "pre.onnx", external) if self.opts["preprocess"] else "off"
+            )
+            if stats["preprocess"] not in ("off", "failed"):
+                src = tmp / "pre.onnx"
+            out = tmp / "quantized.onnx"
+            common = {
+                "per_channel": self.opts["per_channel"],
+                "reduce_range": self.opts["reduce_range"],
+                "weight_type": qtype[self.opts["weight_type"]],
+                "op_types_to_quantize": list(self.opts["op_types"]) or None,
+                "nodes_to_exclude": list(self.opts["exclude"]) or None,
+                "use_external_data_format": external,
+            }
+            if self.opts["mode"] == "dynamic":
+                quantize_dynamic(src, out, **common)
+            else:
+                feeds, source = self._calibration_feeds(src, ctx)
+                stats["calibration"] = source
+                stats["calibration_samples"] = sum(_rows(f) for f in feeds)
+                method = {
+                    "minmax": CalibrationMethod.MinMax,
+                    "entropy": CalibrationMethod.Entropy,
+                    "percentile": CalibrationMethod.Percentile,
+                }[self.opts["method"]]
+                quantize_static(
+                    src,
+                    out,
+                    _data_reader(feeds),
+                    quant_format=QuantFormat.QDQ,
+                    activation_type=qtype[self.opts["activation_type"]],
+                    calibrate_method=method,
+                    calibration_providers=["CPUExecutionProvider"],
+                    **common,
+                )
+            new = load_model(out)
+            replace_model_contents(model, new)
+        model.opset_imports = _used_opsets(model)
+        if _has_external(model.to_onnx()):  # pragma: no cover - guarded by replace_model_contents
+            raise PassError("quantize: the quantized model still refers to temporary external data")
+        ops = [n.op for n in model.graph.nodes]
+        stats["quantized_nodes"] = sum(op in _QUANT_OPS for op in ops)
+        if not stats["quantized_nodes"]:
+            log.warning("quantize: onnxruntime quantized no node of this model")
+        if ops.count("ConvInteger"):
+            log.warning(
+                "quantize: dynamic mode made %d ConvInteger nodes, which onnxruntime's CPU kernels run slower "
+                "than float32 (2-20x in bench speed); mode=static suits convolutional models",
+                ops.count("ConvInteger"),
+            )
+        return PassResult(bool(stats["quantized_nodes"]), stats)
+
+    def _preprocess(self, src: Path, dst: Path, external: bool) -> str:
+        """quant_pre_process with full shape inference, then without symbolic shapes; 'failed' if neither."""
+        from onnxruntime.quantization import quant_pre_process
+
+        kwargs: dict[str, Any] = {"save_as_external_data": external, "all_tensors_to_one_file": True}
+        for label, extra in (("full", {}), ("no-symbolic-shapes", {"skip_symbolic_shape": True})):
+            try:
+                quant_pre_process(str(src), str(dst), **extra, **kwargs)
+                return label
+            except Exception as exc:  # onnxruntime raises many kinds; fall back step by step
+                log.info(
+                    "quant_pre_process (%s) failed: %s",
+                    label,
+                    str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__,
+                )
+        log.warning("quantize: ORT pre-processing failed; quantizing the model as it is")
+        return "failed"
+
+    def _calibration_feeds(self, path: Path, ctx: PassContext) -> tuple[list[dict[str, np.ndarray]], str]:
+        """The calibration feeds and where they came from."""
+        from onnxfold.validate import CPU, input_specs, load_npy_inputs, make_inputs, make_session
+
+        session = make_session(str(path), providers=[CPU])
+        specs = input_specs(session)
+        first = specs[0].shape[0] if specs and specs[0].shape else None
+        chunk = first if isinstance(first, int) and first > 0 else self.opts["batch"]
+        names = [s.name for s in specs]
+        if self.opts["calibration"]:
+            try:
+                arrays = load_npy_inputs(self.opts["calibration"], session)
+            except (OSError, ValueError) as exc:
+                raise PassError(f"quantize: calibration data: {exc}") from None
+            return _split(arrays, chunk), f"file {self.opts['calibration']}"
+        given = ctx.data.get("calibration")
+        if given is not None:
+            arrays = given if isinstance(given, Mapping) else {names[0]: np.asarray(given)}
+            return _split(self._checked(arrays, names, "ctx.data['calibration']"), chunk), "ctx.data"
+        if ctx.inputs:
+            return _split(self._checked(ctx.inputs, names, "the pipeline's inputs"), chunk), "pipeline inputs"
+        log.warning(
+            "quantize: no calibration data given; calibrating on %d random samples, so activation "
+            "ranges fit noise, not real inputs (pass calibration=FILE)",
+            self.opts["samples"],
+        )
+        n_feeds = max(1, -(-self.opts["samples"] // chunk))
+        feeds = [
+            make_inputs(session, shapes=ctx.input_shapes or None, batch=chunk, seed=self.opts["seed"] + i)
+            for i in range(n_feeds)
+        ]
+        return feeds, "random"
+
+    @staticmethod
+    def _checked(arrays: Mapping[str, Any], names: list[str], what: str) -> dict[str, np.ndarray]:
+        missing = [n for n in names if n not in arrays]
+        if missing:
+            raise PassError(f"quantize: {what} lack model input(s) {missing}")
+        return {n: np.asarray(arrays[n]) for n in names}

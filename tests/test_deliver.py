@@ -1,0 +1,294 @@
+"""Deliverable formats: fold → INT8 (static QDQ, dynamic), float16, and runtime-agnostic checks.
+
+Models are the bundled digits zoo (models/zoo/*.onnx) scored on the fixed digits test split. The
+MLP keeps its accuracy when folded at 50%, so it carries the fold→quantize checks against the
+original; the conv models check quantization and float16 against their own float32 version.
+onnx.reference checks that the saved graphs mean the same outside onnxruntime.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import onnxfold
+from onnxfold.io import iter_tensors, load_model
+from onnxfold.models.digits import load_digits_split
+from onnxfold.pass_manager import PassContext, PassManager
+from onnxfold.passes import REGISTRY, CanonicalizePass, CleanupPass, Float16Pass, FoldPass, QuantizePass
+from onnxfold.validate import make_session
+
+ZOO = Path(onnxfold.__file__).resolve().parent.parent / "models" / "zoo"
+if not ZOO.is_dir():  # installed layout
+    from onnxfold import models
+
+    ZOO = Path(models.__file__).resolve().parent / "zoo"
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    return load_digits_split()
+
+
+def predict(model: str | Path | onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    session = make_session(model, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def reference_run(model: str | Path | onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    """Run with onnx.reference. Its DequantizeLinear starts at opset 19, so older QDQ graphs are converted."""
+    from onnx import version_converter
+    from onnx.reference import ReferenceEvaluator
+
+    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in proto.graph.node):
+        opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+        if opset < 19:
+            proto = version_converter.convert_version(proto, 21)
+    return ReferenceEvaluator(proto).run(None, {proto.graph.input[0].name: x})[0]
+
+
+def weight_types(path: Path) -> dict[int, int]:
+    """Number of initializer elements per ONNX data type."""
+    counts: dict[int, int] = {}
+    for t in onnx.load(str(path)).graph.initializer:
+        counts[t.data_type] = counts.get(t.data_type, 0) + int(np.prod(t.dims, dtype=np.int64))
+    return counts
+
+
+def test_registry_has_deliver_passes() -> None:
+    assert REGISTRY["quantize"] is QuantizePass and REGISTRY["float16"] is Float16Pass
+    assert QuantizePass(mode="dynamic").opts["mode"] == "dynamic"
+    with pytest.raises(ValueError):
+        QuantizePass(mode="int4")
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_fold_then_quantize_agrees_with_original(mode: str, digits, tmp_path: Path) -> None:
+    x_train, _, x_test, y_test = digits
+    src = ZOO / "mlp.onnx"
+    out = tmp_path / f"mlp-{mode}.onnx"
+    model, report = onnxfold.run_pipeline(
+        src,
+        [CanonicalizePass(), FoldPass(sparsity=0.5), CleanupPass(), QuantizePass(mode=mode)],
+        out,
+        inputs={"input": x_train[:256]},
+        check=True,
+    )
+    stats = report.passes[-1].stats
+    assert stats["quantized_nodes"] > 0 and stats["preprocess"] == "full"
+    if mode == "static":
+        assert stats["calibration"] == "pipeline inputs" and stats["calibration_samples"] == 256
+    ref, got = predict(src, x_test), predict(out, x_test)
+    agreement = float(np.mean(ref.argmax(1) == got.argmax(1)))
+    acc_ref, acc_got = float(np.mean(ref.argmax(1) == y_test)), float(np.mean(got.argmax(1) == y_test))
+    assert agreement >= 0.95, agreement
+    assert acc_got >= acc_ref - 0.03, (acc_ref, acc_got)
+    # INT8 weights: the big matrices are stored as 8-bit, the file is a fraction of the original
+    types = weight_types(out)
+    int8 = types.get(onnx.TensorProto.INT8, 0) + types.get(onnx.TensorProto.UINT8, 0)
+    assert int8 > 0.9 * sum(types.values()), types
+    assert out.stat().st_size < src.stat().st_size / 6
+    # nothing refers to the temporary folder the quantizer used
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in iter_tensors(model.to_onnx().graph))
+    assert model.base_dir == src.parent.absolute()
+    assert {d for d, _ in model.opset_imports} <= {"", "ai.onnx", "com.microsoft"}
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_quantize_conv_models(mode: str, digits, tmp_path: Path) -> None:
+    """Conv + BN graphs (BN fused by ORT's pre-processing): INT8 keeps the accuracy of float32."""
+    x_train, _, x_test, y_test = digits
+    src = ZOO / "resnet18.onnx"
+    out = tmp_path / "q.onnx"
+    onnxfold.run_pipeline(src, [QuantizePass(mode=mode)], out, inputs={"input": x_train[:128]})
+    ref, got = predict(src, x_test), predict(out, x_test)
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert ("QuantizeLinear" in ops and "Conv" in ops) if mode == "static" else "ConvInteger" in ops
+    assert "BatchNormalization" not in ops
+    assert float(np.mean(ref.argmax(1) == got.argmax(1))) >= 0.97
+    assert float(np.mean(got.argmax(1) == y_test)) >= float(np.mean(ref.argmax(1) == y_test)) - 0.02
+    assert out.stat().st_size < src.stat().st_size / 3
+
+
+def test_calibration_sources(digits, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    x_train = digits[0]
+    src = ZOO / "lenet5.onnx"
+    npy = tmp_path / "calib.npy"
+    np.save(npy, x_train[:40])
+    _, report = onnxfold.run_pipeline(src, [QuantizePass(calibration=str(npy), batch=16)])
+    assert report.passes[0].stats["calibration"] == f"file {npy}"
+    assert report.passes[0].stats["calibration_samples"] == 40
+    # a batch left by an earlier pass wins over the pipeline inputs
+    model = load_model(src)
+    ctx = PassContext(
+        original=model.copy(), inputs={"input": x_train[:8]}, data={"calibration": x_train[:24]}
+    )
+    manager = PassManager([QuantizePass()])
+    manager.run(model, ctx)
+    assert manager.records[0].stats["calibration"] == "ctx.data"
+    assert manager.records[0].stats["calibration_samples"] == 24
+    # no data at all: random inputs, with a warning
+    with caplog.at_level(logging.WARNING):
+        model, report = onnxfold.run_pipeline(src, [QuantizePass(samples=8)])
+    assert report.passes[0].stats["calibration"] == "random"
+    assert any("random" in r.getMessage() for r in caplog.records)
+    assert predict(model.to_onnx(), x_train[:4]).shape == (4, 10)
+
+
+def test_quantize_external_data_model(exported, tmp_path: Path) -> None:
+    """A dynamo export keeps its weights in <file>.data; the quantized model is self-contained."""
+    pair = exported("mlp", "dynamo")
+    src = pair.copy_to(tmp_path / "src", "compact")
+    out = tmp_path / "out" / "q.onnx"
+    out.parent.mkdir()
+    x = pair.input(16)
+    model, _ = onnxfold.run_pipeline(src, [QuantizePass(mode="dynamic")], out)
+    for f in (tmp_path / "src").iterdir():
+        f.unlink()  # the result must not need the input's files either
+    assert not (tmp_path / "out" / "q.onnx.data").exists()
+    ref = predict(pair.compact, x)
+    assert cosine(ref, predict(out, x)) > 0.99
+    assert cosine(ref, predict(model.to_onnx(), x)) > 0.99
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vgg11bn-fused", "lenet5", "mlp"])
+def test_float16_agrees_with_float32(name: str, digits, tmp_path: Path) -> None:
+    x_test, y_test = digits[2], digits[3]
+    src = ZOO / f"{name}.onnx"
+    out = tmp_path / "fp16.onnx"
+    _, report = onnxfold.run_pipeline(src, [Float16Pass()], out, check=True)
+    proto = onnx.load(str(out))
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    types = weight_types(out)
+    assert types.get(onnx.TensorProto.FLOAT, 0) == 0 and types[onnx.TensorProto.FLOAT16] > 0, types
+    assert report.passes[0].stats["fp16_nodes"] > 0
+    ref, got = predict(src, x_test), predict(out, x_test)
+    assert got.dtype == np.float32
+    assert cosine(ref, got) > 0.999
+    assert float(np.mean(ref.argmax(1) == got.argmax(1))) >= 0.99
+    assert np.mean(got.argmax(1) == y_test) >= np.mean(ref.argmax(1) == y_test) - 0.01
+    assert out.stat().st_size < 0.6 * src.stat().st_size
+    # the same graph in onnx.reference (numpy float16 arithmetic)
+    assert cosine(got[:64], reference_run(out, x_test[:64])) > 0.999
+
+
+def test_float16_without_io_casts(digits, tmp_path: Path) -> None:
+    x = digits[2][:32]
+    src = ZOO / "resnet18-fused.onnx"
+    model, _ = onnxfold.run_pipeline(src, [Float16Pass(keep_io_types=False)])
+    proto = model.to_onnx()
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    assert not any(n.op_type == "Cast" for n in proto.graph.node)
+    got = predict(proto, x.astype(np.float16))
+    assert got.dtype == np.float16
+    assert cosine(predict(src, x), got) > 0.999
+
+
+def test_float16_keeps_shape_arithmetic_and_resize_in_float32(tmp_path: Path) -> None:
+    """Resize scales, Cast(Shape) arithmetic and integer tensors stay as they were; data goes float16."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
+    factor = numpy_helper.from_array(np.array(1000.3, np.float32), "factor")  # 16·1000.3 is not a float16
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Resize", ["c", "", "scales"], ["r"], mode="nearest"),
+        helper.make_node("Shape", ["r"], ["s"]),
+        helper.make_node("Cast", ["s"], ["sf"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["sf", "factor"], ["sh"]),
+        helper.make_node("Cast", ["sh"], ["si"], to=TensorProto.INT64),
+        helper.make_node("Cast", ["r"], ["rf"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", ["rf"], ["y"], keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, []),
+            helper.make_tensor_value_info("si", TensorProto.INT64, [4]),
+        ],
+        [w, scales, factor],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model, report = onnxfold.run_pipeline(proto, [Float16Pass()])
+    out = model.to_onnx()
+    inits = {t.name: t.data_type for t in out.graph.initializer}
+    assert inits == {"w": TensorProto.FLOAT16, "scales": TensorProto.FLOAT, "factor": TensorProto.FLOAT}
+    casts = {n.output[0]: n.attribute[0].i for n in out.graph.node if n.op_type == "Cast"}
+    assert casts["sf"] == TensorProto.FLOAT and casts["rf"] == TensorProto.FLOAT16
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    ref_y, ref_si = make_session(proto).run(["y", "si"], {"x": x})
+    y, si = make_session(out).run(["y", "si"], {"x": x})
+    assert y.dtype == np.float32 and abs(float(y) - float(ref_y)) < 1e-2 * max(1.0, abs(float(ref_y)))
+    np.testing.assert_array_equal(ref_si, [1000, 4001, 16004, 16004])
+    np.testing.assert_array_equal(si, ref_si)
+
+
+def test_reference_agrees_with_onnxruntime_on_folded_and_quantized(digits, tmp_path: Path) -> None:
+    """onnx.reference runs the folded model and its QDQ and dynamic INT8 versions like onnxruntime does."""
+    x_train, x = digits[0], digits[2][:100]
+    src = ZOO / "lenet5.onnx"
+    folded = tmp_path / "folded.onnx"
+    onnxfold.run_pipeline(src, [CanonicalizePass(), FoldPass(sparsity=0.25), CleanupPass()], folded)
+    ort_out, ref_out = predict(folded, x), reference_run(folded, x)
+    assert np.abs(ort_out - ref_out).max() < 1e-4
+    for mode in ("static", "dynamic"):
+        out = tmp_path / f"{mode}.onnx"
+        onnxfold.run_pipeline(folded, [QuantizePass(mode=mode)], out, inputs={"input": x_train[:128]})
+        ort_q, ref_q = predict(out, x), reference_run(out, x)
+        assert float(np.mean(ort_q.argmax(1) == ref_q.argmax(1))) >= 0.98, mode
+        assert cosine(ort_q, ref_q) > 0.999, mode
+        # and the INT8 model still follows the float32 folded model
+        assert float(np.mean(ort_q.argmax(1) == ort_out.argmax(1))) >= 0.95, mode
+
+
+def test_bench_speed_measurements(tmp_path: Path) -> None:
+    """The speed bench's timing, memory and acceptance arithmetic on two small zoo models."""
+    from onnxfold.bench_speed import (
+        Variant,
+        acceptance,
+        fill_stats,
+        format_rows,
+        measure_memory,
+        summarize,
+        time_variants,
+    )
+
+    orig = Variant("resnet18", "original", ZOO / "resnet18-fused.onnx", "original")
+    folded = tmp_path / "f.onnx"
+    onnxfold.run_pipeline(orig.path, [CanonicalizePass(), FoldPass(sparsity=0.5), CleanupPass()], folded)
+    fold = Variant("resnet18", "fold 0.5", folded, "fold", 0.5)
+    variants = [orig, fold]
+    for v in variants:
+        fill_stats(v)
+    rng = np.random.default_rng(0)
+    feeds = {b: {"input": rng.random((b, 1, 8, 8), dtype=np.float32)} for b in (1, 4)}
+    time_variants(variants, feeds, threads=1, budget_s=0.05, rounds=2, min_runs=4, max_runs=4)
+    feed_file = tmp_path / "feed.npz"
+    np.savez(feed_file, **feeds[4])
+    for v in variants:
+        measure_memory(v, [feed_file], threads=1)
+        assert v.runs == {1: 4, 4: 4} and all(ms > 0 for ms in v.latency_ms.values())
+        assert v.latency_min_ms[1] <= v.latency_p10_ms[1] <= v.latency_ms[1]
+        assert v.peak_rss_mib > v.session_rss_mib > 0
+    rows = summarize(variants)
+    assert rows[0]["speedup"][1] == 1.0 and rows[0]["mac_ratio"] == 1.0
+    assert rows[1]["mac_ratio"] == pytest.approx(orig.macs / fold.macs) and rows[1]["mac_ratio"] > 2.5
+    assert rows[1]["size_ratio"] == pytest.approx(fold.file_bytes / orig.file_bytes)
+    result = acceptance(rows)
+    assert result["fold50_speedup_b1"] == pytest.approx(orig.latency_ms[1] / fold.latency_ms[1])
+    assert "fold 0.5" in format_rows(rows, (1, 4))
