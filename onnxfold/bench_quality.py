@@ -25,8 +25,8 @@ import onnx
 
 from onnxfold.report import format_table
 
-DEFAULT_SPARSITIES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
-DEFAULT_METHODS = ("fold:none", "fold:ar", "fold:data", "l1", "l2")
+DEFAULT_SPARSITIES = (0.1, 0.25, 0.4, 0.5, 0.6, 0.75)
+DEFAULT_METHODS = ("fold:none", "fold:ar", "fold:dir", "fold:data", "l1", "l2")
 ZOO_MODELS = ("resnet18", "resnet18-fused", "vgg11bn", "vgg11bn-fused", "mlp", "lenet5")
 
 
@@ -45,14 +45,18 @@ class MethodSpec:
             raise ValueError(f"unknown method {text!r} (fold:REPAIR, l1 or l2)")
         return cls(text, method, repair or "none")
 
-    def kwargs(self, calibration: np.ndarray | None) -> dict:
+    def kwargs(self, calibration: np.ndarray | None, synthetic: np.ndarray | None = None) -> dict:
+        """fold() keyword arguments. ``dir`` reuses one synthesised batch per model (the synthesis
+        depends only on the original model), applied exactly as the dir repair applies it."""
         out: dict = {}
         if self.method != "fold":
             out["method"] = self.method
-        if self.repair != "none":
+        if self.repair == "data":
+            out.update(repair="data", calibration=calibration)
+        elif self.repair == "dir" and synthetic is not None:
+            out.update(repair="data", calibration=synthetic)
+        elif self.repair != "none":
             out["repair"] = self.repair
-            if self.repair == "data":
-                out["calibration"] = calibration
         return out
 
 
@@ -97,7 +101,7 @@ def channel_variances(model_path: Path, tensors: Sequence[str], x: np.ndarray, a
     for t in tensors:
         if t not in existing:
             proto.graph.output.append(onnx.helper.make_empty_tensor_value_info(t))
-    session = make_session(proto.SerializeToString())
+    session = make_session(proto.SerializeToString(), optimize=False)  # keep exposed intermediates
     values = session.run(list(tensors), {session.get_inputs()[0].name: x})
     result = {}
     for name, v in zip(tensors, values, strict=True):
@@ -107,12 +111,27 @@ def channel_variances(model_path: Path, tensors: Sequence[str], x: np.ndarray, a
     return result
 
 
+def synthetic_batch(path: Path, count: int = 128, iterations: int = 200) -> np.ndarray | None:
+    """The DeepInversion batch of ``path`` (None when it has no BN statistics or torch is missing)."""
+    try:
+        from onnxfold.deepinversion import synthesize
+    except ImportError:
+        return None
+    try:
+        return synthesize(onnx.load(str(path)), count=count, iterations=iterations)
+    except (ValueError, ImportError):
+        return None
+
+
 def sweep_model(path: Path, x: np.ndarray, y: np.ndarray, sparsities: Sequence[float],
                 methods: Sequence[MethodSpec], seeds: Sequence[int], calibration: np.ndarray | None,
                 variance_at: float = 0.5, variance_samples: int = 256) -> dict:
     """Compress ``path`` at every (sparsity, method, seed) and score it; returns a JSON-able dict."""
     from onnxfold.api import fold
 
+    synthetic = None
+    if any(spec.repair == "dir" for spec in methods):
+        synthetic = synthetic_batch(path)
     base_pred = predict(path, x).argmax(axis=1)
     base_acc = float((base_pred == y).mean())
     rows = []
@@ -122,11 +141,14 @@ def sweep_model(path: Path, x: np.ndarray, y: np.ndarray, sparsities: Sequence[f
         for r in sparsities:
             for spec in methods:
                 accs, param_sp, secs = [], [], []
-                for seed in seeds:
+                for seed in (seeds if spec.method == "fold" else seeds[:1]):  # pruning is deterministic
                     out = Path(tmp) / "c.onnx"
                     start = time.perf_counter()
                     try:
-                        _, report = fold(path, r, out, seed=seed, validate=False, **spec.kwargs(calibration))
+                        if spec.repair == "dir" and synthetic is None:
+                            raise ValueError("dir does not apply (no BatchNormalization statistics)")
+                        _, report = fold(path, r, out, seed=seed, validate=False,
+                                         **spec.kwargs(calibration, synthetic))
                     except Exception as exc:  # a method that does not apply (e.g. no BN): recorded, not fatal
                         rows.append({"sparsity": r, "method": spec.label, "error": str(exc).splitlines()[0]})
                         break
@@ -223,7 +245,8 @@ def plot_sweeps(results: Sequence[dict], path: Path) -> Path | None:
 
 def bench_quality(models: Sequence[str] = (), data: str | None = None, labels: str | None = None,
                   sparsities: Sequence[float] = DEFAULT_SPARSITIES, methods: Sequence[str] = DEFAULT_METHODS,
-                  seeds: Sequence[int] = (0,), out_dir: str = "bench-quality", calibration: str | None = None) -> list:
+                  seeds: Sequence[int] = (0, 1, 2), out_dir: str = "bench-quality",
+                  calibration: str | None = None) -> list:
     """Run the sweep over ``models`` (default: the bundled digits zoo) and write JSON + PNG to ``out_dir``."""
     from onnxfold.demo import bundled_model
 

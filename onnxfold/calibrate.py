@@ -116,7 +116,8 @@ def channel_moments(model: Model, tensors: Mapping[str, int], feeds: Feeds, batc
         return {}
     from onnxfold.validate import make_session
 
-    session = make_session(_with_outputs(model, tensors).SerializeToString())
+    # graph optimisations may fuse away an exposed intermediate (seen with Conv+Add), so run them off
+    session = make_session(_with_outputs(model, tensors).SerializeToString(), optimize=False)
     names = list(tensors)
     count: dict[str, float] = dict.fromkeys(names, 0.0)
     shift: dict[str, np.ndarray] = {}  # the first chunk's means: sums of shifted values stay well conditioned

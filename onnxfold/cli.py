@@ -96,10 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("passes", help="list every pass with its options, defaults and help")
 
     bench = sub.add_parser("bench", help="benchmarks")
-    bench.add_argument("what", choices=("fold",), help="fold: time and peak memory of folding a model")
-    bench.add_argument("model", nargs="?", help="model to fold (default: the bundled ResNet-18)")
-    bench.add_argument("-s", "--sparsity", type=_sparsity, default=0.5)
-    bench.add_argument("--repeat", type=int, default=3)
+    bench.add_argument("what", choices=("fold", "quality"),
+                       help="fold: time and peak memory of folding a model; quality: accuracy vs parameter "
+                            "sparsity per method (fold with each repair, l1, l2) and variance ratios")
+    bench.add_argument("model", nargs="*", help="models (default: the bundled ResNet-18 / the digits zoo)")
+    bench.add_argument("-s", "--sparsity", type=_sparsity, default=0.5, help="fold: the sparsity")
+    bench.add_argument("--repeat", type=int, default=3, help="fold: runs")
+    bench.add_argument("--sparsities", default=None, help="quality: comma-separated channel sparsities")
+    bench.add_argument("--methods", default=None, help="quality: e.g. fold:none,fold:ar,fold:dir,fold:data,l1,l2")
+    bench.add_argument("--seeds", default="0,1,2", help="quality: k-means seeds (mean and spread reported)")
+    bench.add_argument("--data", help="quality on your model: labelled inputs X.npy")
+    bench.add_argument("--labels", help="quality on your model: labels Y.npy")
+    bench.add_argument("--calibration", help="quality: samples for fold:data (default: 256 of --data)")
+    bench.add_argument("--out", default="bench-quality", help="quality: folder for quality.json and quality.png")
     return parser
 
 
@@ -206,7 +215,14 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from onnxfold.bench import bench_fold
 
     if args.what == "fold":
-        bench_fold(args.model, args.sparsity, args.repeat)
+        bench_fold(args.model[0] if args.model else None, args.sparsity, args.repeat)
+    elif args.what == "quality":
+        from onnxfold.bench_quality import DEFAULT_METHODS, DEFAULT_SPARSITIES, bench_quality
+
+        sparsities = [float(v) for v in args.sparsities.split(",")] if args.sparsities else DEFAULT_SPARSITIES
+        methods = args.methods.split(",") if args.methods else DEFAULT_METHODS
+        bench_quality(args.model, args.data, args.labels, sparsities, methods,
+                      [int(v) for v in args.seeds.split(",")], args.out, args.calibration)
 
 
 COMMANDS = {"fold": cmd_fold, "run": cmd_run, "analyze": cmd_analyze, "passes": cmd_passes, "demo": cmd_demo,

@@ -62,8 +62,8 @@ def synthesize(proto: onnx.ModelProto, count: int = 256, iterations: int = 300, 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     stats = bn_running_stats(proto)
     if not stats:
-        raise ValueError("the model has no BatchNormalization statistics to invert (BN fused into the "
-                         "convolutions?): repair mode 'dir' does not apply; use 'ar' or 'data'")
+        raise ValueError("repair mode 'dir' does not apply: the model has no BatchNormalization statistics to "
+                         "invert (BN fused into the convolutions?); use 'ar' or 'data'")
     graph = TorchGraph(proto, device)
     name, dims = input_shape(proto, count, shape)
     gen = torch.Generator().manual_seed(seed)

@@ -234,18 +234,20 @@ def test_sparsity_zero_with_repair_is_bit_exact(bn: bool, mode: str) -> None:
 
 def test_repair_errors(tmp_path: Path, capsys) -> None:
     proto, _ = tiny_model(bn=True)
-    with pytest.raises(PipelineError, match="repair mode 'dir' is not implemented yet"):
-        onnxfold.fold(proto, 0.5, validate=False, repair="dir")
+    fused, _ = tiny_model(bn=False)
+    with pytest.raises(PassError, match="'dir' does not apply"):
+        onnxfold.fold(fused, 0.5, validate=False, repair="dir")
     with pytest.raises(PipelineError, match="needs calibration"):
         onnxfold.fold(proto, 0.5, validate=False, repair="data")
     with pytest.raises(PassError, match="no fold pass"):
         onnxfold.run_pipeline(proto, parse_pipeline("canonicalize,repair:mode=ar", REGISTRY))
     src = tmp_path / "tiny.onnx"
-    onnx.save(proto, src)
+    onnx.save(fused, src)
     cli = ["fold", str(src), "-o", str(tmp_path / "out.onnx"), "--no-validate"]
     assert main(cli + ["--repair", "dir"]) == 2
-    assert "onnxfold: error: repair mode 'dir' is not implemented yet" in capsys.readouterr().err
+    assert "onnxfold: error: repair mode 'dir' does not apply" in capsys.readouterr().err
     assert not (tmp_path / "out.onnx").exists()
+    onnx.save(proto, src)
     calib = tmp_path / "calib"
     calib.mkdir()
     for i in range(4):  # one sample per file, no batch axis
