@@ -1,0 +1,72 @@
+"""Clustering: counts, exact duplicates, determinism, and the large-problem paths."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from onnxfold import cluster
+from onnxfold.cluster import allocate, cluster_count, kmeans_labels, reduce_dims
+
+
+def blobs(n_centers: int, per: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((n_centers, dim)) * 10
+    truth = np.repeat(np.arange(n_centers), per)
+    return centers[truth] + 0.01 * rng.standard_normal((len(truth), dim)), truth
+
+
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    pairs = {(int(x), int(y)) for x, y in zip(a, b, strict=True)}
+    return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
+
+
+@pytest.mark.parametrize(("n", "r", "round_to", "k"), [(64, 0.5, 1, 32), (10, 0.01, 1, 9), (1, 0.5, 1, 1),
+                                                       (64, 0.0, 1, 64), (100, 0.3, 8, 72), (3, 0.99, 1, 1)])
+def test_cluster_count(n, r, round_to, k):
+    assert cluster_count(n, r, round_to) == k
+
+
+def test_duplicates_are_grouped_exactly_and_labels_are_canonical():
+    rng = np.random.default_rng(0)
+    rows = rng.standard_normal((6, 20))
+    x = rows[[0, 3, 1, 0, 5, 2, 4, 1, 3, 2, 5, 4]]
+    labels = kmeans_labels(x, 6, seed=0)
+    assert labels.tolist() == [0, 1, 2, 0, 3, 4, 5, 2, 1, 4, 3, 5]
+
+
+def test_fewer_distinct_rows_than_k_split_duplicates_to_reach_k():
+    x = np.repeat(np.eye(3), 4, axis=0)
+    labels = kmeans_labels(x, 5, seed=0)
+    assert labels.max() + 1 == 5
+    for lab in range(5):  # every cluster still holds identical rows only
+        assert len({tuple(r) for r in x[labels == lab]}) == 1
+
+
+def test_same_seed_same_labels():
+    x, _ = blobs(8, 6, 30)
+    x = x + np.random.default_rng(1).standard_normal(x.shape)
+    assert np.array_equal(kmeans_labels(x, 10, seed=3), kmeans_labels(x, 10, seed=3))
+
+
+def test_reduce_dims_is_isometric_up_to_n_rows():
+    x = np.random.default_rng(0).standard_normal((40, 900))
+    e = reduce_dims(x, max_dim=64)
+    assert e.shape[1] <= 40
+    d_x = np.linalg.norm(x[:, None] - x[None], axis=-1)
+    d_e = np.linalg.norm(e[:, None] - e[None], axis=-1)
+    assert np.allclose(d_x, d_e, rtol=1e-8, atol=1e-8)
+
+
+def test_allocate_is_proportional_and_bounded():
+    shares = allocate(np.array([10, 30, 60, 1]), 50)
+    assert shares.sum() == 50 and (shares >= 1).all() and (shares <= [10, 30, 60, 1]).all()
+    assert shares.tolist()[:3] == [5, 15, 29] or shares.tolist()[:3] == [5, 14, 30]
+
+
+def test_partitioned_kmeans_recovers_well_separated_clusters(monkeypatch):
+    monkeypatch.setattr(cluster, "PARTITION", 40)
+    monkeypatch.setattr(cluster, "WORK_BUDGET", 1.0)  # force the partitioned path
+    x, truth = blobs(30, 8, 16)
+    labels = kmeans_labels(x, 30, seed=0)
+    assert labels.max() + 1 == 30
+    assert same_partition(labels, truth)
