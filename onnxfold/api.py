@@ -140,7 +140,7 @@ def run_pipeline(model: ModelLike, passes: Sequence[Pass], output: str | os.Path
 def fold(model: ModelLike, sparsity: float = 0.5, output: str | os.PathLike | None = None, *, seed: int = 0,
          overrides: Sequence[str] = (), ignore: Sequence[str] = (), round_to: int = 1, validate: bool = True,
          check: bool = False, external_data: bool | None = None, input_shapes: dict | None = None,
-         inputs: dict | None = None, overwrite: bool = False, method: str = "fold", repair: str = "none",
+         inputs: dict | None = None, overwrite: bool = False, method: str = "fold", repair: str = "ar",
          calibration: str | os.PathLike | Any | None = None, features: str = "raw",
          n_init: int = 10, recipe: str | os.PathLike | None = None,
          repair_options: dict[str, Any] | None = None) -> tuple[Model, FoldReport]:
@@ -157,7 +157,7 @@ def fold(model: ModelLike, sparsity: float = 0.5, output: str | os.PathLike | No
                           FoldPass(sparsity=sparsity, seed=seed, overrides=list(overrides), ignore=list(ignore),
                                    round_to=round_to, method=method, features=features, n_init=n_init,
                                    recipe=os.fspath(recipe) if recipe is not None else "")]
-    if repair != "none" or calibration is not None:
+    if repair != "none" or calibration is not None or repair_options:
         extra = dict(repair_options or {})
         if isinstance(calibration, (str, os.PathLike)):
             passes.append(RepairPass(mode=repair, calibration=os.fspath(calibration), **extra))

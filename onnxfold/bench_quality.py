@@ -55,8 +55,8 @@ class MethodSpec:
             out.update(repair="data", calibration=calibration)
         elif self.repair == "dir" and synthetic is not None:
             out.update(repair="data", calibration=synthetic)
-        elif self.repair != "none":
-            out["repair"] = self.repair
+        else:
+            out["repair"] = self.repair  # explicit, also for none: fold() repairs with ar by default
         return out
 
 

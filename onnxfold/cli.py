@@ -77,9 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     fold.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison")
     fold.add_argument("--method", choices=("fold", "l1", "l2"), default="fold",
                       help="fold: merge k-means clusters (default); l1/l2: structured magnitude pruning baseline")
-    fold.add_argument("--repair", choices=("none", "ar", "data", "dir"), default="none",
-                      help="after folding: none (Fold-Naive, default), ar (data-free Fold-AR), "
-                           "data (Fold-R with --calibration), dir (DeepInversion, not implemented yet)")
+    fold.add_argument("--repair", choices=("none", "ar", "data", "dir"), default="ar",
+                      help="after folding: ar (data-free Fold-AR, default), none (Fold-Naive), "
+                           "dir (data-free: synthetic inputs from the BN statistics, needs torch), "
+                           "data (Fold-R with --calibration)")
     fold.add_argument("--calibration", metavar="FILE.npy|DIR",
                       help="input samples for --repair data: .npy, .npz, or a folder of .npy files")
     fold.add_argument("--features", choices=("raw", "blocknorm", "fused"), default="raw",

@@ -236,7 +236,7 @@ def test_fold_with_report_and_check(exported, tmp_path: Path, capsys) -> None:
     assert data["param_sparsity"] == pytest.approx(1 - compact.params / wide.params)
     assert sum(g["status"] == "folded" for g in data["groups"]) == 12
     assert data["validation"] is not None
-    assert [p["name"] for p in data["passes"]] == ["canonicalize", "fold", "cleanup", "validate"]
+    assert [p["name"] for p in data["passes"]] == ["canonicalize", "fold", "repair", "cleanup", "validate"]
     x = pair.input(seed=8)
     assert rel_err(run_model(out, x), run_model(pair.compact, x)) <= 1e-5
 

@@ -91,7 +91,7 @@ def rel_err(got: np.ndarray, want: np.ndarray) -> float:
 def test_folding_duplicates_recovers_compact_model(exported, arch: str, style: str, tmp_path: Path) -> None:
     pair = exported(arch, style)
     out = tmp_path / "folded.onnx"
-    _, report = onnxfold.fold(pair.wide, 0.5, out, validate=False)
+    _, report = onnxfold.fold(pair.wide, 0.5, out, validate=False, repair="none")
 
     onnx.checker.check_model(str(out), full_check=True)
     x = pair.input(batch=3, seed=11)
@@ -116,6 +116,19 @@ def test_folding_duplicates_recovers_compact_model(exported, arch: str, style: s
     assert report.before.params == model_stats(onnx.load(str(pair.wide), load_external_data=False)).params
     folded = [p for p in report.plans if p.status == "folded"]
     assert folded and all(p.k * 2 == p.group.size for p in folded)
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_default_ar_repair_keeps_duplicates_exact(exported, arch: str, style: str, tmp_path: Path) -> None:
+    """Duplicates are perfectly correlated (E[c] = 1): the AR factor is 1 and the fold stays exact."""
+    pair = exported(arch, style)
+    out = tmp_path / "folded.onnx"
+    _, report = onnxfold.fold(pair.wide, 0.5, out, validate=False)
+    assert [r.name for r in report.passes][:3] == ["canonicalize", "fold", "repair"]
+    x = pair.input(batch=3, seed=12)
+    assert rel_err(run(out, x), run(pair.compact, x)) <= 1e-5
+    assert param_count(out) <= param_count(pair.compact)
 
 
 @pytest.mark.parametrize("arch", ["vgg11bn", "gatedmlp"])

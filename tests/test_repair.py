@@ -190,7 +190,7 @@ def test_ar_without_batchnorm_rescales_rows_to_mean_norm() -> None:
         assert f > 1.001
         np.testing.assert_allclose(w1[c], merged * f, rtol=1e-6)
         np.testing.assert_allclose(b1[c], (w["b1"][i] + w["b1"][j]) / 2, rtol=1e-6)  # bias kept as average
-    naive, _ = onnxfold.fold(proto, 0.5, validate=False)
+    naive, _ = onnxfold.fold(proto, 0.5, validate=False, repair="none")
     np.testing.assert_allclose(node_inputs(naive, "conv2")[0], node_inputs(model, "conv2")[0])  # consumer: sums
 
 
@@ -214,7 +214,7 @@ def test_data_repair_reaches_the_members_statistics(bn: bool) -> None:
     got_m, got_s = channel_stats(got)
     np.testing.assert_allclose(got_s, goal_std, rtol=1e-4)
     np.testing.assert_allclose(got_m, goal_mean, rtol=1e-4, atol=1e-5)
-    naive, _ = onnxfold.fold(proto, 0.5, validate=False)
+    naive, _ = onnxfold.fold(proto, 0.5, validate=False, repair="none")
     (naive_out,) = run_proto(to_model_proto(naive), calib, ["n1" if bn else pre])
     assert np.abs(channel_stats(naive_out)[1] - goal_std).max() > 1e-2  # the naive fold misses the goal
     assert report.passes[2].stats["sites"] == 1
