@@ -732,7 +732,7 @@ def bench_speed(
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """Arguments of ``onnxfold bench speed`` (also ``python -m onnxfold.bench_speed``)."""
     parser = parser or argparse.ArgumentParser(
-        prog="python -m onnxfold.bench_speed", description=__doc__.split("\n\n")[0]
+        prog="onnxfold bench speed", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--out", default="bench-speed", help="output folder (models, speed.json, speed.png)")
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=list(DEFAULT_MODELS))

@@ -97,9 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("passes", help="list every pass with its options, defaults and help")
 
     bench = sub.add_parser("bench", help="benchmarks")
-    bench.add_argument("what", choices=("fold", "quality"),
+    bench.add_argument("what", choices=("fold", "quality", "speed", "coverage"),
                        help="fold: time and peak memory of folding a model; quality: accuracy vs parameter "
-                            "sparsity per method (fold with each repair, l1, l2) and variance ratios")
+                            "sparsity per method (fold with each repair, l1, l2) and variance ratios; speed: "
+                            "onnxruntime latency/size/memory of original, folded and INT8 models (see "
+                            "'onnxfold bench speed --help'); coverage: fold a zoo of public architectures "
+                            "exported by both torch exporters ('onnxfold bench coverage --help')")
     bench.add_argument("model", nargs="*", help="models (default: the bundled ResNet-18 / the digits zoo)")
     bench.add_argument("-s", "--sparsity", type=_sparsity, default=0.5, help="fold: the sparsity")
     bench.add_argument("--repeat", type=int, default=3, help="fold: runs")
@@ -230,7 +233,28 @@ COMMANDS = {"fold": cmd_fold, "run": cmd_run, "analyze": cmd_analyze, "passes": 
             "bench": cmd_bench}
 
 
+def _bench_module(argv: list[str]) -> int | None:
+    """``bench speed`` and ``bench coverage`` own their arguments: hand the rest of argv over."""
+    if len(argv) < 2 or argv[0] != "bench" or argv[1] not in ("speed", "coverage"):
+        return None
+    if argv[1] == "speed":
+        from onnxfold.bench_speed import main as speed_main
+
+        return speed_main(argv[2:])
+    from onnxfold.bench_coverage import main as coverage_main
+
+    return coverage_main(argv[2:])
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        delegated = _bench_module(argv)
+    except (ImportError, ValueError, OSError) as exc:
+        print(f"onnxfold: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    if delegated is not None:
+        return delegated
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
