@@ -274,3 +274,49 @@ def bench_quality(models: Sequence[str] = (), data: str | None = None, labels: s
     png = plot_sweeps(results, out / "quality.png")
     print(f"wrote {out / 'quality.json'}" + (f" and {png}" if png else " (matplotlib missing: no plot)"))
     return results
+
+
+def bench_int8(out_dir: str = "bench-quality", sparsities: Sequence[float] = (0.25, 0.5),
+               names: Sequence[str] = ("resnet18", "vgg11bn", "mlp", "lenet5")) -> list[dict]:
+    """Accuracy of the digits zoo: original, INT8 alone, fold (ar) and fold + INT8, side by side.
+
+    INT8 is onnxruntime's static QDQ quantization (per-channel weights), calibrated on 256 training
+    images; folding itself uses no data."""
+    from onnxfold.api import run_pipeline
+    from onnxfold.demo import bundled_model
+    from onnxfold.models.digits import load_digits_split
+    from onnxfold.passes import CanonicalizePass, CleanupPass, FoldPass, QuantizePass, RepairPass
+
+    x_train, _, x, y = load_digits_split()
+    feeds = {"input": x_train[:256]}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            path = bundled_model(f"{name}.onnx")
+
+            def acc(p: Path) -> float:
+                return float((predict(p, x).argmax(axis=1) == y).mean())
+
+            row = {"model": name, "original": acc(path)}
+            q = Path(tmp) / "q.onnx"
+            run_pipeline(path, [CanonicalizePass(), QuantizePass(mode="static")], q, inputs=feeds)
+            row["int8"] = acc(q)
+            row["int8_size_ratio"] = q.stat().st_size / path.stat().st_size
+            for r in sparsities:
+                f = Path(tmp) / "f.onnx"
+                fold_passes = [CanonicalizePass(), FoldPass(sparsity=r), RepairPass(mode="ar"), CleanupPass()]
+                run_pipeline(path, fold_passes, f)
+                row[f"fold{r}"] = acc(f)
+                run_pipeline(path, fold_passes + [QuantizePass(mode="static")], f, inputs=feeds)
+                row[f"fold{r}+int8"] = acc(f)
+                row[f"fold{r}+int8_size_ratio"] = f.stat().st_size / path.stat().st_size
+            rows.append(row)
+    headers = ["model", "original", "INT8"] + [h for r in sparsities for h in (f"fold {r}", f"fold {r} + INT8")]
+    table = format_table(headers, [[r["model"], f"{r['original']:.1%}", f"{r['int8']:.1%}"] +
+                                   [f"{r[k]:.1%}" for s in sparsities for k in (f"fold{s}", f"fold{s}+int8")]
+                                   for r in rows])
+    print(table)
+    (out / "int8.json").write_text(json.dumps(rows, indent=1) + "\n")
+    return rows

@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--labels", help="quality on your model: labels Y.npy")
     bench.add_argument("--calibration", help="quality: samples for fold:data (default: 256 of --data)")
     bench.add_argument("--out", default="bench-quality", help="quality: folder for quality.json and quality.png")
+    bench.add_argument("--int8", action="store_true",
+                       help="quality: instead of the sweep, compare original / INT8 / fold / fold+INT8 accuracy")
     return parser
 
 
@@ -220,6 +222,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
     if args.what == "fold":
         bench_fold(args.model[0] if args.model else None, args.sparsity, args.repeat)
+    elif args.what == "quality" and args.int8:
+        from onnxfold.bench_quality import bench_int8
+
+        bench_int8(args.out)
     elif args.what == "quality":
         from onnxfold.bench_quality import DEFAULT_METHODS, DEFAULT_SPARSITIES, bench_quality
 
