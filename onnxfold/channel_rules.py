@@ -1034,12 +1034,12 @@ class Analysis:
     def block_shared_shape_entries(self) -> None:
         """A shape entry counted by two groups (e.g. one repeat_kv shape feeding every layer) would be
         shrunk by both: block them (the groups are independent, so uniting them would be wrong)."""
-        owners: dict[tuple[str, int], set[int]] = defaultdict(set)
+        owners: dict[tuple[str, int, int], set[int]] = defaultdict(set)
         for sid, members in self.members.items():
             for m in members:
-                if m.role == SHAPE:
-                    owners[(m.tensor, m.offset)].add(sid)
-        for (tensor, _), sids in owners.items():
+                if m.role == SHAPE:  # disjoint segments (Concat inputs) each shrink their own share: fine
+                    owners[(m.tensor, m.offset, m.segment)].add(sid)
+        for (tensor, _, _), sids in owners.items():
             roots = {self.uf.find(sid) for sid in sids}
             if len(roots) > 1:
                 for sid in sids:

@@ -13,6 +13,7 @@ import hashlib
 import warnings
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 
 def cluster_count(n: int, sparsity: float, round_to: int = 1) -> int:
@@ -112,7 +113,10 @@ def _kmeans(x: np.ndarray, k: int, seed: int, n_init: int, max_iter: int) -> np.
     # fewer restarts when one run is already expensive (the best inertia over restarts is kept)
     work = len(x) * k * x.shape[1]
     restarts = max(1, min(n_init, int(1e9 // max(work, 1))))
-    with warnings.catch_warnings():
+    # scikit-learn's OpenMP threads busy-wait: on a loaded machine small problems ran 5-10x slower
+    # with them, so only large problems get more than one thread
+    threads = None if work > 1e8 else 1
+    with warnings.catch_warnings(), threadpool_limits(limits=threads):
         warnings.simplefilter("ignore")
         return KMeans(n_clusters=k, n_init=restarts, max_iter=max_iter, random_state=seed).fit_predict(x)
 

@@ -89,6 +89,16 @@ def repair_norm(graph: gs.Graph, nodes: dict[str, gs.Node], record: FoldRecord, 
     return float(factors.mean())
 
 
+def whole_axis(plan: FoldPlan, p: Producer, graph: gs.Graph) -> bool:
+    """Whether ``plan``'s group owns the producer's entire output axis, one channel per row
+    (``graph``: the graph before folding)."""
+    member = next((m for m in plan.group.members if m.tensor == p.weight and m.role == AVERAGE), None)
+    if member is None or member.offset != 0 or member.block != 1:
+        return False
+    shape = graph.tensors()[p.weight].shape
+    return shape is not None and int(shape[member.axis]) == plan.group.size
+
+
 def apply_ar(graph: gs.Graph, record: FoldRecord) -> dict:
     """Fold-AR on every folded group of ``record`` (see the module docstring); returns statistics."""
     nodes = {n.name: n for n in graph.nodes}
@@ -104,6 +114,9 @@ def apply_ar(graph: gs.Graph, record: FoldRecord) -> dict:
             if p.node in done:
                 continue
             done.add(p.node)
+            if not whole_axis(plan, p, record.source.graph):  # a producer split over several groups (Split partition)
+                counts["partial_producers_skipped"] += 1
+                continue
             if p.bn is not None:
                 bn_factors.append(repair_bn_pair(graph, nodes, record, plan, p))
                 counts["bn_pairs"] += 1

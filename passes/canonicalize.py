@@ -3,7 +3,8 @@
 Guarantees afterwards: every node has a unique name; weights held in ``Constant`` nodes are
 initializers; ``Identity`` and inference ``Dropout`` nodes are gone (unless they produce a graph
 output); data-movement ops on constants (Transpose/Cast/Reshape/Squeeze/Unsqueeze of a weight) are
-replaced by their result; vectors (rank ≤ 1) shared by several nodes are copied per node; nodes are topologically sorted; shapes are inferred where ONNX can infer them.
+replaced by their result; vectors (rank ≤ 1) shared by several nodes are copied per node;
+``Split(num_outputs=n)`` gets explicit sizes; nodes are topologically sorted; shapes are inferred where ONNX can infer them.
 Values are never changed, so the model computes bit-identical outputs.
 """
 from __future__ import annotations
@@ -140,6 +141,35 @@ def unshare_vectors(graph: gs.Graph) -> int:
     return copies
 
 
+def explicit_split_sizes(graph: gs.Graph) -> int:
+    """``Split(num_outputs=n)`` (opset 18) on a static axis becomes ``Split(x, sizes)``: the same
+    computation, but with the sizes in a constant that folding can rewrite (YOLO C2f chunks)."""
+    changed = 0
+    for node in graph.nodes:
+        if node.op != "Split" or "num_outputs" not in node.attrs or (len(node.inputs) > 1 and node.inputs[1].name):
+            continue
+        shape = node.inputs[0].shape
+        axis = int(node.attrs.get("axis", 0))
+        if shape is None or not -len(shape) <= axis < len(shape):
+            continue
+        dim = shape[axis]
+        count = int(node.attrs["num_outputs"])
+        if not isinstance(dim, (int, np.integer)) or count != len(node.outputs) or count < 1:
+            continue
+        chunk = -(-int(dim) // count)  # ceil, as the operator defines it
+        sizes = [chunk] * (count - 1) + [int(dim) - chunk * (count - 1)]
+        if sizes[-1] <= 0:
+            continue
+        del node.attrs["num_outputs"]
+        const = gs.Constant(f"{node.name}_split_sizes", np.array(sizes, dtype=np.int64))
+        if len(node.inputs) > 1:
+            node.inputs[1] = const
+        else:
+            node.inputs.append(const)
+        changed += 1
+    return changed
+
+
 def remove_identities(graph: gs.Graph) -> int:
     """Bypass Identity and inference-mode Dropout nodes."""
     outputs = {t.name for t in graph.outputs}
@@ -187,6 +217,7 @@ class CanonicalizePass(Pass):
         graph.toposort()
         renamed = name_nodes(graph)
         inferred = infer_shapes(model)
+        splits = explicit_split_sizes(graph)
         stats = {"constants_lifted": lifted, "nodes_removed": removed, "constant_ops_folded": folded, "vectors_unshared": unshared,
-                 "nodes_named": renamed, "shapes_inferred": inferred}
-        return PassResult(bool(lifted or removed or folded or unshared or renamed), stats)
+                 "nodes_named": renamed, "splits_made_explicit": splits, "shapes_inferred": inferred}
+        return PassResult(bool(lifted or removed or folded or unshared or renamed or splits), stats)
