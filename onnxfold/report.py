@@ -29,6 +29,8 @@ from typing import Any
 import onnx
 from onnx import TensorProto
 
+from onnxfold.shapes import value_info_dims
+
 logger = logging.getLogger(__name__)
 
 # Bits per element of tensor types that count as weights. INT64 (shapes, indices), BOOL and STRING do not.
@@ -218,18 +220,7 @@ def _light_copy(model: onnx.ModelProto, symbols: set[str], batch: int) -> onnx.M
 
 
 def _dims_of(vi: onnx.ValueInfoProto) -> list[Dim] | None:
-    t = vi.type
-    if not t.HasField("tensor_type") or not t.tensor_type.HasField("shape"):
-        return None
-    dims: list[Dim] = []
-    for d in t.tensor_type.shape.dim:
-        if d.HasField("dim_value"):
-            dims.append(int(d.dim_value))
-        elif d.HasField("dim_param"):
-            dims.append(d.dim_param)
-        else:
-            dims.append(None)
-    return dims
+    return value_info_dims(vi)
 
 
 def _shape_map(model: onnx.ModelProto, symbols: set[str], batch: int) -> dict[str, list[Dim]]:

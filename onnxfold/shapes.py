@@ -13,6 +13,22 @@ from onnxfold.io import Model
 log = logging.getLogger(__name__)
 
 
+def value_info_dims(vi: onnx.ValueInfoProto) -> list[int | str | None] | None:
+    """Dims of a tensor value_info: ints, symbolic names, or None when unknown; None without a shape."""
+    ttype = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
+    if ttype is None or not ttype.HasField("shape"):
+        return None
+    dims: list[int | str | None] = []
+    for d in ttype.shape.dim:
+        if d.HasField("dim_value"):
+            dims.append(int(d.dim_value))
+        elif d.HasField("dim_param"):
+            dims.append(d.dim_param)
+        else:
+            dims.append(None)
+    return dims
+
+
 def clear_shapes(graph: gs.Graph) -> None:
     """Forget inferred shapes of intermediate tensors (graph inputs/outputs keep theirs)."""
     keep = {t.name for t in graph.inputs} | {t.name for t in graph.outputs}
@@ -39,17 +55,10 @@ def infer_shapes(model: Model) -> bool:
             continue
         if t.name in graph_outputs and t.shape is not None:
             continue  # keep the interface exactly as exported (symbolic dim names included)
-        ttype = vi.type.tensor_type
-        if not ttype.HasField("shape"):
+        dims = value_info_dims(vi)
+        if dims is None:
             continue
-        dims = []
-        for d in ttype.shape.dim:
-            if d.HasField("dim_value"):
-                dims.append(int(d.dim_value))
-            elif d.HasField("dim_param"):
-                dims.append(d.dim_param)
-            else:
-                dims.append(None)
+        ttype = vi.type.tensor_type
         t.shape = dims
         if ttype.elem_type and t.dtype is None:
             try:
