@@ -34,8 +34,59 @@ class ModelError(ValueError):
     """A model file that cannot be read, is unsafe, or cannot be written. Its message is one line."""
 
 
+#: Model files above this cannot be a valid protobuf (2 GiB limit); refused before reading them.
+MAX_PROTO_BYTES = 2**31
+#: 4-bit types: two elements per byte in raw_data and per int32_data entry.
+_PACKED_4BIT = {getattr(TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1") if hasattr(TensorProto, n)}
+#: sub-byte types whose packing is not checked here (onnx/onnxruntime still validate them)
+_UNCHECKED = {getattr(TensorProto, n) for n in ("FLOAT6E2M3", "FLOAT6E3M2", "INT2", "UINT2") if hasattr(TensorProto, n)}
+_COMPLEX = {TensorProto.COMPLEX64, TensorProto.COMPLEX128}
+
+
 def _tensor_np_dtype(data_type: int) -> np.dtype:
-    return np.dtype(helper.tensor_dtype_to_np_dtype(data_type))
+    try:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(data_type))
+    except (KeyError, TypeError, ValueError):
+        raise ModelError(f"unknown tensor data type {data_type}") from None
+
+
+def _element_count(tensor: TensorProto) -> int:
+    """Number of elements the tensor declares, in exact (unbounded) integers: no int64 overflow."""
+    count = 1
+    for d in tensor.dims:
+        if d < 0:
+            raise ModelError(f"tensor {tensor.name!r}: negative dimension {d} in shape {list(tensor.dims)}")
+        count *= int(d)
+    return count
+
+
+def _expected_bytes(tensor: TensorProto) -> int:
+    """Bytes the tensor's declared shape needs in raw/external form (exact integers)."""
+    count = _element_count(tensor)
+    if tensor.data_type in _PACKED_4BIT:
+        return (count + 1) // 2
+    return count * _tensor_np_dtype(tensor.data_type).itemsize
+
+
+def check_tensor_size(tensor: TensorProto) -> None:
+    """Refuse an inline tensor whose stored data does not match its declared shape (nothing is allocated)."""
+    if tensor.data_location == TensorProto.EXTERNAL:
+        return
+    count = _element_count(tensor)
+    if tensor.data_type in _UNCHECKED:
+        return
+    if tensor.data_type == TensorProto.STRING:
+        have, want, unit = len(tensor.string_data), count, "strings"
+    elif tensor.HasField("raw_data"):
+        have, want, unit = len(tensor.raw_data), _expected_bytes(tensor), "bytes"
+    else:
+        have = sum(len(getattr(tensor, f)) for f in ("float_data", "int32_data", "int64_data", "double_data",
+                                                      "uint64_data"))
+        want = (count + 1) // 2 if tensor.data_type in _PACKED_4BIT else \
+            2 * count if tensor.data_type in _COMPLEX else count
+        unit = "values"
+    if have != want:
+        raise ModelError(f"tensor {tensor.name!r}: holds {have} {unit}, its shape {list(tensor.dims)} needs {want}")
 
 
 def _external_info(tensor: TensorProto) -> dict[str, str]:
@@ -44,9 +95,11 @@ def _external_info(tensor: TensorProto) -> dict[str, str]:
 
 def resolve_external_path(base_dir: Path, location: str) -> Path:
     """Resolve an external-data ``location`` inside ``base_dir``; refuse anything that escapes it."""
+    if "\0" in location:
+        raise ModelError(f"external data location {location!r} contains a NUL byte")
     if not location or os.path.isabs(location) or location.startswith(("/", "\\")) or ":" in location:
         raise ModelError(f"external data location {location!r} is not a relative path inside the model folder")
-    parts = Path(location).parts
+    parts = location.replace("\\", "/").split("/")
     if ".." in parts:
         raise ModelError(f"external data location {location!r} escapes the model folder")
     base = base_dir.resolve()
@@ -66,10 +119,11 @@ def external_slice(tensor: TensorProto, base_dir: Path) -> tuple[Path, int, int]
         offset = int(info.get("offset", "0"))
         size = path.stat().st_size
         length = int(info["length"]) if "length" in info else size - offset
-    except ValueError as exc:
-        raise ModelError(f"tensor {tensor.name!r}: bad external data offset/length") from exc
-    count = int(np.prod([int(d) for d in tensor.dims], dtype=np.int64)) if tensor.dims else 1
-    expected = count * _tensor_np_dtype(tensor.data_type).itemsize
+    except ValueError:
+        raise ModelError(f"tensor {tensor.name!r}: bad external data offset/length") from None
+    if tensor.data_type == TensorProto.STRING:
+        raise ModelError(f"tensor {tensor.name!r}: string tensors cannot use external data")
+    expected = _expected_bytes(tensor)
     if offset < 0 or length < 0 or offset + length > size:
         raise ModelError(f"tensor {tensor.name!r}: external data range [{offset}, {offset + length}) "
                          f"does not fit {path.name} ({size} bytes)")
@@ -83,7 +137,7 @@ def read_external(tensor: TensorProto, base_dir: Path) -> np.ndarray:
     path, offset, _ = external_slice(tensor, base_dir)
     dtype = _tensor_np_dtype(tensor.data_type)
     shape = tuple(int(d) for d in tensor.dims)
-    if int(np.prod(shape, dtype=np.int64)) == 0:
+    if _element_count(tensor) == 0:
         return np.zeros(shape, dtype=dtype)
     mm = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
     return np.array(mm)
@@ -205,9 +259,18 @@ def _is_external(tensor: TensorProto) -> bool:
 
 
 def _check_external_refs(proto: onnx.ModelProto, base_dir: Path) -> None:
+    """Every tensor's data must fit its declared shape: external slices inside the model folder and the
+    data file, inline data of exactly the declared size. Checked before anything is read or allocated."""
     for tensor in iter_tensors(proto.graph):
         if _is_external(tensor):
             external_slice(tensor, base_dir)
+        else:
+            check_tensor_size(tensor)
+    for function in proto.functions:
+        for node in function.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.TENSOR:
+                    check_tensor_size(attr.t)
 
 
 def _attach_lazy_values(graph: gs.Graph, base_dir: Path) -> None:
@@ -240,8 +303,12 @@ def load_model(path: str | os.PathLike) -> Model:
         raise ModelError(f"{path}: no such file")
     if not path.is_file():
         raise ModelError(f"{path}: not a regular file")
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         raise ModelError(f"{path}: empty file, not an ONNX model")
+    if size > MAX_PROTO_BYTES:
+        raise ModelError(f"{path}: {size} bytes, larger than the 2 GiB protobuf limit (weights belong in "
+                         f"external data)")
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning, ...
