@@ -12,6 +12,7 @@ first; only then is any tensor rewritten, so the order of groups is irrelevant.
 """
 from __future__ import annotations
 
+import logging
 import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -28,10 +29,11 @@ from onnxfold.prune import PRUNE_METHODS, magnitude_labels
 from onnxfold.recipe import Recipe
 from onnxfold.rewrite import SliceEdit, apply_edits
 
+log = logging.getLogger(__name__)
 ValueFn = Callable[[str], np.ndarray]
 METHODS = ("fold",) + PRUNE_METHODS
 __all__ = ["FEATURE_MODES", "METHODS", "FoldPlan", "FoldRecord", "apply_plans", "fold_edits", "group_features",
-           "member_matrix", "parse_overrides", "plan_folds"]
+           "member_matrix", "parse_overrides", "plan_folds", "rollback_failures", "Verifier"]
 
 
 @dataclass
@@ -175,3 +177,148 @@ def apply_plans(plans: Sequence[FoldPlan], graph: gs.Graph) -> list[str]:
         if node.name in depthwise:
             node.attrs["group"] = int(tensors[depthwise[node.name]].shape[0])
     return sorted(edits)
+
+
+#: Above this many weight bytes, verification skips the in-memory checker and the onnxruntime run.
+VERIFY_MAX_BYTES = 2_000_000_000
+
+
+def model_weight_bytes(model: Model) -> int:
+    """Bytes of every constant of the graph, from declared shapes (lazy values are not read)."""
+    total = 0
+    for graph in [model.graph, *model.graph.subgraphs(recursive=True)]:
+        for t in graph.tensors().values():
+            if isinstance(t, gs.Constant):
+                try:
+                    itemsize = np.dtype(t.dtype).itemsize
+                except TypeError:
+                    itemsize = 1
+                total += int(np.prod(t.shape, dtype=object) if len(t.shape) else 1) * itemsize
+    return total
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0][:300] if text else "") or type(exc).__name__
+
+
+class Verifier:
+    """Checks a folded model against its source: full ``onnx.checker``, onnxruntime loads it and one
+    run on small random inputs gives the source's output shapes. Each check is used only where the
+    source itself passes it (so a failure is the fold's), and both are skipped above 2 GB."""
+
+    def __init__(self, source: Model, input_shapes: dict | None = None):
+        from onnxfold.io import to_model_proto
+
+        self.checker = self.ort = False
+        self.inputs: dict | None = None
+        self.shapes: dict[str, tuple] = {}
+        if model_weight_bytes(source) > VERIFY_MAX_BYTES:
+            log.info("fold verify: model above 2 GB, skipping the checker and the onnxruntime run")
+            return
+        proto = to_model_proto(source)
+        try:
+            import onnx
+
+            onnx.checker.check_model(proto, full_check=True)
+            self.checker = True
+        except Exception as exc:
+            log.info("fold verify: the input fails onnx.checker (%s); not used to verify", _one_line(exc))
+        try:
+            from onnxfold.validate import make_inputs, make_session
+
+            sess = make_session(proto.SerializeToString(), providers=["CPUExecutionProvider"], optimize=False,
+                                threads=1)
+            self.inputs = make_inputs(sess, shapes=input_shapes or None, batch=1)
+            self.shapes = {o.name: v.shape for o, v in zip(sess.get_outputs(), sess.run(None, self.inputs), strict=True)}
+            self.ort = True
+        except Exception as exc:
+            log.info("fold verify: the input does not run in onnxruntime (%s); not used to verify", _one_line(exc))
+
+    def error(self, model: Model) -> str | None:
+        """None if ``model`` passes every check this verifier uses, else a one-line reason."""
+        if not (self.checker or self.ort):
+            return None
+        from onnxfold.io import to_model_proto
+
+        try:
+            proto = to_model_proto(model)
+            if self.checker:
+                import onnx
+
+                onnx.checker.check_model(proto, full_check=True)
+            if self.ort:
+                from onnxfold.validate import make_session
+
+                sess = make_session(proto.SerializeToString(), providers=["CPUExecutionProvider"], optimize=False,
+                                    threads=1)
+                got = {o.name: v.shape for o, v in zip(sess.get_outputs(), sess.run(None, self.inputs), strict=True)}
+                if got != self.shapes:
+                    return f"output shapes changed: {got} != {self.shapes}"
+        except Exception as exc:
+            return f"{type(exc).__name__}: {_one_line(exc)}"
+        return None
+
+
+def rewrite_copy(source: Model, plans: Sequence[FoldPlan], rewrite: Callable[[Model, Sequence[FoldPlan]], list[str]]
+                 ) -> tuple[Model, list[str]]:
+    """A fresh copy of ``source`` with ``plans`` applied by ``rewrite``."""
+    model = source.copy()
+    return model, rewrite(model, plans)
+
+
+def rollback_failures(source: Model, plans: list[FoldPlan], verifier: Verifier,
+                      rewrite: Callable[[Model, Sequence[FoldPlan]], list[str]], error: str
+                      ) -> tuple[Model, list[str]]:
+    """Find the folded groups whose rewrite breaks the model and block them (``reason`` "rollback: …").
+
+    Bisects the folded plans (a subset is tried on a fresh copy of ``source``); if the groups left still
+    fail together, adds them back one at a time, keeping those that verify. Returns the model with every
+    surviving plan applied and the rewritten tensor names."""
+
+    def attempt(subset: Sequence[FoldPlan]) -> tuple[str | None, Model | None, list[str]]:
+        try:
+            model, names = rewrite_copy(source, subset, rewrite)
+        except Exception as exc:
+            return f"{type(exc).__name__}: {_one_line(exc)}", None, []
+        return verifier.error(model), model, names
+
+    folded = [p for p in plans if p.status == "folded"]
+    bad: dict[int, str] = {}
+
+    def search(cands: list[FoldPlan], err: str | None = None) -> None:
+        if not cands:
+            return
+        if err is None:
+            err = attempt(cands)[0]
+            if err is None:
+                return
+        if len(cands) == 1:
+            bad[id(cands[0])] = err
+            return
+        half = len(cands) // 2
+        search(cands[:half])
+        search(cands[half:])
+
+    search(folded, error)
+    keep = [p for p in folded if id(p) not in bad]
+    err, model, names = attempt(keep)
+    if err is not None:  # groups that only fail together: add them back one at a time
+        keep = []
+        for p in folded:
+            trial_err = attempt(keep + [p])[0]
+            if trial_err is None:
+                keep.append(p)
+            else:
+                bad.setdefault(id(p), trial_err)
+        err, model, names = attempt(keep)
+    kept = {id(p) for p in keep}
+    for p in folded:
+        if id(p) not in kept:
+            reason = bad.get(id(p), "breaks the model together with other groups")
+            log.warning("fold: rolled back group %s: %s", p.group.name, reason)
+            p.status, p.k, p.labels = "blocked", p.group.size, None
+            p.reason = f"rollback: {reason}"
+    if err is not None or model is None:  # nothing verifies: return the source untouched
+        return source.copy(), []
+    return model, names

@@ -19,10 +19,12 @@ from onnxfold.folding import (
     FEATURE_MODES,
     METHODS,
     FoldRecord,
+    Verifier,
     apply_plans,
     fold_edits,
     parse_overrides,
     plan_folds,
+    rollback_failures,
 )
 from onnxfold.groups import analyze_graph
 from onnxfold.io import Model
@@ -30,6 +32,15 @@ from onnxfold.pass_manager import Option, Pass, PassContext, PassResult, Pipelin
 from onnxfold.progress import progress
 from onnxfold.recipe import load_recipe
 from onnxfold.shapes import clear_shapes, infer_shapes
+
+
+def rewrite_model(model: Model, plans) -> list[str]:
+    """Apply every folded plan to ``model`` in place and re-infer shapes; the rewritten tensor names."""
+    rewritten = apply_plans(plans, model.graph)
+    if rewritten:
+        clear_shapes(model.graph)
+        infer_shapes(model)
+    return rewritten
 
 
 class FoldPass(Pass):
@@ -49,6 +60,10 @@ class FoldPass(Pass):
         Option("n_init", int, 10, "k-means restarts (the best inertia is kept)"),
         Option("recipe", str, "", "YAML/JSON per-layer recipe: sparsity by block range and kind (heads, mlp); "
                                   "overrides apply on top"),
+        Option("verify", bool, True, "check the folded model (full onnx.checker, onnxruntime loads it and one run "
+                                     "on small random inputs keeps the output shapes; the checker and the run "
+                                     "are skipped above 2 GB) and roll back every group whose rewrite breaks "
+                                     "it: it is reported blocked with reason 'rollback: <error>'"),
     )
 
     def validate_options(self) -> None:
@@ -74,11 +89,8 @@ class FoldPass(Pass):
                            self.overrides, self.opts["ignore"], self.opts["round_to"], self.opts["seed"],
                            progress=progress, method=self.opts["method"], features=self.opts["features"],
                            n_init=self.opts["n_init"], graph=graph, recipe=self.recipe)
+        rewritten = self._rewrite_verified(model, source, plans, ctx)
         edits = fold_edits(plans)
-        rewritten = apply_plans(plans, graph)
-        if rewritten:
-            clear_shapes(graph)
-            infer_shapes(model)
         ctx.data["fold_plans"] = plans
         ctx.data["fold_record"] = FoldRecord(plans, edits, source)
         folded = [p for p in plans if p.status == "folded"]
@@ -94,3 +106,19 @@ class FoldPass(Pass):
             "tensors_rewritten": len(rewritten),
         }
         return PassResult(bool(rewritten), stats)
+
+    def _rewrite_verified(self, model: Model, source: Model, plans, ctx: PassContext) -> list[str]:
+        """Rewrite ``model``; with ``verify``, roll back the groups that leave it broken (never a broken output)."""
+        if not self.opts["verify"] or not any(p.status == "folded" for p in plans):
+            return rewrite_model(model, plans)
+        verifier = Verifier(source, ctx.input_shapes)
+        try:
+            rewritten = rewrite_model(model, plans)
+            error = verifier.error(model)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+        if error is None:
+            return rewritten
+        fixed, rewritten = rollback_failures(source, plans, verifier, rewrite_model, error)
+        model.graph = fixed.graph
+        return rewritten

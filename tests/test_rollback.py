@@ -1,0 +1,112 @@
+"""Never a broken output (issue 4 item 5): a fold whose rewrite of one group breaks the model is verified
+(onnx.checker full check, onnxruntime load + one run with unchanged output shapes) and only that group is
+rolled back, reported blocked with a "rollback" reason; the other groups stay folded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto
+from onnx import helper as oh
+from onnx import numpy_helper as nh
+
+import onnxfold.folding as folding
+from onnxfold.api import run_pipeline
+from onnxfold.passes import FoldPass
+from onnxfold.validate import make_session
+
+
+def mlp(path: Path) -> Path:
+    """x(N,8) → MatMul W1(8,16) + b1 → Relu → MatMul W2(16,12) + b2 → Relu → MatMul W3(12,4): two foldable groups."""
+    rng = np.random.default_rng(0)
+    arrays = {"W1": (8, 16), "b1": (16,), "W2": (16, 12), "b2": (12,), "W3": (12, 4)}
+    inits = [nh.from_array(rng.standard_normal(s).astype(np.float32), n) for n, s in arrays.items()]
+    nodes = [oh.make_node("MatMul", ["x", "W1"], ["h1"], name="mm1"), oh.make_node("Add", ["h1", "b1"], ["a1"]),
+             oh.make_node("Relu", ["a1"], ["r1"]), oh.make_node("MatMul", ["r1", "W2"], ["h2"], name="mm2"),
+             oh.make_node("Add", ["h2", "b2"], ["a2"]), oh.make_node("Relu", ["a2"], ["r2"]),
+             oh.make_node("MatMul", ["r2", "W3"], ["y"], name="mm3")]
+    graph = oh.make_graph(nodes, "mlp", [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], inits)
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture
+def break_mm1(monkeypatch):
+    """Make the rewrite of group mm1 drop one row of its consumer W2 (16×12, edited on axis 0 only by mm1):
+    the next MatMul then gets an input of the wrong width."""
+    original = folding.apply_edits
+
+    def broken(values, edits):
+        out = original(values, edits)
+        if values.shape == (16, 12) and any(e.axis == 0 for e in edits):
+            out = out[:-1]
+        return out
+
+    monkeypatch.setattr(folding, "apply_edits", broken)
+
+
+def statuses(plans) -> dict[str, tuple[str, str]]:
+    return {p.group.name: (p.status, p.reason) for p in plans}
+
+
+def test_broken_group_is_rolled_back(tmp_path: Path, break_mm1) -> None:
+    src = mlp(tmp_path / "m.onnx")
+    out = tmp_path / "out.onnx"
+    _, report = run_pipeline(src, [FoldPass(sparsity=0.5)], out)
+    status = statuses(report.plans)
+    assert status["mm1"][0] == "blocked" and status["mm1"][1].startswith("rollback: "), status
+    assert "\n" not in status["mm1"][1]
+    assert status["mm2"][0] == "folded", status
+    onnx.checker.check_model(str(out), full_check=True)
+    saved = {t.name: tuple(t.dims) for t in onnx.load(str(out)).graph.initializer}
+    assert saved["W1"] == (8, 16) and saved["W2"] == (16, 6) and saved["W3"] == (6, 4)
+    sess = make_session(out, providers=["CPUExecutionProvider"])
+    (y,) = sess.run(None, {"x": np.ones((3, 8), np.float32)})
+    assert y.shape == (3, 4)
+    assert "rollback" in report.format()
+
+
+def test_without_verify_the_broken_rewrite_goes_through(tmp_path: Path, break_mm1) -> None:
+    """The control: the same fault with verify=false leaves a graph the checker refuses."""
+    src = mlp(tmp_path / "m.onnx")
+    model, report = run_pipeline(src, [FoldPass(sparsity=0.5, verify=False)])
+    assert {p.status for p in report.plans if p.group.name in ("mm1", "mm2")} == {"folded"}
+    with pytest.raises((onnx.checker.ValidationError, onnx.shape_inference.InferenceError)):
+        onnx.checker.check_model(model.to_onnx(), full_check=True)
+
+
+def test_rewrite_that_raises_is_rolled_back(tmp_path: Path, monkeypatch) -> None:
+    """A rewrite that raises for one group (here mm2's producer W2 edit on axis 1) is rolled back too."""
+    original = folding.apply_edits
+
+    def raising(values, edits):
+        if values.shape == (16, 12) and any(e.axis == 1 for e in edits):
+            raise ValueError("simulated rewrite bug")
+        return original(values, edits)
+
+    monkeypatch.setattr(folding, "apply_edits", raising)
+    out = tmp_path / "out.onnx"
+    _, report = run_pipeline(mlp(tmp_path / "m.onnx"), [FoldPass(sparsity=0.5)], out)
+    status = statuses(report.plans)
+    assert status["mm2"][0] == "blocked" and "simulated rewrite bug" in status["mm2"][1]
+    assert status["mm1"][0] == "folded"
+    onnx.checker.check_model(str(out), full_check=True)
+
+
+def test_healthy_fold_is_unchanged_by_verify(tmp_path: Path) -> None:
+    src = mlp(tmp_path / "m.onnx")
+    on, report = run_pipeline(src, [FoldPass(sparsity=0.5)])
+    off, _ = run_pipeline(src, [FoldPass(sparsity=0.5, verify=False)])
+    assert all(p.status != "blocked" or not p.reason.startswith("rollback") for p in report.plans)
+    assert on.to_onnx().SerializeToString() == off.to_onnx().SerializeToString()
+
+
+def test_verify_option_is_documented() -> None:
+    opt = {o.name: o for o in FoldPass.options}["verify"]
+    assert opt.default is True and "roll" in opt.help and "2 GB" in opt.help
