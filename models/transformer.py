@@ -97,8 +97,7 @@ class TinyTransformer(nn.Module):
 def _dup_rows(w: torch.Tensor, unit: int, groups: int) -> torch.Tensor:
     """Repeat each block of ``unit`` rows twice: [g0, g0, g1, g1, …] (axis 0)."""
     blocks = w.reshape(groups, unit, *w.shape[1:])
-    return torch.cat([blocks, blocks], dim=1).reshape(groups * 2 * unit, *w.shape[1:]) if False else \
-        torch.stack([blocks, blocks], dim=1).reshape(groups * 2 * unit, *w.shape[1:])
+    return torch.stack([blocks, blocks], dim=1).reshape(groups * 2 * unit, *w.shape[1:])
 
 
 @torch.no_grad()
