@@ -212,23 +212,28 @@ def build_pass(name: str, opts: dict[str, Any], registry: dict[str, type[Pass]])
     return registry[name](**opts)
 
 
-def load_pipeline_file(path: str | Path, registry: dict[str, type[Pass]]) -> list[Pass]:
-    """Read a YAML or JSON pipeline: a list of names or ``{name: {option: value}}`` mappings."""
+def read_structured_file(path: str | Path, what: str, error: type[Exception]) -> Any:
+    """Parse a JSON (``.json``) or YAML (anything else) file; failures raise ``error`` with one line."""
     path = Path(path)
     try:
         text = path.read_text()
-    except OSError as exc:
-        raise PipelineError(f"cannot read pipeline file {path}: {exc.strerror}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"cannot read {what} {path}: {getattr(exc, 'strerror', None) or exc}") from None
     try:
         if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
+            return json.loads(text)
+        import yaml
 
-            data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except Exception as exc:
-        raise PipelineError(f"pipeline file {path} is not valid {path.suffix[1:] or 'YAML'}: "
-                            f"{_first_line(exc)}") from None
+        kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
+        raise error(f"{what} {path} is not valid {kind}: {_first_line(exc)}") from None
+
+
+def load_pipeline_file(path: str | Path, registry: dict[str, type[Pass]]) -> list[Pass]:
+    """Read a YAML or JSON pipeline: a list of names or ``{name: {option: value}}`` mappings."""
+    path = Path(path)
+    data = read_structured_file(path, "pipeline file", PipelineError)
     if isinstance(data, dict) and "passes" in data:
         data = data["passes"]
     if not isinstance(data, list):

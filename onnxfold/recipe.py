@@ -15,12 +15,12 @@ otherwise. Groups of unknown block index only match rules without ``layers``.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from onnxfold.groups import ChannelGroup
+from onnxfold.pass_manager import read_structured_file
 
 
 class RecipeError(ValueError):
@@ -116,14 +116,4 @@ def parse_recipe(data: object, source: str = "recipe") -> Recipe:
 
 
 def load_recipe(path: str | Path) -> Recipe:
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise RecipeError(f"cannot read recipe {path}: {exc.strerror}") from None
-    try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else __import__("yaml").safe_load(text)
-    except Exception as exc:
-        raise RecipeError(f"recipe {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
-                          f"{str(exc).splitlines()[0]}") from None
-    return parse_recipe(data, str(path))
+    return parse_recipe(read_structured_file(path, "recipe", RecipeError), str(path))
