@@ -103,6 +103,9 @@ class FoldReport:
         parts.append("\n" + format_table(["pass", "time", "modified"], rows, align="lrl"))
         if self.validation is not None:
             parts.append(f"\nvalidation ({self.validation.provider}):\n{self.validation.summary()}")
+            if getattr(self.validation, "seed", None) is not None:
+                parts.append("(random inputs: a smoke test of the rewrite, not of accuracy; pass --inputs with "
+                             "representative samples for meaningful agreement figures)")
         return "\n".join(parts)
 
 
