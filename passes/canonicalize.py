@@ -13,6 +13,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from onnx import helper
 
+from onnxfold.graph_edit import replace_input
 from onnxfold.io import Model
 from onnxfold.pass_manager import Pass, PassContext, PassResult
 from onnxfold.shapes import infer_shapes
@@ -133,10 +134,7 @@ def unshare_vectors(graph: gs.Graph) -> int:
         if tensor in graph.inputs or tensor in graph.outputs:
             continue
         for i, node in enumerate(list(tensor.outputs)[1:], start=1):
-            clone = gs.Constant(f"{tensor.name}__{i}", np.array(tensor.values, copy=True))
-            for j, t in enumerate(node.inputs):
-                if t is tensor:
-                    node.inputs[j] = clone
+            replace_input(node, tensor, gs.Constant(f"{tensor.name}__{i}", np.array(tensor.values, copy=True)))
             copies += 1
     return copies
 
@@ -188,9 +186,7 @@ def remove_identities(graph: gs.Graph) -> int:
         if dst.name in outputs:
             continue
         for consumer in list(dst.outputs):
-            for i, t in enumerate(consumer.inputs):
-                if t is dst:
-                    consumer.inputs[i] = src
+            replace_input(consumer, dst, src)
         for sub in graph.subgraphs(recursive=True):
             for inner in sub.nodes:
                 for i, t in enumerate(inner.inputs):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnxfold.graph_edit import replace_input
 from onnxfold.io import Model
 from onnxfold.pass_manager import Pass, PassContext, PassResult
 from onnxfold.shapes import clear_shapes, infer_shapes
@@ -29,9 +30,7 @@ def share_equal_vectors(graph: gs.Graph) -> int:
         if first is tensor:
             continue
         for node in list(tensor.outputs):
-            for i, t in enumerate(node.inputs):
-                if t is tensor:
-                    node.inputs[i] = first
+            replace_input(node, tensor, first)
         merged += 1
     return merged
 
