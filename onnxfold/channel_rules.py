@@ -1025,9 +1025,9 @@ class Analysis:
             if not any(m.role == SUM for m in members) and not blocked:
                 blocked.append("no consumer reads these channels")
             name = producers[0] if producers else self.spaces[root].origin
+            # spaces may count units of different sizes (GQA: a KV head of head_dim channels is tied
+            # to its query group of n_rep·head_dim channels); what must agree is the number of units
             units = {self.spaces[s].unit for s in sids}
-            if len(units) > 1:
-                blocked.append(f"tied spaces count different units {sorted(units)}")
             groups.append(ChannelGroup(name, max(sizes), members, producers, consumers, blocked, max(units)))
         return groups
 

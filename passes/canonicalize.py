@@ -168,6 +168,59 @@ def explicit_split_sizes(graph: gs.Graph) -> int:
     return changed
 
 
+_SHAPE_CONSUMERS = {"Reshape": 1, "Expand": 1, "Tile": 1, "ConstantOfShape": 0}
+
+
+def _clone_shape_chain(tensor: gs.Tensor, suffix: str, made: list[gs.Node], depth: int = 0) -> gs.Tensor | None:
+    """A private copy of the computation producing a 1-D shape tensor (constants copied, ``Shape``
+    outputs and graph inputs shared); None when it is not a small pure shape computation."""
+    if isinstance(tensor, gs.Constant):
+        return gs.Constant(f"{tensor.name}{suffix}", np.array(tensor.values, copy=True))
+    if not tensor.inputs or depth > 8:
+        return tensor if not tensor.inputs else None
+    node = tensor.inputs[0]
+    if node.op == "Shape":
+        return tensor
+    if node.op not in ("Concat", "Unsqueeze", "Squeeze", "Gather", "Cast", "Reshape", "Where", "Equal", "Mul",
+                       "Add", "ConstantOfShape", "Slice") or len(node.outputs) != 1:
+        return None
+    inputs = []
+    for t in node.inputs:
+        copy = _clone_shape_chain(t, suffix, made, depth + 1) if t.name else t
+        if copy is None:
+            return None
+        inputs.append(copy)
+    out = gs.Variable(f"{tensor.name}{suffix}", dtype=tensor.dtype, shape=tensor.shape)
+    made.append(gs.Node(node.op, f"{node.name}{suffix}", dict(node.attrs), inputs, [out], domain=node.domain))
+    return out
+
+
+def isolate_shape_computations(graph: gs.Graph) -> int:
+    """Give every Reshape/Expand its own copy of a computed shape tensor it shares with others.
+
+    Exporters compute e.g. repeat_kv's Expand shape once for every layer; a width rewritten for one
+    layer's group would change all of them, so the analysis blocks such groups. Copies are exact."""
+    copies = 0
+    made: list[gs.Node] = []
+    for node in list(graph.nodes):
+        index = _SHAPE_CONSUMERS.get(node.op)
+        if index is None or len(node.inputs) <= index:
+            continue
+        shape = node.inputs[index]
+        if isinstance(shape, gs.Constant) or not shape.inputs or len(shape.outputs) < 2:
+            continue
+        if node is shape.outputs[0]:
+            continue  # the first consumer keeps the original
+        created: list[gs.Node] = []
+        copy = _clone_shape_chain(shape, f"__{node.name}", created)
+        if copy is not None and copy is not shape:
+            replace_input(node, shape, copy)
+            made += created
+            copies += 1
+    graph.nodes.extend(made)
+    return copies
+
+
 def remove_identities(graph: gs.Graph) -> int:
     """Bypass Identity and inference-mode Dropout nodes."""
     outputs = {t.name for t in graph.outputs}
@@ -208,12 +261,14 @@ class CanonicalizePass(Pass):
         lifted = lift_constants(graph)
         removed = remove_identities(graph)
         folded = fold_constant_layout_ops(graph)
+        isolated = isolate_shape_computations(graph)
         unshared = unshare_vectors(graph)
         graph.cleanup(remove_unused_graph_inputs=False)
         graph.toposort()
         renamed = name_nodes(graph)
         inferred = infer_shapes(model)
         splits = explicit_split_sizes(graph)
-        stats = {"constants_lifted": lifted, "nodes_removed": removed, "constant_ops_folded": folded, "vectors_unshared": unshared,
+        stats = {"constants_lifted": lifted, "nodes_removed": removed, "constant_ops_folded": folded, "shape_computations_isolated": isolated,
+                 "vectors_unshared": unshared,
                  "nodes_named": renamed, "splits_made_explicit": splits, "shapes_inferred": inferred}
-        return PassResult(bool(lifted or removed or folded or unshared or renamed or splits), stats)
+        return PassResult(bool(lifted or removed or folded or isolated or unshared or renamed or splits), stats)

@@ -60,11 +60,28 @@ def test_duplicate_heads_fold_back_exactly(tmp_path, style, kw):
     assert sum(p.status == "folded" for p in report.plans) == 4
 
 
-@pytest.mark.parametrize("style", STYLES)
-def test_grouped_query_attention_is_blocked_with_a_reason(tmp_path, style):
-    _, wide, x = _pair(tmp_path, style, kv_heads=2)
+@pytest.mark.parametrize("kw", [{"kv_heads": 2}, {"kv_heads": 2, "rope": True}, {"kv_heads": 2, "fused": True},
+                                {"kv_heads": 1}], ids=["gqa", "gqa_rope", "gqa_fused", "mqa"])
+def test_grouped_query_attention_folds_kv_groups_exactly(tmp_path, kw):
+    """One KV head plus its query group is the unit; repeat_kv's shared shape is copied per layer."""
+    compact, wide, x = _pair(tmp_path, "dynamo", **kw)
     groups = onnxfold.analyze(wide)
-    attn = [g for g in groups if g.size in (4, 8)]  # head groups: 8 query heads or 4 kv heads (units)
+    kv = 2 * kw["kv_heads"]
+    heads = [g for g in groups if g.foldable and g.kind == "heads"]
+    assert len(heads) == 2 and all(g.size == kv for g in heads), [(g.name, g.size, g.blocked) for g in groups]
+    out = tmp_path / "folded.onnx"
+    onnxfold.fold(wide, 0.5, out, validate=False, check=True, repair="none")
+    ref, got = _run(compact, x), _run(out, x)
+    assert np.abs(got - ref).max() <= 1e-5 * max(1.0, float(np.abs(ref).max()))
+    assert _params(out) == _params(compact)
+
+
+def test_grouped_query_attention_legacy_export_is_blocked_with_a_reason(tmp_path):
+    """The legacy exporter computes repeat_kv's Expand shape with ConstantOfShape/Where arithmetic
+    that is not traced: those heads stay unfolded, with a reason, and the MLPs still fold."""
+    _, wide, x = _pair(tmp_path, "legacy", kv_heads=2)
+    groups = onnxfold.analyze(wide)
+    attn = [g for g in groups if g.size in (4, 8)]
     assert attn and all(not g.foldable and g.blocked for g in attn)
     mlp = [g for g in groups if g.foldable]
     assert len(mlp) == 2 and all(g.size == 128 for g in mlp)
