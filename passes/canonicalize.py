@@ -171,28 +171,35 @@ def explicit_split_sizes(graph: gs.Graph) -> int:
 _SHAPE_CONSUMERS = {"Reshape": 1, "Expand": 1, "Tile": 1, "ConstantOfShape": 0}
 
 
-def _clone_shape_chain(tensor: gs.Tensor, suffix: str, made: list[gs.Node], depth: int = 0) -> gs.Tensor | None:
+def _clone_shape_chain(tensor: gs.Tensor, suffix: str, made: list[gs.Node], memo: dict[int, gs.Tensor],
+                       depth: int = 0) -> gs.Tensor | None:
     """A private copy of the computation producing a 1-D shape tensor (constants copied, ``Shape``
-    outputs and graph inputs shared); None when it is not a small pure shape computation."""
+    outputs and graph inputs shared); None when it is not a small pure shape computation. ``memo``
+    makes a tensor reached twice (a diamond) one copy."""
+    if id(tensor) in memo:
+        return memo[id(tensor)]
     if isinstance(tensor, gs.Constant):
-        return gs.Constant(f"{tensor.name}{suffix}", np.array(tensor.values, copy=True))
-    if not tensor.inputs or depth > 8:
-        return tensor if not tensor.inputs else None
-    node = tensor.inputs[0]
-    if node.op == "Shape":
-        return tensor
-    if node.op not in ("Concat", "Unsqueeze", "Squeeze", "Gather", "Cast", "Reshape", "Where", "Equal", "Mul",
-                       "Add", "ConstantOfShape", "Slice") or len(node.outputs) != 1:
-        return None
-    inputs = []
-    for t in node.inputs:
-        copy = _clone_shape_chain(t, suffix, made, depth + 1) if t.name else t
-        if copy is None:
+        copy: gs.Tensor | None = gs.Constant(f"{tensor.name}{suffix}", np.array(tensor.values, copy=True))
+    elif not tensor.inputs or tensor.inputs[0].op == "Shape":
+        copy = tensor
+    elif depth > 8:
+        copy = None
+    else:
+        node = tensor.inputs[0]
+        if node.op not in ("Concat", "Unsqueeze", "Squeeze", "Gather", "Cast", "Reshape", "Where", "Equal", "Mul",
+                           "Add", "ConstantOfShape", "Slice") or len(node.outputs) != 1:
             return None
-        inputs.append(copy)
-    out = gs.Variable(f"{tensor.name}{suffix}", dtype=tensor.dtype, shape=tensor.shape)
-    made.append(gs.Node(node.op, f"{node.name}{suffix}", dict(node.attrs), inputs, [out], domain=node.domain))
-    return out
+        inputs = []
+        for t in node.inputs:
+            inner = _clone_shape_chain(t, suffix, made, memo, depth + 1) if t.name else t
+            if inner is None:
+                return None
+            inputs.append(inner)
+        copy = gs.Variable(f"{tensor.name}{suffix}", dtype=tensor.dtype, shape=tensor.shape)
+        made.append(gs.Node(node.op, f"{node.name}{suffix}", dict(node.attrs), inputs, [copy], domain=node.domain))
+    if copy is not None:
+        memo[id(tensor)] = copy
+    return copy
 
 
 def isolate_shape_computations(graph: gs.Graph) -> int:
@@ -212,7 +219,7 @@ def isolate_shape_computations(graph: gs.Graph) -> int:
         if node is shape.outputs[0]:
             continue  # the first consumer keeps the original
         created: list[gs.Node] = []
-        copy = _clone_shape_chain(shape, f"__{node.name}", created)
+        copy = _clone_shape_chain(shape, f"__{node.name}", created, {})
         if copy is not None and copy is not shape:
             replace_input(node, shape, copy)
             made += created
