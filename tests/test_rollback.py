@@ -9,9 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto
-from onnx import helper as oh
-from onnx import numpy_helper as nh
+from test_untrusted import build
 
 import onnxfold.folding as folding
 from onnxfold.api import run_pipeline
@@ -21,18 +19,7 @@ from onnxfold.validate import make_session
 
 def mlp(path: Path) -> Path:
     """x(N,8) → MatMul W1(8,16) + b1 → Relu → MatMul W2(16,12) + b2 → Relu → MatMul W3(12,4): two foldable groups."""
-    rng = np.random.default_rng(0)
-    arrays = {"W1": (8, 16), "b1": (16,), "W2": (16, 12), "b2": (12,), "W3": (12, 4)}
-    inits = [nh.from_array(rng.standard_normal(s).astype(np.float32), n) for n, s in arrays.items()]
-    nodes = [oh.make_node("MatMul", ["x", "W1"], ["h1"], name="mm1"), oh.make_node("Add", ["h1", "b1"], ["a1"]),
-             oh.make_node("Relu", ["a1"], ["r1"]), oh.make_node("MatMul", ["r1", "W2"], ["h2"], name="mm2"),
-             oh.make_node("Add", ["h2", "b2"], ["a2"]), oh.make_node("Relu", ["a2"], ["r2"]),
-             oh.make_node("MatMul", ["r2", "W3"], ["y"], name="mm3")]
-    graph = oh.make_graph(nodes, "mlp", [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
-                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], inits)
-    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
+    onnx.save(build(), str(path))
     return path
 
 
