@@ -10,9 +10,9 @@ from typing import Any
 
 import onnx
 
-from onnxfold.folding import FoldPlan
+from onnxfold.folding import FoldPlan, model_weight_bytes
 from onnxfold.groups import ChannelGroup, analyze_graph
-from onnxfold.io import Model, load_model, model_from_proto, save_model
+from onnxfold.io import Model, data_dirs, load_model, model_from_proto, save_model, spilling
 from onnxfold.pass_manager import Pass, PassContext, PassManager, PassRecord
 from onnxfold.passes import REGISTRY, CanonicalizePass, CleanupPass, FoldPass, RepairPass, ValidatePass
 from onnxfold.report import ModelStats, format_comparison, format_table, human_count, model_stats
@@ -101,6 +101,7 @@ class FoldReport:
                 parts.append(f"... {len(self.plans) - max_groups} more groups (see --report JSON)")
         rows = [[r.name, f"{r.seconds * 1000:.1f} ms", "yes" if r.modified else "no"] for r in self.passes]
         parts.append("\n" + format_table(["pass", "time", "modified"], rows, align="lrl"))
+        parts += [f"{r.name}: skipped ({r.stats['skipped']})" for r in self.passes if r.stats.get("skipped")]
         if self.validation is not None:
             parts.append(f"\nvalidation ({self.validation.provider}):\n{self.validation.summary()}")
             if getattr(self.validation, "seed", None) is not None:
@@ -119,12 +120,41 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+#: Models with more weight bytes than this are folded with spilling (:func:`onnxfold.io.spilling`).
+SPILL_ABOVE = 1 << 30
+
+
 def run_pipeline(model: ModelLike, passes: Sequence[Pass], output: str | os.PathLike | None = None, *,
                  check: bool = False, input_shapes: dict | None = None, inputs: dict | None = None,
                  seed: int = 0, external_data: bool | None = None, overwrite: bool = False,
-                 on_pass=None) -> tuple[Model, FoldReport]:
-    """Run ``passes`` on ``model`` and optionally save it to ``output`` (atomically, self-contained)."""
+                 on_pass=None, spill: bool | None = None) -> tuple[Model, FoldReport]:
+    """Run ``passes`` on ``model`` and optionally save it to ``output`` (atomically, self-contained).
+
+    ``spill``: rewritten tensors go to a scratch file next to ``output`` (or in the temporary
+    folder) instead of memory, so that memory stays bounded for models larger than RAM; None
+    spills when the model holds more than :data:`SPILL_ABOVE` bytes of weights. With spilling and
+    no ``output``, the returned model's rewritten tensors are in memory again (read back)."""
     model = as_model(model)
+    if spill is None:
+        spill = model_weight_bytes(model) > SPILL_ABOVE
+    if not spill:
+        return _run_pipeline(model, passes, output, check, input_shapes, inputs, seed, external_data, overwrite,
+                             on_pass)
+    folder = Path(output).parent if output is not None and Path(output).parent.is_dir() else None
+    with spilling(folder):
+        model, report = _run_pipeline(model, passes, output, check, input_shapes, inputs, seed, external_data,
+                                      overwrite, on_pass)
+        if output is None:  # the scratch file goes away with the block: read spilled tensors back
+            tensors = model.graph.tensors()
+            for name, folder_of in data_dirs(model.graph).items():
+                if folder_of != model.base_dir and name in tensors:
+                    tensors[name].values  # noqa: B018 (loads and keeps the values)
+    return model, report
+
+
+def _run_pipeline(model: Model, passes: Sequence[Pass], output: str | os.PathLike | None, check: bool,
+                  input_shapes: dict | None, inputs: dict | None, seed: int, external_data: bool | None,
+                  overwrite: bool, on_pass) -> tuple[Model, FoldReport]:
     before = stats_of(model, source_size(model))
     ctx = PassContext(original=model.copy(), seed=seed, input_shapes=dict(input_shapes or {}), inputs=inputs)
     manager = PassManager(passes, check=check, on_pass=on_pass)

@@ -24,7 +24,7 @@ import onnx_graphsurgeon as gs
 from onnxfold.cluster import cluster_count, kmeans_labels
 from onnxfold.features import FEATURE_MODES, group_features, member_matrix
 from onnxfold.groups import ChannelGroup
-from onnxfold.io import Model, set_values
+from onnxfold.io import Model, peek_values, set_values
 from onnxfold.prune import PRUNE_METHODS, magnitude_labels
 from onnxfold.recipe import Recipe
 from onnxfold.rewrite import SliceEdit, apply_edits
@@ -147,7 +147,7 @@ class FoldRecord:
         """The value tensor ``name`` had before the fold."""
         if self._tensors is None:
             self._tensors = self.source.graph.tensors()
-        return np.asarray(self._tensors[name].values)
+        return peek_values(self._tensors[name])
 
 
 def fold_edits(plans: Sequence[FoldPlan]) -> dict[str, list[SliceEdit]]:
@@ -169,7 +169,7 @@ def apply_plans(plans: Sequence[FoldPlan], graph: gs.Graph) -> list[str]:
         const = tensors[name]
         if not isinstance(const, gs.Constant):
             raise ValueError(f"member {name} is not a constant")
-        set_values(const, apply_edits(np.asarray(const.values), tensor_edits))
+        set_values(const, apply_edits(peek_values(const), tensor_edits))
     # a depthwise Conv keeps group == its (new) number of filters
     depthwise = {m.node: m.tensor for plan in plans if plan.status == "folded"
                  for m in plan.group.members if m.kind == "depthwise"}

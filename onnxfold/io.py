@@ -9,9 +9,17 @@ current directory), and only when a pass asks for their values.
 Saving materialises every tensor into the output itself (inline, or into the output's own
 ``<name>.data``), writes to temporary files in the destination folder and renames them into
 place, so a failed save leaves nothing behind and the output never references the input's data.
+
+Models larger than memory are handled by *spilling* (:func:`spilling`): while a
+:class:`SpillStore` is active, every large tensor a pass rewrites with :func:`set_values` is
+appended to a scratch file and replaced by a lazy reference to it, and readers that only look
+(:func:`peek_values`) never cache what they read. Peak memory is then about one group's tensors,
+whatever the model's size; saving streams every tensor from wherever it lives.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import tempfile
 from collections.abc import Iterator
@@ -132,19 +140,21 @@ def external_slice(tensor: TensorProto, base_dir: Path) -> tuple[Path, int, int]
     return path, offset, length
 
 
-def read_external(tensor: TensorProto, base_dir: Path) -> np.ndarray:
-    """Read one external tensor by memory-mapping its slice of the data file."""
+def read_external(tensor: TensorProto, base_dir: Path, copy: bool = True) -> np.ndarray:
+    """Read one external tensor by memory-mapping its slice of the data file (``copy=False``: the
+    read-only map itself, whose pages are read only where it is used)."""
     path, offset, _ = external_slice(tensor, base_dir)
-    dtype = _tensor_np_dtype(tensor.data_type)
+    dtype = _tensor_np_dtype(tensor.data_type).newbyteorder("<")
     shape = tuple(int(d) for d in tensor.dims)
     if _element_count(tensor) == 0:
         return np.zeros(shape, dtype=dtype)
     mm = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
-    return np.array(mm)
+    return np.array(mm, dtype=dtype.newbyteorder("=")) if copy else mm
 
 
 class ExternalValues(LazyValues):
-    """Lazy values of a tensor in external data, resolved against the model's folder."""
+    """Lazy values of a tensor in external data, resolved against ``base_dir`` (the model's folder,
+    or a :class:`SpillStore`'s)."""
 
     def __init__(self, tensor: TensorProto, base_dir: Path):
         super().__init__(tensor)
@@ -152,6 +162,75 @@ class ExternalValues(LazyValues):
 
     def load(self) -> np.ndarray:
         return read_external(self.tensor, self.base_dir)
+
+    def view(self) -> np.ndarray:
+        return read_external(self.tensor, self.base_dir, copy=False)
+
+
+def peek_values(const: gs.Constant) -> np.ndarray:
+    """The values of ``const`` without caching them in the graph: a lazy external tensor is returned as
+    a read-only memory map and stays lazy (``const.values`` would keep a copy in memory for good)."""
+    if isinstance(const._values, ExternalValues):
+        return const._values.view()
+    return np.asarray(const.values)
+
+
+class SpillStore:
+    """An append-only scratch file holding rewritten tensors of a model too large for memory.
+
+    :meth:`put` writes an array (64-byte aligned, little-endian) and returns lazy values that read it
+    back. Nothing is overwritten in place: an older copy of the model may still reference a slot.
+    The file is deleted by :meth:`close`."""
+
+    def __init__(self, folder: str | os.PathLike | None = None, min_bytes: int = 1 << 20):
+        folder = Path(folder) if folder is not None else Path(tempfile.gettempdir())
+        try:
+            fd, name = tempfile.mkstemp(prefix=".onnxfold-spill-", suffix=".bin", dir=folder)
+        except OSError as exc:
+            raise ModelError(f"cannot create a scratch file in {folder}: {exc.strerror or exc}") from None
+        self.path = Path(name).absolute()
+        self.file = os.fdopen(fd, "wb")
+        self.offset = 0
+        self.min_bytes = min_bytes
+        self.written = 0
+
+    def put(self, name: str, array: np.ndarray) -> ExternalValues:
+        array = np.ascontiguousarray(array)
+        blob = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+        pad = (-self.offset) % 64
+        try:
+            self.file.write(b"\0" * pad + blob)
+            self.file.flush()
+        except OSError as exc:
+            raise ModelError(f"cannot write scratch file {self.path}: {exc.strerror or exc}") from None
+        self.offset += pad
+        tensor = TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(array.dtype), dims=array.shape,
+                             data_location=TensorProto.EXTERNAL)
+        for key, value in (("location", self.path.name), ("offset", str(self.offset)), ("length", str(len(blob)))):
+            tensor.external_data.add(key=key, value=value)
+        self.offset += len(blob)
+        self.written += len(blob)
+        return ExternalValues(tensor, self.path.parent)
+
+    def close(self) -> None:
+        self.file.close()
+        self.path.unlink(missing_ok=True)
+
+
+_SPILL: contextvars.ContextVar[SpillStore | None] = contextvars.ContextVar("onnxfold_spill", default=None)
+
+
+@contextlib.contextmanager
+def spilling(folder: str | os.PathLike | None = None, min_bytes: int = 1 << 20) -> Iterator[SpillStore]:
+    """While active, :func:`set_values` moves arrays of at least ``min_bytes`` to a scratch file in
+    ``folder`` (default: the temporary folder). Models must be saved before the block ends."""
+    store = SpillStore(folder, min_bytes)
+    token = _SPILL.set(store)
+    try:
+        yield store
+    finally:
+        _SPILL.reset(token)
+        store.close()
 
 
 @dataclass
@@ -291,9 +370,24 @@ def _attach_lazy_values(graph: gs.Graph, base_dir: Path) -> None:
 
 
 def set_values(const: gs.Constant, values: np.ndarray) -> None:
-    """Give a constant new in-memory values (dropping any external-data location it was imported with)."""
-    const.values = np.ascontiguousarray(values)
+    """Give a constant new values (dropping any external-data location it was imported with). Inside
+    :func:`spilling`, a large array goes to the scratch file and the constant reads it back lazily."""
+    values = np.ascontiguousarray(values)
+    store = _SPILL.get()
+    const.values = store.put(const.name, values) if store is not None and values.nbytes >= store.min_bytes \
+        else values
     const.data_location = None
+
+
+def data_dirs(graph: gs.Graph) -> dict[str, Path]:
+    """Constant name → folder its lazy external data resolves against, for every lazy constant (the
+    model's folder, or a scratch folder for spilled tensors)."""
+    dirs: dict[str, Path] = {}
+    for sub in [graph, *graph.subgraphs(recursive=True)]:
+        for tensor in sub.tensors().values():
+            if isinstance(tensor, gs.Constant) and isinstance(tensor._values, ExternalValues):
+                dirs[tensor.name] = tensor._values.base_dir
+    return dirs
 
 
 def load_model(path: str | os.PathLike) -> Model:
@@ -357,11 +451,13 @@ def _tensor_nbytes(tensor: TensorProto) -> int:
     return tensor.ByteSize()
 
 
-def materialize(proto: onnx.ModelProto, base_dir: Path) -> None:
-    """Replace every external reference in ``proto`` by the tensor's bytes (inline raw_data)."""
+def materialize(proto: onnx.ModelProto, base_dir: Path, dirs: dict[str, Path] | None = None) -> None:
+    """Replace every external reference in ``proto`` by the tensor's bytes (inline raw_data); a tensor
+    named in ``dirs`` resolves against that folder instead of ``base_dir``."""
+    dirs = dirs or {}
     for tensor in iter_tensors(proto.graph):
         if _is_external(tensor):
-            array = read_external(tensor, base_dir)
+            array = read_external(tensor, dirs.get(tensor.name, base_dir))
             _set_raw(tensor, array)
 
 
@@ -386,7 +482,7 @@ def _tensor_bytes(tensor: TensorProto, base_dir: Path) -> bytes:
 def to_model_proto(model: Model) -> onnx.ModelProto:
     """A self-contained in-memory ModelProto (all external data materialised)."""
     proto = model.to_onnx()
-    materialize(proto, model.base_dir)
+    materialize(proto, model.base_dir, data_dirs(model.graph))
     return proto
 
 
@@ -398,10 +494,12 @@ def save_model(model: Model | onnx.ModelProto, path: str | os.PathLike, external
     only when the model would exceed 2 GB; False never. The data file is streamed one tensor at a time.
     """
     path = Path(path)
+    dirs: dict[str, Path] = {}
     if isinstance(model, Model):
         proto = model.to_onnx()
         base_dir = model.base_dir
         source = model.source_path
+        dirs = data_dirs(model.graph)
     else:
         proto = model
         base_dir = base_dir or Path(".")
@@ -417,7 +515,7 @@ def save_model(model: Model | onnx.ModelProto, path: str | os.PathLike, external
     data_name = path.name + ".data"
     data_path = folder / data_name
     # Never replace a file the model still reads its weights from (whatever the output's name).
-    sources = {external_slice(t, base_dir)[0].resolve() for t in tensors if _is_external(t)}
+    sources = {external_slice(t, dirs.get(t.name, base_dir))[0].resolve() for t in tensors if _is_external(t)}
     if path.exists() and path.resolve() in sources:
         raise ModelError(f"output {path} is a data file of the input model; choose another path")
     if external_data and data_path.exists() and data_path.resolve() in sources:
@@ -436,7 +534,7 @@ def save_model(model: Model | onnx.ModelProto, path: str | os.PathLike, external
                 for tensor in tensors:
                     if tensor.data_type == TensorProto.STRING:
                         continue  # ONNX forbids external data for strings: they stay inline
-                    blob = _tensor_bytes(tensor, base_dir)
+                    blob = _tensor_bytes(tensor, dirs.get(tensor.name, base_dir))
                     if len(blob) < EXTERNAL_MIN_TENSOR_BYTES:
                         if _is_external(tensor):
                             tensor.data_location = TensorProto.DEFAULT
@@ -453,7 +551,7 @@ def save_model(model: Model | onnx.ModelProto, path: str | os.PathLike, external
                         tensor.external_data.add(key=key, value=value)
                     offset += len(blob)
         else:
-            materialize(proto, base_dir)
+            materialize(proto, base_dir, dirs)
         fd, tmp_model = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
         tmp_files.append(Path(tmp_model))
         os.fchmod(fd, mode)

@@ -26,6 +26,7 @@ import onnx_graphsurgeon as gs
 
 from onnxfold.folding import FoldPlan, FoldRecord
 from onnxfold.groups import AVERAGE
+from onnxfold.io import peek_values
 from onnxfold.producers import (
     Producer,
     group_producers,
@@ -84,7 +85,7 @@ def repair_norm(graph: gs.Graph, nodes: dict[str, gs.Node], record: FoldRecord, 
     """Rescale a BN-free producer's merged rows to its members' mean norm (§2.5); returns the mean factor."""
     node = nodes[p.node]
     factors = norm_factors(rows(record.original(p.weight), p.axis), plan.labels, plan.k)
-    current = np.asarray(node.inputs[1].values)
+    current = peek_values(node.inputs[1])
     write_input(graph, node, 1, scale_along(current, p.axis, factors).astype(current.dtype))
     return float(factors.mean())
 

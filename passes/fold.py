@@ -27,7 +27,7 @@ from onnxfold.folding import (
     rollback_failures,
 )
 from onnxfold.groups import analyze_graph
-from onnxfold.io import Model
+from onnxfold.io import Model, peek_values
 from onnxfold.pass_manager import Option, Pass, PassContext, PassResult, PipelineError
 from onnxfold.progress import progress
 from onnxfold.recipe import load_recipe
@@ -85,7 +85,7 @@ class FoldPass(Pass):
         groups = analyze_graph(graph, model.node_scopes())
         tensors = graph.tensors()
         source = model.copy()  # before planning loads any value: lazy external data stays lazy in the copy
-        plans = plan_folds(groups, lambda name: np.asarray(tensors[name].values), self.opts["sparsity"],
+        plans = plan_folds(groups, lambda name: peek_values(tensors[name]), self.opts["sparsity"],
                            self.overrides, self.opts["ignore"], self.opts["round_to"], self.opts["seed"],
                            progress=progress, method=self.opts["method"], features=self.opts["features"],
                            n_init=self.opts["n_init"], graph=graph, recipe=self.recipe)

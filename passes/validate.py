@@ -4,12 +4,19 @@ Inputs are random (right dtypes and shapes; symbolic dims get defaults or ``--in
 the user's ``.npy`` inputs from the pipeline context. Reports max abs/relative error, cosine
 similarity and top-1 agreement per output. The graph is never changed. ``min_cosine`` turns the
 report into a post-condition: the pipeline stops when any output's cosine falls below it.
+Models above 2 GB of weights are not run (both models would have to be in memory at once): the
+pass reports that it skipped them.
 """
 from __future__ import annotations
 
+import logging
+
+from onnxfold.folding import VERIFY_MAX_BYTES, model_weight_bytes
 from onnxfold.io import Model, to_model_proto
 from onnxfold.pass_manager import Option, Pass, PassContext, PassError, PassResult
 from onnxfold.validate import validate
+
+log = logging.getLogger(__name__)
 
 
 class ValidatePass(Pass):
@@ -24,6 +31,11 @@ class ValidatePass(Pass):
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         if ctx.original is None:
             raise PassError("validate: the pipeline has no original model to compare with")
+        size = model_weight_bytes(ctx.original)
+        if size > VERIFY_MAX_BYTES:
+            reason = f"model holds {size / 1e9:.1f} GB of weights (above 2 GB): not run"
+            log.warning("validate: skipped, %s", reason)
+            return PassResult(False, {"skipped": reason})
         reference = to_model_proto(ctx.original).SerializeToString()
         candidate = to_model_proto(model).SerializeToString()
         report = validate(reference, candidate, inputs=ctx.inputs, shapes=ctx.input_shapes or None,

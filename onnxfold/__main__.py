@@ -1,0 +1,6 @@
+"""``python -m onnxfold``: the command line (same as the ``onnxfold`` script)."""
+import sys
+
+from onnxfold.cli import main
+
+sys.exit(main())
