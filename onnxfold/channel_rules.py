@@ -47,6 +47,9 @@ BINARY = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "PRelu", "Pow
 REDUCE = {"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
           "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"}
 SOFTMAX = {"Softmax", "LogSoftmax", "Hardmax"}
+# elementwise ops whose output dims are the broadcast of their inputs' (Analysis.known_dim)
+KNOWN_DIM_OPS = {"Cast", "Not", "Neg", "Identity", "Where", "And", "Or", "Xor", "Equal", "Less", "LessOrEqual",
+                 "Greater", "GreaterOrEqual", "Add", "Sub", "Mul", "Div"}
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,26 @@ def const_values(t: gs.Tensor) -> np.ndarray | None:
 def tensor_shape(t: gs.Tensor) -> tuple | None:
     shape = t.shape
     return tuple(shape) if shape is not None else None
+
+
+def fill_value(t: gs.Tensor, depth: int = 0) -> float | None:
+    """The one value every entry of ``t`` holds, when that is evident: a constant of equal entries,
+    ``ConstantOfShape`` (value 0 by default), or a Cast/Mul of such. None otherwise."""
+    if isinstance(t, gs.Constant):
+        values = np.asarray(t.values).reshape(-1)
+        return float(values[0]) if values.size and (values == values[0]).all() else None
+    if depth > 4 or len(t.inputs) != 1:
+        return None
+    node = t.inputs[0]
+    if node.op == "ConstantOfShape":
+        value = node.attrs.get("value")
+        return float(np.asarray(value.values).reshape(-1)[0]) if isinstance(value, gs.Constant) else 0.0
+    if node.op == "Cast":
+        return fill_value(node.inputs[0], depth + 1)
+    if node.op == "Mul" and len(node.inputs) == 2:
+        a, b = (fill_value(i, depth + 1) for i in node.inputs)
+        return a * b if a is not None and b is not None else None
+    return None
 
 
 def static_dims(dims) -> bool:
@@ -640,10 +663,10 @@ class Analysis:
                 reason = f"{node.op} {node.name} combines channels with {t.name} of unknown shape"
                 continue
             ax = out_axis - (out_rank - len(shape))
-            if ax < 0 or shape[ax] == 1:
+            if ax < 0 or shape[ax] == 1 or self.known_dim(t, ax) == 1:
                 continue
             if not isinstance(t, gs.Constant):
-                reason = f"{node.op} {node.name} combines channels with untracked tensor {t.name}"
+                reason = f"{node.op} {node.name} combines channels with {self.describe_untracked(t)}"
             elif shape[ax] != ref.length:
                 reason = f"{node.op} {node.name}: constant {t.name} does not match the channel count"
             else:
@@ -661,6 +684,22 @@ class Analysis:
             for seg in ref.segments:
                 self.add_member(seg.space, const, ax, AVERAGE, node, seg.start, seg.block, "constant")
         self.set_layout(node.outputs[0], Layout(out_rank, out_axis, ref.segments))
+
+    def describe_untracked(self, t: gs.Tensor) -> str:
+        """``t`` for a block reason, naming the graph input it is (or is copied from through
+        single-input ops such as Cast or a one-input Concat): its width is part of the model's
+        signature (e.g. a KV-cache input carrying the head axis), so it can never be folded."""
+        graph_inputs = {i.name for i in self.graph.inputs}
+        origin = t
+        for _ in range(16):
+            if origin.name in graph_inputs:
+                return f"graph input {t.name}" if origin is t else \
+                    f"untracked tensor {t.name} (from graph input {origin.name})"
+            sources = [x for x in origin.inputs[0].inputs if x.name] if len(origin.inputs) == 1 else []
+            if len(sources) != 1:
+                break
+            origin = sources[0]
+        return f"untracked tensor {t.name}"
 
     def op_Concat(self, node: gs.Node) -> None:
         inputs = [t for t in node.inputs if t.name]
@@ -807,7 +846,14 @@ class Analysis:
         if out_rank < rank:  # merge the channel axis with the m dims after it
             m = rank - out_rank
             merged = in_shape[c + 1:c + 1 + m]
-            tail_ok = all(copies(e, c + 1 + m + j, False) for j, e in enumerate(entries[c + 1:]))
+            proven = [copies(e, c + 1 + m + j, False) for j, e in enumerate(entries[c + 1:])]
+            # element count: with the leading dims copied and the channel entry explicit
+            # (length·inner), one tail entry not proven a copy must be the one input dim left
+            # (repeat_kv's [B, kv, rep, S, dh] → [B, H, S, dh] where S has another symbol)
+            by_count = static_dims(merged) and proven.count(False) == 1 and \
+                entry.value == length * int(np.prod(merged)) and \
+                all(copies(e, i, True) for i, e in enumerate(entries[:c]))
+            tail_ok = all(proven) or by_count
             if not static_dims(merged) or not tail_ok:
                 self.block(lay, f"Reshape {node.name} merges the channel axis with dims of unknown size")
                 return
@@ -908,6 +954,52 @@ class Analysis:
                     for sg in lay.segments))
         return True
 
+    def known_dim(self, t: gs.Tensor, axis: int, depth: int = 0) -> int | None:
+        """Dim ``axis`` of ``t`` where shape inference left it unknown but the graph fixes it: through
+        Expand (an entry 1 keeps the input's dim; the attention masks of transformers) and through
+        broadcasting elementwise ops (every input that has the axis must be known). None if unknown."""
+        shape = tensor_shape(t)
+        if shape is None or not 0 <= axis < len(shape):
+            return None
+        if isinstance(shape[axis], (int, np.integer)):
+            return int(shape[axis])
+        if depth > 12 or len(t.inputs) != 1 or t.name in self.layouts:
+            return None
+        node = t.inputs[0]
+        if node.op == "Expand":
+            entries = self.target_entries(node.inputs[1])
+            if entries is None or len(entries) != len(shape):
+                return None
+            e = entries[axis]
+            if e.value is None or e.value < 1:
+                return None
+            src_rank = self.rank_of(node.inputs[0])
+            if src_rank is None:
+                return None
+            src_axis = axis - (len(shape) - src_rank)
+            src = self.known_dim(node.inputs[0], src_axis, depth + 1) if src_axis >= 0 else 1
+            if src is None:
+                return None
+            return src if e.value == 1 else (e.value if src in (1, e.value) else None)
+        if node.op in KNOWN_DIM_OPS:
+            dims = []
+            for i in node.inputs:
+                if not i.name:
+                    continue
+                rank = self.rank_of(i)
+                if rank is None:
+                    return None
+                a = axis - (len(shape) - rank)
+                if a < 0:
+                    continue
+                d = self.known_dim(i, a, depth + 1)
+                if d is None:
+                    return None
+                dims.append(d)
+            wide = {d for d in dims if d != 1}
+            return (wide.pop() if len(wide) == 1 else 1 if not wide else None) if dims else None
+        return None
+
     def target_entries(self, t: gs.Tensor) -> list[ShapeEntry] | None:
         """The entries of a shape tensor: constants (with where they live and the tensors computed
         from them on the way here) or copies of an input dim (``Gather(Shape(x), i)``), traced
@@ -934,15 +1026,16 @@ class Analysis:
             inner = self.target_entries(node.inputs[0])  # flattening a 1-D shape vector: unchanged
             return None if inner is None else [replace(e, path=e.path + (t,)) for e in inner]
         if node.op == "Where" and len(node.inputs) == 3:
-            # torch's expand(-1 → keep): Where(Equal(X, -1), ones, X) is X when no entry of X is -1
+            # torch's expand(-1 → keep): Where(Equal(X, -1), ones, X) is X with its -1 entries made 1
+            # (the -1 may be a constant or computed as ConstantOfShape(Shape(X)) * -1)
             cond = node.inputs[0]
             x = node.inputs[2]
             if len(cond.inputs) == 1 and cond.inputs[0].op == "Equal" and cond.inputs[0].inputs[0] is x and \
-                    isinstance(cond.inputs[0].inputs[1], gs.Constant) and \
-                    np.asarray(cond.inputs[0].inputs[1].values).reshape(-1).tolist() == [-1]:
+                    fill_value(cond.inputs[0].inputs[1]) == -1:
                 inner = self.target_entries(x)
-                if inner is not None and all(e.value != -1 for e in inner):
-                    return [replace(e, path=e.path + (t,)) for e in inner]
+                if inner is None or (any(e.value == -1 for e in inner) and fill_value(node.inputs[1]) != 1):
+                    return None
+                return [ShapeEntry(1, None, 0) if e.value == -1 else replace(e, path=e.path + (t,)) for e in inner]
             return None
         if node.op == "Shape":
             rank = self.rank_of(node.inputs[0])

@@ -827,6 +827,28 @@ def test_custom_domain_op_blocks_and_rest_analyzes() -> None:
     assert not groups["c1"].foldable and any("MyAct" in r for r in groups["c1"].blocked)
 
 
+@pytest.mark.parametrize(("prep", "needle"), [
+    (None, "Concat cat combines channels with graph input past"),
+    ("Neg", "Concat cat combines channels with untracked tensor neg_y (from graph input past)"),
+    ("Add", "Concat cat combines channels with untracked tensor add_y"),
+])
+def test_concat_with_a_cache_input_names_the_graph_input(prep, needle) -> None:
+    """A KV-cache pattern: new channels appended on the sequence axis to a graph input that carries the
+    same channels. The input's width is part of the model's signature, so the group stays blocked, and
+    the reason names the graph input (also through single-input ops; not through ops with two sources)."""
+    rng = np.random.default_rng(0)
+    net = Net({"w1": rnd(rng, 4, 6), "w2": rnd(rng, 6, 5)})
+    x, past = net.input("x", [2, 3, 4]), net.input("past", [2, 2, 6])
+    if prep == "Neg":
+        past = net("Neg", past, name="neg")
+    elif prep == "Add":
+        past = net("Add", past, net.input("bias", [2, 2, 6]), name="add")
+    h = net("MatMul", x, "w1", name="k_proj")
+    proto = net.model(net("MatMul", net("Concat", past, h, name="cat", axis=1), "w2", name="out"))
+    (group,) = [g for g in groups_of(proto) if g.name == "k_proj"]
+    assert group.blocked == [needle]
+
+
 def test_softmax_opset11_flattens_over_channels() -> None:
     """Before opset 13, Softmax(axis=0) normalises over the flattened [N·C·H·W]: channels are mixed."""
     w = conv_pair_w(np.random.default_rng(0))
