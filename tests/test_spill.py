@@ -9,8 +9,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 import pytest
 
-from onnxfold.api import run_pipeline
 import onnxfold.io as fio
+from onnxfold.api import run_pipeline
 from onnxfold.io import ExternalValues, load_model, peek_values, save_model, set_values, spilling
 
 
