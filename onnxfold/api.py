@@ -176,19 +176,21 @@ def fold(model: ModelLike, sparsity: float = 0.5, output: str | os.PathLike | No
          inputs: dict | None = None, overwrite: bool = False, method: str = "fold", repair: str = "ar",
          calibration: str | os.PathLike | Any | None = None, features: str = "raw",
          n_init: int = 10, recipe: str | os.PathLike | None = None,
-         repair_options: dict[str, Any] | None = None) -> tuple[Model, FoldReport]:
+         repair_options: dict[str, Any] | None = None, cluster: str = "auto") -> tuple[Model, FoldReport]:
     """Fold ``model`` at ``sparsity``: canonicalize → fold (→ repair) → cleanup (→ validate).
 
     ``method``: fold (k-means) or l1/l2 (structured magnitude pruning through the same groups);
     ``repair``: none (Fold-Naive), ar (data-free Fold-AR) or data (Fold-R, needs ``calibration``:
     a .npy/.npz path, a folder of .npy files, an array of input samples or a dict of them);
     ``features``: raw, blocknorm or fused (what is clustered); ``n_init``: k-means restarts;
+    ``cluster``: auto, kmeans or ward (:func:`onnxfold.cluster.kmeans_labels`);
     ``recipe``: YAML/JSON per-layer sparsities (:mod:`onnxfold.recipe`), overriding ``sparsity``;
     ``repair_options``: further options of the repair pass (e.g. ``dir_iterations``).
     Returns (model, report)."""
     passes: list[Pass] = [CanonicalizePass(),
                           FoldPass(sparsity=sparsity, seed=seed, overrides=list(overrides), ignore=list(ignore),
                                    round_to=round_to, method=method, features=features, n_init=n_init,
+                                   cluster=cluster,
                                    recipe=os.fspath(recipe) if recipe is not None else "")]
     if repair != "none" or calibration is not None or repair_options:
         extra = dict(repair_options or {})

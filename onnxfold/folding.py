@@ -89,10 +89,12 @@ def plan_folds(groups: Sequence[ChannelGroup], values: ValueFn, sparsity: float,
                round_to: int = 1, seed: int = 0,
                labeler: Callable[[np.ndarray, int, int], np.ndarray] | None = None,
                progress: Callable | None = None, method: str = "fold", features: str = "raw",
-               n_init: int = 10, graph: gs.Graph | None = None, recipe: Recipe | None = None) -> list[FoldPlan]:
+               n_init: int = 10, graph: gs.Graph | None = None, recipe: Recipe | None = None,
+               cluster: str = "auto") -> list[FoldPlan]:
     """Choose k and compute the assignment of every group (nothing is rewritten yet).
 
-    ``method``: fold (k-means with ``n_init`` restarts) or l1/l2 (magnitude pruning);
+    ``method``: fold (clustering with ``cluster``: auto, kmeans with ``n_init`` restarts, or ward;
+    :func:`~onnxfold.cluster.kmeans_labels`) or l1/l2 (magnitude pruning);
     ``features``: raw, blocknorm or fused (``fused`` needs ``graph`` to find the BNs)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r} (expected one of {', '.join(METHODS)})")
@@ -101,7 +103,7 @@ def plan_folds(groups: Sequence[ChannelGroup], values: ValueFn, sparsity: float,
     if labeler is None:
         if method == "fold":
             def labeler(feats: np.ndarray, k: int, s: int) -> np.ndarray:
-                return kmeans_labels(feats, k, seed=s, n_init=n_init)
+                return kmeans_labels(feats, k, seed=s, n_init=n_init, algorithm=cluster)
         else:
             def labeler(feats: np.ndarray, k: int, s: int) -> np.ndarray:
                 return magnitude_labels(feats, k, method)

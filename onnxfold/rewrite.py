@@ -40,8 +40,13 @@ def merge_rows(x: np.ndarray, labels: np.ndarray, k: int, role: str) -> np.ndarr
     kept = labels >= 0
     if not kept.all():
         x, labels = x[kept], labels[kept]
-    out = np.zeros((k,) + x.shape[1:], dtype=np.float64)
-    np.add.at(out, labels, x.astype(np.float64, copy=False))
+    # rows sorted by cluster (stable: each cluster's rows keep their order), then one sum per run
+    order = np.argsort(labels, kind="stable")
+    counts = np.bincount(labels, minlength=k)
+    if (counts == 0).any():
+        raise ValueError("labels leave a cluster empty")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    out = np.add.reduceat(x[order].astype(np.float64, copy=False), starts, axis=0)
     if role == AVERAGE:
         counts = np.bincount(labels, minlength=k).astype(np.float64)
         out /= counts.reshape((k,) + (1,) * (x.ndim - 1))

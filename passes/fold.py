@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from onnxfold.cluster import ALGORITHMS
 from onnxfold.folding import (
     FEATURE_MODES,
     METHODS,
@@ -58,6 +59,10 @@ class FoldPass(Pass):
         Option("features", str, "raw", "what is clustered: raw tied slices, blocknorm (each tensor's block at "
                                        "unit norm) or fused (producer rows BN-normalised, W/sigma)", FEATURE_MODES),
         Option("n_init", int, 10, "k-means restarts (the best inertia is kept)"),
+        Option("cluster", str, "auto", "clustering: kmeans (scikit-learn, n_init restarts), ward (agglomerative, "
+                                       "greedy merges of least cost; better at the large k of folding), auto "
+                                       "(kmeans for small groups, ward where k-means gets expensive) or "
+                                       "kmeans-full (unreduced reference, slow)", ALGORITHMS),
         Option("recipe", str, "", "YAML/JSON per-layer recipe: sparsity by block range and kind (heads, mlp); "
                                   "overrides apply on top"),
         Option("verify", bool, True, "check the folded model (full onnx.checker, onnxruntime loads it and one run "
@@ -88,7 +93,7 @@ class FoldPass(Pass):
         plans = plan_folds(groups, lambda name: peek_values(tensors[name]), self.opts["sparsity"],
                            self.overrides, self.opts["ignore"], self.opts["round_to"], self.opts["seed"],
                            progress=progress, method=self.opts["method"], features=self.opts["features"],
-                           n_init=self.opts["n_init"], graph=graph, recipe=self.recipe)
+                           n_init=self.opts["n_init"], graph=graph, recipe=self.recipe, cluster=self.opts["cluster"])
         rewritten = self._rewrite_verified(model, source, plans, ctx)
         edits = fold_edits(plans)
         ctx.data["fold_plans"] = plans

@@ -70,3 +70,52 @@ def test_partitioned_kmeans_recovers_well_separated_clusters(monkeypatch):
     labels = kmeans_labels(x, 30, seed=0)
     assert labels.max() + 1 == 30
     assert same_partition(labels, truth)
+
+
+def kmeans_objective(x: np.ndarray, labels: np.ndarray) -> float:
+    return float(sum(((x[labels == j] - x[labels == j].mean(axis=0)) ** 2).sum() for j in np.unique(labels)))
+
+
+def test_cut_merges_gives_exactly_k_clusters_even_with_tied_heights():
+    x = np.repeat(np.eye(4), 2, axis=0)  # four pairs of identical rows: every pair merges at height 0
+    for k in range(1, 9):
+        labels = cluster.ward_labels(x + 0.0, k)
+        assert labels.max() + 1 == k
+        if k >= 4:  # an identical pair is never split while another cluster can merge at zero cost
+            assert all(len({tuple(r) for r in x[labels == j]}) == 1 for j in range(k))
+
+
+def test_ward_recovers_planted_clusters_and_is_deterministic():
+    x, truth = blobs(12, 5, 40)
+    labels = cluster.ward_labels(x, 12)
+    assert same_partition(labels, truth)
+    assert np.array_equal(labels, cluster.ward_labels(x, 12))
+
+
+def test_ward_beats_or_matches_kmeans_objective_at_folding_widths():
+    """At k = 50-70% of n (folding's regime) greedy merging should not lose to restarted k-means."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 24)) @ rng.standard_normal((24, 24))
+    for k in (150, 210):
+        ward = kmeans_objective(x, kmeans_labels(x, k, algorithm="ward"))
+        km = kmeans_objective(x, kmeans_labels(x, k, algorithm="kmeans"))
+        assert ward <= km * 1.02, (k, ward, km)
+
+
+def test_partitioned_ward_keeps_k_and_duplicates(monkeypatch):
+    monkeypatch.setattr(cluster, "WARD_MAX", 50)
+    x, truth = blobs(40, 4, 16)
+    labels = kmeans_labels(x, 40, algorithm="ward")
+    assert labels.max() + 1 == 40 and same_partition(labels, truth)
+
+
+def test_pairwise_distances_match_scipy():
+    from scipy.spatial.distance import pdist
+
+    x = np.random.default_rng(0).standard_normal((30, 7))
+    assert np.allclose(cluster.pairwise_distances(x), pdist(x), atol=1e-10)
+
+
+def test_unknown_algorithm_is_refused():
+    with pytest.raises(ValueError, match="unknown clustering algorithm"):
+        kmeans_labels(np.eye(5), 2, algorithm="spectral")
