@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="what is clustered: raw tied weights (default), blocknorm (each tensor block at unit "
                            "norm) or fused (producer rows BN-normalised)")
     fold.add_argument("--n-init", type=int, default=10, help="k-means restarts (default 10)")
+    fold.add_argument("--cluster", choices=("auto", "kmeans", "ward", "kmeans-full"), default="auto",
+                      help="clustering: kmeans, ward (agglomerative: greedy merges of least cost), auto "
+                           "(default: kmeans for small groups, ward where k-means gets expensive) or "
+                           "kmeans-full (k-means on unreduced features, the slow reference)")
 
     run = sub.add_parser("run", help="run a pipeline of passes")
     io_args(run)
@@ -107,8 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("model", nargs="*", help="models (default: the bundled ResNet-18 / the digits zoo)")
     bench.add_argument("-s", "--sparsity", type=_sparsity, default=0.5, help="fold: the sparsity")
     bench.add_argument("--repeat", type=int, default=3, help="fold: runs")
-    bench.add_argument("--sparsities", default=None, help="quality: comma-separated channel sparsities")
-    bench.add_argument("--methods", default=None, help="quality: e.g. fold:none,fold:ar,fold:dir,fold:data,l1,l2")
+    bench.add_argument("--sparsities", default=None,
+                       help="quality: comma-separated channel sparsities; minilm: MLP sparsities (default 0.2,0.3,0.4,0.5)")
+    bench.add_argument("--methods", default=None, help="quality: e.g. fold:none,fold:ar,fold:dir,fold:data,l1,l2; "
+                                                       "minilm: default fold:none,fold:ar,l1,l2")
+    bench.add_argument("--kinds", default="mlp,heads,both",
+                       help="minilm: what to compress, comma-separated among mlp, heads, both (default all three)")
+    bench.add_argument("--head-sparsities", default=None,
+                       help="minilm: heads sparsities of kind heads, MLP untouched (default 0.25,0.5: 12→9, 12→6 heads)")
+    bench.add_argument("--combined", default=None,
+                       help="minilm: HEADS:MLP sparsity pairs of kind both, comma-separated (default 0.25:0.3)")
     bench.add_argument("--seeds", default="0,1,2", help="quality: k-means seeds (mean and spread reported)")
     bench.add_argument("--data", help="quality on your model: labelled inputs X.npy")
     bench.add_argument("--labels", help="quality on your model: labels Y.npy")
@@ -173,7 +185,7 @@ def cmd_fold(args: argparse.Namespace) -> None:
                      external_data=_external(args.external_data), input_shapes=shapes, inputs=inputs,
                      overwrite=args.overwrite, method=args.method, repair=args.repair,
                      calibration=args.calibration, features=args.features, n_init=args.n_init,
-                     recipe=args.recipe)
+                     recipe=args.recipe, cluster=args.cluster)
     _finish(report, args)
 
 
@@ -218,15 +230,37 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(args.out)
 
 
+def _number(text: str, option: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise CliError(f"{option}: {text.strip()!r} is not a number") from None
+
+
+def _numbers(text: str | None, option: str) -> list[float] | None:
+    return [_number(v, option) for v in text.split(",")] if text else None
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
     from onnxfold.bench import bench_fold
 
     if args.what == "fold":
         bench_fold(args.model[0] if args.model else None, args.sparsity, args.repeat)
     elif args.what == "minilm":
-        from onnxfold.bench_minilm import bench_minilm
+        from onnxfold.bench_minilm import COMBINED, HEAD_SPARSITIES, METHODS, MLP_SPARSITIES, bench_minilm
 
-        bench_minilm("bench-minilm" if args.out == "bench-quality" else args.out)
+        kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+        combined = COMBINED
+        if args.combined:
+            pairs = [p.split(":") for p in args.combined.split(",")]
+            if any(len(p) != 2 for p in pairs):
+                raise CliError(f"--combined {args.combined!r}: expected HEADS:MLP pairs, e.g. 0.25:0.3")
+            combined = [(_number(h, "--combined"), _number(m, "--combined")) for h, m in pairs]
+        bench_minilm("bench-minilm" if args.out == "bench-quality" else args.out,
+                     _numbers(args.sparsities, "--sparsities") or MLP_SPARSITIES,
+                     args.methods.split(",") if args.methods else METHODS, kinds=kinds,
+                     head_sparsities=_numbers(args.head_sparsities, "--head-sparsities") or HEAD_SPARSITIES,
+                     combined=combined)
     elif args.what == "quality" and args.int8:
         from onnxfold.bench_quality import bench_int8
 
@@ -245,9 +279,17 @@ COMMANDS = {"fold": cmd_fold, "run": cmd_run, "analyze": cmd_analyze, "passes": 
 
 
 def _bench_module(argv: list[str]) -> int | None:
-    """``bench speed`` and ``bench coverage`` own their arguments: hand the rest of argv over."""
-    if len(argv) < 2 or argv[0] != "bench" or argv[1] not in ("speed", "coverage"):
+    """``bench speed``, ``coverage``, ``scale`` and ``clustering`` own their arguments: hand argv over."""
+    if len(argv) < 2 or argv[0] != "bench" or argv[1] not in ("speed", "coverage", "scale", "clustering"):
         return None
+    if argv[1] == "clustering":
+        from onnxfold.bench_clustering import main as clustering_main
+
+        return clustering_main(argv[2:])
+    if argv[1] == "scale":
+        from onnxfold.bench_scale import main as scale_main
+
+        return scale_main(argv[2:])
     if argv[1] == "speed":
         from onnxfold.bench_speed import main as speed_main
 

@@ -187,6 +187,26 @@ def test_bad_pipeline_file(exported, tmp_path: Path, capsys) -> None:
     assert "squeeze" in err
 
 
+@pytest.mark.parametrize(("option", "word"), [
+    (["--kinds", "mlp,attn"], "attn"), (["--combined", "0.25"], "HEADS:MLP"), (["--head-sparsities", "0.25,1"], "1.0"),
+    (["--sparsities", "0.2,x"], "'x'"), (["--methods", "fold:ar,l3"], "l3")], ids=["kind", "pair", "range", "nan", "method"])
+def test_bench_minilm_bad_options_fail_before_any_work(option: list, word: str, tmp_path: Path, capsys) -> None:
+    """Checked before the MiniLM package is imported or anything exported, so no package is needed."""
+    rc, out, err = cli(["bench", "minilm", "--out", tmp_path / "b", *option], capsys)
+    _assert_clean_failure(rc, out, err, {}, tmp_path)
+    assert word in err
+
+
+def test_bench_minilm_settings() -> None:
+    from onnxfold.bench_minilm import minilm_settings
+
+    assert minilm_settings() == [("mlp", 0.2, 0.0), ("mlp", 0.3, 0.0), ("mlp", 0.4, 0.0), ("mlp", 0.5, 0.0),
+                                 ("heads", 0.0, 0.25), ("heads", 0.0, 0.5), ("both", 0.3, 0.25)]
+    assert minilm_settings(["both", "heads"], head_sparsities=[0.5], combined=[(0.5, 0.2)]) == \
+        [("heads", 0.0, 0.5), ("both", 0.2, 0.5)]
+    assert minilm_settings(["mlp"], [0.3], heads=0.25) == [("mlp", 0.3, 0.25)]  # the old ``heads`` argument
+
+
 # --------------------------------------------------------------------------- commands that work
 
 
