@@ -112,6 +112,8 @@ class Analysis:
         # (tensor, axis) -> ids of the nodes that registered that axis of the tensor
         self.member_uses: dict[tuple[str, int], set[int]] = defaultdict(set)
         self.shape_chains: dict[str, set[str]] = defaultdict(set)  # shape const -> tensors computed from it
+        # space -> (node, attribute) pairs counting its units (num_heads of fused attention ops)
+        self.unit_attrs: dict[int, list[tuple[str, str]]] = defaultdict(list)
 
     # ----------------------------------------------------------------- spaces and layouts
     def new_space(self, n: int, origin: str, producer: bool = True) -> int:
@@ -176,7 +178,8 @@ class Analysis:
         for node in graph.nodes:
             handler = getattr(self, "op_" + node.op, None)
             if (node.domain or "") not in ("", "ai.onnx"):
-                handler = None
+                handler = self.fused_attention if (node.domain, node.op) == ("com.microsoft", "MultiHeadAttention") \
+                    else None
             if handler is None:
                 if node.op in UNARY:
                     handler = self.unary
@@ -355,6 +358,61 @@ class Analysis:
             for s_ref, sg in zip(ref.segments, lay.segments, strict=True):
                 self.uf.union(s_ref.space, sg.space)
         self.set_layout(node.outputs[0], Layout(out_rank, out_axis, ref.segments))
+
+    def op_Attention(self, node: gs.Node) -> None:
+        self.fused_attention(node)
+
+    def fused_attention(self, node: gs.Node) -> None:
+        """Attention fused into one op on 3-D [B, S, heads·head_dim] inputs: ONNX ``Attention``
+        (opset 23: ``q_num_heads``/``kv_num_heads``) and com.microsoft ``MultiHeadAttention``
+        (``num_heads``). q, k and v are coarsened to whole heads and share one assignment (head h
+        of q meets head h of k and v); the output carries v's head blocks to the output projection;
+        the head-count attributes lose n − k when the group folds. Grouped-query heads, past/present
+        key-value tensors, a packed bias and other outputs keep the heads as they are (blocked)."""
+        if node.op == "Attention":
+            names = ["q_num_heads", "kv_num_heads"]
+            extras, outputs = node.inputs[3:4], node.outputs[1:]
+            blockers = [t for t in node.inputs[4:] if t.name]
+        else:
+            names = ["num_heads"]
+            extras, outputs = node.inputs[4:6], node.outputs[1:]
+            blockers = [t for i, t in enumerate(node.inputs[3:], 3) if t.name and i in (3, 6, 7, 8)]
+        counts = [node.attrs.get(a) for a in names]
+        q, k, v = (node.inputs[i] if len(node.inputs) > i else None for i in range(3))
+        lays = [self.layout(t) for t in (q, k, v)]
+        reason = None
+        if None in counts or len(set(counts)) != 1:
+            reason = f"{node.op} {node.name}: heads without equal query/key-value counts (grouped-query)"
+        elif any(lay is None for lay in lays) or any(lay.rank != 3 or lay.axis != 2 for lay in lays):
+            reason = f"{node.op} {node.name}: q, k and v are not all tracked [B, S, heads·head_dim] tensors"
+        elif blockers:
+            reason = f"{node.op} {node.name} takes {blockers[0].name} (bias or past key/value) per head"
+        elif any(t.name and (t.outputs or t in self.graph.outputs) for t in outputs):
+            reason = f"{node.op} {node.name} returns present key/value (or scores) per head"
+        elif any(self.layout(t) is not None for t in extras):
+            reason = f"{node.op} {node.name} takes a mask computed from these channels"
+        if reason is None:
+            heads = int(counts[0])
+            units = [lay.length // heads if lay.length % heads == 0 else 0 for lay in lays]
+            if 0 in units or any(len(lay.segments) != len(lays[0].segments) for lay in lays):
+                reason = f"{node.op} {node.name}: channel counts are not whole heads"
+        if reason is not None:
+            self.block_inputs(node, reason)
+            return
+        for lay, unit in zip(lays, units, strict=True):
+            if any(sg.block != 1 or sg.start % unit or sg.n % unit for sg in lay.segments):
+                self.block_inputs(node, f"{node.op} {node.name} splits heads across groups")
+                return
+            for sg in lay.segments:
+                if not self.coarsen(sg.space, unit, node):
+                    return
+        lays = [self.layout(t) for t in (q, k, v)]
+        for lay in lays[1:]:
+            for s_ref, sg in zip(lays[0].segments, lay.segments, strict=True):
+                self.uf.union(s_ref.space, sg.space)
+        for sg in lays[0].segments:
+            self.unit_attrs[sg.space] += [(node.name, a) for a in names]
+        self.set_layout(node.outputs[0], Layout(3, 2, lays[2].segments))
 
     def align_units(self, node: gs.Node, tracked: list) -> list:
         """Grouped-query attention: q has H heads (block 1), k/v carry kv heads each repeated for
@@ -1097,7 +1155,9 @@ class Analysis:
             blocked: list[str] = []
             producers: list[str] = []
             consumers: list[str] = []
+            attrs: list[tuple[str, str]] = []
             for s in sids:
+                attrs += [a for a in self.unit_attrs[s] if a not in attrs]
                 for m in self.members[s]:
                     # a shape entry shrinks once per distinct segment (two Concat inputs of one group both
                     # shrink it; q/k/v Reshapes sharing one target shrink it once)
@@ -1121,7 +1181,8 @@ class Analysis:
             # spaces may count units of different sizes (GQA: a KV head of head_dim channels is tied
             # to its query group of n_rep·head_dim channels); what must agree is the number of units
             units = {self.spaces[s].unit for s in sids}
-            groups.append(ChannelGroup(name, max(sizes), members, producers, consumers, blocked, max(units)))
+            groups.append(ChannelGroup(name, max(sizes), members, producers, consumers, blocked, max(units),
+                                       unit_attrs=attrs))
         return groups
 
     def block_shared_shape_entries(self) -> None:

@@ -172,6 +172,12 @@ def apply_plans(plans: Sequence[FoldPlan], graph: gs.Graph) -> list[str]:
         if not isinstance(const, gs.Constant):
             raise ValueError(f"member {name} is not a constant")
         set_values(const, apply_edits(peek_values(const), tensor_edits))
+    # fused attention ops count the heads in attributes (num_heads)
+    nodes = {node.name: node for node in graph.nodes}
+    for plan in plans:
+        if plan.status == "folded":
+            for node_name, attr in plan.group.unit_attrs:
+                nodes[node_name].attrs[attr] = int(nodes[node_name].attrs[attr]) - (plan.group.size - plan.k)
     # a depthwise Conv keeps group == its (new) number of filters
     depthwise = {m.node: m.tensor for plan in plans if plan.status == "folded"
                  for m in plan.group.members if m.kind == "depthwise"}

@@ -68,6 +68,9 @@ class ChannelGroup:
     unit: int = 1
     #: source-module paths of the producers, where the exporter recorded them
     scopes: list[str] = field(default_factory=list)
+    #: (node, attribute) pairs that count this group's units, e.g. the ``num_heads`` of a fused attention
+    #: op: each loses n − k when the group folds
+    unit_attrs: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def foldable(self) -> bool:
