@@ -8,8 +8,11 @@ each step (``wait4`` rusage of the child), file sizes and what was folded. The o
 by ``onnx.checker`` from its path and by loading it back lazily (every external slice inside its
 data file, of the size its shape needs).
 
-Random weights have no structure to find, so this measures cost, not quality; correctness of the
-same graph pattern is tested on small builds (tests/test_llama_onnx.py).
+Random weights have no structure to find, so this measures cost, not quality. ``--oracle-layers N``
+adds an exact check at full width: the builder's duplicate twin of an N-layer model (every head and
+MLP neuron doubled: 64 heads, MLP 22016) is folded at sparsity 0.5 through the same large-model path
+(spilling, Ward-sized groups, streamed save) and must give the compact N-layer model's logits in
+onnxruntime.
 """
 from __future__ import annotations
 
@@ -48,7 +51,7 @@ def default_recipe() -> Path:
 def bench_scale(out_dir: str | os.PathLike, layers: int = 32, hidden: int = 4096, intermediate: int = 11008,
                 heads: int = 32, vocab: int = 32000, recipe: str | os.PathLike | None = None,
                 rebuild: bool = False, keep: bool = False, extra: list[str] | None = None,
-                model: str | os.PathLike | None = None) -> dict:
+                model: str | os.PathLike | None = None, oracle_layers: int = 0) -> dict:
     """Build (unless ``model`` names an existing one, or the folder holds a build of the same
     configuration) and fold; returns the measurements (also written to ``out_dir/scale.json``)."""
     out = Path(out_dir)
@@ -84,11 +87,49 @@ def bench_scale(out_dir: str | os.PathLike, layers: int = 32, hidden: int = 4096
     groups = report["groups"]
     results["groups"] = {kind: {"folded": sum(g["status"] == "folded" and g["kind"] == kind for g in groups),
                                 "total": sum(g["kind"] == kind for g in groups)} for kind in ("heads", "channels")}
+    widths: dict[str, list[int]] = {}
+    for g in groups:
+        if g["status"] == "folded":
+            widths.setdefault(f"{g['kind']} {g['channels_before']} -> {g['channels_after']}", []).append(g["layer"])
+    results["widths"] = widths
+    if oracle_layers:
+        results["oracle"] = duplicate_oracle(out, oracle_layers, hidden, intermediate, heads, vocab)
     (out / "scale.json").write_text(json.dumps(results, indent=2) + "\n")
     if not keep:
         for path in (folded, folded.with_name(folded.name + ".data")):
             path.unlink(missing_ok=True)
     return results
+
+
+def duplicate_oracle(out: Path, layers: int, hidden: int, intermediate: int, heads: int, vocab: int) -> dict:
+    """Fold the duplicate twin of an ``layers``-layer model at 0.5 (repair none) and compare its logits with
+    the compact model's in onnxruntime: exact up to float rounding when every rewrite is right."""
+    import numpy as np
+
+    from onnxfold.models.llama_onnx import build_llama_onnx
+    from onnxfold.validate import make_session
+
+    folder = out / "oracle"
+    folder.mkdir(exist_ok=True)
+    dims = dict(layers=layers, hidden=hidden, intermediate=intermediate, heads=heads, vocab=vocab, dtype="float16")
+    compact = build_llama_onnx(folder / "compact.onnx", **dims, seed=1)
+    twin = build_llama_onnx(folder / "twin.onnx", **dims, seed=1, duplicate=True)
+    folded = folder / "folded.onnx"
+    cmd = [sys.executable, "-m", "onnxfold", "fold", str(twin), "-o", str(folded), "--sparsity", "0.5",
+           "--repair", "none", "--no-validate", "--external-data", "always", "--report", str(folder / "report.json")]
+    result = run_measured(cmd, folder / "fold.log")
+    if result["exit"] != 0:
+        raise RuntimeError(f"the oracle fold failed: see {folder / 'fold.log'}")
+    ids = np.random.default_rng(0).integers(0, vocab, (1, 16)).astype(np.int64)
+    ref = make_session(str(compact), optimize=False).run(None, {"input_ids": ids})[0].astype(np.float64)
+    got = make_session(str(folded), optimize=False).run(None, {"input_ids": ids})[0].astype(np.float64)
+    result.update(twin_bytes=file_bytes(twin), max_abs_error=float(np.abs(got - ref).max()),
+                  max_abs_logit=float(np.abs(ref).max()),
+                  cosine=float((got * ref).sum() / (np.linalg.norm(got) * np.linalg.norm(ref))))
+    for path in folder.iterdir():
+        path.unlink()
+    folder.rmdir()
+    return result
 
 
 def check_output(path: Path) -> dict:
@@ -119,6 +160,12 @@ def format_results(r: dict) -> str:
              f"channel groups {r['groups']['channels']['folded']}/{r['groups']['channels']['total']}")
     text += "\npasses: " + ", ".join(f"{k} {v:.0f} s" for k, v in r["passes"].items())
     text += f"\noutput: onnx.checker and lazy load passed in {r['check']['seconds']:.0f} s"
+    text += "\nfolded widths: " + "; ".join(f"{k} (layers {min(v)}-{max(v)})" for k, v in r.get("widths", {}).items())
+    if "oracle" in r:
+        o = r["oracle"]
+        text += (f"\nduplicate oracle ({o['twin_bytes'] / 1024**3:.2f} GiB twin folded at 0.5 in {o['seconds']:.0f} s, "
+                 f"{o['peak_rss_mib']:.0f} MiB): max |logit error| {o['max_abs_error']:.3g} of "
+                 f"{o['max_abs_logit']:.3g}, cosine {o['cosine']:.6f}")
     return text
 
 
@@ -134,10 +181,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rebuild", action="store_true", help="build the model again even if it exists")
     parser.add_argument("--keep", action="store_true", help="keep the folded model")
     parser.add_argument("--model", help="fold this existing model instead of building one")
+    parser.add_argument("--oracle-layers", type=int, default=0,
+                        help="also fold the duplicate twin of a model with this many layers at full width and "
+                             "compare its logits with the compact model's (exact check)")
     args = parser.parse_args(argv)
     try:
         results = bench_scale(args.out, args.layers, args.hidden, args.intermediate, args.heads, args.vocab,
-                              args.recipe, args.rebuild, args.keep, model=args.model)
+                              args.recipe, args.rebuild, args.keep, model=args.model,
+                              oracle_layers=args.oracle_layers)
     except (RuntimeError, OSError, ValueError) as exc:
         print(f"onnxfold: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
