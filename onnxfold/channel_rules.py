@@ -93,6 +93,17 @@ def fill_value(t: gs.Tensor, depth: int = 0) -> float | None:
     return None
 
 
+def harmless_shape_use(node: gs.Node, chain: set[str]) -> bool:
+    """A use of a traced shape vector that cannot see its rewritten channel entry: ``Shape`` reads only
+    its length; ``Equal`` against −1 feeding a ``Where`` of the chain is torch's expand(−1 → keep)
+    test, and a channel count is never −1."""
+    if node.op == "Shape":
+        return True
+    if node.op == "Equal" and any(fill_value(i) == -1 for i in node.inputs):
+        return all(u.op == "Where" and u.outputs[0].name in chain for u in node.outputs[0].outputs)
+    return False
+
+
 def static_dims(dims) -> bool:
     return dims is not None and all(isinstance(d, (int, np.integer)) and d >= 0 for d in dims)
 
@@ -903,7 +914,9 @@ class Analysis:
             return
         if out_rank < rank:  # merge the channel axis with the m dims after it
             m = rank - out_rank
-            merged = in_shape[c + 1:c + 1 + m]
+            # dims shape inference left unknown may still be fixed by the graph (repeat_kv's Expand)
+            merged = [d if isinstance(d, (int, np.integer)) else self.known_dim(node.inputs[0], c + 1 + j)
+                      for j, d in enumerate(in_shape[c + 1:c + 1 + m])]
             proven = [copies(e, c + 1 + m + j, False) for j, e in enumerate(entries[c + 1:])]
             # element count: with the leading dims copied and the channel entry explicit
             # (length·inner), one tail entry not proven a copy must be the one input dim left
@@ -1021,7 +1034,8 @@ class Analysis:
             return None
         if isinstance(shape[axis], (int, np.integer)):
             return int(shape[axis])
-        if depth > 12 or len(t.inputs) != 1 or t.name in self.layouts:
+        lay = self.layouts.get(t.name)
+        if depth > 12 or len(t.inputs) != 1 or (lay is not None and lay.axis == axis):  # channels change
             return None
         node = t.inputs[0]
         if node.op == "Expand":
@@ -1234,8 +1248,10 @@ class Analysis:
                 t = tensors.get(m.tensor)
                 uses = self.member_uses[(m.tensor, m.axis)]
                 extra = [n for n in (t.outputs if t is not None else []) if id(n) not in uses]
-                for chained in self.shape_chains.get(m.tensor, ()):
-                    extra += [n for n in tensors[chained].outputs if id(n) not in uses]
+                chain = self.shape_chains.get(m.tensor, set())
+                for chained in chain:
+                    extra += [n for n in tensors[chained].outputs if id(n) not in uses
+                              and not harmless_shape_use(n, chain)]
                 if extra:
                     self.blocks[sid].append(f"tensor {m.tensor} is also used by {extra[0].op} {extra[0].name}")
                 if m.tensor in graph_inputs or m.tensor in graph_outputs:

@@ -60,11 +60,14 @@ def test_duplicate_heads_fold_back_exactly(tmp_path, style, kw):
     assert sum(p.status == "folded" for p in report.plans) == 4
 
 
+@pytest.mark.parametrize("style", STYLES)
 @pytest.mark.parametrize("kw", [{"kv_heads": 2}, {"kv_heads": 2, "rope": True}, {"kv_heads": 2, "fused": True},
                                 {"kv_heads": 1}], ids=["gqa", "gqa_rope", "gqa_fused", "mqa"])
-def test_grouped_query_attention_folds_kv_groups_exactly(tmp_path, kw):
-    """One KV head plus its query group is the unit; repeat_kv's shared shape is copied per layer."""
-    compact, wide, x = _pair(tmp_path, "dynamo", **kw)
+def test_grouped_query_attention_folds_kv_groups_exactly(tmp_path, style, kw):
+    """One KV head plus its query group is the unit; repeat_kv's shared shape is copied per layer. The
+    legacy exporter computes repeat_kv's Expand shape at run time (Where(Equal(X, −1), 1, X)): its
+    repeat factor is traced, and the Shape/Equal reading that vector never see the rewritten entry."""
+    compact, wide, x = _pair(tmp_path, style, **kw)
     groups = onnxfold.analyze(wide)
     kv = 2 * kw["kv_heads"]
     heads = [g for g in groups if g.foldable and g.kind == "heads"]
@@ -76,15 +79,3 @@ def test_grouped_query_attention_folds_kv_groups_exactly(tmp_path, kw):
     assert _params(out) == _params(compact)
 
 
-def test_grouped_query_attention_legacy_export_is_blocked_with_a_reason(tmp_path):
-    """The legacy exporter computes repeat_kv's Expand shape with ConstantOfShape/Where arithmetic
-    that is not traced: those heads stay unfolded, with a reason, and the MLPs still fold."""
-    _, wide, x = _pair(tmp_path, "legacy", kv_heads=2)
-    groups = onnxfold.analyze(wide)
-    attn = [g for g in groups if g.size in (4, 8)]
-    assert attn and all(not g.foldable and g.blocked for g in attn)
-    mlp = [g for g in groups if g.foldable]
-    assert len(mlp) == 2 and all(g.size == 128 for g in mlp)
-    out = tmp_path / "folded.onnx"
-    onnxfold.fold(wide, 0.5, out, validate=False, check=True)
-    assert _run(out, x).shape == _run(wide, x).shape
