@@ -897,6 +897,8 @@ class Analysis:
             return e.dim_of == i or (same_position and e.value == 0 and copy_zero) or \
                 (e.value is not None and e.value > 0 and isinstance(d, (int, np.integer)) and e.value == d)
 
+        if self.regroup_leading(node, lay, entries, in_shape):
+            return
         explicit_tail = all(e.value is not None and e.value > 0 for e in entries[c:])
         lead_ok = out_rank > c and all(copies(e, i, True) or (e.value == -1 and explicit_tail)
                                        for i, e in enumerate(entries[:c]))
@@ -962,6 +964,25 @@ class Analysis:
             self.set_layout(node.outputs[0], Layout(out_rank, c, segs))
             return
         self.block(lay, f"Reshape {node.name} reshapes the channel axis")
+
+    def regroup_leading(self, node: gs.Node, lay: Layout, entries: list[ShapeEntry], in_shape) -> bool:
+        """The channel axis and every dim after it become the last output dim; the dims before it are
+        regrouped freely ([B·S, C] ↔ [B, S, C] around a 2-D Gemm, [B, S, H, dh] → [B·S, H·dh], a Flatten).
+        The last target entry must be an explicit constant counting exactly those elements, C·Π(dims
+        after C): in row-major order each output row is then one input block of them, whatever the
+        leading entries say. The constant is rewritten with the fold."""
+        c, last = lay.axis, entries[-1]
+        after = in_shape[c + 1:]
+        if not static_dims(after) or in_shape[c] != lay.length or last.const is None:
+            return False
+        inner = int(np.prod(after, dtype=np.int64))
+        if last.value != lay.length * inner:
+            return False
+        segs = tuple(Segment(sg.space, sg.start * inner, sg.n, sg.block * inner) for sg in lay.segments)
+        for seg in segs:
+            self.add_shape_member(seg, last.const, last.index, node, last.path)
+        self.passthrough(node, Layout(len(entries), len(entries) - 1, segs))
+        return True
 
     def partition(self, space: int, cuts: list[int], node: gs.Node) -> bool:
         """Refine ``space``'s group into independent parts at channel ``cuts`` (e.g. a fused QKV

@@ -11,6 +11,7 @@ block their group with a reason naming the op, while the rest of the graph still
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,10 +21,12 @@ import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
+import onnxfold
 from onnxfold.groups import analyze_graph
 from onnxfold.io import model_from_proto, to_model_proto
 from onnxfold.pass_manager import PassContext, PassManager, parse_pipeline
 from onnxfold.passes import REGISTRY
+from onnxfold.validate import make_session
 
 AVG, SUM, KEEP = "avg", "sum", "keep"
 
@@ -925,3 +928,45 @@ def test_split_inside_a_group_partitions_it_and_folds_each_part_exactly():
     assert rel_err(got, ref) <= 1e-5
     split = next(t for t in folded.graph.initializer if t.name == "split")
     assert numpy_helper.to_array(split).tolist() == [1, 1]
+
+
+@pytest.mark.parametrize("style", ["legacy", "dynamo"])
+def test_gemm_between_leading_dim_reshapes_folds_exactly(tmp_path, style):
+    """GPT-2's Conv1D: x.view(-1, d) → addmm → view(b, t, f): the Reshapes regroup only the dims before
+    the channel axis, whose count is an explicit constant rewritten with the fold. Duplicate neurons of a
+    wide twin fold back to the compact model exactly."""
+    torch = pytest.importorskip("torch")
+
+    class FlatMLP(torch.nn.Module):
+        def __init__(self, w1, b1, w2, b2):
+            super().__init__()
+            self.w1, self.b1, self.w2, self.b2 = (torch.nn.Parameter(torch.tensor(a)) for a in (w1, b1, w2, b2))
+
+        def forward(self, x):
+            b, t, d = x.shape
+            h = torch.addmm(self.b1, x.reshape(-1, d), self.w1).view(b, t, self.w1.shape[1])
+            h = torch.nn.functional.gelu(h)
+            return torch.addmm(self.b2, h.view(-1, h.shape[-1]), self.w2).view(b, t, d)
+
+    rng = np.random.default_rng(0)
+    d, f = 8, 6
+    w1, b1 = rng.standard_normal((d, f)).astype(np.float32), rng.standard_normal(f).astype(np.float32)
+    w2, b2 = rng.standard_normal((f, d)).astype(np.float32), rng.standard_normal(d).astype(np.float32)
+    order = np.r_[np.arange(f), np.arange(f)][::-1].copy()
+    wide_args = (w1[:, order], b1[order], w2[order] / 2, b2)
+    x = torch.randn(2, 5, d)
+    paths = {}
+    for name, args in (("compact", (w1, b1, w2, b2)), ("wide", wide_args)):
+        paths[name] = tmp_path / f"{name}.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(FlatMLP(*args).eval(), (x,), str(paths[name]), input_names=["x"], output_names=["y"],
+                              dynamo=style == "dynamo", **({"opset_version": 17} if style == "legacy" else {}))
+    out = tmp_path / "folded.onnx"
+    _, report = onnxfold.fold(paths["wide"], 0.5, out, repair="none", check=True, validate=False)
+    folded = [p for p in report.plans if p.status == "folded"]
+    assert [(p.group.size, p.k) for p in folded] == [(2 * f, f)]
+    feed = {"x": x.numpy()}
+    ref = make_session(str(paths["compact"])).run(None, feed)[0]
+    got = make_session(str(out)).run(None, feed)[0]
+    assert np.abs(got - ref).max() <= 1e-5 * max(1.0, float(np.abs(ref).max()))
