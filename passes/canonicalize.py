@@ -126,6 +126,10 @@ def unshare_vectors(graph: gs.Graph) -> int:
     through Identity nodes). Such sharing is an accident of equal values, not a tie: left in place it
     would force unrelated channel groups to share one assignment. Weights of rank ≥ 2 stay shared
     (a true tie, e.g. a weight used twice), and the analysis handles those.
+
+    One node reading the same vector in several input slots (a Concat building a shape from one
+    constant [2] for the batch, the KV heads and the repeat factor) gets one copy per slot: those
+    entries mean different things, and folding rewrites only one of them.
     """
     copies = 0
     for tensor in list(graph.tensors().values()):
@@ -133,8 +137,10 @@ def unshare_vectors(graph: gs.Graph) -> int:
             continue
         if tensor in graph.inputs or tensor in graph.outputs:
             continue
-        for i, node in enumerate(list(tensor.outputs)[1:], start=1):
-            replace_input(node, tensor, gs.Constant(f"{tensor.name}__{i}", np.array(tensor.values, copy=True)))
+        users = list({id(node): node for node in tensor.outputs}.values())  # each node once, in order
+        slots = [(node, i) for node in users for i, t in enumerate(node.inputs) if t is tensor]
+        for n, (node, i) in enumerate(slots[1:], start=1):
+            node.inputs[i] = gs.Constant(f"{tensor.name}__{n}", np.array(tensor.values, copy=True))
             copies += 1
     return copies
 

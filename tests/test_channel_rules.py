@@ -970,3 +970,19 @@ def test_gemm_between_leading_dim_reshapes_folds_exactly(tmp_path, style):
     ref = make_session(str(paths["compact"])).run(None, feed)[0]
     got = make_session(str(out)).run(None, feed)[0]
     assert np.abs(got - ref).max() <= 1e-5 * max(1.0, float(np.abs(ref).max()))
+
+
+def test_a_constant_read_in_several_slots_of_one_node_gets_a_copy_per_slot():
+    """An exporter may build a shape as Concat(two, two, two, …) from one deduplicated [2] for the
+    batch, the KV heads and the repeat factor: folding rewrites one entry, so each slot needs its own."""
+    import onnx_graphsurgeon as gs
+
+    from onnxfold.passes.canonicalize import unshare_vectors
+
+    two = gs.Constant("two", np.array([2], np.int64))
+    out = gs.Variable("shape", np.int64, [3])
+    graph = gs.Graph(nodes=[gs.Node("Concat", inputs=[two, two, two], outputs=[out], attrs={"axis": 0})],
+                     outputs=[out])
+    assert unshare_vectors(graph) == 2
+    inputs = graph.nodes[0].inputs
+    assert len({id(t) for t in inputs}) == 3 and all(np.array_equal(t.values, [2]) for t in inputs)

@@ -229,3 +229,27 @@ def test_bert_with_attention_mask_folds_duplicate_heads_exactly(tmp_path):
     got = make_session(str(out)).run(None, feeds)[0]
     assert np.abs(got - ref).max() <= 1e-4 * max(1.0, float(np.abs(ref).max()))
     assert report.after.params < report.before.params
+
+
+def test_mistral_gqa_with_static_sequence_folds_its_kv_groups(tmp_path):
+    """The dynamo export of a GQA model with a static sequence builds repeat_kv's Expand shape from one
+    deduplicated constant for batch, KV heads and repeat factor: the heads fold without a rollback."""
+    torch.manual_seed(0)
+    cfg = transformers.MistralConfig(vocab_size=100, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                     attn_implementation="eager")
+    model = LastHidden(transformers.MistralModel(cfg).eval(), use_cache=False)
+    ids = torch.randint(0, 100, (2, 7))
+    src = tmp_path / "m.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (ids,), str(src), input_names=["input_ids"], output_names=["hidden"],
+                          dynamic_shapes={"input_ids": {0: torch.export.Dim("batch")}})
+    out = tmp_path / "f.onnx"
+    _, report = onnxfold.fold(src, 0.5, out, check=True, validate=False)
+    heads = [p for p in report.plans if p.group.kind == "heads"]
+    assert len(heads) == 2 and all(p.status == "folded" and (p.group.size, p.k) == (2, 1) for p in heads), \
+        [(p.status, p.reason[:200]) for p in heads]
+    feed = {"input_ids": np.random.default_rng(0).integers(0, 100, (3, 7)).astype(np.int64)}
+    got = make_session(str(out)).run(None, feed)[0]
+    assert got.shape == (3, 7, 64) and np.isfinite(got).all()
