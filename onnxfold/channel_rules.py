@@ -478,10 +478,46 @@ class Analysis:
         else:
             v = const_values(axes_t)
             axes = None if v is None else [int(x) + lay.rank if x < 0 else int(x) for x in v.reshape(-1)]
+        if axes == [lay.axis] and self.slice_channels(node, lay):
+            return
         if axes is None or lay.axis in axes:
             self.block(lay, f"Slice {node.name} slices the channel axis (or its axes are unknown)")
             return
         self.passthrough(node)
+
+    def slice_channels(self, node: gs.Node, lay: Layout) -> bool:
+        """A Slice taking channels [lo, hi) with constant bounds (a fused qkv or gate_up projection cut
+        apart, Phi-3): a cut inside a group partitions it, as for Split, and the output carries the
+        segments inside the range. The bounds are rewritten: ``start`` loses the folded channels of
+        every segment before it, ``end`` those of every segment up to it (an end at or past the
+        channel count stays, it means "to the end")."""
+        starts_t, ends_t = node.inputs[1], node.inputs[2]
+        steps_t = node.inputs[4] if len(node.inputs) > 4 and node.inputs[4].name else None
+        if not isinstance(starts_t, gs.Constant) or not isinstance(ends_t, gs.Constant):
+            return False
+        if steps_t is not None and (not isinstance(steps_t, gs.Constant) or int(np.asarray(steps_t.values)[0]) != 1):
+            return False
+        lo, hi, length = int(np.asarray(starts_t.values)[0]), int(np.asarray(ends_t.values)[0]), lay.length
+        if lo < 0 or hi <= lo or lo >= length:
+            return False
+        open_end = hi >= length
+        hi = min(hi, length)
+        for b in (lo, hi):
+            seg = next((sg for sg in lay.segments if sg.start < b < sg.start + sg.length), None)
+            if seg is None:
+                continue
+            if (b - seg.start) % seg.block or not self.partition(seg.space, [(b - seg.start) // seg.block], node):
+                self.block(lay, f"Slice {node.name} cuts a group's channels apart on the channel axis")
+                return True
+            lay = self.layouts[node.inputs[0].name]
+        for seg in lay.segments:
+            if seg.start + seg.length <= lo:
+                self.add_shape_member(seg, starts_t, 0, node)
+            if not open_end and seg.start + seg.length <= hi:
+                self.add_shape_member(seg, ends_t, 0, node)
+        segs = tuple(Segment(sg.space, sg.start - lo, sg.n, sg.block) for sg in lay.segments if lo <= sg.start < hi)
+        self.passthrough(node, Layout(lay.rank, lay.axis, segs))
+        return True
 
     # ----------------------------------------------------------------- pass-through
     def passthrough(self, node: gs.Node, lay: Layout | None = None) -> None:

@@ -986,3 +986,45 @@ def test_a_constant_read_in_several_slots_of_one_node_gets_a_copy_per_slot():
     assert unshare_vectors(graph) == 2
     inputs = graph.nodes[0].inputs
     assert len({id(t) for t in inputs}) == 3 and all(np.array_equal(t.values, [2]) for t in inputs)
+
+
+@pytest.mark.parametrize("style", ["legacy", "dynamo"])
+def test_fused_gate_up_cut_by_slices_folds_exactly(tmp_path, style):
+    """Phi-3's fused gate_up projection: h[..., :f] and h[..., f:] (Slice on the channel axis) cut one
+    producer into gate and up, tied again by their product. The Slices partition the group, their
+    bounds are rewritten, and duplicate neurons of a wide twin fold back to the compact model exactly."""
+    torch = pytest.importorskip("torch")
+
+    class GateUp(torch.nn.Module):
+        def __init__(self, w_gu, w_down):
+            super().__init__()
+            self.w_gu, self.w_down = torch.nn.Parameter(torch.tensor(w_gu)), torch.nn.Parameter(torch.tensor(w_down))
+
+        def forward(self, x):
+            h = x @ self.w_gu
+            f = h.shape[-1] // 2
+            return (torch.nn.functional.silu(h[..., :f]) * h[..., f:]) @ self.w_down
+
+    rng = np.random.default_rng(0)
+    d, f = 8, 6
+    gate, up = rng.standard_normal((d, f)).astype(np.float32), rng.standard_normal((d, f)).astype(np.float32)
+    down = rng.standard_normal((f, d)).astype(np.float32)
+    order = np.r_[np.arange(f), np.arange(f)][::-1].copy()
+    models = {"compact": (np.hstack([gate, up]), down),
+              "wide": (np.hstack([gate[:, order], up[:, order]]), down[order] / 2)}
+    x = torch.randn(2, 5, d)
+    paths = {}
+    for name, args in models.items():
+        paths[name] = tmp_path / f"{name}.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(GateUp(*args).eval(), (x,), str(paths[name]), input_names=["x"], output_names=["y"],
+                              dynamo=style == "dynamo", **({"opset_version": 17} if style == "legacy" else {}))
+    out = tmp_path / "folded.onnx"
+    _, report = onnxfold.fold(paths["wide"], 0.5, out, repair="none", check=True, validate=False)
+    folded = [p for p in report.plans if p.status == "folded"]
+    assert [(p.group.size, p.k) for p in folded] == [(2 * f, f)], [(p.group.size, p.reason) for p in report.plans]
+    feed = {"x": x.numpy()}
+    ref = make_session(str(paths["compact"])).run(None, feed)[0]
+    got = make_session(str(out)).run(None, feed)[0]
+    assert np.abs(got - ref).max() <= 1e-5 * max(1.0, float(np.abs(ref).max()))
