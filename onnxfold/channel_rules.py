@@ -411,12 +411,10 @@ class Analysis:
             self.block_inputs(node, reason)
             return
         for lay, unit in zip(lays, units, strict=True):
-            if any(sg.block != 1 or sg.start % unit or sg.n % unit for sg in lay.segments):
-                self.block_inputs(node, f"{node.op} {node.name} splits heads across groups")
+            reason = f"{node.op} {node.name} splits heads across groups"
+            if not self.coarsen_segments(lay, unit, node, reason):
+                self.block_inputs(node, reason)
                 return
-            for sg in lay.segments:
-                if not self.coarsen(sg.space, unit, node):
-                    return
         lays = [self.layout(t) for t in (q, k, v)]
         for lay in lays[1:]:
             for s_ref, sg in zip(lays[0].segments, lay.segments, strict=True):
@@ -987,12 +985,8 @@ class Analysis:
                     (entry.value > 0 and entry.const is None):
                 self.block(lay, f"Reshape {node.name} splits the channel axis in a way that cannot be followed")
                 return
-            if any(sg.block != 1 or sg.start % unit or sg.n % unit for sg in lay.segments):
-                self.block(lay, f"Reshape {node.name} splits channels across groups")
+            if not self.coarsen_segments(lay, unit, node, f"Reshape {node.name} splits channels across groups"):
                 return
-            for sg in lay.segments:
-                if not self.coarsen(sg.space, unit, node):
-                    return
             segs = tuple(Segment(sg.space, sg.start // unit, sg.n // unit, 1) for sg in lay.segments)
             if entry.value > 0:
                 for seg in segs:
@@ -1060,6 +1054,14 @@ class Analysis:
                         segs.append(Segment(new, sg.start + lo * sg.block, hi - lo, sg.block))
                 self.layouts[name] = Layout(lay.rank, lay.axis, tuple(segs))
         return True
+
+    def coarsen_segments(self, lay: Layout, unit: int, node: gs.Node, reason: str) -> bool:
+        """Coarsen every group on ``lay`` to units of ``unit`` channels (attention heads); blocks them with
+        ``reason`` when a segment does not hold whole units. False if anything was blocked."""
+        if any(sg.block != 1 or sg.start % unit or sg.n % unit for sg in lay.segments):
+            self.block(lay, reason)
+            return False
+        return all(self.coarsen(sg.space, unit, node) for sg in lay.segments)
 
     def coarsen(self, space: int, unit: int, node: gs.Node) -> bool:
         """Make the units of ``space``'s group blocks of ``unit`` channels (e.g. attention heads of
