@@ -500,14 +500,9 @@ class Analysis:
             return False
         open_end = hi >= length
         hi = min(hi, length)
-        for b in (lo, hi):
-            seg = next((sg for sg in lay.segments if sg.start < b < sg.start + sg.length), None)
-            if seg is None:
-                continue
-            if (b - seg.start) % seg.block or not self.partition(seg.space, [(b - seg.start) // seg.block], node):
-                self.block(lay, f"Slice {node.name} cuts a group's channels apart on the channel axis")
-                return True
-            lay = self.layouts[node.inputs[0].name]
+        lay = self.cut_at(node, [lo, hi])
+        if lay is None:
+            return True
         for seg in lay.segments:
             if seg.start + seg.length <= lo:
                 self.add_shape_member(seg, starts_t, 0, node)
@@ -863,14 +858,9 @@ class Analysis:
             self.block(lay, f"Split {node.name} has unknown split sizes on the channel axis")
             return
         bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-        for b in bounds[1:-1]:  # a cut inside a segment (fused QKV): split that group into parts
-            seg = next((sg for sg in lay.segments if sg.start < b < sg.start + sg.length), None)
-            if seg is None:
-                continue
-            if (b - seg.start) % seg.block or not self.partition(seg.space, [(b - seg.start) // seg.block], node):
-                self.block(lay, f"Split {node.name} cuts a group's channels apart on the channel axis")
-                return
-            lay = self.layouts[node.inputs[0].name]
+        lay = self.cut_at(node, bounds[1:-1])
+        if lay is None:
+            return
         if sizes_t is None or len(self.graph_consumers(sizes_t)) != 1:
             # folding changes the widths: only an unshared 'split' input can be rewritten with them
             self.block(lay, f"Split {node.name} has no rewritable split sizes on the channel axis")
@@ -1013,6 +1003,21 @@ class Analysis:
             self.add_shape_member(seg, last.const, last.index, node, last.path)
         self.passthrough(node, Layout(len(entries), len(entries) - 1, segs))
         return True
+
+    def cut_at(self, node: gs.Node, bounds) -> Layout | None:
+        """Partition every group of ``node``'s first input that a channel bound falls inside (a fused
+        projection cut apart by Split or Slice); the input's layout after the cuts, or None when a cut
+        is not on a unit boundary (then blocked)."""
+        lay = self.layouts[node.inputs[0].name]
+        for b in bounds:
+            seg = next((sg for sg in lay.segments if sg.start < b < sg.start + sg.length), None)
+            if seg is None:
+                continue
+            if (b - seg.start) % seg.block or not self.partition(seg.space, [(b - seg.start) // seg.block], node):
+                self.block(lay, f"{node.op} {node.name} cuts a group's channels apart on the channel axis")
+                return None
+            lay = self.layouts[node.inputs[0].name]
+        return lay
 
     def partition(self, space: int, cuts: list[int], node: gs.Node) -> bool:
         """Refine ``space``'s group into independent parts at channel ``cuts`` (e.g. a fused QKV

@@ -17,14 +17,11 @@ from collections.abc import Callable
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnxfold.cluster import FLOAT32_ABOVE
 from onnxfold.groups import AVERAGE, SHAPE, ChannelGroup, Member
 
 FEATURE_MODES = ("raw", "blocknorm", "fused")
 ValueFn = Callable[[str], np.ndarray]
-
-
-#: feature matrices with more entries than this stay in float32 (a 7B MLP group: 0.5 GB instead of 1.1 GB)
-FLOAT32_ABOVE = 5e7
 
 
 def member_matrix(member: Member, values: np.ndarray, n: int, dtype: type = np.float64) -> np.ndarray:

@@ -192,7 +192,6 @@ class SpillStore:
         self.file = os.fdopen(fd, "wb")
         self.offset = 0
         self.min_bytes = min_bytes
-        self.written = 0
 
     def put(self, name: str, array: np.ndarray) -> ExternalValues:
         array = np.ascontiguousarray(array)
@@ -209,7 +208,6 @@ class SpillStore:
         for key, value in (("location", self.path.name), ("offset", str(self.offset)), ("length", str(len(blob)))):
             tensor.external_data.add(key=key, value=value)
         self.offset += len(blob)
-        self.written += len(blob)
         return ExternalValues(tensor, self.path.parent)
 
     def close(self) -> None:

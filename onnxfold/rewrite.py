@@ -48,8 +48,7 @@ def merge_rows(x: np.ndarray, labels: np.ndarray, k: int, role: str) -> np.ndarr
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     out = np.add.reduceat(x[order].astype(np.float64, copy=False), starts, axis=0)
     if role == AVERAGE:
-        counts = np.bincount(labels, minlength=k).astype(np.float64)
-        out /= counts.reshape((k,) + (1,) * (x.ndim - 1))
+        out /= counts.astype(np.float64).reshape((k,) + (1,) * (x.ndim - 1))
     elif role != SUM:
         raise ValueError(f"unknown role {role!r}")
     return out
