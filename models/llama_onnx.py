@@ -35,6 +35,7 @@ heads) and twice the MLP width whose every head / neuron is a copy of the one in
 same arguments build without ``duplicate`` (producer columns copied, consumer rows copied and
 halved), so folding it at sparsity 0.5 must give that compact model back.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,7 +63,9 @@ CHUNK_VALUES = 1 << 23  # values generated and written at a time (16 MiB of floa
 #: Named configurations (keyword arguments of :func:`build_llama_onnx`).
 PRESETS: dict[str, dict] = {
     "7b": dict(layers=32, hidden=4096, intermediate=11008, heads=32, vocab=32000),
-    "1b": dict(layers=22, hidden=2048, intermediate=5632, heads=32, kv_heads=4, vocab=32000),  # TinyLlama-1.1B
+    "1b": dict(
+        layers=22, hidden=2048, intermediate=5632, heads=32, kv_heads=4, vocab=32000
+    ),  # TinyLlama-1.1B
     "tiny": dict(layers=2, hidden=64, intermediate=128, heads=4, vocab=100, dtype="float32"),
 }
 
@@ -118,8 +121,13 @@ class LlamaSpec:
 
     def doubled(self) -> LlamaSpec:
         """The wide twin of the duplicate oracle: 2× heads, 2× KV heads, 2× MLP width."""
-        return replace(self, heads=2 * self.heads, kv_heads=2 * self.kv_heads if self.kv_heads else None,
-                       intermediate=2 * self.intermediate, head_dim=self.dh)
+        return replace(
+            self,
+            heads=2 * self.heads,
+            kv_heads=2 * self.kv_heads if self.kv_heads else None,
+            intermediate=2 * self.intermediate,
+            head_dim=self.dh,
+        )
 
 
 def llama_weight_shapes(spec: LlamaSpec) -> dict[str, tuple[int, ...]]:
@@ -223,8 +231,9 @@ class _DataFile:
         self.handle = open(path, "wb")
         self.offset = 0
 
-    def write(self, name: str, shape: tuple[int, ...], dtype: np.dtype, elem_type: int,
-              chunks: Iterator[np.ndarray]) -> TensorProto:
+    def write(
+        self, name: str, shape: tuple[int, ...], dtype: np.dtype, elem_type: int, chunks: Iterator[np.ndarray]
+    ) -> TensorProto:
         pad = (-self.offset) % ALIGN
         if pad:
             self.handle.write(b"\0" * pad)
@@ -287,41 +296,70 @@ def _graph(spec: LlamaSpec, weights: dict[str, str]) -> _Graph:
     one_d = g.const("const_axes_last", _ints(-1))
     batch1 = g.op("Shape", ["input_ids"], "/model/Shape_batch", start=0, end=1)  # [batch]
     seq1 = g.op("Shape", ["input_ids"], "/model/Shape_seq", start=1, end=2)  # [seq]
-    heads_shape = g.op("Concat", [batch1, seq1, g.const("const_minus1", _ints(-1)),
-                                  g.const("const_head_dim", _ints(dh))], "/model/heads_shape", axis=0)
-    merged_shape = g.op("Concat", [batch1, seq1, g.const("const_minus1_merge", _ints(-1))],
-                        "/model/merged_shape", axis=0)
+    heads_shape = g.op(
+        "Concat",
+        [batch1, seq1, g.const("const_minus1", _ints(-1)), g.const("const_head_dim", _ints(dh))],
+        "/model/heads_shape",
+        axis=0,
+    )
+    merged_shape = g.op(
+        "Concat", [batch1, seq1, g.const("const_minus1_merge", _ints(-1))], "/model/merged_shape", axis=0
+    )
     eps = g.const("const_eps", np.array(spec.eps, dtype=np.float32 if fp16 else dt))
     two = g.const("const_two", np.array(2.0, dtype=np.float32 if fp16 else dt))
 
-    x = g.op("Gather", [weights["model.embed_tokens.weight"], "input_ids"], "/model/embed_tokens/Gather", axis=0)
+    x = g.op(
+        "Gather", [weights["model.embed_tokens.weight"], "input_ids"], "/model/embed_tokens/Gather", axis=0
+    )
 
     # causal mask [seq, seq]: dtype-min above the diagonal, 0 elsewhere
     ss = g.op("Concat", [seq1, seq1], "/model/mask/Concat", axis=0)
-    full = g.op("ConstantOfShape", [ss], "/model/mask/ConstantOfShape",
-                value=numpy_helper.from_array(np.array([np.finfo(dt).min], dtype=dt)))
-    mask = g.op("Trilu", [full, g.const("const_mask_k", np.array(1, dtype=np.int64))], "/model/mask/Trilu",
-                upper=1)
+    full = g.op(
+        "ConstantOfShape",
+        [ss],
+        "/model/mask/ConstantOfShape",
+        value=numpy_helper.from_array(np.array([np.finfo(dt).min], dtype=dt)),
+    )
+    mask = g.op(
+        "Trilu", [full, g.const("const_mask_k", np.array(1, dtype=np.int64))], "/model/mask/Trilu", upper=1
+    )
 
     cos = sin = None
     if spec.rope:
         seq0 = g.op("Squeeze", [seq1, g.const("const_axes0", _ints(0))], "/model/rotary/Squeeze")
-        pos = g.op("Range", [g.const("const_i0", np.array(0, dtype=np.int64)), seq0,
-                             g.const("const_i1", np.array(1, dtype=np.int64))], "/model/rotary/Range")
-        pos = g.op("Unsqueeze", [pos, g.const("const_axes_0", _ints(0))], "/model/rotary/Unsqueeze_pos")  # [1,S]
+        pos = g.op(
+            "Range",
+            [
+                g.const("const_i0", np.array(0, dtype=np.int64)),
+                seq0,
+                g.const("const_i1", np.array(1, dtype=np.int64)),
+            ],
+            "/model/rotary/Range",
+        )
+        pos = g.op(
+            "Unsqueeze", [pos, g.const("const_axes_0", _ints(0))], "/model/rotary/Unsqueeze_pos"
+        )  # [1,S]
         pos = g.op("Cast", [pos], "/model/rotary/Cast", to=f32)
         pos = g.op("Unsqueeze", [pos, g.const("const_axes_m1", _ints(-1))], "/model/rotary/Unsqueeze_freq")
         inv_freq = 1.0 / (spec.rope_theta ** (np.arange(0, dh, 2, dtype=np.float64) / dh))
-        freqs = g.op("Mul", [pos, g.const("model.rotary_emb.inv_freq", inv_freq.astype(np.float32))],
-                     "/model/rotary/Mul")  # [1, S, dh/2]
+        freqs = g.op(
+            "Mul",
+            [pos, g.const("model.rotary_emb.inv_freq", inv_freq.astype(np.float32))],
+            "/model/rotary/Mul",
+        )  # [1, S, dh/2]
         emb = g.op("Concat", [freqs, freqs], "/model/rotary/Concat", axis=-1)  # [1, S, dh]
         trig = []
         for fn in ("Cos", "Sin"):
             t = g.op(fn, [emb], f"/model/rotary/{fn}")
             if fp16:
                 t = g.op("Cast", [t], f"/model/rotary/Cast_{fn.lower()}", to=spec.onnx_dtype)
-            trig.append(g.op("Unsqueeze", [t, g.const(f"const_axes_1_{fn}", _ints(1))],
-                             f"/model/rotary/Unsqueeze_{fn.lower()}"))  # [1, 1, S, dh]
+            trig.append(
+                g.op(
+                    "Unsqueeze",
+                    [t, g.const(f"const_axes_1_{fn}", _ints(1))],
+                    f"/model/rotary/Unsqueeze_{fn.lower()}",
+                )
+            )  # [1, 1, S, dh]
         cos, sin = trig
         half0, half1 = g.const("const_zero", _ints(0)), g.const("const_half", _ints(dh // 2))
         end = g.const("const_end", _ints(np.iinfo(np.int64).max))
@@ -331,8 +369,11 @@ def _graph(spec: LlamaSpec, weights: dict[str, str]) -> _Graph:
         y = g.op("Cast", [x], f"{scope}/Cast", to=f32) if fp16 else x
         p = g.op("Pow", [y, two], f"{scope}/Pow")
         m = g.op("ReduceMean", [p, one_d], f"{scope}/ReduceMean", keepdims=1)
-        r = g.op("Reciprocal", [g.op("Sqrt", [g.op("Add", [m, eps], f"{scope}/Add")], f"{scope}/Sqrt")],
-                 f"{scope}/Reciprocal")
+        r = g.op(
+            "Reciprocal",
+            [g.op("Sqrt", [g.op("Add", [m, eps], f"{scope}/Add")], f"{scope}/Sqrt")],
+            f"{scope}/Reciprocal",
+        )
         y = g.op("Mul", [y, r], f"{scope}/Mul")
         if fp16:
             y = g.op("Cast", [y], f"{scope}/Cast_1", to=spec.onnx_dtype)
@@ -342,8 +383,11 @@ def _graph(spec: LlamaSpec, weights: dict[str, str]) -> _Graph:
         a = g.op("Slice", [t, half0, half1, axis3, step], f"{scope}/Slice")
         b = g.op("Slice", [t, half1, end, axis3, step], f"{scope}/Slice_1")
         rot = g.op("Concat", [g.op("Neg", [b], f"{scope}/Neg"), a], f"{scope}/Concat", axis=-1)
-        return g.op("Add", [g.op("Mul", [t, cos], f"{scope}/Mul"), g.op("Mul", [rot, sin], f"{scope}/Mul_1")],
-                    f"{scope}/Add")
+        return g.op(
+            "Add",
+            [g.op("Mul", [t, cos], f"{scope}/Mul"), g.op("Mul", [rot, sin], f"{scope}/Mul_1")],
+            f"{scope}/Add",
+        )
 
     scale = 1.0 / math.sqrt(dh)
     for i in range(spec.layers):
@@ -351,7 +395,11 @@ def _graph(spec: LlamaSpec, weights: dict[str, str]) -> _Graph:
         hn = rmsnorm(x, p + "input_layernorm.weight", f"{s}/input_layernorm")
         proj = {}
         for name in ("q", "k", "v"):
-            t = g.op("MatMul", [hn, weights[f"{p}self_attn.{name}_proj.weight"]], f"{s}/self_attn/{name}_proj/MatMul")
+            t = g.op(
+                "MatMul",
+                [hn, weights[f"{p}self_attn.{name}_proj.weight"]],
+                f"{s}/self_attn/{name}_proj/MatMul",
+            )
             t = g.op("Reshape", [t, heads_shape], f"{s}/self_attn/Reshape_{name}", allowzero=1)
             proj[name] = g.op("Transpose", [t], f"{s}/self_attn/Transpose_{name}", perm=[0, 2, 1, 3])
         q, k, v = proj["q"], proj["k"], proj["v"]
@@ -359,20 +407,42 @@ def _graph(spec: LlamaSpec, weights: dict[str, str]) -> _Graph:
             q, k = rotate(q, f"{s}/self_attn/rotary_q"), rotate(k, f"{s}/self_attn/rotary_k")
         if kv != heads:  # repeat_kv: [B, kv, S, dh] → [B, kv, rep, S, dh] → [B, heads, S, dh]
             rep = heads // kv
-            expand_shape = g.op("Concat", [batch1, g.const(f"{s}/const_kv", _ints(kv)),
-                                           g.const(f"{s}/const_rep", _ints(rep)), seq1,
-                                           g.const(f"{s}/const_dh", _ints(dh))], f"{s}/self_attn/expand_shape", axis=0)
-            rep_shape = g.op("Concat", [batch1, g.const(f"{s}/const_heads", _ints(heads)), seq1,
-                                        g.const(f"{s}/const_dh_1", _ints(dh))], f"{s}/self_attn/repeat_shape", axis=0)
+            expand_shape = g.op(
+                "Concat",
+                [
+                    batch1,
+                    g.const(f"{s}/const_kv", _ints(kv)),
+                    g.const(f"{s}/const_rep", _ints(rep)),
+                    seq1,
+                    g.const(f"{s}/const_dh", _ints(dh)),
+                ],
+                f"{s}/self_attn/expand_shape",
+                axis=0,
+            )
+            rep_shape = g.op(
+                "Concat",
+                [
+                    batch1,
+                    g.const(f"{s}/const_heads", _ints(heads)),
+                    seq1,
+                    g.const(f"{s}/const_dh_1", _ints(dh)),
+                ],
+                f"{s}/self_attn/repeat_shape",
+                axis=0,
+            )
             two_ax = g.const(f"{s}/const_axes_2", _ints(2))
             for name in ("k", "v"):
-                t = g.op("Unsqueeze", [k if name == "k" else v, two_ax], f"{s}/self_attn/repeat_{name}/Unsqueeze")
+                t = g.op(
+                    "Unsqueeze", [k if name == "k" else v, two_ax], f"{s}/self_attn/repeat_{name}/Unsqueeze"
+                )
                 t = g.op("Expand", [t, expand_shape], f"{s}/self_attn/repeat_{name}/Expand")
                 t = g.op("Reshape", [t, rep_shape], f"{s}/self_attn/repeat_{name}/Reshape", allowzero=1)
                 k, v = (t, v) if name == "k" else (k, t)
         kt = g.op("Transpose", [k], f"{s}/self_attn/Transpose_kt", perm=[0, 1, 3, 2])
         scores = g.op("MatMul", [q, kt], f"{s}/self_attn/MatMul")
-        scores = g.op("Mul", [scores, g.const(f"{s}/const_scale", np.array(scale, dtype=dt))], f"{s}/self_attn/Mul")
+        scores = g.op(
+            "Mul", [scores, g.const(f"{s}/const_scale", np.array(scale, dtype=dt))], f"{s}/self_attn/Mul"
+        )
         scores = g.op("Add", [scores, mask], f"{s}/self_attn/Add_mask")
         if fp16:
             scores = g.op("Cast", [scores], f"{s}/self_attn/Cast", to=f32)
@@ -401,12 +471,29 @@ def _graph(spec: LlamaSpec, weights: dict[str, str]) -> _Graph:
     return g
 
 
-def build_llama_onnx(path: str | os.PathLike, layers: int = 32, hidden: int = 4096, intermediate: int = 11008,
-                     heads: int = 32, kv_heads: int | None = None, head_dim: int | None = None, vocab: int = 32000,
-                     dtype: str = "float16", seed: int = 0, rope: bool = True, *, lm_head: bool = True,
-                     std: float = 0.02, norm_std: float = 0.0, eps: float = 1e-6, rope_theta: float = 10000.0,
-                     opset: int = 18, duplicate: bool = False, weights: WeightSource | None = None,
-                     progress: bool = False) -> Path:
+def build_llama_onnx(
+    path: str | os.PathLike,
+    layers: int = 32,
+    hidden: int = 4096,
+    intermediate: int = 11008,
+    heads: int = 32,
+    kv_heads: int | None = None,
+    head_dim: int | None = None,
+    vocab: int = 32000,
+    dtype: str = "float16",
+    seed: int = 0,
+    rope: bool = True,
+    *,
+    lm_head: bool = True,
+    std: float = 0.02,
+    norm_std: float = 0.0,
+    eps: float = 1e-6,
+    rope_theta: float = 10000.0,
+    opset: int = 18,
+    duplicate: bool = False,
+    weights: WeightSource | None = None,
+    progress: bool = False,
+) -> Path:
     """Write a LLaMA-shaped decoder to ``path`` (+ ``path.data``) and return ``path``.
 
     Input ``input_ids`` int64 ``[batch, seq]``; output ``logits`` ``[batch, seq, vocab]`` (or
@@ -415,9 +502,21 @@ def build_llama_onnx(path: str | os.PathLike, layers: int = 32, hidden: int = 40
     transformers). ``weights`` replaces the random source (see :data:`WeightSource`).
     ``duplicate``: write the wide exact-duplicate twin of this configuration (module docstring).
     """
-    spec = LlamaSpec(layers=layers, hidden=hidden, intermediate=intermediate, heads=heads, kv_heads=kv_heads,
-                     head_dim=head_dim, vocab=vocab, dtype=dtype, rope=rope, rope_theta=rope_theta, eps=eps,
-                     lm_head=lm_head, opset=opset)
+    spec = LlamaSpec(
+        layers=layers,
+        hidden=hidden,
+        intermediate=intermediate,
+        heads=heads,
+        kv_heads=kv_heads,
+        head_dim=head_dim,
+        vocab=vocab,
+        dtype=dtype,
+        rope=rope,
+        rope_theta=rope_theta,
+        eps=eps,
+        lm_head=lm_head,
+        opset=opset,
+    )
     source = weights or random_weights(seed, std, norm_std)
     if duplicate:
         source = duplicated_weights(spec, source)
@@ -438,10 +537,17 @@ def build_llama_onnx(path: str | os.PathLike, layers: int = 32, hidden: int = 40
             if int(np.prod(shape)) * dt.itemsize >= INLINE_LIMIT:
                 tensors.append(data.write(name, shape, dt, elem, source(name, shape, dt)))
             else:
-                tensors.append(numpy_helper.from_array(_materialise(source, name, shape, dt).astype(dt), name))
+                tensors.append(
+                    numpy_helper.from_array(_materialise(source, name, shape, dt).astype(dt), name)
+                )
             if progress and (n % 9 == 0 or n == len(shapes) - 1):
-                print(f"\r{n + 1}/{len(shapes)} tensors, {data.offset / 2**30:.1f} GiB, "
-                      f"{time.time() - start:.0f} s", end="", file=sys.stderr, flush=True)
+                print(
+                    f"\r{n + 1}/{len(shapes)} tensors, {data.offset / 2**30:.1f} GiB, "
+                    f"{time.time() - start:.0f} s",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
         ok = True
     finally:
         data.close()
@@ -459,16 +565,23 @@ def build_llama_onnx(path: str | os.PathLike, layers: int = 32, hidden: int = 40
     out_name = "logits" if spec.lm_head else "last_hidden_state"
     out_dim = spec.vocab if spec.lm_head else spec.hidden
     graph = helper.make_graph(
-        g.nodes, "llama",
+        g.nodes,
+        "llama",
         [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])],
         [helper.make_tensor_value_info(out_name, elem, ["batch", "seq", out_dim])],
         initializer=tensors + g.initializers,
     )
     opsets = [helper.make_opsetid("", spec.opset)]
-    model = helper.make_model(graph, opset_imports=opsets, producer_name="onnxfold.models.llama_onnx",
-                              ir_version=helper.find_min_ir_version_for(opsets))
-    model.doc_string = (f"LLaMA-shaped decoder with random weights: {spec}, seed={seed}, std={std}, "
-                        f"norm_std={norm_std}, duplicate={duplicate}")
+    model = helper.make_model(
+        graph,
+        opset_imports=opsets,
+        producer_name="onnxfold.models.llama_onnx",
+        ir_version=helper.find_min_ir_version_for(opsets),
+    )
+    model.doc_string = (
+        f"LLaMA-shaped decoder with random weights: {spec}, seed={seed}, std={std}, "
+        f"norm_std={norm_std}, duplicate={duplicate}"
+    )
     tmp_model.write_bytes(model.SerializeToString())
     os.replace(tmp_data, data_path)
     os.replace(tmp_model, path)
@@ -476,7 +589,9 @@ def build_llama_onnx(path: str | os.PathLike, layers: int = 32, hidden: int = 40
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m onnxfold.models.llama_onnx", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m onnxfold.models.llama_onnx", description=__doc__.splitlines()[0]
+    )
     ap.add_argument("output", help="path of the .onnx to write (its data goes to OUTPUT.data)")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="7b")
     for key in ("layers", "hidden", "intermediate", "heads", "kv-heads", "head-dim", "vocab", "seed"):
@@ -486,12 +601,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-lm-head", action="store_true")
     args = ap.parse_args(argv)
     kwargs = dict(PRESETS[args.preset])
-    for key in ("layers", "hidden", "intermediate", "heads", "kv_heads", "head_dim", "vocab", "seed", "dtype"):
+    for key in (
+        "layers",
+        "hidden",
+        "intermediate",
+        "heads",
+        "kv_heads",
+        "head_dim",
+        "vocab",
+        "seed",
+        "dtype",
+    ):
         if getattr(args, key) is not None:
             kwargs[key] = getattr(args, key)
     start = time.time()
-    path = build_llama_onnx(args.output, rope=not args.no_rope, lm_head=not args.no_lm_head, progress=True,
-                            **kwargs)
+    path = build_llama_onnx(
+        args.output, rope=not args.no_rope, lm_head=not args.no_lm_head, progress=True, **kwargs
+    )
     size = path.stat().st_size + path.with_name(path.name + ".data").stat().st_size
     print(f"wrote {path} ({size / 1e9:.2f} GB) in {time.time() - start:.1f} s")
     return 0

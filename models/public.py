@@ -48,11 +48,14 @@ def _divisible(v: float, divisor: int = 8) -> int:
     return out + divisor if out < 0.9 * v else out
 
 
-def conv_bn(c_in: int, c_out: int, k: int = 3, stride: int = 1, groups: int = 1,
-            act: type[nn.Module] | None = nn.ReLU) -> nn.Sequential:
+def conv_bn(
+    c_in: int, c_out: int, k: int = 3, stride: int = 1, groups: int = 1, act: type[nn.Module] | None = nn.ReLU
+) -> nn.Sequential:
     """Conv (no bias, 'same' padding) → BatchNorm → optional activation."""
-    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, k, stride, (k - 1) // 2, groups=groups, bias=False),
-                               nn.BatchNorm2d(c_out)]
+    layers: list[nn.Module] = [
+        nn.Conv2d(c_in, c_out, k, stride, (k - 1) // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(c_out),
+    ]
     if act is not None:
         layers.append(act())
     return nn.Sequential(*layers)
@@ -82,7 +85,9 @@ class Bottleneck(nn.Module):
 class ResNet50(nn.Module):
     """ResNet-50: 7×7/2 stem + 3×3/2 max-pool, bottleneck stages (3, 4, 6, 3) of widths w·(1, 2, 4, 8), GAP, FC."""
 
-    def __init__(self, width: int = 64, layers: Sequence[int] = (3, 4, 6, 3), num_classes: int = 1000) -> None:
+    def __init__(
+        self, width: int = 64, layers: Sequence[int] = (3, 4, 6, 3), num_classes: int = 1000
+    ) -> None:
         super().__init__()
         self.stem = nn.Sequential(conv_bn(3, width, 7, 2), nn.MaxPool2d(3, 2, 1))
         blocks: list[nn.Module] = []
@@ -112,8 +117,10 @@ class InvertedResidual(nn.Module):
         layers: list[nn.Module] = []
         if expand != 1:
             layers.append(conv_bn(c_in, hidden, 1, act=nn.ReLU6))
-        layers += [conv_bn(hidden, hidden, 3, stride, groups=hidden, act=nn.ReLU6),
-                   conv_bn(hidden, c_out, 1, act=None)]
+        layers += [
+            conv_bn(hidden, hidden, 3, stride, groups=hidden, act=nn.ReLU6),
+            conv_bn(hidden, c_out, 1, act=None),
+        ]
         self.block = nn.Sequential(*layers)
         self.residual = stride == 1 and c_in == c_out
 
@@ -125,7 +132,14 @@ class MobileNetV2(nn.Module):
     """MobileNetV2 (width multiplier ``alpha``): 32-ch stem, 17 inverted residuals, 1280-ch head, dropout, FC."""
 
     CFG: tuple[tuple[int, int, int, int], ...] = (  # expand t, channels c, repeats n, stride s
-        (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    )
 
     def __init__(self, alpha: float = 1.0, num_classes: int = 1000, last: int = 1280) -> None:
         super().__init__()
@@ -151,8 +165,13 @@ class MobileNetV2(nn.Module):
 class SqueezeExcite(nn.Module):
     """x · gate(fc2(act(fc1(GAP(x))))) with 1×1 convs as the two FC layers."""
 
-    def __init__(self, channels: int, squeeze: int, act: type[nn.Module] = nn.ReLU,
-                 gate: type[nn.Module] = nn.Hardsigmoid) -> None:
+    def __init__(
+        self,
+        channels: int,
+        squeeze: int,
+        act: type[nn.Module] = nn.ReLU,
+        gate: type[nn.Module] = nn.Hardsigmoid,
+    ) -> None:
         super().__init__()
         self.fc1 = nn.Conv2d(channels, squeeze, 1)
         self.act = act()
@@ -167,7 +186,9 @@ class SqueezeExcite(nn.Module):
 class MBV3Block(nn.Module):
     """MobileNetV3 block: optional 1×1 expand → k×k depthwise → optional SE (HardSigmoid gate) → 1×1 project."""
 
-    def __init__(self, c_in: int, k: int, exp: int, c_out: int, se: bool, act: type[nn.Module], stride: int) -> None:
+    def __init__(
+        self, c_in: int, k: int, exp: int, c_out: int, se: bool, act: type[nn.Module], stride: int
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         if exp != c_in:
@@ -187,10 +208,18 @@ class MobileNetV3Small(nn.Module):
     """MobileNetV3-small: HardSwish stem, 11 blocks (SE + HardSwish in the later ones), 576 → 1024 head."""
 
     CFG: tuple[tuple[int, int, int, bool, bool, int], ...] = (  # kernel, expand, out, SE, hardswish, stride
-        (3, 16, 16, True, False, 2), (3, 72, 24, False, False, 2), (3, 88, 24, False, False, 1),
-        (5, 96, 40, True, True, 2), (5, 240, 40, True, True, 1), (5, 240, 40, True, True, 1),
-        (5, 120, 48, True, True, 1), (5, 144, 48, True, True, 1), (5, 288, 96, True, True, 2),
-        (5, 576, 96, True, True, 1), (5, 576, 96, True, True, 1))
+        (3, 16, 16, True, False, 2),
+        (3, 72, 24, False, False, 2),
+        (3, 88, 24, False, False, 1),
+        (5, 96, 40, True, True, 2),
+        (5, 240, 40, True, True, 1),
+        (5, 240, 40, True, True, 1),
+        (5, 120, 48, True, True, 1),
+        (5, 144, 48, True, True, 1),
+        (5, 288, 96, True, True, 2),
+        (5, 576, 96, True, True, 1),
+        (5, 576, 96, True, True, 1),
+    )
 
     def __init__(self, alpha: float = 1.0, num_classes: int = 1000, head: int = 1024) -> None:
         super().__init__()
@@ -203,8 +232,9 @@ class MobileNetV3Small(nn.Module):
         last = _divisible(576 * alpha)
         layers.append(conv_bn(c, last, 1, act=nn.Hardswish))
         self.features = nn.Sequential(*layers)
-        self.classifier = nn.Sequential(nn.Linear(last, head), nn.Hardswish(), nn.Dropout(0.2),
-                                        nn.Linear(head, num_classes))
+        self.classifier = nn.Sequential(
+            nn.Linear(last, head), nn.Hardswish(), nn.Dropout(0.2), nn.Linear(head, num_classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
@@ -222,9 +252,11 @@ class MBConv(nn.Module):
         layers: list[nn.Module] = []
         if expand != 1:
             layers.append(conv_bn(c_in, hidden, 1, act=nn.SiLU))
-        layers += [conv_bn(hidden, hidden, k, stride, groups=hidden, act=nn.SiLU),
-                   SqueezeExcite(hidden, max(1, c_in // 4), act=nn.SiLU, gate=nn.Sigmoid),
-                   conv_bn(hidden, c_out, 1, act=None)]
+        layers += [
+            conv_bn(hidden, hidden, k, stride, groups=hidden, act=nn.SiLU),
+            SqueezeExcite(hidden, max(1, c_in // 4), act=nn.SiLU, gate=nn.Sigmoid),
+            conv_bn(hidden, c_out, 1, act=None),
+        ]
         self.block = nn.Sequential(*layers)
         self.residual = stride == 1 and c_in == c_out
 
@@ -236,8 +268,14 @@ class EfficientNetB0(nn.Module):
     """EfficientNet-B0: 32-ch stem, 16 MBConv blocks in 7 stages, 1280-ch head, dropout, FC."""
 
     CFG: tuple[tuple[int, int, int, int, int], ...] = (  # expand, kernel, stride, out, repeats
-        (1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3),
-        (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))
+        (1, 3, 1, 16, 1),
+        (6, 3, 2, 24, 2),
+        (6, 5, 2, 40, 2),
+        (6, 3, 2, 80, 3),
+        (6, 5, 1, 112, 3),
+        (6, 5, 2, 192, 4),
+        (6, 3, 1, 320, 1),
+    )
 
     def __init__(self, width: float = 1.0, num_classes: int = 1000) -> None:
         super().__init__()
@@ -286,15 +324,17 @@ class SqueezeNet11(nn.Module):
         pool = nn.MaxPool2d(3, 2, ceil_mode=True)
         layers: list[nn.Module] = [nn.Conv2d(3, w(64), 3, 2), nn.ReLU(), pool]
         c = w(64)
-        for i, (sq, ex) in enumerate(((16, 64), (16, 64), (32, 128), (32, 128), (48, 192), (48, 192), (64, 256),
-                                      (64, 256))):
+        for i, (sq, ex) in enumerate(
+            ((16, 64), (16, 64), (32, 128), (32, 128), (48, 192), (48, 192), (64, 256), (64, 256))
+        ):
             layers.append(Fire(c, w(sq), w(ex), w(ex)))
             c = 2 * w(ex)
             if i in (1, 3):
                 layers.append(pool)
         self.features = nn.Sequential(*layers)
-        self.classifier = nn.Sequential(nn.Dropout(0.5), nn.Conv2d(c, num_classes, 1), nn.ReLU(),
-                                        nn.AdaptiveAvgPool2d(1))
+        self.classifier = nn.Sequential(
+            nn.Dropout(0.5), nn.Conv2d(c, num_classes, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.classifier(self.features(x)), 1)
@@ -333,8 +373,14 @@ class DenseBlock(nn.Module):
 class DenseNet(nn.Module):
     """DenseNet-BC: 7×7/2 stem + max-pool, dense blocks joined by transitions (BN-ReLU-1×1 conv-AvgPool, ½)."""
 
-    def __init__(self, growth: int = 32, blocks: Sequence[int] = (6, 12, 24, 16), init: int = 64,
-                 bn_size: int = 4, num_classes: int = 1000) -> None:
+    def __init__(
+        self,
+        growth: int = 32,
+        blocks: Sequence[int] = (6, 12, 24, 16),
+        init: int = 64,
+        bn_size: int = 4,
+        num_classes: int = 1000,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = [conv_bn(3, init, 7, 2), nn.MaxPool2d(3, 2, 1)]
         c = init
@@ -342,7 +388,12 @@ class DenseNet(nn.Module):
             layers.append(DenseBlock(n, c, growth, bn_size))
             c += n * growth
             if i != len(blocks) - 1:
-                layers += [nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, c // 2, 1, bias=False), nn.AvgPool2d(2, 2)]
+                layers += [
+                    nn.BatchNorm2d(c),
+                    nn.ReLU(),
+                    nn.Conv2d(c, c // 2, 1, bias=False),
+                    nn.AvgPool2d(2, 2),
+                ]
                 c //= 2
         layers += [nn.BatchNorm2d(c), nn.ReLU()]
         self.features = nn.Sequential(*layers)
@@ -371,11 +422,15 @@ class ShuffleUnit(nn.Module):
         self.stride = stride
         half = c_out // 2
         if stride > 1:
-            self.branch1 = nn.Sequential(conv_bn(c_in, c_in, 3, stride, groups=c_in, act=None),
-                                         conv_bn(c_in, half, 1))
+            self.branch1 = nn.Sequential(
+                conv_bn(c_in, c_in, 3, stride, groups=c_in, act=None), conv_bn(c_in, half, 1)
+            )
         b2_in = c_in if stride > 1 else half
-        self.branch2 = nn.Sequential(conv_bn(b2_in, half, 1), conv_bn(half, half, 3, stride, groups=half, act=None),
-                                     conv_bn(half, half, 1))
+        self.branch2 = nn.Sequential(
+            conv_bn(b2_in, half, 1),
+            conv_bn(half, half, 3, stride, groups=half, act=None),
+            conv_bn(half, half, 1),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == 1:
@@ -389,8 +444,12 @@ class ShuffleUnit(nn.Module):
 class ShuffleNetV2(nn.Module):
     """ShuffleNetV2 1.0×: 24-ch stem + max-pool, stages of (4, 8, 4) units, 1024-ch conv5, GAP, FC."""
 
-    def __init__(self, widths: Sequence[int] = (24, 116, 232, 464, 1024), repeats: Sequence[int] = (4, 8, 4),
-                 num_classes: int = 1000) -> None:
+    def __init__(
+        self,
+        widths: Sequence[int] = (24, 116, 232, 464, 1024),
+        repeats: Sequence[int] = (4, 8, 4),
+        num_classes: int = 1000,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = [conv_bn(3, widths[0], 3, 2), nn.MaxPool2d(3, 2, 1)]
         c = widths[0]
@@ -427,8 +486,14 @@ class XBlock(nn.Module):
 class RegNetX(nn.Module):
     """RegNetX-200MF: 32-ch stem, 4 stages of widths (24, 56, 152, 368) and depths (1, 1, 4, 7), group width 8."""
 
-    def __init__(self, widths: Sequence[int] = (24, 56, 152, 368), depths: Sequence[int] = (1, 1, 4, 7),
-                 group_width: int = 8, num_classes: int = 1000, stem: int = 32) -> None:
+    def __init__(
+        self,
+        widths: Sequence[int] = (24, 56, 152, 368),
+        depths: Sequence[int] = (1, 1, 4, 7),
+        group_width: int = 8,
+        num_classes: int = 1000,
+        stem: int = 32,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = [conv_bn(3, stem, 3, 2)]
         c = stem
@@ -483,8 +548,12 @@ class ConvNeXtBlock(nn.Module):
 class ConvNeXt(nn.Module):
     """ConvNeXt: 4×4/4 patchify stem + LayerNorm, stages joined by LayerNorm + 2×2/2 conv, GAP → LayerNorm → FC."""
 
-    def __init__(self, dims: Sequence[int] = (96, 192, 384, 768), depths: Sequence[int] = (3, 3, 9, 3),
-                 num_classes: int = 1000) -> None:
+    def __init__(
+        self,
+        dims: Sequence[int] = (96, 192, 384, 768),
+        depths: Sequence[int] = (3, 3, 9, 3),
+        num_classes: int = 1000,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(3, dims[0], 4, 4), LayerNorm2d(dims[0])]
         for i, (d, n) in enumerate(zip(dims, depths, strict=True)):
@@ -538,8 +607,15 @@ class EncoderBlock(nn.Module):
 class ViT(nn.Module):
     """ViT: patch-embedding conv, cls token, learned position embedding, encoder blocks, LN, head on the cls token."""
 
-    def __init__(self, image: int = 224, patch: int = 16, dim: int = 192, depth: int = 12, heads: int = 3,
-                 num_classes: int = 1000) -> None:
+    def __init__(
+        self,
+        image: int = 224,
+        patch: int = 16,
+        dim: int = 192,
+        depth: int = 12,
+        heads: int = 3,
+        num_classes: int = 1000,
+    ) -> None:
         super().__init__()
         self.patch_embed = nn.Conv2d(3, dim, patch, patch)
         tokens = (image // patch) ** 2 + 1
@@ -617,7 +693,9 @@ class YOLODetector(nn.Module):
     levels concatenated: the output is [N, 4·reg_max + nc, anchors].
     """
 
-    def __init__(self, width: float = 0.25, depth: float = 0.33, num_classes: int = 80, reg_max: int = 16) -> None:
+    def __init__(
+        self, width: float = 0.25, depth: float = 0.33, num_classes: int = 80, reg_max: int = 16
+    ) -> None:
         super().__init__()
 
         def ch(c: int) -> int:
@@ -640,10 +718,14 @@ class YOLODetector(nn.Module):
         self.bu5 = C2f(c4 + c5, c5, rep(3))
         self.no = 4 * reg_max + num_classes
         box, cls = max(16, c3 // 4, 4 * reg_max), max(c3, min(num_classes, 100))
-        self.box = nn.ModuleList(nn.Sequential(cbs(c, box, 3), cbs(box, box, 3), nn.Conv2d(box, 4 * reg_max, 1))
-                                 for c in (c3, c4, c5))
-        self.cls = nn.ModuleList(nn.Sequential(cbs(c, cls, 3), cbs(cls, cls, 3), nn.Conv2d(cls, num_classes, 1))
-                                 for c in (c3, c4, c5))
+        self.box = nn.ModuleList(
+            nn.Sequential(cbs(c, box, 3), cbs(box, box, 3), nn.Conv2d(box, 4 * reg_max, 1))
+            for c in (c3, c4, c5)
+        )
+        self.cls = nn.ModuleList(
+            nn.Sequential(cbs(c, cls, 3), cbs(cls, cls, 3), nn.Conv2d(cls, num_classes, 1))
+            for c in (c3, c4, c5)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p3 = self.p3(self.stem(x))
@@ -711,42 +793,78 @@ def _builder(name: str, factory: Callable[[], nn.Module], shape: tuple[int, ...]
 # no channel group is much wider than ~150 (k-means on wide groups dominates folding time).
 _FACTORIES: dict[str, tuple[Callable[[], nn.Module], Callable[[], nn.Module], tuple[int, ...]]] = {
     # published widths and depths: 23.5M params with 10 classes
-    "resnet50": (lambda: ResNet50(num_classes=10),
-                 lambda: ResNet50(width=4, layers=(2, 2, 2, 2), num_classes=10), (3, 64, 64)),
-    "mobilenetv2": (lambda: MobileNetV2(num_classes=10),
-                    lambda: MobileNetV2(alpha=0.125, last=64, num_classes=10), (3, 64, 64)),
-    "mobilenetv3-small": (lambda: MobileNetV3Small(num_classes=10),
-                          lambda: MobileNetV3Small(alpha=0.25, head=64, num_classes=10), (3, 64, 64)),
-    "efficientnet-b0": (lambda: EfficientNetB0(num_classes=10),
-                        lambda: EfficientNetB0(width=0.125, num_classes=10), (3, 64, 64)),
-    "squeezenet1.1": (lambda: SqueezeNet11(num_classes=10),
-                      lambda: SqueezeNet11(width=0.25, num_classes=10), (3, 64, 64)),
+    "resnet50": (
+        lambda: ResNet50(num_classes=10),
+        lambda: ResNet50(width=4, layers=(2, 2, 2, 2), num_classes=10),
+        (3, 64, 64),
+    ),
+    "mobilenetv2": (
+        lambda: MobileNetV2(num_classes=10),
+        lambda: MobileNetV2(alpha=0.125, last=64, num_classes=10),
+        (3, 64, 64),
+    ),
+    "mobilenetv3-small": (
+        lambda: MobileNetV3Small(num_classes=10),
+        lambda: MobileNetV3Small(alpha=0.25, head=64, num_classes=10),
+        (3, 64, 64),
+    ),
+    "efficientnet-b0": (
+        lambda: EfficientNetB0(num_classes=10),
+        lambda: EfficientNetB0(width=0.125, num_classes=10),
+        (3, 64, 64),
+    ),
+    "squeezenet1.1": (
+        lambda: SqueezeNet11(num_classes=10),
+        lambda: SqueezeNet11(width=0.25, num_classes=10),
+        (3, 64, 64),
+    ),
     # DenseNet-121 pattern with growth 16 and blocks (3, 6, 12, 8) instead of 32 and (6, 12, 24, 16)
-    "densenet-small": (lambda: DenseNet(growth=16, blocks=(3, 6, 12, 8), init=32, num_classes=10),
-                       lambda: DenseNet(growth=8, blocks=(2, 3, 4, 3), init=16, num_classes=10), (3, 64, 64)),
-    "shufflenetv2": (lambda: ShuffleNetV2(num_classes=10),
-                     lambda: ShuffleNetV2((16, 32, 48, 64, 96), (2, 3, 2), num_classes=10), (3, 64, 64)),
-    "regnetx-200mf": (lambda: RegNetX(num_classes=10),
-                      lambda: RegNetX((16, 32, 64, 128), (1, 1, 2, 2), num_classes=10, stem=16), (3, 64, 64)),
+    "densenet-small": (
+        lambda: DenseNet(growth=16, blocks=(3, 6, 12, 8), init=32, num_classes=10),
+        lambda: DenseNet(growth=8, blocks=(2, 3, 4, 3), init=16, num_classes=10),
+        (3, 64, 64),
+    ),
+    "shufflenetv2": (
+        lambda: ShuffleNetV2(num_classes=10),
+        lambda: ShuffleNetV2((16, 32, 48, 64, 96), (2, 3, 2), num_classes=10),
+        (3, 64, 64),
+    ),
+    "regnetx-200mf": (
+        lambda: RegNetX(num_classes=10),
+        lambda: RegNetX((16, 32, 64, 128), (1, 1, 2, 2), num_classes=10, stem=16),
+        (3, 64, 64),
+    ),
     # ConvNeXt-nano-like widths and depths (tiny is 96..768 × (3, 3, 9, 3), 28M params)
-    "convnext-nano": (lambda: ConvNeXt(dims=(80, 160, 320, 640), depths=(2, 2, 8, 2), num_classes=10),
-                      lambda: ConvNeXt(dims=(8, 16, 24, 32), depths=(1, 1, 2, 1), num_classes=10), (3, 64, 64)),
+    "convnext-nano": (
+        lambda: ConvNeXt(dims=(80, 160, 320, 640), depths=(2, 2, 8, 2), num_classes=10),
+        lambda: ConvNeXt(dims=(8, 16, 24, 32), depths=(1, 1, 2, 1), num_classes=10),
+        (3, 64, 64),
+    ),
     # ViT-Ti/8 on 64×64: 64 patches + cls token, dim 192, 12 blocks, 3 heads
-    "vit-tiny": (lambda: ViT(image=64, patch=8, num_classes=10),
-                 lambda: ViT(image=32, patch=8, dim=48, depth=2, heads=3, num_classes=10), (3, 64, 64)),
-    "yolov8n-like": (lambda: YOLODetector(num_classes=80),
-                     lambda: YOLODetector(width=0.0625, num_classes=8, reg_max=4), (3, 64, 64)),
+    "vit-tiny": (
+        lambda: ViT(image=64, patch=8, num_classes=10),
+        lambda: ViT(image=32, patch=8, dim=48, depth=2, heads=3, num_classes=10),
+        (3, 64, 64),
+    ),
+    "yolov8n-like": (
+        lambda: YOLODetector(num_classes=80),
+        lambda: YOLODetector(width=0.0625, num_classes=8, reg_max=4),
+        (3, 64, 64),
+    ),
 }
 # small variants see 32×32 inputs, except YOLO whose P5 level would otherwise be 1×1
 _SMALL_INPUTS: dict[str, tuple[int, ...]] = {"vit-tiny": (3, 32, 32), "yolov8n-like": (3, 64, 64)}
 
 PUBLIC_INPUTS: dict[str, tuple[int, ...]] = {name: shape for name, (_, _, shape) in _FACTORIES.items()}
-PUBLIC_INPUTS_SMALL: dict[str, tuple[int, ...]] = {name: _SMALL_INPUTS.get(name, (3, 32, 32))
-                                                   for name in _FACTORIES}
+PUBLIC_INPUTS_SMALL: dict[str, tuple[int, ...]] = {
+    name: _SMALL_INPUTS.get(name, (3, 32, 32)) for name in _FACTORIES
+}
 PUBLIC_MODELS: dict[str, Callable[[], nn.Module]] = {
-    name: _builder(name, f, PUBLIC_INPUTS[name]) for name, (f, _, _) in _FACTORIES.items()}
+    name: _builder(name, f, PUBLIC_INPUTS[name]) for name, (f, _, _) in _FACTORIES.items()
+}
 PUBLIC_MODELS_SMALL: dict[str, Callable[[], nn.Module]] = {
-    name: _builder(name, f, PUBLIC_INPUTS_SMALL[name]) for name, (_, f, _) in _FACTORIES.items()}
+    name: _builder(name, f, PUBLIC_INPUTS_SMALL[name]) for name, (_, f, _) in _FACTORIES.items()
+}
 
 
 def build_public(name: str, small: bool = False) -> nn.Module:
@@ -775,5 +893,7 @@ if __name__ == "__main__":  # pragma: no cover - a quick listing
         _m = build_public(_name, _small)
         with torch.no_grad():
             _y = _m(public_input(_name, small=_small))
-        print(f"{_name:18s} {param_count(_m) / 1e6:6.2f}M params  output {tuple(_y.shape)}  "
-              f"log10 std {math.log10(float(_y.std()) + 1e-30):.1f}")
+        print(
+            f"{_name:18s} {param_count(_m) / 1e6:6.2f}M params  output {tuple(_y.shape)}  "
+            f"log10 std {math.log10(float(_y.std()) + 1e-30):.1f}"
+        )

@@ -5,6 +5,7 @@ grouped-query attention, optional rotary embeddings, pre-norm residual blocks.
 model is a copy of a compact head (q/k/v head blocks copied, output-projection head rows halved),
 and every MLP neuron likewise (up rows copied, down columns halved).
 """
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,16 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 class Attention(nn.Module):
     """Multi-head attention; ``kv_heads < heads`` gives grouped-query attention."""
 
-    def __init__(self, hidden: int, heads: int, head_dim: int, kv_heads: int | None = None, fused: bool = False,
-                 rope: bool = False, bias: bool = True) -> None:
+    def __init__(
+        self,
+        hidden: int,
+        heads: int,
+        head_dim: int,
+        kv_heads: int | None = None,
+        fused: bool = False,
+        rope: bool = False,
+        bias: bool = True,
+    ) -> None:
         super().__init__()
         self.heads, self.head_dim = heads, head_dim
         self.kv_heads = kv_heads or heads
@@ -39,7 +48,9 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, s, _ = x.shape
         if self.fused:
-            q, k, v = self.qkv(x).split([self.heads * self.head_dim] + [self.kv_heads * self.head_dim] * 2, dim=-1)
+            q, k, v = self.qkv(x).split(
+                [self.heads * self.head_dim] + [self.kv_heads * self.head_dim] * 2, dim=-1
+            )
         else:
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         q = q.reshape(b, s, self.heads, self.head_dim).transpose(1, 2)
@@ -54,8 +65,16 @@ class Attention(nn.Module):
             k = k * cos + rotate_half(k) * sin
         if self.kv_heads != self.heads:
             rep = self.heads // self.kv_heads
-            k = k[:, :, None].expand(b, self.kv_heads, rep, s, self.head_dim).reshape(b, self.heads, s, self.head_dim)
-            v = v[:, :, None].expand(b, self.kv_heads, rep, s, self.head_dim).reshape(b, self.heads, s, self.head_dim)
+            k = (
+                k[:, :, None]
+                .expand(b, self.kv_heads, rep, s, self.head_dim)
+                .reshape(b, self.heads, s, self.head_dim)
+            )
+            v = (
+                v[:, :, None]
+                .expand(b, self.kv_heads, rep, s, self.head_dim)
+                .reshape(b, self.heads, s, self.head_dim)
+            )
         att = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)
         att = att.softmax(dim=-1)
         ctx = (att @ v).transpose(1, 2).reshape(b, s, self.heads * self.head_dim)
@@ -81,8 +100,15 @@ class Block(nn.Module):
 class TinyTransformer(nn.Module):
     """[batch, seq, hidden] → [batch, seq, hidden]: ``depth`` pre-norm blocks and a final LayerNorm."""
 
-    def __init__(self, hidden: int = 32, heads: int = 4, head_dim: int = 8, mlp: int = 64, depth: int = 2,
-                 **attn_kwargs) -> None:
+    def __init__(
+        self,
+        hidden: int = 32,
+        heads: int = 4,
+        head_dim: int = 8,
+        mlp: int = 64,
+        depth: int = 2,
+        **attn_kwargs,
+    ) -> None:
         super().__init__()
         self.config = dict(hidden=hidden, heads=heads, head_dim=head_dim, mlp=mlp, depth=depth, **attn_kwargs)
         self.blocks = nn.ModuleList(Block(hidden, heads, head_dim, mlp, **attn_kwargs) for _ in range(depth))
@@ -131,10 +157,10 @@ def duplicate_heads(compact: TinyTransformer) -> TinyTransformer:
         if ca.fused:
             q_out, kv_out = heads * dh, kv * dh
             w, b = ca.qkv.weight, ca.qkv.bias
-            wq, wk, wv = w[:q_out], w[q_out:q_out + kv_out], w[q_out + kv_out:]
+            wq, wk, wv = w[:q_out], w[q_out : q_out + kv_out], w[q_out + kv_out :]
             wa.qkv.weight.copy_(torch.cat([qrows(wq), kvrows(wk), kvrows(wv)]))
             if b is not None:
-                bq, bk, bv = b[:q_out], b[q_out:q_out + kv_out], b[q_out + kv_out:]
+                bq, bk, bv = b[:q_out], b[q_out : q_out + kv_out], b[q_out + kv_out :]
                 wa.qkv.bias.copy_(torch.cat([qrows(bq), kvrows(bk), kvrows(bv)]))
         else:
             wa.q_proj.weight.copy_(qrows(ca.q_proj.weight))

@@ -4,6 +4,7 @@
 >>> model, report = onnxfold.fold("model.onnx", sparsity=0.5, output="small.onnx")   # doctest: +SKIP
 >>> groups = onnxfold.analyze("model.onnx")                                          # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 __version__ = "0.1.0"
@@ -18,7 +19,7 @@ def __getattr__(name: str):
 
         return getattr(api, name)
     if name in ("load_model", "save_model"):
-        from onnxfold import io
+        from onnxfold.ir import model as io
 
         return getattr(io, name)
     raise AttributeError(f"module 'onnxfold' has no attribute {name!r}")

@@ -1,4 +1,5 @@
 """The Python API: ``fold``, ``analyze`` and ``run_pipeline``. The CLI is a thin shell over these."""
+
 from __future__ import annotations
 
 import json
@@ -10,12 +11,12 @@ from typing import Any
 
 import onnx
 
-from onnxfold.folding import FoldPlan, model_weight_bytes
-from onnxfold.groups import ChannelGroup, analyze_graph
-from onnxfold.io import Model, data_dirs, load_model, model_from_proto, save_model, spilling
-from onnxfold.pass_manager import Pass, PassContext, PassManager, PassRecord
+from onnxfold.analysis.groups import ChannelGroup, analyze_graph
+from onnxfold.folding.apply import FoldPlan, model_weight_bytes
+from onnxfold.ir.model import Model, data_dirs, load_model, model_from_proto, save_model, spilling
 from onnxfold.passes import REGISTRY, CanonicalizePass, CleanupPass, FoldPass, RepairPass, ValidatePass
-from onnxfold.report import ModelStats, format_comparison, format_table, human_count, model_stats
+from onnxfold.pipeline.manager import Pass, PassContext, PassManager, PassRecord
+from onnxfold.report.stats import ModelStats, format_comparison, format_table, human_count, model_stats
 
 ModelLike = str | os.PathLike | Model | onnx.ModelProto
 
@@ -75,8 +76,10 @@ class FoldReport:
             "after": self.after.to_dict(),
             "param_sparsity": self.param_sparsity,
             "groups": [p.to_dict() for p in self.plans],
-            "passes": [{"name": r.name, "seconds": r.seconds, "modified": r.modified, "stats": _jsonable(r.stats)}
-                       for r in self.passes],
+            "passes": [
+                {"name": r.name, "seconds": r.seconds, "modified": r.modified, "stats": _jsonable(r.stats)}
+                for r in self.passes
+            ],
             "validation": self.validation.to_dict() if self.validation is not None else None,
         }
 
@@ -89,14 +92,26 @@ class FoldReport:
             folded = [p for p in self.plans if p.status == "folded"]
             n_before = sum(p.group.size for p in self.plans)
             n_after = sum(p.k for p in self.plans)
-            parts.append(f"\ngroups: {len(folded)} folded, {sum(p.status == 'blocked' for p in self.plans)} blocked, "
-                         f"{sum(p.status == 'ignored' for p in self.plans)} ignored, "
-                         f"{sum(p.status == 'unchanged' for p in self.plans)} unchanged; "
-                         f"channels {n_before} -> {n_after}; parameter sparsity {self.param_sparsity:.1%}")
-            rows = [[p.group.name, p.group.kind, p.group.size, p.k, p.status if p.method == "fold" or
-                     p.status != "folded" else f"pruned ({p.method})", p.reason] for p in self.plans[:max_groups]]
-            parts.append(format_table(["group", "units", "before", "after", "status", "reason"], rows,
-                                      align="llrrll"))
+            parts.append(
+                f"\ngroups: {len(folded)} folded, {sum(p.status == 'blocked' for p in self.plans)} blocked, "
+                f"{sum(p.status == 'ignored' for p in self.plans)} ignored, "
+                f"{sum(p.status == 'unchanged' for p in self.plans)} unchanged; "
+                f"channels {n_before} -> {n_after}; parameter sparsity {self.param_sparsity:.1%}"
+            )
+            rows = [
+                [
+                    p.group.name,
+                    p.group.kind,
+                    p.group.size,
+                    p.k,
+                    p.status if p.method == "fold" or p.status != "folded" else f"pruned ({p.method})",
+                    p.reason,
+                ]
+                for p in self.plans[:max_groups]
+            ]
+            parts.append(
+                format_table(["group", "units", "before", "after", "status", "reason"], rows, align="llrrll")
+            )
             if len(self.plans) > max_groups:
                 parts.append(f"... {len(self.plans) - max_groups} more groups (see --report JSON)")
         rows = [[r.name, f"{r.seconds * 1000:.1f} ms", "yes" if r.modified else "no"] for r in self.passes]
@@ -105,8 +120,10 @@ class FoldReport:
         if self.validation is not None:
             parts.append(f"\nvalidation ({self.validation.provider}):\n{self.validation.summary()}")
             if getattr(self.validation, "seed", None) is not None:
-                parts.append("(random inputs: a smoke test of the rewrite, not of accuracy; pass --inputs with "
-                             "representative samples for meaningful agreement figures)")
+                parts.append(
+                    "(random inputs: a smoke test of the rewrite, not of accuracy; pass --inputs with "
+                    "representative samples for meaningful agreement figures)"
+                )
         return "\n".join(parts)
 
 
@@ -120,14 +137,24 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-#: Models with more weight bytes than this are folded with spilling (:func:`onnxfold.io.spilling`).
+#: Models with more weight bytes than this are folded with spilling (:func:`onnxfold.ir.model.spilling`).
 SPILL_ABOVE = 1 << 30
 
 
-def run_pipeline(model: ModelLike, passes: Sequence[Pass], output: str | os.PathLike | None = None, *,
-                 check: bool = False, input_shapes: dict | None = None, inputs: dict | None = None,
-                 seed: int = 0, external_data: bool | None = None, overwrite: bool = False,
-                 on_pass=None, spill: bool | None = None) -> tuple[Model, FoldReport]:
+def run_pipeline(
+    model: ModelLike,
+    passes: Sequence[Pass],
+    output: str | os.PathLike | None = None,
+    *,
+    check: bool = False,
+    input_shapes: dict | None = None,
+    inputs: dict | None = None,
+    seed: int = 0,
+    external_data: bool | None = None,
+    overwrite: bool = False,
+    on_pass=None,
+    spill: bool | None = None,
+) -> tuple[Model, FoldReport]:
     """Run ``passes`` on ``model`` and optionally save it to ``output`` (atomically, self-contained).
 
     ``spill``: rewritten tensors go to a scratch file next to ``output`` (or in the temporary
@@ -138,12 +165,14 @@ def run_pipeline(model: ModelLike, passes: Sequence[Pass], output: str | os.Path
     if spill is None:
         spill = model_weight_bytes(model) > SPILL_ABOVE
     if not spill:
-        return _run_pipeline(model, passes, output, check, input_shapes, inputs, seed, external_data, overwrite,
-                             on_pass)
+        return _run_pipeline(
+            model, passes, output, check, input_shapes, inputs, seed, external_data, overwrite, on_pass
+        )
     folder = Path(output).parent if output is not None and Path(output).parent.is_dir() else None
     with spilling(folder):
-        model, report = _run_pipeline(model, passes, output, check, input_shapes, inputs, seed, external_data,
-                                      overwrite, on_pass)
+        model, report = _run_pipeline(
+            model, passes, output, check, input_shapes, inputs, seed, external_data, overwrite, on_pass
+        )
         if output is None:  # the scratch file goes away with the block: read spilled tensors back
             tensors = model.graph.tensors()
             for name, folder_of in data_dirs(model.graph).items():
@@ -152,9 +181,18 @@ def run_pipeline(model: ModelLike, passes: Sequence[Pass], output: str | os.Path
     return model, report
 
 
-def _run_pipeline(model: Model, passes: Sequence[Pass], output: str | os.PathLike | None, check: bool,
-                  input_shapes: dict | None, inputs: dict | None, seed: int, external_data: bool | None,
-                  overwrite: bool, on_pass) -> tuple[Model, FoldReport]:
+def _run_pipeline(
+    model: Model,
+    passes: Sequence[Pass],
+    output: str | os.PathLike | None,
+    check: bool,
+    input_shapes: dict | None,
+    inputs: dict | None,
+    seed: int,
+    external_data: bool | None,
+    overwrite: bool,
+    on_pass,
+) -> tuple[Model, FoldReport]:
     before = stats_of(model, source_size(model))
     ctx = PassContext(original=model.copy(), seed=seed, input_shapes=dict(input_shapes or {}), inputs=inputs)
     manager = PassManager(passes, check=check, on_pass=on_pass)
@@ -163,35 +201,67 @@ def _run_pipeline(model: Model, passes: Sequence[Pass], output: str | os.PathLik
     if output is not None:
         path = save_model(model, output, external_data=external_data, overwrite_input=overwrite)
         after_size = saved_size(path)
-    report = FoldReport(before, stats_of(model, after_size), manager.records, ctx.data.get("fold_plans", []),
-                        ctx.data.get("validation"),
-                        str(model.source_path) if model.source_path else None,
-                        str(output) if output is not None else None)
+    report = FoldReport(
+        before,
+        stats_of(model, after_size),
+        manager.records,
+        ctx.data.get("fold_plans", []),
+        ctx.data.get("validation"),
+        str(model.source_path) if model.source_path else None,
+        str(output) if output is not None else None,
+    )
     return model, report
 
 
-def fold(model: ModelLike, sparsity: float = 0.5, output: str | os.PathLike | None = None, *, seed: int = 0,
-         overrides: Sequence[str] = (), ignore: Sequence[str] = (), round_to: int = 1, validate: bool = True,
-         check: bool = False, external_data: bool | None = None, input_shapes: dict | None = None,
-         inputs: dict | None = None, overwrite: bool = False, method: str = "fold", repair: str = "ar",
-         calibration: str | os.PathLike | Any | None = None, features: str = "raw",
-         n_init: int = 10, recipe: str | os.PathLike | None = None,
-         repair_options: dict[str, Any] | None = None, cluster: str = "auto") -> tuple[Model, FoldReport]:
+def fold(
+    model: ModelLike,
+    sparsity: float = 0.5,
+    output: str | os.PathLike | None = None,
+    *,
+    seed: int = 0,
+    overrides: Sequence[str] = (),
+    ignore: Sequence[str] = (),
+    round_to: int = 1,
+    validate: bool = True,
+    check: bool = False,
+    external_data: bool | None = None,
+    input_shapes: dict | None = None,
+    inputs: dict | None = None,
+    overwrite: bool = False,
+    method: str = "fold",
+    repair: str = "ar",
+    calibration: str | os.PathLike | Any | None = None,
+    features: str = "raw",
+    n_init: int = 10,
+    recipe: str | os.PathLike | None = None,
+    repair_options: dict[str, Any] | None = None,
+    cluster: str = "auto",
+) -> tuple[Model, FoldReport]:
     """Fold ``model`` at ``sparsity``: canonicalize → fold (→ repair) → cleanup (→ validate).
 
     ``method``: fold (k-means) or l1/l2 (structured magnitude pruning through the same groups);
     ``repair``: none (Fold-Naive), ar (data-free Fold-AR) or data (Fold-R, needs ``calibration``:
     a .npy/.npz path, a folder of .npy files, an array of input samples or a dict of them);
     ``features``: raw, blocknorm or fused (what is clustered); ``n_init``: k-means restarts;
-    ``cluster``: auto, kmeans or ward (:func:`onnxfold.cluster.kmeans_labels`);
-    ``recipe``: YAML/JSON per-layer sparsities (:mod:`onnxfold.recipe`), overriding ``sparsity``;
+    ``cluster``: auto, kmeans or ward (:func:`onnxfold.folding.cluster.kmeans_labels`);
+    ``recipe``: YAML/JSON per-layer sparsities (:mod:`onnxfold.folding.recipe`), overriding ``sparsity``;
     ``repair_options``: further options of the repair pass (e.g. ``dir_iterations``).
     Returns (model, report)."""
-    passes: list[Pass] = [CanonicalizePass(),
-                          FoldPass(sparsity=sparsity, seed=seed, overrides=list(overrides), ignore=list(ignore),
-                                   round_to=round_to, method=method, features=features, n_init=n_init,
-                                   cluster=cluster,
-                                   recipe=os.fspath(recipe) if recipe is not None else "")]
+    passes: list[Pass] = [
+        CanonicalizePass(),
+        FoldPass(
+            sparsity=sparsity,
+            seed=seed,
+            overrides=list(overrides),
+            ignore=list(ignore),
+            round_to=round_to,
+            method=method,
+            features=features,
+            n_init=n_init,
+            cluster=cluster,
+            recipe=os.fspath(recipe) if recipe is not None else "",
+        ),
+    ]
     if repair != "none" or calibration is not None or repair_options:
         extra = dict(repair_options or {})
         if isinstance(calibration, (str, os.PathLike)):
@@ -201,8 +271,17 @@ def fold(model: ModelLike, sparsity: float = 0.5, output: str | os.PathLike | No
     passes.append(CleanupPass())
     if validate:
         passes.append(ValidatePass(seed=seed))
-    return run_pipeline(model, passes, output, check=check, input_shapes=input_shapes, inputs=inputs, seed=seed,
-                        external_data=external_data, overwrite=overwrite)
+    return run_pipeline(
+        model,
+        passes,
+        output,
+        check=check,
+        input_shapes=input_shapes,
+        inputs=inputs,
+        seed=seed,
+        external_data=external_data,
+        overwrite=overwrite,
+    )
 
 
 def analyze(model: ModelLike) -> list[ChannelGroup]:
@@ -217,13 +296,25 @@ def format_groups(groups: Sequence[ChannelGroup], verbose: bool = False) -> str:
     rows = []
     for g in groups:
         producers = ", ".join(g.producers[:3]) + (" …" if len(g.producers) > 3 else "")
-        rows.append([g.name, g.size, len(g.members), "foldable" if g.foldable else "blocked",
-                     producers if g.foldable else "; ".join(g.blocked)])
+        rows.append(
+            [
+                g.name,
+                g.size,
+                len(g.members),
+                "foldable" if g.foldable else "blocked",
+                producers if g.foldable else "; ".join(g.blocked),
+            ]
+        )
     foldable = sum(g.foldable for g in groups)
-    head = (f"{len(groups)} channel groups: {foldable} foldable, {len(groups) - foldable} blocked; "
-            f"{human_count(sum(g.size for g in groups if g.foldable))} foldable channels")
-    text = head + "\n" + format_table(["group", "channels", "members", "state", "producers / reason"], rows,
-                                      align="lrrll")
+    head = (
+        f"{len(groups)} channel groups: {foldable} foldable, {len(groups) - foldable} blocked; "
+        f"{human_count(sum(g.size for g in groups if g.foldable))} foldable channels"
+    )
+    text = (
+        head
+        + "\n"
+        + format_table(["group", "channels", "members", "state", "producers / reason"], rows, align="lrrll")
+    )
     if verbose:
         text += "\n\n" + "\n\n".join(g.describe() for g in groups)
     return text

@@ -1,7 +1,7 @@
 """Graph passes of onnxfold, importable as ``onnxfold.passes``. ``REGISTRY`` maps names to pass classes."""
+
 from __future__ import annotations
 
-from onnxfold.pass_manager import Pass
 from onnxfold.passes.canonicalize import CanonicalizePass
 from onnxfold.passes.cleanup import CleanupPass
 from onnxfold.passes.float16 import Float16Pass
@@ -9,9 +9,20 @@ from onnxfold.passes.fold import FoldPass
 from onnxfold.passes.quantize import QuantizePass
 from onnxfold.passes.repair import RepairPass
 from onnxfold.passes.validate import ValidatePass
+from onnxfold.pipeline.manager import Pass
 
-REGISTRY: dict[str, type[Pass]] = {p.name: p for p in (CanonicalizePass, FoldPass, RepairPass, CleanupPass,
-                                                         ValidatePass, QuantizePass, Float16Pass)}
+REGISTRY: dict[str, type[Pass]] = {
+    p.name: p
+    for p in (CanonicalizePass, FoldPass, RepairPass, CleanupPass, ValidatePass, QuantizePass, Float16Pass)
+}
 
-__all__ = ["REGISTRY", "CanonicalizePass", "FoldPass", "RepairPass", "CleanupPass", "ValidatePass",
-           "QuantizePass", "Float16Pass"]
+__all__ = [
+    "REGISTRY",
+    "CanonicalizePass",
+    "FoldPass",
+    "RepairPass",
+    "CleanupPass",
+    "ValidatePass",
+    "QuantizePass",
+    "Float16Pass",
+]

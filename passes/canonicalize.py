@@ -7,19 +7,23 @@ replaced by their result; vectors (rank ≤ 1) shared by several nodes are copie
 ``Split(num_outputs=n)`` gets explicit sizes; nodes are topologically sorted; shapes are inferred where ONNX can infer them.
 Values are never changed, so the model computes bit-identical outputs.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import onnx_graphsurgeon as gs
 from onnx import helper
 
-from onnxfold.graph_edit import replace_input
-from onnxfold.io import Model
-from onnxfold.pass_manager import Pass, PassContext, PassResult
-from onnxfold.shapes import infer_shapes
+from onnxfold.ir.edit import replace_input
+from onnxfold.ir.model import Model
+from onnxfold.ir.shapes import infer_shapes
+from onnxfold.pipeline.manager import Pass, PassContext, PassResult
 
 _CONSTANT_ATTRS = {
-    "value_float": np.float32, "value_floats": np.float32, "value_int": np.int64, "value_ints": np.int64,
+    "value_float": np.float32,
+    "value_floats": np.float32,
+    "value_int": np.int64,
+    "value_ints": np.int64,
 }
 
 
@@ -44,7 +48,11 @@ def lift_constants(graph: gs.Graph) -> int:
     outputs = {t.name for t in graph.outputs}
     lifted = 0
     for node in list(graph.nodes):
-        if node.op != "Constant" or (node.domain or "") not in ("", "ai.onnx") or node.outputs[0].name in outputs:
+        if (
+            node.op != "Constant"
+            or (node.domain or "") not in ("", "ai.onnx")
+            or node.outputs[0].name in outputs
+        ):
             continue
         values = None
         if isinstance(node.attrs.get("value"), gs.Constant):
@@ -99,8 +107,11 @@ def fold_constant_layout_ops(graph: gs.Graph) -> int:
     outputs = {t.name for t in graph.outputs}
     folded = 0
     for node in list(graph.nodes):
-        if node.op not in ("Transpose", "Cast", "Reshape", "Squeeze", "Unsqueeze") or \
-                (node.domain or "") not in ("", "ai.onnx") or len(node.outputs) != 1:
+        if (
+            node.op not in ("Transpose", "Cast", "Reshape", "Squeeze", "Unsqueeze")
+            or (node.domain or "") not in ("", "ai.onnx")
+            or len(node.outputs) != 1
+        ):
             continue
         if not node.inputs or not all(isinstance(t, gs.Constant) for t in node.inputs if t.name):
             continue
@@ -150,7 +161,11 @@ def explicit_split_sizes(graph: gs.Graph) -> int:
     computation, but with the sizes in a constant that folding can rewrite (YOLO C2f chunks)."""
     changed = 0
     for node in graph.nodes:
-        if node.op != "Split" or "num_outputs" not in node.attrs or (len(node.inputs) > 1 and node.inputs[1].name):
+        if (
+            node.op != "Split"
+            or "num_outputs" not in node.attrs
+            or (len(node.inputs) > 1 and node.inputs[1].name)
+        ):
             continue
         shape = node.inputs[0].shape
         axis = int(node.attrs.get("axis", 0))
@@ -177,8 +192,9 @@ def explicit_split_sizes(graph: gs.Graph) -> int:
 _SHAPE_CONSUMERS = {"Reshape": 1, "Expand": 1, "Tile": 1, "ConstantOfShape": 0}
 
 
-def _clone_shape_chain(tensor: gs.Tensor, suffix: str, made: list[gs.Node], memo: dict[int, gs.Tensor],
-                       depth: int = 0) -> gs.Tensor | None:
+def _clone_shape_chain(
+    tensor: gs.Tensor, suffix: str, made: list[gs.Node], memo: dict[int, gs.Tensor], depth: int = 0
+) -> gs.Tensor | None:
     """A private copy of the computation producing a 1-D shape tensor (constants copied, ``Shape``
     outputs and graph inputs shared); None when it is not a small pure shape computation. ``memo``
     makes a tensor reached twice (a diamond) one copy."""
@@ -192,8 +208,24 @@ def _clone_shape_chain(tensor: gs.Tensor, suffix: str, made: list[gs.Node], memo
         copy = None
     else:
         node = tensor.inputs[0]
-        if node.op not in ("Concat", "Unsqueeze", "Squeeze", "Gather", "Cast", "Reshape", "Where", "Equal", "Mul",
-                           "Add", "ConstantOfShape", "Slice") or len(node.outputs) != 1:
+        if (
+            node.op
+            not in (
+                "Concat",
+                "Unsqueeze",
+                "Squeeze",
+                "Gather",
+                "Cast",
+                "Reshape",
+                "Where",
+                "Equal",
+                "Mul",
+                "Add",
+                "ConstantOfShape",
+                "Slice",
+            )
+            or len(node.outputs) != 1
+        ):
             return None
         inputs = []
         for t in node.inputs:
@@ -202,7 +234,9 @@ def _clone_shape_chain(tensor: gs.Tensor, suffix: str, made: list[gs.Node], memo
                 return None
             inputs.append(inner)
         copy = gs.Variable(f"{tensor.name}{suffix}", dtype=tensor.dtype, shape=tensor.shape)
-        made.append(gs.Node(node.op, f"{node.name}{suffix}", dict(node.attrs), inputs, [copy], domain=node.domain))
+        made.append(
+            gs.Node(node.op, f"{node.name}{suffix}", dict(node.attrs), inputs, [copy], domain=node.domain)
+        )
     if copy is not None:
         memo[id(tensor)] = copy
     return copy
@@ -243,8 +277,11 @@ def remove_identities(graph: gs.Graph) -> int:
             continue
         if node.op == "Dropout":
             training = node.inputs[2] if len(node.inputs) > 2 else None
-            if training is not None and training.name and not (
-                    isinstance(training, gs.Constant) and not bool(np.asarray(training.values).any())):
+            if (
+                training is not None
+                and training.name
+                and not (isinstance(training, gs.Constant) and not bool(np.asarray(training.values).any()))
+            ):
                 continue
             if len(node.outputs) > 1 and node.outputs[1].outputs:
                 continue
@@ -281,7 +318,16 @@ class CanonicalizePass(Pass):
         renamed = name_nodes(graph)
         inferred = infer_shapes(model)
         splits = explicit_split_sizes(graph)
-        stats = {"constants_lifted": lifted, "nodes_removed": removed, "constant_ops_folded": folded, "shape_computations_isolated": isolated,
-                 "vectors_unshared": unshared,
-                 "nodes_named": renamed, "splits_made_explicit": splits, "shapes_inferred": inferred}
-        return PassResult(bool(lifted or removed or folded or isolated or unshared or renamed or splits), stats)
+        stats = {
+            "constants_lifted": lifted,
+            "nodes_removed": removed,
+            "constant_ops_folded": folded,
+            "shape_computations_isolated": isolated,
+            "vectors_unshared": unshared,
+            "nodes_named": renamed,
+            "splits_made_explicit": splits,
+            "shapes_inferred": inferred,
+        }
+        return PassResult(
+            bool(lifted or removed or folded or isolated or unshared or renamed or splits), stats
+        )

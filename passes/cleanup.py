@@ -4,15 +4,16 @@ Byte-identical vectors (rank ≤ 1) are shared again (undoing canonicalize's per
 Values are never changed. Stale intermediate shapes (e.g. after folding narrowed a layer) are
 cleared and inferred again, so the saved ``value_info`` always matches the graph.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxfold.graph_edit import replace_input
-from onnxfold.io import Model
-from onnxfold.pass_manager import Pass, PassContext, PassResult
-from onnxfold.shapes import clear_shapes, infer_shapes
+from onnxfold.ir.edit import replace_input
+from onnxfold.ir.model import Model
+from onnxfold.ir.shapes import clear_shapes, infer_shapes
+from onnxfold.pipeline.manager import Pass, PassContext, PassResult
 
 
 def share_equal_vectors(graph: gs.Graph) -> int:
@@ -50,6 +51,9 @@ class CleanupPass(Pass):
         clear_shapes(graph)
         infer_shapes(model)
         consts_after = sum(isinstance(t, gs.Constant) for t in graph.tensors().values())
-        stats = {"nodes_removed": nodes_before - len(graph.nodes), "initializers_removed": consts_before - consts_after,
-                 "vectors_shared": shared}
+        stats = {
+            "nodes_removed": nodes_before - len(graph.nodes),
+            "initializers_removed": consts_before - consts_after,
+            "vectors_shared": shared,
+        }
         return PassResult(bool(stats["nodes_removed"] or stats["initializers_removed"]), stats)

@@ -26,9 +26,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxfold.io import Model, model_from_proto, to_model_proto
-from onnxfold.pass_manager import Option, Pass, PassContext, PassError, PassResult
+from onnxfold.ir.model import Model, model_from_proto, to_model_proto
 from onnxfold.passes.quantize import replace_model_contents
+from onnxfold.pipeline.manager import Option, Pass, PassContext, PassError, PassResult
 
 FLOAT, FLOAT16 = TensorProto.FLOAT, TensorProto.FLOAT16
 FP16_MAX = float(np.finfo(np.float16).max)

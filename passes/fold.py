@@ -8,15 +8,16 @@ the model bit-identical.
 
 ``method=l1|l2`` replaces clustering by structured magnitude pruning through the same groups (the
 k channels of largest feature norm are kept, the others removed). ``features`` chooses what is
-clustered or ranked (raw, blocknorm, fused; :mod:`onnxfold.features`). The pass leaves a
-:class:`~onnxfold.folding.FoldRecord` in ``ctx.data["fold_record"]`` for a ``repair`` pass.
+clustered or ranked (raw, blocknorm, fused; :mod:`onnxfold.folding.features`). The pass leaves a
+:class:`~onnxfold.folding.apply.FoldRecord` in ``ctx.data["fold_record"]`` for a ``repair`` pass.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-from onnxfold.cluster import ALGORITHMS
-from onnxfold.folding import (
+from onnxfold.analysis.groups import analyze_graph
+from onnxfold.folding.apply import (
     FEATURE_MODES,
     METHODS,
     FoldRecord,
@@ -27,12 +28,12 @@ from onnxfold.folding import (
     plan_folds,
     rollback_failures,
 )
-from onnxfold.groups import analyze_graph
-from onnxfold.io import Model, peek_values
-from onnxfold.pass_manager import Option, Pass, PassContext, PassResult, PipelineError
+from onnxfold.folding.cluster import ALGORITHMS
+from onnxfold.folding.recipe import load_recipe
+from onnxfold.ir.model import Model, peek_values
+from onnxfold.ir.shapes import clear_shapes, infer_shapes
+from onnxfold.pipeline.manager import Option, Pass, PassContext, PassResult, PipelineError
 from onnxfold.progress import progress
-from onnxfold.recipe import load_recipe
-from onnxfold.shapes import clear_shapes, infer_shapes
 
 
 def rewrite_model(model: Model, plans) -> list[str]:
@@ -49,26 +50,60 @@ class FoldPass(Pass):
     summary = "cluster tied channels with k-means and merge each cluster into one channel"
     options = (
         Option("sparsity", float, 0.5, "fraction of channels removed in every foldable group, in [0, 1)"),
-        Option("overrides", list, [], "per-group sparsity, REGEX=SPARSITY matched on group/producer names "
-                                      "(separate several with |)"),
+        Option(
+            "overrides",
+            list,
+            [],
+            "per-group sparsity, REGEX=SPARSITY matched on group/producer names (separate several with |)",
+        ),
         Option("ignore", list, [], "regexes of groups/producer names never folded (separate with |)"),
-        Option("round_to", int, 1, "round every cluster count to a multiple of this (hardware-friendly widths)"),
+        Option(
+            "round_to", int, 1, "round every cluster count to a multiple of this (hardware-friendly widths)"
+        ),
         Option("seed", int, 0, "k-means seed; the same seed and options give byte-identical output"),
-        Option("method", str, "fold", "fold (k-means clusters merged) or l1/l2 (structured magnitude pruning: "
-                                      "keep the channels of largest feature norm)", METHODS),
-        Option("features", str, "raw", "what is clustered: raw tied slices, blocknorm (each tensor's block at "
-                                       "unit norm) or fused (producer rows BN-normalised, W/sigma)", FEATURE_MODES),
+        Option(
+            "method",
+            str,
+            "fold",
+            "fold (k-means clusters merged) or l1/l2 (structured magnitude pruning: "
+            "keep the channels of largest feature norm)",
+            METHODS,
+        ),
+        Option(
+            "features",
+            str,
+            "raw",
+            "what is clustered: raw tied slices, blocknorm (each tensor's block at "
+            "unit norm) or fused (producer rows BN-normalised, W/sigma)",
+            FEATURE_MODES,
+        ),
         Option("n_init", int, 10, "k-means restarts (the best inertia is kept)"),
-        Option("cluster", str, "auto", "clustering: kmeans (scikit-learn, n_init restarts), ward (agglomerative, "
-                                       "greedy merges of least cost; better at the large k of folding), auto "
-                                       "(kmeans for small groups, ward where k-means gets expensive) or "
-                                       "kmeans-full (unreduced reference, slow)", ALGORITHMS),
-        Option("recipe", str, "", "YAML/JSON per-layer recipe: sparsity by block range and kind (heads, mlp); "
-                                  "overrides apply on top"),
-        Option("verify", bool, True, "check the folded model (full onnx.checker, onnxruntime loads it and one run "
-                                     "on small random inputs keeps the output shapes; the checker and the run "
-                                     "are skipped above 2 GB) and roll back every group whose rewrite breaks "
-                                     "it: it is reported blocked with reason 'rollback: <error>'"),
+        Option(
+            "cluster",
+            str,
+            "auto",
+            "clustering: kmeans (scikit-learn, n_init restarts), ward (agglomerative, "
+            "greedy merges of least cost; better at the large k of folding), auto "
+            "(kmeans for small groups, ward where k-means gets expensive) or "
+            "kmeans-full (unreduced reference, slow)",
+            ALGORITHMS,
+        ),
+        Option(
+            "recipe",
+            str,
+            "",
+            "YAML/JSON per-layer recipe: sparsity by block range and kind (heads, mlp); "
+            "overrides apply on top",
+        ),
+        Option(
+            "verify",
+            bool,
+            True,
+            "check the folded model (full onnx.checker, onnxruntime loads it and one run "
+            "on small random inputs keeps the output shapes; the checker and the run "
+            "are skipped above 2 GB) and roll back every group whose rewrite breaks "
+            "it: it is reported blocked with reason 'rollback: <error>'",
+        ),
     )
 
     def validate_options(self) -> None:
@@ -90,10 +125,22 @@ class FoldPass(Pass):
         groups = analyze_graph(graph, model.node_scopes())
         tensors = graph.tensors()
         source = model.copy()  # before planning loads any value: lazy external data stays lazy in the copy
-        plans = plan_folds(groups, lambda name: peek_values(tensors[name]), self.opts["sparsity"],
-                           self.overrides, self.opts["ignore"], self.opts["round_to"], self.opts["seed"],
-                           progress=progress, method=self.opts["method"], features=self.opts["features"],
-                           n_init=self.opts["n_init"], graph=graph, recipe=self.recipe, cluster=self.opts["cluster"])
+        plans = plan_folds(
+            groups,
+            lambda name: peek_values(tensors[name]),
+            self.opts["sparsity"],
+            self.overrides,
+            self.opts["ignore"],
+            self.opts["round_to"],
+            self.opts["seed"],
+            progress=progress,
+            method=self.opts["method"],
+            features=self.opts["features"],
+            n_init=self.opts["n_init"],
+            graph=graph,
+            recipe=self.recipe,
+            cluster=self.opts["cluster"],
+        )
         rewritten = self._rewrite_verified(model, source, plans, ctx)
         edits = fold_edits(plans)
         ctx.data["fold_plans"] = plans
@@ -121,7 +168,9 @@ class FoldPass(Pass):
             rewritten = rewrite_model(model, plans)
             error = verifier.error(model)
         except Exception as exc:
-            error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+            error = (
+                f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+            )
         if error is None:
             return rewritten
         fixed, rewritten = rollback_failures(source, plans, verifier, rewrite_model, error)

@@ -34,8 +34,8 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from onnxfold.io import ExternalValues, Model, load_model, save_model, set_values
-from onnxfold.pass_manager import Option, Pass, PassContext, PassError, PassResult
+from onnxfold.ir.model import ExternalValues, Model, load_model, save_model, set_values
+from onnxfold.pipeline.manager import Option, Pass, PassContext, PassError, PassResult
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def _used_opsets(model: Model) -> list[tuple[str, int]]:
 
 
 def _has_external(proto: onnx.ModelProto) -> bool:
-    from onnxfold.io import iter_tensors
+    from onnxfold.ir.model import iter_tensors
 
     return any(t.data_location == onnx.TensorProto.EXTERNAL for t in iter_tensors(proto.graph))
 
@@ -273,7 +273,7 @@ class QuantizePass(Pass):
 
     def _calibration_feeds(self, path: Path, ctx: PassContext) -> tuple[list[dict[str, np.ndarray]], str]:
         """The calibration feeds and where they came from."""
-        from onnxfold.validate import CPU, input_specs, load_npy_inputs, make_inputs, make_session
+        from onnxfold.runtime.validate import CPU, input_specs, load_npy_inputs, make_inputs, make_session
 
         session = make_session(str(path), providers=[CPU])
         specs = input_specs(session)

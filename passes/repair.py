@@ -5,28 +5,29 @@ Modes:
 * ``none``  Fold-Naive: nothing changes (the fold's averaged BN statistics stay).
 * ``ar``    Fold-AR, data-free: BN-kept pairs are normalised and their γ rescaled by
             sqrt(N/(1 + (N − 1)·E)); BN-free producers get their merged rows rescaled to the
-            members' mean norm (:mod:`onnxfold.repair_ar`).
+            members' mean norm (:mod:`onnxfold.repair.ar`).
 * ``data``  Fold-R with a few samples (``calibration``): BN statistics re-estimated, BN-free
             producers corrected by a per-channel affine towards the members' original statistics,
-            sequentially in topological order (:mod:`onnxfold.repair_data`).
+            sequentially in topological order (:mod:`onnxfold.repair.data`).
 * ``dir``   Fold-DIR, data-free: a batch is synthesised from the *original* model's BatchNorm
-            statistics (DeepInversion, :mod:`onnxfold.deepinversion`; needs torch), then used as
+            statistics (DeepInversion, :mod:`onnxfold.repair.deepinversion`; needs torch), then used as
             calibration data exactly like ``data``. The batch is left in ``ctx.data["calibration"]``
             for later passes (e.g. static quantization). Graphs without BN statistics: an error.
 
 The pass consumes the fold pass's record (``ctx.data["fold_record"]``); groups the fold left
 unchanged are never touched, so ``fold:sparsity=0`` followed by any repair is bit-exact.
 """
+
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
 
-from onnxfold.calibrate import as_feeds, load_calibration
-from onnxfold.io import Model
-from onnxfold.pass_manager import Option, Pass, PassContext, PassError, PassResult, PipelineError
-from onnxfold.shapes import clear_shapes, infer_shapes
+from onnxfold.ir.model import Model
+from onnxfold.ir.shapes import clear_shapes, infer_shapes
+from onnxfold.pipeline.manager import Option, Pass, PassContext, PassError, PassResult, PipelineError
+from onnxfold.runtime.activations import as_feeds, load_calibration
 
 REPAIR_MODES = ("none", "ar", "data", "dir")
 
@@ -35,14 +36,29 @@ class RepairPass(Pass):
     name = "repair"
     summary = "repair the variance collapse of a fold: none, ar (data-free) or data (calibration samples)"
     options = (
-        Option("mode", str, "ar", "none (Fold-Naive), ar (Fold-AR, data-free), data (Fold-R: needs calibration), "
-                                  "dir (Fold-DIR: synthetic batch from the BN statistics, needs torch)",
-               REPAIR_MODES),
-        Option("calibration", str, "", "mode data: .npy/.npz file or folder of .npy files with input samples"),
+        Option(
+            "mode",
+            str,
+            "ar",
+            "none (Fold-Naive), ar (Fold-AR, data-free), data (Fold-R: needs calibration), "
+            "dir (Fold-DIR: synthetic batch from the BN statistics, needs torch)",
+            REPAIR_MODES,
+        ),
+        Option(
+            "calibration", str, "", "mode data: .npy/.npz file or folder of .npy files with input samples"
+        ),
         Option("batch_size", int, 64, "mode data: samples per onnxruntime run"),
-        Option("goal", str, "members", "mode data, BN statistics: members (the members' original normalised "
-                                       "statistics) or reset (the measured batch statistics)", ("members", "reset")),
-        Option("sequential", bool, True, "mode data: repair in topological order (else all sites in one run)"),
+        Option(
+            "goal",
+            str,
+            "members",
+            "mode data, BN statistics: members (the members' original normalised "
+            "statistics) or reset (the measured batch statistics)",
+            ("members", "reset"),
+        ),
+        Option(
+            "sequential", bool, True, "mode data: repair in topological order (else all sites in one run)"
+        ),
         Option("dir_samples", int, 128, "mode dir: number of synthesised inputs"),
         Option("dir_iterations", int, 200, "mode dir: Adam steps of the synthesis"),
         Option("seed", int, 0, "mode dir: seed of the synthesis"),
@@ -76,17 +92,22 @@ class RepairPass(Pass):
             import torch  # noqa: F401
         except ImportError:
             raise PassError("repair mode 'dir' needs torch: pip install 'onnxfold[models]'") from None
-        from onnxfold.deepinversion import synthesize
-        from onnxfold.io import to_model_proto
-        from onnxfold.torch_graph import UnsupportedGraph
+        from onnxfold.ir.model import to_model_proto
+        from onnxfold.repair.deepinversion import synthesize
+        from onnxfold.repair.torch_graph import UnsupportedGraph
 
         proto = to_model_proto(original)
         shape = None
         if ctx.input_shapes:
             shape = next(iter(ctx.input_shapes.values()))
         try:
-            batch = synthesize(proto, count=self.opts["dir_samples"], iterations=self.opts["dir_iterations"],
-                               seed=self.opts["seed"], shape=shape)
+            batch = synthesize(
+                proto,
+                count=self.opts["dir_samples"],
+                iterations=self.opts["dir_iterations"],
+                seed=self.opts["seed"],
+                shape=shape,
+            )
         except UnsupportedGraph as exc:
             raise PassError(f"repair mode 'dir' does not apply: {exc}") from None
         except ValueError as exc:
@@ -101,26 +122,35 @@ class RepairPass(Pass):
             return PassResult(False, {"mode": mode})
         record = ctx.data.pop("fold_record", None)
         if record is None:
-            raise PassError("repair: no fold pass ran before it (use e.g. 'fold:sparsity=0.5,repair:mode=ar')")
+            raise PassError(
+                "repair: no fold pass ran before it (use e.g. 'fold:sparsity=0.5,repair:mode=ar')"
+            )
         if not record.edits:
             return PassResult(False, {"mode": mode, "groups": 0})
         if mode == "ar":
-            from onnxfold.repair_ar import apply_ar
+            from onnxfold.repair.ar import apply_ar
 
             stats = apply_ar(model.graph, record)
         elif mode == "dir":
-            from onnxfold.repair_data import apply_data
+            from onnxfold.repair.data import apply_data
 
             feeds = self.synthesize(record.source, ctx)
             ctx.data["calibration"] = feeds
-            stats = apply_data(model, record, feeds, self.opts["batch_size"], self.opts["goal"],
-                               self.opts["sequential"])
+            stats = apply_data(
+                model, record, feeds, self.opts["batch_size"], self.opts["goal"], self.opts["sequential"]
+            )
             stats["synthesised"] = int(next(iter(feeds.values())).shape[0])
         else:
-            from onnxfold.repair_data import apply_data
+            from onnxfold.repair.data import apply_data
 
-            stats = apply_data(model, record, self.feeds(model), self.opts["batch_size"], self.opts["goal"],
-                               self.opts["sequential"])
+            stats = apply_data(
+                model,
+                record,
+                self.feeds(model),
+                self.opts["batch_size"],
+                self.opts["goal"],
+                self.opts["sequential"],
+            )
         clear_shapes(model.graph)
         infer_shapes(model)
         return PassResult(True, {"mode": mode, **stats})

@@ -7,14 +7,15 @@ report into a post-condition: the pipeline stops when any output's cosine falls 
 Models above 2 GB of weights are not run (both models would have to be in memory at once): the
 pass reports that it skipped them.
 """
+
 from __future__ import annotations
 
 import logging
 
-from onnxfold.folding import VERIFY_MAX_BYTES, model_weight_bytes
-from onnxfold.io import Model, to_model_proto
-from onnxfold.pass_manager import Option, Pass, PassContext, PassError, PassResult
-from onnxfold.validate import validate
+from onnxfold.folding.apply import VERIFY_MAX_BYTES, model_weight_bytes
+from onnxfold.ir.model import Model, to_model_proto
+from onnxfold.pipeline.manager import Option, Pass, PassContext, PassError, PassResult
+from onnxfold.runtime.validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,18 @@ class ValidatePass(Pass):
             return PassResult(False, {"skipped": reason})
         reference = to_model_proto(ctx.original).SerializeToString()
         candidate = to_model_proto(model).SerializeToString()
-        report = validate(reference, candidate, inputs=ctx.inputs, shapes=ctx.input_shapes or None,
-                          seed=self.opts["seed"], batch=self.opts["batch"])
+        report = validate(
+            reference,
+            candidate,
+            inputs=ctx.inputs,
+            shapes=ctx.input_shapes or None,
+            seed=self.opts["seed"],
+            batch=self.opts["batch"],
+        )
         ctx.data["validation"] = report
         worst = report.min_cosine
         if worst is not None and worst < self.opts["min_cosine"]:
-            raise PassError(f"validate: cosine similarity {worst:.6f} is below min_cosine={self.opts['min_cosine']}")
+            raise PassError(
+                f"validate: cosine similarity {worst:.6f} is below min_cosine={self.opts['min_cosine']}"
+            )
         return PassResult(False, {"exact": report.exact, "min_cosine": worst, "provider": report.provider})

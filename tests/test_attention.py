@@ -1,4 +1,5 @@
 """Attention-head folding: exact duplicate-head oracles through both torch exporters."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +7,7 @@ import onnx
 import pytest
 
 import onnxfold
-from onnxfold.validate import make_session
+from onnxfold.runtime.validate import make_session
 
 torch = pytest.importorskip("torch")
 from onnxfold.models.export import export_onnx  # noqa: E402
@@ -34,14 +35,18 @@ def _params(path) -> int:
     """Float weights of more than one element, wherever they live (initializers or Constant nodes).
     Scalars are left out: exporters repeat them, and cleanup shares the repeats."""
     graph = onnx.load(str(path)).graph
-    tensors = list(graph.initializer) + [a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute
-                                         if a.name == "value"]
-    return sum(int(np.prod(t.dims)) for t in tensors if t.data_type == onnx.TensorProto.FLOAT and np.prod(t.dims) > 1)
+    tensors = list(graph.initializer) + [
+        a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"
+    ]
+    return sum(
+        int(np.prod(t.dims)) for t in tensors if t.data_type == onnx.TensorProto.FLOAT and np.prod(t.dims) > 1
+    )
 
 
 @pytest.mark.parametrize("style", STYLES)
-@pytest.mark.parametrize("kw", [{}, {"rope": True}, {"bias": False}, {"fused": True}],
-                         ids=["mha", "rope", "nobias", "fused_qkv"])
+@pytest.mark.parametrize(
+    "kw", [{}, {"rope": True}, {"bias": False}, {"fused": True}], ids=["mha", "rope", "nobias", "fused_qkv"]
+)
 def test_duplicate_heads_fold_back_exactly(tmp_path, style, kw):
     compact, wide, x = _pair(tmp_path, style, **kw)
     groups = onnxfold.analyze(wide)
@@ -61,8 +66,11 @@ def test_duplicate_heads_fold_back_exactly(tmp_path, style, kw):
 
 
 @pytest.mark.parametrize("style", STYLES)
-@pytest.mark.parametrize("kw", [{"kv_heads": 2}, {"kv_heads": 2, "rope": True}, {"kv_heads": 2, "fused": True},
-                                {"kv_heads": 1}], ids=["gqa", "gqa_rope", "gqa_fused", "mqa"])
+@pytest.mark.parametrize(
+    "kw",
+    [{"kv_heads": 2}, {"kv_heads": 2, "rope": True}, {"kv_heads": 2, "fused": True}, {"kv_heads": 1}],
+    ids=["gqa", "gqa_rope", "gqa_fused", "mqa"],
+)
 def test_grouped_query_attention_folds_kv_groups_exactly(tmp_path, style, kw):
     """One KV head plus its query group is the unit; repeat_kv's shared shape is copied per layer. The
     legacy exporter computes repeat_kv's Expand shape at run time (Where(Equal(X, −1), 1, X)): its
@@ -77,5 +85,3 @@ def test_grouped_query_attention_folds_kv_groups_exactly(tmp_path, style, kw):
     ref, got = _run(compact, x), _run(out, x)
     assert np.abs(got - ref).max() <= 1e-5 * max(1.0, float(np.abs(ref).max()))
     assert _params(out) == _params(compact)
-
-

@@ -1,4 +1,4 @@
-"""The op table (onnxfold.channel_rules), rule by rule, against exact duplicate-channel oracles.
+"""The op table (onnxfold.analysis.walk), rule by rule, against exact duplicate-channel oracles.
 
 Every case builds one tiny ONNX graph twice from the same "compact" weights: once as is, and once
 "wide", where every hidden channel of the groups expected to fold is duplicated (producer rows,
@@ -9,6 +9,7 @@ function, and folding the wide graph at sparsity 0.5 must give the compact graph
 outputs under onnxruntime, and every initializer with the compact shape and values. Barriers must
 block their group with a reason naming the op, while the rest of the graph still folds exactly.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -22,11 +23,11 @@ import pytest
 from onnx import helper, numpy_helper
 
 import onnxfold
-from onnxfold.groups import analyze_graph
-from onnxfold.io import model_from_proto, to_model_proto
-from onnxfold.pass_manager import PassContext, PassManager, parse_pipeline
+from onnxfold.analysis.groups import analyze_graph
+from onnxfold.ir.model import model_from_proto, to_model_proto
 from onnxfold.passes import REGISTRY
-from onnxfold.validate import make_session
+from onnxfold.pipeline.manager import PassContext, PassManager, parse_pipeline
+from onnxfold.runtime.validate import make_session
 
 AVG, SUM, KEEP = "avg", "sum", "keep"
 
@@ -53,7 +54,7 @@ def widen(weights: dict[str, np.ndarray], dup: list[tuple[str, int, list]]) -> d
         x = np.moveaxis(out[name], axis, 0)
         pieces, pos = [], 0
         for n, block, role in parts:
-            seg = x[pos:pos + n * block]
+            seg = x[pos : pos + n * block]
             pos += n * block
             if role != KEEP:
                 seg = np.concatenate([seg, seg])
@@ -95,17 +96,23 @@ class Net:
     def i64(self, name: str, value) -> str:
         return self.const(name, value, np.int64)
 
-    def __call__(self, op: str, *inputs: str, name: str | None = None, outs: int = 1, domain: str = "",
-                 **attrs):
+    def __call__(
+        self, op: str, *inputs: str, name: str | None = None, outs: int = 1, domain: str = "", **attrs
+    ):
         name = name or f"{op.lower()}_{len(self.nodes)}"
         outputs = [f"{name}_y" + (str(i) if i else "") for i in range(outs)]
-        self.nodes.append(helper.make_node(op, list(inputs), outputs, name=name, domain=domain or None, **attrs))
+        self.nodes.append(
+            helper.make_node(op, list(inputs), outputs, name=name, domain=domain or None, **attrs)
+        )
         return outputs[0] if outs == 1 else outputs
 
     def model(self, *outputs: str) -> onnx.ModelProto:
         used = {i for node in self.nodes for i in node.input}
-        inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in {**self.weights, **self.consts}.items()
-                 if k in used]
+        inits = [
+            numpy_helper.from_array(np.asarray(v), k)
+            for k, v in {**self.weights, **self.consts}.items()
+            if k in used
+        ]
         outs = [helper.make_tensor_value_info(o, self.elem, None) for o in outputs]
         graph = helper.make_graph(self.nodes, "case", self.inputs, outs, inits)
         opsets = [helper.make_opsetid("", self.opset)]
@@ -155,7 +162,9 @@ def initializers(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
 
 def plan_for(plans: list, producer_name: str):
     found = [p for p in plans if producer_name in p.group.producers]
-    assert len(found) == 1, f"no single group produced by {producer_name}: {[p.group.producers for p in plans]}"
+    assert len(found) == 1, (
+        f"no single group produced by {producer_name}: {[p.group.producers for p in plans]}"
+    )
     return found[0]
 
 
@@ -231,6 +240,7 @@ def conv_pair_w(rng, bias=True, n=4, k2=3):
 
 def conv_chain(mid: Callable[[Net, str], str], bias: bool = True, opset: int = 17, dtype=np.float32, k2=3):
     """x → Conv c1 (n) → mid → Conv c2 (5) → y."""
+
     def build(w):
         net = Net(w, opset, dtype)
         x = net.input("x", X)
@@ -238,6 +248,7 @@ def conv_chain(mid: Callable[[Net, str], str], bias: bool = True, opset: int = 1
         h = mid(net, h)
         pads = [(k2 - 1) // 2] * 4
         return net.model(net("Conv", h, "w2", *(["b2"] if bias else []), name="c2", pads=pads))
+
     return build
 
 
@@ -247,32 +258,72 @@ def relu(net: Net, h: str) -> str:
 
 CHAIN_DUP = producer("w1", "b1", 4) + [("w2", 1, [S(4)])]
 case("conv_relu_conv", conv_pair_w, conv_chain(relu), CHAIN_DUP, ["c1"], {"c2": "graph output"})
-case("conv_no_bias", lambda r: conv_pair_w(r, bias=False), conv_chain(relu, bias=False),
-     producer("w1", None, 4) + [("w2", 1, [S(4)])], ["c1"])
+case(
+    "conv_no_bias",
+    lambda r: conv_pair_w(r, bias=False),
+    conv_chain(relu, bias=False),
+    producer("w1", None, 4) + [("w2", 1, [S(4)])],
+    ["c1"],
+)
 case("conv_opset13", conv_pair_w, conv_chain(relu, opset=13), CHAIN_DUP, ["c1"])
 case("conv_opset20", conv_pair_w, conv_chain(relu, opset=20), CHAIN_DUP, ["c1"])
 
 
 def bn_w(rng):
-    return conv_pair_w(rng, bias=False) | {"s": positive(rng, 4), "t": rnd(rng, 4), "mu": rnd(rng, 4),
-                                           "var": positive(rng, 4)}
+    return conv_pair_w(rng, bias=False) | {
+        "s": positive(rng, 4),
+        "t": rnd(rng, 4),
+        "mu": rnd(rng, 4),
+        "var": positive(rng, 4),
+    }
 
 
-case("batchnorm", bn_w,
-     conv_chain(lambda net, h: net("Relu", net("BatchNormalization", h, "s", "t", "mu", "var", epsilon=1e-3)),
-                bias=False),
-     producer("w1", None, 4) + [(v, 0, [A(4)]) for v in ("s", "t", "mu", "var")] + [("w2", 1, [S(4)])], ["c1"])
-case("depthwise_conv", lambda r: conv_pair_w(r) | {"wd": rnd(r, 4, 1, 3, 3), "bd": rnd(r, 4)},
-     conv_chain(lambda net, h: net("Relu", net("Conv", net("Relu", h), "wd", "bd", name="dw", pads=[1, 1, 1, 1],
-                                               group=net.weights["wd"].shape[0]))),
-     CHAIN_DUP + producer("wd", "bd", 4), ["c1"])
-case("instancenorm", lambda r: conv_pair_w(r) | {"s": positive(r, 4), "t": rnd(r, 4)},
-     conv_chain(lambda net, h: net("InstanceNormalization", h, "s", "t")),
-     CHAIN_DUP + producer("s", "t", 4), ["c1"])
+case(
+    "batchnorm",
+    bn_w,
+    conv_chain(
+        lambda net, h: net("Relu", net("BatchNormalization", h, "s", "t", "mu", "var", epsilon=1e-3)),
+        bias=False,
+    ),
+    producer("w1", None, 4) + [(v, 0, [A(4)]) for v in ("s", "t", "mu", "var")] + [("w2", 1, [S(4)])],
+    ["c1"],
+)
+case(
+    "depthwise_conv",
+    lambda r: conv_pair_w(r) | {"wd": rnd(r, 4, 1, 3, 3), "bd": rnd(r, 4)},
+    conv_chain(
+        lambda net, h: net(
+            "Relu",
+            net(
+                "Conv",
+                net("Relu", h),
+                "wd",
+                "bd",
+                name="dw",
+                pads=[1, 1, 1, 1],
+                group=net.weights["wd"].shape[0],
+            ),
+        )
+    ),
+    CHAIN_DUP + producer("wd", "bd", 4),
+    ["c1"],
+)
+case(
+    "instancenorm",
+    lambda r: conv_pair_w(r) | {"s": positive(r, 4), "t": rnd(r, 4)},
+    conv_chain(lambda net, h: net("InstanceNormalization", h, "s", "t")),
+    CHAIN_DUP + producer("s", "t", 4),
+    ["c1"],
+)
 
 
 def stem_w(rng, extra):
-    return {"w0": rnd(rng, 3, 3, 3, 3), "b0": rnd(rng, 3), "w1": rnd(rng, 4, 3, 3, 3), "b1": rnd(rng, 4)} | extra
+    return {
+        "w0": rnd(rng, 3, 3, 3, 3),
+        "b0": rnd(rng, 3),
+        "w1": rnd(rng, 4, 3, 3, 3),
+        "b1": rnd(rng, 4),
+    } | extra
 
 
 STEM_DUP = producer("w0", "b0", 3) + [("w1", 1, [S(3)])]
@@ -280,12 +331,14 @@ STEM_DUP = producer("w0", "b0", 3) + [("w1", 1, [S(3)])]
 
 def stem_chain(tail: Callable[[Net, str], str], opset: int = 17):
     """x → Conv c0 (3, folds) → Relu → Conv c1 (4, the group under test) → tail → y."""
+
     def build(w):
         net = Net(w, opset)
         h = net("Relu", net("Conv", net.input("x", X), "w0", "b0", name="c0", pads=[1, 1, 1, 1]))
         h = net("Conv", h, "w1", "b1", name="c1", pads=[1, 1, 1, 1])
         out = tail(net, h)
         return net.model(*out) if isinstance(out, tuple) else net.model(out)
+
     return build
 
 
@@ -293,10 +346,18 @@ def conv2(net: Net, h: str, w: str = "w2") -> str:
     return net("Conv", h, w, name="c2", pads=[1, 1, 1, 1])
 
 
-case("grouped_conv", lambda r: stem_w(r, {"wg": rnd(r, 4, 2, 3, 3), "w2": rnd(r, 5, 4, 3, 3)}),
-     stem_chain(lambda net, h: conv2(net, net("Relu", net("Conv", net("Relu", h), "wg", name="gconv", group=2,
-                                                          pads=[1, 1, 1, 1])))),
-     STEM_DUP, ["c0"], {"c1": "grouped Conv", "gconv": "grouped Conv"})
+case(
+    "grouped_conv",
+    lambda r: stem_w(r, {"wg": rnd(r, 4, 2, 3, 3), "w2": rnd(r, 5, 4, 3, 3)}),
+    stem_chain(
+        lambda net, h: conv2(
+            net, net("Relu", net("Conv", net("Relu", h), "wg", name="gconv", group=2, pads=[1, 1, 1, 1]))
+        )
+    ),
+    STEM_DUP,
+    ["c0"],
+    {"c1": "grouped Conv", "gconv": "grouped Conv"},
+)
 
 
 def convtranspose(w):
@@ -306,16 +367,29 @@ def convtranspose(w):
     return net.model(net("Conv", h, "w2", name="c2"))
 
 
-case("convtranspose", lambda r: {"w1": rnd(r, 4, 3, 3, 3), "b1": rnd(r, 4), "wt": rnd(r, 4, 3, 2, 2),
-                                 "bt": rnd(r, 3), "w2": rnd(r, 5, 3, 3, 3)},
-     convtranspose, producer("w1", "b1", 4) + [("wt", 0, [S(4)])] + producer("wt", "bt", 3, axis=1)
-     + [("w2", 1, [S(3)])], ["c1", "ct"])
+case(
+    "convtranspose",
+    lambda r: {
+        "w1": rnd(r, 4, 3, 3, 3),
+        "b1": rnd(r, 4),
+        "wt": rnd(r, 4, 3, 2, 2),
+        "bt": rnd(r, 3),
+        "w2": rnd(r, 5, 3, 3, 3),
+    },
+    convtranspose,
+    producer("w1", "b1", 4) + [("wt", 0, [S(4)])] + producer("wt", "bt", 3, axis=1) + [("w2", 1, [S(3)])],
+    ["c1", "ct"],
+)
 
 
 def gemm_case(trans_b1: int, c_shape: tuple[int, ...], trans_b2: int) -> None:
     def weights(rng):
-        return {"gw1": rnd(rng, *((4, 6) if trans_b1 else (6, 4))), "gc1": rnd(rng, *c_shape),
-                "gw2": rnd(rng, *((5, 4) if trans_b2 else (4, 5))), "gc2": rnd(rng, 1, 5)}
+        return {
+            "gw1": rnd(rng, *((4, 6) if trans_b1 else (6, 4))),
+            "gc1": rnd(rng, *c_shape),
+            "gw2": rnd(rng, *((5, 4) if trans_b2 else (4, 5))),
+            "gc2": rnd(rng, 1, 5),
+        }
 
     def build(w):
         net = Net(w)
@@ -323,9 +397,19 @@ def gemm_case(trans_b1: int, c_shape: tuple[int, ...], trans_b2: int) -> None:
         h = net("Tanh", h)
         return net.model(net("Gemm", h, "gw2", "gc2", name="g2", alpha=1.1, beta=0.9, transB=trans_b2))
 
-    dup = [("gw1", 0 if trans_b1 else 1, [A(4)]), ("gc1", len(c_shape) - 1, [A(4)]),
-           ("gw2", 1 if trans_b2 else 0, [S(4)])]
-    case(f"gemm_tb{trans_b1}_c{len(c_shape)}d_tb{trans_b2}", weights, build, dup, ["g1"], {"g2": "graph output"})
+    dup = [
+        ("gw1", 0 if trans_b1 else 1, [A(4)]),
+        ("gc1", len(c_shape) - 1, [A(4)]),
+        ("gw2", 1 if trans_b2 else 0, [S(4)]),
+    ]
+    case(
+        f"gemm_tb{trans_b1}_c{len(c_shape)}d_tb{trans_b2}",
+        weights,
+        build,
+        dup,
+        ["g1"],
+        {"g2": "graph output"},
+    )
 
 
 gemm_case(1, (4,), 0)
@@ -337,12 +421,17 @@ gemm_case(0, (4,), 0)
 def matmul_case(rank: int) -> None:
     def build(w):
         net = Net(w)
-        a = net.input("v", [2, 3, 6][3 - rank:])
+        a = net.input("v", [2, 3, 6][3 - rank :])
         h = net("Relu", net("Add", net("MatMul", a, "w1", name="m1"), "b1"))
         return net.model(net("Add", net("MatMul", h, "w2", name="m2"), "b2"))
 
-    case(f"matmul_rank{rank}", lambda r: {"w1": rnd(r, 6, 4), "b1": rnd(r, 4), "w2": rnd(r, 4, 5), "b2": rnd(r, 5)},
-         build, producer("w1", None, 4, axis=1) + [("b1", 0, [A(4)]), ("w2", 0, [S(4)])], ["m1"])
+    case(
+        f"matmul_rank{rank}",
+        lambda r: {"w1": rnd(r, 6, 4), "b1": rnd(r, 4), "w2": rnd(r, 4, 5), "b2": rnd(r, 5)},
+        build,
+        producer("w1", None, 4, axis=1) + [("b1", 0, [A(4)]), ("w2", 0, [S(4)])],
+        ["m1"],
+    )
 
 
 matmul_case(2)
@@ -372,17 +461,37 @@ ACTS: dict[str, Callable[[Net, str], str]] = {
 for _act, _fn in ACTS.items():
     _opset = 20 if _act == "Gelu" else 13 if _act == "Clip" else 17
     if _act == "PRelu":
-        case("act_PRelu", lambda r: conv_pair_w(r) | {"slope": rnd(r, 4, 1, 1)}, conv_chain(_fn),
-             CHAIN_DUP + [("slope", 0, [A(4)])], ["c1"])
+        case(
+            "act_PRelu",
+            lambda r: conv_pair_w(r) | {"slope": rnd(r, 4, 1, 1)},
+            conv_chain(_fn),
+            CHAIN_DUP + [("slope", 0, [A(4)])],
+            ["c1"],
+        )
     else:
         case(f"act_{_act}", conv_pair_w, conv_chain(_fn, opset=_opset), CHAIN_DUP, ["c1"])
 
-case("pool_max", conv_pair_w, conv_chain(lambda net, h: net("MaxPool", h, kernel_shape=[2, 2], strides=[2, 2])),
-     CHAIN_DUP, ["c1"])
-case("pool_average", conv_pair_w,
-     conv_chain(lambda net, h: net("AveragePool", h, kernel_shape=[3, 3], pads=[1, 1, 1, 1])), CHAIN_DUP, ["c1"])
-case("pool_global_average", lambda r: conv_pair_w(r, k2=1),
-     conv_chain(lambda net, h: net("GlobalAveragePool", net("Relu", h)), k2=1), CHAIN_DUP, ["c1"])
+case(
+    "pool_max",
+    conv_pair_w,
+    conv_chain(lambda net, h: net("MaxPool", h, kernel_shape=[2, 2], strides=[2, 2])),
+    CHAIN_DUP,
+    ["c1"],
+)
+case(
+    "pool_average",
+    conv_pair_w,
+    conv_chain(lambda net, h: net("AveragePool", h, kernel_shape=[3, 3], pads=[1, 1, 1, 1])),
+    CHAIN_DUP,
+    ["c1"],
+)
+case(
+    "pool_global_average",
+    lambda r: conv_pair_w(r, k2=1),
+    conv_chain(lambda net, h: net("GlobalAveragePool", net("Relu", h)), k2=1),
+    CHAIN_DUP,
+    ["c1"],
+)
 
 
 def pad_spatial(net: Net, h: str) -> str:
@@ -390,18 +499,40 @@ def pad_spatial(net: Net, h: str) -> str:
 
 
 case("pad_spatial", conv_pair_w, conv_chain(pad_spatial, opset=13), CHAIN_DUP, ["c1"])
-case("pad_spatial_axes", conv_pair_w,
-     conv_chain(lambda net, h: net("Pad", h, net.i64("pads", [1, 0, 0, 2]), net.f("cval", 0.25),
-                                   net.i64("axes", [2, 3])), opset=18), CHAIN_DUP, ["c1"])
-case("pad_channels", lambda r: stem_w(r, {"w2": rnd(r, 5, 5, 3, 3)}),
-     stem_chain(lambda net, h: conv2(net, net("Pad", h, net.i64("pads", [0, 1, 0, 0, 0, 0, 0, 0])))),
-     STEM_DUP, ["c0"], {"c1": "Pad"})
-case("resize_scales", conv_pair_w,
-     conv_chain(lambda net, h: net("Resize", h, "", net.f("scales", [1, 1, 2, 2]), mode="nearest"), opset=13),
-     CHAIN_DUP, ["c1"])
-case("resize_scales_linear", conv_pair_w,
-     conv_chain(lambda net, h: net("Resize", h, "", net.f("scales", [1, 1, 1.5, 2]), mode="linear")),
-     CHAIN_DUP, ["c1"])
+case(
+    "pad_spatial_axes",
+    conv_pair_w,
+    conv_chain(
+        lambda net, h: net(
+            "Pad", h, net.i64("pads", [1, 0, 0, 2]), net.f("cval", 0.25), net.i64("axes", [2, 3])
+        ),
+        opset=18,
+    ),
+    CHAIN_DUP,
+    ["c1"],
+)
+case(
+    "pad_channels",
+    lambda r: stem_w(r, {"w2": rnd(r, 5, 5, 3, 3)}),
+    stem_chain(lambda net, h: conv2(net, net("Pad", h, net.i64("pads", [0, 1, 0, 0, 0, 0, 0, 0])))),
+    STEM_DUP,
+    ["c0"],
+    {"c1": "Pad"},
+)
+case(
+    "resize_scales",
+    conv_pair_w,
+    conv_chain(lambda net, h: net("Resize", h, "", net.f("scales", [1, 1, 2, 2]), mode="nearest"), opset=13),
+    CHAIN_DUP,
+    ["c1"],
+)
+case(
+    "resize_scales_linear",
+    conv_pair_w,
+    conv_chain(lambda net, h: net("Resize", h, "", net.f("scales", [1, 1, 1.5, 2]), mode="linear")),
+    CHAIN_DUP,
+    ["c1"],
+)
 
 
 def resize_sizes(w):
@@ -419,11 +550,21 @@ def per_channel_consts(net: Net, h: str) -> str:
     return net("Relu", net("Sub", "sub", net("Div", h, "dv")))
 
 
-case("per_channel_constants",
-     lambda r: conv_pair_w(r) | {"sc": rnd(r, 4, 1, 1), "sh": rnd(r, 4, 1, 1), "sub": rnd(r, 1, 4, 1, 1),
-                                 "dv": positive(r, 4, 1, 1)},
-     conv_chain(per_channel_consts),
-     CHAIN_DUP + [("sc", 0, [A(4)]), ("sh", 0, [A(4)]), ("sub", 1, [A(4)]), ("dv", 0, [A(4)])], ["c1"])
+case(
+    "per_channel_constants",
+    lambda r: (
+        conv_pair_w(r)
+        | {
+            "sc": rnd(r, 4, 1, 1),
+            "sh": rnd(r, 4, 1, 1),
+            "sub": rnd(r, 1, 4, 1, 1),
+            "dv": positive(r, 4, 1, 1),
+        }
+    ),
+    conv_chain(per_channel_consts),
+    CHAIN_DUP + [("sc", 0, [A(4)]), ("sh", 0, [A(4)]), ("sub", 1, [A(4)]), ("dv", 0, [A(4)])],
+    ["c1"],
+)
 
 
 # --------------------------------------------------------------------------------- joins
@@ -435,28 +576,61 @@ def residual_branches(w):
     return net.model(net("Conv", net("Relu", net("Add", a, b)), "w3", name="c3"))
 
 
-case("residual_two_branches",
-     lambda r: {"w0": rnd(r, 4, 3, 3, 3), "b0": rnd(r, 4), "wa": rnd(r, 3, 4, 3, 3), "ba": rnd(r, 3),
-                "wb": rnd(r, 3, 4, 1, 1), "bb": rnd(r, 3), "w3": rnd(r, 5, 3, 3, 3)},
-     residual_branches,
-     producer("w0", "b0", 4) + [("wa", 1, [S(4)]), ("wb", 1, [S(4)])] + producer("wa", "ba", 3)
-     + producer("wb", "bb", 3) + [("w3", 1, [S(3)])], ["c0", "cA+cB"])
+case(
+    "residual_two_branches",
+    lambda r: {
+        "w0": rnd(r, 4, 3, 3, 3),
+        "b0": rnd(r, 4),
+        "wa": rnd(r, 3, 4, 3, 3),
+        "ba": rnd(r, 3),
+        "wb": rnd(r, 3, 4, 1, 1),
+        "bb": rnd(r, 3),
+        "w3": rnd(r, 5, 3, 3, 3),
+    },
+    residual_branches,
+    producer("w0", "b0", 4)
+    + [("wa", 1, [S(4)]), ("wb", 1, [S(4)])]
+    + producer("wa", "ba", 3)
+    + producer("wb", "bb", 3)
+    + [("w3", 1, [S(3)])],
+    ["c0", "cA+cB"],
+)
 
 
 def residual_identity(w):
     net = Net(w)
     h = net("Relu", net("Conv", net.input("x", X), "w0", "b0", name="c0", pads=[1, 1, 1, 1]))
-    r = net("Conv", net("Relu", net("Conv", h, "w1", "b1", name="c1", pads=[1, 1, 1, 1])), "w2", "b2", name="c2",
-            pads=[1, 1, 1, 1])
+    r = net(
+        "Conv",
+        net("Relu", net("Conv", h, "w1", "b1", name="c1", pads=[1, 1, 1, 1])),
+        "w2",
+        "b2",
+        name="c2",
+        pads=[1, 1, 1, 1],
+    )
     return net.model(net("Conv", net("Relu", net("Add", h, r)), "w3", name="c3"))
 
 
-case("residual_identity",
-     lambda r: {"w0": rnd(r, 4, 3, 3, 3), "b0": rnd(r, 4), "w1": rnd(r, 3, 4, 3, 3), "b1": rnd(r, 3),
-                "w2": rnd(r, 4, 3, 3, 3), "b2": rnd(r, 4), "w3": rnd(r, 5, 4, 1, 1)},
-     residual_identity,
-     producer("w0", "b0", 4) + [("w1", 1, [S(4)])] + producer("w1", "b1", 3) + [("w2", 1, [S(3)])]
-     + producer("w2", "b2", 4) + [("w3", 1, [S(4)])], ["c0+c2", "c1"])
+case(
+    "residual_identity",
+    lambda r: {
+        "w0": rnd(r, 4, 3, 3, 3),
+        "b0": rnd(r, 4),
+        "w1": rnd(r, 3, 4, 3, 3),
+        "b1": rnd(r, 3),
+        "w2": rnd(r, 4, 3, 3, 3),
+        "b2": rnd(r, 4),
+        "w3": rnd(r, 5, 4, 1, 1),
+    },
+    residual_identity,
+    producer("w0", "b0", 4)
+    + [("w1", 1, [S(4)])]
+    + producer("w1", "b1", 3)
+    + [("w2", 1, [S(3)])]
+    + producer("w2", "b2", 4)
+    + [("w3", 1, [S(4)])],
+    ["c0+c2", "c1"],
+)
 
 
 def squeeze_excite(w):
@@ -467,17 +641,36 @@ def squeeze_excite(w):
     return net.model(net("Conv", net("Mul", h, g), "w2", name="c2", pads=[1, 1, 1, 1]))
 
 
-case("squeeze_excite",
-     lambda r: {"w1": rnd(r, 4, 3, 3, 3), "b1": rnd(r, 4), "ws1": rnd(r, 2, 4, 1, 1), "bs1": rnd(r, 2),
-                "ws2": rnd(r, 4, 2, 1, 1), "bs2": rnd(r, 4), "w2": rnd(r, 5, 4, 3, 3)},
-     squeeze_excite,
-     producer("w1", "b1", 4) + [("ws1", 1, [S(4)])] + producer("ws2", "bs2", 4) + [("w2", 1, [S(4)])]
-     + producer("ws1", "bs1", 2) + [("ws2", 1, [S(2)])], ["c1+s2", "s1"])
+case(
+    "squeeze_excite",
+    lambda r: {
+        "w1": rnd(r, 4, 3, 3, 3),
+        "b1": rnd(r, 4),
+        "ws1": rnd(r, 2, 4, 1, 1),
+        "bs1": rnd(r, 2),
+        "ws2": rnd(r, 4, 2, 1, 1),
+        "bs2": rnd(r, 4),
+        "w2": rnd(r, 5, 4, 3, 3),
+    },
+    squeeze_excite,
+    producer("w1", "b1", 4)
+    + [("ws1", 1, [S(4)])]
+    + producer("ws2", "bs2", 4)
+    + [("w2", 1, [S(4)])]
+    + producer("ws1", "bs1", 2)
+    + [("ws2", 1, [S(2)])],
+    ["c1+s2", "s1"],
+)
 
 
 def concat_w(rng):
-    return {"wa": rnd(rng, 4, 3, 3, 3), "ba": rnd(rng, 4), "wb": rnd(rng, 3, 3, 3, 3), "bb": rnd(rng, 3),
-            "w3": rnd(rng, 5, 7, 1, 1)}
+    return {
+        "wa": rnd(rng, 4, 3, 3, 3),
+        "ba": rnd(rng, 4),
+        "wb": rnd(rng, 3, 3, 3, 3),
+        "bb": rnd(rng, 3),
+        "w3": rnd(rng, 5, 7, 1, 1),
+    }
 
 
 def concat(with_input: bool):
@@ -487,13 +680,24 @@ def concat(with_input: bool):
         a = net("Relu", net("Conv", x, "wa", "ba", name="cA", pads=[1, 1, 1, 1]))
         b = x if with_input else net("Relu", net("Conv", x, "wb", "bb", name="cB", pads=[1, 1, 1, 1]))
         return net.model(net("Conv", net("Concat", a, b, axis=1), "w3", name="c3"))
+
     return build
 
 
-case("concat_channels", concat_w, concat(False),
-     producer("wa", "ba", 4) + producer("wb", "bb", 3) + [("w3", 1, [S(4), S(3)])], ["cA", "cB"])
-case("concat_with_graph_input", concat_w, concat(True), producer("wa", "ba", 4) + [("w3", 1, [S(4), K(3)])],
-     ["cA"])
+case(
+    "concat_channels",
+    concat_w,
+    concat(False),
+    producer("wa", "ba", 4) + producer("wb", "bb", 3) + [("w3", 1, [S(4), S(3)])],
+    ["cA", "cB"],
+)
+case(
+    "concat_with_graph_input",
+    concat_w,
+    concat(True),
+    producer("wa", "ba", 4) + [("w3", 1, [S(4), K(3)])],
+    ["cA"],
+)
 
 
 def concat_bn_depthwise(w):
@@ -506,12 +710,25 @@ def concat_bn_depthwise(w):
     return net.model(net("Conv", h, "w3", name="c3"))
 
 
-case("concat_bn_depthwise",
-     lambda r: concat_w(r) | {"s": positive(r, 7), "t": rnd(r, 7), "mu": rnd(r, 7), "var": positive(r, 7),
-                              "wd": rnd(r, 7, 1, 3, 3)},
-     concat_bn_depthwise,
-     producer("wa", "ba", 4) + producer("wb", "bb", 3) + [("w3", 1, [S(4), S(3)])]
-     + [(v, 0, [A(4), A(3)]) for v in ("s", "t", "mu", "var", "wd")], ["cA", "cB"])
+case(
+    "concat_bn_depthwise",
+    lambda r: (
+        concat_w(r)
+        | {
+            "s": positive(r, 7),
+            "t": rnd(r, 7),
+            "mu": rnd(r, 7),
+            "var": positive(r, 7),
+            "wd": rnd(r, 7, 1, 3, 3),
+        }
+    ),
+    concat_bn_depthwise,
+    producer("wa", "ba", 4)
+    + producer("wb", "bb", 3)
+    + [("w3", 1, [S(4), S(3)])]
+    + [(v, 0, [A(4), A(3)]) for v in ("s", "t", "mu", "var", "wd")],
+    ["cA", "cB"],
+)
 
 
 def split_concat(w):
@@ -524,9 +741,13 @@ def split_concat(w):
     return net.model(net("Add", net("Conv", p, "wp", name="cP"), net("Conv", q, "wq", name="cQ")))
 
 
-case("split_at_segment_bounds",
-     lambda r: concat_w(r) | {"wp": rnd(r, 5, 4, 1, 1), "wq": rnd(r, 5, 3, 1, 1)}, split_concat,
-     producer("wa", "ba", 4) + producer("wb", "bb", 3) + [("wp", 1, [S(4)]), ("wq", 1, [S(3)])], ["cA", "cB"])
+case(
+    "split_at_segment_bounds",
+    lambda r: concat_w(r) | {"wp": rnd(r, 5, 4, 1, 1), "wq": rnd(r, 5, 3, 1, 1)},
+    split_concat,
+    producer("wa", "ba", 4) + producer("wb", "bb", 3) + [("wp", 1, [S(4)]), ("wq", 1, [S(3)])],
+    ["cA", "cB"],
+)
 
 
 def split_spatial(net: Net, h: str) -> str:
@@ -540,6 +761,7 @@ case("split_spatial", conv_pair_w, conv_chain(split_spatial), CHAIN_DUP, ["c1"])
 # --------------------------------------------------------------------------------- reshapes into a Gemm
 def flatten_gemm(kind: str, opset: int = 17):
     """x → Conv c1 (n) → Relu → MaxPool (3×3) → Flatten/Reshape → Gemm fc."""
+
     def build(w):
         net = Net(w, opset)
         h = net("Conv", net.input("x", X), "w1", "b1", name="c1", pads=[1, 1, 1, 1])
@@ -551,13 +773,18 @@ def flatten_gemm(kind: str, opset: int = 17):
             target = {"0,-1": [0, -1], "N,-1": [2, -1], "N,CHW": [2, n * 9], "-1,CHW": [-1, n * 9]}[kind]
             h = net("Reshape", h, net.i64("target", target))
         return net.model(net("Gemm", h, "fw", "fb", name="fc", transB=1))
+
     return build
 
 
 for _kind in ("flatten", "0,-1", "N,-1", "N,CHW", "-1,CHW"):
-    case(f"reshape_gemm_{_kind}",
-         lambda r: {"w1": rnd(r, 4, 3, 3, 3), "b1": rnd(r, 4), "fw": rnd(r, 5, 36), "fb": rnd(r, 5)},
-         flatten_gemm(_kind), producer("w1", "b1", 4) + [("fw", 1, [S(4, 9)])], ["c1"])
+    case(
+        f"reshape_gemm_{_kind}",
+        lambda r: {"w1": rnd(r, 4, 3, 3, 3), "b1": rnd(r, 4), "fw": rnd(r, 5, 36), "fb": rnd(r, 5)},
+        flatten_gemm(_kind),
+        producer("w1", "b1", 4) + [("fw", 1, [S(4, 9)])],
+        ["c1"],
+    )
 
 
 def reshape_keep_channels(opset: int):
@@ -570,13 +797,18 @@ def reshape_keep_channels(opset: int):
         else:
             h = net("ReduceMean", h, axes=[2], keepdims=0)
         return net.model(net("Gemm", h, "fw", "fb", name="fc", transB=1))
+
     return build
 
 
 for _opset in (17, 20):
-    case(f"reshape_keep_channels_reducemean_opset{_opset}",
-         lambda r: {"w1": rnd(r, 4, 3, 3, 3), "b1": rnd(r, 4), "fw": rnd(r, 5, 4), "fb": rnd(r, 5)},
-         reshape_keep_channels(_opset), producer("w1", "b1", 4) + [("fw", 1, [S(4)])], ["c1"])
+    case(
+        f"reshape_keep_channels_reducemean_opset{_opset}",
+        lambda r: {"w1": rnd(r, 4, 3, 3, 3), "b1": rnd(r, 4), "fw": rnd(r, 5, 4), "fb": rnd(r, 5)},
+        reshape_keep_channels(_opset),
+        producer("w1", "b1", 4) + [("fw", 1, [S(4)])],
+        ["c1"],
+    )
 
 
 def reducemean_gemm(opset: int):
@@ -588,13 +820,18 @@ def reducemean_gemm(opset: int):
         else:
             h = net("ReduceMean", h, axes=[2, 3], keepdims=0)
         return net.model(net("Gemm", h, "fw", "fb", name="fc", transB=1))
+
     return build
 
 
 for _opset in (13, 20):
-    case(f"reducemean_spatial_gemm_opset{_opset}",
-         lambda r: {"w1": rnd(r, 4, 3, 3, 3), "b1": rnd(r, 4), "fw": rnd(r, 5, 4), "fb": rnd(r, 5)},
-         reducemean_gemm(_opset), producer("w1", "b1", 4) + [("fw", 1, [S(4)])], ["c1"])
+    case(
+        f"reducemean_spatial_gemm_opset{_opset}",
+        lambda r: {"w1": rnd(r, 4, 3, 3, 3), "b1": rnd(r, 4), "fw": rnd(r, 5, 4), "fb": rnd(r, 5)},
+        reducemean_gemm(_opset),
+        producer("w1", "b1", 4) + [("fw", 1, [S(4)])],
+        ["c1"],
+    )
 
 
 def flatten_rank3(w):
@@ -603,8 +840,13 @@ def flatten_rank3(w):
     return net.model(net("Gemm", net("Flatten", h, axis=2), "fw", "fb", name="fc", transB=1))
 
 
-case("flatten_axis2_gemm", lambda r: {"w1": rnd(r, 6, 4), "b1": rnd(r, 4), "fw": rnd(r, 5, 4), "fb": rnd(r, 5)},
-     flatten_rank3, producer("w1", None, 4, axis=1) + [("b1", 0, [A(4)]), ("fw", 1, [S(4)])], ["m1"])
+case(
+    "flatten_axis2_gemm",
+    lambda r: {"w1": rnd(r, 6, 4), "b1": rnd(r, 4), "fw": rnd(r, 5, 4), "fb": rnd(r, 5)},
+    flatten_rank3,
+    producer("w1", None, 4, axis=1) + [("b1", 0, [A(4)]), ("fw", 1, [S(4)])],
+    ["m1"],
+)
 
 
 def transpose_matmul(w):
@@ -614,18 +856,33 @@ def transpose_matmul(w):
     return net.model(net("Add", net("MatMul", h, "mw", name="m2"), "mb"))
 
 
-case("transpose_nhwc_matmul",
-     lambda r: {"w1": rnd(r, 4, 3, 3, 3), "b1": rnd(r, 4), "mw": rnd(r, 4, 5), "mb": rnd(r, 5)},
-     transpose_matmul, producer("w1", "b1", 4) + [("mw", 0, [S(4)])], ["c1"])
+case(
+    "transpose_nhwc_matmul",
+    lambda r: {"w1": rnd(r, 4, 3, 3, 3), "b1": rnd(r, 4), "mw": rnd(r, 4, 5), "mb": rnd(r, 5)},
+    transpose_matmul,
+    producer("w1", "b1", 4) + [("mw", 0, [S(4)])],
+    ["c1"],
+)
 
 
 # --------------------------------------------------------------------------------- barriers
-case("softmax_channels", lambda r: stem_w(r, {"w2": rnd(r, 5, 4, 3, 3)}),
-     stem_chain(lambda net, h: conv2(net, net("Softmax", h, axis=1))), STEM_DUP, ["c0"], {"c1": "Softmax"})
+case(
+    "softmax_channels",
+    lambda r: stem_w(r, {"w2": rnd(r, 5, 4, 3, 3)}),
+    stem_chain(lambda net, h: conv2(net, net("Softmax", h, axis=1))),
+    STEM_DUP,
+    ["c0"],
+    {"c1": "Softmax"},
+)
 case("softmax_spatial", conv_pair_w, conv_chain(lambda net, h: net("Softmax", h, axis=-1)), CHAIN_DUP, ["c1"])
-case("reducemean_channels", lambda r: stem_w(r, {"w2": rnd(r, 5, 1, 3, 3)}),
-     stem_chain(lambda net, h: conv2(net, net("ReduceMean", h, axes=[1], keepdims=1))), STEM_DUP, ["c0"],
-     {"c1": "ReduceMean"})
+case(
+    "reducemean_channels",
+    lambda r: stem_w(r, {"w2": rnd(r, 5, 1, 3, 3)}),
+    stem_chain(lambda net, h: conv2(net, net("ReduceMean", h, axes=[1], keepdims=1))),
+    STEM_DUP,
+    ["c0"],
+    {"c1": "ReduceMean"},
+)
 
 
 def layernorm(axis: int, blocked: bool) -> None:
@@ -638,11 +895,27 @@ def layernorm(axis: int, blocked: bool) -> None:
     shape = (4,) if axis == -1 else (3, 4)
     dup = producer("w0", None, 3, axis=1) + [("b0", 0, [A(3)]), ("w1", 0, [S(3)])]
     if not blocked:
-        dup += [("w1", 1, [A(4)]), ("w2", 0, [S(4)]), ("ls", len(shape) - 1, [A(4)]), ("lb", len(shape) - 1, [A(4)])]
-    case(f"layernorm_axis{axis}",
-         lambda r: {"w0": rnd(r, 6, 3), "b0": rnd(r, 3), "w1": rnd(r, 3, 4), "ls": positive(r, *shape),
-                    "lb": rnd(r, *shape), "w2": rnd(r, 4, 5)},
-         build, dup, ["m0"] + ([] if blocked else ["m1"]), {"m1": "LayerNormalization"} if blocked else {})
+        dup += [
+            ("w1", 1, [A(4)]),
+            ("w2", 0, [S(4)]),
+            ("ls", len(shape) - 1, [A(4)]),
+            ("lb", len(shape) - 1, [A(4)]),
+        ]
+    case(
+        f"layernorm_axis{axis}",
+        lambda r: {
+            "w0": rnd(r, 6, 3),
+            "b0": rnd(r, 3),
+            "w1": rnd(r, 3, 4),
+            "ls": positive(r, *shape),
+            "lb": rnd(r, *shape),
+            "w2": rnd(r, 4, 5),
+        },
+        build,
+        dup,
+        ["m0"] + ([] if blocked else ["m1"]),
+        {"m1": "LayerNormalization"} if blocked else {},
+    )
 
 
 layernorm(-1, True)
@@ -656,14 +929,29 @@ def layernorm_spatial(w):
     return net.model(net("Conv", h, "w2", "b2", name="c2", pads=[1, 1, 1, 1]))
 
 
-case("layernorm_spatial", lambda r: conv_pair_w(r) | {"ls": positive(r, 6, 6), "lb": rnd(r, 6, 6)},
-     layernorm_spatial, CHAIN_DUP, ["c1"])
-case("graph_output_in_middle", lambda r: stem_w(r, {"w2": rnd(r, 5, 4, 3, 3)}),
-     stem_chain(lambda net, h: (conv2(net, net("Relu", h, name="mid")), "mid_y")), STEM_DUP, ["c0"],
-     {"c1": "graph output mid_y"})
-case("unknown_op_topk", lambda r: stem_w(r, {"w2": rnd(r, 5, 4, 3, 3)}),
-     stem_chain(lambda net, h: conv2(net, net("TopK", net("Relu", h), net.i64("k", [3]), axis=3, outs=2)[0])),
-     STEM_DUP, ["c0"], {"c1": "TopK"})
+case(
+    "layernorm_spatial",
+    lambda r: conv_pair_w(r) | {"ls": positive(r, 6, 6), "lb": rnd(r, 6, 6)},
+    layernorm_spatial,
+    CHAIN_DUP,
+    ["c1"],
+)
+case(
+    "graph_output_in_middle",
+    lambda r: stem_w(r, {"w2": rnd(r, 5, 4, 3, 3)}),
+    stem_chain(lambda net, h: (conv2(net, net("Relu", h, name="mid")), "mid_y")),
+    STEM_DUP,
+    ["c0"],
+    {"c1": "graph output mid_y"},
+)
+case(
+    "unknown_op_topk",
+    lambda r: stem_w(r, {"w2": rnd(r, 5, 4, 3, 3)}),
+    stem_chain(lambda net, h: conv2(net, net("TopK", net("Relu", h), net.i64("k", [3]), axis=3, outs=2)[0])),
+    STEM_DUP,
+    ["c0"],
+    {"c1": "TopK"},
+)
 
 
 def shared_sequential(w):
@@ -674,12 +962,22 @@ def shared_sequential(w):
     return net.model(net("Conv", h, "w3", name="c3"))
 
 
-case("shared_weight_two_convs",
-     lambda r: {"w0": rnd(r, 4, 3, 3, 3), "b0": rnd(r, 4), "ws": rnd(r, 4, 4, 3, 3) * 0.5, "bs1": rnd(r, 4),
-                "bs2": rnd(r, 4), "w3": rnd(r, 5, 4, 1, 1)},
-     shared_sequential,
-     producer("w0", "b0", 4) + producer("ws", "bs1", 4) + [("bs2", 0, [A(4)]), ("ws", 1, [S(4)]),
-                                                           ("w3", 1, [S(4)])], ["c0+cS1+cS2"])
+case(
+    "shared_weight_two_convs",
+    lambda r: {
+        "w0": rnd(r, 4, 3, 3, 3),
+        "b0": rnd(r, 4),
+        "ws": rnd(r, 4, 4, 3, 3) * 0.5,
+        "bs1": rnd(r, 4),
+        "bs2": rnd(r, 4),
+        "w3": rnd(r, 5, 4, 1, 1),
+    },
+    shared_sequential,
+    producer("w0", "b0", 4)
+    + producer("ws", "bs1", 4)
+    + [("bs2", 0, [A(4)]), ("ws", 1, [S(4)]), ("w3", 1, [S(4)])],
+    ["c0+cS1+cS2"],
+)
 
 
 def weight_read_elsewhere(w):
@@ -689,8 +987,14 @@ def weight_read_elsewhere(w):
     return net.model(conv2(net, h), net("ReduceSum", "w2", keepdims=0, name="peek"))
 
 
-case("weight_read_by_other_op", lambda r: stem_w(r, {"w2": rnd(r, 5, 4, 3, 3)}), weight_read_elsewhere,
-     STEM_DUP, ["c0"], {"c1": "also used by ReduceSum"})
+case(
+    "weight_read_by_other_op",
+    lambda r: stem_w(r, {"w2": rnd(r, 5, 4, 3, 3)}),
+    weight_read_elsewhere,
+    STEM_DUP,
+    ["c0"],
+    {"c1": "also used by ReduceSum"},
+)
 
 
 def shared_untracked_reader(w):
@@ -701,12 +1005,22 @@ def shared_untracked_reader(w):
     return net.model(net("Add", net("Conv", a, "w3", name="c3"), net("Conv", b, "w4", name="c4")))
 
 
-case("shared_weight_untracked_reader",
-     lambda r: {"w0": rnd(r, 4, 3, 3, 3), "b0": rnd(r, 4), "ws": rnd(r, 4, 4, 3, 3), "bs1": rnd(r, 4),
-                "bs2": rnd(r, 4), "w3": rnd(r, 5, 4, 1, 1), "w4": rnd(r, 5, 4, 1, 1)},
-     shared_untracked_reader,
-     producer("ws", "bs1", 4) + [("bs2", 0, [A(4)]), ("w3", 1, [S(4)]), ("w4", 1, [S(4)])], ["cS1+cS2"],
-     {"c0": "also used by Conv cS2"})
+case(
+    "shared_weight_untracked_reader",
+    lambda r: {
+        "w0": rnd(r, 4, 3, 3, 3),
+        "b0": rnd(r, 4),
+        "ws": rnd(r, 4, 4, 3, 3),
+        "bs1": rnd(r, 4),
+        "bs2": rnd(r, 4),
+        "w3": rnd(r, 5, 4, 1, 1),
+        "w4": rnd(r, 5, 4, 1, 1),
+    },
+    shared_untracked_reader,
+    producer("ws", "bs1", 4) + [("bs2", 0, [A(4)]), ("w3", 1, [S(4)]), ("w4", 1, [S(4)])],
+    ["cS1+cS2"],
+    {"c0": "also used by Conv cS2"},
+)
 
 
 def concat_united_reshape(w):
@@ -720,12 +1034,20 @@ def concat_united_reshape(w):
     return net.model(y1, net("Gemm", h, "fw", name="fc", transB=1))
 
 
-case("concat_of_united_branches_reshape",
-     lambda r: {"wa": rnd(r, 4, 3, 3, 3), "ba": rnd(r, 4), "wb": rnd(r, 4, 3, 3, 3), "bb": rnd(r, 4),
-                "w3": rnd(r, 5, 4, 1, 1), "fw": rnd(r, 5, 72)},
-     concat_united_reshape,
-     producer("wa", "ba", 4) + producer("wb", "bb", 4) + [("w3", 1, [S(4)]), ("fw", 1, [S(4, 9), S(4, 9)])],
-     ["cA+cB"])
+case(
+    "concat_of_united_branches_reshape",
+    lambda r: {
+        "wa": rnd(r, 4, 3, 3, 3),
+        "ba": rnd(r, 4),
+        "wb": rnd(r, 4, 3, 3, 3),
+        "bb": rnd(r, 4),
+        "w3": rnd(r, 5, 4, 1, 1),
+        "fw": rnd(r, 5, 72),
+    },
+    concat_united_reshape,
+    producer("wa", "ba", 4) + producer("wb", "bb", 4) + [("w3", 1, [S(4)]), ("fw", 1, [S(4, 9), S(4, 9)])],
+    ["cA+cB"],
+)
 
 
 def gemm_trans_a(w):
@@ -734,8 +1056,13 @@ def gemm_trans_a(w):
     return net.model(net("Gemm", net("Transpose", h, perm=[1, 0]), "gw2", name="g2", transA=1))
 
 
-case("gemm_transA", lambda r: {"gw1": rnd(r, 4, 6), "gc1": rnd(r, 4), "gw2": rnd(r, 4, 5)}, gemm_trans_a,
-     producer("gw1", "gc1", 4) + [("gw2", 0, [S(4)])], ["g1"])
+case(
+    "gemm_transA",
+    lambda r: {"gw1": rnd(r, 4, 6), "gc1": rnd(r, 4), "gw2": rnd(r, 4, 5)},
+    gemm_trans_a,
+    producer("gw1", "gc1", 4) + [("gw2", 0, [S(4)])],
+    ["g1"],
+)
 
 
 def squeeze_gemm(opset: int):
@@ -747,15 +1074,24 @@ def squeeze_gemm(opset: int):
         h = net("Sigmoid", net("Gemm", h, "fw", "fb", name="g1", transB=1))
         h = net("Unsqueeze", h, net.i64("uaxes", [2])) if opset >= 13 else net("Unsqueeze", h, axes=[2])
         return net.model(net("Conv", h, "w2", name="c2"))
+
     return build
 
 
 for _opset in (11, 13):
-    case(f"squeeze_unsqueeze_opset{_opset}",
-         lambda r: {"w1": rnd(r, 4, 3, 3, 3), "b1": rnd(r, 4), "fw": rnd(r, 3, 4), "fb": rnd(r, 3),
-                    "w2": rnd(r, 5, 3, 1)},
-         squeeze_gemm(_opset), producer("w1", "b1", 4) + [("fw", 1, [S(4)])] + producer("fw", "fb", 3)
-         + [("w2", 1, [S(3)])], ["c1", "g1"])
+    case(
+        f"squeeze_unsqueeze_opset{_opset}",
+        lambda r: {
+            "w1": rnd(r, 4, 3, 3, 3),
+            "b1": rnd(r, 4),
+            "fw": rnd(r, 3, 4),
+            "fb": rnd(r, 3),
+            "w2": rnd(r, 5, 3, 1),
+        },
+        squeeze_gemm(_opset),
+        producer("w1", "b1", 4) + [("fw", 1, [S(4)])] + producer("fw", "fb", 3) + [("w2", 1, [S(3)])],
+        ["c1", "g1"],
+    )
 
 
 def split_unrewritable(opset: int):
@@ -770,20 +1106,38 @@ def split_unrewritable(opset: int):
         else:
             p, q = net("Split", cat, axis=1, num_outputs=2, outs=2)
         return net.model(net("Add", net("Conv", p, "wp", name="cP"), net("Conv", q, "wq", name="cQ")))
+
     return build
 
 
 def split_pair_w(r):
-    return {"wa": rnd(r, 4, 3, 3, 3), "ba": rnd(r, 4), "wb": rnd(r, 4, 3, 3, 3), "bb": rnd(r, 4),
-            "wp": rnd(r, 5, 4, 1, 1), "wq": rnd(r, 5, 4, 1, 1)}
+    return {
+        "wa": rnd(r, 4, 3, 3, 3),
+        "ba": rnd(r, 4),
+        "wb": rnd(r, 4, 3, 3, 3),
+        "bb": rnd(r, 4),
+        "wp": rnd(r, 5, 4, 1, 1),
+        "wq": rnd(r, 5, 4, 1, 1),
+    }
 
 
 # opset < 13: the sizes are an attribute, which folding cannot rewrite
-case("split_sizes_not_rewritable_opset11", split_pair_w, split_unrewritable(11), [], [],
-     {"cA": "split sizes", "cB": "split sizes"})
+case(
+    "split_sizes_not_rewritable_opset11",
+    split_pair_w,
+    split_unrewritable(11),
+    [],
+    [],
+    {"cA": "split sizes", "cB": "split sizes"},
+)
 # opset 18 num_outputs: canonicalize gives the Split explicit sizes, which fold like any shape constant
-case("split_num_outputs_made_explicit_opset18", split_pair_w, split_unrewritable(18),
-     producer("wa", "ba", 4) + producer("wb", "bb", 4) + [("wp", 1, [S(4)]), ("wq", 1, [S(4)])], ["cA", "cB"])
+case(
+    "split_num_outputs_made_explicit_opset18",
+    split_pair_w,
+    split_unrewritable(18),
+    producer("wa", "ba", 4) + producer("wb", "bb", 4) + [("wp", 1, [S(4)]), ("wq", 1, [S(4)])],
+    ["cA", "cB"],
+)
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -807,19 +1161,30 @@ def test_concat_clusters_never_span_inputs() -> None:
     w["wb"], w["bb"] = w["wa"][:3].copy(), w["ba"][:3].copy()
     w = widen(w, producer("wa", "ba", 4) + producer("wb", "bb", 3) + [("w3", 1, [S(4), S(3)])])
     folded, plans = fold(concat(False)(w))
-    assert sorted((p.group.name, p.group.size, p.k) for p in plans if p.status == "folded") == \
-        [("cA", 8, 4), ("cB", 6, 3)]
+    assert sorted((p.group.name, p.group.size, p.k) for p in plans if p.status == "folded") == [
+        ("cA", 8, 4),
+        ("cB", 6, 3),
+    ]
     assert initializers(folded)["w3"].shape == (5, 7, 1, 1)
 
 
 def test_flatten_gemm_block_members() -> None:
     proto = flatten_gemm("N,CHW")(
-        {"w1": np.zeros((4, 3, 3, 3), np.float32), "b1": np.zeros(4, np.float32),
-         "fw": np.zeros((5, 36), np.float32), "fb": np.zeros(5, np.float32)})
+        {
+            "w1": np.zeros((4, 3, 3, 3), np.float32),
+            "b1": np.zeros(4, np.float32),
+            "fw": np.zeros((5, 36), np.float32),
+            "fb": np.zeros(5, np.float32),
+        }
+    )
     (group,) = [g for g in groups_of(proto) if g.name == "c1"]
     by_tensor = {m.tensor: m for m in group.members}
     assert (by_tensor["fw"].axis, by_tensor["fw"].block, by_tensor["fw"].role) == (1, 9, "sum")
-    assert (by_tensor["target"].offset, by_tensor["target"].block, by_tensor["target"].role) == (1, 9, "shape")
+    assert (by_tensor["target"].offset, by_tensor["target"].block, by_tensor["target"].role) == (
+        1,
+        9,
+        "shape",
+    )
 
 
 def test_custom_domain_op_blocks_and_rest_analyzes() -> None:
@@ -830,11 +1195,14 @@ def test_custom_domain_op_blocks_and_rest_analyzes() -> None:
     assert not groups["c1"].foldable and any("MyAct" in r for r in groups["c1"].blocked)
 
 
-@pytest.mark.parametrize(("prep", "needle"), [
-    (None, "Concat cat combines channels with graph input past"),
-    ("Neg", "Concat cat combines channels with untracked tensor neg_y (from graph input past)"),
-    ("Add", "Concat cat combines channels with untracked tensor add_y"),
-])
+@pytest.mark.parametrize(
+    ("prep", "needle"),
+    [
+        (None, "Concat cat combines channels with graph input past"),
+        ("Neg", "Concat cat combines channels with untracked tensor neg_y (from graph input past)"),
+        ("Add", "Concat cat combines channels with untracked tensor add_y"),
+    ],
+)
 def test_concat_with_a_cache_input_names_the_graph_input(prep, needle) -> None:
     """A KV-cache pattern: new channels appended on the sequence axis to a graph input that carries the
     same channels. The input's width is part of the model's signature, so the group stays blocked, and
@@ -861,8 +1229,17 @@ def test_softmax_opset11_flattens_over_channels() -> None:
     assert groups["c1"].foldable
 
 
-@pytest.mark.parametrize("name", ["squeeze_excite", "concat_channels", "reshape_gemm_N,CHW", "depthwise_conv",
-                                  "shared_weight_two_convs", "resize_sizes"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "squeeze_excite",
+        "concat_channels",
+        "reshape_gemm_N,CHW",
+        "depthwise_conv",
+        "shared_weight_two_convs",
+        "resize_sizes",
+    ],
+)
 def test_sparsity_zero_is_bit_identical(name: str) -> None:
     c = CASES[name]
     wide = c.build(widen(c.weights(np.random.default_rng(0)), c.dup))
@@ -878,6 +1255,7 @@ def test_sparsity_zero_is_bit_identical(name: str) -> None:
 
 def test_fp16_conv_chain() -> None:
     """float16 weights, constants and inputs: folding keeps the dtype and still gives back the compact graph."""
+
     def weights(rng):
         w = conv_pair_w(rng) | {"s": positive(rng, 4, 1, 1), "t": rnd(rng, 4, 1, 1)}
         return {k: v.astype(np.float16) for k, v in w.items()}
@@ -885,8 +1263,15 @@ def test_fp16_conv_chain() -> None:
     def mid(net: Net, h: str) -> str:
         return net("Relu", net("Add", net("Mul", net("Div", h, net.f("two", 2.0)), "s"), "t"))
 
-    check_case(Case(weights, conv_chain(mid, dtype=np.float16), CHAIN_DUP + producer("s", None, 4)
-                    + producer("t", None, 4), ["c1"]), tol=2e-3)
+    check_case(
+        Case(
+            weights,
+            conv_chain(mid, dtype=np.float16),
+            CHAIN_DUP + producer("s", None, 4) + producer("t", None, 4),
+            ["c1"],
+        ),
+        tol=2e-3,
+    )
 
 
 def test_split_inside_a_group_partitions_it_and_folds_each_part_exactly():
@@ -901,17 +1286,31 @@ def test_split_inside_a_group_partitions_it_and_folds_each_part_exactly():
         rep = width // 2
         w1 = np.repeat(w_c, rep, axis=0)
         b1 = np.repeat(b_c, rep)
-        inits = [numpy_helper.from_array(a, n) for a, n in (
-            (w1, "w1"), (b1, "b1"), (np.repeat(wp, rep, axis=1) / rep, "wp"), (np.repeat(wq, rep, axis=1) / rep, "wq"),
-            (np.array([rep, rep], np.int64), "split"))]
-        nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["h"], name="c1", pads=[1, 1, 1, 1]),
-                 helper.make_node("Relu", ["h"], ["r"], name="relu"),
-                 helper.make_node("Split", ["r", "split"], ["p", "q"], name="split", axis=1),
-                 helper.make_node("Conv", ["p", "wp"], ["yp"], name="cP"),
-                 helper.make_node("Conv", ["q", "wq"], ["yq"], name="cQ"),
-                 helper.make_node("Add", ["yp", "yq"], ["y"], name="add")]
-        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", 1, [2, 3, 6, 6])],
-                                  [helper.make_tensor_value_info("y", 1, None)], inits)
+        inits = [
+            numpy_helper.from_array(a, n)
+            for a, n in (
+                (w1, "w1"),
+                (b1, "b1"),
+                (np.repeat(wp, rep, axis=1) / rep, "wp"),
+                (np.repeat(wq, rep, axis=1) / rep, "wq"),
+                (np.array([rep, rep], np.int64), "split"),
+            )
+        ]
+        nodes = [
+            helper.make_node("Conv", ["x", "w1", "b1"], ["h"], name="c1", pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["h"], ["r"], name="relu"),
+            helper.make_node("Split", ["r", "split"], ["p", "q"], name="split", axis=1),
+            helper.make_node("Conv", ["p", "wp"], ["yp"], name="cP"),
+            helper.make_node("Conv", ["q", "wq"], ["yq"], name="cQ"),
+            helper.make_node("Add", ["yp", "yq"], ["y"], name="add"),
+        ]
+        graph = helper.make_graph(
+            nodes,
+            "g",
+            [helper.make_tensor_value_info("x", 1, [2, 3, 6, 6])],
+            [helper.make_tensor_value_info("y", 1, None)],
+            inits,
+        )
         return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
     wide = model(4)
@@ -940,7 +1339,9 @@ def test_gemm_between_leading_dim_reshapes_folds_exactly(tmp_path, style):
     class FlatMLP(torch.nn.Module):
         def __init__(self, w1, b1, w2, b2):
             super().__init__()
-            self.w1, self.b1, self.w2, self.b2 = (torch.nn.Parameter(torch.tensor(a)) for a in (w1, b1, w2, b2))
+            self.w1, self.b1, self.w2, self.b2 = (
+                torch.nn.Parameter(torch.tensor(a)) for a in (w1, b1, w2, b2)
+            )
 
         def forward(self, x):
             b, t, d = x.shape
@@ -960,8 +1361,15 @@ def test_gemm_between_leading_dim_reshapes_folds_exactly(tmp_path, style):
         paths[name] = tmp_path / f"{name}.onnx"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(FlatMLP(*args).eval(), (x,), str(paths[name]), input_names=["x"], output_names=["y"],
-                              dynamo=style == "dynamo", **({"opset_version": 17} if style == "legacy" else {}))
+            torch.onnx.export(
+                FlatMLP(*args).eval(),
+                (x,),
+                str(paths[name]),
+                input_names=["x"],
+                output_names=["y"],
+                dynamo=style == "dynamo",
+                **({"opset_version": 17} if style == "legacy" else {}),
+            )
     out = tmp_path / "folded.onnx"
     _, report = onnxfold.fold(paths["wide"], 0.5, out, repair="none", check=True, validate=False)
     folded = [p for p in report.plans if p.status == "folded"]
@@ -981,8 +1389,9 @@ def test_a_constant_read_in_several_slots_of_one_node_gets_a_copy_per_slot():
 
     two = gs.Constant("two", np.array([2], np.int64))
     out = gs.Variable("shape", np.int64, [3])
-    graph = gs.Graph(nodes=[gs.Node("Concat", inputs=[two, two, two], outputs=[out], attrs={"axis": 0})],
-                     outputs=[out])
+    graph = gs.Graph(
+        nodes=[gs.Node("Concat", inputs=[two, two, two], outputs=[out], attrs={"axis": 0})], outputs=[out]
+    )
     assert unshare_vectors(graph) == 2
     inputs = graph.nodes[0].inputs
     assert len({id(t) for t in inputs}) == 3 and all(np.array_equal(t.values, [2]) for t in inputs)
@@ -998,7 +1407,10 @@ def test_fused_gate_up_cut_by_slices_folds_exactly(tmp_path, style):
     class GateUp(torch.nn.Module):
         def __init__(self, w_gu, w_down):
             super().__init__()
-            self.w_gu, self.w_down = torch.nn.Parameter(torch.tensor(w_gu)), torch.nn.Parameter(torch.tensor(w_down))
+            self.w_gu, self.w_down = (
+                torch.nn.Parameter(torch.tensor(w_gu)),
+                torch.nn.Parameter(torch.tensor(w_down)),
+            )
 
         def forward(self, x):
             h = x @ self.w_gu
@@ -1010,20 +1422,31 @@ def test_fused_gate_up_cut_by_slices_folds_exactly(tmp_path, style):
     gate, up = rng.standard_normal((d, f)).astype(np.float32), rng.standard_normal((d, f)).astype(np.float32)
     down = rng.standard_normal((f, d)).astype(np.float32)
     order = np.r_[np.arange(f), np.arange(f)][::-1].copy()
-    models = {"compact": (np.hstack([gate, up]), down),
-              "wide": (np.hstack([gate[:, order], up[:, order]]), down[order] / 2)}
+    models = {
+        "compact": (np.hstack([gate, up]), down),
+        "wide": (np.hstack([gate[:, order], up[:, order]]), down[order] / 2),
+    }
     x = torch.randn(2, 5, d)
     paths = {}
     for name, args in models.items():
         paths[name] = tmp_path / f"{name}.onnx"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(GateUp(*args).eval(), (x,), str(paths[name]), input_names=["x"], output_names=["y"],
-                              dynamo=style == "dynamo", **({"opset_version": 17} if style == "legacy" else {}))
+            torch.onnx.export(
+                GateUp(*args).eval(),
+                (x,),
+                str(paths[name]),
+                input_names=["x"],
+                output_names=["y"],
+                dynamo=style == "dynamo",
+                **({"opset_version": 17} if style == "legacy" else {}),
+            )
     out = tmp_path / "folded.onnx"
     _, report = onnxfold.fold(paths["wide"], 0.5, out, repair="none", check=True, validate=False)
     folded = [p for p in report.plans if p.status == "folded"]
-    assert [(p.group.size, p.k) for p in folded] == [(2 * f, f)], [(p.group.size, p.reason) for p in report.plans]
+    assert [(p.group.size, p.k) for p in folded] == [(2 * f, f)], [
+        (p.group.size, p.reason) for p in report.plans
+    ]
     feed = {"x": x.numpy()}
     ref = make_session(str(paths["compact"])).run(None, feed)[0]
     got = make_session(str(out)).run(None, feed)[0]

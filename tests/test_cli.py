@@ -15,15 +15,15 @@ import onnx
 import pytest
 
 import onnxfold
-from onnxfold.cli import main
-from onnxfold.report import model_stats
-from onnxfold.validate import make_session
+from onnxfold.cli.commands import main
+from onnxfold.report.stats import model_stats
+from onnxfold.runtime.validate import make_session
 
 PIPELINE = "canonicalize,fold:sparsity=0.5,seed=1,cleanup,validate"
 
 
 def cli(argv: list, capsys) -> tuple[int, str, str]:
-    """Run ``onnxfold.cli.main`` in-process; argparse errors exit through SystemExit."""
+    """Run ``onnxfold.cli.commands.main`` in-process; argparse errors exit through SystemExit."""
     try:
         rc = main([str(a) for a in argv])
     except SystemExit as exc:
@@ -116,27 +116,46 @@ def _relocated(location_of: Callable[[Path], str]) -> Case:
 
 
 BAD_INPUTS: dict[str, tuple[Case, Callable[[Path, Path], list]]] = {
-    "missing-file": (lambda root, ex: root / "in" / "missing.onnx",
-                     lambda m, out: ["fold", m, "-o", out / "o.onnx"]),
+    "missing-file": (
+        lambda root, ex: root / "in" / "missing.onnx",
+        lambda m, out: ["fold", m, "-o", out / "o.onnx"],
+    ),
     "text-file": (_text, lambda m, out: ["fold", m, "-o", out / "o.onnx"]),
     "truncated-model": (_truncated, lambda m, out: ["fold", m, "-o", out / "o.onnx"]),
     "empty-file": (_empty, lambda m, out: ["run", m, "-o", out / "o.onnx", "--pipeline", PIPELINE]),
     "sparsity-1.0": (_model, lambda m, out: ["fold", m, "-o", out / "o.onnx", "-s", "1.0"]),
     "sparsity-negative": (_model, lambda m, out: ["fold", m, "-o", out / "o.onnx", "-s", "-0.1"]),
     "sparsity-abc": (_model, lambda m, out: ["fold", m, "-o", out / "o.onnx", "--sparsity", "abc"]),
-    "pipeline-sparsity-1": (_model, lambda m, out: ["run", m, "-o", out / "o.onnx",
-                                                    "--pipeline", "fold:sparsity=1"]),
+    "pipeline-sparsity-1": (
+        _model,
+        lambda m, out: ["run", m, "-o", out / "o.onnx", "--pipeline", "fold:sparsity=1"],
+    ),
     "output-is-input": (_model, lambda m, out: ["fold", m, "-o", m]),
     "output-folder-missing": (_model, lambda m, out: ["fold", m, "-o", out / "nope" / "o.onnx"]),
-    "unknown-pass": (_model, lambda m, out: ["run", m, "-o", out / "o.onnx",
-                                             "--pipeline", "canonicalize,shrink"]),
-    "unknown-option": (_model, lambda m, out: ["run", m, "-o", out / "o.onnx", "--pipeline",
-                                               "canonicalize,fold:sparsity=0.5,speed=2,cleanup"]),
+    "unknown-pass": (
+        _model,
+        lambda m, out: ["run", m, "-o", out / "o.onnx", "--pipeline", "canonicalize,shrink"],
+    ),
+    "unknown-option": (
+        _model,
+        lambda m, out: [
+            "run",
+            m,
+            "-o",
+            out / "o.onnx",
+            "--pipeline",
+            "canonicalize,fold:sparsity=0.5,speed=2,cleanup",
+        ],
+    ),
     "dynamo-data-deleted": (_without_data, lambda m, out: ["fold", m, "-o", out / "o.onnx"]),
-    "location-escapes": (_relocated(lambda root: "../evil.bin"),
-                         lambda m, out: ["fold", m, "-o", out / "o.onnx"]),
-    "location-absolute": (_relocated(lambda root: str(root / "evil.bin")),
-                          lambda m, out: ["fold", m, "-o", out / "o.onnx"]),
+    "location-escapes": (
+        _relocated(lambda root: "../evil.bin"),
+        lambda m, out: ["fold", m, "-o", out / "o.onnx"],
+    ),
+    "location-absolute": (
+        _relocated(lambda root: str(root / "evil.bin")),
+        lambda m, out: ["fold", m, "-o", out / "o.onnx"],
+    ),
 }
 
 
@@ -171,8 +190,9 @@ def test_bad_input_fails_cleanly(name: str, exported, tmp_path: Path, capsys) ->
 @pytest.mark.parametrize("name", ["truncated-model", "sparsity-abc", "location-escapes"])
 def test_bad_input_fails_cleanly_in_subprocess(name: str, exported, tmp_path: Path) -> None:
     argv, before = _bad_case(name, tmp_path, exported)
-    proc = subprocess.run([script(), *map(str, argv)], capture_output=True, text=True, timeout=120,
-                          cwd=tmp_path)
+    proc = subprocess.run(
+        [script(), *map(str, argv)], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
     _assert_clean_failure(proc.returncode, proc.stdout, proc.stderr, before, tmp_path)
 
 
@@ -187,10 +207,20 @@ def test_bad_pipeline_file(exported, tmp_path: Path, capsys) -> None:
     assert "squeeze" in err
 
 
-@pytest.mark.parametrize(("option", "word"), [
-    (["--kinds", "mlp,attn"], "attn"), (["--combined", "0.25"], "HEADS:MLP"), (["--head-sparsities", "0.25,1"], "1.0"),
-    (["--sparsities", "0.2,x"], "'x'"), (["--methods", "fold:ar,l3"], "l3")], ids=["kind", "pair", "range", "nan", "method"])
-def test_bench_minilm_bad_options_fail_before_any_work(option: list, word: str, tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize(
+    ("option", "word"),
+    [
+        (["--kinds", "mlp,attn"], "attn"),
+        (["--combined", "0.25"], "HEADS:MLP"),
+        (["--head-sparsities", "0.25,1"], "1.0"),
+        (["--sparsities", "0.2,x"], "'x'"),
+        (["--methods", "fold:ar,l3"], "l3"),
+    ],
+    ids=["kind", "pair", "range", "nan", "method"],
+)
+def test_bench_minilm_bad_options_fail_before_any_work(
+    option: list, word: str, tmp_path: Path, capsys
+) -> None:
     """Checked before the MiniLM package is imported or anything exported, so no package is needed."""
     rc, out, err = cli(["bench", "minilm", "--out", tmp_path / "b", *option], capsys)
     _assert_clean_failure(rc, out, err, {}, tmp_path)
@@ -198,12 +228,21 @@ def test_bench_minilm_bad_options_fail_before_any_work(option: list, word: str, 
 
 
 def test_bench_minilm_settings() -> None:
-    from onnxfold.bench_minilm import minilm_settings
+    from onnxfold.bench.minilm import minilm_settings
 
-    assert minilm_settings() == [("mlp", 0.2, 0.0), ("mlp", 0.3, 0.0), ("mlp", 0.4, 0.0), ("mlp", 0.5, 0.0),
-                                 ("heads", 0.0, 0.25), ("heads", 0.0, 0.5), ("both", 0.3, 0.25)]
-    assert minilm_settings(["both", "heads"], head_sparsities=[0.5], combined=[(0.5, 0.2)]) == \
-        [("heads", 0.0, 0.5), ("both", 0.2, 0.5)]
+    assert minilm_settings() == [
+        ("mlp", 0.2, 0.0),
+        ("mlp", 0.3, 0.0),
+        ("mlp", 0.4, 0.0),
+        ("mlp", 0.5, 0.0),
+        ("heads", 0.0, 0.25),
+        ("heads", 0.0, 0.5),
+        ("both", 0.3, 0.25),
+    ]
+    assert minilm_settings(["both", "heads"], head_sparsities=[0.5], combined=[(0.5, 0.2)]) == [
+        ("heads", 0.0, 0.5),
+        ("both", 0.2, 0.5),
+    ]
     assert minilm_settings(["mlp"], [0.3], heads=0.25) == [("mlp", 0.3, 0.25)]  # the old ``heads`` argument
 
 
@@ -222,9 +261,15 @@ def test_passes_lists_options_with_defaults(capsys) -> None:
     assert rc == 0 and err == ""
     names = [line.split(":")[0] for line in out.splitlines() if line and not line.startswith(" ")]
     assert {"canonicalize", "fold", "cleanup", "validate"} <= set(names) and len(names) == len(set(names))
-    for expected in ("sparsity (float, default 0.5)", "seed (int, default 0)", "round_to (int, default 1)",
-                     "overrides (list, default '')", "ignore (list, default '')",
-                     "batch (int, default 2)", "min_cosine (float, default -1.0)"):
+    for expected in (
+        "sparsity (float, default 0.5)",
+        "seed (int, default 0)",
+        "round_to (int, default 1)",
+        "overrides (list, default '')",
+        "ignore (list, default '')",
+        "batch (int, default 2)",
+        "min_cosine (float, default -1.0)",
+    ):
         assert any(line.strip().startswith(expected + ":") for line in out.splitlines()), expected
 
 
@@ -266,27 +311,43 @@ def test_run_pipeline_string_and_file_agree(exported, tmp_path: Path, capsys) ->
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     (tmp_path / "c").mkdir()
-    rc, _, err = cli(["run", pair.wide, "-o", tmp_path / "a" / "f.onnx", "--pipeline", PIPELINE,
-                      "--report", tmp_path / "a.json"], capsys)
+    rc, _, err = cli(
+        [
+            "run",
+            pair.wide,
+            "-o",
+            tmp_path / "a" / "f.onnx",
+            "--pipeline",
+            PIPELINE,
+            "--report",
+            tmp_path / "a.json",
+        ],
+        capsys,
+    )
     assert rc == 0, err
     yaml_file = tmp_path / "p.yaml"
-    yaml_file.write_text("passes:\n  - canonicalize\n  - fold:\n      sparsity: 0.5\n      seed: 1\n"
-                         "  - cleanup\n  - validate\n")
-    rc, _, err = cli(["run", pair.wide, "-o", tmp_path / "b" / "f.onnx", "--pipeline-file", yaml_file,
-                      "--check"], capsys)
+    yaml_file.write_text(
+        "passes:\n  - canonicalize\n  - fold:\n      sparsity: 0.5\n      seed: 1\n"
+        "  - cleanup\n  - validate\n"
+    )
+    rc, _, err = cli(
+        ["run", pair.wide, "-o", tmp_path / "b" / "f.onnx", "--pipeline-file", yaml_file, "--check"], capsys
+    )
     assert rc == 0, err
     json_file = tmp_path / "p.json"
     json_file.write_text(json.dumps(["canonicalize", {"fold": {"sparsity": 0.5, "seed": 1}}, "cleanup"]))
-    rc, _, err = cli(["run", pair.wide, "-o", tmp_path / "c" / "f.onnx", "--pipeline-file", json_file],
-                     capsys)
+    rc, _, err = cli(
+        ["run", pair.wide, "-o", tmp_path / "c" / "f.onnx", "--pipeline-file", json_file], capsys
+    )
     assert rc == 0, err
 
     files = [(tmp_path / d / "f.onnx").read_bytes() for d in "abc"]
     assert files[0] == files[1] == files[2]
     report = json.loads((tmp_path / "a.json").read_text())
     assert report["after"]["params"] == model_stats(onnx.load(str(pair.compact))).params
-    assert [g["channels_after"] * 2 for g in report["groups"] if g["status"] == "folded"] == \
-        [g["channels_before"] for g in report["groups"] if g["status"] == "folded"]
+    assert [g["channels_after"] * 2 for g in report["groups"] if g["status"] == "folded"] == [
+        g["channels_before"] for g in report["groups"] if g["status"] == "folded"
+    ]
     x = pair.input(seed=9)
     assert rel_err(run_model(tmp_path / "a" / "f.onnx", x), run_model(pair.compact, x)) <= 1e-5
 
@@ -312,8 +373,9 @@ def test_subprocess_fold_matches_in_process(exported, tmp_path: Path, capsys) ->
     for d in ("sub", "inproc"):
         (tmp_path / d).mkdir()
     argv = ["fold", str(pair.wide), "--no-validate", "-s", "0.5", "--seed", "3", "-o"]
-    proc = subprocess.run([script(), *argv, str(tmp_path / "sub" / "f.onnx")], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [script(), *argv, str(tmp_path / "sub" / "f.onnx")], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     rc, _, err = cli([*argv, tmp_path / "inproc" / "f.onnx"], capsys)
     assert rc == 0, err

@@ -1,11 +1,12 @@
 """Clustering: counts, exact duplicates, determinism, and the large-problem paths."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from onnxfold import cluster
-from onnxfold.cluster import allocate, cluster_count, kmeans_labels, reduce_dims
+from onnxfold.folding import cluster
+from onnxfold.folding.cluster import allocate, cluster_count, kmeans_labels, reduce_dims
 
 
 def blobs(n_centers: int, per: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -20,8 +21,17 @@ def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
     return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
 
 
-@pytest.mark.parametrize(("n", "r", "round_to", "k"), [(64, 0.5, 1, 32), (10, 0.01, 1, 9), (1, 0.5, 1, 1),
-                                                       (64, 0.0, 1, 64), (100, 0.3, 8, 72), (3, 0.99, 1, 1)])
+@pytest.mark.parametrize(
+    ("n", "r", "round_to", "k"),
+    [
+        (64, 0.5, 1, 32),
+        (10, 0.01, 1, 9),
+        (1, 0.5, 1, 1),
+        (64, 0.0, 1, 64),
+        (100, 0.3, 8, 72),
+        (3, 0.99, 1, 1),
+    ],
+)
 def test_cluster_count(n, r, round_to, k):
     assert cluster_count(n, r, round_to) == k
 

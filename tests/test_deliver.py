@@ -16,11 +16,11 @@ import onnx
 import pytest
 
 import onnxfold
-from onnxfold.io import iter_tensors, load_model
+from onnxfold.ir.model import iter_tensors, load_model
 from onnxfold.models.digits import load_digits_split
-from onnxfold.pass_manager import PassContext, PassManager
 from onnxfold.passes import REGISTRY, CanonicalizePass, CleanupPass, Float16Pass, FoldPass, QuantizePass
-from onnxfold.validate import make_session
+from onnxfold.pipeline.manager import PassContext, PassManager
+from onnxfold.runtime.validate import make_session
 
 ZOO = Path(onnxfold.__file__).resolve().parent.parent / "models" / "zoo"
 if not ZOO.is_dir():  # installed layout
@@ -258,7 +258,7 @@ def test_reference_agrees_with_onnxruntime_on_folded_and_quantized(digits, tmp_p
 
 def test_bench_speed_measurements(tmp_path: Path) -> None:
     """The speed bench's timing, memory and acceptance arithmetic on two small zoo models."""
-    from onnxfold.bench_speed import (
+    from onnxfold.bench.speed import (
         Variant,
         acceptance,
         fill_stats,

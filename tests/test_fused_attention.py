@@ -1,6 +1,7 @@
 """Attention fused into one op (ONNX Attention, com.microsoft MultiHeadAttention): whole heads fold and
 the head-count attributes are rewritten. Exact oracle: a model whose heads are duplicates of a compact
 model's (q/k/v head blocks copied, output-projection head rows halved) folds back to it."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxfold
-from onnxfold.validate import make_session
+from onnxfold.runtime.validate import make_session
 
 HIDDEN, HEAD_DIM, HEADS = 32, 8, 2
 
@@ -33,22 +34,41 @@ def duplicated(w: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def build(path: Path, w: dict[str, np.ndarray], op: str, heads: int, extra_output: bool = False) -> Path:
     init = [numpy_helper.from_array(a, f"w_{n}") for n, a in w.items()]
-    nodes = [helper.make_node("MatMul", ["x", f"w_{n}"], [n], name=f"layers.0.{n}_proj") for n in ("q", "k", "v")]
+    nodes = [
+        helper.make_node("MatMul", ["x", f"w_{n}"], [n], name=f"layers.0.{n}_proj") for n in ("q", "k", "v")
+    ]
     outs = ["attn"] + (["present_k", "present_v"] if extra_output else [])
     if op == "Attention":
-        nodes.append(helper.make_node("Attention", ["q", "k", "v"], outs, name="layers.0.attn",
-                                      q_num_heads=heads, kv_num_heads=heads))
+        nodes.append(
+            helper.make_node(
+                "Attention",
+                ["q", "k", "v"],
+                outs,
+                name="layers.0.attn",
+                q_num_heads=heads,
+                kv_num_heads=heads,
+            )
+        )
         opsets = [helper.make_opsetid("", 23)]
     else:
-        nodes.append(helper.make_node("MultiHeadAttention", ["q", "k", "v"], ["attn"], name="layers.0.attn",
-                                      domain="com.microsoft", num_heads=heads))
+        nodes.append(
+            helper.make_node(
+                "MultiHeadAttention",
+                ["q", "k", "v"],
+                ["attn"],
+                name="layers.0.attn",
+                domain="com.microsoft",
+                num_heads=heads,
+            )
+        )
         opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
     nodes.append(helper.make_node("MatMul", ["attn", "w_o"], ["y"], name="layers.0.o_proj"))
     outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", "S", HIDDEN])]
     if extra_output:
         outputs.append(helper.make_tensor_value_info("present_k", TensorProto.FLOAT, None))
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", "S", HIDDEN])],
-                              outputs, init)
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", "S", HIDDEN])], outputs, init
+    )
     onnx.save(helper.make_model(graph, opset_imports=opsets, ir_version=10), str(path))
     return path
 

@@ -1,4 +1,4 @@
-"""onnxfold.io: lossless save/load round trips, saves that never touch the input's files, and failed saves
+"""onnxfold.ir.model: lossless save/load round trips, saves that never touch the input's files, and failed saves
 that leave nothing behind."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from onnx import TensorProto
 from onnx import helper as oh
 from onnx import numpy_helper as nh
 
-import onnxfold.io as fio
-from onnxfold.io import ModelError, load_model, save_model
-from onnxfold.validate import make_session
+import onnxfold.ir.model as fio
+from onnxfold.ir.model import ModelError, load_model, save_model
+from onnxfold.runtime.validate import make_session
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -65,13 +65,15 @@ def test_round_trip_keeps_values(exported, style: str, tmp_path: Path) -> None:
         assert np.array_equal(run(path, x), reference)
     proto, original = onnx.load(str(again)), onnx.load(str(pair.wide), load_external_data=False)
     assert proto.ir_version == original.ir_version
-    assert [(o.domain, o.version) for o in proto.opset_import] == \
-        [(o.domain, o.version) for o in original.opset_import]
+    assert [(o.domain, o.version) for o in proto.opset_import] == [
+        (o.domain, o.version) for o in original.opset_import
+    ]
     assert [n.op_type for n in proto.graph.node] == [n.op_type for n in original.graph.node]
 
 
-def _dynamo_copy(exported, folder: Path, model_name: str = "model.onnx",
-                 data_name: str = "model.onnx.data") -> Path:
+def _dynamo_copy(
+    exported, folder: Path, model_name: str = "model.onnx", data_name: str = "model.onnx.data"
+) -> Path:
     """The dynamo ResNet18 as ``folder/model_name`` whose tensors live in ``folder/data_name``."""
     pair = exported("resnet18", "dynamo")
     folder.mkdir(parents=True, exist_ok=True)
@@ -86,14 +88,22 @@ def _dynamo_copy(exported, folder: Path, model_name: str = "model.onnx",
     return path
 
 
-@pytest.mark.parametrize("data_name, target, kwargs", [
-    ("model.onnx.data", "model.onnx", {"external_data": True, "overwrite_input": True}),  # in place
-    ("weights.onnx.data", "weights.onnx", {"external_data": True}),  # <out>.data is named as the input's
-    ("weights.onnx.data", "weights.onnx.data", {"external_data": False}),  # the output is the input's data
-    ("weights.onnx.data", "weights.onnx.data", {"external_data": True}),
-])
-def test_save_refuses_to_write_the_inputs_data_file(exported, tmp_path: Path, data_name: str, target: str,
-                                                     kwargs: dict) -> None:
+@pytest.mark.parametrize(
+    "data_name, target, kwargs",
+    [
+        ("model.onnx.data", "model.onnx", {"external_data": True, "overwrite_input": True}),  # in place
+        ("weights.onnx.data", "weights.onnx", {"external_data": True}),  # <out>.data is named as the input's
+        (
+            "weights.onnx.data",
+            "weights.onnx.data",
+            {"external_data": False},
+        ),  # the output is the input's data
+        ("weights.onnx.data", "weights.onnx.data", {"external_data": True}),
+    ],
+)
+def test_save_refuses_to_write_the_inputs_data_file(
+    exported, tmp_path: Path, data_name: str, target: str, kwargs: dict
+) -> None:
     src = _dynamo_copy(exported, tmp_path, data_name=data_name)
     want = values_of(src)
     model = load_model(src)
@@ -173,12 +183,18 @@ def test_string_tensors_stay_inline_with_external_data(tmp_path: Path) -> None:
     labels = np.array([f"label-{i:04d}" for i in range(400)], dtype=object)
     table = np.arange(400 * 4, dtype=np.float32).reshape(400, 4)
     graph = oh.make_graph(
-        [oh.make_node("Gather", ["labels", "idx"], ["name"], axis=0),
-         oh.make_node("Gather", ["table", "idx"], ["row"], axis=0)],
-        "g", [oh.make_tensor_value_info("idx", TensorProto.INT64, ["batch"])],
-        [oh.make_tensor_value_info("name", TensorProto.STRING, ["batch"]),
-         oh.make_tensor_value_info("row", TensorProto.FLOAT, ["batch", 4])],
-        [nh.from_array(labels, "labels"), nh.from_array(table, "table")])
+        [
+            oh.make_node("Gather", ["labels", "idx"], ["name"], axis=0),
+            oh.make_node("Gather", ["table", "idx"], ["row"], axis=0),
+        ],
+        "g",
+        [oh.make_tensor_value_info("idx", TensorProto.INT64, ["batch"])],
+        [
+            oh.make_tensor_value_info("name", TensorProto.STRING, ["batch"]),
+            oh.make_tensor_value_info("row", TensorProto.FLOAT, ["batch", 4]),
+        ],
+        [nh.from_array(labels, "labels"), nh.from_array(table, "table")],
+    )
     proto = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
     proto.ir_version = 9
     onnx.save(proto, str(tmp_path / "m.onnx"))
@@ -198,8 +214,12 @@ def test_load_errors_are_one_line_model_errors(tmp_path: Path) -> None:
     (tmp_path / "dir.onnx").mkdir()
     (tmp_path / "empty.onnx").write_bytes(b"")
     (tmp_path / "junk.onnx").write_bytes(b"\x08\x96\x01" * 7 + b"\xff\xff")
-    for name, pattern in [("missing.onnx", "no such file"), ("dir.onnx", "not a regular file"),
-                          ("empty.onnx", "empty file"), ("junk.onnx", "not")]:
+    for name, pattern in [
+        ("missing.onnx", "no such file"),
+        ("dir.onnx", "not a regular file"),
+        ("empty.onnx", "empty file"),
+        ("junk.onnx", "not"),
+    ]:
         with pytest.raises(ModelError, match=pattern) as info:
             load_model(tmp_path / name)
         assert "\n" not in str(info.value)

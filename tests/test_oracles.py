@@ -12,10 +12,10 @@ import onnx
 import pytest
 
 import onnxfold
-from onnxfold.io import load_model
+from onnxfold.ir.model import load_model
 from onnxfold.passes import CanonicalizePass, CleanupPass
-from onnxfold.report import model_stats
-from onnxfold.validate import make_session
+from onnxfold.report.stats import model_stats
+from onnxfold.runtime.validate import make_session
 
 STYLES = ("legacy", "legacy-bn", "dynamo")
 INPUT_SHAPES = {"resnet18": (3, 32, 32), "vgg11bn": (3, 32, 32), "mlp": (20,), "gatedmlp": (5, 16)}
@@ -60,8 +60,9 @@ def shared_duplicates(path: Path) -> list[np.ndarray]:
     nothing else is ever shared.
     """
     proto = onnx.load(str(path))
-    tensors = list(proto.graph.initializer) + [a.t for n in proto.graph.node if n.op_type == "Constant"
-                                               for a in n.attribute if a.name == "value"]
+    tensors = list(proto.graph.initializer) + [
+        a.t for n in proto.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"
+    ]
     seen: set = set()
     dups = []
     for t in tensors:
@@ -110,8 +111,9 @@ def test_folding_duplicates_recovers_compact_model(exported, arch: str, style: s
     onnxfold.run_pipeline(pair.compact, [CanonicalizePass(), CleanupPass()], canonical)
     folded_proto = onnx.load(str(out), load_external_data=False)
     compact_proto = onnx.load(str(pair.compact), load_external_data=False)
-    assert Counter(_constant_tensors(folded_proto)) == \
-        Counter(_constant_tensors(onnx.load(str(canonical), load_external_data=False)))
+    assert Counter(_constant_tensors(folded_proto)) == Counter(
+        _constant_tensors(onnx.load(str(canonical), load_external_data=False))
+    )
     assert report.after.params == model_stats(compact_proto).params - len(shared_duplicates(pair.compact))
     assert report.before.params == model_stats(onnx.load(str(pair.wide), load_external_data=False)).params
     folded = [p for p in report.plans if p.status == "folded"]
@@ -279,8 +281,10 @@ def test_dynamo_model_loads_from_another_directory(exported, tmp_path: Path, mon
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     reference = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(src)).graph.initializer}
-    assert any(t.data_location == onnx.TensorProto.EXTERNAL
-               for t in onnx.load(str(src), load_external_data=False).graph.initializer)
+    assert any(
+        t.data_location == onnx.TensorProto.EXTERNAL
+        for t in onnx.load(str(src), load_external_data=False).graph.initializer
+    )
 
     # Relative path, then the current directory changes before any weight is read.
     monkeypatch.chdir(tmp_path / "models")
@@ -313,18 +317,34 @@ def test_model_fields_are_preserved(exported, style: str, tmp_path: Path) -> Non
     folded = onnx.load(str(out))
 
     assert folded.ir_version == proto.ir_version
-    assert [(o.domain, o.version) for o in folded.opset_import] == \
-        [(o.domain, o.version) for o in proto.opset_import]
+    assert [(o.domain, o.version) for o in folded.opset_import] == [
+        (o.domain, o.version) for o in proto.opset_import
+    ]
     assert {p.key: p.value for p in folded.metadata_props} == {p.key: p.value for p in proto.metadata_props}
     assert {p.key for p in folded.metadata_props} >= {"author", "license"}
-    assert (folded.producer_name, folded.producer_version, folded.model_version) == \
-        (proto.producer_name, proto.producer_version, 7)
+    assert (folded.producer_name, folded.producer_version, folded.model_version) == (
+        proto.producer_name,
+        proto.producer_version,
+        7,
+    )
 
     def io_sig(values) -> list:
-        return [(v.name, v.type.tensor_type.elem_type,
-                 [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]) for v in values]
+        return [
+            (
+                v.name,
+                v.type.tensor_type.elem_type,
+                [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim],
+            )
+            for v in values
+        ]
 
-    assert io_sig(folded.graph.input) == io_sig(proto.graph.input) == \
-        [("input", onnx.TensorProto.FLOAT, ["batch", 3, 32, 32])]
-    assert io_sig(folded.graph.output) == io_sig(proto.graph.output) == \
-        [("logits", onnx.TensorProto.FLOAT, ["batch", 10])]
+    assert (
+        io_sig(folded.graph.input)
+        == io_sig(proto.graph.input)
+        == [("input", onnx.TensorProto.FLOAT, ["batch", 3, 32, 32])]
+    )
+    assert (
+        io_sig(folded.graph.output)
+        == io_sig(proto.graph.output)
+        == [("logits", onnx.TensorProto.FLOAT, ["batch", 10])]
+    )

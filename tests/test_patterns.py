@@ -6,6 +6,7 @@ Each case builds a compact graph and a "wide" one whose folding groups have ever
 or by a recurrent op (LSTM, GRU) must be blocked with a reason naming it, while the rest still folds and
 the folded model stays valid (``onnx.checker`` full check) and runs under onnxruntime.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,7 +16,7 @@ from onnx import TensorProto, helper
 from test_channel_rules import A, Net, S, initializers, positive, producer, rel_err, rnd, run_ort, widen
 
 import onnxfold
-from onnxfold.io import to_model_proto
+from onnxfold.ir.model import to_model_proto
 
 X = [2, 3, 6, 6]
 
@@ -68,8 +69,10 @@ def with_ir(proto: onnx.ModelProto) -> onnx.ModelProto:
 def as_constant_nodes(proto: onnx.ModelProto) -> onnx.ModelProto:
     """Every initializer turned into a ``Constant`` node output (as Paddle2ONNX exports weights)."""
     proto = onnx.ModelProto.FromString(proto.SerializeToString())
-    consts = [helper.make_node("Constant", [], [i.name], name=f"const_{i.name}", value=i)
-              for i in proto.graph.initializer]
+    consts = [
+        helper.make_node("Constant", [], [i.name], name=f"const_{i.name}", value=i)
+        for i in proto.graph.initializer
+    ]
     nodes = consts + list(proto.graph.node)
     del proto.graph.initializer[:]
     del proto.graph.node[:]
@@ -78,17 +81,32 @@ def as_constant_nodes(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def cbr_gemm_w(rng, n1=4, n2=5):
-    return {"w1": rnd(rng, n1, 3, 3, 3), "b1": rnd(rng, n1), "s": positive(rng, n1), "t": rnd(rng, n1),
-            "mu": rnd(rng, n1), "var": positive(rng, n1), "w2": rnd(rng, n2, n1, 3, 3), "b2": rnd(rng, n2),
-            "fw": rnd(rng, 6, n2), "fb": rnd(rng, 6)}
+    return {
+        "w1": rnd(rng, n1, 3, 3, 3),
+        "b1": rnd(rng, n1),
+        "s": positive(rng, n1),
+        "t": rnd(rng, n1),
+        "mu": rnd(rng, n1),
+        "var": positive(rng, n1),
+        "w2": rnd(rng, n2, n1, 3, 3),
+        "b2": rnd(rng, n2),
+        "fw": rnd(rng, 6, n2),
+        "fb": rnd(rng, 6),
+    }
 
 
-CBR_DUP = (producer("w1", "b1", 4) + [(v, 0, [A(4)]) for v in ("s", "t", "mu", "var")]
-           + [("w2", 1, [S(4)])] + producer("w2", "b2", 5) + [("fw", 1, [S(5)])])
+CBR_DUP = (
+    producer("w1", "b1", 4)
+    + [(v, 0, [A(4)]) for v in ("s", "t", "mu", "var")]
+    + [("w2", 1, [S(4)])]
+    + producer("w2", "b2", 5)
+    + [("fw", 1, [S(5)])]
+)
 
 
 def cbr_gemm(opset: int = 17, shape=None):
     """x → Conv c1 → BN → Relu → Conv c2 → Relu → GlobalAveragePool → Flatten → Gemm fc."""
+
     def build(w):
         net = Net(w, opset)
         h = net("Conv", net.input("x", shape or X), "w1", "b1", name="c1", pads=[1, 1, 1, 1])
@@ -96,6 +114,7 @@ def cbr_gemm(opset: int = 17, shape=None):
         h = net("Relu", net("Conv", h, "w2", "b2", name="c2", pads=[1, 1, 1, 1]))
         h = net("Flatten", net("GlobalAveragePool", h), axis=1)
         return with_ir(net.model(net("Gemm", h, "fw", "fb", name="fc", transB=1)))
+
     return build
 
 
@@ -126,8 +145,14 @@ def test_paddle_constant_weights():
 
 # --------------------------------------------------------------------------------- shared stem
 def stem_w(rng, n1=4):
-    return {"w0": rnd(rng, 3, 3, 3, 3), "b0": rnd(rng, 3), "w1": rnd(rng, n1, 3, 3, 3), "b1": rnd(rng, n1),
-            "w2": rnd(rng, 5, n1, 3, 3), "b2": rnd(rng, 5)}
+    return {
+        "w0": rnd(rng, 3, 3, 3, 3),
+        "b0": rnd(rng, 3),
+        "w1": rnd(rng, n1, 3, 3, 3),
+        "b1": rnd(rng, n1),
+        "w2": rnd(rng, 5, n1, 3, 3),
+        "b2": rnd(rng, 5),
+    }
 
 
 STEM_DUP = producer("w0", "b0", 3) + [("w1", 1, [S(3)])]
@@ -166,25 +191,41 @@ def if_graph(w, nested: bool = False):
     h = stem(net)
     y = net("Conv", h, "w2", "b2", name="c2", pads=[1, 1, 1, 1])
     out_vi = [helper.make_tensor_value_info("branch_out", TensorProto.FLOAT, [2, 4, 6, 6])]
-    then_g = helper.make_graph([helper.make_node("Sigmoid", ["h_y"], ["branch_out"], name="then_sig")],
-                               "then", [], out_vi)
+    then_g = helper.make_graph(
+        [helper.make_node("Sigmoid", ["h_y"], ["branch_out"], name="then_sig")], "then", [], out_vi
+    )
     if nested:  # the then branch holds an inner If whose branches reach h two scopes up
         inner_vi = [helper.make_tensor_value_info("inner_out", TensorProto.FLOAT, [2, 4, 6, 6])]
-        inner_then = helper.make_graph([helper.make_node("Sigmoid", ["h_y"], ["inner_out"], name="in_sig")],
-                                       "inner_then", [], inner_vi)
-        inner_else = helper.make_graph([helper.make_node("Tanh", ["h_y"], ["inner_out"], name="in_tanh")],
-                                       "inner_else", [], inner_vi)
+        inner_then = helper.make_graph(
+            [helper.make_node("Sigmoid", ["h_y"], ["inner_out"], name="in_sig")], "inner_then", [], inner_vi
+        )
+        inner_else = helper.make_graph(
+            [helper.make_node("Tanh", ["h_y"], ["inner_out"], name="in_tanh")], "inner_else", [], inner_vi
+        )
         then_g = helper.make_graph(
-            [helper.make_node("Not", ["cond"], ["ncond"], name="then_not"),
-             helper.make_node("If", ["ncond"], ["inner_res"], name="inner_if", then_branch=inner_then,
-                              else_branch=inner_else),
-             helper.make_node("Identity", ["inner_res"], ["branch_out"], name="then_id")],
-            "then", [], out_vi)
-    else_g = helper.make_graph([helper.make_node("Neg", ["h_y"], ["branch_out"], name="else_neg")],
-                               "else", [], out_vi)
+            [
+                helper.make_node("Not", ["cond"], ["ncond"], name="then_not"),
+                helper.make_node(
+                    "If",
+                    ["ncond"],
+                    ["inner_res"],
+                    name="inner_if",
+                    then_branch=inner_then,
+                    else_branch=inner_else,
+                ),
+                helper.make_node("Identity", ["inner_res"], ["branch_out"], name="then_id"),
+            ],
+            "then",
+            [],
+            out_vi,
+        )
+    else_g = helper.make_graph(
+        [helper.make_node("Neg", ["h_y"], ["branch_out"], name="else_neg")], "else", [], out_vi
+    )
     net.inputs.append(helper.make_tensor_value_info("cond", TensorProto.BOOL, []))
-    net.nodes.append(helper.make_node("If", ["cond"], ["z"], name="branch", then_branch=then_g,
-                                      else_branch=else_g))
+    net.nodes.append(
+        helper.make_node("If", ["cond"], ["z"], name="branch", then_branch=then_g, else_branch=else_g)
+    )
     proto = net.model(y)
     proto.graph.output[0].CopyFrom(helper.make_tensor_value_info(y, TensorProto.FLOAT, [2, 5, 6, 6]))
     proto.graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 4, 6, 6]))
@@ -196,8 +237,9 @@ def test_if_subgraph_outer_scope_use(nested):
     def feeds_list(compact):
         return [feeds_for(compact, cond=np.array(c)) for c in (True, False)]
 
-    folded = fold_and_compare(lambda w: if_graph(w, nested), feeds_list, {"c0"},
-                              {"c1": ["used inside a subgraph of If (branch)"]})
+    folded = fold_and_compare(
+        lambda w: if_graph(w, nested), feeds_list, {"c0"}, {"c1": ["used inside a subgraph of If (branch)"]}
+    )
     outs = [o.name for o in folded.graph.output]
     assert outs == ["c2_y", "z"]
     shapes = [[d.dim_value for d in o.type.tensor_type.shape.dim] for o in folded.graph.output]
@@ -218,16 +260,22 @@ def loop_graph(outer_ref: bool):
             body_nodes.append(helper.make_node("Sin", ["v_in"], ["v_out"], name="body_sin"))
         vi = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 4, 6, 6])  # noqa: E731
         body = helper.make_graph(
-            body_nodes, "body",
-            [helper.make_tensor_value_info("iter", TensorProto.INT64, []),
-             helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []), vi("v_in")],
-            [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), vi("v_out")])
+            body_nodes,
+            "body",
+            [
+                helper.make_tensor_value_info("iter", TensorProto.INT64, []),
+                helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+                vi("v_in"),
+            ],
+            [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), vi("v_out")],
+        )
         trips = net.i64("trips", 3)
         net.nodes.append(helper.make_node("Loop", [trips, "", h], ["v_final"], name="loop", body=body))
         proto = net.model(y)
         proto.graph.output[0].CopyFrom(helper.make_tensor_value_info(y, TensorProto.FLOAT, [2, 5, 6, 6]))
         proto.graph.output.append(helper.make_tensor_value_info("v_final", TensorProto.FLOAT, [2, 4, 6, 6]))
         return proto
+
     return build
 
 
@@ -253,11 +301,15 @@ def rnn_graph(op: str, via: str, hid: int = 3):
             f = net("Gemm", f, "gw", "gb", name="g", transB=1)  # [2, 4]
             seq = net("Unsqueeze", f, net.i64("ax0", [0]))
         outs = [f"{op.lower()}_y", f"{op.lower()}_h"] + ([f"{op.lower()}_c"] if op == "LSTM" else [])
-        net.nodes.append(helper.make_node(op, [seq, f"{op}_W", f"{op}_R", f"{op}_B"], outs, name="rnn",
-                                          hidden_size=hid))
+        net.nodes.append(
+            helper.make_node(op, [seq, f"{op}_W", f"{op}_R", f"{op}_B"], outs, name="rnn", hidden_size=hid)
+        )
         proto = net.model(outs[0])
-        proto.graph.output[0].CopyFrom(helper.make_tensor_value_info(outs[0], TensorProto.FLOAT, [1, 1, 2, hid]))
+        proto.graph.output[0].CopyFrom(
+            helper.make_tensor_value_info(outs[0], TensorProto.FLOAT, [1, 1, 2, hid])
+        )
         return proto
+
     return build
 
 
@@ -270,8 +322,12 @@ def rnn_w(op: str, via: str, hid: int = 3):
         feat = 4
         if via == "gemm":
             w |= {"gw": rnd(rng, 4, 4), "gb": rnd(rng, 4)}
-        return w | {f"{op}_W": rnd(rng, 1, gates * hid, feat), f"{op}_R": rnd(rng, 1, gates * hid, hid),
-                    f"{op}_B": rnd(rng, 1, 2 * gates * hid)}
+        return w | {
+            f"{op}_W": rnd(rng, 1, gates * hid, feat),
+            f"{op}_R": rnd(rng, 1, gates * hid, hid),
+            f"{op}_B": rnd(rng, 1, 2 * gates * hid),
+        }
+
     return weights
 
 

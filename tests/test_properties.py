@@ -20,6 +20,7 @@ Properties:
 Profiles: ``onnxfold-ci`` (derandomized, 300 examples in all, no deadline) is used by default;
 ``ONNXFOLD_HYPOTHESIS_EXAMPLES=N`` selects ``onnxfold-more`` and runs N examples per property.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,13 +35,17 @@ from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import onnxfold  # noqa: E402
-from onnxfold.io import to_model_proto  # noqa: E402
-from onnxfold.validate import make_session  # noqa: E402
+from onnxfold.ir.model import to_model_proto  # noqa: E402
+from onnxfold.runtime.validate import make_session  # noqa: E402
 
 # --------------------------------------------------------------------------------- hypothesis profiles
-_COMMON = dict(deadline=None, derandomize=True, database=None, print_blob=True,
-               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                      HealthCheck.filter_too_much])
+_COMMON = dict(
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
 settings.register_profile("onnxfold-ci", max_examples=100, **_COMMON)
 _MORE = int(os.environ.get("ONNXFOLD_HYPOTHESIS_EXAMPLES", "0") or 0)
 settings.register_profile("onnxfold-more", max_examples=max(_MORE, 1), **_COMMON)
@@ -72,8 +77,11 @@ def programs(draw) -> dict:
             cands = [j for j in range(1, len(tensors) - 1) if tensors[j] == tensors[-1]]
             kind = "conv" if not cands else kind
         if kind == "concat":
-            cands = [j for j in range(1, len(tensors) - 1) if tensors[j][1] == size
-                     and len(tensors[j][0]) + len(segs) <= 4]
+            cands = [
+                j
+                for j in range(1, len(tensors) - 1)
+                if tensors[j][1] == size and len(tensors[j][0]) + len(segs) <= 4
+            ]
             kind = "conv" if not cands else kind
         if kind == "pool" and size == 1:
             kind = "act"
@@ -106,8 +114,14 @@ def programs(draw) -> dict:
         layers.append(layer)
         tensors.append(out)
     head = draw(st.sampled_from(["gemm", "gemm2", "conv"]))
-    return {"hw": hw, "seed": draw(st.integers(0, 2 ** 16)), "layers": layers, "head": head,
-            "out": draw(st.integers(1, 4)), "hidden": draw(st.integers(2, 5))}
+    return {
+        "hw": hw,
+        "seed": draw(st.integers(0, 2**16)),
+        "layers": layers,
+        "head": head,
+        "out": draw(st.integers(1, 4)),
+        "hidden": draw(st.integers(2, 5)),
+    }
 
 
 # --------------------------------------------------------------------------------- building
@@ -118,7 +132,7 @@ def dup(x: np.ndarray, segs: tuple[int, ...] | None, axis: int, halve: bool, blo
     x = np.moveaxis(x, axis, 0)
     parts, pos = [], 0
     for n in segs:
-        seg = x[pos:pos + n * block]
+        seg = x[pos : pos + n * block]
         pos += n * block
         if halve:
             seg = seg / seg.dtype.type(2)
@@ -147,8 +161,11 @@ def build(prog: dict, wide: bool = False) -> onnx.ModelProto:
         nodes.append(helper.make_node(op, list(inputs), [name + "_y"], name=name, **attrs))
         return name + "_y"
 
-    w = (lambda x, segs, axis, halve, block=1: dup(x, segs, axis, halve, block)) if wide else \
-        (lambda x, segs, axis, halve, block=1: x)
+    w = (
+        (lambda x, segs, axis, halve, block=1: dup(x, segs, axis, halve, block))
+        if wide
+        else (lambda x, segs, axis, halve, block=1: x)
+    )
     width = lambda segs: sum(segs) if segs is not None else 3  # noqa: E731  (compact channel count)
 
     def activation(t, act):
@@ -166,16 +183,26 @@ def build(prog: dict, wide: bool = False) -> onnx.ModelProto:
         kind = layer[0]
         if kind == "conv":
             _, n, k, bias = layer
-            weight = w(w(rnd(n, c, k, k) / np.float32(np.sqrt(c * k * k) / 1.5), (n,), 0, False), segs, 1, True)
+            weight = w(
+                w(rnd(n, c, k, k) / np.float32(np.sqrt(c * k * k) / 1.5), (n,), 0, False), segs, 1, True
+            )
             ins = [t, init(f"w{li}", weight)]
             if bias:
                 ins.append(init(f"b{li}", w(rnd(n), (n,), 0, False)))
             out = (node("Conv", *ins, kernel_shape=[k, k], pads=[k // 2] * 4), (n,), size)
         elif kind == "res":
             _, k, act = layer
-            weight = w(w(rnd(c, c, k, k) / np.float32(np.sqrt(c * k * k) / 1.5), segs, 0, False), segs, 1, True)
-            y = node("Conv", t, init(f"w{li}", weight), init(f"b{li}", w(rnd(c), segs, 0, False)),
-                     kernel_shape=[k, k], pads=[k // 2] * 4)
+            weight = w(
+                w(rnd(c, c, k, k) / np.float32(np.sqrt(c * k * k) / 1.5), segs, 0, False), segs, 1, True
+            )
+            y = node(
+                "Conv",
+                t,
+                init(f"w{li}", weight),
+                init(f"b{li}", w(rnd(c), segs, 0, False)),
+                kernel_shape=[k, k],
+                pads=[k // 2] * 4,
+            )
             out = (node("Add", t, activation(y, act)), segs, size)
         elif kind == "bn":
             vecs = [rnd(c, lo=0.5, hi=1.5), rnd(c), rnd(c) * 0.3, rnd(c, lo=0.5, hi=2.0)]
@@ -208,8 +235,13 @@ def build(prog: dict, wide: bool = False) -> onnx.ModelProto:
     t, segs, size = tensors[-1]
     c, n_out = width(segs), prog["out"]
     if prog["head"] == "conv":
-        y = node("Conv", t, init("head_w", w(rnd(n_out, c, 1, 1) / np.float32(np.sqrt(c)), segs, 1, True)),
-                 init("head_b", rnd(n_out)), kernel_shape=[1, 1])
+        y = node(
+            "Conv",
+            t,
+            init("head_w", w(rnd(n_out, c, 1, 1) / np.float32(np.sqrt(c)), segs, 1, True)),
+            init("head_b", rnd(n_out)),
+            kernel_shape=[1, 1],
+        )
         shape = [2, n_out, size, size]
     else:
         f = node("Flatten", t, axis=1)
@@ -217,17 +249,22 @@ def build(prog: dict, wide: bool = False) -> onnx.ModelProto:
         if prog["head"] == "gemm2":
             h = prog["hidden"]
             g1 = w(w(rnd(h, feats) / np.float32(np.sqrt(feats)), (h,), 0, False), segs, 1, True, size * size)
-            f = node("Relu", node("Gemm", f, init("fc1_w", g1), init("fc1_b", w(rnd(h), (h,), 0, False)),
-                                  transB=1))
+            f = node(
+                "Relu", node("Gemm", f, init("fc1_w", g1), init("fc1_b", w(rnd(h), (h,), 0, False)), transB=1)
+            )
             feats, segs_in, block = h, (h,), 1
         else:
             segs_in, block = segs, size * size
         gw = w(rnd(n_out, feats) / np.float32(np.sqrt(feats)), segs_in, 1, True, block)
         y = node("Gemm", f, init("fc_w", gw), init("fc_b", rnd(n_out)), transB=1)
         shape = [2, n_out]
-    graph = helper.make_graph(nodes, "prop", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT,
-                                                                             [2, 3, hw, hw])],
-                              [helper.make_tensor_value_info(y, onnx.TensorProto.FLOAT, shape)], inits)
+    graph = helper.make_graph(
+        nodes,
+        "prop",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 3, hw, hw])],
+        [helper.make_tensor_value_info(y, onnx.TensorProto.FLOAT, shape)],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.checker.check_model(model, full_check=True)
     return model
@@ -240,8 +277,9 @@ def feeds_for(prog: dict) -> dict[str, np.ndarray]:
 
 
 def run(model: onnx.ModelProto, feeds: dict, optimize: bool = True) -> dict[str, np.ndarray]:
-    sess = make_session(model.SerializeToString(), providers=["CPUExecutionProvider"], optimize=optimize,
-                        threads=1)
+    sess = make_session(
+        model.SerializeToString(), providers=["CPUExecutionProvider"], optimize=optimize, threads=1
+    )
     names = [o.name for o in sess.get_outputs()]
     return dict(zip(names, sess.run(None, feeds), strict=True))
 
@@ -252,14 +290,17 @@ def rel_err(got: np.ndarray, ref: np.ndarray) -> float:
 
 
 def do_fold(model: onnx.ModelProto, sparsity: float, repair: str = "none"):
-    folded, report = onnxfold.fold(onnx.ModelProto.FromString(model.SerializeToString()), sparsity,
-                                   validate=False, repair=repair)
+    folded, report = onnxfold.fold(
+        onnx.ModelProto.FromString(model.SerializeToString()), sparsity, validate=False, repair=repair
+    )
     return to_model_proto(folded), report
 
 
 # --------------------------------------------------------------------------------- properties
 @examples(150)
-@given(prog=programs(), sparsity=st.floats(0.0, 0.9, exclude_max=True), repair=st.sampled_from(["none", "ar"]))
+@given(
+    prog=programs(), sparsity=st.floats(0.0, 0.9, exclude_max=True), repair=st.sampled_from(["none", "ar"])
+)
 def test_fold_gives_valid_running_model(prog, sparsity, repair):
     compact = build(prog)
     feeds = feeds_for(prog)
@@ -288,8 +329,11 @@ def test_folding_duplicate_twin_gives_compact_back(prog):
     for name, got in run(folded, feeds).items():
         assert got.shape == ref[name].shape
         assert rel_err(got, ref[name]) <= 1e-5, (name, rel_err(got, ref[name]))
-    bad = [(p.group.name, p.status, p.k, p.group.size, p.reason) for p in report.plans
-           if (p.status != "folded" or 2 * p.k != p.group.size) and "graph output" not in p.reason]
+    bad = [
+        (p.group.name, p.status, p.k, p.group.size, p.reason)
+        for p in report.plans
+        if (p.status != "folded" or 2 * p.k != p.group.size) and "graph output" not in p.reason
+    ]
     assert not bad, bad
 
 

@@ -1,5 +1,6 @@
 """Baselines through the fold machinery (issue: repair modes and baselines): structured L1/L2 magnitude
 pruning with dropped channels (labels −1), and the clustering inputs ``features`` = raw/blocknorm/fused."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,12 +11,12 @@ import pytest
 from onnx import helper, numpy_helper
 
 import onnxfold
-from onnxfold.features import group_features
-from onnxfold.groups import AVERAGE, SHAPE, SUM, analyze_graph
-from onnxfold.io import model_from_proto, to_model_proto
-from onnxfold.prune import channel_scores, magnitude_labels
-from onnxfold.rewrite import SliceEdit, apply_edits, merge_rows
-from onnxfold.validate import make_session
+from onnxfold.analysis.groups import AVERAGE, SHAPE, SUM, analyze_graph
+from onnxfold.folding.features import group_features
+from onnxfold.folding.prune import channel_scores, magnitude_labels
+from onnxfold.folding.rewrite import SliceEdit, apply_edits, merge_rows
+from onnxfold.ir.model import model_from_proto, to_model_proto
+from onnxfold.runtime.validate import make_session
 
 ZOO = Path(__file__).resolve().parents[1] / "models" / "zoo"
 EPS = 1e-5
@@ -35,18 +36,31 @@ def prune_model(bn: bool) -> onnx.ModelProto:
     nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1")]
     act = "c1"
     if bn:
-        init.update(gamma=np.ones(4, np.float32), beta=np.zeros(4, np.float32),
-                    mean=np.array([0.1, 0.2, 0.3, 0.4], np.float32), var=np.array([1.0, 2.0, 3.0, 4.0], np.float32))
-        nodes.append(helper.make_node("BatchNormalization", ["c1", "gamma", "beta", "mean", "var"], ["n1"],
-                                      name="bn1", epsilon=EPS))
+        init.update(
+            gamma=np.ones(4, np.float32),
+            beta=np.zeros(4, np.float32),
+            mean=np.array([0.1, 0.2, 0.3, 0.4], np.float32),
+            var=np.array([1.0, 2.0, 3.0, 4.0], np.float32),
+        )
+        nodes.append(
+            helper.make_node(
+                "BatchNormalization", ["c1", "gamma", "beta", "mean", "var"], ["n1"], name="bn1", epsilon=EPS
+            )
+        )
         act = "n1"
-    nodes += [helper.make_node("Relu", [act], ["r1"], name="relu1"),
-              helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2"),
-              helper.make_node("GlobalAveragePool", ["c2"], ["g"], name="gap"),
-              helper.make_node("Flatten", ["g"], ["y"], name="flatten")]
-    graph = helper.make_graph(nodes, "prune", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 2, 3, 3])],
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 2])],
-                              [numpy_helper.from_array(np.asarray(v), k) for k, v in init.items()])
+    nodes += [
+        helper.make_node("Relu", [act], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2"),
+        helper.make_node("GlobalAveragePool", ["c2"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["y"], name="flatten"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "prune",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 2, 3, 3])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 2])],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in init.items()],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
@@ -90,8 +104,10 @@ def test_dropped_labels_remove_entries_for_every_role() -> None:
 
 
 @pytest.mark.parametrize("bn", [False, True])
-@pytest.mark.parametrize(("method", "sparsity", "keep"), [
-    ("l1", 0.5, [0, 1]), ("l2", 0.5, [0, 3]), ("l1", 0.75, [1]), ("l2", 0.75, [0])])
+@pytest.mark.parametrize(
+    ("method", "sparsity", "keep"),
+    [("l1", 0.5, [0, 1]), ("l2", 0.5, [0, 3]), ("l1", 0.75, [1]), ("l2", 0.75, [0])],
+)
 def test_pruning_keeps_the_right_channels(method: str, sparsity: float, keep: list[int], bn: bool) -> None:
     proto = prune_model(bn)
     model, report = onnxfold.fold(proto, sparsity, validate=False, method=method)
@@ -109,7 +125,8 @@ def test_pruning_keeps_the_right_channels(method: str, sparsity: float, keep: li
         np.testing.assert_array_equal(var, np.array([1.0, 2.0, 3.0, 4.0], np.float32)[keep])
     x = np.random.default_rng(0).standard_normal((5, 2, 3, 3)).astype(np.float32)
     got = make_session(to_model_proto(model).SerializeToString(), providers=["CPUExecutionProvider"]).run(
-        None, {"x": x})[0]
+        None, {"x": x}
+    )[0]
     np.testing.assert_allclose(got, reference(x.astype(np.float64), keep, bn), rtol=1e-5, atol=1e-6)
 
 
@@ -136,7 +153,9 @@ def test_features_raw_blocknorm_fused() -> None:
 
     raw = group_features(group, values, "raw")
     # [W1 row (2) | b1 | γ | β | W2 column (2)]
-    np.testing.assert_allclose(raw, np.hstack([W1, B1[:, None], np.ones((4, 1)), np.zeros((4, 1)), W2.T]), rtol=1e-6)
+    np.testing.assert_allclose(
+        raw, np.hstack([W1, B1[:, None], np.ones((4, 1)), np.zeros((4, 1)), W2.T]), rtol=1e-6
+    )
     blocks = group_features(group, values, "blocknorm")
     for lo, hi in ((0, 2), (2, 3), (3, 4), (5, 7)):
         assert np.linalg.norm(blocks[:, lo:hi]) == pytest.approx(1.0)

@@ -2,7 +2,7 @@
 
 Uses the small variants (``PUBLIC_MODELS_SMALL``: same patterns, reduced widths) so that the file runs in about a
 minute: every model with the legacy exporter, a subset with the dynamo exporter. Each (model, exporter) is exported
-and folded once per session, through :func:`onnxfold.bench_coverage.coverage_row`.
+and folded once per session, through :func:`onnxfold.bench.coverage.coverage_row`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ pytest.importorskip("onnxscript")
 
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from onnxfold import bench_coverage  # noqa: E402
+from onnxfold.bench import coverage as bench_coverage  # noqa: E402
 from onnxfold.models.public import (  # noqa: E402
     _FACTORIES,
     PUBLIC_INPUTS,
@@ -34,7 +34,14 @@ SPARSITY = 0.3
 NAMES = sorted(PUBLIC_MODELS)
 # dynamo exports are slower; these cover what it exports differently: Reshape for flatten after a Concat chain,
 # Split with num_outputs (C2f), channel shuffle, SE gates, LayerNormalization and attention
-DYNAMO_SUBSET = ("convnext-nano", "densenet-small", "mobilenetv3-small", "shufflenetv2", "vit-tiny", "yolov8n-like")
+DYNAMO_SUBSET = (
+    "convnext-nano",
+    "densenet-small",
+    "mobilenetv3-small",
+    "shufflenetv2",
+    "vit-tiny",
+    "yolov8n-like",
+)
 CASES = [(n, "legacy") for n in NAMES] + [(n, "dynamo") for n in DYNAMO_SUBSET]
 
 
@@ -104,12 +111,16 @@ def test_expected_coverage_patterns(coverage: Callable[[str, str], dict]) -> Non
 
 def test_shorten_reason_strips_names() -> None:
     names = {"/a/Conv", "node_Split_3", "val_7"}
-    assert bench_coverage.shorten_reason("grouped Conv /a/Conv (group=8) mixes channels", names) == \
-        "grouped Conv … (group=N) mixes channels"
+    assert (
+        bench_coverage.shorten_reason("grouped Conv /a/Conv (group=8) mixes channels", names)
+        == "grouped Conv … (group=N) mixes channels"
+    )
     # a name that is also a plain word is kept where it is a word, stripped where it names a tensor
     names |= {"input", "logits"}
-    assert bench_coverage.shorten_reason("Concat /a/Conv has an input of unknown width", names) == \
-        "Concat … has an input of unknown width"
+    assert (
+        bench_coverage.shorten_reason("Concat /a/Conv has an input of unknown width", names)
+        == "Concat … has an input of unknown width"
+    )
     assert bench_coverage.shorten_reason("reaches graph output logits", names) == "reaches graph output …"
     assert bench_coverage.shorten_reason("Split node_Split_3 has no sizes", names) == "Split … has no sizes"
     assert bench_coverage.shorten_reason("shape tensor val_7 is shared", names) == "shape tensor … is shared"
@@ -120,7 +131,9 @@ def test_export_failure_is_a_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         raise RuntimeError("exporter exploded\nsecond line")
 
     monkeypatch.setattr(bench_coverage, "export_cached", boom)
-    rows = bench_coverage.bench_coverage(tmp_path, styles=("legacy",), models=["squeezenet1.1"], verbose=False)
+    rows = bench_coverage.bench_coverage(
+        tmp_path, styles=("legacy",), models=["squeezenet1.1"], verbose=False
+    )
     assert rows[0]["stage"] == "export" and rows[0]["error"] == "RuntimeError: exporter exploded"
     assert (tmp_path / "coverage.json").exists()
     text = bench_coverage.format_coverage(rows)

@@ -1,11 +1,12 @@
 """Per-layer recipes: parsing, block indices, kinds, and their effect on a transformer fold."""
+
 from __future__ import annotations
 
 import pytest
 
 import onnxfold
-from onnxfold.groups import ChannelGroup, Member
-from onnxfold.recipe import RecipeError, load_recipe, parse_recipe
+from onnxfold.analysis.groups import ChannelGroup, Member
+from onnxfold.folding.recipe import RecipeError, load_recipe, parse_recipe
 
 torch = pytest.importorskip("torch")
 
@@ -23,10 +24,16 @@ def test_layer_index_and_kind_come_from_names():
 
 
 def test_rules_apply_by_layer_and_kind_later_rules_win():
-    recipe = parse_recipe({"default": 0.05, "rules": [
-        {"layers": "1-2", "heads": 0.25, "mlp": 0.5},
-        {"layers": [2], "sparsity": 0.75},
-        {"match": "lm_head", "sparsity": 0.0}]})
+    recipe = parse_recipe(
+        {
+            "default": 0.05,
+            "rules": [
+                {"layers": "1-2", "heads": 0.25, "mlp": 0.5},
+                {"layers": [2], "sparsity": 0.75},
+                {"match": "lm_head", "sparsity": 0.0},
+            ],
+        }
+    )
     assert recipe.sparsity(group("layers.0.fc1")) == 0.05
     assert recipe.sparsity(group("layers.1.fc1")) == 0.5
     assert recipe.sparsity(group("layers.1.q", unit=4)) == 0.25
@@ -34,8 +41,16 @@ def test_rules_apply_by_layer_and_kind_later_rules_win():
     assert recipe.sparsity(group("lm_head")) == 0.0
 
 
-@pytest.mark.parametrize("bad", [{"rules": [{"layers": "5-2", "mlp": 0.1}]}, {"rules": [{"mlp": 1.5}]},
-                                 {"rules": [{"layerz": 1}]}, {"rules": [{"match": "(", "mlp": 0.1}]}, [1, 2]])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"rules": [{"layers": "5-2", "mlp": 0.1}]},
+        {"rules": [{"mlp": 1.5}]},
+        {"rules": [{"layerz": 1}]},
+        {"rules": [{"match": "(", "mlp": 0.1}]},
+        [1, 2],
+    ],
+)
 def test_bad_recipes_raise_one_line_errors(bad):
     with pytest.raises(RecipeError) as err:
         parse_recipe(bad)
@@ -61,10 +76,17 @@ def test_recipe_folds_only_the_named_blocks(tmp_path, style):
     model = TinyTransformer(depth=3).eval()
     path = export_onnx(model, tmp_path / "t.onnx", torch.randn(2, 5, 32), style)
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("default: 0.0\nrules:\n  - layers: 1-2\n    heads: 0.5\n    mlp: 0.25\n  - layers: 2\n"
-                      "    mlp: 0.5\n")
+    recipe.write_text(
+        "default: 0.0\nrules:\n  - layers: 1-2\n    heads: 0.5\n    mlp: 0.25\n  - layers: 2\n    mlp: 0.5\n"
+    )
     _, report = onnxfold.fold(path, 0.9, tmp_path / "f.onnx", recipe=recipe, check=True)
     widths = {(p.group.layer, p.group.kind): (p.group.size, p.k) for p in report.plans if p.group.foldable}
-    assert widths == {(0, "heads"): (4, 4), (0, "channels"): (64, 64), (1, "heads"): (4, 2),
-                      (1, "channels"): (64, 48), (2, "heads"): (4, 2), (2, "channels"): (64, 32)}
+    assert widths == {
+        (0, "heads"): (4, 4),
+        (0, "channels"): (64, 64),
+        (1, "heads"): (4, 2),
+        (1, "channels"): (64, 48),
+        (2, "heads"): (4, 2),
+        (2, "channels"): (64, 32),
+    }
     assert report.validation.outputs[0].shape_match

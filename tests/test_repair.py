@@ -1,5 +1,6 @@
 """Repair modes (issue: repair modes and baselines): the math, tiny graphs with BN kept and fused, the
 exact-duplicate oracles under every mode, and the variance collapse on trained zoo models (method.md §2)."""
+
 from __future__ import annotations
 
 import json
@@ -11,11 +12,11 @@ import pytest
 from onnx import helper, numpy_helper
 
 import onnxfold
-from onnxfold.cli import main
-from onnxfold.io import to_model_proto
-from onnxfold.pass_manager import PassError, PipelineError, parse_pipeline
+from onnxfold.cli.commands import main
+from onnxfold.ir.model import to_model_proto
 from onnxfold.passes import REGISTRY, CanonicalizePass, FoldPass, RepairPass
-from onnxfold.repair import (
+from onnxfold.pipeline.manager import PassError, PipelineError, parse_pipeline
+from onnxfold.repair.stats import (
     affine_to_goal,
     ar_factors,
     bn_normalized_stats,
@@ -24,8 +25,8 @@ from onnxfold.repair import (
     norm_factors,
     normalized_pair,
 )
-from onnxfold.report import model_stats
-from onnxfold.validate import make_session
+from onnxfold.report.stats import model_stats
+from onnxfold.runtime.validate import make_session
 
 ZOO = Path(__file__).resolve().parents[1] / "models" / "zoo"
 EPS = 1e-5
@@ -54,7 +55,9 @@ def test_norm_factor_is_mean_norm_over_merged_norm() -> None:
     # orthogonal unit rows: mean norm 1, merged norm 1/√2 → √2; parallel rows: 1.5/1.5 → 1; singleton 1
     np.testing.assert_allclose(f, [np.sqrt(2), 1.0, 1.0])
     # anti-parallel rows cancel: capped at sqrt(N)
-    assert norm_factors(np.array([[1.0, 0.0], [-1.0, 0.0]]), np.array([0, 0]), 1)[0] == pytest.approx(np.sqrt(2))
+    assert norm_factors(np.array([[1.0, 0.0], [-1.0, 0.0]]), np.array([0, 0]), 1)[0] == pytest.approx(
+        np.sqrt(2)
+    )
 
 
 def test_normalized_pair_computes_the_same_function() -> None:
@@ -101,37 +104,61 @@ def test_goal_statistics_are_reached() -> None:
 # --------------------------------------------------------------------------- tiny graphs
 
 
-def tiny_model(bn: bool, seed: int = 0, bias: bool | None = None) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+def tiny_model(
+    bn: bool, seed: int = 0, bias: bool | None = None
+) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """x[N,2,4,4] → conv1 (4 out, 3×3) → [bn1] → Relu → conv2 (3 out, 1×1) → GAP → Flatten → y[N,3].
 
     conv1's channels come in two near-duplicate pairs {0,1}, {2,3} (so k-means at k=2 pairs them), with
     different scales and BN statistics per channel so that every repair has something to do."""
     rng = np.random.default_rng(seed)
     base = rng.standard_normal((2, 2, 3, 3))
-    w1 = np.concatenate([base[[0]], base[[0]] * 1.3 + 0.15 * rng.standard_normal((1, 2, 3, 3)),
-                         base[[1]], base[[1]] * 0.8 + 0.15 * rng.standard_normal((1, 2, 3, 3))]).astype(np.float32)
+    w1 = np.concatenate(
+        [
+            base[[0]],
+            base[[0]] * 1.3 + 0.15 * rng.standard_normal((1, 2, 3, 3)),
+            base[[1]],
+            base[[1]] * 0.8 + 0.15 * rng.standard_normal((1, 2, 3, 3)),
+        ]
+    ).astype(np.float32)
     cols = rng.standard_normal((3, 2, 1, 1))
     w2 = np.concatenate([cols[:, [0]], cols[:, [0]], cols[:, [1]], cols[:, [1]]], axis=1).astype(np.float32)
     w = {"w1": w1, "w2": w2, "b2": rng.standard_normal(3).astype(np.float32)}
     use_bias = (not bn) if bias is None else bias
     if use_bias:
         w["b1"] = (0.1 * rng.standard_normal(4)).astype(np.float32)
-    nodes = [helper.make_node("Conv", ["x", "w1"] + (["b1"] if use_bias else []), ["c1"], name="conv1",
-                              pads=[1, 1, 1, 1])]
+    nodes = [
+        helper.make_node(
+            "Conv", ["x", "w1"] + (["b1"] if use_bias else []), ["c1"], name="conv1", pads=[1, 1, 1, 1]
+        )
+    ]
     act = "c1"
     if bn:
-        w.update(gamma=np.array([1.0, 0.9, 1.2, 1.1], np.float32), beta=np.array([0.1, 0.0, -0.1, 0.05], np.float32),
-                 mean=np.array([0.3, -0.2, 0.5, 0.1], np.float32), var=np.array([2.0, 4.0, 0.5, 1.5], np.float32))
-        nodes.append(helper.make_node("BatchNormalization", ["c1", "gamma", "beta", "mean", "var"], ["n1"],
-                                      name="bn1", epsilon=EPS))
+        w.update(
+            gamma=np.array([1.0, 0.9, 1.2, 1.1], np.float32),
+            beta=np.array([0.1, 0.0, -0.1, 0.05], np.float32),
+            mean=np.array([0.3, -0.2, 0.5, 0.1], np.float32),
+            var=np.array([2.0, 4.0, 0.5, 1.5], np.float32),
+        )
+        nodes.append(
+            helper.make_node(
+                "BatchNormalization", ["c1", "gamma", "beta", "mean", "var"], ["n1"], name="bn1", epsilon=EPS
+            )
+        )
         act = "n1"
-    nodes += [helper.make_node("Relu", [act], ["r1"], name="relu1"),
-              helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2"),
-              helper.make_node("GlobalAveragePool", ["c2"], ["g"], name="gap"),
-              helper.make_node("Flatten", ["g"], ["y"], name="flatten")]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 2, 4, 4])],
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 3])],
-                              [numpy_helper.from_array(v, k) for k, v in w.items()])
+    nodes += [
+        helper.make_node("Relu", [act], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2"),
+        helper.make_node("GlobalAveragePool", ["c2"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["y"], name="flatten"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 2, 4, 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(v, k) for k, v in w.items()],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model, {k: v.astype(np.float64) for k, v in w.items()}
@@ -167,9 +194,14 @@ def test_ar_with_batchnorm_normalises_and_rescales_gamma() -> None:
     gamma, beta, mean, var = node_inputs(model, "bn1")
     for c, (i, j) in enumerate([(0, 1), (2, 3)]):
         np.testing.assert_allclose(w1[c], (wn[i] + wn[j]) / 2, rtol=1e-6)
-        np.testing.assert_allclose(mean[c], (w["mean"][i] / sigma[i] + w["mean"][j] / sigma[j]) / 2, rtol=1e-6)
-        cos = float(np.dot(w["w1"][i].ravel(), w["w1"][j].ravel()) /
-                    np.linalg.norm(w["w1"][i]) / np.linalg.norm(w["w1"][j]))
+        np.testing.assert_allclose(
+            mean[c], (w["mean"][i] / sigma[i] + w["mean"][j] / sigma[j]) / 2, rtol=1e-6
+        )
+        cos = float(
+            np.dot(w["w1"][i].ravel(), w["w1"][j].ravel())
+            / np.linalg.norm(w["w1"][i])
+            / np.linalg.norm(w["w1"][j])
+        )
         assert 0.5 < cos < 0.999
         s = np.sqrt(2 / (1 + cos))
         np.testing.assert_allclose(gamma[c], (w["gamma"][i] + w["gamma"][j]) / 2 * s, rtol=1e-6)
@@ -191,7 +223,9 @@ def test_ar_without_batchnorm_rescales_rows_to_mean_norm() -> None:
         np.testing.assert_allclose(w1[c], merged * f, rtol=1e-6)
         np.testing.assert_allclose(b1[c], (w["b1"][i] + w["b1"][j]) / 2, rtol=1e-6)  # bias kept as average
     naive, _ = onnxfold.fold(proto, 0.5, validate=False, repair="none")
-    np.testing.assert_allclose(node_inputs(naive, "conv2")[0], node_inputs(model, "conv2")[0])  # consumer: sums
+    np.testing.assert_allclose(
+        node_inputs(naive, "conv2")[0], node_inputs(model, "conv2")[0]
+    )  # consumer: sums
 
 
 @pytest.mark.parametrize("bn", [True, False])
@@ -225,10 +259,13 @@ def test_data_repair_reaches_the_members_statistics(bn: bool) -> None:
 def test_sparsity_zero_with_repair_is_bit_exact(bn: bool, mode: str) -> None:
     proto, _ = tiny_model(bn=bn)
     calib = np.random.default_rng(0).standard_normal((8, 2, 4, 4)).astype(np.float32)
-    model, _ = onnxfold.fold(proto, 0.0, validate=False, repair=mode, calibration=calib if mode == "data" else None)
+    model, _ = onnxfold.fold(
+        proto, 0.0, validate=False, repair=mode, calibration=calib if mode == "data" else None
+    )
     out = to_model_proto(model)
-    assert {i.name: numpy_helper.to_array(i).tobytes() for i in out.graph.initializer} == \
-        {i.name: numpy_helper.to_array(i).tobytes() for i in proto.graph.initializer}
+    assert {i.name: numpy_helper.to_array(i).tobytes() for i in out.graph.initializer} == {
+        i.name: numpy_helper.to_array(i).tobytes() for i in proto.graph.initializer
+    }
     assert np.array_equal(run_proto(out, calib)[0], run_proto(proto, calib)[0])
 
 
@@ -251,8 +288,13 @@ def test_repair_errors(tmp_path: Path, capsys) -> None:
     calib = tmp_path / "calib"
     calib.mkdir()
     for i in range(4):  # one sample per file, no batch axis
-        np.save(calib / f"{i:03d}.npy", np.random.default_rng(i).standard_normal((2, 4, 4)).astype(np.float32))
-    assert main(cli + ["--repair", "data", "--calibration", str(calib), "--report", str(tmp_path / "r.json")]) == 0
+        np.save(
+            calib / f"{i:03d}.npy", np.random.default_rng(i).standard_normal((2, 4, 4)).astype(np.float32)
+        )
+    assert (
+        main(cli + ["--repair", "data", "--calibration", str(calib), "--report", str(tmp_path / "r.json")])
+        == 0
+    )
     assert (tmp_path / "out.onnx").exists()
     passes = {p["name"]: p for p in json.loads((tmp_path / "r.json").read_text())["passes"]}
     assert passes["repair"]["stats"]["mode"] == "data" and passes["repair"]["stats"]["sites"] == 1
@@ -272,8 +314,10 @@ def test_pipeline_string_runs_fold_then_repair() -> None:
 
 
 @pytest.mark.parametrize("mode", ["ar", "data"])  # mode none: tests/test_oracles.py
-@pytest.mark.parametrize(("arch", "style"), [("resnet18", "legacy-bn"), ("resnet18", "legacy"),
-                                             ("vgg11bn", "legacy-bn"), ("mlp", "legacy")])
+@pytest.mark.parametrize(
+    ("arch", "style"),
+    [("resnet18", "legacy-bn"), ("resnet18", "legacy"), ("vgg11bn", "legacy-bn"), ("mlp", "legacy")],
+)
 def test_duplicates_stay_exact_under_every_repair(exported, arch: str, style: str, mode: str) -> None:
     pair = exported(arch, style)
     x = pair.input(batch=3, seed=11)
@@ -298,9 +342,12 @@ def test_duplicates_stay_exact_under_every_repair(exported, arch: str, style: st
 def _variance_ratio(model, original: onnx.ModelProto, x: np.ndarray) -> float:
     """method.md §2.1 on the logits (a layer that folding never narrows): mean over classes of
     Var(folded) / Var(original) over the samples."""
-    ref = make_session(original.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
-    got = make_session(to_model_proto(model).SerializeToString(),
-                       providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    ref = make_session(original.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x}
+    )[0]
+    got = make_session(to_model_proto(model).SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x}
+    )[0]
     return float((got.var(0) / ref.var(0)).mean())
 
 
@@ -312,8 +359,14 @@ def test_ar_raises_the_variance_ratio_on_a_trained_model(name: str) -> None:
     original = onnx.load(str(ZOO / f"{name}.onnx"))
     ratios, accuracy = {}, {}
     for mode in ("none", "ar", "data"):
-        model, _ = onnxfold.fold(original, 0.5, validate=False, repair=mode, n_init=2,
-                                 calibration=x_train[:256] if mode == "data" else None)
+        model, _ = onnxfold.fold(
+            original,
+            0.5,
+            validate=False,
+            repair=mode,
+            n_init=2,
+            calibration=x_train[:256] if mode == "data" else None,
+        )
         ratios[mode] = _variance_ratio(model, original, x_train[:256])
         sess = make_session(to_model_proto(model).SerializeToString(), providers=["CPUExecutionProvider"])
         accuracy[mode] = float((sess.run(None, {"input": x_test})[0].argmax(1) == y_test).mean())
@@ -323,7 +376,12 @@ def test_ar_raises_the_variance_ratio_on_a_trained_model(name: str) -> None:
     assert accuracy["data"] > accuracy["none"] + 0.2
     assert accuracy["ar"] > accuracy["none"]
     if name == "resnet18":  # why sites are repaired in topological order (§6.2): one pass overshoots
-        passes = [CanonicalizePass(), FoldPass(sparsity=0.5, n_init=2),
-                  RepairPass(mode="data", calibration_data=x_train[:256], sequential=False)]
+        passes = [
+            CanonicalizePass(),
+            FoldPass(sparsity=0.5, n_init=2),
+            RepairPass(mode="data", calibration_data=x_train[:256], sequential=False),
+        ]
         one_pass, _ = onnxfold.run_pipeline(original, passes)
-        assert abs(np.log(_variance_ratio(one_pass, original, x_train[:256]))) > 2 * abs(np.log(ratios["data"]))
+        assert abs(np.log(_variance_ratio(one_pass, original, x_train[:256]))) > 2 * abs(
+            np.log(ratios["data"])
+        )

@@ -1,4 +1,4 @@
-"""Tests for onnxfold.report: params, weight bytes, per-sample MACs, op counts and table formatting."""
+"""Tests for onnxfold.report.stats: params, weight bytes, per-sample MACs, op counts and table formatting."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from onnx import TensorProto
 from onnx import helper as oh
 from onnx import numpy_helper as nh
 
-from onnxfold.report import (
+from onnxfold.report.stats import (
     ModelStats,
     format_comparison,
     format_table,

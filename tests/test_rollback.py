@@ -11,10 +11,10 @@ import onnx
 import pytest
 from test_untrusted import build
 
-import onnxfold.folding as folding
+import onnxfold.folding.apply as folding
 from onnxfold.api import run_pipeline
 from onnxfold.passes import FoldPass
-from onnxfold.validate import make_session
+from onnxfold.runtime.validate import make_session
 
 
 def mlp(path: Path) -> Path:

@@ -1,5 +1,6 @@
 """Spilling: a fold of a model larger than memory keeps rewritten tensors in a scratch file, and the
 result is byte-identical to the in-memory fold."""
+
 from __future__ import annotations
 
 import shutil
@@ -9,9 +10,9 @@ import numpy as np
 import onnx_graphsurgeon as gs
 import pytest
 
-import onnxfold.io as fio
+import onnxfold.ir.model as fio
 from onnxfold.api import run_pipeline
-from onnxfold.io import ExternalValues, load_model, peek_values, save_model, set_values, spilling
+from onnxfold.ir.model import ExternalValues, load_model, peek_values, save_model, set_values, spilling
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -68,14 +69,16 @@ def test_lazy_weights_stay_lazy_through_a_spilled_fold(exported, tmp_path: Path)
     lazy_before = set(fio.data_dirs(model.graph))
     (tmp_path / "scratch").mkdir()
     with spilling(tmp_path / "scratch", min_bytes=0):
-        from onnxfold.pass_manager import PassContext, PassManager
+        from onnxfold.pipeline.manager import PassContext, PassManager
 
         PassManager(_passes()).run(model, PassContext(original=model.copy()))
         dirs = fio.data_dirs(model.graph)
         tensors = model.graph.tensors()
         cached = [n for n in lazy_before if n in tensors and n not in dirs]
         assert lazy_before and not cached
-        assert (tmp_path / "scratch").absolute() in dirs.values()  # rewritten weights live in the scratch file
+        assert (
+            tmp_path / "scratch"
+        ).absolute() in dirs.values()  # rewritten weights live in the scratch file
 
 
 def _passes():
@@ -86,12 +89,20 @@ def _passes():
 
 def test_bench_scale_folds_a_small_build_in_a_child_process(tmp_path: Path) -> None:
     """The scale benchmark end to end on a tiny configuration: build, fold with a recipe, check."""
-    from onnxfold.bench_scale import bench_scale
+    from onnxfold.bench.scale import bench_scale
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text("default: 0.0\nrules:\n  - layers: 1\n    heads: 0.5\n    mlp: 0.5\n")
-    result = bench_scale(tmp_path / "b", layers=2, hidden=64, intermediate=128, heads=4, vocab=100, recipe=recipe,
-                         oracle_layers=1)
+    result = bench_scale(
+        tmp_path / "b",
+        layers=2,
+        hidden=64,
+        intermediate=128,
+        heads=4,
+        vocab=100,
+        recipe=recipe,
+        oracle_layers=1,
+    )
     assert result["fold"]["exit"] == 0 and result["fold"]["peak_rss_mib"] > 0
     assert result["groups"] == {"heads": {"folded": 1, "total": 2}, "channels": {"folded": 1, "total": 4}}
     assert result["params_after"] < result["params_before"]

@@ -1,5 +1,6 @@
 """Hugging Face transformers built from configs (offline): heads and MLPs fold with a recipe; with a KV
 cache in the signature (LLaMA), the heads are kept and the MLPs fold."""
+
 from __future__ import annotations
 
 import inspect
@@ -11,7 +12,7 @@ import onnx
 import pytest
 
 import onnxfold
-from onnxfold.validate import make_session
+from onnxfold.runtime.validate import make_session
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -29,8 +30,15 @@ class LastHidden(torch.nn.Module):
         return self.model(input_ids=input_ids, **self.call).last_hidden_state
 
 
-COMMON = dict(vocab_size=100, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-              num_attention_heads=4, max_position_embeddings=64, attn_implementation="eager")
+COMMON = dict(
+    vocab_size=100,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=64,
+    attn_implementation="eager",
+)
 LAYERS, KV_HEADS, HEAD_DIM = 2, 4, 16  # LLaMA without num_key_value_heads: one KV head per query head
 PAST = [f"past_{kind}_{i}" for i in range(LAYERS) for kind in ("key", "value")]
 PRESENT = [name.replace("past", "present") for name in PAST]
@@ -53,13 +61,25 @@ def export(model: torch.nn.Module, path, style: str):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if style == "legacy":
-            torch.onnx.export(model, (ids,), str(path), dynamo=False, input_names=["input_ids"],
-                              output_names=["hidden"], dynamic_axes={"input_ids": {0: "batch", 1: "seq"}},
-                              opset_version=17)
+            torch.onnx.export(
+                model,
+                (ids,),
+                str(path),
+                dynamo=False,
+                input_names=["input_ids"],
+                output_names=["hidden"],
+                dynamic_axes={"input_ids": {0: "batch", 1: "seq"}},
+                opset_version=17,
+            )
         else:
-            torch.onnx.export(model, (ids,), str(path), input_names=["input_ids"], output_names=["hidden"],
-                              dynamic_shapes={"input_ids": {0: torch.export.Dim("batch"),
-                                                            1: torch.export.Dim("seq")}})
+            torch.onnx.export(
+                model,
+                (ids,),
+                str(path),
+                input_names=["input_ids"],
+                output_names=["hidden"],
+                dynamic_shapes={"input_ids": {0: torch.export.Dim("batch"), 1: torch.export.Dim("seq")}},
+            )
     return path
 
 
@@ -76,7 +96,9 @@ class LastHiddenWithCache(torch.nn.Module):
         self.cache_arg = "cache" if "cache" in params else "past_key_values"
 
     def forward(self, input_ids: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        cache = transformers.DynamicCache(list(zip(past[0::2], past[1::2], strict=True)), config=self.model.config)
+        cache = transformers.DynamicCache(
+            list(zip(past[0::2], past[1::2], strict=True)), config=self.model.config
+        )
         hidden = self.model(input_ids=input_ids, use_cache=True, **{self.cache_arg: cache}).last_hidden_state
         return (hidden, *[t for layer in cache.layers for t in (layer.keys, layer.values)])
 
@@ -90,9 +112,12 @@ def export_with_cache(path, style: str):
         warnings.simplefilter("ignore")
         if style == "legacy":
             axes = {"input_ids": {0: "batch", 1: "seq"}, "hidden": {0: "batch", 1: "seq"}}
-            axes |= {n: {0: "batch", 2: "past_seq"} for n in PAST} | {n: {0: "batch", 2: "total_seq"} for n in PRESENT}
-            torch.onnx.export(model, (ids, *past), str(path), dynamo=False, dynamic_axes=axes, opset_version=17,
-                              **names)
+            axes |= {n: {0: "batch", 2: "past_seq"} for n in PAST} | {
+                n: {0: "batch", 2: "total_seq"} for n in PRESENT
+            }
+            torch.onnx.export(
+                model, (ids, *past), str(path), dynamo=False, dynamic_axes=axes, opset_version=17, **names
+            )
         else:
             batch, seq, past_seq = (torch.export.Dim(n) for n in ("batch", "seq", "past_seq"))
             shapes = ({0: batch, 1: seq}, tuple({0: batch, 2: past_seq} for _ in PAST))
@@ -142,7 +167,9 @@ def test_tiny_llama_with_kv_cache_keeps_its_heads_and_folds_its_mlps(tmp_path, s
     Legacy exports may block the heads at the causal-mask Add as well (the mask's head dim comes from an
     Expand of a computed shape); the signature reasons are asserted either way."""
     if int(transformers.__version__.split(".")[0]) < 5:
-        pytest.skip("the KV-cache wrapper uses the transformers 5 Cache API (DynamicCache(pairs), cache.layers)")
+        pytest.skip(
+            "the KV-cache wrapper uses the transformers 5 Cache API (DynamicCache(pairs), cache.layers)"
+        )
     src = export_with_cache(tmp_path / "m.onnx", style)
     recipe = tmp_path / "r.yaml"
     recipe.write_text(RECIPE)
@@ -196,9 +223,17 @@ def test_bert_with_attention_mask_folds_duplicate_heads_exactly(tmp_path):
     head dim, but it is 1, so the mask broadcasts over heads and the heads fold. Heads 2 and 3 are
     copies of heads 0 and 1, so folding 4 → 2 heads is exact, padded positions included."""
     torch.manual_seed(0)
-    bert = transformers.BertModel(transformers.BertConfig(
-        vocab_size=100, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=64, attn_implementation="eager")).eval()
+    bert = transformers.BertModel(
+        transformers.BertConfig(
+            vocab_size=100,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=64,
+            attn_implementation="eager",
+        )
+    ).eval()
     with torch.no_grad():
         for layer in bert.encoder.layer:
             for lin in (layer.attention.self.query, layer.attention.self.key, layer.attention.self.value):
@@ -211,18 +246,29 @@ def test_bert_with_attention_mask_folds_duplicate_heads_exactly(tmp_path):
     dyn = {0: "batch", 1: "seq"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(MaskedHidden(bert), (ids, mask), str(src), dynamo=False,
-                          input_names=["input_ids", "attention_mask"], output_names=["hidden"],
-                          dynamic_axes={"input_ids": dyn, "attention_mask": dyn, "hidden": dyn}, opset_version=17)
+        torch.onnx.export(
+            MaskedHidden(bert),
+            (ids, mask),
+            str(src),
+            dynamo=False,
+            input_names=["input_ids", "attention_mask"],
+            output_names=["hidden"],
+            dynamic_axes={"input_ids": dyn, "attention_mask": dyn, "hidden": dyn},
+            opset_version=17,
+        )
     recipe = tmp_path / "r.yaml"
     recipe.write_text("default: 0.0\nrules:\n  - heads: 0.5\n    mlp: 0.0\n")
     out = tmp_path / "f.onnx"
     _, report = onnxfold.fold(src, 0.0, out, recipe=recipe, repair="none", validate=False, check=True)
     heads = [p for p in report.plans if p.group.kind == "heads"]
-    assert len(heads) == 2 and all(p.status == "folded" and p.k == 2 for p in heads), \
-        [(p.group.name, p.status, p.reason) for p in heads]
+    assert len(heads) == 2 and all(p.status == "folded" and p.k == 2 for p in heads), [
+        (p.group.name, p.status, p.reason) for p in heads
+    ]
     rng = np.random.default_rng(0)
-    feeds = {"input_ids": rng.integers(0, 100, (3, 9)).astype(np.int64), "attention_mask": np.ones((3, 9), np.int64)}
+    feeds = {
+        "input_ids": rng.integers(0, 100, (3, 9)).astype(np.int64),
+        "attention_mask": np.ones((3, 9), np.int64),
+    }
     feeds["attention_mask"][1, 5:] = 0
     feeds["attention_mask"][2, 2:] = 0
     ref = make_session(str(src)).run(None, feeds)[0]
@@ -235,21 +281,35 @@ def test_mistral_gqa_with_static_sequence_folds_its_kv_groups(tmp_path):
     """The dynamo export of a GQA model with a static sequence builds repeat_kv's Expand shape from one
     deduplicated constant for batch, KV heads and repeat factor: the heads fold without a rollback."""
     torch.manual_seed(0)
-    cfg = transformers.MistralConfig(vocab_size=100, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                                     attn_implementation="eager")
+    cfg = transformers.MistralConfig(
+        vocab_size=100,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        attn_implementation="eager",
+    )
     model = LastHidden(transformers.MistralModel(cfg).eval(), use_cache=False)
     ids = torch.randint(0, 100, (2, 7))
     src = tmp_path / "m.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (ids,), str(src), input_names=["input_ids"], output_names=["hidden"],
-                          dynamic_shapes={"input_ids": {0: torch.export.Dim("batch")}})
+        torch.onnx.export(
+            model,
+            (ids,),
+            str(src),
+            input_names=["input_ids"],
+            output_names=["hidden"],
+            dynamic_shapes={"input_ids": {0: torch.export.Dim("batch")}},
+        )
     out = tmp_path / "f.onnx"
     _, report = onnxfold.fold(src, 0.5, out, check=True, validate=False)
     heads = [p for p in report.plans if p.group.kind == "heads"]
-    assert len(heads) == 2 and all(p.status == "folded" and (p.group.size, p.k) == (2, 1) for p in heads), \
-        [(p.status, p.reason[:200]) for p in heads]
+    assert len(heads) == 2 and all(p.status == "folded" and (p.group.size, p.k) == (2, 1) for p in heads), [
+        (p.status, p.reason[:200]) for p in heads
+    ]
     feed = {"input_ids": np.random.default_rng(0).integers(0, 100, (3, 7)).astype(np.int64)}
     got = make_session(str(out)).run(None, feed)[0]
     assert got.shape == (3, 7, 64) and np.isfinite(got).all()

@@ -17,8 +17,8 @@ from onnx import TensorProto
 from onnx import helper as oh
 from onnx import numpy_helper as nh
 
-from onnxfold.cli import main
-from onnxfold.io import ModelError, load_model
+from onnxfold.cli.commands import main
+from onnxfold.ir.model import ModelError, load_model
 
 MB = 1 << 20
 
@@ -28,12 +28,22 @@ def build(shape_x=("N", 8)) -> onnx.ModelProto:
     rng = np.random.default_rng(0)
     arrays = {"W1": (8, 16), "b1": (16,), "W2": (16, 12), "b2": (12,), "W3": (12, 4)}
     inits = [nh.from_array(rng.standard_normal(s).astype(np.float32), n) for n, s in arrays.items()]
-    nodes = [oh.make_node("MatMul", ["x", "W1"], ["h1"], name="mm1"), oh.make_node("Add", ["h1", "b1"], ["a1"]),
-             oh.make_node("Relu", ["a1"], ["r1"]), oh.make_node("MatMul", ["r1", "W2"], ["h2"], name="mm2"),
-             oh.make_node("Add", ["h2", "b2"], ["a2"]), oh.make_node("Relu", ["a2"], ["r2"]),
-             oh.make_node("MatMul", ["r2", "W3"], ["y"], name="mm3")]
-    graph = oh.make_graph(nodes, "mlp", [oh.make_tensor_value_info("x", TensorProto.FLOAT, list(shape_x))],
-                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [shape_x[0], 4])], inits)
+    nodes = [
+        oh.make_node("MatMul", ["x", "W1"], ["h1"], name="mm1"),
+        oh.make_node("Add", ["h1", "b1"], ["a1"]),
+        oh.make_node("Relu", ["a1"], ["r1"]),
+        oh.make_node("MatMul", ["r1", "W2"], ["h2"], name="mm2"),
+        oh.make_node("Add", ["h2", "b2"], ["a2"]),
+        oh.make_node("Relu", ["a2"], ["r2"]),
+        oh.make_node("MatMul", ["r2", "W3"], ["y"], name="mm3"),
+    ]
+    graph = oh.make_graph(
+        nodes,
+        "mlp",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, list(shape_x))],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, [shape_x[0], 4])],
+        inits,
+    )
     model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
     model.ir_version = 8
     return model
@@ -43,8 +53,14 @@ def save_external(folder: Path, **entry: str) -> Path:
     """The MLP with every weight in ``m.onnx.data``; ``entry`` overrides W2's external-data keys."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "m.onnx"
-    onnx.save(build(), str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-              location="m.onnx.data", size_threshold=0)
+    onnx.save(
+        build(),
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="m.onnx.data",
+        size_threshold=0,
+    )
     if entry:
         proto = onnx.load(str(path), load_external_data=False)
         w2 = next(t for t in proto.graph.initializer if t.name == "W2")
@@ -78,16 +94,19 @@ def test_clean_external_model_is_accepted(tmp_path: Path, capsys) -> None:
     assert "mm1" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("location, words", [
-    ("../evil.bin", ["escapes"]),
-    ("sub/../../evil.bin", ["escapes"]),
-    ("sub/../m.onnx.data", ["escapes"]),  # `..` in the middle, even when it would land back inside
-    ("..\\evil.bin", ["escapes"]),
-    ("C:\\evil.bin", ["not a relative path"]),
-    ("/etc/passwd", ["not a relative path"]),
-    ("m.onnx.data\0.txt", ["NUL"]),
-    ("", ["not a relative path"]),
-])
+@pytest.mark.parametrize(
+    "location, words",
+    [
+        ("../evil.bin", ["escapes"]),
+        ("sub/../../evil.bin", ["escapes"]),
+        ("sub/../m.onnx.data", ["escapes"]),  # `..` in the middle, even when it would land back inside
+        ("..\\evil.bin", ["escapes"]),
+        ("C:\\evil.bin", ["not a relative path"]),
+        ("/etc/passwd", ["not a relative path"]),
+        ("m.onnx.data\0.txt", ["NUL"]),
+        ("", ["not a relative path"]),
+    ],
+)
 def test_external_location_escaping_the_folder(location: str, words: list, tmp_path: Path, capsys) -> None:
     path = save_external(tmp_path / "m", location=location)
     (tmp_path / "evil.bin").write_bytes((tmp_path / "m" / "m.onnx.data").read_bytes())
@@ -111,14 +130,17 @@ def test_symlink_inside_the_folder_pointing_outside(tmp_path: Path, capsys) -> N
     refused(capsys, path, tmp_path, "outside the model folder")
 
 
-@pytest.mark.parametrize("entry, words", [
-    ({"offset": "100000"}, ["does not fit"]),
-    ({"offset": "-64"}, ["does not fit"]),
-    ({"length": "-4"}, ["does not fit"]),
-    ({"length": "99999999"}, ["does not fit"]),
-    ({"offset": "abc"}, ["offset/length"]),
-    ({"length": "4"}, ["shape needs 768"]),  # W2 is 16×12 float32
-])
+@pytest.mark.parametrize(
+    "entry, words",
+    [
+        ({"offset": "100000"}, ["does not fit"]),
+        ({"offset": "-64"}, ["does not fit"]),
+        ({"length": "-4"}, ["does not fit"]),
+        ({"length": "99999999"}, ["does not fit"]),
+        ({"offset": "abc"}, ["offset/length"]),
+        ({"length": "4"}, ["shape needs 768"]),  # W2 is 16×12 float32
+    ],
+)
 def test_external_range_not_fitting(entry: dict, words: list, tmp_path: Path, capsys) -> None:
     refused(capsys, save_external(tmp_path / "m", **entry), tmp_path, "W2", *words)
 
@@ -144,8 +166,9 @@ def _huge(proto: onnx.ModelProto, name: str, dims: list[int]) -> TensorProto:
 
 @pytest.mark.parametrize("dims", [[2**40, 2**40], [2**20, 2**12], [2**62, 4], [-1, 12]])
 @pytest.mark.parametrize("storage", ["external", "raw"])
-def test_huge_declared_tensor_is_refused_without_allocating(dims: list, storage: str, tmp_path: Path,
-                                                            capsys) -> None:
+def test_huge_declared_tensor_is_refused_without_allocating(
+    dims: list, storage: str, tmp_path: Path, capsys
+) -> None:
     if storage == "external":
         path = save_external(tmp_path / "m")
         proto = onnx.load(str(path), load_external_data=False)
@@ -206,8 +229,13 @@ def test_payloads_in_string_fields_are_never_executed(tmp_path: Path, capsys) ->
     proto.doc_string = code
     proto.producer_name = f"__import__('builtins').exec({code!r})"
     proto.graph.doc_string = payload.decode("latin-1")
-    for key, value in [("eval", code), ("pickle", payload.hex()), ("yaml", f"!!python/object/apply:eval [{code!r}]"),
-                       ("onnxfold.recipe", code), ("pkg.torch.onnx.name_scopes", f"['{code}']")]:
+    for key, value in [
+        ("eval", code),
+        ("pickle", payload.hex()),
+        ("yaml", f"!!python/object/apply:eval [{code!r}]"),
+        ("onnxfold.folding.recipe", code),
+        ("pkg.torch.onnx.name_scopes", f"['{code}']"),
+    ]:
         proto.metadata_props.add(key=key, value=value)
     proto.graph.node[0].doc_string = code
     proto.graph.node[0].metadata_props.add(key="pkg.torch.onnx.name_scopes", value=f"['{code}', 'x']")
@@ -216,7 +244,9 @@ def test_payloads_in_string_fields_are_never_executed(tmp_path: Path, capsys) ->
     path.write_bytes(proto.SerializeToString())
 
     assert main(["analyze", str(path)]) == 0
-    assert main(["fold", str(path), "-o", str(tmp_path / "o.onnx"), "--report", str(tmp_path / "r.json")]) == 0
+    assert (
+        main(["fold", str(path), "-o", str(tmp_path / "o.onnx"), "--report", str(tmp_path / "r.json")]) == 0
+    )
     capsys.readouterr()
     assert not marker.exists()
     saved = onnx.load(str(tmp_path / "o.onnx"))

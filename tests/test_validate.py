@@ -1,4 +1,4 @@
-"""Tests for onnxfold.validate: sessions, random inputs, input files, output metrics, end-to-end validate()."""
+"""Tests for onnxfold.runtime.validate: sessions, random inputs, input files, output metrics, end-to-end validate()."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from onnx import TensorProto
 from onnx import helper as oh
 from onnx import numpy_helper as nh
 
-from onnxfold.validate import (
+from onnxfold.runtime.validate import (
     CPU,
     available_providers,
     compare_outputs,
@@ -80,7 +80,7 @@ def test_providers_and_runtime_description():
 
 
 def test_cuda_offered_but_unusable_falls_back_to_cpu(monkeypatch):
-    from onnxfold import validate as v
+    from onnxfold.runtime import validate as v
 
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", CPU])
     v._cuda_status.cache_clear()

@@ -1,0 +1,91 @@
+"""What a group's channels are clustered (or ranked) on: one (n, d) feature matrix per group.
+
+Every member marked as a feature contributes the block of its tensor slice tied to the channels
+(method.md §1.3): producer rows, biases, BN γ/β, per-channel constants, consumer input columns.
+
+* ``raw``        the blocks concatenated as they are (the paper's and [CV-repo]'s choice);
+* ``blocknorm``  each block B_m scaled to unit Frobenius norm first, B_m/‖B_m‖_F, so that a wide
+                 block (e.g. the columns of a wide consumer) does not drown the producer rows;
+* ``fused``      producer rows of every Conv/Gemm→BN pair BN-normalised, W/σ, and their bias
+                 (b − μ)/σ (a column −μ/σ when the producer has no bias), σ = sqrt(var + eps), as the
+                 authors' Fold-AR code clusters; every other block raw. Graphs without BN: ``raw``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnxfold.analysis.groups import AVERAGE, SHAPE, ChannelGroup, Member
+from onnxfold.folding.cluster import FLOAT32_ABOVE
+
+FEATURE_MODES = ("raw", "blocknorm", "fused")
+ValueFn = Callable[[str], np.ndarray]
+
+
+def member_matrix(member: Member, values: np.ndarray, n: int, dtype: type = np.float64) -> np.ndarray:
+    """The (n, d) slice of a member tensor: row c holds every entry tied to channel c."""
+    moved = np.moveaxis(np.asarray(values), member.axis, 0)
+    rows = moved[member.offset : member.offset + n * member.block]
+    return rows.reshape(n, -1).astype(dtype)
+
+
+def _bn_normalizers(
+    group: ChannelGroup, values: ValueFn, graph: gs.Graph
+) -> tuple[dict[tuple[str, int], tuple[np.ndarray, np.ndarray]], list[np.ndarray]]:
+    """Per producer weight/bias tensor of a BN pair: (shift, 1/σ) with feature = (x − shift)/σ;
+    plus the −μ/σ columns of pairs whose producer has no bias."""
+    from onnxfold.analysis.group_producers import group_producers
+
+    norm: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+    extra: list[np.ndarray] = []
+    for p in group_producers(group, graph):
+        if p.bn is None:
+            continue
+        mean = np.asarray(values(p.bn.mean), dtype=np.float64)
+        inv = 1.0 / np.sqrt(np.asarray(values(p.bn.var), dtype=np.float64) + p.bn.eps)
+        norm[(p.weight, p.axis)] = (np.zeros_like(mean), inv)
+        if p.bias is not None:
+            norm[(p.bias, p.bias_axis)] = (mean, inv)
+        else:
+            extra.append((-mean * inv)[:, None])
+    return norm, extra
+
+
+def feature_width(member: Member, values: ValueFn) -> int:
+    """Entries per channel a member contributes: its block times the size of the other axes."""
+    shape = np.shape(values(member.tensor))
+    others = int(np.prod(shape, dtype=np.int64)) // max(int(shape[member.axis]), 1) if shape else 1
+    return member.block * others
+
+
+def group_features(
+    group: ChannelGroup, values: ValueFn, mode: str = "raw", graph: gs.Graph | None = None
+) -> np.ndarray:
+    """The (n, d) feature matrix of ``group`` (see the module docstring for ``mode``)."""
+    if mode not in FEATURE_MODES:
+        raise ValueError(f"unknown features {mode!r} (expected one of {', '.join(FEATURE_MODES)})")
+    n = group.size
+    norm: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+    blocks: list[np.ndarray] = []
+    if mode == "fused" and graph is not None:
+        norm, blocks = _bn_normalizers(group, values, graph)
+    used = [m for m in group.members if m.feature and m.role != SHAPE]
+    width = sum(feature_width(m, values) for m in used)
+    dtype = np.float32 if n * width > FLOAT32_ABOVE else np.float64
+    for m in used:
+        block = member_matrix(m, values(m.tensor), n, dtype)
+        key = (m.tensor, m.axis)
+        if key in norm and m.role == AVERAGE and m.offset == 0 and m.block == 1:
+            shift, inv = norm[key]
+            block = (block - shift[:, None]) * inv[:, None]
+        blocks.append(block)
+    if mode == "blocknorm":
+        scaled = []
+        for b in blocks:
+            f = float(np.linalg.norm(b))
+            scaled.append(b / f if f > 0 else b)
+        blocks = scaled
+    return np.hstack(blocks) if blocks else np.zeros((n, 0))

@@ -1,0 +1,261 @@
+"""The pass contract and the manager that runs a pipeline of passes.
+
+A pass has a ``name``, a one-line ``summary``, typed :class:`Option` s with defaults and help,
+and ``run(model, ctx) -> PassResult(modified, stats)``. The :class:`PassManager` runs passes in
+order, times each, optionally checks the graph after each (``onnx.checker`` full check), and
+stops with a :class:`PassError` that names the pass which broke the graph.
+
+Pipelines are data: ``"canonicalize,fold:sparsity=0.5,seed=1,cleanup"`` (a ``key=value`` item
+without a pass name continues the options of the pass before it), or a YAML/JSON list whose
+items are a pass name or ``{name: {option: value}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import onnx
+
+from onnxfold.ir.model import Model, to_model_proto
+
+log = logging.getLogger(__name__)
+
+
+class PipelineError(ValueError):
+    """A pipeline description that cannot be parsed or names unknown passes/options."""
+
+
+class PassError(RuntimeError):
+    """A pass failed or left an invalid graph. The message names the pass."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """A typed pass option. ``type`` is one of float, int, bool, str, list (of str)."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None = None
+
+    def convert(self, value: Any) -> Any:
+        try:
+            if self.type is bool:
+                if isinstance(value, str):
+                    low = value.strip().lower()
+                    if low in ("1", "true", "yes", "on"):
+                        return True
+                    if low in ("0", "false", "no", "off"):
+                        return False
+                    raise ValueError(value)
+                return bool(value)
+            if self.type is list:
+                if isinstance(value, str):
+                    return [v for v in value.split("|") if v]
+                return [str(v) for v in value]
+            converted = self.type(value)
+        except (TypeError, ValueError):
+            raise PipelineError(
+                f"option {self.name!r}: {value!r} is not a valid {self.type.__name__}"
+            ) from None
+        if self.choices is not None and converted not in self.choices:
+            raise PipelineError(
+                f"option {self.name!r}: {value!r} is not one of {', '.join(map(str, self.choices))}"
+            )
+        return converted
+
+
+@dataclass
+class PassResult:
+    """What a pass did: whether it changed the model, and statistics for the report."""
+
+    modified: bool
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PassContext:
+    """State shared by the passes of one pipeline run.
+
+    ``original`` is the input model before any pass (validation compares against it),
+    ``data`` holds results passes leave for later passes and the report (e.g. fold groups).
+    """
+
+    original: Model | None = None
+    seed: int = 0
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    inputs: dict[str, Any] | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class Pass:
+    """Base class of all passes. Subclasses set ``name``, ``summary``, ``options`` and ``run``."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    options: ClassVar[tuple[Option, ...]] = ()
+
+    def __init__(self, **kwargs: Any):
+        known = {o.name: o for o in self.options}
+        self.opts: dict[str, Any] = {o.name: o.default for o in self.options}
+        for key, value in kwargs.items():
+            key = key.replace("-", "_")
+            if key not in known:
+                raise PipelineError(
+                    f"pass {self.name!r} has no option {key!r} (options: {', '.join(known) or 'none'})"
+                )
+            self.opts[key] = known[key].convert(value)
+        self.validate_options()
+
+    def validate_options(self) -> None:
+        """Hook for cross-option checks; raise PipelineError."""
+
+    def run(self, model: Model, ctx: PassContext) -> PassResult:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        changed = {
+            k: v for k, v in self.opts.items() if any(o.name == k and o.default != v for o in self.options)
+        }
+        args = ",".join(f"{k}={v}" for k, v in changed.items())
+        return f"{self.name}:{args}" if args else self.name
+
+
+@dataclass
+class PassRecord:
+    """One executed pass: name, wall seconds, modified flag and stats."""
+
+    name: str
+    seconds: float
+    modified: bool
+    stats: dict[str, Any]
+
+
+def check_model(model: Model) -> None:
+    """Full ``onnx.checker`` check (with shape inference) of the model as it would be saved."""
+    proto = to_model_proto(model)
+    if proto.ByteSize() > 2_000_000_000:
+        log.info("model exceeds 2 GB in memory; skipping the in-memory checker")
+        return
+    onnx.checker.check_model(proto, full_check=True)
+
+
+class PassManager:
+    """Runs passes in order, timing each and optionally checking the graph after each."""
+
+    def __init__(
+        self, passes: Sequence[Pass], check: bool = False, on_pass: Callable[[PassRecord], None] | None = None
+    ):
+        self.passes = list(passes)
+        self.check = check
+        self.on_pass = on_pass
+        self.records: list[PassRecord] = []
+
+    def run(self, model: Model, ctx: PassContext | None = None) -> Model:
+        ctx = ctx or PassContext()
+        if ctx.original is None:
+            ctx.original = model.copy()
+        for p in self.passes:
+            start = time.perf_counter()
+            try:
+                result = p.run(model, ctx)
+            except (PassError, PipelineError):
+                raise
+            except Exception as exc:
+                raise PassError(f"pass {p.name!r} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+            if self.check:
+                try:
+                    check_model(model)
+                except Exception as exc:
+                    raise PassError(f"pass {p.name!r} left an invalid graph: {_first_line(exc)}") from exc
+            record = PassRecord(p.name, time.perf_counter() - start, result.modified, result.stats)
+            self.records.append(record)
+            log.info("pass %s: %.3fs modified=%s", p.name, record.seconds, record.modified)
+            if self.on_pass:
+                self.on_pass(record)
+        return model
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def parse_pipeline(spec: str, registry: dict[str, type[Pass]]) -> list[Pass]:
+    """Parse ``"a,b:x=1,y=2,c"`` into pass objects (``y=2`` continues the options of ``b``)."""
+    items: list[tuple[str, dict[str, str]]] = []
+    for raw in spec.split(","):
+        token = raw.strip()
+        if not token:
+            continue
+        if ":" in token:
+            name, _, first = token.partition(":")
+            items.append((name.strip(), {}))
+            token = first
+            if not token.strip():
+                continue
+        elif "=" not in token:
+            items.append((token, {}))
+            continue
+        if not items:
+            raise PipelineError(f"pipeline item {token!r} has no pass before it")
+        key, eq, value = token.partition("=")
+        if not eq:
+            raise PipelineError(f"pipeline option {token!r} is not key=value")
+        items[-1][1][key.strip()] = value.strip()
+    if not items:
+        raise PipelineError("the pipeline is empty")
+    return [build_pass(name, opts, registry) for name, opts in items]
+
+
+def build_pass(name: str, opts: dict[str, Any], registry: dict[str, type[Pass]]) -> Pass:
+    if name not in registry:
+        raise PipelineError(f"unknown pass {name!r} (known: {', '.join(sorted(registry))})")
+    return registry[name](**opts)
+
+
+def read_structured_file(path: str | Path, what: str, error: type[Exception]) -> Any:
+    """Parse a JSON (``.json``) or YAML (anything else) file; failures raise ``error`` with one line."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"cannot read {what} {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        if path.suffix.lower() == ".json":
+            return json.loads(text)
+        import yaml
+
+        return yaml.safe_load(text)
+    except Exception as exc:
+        kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
+        raise error(f"{what} {path} is not valid {kind}: {_first_line(exc)}") from None
+
+
+def load_pipeline_file(path: str | Path, registry: dict[str, type[Pass]]) -> list[Pass]:
+    """Read a YAML or JSON pipeline: a list of names or ``{name: {option: value}}`` mappings."""
+    path = Path(path)
+    data = read_structured_file(path, "pipeline file", PipelineError)
+    if isinstance(data, dict) and "passes" in data:
+        data = data["passes"]
+    if not isinstance(data, list):
+        raise PipelineError(f"pipeline file {path}: expected a list of passes")
+    passes = []
+    for item in data:
+        if isinstance(item, str):
+            passes.append(build_pass(item, {}, registry))
+        elif isinstance(item, dict) and len(item) == 1:
+            ((name, opts),) = item.items()
+            passes.append(build_pass(name, dict(opts or {}), registry))
+        else:
+            raise PipelineError(f"pipeline file {path}: cannot read item {item!r}")
+    if not passes:
+        raise PipelineError(f"pipeline file {path}: the pipeline is empty")
+    return passes

@@ -1,0 +1,489 @@
+"""Model statistics (parameters, weight bytes, MACs, op counts) and aligned before/after tables.
+
+MACs (multiply-accumulates) are counted per ONE sample. Shapes come from ONNX shape inference (with data
+propagation) on a copy whose batch dims (symbolic dim 0 of the graph inputs) are pinned to 1, so that
+dims derived from the batch, such as a flattened [B*S, H] Gemm input, become concrete. Per node:
+
+* Conv:          prod(Y.shape) * (C_in / group) * prod(kernel)
+* ConvTranspose: prod(X.shape) * (C_out / group) * prod(kernel)
+* Gemm:          M * K * N                (Y[M, N] = A[M, K] B[K, N])
+* MatMul:        prod(Y.shape) * K        (K = last dim of A)
+
+and the model total is divided by the batch N (1 when the batch is symbolic, else the graph inputs'
+shared fixed dim 0). For Conv and [B, S, H] x [H, F] MatMul this equals the "leave dim 0 out" rule
+(out_elements_per_sample * ...); it is also right for seq-first [S, B, H] and flattened [B*S, H] tensors.
+The integer variants (ConvInteger, QLinearConv, MatMulInteger, QLinearMatMul) count the same way.
+Symbolic dims that remain after pinning are taken as 1 and listed in ``symbolic_dims``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import onnx
+from onnx import TensorProto
+
+from onnxfold.ir.shapes import value_info_dims
+
+logger = logging.getLogger(__name__)
+
+# Bits per element of tensor types that count as weights. INT64 (shapes, indices), BOOL and STRING do not.
+_WEIGHT_BITS: dict[int, int] = {
+    TensorProto.FLOAT: 32,
+    TensorProto.DOUBLE: 64,
+    TensorProto.FLOAT16: 16,
+    TensorProto.BFLOAT16: 16,
+    TensorProto.INT8: 8,
+    TensorProto.UINT8: 8,
+    TensorProto.INT16: 16,
+    TensorProto.UINT16: 16,
+    TensorProto.INT32: 32,
+}
+for _name, _bits in (
+    ("FLOAT8E4M3FN", 8),
+    ("FLOAT8E4M3FNUZ", 8),
+    ("FLOAT8E5M2", 8),
+    ("FLOAT8E5M2FNUZ", 8),
+    ("FLOAT8E8M0", 8),
+    ("INT4", 4),
+    ("UINT4", 4),
+    ("FLOAT4E2M1", 4),
+    ("INT2", 2),
+    ("UINT2", 2),
+):
+    if hasattr(TensorProto, _name):
+        _WEIGHT_BITS[getattr(TensorProto, _name)] = _bits
+
+# Initializers at least this large (and not INT64/INT32) are hidden from shape inference as plain
+# graph inputs, so that inference never copies or needs their data.
+_LIGHT_THRESHOLD = 1024
+
+Dim = int | str | None
+
+
+@dataclass
+class ModelStats:
+    """Size and cost of a model. ``macs`` is per one sample; see the module docstring."""
+
+    params: int = 0
+    weight_bytes: int = 0
+    macs: int = 0
+    macs_unknown_nodes: int = 0
+    op_counts: Counter = field(default_factory=Counter)
+    file_size: int | None = None
+    batch: int = 1
+    symbolic_dims: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def node_count(self) -> int:
+        """Number of nodes, subgraph nodes included."""
+        return sum(self.op_counts.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict."""
+        return {
+            "params": self.params,
+            "weight_bytes": self.weight_bytes,
+            "macs": self.macs,
+            "macs_unknown_nodes": self.macs_unknown_nodes,
+            "node_count": self.node_count,
+            "op_counts": dict(sorted(self.op_counts.items())),
+            "file_size": self.file_size,
+            "batch": self.batch,
+            "symbolic_dims": list(self.symbolic_dims),
+            "notes": list(self.notes),
+        }
+
+
+# --------------------------------------------------------------------------- traversal
+
+
+def _subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            yield attr.g
+        elif attr.type == onnx.AttributeProto.GRAPHS:
+            yield from attr.graphs
+
+
+def _walk_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """The graph and all nested subgraphs (If/Loop/Scan bodies), depth first."""
+    yield graph
+    for node in graph.node:
+        for sub in _subgraphs(node):
+            yield from _walk_graphs(sub)
+
+
+def _numel(dims: Iterable[int]) -> int:
+    return math.prod(int(d) for d in dims)
+
+
+def _weight_tensors(graph: onnx.GraphProto) -> Iterator[tuple[int, int]]:
+    """(data_type, element count) of initializers, sparse initializers and Constant-node tensors."""
+    for init in graph.initializer:
+        yield init.data_type, _numel(init.dims)
+    for sparse in graph.sparse_initializer:
+        yield sparse.values.data_type, _numel(sparse.values.dims)  # stored non-zeros
+    for node in graph.node:
+        if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
+            continue
+        for attr in node.attribute:
+            if attr.name == "value":
+                yield attr.t.data_type, _numel(attr.t.dims)
+            elif attr.name == "sparse_value":
+                yield attr.sparse_tensor.values.data_type, _numel(attr.sparse_tensor.values.dims)
+            elif attr.name == "value_float":
+                yield TensorProto.FLOAT, 1
+            elif attr.name == "value_floats":
+                yield TensorProto.FLOAT, len(attr.floats)
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+def _graph_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
+    """Graph inputs that are real inputs (not initializers listed as inputs, as in IR < 4)."""
+    inits = {i.name for i in graph.initializer}
+    return [i for i in graph.input if i.name not in inits]
+
+
+def _batch_of(model: onnx.ModelProto) -> tuple[int, set[str], str | None]:
+    """(batch N, symbolic dim-0 names to pin to N, warning or None) from dim 0 of the graph inputs.
+
+    Symbolic dim 0 everywhere -> N = 1; one shared fixed dim 0 -> that N (symbolic ones pinned to it).
+    """
+    fixed: set[int] = set()
+    symbols: set[str] = set()
+    for vi in _graph_inputs(model.graph):
+        dims = _dims_of(vi)
+        if not dims:
+            continue
+        if isinstance(dims[0], int):
+            fixed.add(dims[0])
+        elif dims[0]:
+            symbols.add(dims[0])
+    if len(fixed) > 1:
+        return 1, symbols, f"inputs disagree on dim 0 {sorted(fixed)}: MACs are per model run, not per sample"
+    n = fixed.pop() if fixed else 1
+    return max(n, 1), symbols, None
+
+
+def _pin_dims(vi: onnx.ValueInfoProto, symbols: set[str], value: int, first: bool) -> None:
+    """Replace dims named in ``symbols`` (and, if ``first``, an unnamed dim 0) by ``value``, in place."""
+    if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+        return
+    for i, d in enumerate(vi.type.tensor_type.shape.dim):
+        named = d.HasField("dim_param") and d.dim_param in symbols
+        unnamed0 = first and i == 0 and not d.HasField("dim_value") and not d.HasField("dim_param")
+        if named or unnamed0:
+            d.dim_value = value
+
+
+def _light_copy(model: onnx.ModelProto, symbols: set[str], batch: int) -> onnx.ModelProto:
+    """A copy of ``model`` for shape inference: big initializers become typed graph inputs (no data is
+    copied) and the batch dims (``symbols``, unnamed input dim 0) are pinned to ``batch``."""
+    g = model.graph
+    light = onnx.ModelProto()
+    light.ir_version = model.ir_version
+    light.opset_import.extend(model.opset_import)
+    light.functions.extend(model.functions)
+    lg = light.graph
+    lg.name = g.name
+    lg.node.extend(g.node)
+    lg.input.extend(g.input)
+    lg.output.extend(g.output)
+    lg.value_info.extend(g.value_info)
+    init_names = {i.name for i in g.initializer}
+    for vi in lg.input:
+        _pin_dims(vi, symbols, batch, first=vi.name not in init_names)
+    for vi in (*lg.output, *lg.value_info):
+        _pin_dims(vi, symbols, batch, first=False)
+    input_names = {i.name for i in g.input}
+    for init in g.initializer:
+        small = _numel(init.dims) < _LIGHT_THRESHOLD or init.data_type in (
+            TensorProto.INT64,
+            TensorProto.INT32,
+        )
+        if small:
+            lg.initializer.append(init)
+        elif init.name not in input_names:
+            lg.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+    lg.sparse_initializer.extend(g.sparse_initializer)
+    return light
+
+
+def _dims_of(vi: onnx.ValueInfoProto) -> list[Dim] | None:
+    return value_info_dims(vi)
+
+
+def _shape_map(model: onnx.ModelProto, symbols: set[str], batch: int) -> dict[str, list[Dim]]:
+    """Tensor name -> shape, from shape inference (with data propagation) on a batch-pinned light copy;
+    only the declared shapes if inference fails."""
+    light = _light_copy(model, symbols, batch)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)
+    except Exception as exc:  # inference is best effort
+        logger.warning("shape inference failed (%s); MACs only for nodes with declared shapes", exc)
+        inferred = light
+    shapes: dict[str, list[Dim]] = {}
+    for graph in _walk_graphs(inferred.graph):
+        for vi in (*graph.input, *graph.output, *graph.value_info):
+            dims = _dims_of(vi)
+            if dims is not None:
+                shapes.setdefault(vi.name, dims)
+    for graph in _walk_graphs(model.graph):
+        for init in graph.initializer:
+            shapes.setdefault(init.name, [int(d) for d in init.dims])
+        for node in graph.node:
+            if node.op_type == "Constant" and node.output:
+                for attr in node.attribute:
+                    if attr.name == "value":
+                        shapes.setdefault(node.output[0], [int(d) for d in attr.t.dims])
+    return shapes
+
+
+class _DimResolver:
+    """Turns possibly-symbolic dims into ints (symbolic -> 1), remembering the symbols it met."""
+
+    def __init__(self) -> None:
+        self.symbols: set[str] = set()
+
+    def dim(self, d: Dim) -> int:
+        if isinstance(d, int) and d >= 0:
+            return d
+        self.symbols.add(d if isinstance(d, str) and d else "?")
+        return 1
+
+    def prod(self, dims: Sequence[Dim]) -> int:
+        return math.prod(self.dim(d) for d in dims)
+
+
+def _attr_int(node: onnx.NodeProto, name: str, default: int) -> int:
+    for attr in node.attribute:
+        if attr.name == name:
+            return int(attr.i)
+    return default
+
+
+def _node_macs(node: onnx.NodeProto, shapes: dict[str, list[Dim]], res: _DimResolver) -> int | None:
+    """MACs of one node for the whole (batch-pinned) run; 0 for ops not counted; None if shapes are missing."""
+
+    def shape(idx: int, outputs: bool = False) -> list[Dim] | None:
+        names = node.output if outputs else node.input
+        if idx >= len(names) or not names[idx]:
+            return None
+        return shapes.get(names[idx])
+
+    op = node.op_type
+    if op in ("Conv", "ConvInteger", "QLinearConv", "ConvTranspose"):
+        w = shape(3 if op == "QLinearConv" else 1)
+        if w is None or len(w) < 2:
+            return None
+        kernel = res.prod(w[2:])
+        if op == "ConvTranspose":
+            x = shape(0)
+            if x is None or len(x) < 2:
+                return None
+            return res.prod(x) * res.dim(w[1]) * kernel  # w = [C_in, C_out/group, k...]
+        y = shape(0, outputs=True)
+        if y is None or len(y) < 2:
+            return None
+        return res.prod(y) * res.dim(w[1]) * kernel  # w = [C_out, C_in/group, k...]
+    if op == "Gemm":
+        a, b = shape(0), shape(1)
+        if a is None or b is None or len(a) != 2 or len(b) != 2:
+            return None
+        m_dim, k_dim = (a[1], a[0]) if _attr_int(node, "transA", 0) else (a[0], a[1])
+        n_dim = b[0] if _attr_int(node, "transB", 0) else b[1]
+        return res.dim(m_dim) * res.dim(k_dim) * res.dim(n_dim)
+    if op in ("MatMul", "MatMulInteger", "QLinearMatMul"):
+        a, y = shape(0), shape(0, outputs=True)
+        if a is None or y is None or not a:
+            return None
+        return res.prod(y) * res.dim(a[-1])
+    return 0
+
+
+_MAC_OPS = {
+    "Conv",
+    "ConvInteger",
+    "QLinearConv",
+    "ConvTranspose",
+    "Gemm",
+    "MatMul",
+    "MatMulInteger",
+    "QLinearMatMul",
+}
+
+
+# --------------------------------------------------------------------------- public
+
+
+def model_stats(model: onnx.ModelProto, file_size: int | None = None) -> ModelStats:
+    """Parameters, weight bytes, per-sample MACs and op counts of ``model`` (never reads from disk).
+
+    Params/bytes come from tensor dims, so they are right even if external data was not loaded.
+    """
+    stats = ModelStats(file_size=file_size)
+    bits = 0
+    has_subgraphs = False
+    for graph in _walk_graphs(model.graph):
+        if graph is not model.graph:
+            has_subgraphs = True
+        for dtype, n in _weight_tensors(graph):
+            if dtype in _WEIGHT_BITS:
+                stats.params += n
+                bits += n * _WEIGHT_BITS[dtype]
+        for node in graph.node:
+            key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+            stats.op_counts[key] += 1
+    stats.weight_bytes = (bits + 7) // 8
+
+    batch, batch_symbols, warning = _batch_of(model)
+    if warning:
+        stats.notes.append(warning)
+    stats.batch = batch
+    shapes = _shape_map(model, batch_symbols, batch)
+    res = _DimResolver()
+    total = 0
+    for graph in _walk_graphs(model.graph):
+        for node in graph.node:
+            if node.op_type not in _MAC_OPS or node.domain not in ("", "ai.onnx", "com.microsoft"):
+                continue
+            before = set(res.symbols)
+            macs = _node_macs(node, shapes, res)
+            if macs is None:
+                stats.macs_unknown_nodes += 1
+                res.symbols = before
+                logger.debug("no shapes for %s node %r; MACs not counted", node.op_type, node.name)
+            else:
+                total += macs
+    stats.macs = total // batch if total % batch == 0 else round(total / batch)
+    stats.symbolic_dims = sorted(res.symbols - batch_symbols)
+    if stats.symbolic_dims:
+        stats.notes.append(
+            "symbolic dims taken as 1 for MACs: " + ", ".join(stats.symbolic_dims) + " (MACs scale with them)"
+        )
+    if stats.macs_unknown_nodes:
+        stats.notes.append(f"{stats.macs_unknown_nodes} node(s) without inferred shapes: MACs not counted")
+    if has_subgraphs:
+        stats.notes.append("subgraph (If/Loop/Scan) nodes counted once each")
+    return stats
+
+
+_NUMERIC = re.compile(r"^[-+]?(\d[\d,]*\.?\d*|\.\d+)(e[-+]?\d+)?\s*(%|x|[KMGT]i?B|B|[KMGT])?$", re.IGNORECASE)
+
+
+def _is_numeric(cell: Any) -> bool:
+    if isinstance(cell, bool):
+        return False
+    if isinstance(cell, (int, float)):
+        return True
+    return bool(_NUMERIC.match(str(cell).strip()))
+
+
+def _cell_text(cell: Any) -> str:
+    if cell is None:
+        return "-"
+    if isinstance(cell, float):
+        return f"{cell:.4g}"
+    return str(cell)
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None) -> str:
+    """Aligned plain-text table with a dashed rule under the headers.
+
+    A column is right-aligned when all its cells are numbers or number-like strings ("1.2M", "-3.5%",
+    "0.50x", "12 KiB"; "-" and None are ignored). ``align`` ("l"/"r" per column) overrides.
+    """
+    ncol = len(headers)
+    for r in rows:
+        if len(r) != ncol:
+            raise ValueError(f"row {list(r)!r} has {len(r)} cells, expected {ncol}")
+    text = [[_cell_text(c) for c in r] for r in rows]
+    if align is None:
+        align = ""
+        for j in range(ncol):
+            cells = [r[j] for r in rows if r[j] is not None and str(r[j]).strip() not in ("", "-")]
+            align += "r" if cells and all(_is_numeric(c) for c in cells) else "l"
+    elif len(align) != ncol or set(align) - {"l", "r"}:
+        raise ValueError(f"align must be {ncol} characters of 'l'/'r', got {align!r}")
+    widths = [max([len(str(headers[j]))] + [len(r[j]) for r in text]) for j in range(ncol)]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(cells, widths, align, strict=True)]
+        return "  ".join(parts).rstrip()
+
+    out = [line([str(h) for h in headers]), "  ".join("-" * w for w in widths)]
+    out.extend(line(r) for r in text)
+    return "\n".join(out)
+
+
+def _scaled(value: float, base: float, units: Sequence[str]) -> tuple[float, str]:
+    v, unit = float(value), units[0]
+    for u in units[1:]:
+        if abs(v) < base * 0.9995:  # keeps 999.96 from printing as "1000K"
+            break
+        v, unit = v / base, u
+    return v, unit
+
+
+def _three_digits(v: float) -> str:
+    a = abs(v)
+    return f"{v:.2f}" if a < 10 else f"{v:.1f}" if a < 100 else f"{v:.0f}"
+
+
+def human_count(n: float | None) -> str:
+    """Count with SI suffix and ~3 significant digits: 950, 1.23K, 45.6M, 7.89G."""
+    if n is None:
+        return "-"
+    if abs(n) < 1000:
+        return str(int(n)) if float(n).is_integer() else f"{n:.3g}"
+    v, unit = _scaled(n, 1000.0, ("", "K", "M", "G", "T", "P"))
+    return f"{_three_digits(v)}{unit}"
+
+
+def human_bytes(n: float | None) -> str:
+    """Byte size in binary units: 512 B, 1.50 KiB, 23.4 MiB, 1.02 GiB."""
+    if n is None:
+        return "-"
+    if abs(n) < 1024:
+        return f"{int(n)} B"
+    v, unit = _scaled(n, 1024.0, ("B", "KiB", "MiB", "GiB", "TiB", "PiB"))
+    return f"{_three_digits(v)} {unit}"
+
+
+def _ratio_cells(before: float | None, after: float | None) -> tuple[str, str]:
+    if before is None or after is None or before == 0:
+        return "-", "-"
+    r = after / before
+    return f"{r:.3f}", f"{100.0 * (r - 1.0):+.1f}%"
+
+
+def format_comparison(before: ModelStats, after: ModelStats) -> str:
+    """Before/after table: params, MACs, weight bytes, file size, node count with ratio and change %."""
+    rows = []
+    for label, b, a, fmt in (
+        ("params", before.params, after.params, human_count),
+        ("MACs", before.macs, after.macs, human_count),
+        ("weight bytes", before.weight_bytes, after.weight_bytes, human_bytes),
+        ("file size", before.file_size, after.file_size, human_bytes),
+        ("node count", before.node_count, after.node_count, lambda n: "-" if n is None else str(n)),
+    ):
+        ratio, change = _ratio_cells(b, a)
+        rows.append([label, fmt(b), fmt(a), ratio, change])
+    table = format_table(["", "before", "after", "ratio", "change"], rows, align="lrrrr")
+    notes = []
+    for which, s in (("before", before), ("after", after)):
+        if s.macs_unknown_nodes:
+            notes.append(f"note ({which}): MACs of {s.macs_unknown_nodes} node(s) unknown (no shapes)")
+        if s.symbolic_dims:
+            notes.append(f"note ({which}): MACs take symbolic dims {', '.join(s.symbolic_dims)} as 1")
+    return "\n".join([table, *notes])
