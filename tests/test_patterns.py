@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from harness import A, Net, S, initializers, positive, producer, rel_err, rnd, run_ort, widen
 from onnx import TensorProto, helper
-from test_channel_rules import A, Net, S, initializers, positive, producer, rel_err, rnd, run_ort, widen
 
 import onnxfold
 from onnxfold.ir.model import to_model_proto

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from test_untrusted import build
+from harness import mlp_proto
 
 import onnxfold.folding.apply as folding
 from onnxfold.api import run_pipeline
@@ -19,7 +19,7 @@ from onnxfold.runtime.validate import make_session
 
 def mlp(path: Path) -> Path:
     """x(N,8) → MatMul W1(8,16) + b1 → Relu → MatMul W2(16,12) + b2 → Relu → MatMul W3(12,4): two foldable groups."""
-    onnx.save(build(), str(path))
+    onnx.save(mlp_proto(), str(path))
     return path
 
 

@@ -10,12 +10,11 @@ import resource
 import tracemalloc
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
+from harness import mlp_proto
 from onnx import TensorProto
 from onnx import helper as oh
-from onnx import numpy_helper as nh
 
 from onnxfold.cli.commands import main
 from onnxfold.ir.model import ModelError, load_model
@@ -23,38 +22,12 @@ from onnxfold.ir.model import ModelError, load_model
 MB = 1 << 20
 
 
-def build(shape_x=("N", 8)) -> onnx.ModelProto:
-    """A small MLP with two foldable groups (W1, W2 are the first two initializers)."""
-    rng = np.random.default_rng(0)
-    arrays = {"W1": (8, 16), "b1": (16,), "W2": (16, 12), "b2": (12,), "W3": (12, 4)}
-    inits = [nh.from_array(rng.standard_normal(s).astype(np.float32), n) for n, s in arrays.items()]
-    nodes = [
-        oh.make_node("MatMul", ["x", "W1"], ["h1"], name="mm1"),
-        oh.make_node("Add", ["h1", "b1"], ["a1"]),
-        oh.make_node("Relu", ["a1"], ["r1"]),
-        oh.make_node("MatMul", ["r1", "W2"], ["h2"], name="mm2"),
-        oh.make_node("Add", ["h2", "b2"], ["a2"]),
-        oh.make_node("Relu", ["a2"], ["r2"]),
-        oh.make_node("MatMul", ["r2", "W3"], ["y"], name="mm3"),
-    ]
-    graph = oh.make_graph(
-        nodes,
-        "mlp",
-        [oh.make_tensor_value_info("x", TensorProto.FLOAT, list(shape_x))],
-        [oh.make_tensor_value_info("y", TensorProto.FLOAT, [shape_x[0], 4])],
-        inits,
-    )
-    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
-
-
 def save_external(folder: Path, **entry: str) -> Path:
     """The MLP with every weight in ``m.onnx.data``; ``entry`` overrides W2's external-data keys."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "m.onnx"
     onnx.save(
-        build(),
+        mlp_proto(),
         str(path),
         save_as_external_data=True,
         all_tensors_to_one_file=True,
@@ -173,7 +146,7 @@ def test_huge_declared_tensor_is_refused_without_allocating(
         path = save_external(tmp_path / "m")
         proto = onnx.load(str(path), load_external_data=False)
     else:
-        path, proto = tmp_path / "m.onnx", build()
+        path, proto = tmp_path / "m.onnx", mlp_proto()
     _huge(proto, "W2", dims)
     path.write_bytes(proto.SerializeToString())
 
@@ -187,7 +160,7 @@ def test_huge_declared_tensor_is_refused_without_allocating(
 
 
 def test_string_tensor_with_too_few_strings(tmp_path: Path, capsys) -> None:
-    proto = build()
+    proto = mlp_proto()
     names = oh.make_tensor("names", TensorProto.STRING, [1], [b"a"])
     names.dims[:] = [2**40]
     proto.graph.initializer.append(names)
@@ -198,7 +171,7 @@ def test_string_tensor_with_too_few_strings(tmp_path: Path, capsys) -> None:
 @pytest.mark.parametrize("dim", [2**31, 2**40, "batch_of_unknown_size"])
 def test_huge_declared_input_dim_still_analyzes(dim, tmp_path: Path, capsys) -> None:
     path = tmp_path / "m.onnx"
-    onnx.save(build(shape_x=(dim, 8)), str(path))
+    onnx.save(mlp_proto(shape_x=(dim, 8)), str(path))
     rc = [None]
 
     def run() -> None:
@@ -225,7 +198,7 @@ def test_payloads_in_string_fields_are_never_executed(tmp_path: Path, capsys) ->
     code = f"open({str(marker)!r}, 'w').write('x')"
     payload = pickle.dumps(_Boom(str(marker)))
     assert not marker.exists()
-    proto = build()
+    proto = mlp_proto()
     proto.doc_string = code
     proto.producer_name = f"__import__('builtins').exec({code!r})"
     proto.graph.doc_string = payload.decode("latin-1")
