@@ -223,3 +223,54 @@ def test_load_errors_are_one_line_model_errors(tmp_path: Path) -> None:
         with pytest.raises(ModelError, match=pattern) as info:
             load_model(tmp_path / name)
         assert "\n" not in str(info.value)
+
+
+def _replace_calls(monkeypatch, fail_at: int | None) -> list[tuple[str, str]]:
+    """Spy on ``os.replace``; the ``fail_at``-th call (1-based) raises like a full or read-only disk."""
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append((Path(src).name, Path(dst).name))
+        if len(calls) == fail_at:
+            raise PermissionError(13, "Permission denied")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    return calls
+
+
+def test_replacing_an_output_that_fails_at_any_rename_keeps_the_old_one(tmp_path: Path, monkeypatch) -> None:
+    """The old ``o.onnx`` and its ``o.onnx.data`` stay intact (and still load with their own values) whichever
+    rename of the save fails, the last one included; no temporary file is left behind."""
+    from onnxfold.models import bundled_model
+
+    old_model = load_model(bundled_model("lenet5.onnx"))
+    out = save_model(old_model, tmp_path / "o.onnx", external_data=True)
+    old_values = values_of(out)
+    before = snapshot(tmp_path)
+    assert set(before) == {"o.onnx", "o.onnx.data"}
+
+    new_model = load_model(bundled_model("lenet5.onnx"))
+    for const in new_model.graph.tensors().values():
+        if isinstance(const, fio.gs.Constant) and const.values.size > 256:
+            fio.set_values(const, const.values * np.float32(2))
+    save_model(new_model, tmp_path / "n.onnx", external_data=True)
+    with monkeypatch.context() as patch:  # how many renames a successful replacement does
+        calls = _replace_calls(patch, None)
+        save_model(new_model, tmp_path / "n.onnx", external_data=True)
+    renames = len(calls)
+    assert renames >= 2
+    for name in ("n.onnx", "n.onnx.data"):
+        (tmp_path / name).unlink()
+
+    for fail_at in range(1, renames + 1):
+        with monkeypatch.context() as patch:
+            calls = _replace_calls(patch, fail_at)
+            with pytest.raises(ModelError, match="cannot write .*Permission denied"):
+                save_model(new_model, out, external_data=True)
+        assert snapshot(tmp_path) == before, (fail_at, calls)
+        assert_same_values(values_of(out), old_values)
+
+    save_model(new_model, out, external_data=True)  # and without a failure the new one replaces it
+    assert set(snapshot(tmp_path)) == {"o.onnx", "o.onnx.data"}
+    assert not np.array_equal(values_of(out)["conv2.weight"], old_values["conv2.weight"])
