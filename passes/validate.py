@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 
-from onnxfold.folding.apply import VERIFY_MAX_BYTES, model_weight_bytes
-from onnxfold.ir.model import Model, to_model_proto
+from onnxfold.folding.apply import model_weight_bytes
+from onnxfold.ir.model import PROTO_LIMIT, Model, to_model_proto
 from onnxfold.pipeline.manager import Option, Pass, PassContext, PassError, PassResult
 from onnxfold.runtime.validate import validate
 
@@ -33,7 +33,7 @@ class ValidatePass(Pass):
         if ctx.original is None:
             raise PassError("validate: the pipeline has no original model to compare with")
         size = model_weight_bytes(ctx.original)
-        if size > VERIFY_MAX_BYTES:
+        if size > PROTO_LIMIT:
             reason = f"model holds {size / 1e9:.1f} GB of weights (above 2 GB): not run"
             log.warning("validate: skipped, %s", reason)
             return PassResult(False, {"skipped": reason})

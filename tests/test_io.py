@@ -15,6 +15,7 @@ from onnx import helper as oh
 from onnx import numpy_helper as nh
 
 import onnxfold.ir.model as fio
+import onnxfold.ir.save as fsave
 from onnxfold.ir.model import ModelError, load_model, save_model
 from onnxfold.runtime.validate import make_session
 
@@ -137,7 +138,7 @@ def test_failed_save_after_data_vanished_leaves_nothing(exported, tmp_path: Path
 
 def test_failed_tensor_write_leaves_no_temp_files(exported, tmp_path: Path, monkeypatch) -> None:
     model = load_model(exported("resnet18", "legacy").wide)
-    real = fio._tensor_bytes
+    real = fsave.tensor_bytes
     calls = []
 
     def failing(tensor, base_dir):
@@ -146,7 +147,7 @@ def test_failed_tensor_write_leaves_no_temp_files(exported, tmp_path: Path, monk
             raise OSError(28, "No space left on device")
         return real(tensor, base_dir)
 
-    monkeypatch.setattr(fio, "_tensor_bytes", failing)
+    monkeypatch.setattr(fsave, "tensor_bytes", failing)
     with pytest.raises(ModelError, match="cannot write .*No space left"):
         save_model(model, tmp_path / "o.onnx", external_data=True)
     assert len(calls) == 5

@@ -28,7 +28,7 @@ from onnxfold.folding.features import FEATURE_MODES, group_features, member_matr
 from onnxfold.folding.prune import PRUNE_METHODS, magnitude_labels
 from onnxfold.folding.recipe import Recipe
 from onnxfold.folding.rewrite import SliceEdit, apply_edits
-from onnxfold.ir.model import Model, peek_values, set_values
+from onnxfold.ir.model import PROTO_LIMIT, Model, peek_values, set_values
 
 log = logging.getLogger(__name__)
 ValueFn = Callable[[str], np.ndarray]
@@ -229,7 +229,7 @@ def apply_plans(plans: Sequence[FoldPlan], graph: gs.Graph) -> list[str]:
 
 
 #: Above this many weight bytes, verification skips the in-memory checker and the onnxruntime run.
-VERIFY_MAX_BYTES = 2_000_000_000
+VERIFY_MAX_BYTES = PROTO_LIMIT
 
 
 def model_weight_bytes(model: Model) -> int:

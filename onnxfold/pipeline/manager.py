@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import onnx
 
-from onnxfold.ir.model import Model, to_model_proto
+from onnxfold.ir.model import PROTO_LIMIT, Model, to_model_proto, weight_bytes
 
 log = logging.getLogger(__name__)
 
@@ -139,9 +139,13 @@ class PassRecord:
 
 
 def check_model(model: Model) -> None:
-    """Full ``onnx.checker`` check (with shape inference) of the model as it would be saved."""
+    """Full ``onnx.checker`` check (with shape inference) of the model as it would be saved. Skipped for a
+    model above the 2 GB protobuf limit, decided from declared tensor sizes before anything is read."""
+    if weight_bytes(model.graph) > PROTO_LIMIT:
+        log.info("model holds more than 2 GB of weights; skipping the in-memory checker")
+        return
     proto = to_model_proto(model)
-    if proto.ByteSize() > 2_000_000_000:
+    if proto.ByteSize() > PROTO_LIMIT:
         log.info("model exceeds 2 GB in memory; skipping the in-memory checker")
         return
     onnx.checker.check_model(proto, full_check=True)

@@ -1,0 +1,186 @@
+"""Atomic, self-contained saving.
+
+Saving materialises every tensor into the output itself (inline, or into the output's own
+``<name>.data``, streamed one tensor at a time), so the output never references the input's data. Files
+are written under temporary names in the destination folder and renamed into place; the model file is
+renamed last. When an existing output is replaced, its old data file is first renamed aside and is put
+back if any later step fails, so a failed save leaves the old output (both files) as it was and no
+temporary file behind. (A process killed between the renames can still leave the old data file aside
+under a hidden ``.<name>.data.*.old`` name.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import onnx
+from onnx import TensorProto
+
+from onnxfold.ir.external import (
+    data_dirs,
+    external_slice,
+    is_external,
+    iter_tensors,
+    materialize,
+    tensor_bytes,
+    tensor_nbytes,
+)
+from onnxfold.ir.limits import EXTERNAL_MIN_TENSOR_BYTES, PROTO_LIMIT, ModelError
+
+if TYPE_CHECKING:
+    from onnxfold.ir.model import Model
+
+
+def save_model(
+    model: Model | onnx.ModelProto,
+    path: str | os.PathLike,
+    external_data: bool | None = None,
+    base_dir: Path | None = None,
+    overwrite_input: bool = False,
+) -> Path:
+    """Write ``model`` to ``path`` atomically and self-contained.
+
+    ``external_data``: True writes every tensor of at least 1 KiB to ``<path>.data``; None does so
+    only when the model would exceed 2 GB; False never. The data file is streamed one tensor at a time.
+    """
+    path = Path(path)
+    dirs: dict[str, Path] = {}
+    if isinstance(model, onnx.ModelProto):
+        proto = model
+        base_dir = base_dir or Path(".")
+        source = None
+    else:
+        proto = model.to_onnx()
+        base_dir = model.base_dir
+        source = model.source_path
+        dirs = data_dirs(model.graph)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ModelError(f"output folder {folder} does not exist")
+    if source is not None and path.exists() and path.resolve() == source.resolve() and not overwrite_input:
+        raise ModelError(f"output {path} is the input model; choose another path")
+    tensors = list(iter_tensors(proto.graph))
+    if external_data is None:
+        external_data = sum(tensor_nbytes(t) for t in tensors) > PROTO_LIMIT
+    data_name = path.name + ".data"
+    data_path = folder / data_name
+    # Never replace a file the model still reads its weights from (whatever the output's name).
+    sources = {external_slice(t, dirs.get(t.name, base_dir))[0].resolve() for t in tensors if is_external(t)}
+    if path.exists() and path.resolve() in sources:
+        raise ModelError(f"output {path} is a data file of the input model; choose another path")
+    if external_data and data_path.exists() and data_path.resolve() in sources:
+        raise ModelError(f"output data file {data_path} is the input's data file; choose another path")
+
+    mode = _file_mode()
+    tmp_files: list[Path] = []
+    try:
+        if external_data:
+            tmp_files.append(_temp_file(folder, f".{data_name}.", mode))
+            with open(tmp_files[0], "wb") as out:
+                _write_data_file(out, tensors, data_name, dirs, base_dir)
+        else:
+            materialize(proto, base_dir, dirs)
+        tmp_files.append(_temp_file(folder, f".{path.name}.", mode))
+        with open(tmp_files[-1], "wb") as out:
+            out.write(proto.SerializeToString())
+        _put_in_place(tmp_files[-1], path, tmp_files[0] if external_data else None, data_path)
+        tmp_files.clear()
+    except ModelError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot write {path}: {exc}") from None
+    finally:
+        for tmp in tmp_files:
+            tmp.unlink(missing_ok=True)
+    return path
+
+
+def _write_data_file(
+    out, tensors: list[TensorProto], data_name: str, dirs: dict[str, Path], base_dir: Path
+) -> None:
+    """Stream every tensor of at least 1 KiB into ``out`` (64-byte aligned) and point it there; smaller
+    external tensors are brought inline. String tensors stay inline (ONNX forbids external strings)."""
+    offset = 0
+    for tensor in tensors:
+        if tensor.data_type == TensorProto.STRING:
+            continue
+        blob = tensor_bytes(tensor, dirs.get(tensor.name, base_dir))
+        if len(blob) < EXTERNAL_MIN_TENSOR_BYTES:
+            if is_external(tensor):
+                tensor.data_location = TensorProto.DEFAULT
+                del tensor.external_data[:]
+                tensor.raw_data = blob
+            continue
+        pad = (-offset) % 64
+        out.write(b"\0" * pad)
+        offset += pad
+        out.write(blob)
+        _clear_data_fields(tensor)
+        tensor.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", data_name), ("offset", str(offset)), ("length", str(len(blob)))):
+            tensor.external_data.add(key=key, value=value)
+        offset += len(blob)
+
+
+def _put_in_place(tmp_model: Path, path: Path, tmp_data: Path | None, data_path: Path) -> None:
+    """Rename the written files into place, the model file last. An existing data file is renamed aside
+    first and put back if a later rename fails; a data file that did not exist before is removed again.
+    Only after the model's rename succeeded is the old data file deleted."""
+    aside: Path | None = None
+    moved_aside = placed = False
+    try:
+        if tmp_data is not None:
+            if data_path.exists():
+                aside = _temp_file(data_path.parent, f".{data_path.name}.", None, suffix=".old")
+                os.replace(data_path, aside)
+                moved_aside = True
+            os.replace(tmp_data, data_path)
+            placed = True
+        os.replace(tmp_model, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # the first error is the one to report
+            if moved_aside:
+                os.replace(aside, data_path)
+            elif placed:
+                data_path.unlink(missing_ok=True)
+        if aside is not None and not moved_aside:
+            aside.unlink(missing_ok=True)
+        raise
+    if aside is not None:
+        aside.unlink(missing_ok=True)
+
+
+def _temp_file(folder: Path, prefix: str, mode: int | None, suffix: str = ".tmp") -> Path:
+    """Create a new empty file with a unique name in ``folder`` (permissions ``mode`` if given)."""
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
+    try:
+        if mode is not None:
+            os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+    return Path(name)
+
+
+def _file_mode() -> int:
+    """The mode a newly created file gets (0o666 less the umask); mkstemp alone would give 0o600."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _clear_data_fields(tensor: TensorProto) -> None:
+    for name in (
+        "raw_data",
+        "float_data",
+        "int32_data",
+        "int64_data",
+        "double_data",
+        "uint64_data",
+        "string_data",
+    ):
+        tensor.ClearField(name)
+    del tensor.external_data[:]
