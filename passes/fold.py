@@ -14,6 +14,8 @@ clustered or ranked (raw, blocknorm, fused; :mod:`onnxfold.folding.features`). T
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from onnxfold.analysis.groups import analyze_graph
@@ -33,7 +35,7 @@ from onnxfold.folding.recipe import load_recipe
 from onnxfold.ir.model import Model, peek_values
 from onnxfold.ir.shapes import clear_shapes, infer_shapes
 from onnxfold.pipeline.manager import Option, Pass, PassContext, PassResult, PipelineError
-from onnxfold.progress import progress
+from onnxfold.report.progress import progress_bar
 
 
 def rewrite_model(model: Model, plans) -> list[str]:
@@ -133,7 +135,7 @@ class FoldPass(Pass):
             self.opts["ignore"],
             self.opts["round_to"],
             self.opts["seed"],
-            progress=progress,
+            progress=partial(progress_bar, unit="group"),
             method=self.opts["method"],
             features=self.opts["features"],
             n_init=self.opts["n_init"],

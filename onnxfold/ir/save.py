@@ -30,6 +30,7 @@ from onnxfold.ir.external import (
     tensor_nbytes,
 )
 from onnxfold.ir.limits import EXTERNAL_MIN_TENSOR_BYTES, PROTO_LIMIT, ModelError
+from onnxfold.report.progress import progress_bar
 
 if TYPE_CHECKING:
     from onnxfold.ir.model import Model
@@ -103,9 +104,11 @@ def _write_data_file(
     out, tensors: list[TensorProto], data_name: str, dirs: dict[str, Path], base_dir: Path
 ) -> None:
     """Stream every tensor of at least 1 KiB into ``out`` (64-byte aligned) and point it there; smaller
-    external tensors are brought inline. String tensors stay inline (ONNX forbids external strings)."""
+    external tensors are brought inline. String tensors stay inline (ONNX forbids external strings).
+    A progress bar counts the tensors written (on a terminal, for saves longer than a second)."""
     offset = 0
-    for tensor in tensors:
+    bar = progress_bar(tensors, f"saving {data_name}", unit="tensor")
+    for tensor in bar:
         if tensor.data_type == TensorProto.STRING:
             continue
         blob = tensor_bytes(tensor, dirs.get(tensor.name, base_dir))

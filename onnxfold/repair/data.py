@@ -41,6 +41,7 @@ from onnxfold.folding.apply import FoldRecord
 from onnxfold.folding.rewrite import SliceEdit, apply_edits
 from onnxfold.ir.model import Model
 from onnxfold.repair.stats import affine_to_goal, bn_normalized_stats, bn_stats_for_goal
+from onnxfold.report.progress import progress_bar
 from onnxfold.runtime.activations import Feeds, channel_moments
 
 GOALS = ("members", "reset")
@@ -181,10 +182,12 @@ def apply_data(
     levels = site_levels(graph, sites) if sequential else {s.node: 0 for s in sites}
     nodes = {n.name: n for n in graph.nodes}
     counts: Counter[str] = Counter()
-    for level in sorted(set(levels.values())):
-        batch = [s for s in sites if levels[s.node] == level]
-        measured = channel_moments(model, {s.tensor: s.axis for s in batch}, feeds, batch_size)
-        for s in batch:
-            _repair_site(graph, nodes[s.node], s, measured[s.tensor], goals[s.node])
-            counts["batchnorms" if s.bn is not None else "producers"] += 1
+    with progress_bar(desc="repair", total=len(sites), unit="site") as bar:
+        for level in sorted(set(levels.values())):
+            batch = [s for s in sites if levels[s.node] == level]
+            measured = channel_moments(model, {s.tensor: s.axis for s in batch}, feeds, batch_size)
+            for s in batch:
+                _repair_site(graph, nodes[s.node], s, measured[s.tensor], goals[s.node])
+                counts["batchnorms" if s.bn is not None else "producers"] += 1
+            bar.update(len(batch))
     return {"sites": len(sites), "levels": len(set(levels.values())), **counts}

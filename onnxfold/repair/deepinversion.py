@@ -20,6 +20,7 @@ import onnx
 from onnx import numpy_helper
 
 from onnxfold.repair.torch_graph import TorchGraph
+from onnxfold.report.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def synthesize(
     opt = torch.optim.Adam([x], lr=lr, betas=(0.5, 0.9))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iterations)
     out_name = graph.graph.output[0].name
-    for step in range(iterations):
+    for step in progress_bar(range(iterations), "deepinversion", unit="step"):
         bn_loss.clear()
         opt.zero_grad()
         logits = graph.run({name: x}, [out_name])[out_name]

@@ -1,0 +1,70 @@
+"""Progress bars (onnxfold.report.progress): drawn by tqdm on a terminal, never on a stderr that is not a
+terminal, never with ``TQDM_DISABLE`` set; shown for clustering, saving and repair synthesis."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import pytest
+
+import onnxfold
+import onnxfold.report.progress as progress
+from onnxfold.models import bundled_model
+
+
+class Terminal(io.StringIO):
+    """A stderr that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def fold_and_save(tmp_path: Path) -> None:
+    model, _ = onnxfold.fold(bundled_model("lenet5.onnx"), 0.5, validate=False, repair="none")
+    onnxfold.save_model(model, tmp_path / "o.onnx", external_data=True)
+
+
+@pytest.fixture
+def no_delay(monkeypatch):
+    monkeypatch.setattr(progress, "DELAY_S", 0.0)
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+
+
+def test_bars_are_drawn_on_a_terminal(tmp_path: Path, monkeypatch, no_delay) -> None:
+    stream = Terminal()
+    monkeypatch.setattr(sys, "stderr", stream)
+    fold_and_save(tmp_path)
+    text = stream.getvalue()
+    assert "clustering" in text and "group" in text
+    assert "saving o.onnx.data" in text and "tensor" in text
+
+
+@pytest.mark.parametrize("stderr", ["pipe", "tqdm_disable"])
+def test_no_bar_off_a_terminal_or_with_tqdm_disable(
+    stderr: str, tmp_path: Path, monkeypatch, no_delay
+) -> None:
+    stream = io.StringIO() if stderr == "pipe" else Terminal()
+    if stderr == "tqdm_disable":
+        monkeypatch.setenv("TQDM_DISABLE", "1")
+    monkeypatch.setattr(sys, "stderr", stream)
+    fold_and_save(tmp_path)
+    assert stream.getvalue() == ""
+
+
+def test_cli_writes_no_bar_to_a_pipe(tmp_path: Path, capfd) -> None:
+    """The real CLI with stderr captured (not a terminal): its stderr holds no bar, not even a ``\\r``."""
+    from onnxfold.cli.commands import main
+
+    rc = main(["fold", str(bundled_model("lenet5.onnx")), "-o", str(tmp_path / "o.onnx"), "--no-validate"])
+    assert rc == 0
+    err = capfd.readouterr().err
+    assert "\r" not in err and "clustering" not in err
+
+
+def test_tqdm_disable_values() -> None:
+    for value, off in [("", False), ("0", False), ("false", False), ("1", True), ("True", True)]:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("TQDM_DISABLE", value)
+            assert progress.disabled_by_env() is off, value
