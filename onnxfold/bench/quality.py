@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from onnxfold.report.progress import progress_bar
 from onnxfold.report.stats import format_table
 
 DEFAULT_SPARSITIES = (0.1, 0.25, 0.4, 0.5, 0.6, 0.75)
@@ -149,7 +150,7 @@ def sweep_model(
     variance: dict[str, dict] = {}
     xv = x[:variance_samples]
     with tempfile.TemporaryDirectory() as tmp:
-        for r in sparsities:
+        for r in progress_bar(sparsities, "bench quality", unit="sparsity"):
             for spec in methods:
                 accs, param_sp, secs = [], [], []
                 for seed in seeds if spec.method == "fold" else seeds[:1]:  # pruning is deterministic

@@ -51,6 +51,7 @@ from onnxfold.bench.speed_variants import (
     build_variants,
     fill_stats,
 )
+from onnxfold.report.progress import progress_bar
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -98,7 +99,7 @@ def bench_speed(
     env = environment(threads)
     env["intra_op_spinning"] = spinning
     started = time.perf_counter()
-    for name in models:
+    for name in progress_bar(models, "bench speed", unit="model"):
         spec = specs[name]
         if name == "bert" and not _transformers_available():
             skipped[name] = "transformers is not installed"
