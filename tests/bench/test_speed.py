@@ -1,0 +1,93 @@
+"""``onnxfold bench speed``: the report's arithmetic against hand-computed ratios, and its timing and memory
+measurements on two different zoo models (the original and its 50 % fold)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import onnxfold
+from onnxfold.bench.speed import (
+    Variant,
+    acceptance,
+    fill_stats,
+    format_rows,
+    measure_memory,
+    summarize,
+    time_variants,
+)
+from onnxfold.models import bundled_model
+from onnxfold.passes import CanonicalizePass, CleanupPass, FoldPass
+
+
+def made_up(arch: str, name: str, kind: str, sparsity: float, macs: int, size: int, ms: dict) -> Variant:
+    v = Variant(arch, name, Path(f"/nowhere/{name}.onnx"), kind, sparsity)
+    v.macs, v.file_bytes, v.params = macs, size, macs // 10
+    v.latency_ms, v.latency_p10_ms = dict(ms), {b: t / 2 for b, t in ms.items()}
+    return v
+
+
+def test_summary_and_acceptance_against_hand_computed_ratios() -> None:
+    """Speedup = original latency / variant latency, MAC ratio = original MACs / variant MACs, size ratio =
+    variant bytes / original bytes, each against the original of the *same* architecture."""
+    variants = [
+        made_up("resnet18", "original", "original", 0.0, 1000, 1200, {1: 12.0, 8: 80.0}),
+        made_up("resnet18", "fold 0.5", "fold", 0.5, 250, 300, {1: 3.0, 8: 25.0}),
+        made_up("resnet18", "native x0.5", "native", 0.5, 260, 310, {1: 3.2, 8: 24.0}),
+        made_up("resnet18", "fold 0.5 + int8 static", "int8-static", 0.5, 250, 90, {1: 2.0, 8: 16.0}),
+        made_up("mlp", "original", "original", 0.0, 100, 400, {1: 1.0, 8: 2.0}),
+        made_up("mlp", "fold 0.5", "fold", 0.5, 40, 100, {1: 0.8, 8: 1.0}),
+    ]
+    rows = {(r["arch"], r["name"]): r for r in summarize(variants)}
+    fold = rows[("resnet18", "fold 0.5")]
+    assert fold["speedup"] == {1: 12.0 / 3.0, 8: 80.0 / 25.0}
+    assert fold["speedup_p10"] == {1: 6.0 / 1.5, 8: 40.0 / 12.5}
+    assert fold["mac_ratio"] == 1000 / 250 and fold["size_ratio"] == 300 / 1200
+    mlp = rows[("mlp", "fold 0.5")]  # against the mlp original, not resnet18's
+    assert mlp["speedup"] == {1: 1.0 / 0.8, 8: 2.0 / 1.0} and mlp["mac_ratio"] == 100 / 40
+    assert mlp["size_ratio"] == 100 / 400
+
+    result = acceptance(list(rows.values()))
+    assert result["fold50_speedup_b1"] == 4.0 and result["fold50_speedup_ok"] is True
+    assert result["fold50_over_native_b1"] == pytest.approx(3.0 / 3.2)
+    assert result["fold50_vs_native_ok"] is True  # |3.0/3.2 - 1| = 0.0625 <= 0.10
+    assert result["native_macs_over_fold50"] == 260 / 250
+    assert result["int8_static_size_ratio"] == 90 / 1200 and result["int8_static_size_ok"] is True  # < 1/12
+    assert "int8_dynamic_size_ratio" not in result
+
+    slow = [made_up("resnet18", "original", "original", 0.0, 1000, 1200, {1: 12.0})]
+    slow.append(made_up("resnet18", "fold 0.5", "fold", 0.5, 250, 300, {1: 4.5}))  # 2.67x < 3x
+    assert acceptance(summarize(slow))["fold50_speedup_ok"] is False
+
+    text = format_rows(list(rows.values()), (1, 8))
+    assert "fold 0.5" in text and "4.00" in text and "1/4.0" in text  # speedup 4x, a quarter of the size
+
+
+def test_timing_and_memory_on_two_zoo_models(tmp_path: Path) -> None:
+    """Each variant gets its own runs and percentiles; the fold has the MACs and bytes its rewrite removed."""
+    src = bundled_model("resnet18-fused.onnx")
+    orig = Variant("resnet18", "original", src, "original")
+    folded = tmp_path / "f.onnx"
+    onnxfold.run_pipeline(src, [CanonicalizePass(), FoldPass(sparsity=0.5), CleanupPass()], folded)
+    fold = Variant("resnet18", "fold 0.5", folded, "fold", 0.5)
+    variants = [orig, fold]
+    for v in variants:
+        fill_stats(v)
+    # A fold at 0.5 halves both sides of every inner conv: about a quarter of their MACs remain.
+    assert orig.macs > 2.5 * fold.macs and orig.params > 2.5 * fold.params
+    assert fold.file_bytes < orig.file_bytes == src.stat().st_size
+    rng = np.random.default_rng(0)
+    feeds = {b: {"input": rng.random((b, 1, 8, 8), dtype=np.float32)} for b in (1, 4)}
+    time_variants(variants, feeds, threads=1, budget_s=0.05, rounds=2, min_runs=4, max_runs=4)
+    feed_file = tmp_path / "feed.npz"
+    np.savez(feed_file, **feeds[4])
+    for v in variants:
+        measure_memory(v, [feed_file], threads=1)
+        assert v.runs == {1: 4, 4: 4} and all(ms > 0 for ms in v.latency_ms.values())
+        assert v.latency_min_ms[1] <= v.latency_p10_ms[1] <= v.latency_ms[1]
+        assert v.peak_rss_mib > v.session_rss_mib > 0
+    rows = summarize(variants)
+    assert rows[1]["speedup"][1] == orig.latency_ms[1] / fold.latency_ms[1]
+    assert rows[1]["mac_ratio"] == orig.macs / fold.macs
