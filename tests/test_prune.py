@@ -170,9 +170,40 @@ def test_features_raw_blocknorm_fused() -> None:
 
 
 @pytest.mark.parametrize("features", ["blocknorm", "fused"])
-def test_features_and_n_init_reach_the_fold(features: str) -> None:
+def test_features_and_n_init_reach_the_fold(features: str, monkeypatch) -> None:
+    import sklearn.cluster
+
+    restarts = []
+
+    class SpyKMeans(sklearn.cluster.KMeans):
+        def fit(self, x, *args, **kwargs):
+            restarts.append(self.n_init)
+            return super().fit(x, *args, **kwargs)
+
+    monkeypatch.setattr(sklearn.cluster, "KMeans", SpyKMeans)
     proto = prune_model(bn=True)
     model, report = onnxfold.fold(proto, 0.5, validate=False, features=features, n_init=3)
+    assert restarts == [3]  # the one group's clustering ran with the requested restarts
     (plan,) = [p for p in report.plans if p.status == "folded"]
     assert plan.k == 2 and report.passes[1].stats["features"] == features
     assert weights(model)["w1"].shape == (2, 2, 1, 1)
+
+
+def _objective(x: np.ndarray, labels: np.ndarray) -> float:
+    """The k-means objective of a labelling: Σ_c Σ_{i ∈ c} ‖x_i − mean_c‖² (the means are its best centres)."""
+    return float(sum(((x[labels == c] - x[labels == c].mean(0)) ** 2).sum() for c in np.unique(labels)))
+
+
+def test_more_restarts_never_give_a_worse_kmeans_objective() -> None:
+    """With a fixed seed, restart 1 of ``n_init=10`` is the single run of ``n_init=1`` (same random stream) and
+    the best restart is kept: the objective can only go down, and on some data it does."""
+    from onnxfold.folding.cluster import kmeans_labels
+
+    better = 0
+    for seed in range(12):
+        x = np.random.default_rng(seed).standard_normal((40, 3))
+        one = _objective(x, kmeans_labels(x, 6, seed=seed, n_init=1, algorithm="kmeans"))
+        ten = _objective(x, kmeans_labels(x, 6, seed=seed, n_init=10, algorithm="kmeans"))
+        assert ten <= one * (1 + 1e-9), (seed, one, ten)
+        better += ten < one * (1 - 1e-6)
+    assert better > 0
