@@ -155,6 +155,18 @@ def test_recipe_folds_every_layer_heads_and_mlp_never_hidden(tmp_path, dtype, kv
         assert shapes[p + "mlp.gate_proj.weight"] == (h, 64) and shapes[p + "mlp.down_proj.weight"] == (64, h)
     got = _run(out)
     assert got.shape == (2, 7, 100) and np.isfinite(got).all()
+    # the same recipe on the model's exact twin (every head and neuron duplicated) gives the model back
+    wide = build_llama_onnx(
+        tmp_path / "wide" / "m.onnx", dtype=dtype, kv_heads=kv_heads, duplicate=True, **TINY
+    )
+    _, twin_report = onnxfold.fold(
+        wide, 0.0, tmp_path / "wide" / "f.onnx", recipe=recipe, repair="none", validate=False
+    )
+    assert all(p.k * 2 == p.group.size for p in twin_report.plans if p.status == "folded")
+    assert sum(p.status == "folded" for p in twin_report.plans) == 4
+    ref, twin = _run(src, optimize=False), _run(tmp_path / "wide" / "f.onnx", optimize=False)
+    tol = 1e-2 if dtype == "float16" else 1e-4
+    assert np.abs(twin.astype(np.float64) - ref).max() <= tol * np.abs(ref).max()
 
 
 @pytest.mark.parametrize("kv_heads", [None, 2, 1], ids=["mha", "gqa", "mqa"])
