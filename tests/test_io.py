@@ -17,6 +17,7 @@ from onnx import numpy_helper as nh
 import onnxfold.ir.model as fio
 import onnxfold.ir.save as fsave
 from onnxfold.ir.model import ModelError, load_model, save_model
+from onnxfold.models import bundled_model
 from onnxfold.runtime.validate import make_session
 
 
@@ -72,20 +73,13 @@ def test_round_trip_keeps_values(exported, style: str, tmp_path: Path) -> None:
     assert [n.op_type for n in proto.graph.node] == [n.op_type for n in original.graph.node]
 
 
-def _dynamo_copy(
-    exported, folder: Path, model_name: str = "model.onnx", data_name: str = "model.onnx.data"
-) -> Path:
-    """The dynamo ResNet18 as ``folder/model_name`` whose tensors live in ``folder/data_name``."""
-    pair = exported("resnet18", "dynamo")
+def _external_copy(folder: Path, model_name: str = "model.onnx", data_name: str = "model.onnx.data") -> Path:
+    """The bundled ResNet-18 as ``folder/model_name`` whose tensors of 1 KiB or more live in ``folder/data_name``."""
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(pair.wide.with_name(pair.wide.name + ".data"), folder / data_name)
-    proto = onnx.load(str(pair.wide), load_external_data=False)
-    for tensor in proto.graph.initializer:
-        for entry in tensor.external_data:
-            if entry.key == "location":
-                entry.value = data_name
+    proto = onnx.load(str(bundled_model("resnet18.onnx")))
     path = folder / model_name
-    onnx.save(proto, str(path))
+    onnx.save(proto, str(path), save_as_external_data=True, location=data_name, size_threshold=1024)
+    assert external_locations(path) == {data_name}
     return path
 
 
@@ -103,9 +97,9 @@ def _dynamo_copy(
     ],
 )
 def test_save_refuses_to_write_the_inputs_data_file(
-    exported, tmp_path: Path, data_name: str, target: str, kwargs: dict
+    tmp_path: Path, data_name: str, target: str, kwargs: dict
 ) -> None:
-    src = _dynamo_copy(exported, tmp_path, data_name=data_name)
+    src = _external_copy(tmp_path, data_name=data_name)
     want = values_of(src)
     model = load_model(src)
     before = snapshot(tmp_path)
@@ -115,8 +109,8 @@ def test_save_refuses_to_write_the_inputs_data_file(
     assert_same_values(values_of(src), want)
 
 
-def test_save_next_to_input_with_other_name_is_fine(exported, tmp_path: Path) -> None:
-    src = _dynamo_copy(exported, tmp_path)
+def test_save_next_to_input_with_other_name_is_fine(tmp_path: Path) -> None:
+    src = _external_copy(tmp_path)
     want = values_of(src)
     out = save_model(load_model(src), tmp_path / "copy.onnx", external_data=True)
     assert external_locations(out) == {"copy.onnx.data"} and external_locations(src) == {"model.onnx.data"}
@@ -125,8 +119,8 @@ def test_save_next_to_input_with_other_name_is_fine(exported, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("external", [False, True])
-def test_failed_save_after_data_vanished_leaves_nothing(exported, tmp_path: Path, external: bool) -> None:
-    src = _dynamo_copy(exported, tmp_path / "in")
+def test_failed_save_after_data_vanished_leaves_nothing(tmp_path: Path, external: bool) -> None:
+    src = _external_copy(tmp_path / "in")
     model = load_model(src)  # external values stay lazy
     (tmp_path / "in" / "model.onnx.data").unlink()
     out_dir = tmp_path / "out"
@@ -136,8 +130,8 @@ def test_failed_save_after_data_vanished_leaves_nothing(exported, tmp_path: Path
     assert list(out_dir.iterdir()) == []
 
 
-def test_failed_tensor_write_leaves_no_temp_files(exported, tmp_path: Path, monkeypatch) -> None:
-    model = load_model(exported("resnet18", "legacy").wide)
+def test_failed_tensor_write_leaves_no_temp_files(tmp_path: Path, monkeypatch) -> None:
+    model = load_model(bundled_model("resnet18.onnx"))
     real = fsave.tensor_bytes
     calls = []
 
@@ -154,8 +148,8 @@ def test_failed_tensor_write_leaves_no_temp_files(exported, tmp_path: Path, monk
     assert list(tmp_path.iterdir()) == []
 
 
-def test_failed_final_rename_leaves_no_data_file(exported, tmp_path: Path, monkeypatch) -> None:
-    model = load_model(exported("resnet18", "legacy").wide)
+def test_failed_final_rename_leaves_no_data_file(tmp_path: Path, monkeypatch) -> None:
+    model = load_model(bundled_model("resnet18.onnx"))
     real = os.replace
 
     def replace(src, dst):
@@ -169,8 +163,8 @@ def test_failed_final_rename_leaves_no_data_file(exported, tmp_path: Path, monke
     assert list(tmp_path.iterdir()) == []
 
 
-def test_saved_files_get_the_usual_permissions(exported, tmp_path: Path) -> None:
-    model = load_model(exported("mlp", "legacy").wide)
+def test_saved_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    model = load_model(bundled_model("mlp.onnx"))
     old = os.umask(0o027)
     try:
         out = save_model(model, tmp_path / "o.onnx", external_data=True)
@@ -243,8 +237,6 @@ def _replace_calls(monkeypatch, fail_at: int | None) -> list[tuple[str, str]]:
 def test_replacing_an_output_that_fails_at_any_rename_keeps_the_old_one(tmp_path: Path, monkeypatch) -> None:
     """The old ``o.onnx`` and its ``o.onnx.data`` stay intact (and still load with their own values) whichever
     rename of the save fails, the last one included; no temporary file is left behind."""
-    from onnxfold.models import bundled_model
-
     old_model = load_model(bundled_model("lenet5.onnx"))
     out = save_model(old_model, tmp_path / "o.onnx", external_data=True)
     old_values = values_of(out)
