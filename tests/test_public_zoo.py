@@ -8,6 +8,7 @@ and folded once per session, through :func:`onnxfold.bench.coverage.coverage_row
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -89,7 +90,7 @@ def test_fold_public_model(coverage: Callable[[str, str], dict], name: str, styl
     assert 0.0 <= row["foldable_param_fraction"] <= 1.0
     if row["groups_folded"]:
         assert row["params_after"] < row["params"] and row["param_sparsity"] > 0
-        assert row["cosine"] is not None and np.isfinite(row["cosine"])
+        assert row["cosine"] is not None and np.isfinite(row["cosine"])  # exact oracles: the two tests below
     else:  # declined: every group must say why
         assert row["foldable"] == 0 or row["param_sparsity"] == 0
         assert row["blocked_reasons"]
@@ -106,3 +107,56 @@ def test_expected_coverage_patterns(coverage: Callable[[str, str], dict]) -> Non
     assert "grouped Conv" in reasons
     reasons = " | ".join(r for r, _ in coverage("convnext-nano", "legacy")["blocked_reasons"])
     assert "LayerNormalization" in reasons
+
+
+@pytest.mark.parametrize(("name", "style"), CASES, ids=[f"{n}-{s}" for n, s in CASES])
+def test_public_model_at_sparsity_0_is_bit_exact(
+    coverage: Callable[[str, str], dict], name: str, style: str, tmp_path: Path
+) -> None:
+    """Folding at sparsity 0 gives, bit for bit, the function of the same pipeline without the fold
+    (canonicalize and cleanup may reorder float sums: ViT's are ~1e-7 off the export, on both sides)."""
+    import onnxfold
+    from onnxfold.passes import CanonicalizePass, CleanupPass
+    from onnxfold.runtime.validate import make_session
+
+    row = coverage(name, style)
+    assert row["error"] is None, row["error"]
+    src = row["export_path"]
+    onnxfold.run_pipeline(src, [CanonicalizePass(), CleanupPass()], tmp_path / "c.onnx")
+    with threadpool_limits(1):
+        _, report = onnxfold.fold(src, 0.0, tmp_path / "f.onnx", repair="none")
+    assert all(p.status != "folded" or p.k == p.group.size for p in report.plans)
+    assert report.validation.min_cosine > 0.999999, report.validation.summary()
+    x = public_input(name, batch=3, seed=5, small=True).numpy()
+    sessions = [make_session(tmp_path / f, threads=1) for f in ("c.onnx", "f.onnx")]
+    ref, got = (sess.run(None, {sess.get_inputs()[0].name: x}) for sess in sessions)
+    for r, g in zip(ref, got, strict=True):
+        np.testing.assert_array_equal(g, r)
+
+
+def test_public_resnet50_twin_folds_back_exactly(tmp_path: Path) -> None:
+    """The duplicate oracle on a public architecture (bottlenecks, projection shortcuts, residual groups):
+    a ResNet-50 whose every hidden channel has an exact twin folds at 0.5 back to the compact network."""
+    import onnxfold
+    from onnxfold.api import stats_of
+    from onnxfold.ir.model import load_model
+    from onnxfold.models.duplicate import duplicate_channels, randomize_batchnorm
+    from onnxfold.models.export import export_onnx
+    from onnxfold.models.public import ResNet50
+    from onnxfold.runtime.validate import make_session
+
+    torch.manual_seed(0)
+    compact = ResNet50(width=4, layers=(1, 1, 1, 1), num_classes=10)
+    randomize_batchnorm(compact, torch.Generator().manual_seed(1))
+    wide = duplicate_channels(compact.eval(), ResNet50(width=8, layers=(1, 1, 1, 1), num_classes=10).eval())
+    x = torch.randn(2, 3, 32, 32)
+    paths = {k: export_onnx(m, tmp_path / f"{k}.onnx", x, "legacy") for k, m in (("c", compact), ("w", wide))}
+    with threadpool_limits(1):
+        _, report = onnxfold.fold(paths["w"], 0.5, tmp_path / "f.onnx", repair="none", validate=False)
+    folded = [p for p in report.plans if p.status == "folded"]
+    assert folded and all(p.k * 2 == p.group.size for p in folded)
+    assert report.after.params == stats_of(load_model(paths["c"])).params  # the compact network's size
+    feed = {"input": np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32) * 10}
+    ref = make_session(paths["c"]).run(None, feed)[0]
+    got = make_session(tmp_path / "f.onnx").run(None, feed)[0]
+    assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
