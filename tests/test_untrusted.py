@@ -141,13 +141,13 @@ def hwm():  # peak RSS of this process image, in bytes
 valid, bad, commands = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 for path in (valid, bad):  # the valid model first: it warms every import and code path
     before = hwm()
-    codes = [main([path if a == "MODEL" else a for a in argv]) for argv in commands]
+    codes = [main([a.replace("MODEL", path) for a in argv]) for argv in commands]
 print(json.dumps({"codes": codes, "growth": hwm() - before}))
 """
 
 
 def _child_rss_growth(bad: Path, tmp_path: Path, *commands: list[str]) -> tuple[list[int], int]:
-    """Exit codes of ``commands`` (``MODEL`` stands for the model path) on ``bad`` and the growth of peak RSS
+    """Exit codes of ``commands`` (``MODEL`` in an argument stands for the model path) on ``bad`` and the growth of peak RSS
     they cause, in a fresh process after the same commands ran on a small valid model. A process's peak RSS
     only ever rises, so it is measured in a process that has run nothing bigger before."""
     valid = tmp_path / "valid" / "m.onnx"
