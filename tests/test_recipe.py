@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import onnxfold
@@ -90,3 +91,37 @@ def test_recipe_folds_only_the_named_blocks(tmp_path, style):
         (2, "channels"): (64, 32),
     }
     assert report.validation.outputs[0].shape_match
+
+
+@pytest.mark.parametrize("style", ["legacy", "dynamo"])
+def test_recipe_on_a_twin_folds_the_named_layers_back_exactly(tmp_path, style):
+    """A recipe run with a numeric oracle: in the exact twin of a 3-block transformer (every head and MLP
+    neuron duplicated), folding heads and MLPs of layers 1-2 at 0.5 leaves layer 0 wide and gives the compact
+    function back."""
+    from onnxfold.models.export import export_onnx
+    from onnxfold.models.transformer import TinyTransformer, duplicate_heads
+    from onnxfold.runtime.validate import make_session
+
+    torch.manual_seed(0)
+    compact = TinyTransformer(depth=3).eval()
+    x = torch.randn(2, 5, 32)
+    ref_path = export_onnx(compact, tmp_path / "c.onnx", x, style)
+    wide_path = export_onnx(duplicate_heads(compact), tmp_path / "w.onnx", x, style)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("default: 0.0\nrules:\n  - layers: 1-2\n    heads: 0.5\n    mlp: 0.5\n")
+    _, report = onnxfold.fold(
+        wide_path, 0.9, tmp_path / "f.onnx", recipe=recipe, repair="none", validate=False
+    )
+    widths = {(p.group.layer, p.group.kind): (p.group.size, p.k) for p in report.plans if p.group.foldable}
+    assert widths == {
+        (0, "heads"): (8, 8),
+        (0, "channels"): (128, 128),
+        (1, "heads"): (8, 4),
+        (1, "channels"): (128, 64),
+        (2, "heads"): (8, 4),
+        (2, "channels"): (128, 64),
+    }
+    feed = np.random.default_rng(0).standard_normal((3, 5, 32)).astype(np.float32)
+    sessions = [make_session(p) for p in (ref_path, tmp_path / "f.onnx")]
+    ref, got = (s.run(None, {s.get_inputs()[0].name: feed})[0] for s in sessions)
+    assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
