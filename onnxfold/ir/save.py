@@ -30,7 +30,6 @@ from onnxfold.ir.external import (
     tensor_nbytes,
 )
 from onnxfold.ir.limits import EXTERNAL_MIN_TENSOR_BYTES, PROTO_LIMIT, ModelError
-from onnxfold.report.progress import progress_bar
 
 if TYPE_CHECKING:
     from onnxfold.ir.model import Model
@@ -106,6 +105,9 @@ def _write_data_file(
     """Stream every tensor of at least 1 KiB into ``out`` (64-byte aligned) and point it there; smaller
     external tensors are brought inline. String tensors stay inline (ONNX forbids external strings).
     A progress bar counts the tensors written (on a terminal, for saves longer than a second)."""
+    # imported here: ir is the bottom layer and loads nothing above it
+    from onnxfold.report.progress import progress_bar
+
     offset = 0
     bar = progress_bar(tensors, f"saving {data_name}", unit="tensor")
     for tensor in bar:
