@@ -11,8 +11,8 @@ CPUs *without* VNNI, ``reduce_range=true`` avoids the u8·s8 saturation of 16-bi
 MatMulInteger); it needs no data and suits MatMul-heavy models (transformers): onnxruntime's CPU
 ConvInteger is slower than float32 Conv, so convolutional models want ``static``.
 
-Calibration data for ``static``, first found of: the ``calibration`` option (a ``.npy`` for a
-single-input model, a ``.npz`` or a folder of ``<input>.npy``), ``ctx.data["calibration"]`` (a
+Calibration data for ``static``, first found of: the ``calibration`` option (a ``.npy``, ``.npz``
+or folder read by :func:`onnxfold.runtime.inputs.load_inputs`), ``ctx.data["calibration"]`` (a
 batch an earlier pass left, an array or ``{input: array}``), the pipeline's ``ctx.inputs``, else
 random inputs (logged as a warning: ranges then fit noise, not data).
 
@@ -161,7 +161,7 @@ class QuantizePass(Pass):
             "calibration",
             str,
             "",
-            "calibration inputs (.npy, .npz or folder of <input>.npy); default: "
+            "calibration inputs (.npy, .npz or a folder of .npy files, as --calibration); default: "
             "ctx.data['calibration'], then the pipeline's inputs, else random",
         ),
         Option("samples", int, 16, "random calibration samples when no data is given"),
@@ -273,7 +273,8 @@ class QuantizePass(Pass):
 
     def _calibration_feeds(self, path: Path, ctx: PassContext) -> tuple[list[dict[str, np.ndarray]], str]:
         """The calibration feeds and where they came from."""
-        from onnxfold.runtime.validate import CPU, input_specs, load_npy_inputs, make_inputs, make_session
+        from onnxfold.runtime.inputs import input_specs, load_inputs, make_inputs
+        from onnxfold.runtime.session import CPU, make_session
 
         session = make_session(str(path), providers=[CPU])
         specs = input_specs(session)
@@ -282,7 +283,7 @@ class QuantizePass(Pass):
         names = [s.name for s in specs]
         if self.opts["calibration"]:
             try:
-                arrays = load_npy_inputs(self.opts["calibration"], session)
+                arrays = load_inputs(self.opts["calibration"], session, chunked=True)
             except (OSError, ValueError) as exc:
                 raise PassError(f"quantize: calibration data: {exc}") from None
             return _split(arrays, chunk), f"file {self.opts['calibration']}"

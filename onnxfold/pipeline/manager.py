@@ -23,53 +23,9 @@ from typing import Any, ClassVar
 import onnx
 
 from onnxfold.ir.model import Model, to_model_proto
+from onnxfold.pipeline.options import Option, PassError, PipelineError
 
 log = logging.getLogger(__name__)
-
-
-class PipelineError(ValueError):
-    """A pipeline description that cannot be parsed or names unknown passes/options."""
-
-
-class PassError(RuntimeError):
-    """A pass failed or left an invalid graph. The message names the pass."""
-
-
-@dataclass(frozen=True)
-class Option:
-    """A typed pass option. ``type`` is one of float, int, bool, str, list (of str)."""
-
-    name: str
-    type: type
-    default: Any
-    help: str
-    choices: tuple[Any, ...] | None = None
-
-    def convert(self, value: Any) -> Any:
-        try:
-            if self.type is bool:
-                if isinstance(value, str):
-                    low = value.strip().lower()
-                    if low in ("1", "true", "yes", "on"):
-                        return True
-                    if low in ("0", "false", "no", "off"):
-                        return False
-                    raise ValueError(value)
-                return bool(value)
-            if self.type is list:
-                if isinstance(value, str):
-                    return [v for v in value.split("|") if v]
-                return [str(v) for v in value]
-            converted = self.type(value)
-        except (TypeError, ValueError):
-            raise PipelineError(
-                f"option {self.name!r}: {value!r} is not a valid {self.type.__name__}"
-            ) from None
-        if self.choices is not None and converted not in self.choices:
-            raise PipelineError(
-                f"option {self.name!r}: {value!r} is not one of {', '.join(map(str, self.choices))}"
-            )
-        return converted
 
 
 @dataclass
