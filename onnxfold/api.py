@@ -110,34 +110,47 @@ def fold(
     sparsity: float = 0.5,
     output: str | os.PathLike | None = None,
     *,
+    # fold pass
     seed: int = 0,
     overrides: Sequence[str] = (),
     ignore: Sequence[str] = (),
     round_to: int = 1,
+    method: str = "fold",
+    features: str = "raw",
+    n_init: int = 10,
+    cluster: str = "auto",
+    recipe: str | os.PathLike | None = "",
+    verify: bool = True,
+    # repair pass
+    repair: str = "ar",
+    calibration: str | os.PathLike | Any | None = "",
+    batch_size: int = 64,
+    goal: str = "members",
+    sequential: bool = True,
+    dir_samples: int = 128,
+    dir_iterations: int = 200,
+    dir_seed: int = 0,
+    repair_options: dict[str, Any] | None = None,
+    # validate pass
     validate: bool = True,
+    validate_batch: int = 2,
+    min_cosine: float = -1.0,
+    # pipeline and output
     check: bool = False,
     external_data: bool | None = None,
     input_shapes: dict | None = None,
     inputs: dict | None = None,
     overwrite: bool = False,
-    method: str = "fold",
-    repair: str = "ar",
-    calibration: str | os.PathLike | Any | None = None,
-    features: str = "raw",
-    n_init: int = 10,
-    recipe: str | os.PathLike | None = None,
-    repair_options: dict[str, Any] | None = None,
-    cluster: str = "auto",
 ) -> tuple[Model, FoldReport]:
     """Fold ``model`` at ``sparsity``: canonicalize → fold (→ repair) → cleanup (→ validate).
 
-    ``method``: fold (k-means) or l1/l2 (structured magnitude pruning through the same groups);
-    ``repair``: none (Fold-Naive), ar (data-free Fold-AR) or data (Fold-R, needs ``calibration``:
-    a .npy/.npz path, a folder of .npy files, an array of input samples or a dict of them);
-    ``features``: raw, blocknorm or fused (what is clustered); ``n_init``: k-means restarts;
-    ``cluster``: auto, kmeans or ward (:func:`onnxfold.folding.cluster.kmeans_labels`);
-    ``recipe``: YAML/JSON per-layer sparsities (:mod:`onnxfold.folding.recipe`), overriding ``sparsity``;
-    ``repair_options``: further options of the repair pass (e.g. ``dir_iterations``).
+    The keywords are the options of the fold, repair and validate passes (``onnxfold passes``
+    lists their meaning; the ``onnxfold fold`` flags have the same names and defaults), except:
+    ``repair`` is repair's ``mode``, ``dir_seed`` its ``seed``, ``validate_batch`` validate's
+    ``batch``, and ``seed`` also seeds validate's random inputs. ``calibration`` may be a path
+    (:func:`onnxfold.runtime.inputs.load_inputs`), an array of samples or a dict of them;
+    ``repair_options``: repair options by their pass names (they win over the keywords).
+    The repair pass runs unless ``repair="none"`` and no repair keyword is set.
     Returns (model, report)."""
     passes: list[Pass] = [
         CanonicalizePass(),
@@ -152,17 +165,32 @@ def fold(
             n_init=n_init,
             cluster=cluster,
             recipe=os.fspath(recipe) if recipe is not None else "",
+            verify=verify,
         ),
     ]
-    if repair != "none" or calibration is not None or repair_options:
-        extra = dict(repair_options or {})
-        if isinstance(calibration, (str, os.PathLike)):
-            passes.append(RepairPass(mode=repair, calibration=os.fspath(calibration), **extra))
+    repair_opts = {
+        "batch_size": batch_size,
+        "goal": goal,
+        "sequential": sequential,
+        "dir_samples": dir_samples,
+        "dir_iterations": dir_iterations,
+        "seed": dir_seed,
+        **(repair_options or {}),
+    }
+    defaults = {o.name: o.default for o in RepairPass.options}
+    has_data = calibration is not None and not (
+        isinstance(calibration, (str, os.PathLike)) and not os.fspath(calibration)
+    )
+    if repair != "none" or has_data or any(v != defaults.get(k) for k, v in repair_opts.items()):
+        if not has_data:
+            passes.append(RepairPass(mode=repair, **repair_opts))
+        elif isinstance(calibration, (str, os.PathLike)):
+            passes.append(RepairPass(mode=repair, calibration=os.fspath(calibration), **repair_opts))
         else:
-            passes.append(RepairPass(mode=repair, calibration_data=calibration, **extra))
+            passes.append(RepairPass(mode=repair, calibration_data=calibration, **repair_opts))
     passes.append(CleanupPass())
     if validate:
-        passes.append(ValidatePass(seed=seed))
+        passes.append(ValidatePass(seed=seed, batch=validate_batch, min_cosine=min_cosine))
     return run_pipeline(
         model,
         passes,
