@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 import onnx
 
+from onnxfold.errors import one_line
 from onnxfold.ir.model import Model, to_model_proto
 from onnxfold.pipeline.options import Option, PassError, PipelineError
 
@@ -140,8 +141,7 @@ class PassManager:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
+    return one_line(exc, 300)
 
 
 def parse_pipeline(spec: str, registry: dict[str, type[Pass]]) -> list[Pass]:
