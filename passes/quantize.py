@@ -280,7 +280,6 @@ class QuantizePass(Pass):
         specs = input_specs(session)
         first = specs[0].shape[0] if specs and specs[0].shape else None
         chunk = first if isinstance(first, int) and first > 0 else self.opts["batch"]
-        names = [s.name for s in specs]
         if self.opts["calibration"]:
             try:
                 arrays = load_inputs(self.opts["calibration"], session, chunked=True)
@@ -289,10 +288,11 @@ class QuantizePass(Pass):
             return _split(arrays, chunk), f"file {self.opts['calibration']}"
         given = ctx.data.get("calibration")
         if given is not None:
-            arrays = given if isinstance(given, Mapping) else {names[0]: np.asarray(given)}
-            return _split(self._checked(arrays, names, "ctx.data['calibration']"), chunk), "ctx.data"
+            return _split(self._checked(given, session, "ctx.data['calibration']"), chunk), "ctx.data"
         if ctx.inputs:
-            return _split(self._checked(ctx.inputs, names, "the pipeline's inputs"), chunk), "pipeline inputs"
+            return _split(
+                self._checked(ctx.inputs, session, "the pipeline's inputs"), chunk
+            ), "pipeline inputs"
         log.warning(
             "quantize: no calibration data given; calibrating on %d random samples, so activation "
             "ranges fit noise, not real inputs (pass calibration=FILE)",
@@ -306,8 +306,18 @@ class QuantizePass(Pass):
         return feeds, "random"
 
     @staticmethod
-    def _checked(arrays: Mapping[str, Any], names: list[str], what: str) -> dict[str, np.ndarray]:
-        missing = [n for n in names if n not in arrays]
-        if missing:
-            raise PassError(f"quantize: {what} lack model input(s) {missing}")
-        return {n: np.asarray(arrays[n]) for n in names}
+    def _checked(arrays: Any, session: Any, what: str) -> dict[str, np.ndarray]:
+        """In-memory samples (an array or ``{input: array}``; other keys are ignored) through
+        :func:`~onnxfold.runtime.inputs.load_inputs`: cast and checked like calibration files."""
+        from onnxfold.runtime.inputs import input_specs, load_inputs
+
+        names = [s.name for s in input_specs(session)]
+        if isinstance(arrays, Mapping):
+            missing = [n for n in names if n not in arrays]
+            if missing:
+                raise PassError(f"quantize: {what} lack model input(s) {missing}")
+            arrays = {n: arrays[n] for n in names}
+        try:
+            return load_inputs(arrays, session, chunked=True)
+        except ValueError as exc:
+            raise PassError(f"quantize: {what}: {exc}") from None

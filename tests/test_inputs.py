@@ -128,3 +128,14 @@ def test_wrong_dtype_and_bad_file(tmp_path: Path) -> None:
     assert "\n" not in str(info.value)
     with pytest.raises(ValueError, match="no such file"):
         load_inputs(tmp_path / "nothing.npy", session)
+
+
+def test_quantize_in_memory_calibration_is_checked_like_files() -> None:
+    from onnxfold.pipeline.manager import PassContext, PassManager
+
+    model = onnxfold.load_model(MODEL)
+    bad = np.zeros((4, 1, 8, 9), np.float32)
+    ctx = PassContext(original=model.copy(), data={"calibration": bad})
+    with pytest.raises(PassError, match=r"ctx\.data\['calibration'\]: .*'input'.*does not match") as info:
+        PassManager([QuantizePass()]).run(model, ctx)
+    assert "\n" not in str(info.value)
