@@ -5,6 +5,7 @@ global options before a bench that parses its own arguments."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sys
 from pathlib import Path
@@ -21,6 +22,18 @@ from onnxfold.pipeline.manager import PassError
 
 RESNET = bundled_model("resnet18.onnx")
 LENET = bundled_model("lenet5.onnx")
+
+
+@pytest.fixture(autouse=True)
+def _keep_logger_levels():
+    """Benches set logger levels in their ``main`` (e.g. bench speed quiets the quantize pass):
+    restore every level so that later tests still see those logs."""
+    loggers = [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)] + [logging.root]
+    levels = {lg: lg.level for lg in loggers}
+    yield
+    for lg in [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)]:
+        lg.setLevel(levels.get(lg, logging.NOTSET))
+    logging.root.setLevel(levels[logging.root])
 
 
 def cli(argv: list, capsys) -> tuple[int, str, str]:
