@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import onnx
 
 from onnxfold.analysis.groups import ChannelGroup, analyze_graph
-from onnxfold.folding.apply import FoldPlan, model_weight_bytes
+from onnxfold.folding.apply import model_weight_bytes
 from onnxfold.ir.model import Model, data_dirs, load_model, model_from_proto, save_model, spilling
 from onnxfold.passes import REGISTRY, CanonicalizePass, CleanupPass, FoldPass, RepairPass, ValidatePass
-from onnxfold.pipeline.manager import Pass, PassContext, PassManager, PassRecord
-from onnxfold.report.stats import ModelStats, format_comparison, format_table, human_count, model_stats
+from onnxfold.pipeline.manager import Pass, PassContext, PassManager
+from onnxfold.report.fold_report import FoldReport, saved_size, source_size, stats_of
+from onnxfold.report.stats import format_table, human_count
 
 ModelLike = str | os.PathLike | Model | onnx.ModelProto
 
@@ -28,113 +27,6 @@ def as_model(model: ModelLike) -> Model:
     if isinstance(model, onnx.ModelProto):
         return model_from_proto(model)
     return load_model(model)
-
-
-def stats_of(model: Model, file_size: int | None = None) -> ModelStats:
-    return model_stats(model.to_onnx(), file_size=file_size)
-
-
-def saved_size(path: Path) -> int:
-    data = path.with_name(path.name + ".data")
-    size = path.stat().st_size
-    proto = onnx.load(str(path), load_external_data=False)
-    if data.exists() and any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
-        size += data.stat().st_size
-    return size
-
-
-def source_size(model: Model) -> int | None:
-    if model.source_path is None or not model.source_path.exists():
-        return None
-    try:
-        return saved_size(model.source_path)
-    except Exception:
-        return model.source_path.stat().st_size
-
-
-@dataclass
-class FoldReport:
-    """Everything a run did: model stats before/after, per-group plans, pass timings, validation."""
-
-    before: ModelStats
-    after: ModelStats
-    passes: list[PassRecord]
-    plans: list[FoldPlan] = field(default_factory=list)
-    validation: Any = None
-    source: str | None = None
-    output: str | None = None
-
-    @property
-    def param_sparsity(self) -> float:
-        return 1.0 - self.after.params / self.before.params if self.before.params else 0.0
-
-    def to_dict(self) -> dict:
-        return {
-            "source": self.source,
-            "output": self.output,
-            "before": self.before.to_dict(),
-            "after": self.after.to_dict(),
-            "param_sparsity": self.param_sparsity,
-            "groups": [p.to_dict() for p in self.plans],
-            "passes": [
-                {"name": r.name, "seconds": r.seconds, "modified": r.modified, "stats": _jsonable(r.stats)}
-                for r in self.passes
-            ],
-            "validation": self.validation.to_dict() if self.validation is not None else None,
-        }
-
-    def write_json(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
-    def format(self, max_groups: int = 40) -> str:
-        parts = [format_comparison(self.before, self.after)]
-        if self.plans:
-            folded = [p for p in self.plans if p.status == "folded"]
-            n_before = sum(p.group.size for p in self.plans)
-            n_after = sum(p.k for p in self.plans)
-            parts.append(
-                f"\ngroups: {len(folded)} folded, {sum(p.status == 'blocked' for p in self.plans)} blocked, "
-                f"{sum(p.status == 'ignored' for p in self.plans)} ignored, "
-                f"{sum(p.status == 'unchanged' for p in self.plans)} unchanged; "
-                f"channels {n_before} -> {n_after}; parameter sparsity {self.param_sparsity:.1%}"
-            )
-            rows = [
-                [
-                    p.group.name,
-                    p.group.kind,
-                    p.group.size,
-                    p.k,
-                    p.status if p.method == "fold" or p.status != "folded" else f"pruned ({p.method})",
-                    p.reason,
-                ]
-                for p in self.plans[:max_groups]
-            ]
-            parts.append(
-                format_table(["group", "units", "before", "after", "status", "reason"], rows, align="llrrll")
-            )
-            if len(self.plans) > max_groups:
-                parts.append(f"... {len(self.plans) - max_groups} more groups (see --report JSON)")
-        rows = [[r.name, f"{r.seconds * 1000:.1f} ms", "yes" if r.modified else "no"] for r in self.passes]
-        parts.append("\n" + format_table(["pass", "time", "modified"], rows, align="lrl"))
-        parts += [f"{r.name}: skipped ({r.stats['skipped']})" for r in self.passes if r.stats.get("skipped")]
-        if self.validation is not None:
-            parts.append(f"\nvalidation ({self.validation.provider}):\n{self.validation.summary()}")
-            if getattr(self.validation, "seed", None) is not None:
-                parts.append(
-                    "(random inputs: a smoke test of the rewrite, not of accuracy; pass --inputs with "
-                    "representative samples for meaningful agreement figures)"
-                )
-        return "\n".join(parts)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
 
 
 #: Models with more weight bytes than this are folded with spilling (:func:`onnxfold.ir.model.spilling`).
@@ -218,34 +110,47 @@ def fold(
     sparsity: float = 0.5,
     output: str | os.PathLike | None = None,
     *,
+    # fold pass
     seed: int = 0,
     overrides: Sequence[str] = (),
     ignore: Sequence[str] = (),
     round_to: int = 1,
+    method: str = "fold",
+    features: str = "raw",
+    n_init: int = 10,
+    cluster: str = "auto",
+    recipe: str | os.PathLike | None = "",
+    verify: bool = True,
+    # repair pass
+    repair: str = "ar",
+    calibration: str | os.PathLike | Any | None = "",
+    batch_size: int = 64,
+    goal: str = "members",
+    sequential: bool = True,
+    dir_samples: int = 128,
+    dir_iterations: int = 200,
+    dir_seed: int = 0,
+    repair_options: dict[str, Any] | None = None,
+    # validate pass
     validate: bool = True,
+    validate_batch: int = 2,
+    min_cosine: float = -1.0,
+    # pipeline and output
     check: bool = False,
     external_data: bool | None = None,
     input_shapes: dict | None = None,
     inputs: dict | None = None,
     overwrite: bool = False,
-    method: str = "fold",
-    repair: str = "ar",
-    calibration: str | os.PathLike | Any | None = None,
-    features: str = "raw",
-    n_init: int = 10,
-    recipe: str | os.PathLike | None = None,
-    repair_options: dict[str, Any] | None = None,
-    cluster: str = "auto",
 ) -> tuple[Model, FoldReport]:
     """Fold ``model`` at ``sparsity``: canonicalize → fold (→ repair) → cleanup (→ validate).
 
-    ``method``: fold (k-means) or l1/l2 (structured magnitude pruning through the same groups);
-    ``repair``: none (Fold-Naive), ar (data-free Fold-AR) or data (Fold-R, needs ``calibration``:
-    a .npy/.npz path, a folder of .npy files, an array of input samples or a dict of them);
-    ``features``: raw, blocknorm or fused (what is clustered); ``n_init``: k-means restarts;
-    ``cluster``: auto, kmeans or ward (:func:`onnxfold.folding.cluster.kmeans_labels`);
-    ``recipe``: YAML/JSON per-layer sparsities (:mod:`onnxfold.folding.recipe`), overriding ``sparsity``;
-    ``repair_options``: further options of the repair pass (e.g. ``dir_iterations``).
+    The keywords are the options of the fold, repair and validate passes (``onnxfold passes``
+    lists their meaning; the ``onnxfold fold`` flags have the same names and defaults), except:
+    ``repair`` is repair's ``mode``, ``dir_seed`` its ``seed``, ``validate_batch`` validate's
+    ``batch``, and ``seed`` also seeds validate's random inputs. ``calibration`` may be a path
+    (:func:`onnxfold.runtime.inputs.load_inputs`), an array of samples or a dict of them;
+    ``repair_options``: repair options by their pass names (they win over the keywords).
+    The repair pass runs unless ``repair="none"`` and no repair keyword is set.
     Returns (model, report)."""
     passes: list[Pass] = [
         CanonicalizePass(),
@@ -260,17 +165,32 @@ def fold(
             n_init=n_init,
             cluster=cluster,
             recipe=os.fspath(recipe) if recipe is not None else "",
+            verify=verify,
         ),
     ]
-    if repair != "none" or calibration is not None or repair_options:
-        extra = dict(repair_options or {})
-        if isinstance(calibration, (str, os.PathLike)):
-            passes.append(RepairPass(mode=repair, calibration=os.fspath(calibration), **extra))
+    repair_opts = {
+        "batch_size": batch_size,
+        "goal": goal,
+        "sequential": sequential,
+        "dir_samples": dir_samples,
+        "dir_iterations": dir_iterations,
+        "seed": dir_seed,
+        **(repair_options or {}),
+    }
+    defaults = {o.name: o.default for o in RepairPass.options}
+    has_data = calibration is not None and not (
+        isinstance(calibration, (str, os.PathLike)) and not os.fspath(calibration)
+    )
+    if repair != "none" or has_data or any(v != defaults.get(k) for k, v in repair_opts.items()):
+        if not has_data:
+            passes.append(RepairPass(mode=repair, **repair_opts))
+        elif isinstance(calibration, (str, os.PathLike)):
+            passes.append(RepairPass(mode=repair, calibration=os.fspath(calibration), **repair_opts))
         else:
-            passes.append(RepairPass(mode=repair, calibration_data=calibration, **extra))
+            passes.append(RepairPass(mode=repair, calibration_data=calibration, **repair_opts))
     passes.append(CleanupPass())
     if validate:
-        passes.append(ValidatePass(seed=seed))
+        passes.append(ValidatePass(seed=seed, batch=validate_batch, min_cosine=min_cosine))
     return run_pipeline(
         model,
         passes,
@@ -320,4 +240,14 @@ def format_groups(groups: Sequence[ChannelGroup], verbose: bool = False) -> str:
     return text
 
 
-__all__ = ["FoldReport", "analyze", "fold", "format_groups", "run_pipeline", "REGISTRY"]
+__all__ = [
+    "FoldReport",
+    "REGISTRY",
+    "analyze",
+    "as_model",
+    "fold",
+    "format_groups",
+    "run_pipeline",
+    "saved_size",
+    "stats_of",
+]

@@ -56,9 +56,16 @@ class FoldPass(Pass):
             "overrides",
             list,
             [],
-            "per-group sparsity, REGEX=SPARSITY matched on group/producer names (separate several with |)",
+            "per-group sparsity, REGEX=SPARSITY matched on group/producer names "
+            "(several: repeat the flag, or separate with | in a pipeline)",
         ),
-        Option("ignore", list, [], "regexes of groups/producer names never folded (separate with |)"),
+        Option(
+            "ignore",
+            list,
+            [],
+            "regex of group/producer names never folded (several: repeat the flag, or separate with | "
+            "in a pipeline)",
+        ),
         Option(
             "round_to", int, 1, "round every cluster count to a multiple of this (hardware-friendly widths)"
         ),

@@ -11,8 +11,8 @@ CPUs *without* VNNI, ``reduce_range=true`` avoids the u8·s8 saturation of 16-bi
 MatMulInteger); it needs no data and suits MatMul-heavy models (transformers): onnxruntime's CPU
 ConvInteger is slower than float32 Conv, so convolutional models want ``static``.
 
-Calibration data for ``static``, first found of: the ``calibration`` option (a ``.npy`` for a
-single-input model, a ``.npz`` or a folder of ``<input>.npy``), ``ctx.data["calibration"]`` (a
+Calibration data for ``static``, first found of: the ``calibration`` option (a ``.npy``, ``.npz``
+or folder read by :func:`onnxfold.runtime.inputs.load_inputs`), ``ctx.data["calibration"]`` (a
 batch an earlier pass left, an array or ``{input: array}``), the pipeline's ``ctx.inputs``, else
 random inputs (logged as a warning: ranges then fit noise, not data).
 
@@ -161,7 +161,7 @@ class QuantizePass(Pass):
             "calibration",
             str,
             "",
-            "calibration inputs (.npy, .npz or folder of <input>.npy); default: "
+            "calibration inputs (.npy, .npz or a folder of .npy files, as --calibration); default: "
             "ctx.data['calibration'], then the pipeline's inputs, else random",
         ),
         Option("samples", int, 16, "random calibration samples when no data is given"),
@@ -273,25 +273,26 @@ class QuantizePass(Pass):
 
     def _calibration_feeds(self, path: Path, ctx: PassContext) -> tuple[list[dict[str, np.ndarray]], str]:
         """The calibration feeds and where they came from."""
-        from onnxfold.runtime.validate import CPU, input_specs, load_npy_inputs, make_inputs, make_session
+        from onnxfold.runtime.inputs import input_specs, load_inputs, make_inputs
+        from onnxfold.runtime.session import CPU, make_session
 
         session = make_session(str(path), providers=[CPU])
         specs = input_specs(session)
         first = specs[0].shape[0] if specs and specs[0].shape else None
         chunk = first if isinstance(first, int) and first > 0 else self.opts["batch"]
-        names = [s.name for s in specs]
         if self.opts["calibration"]:
             try:
-                arrays = load_npy_inputs(self.opts["calibration"], session)
+                arrays = load_inputs(self.opts["calibration"], session, chunked=True)
             except (OSError, ValueError) as exc:
                 raise PassError(f"quantize: calibration data: {exc}") from None
             return _split(arrays, chunk), f"file {self.opts['calibration']}"
         given = ctx.data.get("calibration")
         if given is not None:
-            arrays = given if isinstance(given, Mapping) else {names[0]: np.asarray(given)}
-            return _split(self._checked(arrays, names, "ctx.data['calibration']"), chunk), "ctx.data"
+            return _split(self._checked(given, session, "ctx.data['calibration']"), chunk), "ctx.data"
         if ctx.inputs:
-            return _split(self._checked(ctx.inputs, names, "the pipeline's inputs"), chunk), "pipeline inputs"
+            return _split(
+                self._checked(ctx.inputs, session, "the pipeline's inputs"), chunk
+            ), "pipeline inputs"
         log.warning(
             "quantize: no calibration data given; calibrating on %d random samples, so activation "
             "ranges fit noise, not real inputs (pass calibration=FILE)",
@@ -305,8 +306,18 @@ class QuantizePass(Pass):
         return feeds, "random"
 
     @staticmethod
-    def _checked(arrays: Mapping[str, Any], names: list[str], what: str) -> dict[str, np.ndarray]:
-        missing = [n for n in names if n not in arrays]
-        if missing:
-            raise PassError(f"quantize: {what} lack model input(s) {missing}")
-        return {n: np.asarray(arrays[n]) for n in names}
+    def _checked(arrays: Any, session: Any, what: str) -> dict[str, np.ndarray]:
+        """In-memory samples (an array or ``{input: array}``; other keys are ignored) through
+        :func:`~onnxfold.runtime.inputs.load_inputs`: cast and checked like calibration files."""
+        from onnxfold.runtime.inputs import input_specs, load_inputs
+
+        names = [s.name for s in input_specs(session)]
+        if isinstance(arrays, Mapping):
+            missing = [n for n in names if n not in arrays]
+            if missing:
+                raise PassError(f"quantize: {what} lack model input(s) {missing}")
+            arrays = {n: arrays[n] for n in names}
+        try:
+            return load_inputs(arrays, session, chunked=True)
+        except ValueError as exc:
+            raise PassError(f"quantize: {what}: {exc}") from None

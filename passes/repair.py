@@ -27,7 +27,7 @@ import numpy as np
 from onnxfold.ir.model import Model
 from onnxfold.ir.shapes import clear_shapes, infer_shapes
 from onnxfold.pipeline.manager import Option, Pass, PassContext, PassError, PassResult, PipelineError
-from onnxfold.runtime.activations import as_feeds, load_calibration
+from onnxfold.runtime.inputs import load_inputs
 
 REPAIR_MODES = ("none", "ar", "data", "dir")
 
@@ -45,7 +45,11 @@ class RepairPass(Pass):
             REPAIR_MODES,
         ),
         Option(
-            "calibration", str, "", "mode data: .npy/.npz file or folder of .npy files with input samples"
+            "calibration",
+            str,
+            "",
+            "mode data: input samples, a .npy/.npz file or a folder of .npy files "
+            "(format: onnxfold.runtime.inputs.load_inputs)",
         ),
         Option("batch_size", int, 64, "mode data: samples per onnxruntime run"),
         Option(
@@ -79,10 +83,9 @@ class RepairPass(Pass):
             raise PipelineError("repair: batch_size must be at least 1")
 
     def feeds(self, model: Model) -> dict[str, np.ndarray]:
+        source = self.calibration_data if self.calibration_data is not None else self.opts["calibration"]
         try:
-            if self.calibration_data is not None:
-                return as_feeds(self.calibration_data, model.graph)
-            return load_calibration(self.opts["calibration"], model.graph)
+            return load_inputs(source, model.graph, chunked=True)
         except (OSError, ValueError) as exc:
             raise PipelineError(f"repair: {exc}") from None
 

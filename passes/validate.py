@@ -15,7 +15,7 @@ import logging
 from onnxfold.folding.apply import model_weight_bytes
 from onnxfold.ir.model import PROTO_LIMIT, Model, to_model_proto
 from onnxfold.pipeline.manager import Option, Pass, PassContext, PassError, PassResult
-from onnxfold.runtime.validate import validate
+from onnxfold.runtime.compare import validate
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class ValidatePass(Pass):
         worst = report.min_cosine
         if worst is not None and worst < self.opts["min_cosine"]:
             raise PassError(
-                f"validate: cosine similarity {worst:.6f} is below min_cosine={self.opts['min_cosine']}"
+                f"validate: output {report.worst().name!r}: cosine similarity {worst:.6f} is below "
+                f"min_cosine={self.opts['min_cosine']}"
             )
         return PassResult(False, {"exact": report.exact, "min_cosine": worst, "provider": report.provider})

@@ -17,7 +17,7 @@ import pytest
 import onnxfold
 from onnxfold.cli.commands import main
 from onnxfold.report.stats import model_stats
-from onnxfold.runtime.validate import make_session
+from onnxfold.runtime.session import make_session
 
 PIPELINE = "canonicalize,fold:sparsity=0.5,seed=1,cleanup,validate"
 

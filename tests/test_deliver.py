@@ -20,7 +20,7 @@ from onnxfold.ir.model import iter_tensors, load_model
 from onnxfold.models.digits import load_digits_split
 from onnxfold.passes import REGISTRY, CanonicalizePass, CleanupPass, Float16Pass, FoldPass, QuantizePass
 from onnxfold.pipeline.manager import PassContext, PassManager
-from onnxfold.runtime.validate import make_session
+from onnxfold.runtime.session import make_session
 
 ZOO = Path(onnxfold.__file__).resolve().parent.parent / "models" / "zoo"
 if not ZOO.is_dir():  # installed layout

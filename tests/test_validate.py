@@ -1,4 +1,4 @@
-"""Tests for onnxfold.runtime.validate: sessions, random inputs, input files, output metrics, end-to-end validate()."""
+"""Tests for onnxfold.runtime: sessions, random inputs, input files, output metrics, end-to-end validate()."""
 
 from __future__ import annotations
 
@@ -12,18 +12,9 @@ from onnx import TensorProto
 from onnx import helper as oh
 from onnx import numpy_helper as nh
 
-from onnxfold.runtime.validate import (
-    CPU,
-    available_providers,
-    compare_outputs,
-    input_specs,
-    load_npy_inputs,
-    make_inputs,
-    make_session,
-    parse_input_shapes,
-    runtime_description,
-    validate,
-)
+from onnxfold.runtime.compare import compare_outputs, validate
+from onnxfold.runtime.inputs import input_specs, load_inputs, make_inputs, parse_input_shapes
+from onnxfold.runtime.session import CPU, available_providers, make_session, runtime_description
 
 
 def _model(nodes, inputs, outputs, inits=()) -> onnx.ModelProto:
@@ -80,7 +71,7 @@ def test_providers_and_runtime_description():
 
 
 def test_cuda_offered_but_unusable_falls_back_to_cpu(monkeypatch):
-    from onnxfold.runtime import validate as v
+    from onnxfold.runtime import session as v
 
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", CPU])
     v._cuda_status.cache_clear()
@@ -207,12 +198,12 @@ def test_make_inputs_bool_and_symbolic_defaults():
     assert inputs["img"].shape == (4, 3, 224, 224)
 
 
-def test_load_npy_inputs(tmp_path):
+def test_load_inputs(tmp_path):
     text_sess = make_session(_text_model().SerializeToString(), providers=[CPU])
     ids = np.arange(6, dtype=np.int32).reshape(2, 3)  # int32 in the file: cast to the model's int64
     mask = np.ones((2, 3), np.int64)
     np.savez(tmp_path / "in.npz", input_ids=ids, attention_mask=mask)
-    got = load_npy_inputs(tmp_path / "in.npz", text_sess)
+    got = load_inputs(tmp_path / "in.npz", text_sess)
     assert got["input_ids"].dtype == np.int64
     np.testing.assert_array_equal(got["input_ids"], ids)
 
@@ -220,21 +211,21 @@ def test_load_npy_inputs(tmp_path):
     d.mkdir()
     np.save(d / "input_ids.npy", ids)
     np.save(d / "attention_mask.npy", mask)
-    assert set(load_npy_inputs(d, text_sess)) == {"input_ids", "attention_mask"}
+    assert set(load_inputs(d, text_sess)) == {"input_ids", "attention_mask"}
 
     np.save(tmp_path / "one.npy", ids)
     with pytest.raises(ValueError, match="single-input"):
-        load_npy_inputs(tmp_path / "one.npy", text_sess)
+        load_inputs(tmp_path / "one.npy", text_sess)
     (d / "attention_mask.npy").unlink()
     with pytest.raises(ValueError, match="missing"):
-        load_npy_inputs(d, text_sess)
+        load_inputs(d, text_sess)
 
     cls_sess = make_session(_classifier().SerializeToString(), providers=[CPU])
     np.save(tmp_path / "x.npy", np.ones((4, 16)))  # float64 -> float32
-    assert load_npy_inputs(tmp_path / "x.npy", cls_sess)["x"].dtype == np.float32
+    assert load_inputs(tmp_path / "x.npy", cls_sess)["x"].dtype == np.float32
     np.save(tmp_path / "bad.npy", np.ones((4, 15), np.float32))
     with pytest.raises(ValueError, match="does not match"):
-        load_npy_inputs(tmp_path / "bad.npy", cls_sess)
+        load_inputs(tmp_path / "bad.npy", cls_sess)
 
 
 # --------------------------------------------------------------------------- metrics

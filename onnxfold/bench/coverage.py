@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from onnxfold.errors import one_line
 from onnxfold.report.progress import progress_bar
 from onnxfold.report.stats import format_table
 
@@ -138,7 +139,7 @@ def check_output(original: Path, folded: Path, seed: int = 0) -> dict[str, Any]:
         onnx.checker.check_model(str(folded), full_check=True)
         out["checker"] = True
     except Exception as exc:  # report, do not raise
-        out["checker_error"] = _one_line(exc)
+        out["checker_error"] = one_line(exc, 300, with_type=True)
     try:
         ref = make_session(original, providers=["CPUExecutionProvider"])
         cand = make_session(folded, providers=["CPUExecutionProvider"])
@@ -155,14 +156,8 @@ def check_output(original: Path, folded: Path, seed: int = 0) -> dict[str, Any]:
             out["runs"] = True
         out["output_shapes"] = [list(s) for s in cand_shapes]
     except Exception as exc:
-        out["run_error"] = _one_line(exc)
+        out["run_error"] = one_line(exc, 300, with_type=True)
     return out
-
-
-def _one_line(exc: BaseException, limit: int = 300) -> str:
-    text = str(exc).strip().splitlines()
-    msg = f"{type(exc).__name__}: {text[0] if text else ''}"
-    return msg if len(msg) <= limit else msg[: limit - 1] + "…"
 
 
 def coverage_row(
@@ -204,7 +199,7 @@ def coverage_row(
         stage = "check"
         row.update(check_output(path, folded))
     except Exception as exc:
-        row["error"] = _one_line(exc)
+        row["error"] = one_line(exc, 300, with_type=True)
         row["stage"] = stage
         row["traceback"] = traceback.format_exc(limit=8)
     return row

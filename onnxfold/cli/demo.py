@@ -19,7 +19,7 @@ DEMO_SPARSITIES = (0.0, 0.1, 0.25, 0.5)
 
 
 def accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-    from onnxfold.runtime.validate import make_session
+    from onnxfold.runtime.session import make_session
 
     session = make_session(str(path))
     logits = session.run(None, {session.get_inputs()[0].name: x})[0]

@@ -23,6 +23,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxfold.analysis.groups import ChannelGroup
+from onnxfold.errors import one_line
 from onnxfold.folding.cluster import cluster_count, kmeans_labels
 from onnxfold.folding.features import FEATURE_MODES, group_features, member_matrix
 from onnxfold.folding.prune import PRUNE_METHODS, magnitude_labels
@@ -246,11 +247,6 @@ def model_weight_bytes(model: Model) -> int:
     return total
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0][:300] if text else "") or type(exc).__name__
-
-
 class Verifier:
     """Checks a folded model against its source: full ``onnx.checker``, onnxruntime loads it and one
     run on small random inputs gives the source's output shapes. Each check is used only where the
@@ -272,7 +268,7 @@ class Verifier:
             onnx.checker.check_model(proto, full_check=True)
             self.checker = True
         except Exception as exc:
-            log.info("fold verify: the input fails onnx.checker (%s); not used to verify", _one_line(exc))
+            log.info("fold verify: the input fails onnx.checker (%s); not used to verify", one_line(exc, 300))
         try:
             from onnxfold.runtime.validate import make_inputs, make_session
 
@@ -286,7 +282,8 @@ class Verifier:
             self.ort = True
         except Exception as exc:
             log.info(
-                "fold verify: the input does not run in onnxruntime (%s); not used to verify", _one_line(exc)
+                "fold verify: the input does not run in onnxruntime (%s); not used to verify",
+                one_line(exc, 300),
             )
 
     def error(self, model: Model) -> str | None:
@@ -314,7 +311,7 @@ class Verifier:
                 if got != self.shapes:
                     return f"output shapes changed: {got} != {self.shapes}"
         except Exception as exc:
-            return f"{type(exc).__name__}: {_one_line(exc)}"
+            return f"{type(exc).__name__}: {one_line(exc, 300)}"
         return None
 
 
@@ -343,7 +340,7 @@ def rollback_failures(
         try:
             model, names = rewrite_copy(source, subset, rewrite)
         except Exception as exc:
-            return f"{type(exc).__name__}: {_one_line(exc)}", None, []
+            return f"{type(exc).__name__}: {one_line(exc, 300)}", None, []
         return verifier.error(model), model, names
 
     folded = [p for p in plans if p.status == "folded"]

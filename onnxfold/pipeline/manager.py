@@ -22,54 +22,11 @@ from typing import Any, ClassVar
 
 import onnx
 
+from onnxfold.errors import one_line
 from onnxfold.ir.model import PROTO_LIMIT, Model, to_model_proto, weight_bytes
+from onnxfold.pipeline.options import Option, PassError, PipelineError
 
 log = logging.getLogger(__name__)
-
-
-class PipelineError(ValueError):
-    """A pipeline description that cannot be parsed or names unknown passes/options."""
-
-
-class PassError(RuntimeError):
-    """A pass failed or left an invalid graph. The message names the pass."""
-
-
-@dataclass(frozen=True)
-class Option:
-    """A typed pass option. ``type`` is one of float, int, bool, str, list (of str)."""
-
-    name: str
-    type: type
-    default: Any
-    help: str
-    choices: tuple[Any, ...] | None = None
-
-    def convert(self, value: Any) -> Any:
-        try:
-            if self.type is bool:
-                if isinstance(value, str):
-                    low = value.strip().lower()
-                    if low in ("1", "true", "yes", "on"):
-                        return True
-                    if low in ("0", "false", "no", "off"):
-                        return False
-                    raise ValueError(value)
-                return bool(value)
-            if self.type is list:
-                if isinstance(value, str):
-                    return [v for v in value.split("|") if v]
-                return [str(v) for v in value]
-            converted = self.type(value)
-        except (TypeError, ValueError):
-            raise PipelineError(
-                f"option {self.name!r}: {value!r} is not a valid {self.type.__name__}"
-            ) from None
-        if self.choices is not None and converted not in self.choices:
-            raise PipelineError(
-                f"option {self.name!r}: {value!r} is not one of {', '.join(map(str, self.choices))}"
-            )
-        return converted
 
 
 @dataclass
@@ -188,8 +145,7 @@ class PassManager:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
+    return one_line(exc, 300)
 
 
 def parse_pipeline(spec: str, registry: dict[str, type[Pass]]) -> list[Pass]:

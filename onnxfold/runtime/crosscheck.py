@@ -35,7 +35,8 @@ def compare_runtimes(
     paths: Sequence[str | Path], threads: int = 2, runs: int = 20, seed: int = 0
 ) -> list[dict]:
     """onnxruntime vs OpenVINO on each model (same input); OpenVINO columns are None when absent."""
-    from onnxfold.runtime.validate import make_inputs, make_session
+    from onnxfold.runtime.inputs import make_inputs
+    from onnxfold.runtime.session import make_session
 
     try:
         import openvino as ov

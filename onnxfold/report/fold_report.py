@@ -1,0 +1,127 @@
+"""The report of a pipeline run (:class:`FoldReport`): model statistics before and after, the
+plan of every channel group, pass timings and the validation, as text (``format``) or JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from onnxfold.folding.apply import FoldPlan
+from onnxfold.ir.model import Model
+from onnxfold.pipeline.manager import PassRecord
+from onnxfold.report.stats import ModelStats, format_comparison, format_table, model_stats
+
+
+def stats_of(model: Model, file_size: int | None = None) -> ModelStats:
+    """Parameter, MAC and size statistics of ``model`` (``file_size``: its saved size in bytes)."""
+    return model_stats(model.to_onnx(), file_size=file_size)
+
+
+def saved_size(path: Path) -> int:
+    """Bytes of a saved model: the .onnx file plus its ``.data`` file when its tensors refer to it."""
+    data = path.with_name(path.name + ".data")
+    size = path.stat().st_size
+    proto = onnx.load(str(path), load_external_data=False)
+    if data.exists() and any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+        size += data.stat().st_size
+    return size
+
+
+def source_size(model: Model) -> int | None:
+    """Saved size of the file ``model`` was loaded from (None if it has none)."""
+    if model.source_path is None or not model.source_path.exists():
+        return None
+    try:
+        return saved_size(model.source_path)
+    except Exception:
+        return model.source_path.stat().st_size
+
+
+@dataclass
+class FoldReport:
+    """Everything a run did: model stats before/after, per-group plans, pass timings, validation."""
+
+    before: ModelStats
+    after: ModelStats
+    passes: list[PassRecord]
+    plans: list[FoldPlan] = field(default_factory=list)
+    validation: Any = None
+    source: str | None = None
+    output: str | None = None
+
+    @property
+    def param_sparsity(self) -> float:
+        return 1.0 - self.after.params / self.before.params if self.before.params else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "source": self.source,
+            "output": self.output,
+            "before": self.before.to_dict(),
+            "after": self.after.to_dict(),
+            "param_sparsity": self.param_sparsity,
+            "groups": [p.to_dict() for p in self.plans],
+            "passes": [
+                {"name": r.name, "seconds": r.seconds, "modified": r.modified, "stats": _jsonable(r.stats)}
+                for r in self.passes
+            ],
+            "validation": self.validation.to_dict() if self.validation is not None else None,
+        }
+
+    def write_json(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    def format(self, max_groups: int = 40) -> str:
+        parts = [format_comparison(self.before, self.after)]
+        if self.plans:
+            folded = [p for p in self.plans if p.status == "folded"]
+            n_before = sum(p.group.size for p in self.plans)
+            n_after = sum(p.k for p in self.plans)
+            parts.append(
+                f"\ngroups: {len(folded)} folded, {sum(p.status == 'blocked' for p in self.plans)} blocked, "
+                f"{sum(p.status == 'ignored' for p in self.plans)} ignored, "
+                f"{sum(p.status == 'unchanged' for p in self.plans)} unchanged; "
+                f"channels {n_before} -> {n_after}; parameter sparsity {self.param_sparsity:.1%}"
+            )
+            rows = [
+                [
+                    p.group.name,
+                    p.group.kind,
+                    p.group.size,
+                    p.k,
+                    p.status if p.method == "fold" or p.status != "folded" else f"pruned ({p.method})",
+                    p.reason,
+                ]
+                for p in self.plans[:max_groups]
+            ]
+            parts.append(
+                format_table(["group", "units", "before", "after", "status", "reason"], rows, align="llrrll")
+            )
+            if len(self.plans) > max_groups:
+                parts.append(f"... {len(self.plans) - max_groups} more groups (see --report JSON)")
+        rows = [[r.name, f"{r.seconds * 1000:.1f} ms", "yes" if r.modified else "no"] for r in self.passes]
+        parts.append("\n" + format_table(["pass", "time", "modified"], rows, align="lrl"))
+        parts += [f"{r.name}: skipped ({r.stats['skipped']})" for r in self.passes if r.stats.get("skipped")]
+        if self.validation is not None:
+            parts.append(f"\nvalidation ({self.validation.provider}):\n{self.validation.summary()}")
+            if getattr(self.validation, "seed", None) is not None:
+                parts.append(
+                    "(random inputs: a smoke test of the rewrite, not of accuracy; pass --inputs with "
+                    "representative samples for meaningful agreement figures)"
+                )
+        return "\n".join(parts)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

@@ -1,0 +1,238 @@
+"""Compare a compressed model with its original: run both in onnxruntime on the same inputs and
+measure how closely each output agrees.
+
+Metrics per output, with a = reference and b = candidate (flattened, computed in float64):
+
+* ``max_abs``  = max |a - b|
+* ``max_rel``  = max |a - b| / max(max |a|, tiny)
+* ``mean_abs`` = mean |a - b|
+* ``cosine``   = <a, b> / (|a| |b|)  (1.0 when both are all-zero, 0.0 when exactly one is)
+* ``top1_agreement`` = fraction of rows i with argmax_j a[i, j] == argmax_j b[i, j]
+  (only for float outputs of rank 2 whose last dim is > 1, i.e. class scores)
+* ``exact`` = the two arrays have the same dtype, shape and bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+
+from onnxfold.errors import one_line
+from onnxfold.runtime.inputs import make_inputs
+from onnxfold.runtime.session import available_providers, make_session, runtime_description
+
+logger = logging.getLogger(__name__)
+
+#: ``max |a|`` below this is treated as zero when computing ``max_rel``.
+TINY = 1e-12
+
+
+@dataclass
+class OutputMetrics:
+    """Agreement of one output between the reference and the candidate model (see module docstring)."""
+
+    name: str
+    shape: tuple[int, ...]
+    candidate_shape: tuple[int, ...]
+    dtype: str
+    shape_match: bool
+    exact: bool
+    max_abs: float | None = None
+    max_rel: float | None = None
+    mean_abs: float | None = None
+    cosine: float | None = None
+    top1_agreement: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (non-finite floats become None)."""
+
+        def num(v: float | None) -> float | None:
+            return float(v) if v is not None and math.isfinite(v) else None
+
+        return {
+            "name": self.name,
+            "shape": [int(d) for d in self.shape],
+            "candidate_shape": [int(d) for d in self.candidate_shape],
+            "dtype": self.dtype,
+            "shape_match": bool(self.shape_match),
+            "exact": bool(self.exact),
+            "max_abs": num(self.max_abs),
+            "max_rel": num(self.max_rel),
+            "mean_abs": num(self.mean_abs),
+            "cosine": num(self.cosine),
+            "top1_agreement": num(self.top1_agreement),
+        }
+
+    def summary(self, name_width: int = 0) -> str:
+        """One line, e.g. ``logits: max_abs 1.2e-06  max_rel 3.4e-07  cosine 1.000000  top1 100.0%``."""
+        head = f"{self.name + ':':<{name_width + 1}}"
+        if not self.shape_match:
+            return f"{head} SHAPE MISMATCH {self.shape} vs {self.candidate_shape}"
+        parts = [
+            f"max_abs {self.max_abs:.1e}",
+            f"max_rel {self.max_rel:.1e}",
+            f"cosine {self.cosine:.6f}",
+        ]
+        if self.top1_agreement is not None:
+            parts.append(f"top1 {100.0 * self.top1_agreement:.1f}%")
+        if self.exact:
+            parts.append("(exact)")
+        return head + " " + "  ".join(parts)
+
+
+def _is_class_scores(a: np.ndarray) -> bool:
+    return a.dtype.kind == "f" and a.ndim == 2 and a.shape[-1] > 1
+
+
+def _compare_one(name: str, ref: np.ndarray, cand: np.ndarray) -> OutputMetrics:
+    ref, cand = np.asarray(ref), np.asarray(cand)
+    if ref.dtype == object or cand.dtype == object:
+        raise ValueError(f"output {name!r} is not a numeric tensor (dtype object); cannot compare it")
+    shape_match = ref.shape == cand.shape
+    exact = (
+        shape_match
+        and ref.dtype == cand.dtype
+        and np.ascontiguousarray(ref).tobytes() == np.ascontiguousarray(cand).tobytes()
+    )
+    m = OutputMetrics(name, tuple(ref.shape), tuple(cand.shape), str(ref.dtype), shape_match, exact)
+    if not shape_match:
+        return m
+    a = ref.astype(np.float64, copy=False).ravel()
+    b = cand.astype(np.float64, copy=False).ravel()
+    if a.size == 0:
+        m.max_abs = m.max_rel = m.mean_abs = 0.0
+        m.cosine = 1.0
+    else:
+        diff = np.abs(a - b)
+        m.max_abs = float(diff.max())
+        m.mean_abs = float(diff.mean())
+        m.max_rel = m.max_abs / max(float(np.abs(a).max()), TINY)
+        na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+        if na == 0.0 and nb == 0.0:
+            m.cosine = 1.0
+        elif na == 0.0 or nb == 0.0:
+            m.cosine = 0.0
+        else:
+            m.cosine = float(np.clip(np.dot(a, b) / (na * nb), -1.0, 1.0))
+    if _is_class_scores(ref) and ref.shape[0] > 0:
+        m.top1_agreement = float(np.mean(ref.argmax(axis=-1) == cand.argmax(axis=-1)))
+    return m
+
+
+def compare_outputs(
+    reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray]
+) -> list[OutputMetrics]:
+    """Per-output metrics, in the reference's order. Both dicts must have the same names."""
+    missing = [k for k in reference if k not in candidate]
+    extra = [k for k in candidate if k not in reference]
+    if missing or extra:
+        raise ValueError(f"output names differ: candidate lacks {missing}, has extra {extra}")
+    return [_compare_one(name, reference[name], candidate[name]) for name in reference]
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@dataclass
+class ValidationReport:
+    """Result of :func:`validate`."""
+
+    provider: str
+    inputs: dict[str, tuple[int, ...]]
+    outputs: list[OutputMetrics]
+    runtime: str = ""
+    seed: int | None = None
+
+    @property
+    def exact(self) -> bool:
+        """True when every output is bitwise identical."""
+        return all(o.exact for o in self.outputs)
+
+    @property
+    def min_cosine(self) -> float | None:
+        """Smallest cosine over outputs (None if no output could be compared)."""
+        vals = [o.cosine for o in self.outputs if o.cosine is not None]
+        return min(vals) if vals else None
+
+    def worst(self) -> OutputMetrics | None:
+        """The output of smallest cosine (None if no output could be compared)."""
+        compared = [o for o in self.outputs if o.cosine is not None]
+        return min(compared, key=lambda o: o.cosine) if compared else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict of plain Python types."""
+        return {
+            "provider": self.provider,
+            "runtime": self.runtime,
+            "seed": self.seed,
+            "inputs": {k: [int(d) for d in v] for k, v in self.inputs.items()},
+            "exact": self.exact,
+            "outputs": [o.to_dict() for o in self.outputs],
+        }
+
+    def summary(self) -> str:
+        """One line per output."""
+        width = max((len(o.name) for o in self.outputs), default=0)
+        return "\n".join(o.summary(width) for o in self.outputs)
+
+
+def _run(session: Any, which: str, outputs: list[str], feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    try:
+        return session.run(outputs, dict(feed))
+    except Exception as exc:
+        shapes = ", ".join(f"{k}{list(np.shape(v))}" for k, v in feed.items())
+        raise RuntimeError(
+            f"onnxruntime could not run the {which} model on inputs {shapes}: {one_line(exc)} "
+            "(if the export fixed some dims, pass explicit input shapes, e.g. batch 1)"
+        ) from exc
+
+
+def validate(
+    original: str | os.PathLike | bytes | onnx.ModelProto,
+    candidate: str | os.PathLike | bytes | onnx.ModelProto,
+    inputs: Mapping[str, np.ndarray] | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    providers: Sequence[str] | None = None,
+    seed: int = 0,
+    batch: int = 2,
+    optimize: bool = True,
+) -> ValidationReport:
+    """Run both models on the same inputs (random from the ORIGINAL's inputs unless given) and compare."""
+    providers = list(providers) if providers else available_providers()
+    ref_sess = make_session(original, providers=providers, optimize=optimize)
+    cand_sess = make_session(candidate, providers=providers, optimize=optimize)
+    ref_in = [i.name for i in ref_sess.get_inputs()]
+    cand_in = [i.name for i in cand_sess.get_inputs()]
+    ref_out = [o.name for o in ref_sess.get_outputs()]
+    cand_out = [o.name for o in cand_sess.get_outputs()]
+    if sorted(ref_in) != sorted(cand_in):
+        raise ValueError(f"input names differ: original has {ref_in}, candidate has {cand_in}")
+    if sorted(ref_out) != sorted(cand_out):
+        raise ValueError(f"output names differ: original has {ref_out}, candidate has {cand_out}")
+    if inputs is None:
+        feed = make_inputs(ref_sess, shapes=shapes, batch=batch, seed=seed)
+    else:
+        feed = dict(inputs)
+        if sorted(feed) != sorted(ref_in):
+            raise ValueError(f"given inputs {sorted(feed)} do not match the model inputs {ref_in}")
+    ref_vals = _run(ref_sess, "original", ref_out, feed)
+    cand_vals = _run(cand_sess, "candidate", ref_out, feed)
+    metrics = compare_outputs(
+        dict(zip(ref_out, ref_vals, strict=True)), dict(zip(ref_out, cand_vals, strict=True))
+    )
+    report = ValidationReport(
+        provider=ref_sess.get_providers()[0],
+        inputs={k: tuple(int(d) for d in np.shape(v)) for k, v in feed.items()},
+        outputs=metrics,
+        runtime=runtime_description(),
+        seed=seed if inputs is None else None,
+    )
+    logger.info("validation on %s:\n%s", report.provider, report.summary())
+    return report

@@ -1,0 +1,179 @@
+"""onnxruntime sessions: which execution providers to use, and the one factory that makes sessions.
+
+:func:`available_providers` returns ``[CUDA, CPU]`` only when CUDA is offered by the installed
+onnxruntime build AND a probe session on a one-node model really gets it (after one try of
+``onnxruntime.preload_dlls()``), else ``[CPU]``. :func:`make_session` is the only place in the
+library that creates an ``onnxruntime.InferenceSession``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import logging
+import os
+import re
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from onnxfold.errors import one_line
+
+logger = logging.getLogger(__name__)
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+# Distributions that install the ``onnxruntime`` package folder (they overwrite each other).
+_ORT_DISTRIBUTIONS = (
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "onnxruntime-directml",
+    "onnxruntime-openvino",
+    "onnxruntime-training",
+    "ort-nightly",
+    "ort-nightly-gpu",
+)
+
+
+def _normalize_dist(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@functools.lru_cache(maxsize=1)
+def _installed_ort_distributions() -> tuple[tuple[str, str], ...]:
+    """(name, version) of every installed distribution that provides the ``onnxruntime`` package."""
+    wanted = set(_ORT_DISTRIBUTIONS)
+    found: dict[str, str] = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata.get("Name")
+        if name and _normalize_dist(name) in wanted:
+            found[_normalize_dist(name)] = dist.version
+    result = tuple(sorted(found.items()))
+    if len(result) > 1:
+        logger.warning(
+            "several onnxruntime distributions are installed (%s); they share one package folder, "
+            "so the one installed last wins. Uninstall all but one.",
+            ", ".join(f"{n}=={v}" for n, v in result),
+        )
+    return result
+
+
+def _tiny_model_bytes() -> bytes:
+    """A one-node Identity model, used to probe whether an execution provider really loads."""
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "probe", [x], [y])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def _cuda_probe() -> str | None:
+    """None when a session really gets CUDA, else why not."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4  # a failed CUDA load otherwise logs a long error
+    try:
+        with warnings.catch_warnings():  # "provider not in available provider names"
+            warnings.simplefilter("ignore")
+            sess = ort.InferenceSession(_tiny_model_bytes(), sess_options=opts, providers=[CUDA, CPU])
+        sess.run(None, {"x": np.zeros(1, np.float32)})
+    except Exception as exc:  # any failure means "not usable"
+        return f"CUDA session failed: {one_line(exc)}"
+    if CUDA not in sess.get_providers():
+        return "CUDA libraries could not be loaded (onnxruntime fell back to CPU)"
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _cuda_status() -> tuple[bool, str]:
+    """(usable, reason). CUDA is usable when ORT offers it AND a session actually gets it.
+
+    If the first try fails, ``onnxruntime.preload_dlls()`` (ORT >= 1.21) is called once, which loads
+    CUDA/cuDNN from PyTorch or the ``nvidia-*`` pip packages, and the probe is repeated.
+    """
+    import onnxruntime as ort
+
+    if CUDA not in ort.get_available_providers():
+        return False, "CUDAExecutionProvider not offered by this onnxruntime build"
+    reason = _cuda_probe()
+    if reason is not None and hasattr(ort, "preload_dlls"):
+        try:
+            ort.preload_dlls()
+        except Exception as exc:
+            logger.debug("onnxruntime.preload_dlls() failed: %s", exc)
+        else:
+            reason = _cuda_probe()
+    return (True, "ok") if reason is None else (False, reason)
+
+
+def available_providers(prefer_gpu: bool = True) -> list[str]:
+    """Execution providers to use: ``[CUDA, CPU]`` when CUDA is offered and usable, else ``[CPU]``."""
+    _installed_ort_distributions()  # warns when CPU and GPU builds are both installed
+    if prefer_gpu:
+        usable, reason = _cuda_status()
+        if usable:
+            return [CUDA, CPU]
+        logger.debug("not using CUDA: %s", reason)
+    return [CPU]
+
+
+def runtime_description() -> str:
+    """One line naming the installed onnxruntime build, e.g. ``onnxruntime 1.32.0 (CPU)``."""
+    import onnxruntime as ort
+
+    dists = _installed_ort_distributions()
+    names = ", ".join(n for n, _ in dists) or "onnxruntime"
+    usable, _ = _cuda_status()
+    if usable:
+        kind = "CUDA"
+    elif CUDA in ort.get_available_providers():
+        kind = "CPU; CUDA offered but not usable"
+    else:
+        kind = "CPU"
+    return f"{names} {ort.__version__} ({kind})"
+
+
+# --------------------------------------------------------------------------- sessions and inputs
+
+
+def make_session(
+    model: str | os.PathLike | bytes | onnx.ModelProto,
+    providers: Sequence[str] | None = None,
+    optimize: bool = True,
+    threads: int | None = None,
+) -> Any:
+    """Create an ``onnxruntime.InferenceSession`` from a path (external data loads) or serialized bytes.
+
+    ``optimize=False`` sets ``ORT_DISABLE_ALL`` (no graph rewrites, for bit-exactness checks);
+    ``threads`` sets the intra-op thread count.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    opts.log_severity_level = 3
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        opts.intra_op_num_threads = threads
+    if isinstance(model, onnx.ModelProto):
+        model = model.SerializeToString()
+    elif isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if not path.is_file():
+            raise FileNotFoundError(f"model file not found: {path}")
+        model = str(path)
+    elif not isinstance(model, (bytes, bytearray)):
+        raise TypeError(f"model must be a path, bytes or ModelProto, got {type(model).__name__}")
+    return ort.InferenceSession(
+        model, sess_options=opts, providers=list(providers) if providers else available_providers()
+    )

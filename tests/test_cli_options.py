@@ -1,0 +1,237 @@
+"""User-facing options of ``onnxfold fold``, ``run``, ``demo`` and ``bench`` on the bundled zoo models:
+``--override``, ``--ignore``, ``validate`` ``min_cosine``, ``--round-to``, the demo, ``bench fold``, and
+global options before a bench that parses its own arguments."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import onnxfold
+from onnxfold.cli.commands import main
+from onnxfold.models import bundled_model
+from onnxfold.passes import CanonicalizePass, CleanupPass, FoldPass, ValidatePass
+from onnxfold.pipeline.manager import PassError
+
+RESNET = bundled_model("resnet18.onnx")
+LENET = bundled_model("lenet5.onnx")
+
+
+@pytest.fixture(autouse=True)
+def _keep_logger_levels():
+    """Benches set logger levels in their ``main`` (e.g. bench speed quiets the quantize pass):
+    restore every level so that later tests still see those logs."""
+    loggers = [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)] + [logging.root]
+    levels = {lg: lg.level for lg in loggers}
+    yield
+    for lg in [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)]:
+        lg.setLevel(levels.get(lg, logging.NOTSET))
+    logging.root.setLevel(levels[logging.root])
+
+
+def cli(argv: list, capsys) -> tuple[int, str, str]:
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as exc:
+        rc = exc.code
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def fold_cli(src: Path, out: Path, capsys, *flags) -> tuple[dict, onnx.ModelProto, str]:
+    """``onnxfold fold`` with ``flags``: the JSON report, the saved model and stdout."""
+    report = out.with_suffix(".json")
+    rc, stdout, err = cli(["fold", src, "-o", out, "--no-validate", "--report", report, *flags], capsys)
+    assert rc == 0, err
+    return json.loads(report.read_text()), onnx.load(str(out)), stdout
+
+
+def out_channels(model: onnx.ModelProto, node_name: str) -> int:
+    """Output channels of the Conv/Gemm ``node_name`` in the saved model: its weight's leading dim
+    (Gemm with transB=0 keeps them on the last dim)."""
+    inits = {t.name: t for t in model.graph.initializer}
+    (node,) = [n for n in model.graph.node if n.name == node_name]
+    dims = list(inits[node.input[1]].dims)
+    trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+    return dims[-1] if node.op_type == "Gemm" and not trans_b else dims[0]
+
+
+def groups_by_name(report: dict) -> dict[str, dict]:
+    return {g["group"]: g for g in report["groups"]}
+
+
+# --------------------------------------------------------------------------- --override, --ignore
+
+
+def test_override_sets_the_matched_groups_sparsity(tmp_path: Path, capsys) -> None:
+    target = "/layer4/layer4.0/conv1/Conv"
+    report, model, _ = fold_cli(RESNET, tmp_path / "o.onnx", capsys, "--override", "layer4\\.0/conv1=0.25")
+    groups = groups_by_name(report)
+    assert groups[target]["sparsity"] == 0.25
+    assert groups[target]["channels_after"] == 48 == out_channels(model, target)  # 64 · 0.75
+    others = [g for name, g in groups.items() if name != target and g["status"] == "folded"]
+    assert len(others) == 11
+    for g in others:
+        assert g["sparsity"] == 0.5 and g["channels_after"] == g["channels_before"] // 2
+        assert out_channels(model, g["group"]) == g["channels_after"]
+
+
+def test_ignore_leaves_the_matched_groups_unchanged(tmp_path: Path, capsys) -> None:
+    ignored = {"/layer2/layer2.1/conv1/Conv", "/layer3/layer3.1/conv1/Conv"}
+    report, model, stdout = fold_cli(
+        RESNET, tmp_path / "o.onnx", capsys, "--ignore", "layer2\\.1/conv1", "--ignore", "layer3\\.1/conv1"
+    )
+    groups = groups_by_name(report)
+    original = onnx.load(str(RESNET))
+    for name in ignored:
+        assert groups[name]["status"] == "ignored"
+        assert groups[name]["channels_after"] == groups[name]["channels_before"]
+        assert out_channels(model, name) == out_channels(original, name)
+        assert re.search(rf"^{re.escape(name)}\s.*\signored\b", stdout, re.M), stdout
+    folded = [g for g in groups.values() if g["status"] == "folded"]
+    assert len(folded) == 10 and all(g["group"] not in ignored for g in folded)
+    assert "10 folded, 1 blocked, 2 ignored" in stdout
+
+
+# --------------------------------------------------------------------------- --round-to
+
+
+def test_round_to_gives_multiples_in_the_saved_model(tmp_path: Path, capsys) -> None:
+    report, model, _ = fold_cli(RESNET, tmp_path / "r8.onnx", capsys, "-s", "0.3", "--round-to", "8")
+    plain, _, _ = fold_cli(RESNET, tmp_path / "r1.onnx", capsys, "-s", "0.3")
+    wide = [g for g in report["groups"] if g["status"] == "folded" and g["channels_before"] > 8]
+    assert len(wide) == 9  # the groups of 16, 32 and 64 channels (8 channels cannot be rounded to 8)
+    for g in wide:
+        width = out_channels(model, g["group"])
+        assert width == g["channels_after"] and width % 8 == 0 and width < g["channels_before"], g
+    # Without --round-to the same groups get widths that are not multiples of 8 (11, 22, 45).
+    assert any(g["channels_after"] % 8 for g in plain["groups"] if g["channels_before"] > 8)
+
+
+# --------------------------------------------------------------------------- validate min_cosine
+
+
+def _pipeline(min_cosine: float) -> list:
+    return [
+        CanonicalizePass(),
+        FoldPass(sparsity=0.5),
+        CleanupPass(),
+        ValidatePass(min_cosine=min_cosine),
+    ]
+
+
+def test_min_cosine_is_a_postcondition(tmp_path: Path, capsys) -> None:
+    _, report = onnxfold.run_pipeline(LENET, _pipeline(-1.0))
+    cosine = report.validation.min_cosine
+    assert cosine < 1.0  # a real fold: the threshold below is meaningful
+    _, passed = onnxfold.run_pipeline(LENET, _pipeline(np.nextafter(cosine, -1.0)))
+    assert passed.validation.min_cosine == cosine
+    with pytest.raises(PassError, match=r"output 'logits': cosine similarity .* below min_cosine"):
+        onnxfold.run_pipeline(LENET, _pipeline(np.nextafter(cosine, 2.0)))
+    # on the command line: one line naming the output, nothing written
+    out = tmp_path / "o.onnx"
+    pipeline = f"canonicalize,fold:sparsity=0.5,cleanup,validate:min_cosine={min(cosine + 1e-3, 1.0)}"
+    rc, _, err = cli(["run", LENET, "-o", out, "--pipeline", pipeline], capsys)
+    assert rc == 2 and err.count("\n") == 1 and "output 'logits'" in err and "min_cosine" in err, err
+    assert not out.exists()
+    rc, _, err = cli(["fold", LENET, "-o", out, "--min-cosine", "0.5", "-s", "0"], capsys)
+    assert rc == 0 and out.exists(), err  # sparsity 0: cosine 1
+
+
+# --------------------------------------------------------------------------- demo and bench fold
+
+
+def _percent(text: str) -> float:
+    return float(text.rstrip("%")) / 100.0
+
+
+def test_demo_prints_its_table(tmp_path: Path, capsys) -> None:
+    from onnxfold.cli.demo import DEMO_SPARSITIES, accuracy
+    from onnxfold.models.digits import load_digits_split
+
+    rc, out, err = cli(["demo", "--out", tmp_path / "demo"], capsys)
+    assert rc == 0, err
+    _, _, x_test, y_test = load_digits_split()
+    original, _ = accuracy(RESNET, x_test, y_test)
+    assert f"accuracy {original:.2%})" in out.splitlines()[0]
+    rows = [line.split() for line in out.splitlines() if re.match(r"^\s*\d\.\d\d\s", line)]
+    assert [float(r[0]) for r in rows] == list(DEMO_SPARSITIES)
+    for r in rows:
+        accuracies = [_percent(v) for v in r[5:8]]  # naive, ar, agreement with the original
+        assert all(0.0 <= a <= 1.0 for a in accuracies), r
+    assert rows[0][5:8] == [f"{original:.2%}", f"{original:.2%}", "100.00%"]  # sparsity 0 is the original
+    assert _percent(rows[-1][6]) < original  # folding half the channels costs accuracy
+    assert len(list((tmp_path / "demo").glob("*.onnx"))) == 2 * len(DEMO_SPARSITIES)
+
+
+def test_bench_fold_prints_its_timing(capsys) -> None:
+    rc, out, err = cli(["bench", "fold", LENET, "--repeat", "2", "-s", "0.5"], capsys)
+    assert rc == 0, err
+    line = re.search(
+        r"^fold lenet5\.onnx at sparsity 0\.5: median (\S+) s \(min (\S+) s over 2 runs\), "
+        r"peak RSS (\d+) MiB .*; params (\d+) -> (\d+)$",
+        out,
+        re.M,
+    )
+    assert line, out
+    median, minimum = float(line[1]), float(line[2])
+    assert 0 < minimum <= median
+    _, report = onnxfold.fold(LENET, 0.5, validate=False)
+    assert (int(line[4]), int(line[5])) == (report.before.params, report.after.params)
+
+
+# --------------------------------------------------------------------------- global options before bench
+
+
+@pytest.mark.parametrize(
+    "argv, prog",
+    [
+        (["-v", "bench", "speed", "--help"], "onnxfold bench speed"),
+        (["--debug", "bench", "coverage", "--help"], "onnxfold bench coverage"),
+        (["-v", "--debug", "bench", "scale", "--help"], "onnxfold bench scale"),
+    ],
+)
+def test_global_options_before_a_delegated_bench(argv: list, prog: str, capsys) -> None:
+    rc, out, _ = cli(argv, capsys)
+    assert rc == 0 and out.startswith(f"usage: {prog} "), out[:200]
+
+
+def test_global_option_hands_the_rest_to_the_bench(monkeypatch) -> None:
+    import onnxfold.bench.speed
+
+    seen = []
+    monkeypatch.setattr(onnxfold.bench.speed, "main", lambda argv: seen.append(list(argv)) or 7)
+    assert main(["-v", "bench", "speed", "--models", "resnet18"]) == 7
+    assert seen == [["--models", "resnet18"]]
+    assert main(["bench", "speed", "-v"]) == 7  # after the bench name, options are the bench's
+    assert seen[-1] == ["-v"]
+
+
+def test_verbose_bench_fold(capsys) -> None:
+    rc, out, _ = cli(["-v", "bench", "fold", LENET, "--repeat", "1"], capsys)
+    assert rc == 0 and re.search(r"^fold lenet5\.onnx at sparsity 0\.5: median", out, re.M), out
+
+
+def test_unknown_global_option_before_bench_is_one_line(capsys) -> None:
+    rc, out, err = cli(["--loud", "bench", "speed"], capsys)
+    assert rc == 2 and err.startswith("onnxfold: error: ") and err.count("\n") == 1, err
+    assert "--loud" in err
+
+
+def test_verbose_bench_in_subprocess() -> None:
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "onnxfold", "-v", "bench", "clustering", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: onnxfold bench clustering"), proc

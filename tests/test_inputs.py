@@ -1,0 +1,141 @@
+"""One input loader (``onnxfold.runtime.inputs.load_inputs``) for ``--inputs``, ``--calibration`` and the
+quantize pass's calibration: every layout works for each use and gives the same samples, and a
+mismatch is one line that names the file and the input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import onnxfold
+from onnxfold.cli.commands import main
+from onnxfold.ir.model import to_model_proto
+from onnxfold.models import bundled_model
+from onnxfold.passes import QuantizePass
+from onnxfold.pipeline.manager import PassError
+from onnxfold.runtime.inputs import load_inputs
+from onnxfold.runtime.session import make_session
+
+MODEL = bundled_model("lenet5.onnx")  # one input "input" [batch, 1, 8, 8] float32
+SAMPLES = np.random.default_rng(3).standard_normal((12, 1, 8, 8)).astype(np.float32)
+LAYOUTS = ("npy", "npz", "named-folder", "sample-folder")
+
+
+def write_layout(layout: str, root: Path, x: np.ndarray = SAMPLES) -> Path:
+    """``x`` stored in one of the documented layouts under ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    if layout == "npy":
+        np.save(root / "x.npy", x.astype(np.float64))  # float64 in the file: cast to float32
+        return root / "x.npy"
+    if layout == "npz":
+        np.savez(root / "x.npz", input=x)
+        return root / "x.npz"
+    folder = root / layout
+    folder.mkdir()
+    if layout == "named-folder":
+        np.save(folder / "input.npy", x)
+    else:  # several samples, then one sample without its sample axis, concatenated in name order
+        np.save(folder / "a.npy", x[:5])
+        np.save(folder / "b.npy", x[5:11])
+        np.save(folder / "c.npy", x[11])
+    return folder
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_every_layout_loads_the_same_samples(layout: str, tmp_path: Path) -> None:
+    source = write_layout(layout, tmp_path)
+    for model in (make_session(str(MODEL)), onnxfold.load_model(MODEL).graph):
+        for chunked in (False, True):
+            got = load_inputs(source, model, chunked=chunked)
+            assert list(got) == ["input"] and got["input"].dtype == np.float32
+            np.testing.assert_array_equal(got["input"], SAMPLES)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_inputs_for_validation(layout: str, tmp_path: Path, capsys) -> None:
+    source = write_layout(layout, tmp_path / "data")
+    report = tmp_path / "r.json"
+    argv = ["run", MODEL, "-o", tmp_path / "o.onnx", "--pipeline", "canonicalize,validate"]
+    assert main([str(a) for a in [*argv, "--inputs", source, "--report", report]]) == 0, capsys.readouterr()
+    validation = json.loads(report.read_text())["validation"]
+    assert validation["inputs"] == {"input": [12, 1, 8, 8]} and validation["seed"] is None
+    assert validation["exact"]
+
+
+def test_calibration_for_repair_is_the_same_in_every_layout(tmp_path: Path) -> None:
+    def folded(calibration) -> bytes:
+        model, report = onnxfold.fold(MODEL, 0.5, validate=False, repair="data", calibration=calibration)
+        assert report.passes[2].name == "repair" and report.passes[2].stats["mode"] == "data"
+        return to_model_proto(model).SerializeToString()
+
+    want = folded(SAMPLES)
+    assert want != folded(SAMPLES[:6])  # other samples repair differently: the comparison can fail
+    for layout in LAYOUTS:
+        assert folded(write_layout(layout, tmp_path / layout)) == want, layout
+
+
+def test_calibration_for_quantize_is_the_same_in_every_layout(tmp_path: Path) -> None:
+    def quantized(path: Path) -> bytes:
+        model, report = onnxfold.run_pipeline(MODEL, [QuantizePass(calibration=str(path), batch=4)])
+        assert report.passes[0].stats["calibration_samples"] == len(SAMPLES)
+        return to_model_proto(model).SerializeToString()
+
+    results = {layout: quantized(write_layout(layout, tmp_path / layout)) for layout in LAYOUTS}
+    assert len(set(results.values())) == 1, "the layouts calibrated differently"
+
+
+def _one_error_line(err: str) -> str:
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("onnxfold: error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize("flag", ["--inputs", "--calibration"])
+def test_shape_mismatch_is_one_line_naming_file_and_input(flag: str, tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    np.save(folder / "a.npy", SAMPLES[:4])
+    np.save(folder / "b.npy", np.zeros((4, 1, 8, 9), np.float32))  # one wrong file among good ones
+    argv = ["fold", MODEL, "-o", tmp_path / "o.onnx", flag, folder]
+    if flag == "--calibration":
+        argv += ["--repair", "data"]
+    assert main([str(a) for a in argv]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert str(folder / "b.npy") in line and "'input'" in line and "(4, 1, 8, 9)" in line
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_quantize_calibration_mismatch_is_one_line(tmp_path: Path) -> None:
+    np.savez(tmp_path / "x.npz", image=SAMPLES)  # the wrong input name
+    with pytest.raises(PassError) as info:
+        onnxfold.run_pipeline(MODEL, [QuantizePass(calibration=str(tmp_path / "x.npz"))])
+    message = str(info.value)
+    assert "\n" not in message and "x.npz" in message and "missing ['input']" in message
+
+
+def test_wrong_dtype_and_bad_file(tmp_path: Path) -> None:
+    session = make_session(str(MODEL))
+    np.save(tmp_path / "flags.npy", np.ones((2, 1, 8, 8), np.bool_).astype(np.complex64))
+    with pytest.raises(ValueError, match=r"flags\.npy: input 'input' has dtype complex64") as info:
+        load_inputs(tmp_path / "flags.npy", session)
+    assert "\n" not in str(info.value)
+    (tmp_path / "junk.npy").write_text("not an array\n")
+    with pytest.raises(ValueError, match=r"junk\.npy: cannot read it") as info:
+        load_inputs(tmp_path / "junk.npy", session)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="no such file"):
+        load_inputs(tmp_path / "nothing.npy", session)
+
+
+def test_quantize_in_memory_calibration_is_checked_like_files() -> None:
+    from onnxfold.pipeline.manager import PassContext, PassManager
+
+    model = onnxfold.load_model(MODEL)
+    bad = np.zeros((4, 1, 8, 9), np.float32)
+    ctx = PassContext(original=model.copy(), data={"calibration": bad})
+    with pytest.raises(PassError, match=r"ctx\.data\['calibration'\]: .*'input'.*does not match") as info:
+        PassManager([QuantizePass()]).run(model, ctx)
+    assert "\n" not in str(info.value)
