@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxfold.analysis.groups import analyze_graph
+from onnxfold.analysis import analyze_graph
 from onnxfold.folding.apply import (
     FEATURE_MODES,
     METHODS,
