@@ -369,11 +369,20 @@ def conv_fix_attrs(node: gs.Node, folds: list[tuple[ChannelGroup, int]], tensors
                 return
 
 
-register_op("Conv", macs=conv_macs, weight_axes=conv_axes, fix_attrs=conv_fix_attrs)
-register_op("ConvTranspose", macs=conv_macs, weight_axes=conv_transpose_axes)
-register_op("Gemm", macs=gemm_macs, weight_axes=gemm_axes)
-register_op("MatMul", macs=matmul_macs, weight_axes=matmul_axes)
-for _op in ("ConvInteger", "QLinearConv"):
-    register_op(_op, macs=conv_macs)
-for _op in ("MatMulInteger", "QLinearMatMul"):
-    register_op(_op, macs=matmul_macs)
+register_op("Conv", weight_axes=conv_axes, fix_attrs=conv_fix_attrs)
+register_op("ConvTranspose", weight_axes=conv_transpose_axes)
+register_op("Gemm", weight_axes=gemm_axes)
+register_op("MatMul", weight_axes=matmul_axes)
+MACS = {
+    "Conv": conv_macs,
+    "ConvInteger": conv_macs,
+    "QLinearConv": conv_macs,
+    "ConvTranspose": conv_macs,
+    "Gemm": gemm_macs,
+    "MatMul": matmul_macs,
+    "MatMulInteger": matmul_macs,
+    "QLinearMatMul": matmul_macs,
+}
+for _domain in ("", "com.microsoft"):  # contrib ops of the same names count alike
+    for _op, _fn in MACS.items():
+        register_op(_op, _domain, macs=_fn)
