@@ -9,7 +9,11 @@ model whose c0 channels are exact duplicates of a compact model's folds back to 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +22,14 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxfold
-from onnxfold.analysis import UNSUPPORTED_OP, BlockReason, register_rule, unregister_rule
+from onnxfold.analysis import (
+    REASON_CODES,
+    UNSUPPORTED_OP,
+    BlockReason,
+    register_op,
+    register_rule,
+    unregister_rule,
+)
 from onnxfold.analysis import registry as reg
 from onnxfold.runtime.validate import make_session
 
@@ -193,3 +204,58 @@ def test_readme_example_registers_the_rule(scaled_tanh) -> None:
     else:
         assert source == EXAMPLE
     assert scaled_tanh.__name__ == "scaled_tanh" and "element-wise" in scaled_tanh.__doc__
+
+
+def test_block_reasons_are_structured_in_json(tmp_path: Path) -> None:
+    group = group_of(model(4), "c0")
+    data = json.loads(json.dumps(group.to_dict()))
+    assert data["blocked"] == [
+        {
+            "code": UNSUPPORTED_OP,
+            "node": "act",
+            "tensor": "",
+            "message": "reaches unsupported op ScaledTanh (act)",
+        }
+    ]
+    assert all(r.code in REASON_CODES for g in onnxfold.analyze(model(4)) for r in g.blocked)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        group.blocked[0].code = "other"
+    _, report = onnxfold.fold(model(4), 0.5, tmp_path / "f.onnx", validate=False, repair="none")
+    (plan,) = [p.to_dict() for p in report.plans if p.group.name == "c0"]
+    assert plan["status"] == "blocked" and plan["reason"] == "reaches unsupported op ScaledTanh (act)"
+    assert plan["blocked"] == data["blocked"]
+
+
+def test_reason_codes_are_short_kebab_case_and_unique() -> None:
+    assert len(set(REASON_CODES)) == len(REASON_CODES)
+    assert all(re.fullmatch(r"[a-z]+(-[a-z]+)*", code) for code in REASON_CODES)
+
+
+def test_a_registered_macs_hook_counts_in_model_stats(registry_restored) -> None:
+    """Adding an op's MAC count is one registration beside its rule (here: ScaledTanh, 2 MACs per input
+    element; shape inference cannot see through the custom op, so the hook reads its input's shape)."""
+    from onnxfold.report.stats import model_stats
+
+    proto = onnx.shape_inference.infer_shapes(model(4))
+    base = model_stats(proto).macs
+
+    def macs(node, shape, dim):
+        x = shape(0)
+        return None if x is None else 2 * int(np.prod([dim(d) for d in x]))
+
+    register_op("ScaledTanh", "com.example", macs=macs)
+    assert model_stats(proto).macs == base + 2 * 4 * 6 * 6  # per sample of the [2, 4, 6, 6] input
+
+
+def test_every_analysis_module_imports_on_its_own() -> None:
+    """No import cycle: each module of the analysis imports first in a fresh interpreter."""
+    root = Path(onnxfold.analysis.__file__).parent
+    names = sorted(
+        "onnxfold." + ".".join(p.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__")
+        for p in root.rglob("*.py")
+    )
+    assert "onnxfold.analysis.rules.producers" in names
+    code = "import importlib, sys; importlib.import_module(sys.argv[1])"
+    for name in names:
+        done = subprocess.run([sys.executable, "-c", code, name], capture_output=True, text=True, check=False)
+        assert done.returncode == 0, (name, done.stderr[-2000:])

@@ -7,7 +7,7 @@ BatchNormalization (and nothing else), the pair can be rewritten in normalised f
 
     z' = (W/σ)·x + (b − μ)/σ,   BN(μ = 0, var = 1 − eps)   with σ = sqrt(var + eps),
 
-which computes the same function (method.md §2.2, §6.2). Which weight axis holds a producer's output
+which computes the same function. Which weight axis holds a producer's output
 channels comes from the ``weight_axes`` hook its op registered (:mod:`onnxfold.analysis.rules.producers`).
 The functions up to :func:`scale_along` only read the graph; :func:`write_input` and :func:`write_bias`
 change constants of the graph (in place, or as a new constant for one node).

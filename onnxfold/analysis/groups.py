@@ -34,7 +34,9 @@ LAYER_PATTERN = re.compile(r"(?:^|[./_])(?:layers?|blocks?|h|block|encoder[./_]l
 
 # Block reason codes: what kind of obstacle keeps a group from folding (the message says where).
 GRAPH_OUTPUT = "graph-output"  # the channels reach a graph output (the model's signature)
-GRAPH_INPUT = "graph-input"  # a member or a combined tensor is (copied from) a graph input
+GRAPH_INPUT = (
+    "graph-input"  # channels meet a graph input (or a copy of one); a member is a graph input/output
+)
 UNSUPPORTED_OP = "unsupported-op"  # no rule is registered for the op
 SUBGRAPH_USE = "subgraph-use"  # the channels are read inside a subgraph (If, Loop, Scan)
 COMPUTED_WEIGHT = "computed-weight"  # a weight, bias or C that is computed, not a constant
@@ -186,7 +188,7 @@ class ChannelGroup:
             "kind": self.kind,
             "unit": self.unit,
             "layer": self.layer,
-            "members": [m.__dict__ | {} for m in self.members],
+            "members": [{k: _plain(v) for k, v in m.__dict__.items()} for m in self.members],
         }
 
 
@@ -254,3 +256,8 @@ class Space:
     origin: str
     producer: bool
     unit: int = 1  # channels per unit (head_dim once coarsened to attention heads)
+
+
+def _plain(value: object) -> object:
+    """A numpy scalar as the Python number it holds (offsets may come from numpy arithmetic)."""
+    return value.item() if hasattr(value, "item") else value

@@ -20,8 +20,9 @@ register on import. The domains ``""`` and ``"ai.onnx"`` are the same.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 Rule = Callable[[Any, Any], None]
@@ -51,20 +52,20 @@ def canonical_domain(domain: str | None) -> str:
     return "" if domain in (None, "", "ai.onnx") else domain
 
 
-def register_op(op_type: str, domain: str = "", *, replace_hooks: bool = False, **hooks: Callable) -> None:
+def register_op(op_type: str, domain: str = "", *, replace: bool = False, **hooks: Callable) -> None:
     """Set hooks (``rule``, ``macs``, ``fix_attrs``, ``weight_axes``) of ``op_type`` in ``domain``.
 
-    Raises ValueError when a hook is already set and ``replace_hooks`` is false, or for an unknown hook."""
+    Raises ValueError when a hook is already set and ``replace`` is false, or for an unknown hook."""
     unknown = set(hooks) - set(HOOKS)
     if unknown:
         raise ValueError(f"unknown op hooks {sorted(unknown)} (expected some of {', '.join(HOOKS)})")
     key = (canonical_domain(domain), op_type)
     info = _OPS.get(key, OpInfo(op_type, key[0]))
     taken = [h for h in hooks if getattr(info, h) is not None]
-    if taken and not replace_hooks:
+    if taken and not replace:
         where = f"{key[0]}.{op_type}" if key[0] else op_type
         raise ValueError(f"{where} already has a {taken[0]}; pass replace=True to override it")
-    _OPS[key] = replace(info, **hooks)
+    _OPS[key] = dataclasses.replace(info, **hooks)
 
 
 def register_rule(op_type: str, domain: str = "", *, replace: bool = False) -> Callable[[Rule], Rule]:
@@ -75,7 +76,7 @@ def register_rule(op_type: str, domain: str = "", *, replace: bool = False) -> C
     ValueError unless ``replace=True``; :func:`unregister_rule` removes one."""
 
     def decorate(rule: Rule) -> Rule:
-        register_op(op_type, domain, replace_hooks=replace, rule=rule)
+        register_op(op_type, domain, replace=replace, rule=rule)
         return rule
 
     return decorate
@@ -87,7 +88,7 @@ def unregister_rule(op_type: str, domain: str = "") -> Rule | None:
     info = _OPS.get(key)
     if info is None or info.rule is None:
         return None
-    _OPS[key] = replace(info, rule=None)
+    _OPS[key] = dataclasses.replace(info, rule=None)
     return info.rule
 
 

@@ -1,6 +1,6 @@
 """The walk: one pass over a graph in topological order that applies each node's registered rule.
 
-The walk holds the state the rules build (method.md §6.1):
+The walk holds the state the rules build:
 
 * *spaces*: the n output channels of one producer (Conv, Gemm, MatMul …), united by union-find
   when two activations must share one assignment (a residual Add);
@@ -10,9 +10,19 @@ The walk holds the state the rules build (method.md §6.1):
 
 A rule ``rule(walk, node)`` (see :mod:`onnxfold.analysis.registry`) reads the layouts of the node's
 inputs and either sets its outputs' layouts (channels pass), adds members (weights read them) or
-blocks the layouts it cannot follow. The helper methods below are the API rules use; the rules of
-the built-in ops live in :mod:`onnxfold.analysis.rules`. Nodes without a rule block their inputs
-(``unsupported-op``); after the walk, :mod:`onnxfold.analysis.finish` turns spaces into groups.
+blocks the layouts it cannot follow. The helpers rules use:
+
+* ``walk.layout(t)`` / ``walk.set_layout(t, layout)``: the channel layout of a tensor (None: untracked);
+* ``walk.passthrough(node, layout=None)``: the output keeps the input's layout (element-wise ops);
+* ``walk.block(layout, reason)``, ``walk.block_inputs(node, reason)``, ``walk.block_space(space, reason)``;
+* ``walk.new_space(n, origin)``: a producer's n output channels; ``walk.unite(a, b)``: one assignment;
+* ``walk.add_member(space, tensor, axis, role, node, ...)``, ``walk.add_consumer(layout, weight, axis,
+  node)``, ``walk.add_average(layout, tensor, axis, node, kind)``, ``walk.add_shape_member(...)``;
+* ``walk.rank_of(t)``, ``walk.target_entries(t)``, ``walk.known_dim(t, axis)``: shapes;
+* ``walk.partition(...)``, ``walk.coarsen(...)``: regroup a space (cuts, attention heads).
+
+The rules of the built-in ops live in :mod:`onnxfold.analysis.rules`. Nodes without a rule block their
+inputs (``unsupported-op``); after the walk, :mod:`onnxfold.analysis.finish` turns spaces into groups.
 
 The walk writes nothing to the graph except its topological order (``graph.toposort()``).
 """
