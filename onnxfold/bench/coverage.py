@@ -116,8 +116,8 @@ def analyze_coverage(path: Path) -> dict[str, Any]:
     codes: Counter[str] = Counter()
     messages: Counter[tuple[str, str]] = Counter()
     for g in groups:  # each group counts once per code and once per message
-        codes.update(dict.fromkeys(r.code for r in g.blocked))
-        messages.update(dict.fromkeys((r.code, shorten_reason(r.message, names)) for r in g.blocked))
+        codes.update(list(dict.fromkeys(r.code for r in g.blocked)))  # keys in order: ties stay stable
+        messages.update(list(dict.fromkeys((r.code, shorten_reason(r.message, names)) for r in g.blocked)))
     return {
         "groups": len(groups),
         "foldable": sum(g.foldable for g in groups),
