@@ -9,7 +9,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "analyze", "fold", "run_pipeline", "load_model", "save_model"]
+__all__ = ["__version__", "analyze", "fold", "run_pipeline", "load_model", "save_model", "register_rule"]
 
 
 def __getattr__(name: str):
@@ -18,6 +18,10 @@ def __getattr__(name: str):
         from onnxfold import api
 
         return getattr(api, name)
+    if name == "register_rule":
+        from onnxfold.analysis import register_rule
+
+        return register_rule
     if name in ("load_model", "save_model"):
         from onnxfold.ir import model as io
 

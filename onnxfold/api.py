@@ -9,7 +9,7 @@ from typing import Any
 
 import onnx
 
-from onnxfold.analysis.groups import ChannelGroup, analyze_graph
+from onnxfold.analysis import ChannelGroup, analyze_graph
 from onnxfold.folding.apply import model_weight_bytes
 from onnxfold.ir.model import Model, data_dirs, load_model, model_from_proto, save_model, spilling
 from onnxfold.passes import REGISTRY, CanonicalizePass, CleanupPass, FoldPass, RepairPass, ValidatePass
@@ -222,7 +222,7 @@ def format_groups(groups: Sequence[ChannelGroup], verbose: bool = False) -> str:
                 g.size,
                 len(g.members),
                 "foldable" if g.foldable else "blocked",
-                producers if g.foldable else "; ".join(g.blocked),
+                producers if g.foldable else "; ".join(str(r) for r in g.blocked),
             ]
         )
     foldable = sum(g.foldable for g in groups)

@@ -18,7 +18,7 @@ from functools import partial
 
 import numpy as np
 
-from onnxfold.analysis.groups import analyze_graph
+from onnxfold.analysis import analyze_graph
 from onnxfold.folding.apply import (
     FEATURE_MODES,
     METHODS,

@@ -37,7 +37,18 @@ from harness import (
 from onnx import helper, numpy_helper
 
 import onnxfold
-from onnxfold.analysis.groups import analyze_graph
+from onnxfold.analysis import (
+    GRAPH_INPUT,
+    GRAPH_OUTPUT,
+    GROUPED_CONV,
+    MIXES_CHANNELS,
+    RESHAPES_CHANNELS,
+    SHARED_TENSOR,
+    UNSUPPORTED_FORM,
+    UNSUPPORTED_OP,
+    UNTRACKED_TENSOR,
+    analyze_graph,
+)
 from onnxfold.ir.model import model_from_proto, to_model_proto
 from onnxfold.passes import REGISTRY
 from onnxfold.pipeline.manager import PassContext, PassManager, parse_pipeline
@@ -69,14 +80,14 @@ def plan_for(plans: list, producer_name: str):
 
 @dataclass
 class Case:
-    """``fold``: groups that must fold ("a+b" = one group produced by a and b); ``blocked``: producer → text
-    the reason must contain. ``dup`` duplicates exactly the folding groups."""
+    """``fold``: groups that must fold ("a+b" = one group produced by a and b); ``blocked``: producer →
+    (code, text) one of its block reasons must have. ``dup`` duplicates exactly the folding groups."""
 
     weights: Callable[[np.random.Generator], dict[str, np.ndarray]]
     build: Callable[[dict[str, np.ndarray]], onnx.ModelProto]
     dup: list[tuple[str, int, list]]
     fold: list[str]
-    blocked: dict[str, str] = field(default_factory=dict)
+    blocked: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def check_case(case: Case, tol: float = 1e-5) -> None:
@@ -98,9 +109,10 @@ def check_case(case: Case, tol: float = 1e-5) -> None:
     assert set(done) == {"+".join(sorted(g.split("+"))) for g in case.fold}
     for p in done.values():
         assert p.k * 2 == p.group.size
-    for name, needle in case.blocked.items():
+    for name, (code, needle) in case.blocked.items():
         p = plan_for(plans, name)
         assert p.status == "blocked" and needle in p.reason, (name, p.status, p.reason)
+        assert any(r.code == code and needle in r.message for r in p.reasons), (name, p.reasons)
 
     # the folded graph *is* the compact graph: every initializer back to its compact shape and values
     have = initializers(folded)
@@ -148,7 +160,9 @@ def relu(net: Net, h: str) -> str:
 
 
 CHAIN_DUP = producer("w1", "b1", 4) + [("w2", 1, [S(4)])]
-case("conv_relu_conv", conv_pair_w, conv_chain(relu), CHAIN_DUP, ["c1"], {"c2": "graph output"})
+case(
+    "conv_relu_conv", conv_pair_w, conv_chain(relu), CHAIN_DUP, ["c1"], {"c2": (GRAPH_OUTPUT, "graph output")}
+)
 case(
     "conv_no_bias",
     lambda r: conv_pair_w(r, bias=False),
@@ -247,7 +261,7 @@ case(
     ),
     STEM_DUP,
     ["c0"],
-    {"c1": "grouped Conv", "gconv": "grouped Conv"},
+    {"c1": (GROUPED_CONV, "grouped Conv"), "gconv": (GROUPED_CONV, "grouped Conv")},
 )
 
 
@@ -299,7 +313,7 @@ def gemm_case(trans_b1: int, c_shape: tuple[int, ...], trans_b2: int) -> None:
         build,
         dup,
         ["g1"],
-        {"g2": "graph output"},
+        {"g2": (GRAPH_OUTPUT, "graph output")},
     )
 
 
@@ -408,7 +422,7 @@ case(
     stem_chain(lambda net, h: conv2(net, net("Pad", h, net.i64("pads", [0, 1, 0, 0, 0, 0, 0, 0])))),
     STEM_DUP,
     ["c0"],
-    {"c1": "Pad"},
+    {"c1": (RESHAPES_CHANNELS, "Pad")},
 )
 case(
     "resize_scales",
@@ -763,7 +777,7 @@ case(
     stem_chain(lambda net, h: conv2(net, net("Softmax", h, axis=1))),
     STEM_DUP,
     ["c0"],
-    {"c1": "Softmax"},
+    {"c1": (MIXES_CHANNELS, "Softmax")},
 )
 case("softmax_spatial", conv_pair_w, conv_chain(lambda net, h: net("Softmax", h, axis=-1)), CHAIN_DUP, ["c1"])
 case(
@@ -772,7 +786,7 @@ case(
     stem_chain(lambda net, h: conv2(net, net("ReduceMean", h, axes=[1], keepdims=1))),
     STEM_DUP,
     ["c0"],
-    {"c1": "ReduceMean"},
+    {"c1": (MIXES_CHANNELS, "ReduceMean")},
 )
 
 
@@ -805,7 +819,7 @@ def layernorm(axis: int, blocked: bool) -> None:
         build,
         dup,
         ["m0"] + ([] if blocked else ["m1"]),
-        {"m1": "LayerNormalization"} if blocked else {},
+        {"m1": (MIXES_CHANNELS, "LayerNormalization")} if blocked else {},
     )
 
 
@@ -833,7 +847,7 @@ case(
     stem_chain(lambda net, h: (conv2(net, net("Relu", h, name="mid")), "mid_y")),
     STEM_DUP,
     ["c0"],
-    {"c1": "graph output mid_y"},
+    {"c1": (GRAPH_OUTPUT, "graph output mid_y")},
 )
 case(
     "unknown_op_topk",
@@ -841,7 +855,7 @@ case(
     stem_chain(lambda net, h: conv2(net, net("TopK", net("Relu", h), net.i64("k", [3]), axis=3, outs=2)[0])),
     STEM_DUP,
     ["c0"],
-    {"c1": "TopK"},
+    {"c1": (UNSUPPORTED_OP, "TopK")},
 )
 
 
@@ -884,7 +898,7 @@ case(
     weight_read_elsewhere,
     STEM_DUP,
     ["c0"],
-    {"c1": "also used by ReduceSum"},
+    {"c1": (SHARED_TENSOR, "also used by ReduceSum")},
 )
 
 
@@ -910,7 +924,7 @@ case(
     shared_untracked_reader,
     producer("ws", "bs1", 4) + [("bs2", 0, [A(4)]), ("w3", 1, [S(4)]), ("w4", 1, [S(4)])],
     ["cS1+cS2"],
-    {"c0": "also used by Conv cS2"},
+    {"c0": (SHARED_TENSOR, "also used by Conv cS2")},
 )
 
 
@@ -1019,7 +1033,7 @@ case(
     split_unrewritable(11),
     [],
     [],
-    {"cA": "split sizes", "cB": "split sizes"},
+    {"cA": (UNSUPPORTED_FORM, "split sizes"), "cB": (UNSUPPORTED_FORM, "split sizes")},
 )
 # opset 18 num_outputs: canonicalize gives the Split explicit sizes, which fold like any shape constant
 case(
@@ -1083,18 +1097,24 @@ def test_custom_domain_op_blocks_and_rest_analyzes() -> None:
     proto = stem_chain(lambda net, h: conv2(net, net("MyAct", h, domain="com.example")))(w)
     groups = {g.name: g for g in groups_of(proto)}
     assert groups["c0"].foldable and groups["c0"].size == 3
-    assert not groups["c1"].foldable and any("MyAct" in r for r in groups["c1"].blocked)
+    assert not groups["c1"].foldable
+    assert [r.code for r in groups["c1"].blocked] == [UNSUPPORTED_OP], groups["c1"].blocked
+    assert any("MyAct" in str(r) for r in groups["c1"].blocked)
 
 
 @pytest.mark.parametrize(
-    ("prep", "needle"),
+    ("prep", "code", "needle"),
     [
-        (None, "Concat cat combines channels with graph input past"),
-        ("Neg", "Concat cat combines channels with untracked tensor neg_y (from graph input past)"),
-        ("Add", "Concat cat combines channels with untracked tensor add_y"),
+        (None, GRAPH_INPUT, "Concat cat combines channels with graph input past"),
+        (
+            "Neg",
+            GRAPH_INPUT,
+            "Concat cat combines channels with untracked tensor neg_y (from graph input past)",
+        ),
+        ("Add", UNTRACKED_TENSOR, "Concat cat combines channels with untracked tensor add_y"),
     ],
 )
-def test_concat_with_a_cache_input_names_the_graph_input(prep, needle) -> None:
+def test_concat_with_a_cache_input_names_the_graph_input(prep, code, needle) -> None:
     """A KV-cache pattern: new channels appended on the sequence axis to a graph input that carries the
     same channels. The input's width is part of the model's signature, so the group stays blocked, and
     the reason names the graph input (also through single-input ops; not through ops with two sources)."""
@@ -1108,14 +1128,15 @@ def test_concat_with_a_cache_input_names_the_graph_input(prep, needle) -> None:
     h = net("MatMul", x, "w1", name="k_proj")
     proto = net.model(net("MatMul", net("Concat", past, h, name="cat", axis=1), "w2", name="out"))
     (group,) = [g for g in groups_of(proto) if g.name == "k_proj"]
-    assert group.blocked == [needle]
+    assert [(r.code, r.message, r.node) for r in group.blocked] == [(code, needle, "cat")]
 
 
 def test_softmax_opset11_flattens_over_channels() -> None:
     """Before opset 13, Softmax(axis=0) normalises over the flattened [N·C·H·W]: channels are mixed."""
     w = conv_pair_w(np.random.default_rng(0))
     groups = {g.name: g for g in groups_of(conv_chain(lambda net, h: net("Softmax", h, axis=0), opset=11)(w))}
-    assert not groups["c1"].foldable and "Softmax" in groups["c1"].blocked[0]
+    assert not groups["c1"].foldable and "Softmax" in str(groups["c1"].blocked[0])
+    assert groups["c1"].blocked[0].code == MIXES_CHANNELS
     groups = {g.name: g for g in groups_of(conv_chain(lambda net, h: net("Softmax", h, axis=2), opset=11)(w))}
     assert groups["c1"].foldable
 

@@ -284,6 +284,7 @@ def test_analyze_json(exported, capsys) -> None:
     assert sorted(g["size"] for g in foldable) == sorted([b, 2 * b, 4 * b, 8 * b] * 3)
     (blocked,) = [g for g in groups if not g["foldable"]]
     assert blocked["size"] == 10 and blocked["blocked"]
+    assert "graph-output" in [r["code"] for r in blocked["blocked"]], blocked["blocked"]
 
 
 def test_fold_with_report_and_check(exported, tmp_path: Path, capsys) -> None:

@@ -166,11 +166,13 @@ def test_gatedmlp_analysis_blocks_residual_stream(exported) -> None:
         assert sum(len(g.producers) for g in hidden) == cfg["depth"]  # every down_proj
         for g in hidden:
             assert not g.foldable, style
-            reason = "; ".join(g.blocked)
+            reason = "; ".join(str(r) for r in g.blocked)
             assert re.search(r"ReduceMean|residual|\bAdd\b", reason, re.IGNORECASE), reason
 
         (head,) = by_size[cfg["num_classes"]]
-        assert not head.foldable and any("graph output" in r for r in head.blocked)
+        assert not head.foldable and any(
+            r.code == "graph-output" and "graph output" in str(r) for r in head.blocked
+        )
 
 
 # --------------------------------------------------------------------------- sparsity 0 is a no-op
@@ -217,7 +219,9 @@ def test_group_counts(exported, arch: str, style: str, which: str) -> None:
     assert len(foldable) == (12 if arch == "resnet18" else 10)
     assert sorted(g.size for g in foldable) == _expected_sizes(arch, kwargs)
     (blocked,) = [g for g in groups if not g.foldable]  # only the classifier output
-    assert blocked.size == 10 and any("graph output" in r for r in blocked.blocked)
+    assert blocked.size == 10 and any(
+        r.code == "graph-output" and "graph output" in str(r) for r in blocked.blocked
+    )
 
     producers = sorted(len(g.producers) for g in foldable)
     if arch == "resnet18":

@@ -16,6 +16,7 @@ from harness import A, Net, S, initializers, positive, producer, rel_err, rnd, r
 from onnx import TensorProto, helper
 
 import onnxfold
+from onnxfold.analysis import RESHAPES_CHANNELS, SUBGRAPH_USE, UNSUPPORTED_OP
 from onnxfold.ir.model import to_model_proto
 
 X = [2, 3, 6, 6]
@@ -174,8 +175,9 @@ def fold_and_compare(build, feeds_list, expect_folded, blocked):
     for name, needles in blocked.items():
         p = plan_for(plans, name)
         assert p.status == "blocked", (name, p.status, p.reason)
-        for needle in needles:
+        for code, needle in needles:  # (code, text) of one of its block reasons
             assert needle in p.reason, (name, p.reason)
+            assert any(r.code == code and needle in r.message for r in p.reasons), (name, p.reasons)
     for feeds in feeds_list(compact):
         ref = run_ort(compact, feeds)
         assert_same(run_ort(wide, feeds), ref)
@@ -238,7 +240,10 @@ def test_if_subgraph_outer_scope_use(nested):
         return [feeds_for(compact, cond=np.array(c)) for c in (True, False)]
 
     folded = fold_and_compare(
-        lambda w: if_graph(w, nested), feeds_list, {"c0"}, {"c1": ["used inside a subgraph of If (branch)"]}
+        lambda w: if_graph(w, nested),
+        feeds_list,
+        {"c0"},
+        {"c1": [(SUBGRAPH_USE, "used inside a subgraph of If (branch)")]},
     )
     outs = [o.name for o in folded.graph.output]
     assert outs == ["c2_y", "z"]
@@ -281,7 +286,11 @@ def loop_graph(outer_ref: bool):
 
 @pytest.mark.parametrize("outer_ref", [True, False], ids=["outer_ref", "loop_carried"])
 def test_loop_body(outer_ref):
-    needles = ["used inside a subgraph of Loop"] if outer_ref else ["reaches unsupported op Loop"]
+    needles = (
+        [(SUBGRAPH_USE, "used inside a subgraph of Loop")]
+        if outer_ref
+        else [(UNSUPPORTED_OP, "reaches unsupported op Loop")]
+    )
     folded = fold_and_compare(loop_graph(outer_ref), lambda c: [feeds_for(c)], {"c0"}, {"c1": needles})
     assert [n.op_type for n in folded.graph.node].count("Loop") == 1
 
@@ -349,8 +358,9 @@ def test_recurrent_barrier(op, via):
     barrier = plan_for(plans, "g" if via == "gemm" else "c1")
     # a Reshape [2, 4, 1, 1] → [1, 2, 4] moves channels from axis 1 to axis 2: blocked there, before the
     # recurrent op is even reached (conservative and correct); otherwise the recurrent op is named
-    needle = "Reshape" if via == "reshape" else op
+    code, needle = (RESHAPES_CHANNELS, "Reshape") if via == "reshape" else (UNSUPPORTED_OP, op)
     assert barrier.status == "blocked" and needle in barrier.reason, barrier.reason
+    assert any(r.code == code and needle in r.message for r in barrier.reasons), barrier.reasons
     feeds = feeds_for(compact)
     ref = run_ort(compact, feeds)
     assert_same(run_ort(wide, feeds), ref)

@@ -11,7 +11,8 @@ import pytest
 from onnx import helper, numpy_helper
 
 import onnxfold
-from onnxfold.analysis.groups import AVERAGE, SHAPE, SUM, analyze_graph
+from onnxfold.analysis import analyze_graph
+from onnxfold.analysis.groups import AVERAGE, SHAPE, SUM
 from onnxfold.folding.features import group_features
 from onnxfold.folding.prune import channel_scores, magnitude_labels
 from onnxfold.folding.rewrite import SliceEdit, apply_edits, merge_rows

@@ -95,7 +95,8 @@ def test_fold_public_model(coverage: Callable[[str, str], dict], name: str, styl
         assert row["foldable"] == 0 or row["param_sparsity"] == 0
         assert row["blocked_reasons"]
     # every public model's classifier or detection head feeds the graph output
-    assert any("graph output" in reason for reason, _ in row["blocked_reasons"])
+    assert any(code == "graph-output" for code, _ in row["blocked_reasons"])
+    assert any(code == "graph-output" and "graph output" in text for code, text, _ in row["blocked_messages"])
 
 
 def test_expected_coverage_patterns(coverage: Callable[[str, str], dict]) -> None:
@@ -103,10 +104,14 @@ def test_expected_coverage_patterns(coverage: Callable[[str, str], dict]) -> Non
     for name in ("resnet50", "mobilenetv2", "efficientnet-b0", "squeezenet1.1"):
         row = coverage(name, "legacy")
         assert row["blocked"] == 1 and row["foldable_param_fraction"] > 0.99, name
-    reasons = " | ".join(r for r, _ in coverage("regnetx-200mf", "legacy")["blocked_reasons"])
-    assert "grouped Conv" in reasons
-    reasons = " | ".join(r for r, _ in coverage("convnext-nano", "legacy")["blocked_reasons"])
-    assert "LayerNormalization" in reasons
+    row = coverage("regnetx-200mf", "legacy")
+    assert any(code == "grouped-conv" and "grouped Conv" in text for code, text, _ in row["blocked_messages"])
+    assert "grouped-conv" in dict(row["blocked_reasons"])
+    row = coverage("convnext-nano", "legacy")
+    assert any(
+        code == "mixes-channels" and "LayerNormalization" in text for code, text, _ in row["blocked_messages"]
+    )
+    assert "mixes-channels" in dict(row["blocked_reasons"])
 
 
 @pytest.mark.parametrize(("name", "style"), CASES, ids=[f"{n}-{s}" for n, s in CASES])

@@ -49,6 +49,7 @@ def test_broken_group_is_rolled_back(tmp_path: Path, break_mm1) -> None:
     status = statuses(report.plans)
     assert status["mm1"][0] == "blocked" and status["mm1"][1].startswith("rollback: "), status
     assert "\n" not in status["mm1"][1]
+    assert [r.code for p in report.plans if p.group.name == "mm1" for r in p.reasons] == ["rollback"]
     assert status["mm2"][0] == "folded", status
     onnx.checker.check_model(str(out), full_check=True)
     saved = {t.name: tuple(t.dims) for t in onnx.load(str(out)).graph.initializer}

@@ -232,6 +232,7 @@ def test_tiny_llama_with_kv_cache_keeps_its_heads_and_folds_its_mlps(tmp_path, s
         for kind in ("key", "value"):
             assert f"reaches graph output present_{kind}_{i}" in p.reason, p.reason
             assert f"graph input past_{kind}_{i}" in p.reason, p.reason  # past and new k/v are concatenated
+        assert {"graph-output", "graph-input"} <= {r.code for r in p.reasons}, p.reasons
     assert report.after.params < report.before.params
 
     rng = np.random.default_rng(0)

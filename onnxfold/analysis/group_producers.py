@@ -7,7 +7,10 @@ BatchNormalization (and nothing else), the pair can be rewritten in normalised f
 
     z' = (W/σ)·x + (b − μ)/σ,   BN(μ = 0, var = 1 − eps)   with σ = sqrt(var + eps),
 
-which computes the same function (method.md §2.2, §6.2). Everything here only reads the graph.
+which computes the same function. Which weight axis holds a producer's output
+channels comes from the ``weight_axes`` hook its op registered (:mod:`onnxfold.analysis.rules.producers`).
+The functions up to :func:`scale_along` only read the graph; :func:`write_input` and :func:`write_bias`
+change constants of the graph (in place, or as a new constant for one node).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxfold.analysis.groups import AVERAGE, ChannelGroup
+from onnxfold.analysis.registry import hook
 from onnxfold.ir.model import set_values
 
 PRODUCER_OPS = ("Conv", "Gemm", "MatMul")
@@ -87,12 +91,12 @@ def producer_of(node: gs.Node, weight: str, graph_outputs: set[str]) -> Producer
     bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
     if bias is not None and not isinstance(bias, gs.Constant):
         return None
+    axis = hook("weight_axes", node.op)(node)[0]
     if node.op == "Conv":
         if int(node.attrs.get("group", 1)) != 1:
             return None
-        axis, out_axis, bias_axis = 0, 1, 0
+        out_axis, bias_axis = 1, 0
     elif node.op == "Gemm":
-        axis = 0 if int(node.attrs.get("transB", 0)) else 1
         out_axis = 1
         n = w.shape[axis]
         if bias is not None and (int(np.prod(bias.shape)) <= 1 or bias.shape[-1] != n):
@@ -101,7 +105,7 @@ def producer_of(node: gs.Node, weight: str, graph_outputs: set[str]) -> Producer
     else:
         if len(w.shape) != 2 or out.shape is None:
             return None
-        axis, out_axis, bias_axis = 1, len(out.shape) - 1, 0
+        out_axis, bias_axis = len(out.shape) - 1, 0
     bn = _following_bn(out, out_axis, graph_outputs)
     return Producer(
         node.name,

@@ -2,7 +2,7 @@
 
 Every producer (Conv, ConvTranspose, Gemm, MatMul with a constant weight) opens a *space*: the
 n output channels it writes. A space flows forward through channel-wise ops (the op table in
-:mod:`onnxfold.analysis.walk`); ops that combine two activations element-wise (residual Add,
+:mod:`onnxfold.analysis.rules`, applied by :mod:`onnxfold.analysis.walk`); ops that combine two activations element-wise (residual Add,
 gating Mul) force their spaces to share one assignment, so the spaces are united (union-find);
 consumers record which weight slices read each channel. A :class:`ChannelGroup` is one union
 component: all of its members are rewritten with the same cluster assignment U (n → k):
@@ -13,12 +13,14 @@ component: all of its members are rewritten with the same cluster assignment U (
 * ``shape`` members (an entry of a Reshape target) lose (n − k)·block.
 
 By Lemma B.1 of the paper, σ(U z) = U σ(z) for any channel-wise σ, so a group whose channels
-are exact duplicates folds without error. Anything the table does not understand blocks the
-groups that reach it, with a reason, and those groups are left untouched.
+are exact duplicates folds without error. Anything the rules do not understand blocks the
+groups that reach it with a :class:`BlockReason`, and those groups are left untouched.
 
 A member maps channel c of its group to the contiguous entries
 ``[offset + c·block, offset + (c+1)·block)`` of its tensor axis: ``offset`` places a group inside
 a Concat, ``block`` is the H·W features per channel after a Flatten.
+
+This module holds data only; it imports nothing from the walk or the rules.
 """
 
 from __future__ import annotations
@@ -26,10 +28,86 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-import onnx_graphsurgeon as gs
-
 AVERAGE, SUM, SHAPE = "average", "sum", "shape"
 LAYER_PATTERN = re.compile(r"(?:^|[./_])(?:layers?|blocks?|h|block|encoder[./_]layer)[./_](\d+)(?=[./_]|$)")
+
+
+# Block reason codes: what kind of obstacle keeps a group from folding (the message says where).
+GRAPH_OUTPUT = "graph-output"  # the channels reach a graph output (the model's signature)
+GRAPH_INPUT = (
+    "graph-input"  # channels meet a graph input (or a copy of one); a member is a graph input/output
+)
+UNSUPPORTED_OP = "unsupported-op"  # no rule is registered for the op
+SUBGRAPH_USE = "subgraph-use"  # the channels are read inside a subgraph (If, Loop, Scan)
+COMPUTED_WEIGHT = "computed-weight"  # a weight, bias or C that is computed, not a constant
+GROUPED_CONV = "grouped-conv"  # a grouped (not depthwise) Conv/ConvTranspose
+OTHER_AXIS = "other-axis"  # a producer reads or contracts its input on an axis other than the channels
+MIXES_CHANNELS = "mixes-channels"  # the op combines channels with each other (matmul, pool, reduce, norm)
+RESHAPES_CHANNELS = "reshapes-channels"  # the op moves, pads, resizes, slices or removes the channel axis
+UNALIGNED = "unaligned-channels"  # two tensors (or a constant) whose channels do not line up
+UNTRACKED_TENSOR = "untracked-tensor"  # channels combined with an activation no rule tracks
+UNKNOWN_SHAPE = "unknown-shape"  # a rank, width or dim the rule needs is unknown
+UNTRACED_SHAPE = "untraced-shape"  # axes, pads, scales, sizes or split sizes are computed
+UNTRACED_RESHAPE = "untraced-reshape"  # a Reshape/Expand target that cannot be traced or followed
+SHAPE_READ = "shape-read"  # a Shape node reads the channel count
+SHARED_TENSOR = "shared-weight"  # a member tensor is also used where no rule accounted for it
+SHARED_SHAPE = "shared-shape"  # a shape entry is computed once for several groups
+CLAIM_CONFLICT = "claim-conflict"  # a tensor slice both averaged and summed, or claimed by overlapping groups
+TRACKED_PARAMETER = "tracked-parameter"  # an activation used as a parameter (exponent, bounds, mask)
+SECONDARY_OUTPUT = "secondary-output"  # a used mask/statistics/present output of the op
+UNSUPPORTED_FORM = "unsupported-form"  # the op is supported, but not with these attributes/inputs
+SPLITS_UNITS = "splits-units"  # a cut or head split that does not respect the group's units
+ATTENTION_HEADS = "attention-heads"  # fused attention whose heads cannot follow (GQA, past k/v, packed bias)
+WIDTH_MISMATCH = "width-mismatch"  # tied spaces have different widths
+NO_CONSUMER = "no-consumer"  # nothing reads the channels
+ROLLBACK = "rollback"  # the fold was undone because the folded model failed verification
+
+#: every reason code, in the order above
+REASON_CODES = (
+    GRAPH_OUTPUT,
+    GRAPH_INPUT,
+    UNSUPPORTED_OP,
+    SUBGRAPH_USE,
+    COMPUTED_WEIGHT,
+    GROUPED_CONV,
+    OTHER_AXIS,
+    MIXES_CHANNELS,
+    RESHAPES_CHANNELS,
+    UNALIGNED,
+    UNTRACKED_TENSOR,
+    UNKNOWN_SHAPE,
+    UNTRACED_SHAPE,
+    UNTRACED_RESHAPE,
+    SHAPE_READ,
+    SHARED_TENSOR,
+    SHARED_SHAPE,
+    CLAIM_CONFLICT,
+    TRACKED_PARAMETER,
+    SECONDARY_OUTPUT,
+    UNSUPPORTED_FORM,
+    SPLITS_UNITS,
+    ATTENTION_HEADS,
+    WIDTH_MISMATCH,
+    NO_CONSUMER,
+    ROLLBACK,
+)
+
+
+@dataclass(frozen=True)
+class BlockReason:
+    """Why a group cannot fold: a ``code`` from :data:`REASON_CODES`, the sentence a report shows,
+    and the node and tensor it concerns (empty when none applies). ``str()`` is the message."""
+
+    code: str
+    message: str
+    node: str = ""
+    tensor: str = ""
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "node": self.node, "tensor": self.tensor, "message": self.message}
 
 
 @dataclass(frozen=True)
@@ -57,14 +135,15 @@ class Member:
 
 @dataclass
 class ChannelGroup:
-    """A set of tensor axes sharing one channel assignment; ``blocked`` holds why it cannot fold."""
+    """A set of tensor axes sharing one channel assignment; ``blocked`` holds why it cannot fold
+    (empty when it can)."""
 
     name: str
     size: int
     members: list[Member] = field(default_factory=list)
     producers: list[str] = field(default_factory=list)
     consumers: list[str] = field(default_factory=list)
-    blocked: list[str] = field(default_factory=list)
+    blocked: list[BlockReason] = field(default_factory=list)
     #: channels per unit: 1 for plain channels, head_dim when the units are attention heads
     unit: int = 1
     #: source-module paths of the producers, where the exporter recorded them
@@ -92,7 +171,7 @@ class ChannelGroup:
         return None
 
     def describe(self) -> str:
-        state = "foldable" if self.foldable else "blocked: " + "; ".join(self.blocked)
+        state = "foldable" if self.foldable else "blocked: " + "; ".join(str(r) for r in self.blocked)
         units = f"{self.size} heads of {self.unit} channels" if self.unit > 1 else f"{self.size} channels"
         lines = [f"group {self.name}: {units}, {state}"]
         lines += ["  " + m.describe() for m in self.members]
@@ -103,13 +182,13 @@ class ChannelGroup:
             "name": self.name,
             "size": self.size,
             "foldable": self.foldable,
-            "blocked": list(self.blocked),
+            "blocked": [r.to_dict() for r in self.blocked],
             "producers": list(self.producers),
             "consumers": list(self.consumers),
             "kind": self.kind,
             "unit": self.unit,
             "layer": self.layer,
-            "members": [m.__dict__ | {} for m in self.members],
+            "members": [{k: _plain(v) for k, v in m.__dict__.items()} for m in self.members],
         }
 
 
@@ -179,15 +258,6 @@ class Space:
     unit: int = 1  # channels per unit (head_dim once coarsened to attention heads)
 
 
-def analyze_graph(graph: gs.Graph, scopes: dict[str, str] | None = None) -> list[ChannelGroup]:
-    """Derive the channel groups of ``graph`` (shapes should be inferred first).
-
-    ``scopes`` maps node names to their source-module path where the exporter recorded one
-    (dynamo's ``pkg.torch.onnx.name_scopes``); groups use it to find their block index."""
-    from onnxfold.analysis.walk import Analysis
-
-    groups = Analysis(graph).run()
-    if scopes:
-        for g in groups:
-            g.scopes = [scopes[p] for p in g.producers if p in scopes]
-    return groups
+def _plain(value: object) -> object:
+    """A numpy scalar as the Python number it holds (offsets may come from numpy arithmetic)."""
+    return value.item() if hasattr(value, "item") else value

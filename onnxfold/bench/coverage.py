@@ -6,8 +6,9 @@ Every model of :data:`onnxfold.models.public.PUBLIC_MODELS` (random weights) is 
 parameters that belong to a foldable group (initializers with at least one non-shape member in a foldable
 group, over all float initializers of the canonicalized graph), the parameter sparsity reached, the fold time,
 the validation cosine, whether the folded file passes ``onnx.checker.check_model(full_check=True)`` and runs in
-onnxruntime with the original output names and shapes, and the most frequent blocking reasons (node and tensor
-names stripped). Failures become rows with an ``error``; nothing raises.
+onnxruntime with the original output names and shapes, and the most frequent blocking reasons: counted by
+their code (``blocked_reasons``: [code, groups]), with their messages (node and tensor names stripped) counted
+per code too (``blocked_messages``: [code, message, groups]). Failures become rows with an ``error``; nothing raises.
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ def analyze_coverage(path: Path) -> dict[str, Any]:
     """Groups of the canonicalized model and the fraction of float parameters in foldable groups."""
     import onnx_graphsurgeon as gs
 
-    from onnxfold.analysis.groups import SHAPE, analyze_graph
+    from onnxfold.analysis import analyze_graph
+    from onnxfold.analysis.groups import SHAPE
     from onnxfold.api import as_model
     from onnxfold.passes import CanonicalizePass
     from onnxfold.pipeline.manager import PassContext
@@ -113,10 +115,11 @@ def analyze_coverage(path: Path) -> dict[str, Any]:
     total = sum(sizes.values())
     covered = sum(n for name, n in sizes.items() if name in foldable)
     names = {n.name for n in graph.nodes if n.name} | set(tensors)
-    reasons: Counter[str] = Counter()
-    for g in groups:
-        for r in dict.fromkeys(shorten_reason(r, names) for r in g.blocked):
-            reasons[r] += 1
+    codes: Counter[str] = Counter()
+    messages: Counter[tuple[str, str]] = Counter()
+    for g in groups:  # each group counts once per code and once per message
+        codes.update(list(dict.fromkeys(r.code for r in g.blocked)))  # keys in order: ties stay stable
+        messages.update(list(dict.fromkeys((r.code, shorten_reason(r.message, names)) for r in g.blocked)))
     return {
         "groups": len(groups),
         "foldable": sum(g.foldable for g in groups),
@@ -124,7 +127,8 @@ def analyze_coverage(path: Path) -> dict[str, Any]:
         "foldable_channels": sum(g.size for g in groups if g.foldable),
         "channels": sum(g.size for g in groups),
         "foldable_param_fraction": covered / total if total else 0.0,
-        "blocked_reasons": reasons.most_common(),
+        "blocked_reasons": codes.most_common(),
+        "blocked_messages": [(code, text, n) for (code, text), n in messages.most_common()],
     }
 
 
@@ -210,7 +214,8 @@ def _fmt(v: Any, spec: str) -> str:
 
 
 def format_coverage(rows: Sequence[dict[str, Any]], reasons: int = 2, width: int = 70) -> str:
-    """The coverage table, then the top blocking reasons and errors per row."""
+    """The coverage table, then the top blocking reason codes (each with its most frequent message) and
+    errors per row."""
     headers = [
         "model",
         "exporter",
@@ -263,8 +268,10 @@ def format_coverage(rows: Sequence[dict[str, Any]], reasons: int = 2, width: int
         for key in ("checker_error", "run_error"):
             if r.get(key):
                 lines.append(f"  {key.replace('_', ' ')}: {r[key]}")
-        for reason, count in r.get("blocked_reasons", [])[:reasons]:
-            short = reason if len(reason) <= width else reason[: width - 1] + "…"
+        for code, count in r.get("blocked_reasons", [])[:reasons]:
+            example = next((text for c, text, _ in r.get("blocked_messages", []) if c == code), "")
+            line = f"{code}: {example}" if example else code
+            short = line if len(line) <= width else line[: width - 1] + "…"
             lines.append(f"  {count:3d}× {short}")
         if lines:
             notes.append(f"{r['model']} / {r['exporter']}:\n" + "\n".join(lines))

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxfold.analysis.groups import ChannelGroup
+from onnxfold.analysis.groups import ROLLBACK, BlockReason, ChannelGroup
+from onnxfold.analysis.registry import hook
 from onnxfold.errors import one_line
 from onnxfold.folding.cluster import cluster_count, kmeans_labels
 from onnxfold.folding.features import FEATURE_MODES, group_features, member_matrix
@@ -55,7 +56,8 @@ class FoldPlan:
     """What happens to one group: ``status`` is folded, unchanged, blocked or ignored.
 
     ``labels`` (n,) map channel i to output channel labels[i] < k, or −1 when it is dropped
-    (``method`` l1/l2)."""
+    (``method`` l1/l2). A blocked plan lists its :class:`BlockReason` records in ``reasons``;
+    ``reason`` is their messages joined by "; " (or why an ignored group is left alone)."""
 
     group: ChannelGroup
     status: str
@@ -64,6 +66,7 @@ class FoldPlan:
     labels: np.ndarray | None = None
     reason: str = ""
     method: str = "fold"
+    reasons: list[BlockReason] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
@@ -77,6 +80,7 @@ class FoldPlan:
             "channels_after": self.k,
             "sparsity": self.sparsity,
             "reason": self.reason,
+            "blocked": [r.to_dict() for r in self.reasons],
         }
 
 
@@ -146,7 +150,12 @@ def plan_folds(
     iterator = progress(groups, desc="clustering") if progress else groups
     for group in iterator:
         if not group.foldable:
-            plans.append(FoldPlan(group, "blocked", group.size, 0.0, reason="; ".join(group.blocked)))
+            reasons = list(group.blocked)
+            plans.append(
+                FoldPlan(
+                    group, "blocked", group.size, 0.0, reason="; ".join(map(str, reasons)), reasons=reasons
+                )
+            )
             continue
         pat = _match(ignore, group)
         if pat is not None:
@@ -209,24 +218,25 @@ def apply_plans(plans: Sequence[FoldPlan], graph: gs.Graph) -> list[str]:
         if not isinstance(const, gs.Constant):
             raise ValueError(f"member {name} is not a constant")
         set_values(const, apply_edits(peek_values(const), tensor_edits))
-    # fused attention ops count the heads in attributes (num_heads)
-    nodes = {node.name: node for node in graph.nodes}
-    for plan in plans:
-        if plan.status == "folded":
-            for node_name, attr in plan.group.unit_attrs:
-                nodes[node_name].attrs[attr] = int(nodes[node_name].attrs[attr]) - (plan.group.size - plan.k)
-    # a depthwise Conv keeps group == its (new) number of filters
-    depthwise = {
-        m.node: m.tensor
-        for plan in plans
-        if plan.status == "folded"
-        for m in plan.group.members
-        if m.kind == "depthwise"
-    }
-    for node in graph.nodes:
-        if node.name in depthwise:
-            node.attrs["group"] = int(tensors[depthwise[node.name]].shape[0])
+    fix_attributes(plans, graph, tensors)
     return sorted(edits)
+
+
+def fix_attributes(plans: Sequence[FoldPlan], graph: gs.Graph, tensors: dict) -> None:
+    """Call the ``fix_attrs`` hook of every node a folded group names (through a member or a counted
+    attribute) with the (group, k) of those groups, after every tensor is rewritten: a depthwise
+    Conv's ``group``, a fused attention's head counts (:mod:`onnxfold.analysis.registry`)."""
+    folds: dict[str, list[tuple[ChannelGroup, int]]] = defaultdict(list)
+    for plan in plans:
+        if plan.status != "folded":
+            continue
+        names = {m.node for m in plan.group.members} | {n for n, _ in plan.group.unit_attrs}
+        for name in names:
+            folds[name].append((plan.group, plan.k))
+    for node in graph.nodes:
+        fix = hook("fix_attrs", node.op, node.domain) if node.name in folds else None
+        if fix is not None:
+            fix(node, folds[node.name], tensors)
 
 
 #: Above this many weight bytes, verification skips the in-memory checker and the onnxruntime run.
@@ -379,6 +389,7 @@ def rollback_failures(
             log.warning("fold: rolled back group %s: %s", p.group.name, reason)
             p.status, p.k, p.labels = "blocked", p.group.size, None
             p.reason = f"rollback: {reason}"
+            p.reasons = [BlockReason(ROLLBACK, p.reason)]
     if err is not None or model is None:  # nothing verifies: return the source untouched
         return source.copy(), []
     return model, names

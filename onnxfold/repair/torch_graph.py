@@ -1,7 +1,8 @@
 """Execute an ONNX graph with torch ops, differentiably: what DeepInversion needs gradients from.
 
-Only the op subset of CNN/MLP classifiers is covered; anything else raises
-:class:`UnsupportedGraph` naming the op, so callers can say the feature does not apply.
+Only the op subset of CNN/MLP classifiers is covered (:data:`TORCH_OPS`, one entry per ``op_*`` method;
+``Constant`` nodes are folded in directly); anything else raises :class:`UnsupportedGraph` naming the op,
+so callers can say the feature does not apply.
 BatchNormalization can run in *calibration* mode: it normalises with the batch's own statistics
 (as PyTorch does in train mode) and records them, which is how BN statistics are re-estimated.
 """
@@ -39,7 +40,7 @@ class TorchGraph:
         for node in self.nodes:
             if node.op_type == "Constant":
                 continue
-            if node.domain not in ("", "ai.onnx") or not hasattr(self, "op_" + node.op_type):
+            if node.domain not in ("", "ai.onnx") or node.op_type not in TORCH_OPS:
                 raise UnsupportedGraph(
                     f"op {node.op_type} ({node.name}) is not supported by the torch executor"
                 )
@@ -66,7 +67,7 @@ class TorchGraph:
                 )
                 continue
             args = [env[name] for name in node.input]
-            result = getattr(self, "op_" + node.op_type)(node, args, _attrs(node))
+            result = TORCH_OPS[node.op_type](self, node, args, _attrs(node))
             if not isinstance(result, (list, tuple)):
                 result = [result]
             for name, value in zip(node.output, result, strict=False):
@@ -285,3 +286,10 @@ class TorchGraph:
         return self.torch.index_select(args[0], at.get("axis", 0), args[1].reshape(-1).long()).reshape(
             args[0].shape[: at.get("axis", 0)] + args[1].shape + args[0].shape[at.get("axis", 0) + 1 :]
         )
+
+
+#: op type (default ONNX domain) -> the TorchGraph method that runs it: the one table of what the torch
+#: executor supports, read both by the up-front check in ``TorchGraph.__init__`` and by ``TorchGraph.run``
+TORCH_OPS: dict[str, Callable] = {
+    name[len("op_") :]: fn for name, fn in vars(TorchGraph).items() if name.startswith("op_")
+}

@@ -2,7 +2,8 @@
 
 MACs (multiply-accumulates) are counted per ONE sample. Shapes come from ONNX shape inference (with data
 propagation) on a copy whose batch dims (symbolic dim 0 of the graph inputs) are pinned to 1, so that
-dims derived from the batch, such as a flattened [B*S, H] Gemm input, become concrete. Per node:
+dims derived from the batch, such as a flattened [B*S, H] Gemm input, become concrete. Each op counts
+with the ``macs`` hook it registered beside its channel rule (:mod:`onnxfold.analysis.rules.producers`):
 
 * Conv:          prod(Y.shape) * (C_in / group) * prod(kernel)
 * ConvTranspose: prod(X.shape) * (C_out / group) * prod(kernel)
@@ -12,8 +13,8 @@ dims derived from the batch, such as a flattened [B*S, H] Gemm input, become con
 and the model total is divided by the batch N (1 when the batch is symbolic, else the graph inputs'
 shared fixed dim 0). For Conv and [B, S, H] x [H, F] MatMul this equals the "leave dim 0 out" rule
 (out_elements_per_sample * ...); it is also right for seq-first [S, B, H] and flattened [B*S, H] tensors.
-The integer variants (ConvInteger, QLinearConv, MatMulInteger, QLinearMatMul) count the same way.
-Symbolic dims that remain after pinning are taken as 1 and listed in ``symbolic_dims``.
+The integer variants (ConvInteger, QLinearConv, MatMulInteger, QLinearMatMul) count the same way, in the
+default and the com.microsoft domain. Symbolic dims that remain after pinning are taken as 1 and listed in ``symbolic_dims``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 import onnx
 from onnx import TensorProto
 
+from onnxfold.analysis.registry import hook as op_hook
 from onnxfold.ir.shapes import value_info_dims
 
 logger = logging.getLogger(__name__)
@@ -265,15 +267,12 @@ class _DimResolver:
         return math.prod(self.dim(d) for d in dims)
 
 
-def _attr_int(node: onnx.NodeProto, name: str, default: int) -> int:
-    for attr in node.attribute:
-        if attr.name == name:
-            return int(attr.i)
-    return default
-
-
 def _node_macs(node: onnx.NodeProto, shapes: dict[str, list[Dim]], res: _DimResolver) -> int | None:
-    """MACs of one node for the whole (batch-pinned) run; 0 for ops not counted; None if shapes are missing."""
+    """MACs of one node for the whole (batch-pinned) run, from the ``macs`` hook its op registered
+    (:mod:`onnxfold.analysis.registry`); 0 for ops without one; None if shapes are missing."""
+    macs = op_hook("macs", node.op_type, node.domain)
+    if macs is None:
+        return 0
 
     def shape(idx: int, outputs: bool = False) -> list[Dim] | None:
         names = node.output if outputs else node.input
@@ -281,46 +280,7 @@ def _node_macs(node: onnx.NodeProto, shapes: dict[str, list[Dim]], res: _DimReso
             return None
         return shapes.get(names[idx])
 
-    op = node.op_type
-    if op in ("Conv", "ConvInteger", "QLinearConv", "ConvTranspose"):
-        w = shape(3 if op == "QLinearConv" else 1)
-        if w is None or len(w) < 2:
-            return None
-        kernel = res.prod(w[2:])
-        if op == "ConvTranspose":
-            x = shape(0)
-            if x is None or len(x) < 2:
-                return None
-            return res.prod(x) * res.dim(w[1]) * kernel  # w = [C_in, C_out/group, k...]
-        y = shape(0, outputs=True)
-        if y is None or len(y) < 2:
-            return None
-        return res.prod(y) * res.dim(w[1]) * kernel  # w = [C_out, C_in/group, k...]
-    if op == "Gemm":
-        a, b = shape(0), shape(1)
-        if a is None or b is None or len(a) != 2 or len(b) != 2:
-            return None
-        m_dim, k_dim = (a[1], a[0]) if _attr_int(node, "transA", 0) else (a[0], a[1])
-        n_dim = b[0] if _attr_int(node, "transB", 0) else b[1]
-        return res.dim(m_dim) * res.dim(k_dim) * res.dim(n_dim)
-    if op in ("MatMul", "MatMulInteger", "QLinearMatMul"):
-        a, y = shape(0), shape(0, outputs=True)
-        if a is None or y is None or not a:
-            return None
-        return res.prod(y) * res.dim(a[-1])
-    return 0
-
-
-_MAC_OPS = {
-    "Conv",
-    "ConvInteger",
-    "QLinearConv",
-    "ConvTranspose",
-    "Gemm",
-    "MatMul",
-    "MatMulInteger",
-    "QLinearMatMul",
-}
+    return macs(node, shape, res.dim)
 
 
 # --------------------------------------------------------------------------- public
@@ -355,7 +315,7 @@ def model_stats(model: onnx.ModelProto, file_size: int | None = None) -> ModelSt
     total = 0
     for graph in _walk_graphs(model.graph):
         for node in graph.node:
-            if node.op_type not in _MAC_OPS or node.domain not in ("", "ai.onnx", "com.microsoft"):
+            if op_hook("macs", node.op_type, node.domain) is None:
                 continue
             before = set(res.symbols)
             macs = _node_macs(node, shapes, res)

@@ -1,1 +1,31 @@
-"""TODO"""
+"""The channel rules of the built-in ops, one module per op family; importing this package registers
+them (and their MAC, attribute-fix and weight-layout hooks) in :mod:`onnxfold.analysis.registry`.
+
+Rules, by kind:
+
+* producer (:mod:`.producers`): Conv/ConvTranspose (group 1), Gemm, MatMul with a constant 2-D weight
+  open a space on the output channel axis; weight rows and bias are ``average`` members, the input's
+  channels join the weight's input axis as ``sum`` members.
+* pass-through (:mod:`.elementwise`, :mod:`.normalization`, :mod:`.reductions`, :mod:`.layout`):
+  element-wise unary ops, pooling, BatchNormalization/InstanceNormalization (their per-channel
+  vectors are ``average`` members), depthwise Conv (filters averaged), reductions and softmax over
+  other axes, Transpose/Squeeze/Unsqueeze, Pad/Resize/Slice/Expand on other axes.
+* join (:mod:`.elementwise`, :mod:`.joins`, :mod:`.attention`): Add/Mul/… unite their tracked inputs'
+  spaces; a per-channel constant is an ``average`` member; Concat lays segments side by side, Split and
+  Slice cut them (sizes and bounds become ``shape`` members); Flatten/Reshape turn each channel into a
+  block of features or coarsen it to attention heads; fused attention unites q, k and v by heads.
+* barrier: anything else, graph outputs, ops that mix or normalise over the channel axis, grouped
+  Conv, weights that are computed or shared with an untracked use (a :class:`~onnxfold.analysis.groups.BlockReason` each).
+"""
+
+from __future__ import annotations
+
+from onnxfold.analysis.rules import (  # noqa: F401  (imported to register the rules)
+    attention,
+    elementwise,
+    joins,
+    layout,
+    normalization,
+    producers,
+    reductions,
+)

@@ -1,0 +1,173 @@
+"""After the walk: whole-graph checks on the members, then one :class:`ChannelGroup` per union component.
+
+The checks block what no single rule can see: a member tensor also used by a node no rule accounted
+for (``shared-weight``), a tensor slice claimed both as ``average`` and ``sum`` or by overlapping
+groups (``claim-conflict``), a shape entry computed once for several groups (``shared-shape``). A
+weight slice claimed by two spaces unites them (a shared weight forces one assignment).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+from onnxfold.analysis.groups import (
+    CLAIM_CONFLICT,
+    GRAPH_INPUT,
+    NO_CONSUMER,
+    SHAPE,
+    SHARED_SHAPE,
+    SHARED_TENSOR,
+    SUM,
+    WIDTH_MISMATCH,
+    BlockReason,
+    ChannelGroup,
+    Member,
+)
+from onnxfold.analysis.shape_trace import harmless_shape_use
+
+if TYPE_CHECKING:
+    from onnxfold.analysis.walk import Analysis
+
+
+def finish(walk: Analysis) -> list[ChannelGroup]:
+    """Run the whole-graph checks on ``walk``'s state and collect its groups (producer spaces only)."""
+    unite_shared_slices(walk)
+    block_unaccounted_uses(walk)
+    block_shared_shape_entries(walk)
+    comps: dict[int, list[int]] = defaultdict(list)
+    for sid in range(len(walk.spaces)):
+        comps[walk.uf.find(sid)].append(sid)
+    groups = []
+    for root in sorted(comps):
+        sids = comps[root]
+        sizes = {walk.spaces[s].n for s in sids}
+        members: list[Member] = []
+        seen = set()
+        blocked: list[BlockReason] = []
+        producers: list[str] = []
+        consumers: list[str] = []
+        attrs: list[tuple[str, str]] = []
+        for s in sids:
+            attrs += [a for a in walk.unit_attrs[s] if a not in attrs]
+            for m in walk.members[s]:
+                # a shape entry shrinks once per distinct segment (two Concat inputs of one group both
+                # shrink it; q/k/v Reshapes sharing one target shrink it once)
+                key = (
+                    (m.tensor, m.axis, m.offset, m.role)
+                    if m.role != SHAPE
+                    else (m.tensor, m.offset, m.segment, SHAPE)
+                )
+                if key not in seen:
+                    seen.add(key)
+                    members.append(m)
+            for r in walk.blocks[s]:
+                if r not in blocked:
+                    blocked.append(r)
+            producers += [p for p in walk.producers[s] if p not in producers]
+            consumers += [c for c in walk.consumers[s] if c not in consumers]
+        if not any(walk.spaces[s].producer for s in sids):
+            continue
+        if len(sizes) > 1:
+            blocked.append(BlockReason(WIDTH_MISMATCH, f"tied spaces have different widths {sorted(sizes)}"))
+        if not any(m.role == SUM for m in members) and not blocked:
+            blocked.append(BlockReason(NO_CONSUMER, "no consumer reads these channels"))
+        name = producers[0] if producers else walk.spaces[root].origin
+        # spaces may count units of different sizes (GQA: a KV head of head_dim channels is tied
+        # to its query group of n_rep·head_dim channels); what must agree is the number of units
+        units = {walk.spaces[s].unit for s in sids}
+        groups.append(
+            ChannelGroup(
+                name, max(sizes), members, producers, consumers, blocked, max(units), unit_attrs=attrs
+            )
+        )
+    return groups
+
+
+def block_shared_shape_entries(walk: Analysis) -> None:
+    """A shape entry counted by two groups (e.g. one repeat_kv shape feeding every layer) would be
+    shrunk by both: block them (the groups are independent, so uniting them would be wrong)."""
+    owners: dict[tuple[str, int, int], set[int]] = defaultdict(set)
+    for sid, members in walk.members.items():
+        for m in members:
+            if m.role == SHAPE:  # disjoint segments (Concat inputs) each shrink their own share: fine
+                owners[(m.tensor, m.offset, m.segment)].add(sid)
+    for (tensor, _, _), sids in owners.items():
+        roots = {walk.uf.find(sid) for sid in sids}
+        if len(roots) > 1:
+            reason = BlockReason(
+                SHARED_SHAPE, f"shape tensor {tensor} is computed once for several groups", tensor=tensor
+            )
+            for sid in sids:
+                walk.block_space(sid, reason)
+
+
+def unite_shared_slices(walk: Analysis) -> None:
+    """A weight slice claimed by two spaces (a shared weight) forces one assignment for both."""
+    claims: dict[tuple[str, int, int, int], list[tuple[int, str]]] = defaultdict(list)
+    for sid, members in walk.members.items():
+        for m in members:
+            if m.role != SHAPE:
+                claims[(m.tensor, m.axis, m.offset, m.block)].append((sid, m.role))
+    by_axis: dict[tuple[str, int], list[tuple[int, int, int]]] = defaultdict(list)
+    for (tensor, axis, offset, block), owners in claims.items():
+        roles = {r for _, r in owners}
+        first = owners[0][0]
+        for sid, _ in owners[1:]:
+            walk.uf.union(first, sid)
+        if len(roles) > 1:
+            walk.block_space(
+                first,
+                BlockReason(
+                    CLAIM_CONFLICT, f"tensor {tensor} axis {axis} is both averaged and summed", tensor=tensor
+                ),
+            )
+        n = walk.spaces[first].n
+        by_axis[(tensor, axis)].append((offset, offset + n * block, first))
+    for (tensor, axis), ranges in by_axis.items():
+        ranges.sort()
+        for (_lo1, hi1, s1), (lo2, _hi2, s2) in zip(ranges, ranges[1:], strict=False):
+            if lo2 < hi1:
+                reason = BlockReason(
+                    CLAIM_CONFLICT,
+                    f"tensor {tensor} axis {axis} is claimed by overlapping groups",
+                    tensor=tensor,
+                )
+                walk.block_space(s1, reason)
+                walk.block_space(s2, reason)
+
+
+def block_unaccounted_uses(walk: Analysis) -> None:
+    """A member tensor also used where no rule accounted for it would be corrupted: block."""
+    tensors = walk.graph.tensors()
+    graph_inputs = {t.name for t in walk.graph.inputs}
+    graph_outputs = {t.name for t in walk.graph.outputs}
+    for sid, members in walk.members.items():
+        for m in members:
+            t = tensors.get(m.tensor)
+            uses = walk.member_uses[(m.tensor, m.axis)]
+            extra = [n for n in (t.outputs if t is not None else []) if id(n) not in uses]
+            chain = walk.shape_chains.get(m.tensor, set())
+            for chained in chain:
+                extra += [
+                    n
+                    for n in tensors[chained].outputs
+                    if id(n) not in uses and not harmless_shape_use(n, chain)
+                ]
+            if extra:
+                walk.block_space(
+                    sid,
+                    BlockReason(
+                        SHARED_TENSOR,
+                        f"tensor {m.tensor} is also used by {extra[0].op} {extra[0].name}",
+                        extra[0].name,
+                        m.tensor,
+                    ),
+                )
+            if m.tensor in graph_inputs or m.tensor in graph_outputs:
+                walk.block_space(
+                    sid,
+                    BlockReason(
+                        GRAPH_INPUT, f"tensor {m.tensor} is a graph input or output", tensor=m.tensor
+                    ),
+                )

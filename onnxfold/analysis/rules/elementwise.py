@@ -1,0 +1,164 @@
+"""Element-wise ops and pools: unary activations, Clip, binary ops (Add, Mul …), pooling.
+
+By Lemma B.1 of the paper, σ(U z) = U σ(z) for a channel-wise σ, so unary ops pass the channels
+through. Binary ops that combine two tracked activations unite their spaces (one assignment for
+both); a constant operand with one value per channel becomes an ``average`` member. Pools over
+spatial axes pass the channels through.
+"""
+
+from __future__ import annotations
+
+import onnx_graphsurgeon as gs
+
+from onnxfold.analysis.groups import (
+    MIXES_CHANNELS,
+    SECONDARY_OUTPUT,
+    TRACKED_PARAMETER,
+    UNALIGNED,
+    UNKNOWN_SHAPE,
+    UNSUPPORTED_FORM,
+    BlockReason,
+    Layout,
+)
+from onnxfold.analysis.registry import register_rule
+from onnxfold.analysis.shape_trace import tensor_shape
+from onnxfold.analysis.walk import Analysis
+
+UNARY = (
+    "Relu",
+    "LeakyRelu",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Tanh",
+    "Erf",
+    "Elu",
+    "Selu",
+    "Celu",
+    "Softplus",
+    "Softsign",
+    "Gelu",
+    "Mish",
+    "Exp",
+    "Log",
+    "Sqrt",
+    "Neg",
+    "Abs",
+    "Reciprocal",
+    "Sin",
+    "Cos",
+    "Floor",
+    "Ceil",
+    "Round",
+    "Sign",
+    "ThresholdedRelu",
+    "Identity",
+    "Dropout",
+    "Cast",
+    "Swish",
+)
+POOL = ("MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
+BINARY = ("Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "PRelu", "Pow")
+
+
+def unary(walk: Analysis, node: gs.Node) -> None:
+    """y = σ(x) channel by channel: the channels pass (a used Dropout mask blocks them)."""
+    if node.op == "Dropout" and len(node.outputs) > 1 and node.outputs[1].outputs:
+        walk.block_inputs(node, BlockReason(SECONDARY_OUTPUT, f"Dropout {node.name} mask is used", node.name))
+        return
+    if walk.only_first_input_tracked(node):
+        walk.passthrough(node)
+
+
+@register_rule("Clip")
+def clip(walk: Analysis, node: gs.Node) -> None:
+    """Clip with scalar bounds is channel-wise."""
+    for t in node.inputs[1:]:
+        if t.name and not (isinstance(t, gs.Constant) and t.values.size == 1):
+            walk.block_inputs(
+                node, BlockReason(UNSUPPORTED_FORM, f"Clip {node.name} has non-scalar bounds", node.name)
+            )
+            return
+    walk.passthrough(node)
+
+
+def pool(walk: Analysis, node: gs.Node) -> None:
+    """Pools over the spatial axes of [N, C, …] keep the channels."""
+    lay = walk.layout(node.inputs[0])
+    if lay is not None and lay.axis != 1:
+        walk.block(
+            lay, BlockReason(MIXES_CHANNELS, f"{node.op} {node.name} pools over the channel axis", node.name)
+        )
+        return
+    walk.passthrough(node)
+
+
+def binary(walk: Analysis, node: gs.Node) -> None:
+    """Broadcasting element-wise ops: tracked inputs must line up (their spaces are united); an
+    untracked input must be broadcast along the channel axis, or be a constant with one value per
+    channel (an ``average`` member). Also Concat along an axis other than the channels'."""
+    inputs = [t for t in node.inputs if t.name]
+    tracked = [(t, walk.layouts[t.name]) for t in inputs if t.name in walk.layouts]
+    if not tracked:
+        return
+    out_rank = max((walk.rank_of(t) or 0) for t in inputs)
+    ref_t, ref = tracked[0]
+    out_axis = ref.axis + out_rank - ref.rank
+    reason = None
+    aligned = True  # channels of all inputs line up, so the output still carries ref's channels
+    for _t, lay in tracked[1:]:
+        if lay.axis + out_rank - lay.rank != out_axis or [(s.start, s.n, s.block) for s in lay.segments] != [
+            (s.start, s.n, s.block) for s in ref.segments
+        ]:
+            reason = BlockReason(
+                UNALIGNED, f"{node.op} {node.name} combines tensors whose channels do not line up", node.name
+            )
+            aligned = False
+    constants: list[tuple[gs.Constant, int]] = []
+    if node.op == "Pow" and (inputs[0] is not ref_t or len(tracked) > 1):
+        reason = BlockReason(TRACKED_PARAMETER, f"Pow {node.name} has a tracked exponent", node.name)
+    for t in inputs:
+        if t.name in walk.layouts:
+            continue
+        shape = tensor_shape(t)
+        if shape is None:
+            reason = BlockReason(
+                UNKNOWN_SHAPE,
+                f"{node.op} {node.name} combines channels with {t.name} of unknown shape",
+                node.name,
+                t.name,
+            )
+            continue
+        ax = out_axis - (out_rank - len(shape))
+        if ax < 0 or shape[ax] == 1 or walk.known_dim(t, ax) == 1:
+            continue
+        if not isinstance(t, gs.Constant):
+            reason = walk.untracked_reason(node, t, f"{node.op} {node.name} combines channels with ")
+        elif shape[ax] != ref.length:
+            reason = BlockReason(
+                UNALIGNED,
+                f"{node.op} {node.name}: constant {t.name} does not match the channel count",
+                node.name,
+                t.name,
+            )
+        else:
+            constants.append((t, ax))
+    if reason:
+        for _, lay in tracked:
+            walk.block(lay, reason)
+        if aligned:  # keep following the (blocked) channels so later barriers add their reasons too
+            walk.set_layout(node.outputs[0], Layout(out_rank, out_axis, ref.segments))
+        return
+    for _t, lay in tracked[1:]:
+        walk.unite(ref, lay)
+    for const, ax in constants:
+        walk.add_average(ref, const, ax, node, "constant")
+    walk.set_layout(node.outputs[0], Layout(out_rank, out_axis, ref.segments))
+
+
+for _op in UNARY:
+    register_rule(_op)(unary)
+for _op in POOL:
+    register_rule(_op)(pool)
+for _op in BINARY:
+    register_rule(_op)(binary)
