@@ -4,7 +4,7 @@
   BatchNormalization is fused into the preceding Conv (W' = γ/σ·W, b' = γ/σ·(b − μ) + β, σ = sqrt(var + eps)).
 - ``"legacy-bn"``: TorchScript exporter with ``TrainingMode.PRESERVE`` and no constant folding on a model in
   eval mode: BatchNormalization nodes stay, with the running statistics as inputs and ``training_mode=0``.
-- ``"dynamo"``: the torch.export-based exporter with its defaults (opset 20, onnxscript optimiser on, which also
+- ``"dynamo"``: the torch.export-based exporter at opset 20 with its defaults (onnxscript optimiser on, which also
   fuses BN into Conv) and the weights in the external data file ``<file>.onnx.data``.
 
 All styles name the input ``input`` and the output ``logits`` and make axis 0 a dynamic ``batch`` axis.

@@ -790,7 +790,7 @@ def _builder(name: str, factory: Callable[[], nn.Module], shape: tuple[int, ...]
 
 # name: (default factory, small factory, input shape after the batch axis). Defaults keep the published widths
 # and depths except where noted; the small variants (tests) divide widths by 4-16 and shorten some stages, so that
-# no channel group is much wider than ~150 (k-means on wide groups dominates folding time).
+# no channel group is much wider than ~150 (clustering wide groups dominates folding time).
 _FACTORIES: dict[str, tuple[Callable[[], nn.Module], Callable[[], nn.Module], tuple[int, ...]]] = {
     # published widths and depths: 23.5M params with 10 classes
     "resnet50": (

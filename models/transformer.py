@@ -2,8 +2,8 @@
 grouped-query attention, optional rotary embeddings, pre-norm residual blocks.
 
 ``duplicate_heads`` builds the exact-duplicate oracle for attention: every head of the wide
-model is a copy of a compact head (q/k/v head blocks copied, output-projection head rows halved),
-and every MLP neuron likewise (up rows copied, down columns halved).
+model is a copy of a compact head (q/k/v head rows copied, the output projection's input columns
+of the head halved), and every MLP neuron likewise (fc1 rows and bias copied, fc2 columns halved).
 """
 
 from __future__ import annotations

@@ -3,9 +3,11 @@
 Guarantees afterwards: every node has a unique name; weights held in ``Constant`` nodes are
 initializers; ``Identity`` and inference ``Dropout`` nodes are gone (unless they produce a graph
 output); data-movement ops on constants (Transpose/Cast/Reshape/Squeeze/Unsqueeze of a weight) are
-replaced by their result; vectors (rank ≤ 1) shared by several nodes are copied per node;
-``Split(num_outputs=n)`` gets explicit sizes; nodes are topologically sorted; shapes are inferred where ONNX can infer them.
-Values are never changed, so the model computes bit-identical outputs.
+replaced by their result; vectors (rank ≤ 1) shared by several nodes are copied per node; a
+computed shape tensor shared by several Reshape/Expand/Tile/ConstantOfShape nodes is computed
+once per node (an exact copy of the small shape computation); nodes nothing uses are removed;
+``Split(num_outputs=n)`` gets explicit sizes; nodes are topologically sorted; shapes are inferred
+where ONNX can infer them. Values are never changed, so the model computes bit-identical outputs.
 """
 
 from __future__ import annotations

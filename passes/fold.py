@@ -1,10 +1,14 @@
 """fold: cluster every foldable channel group and merge its channels (Fold-Naive, method.md §1).
 
-For each group with n channels, k = max(1, round(n·(1 − sparsity))) clusters are found by seeded
-k-means on the concatenated tied weights; producer-side tensors are replaced by cluster means,
-consumer-side input slices by cluster sums, and shape constants that encode the width are
-rewritten. Blocked groups are left untouched and reported with their reason. Sparsity 0 leaves
-the model bit-identical.
+For each group with n channels, k = max(1, round(n·(1 − sparsity))) clusters (the sparsity
+replaced by a recipe's or an override's where they match, ``round_to`` applied; groups matching
+``ignore`` are skipped) are found by seeded clustering of the concatenated tied weights:
+``cluster=auto`` runs k-means on small groups and Ward's agglomerative clustering where one
+k-means pass gets expensive (:mod:`onnxfold.folding.cluster`). Producer-side tensors are replaced
+by cluster means, consumer-side input slices by cluster sums, and shape constants and attributes
+that encode the width are rewritten. Blocked groups are left untouched and reported with their
+reason. With ``verify``, groups whose rewrite breaks the model are rolled back and reported
+blocked. Sparsity 0 leaves the model bit-identical.
 
 ``method=l1|l2`` replaces clustering by structured magnitude pruning through the same groups (the
 k channels of largest feature norm are kept, the others removed). ``features`` chooses what is

@@ -1,21 +1,27 @@
 """Clustering of channel feature vectors: features in, assignment out. No graph knowledge.
 
 Folding channel rows W (n × d) into k clusters minimises ‖W − C W‖²_F with the projector
-C = U(UᵀU)⁻¹Uᵀ, which is exactly the k-means objective on the rows (method.md §1.1). Two
-solvers, both deterministic for a given input and seed:
+C = U(UᵀU)⁻¹Uᵀ, which is exactly the k-means objective on the rows (method.md §1.1). The
+solvers, all deterministic for a given input and seed (method.md §1.4):
 
-* ``kmeans``: seeded scikit-learn k-means (k-means++ init, several restarts, best inertia kept);
+* ``kmeans``: seeded scikit-learn k-means (k-means++ init, several restarts, best inertia kept;
+  partitioned when one Lloyd pass is expensive, :func:`partitioned_kmeans`);
 * ``ward``: Ward's agglomerative clustering, which merges, bottom up, the two clusters whose
   merge raises the objective least, Δ(a, b) = |a|·|b|/(|a| + |b|)·‖c_a − c_b‖², until k are left.
   Folding keeps k = 50–90% of n, where almost every cluster is a pair or a singleton: there,
   greedy merging beats k-means++ seeding plus Lloyd on the objective itself (on the MLP groups of
-  the pretrained all-MiniLM-L6-v2, 8–13% lower inertia than restarted k-means) at a fraction of
-  the cost, and it needs no restarts.
+  the pretrained all-MiniLM-L6-v2, 7–10% lower objective than k-means with 10 restarts on the
+  unreduced features, docs/benchmarks.md) at a fraction of the cost, and it needs no restarts;
+* ``auto`` (the default): k-means while one Lloyd pass costs at most :data:`WORK_BUDGET`
+  multiply-adds, Ward above that. So "k-means" in names such as :func:`kmeans_labels` means the
+  clustering step, whichever solver runs;
+* ``kmeans-full``: k-means on the unreduced features with every restart (the slow reference).
 
-``auto`` (the default) runs k-means where one Lloyd pass is cheap and Ward above that.
-When d > n the rows are first expressed in the n-dimensional basis of their span (an exact
-isometry: squared distances are unchanged), which makes wide consumers (e.g. a Flatten→Gemm with
-thousands of columns per channel) cheap; larger problems are reduced to principal components.
+Before ``kmeans``/``ward``/``auto``, rows wider than :data:`MAX_DIM` are reduced: with n ≤ MAX_DIM
+they are expressed in an orthonormal basis of their centred span (an exact isometry: squared
+distances are unchanged), which makes wide consumers (e.g. a Flatten→Gemm with thousands of
+columns per channel) cheap; with n > MAX_DIM they are projected on their top MAX_DIM principal
+components (a random projection for huge matrices), which is approximate.
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ from threadpoolctl import threadpool_limits
 
 
 def cluster_count(n: int, sparsity: float, round_to: int = 1) -> int:
-    """k = max(1, round(n·(1 − sparsity))), at most n − 1 when sparsity > 0, optionally a multiple of round_to."""
+    """k = max(1, round(n·(1 − sparsity))), at most n − 1 when sparsity > 0. With round_to > 1 and
+    n > round_to, k is then rounded to the nearest multiple of round_to, at least round_to and at
+    most n (so k = n, an unchanged group, is possible)."""
     if n <= 1 or sparsity <= 0:
         return n
     k = max(1, int(round(n * (1.0 - sparsity))))
@@ -89,7 +97,7 @@ def split_to_count(labels: np.ndarray, k: int) -> np.ndarray:
 
 #: above this many dimensions, rows are projected onto their top principal components
 MAX_DIM = 512
-#: n·k·d multiply-adds of one Lloyd pass above which one global k-means is replaced by a partitioned one
+#: n·k·d multiply-adds of one Lloyd pass above which ``auto`` uses Ward and ``kmeans`` a partitioned k-means
 WORK_BUDGET = 4e8
 #: rows per partition of the partitioned k-means
 PARTITION = 512
@@ -244,9 +252,9 @@ def kmeans_labels(
 ) -> np.ndarray:
     """Cluster the n rows of ``features`` into at most k groups; returns canonical labels (n,).
 
-    Exact duplicate rows always share a cluster when k ≥ the number of distinct rows. Rows beyond
-    512 dimensions are projected on their top principal components (a random projection for huge
-    matrices). ``algorithm``: ``kmeans`` (restarts shrink when one run is expensive, and when one
+    Exact duplicate rows always share a cluster when k ≥ the number of distinct rows (no solver
+    runs then). Rows beyond :data:`MAX_DIM` dimensions are reduced first (:func:`reduce_dims`:
+    exact while n ≤ MAX_DIM, else principal components or a random projection). ``algorithm``: ``kmeans`` (restarts shrink when one run is expensive, and when one
     Lloyd pass would exceed :data:`WORK_BUDGET` multiply-adds the clustering is partitioned,
     :func:`partitioned_kmeans`), ``ward`` (:func:`ward_labels`), or ``auto``: kmeans up to
     WORK_BUDGET, Ward above it. ``kmeans-full`` is the reference the others are measured against:

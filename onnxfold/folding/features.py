@@ -3,12 +3,15 @@
 Every member marked as a feature contributes the block of its tensor slice tied to the channels
 (method.md §1.3): producer rows, biases, BN γ/β, per-channel constants, consumer input columns.
 
-* ``raw``        the blocks concatenated as they are (the paper's and [CV-repo]'s choice);
+* ``raw``        the blocks concatenated as they are (the choice of the paper and the authors' CV code);
 * ``blocknorm``  each block B_m scaled to unit Frobenius norm first, B_m/‖B_m‖_F, so that a wide
                  block (e.g. the columns of a wide consumer) does not drown the producer rows;
-* ``fused``      producer rows of every Conv/Gemm→BN pair BN-normalised, W/σ, and their bias
+* ``fused``      producer rows of every producer→BN pair BN-normalised, W/σ, and their bias
                  (b − μ)/σ (a column −μ/σ when the producer has no bias), σ = sqrt(var + eps), as the
                  authors' Fold-AR code clusters; every other block raw. Graphs without BN: ``raw``.
+
+BN running statistics and shape entries are never features (``Member.feature``). Matrices above
+``FLOAT32_ABOVE`` entries are built in float32 to bound memory; smaller ones in float64.
 """
 
 from __future__ import annotations

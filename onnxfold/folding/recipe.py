@@ -11,7 +11,9 @@ A recipe is YAML or JSON::
         sparsity: 0.0           # any kind
 
 ``sparsity`` in a rule applies to both kinds unless ``heads``/``mlp`` (alias ``channels``) say
-otherwise. Groups of unknown block index only match rules without ``layers``.
+otherwise. Groups of unknown block index only match rules without ``layers``. Without ``default``,
+groups that no rule matches keep the fold's ``sparsity``. The fold applies ``--ignore`` first, then
+the recipe, then ``--override`` (the last matching override wins over the recipe).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class Rule:
     channels: float | None
 
     def applies(self, group: ChannelGroup) -> float | None:
+        """This rule's sparsity for ``group``'s kind, or None when the rule does not match it."""
         if self.layers is not None and group.layer not in self.layers:
             return None
         if self.match is not None and not any(self.match.search(n) for n in [group.name, *group.producers]):
@@ -92,6 +95,8 @@ KNOWN_KEYS = {"layers", "match", "sparsity", "heads", "mlp", "channels"}
 
 
 def parse_recipe(data: object, source: str = "recipe") -> Recipe:
+    """A :class:`Recipe` from parsed YAML/JSON (see the module docstring); :class:`RecipeError` names
+    ``source`` and the rule when a key, ratio, layer range or regex is invalid."""
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: expected a mapping with 'rules'")
     unknown = set(data) - {"default", "rules"}
@@ -117,4 +122,5 @@ def parse_recipe(data: object, source: str = "recipe") -> Recipe:
 
 
 def load_recipe(path: str | Path) -> Recipe:
+    """Read and parse the YAML or JSON recipe at ``path``."""
     return parse_recipe(read_structured_file(path, "recipe", RecipeError), str(path))

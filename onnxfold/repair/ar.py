@@ -1,21 +1,25 @@
 """Fold-AR on a folded graph: the data-free repair of method.md §2.2 (BN kept) and §2.5 (no BN).
 
 It runs after the naive fold and reuses its assignment (a :class:`~onnxfold.folding.apply.FoldRecord`).
-For every folded group and every producer of it (Conv/Gemm, see :mod:`onnxfold.analysis.group_producers`):
+For every folded group and every producer of it (Conv, Gemm or MatMul, see
+:mod:`onnxfold.analysis.group_producers`):
 
 * producer → BN: the pair is put in normalised form on the channels of multi-member clusters
   (W/σ, b/σ, BN μ/σ and var = 1 − eps, :func:`onnxfold.repair.stats.normalized_pair`; no bias is ever
   added) and the producer's and BN's merged tensors are re-derived from those normalised originals
   with the fold's own edits — exactly "normalise, then fold naively". The BN γ of cluster c is then
   multiplied by
-  s_c = sqrt(N_c / (1 + (N_c − 1)·E[c])), E[c] the mean pairwise cosine of the members' rows.
+  s_c = sqrt(N_c / (1 + (N_c − 1)·E[c])), E[c] the mean pairwise cosine of the members' original
+  rows (the same for W and W/σ: σ scales whole rows).
   **Per BN**: in a group tied by residual Adds, every BN gets the factor of its own producer's rows,
   because each branch's merged channel collapses according to its own members' correlation
-  before the branches are added ([CV-repo] gives every BN one factor from the whole feature vector).
+  before the branches are added (the authors' CV code gives every BN one factor from the whole
+  feature vector).
 * producer without BN: the merged rows are rescaled to the members' mean norm (§2.5), bias kept.
 
 Singleton clusters are never rewritten (factor exactly 1); groups that were not folded, pruned
-groups (all clusters singletons) stay naive.
+groups (all clusters singletons) and producers whose output axis is split over several groups
+(a Split partition) stay naive.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Folding replaces the pre-activations z_i of a cluster c (N_c members) by their mean. If the z_i
 have unit variance and mean pairwise correlation E[c], the mean has variance
-(1 + (N_c − 1)·E[c]) / N_c < 1: the *variance collapse* (§2.1). The repairs:
+(1 + (N_c − 1)·E[c]) / N_c, below 1 unless E[c] = 1: the *variance collapse* (§2.1). The repairs:
 
 Fold-AR, BN kept (§2.2).  Each Conv→BN pair of a folded cluster is first rewritten in normalised
   form, W' = W/σ, b' = b/σ, BN μ' = μ/σ, var' = 1 − eps (so the BN divides by exactly 1), with
@@ -19,8 +19,8 @@ Fold-AR, BN kept (§2.2).  Each Conv→BN pair of a folded cluster is first rewr
 
 Fold-AR, no BN (§2.5).  Under the same isotropy Var(z_i) ∝ ‖w_i‖², so the merged row w̄_c is
   rescaled to the members' mean norm: w_c ← w̄_c · mean_i ‖w_i‖ / ‖w̄_c‖ (bias kept as the
-  average). The factor lies in [1, sqrt(N_c)] by the triangle inequality once the same clip is
-  applied; with equal norms it equals s_c above.
+  average). The factor is ≥ 1 by the triangle inequality and is clipped to [1, sqrt(N_c)], the
+  range of s_c; with equal norms it equals s_c above (E[c] the mean cosine of the rows).
 
 Fold-R (§2.4, REPAIR of Jordan et al.).  Goal statistics of a folded channel are the mean over its
   members of the ORIGINAL model's statistics on calibration data; the folded channel, measured
