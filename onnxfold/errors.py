@@ -5,14 +5,24 @@ onnxfold cannot read): the command line prints it as one line ``onnxfold: error:
 with status 2. :data:`EXPECTED_ERRORS` lists the types it treats so; anything else is a bug and
 is reported as an internal error.
 
-The error types live where they are raised (``ModelError`` in :mod:`onnxfold.ir.model`,
-``PipelineError``/``PassError`` in :mod:`onnxfold.pipeline.manager`) and are re-exported here.
+This module imports nothing from onnxfold, so that every layer (``ir``, ``pipeline``, the CLI)
+can use it; ``ModelError`` is also importable from :mod:`onnxfold.ir` and ``PipelineError``/
+``PassError`` from :mod:`onnxfold.pipeline.manager`, where they are raised.
 """
 
 from __future__ import annotations
 
-from onnxfold.ir.model import ModelError
-from onnxfold.pipeline.options import PassError, PipelineError
+
+class ModelError(ValueError):
+    """A model file that cannot be read, is unsafe, or cannot be written. Its message is one line."""
+
+
+class PipelineError(ValueError):
+    """A pipeline description that cannot be parsed or names unknown passes/options."""
+
+
+class PassError(RuntimeError):
+    """A pass failed or left an invalid graph. The message names the pass."""
 
 
 class CliError(Exception):

@@ -1,4 +1,4 @@
-"""fold: cluster every foldable channel group and merge its channels (Fold-Naive, method.md §1).
+"""fold: cluster every foldable channel group and merge its channels (Fold-Naive, docs/method.md §1).
 
 For each group with n channels, k = max(1, round(n·(1 − sparsity))) clusters (the sparsity
 replaced by a recipe's or an override's where they match, ``round_to`` applied; groups matching
@@ -53,7 +53,9 @@ def rewrite_model(model: Model, plans) -> list[str]:
 
 class FoldPass(Pass):
     name = "fold"
-    summary = "cluster tied channels with k-means and merge each cluster into one channel"
+    summary = (
+        "cluster tied channels (k-means, or Ward on large groups) and merge each cluster into one channel"
+    )
     options = (
         Option("sparsity", float, 0.5, "fraction of channels removed in every foldable group, in [0, 1)"),
         Option(
@@ -73,12 +75,17 @@ class FoldPass(Pass):
         Option(
             "round_to", int, 1, "round every cluster count to a multiple of this (hardware-friendly widths)"
         ),
-        Option("seed", int, 0, "k-means seed; the same seed and options give byte-identical output"),
+        Option(
+            "seed",
+            int,
+            0,
+            "clustering seed; the same seed, options and thread count give byte-identical output",
+        ),
         Option(
             "method",
             str,
             "fold",
-            "fold (k-means clusters merged) or l1/l2 (structured magnitude pruning: "
+            "fold (clusters merged) or l1/l2 (structured magnitude pruning: "
             "keep the channels of largest feature norm)",
             METHODS,
         ),

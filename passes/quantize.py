@@ -34,6 +34,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from onnxfold.errors import one_line
 from onnxfold.ir.model import ExternalValues, Model, load_model, save_model, set_values
 from onnxfold.pipeline.manager import Option, Pass, PassContext, PassError, PassResult
 
@@ -266,7 +267,7 @@ class QuantizePass(Pass):
                 log.info(
                     "quant_pre_process (%s) failed: %s",
                     label,
-                    str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__,
+                    one_line(exc, 200),
                 )
         log.warning("quantize: ORT pre-processing failed; quantizing the model as it is")
         return "failed"

@@ -1,4 +1,4 @@
-"""repair: restore the activation statistics that folding collapses (method.md §2). Runs after ``fold``.
+"""repair: restore the activation statistics that folding collapses (docs/method.md §2). Runs after ``fold``.
 
 Modes:
 
@@ -34,7 +34,7 @@ REPAIR_MODES = ("none", "ar", "data", "dir")
 
 class RepairPass(Pass):
     name = "repair"
-    summary = "repair the variance collapse of a fold: none, ar (data-free) or data (calibration samples)"
+    summary = "repair the variance collapse of a fold: none, ar (data-free), data (calibration samples) or dir (synthetic inputs from BN statistics)"
     options = (
         Option(
             "mode",

@@ -7,7 +7,7 @@ import onnx
 import pytest
 
 import onnxfold
-from onnxfold.runtime.validate import make_session
+from onnxfold.runtime.session import make_session
 
 torch = pytest.importorskip("torch")
 from onnxfold.models.export import export_onnx  # noqa: E402

@@ -52,7 +52,7 @@ from onnxfold.analysis import (
 from onnxfold.ir.model import model_from_proto, to_model_proto
 from onnxfold.passes import REGISTRY
 from onnxfold.pipeline.manager import PassContext, PassManager, parse_pipeline
-from onnxfold.runtime.validate import make_session
+from onnxfold.runtime.session import make_session
 
 
 # --------------------------------------------------------------------------------- folding through the passes

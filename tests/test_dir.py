@@ -8,7 +8,7 @@ import pytest
 
 import onnxfold
 from onnxfold.pipeline.manager import PassError
-from onnxfold.runtime.validate import make_session
+from onnxfold.runtime.session import make_session
 
 torch = pytest.importorskip("torch")
 from onnxfold.models import bundled_model  # noqa: E402

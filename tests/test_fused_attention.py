@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import onnxfold
 from onnxfold.analysis import ATTENTION_HEADS, SECONDARY_OUTPUT
-from onnxfold.runtime.validate import make_session
+from onnxfold.runtime.session import make_session
 
 HIDDEN, HEAD_DIM, HEADS = 32, 8, 2
 

@@ -18,7 +18,7 @@ import onnxfold.ir.model as fio
 import onnxfold.ir.save as fsave
 from onnxfold.ir.model import ModelError, load_model, save_model
 from onnxfold.models import bundled_model
-from onnxfold.runtime.validate import make_session
+from onnxfold.runtime.session import make_session
 
 
 def snapshot(root: Path) -> dict[str, bytes]:

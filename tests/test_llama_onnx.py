@@ -10,7 +10,7 @@ from onnx import numpy_helper
 
 import onnxfold
 from onnxfold.models.llama_onnx import LlamaSpec, build_llama_onnx, llama_weight_shapes
-from onnxfold.runtime.validate import make_session
+from onnxfold.runtime.session import make_session
 
 TINY = dict(layers=2, hidden=64, intermediate=128, heads=4, vocab=100)
 RECIPE = "default: 0.0\nrules:\n  - layers: 0-1\n    heads: 0.5\n    mlp: 0.5\n"

@@ -1,5 +1,5 @@
 """Exact oracles for folding (issue 2): duplicate pairs fold back to the compact model, sparsity 0 is a no-op,
-group counts match method.md §1.6, outputs are valid and deterministic, model-level fields survive."""
+group counts match docs/method.md §1.6, outputs are valid and deterministic, model-level fields survive."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import onnxfold
 from onnxfold.ir.model import load_model
 from onnxfold.passes import CanonicalizePass, CleanupPass
 from onnxfold.report.stats import model_stats
-from onnxfold.runtime.validate import make_session
+from onnxfold.runtime.session import make_session
 
 STYLES = ("legacy", "legacy-bn", "dynamo")
 INPUT_SHAPES = {"resnet18": (3, 32, 32), "vgg11bn": (3, 32, 32), "mlp": (20,), "gatedmlp": (5, 16)}
@@ -192,7 +192,7 @@ def test_sparsity_zero_is_bit_identical(exported, arch: str, style: str, tmp_pat
     assert report.after.params == report.before.params - len(shared_duplicates(pair.wide))
 
 
-# --------------------------------------------------------------------------- group counts (method.md §1.6)
+# --------------------------------------------------------------------------- group counts (docs/method.md §1.6)
 
 
 def _expected_sizes(arch: str, kwargs: dict) -> list[int]:

@@ -36,7 +36,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 import onnxfold  # noqa: E402
 from onnxfold.ir.model import to_model_proto  # noqa: E402
-from onnxfold.runtime.validate import make_session  # noqa: E402
+from onnxfold.runtime.session import make_session  # noqa: E402
 
 # --------------------------------------------------------------------------------- hypothesis profiles
 _COMMON = dict(

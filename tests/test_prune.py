@@ -17,7 +17,7 @@ from onnxfold.folding.features import group_features
 from onnxfold.folding.prune import channel_scores, magnitude_labels
 from onnxfold.folding.rewrite import SliceEdit, apply_edits, merge_rows
 from onnxfold.ir.model import model_from_proto, to_model_proto
-from onnxfold.runtime.validate import make_session
+from onnxfold.runtime.session import make_session
 
 ZOO = Path(__file__).resolve().parents[1] / "models" / "zoo"
 EPS = 1e-5

@@ -122,7 +122,7 @@ def test_public_model_at_sparsity_0_is_bit_exact(
     (canonicalize and cleanup may reorder float sums: ViT's are ~1e-7 off the export, on both sides)."""
     import onnxfold
     from onnxfold.passes import CanonicalizePass, CleanupPass
-    from onnxfold.runtime.validate import make_session
+    from onnxfold.runtime.session import make_session
 
     row = coverage(name, style)
     assert row["error"] is None, row["error"]
@@ -148,7 +148,7 @@ def test_public_resnet50_twin_folds_back_exactly(tmp_path: Path) -> None:
     from onnxfold.models.duplicate import duplicate_channels, randomize_batchnorm
     from onnxfold.models.export import export_onnx
     from onnxfold.models.public import ResNet50
-    from onnxfold.runtime.validate import make_session
+    from onnxfold.runtime.session import make_session
 
     torch.manual_seed(0)
     compact = ResNet50(width=4, layers=(1, 1, 1, 1), num_classes=10)

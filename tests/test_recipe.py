@@ -100,7 +100,7 @@ def test_recipe_on_a_twin_folds_the_named_layers_back_exactly(tmp_path, style):
     function back."""
     from onnxfold.models.export import export_onnx
     from onnxfold.models.transformer import TinyTransformer, duplicate_heads
-    from onnxfold.runtime.validate import make_session
+    from onnxfold.runtime.session import make_session
 
     torch.manual_seed(0)
     compact = TinyTransformer(depth=3).eval()

@@ -1,5 +1,5 @@
 """Repair modes (issue: repair modes and baselines): the math, tiny graphs with BN kept and fused, the
-exact-duplicate oracles under every mode, and the variance collapse on trained zoo models (method.md §2)."""
+exact-duplicate oracles under every mode, and the variance collapse on trained zoo models (docs/method.md §2)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from onnxfold.repair.stats import (
     normalized_pair,
 )
 from onnxfold.report.stats import model_stats
-from onnxfold.runtime.validate import make_session
+from onnxfold.runtime.session import make_session
 
 ZOO = Path(__file__).resolve().parents[1] / "models" / "zoo"
 EPS = 1e-5
@@ -340,7 +340,7 @@ def test_duplicates_stay_exact_under_every_repair(exported, arch: str, style: st
 
 
 def _variance_ratio(model, original: onnx.ModelProto, x: np.ndarray) -> float:
-    """method.md §2.1 on the logits (a layer that folding never narrows): mean over classes of
+    """docs/method.md §2.1 on the logits (a layer that folding never narrows): mean over classes of
     Var(folded) / Var(original) over the samples."""
     ref = make_session(original.SerializeToString(), providers=["CPUExecutionProvider"]).run(
         None, {"input": x}

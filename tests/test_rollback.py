@@ -14,7 +14,7 @@ from harness import mlp_proto
 import onnxfold.folding.apply as folding
 from onnxfold.api import run_pipeline
 from onnxfold.passes import FoldPass
-from onnxfold.runtime.validate import make_session
+from onnxfold.runtime.session import make_session
 
 
 def mlp(path: Path) -> Path:

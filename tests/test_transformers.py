@@ -12,7 +12,7 @@ import onnx
 import pytest
 
 import onnxfold
-from onnxfold.runtime.validate import make_session
+from onnxfold.runtime.session import make_session
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

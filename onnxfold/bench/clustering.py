@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from onnxfold.errors import one_line
 from onnxfold.report.progress import progress_bar
 from onnxfold.report.stats import format_table
 
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             repairs=args.repairs.split(","),
         )
     except (RuntimeError, ValueError) as exc:
-        print(f"onnxfold: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        print(f"onnxfold: error: {one_line(exc)}", file=sys.stderr)
         return 1
     print(format_results(result))
     return 0

@@ -136,7 +136,8 @@ def check_output(original: Path, folded: Path, seed: int = 0) -> dict[str, Any]:
     """Checker (full) on the folded file, and an onnxruntime run of both with the same random inputs."""
     import onnx
 
-    from onnxfold.runtime.validate import make_inputs, make_session
+    from onnxfold.runtime.inputs import make_inputs
+    from onnxfold.runtime.session import make_session
 
     out: dict[str, Any] = {"checker": False, "checker_error": None, "runs": False, "run_error": None}
     try:

@@ -102,7 +102,7 @@ def encoder_session_factory(model_dir: Path, out: Path):
 
 
 def embeddings(path: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
-    from onnxfold.runtime.validate import make_session
+    from onnxfold.runtime.session import make_session
 
     session = make_session(str(path))
     hidden = session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()})[0]

@@ -2,7 +2,7 @@
 
 For every model, channel sparsity r and method (fold with a repair mode, or l1/l2 magnitude
 pruning through the same groups), the model is compressed and scored on labelled data. The
-variance ratio of a folded layer (method.md §2.1, Def. 3.1) is
+variance ratio of a folded layer (docs/method.md §2.1, Def. 3.1) is
 
     VR_l = mean_c Var(x̃_{l,c}) / mean_c Var(x_{l,c}),
 
@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from onnxfold.errors import one_line
 from onnxfold.report.progress import progress_bar
 from onnxfold.report.stats import format_table
 
@@ -63,7 +64,7 @@ class MethodSpec:
 
 
 def predict(path: Path, x: np.ndarray, batch: int = 256) -> np.ndarray:
-    from onnxfold.runtime.validate import make_session
+    from onnxfold.runtime.session import make_session
 
     session = make_session(str(path))
     name = session.get_inputs()[0].name
@@ -98,7 +99,7 @@ def channel_variances(
     model_path: Path, tensors: Sequence[str], x: np.ndarray, axis_of=None
 ) -> dict[str, float]:
     """Mean over channels of the per-channel variance of each tensor (channel axis 1, or last for rank 3)."""
-    from onnxfold.runtime.validate import make_session
+    from onnxfold.runtime.session import make_session
 
     proto = onnx.load(str(model_path))
     existing = {o.name for o in proto.graph.output}
@@ -163,7 +164,7 @@ def sweep_model(
                             path, r, out, seed=seed, validate=False, **spec.kwargs(calibration, synthetic)
                         )
                     except Exception as exc:  # a method that does not apply (e.g. no BN): recorded, not fatal
-                        rows.append({"sparsity": r, "method": spec.label, "error": str(exc).splitlines()[0]})
+                        rows.append({"sparsity": r, "method": spec.label, "error": one_line(exc)})
                         break
                     secs.append(time.perf_counter() - start)
                     accs.append(float((predict(out, x).argmax(axis=1) == y).mean()))

@@ -26,6 +26,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from onnxfold.errors import one_line
 from onnxfold.report.stats import format_table
 
 
@@ -150,7 +151,7 @@ def duplicate_oracle(out: Path, layers: int, hidden: int, intermediate: int, hea
     import numpy as np
 
     from onnxfold.models.llama_onnx import build_llama_onnx
-    from onnxfold.runtime.validate import make_session
+    from onnxfold.runtime.session import make_session
 
     folder = out / "oracle"
     folder.mkdir(exist_ok=True)
@@ -292,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             oracle_layers=args.oracle_layers,
         )
     except (RuntimeError, OSError, ValueError) as exc:
-        print(f"onnxfold: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        print(f"onnxfold: error: {one_line(exc)}", file=sys.stderr)
         return 1
     print(format_results(results))
     return 0

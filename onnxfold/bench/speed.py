@@ -17,7 +17,7 @@ before the session was created (Python, numpy, onnxruntime and the inputs).
 Architectures: ``resnet18`` (torchvision layout at 224×224, plus a natively half-width ResNet-18
 exported from torch for the fold-at-50 % comparison), ``vgg11bn`` (VGG-11-BN with the 4096-wide
 classifier at 64×64: at 224×224 one batch-8 run takes seconds on two threads; its two 4096-wide FC
-groups are not folded because k-means over 4096 channels takes minutes per fold, so only the
+groups are not folded because clustering 4096 channels dominates the bench's run time, so only the
 convolutions, which hold 95 % of its MACs, are folded), ``mobilenetv2`` (224×224) and ``bert`` (a
 2-layer BERT built from a ``transformers`` config offline, only when transformers is installed).
 Calibration data of the static INT8 models is random (no data set is bundled): ranges fit noise.
@@ -51,6 +51,7 @@ from onnxfold.bench.speed_variants import (
     build_variants,
     fill_stats,
 )
+from onnxfold.errors import one_line
 from onnxfold.report.progress import progress_bar
 
 __all__ = [
@@ -109,7 +110,7 @@ def bench_speed(
         try:
             variants = build_variants(spec, out / name, sparsities, round_tos, int8, seed)
         except Exception as exc:  # one architecture failing must not lose the others
-            skipped[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            skipped[name] = one_line(exc, 200, with_type=True)
             print(f"{name}: failed ({skipped[name]})", flush=True)
             continue
         t1 = time.perf_counter()

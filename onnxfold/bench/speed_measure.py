@@ -18,23 +18,14 @@ import numpy as np
 import onnx
 
 from onnxfold.bench.speed_variants import Variant
+from onnxfold.runtime.session import CPU, make_session
 
 log = logging.getLogger(__name__)
 
 
 def make_bench_session(path: Path, threads: int, spinning: bool = False) -> Any:
     """A CPU session with ``threads`` intra-op threads, one inter-op thread, full graph optimisation."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    if not spinning:
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    return make_session(path, providers=[CPU], threads=threads, spinning=spinning)
 
 
 def time_variants(
@@ -76,6 +67,8 @@ def time_variants(
             v.runs[batch] = len(ts)
 
 
+# The child builds its session with onnxruntime alone, not make_session: importing onnxfold (and
+# numpy/onnx through it) would add its own memory to the peak that is being measured.
 _RSS_CHILD = r"""
 import json, sys
 import numpy as np

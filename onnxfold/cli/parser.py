@@ -230,7 +230,9 @@ def _bench_args(bench: argparse.ArgumentParser) -> None:
         default=None,
         help="minilm: HEADS:MLP sparsity pairs of kind both, comma-separated (default 0.25:0.3)",
     )
-    bench.add_argument("--seeds", default="0,1,2", help="quality: k-means seeds (mean and spread reported)")
+    bench.add_argument(
+        "--seeds", default="0,1,2", help="quality: clustering seeds (mean and spread reported)"
+    )
     bench.add_argument("--data", help="quality on your model: labelled inputs X.npy")
     bench.add_argument("--labels", help="quality on your model: labels Y.npy")
     bench.add_argument("--calibration", help="quality: samples for fold:data (default: 256 of --data)")

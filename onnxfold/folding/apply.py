@@ -1,12 +1,13 @@
-"""Folding a graph's channel groups: features → k-means → assignment → rewrite of every member.
+"""Folding a graph's channel groups: features → clustering (k-means, or Ward where k-means is
+expensive) → assignment → rewrite of every member.
 
-Per group (method.md §1.2–1.3): the feature vector of channel c is the concatenation of every
+Per group (docs/method.md §1.2–1.3): the feature vector of channel c is the concatenation of every
 tied tensor slice marked as a feature (producer rows, biases, BN γ/β, per-channel constants and
 consumer input columns; BN running statistics are excluded), optionally reweighted per block or
 BN-normalised (:mod:`onnxfold.folding.features`). All assignments are computed from the original weights
 first; only then is any tensor rewritten, so the order of groups is irrelevant.
 
-``method`` chooses the assignment: ``fold`` clusters with k-means (cluster means / sums);
+``method`` chooses the assignment: ``fold`` clusters (cluster means / sums);
 ``l1``/``l2`` keep the k channels of largest feature norm and drop the rest (labels −1,
 :mod:`onnxfold.folding.prune`), the structured magnitude-pruning baseline.
 """
@@ -129,7 +130,7 @@ def plan_folds(
 ) -> list[FoldPlan]:
     """Choose k and compute the assignment of every group (nothing is rewritten yet).
 
-    ``method``: fold (clustering with ``cluster``: auto, kmeans with ``n_init`` restarts, or ward;
+    ``method``: fold (clustering with ``cluster``: auto, kmeans with ``n_init`` restarts, kmeans-full or ward;
     :func:`~onnxfold.folding.cluster.kmeans_labels`) or l1/l2 (magnitude pruning);
     ``features``: raw, blocknorm or fused (``fused`` needs ``graph`` to find the BNs)."""
     if method not in METHODS:
@@ -280,7 +281,8 @@ class Verifier:
         except Exception as exc:
             log.info("fold verify: the input fails onnx.checker (%s); not used to verify", one_line(exc, 300))
         try:
-            from onnxfold.runtime.validate import make_inputs, make_session
+            from onnxfold.runtime.inputs import make_inputs
+            from onnxfold.runtime.session import make_session
 
             sess = make_session(
                 proto.SerializeToString(), providers=["CPUExecutionProvider"], optimize=False, threads=1
@@ -309,7 +311,7 @@ class Verifier:
 
                 onnx.checker.check_model(proto, full_check=True)
             if self.ort:
-                from onnxfold.runtime.validate import make_session
+                from onnxfold.runtime.session import make_session
 
                 sess = make_session(
                     proto.SerializeToString(), providers=["CPUExecutionProvider"], optimize=False, threads=1

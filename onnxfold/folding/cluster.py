@@ -1,8 +1,8 @@
 """Clustering of channel feature vectors: features in, assignment out. No graph knowledge.
 
 Folding channel rows W (n × d) into k clusters minimises ‖W − C W‖²_F with the projector
-C = U(UᵀU)⁻¹Uᵀ, which is exactly the k-means objective on the rows (method.md §1.1). The
-solvers, all deterministic for a given input and seed (method.md §1.4):
+C = U(UᵀU)⁻¹Uᵀ, which is exactly the k-means objective on the rows (docs/method.md §1.1). The
+solvers, all deterministic for a given input and seed (docs/method.md §1.4):
 
 * ``kmeans``: seeded scikit-learn k-means (k-means++ init, several restarts, best inertia kept;
   partitioned when one Lloyd pass is expensive, :func:`partitioned_kmeans`);

@@ -1,7 +1,7 @@
 """What a group's channels are clustered (or ranked) on: one (n, d) feature matrix per group.
 
 Every member marked as a feature contributes the block of its tensor slice tied to the channels
-(method.md §1.3): producer rows, biases, BN γ/β, per-channel constants, consumer input columns.
+(docs/method.md §1.3): producer rows, biases, BN γ/β, per-channel constants, consumer input columns.
 
 * ``raw``        the blocks concatenated as they are (the choice of the paper and the authors' CV code);
 * ``blocknorm``  each block B_m scaled to unit Frobenius norm first, B_m/‖B_m‖_F, so that a wide

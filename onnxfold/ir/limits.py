@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-
-class ModelError(ValueError):
-    """A model file that cannot be read, is unsafe, or cannot be written. Its message is one line."""
-
+from onnxfold.errors import ModelError  # noqa: F401  (re-exported: raised by the I/O layer)
 
 #: Protobuf refuses a message above 2 GiB: a model *file* larger than this cannot be read, and is refused
 #: before reading it.

@@ -21,6 +21,7 @@ import onnx_graphsurgeon as gs
 from onnx import TensorProto, helper
 from onnx_graphsurgeon.ir.tensor import LazyValues
 
+from onnxfold.errors import one_line
 from onnxfold.ir.external import (
     ExternalValues,
     check_external_refs,
@@ -203,9 +204,7 @@ def model_from_proto(proto: onnx.ModelProto, base_dir: str | os.PathLike = ".") 
     try:
         graph = gs.import_onnx(proto)
     except Exception as exc:
-        raise ModelError(
-            f"graph could not be imported ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-        ) from None
+        raise ModelError(f"graph could not be imported ({one_line(exc, 200, with_type=True)})") from None
     _attach_lazy_values(graph, base_dir)
     return Model(
         graph=graph,

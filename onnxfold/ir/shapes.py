@@ -9,6 +9,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import helper
 
+from onnxfold.errors import one_line
 from onnxfold.ir.model import Model
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def infer_shapes(model: Model) -> bool:
             proto, check_type=False, strict_mode=False, data_prop=True
         )
     except Exception as exc:  # inference is best effort: analysis blocks what it cannot see
-        log.warning("shape inference failed: %s", str(exc).splitlines()[0][:200])
+        log.warning("shape inference failed: %s", one_line(exc, 200))
         return False
     tensors = model.graph.tensors()
     graph_inputs = {t.name for t in model.graph.inputs}

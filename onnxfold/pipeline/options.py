@@ -11,13 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-
-class PipelineError(ValueError):
-    """A pipeline description that cannot be parsed or names unknown passes/options."""
-
-
-class PassError(RuntimeError):
-    """A pass failed or left an invalid graph. The message names the pass."""
+from onnxfold.errors import PassError, PipelineError  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)

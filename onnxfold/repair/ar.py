@@ -1,4 +1,4 @@
-"""Fold-AR on a folded graph: the data-free repair of method.md §2.2 (BN kept) and §2.5 (no BN).
+"""Fold-AR on a folded graph: the data-free repair of docs/method.md §2.2 (BN kept) and §2.5 (no BN).
 
 It runs after the naive fold and reuses its assignment (a :class:`~onnxfold.folding.apply.FoldRecord`).
 For every folded group and every producer of it (Conv, Gemm or MatMul, see

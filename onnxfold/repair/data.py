@@ -1,4 +1,4 @@
-"""Fold-R on a folded graph: repair with a few calibration samples (method.md §2.4, §2.5, §6.2).
+"""Fold-R on a folded graph: repair with a few calibration samples (docs/method.md §2.4, §2.5, §6.2).
 
 Repair *sites* are the places whose input distribution the fold changed (any tensor downstream
 of a rewritten constant):

@@ -1,4 +1,4 @@
-"""DeepInversion-style input synthesis from a model's own BatchNorm statistics (method.md §2.3).
+"""DeepInversion-style input synthesis from a model's own BatchNorm statistics (docs/method.md §2.3).
 
 No data is used: a batch x̂ (with random target classes t) is optimised with Adam to minimise
 

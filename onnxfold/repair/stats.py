@@ -1,4 +1,4 @@
-"""Repair of the statistics that folding destroys (method.md §2): pure numpy, no graph knowledge.
+"""Repair of the statistics that folding destroys (docs/method.md §2): pure numpy, no graph knowledge.
 
 Folding replaces the pre-activations z_i of a cluster c (N_c members) by their mean. If the z_i
 have unit variance and mean pairwise correlation E[c], the mean has variance

@@ -1,6 +1,6 @@
 """Run onnxfold's outputs on a second runtime, so nothing onnxruntime-specific slips into them.
 
-``python -m onnxfold.runtime.crosscheck MODEL.onnx …`` (or ``onnxfold bench runtimes``-style use from Python)
+``python -m onnxfold.runtime.crosscheck MODEL.onnx …`` (or :func:`compare_runtimes` from Python)
 runs every model with onnxruntime (CPU) and, when the ``openvino`` package is installed, with
 OpenVINO's CPU plugin on the same random input: it prints the agreement (max abs error, cosine)
 and each runtime's median batch-1 latency at a fixed thread count. OpenVINO is not a dependency;

@@ -148,11 +148,14 @@ def make_session(
     providers: Sequence[str] | None = None,
     optimize: bool = True,
     threads: int | None = None,
+    spinning: bool = True,
 ) -> Any:
     """Create an ``onnxruntime.InferenceSession`` from a path (external data loads) or serialized bytes.
 
     ``optimize=False`` sets ``ORT_DISABLE_ALL`` (no graph rewrites, for bit-exactness checks);
-    ``threads`` sets the intra-op thread count.
+    ``threads`` sets the intra-op thread count and then runs nodes sequentially on one inter-op
+    thread (what latency measurements need); ``spinning=False`` stops idle worker threads from
+    busy-waiting between runs.
     """
     import onnxruntime as ort
 
@@ -165,6 +168,10 @@ def make_session(
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if isinstance(model, onnx.ModelProto):
         model = model.SerializeToString()
     elif isinstance(model, (str, os.PathLike)):
