@@ -74,8 +74,6 @@ class Pair:
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Pair]:
     """``exported(arch, style) -> Pair``; each pair is exported once per session."""
-    pytest.importorskip("torch")
-    pytest.importorskip("onnxscript")
     from onnxfold.models.architectures import example_input
     from onnxfold.models.duplicate import make_duplicate_pair
     from onnxfold.models.export import export_onnx

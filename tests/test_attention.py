@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+import torch
 
 import onnxfold
-from onnxfold.runtime.session import make_session
-
-torch = pytest.importorskip("torch")
 from onnxfold.models.export import export_onnx  # noqa: E402
 from onnxfold.models.transformer import TinyTransformer, duplicate_heads  # noqa: E402
+from onnxfold.runtime.session import make_session
 
 STYLES = ("legacy", "dynamo")
 

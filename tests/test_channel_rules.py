@@ -1246,7 +1246,7 @@ def test_gemm_between_leading_dim_reshapes_folds_exactly(tmp_path, style):
     """GPT-2's Conv1D: x.view(-1, d) → addmm → view(b, t, f): the Reshapes regroup only the dims before
     the channel axis, whose count is an explicit constant rewritten with the fold. Duplicate neurons of a
     wide twin fold back to the compact model exactly."""
-    torch = pytest.importorskip("torch")
+    import torch
 
     class FlatMLP(torch.nn.Module):
         def __init__(self, w1, b1, w2, b2):
@@ -1314,7 +1314,7 @@ def test_fused_gate_up_cut_by_slices_folds_exactly(tmp_path, style):
     """Phi-3's fused gate_up projection: h[..., :f] and h[..., f:] (Slice on the channel axis) cut one
     producer into gate and up, tied again by their product. The Slices partition the group, their
     bounds are rewritten, and duplicate neurons of a wide twin fold back to the compact model exactly."""
-    torch = pytest.importorskip("torch")
+    import torch
 
     class GateUp(torch.nn.Module):
         def __init__(self, w_gu, w_down):

@@ -5,16 +5,15 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+import torch
 
 import onnxfold
-from onnxfold.pipeline.manager import PassError
-from onnxfold.runtime.session import make_session
-
-torch = pytest.importorskip("torch")
 from onnxfold.models import bundled_model  # noqa: E402
 from onnxfold.models.digits import load_digits_split  # noqa: E402
+from onnxfold.pipeline.manager import PassError
 from onnxfold.repair.deepinversion import bn_running_stats, reestimate_bn, synthesize  # noqa: E402
 from onnxfold.repair.torch_graph import TorchGraph, UnsupportedGraph  # noqa: E402
+from onnxfold.runtime.session import make_session
 
 
 @pytest.mark.parametrize("name", ["resnet18.onnx", "vgg11bn.onnx", "lenet5.onnx", "mlp.onnx"])

@@ -8,12 +8,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
-
-torch = pytest.importorskip("torch")
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
-
+import torch
 from onnx import numpy_helper  # noqa: E402
 
 from onnxfold.models.architectures import build_model, doubled_kwargs, example_input  # noqa: E402

@@ -27,12 +27,9 @@ import os
 
 import numpy as np
 import onnx
-import pytest
-from onnx import helper, numpy_helper
-
-hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from onnx import helper, numpy_helper
 
 import onnxfold  # noqa: E402
 from onnxfold.ir.model import to_model_proto  # noqa: E402

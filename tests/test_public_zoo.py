@@ -11,11 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import onnxscript  # noqa: F401  (the dynamo exporter needs it)
 import pytest
-
-torch = pytest.importorskip("torch")
-pytest.importorskip("onnxscript")
-
+import torch
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from onnxfold.bench import coverage as bench_coverage  # noqa: E402

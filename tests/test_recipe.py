@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import onnxfold
 from onnxfold.analysis.groups import ChannelGroup, Member
 from onnxfold.folding.recipe import RecipeError, load_recipe, parse_recipe
-
-torch = pytest.importorskip("torch")
 
 
 def group(name: str, unit: int = 1, producers=()) -> ChannelGroup:

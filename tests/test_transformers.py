@@ -10,12 +10,12 @@ import warnings
 import numpy as np
 import onnx
 import pytest
+import torch
+import transformers
 
 import onnxfold
 from onnxfold.runtime.session import make_session
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 RECIPE = "default: 0.0\nrules:\n  - layers: 0-1\n    heads: 0.5\n    mlp: 0.5\n"

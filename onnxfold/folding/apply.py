@@ -31,6 +31,7 @@ from onnxfold.folding.features import FEATURE_MODES, group_features, member_matr
 from onnxfold.folding.prune import PRUNE_METHODS, magnitude_labels
 from onnxfold.folding.recipe import Recipe
 from onnxfold.folding.rewrite import SliceEdit, apply_edits
+from onnxfold.ir.external import weight_bytes
 from onnxfold.ir.model import PROTO_LIMIT, Model, peek_values, set_values
 
 log = logging.getLogger(__name__)
@@ -245,17 +246,8 @@ VERIFY_MAX_BYTES = PROTO_LIMIT
 
 
 def model_weight_bytes(model: Model) -> int:
-    """Bytes of every constant of the graph, from declared shapes (lazy values are not read)."""
-    total = 0
-    for graph in [model.graph, *model.graph.subgraphs(recursive=True)]:
-        for t in graph.tensors().values():
-            if isinstance(t, gs.Constant):
-                try:
-                    itemsize = np.dtype(t.dtype).itemsize
-                except TypeError:
-                    itemsize = 1
-                total += int(np.prod(t.shape, dtype=object) if len(t.shape) else 1) * itemsize
-    return total
+    """Bytes of every constant of the model (:func:`onnxfold.ir.external.weight_bytes`): no value is read."""
+    return weight_bytes(model.graph)
 
 
 class Verifier:
