@@ -79,7 +79,7 @@ class FoldPass(Pass):
             "seed",
             int,
             0,
-            "clustering seed; the same seed, options and thread count give byte-identical output",
+            "clustering seed; the same seed and options give byte-identical output",
         ),
         Option(
             "method",

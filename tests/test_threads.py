@@ -1,0 +1,32 @@
+"""Passes run their numpy/scipy/scikit-learn work on a fixed number of BLAS/OpenMP threads, whatever the
+environment says, so that a fold's output does not depend on OMP_NUM_THREADS or the core count."""
+
+from __future__ import annotations
+
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from onnxfold.ir.model import load_model
+from onnxfold.models import bundled_model
+from onnxfold.pipeline.manager import PASS_THREADS, Pass, PassContext, PassManager, PassResult
+
+
+class RecordThreads(Pass):
+    name = "record-threads"
+    summary = "records the BLAS/OpenMP pool sizes it runs under"
+    options = ()
+
+    def run(self, model, ctx: PassContext) -> PassResult:
+        ctx.data["threads"] = sorted({(p["user_api"], p["num_threads"]) for p in threadpool_info()})
+        return PassResult(False)
+
+
+def test_passes_run_on_the_fixed_thread_count_whatever_the_caller_set() -> None:
+    pools = {p["user_api"] for p in threadpool_info()}
+    assert "blas" in pools  # numpy's BLAS is loaded, so there is something to limit
+    for outer in (None, 2, 4):
+        ctx = PassContext()
+        with threadpool_limits(limits=outer):
+            PassManager([RecordThreads()]).run(load_model(bundled_model("lenet5.onnx")), ctx)
+        assert ctx.data["threads"] and all(n == PASS_THREADS for _, n in ctx.data["threads"]), ctx.data[
+            "threads"
+        ]
