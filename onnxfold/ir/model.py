@@ -91,6 +91,7 @@ class Model:
         self.graph.opset = self.opset
         _drop_stale_locations(self.graph)
         proto = gs.export_onnx(self.graph, do_type_check=False)
+        hoist_shared_subgraph_constants(proto.graph)
         del proto.opset_import[:]
         for domain, version in self.opset_imports:
             proto.opset_import.append(helper.make_opsetid(domain, version))
@@ -224,6 +225,48 @@ def model_from_proto(proto: onnx.ModelProto, base_dir: str | os.PathLike = ".") 
             if n.name and len(n.metadata_props)
         },
     )
+
+
+def _subgraphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    """Every subgraph nested in ``graph`` (If branches, Loop and Scan bodies), depth first."""
+    found = []
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+                found += [sub, *_subgraphs(sub)]
+    return found
+
+
+def hoist_shared_subgraph_constants(graph: onnx.GraphProto) -> int:
+    """Store once a constant that graphsurgeon exported into several subgraphs.
+
+    graphsurgeon writes an outer-scope constant as an initializer of every subgraph that reads it
+    (an LSTM's weights read in both branches of an If were stored twice, +41 % file size). A name
+    is one value in ONNX's scoping, so such copies move to the main graph, where every subgraph
+    sees it; a name the main graph already holds is dropped from the subgraphs. Returns the number
+    of subgraph copies removed."""
+    subs = _subgraphs(graph)
+    holders: dict[str, list[onnx.TensorProto]] = {}
+    for sub in subs:
+        for tensor in sub.initializer:
+            holders.setdefault(tensor.name, []).append(tensor)
+    main = {t.name for t in graph.initializer}
+    move = {
+        name
+        for name, copies in holders.items()
+        if (name in main or len(copies) > 1) and len({c.SerializeToString() for c in copies}) == 1
+    }
+    if not move:
+        return 0
+    for name in sorted(move - main):
+        graph.initializer.append(holders[name][0])
+    removed = 0
+    for sub in subs:
+        kept = [t for t in sub.initializer if t.name not in move]
+        removed += len(sub.initializer) - len(kept)
+        del sub.initializer[:]
+        sub.initializer.extend(kept)
+    return removed
 
 
 def to_model_proto(model: Model) -> onnx.ModelProto:
