@@ -1,6 +1,8 @@
 """cleanup: dead nodes and unused initializers removed, topological order, shapes re-inferred.
 
-Byte-identical vectors (rank ≤ 1) are shared again (undoing canonicalize's per-node copies).
+Byte-identical vectors (rank ≤ 1) are shared again and nodes that compute the same thing from the
+same inputs are merged (undoing canonicalize's per-node copies of vectors and shape computations, so
+a fold that changes nothing leaves the graph no larger than it was).
 Values are never changed. Stale intermediate shapes (e.g. after folding narrowed a layer) are
 cleared and inferred again, so the saved ``value_info`` always matches the graph.
 """
@@ -36,6 +38,64 @@ def share_equal_vectors(graph: gs.Graph) -> int:
     return merged
 
 
+#: ops whose output is not a function of their inputs and attributes alone
+NONDETERMINISTIC = {
+    "RandomNormal",
+    "RandomNormalLike",
+    "RandomUniform",
+    "RandomUniformLike",
+    "Multinomial",
+    "Bernoulli",
+}
+
+
+def _attr_key(value) -> object:
+    if isinstance(value, gs.Graph):
+        raise TypeError("subgraph")
+    if isinstance(value, gs.Constant):
+        value = value.values
+    if isinstance(value, np.ndarray):
+        return ("array", value.dtype.str, value.shape, value.tobytes())
+    if isinstance(value, (list, tuple)):
+        return tuple(_attr_key(v) for v in value)
+    return (type(value).__name__, repr(value))
+
+
+def _node_key(node: gs.Node) -> tuple | None:
+    """What determines a node's outputs: op, domain, attributes and the identity of its inputs."""
+    if node.op in NONDETERMINISTIC or not node.outputs:
+        return None
+    try:
+        attrs = tuple(sorted((k, _attr_key(v)) for k, v in node.attrs.items()))
+    except TypeError:  # a node with a subgraph (If, Loop, Scan) is never merged
+        return None
+    return (node.domain or "", node.op, tuple(id(t) for t in node.inputs), attrs, len(node.outputs))
+
+
+def merge_equal_nodes(graph: gs.Graph) -> int:
+    """Merge nodes of the main graph with the same op, domain, attributes and inputs into the first
+    one (in topological order, so equal chains collapse link by link). Exact: such nodes compute the
+    same values. A node whose output is a graph output or is read inside a subgraph is kept."""
+    graph.toposort()
+    keep_names = {t.name for t in graph.outputs}
+    for sub in graph.subgraphs(recursive=True):
+        keep_names |= {t.name for node in sub.nodes for t in node.inputs}
+    first: dict[tuple, gs.Node] = {}
+    merged = 0
+    for node in graph.nodes:
+        key = _node_key(node)
+        if key is None:
+            continue
+        kept = first.setdefault(key, node)
+        if kept is node or any(t.name in keep_names for t in node.outputs):
+            continue
+        for old, new in zip(node.outputs, kept.outputs, strict=True):
+            for consumer in list(old.outputs):
+                replace_input(consumer, old, new)
+        merged += 1
+    return merged
+
+
 class CleanupPass(Pass):
     name = "cleanup"
     summary = "remove dead nodes and unused initializers, sort topologically, re-infer shapes"
@@ -46,6 +106,7 @@ class CleanupPass(Pass):
         nodes_before = len(graph.nodes)
         consts_before = sum(isinstance(t, gs.Constant) for t in graph.tensors().values())
         shared = share_equal_vectors(graph)
+        merged = merge_equal_nodes(graph)
         graph.cleanup(remove_unused_graph_inputs=False)
         graph.toposort()
         clear_shapes(graph)
@@ -55,5 +116,6 @@ class CleanupPass(Pass):
             "nodes_removed": nodes_before - len(graph.nodes),
             "initializers_removed": consts_before - consts_after,
             "vectors_shared": shared,
+            "nodes_merged": merged,
         }
         return PassResult(bool(stats["nodes_removed"] or stats["initializers_removed"]), stats)
