@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from harness import A, S, Net, widen
+from harness import A, Net, S, widen
 
 import onnxfold
 from onnxfold.api import as_model
