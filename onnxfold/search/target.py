@@ -7,7 +7,9 @@
 3. ``min_fidelity``: bisection on the number of path steps. Every candidate is really built (fold
    with the allocated per-group sparsities, then the configured repair and cleanup) and measured;
    the estimate only proposes. The kept candidate is the one of largest measured parameter
-   reduction whose measured fidelity is ≥ the target. ``budget``: the path prefix whose estimated
+   reduction whose measured fidelity is ≥ the target. Fidelity need not fall monotonically along
+   the path, so after each bisection three points beyond the first failure are probed, and the
+   bisection resumes above any that passes. ``budget``: the path prefix whose estimated
    saving reaches the budget, corrected a few times against the measured reduction.
 """
 
@@ -20,6 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from onnxfold.analysis import analyze_graph
 from onnxfold.ir.model import Model
 from onnxfold.report.fold_report import stats_of
@@ -29,8 +33,8 @@ from onnxfold.search.sensitivity import GroupCurve, sensitivity
 
 log = logging.getLogger(__name__)
 
-#: Most candidates built by one bisection.
-MAX_CANDIDATES = 16
+#: Most candidates built by one bisection (with its probes beyond a failure).
+MAX_CANDIDATES = 24
 
 
 @dataclass
@@ -211,12 +215,22 @@ def _bisect(
     if lo.fidelity < target:
         return max((lo, hi), key=lambda c: c.fidelity), False
     a, b = 0, len(path)
-    while b - a > 1 and len(tried) < MAX_CANDIDATES:
-        mid = (a + b) // 2
-        if measure(mid).fidelity >= target:
-            a = mid
-        else:
-            b = mid
+    while True:
+        while b - a > 1 and len(tried) < MAX_CANDIDATES:
+            mid = (a + b) // 2
+            if measure(mid).fidelity >= target:
+                a = mid
+            else:
+                b = mid
+        # fidelity need not fall monotonically along the path: probe 3 points beyond the first failure
+        probes = [int(v) for v in np.linspace(b, len(path), 5)[1:-1] if int(v) not in tried]
+        if not probes or len(tried) + len(probes) > MAX_CANDIDATES:
+            break
+        ok = [p for p in probes if measure(p).fidelity >= target]
+        if not ok:
+            break
+        a = max(ok)
+        b = min([p for p in probes if p > a] + [len(path)])
     passing = [c for c in tried.values() if c.fidelity >= target]
     return max(passing, key=lambda c: (c.reduction, c.fidelity)), True
 
