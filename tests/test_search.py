@@ -247,3 +247,12 @@ def test_analyze_sensitivity_cli(tmp_path, capsys, digits) -> None:
     data = json.loads(capsys.readouterr().out)
     assert data["metrics"] == {"logits": "top1"} and len(data["groups"]) == 12
     assert all(len(g["fidelity"]) == 2 for g in data["groups"])
+
+
+def test_target_macs_lands_within_a_channel(digits) -> None:
+    search_x, _ = digits
+    _, report = onnxfold.fold(
+        bundled_model("lenet5.onnx"), target_macs=0.4, inputs={"input": search_x}, repair="none"
+    )
+    per = max(c.macs_per_channel for c in report.search.curves) / report.before.macs
+    assert abs(report.search.chosen.macs_reduction - 0.4) <= per + 1e-9
