@@ -12,7 +12,15 @@ import onnx
 from onnxfold.analysis import ChannelGroup, analyze_graph
 from onnxfold.folding.apply import model_weight_bytes
 from onnxfold.ir.model import Model, data_dirs, load_model, model_from_proto, save_model, spilling
-from onnxfold.passes import REGISTRY, CanonicalizePass, CleanupPass, FoldPass, RepairPass, ValidatePass
+from onnxfold.passes import (
+    REGISTRY,
+    CanonicalizePass,
+    CleanupPass,
+    FoldPass,
+    RepairPass,
+    SearchPass,
+    ValidatePass,
+)
 from onnxfold.pipeline.manager import Pass, PassContext, PassManager
 from onnxfold.report.fold_report import FoldReport, saved_size, source_size, stats_of
 from onnxfold.report.stats import format_table, human_count
@@ -101,6 +109,7 @@ def _run_pipeline(
         ctx.data.get("validation"),
         str(model.source_path) if model.source_path else None,
         str(output) if output is not None else None,
+        search=ctx.data.get("search"),
     )
     return model, report
 
@@ -121,6 +130,14 @@ def fold(
     cluster: str = "auto",
     recipe: str | os.PathLike | None = "",
     verify: bool = True,
+    # search pass
+    min_fidelity: float = 0.0,
+    target_params: float = 0.0,
+    target_macs: float = 0.0,
+    metric: str = "auto",
+    levels: str = "0.1,0.2,0.3,0.5,0.7",
+    max_sparsity: float = 0.7,
+    force: bool = False,
     # repair pass
     repair: str = "ar",
     calibration: str | os.PathLike | Any | None = "",
@@ -151,23 +168,34 @@ def fold(
     (:func:`onnxfold.runtime.inputs.load_inputs`), an array of samples or a dict of them;
     ``repair_options``: repair options by their pass names (they win over the keywords).
     The repair pass runs unless ``repair="none"`` and no repair keyword is set.
-    Returns (model, report)."""
-    passes: list[Pass] = [
-        CanonicalizePass(),
-        FoldPass(
-            sparsity=sparsity,
-            seed=seed,
-            overrides=list(overrides),
-            ignore=list(ignore),
-            round_to=round_to,
-            method=method,
-            features=features,
-            n_init=n_init,
-            cluster=cluster,
-            recipe=os.fspath(recipe) if recipe is not None else "",
-            verify=verify,
-        ),
-    ]
+    With ``min_fidelity``, ``target_params`` or ``target_macs`` the search pass replaces the fixed
+    sparsity: every candidate it measures is folded, repaired and cleaned up as configured here, on
+    ``inputs`` (or validation's random inputs: a data-free proxy); ``report.search`` holds its
+    result. A missed ``min_fidelity`` raises :class:`~onnxfold.errors.PipelineError` and writes
+    nothing unless ``force``. Returns (model, report)."""
+    fold_pass = FoldPass(
+        sparsity=sparsity,
+        seed=seed,
+        overrides=list(overrides),
+        ignore=list(ignore),
+        round_to=round_to,
+        method=method,
+        features=features,
+        n_init=n_init,
+        cluster=cluster,
+        recipe=os.fspath(recipe) if recipe is not None else "",
+        verify=verify,
+    )
+    search = SearchPass(
+        min_fidelity=min_fidelity,
+        target_params=target_params,
+        target_macs=target_macs,
+        metric=metric,
+        levels=levels,
+        max_sparsity=max_sparsity,
+        force=force,
+    )
+    passes: list[Pass] = [CanonicalizePass(), fold_pass]
     repair_opts = {
         "batch_size": batch_size,
         "goal": goal,
@@ -188,6 +216,9 @@ def fold(
             passes.append(RepairPass(mode=repair, calibration=os.fspath(calibration), **repair_opts))
         else:
             passes.append(RepairPass(mode=repair, calibration_data=calibration, **repair_opts))
+    if search.mode is not None:  # the search runs fold (and repair) on every candidate itself
+        search.fold, search.repair = fold_pass, passes[2] if len(passes) > 2 else None
+        passes = [passes[0], search]
     passes.append(CleanupPass())
     if validate:
         passes.append(ValidatePass(seed=seed, batch=validate_batch, min_cosine=min_cosine))

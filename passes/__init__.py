@@ -8,12 +8,22 @@ from onnxfold.passes.float16 import Float16Pass
 from onnxfold.passes.fold import FoldPass
 from onnxfold.passes.quantize import QuantizePass
 from onnxfold.passes.repair import RepairPass
+from onnxfold.passes.search import SearchPass
 from onnxfold.passes.validate import ValidatePass
 from onnxfold.pipeline.manager import Pass
 
 REGISTRY: dict[str, type[Pass]] = {
     p.name: p
-    for p in (CanonicalizePass, FoldPass, RepairPass, CleanupPass, ValidatePass, QuantizePass, Float16Pass)
+    for p in (
+        CanonicalizePass,
+        FoldPass,
+        SearchPass,
+        RepairPass,
+        CleanupPass,
+        ValidatePass,
+        QuantizePass,
+        Float16Pass,
+    )
 }
 
 __all__ = [
@@ -21,6 +31,7 @@ __all__ = [
     "CanonicalizePass",
     "FoldPass",
     "RepairPass",
+    "SearchPass",
     "CleanupPass",
     "ValidatePass",
     "QuantizePass",

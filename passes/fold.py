@@ -53,6 +53,8 @@ def rewrite_model(model: Model, plans) -> list[str]:
 
 class FoldPass(Pass):
     name = "fold"
+    #: {group name: base sparsity} chosen by the search pass (None: ``sparsity`` everywhere).
+    allocation: dict[str, float] | None = None
     summary = (
         "cluster tied channels (k-means, or Ward on large groups) and merge each cluster into one channel"
     )
@@ -145,7 +147,34 @@ class FoldPass(Pass):
         groups = analyze_graph(graph, model.node_scopes())
         tensors = graph.tensors()
         source = model.copy()  # before planning loads any value: lazy external data stays lazy in the copy
-        plans = plan_folds(
+        plans = self._plan(groups, tensors, graph)
+        rewritten = self._rewrite_verified(model, source, plans, ctx)
+        return self._finish(plans, rewritten, source, ctx)
+
+    def _plan(self, groups, tensors, graph) -> list:
+        """Every group's plan; with ``allocation`` (set by the search pass), each listed group's base
+        sparsity is its allocated one (recipes and overrides still apply on top)."""
+        allocation = self.allocation
+        if allocation:
+            plans = []
+            for group in groups:
+                plans += plan_folds(
+                    [group],
+                    lambda name: peek_values(tensors[name]),
+                    allocation.get(group.name, self.opts["sparsity"]),
+                    self.overrides,
+                    self.opts["ignore"],
+                    self.opts["round_to"],
+                    self.opts["seed"],
+                    method=self.opts["method"],
+                    features=self.opts["features"],
+                    n_init=self.opts["n_init"],
+                    graph=graph,
+                    recipe=self.recipe,
+                    cluster=self.opts["cluster"],
+                )
+            return plans
+        return plan_folds(
             groups,
             lambda name: peek_values(tensors[name]),
             self.opts["sparsity"],
@@ -161,7 +190,8 @@ class FoldPass(Pass):
             recipe=self.recipe,
             cluster=self.opts["cluster"],
         )
-        rewritten = self._rewrite_verified(model, source, plans, ctx)
+
+    def _finish(self, plans, rewritten: list[str], source: Model, ctx: PassContext) -> PassResult:
         edits = fold_edits(plans)
         ctx.data["fold_plans"] = plans
         ctx.data["fold_record"] = FoldRecord(plans, edits, source)

@@ -111,9 +111,49 @@ def cmd_run(args: argparse.Namespace) -> None:
     _finish(report, args)
 
 
+def cmd_sensitivity(args: argparse.Namespace) -> None:
+    """``onnxfold analyze MODEL --sensitivity``: the per-group sensitivity table (and plot, JSON)."""
+    from onnxfold.api import as_model
+    from onnxfold.passes import CanonicalizePass
+    from onnxfold.passes.search import parse_levels
+    from onnxfold.pipeline.manager import PassContext
+    from onnxfold.runtime.inputs import load_inputs
+    from onnxfold.runtime.session import make_session
+    from onnxfold.search import Evaluator, format_sensitivity, plot_sensitivity, sensitivity
+
+    if not Path(args.model).is_file():
+        raise CliError(f"{args.model}: no such file")
+    inputs = load_inputs(args.inputs, make_session(str(args.model))) if args.inputs else None
+    original = as_model(args.model)
+    model = original.copy()
+    CanonicalizePass().run(model, PassContext())
+    evaluator = Evaluator(original, inputs, args.metric)
+    curves = sensitivity(model, evaluator, parse_levels(args.levels), method=args.method)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "inputs": evaluator.describe(),
+                    "metrics": evaluator.metrics,
+                    "groups": [c.to_dict() for c in curves],
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(format_sensitivity(curves, evaluator.describe()))
+    if args.plot:
+        plot_sensitivity(curves, args.plot)
+        if not args.json:
+            print(f"plot written to {args.plot}")
+
+
 def cmd_analyze(args: argparse.Namespace) -> None:
     from onnxfold.api import analyze, format_groups
 
+    if args.sensitivity:
+        cmd_sensitivity(args)
+        return
     groups = analyze(args.model)
     if args.json:
         print(json.dumps([g.to_dict() for g in groups], indent=2))

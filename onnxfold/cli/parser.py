@@ -66,9 +66,9 @@ _TYPES: dict[str, Any] = {"sparsity": _sparsity}
 
 def fold_passes() -> tuple[type[Pass], ...]:
     """The passes whose options ``onnxfold fold`` exposes, in flag order."""
-    from onnxfold.passes import FoldPass, RepairPass, ValidatePass
+    from onnxfold.passes import FoldPass, RepairPass, SearchPass, ValidatePass
 
-    return (FoldPass, RepairPass, ValidatePass)
+    return (FoldPass, SearchPass, RepairPass, ValidatePass)
 
 
 def fold_flags() -> list[FoldFlag]:
@@ -168,6 +168,30 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--json", action="store_true", help="print the groups as JSON")
     analyze.add_argument(
         "--members", action="store_true", help="also list every member tensor of every group"
+    )
+    analyze.add_argument(
+        "--sensitivity",
+        action="store_true",
+        help="fidelity when each foldable group alone is compressed at each of --levels",
+    )
+    analyze.add_argument(
+        "--inputs", help="--sensitivity: samples (.npy, .npz or a folder; default random inputs, a proxy)"
+    )
+    analyze.add_argument(
+        "--levels", default="0.1,0.2,0.3,0.5,0.7", help="--sensitivity: comma-separated sparsities"
+    )
+    analyze.add_argument(
+        "--metric",
+        default="auto",
+        choices=("auto", "top1", "cosine", "relerr"),
+        help="--sensitivity: fidelity metric",
+    )
+    analyze.add_argument("--plot", help="--sensitivity: write a plot of fidelity vs level (needs matplotlib)")
+    analyze.add_argument(
+        "--method",
+        default="fold",
+        choices=("fold", "l1", "l2"),
+        help="--sensitivity: how each group is compressed",
     )
 
     fold = sub.add_parser("fold", help="fold a model: canonicalize, fold, repair, cleanup, validate")

@@ -53,6 +53,7 @@ class FoldReport:
     validation: Any = None
     source: str | None = None
     output: str | None = None
+    search: Any = None  # onnxfold.search.target.SearchResult of a target run
 
     @property
     def param_sparsity(self) -> float:
@@ -71,6 +72,7 @@ class FoldReport:
                 for r in self.passes
             ],
             "validation": self.validation.to_dict() if self.validation is not None else None,
+            "search": self.search.to_dict() if self.search is not None else None,
         }
 
     def write_json(self, path: str | os.PathLike) -> None:
@@ -94,16 +96,23 @@ class FoldReport:
                     p.group.kind,
                     p.group.size,
                     p.k,
+                    f"{p.sparsity:g}",
                     p.status if p.method == "fold" or p.status != "folded" else f"pruned ({p.method})",
                     p.reason,
                 ]
                 for p in self.plans[:max_groups]
             ]
             parts.append(
-                format_table(["group", "units", "before", "after", "status", "reason"], rows, align="llrrll")
+                format_table(
+                    ["group", "units", "before", "after", "sparsity", "status", "reason"],
+                    rows,
+                    align="llrrrll",
+                )
             )
             if len(self.plans) > max_groups:
                 parts.append(f"... {len(self.plans) - max_groups} more groups (see --report JSON)")
+        if self.search is not None:
+            parts.append("\n" + self.search.summary())
         rows = [[r.name, f"{r.seconds * 1000:.1f} ms", "yes" if r.modified else "no"] for r in self.passes]
         parts.append("\n" + format_table(["pass", "time", "modified"], rows, align="lrl"))
         parts += [f"{r.name}: skipped ({r.stats['skipped']})" for r in self.passes if r.stats.get("skipped")]

@@ -1,0 +1,110 @@
+"""Fidelity: one number in [0, 1] saying how well a candidate's outputs agree with the original's.
+
+Per output (reference a, candidate b, computed in float64), one of three metrics:
+
+* ``top1``   = fraction of positions whose argmax over the last axis (the classes) agrees; for
+  class scores [B, C] a position is a sample, for sequence logits ([T, B, C] or [B, T, C], e.g.
+  CTC) every (sample, step) pair is a position;
+* ``cosine`` = <a, b> / (|a| |b|), clipped to [0, 1] (1 when both are zero, 0 when one is);
+* ``relerr`` = max(0, 1 − |a − b| / |a|) (1 when both are zero).
+
+``auto`` picks top1 for class scores (float rank 2 with more than one class, as
+:mod:`onnxfold.runtime.compare` detects them) and for sequence logits (float rank 3 whose output
+name or producing op says logits/probabilities: Softmax, LogSoftmax, or a name containing
+logit, prob, score or ctc), and cosine otherwise. The model's fidelity is the minimum over its
+outputs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from onnxfold.runtime.compare import _is_class_scores
+
+METRICS = ("auto", "top1", "cosine", "relerr")
+_LOGIT_NAME = re.compile(r"logit|prob|score|ctc", re.IGNORECASE)
+_LOGIT_OPS = {"Softmax", "LogSoftmax"}
+
+
+@dataclass(frozen=True)
+class OutputFidelity:
+    """The fidelity of one output under ``metric``."""
+
+    name: str
+    metric: str
+    value: float
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "metric": self.metric, "value": float(self.value)}
+
+
+def auto_metric(name: str, ref: np.ndarray, producer_op: str | None = None) -> str:
+    """The metric ``auto`` uses for an output (see the module docstring)."""
+    ref = np.asarray(ref)
+    if _is_class_scores(ref):
+        return "top1"
+    if ref.dtype.kind == "f" and ref.ndim == 3 and ref.shape[-1] > 1:
+        if producer_op in _LOGIT_OPS or _LOGIT_NAME.search(name):
+            return "top1"
+    return "cosine"
+
+
+def fidelity_value(metric: str, ref: np.ndarray, cand: np.ndarray) -> float:
+    """``metric`` (top1, cosine or relerr) of ``cand`` against ``ref``; 0 when the shapes differ."""
+    ref, cand = np.asarray(ref), np.asarray(cand)
+    if ref.shape != cand.shape:
+        return 0.0
+    if ref.size == 0:
+        return 1.0
+    if metric == "top1":
+        if ref.ndim == 0 or ref.shape[-1] < 2:
+            raise ValueError("top1 needs an output whose last axis holds at least two classes")
+        return float(np.mean(ref.argmax(axis=-1) == cand.argmax(axis=-1)))
+    a = ref.astype(np.float64, copy=False).ravel()
+    b = cand.astype(np.float64, copy=False).ravel()
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    if metric == "cosine":
+        if na == 0.0 and nb == 0.0:
+            return 1.0
+        if na == 0.0 or nb == 0.0:
+            return 0.0
+        return float(np.clip(np.dot(a, b) / (na * nb), 0.0, 1.0))
+    if metric == "relerr":
+        if na == 0.0:
+            return 1.0 if nb == 0.0 else 0.0
+        return float(max(0.0, 1.0 - np.linalg.norm(a - b) / na))
+    raise ValueError(f"unknown metric {metric!r} (expected one of {', '.join(METRICS)})")
+
+
+def output_metrics(
+    reference: Mapping[str, np.ndarray], metric: str = "auto", producers: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The metric of every output (``auto`` resolved per output from the reference values)."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r} (expected one of {', '.join(METRICS)})")
+    producers = producers or {}
+    out = {}
+    for name, ref in reference.items():
+        chosen = auto_metric(name, ref, producers.get(name)) if metric == "auto" else metric
+        if chosen == "top1" and (np.ndim(ref) == 0 or np.shape(ref)[-1] < 2):
+            chosen = "cosine"
+        out[name] = chosen
+    return out
+
+
+def model_fidelity(
+    reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray], metrics: Mapping[str, str]
+) -> tuple[float, list[OutputFidelity]]:
+    """(minimum over outputs, per-output fidelities); ``metrics`` from :func:`output_metrics`."""
+    per = [
+        OutputFidelity(n, metrics[n], fidelity_value(metrics[n], reference[n], candidate[n]))
+        for n in reference
+    ]
+    return (min(p.value for p in per) if per else 1.0), per
+
+
+__all__ = ["METRICS", "OutputFidelity", "auto_metric", "fidelity_value", "model_fidelity", "output_metrics"]

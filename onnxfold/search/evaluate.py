@@ -1,0 +1,67 @@
+"""Fidelity of candidate models on fixed inputs: the original runs once, each candidate once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnx
+
+from onnxfold.ir.model import Model, to_model_proto
+from onnxfold.runtime.fidelity import OutputFidelity, model_fidelity, output_metrics
+from onnxfold.runtime.inputs import make_inputs
+from onnxfold.runtime.session import make_session
+
+
+def _session(model: Model | onnx.ModelProto):
+    proto = to_model_proto(model) if isinstance(model, Model) else model
+    return make_session(
+        proto.SerializeToString(), providers=["CPUExecutionProvider"], optimize=True, threads=1
+    )
+
+
+class Evaluator:
+    """Runs ``original`` on ``inputs`` once (random inputs as validation makes them when None: then
+    ``proxy`` is True) and scores candidates by :func:`onnxfold.runtime.fidelity.model_fidelity`."""
+
+    def __init__(
+        self,
+        original: Model | onnx.ModelProto,
+        inputs: Mapping[str, np.ndarray] | None = None,
+        metric: str = "auto",
+        shapes: Mapping[str, Sequence[int]] | None = None,
+        seed: int = 0,
+        batch: int = 2,
+    ):
+        sess = _session(original)
+        self.proxy = inputs is None
+        self.feed = (
+            make_inputs(sess, shapes=shapes or None, batch=batch, seed=seed)
+            if inputs is None
+            else dict(inputs)
+        )
+        self.names = [o.name for o in sess.get_outputs()]
+        self.reference = dict(zip(self.names, sess.run(self.names, self.feed), strict=True))
+        proto = to_model_proto(original) if isinstance(original, Model) else original
+        producers = {o: n.op_type for n in proto.graph.node for o in n.output}
+        self.metrics = output_metrics(self.reference, metric, producers)
+        self.runs = 0
+
+    def __call__(self, candidate: Model | onnx.ModelProto) -> tuple[float, list[OutputFidelity]]:
+        """(fidelity, per-output fidelities) of ``candidate``; a candidate that fails to run scores 0."""
+        self.runs += 1
+        try:
+            sess = _session(candidate)
+            got = dict(zip(self.names, sess.run(self.names, self.feed), strict=True))
+        except Exception:
+            return 0.0, [OutputFidelity(n, self.metrics[n], 0.0) for n in self.names]
+        return model_fidelity(self.reference, got, self.metrics)
+
+    def describe(self) -> str:
+        """e.g. ``32 samples`` or ``data-free proxy: 2 random samples``."""
+        n = (
+            next(iter(self.feed.values())).shape[0]
+            if self.feed and np.ndim(next(iter(self.feed.values())))
+            else 1
+        )
+        return f"data-free proxy: {n} random samples" if self.proxy else f"{n} given samples"

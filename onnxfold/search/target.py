@@ -1,0 +1,264 @@
+"""Target search: the largest compression whose fidelity meets a target, or a budget at least loss.
+
+1. Sensitivity curves of the searchable groups (:mod:`onnxfold.search.sensitivity`); groups a
+   recipe or an override fixes, and ignored or blocked ones, are not searched.
+2. The greedy allocation path (:mod:`onnxfold.search.allocate`) orders channel removals by
+   estimated loss per parameter (or MAC) saved.
+3. ``min_fidelity``: bisection on the number of path steps. Every candidate is really built (fold
+   with the allocated per-group sparsities, then the configured repair and cleanup) and measured;
+   the estimate only proposes. The kept candidate is the one of largest measured parameter
+   reduction whose measured fidelity is ≥ the target. Fidelity need not fall monotonically along
+   the path, so after each bisection three points beyond the first failure are probed, and the
+   bisection resumes above any that passes. ``budget``: the path prefix whose estimated
+   saving reaches the budget, corrected a few times against the measured reduction.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from onnxfold.analysis import analyze_graph
+from onnxfold.ir.model import Model
+from onnxfold.report.fold_report import stats_of
+from onnxfold.search.allocate import AllocationPath, greedy_path
+from onnxfold.search.evaluate import Evaluator
+from onnxfold.search.sensitivity import GroupCurve, sensitivity
+
+log = logging.getLogger(__name__)
+
+#: Most candidates built by one bisection (with its probes beyond a failure).
+MAX_CANDIDATES = 24
+
+
+@dataclass
+class Candidate:
+    """One really built and measured candidate."""
+
+    steps: int
+    fidelity: float
+    params: int
+    macs: int
+    reduction: float  # fraction of parameters removed
+    macs_reduction: float
+    outputs: list = field(default_factory=list)
+    model: Model | None = None
+    data: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "steps": self.steps,
+            "fidelity": self.fidelity,
+            "param_reduction": self.reduction,
+            "mac_reduction": self.macs_reduction,
+            "outputs": [o.to_dict() for o in self.outputs],
+        }
+
+
+@dataclass
+class SearchResult:
+    """What the search chose, and how: the chosen candidate, every candidate tried, timing."""
+
+    mode: str  # min_fidelity, target_params or target_macs
+    target: float
+    chosen: Candidate
+    met: bool
+    candidates: list[Candidate]
+    curves: list[GroupCurve]
+    allocation: dict[str, float]
+    inputs: str
+    proxy: bool
+    metrics: dict[str, str]
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {
+            "mode": self.mode,
+            "target": self.target,
+            "met": self.met,
+            "fidelity": self.chosen.fidelity,
+            "param_reduction": self.chosen.reduction,
+            "mac_reduction": self.chosen.macs_reduction,
+            "outputs": [o.to_dict() for o in self.chosen.outputs],
+            "metrics": dict(self.metrics),
+            "inputs": self.inputs,
+            "data_free_proxy": self.proxy,
+            "seconds": self.seconds,
+            "allocation": dict(self.allocation),
+            "candidates": [c.to_dict() for c in self.candidates],
+            "sensitivity": [c.to_dict() for c in self.curves],
+        }
+
+    def summary(self) -> str:
+        lines = [
+            f"search ({self.mode} {self.target:g}): fidelity {self.chosen.fidelity:.4f} at "
+            f"{self.chosen.reduction:.1%} fewer parameters ({self.chosen.macs_reduction:.1%} fewer MACs); "
+            f"{len(self.candidates)} candidates built in {self.seconds:.1f} s",
+            "fidelity per output: "
+            + ", ".join(f"{o.name} {o.metric} {o.value:.4f}" for o in self.chosen.outputs),
+            f"measured on {self.inputs}",
+        ]
+        if self.proxy:
+            lines.append(
+                "note: no --inputs given, so this fidelity is a data-free proxy on random inputs, "
+                "not a measure of the model's task"
+            )
+        return "\n".join(lines)
+
+
+def fixed_groups(groups: Sequence[Any], overrides: Sequence[tuple[str, float]], recipe: Any) -> set[str]:
+    """Names of the groups whose sparsity a recipe or an override fixes (never searched)."""
+    fixed = set()
+    for g in groups:
+        names = [g.name] + list(g.producers)
+        if recipe is not None and recipe.sparsity(g) is not None:
+            fixed.add(g.name)
+        elif any(re.search(pat, n) for pat, _ in overrides for n in names):
+            fixed.add(g.name)
+    return fixed
+
+
+def search(
+    model: Model,
+    build: Callable[[dict[str, float]], tuple[Model, dict]],
+    evaluator: Evaluator,
+    *,
+    mode: str,
+    target: float,
+    levels: Sequence[float],
+    cap: float,
+    fold_opts: dict[str, Any],
+    overrides: Sequence[tuple[str, float]] = (),
+    recipe: Any = None,
+) -> SearchResult:
+    """Run the search on the canonicalized ``model``. ``build(allocation)`` returns a new folded
+    (repaired, cleaned) copy and the pass data it left. See the module docstring."""
+    start = time.perf_counter()
+    base = stats_of(model)
+    groups = analyze_graph(model.graph, model.node_scopes())
+    fixed = fixed_groups(groups, overrides, recipe)
+    curves = sensitivity(
+        model,
+        evaluator,
+        levels,
+        ignore=fold_opts["ignore"],
+        round_to=fold_opts["round_to"],
+        seed=fold_opts["seed"],
+        method=fold_opts["method"],
+        features=fold_opts["features"],
+        n_init=fold_opts["n_init"],
+        cluster=fold_opts["cluster"],
+        skip=lambda name: name in fixed,
+    )
+    path = greedy_path(curves, cap, by="macs" if mode == "target_macs" else "params")
+    log.info("search: %d groups searched, path of %d channel steps", len(path.curves), len(path))
+    tried: dict[int, Candidate] = {}
+
+    def measure(steps: int) -> Candidate:
+        if steps in tried:
+            return tried[steps]
+        cand_model, data = build(path.sparsities_at(steps))
+        fid, per = evaluator(cand_model)
+        st = stats_of(cand_model)
+        cand = Candidate(
+            steps,
+            fid,
+            st.params,
+            st.macs,
+            1.0 - st.params / base.params if base.params else 0.0,
+            1.0 - st.macs / base.macs if base.macs else 0.0,
+            per,
+            cand_model,
+            data,
+        )
+        log.info("search: %d steps -> fidelity %.4f, %.1f%% fewer params", steps, fid, 100 * cand.reduction)
+        tried[steps] = cand
+        return cand
+
+    if mode == "min_fidelity":
+        chosen, met = _bisect(path, measure, tried, target)
+    else:
+        total = base.params if mode == "target_params" else base.macs
+        chosen, met = _budget(path, measure, total, target, mode)
+    for c in tried.values():
+        if c is not chosen:
+            c.model, c.data = None, {}
+    return SearchResult(
+        mode,
+        target,
+        chosen,
+        met,
+        sorted(tried.values(), key=lambda c: c.steps),
+        curves,
+        path.sparsities_at(chosen.steps),
+        evaluator.describe(),
+        evaluator.proxy,
+        dict(evaluator.metrics),
+        time.perf_counter() - start,
+    )
+
+
+def _bisect(
+    path: AllocationPath, measure: Callable[[int], Candidate], tried: dict[int, Candidate], target: float
+) -> tuple[Candidate, bool]:
+    """Largest measured reduction with fidelity ≥ target, by bisection on path steps."""
+    hi = measure(len(path))
+    if hi.fidelity >= target:
+        return hi, True
+    lo = measure(0)
+    if lo.fidelity < target:
+        return max((lo, hi), key=lambda c: c.fidelity), False
+    a, b = 0, len(path)
+    while True:
+        while b - a > 1 and len(tried) < MAX_CANDIDATES:
+            mid = (a + b) // 2
+            if measure(mid).fidelity >= target:
+                a = mid
+            else:
+                b = mid
+        # fidelity need not fall monotonically along the path: probe 3 points beyond the first failure
+        probes = [int(v) for v in np.linspace(b, len(path), 5)[1:-1] if int(v) not in tried]
+        if not probes or len(tried) + len(probes) > MAX_CANDIDATES:
+            break
+        ok = [p for p in probes if measure(p).fidelity >= target]
+        if not ok:
+            break
+        a = max(ok)
+        b = min([p for p in probes if p > a] + [len(path)])
+    passing = [c for c in tried.values() if c.fidelity >= target]
+    return max(passing, key=lambda c: (c.reduction, c.fidelity)), True
+
+
+def _budget(
+    path: AllocationPath, measure: Callable[[int], Candidate], total: float, target: float, mode: str
+) -> tuple[Candidate, bool]:
+    """The path prefix whose measured reduction is closest to ``target`` (a fraction of ``total``
+    parameters or MACs): estimated first, then corrected by the measured shortfall (4 times at most)."""
+
+    def reduction(c: Candidate) -> float:
+        return c.reduction if mode == "target_params" else c.macs_reduction
+
+    want = target * total
+    best: Candidate | None = None
+    for _ in range(5):
+        cand = measure(path.steps_for(want))
+        if best is None or abs(reduction(cand) - target) < abs(reduction(best) - target):
+            best = cand
+        miss = (target - reduction(cand)) * total
+        if abs(miss) <= _tolerance(path, total, mode) * total or (miss > 0 and cand.steps >= len(path)):
+            break
+        want += miss
+    assert best is not None
+    return best, reduction(best) >= target - _tolerance(path, total, mode)
+
+
+def _tolerance(path: AllocationPath, total: float, mode: str) -> float:
+    """One channel's worth of the budget: the largest cost per channel, as a fraction of ``total``."""
+    per = [c.params_per_channel if mode == "target_params" else c.macs_per_channel for c in path.curves]
+    return (max(per) / total) if per and total else 0.0

@@ -1,0 +1,156 @@
+"""search: fold to a target instead of a fixed sparsity (docs: onnxfold.search.target).
+
+``min_fidelity`` F > 0: the largest parameter reduction whose fidelity (min over outputs of the
+``metric``, on ``ctx.inputs``, or on validation's random inputs as a data-free proxy) is ≥ F.
+``target_params`` / ``target_macs`` R > 0: remove that fraction of parameters / MACs (within one
+channel's worth) at the least estimated loss. Per-group sparsities come from a sensitivity
+analysis at ``levels`` and a greedy allocation capped at ``max_sparsity``; recipes, overrides and
+ignore patterns of the fold pass win. Each candidate is folded by the pass's ``fold`` pass, then
+repaired by its ``repair`` pass (if any) and cleaned up, and measured; the chosen candidate replaces
+the model. If no candidate meets a fidelity target, the pass fails (nothing is written) unless
+``force``. Its :class:`~onnxfold.search.target.SearchResult` is left in ``ctx.data["search"]``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnxfold.ir.model import Model
+from onnxfold.pipeline.manager import Option, Pass, PassContext, PassManager, PassResult, PipelineError
+from onnxfold.runtime.fidelity import METRICS
+
+DEFAULT_LEVELS_TEXT = "0.1,0.2,0.3,0.5,0.7"
+
+
+def parse_levels(text: str) -> list[float]:
+    """``"0.1,0.2"`` → [0.1, 0.2]; every level in (0, 1)."""
+    try:
+        levels = sorted({float(v) for v in text.replace("|", ",").split(",") if v.strip()})
+    except ValueError:
+        raise PipelineError(f"levels {text!r} is not a comma-separated list of numbers") from None
+    if not levels or any(not 0.0 < v < 1.0 for v in levels):
+        raise PipelineError(f"levels {text!r}: every level must be in (0, 1)")
+    return levels
+
+
+class SearchPass(Pass):
+    name = "search"
+    summary = (
+        "fold to a fidelity target or a parameter/MAC budget, with sensitivity-aware per-group sparsities"
+    )
+    options = (
+        Option(
+            "min_fidelity",
+            float,
+            0.0,
+            "find the largest parameter reduction whose fidelity on --inputs (or random inputs: a "
+            "data-free proxy) is at least this, in (0, 1]; 0 = off",
+        ),
+        Option(
+            "target_params", float, 0.0, "remove this fraction of parameters at least estimated loss; 0 = off"
+        ),
+        Option("target_macs", float, 0.0, "remove this fraction of MACs at least estimated loss; 0 = off"),
+        Option(
+            "metric",
+            str,
+            "auto",
+            "fidelity per output: top1 agreement (class scores, per position for sequence logits), "
+            "cosine, relerr (1 - relative L2 error), or auto (top1 for class scores, cosine otherwise); "
+            "the model's fidelity is the minimum over outputs",
+            METRICS,
+        ),
+        Option(
+            "levels", str, DEFAULT_LEVELS_TEXT, "sparsities of the sensitivity analysis (comma-separated)"
+        ),
+        Option(
+            "max_sparsity", float, 0.7, "cap on any searched group's sparsity (and at most the highest level)"
+        ),
+        Option(
+            "force", bool, False, "write the best candidate even when it misses --min-fidelity (and say so)"
+        ),
+    )
+
+    #: The passes each candidate runs after canonicalization (set by api.fold; default: fold alone).
+    fold = None
+    repair = None
+
+    def validate_options(self) -> None:
+        o = self.opts
+        modes = [k for k in ("min_fidelity", "target_params", "target_macs") if o[k]]
+        if len(modes) > 1:
+            raise PipelineError(
+                f"search: choose one of {', '.join('--' + m.replace('_', '-') for m in modes)}"
+            )
+        if not 0.0 <= o["min_fidelity"] <= 1.0:
+            raise PipelineError(f"search: min_fidelity must be in (0, 1], got {o['min_fidelity']}")
+        for key in ("target_params", "target_macs"):
+            if not np.isfinite(o[key]) or not 0.0 <= o[key] < 1.0:
+                raise PipelineError(f"search: {key} must be in (0, 1), got {o[key]}")
+        if not 0.0 < o["max_sparsity"] < 1.0:
+            raise PipelineError(f"search: max_sparsity must be in (0, 1), got {o['max_sparsity']}")
+        self.levels = parse_levels(o["levels"])
+
+    @property
+    def mode(self) -> str | None:
+        """min_fidelity, target_params, target_macs, or None when no target is set."""
+        return next((k for k in ("min_fidelity", "target_params", "target_macs") if self.opts[k]), None)
+
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
+        from onnxfold.passes.cleanup import CleanupPass
+        from onnxfold.passes.fold import FoldPass
+        from onnxfold.search.evaluate import Evaluator
+        from onnxfold.search.target import search
+
+        mode = self.mode
+        if mode is None:
+            return PassResult(False, {"skipped": "no target (min_fidelity, target_params or target_macs)"})
+        fold = self.fold or FoldPass(sparsity=0.0)
+        evaluator = Evaluator(
+            ctx.original or model, ctx.inputs, self.opts["metric"], ctx.input_shapes, seed=ctx.seed
+        )
+
+        def build(allocation: dict[str, float]) -> tuple[Model, dict]:
+            cand = model.copy()
+            inner = FoldPass(**{**fold.opts, "sparsity": 0.0})
+            inner.allocation = allocation
+            passes = [inner] + ([self.repair] if self.repair is not None else []) + [CleanupPass()]
+            sub = PassContext(
+                original=ctx.original, seed=ctx.seed, input_shapes=ctx.input_shapes, inputs=ctx.inputs
+            )
+            PassManager(passes).run(cand, sub)
+            return cand, sub.data
+
+        result = search(
+            model,
+            build,
+            evaluator,
+            mode=mode,
+            target=self.opts[mode],
+            levels=self.levels,
+            cap=self.opts["max_sparsity"],
+            fold_opts=fold.opts,
+            overrides=fold.overrides,
+            recipe=fold.recipe,
+        )
+        ctx.data["search"] = result
+        chosen = result.chosen
+        if mode == "min_fidelity" and not result.met and not self.opts["force"]:
+            raise PipelineError(
+                f"search: no candidate reaches fidelity {self.opts[mode]:g}: the best reached "
+                f"{chosen.fidelity:.4f} at {chosen.reduction:.1%} fewer parameters ({result.inputs}); "
+                "nothing written (lower --min-fidelity, or --force to write the best one)"
+            )
+        model.graph = chosen.model.graph
+        ctx.data.update({k: v for k, v in chosen.data.items() if k != "fold_record"})
+        stats = {
+            "mode": mode,
+            "target": self.opts[mode],
+            "met": result.met,
+            "forced": bool(mode == "min_fidelity" and not result.met),
+            "fidelity": chosen.fidelity,
+            "param_reduction": chosen.reduction,
+            "candidates": len(result.candidates),
+            "seconds": result.seconds,
+            "data_free_proxy": result.proxy,
+        }
+        return PassResult(True, stats)

@@ -1,0 +1,258 @@
+"""The target search: fidelity metric, sensitivity, allocation, --min-fidelity and --target-params."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from harness import A, Net, S, widen
+
+import onnxfold
+from onnxfold.api import as_model
+from onnxfold.cli.commands import main
+from onnxfold.models import bundled_model
+from onnxfold.passes import CanonicalizePass
+from onnxfold.pipeline.manager import PassContext
+from onnxfold.runtime.fidelity import auto_metric, fidelity_value, output_metrics
+from onnxfold.search import Evaluator, greedy_path, sensitivity
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    from onnxfold.models.digits import load_digits_split
+
+    x_test = load_digits_split()[2]
+    return x_test[:32], x_test[32:96]
+
+
+def _run(path, x: np.ndarray) -> np.ndarray:
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+# ----------------------------------------------------------------------------- metric
+
+
+def test_auto_metric_fits_the_output() -> None:
+    assert auto_metric("logits", np.zeros((4, 10), np.float32)) == "top1"
+    assert auto_metric("feat", np.zeros((4, 8, 5, 5), np.float32)) == "cosine"
+    assert auto_metric("ctc_logits", np.zeros((20, 2, 37), np.float32)) == "top1"
+    assert auto_metric("out", np.zeros((20, 2, 37), np.float32), "LogSoftmax") == "top1"
+    assert auto_metric("last_hidden_state", np.zeros((2, 16, 384), np.float32)) == "cosine"
+    assert output_metrics({"y": np.zeros((4, 1), np.float32)}, "top1") == {"y": "cosine"}
+
+
+def test_metric_values() -> None:
+    a = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 1.0], [0.0, 3.0]])
+    b = np.array([[1.0, 0.5], [1.0, 0.0], [2.0, 1.0], [0.0, 3.0]])
+    assert fidelity_value("top1", a, b) == 0.75
+    assert fidelity_value("cosine", a, a) == pytest.approx(1.0)
+    assert fidelity_value("relerr", a, a) == 1.0
+    assert fidelity_value("relerr", a, -a) == 0.0  # clipped at 0
+    seq = np.random.default_rng(0).standard_normal((5, 2, 7))
+    flipped = seq.copy()
+    flipped[0, 0] = -flipped[0, 0]
+    assert fidelity_value("top1", seq, flipped) == pytest.approx(9 / 10)  # per (step, sample)
+
+
+# ----------------------------------------------------------------------------- duplicate oracle
+
+
+def _duplicate_pair() -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    """A compact MLP 8 → 6 → 5 → 4 and its wide twin 8 → 12 → 10 → 4 (every hidden channel twice)."""
+    rng = np.random.default_rng(3)
+    compact = {
+        "W1": rng.standard_normal((8, 6)).astype(np.float32),
+        "b1": rng.standard_normal(6).astype(np.float32),
+        "W2": rng.standard_normal((6, 5)).astype(np.float32),
+        "b2": rng.standard_normal(5).astype(np.float32),
+        "W3": rng.standard_normal((5, 4)).astype(np.float32),
+    }
+    wide = widen(
+        compact,
+        [
+            ("W1", 1, [A(6)]),
+            ("b1", 0, [A(6)]),
+            ("W2", 0, [S(6)]),
+            ("W2", 1, [A(5)]),
+            ("b2", 0, [A(5)]),
+            ("W3", 0, [S(5)]),
+        ],
+    )
+
+    def build(weights: dict) -> onnx.ModelProto:
+        net = Net(weights)
+        x = net.input("x", ["N", 8])
+        h = net("Relu", net("Add", net("MatMul", x, "W1", name="mm1"), "b1"))
+        h = net("Relu", net("Add", net("MatMul", h, "W2", name="mm2"), "b2"))
+        return net.model(net("MatMul", h, "W3", name="mm3"))
+
+    return build(compact), build(wide)
+
+
+def _params(proto: onnx.ModelProto) -> int:
+    return sum(int(np.prod(i.dims)) for i in proto.graph.initializer)
+
+
+def test_min_fidelity_reaches_the_duplicate_width(tmp_path) -> None:
+    compact, wide = _duplicate_pair()
+    x = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
+    _, report = onnxfold.fold(
+        wide,
+        output=tmp_path / "small.onnx",
+        min_fidelity=0.9999,
+        metric="cosine",
+        inputs={"x": x},
+        repair="none",
+    )
+    assert report.search.met
+    assert report.after.params <= _params(compact)  # the search does not stop short of the compact width
+    assert report.search.chosen.fidelity >= 0.9999
+    got = _run(tmp_path / "small.onnx", x)
+    ref = _run_proto(wide, x)
+    assert fidelity_value("cosine", ref, got) >= 0.9999
+
+
+def _run_proto(proto: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x})[0]
+
+
+def test_sensitivity_untouched_is_exactly_one_and_duplicates_are_free() -> None:
+    _, wide = _duplicate_pair()
+    model = as_model(wide)
+    CanonicalizePass().run(model, PassContext())
+    x = np.random.default_rng(0).standard_normal((16, 8)).astype(np.float32)
+    evaluator = Evaluator(as_model(wide), {"x": x}, "relerr")
+    assert evaluator(model.copy())[0] == 1.0  # nothing compressed: exactly 1
+    curves = sensitivity(model, evaluator, [0.0, 0.5, 0.7])
+    assert len(curves) == 2
+    for c in curves:
+        assert c.removed[0] == 0 and c.fidelity[0] == 1.0  # a level that removes nothing
+        assert c.fidelity[1] >= 1 - 1e-5  # duplicates fold back exactly
+        assert c.fidelity[2] < c.fidelity[1]
+        assert c.params_per_channel > 0
+    path = greedy_path(curves, cap=0.7)
+    at_dup = path.removed_at(11)  # 6 + 5 duplicate channels come first
+    assert at_dup == [6, 5]
+
+
+# ----------------------------------------------------------------------------- resnet18 on digits
+
+
+@pytest.mark.parametrize("target", [0.9, 0.99])
+def test_min_fidelity_never_writes_a_model_below_its_target(tmp_path, digits, target: float) -> None:
+    search_x, _ = digits
+    model = bundled_model("resnet18.onnx")
+    out = tmp_path / f"r18-{target}.onnx"
+    _, report = onnxfold.fold(model, output=out, min_fidelity=target, inputs={"input": search_x})
+    ref, got = _run(model, search_x), _run(out, search_x)
+    measured = float(np.mean(ref.argmax(-1) == got.argmax(-1)))
+    assert measured >= target
+    assert report.search.chosen.fidelity == pytest.approx(measured)
+    assert report.param_sparsity > 0.1
+    text = report.format()
+    assert "fidelity per output: logits top1" in text and "sparsity" in text
+    assert report.to_dict()["search"]["outputs"][0]["metric"] == "top1"
+
+
+def test_unreachable_target_exits_nonzero_and_writes_nothing(tmp_path, capsys) -> None:
+    out = tmp_path / "never.onnx"
+    rc = main(
+        [
+            "fold",
+            str(bundled_model("resnet18.onnx")),
+            "-o",
+            str(out),
+            "--min-fidelity",
+            "0.9999",
+            "--metric",
+            "cosine",
+            "--override",
+            "layer4.*=0.9",
+            "--repair",
+            "none",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert rc != 0 and not out.exists()
+    assert "best reached" in err and len(err.strip().splitlines()) == 1
+
+
+def test_force_writes_the_best_and_says_so(tmp_path) -> None:
+    out = tmp_path / "forced.onnx"
+    _, report = onnxfold.fold(
+        bundled_model("resnet18.onnx"),
+        output=out,
+        min_fidelity=0.9999,
+        metric="cosine",
+        overrides=["layer4.*=0.9"],
+        repair="none",
+        force=True,
+    )
+    assert out.exists() and not report.search.met
+    assert report.search.proxy and "data-free proxy" in report.format()
+
+
+def test_target_params_lands_within_a_channel(digits) -> None:
+    search_x, _ = digits
+    _, report = onnxfold.fold(
+        bundled_model("resnet18.onnx"), target_params=0.3, inputs={"input": search_x}, repair="none"
+    )
+    per = max(c.params_per_channel for c in report.search.curves) / report.before.params
+    assert abs(report.param_sparsity - 0.3) <= per + 1e-9
+    assert report.search.met
+
+
+def test_overrides_and_ignore_win_over_the_search(digits) -> None:
+    search_x, _ = digits
+    _, report = onnxfold.fold(
+        bundled_model("resnet18.onnx"),
+        target_params=0.3,
+        inputs={"input": search_x},
+        overrides=["layer4.0/conv1=0", "layer3.1/conv1=0.5"],
+        ignore=["layer4.1"],
+        repair="none",
+    )
+    plans = {p.group.name: p for p in report.plans}
+    assert plans["/layer4/layer4.0/conv1/Conv"].k == 64 and plans["/layer4/layer4.0/conv1/Conv"].sparsity == 0
+    assert plans["/layer3/layer3.1/conv1/Conv"].k == 16
+    assert plans["/layer4/layer4.1/conv1/Conv"].status == "ignored"
+    searched = {c.name for c in report.search.curves}
+    assert not searched & {
+        "/layer4/layer4.0/conv1/Conv",
+        "/layer3/layer3.1/conv1/Conv",
+        "/layer4/layer4.1/conv1/Conv",
+    }
+
+
+def test_analyze_sensitivity_cli(tmp_path, capsys, digits) -> None:
+    np.save(tmp_path / "x.npy", digits[0])
+    rc = main(
+        [
+            "analyze",
+            str(bundled_model("resnet18.onnx")),
+            "--sensitivity",
+            "--inputs",
+            str(tmp_path / "x.npy"),
+            "--levels",
+            "0.2,0.5",
+            "--json",
+        ]
+    )
+    assert rc in (0, None)
+    import json
+
+    data = json.loads(capsys.readouterr().out)
+    assert data["metrics"] == {"logits": "top1"} and len(data["groups"]) == 12
+    assert all(len(g["fidelity"]) == 2 for g in data["groups"])
+
+
+def test_target_macs_lands_within_a_channel(digits) -> None:
+    search_x, _ = digits
+    _, report = onnxfold.fold(
+        bundled_model("lenet5.onnx"), target_macs=0.4, inputs={"input": search_x}, repair="none"
+    )
+    per = max(c.macs_per_channel for c in report.search.curves) / report.before.macs
+    assert abs(report.search.chosen.macs_reduction - 0.4) <= per + 1e-9
