@@ -95,6 +95,9 @@ def _run_pipeline(
 ) -> tuple[Model, FoldReport]:
     before = stats_of(model, source_size(model))
     ctx = PassContext(original=model.copy(), seed=seed, input_shapes=dict(input_shapes or {}), inputs=inputs)
+    for p in passes:  # checks that can fail before any work (e.g. repair mode dir's applicability)
+        if hasattr(p, "preflight"):
+            p.preflight(model, ctx)
     manager = PassManager(passes, check=check, on_pass=on_pass)
     manager.run(model, ctx)
     after_size = None

@@ -32,6 +32,11 @@ from onnxfold.runtime.inputs import load_inputs
 REPAIR_MODES = ("none", "ar", "data", "dir")
 
 
+class RepairNotApplicable(PassError, ValueError):
+    """The chosen repair mode cannot run on this model; raised by :meth:`RepairPass.preflight` before
+    any pass runs. A :class:`PassError` (as when the pass itself fails) and a ValueError (a bad input)."""
+
+
 class RepairPass(Pass):
     name = "repair"
     summary = "repair the variance collapse of a fold: none, ar (data-free), data (calibration samples) or dir (synthetic inputs from BN statistics)"
@@ -88,6 +93,44 @@ class RepairPass(Pass):
             return load_inputs(source, model.graph, chunked=True)
         except (OSError, ValueError) as exc:
             raise PipelineError(f"repair: {exc}") from None
+
+    def preflight(self, model: Model, ctx: PassContext) -> None:
+        """Mode ``dir`` only, before any pass runs: raise :class:`RepairNotApplicable` (a ValueError) unless
+        torch imports, ``model`` has BatchNormalization statistics, and the torch executor runs it
+        (every op supported, checked by one forward pass on a batch of one)."""
+        if self.opts["mode"] != "dir":
+            return
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise RepairNotApplicable(
+                "repair mode 'dir' needs torch (pip install 'onnxfold[models]'); use --repair ar or data"
+            ) from None
+        from onnxfold.ir.model import to_model_proto
+        from onnxfold.repair.deepinversion import bn_running_stats, input_shape
+        from onnxfold.repair.torch_graph import check_executable, first_unsupported
+
+        proto = to_model_proto(model)
+        if not bn_running_stats(proto):
+            raise RepairNotApplicable(
+                "repair mode 'dir' does not apply: the model has no BatchNormalization statistics to "
+                "invert (BN fused into the convolutions?); use --repair ar or data"
+            )
+        bad = first_unsupported(proto)
+        if bad is not None:
+            raise RepairNotApplicable(
+                f"repair mode 'dir' does not apply: op {bad.op_type} ({bad.name}) is not supported by "
+                "the torch executor; use --repair ar or data"
+            )
+        shape = next(iter(ctx.input_shapes.values())) if ctx.input_shapes else None
+        try:
+            name, dims = input_shape(proto, 1, shape)
+            check_executable(proto, {name: np.zeros(dims, np.float32)})
+        except Exception as exc:  # noqa: BLE001 - any failure of the dry run means dir cannot run
+            raise RepairNotApplicable(
+                f"repair mode 'dir' does not apply: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                "; use --repair ar or data"
+            ) from None
 
     def synthesize(self, original: Model, ctx: PassContext) -> dict[str, np.ndarray]:
         """DeepInversion batch from the original model's BN statistics."""
