@@ -23,6 +23,7 @@ from functools import partial
 import numpy as np
 
 from onnxfold.analysis import analyze_graph
+from onnxfold.analysis.quantized import quantized_hint, quantized_ops
 from onnxfold.folding.apply import (
     FEATURE_MODES,
     METHODS,
@@ -49,6 +50,18 @@ def rewrite_model(model: Model, plans) -> list[str]:
         clear_shapes(model.graph)
         infer_shapes(model)
     return rewritten
+
+
+def nothing_folded_reason(plans) -> str:
+    """Why a fold changed nothing, in a few words."""
+    if not plans:
+        return "the analysis found no channel groups (onnxfold analyze shows why)"
+    states = {p.status for p in plans}
+    if states == {"blocked"}:
+        return "every channel group is blocked (see the reasons above, or onnxfold analyze)"
+    if states <= {"ignored", "blocked"}:
+        return "every foldable group matches --ignore"
+    return "the sparsity leaves every foldable group at its width"
 
 
 class FoldPass(Pass):
@@ -196,6 +209,10 @@ class FoldPass(Pass):
         ctx.data["fold_plans"] = plans
         ctx.data["fold_record"] = FoldRecord(plans, edits, source)
         folded = [p for p in plans if p.status == "folded"]
+        if not folded:
+            counts = quantized_ops(source.graph)
+            if counts and not any(p.status in ("unchanged", "ignored") for p in plans):
+                raise PipelineError(f"fold: {quantized_hint(counts)}")
         stats = {
             "method": self.opts["method"],
             "features": self.opts["features"],
@@ -207,6 +224,8 @@ class FoldPass(Pass):
             "channels_after": sum(p.k for p in plans),
             "tensors_rewritten": len(rewritten),
         }
+        if not folded:
+            stats["nothing_folded"] = nothing_folded_reason(plans)
         return PassResult(bool(rewritten), stats)
 
     def _rewrite_verified(self, model: Model, source: Model, plans, ctx: PassContext) -> list[str]:

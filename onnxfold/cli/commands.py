@@ -157,8 +157,15 @@ def cmd_analyze(args: argparse.Namespace) -> None:
     groups = analyze(args.model)
     if args.json:
         print(json.dumps([g.to_dict() for g in groups], indent=2))
-    else:
-        print(format_groups(groups, verbose=args.members))
+        return
+    print(format_groups(groups, verbose=args.members))
+    if not any(g.foldable for g in groups):
+        from onnxfold.analysis.quantized import quantized_hint, quantized_ops
+        from onnxfold.ir.model import load_model
+
+        counts = quantized_ops(load_model(args.model).graph)
+        if counts:
+            print(quantized_hint(counts))
 
 
 def cmd_passes(args: argparse.Namespace) -> None:

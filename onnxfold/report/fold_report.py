@@ -111,6 +111,11 @@ class FoldReport:
             )
             if len(self.plans) > max_groups:
                 parts.append(f"... {len(self.plans) - max_groups} more groups (see --report JSON)")
+        parts += [
+            f"\nnothing folded: {r.stats['nothing_folded']}"
+            for r in self.passes
+            if r.stats.get("nothing_folded")
+        ]
         if self.search is not None:
             parts.append("\n" + self.search.summary())
         rows = [[r.name, f"{r.seconds * 1000:.1f} ms", "yes" if r.modified else "no"] for r in self.passes]

@@ -1,0 +1,58 @@
+"""Recognising a model that is already quantized: onnxfold folds float weights, not integer ones.
+
+Integer-weight ops (QLinear*, *Integer, MatMulNBits, the com.microsoft quantized kernels) and QDQ pairs
+(a DequantizeLinear whose input is a constant) carry their weights in a form no channel rule reads,
+so such a model has no foldable group. The fix is to fold the float model and quantize afterwards
+(the ``quantize`` pass), which is what the message says.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import onnx_graphsurgeon as gs
+
+#: ops that compute with quantized (integer) weights or activations
+QUANTIZED_OPS = frozenset(
+    {
+        "ConvInteger",
+        "MatMulInteger",
+        "QLinearConv",
+        "QLinearMatMul",
+        "QLinearAdd",
+        "QLinearMul",
+        "QLinearSigmoid",
+        "QLinearLeakyRelu",
+        "QLinearAveragePool",
+        "QLinearGlobalAveragePool",
+        "QLinearConcat",
+        "QLinearSoftmax",
+        "QGemm",
+        "QAttention",
+        "DynamicQuantizeLSTM",
+        "DynamicQuantizeMatMul",
+        "MatMulIntegerToFloat",
+        "MatMulNBits",
+        "GatherBlockQuantized",
+    }
+)
+
+
+def quantized_ops(graph: gs.Graph) -> Counter:
+    """How many nodes of each quantized kind the graph holds (QDQ weights counted as DequantizeLinear)."""
+    counts: Counter = Counter()
+    for node in graph.nodes:
+        if node.op in QUANTIZED_OPS:
+            counts[node.op] += 1
+        elif node.op == "DequantizeLinear" and node.inputs and isinstance(node.inputs[0], gs.Constant):
+            counts["DequantizeLinear (QDQ weight)"] += 1
+    return counts
+
+
+def quantized_hint(counts: Counter) -> str:
+    """One line: what the model is and what to do."""
+    kinds = ", ".join(f"{n} {op}" for op, n in counts.most_common(4))
+    return (
+        f"the model is already quantized ({kinds}); onnxfold folds float weights: fold the float model, "
+        'then quantize it, e.g. --pipeline "canonicalize,fold,repair,cleanup,quantize,validate"'
+    )

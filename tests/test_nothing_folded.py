@@ -1,0 +1,54 @@
+"""A run that folds nothing says so and why; an already quantized model is named as such, with what to do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from onnxruntime.quantization import QuantType, quantize_dynamic
+
+from onnxfold.cli import main
+from onnxfold.models import bundled_model
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("q") / "mlp-int8.onnx"
+    quantize_dynamic(str(bundled_model("mlp.onnx")), str(path), weight_type=QuantType.QInt8)
+    return path
+
+
+def test_folding_a_quantized_model_says_what_it_is_and_writes_nothing(
+    quantized: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "out.onnx"
+    assert main(["fold", str(quantized), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "already quantized" in err and "MatMulInteger" in err and "quantize" in err
+    assert not out.exists()
+
+
+def test_analyze_names_a_quantized_model(quantized: Path, capsys) -> None:
+    assert main(["analyze", str(quantized)]) == 0
+    assert "already quantized" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args, why",
+    [
+        (["--ignore", ".*"], "every foldable group matches --ignore"),
+        (["-s", "0"], "the sparsity leaves every foldable group at its width"),
+    ],
+)
+def test_a_fold_that_folds_nothing_says_why(tmp_path: Path, capsys, args: list[str], why: str) -> None:
+    out = tmp_path / "out.onnx"
+    assert main(["fold", str(bundled_model("lenet5.onnx")), "-o", str(out), "--no-validate", *args]) == 0
+    assert f"nothing folded: {why}" in capsys.readouterr().out
+    assert out.exists()
+
+
+def test_a_fold_that_folds_something_does_not_say_nothing_folded(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out.onnx"
+    assert main(["fold", str(bundled_model("lenet5.onnx")), "-o", str(out), "--no-validate"]) == 0
+    assert "nothing folded" not in capsys.readouterr().out
