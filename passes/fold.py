@@ -30,6 +30,7 @@ from onnxfold.folding.apply import (
     FoldRecord,
     Verifier,
     apply_plans,
+    check_regex,
     fold_edits,
     parse_overrides,
     plan_folds,
@@ -151,6 +152,8 @@ class FoldPass(Pass):
             raise PipelineError("fold: n_init must be at least 1")
         try:
             self.overrides = parse_overrides(self.opts["overrides"])
+            for pattern in self.opts["ignore"]:
+                check_regex(pattern, "ignore")
             self.recipe = load_recipe(self.opts["recipe"]) if self.opts["recipe"] else None
         except ValueError as exc:
             raise PipelineError(f"fold: {exc}") from None

@@ -52,3 +52,22 @@ def test_a_fold_that_folds_something_does_not_say_nothing_folded(tmp_path: Path,
     out = tmp_path / "out.onnx"
     assert main(["fold", str(bundled_model("lenet5.onnx")), "-o", str(out), "--no-validate"]) == 0
     assert "nothing folded" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--override", "layer[=0.5"], "invalid regular expression 'layer['"),
+        (["--ignore", "(conv"], "ignore: invalid regular expression '(conv'"),
+        (["--input-shape", "pixels:1,1,28,28"], "'pixels', which is not an input of the model (input)"),
+        (["--input-shape", "input:1,784"], "has rank 2; the model's input 'input' has rank 4"),
+    ],
+)
+def test_bad_options_are_refused_before_any_work(
+    tmp_path: Path, capsys, args: list[str], message: str
+) -> None:
+    out = tmp_path / "out.onnx"
+    assert main(["fold", str(bundled_model("lenet5.onnx")), "-o", str(out), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert list(tmp_path.iterdir()) == []

@@ -47,10 +47,12 @@ def _external(choice: str) -> bool | None:
 
 
 def _inputs(args: argparse.Namespace):
-    from onnxfold.runtime.inputs import load_inputs, parse_input_shapes
+    from onnxfold.runtime.inputs import check_input_shapes, load_inputs, parse_input_shapes
     from onnxfold.runtime.session import make_session
 
     shapes = parse_input_shapes(args.input_shape) if args.input_shape else None
+    if shapes:
+        check_input_shapes(shapes, args.model)
     inputs = None
     if args.inputs:
         inputs = load_inputs(args.inputs, make_session(str(args.model)))

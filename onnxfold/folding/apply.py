@@ -94,6 +94,14 @@ def _match(patterns: Sequence[str], group: ChannelGroup) -> str | None:
     return None
 
 
+def check_regex(pattern: str, what: str) -> None:
+    """Raise a one-line ValueError naming ``what`` when ``pattern`` is not a valid regular expression."""
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"{what}: invalid regular expression {pattern!r} ({exc})") from None
+
+
 def parse_overrides(items: Sequence[str]) -> list[tuple[str, float]]:
     """``["layer4.*=0.7", "fc=0"]`` → [(regex, sparsity)]; later items win."""
     out = []
@@ -101,11 +109,13 @@ def parse_overrides(items: Sequence[str]) -> list[tuple[str, float]]:
         pat, eq, value = item.rpartition("=")
         if not eq or not pat:
             raise ValueError(f"override {item!r} is not REGEX=SPARSITY")
+        check_regex(pat, f"override {item!r}")
         try:
-            re.compile(pat)
             sparsity = float(value)
-        except (re.error, ValueError):
-            raise ValueError(f"override {item!r} is not REGEX=SPARSITY") from None
+        except ValueError:
+            raise ValueError(
+                f"override {item!r}: sparsity {value!r} is not a number (REGEX=SPARSITY)"
+            ) from None
         if not 0.0 <= sparsity < 1.0:
             raise ValueError(f"override {item!r}: sparsity must be in [0, 1)")
         out.append((pat, sparsity))

@@ -58,6 +58,30 @@ class InputSpec:
     onnx_type: str = ""
 
 
+def check_input_shapes(shapes: dict[str, tuple[int, ...]], model: str | os.PathLike) -> None:
+    """One-line ValueError when ``--input-shape`` names an input the model lacks or gives it another rank
+    (read from the model's header: no weight is loaded)."""
+    import onnx
+
+    graph = onnx.load(str(model), load_external_data=False).graph
+    weights = {t.name for t in graph.initializer}
+    ranks = {
+        i.name: len(i.type.tensor_type.shape.dim) if i.type.tensor_type.HasField("shape") else None
+        for i in graph.input
+        if i.name not in weights
+    }
+    for name, shape in shapes.items():
+        if name not in ranks:
+            raise ValueError(
+                f"--input-shape names {name!r}, which is not an input of the model ({', '.join(ranks)})"
+            )
+        if ranks[name] is not None and ranks[name] != len(shape):
+            raise ValueError(
+                f"--input-shape {name}:{','.join(map(str, shape))} has rank {len(shape)}; "
+                f"the model's input {name!r} has rank {ranks[name]}"
+            )
+
+
 def parse_input_shapes(items: Sequence[str]) -> dict[str, tuple[int, ...]]:
     """Parse CLI strings ``"name:1,3,224,224"`` (``"name:"`` is a scalar) into ``{name: shape}``.
 
