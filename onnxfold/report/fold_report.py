@@ -121,6 +121,7 @@ class FoldReport:
         rows = [[r.name, f"{r.seconds * 1000:.1f} ms", "yes" if r.modified else "no"] for r in self.passes]
         parts.append("\n" + format_table(["pass", "time", "modified"], rows, align="lrl"))
         parts += [f"{r.name}: skipped ({r.stats['skipped']})" for r in self.passes if r.stats.get("skipped")]
+        parts += [f"{r.name}: {r.stats['note']}" for r in self.passes if r.stats.get("note")]
         if self.validation is not None:
             parts.append(f"\nvalidation ({self.validation.provider}):\n{self.validation.summary()}")
             if getattr(self.validation, "seed", None) is not None:

@@ -183,14 +183,37 @@ class ValidationReport:
         return "\n".join(o.summary(width) for o in self.outputs)
 
 
+#: what to do when the model does not run on the inputs onnxfold made up
+SHAPE_HINT = "give the input shapes with --input-shape NAME:D0,D1,... or samples with --inputs"
+#: symbolic non-batch dims tried in turn when the defaults do not run (e.g. a reflect Pad that needs
+#: more than 16 samples, a fixed-size window)
+FALLBACK_DIMS = (16, 64, 256, 1024)
+
+
+def runnable_dims(
+    session: Any, shapes: Mapping[str, Sequence[int]] | None, batch: int, seed: int
+) -> tuple[int, dict[str, np.ndarray], list[np.ndarray]]:
+    """The first size in :data:`FALLBACK_DIMS` for symbolic non-batch dims on which ``session`` runs,
+    with the random feed and the outputs. Raises a one-line RuntimeError naming the inputs tried
+    and :data:`SHAPE_HINT` when none does."""
+    first: Exception | None = None
+    outputs = [o.name for o in session.get_outputs()]
+    for dim in FALLBACK_DIMS:
+        feed = make_inputs(session, shapes=shapes, batch=batch, seed=seed, default_dim=dim, sequence=dim)
+        try:
+            return dim, feed, _run(session, "original", outputs, feed)
+        except RuntimeError as exc:
+            first = first or exc
+    raise RuntimeError(str(first).splitlines()[0]) from None
+
+
 def _run(session: Any, which: str, outputs: list[str], feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
     try:
         return session.run(outputs, dict(feed))
     except Exception as exc:
         shapes = ", ".join(f"{k}{list(np.shape(v))}" for k, v in feed.items())
         raise RuntimeError(
-            f"onnxruntime could not run the {which} model on inputs {shapes}: {one_line(exc)} "
-            "(if the export fixed some dims, pass explicit input shapes, e.g. batch 1)"
+            f"onnxruntime could not run the {which} model on inputs {shapes} ({SHAPE_HINT}): {one_line(exc)}"
         ) from exc
 
 
@@ -203,8 +226,11 @@ def validate(
     seed: int = 0,
     batch: int = 2,
     optimize: bool = True,
+    dim: int = 16,
 ) -> ValidationReport:
-    """Run both models on the same inputs (random from the ORIGINAL's inputs unless given) and compare."""
+    """Run both models on the same inputs (random from the ORIGINAL's inputs unless given) and compare.
+
+    ``dim``: the size of symbolic non-batch dims of random inputs (see :func:`runnable_dims`)."""
     providers = list(providers) if providers else available_providers()
     ref_sess = make_session(original, providers=providers, optimize=optimize)
     cand_sess = make_session(candidate, providers=providers, optimize=optimize)
@@ -217,7 +243,7 @@ def validate(
     if sorted(ref_out) != sorted(cand_out):
         raise ValueError(f"output names differ: original has {ref_out}, candidate has {cand_out}")
     if inputs is None:
-        feed = make_inputs(ref_sess, shapes=shapes, batch=batch, seed=seed)
+        feed = make_inputs(ref_sess, shapes=shapes, batch=batch, seed=seed, default_dim=dim, sequence=dim)
     else:
         feed = dict(inputs)
         if sorted(feed) != sorted(ref_in):

@@ -112,7 +112,9 @@ def parse_input_shapes(items: Sequence[str]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _default_dim(dim: int | str | None, axis: int, batch: int, default_dim: int) -> int:
+def _default_dim(
+    dim: int | str | None, axis: int, batch: int, default_dim: int, sequence: int = SEQUENCE_DIM
+) -> int:
     """Concrete size for a (possibly symbolic) dim, guessed from its name and position."""
     if isinstance(dim, int) and dim >= 0:
         return dim
@@ -121,7 +123,7 @@ def _default_dim(dim: int | str | None, axis: int, batch: int, default_dim: int)
     if label in _BATCH_NAMES or "batch" in label:
         return batch
     if any(w.startswith(s) for w in words for s in _SEQ_WORDS):
-        return SEQUENCE_DIM
+        return sequence
     if any(w in _SPATIAL_WORDS for w in words):
         return SPATIAL_DIM
     if axis == 0:  # an otherwise anonymous leading dim is almost always the batch
@@ -161,10 +163,11 @@ def make_inputs(
     batch: int = 2,
     seed: int = 0,
     default_dim: int = 16,
+    sequence: int = SEQUENCE_DIM,
 ) -> dict[str, np.ndarray]:
     """Deterministic random inputs for every session input.
 
-    Symbolic dims: batch-like names -> ``batch``; sequence-like names -> ``SEQUENCE_DIM`` (16);
+    Symbolic dims: batch-like names -> ``batch``; sequence-like names -> ``sequence`` (16);
     height/width-like names -> ``SPATIAL_DIM`` (224); any other dim 0 -> ``batch``; the rest -> ``default_dim``.
     ``shapes`` overrides whole input shapes. Floats ~ N(0, 1); int ``*mask*`` -> 1, ``*ids*`` -> [0, 100),
     ``token_type``/``segment`` -> 0, ``position*`` -> arange, other ints -> [0, 4); bool -> True.
@@ -184,7 +187,7 @@ def make_inputs(
             shape = tuple(int(d) for d in shapes[spec.name])
             _check_shape(spec, shape, "given shape")
         else:
-            shape = tuple(_default_dim(d, i, batch, default_dim) for i, d in enumerate(spec.shape))
+            shape = tuple(_default_dim(d, i, batch, default_dim, sequence) for i, d in enumerate(spec.shape))
         inputs[spec.name] = _random_array(spec.name, spec.dtype, shape, _rng_for(seed, spec.name))
     logger.debug("made inputs %s", {k: (v.dtype.name, v.shape) for k, v in inputs.items()})
     return inputs

@@ -1,0 +1,61 @@
+"""Validation inputs are checked before any work: the original runs once on them first, symbolic dims
+that do not run are retried with larger ones, and a model that cannot run fails in one line naming
+--input-shape, with no onnxruntime log lines and nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto
+from onnx import helper as oh
+from onnx import numpy_helper as nh
+
+from onnxfold.cli import main
+
+
+def _model(path: Path, pad: int, reshape_to: int | None = None) -> Path:
+    """x [batch, sequence] → reflect Pad by ``pad`` on the sequence (needs sequence > pad) → ×W → y;
+    with ``reshape_to``, y is reshaped to [1, reshape_to] first (fails unless 8·batch·sequence fits)."""
+    w = nh.from_array(np.random.default_rng(0).standard_normal((1, 8)).astype(np.float32), "w")
+    pads = nh.from_array(np.array([0, pad, 0, pad], np.int64), "pads")
+    nodes = [
+        oh.make_node("Pad", ["x", "pads"], ["p"], mode="reflect"),
+        oh.make_node("Unsqueeze", ["p", "axes"], ["u"]),
+        oh.make_node("MatMul", ["u", "w"], ["y0"]),
+    ]
+    inits = [w, pads, nh.from_array(np.array([2], np.int64), "axes")]
+    out = "y0"
+    if reshape_to is not None:
+        inits.append(nh.from_array(np.array([1, reshape_to], np.int64), "target"))
+        nodes.append(oh.make_node("Reshape", ["y0", "target"], ["y1"]))
+        out = "y1"
+    graph = oh.make_graph(
+        nodes,
+        "g",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "sequence"])],
+        [oh.make_tensor_value_info(out, TensorProto.FLOAT, None)],
+        inits,
+    )
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_symbolic_dims_that_do_not_run_are_retried_larger(tmp_path: Path, capfd) -> None:
+    src = _model(tmp_path / "pad.onnx", pad=40)  # reflect padding of 40 needs a sequence above 40
+    assert main(["fold", str(src), "-o", str(tmp_path / "out.onnx")]) == 0
+    captured = capfd.readouterr()
+    assert "validate: symbolic input dims set to 64: the model does not run with 16" in captured.out
+    assert "[E:onnxruntime" not in captured.err and "\x1b[" not in captured.err  # no onnxruntime log lines
+
+
+def test_a_model_that_cannot_run_on_made_up_inputs_fails_before_folding(tmp_path: Path, capfd) -> None:
+    src = _model(tmp_path / "fixed.onnx", pad=1, reshape_to=1000)  # 2·s·8 = 1000 for no s tried
+    out = tmp_path / "out.onnx"
+    assert main(["fold", str(src), "-o", str(out)]) == 2
+    err = capfd.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "--input-shape" in err and "x[2, 16]" in err
+    assert "[E:onnxruntime" not in err and "\x1b[" not in err
+    assert not out.exists()
