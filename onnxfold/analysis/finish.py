@@ -78,7 +78,7 @@ def finish(walk: Analysis) -> list[ChannelGroup]:
         units = {walk.spaces[s].unit for s in sids}
         groups.append(
             ChannelGroup(
-                name, max(sizes), members, producers, consumers, blocked, max(units), unit_attrs=attrs
+                name, int(max(sizes)), members, producers, consumers, blocked, int(max(units)), unit_attrs=attrs
             )
         )
     return groups

@@ -106,6 +106,7 @@ def analyze_coverage(path: Path) -> dict[str, Any]:
     graph = model.graph
     tensors = graph.tensors()
     groups = analyze_graph(graph)
+    json.dumps([g.to_dict() for g in groups])  # analyze --json: plain JSON or a recorded error
     sizes = {
         name: int(np.prod(t.shape))
         for name, t in tensors.items()
@@ -196,6 +197,8 @@ def coverage_row(
         start = time.perf_counter()
         _, report = fold(path, sparsity, folded, validate=True)
         row["fold_seconds"] = time.perf_counter() - start
+        stage = "report"
+        json.dumps(report.to_dict())  # --report: plain JSON or a recorded error
         row["folded_path"] = str(folded)
         row["params_after"] = report.after.params
         row["param_sparsity"] = report.param_sparsity

@@ -78,9 +78,9 @@ class FoldPlan:
             "kind": self.group.kind,
             "unit": self.group.unit,
             "layer": self.group.layer,
-            "channels_before": self.group.size,
-            "channels_after": self.k,
-            "sparsity": self.sparsity,
+            "channels_before": int(self.group.size),
+            "channels_after": int(self.k),
+            "sparsity": float(self.sparsity),
             "reason": self.reason,
             "blocked": [r.to_dict() for r in self.reasons],
         }

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
 from onnxfold.folding.apply import FoldPlan
@@ -66,7 +67,7 @@ class FoldReport:
             "before": self.before.to_dict(),
             "after": self.after.to_dict(),
             "param_sparsity": self.param_sparsity,
-            "groups": [p.to_dict() for p in self.plans],
+            "groups": [_jsonable(p.to_dict()) for p in self.plans],
             "passes": [
                 {"name": r.name, "seconds": r.seconds, "modified": r.modified, "stats": _jsonable(r.stats)}
                 for r in self.passes
@@ -133,6 +134,11 @@ class FoldReport:
 
 
 def _jsonable(value: Any) -> Any:
+    """``value`` with numpy scalars and arrays as Python numbers and lists, and anything else unknown as text."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
