@@ -7,7 +7,7 @@ sparsity; a point records the parameter reduction ``1 - params_after / params_be
 report's) and the task agreement of the compressed model's decoded output with the original's
 (:mod:`onnxfold.bench.real_tasks`). Per method, "kept" is the point of largest parameter reduction
 whose agreement is >= ``keep`` (0.95). A model or point that fails is recorded with its one-line
-error. Writes ``<out>/real.json`` and ``<out>/real.png`` and prints a table.
+error. Writes ``<out>/real.json``, ``<out>/real.md`` (the table) and ``<out>/real.png`` and prints the table.
 """
 
 from __future__ import annotations
@@ -220,6 +220,13 @@ def table(records: Sequence[dict], methods: Sequence[str]) -> tuple[list[str], l
     return header, rows
 
 
+def markdown(records: Sequence[dict], methods: Sequence[str]) -> str:
+    """:func:`table` as a Markdown table."""
+    header, rows = table(records, methods)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+
+
 def plot(records: Sequence[dict], methods: Sequence[str], keep: float, path: Path) -> None:
     """Task agreement vs parameter reduction: one panel per model, one line per method."""
     import matplotlib
@@ -296,6 +303,7 @@ def bench_real(
     header, rows = table(records, methods)
     print(f"\nlargest parameter reduction keeping agreement >= {keep} (agreement there):")
     print(format_table(header, rows))
+    (out / "real.md").write_text(markdown(records, methods))
     plot(records, methods, keep, out / "real.png")
     return records
 

@@ -132,6 +132,7 @@ def test_sweep_end_to_end_on_a_stand_in_model(tmp_path: Path) -> None:
         assert any(p["method"] == "target:32" for p in rec["points"])
     header, rows = real.table([rec], methods)
     assert header[-3:] == methods and rows[0][0] == "lenet5"
+    assert real.markdown([rec], methods).count("\n") == 3
     real.plot([rec], methods, 0.95, tmp_path / "real.png")
     assert (tmp_path / "real.png").stat().st_size > 0
     json.dumps(rec)
