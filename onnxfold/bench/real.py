@@ -84,7 +84,8 @@ def _target_api() -> str | None:
 
 def target_free(point: Point, sparsity: float | None = None):
     """onnxfold's targeted mode, data-free: the largest compression whose fidelity on synthetic
-    inputs is >= ``point.keep`` (NEEDS the ``min_fidelity`` keyword of :func:`onnxfold.fold`)."""
+    inputs is >= ``point.keep`` (NEEDS the ``min_fidelity`` keyword of :func:`onnxfold.fold`; a
+    missed target raises there and is recorded as the point's error)."""
     from onnxfold.api import fold
 
     return fold(
@@ -92,7 +93,6 @@ def target_free(point: Point, sparsity: float | None = None):
         output=point.output,
         min_fidelity=point.keep,
         input_shapes=point.input_shapes,
-        validate=False,
         overwrite=True,
     )[1]
 
@@ -108,7 +108,6 @@ def target_32(point: Point, sparsity: float | None = None):
         min_fidelity=point.keep,
         inputs=point.fit,
         input_shapes=point.input_shapes,
-        validate=False,
         overwrite=True,
     )[1]
 
