@@ -198,9 +198,18 @@ def sweep_model(
     return record
 
 
+def _none(rec: dict, method: str) -> str:
+    """ "none", with the agreement at the method's smallest reduction when there is a point."""
+    pts = [p for p in rec.get("points", []) if p["method"] == method and not p.get("error")]
+    if not pts:
+        return "none"
+    first = min(pts, key=lambda p: p["reduction"])
+    return f"none ({first['agreement']:.3f} at {first['reduction']:.1%})"
+
+
 def table(records: Sequence[dict], methods: Sequence[str]) -> tuple[list[str], list[list[str]]]:
     """Header and rows: model, kind, params, original's task score, per method the largest
-    reduction kept and the agreement there."""
+    reduction kept and the agreement there (else "none" and the agreement at its smallest reduction)."""
     header = ["model", "kind", "params", "original", *methods]
     rows = []
     for rec in records:
@@ -213,7 +222,7 @@ def table(records: Sequence[dict], methods: Sequence[str]) -> tuple[list[str], l
             elif m in rec.get("skipped", {}):
                 cells.append("n/a")
             else:
-                cells.append(f"{kept['reduction']:.1%} ({kept['agreement']:.3f})" if kept else "none")
+                cells.append(f"{kept['reduction']:.1%} ({kept['agreement']:.3f})" if kept else _none(rec, m))
         params = f"{rec['params']:,}" if rec.get("params") else "-"
         rows.append([rec["model"], rec["kind"], params, orig, *cells])
     return header, rows
@@ -254,6 +263,7 @@ def plot(records: Sequence[dict], methods: Sequence[str], keep: float, path: Pat
         ax.set_xlabel("parameter reduction")
         ax.set_ylabel("task agreement")
         ax.set_ylim(-0.02, 1.02)
+        ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
     for ax in axes.ravel()[len(recs) :]:
         ax.axis("off")
