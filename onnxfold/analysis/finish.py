@@ -78,7 +78,14 @@ def finish(walk: Analysis) -> list[ChannelGroup]:
         units = {walk.spaces[s].unit for s in sids}
         groups.append(
             ChannelGroup(
-                name, int(max(sizes)), members, producers, consumers, blocked, int(max(units)), unit_attrs=attrs
+                name,
+                int(max(sizes)),
+                members,
+                producers,
+                consumers,
+                blocked,
+                int(max(units)),
+                unit_attrs=attrs,
             )
         )
     return groups
