@@ -16,12 +16,11 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxfold.repair import torch_ops_nn, torch_ops_tensor
-from onnxfold.repair.torch_errors import UnsupportedGraph
+from onnxfold.repair import torch_ops_nn, torch_ops_tensor  # noqa: F401  (they fill TORCH_OPS)
+from onnxfold.repair.torch_table import TORCH_OPS, UnsupportedGraph
 
 #: op type (default ONNX domain) -> ``fn(graph, node, args, attrs)``: the one table of what the torch
 #: executor supports, read by the up-front check in ``TorchGraph.__init__`` and by ``TorchGraph.run``
-TORCH_OPS: dict[str, Callable] = {**torch_ops_tensor.OPS, **torch_ops_nn.OPS}
 
 
 def _attrs(node: onnx.NodeProto) -> dict:

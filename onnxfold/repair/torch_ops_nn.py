@@ -10,21 +10,8 @@ them) for the attribute values it accepts and raises :class:`UnsupportedGraph` f
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
-from onnxfold.repair.torch_errors import UnsupportedGraph
-
-#: op type -> implementation, filled by :func:`_op`
-OPS: dict[str, Callable] = {}
-
-
-def _op(*names: str) -> Callable:
-    def register(fn: Callable) -> Callable:
-        for name in names:
-            OPS[name] = fn
-        return fn
-
-    return register
+from onnxfold.repair.torch_table import UnsupportedGraph, torch_op
 
 
 def _str(value, default: str) -> str:
@@ -57,7 +44,7 @@ def _torch_pad(pads: list[int]) -> list[int]:
     return [p for i in reversed(range(nd)) for p in (pads[i], pads[nd + i])]
 
 
-@_op("Conv")
+@torch_op("Conv")
 def conv(g, node, args, at):
     """y = Σ w ⋆ x + b with strides, dilations, groups and explicit or auto pads."""
     f = g.torch.nn.functional
@@ -75,7 +62,7 @@ def conv(g, node, args, at):
     return fn(x, w, b, stride=strides, padding=begin, dilation=dil, groups=at.get("group", 1))
 
 
-@_op("ConvTranspose")
+@torch_op("ConvTranspose")
 def conv_transpose(g, node, args, at):
     """Transposed convolution: the full (unpadded) result, then pads cropped and output_padding zeros
     appended at the end of each axis, then the bias; ``output_shape`` sets the pads as the spec says."""
@@ -117,7 +104,7 @@ def conv_transpose(g, node, args, at):
     return y
 
 
-@_op("BatchNormalization")
+@torch_op("BatchNormalization")
 def batch_norm(g, node, args, at):
     """y = (x − μ)/sqrt(σ² + ε)·γ + β per channel (axis 1) with the running statistics; in
     calibration mode (``g.calibrate_bn``) with the batch's own, which are recorded."""
@@ -135,7 +122,7 @@ def batch_norm(g, node, args, at):
     return (x - mean.reshape(shape)) * inv + bias.reshape(shape)
 
 
-@_op("InstanceNormalization")
+@torch_op("InstanceNormalization")
 def instance_norm(g, node, args, at):
     """Per sample and channel: (x − mean)/sqrt(var + ε)·γ + β over the spatial axes."""
     x, scale, bias = args[:3]
@@ -148,7 +135,7 @@ def instance_norm(g, node, args, at):
     )
 
 
-@_op("LayerNormalization")
+@torch_op("LayerNormalization")
 def layer_norm(g, node, args, at):
     """(x − mean)/sqrt(var + ε)·γ + β over the axes from ``axis`` on (only the first output)."""
     x, scale = args[0], args[1]
@@ -162,7 +149,7 @@ def layer_norm(g, node, args, at):
     return y + bias if bias is not None else y
 
 
-@_op("Gemm")
+@torch_op("Gemm")
 def gemm(g, node, args, at):
     """y = α·A'B' + β·C with A', B' optionally transposed."""
     a, b = args[0], args[1]
@@ -176,7 +163,7 @@ def gemm(g, node, args, at):
     return y
 
 
-@_op("MatMul")
+@torch_op("MatMul")
 def matmul(g, node, args, at):
     """numpy-style matmul."""
     return args[0] @ args[1]
@@ -211,7 +198,7 @@ def _pool(g, node, args, at, kind: str):
     )
 
 
-@_op("MaxPool")
+@torch_op("MaxPool")
 def max_pool(g, node, args, at):
     """Max over windows (pads count as −∞; ceil_mode as in PyTorch); only the first output."""
     if len(node.output) > 1 and node.output[1]:
@@ -219,19 +206,19 @@ def max_pool(g, node, args, at):
     return _pool(g, node, args, at, "max")
 
 
-@_op("AveragePool")
+@torch_op("AveragePool")
 def average_pool(g, node, args, at):
     """Mean over windows; pads counted in the divisor only with count_include_pad."""
     return _pool(g, node, args, at, "avg")
 
 
-@_op("GlobalAveragePool")
+@torch_op("GlobalAveragePool")
 def global_average_pool(g, node, args, at):
     """Mean over all spatial axes, kept as size 1."""
     return args[0].mean(dim=tuple(range(2, args[0].dim())), keepdim=True)
 
 
-@_op("GlobalMaxPool")
+@torch_op("GlobalMaxPool")
 def global_max_pool(g, node, args, at):
     """Max over all spatial axes, kept as size 1."""
     return args[0].amax(dim=tuple(range(2, args[0].dim())), keepdim=True)
@@ -309,7 +296,7 @@ def _resize(g, node, x, scales, sizes, at, default_ctm: str, default_nearest: st
     return x
 
 
-@_op("Resize")
+@torch_op("Resize")
 def resize(g, node, args, at):
     """Nearest or (multi)linear resizing, separable per axis, with scales or sizes and the
     coordinate modes asymmetric, half_pixel, pytorch_half_pixel, align_corners, half_pixel_symmetric;
@@ -322,7 +309,7 @@ def resize(g, node, args, at):
     return _resize(g, node, x, scales, sizes, at, "half_pixel", "round_prefer_floor")
 
 
-@_op("Upsample")
+@torch_op("Upsample")
 def upsample(g, node, args, at):
     """Deprecated Upsample: Resize with asymmetric coordinates and the scales input (or attribute);
     nearest picks floor."""
@@ -331,31 +318,31 @@ def upsample(g, node, args, at):
 
 
 # ------------------------------------------------------------------ activations
-@_op("Relu")
+@torch_op("Relu")
 def relu(g, node, args, at):
     """max(x, 0)."""
     return g.torch.relu(args[0])
 
 
-@_op("LeakyRelu")
+@torch_op("LeakyRelu")
 def leaky_relu(g, node, args, at):
     """x if x ≥ 0 else α·x."""
     return g.torch.nn.functional.leaky_relu(args[0], at.get("alpha", 0.01))
 
 
-@_op("PRelu")
+@torch_op("PRelu")
 def prelu(g, node, args, at):
     """x if x ≥ 0 else slope·x (slope broadcast)."""
     return g.torch.where(args[0] >= 0, args[0], args[0] * args[1])
 
 
-@_op("Elu")
+@torch_op("Elu")
 def elu(g, node, args, at):
     """x if x > 0 else α·(eˣ − 1)."""
     return g.torch.nn.functional.elu(args[0], at.get("alpha", 1.0))
 
 
-@_op("Selu")
+@torch_op("Selu")
 def selu(g, node, args, at):
     """γ·(x if x > 0 else α·(eˣ − 1))."""
     x = args[0]
@@ -363,61 +350,61 @@ def selu(g, node, args, at):
     return gamma * g.torch.where(x > 0, x, alpha * (g.torch.exp(x) - 1))
 
 
-@_op("Sigmoid")
+@torch_op("Sigmoid")
 def sigmoid(g, node, args, at):
     """1/(1 + e⁻ˣ)."""
     return g.torch.sigmoid(args[0])
 
 
-@_op("HardSigmoid")
+@torch_op("HardSigmoid")
 def hard_sigmoid(g, node, args, at):
     """clip(α·x + β, 0, 1)."""
     return g.torch.clamp(at.get("alpha", 0.2) * args[0] + at.get("beta", 0.5), 0, 1)
 
 
-@_op("HardSwish")
+@torch_op("HardSwish")
 def hard_swish(g, node, args, at):
     """x·clip(x/6 + 1/2, 0, 1)."""
     return g.torch.nn.functional.hardswish(args[0])
 
 
-@_op("Tanh")
+@torch_op("Tanh")
 def tanh(g, node, args, at):
     """tanh(x)."""
     return g.torch.tanh(args[0])
 
 
-@_op("Softplus")
+@torch_op("Softplus")
 def softplus(g, node, args, at):
     """log(1 + eˣ)."""
     return g.torch.nn.functional.softplus(args[0])
 
 
-@_op("Softsign")
+@torch_op("Softsign")
 def softsign(g, node, args, at):
     """x/(1 + |x|)."""
     return args[0] / (1 + args[0].abs())
 
 
-@_op("Mish")
+@torch_op("Mish")
 def mish(g, node, args, at):
     """x·tanh(softplus(x))."""
     return g.torch.nn.functional.mish(args[0])
 
 
-@_op("Gelu")
+@torch_op("Gelu")
 def gelu(g, node, args, at):
     """x·Φ(x) (approximate="tanh": the tanh form)."""
     return g.torch.nn.functional.gelu(args[0], approximate=_str(at.get("approximate"), "none"))
 
 
-@_op("Erf")
+@torch_op("Erf")
 def erf(g, node, args, at):
     """The error function."""
     return g.torch.erf(args[0])
 
 
-@_op("Clip")
+@torch_op("Clip")
 def clip(g, node, args, at):
     """min(max(x, lo), hi); bounds from inputs (opset ≥ 11) or attributes, each optional."""
     lo = args[1] if len(args) > 1 and args[1] is not None else at.get("min")
@@ -430,7 +417,7 @@ def clip(g, node, args, at):
     return x
 
 
-@_op("Softmax", "LogSoftmax")
+@torch_op("Softmax", "LogSoftmax")
 def softmax(g, node, args, at):
     """eˣ/Σeˣ along ``axis`` (opset ≥ 13: that axis, default −1; older: over all axes from ``axis``,
     default 1); LogSoftmax its log."""

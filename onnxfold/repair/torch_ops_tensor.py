@@ -9,24 +9,11 @@ Integer tensors (shape computations) stay int64; floating ones are float32.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 
 import numpy as np
 from onnx import helper, numpy_helper
 
-from onnxfold.repair.torch_errors import UnsupportedGraph
-
-#: op type -> implementation, filled by :func:`_op`
-OPS: dict[str, Callable] = {}
-
-
-def _op(*names: str) -> Callable:
-    def register(fn: Callable) -> Callable:
-        for name in names:
-            OPS[name] = fn
-        return fn
-
-    return register
+from onnxfold.repair.torch_table import UnsupportedGraph, torch_op
 
 
 def _ints(t) -> list[int]:
@@ -59,13 +46,13 @@ _BINARY = {
 }
 
 
-@_op(*_BINARY)
+@torch_op(*_BINARY)
 def binary(g, node, args, at):
     """Broadcasting binary arithmetic (Add, Sub, Mul, Pow) and comparisons / logic (bool result)."""
     return _BINARY[node.op_type](g.torch, args[0], args[1])
 
 
-@_op("Div")
+@torch_op("Div")
 def div(g, node, args, at):
     """a / b; integer tensors divide truncating toward zero, as ONNX does."""
     a, b = args
@@ -91,14 +78,14 @@ _UNARY = {
 }
 
 
-@_op(*_UNARY)
+@torch_op(*_UNARY)
 def unary(g, node, args, at):
     """Elementwise Sqrt, Reciprocal, Neg, Exp, Log, Abs, Floor, Ceil, Round (half to even), Sign, Not,
     Sin, Cos."""
     return _UNARY[node.op_type](g.torch, args[0])
 
 
-@_op("Max", "Min", "Sum", "Mean")
+@torch_op("Max", "Min", "Sum", "Mean")
 def variadic(g, node, args, at):
     """Elementwise max / min / sum / mean of any number of broadcast inputs."""
     t = g.torch
@@ -110,13 +97,13 @@ def variadic(g, node, args, at):
     return total / len(args) if node.op_type == "Mean" else total
 
 
-@_op("Where")
+@torch_op("Where")
 def where(g, node, args, at):
     """cond ? a : b, broadcast."""
     return g.torch.where(args[0].bool(), args[1], args[2])
 
 
-@_op("Identity", "Dropout")
+@torch_op("Identity", "Dropout")
 def identity(g, node, args, at):
     """x (Dropout at inference is the identity; its mask output is all true)."""
     if node.op_type == "Dropout" and len(node.output) > 1 and node.output[1]:
@@ -124,7 +111,7 @@ def identity(g, node, args, at):
     return args[0]
 
 
-@_op("Cast")
+@torch_op("Cast")
 def cast(g, node, args, at):
     """Floating targets compute as float32, bool as bool, integer ones as int64."""
     dtype = np.dtype(helper.tensor_dtype_to_np_dtype(at["to"]))
@@ -155,7 +142,7 @@ def _prod(x, dims, keep):
     return x
 
 
-@_op(*_REDUCE)
+@torch_op(*_REDUCE)
 def reduce(g, node, args, at):
     """Reduce over ``axes`` (attribute or input; all axes when absent, none with
     noop_with_empty_axes), keeping them as size 1 unless keepdims=0."""
@@ -169,7 +156,7 @@ def reduce(g, node, args, at):
     return _REDUCE[node.op_type](x, dims, bool(at.get("keepdims", 1)))
 
 
-@_op("ArgMax", "ArgMin")
+@torch_op("ArgMax", "ArgMin")
 def arg_reduce(g, node, args, at):
     """Index of the first max / min along ``axis``."""
     if at.get("select_last_index", 0):
@@ -179,20 +166,20 @@ def arg_reduce(g, node, args, at):
 
 
 # ------------------------------------------------------------------ shapes and layout
-@_op("Shape")
+@torch_op("Shape")
 def shape(g, node, args, at):
     """The input's shape as int64, sliced by start/end."""
     dims = list(args[0].shape)[at.get("start", 0) : at.get("end")]
     return g.torch.tensor(dims, dtype=g.torch.int64, device=g.device)
 
 
-@_op("Size")
+@torch_op("Size")
 def size(g, node, args, at):
     """Number of elements, int64 scalar."""
     return g.torch.tensor(args[0].numel(), dtype=g.torch.int64, device=g.device)
 
 
-@_op("ConstantOfShape")
+@torch_op("ConstantOfShape")
 def constant_of_shape(g, node, args, at):
     """A tensor of the given shape filled with ``value`` (default float 0)."""
     value = at.get("value")
@@ -200,7 +187,7 @@ def constant_of_shape(g, node, args, at):
     return g._tensor(np.full(_ints(args[0]), fill[0], dtype=fill.dtype))
 
 
-@_op("Range")
+@torch_op("Range")
 def range_(g, node, args, at):
     """start, start + delta, … up to (excluding) limit."""
     start, limit, delta = (a.item() for a in args)
@@ -208,7 +195,7 @@ def range_(g, node, args, at):
     return g.torch.arange(start, limit, delta, dtype=dtype, device=g.device)
 
 
-@_op("Flatten")
+@torch_op("Flatten")
 def flatten(g, node, args, at):
     """2-D: the axes before ``axis`` times the rest."""
     x = args[0]
@@ -217,7 +204,7 @@ def flatten(g, node, args, at):
     return x.reshape(int(np.prod(x.shape[:axis])), -1)
 
 
-@_op("Reshape")
+@torch_op("Reshape")
 def reshape(g, node, args, at):
     """Reshape; 0 copies the input's dim (unless allowzero), −1 is inferred."""
     x, dims = args[0], _ints(args[1])
@@ -226,14 +213,14 @@ def reshape(g, node, args, at):
     return x.reshape(dims)
 
 
-@_op("Transpose")
+@torch_op("Transpose")
 def transpose(g, node, args, at):
     """Permute axes (default: reversed)."""
     perm = at.get("perm") or list(reversed(range(args[0].dim())))
     return args[0].permute(*perm)
 
 
-@_op("Squeeze")
+@torch_op("Squeeze")
 def squeeze(g, node, args, at):
     """Drop the given size-1 axes (all size-1 axes when none given)."""
     x = args[0]
@@ -245,7 +232,7 @@ def squeeze(g, node, args, at):
     return x
 
 
-@_op("Unsqueeze")
+@torch_op("Unsqueeze")
 def unsqueeze(g, node, args, at):
     """Insert size-1 axes at the given positions of the output."""
     x = args[0]
@@ -256,13 +243,13 @@ def unsqueeze(g, node, args, at):
     return x
 
 
-@_op("Concat")
+@torch_op("Concat")
 def concat(g, node, args, at):
     """Join along ``axis`` (empty inputs included)."""
     return g.torch.cat([a for a in args if a is not None], dim=at["axis"])
 
 
-@_op("Split")
+@torch_op("Split")
 def split(g, node, args, at):
     """Split along ``axis`` by ``split`` (input or attribute), else into equal parts (the last
     smaller with num_outputs)."""
@@ -281,7 +268,7 @@ def split(g, node, args, at):
     return list(g.torch.split(x, parts, dim=axis))
 
 
-@_op("Slice")
+@torch_op("Slice")
 def slice_(g, node, args, at):
     """x[starts:ends:steps] on ``axes`` with the spec's clamping (negative steps included)."""
     x = args[0]
@@ -308,7 +295,7 @@ def slice_(g, node, args, at):
     return x
 
 
-@_op("Gather")
+@torch_op("Gather")
 def gather(g, node, args, at):
     """x.take(indices, axis): the indexed axis replaced by the indices' shape; negative indices count
     from the end."""
@@ -320,14 +307,14 @@ def gather(g, node, args, at):
     return out.reshape(tuple(x.shape[:axis]) + tuple(idx.shape) + tuple(x.shape[axis + 1 :]))
 
 
-@_op("Expand")
+@torch_op("Expand")
 def expand(g, node, args, at):
     """Broadcast x against the given shape (bidirectionally)."""
     x = args[0]
     return x.expand(g.torch.broadcast_shapes(tuple(x.shape), tuple(_ints(args[1]))))
 
 
-@_op("Tile")
+@torch_op("Tile")
 def tile(g, node, args, at):
     """Repeat x ``repeats[i]`` times along axis i."""
     return args[0].repeat(*_ints(args[1]))
@@ -346,7 +333,7 @@ def _pad_index(mode: str, n: int, begin: int, end: int, device, torch):
     return torch.where(i >= n, period - i, i)
 
 
-@_op("Pad")
+@torch_op("Pad")
 def pad(g, node, args, at):
     """Pad by [b1.., e1..] (input, or attribute in opset < 11) on ``axes``: constant (value from the
     input or attribute), reflect (mirror without the edge), edge (repeat the edge) or wrap; negative
@@ -382,7 +369,7 @@ def pad(g, node, args, at):
     return x
 
 
-@_op("DepthToSpace", "SpaceToDepth")
+@torch_op("DepthToSpace", "SpaceToDepth")
 def depth_space(g, node, args, at):
     """Rearrange (N, C, H, W) blocks of ``blocksize`` between channels and space (DCR or CRD order)."""
     x = args[0]
@@ -403,7 +390,7 @@ def _str_mode(at: dict) -> str:
     return mode.decode() if isinstance(mode, bytes) else mode
 
 
-@_op("Einsum")
+@torch_op("Einsum")
 def einsum(g, node, args, at):
     """torch.einsum with the node's equation."""
     eq = at["equation"]
