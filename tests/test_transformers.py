@@ -265,17 +265,7 @@ def test_bert_with_attention_mask_folds_duplicate_heads_exactly(tmp_path):
     head dim, but it is 1, so the mask broadcasts over heads and the heads fold. Heads 2 and 3 are
     copies of heads 0 and 1, so folding 4 → 2 heads is exact, padded positions included."""
     torch.manual_seed(0)
-    bert = transformers.BertModel(
-        transformers.BertConfig(
-            vocab_size=100,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=64,
-            attn_implementation="eager",
-        )
-    ).eval()
+    bert = transformers.BertModel(transformers.BertConfig(**COMMON)).eval()
     with torch.no_grad():
         for layer in bert.encoder.layer:
             for lin in (layer.attention.self.query, layer.attention.self.key, layer.attention.self.value):
