@@ -25,6 +25,7 @@ import numpy as np
 from onnxfold.analysis import analyze_graph
 from onnxfold.analysis.quantized import quantized_hint, quantized_ops
 from onnxfold.folding.apply import (
+    ACTIVATION_METHODS,
     FEATURE_MODES,
     METHODS,
     FoldRecord,
@@ -65,10 +66,62 @@ def nothing_folded_reason(plans) -> str:
     return "the sparsity leaves every foldable group at its width"
 
 
+def measure_activations(model: Model, groups, ctx: PassContext):
+    """Consumer-input statistics of ``groups`` on ``ctx.inputs``, else on data-free random inputs."""
+    from onnxfold.folding.moments import SYNTHETIC_SAMPLES, ActivationStats, chunked, synthetic_feeds
+
+    try:
+        if ctx.inputs:
+            n = len(next(iter(ctx.inputs.values())))
+            return ActivationStats.measure(model, groups, chunked(ctx.inputs), f"{n} given samples")
+        feeds = synthetic_feeds(model, ctx.input_shapes)
+        return ActivationStats.measure(
+            model, groups, feeds, f"data-free estimate: {SYNTHETIC_SAMPLES} random samples"
+        )
+    except Exception as exc:
+        raise PipelineError(
+            f"fold: cannot measure activations for --method {'/'.join(ACTIVATION_METHODS)} "
+            f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}); "
+            "give --input-shape or --inputs, or use --method fold"
+        ) from None
+
+
 class FoldPass(Pass):
     name = "fold"
     #: {group name: base sparsity} chosen by the search pass (None: ``sparsity`` everywhere).
     allocation: dict[str, float] | None = None
+    #: Activation statistics of the activation-aware methods, measured once and reused (the search
+    #: pass hands them from candidate to candidate).
+    moments = None
+    #: The :class:`~onnxfold.folding.judge.GroupJudge` of ``method=auto`` (shared like ``moments``).
+    judge = None
+    #: The mode of the repair pass that follows this fold in its pipeline (``bind``).
+    repair_mode = "none"
+
+    def bind(self, passes) -> None:
+        """Learn the repair mode of the pipeline (auto judges a fold with the repair it will get)."""
+        after = list(passes)[list(passes).index(self) + 1 :] if self in passes else []
+        repair = next((p for p in after if p.name == "repair"), None)
+        self.repair_mode = repair.opts["mode"] if repair is not None else "none"
+
+    @property
+    def method(self) -> str:
+        """The method planned with: ``auto`` without samples (``--inputs``) is ``fold``, since
+        statistics of random inputs mislead the least-squares merge (docs/method.md)."""
+        return "fold" if self.opts["method"] == "auto" and not self._has_samples else self.opts["method"]
+
+    _has_samples = False
+
+    def prepare(self, model: Model, groups, ctx: PassContext) -> None:
+        """Measure the activation statistics (and build the judge) the method needs, once."""
+        self._has_samples = bool(ctx.inputs)
+        if self.method in ACTIVATION_METHODS and self.moments is None:
+            self.moments = measure_activations(model, groups, ctx)
+        if self.method == "auto" and self.judge is None:
+            from onnxfold.folding.judge import GroupJudge
+
+            self.judge = GroupJudge(model.copy(), self.moments.feeds, self.repair_mode)
+
     summary = (
         "cluster tied channels (k-means, or Ward on large groups) and merge each cluster into one channel"
     )
@@ -101,8 +154,12 @@ class FoldPass(Pass):
             "method",
             str,
             "fold",
-            "fold (clusters merged) or l1/l2 (structured magnitude pruning: "
-            "keep the channels of largest feature norm)",
+            "fold (clusters merged), l1/l2 (structured magnitude pruning: keep the channels of "
+            "largest feature norm), wanda (keep the largest |W|^2*E[x^2]), hybrid (keep a least-error "
+            "set, read each removed channel as a scaled kept one), lsq (same set, removed channels "
+            "mixed into the kept ones by ridge least squares, their mean into the consumer's bias) "
+            "or auto (per group, fold or lsq by estimated output error); the activation-aware ones "
+            "measure the consumers' inputs on --inputs, else on random inputs (a data-free estimate)",
             METHODS,
         ),
         Option(
@@ -163,7 +220,11 @@ class FoldPass(Pass):
         groups = analyze_graph(graph, model.node_scopes())
         tensors = graph.tensors()
         source = model.copy()  # before planning loads any value: lazy external data stays lazy in the copy
-        plans = self._plan(groups, tensors, graph)
+        self.prepare(model, groups, ctx)
+        if self.method == "auto" and not self.allocation:
+            plans = self._plan_sequential(groups, tensors, graph, source)
+        else:
+            plans = self._plan(groups, tensors, graph)
         rewritten = self._rewrite_verified(model, source, plans, ctx)
         return self._finish(plans, rewritten, source, ctx)
 
@@ -182,12 +243,14 @@ class FoldPass(Pass):
                     self.opts["ignore"],
                     self.opts["round_to"],
                     self.opts["seed"],
-                    method=self.opts["method"],
+                    method=self.method,
                     features=self.opts["features"],
                     n_init=self.opts["n_init"],
                     graph=graph,
                     recipe=self.recipe,
                     cluster=self.opts["cluster"],
+                    stats=self.moments,
+                    judge=self.judge,
                 )
             return plans
         return plan_folds(
@@ -199,13 +262,39 @@ class FoldPass(Pass):
             self.opts["round_to"],
             self.opts["seed"],
             progress=partial(progress_bar, unit="group"),
-            method=self.opts["method"],
+            method=self.method,
             features=self.opts["features"],
             n_init=self.opts["n_init"],
             graph=graph,
             recipe=self.recipe,
             cluster=self.opts["cluster"],
+            stats=self.moments,
+            judge=self.judge,
         )
+
+    def _plan_sequential(self, groups, tensors, graph, source: Model) -> list:
+        """``auto`` at a fixed sparsity: every group's fold and merge, chosen in graph order with
+        the earlier choices applied (:mod:`onnxfold.folding.sequential`)."""
+        from onnxfold.folding.sequential import plan_sequential
+
+        opts = self.opts
+        common = dict(
+            values=lambda name: peek_values(tensors[name]),
+            sparsity=opts["sparsity"],
+            overrides=self.overrides,
+            ignore=opts["ignore"],
+            round_to=opts["round_to"],
+            seed=opts["seed"],
+            features=opts["features"],
+            n_init=opts["n_init"],
+            graph=graph,
+            recipe=self.recipe,
+            cluster=opts["cluster"],
+            stats=self.moments,
+        )
+        folds = plan_folds(groups, method="fold", **common)
+        merges = plan_folds(groups, method="lsq", **common)
+        return plan_sequential(source, folds, merges, self.moments, self.repair_mode)
 
     def _finish(self, plans, rewritten: list[str], source: Model, ctx: PassContext) -> PassResult:
         edits = fold_edits(plans)
@@ -217,7 +306,7 @@ class FoldPass(Pass):
             if counts and not any(p.status in ("unchanged", "ignored") for p in plans):
                 raise PipelineError(f"fold: {quantized_hint(counts)}")
         stats = {
-            "method": self.opts["method"],
+            "method": self.method,
             "features": self.opts["features"],
             "groups": len(plans),
             "folded": len(folded),
@@ -227,6 +316,11 @@ class FoldPass(Pass):
             "channels_after": sum(p.k for p in plans),
             "tensors_rewritten": len(rewritten),
         }
+        if self.moments is not None:
+            stats["activation_samples"] = self.moments.source
+            stats["methods"] = {
+                m: sum(p.method == m for p in folded) for m in sorted({p.method for p in folded})
+            }
         if not folded:
             stats["nothing_folded"] = nothing_folded_reason(plans)
         return PassResult(bool(rewritten), stats)

@@ -109,10 +109,16 @@ class SearchPass(Pass):
             ctx.original or model, ctx.inputs, self.opts["metric"], ctx.input_shapes, seed=ctx.seed
         )
 
+        from onnxfold.analysis import analyze_graph
+
+        fold.bind([fold] + ([self.repair] if self.repair is not None else []))
+        fold.prepare(model, analyze_graph(model.graph, model.node_scopes()), ctx)
+
         def build(allocation: dict[str, float]) -> tuple[Model, dict]:
             cand = model.copy()
             inner = FoldPass(**{**fold.opts, "sparsity": 0.0})
             inner.allocation = allocation
+            inner.moments, inner.judge = fold.moments, fold.judge
             passes = [inner] + ([self.repair] if self.repair is not None else []) + [CleanupPass()]
             sub = PassContext(
                 original=ctx.original, seed=ctx.seed, input_shapes=ctx.input_shapes, inputs=ctx.inputs
@@ -128,9 +134,11 @@ class SearchPass(Pass):
             target=self.opts[mode],
             levels=self.levels,
             cap=self.opts["max_sparsity"],
-            fold_opts=fold.opts,
+            fold_opts={**fold.opts, "method": fold.method},
             overrides=fold.overrides,
             recipe=fold.recipe,
+            stats=fold.moments,
+            judge=fold.judge,
         )
         ctx.data["search"] = result
         chosen = result.chosen

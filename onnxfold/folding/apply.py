@@ -9,7 +9,17 @@ first; only then is any tensor rewritten, so the order of groups is irrelevant.
 
 ``method`` chooses the assignment: ``fold`` clusters (cluster means / sums);
 ``l1``/``l2`` keep the k channels of largest feature norm and drop the rest (labels −1,
-:mod:`onnxfold.folding.prune`), the structured magnitude-pruning baseline.
+:mod:`onnxfold.folding.prune`), the structured magnitude-pruning baseline. The activation-aware
+methods read the second moments of what each consumer reads (``stats``,
+:class:`~onnxfold.folding.moments.ActivationStats`; :mod:`onnxfold.folding.compensate`):
+``wanda`` keeps the channels of largest ‖W‖²·E[x²]; ``hybrid`` keeps a greedy least-error set and
+reads each removed channel as a scaled kept one (Neuron Merging); ``lsq`` keeps the same set and
+mixes every removed channel into the kept ones by ridge least squares, its mean into the consumer's
+bias; ``auto`` builds both ``fold`` and ``lsq`` for each group and keeps the one of lower output
+error: measured by ``judge`` (:class:`~onnxfold.folding.judge.GroupJudge`) when given, else
+estimated from the moments (a tie goes to ``fold``, which is exact on duplicate channels). A group whose consumers have
+no statistics (a consumer that is not a Conv, Gemm or MatMul) falls back to ``fold`` (``l2`` for
+``wanda``) and says so in its ``reason``.
 """
 
 from __future__ import annotations
@@ -23,20 +33,27 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxfold.analysis.groups import ROLLBACK, BlockReason, ChannelGroup
+from onnxfold.analysis.groups import AVERAGE, BlockReason, ChannelGroup
 from onnxfold.analysis.registry import hook
-from onnxfold.errors import one_line
 from onnxfold.folding.cluster import cluster_count, kmeans_labels
 from onnxfold.folding.features import FEATURE_MODES, group_features, member_matrix
 from onnxfold.folding.prune import PRUNE_METHODS, magnitude_labels
 from onnxfold.folding.recipe import Recipe
 from onnxfold.folding.rewrite import SliceEdit, apply_edits
-from onnxfold.ir.external import weight_bytes
-from onnxfold.ir.model import PROTO_LIMIT, Model, peek_values, set_values
+from onnxfold.folding.verify import (  # noqa: F401  (re-exported: the fold pass and tests import them here)
+    VERIFY_MAX_BYTES,
+    Verifier,
+    model_weight_bytes,
+    rewrite_copy,
+    rollback_failures,
+)
+from onnxfold.ir.model import Model, peek_values, set_values
 
 log = logging.getLogger(__name__)
 ValueFn = Callable[[str], np.ndarray]
-METHODS = ("fold",) + PRUNE_METHODS
+#: Methods that read activation statistics of the consumers (:mod:`onnxfold.folding.moments`).
+ACTIVATION_METHODS = ("wanda", "hybrid", "lsq", "auto")
+METHODS = ("fold",) + PRUNE_METHODS + ACTIVATION_METHODS
 __all__ = [
     "FEATURE_MODES",
     "METHODS",
@@ -69,6 +86,12 @@ class FoldPlan:
     reason: str = ""
     method: str = "fold"
     reasons: list[BlockReason] = field(default_factory=list)
+    #: member index → (T (n, k), c (n,)): a consumer's least-squares mix and the constant its bias absorbs
+    mixes: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    #: estimated output error of each method considered (``auto``), by method name
+    estimate: dict[str, float] = field(default_factory=dict)
+    #: whether a later ``ar`` repair may rescale this group (False where it measurably hurts)
+    repair: bool = True
 
     def to_dict(self) -> dict:
         return {
@@ -83,6 +106,7 @@ class FoldPlan:
             "sparsity": float(self.sparsity),
             "reason": self.reason,
             "blocked": [r.to_dict() for r in self.reasons],
+            "estimated_error": {k: float(v) for k, v in self.estimate.items()},
         }
 
 
@@ -138,6 +162,8 @@ def plan_folds(
     graph: gs.Graph | None = None,
     recipe: Recipe | None = None,
     cluster: str = "auto",
+    stats=None,
+    judge=None,
 ) -> list[FoldPlan]:
     """Choose k and compute the assignment of every group (nothing is rewritten yet).
 
@@ -148,8 +174,12 @@ def plan_folds(
         raise ValueError(f"unknown method {method!r} (expected one of {', '.join(METHODS)})")
     if features not in FEATURE_MODES:
         raise ValueError(f"unknown features {features!r} (expected one of {', '.join(FEATURE_MODES)})")
+
+    def fold_labeler(feats: np.ndarray, k: int, s: int) -> np.ndarray:
+        return kmeans_labels(feats, k, seed=s, n_init=n_init, algorithm=cluster)
+
     if labeler is None:
-        if method == "fold":
+        if method in ("fold",) + ACTIVATION_METHODS:
 
             def labeler(feats: np.ndarray, k: int, s: int) -> np.ndarray:
                 return kmeans_labels(feats, k, seed=s, n_init=n_init, algorithm=cluster)
@@ -186,10 +216,65 @@ def plan_folds(
         if k >= group.size:
             plans.append(FoldPlan(group, "unchanged", group.size, r))
             continue
+        if method in ACTIVATION_METHODS:
+            plans.append(
+                _activation_plan(group, values, k, r, method, stats, graph, labeler, seed, features, judge)
+            )
+            continue
         labels = labeler(group_features(group, values, features, graph), k, seed)
         k_eff = int(labels.max()) + 1
         plans.append(FoldPlan(group, "folded", k_eff, r, labels, method=method))
     return plans
+
+
+def keep_labels(n: int, keep: np.ndarray) -> np.ndarray:
+    """Labels of a keep set: kept channels 0…k−1 in their order, the others −1."""
+    labels = np.full(n, -1, dtype=np.int64)
+    labels[np.sort(np.asarray(keep, dtype=np.int64))] = np.arange(len(keep))
+    return labels
+
+
+def _activation_plan(
+    group, values, k, r, method, stats, graph, fold_labeler, seed, features, judge=None
+) -> FoldPlan:
+    """The plan of one group under an activation-aware method (module docstring)."""
+    from onnxfold.folding import compensate as comp
+
+    found = stats.for_group(group, values, graph) if stats is not None and graph is not None else None
+    if found is None:
+        why = stats.why_not(group) if stats is not None else "no activation statistics"
+        fallback = "l2" if method == "wanda" else "fold"
+        feats = group_features(group, values, features, graph)
+        labels = magnitude_labels(feats, k, "l2") if fallback == "l2" else fold_labeler(feats, k, seed)
+        return FoldPlan(
+            group,
+            "folded",
+            int(labels.max()) + 1,
+            r,
+            labels,
+            method=fallback,
+            reason=f"{method} not applicable ({why}): {fallback} used",
+        )
+    index, cstats = found
+    n = group.size
+    if method == "wanda":
+        keep = comp.wanda_keep(cstats, k)
+        return FoldPlan(group, "folded", k, r, keep_labels(n, keep), method="wanda")
+    keep = comp.greedy_keep(cstats, k)
+    mix = comp.merge_mix if method == "hybrid" else comp.ridge_mix
+    mixes = {i: mix(s, keep) for i, s in zip(index, cstats, strict=True)}
+    mixed = sum(comp.mix_error(s, keep, mixes[i][0]) for i, s in zip(index, cstats, strict=True))
+    plan = FoldPlan(group, "folded", k, r, keep_labels(n, keep), method=method, mixes=mixes)
+    if method != "auto":
+        return plan
+    plan.method = "lsq"
+    labels = fold_labeler(group_features(group, values, features, graph), k, seed)
+    folded = sum(comp.fold_error(s, labels) for s in cstats)
+    plan.estimate = {"fold": folded, "lsq": mixed}
+    fold = FoldPlan(group, "folded", int(labels.max()) + 1, r, labels, estimate=dict(plan.estimate))
+    if judge is not None:
+        return judge.choose({"fold": fold, "lsq": plan})
+    return fold if folded <= mixed else plan
 
 
 @dataclass
@@ -202,6 +287,16 @@ class FoldRecord:
     edits: dict[str, list[SliceEdit]]
     source: Model
     _tensors: dict | None = field(default=None, init=False, repr=False)
+
+    def compensated_nodes(self) -> set[str]:
+        """Consumers whose bias absorbed a least-squares constant (not derivable from the originals)."""
+        return {
+            plan.group.members[i].node
+            for plan in self.plans
+            if plan.status == "folded"
+            for i, (_, c) in plan.mixes.items()
+            if np.any(c)
+        }
 
     def original(self, name: str) -> np.ndarray:
         """The value tensor ``name`` had before the fold."""
@@ -216,8 +311,9 @@ def fold_edits(plans: Sequence[FoldPlan]) -> dict[str, list[SliceEdit]]:
     for plan in plans:
         if plan.status != "folded":
             continue
-        for m in plan.group.members:
-            edits[m.tensor].append(SliceEdit(m.axis, m.offset, m.block, m.role, plan.labels, plan.k))
+        for i, m in enumerate(plan.group.members):
+            matrix = plan.mixes[i][0] if i in plan.mixes else None
+            edits[m.tensor].append(SliceEdit(m.axis, m.offset, m.block, m.role, plan.labels, plan.k, matrix))
     return dict(edits)
 
 
@@ -225,13 +321,70 @@ def apply_plans(plans: Sequence[FoldPlan], graph: gs.Graph) -> list[str]:
     """Rewrite every member tensor of every folded group; returns the names of rewritten tensors."""
     edits = fold_edits(plans)
     tensors = graph.tensors()
+    shifts = bias_shifts(plans, graph, tensors)
     for name, tensor_edits in edits.items():
         const = tensors[name]
         if not isinstance(const, gs.Constant):
             raise ValueError(f"member {name} is not a constant")
         set_values(const, apply_edits(peek_values(const), tensor_edits))
+    rewritten = set(edits) | write_bias_shifts(shifts, edits, graph)
     fix_attributes(plans, graph, tensors)
-    return sorted(edits)
+    return sorted(rewritten)
+
+
+def bias_shifts(
+    plans: Sequence[FoldPlan], graph: gs.Graph, tensors: dict
+) -> dict[str, tuple[str, int, np.ndarray]]:
+    """Per consumer node, (weight, output axis, Δb): the constant Σ_i c_i·W[:, i] its mixes move
+    into its bias, from the weights before any rewrite (each channel's slice, summed over taps)."""
+    from onnxfold.analysis.registry import hook
+
+    nodes = {n.name: n for n in graph.nodes}
+    out: dict[str, tuple[str, int, np.ndarray]] = {}
+    for plan in plans:
+        if plan.status != "folded":
+            continue
+        for i, (_, c) in plan.mixes.items():
+            if not np.any(c):
+                continue
+            m = plan.group.members[i]
+            node = nodes[m.node]
+            w = np.asarray(peek_values(tensors[m.tensor]), dtype=np.float64)
+            out_axis = hook("weight_axes", node.op)(node)[0]
+            moved = np.moveaxis(w, (m.axis, out_axis), (0, 1))
+            part = moved[m.offset : m.offset + plan.group.size * m.block]
+            delta = np.tensordot(np.repeat(c, m.block), part, 1).reshape(part.shape[1], -1).sum(axis=1)
+            prev = out[node.name][2] if node.name in out else 0.0
+            out[node.name] = (m.tensor, out_axis, prev + delta)
+    return out
+
+
+def write_bias_shifts(
+    shifts: dict[str, tuple[str, int, np.ndarray]], edits: dict[str, list[SliceEdit]], graph: gs.Graph
+) -> set[str]:
+    """After every tensor is rewritten: add each Δb, edited like its consumer's output channels (the
+    fold of a consumer's own output group averages or selects Δb as it does the bias), to the
+    consumer's bias (created where there is none); the names of the bias tensors written."""
+    from onnxfold.analysis.group_producers import effective_bias, producer_of, write_bias
+
+    nodes = {n.name: n for n in graph.nodes}
+    outputs = {t.name for t in graph.outputs}
+    written = set()
+    for name, (weight, out_axis, delta) in shifts.items():
+        node = nodes[name]
+        own = [
+            SliceEdit(0, e.offset, e.block, AVERAGE, e.labels, e.k)
+            for e in edits.get(weight, [])
+            if e.axis == out_axis
+        ]
+        delta = apply_edits(np.asarray(delta, dtype=np.float64), own) if own else delta
+        p = producer_of(node, weight, outputs)
+        if p is None:
+            raise ValueError(f"consumer {name} has no bias slot for its compensation")
+        bias = effective_bias(node, p)
+        write_bias(graph, node, p, (0.0 if bias is None else bias) + delta, node.inputs[1].values.dtype)
+        written.add(node.inputs[2].name)
+    return written
 
 
 def fix_attributes(plans: Sequence[FoldPlan], graph: gs.Graph, tensors: dict) -> None:
@@ -249,151 +402,3 @@ def fix_attributes(plans: Sequence[FoldPlan], graph: gs.Graph, tensors: dict) ->
         fix = hook("fix_attrs", node.op, node.domain) if node.name in folds else None
         if fix is not None:
             fix(node, folds[node.name], tensors)
-
-
-#: Above this many weight bytes, verification skips the in-memory checker and the onnxruntime run.
-VERIFY_MAX_BYTES = PROTO_LIMIT
-
-
-def model_weight_bytes(model: Model) -> int:
-    """Bytes of every constant of the model (:func:`onnxfold.ir.external.weight_bytes`): no value is read."""
-    return weight_bytes(model.graph)
-
-
-class Verifier:
-    """Checks a folded model against its source: full ``onnx.checker``, onnxruntime loads it and one
-    run on small random inputs gives the source's output shapes. Each check is used only where the
-    source itself passes it (so a failure is the fold's), and both are skipped above 2 GB."""
-
-    def __init__(self, source: Model, input_shapes: dict | None = None):
-        from onnxfold.ir.model import to_model_proto
-
-        self.checker = self.ort = False
-        self.inputs: dict | None = None
-        self.shapes: dict[str, tuple] = {}
-        if model_weight_bytes(source) > VERIFY_MAX_BYTES:
-            log.info("fold verify: model above 2 GB, skipping the checker and the onnxruntime run")
-            return
-        proto = to_model_proto(source)
-        try:
-            import onnx
-
-            onnx.checker.check_model(proto, full_check=True)
-            self.checker = True
-        except Exception as exc:
-            log.info("fold verify: the input fails onnx.checker (%s); not used to verify", one_line(exc, 300))
-        try:
-            from onnxfold.runtime.inputs import make_inputs
-            from onnxfold.runtime.session import make_session
-
-            sess = make_session(
-                proto.SerializeToString(), providers=["CPUExecutionProvider"], optimize=False, threads=1
-            )
-            self.inputs = make_inputs(sess, shapes=input_shapes or None, batch=1)
-            self.shapes = {
-                o.name: v.shape for o, v in zip(sess.get_outputs(), sess.run(None, self.inputs), strict=True)
-            }
-            self.ort = True
-        except Exception as exc:
-            log.info(
-                "fold verify: the input does not run in onnxruntime (%s); not used to verify",
-                one_line(exc, 300),
-            )
-
-    def error(self, model: Model) -> str | None:
-        """None if ``model`` passes every check this verifier uses, else a one-line reason."""
-        if not (self.checker or self.ort):
-            return None
-        from onnxfold.ir.model import to_model_proto
-
-        try:
-            proto = to_model_proto(model)
-            if self.checker:
-                import onnx
-
-                onnx.checker.check_model(proto, full_check=True)
-            if self.ort:
-                from onnxfold.runtime.session import make_session
-
-                sess = make_session(
-                    proto.SerializeToString(), providers=["CPUExecutionProvider"], optimize=False, threads=1
-                )
-                got = {
-                    o.name: v.shape
-                    for o, v in zip(sess.get_outputs(), sess.run(None, self.inputs), strict=True)
-                }
-                if got != self.shapes:
-                    return f"output shapes changed: {got} != {self.shapes}"
-        except Exception as exc:
-            return f"{type(exc).__name__}: {one_line(exc, 300)}"
-        return None
-
-
-def rewrite_copy(
-    source: Model, plans: Sequence[FoldPlan], rewrite: Callable[[Model, Sequence[FoldPlan]], list[str]]
-) -> tuple[Model, list[str]]:
-    """A fresh copy of ``source`` with ``plans`` applied by ``rewrite``."""
-    model = source.copy()
-    return model, rewrite(model, plans)
-
-
-def rollback_failures(
-    source: Model,
-    plans: list[FoldPlan],
-    verifier: Verifier,
-    rewrite: Callable[[Model, Sequence[FoldPlan]], list[str]],
-    error: str,
-) -> tuple[Model, list[str]]:
-    """Find the folded groups whose rewrite breaks the model and block them (``reason`` "rollback: …").
-
-    Bisects the folded plans (a subset is tried on a fresh copy of ``source``); if the groups left still
-    fail together, adds them back one at a time, keeping those that verify. Returns the model with every
-    surviving plan applied and the rewritten tensor names."""
-
-    def attempt(subset: Sequence[FoldPlan]) -> tuple[str | None, Model | None, list[str]]:
-        try:
-            model, names = rewrite_copy(source, subset, rewrite)
-        except Exception as exc:
-            return f"{type(exc).__name__}: {one_line(exc, 300)}", None, []
-        return verifier.error(model), model, names
-
-    folded = [p for p in plans if p.status == "folded"]
-    bad: dict[int, str] = {}
-
-    def search(cands: list[FoldPlan], err: str | None = None) -> None:
-        if not cands:
-            return
-        if err is None:
-            err = attempt(cands)[0]
-            if err is None:
-                return
-        if len(cands) == 1:
-            bad[id(cands[0])] = err
-            return
-        half = len(cands) // 2
-        search(cands[:half])
-        search(cands[half:])
-
-    search(folded, error)
-    keep = [p for p in folded if id(p) not in bad]
-    err, model, names = attempt(keep)
-    if err is not None:  # groups that only fail together: add them back one at a time
-        keep = []
-        for p in folded:
-            trial_err = attempt(keep + [p])[0]
-            if trial_err is None:
-                keep.append(p)
-            else:
-                bad.setdefault(id(p), trial_err)
-        err, model, names = attempt(keep)
-    kept = {id(p) for p in keep}
-    for p in folded:
-        if id(p) not in kept:
-            reason = bad.get(id(p), "breaks the model together with other groups")
-            log.warning("fold: rolled back group %s: %s", p.group.name, reason)
-            p.status, p.k, p.labels = "blocked", p.group.size, None
-            p.reason = f"rollback: {reason}"
-            p.reasons = [BlockReason(ROLLBACK, p.reason)]
-    if err is not None or model is None:  # nothing verifies: return the source untouched
-        return source.copy(), []
-    return model, names

@@ -7,6 +7,8 @@ For a member on axis a with offset o and block b, channel c owns the entries
 * sum:      out[j] = Σ_{i: ℓ_i = j} x[i]                (consumer input columns)
 * shape:    entry o of a shape vector loses (n − k)·b     (Reshape targets, Resize sizes)
 
+* mix:      out[j] = Σ_i T[i, j] x[i]                 (consumer columns with a least-squares mix T)
+
 A label of −1 marks a *dropped* channel (structured pruning): its entries are removed from every
 member, whatever the role, and the kept channels keep their order (labels 0…k−1 ascending).
 
@@ -16,7 +18,7 @@ All arithmetic is done in float64 and cast back to the tensor's dtype.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -33,6 +35,8 @@ class SliceEdit:
     role: str
     labels: np.ndarray
     k: int
+    #: (n, k) mix T of a consumer (role sum) in place of the cluster sums: out[j] = Σ_i T[i, j] x[i]
+    matrix: np.ndarray | None = field(default=None, compare=False)
 
 
 def merge_rows(x: np.ndarray, labels: np.ndarray, k: int, role: str) -> np.ndarray:
@@ -68,7 +72,11 @@ def apply_edits(array: np.ndarray, edits: Sequence[SliceEdit]) -> np.ndarray:
         if hi > moved.shape[0]:
             raise ValueError(f"slice [{lo}, {hi}) exceeds axis {e.axis} of length {moved.shape[0]}")
         segment = moved[lo:hi].reshape((n, e.block) + moved.shape[1:])
-        merged = merge_rows(segment, e.labels, e.k, e.role).astype(dtype)
+        if e.matrix is not None and e.role == SUM:
+            mixed = np.tensordot(np.asarray(e.matrix, dtype=np.float64).T, segment.astype(np.float64), 1)
+            merged = mixed.astype(dtype)
+        else:
+            merged = merge_rows(segment, e.labels, e.k, e.role).astype(dtype)
         merged = merged.reshape((e.k * e.block,) + moved.shape[1:])
         moved = np.concatenate([moved[:lo].astype(dtype), merged, moved[hi:].astype(dtype)], axis=0)
         result = np.moveaxis(moved, 0, e.axis)

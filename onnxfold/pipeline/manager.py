@@ -129,6 +129,10 @@ class PassManager:
         self, passes: Sequence[Pass], check: bool = False, on_pass: Callable[[PassRecord], None] | None = None
     ):
         self.passes = list(passes)
+        for p in self.passes:  # a pass that adapts to the passes around it (fold learns its repair)
+            bind = getattr(p, "bind", None)
+            if callable(bind):
+                bind(self.passes)
         self.check = check
         self.on_pass = on_pass
         self.records: list[PassRecord] = []

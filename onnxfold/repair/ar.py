@@ -114,14 +114,21 @@ def apply_ar(graph: gs.Graph, record: FoldRecord) -> dict:
     bn_factors: list[float] = []
     norm: list[float] = []
     done: set[str] = set()
+    compensated = record.compensated_nodes()
     for plan in record.plans:
         if plan.status != "folded" or plan.labels is None or not multi_member(plan.labels, plan.k).any():
+            continue
+        if not plan.repair:  # the fold pass measured that ar makes this group worse
+            counts["groups_skipped_measured_worse"] += 1
             continue
         counts["groups"] += 1
         for p in group_producers(plan.group, graph):
             if p.node in done:
                 continue
             done.add(p.node)
+            if p.node in compensated:  # its bias holds a compensation the originals do not
+                counts["compensated_producers_skipped"] += 1
+                continue
             if not whole_axis(
                 plan, p, record.source.graph
             ):  # a producer split over several groups (Split partition)

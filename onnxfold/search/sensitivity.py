@@ -71,6 +71,8 @@ def sensitivity(
     n_init: int = 10,
     cluster: str = "auto",
     skip: Callable[[str], bool] | None = None,
+    stats=None,
+    judge=None,
 ) -> list[GroupCurve]:
     """A :class:`GroupCurve` per foldable, not ignored group of the (canonicalized) ``model``.
     ``skip(name)`` true: the group is left out (e.g. a recipe or override fixes it)."""
@@ -98,6 +100,8 @@ def sensitivity(
             n_init=n_init,
             graph=model.graph,
             cluster=cluster,
+            stats=stats,
+            judge=judge,
         )
         for plan in plans:
             if plan.status in ("blocked", "ignored") or (skip is not None and skip(plan.group.name)):

@@ -136,6 +136,8 @@ def search(
     fold_opts: dict[str, Any],
     overrides: Sequence[tuple[str, float]] = (),
     recipe: Any = None,
+    stats: Any = None,
+    judge: Any = None,
 ) -> SearchResult:
     """Run the search on the canonicalized ``model``. ``build(allocation)`` returns a new folded
     (repaired, cleaned) copy and the pass data it left. See the module docstring."""
@@ -155,6 +157,8 @@ def search(
         n_init=fold_opts["n_init"],
         cluster=fold_opts["cluster"],
         skip=lambda name: name in fixed,
+        stats=stats,
+        judge=judge,
     )
     path = greedy_path(curves, cap, by="macs" if mode == "target_macs" else "params")
     log.info("search: %d groups searched, path of %d channel steps", len(path.curves), len(path))

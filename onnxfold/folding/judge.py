@@ -1,0 +1,105 @@
+"""Measured choice between a group's candidate plans: each applied alone, output error on samples.
+
+For ``method=auto`` the fold pass builds, per group, a cluster fold and a least-squares merge
+(:mod:`onnxfold.folding.compensate`); the weight- and moment-based estimates rank keep sets well
+but misjudge a fold, whose merged channel is the activation of averaged pre-activations, not the
+average of activations. So each candidate is applied alone to a copy of the model (the fold once
+as it is and once followed by the ``ar`` repair when the pipeline repairs with ``ar``), and
+scored by the relative output error on the measurement samples,
+
+    e = Σ_o ‖y_o − ŷ_o‖² / Σ_o ‖y_o‖²     (every float output, every sample),
+
+and the lowest wins (a tie goes to the earlier candidate: fold). A fold whose error ``ar`` does
+not lower is marked so that ``ar`` leaves it alone (``FoldPlan.repair``): repair is applied only
+where it measurably helps.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import numpy as np
+
+from onnxfold.ir.model import Model, to_model_proto
+
+Feeds = dict[str, np.ndarray]
+
+#: At most this many runs of the measurement samples are used to judge.
+MAX_RUNS = 4
+
+
+class GroupJudge:
+    """Scores candidate plans of one group on ``feeds`` against the ``source`` model's outputs."""
+
+    def __init__(self, source: Model, feeds: Sequence[Feeds], repair: str = "none"):
+        from onnxfold.runtime.session import make_session
+
+        self.source = source
+        self.feeds = list(feeds)[:MAX_RUNS]
+        self.repair = repair
+        sess = make_session(to_model_proto(source).SerializeToString(), optimize=True, threads=1)
+        self.names = [o.name for o in sess.get_outputs()]
+        self.reference = [sess.run(self.names, f) for f in self.feeds]
+        self.runs = 0
+        self._chosen: dict[tuple, object] = {}
+
+    def error(self, plan, ar: bool = False) -> float:
+        """Relative output error with ``plan`` alone applied (then ``ar`` on it); inf if it fails."""
+        from onnxfold.folding.apply import FoldRecord, fold_edits
+        from onnxfold.passes.fold import rewrite_model
+
+        try:
+            model = self.source.copy()
+            rewrite_model(model, [plan])
+            if ar:
+                from onnxfold.repair.ar import apply_ar
+
+                apply_ar(model.graph, FoldRecord([plan], fold_edits([plan]), self.source))
+        except Exception:
+            return float("inf")
+        return self.error_of(model)
+
+    def error_of(self, model: Model) -> float:
+        """Relative output error of ``model`` against the source on the samples; inf if it fails."""
+        from onnxfold.runtime.session import make_session
+
+        self.runs += 1
+        try:
+            sess = make_session(to_model_proto(model).SerializeToString(), optimize=True, threads=1)
+            num = den = 0.0
+            for feed, ref in zip(self.feeds, self.reference, strict=True):
+                for want, got in zip(ref, sess.run(self.names, feed), strict=True):
+                    if not np.issubdtype(np.asarray(want).dtype, np.floating):
+                        continue
+                    w, g = np.asarray(want, dtype=np.float64), np.asarray(got, dtype=np.float64)
+                    num += float(np.sum((w - g) ** 2))
+                    den += float(np.sum(w * w))
+        except Exception:
+            return float("inf")
+        return num / den if den > 0 else num
+
+    def choose(self, candidates: dict):
+        """The candidate plan of least measured error; records every error in its ``estimate``
+        (keys ``measured:<method>``, and ``measured:fold+ar``) and sets ``repair``. A group judged
+        before at the same width gets the same choice (a copy) without new runs."""
+        first = next(iter(candidates.values()))
+        key = (first.group.name, first.k, tuple(candidates))
+        if key in self._chosen:
+            return copy.copy(self._chosen[key])
+        errors: dict[str, float] = {}
+        best_name, best_err = None, float("inf")
+        for name, plan in candidates.items():
+            err = self.error(plan)
+            errors[f"measured:{name}"] = err
+            if name == "fold" and self.repair == "ar":
+                with_ar = self.error(plan, ar=True)
+                errors["measured:fold+ar"] = with_ar
+                plan.repair = with_ar < err
+                err = min(err, with_ar)
+            if err < best_err or best_name is None:
+                best_name, best_err = name, err
+        chosen = candidates[best_name]
+        chosen.estimate = {**chosen.estimate, **errors}
+        self._chosen[key] = copy.copy(chosen)
+        return chosen

@@ -1,0 +1,146 @@
+"""``method=auto`` on samples: groups chosen one after another, each given the choices before it.
+
+Compressing one group changes what every later consumer reads, and errors compound. So the groups
+are visited in graph order; for group g the model is rebuilt with every earlier choice applied
+(and ``ar`` on the folds that it measurably helped, as the repair pass will do), and then:
+
+1. **Refit.** The least-squares mix of every consumer of g is solved against what that consumer
+   reads *now*: with x the consumer's input in the original model and x′ in the rebuilt one, on
+   the same samples and positions,
+
+       T = E[x x′_Kᵀ] (E[x′_K x′_Kᵀ] + λI)⁻¹,   c = E[x] − T E[x′_K]   (c only where a bias absorbs it),
+
+   every row of T, kept channels included, so the drift of earlier groups is corrected too.
+2. **Choice.** The fold, the fold followed by ``ar`` (when the pipeline repairs with ``ar``) and
+   the refitted merge are each applied on top of the rebuilt model and scored by the relative
+   output error on the samples (:class:`~onnxfold.folding.judge.GroupJudge`); the lowest wins, a tie
+   goes to the fold (exact on duplicate channels).
+
+Cost: a handful of onnxruntime sessions per group, so this runs for a fixed sparsity; the target
+search judges each group alone (:meth:`~onnxfold.folding.judge.GroupJudge.choose`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from onnxfold.folding.compensate import RIDGE
+from onnxfold.folding.moments import ActivationStats, Feeds, Site, _observations, has_bias_slot
+from onnxfold.ir.model import Model
+
+log = logging.getLogger(__name__)
+
+#: Observations kept per site for the refit (a deterministic stride subsamples beyond this).
+MAX_OBSERVATIONS = 20000
+
+
+def capture(model: Model, sites: Sequence[Site], feeds: Sequence[Feeds]) -> dict[Site, np.ndarray]:
+    """(observations, n) float64 values of every site over every run of ``feeds``."""
+    from onnxfold.runtime.activations import _with_outputs
+    from onnxfold.runtime.session import make_session
+
+    sites = list(dict.fromkeys(sites))
+    if not sites:
+        return {}
+    names = list(dict.fromkeys(s.tensor for s in sites))
+    session = make_session(
+        _with_outputs(model, dict.fromkeys(names, 0)).SerializeToString(), optimize=False, threads=1
+    )
+    parts: dict[Site, list[np.ndarray]] = {s: [] for s in sites}
+    for feed in feeds:
+        values = dict(zip(names, session.run(names, feed), strict=True))
+        for s in sites:
+            parts[s].append(_observations(values[s.tensor], s))
+    out = {}
+    for s, chunks in parts.items():
+        x = np.concatenate(chunks)
+        step = max(1, -(-len(x) // MAX_OBSERVATIONS))
+        out[s] = x[::step]
+    return out
+
+
+def refit(plan, sites: dict[int, Site], original: dict[Site, np.ndarray], now: dict[Site, np.ndarray], bias):
+    """A copy of the merge ``plan`` whose mixes are solved against the rebuilt model (module docstring)."""
+    keep = np.flatnonzero(plan.labels >= 0)
+    new = copy.copy(plan)
+    new.mixes = {}
+    for i in plan.mixes:
+        site = sites[i]
+        x, xp = original[site], now[site][:, keep]
+        if bias(i):
+            mx, mk = x.mean(axis=0), xp.mean(axis=0)
+            x, xp = x - mx, xp - mk
+        gram = xp.T @ xp / len(xp)
+        lam = (RIDGE + (len(keep) / len(xp)) ** 2) * max(float(np.mean(np.diag(gram))), 1e-300)
+        t = np.linalg.solve(gram + lam * np.eye(len(keep)), (xp.T @ x) / len(xp)).T
+        c = mx - t @ mk if bias(i) else np.zeros(len(t))
+        new.mixes[i] = (t, c)
+    return new
+
+
+def plan_sequential(
+    source: Model,
+    folds: Sequence,
+    merges: Sequence,
+    stats: ActivationStats,
+    repair: str = "none",
+) -> list:
+    """The chosen plan of every group (``folds[i]`` and ``merges[i]`` are group i's candidates)."""
+    from onnxfold.folding.apply import FoldRecord, fold_edits
+    from onnxfold.folding.judge import GroupJudge
+    from onnxfold.passes.fold import rewrite_model
+
+    feeds = stats.feeds
+    wanted = [s for sites in stats.sites.values() for s in sites.values() if isinstance(s, Site)]
+    original = capture(source, wanted, feeds)
+    graph_outputs = {t.name for t in source.graph.outputs}
+    nodes = {n.name: n for n in source.graph.nodes}
+    chosen: list = []
+
+    def rebuilt(plans: list) -> Model:
+        model = source.copy()
+        rewrite_model(model, plans)
+        if repair == "ar" and any(p.repair for p in plans):
+            from onnxfold.repair.ar import apply_ar
+
+            apply_ar(model.graph, FoldRecord(plans, fold_edits(plans), source))
+        return model
+
+    judge = GroupJudge(source, feeds, "none")
+
+    def score(plan, ar: bool) -> float:
+        plan.repair = ar
+        return judge.error_of(rebuilt(done + [plan]))
+
+    for fold, merge in zip(folds, merges, strict=True):
+        if fold.status != "folded" or merge.status != "folded" or not merge.mixes:
+            chosen.append(fold if fold.status == "folded" or merge.status != "folded" else merge)
+            continue
+        done = [p for p in chosen if p.status == "folded"]
+        sites = {i: stats.sites[merge.group.name][i] for i in merge.mixes}
+
+        def bias(i: int, group=merge.group) -> bool:
+            m = group.members[i]
+            return m.node in nodes and has_bias_slot(nodes[m.node], m.tensor, graph_outputs)
+
+        try:
+            now = capture(rebuilt(done) if done else source, list(sites.values()), feeds)
+            merge = refit(merge, sites, original, now, bias)
+        except Exception as exc:  # keep the merge solved on the original statistics
+            log.info("auto: refit of %s failed (%s)", merge.group.name, exc)
+        fold = copy.copy(fold)
+        errors = {"measured:fold": score(fold, False)}
+        best_err = errors["measured:fold"]
+        if repair == "ar":
+            errors["measured:fold+ar"] = score(fold, True)
+            best_err = min(best_err, errors["measured:fold+ar"])
+        fold.repair = repair == "ar" and errors["measured:fold+ar"] < errors["measured:fold"]
+        errors["measured:lsq"] = score(merge, False)
+        best = merge if errors["measured:lsq"] < best_err else fold
+        best.estimate = {**best.estimate, **errors}
+        chosen.append(best)
+    return chosen
