@@ -33,6 +33,17 @@ def parse_levels(text: str) -> list[float]:
     return levels
 
 
+def split_samples(inputs: dict | None) -> tuple[dict | None, dict | None]:
+    """(fit, held out): even and odd samples, so that a method fitted on samples (lsq, auto) is
+    measured on samples it has not seen; (None, None) below 8 samples."""
+    if not inputs:
+        return None, None
+    n = len(next(iter(inputs.values())))
+    if n < 8:
+        return None, None
+    return {k: v[0::2] for k, v in inputs.items()}, {k: v[1::2] for k, v in inputs.items()}
+
+
 class SearchPass(Pass):
     name = "search"
     summary = (
@@ -104,15 +115,23 @@ class SearchPass(Pass):
         mode = self.mode
         if mode is None:
             return PassResult(False, {"skipped": "no target (min_fidelity, target_params or target_macs)"})
-        fold = self.fold or FoldPass(sparsity=0.0)
-        evaluator = Evaluator(
-            ctx.original or model, ctx.inputs, self.opts["metric"], ctx.input_shapes, seed=ctx.seed
-        )
-
         from onnxfold.analysis import analyze_graph
+        from onnxfold.folding.apply import ACTIVATION_METHODS
 
+        fold = self.fold or FoldPass(sparsity=0.0)
         fold.bind([fold] + ([self.repair] if self.repair is not None else []))
-        fold.prepare(model, analyze_graph(model.graph, model.node_scopes()), ctx)
+        fit, held_out = (
+            split_samples(ctx.inputs) if fold.opts["method"] in ACTIVATION_METHODS else (None, None)
+        )
+        fit_ctx = PassContext(original=ctx.original, seed=ctx.seed, input_shapes=ctx.input_shapes, inputs=fit)
+        fold.prepare(model, analyze_graph(model.graph, model.node_scopes()), fit_ctx if fit else ctx)
+        evaluator = Evaluator(
+            ctx.original or model,
+            held_out if held_out else ctx.inputs,
+            self.opts["metric"],
+            ctx.input_shapes,
+            seed=ctx.seed,
+        )
 
         def build(allocation: dict[str, float]) -> tuple[Model, dict]:
             cand = model.copy()
@@ -161,4 +180,9 @@ class SearchPass(Pass):
             "seconds": result.seconds,
             "data_free_proxy": result.proxy,
         }
+        if held_out:
+            n = len(next(iter(held_out.values())))
+            stats["held_out"] = (
+                f"fitted on {len(next(iter(fit.values())))} samples, measured on the other {n}"
+            )
         return PassResult(True, stats)

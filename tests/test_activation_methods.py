@@ -16,12 +16,11 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from test_oracles import run
 
 import onnxfold
 from onnxfold.folding import compensate as comp
 from onnxfold.runtime.session import make_session
-
-from test_oracles import run
 
 
 def _rel(got: np.ndarray, want: np.ndarray) -> float:
