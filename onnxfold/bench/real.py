@@ -55,7 +55,9 @@ class Method:
     available: Callable[[], str | None] = lambda: None
 
 
-def _uniform(method: str, repair: str) -> Method:
+def _uniform(method: str, repair: str, fit: bool = False) -> Method:
+    """A uniform sparsity sweep; ``fit``: the method measures activations on the fitting samples."""
+
     def run(point: Point, sparsity: float):
         from onnxfold.api import fold
 
@@ -67,10 +69,11 @@ def _uniform(method: str, repair: str) -> Method:
             repair=repair,
             validate=False,
             input_shapes=point.input_shapes,
+            inputs=point.fit if fit else None,
             overwrite=True,
         )[1]
 
-    return Method(run)
+    return Method(run, needs_fit=fit)
 
 
 def _target_api() -> str | None:
@@ -119,6 +122,10 @@ METHODS: dict[str, Method] = {
     "fold:ar": _uniform("fold", "ar"),
     "target:free": Method(target_free, sweeps=False, available=_target_api),
     "target:32": Method(target_32, sweeps=False, needs_fit=True, available=_target_api),
+    # activation-aware, on the same 32 fitting samples: Wanda-style channel scores (the data-driven
+    # structured baseline) and onnxfold's auto (fold, fold+ar or a refitted least-squares merge per group)
+    "wanda:32": _uniform("wanda", "none", fit=True),
+    "auto:32": _uniform("auto", "ar", fit=True),
 }
 
 
