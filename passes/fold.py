@@ -221,16 +221,18 @@ class FoldPass(Pass):
         tensors = graph.tensors()
         source = model.copy()  # before planning loads any value: lazy external data stays lazy in the copy
         self.prepare(model, groups, ctx)
-        if self.method == "auto" and not self.allocation:
+        if self.method == "auto":
             plans = self._plan_sequential(groups, tensors, graph, source)
         else:
             plans = self._plan(groups, tensors, graph)
         rewritten = self._rewrite_verified(model, source, plans, ctx)
         return self._finish(plans, rewritten, source, ctx)
 
-    def _plan(self, groups, tensors, graph) -> list:
-        """Every group's plan; with ``allocation`` (set by the search pass), each listed group's base
-        sparsity is its allocated one (recipes and overrides still apply on top)."""
+    def _plan(self, groups, tensors, graph, method: str | None = None) -> list:
+        """Every group's plan with ``method`` (default: the pass's); with ``allocation`` (set by the
+        search pass), each listed group's base sparsity is its allocated one (recipes and overrides
+        still apply on top)."""
+        method = method or self.method
         allocation = self.allocation
         if allocation:
             plans = []
@@ -243,7 +245,7 @@ class FoldPass(Pass):
                     self.opts["ignore"],
                     self.opts["round_to"],
                     self.opts["seed"],
-                    method=self.method,
+                    method=method,
                     features=self.opts["features"],
                     n_init=self.opts["n_init"],
                     graph=graph,
@@ -262,7 +264,7 @@ class FoldPass(Pass):
             self.opts["round_to"],
             self.opts["seed"],
             progress=partial(progress_bar, unit="group"),
-            method=self.method,
+            method=method,
             features=self.opts["features"],
             n_init=self.opts["n_init"],
             graph=graph,
@@ -273,27 +275,12 @@ class FoldPass(Pass):
         )
 
     def _plan_sequential(self, groups, tensors, graph, source: Model) -> list:
-        """``auto`` at a fixed sparsity: every group's fold and merge, chosen in graph order with
-        the earlier choices applied (:mod:`onnxfold.folding.sequential`)."""
+        """``auto``: every group's fold and merge (at its allocated sparsity under the search), chosen
+        in graph order with the earlier choices applied (:mod:`onnxfold.folding.sequential`)."""
         from onnxfold.folding.sequential import plan_sequential
 
-        opts = self.opts
-        common = dict(
-            values=lambda name: peek_values(tensors[name]),
-            sparsity=opts["sparsity"],
-            overrides=self.overrides,
-            ignore=opts["ignore"],
-            round_to=opts["round_to"],
-            seed=opts["seed"],
-            features=opts["features"],
-            n_init=opts["n_init"],
-            graph=graph,
-            recipe=self.recipe,
-            cluster=opts["cluster"],
-            stats=self.moments,
-        )
-        folds = plan_folds(groups, method="fold", **common)
-        merges = plan_folds(groups, method="lsq", **common)
+        folds = self._plan(groups, tensors, graph, method="fold")
+        merges = self._plan(groups, tensors, graph, method="lsq")
         return plan_sequential(source, folds, merges, self.moments, self.repair_mode)
 
     def _finish(self, plans, rewritten: list[str], source: Model, ctx: PassContext) -> PassResult:

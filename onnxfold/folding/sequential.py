@@ -96,7 +96,9 @@ def plan_sequential(
 
     feeds = stats.feeds
     wanted = [s for sites in stats.sites.values() for s in sites.values() if isinstance(s, Site)]
-    original = capture(source, wanted, feeds)
+    original = getattr(stats, "captured", None)
+    if original is None:  # the original model's sites: the same for every candidate of a search
+        original = stats.captured = capture(source, wanted, feeds)
     graph_outputs = {t.name for t in source.graph.outputs}
     nodes = {n.name: n for n in source.graph.nodes}
     chosen: list = []
