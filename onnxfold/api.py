@@ -11,6 +11,7 @@ import onnx
 
 from onnxfold.analysis import ChannelGroup, analyze_graph
 from onnxfold.folding.apply import model_weight_bytes
+from onnxfold.folding.cluster import DEFAULT_ROUND_TO
 from onnxfold.ir.model import Model, data_dirs, load_model, model_from_proto, save_model, spilling
 from onnxfold.passes import (
     REGISTRY,
@@ -113,6 +114,7 @@ def _run_pipeline(
         str(model.source_path) if model.source_path else None,
         str(output) if output is not None else None,
         search=ctx.data.get("search"),
+        round_to=ctx.data.get("round_to"),
     )
     return model, report
 
@@ -126,7 +128,7 @@ def fold(
     seed: int = 0,
     overrides: Sequence[str] = (),
     ignore: Sequence[str] = (),
-    round_to: int = 1,
+    round_to: int = DEFAULT_ROUND_TO,
     method: str = "fold",
     features: str = "raw",
     n_init: int = 10,

@@ -36,7 +36,7 @@ from onnxfold.folding.apply import (
     plan_folds,
     rollback_failures,
 )
-from onnxfold.folding.cluster import ALGORITHMS
+from onnxfold.folding.cluster import ALGORITHMS, DEFAULT_ROUND_TO
 from onnxfold.folding.recipe import load_recipe
 from onnxfold.ir.model import Model, peek_values
 from onnxfold.ir.shapes import clear_shapes, infer_shapes
@@ -89,7 +89,11 @@ class FoldPass(Pass):
             "in a pipeline)",
         ),
         Option(
-            "round_to", int, 1, "round every cluster count to a multiple of this (hardware-friendly widths)"
+            "round_to",
+            int,
+            DEFAULT_ROUND_TO,
+            "folded widths are multiples of this (hardware-friendly: odd widths can make the folded "
+            "model slower than the original); groups narrower than twice it are not rounded; 1 = off",
         ),
         Option(
             "seed",
@@ -210,6 +214,7 @@ class FoldPass(Pass):
     def _finish(self, plans, rewritten: list[str], source: Model, ctx: PassContext) -> PassResult:
         edits = fold_edits(plans)
         ctx.data["fold_plans"] = plans
+        ctx.data["round_to"] = self.opts["round_to"]
         ctx.data["fold_record"] = FoldRecord(plans, edits, source)
         folded = [p for p in plans if p.status == "folded"]
         if not folded:
@@ -225,6 +230,7 @@ class FoldPass(Pass):
             "ignored": sum(p.status == "ignored" for p in plans),
             "channels_before": sum(p.group.size for p in plans),
             "channels_after": sum(p.k for p in plans),
+            "round_to": self.opts["round_to"],
             "tensors_rewritten": len(rewritten),
         }
         if not folded:
