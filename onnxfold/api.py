@@ -22,7 +22,7 @@ from onnxfold.passes import (
     SearchPass,
     ValidatePass,
 )
-from onnxfold.pipeline.manager import Pass, PassContext, PassManager
+from onnxfold.pipeline.manager import Pass, PassContext, PassManager, PipelineError
 from onnxfold.report.fold_report import FoldReport, saved_size, source_size, stats_of
 from onnxfold.report.stats import format_table, human_count
 
@@ -157,6 +157,7 @@ def fold(
     validate: bool = True,
     validate_batch: int = 2,
     min_cosine: float = -1.0,
+    speed_check: bool = False,
     # pipeline and output
     check: bool = False,
     external_data: bool | None = None,
@@ -226,7 +227,11 @@ def fold(
         passes = [passes[0], search]
     passes.append(CleanupPass())
     if validate:
-        passes.append(ValidatePass(seed=seed, batch=validate_batch, min_cosine=min_cosine))
+        passes.append(
+            ValidatePass(seed=seed, batch=validate_batch, min_cosine=min_cosine, speed_check=speed_check)
+        )
+    elif speed_check:
+        raise PipelineError("speed_check times the model during validation: it cannot run without it")
     return run_pipeline(
         model,
         passes,

@@ -139,6 +139,12 @@ class FoldReport:
         parts += [f"{r.name}: {r.stats['note']}" for r in self.passes if r.stats.get("note")]
         if self.validation is not None:
             parts.append(f"\nvalidation ({self.validation.provider}):\n{self.validation.summary()}")
+            latency = getattr(self.validation, "latency", None)
+            if latency is not None:
+                parts.append(latency.summary())
+                warning = latency.warning(self.round_to)
+                if warning:
+                    parts.append(warning)
             if getattr(self.validation, "seed", None) is not None:
                 parts.append(
                     "(random inputs: a smoke test of the rewrite, not of accuracy; pass --inputs with "
