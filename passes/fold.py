@@ -1,10 +1,11 @@
 """fold: cluster every foldable channel group and merge its channels (Fold-Naive, docs/method.md §1).
 
 For each group with n channels, k = max(1, round(n·(1 − sparsity))) clusters (the sparsity
-replaced by a recipe's or an override's where they match, ``round_to`` applied; groups matching
-``ignore`` are skipped) are found by seeded clustering of the concatenated tied weights:
-``cluster=auto`` runs k-means on small groups and Ward's agglomerative clustering where one
-k-means pass gets expensive (:mod:`onnxfold.folding.cluster`). Producer-side tensors are replaced
+replaced by a recipe's or an override's where they match; groups matching ``ignore`` are skipped),
+rounded to a multiple of ``round_to`` (8 by default; groups narrower than 2·round_to keep the exact
+count; :func:`onnxfold.folding.cluster.cluster_count` gives the rule), are found by seeded clustering
+of the concatenated tied weights: ``cluster=auto`` runs k-means on small groups and Ward's
+agglomerative clustering where one k-means pass gets expensive (:mod:`onnxfold.folding.cluster`). Producer-side tensors are replaced
 by cluster means, consumer-side input slices by cluster sums, and shape constants and attributes
 that encode the width are rewritten. Blocked groups are left untouched and reported with their
 reason. With ``verify``, groups whose rewrite breaks the model are rolled back and reported
