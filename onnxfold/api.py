@@ -11,6 +11,7 @@ import onnx
 
 from onnxfold.analysis import ChannelGroup, analyze_graph
 from onnxfold.folding.apply import model_weight_bytes
+from onnxfold.folding.cluster import DEFAULT_ROUND_TO
 from onnxfold.ir.model import Model, data_dirs, load_model, model_from_proto, save_model, spilling
 from onnxfold.passes import (
     REGISTRY,
@@ -21,7 +22,7 @@ from onnxfold.passes import (
     SearchPass,
     ValidatePass,
 )
-from onnxfold.pipeline.manager import Pass, PassContext, PassManager
+from onnxfold.pipeline.manager import Pass, PassContext, PassManager, PipelineError
 from onnxfold.report.fold_report import FoldReport, saved_size, source_size, stats_of
 from onnxfold.report.stats import format_table, human_count
 
@@ -113,6 +114,7 @@ def _run_pipeline(
         str(model.source_path) if model.source_path else None,
         str(output) if output is not None else None,
         search=ctx.data.get("search"),
+        round_to=ctx.data.get("round_to"),
     )
     return model, report
 
@@ -126,7 +128,7 @@ def fold(
     seed: int = 0,
     overrides: Sequence[str] = (),
     ignore: Sequence[str] = (),
-    round_to: int = 1,
+    round_to: int = DEFAULT_ROUND_TO,
     method: str = "fold",
     features: str = "raw",
     n_init: int = 10,
@@ -155,6 +157,7 @@ def fold(
     validate: bool = True,
     validate_batch: int = 2,
     min_cosine: float = -1.0,
+    speed_check: bool = False,
     # pipeline and output
     check: bool = False,
     external_data: bool | None = None,
@@ -224,7 +227,11 @@ def fold(
         passes = [passes[0], search]
     passes.append(CleanupPass())
     if validate:
-        passes.append(ValidatePass(seed=seed, batch=validate_batch, min_cosine=min_cosine))
+        passes.append(
+            ValidatePass(seed=seed, batch=validate_batch, min_cosine=min_cosine, speed_check=speed_check)
+        )
+    elif speed_check:
+        raise PipelineError("speed_check times the model during validation: it cannot run without it")
     return run_pipeline(
         model,
         passes,

@@ -1,10 +1,11 @@
 """fold: cluster every foldable channel group and merge its channels (Fold-Naive, docs/method.md §1).
 
 For each group with n channels, k = max(1, round(n·(1 − sparsity))) clusters (the sparsity
-replaced by a recipe's or an override's where they match, ``round_to`` applied; groups matching
-``ignore`` are skipped) are found by seeded clustering of the concatenated tied weights:
-``cluster=auto`` runs k-means on small groups and Ward's agglomerative clustering where one
-k-means pass gets expensive (:mod:`onnxfold.folding.cluster`). Producer-side tensors are replaced
+replaced by a recipe's or an override's where they match; groups matching ``ignore`` are skipped),
+rounded to a multiple of ``round_to`` (8 by default; groups narrower than 2·round_to keep the exact
+count; :func:`onnxfold.folding.cluster.cluster_count` gives the rule), are found by seeded clustering
+of the concatenated tied weights: ``cluster=auto`` runs k-means on small groups and Ward's
+agglomerative clustering where one k-means pass gets expensive (:mod:`onnxfold.folding.cluster`). Producer-side tensors are replaced
 by cluster means, consumer-side input slices by cluster sums, and shape constants and attributes
 that encode the width are rewritten. Blocked groups are left untouched and reported with their
 reason. With ``verify``, groups whose rewrite breaks the model are rolled back and reported
@@ -37,7 +38,7 @@ from onnxfold.folding.apply import (
     plan_folds,
     rollback_failures,
 )
-from onnxfold.folding.cluster import ALGORITHMS
+from onnxfold.folding.cluster import ALGORITHMS, DEFAULT_ROUND_TO
 from onnxfold.folding.recipe import load_recipe
 from onnxfold.ir.model import Model, peek_values
 from onnxfold.ir.shapes import clear_shapes, infer_shapes
@@ -142,7 +143,11 @@ class FoldPass(Pass):
             "in a pipeline)",
         ),
         Option(
-            "round_to", int, 1, "round every cluster count to a multiple of this (hardware-friendly widths)"
+            "round_to",
+            int,
+            DEFAULT_ROUND_TO,
+            "folded widths are multiples of this (hardware-friendly: odd widths can make the folded "
+            "model slower than the original); groups narrower than twice it are not rounded; 1 = off",
         ),
         Option(
             "seed",
@@ -286,6 +291,7 @@ class FoldPass(Pass):
     def _finish(self, plans, rewritten: list[str], source: Model, ctx: PassContext) -> PassResult:
         edits = fold_edits(plans)
         ctx.data["fold_plans"] = plans
+        ctx.data["round_to"] = self.opts["round_to"]
         ctx.data["fold_record"] = FoldRecord(plans, edits, source)
         folded = [p for p in plans if p.status == "folded"]
         if not folded:
@@ -301,6 +307,7 @@ class FoldPass(Pass):
             "ignored": sum(p.status == "ignored" for p in plans),
             "channels_before": sum(p.group.size for p in plans),
             "channels_after": sum(p.k for p in plans),
+            "round_to": self.opts["round_to"],
             "tensors_rewritten": len(rewritten),
         }
         if self.moments is not None:

@@ -3,9 +3,11 @@
 ``min_fidelity`` F > 0: the largest parameter reduction whose fidelity (min over outputs of the
 ``metric``, on ``ctx.inputs``, or on validation's random inputs as a data-free proxy) is ≥ F.
 ``target_params`` / ``target_macs`` R > 0: remove that fraction of parameters / MACs (within one
-channel's worth) at the least estimated loss. Per-group sparsities come from a sensitivity
-analysis at ``levels`` and a greedy allocation capped at ``max_sparsity``; recipes, overrides and
-ignore patterns of the fold pass win. Each candidate is folded by the pass's ``fold`` pass, then
+step's worth: a channel, or ``round_to`` channels of a rounded group) at the least estimated loss.
+Per-group sparsities come from a sensitivity analysis at ``levels`` and a greedy allocation capped
+at ``max_sparsity``; recipes, overrides and ignore patterns of the fold pass win. Widths follow the
+fold pass's ``round_to`` (8 by default, also for a ``search`` pass in a pipeline, whose fold pass
+has the defaults): every candidate has exactly the rounded widths the fold writes. Each candidate is folded by the pass's ``fold`` pass, then
 repaired by its ``repair`` pass (if any) and cleaned up, and measured; the chosen candidate replaces
 the model. If no candidate meets a fidelity target, the pass fails (nothing is written) unless
 ``force``. Its :class:`~onnxfold.search.target.SearchResult` is left in ``ctx.data["search"]``.

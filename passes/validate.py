@@ -4,6 +4,8 @@ Inputs are random (right dtypes and shapes; symbolic dims get defaults or ``--in
 the user's ``.npy`` inputs from the pipeline context. Reports max abs/relative error, cosine
 similarity and top-1 agreement per output. The graph is never changed. ``min_cosine`` turns the
 report into a post-condition: the pipeline stops when any output's cosine falls below it.
+``speed_check`` also times both models on the same inputs (about a second of interleaved runs,
+:mod:`onnxfold.runtime.latency`); the report warns when the result is slower than the original.
 Models above 2 GB of weights are not run (both models would have to be in memory at once): the
 pass reports that it skipped them.
 """
@@ -16,6 +18,7 @@ from onnxfold.folding.apply import model_weight_bytes
 from onnxfold.ir.model import PROTO_LIMIT, Model, to_model_proto
 from onnxfold.pipeline.manager import Option, Pass, PassContext, PassError, PassResult
 from onnxfold.runtime.compare import runnable_dims, validate
+from onnxfold.runtime.latency import DEFAULT_BUDGET_S
 from onnxfold.runtime.session import make_session
 
 log = logging.getLogger(__name__)
@@ -28,6 +31,13 @@ class ValidatePass(Pass):
         Option("batch", int, 2, "batch size used for symbolic batch dims of random inputs"),
         Option("seed", int, 0, "seed of the random inputs"),
         Option("min_cosine", float, -1.0, "fail when an output's cosine similarity falls below this"),
+        Option(
+            "speed_check",
+            bool,
+            False,
+            "also time the original and the result on the validation inputs (about 1 s of "
+            "interleaved runs, median) and warn when the result is slower than the original",
+        ),
     )
 
     def preflight(self, model: Model, ctx: PassContext) -> None:
@@ -65,6 +75,7 @@ class ValidatePass(Pass):
             seed=self.opts["seed"],
             batch=self.opts["batch"],
             dim=getattr(self, "dim", 16),
+            speed_budget=DEFAULT_BUDGET_S if self.opts["speed_check"] else 0.0,
         )
         ctx.data["validation"] = report
         worst = report.min_cosine
@@ -74,6 +85,9 @@ class ValidatePass(Pass):
                 f"min_cosine={self.opts['min_cosine']}"
             )
         stats = {"exact": report.exact, "min_cosine": worst, "provider": report.provider}
+        if report.latency is not None:
+            stats["latency_ratio"] = report.latency.ratio
+            stats["slower"] = report.latency.slower
         if getattr(self, "dim", 16) != 16:
             stats["note"] = f"symbolic input dims set to {self.dim}: the model does not run with 16"
         return PassResult(False, stats)

@@ -264,7 +264,7 @@ def test_passes_lists_options_with_defaults(capsys) -> None:
     for expected in (
         "sparsity (float, default 0.5)",
         "seed (int, default 0)",
-        "round_to (int, default 1)",
+        "round_to (int, default 8)",
         "overrides (list, default '')",
         "ignore (list, default '')",
         "batch (int, default 2)",

@@ -105,14 +105,67 @@ def test_ignore_leaves_the_matched_groups_unchanged(tmp_path: Path, capsys) -> N
 
 def test_round_to_gives_multiples_in_the_saved_model(tmp_path: Path, capsys) -> None:
     report, model, _ = fold_cli(RESNET, tmp_path / "r8.onnx", capsys, "-s", "0.3", "--round-to", "8")
-    plain, _, _ = fold_cli(RESNET, tmp_path / "r1.onnx", capsys, "-s", "0.3")
+    plain, _, _ = fold_cli(RESNET, tmp_path / "r1.onnx", capsys, "-s", "0.3", "--round-to", "1")
     wide = [g for g in report["groups"] if g["status"] == "folded" and g["channels_before"] > 8]
     assert len(wide) == 9  # the groups of 16, 32 and 64 channels (8 channels cannot be rounded to 8)
     for g in wide:
         width = out_channels(model, g["group"])
         assert width == g["channels_after"] and width % 8 == 0 and width < g["channels_before"], g
-    # Without --round-to the same groups get widths that are not multiples of 8 (11, 22, 45).
+    # Without rounding the same groups get widths that are not multiples of 8 (11, 22, 45).
     assert any(g["channels_after"] % 8 for g in plain["groups"] if g["channels_before"] > 8)
+
+
+#: LeNet-5's foldable groups and their widths at sparsity 0.3: unrounded, round(n·0.7); and by default
+#: (round_to 8): the nearest multiple of 8 for groups of at least 16 channels, conv1 (6) as asked.
+LENET_UNROUNDED = {"/conv1/Conv": 4, "/conv2/Conv": 11, "/fc1/Gemm": 84, "/fc2/Gemm": 59}
+LENET_ROUNDED = {"/conv1/Conv": 4, "/conv2/Conv": 8, "/fc1/Gemm": 88, "/fc2/Gemm": 56}
+
+
+@pytest.mark.parametrize(
+    ("src", "flags"),
+    [(RESNET, ()), (LENET, ()), (RESNET, ("--round-to", "8"))],
+)
+def test_widths_are_multiples_of_8_by_default(tmp_path: Path, capsys, src: Path, flags) -> None:
+    report, model, stdout = fold_cli(src, tmp_path / "d.onnx", capsys, "-s", "0.3", *flags)
+    assert report["round_to"] == 8
+    assert next(p for p in report["passes"] if p["name"] == "fold")["stats"]["round_to"] == 8
+    assert "widths: rounded to multiples of 8" in stdout
+    folded = [g for g in report["groups"] if g["status"] == "folded"]
+    wide = [g for g in folded if g["channels_before"] >= 16]
+    assert wide and len(folded) == len([g for g in report["groups"] if g["status"] != "blocked"])
+    for g in wide:
+        width = out_channels(model, g["group"])
+        assert width == g["channels_after"] and width % 8 == 0 and width < g["channels_before"], g
+    for g in folded:  # narrow groups (8 channels in ResNet, 6 in LeNet) still fold, to round(n·0.7)
+        if g["channels_before"] < 16:
+            assert g["channels_after"] == round(g["channels_before"] * 0.7) < g["channels_before"], g
+    if src == LENET:
+        assert {g["group"]: g["channels_after"] for g in folded} == LENET_ROUNDED
+
+
+def test_round_to_1_reproduces_the_unrounded_widths(tmp_path: Path, capsys) -> None:
+    report, model, stdout = fold_cli(LENET, tmp_path / "r1.onnx", capsys, "-s", "0.3", "--round-to", "1")
+    assert report["round_to"] == 1 and "widths: not rounded (round_to 1)" in stdout
+    got = {g["group"]: g["channels_after"] for g in report["groups"] if g["status"] == "folded"}
+    assert got == LENET_UNROUNDED
+    assert {name: out_channels(model, name) for name in got} == LENET_UNROUNDED
+    resnet, _, _ = fold_cli(RESNET, tmp_path / "rr1.onnx", capsys, "-s", "0.3", "--round-to", "1")
+    widths = {
+        (g["channels_before"], g["channels_after"]) for g in resnet["groups"] if g["status"] == "folded"
+    }
+    assert widths == {(8, 6), (16, 11), (32, 22), (64, 45)}  # the odd widths that ran slowly
+
+
+def test_pipelines_and_the_api_round_by_default_too() -> None:
+    def widths(passes) -> dict[str, int]:
+        _, report = onnxfold.run_pipeline(LENET, passes)
+        return {p.group.name: p.k for p in report.plans if p.status == "folded"}
+
+    assert widths([CanonicalizePass(), FoldPass(sparsity=0.3)]) == LENET_ROUNDED
+    assert widths([CanonicalizePass(), FoldPass(sparsity=0.3, round_to=1)]) == LENET_UNROUNDED
+    _, report = onnxfold.fold(LENET, sparsity=0.3, validate=False, repair="none")
+    assert {p.group.name: p.k for p in report.plans if p.status == "folded"} == LENET_ROUNDED
+    assert report.round_to == 8 and report.to_dict()["round_to"] == 8
 
 
 # --------------------------------------------------------------------------- validate min_cosine

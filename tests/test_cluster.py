@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from onnxfold.folding import cluster
-from onnxfold.folding.cluster import allocate, cluster_count, kmeans_labels, reduce_dims
+from onnxfold.folding.cluster import allocate, cluster_count, kmeans_labels, reduce_dims, widths
 
 
 def blobs(n_centers: int, per: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -34,6 +34,57 @@ def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
 )
 def test_cluster_count(n, r, round_to, k):
     assert cluster_count(n, r, round_to) == k
+
+
+@pytest.mark.parametrize(
+    ("n", "r", "k"),
+    [
+        (64, 0.3, 48),  # k0 = 45 → the nearest multiple of 8
+        (512, 0.3, 360),  # k0 = 358
+        (256, 0.3, 176),  # k0 = 179
+        (64, 0.25, 48),  # k0 = 48 is already a multiple
+        (40, 0.5, 24),  # k0 = 20, halfway between 16 and 24: the wider width
+        (512, 0.005, 504),  # k0 = 509 is nearest to 512 = n: a positive sparsity still removes channels
+        (64, 0.95, 8),  # k0 = 3: never below one multiple
+        (358, 0.3, 248),  # a width that is no multiple of 8 folds to one (k0 = 251)
+        (358, 0.001, 352),
+        (1000, 0.3, 704),  # k0 = 700
+        (16, 0.1, 8),  # the only multiple below 16
+        (12, 0.5, 6),  # narrower than 2·8: not rounded
+        (12, 0.1, 11),
+        (6, 0.5, 3),
+        (15, 0.3, 10),
+        (8, 0.3, 6),
+        (358, 0.0, 358),  # sparsity 0 leaves every group as it is
+        (64, 0.0, 64),
+    ],
+)
+def test_cluster_count_rounds_to_eight(n, r, k):
+    assert cluster_count(n, r, 8) == k
+
+
+def test_round_to_one_is_the_unrounded_count():
+    for n in (1, 2, 6, 11, 16, 45, 64, 358, 1000):
+        for r in np.linspace(0.0, 0.99, 100):
+            k0 = n if r <= 0 or n <= 1 else min(max(1, int(round(n * (1 - r)))), n - 1)
+            assert cluster_count(n, float(r), 1) == k0, (n, r)
+
+
+@pytest.mark.parametrize("m", [1, 2, 4, 8, 16, 32])
+def test_rounded_count_is_monotone_and_on_its_grid(m):
+    rs = np.concatenate([[0.0], np.geomspace(1e-4, 0.999, 400)])
+    for n in list(range(2, 80)) + [100, 127, 128, 179, 256, 358, 512, 1000, 1001, 4096]:
+        ks = [cluster_count(n, float(r), m) for r in rs]
+        assert ks[0] == n
+        assert np.all(np.diff(ks) <= 0), (n, m)  # non-increasing in the sparsity
+        grid = widths(n, m)
+        assert set(ks[1:]) <= set(grid), (n, m)  # every positive sparsity lands on the grid, below n
+        if n >= 2 * m > 2:
+            assert all(w % m == 0 for w in grid) and grid[0] > n - 1 - m
+        elif n > 1:
+            assert grid == list(range(n - 1, 0, -1))  # narrow groups: every width is possible
+        for w in grid:  # the search asks for a width by its sparsity 1 - w/n and gets exactly it
+            assert cluster_count(n, 1.0 - w / n, m) == w, (n, m, w)
 
 
 def test_duplicates_are_grouped_exactly_and_labels_are_canonical():

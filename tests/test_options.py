@@ -134,7 +134,7 @@ def test_the_check_fails_when_an_option_changes_alone(change: str, monkeypatch) 
         options[i] = Option("restarts", int, 10, options[i].help)
     else:
         i = next(i for i, o in enumerate(options) if o.name == "round_to")
-        options[i] = Option("round_to", int, 8, options[i].help)
+        options[i] = Option("round_to", int, options[i].default + 1, options[i].help)  # any other default
     monkeypatch.setattr(FoldPass, "options", tuple(options))
     problems = option_mismatches()
     assert problems, change

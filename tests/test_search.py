@@ -11,11 +11,13 @@ from harness import A, Net, S, widen
 import onnxfold
 from onnxfold.api import as_model
 from onnxfold.cli.commands import main
+from onnxfold.folding.cluster import cluster_count, widths
 from onnxfold.models import bundled_model
 from onnxfold.passes import CanonicalizePass
 from onnxfold.pipeline.manager import PassContext
 from onnxfold.runtime.fidelity import auto_metric, fidelity_value, output_metrics
 from onnxfold.search import Evaluator, greedy_path, sensitivity
+from onnxfold.search.sensitivity import GroupCurve
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +200,11 @@ def test_force_writes_the_best_and_says_so(tmp_path) -> None:
 def test_target_params_lands_within_a_channel(digits) -> None:
     search_x, _ = digits
     _, report = onnxfold.fold(
-        bundled_model("resnet18.onnx"), target_params=0.3, inputs={"input": search_x}, repair="none"
+        bundled_model("resnet18.onnx"),
+        target_params=0.3,
+        inputs={"input": search_x},
+        repair="none",
+        round_to=1,  # one-channel steps (rounded widths: test_target_params_with_rounded_widths)
     )
     per = max(c.params_per_channel for c in report.search.curves) / report.before.params
     assert abs(report.param_sparsity - 0.3) <= per + 1e-9
@@ -247,12 +253,72 @@ def test_analyze_sensitivity_cli(tmp_path, capsys, digits) -> None:
     data = json.loads(capsys.readouterr().out)
     assert data["metrics"] == {"logits": "top1"} and len(data["groups"]) == 12
     assert all(len(g["fidelity"]) == 2 for g in data["groups"])
+    assert data["round_to"] == 8  # the widths fold writes by default: 64 -> 48 and 32 at r = 0.2, 0.5
+    removed = {g["channels"]: g["removed"] for g in data["groups"]}
+    assert removed == {8: [2, 4], 16: [8, 8], 32: [8, 16], 64: [16, 32]}
 
 
 def test_target_macs_lands_within_a_channel(digits) -> None:
     search_x, _ = digits
     _, report = onnxfold.fold(
-        bundled_model("lenet5.onnx"), target_macs=0.4, inputs={"input": search_x}, repair="none"
+        bundled_model("lenet5.onnx"),
+        target_macs=0.4,
+        inputs={"input": search_x},
+        repair="none",
+        round_to=1,  # one-channel steps
     )
     per = max(c.macs_per_channel for c in report.search.curves) / report.before.macs
     assert abs(report.search.chosen.macs_reduction - 0.4) <= per + 1e-9
+
+
+# ----------------------------------------------------------------------------- rounded widths
+
+
+def _curve(name: str, n: int, slope: float, per: float) -> GroupCurve:
+    levels = [0.1, 0.3, 0.5, 0.7]
+    removed = [n - cluster_count(n, r, 8) for r in levels]
+    return GroupCurve(name, n, levels, [1.0 - slope * j / n for j in removed], removed, per, per)
+
+
+def test_the_path_steps_along_the_widths_the_fold_writes() -> None:
+    curves = [_curve("wide", 64, 0.2, 10.0), _curve("odd", 358, 0.1, 3.0), _curve("narrow", 12, 0.3, 5.0)]
+    path = greedy_path(curves, cap=0.7, round_to=8)
+    assert len(path) > 0 and set(path.moves) == {0, 1, 2}
+    for steps in range(len(path) + 1):
+        allocation = path.sparsities_at(steps)
+        for c, j in zip(path.curves, path.removed_at(steps), strict=True):
+            width = cluster_count(c.channels, allocation[c.name], 8)
+            assert width == c.channels - j  # the fold writes exactly the width the search measured
+            assert j == 0 or width in widths(c.channels, 8)
+            if c.channels >= 16:
+                assert width % 8 == 0 or width == c.channels
+    assert set(path.sizes) - {1} <= {6, 8}  # the narrow group steps by 1; 358 -> 352 is a step of 6
+    assert np.allclose(
+        np.diff(path.saved), [path.sizes[t] * curves[g].params_per_channel for t, g in enumerate(path.moves)]
+    )
+    plain = greedy_path(curves, cap=0.7, round_to=1)  # without rounding: one channel per step
+    assert set(plain.sizes) == {1}
+
+
+@pytest.mark.parametrize("mode", ["target_params", "min_fidelity"])
+def test_search_candidates_have_the_rounded_widths(digits, mode: str) -> None:
+    search_x, _ = digits
+    target = {"target_params": 0.3, "min_fidelity": 0.9}[mode]
+    _, report = onnxfold.fold(
+        bundled_model("resnet18.onnx"), inputs={"input": search_x}, repair="none", **{mode: target}
+    )
+    assert report.round_to == 8 and report.search.met
+    allocation = report.search.allocation
+    folded = [p for p in report.plans if p.status == "folded"]
+    assert folded
+    for p in report.plans:
+        n = p.group.size
+        if p.group.name in allocation:  # the written width is the one the search chose and measured
+            assert p.k == n - round(allocation[p.group.name] * n), p.group.name
+        if p.status == "folded" and n >= 16:
+            assert p.k % 8 == 0, (p.group.name, p.k)
+    for c in report.search.curves:  # the sensitivity measured rounded widths too
+        assert all(j == 0 or c.channels - j in widths(c.channels, 8) for j in c.removed)
+    if mode == "target_params":  # within one step: 8 channels of the costliest rounded group
+        step = max(c.params_per_channel * (8 if c.channels >= 16 else 1) for c in report.search.curves)
+        assert abs(report.param_sparsity - 0.3) <= step / report.before.params + 1e-9

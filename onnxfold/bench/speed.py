@@ -1,8 +1,9 @@
 """``onnxfold bench speed``: CPU latency, file size and memory of folded and INT8 models.
 
 For each architecture (random weights; speed does not depend on them) the original export, the
-model folded at several channel sparsities (with and without ``round_to=8``) and the 50 %-folded
-model quantized to INT8 (static QDQ and dynamic) are timed with onnxruntime on CPU: a fixed
+model folded at several channel sparsities (with ``round_to`` 1 and 8 side by side: exact widths,
+and the fold's default multiples of 8) and the 50 %-folded model quantized to INT8 (static QDQ and
+dynamic) are timed with onnxruntime on CPU: a fixed
 ``intra_op_num_threads`` (2) and ``inter_op_num_threads`` (1), batch 1 and batch 8, median of many
 runs after warm-up. Idle intra-op threads do not spin (``session.intra_op.allow_spinning=0``;
 ``--spin`` restores onnxruntime's default): on a machine shared with other processes, spinning
@@ -12,7 +13,9 @@ machine load hits them alike (the JSON also keeps the 10th percentile and the mi
 estimates least disturbed by other processes). File size is the saved size; peak memory is the
 peak RSS (``VmHWM``; ``ru_maxrss`` where /proc is missing) of a fresh subprocess that loads the
 model into a session and runs both batches, reported whole and less the process's peak just
-before the session was created (Python, numpy, onnxruntime and the inputs).
+before the session was created (Python, numpy, onnxruntime and the inputs). After each
+architecture's table come the latency ratio of every rounded fold to the unrounded fold of the
+same sparsity, and a warning line for every folded variant slower than its original.
 
 Architectures: ``resnet18`` (torchvision layout at 224×224, plus a natively half-width ResNet-18
 exported from torch for the fold-at-50 % comparison), ``vgg11bn`` (VGG-11-BN with the 4096-wide
@@ -38,7 +41,15 @@ from typing import Any
 import numpy as np
 
 from onnxfold.bench.speed_measure import environment, make_bench_session, measure_memory, time_variants
-from onnxfold.bench.speed_report import acceptance, format_rows, plot, summarize
+from onnxfold.bench.speed_report import (
+    acceptance,
+    format_round_effect,
+    format_rows,
+    plot,
+    round_effect,
+    slower_warnings,
+    summarize,
+)
 from onnxfold.bench.speed_variants import (
     DEFAULT_MODELS,
     DEFAULT_SPARSITIES,
@@ -141,6 +152,8 @@ def bench_speed(
             flush=True,
         )
         print(format_rows(rows, batches), flush=True)
+        for line in format_round_effect(round_effect(rows)) + slower_warnings(rows):
+            print(line, flush=True)
     rows = summarize(all_variants)
     result = {
         "environment": env,
@@ -151,6 +164,8 @@ def bench_speed(
         "round_to": list(round_tos),
         "rows": rows,
         "acceptance": acceptance(rows),
+        "round_to_effect": round_effect(rows),
+        "warnings": slower_warnings(rows),
         "seconds": time.perf_counter() - started,
     }
     (out / "speed.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
@@ -176,7 +191,15 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--out", default="bench-speed", help="output folder (models, speed.json, speed.png)")
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=list(DEFAULT_MODELS))
     parser.add_argument("--sparsities", nargs="+", type=float, default=list(DEFAULT_SPARSITIES))
-    parser.add_argument("--round-to", nargs="+", type=int, default=[1, 8], dest="round_tos")
+    parser.add_argument(
+        "--round-to",
+        nargs="+",
+        type=int,
+        default=[1, 8],
+        dest="round_tos",
+        help="fold each sparsity with each of these round_to values, timed side by side "
+        "(default 1 8: exact widths and the fold's default multiples of 8)",
+    )
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
     parser.add_argument("--budget", type=float, default=2.0, help="seconds of timed runs per model and batch")

@@ -60,6 +60,79 @@ def format_rows(rows: Sequence[dict[str, Any]], batches: Sequence[int]) -> str:
     return format_table(head, table, align="ll" + "r" * (len(head) - 2))
 
 
+def slower_warnings(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """One warning line per folded variant whose median latency, at some batch, exceeds its original's
+    by more than :data:`~onnxfold.runtime.latency.SLOWER_ABOVE` (5%)."""
+    from onnxfold.runtime.latency import SLOWER_ABOVE
+
+    lines = []
+    for r in rows:
+        if r["kind"] != "fold":
+            continue
+        slow = {b: 1.0 / sp for b, sp in r["speedup"].items() if sp and 1.0 / sp > SLOWER_ABOVE}
+        if not slow:
+            continue
+        at = ", ".join(f"{x:.2f}x at batch {b}" for b, x in slow.items())
+        hint = (
+            "its widths are not rounded: fold with --round-to 8"
+            if r["round_to"] <= 1
+            else f"its widths are multiples of {r['round_to']}: try another --round-to"
+        )
+        lines.append(f"warning: {r['arch']} {r['name']} is slower than the original ({at}); {hint}")
+    return lines
+
+
+def round_effect(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per architecture, sparsity and round_to m > 1 that was built: the latency of the model folded
+    with round_to 1 over the one folded with m (above 1: rounding made it faster), per batch."""
+    out = []
+    for r in rows:
+        if r["kind"] != "fold" or r["round_to"] <= 1:
+            continue
+        plain = next(
+            (
+                p
+                for p in rows
+                if p["arch"] == r["arch"]
+                and p["kind"] == "fold"
+                and p["round_to"] == 1
+                and p["sparsity"] == r["sparsity"]
+            ),
+            None,
+        )
+        if plain is None:
+            continue
+        out.append(
+            {
+                "arch": r["arch"],
+                "sparsity": r["sparsity"],
+                "round_to": r["round_to"],
+                "same_widths": plain["path"] == r["path"],
+                "speedup_over_round_to_1": {
+                    b: _ratio(plain["latency_ms"].get(b), r["latency_ms"].get(b)) for b in r["latency_ms"]
+                },
+            }
+        )
+    return out
+
+
+def format_round_effect(effects: Sequence[dict[str, Any]]) -> list[str]:
+    lines = []
+    for e in effects:
+        if e["same_widths"]:
+            lines.append(
+                f"{e['arch']} fold {e['sparsity']:g}: round_to {e['round_to']} gives the same widths as round_to 1"
+            )
+            continue
+        per = ", ".join(
+            f"{x:.2f}x at batch {b}" for b, x in e["speedup_over_round_to_1"].items() if x is not None
+        )
+        lines.append(
+            f"{e['arch']} fold {e['sparsity']:g}: round_to {e['round_to']} over round_to 1: speedup {per}"
+        )
+    return lines
+
+
 def acceptance(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """ResNet-18: fold-50 % speedup at batch 1 (≥ 3x), latency vs the native half width (within 10 %),
     folded+INT8 file size vs the original (< 1/12)."""

@@ -130,20 +130,26 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
     model = original.copy()
     CanonicalizePass().run(model, PassContext())
     evaluator = Evaluator(original, inputs, args.metric)
-    curves = sensitivity(model, evaluator, parse_levels(args.levels), method=args.method)
+    if args.round_to < 1:
+        raise CliError("--round-to must be at least 1")
+    curves = sensitivity(
+        model, evaluator, parse_levels(args.levels), method=args.method, round_to=args.round_to
+    )
     if args.json:
         print(
             json.dumps(
                 {
                     "inputs": evaluator.describe(),
                     "metrics": evaluator.metrics,
+                    "round_to": args.round_to,
                     "groups": [c.to_dict() for c in curves],
                 },
                 indent=2,
             )
         )
     else:
-        print(format_sensitivity(curves, evaluator.describe()))
+        rounding = f"widths rounded to multiples of {args.round_to}" if args.round_to > 1 else "exact widths"
+        print(format_sensitivity(curves, f"{evaluator.describe()}; {rounding}"))
     if args.plot:
         plot_sensitivity(curves, args.plot)
         if not args.json:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from onnxfold import __version__
+from onnxfold.folding.cluster import DEFAULT_ROUND_TO
 from onnxfold.pipeline.manager import Pass
 from onnxfold.pipeline.options import Option
 
@@ -192,6 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="fold",
         choices=("fold", "l1", "l2"),
         help="--sensitivity: how each group is compressed",
+    )
+    analyze.add_argument(
+        "--round-to",
+        type=int,
+        default=DEFAULT_ROUND_TO,
+        help="--sensitivity: widths rounded as onnxfold fold rounds them "
+        f"(default {DEFAULT_ROUND_TO}; 1 = exact counts)",
     )
 
     fold = sub.add_parser("fold", help="fold a model: canonicalize, fold, repair, cleanup, validate")

@@ -33,19 +33,61 @@ from collections.abc import Callable
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+#: The fold's default ``round_to``: folded widths are multiples of 8, which onnxruntime's CPU
+#: convolutions (blocked NCHWc layouts) and most GEMM kernels handle on their fast paths.
+DEFAULT_ROUND_TO = 8
+
+
+def rounds(n: int, round_to: int) -> bool:
+    """Whether a group of ``n`` channels gets rounded widths: only when it is at least two multiples
+    of ``round_to`` wide (n ≥ 2m), so that a narrower group still folds to any width it is asked for."""
+    return round_to > 1 and n >= 2 * round_to
+
 
 def cluster_count(n: int, sparsity: float, round_to: int = 1) -> int:
-    """k = max(1, round(n·(1 − sparsity))), at most n − 1 when sparsity > 0. With round_to > 1 and
-    n > round_to, k is then rounded to the nearest multiple of round_to, at least round_to and at
-    most n (so k = n, an unchanged group, is possible)."""
+    """The folded width k of a group of ``n`` channels at ``sparsity`` r, with widths rounded to a
+    multiple of m = ``round_to``.
+
+    Unrounded (m = 1, or a narrow group): k₀ = max(1, round(n·(1 − r))), at most n − 1 when r > 0,
+    so any positive sparsity removes at least one channel; r = 0 (or n ≤ 1) leaves the group at n.
+
+    Rounded, for groups with n ≥ 2m (:func:`rounds`): k is the multiple of m nearest to k₀ (halves go
+    up, i.e. to the wider width), kept between m and m·⌊(n − 1)/m⌋, the widest multiple of m below
+    n. So, for r > 0:
+
+    * k is always a multiple of m and always < n: a positive sparsity still removes channels, and
+      a group whose width n is not a multiple of m (say 358) folds to one that is (352, 344, …);
+    * |k − k₀| ≤ m/2 except at the two ends: a small r whose k₀ is within m/2 of n removes the
+      n − m·⌊(n − 1)/m⌋ ≤ m channels down to the widest multiple below n (n = 512, r = 0.005 → 504),
+      and a large r never goes below m (n = 64, r = 0.95 → 8, not 3);
+    * groups narrower than 2m (n = 6, 12 or 15 with m = 8) are not rounded: the only multiple of m
+      below them is m itself, and forcing every sparsity onto it would remove up to half the
+      channels of a group asked for 10%, or refuse most of a 90% fold.
+
+    k is non-increasing in r for every n and m: k₀ is, and the rounding
+    k₀ ↦ clip(m·⌊k₀/m + ½⌋, m, m·⌊(n − 1)/m⌋) is non-decreasing in k₀.
+    :func:`widths` lists every value k takes.
+    """
     if n <= 1 or sparsity <= 0:
         return n
     k = max(1, int(round(n * (1.0 - sparsity))))
     k = min(k, n - 1)
-    if round_to > 1 and n > round_to:
-        k = max(round_to, int(round(k / round_to)) * round_to)
-        k = min(k, n)
+    if rounds(n, round_to):
+        widest = (n - 1) // round_to * round_to
+        nearest = (2 * k + round_to) // (2 * round_to) * round_to  # m·⌊k₀/m + ½⌋, in integers
+        k = min(max(round_to, nearest), widest)
     return k
+
+
+def widths(n: int, round_to: int = 1) -> list[int]:
+    """Every width :func:`cluster_count` gives a group of ``n`` channels at a sparsity in (0, 1),
+    widest first: the multiples of ``round_to`` below n when the group is rounded, else n − 1, …, 1.
+    For each w of them, ``cluster_count(n, 1 − w/n, round_to) == w``."""
+    if n <= 1:
+        return []
+    if rounds(n, round_to):
+        return list(range((n - 1) // round_to * round_to, 0, -round_to))
+    return list(range(n - 1, 0, -1))
 
 
 def isometric_embedding(x: np.ndarray) -> np.ndarray:

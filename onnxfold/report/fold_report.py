@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 
 from onnxfold.folding.apply import FoldPlan
+from onnxfold.folding.cluster import rounds
 from onnxfold.ir.model import Model
 from onnxfold.pipeline.manager import PassRecord
 from onnxfold.report.stats import ModelStats, format_comparison, format_table, model_stats
@@ -55,6 +56,7 @@ class FoldReport:
     source: str | None = None
     output: str | None = None
     search: Any = None  # onnxfold.search.target.SearchResult of a target run
+    round_to: int | None = None  # the fold's round_to (None: no fold pass ran)
 
     @property
     def param_sparsity(self) -> float:
@@ -67,6 +69,7 @@ class FoldReport:
             "before": self.before.to_dict(),
             "after": self.after.to_dict(),
             "param_sparsity": self.param_sparsity,
+            "round_to": self.round_to,
             "groups": [_jsonable(p.to_dict()) for p in self.plans],
             "passes": [
                 {"name": r.name, "seconds": r.seconds, "modified": r.modified, "stats": _jsonable(r.stats)}
@@ -75,6 +78,15 @@ class FoldReport:
             "validation": self.validation.to_dict() if self.validation is not None else None,
             "search": self.search.to_dict() if self.search is not None else None,
         }
+
+    def rounding_line(self) -> str:
+        """How the folded widths were rounded, in one line."""
+        m = self.round_to
+        if m is None or m <= 1:
+            return "widths: not rounded (round_to 1)"
+        narrow = sum(p.status == "folded" and not rounds(p.group.size, m) for p in self.plans)
+        note = f"; {narrow} folded groups narrower than {2 * m} keep their exact count" if narrow else ""
+        return f"widths: rounded to multiples of {m} (round_to {m}; --round-to 1 turns it off){note}"
 
     def write_json(self, path: str | os.PathLike) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
@@ -91,6 +103,8 @@ class FoldReport:
                 f"{sum(p.status == 'unchanged' for p in self.plans)} unchanged; "
                 f"channels {n_before} -> {n_after}; parameter sparsity {self.param_sparsity:.1%}"
             )
+            if self.round_to is not None:
+                parts.append(self.rounding_line())
             rows = [
                 [
                     p.group.name,
@@ -125,6 +139,12 @@ class FoldReport:
         parts += [f"{r.name}: {r.stats['note']}" for r in self.passes if r.stats.get("note")]
         if self.validation is not None:
             parts.append(f"\nvalidation ({self.validation.provider}):\n{self.validation.summary()}")
+            latency = getattr(self.validation, "latency", None)
+            if latency is not None:
+                parts.append(latency.summary())
+                warning = latency.warning(self.round_to)
+                if warning:
+                    parts.append(warning)
             if getattr(self.validation, "seed", None) is not None:
                 parts.append(
                     "(random inputs: a smoke test of the rewrite, not of accuracy; pass --inputs with "

@@ -26,6 +26,7 @@ import onnx
 
 from onnxfold.errors import one_line
 from onnxfold.runtime.inputs import make_inputs
+from onnxfold.runtime.latency import LatencyCheck, time_pair
 from onnxfold.runtime.session import available_providers, make_session, runtime_description
 
 logger = logging.getLogger(__name__)
@@ -149,6 +150,7 @@ class ValidationReport:
     outputs: list[OutputMetrics]
     runtime: str = ""
     seed: int | None = None
+    latency: LatencyCheck | None = None  # validate's speed_check
 
     @property
     def exact(self) -> bool:
@@ -175,6 +177,7 @@ class ValidationReport:
             "inputs": {k: [int(d) for d in v] for k, v in self.inputs.items()},
             "exact": self.exact,
             "outputs": [o.to_dict() for o in self.outputs],
+            "latency": self.latency.to_dict() if self.latency is not None else None,
         }
 
     def summary(self) -> str:
@@ -227,10 +230,13 @@ def validate(
     batch: int = 2,
     optimize: bool = True,
     dim: int = 16,
+    speed_budget: float = 0.0,
 ) -> ValidationReport:
     """Run both models on the same inputs (random from the ORIGINAL's inputs unless given) and compare.
 
-    ``dim``: the size of symbolic non-batch dims of random inputs (see :func:`runnable_dims`)."""
+    ``dim``: the size of symbolic non-batch dims of random inputs (see :func:`runnable_dims`).
+    ``speed_budget`` > 0: also time both on those inputs for about that many seconds
+    (:mod:`onnxfold.runtime.latency`); the result is the report's ``latency``."""
     providers = list(providers) if providers else available_providers()
     ref_sess = make_session(original, providers=providers, optimize=optimize)
     cand_sess = make_session(candidate, providers=providers, optimize=optimize)
@@ -260,5 +266,13 @@ def validate(
         runtime=runtime_description(),
         seed=seed if inputs is None else None,
     )
+    if speed_budget > 0:
+        timed = [
+            make_session(m, providers=providers, optimize=optimize, spinning=False)
+            for m in (original, candidate)
+        ]
+        ref_ms, cand_ms, runs = time_pair(timed[0], timed[1], feed, speed_budget)
+        report.latency = LatencyCheck(ref_ms, cand_ms, runs, report.provider, report.inputs)
+        logger.info("validation: %s", report.latency.summary())
     logger.info("validation on %s:\n%s", report.provider, report.summary())
     return report

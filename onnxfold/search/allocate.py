@@ -2,23 +2,28 @@
 
 Each group g has an estimated loss L_g(j) = 1 − fidelity after removing j channels
 (:meth:`~onnxfold.search.sensitivity.GroupCurve.loss_at`) and a cost saved per removed channel c_g
-(parameters, or MACs). The greedy path starts with nothing removed and removes one channel at a
-time from the group of least marginal price, where the price of group g at j removed is
-min over j' > j of (L_g(j') − L_g(j)) / ((j' − j)·c_g) (the slope to the best later point, so that
-a flat stretch after a step is not hidden by the step). A small prior PRIOR·j/n_g is added to every
-estimated loss: where measured losses tie (flat curves), the group whose channels are the larger
-share of the model (n_g·c_g) goes first, and a group is not emptied for nothing. A group never goes beyond
-cap·n channels nor beyond its largest measured level. Every prefix of the path is an allocation;
-its estimated cost saved is the sum of j_g·c_g.
+(parameters, or MACs). A group can only take the widths the fold writes
+(:func:`~onnxfold.folding.cluster.widths`): with ``round_to`` m, a group of n ≥ 2m channels steps
+from n to the widest multiple of m below n and then m channels at a time, a narrower group (or any
+group with m = 1) one channel at a time. The greedy path starts with nothing removed and takes one
+step at a time in the group of least marginal price, where the price of group g at j removed is
+min over the later points j' of its grid of (L_g(j') − L_g(j)) / ((j' − j)·c_g) (the slope to the
+best later point, so that a flat stretch after a step is not hidden by the step). A small prior
+PRIOR·j/n_g is added to every estimated loss: where measured losses tie (flat curves), the group
+whose channels are the larger share of the model (n_g·c_g) goes first, and a group is not emptied
+for nothing. A group never goes beyond cap·n channels nor beyond its largest measured level. Every
+prefix of the path is an allocation whose widths are exactly the ones the fold writes; its
+estimated cost saved is the sum of j_g·c_g.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from onnxfold.folding.cluster import rounds, widths
 from onnxfold.search.sensitivity import GroupCurve
 
 #: Weight of the tie-breaking prior j/n added to every estimated group loss.
@@ -27,20 +32,25 @@ PRIOR = 1e-4
 
 @dataclass
 class AllocationPath:
-    """The greedy path: ``moves[t]`` is the index of the group that loses a channel at step t."""
+    """The greedy path: ``moves[t]`` is the index of the group that steps to its next width at step t,
+    removing ``sizes[t]`` channels (1 without rounding)."""
 
     curves: list[GroupCurve]
     moves: list[int]
     saved: np.ndarray  # saved[t] = estimated cost saved after t steps (saved[0] = 0)
     loss: np.ndarray  # loss[t] = sum of estimated group losses after t steps
+    sizes: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.moves)
 
     def removed_at(self, steps: int) -> list[int]:
         """Channels removed per group after ``steps`` steps."""
-        counts = np.bincount(np.asarray(self.moves[:steps], dtype=np.int64), minlength=len(self.curves))
-        return [int(v) for v in counts]
+        counts = [0] * len(self.curves)
+        sizes = self.sizes or [1] * len(self.moves)
+        for g, size in zip(self.moves[:steps], sizes[:steps], strict=True):
+            counts[g] += size
+        return counts
 
     def sparsities_at(self, steps: int) -> dict[str, float]:
         """{group name: sparsity} after ``steps`` steps (groups with nothing removed included, at 0)."""
@@ -51,17 +61,33 @@ class AllocationPath:
         return int(min(len(self.moves), np.searchsorted(self.saved, saved, side="left")))
 
 
-def _price(loss: np.ndarray, j: int, jmax: int, cost: float) -> float:
-    if j >= jmax:
+def _price(loss: np.ndarray, grid: Sequence[int], at: int, cost: float) -> float:
+    """Price of group g standing at ``grid[at]`` removed channels (see the module docstring)."""
+    if at >= len(grid) - 1:
         return np.inf
-    later = np.arange(j + 1, jmax + 1)
-    return float(np.min((loss[j + 1 : jmax + 1] - loss[j]) / ((later - j) * cost)))
+    j = grid[at]
+    later = np.asarray(grid[at + 1 :])
+    return float(np.min((loss[later] - loss[j]) / ((later - j) * cost)))
 
 
-def greedy_path(curves: Sequence[GroupCurve], cap: float = 0.7, by: str = "params") -> AllocationPath:
-    """The greedy allocation path over ``curves`` (``by`` params or macs; see the module docstring)."""
+def removal_grid(channels: int, round_to: int, limit: int) -> list[int]:
+    """The channel counts a group may lose, ascending from 0, at most ``limit``: n − w for every
+    width w the fold can write (:func:`~onnxfold.folding.cluster.widths`)."""
+    return [0] + [channels - w for w in widths(channels, round_to) if channels - w <= limit]
+
+
+def largest_step(channels: int, round_to: int) -> int:
+    """The most channels one step of the path removes from a group: m when it is rounded, else 1."""
+    return round_to if rounds(channels, round_to) else 1
+
+
+def greedy_path(
+    curves: Sequence[GroupCurve], cap: float = 0.7, by: str = "params", round_to: int = 1
+) -> AllocationPath:
+    """The greedy allocation path over ``curves`` (``by`` params or macs; ``round_to`` the fold's;
+    see the module docstring)."""
     curves = [c for c in curves if c.channels > 1]
-    costs, losses, jmax = [], [], []
+    costs, losses, grids = [], [], []
     for c in curves:
         per = c.params_per_channel if by == "params" else c.macs_per_channel
         top = max((j for j in c.removed), default=0)
@@ -69,16 +95,19 @@ def greedy_path(curves: Sequence[GroupCurve], cap: float = 0.7, by: str = "param
         costs.append(max(float(per), 1e-12))
         j = np.arange(c.channels)
         losses.append(c.loss_at(j) + PRIOR * j / c.channels)
-        jmax.append(limit if per > 0 else 0)
-    j = [0] * len(curves)
-    prices = [_price(losses[g], 0, jmax[g], costs[g]) for g in range(len(curves))]
+        grids.append(removal_grid(c.channels, round_to, limit) if per > 0 else [0])
+    at = [0] * len(curves)
+    prices = [_price(losses[g], grids[g], 0, costs[g]) for g in range(len(curves))]
     moves: list[int] = []
+    sizes: list[int] = []
     saved, total = [0.0], [0.0]
     while prices and np.isfinite(min(prices)):
         g = int(np.argmin(prices))
-        j[g] += 1
+        before, after = grids[g][at[g]], grids[g][at[g] + 1]
+        at[g] += 1
         moves.append(g)
-        saved.append(saved[-1] + costs[g])
-        total.append(total[-1] + losses[g][j[g]] - losses[g][j[g] - 1])
-        prices[g] = _price(losses[g], j[g], jmax[g], costs[g])
-    return AllocationPath(list(curves), moves, np.asarray(saved), np.asarray(total))
+        sizes.append(after - before)
+        saved.append(saved[-1] + costs[g] * (after - before))
+        total.append(total[-1] + losses[g][after] - losses[g][before])
+        prices[g] = _price(losses[g], grids[g], at[g], costs[g])
+    return AllocationPath(list(curves), moves, np.asarray(saved), np.asarray(total), sizes)

@@ -5,7 +5,10 @@ For every level r, the assignment of every group is computed once from the origi
 copy of the model and the copy is scored by an :class:`~onnxfold.search.evaluate.Evaluator`.
 Parameters and MACs saved per removed channel come from the same copies
 (:func:`onnxfold.report.fold_report.stats_of`). An untouched group (level 0, or a level that
-removes no channel) has fidelity exactly 1 by definition.
+removes no channel) has fidelity exactly 1 by definition. Widths are rounded as the fold rounds
+them (``round_to``, :func:`onnxfold.folding.cluster.cluster_count`), so ``removed`` holds the
+channels a fold at that level really removes; levels that give a group the same width (a group of
+16 folds to 8 at every level with round_to 8) are measured once.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 
 from onnxfold.analysis import analyze_graph
 from onnxfold.folding.apply import plan_folds
-from onnxfold.folding.cluster import cluster_count
+from onnxfold.folding.cluster import DEFAULT_ROUND_TO, cluster_count
 from onnxfold.ir.model import Model, peek_values
 from onnxfold.report.fold_report import stats_of
 from onnxfold.report.stats import format_table
@@ -64,7 +67,7 @@ def sensitivity(
     levels: Sequence[float] = DEFAULT_LEVELS,
     *,
     ignore: Sequence[str] = (),
-    round_to: int = 1,
+    round_to: int = DEFAULT_ROUND_TO,
     seed: int = 0,
     method: str = "fold",
     features: str = "raw",
@@ -87,6 +90,7 @@ def sensitivity(
     tensors = model.graph.tensors()
     base = stats_of(model)
     curves: dict[str, GroupCurve] = {}
+    measured: dict[tuple[str, int], float] = {}  # (group, width) -> fidelity: one measurement per width
     for level in levels:
         plans = plan_folds(
             groups,
@@ -114,6 +118,9 @@ def sensitivity(
             if plan.status != "folded":
                 curve.fidelity.append(1.0)
                 continue
+            if (plan.group.name, plan.k) in measured:  # same width, same seeded clustering: same model
+                curve.fidelity.append(measured[plan.group.name, plan.k])
+                continue
             copy = model.copy()
             try:
                 rewrite_model(copy, [plan])
@@ -124,6 +131,7 @@ def sensitivity(
                 curve.fidelity.append(0.0)
                 continue
             curve.fidelity.append(fid)
+            measured[plan.group.name, plan.k] = fid
             if removed > 0 and not curve.params_per_channel:
                 curve.params_per_channel = (base.params - after.params) / removed
                 curve.macs_per_channel = (base.macs - after.macs) / removed

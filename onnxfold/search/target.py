@@ -3,14 +3,17 @@
 1. Sensitivity curves of the searchable groups (:mod:`onnxfold.search.sensitivity`); groups a
    recipe or an override fixes, and ignored or blocked ones, are not searched.
 2. The greedy allocation path (:mod:`onnxfold.search.allocate`) orders channel removals by
-   estimated loss per parameter (or MAC) saved.
+   estimated loss per parameter (or MAC) saved. Its steps follow the fold's ``round_to``: every
+   group only takes the widths the fold will write (multiples of 8 by default), so each candidate
+   measured is exactly the model a fold with its allocation produces.
 3. ``min_fidelity``: bisection on the number of path steps. Every candidate is really built (fold
    with the allocated per-group sparsities, then the configured repair and cleanup) and measured;
    the estimate only proposes. The kept candidate is the one of largest measured parameter
    reduction whose measured fidelity is ≥ the target. Fidelity need not fall monotonically along
    the path, so after each bisection three points beyond the first failure are probed, and the
    bisection resumes above any that passes. ``budget``: the path prefix whose estimated
-   saving reaches the budget, corrected a few times against the measured reduction.
+   saving reaches the budget, corrected a few times against the measured reduction; it lands
+   within one step's worth of the budget (one channel, or ``round_to`` channels of a rounded group).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import numpy as np
 from onnxfold.analysis import analyze_graph
 from onnxfold.ir.model import Model
 from onnxfold.report.fold_report import stats_of
-from onnxfold.search.allocate import AllocationPath, greedy_path
+from onnxfold.search.allocate import AllocationPath, greedy_path, largest_step
 from onnxfold.search.evaluate import Evaluator
 from onnxfold.search.sensitivity import GroupCurve, sensitivity
 
@@ -160,7 +163,8 @@ def search(
         stats=stats,
         judge=judge,
     )
-    path = greedy_path(curves, cap, by="macs" if mode == "target_macs" else "params")
+    round_to = fold_opts["round_to"]
+    path = greedy_path(curves, cap, by="macs" if mode == "target_macs" else "params", round_to=round_to)
     log.info("search: %d groups searched, path of %d channel steps", len(path.curves), len(path))
     tried: dict[int, Candidate] = {}
 
@@ -189,7 +193,7 @@ def search(
         chosen, met = _bisect(path, measure, tried, target)
     else:
         total = base.params if mode == "target_params" else base.macs
-        chosen, met = _budget(path, measure, total, target, mode)
+        chosen, met = _budget(path, measure, total, target, mode, round_to)
     for c in tried.values():
         if c is not chosen:
             c.model, c.data = None, {}
@@ -240,10 +244,16 @@ def _bisect(
 
 
 def _budget(
-    path: AllocationPath, measure: Callable[[int], Candidate], total: float, target: float, mode: str
+    path: AllocationPath,
+    measure: Callable[[int], Candidate],
+    total: float,
+    target: float,
+    mode: str,
+    round_to: int = 1,
 ) -> tuple[Candidate, bool]:
     """The path prefix whose measured reduction is closest to ``target`` (a fraction of ``total``
     parameters or MACs): estimated first, then corrected by the measured shortfall (4 times at most)."""
+    tolerance = _tolerance(path, total, mode, round_to)
 
     def reduction(c: Candidate) -> float:
         return c.reduction if mode == "target_params" else c.macs_reduction
@@ -255,14 +265,19 @@ def _budget(
         if best is None or abs(reduction(cand) - target) < abs(reduction(best) - target):
             best = cand
         miss = (target - reduction(cand)) * total
-        if abs(miss) <= _tolerance(path, total, mode) * total or (miss > 0 and cand.steps >= len(path)):
+        if abs(miss) <= tolerance * total or (miss > 0 and cand.steps >= len(path)):
             break
         want += miss
     assert best is not None
-    return best, reduction(best) >= target - _tolerance(path, total, mode)
+    return best, reduction(best) >= target - tolerance
 
 
-def _tolerance(path: AllocationPath, total: float, mode: str) -> float:
-    """One channel's worth of the budget: the largest cost per channel, as a fraction of ``total``."""
-    per = [c.params_per_channel if mode == "target_params" else c.macs_per_channel for c in path.curves]
+def _tolerance(path: AllocationPath, total: float, mode: str, round_to: int = 1) -> float:
+    """One step's worth of the budget: the largest cost of one step of the path (a channel, or
+    ``round_to`` channels of a rounded group), as a fraction of ``total``."""
+    per = [
+        (c.params_per_channel if mode == "target_params" else c.macs_per_channel)
+        * largest_step(c.channels, round_to)
+        for c in path.curves
+    ]
     return (max(per) / total) if per and total else 0.0

@@ -18,6 +18,7 @@ from onnxfold.bench.speed import (
     summarize,
     time_variants,
 )
+from onnxfold.bench.speed_report import format_round_effect, round_effect, slower_warnings
 from onnxfold.models import bundled_model
 from onnxfold.passes import CanonicalizePass, CleanupPass, FoldPass
 
@@ -63,6 +64,35 @@ def test_summary_and_acceptance_against_hand_computed_ratios() -> None:
 
     text = format_rows(list(rows.values()), (1, 8))
     assert "fold 0.5" in text and "4.00" in text and "1/4.0" in text  # speedup 4x, a quarter of the size
+
+
+def test_slower_folds_are_flagged_and_rounds_compared() -> None:
+    """A fold slower than its original (beyond 5%) at some batch gets a warning naming its round; each
+    rounded fold is compared with the unrounded fold of the same sparsity."""
+    variants = [
+        made_up("resnet18", "original", "original", 0.0, 1000, 1200, {1: 10.0, 8: 80.0}),
+        made_up("resnet18", "fold 0.3", "fold", 0.3, 500, 600, {1: 16.0, 8: 82.0}),
+        made_up("resnet18", "fold 0.3 r8", "fold", 0.3, 520, 620, {1: 6.4, 8: 50.0}),
+        made_up("resnet18", "fold 0.5", "fold", 0.5, 250, 300, {1: 10.4, 8: 40.0}),  # 4% slower: noise
+        made_up("resnet18", "fold 0.5 r8", "fold", 0.5, 250, 300, {1: 11.0, 8: 40.0}),
+    ]
+    variants[2].round_to = variants[4].round_to = 8
+    rows = summarize(variants)
+    lines = slower_warnings(rows)
+    assert len(lines) == 2
+    assert lines[0] == (
+        "warning: resnet18 fold 0.3 is slower than the original (1.60x at batch 1); "
+        "its widths are not rounded: fold with --round-to 8"
+    )
+    assert lines[1].startswith("warning: resnet18 fold 0.5 r8 is slower than the original (1.10x at batch 1)")
+    assert "multiples of 8: try another --round-to" in lines[1]
+    effects = round_effect(rows)
+    assert [(e["sparsity"], e["round_to"]) for e in effects] == [(0.3, 8), (0.5, 8)]
+    assert effects[0]["speedup_over_round_to_1"] == {1: 16.0 / 6.4, 8: 82.0 / 50.0}
+    text = format_round_effect(effects)
+    assert (
+        text[0] == "resnet18 fold 0.3: round_to 8 over round_to 1: speedup 2.50x at batch 1, 1.64x at batch 8"
+    )
 
 
 def test_timing_and_memory_on_two_zoo_models(tmp_path: Path) -> None:

@@ -1,0 +1,119 @@
+"""validate's ``speed_check`` (``onnxfold fold --speed-check``): the latency comparison, its report line
+and the warning a fold that made the model slower prints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto
+from onnx import helper as oh
+from onnx import numpy_helper as nh
+
+import onnxfold
+from onnxfold.cli.commands import main
+from onnxfold.models import bundled_model
+from onnxfold.runtime import compare
+from onnxfold.runtime.latency import SLOWER_ABOVE, LatencyCheck, time_pair
+from onnxfold.runtime.session import CPU, make_session
+
+LENET = bundled_model("lenet5.onnx")
+
+
+def _matmuls(widths: list[int]) -> onnx.ModelProto:
+    """x[64, widths[0]] through a chain of MatMuls of the given widths."""
+    rng = np.random.default_rng(0)
+    nodes, inits, prev = [], [], "x"
+    for i, (a, b) in enumerate(zip(widths, widths[1:], strict=False)):
+        inits.append(nh.from_array((rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32), f"W{i}"))
+        nodes.append(oh.make_node("MatMul", [prev, f"W{i}"], [f"h{i}"]))
+        prev = f"h{i}"
+    nodes.append(oh.make_node("Identity", [prev], ["y"]))
+    graph = oh.make_graph(
+        nodes,
+        "g",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, [64, widths[0]])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, [64, widths[-1]])],
+        inits,
+    )
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    model.ir_version = 9
+    return model
+
+
+def test_time_pair_sees_a_model_that_does_far_more_work() -> None:
+    light = make_session(_matmuls([256, 256]).SerializeToString(), providers=[CPU], spinning=False)
+    heavy = make_session(_matmuls([256, 4096, 256]).SerializeToString(), providers=[CPU], spinning=False)
+    feed = {"x": np.ones((64, 256), np.float32)}
+    light_ms, heavy_ms, runs = time_pair(light, heavy, feed, budget_s=0.3)
+    assert runs >= 10 and 0 < light_ms
+    assert heavy_ms > 3 * light_ms  # 32x the multiply-adds
+    again = time_pair(heavy, light, feed, budget_s=0.3)
+    assert again[0] > 3 * again[1]
+
+
+def test_latency_check_says_slower_only_beyond_the_margin() -> None:
+    shapes = {"input": (2, 1, 8, 8)}
+    fast = LatencyCheck(2.0, 1.0, 50, CPU, shapes)
+    assert not fast.slower and fast.warning(8) is None and "2.00x as fast as the original" in fast.summary()
+    same = LatencyCheck(1.0, SLOWER_ABOVE * 0.999, 50, CPU, shapes)
+    assert not same.slower and same.warning(1) is None
+    slow = LatencyCheck(1.0, 1.6, 50, CPU, shapes)
+    assert slow.slower and "1.60x SLOWER" in slow.summary()
+    assert "--round-to 8" in slow.warning(1) and "not rounded" in slow.warning(1)
+    assert "multiples of 8" in slow.warning(8) and "--round-to (e.g. 16)" in slow.warning(8)
+    assert slow.to_dict()["slower"] is True and slow.to_dict()["speedup"] == pytest.approx(1 / 1.6)
+
+
+def _fold(tmp_path: Path, capsys, *flags: str) -> tuple[int, str, str, dict | None]:
+    out, report = tmp_path / "o.onnx", tmp_path / "o.json"
+    rc = main(["fold", str(LENET), "-o", str(out), "--report", str(report), "-s", "0.3", *flags])
+    captured = capsys.readouterr()
+    data = json.loads(report.read_text()) if report.exists() else None
+    return rc or 0, captured.out, captured.err, data
+
+
+def test_speed_check_reports_both_latencies(tmp_path: Path, capsys) -> None:
+    rc, out, err, data = _fold(tmp_path, capsys, "--speed-check")
+    assert rc == 0, err
+    latency = data["validation"]["latency"]
+    assert latency["original_ms"] > 0 and latency["candidate_ms"] > 0 and latency["runs"] >= 10
+    assert latency["ratio"] == pytest.approx(latency["candidate_ms"] / latency["original_ms"])
+    assert latency["inputs"] == {"input": [2, 1, 8, 8]}
+    assert "latency: original" in out
+    assert ("warning: the folded model is" in out) == latency["slower"]
+    stats = next(p for p in data["passes"] if p["name"] == "validate")["stats"]
+    assert stats["slower"] == latency["slower"]
+
+
+@pytest.mark.parametrize(("round_to", "hint"), [("1", "fold again with --round-to 8"), ("8", "e.g. 16")])
+def test_a_slower_fold_prints_a_warning(
+    tmp_path: Path, capsys, monkeypatch, round_to: str, hint: str
+) -> None:
+    monkeypatch.setattr(compare, "time_pair", lambda *args, **kwargs: (1.0, 1.6, 40))
+    rc, out, err, data = _fold(tmp_path, capsys, "--speed-check", "--round-to", round_to)
+    assert rc == 0, err
+    (line,) = [x for x in out.splitlines() if x.startswith("warning:")]
+    assert "1.60x slower than the original" in line and hint in line
+    assert data["validation"]["latency"]["slower"] is True and data["round_to"] == int(round_to)
+
+
+def test_no_speed_check_by_default(tmp_path: Path, capsys, monkeypatch) -> None:
+    def never(*args, **kwargs):
+        raise AssertionError("timed without --speed-check")
+
+    monkeypatch.setattr(compare, "time_pair", never)
+    rc, out, err, data = _fold(tmp_path, capsys)
+    assert rc == 0, err
+    assert data["validation"]["latency"] is None and "latency:" not in out
+
+
+def test_speed_check_needs_validation(tmp_path: Path, capsys) -> None:
+    rc, out, err, _ = _fold(tmp_path, capsys, "--speed-check", "--no-validate")
+    assert rc == 2 and not (tmp_path / "o.onnx").exists()
+    assert len(err.strip().splitlines()) == 1 and "speed_check" in err
+    with pytest.raises(ValueError, match="speed_check"):
+        onnxfold.fold(LENET, validate=False, speed_check=True)
