@@ -67,14 +67,16 @@ def nothing_folded_reason(plans) -> str:
     return "the sparsity leaves every foldable group at its width"
 
 
-def measure_activations(model: Model, groups, ctx: PassContext):
-    """Consumer-input statistics of ``groups`` on ``ctx.inputs``, else on data-free random inputs."""
+def measure_activations(model: Model, groups, ctx: PassContext, samples=None, source: str = ""):
+    """Consumer-input statistics of ``groups`` on ``samples`` (by default ``ctx.inputs``), else on
+    data-free random inputs."""
     from onnxfold.folding.moments import SYNTHETIC_SAMPLES, ActivationStats, chunked, synthetic_feeds
 
+    samples = samples if samples is not None else ctx.inputs
     try:
-        if ctx.inputs:
-            n = len(next(iter(ctx.inputs.values())))
-            return ActivationStats.measure(model, groups, chunked(ctx.inputs), f"{n} given samples")
+        if samples:
+            n = len(next(iter(samples.values())))
+            return ActivationStats.measure(model, groups, chunked(samples), source or f"{n} given samples")
         feeds = synthetic_feeds(model, ctx.input_shapes)
         return ActivationStats.measure(
             model, groups, feeds, f"data-free estimate: {SYNTHETIC_SAMPLES} random samples"
@@ -85,6 +87,39 @@ def measure_activations(model: Model, groups, ctx: PassContext):
             f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}); "
             "give --input-shape or --inputs, or use --method fold"
         ) from None
+
+
+#: DeepInversion samples ``auto`` synthesises without ``--inputs`` (BN models, torch installed).
+AUTO_DIR_SAMPLES = 32
+AUTO_DIR_ITERATIONS = 200
+
+
+def deepinversion_samples(model: Model, ctx: PassContext) -> tuple[dict | None, str]:
+    """(samples, where they come from), or (None, why there are none): a DeepInversion batch whose
+    BatchNormalization statistics match the model's running statistics (docs/method.md §2.3)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return None, "torch is not installed for DeepInversion samples"
+    from onnxfold.errors import one_line
+    from onnxfold.ir.model import to_model_proto
+    from onnxfold.repair.deepinversion import bn_running_stats, synthesize
+    from onnxfold.repair.torch_graph import UnsupportedGraph
+
+    proto = to_model_proto(model)
+    if not bn_running_stats(proto):
+        return None, "no BatchNormalization statistics to synthesise samples from"
+    if len(model.graph.inputs) != 1:
+        return None, "DeepInversion needs a model with one input"
+    shape = next(iter(ctx.input_shapes.values())) if ctx.input_shapes else None
+    try:
+        batch = synthesize(
+            proto, count=AUTO_DIR_SAMPLES, iterations=AUTO_DIR_ITERATIONS, seed=ctx.seed, shape=shape
+        )
+    except (UnsupportedGraph, ValueError) as exc:
+        return None, f"no DeepInversion samples: {one_line(exc, 200)}"
+    name = model.graph.inputs[0].name
+    return {name: batch}, f"data-free: {AUTO_DIR_SAMPLES} DeepInversion samples from the BN statistics"
 
 
 class FoldPass(Pass):
@@ -107,17 +142,27 @@ class FoldPass(Pass):
 
     @property
     def method(self) -> str:
-        """The method planned with: ``auto`` without samples (``--inputs``) is ``fold``, since
-        statistics of random inputs mislead the least-squares merge (docs/method.md)."""
-        return "fold" if self.opts["method"] == "auto" and not self._has_samples else self.opts["method"]
+        """The method planned with: ``auto`` without samples is ``fold`` (random inputs mislead the
+        least-squares merge, docs/method.md §5b), except on BN models, where DeepInversion
+        synthesises the samples."""
+        if self.opts["method"] == "auto" and self.moments is None:
+            return "fold"
+        return self.opts["method"]
 
-    _has_samples = False
+    #: Why ``auto`` fell back to ``fold`` (empty when it did not).
+    auto_note = ""
 
     def prepare(self, model: Model, groups, ctx: PassContext) -> None:
         """Measure the activation statistics (and build the judge) the method needs, once."""
-        self._has_samples = bool(ctx.inputs)
-        if self.method in ACTIVATION_METHODS and self.moments is None:
-            self.moments = measure_activations(model, groups, ctx)
+        want = self.opts["method"]
+        if want in ACTIVATION_METHODS and self.moments is None:
+            samples, source = (ctx.inputs, "") if ctx.inputs else (None, "")
+            if samples is None and want == "auto":
+                samples, source = deepinversion_samples(model, ctx)
+                if samples is None:
+                    self.auto_note = f"auto without --inputs is fold: {source}"
+            if samples is not None or want != "auto":
+                self.moments = measure_activations(model, groups, ctx, samples, source)
         if self.method == "auto" and self.judge is None:
             from onnxfold.folding.judge import GroupJudge
 
@@ -310,6 +355,8 @@ class FoldPass(Pass):
             "round_to": self.opts["round_to"],
             "tensors_rewritten": len(rewritten),
         }
+        if self.auto_note:
+            stats["auto"] = self.auto_note
         if self.moments is not None:
             stats["activation_samples"] = self.moments.source
             stats["methods"] = {
