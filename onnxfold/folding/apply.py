@@ -26,7 +26,7 @@ import onnx_graphsurgeon as gs
 from onnxfold.analysis.groups import ROLLBACK, BlockReason, ChannelGroup
 from onnxfold.analysis.registry import hook
 from onnxfold.errors import one_line
-from onnxfold.folding.cluster import cluster_count, kmeans_labels
+from onnxfold.folding.cluster import cluster_count, kmeans_labels, labels_in_parts, part_cluster_count
 from onnxfold.folding.features import FEATURE_MODES, group_features, member_matrix
 from onnxfold.folding.prune import PRUNE_METHODS, magnitude_labels
 from onnxfold.folding.recipe import Recipe
@@ -182,11 +182,20 @@ def plan_folds(
         for pat, value in overrides:
             if _match([pat], group):
                 r = value
-        k = cluster_count(group.size, r, round_to)
+        parts = group.parts
+        k = (
+            cluster_count(group.size, r, round_to)
+            if parts == 1
+            else part_cluster_count(group.size, r, parts, round_to)
+        )
         if k >= group.size:
             plans.append(FoldPlan(group, "unchanged", group.size, r))
             continue
-        labels = labeler(group_features(group, values, features, graph), k, seed)
+        feats = group_features(group, values, features, graph)
+        if parts == 1:
+            labels = labeler(feats, k, seed)
+        else:  # each part on its own, k/parts clusters each (a grouped Conv's groups)
+            labels = labels_in_parts(feats, k, parts, lambda x, k_part: labeler(x, k_part, seed))
         k_eff = int(labels.max()) + 1
         plans.append(FoldPlan(group, "folded", k_eff, r, labels, method=method))
     return plans
@@ -217,7 +226,9 @@ def fold_edits(plans: Sequence[FoldPlan]) -> dict[str, list[SliceEdit]]:
         if plan.status != "folded":
             continue
         for m in plan.group.members:
-            edits[m.tensor].append(SliceEdit(m.axis, m.offset, m.block, m.role, plan.labels, plan.k))
+            edits[m.tensor].append(
+                SliceEdit(m.axis, m.offset, m.block, m.role, plan.labels, plan.k, m.split, m.split_axis)
+            )
     return dict(edits)
 
 

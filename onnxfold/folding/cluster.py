@@ -27,6 +27,7 @@ components (a random projection for huge matrices), which is approximate.
 from __future__ import annotations
 
 import hashlib
+import math
 import warnings
 from collections.abc import Callable
 
@@ -46,6 +47,40 @@ def cluster_count(n: int, sparsity: float, round_to: int = 1) -> int:
         k = max(round_to, int(round(k / round_to)) * round_to)
         k = min(k, n)
     return k
+
+
+def part_cluster_count(n: int, sparsity: float, parts: int, round_to: int = 1) -> int:
+    """k for a group of n units cut into ``parts`` equal parts that each keep k/parts clusters (the
+    convolution groups of a grouped Conv): k/parts is :func:`cluster_count` of one part. With
+    round_to > 1, k must be a multiple of both round_to and parts, so k/parts is rounded to a multiple
+    of lcm(round_to, parts)/parts as :func:`cluster_count` rounds (at least one step, at most the part)."""
+    size = n // parts
+    per = cluster_count(size, sparsity)
+    step = math.lcm(max(round_to, 1), parts) // parts
+    if step > 1 and size > step and per < size:
+        per = min(max(step, int(round(per / step)) * step), size)
+    return per * parts
+
+
+def labels_in_parts(
+    features: np.ndarray, k: int, parts: int, solve: Callable[[np.ndarray, int], np.ndarray]
+) -> np.ndarray:
+    """Cluster each of ``parts`` equal contiguous row ranges of ``features`` on its own with
+    ``solve(rows, k/parts)``; part p's labels are offset by p·k/parts, so they never meet another
+    part's and the merged units of part p come out as the p-th block of k/parts (a dropped row, −1,
+    stays −1). A part that the solver leaves with fewer than k/parts clusters is split up to that
+    count (:func:`split_to_count`): every part must keep exactly k/parts."""
+    n = len(features)
+    if parts < 1 or n % parts or k % parts:
+        raise ValueError(f"{n} rows and k = {k} cannot be cut into {parts} equal parts")
+    size, per = n // parts, k // parts
+    labels = np.empty(n, dtype=np.int64)
+    for p in range(parts):
+        part = np.asarray(solve(features[p * size : (p + 1) * size], per), dtype=np.int64)
+        if (part >= 0).all() and int(part.max()) + 1 < per:
+            part = split_to_count(canonical_labels(part), per)
+        labels[p * size : (p + 1) * size] = np.where(part >= 0, part + p * per, -1)
+    return labels
 
 
 def isometric_embedding(x: np.ndarray) -> np.ndarray:
