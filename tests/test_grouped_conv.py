@@ -153,6 +153,7 @@ def test_clusters_stay_in_their_convolution_group_on_random_weights(
         model, report = onnxfold.fold(compact, sparsity, out, validate=False)
     parted = [p for p in report.plans if p.group.parts > 1]
     assert len(parted) == 4 and all(p.status == "folded" for p in parted)
+    assert sorted(g["parts"] for g in report.to_dict()["groups"]).count(4) == 4  # --report shows the parts
     for p in parted:
         parts, n = p.group.parts, p.group.size
         assert p.group.parts == 4 and p.k % parts == 0 and p.k < n

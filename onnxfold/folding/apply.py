@@ -77,6 +77,7 @@ class FoldPlan:
             "method": self.method,
             "kind": self.group.kind,
             "unit": self.group.unit,
+            "parts": self.group.parts,
             "layer": self.group.layer,
             "channels_before": int(self.group.size),
             "channels_after": int(self.k),
