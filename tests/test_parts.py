@@ -121,3 +121,18 @@ def test_plan_folds_clusters_within_parts():
             assert set(part[part >= 0].tolist()) == {2 * p, 2 * p + 1}
     features = group_features(group, values.__getitem__)
     assert features.shape == (16, 11)
+
+
+def test_auto_clusters_parts_with_ward_and_an_explicit_solver_is_kept():
+    rng = np.random.default_rng(1)
+    values = {"w": rng.standard_normal((64, 9)), "v": rng.standard_normal((5, 64))}
+    members = [Member("w", 0, AVERAGE, kind="weight"), Member("v", 1, SUM, kind="weight")]
+    group = ChannelGroup("g", 64, members, ["p"], ["c"], parts=4)
+    feats = group_features(group, values.__getitem__)
+    got = {}
+    for cluster, solver in (("auto", "ward"), ("kmeans", "kmeans"), ("ward", "ward")):
+        (plan,) = plan_folds([group], values.__getitem__, 0.5, cluster=cluster)
+        want = labels_in_parts(feats, plan.k, 4, lambda x, k, a=solver: kmeans_labels(x, k, algorithm=a))
+        assert np.array_equal(plan.labels, want), cluster
+        got[cluster] = plan.labels
+    assert not np.array_equal(got["auto"], got["kmeans"])  # the two solvers disagree here

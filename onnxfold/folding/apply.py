@@ -19,6 +19,7 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -26,7 +27,13 @@ import onnx_graphsurgeon as gs
 from onnxfold.analysis.groups import ROLLBACK, BlockReason, ChannelGroup
 from onnxfold.analysis.registry import hook
 from onnxfold.errors import one_line
-from onnxfold.folding.cluster import cluster_count, kmeans_labels, labels_in_parts, part_cluster_count
+from onnxfold.folding.cluster import (
+    PARTS_ALGORITHM,
+    cluster_count,
+    kmeans_labels,
+    labels_in_parts,
+    part_cluster_count,
+)
 from onnxfold.folding.features import FEATURE_MODES, group_features, member_matrix
 from onnxfold.folding.prune import PRUNE_METHODS, magnitude_labels
 from onnxfold.folding.recipe import Recipe
@@ -144,7 +151,9 @@ def plan_folds(
 
     ``method``: fold (clustering with ``cluster``: auto, kmeans with ``n_init`` restarts, kmeans-full or ward;
     :func:`~onnxfold.folding.cluster.kmeans_labels`) or l1/l2 (magnitude pruning);
-    ``features``: raw, blocknorm or fused (``fused`` needs ``graph`` to find the BNs)."""
+    ``features``: raw, blocknorm or fused (``fused`` needs ``graph`` to find the BNs).
+    A group cut into parts (a grouped Conv's) is clustered part by part; with ``cluster`` auto each
+    part by Ward's method (:data:`~onnxfold.folding.cluster.PARTS_ALGORITHM`)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r} (expected one of {', '.join(METHODS)})")
     if features not in FEATURE_MODES:
@@ -152,12 +161,18 @@ def plan_folds(
     if labeler is None:
         if method == "fold":
 
-            def labeler(feats: np.ndarray, k: int, s: int) -> np.ndarray:
-                return kmeans_labels(feats, k, seed=s, n_init=n_init, algorithm=cluster)
+            def labeler(feats: np.ndarray, k: int, s: int, algorithm: str = cluster) -> np.ndarray:
+                return kmeans_labels(feats, k, seed=s, n_init=n_init, algorithm=algorithm)
+
+            part_labeler = partial(labeler, algorithm=PARTS_ALGORITHM) if cluster == "auto" else labeler
         else:
 
             def labeler(feats: np.ndarray, k: int, s: int) -> np.ndarray:
                 return magnitude_labels(feats, k, method)
+
+            part_labeler = labeler
+    else:
+        part_labeler = labeler
 
     plans: list[FoldPlan] = []
     iterator = progress(groups, desc="clustering") if progress else groups
@@ -196,7 +211,7 @@ def plan_folds(
         if parts == 1:
             labels = labeler(feats, k, seed)
         else:  # each part on its own, k/parts clusters each (a grouped Conv's groups)
-            labels = labels_in_parts(feats, k, parts, lambda x, k_part: labeler(x, k_part, seed))
+            labels = labels_in_parts(feats, k, parts, lambda x, k_part: part_labeler(x, k_part, seed))
         k_eff = int(labels.max()) + 1
         plans.append(FoldPlan(group, "folded", k_eff, r, labels, method=method))
     return plans
