@@ -8,7 +8,7 @@ import pytest
 
 from onnxfold.analysis.groups import AVERAGE, SUM, ChannelGroup, Member
 from onnxfold.folding.apply import plan_folds
-from onnxfold.folding.cluster import kmeans_labels, labels_in_parts, part_cluster_count
+from onnxfold.folding.cluster import cluster_count, kmeans_labels, labels_in_parts, part_cluster_count
 from onnxfold.folding.features import feature_width, group_features, member_matrix
 from onnxfold.folding.prune import magnitude_labels
 from onnxfold.folding.rewrite import SliceEdit, apply_edits
@@ -31,6 +31,13 @@ def test_part_cluster_count(n, r, parts, round_to, k):
     got = part_cluster_count(n, r, parts, round_to)
     assert got == k
     assert got % parts == 0 and (round_to == 1 or got % round_to == 0 or got == n)
+
+
+def test_part_cluster_count_without_parts_is_cluster_count():
+    for n in (1, 5, 16, 100):
+        for r in (0.0, 0.1, 0.3, 0.5, 0.9):
+            for round_to in (1, 4, 8):
+                assert part_cluster_count(n, r, 1, round_to) == cluster_count(n, r, round_to)
 
 
 def test_labels_never_cross_parts_and_every_part_keeps_k_over_parts():

@@ -29,7 +29,6 @@ from onnxfold.analysis.registry import hook
 from onnxfold.errors import one_line
 from onnxfold.folding.cluster import (
     PARTS_ALGORITHM,
-    cluster_count,
     kmeans_labels,
     labels_in_parts,
     part_cluster_count,
@@ -199,11 +198,7 @@ def plan_folds(
             if _match([pat], group):
                 r = value
         parts = group.parts
-        k = (
-            cluster_count(group.size, r, round_to)
-            if parts == 1
-            else part_cluster_count(group.size, r, parts, round_to)
-        )
+        k = part_cluster_count(group.size, r, parts, round_to)
         if k >= group.size:
             plans.append(FoldPlan(group, "unchanged", group.size, r))
             continue

@@ -54,9 +54,12 @@ def cluster_count(n: int, sparsity: float, round_to: int = 1) -> int:
 
 def part_cluster_count(n: int, sparsity: float, parts: int, round_to: int = 1) -> int:
     """k for a group of n units cut into ``parts`` equal parts that each keep k/parts clusters (the
-    convolution groups of a grouped Conv): k/parts is :func:`cluster_count` of one part. With
+    convolution groups of a grouped Conv; ``parts`` 1: :func:`cluster_count`): k/parts is
+    :func:`cluster_count` of one part. With
     round_to > 1, k must be a multiple of both round_to and parts, so k/parts is rounded to a multiple
     of lcm(round_to, parts)/parts as :func:`cluster_count` rounds (at least one step, at most the part)."""
+    if parts <= 1:
+        return cluster_count(n, sparsity, round_to)
     size = n // parts
     per = cluster_count(size, sparsity)
     step = math.lcm(max(round_to, 1), parts) // parts
