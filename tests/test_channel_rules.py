@@ -331,10 +331,10 @@ case(
 )
 
 
-def convtranspose(w):
+def convtranspose(w, group: int = 1):
     net = Net(w)
     h = net("Relu", net("Conv", net.input("x", X), "w1", "b1", name="c1", pads=[1, 1, 1, 1]))
-    h = net("Relu", net("ConvTranspose", h, "wt", "bt", name="ct", strides=[2, 2]))
+    h = net("Relu", net("ConvTranspose", h, "wt", "bt", name="ct", strides=[2, 2], group=group))
     return net.model(net("Conv", h, "w2", name="c2"))
 
 
@@ -349,6 +349,24 @@ case(
     },
     convtranspose,
     producer("w1", "b1", 4) + [("wt", 0, [S(4)])] + producer("wt", "bt", 3, axis=1) + [("w2", 1, [S(3)])],
+    ["c1", "ct"],
+)
+
+
+# grouped ConvTranspose (group 2, weight [4, 3, 2, 2] → 6 outputs): input rows and output columns merge
+# within their convolution group; the output columns (axis 1) hold one group's outputs per slab of axis 0
+case(
+    "grouped_convtranspose",
+    lambda r: {
+        "w1": rnd(r, 4, 3, 3, 3),
+        "b1": rnd(r, 4),
+        "wt": rnd(r, 4, 3, 2, 2),
+        "bt": rnd(r, 6),
+        "w2": rnd(r, 5, 6, 3, 3),
+    },
+    lambda w: convtranspose(w, group=2),
+    [("w1", 0, [A(2)] * 2), ("b1", 0, [A(2)] * 2), ("wt", 0, [S(2)] * 2), ("wt", 1, [A(3)])]
+    + [("bt", 0, [A(3)] * 2), ("w2", 1, [S(3)] * 2)],
     ["c1", "ct"],
 )
 
@@ -1216,6 +1234,8 @@ def test_softmax_opset11_flattens_over_channels() -> None:
         "depthwise_conv",
         "shared_weight_two_convs",
         "resize_sizes",
+        "grouped_conv",
+        "grouped_convtranspose",
     ],
 )
 def test_sparsity_zero_is_bit_identical(name: str) -> None:

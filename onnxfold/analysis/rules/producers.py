@@ -138,25 +138,38 @@ def grouped_conv(walk: Analysis, node: gs.Node, lay: Layout | None, space: int, 
 
 @register_rule("ConvTranspose")
 def conv_transpose(walk: Analysis, node: gs.Node) -> None:
-    """group 1 with constant weight [C_in, C_out, k…]: a producer on weight axis 1."""
+    """Constant weight [C_in, C_out/group, k…]: a producer on weight axis 1, reading its input on axis 0.
+    With 1 < group, input channel c (row c) writes only the outputs of its convolution group, and output
+    channel g·C_out/group + j is column j of the rows of group g: both sides are cut into ``group``
+    parts, and the output columns are a split member (slab g of axis 0 holds part g)."""
     x, w, b = node.inputs[0], node.inputs[1], _optional(node, 2)
     lay = walk.layout(x)
     group = int(node.attrs.get("group", 1))
-    computed = not isinstance(w, gs.Constant) or (b is not None and not isinstance(b, gs.Constant))
-    if computed or group != 1:
-        code = COMPUTED_WEIGHT if computed else GROUPED_CONV
+    if not isinstance(w, gs.Constant) or (b is not None and not isinstance(b, gs.Constant)):
         walk.block(
-            lay, BlockReason(code, f"{node.op} {node.name} has a computed weight or group={group}", node.name)
+            lay, BlockReason(COMPUTED_WEIGHT, f"{node.op} {node.name} has a computed weight", node.name)
         )
         return
     lay = _reads_axis_1(walk, node, lay)
-    out_c = w.shape[1]
+    out_c = w.shape[1] * group
     space = walk.new_space(out_c, node.name)
-    walk.add_member(space, w, 1, AVERAGE, node, kind="weight")
+    walk.add_member(space, w, 1, AVERAGE, node, kind="weight", split=group, split_axis=0)
     if b is not None:
         walk.add_member(space, b, 0, AVERAGE, node, kind="bias")
-    if lay is not None:
+    label = f"grouped {node.op} {node.name} (group={group})"
+    walk.require_parts(
+        space, group, BlockReason(GROUPED_CONV, f"{label}: its output channels {MERGE_WITHIN}", node.name)
+    )
+    seg = lay.segments[0] if lay is not None else None
+    if lay is not None and group > 1 and (len(lay.segments) != 1 or seg.start or seg.n != w.shape[0]):
+        message = (
+            f"{label} reads channels of several groups (equal widths per convolution group would tie them)"
+        )
+        walk.block(lay, BlockReason(GROUPED_CONV, message, node.name))
+    elif lay is not None:
         walk.add_consumer(lay, w, 0, node)
+        reason = BlockReason(GROUPED_CONV, f"{label}: its input channels {MERGE_WITHIN}", node.name)
+        walk.require_parts(seg.space, group, reason)
     walk.set_layout(node.outputs[0], Layout(walk.rank_of(x) or len(w.shape), 1, (Segment(space, 0, out_c),)))
 
 
