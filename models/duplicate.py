@@ -6,10 +6,18 @@ copied; along a consumer axis (axis 1 of a Conv/Linear weight) they are copied a
 Σ_j ½·W[:, j mod n]·x[j mod n] = Σ_c W[:, c]·x[c] and the wide model computes exactly the compact function.
 Tiling also handles Flatten→Linear: a flattened feature c·H·W + s of the wide map maps to (c mod C)·H·W + s,
 which is j mod (C·H·W). Which axes are duplicated is read off the shapes (wide = 2 × compact).
+
+Grouped convolutions (groups > 1) need each twin inside its own convolution group: with B the least common
+multiple of their group counts, an axis of n channels is cut into gcd(B, n) equal blocks and each block is
+tiled in place (channel i of block b has its twin right after the block's n/gcd(B, n) channels), so twins never
+leave a block, nor hence a convolution group; a grouped Conv's input axis (its group's n/groups channels) is cut
+into gcd(B, n)/groups blocks, which lines it up with its producer. Models without grouped convolutions keep the
+plain tiling (B = 1); with B > 1 a Flatten of a spatial map is not supported.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -44,17 +52,44 @@ def duplication_spec(compact: nn.Module, wide: nn.Module) -> dict[str, tuple[str
     return spec
 
 
+def _tile(t: torch.Tensor, axis: int, blocks: int) -> torch.Tensor:
+    """``t`` with ``axis`` cut into ``blocks`` equal blocks, each followed by a copy of itself."""
+    shape = list(t.shape)
+    cut = t.reshape(shape[:axis] + [blocks, shape[axis] // blocks] + shape[axis + 1 :])
+    return torch.cat([cut, cut], dim=axis + 1).reshape(shape[:axis] + [2 * shape[axis]] + shape[axis + 1 :])
+
+
+def grouped_convs(model: nn.Module) -> dict[str, int]:
+    """Module name → ``groups`` of every convolution of ``model`` with groups > 1 (depthwise ones too: their
+    twins then sit side by side, which is exact as well)."""
+    return {
+        name: m.groups
+        for name, m in model.named_modules()
+        if isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1
+    }
+
+
 @torch.no_grad()
 def duplicate_channels(compact: nn.Module, wide: nn.Module) -> nn.Module:
-    """Load into ``wide`` the compact weights with every hidden channel duplicated (j ↔ j mod n); returns ``wide``."""
+    """Load into ``wide`` the compact weights with every hidden channel duplicated (j ↔ j mod n, or within blocks
+    when the model has grouped convolutions, see the module docstring); returns ``wide``."""
     spec = duplication_spec(compact, wide)
+    groups = grouped_convs(compact)
+    lcm = math.lcm(1, *groups.values())
     state = {}
     for key, value in compact.state_dict().items():
         t = value.clone()
+        owner = groups.get(key.rpartition(".")[0], 1)
         for axis, role in enumerate(spec[key]):
             if role is None:
                 continue
-            t = torch.cat([t, t], dim=axis)
+            n = t.shape[axis] * (owner if axis == 1 else 1)  # the channels of the space this axis reads
+            blocks = math.gcd(lcm, n)
+            if blocks % (owner if axis == 1 else 1):
+                raise ValueError(
+                    f"{key}: {n} channels cannot be duplicated within {owner} convolution groups"
+                )
+            t = _tile(t, axis, blocks // owner if axis == 1 else blocks)
             if role == CONSUMER:
                 t = t * 0.5
         state[key] = t

@@ -2,8 +2,8 @@
 
 Each model is written from its paper's description and keeps the patterns that make it what it is
 (bottlenecks, inverted residuals, squeeze-excitation gates, Fire concats, dense Concat chains,
-channel split + shuffle, grouped convs, channels-last LayerNorm + Linear MLPs, attention, CSP
-splits with an FPN/PAN neck); widths and depths are reduced where noted so that every model stays
+channel split + shuffle, grouped convs (RegNetX, ResNeXt), channels-last LayerNorm + Linear MLPs,
+attention, CSP splits with an FPN/PAN neck); widths and depths are reduced where noted so that every model stays
 small. ``PUBLIC_MODELS[name]()`` builds a model deterministically (its own seed): weights are random,
 normalisation affines are randomised and BatchNorm running statistics are calibrated on random
 inputs, so that BN folding and per-channel scales are not trivial. ``PUBLIC_INPUTS[name]`` is the
@@ -32,6 +32,7 @@ __all__ = [
     "MobileNetV2",
     "MobileNetV3Small",
     "RegNetX",
+    "ResNeXt",
     "ResNet50",
     "ShuffleNetV2",
     "SqueezeNet11",
@@ -65,16 +66,19 @@ def conv_bn(
 
 
 class Bottleneck(nn.Module):
-    """ResNet v1.5 bottleneck: 1×1 reduce → 3×3 (stride here) → 1×1 expand ×4, projection shortcut if needed."""
+    """ResNet v1.5 bottleneck: 1×1 reduce → 3×3 (stride here) → 1×1 expand to planes×4, projection shortcut if
+    needed. ResNeXt's: the 3×3 is grouped (``groups``) and ``mid`` channels wide (default ``planes``)."""
 
     expansion = 4
 
-    def __init__(self, c_in: int, planes: int, stride: int = 1) -> None:
+    def __init__(
+        self, c_in: int, planes: int, stride: int = 1, mid: int | None = None, groups: int = 1
+    ) -> None:
         super().__init__()
-        c_out = planes * self.expansion
-        self.conv1 = conv_bn(c_in, planes, 1)
-        self.conv2 = conv_bn(planes, planes, 3, stride)
-        self.conv3 = conv_bn(planes, c_out, 1, act=None)
+        c_out, mid = planes * self.expansion, mid or planes
+        self.conv1 = conv_bn(c_in, mid, 1)
+        self.conv2 = conv_bn(mid, mid, 3, stride, groups=groups)
+        self.conv3 = conv_bn(mid, c_out, 1, act=None)
         self.downsample = conv_bn(c_in, c_out, 1, stride, act=None) if stride != 1 or c_in != c_out else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -96,6 +100,35 @@ class ResNet50(nn.Module):
             planes = width * 2**i
             for j in range(n):
                 blocks.append(Bottleneck(c, planes, 2 if i > 0 and j == 0 else 1))
+                c = planes * Bottleneck.expansion
+        self.layers = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.layers(self.stem(x))), 1))
+
+
+class ResNeXt(nn.Module):
+    """ResNeXt (Xie et al. 2017): ResNet-50's layout whose 3×3 convs are grouped, ``groups`` groups of ``group_width``
+    channels in stage 1, the group width doubling per stage (ResNeXt-50 32×4d: 32 × 4 = 128, …, 1024 channels)."""
+
+    def __init__(
+        self,
+        width: int = 64,
+        layers: Sequence[int] = (3, 4, 6, 3),
+        groups: int = 32,
+        group_width: int = 4,
+        num_classes: int = 1000,
+    ) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(conv_bn(3, width, 7, 2), nn.MaxPool2d(3, 2, 1))
+        blocks: list[nn.Module] = []
+        c = width
+        for i, n in enumerate(layers):
+            planes, mid = width * 2**i, groups * group_width * 2**i
+            for j in range(n):
+                blocks.append(Bottleneck(c, planes, 2 if i > 0 and j == 0 else 1, mid, groups))
                 c = planes * Bottleneck.expansion
         self.layers = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -796,6 +829,12 @@ _FACTORIES: dict[str, tuple[Callable[[], nn.Module], Callable[[], nn.Module], tu
     "resnet50": (
         lambda: ResNet50(num_classes=10),
         lambda: ResNet50(width=4, layers=(2, 2, 2, 2), num_classes=10),
+        (3, 64, 64),
+    ),
+    # ResNeXt-50 32×4d: 23.0M params with 10 classes; small: 4 groups of 2 channels in stage 1
+    "resnext50-32x4d": (
+        lambda: ResNeXt(num_classes=10),
+        lambda: ResNeXt(width=4, layers=(2, 2, 2, 2), groups=4, group_width=2, num_classes=10),
         (3, 64, 64),
     ),
     "mobilenetv2": (

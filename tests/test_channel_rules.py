@@ -251,6 +251,14 @@ def conv2(net: Net, h: str, w: str = "w2") -> str:
     return net("Conv", h, w, name="c2", pads=[1, 1, 1, 1])
 
 
+# grouped Conv (group 2 of 4 channels, weight [4, 2, 3, 3]): c1's channels merge only within their
+# convolution group, and so do gconv's outputs; the duplicates are made within each group ([A(2)] * 2),
+# and gconv's input columns (axis 1 holds one group's channels) are repeated and halved as usual
+GROUPED_DUP = (
+    STEM_DUP
+    + [("w1", 0, [A(2)] * 2), ("b1", 0, [A(2)] * 2), ("wg", 1, [S(2)]), ("wg", 0, [A(2)] * 2)]
+    + [("w2", 1, [S(2)] * 2)]
+)
 case(
     "grouped_conv",
     lambda r: stem_w(r, {"wg": rnd(r, 4, 2, 3, 3), "w2": rnd(r, 5, 4, 3, 3)}),
@@ -259,16 +267,74 @@ case(
             net, net("Relu", net("Conv", net("Relu", h), "wg", name="gconv", group=2, pads=[1, 1, 1, 1]))
         )
     ),
-    STEM_DUP,
-    ["c0"],
-    {"c1": (GROUPED_CONV, "grouped Conv"), "gconv": (GROUPED_CONV, "grouped Conv")},
+    GROUPED_DUP,
+    ["c0", "c1", "gconv"],
+)
+case(
+    "grouped_conv_bias_bn",
+    lambda r: (
+        stem_w(r, {"wg": rnd(r, 8, 1, 3, 3), "bg": rnd(r, 8), "w2": rnd(r, 5, 8, 3, 3)})
+        | {"s": positive(r, 8), "t": rnd(r, 8), "mu": rnd(r, 8), "var": positive(r, 8)}
+    ),
+    stem_chain(
+        lambda net, h: conv2(
+            net,
+            net(
+                "Relu",
+                net(
+                    "BatchNormalization",
+                    net("Conv", net("Relu", h), "wg", "bg", name="gconv", group=4, pads=[1, 1, 1, 1]),
+                    "s",
+                    "t",
+                    "mu",
+                    "var",
+                ),
+            ),
+        )
+    ),
+    STEM_DUP
+    + [("wg", 0, [A(2)] * 4), ("bg", 0, [A(2)] * 4)]
+    + [(v, 0, [A(2)] * 4) for v in ("s", "t", "mu", "var")]
+    + [("w2", 1, [S(2)] * 4)],
+    ["c0", "gconv"],
+    # group 4 over c1's 4 channels: one input channel per convolution group, nothing of c1 can merge
+    {"c1": (GROUPED_CONV, "input channels may only merge within their convolution group")},
 )
 
 
-def convtranspose(w):
+def grouped_after_concat(w):
+    net = Net(w)
+    x = net.input("x", X)
+    a = net("Relu", net("Conv", x, "wa", "ba", name="cA", pads=[1, 1, 1, 1]))
+    b = net("Relu", net("Conv", x, "wb", "bb", name="cB", pads=[1, 1, 1, 1]))
+    h = net("Relu", net("Conv", net("Concat", a, b, axis=1), "wg", name="gconv", group=2, pads=[1, 1, 1, 1]))
+    return net.model(net("Conv", h, "w3", name="c3"))
+
+
+case(
+    "grouped_conv_after_concat",
+    lambda r: {
+        "wa": rnd(r, 4, 3, 3, 3),
+        "ba": rnd(r, 4),
+        "wb": rnd(r, 4, 3, 3, 3),
+        "bb": rnd(r, 4),
+        "wg": rnd(r, 6, 4, 3, 3),
+        "w3": rnd(r, 5, 6, 1, 1),
+    },
+    grouped_after_concat,
+    [("wg", 0, [A(3)] * 2), ("w3", 1, [S(3)] * 2)],
+    ["gconv"],
+    {
+        "cA": (GROUPED_CONV, "reads channels of several groups"),
+        "cB": (GROUPED_CONV, "reads channels of several groups"),
+    },
+)
+
+
+def convtranspose(w, group: int = 1):
     net = Net(w)
     h = net("Relu", net("Conv", net.input("x", X), "w1", "b1", name="c1", pads=[1, 1, 1, 1]))
-    h = net("Relu", net("ConvTranspose", h, "wt", "bt", name="ct", strides=[2, 2]))
+    h = net("Relu", net("ConvTranspose", h, "wt", "bt", name="ct", strides=[2, 2], group=group))
     return net.model(net("Conv", h, "w2", name="c2"))
 
 
@@ -283,6 +349,24 @@ case(
     },
     convtranspose,
     producer("w1", "b1", 4) + [("wt", 0, [S(4)])] + producer("wt", "bt", 3, axis=1) + [("w2", 1, [S(3)])],
+    ["c1", "ct"],
+)
+
+
+# grouped ConvTranspose (group 2, weight [4, 3, 2, 2] → 6 outputs): input rows and output columns merge
+# within their convolution group; the output columns (axis 1) hold one group's outputs per slab of axis 0
+case(
+    "grouped_convtranspose",
+    lambda r: {
+        "w1": rnd(r, 4, 3, 3, 3),
+        "b1": rnd(r, 4),
+        "wt": rnd(r, 4, 3, 2, 2),
+        "bt": rnd(r, 6),
+        "w2": rnd(r, 5, 6, 3, 3),
+    },
+    lambda w: convtranspose(w, group=2),
+    [("w1", 0, [A(2)] * 2), ("b1", 0, [A(2)] * 2), ("wt", 0, [S(2)] * 2), ("wt", 1, [A(3)])]
+    + [("bt", 0, [A(3)] * 2), ("w2", 1, [S(3)] * 2)],
     ["c1", "ct"],
 )
 
@@ -1150,6 +1234,8 @@ def test_softmax_opset11_flattens_over_channels() -> None:
         "depthwise_conv",
         "shared_weight_two_convs",
         "resize_sizes",
+        "grouped_conv",
+        "grouped_convtranspose",
     ],
 )
 def test_sparsity_zero_is_bit_identical(name: str) -> None:

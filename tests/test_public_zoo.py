@@ -61,7 +61,7 @@ def coverage(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], d
 
 def test_registry_is_complete_and_small() -> None:
     assert set(PUBLIC_MODELS) == set(PUBLIC_MODELS_SMALL) == set(PUBLIC_INPUTS) == set(PUBLIC_INPUTS_SMALL)
-    assert len(PUBLIC_MODELS) == 11
+    assert len(PUBLIC_MODELS) == 12
     for name, (full, small, _) in _FACTORIES.items():
         with torch.device("meta"):  # shapes only: no memory, no initialisation
             assert param_count(small()) < param_count(full()) <= 25_000_000, name
@@ -98,13 +98,21 @@ def test_fold_public_model(coverage: Callable[[str, str], dict], name: str, styl
 
 
 def test_expected_coverage_patterns(coverage: Callable[[str, str], dict]) -> None:
-    """Plain CNNs fold almost everything; grouped convs and channels-last LayerNorm are declined with reasons."""
-    for name in ("resnet50", "mobilenetv2", "efficientnet-b0", "squeezenet1.1"):
+    """Plain CNNs and grouped-conv CNNs fold almost everything; channels-last LayerNorm is declined with reasons."""
+    for name in (
+        "resnet50",
+        "mobilenetv2",
+        "efficientnet-b0",
+        "squeezenet1.1",
+        "regnetx-200mf",
+        "resnext50-32x4d",
+    ):
         row = coverage(name, "legacy")
         assert row["blocked"] == 1 and row["foldable_param_fraction"] > 0.99, name
-    row = coverage("regnetx-200mf", "legacy")
-    assert any(code == "grouped-conv" and "grouped Conv" in text for code, text, _ in row["blocked_messages"])
-    assert "grouped-conv" in dict(row["blocked_reasons"])
+        assert row["foldable_channels"] > 0.95 * row["channels"], name
+    for name in ("regnetx-200mf", "resnext50-32x4d"):  # grouped convs fold within their convolution groups
+        row = coverage(name, "legacy")
+        assert "grouped-conv" not in dict(row["blocked_reasons"]) and row["param_sparsity"] > 0.3, name
     row = coverage("convnext-nano", "legacy")
     assert any(
         code == "mixes-channels" and "LayerNormalization" in text for code, text, _ in row["blocked_messages"]
@@ -135,6 +143,38 @@ def test_public_model_at_sparsity_0_is_bit_exact(
     ref, got = (sess.run(None, {sess.get_inputs()[0].name: x}) for sess in sessions)
     for r, g in zip(ref, got, strict=True):
         np.testing.assert_array_equal(g, r)
+
+
+def test_public_regnetx_twin_folds_back_exactly(tmp_path: Path) -> None:
+    """The duplicate oracle through grouped convolutions: a RegNetX whose every hidden channel has a twin in its
+    own convolution group (groups of 4 → 8 channels, 2 to 16 groups per stage) folds at 0.5 back to the compact
+    network, every grouped Conv keeping its group count."""
+    import onnxfold
+    from onnxfold.api import stats_of
+    from onnxfold.ir.model import load_model
+    from onnxfold.models.duplicate import duplicate_channels, randomize_batchnorm
+    from onnxfold.models.export import export_onnx
+    from onnxfold.models.public import RegNetX
+    from onnxfold.runtime.session import make_session
+
+    torch.manual_seed(0)
+    compact = RegNetX((8, 16, 32, 64), (1, 1, 2, 1), group_width=4, num_classes=10, stem=8)
+    randomize_batchnorm(compact, torch.Generator().manual_seed(1))
+    wide = RegNetX((16, 32, 64, 128), (1, 1, 2, 1), group_width=8, num_classes=10, stem=16)
+    wide = duplicate_channels(compact.eval(), wide.eval())
+    x = torch.randn(2, 3, 32, 32)
+    paths = {k: export_onnx(m, tmp_path / f"{k}.onnx", x, "legacy") for k, m in (("c", compact), ("w", wide))}
+    with threadpool_limits(1):
+        _, report = onnxfold.fold(paths["w"], 0.5, tmp_path / "f.onnx", repair="none", validate=False)
+    folded = [p for p in report.plans if p.status == "folded"]
+    assert len([p for p in folded if p.group.parts > 1]) == 10  # both sides of the 5 grouped convs
+    assert all(p.k * 2 == p.group.size for p in folded)
+    assert [p.status for p in report.plans].count("blocked") == 1  # the classifier
+    assert report.after.params == stats_of(load_model(paths["c"])).params
+    feed = {"input": np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32) * 10}
+    ref = make_session(paths["c"]).run(None, feed)[0]
+    got = make_session(tmp_path / "f.onnx").run(None, feed)[0]
+    assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
 
 
 def test_public_resnet50_twin_folds_back_exactly(tmp_path: Path) -> None:

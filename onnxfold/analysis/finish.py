@@ -3,11 +3,14 @@
 The checks block what no single rule can see: a member tensor also used by a node no rule accounted
 for (``shared-weight``), a tensor slice claimed both as ``average`` and ``sum`` or by overlapping
 groups (``claim-conflict``), a shape entry computed once for several groups (``shared-shape``). A
-weight slice claimed by two spaces unites them (a shared weight forces one assignment).
+weight slice claimed by two spaces unites them (a shared weight forces one assignment). A group's
+``parts`` is the least common multiple of the part counts its spaces and split members require; a
+group that this leaves with one unit per part is blocked with the reason its rule gave.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
@@ -18,6 +21,7 @@ from onnxfold.analysis.groups import (
     SHAPE,
     SHARED_SHAPE,
     SHARED_TENSOR,
+    SPLITS_UNITS,
     SUM,
     WIDTH_MISMATCH,
     BlockReason,
@@ -73,6 +77,7 @@ def finish(walk: Analysis) -> list[ChannelGroup]:
         if not any(m.role == SUM for m in members) and not blocked:
             blocked.append(BlockReason(NO_CONSUMER, "no consumer reads these channels"))
         name = producers[0] if producers else walk.spaces[root].origin
+        parts = group_parts(walk, sids, members, int(max(sizes)), blocked)
         # spaces may count units of different sizes (GQA: a KV head of head_dim channels is tied
         # to its query group of n_rep·head_dim channels); what must agree is the number of units
         units = {walk.spaces[s].unit for s in sids}
@@ -86,9 +91,23 @@ def finish(walk: Analysis) -> list[ChannelGroup]:
                 blocked,
                 int(max(units)),
                 unit_attrs=attrs,
+                parts=parts,
             )
         )
     return groups
+
+
+def group_parts(walk: Analysis, sids: list[int], members: list[Member], size: int, blocked: list) -> int:
+    """The parts of a group (least common multiple of what its spaces and split members require); appends
+    the requirements' reasons to ``blocked`` when the parts do not divide the group or hold one unit each."""
+    required = [(p, r) for s in sids for p, r in walk.parts[s]]
+    parts = math.lcm(1, *(p for p, _ in required), *(m.split for m in members))
+    if parts > 1 and (size % parts or size == parts):
+        reasons = [r for _, r in required] or [
+            BlockReason(SPLITS_UNITS, f"{size} units cannot merge within {parts} equal parts")
+        ]
+        blocked += [r for r in dict.fromkeys(reasons) if r not in blocked]
+    return parts
 
 
 def block_shared_shape_entries(walk: Analysis) -> None:
@@ -115,9 +134,9 @@ def unite_shared_slices(walk: Analysis) -> None:
     for sid, members in walk.members.items():
         for m in members:
             if m.role != SHAPE:
-                claims[(m.tensor, m.axis, m.offset, m.block)].append((sid, m.role))
+                claims[(m.tensor, m.axis, m.offset, m.block, m.split)].append((sid, m.role))
     by_axis: dict[tuple[str, int], list[tuple[int, int, int]]] = defaultdict(list)
-    for (tensor, axis, offset, block), owners in claims.items():
+    for (tensor, axis, offset, block, split), owners in claims.items():
         roles = {r for _, r in owners}
         first = owners[0][0]
         for sid, _ in owners[1:]:
@@ -129,7 +148,7 @@ def unite_shared_slices(walk: Analysis) -> None:
                     CLAIM_CONFLICT, f"tensor {tensor} axis {axis} is both averaged and summed", tensor=tensor
                 ),
             )
-        n = walk.spaces[first].n
+        n = walk.spaces[first].n // split  # a split member holds n/split channels per slab
         by_axis[(tensor, axis)].append((offset, offset + n * block, first))
     for (tensor, axis), ranges in by_axis.items():
         ranges.sort()

@@ -1,9 +1,11 @@
 """The producers of a channel group and the BatchNormalization that directly normalises each one.
 
-Repairs work per *producer*: a Conv (group 1), Gemm or MatMul whose weight rows are ``average``
-members of a group. Its pre-activation is z = W·x + b, with the weight's output-channel axis
-``axis`` and the activation's channel axis ``out_axis``. When z feeds exactly one inference
-BatchNormalization (and nothing else), the pair can be rewritten in normalised form
+Repairs work per *producer*: a Conv, Gemm or MatMul whose weight rows are ``average`` ``weight``
+members of a group (a grouped Conv's row o is output channel o's filter, as with group 1; a
+depthwise Conv's filters are ``depthwise`` members of the channels passing through it). Its
+pre-activation is z = W·x + b, with the weight's output-channel axis ``axis`` and the activation's
+channel axis ``out_axis``. When z feeds exactly one inference BatchNormalization (and nothing
+else), the pair can be rewritten in normalised form
 
     z' = (W/σ)·x + (b − μ)/σ,   BN(μ = 0, var = 1 − eps)   with σ = sqrt(var + eps),
 
@@ -93,8 +95,6 @@ def producer_of(node: gs.Node, weight: str, graph_outputs: set[str]) -> Producer
         return None
     axis = hook("weight_axes", node.op)(node)[0]
     if node.op == "Conv":
-        if int(node.attrs.get("group", 1)) != 1:
-            return None
         out_axis, bias_axis = 1, 0
     elif node.op == "Gemm":
         out_axis = 1

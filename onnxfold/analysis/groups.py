@@ -20,6 +20,18 @@ A member maps channel c of its group to the contiguous entries
 ``[offset + c·block, offset + (c+1)·block)`` of its tensor axis: ``offset`` places a group inside
 a Concat, ``block`` is the H·W features per channel after a Flatten.
 
+Some ops only allow channels to merge inside fixed parts of a group. A grouped convolution (1 <
+``group`` < C) reads its input channel c only in convolution group c // (C/group), and each of its
+output channels belongs to one convolution group; so a group feeding or produced by it is cut into
+``parts`` equal contiguous parts (``group``, or the least common multiple when several ops ask),
+and the fold clusters each part on its own with the same k/parts clusters, part p's labels in
+[p·k/parts, (p+1)·k/parts): the convolution keeps ``group`` groups of equal width. A *split*
+member (``split`` > 1, a divisor of ``parts``) is tied slab by slab: its tensor is cut along
+``split_axis`` into ``split`` equal slabs, and slab s holds on ``axis`` only the channels
+[s·n/split, (s+1)·n/split), channel c at ``offset + (c − s·n/split)·block``, as a grouped
+convolution's weight [C_out, C_in/group, k…] holds its input channels on axis 1, one convolution
+group per slab of axis 0.
+
 This module holds data only; it imports nothing from the walk or the rules.
 """
 
@@ -40,7 +52,7 @@ GRAPH_INPUT = (
 UNSUPPORTED_OP = "unsupported-op"  # no rule is registered for the op
 SUBGRAPH_USE = "subgraph-use"  # the channels are read inside a subgraph (If, Loop, Scan)
 COMPUTED_WEIGHT = "computed-weight"  # a weight, bias or C that is computed, not a constant
-GROUPED_CONV = "grouped-conv"  # a grouped (not depthwise) Conv/ConvTranspose
+GROUPED_CONV = "grouped-conv"  # a grouped Conv/ConvTranspose whose convolution groups cannot be kept apart
 OTHER_AXIS = "other-axis"  # a producer reads or contracts its input on an axis other than the channels
 MIXES_CHANNELS = "mixes-channels"  # the op combines channels with each other (matmul, pool, reduce, norm)
 RESHAPES_CHANNELS = "reshapes-channels"  # the op moves, pads, resizes, slices or removes the channel axis
@@ -125,11 +137,17 @@ class Member:
     #: shape members only: start of the segment this entry shrinks for. One entry (e.g. a Reshape
     #: target shared by q/k/v) is reduced once per distinct segment, not once per registration.
     segment: int = 0
+    #: > 1: the tensor is cut along ``split_axis`` into ``split`` equal slabs, slab s tied to the
+    #: channels [s·n/split, (s+1)·n/split) of the group only (see the module docstring)
+    split: int = 1
+    split_axis: int = 0
 
     def describe(self) -> str:
         where = f"axis {self.axis}"
         if self.offset or self.block != 1:
             where += f" [offset {self.offset}, block {self.block}]"
+        if self.split > 1:
+            where += f", {self.split} slabs on axis {self.split_axis}"
         return f"{self.role:7s} {self.kind or 'tensor':10s} {self.tensor} ({where}) via {self.node}"
 
 
@@ -151,6 +169,9 @@ class ChannelGroup:
     #: (node, attribute) pairs that count this group's units, e.g. the ``num_heads`` of a fused attention
     #: op: each loses n − k when the group folds
     unit_attrs: list[tuple[str, str]] = field(default_factory=list)
+    #: equal contiguous parts that units may only merge within, each keeping k/parts units (the
+    #: convolution groups of a grouped Conv); 1: no constraint
+    parts: int = 1
 
     @property
     def foldable(self) -> bool:
@@ -173,6 +194,8 @@ class ChannelGroup:
     def describe(self) -> str:
         state = "foldable" if self.foldable else "blocked: " + "; ".join(str(r) for r in self.blocked)
         units = f"{self.size} heads of {self.unit} channels" if self.unit > 1 else f"{self.size} channels"
+        if self.parts > 1:
+            units += f" in {self.parts} parts"
         lines = [f"group {self.name}: {units}, {state}"]
         lines += ["  " + m.describe() for m in self.members]
         return "\n".join(lines)
@@ -187,6 +210,7 @@ class ChannelGroup:
             "consumers": list(self.consumers),
             "kind": self.kind,
             "unit": self.unit,
+            "parts": self.parts,
             "layer": self.layer,
             "members": [{k: _plain(v) for k, v in m.__dict__.items()} for m in self.members],
         }

@@ -19,7 +19,8 @@ blocks the layouts it cannot follow. The helpers rules use:
 * ``walk.add_member(space, tensor, axis, role, node, ...)``, ``walk.add_consumer(layout, weight, axis,
   node)``, ``walk.add_average(layout, tensor, axis, node, kind)``, ``walk.add_shape_member(...)``;
 * ``walk.rank_of(t)``, ``walk.target_entries(t)``, ``walk.known_dim(t, axis)``: shapes;
-* ``walk.partition(...)``, ``walk.coarsen(...)``: regroup a space (cuts, attention heads).
+* ``walk.partition(...)``, ``walk.coarsen(...)``: regroup a space (cuts, attention heads);
+* ``walk.require_parts(space, parts, reason)``: units merge only within equal parts (grouped Conv).
 
 The rules of the built-in ops live in :mod:`onnxfold.analysis.rules`. Nodes without a rule block their
 inputs (``unsupported-op``); after the walk, :mod:`onnxfold.analysis.finish` turns spaces into groups.
@@ -77,6 +78,9 @@ class Analysis:
         self.shape_chains: dict[str, set[str]] = defaultdict(set)  # shape const -> tensors computed from it
         # space -> (node, attribute) pairs counting its units (num_heads of fused attention ops)
         self.unit_attrs: dict[int, list[tuple[str, str]]] = defaultdict(list)
+        # space -> (parts, reason): its units may only merge within that many equal contiguous parts
+        # (a grouped Conv's groups); the reason blocks the group when no two units could merge
+        self.parts: dict[int, list[tuple[int, BlockReason]]] = defaultdict(list)
 
     # ----------------------------------------------------------------- spaces and layouts
     def new_space(self, n: int, origin: str, producer: bool = True) -> int:
@@ -144,11 +148,35 @@ class Analysis:
         block: int = 1,
         kind: str = "",
         feature: bool = True,
+        split: int = 1,
+        split_axis: int = 0,
     ) -> None:
         """Tie ``axis`` of constant ``tensor`` to ``space``: channel c is entries
-        [offset + c·block, offset + (c+1)·block); ``role`` is ``average`` or ``sum`` (see groups)."""
-        self.members[space].append(Member(tensor.name, axis, role, offset, block, node.name, kind, feature))
+        [offset + c·block, offset + (c+1)·block); ``role`` is ``average`` or ``sum`` (see groups).
+        With ``split`` > 1 the tensor is cut into ``split`` slabs along ``split_axis``, slab s holding
+        only the space's s-th ``split``-th of the channels (a grouped Conv's weight); the space is then
+        cut into at least ``split`` parts, which the caller states with :meth:`require_parts`."""
+        member = Member(
+            tensor.name,
+            axis,
+            role,
+            offset,
+            block,
+            node.name,
+            kind,
+            feature,
+            split=split,
+            split_axis=split_axis,
+        )
+        self.members[space].append(member)
         self.member_uses[(tensor.name, axis)].add(id(node))
+
+    def require_parts(self, space: int, parts: int, reason: BlockReason) -> None:
+        """The units of ``space`` may only merge within ``parts`` equal contiguous parts, each keeping the
+        same number (a grouped Conv's groups). ``reason`` blocks the group if that leaves one unit per
+        part (the group's parts are the least common multiple of every requirement on it)."""
+        if parts > 1:
+            self.parts[space].append((parts, reason))
 
     def add_shape_member(
         self, seg: Segment, const: gs.Constant, index: int, node: gs.Node, chain: Sequence[gs.Tensor] = ()
@@ -259,6 +287,8 @@ class Analysis:
         comp = self.component(space)
         n = self.spaces[space].n
         if any(self.spaces[sp].n != n for sp in comp) or any(not 0 < c < n for c in cuts):
+            return False
+        if any(self.parts[sp] for sp in comp):  # parts that must keep equal widths cannot be cut apart
             return False
         edges = [0] + sorted(cuts) + [n]
         parts: dict[int, list[int]] = {}

@@ -196,9 +196,9 @@ def _fold_pass_kwargs(sparsity: float, round_to: int, ignore: Sequence[str]) -> 
 
 def _group_widths(path: Path, sparsity: float, round_to: int) -> list[int]:
     from onnxfold.api import analyze
-    from onnxfold.folding.cluster import cluster_count
+    from onnxfold.folding.cluster import part_cluster_count
 
-    return [cluster_count(g.size, sparsity, round_to) for g in analyze(path) if g.foldable]
+    return [part_cluster_count(g.size, sparsity, g.parts, round_to) for g in analyze(path) if g.foldable]
 
 
 def fill_stats(variant: Variant) -> None:

@@ -29,13 +29,19 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxfold.analysis.groups import AVERAGE, BlockReason, ChannelGroup
 from onnxfold.analysis.registry import hook
-from onnxfold.folding.cluster import cluster_count, kmeans_labels
+from onnxfold.folding.cluster import (
+    PARTS_ALGORITHM,
+    kmeans_labels,
+    labels_in_parts,
+    part_cluster_count,
+)
 from onnxfold.folding.features import FEATURE_MODES, group_features, member_matrix
 from onnxfold.folding.prune import PRUNE_METHODS, magnitude_labels
 from onnxfold.folding.recipe import Recipe
@@ -100,6 +106,7 @@ class FoldPlan:
             "method": self.method,
             "kind": self.group.kind,
             "unit": self.group.unit,
+            "parts": self.group.parts,
             "layer": self.group.layer,
             "channels_before": int(self.group.size),
             "channels_after": int(self.k),
@@ -169,24 +176,29 @@ def plan_folds(
 
     ``method``: fold (clustering with ``cluster``: auto, kmeans with ``n_init`` restarts, kmeans-full or ward;
     :func:`~onnxfold.folding.cluster.kmeans_labels`) or l1/l2 (magnitude pruning);
-    ``features``: raw, blocknorm or fused (``fused`` needs ``graph`` to find the BNs)."""
+    ``features``: raw, blocknorm or fused (``fused`` needs ``graph`` to find the BNs).
+    A group cut into parts (a grouped Conv's) is clustered part by part; with ``cluster`` auto each
+    part by Ward's method (:data:`~onnxfold.folding.cluster.PARTS_ALGORITHM`)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r} (expected one of {', '.join(METHODS)})")
     if features not in FEATURE_MODES:
         raise ValueError(f"unknown features {features!r} (expected one of {', '.join(FEATURE_MODES)})")
 
-    def fold_labeler(feats: np.ndarray, k: int, s: int) -> np.ndarray:
-        return kmeans_labels(feats, k, seed=s, n_init=n_init, algorithm=cluster)
-
     if labeler is None:
         if method in ("fold",) + ACTIVATION_METHODS:
 
-            def labeler(feats: np.ndarray, k: int, s: int) -> np.ndarray:
-                return kmeans_labels(feats, k, seed=s, n_init=n_init, algorithm=cluster)
+            def labeler(feats: np.ndarray, k: int, s: int, algorithm: str = cluster) -> np.ndarray:
+                return kmeans_labels(feats, k, seed=s, n_init=n_init, algorithm=algorithm)
+
+            part_labeler = partial(labeler, algorithm=PARTS_ALGORITHM) if cluster == "auto" else labeler
         else:
 
             def labeler(feats: np.ndarray, k: int, s: int) -> np.ndarray:
                 return magnitude_labels(feats, k, method)
+
+            part_labeler = labeler
+    else:
+        part_labeler = labeler
 
     plans: list[FoldPlan] = []
     iterator = progress(groups, desc="clustering") if progress else groups
@@ -212,18 +224,26 @@ def plan_folds(
         for pat, value in overrides:
             if _match([pat], group):
                 r = value
-        k = cluster_count(group.size, r, round_to)
+        parts = group.parts
+        k = part_cluster_count(group.size, r, parts, round_to)
         if k >= group.size:
             plans.append(FoldPlan(group, "unchanged", group.size, r))
             continue
-        if method in ACTIVATION_METHODS:
+        if method in ACTIVATION_METHODS and parts == 1:
             plans.append(
                 _activation_plan(group, values, k, r, method, stats, graph, labeler, seed, features, judge)
             )
             continue
-        labels = labeler(group_features(group, values, features, graph), k, seed)
+        feats = group_features(group, values, features, graph)
+        if parts == 1:
+            labels = labeler(feats, k, seed)
+        else:  # each part on its own, k/parts clusters each (a grouped Conv's groups)
+            labels = labels_in_parts(feats, k, parts, lambda x, k_part: part_labeler(x, k_part, seed))
         k_eff = int(labels.max()) + 1
-        plans.append(FoldPlan(group, "folded", k_eff, r, labels, method=method))
+        used, why = method, ""
+        if method in ACTIVATION_METHODS:  # the keep-set methods do not respect parts yet
+            used, why = "fold", f"{method} not applicable (a group cut into {parts} parts): fold used"
+        plans.append(FoldPlan(group, "folded", k_eff, r, labels, method=used, reason=why))
     return plans
 
 
@@ -313,7 +333,11 @@ def fold_edits(plans: Sequence[FoldPlan]) -> dict[str, list[SliceEdit]]:
             continue
         for i, m in enumerate(plan.group.members):
             matrix = plan.mixes[i][0] if i in plan.mixes else None
-            edits[m.tensor].append(SliceEdit(m.axis, m.offset, m.block, m.role, plan.labels, plan.k, matrix))
+            edits[m.tensor].append(
+                SliceEdit(
+                    m.axis, m.offset, m.block, m.role, plan.labels, plan.k, m.split, m.split_axis, matrix
+                )
+            )
     return dict(edits)
 
 

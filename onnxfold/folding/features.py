@@ -17,6 +17,7 @@ BN running statistics and shape entries are never features (``Member.feature``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -29,7 +30,12 @@ ValueFn = Callable[[str], np.ndarray]
 
 
 def member_matrix(member: Member, values: np.ndarray, n: int, dtype: type = np.float64) -> np.ndarray:
-    """The (n, d) slice of a member tensor: row c holds every entry tied to channel c."""
+    """The (n, d) slice of a member tensor: row c holds every entry tied to channel c (for a split
+    member, the entries of c's own slab)."""
+    if member.split > 1:
+        slabs = np.split(np.asarray(values), member.split, axis=member.split_axis)
+        one = replace(member, split=1)
+        return np.concatenate([member_matrix(one, s, n // member.split, dtype) for s in slabs])
     moved = np.moveaxis(np.asarray(values), member.axis, 0)
     rows = moved[member.offset : member.offset + n * member.block]
     return rows.reshape(n, -1).astype(dtype)
@@ -58,10 +64,11 @@ def _bn_normalizers(
 
 
 def feature_width(member: Member, values: ValueFn) -> int:
-    """Entries per channel a member contributes: its block times the size of the other axes."""
+    """Entries per channel a member contributes: its block times the size of the other axes (of one
+    slab, for a split member)."""
     shape = np.shape(values(member.tensor))
     others = int(np.prod(shape, dtype=np.int64)) // max(int(shape[member.axis]), 1) if shape else 1
-    return member.block * others
+    return member.block * others // member.split
 
 
 def group_features(

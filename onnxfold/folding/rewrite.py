@@ -9,6 +9,11 @@ For a member on axis a with offset o and block b, channel c owns the entries
 
 * mix:      out[j] = Σ_i T[i, j] x[i]                 (consumer columns with a least-squares mix T)
 
+A *split* edit (``split`` > 1, a grouped convolution's input columns) cuts the tensor into ``split``
+equal slabs along ``split_axis`` and edits slab s with the labels of channels [s·n/split,
+(s+1)·n/split) only, less s·k/split: the group's parts keep their labels apart, so each slab's
+labels are 0…k/split−1 (checked).
+
 A label of −1 marks a *dropped* channel (structured pruning): its entries are removed from every
 member, whatever the role, and the kept channels keep their order (labels 0…k−1 ascending).
 
@@ -35,6 +40,8 @@ class SliceEdit:
     role: str
     labels: np.ndarray
     k: int
+    split: int = 1
+    split_axis: int = 0
     #: (n, k) mix T of a consumer (role sum) in place of the cluster sums: out[j] = Σ_i T[i, j] x[i]
     matrix: np.ndarray | None = field(default=None, compare=False)
 
@@ -66,23 +73,43 @@ def apply_edits(array: np.ndarray, edits: Sequence[SliceEdit]) -> np.ndarray:
     result = np.asarray(array)
     shape_edits = [e for e in edits if e.role == SHAPE]
     for e in sorted((e for e in edits if e.role != SHAPE), key=lambda e: (e.axis, -e.offset)):
-        n = len(e.labels)
-        moved = np.moveaxis(result, e.axis, 0)
-        lo, hi = e.offset, e.offset + n * e.block
-        if hi > moved.shape[0]:
-            raise ValueError(f"slice [{lo}, {hi}) exceeds axis {e.axis} of length {moved.shape[0]}")
-        segment = moved[lo:hi].reshape((n, e.block) + moved.shape[1:])
-        if e.matrix is not None and e.role == SUM:
-            mixed = np.tensordot(np.asarray(e.matrix, dtype=np.float64).T, segment.astype(np.float64), 1)
-            merged = mixed.astype(dtype)
-        else:
-            merged = merge_rows(segment, e.labels, e.k, e.role).astype(dtype)
-        merged = merged.reshape((e.k * e.block,) + moved.shape[1:])
-        moved = np.concatenate([moved[:lo].astype(dtype), merged, moved[hi:].astype(dtype)], axis=0)
-        result = np.moveaxis(moved, 0, e.axis)
+        result = _split_edit(result, e, dtype) if e.split > 1 else _edit(result, e, dtype)
     if shape_edits:
         result = result.copy()
         flat = result.reshape(-1)
         for e in shape_edits:
             flat[e.offset] -= (len(e.labels) - e.k) * e.block
     return np.ascontiguousarray(result)
+
+
+def _edit(result: np.ndarray, e: SliceEdit, dtype: np.dtype) -> np.ndarray:
+    n = len(e.labels)
+    moved = np.moveaxis(result, e.axis, 0)
+    lo, hi = e.offset, e.offset + n * e.block
+    if hi > moved.shape[0]:
+        raise ValueError(f"slice [{lo}, {hi}) exceeds axis {e.axis} of length {moved.shape[0]}")
+    segment = moved[lo:hi].reshape((n, e.block) + moved.shape[1:])
+    if e.matrix is not None and e.role == SUM:
+        merged = np.tensordot(np.asarray(e.matrix, dtype=np.float64).T, segment.astype(np.float64), 1)
+        merged = merged.astype(dtype)
+    else:
+        merged = merge_rows(segment, e.labels, e.k, e.role).astype(dtype)
+    merged = merged.reshape((e.k * e.block,) + moved.shape[1:])
+    moved = np.concatenate([moved[:lo].astype(dtype), merged, moved[hi:].astype(dtype)], axis=0)
+    return np.moveaxis(moved, 0, e.axis)
+
+
+def _split_edit(result: np.ndarray, e: SliceEdit, dtype: np.dtype) -> np.ndarray:
+    """Slab s of ``split_axis`` edited with the labels of the s-th ``split``-th of the channels."""
+    n, slabs = len(e.labels), e.split
+    if n % slabs or e.k % slabs or result.shape[e.split_axis] % slabs:
+        raise ValueError(f"{n} channels, k = {e.k} or axis {e.split_axis} do not cut into {slabs} slabs")
+    size, per = n // slabs, e.k // slabs
+    out = []
+    for s, slab in enumerate(np.split(result, slabs, axis=e.split_axis)):
+        labels = np.asarray(e.labels[s * size : (s + 1) * size])
+        local = np.where(labels >= 0, labels - s * per, -1)
+        if ((local < -1) | (local >= per)).any():
+            raise ValueError(f"labels of slab {s} leave their part [{s * per}, {(s + 1) * per})")
+        out.append(_edit(slab, SliceEdit(e.axis, e.offset, e.block, e.role, local, per), dtype))
+    return np.concatenate(out, axis=e.split_axis)

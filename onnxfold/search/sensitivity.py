@@ -20,7 +20,7 @@ import numpy as np
 
 from onnxfold.analysis import analyze_graph
 from onnxfold.folding.apply import plan_folds
-from onnxfold.folding.cluster import DEFAULT_ROUND_TO, cluster_count
+from onnxfold.folding.cluster import DEFAULT_ROUND_TO, part_cluster_count
 from onnxfold.ir.model import Model, peek_values
 from onnxfold.report.fold_report import stats_of
 from onnxfold.report.stats import format_table
@@ -113,7 +113,10 @@ def sensitivity(
             n = plan.group.size
             curve = curves.setdefault(plan.group.name, GroupCurve(plan.group.name, n, [], [], []))
             curve.levels.append(level)
-            removed = n - (plan.k if plan.status == "folded" else cluster_count(n, level, round_to))
+            parts = plan.group.parts
+            removed = n - (
+                plan.k if plan.status == "folded" else part_cluster_count(n, level, parts, round_to)
+            )
             curve.removed.append(max(0, removed))
             if plan.status != "folded":
                 curve.fidelity.append(1.0)

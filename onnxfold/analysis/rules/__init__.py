@@ -3,9 +3,11 @@ them (and their MAC, attribute-fix and weight-layout hooks) in :mod:`onnxfold.an
 
 Rules, by kind:
 
-* producer (:mod:`.producers`): Conv/ConvTranspose (group 1), Gemm, MatMul with a constant 2-D weight
-  open a space on the output channel axis; weight rows and bias are ``average`` members, the input's
-  channels join the weight's input axis as ``sum`` members.
+* producer (:mod:`.producers`): Conv/ConvTranspose (any group but a depthwise Conv's), Gemm, MatMul
+  with a constant 2-D weight open a space on the output channel axis; weight rows and bias are ``average``
+  members, the input's channels join the weight's input axis as ``sum`` members (a grouped Conv's as a
+  split member, and both of its sides are cut into its convolution groups; a grouped ConvTranspose's
+  output columns likewise).
 * pass-through (:mod:`.elementwise`, :mod:`.normalization`, :mod:`.reductions`, :mod:`.layout`):
   element-wise unary ops, pooling, BatchNormalization/InstanceNormalization (their per-channel
   vectors are ``average`` members), depthwise Conv (filters averaged), reductions and softmax over
@@ -14,8 +16,9 @@ Rules, by kind:
   spaces; a per-channel constant is an ``average`` member; Concat lays segments side by side, Split and
   Slice cut them (sizes and bounds become ``shape`` members); Flatten/Reshape turn each channel into a
   block of features or coarsen it to attention heads; fused attention unites q, k and v by heads.
-* barrier: anything else, graph outputs, ops that mix or normalise over the channel axis, grouped
-  Conv, weights that are computed or shared with an untracked use (a :class:`~onnxfold.analysis.groups.BlockReason` each).
+* barrier: anything else, graph outputs, ops that mix or normalise over the channel axis, a grouped
+  Conv(Transpose) reading several groups' channels, weights that are computed or shared
+  with an untracked use (a :class:`~onnxfold.analysis.groups.BlockReason` each).
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from onnxfold.analysis.groups import (
     GROUPED_CONV,
     MIXES_CHANNELS,
     OTHER_AXIS,
+    SUM,
     UNALIGNED,
     UNKNOWN_SHAPE,
     UNTRACKED_TENSOR,
@@ -43,6 +44,7 @@ from onnxfold.analysis.shape_trace import tensor_shape
 from onnxfold.analysis.walk import Analysis
 
 ShapeFn = Callable[..., "list | None"]
+MERGE_WITHIN = "may only merge within their convolution group, and no part of the group holds two"
 DimFn = Callable[[object], int]
 
 
@@ -66,7 +68,8 @@ def _reads_axis_1(walk: Analysis, node: gs.Node, lay: Layout | None) -> Layout |
 @register_rule("Conv")
 def conv(walk: Analysis, node: gs.Node) -> None:
     """group 1: a producer; depthwise (group = C_in = C_out): channels pass, filters are averaged;
-    other groupings mix channels within groups (blocked, and their output space too)."""
+    other groupings: a producer whose input and output channels merge only within their convolution
+    groups (:func:`grouped_conv`)."""
     x, w, b = node.inputs[0], node.inputs[1], _optional(node, 2)
     lay = walk.layout(x)
     if not isinstance(w, gs.Constant) or (b is not None and not isinstance(b, gs.Constant)):
@@ -81,17 +84,8 @@ def conv(walk: Analysis, node: gs.Node) -> None:
     group = int(node.attrs.get("group", 1))
     rank = walk.rank_of(x) or len(w.shape)
     lay = _reads_axis_1(walk, node, lay)
-    if group == 1:
-        space = walk.new_space(out_c, node.name)
-        walk.add_member(space, w, 0, AVERAGE, node, kind="weight")
-        if b is not None:
-            walk.add_member(space, b, 0, AVERAGE, node, kind="bias")
-        if lay is not None:
-            walk.add_consumer(lay, w, 1, node)
-        walk.set_layout(node.outputs[0], Layout(rank, 1, (Segment(space, 0, out_c),)))
-        return
     c_in = in_per_group * group
-    if group == c_in == out_c and in_per_group == 1 and lay is not None:
+    if 1 < group == c_in == out_c and in_per_group == 1 and lay is not None:
         # depthwise: channel c is filtered on its own; filters and bias follow the channel (averaged)
         for seg in lay.segments:
             walk.add_member(seg.space, w, 0, AVERAGE, node, seg.start, 1, "depthwise")
@@ -99,43 +93,83 @@ def conv(walk: Analysis, node: gs.Node) -> None:
                 walk.add_member(seg.space, b, 0, AVERAGE, node, seg.start, 1, "bias")
         walk.set_layout(node.outputs[0], lay)
         return
-    walk.block(
-        lay,
-        BlockReason(
-            GROUPED_CONV,
-            f"grouped {node.op} {node.name} (group={group}) mixes channels within groups",
-            node.name,
-        ),
-    )
     space = walk.new_space(out_c, node.name)
-    walk.block_space(
-        space,
-        BlockReason(GROUPED_CONV, f"produced by grouped {node.op} {node.name} (group={group})", node.name),
-    )
+    walk.add_member(space, w, 0, AVERAGE, node, kind="weight")
+    if b is not None:
+        walk.add_member(space, b, 0, AVERAGE, node, kind="bias")
+    if group == 1:
+        if lay is not None:
+            walk.add_consumer(lay, w, 1, node)
+    else:
+        grouped_conv(walk, node, lay, space, group)
     walk.set_layout(node.outputs[0], Layout(rank, 1, (Segment(space, 0, out_c),)))
+
+
+def grouped_conv(walk: Analysis, node: gs.Node, lay: Layout | None, space: int, group: int) -> None:
+    """A Conv with 1 < ``group`` (not depthwise), weight [C_out, C_in/group, k…]: output channel o belongs
+    to convolution group o // (C_out/group) and reads only the input channels of that group, through
+    w[o, :]. Both sides stay valid grouped convolutions if channels merge only within their convolution
+    group and every group keeps the same number: the output ``space`` and the input's space are cut into
+    ``group`` parts, and the input columns (axis 1) are a split member, slab g of axis 0 reading part g.
+    An input made of several groups' channels (a Concat) blocks: equal widths per convolution group
+    would tie independent groups."""
+    w = node.inputs[1]
+    c_in = int(w.shape[1]) * group
+    label = f"grouped {node.op} {node.name} (group={group})"
+    walk.require_parts(
+        space,
+        group,
+        BlockReason(GROUPED_CONV, f"{label}: its output channels {MERGE_WITHIN}", node.name),
+    )
+    if lay is None:
+        return
+    seg = lay.segments[0]
+    if len(lay.segments) != 1 or seg.start != 0 or seg.n != c_in:
+        message = (
+            f"{label} reads channels of several groups (equal widths per convolution group would tie them)"
+        )
+        walk.block(lay, BlockReason(GROUPED_CONV, message, node.name))
+        return
+    walk.add_member(seg.space, w, 1, SUM, node, kind="weight", split=group, split_axis=0)
+    walk.consumers[seg.space].append(node.name)
+    reason = BlockReason(GROUPED_CONV, f"{label}: its input channels {MERGE_WITHIN}", node.name)
+    walk.require_parts(seg.space, group, reason)
 
 
 @register_rule("ConvTranspose")
 def conv_transpose(walk: Analysis, node: gs.Node) -> None:
-    """group 1 with constant weight [C_in, C_out, k…]: a producer on weight axis 1."""
+    """Constant weight [C_in, C_out/group, k…]: a producer on weight axis 1, reading its input on axis 0.
+    With 1 < group, input channel c (row c) writes only the outputs of its convolution group, and output
+    channel g·C_out/group + j is column j of the rows of group g: both sides are cut into ``group``
+    parts, and the output columns are a split member (slab g of axis 0 holds part g)."""
     x, w, b = node.inputs[0], node.inputs[1], _optional(node, 2)
     lay = walk.layout(x)
     group = int(node.attrs.get("group", 1))
-    computed = not isinstance(w, gs.Constant) or (b is not None and not isinstance(b, gs.Constant))
-    if computed or group != 1:
-        code = COMPUTED_WEIGHT if computed else GROUPED_CONV
+    if not isinstance(w, gs.Constant) or (b is not None and not isinstance(b, gs.Constant)):
         walk.block(
-            lay, BlockReason(code, f"{node.op} {node.name} has a computed weight or group={group}", node.name)
+            lay, BlockReason(COMPUTED_WEIGHT, f"{node.op} {node.name} has a computed weight", node.name)
         )
         return
     lay = _reads_axis_1(walk, node, lay)
-    out_c = w.shape[1]
+    out_c = w.shape[1] * group
     space = walk.new_space(out_c, node.name)
-    walk.add_member(space, w, 1, AVERAGE, node, kind="weight")
+    walk.add_member(space, w, 1, AVERAGE, node, kind="weight", split=group, split_axis=0)
     if b is not None:
         walk.add_member(space, b, 0, AVERAGE, node, kind="bias")
-    if lay is not None:
+    label = f"grouped {node.op} {node.name} (group={group})"
+    walk.require_parts(
+        space, group, BlockReason(GROUPED_CONV, f"{label}: its output channels {MERGE_WITHIN}", node.name)
+    )
+    seg = lay.segments[0] if lay is not None else None
+    if lay is not None and group > 1 and (len(lay.segments) != 1 or seg.start or seg.n != w.shape[0]):
+        message = (
+            f"{label} reads channels of several groups (equal widths per convolution group would tie them)"
+        )
+        walk.block(lay, BlockReason(GROUPED_CONV, message, node.name))
+    elif lay is not None:
         walk.add_consumer(lay, w, 0, node)
+        reason = BlockReason(GROUPED_CONV, f"{label}: its input channels {MERGE_WITHIN}", node.name)
+        walk.require_parts(seg.space, group, reason)
     walk.set_layout(node.outputs[0], Layout(walk.rank_of(x) or len(w.shape), 1, (Segment(space, 0, out_c),)))
 
 
