@@ -143,3 +143,16 @@ def test_auto_clusters_parts_with_ward_and_an_explicit_solver_is_kept():
         assert np.array_equal(plan.labels, want), cluster
         got[cluster] = plan.labels
     assert not np.array_equal(got["auto"], got["kmeans"])  # the two solvers disagree here
+
+
+def test_part_counts_follow_the_rounding_rules_of_plain_groups() -> None:
+    """With the default round of 8: a group narrower than 16 is not rounded, and a positive sparsity
+    always removes channels (16 channels in 4 parts at 0.3 once rounded every part back to its 4)."""
+    from onnxfold.folding.cluster import cluster_count, part_cluster_count
+
+    assert part_cluster_count(12, 0.5, 2, 8) == 6  # narrow: 3 per part, as asked
+    for n, parts in ((16, 4), (32, 4), (64, 8), (96, 3)):
+        for r in (0.05, 0.3, 0.5, 0.7):
+            k = part_cluster_count(n, r, parts, 8)
+            assert k < n and k % parts == 0, (n, parts, r, k)
+            assert k % 8 == 0 or k // parts == cluster_count(n // parts, r), (n, parts, r, k)

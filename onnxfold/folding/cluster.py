@@ -99,14 +99,17 @@ def part_cluster_count(n: int, sparsity: float, parts: int, round_to: int = 1) -
     convolution groups of a grouped Conv; ``parts`` 1: :func:`cluster_count`): k/parts is
     :func:`cluster_count` of one part. With
     round_to > 1, k must be a multiple of both round_to and parts, so k/parts is rounded to a multiple
-    of lcm(round_to, parts)/parts as :func:`cluster_count` rounds (at least one step, at most the part)."""
+    of lcm(round_to, parts)/parts as :func:`cluster_count` rounds (at least one step, at most the part);
+    as there, a group narrower than 2·round_to (:func:`rounds`) is not rounded."""
     if parts <= 1:
         return cluster_count(n, sparsity, round_to)
     size = n // parts
     per = cluster_count(size, sparsity)
     step = math.lcm(max(round_to, 1), parts) // parts
-    if step > 1 and size > step and per < size:
-        per = min(max(step, int(round(per / step)) * step), size)
+    if rounds(n, round_to) and step > 1 and size > step and per < size:
+        top = (size - 1) // step * step  # the widest rounded part below the part: a positive sparsity removes
+        if top >= step:
+            per = min(max(step, int(round(per / step)) * step), top)
     return per * parts
 
 
