@@ -70,12 +70,18 @@ def nothing_folded_reason(plans) -> str:
 def measure_activations(model: Model, groups, ctx: PassContext, samples=None, source: str = ""):
     """Consumer-input statistics of ``groups`` on ``samples`` (by default ``ctx.inputs``), else on
     data-free random inputs."""
-    from onnxfold.folding.moments import SYNTHETIC_SAMPLES, ActivationStats, chunked, synthetic_feeds
+    from onnxfold.folding.moments import (
+        SYNTHETIC_SAMPLES,
+        ActivationStats,
+        chunked,
+        sample_count,
+        synthetic_feeds,
+    )
 
     samples = samples if samples is not None else ctx.inputs
     try:
         if samples:
-            n = len(next(iter(samples.values())))
+            n = sample_count(samples)
             return ActivationStats.measure(model, groups, chunked(samples), source or f"{n} given samples")
         feeds = synthetic_feeds(model, ctx.input_shapes)
         return ActivationStats.measure(

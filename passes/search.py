@@ -38,12 +38,12 @@ def parse_levels(text: str) -> list[float]:
 def split_samples(inputs: dict | None) -> tuple[dict | None, dict | None]:
     """(fit, held out): even and odd samples, so that a method fitted on samples (lsq, auto) is
     measured on samples it has not seen; (None, None) below 8 samples."""
-    if not inputs:
+    from onnxfold.folding.moments import sample_count
+
+    if not inputs or sample_count(inputs) < 8:
         return None, None
-    n = len(next(iter(inputs.values())))
-    if n < 8:
-        return None, None
-    return {k: v[0::2] for k, v in inputs.items()}, {k: v[1::2] for k, v in inputs.items()}
+    half = [{k: (v[i::2] if np.ndim(v) else v) for k, v in inputs.items()} for i in (0, 1)]
+    return half[0], half[1]
 
 
 class SearchPass(Pass):

@@ -130,10 +130,19 @@ def measure(model, sites: Sequence[Site], feeds: Iterable[Feeds]) -> dict[Site, 
     }
 
 
+def sample_count(inputs: Feeds) -> int:
+    """Samples along the leading axis (scalar inputs, e.g. a sample rate, are not samples)."""
+    return max((len(v) for v in inputs.values() if np.ndim(v)), default=1)
+
+
 def chunked(inputs: Feeds, size: int = CHUNK) -> list[Feeds]:
-    """The user's samples (leading axis) as runs of at most ``size`` samples."""
-    total = len(next(iter(inputs.values())))
-    return [{k: v[i : i + size] for k, v in inputs.items()} for i in range(0, total, max(1, size))]
+    """The user's samples (leading axis) as runs of at most ``size`` samples; a scalar input goes
+    whole into every run."""
+    total = sample_count(inputs)
+    return [
+        {k: (v[i : i + size] if np.ndim(v) else v) for k, v in inputs.items()}
+        for i in range(0, total, max(1, size))
+    ]
 
 
 def synthetic_feeds(model, shapes: dict | None = None, samples: int = SYNTHETIC_SAMPLES) -> list[Feeds]:
