@@ -38,9 +38,9 @@ def parse_levels(text: str) -> list[float]:
 def split_samples(inputs: dict | None) -> tuple[dict | None, dict | None]:
     """(fit, held out): even and odd samples, so that a method fitted on samples (lsq, auto) is
     measured on samples it has not seen; (None, None) below 8 samples."""
-    from onnxfold.folding.moments import sample_count
+    from onnxfold.folding.moments import sample_count, splittable
 
-    if not inputs or sample_count(inputs) < 8:
+    if not inputs or not splittable(inputs) or sample_count(inputs) < 8:
         return None, None
     half = [{k: (v[i::2] if np.ndim(v) else v) for k, v in inputs.items()} for i in (0, 1)]
     return half[0], half[1]

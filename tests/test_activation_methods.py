@@ -215,3 +215,13 @@ def test_auto_with_32_samples_beats_fold_ar_and_l2_on_digits(tmp_path: Path) -> 
     assert params["fold"] == params["l2"]
     assert params["fold"] <= params["auto"] <= 1.002 * params["fold"]  # + a few compensation biases
     assert acc["auto"] >= max(acc["fold"], acc["l2"]) + 0.05, acc
+
+
+def test_samples_are_cut_into_runs_only_along_a_shared_leading_axis() -> None:
+    from onnxfold.folding.moments import chunked
+
+    runs = chunked({"x": np.zeros((20, 3)), "sr": np.array(16000)}, size=8)
+    assert [len(r["x"]) for r in runs] == [8, 8, 4] and all(r["sr"].ndim == 0 for r in runs)
+    state = {"x": np.zeros((20, 3)), "state": np.zeros((2, 20, 5))}  # a recurrent state: batch on axis 1
+    runs = chunked(state, size=8)
+    assert len(runs) == 1 and runs[0]["state"].shape == (2, 20, 5)

@@ -135,9 +135,17 @@ def sample_count(inputs: Feeds) -> int:
     return max((len(v) for v in inputs.values() if np.ndim(v)), default=1)
 
 
+def splittable(inputs: Feeds) -> bool:
+    """Whether every non-scalar input has the same leading dim, so that it can be cut into runs (a
+    recurrent state shaped (layers, batch, …) next to a (batch, …) input cannot)."""
+    return len({len(v) for v in inputs.values() if np.ndim(v)}) <= 1
+
+
 def chunked(inputs: Feeds, size: int = CHUNK) -> list[Feeds]:
     """The user's samples (leading axis) as runs of at most ``size`` samples; a scalar input goes
-    whole into every run."""
+    whole into every run. Inputs whose leading dims differ are run whole, once."""
+    if not splittable(inputs):
+        return [dict(inputs)]
     total = sample_count(inputs)
     return [
         {k: (v[i : i + size] if np.ndim(v) else v) for k, v in inputs.items()}
