@@ -74,6 +74,7 @@ def measure_activations(model: Model, groups, ctx: PassContext, samples=None, so
         SYNTHETIC_SAMPLES,
         ActivationStats,
         chunked,
+        run_size,
         sample_count,
         synthetic_feeds,
     )
@@ -82,7 +83,8 @@ def measure_activations(model: Model, groups, ctx: PassContext, samples=None, so
     try:
         if samples:
             n = sample_count(samples)
-            return ActivationStats.measure(model, groups, chunked(samples), source or f"{n} given samples")
+            runs = chunked(samples, run_size(model))
+            return ActivationStats.measure(model, groups, runs, source or f"{n} given samples")
         feeds = synthetic_feeds(model, ctx.input_shapes)
         return ActivationStats.measure(
             model, groups, feeds, f"data-free estimate: {SYNTHETIC_SAMPLES} random samples"

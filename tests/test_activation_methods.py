@@ -225,3 +225,17 @@ def test_samples_are_cut_into_runs_only_along_a_shared_leading_axis() -> None:
     state = {"x": np.zeros((20, 3)), "state": np.zeros((2, 20, 5))}  # a recurrent state: batch on axis 1
     runs = chunked(state, size=8)
     assert len(runs) == 1 and runs[0]["state"].shape == (2, 20, 5)
+
+
+def test_a_model_exported_at_batch_1_is_measured_one_sample_per_run(tmp_path: Path) -> None:
+    src = tmp_path / "scaled.onnx"
+    x = _scaled_mlp(src)
+    proto = onnx.load(str(src))
+    for value in list(proto.graph.input) + list(proto.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = 1  # the export fixed the batch
+    onnx.save(proto, str(src))
+    out = tmp_path / "auto.onnx"
+    _, report = onnxfold.fold(src, 0.25, out, method="lsq", inputs={"x": x[:12]}, validate=False, round_to=1)
+    stats = next(r for r in report.passes if r.name == "fold").stats
+    assert stats["activation_samples"] == "12 given samples"
+    assert report.plans[0].status == "folded" and report.plans[0].method == "lsq"

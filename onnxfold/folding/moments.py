@@ -141,6 +141,20 @@ def splittable(inputs: Feeds) -> bool:
     return len({len(v) for v in inputs.values() if np.ndim(v)}) <= 1
 
 
+def run_size(model) -> int:
+    """Samples per run: a model whose inputs fix their leading dim (an export at batch 1) takes
+    exactly that many; otherwise :data:`CHUNK`."""
+    fixed = [
+        int(t.shape[0])
+        for t in model.graph.inputs
+        if t.shape is not None
+        and len(t.shape)
+        and isinstance(t.shape[0], (int, np.integer))
+        and t.shape[0] > 0
+    ]
+    return min(fixed) if fixed else CHUNK
+
+
 def chunked(inputs: Feeds, size: int = CHUNK) -> list[Feeds]:
     """The user's samples (leading axis) as runs of at most ``size`` samples; a scalar input goes
     whole into every run. Inputs whose leading dims differ are run whole, once."""
