@@ -339,7 +339,8 @@ class FoldPass(Pass):
 
         folds = self._plan(groups, tensors, graph, method="fold")
         merges = self._plan(groups, tensors, graph, method="lsq")
-        return plan_sequential(source, folds, merges, self.moments, self.repair_mode)
+        prunes = self._plan(groups, tensors, graph, method="wanda")
+        return plan_sequential(source, folds, merges, self.moments, self.repair_mode, prunes)
 
     def _finish(self, plans, rewritten: list[str], source: Model, ctx: PassContext) -> PassResult:
         edits = fold_edits(plans)

@@ -11,8 +11,8 @@ are visited in graph order; for group g the model is rebuilt with every earlier 
        T = E[x x′_Kᵀ] (E[x′_K x′_Kᵀ] + λI)⁻¹,   c = E[x] − T E[x′_K]   (c only where a bias absorbs it),
 
    every row of T, kept channels included, so the drift of earlier groups is corrected too.
-2. **Choice.** The fold, the fold followed by ``ar`` (when the pipeline repairs with ``ar``) and
-   the refitted merge are each applied on top of the rebuilt model and scored by the relative
+2. **Choice.** The fold, the fold followed by ``ar`` (when the pipeline repairs with ``ar``), the
+   refitted merge and the plain activation-scored pruning (``wanda``, when given) are each applied on top of the rebuilt model and scored by the relative
    output error on the samples (:class:`~onnxfold.folding.judge.GroupJudge`); the lowest wins, a tie
    goes to the fold (exact on duplicate channels).
 
@@ -88,6 +88,7 @@ def plan_sequential(
     merges: Sequence,
     stats: ActivationStats,
     repair: str = "none",
+    prunes: Sequence | None = None,
 ) -> list:
     """The chosen plan of every group (``folds[i]`` and ``merges[i]`` are group i's candidates)."""
     from onnxfold.folding.apply import FoldRecord, fold_edits
@@ -118,7 +119,8 @@ def plan_sequential(
         plan.repair = ar
         return judge.error_of(rebuilt(done + [plan]))
 
-    for fold, merge in zip(folds, merges, strict=True):
+    prunes = list(prunes) if prunes is not None else [None] * len(folds)
+    for fold, merge, prune in zip(folds, merges, prunes, strict=True):
         if fold.status != "folded" or merge.status != "folded" or not merge.mixes:
             chosen.append(fold if fold.status == "folded" or merge.status != "folded" else merge)
             continue
@@ -143,6 +145,12 @@ def plan_sequential(
         fold.repair = repair == "ar" and errors["measured:fold+ar"] < errors["measured:fold"]
         errors["measured:lsq"] = score(merge, False)
         best = merge if errors["measured:lsq"] < best_err else fold
+        best_err = min(best_err, errors["measured:lsq"])
+        if prune is not None and prune.status == "folded" and prune.method == "wanda":
+            prune = copy.copy(prune)
+            errors["measured:wanda"] = score(prune, False)
+            if errors["measured:wanda"] < best_err:
+                best = prune
         best.estimate = {**best.estimate, **errors}
         chosen.append(best)
     return chosen
