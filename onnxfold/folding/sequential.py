@@ -34,6 +34,11 @@ from onnxfold.ir.model import Model
 
 log = logging.getLogger(__name__)
 
+#: Relative squared output errors below this are float rounding: they tie, and a tie goes to the fold
+#: (a fold of exact duplicates is exact on every input; a pruning whose dropped channels happen to be
+#: silent on the samples is exact only on them).
+TIE = 1e-9
+
 #: Observations kept per site for the refit (a deterministic stride subsamples beyond this).
 MAX_OBSERVATIONS = 20000
 
@@ -117,7 +122,8 @@ def plan_sequential(
 
     def score(plan, ar: bool) -> float:
         plan.repair = ar
-        return judge.error_of(rebuilt(done + [plan]))
+        err = judge.error_of(rebuilt(done + [plan]))
+        return 0.0 if err < TIE else err
 
     prunes = list(prunes) if prunes is not None else [None] * len(folds)
     for fold, merge, prune in zip(folds, merges, prunes, strict=True):
