@@ -1,0 +1,262 @@
+"""Tied and shared weights (issue 13): a tensor read by several nodes, directly or through a Transpose,
+is stored once in the output, whatever the fold does to it; the parameter count counts it once, and a
+count above the input's comes with the reason."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from harness import A, Net, S, initializers, rel_err, run_ort, widen
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxfold
+from onnxfold.report.fold_report import saved_size
+from onnxfold.report.stats import model_stats
+from onnxfold.runtime.session import make_session
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+VOCAB, HIDDEN = 500, 64
+
+
+def _ids(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    mask = np.ones((3, 9), np.int64)
+    mask[1, 6:] = 0
+    return {"input_ids": rng.integers(0, VOCAB, (3, 9)).astype(np.int64), "attention_mask": mask}
+
+
+def export_tied_llama(path: Path, style: str) -> Path:
+    """A tiny LlamaForCausalLM whose LM head is its input embedding (``tie_word_embeddings``), exported
+    to logits. The legacy exporter stores the table twice (the embedding and its constant-folded
+    transpose for the head); dynamo stores it once and reads it through a Transpose."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=64,
+        tie_word_embeddings=True,
+        attn_implementation="eager",
+    )
+    lm = transformers.LlamaForCausalLM(config).eval()
+    assert lm.lm_head.weight is lm.model.embed_tokens.weight
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lm = lm
+
+        def forward(self, input_ids, attention_mask):
+            return self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+    args = (torch.randint(0, VOCAB, (2, 7)), torch.ones(2, 7, dtype=torch.int64))
+    names = dict(input_names=["input_ids", "attention_mask"], output_names=["logits"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if style == "legacy":  # an attention_mask input keeps the legacy exporter off aten::diff
+            axes = {n: {0: "batch", 1: "seq"} for n in ("input_ids", "attention_mask")}
+            torch.onnx.export(
+                Logits(), args, str(path), dynamo=False, dynamic_axes=axes, opset_version=17, **names
+            )
+        else:
+            batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
+            shapes = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
+            torch.onnx.export(Logits(), args, str(path), dynamic_shapes=shapes, **names)
+    return path
+
+
+def tables(path: Path) -> list[str]:
+    """Names of the stored tensors holding VOCAB × HIDDEN values (the table, or a copy of it)."""
+    proto = onnx.load(str(path), load_external_data=False)
+    return [t.name for t in proto.graph.initializer if int(np.prod(t.dims)) == VOCAB * HIDDEN]
+
+
+@pytest.fixture(scope="module", params=["dynamo", "legacy"])
+def tied_llama(request, tmp_path_factory) -> tuple[str, Path]:
+    folder = tmp_path_factory.mktemp(f"tied-{request.param}")
+    return request.param, export_tied_llama(folder / "m.onnx", request.param)
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.3])
+def test_a_tied_embedding_is_stored_once(tied_llama, sparsity: float, tmp_path: Path) -> None:
+    style, src = tied_llama
+    assert len(tables(src)) == (2 if style == "legacy" else 1)
+    out = tmp_path / "f.onnx"
+    _, report = onnxfold.fold(src, sparsity, out, check=True)
+    onnx.checker.check_model(str(out), full_check=True)
+    assert len(tables(out)) == 1, tables(out)
+    assert report.after.params <= report.before.params
+    assert (
+        model_stats(onnx.load(str(out), load_external_data=False)).params
+        <= model_stats(onnx.load(str(src), load_external_data=False)).params
+    )
+    feeds = _ids()
+    if sparsity == 0.0:
+        ref, got = (make_session(str(p), optimize=False).run(None, feeds)[0] for p in (src, out))
+        np.testing.assert_array_equal(got, ref)
+        assert saved_size(out) <= saved_size(src)
+    else:
+        assert any(p.status == "folded" for p in report.plans)
+        assert saved_size(out) < saved_size(src)
+        got = make_session(str(out)).run(None, feeds)[0]
+        assert got.shape == (3, 9, VOCAB) and np.isfinite(got).all()
+
+
+# --------------------------------------------------------------------------- hand-built graphs
+
+
+def _tied_producers(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """W [n, 12] read by two Gemms (x·Wᵀ, with different biases) and, through a Transpose, by a MatMul
+    (x·Wᵀ again): three producers of the same n channels, added, then read by V."""
+    net = Net(weights)
+    x = net.input("x", [3, 12])
+    g1 = net("Relu", net("Gemm", x, "W", "b1", transB=1, name="gemm1"))
+    g2 = net("Sigmoid", net("Gemm", x, "W", "b2", transB=1, alpha=0.5, name="gemm2"))
+    t = net("Transpose", "W", perm=[1, 0], name="wt")
+    g3 = net("Tanh", net("MatMul", x, t, name="mm3"))
+    s = net("Add", net("Add", g1, g2), g3)
+    return net.model(net("MatMul", s, "V", name="head"))
+
+
+def _tied_weights() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    rng = np.random.default_rng(3)
+    compact = {
+        "W": rng.standard_normal((8, 12)).astype(np.float32),
+        "b1": rng.standard_normal(8).astype(np.float32),
+        "b2": rng.standard_normal(8).astype(np.float32),
+        "V": rng.standard_normal((8, 4)).astype(np.float32),
+    }
+    wide = widen(compact, [("W", 0, [A(8)]), ("b1", 0, [A(8)]), ("b2", 0, [A(8)]), ("V", 0, [S(8)])])
+    return compact, wide
+
+
+@pytest.mark.parametrize("repair", ["none", "ar"])
+def test_a_weight_read_by_two_gemms_and_a_transpose_folds_once(tmp_path: Path, repair: str) -> None:
+    compact, wide = _tied_weights()
+    src, out = tmp_path / "wide.onnx", tmp_path / "f.onnx"
+    onnx.save(_tied_producers(wide), src)
+    _, report = onnxfold.fold(src, 0.5, out, repair=repair, check=True)
+    (plan,) = [p for p in report.plans if "gemm1" in p.group.producers]
+    assert plan.status == "folded" and (plan.group.size, plan.k) == (16, 8), plan.reason
+    assert set(plan.group.producers) == {"gemm1", "gemm2", "mm3"}
+    folded = onnx.load(str(out))
+    stored = initializers(folded)
+    assert sorted(n for n, v in stored.items() if v.ndim == 2) == ["V", "W"], sorted(stored)
+    assert stored["W"].shape == (8, 12)
+    readers = [n.op_type for n in folded.graph.node if "W" in n.input]
+    assert sorted(readers) == ["Gemm", "Gemm", "Transpose"]
+    x = np.random.default_rng(0).standard_normal((3, 12)).astype(np.float32)
+    want = run_ort(_tied_producers(compact), {"x": x})[0]
+    assert rel_err(run_ort(folded, {"x": x})[0], want) <= 1e-5
+    assert report.after.params == model_stats(_tied_producers(compact)).params
+
+
+def _embedding_and_head() -> onnx.ModelProto:
+    """E [30, 16] read by a Gather (an embedding) and, through a Transpose, by the head MatMul that
+    consumes a foldable group h: folding h would sum rows of Eᵀ for the head but not for the Gather."""
+    rng = np.random.default_rng(4)
+    net = Net({"E": rng.standard_normal((30, 16)).astype(np.float32), "W1": rng.standard_normal((8, 16))})
+    net.weights["W1"] = net.weights["W1"].astype(np.float32)
+    ids = net.input("ids", [3])
+    net.inputs[-1] = helper.make_tensor_value_info("ids", TensorProto.INT64, [3])
+    x = net.input("x", [3, 8])
+    h = net("Relu", net("MatMul", x, "W1", name="mm1"))
+    logits = net("MatMul", h, net("Transpose", "E", perm=[1, 0], name="et"), name="head")
+    emb = net("Gather", "E", ids, axis=0, name="embed")
+    return net.model(logits, emb)
+
+
+def test_a_group_that_would_edit_a_shared_table_for_one_reader_is_blocked(tmp_path: Path) -> None:
+    src, out = tmp_path / "m.onnx", tmp_path / "f.onnx"
+    onnx.save(_embedding_and_head(), src)
+    _, report = onnxfold.fold(src, 0.5, out, check=True, validate=False)  # random ids leave the table
+    (h,) = [p for p in report.plans if "mm1" in p.group.producers]
+    assert h.status == "blocked"
+    assert any(r.code == "shared-weight" and r.tensor == "E" for r in h.reasons), h.reasons
+    stored = initializers(onnx.load(str(out)))
+    assert [n for n, v in stored.items() if v.size == 30 * 16] == ["E"]
+    assert report.after.params <= report.before.params
+
+
+def test_a_transposed_copy_is_stored_once(tmp_path: Path) -> None:
+    """The legacy exporter's form of a tie (a table and its transpose as two initializers): cleanup
+    keeps one and reads the other through a Transpose; the outputs stay bit-identical."""
+    rng = np.random.default_rng(5)
+    e = rng.standard_normal((40, 16)).astype(np.float32)
+    inits = [numpy_helper.from_array(e, "E"), numpy_helper.from_array(np.ascontiguousarray(e.T), "ET")]
+    nodes = [
+        helper.make_node("Gather", ["E", "ids"], ["emb"], axis=0),
+        helper.make_node("MatMul", ["emb", "ET"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 40])],
+        inits,
+    )
+    src, out = tmp_path / "m.onnx", tmp_path / "f.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), src)
+    _, report = onnxfold.fold(src, 0.0, out, validate=False)  # random ids leave the table
+    stored = initializers(onnx.load(str(out)))
+    assert list(stored) == ["E"]
+    feeds = {"ids": np.array([0, 5, 39], np.int64)}
+    ref, got = (make_session(str(p), optimize=False).run(None, feeds)[0] for p in (src, out))
+    np.testing.assert_array_equal(got, ref)
+    assert report.after.params == e.size < report.before.params
+
+
+# --------------------------------------------------------------------------- the parameter count
+
+
+def test_a_tensor_read_by_several_nodes_is_counted_once() -> None:
+    _, wide = _tied_weights()
+    stats = model_stats(_tied_producers(wide))
+    assert stats.params == sum(v.size for v in wide.values())
+
+
+def _shared_vectors() -> onnx.ModelProto:
+    """Three per-channel vectors shared by a foldable branch and a branch that ends in a graph output:
+    canonicalize gives each node its own copy, the fold halves the foldable branch's copies, and the
+    tiny branch saves fewer parameters than the copies cost."""
+    rng = np.random.default_rng(6)
+    weights = {n: rng.standard_normal(s).astype(np.float32) for n, s in [("W1", (1, 16)), ("W2", (16, 1))]}
+    weights |= {"W3": rng.standard_normal((1, 16)).astype(np.float32)}
+    weights |= {n: rng.standard_normal(16).astype(np.float32) for n in ("b", "c", "d")}
+    net = Net(weights)
+    x = net.input("x", [3, 1])
+    a = net("Add", net("Mul", net("Add", net("MatMul", x, "W1", name="mm1"), "b"), "c"), "d")
+    y = net("MatMul", net("Relu", a), "W2", name="mm2")
+    z = net("Add", net("Mul", net("Add", net("MatMul", x, "W3", name="mm3"), "b"), "c"), "d")
+    return net.model(y, z)
+
+
+def test_a_fold_that_ends_with_more_parameters_says_why(tmp_path: Path) -> None:
+    src, out = tmp_path / "m.onnx", tmp_path / "f.onnx"
+    onnx.save(_shared_vectors(), src)
+    _, report = onnxfold.fold(src, 0.5, out, repair="none")
+    assert report.after.params > report.before.params
+    note = report.params_note
+    assert note and "more parameters" in note
+    assert all(name in note for name in ("b__1", "c__1", "d__1")), note
+    assert note in report.format()
+    assert report.to_dict()["params_note"] == note
+
+
+def test_no_note_when_parameters_do_not_grow(tmp_path: Path) -> None:
+    _, wide = _tied_weights()
+    src = tmp_path / "m.onnx"
+    onnx.save(_tied_producers(wide), src)
+    _, report = onnxfold.fold(src, 0.5, tmp_path / "f.onnx")
+    assert report.after.params < report.before.params
+    assert report.params_note is None and report.to_dict()["params_note"] is None
