@@ -260,3 +260,55 @@ def test_no_note_when_parameters_do_not_grow(tmp_path: Path) -> None:
     _, report = onnxfold.fold(src, 0.5, tmp_path / "f.onnx")
     assert report.after.params < report.before.params
     assert report.params_note is None and report.to_dict()["params_note"] is None
+
+
+def _averaged_and_summed() -> onnx.ModelProto:
+    """W [16, 16] read directly by a MatMul that consumes group h (rows of W summed) and, through a
+    Transpose, by a MatMul whose output channels are rows of W (averaged): h and that output become
+    one group, which cannot average and sum the same rows."""
+    rng = np.random.default_rng(7)
+    net = Net(
+        {
+            n: rng.standard_normal((8, 16) if n == "W1" else (16, 16)).astype(np.float32)
+            for n in "W1 W V".split()
+        }
+    )
+    x = net.input("x", [3, 8])
+    h = net("Relu", net("MatMul", x, "W1", name="mm1"))
+    a = net("MatMul", h, "W", name="consume")
+    b = net("Relu", net("MatMul", a, net("Transpose", "W", perm=[1, 0], name="wt"), name="produce"))
+    return net.model(net("MatMul", b, "V", name="head"))
+
+
+def test_a_weight_averaged_by_one_reader_and_summed_by_another_is_blocked(tmp_path: Path) -> None:
+    src, out = tmp_path / "m.onnx", tmp_path / "f.onnx"
+    onnx.save(_averaged_and_summed(), src)
+    _, report = onnxfold.fold(src, 0.5, out, check=True)
+    touching = [p for p in report.plans if {"mm1", "produce"} & set(p.group.producers)]
+    assert touching and all(p.status == "blocked" for p in touching)
+    assert any(r.code == "claim-conflict" and r.tensor == "W" for p in touching for r in p.reasons)
+    stored = initializers(onnx.load(str(out)))
+    assert sorted(n for n, v in stored.items() if v.shape == (16, 16)) == ["V", "W"]  # W once
+
+
+def test_views_follow_transpose_squeeze_unsqueeze_and_cast() -> None:
+    import onnx_graphsurgeon as gs
+
+    from onnxfold.analysis.views import find_views, view_values
+
+    w = np.arange(2 * 1 * 3, dtype=np.float32).reshape(2, 1, 3)
+    net = Net({"W": w})
+    x = net.input("x", [3, 2])
+    sq = net("Squeeze", "W", net.i64("ax1", [1]), name="sq")  # [2, 3]
+    tr = net("Transpose", sq, perm=[1, 0], name="tr")  # [3, 2]
+    un = net("Unsqueeze", tr, net.i64("ax0", [0]), name="un")  # [1, 3, 2]
+    ca = net("Cast", un, to=TensorProto.FLOAT16, name="ca")
+    y = net("MatMul", x, net("Cast", ca, to=TensorProto.FLOAT, name="back"))
+    z = net("Gather", "W", net.i64("zero", 0), axis=0)
+    graph = gs.import_onnx(net.model(y, z))
+    views = find_views(graph)
+    assert views["tr_y"].axes == (2, 0) and views["un_y"].axes == (None, 2, 0)
+    assert views["back_y"].shape == (1, 3, 2) and views["back_y"].source == "W"
+    want = w.reshape(2, 3).T[None].astype(np.float16).astype(np.float32)
+    got = view_values(views["back_y"], w)
+    assert got.dtype == np.float32 and np.array_equal(got, want)
