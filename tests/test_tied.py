@@ -75,6 +75,19 @@ def export_tied_llama(path: Path, style: str) -> Path:
     return path
 
 
+def exact_run(path: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    """Logits with no graph rewrites and no weight prepacking: onnxruntime prepacks a MatMul weight
+    stored as an initializer but not one computed by a Transpose, and the two kernels may round the
+    last bits differently (3e-5 on SmolLM2's logits), although the values are the same."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.add_session_config_entry("session.disable_prepacking", "1")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)[0]
+
+
 def tables(path: Path) -> list[str]:
     """Names of the stored tensors holding VOCAB × HIDDEN values (the table, or a copy of it)."""
     proto = onnx.load(str(path), load_external_data=False)
@@ -102,8 +115,9 @@ def test_a_tied_embedding_is_stored_once(tied_llama, sparsity: float, tmp_path: 
     )
     feeds = _ids()
     if sparsity == 0.0:
-        ref, got = (make_session(str(p), optimize=False).run(None, feeds)[0] for p in (src, out))
-        np.testing.assert_array_equal(got, ref)
+        np.testing.assert_array_equal(exact_run(out, feeds), exact_run(src, feeds))
+        ref, got = (make_session(str(p)).run(None, feeds)[0] for p in (src, out))
+        np.testing.assert_array_equal(got, ref)  # onnxruntime folds the Transpose back at load time
         assert saved_size(out) <= saved_size(src)
     else:
         assert any(p.status == "folded" for p in report.plans)
