@@ -65,6 +65,17 @@ def _fingerprint(values: np.ndarray, transposed: bool = False) -> tuple:
     return (values.dtype.str, tuple(shape), _bits(np.ascontiguousarray(picked)).tobytes())
 
 
+def _numeric(tensor: gs.Constant) -> bool:
+    """Whether ``tensor`` holds numbers numpy represents as they are stored. Reading a bfloat16 or
+    float8 tensor through graphsurgeon would cast it and change its stored type, so those are left."""
+    if isinstance(tensor.dtype, int):
+        return False
+    try:
+        return np.dtype(tensor.dtype).kind in "fiub"
+    except TypeError:
+        return False
+
+
 def share_equal_weights(graph: gs.Graph) -> tuple[int, int]:
     """Store every weight (rank ≥ 2 initializer) once: one bit-identical to an earlier one is replaced by
     it in every reader; a 2-D one equal to the transpose of an earlier one (of at least
@@ -79,6 +90,7 @@ def share_equal_weights(graph: gs.Graph) -> tuple[int, int]:
         and t.shape is not None
         and len(t.shape) >= 2
         and int(np.prod(t.shape, dtype=np.int64)) > 0
+        and _numeric(t)
     ]
     kept: dict[tuple, list[gs.Constant]] = {}
     names = {n.name for n in graph.nodes} | set(graph.tensors())
@@ -86,8 +98,6 @@ def share_equal_weights(graph: gs.Graph) -> tuple[int, int]:
     made: list[gs.Node] = []
     for tensor in weights:
         values = peek_values(tensor)
-        if values.dtype.kind not in "fiub":
-            continue
         key = _fingerprint(values)
         same = next(
             (k for k in kept.get(key, []) if np.array_equal(_bits(peek_values(k)), _bits(values))), None

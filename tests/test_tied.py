@@ -326,3 +326,34 @@ def test_views_follow_transpose_squeeze_unsqueeze_and_cast() -> None:
     want = w.reshape(2, 3).T[None].astype(np.float16).astype(np.float32)
     got = view_values(views["back_y"], w)
     assert got.dtype == np.float32 and np.array_equal(got, want)
+
+
+def test_cleanup_shares_identical_weights_and_leaves_types_numpy_cannot_hold(tmp_path: Path) -> None:
+    """Two bit-identical float weights become one; two identical bfloat16 weights stay as they are,
+    because reading them through graphsurgeon would cast them to another type."""
+    from onnxfold.passes import CanonicalizePass, CleanupPass
+
+    w = np.arange(16, dtype=np.float32).reshape(4, 4) / 7
+    inits = [numpy_helper.from_array(w, "A"), numpy_helper.from_array(w.copy(), "B")]
+    inits += [helper.make_tensor(n, TensorProto.BFLOAT16, [4, 4], list(range(16))) for n in ("C", "D")]
+    nodes = [
+        helper.make_node("MatMul", ["x", "A"], ["a"]),
+        helper.make_node("MatMul", ["a", "B"], ["b"]),
+        helper.make_node("Cast", ["b"], ["bb"], to=TensorProto.BFLOAT16),
+        helper.make_node("MatMul", ["bb", "C"], ["c"]),
+        helper.make_node("MatMul", ["c", "D"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, [2, 4])],
+        inits,
+    )
+    src, out = tmp_path / "m.onnx", tmp_path / "f.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), src)
+    onnxfold.run_pipeline(src, [CanonicalizePass(), CleanupPass()], out)
+    stored = {t.name: t.data_type for t in onnx.load(str(out)).graph.initializer}
+    assert stored == {"A": TensorProto.FLOAT, "C": TensorProto.BFLOAT16, "D": TensorProto.BFLOAT16}
+    readers = [n.input[1] for n in onnx.load(str(out)).graph.node if n.op_type == "MatMul"]
+    assert readers == ["A", "A", "C", "D"]
