@@ -175,6 +175,23 @@ def test_a_weight_read_by_two_gemms_and_a_transpose_folds_once(tmp_path: Path, r
     assert report.after.params == model_stats(_tied_producers(compact)).params
 
 
+def test_the_data_repair_leaves_a_shared_weight_naive_and_stored_once(tmp_path: Path) -> None:
+    """The data repair corrects each producer from its own measured output: a shared weight would need
+    a different edit per reader, so its producers stay naive, the pass says so, and W is one tensor."""
+    compact, wide = _tied_weights()
+    src, out = tmp_path / "wide.onnx", tmp_path / "f.onnx"
+    onnx.save(_tied_producers(wide), src)
+    samples = np.random.default_rng(1).standard_normal((16, 12)).astype(np.float32)
+    _, report = onnxfold.fold(src, 0.5, out, repair="data", calibration=samples, validate=False)
+    (repair,) = [r for r in report.passes if r.name == "repair"]
+    assert repair.stats["shared_weight_skipped"] >= 1, repair.stats
+    stored = initializers(onnx.load(str(out)))
+    assert sorted(n for n, v in stored.items() if v.ndim == 2) == ["V", "W"]
+    x = samples[:3]
+    want = run_ort(_tied_producers(compact), {"x": x})[0]
+    assert rel_err(run_ort(onnx.load(str(out)), {"x": x})[0], want) <= 1e-5
+
+
 def _embedding_and_head() -> onnx.ModelProto:
     """E [30, 16] read by a Gather (an embedding) and, through a Transpose, by the head MatMul that
     consumes a foldable group h: folding h would sum rows of Eᵀ for the head but not for the Gather."""
