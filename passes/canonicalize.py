@@ -3,7 +3,8 @@
 Guarantees afterwards: every node has a unique name; weights held in ``Constant`` nodes are
 initializers; ``Identity`` and inference ``Dropout`` nodes are gone (unless they produce a graph
 output); data-movement ops on constants (Transpose/Cast/Reshape/Squeeze/Unsqueeze of a weight) are
-replaced by their result; vectors (rank ≤ 1) shared by several nodes are copied per node; a
+replaced by their result, unless the weight has other readers too (then the node stays, so that a tied
+weight is still stored once); vectors (rank ≤ 1) shared by several nodes are copied per node; a
 computed shape tensor shared by several Reshape/Expand/Tile/ConstantOfShape nodes is computed
 once per node (an exact copy of the small shape computation); nodes nothing uses are removed;
 ``Split(num_outputs=n)`` gets explicit sizes; nodes are topologically sorted; shapes are inferred
@@ -103,9 +104,20 @@ def _fold_layout_op(node: gs.Node) -> np.ndarray | None:
     return None
 
 
+def shared_weight(tensor: gs.Tensor, node: gs.Node, outputs: set[str]) -> bool:
+    """Whether ``tensor`` is a weight (rank ≥ 2 constant) that something besides ``node`` reads too."""
+    if not isinstance(tensor, gs.Constant) or tensor.shape is None or len(tensor.shape) < 2:
+        return False
+    return tensor.name in outputs or any(reader is not node for reader in tensor.outputs)
+
+
 def fold_constant_layout_ops(graph: gs.Graph) -> int:
     """Replace Transpose/Cast/Reshape/Squeeze/Unsqueeze of constants by their (bit-exact) result,
-    so that weights stored behind such nodes (e.g. ``MatMul(x, Transpose(W))``) are plain initializers."""
+    so that weights stored behind such nodes (e.g. ``MatMul(x, Transpose(W))``) are plain initializers.
+
+    A weight that other nodes read as well (a tied embedding and LM head: a Gather reads the table,
+    the head reads it through a Transpose) keeps its node: replacing it would store the weight twice.
+    The analysis sees through such a node (:mod:`onnxfold.analysis.views`)."""
     outputs = {t.name for t in graph.outputs}
     folded = 0
     for node in list(graph.nodes):
@@ -117,7 +129,7 @@ def fold_constant_layout_ops(graph: gs.Graph) -> int:
             continue
         if not node.inputs or not all(isinstance(t, gs.Constant) for t in node.inputs if t.name):
             continue
-        if node.outputs[0].name in outputs:
+        if node.outputs[0].name in outputs or shared_weight(node.inputs[0], node, outputs):
             continue
         try:
             value = _fold_layout_op(node)

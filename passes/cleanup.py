@@ -2,7 +2,9 @@
 
 Byte-identical vectors (rank ≤ 1) are shared again and nodes that compute the same thing from the
 same inputs are merged (undoing canonicalize's per-node copies of vectors and shape computations, so
-a fold that changes nothing leaves the graph no larger than it was).
+a fold that changes nothing leaves the graph no larger than it was). Weights are stored once: a weight
+that is a bit-exact copy of another is replaced by it, and a 2-D weight that is the exact transpose of
+another (the legacy torch exporter's tied embedding and LM head) by a Transpose of it.
 Values are never changed. Stale intermediate shapes (e.g. after folding narrowed a layer) are
 cleared and inferred again, so the saved ``value_info`` always matches the graph.
 """
@@ -13,7 +15,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxfold.ir.edit import replace_input
-from onnxfold.ir.model import Model
+from onnxfold.ir.model import Model, peek_values
 from onnxfold.ir.shapes import clear_shapes, infer_shapes
 from onnxfold.pipeline.manager import Pass, PassContext, PassResult
 
@@ -36,6 +38,99 @@ def share_equal_vectors(graph: gs.Graph) -> int:
             replace_input(node, tensor, first)
         merged += 1
     return merged
+
+
+#: a transposed copy smaller than this stays: the Transpose node would cost about as much
+MIN_TIED_BYTES = 256
+_SAMPLES = 64
+
+
+def _bits(values: np.ndarray) -> np.ndarray:
+    """``values`` reinterpreted as unsigned integers of the same width: equal means bit-identical."""
+    return (
+        values.view(np.dtype(f"u{values.dtype.itemsize}"))
+        if values.dtype.itemsize in (1, 2, 4, 8)
+        else values
+    )
+
+
+def _fingerprint(values: np.ndarray, transposed: bool = False) -> tuple:
+    """A cheap key of a weight's values (dtype, shape and a few entries), of its transpose when
+    ``transposed``; equal weights have equal keys, so only keys that match are compared in full."""
+    shape = values.shape[::-1] if transposed else values.shape
+    size = int(np.prod(shape, dtype=np.int64))
+    flat = np.unique(np.linspace(0, size - 1, min(size, _SAMPLES)).astype(np.int64))
+    index = np.unravel_index(flat, shape)
+    picked = values[index[::-1]] if transposed else values[index]
+    return (values.dtype.str, tuple(shape), _bits(np.ascontiguousarray(picked)).tobytes())
+
+
+def _numeric(tensor: gs.Constant) -> bool:
+    """Whether ``tensor`` holds numbers numpy represents as they are stored. Reading a bfloat16 or
+    float8 tensor through graphsurgeon would cast it and change its stored type, so those are left."""
+    if isinstance(tensor.dtype, int):
+        return False
+    try:
+        return np.dtype(tensor.dtype).kind in "fiub"
+    except TypeError:
+        return False
+
+
+def share_equal_weights(graph: gs.Graph) -> tuple[int, int]:
+    """Store every weight (rank ≥ 2 initializer) once: one bit-identical to an earlier one is replaced by
+    it in every reader; a 2-D one equal to the transpose of an earlier one (of at least
+    ``MIN_TIED_BYTES``) is replaced by ``Transpose`` of it. Exact. Returns (shared, transposed)."""
+    protected = {t.name for t in graph.inputs} | {t.name for t in graph.outputs}
+    weights = [
+        t
+        for t in graph.tensors().values()
+        if isinstance(t, gs.Constant)
+        and t.name not in protected
+        and t.outputs
+        and t.shape is not None
+        and len(t.shape) >= 2
+        and int(np.prod(t.shape, dtype=np.int64)) > 0
+        and _numeric(t)
+    ]
+    kept: dict[tuple, list[gs.Constant]] = {}
+    names = {n.name for n in graph.nodes} | set(graph.tensors())
+    shared = transposed = 0
+    made: list[gs.Node] = []
+    for tensor in weights:
+        values = peek_values(tensor)
+        key = _fingerprint(values)
+        same = next(
+            (k for k in kept.get(key, []) if np.array_equal(_bits(peek_values(k)), _bits(values))), None
+        )
+        if same is not None:
+            for node in list(tensor.outputs):
+                replace_input(node, tensor, same)
+            shared += 1
+            continue
+        if values.ndim == 2 and values.nbytes >= MIN_TIED_BYTES:
+            flipped = next(
+                (
+                    k
+                    for k in kept.get(_fingerprint(values, transposed=True), [])
+                    if np.array_equal(_bits(peek_values(k)).T, _bits(values))
+                ),
+                None,
+            )
+            if flipped is not None:
+                base = f"{tensor.name}__tied"
+                name = base
+                while name in names:
+                    name += "_"
+                names.add(name)
+                out = gs.Variable(name, dtype=values.dtype, shape=list(values.shape))
+                made.append(gs.Node("Transpose", name, {"perm": [1, 0]}, [flipped], [out]))
+                for node in list(tensor.outputs):
+                    replace_input(node, tensor, out)
+                transposed += 1
+                continue
+        kept.setdefault(key, []).append(tensor)
+    graph.nodes.extend(made)
+    return shared, transposed
 
 
 #: ops whose output is not a function of their inputs and attributes alone
@@ -106,6 +201,7 @@ class CleanupPass(Pass):
         nodes_before = len(graph.nodes)
         consts_before = sum(isinstance(t, gs.Constant) for t in graph.tensors().values())
         shared = share_equal_vectors(graph)
+        weights_shared, weights_tied = share_equal_weights(graph)
         merged = merge_equal_nodes(graph)
         graph.cleanup(remove_unused_graph_inputs=False)
         graph.toposort()
@@ -116,6 +212,8 @@ class CleanupPass(Pass):
             "nodes_removed": nodes_before - len(graph.nodes),
             "initializers_removed": consts_before - consts_after,
             "vectors_shared": shared,
+            "weights_shared": weights_shared,
+            "transposed_copies_tied": weights_tied,
             "nodes_merged": merged,
         }
         return PassResult(bool(stats["nodes_removed"] or stats["initializers_removed"]), stats)

@@ -31,15 +31,19 @@ def _run(path, x):
 
 
 def _params(path) -> int:
-    """Float weights of more than one element, wherever they live (initializers or Constant nodes).
-    Scalars are left out: exporters repeat them, and cleanup shares the repeats."""
+    """Float weights of more than one element, wherever they live (initializers or Constant nodes), each
+    distinct tensor once. Scalars are left out, and repeats are counted once: exporters repeat constants
+    (the legacy RoPE export holds one inverse-frequency table per layer), and cleanup shares the repeats."""
     graph = onnx.load(str(path)).graph
     tensors = list(graph.initializer) + [
         a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"
     ]
-    return sum(
-        int(np.prod(t.dims)) for t in tensors if t.data_type == onnx.TensorProto.FLOAT and np.prod(t.dims) > 1
-    )
+    distinct = {
+        (tuple(t.dims), onnx.numpy_helper.to_array(t).tobytes())
+        for t in tensors
+        if t.data_type == onnx.TensorProto.FLOAT and np.prod(t.dims) > 1
+    }
+    return sum(int(np.prod(dims)) for dims, _ in distinct)
 
 
 @pytest.mark.parametrize("style", STYLES)

@@ -1,7 +1,9 @@
 """After the walk: whole-graph checks on the members, then one :class:`ChannelGroup` per union component.
 
-The checks block what no single rule can see: a member tensor also used by a node no rule accounted
-for (``shared-weight``), a tensor slice claimed both as ``average`` and ``sum`` or by overlapping
+Members registered on a view of a weight (a tied table read through a Transpose,
+:mod:`onnxfold.analysis.views`) are first moved to the stored weight, so that a weight has one set of
+members whichever way its readers see it. The checks block what no single rule can see: a member tensor
+also used by a node no rule accounted for, directly or through a view (``shared-weight``), a tensor slice claimed both as ``average`` and ``sum`` or by overlapping
 groups (``claim-conflict``), a shape entry computed once for several groups (``shared-shape``). A
 weight slice claimed by two spaces unites them (a shared weight forces one assignment). A group's
 ``parts`` is the least common multiple of the part counts its spaces and split members require; a
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from onnxfold.analysis.groups import (
@@ -29,6 +32,7 @@ from onnxfold.analysis.groups import (
     Member,
 )
 from onnxfold.analysis.shape_trace import harmless_shape_use
+from onnxfold.analysis.views import effective_readers
 
 if TYPE_CHECKING:
     from onnxfold.analysis.walk import Analysis
@@ -36,6 +40,7 @@ if TYPE_CHECKING:
 
 def finish(walk: Analysis) -> list[ChannelGroup]:
     """Run the whole-graph checks on ``walk``'s state and collect its groups (producer spaces only)."""
+    members_to_sources(walk)
     unite_shared_slices(walk)
     block_unaccounted_uses(walk)
     block_shared_shape_entries(walk)
@@ -110,6 +115,40 @@ def group_parts(walk: Analysis, sids: list[int], members: list[Member], size: in
     return parts
 
 
+def members_to_sources(walk: Analysis) -> None:
+    """Move every member on a view to the stored weight it shows (axis i of the view is axis
+    ``view.axes[i]`` of the weight; offsets and blocks along it are the same entries). A member that
+    cannot move (a shape entry, an axis the view inserted) blocks its space."""
+    if not walk.views:
+        return
+    for sid, members in walk.members.items():
+        moved = []
+        for m in members:
+            view = walk.views.get(m.tensor)
+            axis = view.source_axis(m.axis) if view is not None else None
+            if view is None:
+                moved.append(m)
+            elif axis is None or m.role == SHAPE or m.split > 1:  # split members: not through views yet
+                moved.append(m)
+                walk.block_space(
+                    sid,
+                    BlockReason(
+                        SHARED_TENSOR,
+                        f"tensor {view.source} is read through {view.node} in a way the fold cannot follow",
+                        view.node,
+                        view.source,
+                    ),
+                )
+            else:
+                moved.append(replace(m, tensor=view.source, axis=axis))
+        walk.members[sid] = moved
+    for (tensor, axis), nodes in list(walk.member_uses.items()):
+        view = walk.views.get(tensor)
+        source_axis = view.source_axis(axis) if view is not None else None
+        if source_axis is not None:
+            walk.member_uses[(view.source, source_axis)] |= nodes
+
+
 def block_shared_shape_entries(walk: Analysis) -> None:
     """A shape entry counted by two groups (e.g. one repeat_kv shape feeding every layer) would be
     shrunk by both: block them (the groups are independent, so uniting them would be wrong)."""
@@ -172,7 +211,8 @@ def block_unaccounted_uses(walk: Analysis) -> None:
         for m in members:
             t = tensors.get(m.tensor)
             uses = walk.member_uses[(m.tensor, m.axis)]
-            extra = [n for n in (t.outputs if t is not None else []) if id(n) not in uses]
+            readers = effective_readers(t, walk.views) if t is not None else []
+            extra = [n for n in readers if id(n) not in uses]
             chain = walk.shape_chains.get(m.tensor, set())
             for chained in chain:
                 extra += [

@@ -121,9 +121,11 @@ def producer_of(node: gs.Node, weight: str, graph_outputs: set[str]) -> Producer
 
 
 def group_producers(group: ChannelGroup, graph: gs.Graph) -> list[Producer]:
-    """Every producer of ``group`` (one per node), each with its directly following BN if that BN's
-    vectors belong to the group too."""
+    """Every producer of ``group`` (one per weight slice), each with its directly following BN if that
+    BN's vectors belong to the group too. A weight read by several producers (a shared or tied weight)
+    gives one of them: the first that reads it directly."""
     nodes = {n.name: n for n in graph.nodes}
+    tensors = graph.tensors()
     graph_outputs = {t.name for t in graph.outputs}
     member_tensors = {m.tensor for m in group.members if m.role == AVERAGE}
     found: list[Producer] = []
@@ -131,15 +133,27 @@ def group_producers(group: ChannelGroup, graph: gs.Graph) -> list[Producer]:
     for m in group.members:
         if m.role != AVERAGE or m.kind != "weight" or m.offset or m.block != 1 or m.node in seen:
             continue
-        node = nodes.get(m.node)
-        p = producer_of(node, m.tensor, graph_outputs) if node is not None else None
-        if p is None or p.axis != m.axis:
+        candidates = [nodes[m.node]] if m.node in nodes else []
+        weight = tensors.get(m.tensor)
+        candidates += list(weight.outputs) if weight is not None else []
+        p = None
+        for node in candidates:
+            p = producer_of(node, m.tensor, graph_outputs)
+            if p is not None and p.axis == m.axis and p.node not in seen:
+                break
+            p = None
+        if p is None:
             continue
-        seen.add(m.node)
+        seen.update((m.node, p.node))
         if p.bn is not None and not {p.bn.scale, p.bn.mean, p.bn.var} <= member_tensors:
             p = Producer(p.node, p.op, p.weight, p.axis, p.bias, p.bias_axis, p.output, p.out_axis, None)
         found.append(p)
     return found
+
+
+def is_shared(tensor: gs.Tensor) -> bool:
+    """Whether more than one node reads ``tensor`` (a shared or tied weight)."""
+    return len({id(n) for n in tensor.outputs}) > 1
 
 
 def rows(values: np.ndarray, axis: int) -> np.ndarray:

@@ -25,7 +25,8 @@ blocks the layouts it cannot follow. The helpers rules use:
 The rules of the built-in ops live in :mod:`onnxfold.analysis.rules`. Nodes without a rule block their
 inputs (``unsupported-op``); after the walk, :mod:`onnxfold.analysis.finish` turns spaces into groups.
 
-The walk writes nothing to the graph except its topological order (``graph.toposort()``).
+The walk writes nothing to the graph except its topological order (``graph.toposort()``); while it
+runs, the readers of a view of a weight (:mod:`onnxfold.analysis.views`) read a stand-in constant.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from onnxfold.analysis.groups import (
 )
 from onnxfold.analysis.registry import rule_for
 from onnxfold.analysis.shape_trace import ShapeEntry, known_dim, target_entries, tensor_shape
+from onnxfold.analysis.views import View, exposed, find_views
 
 
 class Analysis:
@@ -81,6 +83,8 @@ class Analysis:
         # space -> (parts, reason): its units may only merge within that many equal contiguous parts
         # (a grouped Conv's groups); the reason blocks the group when no two units could merge
         self.parts: dict[int, list[tuple[int, BlockReason]]] = defaultdict(list)
+        # tensors that are a stored weight read through Transpose/Cast/… (onnxfold.analysis.views)
+        self.views: dict[str, View] = {}
 
     # ----------------------------------------------------------------- spaces and layouts
     def new_space(self, n: int, origin: str, producer: bool = True) -> int:
@@ -370,20 +374,28 @@ class Analysis:
     # ----------------------------------------------------------------- the walk
     def run(self) -> list[ChannelGroup]:
         """Sort the graph topologically, apply every node's rule, block what reaches a graph output,
-        and return the groups (:func:`onnxfold.analysis.finish.finish`)."""
+        and return the groups (:func:`onnxfold.analysis.finish.finish`). The readers of a view of a
+        weight see it as a constant during the walk (:mod:`onnxfold.analysis.views`); the node making
+        the view has no rule to apply."""
         graph = self.graph
         graph.toposort()
-        for node in graph.nodes:
-            rule = rule_for(node.op, node.domain)
-            if node.attrs and any(isinstance(v, gs.Graph) for v in node.attrs.values()):
-                self.block_subgraph_uses(node)
-            if rule is None:
-                self.block_inputs(
-                    node,
-                    BlockReason(UNSUPPORTED_OP, f"reaches unsupported op {node.op} ({node.name})", node.name),
-                )
-                continue
-            rule(self, node)
+        self.views = find_views(graph)
+        with exposed(graph, self.views):
+            for node in graph.nodes:
+                if len(node.outputs) == 1 and node.outputs[0].name in self.views:
+                    continue
+                rule = rule_for(node.op, node.domain)
+                if node.attrs and any(isinstance(v, gs.Graph) for v in node.attrs.values()):
+                    self.block_subgraph_uses(node)
+                if rule is None:
+                    self.block_inputs(
+                        node,
+                        BlockReason(
+                            UNSUPPORTED_OP, f"reaches unsupported op {node.op} ({node.name})", node.name
+                        ),
+                    )
+                    continue
+                rule(self, node)
         for t in graph.outputs:
             self.block(
                 self.layouts.get(t.name),

@@ -16,6 +16,11 @@ For every folded group and every producer of it (Conv, Gemm or MatMul, see
   before the branches are added (the authors' CV code gives every BN one factor from the whole
   feature vector).
 * producer without BN: the merged rows are rescaled to the members' mean norm (§2.5), bias kept.
+  A weight that several producers share (directly or through a Transpose) is rescaled once, in place:
+  the factors depend on the weight's rows alone, so every reader takes the same edit.
+
+A producer→BN pair whose weight other nodes read too stays naive (``shared_weight_skipped``):
+normalising the weight by one reader's BN would give that reader a copy of its own.
 
 Singleton clusters are never rewritten (factor exactly 1); groups that were not folded, pruned
 groups (all clusters singletons) and producers whose output axis is split over several groups
@@ -32,6 +37,7 @@ import onnx_graphsurgeon as gs
 from onnxfold.analysis.group_producers import (
     Producer,
     group_producers,
+    is_shared,
     rows,
     scale_along,
     write_bias,
@@ -40,7 +46,7 @@ from onnxfold.analysis.group_producers import (
 from onnxfold.analysis.groups import AVERAGE
 from onnxfold.folding.apply import FoldPlan, FoldRecord
 from onnxfold.folding.rewrite import SliceEdit, apply_edits
-from onnxfold.ir.model import peek_values
+from onnxfold.ir.model import peek_values, set_values
 from onnxfold.repair.stats import (
     ar_factors,
     cluster_sizes,
@@ -92,8 +98,13 @@ def repair_norm(
     """Rescale a BN-free producer's merged rows to its members' mean norm (§2.5); returns the mean factor."""
     node = nodes[p.node]
     factors = norm_factors(rows(record.original(p.weight), p.axis), plan.labels, plan.k)
-    current = peek_values(node.inputs[1])
-    write_input(graph, node, 1, scale_along(current, p.axis, factors).astype(current.dtype))
+    weight = node.inputs[1]
+    current = peek_values(weight)
+    scaled = scale_along(current, p.axis, factors).astype(current.dtype)
+    if is_shared(weight):  # every reader produces these rows of this group: one edit serves them all
+        set_values(weight, scaled)
+    else:
+        write_input(graph, node, 1, scaled)
     return float(factors.mean())
 
 
@@ -134,7 +145,10 @@ def apply_ar(graph: gs.Graph, record: FoldRecord) -> dict:
             ):  # a producer split over several groups (Split partition)
                 counts["partial_producers_skipped"] += 1
                 continue
-            if p.bn is not None:
+            if p.bn is not None and is_shared(nodes[p.node].inputs[1]):
+                # normalising by this producer's BN would edit the weight for this reader alone
+                counts["shared_weight_skipped"] += 1
+            elif p.bn is not None:
                 bn_factors.append(repair_bn_pair(graph, nodes, record, plan, p))
                 counts["bn_pairs"] += 1
             else:

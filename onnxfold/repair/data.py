@@ -9,7 +9,9 @@ of a rewritten constant):
   are simply reset to the measured batch statistics (``goal=reset``, the paper's Fold-R);
 * every BN-free producer (Conv/Gemm/MatMul) of a non-blocked group: a per-channel affine maps its
   output to the goal (mean over the members of the original output's mean and std; REPAIR), folded
-  into its rows and bias (MatMul: scale only, it has no bias slot).
+  into its rows and bias (MatMul: scale only, it has no bias slot). A producer whose weight other
+  nodes read too (a shared or tied weight) is left naive: the affine is measured on its own output,
+  and editing the weight for it would edit it for the other readers too.
 
 Statistics of the original model are measured once (the fold record's source model). Sites are
 repaired **sequentially in topological order** as §6.2 recommends, batched by *level*: a site's
@@ -32,6 +34,7 @@ from onnxfold.analysis.group_producers import (
     batchnorm_of,
     effective_bias,
     group_producers,
+    is_shared,
     scale_along,
     write_bias,
     write_input,
@@ -74,9 +77,12 @@ def _channel_edits(edits: list[SliceEdit], axis: int) -> tuple[SliceEdit, ...]:
     return tuple(SliceEdit(0, e.offset, e.block, AVERAGE, e.labels, e.k) for e in edits if e.axis == axis)
 
 
-def find_sites(graph: gs.Graph, record: FoldRecord) -> list[Site]:
-    """The repair sites of the folded ``graph`` in topological order."""
+def find_sites(graph: gs.Graph, record: FoldRecord, skipped: list[str] | None = None) -> list[Site]:
+    """The repair sites of the folded ``graph`` in topological order. A BN-free producer whose weight
+    other nodes read too is no site (its affine would edit the weight for it alone); its name is
+    appended to ``skipped``."""
     graph.toposort()
+    nodes = {n.name: n for n in graph.nodes}
     changed = changed_tensors(graph, set(record.edits))
     sites: dict[str, Site] = {}
     for node in graph.nodes:
@@ -90,6 +96,10 @@ def find_sites(graph: gs.Graph, record: FoldRecord) -> list[Site]:
             continue
         for p in group_producers(plan.group, graph):
             if p.bn is None and p.output in changed and p.node not in sites:
+                if is_shared(nodes[p.node].inputs[1]):
+                    if skipped is not None and p.node not in skipped:
+                        skipped.append(p.node)
+                    continue
                 sites[p.node] = Site(
                     p.node,
                     p.output,
@@ -175,9 +185,11 @@ def apply_data(
     if goal not in GOALS:
         raise ValueError(f"unknown goal {goal!r} (expected one of {', '.join(GOALS)})")
     graph = model.graph
-    sites = find_sites(graph, record)
+    skipped: list[str] = []
+    sites = find_sites(graph, record, skipped)
+    extra = {"shared_weight_skipped": len(skipped)} if skipped else {}
     if not sites:
-        return {"sites": 0}
+        return {"sites": 0, **extra}
     goals = _goals(record, sites, feeds, batch_size, goal)
     levels = site_levels(graph, sites) if sequential else {s.node: 0 for s in sites}
     nodes = {n.name: n for n in graph.nodes}
@@ -190,4 +202,4 @@ def apply_data(
                 _repair_site(graph, nodes[s.node], s, measured[s.tensor], goals[s.node])
                 counts["batchnorms" if s.bn is not None else "producers"] += 1
             bar.update(len(batch))
-    return {"sites": len(sites), "levels": len(set(levels.values())), **counts}
+    return {"sites": len(sites), "levels": len(set(levels.values())), **counts, **extra}

@@ -16,7 +16,7 @@ from onnxfold.folding.apply import FoldPlan
 from onnxfold.folding.cluster import rounds
 from onnxfold.ir.model import Model
 from onnxfold.pipeline.manager import PassRecord
-from onnxfold.report.stats import ModelStats, format_comparison, format_table, model_stats
+from onnxfold.report.stats import ModelStats, format_comparison, format_table, model_stats, params_growth
 
 
 def stats_of(model: Model, file_size: int | None = None) -> ModelStats:
@@ -62,6 +62,11 @@ class FoldReport:
     def param_sparsity(self) -> float:
         return 1.0 - self.after.params / self.before.params if self.before.params else 0.0
 
+    @property
+    def params_note(self) -> str | None:
+        """Why the result holds more parameters than the input, or None when it holds no more."""
+        return params_growth(self.before, self.after)
+
     def to_dict(self) -> dict:
         return {
             "source": self.source,
@@ -70,6 +75,7 @@ class FoldReport:
             "after": self.after.to_dict(),
             "param_sparsity": self.param_sparsity,
             "round_to": self.round_to,
+            "params_note": self.params_note,
             "groups": [_jsonable(p.to_dict()) for p in self.plans],
             "passes": [
                 {"name": r.name, "seconds": r.seconds, "modified": r.modified, "stats": _jsonable(r.stats)}
@@ -93,6 +99,8 @@ class FoldReport:
 
     def format(self, max_groups: int = 40) -> str:
         parts = [format_comparison(self.before, self.after)]
+        if self.params_note:
+            parts.append(f"note: {self.params_note}")
         if self.plans:
             folded = [p for p in self.plans if p.status == "folded"]
             n_before = sum(p.group.size for p in self.plans)

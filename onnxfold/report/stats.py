@@ -82,6 +82,8 @@ class ModelStats:
     batch: int = 1
     symbolic_dims: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: parameters of every stored weight tensor by name (what ``params`` adds up; not in ``to_dict``)
+    tensor_params: dict[str, int] = field(default_factory=dict, repr=False)
 
     @property
     def node_count(self) -> int:
@@ -127,24 +129,25 @@ def _numel(dims: Iterable[int]) -> int:
     return math.prod(int(d) for d in dims)
 
 
-def _weight_tensors(graph: onnx.GraphProto) -> Iterator[tuple[int, int]]:
-    """(data_type, element count) of initializers, sparse initializers and Constant-node tensors."""
+def _weight_tensors(graph: onnx.GraphProto) -> Iterator[tuple[str, int, int]]:
+    """(name, data_type, element count) of initializers, sparse initializers and Constant-node tensors."""
     for init in graph.initializer:
-        yield init.data_type, _numel(init.dims)
+        yield init.name, init.data_type, _numel(init.dims)
     for sparse in graph.sparse_initializer:
-        yield sparse.values.data_type, _numel(sparse.values.dims)  # stored non-zeros
+        yield sparse.values.name, sparse.values.data_type, _numel(sparse.values.dims)  # stored non-zeros
     for node in graph.node:
         if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
             continue
+        name = node.output[0] if node.output else node.name
         for attr in node.attribute:
             if attr.name == "value":
-                yield attr.t.data_type, _numel(attr.t.dims)
+                yield name, attr.t.data_type, _numel(attr.t.dims)
             elif attr.name == "sparse_value":
-                yield attr.sparse_tensor.values.data_type, _numel(attr.sparse_tensor.values.dims)
+                yield name, attr.sparse_tensor.values.data_type, _numel(attr.sparse_tensor.values.dims)
             elif attr.name == "value_float":
-                yield TensorProto.FLOAT, 1
+                yield name, TensorProto.FLOAT, 1
             elif attr.name == "value_floats":
-                yield TensorProto.FLOAT, len(attr.floats)
+                yield name, TensorProto.FLOAT, len(attr.floats)
 
 
 # --------------------------------------------------------------------------- shapes
@@ -289,7 +292,9 @@ def _node_macs(node: onnx.NodeProto, shapes: dict[str, list[Dim]], res: _DimReso
 def model_stats(model: onnx.ModelProto, file_size: int | None = None) -> ModelStats:
     """Parameters, weight bytes, per-sample MACs and op counts of ``model`` (never reads from disk).
 
-    Params/bytes come from tensor dims, so they are right even if external data was not loaded.
+    Params/bytes come from tensor dims, so they are right even if external data was not loaded. Every
+    stored tensor counts once, however many nodes read it (a tied embedding and LM head is one tensor;
+    cleanup stores copies of one weight once, so a copy the input held is not counted after it).
     """
     stats = ModelStats(file_size=file_size)
     bits = 0
@@ -297,10 +302,11 @@ def model_stats(model: onnx.ModelProto, file_size: int | None = None) -> ModelSt
     for graph in _walk_graphs(model.graph):
         if graph is not model.graph:
             has_subgraphs = True
-        for dtype, n in _weight_tensors(graph):
+        for name, dtype, n in _weight_tensors(graph):
             if dtype in _WEIGHT_BITS:
                 stats.params += n
                 bits += n * _WEIGHT_BITS[dtype]
+                stats.tensor_params[name] = stats.tensor_params.get(name, 0) + n
         for node in graph.node:
             key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
             stats.op_counts[key] += 1
@@ -425,6 +431,37 @@ def _ratio_cells(before: float | None, after: float | None) -> tuple[str, str]:
         return "-", "-"
     r = after / before
     return f"{r:.3f}", f"{100.0 * (r - 1.0):+.1f}%"
+
+
+def params_growth(before: ModelStats, after: ModelStats, limit: int = 6) -> str | None:
+    """Why ``after`` holds more parameters than ``before``, naming the tensors that are new or larger;
+    None when it holds no more."""
+    if after.params <= before.params:
+        return None
+    grown = [
+        (name, n, before.tensor_params.get(name, 0))
+        for name, n in after.tensor_params.items()
+        if n > before.tensor_params.get(name, 0)
+    ]
+    grown.sort(key=lambda g: (-(g[1] - g[2]), g[0]))
+    listed = ", ".join(
+        f"{name} ({human_count(n)}{'' if old == 0 else f', was {human_count(old)}'})"
+        for name, n, old in grown[:limit]
+    )
+    more = f" and {len(grown) - limit} more" if len(grown) > limit else ""
+    text = (
+        f"the output holds {after.params - before.params} more parameters than the input "
+        f"({human_count(before.params)} -> {human_count(after.params)})"
+    )
+    if not grown:
+        return text + "."
+    text += f": tensors it stores that the input has not, or has smaller: {listed}{more}."
+    if any("__" in name for name, _, _ in grown):
+        text += (
+            " A name ending in __<n> is canonicalize's own copy of a vector the input shares between "
+            "nodes; the fold edited one reader's copy, so the copies no longer match and stay apart."
+        )
+    return text
 
 
 def format_comparison(before: ModelStats, after: ModelStats) -> str:
