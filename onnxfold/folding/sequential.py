@@ -76,6 +76,8 @@ def refit(plan, sites: dict[int, Site], original: dict[Site, np.ndarray], now: d
     for i in plan.mixes:
         site = sites[i]
         x, xp = original[site], now[site][:, keep]
+        if not len(xp):
+            raise ValueError(f"no observations of {site.tensor}")
         if bias(i):
             mx, mk = x.mean(axis=0), xp.mean(axis=0)
             x, xp = x - mx, xp - mk
