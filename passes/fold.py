@@ -130,6 +130,64 @@ def deepinversion_samples(model: Model, ctx: PassContext) -> tuple[dict | None, 
     return {name: batch}, f"data-free: {AUTO_DIR_SAMPLES} DeepInversion samples from the BN statistics"
 
 
+#: Random token samples ``auto`` draws without ``--inputs`` on a model whose inputs are token ids.
+AUTO_TOKEN_SAMPLES = 32
+
+
+def embedding_rows(model: Model) -> dict[str, int]:
+    """Graph input → rows of the embedding table it indexes (a Gather of a constant whose indices are
+    the input, directly or through a Cast/Unsqueeze/Reshape)."""
+    import onnx_graphsurgeon as gs
+
+    found: dict[str, int] = {}
+    for inp in model.graph.inputs:
+        frontier, seen = [inp], set()
+        while frontier:
+            t = frontier.pop()
+            if id(t) in seen:
+                continue
+            seen.add(id(t))
+            for node in t.outputs:
+                if node.op == "Gather" and len(node.inputs) > 1 and node.inputs[1] is t:
+                    table = node.inputs[0]
+                    if isinstance(table, gs.Constant) and len(table.shape or ()) == 2 and table.shape[0] > 1:
+                        found[inp.name] = min(found.get(inp.name, 1 << 62), int(table.shape[0]))
+                elif node.op in ("Cast", "Unsqueeze", "Reshape", "Squeeze", "Identity"):
+                    frontier += list(node.outputs)
+    return found
+
+
+def token_samples(model: Model, ctx: PassContext) -> tuple[dict | None, str]:
+    """(samples, where they come from) for a model whose every non-mask input is integer and whose
+    id inputs index an embedding table: uniformly random ids over the table's rows (masks 1, token
+    types 0, positions 0…L−1, as validation makes them); (None, why not) otherwise."""
+    from onnxfold.ir.model import to_model_proto
+    from onnxfold.runtime.inputs import input_specs, make_inputs
+    from onnxfold.runtime.session import make_session
+
+    specs = input_specs(model)
+    if not specs or any(s.dtype is None or s.dtype.kind not in "iu" for s in specs):
+        return None, "not a model whose inputs are all integer token ids"
+    rows = embedding_rows(model)
+    if not rows:
+        return None, "no input indexes an embedding table"
+    session = make_session(to_model_proto(model).SerializeToString(), optimize=False, threads=1)
+    from onnxfold.folding.moments import CHUNK
+
+    samples: list[dict] = []
+    got, seed = 0, 0
+    while got < AUTO_TOKEN_SAMPLES:
+        feed = make_inputs(session, shapes=ctx.input_shapes or None, batch=CHUNK, seed=ctx.seed + seed)
+        rng = np.random.default_rng(ctx.seed + 1000 + seed)
+        for name, vocab in rows.items():
+            feed[name] = rng.integers(0, vocab, size=feed[name].shape).astype(feed[name].dtype)
+        samples.append(feed)
+        got += len(next(iter(feed.values()))) if np.ndim(next(iter(feed.values()))) else 1
+        seed += 1
+    merged = {k: np.concatenate([f[k] for f in samples]) for k in samples[0]}
+    return merged, f"data-free: {got} random token sequences over the embedding's {max(rows.values())} rows"
+
+
 class FoldPass(Pass):
     name = "fold"
     #: {group name: base sparsity} chosen by the search pass (None: ``sparsity`` everywhere).
@@ -152,7 +210,7 @@ class FoldPass(Pass):
     def method(self) -> str:
         """The method planned with: ``auto`` without samples is ``fold`` (random inputs mislead the
         least-squares merge, docs/method.md §5b), except on BN models, where DeepInversion
-        synthesises the samples."""
+        synthesises the samples, and on token models, where random token sequences are drawn."""
         if self.opts["method"] == "auto" and self.moments is None:
             return "fold"
         return self.opts["method"]
@@ -168,7 +226,10 @@ class FoldPass(Pass):
             if samples is None and want == "auto":
                 samples, source = deepinversion_samples(model, ctx)
                 if samples is None:
-                    self.auto_note = f"auto without --inputs is fold: {source}"
+                    samples, why = token_samples(model, ctx)
+                    source = why if samples is not None else source
+                    if samples is None:
+                        self.auto_note = f"auto without --inputs is fold: {source}; {why}"
             if samples is not None or want != "auto":
                 self.moments = measure_activations(model, groups, ctx, samples, source)
         if self.method == "auto" and self.judge is None:

@@ -239,3 +239,43 @@ def test_a_model_exported_at_batch_1_is_measured_one_sample_per_run(tmp_path: Pa
     stats = next(r for r in report.passes if r.name == "fold").stats
     assert stats["activation_samples"] == "12 given samples"
     assert report.plans[0].status == "folded" and report.plans[0].method == "lsq"
+
+
+def _token_model(path: Path) -> None:
+    """ids (N, L) → Gather(embedding 50 × 8) → MatMul(8→16) → Relu → MatMul(16→4)."""
+    rng = np.random.default_rng(4)
+    inits = {
+        "E": rng.normal(size=(50, 8)).astype(np.float32),
+        "W1": rng.normal(size=(8, 16)).astype(np.float32),
+        "W2": rng.normal(size=(16, 4)).astype(np.float32),
+    }
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gather", ["E", "input_ids"], ["e"], name="embed"),
+            helper.make_node("MatMul", ["e", "W1"], ["h"], name="fc1"),
+            helper.make_node("Relu", ["h"], ["a"], name="relu"),
+            helper.make_node("MatMul", ["a", "W2"], ["y"], name="fc2"),
+        ],
+        "tokens",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["N", "L"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "L", 4])],
+        [numpy_helper.from_array(v, n) for n, v in inits.items()],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_auto_without_samples_draws_random_tokens_over_the_embedding(tmp_path: Path) -> None:
+    from onnxfold.ir.model import load_model
+    from onnxfold.passes.fold import embedding_rows
+
+    src = tmp_path / "tokens.onnx"
+    _token_model(src)
+    assert embedding_rows(load_model(src)) == {"input_ids": 50}
+    out = tmp_path / "auto.onnx"
+    _, report = onnxfold.fold(src, 0.25, out, method="auto", validate=False, round_to=1)
+    stats = next(r for r in report.passes if r.name == "fold").stats
+    assert "random token sequences over the embedding's 50 rows" in stats["activation_samples"]
+    assert report.plans[0].status == "folded" and report.plans[0].k == 12
+    ids = np.random.default_rng(0).integers(0, 50, size=(3, 5))
+    got = make_session(str(out), providers=["CPUExecutionProvider"]).run(None, {"input_ids": ids})[0]
+    assert got.shape == (3, 5, 4)
