@@ -279,3 +279,13 @@ def test_auto_without_samples_draws_random_tokens_over_the_embedding(tmp_path: P
     ids = np.random.default_rng(0).integers(0, 50, size=(3, 5))
     got = make_session(str(out), providers=["CPUExecutionProvider"]).run(None, {"input_ids": ids})[0]
     assert got.shape == (3, 5, 4)
+
+
+def test_the_judge_counts_samples_not_runs() -> None:
+    from onnxfold.folding.judge import first_samples
+
+    batch1 = [{"x": np.zeros((1, 3))} for _ in range(40)]
+    assert len(first_samples(batch1)) == 32  # a batch-1 export: 32 runs of one sample
+    batch8 = [{"x": np.zeros((8, 3)), "sr": np.array(16000)} for _ in range(6)]
+    assert len(first_samples(batch8)) == 4
+    assert len(first_samples([{"x": np.zeros((64, 3))}])) == 1  # one run is always kept whole

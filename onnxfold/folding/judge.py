@@ -25,8 +25,22 @@ from onnxfold.ir.model import Model, to_model_proto
 
 Feeds = dict[str, np.ndarray]
 
-#: At most this many runs of the measurement samples are used to judge.
-MAX_RUNS = 4
+#: At most this many measurement samples are used to judge (whole runs, at least one).
+MAX_SAMPLES = 32
+
+
+def first_samples(feeds: Sequence[Feeds], limit: int = MAX_SAMPLES) -> list[Feeds]:
+    """The leading runs of ``feeds`` holding at most ``limit`` samples (at least one run): a model
+    exported at batch 1 is judged on as many samples as one with a free batch."""
+    out, got = [], 0
+    for feed in feeds:
+        first = next((v for v in feed.values() if np.ndim(v)), None)
+        n = len(first) if first is not None else 1
+        if out and got + n > limit:
+            break
+        out.append(feed)
+        got += n
+    return out
 
 
 class GroupJudge:
@@ -36,7 +50,7 @@ class GroupJudge:
         from onnxfold.runtime.session import make_session
 
         self.source = source
-        self.feeds = list(feeds)[:MAX_RUNS]
+        self.feeds = first_samples(feeds)
         self.repair = repair
         sess = make_session(to_model_proto(source).SerializeToString(), optimize=True, threads=1)
         self.names = [o.name for o in sess.get_outputs()]
