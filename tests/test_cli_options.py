@@ -221,7 +221,9 @@ def test_demo_prints_its_table(tmp_path: Path, capsys) -> None:
         assert all(0.0 <= a <= 1.0 for a in accuracies), r
     assert rows[0][5:8] == [f"{original:.2%}", f"{original:.2%}", "100.00%"]  # sparsity 0 is the original
     assert _percent(rows[-1][6]) < original  # folding half the channels costs accuracy
-    assert len(list((tmp_path / "demo").glob("*.onnx"))) == 2 * len(DEMO_SPARSITIES)
+    assert rows[0][8] == f"{original:.2%}"  # auto at sparsity 0 is the original too
+    assert all(_percent(r[8]) >= _percent(r[6]) for r in rows[1:]), rows  # 32 samples help at every width
+    assert len(list((tmp_path / "demo").glob("*.onnx"))) == 3 * len(DEMO_SPARSITIES)
 
 
 def test_bench_fold_prints_its_timing(capsys) -> None:
