@@ -45,6 +45,14 @@ def source_size(model: Model) -> int | None:
 
 
 @dataclass
+def plan_state(plan) -> str:
+    """The status column: folded, pruned (l1/l2/wanda: channels removed), merged (hybrid/lsq: removed
+    channels mixed into the kept ones), or the plan's status when nothing was rewritten."""
+    if plan.status != "folded" or plan.method == "fold":
+        return plan.status
+    return f"{'merged' if plan.method in ('hybrid', 'lsq') else 'pruned'} ({plan.method})"
+
+
 class FoldReport:
     """Everything a run did: model stats before/after, per-group plans, pass timings, validation."""
 
@@ -120,7 +128,7 @@ class FoldReport:
                     p.group.size,
                     p.k,
                     f"{p.sparsity:g}",
-                    p.status if p.method == "fold" or p.status != "folded" else f"pruned ({p.method})",
+                    plan_state(p),
                     p.reason,
                 ]
                 for p in self.plans[:max_groups]
