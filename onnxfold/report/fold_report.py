@@ -44,7 +44,6 @@ def source_size(model: Model) -> int | None:
         return model.source_path.stat().st_size
 
 
-@dataclass
 def plan_state(plan) -> str:
     """The status column: folded, pruned (l1/l2/wanda: channels removed), merged (hybrid/lsq: removed
     channels mixed into the kept ones), or the plan's status when nothing was rewritten."""
@@ -53,6 +52,7 @@ def plan_state(plan) -> str:
     return f"{'merged' if plan.method in ('hybrid', 'lsq') else 'pruned'} ({plan.method})"
 
 
+@dataclass
 class FoldReport:
     """Everything a run did: model stats before/after, per-group plans, pass timings, validation."""
 
