@@ -18,7 +18,7 @@ Samples: the user's (``--inputs``), else data-free random inputs as validation m
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,25 +103,33 @@ def _observations(value: np.ndarray, site: Site) -> np.ndarray:
     return np.ascontiguousarray(np.swapaxes(part, 1, 2)).reshape(-1, site.n)
 
 
-def measure(model, sites: Sequence[Site], feeds: Iterable[Feeds]) -> dict[Site, SiteMoments]:
-    """E[x xᵀ] and E[x] of every site over every run of ``feeds`` (onnxruntime, no graph optimisation)."""
+def site_runs(model, sites: Sequence[Site], feeds: Iterable[Feeds]) -> Iterator[dict[Site, np.ndarray]]:
+    """Per run of ``feeds``, every site's (observations, n) float64 values: the model runs once per
+    run in onnxruntime (no graph optimisation: it could fuse away an exposed tensor) with the sites'
+    tensors as extra outputs."""
     from onnxfold.runtime.activations import _with_outputs
     from onnxfold.runtime.session import make_session
 
     sites = list(dict.fromkeys(sites))
     if not sites:
-        return {}
+        return
     names = list(dict.fromkeys(s.tensor for s in sites))
     session = make_session(
         _with_outputs(model, dict.fromkeys(names, 0)).SerializeToString(), optimize=False, threads=1
     )
+    for feed in feeds:
+        values = dict(zip(names, session.run(names, feed), strict=True))
+        yield {s: _observations(values[s.tensor], s) for s in sites}
+
+
+def measure(model, sites: Sequence[Site], feeds: Iterable[Feeds]) -> dict[Site, SiteMoments]:
+    """E[x xᵀ] and E[x] of every site over every run of ``feeds``."""
+    sites = list(dict.fromkeys(sites))
     second = {s: np.zeros((s.n, s.n)) for s in sites}
     total = {s: np.zeros(s.n) for s in sites}
     count = dict.fromkeys(sites, 0)
-    for feed in feeds:
-        values = dict(zip(names, session.run(names, feed), strict=True))
-        for s in sites:
-            x = _observations(values[s.tensor], s)
+    for run in site_runs(model, sites, feeds):
+        for s, x in run.items():
             second[s] += x.T @ x
             total[s] += x.sum(axis=0)
             count[s] += len(x)

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from onnxfold.folding.compensate import RIDGE
-from onnxfold.folding.moments import ActivationStats, Feeds, Site, _observations, has_bias_slot
+from onnxfold.folding.moments import ActivationStats, Feeds, Site, has_bias_slot, site_runs
 from onnxfold.ir.model import Model
 
 log = logging.getLogger(__name__)
@@ -44,27 +44,16 @@ MAX_OBSERVATIONS = 20000
 
 
 def capture(model: Model, sites: Sequence[Site], feeds: Sequence[Feeds]) -> dict[Site, np.ndarray]:
-    """(observations, n) float64 values of every site over every run of ``feeds``."""
-    from onnxfold.runtime.activations import _with_outputs
-    from onnxfold.runtime.session import make_session
-
-    sites = list(dict.fromkeys(sites))
-    if not sites:
-        return {}
-    names = list(dict.fromkeys(s.tensor for s in sites))
-    session = make_session(
-        _with_outputs(model, dict.fromkeys(names, 0)).SerializeToString(), optimize=False, threads=1
-    )
-    parts: dict[Site, list[np.ndarray]] = {s: [] for s in sites}
-    for feed in feeds:
-        values = dict(zip(names, session.run(names, feed), strict=True))
-        for s in sites:
-            parts[s].append(_observations(values[s.tensor], s))
+    """(observations, n) float64 values of every site over every run of ``feeds`` (a deterministic
+    stride keeps at most :data:`MAX_OBSERVATIONS`)."""
+    parts: dict[Site, list[np.ndarray]] = {s: [] for s in dict.fromkeys(sites)}
+    for run in site_runs(model, list(parts), feeds):
+        for s, x in run.items():
+            parts[s].append(x)
     out = {}
     for s, chunks in parts.items():
         x = np.concatenate(chunks)
-        step = max(1, -(-len(x) // MAX_OBSERVATIONS))
-        out[s] = x[::step]
+        out[s] = x[:: max(1, -(-len(x) // MAX_OBSERVATIONS))]
     return out
 
 
