@@ -289,3 +289,17 @@ def test_the_judge_counts_samples_not_runs() -> None:
     batch8 = [{"x": np.zeros((8, 3)), "sr": np.array(16000)} for _ in range(6)]
     assert len(first_samples(batch8)) == 4
     assert len(first_samples([{"x": np.zeros((64, 3))}])) == 1  # one run is always kept whole
+
+
+def test_padded_positions_are_left_out_of_statistics_and_judged_error() -> None:
+    from onnxfold.folding.moments import Site, _observations, padding_mask
+
+    feed = {"input_ids": np.zeros((2, 3), np.int64), "attention_mask": np.array([[1, 1, 0], [1, 0, 0]])}
+    mask = padding_mask(feed)
+    hidden = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)  # (batch, sequence, channels)
+    rows = _observations(hidden, Site("h", -1, 0, 1, 4), mask)
+    assert rows.shape == (3, 4)  # 3 tokens, not 6 positions
+    assert np.array_equal(rows, hidden.reshape(6, 4)[[0, 1, 3]])
+    conv = np.ones((2, 4, 5, 5))  # channels on axis 1: not a token tensor, nothing is masked
+    assert _observations(conv, Site("c", 1, 0, 1, 4), mask).shape == (50, 4)
+    assert padding_mask({"x": np.zeros((2, 3), np.float32)}) is None

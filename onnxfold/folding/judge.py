@@ -7,7 +7,8 @@ average of activations. So each candidate is applied alone to a copy of the mode
 as it is and once followed by the ``ar`` repair when the pipeline repairs with ``ar``), and
 scored by the relative output error on the measurement samples,
 
-    e = Σ_o ‖y_o − ŷ_o‖² / Σ_o ‖y_o‖²     (every float output, every sample),
+    e = Σ_o ‖y_o − ŷ_o‖² / Σ_o ‖y_o‖²     (every float output, every sample; padded positions of
+                                           a token model, per its attention mask, left out),
 
 and the lowest wins (a tie goes to the earlier candidate: fold). A fold whose error ``ar`` does
 not lower is marked so that ``ar`` leaves it alone (``FoldPlan.repair``): repair is applied only
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from onnxfold.folding.moments import padding_mask, token_rows
 from onnxfold.ir.model import Model, to_model_proto
 
 Feeds = dict[str, np.ndarray]
@@ -83,10 +85,12 @@ class GroupJudge:
             sess = make_session(to_model_proto(model).SerializeToString(), optimize=True, threads=1)
             num = den = 0.0
             for feed, ref in zip(self.feeds, self.reference, strict=True):
+                mask = padding_mask(feed)
                 for want, got in zip(ref, sess.run(self.names, feed), strict=True):
                     if not np.issubdtype(np.asarray(want).dtype, np.floating):
                         continue
-                    w, g = np.asarray(want, dtype=np.float64), np.asarray(got, dtype=np.float64)
+                    w = token_rows(np.asarray(want, dtype=np.float64), mask, -1)
+                    g = token_rows(np.asarray(got, dtype=np.float64), mask, -1)
                     num += float(np.sum((w - g) ** 2))
                     den += float(np.sum(w * w))
         except Exception:

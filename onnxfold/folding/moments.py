@@ -94,9 +94,29 @@ class SiteMoments:
     count: int
 
 
-def _observations(value: np.ndarray, site: Site) -> np.ndarray:
-    """(observations, n) float64 rows of one site from one run's tensor."""
-    moved = np.moveaxis(np.asarray(value), site.axis, -1)
+def padding_mask(feed: Feeds) -> np.ndarray | None:
+    """The (batch, sequence) positions that hold tokens, from an integer or boolean 2-D input named
+    like an attention mask (non-zero: a token); None when the feed has none. Padded positions carry
+    no information, so they are left out of the statistics and of the judged error."""
+    for name, value in feed.items():
+        v = np.asarray(value)
+        if "mask" in name.lower() and v.ndim == 2 and v.dtype.kind in "biu" and v.size:
+            return v != 0
+    return None
+
+
+def token_rows(value: np.ndarray, mask: np.ndarray | None, channel_axis: int) -> np.ndarray:
+    """``value`` restricted to the masked-in (batch, sequence) positions when its leading two dims are
+    the mask's and its channels are last (as transformer activations are); else unchanged."""
+    v = np.asarray(value)
+    if mask is None or v.ndim < 3 or v.shape[:2] != mask.shape or channel_axis % v.ndim != v.ndim - 1:
+        return v
+    return v[mask]
+
+
+def _observations(value: np.ndarray, site: Site, mask: np.ndarray | None = None) -> np.ndarray:
+    """(observations, n) float64 rows of one site from one run's tensor (padded positions left out)."""
+    moved = np.moveaxis(token_rows(value, mask, site.axis), site.axis, -1)
     lo, hi = site.offset, site.offset + site.n * site.block
     part = moved[..., lo:hi].astype(np.float64)
     part = part.reshape(-1, site.n, site.block)
@@ -119,7 +139,8 @@ def site_runs(model, sites: Sequence[Site], feeds: Iterable[Feeds]) -> Iterator[
     )
     for feed in feeds:
         values = dict(zip(names, session.run(names, feed), strict=True))
-        yield {s: _observations(values[s.tensor], s) for s in sites}
+        mask = padding_mask(feed)
+        yield {s: _observations(values[s.tensor], s, mask) for s in sites}
 
 
 def measure(model, sites: Sequence[Site], feeds: Iterable[Feeds]) -> dict[Site, SiteMoments]:
