@@ -267,7 +267,8 @@ def _split_globals(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _run_delegated(name: str, argv: list[str]) -> int:
-    """``bench speed``, ``coverage``, ``scale``, ``clustering`` and ``real`` own their arguments: hand argv over."""
+    """``bench speed``, ``coverage``, ``scale``, ``clustering``, ``real`` and ``llm`` own their arguments:
+    hand argv over."""
     if name == "clustering":
         from onnxfold.bench.clustering import main as bench_main
     elif name == "scale":
@@ -276,6 +277,8 @@ def _run_delegated(name: str, argv: list[str]) -> int:
         from onnxfold.bench.speed import main as bench_main
     elif name == "real":
         from onnxfold.bench.real import main as bench_main
+    elif name == "llm":
+        from onnxfold.bench.llm import main as bench_main
     else:
         from onnxfold.bench.coverage import main as bench_main
     return bench_main(argv)

