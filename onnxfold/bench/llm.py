@@ -17,10 +17,10 @@ instead asks onnxfold's search for the reduction itself (``target_params``, meth
 fitting samples), with per-group widths.
 
 Reductions are counted against the original's parameters, leaving out a constant ``overhead`` that
-this build's fold adds at any sparsity: SmolLM2 ties its embedding to its output projection, and
-the fold stores the transposed use as a second 28.3M-parameter weight (so the saved file has more
-parameters than the original at a 5% reduction). :func:`probe` measures the overhead; every point
-records both the reduction without it (``reduction``) and the fold report's (``file_reduction``).
+a fold adds at any sparsity, measured by :func:`probe`. SmolLM2 ties its embedding to its output
+projection; before tied weights stayed shared (issue 13), the fold stored the transposed use as a
+second 28.3M-parameter weight. Now the overhead measures 0, and every point records both the
+reduction without it (``reduction``) and the fold report's (``file_reduction``), which then agree.
 """
 
 from __future__ import annotations
