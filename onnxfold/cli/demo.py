@@ -102,7 +102,7 @@ def run_demo(out_dir: str | None = None) -> list[dict]:
     )
     print(
         "\nnaive = Fold-Naive (cluster means only); ar = data-free Fold-AR variance repair (the default);\n"
-        f"auto = --method auto --inputs with {DEMO_SAMPLES} unlabeled training images: per group, fold, fold + ar\n"
+        f"auto = --method auto --inputs with {DEMO_SAMPLES} unlabeled training images: per group, fold, fold + ar,\n"
         "a least-squares merge or an activation-scored pruning, whichever keeps the outputs closest (docs/method.md §5b)."
     )
     print(f"\nfolded models written to {folder}")
