@@ -277,8 +277,10 @@ class FoldPass(Pass):
             "largest feature norm), wanda (keep the largest |W|^2*E[x^2]), hybrid (keep a least-error "
             "set, read each removed channel as a scaled kept one), lsq (same set, removed channels "
             "mixed into the kept ones by ridge least squares, their mean into the consumer's bias) "
-            "or auto (per group, fold or lsq by estimated output error); the activation-aware ones "
-            "measure the consumers' inputs on --inputs, else on random inputs (a data-free estimate)",
+            "or auto (per group in graph order: fold, fold+ar, a refitted lsq merge or wanda, whichever "
+            "has the lowest measured output error on --inputs; without them, samples synthesised by "
+            "DeepInversion on BN models or random tokens on token models, else fold); the others "
+            "measure on --inputs, else on random inputs",
             METHODS,
         ),
         Option(
