@@ -44,15 +44,25 @@ def _torch_pad(pads: list[int]) -> list[int]:
     return [p for i in reversed(range(nd)) for p in (pads[i], pads[nd + i])]
 
 
+def _conv_args(args, at):
+    """(x, w, bias or None, spatial rank, strides, dilations) of a Conv or ConvTranspose."""
+    x, w = args[0], args[1]
+    nd = w.dim() - 2
+    return (
+        x,
+        w,
+        args[2] if len(args) > 2 else None,
+        nd,
+        list(at.get("strides", [1] * nd)),
+        list(at.get("dilations", [1] * nd)),
+    )
+
+
 @torch_op("Conv")
 def conv(g, node, args, at):
     """y = Σ w ⋆ x + b with strides, dilations, groups and explicit or auto pads."""
     f = g.torch.nn.functional
-    x, w = args[0], args[1]
-    b = args[2] if len(args) > 2 else None
-    nd = w.dim() - 2
-    strides = list(at.get("strides", [1] * nd))
-    dil = list(at.get("dilations", [1] * nd))
+    x, w, b, nd, strides, dil = _conv_args(args, at)
     pads = _same_pads(at, list(x.shape[2:]), list(w.shape[2:]), strides, dil)
     begin, end = pads[:nd], pads[nd:]
     if begin != end:
@@ -67,11 +77,7 @@ def conv_transpose(g, node, args, at):
     """Transposed convolution: the full (unpadded) result, then pads cropped and output_padding zeros
     appended at the end of each axis, then the bias; ``output_shape`` sets the pads as the spec says."""
     f = g.torch.nn.functional
-    x, w = args[0], args[1]
-    b = args[2] if len(args) > 2 else None
-    nd = w.dim() - 2
-    strides = list(at.get("strides", [1] * nd))
-    dil = list(at.get("dilations", [1] * nd))
+    x, w, b, nd, strides, dil = _conv_args(args, at)
     out_pad = list(at.get("output_padding", [0] * nd))
     k = list(w.shape[2:])
     fn = (f.conv_transpose1d, f.conv_transpose2d, f.conv_transpose3d)[nd - 1]
