@@ -70,14 +70,8 @@ def nothing_folded_reason(plans) -> str:
 def measure_activations(model: Model, groups, ctx: PassContext, samples=None, source: str = ""):
     """Consumer-input statistics of ``groups`` on ``samples`` (by default ``ctx.inputs``), else on
     data-free random inputs."""
-    from onnxfold.folding.moments import (
-        SYNTHETIC_SAMPLES,
-        ActivationStats,
-        chunked,
-        run_size,
-        sample_count,
-        synthetic_feeds,
-    )
+    from onnxfold.folding.moments import ActivationStats
+    from onnxfold.folding.samples import SYNTHETIC_SAMPLES, chunked, run_size, sample_count, synthetic_feeds
 
     samples = samples if samples is not None else ctx.inputs
     try:
@@ -95,97 +89,6 @@ def measure_activations(model: Model, groups, ctx: PassContext, samples=None, so
             f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}); "
             "give --input-shape or --inputs, or use --method fold"
         ) from None
-
-
-#: DeepInversion samples ``auto`` synthesises without ``--inputs`` (BN models, torch installed).
-AUTO_DIR_SAMPLES = 32
-AUTO_DIR_ITERATIONS = 200
-
-
-def deepinversion_samples(model: Model, ctx: PassContext) -> tuple[dict | None, str]:
-    """(samples, where they come from), or (None, why there are none): a DeepInversion batch whose
-    BatchNormalization statistics match the model's running statistics (docs/method.md §2.3)."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return None, "torch is not installed for DeepInversion samples"
-    from onnxfold.errors import one_line
-    from onnxfold.ir.model import to_model_proto
-    from onnxfold.repair.deepinversion import bn_running_stats, synthesize
-    from onnxfold.repair.torch_graph import UnsupportedGraph
-
-    proto = to_model_proto(model)
-    if not bn_running_stats(proto):
-        return None, "no BatchNormalization statistics to synthesise samples from"
-    if len(model.graph.inputs) != 1:
-        return None, "DeepInversion needs a model with one input"
-    shape = next(iter(ctx.input_shapes.values())) if ctx.input_shapes else None
-    try:
-        batch = synthesize(
-            proto, count=AUTO_DIR_SAMPLES, iterations=AUTO_DIR_ITERATIONS, seed=ctx.seed, shape=shape
-        )
-    except (UnsupportedGraph, ValueError) as exc:
-        return None, f"no DeepInversion samples: {one_line(exc, 200)}"
-    name = model.graph.inputs[0].name
-    return {name: batch}, f"data-free: {AUTO_DIR_SAMPLES} DeepInversion samples from the BN statistics"
-
-
-#: Random token samples ``auto`` draws without ``--inputs`` on a model whose inputs are token ids.
-AUTO_TOKEN_SAMPLES = 32
-
-
-def embedding_rows(model: Model) -> dict[str, int]:
-    """Graph input → rows of the embedding table it indexes (a Gather of a constant whose indices are
-    the input, directly or through a Cast/Unsqueeze/Reshape)."""
-    import onnx_graphsurgeon as gs
-
-    found: dict[str, int] = {}
-    for inp in model.graph.inputs:
-        frontier, seen = [inp], set()
-        while frontier:
-            t = frontier.pop()
-            if id(t) in seen:
-                continue
-            seen.add(id(t))
-            for node in t.outputs:
-                if node.op == "Gather" and len(node.inputs) > 1 and node.inputs[1] is t:
-                    table = node.inputs[0]
-                    if isinstance(table, gs.Constant) and len(table.shape or ()) == 2 and table.shape[0] > 1:
-                        found[inp.name] = min(found.get(inp.name, 1 << 62), int(table.shape[0]))
-                elif node.op in ("Cast", "Unsqueeze", "Reshape", "Squeeze", "Identity"):
-                    frontier += list(node.outputs)
-    return found
-
-
-def token_samples(model: Model, ctx: PassContext) -> tuple[dict | None, str]:
-    """(samples, where they come from) for a model whose every non-mask input is integer and whose
-    id inputs index an embedding table: uniformly random ids over the table's rows (masks 1, token
-    types 0, positions 0…L−1, as validation makes them); (None, why not) otherwise."""
-    from onnxfold.ir.model import to_model_proto
-    from onnxfold.runtime.inputs import input_specs, make_inputs
-    from onnxfold.runtime.session import make_session
-
-    specs = input_specs(model)
-    if not specs or any(s.dtype is None or s.dtype.kind not in "iu" for s in specs):
-        return None, "not a model whose inputs are all integer token ids"
-    rows = embedding_rows(model)
-    if not rows:
-        return None, "no input indexes an embedding table"
-    session = make_session(to_model_proto(model).SerializeToString(), optimize=False, threads=1)
-    from onnxfold.folding.moments import CHUNK
-
-    samples: list[dict] = []
-    got, seed = 0, 0
-    while got < AUTO_TOKEN_SAMPLES:
-        feed = make_inputs(session, shapes=ctx.input_shapes or None, batch=CHUNK, seed=ctx.seed + seed)
-        rng = np.random.default_rng(ctx.seed + 1000 + seed)
-        for name, vocab in rows.items():
-            feed[name] = rng.integers(0, vocab, size=feed[name].shape).astype(feed[name].dtype)
-        samples.append(feed)
-        got += len(next(iter(feed.values()))) if np.ndim(next(iter(feed.values()))) else 1
-        seed += 1
-    merged = {k: np.concatenate([f[k] for f in samples]) for k in samples[0]}
-    return merged, f"data-free: {got} random token sequences over the embedding's {max(rows.values())} rows"
 
 
 class FoldPass(Pass):
@@ -224,9 +127,11 @@ class FoldPass(Pass):
         if want in ACTIVATION_METHODS and self.moments is None:
             samples, source = (ctx.inputs, "") if ctx.inputs else (None, "")
             if samples is None and want == "auto":
-                samples, source = deepinversion_samples(model, ctx)
+                from onnxfold.folding.samples import deepinversion_samples, token_samples
+
+                samples, source = deepinversion_samples(model, ctx.input_shapes, ctx.seed)
                 if samples is None:
-                    samples, why = token_samples(model, ctx)
+                    samples, why = token_samples(model, ctx.input_shapes, ctx.seed)
                     source = why if samples is not None else source
                     if samples is None:
                         self.auto_note = f"auto without --inputs is fold: {source}; {why}"
@@ -353,46 +258,35 @@ class FoldPass(Pass):
         """Every group's plan with ``method`` (default: the pass's); with ``allocation`` (set by the
         search pass), each listed group's base sparsity is its allocated one (recipes and overrides
         still apply on top)."""
-        method = method or self.method
-        allocation = self.allocation
-        if allocation:
-            plans = []
-            for group in groups:
-                plans += plan_folds(
-                    [group],
-                    lambda name: peek_values(tensors[name]),
-                    allocation.get(group.name, self.opts["sparsity"]),
-                    self.overrides,
-                    self.opts["ignore"],
-                    self.opts["round_to"],
-                    self.opts["seed"],
-                    method=method,
-                    features=self.opts["features"],
-                    n_init=self.opts["n_init"],
-                    graph=graph,
-                    recipe=self.recipe,
-                    cluster=self.opts["cluster"],
-                    stats=self.moments,
-                    judge=self.judge,
-                )
-            return plans
-        return plan_folds(
-            groups,
-            lambda name: peek_values(tensors[name]),
-            self.opts["sparsity"],
-            self.overrides,
-            self.opts["ignore"],
-            self.opts["round_to"],
-            self.opts["seed"],
-            progress=partial(progress_bar, unit="group"),
-            method=method,
-            features=self.opts["features"],
-            n_init=self.opts["n_init"],
+        opts = self.opts
+        common = dict(
+            overrides=self.overrides,
+            ignore=opts["ignore"],
+            round_to=opts["round_to"],
+            seed=opts["seed"],
+            method=method or self.method,
+            features=opts["features"],
+            n_init=opts["n_init"],
             graph=graph,
             recipe=self.recipe,
-            cluster=self.opts["cluster"],
+            cluster=opts["cluster"],
             stats=self.moments,
             judge=self.judge,
+        )
+
+        def values(name: str):
+            return peek_values(tensors[name])
+
+        if self.allocation:
+            return [
+                plan
+                for group in groups
+                for plan in plan_folds(
+                    [group], values, self.allocation.get(group.name, opts["sparsity"]), **common
+                )
+            ]
+        return plan_folds(
+            groups, values, opts["sparsity"], progress=partial(progress_bar, unit="group"), **common
         )
 
     def _plan_sequential(self, groups, tensors, graph, source: Model) -> list:

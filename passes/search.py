@@ -38,7 +38,7 @@ def parse_levels(text: str) -> list[float]:
 def split_samples(inputs: dict | None) -> tuple[dict | None, dict | None]:
     """(fit, held out): even and odd samples, so that a method fitted on samples (lsq, auto) is
     measured on samples it has not seen; (None, None) below 8 samples."""
-    from onnxfold.folding.moments import sample_count, splittable
+    from onnxfold.folding.samples import sample_count, splittable
 
     if not inputs or not splittable(inputs) or sample_count(inputs) < 8:
         return None, None

@@ -218,7 +218,7 @@ def test_auto_with_32_samples_beats_fold_ar_and_l2_on_digits(tmp_path: Path) -> 
 
 
 def test_samples_are_cut_into_runs_only_along_a_shared_leading_axis() -> None:
-    from onnxfold.folding.moments import chunked
+    from onnxfold.folding.samples import chunked
 
     runs = chunked({"x": np.zeros((20, 3)), "sr": np.array(16000)}, size=8)
     assert [len(r["x"]) for r in runs] == [8, 8, 4] and all(r["sr"].ndim == 0 for r in runs)
@@ -265,8 +265,8 @@ def _token_model(path: Path) -> None:
 
 
 def test_auto_without_samples_draws_random_tokens_over_the_embedding(tmp_path: Path) -> None:
+    from onnxfold.folding.samples import embedding_rows
     from onnxfold.ir.model import load_model
-    from onnxfold.passes.fold import embedding_rows
 
     src = tmp_path / "tokens.onnx"
     _token_model(src)

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from onnxfold.folding.moments import padding_mask, token_rows
+from onnxfold.folding.samples import sample_count
 from onnxfold.ir.model import Model, to_model_proto
 
 Feeds = dict[str, np.ndarray]
@@ -36,8 +37,7 @@ def first_samples(feeds: Sequence[Feeds], limit: int = MAX_SAMPLES) -> list[Feed
     exported at batch 1 is judged on as many samples as one with a free batch."""
     out, got = [], 0
     for feed in feeds:
-        first = next((v for v in feed.values() if np.ndim(v)), None)
-        n = len(first) if first is not None else 1
+        n = sample_count(feed)
         if out and got + n > limit:
             break
         out.append(feed)

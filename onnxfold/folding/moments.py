@@ -11,8 +11,8 @@ x ∈ ℝⁿ; :func:`measure` accumulates E[x xᵀ] and E[x] over them in float6
 ConsumerStats` of a group (one per consumer member), or says why it cannot (a consumer that is not
 one of the ops above, a site too wide to hold its n × n moment).
 
-Samples: the user's (``--inputs``), else data-free random inputs as validation makes them
-(:func:`synthetic_feeds`), which only approximate the real activations (the report says so).
+Samples: the user's (``--inputs``), else data-free ones (:mod:`onnxfold.folding.samples`), which
+only approximate the real activations (the report says so).
 """
 
 from __future__ import annotations
@@ -36,9 +36,6 @@ ValueFn = Callable[[str], np.ndarray]
 
 #: A site with more channels than this keeps no n × n moment (8·n² bytes each).
 MAX_SITE_CHANNELS = 4096
-#: Samples of the data-free estimate, and per onnxruntime run.
-SYNTHETIC_SAMPLES = 32
-CHUNK = 8
 
 
 @dataclass(frozen=True)
@@ -157,61 +154,6 @@ def measure(model, sites: Sequence[Site], feeds: Iterable[Feeds]) -> dict[Site, 
     return {
         s: SiteMoments(second[s] / max(count[s], 1), total[s] / max(count[s], 1), count[s]) for s in sites
     }
-
-
-def sample_count(inputs: Feeds) -> int:
-    """Samples along the leading axis (scalar inputs, e.g. a sample rate, are not samples)."""
-    return max((len(v) for v in inputs.values() if np.ndim(v)), default=1)
-
-
-def splittable(inputs: Feeds) -> bool:
-    """Whether every non-scalar input has the same leading dim, so that it can be cut into runs (a
-    recurrent state shaped (layers, batch, …) next to a (batch, …) input cannot)."""
-    return len({len(v) for v in inputs.values() if np.ndim(v)}) <= 1
-
-
-def run_size(model) -> int:
-    """Samples per run: a model whose inputs fix their leading dim (an export at batch 1) takes
-    exactly that many; otherwise :data:`CHUNK`."""
-    fixed = [
-        int(t.shape[0])
-        for t in model.graph.inputs
-        if t.shape is not None
-        and len(t.shape)
-        and isinstance(t.shape[0], (int, np.integer))
-        and t.shape[0] > 0
-    ]
-    return min(fixed) if fixed else CHUNK
-
-
-def chunked(inputs: Feeds, size: int = CHUNK) -> list[Feeds]:
-    """The user's samples (leading axis) as runs of at most ``size`` samples; a scalar input goes
-    whole into every run. Inputs whose leading dims differ are run whole, once."""
-    if not splittable(inputs):
-        return [dict(inputs)]
-    total = sample_count(inputs)
-    return [
-        {k: (v[i : i + size] if np.ndim(v) else v) for k, v in inputs.items()}
-        for i in range(0, total, max(1, size))
-    ]
-
-
-def synthetic_feeds(model, shapes: dict | None = None, samples: int = SYNTHETIC_SAMPLES) -> list[Feeds]:
-    """Data-free samples: validation's deterministic random inputs, ``samples`` of them in runs of
-    :data:`CHUNK` (a model whose batch dim is fixed gets runs of its own batch)."""
-    from onnxfold.ir.model import to_model_proto
-    from onnxfold.runtime.inputs import make_inputs
-    from onnxfold.runtime.session import make_session
-
-    session = make_session(to_model_proto(model).SerializeToString(), optimize=False, threads=1)
-    feeds, got, seed = [], 0, 0
-    while got < samples:
-        feed = make_inputs(session, shapes=shapes or None, batch=CHUNK, seed=seed)
-        first = next(iter(feed.values()))
-        got += int(first.shape[0]) if np.ndim(first) else 1
-        feeds.append(feed)
-        seed += 1
-    return feeds
 
 
 class ActivationStats:

@@ -1,0 +1,156 @@
+"""Samples to measure activations on: the user's cut into runs, or data-free ones.
+
+* :func:`chunked`: the user's samples (``--inputs``) in runs a model takes (:func:`run_size`);
+* :func:`synthetic_feeds`: validation's random inputs (Gaussian floats, small integer ids);
+* :func:`deepinversion_samples`: inputs optimised so that a BN model's batch statistics match its
+  running statistics (docs/method.md §2.3);
+* :func:`token_samples`: random token sequences over a token model's embedding table.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+Feeds = dict[str, np.ndarray]
+
+#: Samples of the data-free estimate, and per onnxruntime run.
+SYNTHETIC_SAMPLES = 32
+CHUNK = 8
+
+
+def sample_count(inputs: Feeds) -> int:
+    """Samples along the leading axis (scalar inputs, e.g. a sample rate, are not samples)."""
+    return max((len(v) for v in inputs.values() if np.ndim(v)), default=1)
+
+
+def splittable(inputs: Feeds) -> bool:
+    """Whether every non-scalar input has the same leading dim, so that it can be cut into runs (a
+    recurrent state shaped (layers, batch, …) next to a (batch, …) input cannot)."""
+    return len({len(v) for v in inputs.values() if np.ndim(v)}) <= 1
+
+
+def run_size(model) -> int:
+    """Samples per run: a model whose inputs fix their leading dim (an export at batch 1) takes
+    exactly that many; otherwise :data:`CHUNK`."""
+    fixed = [
+        int(t.shape[0])
+        for t in model.graph.inputs
+        if t.shape is not None
+        and len(t.shape)
+        and isinstance(t.shape[0], (int, np.integer))
+        and t.shape[0] > 0
+    ]
+    return min(fixed) if fixed else CHUNK
+
+
+def chunked(inputs: Feeds, size: int = CHUNK) -> list[Feeds]:
+    """The user's samples (leading axis) as runs of at most ``size`` samples; a scalar input goes
+    whole into every run. Inputs whose leading dims differ are run whole, once."""
+    if not splittable(inputs):
+        return [dict(inputs)]
+    total = sample_count(inputs)
+    return [
+        {k: (v[i : i + size] if np.ndim(v) else v) for k, v in inputs.items()}
+        for i in range(0, total, max(1, size))
+    ]
+
+
+def synthetic_feeds(
+    model, shapes: dict | None = None, samples: int = SYNTHETIC_SAMPLES, seed: int = 0
+) -> list[Feeds]:
+    """Data-free samples: validation's deterministic random inputs (seeds ``seed``, ``seed`` + 1, …),
+    ``samples`` of them in runs of :data:`CHUNK` (a model whose batch dim is fixed gets runs of its
+    own batch)."""
+    from onnxfold.ir.model import to_model_proto
+    from onnxfold.runtime.inputs import make_inputs
+    from onnxfold.runtime.session import make_session
+
+    session = make_session(to_model_proto(model).SerializeToString(), optimize=False, threads=1)
+    feeds, got = [], 0
+    while got < samples:
+        feed = make_inputs(session, shapes=shapes or None, batch=CHUNK, seed=seed + len(feeds))
+        got += sample_count(feed)
+        feeds.append(feed)
+    return feeds
+
+
+#: DeepInversion samples ``auto`` synthesises without ``--inputs`` (BN models, torch installed).
+AUTO_DIR_SAMPLES = 32
+AUTO_DIR_ITERATIONS = 200
+
+
+def deepinversion_samples(model, shapes: dict | None = None, seed: int = 0) -> tuple[Feeds | None, str]:
+    """(samples, where they come from), or (None, why there are none): a DeepInversion batch whose
+    BatchNormalization statistics match the model's running statistics (docs/method.md §2.3)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return None, "torch is not installed for DeepInversion samples"
+    from onnxfold.errors import one_line
+    from onnxfold.ir.model import to_model_proto
+    from onnxfold.repair.deepinversion import bn_running_stats, synthesize
+    from onnxfold.repair.torch_graph import UnsupportedGraph
+
+    proto = to_model_proto(model)
+    if not bn_running_stats(proto):
+        return None, "no BatchNormalization statistics to synthesise samples from"
+    if len(model.graph.inputs) != 1:
+        return None, "DeepInversion needs a model with one input"
+    shape = next(iter(shapes.values())) if shapes else None
+    try:
+        batch = synthesize(
+            proto, count=AUTO_DIR_SAMPLES, iterations=AUTO_DIR_ITERATIONS, seed=seed, shape=shape
+        )
+    except (UnsupportedGraph, ValueError) as exc:
+        return None, f"no DeepInversion samples: {one_line(exc, 200)}"
+    name = model.graph.inputs[0].name
+    return {name: batch}, f"data-free: {AUTO_DIR_SAMPLES} DeepInversion samples from the BN statistics"
+
+
+#: Random token samples ``auto`` draws without ``--inputs`` on a model whose inputs are token ids.
+AUTO_TOKEN_SAMPLES = 32
+
+
+def embedding_rows(model) -> dict[str, int]:
+    """Graph input → rows of the embedding table it indexes (a Gather of a constant whose indices are
+    the input, directly or through a Cast/Unsqueeze/Reshape)."""
+    import onnx_graphsurgeon as gs
+
+    found: dict[str, int] = {}
+    for inp in model.graph.inputs:
+        frontier, seen = [inp], set()
+        while frontier:
+            t = frontier.pop()
+            if id(t) in seen:
+                continue
+            seen.add(id(t))
+            for node in t.outputs:
+                if node.op == "Gather" and len(node.inputs) > 1 and node.inputs[1] is t:
+                    table = node.inputs[0]
+                    if isinstance(table, gs.Constant) and len(table.shape or ()) == 2 and table.shape[0] > 1:
+                        found[inp.name] = min(found.get(inp.name, 1 << 62), int(table.shape[0]))
+                elif node.op in ("Cast", "Unsqueeze", "Reshape", "Squeeze", "Identity"):
+                    frontier += list(node.outputs)
+    return found
+
+
+def token_samples(model, shapes: dict | None = None, seed: int = 0) -> tuple[Feeds | None, str]:
+    """(samples, where they come from) for a model whose inputs are all integer and whose id inputs
+    index an embedding table: :func:`synthetic_feeds` (masks 1, token types 0, positions 0…L−1) with
+    the ids drawn uniformly over the table's rows; (None, why not) otherwise."""
+    from onnxfold.runtime.inputs import input_specs
+
+    specs = input_specs(model)
+    if not specs or any(s.dtype is None or s.dtype.kind not in "iu" for s in specs):
+        return None, "not a model whose inputs are all integer token ids"
+    rows = embedding_rows(model)
+    if not rows:
+        return None, "no input indexes an embedding table"
+    feeds = synthetic_feeds(model, shapes, AUTO_TOKEN_SAMPLES, seed=seed)
+    for i, feed in enumerate(feeds):
+        rng = np.random.default_rng(seed + 1000 + i)
+        for name, vocab in rows.items():
+            feed[name] = rng.integers(0, vocab, size=feed[name].shape).astype(feed[name].dtype)
+    merged = {k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]}
+    got = sample_count(merged)
+    return merged, f"data-free: {got} random token sequences over the embedding's {max(rows.values())} rows"
