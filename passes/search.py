@@ -15,6 +15,8 @@ the model. If no candidate meets a fidelity target, the pass fails (nothing is w
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from onnxfold.ir.model import Model
@@ -36,8 +38,9 @@ def parse_levels(text: str) -> list[float]:
 
 
 def split_samples(inputs: dict | None) -> tuple[dict | None, dict | None]:
-    """(fit, held out): even and odd samples, so that a method fitted on samples (lsq, auto) is
-    measured on samples it has not seen; (None, None) below 8 samples."""
+    """(fit, held out): even and odd samples. A method fitted on samples (lsq, auto) fits on the even
+    half; candidates are measured on all samples (the target must hold on every given input), so
+    the unseen half penalises a fit that does not generalise; (None, None) below 8 samples."""
     from onnxfold.folding.samples import sample_count, splittable
 
     if not inputs or not splittable(inputs) or sample_count(inputs) < 8:
@@ -126,20 +129,23 @@ class SearchPass(Pass):
             split_samples(ctx.inputs) if fold.opts["method"] in ACTIVATION_METHODS else (None, None)
         )
         fit_ctx = PassContext(original=ctx.original, seed=ctx.seed, input_shapes=ctx.input_shapes, inputs=fit)
-        fold.prepare(model, analyze_graph(model.graph, model.node_scopes()), fit_ctx if fit else ctx)
+        fold.prepare(
+            model, analyze_graph(model.graph, model.node_scopes()), fit_ctx if fit else ctx, search=True
+        )
         evaluator = Evaluator(
             ctx.original or model,
-            held_out if held_out else ctx.inputs,
+            ctx.inputs,  # all of them: the target holds on every given input
             self.opts["metric"],
             ctx.input_shapes,
             seed=ctx.seed,
         )
 
-        def build(allocation: dict[str, float]) -> tuple[Model, dict]:
+        def build(allocation: dict[str, float], sequential: bool = False) -> tuple[Model, dict]:
             cand = model.copy()
             inner = FoldPass(**{**fold.opts, "sparsity": 0.0})
             inner.allocation = allocation
-            inner.moments, inner.judge = fold.moments, fold.judge
+            inner.sequential = sequential
+            inner.moments, inner.judge, inner.auto_note = fold.moments, fold.judge, fold.auto_note
             passes = [inner] + ([self.repair] if self.repair is not None else []) + [CleanupPass()]
             sub = PassContext(
                 original=ctx.original, seed=ctx.seed, input_shapes=ctx.input_shapes, inputs=ctx.inputs
@@ -160,6 +166,7 @@ class SearchPass(Pass):
             recipe=fold.recipe,
             stats=fold.moments,
             judge=fold.judge,
+            refine=partial(build, sequential=True) if fold.method == "auto" else None,
         )
         ctx.data["search"] = result
         chosen = result.chosen
@@ -182,9 +189,9 @@ class SearchPass(Pass):
             "seconds": result.seconds,
             "data_free_proxy": result.proxy,
         }
+        if "refined" in chosen.data:
+            stats["refined"] = chosen.data["refined"]
         if held_out:
-            n = len(next(iter(held_out.values())))
-            stats["held_out"] = (
-                f"fitted on {len(next(iter(fit.values())))} samples, measured on the other {n}"
-            )
+            n = len(next(iter(ctx.inputs.values())))
+            stats["held_out"] = f"fitted on {len(next(iter(fit.values())))} samples, measured on all {n}"
         return PassResult(True, stats)

@@ -322,3 +322,26 @@ def test_search_candidates_have_the_rounded_widths(digits, mode: str) -> None:
     if mode == "target_params":  # within one step: 8 channels of the costliest rounded group
         step = max(c.params_per_channel * (8 if c.channels >= 16 else 1) for c in report.search.curves)
         assert abs(report.param_sparsity - 0.3) <= step / report.before.params + 1e-9
+
+
+def test_a_refined_build_replaces_the_pick_only_when_it_measures_at_least_as_well() -> None:
+    """The search's sequential refinement is kept only at equal or higher fidelity and no more
+    parameters, so a target the pick met stays met."""
+    from onnxfold.report.fold_report import stats_of
+    from onnxfold.search.target import Candidate, _refined
+
+    model = as_model(bundled_model("lenet5.onnx"))
+    base = stats_of(model)
+    chosen = Candidate(3, 0.9, base.params, base.macs, 0.0, 0.0)
+
+    def evaluator_of(value: float):
+        return lambda m: (value, [])
+
+    worse = _refined(chosen, (model, {}), evaluator_of(0.89), base)
+    better = _refined(chosen, (model, {}), evaluator_of(0.95), base)
+    bigger = _refined(
+        Candidate(3, 0.9, base.params - 1, base.macs, 0.0, 0.0), (model, {}), evaluator_of(0.95), base
+    )
+    assert worse is None and bigger is None
+    assert better is not None and better.fidelity == 0.95 and better.steps == 3 and better.model is model
+    assert "refined" in better.data

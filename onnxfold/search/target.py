@@ -141,9 +141,12 @@ def search(
     recipe: Any = None,
     stats: Any = None,
     judge: Any = None,
+    refine: Callable[[dict[str, float]], tuple[Model, dict]] | None = None,
 ) -> SearchResult:
     """Run the search on the canonicalized ``model``. ``build(allocation)`` returns a new folded
-    (repaired, cleaned) copy and the pass data it left. See the module docstring."""
+    (repaired, cleaned) copy and the pass data it left. See the module docstring. ``refine``: a
+    costlier build of the same widths (``auto``'s sequential choice), tried once on the chosen
+    allocation and kept when its measured fidelity is at least the chosen one's."""
     start = time.perf_counter()
     base = stats_of(model)
     groups = analyze_graph(model.graph, model.node_scopes())
@@ -194,6 +197,11 @@ def search(
     else:
         total = base.params if mode == "target_params" else base.macs
         chosen, met = _budget(path, measure, total, target, mode, round_to)
+    if refine is not None and chosen.steps > 0:
+        better = _refined(chosen, refine(path.sparsities_at(chosen.steps)), evaluator, base)
+        if better is not None:
+            log.info("search: refined -> fidelity %.4f (was %.4f)", better.fidelity, chosen.fidelity)
+            chosen = better
     for c in tried.values():
         if c is not chosen:
             c.model, c.data = None, {}
@@ -209,6 +217,28 @@ def search(
         evaluator.proxy,
         dict(evaluator.metrics),
         time.perf_counter() - start,
+    )
+
+
+def _refined(chosen: Candidate, built: tuple[Model, dict], evaluator: Evaluator, base) -> Candidate | None:
+    """The refined build as a candidate when it measures at least as well as ``chosen`` with no more
+    parameters, else None."""
+    model, data = built
+    fid, per = evaluator(model)
+    st = stats_of(model)
+    if fid < chosen.fidelity or st.params > chosen.params:
+        return None
+    data = {**data, "refined": f"sequential auto: fidelity {fid:.4f} against {chosen.fidelity:.4f}"}
+    return Candidate(
+        chosen.steps,
+        fid,
+        st.params,
+        st.macs,
+        1.0 - st.params / base.params if base.params else 0.0,
+        1.0 - st.macs / base.macs if base.macs else 0.0,
+        per,
+        model,
+        data,
     )
 
 
