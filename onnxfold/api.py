@@ -22,6 +22,7 @@ from onnxfold.passes import (
     SearchPass,
     ValidatePass,
 )
+from onnxfold.passes.fold import AUTO_JUDGE_LIMIT
 from onnxfold.pipeline.manager import Pass, PassContext, PassManager, PipelineError
 from onnxfold.report.fold_report import FoldReport, saved_size, source_size, stats_of
 from onnxfold.report.stats import format_table, human_count
@@ -129,7 +130,8 @@ def fold(
     overrides: Sequence[str] = (),
     ignore: Sequence[str] = (),
     round_to: int = DEFAULT_ROUND_TO,
-    method: str = "fold",
+    method: str = "auto",
+    judge_limit: int = AUTO_JUDGE_LIMIT,
     features: str = "raw",
     n_init: int = 10,
     cluster: str = "auto",
@@ -186,6 +188,7 @@ def fold(
         ignore=list(ignore),
         round_to=round_to,
         method=method,
+        judge_limit=judge_limit,
         features=features,
         n_init=n_init,
         cluster=cluster,

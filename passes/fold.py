@@ -25,6 +25,7 @@ import numpy as np
 
 from onnxfold.analysis import analyze_graph
 from onnxfold.analysis.quantized import quantized_hint, quantized_ops
+from onnxfold.errors import one_line
 from onnxfold.folding.apply import (
     ACTIVATION_METHODS,
     FEATURE_MODES,
@@ -91,6 +92,22 @@ def measure_activations(model: Model, groups, ctx: PassContext, samples=None, so
         ) from None
 
 
+#: ``auto`` without ``--inputs`` judges its candidates on models up to this many parameters: judging
+#: rebuilds and runs the model a few times per group (seconds per group at 50M parameters on 2 cores).
+AUTO_JUDGE_LIMIT = 50_000_000
+
+
+def parameter_count(model: Model) -> int:
+    """Elements of the graph's float constants (from their shapes: nothing is loaded)."""
+    import onnx_graphsurgeon as gs
+
+    total = 0
+    for t in model.graph.tensors().values():
+        if isinstance(t, gs.Constant) and t.shape is not None and np.dtype(t.dtype).kind == "f":
+            total += int(np.prod(t.shape, dtype=np.int64))
+    return total
+
+
 class FoldPass(Pass):
     name = "fold"
     #: {group name: base sparsity} chosen by the search pass (None: ``sparsity`` everywhere).
@@ -100,6 +117,9 @@ class FoldPass(Pass):
     moments = None
     #: The :class:`~onnxfold.folding.judge.GroupJudge` of ``method=auto`` (shared like ``moments``).
     judge = None
+    #: ``auto`` chooses group after group with the earlier choices applied (False: each group judged
+    #: alone, once per width, as the search's candidates are; the search refines its pick sequentially).
+    sequential = True
     #: The mode of the repair pass that follows this fold in its pipeline (``bind``).
     repair_mode = "none"
 
@@ -111,22 +131,45 @@ class FoldPass(Pass):
 
     @property
     def method(self) -> str:
-        """The method planned with: ``auto`` without samples is ``fold`` (random inputs mislead the
-        least-squares merge, docs/method.md §5b), except on BN models, where DeepInversion
-        synthesises the samples, and on token models, where random token sequences are drawn."""
+        """The method planned with (``auto`` whose statistics could not be measured is ``fold``)."""
         if self.opts["method"] == "auto" and self.moments is None:
             return "fold"
         return self.opts["method"]
 
-    #: Why ``auto`` fell back to ``fold`` (empty when it did not).
+    #: What ``auto`` could not use (empty when it had informative samples).
     auto_note = ""
 
-    def prepare(self, model: Model, groups, ctx: PassContext) -> None:
-        """Measure the activation statistics (and build the judge) the method needs, once."""
+    def may_fold(self) -> bool:
+        """Whether any group can be compressed: a sparsity, override, recipe or allocation above 0."""
+        return bool(
+            self.opts["sparsity"] > 0
+            or any(value > 0 for _, value in getattr(self, "overrides", ()))
+            or self.recipe is not None
+            or self.allocation
+        )
+
+    def prepare(self, model: Model, groups, ctx: PassContext, search: bool = False) -> None:
+        """Measure the activation statistics (and build the judge) the method needs, once.
+
+        ``auto`` without ``--inputs`` measures on synthesised samples (DeepInversion on BN models,
+        random tokens on token models, else random inputs that it only judges on) when the model has
+        at most ``judge_limit`` parameters; above that, or where the model cannot be run, it plans
+        plain folds and applies no ``ar`` (whose effect it did not measure). Nothing is measured
+        when nothing can be compressed, unless for a ``search``."""
         want = self.opts["method"]
         if want in ACTIVATION_METHODS and self.moments is None:
             samples, source = (ctx.inputs, "") if ctx.inputs else (None, "")
             if samples is None and want == "auto":
+                if not (search or self.may_fold()):
+                    return
+                params = parameter_count(model)
+                if params > self.opts["judge_limit"]:
+                    self.auto_note = (
+                        f"auto folded without measuring (the model has {params:,} parameters, above "
+                        f"judge_limit {self.opts['judge_limit']:,}; give --inputs or raise --judge-limit "
+                        "to measure): ar, whose effect was not measured, only on convolutions"
+                    )
+                    return
                 from onnxfold.folding.samples import deepinversion_samples, token_samples
 
                 samples, source = deepinversion_samples(model, ctx.input_shapes, ctx.seed)
@@ -134,13 +177,25 @@ class FoldPass(Pass):
                     samples, why = token_samples(model, ctx.input_shapes, ctx.seed)
                     source = why if samples is not None else source
                     if samples is None:
-                        self.auto_note = f"auto without --inputs is fold: {source}; {why}"
-            if samples is not None or want != "auto":
+                        self.auto_note = (
+                            "auto without --inputs chose among fold, fold+ar and l2 pruning by their error "
+                            f"on random inputs, and fitted no merge to them: {source}; {why}"
+                        )
+            try:
                 self.moments = measure_activations(model, groups, ctx, samples, source)
-        if self.method == "auto" and self.judge is None:
-            from onnxfold.folding.judge import GroupJudge
+                self.moments.fitted = not self.auto_note
+                if want == "auto":
+                    from onnxfold.folding.judge import GroupJudge
 
-            self.judge = GroupJudge(model.copy(), self.moments.feeds, self.repair_mode)
+                    self.judge = GroupJudge(model.copy(), self.moments.feeds, self.repair_mode)
+            except Exception as exc:
+                if want != "auto" or ctx.inputs:
+                    raise
+                self.moments = self.judge = None
+                self.auto_note = (
+                    f"auto folded without measuring (ar only on convolutions): the model does not run on "
+                    f"synthesised samples ({one_line(exc, 160)}); give --inputs or --input-shape"
+                )
 
     summary = (
         "cluster tied channels (k-means, or Ward on large groups) and merge each cluster into one channel"
@@ -177,7 +232,7 @@ class FoldPass(Pass):
         Option(
             "method",
             str,
-            "fold",
+            "auto",
             "fold (clusters merged), l1/l2 (structured magnitude pruning: keep the channels of "
             "largest feature norm), wanda (keep the largest |W|^2*E[x^2]), hybrid (keep a least-error "
             "set, read each removed channel as a scaled kept one), lsq (same set, removed channels "
@@ -187,6 +242,13 @@ class FoldPass(Pass):
             "DeepInversion on BN models or random tokens on token models, else fold); the others "
             "measure on --inputs, else on random inputs",
             METHODS,
+        ),
+        Option(
+            "judge_limit",
+            int,
+            AUTO_JUDGE_LIMIT,
+            "auto without --inputs measures its candidates on models of at most this many parameters; "
+            "above, it plans plain folds and applies ar to convolutions only",
         ),
         Option(
             "features",
@@ -247,10 +309,15 @@ class FoldPass(Pass):
         tensors = graph.tensors()
         source = model.copy()  # before planning loads any value: lazy external data stays lazy in the copy
         self.prepare(model, groups, ctx)
-        if self.method == "auto":
+        if self.method == "auto" and self.sequential:
             plans = self._plan_sequential(groups, tensors, graph, source)
         else:
             plans = self._plan(groups, tensors, graph)
+        if self.opts["method"] == "auto" and self.moments is None:  # ar's effect not measured
+            from onnxfold.repair.ar import CONV_ONLY
+
+            for plan in plans:
+                plan.repair = CONV_ONLY
         rewritten = self._rewrite_verified(model, source, plans, ctx)
         return self._finish(plans, rewritten, source, ctx)
 
@@ -295,8 +362,11 @@ class FoldPass(Pass):
         from onnxfold.folding.sequential import plan_sequential
 
         folds = self._plan(groups, tensors, graph, method="fold")
-        merges = self._plan(groups, tensors, graph, method="lsq")
-        prunes = self._plan(groups, tensors, graph, method="wanda")
+        prunes = {"l2": self._plan(groups, tensors, graph, method="l2")}
+        merges = None
+        if self.moments.fitted:  # random inputs mislead a fitted merge or score (docs/method.md §5b)
+            merges = self._plan(groups, tensors, graph, method="lsq")
+            prunes["wanda"] = self._plan(groups, tensors, graph, method="wanda")
         return plan_sequential(source, folds, merges, self.moments, self.repair_mode, prunes)
 
     def _finish(self, plans, rewritten: list[str], source: Model, ctx: PassContext) -> PassResult:

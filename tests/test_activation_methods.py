@@ -107,17 +107,31 @@ def test_lsq_moves_a_constant_channel_into_the_consumer_bias(tmp_path: Path) -> 
     assert not np.allclose(b2["b2"], numpy_helper.to_array(onnx.load(str(src)).graph.initializer[3]))
 
 
-def test_auto_without_samples_or_batchnorm_is_fold(tmp_path: Path) -> None:
+def test_default_without_samples_or_batchnorm_judges_on_random_inputs(tmp_path: Path) -> None:
+    """The default (auto, no --inputs) on LeNet-5 of the digits zoo (no BN, no token ids) at
+    sparsity 0.3: fold, fold + ar and L2 pruning are judged per group on random inputs, nothing is
+    fitted to them, and the held-out accuracy is above every uniform method's at the same widths."""
     from onnxfold.models import bundled_model
+    from onnxfold.models.digits import load_digits_split
 
-    model = bundled_model("vgg11bn-fused.onnx")  # BN fused into the convolutions: nothing to invert
-    a, b = tmp_path / "auto.onnx", tmp_path / "fold.onnx"
-    _, report = onnxfold.fold(model, 0.3, a, method="auto", validate=False)
-    onnxfold.fold(model, 0.3, b, method="fold", validate=False)
-    assert a.read_bytes() == b.read_bytes()
-    fold_stats = next(r for r in report.passes if r.name == "fold").stats
-    assert fold_stats["method"] == "fold"
-    assert "no BatchNormalization statistics" in fold_stats["auto"]
+    _, _, x, y = load_digits_split()
+    model = bundled_model("lenet5.onnx")
+
+    def accuracy(path: Path) -> float:
+        sess = make_session(str(path), providers=["CPUExecutionProvider"], threads=1)
+        return float(np.mean(sess.run(None, {sess.get_inputs()[0].name: x})[0].argmax(-1) == y))
+
+    out = tmp_path / "out.onnx"
+    _, report = onnxfold.fold(model, 0.3, out, round_to=1, validate=False)
+    stats = next(r for r in report.passes if r.name == "fold").stats
+    assert "random" in stats["activation_samples"] and "no BatchNormalization" in stats["auto"]
+    assert set(stats["methods"]) <= {"fold", "l2"}, stats["methods"]
+    got = accuracy(out)
+    uniform = {}
+    for method in ("fold", "l1", "l2"):
+        onnxfold.fold(model, 0.3, out, round_to=1, method=method, validate=False, overwrite=True)
+        uniform[method] = accuracy(out)
+    assert got > max(uniform.values()) + 0.01, (got, uniform)
 
 
 def test_auto_without_samples_synthesises_them_on_a_batchnorm_model(tmp_path: Path) -> None:
@@ -135,7 +149,7 @@ def test_auto_without_samples_synthesises_them_on_a_batchnorm_model(tmp_path: Pa
 
     a, b = tmp_path / "auto.onnx", tmp_path / "fold.onnx"
     _, report = onnxfold.fold(model, 0.3, a, method="auto", validate=False)
-    onnxfold.fold(model, 0.3, b, validate=False)
+    onnxfold.fold(model, 0.3, b, method="fold", validate=False)
     stats = next(r for r in report.passes if r.name == "fold").stats
     assert "DeepInversion" in stats["activation_samples"]
     assert accuracy(a) > accuracy(b) + 0.05

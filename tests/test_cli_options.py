@@ -217,13 +217,14 @@ def test_demo_prints_its_table(tmp_path: Path, capsys) -> None:
     rows = [line.split() for line in out.splitlines() if re.match(r"^\s*\d\.\d\d\s", line)]
     assert [float(r[0]) for r in rows] == list(DEMO_SPARSITIES)
     for r in rows:
-        accuracies = [_percent(v) for v in r[5:8]]  # naive, ar, agreement with the original
+        accuracies = [_percent(v) for v in r[5:10]]  # naive, ar, default, its agreement, auto 32 samples
         assert all(0.0 <= a <= 1.0 for a in accuracies), r
-    assert rows[0][5:8] == [f"{original:.2%}", f"{original:.2%}", "100.00%"]  # sparsity 0 is the original
+    same = f"{original:.2%}"
+    assert rows[0][5:10] == [same, same, same, "100.00%", same]  # sparsity 0 is the original
     assert _percent(rows[-1][6]) < original  # folding half the channels costs accuracy
-    assert rows[0][8] == f"{original:.2%}"  # auto at sparsity 0 is the original too
-    assert all(_percent(r[8]) >= _percent(r[6]) for r in rows[1:]), rows  # 32 samples help at every width
-    assert len(list((tmp_path / "demo").glob("*.onnx"))) == 3 * len(DEMO_SPARSITIES)
+    assert all(_percent(r[7]) >= _percent(r[6]) for r in rows[1:]), rows  # the default beats fold + ar
+    assert all(_percent(r[9]) >= _percent(r[6]) for r in rows[1:]), rows  # so do 32 samples
+    assert len(list((tmp_path / "demo").glob("*.onnx"))) == 4 * len(DEMO_SPARSITIES)
 
 
 def test_bench_fold_prints_its_timing(capsys) -> None:

@@ -243,7 +243,9 @@ def test_reference_agrees_with_onnxruntime_on_folded_and_quantized(digits, tmp_p
     x_train, x = digits[0], digits[2][:100]
     src = ZOO / "lenet5.onnx"
     folded = tmp_path / "folded.onnx"
-    onnxfold.run_pipeline(src, [CanonicalizePass(), FoldPass(sparsity=0.25), CleanupPass()], folded)
+    onnxfold.run_pipeline(
+        src, [CanonicalizePass(), FoldPass(sparsity=0.25, method="fold"), CleanupPass()], folded
+    )
     ort_out, ref_out = predict(folded, x), reference_run(folded, x)
     assert np.abs(ort_out - ref_out).max() < 1e-4
     for mode in ("static", "dynamic"):

@@ -122,7 +122,7 @@ def test_default_ar_repair_keeps_grouped_twins_exact(twins, tmp_path: Path) -> N
     compact, wide = twins(4, "legacy-bn")
     out = tmp_path / "folded.onnx"
     with threadpool_limits(1):
-        _, report = onnxfold.fold(wide, 0.5, out, validate=False)
+        _, report = onnxfold.fold(wide, 0.5, out, validate=False, method="fold")
     repair = next(r for r in report.passes if r.name == "repair")
     assert repair.stats["bn_pairs"] == 9  # stem, 2 × (conv1, grouped conv2, conv3), 2 shortcuts
     x = batch(1)
@@ -150,7 +150,7 @@ def test_clusters_stay_in_their_convolution_group_on_random_weights(
     compact, _ = twins(4, "legacy-bn")
     out = tmp_path / "folded.onnx"
     with threadpool_limits(1):
-        model, report = onnxfold.fold(compact, sparsity, out, validate=False)
+        model, report = onnxfold.fold(compact, sparsity, out, validate=False, method="fold")
     parted = [p for p in report.plans if p.group.parts > 1]
     assert len(parted) == 4 and all(p.status == "folded" for p in parted)
     assert sorted(g["parts"] for g in report.to_dict()["groups"]).count(4) == 4  # --report shows the parts

@@ -185,7 +185,7 @@ def channel_stats(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def test_ar_with_batchnorm_normalises_and_rescales_gamma() -> None:
     proto, w = tiny_model(bn=True)
-    model, report = onnxfold.fold(proto, 0.5, validate=False, repair="ar")
+    model, report = onnxfold.fold(proto, 0.5, validate=False, method="fold", repair="ar")
     (plan,) = [p for p in report.plans if p.status == "folded"]
     assert plan.labels.tolist() == [0, 0, 1, 1]
     sigma = np.sqrt(w["var"] + EPS)
@@ -214,7 +214,7 @@ def test_ar_with_batchnorm_normalises_and_rescales_gamma() -> None:
 
 def test_ar_without_batchnorm_rescales_rows_to_mean_norm() -> None:
     proto, w = tiny_model(bn=False)
-    model, report = onnxfold.fold(proto, 0.5, validate=False, repair="ar")
+    model, report = onnxfold.fold(proto, 0.5, validate=False, method="fold", repair="ar")
     w1, b1 = node_inputs(model, "conv1")
     for c, (i, j) in enumerate([(0, 1), (2, 3)]):
         merged = (w["w1"][i] + w["w1"][j]) / 2
@@ -222,7 +222,7 @@ def test_ar_without_batchnorm_rescales_rows_to_mean_norm() -> None:
         assert f > 1.001
         np.testing.assert_allclose(w1[c], merged * f, rtol=1e-6)
         np.testing.assert_allclose(b1[c], (w["b1"][i] + w["b1"][j]) / 2, rtol=1e-6)  # bias kept as average
-    naive, _ = onnxfold.fold(proto, 0.5, validate=False, repair="none")
+    naive, _ = onnxfold.fold(proto, 0.5, validate=False, method="fold", repair="none")
     np.testing.assert_allclose(
         node_inputs(naive, "conv2")[0], node_inputs(model, "conv2")[0]
     )  # consumer: sums
@@ -233,7 +233,7 @@ def test_data_repair_reaches_the_members_statistics(bn: bool) -> None:
     proto, w = tiny_model(bn=bn)
     rng = np.random.default_rng(5)
     calib = rng.standard_normal((64, 2, 4, 4)).astype(np.float32)
-    model, report = onnxfold.fold(proto, 0.5, validate=False, repair="data", calibration=calib)
+    model, report = onnxfold.fold(proto, 0.5, validate=False, method="fold", repair="data", calibration=calib)
     pre = "c1"  # the producer's output, measured before and after
     (orig,) = run_proto(proto, calib, [pre])
     (got,) = run_proto(to_model_proto(model), calib, ["n1" if bn else pre])
@@ -248,7 +248,7 @@ def test_data_repair_reaches_the_members_statistics(bn: bool) -> None:
     got_m, got_s = channel_stats(got)
     np.testing.assert_allclose(got_s, goal_std, rtol=1e-4)
     np.testing.assert_allclose(got_m, goal_mean, rtol=1e-4, atol=1e-5)
-    naive, _ = onnxfold.fold(proto, 0.5, validate=False, repair="none")
+    naive, _ = onnxfold.fold(proto, 0.5, validate=False, method="fold", repair="none")
     (naive_out,) = run_proto(to_model_proto(naive), calib, ["n1" if bn else pre])
     assert np.abs(channel_stats(naive_out)[1] - goal_std).max() > 1e-2  # the naive fold misses the goal
     assert report.passes[2].stats["sites"] == 1
@@ -260,7 +260,7 @@ def test_sparsity_zero_with_repair_is_bit_exact(bn: bool, mode: str) -> None:
     proto, _ = tiny_model(bn=bn)
     calib = np.random.default_rng(0).standard_normal((8, 2, 4, 4)).astype(np.float32)
     model, _ = onnxfold.fold(
-        proto, 0.0, validate=False, repair=mode, calibration=calib if mode == "data" else None
+        proto, 0.0, validate=False, method="fold", repair=mode, calibration=calib if mode == "data" else None
     )
     out = to_model_proto(model)
     assert {i.name: numpy_helper.to_array(i).tobytes() for i in out.graph.initializer} == {
@@ -273,9 +273,9 @@ def test_repair_errors(tmp_path: Path, capsys) -> None:
     proto, _ = tiny_model(bn=True)
     fused, _ = tiny_model(bn=False)
     with pytest.raises(PassError, match="'dir' does not apply"):
-        onnxfold.fold(fused, 0.5, validate=False, repair="dir")
+        onnxfold.fold(fused, 0.5, validate=False, method="fold", repair="dir")
     with pytest.raises(PipelineError, match="needs calibration"):
-        onnxfold.fold(proto, 0.5, validate=False, repair="data")
+        onnxfold.fold(proto, 0.5, validate=False, method="fold", repair="data")
     with pytest.raises(PassError, match="no fold pass"):
         onnxfold.run_pipeline(proto, parse_pipeline("canonicalize,repair:mode=ar", REGISTRY))
     src = tmp_path / "tiny.onnx"
@@ -304,7 +304,7 @@ def test_pipeline_string_runs_fold_then_repair() -> None:
     proto, _ = tiny_model(bn=True)
     passes = parse_pipeline("canonicalize,fold:sparsity=0.5,repair:mode=ar,cleanup", REGISTRY)
     model, report = onnxfold.run_pipeline(proto, passes)
-    via_api, _ = onnxfold.fold(proto, 0.5, validate=False, repair="ar")
+    via_api, _ = onnxfold.fold(proto, 0.5, validate=False, method="fold", repair="ar")
     x = np.random.default_rng(2).standard_normal((3, 2, 4, 4)).astype(np.float32)
     assert np.array_equal(run_proto(to_model_proto(model), x)[0], run_proto(to_model_proto(via_api), x)[0])
     assert [r.name for r in report.passes] == ["canonicalize", "fold", "repair", "cleanup"]
@@ -322,7 +322,9 @@ def test_duplicates_stay_exact_under_every_repair(exported, arch: str, style: st
     pair = exported(arch, style)
     x = pair.input(batch=3, seed=11)
     calib = pair.input(batch=32, seed=12) if mode == "data" else None
-    model, report = onnxfold.fold(pair.wide, 0.5, validate=False, repair=mode, calibration=calib)
+    model, report = onnxfold.fold(
+        pair.wide, 0.5, validate=False, method="fold", repair=mode, calibration=calib
+    )
     sess = make_session(to_model_proto(model).SerializeToString(), providers=["CPUExecutionProvider"])
     got = sess.run(["logits"], {"input": x})[0]
     want = make_session(pair.compact, providers=["CPUExecutionProvider"]).run(["logits"], {"input": x})[0]
@@ -363,6 +365,7 @@ def test_ar_raises_the_variance_ratio_on_a_trained_model(name: str) -> None:
             original,
             0.5,
             validate=False,
+            method="fold",
             repair=mode,
             n_init=2,
             calibration=x_train[:256] if mode == "data" else None,

@@ -125,7 +125,7 @@ KINDS = ("mlp", "heads", "both")
 MLP_SPARSITIES = (0.2, 0.3, 0.4, 0.5)
 HEAD_SPARSITIES = (0.25, 0.5)  # 12 → 9 and 12 → 6 heads per layer
 COMBINED = ((0.25, 0.3),)  # (heads, MLP)
-METHODS = ("fold:none", "fold:ar", "l1", "l2")
+METHODS = ("fold:none", "fold:ar", "l1", "l2", "default")
 
 
 def minilm_settings(
@@ -206,11 +206,14 @@ def bench_minilm(
     rows also in ``<out_dir>/minilm.json``."""
     settings = minilm_settings(kinds, sparsities, head_sparsities, combined, heads)
     bad = [
-        m for m in methods if m.partition(":")[0] not in ("fold", "l1", "l2") or m.partition(":")[2] == "data"
+        m
+        for m in methods
+        if m != "default"
+        and (m.partition(":")[0] not in ("fold", "l1", "l2") or m.partition(":")[2] == "data")
     ]
     if bad or not methods:
         raise ValueError(
-            f"bench minilm: methods {bad or list(methods)}: choose among fold:none, fold:ar, l1, l2 "
+            f"bench minilm: methods {bad or list(methods)}: choose among fold:none, fold:ar, l1, l2, default "
             "(fold:data needs calibration data)"
         )
     try:
@@ -231,7 +234,7 @@ def bench_minilm(
             recipe = Path(tmp) / "recipe.yaml"
             recipe.write_text(f"default: 0.0\nrules:\n  - mlp: {r}\n    heads: {h}\n")
             for spec in methods:
-                method, _, repair = spec.partition(":")
+                method, _, repair = ("auto", "", "ar") if spec == "default" else spec.partition(":")
                 path = Path(tmp) / "c.onnx"
                 start = time.perf_counter()
                 _, report = fold(

@@ -247,7 +247,7 @@ def _bench_args(bench: argparse.ArgumentParser) -> None:
         "--methods",
         default=None,
         help="quality: e.g. fold:none,fold:ar,fold:dir,fold:data,l1,l2; "
-        "minilm: default fold:none,fold:ar,l1,l2",
+        "minilm: default fold:none,fold:ar,l1,l2,default (onnxfold fold without options)",
     )
     bench.add_argument(
         "--kinds",

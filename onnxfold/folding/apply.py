@@ -96,8 +96,9 @@ class FoldPlan:
     mixes: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     #: estimated output error of each method considered (``auto``), by method name
     estimate: dict[str, float] = field(default_factory=dict)
-    #: whether a later ``ar`` repair may rescale this group (False where it measurably hurts)
-    repair: bool = True
+    #: whether a later ``ar`` repair may rescale this group: False where it measurably hurts, "conv"
+    #: (:data:`onnxfold.repair.ar.CONV_ONLY`) where its effect was not measured: convolutions only
+    repair: bool | str = True
 
     def to_dict(self) -> dict:
         return {
@@ -277,6 +278,19 @@ def _activation_plan(
         )
     index, cstats = found
     n = group.size
+    if method == "auto" and not getattr(stats, "fitted", True):  # random inputs: judge, fit nothing
+        feats = group_features(group, values, features, graph)
+        labels = fold_labeler(feats, k, seed)
+        keep = np.flatnonzero(magnitude_labels(feats, k, "l2") >= 0)
+        estimate = {
+            "fold": sum(comp.fold_error(s, labels) for s in cstats),
+            "l2": sum(comp.drop_error(s, keep) for s in cstats),
+        }
+        fold = FoldPlan(group, "folded", int(labels.max()) + 1, r, labels, estimate=dict(estimate))
+        prune = FoldPlan(group, "folded", k, r, keep_labels(n, keep), method="l2", estimate=dict(estimate))
+        if judge is not None:
+            return judge.choose({"fold": fold, "l2": prune})
+        return fold if estimate["fold"] <= estimate["l2"] else prune
     if method == "wanda":
         keep = comp.wanda_keep(cstats, k)
         return FoldPlan(group, "folded", k, r, keep_labels(n, keep), method="wanda")

@@ -160,7 +160,8 @@ class ActivationStats:
     """Measured sites of a model's groups, and the :class:`ConsumerStats` of each group from them.
 
     ``source`` says where the samples came from (e.g. ``32 given samples``, ``data-free: 32 random
-    samples``)."""
+    samples``); ``fitted``: whether they are informative enough to fit merges and activation scores
+    to (given, DeepInversion or random-token samples), not random inputs that are only judged on."""
 
     def __init__(
         self,
@@ -173,6 +174,7 @@ class ActivationStats:
         self.sites = sites
         self.source = source
         self.feeds = list(feeds)
+        self.fitted = True
 
     @classmethod
     def measure(

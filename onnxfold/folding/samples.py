@@ -58,7 +58,8 @@ def chunked(inputs: Feeds, size: int = CHUNK) -> list[Feeds]:
 def synthetic_feeds(
     model, shapes: dict | None = None, samples: int = SYNTHETIC_SAMPLES, seed: int = 0
 ) -> list[Feeds]:
-    """Data-free samples: validation's deterministic random inputs (seeds ``seed``, ``seed`` + 1, …),
+    """Data-free samples: validation's deterministic random inputs (seeds ``seed``, ``seed`` + 1, …; ids
+    that index an embedding table drawn inside it),
     ``samples`` of them in runs of :data:`CHUNK` (a model whose batch dim is fixed gets runs of its
     own batch)."""
     from onnxfold.ir.model import to_model_proto
@@ -66,9 +67,13 @@ def synthetic_feeds(
     from onnxfold.runtime.session import make_session
 
     session = make_session(to_model_proto(model).SerializeToString(), optimize=False, threads=1)
+    tables = embedding_rows(model)
     feeds, got = [], 0
     while got < samples:
         feed = make_inputs(session, shapes=shapes or None, batch=CHUNK, seed=seed + len(feeds))
+        for name, vocab in tables.items():  # ids that index an embedding stay inside its table
+            if name in feed and feed[name].dtype.kind in "iu":
+                feed[name] = feed[name] % vocab
         got += sample_count(feed)
         feeds.append(feed)
     return feeds
@@ -77,6 +82,30 @@ def synthetic_feeds(
 #: DeepInversion samples ``auto`` synthesises without ``--inputs`` (BN models, torch installed).
 AUTO_DIR_SAMPLES = 32
 AUTO_DIR_ITERATIONS = 200
+#: Most multiply-accumulates ``auto`` spends synthesising them (a forward and a backward pass, about
+#: 3× the forward MACs, per sample and iteration): about a minute on 2 CPU cores.
+AUTO_DIR_BUDGET = 2e12
+
+
+def deepinversion_cost(proto, shapes: dict | None = None) -> float | None:
+    """MACs of synthesising :data:`AUTO_DIR_SAMPLES` samples in :data:`AUTO_DIR_ITERATIONS`
+    iterations, None where the per-sample MACs are unknown (input dims not fixed, or not inferred)."""
+    from onnxfold.report.stats import model_stats
+
+    if shapes:
+        import onnx
+
+        proto = onnx.ModelProto.FromString(proto.SerializeToString())
+        for vi in proto.graph.input:
+            if vi.name in shapes:
+                dims = vi.type.tensor_type.shape.dim
+                for d, v in zip(dims, shapes[vi.name], strict=False):
+                    d.ClearField("dim_param")
+                    d.dim_value = int(v)
+    stats = model_stats(proto)
+    if stats.symbolic_dims or stats.macs_unknown_nodes or not stats.macs:
+        return None
+    return 3.0 * stats.macs * AUTO_DIR_SAMPLES * AUTO_DIR_ITERATIONS
 
 
 def deepinversion_samples(model, shapes: dict | None = None, seed: int = 0) -> tuple[Feeds | None, str]:
@@ -96,6 +125,14 @@ def deepinversion_samples(model, shapes: dict | None = None, seed: int = 0) -> t
         return None, "no BatchNormalization statistics to synthesise samples from"
     if len(model.graph.inputs) != 1:
         return None, "DeepInversion needs a model with one input"
+    cost = deepinversion_cost(proto, shapes)
+    if cost is None:
+        return None, "DeepInversion's cost is unknown: the input dims are not fixed (give --input-shape)"
+    if cost > AUTO_DIR_BUDGET:
+        return None, (
+            f"DeepInversion samples would cost {cost / 1e12:.1f}T MACs, over the "
+            f"{AUTO_DIR_BUDGET / 1e12:g}T auto spends on them"
+        )
     shape = next(iter(shapes.values())) if shapes else None
     try:
         batch = synthesize(

@@ -12,9 +12,10 @@ are visited in graph order; for group g the model is rebuilt with every earlier 
 
    every row of T, kept channels included, so the drift of earlier groups is corrected too.
 2. **Choice.** The fold, the fold followed by ``ar`` (when the pipeline repairs with ``ar``), the
-   refitted merge and the plain activation-scored pruning (``wanda``, when given) are each applied on top of the rebuilt model and scored by the relative
-   output error on the samples (:class:`~onnxfold.folding.judge.GroupJudge`); the lowest wins, a tie
-   goes to the fold (exact on duplicate channels).
+   refitted merge (when the samples are informative enough to fit one) and each pruning given
+   (``wanda``, ``l2``) are applied on top of the rebuilt model and scored by the relative output
+   error on the samples (:class:`~onnxfold.folding.judge.GroupJudge`); the lowest wins, a tie goes
+   to the fold (exact on duplicate channels).
 
 Cost: a handful of onnxruntime sessions per group, so this runs for a fixed sparsity; the target
 search judges each group alone (:meth:`~onnxfold.folding.judge.GroupJudge.choose`).
@@ -81,24 +82,29 @@ def refit(plan, sites: dict[int, Site], original: dict[Site, np.ndarray], now: d
 def plan_sequential(
     source: Model,
     folds: Sequence,
-    merges: Sequence,
+    merges: Sequence | None,
     stats: ActivationStats,
     repair: str = "none",
-    prunes: Sequence | None = None,
+    prunes: dict[str, Sequence] | None = None,
 ) -> list:
-    """The chosen plan of every group (``folds[i]`` and ``merges[i]`` are group i's candidates)."""
+    """The chosen plan of every group: ``folds[i]`` is group i's fold, ``merges[i]`` its lsq merge
+    (None: no merge is a candidate, as on samples too uninformative to fit a mix to) and
+    ``prunes[name][i]`` its plan by each pruning method ``name`` (wanda, l2, ...)."""
     from onnxfold.folding.apply import FoldRecord, fold_edits
     from onnxfold.folding.judge import GroupJudge
     from onnxfold.passes.fold import rewrite_model
 
     feeds = stats.feeds
-    wanted = [s for sites in stats.sites.values() for s in sites.values() if isinstance(s, Site)]
-    original = getattr(stats, "captured", None)
-    if original is None:  # the original model's sites: the same for every candidate of a search
-        original = stats.captured = capture(source, wanted, feeds)
+    original = None
+    if merges is not None:
+        wanted = [s for sites in stats.sites.values() for s in sites.values() if isinstance(s, Site)]
+        original = getattr(stats, "captured", None)
+        if original is None:  # the original model's sites: the same for every candidate of a search
+            original = stats.captured = capture(source, wanted, feeds)
     graph_outputs = {t.name for t in source.graph.outputs}
     nodes = {n.name: n for n in source.graph.nodes}
     chosen: list = []
+    unscorable: set[str] = set()
 
     def rebuilt(plans: list) -> Model:
         model = source.copy()
@@ -113,41 +119,52 @@ def plan_sequential(
 
     def score(plan, ar: bool) -> float:
         plan.repair = ar
-        err = judge.error_of(rebuilt(done + [plan]))
+        try:
+            err = judge.error_of(rebuilt(done + [plan]))
+        except Exception as exc:  # a rewrite that fails scores worst; the fold pass rolls it back
+            log.info("auto: %s of %s failed (%s)", plan.method, plan.group.name, exc)
+            return float("inf")
         return 0.0 if err < TIE else err
 
-    prunes = list(prunes) if prunes is not None else [None] * len(folds)
-    for fold, merge, prune in zip(folds, merges, prunes, strict=True):
-        if fold.status != "folded" or merge.status != "folded" or not merge.mixes:
-            chosen.append(fold if fold.status == "folded" or merge.status != "folded" else merge)
+    merges = list(merges) if merges is not None else [None] * len(folds)
+    prunes = {name: list(plans) for name, plans in (prunes or {}).items()}
+    for i, (fold, merge) in enumerate(zip(folds, merges, strict=True)):
+        alternatives = {name: plans[i] for name, plans in prunes.items() if plans[i].status == "folded"}
+        if merge is not None and (merge.status != "folded" or not merge.mixes):
+            merge = None
+        if fold.status != "folded" or (merge is None and not alternatives):
+            chosen.append(merge if fold.status != "folded" and merge is not None else fold)
             continue
-        done = [p for p in chosen if p.status == "folded"]
-        sites = {i: stats.sites[merge.group.name][i] for i in merge.mixes}
-
-        def bias(i: int, group=merge.group) -> bool:
-            m = group.members[i]
-            return m.node in nodes and has_bias_slot(nodes[m.node], m.tensor, graph_outputs)
-
-        try:
-            now = capture(rebuilt(done) if done else source, list(sites.values()), feeds)
-            merge = refit(merge, sites, original, now, bias)
-        except Exception as exc:  # keep the merge solved on the original statistics
-            log.info("auto: refit of %s failed (%s)", merge.group.name, exc)
+        done = [p for p in chosen if p.status == "folded" and p.group.name not in unscorable]
         fold = copy.copy(fold)
         errors = {"measured:fold": score(fold, False)}
-        best_err = errors["measured:fold"]
+        best, best_err = fold, errors["measured:fold"]
         if repair == "ar":
             errors["measured:fold+ar"] = score(fold, True)
             best_err = min(best_err, errors["measured:fold+ar"])
         fold.repair = repair == "ar" and errors["measured:fold+ar"] < errors["measured:fold"]
-        errors["measured:lsq"] = score(merge, False)
-        best = merge if errors["measured:lsq"] < best_err else fold
-        best_err = min(best_err, errors["measured:lsq"])
-        if prune is not None and prune.status == "folded" and prune.method == "wanda":
+        if merge is not None:
+            sites = {j: stats.sites[merge.group.name][j] for j in merge.mixes}
+
+            def bias(j: int, group=merge.group) -> bool:
+                m = group.members[j]
+                return m.node in nodes and has_bias_slot(nodes[m.node], m.tensor, graph_outputs)
+
+            try:
+                now = capture(rebuilt(done) if done else source, list(sites.values()), feeds)
+                merge = refit(merge, sites, original, now, bias)
+            except Exception as exc:  # keep the merge solved on the original statistics
+                log.info("auto: refit of %s failed (%s)", merge.group.name, exc)
+            errors["measured:lsq"] = score(merge, False)
+            if errors["measured:lsq"] < best_err:
+                best, best_err = merge, errors["measured:lsq"]
+        for name, prune in alternatives.items():
             prune = copy.copy(prune)
-            errors["measured:wanda"] = score(prune, False)
-            if errors["measured:wanda"] < best_err:
-                best = prune
+            errors[f"measured:{name}"] = score(prune, False)
+            if errors[f"measured:{name}"] < best_err:
+                best, best_err = prune, errors[f"measured:{name}"]
         best.estimate = {**best.estimate, **errors}
+        if not np.isfinite(best_err):  # no candidate rewrote: later groups are judged without it
+            unscorable.add(best.group.name)
         chosen.append(best)
     return chosen
