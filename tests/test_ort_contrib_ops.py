@@ -15,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import onnxfold
 from onnxfold.analysis import ATTENTION_HEADS, MIXES_CHANNELS
+from onnxfold.runtime.inputs import make_inputs
 from onnxfold.runtime.session import make_session
 
 HIDDEN, HEAD_DIM = 32, 8
@@ -361,3 +362,37 @@ def test_skip_layer_normalization_blocks_the_channels_it_normalises(tmp_path):
     assert [r.code for r in proj.blocked] == [MIXES_CHANNELS] and "normalises (input + skip)" in proj.blocked[
         0
     ].message
+
+
+# --------------------------------------------------------------------------- coverage rows
+
+
+@pytest.mark.parametrize(
+    ("name", "heads_kind"), [("bert-ort", "Attention"), ("gqa-decoder", "GroupQueryAttention")]
+)
+def test_ort_fused_coverage_rows_fold_heads_and_mlp(tmp_path, name, heads_kind):
+    """The coverage rows of an onnxruntime-optimized BERT and a GroupQueryAttention decoder (small variants):
+    built, analysed, folded at 0.5 (attention heads and MLP neurons), checker-clean, run in onnxruntime with
+    the original output names and shapes; the folded attention op's head count halves."""
+    from onnxfold.bench.coverage import coverage_row
+    from onnxfold.models.ort_fused import ORT_FUSED_MODELS
+
+    row = coverage_row(name, ORT_FUSED_MODELS[name], tmp_path, 0.5, small=True)
+    assert row["error"] is None, row["error"]
+    assert row["checker"] and row["runs"], (row["checker_error"], row["run_error"])
+    assert row["foldable"] >= 4 and row["param_sparsity"] > 0.3
+    source = onnx.load(row["export_path"])
+    folded = onnx.load(row["folded_path"])
+    before = [n for n in source.graph.node if n.op_type == heads_kind]
+    after = {n.name: n for n in folded.graph.node if n.op_type == heads_kind}
+    assert before and len(after) == len(before)
+    for node in before:
+        old = {a.name: a.i for a in node.attribute}["num_heads"]
+        assert {a.name: a.i for a in after[node.name].attribute}["num_heads"] == old // 2
+    # at sparsity 0 the fold changes nothing, bit for bit
+    zero = tmp_path / "zero.onnx"
+    onnxfold.fold(row["export_path"], 0.0, zero, repair="none")
+    session = make_session(row["export_path"], providers=["CPUExecutionProvider"], optimize=False)
+    feeds = make_inputs(session, batch=2)
+    for got, want in zip(run(zero, feeds), session.run(None, feeds), strict=True):
+        assert np.array_equal(got, want)
