@@ -343,6 +343,38 @@ def test_duplicate_neurons_through_a_bias_gelu_fold_back_exactly(tmp_path, act):
     assert_folds_back(wide, compact, tmp_path, x_feed(), heads=0)
 
 
+@pytest.mark.parametrize("act", ["Gelu", "QuickGelu"])
+def test_duplicate_neurons_through_a_contrib_gelu_fold_back_exactly(tmp_path, act):
+    """com.microsoft Gelu/QuickGelu are channel-wise: neurons pass through them."""
+
+    def build(path: Path, w1: np.ndarray, w2: np.ndarray) -> Path:
+        nodes = [
+            helper.make_node("MatMul", ["x", "w1"], ["h"], name="up_proj"),
+            helper.make_node(act, ["h"], ["g"], name="act", domain=MS),
+            helper.make_node("MatMul", ["g", "w2"], ["y"], name="down_proj"),
+        ]
+        return save(path, nodes, {"w1": w1, "w2": w2}, ["y"])
+
+    w1, w2 = rand(HIDDEN, 24), rand(24, HIDDEN)
+    order = np.tile(np.arange(24), 2)
+    compact = build(tmp_path / "c.onnx", w1, w2)
+    assert_folds_back(
+        build(tmp_path / "w.onnx", w1[:, order], w2[order] / 2), compact, tmp_path, x_feed(), heads=0
+    )
+
+
+def test_bias_split_gelu_is_blocked_with_a_reason(tmp_path):
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="up_proj"),
+        helper.make_node("BiasSplitGelu", ["h", "b1"], ["g"], name="act", domain=MS),
+        helper.make_node("MatMul", ["g", "w2"], ["y"], name="down_proj"),
+    ]
+    inits = {"w1": rand(HIDDEN, 48), "b1": rand(48), "w2": rand(24, HIDDEN)}
+    groups = onnxfold.analyze(save(tmp_path / "m.onnx", nodes, inits, ["y"]))
+    up = next(g for g in groups if g.producers == ["up_proj"])
+    assert any(r.code == MIXES_CHANNELS and "first half of the channels" in r.message for r in up.blocked)
+
+
 def test_skip_layer_normalization_blocks_the_channels_it_normalises(tmp_path):
     nodes = [
         helper.make_node("MatMul", ["x", "w1"], ["h"], name="proj"),
