@@ -56,7 +56,7 @@ def finish(walk: Analysis) -> list[ChannelGroup]:
         blocked: list[BlockReason] = []
         producers: list[str] = []
         consumers: list[str] = []
-        attrs: list[tuple[str, str]] = []
+        attrs: list[tuple[str, str, int]] = []
         for s in sids:
             attrs += [a for a in walk.unit_attrs[s] if a not in attrs]
             for m in walk.members[s]:

@@ -166,9 +166,10 @@ class ChannelGroup:
     unit: int = 1
     #: source-module paths of the producers, where the exporter recorded them
     scopes: list[str] = field(default_factory=list)
-    #: (node, attribute) pairs that count this group's units, e.g. the ``num_heads`` of a fused attention
-    #: op: each loses n − k when the group folds
-    unit_attrs: list[tuple[str, str]] = field(default_factory=list)
+    #: (node, attribute, heads per unit) triples that count this group's units, e.g. the ``num_heads`` of a
+    #: fused attention op: each loses (n − k) · heads per unit when the group folds (a unit is several
+    #: heads when grouped-query attention ties a KV head to its query group)
+    unit_attrs: list[tuple[str, str, int]] = field(default_factory=list)
     #: equal contiguous parts that units may only merge within, each keeping k/parts units (the
     #: convolution groups of a grouped Conv); 1: no constraint
     parts: int = 1

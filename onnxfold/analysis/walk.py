@@ -78,8 +78,8 @@ class Analysis:
         # (tensor, axis) -> ids of the nodes that registered that axis of the tensor
         self.member_uses: dict[tuple[str, int], set[int]] = defaultdict(set)
         self.shape_chains: dict[str, set[str]] = defaultdict(set)  # shape const -> tensors computed from it
-        # space -> (node, attribute) pairs counting its units (num_heads of fused attention ops)
-        self.unit_attrs: dict[int, list[tuple[str, str]]] = defaultdict(list)
+        # space -> (node, attribute, heads per unit) counting its units (num_heads of fused attention ops)
+        self.unit_attrs: dict[int, list[tuple[str, str, int]]] = defaultdict(list)
         # space -> (parts, reason): its units may only merge within that many equal contiguous parts
         # (a grouped Conv's groups); the reason blocks the group when no two units could merge
         self.parts: dict[int, list[tuple[int, BlockReason]]] = defaultdict(list)
@@ -333,15 +333,18 @@ class Analysis:
 
     def coarsen_segments(self, lay: Layout, unit: int, node: gs.Node, reason: BlockReason) -> bool:
         """Coarsen every group on ``lay`` to units of ``unit`` channels (attention heads); blocks them with
-        ``reason`` when a segment does not hold whole units. False if anything was blocked."""
-        if any(sg.block != 1 or sg.start % unit or sg.n % unit for sg in lay.segments):
+        ``reason`` when a segment does not hold whole units. A segment already in units of ``unit`` (a
+        RotaryEmbedding coarsened q before the attention op) stays. False if anything was blocked."""
+        todo = [sg for sg in lay.segments if sg.block != unit]
+        if any(sg.start % unit for sg in lay.segments) or any(sg.block != 1 or sg.n % unit for sg in todo):
             self.block(lay, reason)
             return False
-        return all(self.coarsen(sg.space, unit, node) for sg in lay.segments)
+        return all(self.coarsen(sg.space, unit, node) for sg in todo)
 
     def coarsen(self, space: int, unit: int, node: gs.Node) -> bool:
         """Make the units of ``space``'s group blocks of ``unit`` channels (e.g. attention heads of
-        head_dim channels): n → n/unit, every member's block × unit, every layout likewise."""
+        head_dim channels): n → n/unit, every member's block × unit, every layout likewise, and every
+        head count registered on it counts ``unit`` times as many heads per unit."""
         comp = self.component(space)
         if any(self.spaces[s].n % unit for s in comp):
             reason = BlockReason(
@@ -355,6 +358,7 @@ class Analysis:
         for s in comp:
             self.spaces[s].n //= unit
             self.spaces[s].unit *= unit
+            self.unit_attrs[s] = [(n, a, per_unit * unit) for n, a, per_unit in self.unit_attrs[s]]
             self.members[s] = [replace(m, block=m.block * unit) for m in self.members[s]]
         comp_set = set(comp)
         for name, lay in list(self.layouts.items()):

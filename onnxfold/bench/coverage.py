@@ -1,7 +1,8 @@
 """``onnxfold bench coverage``: how much of each public architecture onnxfold can fold, per torch exporter.
 
-Every model of :data:`onnxfold.models.public.PUBLIC_MODELS` (random weights) is exported with each exporter
-(exports are cached in ``out_dir/exports``), analysed and folded at one sparsity with validation. Per
+Every model of :data:`onnxfold.models.public.PUBLIC_MODELS` (random weights) is exported with each exporter,
+and each of :data:`onnxfold.models.ort_fused.ORT_FUSED_MODELS` (onnxruntime's fused transformer ops) is built
+once (exports are cached in ``out_dir/exports``), analysed and folded at one sparsity with validation. Per
 (model, exporter) it reports the graph size, the channel groups (total / foldable / blocked), the fraction of
 parameters that belong to a foldable group (initializers with at least one non-shape member in a foldable
 group, over all float initializers of the canonicalized graph), the parameter sparsity reached, the fold time,
@@ -37,16 +38,18 @@ _TOKEN = re.compile(r"[^\s(),:;'\"]+")
 def export_cached(name: str, style: str, folder: Path, force: bool = False, small: bool = False) -> Path:
     """Export public model ``name`` in ``style`` to ``folder[/small]/<name>-<style>.onnx`` unless a current export
     (same models/public.py and models/export.py, same torch) is already there."""
+    import onnxruntime
     import torch
 
-    from onnxfold.models import export, public
+    from onnxfold.models import export, ort_fused, public
 
     path = (folder / "small" if small else folder) / f"{name}-{style}.onnx"
     data = path.with_name(path.name + ".data")
     stamp = path.with_name(path.name + ".stamp")
-    # the cache is valid for these exact models/public.py and models/export.py and this torch version
-    sources = Path(public.__file__).read_bytes() + Path(export.__file__).read_bytes()
-    key = hashlib.sha1(sources + torch.__version__.encode()).hexdigest()
+    # the cache is valid for these exact model sources and this torch (and onnxruntime: its optimizer) version
+    sources = b"".join(Path(m.__file__).read_bytes() for m in (public, export, ort_fused))
+    versions = torch.__version__ + onnxruntime.__version__
+    key = hashlib.sha1(sources + versions.encode()).hexdigest()
     if (
         not force
         and path.exists()
@@ -58,9 +61,12 @@ def export_cached(name: str, style: str, folder: Path, force: bool = False, smal
     path.parent.mkdir(parents=True, exist_ok=True)
     stamp.unlink(missing_ok=True)
     try:
-        export.export_onnx(
-            public.build_public(name, small), path, public.public_input(name, 2, small=small), style
-        )
+        if name in ort_fused.ORT_FUSED_MODELS:
+            ort_fused.build_ort_fused(name, path, small)
+        else:
+            export.export_onnx(
+                public.build_public(name, small), path, public.public_input(name, 2, small=small), style
+            )
     except BaseException:
         for f in (path, data):  # never leave a partial export behind for the cache
             f.unlink(missing_ok=True)
@@ -294,17 +300,21 @@ def bench_coverage(
     verbose: bool = True,
 ) -> list[dict]:
     """Export, analyse and fold every public model with every exporter; print a table, write coverage.json.
+    The onnxruntime-fused models (:data:`onnxfold.models.ort_fused.ORT_FUSED_MODELS`) have one builder each
+    (onnxruntime's optimizer, onnx.helper) and one row, whatever ``styles`` says.
 
     ``small`` uses the reduced variants the tests use (``PUBLIC_MODELS_SMALL``)."""
+    from onnxfold.models.ort_fused import ORT_FUSED_MODELS
     from onnxfold.models.public import PUBLIC_MODELS
 
+    known = [*PUBLIC_MODELS, *ORT_FUSED_MODELS]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for name in progress_bar(models or list(PUBLIC_MODELS), "bench coverage", unit="model"):
-        if name not in PUBLIC_MODELS:
-            raise ValueError(f"unknown public model {name!r}; known: {sorted(PUBLIC_MODELS)}")
-        for style in styles:
+    for name in progress_bar(models or known, "bench coverage", unit="model"):
+        if name not in known:
+            raise ValueError(f"unknown public model {name!r}; known: {sorted(known)}")
+        for style in [ORT_FUSED_MODELS[name]] if name in ORT_FUSED_MODELS else styles:
             row = coverage_row(name, style, out, sparsity, force, small)
             rows.append(row)
             if verbose:

@@ -433,7 +433,7 @@ def fix_attributes(plans: Sequence[FoldPlan], graph: gs.Graph, tensors: dict) ->
     for plan in plans:
         if plan.status != "folded":
             continue
-        names = {m.node for m in plan.group.members} | {n for n, _ in plan.group.unit_attrs}
+        names = {m.node for m in plan.group.members} | {n for n, *_ in plan.group.unit_attrs}
         for name in names:
             folds[name].append((plan.group, plan.k))
     for node in graph.nodes:

@@ -39,14 +39,137 @@ def clear_shapes(graph: gs.Graph) -> None:
             t.shape = None
 
 
+def _first_output_like_input(node: onnx.NodeProto, shapes: dict) -> list | None:
+    return shapes.get(node.input[0]) if node.input else None
+
+
+def _attention_output(node: onnx.NodeProto, shapes: dict) -> list | None:
+    """com.microsoft Attention: input [B, S, hidden], packed weight [hidden, q + k + v] -> [B, S, v]."""
+    x, w = shapes.get(node.input[0]), shapes.get(node.input[1]) if len(node.input) > 1 else None
+    if x is None or w is None or len(x) != 3 or len(w) != 2 or not isinstance(w[1], int):
+        return None
+    sizes = next((list(a.ints) for a in node.attribute if a.name == "qkv_hidden_sizes"), None)
+    return [x[0], x[1], sizes[2] if sizes else w[1] // 3]
+
+
+def _gqa_output(node: onnx.NodeProto, shapes: dict) -> list | None:
+    """GroupQueryAttention: query [B, S, num_heads·head] (or packed [B, S, (num_heads + 2·kv)·head]) ->
+    [B, S, num_heads·head]."""
+    q = shapes.get(node.input[0])
+    key = node.input[1] if len(node.input) > 1 else ""
+    k = shapes.get(key) if key else None
+    attrs = {a.name: a.i for a in node.attribute}
+    heads, kv = attrs.get("num_heads"), attrs.get("kv_num_heads")
+    if q is None or len(q) != 3 or not heads or not kv:
+        return None
+    if key:
+        if k is None or len(k) != 3 or not isinstance(k[2], int):
+            return None
+        return [q[0], q[1], k[2] // kv * heads]
+    return [q[0], q[1], q[2] // (heads + 2 * kv) * heads] if isinstance(q[2], int) else None
+
+
+def _embed_output(node: onnx.NodeProto, shapes: dict) -> list | None:
+    """EmbedLayerNormalization: input_ids [B, S], word embedding [vocab, hidden] -> [B, S, hidden]."""
+    ids, emb = shapes.get(node.input[0]), shapes.get(node.input[2]) if len(node.input) > 2 else None
+    return [ids[0], ids[1], emb[1]] if ids is not None and emb is not None and len(ids) == 2 else None
+
+
+def _bias_split_gelu_output(node: onnx.NodeProto, shapes: dict) -> list | None:
+    x = shapes.get(node.input[0])
+    return [*x[:-1], x[-1] // 2] if x and isinstance(x[-1], int) else None
+
+
+#: (domain, op) -> the shape of output 0 from the known shapes (ONNX's inference knows no contrib op)
+CONTRIB_OUTPUT_SHAPES = {
+    ("com.microsoft", "Attention"): _attention_output,
+    ("com.microsoft", "GroupQueryAttention"): _gqa_output,
+    ("com.microsoft", "EmbedLayerNormalization"): _embed_output,
+    ("com.microsoft", "BiasSplitGelu"): _bias_split_gelu_output,
+    **{
+        (domain, op): _first_output_like_input
+        for domain, op in [
+            ("com.microsoft", "SkipLayerNormalization"),
+            ("com.microsoft", "SkipSimplifiedLayerNormalization"),
+            ("", "SimplifiedLayerNormalization"),
+            ("com.microsoft", "FastGelu"),
+            ("com.microsoft", "BiasGelu"),
+            ("com.microsoft", "Gelu"),
+            ("com.microsoft", "QuickGelu"),
+            ("com.microsoft", "RotaryEmbedding"),
+        ]
+    },
+}
+
+
+def contrib_value_infos(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Shapes of the contrib ops' first outputs (and a Skip…LayerNormalization's sum output) that ONNX's
+    inference left unknown, computed in graph order from what is known (so a chain of contrib ops fills in
+    one call); the element type is the first input's (the embedding's for EmbedLayerNormalization)."""
+    shapes: dict[str, list] = {}
+    types: dict[str, int] = {}
+    for vi in [*proto.graph.input, *proto.graph.value_info, *proto.graph.output]:
+        dims = value_info_dims(vi)
+        if dims is not None:
+            shapes[vi.name] = dims
+            types[vi.name] = vi.type.tensor_type.elem_type
+    for init in proto.graph.initializer:
+        shapes[init.name] = list(init.dims)
+        types[init.name] = init.data_type
+    added = []
+    for node in proto.graph.node:
+        domain = "" if node.domain in ("", "ai.onnx") else node.domain
+        fn = CONTRIB_OUTPUT_SHAPES.get((domain, node.op_type))
+        if fn is None or not node.output or not node.output[0] or node.output[0] in shapes:
+            continue
+        dims = fn(node, shapes)
+        source = node.input[2] if node.op_type == "EmbedLayerNormalization" else node.input[0]
+        if dims is None or source not in types:
+            continue
+        outs = [node.output[0]]
+        if node.op_type.startswith("Skip") and len(node.output) > 3 and node.output[3]:
+            outs.append(node.output[3])  # input + skip (+ bias), the residual carried on
+        for name in outs:
+            shapes[name], types[name] = dims, types[source]
+            added.append(helper.make_tensor_value_info(name, types[source], dims))
+    return added
+
+
+def _without_large_weights(proto: onnx.ModelProto, limit: int = 4096) -> onnx.ModelProto:
+    """A copy of ``proto`` whose initializers of more than ``limit`` values are graph inputs of the same
+    type and shape (shape arithmetic reads only small constants)."""
+    light = onnx.ModelProto()
+    light.CopyFrom(proto)
+    keep = []
+    for init in light.graph.initializer:
+        if int(np.prod(init.dims)) > limit:
+            light.graph.input.append(
+                helper.make_tensor_value_info(init.name, init.data_type, list(init.dims))
+            )
+        else:
+            keep.append(init)
+    del light.graph.initializer[:]
+    light.graph.initializer.extend(keep)
+    return light
+
+
 def infer_shapes(model: Model) -> bool:
-    """Run ONNX shape inference and copy the results onto the graph's tensors. False if it failed."""
+    """Run ONNX shape inference and copy the results onto the graph's tensors. False if it failed.
+    Contrib ops (:data:`CONTRIB_OUTPUT_SHAPES`) get their outputs' shapes from :func:`contrib_value_infos`,
+    and inference runs again from there, until nothing more is learned."""
     proto = model.to_onnx()
     del proto.graph.value_info[:]
     try:
-        inferred = onnx.shape_inference.infer_shapes(
-            proto, check_type=False, strict_mode=False, data_prop=True
-        )
+        for rounds in range(1 + len(proto.graph.node)):
+            if rounds == 1:  # later rounds only need shapes: big weights become typed inputs
+                proto = _without_large_weights(proto)
+            inferred = onnx.shape_inference.infer_shapes(
+                proto, check_type=False, strict_mode=False, data_prop=True
+            )
+            added = contrib_value_infos(inferred)
+            if not added:
+                break
+            proto.graph.value_info.extend(added)
     except Exception as exc:  # inference is best effort: analysis blocks what it cannot see
         log.warning("shape inference failed: %s", one_line(exc, 200))
         return False

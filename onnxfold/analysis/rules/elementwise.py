@@ -3,7 +3,10 @@
 By Lemma B.1 of the paper, σ(U z) = U σ(z) for a channel-wise σ, so unary ops pass the channels
 through. Binary ops that combine two tracked activations unite their spaces (one assignment for
 both); a constant operand with one value per channel becomes an ``average`` member. Pools over
-spatial axes pass the channels through.
+spatial axes pass the channels through. onnxruntime's contrib activations are channel-wise too:
+Gelu/QuickGelu are unary; FastGelu(x, bias), BiasGelu(x, bias) and BiasAdd(x, bias, skip) add a per-channel
+bias (an ``average`` member, sliced and merged with its channel) before the activation, like Add.
+BiasSplitGelu gates one half of the channels with the other (blocked).
 """
 
 from __future__ import annotations
@@ -156,8 +159,19 @@ def binary(walk: Analysis, node: gs.Node) -> None:
     walk.set_layout(node.outputs[0], Layout(out_rank, out_axis, ref.segments))
 
 
+@register_rule("BiasSplitGelu", domain="com.microsoft")
+def bias_split_gelu(walk: Analysis, node: gs.Node) -> None:
+    """y = (x + b)[…, :C/2] · gelu((x + b)[…, C/2:]): channel c meets channel C/2 + c (blocked)."""
+    message = f"BiasSplitGelu {node.name} gates the first half of the channels with the second"
+    walk.block_inputs(node, BlockReason(MIXES_CHANNELS, message, node.name))
+
+
 for _op in UNARY:
     register_rule(_op)(unary)
+for _op in ("Gelu", "QuickGelu"):
+    register_rule(_op, domain="com.microsoft")(unary)
+for _op in ("FastGelu", "BiasGelu", "BiasAdd"):
+    register_rule(_op, domain="com.microsoft")(binary)
 for _op in POOL:
     register_rule(_op)(pool)
 for _op in BINARY:

@@ -1,9 +1,12 @@
-"""Normalizations: BatchNormalization, InstanceNormalization, LayerNormalization, GroupNormalization.
+"""Normalizations: BatchNormalization, InstanceNormalization, LayerNormalization (and the RMS norms
+RMSNormalization, SimplifiedLayerNormalization), GroupNormalization, and onnxruntime's fused
+SkipLayerNormalization, SkipSimplifiedLayerNormalization and EmbedLayerNormalization.
 
 An inference BN or InstanceNorm on axis 1 is channel-wise: its per-channel vectors follow their
 channel (``average`` members; BN running statistics are not clustering features). A LayerNorm over
 axes after the channel axis passes the channels; one over the channel axis mixes them, as does
-GroupNorm (blocked).
+GroupNorm (blocked). The fused onnxruntime norms normalise over the last axis, where a transformer's
+channels are: they block (their outputs start untracked, like any normalised residual stream).
 """
 
 from __future__ import annotations
@@ -72,6 +75,8 @@ def instance_norm(walk: Analysis, node: gs.Node) -> None:
 
 
 @register_rule("LayerNormalization")
+@register_rule("RMSNormalization")
+@register_rule("SimplifiedLayerNormalization")
 def layer_norm(walk: Analysis, node: gs.Node) -> None:
     """Normalising over the axes after the channel axis keeps the channels; over it mixes them."""
     lay = walk.layout(node.inputs[0])
@@ -98,4 +103,16 @@ def layer_norm(walk: Analysis, node: gs.Node) -> None:
 def group_norm(walk: Analysis, node: gs.Node) -> None:
     """Statistics over groups of channels: merging channels would change them (blocked)."""
     message = f"GroupNormalization {node.name} normalises over groups of channels"
+    walk.block_inputs(node, BlockReason(MIXES_CHANNELS, message, node.name))
+
+
+@register_rule("SkipLayerNormalization", domain="com.microsoft")
+@register_rule("SkipSimplifiedLayerNormalization", domain="com.microsoft")
+@register_rule("EmbedLayerNormalization", domain="com.microsoft")
+def fused_norm(walk: Analysis, node: gs.Node) -> None:
+    """onnxruntime's fused norms: LayerNorm/RMSNorm of input + skip (+ bias), or of summed embeddings,
+    over the last axis: channels on any tracked input are mixed by the statistic (blocked)."""
+    message = f"{node.op} {node.name} normalises (input + skip) over the channel axis"
+    if node.op == "EmbedLayerNormalization":
+        message = f"{node.op} {node.name} normalises embeddings over the channel axis"
     walk.block_inputs(node, BlockReason(MIXES_CHANNELS, message, node.name))
