@@ -233,6 +233,20 @@ def picked_entries(node: gs.Node, length: int) -> list[int] | None:
     return None
 
 
+def untraced_node(t: gs.Tensor, rank_of: RankFn, depth: int = 0) -> gs.Node | None:
+    """The node that makes shape tensor ``t`` untraceable for :func:`target_entries` (e.g. a ``Mul`` of
+    a channel count and a batch known only at run time), for a block reason; None if none is found."""
+    if isinstance(t, gs.Constant) or len(t.inputs) != 1 or depth > 16:
+        return None
+    node = t.inputs[0]
+    if node.op in ("Concat", "Unsqueeze", "Squeeze", "Cast", "Identity", "Gather", "Slice", "Reshape"):
+        for part in node.inputs[:1] if node.op != "Concat" else node.inputs:
+            if target_entries(part, rank_of) is None:
+                return untraced_node(part, rank_of, depth + 1) or node
+        return node
+    return node
+
+
 def node_axes(node: gs.Node, rank: int) -> list[int] | None:
     """The ``axes`` of Squeeze/Unsqueeze/Reduce*, from input 1 (opset ≥ 13/18) or the attribute,
     made non-negative for ``rank``: [] when absent, None when computed."""

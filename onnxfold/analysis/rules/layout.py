@@ -32,6 +32,7 @@ from onnxfold.analysis.shape_trace import (
     picked_entries,
     static_dims,
     tensor_shape,
+    untraced_node,
 )
 from onnxfold.analysis.walk import Analysis
 
@@ -287,12 +288,10 @@ def reshape(walk: Analysis, node: gs.Node) -> None:
     in_shape = tensor_shape(node.inputs[0])
     entries = walk.target_entries(node.inputs[1])
     if entries is None or in_shape is None or len(in_shape) != lay.rank:
-        walk.block(
-            lay,
-            BlockReason(
-                UNTRACED_RESHAPE, f"Reshape {node.name} has a target shape that cannot be traced", node.name
-            ),
-        )
+        culprit = untraced_node(node.inputs[1], walk.rank_of) if entries is None else None
+        where = f" (an entry computed by {culprit.op} {culprit.name})" if culprit is not None else ""
+        message = f"Reshape {node.name} has a target shape that cannot be traced{where}"
+        walk.block(lay, BlockReason(UNTRACED_RESHAPE, message, node.name))
         return
     copy_zero = not int(node.attrs.get("allowzero", 0))
     c, rank, out_rank, length = lay.axis, lay.rank, len(entries), lay.length
