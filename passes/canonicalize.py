@@ -7,7 +7,8 @@ replaced by their result, unless the weight has other readers too (then the node
 weight is still stored once); vectors (rank ≤ 1) shared by several nodes are copied per node; a
 computed shape tensor shared by several Reshape/Expand/Tile/ConstantOfShape nodes is computed
 once per node (an exact copy of the small shape computation); nodes nothing uses are removed;
-``Split(num_outputs=n)`` gets explicit sizes; nodes are topologically sorted; shapes are inferred
+integer shape arithmetic whose value the inferred shapes fix (a channel count read through ``Shape``)
+is replaced by its value; ``Split(num_outputs=n)`` gets explicit sizes; nodes are topologically sorted; shapes are inferred
 where ONNX can infer them. Values are never changed, so the model computes bit-identical outputs.
 """
 
@@ -397,7 +398,7 @@ def remove_identities(graph: gs.Graph) -> int:
 
 class CanonicalizePass(Pass):
     name = "canonicalize"
-    summary = "lift Constant nodes to initializers, drop Identity/Dropout, name nodes, infer shapes"
+    summary = "lift Constant nodes to initializers, drop Identity/Dropout, fix static shape arithmetic, name nodes, infer shapes"
     options = ()
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
