@@ -141,7 +141,7 @@ def fold_constant_layout_ops(graph: gs.Graph) -> int:
             continue
         out = node.outputs[0]
         node.outputs.clear()
-        out.to_constant(np.ascontiguousarray(value))
+        out.to_constant(np.ascontiguousarray(value).reshape(np.shape(value)))  # keeps a 0-d scalar 0-d
         folded += 1
     return folded
 
