@@ -52,12 +52,13 @@ HEAD_DUP = [("w1", 0, [A(4)]), ("b1", 0, [A(4)]), ("w2", 1, [S(4)]), ("w2", 0, [
 HEAD_DUP += [("b2", 0, [A(5)]), ("fw", 1, [S(5)])]
 
 
-def paddle_head(w: dict[str, np.ndarray], mixed: bool = False) -> onnx.ModelProto:
+def paddle_head(w: dict[str, np.ndarray], mixed: bool = False, opset: int = 17) -> onnx.ModelProto:
     """x → Conv c1 → Relu → Conv c2 → Relu = h [N, C, 6, 6] → Reshape to [N, C, H·W] with the target
     ``Concat(Slice(Cast(Shape(h)), 0, 2), Mul(Gather(Shape, 2), Gather(Shape, 3)))`` → ReduceMean over
     H·W → Gemm. ``mixed``: the target is ``[N·C, H·W]`` (Mul of the batch and the channel count), and a
-    second Reshape restores [N, C] with a constant target."""
-    net = Net(w)
+    second Reshape restores [N, C] with a constant target. Below opset 14 ONNX infers no shape for a
+    Reshape with a computed target (Paddle2ONNX exports opset 11-12); canonicalize completes it."""
+    net = Net(w, opset)
     h = net("Relu", net("Conv", net.input("x", X), "w1", "b1", name="c1", pads=[1, 1, 1, 1]))
     h = net("Relu", net("Conv", h, "w2", "b2", name="c2", pads=[1, 1, 1, 1]))
     dims = net("Cast", net("Shape", h, name="shape"), to=TensorProto.INT32)
@@ -107,6 +108,7 @@ def legacy_chunk(w: dict[str, np.ndarray]) -> onnx.ModelProto:
 
 CASES = {
     "paddle-head": (head_w, HEAD_DUP, paddle_head, ["c1", "c2"]),
+    "paddle-head-opset12": (head_w, HEAD_DUP, lambda w: paddle_head(w, opset=12), ["c1", "c2"]),
     "legacy-chunk": (chunk_w, CHUNK_DUP, legacy_chunk, ["c1", "c1"]),  # two halves, two groups
 }
 
