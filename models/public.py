@@ -34,6 +34,7 @@ __all__ = [
     "RegNetX",
     "ResNeXt",
     "ResNet50",
+    "ShapeArithmeticHead",
     "ShuffleNetV2",
     "SqueezeNet11",
     "ViT",
@@ -775,6 +776,41 @@ class YOLODetector(nn.Module):
         return torch.cat(outs, 2)
 
 
+# --------------------------------------------------------------------------- Paddle-style shape-arithmetic head
+
+
+class ShapeArithmeticHead(nn.Module):
+    """A PP-LCNet / PP-OCR style network whose Reshape targets are computed from the input's shape at run time,
+    as Paddle2ONNX writes them: depthwise-separable Conv-BN-HardSwish blocks, an SVTR-like token mixer
+    (``x.reshape(b, c, h * w)``, a Linear over the channels, ``reshape(b, d, h, w)`` back) and a pooled head
+    flattened by ``y.reshape(y.shape[0], y.shape[1] * y.shape[2] * y.shape[3])``. The legacy exporter writes
+    each target as Shape → Gather → Mul → Unsqueeze → Concat → Reshape."""
+
+    def __init__(
+        self, widths: Sequence[int] = (16, 32, 64, 128), dim: int = 96, num_classes: int = 10
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [conv_bn(3, widths[0], 3, 2, act=nn.Hardswish)]
+        for c_in, c_out in zip(widths, widths[1:], strict=False):
+            layers += [
+                conv_bn(c_in, c_in, 3, 2, groups=c_in, act=nn.Hardswish),
+                conv_bn(c_in, c_out, 1, act=nn.Hardswish),
+            ]
+        self.features = nn.Sequential(*layers)
+        self.mix = nn.Linear(widths[-1], dim)
+        self.act = nn.Hardswish()
+        self.conv = conv_bn(dim, widths[-1], 1, act=nn.Hardswish)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(widths[-1], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        b, c, h, w = x.shape
+        t = self.act(self.mix(x.reshape(b, c, h * w).transpose(1, 2)))  # [B, HW, D]
+        y = self.pool(self.conv(t.transpose(1, 2).reshape(b, t.shape[2], h, w)))
+        return self.fc(y.reshape(y.shape[0], y.shape[1] * y.shape[2] * y.shape[3]))
+
+
 # --------------------------------------------------------------------------- registry
 
 
@@ -884,6 +920,12 @@ _FACTORIES: dict[str, tuple[Callable[[], nn.Module], Callable[[], nn.Module], tu
         lambda: ViT(image=64, patch=8, num_classes=10),
         lambda: ViT(image=32, patch=8, dim=48, depth=2, heads=3, num_classes=10),
         (3, 64, 64),
+    ),
+    # PP-LCNet-like widths; every Reshape target is computed from Shape at run time (legacy export)
+    "paddle-style-head": (
+        lambda: ShapeArithmeticHead(),
+        lambda: ShapeArithmeticHead((8, 16, 24, 32), dim=24),
+        (3, 32, 128),
     ),
     "yolov8n-like": (
         lambda: YOLODetector(num_classes=80),

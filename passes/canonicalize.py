@@ -7,7 +7,8 @@ replaced by their result, unless the weight has other readers too (then the node
 weight is still stored once); vectors (rank ≤ 1) shared by several nodes are copied per node; a
 computed shape tensor shared by several Reshape/Expand/Tile/ConstantOfShape nodes is computed
 once per node (an exact copy of the small shape computation); nodes nothing uses are removed;
-``Split(num_outputs=n)`` gets explicit sizes; nodes are topologically sorted; shapes are inferred
+integer shape arithmetic whose value the inferred shapes fix (a channel count read through ``Shape``)
+is replaced by its value; ``Split(num_outputs=n)`` gets explicit sizes; nodes are topologically sorted; shapes are inferred
 where ONNX can infer them. Values are never changed, so the model computes bit-identical outputs.
 """
 
@@ -17,6 +18,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from onnx import helper
 
+from onnxfold.analysis.shape_trace import DIM_VALUE_OPS, dim_values
 from onnxfold.ir.edit import replace_input
 from onnxfold.ir.model import Model
 from onnxfold.ir.shapes import infer_shapes
@@ -139,7 +141,7 @@ def fold_constant_layout_ops(graph: gs.Graph) -> int:
             continue
         out = node.outputs[0]
         node.outputs.clear()
-        out.to_constant(np.ascontiguousarray(value))
+        out.to_constant(np.ascontiguousarray(value).reshape(np.shape(value)))  # keeps a 0-d scalar 0-d
         folded += 1
     return folded
 
@@ -201,6 +203,85 @@ def explicit_split_sizes(graph: gs.Graph) -> int:
             node.inputs.append(const)
         changed += 1
     return changed
+
+
+def materialize_static_dims(graph: gs.Graph) -> int:
+    """Replace shape arithmetic whose value the inferred shapes fix by its value (shapes must be inferred).
+
+    Exporters compute a channel count at run time: the legacy torch exporter's ``x.chunk(2, 1)`` cuts
+    at ``(Shape(x)[1] + 1) / 2``, Paddle2ONNX builds a head's Reshape target from ``Slice(Shape(x),
+    0, 2)``. A channel count is static (the weights fix it), so such a tensor becomes a constant
+    (:func:`~onnxfold.analysis.shape_trace.dim_values` computes it as ONNX would) that the fold
+    rewrites like any other; a vector with some dims known only at run time (a dynamic batch) becomes
+    a Concat of constants and Slices of its dims vector. Values are unchanged."""
+    outputs = {t.name for t in graph.outputs}
+    memo: dict = {}
+    changed = 0
+    made: list[gs.Node] = []
+    for node in list(graph.nodes):
+        if (
+            node.op not in DIM_VALUE_OPS
+            or len(node.outputs) != 1
+            or (node.domain or "") not in ("", "ai.onnx")
+        ):
+            continue
+        out = node.outputs[0]
+        if out.name in outputs or not out.outputs:
+            continue
+        value = dim_values(out, memo)
+        if value is None or not any(v is not None for v in value.values):
+            continue
+        if value.known:
+            node.outputs.clear()
+            out.to_constant(value.array())
+            changed += 1
+        elif node.op in ("Slice", "Gather") and not value.scalar:
+            pieces = _known_runs(out, value, memo)
+            if pieces is not None:
+                node.outputs.clear()
+                made.append(gs.Node("Concat", f"{node.name}_dims", {"axis": 0}, pieces, [out]))
+                made.extend(p.inputs[0] for p in pieces if p.inputs)
+                changed += 1
+    graph.nodes.extend(made)
+    return changed
+
+
+def _known_runs(out: gs.Variable, value, memo: dict) -> list[gs.Tensor] | None:
+    """``out``'s entries as runs: a constant per run of known entries, ``Slice(dims, a, b)`` per run of
+    entries copied from consecutive entries of one dims vector; None if an unknown entry is no copy."""
+    runs: list[list[int]] = []
+    for j, v in enumerate(value.values):
+        origin = value.origins[j]
+        if v is None and origin is None:
+            return None
+        if v is None:
+            vec = dim_values(origin[0], memo)
+            if vec is None or vec.dtype != value.dtype:
+                return None
+        prev = runs[-1][-1] if runs else None
+        same = prev is not None and (value.values[prev] is None) == (v is None)
+        if same and v is None:
+            po = value.origins[prev]
+            same = po[0] is origin[0] and po[1] + 1 == origin[1]
+        if same:
+            runs[-1].append(j)
+        else:
+            runs.append([j])
+    pieces: list[gs.Tensor] = []
+    for r, run in enumerate(runs):
+        name = f"{out.name}_dims{r}"
+        if value.values[run[0]] is not None:
+            pieces.append(gs.Constant(name, np.array([value.values[j] for j in run], dtype=value.dtype)))
+            continue
+        vec, lo = value.origins[run[0]]
+        bounds = [
+            gs.Constant(f"{name}_{k}", np.array([b], dtype=np.int64))
+            for k, b in (("start", lo), ("end", lo + len(run)))
+        ]
+        piece = gs.Variable(name, dtype=value.dtype, shape=[len(run)])
+        gs.Node("Slice", f"{name}_slice", {}, [vec, *bounds], [piece])
+        pieces.append(piece)
+    return pieces
 
 
 _SHAPE_CONSUMERS = {"Reshape": 1, "Expand": 1, "Tile": 1, "ConstantOfShape": 0}
@@ -317,7 +398,7 @@ def remove_identities(graph: gs.Graph) -> int:
 
 class CanonicalizePass(Pass):
     name = "canonicalize"
-    summary = "lift Constant nodes to initializers, drop Identity/Dropout, name nodes, infer shapes"
+    summary = "lift Constant nodes to initializers, drop Identity/Dropout, fix static shape arithmetic, name nodes, infer shapes"
     options = ()
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
@@ -325,6 +406,12 @@ class CanonicalizePass(Pass):
         lifted = lift_constants(graph)
         removed = remove_identities(graph)
         folded = fold_constant_layout_ops(graph)
+        materialized = 0
+        if any(node.op == "Shape" for node in graph.nodes):
+            graph.cleanup(remove_unused_graph_inputs=False).toposort()
+            infer_shapes(model)
+            materialized = materialize_static_dims(graph)
+            folded += fold_constant_layout_ops(graph) if materialized else 0
         isolated = isolate_shape_computations(graph)
         unshared = unshare_vectors(graph)
         graph.cleanup(remove_unused_graph_inputs=False)
@@ -336,6 +423,7 @@ class CanonicalizePass(Pass):
             "constants_lifted": lifted,
             "nodes_removed": removed,
             "constant_ops_folded": folded,
+            "static_dims_materialized": materialized,
             "shape_computations_isolated": isolated,
             "vectors_unshared": unshared,
             "nodes_named": renamed,
@@ -343,5 +431,6 @@ class CanonicalizePass(Pass):
             "shapes_inferred": inferred,
         }
         return PassResult(
-            bool(lifted or removed or folded or isolated or unshared or renamed or splits), stats
+            bool(lifted or removed or folded or materialized or isolated or unshared or renamed or splits),
+            stats,
         )

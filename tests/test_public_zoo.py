@@ -61,7 +61,7 @@ def coverage(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], d
 
 def test_registry_is_complete_and_small() -> None:
     assert set(PUBLIC_MODELS) == set(PUBLIC_MODELS_SMALL) == set(PUBLIC_INPUTS) == set(PUBLIC_INPUTS_SMALL)
-    assert len(PUBLIC_MODELS) == 12
+    assert len(PUBLIC_MODELS) == 13
     for name, (full, small, _) in _FACTORIES.items():
         with torch.device("meta"):  # shapes only: no memory, no initialisation
             assert param_count(small()) < param_count(full()) <= 25_000_000, name

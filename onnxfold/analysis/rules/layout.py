@@ -25,7 +25,15 @@ from onnxfold.analysis.groups import (
 )
 from onnxfold.analysis.registry import register_rule
 from onnxfold.analysis.rules.joins import coarsened, scaled, slice_channels
-from onnxfold.analysis.shape_trace import ShapeEntry, const_values, node_axes, static_dims, tensor_shape
+from onnxfold.analysis.shape_trace import (
+    ShapeEntry,
+    const_values,
+    node_axes,
+    picked_entries,
+    static_dims,
+    tensor_shape,
+    untraced_node,
+)
 from onnxfold.analysis.walk import Analysis
 
 
@@ -280,12 +288,10 @@ def reshape(walk: Analysis, node: gs.Node) -> None:
     in_shape = tensor_shape(node.inputs[0])
     entries = walk.target_entries(node.inputs[1])
     if entries is None or in_shape is None or len(in_shape) != lay.rank:
-        walk.block(
-            lay,
-            BlockReason(
-                UNTRACED_RESHAPE, f"Reshape {node.name} has a target shape that cannot be traced", node.name
-            ),
-        )
+        culprit = untraced_node(node.inputs[1], walk.rank_of) if entries is None else None
+        where = f" (an entry computed by {culprit.op} {culprit.name})" if culprit is not None else ""
+        message = f"Reshape {node.name} has a target shape that cannot be traced{where}"
+        walk.block(lay, BlockReason(UNTRACED_RESHAPE, message, node.name))
         return
     copy_zero = not int(node.attrs.get("allowzero", 0))
     c, rank, out_rank, length = lay.axis, lay.rank, len(entries), lay.length
@@ -419,6 +425,10 @@ def regroup_leading(walk: Analysis, node: gs.Node, lay: Layout, entries: list[Sh
 
 @register_rule("Shape")
 def shape_(walk: Analysis, node: gs.Node) -> None:
+    """Shape blocks the channels when a reader of its output sees the channel count: every reader is
+    followed through Cast/Identity to a Gather or Slice with constant indices, which is harmless when
+    it picks other dims only (a batch or spatial dim). Static channel counts are constants by then
+    (canonicalize's ``materialize_static_dims``), so what is left reads the count at run time."""
     lay = walk.layout(node.inputs[0])
     if lay is None:
         return
@@ -428,10 +438,25 @@ def shape_(walk: Analysis, node: gs.Node) -> None:
     end = lay.rank if end is None else (int(end) + lay.rank if int(end) < 0 else int(end))
     if not (start <= lay.axis < end):
         return
-    for user in node.outputs[0].outputs:
-        if user.op == "Gather" and isinstance(user.inputs[1], gs.Constant):
-            idx = np.asarray(user.inputs[1].values).reshape(-1) + start
-            if lay.axis not in [int(i) + (lay.rank if i < 0 else 0) for i in idx]:
-                continue
-        walk.block(lay, BlockReason(SHAPE_READ, f"Shape {node.name} reads the channel count", node.name))
-        return
+    dims = list(range(start, min(end, lay.rank)))
+    reader = channel_reader(node.outputs[0], dims.index(lay.axis), len(dims))
+    if reader is not None:
+        message = f"Shape {node.name} reads the channel count (into {reader.op} {reader.name})"
+        walk.block(lay, BlockReason(SHAPE_READ, message, node.name))
+
+
+def channel_reader(t: gs.Tensor, entry: int, length: int, depth: int = 0) -> gs.Node | None:
+    """The first reader of dims vector ``t`` (``length`` entries) that may see its entry ``entry``,
+    following Cast/Identity; a Gather or Slice with constant indices that skips it is harmless."""
+    for user in t.outputs:
+        if user.op in ("Cast", "Identity") and depth < 8:
+            inner = channel_reader(user.outputs[0], entry, length, depth + 1)
+            if inner is not None:
+                return inner
+            continue
+        if user.inputs[0] is not t:
+            return user
+        picked = picked_entries(user, length)
+        if picked is None or entry in picked:
+            return user
+    return None
