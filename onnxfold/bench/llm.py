@@ -58,7 +58,8 @@ class LlmMethod:
 METHODS: dict[str, LlmMethod] = {
     "l2": LlmMethod("l2", "none"),
     "fold": LlmMethod("fold", "none"),
-    "fold:ar": LlmMethod("fold", "ar"),  # onnxfold's default
+    "fold:ar": LlmMethod("fold", "ar"),  # onnxfold's default before auto
+    "default": LlmMethod("auto", "ar"),  # onnxfold fold with no options (data-free auto)
     "wanda": LlmMethod("wanda", "none", fit=True),
     "auto": LlmMethod("auto", "ar", fit=True),
     "target": LlmMethod("auto", "ar", fit=True, target=True),
@@ -359,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--methods",
         default=",".join(DEFAULT_METHODS),
-        help="comma list of l2, fold, fold:ar, wanda, auto, target (wanda:32 etc. also accepted)",
+        help="comma list of l2, fold, fold:ar, default, wanda, auto, target (wanda:32 etc. also accepted)",
     )
     p.add_argument(
         "--reductions",

@@ -120,6 +120,8 @@ METHODS: dict[str, Method] = {
     "l1": _uniform("l1", "none"),
     "fold:none": _uniform("fold", "none"),
     "fold:ar": _uniform("fold", "ar"),
+    # onnxfold fold with no options: auto without data (synthesised samples, judged choice per group)
+    "default": _uniform("auto", "ar"),
     "target:free": Method(target_free, sweeps=False, available=_target_api),
     "target:32": Method(target_32, sweeps=False, needs_fit=True, available=_target_api),
     # activation-aware, on the same 32 fitting samples: Wanda-style channel scores (the data-driven
