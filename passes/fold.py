@@ -173,14 +173,15 @@ class FoldPass(Pass):
                 from onnxfold.folding.samples import deepinversion_samples, token_samples
 
                 samples, source = deepinversion_samples(model, ctx.input_shapes, ctx.seed)
-                if samples is None:
+                if samples is None:  # random samples: judged on, nothing fitted to them
                     samples, why = token_samples(model, ctx.input_shapes, ctx.seed)
+                    drawn = why if samples is not None else "random inputs"
                     source = why if samples is not None else source
-                    if samples is None:
-                        self.auto_note = (
-                            "auto without --inputs chose among fold, fold+ar and l2 pruning by their error "
-                            f"on random inputs, and fitted no merge to them: {source}; {why}"
-                        )
+                    self.auto_note = (
+                        "auto without --inputs chose among fold, fold+ar and l2 pruning by their error "
+                        f"on {drawn.removeprefix('data-free: ')}, and fitted no merge to them"
+                        + (f": {source}; {why}" if samples is None else "")
+                    )
             try:
                 self.moments = measure_activations(model, groups, ctx, samples, source)
                 self.moments.fitted = not self.auto_note
