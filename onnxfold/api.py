@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +26,9 @@ from onnxfold.passes import (
 from onnxfold.pipeline.manager import Pass, PassContext, PassManager, PipelineError
 from onnxfold.report.fold_report import FoldReport, saved_size, source_size, stats_of
 from onnxfold.report.stats import format_table, human_count
+from onnxfold.report.timing import collecting, step
+
+log = logging.getLogger(__name__)
 
 ModelLike = str | os.PathLike | Model | onnx.ModelProto
 
@@ -100,11 +104,15 @@ def _run_pipeline(
         if hasattr(p, "preflight"):
             p.preflight(model, ctx)
     manager = PassManager(passes, check=check, on_pass=on_pass)
-    manager.run(model, ctx)
-    after_size = None
+    with collecting() as steps:
+        manager.run(model, ctx)
+        after_size = None
+        if output is not None:
+            with step("save"):
+                path = save_model(model, output, external_data=external_data, overwrite_input=overwrite)
+            after_size = saved_size(path)
     if output is not None:
-        path = save_model(model, output, external_data=external_data, overwrite_input=overwrite)
-        after_size = saved_size(path)
+        log.info("save: %.1f s", steps.get("save", 0.0))
     report = FoldReport(
         before,
         stats_of(model, after_size),
@@ -115,6 +123,7 @@ def _run_pipeline(
         str(output) if output is not None else None,
         search=ctx.data.get("search"),
         round_to=ctx.data.get("round_to"),
+        steps={name: round(s, 3) for name, s in steps.items()},
     )
     return model, report
 
@@ -132,6 +141,7 @@ def fold(
     method: str = "fold",
     features: str = "raw",
     n_init: int = 10,
+    jobs: int = 1,
     cluster: str = "auto",
     recipe: str | os.PathLike | None = "",
     verify: bool = True,
@@ -188,6 +198,7 @@ def fold(
         method=method,
         features=features,
         n_init=n_init,
+        jobs=jobs,
         cluster=cluster,
         recipe=os.fspath(recipe) if recipe is not None else "",
         verify=verify,
