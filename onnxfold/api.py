@@ -26,7 +26,7 @@ from onnxfold.passes import (
 from onnxfold.pipeline.manager import Pass, PassContext, PassManager, PipelineError
 from onnxfold.report.fold_report import FoldReport, saved_size, source_size, stats_of
 from onnxfold.report.stats import format_table, human_count
-from onnxfold.report.timing import collecting, step
+from onnxfold.report.timing import collecting, rounded, step
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def _run_pipeline(
                 path = save_model(model, output, external_data=external_data, overwrite_input=overwrite)
             after_size = saved_size(path)
     if output is not None:
-        log.info("save: %.1f s", steps.get("save", 0.0))
+        log.info("save: %.1f s (CPU %.1f s)", steps.get("save", 0.0), steps.cpu.get("save", 0.0))
     report = FoldReport(
         before,
         stats_of(model, after_size),
@@ -123,7 +123,8 @@ def _run_pipeline(
         str(output) if output is not None else None,
         search=ctx.data.get("search"),
         round_to=ctx.data.get("round_to"),
-        steps={name: round(s, 3) for name, s in steps.items()},
+        steps=rounded(steps),
+        steps_cpu=rounded(steps.cpu),
     )
     return model, report
 

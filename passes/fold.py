@@ -45,7 +45,7 @@ from onnxfold.ir.model import Model, peek_values
 from onnxfold.ir.shapes import clear_shapes, infer_shapes
 from onnxfold.pipeline.manager import Option, Pass, PassContext, PassResult, PipelineError
 from onnxfold.report.progress import progress_bar
-from onnxfold.report.timing import collecting, step
+from onnxfold.report.timing import StepTimes, collecting, rounded, step
 
 log = logging.getLogger(__name__)
 
@@ -262,11 +262,13 @@ class FoldPass(Pass):
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         with collecting() as seconds:
             result = self._run(model, ctx)
-        result.stats["steps"] = {name: round(s, 3) for name, s in seconds.items()}
+        result.stats["steps"] = rounded(seconds)
+        result.stats["steps_cpu"] = rounded(seconds.cpu)
         for plan in ctx.data["fold_plans"]:
             if plan.seconds:
-                log.info("fold %s: %s", plan.group.name, seconds.__class__(plan.seconds).line())
+                log.info("fold %s: %s", plan.group.name, StepTimes(plan.seconds).line())
         log.info("fold steps (summed over groups and workers): %s", seconds.line())
+        log.info("fold steps, CPU: %s", StepTimes(seconds.cpu).line())
         return result
 
     def _run(self, model: Model, ctx: PassContext) -> PassResult:

@@ -101,14 +101,16 @@ def test_step_times_add_up_to_at_most_the_wall_time(llama: Path, tmp_path: Path)
     steps = report.steps
     for name in ("read", "features", "cluster", "rewrite", "save"):
         assert steps.get(name, 0.0) > 0.0, (name, steps)
-    # exclusive steps, each counted once: together no longer than the run itself
+    # exclusive steps, each counted once: together no longer than the run itself, in wall and CPU time
     assert sum(steps.values()) <= wall
+    assert set(report.steps_cpu) == set(steps) and 0 < sum(report.steps_cpu.values()) <= wall
     data = json.loads(json.dumps(report.to_dict()))
     assert data["steps"] == steps
     fold_stats = next(p["stats"] for p in data["passes"] if p["name"] == "fold")
     assert set(fold_stats["steps"]) <= set(steps) and "save" not in fold_stats["steps"]
     groups = [g for g in data["groups"] if g["status"] == "folded"]
     assert groups and all(g["seconds"]["read"] > 0 and g["seconds"]["cluster"] > 0 for g in groups)
+    assert all(set(g["cpu_seconds"]) == set(g["seconds"]) for g in groups)
     per_group = sum(g["seconds"]["cluster"] for g in groups)
     assert per_group == pytest.approx(steps["cluster"], abs=1e-2)
 

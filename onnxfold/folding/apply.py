@@ -54,7 +54,7 @@ from onnxfold.folding.verify import (  # noqa: F401  (re-exported: the fold pass
     rollback_failures,
 )
 from onnxfold.ir.model import Model, peek_values, set_values
-from onnxfold.report.timing import collecting, record, step
+from onnxfold.report.timing import collecting, record, rounded, step
 
 log = logging.getLogger(__name__)
 ValueFn = Callable[[str], np.ndarray]
@@ -101,6 +101,8 @@ class FoldPlan:
     repair: bool = True
     #: wall seconds of each step of this group's assignment (read, features, reduce, cluster, …)
     seconds: dict[str, float] = field(default_factory=dict)
+    #: the same steps' CPU seconds (:mod:`onnxfold.report.timing`)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -117,7 +119,8 @@ class FoldPlan:
             "reason": self.reason,
             "blocked": [r.to_dict() for r in self.reasons],
             "estimated_error": {k: float(v) for k, v in self.estimate.items()},
-            "seconds": {k: round(float(v), 4) for k, v in self.seconds.items()},
+            "seconds": rounded(self.seconds, 4),
+            "cpu_seconds": rounded(self.cpu_seconds, 4),
         }
 
 
@@ -238,19 +241,19 @@ def plan_folds(
                     labels = assign_labels(group, values, k, "fold", features, graph, seed, n_init, cluster)
                     why = f"{method} not applicable (a group cut into {group.parts} parts): fold used"
                     plan = FoldPlan(group, "folded", int(labels.max()) + 1, r, labels, reason=why)
-            plan.seconds = dict(seconds)
+            plan.seconds, plan.cpu_seconds = dict(seconds), dict(seconds.cpu)
             plans[index] = plan
         return plans
 
-    def assign(group: ChannelGroup, k: int) -> tuple[np.ndarray, dict[str, float]]:
+    def assign(group: ChannelGroup, k: int) -> tuple[np.ndarray, dict[str, float], dict[str, float]]:
         if labeler is not None:  # a caller's own labeler (tests): in this process
             with collecting(propagate=False) as seconds:
                 feats = group_features(group, values, features, graph)
                 if group.parts == 1:
-                    return labeler(feats, k, seed), dict(seconds)
-                return labels_in_parts(feats, k, group.parts, lambda x, k_p: labeler(x, k_p, seed)), dict(
-                    seconds
-                )
+                    labels = labeler(feats, k, seed)
+                else:
+                    labels = labels_in_parts(feats, k, group.parts, lambda x, k_p: labeler(x, k_p, seed))
+            return labels, dict(seconds), dict(seconds.cpu)
         return assign_labels(group, values, k, method, features, graph, seed, n_init, cluster, timed=True)
 
     if labeler is not None or workers == 1 or features == "fused":
@@ -259,10 +262,11 @@ def plan_folds(
         results = parallel_assign(jobs, values, method, features, graph, seed, n_init, cluster, workers)
     if progress:
         results = progress(results, desc="clustering", total=len(jobs))
-    for (index, _, _), (labels, seconds) in zip(jobs, results, strict=True):
-        record(seconds)
+    for (index, _, _), (labels, seconds, cpu_seconds) in zip(jobs, results, strict=True):
+        record(seconds, cpu_seconds)
         plan = plans[index]
-        plan.labels, plan.k, plan.seconds = labels, int(labels.max()) + 1, seconds
+        plan.labels, plan.k = labels, int(labels.max()) + 1
+        plan.seconds, plan.cpu_seconds = seconds, cpu_seconds
     return plans
 
 
@@ -284,11 +288,12 @@ def assign_labels(
 ):
     """The labels of one group: clustering (``method`` fold) or magnitude ranking (l1/l2) of its
     features, part by part for a group cut into parts. Depends only on its arguments (the same
-    labels in any process, in any order of groups). ``timed``: returns (labels, seconds by step)."""
+    labels in any process, in any order of groups). ``timed``: returns (labels, wall seconds by step,
+    CPU seconds by step)."""
     if timed:
         with collecting(propagate=False) as seconds:
             labels = assign_labels(group, values, k, method, features, graph, seed, n_init, cluster)
-        return labels, dict(seconds)
+        return labels, dict(seconds), dict(seconds.cpu)
     lookup = values.__getitem__ if isinstance(values, dict) else values
     feats = group_features(group, lookup, features, graph)
     with step("cluster"):

@@ -80,7 +80,10 @@ def merge_along(
         if out is None:  # rank 0: every cluster has a first member, in cluster order
             out = part.astype(np.float64)
         else:
-            out[lead + ((clusters[:, None] * block + taps).ravel(),)] += part
+            target = lead + ((clusters[:, None] * block + taps).ravel(),)
+            merged = out[target]  # gather, add, scatter: much faster than out[target] += part
+            merged += part
+            out[target] = merged
     if role == AVERAGE:
         shape = [1] * x.ndim
         shape[axis] = k * block

@@ -4,7 +4,11 @@ rewrite, spill, save), collected without threading anything through the call cha
 :func:`collecting` makes a :class:`StepTimes` current (a context variable, so each thread or worker
 process collects its own); :func:`step` adds the wall time of its block to the current one, or does
 nothing when none is current. Steps nest and are *exclusive*: a step's time excludes the steps run
-inside it, so the buckets of one collection add up to the wall time spent inside any of them."""
+inside it, so the buckets of one collection add up to the wall time spent inside any of them.
+
+Each collection also holds the CPU time of the same steps (``StepTimes.cpu``, the thread's own CPU
+seconds, ``time.thread_time``): on a machine whose cores are shared, wall times grow with the load and
+CPU times barely do, so CPU times are what two runs on a busy machine can be compared by."""
 
 from __future__ import annotations
 
@@ -15,12 +19,19 @@ from collections.abc import Iterable, Iterator
 
 
 class StepTimes(dict):
-    """Exclusive wall seconds by step name (a plain dict, JSON as it is)."""
+    """Exclusive wall seconds by step name (a plain dict, JSON as it is); ``cpu``: the same steps' CPU
+    seconds (a plain dict)."""
 
-    def add(self, other: dict[str, float]) -> StepTimes:
-        """Add every step of ``other`` to this one; returns self."""
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cpu: dict[str, float] = {}
+
+    def add(self, other: dict[str, float], cpu: dict[str, float] | None = None) -> StepTimes:
+        """Add every step of ``other`` (and of ``cpu`` to :attr:`cpu`) to this one; returns self."""
         for name, seconds in other.items():
             self[name] = self.get(name, 0.0) + seconds
+        for name, seconds in (cpu if cpu is not None else getattr(other, "cpu", {})).items():
+            self.cpu[name] = self.cpu.get(name, 0.0) + seconds
         return self
 
     def line(self) -> str:
@@ -30,7 +41,7 @@ class StepTimes(dict):
         )
 
 
-_CURRENT: contextvars.ContextVar[tuple[StepTimes, list[float]] | None] = contextvars.ContextVar(
+_CURRENT: contextvars.ContextVar[tuple[StepTimes, list[list[float]]] | None] = contextvars.ContextVar(
     "onnxfold_step_times", default=None
 )
 
@@ -50,11 +61,12 @@ def collecting(propagate: bool = True) -> Iterator[StepTimes]:
             record(times)
 
 
-def record(times: dict[str, float]) -> None:
-    """Add steps measured elsewhere (a worker's) to the current collection, if any."""
+def record(times: dict[str, float], cpu: dict[str, float] | None = None) -> None:
+    """Add steps measured elsewhere (a worker's: wall ``times`` and ``cpu`` times) to the current
+    collection, if any."""
     current = _CURRENT.get()
     if current is not None:
-        current[0].add(times)
+        current[0].add(times, cpu)
 
 
 @contextlib.contextmanager
@@ -65,16 +77,18 @@ def step(name: str) -> Iterator[None]:
         yield
         return
     times, nested = current
-    nested.append(0.0)  # time of the steps run inside this one
-    start = time.perf_counter()
+    nested.append([0.0, 0.0])  # wall and CPU time of the steps run inside this one
+    start, start_cpu = time.perf_counter(), time.thread_time()
     try:
         yield
     finally:
-        elapsed = time.perf_counter() - start
-        inner = nested.pop()
+        elapsed, elapsed_cpu = time.perf_counter() - start, time.thread_time() - start_cpu
+        inner, inner_cpu = nested.pop()
         times[name] = times.get(name, 0.0) + elapsed - inner
+        times.cpu[name] = times.cpu.get(name, 0.0) + elapsed_cpu - inner_cpu
         if nested:
-            nested[-1] += elapsed
+            nested[-1][0] += elapsed
+            nested[-1][1] += elapsed_cpu
 
 
 def total(times: Iterable[dict[str, float]]) -> StepTimes:
@@ -83,3 +97,8 @@ def total(times: Iterable[dict[str, float]]) -> StepTimes:
     for t in times:
         out.add(t)
     return out
+
+
+def rounded(times: dict[str, float], digits: int = 3) -> dict[str, float]:
+    """A plain dict of the steps, rounded, for JSON."""
+    return {name: round(float(s), digits) for name, s in times.items()}
