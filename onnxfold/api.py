@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +27,9 @@ from onnxfold.passes.fold import AUTO_JUDGE_LIMIT
 from onnxfold.pipeline.manager import Pass, PassContext, PassManager, PipelineError
 from onnxfold.report.fold_report import FoldReport, saved_size, source_size, stats_of
 from onnxfold.report.stats import format_table, human_count
+from onnxfold.report.timing import collecting, rounded, step
+
+log = logging.getLogger(__name__)
 
 ModelLike = str | os.PathLike | Model | onnx.ModelProto
 
@@ -101,11 +105,15 @@ def _run_pipeline(
         if hasattr(p, "preflight"):
             p.preflight(model, ctx)
     manager = PassManager(passes, check=check, on_pass=on_pass)
-    manager.run(model, ctx)
-    after_size = None
+    with collecting() as steps:
+        manager.run(model, ctx)
+        after_size = None
+        if output is not None:
+            with step("save"):
+                path = save_model(model, output, external_data=external_data, overwrite_input=overwrite)
+            after_size = saved_size(path)
     if output is not None:
-        path = save_model(model, output, external_data=external_data, overwrite_input=overwrite)
-        after_size = saved_size(path)
+        log.info("save: %.1f s (CPU %.1f s)", steps.get("save", 0.0), steps.cpu.get("save", 0.0))
     report = FoldReport(
         before,
         stats_of(model, after_size),
@@ -116,6 +124,8 @@ def _run_pipeline(
         str(output) if output is not None else None,
         search=ctx.data.get("search"),
         round_to=ctx.data.get("round_to"),
+        steps=rounded(steps),
+        steps_cpu=rounded(steps.cpu),
     )
     return model, report
 
@@ -134,6 +144,7 @@ def fold(
     judge_limit: int = AUTO_JUDGE_LIMIT,
     features: str = "raw",
     n_init: int = 10,
+    jobs: int = 1,
     cluster: str = "auto",
     recipe: str | os.PathLike | None = "",
     verify: bool = True,
@@ -191,6 +202,7 @@ def fold(
         judge_limit=judge_limit,
         features=features,
         n_init=n_init,
+        jobs=jobs,
         cluster=cluster,
         recipe=os.fspath(recipe) if recipe is not None else "",
         verify=verify,

@@ -19,6 +19,7 @@ clustered or ranked (raw, blocknorm, fused; :mod:`onnxfold.folding.features`). T
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 
 import numpy as np
@@ -45,14 +46,18 @@ from onnxfold.ir.model import Model, peek_values
 from onnxfold.ir.shapes import clear_shapes, infer_shapes
 from onnxfold.pipeline.manager import Option, Pass, PassContext, PassResult, PipelineError
 from onnxfold.report.progress import progress_bar
+from onnxfold.report.timing import StepTimes, collecting, rounded, step
+
+log = logging.getLogger(__name__)
 
 
 def rewrite_model(model: Model, plans) -> list[str]:
     """Apply every folded plan to ``model`` in place and re-infer shapes; the rewritten tensor names."""
     rewritten = apply_plans(plans, model.graph)
     if rewritten:
-        clear_shapes(model.graph)
-        infer_shapes(model)
+        with step("shapes"):
+            clear_shapes(model.graph)
+            infer_shapes(model)
     return rewritten
 
 
@@ -261,6 +266,15 @@ class FoldPass(Pass):
         ),
         Option("n_init", int, 10, "k-means restarts (the best inertia is kept)"),
         Option(
+            "jobs",
+            int,
+            1,
+            "groups clustered in parallel (joblib worker processes, or the backend of an active "
+            "joblib.parallel_config; -1: every core); each worker's BLAS/OpenMP runs on one thread and "
+            "reads only its group's tensors; the output does not depend on it. The activation-aware "
+            "methods and fused features run in one process",
+        ),
+        Option(
             "cluster",
             str,
             "auto",
@@ -296,6 +310,10 @@ class FoldPass(Pass):
             raise PipelineError("fold: round_to must be at least 1")
         if self.opts["n_init"] < 1:
             raise PipelineError("fold: n_init must be at least 1")
+        if self.opts["jobs"] == 0 or self.opts["jobs"] < -1:
+            raise PipelineError(
+                f"fold: jobs must be a positive count or -1 (every core), got {self.opts['jobs']}"
+            )
         try:
             self.overrides = parse_overrides(self.opts["overrides"])
             for pattern in self.opts["ignore"]:
@@ -305,8 +323,21 @@ class FoldPass(Pass):
             raise PipelineError(f"fold: {exc}") from None
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
+        with collecting() as seconds:
+            result = self._run(model, ctx)
+        result.stats["steps"] = rounded(seconds)
+        result.stats["steps_cpu"] = rounded(seconds.cpu)
+        for plan in ctx.data["fold_plans"]:
+            if plan.seconds:
+                log.info("fold %s: %s", plan.group.name, StepTimes(plan.seconds).line())
+        log.info("fold steps (summed over groups and workers): %s", seconds.line())
+        log.info("fold steps, CPU: %s", StepTimes(seconds.cpu).line())
+        return result
+
+    def _run(self, model: Model, ctx: PassContext) -> PassResult:
         graph = model.graph
-        groups = analyze_graph(graph, model.node_scopes())
+        with step("analysis"):
+            groups = analyze_graph(graph, model.node_scopes())
         tensors = graph.tensors()
         source = model.copy()  # before planning loads any value: lazy external data stays lazy in the copy
         self.prepare(model, groups, ctx)
@@ -340,6 +371,7 @@ class FoldPass(Pass):
             cluster=opts["cluster"],
             stats=self.moments,
             judge=self.judge,
+            workers=self.opts["jobs"],
         )
 
         def values(name: str):
@@ -410,7 +442,8 @@ class FoldPass(Pass):
         verifier = Verifier(source, ctx.input_shapes)
         try:
             rewritten = rewrite_model(model, plans)
-            error = verifier.error(model)
+            with step("verify"):
+                error = verifier.error(model)
         except Exception as exc:
             error = (
                 f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"

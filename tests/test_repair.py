@@ -21,8 +21,10 @@ from onnxfold.repair.stats import (
     ar_factors,
     bn_normalized_stats,
     bn_stats_for_goal,
+    channel_norms,
     mean_cosine,
     norm_factors,
+    norm_factors_along,
     normalized_pair,
 )
 from onnxfold.report.stats import model_stats
@@ -47,6 +49,27 @@ def test_mean_cosine_and_ar_factor() -> None:
     # duplicates: correlation 1, factor exactly 1; dropped channels (−1) are ignored
     dup = mean_cosine(np.array([[2.0, 1.0], [2.0, 1.0], [5.0, 5.0]]), np.array([0, 0, -1]), 1)
     assert ar_factors(dup, np.array([2]))[0] == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_norm_factors_along_an_axis_equal_the_row_form_bit_for_bit(dtype) -> None:
+    """The layout-preserving form (used on 7B MLP weights whose channels are the last axis) gives exactly
+    the factors of the (n, d) row form, for every axis, cluster sizes from 1 to 20 and dropped channels."""
+    from onnxfold.analysis.group_producers import rows
+
+    rng = np.random.default_rng(7)
+    for shape, axis in [((600, 9), 0), ((5, 600), 1), ((3, 600, 4), 1), ((2, 3, 600), 2)]:
+        n = shape[axis]
+        for k, drop in [(590, False), (300, True), (40, False), (1, False)]:
+            labels = np.concatenate([np.arange(k), rng.integers(0, k, n - k)])
+            rng.shuffle(labels)
+            if drop:  # a few dropped channels, every cluster still non-empty
+                spare = np.nonzero(np.bincount(labels, minlength=k)[labels] > 1)[0][:5]
+                labels[spare] = -1
+            values = (rng.standard_normal(shape) * rng.choice([1e-3, 1.0, 50.0], size=shape)).astype(dtype)
+            want = norm_factors(rows(values, axis), labels, k)
+            assert np.array_equal(norm_factors_along(values, axis, labels, k), want), (shape, axis, k)
+            assert np.array_equal(channel_norms(values, axis), np.linalg.norm(rows(values, axis), axis=1))
 
 
 def test_norm_factor_is_mean_norm_over_merged_norm() -> None:

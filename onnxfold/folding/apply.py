@@ -36,12 +36,8 @@ import onnx_graphsurgeon as gs
 
 from onnxfold.analysis.groups import AVERAGE, BlockReason, ChannelGroup
 from onnxfold.analysis.registry import hook
-from onnxfold.folding.cluster import (
-    PARTS_ALGORITHM,
-    kmeans_labels,
-    labels_in_parts,
-    part_cluster_count,
-)
+from onnxfold.folding.assign import assign_labels, cluster_labels, parallel_assign
+from onnxfold.folding.cluster import labels_in_parts, part_cluster_count
 from onnxfold.folding.features import FEATURE_MODES, group_features, member_matrix
 from onnxfold.folding.prune import PRUNE_METHODS, magnitude_labels
 from onnxfold.folding.recipe import Recipe
@@ -54,6 +50,7 @@ from onnxfold.folding.verify import (  # noqa: F401  (re-exported: the fold pass
     rollback_failures,
 )
 from onnxfold.ir.model import Model, peek_values, set_values
+from onnxfold.report.timing import collecting, record, rounded, step
 
 log = logging.getLogger(__name__)
 ValueFn = Callable[[str], np.ndarray]
@@ -99,6 +96,10 @@ class FoldPlan:
     #: whether a later ``ar`` repair may rescale this group: False where it measurably hurts, "conv"
     #: (:data:`onnxfold.repair.ar.CONV_ONLY`) where its effect was not measured: convolutions only
     repair: bool | str = True
+    #: wall seconds of each step of this group's assignment (read, features, reduce, cluster, …)
+    seconds: dict[str, float] = field(default_factory=dict)
+    #: the same steps' CPU seconds (:mod:`onnxfold.report.timing`)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -115,6 +116,8 @@ class FoldPlan:
             "reason": self.reason,
             "blocked": [r.to_dict() for r in self.reasons],
             "estimated_error": {k: float(v) for k, v in self.estimate.items()},
+            "seconds": rounded(self.seconds, 4),
+            "cpu_seconds": rounded(self.cpu_seconds, 4),
         }
 
 
@@ -172,6 +175,7 @@ def plan_folds(
     cluster: str = "auto",
     stats=None,
     judge=None,
+    workers: int = 1,
 ) -> list[FoldPlan]:
     """Choose k and compute the assignment of every group (nothing is rewritten yet).
 
@@ -179,31 +183,20 @@ def plan_folds(
     :func:`~onnxfold.folding.cluster.kmeans_labels`) or l1/l2 (magnitude pruning);
     ``features``: raw, blocknorm or fused (``fused`` needs ``graph`` to find the BNs).
     A group cut into parts (a grouped Conv's) is clustered part by part; with ``cluster`` auto each
-    part by Ward's method (:data:`~onnxfold.folding.cluster.PARTS_ALGORITHM`)."""
+    part by Ward's method (:data:`~onnxfold.folding.cluster.PARTS_ALGORITHM`).
+
+    ``workers`` > 1 (−1: every core) assigns the groups in parallel with joblib (:func:`parallel_assign`;
+    the labels do not depend on it). The activation-aware methods, ``fused`` features and a caller's
+    ``labeler`` run in this process. Every plan's ``seconds`` holds its steps' wall times
+    (:mod:`onnxfold.report.timing`), which are also added to the current collection."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r} (expected one of {', '.join(METHODS)})")
     if features not in FEATURE_MODES:
         raise ValueError(f"unknown features {features!r} (expected one of {', '.join(FEATURE_MODES)})")
 
-    if labeler is None:
-        if method in ("fold",) + ACTIVATION_METHODS:
-
-            def labeler(feats: np.ndarray, k: int, s: int, algorithm: str = cluster) -> np.ndarray:
-                return kmeans_labels(feats, k, seed=s, n_init=n_init, algorithm=algorithm)
-
-            part_labeler = partial(labeler, algorithm=PARTS_ALGORITHM) if cluster == "auto" else labeler
-        else:
-
-            def labeler(feats: np.ndarray, k: int, s: int) -> np.ndarray:
-                return magnitude_labels(feats, k, method)
-
-            part_labeler = labeler
-    else:
-        part_labeler = labeler
-
-    plans: list[FoldPlan] = []
-    iterator = progress(groups, desc="clustering") if progress else groups
-    for group in iterator:
+    jobs: list[tuple[int, ChannelGroup, int]] = []  # (plan index, group, k) still to be clustered
+    plans: list[FoldPlan | None] = []
+    for group in groups:
         if not group.foldable:
             reasons = list(group.blocked)
             plans.append(
@@ -225,26 +218,52 @@ def plan_folds(
         for pat, value in overrides:
             if _match([pat], group):
                 r = value
-        parts = group.parts
-        k = part_cluster_count(group.size, r, parts, round_to)
+        k = part_cluster_count(group.size, r, group.parts, round_to)
         if k >= group.size:
             plans.append(FoldPlan(group, "unchanged", group.size, r))
             continue
-        if method in ACTIVATION_METHODS and parts == 1:
-            plans.append(
-                _activation_plan(group, values, k, r, method, stats, graph, labeler, seed, features, judge)
-            )
-            continue
-        feats = group_features(group, values, features, graph)
-        if parts == 1:
-            labels = labeler(feats, k, seed)
-        else:  # each part on its own, k/parts clusters each (a grouped Conv's groups)
-            labels = labels_in_parts(feats, k, parts, lambda x, k_part: part_labeler(x, k_part, seed))
-        k_eff = int(labels.max()) + 1
-        used, why = method, ""
-        if method in ACTIVATION_METHODS:  # the keep-set methods do not respect parts yet
-            used, why = "fold", f"{method} not applicable (a group cut into {parts} parts): fold used"
-        plans.append(FoldPlan(group, "folded", k_eff, r, labels, method=used, reason=why))
+        plans.append(FoldPlan(group, "folded", k, r, method=method))
+        jobs.append((len(plans) - 1, group, k))
+
+    if method in ACTIVATION_METHODS:  # needs the statistics, the graph and the judge: in this process
+        fold_labeler = labeler or partial(cluster_labels, cluster=cluster, n_init=n_init)
+        for index, group, k in progress(jobs, desc="clustering") if progress else jobs:
+            r = plans[index].sparsity
+            with collecting() as seconds:
+                if group.parts == 1:
+                    plan = _activation_plan(
+                        group, values, k, r, method, stats, graph, fold_labeler, seed, features, judge
+                    )
+                else:
+                    labels = assign_labels(group, values, k, "fold", features, graph, seed, n_init, cluster)
+                    why = f"{method} not applicable (a group cut into {group.parts} parts): fold used"
+                    plan = FoldPlan(group, "folded", int(labels.max()) + 1, r, labels, reason=why)
+            plan.seconds, plan.cpu_seconds = dict(seconds), dict(seconds.cpu)
+            plans[index] = plan
+        return plans
+
+    def assign(group: ChannelGroup, k: int) -> tuple[np.ndarray, dict[str, float], dict[str, float]]:
+        if labeler is not None:  # a caller's own labeler (tests): in this process
+            with collecting(propagate=False) as seconds:
+                feats = group_features(group, values, features, graph)
+                if group.parts == 1:
+                    labels = labeler(feats, k, seed)
+                else:
+                    labels = labels_in_parts(feats, k, group.parts, lambda x, k_p: labeler(x, k_p, seed))
+            return labels, dict(seconds), dict(seconds.cpu)
+        return assign_labels(group, values, k, method, features, graph, seed, n_init, cluster, timed=True)
+
+    if labeler is not None or workers == 1 or features == "fused":
+        results = (assign(group, k) for _, group, k in jobs)
+    else:
+        results = parallel_assign(jobs, values, method, features, graph, seed, n_init, cluster, workers)
+    if progress:
+        results = progress(results, desc="clustering", total=len(jobs))
+    for (index, _, _), (labels, seconds, cpu_seconds) in zip(jobs, results, strict=True):
+        record(seconds, cpu_seconds)
+        plan = plans[index]
+        plan.labels, plan.k = labels, int(labels.max()) + 1
+        plan.seconds, plan.cpu_seconds = seconds, cpu_seconds
     return plans
 
 
@@ -357,6 +376,11 @@ def fold_edits(plans: Sequence[FoldPlan]) -> dict[str, list[SliceEdit]]:
 
 def apply_plans(plans: Sequence[FoldPlan], graph: gs.Graph) -> list[str]:
     """Rewrite every member tensor of every folded group; returns the names of rewritten tensors."""
+    with step("rewrite"):
+        return _apply_plans(plans, graph)
+
+
+def _apply_plans(plans: Sequence[FoldPlan], graph: gs.Graph) -> list[str]:
     edits = fold_edits(plans)
     tensors = graph.tensors()
     shifts = bias_shifts(plans, graph, tensors)

@@ -37,6 +37,8 @@ from collections.abc import Callable
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from onnxfold.report.timing import step
+
 #: The fold's default ``round_to``: folded widths are multiples of 8, which onnxruntime's CPU
 #: convolutions (blocked NCHWc layouts) and most GEMM kernels handle on their fast paths.
 DEFAULT_ROUND_TO = 8
@@ -364,13 +366,15 @@ def kmeans_labels(
     if k <= 1:
         return np.zeros(n, dtype=np.int64)
     x = x.reshape(n, -1)
-    inverse = duplicate_ids(x)
+    with step("duplicates"):
+        inverse = duplicate_ids(x)
     if int(inverse.max()) + 1 <= k:
         # every distinct row gets its own cluster: the fold is exact
         return split_to_count(canonical_labels(inverse), k)
     if algorithm == "kmeans-full":
         return canonical_labels(_kmeans(x, k, seed, n_init, max_iter, budget=False))
-    emb = reduce_dims(x, MAX_DIM, seed)
+    with step("reduce"):
+        emb = reduce_dims(x, MAX_DIM, seed)
     large = n * k * emb.shape[1] > WORK_BUDGET
     if algorithm == "ward" or (algorithm == "auto" and large):
         labels = ward_labels(emb, k, seed)

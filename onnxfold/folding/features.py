@@ -24,6 +24,7 @@ import onnx_graphsurgeon as gs
 
 from onnxfold.analysis.groups import AVERAGE, SHAPE, ChannelGroup, Member
 from onnxfold.folding.cluster import FLOAT32_ABOVE
+from onnxfold.report.timing import step
 
 FEATURE_MODES = ("raw", "blocknorm", "fused")
 ValueFn = Callable[[str], np.ndarray]
@@ -36,9 +37,10 @@ def member_matrix(member: Member, values: np.ndarray, n: int, dtype: type = np.f
         slabs = np.split(np.asarray(values), member.split, axis=member.split_axis)
         one = replace(member, split=1)
         return np.concatenate([member_matrix(one, s, n // member.split, dtype) for s in slabs])
-    moved = np.moveaxis(np.asarray(values), member.axis, 0)
-    rows = moved[member.offset : member.offset + n * member.block]
-    return rows.reshape(n, -1).astype(dtype)
+    with step("read"):  # a memory-mapped tensor's pages are read here
+        moved = np.moveaxis(np.asarray(values), member.axis, 0)
+        rows = moved[member.offset : member.offset + n * member.block]
+        return rows.reshape(n, -1).astype(dtype)
 
 
 def _bn_normalizers(
@@ -77,6 +79,11 @@ def group_features(
     """The (n, d) feature matrix of ``group`` (see the module docstring for ``mode``)."""
     if mode not in FEATURE_MODES:
         raise ValueError(f"unknown features {mode!r} (expected one of {', '.join(FEATURE_MODES)})")
+    with step("features"):
+        return _group_features(group, values, mode, graph)
+
+
+def _group_features(group: ChannelGroup, values: ValueFn, mode: str, graph: gs.Graph | None) -> np.ndarray:
     n = group.size
     norm: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
     blocks: list[np.ndarray] = []

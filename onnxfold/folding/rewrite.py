@@ -48,21 +48,46 @@ class SliceEdit:
 
 def merge_rows(x: np.ndarray, labels: np.ndarray, k: int, role: str) -> np.ndarray:
     """Merge the first axis of ``x`` (n, …) into (k, …) by cluster mean or sum; label −1 drops a row."""
+    return merge_along(x, 0, 0, 1, labels, k, role)
+
+
+def merge_along(
+    x: np.ndarray, axis: int, offset: int, block: int, labels: np.ndarray, k: int, role: str
+) -> np.ndarray:
+    """The entries [offset, offset + n·block) of ``axis`` merged by cluster, in float64: entry t of
+    cluster j's block is the mean (or sum) of entry t of its members' blocks; label −1 drops a channel.
+
+    Each cluster's members are added in channel order, x_a + x_b + x_c…: all first members are
+    gathered at once along ``axis`` (``np.take``, in the array's own layout, no transposed copy), then
+    all second members are added, and so on; at the large k of folding most clusters are singletons
+    or pairs, so this is a few passes over the tensor."""
+    if role not in (AVERAGE, SUM):
+        raise ValueError(f"unknown role {role!r}")
     labels = np.asarray(labels)
-    kept = labels >= 0
-    if not kept.all():
-        x, labels = x[kept], labels[kept]
-    # rows sorted by cluster (stable: each cluster's rows keep their order), then one sum per run
-    order = np.argsort(labels, kind="stable")
-    counts = np.bincount(labels, minlength=k)
+    kept = np.nonzero(labels >= 0)[0]
+    counts = np.bincount(labels[kept], minlength=k)
     if (counts == 0).any():
         raise ValueError("labels leave a cluster empty")
+    members = kept[np.argsort(labels[kept], kind="stable")]  # channels by cluster, each in channel order
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    out = np.add.reduceat(x[order].astype(np.float64, copy=False), starts, axis=0)
+    taps = np.arange(block)
+    lead = (slice(None),) * axis
+    out = None
+    for rank in range(int(counts.max())):
+        clusters = np.nonzero(counts > rank)[0]
+        source = (offset + members[starts[clusters] + rank][:, None] * block + taps).ravel()
+        part = np.take(x, source, axis=axis)
+        if out is None:  # rank 0: every cluster has a first member, in cluster order
+            out = part.astype(np.float64)
+        else:
+            target = lead + ((clusters[:, None] * block + taps).ravel(),)
+            merged = out[target]  # gather, add, scatter: much faster than out[target] += part
+            merged += part
+            out[target] = merged
     if role == AVERAGE:
-        out /= counts.astype(np.float64).reshape((k,) + (1,) * (x.ndim - 1))
-    elif role != SUM:
-        raise ValueError(f"unknown role {role!r}")
+        shape = [1] * x.ndim
+        shape[axis] = k * block
+        out /= np.repeat(counts.astype(np.float64), block).reshape(shape)
     return out
 
 
@@ -84,19 +109,19 @@ def apply_edits(array: np.ndarray, edits: Sequence[SliceEdit]) -> np.ndarray:
 
 def _edit(result: np.ndarray, e: SliceEdit, dtype: np.dtype) -> np.ndarray:
     n = len(e.labels)
-    moved = np.moveaxis(result, e.axis, 0)
     lo, hi = e.offset, e.offset + n * e.block
-    if hi > moved.shape[0]:
-        raise ValueError(f"slice [{lo}, {hi}) exceeds axis {e.axis} of length {moved.shape[0]}")
-    segment = moved[lo:hi].reshape((n, e.block) + moved.shape[1:])
+    if hi > result.shape[e.axis]:
+        raise ValueError(f"slice [{lo}, {hi}) exceeds axis {e.axis} of length {result.shape[e.axis]}")
+    lead = (slice(None),) * e.axis
     if e.matrix is not None and e.role == SUM:
+        moved = np.moveaxis(result, e.axis, 0)
+        segment = moved[lo:hi].reshape((n, e.block) + moved.shape[1:])
         merged = np.tensordot(np.asarray(e.matrix, dtype=np.float64).T, segment.astype(np.float64), 1)
-        merged = merged.astype(dtype)
+        merged = np.moveaxis(merged.astype(dtype).reshape((e.k * e.block,) + moved.shape[1:]), 0, e.axis)
     else:
-        merged = merge_rows(segment, e.labels, e.k, e.role).astype(dtype)
-    merged = merged.reshape((e.k * e.block,) + moved.shape[1:])
-    moved = np.concatenate([moved[:lo].astype(dtype), merged, moved[hi:].astype(dtype)], axis=0)
-    return np.moveaxis(moved, 0, e.axis)
+        merged = merge_along(result, e.axis, lo, e.block, e.labels, e.k, e.role).astype(dtype)
+    before, after = result[lead + (slice(0, lo),)], result[lead + (slice(hi, None),)]
+    return np.concatenate([before.astype(dtype), merged, after.astype(dtype)], axis=e.axis)
 
 
 def _split_edit(result: np.ndarray, e: SliceEdit, dtype: np.dtype) -> np.ndarray:

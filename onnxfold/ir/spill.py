@@ -21,6 +21,7 @@ from onnx import TensorProto, helper
 
 from onnxfold.ir.external import ExternalValues
 from onnxfold.ir.limits import ModelError
+from onnxfold.report.timing import step
 
 
 class SpillStore:
@@ -42,6 +43,10 @@ class SpillStore:
         self.min_bytes = min_bytes
 
     def put(self, name: str, array: np.ndarray) -> ExternalValues:
+        with step("spill"):
+            return self._put(name, array)
+
+    def _put(self, name: str, array: np.ndarray) -> ExternalValues:
         array = np.ascontiguousarray(array)
         blob = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
         pad = (-self.offset) % 64

@@ -55,7 +55,7 @@ from onnxfold.repair.stats import (
     cluster_sizes,
     mean_cosine,
     multi_member,
-    norm_factors,
+    norm_factors_along,
     normalized_pair,
 )
 
@@ -105,7 +105,7 @@ def repair_norm(
 ) -> float:
     """Rescale a BN-free producer's merged rows to its members' mean norm (§2.5); returns the mean factor."""
     node = nodes[p.node]
-    factors = norm_factors(rows(record.original(p.weight), p.axis), plan.labels, plan.k)
+    factors = norm_factors_along(record.original(p.weight), p.axis, plan.labels, plan.k)
     weight = node.inputs[1]
     current = peek_values(weight)
     scaled = scale_along(current, p.axis, factors).astype(current.dtype)

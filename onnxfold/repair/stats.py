@@ -96,8 +96,50 @@ def norm_factors(rows: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     means /= np.maximum(sizes, 1.0)[:, None]
     mean_norm = np.bincount(labels[keep], weights=np.linalg.norm(rows[keep], axis=1), minlength=k)[:k]
     mean_norm /= np.maximum(sizes, 1.0)
-    merged = np.linalg.norm(means, axis=1)
-    out = np.ones(k)
+    return _clipped_factors(mean_norm, np.linalg.norm(means, axis=1), sizes)
+
+
+#: channels per block when row norms are taken across a tensor's layout (:func:`channel_norms`)
+NORM_BLOCK = 256
+
+
+def channel_norms(values: np.ndarray, axis: int) -> np.ndarray:
+    """‖r_c‖ of every slice c along ``axis``, in float64: the same numbers as
+    ``np.linalg.norm(rows(values, axis), axis=1)`` (each row made contiguous, then reduced), but taken
+    :data:`NORM_BLOCK` channels at a time, so a tensor whose channels are its last axis is never
+    transposed whole."""
+    values = np.asarray(values)
+    n = values.shape[axis]
+    out = np.empty(n)
+    for lo in range(0, n, NORM_BLOCK):
+        block = np.take(values, np.arange(lo, min(lo + NORM_BLOCK, n)), axis=axis)
+        block = np.ascontiguousarray(np.moveaxis(block.astype(np.float64), axis, 0))
+        out[lo : lo + len(block)] = np.linalg.norm(block.reshape(len(block), -1), axis=1)
+    return out
+
+
+def norm_factors_along(values: np.ndarray, axis: int, labels: np.ndarray, k: int) -> np.ndarray:
+    """:func:`norm_factors` of the channels along ``axis`` of ``values`` (bit for bit), without the
+    float64 (n, d) copy of a transposed tensor: member norms by :func:`channel_norms`, cluster means by
+    :func:`~onnxfold.folding.rewrite.merge_along` in the tensor's own layout."""
+    from onnxfold.folding.rewrite import merge_along
+
+    labels = np.asarray(labels)
+    keep = labels >= 0
+    sizes = cluster_sizes(labels, k).astype(np.float64)
+    if not keep.any() or (sizes == 0).any():  # an empty cluster: the general form
+        from onnxfold.analysis.group_producers import rows
+
+        return norm_factors(rows(values, axis), labels, k)
+    means = merge_along(np.asarray(values), axis, 0, 1, labels, k, "average")
+    mean_norm = np.bincount(labels[keep], weights=channel_norms(values, axis)[keep], minlength=k)[:k]
+    mean_norm /= sizes
+    return _clipped_factors(mean_norm, channel_norms(means, axis), sizes)
+
+
+def _clipped_factors(mean_norm: np.ndarray, merged: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """f_c = mean_norm_c / merged_c clipped to [1, sqrt(N_c)]; 1 for singletons and all-zero clusters."""
+    out = np.ones(len(sizes))
     multi = sizes > 1
     cap = np.sqrt(sizes)
     with np.errstate(divide="ignore", invalid="ignore"):

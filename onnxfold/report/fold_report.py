@@ -65,6 +65,11 @@ class FoldReport:
     output: str | None = None
     search: Any = None  # onnxfold.search.target.SearchResult of a target run
     round_to: int | None = None  # the fold's round_to (None: no fold pass ran)
+    #: wall seconds by step (read, features, reduce, cluster, rewrite, spill, save, …;
+    #: :mod:`onnxfold.report.timing`), summed over groups and workers
+    steps: dict[str, float] = field(default_factory=dict)
+    #: the same steps' CPU seconds (comparable across runs on a machine whose cores are shared)
+    steps_cpu: dict[str, float] = field(default_factory=dict)
 
     @property
     def param_sparsity(self) -> float:
@@ -91,6 +96,8 @@ class FoldReport:
             ],
             "validation": self.validation.to_dict() if self.validation is not None else None,
             "search": self.search.to_dict() if self.search is not None else None,
+            "steps": dict(self.steps),
+            "steps_cpu": dict(self.steps_cpu),
         }
 
     def rounding_line(self) -> str:
