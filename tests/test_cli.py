@@ -19,7 +19,7 @@ from onnxfold.cli.commands import main
 from onnxfold.report.stats import model_stats
 from onnxfold.runtime.session import make_session
 
-PIPELINE = "canonicalize,fold:sparsity=0.5,seed=1,cleanup,validate"
+PIPELINE = "canonicalize,fold:sparsity=0.5,seed=1,method=fold,cleanup,validate"
 
 
 def cli(argv: list, capsys) -> tuple[int, str, str]:
@@ -328,7 +328,7 @@ def test_run_pipeline_string_and_file_agree(exported, tmp_path: Path, capsys) ->
     assert rc == 0, err
     yaml_file = tmp_path / "p.yaml"
     yaml_file.write_text(
-        "passes:\n  - canonicalize\n  - fold:\n      sparsity: 0.5\n      seed: 1\n"
+        "passes:\n  - canonicalize\n  - fold:\n      sparsity: 0.5\n      seed: 1\n      method: fold\n"
         "  - cleanup\n  - validate\n"
     )
     rc, _, err = cli(
@@ -336,7 +336,9 @@ def test_run_pipeline_string_and_file_agree(exported, tmp_path: Path, capsys) ->
     )
     assert rc == 0, err
     json_file = tmp_path / "p.json"
-    json_file.write_text(json.dumps(["canonicalize", {"fold": {"sparsity": 0.5, "seed": 1}}, "cleanup"]))
+    json_file.write_text(
+        json.dumps(["canonicalize", {"fold": {"sparsity": 0.5, "seed": 1, "method": "fold"}}, "cleanup"])
+    )
     rc, _, err = cli(
         ["run", pair.wide, "-o", tmp_path / "c" / "f.onnx", "--pipeline-file", json_file], capsys
     )

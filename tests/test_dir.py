@@ -68,6 +68,7 @@ def test_dir_keeps_the_duplicate_oracle_exact(exported, tmp_path):
         0.5,
         out,
         validate=False,
+        method="fold",
         repair="dir",
         repair_options={"dir_iterations": 2, "dir_samples": 16},
     )

@@ -175,6 +175,8 @@ def test_unreachable_target_exits_nonzero_and_writes_nothing(tmp_path, capsys) -
             "layer4.*=0.9",
             "--repair",
             "none",
+            "--method",
+            "fold",
         ]
     )
     err = capsys.readouterr().err
@@ -204,6 +206,7 @@ def test_target_params_lands_within_a_channel(digits) -> None:
         target_params=0.3,
         inputs={"input": search_x},
         repair="none",
+        method="fold",
         round_to=1,  # one-channel steps (rounded widths: test_target_params_with_rounded_widths)
     )
     per = max(c.params_per_channel for c in report.search.curves) / report.before.params
@@ -220,6 +223,7 @@ def test_overrides_and_ignore_win_over_the_search(digits) -> None:
         overrides=["layer4.0/conv1=0", "layer3.1/conv1=0.5"],
         ignore=["layer4.1"],
         repair="none",
+        method="fold",
     )
     plans = {p.group.name: p for p in report.plans}
     assert plans["/layer4/layer4.0/conv1/Conv"].k == 64 and plans["/layer4/layer4.0/conv1/Conv"].sparsity == 0
@@ -265,6 +269,7 @@ def test_target_macs_lands_within_a_channel(digits) -> None:
         target_macs=0.4,
         inputs={"input": search_x},
         repair="none",
+        method="fold",
         round_to=1,  # one-channel steps
     )
     per = max(c.macs_per_channel for c in report.search.curves) / report.before.macs
@@ -305,7 +310,11 @@ def test_search_candidates_have_the_rounded_widths(digits, mode: str) -> None:
     search_x, _ = digits
     target = {"target_params": 0.3, "min_fidelity": 0.9}[mode]
     _, report = onnxfold.fold(
-        bundled_model("resnet18.onnx"), inputs={"input": search_x}, repair="none", **{mode: target}
+        bundled_model("resnet18.onnx"),
+        inputs={"input": search_x},
+        repair="none",
+        method="fold",
+        **{mode: target},
     )
     assert report.round_to == 8 and report.search.met
     allocation = report.search.allocation

@@ -111,12 +111,15 @@ def deepinversion_cost(proto, shapes: dict | None = None) -> float | None:
 def deepinversion_samples(model, shapes: dict | None = None, seed: int = 0) -> tuple[Feeds | None, str]:
     """(samples, where they come from), or (None, why there are none): a DeepInversion batch whose
     BatchNormalization statistics match the model's running statistics (docs/method.md §2.3)."""
+    from onnxfold.errors import one_line
+    from onnxfold.ir.model import to_model_proto
+
+    if not any(n.op == "BatchNormalization" for n in model.graph.nodes):  # before importing torch
+        return None, "no BatchNormalization statistics to synthesise samples from"
     try:
         import torch  # noqa: F401
     except ImportError:
         return None, "torch is not installed for DeepInversion samples"
-    from onnxfold.errors import one_line
-    from onnxfold.ir.model import to_model_proto
     from onnxfold.repair.deepinversion import bn_running_stats, synthesize
     from onnxfold.repair.torch_graph import UnsupportedGraph
 
