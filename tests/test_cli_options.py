@@ -104,8 +104,9 @@ def test_ignore_leaves_the_matched_groups_unchanged(tmp_path: Path, capsys) -> N
 
 
 def test_round_to_gives_multiples_in_the_saved_model(tmp_path: Path, capsys) -> None:
-    report, model, _ = fold_cli(RESNET, tmp_path / "r8.onnx", capsys, "-s", "0.3", "--round-to", "8")
-    plain, _, _ = fold_cli(RESNET, tmp_path / "r1.onnx", capsys, "-s", "0.3", "--round-to", "1")
+    flags = ("-s", "0.3", "--method", "fold")
+    report, model, _ = fold_cli(RESNET, tmp_path / "r8.onnx", capsys, *flags, "--round-to", "8")
+    plain, _, _ = fold_cli(RESNET, tmp_path / "r1.onnx", capsys, *flags, "--round-to", "1")
     wide = [g for g in report["groups"] if g["status"] == "folded" and g["channels_before"] > 8]
     assert len(wide) == 9  # the groups of 16, 32 and 64 channels (8 channels cannot be rounded to 8)
     for g in wide:
