@@ -319,3 +319,16 @@ def test_format_comparison_ratios():
     assert "MiB" in rows["weight bytes"]
     assert rows["file size"].split()[-2:] == ["-", "-"]
     assert rows["node count"].split()[-2:] == ["1.000", "+0.0%"]
+
+
+def test_many_or_long_symbolic_dims_make_a_short_note() -> None:
+    """An ultralytics export names its output length by a floor(...) expression and leaves dozens of
+    unk__N dims after a fold: the comparison's notes stay one short line each."""
+    from onnxfold.report.stats import ModelStats, format_comparison
+
+    expr = "(floor(floor(floor(height/2 - 1/2)/2)/2) + 1)*(floor(floor(floor(width/2 - 1/2)/2)/2) + 1)"
+    before = ModelStats(params=10, macs=10, symbolic_dims=[expr, "height", "width"])
+    after = ModelStats(params=5, macs=5, symbolic_dims=[f"unk__{i}" for i in range(130)])
+    notes = [line for line in format_comparison(before, after).splitlines() if line.startswith("note")]
+    assert len(notes) == 2 and all(len(line) < 160 for line in notes), notes
+    assert "and 127 more" in notes[1] and "height" in notes[0]

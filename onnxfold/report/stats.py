@@ -335,7 +335,7 @@ def model_stats(model: onnx.ModelProto, file_size: int | None = None) -> ModelSt
     stats.symbolic_dims = sorted(res.symbols - batch_symbols)
     if stats.symbolic_dims:
         stats.notes.append(
-            "symbolic dims taken as 1 for MACs: " + ", ".join(stats.symbolic_dims) + " (MACs scale with them)"
+            f"{symbolic_summary(stats.symbolic_dims)} taken as 1 for MACs (MACs scale with them)"
         )
     if stats.macs_unknown_nodes:
         stats.notes.append(f"{stats.macs_unknown_nodes} node(s) without inferred shapes: MACs not counted")
@@ -464,6 +464,15 @@ def params_growth(before: ModelStats, after: ModelStats, limit: int = 6) -> str 
     return text
 
 
+def symbolic_summary(dims: Sequence[str], shown: int = 3, width: int = 40) -> str:
+    """'symbolic dims a, b, c' for a few short names; longer lists and exported expressions (a
+    dynamic output length written out as floor(...) arithmetic) are cut to ``shown`` names of at most
+    ``width`` characters and a count."""
+    names = [d if len(d) <= width else d[: width - 1] + "…" for d in dims[:shown]]
+    more = f" and {len(dims) - shown} more" if len(dims) > shown else ""
+    return f"symbolic dim{'s' if len(dims) > 1 else ''} {', '.join(names)}{more}"
+
+
 def format_comparison(before: ModelStats, after: ModelStats) -> str:
     """Before/after table: params, MACs, weight bytes, file size, node count with ratio and change %."""
     rows = []
@@ -482,5 +491,5 @@ def format_comparison(before: ModelStats, after: ModelStats) -> str:
         if s.macs_unknown_nodes:
             notes.append(f"note ({which}): MACs of {s.macs_unknown_nodes} node(s) unknown (no shapes)")
         if s.symbolic_dims:
-            notes.append(f"note ({which}): MACs take symbolic dims {', '.join(s.symbolic_dims)} as 1")
+            notes.append(f"note ({which}): MACs take {symbolic_summary(s.symbolic_dims)} as 1")
     return "\n".join([table, *notes])
