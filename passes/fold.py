@@ -178,6 +178,13 @@ class FoldPass(Pass):
                 from onnxfold.folding.samples import deepinversion_samples, token_samples
 
                 samples, source = deepinversion_samples(model, ctx.input_shapes, ctx.seed)
+                if samples is None and any(n.op == "BatchNormalization" for n in model.graph.nodes):
+                    # the BN statistics say more than random inputs: fold + ar from them, unmeasured
+                    self.auto_note = (
+                        f"auto folded without measuring, with ar from the BN statistics ({source}); "
+                        "random inputs rank candidates worse than they do"
+                    )
+                    return
                 if samples is None:  # random samples: judged on, nothing fitted to them
                     samples, why = token_samples(model, ctx.input_shapes, ctx.seed)
                     drawn = why if samples is not None else "random inputs"

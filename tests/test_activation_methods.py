@@ -318,3 +318,19 @@ def test_padded_positions_are_left_out_of_statistics_and_judged_error() -> None:
     conv = np.ones((2, 4, 5, 5))  # channels on axis 1: not a token tensor, nothing is masked
     assert _observations(conv, Site("c", 1, 0, 1, 4), mask).shape == (50, 4)
     assert padding_mask({"x": np.zeros((2, 3), np.float32)}) is None
+
+
+def test_default_on_a_batchnorm_model_without_deepinversion_samples_is_fold_and_ar(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Without torch (or over DeepInversion's budget) a BN model is folded with ar from its BN statistics,
+    unmeasured, byte for byte as --method fold: random inputs rank its candidates worse than ar does."""
+    from onnxfold.folding import samples
+    from onnxfold.models import bundled_model
+
+    monkeypatch.setattr(samples, "deepinversion_samples", lambda *a, **k: (None, "torch is not installed"))
+    a, b = tmp_path / "default.onnx", tmp_path / "fold.onnx"
+    _, report = onnxfold.fold(bundled_model("resnet18.onnx"), 0.25, a, validate=False)
+    onnxfold.fold(bundled_model("resnet18.onnx"), 0.25, b, method="fold", validate=False)
+    assert a.read_bytes() == b.read_bytes()
+    assert "ar from the BN statistics" in next(r for r in report.passes if r.name == "fold").stats["auto"]
