@@ -174,21 +174,13 @@ def search(
     def measure(steps: int) -> Candidate:
         if steps in tried:
             return tried[steps]
-        cand_model, data = build(path.sparsities_at(steps))
-        fid, per = evaluator(cand_model)
-        st = stats_of(cand_model)
-        cand = Candidate(
+        cand = measured(steps, build(path.sparsities_at(steps)), evaluator, base)
+        log.info(
+            "search: %d steps -> fidelity %.4f, %.1f%% fewer params",
             steps,
-            fid,
-            st.params,
-            st.macs,
-            1.0 - st.params / base.params if base.params else 0.0,
-            1.0 - st.macs / base.macs if base.macs else 0.0,
-            per,
-            cand_model,
-            data,
+            cand.fidelity,
+            100 * cand.reduction,
         )
-        log.info("search: %d steps -> fidelity %.4f, %.1f%% fewer params", steps, fid, 100 * cand.reduction)
         tried[steps] = cand
         return cand
 
@@ -220,17 +212,13 @@ def search(
     )
 
 
-def _refined(chosen: Candidate, built: tuple[Model, dict], evaluator: Evaluator, base) -> Candidate | None:
-    """The refined build as a candidate when it measures at least as well as ``chosen`` with no more
-    parameters, else None."""
+def measured(steps: int, built: tuple[Model, dict], evaluator: Evaluator, base) -> Candidate:
+    """The candidate of a built (model, pass data) pair: its fidelity, size and reductions from ``base``."""
     model, data = built
     fid, per = evaluator(model)
     st = stats_of(model)
-    if fid < chosen.fidelity or st.params > chosen.params:
-        return None
-    data = {**data, "refined": f"sequential auto: fidelity {fid:.4f} against {chosen.fidelity:.4f}"}
     return Candidate(
-        chosen.steps,
+        steps,
         fid,
         st.params,
         st.macs,
@@ -240,6 +228,19 @@ def _refined(chosen: Candidate, built: tuple[Model, dict], evaluator: Evaluator,
         model,
         data,
     )
+
+
+def _refined(chosen: Candidate, built: tuple[Model, dict], evaluator: Evaluator, base) -> Candidate | None:
+    """The refined build as a candidate when it measures at least as well as ``chosen`` with no more
+    parameters, else None."""
+    cand = measured(chosen.steps, built, evaluator, base)
+    if cand.fidelity < chosen.fidelity or cand.params > chosen.params:
+        return None
+    cand.data = {
+        **cand.data,
+        "refined": f"sequential auto: fidelity {cand.fidelity:.4f} against {chosen.fidelity:.4f}",
+    }
+    return cand
 
 
 def _bisect(
