@@ -59,3 +59,18 @@ def test_reports_of_split_partitioned_groups_are_plain_json(tmp_path: Path, caps
     assert len(json.loads(capsys.readouterr().out)) == len(groups)
     assert main(["fold", str(src), "-o", str(tmp_path / "g.onnx"), "--report", str(tmp_path / "r.json")]) == 0
     assert json.loads((tmp_path / "r.json").read_text())["groups"]
+
+
+def test_the_parts_of_a_split_partition_have_their_own_names_and_the_search_runs_on_them(
+    tmp_path: Path,
+) -> None:
+    """The two groups a Split cuts from one conv were both named after it, so statistics keyed by name
+    mixed them up: a targeted search with samples crashed with an IndexError (NudeNet's YOLOv8). The
+    model is exported at batch 1: the search and validation run the 16 samples batch by batch."""
+    src = _split_model(tmp_path / "split.onnx")
+    names = [g.name for g in onnxfold.analyze(src) if g.foldable]
+    assert len(names) == 2 and len(set(names)) == 2, names
+    x = np.random.default_rng(1).standard_normal((16, 4, 8, 8)).astype(np.float32)
+    out = tmp_path / "t.onnx"
+    _, report = onnxfold.fold(src, output=out, min_fidelity=0.5, metric="cosine", inputs={"x": x})
+    assert report.search.met and out.exists()

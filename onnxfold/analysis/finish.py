@@ -99,6 +99,18 @@ def finish(walk: Analysis) -> list[ChannelGroup]:
                 parts=parts,
             )
         )
+    return unique_names(groups)
+
+
+def unique_names(groups: list[ChannelGroup]) -> list[ChannelGroup]:
+    """Groups named after the same producer (the parts of a Split partition) get ``#2``, ``#3``, … in
+    graph order: a name identifies one group in the report, the search's allocation and the
+    activation statistics."""
+    seen: dict[str, int] = {}
+    for g in groups:
+        seen[g.name] = seen.get(g.name, 0) + 1
+        if seen[g.name] > 1:
+            g.name = f"{g.name}#{seen[g.name]}"
     return groups
 
 

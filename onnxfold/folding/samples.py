@@ -29,9 +29,8 @@ def splittable(inputs: Feeds) -> bool:
     return len({len(v) for v in inputs.values() if np.ndim(v)}) <= 1
 
 
-def run_size(model) -> int:
-    """Samples per run: a model whose inputs fix their leading dim (an export at batch 1) takes
-    exactly that many; otherwise :data:`CHUNK`."""
+def fixed_batch(model) -> int | None:
+    """The leading dim the model's inputs fix (an export at batch 1), None when it is free."""
     fixed = [
         int(t.shape[0])
         for t in model.graph.inputs
@@ -40,7 +39,13 @@ def run_size(model) -> int:
         and isinstance(t.shape[0], (int, np.integer))
         and t.shape[0] > 0
     ]
-    return min(fixed) if fixed else CHUNK
+    return min(fixed) if fixed else None
+
+
+def run_size(model) -> int:
+    """Samples per run: a model whose inputs fix their leading dim takes exactly that many;
+    otherwise :data:`CHUNK`."""
+    return fixed_batch(model) or CHUNK
 
 
 def chunked(inputs: Feeds, size: int = CHUNK) -> list[Feeds]:

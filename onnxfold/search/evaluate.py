@@ -20,6 +20,18 @@ def _session(model: Model | onnx.ModelProto):
     )
 
 
+def fixed_batch_runs(model: Model | onnx.ModelProto, feed: Mapping[str, np.ndarray]) -> list[dict] | None:
+    """``feed`` cut into runs of the model's fixed batch when it holds more samples than that batch
+    (an export at batch 1 given 32 samples), else None (one run)."""
+    from onnxfold.folding.samples import chunked, fixed_batch, sample_count, splittable
+    from onnxfold.ir.model import model_from_proto
+
+    size = fixed_batch(model if isinstance(model, Model) else model_from_proto(model))
+    if size is None or not splittable(feed) or sample_count(feed) <= size:
+        return None
+    return chunked(feed, size)
+
+
 class Evaluator:
     """Runs ``original`` on ``inputs`` once (random inputs as validation makes them when None: then
     ``proxy`` is True) and scores candidates by :func:`onnxfold.runtime.fidelity.model_fidelity`."""
@@ -41,7 +53,8 @@ class Evaluator:
             else dict(inputs)
         )
         self.names = [o.name for o in sess.get_outputs()]
-        self.reference = dict(zip(self.names, sess.run(self.names, self.feed), strict=True))
+        self.runs_of = fixed_batch_runs(original, self.feed)
+        self.reference = self._run(sess)
         proto = to_model_proto(original) if isinstance(original, Model) else original
         producers = {o: n.op_type for n in proto.graph.node for o in n.output}
         self.metrics = output_metrics(self.reference, metric, producers)
@@ -51,11 +64,18 @@ class Evaluator:
         """(fidelity, per-output fidelities) of ``candidate``; a candidate that fails to run scores 0."""
         self.runs += 1
         try:
-            sess = _session(candidate)
-            got = dict(zip(self.names, sess.run(self.names, self.feed), strict=True))
+            got = self._run(_session(candidate))
         except Exception:
             return 0.0, [OutputFidelity(n, self.metrics[n], 0.0) for n in self.names]
         return model_fidelity(self.reference, got, self.metrics)
+
+    def _run(self, sess) -> dict[str, np.ndarray]:
+        """Every output on the whole feed: in one run, or run by run for a model exported at a fixed
+        batch (outputs joined along their leading axis)."""
+        if self.runs_of is None:
+            return dict(zip(self.names, sess.run(self.names, self.feed), strict=True))
+        runs = [sess.run(self.names, run) for run in self.runs_of]
+        return {n: np.concatenate([r[i] for r in runs]) for i, n in enumerate(self.names)}
 
     def describe(self) -> str:
         """e.g. ``32 samples`` or ``data-free proxy: 2 random samples``."""
