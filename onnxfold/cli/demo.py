@@ -30,10 +30,10 @@ def accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarra
 
 
 def report_samples(report) -> str:
-    """Where the fold pass's activation samples came from ('' when it measured none)."""
+    """Where the fold pass's activation samples came from, or why it measured none."""
     for record in report.passes:
         if record.name == "fold":
-            return str(record.stats.get("activation_samples", ""))
+            return str(record.stats.get("activation_samples") or record.stats.get("auto", ""))
     return ""
 
 
