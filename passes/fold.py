@@ -42,6 +42,7 @@ from onnxfold.folding.apply import (
 )
 from onnxfold.folding.cluster import ALGORITHMS, DEFAULT_ROUND_TO
 from onnxfold.folding.recipe import load_recipe
+from onnxfold.ir.external import float_elements
 from onnxfold.ir.model import Model, peek_values
 from onnxfold.ir.shapes import clear_shapes, infer_shapes
 from onnxfold.pipeline.manager import Option, Pass, PassContext, PassResult, PipelineError
@@ -102,17 +103,6 @@ def measure_activations(model: Model, groups, ctx: PassContext, samples=None, so
 AUTO_JUDGE_LIMIT = 50_000_000
 
 
-def parameter_count(model: Model) -> int:
-    """Elements of the graph's float constants (from their shapes: nothing is loaded)."""
-    import onnx_graphsurgeon as gs
-
-    total = 0
-    for t in model.graph.tensors().values():
-        if isinstance(t, gs.Constant) and t.shape is not None and np.dtype(t.dtype).kind == "f":
-            total += int(np.prod(t.shape, dtype=np.int64))
-    return total
-
-
 class FoldPass(Pass):
     name = "fold"
     #: {group name: base sparsity} chosen by the search pass (None: ``sparsity`` everywhere).
@@ -159,7 +149,8 @@ class FoldPass(Pass):
         ``auto`` without ``--inputs`` measures on synthesised samples (DeepInversion on BN models,
         random tokens on token models, else random inputs that it only judges on) when the model has
         at most ``judge_limit`` parameters; above that, or where the model cannot be run, it plans
-        plain folds and applies no ``ar`` (whose effect it did not measure). Nothing is measured
+        plain folds and applies ``ar`` on convolutions only (its effect was not measured); a BN
+        model without DeepInversion samples is folded with ``ar`` from its BN statistics, unmeasured. Nothing is measured
         when nothing can be compressed, unless for a ``search``."""
         want = self.opts["method"]
         if want in ACTIVATION_METHODS and self.moments is None:
@@ -167,7 +158,7 @@ class FoldPass(Pass):
             if samples is None and want == "auto":
                 if not (search or self.may_fold()):
                     return
-                params = parameter_count(model)
+                params = float_elements(model.graph)
                 if params > self.opts["judge_limit"]:
                     self.auto_note = (
                         f"auto folded without measuring (the model has {params:,} parameters, above "
@@ -175,10 +166,10 @@ class FoldPass(Pass):
                         "to measure): ar, whose effect was not measured, only on convolutions"
                     )
                     return
-                from onnxfold.folding.samples import deepinversion_samples, token_samples
+                from onnxfold.folding.samples import deepinversion_samples, has_batchnorm, token_samples
 
                 samples, source = deepinversion_samples(model, ctx.input_shapes, ctx.seed)
-                if samples is None and any(n.op == "BatchNormalization" for n in model.graph.nodes):
+                if samples is None and has_batchnorm(model):
                     # the BN statistics say more than random inputs: fold + ar from them, unmeasured
                     self.auto_note = (
                         f"auto folded without measuring, with ar from the BN statistics ({source}); "

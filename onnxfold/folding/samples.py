@@ -113,13 +113,18 @@ def deepinversion_cost(proto, shapes: dict | None = None) -> float | None:
     return 3.0 * stats.macs * AUTO_DIR_SAMPLES * AUTO_DIR_ITERATIONS
 
 
+def has_batchnorm(model) -> bool:
+    """Whether the graph keeps BatchNormalization nodes (statistics to synthesise samples from)."""
+    return any(n.op == "BatchNormalization" for n in model.graph.nodes)
+
+
 def deepinversion_samples(model, shapes: dict | None = None, seed: int = 0) -> tuple[Feeds | None, str]:
     """(samples, where they come from), or (None, why there are none): a DeepInversion batch whose
     BatchNormalization statistics match the model's running statistics (docs/method.md §2.3)."""
     from onnxfold.errors import one_line
     from onnxfold.ir.model import to_model_proto
 
-    if not any(n.op == "BatchNormalization" for n in model.graph.nodes):  # before importing torch
+    if not has_batchnorm(model):  # before importing torch
         return None, "no BatchNormalization statistics to synthesise samples from"
     try:
         import torch  # noqa: F401

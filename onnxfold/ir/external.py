@@ -253,20 +253,35 @@ def data_dirs(graph: gs.Graph) -> dict[str, Path]:
     return dirs
 
 
+def constants(graph: gs.Graph):
+    """Every constant of ``graph`` and its subgraphs: initializers and Constant-node tensors."""
+    for sub in [graph, *graph.subgraphs(recursive=True)]:
+        yield from (t for t in sub.tensors().values() if isinstance(t, gs.Constant))
+        yield from (v for node in sub.nodes for v in node.attrs.values() if isinstance(v, gs.Constant))
+
+
+def _count(const: gs.Constant) -> int:
+    count = 1
+    for d in const.shape:
+        count *= int(d)
+    return count
+
+
+def _dtype(const: gs.Constant) -> np.dtype | None:
+    """The constant's numpy dtype, None for a type numpy lacks (bfloat16, float8)."""
+    try:
+        return np.dtype(const.dtype)
+    except TypeError:
+        return None
+
+
 def weight_bytes(graph: gs.Graph) -> int:
     """Bytes of every constant of ``graph`` and its subgraphs (initializers and Constant-node tensors),
     ``prod(shape) · itemsize`` from declared shapes and dtypes: no lazy value is read, nothing serialised."""
-    total = 0
-    for sub in [graph, *graph.subgraphs(recursive=True)]:
-        consts = [t for t in sub.tensors().values() if isinstance(t, gs.Constant)]
-        consts += [v for node in sub.nodes for v in node.attrs.values() if isinstance(v, gs.Constant)]
-        for const in consts:
-            try:
-                itemsize = np.dtype(const.dtype).itemsize
-            except TypeError:
-                itemsize = 1
-            count = 1
-            for d in const.shape:
-                count *= int(d)
-            total += count * itemsize
-    return total
+    return sum(_count(c) * (d.itemsize if (d := _dtype(c)) is not None else 1) for c in constants(graph))
+
+
+def float_elements(graph: gs.Graph) -> int:
+    """Elements of the floating-point constants (the weights; a type numpy lacks counts as one), from
+    declared shapes: nothing is read."""
+    return sum(_count(c) for c in constants(graph) if (d := _dtype(c)) is None or d.kind == "f")
