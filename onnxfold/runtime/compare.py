@@ -204,13 +204,15 @@ def runnable_dims(
     for dim in FALLBACK_DIMS:
         feed = make_inputs(session, shapes=shapes, batch=batch, seed=seed, default_dim=dim, sequence=dim)
         try:
-            return dim, feed, _run(session, "original", outputs, feed)
+            return dim, feed, run_feed(session, "original", outputs, feed)
         except RuntimeError as exc:
             first = first or exc
     raise RuntimeError(str(first).splitlines()[0]) from None
 
 
-def _run(session: Any, which: str, outputs: list[str], feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+def run_feed(
+    session: Any, which: str, outputs: list[str], feed: Mapping[str, np.ndarray]
+) -> list[np.ndarray]:
     """The outputs on ``feed``; a model exported at a fixed batch given more samples than that runs
     them batch by batch (outputs joined along their leading axis)."""
     from onnxfold.folding.samples import chunked, sample_count, splittable
@@ -264,8 +266,8 @@ def validate(
         feed = dict(inputs)
         if sorted(feed) != sorted(ref_in):
             raise ValueError(f"given inputs {sorted(feed)} do not match the model inputs {ref_in}")
-    ref_vals = _run(ref_sess, "original", ref_out, feed)
-    cand_vals = _run(cand_sess, "candidate", ref_out, feed)
+    ref_vals = run_feed(ref_sess, "original", ref_out, feed)
+    cand_vals = run_feed(cand_sess, "candidate", ref_out, feed)
     metrics = compare_outputs(
         dict(zip(ref_out, ref_vals, strict=True)), dict(zip(ref_out, cand_vals, strict=True))
     )

@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 
 from onnxfold.ir.model import Model, to_model_proto
+from onnxfold.runtime.compare import run_feed
 from onnxfold.runtime.fidelity import OutputFidelity, model_fidelity, output_metrics
 from onnxfold.runtime.inputs import make_inputs
 from onnxfold.runtime.session import make_session
@@ -18,18 +19,6 @@ def _session(model: Model | onnx.ModelProto):
     return make_session(
         proto.SerializeToString(), providers=["CPUExecutionProvider"], optimize=True, threads=1
     )
-
-
-def fixed_batch_runs(model: Model | onnx.ModelProto, feed: Mapping[str, np.ndarray]) -> list[dict] | None:
-    """``feed`` cut into runs of the model's fixed batch when it holds more samples than that batch
-    (an export at batch 1 given 32 samples), else None (one run)."""
-    from onnxfold.folding.samples import chunked, fixed_batch, sample_count, splittable
-    from onnxfold.ir.model import model_from_proto
-
-    size = fixed_batch(model if isinstance(model, Model) else model_from_proto(model))
-    if size is None or not splittable(feed) or sample_count(feed) <= size:
-        return None
-    return chunked(feed, size)
 
 
 class Evaluator:
@@ -53,7 +42,6 @@ class Evaluator:
             else dict(inputs)
         )
         self.names = [o.name for o in sess.get_outputs()]
-        self.runs_of = fixed_batch_runs(original, self.feed)
         self.reference = self._run(sess)
         proto = to_model_proto(original) if isinstance(original, Model) else original
         producers = {o: n.op_type for n in proto.graph.node for o in n.output}
@@ -70,12 +58,8 @@ class Evaluator:
         return model_fidelity(self.reference, got, self.metrics)
 
     def _run(self, sess) -> dict[str, np.ndarray]:
-        """Every output on the whole feed: in one run, or run by run for a model exported at a fixed
-        batch (outputs joined along their leading axis)."""
-        if self.runs_of is None:
-            return dict(zip(self.names, sess.run(self.names, self.feed), strict=True))
-        runs = [sess.run(self.names, run) for run in self.runs_of]
-        return {n: np.concatenate([r[i] for r in runs]) for i, n in enumerate(self.names)}
+        """Every output on the whole feed (batch by batch for a model exported at a fixed batch)."""
+        return dict(zip(self.names, run_feed(sess, "original", self.names, self.feed), strict=True))
 
     def describe(self) -> str:
         """e.g. ``32 samples`` or ``data-free proxy: 2 random samples``."""
