@@ -140,6 +140,30 @@ def test_sensitivity_untouched_is_exactly_one_and_duplicates_are_free() -> None:
     assert at_dup == [6, 5]
 
 
+def test_sensitivity_stops_measuring_a_group_once_it_misses_the_target() -> None:
+    _, wide = _duplicate_pair()
+    model = as_model(wide)
+    CanonicalizePass().run(model, PassContext())
+    x = np.random.default_rng(0).standard_normal((16, 8)).astype(np.float32)
+    evaluator = Evaluator(as_model(wide), {"x": x}, "relerr")
+    calls = []
+
+    def counted(m):
+        calls.append(1)
+        return evaluator(m)
+
+    full = sensitivity(model, counted, [0.5, 0.7, 0.9])
+    n_full = len(calls)
+    calls.clear()
+    early = sensitivity(model, counted, [0.5, 0.7, 0.9], stop_below=0.9999)
+    assert len(calls) < n_full
+    for f, e in zip(full, early, strict=True):
+        assert e.fidelity[:2] == f.fidelity[:2]  # measured up to the first miss (at 0.7)
+        assert f.fidelity[1] < 0.9999 and e.unmeasured == [0.9] and e.fidelity[2] == 0.0
+        assert e.removed == f.removed  # the channels a fold at 0.9 would remove, unmeasured or not
+    assert greedy_path(early, cap=0.9).removed_at(11) == [6, 5]  # the duplicates still come first
+
+
 # ----------------------------------------------------------------------------- resnet18 on digits
 
 

@@ -9,6 +9,13 @@ removes no channel) has fidelity exactly 1 by definition. Widths are rounded as 
 them (``round_to``, :func:`onnxfold.folding.cluster.cluster_count`), so ``removed`` holds the
 channels a fold at that level really removes; levels that give a group the same width (a group of
 16 folds to 8 at every level with round_to 8) are measured once.
+
+``stop_below`` (the fidelity target of a ``--min-fidelity`` search): once a group alone measures
+below it, its higher levels are not measured. Compressing a group further rarely brings the model
+back above a target that the group alone already misses, so those levels are recorded with
+fidelity 0 (listed in ``GroupCurve.unmeasured``): the allocation then takes them last, and the
+search never relies on them without building and measuring the model. On a sensitive model most
+groups miss at the lowest levels, which makes the analysis several times cheaper.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ class GroupCurve:
     params_per_channel: float = 0.0
     macs_per_channel: float = 0.0
     errors: list[str] = field(default_factory=list)
+    unmeasured: list[float] = field(default_factory=list)  # levels skipped after a miss (fidelity 0)
 
     def loss_at(self, removed: np.ndarray | int) -> np.ndarray:
         """Estimated loss 1 − fidelity after removing ``removed`` channels: linear between measured
@@ -58,6 +66,7 @@ class GroupCurve:
             "levels": list(self.levels),
             "removed": list(self.removed),
             "fidelity": list(self.fidelity),
+            "unmeasured": list(self.unmeasured),
         }
 
 
@@ -76,9 +85,11 @@ def sensitivity(
     skip: Callable[[str], bool] | None = None,
     stats=None,
     judge=None,
+    stop_below: float | None = None,
 ) -> list[GroupCurve]:
     """A :class:`GroupCurve` per foldable, not ignored group of the (canonicalized) ``model``.
-    ``skip(name)`` true: the group is left out (e.g. a recipe or override fixes it)."""
+    ``skip(name)`` true: the group is left out (e.g. a recipe or override fixes it). ``stop_below``:
+    see the module docstring."""
     from onnxfold.passes.fold import (
         rewrite_model,
     )  # the fold pass imports the search: no cycle at import time
@@ -91,9 +102,21 @@ def sensitivity(
     base = stats_of(model)
     curves: dict[str, GroupCurve] = {}
     measured: dict[tuple[str, int], float] = {}  # (group, width) -> fidelity: one measurement per width
+    missed: set[str] = set()  # groups that measured below stop_below: higher levels not measured
+    by_name = {g.name: g for g in groups}
     for level in levels:
+        for name in sorted(missed):
+            g, curve = by_name[name], curves[name]
+            k = part_cluster_count(g.size, level, g.parts, round_to)
+            curve.levels.append(level)
+            curve.removed.append(max(0, g.size - k))
+            if (name, k) in measured:  # the same width as a measured level
+                curve.fidelity.append(measured[name, k])
+            else:
+                curve.fidelity.append(0.0)
+                curve.unmeasured.append(level)
         plans = plan_folds(
-            groups,
+            [g for g in groups if g.name not in missed],
             lambda name: peek_values(tensors[name]),
             level,
             ignore=ignore,
@@ -135,6 +158,8 @@ def sensitivity(
                 continue
             curve.fidelity.append(fid)
             measured[plan.group.name, plan.k] = fid
+            if stop_below is not None and fid < stop_below:
+                missed.add(plan.group.name)
             if removed > 0 and not curve.params_per_channel:
                 curve.params_per_channel = (base.params - after.params) / removed
                 curve.macs_per_channel = (base.macs - after.macs) / removed
@@ -149,7 +174,7 @@ def format_sensitivity(curves: Sequence[GroupCurve], describe: str = "") -> str:
         by = dict(zip(c.levels, c.fidelity, strict=True))
         rows.append(
             [c.name, c.channels, f"{c.params_per_channel:.0f}"]
-            + [f"{by[v]:.4f}" if v in by else "-" for v in levels]
+            + ["skipped" if v in c.unmeasured else f"{by[v]:.4f}" if v in by else "-" for v in levels]
         )
     head = f"sensitivity: fidelity when one group alone is compressed ({describe})\n" if describe else ""
     return head + format_table(

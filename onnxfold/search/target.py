@@ -165,6 +165,7 @@ def search(
         skip=lambda name: name in fixed,
         stats=stats,
         judge=judge,
+        stop_below=target if mode == "min_fidelity" else None,
     )
     round_to = fold_opts["round_to"]
     path = greedy_path(curves, cap, by="macs" if mode == "target_macs" else "params", round_to=round_to)
