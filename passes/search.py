@@ -26,6 +26,23 @@ from onnxfold.runtime.fidelity import METRICS
 DEFAULT_LEVELS_TEXT = "0.1,0.2,0.3,0.5,0.7"
 
 
+def proxy_samples(fold) -> tuple[dict | None, str]:
+    """Without ``--inputs``: the samples the fold synthesised to measure on (DeepInversion samples
+    of a BN model, random token sequences, random inputs), merged into one feed, and where they come
+    from; (None, "") when it synthesised none, or they cannot be merged. The search then measures its
+    fidelity on what the fold judged its candidates on, not on two fresh random inputs."""
+    from onnxfold.folding.samples import splittable
+
+    moments = getattr(fold, "moments", None)
+    feeds = list(getattr(moments, "feeds", None) or [])
+    if not feeds or any(set(f) != set(feeds[0]) or not splittable(f) for f in feeds):
+        return None, ""
+    merged = {
+        k: np.concatenate([f[k] for f in feeds]) if np.ndim(feeds[0][k]) else feeds[0][k] for k in feeds[0]
+    }
+    return merged, moments.source.removeprefix("data-free: ").removeprefix("data-free estimate: ")
+
+
 def parse_levels(text: str) -> list[float]:
     """``"0.1,0.2"`` → [0.1, 0.2]; every level in (0, 1)."""
     try:
@@ -132,12 +149,14 @@ class SearchPass(Pass):
         fold.prepare(
             model, analyze_graph(model.graph, model.node_scopes()), fit_ctx if fit else ctx, search=True
         )
+        synthetic, how = (None, "") if ctx.inputs else proxy_samples(fold)
         evaluator = Evaluator(
             ctx.original or model,
-            ctx.inputs,  # all of them: the target holds on every given input
+            ctx.inputs or synthetic,  # all of them: the target holds on every given input
             self.opts["metric"],
             ctx.input_shapes,
             seed=ctx.seed,
+            synthetic=how,
         )
 
         def build(allocation: dict[str, float], sequential: bool = False) -> tuple[Model, dict]:

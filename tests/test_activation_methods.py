@@ -296,6 +296,18 @@ def test_auto_without_samples_draws_random_tokens_over_the_embedding(tmp_path: P
     assert got.shape == (3, 5, 4)
 
 
+def test_a_data_free_search_measures_on_the_samples_the_fold_judged_on(tmp_path: Path) -> None:
+    """Without --inputs the search's fidelity is measured on the 32 random token sequences the fold
+    drew inside the embedding table (a proxy, and said so), not on two fresh random inputs."""
+    src = tmp_path / "tokens.onnx"
+    _token_model(src)
+    out = tmp_path / "t.onnx"
+    _, report = onnxfold.fold(src, output=out, min_fidelity=0.9, metric="cosine", round_to=1, validate=False)
+    assert report.search.proxy
+    assert report.search.inputs == "data-free proxy: 32 random token sequences over the embedding's 50 rows"
+    assert report.search.chosen.fidelity >= 0.9
+
+
 def test_the_judge_counts_samples_not_runs() -> None:
     from onnxfold.folding.judge import first_samples
 

@@ -23,7 +23,9 @@ def _session(model: Model | onnx.ModelProto):
 
 class Evaluator:
     """Runs ``original`` on ``inputs`` once (random inputs as validation makes them when None: then
-    ``proxy`` is True) and scores candidates by :func:`onnxfold.runtime.fidelity.model_fidelity`."""
+    ``proxy`` is True) and scores candidates by :func:`onnxfold.runtime.fidelity.model_fidelity`.
+    ``synthetic``: ``inputs`` were synthesised (e.g. DeepInversion samples), not given; it says how,
+    and the fidelity is still a data-free proxy."""
 
     def __init__(
         self,
@@ -33,9 +35,11 @@ class Evaluator:
         shapes: Mapping[str, Sequence[int]] | None = None,
         seed: int = 0,
         batch: int = 2,
+        synthetic: str = "",
     ):
         sess = _session(original)
-        self.proxy = inputs is None
+        self.proxy = inputs is None or bool(synthetic)
+        self.synthetic = synthetic
         self.feed = (
             make_inputs(sess, shapes=shapes or None, batch=batch, seed=seed)
             if inputs is None
@@ -68,4 +72,6 @@ class Evaluator:
             if self.feed and np.ndim(next(iter(self.feed.values())))
             else 1
         )
+        if self.synthetic:
+            return f"data-free proxy: {self.synthetic}"
         return f"data-free proxy: {n} random samples" if self.proxy else f"{n} given samples"
