@@ -346,3 +346,16 @@ def test_default_on_a_batchnorm_model_without_deepinversion_samples_is_fold_and_
     onnxfold.fold(bundled_model("resnet18.onnx"), 0.25, b, method="fold", validate=False)
     assert a.read_bytes() == b.read_bytes()
     assert "ar from the BN statistics" in next(r for r in report.passes if r.name == "fold").stats["auto"]
+
+
+def test_the_judges_squared_norm_matches_float64_across_blocks() -> None:
+    from onnxfold.folding.judge import squared_norm
+
+    x = np.random.default_rng(0).standard_normal((3, 7, 1001)).astype(np.float32)
+    want = float(np.sum(x.astype(np.float64) ** 2))
+    assert squared_norm(x, block=1000) == pytest.approx(want, rel=1e-6)  # 22 blocks, a short last one
+    assert squared_norm(x[:, ::2], block=4096) == pytest.approx(
+        float(np.sum(x[:, ::2].astype(np.float64) ** 2)), rel=1e-6
+    )
+    assert squared_norm(np.array([3.0, 4.0], np.float16)) == 25.0
+    assert squared_norm(np.zeros((0, 4), np.float32)) == 0.0

@@ -45,6 +45,15 @@ def first_samples(feeds: Sequence[Feeds], limit: int = MAX_SAMPLES) -> list[Feed
     return out
 
 
+def squared_norm(x: np.ndarray, block: int = 1 << 20) -> float:
+    """Σ x², accumulated in float64 over blocks of ``block`` elements that are summed in their own
+    dtype: an LLM's logits (10⁸ floats per judged candidate) are never copied to float64 whole."""
+    flat = np.ravel(x)
+    if flat.dtype.itemsize < 4:
+        flat = flat.astype(np.float32)
+    return float(sum(float(np.dot(part, part)) for part in np.split(flat, range(block, flat.size, block))))
+
+
 class GroupJudge:
     """Scores candidate plans of one group on ``feeds`` against the ``source`` model's outputs."""
 
@@ -89,10 +98,10 @@ class GroupJudge:
                 for want, got in zip(ref, sess.run(self.names, feed), strict=True):
                     if not np.issubdtype(np.asarray(want).dtype, np.floating):
                         continue
-                    w = token_rows(np.asarray(want, dtype=np.float64), mask, -1)
-                    g = token_rows(np.asarray(got, dtype=np.float64), mask, -1)
-                    num += float(np.sum((w - g) ** 2))
-                    den += float(np.sum(w * w))
+                    w = token_rows(np.asarray(want), mask, -1)
+                    g = token_rows(np.asarray(got), mask, -1)
+                    num += squared_norm(w - g)
+                    den += squared_norm(w)
         except Exception:
             return float("inf")
         return num / den if den > 0 else num
