@@ -30,6 +30,7 @@ from onnxfold.folding.apply import plan_folds
 from onnxfold.folding.cluster import DEFAULT_ROUND_TO, part_cluster_count
 from onnxfold.ir.model import Model, peek_values
 from onnxfold.report.fold_report import stats_of
+from onnxfold.report.progress import progress_bar
 from onnxfold.report.stats import format_table
 
 DEFAULT_LEVELS = (0.1, 0.2, 0.3, 0.5, 0.7)
@@ -104,65 +105,69 @@ def sensitivity(
     measured: dict[tuple[str, int], float] = {}  # (group, width) -> fidelity: one measurement per width
     missed: set[str] = set()  # groups that measured below stop_below: higher levels not measured
     by_name = {g.name: g for g in groups}
-    for level in levels:
-        for name in sorted(missed):
-            g, curve = by_name[name], curves[name]
-            k = part_cluster_count(g.size, level, g.parts, round_to)
-            curve.levels.append(level)
-            curve.removed.append(max(0, g.size - k))
-            if (name, k) in measured:  # the same width as a measured level
-                curve.fidelity.append(measured[name, k])
-            else:
-                curve.fidelity.append(0.0)
-                curve.unmeasured.append(level)
-        plans = plan_folds(
-            [g for g in groups if g.name not in missed],
-            lambda name: peek_values(tensors[name]),
-            level,
-            ignore=ignore,
-            round_to=round_to,
-            seed=seed,
-            method=method,
-            features=features,
-            n_init=n_init,
-            graph=model.graph,
-            cluster=cluster,
-            stats=stats,
-            judge=judge,
-        )
-        for plan in plans:
-            if plan.status in ("blocked", "ignored") or (skip is not None and skip(plan.group.name)):
-                continue
-            n = plan.group.size
-            curve = curves.setdefault(plan.group.name, GroupCurve(plan.group.name, n, [], [], []))
-            curve.levels.append(level)
-            parts = plan.group.parts
-            removed = n - (
-                plan.k if plan.status == "folded" else part_cluster_count(n, level, parts, round_to)
+    searched = sum(1 for g in groups if g.foldable and (skip is None or not skip(g.name)))
+    with progress_bar(desc="sensitivity", total=searched * len(levels), unit="group") as bar:
+        for level in levels:
+            for name in sorted(missed):
+                bar.update(1)
+                g, curve = by_name[name], curves[name]
+                k = part_cluster_count(g.size, level, g.parts, round_to)
+                curve.levels.append(level)
+                curve.removed.append(max(0, g.size - k))
+                if (name, k) in measured:  # the same width as a measured level
+                    curve.fidelity.append(measured[name, k])
+                else:
+                    curve.fidelity.append(0.0)
+                    curve.unmeasured.append(level)
+            plans = plan_folds(
+                [g for g in groups if g.name not in missed],
+                lambda name: peek_values(tensors[name]),
+                level,
+                ignore=ignore,
+                round_to=round_to,
+                seed=seed,
+                method=method,
+                features=features,
+                n_init=n_init,
+                graph=model.graph,
+                cluster=cluster,
+                stats=stats,
+                judge=judge,
             )
-            curve.removed.append(max(0, removed))
-            if plan.status != "folded":
-                curve.fidelity.append(1.0)
-                continue
-            if (plan.group.name, plan.k) in measured:  # same width, same seeded clustering: same model
-                curve.fidelity.append(measured[plan.group.name, plan.k])
-                continue
-            copy = model.copy()
-            try:
-                rewrite_model(copy, [plan])
-                fid = evaluate(copy)[0]
-                after = stats_of(copy)
-            except Exception as exc:
-                curve.errors.append(f"{level}: {type(exc).__name__}")
-                curve.fidelity.append(0.0)
-                continue
-            curve.fidelity.append(fid)
-            measured[plan.group.name, plan.k] = fid
-            if stop_below is not None and fid < stop_below:
-                missed.add(plan.group.name)
-            if removed > 0 and not curve.params_per_channel:
-                curve.params_per_channel = (base.params - after.params) / removed
-                curve.macs_per_channel = (base.macs - after.macs) / removed
+            for plan in plans:
+                if plan.status in ("blocked", "ignored") or (skip is not None and skip(plan.group.name)):
+                    continue
+                bar.update(1)
+                n = plan.group.size
+                curve = curves.setdefault(plan.group.name, GroupCurve(plan.group.name, n, [], [], []))
+                curve.levels.append(level)
+                parts = plan.group.parts
+                removed = n - (
+                    plan.k if plan.status == "folded" else part_cluster_count(n, level, parts, round_to)
+                )
+                curve.removed.append(max(0, removed))
+                if plan.status != "folded":
+                    curve.fidelity.append(1.0)
+                    continue
+                if (plan.group.name, plan.k) in measured:  # same width, same seeded clustering: same model
+                    curve.fidelity.append(measured[plan.group.name, plan.k])
+                    continue
+                copy = model.copy()
+                try:
+                    rewrite_model(copy, [plan])
+                    fid = evaluate(copy)[0]
+                    after = stats_of(copy)
+                except Exception as exc:
+                    curve.errors.append(f"{level}: {type(exc).__name__}")
+                    curve.fidelity.append(0.0)
+                    continue
+                curve.fidelity.append(fid)
+                measured[plan.group.name, plan.k] = fid
+                if stop_below is not None and fid < stop_below:
+                    missed.add(plan.group.name)
+                if removed > 0 and not curve.params_per_channel:
+                    curve.params_per_channel = (base.params - after.params) / removed
+                    curve.macs_per_channel = (base.macs - after.macs) / removed
     return list(curves.values())
 
 
