@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 
 from onnxfold.folding.apply import model_weight_bytes
+from onnxfold.folding.samples import embedding_rows
 from onnxfold.ir.model import PROTO_LIMIT, Model, to_model_proto
 from onnxfold.pipeline.manager import Option, Pass, PassContext, PassError, PassResult
 from onnxfold.runtime.compare import runnable_dims, validate
@@ -50,7 +51,11 @@ class ValidatePass(Pass):
         session = make_session(to_model_proto(model).SerializeToString())
         try:
             self.dim, _, _ = runnable_dims(
-                session, ctx.input_shapes or None, self.opts["batch"], self.opts["seed"]
+                session,
+                ctx.input_shapes or None,
+                self.opts["batch"],
+                self.opts["seed"],
+                embedding_rows(model),
             )
         except RuntimeError as exc:
             raise PassError(f"validate: {exc}") from None
@@ -76,6 +81,7 @@ class ValidatePass(Pass):
             batch=self.opts["batch"],
             dim=getattr(self, "dim", 16),
             speed_budget=DEFAULT_BUDGET_S if self.opts["speed_check"] else 0.0,
+            id_rows=embedding_rows(ctx.original),
         )
         ctx.data["validation"] = report
         worst = report.min_cosine

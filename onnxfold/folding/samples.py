@@ -72,13 +72,12 @@ def synthetic_feeds(
     from onnxfold.runtime.session import make_session
 
     session = make_session(to_model_proto(model).SerializeToString(), optimize=False, threads=1)
-    tables = embedding_rows(model)
+    tables = embedding_rows(model)  # ids that index an embedding stay inside its table
     feeds, got = [], 0
     while got < samples:
-        feed = make_inputs(session, shapes=shapes or None, batch=CHUNK, seed=seed + len(feeds))
-        for name, vocab in tables.items():  # ids that index an embedding stay inside its table
-            if name in feed and feed[name].dtype.kind in "iu":
-                feed[name] = feed[name] % vocab
+        feed = make_inputs(
+            session, shapes=shapes or None, batch=CHUNK, seed=seed + len(feeds), id_rows=tables
+        )
         got += sample_count(feed)
         feeds.append(feed)
     return feeds

@@ -194,7 +194,11 @@ FALLBACK_DIMS = (16, 64, 256, 1024)
 
 
 def runnable_dims(
-    session: Any, shapes: Mapping[str, Sequence[int]] | None, batch: int, seed: int
+    session: Any,
+    shapes: Mapping[str, Sequence[int]] | None,
+    batch: int,
+    seed: int,
+    id_rows: Mapping[str, int] | None = None,
 ) -> tuple[int, dict[str, np.ndarray], list[np.ndarray]]:
     """The first size in :data:`FALLBACK_DIMS` for symbolic non-batch dims on which ``session`` runs,
     with the random feed and the outputs. Raises a one-line RuntimeError naming the inputs tried
@@ -202,7 +206,9 @@ def runnable_dims(
     first: Exception | None = None
     outputs = [o.name for o in session.get_outputs()]
     for dim in FALLBACK_DIMS:
-        feed = make_inputs(session, shapes=shapes, batch=batch, seed=seed, default_dim=dim, sequence=dim)
+        feed = make_inputs(
+            session, shapes=shapes, batch=batch, seed=seed, default_dim=dim, sequence=dim, id_rows=id_rows
+        )
         try:
             return dim, feed, run_feed(session, "original", outputs, feed)
         except RuntimeError as exc:
@@ -243,10 +249,12 @@ def validate(
     optimize: bool = True,
     dim: int = 16,
     speed_budget: float = 0.0,
+    id_rows: Mapping[str, int] | None = None,
 ) -> ValidationReport:
     """Run both models on the same inputs (random from the ORIGINAL's inputs unless given) and compare.
 
-    ``dim``: the size of symbolic non-batch dims of random inputs (see :func:`runnable_dims`).
+    ``dim``: the size of symbolic non-batch dims of random inputs (see :func:`runnable_dims`);
+    ``id_rows``: embedding rows that bound their ids (:func:`~onnxfold.runtime.inputs.make_inputs`).
     ``speed_budget`` > 0: also time both on those inputs for about that many seconds
     (:mod:`onnxfold.runtime.latency`); the result is the report's ``latency``."""
     providers = list(providers) if providers else available_providers()
@@ -261,7 +269,9 @@ def validate(
     if sorted(ref_out) != sorted(cand_out):
         raise ValueError(f"output names differ: original has {ref_out}, candidate has {cand_out}")
     if inputs is None:
-        feed = make_inputs(ref_sess, shapes=shapes, batch=batch, seed=seed, default_dim=dim, sequence=dim)
+        feed = make_inputs(
+            ref_sess, shapes=shapes, batch=batch, seed=seed, default_dim=dim, sequence=dim, id_rows=id_rows
+        )
     else:
         feed = dict(inputs)
         if sorted(feed) != sorted(ref_in):

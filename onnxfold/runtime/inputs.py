@@ -164,6 +164,7 @@ def make_inputs(
     seed: int = 0,
     default_dim: int = 16,
     sequence: int = SEQUENCE_DIM,
+    id_rows: Mapping[str, int] | None = None,
 ) -> dict[str, np.ndarray]:
     """Deterministic random inputs for every session input.
 
@@ -171,6 +172,8 @@ def make_inputs(
     height/width-like names -> ``SPATIAL_DIM`` (224); any other dim 0 -> ``batch``; the rest -> ``default_dim``.
     ``shapes`` overrides whole input shapes. Floats ~ N(0, 1); int ``*mask*`` -> 1, ``*ids*`` -> [0, 100),
     ``token_type``/``segment`` -> 0, ``position*`` -> arange, other ints -> [0, 4); bool -> True.
+    ``id_rows``: {input: rows of the embedding table it indexes}; its integer ids are taken modulo
+    the rows, so that they index inside a small table (a character vocabulary of 40 symbols).
     """
     shapes = dict(shapes or {})
     specs = input_specs(session)
@@ -189,6 +192,9 @@ def make_inputs(
         else:
             shape = tuple(_default_dim(d, i, batch, default_dim, sequence) for i, d in enumerate(spec.shape))
         inputs[spec.name] = _random_array(spec.name, spec.dtype, shape, _rng_for(seed, spec.name))
+        rows = (id_rows or {}).get(spec.name)
+        if rows and inputs[spec.name].dtype.kind in "iu":
+            inputs[spec.name] = inputs[spec.name] % rows
     logger.debug("made inputs %s", {k: (v.dtype.name, v.shape) for k, v in inputs.items()})
     return inputs
 

@@ -21,6 +21,13 @@ def _session(model: Model | onnx.ModelProto):
     )
 
 
+def _id_rows(model: Model | onnx.ModelProto) -> dict[str, int]:
+    from onnxfold.api import as_model
+    from onnxfold.folding.samples import embedding_rows
+
+    return embedding_rows(model if isinstance(model, Model) else as_model(model))
+
+
 class Evaluator:
     """Runs ``original`` on ``inputs`` once (random inputs as validation makes them when None: then
     ``proxy`` is True) and scores candidates by :func:`onnxfold.runtime.fidelity.model_fidelity`.
@@ -41,7 +48,7 @@ class Evaluator:
         self.proxy = inputs is None or bool(synthetic)
         self.synthetic = synthetic
         self.feed = (
-            make_inputs(sess, shapes=shapes or None, batch=batch, seed=seed)
+            make_inputs(sess, shapes=shapes or None, batch=batch, seed=seed, id_rows=_id_rows(original))
             if inputs is None
             else dict(inputs)
         )
