@@ -500,6 +500,23 @@ case(
     CHAIN_DUP,
     ["c1"],
 )
+case(  # tf2onnx's strided_slice with masks: every axis listed, the channel one taken whole
+    "slice_whole_channel_axis",
+    conv_pair_w,
+    conv_chain(
+        lambda net, h: net(
+            "Slice",
+            h,
+            net.i64("starts", [0, 0, 0, -100]),
+            net.i64("ends", [2**31 - 1, 2**31 - 1, 2**31 - 1, 5]),
+            net.i64("axes", [0, 1, 2, 3]),
+            net.i64("steps", [1, 1, 1, 1]),
+        ),
+        opset=13,
+    ),
+    CHAIN_DUP,
+    ["c1"],
+)
 case(
     "pad_channels",
     lambda r: stem_w(r, {"w2": rnd(r, 5, 5, 3, 3)}),

@@ -87,6 +87,9 @@ def slice_(walk: Analysis, node: gs.Node) -> None:
         axes = None if v is None else [int(x) + lay.rank if x < 0 else int(x) for x in v.reshape(-1)]
     if axes == [lay.axis] and slice_channels(walk, node, lay):
         return
+    if axes is not None and lay.axis in axes and _whole_axis(node, axes.index(lay.axis), lay.length):
+        walk.passthrough(node)  # a Slice of several axes that keeps every channel (tf2onnx's masks)
+        return
     if axes is None or lay.axis in axes:
         walk.block(
             lay,
@@ -98,6 +101,24 @@ def slice_(walk: Analysis, node: gs.Node) -> None:
         )
         return
     walk.passthrough(node)
+
+
+def _whole_axis(node: gs.Node, i: int, length: int) -> bool:
+    """Whether entry ``i`` of the Slice's constant starts/ends/steps takes the whole axis of
+    ``length``: step 1, start 0 (or ≤ −length) and end ≥ length (INT_MAX for "to the end"), which stays
+    true when folding narrows the axis."""
+
+    def entry(k: int, default: int) -> int | None:
+        t = node.inputs[k] if len(node.inputs) > k and node.inputs[k].name else None
+        if t is None:
+            return default
+        v = const_values(t)
+        return None if v is None or v.size <= i else int(v.reshape(-1)[i])
+
+    start, end, step = entry(1, 0), entry(2, 0), entry(4, 1)
+    if None in (start, end, step) or not length:
+        return False
+    return step == 1 and (start == 0 or start <= -length) and end >= length
 
 
 @register_rule("Pad")
