@@ -360,3 +360,21 @@ def test_the_judges_squared_norm_matches_float64_across_blocks() -> None:
     )
     assert squared_norm(np.array([3.0, 4.0], np.float16)) == 25.0
     assert squared_norm(np.zeros((0, 4), np.float32)) == 0.0
+
+
+def test_the_judge_keeps_only_the_runs_whose_outputs_fit_its_budget(tmp_path: Path, monkeypatch) -> None:
+    """Large outputs (an LLM's logits) are judged on fewer runs: the runs stop before the original's
+    outputs pass MAX_OUTPUT_VALUES; small ones on every sample."""
+    import onnxfold.folding.judge as judge
+    from onnxfold.ir.model import load_model
+
+    src = tmp_path / "tokens.onnx"
+    _token_model(src)  # y: [N, L, 4]
+    feeds = [{"input_ids": np.full((2, 5), i, np.int64)} for i in range(4)]  # 4 runs of 40 output values
+    model = load_model(src)
+    assert len(judge.GroupJudge(model, feeds).feeds) == 4
+    monkeypatch.setattr(judge, "MAX_OUTPUT_VALUES", 100)
+    kept = judge.GroupJudge(model, feeds)
+    assert len(kept.feeds) == 2 and len(kept.reference) == 2  # 80 values; a third run would make 120
+    monkeypatch.setattr(judge, "MAX_OUTPUT_VALUES", 10)
+    assert len(judge.GroupJudge(model, feeds).feeds) == 1  # at least one run

@@ -30,6 +30,10 @@ Feeds = dict[str, np.ndarray]
 
 #: At most this many measurement samples are used to judge (whole runs, at least one).
 MAX_SAMPLES = 32
+#: ... and only as many runs as keep the original's outputs under this many values: a causal LM's
+#: logits (8 sequences of 64 tokens over 49,152 ids: 2.5·10⁷ values) are judged on one run, a
+#: classifier or a detector on all 32 samples. Every judged candidate runs each of these runs once.
+MAX_OUTPUT_VALUES = 1 << 25
 
 
 def first_samples(feeds: Sequence[Feeds], limit: int = MAX_SAMPLES) -> list[Feeds]:
@@ -61,11 +65,17 @@ class GroupJudge:
         from onnxfold.runtime.session import make_session
 
         self.source = source
-        self.feeds = first_samples(feeds)
         self.repair = repair
         sess = make_session(to_model_proto(source).SerializeToString(), optimize=True, threads=1)
         self.names = [o.name for o in sess.get_outputs()]
-        self.reference = [sess.run(self.names, f) for f in self.feeds]
+        self.feeds, self.reference, values = [], [], 0
+        for feed in first_samples(feeds):
+            out = sess.run(self.names, feed)
+            self.feeds.append(feed)
+            self.reference.append(out)
+            values += sum(int(np.size(v)) for v in out)
+            if values * (len(self.feeds) + 1) / len(self.feeds) > MAX_OUTPUT_VALUES:
+                break  # one more run of this size would pass the cap
         self.runs = 0
         self._chosen: dict[tuple, object] = {}
 
