@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from typing import NamedTuple
 
 import numpy as np
 
@@ -98,6 +99,55 @@ def measure_activations(model: Model, groups, ctx: PassContext, samples=None, so
         ) from None
 
 
+class AutoSamples(NamedTuple):
+    """What ``auto`` without ``--inputs`` measures on: ``samples`` (None: random inputs) from ``source``,
+    a ``note`` for the report, and whether to ``measure`` at all."""
+
+    samples: dict | None
+    source: str
+    note: str
+    measure: bool = True
+
+
+def auto_samples(model: Model, ctx: PassContext, judge_limit: int) -> AutoSamples:
+    """The samples of ``auto`` without ``--inputs``, by what the model offers:
+
+    - above ``judge_limit`` parameters: none; it folds unmeasured, ``ar`` only on convolutions;
+    - a BN model with torch, at a bounded cost: DeepInversion samples from the BN statistics, fitted to
+      (empty note);
+    - a BN model without them: none; fold + ``ar`` from the BN statistics, unmeasured (random inputs
+      rank candidates worse than those statistics do);
+    - otherwise random token sequences inside the embedding table (a token model), else None (the
+      caller draws random inputs): judged on only, nothing fitted to them (the note says so)."""
+    from onnxfold.folding.samples import deepinversion_samples, has_batchnorm, token_samples
+
+    params = float_elements(model.graph)
+    if params > judge_limit:
+        note = (
+            f"auto folded without measuring (the model has {params:,} parameters, above judge_limit "
+            f"{judge_limit:,}; give --inputs or raise --judge-limit to measure): ar, whose effect was "
+            "not measured, only on convolutions"
+        )
+        return AutoSamples(None, "", note, measure=False)
+    samples, source = deepinversion_samples(model, ctx.input_shapes, ctx.seed)
+    if samples is not None:
+        return AutoSamples(samples, source, "")
+    if has_batchnorm(model):
+        note = (
+            f"auto folded without measuring, with ar from the BN statistics ({source}); "
+            "random inputs rank candidates worse than they do"
+        )
+        return AutoSamples(None, "", note, measure=False)
+    tokens, why = token_samples(model, ctx.input_shapes, ctx.seed)
+    drawn = why if tokens is not None else "random inputs"
+    note = (
+        "auto without --inputs chose among fold, fold+ar and l2 pruning by their error "
+        f"on {drawn.removeprefix('data-free: ')}, and fitted no merge to them"
+        + (f": {source}; {why}" if tokens is None else "")
+    )
+    return AutoSamples(tokens, why if tokens is not None else source, note)
+
+
 #: ``auto`` without ``--inputs`` judges its candidates on models up to this many parameters: judging
 #: rebuilds and runs the model a few times per group (seconds per group at 50M parameters on 2 cores).
 AUTO_JUDGE_LIMIT = 50_000_000
@@ -146,60 +196,34 @@ class FoldPass(Pass):
     def prepare(self, model: Model, groups, ctx: PassContext, search: bool = False) -> None:
         """Measure the activation statistics (and build the judge) the method needs, once.
 
-        ``auto`` without ``--inputs`` measures on synthesised samples (DeepInversion on BN models,
-        random tokens on token models, else random inputs that it only judges on) when the model has
-        at most ``judge_limit`` parameters; above that, or where the model cannot be run, it plans
-        plain folds and applies ``ar`` on convolutions only (its effect was not measured); a BN
-        model without DeepInversion samples is folded with ``ar`` from its BN statistics, unmeasured. Nothing is measured
-        when nothing can be compressed, unless for a ``search``."""
+        ``auto`` without ``--inputs`` measures on the samples :func:`auto_samples` synthesises; where it
+        synthesises none it plans plain folds (``auto_note`` says why). Nothing is measured when nothing
+        can be compressed, unless for a ``search``."""
         want = self.opts["method"]
-        if want in ACTIVATION_METHODS and self.moments is None:
-            samples, source = (ctx.inputs, "") if ctx.inputs else (None, "")
-            if samples is None and want == "auto":
-                if not (search or self.may_fold()):
-                    return
-                params = float_elements(model.graph)
-                if params > self.opts["judge_limit"]:
-                    self.auto_note = (
-                        f"auto folded without measuring (the model has {params:,} parameters, above "
-                        f"judge_limit {self.opts['judge_limit']:,}; give --inputs or raise --judge-limit "
-                        "to measure): ar, whose effect was not measured, only on convolutions"
-                    )
-                    return
-                from onnxfold.folding.samples import deepinversion_samples, has_batchnorm, token_samples
+        if want not in ACTIVATION_METHODS or self.moments is not None:
+            return
+        samples, source = (ctx.inputs, "") if ctx.inputs else (None, "")
+        if samples is None and want == "auto":
+            if not (search or self.may_fold()):
+                return
+            samples, source, self.auto_note, measure = auto_samples(model, ctx, self.opts["judge_limit"])
+            if not measure:
+                return
+        try:
+            self.moments = measure_activations(model, groups, ctx, samples, source)
+            self.moments.fitted = not self.auto_note
+            if want == "auto":
+                from onnxfold.folding.judge import GroupJudge
 
-                samples, source = deepinversion_samples(model, ctx.input_shapes, ctx.seed)
-                if samples is None and has_batchnorm(model):
-                    # the BN statistics say more than random inputs: fold + ar from them, unmeasured
-                    self.auto_note = (
-                        f"auto folded without measuring, with ar from the BN statistics ({source}); "
-                        "random inputs rank candidates worse than they do"
-                    )
-                    return
-                if samples is None:  # random samples: judged on, nothing fitted to them
-                    samples, why = token_samples(model, ctx.input_shapes, ctx.seed)
-                    drawn = why if samples is not None else "random inputs"
-                    source = why if samples is not None else source
-                    self.auto_note = (
-                        "auto without --inputs chose among fold, fold+ar and l2 pruning by their error "
-                        f"on {drawn.removeprefix('data-free: ')}, and fitted no merge to them"
-                        + (f": {source}; {why}" if samples is None else "")
-                    )
-            try:
-                self.moments = measure_activations(model, groups, ctx, samples, source)
-                self.moments.fitted = not self.auto_note
-                if want == "auto":
-                    from onnxfold.folding.judge import GroupJudge
-
-                    self.judge = GroupJudge(model.copy(), self.moments.feeds, self.repair_mode)
-            except Exception as exc:
-                if want != "auto" or ctx.inputs:
-                    raise
-                self.moments = self.judge = None
-                self.auto_note = (
-                    f"auto folded without measuring (ar only on convolutions): the model does not run on "
-                    f"synthesised samples ({one_line(exc, 160)}); give --inputs or --input-shape"
-                )
+                self.judge = GroupJudge(model.copy(), self.moments.feeds, self.repair_mode)
+        except Exception as exc:
+            if want != "auto" or ctx.inputs:
+                raise
+            self.moments = self.judge = None
+            self.auto_note = (
+                f"auto folded without measuring (ar only on convolutions): the model does not run on "
+                f"synthesised samples ({one_line(exc, 160)}); give --inputs or --input-shape"
+            )
 
     summary = (
         "cluster tied channels (k-means, or Ward on large groups) and merge each cluster into one channel"
