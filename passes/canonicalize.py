@@ -8,7 +8,8 @@ weight is still stored once); vectors (rank ≤ 1) shared by several nodes are c
 computed shape tensor shared by several Reshape/Expand/Tile/ConstantOfShape nodes is computed
 once per node (an exact copy of the small shape computation); nodes nothing uses are removed;
 integer shape arithmetic whose value the inferred shapes fix (a channel count read through ``Shape``)
-is replaced by its value; ``Split(num_outputs=n)`` gets explicit sizes; nodes are topologically sorted; shapes are inferred
+is replaced by its value; a last-two-axes transpose written through a merged leading axis (torch's
+SDPA kᵀ) is one Transpose; ``Split(num_outputs=n)`` gets explicit sizes; nodes are topologically sorted; shapes are inferred
 where ONNX can infer them. Values are never changed, so the model computes bit-identical outputs.
 """
 
@@ -284,6 +285,73 @@ def _known_runs(out: gs.Variable, value, memo: dict) -> list[gs.Tensor] | None:
     return pieces
 
 
+def _copies_dim(value: int | None, origin, x: gs.Tensor, axis: int) -> bool:
+    """Whether a shape entry (``value``/``origin`` of :func:`dim_values`) is dim ``axis`` of ``x``: the
+    static dim's value, or a copy of that entry of ``Shape(x)`` (through Cast)."""
+    dims = list(x.shape)
+    if value is not None:
+        return value > 0 and isinstance(dims[axis], (int, np.integer)) and value == dims[axis]
+    if origin is None:
+        return False
+    t, j = origin
+    while len(t.inputs) == 1 and t.inputs[0].op == "Cast":
+        t = t.inputs[0].inputs[0]
+    if len(t.inputs) != 1 or t.inputs[0].op != "Shape" or t.inputs[0].inputs[0] is not x:
+        return False
+    start = int(t.inputs[0].attrs.get("start", 0))
+    return (start + len(dims) if start < 0 else start) + j == axis
+
+
+def _only_reader(t: gs.Tensor, op: str, outputs: set[str]) -> gs.Node | None:
+    """The one node reading ``t`` when it is an ``op`` and ``t`` is no graph output, else None."""
+    if t.name in outputs or len(t.outputs) != 1 or t.outputs[0].op != op:
+        return None
+    return t.outputs[0]
+
+
+def direct_key_transposes(graph: gs.Graph) -> int:
+    """Replace ``Reshape(x, [-1, d₋₂, d₋₁]) → Transpose(0, 2, 1) → Reshape(·, [d₀ … d₋₃, d₋₁, d₋₂])``
+    by ``Transpose(x)`` of its last two axes (shapes must be inferred).
+
+    torch's dynamo exporter writes kᵀ of ``scaled_dot_product_attention`` this way (transformers' default
+    ``sdpa`` attention): the batch and head axes are merged into one for the 3-D Transpose, so no channel
+    axis survives the first Reshape. Both forms move the same elements to the same places: kᵀ[…, j, i] =
+    k[…, i, j]. Every entry of both targets must be a proven copy of x's dims (a static value or
+    ``Shape(x)``); the intermediates must have no other reader."""
+    outputs = {t.name for t in graph.outputs}
+    changed = 0
+    for first in list(graph.nodes):
+        if first.op != "Reshape" or len(first.inputs) < 2 or len(first.outputs) != 1:
+            continue
+        x = first.inputs[0]
+        rank = len(x.shape) if x.shape is not None else 0
+        swap = _only_reader(first.outputs[0], "Transpose", outputs)
+        if rank < 3 or swap is None or list(swap.attrs.get("perm") or []) != [0, 2, 1]:
+            continue
+        last = _only_reader(swap.outputs[0], "Reshape", outputs)
+        if last is None or last.inputs[0] is not swap.outputs[0]:
+            continue
+        merged, split = dim_values(first.inputs[1]), dim_values(last.inputs[1])
+        if merged is None or split is None or len(merged.values) != 3 or len(split.values) != rank:
+            continue
+        lead = [d for d in x.shape[:-2]]
+        lead_ok = merged.values[0] == -1 or (
+            all(isinstance(d, (int, np.integer)) for d in lead) and merged.values[0] == int(np.prod(lead))
+        )
+        want = [*range(rank - 2), rank - 1, rank - 2]
+        pairs = [(merged, 1, rank - 2), (merged, 2, rank - 1)] + [(split, i, a) for i, a in enumerate(want)]
+        proven = [_copies_dim(v.values[i], v.origins[i], x, a) for v, i, a in pairs]
+        if not lead_ok or not all(proven[:2]) or proven[2:].count(False) > 1:
+            continue
+        if not all(proven[2:]) and split.values[proven[2:].index(False)] != -1:
+            continue
+        out = last.outputs[0]
+        last.outputs.clear()
+        graph.nodes.append(gs.Node("Transpose", f"{last.name}_direct", {"perm": want}, [x], [out]))
+        changed += 1
+    return changed
+
+
 _SHAPE_CONSUMERS = {"Reshape": 1, "Expand": 1, "Tile": 1, "ConstantOfShape": 0}
 
 
@@ -406,12 +474,13 @@ class CanonicalizePass(Pass):
         lifted = lift_constants(graph)
         removed = remove_identities(graph)
         folded = fold_constant_layout_ops(graph)
-        materialized = 0
+        materialized = transposes = 0
         if any(node.op == "Shape" for node in graph.nodes):
             graph.cleanup(remove_unused_graph_inputs=False).toposort()
             infer_shapes(model)
             materialized = materialize_static_dims(graph)
             folded += fold_constant_layout_ops(graph) if materialized else 0
+            transposes = direct_key_transposes(graph)
         isolated = isolate_shape_computations(graph)
         unshared = unshare_vectors(graph)
         graph.cleanup(remove_unused_graph_inputs=False)
@@ -424,6 +493,7 @@ class CanonicalizePass(Pass):
             "nodes_removed": removed,
             "constant_ops_folded": folded,
             "static_dims_materialized": materialized,
+            "key_transposes_made_direct": transposes,
             "shape_computations_isolated": isolated,
             "vectors_unshared": unshared,
             "nodes_named": renamed,
@@ -431,6 +501,16 @@ class CanonicalizePass(Pass):
             "shapes_inferred": inferred,
         }
         return PassResult(
-            bool(lifted or removed or folded or materialized or isolated or unshared or renamed or splits),
+            bool(
+                lifted
+                or removed
+                or folded
+                or materialized
+                or transposes
+                or isolated
+                or unshared
+                or renamed
+                or splits
+            ),
             stats,
         )
