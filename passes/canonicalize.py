@@ -8,7 +8,8 @@ weight is still stored once); vectors (rank ≤ 1) shared by several nodes are c
 computed shape tensor shared by several Reshape/Expand/Tile/ConstantOfShape nodes is computed
 once per node (an exact copy of the small shape computation); nodes nothing uses are removed;
 integer shape arithmetic whose value the inferred shapes fix (a channel count read through ``Shape``)
-is replaced by its value; ``Split(num_outputs=n)`` gets explicit sizes; nodes are topologically sorted; shapes are inferred
+is replaced by its value; a last-two-axes transpose written through a merged leading axis (torch's
+SDPA kᵀ) is one Transpose; ``Split(num_outputs=n)`` gets explicit sizes; nodes are topologically sorted; shapes are inferred
 where ONNX can infer them. Values are never changed, so the model computes bit-identical outputs.
 """
 
@@ -22,6 +23,7 @@ from onnxfold.analysis.shape_trace import DIM_VALUE_OPS, dim_values
 from onnxfold.ir.edit import replace_input
 from onnxfold.ir.model import Model
 from onnxfold.ir.shapes import infer_shapes
+from onnxfold.ir.transposes import direct_key_transposes
 from onnxfold.pipeline.manager import Pass, PassContext, PassResult
 
 _CONSTANT_ATTRS = {
@@ -406,12 +408,13 @@ class CanonicalizePass(Pass):
         lifted = lift_constants(graph)
         removed = remove_identities(graph)
         folded = fold_constant_layout_ops(graph)
-        materialized = 0
+        materialized = transposes = 0
         if any(node.op == "Shape" for node in graph.nodes):
             graph.cleanup(remove_unused_graph_inputs=False).toposort()
             infer_shapes(model)
             materialized = materialize_static_dims(graph)
             folded += fold_constant_layout_ops(graph) if materialized else 0
+            transposes = direct_key_transposes(graph)
         isolated = isolate_shape_computations(graph)
         unshared = unshare_vectors(graph)
         graph.cleanup(remove_unused_graph_inputs=False)
@@ -424,6 +427,7 @@ class CanonicalizePass(Pass):
             "nodes_removed": removed,
             "constant_ops_folded": folded,
             "static_dims_materialized": materialized,
+            "key_transposes_made_direct": transposes,
             "shape_computations_isolated": isolated,
             "vectors_unshared": unshared,
             "nodes_named": renamed,
@@ -431,6 +435,16 @@ class CanonicalizePass(Pass):
             "shapes_inferred": inferred,
         }
         return PassResult(
-            bool(lifted or removed or folded or materialized or isolated or unshared or renamed or splits),
+            bool(
+                lifted
+                or removed
+                or folded
+                or materialized
+                or transposes
+                or isolated
+                or unshared
+                or renamed
+                or splits
+            ),
             stats,
         )

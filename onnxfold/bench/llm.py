@@ -10,11 +10,11 @@ the original is compressed and, in onnxruntime, scored by
 * perplexity: exp of the mean next-token negative log-likelihood over every window's positions;
 * top-1 agreement: the fraction of those positions whose most likely next token is the original's.
 
-The uniform methods fold at one channel sparsity for every foldable group, chosen by
-:func:`match_sparsity` so that the parameter reduction is the one closest to the target that the
-fold's rounded widths allow (one probe fold measures the parameters a channel carries). ``target``
-instead asks onnxfold's search for the reduction itself (``target_params``, method ``auto`` on the
-fitting samples), with per-group widths.
+The uniform methods fold at one channel sparsity for every foldable MLP group, keeping every attention
+head (:data:`KEEP_HEADS`), chosen by :func:`match_sparsity` so that the parameter reduction is the one
+closest to the target that the fold's rounded widths allow (one probe fold measures the parameters a
+channel carries). ``target`` instead asks onnxfold's search for the reduction itself (``target_params``,
+method ``auto`` on the fitting samples), with per-group widths, heads included.
 
 Reductions are counted against the original's parameters, leaving out a constant ``overhead`` that
 a fold adds at any sparsity, measured by :func:`probe`. SmolLM2 ties its embedding to its output
@@ -30,7 +30,8 @@ import json
 import math
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,18 @@ from onnxfold.errors import one_line
 from onnxfold.folding.cluster import DEFAULT_ROUND_TO, cluster_count, widths
 
 DEFAULT_REDUCTIONS = (0.05, 0.1, 0.2)
+#: the recipe of the uniform points: every attention head kept, the fold's sparsity for the rest
+KEEP_HEADS = "rules:\n  - heads: 0.0\n"
+
+
+@contextmanager
+def keep_heads() -> Iterator[Path]:
+    """A recipe file (:data:`KEEP_HEADS`) for the length of the block. SmolLM2 has 3 KV heads per
+    layer, so any uniform sparsity would fold 3 → 2 of them everywhere (a third of the attention)."""
+    with tempfile.TemporaryDirectory() as folder:
+        recipe = Path(folder) / "keep-heads.yaml"
+        recipe.write_text(KEEP_HEADS)
+        yield recipe
 
 
 @dataclass(frozen=True)
@@ -145,9 +158,19 @@ def probe(source: Path, round_to: int = DEFAULT_ROUND_TO) -> dict:
     from onnxfold.api import fold
 
     def run(sparsity: float):
-        return fold(source, sparsity, None, method="l2", repair="none", validate=False, round_to=round_to)[1]
+        return fold(
+            source,
+            sparsity,
+            None,
+            method="l2",
+            repair="none",
+            validate=False,
+            round_to=round_to,
+            recipe=recipe,
+        )[1]
 
-    still, half = run(0.0), run(0.5)
+    with keep_heads() as recipe:
+        still, half = run(0.0), run(0.5)
     folded = [p for p in half.plans if p.status == "folded"]
     removed = sum(p.group.size - p.k for p in folded)
     if not removed:
@@ -176,7 +199,10 @@ def compress(source: Path, output: Path, spec: LlmMethod, reduction: float, spar
         return fold(
             source, 0.0, output, method=spec.method, repair=spec.repair, target_params=reduction, **common
         )[1]
-    return fold(source, sparsity, output, method=spec.method, repair=spec.repair, **common)[1]
+    with keep_heads() as recipe:
+        return fold(
+            source, sparsity, output, method=spec.method, repair=spec.repair, recipe=recipe, **common
+        )[1]
 
 
 def run_bench(

@@ -170,26 +170,44 @@ def infer_shapes(model: Model, rounds: int = 4) -> bool:
 
 
 def complete_reshape_shapes(graph: gs.Graph) -> int:
-    """Give each Reshape output without an inferred shape the dims its target fixes; the count set."""
+    """Give each Reshape output the dims its target fixes where inference left them unknown (no shape,
+    or a dim without a number); the count of outputs changed."""
     completed = 0
     for node in graph.nodes:
-        if node.op != "Reshape" or len(node.inputs) < 2 or node.outputs[0].shape is not None:
+        if node.op != "Reshape" or len(node.inputs) < 2:
+            continue
+        out = node.outputs[0]
+        if out.shape is not None and all(_number(d) for d in out.shape):
             continue
         dims = reshape_output_dims(node)
-        if dims is not None:
-            node.outputs[0].shape = dims
-            if node.outputs[0].dtype is None:  # Reshape keeps the element type
-                node.outputs[0].dtype = node.inputs[0].dtype
-            completed += 1
+        if dims is None or (out.shape is not None and len(out.shape) != len(dims)):
+            continue
+        if out.shape is not None:  # a number found beats a symbol; a symbol beats no dim
+            dims = [
+                old if _number(old) or not (_number(new) or (old is None and new is not None)) else new
+                for old, new in zip(out.shape, dims, strict=True)
+            ]
+            if list(dims) == list(out.shape):
+                continue
+        out.shape = dims
+        if out.dtype is None:  # Reshape keeps the element type
+            out.dtype = node.inputs[0].dtype
+        completed += 1
     return completed
+
+
+def _number(d) -> bool:
+    return isinstance(d, (int, np.integer)) and d >= 0
 
 
 def reshape_output_dims(node: gs.Node) -> list | None:
     """Output dims of ``Reshape(x, target)`` from the target's values
     (:func:`~onnxfold.analysis.shape_trace.dim_values`): a positive entry is that dim, 0 copies x's dim
-    at that position, an entry copied from ``Shape(x)`` (through Cast/Slice/Gather) is x's dim (symbolic
-    names kept), −1 is the element count over the other dims when every dim is a number; else None
-    (unknown). None when the target's length or x's shape is unknown."""
+    at that position, an entry copied from ``Shape(y)`` (through Cast/Slice/Gather) is y's dim (symbolic
+    names kept: one name is one value), −1 is the element count over the other dims when the dims left
+    after cancelling the symbols common to x and the other entries are numbers (a head count from
+    ``[B, S, −1, head_dim]`` of a [B, S, hidden] x); else None (unknown). None when the target's length
+    or x's shape is unknown."""
     from onnxfold.analysis.shape_trace import dim_values  # the evaluator of shape arithmetic
 
     x = node.inputs[0]
@@ -200,23 +218,37 @@ def reshape_output_dims(node: gs.Node) -> list | None:
     copy_zero = not int(node.attrs.get("allowzero", 0))
     dims: list = []
     for j, (v, origin) in enumerate(zip(target.values, target.origins, strict=True)):
+        source = _dims_source(origin[0]) if v is None and origin is not None else None
         if v is not None and v > 0:
             dims.append(v)
         elif v == 0 and copy_zero and j < len(in_dims):
             dims.append(in_dims[j])
-        elif v is None and origin is not None and _dims_source(origin[0]) is x:
-            dims.append(in_dims[origin[1]] if origin[1] < len(in_dims) else None)
+        elif source is not None and source.shape is not None and origin[1] < len(source.shape):
+            dims.append(
+                source.shape[origin[1]] if source is x or isinstance(source.shape[origin[1]], str) else None
+            )
         elif v == -1:
             dims.append(-1)
         else:
             dims.append(None)
     if -1 in dims:
         i = dims.index(-1)
-        others = dims[:i] + dims[i + 1 :]
-        numeric = all(isinstance(d, (int, np.integer)) and d >= 0 for d in others + in_dims)
-        rest = int(np.prod(others, dtype=np.int64)) if numeric else 0
-        dims[i] = int(np.prod(in_dims, dtype=np.int64)) // rest if numeric and rest > 0 else None
+        dims[i] = _element_quotient(in_dims, dims[:i] + dims[i + 1 :])
     return dims
+
+
+def _element_quotient(numerator: list, denominator: list) -> int | None:
+    """Π numerator / Π denominator where each is a list of dims (numbers or symbols): symbols that
+    appear on both sides cancel; None if a symbol or unknown dim is left, or the division is not exact."""
+    top, bottom = list(numerator), list(denominator)
+    for d in list(bottom):
+        if isinstance(d, str) and d in top:
+            top.remove(d)
+            bottom.remove(d)
+    if not all(_number(d) for d in top + bottom):
+        return None
+    num, den = int(np.prod(top, dtype=np.int64)), int(np.prod(bottom, dtype=np.int64))
+    return num // den if den > 0 and num % den == 0 else None
 
 
 def _dims_source(t: gs.Tensor) -> gs.Tensor | None:

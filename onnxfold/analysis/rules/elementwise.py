@@ -59,6 +59,9 @@ UNARY = (
     "Dropout",
     "Cast",
     "Swish",
+    "IsNaN",
+    "IsInf",
+    "Not",
 )
 POOL = ("MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
 BINARY = ("Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "PRelu", "Pow")
@@ -157,6 +160,25 @@ def binary(walk: Analysis, node: gs.Node) -> None:
     for const, ax in constants:
         walk.add_average(ref, const, ax, node, "constant")
     walk.set_layout(node.outputs[0], Layout(out_rank, out_axis, ref.segments))
+
+
+@register_rule("Where")
+def where(walk: Analysis, node: gs.Node) -> None:
+    """y = cond ? a : b element by element, broadcasting like :func:`binary` (torch's SDPA export
+    zeroes the NaN rows of the attention probabilities with ``Where(IsNaN(p), 0, p)``). A per-channel
+    constant a or b is averaged like an Add's; a constant condition that differs between channels
+    would select differently for channels merged into one (blocked)."""
+    cond = node.inputs[0]
+    lay = next((walk.layouts[t.name] for t in node.inputs if t.name in walk.layouts), None)
+    shape = tensor_shape(cond)
+    if lay is not None and isinstance(cond, gs.Constant) and shape is not None:
+        out_rank = max((walk.rank_of(t) or 0) for t in node.inputs if t.name)
+        ax = lay.axis + out_rank - lay.rank - (out_rank - len(shape))
+        if ax >= 0 and shape[ax] != 1:
+            message = f"Where {node.name} selects by a constant condition that differs between channels"
+            walk.block_inputs(node, BlockReason(UNSUPPORTED_FORM, message, node.name, cond.name))
+            return
+    binary(walk, node)
 
 
 @register_rule("BiasSplitGelu", domain="com.microsoft")

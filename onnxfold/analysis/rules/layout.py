@@ -338,7 +338,14 @@ def reshape(walk: Analysis, node: gs.Node) -> None:
         return
     entry = entries[c]
     shrinkable = entry.const is not None and entry.value is not None and entry.value > 0
-    if (copies(entry, c, True) or entry.value == length) and in_shape[c] == length:
+    # −1 at the channel position with every other dim copied in place: the element count makes it the
+    # channel count (the legacy exporter's [B, −1, S, dh] of attention outputs)
+    inferred = (
+        entry.value == -1
+        and out_rank == rank
+        and all(copies(e, i, True) for i, e in enumerate(entries) if i != c)
+    )
+    if (copies(entry, c, True) or entry.value == length or inferred) and in_shape[c] == length:
         # channel axis kept; the dims after it may be regrouped freely
         if shrinkable:
             for seg in lay.segments:
