@@ -58,6 +58,28 @@ def test_metric_values() -> None:
     assert fidelity_value("top1", seq, flipped) == pytest.approx(9 / 10)  # per (step, sample)
 
 
+def test_r2_weighs_every_channel_alike() -> None:
+    rng = np.random.default_rng(1)
+    boxes = 300 + 100 * rng.standard_normal((8, 4, 50))  # pixel coordinates: large, offset
+    scores = rng.uniform(0, 0.1, (8, 2, 50))  # class scores: small
+    ref = np.concatenate([boxes, scores], axis=1)
+    noise = ref.copy()
+    noise[:, 4:] = rng.uniform(0, 0.1, (8, 2, 50))  # the scores replaced by unrelated ones
+    assert fidelity_value("cosine", ref, noise) > 0.999  # cosine does not see it
+    assert fidelity_value("r2", ref, noise) == pytest.approx(4 / 6, abs=0.01)  # two of six channels lost
+    assert fidelity_value("r2", ref, ref) == 1.0
+    shifted = ref + 0.0
+    shifted[:, 0] += 1.0  # a constant offset on one channel of spread ~100: R² stays ~1
+    assert fidelity_value("r2", ref, shifted) > 0.99
+    const = np.ones((4, 3))
+    assert fidelity_value("r2", const, const) == 1.0
+    other = const.copy()
+    other[:, 2] = 2.0
+    assert fidelity_value("r2", const, other) == pytest.approx(2 / 3)
+    assert fidelity_value("r2", np.arange(5.0), np.arange(5.0)[::-1]) == 0.0  # one axis: one channel
+    assert fidelity_value("r2", np.array(2.0), np.array(2.0)) == 1.0
+
+
 # ----------------------------------------------------------------------------- duplicate oracle
 
 

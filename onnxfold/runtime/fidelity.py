@@ -6,7 +6,13 @@ Per output (reference a, candidate b, computed in float64), one of three metrics
   class scores [B, C] a position is a sample, for sequence logits ([T, B, C] or [B, T, C], e.g.
   CTC) every (sample, step) pair is a position;
 * ``cosine`` = <a, b> / (|a| |b|), clipped to [0, 1] (1 when both are zero, 0 when one is);
-* ``relerr`` = max(0, 1 − |a − b| / |a|) (1 when both are zero).
+* ``relerr`` = max(0, 1 − |a − b| / |a|) (1 when both are zero);
+* ``r2``     = the mean over channels j (axis 1; the whole output when it has one axis) of
+  max(0, 1 − Σ(a_j − b_j)² / Σ(a_j − ā_j)²), the coefficient of determination of each channel over
+  samples and positions. Every channel counts alike whatever its scale and offset, so a detector's
+  class-score rows weigh as much as its box coordinates in pixels (cosine is dominated by the
+  largest values, and inflated by any offset: two unrelated positive maps have a cosine well above
+  0). A constant channel scores 1 if it is reproduced exactly, else 0.
 
 ``auto`` picks top1 for class scores (float rank 2 with more than one class, as
 :mod:`onnxfold.runtime.compare` detects them) and for sequence logits (float rank 3 whose output
@@ -25,7 +31,7 @@ import numpy as np
 
 from onnxfold.runtime.compare import _is_class_scores
 
-METRICS = ("auto", "top1", "cosine", "relerr")
+METRICS = ("auto", "top1", "cosine", "relerr", "r2")
 _LOGIT_NAME = re.compile(r"logit|prob|score|ctc", re.IGNORECASE)
 _LOGIT_OPS = {"Softmax", "LogSoftmax"}
 
@@ -54,7 +60,7 @@ def auto_metric(name: str, ref: np.ndarray, producer_op: str | None = None) -> s
 
 
 def fidelity_value(metric: str, ref: np.ndarray, cand: np.ndarray) -> float:
-    """``metric`` (top1, cosine or relerr) of ``cand`` against ``ref``; 0 when the shapes differ."""
+    """``metric`` (top1, cosine, relerr or r2) of ``cand`` against ``ref``; 0 when the shapes differ."""
     ref, cand = np.asarray(ref), np.asarray(cand)
     if ref.shape != cand.shape:
         return 0.0
@@ -64,6 +70,8 @@ def fidelity_value(metric: str, ref: np.ndarray, cand: np.ndarray) -> float:
         if ref.ndim == 0 or ref.shape[-1] < 2:
             raise ValueError("top1 needs an output whose last axis holds at least two classes")
         return float(np.mean(ref.argmax(axis=-1) == cand.argmax(axis=-1)))
+    if metric == "r2":
+        return _r2(ref, cand)
     a = ref.astype(np.float64, copy=False).ravel()
     b = cand.astype(np.float64, copy=False).ravel()
     na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
@@ -78,6 +86,19 @@ def fidelity_value(metric: str, ref: np.ndarray, cand: np.ndarray) -> float:
             return 1.0 if nb == 0.0 else 0.0
         return float(max(0.0, 1.0 - np.linalg.norm(a - b) / na))
     raise ValueError(f"unknown metric {metric!r} (expected one of {', '.join(METRICS)})")
+
+
+def _r2(ref: np.ndarray, cand: np.ndarray) -> float:
+    """Mean over channels (axis 1) of the clipped coefficient of determination (module docstring)."""
+    ref, cand = np.atleast_1d(ref), np.atleast_1d(cand)
+    channels = ref.shape[1] if ref.ndim >= 2 else 1  # one axis: the whole output is one channel
+    a = np.moveaxis(ref.astype(np.float64).reshape(ref.shape[0], channels, -1), 1, 0).reshape(channels, -1)
+    b = np.moveaxis(cand.astype(np.float64).reshape(ref.shape[0], channels, -1), 1, 0).reshape(channels, -1)
+    err = np.sum((a - b) ** 2, axis=1)
+    spread = np.sum((a - a.mean(axis=1, keepdims=True)) ** 2, axis=1)
+    safe = np.where(spread > 0, spread, 1.0)
+    per = np.where(spread > 0, np.clip(1.0 - err / safe, 0.0, 1.0), (err == 0).astype(np.float64))
+    return float(per.mean())
 
 
 def output_metrics(
