@@ -90,7 +90,7 @@ class SearchPass(Pass):
             "fidelity per output: top1 agreement (class scores, per position for sequence logits), "
             "cosine, relerr (1 - relative L2 error), r2 (mean per-channel R^2: every channel counts alike, "
             "e.g. a detector's scores next to its box coordinates), or auto (top1 for class scores, "
-            "cosine otherwise); "
+            "r2 otherwise); "
             "the model's fidelity is the minimum over outputs",
             METRICS,
         ),

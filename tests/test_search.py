@@ -38,11 +38,11 @@ def _run(path, x: np.ndarray) -> np.ndarray:
 
 def test_auto_metric_fits_the_output() -> None:
     assert auto_metric("logits", np.zeros((4, 10), np.float32)) == "top1"
-    assert auto_metric("feat", np.zeros((4, 8, 5, 5), np.float32)) == "cosine"
+    assert auto_metric("feat", np.zeros((4, 8, 5, 5), np.float32)) == "r2"
     assert auto_metric("ctc_logits", np.zeros((20, 2, 37), np.float32)) == "top1"
     assert auto_metric("out", np.zeros((20, 2, 37), np.float32), "LogSoftmax") == "top1"
-    assert auto_metric("last_hidden_state", np.zeros((2, 16, 384), np.float32)) == "cosine"
-    assert output_metrics({"y": np.zeros((4, 1), np.float32)}, "top1") == {"y": "cosine"}
+    assert auto_metric("last_hidden_state", np.zeros((2, 16, 384), np.float32)) == "r2"
+    assert output_metrics({"y": np.zeros((4, 1), np.float32)}, "top1") == {"y": "r2"}
 
 
 def test_metric_values() -> None:

@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument(
         "--metric",
         default="auto",
-        choices=("auto", "top1", "cosine", "relerr"),
+        choices=("auto", "top1", "cosine", "relerr", "r2"),
         help="--sensitivity: fidelity metric",
     )
     analyze.add_argument("--plot", help="--sensitivity: write a plot of fidelity vs level (needs matplotlib)")

@@ -1,6 +1,6 @@
 """Fidelity: one number in [0, 1] saying how well a candidate's outputs agree with the original's.
 
-Per output (reference a, candidate b, computed in float64), one of three metrics:
+Per output (reference a, candidate b, computed in float64), one of four metrics:
 
 * ``top1``   = fraction of positions whose argmax over the last axis (the classes) agrees; for
   class scores [B, C] a position is a sample, for sequence logits ([T, B, C] or [B, T, C], e.g.
@@ -17,7 +17,9 @@ Per output (reference a, candidate b, computed in float64), one of three metrics
 ``auto`` picks top1 for class scores (float rank 2 with more than one class, as
 :mod:`onnxfold.runtime.compare` detects them) and for sequence logits (float rank 3 whose output
 name or producing op says logits/probabilities: Softmax, LogSoftmax, or a name containing
-logit, prob, score or ctc), and cosine otherwise. The model's fidelity is the minimum over its
+logit, prob, score or ctc), and r2 otherwise. (It took cosine before: on NudeNet's YOLOv8n a search
+to cosine 0.95 on 32 images removed 88% of the parameters and kept a box F1 of 0.78 against the
+original, a search to r2 0.95 removed 35% and kept 0.96.) The model's fidelity is the minimum over its
 outputs.
 """
 
@@ -56,7 +58,7 @@ def auto_metric(name: str, ref: np.ndarray, producer_op: str | None = None) -> s
     if ref.dtype.kind == "f" and ref.ndim == 3 and ref.shape[-1] > 1:
         if producer_op in _LOGIT_OPS or _LOGIT_NAME.search(name):
             return "top1"
-    return "cosine"
+    return "r2"
 
 
 def fidelity_value(metric: str, ref: np.ndarray, cand: np.ndarray) -> float:
@@ -112,7 +114,7 @@ def output_metrics(
     for name, ref in reference.items():
         chosen = auto_metric(name, ref, producers.get(name)) if metric == "auto" else metric
         if chosen == "top1" and (np.ndim(ref) == 0 or np.shape(ref)[-1] < 2):
-            chosen = "cosine"
+            chosen = "r2"
         out[name] = chosen
     return out
 
