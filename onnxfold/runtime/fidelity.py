@@ -92,10 +92,14 @@ def fidelity_value(metric: str, ref: np.ndarray, cand: np.ndarray) -> float:
 
 def _r2(ref: np.ndarray, cand: np.ndarray) -> float:
     """Mean over channels (axis 1) of the clipped coefficient of determination (module docstring)."""
-    ref, cand = np.atleast_1d(ref), np.atleast_1d(cand)
+    ref = np.atleast_1d(ref)
     channels = ref.shape[1] if ref.ndim >= 2 else 1  # one axis: the whole output is one channel
-    a = np.moveaxis(ref.astype(np.float64).reshape(ref.shape[0], channels, -1), 1, 0).reshape(channels, -1)
-    b = np.moveaxis(cand.astype(np.float64).reshape(ref.shape[0], channels, -1), 1, 0).reshape(channels, -1)
+
+    def rows(x: np.ndarray) -> np.ndarray:  # (channels, everything else) in float64
+        x = np.asarray(x, dtype=np.float64).reshape(ref.shape[0], channels, -1)
+        return np.moveaxis(x, 1, 0).reshape(channels, -1)
+
+    a, b = rows(ref), rows(cand)
     err = np.sum((a - b) ** 2, axis=1)
     spread = np.sum((a - a.mean(axis=1, keepdims=True)) ** 2, axis=1)
     safe = np.where(spread > 0, spread, 1.0)
