@@ -88,8 +88,10 @@ class SearchPass(Pass):
             str,
             "auto",
             "fidelity per output: top1 agreement (class scores, per position for sequence logits), "
+            "sequence (lines whose greedy CTC decoding agrees exactly), "
             "cosine, relerr (1 - relative L2 error), r2 (mean per-channel R^2: every channel counts alike, "
             "e.g. a detector's scores next to its box coordinates), or auto (top1 for class scores, "
+            "sequence for a recogniser's sequence logits, top1 per position for a token model's, "
             "r2 otherwise); "
             "the model's fidelity is the minimum over outputs",
             METRICS,

@@ -39,8 +39,10 @@ def _run(path, x: np.ndarray) -> np.ndarray:
 def test_auto_metric_fits_the_output() -> None:
     assert auto_metric("logits", np.zeros((4, 10), np.float32)) == "top1"
     assert auto_metric("feat", np.zeros((4, 8, 5, 5), np.float32)) == "r2"
-    assert auto_metric("ctc_logits", np.zeros((20, 2, 37), np.float32)) == "top1"
-    assert auto_metric("out", np.zeros((20, 2, 37), np.float32), "LogSoftmax") == "top1"
+    # sequence logits: a recogniser reading a signal is judged by whole lines, a token model per position
+    assert auto_metric("ctc_logits", np.zeros((20, 2, 37), np.float32)) == "sequence"
+    assert auto_metric("out", np.zeros((20, 2, 37), np.float32), "LogSoftmax") == "sequence"
+    assert auto_metric("logits", np.zeros((2, 20, 37), np.float32), token_inputs=True) == "top1"
     assert auto_metric("last_hidden_state", np.zeros((2, 16, 384), np.float32)) == "r2"
     assert output_metrics({"y": np.zeros((4, 1), np.float32)}, "top1") == {"y": "r2"}
 
@@ -56,6 +58,67 @@ def test_metric_values() -> None:
     flipped = seq.copy()
     flipped[0, 0] = -flipped[0, 0]
     assert fidelity_value("top1", seq, flipped) == pytest.approx(9 / 10)  # per (step, sample)
+
+
+def _one_hot_paths(paths: list[list[int]], classes: int = 5) -> np.ndarray:
+    """[samples, steps, classes] scores whose argmax path per sample is ``paths``."""
+    return np.eye(classes)[np.array(paths)] + 0.01
+
+
+def test_sequence_agreement_compares_decoded_lines() -> None:
+    # blank = 0 (the most frequent argmax); "ab", "b", "aa", "c"
+    ref = _one_hot_paths([[0, 1, 1, 0, 2, 0], [0, 0, 2, 2, 0, 0], [1, 0, 1, 0, 0, 0], [3, 3, 0, 0, 0, 0]])
+    same_lines = _one_hot_paths(  # blanks moved and repeats stretched: every line reads the same
+        [[1, 1, 0, 2, 2, 0], [2, 0, 0, 0, 0, 0], [1, 1, 0, 0, 1, 0], [0, 0, 0, 3, 0, 0]]
+    )
+    assert fidelity_value("sequence", ref, same_lines) == 1.0
+    assert fidelity_value("top1", ref, same_lines) < 0.6  # per position it looks badly broken
+    one_char = _one_hot_paths(
+        [[0, 1, 1, 0, 2, 0], [0, 0, 2, 2, 0, 0], [1, 1, 1, 0, 0, 0], [3, 3, 0, 0, 0, 4]]
+    )
+    assert fidelity_value("top1", ref, one_char) == pytest.approx(22 / 24)
+    assert fidelity_value("sequence", ref, one_char) == 0.5  # "aa" -> "a" and "c" -> "cd": two lines lost
+    # the blank is found, not assumed to be 0: the same lines with classes rotated (blank = 4)
+    rot = np.roll(ref, -1, axis=-1)
+    assert fidelity_value("sequence", rot, np.roll(one_char, -1, axis=-1)) == 0.5
+    # time-major [T, B, C] with the sample count given; and joined runs of a batch-1 time-major export
+    tm, tm_cand = ref.transpose(1, 0, 2), one_char.transpose(1, 0, 2)
+    assert fidelity_value("sequence", tm, tm_cand, samples=4) == 0.5
+    joined, joined_cand = (
+        tm.transpose(1, 0, 2).reshape(24, 1, 5),
+        tm_cand.transpose(1, 0, 2).reshape(24, 1, 5),
+    )
+    assert fidelity_value("sequence", joined, joined_cand, samples=4) == 0.5
+
+
+def _sequence_model(embedded: bool) -> onnx.ModelProto:
+    """[N, 6] → scores [N, 6, 5] through Softmax: from float features, or from token ids via Gather."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((1, 5)).astype(np.float32), "w")
+    table = numpy_helper.from_array(rng.standard_normal((11, 1)).astype(np.float32), "table")
+    if embedded:
+        x = helper.make_tensor_value_info("x", TensorProto.INT64, ["N", 6])
+        first = [helper.make_node("Gather", ["table", "x"], ["h"])]
+    else:
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])
+        first = [helper.make_node("Unsqueeze", ["x", "ax"], ["h"])]
+    ax = numpy_helper.from_array(np.array([-1], np.int64), "ax")
+    nodes = [*first, helper.make_node("MatMul", ["h", "w"], ["z"]), helper.make_node("Softmax", ["z"], ["p"])]
+    y = helper.make_tensor_value_info("p", TensorProto.FLOAT, ["N", 6, 5])
+    graph = helper.make_graph(nodes, "seq", [x], [y], [w, table, ax])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_the_evaluator_judges_a_recogniser_by_lines_and_a_token_model_by_positions() -> None:
+    signal = Evaluator(
+        _sequence_model(False), {"x": np.random.default_rng(1).standard_normal((3, 6)).astype("f")}
+    )
+    assert signal.metrics == {"p": "sequence"}
+    assert signal.samples == 3
+    tokens = Evaluator(_sequence_model(True), {"x": np.arange(18).reshape(3, 6) % 11})
+    assert tokens.metrics == {"p": "top1"}
 
 
 def test_r2_weighs_every_channel_alike() -> None:

@@ -19,6 +19,7 @@ from onnxfold import __version__
 from onnxfold.folding.cluster import DEFAULT_ROUND_TO
 from onnxfold.pipeline.manager import Pass
 from onnxfold.pipeline.options import Option
+from onnxfold.runtime.fidelity import METRICS
 
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3
@@ -184,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument(
         "--metric",
         default="auto",
-        choices=("auto", "top1", "cosine", "relerr", "r2"),
+        choices=METRICS,
         help="--sensitivity: fidelity metric",
     )
     analyze.add_argument("--plot", help="--sensitivity: write a plot of fidelity vs level (needs matplotlib)")

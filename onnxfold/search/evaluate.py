@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import onnx
 
+from onnxfold.folding.samples import sample_count, splittable
 from onnxfold.ir.model import Model, to_model_proto
 from onnxfold.runtime.compare import run_feed
 from onnxfold.runtime.fidelity import OutputFidelity, model_fidelity, output_metrics
@@ -45,10 +46,11 @@ class Evaluator:
         synthetic: str = "",
     ):
         sess = _session(original)
+        id_rows = _id_rows(original)
         self.proxy = inputs is None or bool(synthetic)
         self.synthetic = synthetic
         self.feed = (
-            make_inputs(sess, shapes=shapes or None, batch=batch, seed=seed, id_rows=_id_rows(original))
+            make_inputs(sess, shapes=shapes or None, batch=batch, seed=seed, id_rows=id_rows)
             if inputs is None
             else dict(inputs)
         )
@@ -56,7 +58,8 @@ class Evaluator:
         self.reference = self._run(sess)
         proto = to_model_proto(original) if isinstance(original, Model) else original
         producers = {o: n.op_type for n in proto.graph.node for o in n.output}
-        self.metrics = output_metrics(self.reference, metric, producers)
+        self.metrics = output_metrics(self.reference, metric, producers, token_inputs=bool(id_rows))
+        self.samples = sample_count(self.feed) if splittable(self.feed) else None
         self.runs = 0
 
     def __call__(self, candidate: Model | onnx.ModelProto) -> tuple[float, list[OutputFidelity]]:
@@ -66,7 +69,7 @@ class Evaluator:
             got = self._run(_session(candidate))
         except Exception:
             return 0.0, [OutputFidelity(n, self.metrics[n], 0.0) for n in self.names]
-        return model_fidelity(self.reference, got, self.metrics)
+        return model_fidelity(self.reference, got, self.metrics, self.samples)
 
     def _run(self, sess) -> dict[str, np.ndarray]:
         """Every output on the whole feed (batch by batch for a model exported at a fixed batch)."""
