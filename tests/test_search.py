@@ -15,7 +15,14 @@ from onnxfold.folding.cluster import cluster_count, widths
 from onnxfold.models import bundled_model
 from onnxfold.passes import CanonicalizePass
 from onnxfold.pipeline.manager import PassContext
-from onnxfold.runtime.fidelity import auto_metric, fidelity_value, output_metrics
+from onnxfold.runtime.fidelity import (
+    OutputFidelity,
+    auto_metric,
+    counted,
+    fidelity_value,
+    model_fidelity,
+    output_metrics,
+)
 from onnxfold.search import Evaluator, greedy_path, sensitivity
 from onnxfold.search.sensitivity import GroupCurve
 
@@ -58,6 +65,32 @@ def test_metric_values() -> None:
     flipped = seq.copy()
     flipped[0, 0] = -flipped[0, 0]
     assert fidelity_value("top1", seq, flipped) == pytest.approx(9 / 10)  # per (step, sample)
+
+
+@pytest.mark.parametrize("k,n", [(31, 32), (32, 32), (10, 40), (0, 5), (73, 73)])
+def test_the_lower_bound_is_where_the_score_test_reaches_two_sigma(k: int, n: int) -> None:
+    bound = OutputFidelity("y", "top1", k / n, n).lower_bound()
+    p = k / n
+    if k == 0:
+        assert bound == 0.0
+    else:  # Wilson: the p below p̂ at which (p̂ - p) / sqrt(p (1 - p) / n) = 1.96
+        assert (p - bound) / np.sqrt(bound * (1 - bound) / n) == pytest.approx(1.96, rel=1e-6)
+    assert (
+        OutputFidelity("y", "top1", 1.0, 72).lower_bound()
+        < 0.95
+        <= OutputFidelity("y", "top1", 1.0, 73).lower_bound()
+    )
+    assert OutputFidelity("y", "r2", 0.9).lower_bound() is None
+
+
+def test_counted_samples_are_independent_ones() -> None:
+    assert counted("sequence", np.zeros((4, 6, 5))) == 4
+    assert counted("sequence", np.zeros((6, 4, 5)), samples=4) == 4
+    assert counted("top1", np.zeros((4, 10))) == 4
+    assert counted("top1", np.zeros((4, 6, 5))) is None  # steps of one sequence are not independent
+    assert counted("r2", np.zeros((4, 10))) is None
+    _, per = model_fidelity({"y": np.eye(4)}, {"y": np.eye(4)}, {"y": "top1"})
+    assert per[0].samples == 4 and per[0].to_dict()["lower_bound"] == per[0].lower_bound()
 
 
 def _one_hot_paths(paths: list[list[int]], classes: int = 5) -> np.ndarray:
@@ -265,7 +298,11 @@ def test_min_fidelity_never_writes_a_model_below_its_target(tmp_path, digits, ta
     assert report.param_sparsity > 0.1
     text = report.format()
     assert "fidelity per output: logits top1" in text and "sparsity" in text
-    assert report.to_dict()["search"]["outputs"][0]["metric"] == "top1"
+    out0 = report.to_dict()["search"]["outputs"][0]
+    assert out0["metric"] == "top1" and out0["samples"] == len(search_x) == 32
+    # 32 samples cannot bound the agreement on new inputs to 0.9 or more: the report says so
+    assert f"of 32 samples, 95% lower bound {out0['lower_bound']:.2f}" in text
+    assert "note: 32 samples bound the agreement on new inputs only to" in text
 
 
 def test_unreachable_target_exits_nonzero_and_writes_nothing(tmp_path, capsys) -> None:

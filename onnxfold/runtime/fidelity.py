@@ -47,14 +47,30 @@ _LOGIT_OPS = {"Softmax", "LogSoftmax"}
 
 @dataclass(frozen=True)
 class OutputFidelity:
-    """The fidelity of one output under ``metric``."""
+    """The fidelity of one output under ``metric``; ``samples``: for a count over independent
+    samples (top1 on class scores [B, C], sequence), how many were counted, else None."""
 
     name: str
     metric: str
     value: float
+    samples: int | None = None
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "metric": self.metric, "value": float(self.value)}
+        out = {"name": self.name, "metric": self.metric, "value": float(self.value)}
+        if self.samples:
+            out.update(samples=self.samples, lower_bound=self.lower_bound())
+        return out
+
+    def lower_bound(self, z: float = 1.96) -> float | None:
+        """The Wilson score lower bound (95% for z = 1.96) of the agreement on new inputs drawn like
+        the counted ones: with k of n agreeing, p = k/n,
+        (p + z²/2n − z·sqrt(p(1−p)/n + z²/4n²)) / (1 + z²/n). 31 of 32 bound it only to 0.84, and
+        n of n reach 0.95 from n = 73 on; None when the value is not such a count."""
+        if not self.samples:
+            return None
+        n, p = self.samples, float(self.value)
+        spread = z * np.sqrt(max(p * (1 - p), 0.0) / n + z * z / (4 * n * n))
+        return float(max(0.0, (p + z * z / (2 * n) - spread) / (1 + z * z / n)))
 
 
 def auto_metric(
@@ -169,6 +185,17 @@ def output_metrics(
     return out
 
 
+def counted(metric: str, ref: np.ndarray, samples: int | None = None) -> int | None:
+    """How many independent samples ``metric`` counts on this output: the samples for sequence and for
+    top1 on class scores [B, C]; None for the others (top1 over sequence positions counts steps,
+    which are not independent)."""
+    if metric == "sequence":
+        return int(samples or np.shape(ref)[0]) if np.ndim(ref) >= 2 else None
+    if metric == "top1" and np.ndim(ref) == 2:
+        return int(np.shape(ref)[0])
+    return None
+
+
 def model_fidelity(
     reference: Mapping[str, np.ndarray],
     candidate: Mapping[str, np.ndarray],
@@ -178,10 +205,23 @@ def model_fidelity(
     """(minimum over outputs, per-output fidelities); ``metrics`` from :func:`output_metrics`,
     ``samples`` as :func:`fidelity_value` takes it."""
     per = [
-        OutputFidelity(n, metrics[n], fidelity_value(metrics[n], reference[n], candidate[n], samples))
+        OutputFidelity(
+            n,
+            metrics[n],
+            fidelity_value(metrics[n], reference[n], candidate[n], samples),
+            counted(metrics[n], reference[n], samples),
+        )
         for n in reference
     ]
     return (min(p.value for p in per) if per else 1.0), per
 
 
-__all__ = ["METRICS", "OutputFidelity", "auto_metric", "fidelity_value", "model_fidelity", "output_metrics"]
+__all__ = [
+    "METRICS",
+    "OutputFidelity",
+    "auto_metric",
+    "counted",
+    "fidelity_value",
+    "model_fidelity",
+    "output_metrics",
+]
