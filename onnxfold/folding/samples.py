@@ -30,14 +30,14 @@ def splittable(inputs: Feeds) -> bool:
 
 
 def fixed_batch(model) -> int | None:
-    """The leading dim the model's inputs fix (an export at batch 1), None when it is free."""
+    """The leading dim the model's inputs fix (an export at batch 1), None when it is free; ``model``:
+    anything :func:`~onnxfold.runtime.inputs.input_specs` reads (a Model, a ModelProto, a session)."""
+    from onnxfold.runtime.inputs import input_specs
+
     fixed = [
-        int(t.shape[0])
-        for t in model.graph.inputs
-        if t.shape is not None
-        and len(t.shape)
-        and isinstance(t.shape[0], (int, np.integer))
-        and t.shape[0] > 0
+        int(s.shape[0])
+        for s in input_specs(model)
+        if s.shape and isinstance(s.shape[0], (int, np.integer)) and s.shape[0] > 0
     ]
     return min(fixed) if fixed else None
 

@@ -221,14 +221,12 @@ def run_feed(
 ) -> list[np.ndarray]:
     """The outputs on ``feed``; a model exported at a fixed batch given more samples than that runs
     them batch by batch (outputs joined along their leading axis)."""
-    from onnxfold.folding.samples import chunked, sample_count, splittable
+    from onnxfold.folding.samples import chunked, fixed_batch, sample_count, splittable
 
-    fixed = [
-        i.shape[0] for i in session.get_inputs() if i.shape and isinstance(i.shape[0], int) and i.shape[0] > 0
-    ]
+    fixed = fixed_batch(session)
     try:
-        if fixed and splittable(feed) and sample_count(feed) > min(fixed):
-            runs = [session.run(outputs, run) for run in chunked(feed, min(fixed))]
+        if fixed and splittable(feed) and sample_count(feed) > fixed:
+            runs = [session.run(outputs, run) for run in chunked(feed, fixed)]
             return [np.concatenate([r[i] for r in runs]) for i in range(len(outputs))]
         return session.run(outputs, dict(feed))
     except Exception as exc:
