@@ -139,3 +139,36 @@ def test_quantize_in_memory_calibration_is_checked_like_files() -> None:
     with pytest.raises(PassError, match=r"ctx\.data\['calibration'\]: .*'input'.*does not match") as info:
         PassManager([QuantizePass()]).run(model, ctx)
     assert "\n" not in str(info.value)
+
+
+def _fixed_batch_model(path: Path, batch: int) -> Path:
+    """LeNet-5 with its input's batch fixed (as an export at batch 1 has it)."""
+    import onnx
+
+    proto = onnx.load(str(MODEL))
+    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value = batch
+    for out in proto.graph.output:
+        out.type.tensor_type.shape.dim[0].dim_param = "n"
+    del proto.graph.value_info[:]
+    onnx.save(proto, str(path))
+    return path
+
+
+def test_samples_for_a_fixed_batch_model_run_batch_by_batch(tmp_path: Path, capsys) -> None:
+    """A detector exported at batch 1 given 32 images in one .npy was refused ('does not match the
+    model's (1, 3, 640, 640)'), though validation and the search run the samples batch by batch."""
+    one = _fixed_batch_model(tmp_path / "b1.onnx", 1)
+    np.save(tmp_path / "x.npy", SAMPLES)
+    np.testing.assert_array_equal(load_inputs(tmp_path / "x.npy", make_session(str(one)))["input"], SAMPLES)
+    out = tmp_path / "o.onnx"
+    argv = ["fold", one, "-o", out, "--inputs", tmp_path / "x.npy", "--sparsity", "0.25", "--method", "fold"]
+    assert main([str(a) for a in argv]) == 0
+    assert out.exists() and "top1" in capsys.readouterr().out
+    four = _fixed_batch_model(tmp_path / "b4.onnx", 4)
+    assert load_inputs(SAMPLES, make_session(str(four)))["input"].shape == (12, 1, 8, 8)  # 3 runs of 4
+    for chunked in (False, True):  # 6 samples do not make runs of 4
+        with pytest.raises(ValueError) as info:
+            load_inputs(SAMPLES[:6], make_session(str(four)), chunked=chunked)
+        assert "\n" not in str(info.value) and "4" in str(info.value)
+    with pytest.raises(ValueError, match="give a multiple of 4"):
+        load_inputs(SAMPLES[:6], make_session(str(four)), chunked=True)

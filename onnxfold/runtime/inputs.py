@@ -293,7 +293,9 @@ def load_inputs(
     from integers or booleans to floats; any other dtype is an error. Every array must have the
     input's rank and match each static dim of the model's input, the sample axis too unless
     ``chunked`` (callers that run the samples in chunks, as calibration does, take any number of
-    samples; then every input must hold the same, non-zero number). Errors are one-line
+    samples, a multiple of the batch a model fixes; then every input must hold the same, non-zero
+    number) or the samples run in batches of a batch the model fixes (a multiple of it in every
+    input: validation and the search run them so). Errors are one-line
     ``ValueError`` s that name the file and the input.
 
     ``source`` may also be arrays already in memory: one array (single-input model) or a mapping
@@ -320,20 +322,44 @@ def load_inputs(
         raise ValueError(
             f"{where}: the arrays do not match the model inputs {names}: missing {missing}, unexpected {extra}"
         )
-    out: dict[str, np.ndarray] = {}
+    out = {spec.name: _cast(np.asarray(arrays[spec.name][0]), spec, arrays[spec.name][1]) for spec in specs}
+    batched = chunked or _runs_in_batches(specs, out)
     for spec in specs:
-        arr, where = arrays[spec.name]
-        arr = _cast(np.asarray(arr), spec, where)
-        _check_shape(spec, arr.shape, f"{where}: array of shape", first=1 if chunked else 0)
-        out[spec.name] = arr
+        _check_shape(
+            spec, out[spec.name].shape, f"{arrays[spec.name][1]}: array of shape", first=int(batched)
+        )
     if chunked:
+        where = source if isinstance(source, (str, os.PathLike)) else "the given arrays"
         counts = {int(v.shape[0]) if v.ndim else 1 for v in out.values()}
         if len(counts) != 1 or 0 in counts:
             raise ValueError(
-                f"{source if isinstance(source, (str, os.PathLike)) else 'the given arrays'}: "
-                f"inputs must hold the same, non-zero number of samples, got {sorted(counts)}"
+                f"{where}: inputs must hold the same, non-zero number of samples, got {sorted(counts)}"
+            )
+        n = counts.pop()
+        bad = sorted(
+            {
+                s.shape[0]
+                for s in specs
+                if s.shape and isinstance(s.shape[0], int) and s.shape[0] > 0 and n % s.shape[0]
+            }
+        )
+        if bad:
+            raise ValueError(
+                f"{where}: {n} samples for a model exported at batch {bad[0]}: give a multiple of {bad[0]}"
             )
     return out
+
+
+def _runs_in_batches(specs: list[InputSpec], arrays: Mapping[str, np.ndarray]) -> bool:
+    """Whether ``arrays`` hold samples that run in batches of the size a model exported at a fixed
+    batch takes (every non-scalar array has the same leading dim, a multiple of each fixed one), as
+    validation and the search run them: 32 images for a batch-1 detector."""
+    leading = {a.shape[0] for a in arrays.values() if a.ndim}
+    if len(leading) != 1:
+        return False
+    n = leading.pop()
+    fixed = [s.shape[0] for s in specs if s.shape and isinstance(s.shape[0], int) and s.shape[0] > 0]
+    return bool(fixed) and n > 0 and all(n % d == 0 for d in fixed)
 
 
 def _read_source(path: Path, specs: list[InputSpec]) -> dict[str, tuple[np.ndarray, str]]:
