@@ -83,6 +83,44 @@ def test_the_lower_bound_is_where_the_score_test_reaches_two_sigma(k: int, n: in
     assert OutputFidelity("y", "r2", 0.9).lower_bound() is None
 
 
+@pytest.mark.parametrize(
+    "k,n,target,meets",
+    [
+        (32, 32, 0.95, True),
+        (31, 32, 0.95, False),  # 0.969 >= 0.95, but (31 + 1) / 34 = 0.941 is not
+        (62, 64, 0.95, True),
+        (61, 64, 0.95, False),  # 0.953, 3 misses: 2 allowed
+        (951, 1000, 0.95, True),
+        (950, 1000, 0.95, False),
+        (32, 32, 0.99, True),  # beyond what 32 samples can show: all of them must agree
+        (30, 32, 0.9, True),
+        (29, 32, 0.9, False),  # 0.906 >= 0.9, 3 misses: 2 allowed
+    ],
+)
+def test_a_count_over_few_samples_meets_a_target_by_the_rule_of_succession(
+    k: int, n: int, target: float, meets: bool
+) -> None:
+    assert OutputFidelity("y", "top1", k / n, n).meets(target) is meets
+    assert OutputFidelity("y", "r2", k / n).meets(target) is (k / n >= target)  # not a count
+
+
+def test_the_search_does_not_pick_a_candidate_that_passes_on_one_lucky_sample() -> None:
+    from onnxfold.search.target import Candidate, _bisect
+
+    agree = [32, 32, 32, 31, 31, 30, 20]  # of 32 samples, along 6 path steps
+
+    def measure(steps: int) -> Candidate:
+        value = agree[steps] / 32
+        tried[steps] = Candidate(
+            steps, value, 100 - steps, 0, steps / 100, 0.0, [OutputFidelity("y", "top1", value, 32)]
+        )
+        return tried[steps]
+
+    tried: dict = {}
+    chosen, met = _bisect(list(range(6)), measure, tried, 0.95)
+    assert met and chosen.steps == 2  # 3 and 4 measure 0.969 >= 0.95 with one miss among 32
+
+
 def test_counted_samples_are_independent_ones() -> None:
     assert counted("sequence", np.zeros((4, 6, 5))) == 4
     assert counted("sequence", np.zeros((6, 4, 5)), samples=4) == 4

@@ -9,7 +9,8 @@
 3. ``min_fidelity``: bisection on the number of path steps. Every candidate is really built (fold
    with the allocated per-group sparsities, then the configured repair and cleanup) and measured;
    the estimate only proposes. The kept candidate is the one of largest measured parameter
-   reduction whose measured fidelity is ≥ the target. Fidelity need not fall monotonically along
+   reduction whose measured fidelity meets the target (≥ it, and for a count over few samples no
+   more misses than the rule of succession allows: :meth:`Candidate.meets`). Fidelity need not fall monotonically along
    the path, so after each bisection three points beyond the first failure are probed, and the
    bisection resumes above any that passes. ``budget``: the path prefix whose estimated
    saving reaches the budget, corrected a few times against the measured reduction; it lands
@@ -54,6 +55,12 @@ class Candidate:
     outputs: list = field(default_factory=list)
     model: Model | None = None
     data: dict = field(default_factory=dict)
+
+    def meets(self, target: float) -> bool:
+        """Every output meets ``target`` (:meth:`~onnxfold.runtime.fidelity.OutputFidelity.meets`)."""
+        if not self.outputs:
+            return self.fidelity >= target
+        return all(o.meets(target) for o in self.outputs)
 
     def to_dict(self) -> dict:
         return {
@@ -211,6 +218,8 @@ def search(
         chosen, met = _budget(path, measure, total, target, mode, round_to)
     if refine is not None and chosen.steps > 0:
         better = _refined(chosen, refine(path.sparsities_at(chosen.steps)), evaluator, base)
+        if better is not None and mode == "min_fidelity" and met and not better.meets(target):
+            better = None
         if better is not None:
             log.info("search: refined -> fidelity %.4f (was %.4f)", better.fidelity, chosen.fidelity)
             chosen = better
@@ -268,16 +277,16 @@ def _bisect(
 ) -> tuple[Candidate, bool]:
     """Largest measured reduction with fidelity ≥ target, by bisection on path steps."""
     hi = measure(len(path))
-    if hi.fidelity >= target:
+    if hi.meets(target):
         return hi, True
     lo = measure(0)
-    if lo.fidelity < target:
+    if not lo.meets(target):
         return max((lo, hi), key=lambda c: c.fidelity), False
     a, b = 0, len(path)
     while True:
         while b - a > 1 and len(tried) < MAX_CANDIDATES:
             mid = (a + b) // 2
-            if measure(mid).fidelity >= target:
+            if measure(mid).meets(target):
                 a = mid
             else:
                 b = mid
@@ -285,12 +294,12 @@ def _bisect(
         probes = [int(v) for v in np.linspace(b, len(path), 5)[1:-1] if int(v) not in tried]
         if not probes or len(tried) + len(probes) > MAX_CANDIDATES:
             break
-        ok = [p for p in probes if measure(p).fidelity >= target]
+        ok = [p for p in probes if measure(p).meets(target)]
         if not ok:
             break
         a = max(ok)
         b = min([p for p in probes if p > a] + [len(path)])
-    passing = [c for c in tried.values() if c.fidelity >= target]
+    passing = [c for c in tried.values() if c.meets(target)]
     return max(passing, key=lambda c: (c.reduction, c.fidelity)), True
 
 
