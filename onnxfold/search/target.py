@@ -116,12 +116,11 @@ class SearchResult:
         ]
         loose = [o for o in self.chosen.outputs if o.samples and o.lower_bound() < self.target]
         if self.mode == "min_fidelity" and loose and not self.proxy:
-            n = loose[0].samples
             need = int(np.ceil(1.96**2 * self.target / (1 - self.target))) if self.target < 1 else None
             lines.append(
-                f"note: {n} samples bound the agreement on new inputs only to >= "
-                f"{min(o.lower_bound() for o in loose):.2f} (95%)"
-                + (f"; {need} samples that all agree would bound it to {self.target:g}" if need else "")
+                f"note: {loose[0].samples} samples bound the agreement on new inputs only to >= "
+                f"{min(o.lower_bound() for o in loose):.2f} (95%); more samples tighten it"
+                + (f" (n of n agreeing bound it to {self.target:g} from n = {need})" if need else "")
             )
         if self.proxy:
             lines.append(
