@@ -347,6 +347,7 @@ def test_default_on_a_batchnorm_model_without_deepinversion_samples_is_fold_and_
     onnxfold.fold(bundled_model("resnet18.onnx"), 0.25, b, method="fold", validate=False)
     assert a.read_bytes() == b.read_bytes()
     assert "ar from the BN statistics" in next(r for r in report.passes if r.name == "fold").stats["auto"]
+    assert "fold: method auto: " in report.format()  # why auto did not measure is printed, not only in JSON
 
 
 def test_the_judges_squared_norm_matches_float64_across_blocks() -> None:

@@ -331,3 +331,49 @@ def test_validate_reports_run_failures_clearly():
     with pytest.raises(RuntimeError, match=r"could not run the original model on inputs x\[2, 16\]"):
         validate(model, model, providers=[CPU])
     assert validate(model, model, providers=[CPU], batch=1).exact
+
+
+def test_validation_reports_the_search_metric_and_the_fold_warns_when_it_collapses(tmp_path):
+    """Validation's cosine stays near 1 while a fold breaks a pretrained model's task; it now also
+    gives each output's fidelity under the target search's metric, and the fold report warns under 0.9."""
+    import onnxfold
+    from onnxfold.models import bundled_model
+
+    x = np.random.default_rng(0).standard_normal((16, 1, 8, 8)).astype(np.float32)
+    src = bundled_model("lenet5.onnx")
+    same = validate(str(src), str(src), inputs={"input": x})
+    assert same.min_fidelity.fidelity_metric == "top1" and same.min_fidelity.fidelity == 1.0
+    assert same.to_dict()["outputs"][0]["fidelity"] == 1.0
+    _, kept = onnxfold.fold(src, 0.0, tmp_path / "a.onnx", inputs={"input": x})
+    assert "warning:" not in kept.format()
+    _, broken = onnxfold.fold(
+        src, 0.9, tmp_path / "b.onnx", method="fold", repair="none", inputs={"input": x}
+    )
+    worst = broken.validation.min_fidelity
+    assert worst.fidelity < 0.9
+    assert f"warning: {worst.name} keeps top1 {worst.fidelity:.4f}" in broken.format()
+    assert "the given samples" in broken.format()
+
+
+def test_validation_judges_a_recogniser_by_its_lines():
+    seq = oh.make_graph(
+        [
+            oh.make_node("Unsqueeze", ["x", "ax"], ["h"]),
+            oh.make_node("MatMul", ["h", "w"], ["z"]),
+            oh.make_node("Softmax", ["z"], ["p"]),
+        ],
+        "rec",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+        [oh.make_tensor_value_info("p", TensorProto.FLOAT, ["N", 6, 5])],
+        [nh.from_array(np.arange(5, dtype=np.float32)[None] - 2, "w"), nh.from_array(np.array([-1]), "ax")],
+    )
+    model = oh.make_model(seq, opset_imports=[oh.make_opsetid("", 17)])
+    other = onnx.ModelProto()
+    other.CopyFrom(model)
+    other.graph.initializer[0].CopyFrom(nh.from_array(2 - np.arange(5, dtype=np.float32)[None], "w"))
+    x = np.random.default_rng(0).standard_normal((8, 6)).astype(np.float32)
+    report = validate(model, other, inputs={"x": x})
+    out = report.outputs[0]
+    assert out.fidelity_metric == "sequence" and "sequence" in out.summary()
+    assert out.fidelity < 0.5  # the argmax flips where x changes sign: lines differ
+    assert validate(model, model, inputs={"x": x}).outputs[0].fidelity == 1.0

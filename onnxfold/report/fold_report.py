@@ -160,6 +160,7 @@ class FoldReport:
         parts.append("\n" + format_table(["pass", "time", "modified"], rows, align="lrl"))
         parts += [f"{r.name}: skipped ({r.stats['skipped']})" for r in self.passes if r.stats.get("skipped")]
         parts += [f"{r.name}: {r.stats['note']}" for r in self.passes if r.stats.get("note")]
+        parts += [f"{r.name}: method auto: {r.stats['auto']}" for r in self.passes if r.stats.get("auto")]
         if self.validation is not None:
             parts.append(f"\nvalidation ({self.validation.provider}):\n{self.validation.summary()}")
             latency = getattr(self.validation, "latency", None)
@@ -168,12 +169,34 @@ class FoldReport:
                 warning = latency.warning(self.round_to)
                 if warning:
                     parts.append(warning)
+            warning = task_warning(self.validation, searched=self.search is not None)
+            if warning:
+                parts.append(warning)
             if getattr(self.validation, "seed", None) is not None:
                 parts.append(
                     "(random inputs: a smoke test of the rewrite, not of accuracy; pass --inputs with "
                     "representative samples for meaningful agreement figures)"
                 )
         return "\n".join(parts)
+
+
+#: below this fidelity (under the search's metric) on validation's inputs the report warns
+TASK_WARNING_BELOW = 0.9
+
+
+def task_warning(validation: Any, searched: bool = False) -> str | None:
+    """A warning when an output's fidelity on validation's inputs is under :data:`TASK_WARNING_BELOW`
+    (uniform folding at 0.3–0.5 breaks most pretrained models while their cosine stays near 1); None
+    otherwise, or when the model came from a target search (it reports its own fidelity)."""
+    worst = getattr(validation, "min_fidelity", None)
+    if searched or worst is None or worst.fidelity >= TASK_WARNING_BELOW:
+        return None
+    where = "random inputs" if getattr(validation, "seed", None) is not None else "the given samples"
+    return (
+        f"warning: {worst.name} keeps {worst.fidelity_metric} {worst.fidelity:.4f} of the original's "
+        f"outputs on {where}: the compressed model likely no longer does the original's task; "
+        "--min-fidelity F --inputs SAMPLES finds the largest compression that keeps it"
+    )
 
 
 def _jsonable(value: Any) -> Any:

@@ -50,6 +50,9 @@ class OutputMetrics:
     mean_abs: float | None = None
     cosine: float | None = None
     top1_agreement: float | None = None
+    #: the fidelity the target search would measure on this output (:mod:`onnxfold.runtime.fidelity`)
+    fidelity_metric: str | None = None
+    fidelity: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (non-finite floats become None)."""
@@ -69,6 +72,8 @@ class OutputMetrics:
             "mean_abs": num(self.mean_abs),
             "cosine": num(self.cosine),
             "top1_agreement": num(self.top1_agreement),
+            "fidelity_metric": self.fidelity_metric,
+            "fidelity": num(self.fidelity),
         }
 
     def summary(self, name_width: int = 0) -> str:
@@ -83,6 +88,8 @@ class OutputMetrics:
         ]
         if self.top1_agreement is not None:
             parts.append(f"top1 {100.0 * self.top1_agreement:.1f}%")
+        if self.fidelity is not None and self.fidelity_metric not in (None, "top1"):
+            parts.append(f"{self.fidelity_metric} {self.fidelity:.4f}")
         if self.exact:
             parts.append("(exact)")
         return head + " " + "  ".join(parts)
@@ -163,6 +170,12 @@ class ValidationReport:
         vals = [o.cosine for o in self.outputs if o.cosine is not None]
         return min(vals) if vals else None
 
+    @property
+    def min_fidelity(self) -> OutputMetrics | None:
+        """The output of least fidelity under the search's metric for it (None if none was measured)."""
+        measured = [o for o in self.outputs if o.fidelity is not None]
+        return min(measured, key=lambda o: o.fidelity) if measured else None
+
     def worst(self) -> OutputMetrics | None:
         """The output of smallest cosine (None if no output could be compared)."""
         compared = [o for o in self.outputs if o.cosine is not None]
@@ -236,6 +249,42 @@ def run_feed(
         ) from exc
 
 
+def _producers(model: str | os.PathLike | bytes | onnx.ModelProto) -> dict[str, str]:
+    """Output name -> op type of the node that makes it (weights not read)."""
+    if isinstance(model, (bytes, bytearray)):
+        model = onnx.load_from_string(bytes(model))
+    elif not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model), load_external_data=False)
+    return {o: n.op_type for n in model.graph.node for o in n.output}
+
+
+def _task_fidelity(
+    metrics: list[OutputMetrics],
+    reference: Mapping[str, np.ndarray],
+    candidate: Mapping[str, np.ndarray],
+    original: Any,
+    feed: Mapping[str, np.ndarray],
+    token_inputs: bool,
+) -> None:
+    """Fill each float output's ``fidelity`` under the metric the target search picks for it."""
+    from onnxfold.folding.samples import sample_count, splittable
+    from onnxfold.runtime.fidelity import fidelity_value, output_metrics
+
+    floats = {
+        m.name: reference[m.name]
+        for m in metrics
+        if m.shape_match and np.asarray(reference[m.name]).dtype.kind == "f"
+    }
+    if not floats:
+        return
+    chosen = output_metrics(floats, "auto", _producers(original), token_inputs)
+    samples = sample_count(feed) if splittable(feed) else None
+    for m in metrics:
+        if m.name in chosen:
+            m.fidelity_metric = chosen[m.name]
+            m.fidelity = fidelity_value(chosen[m.name], reference[m.name], candidate[m.name], samples)
+
+
 def validate(
     original: str | os.PathLike | bytes | onnx.ModelProto,
     candidate: str | os.PathLike | bytes | onnx.ModelProto,
@@ -276,9 +325,9 @@ def validate(
             raise ValueError(f"given inputs {sorted(feed)} do not match the model inputs {ref_in}")
     ref_vals = run_feed(ref_sess, "original", ref_out, feed)
     cand_vals = run_feed(cand_sess, "candidate", ref_out, feed)
-    metrics = compare_outputs(
-        dict(zip(ref_out, ref_vals, strict=True)), dict(zip(ref_out, cand_vals, strict=True))
-    )
+    reference, got = dict(zip(ref_out, ref_vals, strict=True)), dict(zip(ref_out, cand_vals, strict=True))
+    metrics = compare_outputs(reference, got)
+    _task_fidelity(metrics, reference, got, original, feed, bool(id_rows))
     report = ValidationReport(
         provider=ref_sess.get_providers()[0],
         inputs={k: tuple(int(d) for d in np.shape(v)) for k, v in feed.items()},
