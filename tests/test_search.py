@@ -54,6 +54,19 @@ def test_auto_metric_fits_the_output() -> None:
     assert output_metrics({"y": np.zeros((4, 1), np.float32)}, "top1") == {"y": "r2"}
 
 
+def test_auto_does_not_count_argmaxes_of_a_reference_with_one_class_everywhere() -> None:
+    rng = np.random.default_rng(0)
+    blank_lines = rng.standard_normal((4, 6, 5))
+    blank_lines[..., 0] += 10  # random inputs to a recogniser: every step blank
+    assert output_metrics({"p": blank_lines}, "auto", {"p": "Softmax"}) == {"p": "r2"}
+    assert output_metrics({"p": blank_lines}, "sequence") == {"p": "sequence"}  # asked for: kept
+    one_answer = rng.standard_normal((8, 10))
+    one_answer[:, 3] += 10
+    assert output_metrics({"y": one_answer}) == {"y": "r2"}
+    one_answer[0, 5] += 20
+    assert output_metrics({"y": one_answer}) == {"y": "top1"}
+
+
 def test_metric_values() -> None:
     a = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 1.0], [0.0, 3.0]])
     b = np.array([[1.0, 0.5], [1.0, 0.0], [2.0, 1.0], [0.0, 3.0]])
