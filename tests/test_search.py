@@ -551,3 +551,33 @@ def test_a_refined_build_replaces_the_pick_only_when_it_measures_at_least_as_wel
     assert worse is None and bigger is None
     assert better is not None and better.fidelity == 0.95 and better.steps == 3 and better.model is model
     assert "refined" in better.data
+
+
+# ----------------------------------------------------------------------------- measurement budget
+
+
+def test_a_heavy_model_is_measured_on_fewer_samples_within_the_mac_budget(digits, monkeypatch) -> None:
+    """A 16-GMAC segmenter at 640x640 spent hours in the search's sensitivity, every candidate of every
+    group judged on 32 images: the judge and the sensitivity now stop at a MAC budget per measurement
+    (never under MIN_MEASURED samples); the candidates the target is decided on still see all samples."""
+    from onnxfold.folding import samples
+    from onnxfold.folding.judge import GroupJudge
+
+    search_x, _ = digits
+    model = as_model(bundled_model("resnet18.onnx"))
+    per = samples.sample_macs(model, {"input": search_x})
+    assert per == onnxfold.api.stats_of(model).macs  # the per-sample count of the static model
+    assert samples.measured_limit(model, {"input": search_x}, budget=10 * per) == 10
+    assert samples.measured_limit(model, {"input": search_x}, budget=per) == samples.MIN_MEASURED
+    full = Evaluator(model, {"input": search_x})
+    assert full.within() is full  # the digits models are far under the budget
+    sub = full.within(budget=10 * per)
+    assert sub.samples == 10 and sub.metrics == full.metrics
+    np.testing.assert_array_equal(sub.feed["input"], search_x[:10])
+    runs = [{"input": search_x[i : i + 8]} for i in range(0, 32, 8)]
+    assert sum(len(f["input"]) for f in GroupJudge(model, runs).feeds) == 32
+    monkeypatch.setattr(samples, "MEASURE_MACS", 10 * per)
+    assert sum(len(f["input"]) for f in GroupJudge(model, runs).feeds) == 8  # whole runs within 10
+    out = onnxfold.fold(model, output=None, min_fidelity=0.9, inputs={"input": search_x}, validate=False)[1]
+    assert "sensitivity on the first 10" in out.format()
+    assert out.search.chosen.outputs[0].samples == 32  # the target is measured on every sample

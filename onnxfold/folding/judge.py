@@ -23,12 +23,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from onnxfold.folding.moments import padding_mask, token_rows
-from onnxfold.folding.samples import sample_count
+from onnxfold.folding.samples import measured_limit, sample_count
 from onnxfold.ir.model import Model, to_model_proto
 
 Feeds = dict[str, np.ndarray]
 
-#: At most this many measurement samples are used to judge (whole runs, at least one).
+#: At most this many measurement samples are used to judge (whole runs, at least one), and no more
+#: than fit the MAC budget of one measurement (:data:`~onnxfold.folding.samples.MEASURE_MACS`).
 MAX_SAMPLES = 32
 #: ... and only as many runs as keep the original's outputs under this many values: a causal LM's
 #: logits (8 sequences of 64 tokens over 49,152 ids: 2.5·10⁷ values) are judged on one run, a
@@ -69,7 +70,9 @@ class GroupJudge:
         sess = make_session(to_model_proto(source).SerializeToString(), optimize=True, threads=1)
         self.names = [o.name for o in sess.get_outputs()]
         self.feeds, self.reference, values = [], [], 0
-        for feed in first_samples(feeds):
+        feeds = list(feeds)
+        limit = measured_limit(source, feeds[0]) if feeds else None
+        for feed in first_samples(feeds, min(MAX_SAMPLES, limit or MAX_SAMPLES)):
             out = sess.run(self.names, feed)
             self.feeds.append(feed)
             self.reference.append(out)

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import onnx
 
-from onnxfold.folding.samples import sample_count, splittable
+from onnxfold.folding.samples import fixed_batch, measured_limit, sample_count, splittable
 from onnxfold.ir.model import Model, to_model_proto
 from onnxfold.runtime.compare import run_feed
 from onnxfold.runtime.fidelity import OutputFidelity, model_fidelity, output_metrics
@@ -46,6 +46,7 @@ class Evaluator:
         synthetic: str = "",
     ):
         sess = _session(original)
+        self.original = original
         id_rows = _id_rows(original)
         self.proxy = inputs is None or bool(synthetic)
         self.synthetic = synthetic
@@ -74,6 +75,23 @@ class Evaluator:
     def _run(self, sess) -> dict[str, np.ndarray]:
         """Every output on the whole feed (batch by batch for a model exported at a fixed batch)."""
         return dict(zip(self.names, run_feed(sess, "original", self.names, self.feed), strict=True))
+
+    def within(self, budget: int | None = None) -> Evaluator:
+        """This evaluator, or one on the leading samples whose measurement fits ``budget`` MACs
+        (default :data:`~onnxfold.folding.samples.MEASURE_MACS`; at least
+        :data:`~onnxfold.folding.samples.MIN_MEASURED`, whole runs of a fixed batch), with the same
+        metric per output: the search's sensitivity estimate on a heavy model."""
+        if self.proxy or not splittable(self.feed):
+            return self
+        n = sample_count(self.feed)
+        limit = measured_limit(self.original, self.feed, budget)
+        batch = fixed_batch(self.original) or 1
+        limit = limit and max(batch, limit // batch * batch)
+        if not limit or limit >= n:
+            return self
+        sub = Evaluator(self.original, {k: v[:limit] if np.ndim(v) else v for k, v in self.feed.items()})
+        sub.metrics = dict(self.metrics)
+        return sub
 
     def describe(self) -> str:
         """e.g. ``32 samples`` or ``data-free proxy: 2 random samples``."""

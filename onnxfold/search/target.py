@@ -176,9 +176,10 @@ def search(
     base = stats_of(model)
     groups = analyze_graph(model.graph, model.node_scopes())
     fixed = fixed_groups(groups, overrides, recipe)
+    estimator = evaluator.within()  # a heavy model's sensitivity on fewer samples; candidates on all
     curves = sensitivity(
         model,
-        evaluator,
+        estimator,
         levels,
         ignore=fold_opts["ignore"],
         round_to=fold_opts["round_to"],
@@ -233,7 +234,12 @@ def search(
         sorted(tried.values(), key=lambda c: c.steps),
         curves,
         path.sparsities_at(chosen.steps),
-        evaluator.describe(),
+        evaluator.describe()
+        + (
+            f" (sensitivity on the first {estimator.samples}, within the MAC budget)"
+            if estimator is not evaluator
+            else ""
+        ),
         evaluator.proxy,
         dict(evaluator.metrics),
         time.perf_counter() - start,
