@@ -59,3 +59,40 @@ def test_a_model_that_cannot_run_on_made_up_inputs_fails_before_folding(tmp_path
     assert "--input-shape" in err and "x[2, 16]" in err
     assert "[E:onnxruntime" not in err and "\x1b[" not in err
     assert not out.exists()
+
+
+def _padded_convs(path: Path) -> Path:
+    """x [batch, 4, h, w] → reflect Pad 20 (needs h, w > 20) → 1×1 Conv 4→8 → Relu → 1×1 Conv 8→2."""
+    rng = np.random.default_rng(0)
+    inits = [
+        nh.from_array(np.array([0, 0, 20, 20, 0, 0, 20, 20], np.int64), "pads"),
+        nh.from_array(rng.standard_normal((8, 4, 1, 1)).astype(np.float32), "w1"),
+        nh.from_array(rng.standard_normal(8).astype(np.float32), "b1"),
+        nh.from_array(rng.standard_normal((2, 8, 1, 1)).astype(np.float32), "w2"),
+    ]
+    nodes = [
+        oh.make_node("Pad", ["x", "pads"], ["p"], mode="reflect"),
+        oh.make_node("Conv", ["p", "w1", "b1"], ["c"]),
+        oh.make_node("Relu", ["c"], ["r"]),
+        oh.make_node("Conv", ["r", "w2"], ["y"]),
+    ]
+    graph = oh.make_graph(
+        nodes,
+        "g",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4, "rows", "cols"])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_auto_measures_on_random_inputs_of_a_size_the_model_runs_at(tmp_path: Path) -> None:
+    """PP-OCRv6 tiny det runs at 64 but not at 16: validation retried larger dims, while auto's
+    random samples stayed at 16, failed, and it folded without measuring."""
+    import onnxfold
+
+    _, report = onnxfold.fold(_padded_convs(tmp_path / "pad.onnx"), 0.5, tmp_path / "o.onnx")
+    stats = next(r for r in report.passes if r.name == "fold").stats
+    assert "does not run on synthesised samples" not in stats.get("auto", "")
+    assert "random" in stats["activation_samples"]

@@ -70,7 +70,7 @@ def synthetic_feeds(
     model, shapes: dict | None = None, samples: int = SYNTHETIC_SAMPLES, seed: int = 0
 ) -> list[Feeds]:
     """Data-free samples: validation's deterministic random inputs (seeds ``seed``, ``seed`` + 1, …; ids
-    that index an embedding table drawn inside it),
+    that index an embedding table drawn inside it; symbolic dims of a size the model runs at),
     ``samples`` of them in runs of :data:`CHUNK` (a model whose batch dim is fixed gets runs of its
     own batch)."""
     from onnxfold.ir.model import to_model_proto
@@ -79,14 +79,33 @@ def synthetic_feeds(
 
     session = make_session(to_model_proto(model).SerializeToString(), optimize=False, threads=1)
     tables = embedding_rows(model)  # ids that index an embedding stay inside its table
+    dim = runnable_dim(session, shapes, seed, tables)
     feeds, got = [], 0
     while got < samples:
         feed = make_inputs(
-            session, shapes=shapes or None, batch=CHUNK, seed=seed + len(feeds), id_rows=tables
+            session,
+            shapes=shapes or None,
+            batch=CHUNK,
+            seed=seed + len(feeds),
+            id_rows=tables,
+            default_dim=dim,
+            sequence=dim,
         )
         got += sample_count(feed)
         feeds.append(feed)
     return feeds
+
+
+def runnable_dim(session, shapes: dict | None, seed: int, tables: dict) -> int:
+    """The size of symbolic non-batch dims on which the model runs, as validation finds it (16, else
+    larger: a reflect Pad of 20, a detector's strides); 16 when none does (the caller's run then fails
+    with its own message)."""
+    from onnxfold.runtime.compare import runnable_dims
+
+    try:
+        return runnable_dims(session, shapes or None, 1, seed, tables)[0]
+    except RuntimeError:
+        return 16
 
 
 #: DeepInversion samples ``auto`` synthesises without ``--inputs`` (BN models, torch installed).
