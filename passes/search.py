@@ -43,6 +43,15 @@ def proxy_samples(fold) -> tuple[dict | None, str]:
     return merged, moments.source.removeprefix("data-free: ").removeprefix("data-free estimate: ")
 
 
+def _misses(candidate, target: float) -> str:
+    """Why a candidate at or above the target value still misses it: too many samples disagree."""
+    for o in candidate.outputs:
+        if o.value >= target and not o.meets(target):
+            k = round(o.value * o.samples)
+            return f"; {o.name}: {k} of {o.samples} agree, and {o.samples} samples allow {o.allowed_misses(target)} misses"
+    return ""
+
+
 def parse_levels(text: str) -> list[float]:
     """``"0.1,0.2"`` → [0.1, 0.2]; every level in (0, 1)."""
     try:
@@ -196,7 +205,8 @@ class SearchPass(Pass):
         if mode == "min_fidelity" and not result.met and not self.opts["force"]:
             raise PipelineError(
                 f"search: no candidate reaches fidelity {self.opts[mode]:g}: the best reached "
-                f"{chosen.fidelity:.4f} at {chosen.reduction:.1%} fewer parameters ({result.inputs}); "
+                f"{chosen.fidelity:.4f} at {chosen.reduction:.1%} fewer parameters ({result.inputs}"
+                f"{_misses(chosen, self.opts[mode])}); "
                 "nothing written (lower --min-fidelity, or --force to write the best one)"
             )
         model.graph = chosen.model.graph

@@ -134,6 +134,15 @@ def test_the_search_does_not_pick_a_candidate_that_passes_on_one_lucky_sample() 
     assert met and chosen.steps == 2  # 3 and 4 measure 0.969 >= 0.95 with one miss among 32
 
 
+def test_a_miss_by_the_rule_of_succession_says_why() -> None:
+    from onnxfold.search.target import Candidate
+    from passes.search import _misses
+
+    lucky = Candidate(3, 31 / 32, 90, 0, 0.1, 0.0, [OutputFidelity("probs", "sequence", 31 / 32, 32)])
+    assert _misses(lucky, 0.95) == "; probs: 31 of 32 agree, and 32 samples allow 0 misses"
+    assert _misses(lucky, 0.97) == ""  # below the target's value: nothing more to say
+
+
 def test_counted_samples_are_independent_ones() -> None:
     assert counted("sequence", np.zeros((4, 6, 5))) == 4
     assert counted("sequence", np.zeros((6, 4, 5)), samples=4) == 4

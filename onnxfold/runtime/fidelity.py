@@ -75,8 +75,14 @@ class OutputFidelity:
             return False
         if not self.samples:
             return True
-        misses = self.samples - round(self.value * self.samples)
-        return misses <= max(0, int(np.floor(self.samples + 1 - target * (self.samples + 2) + 1e-9)))
+        return self.samples - round(self.value * self.samples) <= self.allowed_misses(target)
+
+    def allowed_misses(self, target: float) -> int | None:
+        """The most samples that may disagree for a count to meet ``target`` (None: not a count)."""
+        if not self.samples:
+            return None
+        n = self.samples
+        return max(0, int(np.floor(n + 1 - target * (n + 2) + 1e-9)))
 
     def lower_bound(self, z: float = 1.96) -> float | None:
         """The Wilson score lower bound (95% for z = 1.96) of the agreement on new inputs drawn like
