@@ -172,3 +172,65 @@ def test_samples_for_a_fixed_batch_model_run_batch_by_batch(tmp_path: Path, caps
         assert "\n" not in str(info.value) and "4" in str(info.value)
     with pytest.raises(ValueError, match="give a multiple of 4"):
         load_inputs(SAMPLES[:6], make_session(str(four)), chunked=True)
+
+
+def _image_folder(root: Path, color=(255, 0, 128), sizes=((10, 12), (8, 8), (20, 5))) -> Path:
+    """A folder of solid-colour images of several sizes (and formats): any resize keeps the colour."""
+    from PIL import Image
+
+    root.mkdir()
+    for i, (w, h) in enumerate(sizes):
+        Image.new("RGB", (w, h), color).save(root / f"{i}.{('png', 'jpg', 'bmp')[i % 3]}", quality=100)
+    return root
+
+
+def _image_model(path: Path, shape: list) -> Path:
+    """y = Conv 1×1 of an image input of ``shape`` (NCHW) or y = x for other layouts."""
+    import onnx
+    from onnx import TensorProto
+    from onnx import helper as oh
+
+    graph = oh.make_graph(
+        [oh.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+    )
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_a_folder_of_images_with_a_preprocessing_preset(tmp_path: Path, capsys) -> None:
+    folder = _image_folder(tmp_path / "photos")
+    nchw = make_session(str(_image_model(tmp_path / "nchw.onnx", ["N", 3, 6, 7])))
+    x = load_inputs(folder, nchw, image_preprocess="imagenet")
+    assert x["x"].shape == (3, 3, 6, 7) and x["x"].dtype == np.float32
+    want = (np.array([255, 0, 128]) / 255 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(x["x"][:, :, 2, 3], np.tile(want, (3, 1)), atol=0.03)  # jpg: nearly exact
+    bgr = load_inputs(folder, nchw, image_preprocess="unit,bgr")["x"]
+    np.testing.assert_allclose(bgr[0, :, 0, 0], [128 / 255, 0, 1], atol=1e-6)
+    pm1 = load_inputs(folder, nchw, image_preprocess="pm1")["x"]
+    np.testing.assert_allclose(pm1[0, :, 0, 0], [1, -1, 128 / 127.5 - 1], atol=1e-6)
+    nhwc = make_session(str(_image_model(tmp_path / "nhwc.onnx", ["N", "h", "w", 3])))
+    raw = load_inputs(folder, nhwc, image_preprocess="raw", shapes={"x": [1, 9, 11, 3]})["x"]
+    assert raw.shape == (3, 9, 11, 3) and raw[0, 4, 5].tolist() == [255, 0, 128]
+    free = load_inputs(folder, nhwc, image_preprocess="raw")["x"]
+    assert free.shape == (3, 12, 10, 3)  # the first image's size, the others resized to it
+    grey = make_session(str(_image_model(tmp_path / "grey.onnx", ["N", 1, 4, 4])))
+    assert load_inputs(folder, grey, image_preprocess="unit")["x"].shape == (3, 1, 4, 4)
+    for preprocess, message in ((None, "needs --image-preprocess"), ("imagenet,rgb", "expected one of unit")):
+        with pytest.raises(ValueError, match=message) as info:
+            load_inputs(folder, nchw, image_preprocess=preprocess)
+        assert "\n" not in str(info.value)
+    (folder / "broken.png").write_text("not an image")
+    with pytest.raises(ValueError, match=r"broken\.png: cannot read it as an image"):
+        load_inputs(folder, nchw, image_preprocess="unit")
+    (folder / "broken.png").unlink()
+    src, out = str(bundled_model("resnet18.onnx")), tmp_path / "o.onnx"  # digits: [batch, 1, 8, 8]
+    assert main(["fold", src, "-o", str(out), "--inputs", str(folder)]) == 2
+    assert "needs --image-preprocess" in capsys.readouterr().err and not out.exists()
+    assert main(["fold", src, "-o", str(out), "--inputs", str(folder), "--image-preprocess", "unit"]) == 0
+    assert out.exists()
+    flat = make_session(str(_image_model(tmp_path / "flat.onnx", ["N", 64])))
+    with pytest.raises(ValueError, match="is not an image batch"):
+        load_inputs(folder, flat, image_preprocess="unit")

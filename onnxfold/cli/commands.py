@@ -55,7 +55,9 @@ def _inputs(args: argparse.Namespace):
         check_input_shapes(shapes, args.model)
     inputs = None
     if args.inputs:
-        inputs = load_inputs(args.inputs, make_session(str(args.model)))
+        inputs = load_inputs(
+            args.inputs, make_session(str(args.model)), image_preprocess=args.image_preprocess, shapes=shapes
+        )
     return shapes, inputs
 
 
@@ -125,7 +127,11 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
 
     if not Path(args.model).is_file():
         raise CliError(f"{args.model}: no such file")
-    inputs = load_inputs(args.inputs, make_session(str(args.model))) if args.inputs else None
+    inputs = (
+        load_inputs(args.inputs, make_session(str(args.model)), image_preprocess=args.image_preprocess)
+        if args.inputs
+        else None
+    )
     original = as_model(args.model)
     model = original.copy()
     CanonicalizePass().run(model, PassContext())

@@ -22,6 +22,10 @@ from onnxfold.pipeline.options import Option
 from onnxfold.runtime.fidelity import METRICS
 
 EXIT_USAGE = 2
+IMAGE_HELP = (
+    "how --inputs images become samples: unit (x/255), pm1 ((x/255-0.5)/0.5), imagenet "
+    "((x/255-mean)/std), raw (0..255); ',bgr' for BGR order; resized to the input's height and width"
+)
 EXIT_INTERNAL = 3
 
 #: Benchmarks that parse their own arguments: ``onnxfold [global options] bench NAME ...`` hands
@@ -150,9 +154,10 @@ def _io_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--inputs",
-        help="validation inputs: .npy (single input), .npz, or a folder of .npy files "
-        "(format: onnxfold.runtime.inputs.load_inputs)",
+        help="validation inputs: .npy (single input), .npz, a folder of .npy files, or a folder of images "
+        "with --image-preprocess (format: onnxfold.runtime.inputs.load_inputs)",
     )
+    p.add_argument("--image-preprocess", metavar="PRESET[,bgr]", help=IMAGE_HELP)
     p.add_argument("--overwrite", action="store_true", help="allow the output to replace the input file")
 
 
@@ -177,8 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="fidelity when each foldable group alone is compressed at each of --levels",
     )
     analyze.add_argument(
-        "--inputs", help="--sensitivity: samples (.npy, .npz or a folder; default random inputs, a proxy)"
+        "--inputs",
+        help="--sensitivity: samples (.npy, .npz, a folder of .npy or of images; default random inputs, a proxy)",
     )
+    analyze.add_argument("--image-preprocess", metavar="PRESET[,bgr]", help=IMAGE_HELP)
     analyze.add_argument(
         "--levels", default="0.1,0.2,0.3,0.5,0.7", help="--sensitivity: comma-separated sparsities"
     )

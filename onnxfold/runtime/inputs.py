@@ -276,7 +276,12 @@ def _load_array(path: Path) -> np.ndarray:
 
 
 def load_inputs(
-    source: str | os.PathLike | np.ndarray | Mapping[str, np.ndarray], model: Any, *, chunked: bool = False
+    source: str | os.PathLike | np.ndarray | Mapping[str, np.ndarray],
+    model: Any,
+    *,
+    chunked: bool = False,
+    image_preprocess: str | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Input samples for ``model`` (a session, graph, Model or ModelProto; see :func:`input_specs`).
 
@@ -288,6 +293,9 @@ def load_inputs(
     - a folder of ``.npy`` files, for a model with a single input only: each file holds one or more
       samples (a file of one sample may leave out the sample axis); the files are concatenated on
       axis 0 in file-name order.
+    - a folder of images (and no ``.npy`` file), for a model with a single image input, read as
+      ``image_preprocess`` says (:mod:`onnxfold.runtime.images`; ``shapes`` may give their height
+      and width).
 
     Arrays are cast to the input's dtype within floats, within integers (signed or unsigned) and
     from integers or booleans to floats; any other dtype is an error. Every array must have the
@@ -314,7 +322,7 @@ def load_inputs(
             )
         arrays = {names[0]: (source, "the given array")}
     else:
-        arrays = _read_source(Path(source), specs)
+        arrays = _read_source(Path(source), specs, image_preprocess, shapes)
     missing = [n for n in names if n not in arrays]
     extra = sorted(set(arrays) - set(names))
     if missing or extra:
@@ -362,13 +370,46 @@ def _runs_in_batches(specs: list[InputSpec], arrays: Mapping[str, np.ndarray]) -
     return bool(fixed) and n > 0 and all(n % d == 0 for d in fixed)
 
 
-def _read_source(path: Path, specs: list[InputSpec]) -> dict[str, tuple[np.ndarray, str]]:
+def _read_images(
+    path: Path,
+    specs: list[InputSpec],
+    image_preprocess: str | None,
+    shapes: Mapping[str, Sequence[int]] | None,
+) -> np.ndarray:
+    """The images of a folder without .npy files as the single input's samples."""
+    from onnxfold.runtime.images import ImagePreprocess, image_files, load_images
+
+    if not image_files(path):
+        raise ValueError(f"{path}: the folder contains no .npy files and no images")
+    if len(specs) != 1:
+        raise ValueError(
+            f"{path}: a folder of images only works for single-input models; inputs {[s.name for s in specs]}"
+        )
+    if not image_preprocess:
+        raise ValueError(
+            f"{path}: a folder of images needs --image-preprocess (unit, pm1, imagenet or raw, optionally "
+            "',bgr'): the normalisation the model was trained with"
+        )
+    spec = specs[0]
+    given = (shapes or {}).get(spec.name)
+    size = None
+    if given is not None and len(given) == 4:
+        size = (int(given[2]), int(given[3])) if given[1] in (1, 3) else (int(given[1]), int(given[2]))
+    return load_images(path, spec.name, spec.shape, ImagePreprocess.parse(image_preprocess), size)
+
+
+def _read_source(
+    path: Path,
+    specs: list[InputSpec],
+    image_preprocess: str | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+) -> dict[str, tuple[np.ndarray, str]]:
     """The arrays a path holds by input name, each with the file it came from (see :func:`load_inputs`)."""
     names = [s.name for s in specs]
     if path.is_dir():
         files = sorted(path.glob("*.npy"))
         if not files:
-            raise ValueError(f"{path}: the folder contains no .npy files")
+            return {specs[0].name: (_read_images(path, specs, image_preprocess, shapes), str(path))}
         stems = {f.stem: f for f in files}
         if set(names) <= set(stems):
             others = sorted(f.name for f in files if f.stem not in names)

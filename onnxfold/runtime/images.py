@@ -1,0 +1,104 @@
+"""A folder of images as samples of an image model (``--inputs photos/ --image-preprocess imagenet``).
+
+Each image is read with Pillow, converted to RGB (BGR with ``,bgr``; grey for a one-channel input),
+resized (bilinear, stretched, no letterbox) to the input's height and width, and normalised per
+channel as ``x = (v / 255 − mean) / std`` with the preset's mean and std:
+
+* ``unit``:     mean 0, std 1 (values in [0, 1]);
+* ``pm1``:      mean 0.5, std 0.5 (values in [−1, 1]; PaddleOCR);
+* ``imagenet``: mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225) (torchvision, timm);
+* ``raw``:      the 0..255 values as they are (YOLOX, models that normalise inside).
+
+The layout comes from the input's shape: [N, C, H, W] when dim 1 is 1 or 3, [N, H, W, C] when the
+last dim is. Height and width come from ``--input-shape``, else the input's static dims, else the
+first image (every other image resized to it). Images are taken in file-name order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+PRESETS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "unit": ((0.0,), (1.0,)),
+    "pm1": ((0.5,), (0.5,)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "raw": ((), ()),
+}
+
+
+@dataclass(frozen=True)
+class ImagePreprocess:
+    """A preset of :data:`PRESETS` and the channel order."""
+
+    preset: str
+    bgr: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> ImagePreprocess:
+        """``imagenet`` or ``pm1,bgr``; raises a one-line ValueError naming the choices."""
+        parts = [p.strip().lower() for p in text.split(",") if p.strip()]
+        extra = [p for p in parts[1:] if p != "bgr"]
+        if not parts or parts[0] not in PRESETS or extra:
+            raise ValueError(
+                f"--image-preprocess {text!r}: expected one of {', '.join(PRESETS)}, optionally followed by ',bgr'"
+            )
+        return cls(parts[0], "bgr" in parts[1:])
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The images in ``folder`` (by suffix, any case), in file-name order."""
+    return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _layout(name: str, shape: tuple) -> tuple[str, int]:
+    """("nchw" or "nhwc", channels) of an image input's shape."""
+    if len(shape) == 4 and shape[1] in (1, 3):
+        return "nchw", int(shape[1])
+    if len(shape) == 4 and shape[3] in (1, 3):
+        return "nhwc", int(shape[3])
+    raise ValueError(
+        f"input {name!r} of shape {shape} is not an image batch [N, C, H, W] or [N, H, W, C] with 1 or 3 "
+        "channels: give its samples as .npy"
+    )
+
+
+def load_images(
+    folder: Path, name: str, shape: tuple, preprocess: ImagePreprocess, size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """The images of ``folder`` as one float32 batch for the input ``name`` of ``shape`` (module
+    docstring); ``size``: (height, width) that overrides the input's. One-line ValueErrors."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ValueError("reading images needs Pillow: pip install pillow") from None
+    files = image_files(folder)
+    if not files:
+        raise ValueError(
+            f"{folder}: the folder holds no images ({', '.join(IMAGE_SUFFIXES)}) and no .npy files"
+        )
+    layout, channels = _layout(name, tuple(shape))
+    hw = (shape[2], shape[3]) if layout == "nchw" else (shape[1], shape[2])
+    height, width = size or (hw if all(isinstance(d, int) and d > 0 for d in hw) else (None, None))
+    batch = []
+    for f in files:
+        try:
+            with Image.open(f) as img:
+                img = img.convert("L" if channels == 1 else "RGB")
+                if height is None:
+                    height, width = img.height, img.width
+                if (img.height, img.width) != (height, width):
+                    img = img.resize((int(width), int(height)), Image.BILINEAR)
+                x = np.asarray(img, dtype=np.float32).reshape(int(height), int(width), channels)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{f}: cannot read it as an image ({type(exc).__name__})") from None
+        if preprocess.bgr and channels == 3:
+            x = x[..., ::-1]
+        mean, std = PRESETS[preprocess.preset]
+        if mean:
+            x = (x / 255.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+        batch.append(x.transpose(2, 0, 1) if layout == "nchw" else x)
+    return np.ascontiguousarray(np.stack(batch), dtype=np.float32)
