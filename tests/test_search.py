@@ -54,6 +54,23 @@ def test_auto_metric_fits_the_output() -> None:
     assert output_metrics({"y": np.zeros((4, 1), np.float32)}, "top1") == {"y": "r2"}
 
 
+def test_r2_finds_the_channels_of_a_rank_3_output_on_either_axis() -> None:
+    """YOLOX writes [B, anchors, 4 box + scores], YOLOv8 [B, 4 box + scores, anchors]: scores lost
+    under intact pixel coordinates must show on both layouts."""
+    rng = np.random.default_rng(0)
+    ref = np.concatenate([rng.uniform(0, 400, (4, 50, 4)), rng.uniform(0, 1, (4, 50, 2))], axis=2)
+    lost = ref.copy()
+    lost[..., 4:] = rng.uniform(0, 1, (4, 50, 2))  # scores unrelated to the original's
+    from onnxfold.runtime.fidelity import _r2_on
+
+    assert _r2_on(ref, lost, 1) > 0.99  # per anchor, the coordinates hide it
+    assert fidelity_value("r2", ref, lost) == pytest.approx(4 / 6, abs=0.02)
+    assert fidelity_value("r2", ref.transpose(0, 2, 1), lost.transpose(0, 2, 1)) == pytest.approx(
+        fidelity_value("r2", ref, lost)
+    )
+    assert fidelity_value("r2", ref, ref) == 1.0
+
+
 def test_auto_does_not_count_argmaxes_of_a_reference_with_one_class_everywhere() -> None:
     rng = np.random.default_rng(0)
     blank_lines = rng.standard_normal((4, 6, 5))
