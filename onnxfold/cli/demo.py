@@ -125,6 +125,8 @@ def run_demo(out_dir: str | None = None) -> list[dict]:
         + f";\nauto, 32 samples = the same given {DEMO_SAMPLES} unlabeled training images (docs/method.md §5b)."
     )
     print(f"\nfolded models written to {folder}")
-    print("Fold your own model:  onnxfold fold model.onnx -o small.onnx --sparsity 0.5")
-    print("With a few samples:   onnxfold fold model.onnx -o small.onnx --inputs samples.npy")
+    print("The smallest model that still agrees with yours on your samples (.npy, .npz, or a folder of")
+    print("images with --image-preprocess unit|pm1|imagenet|raw):")
+    print("  onnxfold fold model.onnx -o small.onnx --min-fidelity 0.95 --inputs samples/")
+    print("A fixed sparsity in every group:  onnxfold fold model.onnx -o small.onnx --sparsity 0.3")
     return results
