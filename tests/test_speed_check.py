@@ -96,7 +96,7 @@ def test_a_slower_fold_prints_a_warning(
     monkeypatch.setattr(compare, "time_pair", lambda *args, **kwargs: (1.0, 1.6, 40))
     rc, out, err, data = _fold(tmp_path, capsys, "--speed-check", "--round-to", round_to)
     assert rc == 0, err
-    (line,) = [x for x in out.splitlines() if x.startswith("warning:")]
+    (line,) = [x for x in out.splitlines() if x.startswith("warning:") and "slower" in x]
     assert "1.60x slower than the original" in line and hint in line
     assert data["validation"]["latency"]["slower"] is True and data["round_to"] == int(round_to)
 

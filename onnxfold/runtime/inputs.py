@@ -301,8 +301,7 @@ def load_inputs(
     from integers or booleans to floats; any other dtype is an error. Every array must have the
     input's rank and match each static dim of the model's input, the sample axis too unless
     ``chunked`` (callers that run the samples in chunks, as calibration does, take any number of
-    samples, a multiple of the batch a model fixes; then every input must hold the same, non-zero
-    number) or the samples run in batches of a batch the model fixes (a multiple of it in every
+    samples; then every input must hold the same, non-zero number) or the samples run in batches of a batch the model fixes (a multiple of it in every
     input: validation and the search run them so). Errors are one-line
     ``ValueError`` s that name the file and the input.
 
@@ -342,18 +341,6 @@ def load_inputs(
         if len(counts) != 1 or 0 in counts:
             raise ValueError(
                 f"{where}: inputs must hold the same, non-zero number of samples, got {sorted(counts)}"
-            )
-        n = counts.pop()
-        bad = sorted(
-            {
-                s.shape[0]
-                for s in specs
-                if s.shape and isinstance(s.shape[0], int) and s.shape[0] > 0 and n % s.shape[0]
-            }
-        )
-        if bad:
-            raise ValueError(
-                f"{where}: {n} samples for a model exported at batch {bad[0]}: give a multiple of {bad[0]}"
             )
     return out
 
