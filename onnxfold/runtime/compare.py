@@ -249,15 +249,6 @@ def run_feed(
         ) from exc
 
 
-def _producers(model: str | os.PathLike | bytes | onnx.ModelProto) -> dict[str, str]:
-    """Output name -> op type of the node that makes it (weights not read)."""
-    if isinstance(model, (bytes, bytearray)):
-        model = onnx.load_from_string(bytes(model))
-    elif not isinstance(model, onnx.ModelProto):
-        model = onnx.load(str(model), load_external_data=False)
-    return {o: n.op_type for n in model.graph.node for o in n.output}
-
-
 def _task_fidelity(
     metrics: list[OutputMetrics],
     reference: Mapping[str, np.ndarray],
@@ -268,7 +259,7 @@ def _task_fidelity(
 ) -> None:
     """Fill each float output's ``fidelity`` under the metric the target search picks for it."""
     from onnxfold.folding.samples import sample_count, splittable
-    from onnxfold.runtime.fidelity import fidelity_value, output_metrics
+    from onnxfold.runtime.fidelity import fidelity_value, output_metrics, producers_of
 
     floats = {
         m.name: reference[m.name]
@@ -277,7 +268,7 @@ def _task_fidelity(
     }
     if not floats:
         return
-    chosen = output_metrics(floats, "auto", _producers(original), token_inputs)
+    chosen = output_metrics(floats, "auto", producers_of(original), token_inputs)
     samples = sample_count(feed) if splittable(feed) else None
     for m in metrics:
         if m.name in chosen:

@@ -38,6 +38,7 @@ outputs.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -199,6 +200,20 @@ def _r2_on(ref: np.ndarray, cand: np.ndarray, axis: int | None) -> float:
     safe = np.where(spread > 0, spread, 1.0)
     per = np.where(spread > 0, np.clip(1.0 - err / safe, 0.0, 1.0), (err == 0).astype(np.float64))
     return float(per.mean())
+
+
+def producers_of(model) -> dict[str, str]:
+    """Output name -> op type of the node that makes it, for a path, bytes, a ModelProto or a Model
+    (an initializer's weights are not read from a path)."""
+    import onnx
+
+    if isinstance(model, (bytes, bytearray)):
+        model = onnx.load_from_string(bytes(model))
+    elif isinstance(model, (str, os.PathLike)):
+        model = onnx.load(str(model), load_external_data=False)
+    elif not isinstance(model, onnx.ModelProto):
+        return {o.name: n.op for n in model.graph.nodes for o in n.outputs}
+    return {o: n.op_type for n in model.graph.node for o in n.output}
 
 
 def output_metrics(

@@ -10,7 +10,7 @@ import onnx
 from onnxfold.folding.samples import fixed_batch, measured_limit, sample_count, splittable
 from onnxfold.ir.model import Model, to_model_proto
 from onnxfold.runtime.compare import run_feed
-from onnxfold.runtime.fidelity import OutputFidelity, model_fidelity, output_metrics
+from onnxfold.runtime.fidelity import OutputFidelity, model_fidelity, output_metrics, producers_of
 from onnxfold.runtime.inputs import make_inputs
 from onnxfold.runtime.session import make_session
 
@@ -57,9 +57,9 @@ class Evaluator:
         )
         self.names = [o.name for o in sess.get_outputs()]
         self.reference = self._run(sess)
-        proto = to_model_proto(original) if isinstance(original, Model) else original
-        producers = {o: n.op_type for n in proto.graph.node for o in n.output}
-        self.metrics = output_metrics(self.reference, metric, producers, token_inputs=bool(id_rows))
+        self.metrics = output_metrics(
+            self.reference, metric, producers_of(original), token_inputs=bool(id_rows)
+        )
         self.samples = sample_count(self.feed) if splittable(self.feed) else None
         self.runs = 0
 
