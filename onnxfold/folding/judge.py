@@ -67,11 +67,13 @@ class GroupJudge:
 
         self.source = source
         self.repair = repair
-        sess = make_session(to_model_proto(source).SerializeToString(), optimize=True, threads=1)
+        proto = to_model_proto(source)
+        sess = make_session(proto.SerializeToString(), optimize=True, threads=1)
         self.names = [o.name for o in sess.get_outputs()]
         self.feeds, self.reference, values = [], [], 0
         feeds = list(feeds)
-        limit = measured_limit(source, feeds[0]) if feeds else None
+        # the proto is not needed after the session: its MACs are counted on it, not on a new copy
+        limit = measured_limit(proto, feeds[0], in_place=True) if feeds else None
         for feed in first_samples(feeds, min(MAX_SAMPLES, limit or MAX_SAMPLES)):
             out = sess.run(self.names, feed)
             self.feeds.append(feed)

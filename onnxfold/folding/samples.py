@@ -38,13 +38,9 @@ def splittable(inputs: Feeds) -> bool:
 def fixed_batch(model) -> int | None:
     """The leading dim the model's inputs fix (an export at batch 1), None when it is free; ``model``:
     anything :func:`~onnxfold.runtime.inputs.input_specs` reads (a Model, a ModelProto, a session)."""
-    from onnxfold.runtime.inputs import input_specs
+    from onnxfold.runtime.inputs import fixed_batches, input_specs
 
-    fixed = [
-        int(s.shape[0])
-        for s in input_specs(model)
-        if s.shape and isinstance(s.shape[0], (int, np.integer)) and s.shape[0] > 0
-    ]
+    fixed = fixed_batches(input_specs(model))
     return min(fixed) if fixed else None
 
 
@@ -230,17 +226,19 @@ def token_samples(model, shapes: dict | None = None, seed: int = 0) -> tuple[Fee
     return merged, f"data-free: {got} random token sequences over the embedding's {max(rows.values())} rows"
 
 
-def sample_macs(model, feed: Feeds) -> int | None:
+def sample_macs(model, feed: Feeds, in_place: bool = False) -> int | None:
     """MACs of one sample of ``feed`` through ``model`` (a Model or a ModelProto): the model's input
-    dims set to the feed's shapes, then counted per sample; None when they cannot be counted."""
+    dims set to the feed's shapes, then counted per sample; None when they cannot be counted.
+    ``in_place``: a ModelProto the caller no longer needs is changed instead of copied."""
     import onnx
 
     from onnxfold.report.stats import model_stats
 
     try:
         if isinstance(model, onnx.ModelProto):
-            fixed = onnx.ModelProto()
-            fixed.CopyFrom(model)
+            fixed = model if in_place else onnx.ModelProto()
+            if not in_place:
+                fixed.CopyFrom(model)
         else:
             fixed = model.to_onnx()  # a fresh proto already
         for vi in fixed.graph.input:
@@ -257,11 +255,12 @@ def sample_macs(model, feed: Feeds) -> int | None:
     return int(macs) if macs else None
 
 
-def measured_limit(model, feed: Feeds, budget: int | None = None) -> int | None:
+def measured_limit(model, feed: Feeds, budget: int | None = None, in_place: bool = False) -> int | None:
     """How many samples a measurement may use within ``budget`` MACs (default :data:`MEASURE_MACS`;
-    at least :data:`MIN_MEASURED`); None when the MACs cannot be counted."""
+    at least :data:`MIN_MEASURED`); None when the MACs cannot be counted (``in_place`` as
+    :func:`sample_macs` takes it)."""
     budget = MEASURE_MACS if budget is None else budget
-    per = sample_macs(model, feed)
+    per = sample_macs(model, feed, in_place)
     if not per:
         return None
     return max(MIN_MEASURED, budget // per)

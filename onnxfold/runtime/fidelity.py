@@ -89,6 +89,12 @@ class OutputFidelity:
         n = self.samples
         return max(0, int(np.floor(n + 1 - target * (n + 2) + 1e-9)))
 
+    @staticmethod
+    def samples_to_bound(target: float, z: float = 1.96) -> int | None:
+        """The fewest samples that, all agreeing, bound the agreement to ``target`` (:meth:`lower_bound`
+        of n of n is n / (n + z²)); None for a target of 1, which no count bounds."""
+        return int(np.ceil(z * z * target / (1 - target))) if target < 1 else None
+
     def lower_bound(self, z: float = 1.96) -> float | None:
         """The Wilson score lower bound (95% for z = 1.96) of the agreement on new inputs drawn like
         the counted ones: with k of n agreeing, p = k/n,

@@ -301,9 +301,9 @@ def load_inputs(
     from integers or booleans to floats; any other dtype is an error. Every array must have the
     input's rank and match each static dim of the model's input, the sample axis too unless
     ``chunked`` (callers that run the samples in chunks, as calibration does, take any number of
-    samples; then every input must hold the same, non-zero number) or the samples run in batches of a batch the model fixes (a multiple of it in every
-    input: validation and the search run them so). Errors are one-line
-    ``ValueError`` s that name the file and the input.
+    samples; then every input must hold the same, non-zero number) or the samples run in batches
+    of a batch the model fixes (a multiple of it in every input: validation and the search run them
+    so). Errors are one-line ``ValueError`` s that name the file and the input.
 
     ``source`` may also be arrays already in memory: one array (single-input model) or a mapping
     from input name to array, checked the same way.
@@ -345,6 +345,15 @@ def load_inputs(
     return out
 
 
+def fixed_batches(specs: Sequence[InputSpec]) -> list[int]:
+    """The leading dims that inputs fix (an export at batch 1 fixes 1); symbolic ones are left out."""
+    return [
+        int(s.shape[0])
+        for s in specs
+        if s.shape and isinstance(s.shape[0], (int, np.integer)) and s.shape[0] > 0
+    ]
+
+
 def _runs_in_batches(specs: list[InputSpec], arrays: Mapping[str, np.ndarray]) -> bool:
     """Whether ``arrays`` hold samples that run in batches of the size a model exported at a fixed
     batch takes (every non-scalar array has the same leading dim, a multiple of each fixed one), as
@@ -353,7 +362,7 @@ def _runs_in_batches(specs: list[InputSpec], arrays: Mapping[str, np.ndarray]) -
     if len(leading) != 1:
         return False
     n = leading.pop()
-    fixed = [s.shape[0] for s in specs if s.shape and isinstance(s.shape[0], int) and s.shape[0] > 0]
+    fixed = fixed_batches(specs)
     return bool(fixed) and n > 0 and all(n % d == 0 for d in fixed)
 
 

@@ -116,7 +116,7 @@ class SearchResult:
         ]
         loose = [o for o in self.chosen.outputs if o.samples and o.lower_bound() < self.target]
         if self.mode == "min_fidelity" and loose and not self.proxy:
-            need = int(np.ceil(1.96**2 * self.target / (1 - self.target))) if self.target < 1 else None
+            need = OutputFidelity.samples_to_bound(self.target)
             lines.append(
                 f"note: {loose[0].samples} samples bound the agreement on new inputs only to >= "
                 f"{min(o.lower_bound() for o in loose):.2f} (95%); more samples tighten it"
