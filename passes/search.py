@@ -64,9 +64,10 @@ def parse_levels(text: str) -> list[float]:
 
 
 def split_samples(inputs: dict | None) -> tuple[dict | None, dict | None]:
-    """(fit, held out): even and odd samples. A method fitted on samples (lsq, auto) fits on the even
-    half; candidates are measured on all samples (the target must hold on every given input), so
-    the unseen half penalises a fit that does not generalise; (None, None) below 8 samples."""
+    """(fit, held out): even and odd samples. A method fitted on samples (lsq, auto) fits and judges
+    on the even half; candidates are measured on all samples (the target must hold on every given
+    input) and on the odd half alone, where the target must hold too: a fit that does not
+    generalise scores well on its own half only; (None, None) below 8 samples."""
     from onnxfold.folding.samples import sample_count, splittable
 
     if not inputs or not splittable(inputs) or sample_count(inputs) < 8:
@@ -152,6 +153,7 @@ class SearchPass(Pass):
             return PassResult(False, {"skipped": "no target (min_fidelity, target_params or target_macs)"})
         from onnxfold.analysis import analyze_graph
         from onnxfold.folding.apply import ACTIVATION_METHODS
+        from onnxfold.folding.samples import sample_count
 
         fold = self.fold or FoldPass(sparsity=0.0)
         fold.bind([fold] + ([self.repair] if self.repair is not None else []))
@@ -170,6 +172,7 @@ class SearchPass(Pass):
             ctx.input_shapes,
             seed=ctx.seed,
             synthetic=how,
+            unseen=np.arange(1, sample_count(ctx.inputs), 2) if held_out else None,
         )
 
         def build(allocation: dict[str, float], sequential: bool = False) -> tuple[Model, dict]:
@@ -226,5 +229,8 @@ class SearchPass(Pass):
             stats["refined"] = chosen.data["refined"]
         if held_out:
             n = len(next(iter(ctx.inputs.values())))
-            stats["held_out"] = f"fitted on {len(next(iter(fit.values())))} samples, measured on all {n}"
+            stats["held_out"] = (
+                f"fitted on {len(next(iter(fit.values())))} samples, measured on all {n} "
+                f"and on the {n - len(next(iter(fit.values())))} held out"
+            )
         return PassResult(True, stats)

@@ -359,6 +359,58 @@ def test_sensitivity_stops_measuring_a_group_once_it_misses_the_target() -> None
     assert greedy_path(early, cap=0.9).removed_at(11) == [6, 5]  # the duplicates still come first
 
 
+def test_take_samples_finds_the_sample_axis() -> None:
+    from onnxfold.search.evaluate import take_samples
+
+    x = np.arange(6 * 5 * 3).reshape(6, 5, 3)  # 6 samples, batch major
+    odd = np.array([1, 3, 5])
+    np.testing.assert_array_equal(take_samples(x, odd, 6), x[1::2])
+    np.testing.assert_array_equal(take_samples(x.transpose(1, 0, 2), odd, 6), x[1::2].transpose(1, 0, 2))
+    joined = x.reshape(6 * 5, 1, 3)  # a batch-1 time-major model run sample by sample, outputs joined
+    np.testing.assert_array_equal(take_samples(joined, odd, 6), x[1::2].reshape(15, 1, 3))
+    assert take_samples(np.zeros((4, 5)), odd, 6) is None and take_samples(np.float32(1), odd, 6) is None
+
+
+def test_the_evaluator_scores_the_held_out_samples_alone(digits) -> None:
+    search_x, _ = digits
+    original = onnx.load(str(bundled_model("resnet18.onnx")))
+    odd = np.arange(1, len(search_x), 2)
+    ev = Evaluator(original, {"input": search_x}, "r2", unseen=odd)
+    fid, per = ev(original)
+    assert fid == 1.0 and [(u.name, u.value) for u in ev.last_unseen] == [(per[0].name, 1.0)]
+    ref = ev.reference[per[0].name]
+    got = ref.copy()
+    got[odd] += np.random.default_rng(0).normal(size=got[odd].shape) * ref.std()  # only the held-out half
+    (unseen,) = ev._on_unseen({per[0].name: got})
+    assert unseen.value == pytest.approx(fidelity_value("r2", ref[odd], got[odd]))
+    assert unseen.value < model_fidelity(ev.reference, {per[0].name: got}, ev.metrics)[0] < 1.0
+
+
+def test_a_candidate_must_reach_the_target_on_the_held_out_samples_too() -> None:
+    from onnxfold.search.target import Candidate, _bisect
+
+    everywhere = [0.99, 0.98, 0.97, 0.96, 0.96, 0.9]  # r2 on all samples along 5 path steps
+    held_out = [0.99, 0.98, 0.96, 0.93, 0.92, 0.85]  # on the half no merge was fitted on
+
+    def measure(steps: int) -> Candidate:
+        tried[steps] = Candidate(
+            steps,
+            everywhere[steps],
+            100 - steps,
+            0,
+            steps / 100,
+            0.0,
+            [OutputFidelity("y", "r2", everywhere[steps])],
+            unseen=[OutputFidelity("y", "r2", held_out[steps])],
+        )
+        return tried[steps]
+
+    tried: dict = {}
+    chosen, met = _bisect(list(range(5)), measure, tried, 0.95)
+    assert met and chosen.steps == 2  # 3 and 4 reach 0.96 on all samples, 0.93 / 0.92 held out
+    assert chosen.to_dict()["unseen"] == [{"name": "y", "metric": "r2", "value": 0.96}]
+
+
 # ----------------------------------------------------------------------------- resnet18 on digits
 
 
@@ -380,6 +432,14 @@ def test_min_fidelity_never_writes_a_model_below_its_target(tmp_path, digits, ta
     # 32 samples cannot bound the agreement on new inputs to 0.9 or more: the report says so
     assert f"of 32 samples, 95% lower bound {out0['lower_bound']:.2f}" in text
     assert "note: 32 samples bound the agreement on new inputs only to" in text
+    # auto fits and judges on the even samples; the odd ones, which it never saw, meet the target too
+    held_out = float(np.mean(ref[1::2].argmax(-1) == got[1::2].argmax(-1)))
+    assert held_out >= target
+    assert report.to_dict()["search"]["unseen"][0]["value"] == pytest.approx(held_out)
+    assert (
+        f"on the held-out samples alone (nothing fitted or judged on them): logits top1 {held_out:.4f}"
+        in text
+    )
 
 
 def test_unreachable_target_exits_nonzero_and_writes_nothing(tmp_path, capsys) -> None:

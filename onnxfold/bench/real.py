@@ -187,6 +187,10 @@ def sweep_model(
                     row["params"] = report.after.params
                     record["params"] = report.before.params
                     row["reduction"] = report.param_sparsity
+                    if getattr(report, "search", None) is not None:  # fidelity where the search measured it
+                        row["search_fidelity"] = report.search.chosen.fidelity
+                        if report.search.chosen.unseen:
+                            row["search_unseen"] = min(o.value for o in report.search.chosen.unseen)
                     row.update(task.compare(ref, task.predict(point.output, feeds)))
                 except Exception as exc:  # a failing point is recorded, not fatal
                     row.update(error=one_line(exc), seconds=time.perf_counter() - start)

@@ -29,11 +29,30 @@ def _id_rows(model: Model | onnx.ModelProto) -> dict[str, int]:
     return embedding_rows(model if isinstance(model, Model) else as_model(model))
 
 
+def take_samples(x: np.ndarray, index: np.ndarray, samples: int) -> np.ndarray | None:
+    """The samples ``index`` of an output over ``samples`` samples: along its leading axis (batch
+    major), its leading axis split into ``samples`` equal blocks (a fixed-batch time-major model run
+    sample by sample, outputs joined), or its second axis (time major); None when no axis has them."""
+    x = np.asarray(x)
+    if x.ndim == 0:
+        return None
+    if x.shape[0] == samples:
+        return x[index]
+    if x.shape[0] % samples == 0:
+        blocks = x.reshape(samples, x.shape[0] // samples, *x.shape[1:])
+        return blocks[index].reshape(-1, *x.shape[1:])
+    if x.ndim >= 2 and x.shape[1] == samples:
+        return x[:, index]
+    return None
+
+
 class Evaluator:
     """Runs ``original`` on ``inputs`` once (random inputs as validation makes them when None: then
     ``proxy`` is True) and scores candidates by :func:`onnxfold.runtime.fidelity.model_fidelity`.
     ``synthetic``: ``inputs`` were synthesised (e.g. DeepInversion samples), not given; it says how,
-    and the fidelity is still a data-free proxy."""
+    and the fidelity is still a data-free proxy. ``unseen``: indices of the samples that nothing
+    was fitted or judged on (the search's held-out half); each candidate is also scored on them
+    alone (:attr:`last_unseen`), since the samples a merge was fitted on flatter it."""
 
     def __init__(
         self,
@@ -44,6 +63,7 @@ class Evaluator:
         seed: int = 0,
         batch: int = 2,
         synthetic: str = "",
+        unseen: np.ndarray | None = None,
     ):
         sess = _session(original)
         self.original = original
@@ -61,16 +81,35 @@ class Evaluator:
             self.reference, metric, producers_of(original), token_inputs=bool(id_rows)
         )
         self.samples = sample_count(self.feed) if splittable(self.feed) else None
+        self.unseen = None if unseen is None or self.samples is None else np.asarray(unseen, dtype=np.int64)
+        self.last_unseen: list[OutputFidelity] = []
         self.runs = 0
 
     def __call__(self, candidate: Model | onnx.ModelProto) -> tuple[float, list[OutputFidelity]]:
         """(fidelity, per-output fidelities) of ``candidate``; a candidate that fails to run scores 0."""
         self.runs += 1
+        self.last_unseen = []
         try:
             got = self._run(_session(candidate))
         except Exception:
-            return 0.0, [OutputFidelity(n, self.metrics[n], 0.0) for n in self.names]
+            failed = [OutputFidelity(n, self.metrics[n], 0.0) for n in self.names]
+            self.last_unseen = failed if self.unseen is not None else []
+            return 0.0, failed
+        if self.unseen is not None:
+            self.last_unseen = self._on_unseen(got)
         return model_fidelity(self.reference, got, self.metrics, self.samples)
+
+    def _on_unseen(self, got: Mapping[str, np.ndarray]) -> list[OutputFidelity]:
+        """Per-output fidelity on the :attr:`unseen` samples alone (outputs whose sample axis is not
+        found are left out)."""
+        assert self.unseen is not None and self.samples is not None
+        ref, cand = {}, {}
+        for name in self.names:
+            picked = [take_samples(x, self.unseen, self.samples) for x in (self.reference[name], got[name])]
+            if picked[0] is not None and picked[1] is not None:
+                ref[name], cand[name] = picked
+        metrics = {n: self.metrics[n] for n in ref}
+        return model_fidelity(ref, cand, metrics, len(self.unseen))[1] if ref else []
 
     def _run(self, sess) -> dict[str, np.ndarray]:
         """Every output on the whole feed (batch by batch for a model exported at a fixed batch)."""

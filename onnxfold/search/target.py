@@ -55,12 +55,15 @@ class Candidate:
     outputs: list = field(default_factory=list)
     model: Model | None = None
     data: dict = field(default_factory=dict)
+    unseen: list = field(default_factory=list)  # per output, on the held-out samples alone
 
     def meets(self, target: float) -> bool:
-        """Every output meets ``target`` (:meth:`~onnxfold.runtime.fidelity.OutputFidelity.meets`)."""
+        """Every output meets ``target`` (:meth:`~onnxfold.runtime.fidelity.OutputFidelity.meets`)
+        on all samples, and reaches it on the held-out samples alone: a merge fitted on the other
+        half can score well on its own samples only."""
         if not self.outputs:
             return self.fidelity >= target
-        return all(o.meets(target) for o in self.outputs)
+        return all(o.meets(target) for o in self.outputs) and all(u.value >= target for u in self.unseen)
 
     def to_dict(self) -> dict:
         return {
@@ -69,6 +72,7 @@ class Candidate:
             "param_reduction": self.reduction,
             "mac_reduction": self.macs_reduction,
             "outputs": [o.to_dict() for o in self.outputs],
+            **({"unseen": [o.to_dict() for o in self.unseen]} if self.unseen else {}),
         }
 
 
@@ -97,6 +101,7 @@ class SearchResult:
             "param_reduction": self.chosen.reduction,
             "mac_reduction": self.chosen.macs_reduction,
             "outputs": [o.to_dict() for o in self.chosen.outputs],
+            **({"unseen": [o.to_dict() for o in self.chosen.unseen]} if self.chosen.unseen else {}),
             "metrics": dict(self.metrics),
             "inputs": self.inputs,
             "data_free_proxy": self.proxy,
@@ -114,6 +119,11 @@ class SearchResult:
             "fidelity per output: " + ", ".join(_per_output(o) for o in self.chosen.outputs),
             f"measured on {self.inputs}",
         ]
+        if self.chosen.unseen:
+            lines.append(
+                "on the held-out samples alone (nothing fitted or judged on them): "
+                + ", ".join(f"{o.name} {o.metric} {o.value:.4f}" for o in self.chosen.unseen)
+            )
         loose = [o for o in self.chosen.outputs if o.samples and o.lower_bound() < self.target]
         if self.mode == "min_fidelity" and loose and not self.proxy:
             need = OutputFidelity.samples_to_bound(self.target)
@@ -250,6 +260,7 @@ def measured(steps: int, built: tuple[Model, dict], evaluator: Evaluator, base) 
     """The candidate of a built (model, pass data) pair: its fidelity, size and reductions from ``base``."""
     model, data = built
     fid, per = evaluator(model)
+    unseen = list(evaluator.last_unseen) if getattr(evaluator, "unseen", None) is not None else []
     st = stats_of(model)
     return Candidate(
         steps,
@@ -261,6 +272,7 @@ def measured(steps: int, built: tuple[Model, dict], evaluator: Evaluator, base) 
         per,
         model,
         data,
+        unseen,
     )
 
 
