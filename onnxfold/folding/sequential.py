@@ -108,7 +108,7 @@ def plan_sequential(
 
     def rebuilt(plans: list) -> Model:
         model = source.copy()
-        rewrite_model(model, plans)
+        rewrite_model(model, plans, shapes=False)  # only run
         if repair == "ar" and any(p.repair for p in plans):
             from onnxfold.repair.ar import apply_ar
 

@@ -29,6 +29,7 @@ from onnxfold.analysis import analyze_graph
 from onnxfold.folding.apply import plan_folds
 from onnxfold.folding.cluster import DEFAULT_ROUND_TO, part_cluster_count
 from onnxfold.ir.model import Model, peek_values
+from onnxfold.ir.shapes import infer_shapes
 from onnxfold.report.fold_report import stats_of
 from onnxfold.report.progress import progress_bar
 from onnxfold.report.stats import format_table
@@ -154,9 +155,11 @@ def sensitivity(
                     continue
                 copy = model.copy()
                 try:
-                    rewrite_model(copy, [plan])
+                    rewrite_model(copy, [plan], shapes=False)
                     fid = evaluate(copy)[0]
-                    after = stats_of(copy)
+                    if removed > 0 and not curve.params_per_channel:  # MACs need shapes: once per group
+                        infer_shapes(copy)
+                        after = stats_of(copy)
                 except Exception as exc:
                     curve.errors.append(f"{level}: {type(exc).__name__}")
                     curve.fidelity.append(0.0)
