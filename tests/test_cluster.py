@@ -185,3 +185,25 @@ def test_pairwise_distances_match_scipy():
 def test_unknown_algorithm_is_refused():
     with pytest.raises(ValueError, match="unknown clustering algorithm"):
         kmeans_labels(np.eye(5), 2, algorithm="spectral")
+
+
+def test_a_remembered_reduction_and_merge_tree_give_the_labels_a_fresh_one_gives(monkeypatch):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(600, 700))  # n and d above MAX_DIM: principal components
+    fresh = {}
+    monkeypatch.setattr(cluster, "MEMO_BYTES", 0)  # nothing kept
+    for k in (300, 450):
+        fresh[k] = kmeans_labels(x, k, algorithm="ward")
+    emb = reduce_dims(x)
+    assert not cluster._memo
+    monkeypatch.setattr(cluster, "MEMO_BYTES", 256 * 2**20)
+    monkeypatch.setattr(cluster, "_memo", type(cluster._memo)())
+    for k in (300, 450, 300):
+        np.testing.assert_array_equal(kmeans_labels(x, k, algorithm="ward"), fresh[k])
+    kept = reduce_dims(x)
+    assert kept is reduce_dims(x) and not kept.flags.writeable  # one result, read-only
+    np.testing.assert_array_equal(kept, emb)
+    assert {tag[0] for tag in cluster._memo} == {"reduce", "ward"}
+    other = x.copy()
+    other[0, 0] += 1.0  # other bytes: computed anew
+    assert reduce_dims(other) is not kept

@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable
 
 import numpy as np
@@ -204,12 +206,50 @@ ALGORITHMS = ("auto", "kmeans", "ward", "kmeans-full")
 PARTS_ALGORITHM = "ward"
 
 
+#: bytes of results :func:`remembered` keeps (oldest dropped first)
+MEMO_BYTES = 256 * 2**20
+_memo: OrderedDict[tuple, np.ndarray] = OrderedDict()
+_memo_lock = threading.Lock()
+
+
+def remembered(kind: str, x: np.ndarray, compute: Callable[[], np.ndarray], *key) -> np.ndarray:
+    """``compute()``, or its result for the same ``kind``, ``key`` and bytes of ``x`` when one is
+    kept (read-only). A search plans every group at several sparsities from the same weights: the
+    principal components and Ward's merge tree do not depend on k, and recomputing them took a
+    quarter of a MiniLM search."""
+    tag = (
+        kind,
+        x.shape,
+        x.dtype.str,
+        hashlib.blake2b(np.ascontiguousarray(x).data, digest_size=20).digest(),
+        key,
+    )
+    with _memo_lock:  # --jobs plans groups in threads
+        if tag in _memo:
+            _memo.move_to_end(tag)
+            return _memo[tag]
+    out = np.asarray(compute())
+    if out.nbytes <= MEMO_BYTES // 4:
+        out.flags.writeable = False
+        with _memo_lock:
+            _memo[tag] = out
+            while sum(v.nbytes for v in _memo.values()) > MEMO_BYTES:
+                _memo.popitem(last=False)
+    return out
+
+
 def reduce_dims(x: np.ndarray, max_dim: int = MAX_DIM, seed: int = 0) -> np.ndarray:
     """At most ``max_dim`` columns: exact (isometric) when the rows span ≤ max_dim dimensions,
-    else the projection onto the top ``max_dim`` principal components (randomised SVD)."""
+    else the projection onto the top ``max_dim`` principal components (randomised SVD);
+    :func:`remembered`."""
     n, d = x.shape
     if d <= max_dim:
         return x
+    return remembered("reduce", x, lambda: _reduce_dims(x, max_dim, seed), max_dim, seed)
+
+
+def _reduce_dims(x: np.ndarray, max_dim: int, seed: int) -> np.ndarray:
+    n, d = x.shape
     if n <= max_dim:
         return isometric_embedding(x)
     if n * d > RANDOM_PROJECTION_ABOVE:  # too large for an SVD: Johnson-Lindenstrauss projection
@@ -294,7 +334,8 @@ def ward_labels(x: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
         parts = _kmeans(x, int(np.ceil(n / WARD_MAX)) + 1, seed, 1, 100)
         if len(np.unique(parts)) > 1:
             return solve_in_parts(x, parts, k, lambda rows, k_i: ward_labels(rows, k_i, seed))
-    merges = linkage(pairwise_distances(np.asarray(x, dtype=np.float64)), "ward")
+    x = np.asarray(x, dtype=np.float64)
+    merges = remembered("ward", x, lambda: linkage(pairwise_distances(x), "ward"))  # the tree for any k
     return canonical_labels(cut_merges(merges, n, k))
 
 
