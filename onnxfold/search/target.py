@@ -213,9 +213,10 @@ def search(
             return tried[steps]
         cand = measured(steps, build(path.sparsities_at(steps)), evaluator, base)
         log.info(
-            "search: %d steps -> fidelity %.4f, %.1f%% fewer params",
+            "search: %d steps -> fidelity %.4f%s, %.1f%% fewer params",
             steps,
             cand.fidelity,
+            f" (held out {min(u.value for u in cand.unseen):.4f})" if cand.unseen else "",
             100 * cand.reduction,
         )
         tried[steps] = cand
