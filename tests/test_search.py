@@ -54,6 +54,33 @@ def test_auto_metric_fits_the_output() -> None:
     assert output_metrics({"y": np.zeros((4, 1), np.float32)}, "top1") == {"y": "r2"}
 
 
+def test_unnamed_ctc_logits_are_recognised_by_their_shape_and_blanks() -> None:
+    """ddddocr's recogniser writes its CTC logits as output ``387`` of a Reshape, time major, batch 1."""
+    from onnxfold.runtime.fidelity import ctc_like
+
+    rng = np.random.default_rng(0)
+    steps, classes, samples = 20, 50, 8
+    logits = rng.standard_normal((samples, steps, classes))
+    logits[:, :, 0] += 4 * (rng.random((samples, steps)) < 0.7)  # the blank at about 70% of the steps
+    assert ctc_like(logits, samples)
+    assert auto_metric("387", logits, "Reshape", samples=samples) == "sequence"
+    joined = logits.reshape(samples * steps, 1, classes)  # batch-1 time-major runs joined
+    assert ctc_like(joined, samples) and not ctc_like(joined)  # without the sample count: 160 steps
+    assert auto_metric("387", logits, "Reshape", token_inputs=True, samples=samples) == "r2"
+    assert output_metrics({"387": logits}, samples=samples) == {"387": "sequence"}
+    # a detector's [B, anchors, attributes]: mostly one attribute, but far more anchors than attributes
+    boxes = np.concatenate(
+        [rng.uniform(300, 400, (samples, 500, 1)), rng.uniform(0, 1, (samples, 500, 5))], 2
+    )
+    assert not ctc_like(boxes, samples)
+    mixed = rng.standard_normal((samples, steps, classes))  # no class dominates: no blank
+    assert not ctc_like(mixed, samples)
+    blank_only = logits.copy()
+    blank_only[:, :, 0] += 100  # random inputs: every step blank (r2, as for a named output)
+    assert not ctc_like(blank_only, samples)
+    assert not ctc_like(logits[..., :2], samples)  # two classes: no blank plus characters
+
+
 def test_r2_finds_the_channels_of_a_rank_3_output_on_either_axis() -> None:
     """YOLOX writes [B, anchors, 4 box + scores], YOLOv8 [B, 4 box + scores, anchors]: scores lost
     under intact pixel coordinates must show on both layouts."""

@@ -268,8 +268,8 @@ def _task_fidelity(
     }
     if not floats:
         return
-    chosen = output_metrics(floats, "auto", producers_of(original), token_inputs)
     samples = sample_count(feed) if splittable(feed) else None
+    chosen = output_metrics(floats, "auto", producers_of(original), token_inputs, samples)
     for m in metrics:
         if m.name in chosen:
             m.fidelity_metric = chosen[m.name]

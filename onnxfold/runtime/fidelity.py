@@ -28,7 +28,9 @@ Per output (reference a, candidate b, computed in float64), one of five metrics:
 name or producing op says logits/probabilities: Softmax, LogSoftmax, or a name containing
 logit, prob, score or ctc) it picks sequence when the model reads a signal (an image, audio: a
 recogniser whose output is one line) and top1 when it reads token ids (a language model or token
-tagger: every position is its own prediction); r2 otherwise, and r2 also where the reference's
+tagger: every position is its own prediction); a signal model's unnamed rank-3 output whose shape and
+argmaxes look like CTC logits (:func:`ctc_like`: more classes than steps, mostly one class) also
+gets sequence; r2 otherwise, and r2 also where the reference's
 argmax is one class everywhere (random inputs often make a recogniser read only blanks and a
 classifier answer one class: counting agreement then sees nothing until all of it flips). (It took cosine before: on NudeNet's YOLOv8n a search
 to cosine 0.95 on 32 images removed 88% of the parameters and kept a box F1 of 0.78 against the
@@ -108,17 +110,45 @@ class OutputFidelity:
 
 
 def auto_metric(
-    name: str, ref: np.ndarray, producer_op: str | None = None, token_inputs: bool = False
+    name: str,
+    ref: np.ndarray,
+    producer_op: str | None = None,
+    token_inputs: bool = False,
+    samples: int | None = None,
 ) -> str:
     """The metric ``auto`` uses for an output (see the module docstring); ``token_inputs``: the model
-    reads integer token ids."""
+    reads integer token ids; ``samples``: how many samples ``ref`` holds (:func:`ctc_like` needs it)."""
     ref = np.asarray(ref)
     if _is_class_scores(ref):
         return "top1"
     if ref.dtype.kind == "f" and ref.ndim == 3 and ref.shape[-1] > 1:
         if producer_op in _LOGIT_OPS or _LOGIT_NAME.search(name):
             return "top1" if token_inputs else "sequence"
+        if not token_inputs and ctc_like(ref, samples):
+            return "sequence"
     return "r2"
+
+
+#: share of positions whose argmax is one class (the blank) from which ``ctc_like`` calls an output CTC
+BLANK_SHARE = 0.5
+
+
+def ctc_like(ref: np.ndarray, samples: int | None = None) -> bool:
+    """Whether a float [B, T, C] / [T, B, C] output looks like a recogniser's CTC logits when neither
+    its name nor its op says so (ddddocr's recogniser writes output ``387`` from a Gemm and Reshape):
+    C ≥ 3 classes on the last axis, more classes than steps per sample T (a detector's [B, anchors,
+    attributes] has far more anchors than attributes), and one class, the blank, the argmax at
+    ≥ :data:`BLANK_SHARE` of the positions but not at all of them. On that recogniser r2 0.965 on
+    its logits kept 89% of new lines."""
+    ref = np.asarray(ref)
+    if ref.dtype.kind != "f" or ref.ndim != 3 or ref.shape[-1] < 3 or ref.size == 0:
+        return False
+    positions = ref.shape[0] * ref.shape[1]
+    steps = positions // samples if samples and positions % samples == 0 else max(ref.shape[:2])
+    if steps >= ref.shape[-1]:
+        return False
+    top = np.bincount(ref.argmax(axis=-1).ravel())
+    return bool(BLANK_SHARE * positions <= top.max() < positions)
 
 
 def fidelity_value(metric: str, ref: np.ndarray, cand: np.ndarray, samples: int | None = None) -> float:
@@ -227,15 +257,18 @@ def output_metrics(
     metric: str = "auto",
     producers: Mapping[str, str] | None = None,
     token_inputs: bool = False,
+    samples: int | None = None,
 ) -> dict[str, str]:
-    """The metric of every output (``auto`` resolved per output from the reference values; an
-    output without classes on its last axis falls back to r2)."""
+    """The metric of every output (``auto`` resolved per output from the reference values over
+    ``samples`` samples; an output without classes on its last axis falls back to r2)."""
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r} (expected one of {', '.join(METRICS)})")
     producers = producers or {}
     out = {}
     for name, ref in reference.items():
-        chosen = auto_metric(name, ref, producers.get(name), token_inputs) if metric == "auto" else metric
+        chosen = (
+            auto_metric(name, ref, producers.get(name), token_inputs, samples) if metric == "auto" else metric
+        )
         if chosen in ("top1", "sequence") and (np.ndim(ref) == 0 or np.shape(ref)[-1] < 2):
             chosen = "r2"
         elif metric == "auto" and chosen in ("top1", "sequence") and _one_class(ref):
@@ -288,6 +321,7 @@ __all__ = [
     "OutputFidelity",
     "auto_metric",
     "counted",
+    "ctc_like",
     "fidelity_value",
     "model_fidelity",
     "output_metrics",

@@ -77,10 +77,10 @@ class Evaluator:
         )
         self.names = [o.name for o in sess.get_outputs()]
         self.reference = self._run(sess)
-        self.metrics = output_metrics(
-            self.reference, metric, producers_of(original), token_inputs=bool(id_rows)
-        )
         self.samples = sample_count(self.feed) if splittable(self.feed) else None
+        self.metrics = output_metrics(
+            self.reference, metric, producers_of(original), bool(id_rows), self.samples
+        )
         self.unseen = None if unseen is None or self.samples is None else np.asarray(unseen, dtype=np.int64)
         self.last_unseen: list[OutputFidelity] = []
         self.runs = 0
