@@ -191,6 +191,7 @@ def test_a_remembered_reduction_and_merge_tree_give_the_labels_a_fresh_one_gives
     rng = np.random.default_rng(3)
     x = rng.normal(size=(600, 700))  # n and d above MAX_DIM: principal components
     fresh = {}
+    monkeypatch.setattr(cluster, "_memo", type(cluster._memo)())  # whatever earlier tests kept: gone
     monkeypatch.setattr(cluster, "MEMO_BYTES", 0)  # nothing kept
     for k in (300, 450):
         fresh[k] = kmeans_labels(x, k, algorithm="ward")
