@@ -79,6 +79,16 @@ def test_unnamed_ctc_logits_are_recognised_by_their_shape_and_blanks() -> None:
     blank_only[:, :, 0] += 100  # random inputs: every step blank (r2, as for a named output)
     assert not ctc_like(blank_only, samples)
     assert not ctc_like(logits[..., :2], samples)  # two classes: no blank plus characters
+    last = logits[..., ::-1]  # Keras puts the blank last
+    assert ctc_like(last, samples)
+    moved = np.roll(logits, 7, axis=-1)  # a dominant class in the middle: a hidden feature, not a blank
+    assert not ctc_like(moved, samples)
+    # silero-vad's LSTM state [2 layers, batch 1, 128]: two "steps"
+    state = rng.standard_normal((2, 1, 128))
+    state[:, :, 0] += 10
+    state[1, 0, 5] += 20
+    assert not ctc_like(state, 1)
+    assert not ctc_like(logits[:, :7], samples)  # 7 steps: too few for a recogniser
 
 
 def test_r2_finds_the_channels_of_a_rank_3_output_on_either_axis() -> None:

@@ -131,24 +131,28 @@ def auto_metric(
 
 #: share of positions whose argmax is one class (the blank) from which ``ctc_like`` calls an output CTC
 BLANK_SHARE = 0.5
+#: fewest steps per sample of CTC logits (a recogniser emits more steps than characters)
+MIN_CTC_STEPS = 8
 
 
 def ctc_like(ref: np.ndarray, samples: int | None = None) -> bool:
     """Whether a float [B, T, C] / [T, B, C] output looks like a recogniser's CTC logits when neither
     its name nor its op says so (ddddocr's recogniser writes output ``387`` from a Gemm and Reshape):
-    C ≥ 3 classes on the last axis, more classes than steps per sample T (a detector's [B, anchors,
-    attributes] has far more anchors than attributes), and one class, the blank, the argmax at
-    ≥ :data:`BLANK_SHARE` of the positions but not at all of them. On that recogniser r2 0.965 on
-    its logits kept 89% of new lines."""
+    C ≥ 3 classes on the last axis, T ≥ :data:`MIN_CTC_STEPS` steps per sample but fewer than the
+    classes (a detector's [B, anchors, attributes] has far more anchors than attributes; an LSTM's
+    state [layers, B, hidden] has 1–4 "steps"), and the blank, the first or the last class as every
+    CTC exporter puts it, the argmax at ≥ :data:`BLANK_SHARE` of the positions but not at all of
+    them. On that recogniser r2 0.965 on its logits kept 89% of new lines."""
     ref = np.asarray(ref)
     if ref.dtype.kind != "f" or ref.ndim != 3 or ref.shape[-1] < 3 or ref.size == 0:
         return False
     positions = ref.shape[0] * ref.shape[1]
     steps = positions // samples if samples and positions % samples == 0 else max(ref.shape[:2])
-    if steps >= ref.shape[-1]:
+    if not MIN_CTC_STEPS <= steps < ref.shape[-1]:
         return False
-    top = np.bincount(ref.argmax(axis=-1).ravel())
-    return bool(BLANK_SHARE * positions <= top.max() < positions)
+    top = np.bincount(ref.argmax(axis=-1).ravel(), minlength=ref.shape[-1])
+    blank = int(top.argmax())
+    return bool(blank in (0, ref.shape[-1] - 1) and BLANK_SHARE * positions <= top[blank] < positions)
 
 
 def fidelity_value(metric: str, ref: np.ndarray, cand: np.ndarray, samples: int | None = None) -> float:
