@@ -31,15 +31,12 @@ def proxy_samples(fold) -> tuple[dict | None, str]:
     of a BN model, random token sequences, random inputs), merged into one feed, and where they come
     from; (None, "") when it synthesised none, or they cannot be merged. The search then measures its
     fidelity on what the fold judged its candidates on, not on two fresh random inputs."""
-    from onnxfold.folding.samples import splittable
+    from onnxfold.folding.samples import merged_feeds
 
     moments = getattr(fold, "moments", None)
-    feeds = list(getattr(moments, "feeds", None) or [])
-    if not feeds or any(set(f) != set(feeds[0]) or not splittable(f) for f in feeds):
+    merged = merged_feeds(getattr(moments, "feeds", None) or [])
+    if merged is None:
         return None, ""
-    merged = {
-        k: np.concatenate([f[k] for f in feeds]) if np.ndim(feeds[0][k]) else feeds[0][k] for k in feeds[0]
-    }
     return merged, moments.source.removeprefix("data-free: ").removeprefix("data-free estimate: ")
 
 

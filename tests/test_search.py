@@ -423,6 +423,38 @@ def test_the_evaluator_scores_the_held_out_samples_alone(digits) -> None:
     assert unseen.value < model_fidelity(ev.reference, {per[0].name: got}, ev.metrics)[0] < 1.0
 
 
+def _batch1_classifier(with_state: bool) -> onnx.ModelProto:
+    """y = x W (+ a recurrent state passed through), exported at batch 1."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])]
+    if with_state:  # (layers, batch, hidden), as silero-vad's LSTM state
+        nodes.append(helper.make_node("Neg", ["state"], ["state_out"]))
+        inputs.append(helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, 1, 5]))
+        outputs.append(helper.make_tensor_value_info("state_out", TensorProto.FLOAT, [2, 1, 5]))
+    graph = helper.make_graph(nodes, "g", inputs, outputs, [w])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_the_data_free_proxy_of_a_batch_1_model_measures_many_samples() -> None:
+    """It measured one random sample: a classifier's fidelity was 0 or 1 by the luck of one argmax."""
+    from onnxfold.folding.samples import SYNTHETIC_SAMPLES
+
+    ev = Evaluator(_batch1_classifier(False))
+    assert ev.describe() == f"data-free proxy: {SYNTHETIC_SAMPLES} random samples"
+    assert ev.reference["y"].shape == (SYNTHETIC_SAMPLES, 3) and ev.samples == SYNTHETIC_SAMPLES
+    assert len({tuple(r) for r in ev.reference["y"].round(5)}) == SYNTHETIC_SAMPLES  # all different
+    with_state = Evaluator(_batch1_classifier(True))  # runs that cannot be joined: run one by one
+    runs = 1 + len(with_state.extra_runs)
+    assert runs > 1 and with_state.describe() == f"data-free proxy: {runs} random samples"
+    assert with_state.reference["y"].shape == (runs, 3)
+    assert with_state.reference["state_out"].shape == (2 * runs, 1, 5)
+    assert with_state(_batch1_classifier(True))[0] == 1.0
+
+
 def test_a_candidate_must_reach_the_target_on_the_held_out_samples_too() -> None:
     from onnxfold.search.target import Candidate, _bisect
 

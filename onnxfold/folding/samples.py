@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 Feeds = dict[str, np.ndarray]
@@ -90,6 +92,17 @@ def synthetic_feeds(
         got += sample_count(feed)
         feeds.append(feed)
     return feeds
+
+
+def merged_feeds(feeds: Sequence[Feeds]) -> Feeds | None:
+    """Runs of samples joined into one feed along the leading axis (scalar inputs taken once); None
+    when the runs do not share their inputs or cannot be cut into samples (:func:`splittable`)."""
+    feeds = list(feeds)
+    if not feeds or any(set(f) != set(feeds[0]) or not splittable(f) for f in feeds):
+        return None
+    return {
+        k: np.concatenate([f[k] for f in feeds]) if np.ndim(feeds[0][k]) else feeds[0][k] for k in feeds[0]
+    }
 
 
 def runnable_dim(session, shapes: dict | None, seed: int, tables: dict) -> int:

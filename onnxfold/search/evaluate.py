@@ -11,7 +11,6 @@ from onnxfold.folding.samples import fixed_batch, measured_limit, sample_count, 
 from onnxfold.ir.model import Model, to_model_proto
 from onnxfold.runtime.compare import run_feed
 from onnxfold.runtime.fidelity import OutputFidelity, model_fidelity, output_metrics, producers_of
-from onnxfold.runtime.inputs import make_inputs
 from onnxfold.runtime.session import make_session
 
 
@@ -46,6 +45,33 @@ def take_samples(x: np.ndarray, index: np.ndarray, samples: int) -> np.ndarray |
     return None
 
 
+def _random_runs(
+    original: Model | onnx.ModelProto, shapes: Mapping[str, Sequence[int]] | None, seed: int
+) -> tuple[dict, list[dict]]:
+    """The data-free proxy's samples: as many random samples as ``auto`` draws
+    (:data:`~onnxfold.folding.samples.SYNTHETIC_SAMPLES`, fewer on a heavy model: the MAC budget), as
+    one feed, or as a first run and the others when they cannot be joined (a recurrent state shaped
+    [layers, batch, ...]). A model exported at batch 1 used to be measured on one random sample, so
+    that a classifier's fidelity was 0 or 1 by the luck of one argmax."""
+    from onnxfold.api import as_model
+    from onnxfold.folding.samples import merged_feeds, synthetic_feeds
+
+    model = original if isinstance(original, Model) else as_model(original)
+    runs = synthetic_feeds(model, dict(shapes) if shapes else None, seed=seed)
+    joined = merged_feeds(runs)
+    if joined is None:
+        limit = measured_limit(original, runs[0]) if runs else None
+        per_run = sample_count(runs[0]) if runs else 1
+        keep = max(1, -(-limit // per_run)) if limit else len(runs)
+        return runs[0], runs[1:keep]
+    limit = measured_limit(original, joined)
+    batch = fixed_batch(original) or 1
+    if limit and limit < sample_count(joined):
+        limit = max(batch, limit // batch * batch)
+        joined = {k: v[:limit] if np.ndim(v) else v for k, v in joined.items()}
+    return joined, []
+
+
 class Evaluator:
     """Runs ``original`` on ``inputs`` once (random inputs as validation makes them when None: then
     ``proxy`` is True) and scores candidates by :func:`onnxfold.runtime.fidelity.model_fidelity`.
@@ -61,7 +87,6 @@ class Evaluator:
         metric: str = "auto",
         shapes: Mapping[str, Sequence[int]] | None = None,
         seed: int = 0,
-        batch: int = 2,
         synthetic: str = "",
         unseen: np.ndarray | None = None,
     ):
@@ -70,11 +95,11 @@ class Evaluator:
         id_rows = _id_rows(original)
         self.proxy = inputs is None or bool(synthetic)
         self.synthetic = synthetic
-        self.feed = (
-            make_inputs(sess, shapes=shapes or None, batch=batch, seed=seed, id_rows=id_rows)
-            if inputs is None
-            else dict(inputs)
-        )
+        self.extra_runs: list[dict] = []  # random runs that cannot be joined into self.feed
+        if inputs is None:
+            self.feed, self.extra_runs = _random_runs(original, shapes, seed)
+        else:
+            self.feed = dict(inputs)
         self.names = [o.name for o in sess.get_outputs()]
         self.reference = self._run(sess)
         self.samples = sample_count(self.feed) if splittable(self.feed) else None
@@ -112,8 +137,13 @@ class Evaluator:
         return model_fidelity(ref, cand, metrics, len(self.unseen))[1] if ref else []
 
     def _run(self, sess) -> dict[str, np.ndarray]:
-        """Every output on the whole feed (batch by batch for a model exported at a fixed batch)."""
-        return dict(zip(self.names, run_feed(sess, "original", self.names, self.feed), strict=True))
+        """Every output on the whole feed (batch by batch for a model exported at a fixed batch), and
+        on the :attr:`extra_runs` (joined along the leading axis)."""
+        runs = [run_feed(sess, "original", self.names, f) for f in [self.feed, *self.extra_runs]]
+        return {
+            n: np.concatenate([r[i] for r in runs]) if len(runs) > 1 else runs[0][i]
+            for i, n in enumerate(self.names)
+        }
 
     def within(self, budget: int | None = None) -> Evaluator:
         """This evaluator, or one on the leading samples whose measurement fits ``budget`` MACs
@@ -133,12 +163,8 @@ class Evaluator:
         return sub
 
     def describe(self) -> str:
-        """e.g. ``32 samples`` or ``data-free proxy: 2 random samples``."""
-        n = (
-            next(iter(self.feed.values())).shape[0]
-            if self.feed and np.ndim(next(iter(self.feed.values())))
-            else 1
-        )
+        """e.g. ``32 given samples`` or ``data-free proxy: 32 random samples``."""
+        n = sum(sample_count(f) if splittable(f) else 1 for f in [self.feed, *self.extra_runs])
         if self.synthetic:
             return f"data-free proxy: {self.synthetic}"
         return f"data-free proxy: {n} random samples" if self.proxy else f"{n} given samples"
