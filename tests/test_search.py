@@ -423,18 +423,18 @@ def test_the_evaluator_scores_the_held_out_samples_alone(digits) -> None:
     assert unseen.value < model_fidelity(ev.reference, {per[0].name: got}, ev.metrics)[0] < 1.0
 
 
-def _batch1_classifier(with_state: bool) -> onnx.ModelProto:
-    """y = x W (+ a recurrent state passed through), exported at batch 1."""
+def _batch1_classifier(with_state: bool, batch: int | str = 1) -> onnx.ModelProto:
+    """y = x W (+ a recurrent state passed through), exported at batch 1 (or ``batch``)."""
     from onnx import TensorProto, helper, numpy_helper
 
     w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32), "w")
     nodes = [helper.make_node("MatMul", ["x", "w"], ["y"])]
-    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])]
-    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 4])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 3])]
     if with_state:  # (layers, batch, hidden), as silero-vad's LSTM state
         nodes.append(helper.make_node("Neg", ["state"], ["state_out"]))
-        inputs.append(helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, 1, 5]))
-        outputs.append(helper.make_tensor_value_info("state_out", TensorProto.FLOAT, [2, 1, 5]))
+        inputs.append(helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, batch, 5]))
+        outputs.append(helper.make_tensor_value_info("state_out", TensorProto.FLOAT, [2, batch, 5]))
     graph = helper.make_graph(nodes, "g", inputs, outputs, [w])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
@@ -453,6 +453,8 @@ def test_the_data_free_proxy_of_a_batch_1_model_measures_many_samples() -> None:
     assert with_state.reference["y"].shape == (runs, 3)
     assert with_state.reference["state_out"].shape == (2 * runs, 1, 5)
     assert with_state(_batch1_classifier(True))[0] == 1.0
+    given = {"x": np.ones((6, 4), np.float32), "state": np.zeros((2, 6, 5), np.float32)}  # batch 6
+    assert Evaluator(_batch1_classifier(True, "N"), given).describe() == "6 given samples"
 
 
 def test_a_candidate_must_reach_the_target_on_the_held_out_samples_too() -> None:

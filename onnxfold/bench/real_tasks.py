@@ -234,30 +234,41 @@ class VADTask(Task):
         return {"audio": np.stack([gen.audio_clip(rng) for _ in range(n)])}, None
 
     def fitting(self, rng, n):
-        audio = np.stack([gen.audio_clip(rng, 0.5) for _ in range(n)])
-        start = rng.integers(0, audio.shape[1] - self.chunk - self.context, n)
-        x = np.stack([a[s : s + self.chunk + self.context] for a, s in zip(audio, start, strict=True)])
-        return {
-            "input": x.astype(np.float32),
-            "state": np.zeros((2, n, 128), np.float32),
-            "sr": np.array(16000),
-        }
+        """One chunk of each of ``n`` new clips as a stream meets it: the chunk with its context and
+        the state the original carried into it (a stateful model's samples are (input, state) pairs
+        from streaming; with the zero state alone a search never saw the state it runs on)."""
+        audio = np.stack([gen.audio_clip(rng) for _ in range(n)]).astype(np.float32)
+        pick = rng.integers(0, (audio.shape[1] - self.chunk) // self.chunk + 1, n)
+        x_at, state_at = (
+            np.zeros((n, self.chunk + self.context), np.float32),
+            np.zeros((2, n, 128), np.float32),
+        )
+        for step, (x, state) in enumerate(self._stream(self.source, audio)):
+            hit = pick == step
+            x_at[hit], state_at[:, hit] = x[hit], state[:, hit]
+        return {"input": x_at, "state": state_at, "sr": np.array(16000)}
 
-    def predict(self, path, feeds):
+    def _stream(self, path, audio):
+        """(chunk with context, state entering it) for every chunk of ``audio`` [clips, samples], the
+        state carried as the model runs; the model's outputs are in :attr:`last_probs` afterwards."""
         from onnxfold.runtime.session import make_session
 
         session = make_session(str(path))
-        audio = feeds["audio"].astype(np.float32)
         n = len(audio)
         state = np.zeros((2, n, 128), np.float32)
         ctx = np.zeros((n, self.context), np.float32)
-        probs = []
+        self.last_probs = []
         for s in range(0, audio.shape[1] - self.chunk + 1, self.chunk):
             x = np.concatenate([ctx, audio[:, s : s + self.chunk]], 1)
+            yield x, state
             out, state = session.run(None, {"input": x, "state": state, "sr": np.array(16000, np.int64)})
-            probs.append(out[:, 0])
+            self.last_probs.append(out[:, 0])
             ctx = x[:, -self.context :]
-        decisions = np.stack(probs, 1) > 0.5
+
+    def predict(self, path, feeds):
+        for _ in self._stream(path, feeds["audio"].astype(np.float32)):
+            pass
+        decisions = np.stack(self.last_probs, 1) > 0.5
         return [tuple(bool(v) for v in row) for row in decisions]
 
     def compare(self, ref, got):

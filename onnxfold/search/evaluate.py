@@ -72,6 +72,13 @@ def _random_runs(
     return joined, []
 
 
+def _leading(feed: Mapping[str, np.ndarray]) -> int:
+    """Samples of a feed as its first input counts them (a recurrent state [layers, batch, ...] next
+    to [batch, ...] inputs leaves :func:`sample_count` the number of layers)."""
+    first = next(iter(feed.values()), None)
+    return int(np.shape(first)[0]) if first is not None and np.ndim(first) else 1
+
+
 class Evaluator:
     """Runs ``original`` on ``inputs`` once (random inputs as validation makes them when None: then
     ``proxy`` is True) and scores candidates by :func:`onnxfold.runtime.fidelity.model_fidelity`.
@@ -164,7 +171,7 @@ class Evaluator:
 
     def describe(self) -> str:
         """e.g. ``32 given samples`` or ``data-free proxy: 32 random samples``."""
-        n = sum(sample_count(f) if splittable(f) else 1 for f in [self.feed, *self.extra_runs])
+        n = sum(_leading(f) for f in [self.feed, *self.extra_runs])
         if self.synthetic:
             return f"data-free proxy: {self.synthetic}"
         return f"data-free proxy: {n} random samples" if self.proxy else f"{n} given samples"
