@@ -457,6 +457,35 @@ def test_the_data_free_proxy_of_a_batch_1_model_measures_many_samples() -> None:
     assert Evaluator(_batch1_classifier(True, "N"), given).describe() == "6 given samples"
 
 
+def test_a_model_that_feeds_its_state_back_is_told_that_errors_compound() -> None:
+    from onnxfold.search.target import Candidate, SearchResult, recurrent_state
+
+    assert recurrent_state(as_model(_batch1_classifier(True, "N"))) == [("state", "state_out")]
+    assert recurrent_state(as_model(_batch1_classifier(False))) == []
+    chosen = Candidate(3, 0.99, 90, 0, 0.1, 0.0, [OutputFidelity("y", "r2", 0.99)])
+    result = SearchResult(
+        "min_fidelity",
+        0.95,
+        chosen,
+        True,
+        [chosen],
+        [],
+        {},
+        "32 given samples",
+        False,
+        {"y": "r2"},
+        1.0,
+        [("state", "state_out")],
+    )
+    assert (
+        "note: the model feeds a state back (state_out -> state): this fidelity is one step"
+        in result.summary()
+    )
+    assert result.to_dict()["recurrent_state"] == [["state", "state_out"]]
+    result.recurrent = []
+    assert "feeds a state back" not in result.summary()
+
+
 def test_a_candidate_must_reach_the_target_on_the_held_out_samples_too() -> None:
     from onnxfold.search.target import Candidate, _bisect
 
