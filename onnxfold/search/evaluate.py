@@ -80,8 +80,8 @@ def _leading(feed: Mapping[str, np.ndarray]) -> int:
 
 
 class Evaluator:
-    """Runs ``original`` on ``inputs`` once (random inputs as validation makes them when None: then
-    ``proxy`` is True) and scores candidates by :func:`onnxfold.runtime.fidelity.model_fidelity`.
+    """Runs ``original`` on ``inputs`` once (when None, the random samples of :func:`_random_runs`:
+    then ``proxy`` is True) and scores candidates by :func:`onnxfold.runtime.fidelity.model_fidelity`.
     ``synthetic``: ``inputs`` were synthesised (e.g. DeepInversion samples), not given; it says how,
     and the fidelity is still a data-free proxy. ``unseen``: indices of the samples that nothing
     was fitted or judged on (the search's held-out half); each candidate is also scored on them
