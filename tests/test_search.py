@@ -462,6 +462,11 @@ def test_a_model_that_feeds_its_state_back_is_told_that_errors_compound() -> Non
 
     assert recurrent_state(as_model(_batch1_classifier(True, "N"))) == [("state", "state_out")]
     assert recurrent_state(as_model(_batch1_classifier(False))) == []
+    from onnxfold.search.target import _stem
+
+    same = [("state", "stateN"), ("h0", "hn"), ("c_in", "c_out"), ("hidden", "hidden_out")]
+    assert all(_stem(a) == _stem(b) for a, b in same)
+    assert all(_stem(a) != _stem(b) for a, b in [("input", "output"), ("in", "out"), ("x", "y")])
     chosen = Candidate(3, 0.99, 90, 0, 0.1, 0.0, [OutputFidelity("y", "r2", 0.99)])
     result = SearchResult(
         "min_fidelity",

@@ -161,8 +161,13 @@ def _per_output(o: OutputFidelity) -> str:
 
 
 def _stem(name: str) -> str:
-    """A tensor name without a trailing step or direction mark: state / stateN, h0 / hn, c_in / c_out."""
-    return re.sub(r"(_?(in|out|new|next))?[0-9_nN]*$", "", name.lower()) or name.lower()
+    """A tensor name without a trailing step or direction mark: state / stateN, h0 / hn, c_in / c_out,
+    hidden / hidden_out."""
+    stem = name[:-1] if len(name) > 1 and name.endswith("N") else name  # silero's stateN
+    stem = re.sub(r"(_?(in|out|new|next|prev)|_?[0-9]+)$", "", stem.lower())
+    if re.fullmatch(r"[a-z]n", stem):  # an LSTM's hn, cn
+        return stem[0]
+    return stem or name.lower()  # "in" and "out" are not one state
 
 
 def recurrent_state(model: Model) -> list[tuple[str, str]]:
