@@ -41,11 +41,15 @@ def proxy_samples(fold) -> tuple[dict | None, str]:
 
 
 def _misses(candidate, target: float) -> str:
-    """Why a candidate at or above the target value still misses it: too many samples disagree."""
+    """Why a candidate at or above the target value still misses it: too many samples disagree, or
+    the held-out half alone stays below it."""
     for o in candidate.outputs:
         if o.value >= target and not o.meets(target):
             k = round(o.value * o.samples)
             return f"; {o.name}: {k} of {o.samples} agree, and {o.samples} samples allow {o.allowed_misses(target)} misses"
+    low = [u for u in getattr(candidate, "unseen", []) if u.value < target]
+    if low and candidate.fidelity >= target:
+        return f"; on the held-out half alone {low[0].name} reaches only {low[0].value:.4f}"
     return ""
 
 

@@ -195,6 +195,9 @@ def test_a_miss_by_the_rule_of_succession_says_why() -> None:
     lucky = Candidate(3, 31 / 32, 90, 0, 0.1, 0.0, [OutputFidelity("probs", "sequence", 31 / 32, 32)])
     assert _misses(lucky, 0.95) == "; probs: 31 of 32 agree, and 32 samples allow 0 misses"
     assert _misses(lucky, 0.97) == ""  # below the target's value: nothing more to say
+    flattered = Candidate(3, 0.96, 90, 0, 0.1, 0.0, [OutputFidelity("y", "r2", 0.96)])
+    flattered.unseen = [OutputFidelity("y", "r2", 0.93)]
+    assert _misses(flattered, 0.95) == "; on the held-out half alone y reaches only 0.9300"
 
 
 def test_counted_samples_are_independent_ones() -> None:
