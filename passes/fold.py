@@ -297,7 +297,9 @@ class FoldPass(Pass):
             "groups clustered in parallel (joblib worker processes, or the backend of an active "
             "joblib.parallel_config; -1: every core); each worker's BLAS/OpenMP runs on one thread and "
             "reads only its group's tensors; the output does not depend on it. The activation-aware "
-            "methods and fused features run in one process",
+            "methods and fused features run in one process. Also onnxruntime's threads for the runs "
+            "a fold or search measures on (auto's judge, the target search, activation statistics), "
+            "which dominate a search on a heavy model",
         ),
         Option(
             "cluster",
@@ -348,7 +350,9 @@ class FoldPass(Pass):
             raise PipelineError(f"fold: {exc}") from None
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
-        with collecting() as seconds:
+        from onnxfold.runtime.session import measuring_threads
+
+        with collecting() as seconds, measuring_threads(self.opts["jobs"]):
             result = self._run(model, ctx)
         result.stats["steps"] = rounded(seconds)
         result.stats["steps_cpu"] = rounded(seconds.cpu)

@@ -144,6 +144,13 @@ class SearchPass(Pass):
         return next((k for k in ("min_fidelity", "target_params", "target_macs") if self.opts[k]), None)
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
+        """The search, its measurements on the fold pass's ``--jobs`` threads."""
+        from onnxfold.runtime.session import measuring_threads
+
+        with measuring_threads(self.fold.opts["jobs"] if self.fold is not None else 1):
+            return self._search(model, ctx)
+
+    def _search(self, model: Model, ctx: PassContext) -> PassResult:
         from onnxfold.passes.cleanup import CleanupPass
         from onnxfold.passes.fold import FoldPass
         from onnxfold.search.evaluate import Evaluator

@@ -119,3 +119,36 @@ def test_bad_jobs_is_one_line(llama: Path, tmp_path: Path, capsys) -> None:
     rc = main(["fold", str(llama), "-o", str(tmp_path / "o.onnx"), "--no-validate", "--jobs", "0"])
     err = capsys.readouterr().err
     assert rc != 0 and "jobs" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_jobs_sets_the_threads_of_the_runs_a_search_measures_on(tmp_path: Path, monkeypatch) -> None:
+    """auto's judge and the target search run onnxruntime on ``--jobs`` threads; the model written
+    is the same as on one thread."""
+    import onnxfold.runtime.session as session
+    from onnxfold.models import bundled_model
+    from onnxfold.models.digits import load_digits_split
+
+    seen: list = []
+    make = session.make_session
+
+    def recording(*args, **kw):
+        seen.append(kw.get("threads"))
+        return make(*args, **kw)
+
+    monkeypatch.setattr(session, "make_session", recording)
+    x = load_digits_split()[2][:16]
+    outs = {}
+    for jobs in (1, 2):
+        seen.clear()
+        outs[jobs] = tmp_path / f"j{jobs}.onnx"
+        fold(
+            bundled_model("resnet18.onnx"),
+            output=outs[jobs],
+            min_fidelity=0.9,
+            inputs={"input": x},
+            jobs=jobs,
+        )
+        measured = [t for t in seen if t is not None]
+        assert measured and set(measured) == {jobs}, set(measured)
+    assert session.measure_threads() == 1  # restored after the fold
+    assert outs[1].read_bytes() == outs[2].read_bytes()

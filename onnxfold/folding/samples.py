@@ -73,9 +73,11 @@ def synthetic_feeds(
     own batch)."""
     from onnxfold.ir.model import to_model_proto
     from onnxfold.runtime.inputs import make_inputs
-    from onnxfold.runtime.session import make_session
+    from onnxfold.runtime.session import make_session, measure_threads
 
-    session = make_session(to_model_proto(model).SerializeToString(), optimize=False, threads=1)
+    session = make_session(
+        to_model_proto(model).SerializeToString(), optimize=False, threads=measure_threads()
+    )
     tables = embedding_rows(model)  # ids that index an embedding stay inside its table
     dim = runnable_dim(session, shapes, seed, tables)
     feeds, got = [], 0

@@ -50,10 +50,13 @@ class Verifier:
             log.info("fold verify: the input fails onnx.checker (%s); not used to verify", one_line(exc, 300))
         try:
             from onnxfold.runtime.inputs import make_inputs
-            from onnxfold.runtime.session import make_session
+            from onnxfold.runtime.session import make_session, measure_threads
 
             sess = make_session(
-                proto.SerializeToString(), providers=["CPUExecutionProvider"], optimize=False, threads=1
+                proto.SerializeToString(),
+                providers=["CPUExecutionProvider"],
+                optimize=False,
+                threads=measure_threads(),
             )
             self.inputs = make_inputs(sess, shapes=input_shapes or None, batch=1)
             self.shapes = {
@@ -79,10 +82,13 @@ class Verifier:
 
                 onnx.checker.check_model(proto, full_check=True)
             if self.ort:
-                from onnxfold.runtime.session import make_session
+                from onnxfold.runtime.session import make_session, measure_threads
 
                 sess = make_session(
-                    proto.SerializeToString(), providers=["CPUExecutionProvider"], optimize=False, threads=1
+                    proto.SerializeToString(),
+                    providers=["CPUExecutionProvider"],
+                    optimize=False,
+                    threads=measure_threads(),
                 )
                 got = {
                     o.name: v.shape

@@ -11,13 +11,16 @@ from onnxfold.folding.samples import fixed_batch, measured_limit, sample_count, 
 from onnxfold.ir.model import Model, to_model_proto
 from onnxfold.runtime.compare import run_feed
 from onnxfold.runtime.fidelity import OutputFidelity, model_fidelity, output_metrics, producers_of
-from onnxfold.runtime.session import make_session
+from onnxfold.runtime.session import make_session, measure_threads
 
 
 def _session(model: Model | onnx.ModelProto):
     proto = to_model_proto(model) if isinstance(model, Model) else model
     return make_session(
-        proto.SerializeToString(), providers=["CPUExecutionProvider"], optimize=True, threads=1
+        proto.SerializeToString(),
+        providers=["CPUExecutionProvider"],
+        optimize=True,
+        threads=measure_threads(),
     )
 
 
