@@ -377,3 +377,34 @@ def test_validation_judges_a_recogniser_by_its_lines():
     assert out.fidelity_metric == "sequence" and "sequence" in out.summary()
     assert out.fidelity < 0.5  # the argmax flips where x changes sign: lines differ
     assert validate(model, model, inputs={"x": x}).outputs[0].fidelity == 1.0
+
+
+def _batch1_scores(w: np.ndarray) -> onnx.ModelProto:
+    """class scores y = x W of a model exported at batch 1."""
+    graph = oh.make_graph(
+        [oh.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        [nh.from_array(w.astype(np.float32), "w")],
+    )
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+
+
+def test_a_batch_1_model_is_validated_on_as_many_random_samples_as_any_other():
+    """At batch 1 validation compared one sample: a classifier that had lost its task could still
+    agree on its one argmax, and the task warning stayed silent."""
+    w = np.random.default_rng(0).normal(size=(6, 3))
+    original = _batch1_scores(w)
+    report = validate(original, _batch1_scores(-w), batch=4)
+    assert report.inputs == {"x": (4, 6)}
+    x = make_inputs(make_session(original.SerializeToString()), batch=4, seed=0)["x"]
+    assert x.shape == (1, 6)  # the model's own batch: the other three samples come from the next seeds
+    ref = (
+        np.concatenate(
+            [make_inputs(make_session(original.SerializeToString()), seed=s)["x"] for s in range(4)]
+        )
+        @ w
+    )
+    (out,) = report.outputs
+    assert out.top1_agreement == pytest.approx(float(np.mean(ref.argmax(1) == (-ref).argmax(1))))

@@ -276,6 +276,26 @@ def _task_fidelity(
             m.fidelity = fidelity_value(chosen[m.name], reference[m.name], candidate[m.name], samples)
 
 
+def _random_feed(session, shapes, batch: int, seed: int, dim: int, id_rows) -> dict[str, np.ndarray]:
+    """``batch`` random samples; a model exported at a smaller fixed batch gets runs drawn with the
+    next seeds, joined (:func:`run_feed` runs them batch by batch). At batch 1 validation compared one
+    sample: a folded classifier that had lost its task still agreed on its one argmax."""
+    from onnxfold.folding.samples import merged_feeds, sample_count, splittable
+
+    def draw(s: int) -> dict[str, np.ndarray]:
+        return make_inputs(
+            session, shapes=shapes, batch=batch, seed=s, default_dim=dim, sequence=dim, id_rows=id_rows
+        )
+
+    feed = draw(seed)
+    if not splittable(feed) or sample_count(feed) >= batch:
+        return feed
+    runs = [feed]
+    while sum(sample_count(r) for r in runs) < batch:
+        runs.append(draw(seed + len(runs)))
+    return merged_feeds(runs) or feed
+
+
 def validate(
     original: str | os.PathLike | bytes | onnx.ModelProto,
     candidate: str | os.PathLike | bytes | onnx.ModelProto,
@@ -307,9 +327,7 @@ def validate(
     if sorted(ref_out) != sorted(cand_out):
         raise ValueError(f"output names differ: original has {ref_out}, candidate has {cand_out}")
     if inputs is None:
-        feed = make_inputs(
-            ref_sess, shapes=shapes, batch=batch, seed=seed, default_dim=dim, sequence=dim, id_rows=id_rows
-        )
+        feed = _random_feed(ref_sess, shapes, batch, seed, dim, id_rows)
     else:
         feed = dict(inputs)
         if sorted(feed) != sorted(ref_in):
