@@ -64,17 +64,19 @@ def parse_levels(text: str) -> list[float]:
     return levels
 
 
-def split_samples(inputs: dict | None) -> tuple[dict | None, dict | None]:
-    """(fit, held out): even and odd samples. A method fitted on samples (lsq, auto) fits and judges
-    on the even half; candidates are measured on all samples (the target must hold on every given
-    input) and on the odd half alone, where the target must hold too: a fit that does not
-    generalise scores well on its own half only; (None, None) below 8 samples."""
+def split_samples(inputs: dict | None) -> tuple[dict | None, np.ndarray | None]:
+    """(fit, held out): the even samples, and the indices of the odd ones. A method fitted on samples
+    (lsq, auto) fits and judges on the even half; candidates are measured on all samples (the
+    target must hold on every given input) and on the odd half alone, where the target must hold
+    too: a fit that does not generalise scores well on its own half only; (None, None) below 8
+    samples."""
     from onnxfold.folding.samples import sample_count, splittable
 
     if not inputs or not splittable(inputs) or sample_count(inputs) < 8:
         return None, None
-    half = [{k: (v[i::2] if np.ndim(v) else v) for k, v in inputs.items()} for i in (0, 1)]
-    return half[0], half[1]
+    return {k: (v[0::2] if np.ndim(v) else v) for k, v in inputs.items()}, np.arange(
+        1, sample_count(inputs), 2
+    )
 
 
 class SearchPass(Pass):
@@ -180,7 +182,7 @@ class SearchPass(Pass):
             ctx.input_shapes,
             seed=ctx.seed,
             synthetic=how,
-            unseen=np.arange(1, sample_count(ctx.inputs), 2) if held_out else None,
+            unseen=held_out,
         )
 
         def build(allocation: dict[str, float], sequential: bool = False) -> tuple[Model, dict]:
@@ -235,10 +237,9 @@ class SearchPass(Pass):
         }
         if "refined" in chosen.data:
             stats["refined"] = chosen.data["refined"]
-        if held_out:
-            n = len(next(iter(ctx.inputs.values())))
+        if held_out is not None:
+            n = sample_count(ctx.inputs)
             stats["held_out"] = (
-                f"fitted on {len(next(iter(fit.values())))} samples, measured on all {n} "
-                f"and on the {n - len(next(iter(fit.values())))} held out"
+                f"fitted on {n - len(held_out)} samples, measured on all {n} and on the {len(held_out)} held out"
             )
         return PassResult(True, stats)
