@@ -243,32 +243,29 @@ class VADTask(Task):
             np.zeros((n, self.chunk + self.context), np.float32),
             np.zeros((2, n, 128), np.float32),
         )
-        for step, (x, state) in enumerate(self._stream(self.source, audio)):
+        for step, (x, state, _) in enumerate(self._stream(self.source, audio)):
             hit = pick == step
             x_at[hit], state_at[:, hit] = x[hit], state[:, hit]
         return {"input": x_at, "state": state_at, "sr": np.array(16000)}
 
     def _stream(self, path, audio):
-        """(chunk with context, state entering it) for every chunk of ``audio`` [clips, samples], the
-        state carried as the model runs; the model's outputs are in :attr:`last_probs` afterwards."""
+        """(chunk with context, state entering it, speech probability) for every chunk of ``audio``
+        [clips, samples], the state carried as the model runs."""
         from onnxfold.runtime.session import make_session
 
         session = make_session(str(path))
         n = len(audio)
         state = np.zeros((2, n, 128), np.float32)
         ctx = np.zeros((n, self.context), np.float32)
-        self.last_probs = []
         for s in range(0, audio.shape[1] - self.chunk + 1, self.chunk):
             x = np.concatenate([ctx, audio[:, s : s + self.chunk]], 1)
-            yield x, state
-            out, state = session.run(None, {"input": x, "state": state, "sr": np.array(16000, np.int64)})
-            self.last_probs.append(out[:, 0])
-            ctx = x[:, -self.context :]
+            out, after = session.run(None, {"input": x, "state": state, "sr": np.array(16000, np.int64)})
+            yield x, state, out[:, 0]
+            state, ctx = after, x[:, -self.context :]
 
     def predict(self, path, feeds):
-        for _ in self._stream(path, feeds["audio"].astype(np.float32)):
-            pass
-        decisions = np.stack(self.last_probs, 1) > 0.5
+        probs = [p for _, _, p in self._stream(path, feeds["audio"].astype(np.float32))]
+        decisions = np.stack(probs, 1) > 0.5
         return [tuple(bool(v) for v in row) for row in decisions]
 
     def compare(self, ref, got):
