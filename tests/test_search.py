@@ -409,6 +409,8 @@ def test_take_samples_finds_the_sample_axis() -> None:
     joined = x.reshape(6 * 5, 1, 3)  # a batch-1 time-major model run sample by sample, outputs joined
     np.testing.assert_array_equal(take_samples(joined, odd, 6), x[1::2].reshape(15, 1, 3))
     assert take_samples(np.zeros((4, 5)), odd, 6) is None and take_samples(np.float32(1), odd, 6) is None
+    steps12 = np.arange(12 * 6 * 3).reshape(12, 6, 3)  # time major, 12 steps: 12 is also 2 blocks of 6
+    np.testing.assert_array_equal(take_samples(steps12, odd, 6), steps12[:, odd])
 
 
 def test_the_evaluator_scores_the_held_out_samples_alone(digits) -> None:

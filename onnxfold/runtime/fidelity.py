@@ -187,17 +187,30 @@ def fidelity_value(metric: str, ref: np.ndarray, cand: np.ndarray, samples: int 
     raise ValueError(f"unknown metric {metric!r} (expected one of {', '.join(METRICS)})")
 
 
+def sample_axis(shape: tuple[int, ...], samples: int) -> str | None:
+    """Where an output over ``samples`` samples holds them: ``leading`` (batch major), ``second``
+    (time major [T, B, ...]), ``blocks`` (a leading axis of ``samples`` equal blocks: a fixed-batch
+    time-major model run sample by sample, outputs joined), or None."""
+    if not shape or not samples:
+        return None
+    if shape[0] == samples:
+        return "leading"
+    if len(shape) >= 2 and shape[1] == samples:
+        return "second"
+    return "blocks" if shape[0] % samples == 0 else None
+
+
 def _per_sample(paths: np.ndarray, samples: int | None) -> np.ndarray:
-    """argmax paths as [samples, steps]: the sample axis is the leading one of size ``samples``
-    ([B, T] or time-major [T, B]); a leading axis holding ``samples`` equal blocks (a fixed-batch
-    time-major model run sample by sample, outputs joined along the leading axis) splits into them."""
+    """argmax paths as [samples, steps], the samples found by :func:`sample_axis` (the leading axis
+    when it does not find them)."""
     paths = np.asarray(paths)
     if paths.ndim < 2:  # class scores: one step per sample
         return paths.reshape(-1, 1)
     n = samples or paths.shape[0]
-    if paths.shape[0] != n and paths.ndim == 2 and paths.shape[1] == n:
-        return paths.T
-    if paths.shape[0] != n and paths.shape[0] % n == 0:
+    where = sample_axis(paths.shape, n)
+    if where == "second":
+        return np.moveaxis(paths, 1, 0).reshape(n, -1)
+    if where == "blocks":
         return paths.reshape(n, -1)
     return paths.reshape(paths.shape[0], -1)
 

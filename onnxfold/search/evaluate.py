@@ -10,7 +10,13 @@ import onnx
 from onnxfold.folding.samples import fixed_batch, measured_limit, sample_count, splittable
 from onnxfold.ir.model import Model, to_model_proto
 from onnxfold.runtime.compare import run_feed
-from onnxfold.runtime.fidelity import OutputFidelity, model_fidelity, output_metrics, producers_of
+from onnxfold.runtime.fidelity import (
+    OutputFidelity,
+    model_fidelity,
+    output_metrics,
+    producers_of,
+    sample_axis,
+)
 from onnxfold.runtime.session import make_session, measure_threads
 
 
@@ -32,19 +38,17 @@ def _id_rows(model: Model | onnx.ModelProto) -> dict[str, int]:
 
 
 def take_samples(x: np.ndarray, index: np.ndarray, samples: int) -> np.ndarray | None:
-    """The samples ``index`` of an output over ``samples`` samples: along its leading axis (batch
-    major), its leading axis split into ``samples`` equal blocks (a fixed-batch time-major model run
-    sample by sample, outputs joined), or its second axis (time major); None when no axis has them."""
+    """The samples ``index`` of an output over ``samples`` samples, in the output's own layout
+    (:func:`~onnxfold.runtime.fidelity.sample_axis`); None when no axis holds them."""
     x = np.asarray(x)
-    if x.ndim == 0:
-        return None
-    if x.shape[0] == samples:
+    where = sample_axis(x.shape, samples)
+    if where == "leading":
         return x[index]
-    if x.shape[0] % samples == 0:
+    if where == "second":
+        return x[:, index]
+    if where == "blocks":
         blocks = x.reshape(samples, x.shape[0] // samples, *x.shape[1:])
         return blocks[index].reshape(-1, *x.shape[1:])
-    if x.ndim >= 2 and x.shape[1] == samples:
-        return x[:, index]
     return None
 
 
