@@ -70,13 +70,11 @@ def split_samples(inputs: dict | None) -> tuple[dict | None, np.ndarray | None]:
     target must hold on every given input) and on the odd half alone, where the target must hold
     too: a fit that does not generalise scores well on its own half only; (None, None) below 8
     samples."""
-    from onnxfold.folding.samples import sample_count, splittable
+    from onnxfold.folding.samples import sample_count, splittable, take
 
     if not inputs or not splittable(inputs) or sample_count(inputs) < 8:
         return None, None
-    return {k: (v[0::2] if np.ndim(v) else v) for k, v in inputs.items()}, np.arange(
-        1, sample_count(inputs), 2
-    )
+    return take(inputs, slice(0, None, 2)), np.arange(1, sample_count(inputs), 2)
 
 
 class SearchPass(Pass):

@@ -231,14 +231,19 @@ def test_auto_with_32_samples_beats_fold_ar_and_l2_on_digits(tmp_path: Path) -> 
     assert acc["auto"] >= max(acc["fold"], acc["l2"]) + 0.05, acc
 
 
-def test_samples_are_cut_into_runs_only_along_a_shared_leading_axis() -> None:
+def test_samples_are_cut_into_runs_along_each_input_s_sample_axis() -> None:
     from onnxfold.folding.samples import chunked
 
     runs = chunked({"x": np.zeros((20, 3)), "sr": np.array(16000)}, size=8)
     assert [len(r["x"]) for r in runs] == [8, 8, 4] and all(r["sr"].ndim == 0 for r in runs)
     state = {"x": np.zeros((20, 3)), "state": np.zeros((2, 20, 5))}  # a recurrent state: batch on axis 1
+    state["state"][:, :, 0] = np.arange(20)
     runs = chunked(state, size=8)
-    assert len(runs) == 1 and runs[0]["state"].shape == (2, 20, 5)
+    assert [r["x"].shape for r in runs] == [(8, 3), (8, 3), (4, 3)]
+    assert [r["state"].shape for r in runs] == [(2, 8, 5), (2, 8, 5), (2, 4, 5)]
+    assert runs[2]["state"][1, :, 0].tolist() == [16, 17, 18, 19]
+    uneven = {"x": np.zeros((20, 3)), "y": np.zeros((6, 3))}  # no axis holds the same samples
+    assert len(chunked(uneven, size=8)) == 1
 
 
 def test_a_model_exported_at_batch_1_is_measured_one_sample_per_run(tmp_path: Path) -> None:

@@ -428,11 +428,15 @@ def test_the_evaluator_scores_the_held_out_samples_alone(digits) -> None:
     assert unseen.value < model_fidelity(ev.reference, {per[0].name: got}, ev.metrics)[0] < 1.0
 
 
+def _weights() -> np.ndarray:
+    return np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+
+
 def _batch1_classifier(with_state: bool, batch: int | str = 1) -> onnx.ModelProto:
     """y = x W (+ a recurrent state passed through), exported at batch 1 (or ``batch``)."""
     from onnx import TensorProto, helper, numpy_helper
 
-    w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32), "w")
+    w = numpy_helper.from_array(_weights(), "w")
     nodes = [helper.make_node("MatMul", ["x", "w"], ["y"])]
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 4])]
     outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 3])]
@@ -452,22 +456,26 @@ def test_the_data_free_proxy_of_a_batch_1_model_measures_many_samples() -> None:
     assert ev.describe() == f"data-free proxy: {SYNTHETIC_SAMPLES} random samples"
     assert ev.reference["y"].shape == (SYNTHETIC_SAMPLES, 3) and ev.samples == SYNTHETIC_SAMPLES
     assert len({tuple(r) for r in ev.reference["y"].round(5)}) == SYNTHETIC_SAMPLES  # all different
-    with_state = Evaluator(_batch1_classifier(True))  # runs that cannot be joined: run one by one
-    runs = 1 + len(with_state.extra_runs)
-    assert runs > 1 and with_state.describe() == f"data-free proxy: {runs} random samples"
-    assert with_state.reference["y"].shape == (runs, 3)
-    assert with_state.reference["state_out"].shape == (2 * runs, 1, 5)
+    # a recurrent state [layers, batch, hidden]: runs joined along its batch axis, run one by one
+    with_state = Evaluator(_batch1_classifier(True))
+    assert not with_state.extra_runs and with_state.samples == SYNTHETIC_SAMPLES
+    assert with_state.describe() == f"data-free proxy: {SYNTHETIC_SAMPLES} random samples"
+    assert with_state.feed["state"].shape == (2, SYNTHETIC_SAMPLES, 5)
+    assert with_state.reference["y"].shape == (SYNTHETIC_SAMPLES, 3)
+    np.testing.assert_array_equal(with_state.reference["state_out"], -with_state.feed["state"])
+    np.testing.assert_array_equal(with_state.reference["y"], with_state.feed["x"] @ _weights())
     assert with_state(_batch1_classifier(True))[0] == 1.0
     given = {"x": np.ones((6, 4), np.float32), "state": np.zeros((2, 6, 5), np.float32)}  # batch 6
     assert Evaluator(_batch1_classifier(True, "N"), given).describe() == "6 given samples"
 
 
 def test_a_model_that_feeds_its_state_back_is_told_that_errors_compound() -> None:
-    from onnxfold.search.target import Candidate, SearchResult, recurrent_state
+    from onnxfold.search.stream import recurrent_state
+    from onnxfold.search.target import Candidate, SearchResult
 
     assert recurrent_state(as_model(_batch1_classifier(True, "N"))) == [("state", "state_out")]
     assert recurrent_state(as_model(_batch1_classifier(False))) == []
-    from onnxfold.search.target import _stem
+    from onnxfold.search.stream import _stem
 
     same = [("state", "stateN"), ("h0", "hn"), ("c_in", "c_out"), ("hidden", "hidden_out")]
     assert all(_stem(a) == _stem(b) for a, b in same)

@@ -234,19 +234,28 @@ class VADTask(Task):
         return {"audio": np.stack([gen.audio_clip(rng) for _ in range(n)])}, None
 
     def fitting(self, rng, n):
-        """One chunk of each of ``n`` new clips as a stream meets it: the chunk with its context and
-        the state the original carried into it (a stateful model's samples are (input, state) pairs
-        from streaming; with the zero state alone a search never saw the state it runs on)."""
-        audio = np.stack([gen.audio_clip(rng) for _ in range(n)]).astype(np.float32)
-        pick = rng.integers(0, (audio.shape[1] - self.chunk) // self.chunk + 1, n)
-        x_at, state_at = (
-            np.zeros((n, self.chunk + self.context), np.float32),
-            np.zeros((2, n, 128), np.float32),
-        )
-        for step, (x, state, _) in enumerate(self._stream(self.source, audio)):
-            hit = pick == step
-            x_at[hit], state_at[:, hit] = x[hit], state[:, hit]
-        return {"input": x_at, "state": state_at, "sr": np.array(16000)}
+        """Consecutive chunks of new clips as a stream meets them (16 per clip, from a random chunk
+        on): each chunk with its context and the state the original carried into it. A stateful
+        model's samples are (input, state) pairs from streaming: with the zero state alone a search
+        never saw the state it runs on, and consecutive chunks let it roll candidates out on their
+        own state (onnxfold.search.stream)."""
+        per = min(n, 16)
+        clips = -(-n // per)
+        audio = np.stack([gen.audio_clip(rng) for _ in range(clips)]).astype(np.float32)
+        chunks = (audio.shape[1] - self.chunk) // self.chunk + 1
+        first = rng.integers(0, chunks - per + 1, clips)
+        steps = list(self._stream(self.source, audio))
+        xs, states = [], []
+        for clip in range(clips):
+            for step in range(first[clip], first[clip] + per):
+                x, state, _ = steps[step]
+                xs.append(x[clip])
+                states.append(state[:, clip])
+        return {
+            "input": np.stack(xs[:n]),
+            "state": np.stack(states[:n], 1).astype(np.float32),
+            "sr": np.array(16000),
+        }
 
     def _stream(self, path, audio):
         """(chunk with context, state entering it, speech probability) for every chunk of ``audio``

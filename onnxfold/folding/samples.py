@@ -26,15 +26,54 @@ MEASURE_MACS = 1 << 36
 MIN_MEASURED = 4
 
 
+def sample_axes(inputs: Feeds) -> tuple[int, dict[str, int]] | None:
+    """(samples, the axis of each non-scalar input that holds them): the leading axis, or the second
+    of an input of rank 3 or more whose leading dim differs (a recurrent state [layers, batch,
+    hidden], as ONNX's LSTM and GRU take it). The largest count that every input holds on one of
+    those axes; None when no count does. Scalar inputs (a sample rate) hold no samples."""
+    shapes = {k: np.shape(v) for k, v in inputs.items() if np.ndim(v)}
+    if not shapes:
+        return None
+    for n in sorted({s[0] for s in shapes.values()}, reverse=True):
+        axes = {}
+        for k, s in shapes.items():
+            if s[0] == n:
+                axes[k] = 0
+            elif len(s) >= 3 and s[1] == n:
+                axes[k] = 1
+            else:
+                break
+        else:
+            return n, axes
+    return None
+
+
 def sample_count(inputs: Feeds) -> int:
-    """Samples along the leading axis (scalar inputs, e.g. a sample rate, are not samples)."""
+    """Samples of a feed (:func:`sample_axes`; the largest leading dim when it finds none)."""
+    layout = sample_axes(inputs)
+    if layout is not None:
+        return layout[0]
     return max((len(v) for v in inputs.values() if np.ndim(v)), default=1)
 
 
 def splittable(inputs: Feeds) -> bool:
-    """Whether every non-scalar input has the same leading dim, so that it can be cut into runs (a
-    recurrent state shaped (layers, batch, …) next to a (batch, …) input cannot)."""
-    return len({len(v) for v in inputs.values() if np.ndim(v)}) <= 1
+    """Whether the feed can be cut into samples (:func:`sample_axes`)."""
+    return sample_axes(inputs) is not None
+
+
+def take(inputs: Feeds, index) -> Feeds:
+    """The samples ``index`` (a slice or indices) of a :func:`splittable` feed, each input cut along
+    its own sample axis; scalar inputs whole."""
+    layout = sample_axes(inputs)
+    assert layout is not None, "take: the feed cannot be cut into samples"
+    cut = {}
+    for k, v in inputs.items():
+        if k in layout[1]:
+            where = [slice(None)] * np.ndim(v)
+            where[layout[1][k]] = index
+            v = np.asarray(v)[tuple(where)]
+        cut[k] = v
+    return cut
 
 
 def fixed_batch(model) -> int | None:
@@ -53,15 +92,12 @@ def run_size(model) -> int:
 
 
 def chunked(inputs: Feeds, size: int = CHUNK) -> list[Feeds]:
-    """The user's samples (leading axis) as runs of at most ``size`` samples; a scalar input goes
-    whole into every run. Inputs whose leading dims differ are run whole, once."""
+    """The user's samples (:func:`sample_axes`) as runs of at most ``size`` samples; a scalar input
+    goes whole into every run. A feed that cannot be cut into samples is run whole, once."""
     if not splittable(inputs):
         return [dict(inputs)]
     total = sample_count(inputs)
-    return [
-        {k: (v[i : i + size] if np.ndim(v) else v) for k, v in inputs.items()}
-        for i in range(0, total, max(1, size))
-    ]
+    return [take(inputs, slice(i, i + size)) for i in range(0, total, max(1, size))]
 
 
 def synthetic_feeds(
@@ -97,13 +133,17 @@ def synthetic_feeds(
 
 
 def merged_feeds(feeds: Sequence[Feeds]) -> Feeds | None:
-    """Runs of samples joined into one feed along the leading axis (scalar inputs taken once); None
-    when the runs do not share their inputs or cannot be cut into samples (:func:`splittable`)."""
+    """Runs of samples joined into one feed, each input along its sample axis (:func:`sample_axes`;
+    scalar inputs taken once); None when the runs do not share their inputs and sample axes."""
     feeds = list(feeds)
-    if not feeds or any(set(f) != set(feeds[0]) or not splittable(f) for f in feeds):
+    layouts = [sample_axes(f) for f in feeds]
+    if not feeds or any(set(f) != set(feeds[0]) for f in feeds) or None in layouts:
+        return None
+    axes = layouts[0][1]
+    if any(lay[1] != axes for lay in layouts):
         return None
     return {
-        k: np.concatenate([f[k] for f in feeds]) if np.ndim(feeds[0][k]) else feeds[0][k] for k in feeds[0]
+        k: np.concatenate([f[k] for f in feeds], axis=axes[k]) if k in axes else feeds[0][k] for k in feeds[0]
     }
 
 

@@ -233,14 +233,22 @@ def run_feed(
     session: Any, which: str, outputs: list[str], feed: Mapping[str, np.ndarray]
 ) -> list[np.ndarray]:
     """The outputs on ``feed``; a model exported at a fixed batch given more samples than that runs
-    them batch by batch (outputs joined along their leading axis)."""
+    them batch by batch (outputs joined along their sample axis: the leading one, the second of a
+    state [layers, batch, hidden])."""
     from onnxfold.folding.samples import chunked, fixed_batch, sample_count, splittable
+    from onnxfold.runtime.fidelity import sample_axis
 
     fixed = fixed_batch(session)
     try:
         if fixed and splittable(feed) and sample_count(feed) > fixed:
             runs = [session.run(outputs, run) for run in chunked(feed, fixed)]
-            return [np.concatenate([r[i] for r in runs]) for i in range(len(outputs))]
+            return [
+                np.concatenate(
+                    [r[i] for r in runs],
+                    axis=1 if sample_axis(np.shape(runs[0][i]), fixed) == "second" else 0,
+                )
+                for i in range(len(outputs))
+            ]
         return session.run(outputs, dict(feed))
     except Exception as exc:
         shapes = ", ".join(f"{k}{list(np.shape(v))}" for k, v in feed.items())

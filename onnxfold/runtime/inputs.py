@@ -346,12 +346,25 @@ def load_inputs(
 
 
 def fixed_batches(specs: Sequence[InputSpec]) -> list[int]:
-    """The leading dims that inputs fix (an export at batch 1 fixes 1); symbolic ones are left out."""
+    """The leading dims that inputs fix (an export at batch 1 fixes 1); symbolic ones are left out, and
+    so is a recurrent state [layers, batch, hidden] whose batch is symbolic beside other inputs
+    (silero-vad's [2, batch, 128] fixes no batch of 2)."""
+    inputs = [s for s in specs if not _state_layout(s.shape)] or list(specs)
     return [
         int(s.shape[0])
-        for s in specs
+        for s in inputs
         if s.shape and isinstance(s.shape[0], (int, np.integer)) and s.shape[0] > 0
     ]
+
+
+def _state_layout(shape) -> bool:
+    """A declared [layers, batch, ...] shape: rank 3 or more, a fixed leading dim, a symbolic second."""
+    return (
+        shape is not None
+        and len(shape) >= 3
+        and isinstance(shape[0], (int, np.integer))
+        and not isinstance(shape[1], (int, np.integer))
+    )
 
 
 def _runs_in_batches(specs: list[InputSpec], arrays: Mapping[str, np.ndarray]) -> bool:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import onnx
 
-from onnxfold.folding.samples import fixed_batch, measured_limit, sample_count, splittable
+from onnxfold.folding.samples import fixed_batch, measured_limit, sample_count, splittable, take
 from onnxfold.ir.model import Model, to_model_proto
 from onnxfold.runtime.compare import run_feed
 from onnxfold.runtime.fidelity import (
@@ -75,7 +75,7 @@ def _random_runs(
     batch = fixed_batch(original) or 1
     if limit and limit < sample_count(joined):
         limit = max(batch, limit // batch * batch)
-        joined = {k: v[:limit] if np.ndim(v) else v for k, v in joined.items()}
+        joined = take(joined, slice(0, limit))
     return joined, []
 
 
@@ -115,8 +115,10 @@ class Evaluator:
         else:
             self.feed = dict(inputs)
         self.names = [o.name for o in sess.get_outputs()]
-        self.reference = self._run(sess)
         self.samples = sample_count(self.feed) if splittable(self.feed) else None
+        self.chains: list[list[int]] = []  # streams of consecutive samples, rolled out
+        self.recurrent, self.chains = self._streams(sess)
+        self.reference = self._run(sess)
         self.metrics = output_metrics(
             self.reference, metric, producers_of(original), bool(id_rows), self.samples
         )
@@ -150,9 +152,30 @@ class Evaluator:
         metrics = {n: self.metrics[n] for n in ref}
         return model_fidelity(ref, cand, metrics, len(self.unseen))[1] if ref else []
 
+    def _streams(self, sess) -> tuple[list[tuple[str, str]], list[list[int]]]:
+        """(the state pairs of a model that feeds a state back, the chains of consecutive samples to
+        roll out: :mod:`onnxfold.search.stream`); no chains when no two given samples are consecutive
+        steps, or the model takes more than one sample per run."""
+        from onnxfold.api import as_model
+        from onnxfold.search.stream import output_axes, recurrent_state, stream_chains
+
+        model = self.original if isinstance(self.original, Model) else as_model(self.original)
+        pairs = recurrent_state(model)
+        if not pairs or self.extra_runs or not self.samples or (fixed_batch(sess) or 1) != 1:
+            return pairs, []
+        batched = self._run(sess)
+        chains = stream_chains(self.feed, batched, pairs)
+        self._axes = output_axes(batched, self.samples)
+        return pairs, chains if any(len(c) > 1 for c in chains) else []
+
     def _run(self, sess) -> dict[str, np.ndarray]:
-        """Every output on the whole feed (batch by batch for a model exported at a fixed batch), and
-        on the :attr:`extra_runs` (joined along the leading axis)."""
+        """Every output on the whole feed (batch by batch for a model exported at a fixed batch; along
+        the streams of :attr:`chains`, the model's own state carried), and on the :attr:`extra_runs`
+        (joined along the leading axis)."""
+        if self.chains:
+            from onnxfold.search.stream import rollout
+
+            return rollout(sess, self.names, self.feed, self.recurrent, self.chains, self._axes)
         runs = [run_feed(sess, "original", self.names, f) for f in [self.feed, *self.extra_runs]]
         return {
             n: np.concatenate([r[i] for r in runs]) if len(runs) > 1 else runs[0][i]
@@ -172,7 +195,7 @@ class Evaluator:
         limit = limit and max(batch, limit // batch * batch)
         if not limit or limit >= n:
             return self
-        sub = Evaluator(self.original, {k: v[:limit] if np.ndim(v) else v for k, v in self.feed.items()})
+        sub = Evaluator(self.original, take(self.feed, slice(0, limit)))
         sub.metrics = dict(self.metrics)
         return sub
 
@@ -180,5 +203,13 @@ class Evaluator:
         """e.g. ``32 given samples`` or ``data-free proxy: 32 random samples``."""
         n = sum(_leading(f) for f in [self.feed, *self.extra_runs])
         if self.synthetic:
-            return f"data-free proxy: {self.synthetic}"
-        return f"data-free proxy: {n} random samples" if self.proxy else f"{n} given samples"
+            text = f"data-free proxy: {self.synthetic}"
+        else:
+            text = f"data-free proxy: {n} random samples" if self.proxy else f"{n} given samples"
+        streams = [c for c in self.chains if len(c) > 1]
+        if streams:
+            text += (
+                f", {sum(map(len, streams))} of them rolled out as {len(streams)} stream"
+                f"{'s' if len(streams) > 1 else ''} on the model's own state"
+            )
+        return text

@@ -1,0 +1,137 @@
+"""A model that feeds its state back, measured along streams (onnxfold.search.stream).
+
+The model is a one-layer Elman cell, h' = tanh(x W + h U), y = h' V, with the state shaped
+[layers, batch, hidden] as ONNX's RNN ops take it. The oracle is the same cell in numpy: a candidate
+rolled out by hand on its own state, scored with the same metric.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxfold.folding.samples import sample_axes, take
+from onnxfold.runtime.fidelity import model_fidelity
+from onnxfold.search import Evaluator
+from onnxfold.search.stream import recurrent_state, stream_chains
+
+RNG = np.random.default_rng(11)
+W = RNG.normal(size=(4, 6)).astype(np.float32) * 0.6
+U = RNG.normal(size=(6, 6)).astype(np.float32) * 0.5
+V = RNG.normal(size=(6, 3)).astype(np.float32)
+
+
+def _cell(u: np.ndarray) -> onnx.ModelProto:
+    inits = [numpy_helper.from_array(a, n) for a, n in ((W, "W"), (u, "U"), (V, "V"))]
+    nodes = [
+        helper.make_node("Squeeze", ["h", "zero"], ["h2"]),
+        helper.make_node("MatMul", ["x", "W"], ["xw"]),
+        helper.make_node("MatMul", ["h2", "U"], ["hu"]),
+        helper.make_node("Add", ["xw", "hu"], ["pre"]),
+        helper.make_node("Tanh", ["pre"], ["new"]),
+        helper.make_node("MatMul", ["new", "V"], ["y"]),
+        helper.make_node("Unsqueeze", ["new", "zero"], ["hn"]),
+    ]
+    inits.append(numpy_helper.from_array(np.array([0], np.int64), "zero"))
+    graph = helper.make_graph(
+        nodes,
+        "cell",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4]),
+            helper.make_tensor_value_info("h", TensorProto.FLOAT, [1, "N", 6]),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3]),
+            helper.make_tensor_value_info("hn", TensorProto.FLOAT, [1, "N", 6]),
+        ],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _run_by_hand(u: np.ndarray, xs: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(y, h after) for each step of ``xs`` from state ``h`` [6], the state carried."""
+    ys, hs = [], []
+    for x in xs:
+        h = np.tanh(x @ W + h @ u)
+        ys.append(h @ V)
+        hs.append(h)
+    return np.array(ys), np.array(hs)
+
+
+def _streams(lengths: list[int], start_mid_stream: bool = False) -> dict[str, np.ndarray]:
+    """Consecutive steps of ``len(lengths)`` streams, each step with the state the original carried
+    into it (the first from zero, or from a state reached 5 steps in)."""
+    xs, states = [], []
+    for length in lengths:
+        x = RNG.normal(size=(length + 5, 4)).astype(np.float32)
+        _, hs = _run_by_hand(U, x, np.zeros(6, np.float32))
+        before = np.concatenate([np.zeros((1, 6), np.float32), hs[:-1]])
+        first = 5 if start_mid_stream else 0
+        xs.append(x[first : first + length])
+        states.append(before[first : first + length])
+    return {"x": np.concatenate(xs), "h": np.concatenate(states)[None].astype(np.float32)}
+
+
+def test_a_state_laid_out_layers_batch_hidden_is_cut_along_its_batch_axis() -> None:
+    feed = _streams([4, 3])
+    assert sample_axes(feed) == (7, {"x": 0, "h": 1})
+    step = take(feed, [5])
+    np.testing.assert_array_equal(step["h"], feed["h"][:, 5:6])
+    np.testing.assert_array_equal(step["x"], feed["x"][5:6])
+
+
+def test_consecutive_samples_are_found_by_the_original_s_own_states() -> None:
+    assert recurrent_state(_as_model(_cell(U))) == [("h", "hn")]
+    feed = _streams([5, 4, 3], start_mid_stream=True)
+    ev = Evaluator(_cell(U), feed, metric="r2")
+    assert ev.chains == [[0, 1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11]]
+    assert ev.describe() == "12 given samples, 12 of them rolled out as 3 streams on the model's own state"
+    shuffled = take(feed, np.array([0, 2, 4, 6, 8, 10, 1, 3, 5, 7, 9, 11]))
+    one_step = Evaluator(_cell(U), shuffled, metric="r2")  # no sample follows the one before
+    assert one_step.chains == [] and one_step.describe() == "12 given samples"
+    # the rollout of the original reproduces its batched run (the given states are its own)
+    got = dict(zip(["y", "hn"], _batched(_cell(U), feed), strict=True))
+    np.testing.assert_allclose(ev.reference["y"], got["y"], atol=1e-5)
+    np.testing.assert_allclose(ev.reference["hn"], got["hn"], atol=1e-5)
+    assert stream_chains(feed, got, [("h", "hn")]) == ev.chains
+
+
+def test_a_candidate_is_scored_on_its_own_state_as_a_stream_runs_it() -> None:
+    feed = _streams([10, 10])
+    u2 = U + RNG.normal(size=U.shape).astype(np.float32) * 0.15  # the state path changed
+    ev = Evaluator(_cell(U), feed, metric="r2", unseen=np.arange(1, 20, 2))
+    value, per = ev(_cell(u2))
+    ys, hs = [], []
+    for start in (0, 10):  # the oracle: each stream from its given first state, then its own
+        y, h = _run_by_hand(u2, feed["x"][start : start + 10], feed["h"][0, start])
+        ys.append(y)
+        hs.append(h)
+    by_hand = {"y": np.concatenate(ys), "hn": np.concatenate(hs)[None]}
+    expected, expected_per = model_fidelity(ev.reference, by_hand, ev.metrics, 20)
+    assert value == pytest.approx(expected, abs=1e-5)
+    assert [o.value for o in per] == pytest.approx([o.value for o in expected_per], abs=1e-5)
+    odd = {k: (v[1::2] if k == "y" else v[:, 1::2]) for k, v in by_hand.items()}
+    ref_odd = {k: (v[1::2] if k == "y" else v[:, 1::2]) for k, v in ev.reference.items()}
+    unseen = model_fidelity(ref_odd, odd, ev.metrics, 10)[1]
+    assert [o.value for o in ev.last_unseen] == pytest.approx([o.value for o in unseen], abs=1e-5)
+    # one step from the given states flatters it: the compounding is what the rollout adds
+    one_step = Evaluator(_cell(U), feed, metric="r2")
+    one_step.chains = []
+    assert one_step(_cell(u2))[0] > value + 0.01
+    assert ev(_cell(U))[0] == 1.0
+
+
+def _as_model(proto: onnx.ModelProto):
+    from onnxfold.api import as_model
+
+    return as_model(proto)
+
+
+def _batched(proto: onnx.ModelProto, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, feed)
