@@ -63,12 +63,12 @@ class GroupJudge:
     """Scores candidate plans of one group on ``feeds`` against the ``source`` model's outputs."""
 
     def __init__(self, source: Model, feeds: Sequence[Feeds], repair: str = "none"):
-        from onnxfold.runtime.session import make_session, measure_threads
+        from onnxfold.runtime.session import measurement_session
 
         self.source = source
         self.repair = repair
         proto = to_model_proto(source)
-        sess = make_session(proto.SerializeToString(), optimize=True, threads=measure_threads())
+        sess = measurement_session(proto)
         self.names = [o.name for o in sess.get_outputs()]
         self.feeds, self.reference, values = [], [], 0
         feeds = list(feeds)
@@ -102,13 +102,11 @@ class GroupJudge:
 
     def error_of(self, model: Model) -> float:
         """Relative output error of ``model`` against the source on the samples; inf if it fails."""
-        from onnxfold.runtime.session import make_session, measure_threads
+        from onnxfold.runtime.session import measurement_session
 
         self.runs += 1
         try:
-            sess = make_session(
-                to_model_proto(model).SerializeToString(), optimize=True, threads=measure_threads()
-            )
+            sess = measurement_session(model)
             num = den = 0.0
             for feed, ref in zip(self.feeds, self.reference, strict=True):
                 mask = padding_mask(feed)

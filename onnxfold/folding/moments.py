@@ -125,17 +125,13 @@ def site_runs(model, sites: Sequence[Site], feeds: Iterable[Feeds]) -> Iterator[
     run in onnxruntime (no graph optimisation: it could fuse away an exposed tensor) with the sites'
     tensors as extra outputs."""
     from onnxfold.runtime.activations import _with_outputs
-    from onnxfold.runtime.session import make_session, measure_threads
+    from onnxfold.runtime.session import measurement_session
 
     sites = list(dict.fromkeys(sites))
     if not sites:
         return
     names = list(dict.fromkeys(s.tensor for s in sites))
-    session = make_session(
-        _with_outputs(model, dict.fromkeys(names, 0)).SerializeToString(),
-        optimize=False,
-        threads=measure_threads(),
-    )
+    session = measurement_session(_with_outputs(model, dict.fromkeys(names, 0)), optimize=False)
     for feed in feeds:
         values = dict(zip(names, session.run(names, feed), strict=True))
         mask = padding_mask(feed)

@@ -109,11 +109,9 @@ def synthetic_feeds(
     own batch)."""
     from onnxfold.ir.model import to_model_proto
     from onnxfold.runtime.inputs import make_inputs
-    from onnxfold.runtime.session import make_session, measure_threads
+    from onnxfold.runtime.session import measurement_session
 
-    session = make_session(
-        to_model_proto(model).SerializeToString(), optimize=False, threads=measure_threads()
-    )
+    session = measurement_session(to_model_proto(model), optimize=False)
     tables = embedding_rows(model)  # ids that index an embedding stay inside its table
     dim = runnable_dim(session, shapes, seed, tables)
     feeds, got = [], 0

@@ -50,14 +50,9 @@ class Verifier:
             log.info("fold verify: the input fails onnx.checker (%s); not used to verify", one_line(exc, 300))
         try:
             from onnxfold.runtime.inputs import make_inputs
-            from onnxfold.runtime.session import make_session, measure_threads
+            from onnxfold.runtime.session import measurement_session
 
-            sess = make_session(
-                proto.SerializeToString(),
-                providers=["CPUExecutionProvider"],
-                optimize=False,
-                threads=measure_threads(),
-            )
+            sess = measurement_session(proto, optimize=False, providers=["CPUExecutionProvider"])
             self.inputs = make_inputs(sess, shapes=input_shapes or None, batch=1)
             self.shapes = {
                 o.name: v.shape for o, v in zip(sess.get_outputs(), sess.run(None, self.inputs), strict=True)
@@ -82,14 +77,9 @@ class Verifier:
 
                 onnx.checker.check_model(proto, full_check=True)
             if self.ort:
-                from onnxfold.runtime.session import make_session, measure_threads
+                from onnxfold.runtime.session import measurement_session
 
-                sess = make_session(
-                    proto.SerializeToString(),
-                    providers=["CPUExecutionProvider"],
-                    optimize=False,
-                    threads=measure_threads(),
-                )
+                sess = measurement_session(proto, optimize=False, providers=["CPUExecutionProvider"])
                 got = {
                     o.name: v.shape
                     for o, v in zip(sess.get_outputs(), sess.run(None, self.inputs), strict=True)

@@ -153,6 +153,18 @@ def measure_threads() -> int:
     return _measure["threads"]
 
 
+def measurement_session(
+    model: bytes | onnx.ModelProto | Any, optimize: bool = True, providers: Sequence[str] | None = None
+) -> Any:
+    """A session for runs a fold measures on (``model``: serialized bytes, a ModelProto or an IR
+    Model) with :func:`measure_threads` threads, on ``providers`` (default: every available one)."""
+    if not isinstance(model, (bytes, onnx.ModelProto)):
+        from onnxfold.ir.model import to_model_proto
+
+        model = to_model_proto(model)
+    return make_session(model, providers=providers, optimize=optimize, threads=measure_threads())
+
+
 @contextlib.contextmanager
 def measuring_threads(jobs: int):
     """Within the block, measurement runs use ``jobs`` threads (-1: every core this process may use).

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 
 from onnxfold.folding.samples import fixed_batch, measured_limit, sample_count, splittable, take
-from onnxfold.ir.model import Model, to_model_proto
+from onnxfold.ir.model import Model
 from onnxfold.runtime.compare import run_feed
 from onnxfold.runtime.fidelity import (
     OutputFidelity,
@@ -17,17 +17,11 @@ from onnxfold.runtime.fidelity import (
     producers_of,
     sample_axis,
 )
-from onnxfold.runtime.session import make_session, measure_threads
+from onnxfold.runtime.session import measurement_session
 
 
 def _session(model: Model | onnx.ModelProto):
-    proto = to_model_proto(model) if isinstance(model, Model) else model
-    return make_session(
-        proto.SerializeToString(),
-        providers=["CPUExecutionProvider"],
-        optimize=True,
-        threads=measure_threads(),
-    )
+    return measurement_session(model, providers=["CPUExecutionProvider"])
 
 
 def _id_rows(model: Model | onnx.ModelProto) -> dict[str, int]:
