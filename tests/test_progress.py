@@ -41,11 +41,15 @@ def test_bars_are_drawn_on_a_terminal(tmp_path: Path, monkeypatch, no_delay) -> 
     assert "saving o.onnx.data" in text and "tensor" in text
 
 
-def test_a_search_shows_its_sensitivity_analysis(tmp_path: Path, monkeypatch, no_delay) -> None:
+def test_a_search_shows_its_sensitivity_analysis_and_its_candidates(
+    tmp_path: Path, monkeypatch, no_delay
+) -> None:
     stream = Terminal()
     monkeypatch.setattr(sys, "stderr", stream)
     onnxfold.fold(bundled_model("lenet5.onnx"), validate=False, method="fold", target_params=0.2)
-    assert "sensitivity" in stream.getvalue() and "group" in stream.getvalue()
+    text = stream.getvalue()
+    assert "sensitivity" in text and "group" in text
+    assert "candidates" in text and "fewer params at" in text
 
 
 @pytest.mark.parametrize("stderr", ["pipe", "tqdm_disable"])

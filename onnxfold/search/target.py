@@ -31,6 +31,7 @@ import numpy as np
 from onnxfold.analysis import analyze_graph
 from onnxfold.ir.model import Model
 from onnxfold.report.fold_report import stats_of
+from onnxfold.report.progress import progress_bar
 from onnxfold.runtime.fidelity import OutputFidelity
 from onnxfold.search.allocate import AllocationPath, greedy_path, largest_step
 from onnxfold.search.evaluate import Evaluator
@@ -233,13 +234,17 @@ def search(
             100 * cand.reduction,
         )
         tried[steps] = cand
+        bar.update(1)
+        bar.set_postfix_str(f"last {cand.reduction:.1%} fewer params at {cand.fidelity:.4f}", refresh=False)
         return cand
 
-    if mode == "min_fidelity":
-        chosen, met = _bisect(path, measure, tried, target)
-    else:
-        total = base.params if mode == "target_params" else base.macs
-        chosen, met = _budget(path, measure, total, target, mode, round_to)
+    # each candidate is a fold and a measurement: minutes apiece on a heavy model
+    with progress_bar(desc="candidates", unit="candidate") as bar:
+        if mode == "min_fidelity":
+            chosen, met = _bisect(path, measure, tried, target)
+        else:
+            total = base.params if mode == "target_params" else base.macs
+            chosen, met = _budget(path, measure, total, target, mode, round_to)
     if refine is not None and chosen.steps > 0:
         better = _refined(chosen, refine(path.sparsities_at(chosen.steps)), evaluator, base)
         if better is not None and mode == "min_fidelity" and met and not better.meets(target):
