@@ -135,3 +135,16 @@ def _batched(proto: onnx.ModelProto, feed: dict[str, np.ndarray]) -> list[np.nda
 
     sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     return sess.run(None, feed)
+
+
+def test_runs_of_a_batch_1_model_are_joined_along_each_output_s_sample_axis() -> None:
+    from onnxfold.runtime.compare import _joined
+
+    states = [np.full((2, 1, 5), i, np.float32) for i in range(4)]  # [layers, batch, hidden]
+    joined = _joined(states, 1)
+    assert joined.shape == (2, 4, 5) and joined[:, :, 0].tolist() == [[0, 1, 2, 3]] * 2
+    time_major = [np.full((20, 1, 7), i, np.float32) for i in range(3)]  # [T, B, C] CTC logits
+    assert _joined(time_major, 1).shape == (20, 3, 7)
+    boxes = [np.zeros((3, 1)), np.zeros((5, 1))]  # a detector's [boxes, 1]: differs per run
+    assert _joined(boxes, 1).shape == (8, 1)
+    assert _joined([np.zeros((1, 4))] * 3, 1).shape == (3, 4)

@@ -236,25 +236,31 @@ def run_feed(
     them batch by batch (outputs joined along their sample axis: the leading one, the second of a
     state [layers, batch, hidden])."""
     from onnxfold.folding.samples import chunked, fixed_batch, sample_count, splittable
-    from onnxfold.runtime.fidelity import sample_axis
 
     fixed = fixed_batch(session)
     try:
         if fixed and splittable(feed) and sample_count(feed) > fixed:
             runs = [session.run(outputs, run) for run in chunked(feed, fixed)]
-            return [
-                np.concatenate(
-                    [r[i] for r in runs],
-                    axis=1 if sample_axis(np.shape(runs[0][i]), fixed) == "second" else 0,
-                )
-                for i in range(len(outputs))
-            ]
+            return [_joined([r[i] for r in runs], fixed) for i in range(len(outputs))]
         return session.run(outputs, dict(feed))
     except Exception as exc:
         shapes = ", ".join(f"{k}{list(np.shape(v))}" for k, v in feed.items())
         raise RuntimeError(
             f"onnxruntime could not run the {which} model on inputs {shapes} ({SHAPE_HINT}): {one_line(exc)}"
         ) from exc
+
+
+def _joined(parts: list[np.ndarray], batch: int) -> np.ndarray:
+    """One output of runs of ``batch`` samples each, joined along its sample axis: the second for a
+    time-major or [layers, batch, hidden] output (rank 3 or more, the same shape in every run), else
+    the leading one (a detector's [boxes, ...] differs from run to run)."""
+    from onnxfold.runtime.fidelity import sample_axis
+
+    first = np.shape(parts[0])
+    second = (
+        len(first) >= 3 and sample_axis(first, batch) == "second" and all(np.shape(p) == first for p in parts)
+    )
+    return np.concatenate(parts, axis=1 if second else 0)
 
 
 def _task_fidelity(
