@@ -3,8 +3,9 @@
 Each case builds a compact graph and a "wide" one whose folding groups have every channel duplicated
 (the construction of test_channel_rules.py). Folding the wide graph at sparsity 0.5 through the public
 ``onnxfold.fold`` must give the compact outputs back; groups touched by a control-flow subgraph (If, Loop)
-or by a recurrent op (LSTM, GRU) must be blocked with a reason naming it, while the rest still folds and
-the folded model stays valid (``onnx.checker`` full check) and runs under onnxruntime.
+must be blocked with a reason naming it, while the rest still folds and the folded model stays valid
+(``onnx.checker`` full check) and runs under onnxruntime. A recurrent op (LSTM, GRU) is a consumer of
+its input features only: the channels feeding it fold, its hidden units never do.
 """
 
 from __future__ import annotations
@@ -342,32 +343,41 @@ def rnn_w(op: str, via: str, hid: int = 3):
 
 @pytest.mark.parametrize("op", ["LSTM", "GRU"])
 @pytest.mark.parametrize("via", ["flatten_unsqueeze", "reshape", "gemm"])
-def test_recurrent_barrier(op, via):
+def test_recurrent_op_reads_its_input_channels_through_columns(op, via):
+    """An LSTM/GRU reads x through W's axis 2: the channels that feed it fold (duplicates sum back
+    into W's columns exactly); its hidden units (R, B, outputs) are never touched."""
     w = rnn_w(op, via)(np.random.default_rng(0))
     build = rnn_graph(op, via)
-    dup = STEM_DUP
-    expect = {"c0"}
-    if via == "gemm":  # c1 → GAP → Flatten → Gemm g: c1 folds too; g feeds the recurrent op
-        dup = STEM_DUP + producer("w1", "b1", 4) + [("gw", 1, [S(4)])]
-        expect = {"c0", "c1"}
+    into_rnn = [(f"{op}_W", 2, [S(4)])]
+    if via == "flatten_unsqueeze":  # c1 → GAP → Flatten → Unsqueeze → the recurrent op
+        dup, expect = STEM_DUP + producer("w1", "b1", 4) + into_rnn, {"c0", "c1"}
+    elif via == "gemm":  # c1 → GAP → Flatten → Gemm g → Unsqueeze → the recurrent op
+        dup = STEM_DUP + producer("w1", "b1", 4) + [("gw", 1, [S(4)])] + producer("gw", "gb", 4) + into_rnn
+        expect = {"c0", "c1", "g"}
+    else:  # a Reshape [2, 4, 1, 1] → [1, 2, 4] moves channels from axis 1 to axis 2: blocked there
+        dup, expect = STEM_DUP, {"c0"}
     compact, wide = build(w), build(widen(w, dup))
     check_valid(wide)
     folded, plans = fold_public(wide)
     check_valid(folded)
     assert folded_names(plans) == expect
-    barrier = plan_for(plans, "g" if via == "gemm" else "c1")
-    # a Reshape [2, 4, 1, 1] → [1, 2, 4] moves channels from axis 1 to axis 2: blocked there, before the
-    # recurrent op is even reached (conservative and correct); otherwise the recurrent op is named
-    code, needle = (RESHAPES_CHANNELS, "Reshape") if via == "reshape" else (UNSUPPORTED_OP, op)
-    assert barrier.status == "blocked" and needle in barrier.reason, barrier.reason
-    assert any(r.code == code and needle in r.message for r in barrier.reasons), barrier.reasons
+    assert not any("rnn" in p.group.producers for p in plans)  # the hidden units open no group
+    if via == "reshape":
+        barrier = plan_for(plans, "c1")
+        assert barrier.status == "blocked" and "Reshape" in barrier.reason, barrier.reason
+        assert any(r.code == RESHAPES_CHANNELS for r in barrier.reasons), barrier.reasons
     feeds = feeds_for(compact)
     ref = run_ort(compact, feeds)
     assert_same(run_ort(wide, feeds), ref)
     assert_same(run_ort(folded, feeds), ref)
     have = initializers(folded)
-    for name in (f"{op}_W", f"{op}_R", f"{op}_B"):
+    for name in (f"{op}_W", f"{op}_R", f"{op}_B"):  # W's summed columns are the compact model's
         np.testing.assert_array_equal(have[name], w[name])
+    # fitted on samples (the consumer compensated by least squares), the duplicates still fold back
+    samples = np.concatenate([feeds_for(compact, seed=s)["x"] for s in range(8)])
+    model, report = onnxfold.fold(wide, 0.5, validate=False, method="auto", inputs={"x": samples})
+    assert folded_names(report.plans) == expect
+    assert_same(run_ort(to_model_proto(model), feeds), ref)
 
 
 # --------------------------------------------------------------------------------- 5. opsets 11 … 21

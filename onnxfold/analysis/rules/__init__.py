@@ -16,6 +16,8 @@ Rules, by kind:
   spaces; a per-channel constant is an ``average`` member; Concat lays segments side by side, Split and
   Slice cut them (sizes and bounds become ``shape`` members); Flatten/Reshape turn each channel into a
   block of features or coarsen it to attention heads; fused attention unites q, k and v by heads.
+* consumer only (:mod:`.recurrent`): LSTM/GRU/RNN read their input features through W's axis 2
+  (``sum`` members); their hidden units are not folded.
 * barrier: anything else, graph outputs, ops that mix or normalise over the channel axis, a grouped
   Conv(Transpose) reading several groups' channels, weights that are computed or shared
   with an untracked use (a :class:`~onnxfold.analysis.groups.BlockReason` each).
@@ -30,5 +32,6 @@ from onnxfold.analysis.rules import (  # noqa: F401  (imported to register the r
     layout,
     normalization,
     producers,
+    recurrent,
     reductions,
 )
