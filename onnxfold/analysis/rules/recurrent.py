@@ -10,6 +10,9 @@ channels feeding a CRNN's recurrent layer sums their columns of W, and a duplica
 back exactly. The hidden units are not folded (R, the biases, the initial states and the outputs
 are left alone, and the outputs carry no tracked channels), nor are channels that reach the op
 through any other input (an initial state, the sequence lengths).
+
+MACs per run: seq · batch · (|W| + |R|) (every gate of every direction at every step; the
+element-wise gate arithmetic is not counted), seq and batch the first two dims of x.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from onnxfold.analysis.groups import COMPUTED_WEIGHT, MIXES_CHANNELS, OTHER_AXIS, BlockReason
-from onnxfold.analysis.registry import register_rule
+from onnxfold.analysis.registry import register_op, register_rule
 from onnxfold.analysis.walk import Analysis
 
 RECURRENT = ("LSTM", "GRU", "RNN")
@@ -62,5 +65,20 @@ def recurrent(walk: Analysis, node: gs.Node) -> None:
     walk.add_consumer(lay, w, 2, node)
 
 
+def recurrent_macs(node, shape, dim) -> int | None:
+    """seq · batch · (|W| + |R|) (module docstring)."""
+    x, w, r = shape(0), shape(1), shape(2)
+    if x is None or w is None or r is None or len(x) != 3:
+        return None
+    weights = 1
+    for d in w:
+        weights *= dim(d)
+    recurrences = 1
+    for d in r:
+        recurrences *= dim(d)
+    return dim(x[0]) * dim(x[1]) * (weights + recurrences)
+
+
 for _op in RECURRENT:
     register_rule(_op)(recurrent)
+    register_op(_op, macs=recurrent_macs)
