@@ -87,6 +87,21 @@ def run_pipeline(
     return model, report
 
 
+def _stats_before(model: Model):
+    """The input's statistics, counted on a canonicalized copy (the same function and weights, its
+    shape arithmetic made static and its shapes inferred as the passes do): from the input's own
+    shapes, a Reshape to a computed target at a symbolic width left ddddocr's LSTM and 8,210-class
+    Gemm without MACs before a fold and with them after (MACs +43% for a fold that removed 37%)."""
+    from onnxfold.passes import CanonicalizePass
+
+    probe = model.copy()
+    try:
+        CanonicalizePass().run(probe, PassContext(original=model))
+    except Exception:  # the pipeline's own canonicalize reports what fails; count the input as it is
+        probe = model
+    return stats_of(probe, source_size(model))
+
+
 def _run_pipeline(
     model: Model,
     passes: Sequence[Pass],
@@ -99,7 +114,7 @@ def _run_pipeline(
     overwrite: bool,
     on_pass,
 ) -> tuple[Model, FoldReport]:
-    before = stats_of(model, source_size(model))
+    before = _stats_before(model)
     ctx = PassContext(original=model.copy(), seed=seed, input_shapes=dict(input_shapes or {}), inputs=inputs)
     for p in passes:  # checks that can fail before any work (e.g. repair mode dir's applicability)
         if hasattr(p, "preflight"):
