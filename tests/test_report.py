@@ -375,9 +375,10 @@ def test_macs_before_and_after_are_counted_on_the_same_shapes(opset: int) -> Non
 
 @pytest.mark.parametrize("op, gates", [("LSTM", 4), ("GRU", 3)])
 def test_recurrent_macs_count_every_gate_of_every_step(op: str, gates: int) -> None:
-    """seq · batch · (|W| + |R|): 5 steps of a bidirectional layer, 4 features, hidden 3."""
+    """seq · batch · (|W| + |R|): 5 steps of a bidirectional layer, 4 features, hidden 3; batch first
+    (``layout=1``), since a graph input's leading dim is taken as the batch."""
     w = nh.from_array(np.zeros((2, gates * 3, 4), np.float32), "W")
     r = nh.from_array(np.zeros((2, gates * 3, 3), np.float32), "R")
-    node = oh.make_node(op, ["x", "W", "R"], ["y"], hidden_size=3, direction="bidirectional")
-    model = _model([node], [_f32("x", [5, 1, 4])], [_f32("y", [5, 2, 1, 3])], [w, r])
+    node = oh.make_node(op, ["x", "W", "R"], ["y"], hidden_size=3, direction="bidirectional", layout=1)
+    model = _model([node], [_f32("x", [1, 5, 4])], [_f32("y", [1, 5, 2, 3])], [w, r])
     assert model_stats(model).macs == 5 * (2 * gates * 3 * 4 + 2 * gates * 3 * 3)
