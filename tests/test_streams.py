@@ -148,3 +148,49 @@ def test_runs_of_a_batch_1_model_are_joined_along_each_output_s_sample_axis() ->
     boxes = [np.zeros((3, 1)), np.zeros((5, 1))]  # a detector's [boxes, 1]: differs per run
     assert _joined(boxes, 1).shape == (8, 1)
     assert _joined([np.zeros((1, 4))] * 3, 1).shape == (3, 4)
+
+
+def _cell_with_front(u: np.ndarray) -> onnx.ModelProto:
+    """x → MatMul (4 → 16) → Relu → MatMul (16 → 4) → the Elman cell: a foldable group before the
+    recurrence."""
+    model = _cell(u)
+    rng = np.random.default_rng(5)
+    graph = model.graph
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(rng.normal(size=(4, 16)).astype(np.float32) * 0.5, "F1"),
+            numpy_helper.from_array(rng.normal(size=(16, 4)).astype(np.float32) * 0.5, "F2"),
+        ]
+    )
+    front = [
+        helper.make_node("MatMul", ["x", "F1"], ["f1"]),
+        helper.make_node("Relu", ["f1"], ["f1r"]),
+        helper.make_node("MatMul", ["f1r", "F2"], ["xf"]),
+    ]
+    for node in graph.node:
+        node.input[:] = ["xf" if i == "x" else i for i in node.input]
+    nodes = front + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return model
+
+
+def test_a_target_search_on_consecutive_steps_rolls_its_candidates_out(tmp_path) -> None:
+    import onnxruntime as ort
+
+    import onnxfold
+
+    proto = _cell_with_front(U)
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    xs = RNG.normal(size=(24, 4)).astype(np.float32)
+    h, states = np.zeros((1, 1, 6), np.float32), []
+    for x in xs:  # one stream of 24 steps, the state the original carried into each
+        states.append(h[:, 0])
+        h = sess.run(["hn"], {"x": x[None], "h": h})[0]
+    feed = {"x": xs, "h": np.stack(states, 1)}
+    out = tmp_path / "small.onnx"
+    _, report = onnxfold.fold(proto, output=out, min_fidelity=0.9, inputs=feed, round_to=1, validate=False)
+    assert report.search.rolled_out
+    assert "24 of them rolled out as 1 stream on the model's own state" in report.search.inputs
+    ev = Evaluator(proto, feed)  # the written model, rolled out independently, meets the target
+    assert ev(onnx.load(str(out)))[0] >= 0.9 and report.param_sparsity > 0
