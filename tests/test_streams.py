@@ -194,3 +194,14 @@ def test_a_target_search_on_consecutive_steps_rolls_its_candidates_out(tmp_path)
     assert "24 of them rolled out as 1 stream on the model's own state" in report.search.inputs
     ev = Evaluator(proto, feed)  # the written model, rolled out independently, meets the target
     assert ev(onnx.load(str(out)))[0] >= 0.9 and report.param_sparsity > 0
+
+
+def test_a_state_with_a_symbolic_batch_fixes_no_batch_but_a_fixed_sequence_input_does() -> None:
+    from onnxfold.runtime.inputs import InputSpec, fixed_batches
+
+    f32 = np.dtype(np.float32)
+    silero = [InputSpec("input", f32, (None, None)), InputSpec("state", f32, (2, None, 128))]
+    assert fixed_batches(silero + [InputSpec("sr", np.dtype(np.int64), ())]) == []
+    audio = [InputSpec("feats", f32, (1, "T", 80)), InputSpec("sr", np.dtype(np.int64), ())]
+    assert fixed_batches(audio) == [1]  # a batch-1 export of a time series, not a state
+    assert min(fixed_batches([InputSpec("x", f32, (1, 4)), InputSpec("state", f32, (2, 1, 5))])) == 1

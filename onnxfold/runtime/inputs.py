@@ -347,9 +347,10 @@ def load_inputs(
 
 def fixed_batches(specs: Sequence[InputSpec]) -> list[int]:
     """The leading dims that inputs fix (an export at batch 1 fixes 1); symbolic ones are left out, and
-    so is a recurrent state [layers, batch, hidden] whose batch is symbolic beside other inputs
-    (silero-vad's [2, batch, 128] fixes no batch of 2)."""
-    inputs = [s for s in specs if not _state_layout(s.shape)] or list(specs)
+    so is a recurrent state [layers, batch, hidden] whose batch is symbolic beside other non-scalar
+    inputs (silero-vad's [2, batch, 128] fixes no batch of 2; an audio model's [1, T, 80] beside a
+    scalar sample rate still fixes batch 1)."""
+    inputs = [s for s in specs if s.shape and not _state_layout(s.shape)] or list(specs)
     return [
         int(s.shape[0])
         for s in inputs
