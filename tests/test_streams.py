@@ -78,6 +78,8 @@ def _streams(lengths: list[int], start_mid_stream: bool = False) -> dict[str, np
 def test_a_state_laid_out_layers_batch_hidden_is_cut_along_its_batch_axis() -> None:
     feed = _streams([4, 3])
     assert sample_axes(feed) == (7, {"x": 0, "h": 1})
+    # a second axis holds samples only under fewer leading entries: [4, 3, 2] beside [3, 3, 2] is no state
+    assert sample_axes({"a": np.zeros((4, 3, 2)), "b": np.zeros((3, 3, 2))}) is None
     step = take(feed, [5])
     np.testing.assert_array_equal(step["h"], feed["h"][:, 5:6])
     np.testing.assert_array_equal(step["x"], feed["x"][5:6])

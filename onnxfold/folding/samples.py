@@ -28,9 +28,10 @@ MIN_MEASURED = 4
 
 def sample_axes(inputs: Feeds) -> tuple[int, dict[str, int]] | None:
     """(samples, the axis of each non-scalar input that holds them): the leading axis, or the second
-    of an input of rank 3 or more whose leading dim differs (a recurrent state [layers, batch,
+    of an input of rank 3 or more whose leading dim is smaller (a recurrent state [layers, batch,
     hidden], as ONNX's LSTM and GRU take it). The largest count that every input holds on one of
-    those axes; None when no count does. Scalar inputs (a sample rate) hold no samples."""
+    those axes; None when no count does (the feed is then run whole). Scalar inputs (a sample rate)
+    hold no samples."""
     shapes = {k: np.shape(v) for k, v in inputs.items() if np.ndim(v)}
     if not shapes:
         return None
@@ -39,7 +40,7 @@ def sample_axes(inputs: Feeds) -> tuple[int, dict[str, int]] | None:
         for k, s in shapes.items():
             if s[0] == n:
                 axes[k] = 0
-            elif len(s) >= 3 and s[1] == n:
+            elif len(s) >= 3 and s[1] == n and (s[0] < n or n == 1):  # layers fewer than samples
                 axes[k] = 1
             else:
                 break
