@@ -335,9 +335,10 @@ def test_many_or_long_symbolic_dims_make_a_short_note() -> None:
     assert "and 127 more" in notes[1] and "height" in notes[0]
 
 
-def _computed_reshape_model(opset: int) -> onnx.ModelProto:
+def _computed_reshape_model(opset: int, scalar_reshape: bool = False) -> onnx.ModelProto:
     """x [N, 4, 2, W] → Conv (4 → 4) → Relu → Reshape to Concat(Shape[0], 8, Shape[3]) (a target
-    computed from the shape, as Paddle2ONNX and torch write it) → Transpose → MatMul (8 → 5)."""
+    computed from the shape, as Paddle2ONNX and torch write it) → Transpose → MatMul (8 → 5).
+    ``scalar_reshape``: W comes as Paddle2ONNX writes it, Reshape(Squeeze(Slice(Shape, 3, 4)), [1])."""
     rng = np.random.default_rng(0)
     inits = [
         nh.from_array(rng.normal(size=(4, 4, 1, 1)).astype(np.float32), "cw"),
@@ -345,13 +346,24 @@ def _computed_reshape_model(opset: int) -> onnx.ModelProto:
         nh.from_array(np.array([0], np.int64), "i0"),
         nh.from_array(np.array([3], np.int64), "i3"),
         nh.from_array(np.array([8], np.int64), "c8"),
+        nh.from_array(np.array([4], np.int64), "i4"),
+        nh.from_array(np.array([1], np.int64), "one"),
     ]
+    width = (
+        [
+            oh.make_node("Slice", ["s", "i3", "i4"], ["w3"]),
+            oh.make_node("Squeeze", ["w3"], ["w0"], axes=[0]),
+            oh.make_node("Reshape", ["w0", "one"], ["w"]),
+        ]
+        if scalar_reshape
+        else [oh.make_node("Gather", ["s", "i3"], ["w"], axis=0)]
+    )
     nodes = [
         oh.make_node("Conv", ["x", "cw"], ["c"]),
         oh.make_node("Relu", ["c"], ["r"]),
         oh.make_node("Shape", ["r"], ["s"]),
         oh.make_node("Gather", ["s", "i0"], ["n"], axis=0),
-        oh.make_node("Gather", ["s", "i3"], ["w"], axis=0),
+        *width,
         oh.make_node("Concat", ["n", "c8", "w"], ["t"], axis=0),
         oh.make_node("Reshape", ["r", "t"], ["f"]),
         oh.make_node("Transpose", ["f"], ["ft"], perm=[0, 2, 1]),
@@ -360,17 +372,20 @@ def _computed_reshape_model(opset: int) -> onnx.ModelProto:
     return _model(nodes, [_f32("x", ["N", 4, 2, "W"])], [_f32("y", ["N", "W", 5])], inits, opset)
 
 
+@pytest.mark.parametrize("scalar_reshape", [False, True])
 @pytest.mark.parametrize("opset", [11, 13, 17])
-def test_macs_before_and_after_are_counted_on_the_same_shapes(opset: int) -> None:
+def test_macs_before_and_after_are_counted_on_the_same_shapes(opset: int, scalar_reshape: bool) -> None:
     """Before opset 14 ONNX leaves a Reshape to a computed target without a shape, so the MatMul after
     it had no MACs in the input's count and had them in the folded model's (ddddocr's recogniser:
-    MACs +43% for a fold that removed 37%). Per unit of the symbolic N and W: Conv 4·2 outputs × 4
-    inputs = 32, MatMul 5 outputs × 8 = 40; folded to 2 channels, 16 and 20."""
-    _, report = onnxfold.fold(
-        _computed_reshape_model(opset), 0.5, validate=False, method="fold", repair="none", round_to=1
-    )
+    MACs +43% for a fold that removed 37%); a width reshaped to a 1-vector on its way (PP-OCRv6's
+    recogniser) left the folded model's head without MACs. Per unit of the symbolic N and W: Conv
+    4·2 outputs × 4 inputs = 32, MatMul 5 outputs × 8 = 40; folded to 2 channels, 16 and 20."""
+    model = _computed_reshape_model(opset, scalar_reshape)
+    _, report = onnxfold.fold(model, 0.5, validate=False, method="fold", repair="none", round_to=1)
     assert report.before.macs == 72 and report.before.macs_unknown_nodes == 0
-    assert report.after.macs == 36
+    assert report.after.macs_unknown_nodes == 0
+    # the channel analysis does not trace that width through its Reshape yet: the Conv stays whole
+    assert report.after.macs == (72 if scalar_reshape else 36)
 
 
 @pytest.mark.parametrize("op, gates", [("LSTM", 4), ("GRU", 3)])

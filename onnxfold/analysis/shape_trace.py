@@ -271,6 +271,7 @@ DIM_VALUE_OPS = {
     "Concat",
     "Unsqueeze",
     "Squeeze",
+    "Reshape",
     "Add",
     "Sub",
     "Mul",
@@ -387,6 +388,11 @@ def _dim_values(t: gs.Tensor, memo: dict, depth: int) -> DimValues | None:
         if len(src.values) != 1:
             return None
         return DimValues(src.values, node.op == "Squeeze", src.dtype, src.origins)
+    if node.op == "Reshape":  # one value to a scalar or a 1-vector (Paddle2ONNX reshapes a dim so)
+        target = _const_ints(node.inputs[1]) if len(node.inputs) > 1 else None
+        if len(src.values) != 1 or target is None or len(target) > 1 or (target and target[0] not in (1, -1)):
+            return None
+        return DimValues(src.values, not target, src.dtype, src.origins)
     if node.op == "Gather":
         idx = _const_ints(node.inputs[1])
         if idx is None or int(node.attrs.get("axis", 0)) != 0 or src.scalar:
