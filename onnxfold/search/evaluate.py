@@ -73,13 +73,6 @@ def _random_runs(
     return joined, []
 
 
-def _leading(feed: Mapping[str, np.ndarray]) -> int:
-    """Samples of a feed as its first input counts them (a recurrent state [layers, batch, ...] next
-    to [batch, ...] inputs leaves :func:`sample_count` the number of layers)."""
-    first = next(iter(feed.values()), None)
-    return int(np.shape(first)[0]) if first is not None and np.ndim(first) else 1
-
-
 class Evaluator:
     """Runs ``original`` on ``inputs`` once (when None, the random samples of :func:`_random_runs`:
     then ``proxy`` is True) and scores candidates by :func:`onnxfold.runtime.fidelity.model_fidelity`.
@@ -110,8 +103,8 @@ class Evaluator:
             self.feed = dict(inputs)
         self.names = [o.name for o in sess.get_outputs()]
         self.samples = sample_count(self.feed) if splittable(self.feed) else None
-        self.chains: list[list[int]] = []  # streams of consecutive samples, rolled out
-        self.recurrent, self.chains = self._streams(sess)
+        self.chains: list[list[int]] = []  # streams of consecutive samples, rolled out (none yet: _run)
+        self.recurrent, self.chains, self._axes = self._streams(sess)
         self.reference = self._run(sess)
         self.metrics = output_metrics(
             self.reference, metric, producers_of(original), bool(id_rows), self.samples
@@ -146,21 +139,22 @@ class Evaluator:
         metrics = {n: self.metrics[n] for n in ref}
         return model_fidelity(ref, cand, metrics, len(self.unseen))[1] if ref else []
 
-    def _streams(self, sess) -> tuple[list[tuple[str, str]], list[list[int]]]:
+    def _streams(self, sess) -> tuple[list[tuple[str, str]], list[list[int]], dict[str, int]]:
         """(the state pairs of a model that feeds a state back, the chains of consecutive samples to
-        roll out: :mod:`onnxfold.search.stream`); no chains when no two given samples are consecutive
-        steps, or the model takes more than one sample per run."""
+        roll out, each output's sample axis to join a rollout's steps on: :mod:`onnxfold.search.stream`);
+        no chains when no two given samples are consecutive steps, or the model takes more than one
+        sample per run."""
         from onnxfold.api import as_model
         from onnxfold.search.stream import output_axes, recurrent_state, stream_chains
 
         model = self.original if isinstance(self.original, Model) else as_model(self.original)
         pairs = recurrent_state(model)
         if not pairs or self.extra_runs or not self.samples or (fixed_batch(sess) or 1) != 1:
-            return pairs, []
+            return pairs, [], {}
         batched = self._run(sess)
         chains = stream_chains(self.feed, batched, pairs)
-        self._axes = output_axes(batched, self.samples)
-        return pairs, chains if any(len(c) > 1 for c in chains) else []
+        streams = chains if any(len(c) > 1 for c in chains) else []
+        return pairs, streams, output_axes(batched, self.samples)
 
     def _run(self, sess) -> dict[str, np.ndarray]:
         """Every output on the whole feed (batch by batch for a model exported at a fixed batch; along
@@ -195,7 +189,7 @@ class Evaluator:
 
     def describe(self) -> str:
         """e.g. ``32 given samples`` or ``data-free proxy: 32 random samples``."""
-        n = sum(_leading(f) for f in [self.feed, *self.extra_runs])
+        n = sum(sample_count(f) for f in [self.feed, *self.extra_runs])
         if self.synthetic:
             text = f"data-free proxy: {self.synthetic}"
         else:

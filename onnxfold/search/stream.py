@@ -20,6 +20,7 @@ from onnxfold.folding.samples import Feeds, sample_axes, take
 from onnxfold.ir.model import Model
 from onnxfold.runtime.compare import run_feed
 from onnxfold.runtime.fidelity import sample_axis
+from onnxfold.search.evaluate import take_samples
 
 #: An output state matches the next sample's input state within this fraction of its largest value.
 LINK_TOLERANCE = 1e-3
@@ -60,16 +61,6 @@ def recurrent_state(model: Model) -> list[tuple[str, str]]:
     return pairs
 
 
-def output_sample(x: np.ndarray, index: int, samples: int) -> np.ndarray | None:
-    """Sample ``index`` of an output over ``samples`` samples, as a run of that one sample returns it."""
-    where = sample_axis(np.shape(x), samples)
-    if where == "leading":
-        return x[index : index + 1]
-    if where == "second":
-        return x[:, index : index + 1]
-    return None
-
-
 def stream_chains(
     feed: Feeds, reference: Mapping[str, np.ndarray], pairs: Sequence[tuple[str, str]]
 ) -> list[list[int]]:
@@ -86,7 +77,7 @@ def stream_chains(
         nxt = take(feed, [i + 1])
         linked = True
         for state_in, state_out in pairs:
-            produced = output_sample(np.asarray(reference[state_out]), i, n)
+            produced = take_samples(reference[state_out], np.array([i]), n)
             given = np.asarray(nxt[state_in])
             if produced is None or produced.shape != given.shape:
                 linked = False
