@@ -17,6 +17,8 @@ element-wise gate arithmetic is not counted), seq and batch the first two dims o
 
 from __future__ import annotations
 
+import math
+
 import onnx_graphsurgeon as gs
 
 from onnxfold.analysis.groups import COMPUTED_WEIGHT, MIXES_CHANNELS, OTHER_AXIS, BlockReason
@@ -70,13 +72,7 @@ def recurrent_macs(node, shape, dim) -> int | None:
     x, w, r = shape(0), shape(1), shape(2)
     if x is None or w is None or r is None or len(x) != 3:
         return None
-    weights = 1
-    for d in w:
-        weights *= dim(d)
-    recurrences = 1
-    for d in r:
-        recurrences *= dim(d)
-    return dim(x[0]) * dim(x[1]) * (weights + recurrences)
+    return dim(x[0]) * dim(x[1]) * (math.prod(map(dim, w)) + math.prod(map(dim, r)))
 
 
 for _op in RECURRENT:
