@@ -295,7 +295,9 @@ def test_auto_without_samples_draws_random_tokens_over_the_embedding(tmp_path: P
     stats = next(r for r in report.passes if r.name == "fold").stats
     assert "random token sequences over the embedding's 50 rows" in stats["activation_samples"]
     assert "fitted no merge" in stats["auto"] and set(stats["methods"]) <= {"fold", "l2"}  # judged only
-    assert report.plans[0].status == "folded" and report.plans[0].k == 12
+    plans = {p.group.producers[0]: p for p in report.plans}
+    assert plans["fc1"].status == "folded" and plans["fc1"].k == 12
+    assert plans["embed"].status == "folded" and plans["embed"].k == 6  # the embedding's 8 columns
     ids = np.random.default_rng(0).integers(0, 50, size=(3, 5))
     got = make_session(str(out), providers=["CPUExecutionProvider"]).run(None, {"input_ids": ids})[0]
     assert got.shape == (3, 5, 4)

@@ -17,7 +17,7 @@ from harness import A, Net, S, initializers, positive, producer, rel_err, rnd, r
 from onnx import TensorProto, helper
 
 import onnxfold
-from onnxfold.analysis import RESHAPES_CHANNELS, SUBGRAPH_USE, UNSUPPORTED_OP
+from onnxfold.analysis import CLAIM_CONFLICT, RESHAPES_CHANNELS, SUBGRAPH_USE, UNSUPPORTED_OP
 from onnxfold.ir.model import to_model_proto
 
 X = [2, 3, 6, 6]
@@ -378,6 +378,84 @@ def test_recurrent_op_reads_its_input_channels_through_columns(op, via):
     model, report = onnxfold.fold(wide, 0.5, validate=False, method="auto", inputs={"x": samples})
     assert folded_names(report.plans) == expect
     assert_same(run_ort(to_model_proto(model), feeds), ref)
+
+
+# --------------------------------------------------------------------------------- 4b. embedding lookup
+VOCAB, EMB = 20, 4
+
+
+def embedding_graph(into: str, tied: bool = False):
+    """ids [2, 5] → Gather(table [VOCAB, EMB]) → a MatMul, or (time-major) a GRU; ``tied``: the
+    table is also the output projection (Gemm with transB), as a tied LM head reads it."""
+
+    def build(w):
+        net = Net(w, 13)
+        net.inputs.append(helper.make_tensor_value_info("ids", TensorProto.INT64, [2, 5]))
+        e = net("Gather", "table", "ids", name="embed")  # [2, 5, EMB]
+        if into == "gru":
+            seq = net("Transpose", e, perm=[1, 0, 2])  # [5, 2, EMB]
+            y = net("GRU", seq, "GRU_W", "GRU_R", "GRU_B", name="rnn", hidden_size=3, outs=2)[0]
+            shape = [5, 1, 2, 3]
+        elif tied:
+            h = net("MatMul", net("MatMul", e, "mw", name="m"), "back")  # [2, 5, EMB]
+            y = net("Gemm", net("Reshape", h, net.i64("flat", [-1, EMB])), "table", name="head", transB=1)
+            shape = [10, VOCAB]
+        else:
+            y, shape = net("MatMul", e, "mw", name="m"), [2, 5, 3]
+        proto = net.model(y)
+        proto.graph.output[0].CopyFrom(helper.make_tensor_value_info(y, TensorProto.FLOAT, shape))
+        return proto
+
+    return build
+
+
+def embedding_w(rng, into: str, tied: bool = False):
+    w = {"table": rnd(rng, VOCAB, EMB)}
+    if into == "matmul":
+        return w | {"mw": rnd(rng, EMB, 3)} | ({"back": rnd(rng, 3, EMB)} if tied else {})
+    return w | {"GRU_W": rnd(rng, 1, 9, EMB), "GRU_R": rnd(rng, 1, 9, 3), "GRU_B": rnd(rng, 1, 18)}
+
+
+@pytest.mark.parametrize("into", ["matmul", "gru"])
+def test_embedding_lookup_is_a_producer(into):
+    """Gather of rows of a constant table (an embedding) produces the table's columns as channels:
+    duplicated columns fold back into the compact table exactly, data-free and fitted; with no
+    compression the model is reproduced bit for bit."""
+    w = embedding_w(np.random.default_rng(0), into)
+    build = embedding_graph(into)
+    consumer = ("mw", 0) if into == "matmul" else ("GRU_W", 2)
+    compact, wide = build(w), build(widen(w, [("table", 1, [A(EMB)]), (*consumer, [S(EMB)])]))
+    check_valid(wide)
+    ids = np.random.default_rng(1).integers(0, VOCAB, (2, 5))
+    feeds = {"ids": ids}
+    ref = run_ort(compact, feeds)
+    assert_same(run_ort(wide, feeds), ref)
+    kept, report = onnxfold.fold(wide, 0.0, validate=False)
+    for got, want in zip(run_ort(to_model_proto(kept), feeds), run_ort(wide, feeds), strict=True):
+        np.testing.assert_array_equal(got, want)
+    folded, plans = fold_public(wide)
+    check_valid(folded)
+    assert folded_names(plans) == {"embed"}
+    assert_same(run_ort(folded, feeds), ref)
+    np.testing.assert_allclose(initializers(folded)["table"], w["table"], rtol=1e-6)
+    for inputs in (None, {"ids": np.random.default_rng(2).integers(0, VOCAB, (16, 5))}):
+        model, report = onnxfold.fold(wide, 0.5, validate=False, method="auto", inputs=inputs)
+        assert folded_names(report.plans) == {"embed"}
+        assert_same(run_ort(to_model_proto(model), feeds), ref)
+
+
+def test_tied_embedding_is_left_alone():
+    """A table that is both looked up (its columns averaged) and read as a weight's input columns
+    (summed) cannot take one fold: that group is blocked with the reason, the rest still folds."""
+    w = embedding_w(np.random.default_rng(0), "matmul", tied=True)
+    proto = embedding_graph("matmul", tied=True)(w)
+    check_valid(proto)
+    folded, plans = fold_public(proto)
+    check_valid(folded)
+    embed = plan_for(plans, "embed")
+    assert embed.status == "blocked" and any(r.code == CLAIM_CONFLICT for r in embed.reasons), embed.reason
+    assert folded_names(plans) == {"m"}
+    np.testing.assert_array_equal(initializers(folded)["table"], w["table"])
 
 
 # --------------------------------------------------------------------------------- 5. opsets 11 … 21

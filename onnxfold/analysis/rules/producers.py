@@ -1,4 +1,5 @@
-"""Producers: Conv, ConvTranspose, Gemm, MatMul with a constant weight, and MatMul of two activations.
+"""Producers: Conv, ConvTranspose, Gemm, MatMul with a constant weight, MatMul of two activations, and
+the embedding lookup (Gather of rows of a constant table).
 
 A producer opens a space on its output channel axis; its weight's output slices and its bias join
 the space as ``average`` members, and the input's channels join the weight's input axis as ``sum``
@@ -11,6 +12,7 @@ MACs per run (``y`` the output, ``w`` the weight, ``K`` the contracted dim):
 * ConvTranspose: prod(x) · C_out/group · prod(kernel)    (w = [C_in, C_out/group, k…])
 * Gemm:          M · K · N                                (Y[M, N] = A[M, K] B[K, N])
 * MatMul:        prod(y) · K                              (K = last dim of A)
+* Gather:        0                                        (y[..., e] = table[ids[...], e]: a lookup)
 
 The integer variants (ConvInteger, QLinearConv, MatMulInteger, QLinearMatMul) count the same way.
 """
@@ -32,6 +34,7 @@ from onnxfold.analysis.groups import (
     SUM,
     UNALIGNED,
     UNKNOWN_SHAPE,
+    UNSUPPORTED_OP,
     UNTRACKED_TENSOR,
     BlockReason,
     ChannelGroup,
@@ -317,6 +320,26 @@ def batched_matmul(walk: Analysis, node: gs.Node) -> None:
     for _, lay, _ in tracked[1:]:
         walk.unite(ref, lay)
     walk.set_layout(node.outputs[0], Layout(out_rank, out_axis, ref.segments))
+
+
+@register_rule("Gather")
+def embedding(walk: Analysis, node: gs.Node) -> None:
+    """y[..., e] = table[ids[...], e] with a constant 2-D table gathered on axis 0: a producer whose
+    channels are the table's columns (``average`` members; no input channels, no bias). The ids carry
+    no channels. A Gather of an activation, or on another axis, keeps its channels from folding."""
+    table, ids = node.inputs[0], node.inputs[1]
+    axis = int(node.attrs.get("axis", 0))
+    rank = walk.rank_of(ids)
+    if isinstance(table, gs.Constant) and len(table.shape) == 2 and axis in (0, -2) and rank is not None:
+        if not isinstance(ids, gs.Constant):
+            n = table.shape[1]
+            space = walk.new_space(n, node.name)
+            walk.add_member(space, table, 1, AVERAGE, node, kind="weight")
+            walk.set_layout(node.outputs[0], Layout(rank + 1, rank, (Segment(space, 0, n),)))
+        return
+    walk.block_inputs(
+        node, BlockReason(UNSUPPORTED_OP, f"reaches unsupported op {node.op} ({node.name})", node.name)
+    )
 
 
 # --------------------------------------------------------------------------- weight layouts
