@@ -101,34 +101,50 @@ def chunked(inputs: Feeds, size: int = CHUNK) -> list[Feeds]:
     return [take(inputs, slice(i, i + size)) for i in range(0, total, max(1, size))]
 
 
+def random_runs(
+    session,
+    samples: int,
+    batch: int,
+    seed: int = 0,
+    shapes: dict | None = None,
+    dim: int = 16,
+    id_rows: dict | None = None,
+) -> list[Feeds]:
+    """Runs of ``batch`` deterministic random samples each (:func:`~onnxfold.runtime.inputs.make_inputs`
+    with seeds ``seed``, ``seed`` + 1, …; ``dim`` for symbolic non-batch dims; ids inside ``id_rows``),
+    drawn until they hold at least ``samples`` samples. Validation's random inputs, the data-free
+    proxy and ``auto``'s synthetic samples are all drawn here; a model exported at a smaller fixed
+    batch gets runs of its own batch, which the caller joins (:func:`merged_feeds`) or keeps apart."""
+    from onnxfold.runtime.inputs import make_inputs
+
+    runs, got = [], 0
+    while got < samples:
+        feed = make_inputs(
+            session,
+            shapes=shapes or None,
+            batch=batch,
+            seed=seed + len(runs),
+            id_rows=id_rows,
+            default_dim=dim,
+            sequence=dim,
+        )
+        got += sample_count(feed)
+        runs.append(feed)
+    return runs
+
+
 def synthetic_feeds(
     model, shapes: dict | None = None, samples: int = SYNTHETIC_SAMPLES, seed: int = 0
 ) -> list[Feeds]:
-    """Data-free samples: validation's deterministic random inputs (seeds ``seed``, ``seed`` + 1, …; ids
-    that index an embedding table drawn inside it; symbolic dims of a size the model runs at),
-    ``samples`` of them in runs of :data:`CHUNK` (a model whose batch dim is fixed gets runs of its
-    own batch)."""
+    """Data-free samples: :func:`random_runs` of :data:`CHUNK` samples (ids that index an embedding
+    table drawn inside it; symbolic dims of a size the model runs at), ``samples`` of them."""
     from onnxfold.ir.model import to_model_proto
-    from onnxfold.runtime.inputs import make_inputs
     from onnxfold.runtime.session import measurement_session
 
     session = measurement_session(to_model_proto(model), optimize=False)
     tables = embedding_rows(model)  # ids that index an embedding stay inside its table
     dim = runnable_dim(session, shapes, seed, tables)
-    feeds, got = [], 0
-    while got < samples:
-        feed = make_inputs(
-            session,
-            shapes=shapes or None,
-            batch=CHUNK,
-            seed=seed + len(feeds),
-            id_rows=tables,
-            default_dim=dim,
-            sequence=dim,
-        )
-        got += sample_count(feed)
-        feeds.append(feed)
-    return feeds
+    return random_runs(session, samples, CHUNK, seed, shapes, dim, tables)
 
 
 def merged_feeds(feeds: Sequence[Feeds]) -> Feeds | None:

@@ -291,23 +291,16 @@ def _task_fidelity(
 
 
 def _random_feed(session, shapes, batch: int, seed: int, dim: int, id_rows) -> dict[str, np.ndarray]:
-    """``batch`` random samples; a model exported at a smaller fixed batch gets runs drawn with the
-    next seeds, joined (:func:`run_feed` runs them batch by batch). At batch 1 validation compared one
-    sample: a folded classifier that had lost its task still agreed on its one argmax."""
-    from onnxfold.folding.samples import merged_feeds, sample_count, splittable
+    """``batch`` random samples (:func:`~onnxfold.folding.samples.random_runs`); a model exported at a
+    smaller fixed batch gets several runs, joined (:func:`run_feed` runs them batch by batch). At
+    batch 1 validation compared one sample: a folded classifier that had lost its task still agreed on
+    its one argmax."""
+    from onnxfold.folding.samples import merged_feeds, random_runs, splittable
 
-    def draw(s: int) -> dict[str, np.ndarray]:
-        return make_inputs(
-            session, shapes=shapes, batch=batch, seed=s, default_dim=dim, sequence=dim, id_rows=id_rows
-        )
-
-    feed = draw(seed)
-    if not splittable(feed) or sample_count(feed) >= batch:
-        return feed
-    runs = [feed]
-    while sum(sample_count(r) for r in runs) < batch:
-        runs.append(draw(seed + len(runs)))
-    return merged_feeds(runs) or feed
+    runs = random_runs(session, batch, batch, seed, shapes, dim, id_rows)
+    if len(runs) == 1 or not splittable(runs[0]):
+        return runs[0]
+    return merged_feeds(runs) or runs[0]
 
 
 def validate(
