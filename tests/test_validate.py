@@ -408,3 +408,17 @@ def test_a_batch_1_model_is_validated_on_as_many_random_samples_as_any_other():
     )
     (out,) = report.outputs
     assert out.top1_agreement == pytest.approx(float(np.mean(ref.argmax(1) == (-ref).argmax(1))))
+
+
+def test_validation_reports_no_top1_for_a_pooled_embedding():
+    """A mean-pooled [B, 16] (ReduceMean) is an embedding: validation compares it by r2 and prints no
+    top-1 agreement; a Gemm's [B, 10] logits keep both."""
+    pooled = _model(
+        [oh.make_node("ReduceMean", ["x"], ["emb"], axes=[1], keepdims=0)],
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 5, 16])],
+        [oh.make_tensor_value_info("emb", TensorProto.FLOAT, ["batch", 16])],
+    )
+    (m,) = validate(pooled, pooled, batch=4).outputs
+    assert m.fidelity_metric == "r2" and m.top1_agreement is None
+    (c,) = validate(_classifier(), _classifier(), batch=4).outputs
+    assert c.fidelity_metric == "top1" and c.top1_agreement == 1.0

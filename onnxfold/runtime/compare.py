@@ -8,7 +8,8 @@ Metrics per output, with a = reference and b = candidate (flattened, computed in
 * ``mean_abs`` = mean |a - b|
 * ``cosine``   = <a, b> / (|a| |b|)  (1.0 when both are all-zero, 0.0 when exactly one is)
 * ``top1_agreement`` = fraction of rows i with argmax_j a[i, j] == argmax_j b[i, j]
-  (only for float outputs of rank 2 whose last dim is > 1, i.e. class scores)
+  (only for float outputs of rank 2 whose last dim is > 1, i.e. class scores; validation drops it
+  for an embedding of that shape, :func:`~onnxfold.runtime.fidelity.embedding_like`)
 * ``exact`` = the two arrays have the same dtype, shape and bytes.
 """
 
@@ -273,7 +274,7 @@ def _task_fidelity(
 ) -> None:
     """Fill each float output's ``fidelity`` under the metric the target search picks for it."""
     from onnxfold.folding.samples import sample_count, splittable
-    from onnxfold.runtime.fidelity import fidelity_value, output_metrics, producers_of
+    from onnxfold.runtime.fidelity import embedding_like, fidelity_value, output_metrics, producers_of
 
     floats = {
         m.name: reference[m.name]
@@ -283,11 +284,14 @@ def _task_fidelity(
     if not floats:
         return
     samples = sample_count(feed) if splittable(feed) else None
-    chosen = output_metrics(floats, "auto", producers_of(original), token_inputs, samples)
+    producers = producers_of(original)
+    chosen = output_metrics(floats, "auto", producers, token_inputs, samples)
     for m in metrics:
         if m.name in chosen:
             m.fidelity_metric = chosen[m.name]
             m.fidelity = fidelity_value(chosen[m.name], reference[m.name], candidate[m.name], samples)
+            if embedding_like(reference[m.name], producers.get(m.name)):
+                m.top1_agreement = None  # the argmax of a feature vector is no prediction
 
 
 def _random_feed(session, shapes, batch: int, seed: int, dim: int, id_rows) -> dict[str, np.ndarray]:
