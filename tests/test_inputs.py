@@ -21,7 +21,7 @@ from onnxfold.runtime.session import make_session
 
 MODEL = bundled_model("lenet5.onnx")  # one input "input" [batch, 1, 8, 8] float32
 SAMPLES = np.random.default_rng(3).standard_normal((12, 1, 8, 8)).astype(np.float32)
-LAYOUTS = ("npy", "npz", "named-folder", "sample-folder")
+LAYOUTS = ("npy", "npz", "named-folder", "sample-folder", "npz-folder")
 
 
 def write_layout(layout: str, root: Path, x: np.ndarray = SAMPLES) -> Path:
@@ -37,6 +37,10 @@ def write_layout(layout: str, root: Path, x: np.ndarray = SAMPLES) -> Path:
     folder.mkdir()
     if layout == "named-folder":
         np.save(folder / "input.npy", x)
+    elif layout == "npz-folder":  # one archive per run of samples, the last holding one sample
+        np.savez(folder / "a.npz", input=x[:5])
+        np.savez(folder / "b.npz", input=x[5:11])
+        np.savez(folder / "c.npz", input=x[11])
     else:  # several samples, then one sample without its sample axis, concatenated in name order
         np.save(folder / "a.npy", x[:5])
         np.save(folder / "b.npy", x[5:11])
@@ -231,3 +235,47 @@ def test_a_folder_of_images_with_a_preprocessing_preset(tmp_path: Path, capsys) 
     flat = make_session(str(_image_model(tmp_path / "flat.onnx", ["N", 64])))
     with pytest.raises(ValueError, match="is not an image batch"):
         load_inputs(folder, flat, image_preprocess="unit")
+
+
+def test_a_folder_of_npz_files_joins_every_input_and_names_a_file_that_differs(
+    tmp_path: Path, capsys
+) -> None:
+    """Token sequences in one archive per sentence: joined per input when they share a length; a
+    file of another length is one line naming both files (they must be padded to one length)."""
+    from onnxfold.runtime.inputs import load_inputs as load
+
+    src = tmp_path / "tokens.onnx"
+    ids = np.random.default_rng(0).integers(0, 50, (3, 7))
+    folder = tmp_path / "sentences"
+    folder.mkdir()
+    for i, row in enumerate(ids):
+        np.savez(folder / f"{i}.npz", input_ids=row[None], attention_mask=np.ones((1, 7), np.int64))
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = np.random.default_rng(1).standard_normal((50, 8)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gather", ["E", "input_ids"], ["h"]),
+            helper.make_node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
+            helper.make_node("Unsqueeze", ["m", "axis"], ["m3"]),
+            helper.make_node("Mul", ["h", "m3"], ["hidden"]),
+        ],
+        "tokens",
+        [
+            helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"])
+            for n in ("input_ids", "attention_mask")
+        ],
+        [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["batch", "seq", 8])],
+        [numpy_helper.from_array(table, "E"), numpy_helper.from_array(np.array([-1], np.int64), "axis")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), src)
+    got = load(folder, onnx.load(str(src)))
+    np.testing.assert_array_equal(got["input_ids"], ids)
+    assert got["attention_mask"].shape == (3, 7)
+    np.savez(folder / "3.npz", input_ids=ids[:1, :5], attention_mask=np.ones((1, 5), np.int64))
+    argv = ["run", src, "-o", tmp_path / "o.onnx", "--pipeline", "canonicalize,validate", "--inputs", folder]
+    assert main([str(a) for a in argv]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "3.npz holds input_ids[1, 5]" in line and "0.npz holds input_ids[1, 7]" in line and "pad" in line
+    assert not (tmp_path / "o.onnx").exists()

@@ -293,7 +293,9 @@ def load_inputs(
     - a folder of ``.npy`` files, for a model with a single input only: each file holds one or more
       samples (a file of one sample may leave out the sample axis); the files are concatenated on
       axis 0 in file-name order.
-    - a folder of images (and no ``.npy`` file), for a model with a single image input, read as
+    - a folder of ``.npz`` files (and no ``.npy`` file), each with one array per input holding one or
+      more samples, joined along each input's sample axis in file-name order (:func:`_read_npz_folder`).
+    - a folder of images (and no ``.npy`` or ``.npz`` file), for a model with a single image input, read as
       ``image_preprocess`` says (:mod:`onnxfold.runtime.images`; ``shapes`` may give their height
       and width).
 
@@ -390,7 +392,7 @@ def _read_images(
     from onnxfold.runtime.images import ImagePreprocess, image_files, load_images
 
     if not image_files(path):
-        raise ValueError(f"{path}: the folder contains no .npy files and no images")
+        raise ValueError(f"{path}: the folder contains no .npy or .npz files and no images")
     if len(specs) != 1:
         raise ValueError(
             f"{path}: a folder of images only works for single-input models; inputs {[s.name for s in specs]}"
@@ -408,6 +410,52 @@ def _read_images(
     return load_images(path, spec.name, spec.shape, ImagePreprocess.parse(image_preprocess), size)
 
 
+def _read_npz_folder(
+    path: Path, files: list[Path], specs: list[InputSpec]
+) -> dict[str, tuple[np.ndarray, str]]:
+    """A folder of ``.npz`` files, each one array per input holding one or more samples (a file of one
+    sample may leave out the sample axis), joined along each input's sample axis in file-name order
+    (a scalar input taken once). The files must agree on every other dim: token sequences of
+    different lengths must be padded to one length first, as the application pads them."""
+    from onnxfold.folding.samples import merged_feeds, sample_axes
+
+    runs = []
+    for f in files:
+        held = _read_source(f, specs)
+        extra = sorted(set(held) - {s.name for s in specs})
+        missing = [s.name for s in specs if s.name not in held]
+        if missing or extra:
+            raise ValueError(
+                f"{f}: the arrays do not match the model inputs: missing {missing}, unexpected {extra}"
+            )
+        run = {}
+        for spec in specs:
+            arr = _cast(np.asarray(held[spec.name][0]), spec, str(f))
+            if spec.shape and arr.ndim == len(spec.shape) - 1:
+                arr = arr[None]  # one sample without its sample axis
+            run[spec.name] = arr
+        runs.append(run)
+    try:
+        joined = merged_feeds(runs)
+    except ValueError:
+        joined = None
+    if joined is None:
+
+        def dims(run: dict) -> dict:
+            layout = sample_axes(run)
+            axes = layout[1] if layout else {}
+            return {k: [d for i, d in enumerate(v.shape) if i != axes.get(k, 0)] for k, v in run.items()}
+
+        bad = next((i for i, r in enumerate(runs) if dims(r) != dims(runs[0])), len(runs) - 1)
+        shown = ", ".join(f"{k}{list(v.shape)}" for k, v in runs[bad].items())
+        first = ", ".join(f"{k}{list(v.shape)}" for k, v in runs[0].items())
+        raise ValueError(
+            f"{path}: {files[bad].name} holds {shown} but {files[0].name} holds {first}: the files' samples "
+            "must agree on every dim but the sample axis (pad sequences to one length, as the application does)"
+        )
+    return {k: (v, str(path)) for k, v in joined.items()}
+
+
 def _read_source(
     path: Path,
     specs: list[InputSpec],
@@ -418,6 +466,8 @@ def _read_source(
     names = [s.name for s in specs]
     if path.is_dir():
         files = sorted(path.glob("*.npy"))
+        if not files and sorted(path.glob("*.npz")):
+            return _read_npz_folder(path, sorted(path.glob("*.npz")), specs)
         if not files:
             return {specs[0].name: (_read_images(path, specs, image_preprocess, shapes), str(path))}
         stems = {f.stem: f for f in files}
@@ -458,4 +508,4 @@ def _read_source(
                 f"{names}: use a .npz or a folder of <input_name>.npy files"
             )
         return {names[0]: (_load_array(path), str(path))}
-    raise ValueError(f"{path}: expected a .npy or .npz file or a folder of .npy files")
+    raise ValueError(f"{path}: expected a .npy or .npz file or a folder of .npy or .npz files")
