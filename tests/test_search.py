@@ -57,38 +57,43 @@ def test_auto_metric_fits_the_output() -> None:
 
 def test_a_pooled_or_normalised_embedding_is_not_class_scores() -> None:
     """A sentence encoder's [B, 384] (masked mean: ReduceSum, Div, then a one-input Concat) and a
-    unit-norm face embedding are compared by r2; logits from a Gemm and a softmax written as Exp,
-    ReduceSum, Div stay class scores (top1)."""
+    unit-norm face embedding are compared by r2; logits from a Gemm (over a temperature too), a softmax
+    written as Exp, ReduceSum, Div, and a signal model's mean of frame logits stay class scores."""
     from onnxfold.runtime.fidelity import producers_of
 
     rng = np.random.default_rng(0)
     emb = rng.standard_normal((8, 384)).astype(np.float32)
-    assert auto_metric("461", emb, "Div") == "r2"
-    assert auto_metric("461", emb, "ReduceMean") == "r2"
-    assert auto_metric("logits", emb, "Gemm") == "top1"
+    assert auto_metric("461", emb, "ReduceSum", token_inputs=True) == "r2"
+    assert auto_metric("pooler_output", emb, "Tanh", token_inputs=True) == "r2"
+    assert auto_metric("logits", emb, "Gemm", token_inputs=True) == "top1"
+    assert auto_metric("clipwise", emb, "ReduceMean") == "top1"  # audio tagging: frames pooled
     unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
     assert auto_metric("out", unit, "Gemm") == "r2"
     probs = np.exp(emb[:, :10]) / np.exp(emb[:, :10]).sum(axis=1, keepdims=True)
-    assert auto_metric("out", probs, "Div") == "top1"
+    assert auto_metric("out", probs, "ReduceSum", token_inputs=True) == "top1"
     nodes = [
         helper.make_node("ReduceSum", ["x", "axes"], ["s"], keepdims=0),
         helper.make_node("Div", ["s", "n"], ["d"]),
         helper.make_node("Concat", ["d"], ["pooled"], axis=1),
         helper.make_node("Concat", ["d", "d"], ["joined"], axis=1),
         helper.make_node("Identity", ["joined"], ["twice"]),
+        helper.make_node("Gemm", ["d", "w"], ["g"]),
+        helper.make_node("Div", ["g", "n"], ["tempered"]),
     ]
     graph = helper.make_graph(
         nodes,
         "pool",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
-        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in ("pooled", "twice")],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in ("pooled", "twice", "tempered")],
         [
             numpy_helper.from_array(np.array([1], np.int64), "axes"),
             numpy_helper.from_array(np.float32(3), "n"),
+            numpy_helper.from_array(np.ones((4, 5), np.float32), "w"),
         ],
     )
     producers = producers_of(helper.make_model(graph))
-    assert producers["pooled"] == "Div" and producers["twice"] == "Concat"
+    assert producers["pooled"] == "ReduceSum" and producers["twice"] == "Concat"
+    assert producers["tempered"] == "Gemm"
 
 
 def test_unnamed_ctc_logits_are_recognised_by_their_shape_and_blanks() -> None:

@@ -411,14 +411,19 @@ def test_a_batch_1_model_is_validated_on_as_many_random_samples_as_any_other():
 
 
 def test_validation_reports_no_top1_for_a_pooled_embedding():
-    """A mean-pooled [B, 16] (ReduceMean) is an embedding: validation compares it by r2 and prints no
-    top-1 agreement; a Gemm's [B, 10] logits keep both."""
+    """A token model's mean-pooled [B, 8] (ReduceMean over the tokens) is an embedding: validation
+    compares it by r2 and prints no top-1 agreement; a Gemm's [B, 10] logits keep both."""
+    table = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
     pooled = _model(
-        [oh.make_node("ReduceMean", ["x"], ["emb"], axes=[1], keepdims=0)],
-        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 5, 16])],
-        [oh.make_tensor_value_info("emb", TensorProto.FLOAT, ["batch", 16])],
+        [
+            oh.make_node("Gather", ["E", "ids"], ["h"]),
+            oh.make_node("ReduceMean", ["h"], ["emb"], axes=[1], keepdims=0),
+        ],
+        [oh.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 6])],
+        [oh.make_tensor_value_info("emb", TensorProto.FLOAT, ["batch", 8])],
+        [nh.from_array(table, "E")],
     )
-    (m,) = validate(pooled, pooled, batch=4).outputs
+    (m,) = validate(pooled, pooled, batch=4, id_rows={"ids": 50}).outputs
     assert m.fidelity_metric == "r2" and m.top1_agreement is None
     (c,) = validate(_classifier(), _classifier(), batch=4).outputs
     assert c.fidelity_metric == "top1" and c.top1_agreement == 1.0

@@ -290,7 +290,7 @@ def _task_fidelity(
         if m.name in chosen:
             m.fidelity_metric = chosen[m.name]
             m.fidelity = fidelity_value(chosen[m.name], reference[m.name], candidate[m.name], samples)
-            if embedding_like(reference[m.name], producers.get(m.name)):
+            if embedding_like(reference[m.name], producers.get(m.name), token_inputs):
                 m.top1_agreement = None  # the argmax of a feature vector is no prediction
 
 

@@ -25,7 +25,7 @@ Per output (reference a, candidate b, computed in float64), one of five metrics:
 
 ``auto`` picks top1 for class scores (float rank 2 with more than one class, as
 :mod:`onnxfold.runtime.compare` detects them) but r2 for an embedding of that shape (:func:`embedding_like`:
-unit-norm rows, or rows a pooling or normalising op made: on paraphrase-MiniLM-L3-v2's mean-pooled
+unit-norm rows, or a token model's rows that a pooling or normalising op made: on paraphrase-MiniLM-L3-v2's mean-pooled
 [B, 384], top1 asked the largest feature to stay the largest and held a 0.95 search at 14% fewer MACs;
 r2 reached 22%, at a mean cosine of 0.98 on new sentences); for sequence logits (float rank 3 whose output
 name or producing op says logits/probabilities: Softmax, LogSoftmax, or a name containing
@@ -122,7 +122,7 @@ def auto_metric(
     """The metric ``auto`` uses for an output (see the module docstring); ``token_inputs``: the model
     reads integer token ids; ``samples``: how many samples ``ref`` holds (:func:`ctc_like` needs it)."""
     ref = np.asarray(ref)
-    if _is_class_scores(ref) and not embedding_like(ref, producer_op):
+    if _is_class_scores(ref) and not embedding_like(ref, producer_op, token_inputs):
         return "top1"
     if ref.dtype.kind == "f" and ref.ndim == 3 and ref.shape[-1] > 1:
         if producer_op in _LOGIT_OPS or _LOGIT_NAME.search(name):
@@ -132,15 +132,26 @@ def auto_metric(
     return "r2"
 
 
-#: ops that pool or normalise features: a [B, D] output they make is an embedding, not class scores
-POOLING_OPS = {"ReduceMean", "ReduceSum", "ReduceL2", "Div", "LpNormalization", "LayerNormalization"}
+#: ops whose [B, D] output is a token model's pooled features (masked mean or max, a normalisation,
+#: the [CLS] row taken with Gather or Slice, BERT's Tanh pooler), not class scores
+POOLING_OPS = {
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceMax",
+    "LpNormalization",
+    "LayerNormalization",
+    "Gather",
+    "Slice",
+    "Tanh",
+}
 
 
-def embedding_like(ref: np.ndarray, producer_op: str | None = None) -> bool:
+def embedding_like(ref: np.ndarray, producer_op: str | None = None, token_inputs: bool = False) -> bool:
     """Whether float rows [B, D] are an embedding (compared by r2: the argmax of a feature vector is no
-    prediction) rather than class scores: rows of unit L2 norm, or rows pooled or normalised by one of
-    :data:`POOLING_OPS` (a sentence encoder's masked mean ReduceSum/Div) unless they are probabilities
-    (non-negative rows summing to 1: a softmax written as Exp, ReduceSum, Div)."""
+    prediction) rather than class scores: rows of unit L2 norm, or, on a model that reads token ids,
+    rows one of :data:`POOLING_OPS` made (a sentence encoder's masked mean, ReduceSum then Div) unless
+    they are probabilities (non-negative rows summing to 1). A signal model's ReduceMean or ReduceMax
+    may pool frame logits into class scores, so there only unit-norm rows count."""
     ref = np.asarray(ref)
     if ref.dtype.kind != "f" or ref.ndim != 2 or ref.size == 0:
         return False
@@ -148,7 +159,7 @@ def embedding_like(ref: np.ndarray, producer_op: str | None = None) -> bool:
     if np.allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-3):
         return True
     probabilities = bool(rows.min() >= 0 and np.allclose(rows.sum(axis=1), 1.0, atol=1e-3))
-    return producer_op in POOLING_OPS and not probabilities
+    return token_inputs and producer_op in POOLING_OPS and not probabilities
 
 
 #: share of positions whose argmax is one class (the blank) from which ``ctc_like`` calls an output CTC
@@ -277,14 +288,26 @@ def _r2_on(ref: np.ndarray, cand: np.ndarray, axis: int | None) -> float:
     return float(per.mean())
 
 
-#: ops that only move, retype or regroup values: the op an output comes from is looked up through them
-PASS_THROUGH = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "Transpose", "Concat"}
+#: ops that only move, retype, regroup or scale values: the op an output comes from is looked up
+#: through them (a Div through its numerator: a temperature, a mean's count, a norm)
+PASS_THROUGH = {
+    "Identity",
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Cast",
+    "Transpose",
+    "Concat",
+    "Div",
+}
 
 
 def producers_of(model) -> dict[str, str]:
     """Tensor name -> op type of the node that computes its values, for a path, bytes, a ModelProto or a
     Model (an initializer's weights are not read from a path): looked up through :data:`PASS_THROUGH`
-    ops of one data input (an exporter's Identity, Flatten or one-input Concat before the output)."""
+    ops along their first input (an exporter's Identity, Flatten or one-input Concat before the
+    output; a masked mean's Div of a ReduceSum is a ReduceSum, logits over a temperature a Gemm)."""
     import onnx
 
     if isinstance(model, (bytes, bytearray)):
