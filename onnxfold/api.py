@@ -211,7 +211,7 @@ def fold(
     lists their meaning; the ``onnxfold fold`` flags have the same names and defaults), except:
     ``repair`` is repair's ``mode``, ``dir_seed`` its ``seed``, ``validate_batch`` validate's
     ``batch``, and ``seed`` also seeds validate's random inputs. ``calibration`` may be a path
-    (:func:`onnxfold.runtime.inputs.load_inputs`), an array of samples or a dict of them;
+    (:func:`onnxfold.runtime.sample_files.load_inputs`), an array of samples or a dict of them;
     ``repair_options``: repair options by their pass names (they win over the keywords).
     The repair pass runs unless ``repair="none"`` and no repair keyword is set.
     With ``min_fidelity``, ``target_params`` or ``target_macs`` the search pass replaces the fixed

@@ -12,7 +12,7 @@ MatMulInteger); it needs no data and suits MatMul-heavy models (transformers): o
 ConvInteger is slower than float32 Conv, so convolutional models want ``static``.
 
 Calibration data for ``static``, first found of: the ``calibration`` option (a ``.npy``, ``.npz``
-or folder read by :func:`onnxfold.runtime.inputs.load_inputs`), ``ctx.data["calibration"]`` (a
+or folder read by :func:`onnxfold.runtime.sample_files.load_inputs`), ``ctx.data["calibration"]`` (a
 batch an earlier pass left, an array or ``{input: array}``), the pipeline's ``ctx.inputs``, else
 random inputs (logged as a warning: ranges then fit noise, not data).
 
@@ -274,7 +274,8 @@ class QuantizePass(Pass):
 
     def _calibration_feeds(self, path: Path, ctx: PassContext) -> tuple[list[dict[str, np.ndarray]], str]:
         """The calibration feeds and where they came from."""
-        from onnxfold.runtime.inputs import input_specs, load_inputs, make_inputs
+        from onnxfold.runtime.inputs import input_specs, make_inputs
+        from onnxfold.runtime.sample_files import load_inputs
         from onnxfold.runtime.session import CPU, make_session
 
         session = make_session(str(path), providers=[CPU])
@@ -309,8 +310,9 @@ class QuantizePass(Pass):
     @staticmethod
     def _checked(arrays: Any, session: Any, what: str) -> dict[str, np.ndarray]:
         """In-memory samples (an array or ``{input: array}``; other keys are ignored) through
-        :func:`~onnxfold.runtime.inputs.load_inputs`: cast and checked like calibration files."""
-        from onnxfold.runtime.inputs import input_specs, load_inputs
+        :func:`~onnxfold.runtime.sample_files.load_inputs`: cast and checked like calibration files."""
+        from onnxfold.runtime.inputs import input_specs
+        from onnxfold.runtime.sample_files import load_inputs
 
         names = [s.name for s in input_specs(session)]
         if isinstance(arrays, Mapping):

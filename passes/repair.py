@@ -27,7 +27,7 @@ import numpy as np
 from onnxfold.ir.model import Model
 from onnxfold.ir.shapes import clear_shapes, infer_shapes
 from onnxfold.pipeline.manager import Option, Pass, PassContext, PassError, PassResult, PipelineError
-from onnxfold.runtime.inputs import load_inputs
+from onnxfold.runtime.sample_files import load_inputs
 
 REPAIR_MODES = ("none", "ar", "data", "dir")
 
@@ -54,7 +54,7 @@ class RepairPass(Pass):
             str,
             "",
             "mode data: input samples, a .npy/.npz file or a folder of .npy files "
-            "(format: onnxfold.runtime.inputs.load_inputs)",
+            "(format: onnxfold.runtime.sample_files.load_inputs)",
         ),
         Option("batch_size", int, 64, "mode data: samples per onnxruntime run"),
         Option(

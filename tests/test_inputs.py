@@ -1,4 +1,4 @@
-"""One input loader (``onnxfold.runtime.inputs.load_inputs``) for ``--inputs``, ``--calibration`` and the
+"""One input loader (``onnxfold.runtime.sample_files.load_inputs``) for ``--inputs``, ``--calibration`` and the
 quantize pass's calibration: every layout works for each use and gives the same samples, and a
 mismatch is one line that names the file and the input."""
 
@@ -16,7 +16,7 @@ from onnxfold.ir.model import to_model_proto
 from onnxfold.models import bundled_model
 from onnxfold.passes import QuantizePass
 from onnxfold.pipeline.manager import PassError
-from onnxfold.runtime.inputs import load_inputs
+from onnxfold.runtime.sample_files import load_inputs
 from onnxfold.runtime.session import make_session
 
 MODEL = bundled_model("lenet5.onnx")  # one input "input" [batch, 1, 8, 8] float32
@@ -242,7 +242,6 @@ def test_a_folder_of_npz_files_joins_every_input_and_names_a_file_that_differs(
 ) -> None:
     """Token sequences in one archive per sentence: joined per input when they share a length; a
     file of another length is one line naming both files (they must be padded to one length)."""
-    from onnxfold.runtime.inputs import load_inputs as load
 
     src = tmp_path / "tokens.onnx"
     ids = np.random.default_rng(0).integers(0, 50, (3, 7))
@@ -270,7 +269,7 @@ def test_a_folder_of_npz_files_joins_every_input_and_names_a_file_that_differs(
         [numpy_helper.from_array(table, "E"), numpy_helper.from_array(np.array([-1], np.int64), "axis")],
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), src)
-    got = load(folder, onnx.load(str(src)))
+    got = load_inputs(folder, onnx.load(str(src)))
     np.testing.assert_array_equal(got["input_ids"], ids)
     assert got["attention_mask"].shape == (3, 7)
     np.savez(folder / "3.npz", input_ids=ids[:1, :5], attention_mask=np.ones((1, 5), np.int64))

@@ -13,7 +13,8 @@ from onnx import helper as oh
 from onnx import numpy_helper as nh
 
 from onnxfold.runtime.compare import compare_outputs, validate
-from onnxfold.runtime.inputs import input_specs, load_inputs, make_inputs, parse_input_shapes
+from onnxfold.runtime.inputs import input_specs, make_inputs, parse_input_shapes
+from onnxfold.runtime.sample_files import load_inputs
 from onnxfold.runtime.session import CPU, available_providers, make_session, runtime_description
 
 

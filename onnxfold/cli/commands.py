@@ -47,7 +47,8 @@ def _external(choice: str) -> bool | None:
 
 
 def _inputs(args: argparse.Namespace):
-    from onnxfold.runtime.inputs import check_input_shapes, load_inputs, parse_input_shapes
+    from onnxfold.runtime.inputs import check_input_shapes, parse_input_shapes
+    from onnxfold.runtime.sample_files import load_inputs
     from onnxfold.runtime.session import make_session
 
     shapes = parse_input_shapes(args.input_shape) if args.input_shape else None
@@ -121,7 +122,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
     from onnxfold.passes import CanonicalizePass
     from onnxfold.passes.search import parse_levels
     from onnxfold.pipeline.manager import PassContext
-    from onnxfold.runtime.inputs import load_inputs
+    from onnxfold.runtime.sample_files import load_inputs
     from onnxfold.runtime.session import make_session
     from onnxfold.search import Evaluator, format_sensitivity, plot_sensitivity, sensitivity
 

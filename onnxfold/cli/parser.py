@@ -155,7 +155,7 @@ def _io_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--inputs",
         help="validation inputs: .npy (single input), .npz, a folder of .npy files, or a folder of images "
-        "with --image-preprocess (format: onnxfold.runtime.inputs.load_inputs)",
+        "with --image-preprocess (format: onnxfold.runtime.sample_files.load_inputs)",
     )
     p.add_argument("--image-preprocess", metavar="PRESET[,bgr]", help=IMAGE_HELP)
     p.add_argument("--overwrite", action="store_true", help="allow the output to replace the input file")

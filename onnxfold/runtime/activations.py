@@ -1,5 +1,5 @@
 """Per-channel activation statistics measured with onnxruntime (calibration samples are read by
-:func:`onnxfold.runtime.inputs.load_inputs`).
+:func:`onnxfold.runtime.sample_files.load_inputs`).
 
 ``channel_moments`` exposes intermediate tensors as graph outputs, runs the model in chunks and
 returns, per tensor, the mean and the (biased) variance of every channel over all other axes.

@@ -1,9 +1,5 @@
-"""Model inputs: their specs, random inputs for smoke runs, ``--input-shape`` parsing and the one
-loader of input samples from ``.npy``/``.npz`` files and folders (:func:`load_inputs`).
-
-The loader serves ``--inputs`` (validation), ``--calibration`` (repair mode ``data``) and the
-quantize pass's ``calibration`` option; its format is documented once, in :func:`load_inputs`.
-"""
+"""Model inputs: their specs, random inputs for smoke runs and ``--input-shape`` parsing. Samples
+from files are read by :mod:`onnxfold.runtime.sample_files`."""
 
 from __future__ import annotations
 
@@ -13,12 +9,9 @@ import re
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from onnxfold.errors import one_line
 
 logger = logging.getLogger(__name__)
 
@@ -258,95 +251,6 @@ def _check_shape(spec: InputSpec, shape: tuple[int, ...], what: str, first: int 
             )
 
 
-def _cast(arr: np.ndarray, spec: InputSpec, where: str) -> np.ndarray:
-    """``arr`` in the input's dtype: within floats, within integers, and ints/bools to floats."""
-    if spec.dtype is None or arr.dtype == spec.dtype:
-        return arr
-    have, want = arr.dtype.kind, spec.dtype.kind
-    if have == want or (have in "iu" and want in "iu") or (have in "iub" and want == "f"):
-        return arr.astype(spec.dtype)
-    raise ValueError(f"{where}: input {spec.name!r} has dtype {arr.dtype}, the model expects {spec.dtype}")
-
-
-def _load_array(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise ValueError(f"{path}: cannot read it as a .npy array: {one_line(exc)}") from None
-
-
-def load_inputs(
-    source: str | os.PathLike | np.ndarray | Mapping[str, np.ndarray],
-    model: Any,
-    *,
-    chunked: bool = False,
-    image_preprocess: str | None = None,
-    shapes: Mapping[str, Sequence[int]] | None = None,
-) -> dict[str, np.ndarray]:
-    """Input samples for ``model`` (a session, graph, Model or ModelProto; see :func:`input_specs`).
-
-    Format of ``--inputs``, ``--calibration`` and the quantize pass's ``calibration``:
-
-    - ``FILE.npy``: one array, for a model with a single input; its first axis is the sample (batch) axis.
-    - ``FILE.npz``: one array per model input, stored under the input's name.
-    - a folder holding ``<input_name>.npy`` for every model input (and no other ``.npy`` file).
-    - a folder of ``.npy`` files, for a model with a single input only: each file holds one or more
-      samples (a file of one sample may leave out the sample axis); the files are concatenated on
-      axis 0 in file-name order.
-    - a folder of ``.npz`` files (and no ``.npy`` file), each with one array per input holding one or
-      more samples, joined along each input's sample axis in file-name order (:func:`_read_npz_folder`).
-    - a folder of images (and no ``.npy`` or ``.npz`` file), for a model with a single image input, read as
-      ``image_preprocess`` says (:mod:`onnxfold.runtime.images`; ``shapes`` may give their height
-      and width).
-
-    Arrays are cast to the input's dtype within floats, within integers (signed or unsigned) and
-    from integers or booleans to floats; any other dtype is an error. Every array must have the
-    input's rank and match each static dim of the model's input, the sample axis too unless
-    ``chunked`` (callers that run the samples in chunks, as calibration does, take any number of
-    samples; then every input must hold the same, non-zero number) or the samples run in batches
-    of a batch the model fixes (a multiple of it in every input: validation and the search run them
-    so). Errors are one-line ``ValueError`` s that name the file and the input.
-
-    ``source`` may also be arrays already in memory: one array (single-input model) or a mapping
-    from input name to array, checked the same way.
-    """
-    specs = input_specs(model)
-    names = [s.name for s in specs]
-    arrays: dict[str, tuple[np.ndarray, str]] = {}
-    if isinstance(source, Mapping):
-        arrays = {k: (np.asarray(v), "the given arrays") for k, v in source.items()}
-    elif not isinstance(source, (str, os.PathLike)):
-        source = np.asarray(source)
-        if len(names) != 1:
-            raise ValueError(
-                f"a single array only works for single-input models; this model has inputs {names}"
-            )
-        arrays = {names[0]: (source, "the given array")}
-    else:
-        arrays = _read_source(Path(source), specs, image_preprocess, shapes)
-    missing = [n for n in names if n not in arrays]
-    extra = sorted(set(arrays) - set(names))
-    if missing or extra:
-        where = str(source) if isinstance(source, (str, os.PathLike)) else "the given arrays"
-        raise ValueError(
-            f"{where}: the arrays do not match the model inputs {names}: missing {missing}, unexpected {extra}"
-        )
-    out = {spec.name: _cast(np.asarray(arrays[spec.name][0]), spec, arrays[spec.name][1]) for spec in specs}
-    batched = chunked or _runs_in_batches(specs, out)
-    for spec in specs:
-        _check_shape(
-            spec, out[spec.name].shape, f"{arrays[spec.name][1]}: array of shape", first=int(batched)
-        )
-    if chunked:
-        where = source if isinstance(source, (str, os.PathLike)) else "the given arrays"
-        counts = {int(v.shape[0]) if v.ndim else 1 for v in out.values()}
-        if len(counts) != 1 or 0 in counts:
-            raise ValueError(
-                f"{where}: inputs must hold the same, non-zero number of samples, got {sorted(counts)}"
-            )
-    return out
-
-
 def fixed_batches(specs: Sequence[InputSpec]) -> list[int]:
     """The leading dims that inputs fix (an export at batch 1 fixes 1); symbolic ones are left out, and
     so is a recurrent state [layers, batch, hidden] whose batch is symbolic beside other non-scalar
@@ -368,144 +272,3 @@ def _state_layout(shape) -> bool:
         and isinstance(shape[0], (int, np.integer))
         and not isinstance(shape[1], (int, np.integer))
     )
-
-
-def _runs_in_batches(specs: list[InputSpec], arrays: Mapping[str, np.ndarray]) -> bool:
-    """Whether ``arrays`` hold samples that run in batches of the size a model exported at a fixed
-    batch takes (every non-scalar array has the same leading dim, a multiple of each fixed one), as
-    validation and the search run them: 32 images for a batch-1 detector."""
-    leading = {a.shape[0] for a in arrays.values() if a.ndim}
-    if len(leading) != 1:
-        return False
-    n = leading.pop()
-    fixed = fixed_batches(specs)
-    return bool(fixed) and n > 0 and all(n % d == 0 for d in fixed)
-
-
-def _read_images(
-    path: Path,
-    specs: list[InputSpec],
-    image_preprocess: str | None,
-    shapes: Mapping[str, Sequence[int]] | None,
-) -> np.ndarray:
-    """The images of a folder without .npy files as the single input's samples."""
-    from onnxfold.runtime.images import ImagePreprocess, image_files, load_images
-
-    if not image_files(path):
-        raise ValueError(f"{path}: the folder contains no .npy or .npz files and no images")
-    if len(specs) != 1:
-        raise ValueError(
-            f"{path}: a folder of images only works for single-input models; inputs {[s.name for s in specs]}"
-        )
-    if not image_preprocess:
-        raise ValueError(
-            f"{path}: a folder of images needs --image-preprocess (unit, pm1, imagenet or raw, optionally "
-            "',bgr'): the normalisation the model was trained with"
-        )
-    spec = specs[0]
-    given = (shapes or {}).get(spec.name)
-    size = None
-    if given is not None and len(given) == 4:
-        size = (int(given[2]), int(given[3])) if given[1] in (1, 3) else (int(given[1]), int(given[2]))
-    return load_images(path, spec.name, spec.shape, ImagePreprocess.parse(image_preprocess), size)
-
-
-def _read_npz_folder(
-    path: Path, files: list[Path], specs: list[InputSpec]
-) -> dict[str, tuple[np.ndarray, str]]:
-    """A folder of ``.npz`` files, each one array per input holding one or more samples (a file of one
-    sample may leave out the sample axis), joined along each input's sample axis in file-name order
-    (a scalar input taken once). The files must agree on every other dim: token sequences of
-    different lengths must be padded to one length first, as the application pads them."""
-    from onnxfold.folding.samples import merged_feeds, sample_axes
-
-    runs = []
-    for f in files:
-        held = _read_source(f, specs)
-        extra = sorted(set(held) - {s.name for s in specs})
-        missing = [s.name for s in specs if s.name not in held]
-        if missing or extra:
-            raise ValueError(
-                f"{f}: the arrays do not match the model inputs: missing {missing}, unexpected {extra}"
-            )
-        run = {}
-        for spec in specs:
-            arr = _cast(np.asarray(held[spec.name][0]), spec, str(f))
-            if spec.shape and arr.ndim == len(spec.shape) - 1:
-                arr = arr[None]  # one sample without its sample axis
-            run[spec.name] = arr
-        runs.append(run)
-    try:
-        joined = merged_feeds(runs)
-    except ValueError:
-        joined = None
-    if joined is None:
-
-        def dims(run: dict) -> dict:
-            layout = sample_axes(run)
-            axes = layout[1] if layout else {}
-            return {k: [d for i, d in enumerate(v.shape) if i != axes.get(k, 0)] for k, v in run.items()}
-
-        bad = next((i for i, r in enumerate(runs) if dims(r) != dims(runs[0])), len(runs) - 1)
-        shown = ", ".join(f"{k}{list(v.shape)}" for k, v in runs[bad].items())
-        first = ", ".join(f"{k}{list(v.shape)}" for k, v in runs[0].items())
-        raise ValueError(
-            f"{path}: {files[bad].name} holds {shown} but {files[0].name} holds {first}: the files' samples "
-            "must agree on every dim but the sample axis (pad sequences to one length, as the application does)"
-        )
-    return {k: (v, str(path)) for k, v in joined.items()}
-
-
-def _read_source(
-    path: Path,
-    specs: list[InputSpec],
-    image_preprocess: str | None = None,
-    shapes: Mapping[str, Sequence[int]] | None = None,
-) -> dict[str, tuple[np.ndarray, str]]:
-    """The arrays a path holds by input name, each with the file it came from (see :func:`load_inputs`)."""
-    names = [s.name for s in specs]
-    if path.is_dir():
-        files = sorted(path.glob("*.npy"))
-        if not files and sorted(path.glob("*.npz")):
-            return _read_npz_folder(path, sorted(path.glob("*.npz")), specs)
-        if not files:
-            return {specs[0].name: (_read_images(path, specs, image_preprocess, shapes), str(path))}
-        stems = {f.stem: f for f in files}
-        if set(names) <= set(stems):
-            others = sorted(f.name for f in files if f.stem not in names)
-            if others:
-                raise ValueError(f"{path}: the folder holds <input>.npy files for {names} and also {others}")
-            return {n: (_load_array(stems[n]), str(stems[n])) for n in names}
-        if len(names) != 1:
-            missing = [n for n in names if n not in stems]
-            raise ValueError(
-                f"{path}: the folder must hold <input_name>.npy for each input {names}; missing {missing}"
-            )
-        spec = specs[0]
-        parts = []
-        for f in files:
-            arr = _cast(_load_array(f), spec, str(f))
-            if spec.shape and arr.ndim == len(spec.shape) - 1:
-                arr = arr[None]  # one sample without its sample axis
-            _check_shape(spec, arr.shape, f"{f}: array of shape", first=1)
-            parts.append(arr)
-        try:
-            return {spec.name: (np.concatenate(parts, axis=0), str(path))}
-        except ValueError as exc:
-            raise ValueError(f"{path}: the files' samples differ in shape: {one_line(exc)}") from None
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file or folder")
-    if path.suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                return {k: (data[k], f"{path}[{k}]") for k in data.files}
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{path}: cannot read it as a .npz archive: {one_line(exc)}") from None
-    if path.suffix == ".npy":
-        if len(names) != 1:
-            raise ValueError(
-                f"{path}: a single .npy file only works for single-input models; this model has inputs "
-                f"{names}: use a .npz or a folder of <input_name>.npy files"
-            )
-        return {names[0]: (_load_array(path), str(path))}
-    raise ValueError(f"{path}: expected a .npy or .npz file or a folder of .npy or .npz files")
