@@ -303,6 +303,29 @@ def test_auto_without_samples_draws_random_tokens_over_the_embedding(tmp_path: P
     assert got.shape == (3, 5, 4)
 
 
+def test_data_free_tokens_are_drawn_from_the_rows_training_reached(tmp_path: Path) -> None:
+    """Ids are drawn in proportion to the squared norm of their embedding row: rows an input never
+    indexed in training keep their small initial scale (LAC's word rows) and are almost never drawn,
+    where a uniform draw took them most of the time."""
+    from onnxfold.folding.samples import token_samples, token_weights
+    from onnxfold.ir.model import load_model
+
+    src = tmp_path / "tokens.onnx"
+    _token_model(src)
+    proto = onnx.load(str(src))
+    table = numpy_helper.to_array(proto.graph.initializer[0]).copy()
+    table[10:] *= 0.01  # 40 of 50 rows never trained
+    proto.graph.initializer[0].CopyFrom(numpy_helper.from_array(table, "E"))
+    onnx.save(proto, str(src))
+    model = load_model(src)
+    p = token_weights(next(t for t in model.graph.tensors().values() if t.name == "E"))
+    assert p.shape == (50,) and abs(p.sum() - 1) < 1e-12 and p[10:].sum() < 1e-3
+    feeds, why = token_samples(model)
+    ids = feeds["input_ids"]
+    assert ids.size >= 32 and np.mean(ids < 10) > 0.99, np.mean(ids < 10)
+    assert "in proportion to its squared norm" in why
+
+
 def test_a_data_free_search_measures_on_the_samples_the_fold_judged_on(tmp_path: Path) -> None:
     """Without --inputs the search's fidelity is measured on the 32 random token sequences the fold
     drew inside the embedding table (a proxy, and said so), not on two fresh random inputs; validation's
@@ -312,7 +335,10 @@ def test_a_data_free_search_measures_on_the_samples_the_fold_judged_on(tmp_path:
     out = tmp_path / "t.onnx"
     _, report = onnxfold.fold(src, output=out, min_fidelity=0.9, metric="cosine", round_to=1)
     assert report.search.proxy
-    assert report.search.inputs == "data-free proxy: 32 random token sequences over the embedding's 50 rows"
+    assert report.search.inputs == (
+        "data-free proxy: 32 random token sequences over the embedding's 50 rows, "
+        "each row drawn in proportion to its squared norm"
+    )
     assert report.search.chosen.fidelity >= 0.9
 
 

@@ -251,12 +251,13 @@ def deepinversion_samples(model, shapes: dict | None = None, seed: int = 0) -> t
 AUTO_TOKEN_SAMPLES = 32
 
 
-def embedding_rows(model) -> dict[str, int]:
-    """Graph input → rows of the embedding table it indexes (a Gather of a constant whose indices are
-    the input, directly or through a Cast/Unsqueeze/Reshape)."""
+def embedding_tables(model) -> dict[str, object]:
+    """Graph input → the embedding table (a constant [rows, dim]) it indexes: a Gather of a constant
+    whose indices are the input, directly or through a Cast/Unsqueeze/Reshape (the smallest table
+    where it indexes several)."""
     import onnx_graphsurgeon as gs
 
-    found: dict[str, int] = {}
+    found: dict[str, gs.Constant] = {}
     for inp in model.graph.inputs:
         frontier, seen = [inp], set()
         while frontier:
@@ -268,32 +269,59 @@ def embedding_rows(model) -> dict[str, int]:
                 if node.op == "Gather" and len(node.inputs) > 1 and node.inputs[1] is t:
                     table = node.inputs[0]
                     if isinstance(table, gs.Constant) and len(table.shape or ()) == 2 and table.shape[0] > 1:
-                        found[inp.name] = min(found.get(inp.name, 1 << 62), int(table.shape[0]))
+                        if inp.name not in found or table.shape[0] < found[inp.name].shape[0]:
+                            found[inp.name] = table
                 elif node.op in ("Cast", "Unsqueeze", "Reshape", "Squeeze", "Identity"):
                     frontier += list(node.outputs)
     return found
 
 
+def embedding_rows(model) -> dict[str, int]:
+    """Graph input → rows of the embedding table it indexes (:func:`embedding_tables`)."""
+    return {name: int(table.shape[0]) for name, table in embedding_tables(model).items()}
+
+
+def token_weights(table) -> np.ndarray:
+    """p(id = i) ∝ ‖E_i‖², the chance that a data-free sample draws row i of embedding table E.
+    Rows that training never reached keep their small initial scale: LAC's 50,000 word rows, which
+    its character-level input never indexes, have norm 0.24 against 6.7 for common characters, and
+    BERT's [unused] rows 0.45 against 1.1. Drawn uniformly, 86% of LAC's proxy ids were such rows and
+    its data-free search kept r2 0.965 on them where new sentences kept 0.931 of their tags."""
+    from onnxfold.ir.model import peek_values
+
+    rows = np.asarray(peek_values(table), dtype=np.float64)
+    weight = np.einsum("ij,ij->i", rows, rows)
+    total = weight.sum()
+    if not np.isfinite(total) or total <= 0:
+        return np.full(len(rows), 1.0 / len(rows))
+    return weight / total
+
+
 def token_samples(model, shapes: dict | None = None, seed: int = 0) -> tuple[Feeds | None, str]:
     """(samples, where they come from) for a model whose inputs are all integer and whose id inputs
     index an embedding table: :func:`synthetic_feeds` (masks 1, token types 0, positions 0…L−1) with
-    the ids drawn uniformly over the table's rows; (None, why not) otherwise."""
+    the ids drawn over the table's rows by :func:`token_weights`; (None, why not) otherwise."""
     from onnxfold.runtime.inputs import input_specs
 
     specs = input_specs(model)
     if not specs or any(s.dtype is None or s.dtype.kind not in "iu" for s in specs):
         return None, "not a model whose inputs are all integer token ids"
-    rows = embedding_rows(model)
-    if not rows:
+    tables = embedding_tables(model)
+    if not tables:
         return None, "no input indexes an embedding table"
+    weights = {name: token_weights(table) for name, table in tables.items()}
     feeds = synthetic_feeds(model, shapes, AUTO_TOKEN_SAMPLES, seed=seed)
     for i, feed in enumerate(feeds):
         rng = np.random.default_rng(seed + 1000 + i)
-        for name, vocab in rows.items():
-            feed[name] = rng.integers(0, vocab, size=feed[name].shape).astype(feed[name].dtype)
+        for name, p in weights.items():
+            feed[name] = rng.choice(len(p), size=feed[name].shape, p=p).astype(feed[name].dtype)
     merged = {k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]}
     got = sample_count(merged)
-    return merged, f"data-free: {got} random token sequences over the embedding's {max(rows.values())} rows"
+    rows = max(len(p) for p in weights.values())
+    return merged, (
+        f"data-free: {got} random token sequences over the embedding's {rows} rows, "
+        "each row drawn in proportion to its squared norm"
+    )
 
 
 def sample_macs(model, feed: Feeds, in_place: bool = False) -> int | None:
