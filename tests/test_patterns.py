@@ -458,6 +458,20 @@ def test_tied_embedding_is_left_alone():
     np.testing.assert_array_equal(initializers(folded)["table"], w["table"])
 
 
+def test_an_integer_table_lookup_opens_no_group():
+    """A Gather of an integer table is shape arithmetic or an id remap, not an embedding: averaging its
+    columns would change integers; no group opens there and the model is reproduced bit for bit."""
+    net = Net({"T": np.arange(12, dtype=np.int64).reshape(3, 4), "W": rnd(np.random.default_rng(0), 4, 3)})
+    net.inputs.append(helper.make_tensor_value_info("ids", TensorProto.INT64, [2]))
+    y = net("MatMul", net("Cast", net("Gather", "T", "ids", name="lookup"), to=TensorProto.FLOAT), "W")
+    proto = net.model(y)
+    proto.graph.output[0].CopyFrom(helper.make_tensor_value_info(y, TensorProto.FLOAT, [2, 3]))
+    folded, plans = fold_public(proto)
+    assert not any("lookup" in p.group.producers for p in plans)
+    feeds = {"ids": np.array([2, 0])}
+    np.testing.assert_array_equal(run_ort(folded, feeds)[0], run_ort(proto, feeds)[0])
+
+
 # --------------------------------------------------------------------------------- 5. opsets 11 … 21
 @pytest.mark.parametrize("opset", [11, 13, 15, 17, 19, 21])
 def test_opsets(opset):

@@ -324,13 +324,15 @@ def batched_matmul(walk: Analysis, node: gs.Node) -> None:
 
 @register_rule("Gather")
 def embedding(walk: Analysis, node: gs.Node) -> None:
-    """y[..., e] = table[ids[...], e] with a constant 2-D table gathered on axis 0: a producer whose
-    channels are the table's columns (``average`` members; no input channels, no bias). The ids carry
-    no channels. A Gather of an activation, or on another axis, keeps its channels from folding."""
+    """y[..., e] = table[ids[...], e] with a constant 2-D float table gathered on axis 0: a producer
+    whose channels are the table's columns (``average`` members; no input channels, no bias). The ids
+    carry no channels. A Gather of an activation, or on another axis, keeps its channels from folding;
+    an integer table (shape arithmetic) opens no group."""
     table, ids = node.inputs[0], node.inputs[1]
     axis = int(node.attrs.get("axis", 0))
     rank = walk.rank_of(ids)
-    if isinstance(table, gs.Constant) and len(table.shape) == 2 and axis in (0, -2) and rank is not None:
+    floats = isinstance(table, gs.Constant) and np.dtype(table.dtype).kind == "f"
+    if floats and len(table.shape) == 2 and axis in (0, -2) and rank is not None:
         if not isinstance(ids, gs.Constant):
             n = table.shape[1]
             space = walk.new_space(n, node.name)
