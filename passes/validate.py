@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 
 from onnxfold.folding.apply import model_weight_bytes
-from onnxfold.folding.samples import embedding_rows
+from onnxfold.folding.samples import token_draws
 from onnxfold.ir.model import PROTO_LIMIT, Model, to_model_proto
 from onnxfold.pipeline.manager import Option, Pass, PassContext, PassError, PassResult
 from onnxfold.runtime.compare import runnable_dims, validate
@@ -55,7 +55,7 @@ class ValidatePass(Pass):
                 ctx.input_shapes or None,
                 self.opts["batch"],
                 self.opts["seed"],
-                embedding_rows(model),
+                token_draws(model),
             )
         except RuntimeError as exc:
             raise PassError(f"validate: {exc}") from None
@@ -81,7 +81,7 @@ class ValidatePass(Pass):
             batch=self.opts["batch"],
             dim=getattr(self, "dim", 16),
             speed_budget=DEFAULT_BUDGET_S if self.opts["speed_check"] else 0.0,
-            id_rows=embedding_rows(ctx.original),
+            id_rows=token_draws(ctx.original),
         )
         ctx.data["validation"] = report
         worst = report.min_cosine

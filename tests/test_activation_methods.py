@@ -324,6 +324,14 @@ def test_data_free_tokens_are_drawn_from_the_rows_training_reached(tmp_path: Pat
     ids = feeds["input_ids"]
     assert ids.size >= 32 and np.mean(ids < 10) > 0.99, np.mean(ids < 10)
     assert "in proportion to its squared norm" in why
+    # validation's random inputs draw their ids the same way (they took ids 0-99 modulo the rows)
+    from onnxfold.folding.samples import token_draws
+    from onnxfold.runtime.inputs import make_inputs
+
+    session = make_session(str(src), providers=["CPUExecutionProvider"])
+    drawn = make_inputs(session, batch=8, id_rows=token_draws(model))["input_ids"]
+    assert drawn.dtype == np.int64 and drawn.shape == (8, 16) and np.mean(drawn < 10) > 0.99
+    assert np.mean(make_inputs(session, batch=8, id_rows={"input_ids": 50})["input_ids"] < 10) < 0.5
 
 
 def test_a_data_free_search_measures_on_the_samples_the_fold_judged_on(tmp_path: Path) -> None:

@@ -142,7 +142,7 @@ def synthetic_feeds(
     from onnxfold.runtime.session import measurement_session
 
     session = measurement_session(to_model_proto(model), optimize=False)
-    tables = embedding_rows(model)  # ids that index an embedding stay inside its table
+    tables = token_draws(model)  # ids that index an embedding are drawn from its rows
     dim = runnable_dim(session, shapes, seed, tables)
     return random_runs(session, samples, CHUNK, seed, shapes, dim, tables)
 
@@ -297,6 +297,12 @@ def token_weights(table) -> np.ndarray:
     return weight / total
 
 
+def token_draws(model) -> dict[str, np.ndarray]:
+    """Graph input → the chance of each row of the embedding table it indexes (:func:`token_weights`):
+    how validation and the data-free samples draw its random ids."""
+    return {name: token_weights(table) for name, table in embedding_tables(model).items()}
+
+
 def token_samples(model, shapes: dict | None = None, seed: int = 0) -> tuple[Feeds | None, str]:
     """(samples, where they come from) for a model whose inputs are all integer and whose id inputs
     index an embedding table: :func:`synthetic_feeds` (masks 1, token types 0, positions 0…L−1) with
@@ -306,10 +312,9 @@ def token_samples(model, shapes: dict | None = None, seed: int = 0) -> tuple[Fee
     specs = input_specs(model)
     if not specs or any(s.dtype is None or s.dtype.kind not in "iu" for s in specs):
         return None, "not a model whose inputs are all integer token ids"
-    tables = embedding_tables(model)
-    if not tables:
+    weights = token_draws(model)
+    if not weights:
         return None, "no input indexes an embedding table"
-    weights = {name: token_weights(table) for name, table in tables.items()}
     feeds = synthetic_feeds(model, shapes, AUTO_TOKEN_SAMPLES, seed=seed)
     for i, feed in enumerate(feeds):
         rng = np.random.default_rng(seed + 1000 + i)

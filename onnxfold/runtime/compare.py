@@ -212,7 +212,7 @@ def runnable_dims(
     shapes: Mapping[str, Sequence[int]] | None,
     batch: int,
     seed: int,
-    id_rows: Mapping[str, int] | None = None,
+    id_rows: Mapping[str, int | np.ndarray] | None = None,
 ) -> tuple[int, dict[str, np.ndarray], list[np.ndarray]]:
     """The first size in :data:`FALLBACK_DIMS` for symbolic non-batch dims on which ``session`` runs,
     with the random feed and the outputs. Raises a one-line RuntimeError naming the inputs tried
@@ -318,12 +318,13 @@ def validate(
     optimize: bool = True,
     dim: int = 16,
     speed_budget: float = 0.0,
-    id_rows: Mapping[str, int] | None = None,
+    id_rows: Mapping[str, int | np.ndarray] | None = None,
 ) -> ValidationReport:
     """Run both models on the same inputs (random from the ORIGINAL's inputs unless given) and compare.
 
     ``dim``: the size of symbolic non-batch dims of random inputs (see :func:`runnable_dims`);
-    ``id_rows``: embedding rows that bound their ids (:func:`~onnxfold.runtime.inputs.make_inputs`).
+    ``id_rows``: embedding rows that bound their ids, or the chance of each row
+    (:func:`~onnxfold.runtime.inputs.make_inputs`).
     ``speed_budget`` > 0: also time both on those inputs for about that many seconds
     (:mod:`onnxfold.runtime.latency`); the result is the report's ``latency``."""
     providers = list(providers) if providers else available_providers()

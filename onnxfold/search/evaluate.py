@@ -24,11 +24,11 @@ def _session(model: Model | onnx.ModelProto):
     return measurement_session(model, providers=["CPUExecutionProvider"])
 
 
-def _id_rows(model: Model | onnx.ModelProto) -> dict[str, int]:
+def _id_rows(model: Model | onnx.ModelProto) -> dict[str, np.ndarray]:
     from onnxfold.api import as_model
-    from onnxfold.folding.samples import embedding_rows
+    from onnxfold.folding.samples import token_draws
 
-    return embedding_rows(model if isinstance(model, Model) else as_model(model))
+    return token_draws(model if isinstance(model, Model) else as_model(model))
 
 
 def take_samples(x: np.ndarray, index: np.ndarray, samples: int) -> np.ndarray | None:
