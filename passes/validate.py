@@ -81,7 +81,7 @@ class ValidatePass(Pass):
             batch=self.opts["batch"],
             dim=getattr(self, "dim", 16),
             speed_budget=DEFAULT_BUDGET_S if self.opts["speed_check"] else 0.0,
-            id_rows=token_draws(ctx.original),
+            id_draws=token_draws(ctx.original),
         )
         ctx.data["validation"] = report
         worst = report.min_cosine

@@ -329,9 +329,10 @@ def test_data_free_tokens_are_drawn_from_the_rows_training_reached(tmp_path: Pat
     from onnxfold.runtime.inputs import make_inputs
 
     session = make_session(str(src), providers=["CPUExecutionProvider"])
-    drawn = make_inputs(session, batch=8, id_rows=token_draws(model))["input_ids"]
+    drawn = make_inputs(session, batch=8, id_draws=token_draws(model))["input_ids"]
     assert drawn.dtype == np.int64 and drawn.shape == (8, 16) and np.mean(drawn < 10) > 0.99
-    assert np.mean(make_inputs(session, batch=8, id_rows={"input_ids": 50})["input_ids"] < 10) < 0.5
+    uniform = make_inputs(session, batch=8, id_draws={"input_ids": np.full(50, 1 / 50)})["input_ids"]
+    assert uniform.max() < 50 and np.mean(uniform < 10) < 0.5
 
 
 def test_a_data_free_search_measures_on_the_samples_the_fold_judged_on(tmp_path: Path) -> None:

@@ -424,7 +424,7 @@ def test_validation_reports_no_top1_for_a_pooled_embedding():
         [oh.make_tensor_value_info("emb", TensorProto.FLOAT, ["batch", 8])],
         [nh.from_array(table, "E")],
     )
-    (m,) = validate(pooled, pooled, batch=4, id_rows={"ids": 50}).outputs
+    (m,) = validate(pooled, pooled, batch=4, id_draws={"ids": np.full(50, 1 / 50)}).outputs
     assert m.fidelity_metric == "r2" and m.top1_agreement is None
     (c,) = validate(_classifier(), _classifier(), batch=4).outputs
     assert c.fidelity_metric == "top1" and c.top1_agreement == 1.0

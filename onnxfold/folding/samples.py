@@ -108,10 +108,10 @@ def random_runs(
     seed: int = 0,
     shapes: dict | None = None,
     dim: int = 16,
-    id_rows: dict | None = None,
+    id_draws: dict | None = None,
 ) -> list[Feeds]:
     """Runs of ``batch`` deterministic random samples each (:func:`~onnxfold.runtime.inputs.make_inputs`
-    with seeds ``seed``, ``seed`` + 1, …; ``dim`` for symbolic non-batch dims; ids inside ``id_rows``),
+    with seeds ``seed``, ``seed`` + 1, …; ``dim`` for symbolic non-batch dims; token ids drawn by ``id_draws``),
     drawn until they hold at least ``samples`` samples. Validation's random inputs, the data-free
     proxy and ``auto``'s synthetic samples are all drawn here; a model exported at a smaller fixed
     batch gets runs of its own batch, which the caller joins (:func:`merged_feeds`) or keeps apart."""
@@ -124,7 +124,7 @@ def random_runs(
             shapes=shapes or None,
             batch=batch,
             seed=seed + len(runs),
-            id_rows=id_rows,
+            id_draws=id_draws,
             default_dim=dim,
             sequence=dim,
         )

@@ -212,7 +212,7 @@ def runnable_dims(
     shapes: Mapping[str, Sequence[int]] | None,
     batch: int,
     seed: int,
-    id_rows: Mapping[str, int | np.ndarray] | None = None,
+    id_draws: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[int, dict[str, np.ndarray], list[np.ndarray]]:
     """The first size in :data:`FALLBACK_DIMS` for symbolic non-batch dims on which ``session`` runs,
     with the random feed and the outputs. Raises a one-line RuntimeError naming the inputs tried
@@ -221,7 +221,7 @@ def runnable_dims(
     outputs = [o.name for o in session.get_outputs()]
     for dim in FALLBACK_DIMS:
         feed = make_inputs(
-            session, shapes=shapes, batch=batch, seed=seed, default_dim=dim, sequence=dim, id_rows=id_rows
+            session, shapes=shapes, batch=batch, seed=seed, default_dim=dim, sequence=dim, id_draws=id_draws
         )
         try:
             return dim, feed, run_feed(session, "original", outputs, feed)
@@ -294,14 +294,14 @@ def _task_fidelity(
                 m.top1_agreement = None  # the argmax of a feature vector is no prediction
 
 
-def _random_feed(session, shapes, batch: int, seed: int, dim: int, id_rows) -> dict[str, np.ndarray]:
+def _random_feed(session, shapes, batch: int, seed: int, dim: int, id_draws) -> dict[str, np.ndarray]:
     """``batch`` random samples (:func:`~onnxfold.folding.samples.random_runs`); a model exported at a
     smaller fixed batch gets several runs, joined (:func:`run_feed` runs them batch by batch). At
     batch 1 validation compared one sample: a folded classifier that had lost its task still agreed on
     its one argmax."""
     from onnxfold.folding.samples import merged_feeds, random_runs, splittable
 
-    runs = random_runs(session, batch, batch, seed, shapes, dim, id_rows)
+    runs = random_runs(session, batch, batch, seed, shapes, dim, id_draws)
     if len(runs) == 1 or not splittable(runs[0]):
         return runs[0]
     return merged_feeds(runs) or runs[0]
@@ -318,12 +318,12 @@ def validate(
     optimize: bool = True,
     dim: int = 16,
     speed_budget: float = 0.0,
-    id_rows: Mapping[str, int | np.ndarray] | None = None,
+    id_draws: Mapping[str, np.ndarray] | None = None,
 ) -> ValidationReport:
     """Run both models on the same inputs (random from the ORIGINAL's inputs unless given) and compare.
 
     ``dim``: the size of symbolic non-batch dims of random inputs (see :func:`runnable_dims`);
-    ``id_rows``: embedding rows that bound their ids, or the chance of each row
+    ``id_draws``: the chance of each embedding row, from which token ids are drawn
     (:func:`~onnxfold.runtime.inputs.make_inputs`).
     ``speed_budget`` > 0: also time both on those inputs for about that many seconds
     (:mod:`onnxfold.runtime.latency`); the result is the report's ``latency``."""
@@ -339,7 +339,7 @@ def validate(
     if sorted(ref_out) != sorted(cand_out):
         raise ValueError(f"output names differ: original has {ref_out}, candidate has {cand_out}")
     if inputs is None:
-        feed = _random_feed(ref_sess, shapes, batch, seed, dim, id_rows)
+        feed = _random_feed(ref_sess, shapes, batch, seed, dim, id_draws)
     else:
         feed = dict(inputs)
         if sorted(feed) != sorted(ref_in):
@@ -348,7 +348,7 @@ def validate(
     cand_vals = run_feed(cand_sess, "candidate", ref_out, feed)
     reference, got = dict(zip(ref_out, ref_vals, strict=True)), dict(zip(ref_out, cand_vals, strict=True))
     metrics = compare_outputs(reference, got)
-    _task_fidelity(metrics, reference, got, original, feed, bool(id_rows))
+    _task_fidelity(metrics, reference, got, original, feed, bool(id_draws))
     report = ValidationReport(
         provider=ref_sess.get_providers()[0],
         inputs={k: tuple(int(d) for d in np.shape(v)) for k, v in feed.items()},

@@ -157,7 +157,7 @@ def make_inputs(
     seed: int = 0,
     default_dim: int = 16,
     sequence: int = SEQUENCE_DIM,
-    id_rows: Mapping[str, int | np.ndarray] | None = None,
+    id_draws: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Deterministic random inputs for every session input.
 
@@ -165,10 +165,8 @@ def make_inputs(
     height/width-like names -> ``SPATIAL_DIM`` (224); any other dim 0 -> ``batch``; the rest -> ``default_dim``.
     ``shapes`` overrides whole input shapes. Floats ~ N(0, 1); int ``*mask*`` -> 1, ``*ids*`` -> [0, 100),
     ``token_type``/``segment`` -> 0, ``position*`` -> arange, other ints -> [0, 4); bool -> True.
-    ``id_rows``: {input: rows of the embedding table it indexes}; its integer ids are taken modulo
-    the rows, so that they index inside a small table (a character vocabulary of 40 symbols). Given
-    instead the chance of each row (:func:`~onnxfold.folding.samples.token_weights`), the ids are
-    drawn from it.
+    ``id_draws``: {input: the chance of each row of the embedding table it indexes}
+    (:func:`~onnxfold.folding.samples.token_draws`); its ids are drawn from it, inside the table.
     """
     shapes = dict(shapes or {})
     specs = input_specs(session)
@@ -187,13 +185,11 @@ def make_inputs(
         else:
             shape = tuple(_default_dim(d, i, batch, default_dim, sequence) for i, d in enumerate(spec.shape))
         rng = _rng_for(seed, spec.name)
-        rows = (id_rows or {}).get(spec.name)
-        if np.ndim(rows) == 1 and spec.dtype.kind in "iu":
-            inputs[spec.name] = rng.choice(len(rows), size=shape, p=rows).astype(spec.dtype)
-            continue
-        inputs[spec.name] = _random_array(spec.name, spec.dtype, shape, rng)
-        if rows and inputs[spec.name].dtype.kind in "iu":
-            inputs[spec.name] = inputs[spec.name] % rows
+        chance = (id_draws or {}).get(spec.name)
+        if chance is not None and spec.dtype.kind in "iu":
+            inputs[spec.name] = rng.choice(len(chance), size=shape, p=chance).astype(spec.dtype)
+        else:
+            inputs[spec.name] = _random_array(spec.name, spec.dtype, shape, rng)
     logger.debug("made inputs %s", {k: (v.dtype.name, v.shape) for k, v in inputs.items()})
     return inputs
 

@@ -24,7 +24,7 @@ def _session(model: Model | onnx.ModelProto):
     return measurement_session(model, providers=["CPUExecutionProvider"])
 
 
-def _id_rows(model: Model | onnx.ModelProto) -> dict[str, np.ndarray]:
+def _id_draws(model: Model | onnx.ModelProto) -> dict[str, np.ndarray]:
     from onnxfold.api import as_model
     from onnxfold.folding.samples import token_draws
 
@@ -93,7 +93,7 @@ class Evaluator:
     ):
         sess = _session(original)
         self.original = original
-        id_rows = _id_rows(original)
+        id_draws = _id_draws(original)
         self.proxy = inputs is None or bool(synthetic)
         self.synthetic = synthetic
         self.extra_runs: list[dict] = []  # random runs that cannot be joined into self.feed
@@ -107,7 +107,7 @@ class Evaluator:
         self.recurrent, self.chains, self._axes = self._streams(sess)
         self.reference = self._run(sess)
         self.metrics = output_metrics(
-            self.reference, metric, producers_of(original), bool(id_rows), self.samples
+            self.reference, metric, producers_of(original), bool(id_draws), self.samples
         )
         self.unseen = None if unseen is None or self.samples is None else np.asarray(unseen, dtype=np.int64)
         self.last_unseen: list[OutputFidelity] = []
