@@ -284,12 +284,12 @@ def _token_model(path: Path) -> None:
 
 
 def test_auto_without_samples_draws_random_tokens_over_the_embedding(tmp_path: Path) -> None:
-    from onnxfold.folding.samples import embedding_rows
+    from onnxfold.folding.samples import embedding_tables
     from onnxfold.ir.model import load_model
 
     src = tmp_path / "tokens.onnx"
     _token_model(src)
-    assert embedding_rows(load_model(src)) == {"input_ids": 50}
+    assert {k: tuple(t.shape) for k, t in embedding_tables(load_model(src)).items()} == {"input_ids": (50, 8)}
     out = tmp_path / "auto.onnx"
     _, report = onnxfold.fold(src, 0.25, out, method="auto", validate=False, round_to=1)
     stats = next(r for r in report.passes if r.name == "fold").stats

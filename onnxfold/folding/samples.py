@@ -276,11 +276,6 @@ def embedding_tables(model) -> dict[str, object]:
     return found
 
 
-def embedding_rows(model) -> dict[str, int]:
-    """Graph input → rows of the embedding table it indexes (:func:`embedding_tables`)."""
-    return {name: int(table.shape[0]) for name, table in embedding_tables(model).items()}
-
-
 def token_weights(table) -> np.ndarray:
     """p(id = i) ∝ ‖E_i‖², the chance that a data-free sample draws row i of embedding table E.
     Rows that training never reached keep their small initial scale: LAC's 50,000 word rows, which
