@@ -137,7 +137,7 @@ def synthetic_feeds(
     model, shapes: dict | None = None, samples: int = SYNTHETIC_SAMPLES, seed: int = 0
 ) -> list[Feeds]:
     """Data-free samples: :func:`random_runs` of :data:`CHUNK` samples (ids that index an embedding
-    table drawn inside it; symbolic dims of a size the model runs at), ``samples`` of them."""
+    table drawn by :func:`token_draws`; symbolic dims of a size the model runs at), ``samples`` of them."""
     from onnxfold.ir.model import to_model_proto
     from onnxfold.runtime.session import measurement_session
 
@@ -303,24 +303,20 @@ def token_draws(model) -> dict[str, np.ndarray]:
 
 def token_samples(model, shapes: dict | None = None, seed: int = 0) -> tuple[Feeds | None, str]:
     """(samples, where they come from) for a model whose inputs are all integer and whose id inputs
-    index an embedding table: :func:`synthetic_feeds` (masks 1, token types 0, positions 0…L−1) with
-    the ids drawn over the table's rows by :func:`token_weights`; (None, why not) otherwise."""
+    index an embedding table: :func:`synthetic_feeds` (masks 1, token types 0, positions 0…L−1, the
+    ids drawn over the table's rows by :func:`token_weights`); (None, why not) otherwise."""
     from onnxfold.runtime.inputs import input_specs
 
     specs = input_specs(model)
     if not specs or any(s.dtype is None or s.dtype.kind not in "iu" for s in specs):
         return None, "not a model whose inputs are all integer token ids"
-    weights = token_draws(model)
-    if not weights:
+    tables = embedding_tables(model)
+    if not tables:
         return None, "no input indexes an embedding table"
-    feeds = synthetic_feeds(model, shapes, AUTO_TOKEN_SAMPLES, seed=seed)
-    for i, feed in enumerate(feeds):
-        rng = np.random.default_rng(seed + 1000 + i)
-        for name, p in weights.items():
-            feed[name] = rng.choice(len(p), size=feed[name].shape, p=p).astype(feed[name].dtype)
+    feeds = synthetic_feeds(model, shapes, AUTO_TOKEN_SAMPLES, seed=seed)  # ids by token_draws
     merged = {k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]}
     got = sample_count(merged)
-    rows = max(len(p) for p in weights.values())
+    rows = max(int(t.shape[0]) for t in tables.values())
     return merged, (
         f"data-free: {got} random token sequences over the embedding's {rows} rows, "
         "each row drawn in proportion to its squared norm"
