@@ -388,6 +388,15 @@ def test_macs_before_and_after_are_counted_on_the_same_shapes(opset: int, scalar
     assert report.after.macs == (72 if scalar_reshape else 36)
 
 
+def test_macs_before_a_pipeline_without_canonicalize_count_a_canonicalized_copy() -> None:
+    """A pipeline that does not start with canonicalize (here validate alone) still counts the input's
+    MACs on a canonicalized copy, as a fold counts them right after its own canonicalize."""
+    from onnxfold.passes import ValidatePass
+
+    _, report = onnxfold.run_pipeline(_computed_reshape_model(11, False), [ValidatePass()])
+    assert report.before.macs == 72 and report.before.macs_unknown_nodes == 0
+
+
 @pytest.mark.parametrize("op, gates", [("LSTM", 4), ("GRU", 3)])
 def test_recurrent_macs_count_every_gate_of_every_step(op: str, gates: int) -> None:
     """seq · batch · (|W| + |R|): 5 steps of a bidirectional layer, 4 features, hidden 3; batch first
