@@ -104,8 +104,9 @@ class Evaluator:
         self.names = [o.name for o in sess.get_outputs()]
         self.samples = sample_count(self.feed) if splittable(self.feed) else None
         self.chains: list[list[int]] = []  # streams of consecutive samples, rolled out (none yet: _run)
-        self.recurrent, self.chains, self._axes = self._streams(sess)
-        self.reference = self._run(sess)
+        batched = self._run(sess)
+        self.recurrent, self.chains, self._axes = self._streams(batched)
+        self.reference = self._run(sess) if self.chains else batched
         self.metrics = output_metrics(
             self.reference, metric, producers_of(original), bool(id_draws), self.samples
         )
@@ -139,19 +140,20 @@ class Evaluator:
         metrics = {n: self.metrics[n] for n in ref}
         return model_fidelity(ref, cand, metrics, len(self.unseen))[1] if ref else []
 
-    def _streams(self, sess) -> tuple[list[tuple[str, str]], list[list[int]], dict[str, int]]:
+    def _streams(
+        self, batched: Mapping[str, np.ndarray]
+    ) -> tuple[list[tuple[str, str]], list[list[int]], dict[str, int]]:
         """(the state pairs of a model that feeds a state back, the chains of consecutive samples to
-        roll out, each output's sample axis to join a rollout's steps on: :mod:`onnxfold.search.stream`);
-        no chains when no two given samples are consecutive steps, or the model takes more than one
-        sample per run."""
+        roll out, each output's sample axis to join a rollout's steps on: :mod:`onnxfold.search.stream`)
+        from ``batched``, the outputs of one run on the feed; no chains when no two given samples are
+        consecutive steps, or the model takes more than one sample per run."""
         from onnxfold.api import as_model
         from onnxfold.search.stream import output_axes, recurrent_state, stream_chains
 
         model = self.original if isinstance(self.original, Model) else as_model(self.original)
         pairs = recurrent_state(model)
-        if not pairs or self.extra_runs or not self.samples or (fixed_batch(sess) or 1) != 1:
+        if not pairs or self.extra_runs or not self.samples or (fixed_batch(model) or 1) != 1:
             return pairs, [], {}
-        batched = self._run(sess)
         chains = stream_chains(self.feed, batched, pairs)
         streams = chains if any(len(c) > 1 for c in chains) else []
         return pairs, streams, output_axes(batched, self.samples)
