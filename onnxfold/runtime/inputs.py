@@ -181,7 +181,7 @@ def make_inputs(
             raise ValueError(f"input {spec.name!r} has unsupported type {spec.onnx_type}")
         if spec.name in shapes:
             shape = tuple(int(d) for d in shapes[spec.name])
-            _check_shape(spec, shape, "given shape")
+            check_shape(spec, shape, "given shape")
         else:
             shape = tuple(_default_dim(d, i, batch, default_dim, sequence) for i, d in enumerate(spec.shape))
         rng = _rng_for(seed, spec.name)
@@ -238,7 +238,7 @@ def input_specs(model: Any) -> list[InputSpec]:
     return specs
 
 
-def _check_shape(spec: InputSpec, shape: tuple[int, ...], what: str, first: int = 0) -> None:
+def check_shape(spec: InputSpec, shape: tuple[int, ...], what: str, first: int = 0) -> None:
     """Raise a one-line ValueError when ``shape`` has another rank than ``spec`` or differs in a
     static dim at axis ``first`` or later."""
     if spec.shape and len(shape) != len(spec.shape):

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from onnxfold.errors import one_line
-from onnxfold.runtime.inputs import InputSpec, _check_shape, fixed_batches, input_specs
+from onnxfold.runtime.inputs import InputSpec, check_shape, fixed_batches, input_specs
 
 
 def _cast(arr: np.ndarray, spec: InputSpec, where: str) -> np.ndarray:
@@ -93,9 +93,7 @@ def load_inputs(
     out = {spec.name: _cast(np.asarray(arrays[spec.name][0]), spec, arrays[spec.name][1]) for spec in specs}
     batched = chunked or _runs_in_batches(specs, out)
     for spec in specs:
-        _check_shape(
-            spec, out[spec.name].shape, f"{arrays[spec.name][1]}: array of shape", first=int(batched)
-        )
+        check_shape(spec, out[spec.name].shape, f"{arrays[spec.name][1]}: array of shape", first=int(batched))
     if chunked:
         where = source if isinstance(source, (str, os.PathLike)) else "the given arrays"
         counts = {int(v.shape[0]) if v.ndim else 1 for v in out.values()}
@@ -223,7 +221,7 @@ def _read_source(
             arr = _cast(_load_array(f), spec, str(f))
             if spec.shape and arr.ndim == len(spec.shape) - 1:
                 arr = arr[None]  # one sample without its sample axis
-            _check_shape(spec, arr.shape, f"{f}: array of shape", first=1)
+            check_shape(spec, arr.shape, f"{f}: array of shape", first=1)
             parts.append(arr)
         try:
             return {spec.name: (np.concatenate(parts, axis=0), str(path))}
