@@ -210,6 +210,13 @@ def test_a_folder_of_images_with_a_preprocessing_preset(tmp_path: Path, capsys) 
     np.testing.assert_allclose(x["x"][:, :, 2, 3], np.tile(want, (3, 1)), atol=0.03)  # jpg: nearly exact
     bgr = load_inputs(folder, nchw, image_preprocess="unit,bgr")["x"]
     np.testing.assert_allclose(bgr[0, :, 0, 0], [128 / 255, 0, 1], atol=1e-6)
+    # means and stds stay per colour when the channels are reversed
+    for preset, mean, std in (("imagenet", [0.406, 0.456, 0.485], [0.225, 0.224, 0.229]), ("caffe", None, None)):
+        got = load_inputs(folder, nchw, image_preprocess=f"{preset},bgr")["x"][0, :, 0, 0]
+        want = [128 - 103.94, 0 - 116.78, 255 - 123.68] if mean is None else (np.array([128, 0, 255]) / 255 - mean) / std
+        np.testing.assert_allclose(got, want, atol=1e-4)
+    caffe = load_inputs(folder, nchw, image_preprocess="caffe")["x"]
+    np.testing.assert_allclose(caffe[0, :, 0, 0], [255 - 123.68, 0 - 116.78, 128 - 103.94], atol=1e-4)
     pm1 = load_inputs(folder, nchw, image_preprocess="pm1")["x"]
     np.testing.assert_allclose(pm1[0, :, 0, 0], [1, -1, 128 / 127.5 - 1], atol=1e-6)
     nhwc = make_session(str(_image_model(tmp_path / "nhwc.onnx", ["N", "h", "w", 3])))
@@ -219,6 +226,7 @@ def test_a_folder_of_images_with_a_preprocessing_preset(tmp_path: Path, capsys) 
     assert free.shape == (3, 12, 10, 3)  # the first image's size, the others resized to it
     grey = make_session(str(_image_model(tmp_path / "grey.onnx", ["N", 1, 4, 4])))
     assert load_inputs(folder, grey, image_preprocess="unit")["x"].shape == (3, 1, 4, 4)
+    assert load_inputs(folder, grey, image_preprocess="imagenet")["x"].shape == (3, 1, 4, 4)
     for preprocess, message in ((None, "needs --image-preprocess"), ("imagenet,rgb", "expected one of unit")):
         with pytest.raises(ValueError, match=message) as info:
             load_inputs(folder, nchw, image_preprocess=preprocess)

@@ -24,7 +24,8 @@ from onnxfold.runtime.fidelity import METRICS
 EXIT_USAGE = 2
 IMAGE_HELP = (
     "how --inputs images become samples: unit (x/255), pm1 ((x/255-0.5)/0.5), imagenet "
-    "((x/255-mean)/std), raw (0..255); ',bgr' for BGR order; resized to the input's height and width"
+    "((x/255-mean)/std), caffe (0..255 less the ImageNet mean), raw (0..255); ',bgr' for BGR order (means "
+    "stay per colour); resized to the input's height and width"
 )
 EXIT_INTERNAL = 3
 

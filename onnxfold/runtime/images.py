@@ -7,7 +7,13 @@ channel as ``x = (v / 255 − mean) / std`` with the preset's mean and std:
 * ``unit``:     mean 0, std 1 (values in [0, 1]);
 * ``pm1``:      mean 0.5, std 0.5 (values in [−1, 1]; PaddleOCR);
 * ``imagenet``: mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225) (torchvision, timm);
+* ``caffe``:    the 0..255 values less the ImageNet mean (123.68, 116.78, 103.94), no scaling
+  (Caffe and Keras ``caffe``-mode ports such as VGG, ResNet-50-caffe, OpenNSFW; usually with ``,bgr``);
 * ``raw``:      the 0..255 values as they are (YOLOX, models that normalise inside).
+
+Means and stds are per colour (R, G, B): with ``,bgr`` the image is normalised first and its channels
+reversed after, so ``caffe,bgr`` subtracts 103.94 from the blue channel, which comes first. A grey
+(one-channel) input takes the average of the three means and stds.
 
 The layout comes from the input's shape: [N, C, H, W] when dim 1 is 1 or 3, [N, H, W, C] when the
 last dim is. Height and width come from ``--input-shape``, else the input's static dims, else the
@@ -26,6 +32,7 @@ PRESETS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "unit": ((0.0,), (1.0,)),
     "pm1": ((0.5,), (0.5,)),
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "caffe": ((123.68 / 255, 116.78 / 255, 103.94 / 255), (1 / 255,)),
     "raw": ((), ()),
 }
 
@@ -95,10 +102,12 @@ def load_images(
                 x = np.asarray(img, dtype=np.float32).reshape(int(height), int(width), channels)
         except (OSError, ValueError) as exc:
             raise ValueError(f"{f}: cannot read it as an image ({type(exc).__name__})") from None
+        mean, std = (np.asarray(v, np.float32) for v in PRESETS[preprocess.preset])
+        if mean.size:  # per colour, before any reordering (module docstring); grey: their averages
+            if channels == 1:
+                mean, std = mean.mean(keepdims=True), std.mean(keepdims=True)
+            x = (x / 255.0 - mean) / std
         if preprocess.bgr and channels == 3:
             x = x[..., ::-1]
-        mean, std = PRESETS[preprocess.preset]
-        if mean:
-            x = (x / 255.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
         batch.append(x.transpose(2, 0, 1) if layout == "nchw" else x)
     return np.ascontiguousarray(np.stack(batch), dtype=np.float32)
