@@ -211,9 +211,16 @@ def test_a_folder_of_images_with_a_preprocessing_preset(tmp_path: Path, capsys) 
     bgr = load_inputs(folder, nchw, image_preprocess="unit,bgr")["x"]
     np.testing.assert_allclose(bgr[0, :, 0, 0], [128 / 255, 0, 1], atol=1e-6)
     # means and stds stay per colour when the channels are reversed
-    for preset, mean, std in (("imagenet", [0.406, 0.456, 0.485], [0.225, 0.224, 0.229]), ("caffe", None, None)):
+    for preset, mean, std in (
+        ("imagenet", [0.406, 0.456, 0.485], [0.225, 0.224, 0.229]),
+        ("caffe", None, None),
+    ):
         got = load_inputs(folder, nchw, image_preprocess=f"{preset},bgr")["x"][0, :, 0, 0]
-        want = [128 - 103.94, 0 - 116.78, 255 - 123.68] if mean is None else (np.array([128, 0, 255]) / 255 - mean) / std
+        want = (
+            [128 - 103.94, 0 - 116.78, 255 - 123.68]
+            if mean is None
+            else (np.array([128, 0, 255]) / 255 - mean) / std
+        )
         np.testing.assert_allclose(got, want, atol=1e-4)
     caffe = load_inputs(folder, nchw, image_preprocess="caffe")["x"]
     np.testing.assert_allclose(caffe[0, :, 0, 0], [255 - 123.68, 0 - 116.78, 128 - 103.94], atol=1e-4)
