@@ -66,11 +66,16 @@ class OutputFidelity:
     metric: str
     value: float
     samples: int | None = None
+    #: for a continuous metric over enough samples, its bootstrap lower value
+    #: (:func:`~onnxfold.runtime.resample.low_value`), else None
+    low: float | None = None
 
     def to_dict(self) -> dict:
         out = {"name": self.name, "metric": self.metric, "value": float(self.value)}
         if self.samples:
             out.update(samples=self.samples, lower_bound=self.lower_bound())
+        if self.low is not None:
+            out["bootstrap_low"] = float(self.low)
         return out
 
     def meets(self, target: float) -> bool:
@@ -80,8 +85,9 @@ class OutputFidelity:
         n + 1 − target·(n + 2) (when no m ≥ 0 does, all n must agree). The estimate corrects the
         search's pick of the largest of many candidates that pass on few samples: with 32 samples
         and target 0.95 a pick at 31 of 32 kept 0.84–0.88 of new inputs on three recognisers and
-        classifiers; 64 samples allow 2 misses, 1,000 allow 49 (k/n ≥ 0.95 alone: 3 and 50)."""
-        if self.value < target:
+        classifiers; 64 samples allow 2 misses, 1,000 allow 49 (k/n ≥ 0.95 alone: 3 and 50). A
+        continuous metric must also meet it at its bootstrap lower value (:mod:`onnxfold.runtime.resample`)."""
+        if self.value < target or (self.low is not None and self.low < target):
             return False
         if not self.samples:
             return True
@@ -383,13 +389,17 @@ def model_fidelity(
     samples: int | None = None,
 ) -> tuple[float, list[OutputFidelity]]:
     """(minimum over outputs, per-output fidelities); ``metrics`` from :func:`output_metrics`,
-    ``samples`` as :func:`fidelity_value` takes it."""
+    ``samples`` as :func:`fidelity_value` takes it; continuous metrics over ``samples`` samples also
+    get their bootstrap lower value (:func:`~onnxfold.runtime.resample.low_value`)."""
+    from onnxfold.runtime.resample import low_value
+
     per = [
         OutputFidelity(
             n,
             metrics[n],
             fidelity_value(metrics[n], reference[n], candidate[n], samples),
             counted(metrics[n], reference[n], samples),
+            low_value(metrics[n], reference[n], candidate[n], samples),
         )
         for n in reference
     ]

@@ -10,7 +10,8 @@
    with the allocated per-group sparsities, then the configured repair and cleanup) and measured;
    the estimate only proposes. The kept candidate is the one of largest measured parameter
    reduction whose measured fidelity meets the target (≥ it, and for a count over few samples no
-   more misses than the rule of succession allows: :meth:`Candidate.meets`). Fidelity need not fall monotonically along
+   more misses than the rule of succession allows, for r2, cosine or relerr a bootstrap lower value
+   over resamples of the samples at the target too: :meth:`Candidate.meets`). Fidelity need not fall monotonically along
    the path, so after each bisection three points beyond the first failure are probed, and the
    bisection resumes above any that passes. ``budget``: the path prefix whose estimated
    saving reaches the budget, corrected a few times against the measured reduction; it lands
@@ -157,6 +158,8 @@ class SearchResult:
 def _per_output(o: OutputFidelity) -> str:
     """e.g. ``probs sequence 0.9688 (31 of 32 samples, 95% lower bound 0.84)``."""
     text = f"{o.name} {o.metric} {o.value:.4f}"
+    if o.low is not None:
+        text += f" (bootstrap 80% lower value {o.low:.4f})"
     if o.samples:
         text += (
             f" ({round(o.value * o.samples)} of {o.samples} samples, 95% lower bound {o.lower_bound():.2f})"
