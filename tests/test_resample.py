@@ -47,6 +47,14 @@ def test_every_resample_is_the_metric_of_the_resampled_outputs(metric: str, shap
         assert value == pytest.approx(want, abs=1e-9)
 
 
+@pytest.mark.parametrize("metric", ["r2", "cosine", "relerr"])
+def test_zero_and_constant_outputs_resample_as_the_metric_scores_them(metric: str) -> None:
+    zero, one = np.zeros((16, 3)), np.ones((16, 3))
+    for a, b in ((zero, zero), (zero, one), (one, zero), (one, one)):
+        want = fidelity_value(metric, a, b)
+        assert resampled(metric, a, b, 16, draw_weights(16, 5)) == pytest.approx([want] * 5)
+
+
 def test_a_fidelity_that_rests_on_one_sample_has_a_low_bootstrap_value() -> None:
     rng = np.random.default_rng(1)
     a = rng.normal(size=(32, 4))

@@ -35,44 +35,69 @@ MIN_SAMPLES = 8
 METRICS = ("r2", "cosine", "relerr")
 
 
-def sample_ids(shape: tuple[int, ...], samples: int) -> np.ndarray | None:
-    """The sample index of every element of an output of ``shape`` over ``samples`` samples (the
-    layouts of :func:`~onnxfold.runtime.fidelity.sample_axis`); None when no axis holds them."""
+def _samples_first(x: np.ndarray, samples: int) -> tuple[np.ndarray, str] | None:
+    """``x`` with its samples on a leading axis (a view), and their layout
+    (:func:`~onnxfold.runtime.fidelity.sample_axis`); None when no axis holds them."""
     from onnxfold.runtime.fidelity import sample_axis
 
-    where = sample_axis(shape, samples)
-    if where is None:
-        return None
+    where = sample_axis(x.shape, samples)
+    if where == "leading":
+        return x, where
     if where == "second":
-        ids = np.arange(samples).reshape(1, samples, *([1] * (len(shape) - 2)))
-    else:  # leading, or blocks of the leading axis
-        ids = (np.arange(shape[0]) * samples // shape[0]).reshape(shape[0], *([1] * (len(shape) - 1)))
-    return np.broadcast_to(ids, shape)
+        return np.moveaxis(x, 1, 0), where
+    if where == "blocks":
+        return x.reshape(samples, x.shape[0] // samples, *x.shape[1:]), where
+    return None
 
 
-def _sums(values: np.ndarray, ids: np.ndarray, groups: int) -> np.ndarray:
-    """Σ of ``values`` per id in 0…groups−1 (float64)."""
-    return np.bincount(ids.ravel(), weights=values.ravel(), minlength=groups)
+#: the per-sample sums each metric needs (:func:`_per_sample`)
+NEEDS = {"r2": ("s1", "s2", "err"), "cosine": ("s2", "bb", "ab"), "relerr": ("s2", "err")}
+PRODUCTS = {
+    "s1": lambda a, b: a,
+    "s2": lambda a, b: a * a,
+    "err": lambda a, b: (a - b) ** 2,
+    "bb": lambda a, b: b * b,
+    "ab": lambda a, b: a * b,
+}
 
 
-def _r2_draws(
-    a: np.ndarray, b: np.ndarray, sid: np.ndarray, n: int, weights: np.ndarray, axis: int
-) -> np.ndarray:
-    """r2 with channels on ``axis`` under each row of ``weights`` [R, n] (module docstring)."""
-    channels = a.shape[axis]
-    cid = np.broadcast_to(
-        np.arange(channels).reshape([-1 if i == axis else 1 for i in range(a.ndim)]), a.shape
-    )
-    ids = sid * channels + cid
-    size = n * channels
-    per = [_sums(x, ids, size).reshape(n, channels) for x in (a, a * a, (a - b) ** 2, np.ones_like(a))]
-    s1, s2, err, count = (weights @ p for p in per)  # [R, channels]
-    safe = np.where(count > 0, count, 1.0)
-    spread = s2 - s1 * s1 / safe
+def _per_sample(
+    a: np.ndarray, b: np.ndarray, samples: int, axis: int | None, need: tuple[str, ...]
+) -> dict[str, np.ndarray] | None:
+    """Per sample s and channel j (on the output's ``axis``; None: one channel): the sums ``need`` of
+    :data:`PRODUCTS` (Σa, Σa², Σ(a − b)², Σb², Σab) and the element count, each [samples, channels],
+    in float64 one sample at a time."""
+    found = _samples_first(a, samples)
+    if found is None:
+        return None
+    a_s, where = found
+    b_s = _samples_first(b, samples)[0]
+    diagonal = where == "second" and axis == 1  # the channels are the samples themselves
+    if axis is None or diagonal:
+        channels, keep = (samples if diagonal else 1), None
+    else:
+        keep = axis + (1 if where == "blocks" else 0) - 1  # the channel axis within one sample's slice
+        channels = a.shape[axis]
+    out = {k: np.zeros((samples, channels)) for k in (*need, "count")}
+    for i in range(samples):
+        ai, bi = np.asarray(a_s[i], dtype=np.float64), np.asarray(b_s[i], dtype=np.float64)
+        over = tuple(d for d in range(ai.ndim) if d != keep)
+        col = i if diagonal else slice(None)
+        for name in need:
+            value = PRODUCTS[name](ai, bi)
+            out[name][i, col] = value.sum(axis=over) if over else value
+        out["count"][i, col] = ai.size / (1 if diagonal or keep is None else channels)
+    return out
+
+
+def _r2_draws(sums: dict[str, np.ndarray], weights: np.ndarray) -> np.ndarray:
+    """r2 under each row of ``weights`` [R, n] from :func:`_per_sample`'s sums (module docstring)."""
+    s1, s2, err, count = (weights @ sums[k] for k in ("s1", "s2", "err", "count"))  # [R, channels]
+    spread = s2 - s1 * s1 / np.where(count > 0, count, 1.0)
     tiny = 1e-12 * np.maximum(s2, 1e-300)  # a constant channel: rounding, not spread
-    good = np.where(spread > tiny, np.clip(1.0 - err / np.where(spread > tiny, spread, 1.0), 0.0, 1.0), 0.0)
-    value = np.where(spread > tiny, good, (err <= tiny).astype(np.float64))
-    share = count / np.maximum(per[3].sum(axis=0), 1.0)  # each channel's drawn share of its elements
+    fitted = np.clip(1.0 - err / np.where(spread > tiny, spread, 1.0), 0.0, 1.0)
+    value = np.where(spread > tiny, fitted, (err <= tiny).astype(np.float64))
+    share = count / np.maximum(sums["count"].sum(axis=0), 1.0)  # each channel's drawn share of its elements
     return (value * share).sum(axis=1) / np.maximum(share.sum(axis=1), 1e-300)
 
 
@@ -81,25 +106,29 @@ def resampled(
 ) -> np.ndarray | None:
     """``metric`` of ``cand`` against ``ref`` under each resample (rows of ``weights``, [R, samples]);
     None when the metric is not resampled or no axis holds the samples."""
-    a = np.asarray(ref, dtype=np.float64)
-    b = np.asarray(cand, dtype=np.float64)
+    a, b = np.asarray(ref), np.asarray(cand)
     if metric not in METRICS or a.shape != b.shape or a.size == 0:
         return None
-    sid = sample_ids(a.shape, samples)
-    if sid is None:
-        return None
     if metric == "r2":
-        if a.ndim < 2:
-            return _r2_draws(a.reshape(-1, 1), b.reshape(-1, 1), sid.reshape(-1, 1), samples, weights, 1)
-        draws = _r2_draws(a, b, sid, samples, weights, 1)
-        return np.minimum(draws, _r2_draws(a, b, sid, samples, weights, 2)) if a.ndim == 3 else draws
-    aa, bb, ab = (weights @ _sums(x, sid, samples) for x in (a * a, b * b, a * b))
+        axes = [None] if a.ndim < 2 else [1, 2] if a.ndim == 3 else [1]
+        draws = None
+        for axis in axes:
+            sums = _per_sample(a, b, samples, axis, NEEDS["r2"])
+            if sums is None:
+                return None
+            got = _r2_draws(sums, weights)
+            draws = got if draws is None else np.minimum(draws, got)
+        return draws
+    sums = _per_sample(a, b, samples, None, NEEDS[metric])
+    if sums is None:
+        return None
+    got = {k: weights @ sums[k][:, 0] for k in NEEDS[metric]}
+    aa = got["s2"]
     if metric == "cosine":
-        den = np.sqrt(aa * bb)
-        return np.where(
-            den > 0, np.clip(ab / np.where(den > 0, den, 1.0), 0.0, 1.0), (aa == bb).astype(float)
-        )
-    err = weights @ _sums((a - b) ** 2, sid, samples)
+        den = np.sqrt(aa * got["bb"])
+        both_zero = ((aa == 0) & (got["bb"] == 0)) * 1.0  # one zero, the other not: 0
+        return np.where(den > 0, np.clip(got["ab"] / np.where(den > 0, den, 1.0), 0.0, 1.0), both_zero)
+    err = got["err"]
     return np.where(aa > 0, np.maximum(0.0, 1.0 - np.sqrt(err / np.where(aa > 0, aa, 1.0))), (err == 0) * 1.0)
 
 
@@ -118,4 +147,4 @@ def low_value(metric: str, ref: np.ndarray, cand: np.ndarray, samples: int | Non
     return None if draws is None else float(np.quantile(draws, LOW_QUANTILE))
 
 
-__all__ = ["LOW_QUANTILE", "RESAMPLES", "draw_weights", "low_value", "resampled", "sample_ids"]
+__all__ = ["LOW_QUANTILE", "RESAMPLES", "draw_weights", "low_value", "resampled"]
