@@ -126,7 +126,7 @@ def run_demo(out_dir: str | None = None) -> list[dict]:
     )
     print(f"\nfolded models written to {folder}")
     print("The smallest model that still agrees with yours on your samples (.npy, .npz, or a folder of")
-    print("images with --image-preprocess unit|pm1|imagenet|raw):")
+    print("images with --image-preprocess unit|pm1|imagenet|caffe|raw):")
     print("  onnxfold fold model.onnx -o small.onnx --min-fidelity 0.95 --inputs samples/")
     print("A fixed sparsity in every group:  onnxfold fold model.onnx -o small.onnx --sparsity 0.3")
     return results
