@@ -417,6 +417,24 @@ def test_sensitivity_untouched_is_exactly_one_and_duplicates_are_free() -> None:
     assert at_dup == [6, 5]
 
 
+def test_candidates_get_bootstrap_values_and_sensitivity_measurements_do_not(monkeypatch) -> None:
+    import onnxfold.runtime.resample as resample
+
+    _, wide = _duplicate_pair()
+    model = as_model(wide)
+    CanonicalizePass().run(model, PassContext())
+    x = np.random.default_rng(0).standard_normal((16, 8)).astype(np.float32)
+    evaluator = Evaluator(as_model(wide), {"x": x}, "r2")
+    (out,) = evaluator(model.copy())[1]
+    assert out.low == 1.0 and evaluator(model.copy(), bounds=False)[1][0].low is None
+    calls = []
+    monkeypatch.setattr(resample, "low_value", lambda *a: calls.append(a))
+    sensitivity(model, evaluator, [0.5, 0.7])
+    assert calls == []  # a curve needs values only: no resampling per measurement
+    evaluator(model.copy())
+    assert len(calls) == 1
+
+
 def test_sensitivity_stops_measuring_a_group_once_it_misses_the_target() -> None:
     _, wide = _duplicate_pair()
     model = as_model(wide)

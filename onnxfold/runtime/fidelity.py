@@ -387,10 +387,11 @@ def model_fidelity(
     candidate: Mapping[str, np.ndarray],
     metrics: Mapping[str, str],
     samples: int | None = None,
+    bounds: bool = True,
 ) -> tuple[float, list[OutputFidelity]]:
     """(minimum over outputs, per-output fidelities); ``metrics`` from :func:`output_metrics`,
-    ``samples`` as :func:`fidelity_value` takes it; continuous metrics over ``samples`` samples also
-    get their bootstrap lower value (:func:`~onnxfold.runtime.resample.low_value`)."""
+    ``samples`` as :func:`fidelity_value` takes it; with ``bounds``, continuous metrics over
+    ``samples`` samples also get their bootstrap lower value (:func:`~onnxfold.runtime.resample.low_value`)."""
     from onnxfold.runtime.resample import low_value
 
     per = [
@@ -399,7 +400,7 @@ def model_fidelity(
             metrics[n],
             fidelity_value(metrics[n], reference[n], candidate[n], samples),
             counted(metrics[n], reference[n], samples),
-            low_value(metrics[n], reference[n], candidate[n], samples),
+            low_value(metrics[n], reference[n], candidate[n], samples) if bounds else None,
         )
         for n in reference
     ]

@@ -114,8 +114,12 @@ class Evaluator:
         self.last_unseen: list[OutputFidelity] = []
         self.runs = 0
 
-    def __call__(self, candidate: Model | onnx.ModelProto) -> tuple[float, list[OutputFidelity]]:
-        """(fidelity, per-output fidelities) of ``candidate``; a candidate that fails to run scores 0."""
+    def __call__(
+        self, candidate: Model | onnx.ModelProto, bounds: bool = True
+    ) -> tuple[float, list[OutputFidelity]]:
+        """(fidelity, per-output fidelities) of ``candidate``; a candidate that fails to run scores 0.
+        ``bounds``: also the bootstrap lower values that decide whether a candidate meets a target
+        (:func:`~onnxfold.runtime.fidelity.model_fidelity`; a sensitivity curve needs only values)."""
         self.runs += 1
         self.last_unseen = []
         try:
@@ -126,7 +130,7 @@ class Evaluator:
             return 0.0, failed
         if self.unseen is not None:
             self.last_unseen = self._on_unseen(got)
-        return model_fidelity(self.reference, got, self.metrics, self.samples)
+        return model_fidelity(self.reference, got, self.metrics, self.samples, bounds)
 
     def _on_unseen(self, got: Mapping[str, np.ndarray]) -> list[OutputFidelity]:
         """Per-output fidelity on the :attr:`unseen` samples alone (outputs whose sample axis is not

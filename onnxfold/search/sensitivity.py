@@ -156,7 +156,7 @@ def sensitivity(
                 copy = model.copy()
                 try:
                     rewrite_model(copy, [plan], shapes=False)
-                    fid = evaluate(copy)[0]
+                    fid = _value(evaluate, copy)
                     if removed > 0 and not curve.params_per_channel:  # MACs need shapes: once per group
                         infer_shapes(copy)
                         after = stats_of(copy)
@@ -212,3 +212,11 @@ def plot_sensitivity(curves: Sequence[GroupCurve], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _value(evaluate: Callable, model: Model) -> float:
+    """The fidelity of ``model``; an :class:`~onnxfold.search.evaluate.Evaluator` skips the bootstrap
+    lower values, which only decide whether a candidate meets a target."""
+    from onnxfold.search.evaluate import Evaluator
+
+    return (evaluate(model, bounds=False) if isinstance(evaluate, Evaluator) else evaluate(model))[0]
