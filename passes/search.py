@@ -152,7 +152,9 @@ class SearchPass(Pass):
         """The search, its measurements on the fold pass's ``--jobs`` threads."""
         from onnxfold.runtime.session import measuring_threads
 
-        with measuring_threads(self.fold.opts["jobs"] if self.fold is not None else 1):
+        jobs = self.fold.opts["jobs"] if self.fold is not None else 1
+        ctx.data["search_jobs"] = jobs  # validate re-measures the result on as many threads
+        with measuring_threads(jobs):
             return self._search(model, ctx)
 
     def _search(self, model: Model, ctx: PassContext) -> PassResult:

@@ -90,10 +90,47 @@ class ValidatePass(Pass):
                 f"validate: output {report.worst().name!r}: cosine similarity {worst:.6f} is below "
                 f"min_cosine={self.opts['min_cosine']}"
             )
+        target = self._target_kept(model, ctx)
         stats = {"exact": report.exact, "min_cosine": worst, "provider": report.provider}
+        if target is not None:
+            stats["target_kept"] = target
         if report.latency is not None:
             stats["latency_ratio"] = report.latency.ratio
             stats["slower"] = report.latency.slower
         if getattr(self, "dim", 16) != 16:
             stats["note"] = f"symbolic input dims set to {self.dim}: the model does not run with 16"
         return PassResult(False, stats)
+
+    @staticmethod
+    def _target_kept(model: Model, ctx: PassContext) -> float | None:
+        """After a ``min_fidelity`` search on given samples that met its target, the fidelity the
+        model now keeps on them under the search's metrics; a pass after the search (quantize,
+        float16) that loses the target fails the pipeline, so nothing below it is written. None when
+        there is no such search."""
+        search = ctx.data.get("search")
+        if (
+            search is None
+            or search.mode != "min_fidelity"
+            or not search.met
+            or search.proxy
+            or ctx.inputs is None
+        ):
+            return None
+        from onnxfold.runtime.session import measuring_threads
+        from onnxfold.search.evaluate import Evaluator
+
+        with measuring_threads(ctx.data.get("search_jobs", 1)):
+            evaluator = Evaluator(ctx.original, ctx.inputs)
+            evaluator.metrics = {n: search.metrics.get(n, m) for n, m in evaluator.metrics.items()}
+            fidelity, outputs = evaluator(model)
+        missed = [o for o in outputs if not o.meets(search.target - 1e-6)]  # a GPU's run-to-run noise
+        if missed:
+            o = missed[0]
+            raise PassError(
+                f"validate: the search kept {search.chosen.fidelity:.4f} but the model now keeps "
+                f"{o.name} {o.metric} {o.value:.4f} on the given samples"
+                + (f" (bootstrap lower value {o.low:.4f})" if o.low is not None else "")
+                + f", below --min-fidelity {search.target:g}: a pass after the search lost it; "
+                "nothing written (drop that pass, or lower the target)"
+            )
+        return fidelity

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -620,6 +622,24 @@ def test_min_fidelity_never_writes_a_model_below_its_target(tmp_path, digits, ta
         f"on the held-out samples alone (nothing fitted or judged on them): logits top1 {held_out:.4f}"
         in text
     )
+
+
+def test_a_pass_after_the_search_that_loses_the_target_fails_and_writes_nothing(
+    tmp_path, capsys, digits
+) -> None:
+    src, samples = str(bundled_model("resnet18-fused.onnx")), tmp_path / "x.npy"
+    np.save(samples, digits[0].astype(np.float32))
+    search = "canonicalize,search:min_fidelity=0.999,metric=relerr,cleanup"
+    out = tmp_path / "q.onnx"
+    args = ["run", src, "-o", str(out), "--inputs", str(samples), "--pipeline"]
+    assert main([*args, search + ",quantize:mode=static,validate"]) == 2
+    err = capsys.readouterr().err
+    assert "below --min-fidelity 0.999: a pass after the search lost it; nothing written" in err
+    assert "\n" not in err.strip() and not out.exists()
+    report = tmp_path / "r.json"
+    assert main([*args, search + ",validate", "--report", str(report)]) == 0 and out.exists()
+    validate = [p for p in json.loads(report.read_text())["passes"] if p["name"] == "validate"]
+    assert validate[0]["stats"]["target_kept"] >= 0.999
 
 
 def test_unreachable_target_exits_nonzero_and_writes_nothing(tmp_path, capsys) -> None:
