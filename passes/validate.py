@@ -3,7 +3,9 @@
 Inputs are random (right dtypes and shapes; symbolic dims get defaults or ``--input-shape``) or
 the user's ``.npy`` inputs from the pipeline context. Reports max abs/relative error, cosine
 similarity and top-1 agreement per output. The graph is never changed. ``min_cosine`` turns the
-report into a post-condition: the pipeline stops when any output's cosine falls below it.
+report into a post-condition: the pipeline stops when any output's cosine falls below it. After a
+``min_fidelity`` search on given samples that met its target, the result is measured again on them
+under the search's metrics, and the pipeline stops when a later pass (quantize, float16) lost it.
 ``speed_check`` also times both models on the same inputs (about a second of interleaved runs,
 :mod:`onnxfold.runtime.latency`); the report warns when the result is slower than the original.
 Models above 2 GB of weights are not run (both models would have to be in memory at once): the
