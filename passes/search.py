@@ -152,14 +152,13 @@ class SearchPass(Pass):
         """The search, its measurements on the fold pass's ``--jobs`` threads."""
         from onnxfold.runtime.session import measuring_threads
 
-        jobs = self.fold.opts["jobs"] if self.fold is not None else 1
-        ctx.data["search_jobs"] = jobs  # validate re-measures the result on as many threads
-        with measuring_threads(jobs):
+        with measuring_threads(self.fold.opts["jobs"] if self.fold is not None else 1):
             return self._search(model, ctx)
 
     def _search(self, model: Model, ctx: PassContext) -> PassResult:
         from onnxfold.passes.cleanup import CleanupPass
         from onnxfold.passes.fold import FoldPass
+        from onnxfold.runtime.session import measuring_threads
         from onnxfold.search.evaluate import Evaluator
         from onnxfold.search.target import search
 
@@ -189,6 +188,14 @@ class SearchPass(Pass):
             synthetic=how,
             unseen=held_out,
         )
+        jobs = fold.opts["jobs"]
+
+        def remeasure(result: Model) -> tuple[float, list]:
+            """The search's own measurement of a later result (validate checks that it kept the target)."""
+            with measuring_threads(jobs):
+                return evaluator(result)
+
+        ctx.data["search_measure"] = remeasure
 
         def build(allocation: dict[str, float], sequential: bool = False) -> tuple[Model, dict]:
             cand = model.copy()

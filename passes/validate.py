@@ -109,22 +109,16 @@ class ValidatePass(Pass):
         model now keeps on them under the search's metrics; a pass after the search (quantize,
         float16) that loses the target fails the pipeline, so nothing below it is written. None when
         there is no such search."""
-        search = ctx.data.get("search")
+        search, remeasure = ctx.data.get("search"), ctx.data.get("search_measure")
         if (
             search is None
+            or remeasure is None
             or search.mode != "min_fidelity"
             or not search.met
             or search.proxy
-            or ctx.inputs is None
         ):
             return None
-        from onnxfold.runtime.session import measuring_threads
-        from onnxfold.search.evaluate import Evaluator
-
-        with measuring_threads(ctx.data.get("search_jobs", 1)):
-            evaluator = Evaluator(ctx.original, ctx.inputs)
-            evaluator.metrics = {n: search.metrics.get(n, m) for n, m in evaluator.metrics.items()}
-            fidelity, outputs = evaluator(model)
+        fidelity, outputs = remeasure(model)  # the search's evaluator: its samples, metrics and threads
         missed = [o for o in outputs if not o.meets(search.target - 1e-6)]  # a GPU's run-to-run noise
         if missed:
             o = missed[0]
