@@ -25,6 +25,11 @@ class PassError(RuntimeError):
     """A pass failed or left an invalid graph. The message names the pass."""
 
 
+class InputRunError(RuntimeError):
+    """onnxruntime cannot run the user's model on the inputs given or drawn for it (input shapes the
+    model does not take): the user's to fix with --input-shape or --inputs, not a bug."""
+
+
 class CliError(Exception):
     """An expected failure of the command line with a one-line message."""
 
@@ -35,6 +40,7 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
     ModelError,
     PipelineError,
     PassError,
+    InputRunError,
     ValueError,
     OSError,
 )

@@ -867,3 +867,32 @@ def test_a_heavy_model_is_measured_on_fewer_samples_within_the_mac_budget(digits
     out = onnxfold.fold(model, output=None, min_fidelity=0.9, inputs={"input": search_x}, validate=False)[1]
     assert "sensitivity on the first 10" in out.format()
     assert out.search.chosen.outputs[0].samples == 32  # the target is measured on every sample
+
+
+def test_analyze_sensitivity_takes_input_shapes(tmp_path, capsys) -> None:
+    """A model that runs only at the length it was built for (Reshape to [N, 8]): the random proxy's
+    default length 16 cannot run it, so --input-shape must reach the sensitivity's samples."""
+    rng = np.random.default_rng(0)
+    net = Net(
+        {
+            "W1": rng.standard_normal((8, 6)).astype(np.float32),
+            "W2": rng.standard_normal((6, 4)).astype(np.float32),
+        }
+    )
+    x = net.input("x", ["N", "L"])
+    flat = net("Reshape", x, net.const("shape", [0, 8], np.int64))
+    path = tmp_path / "m.onnx"
+    onnx.save(net.model(net("MatMul", net("Relu", net("MatMul", flat, "W1")), "W2")), path)
+    assert main(["analyze", str(path), "--sensitivity", "--levels", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("onnxfold: error: onnxruntime could not run the original model")
+        and "--input-shape" in err
+    )
+    assert err.count("\n") == 1
+    rc = main(["analyze", str(path), "--sensitivity", "--input-shape", "x:4,8", "--levels", "0.5", "--json"])
+    assert rc in (0, None)
+    data = json.loads(capsys.readouterr().out)
+    assert data["inputs"] == "data-free proxy: 32 random samples"
+    (group,) = data["groups"]
+    assert group["channels"] == 6 and 0.0 < group["fidelity"][0] < 1.0

@@ -122,21 +122,15 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
     from onnxfold.passes import CanonicalizePass
     from onnxfold.passes.search import parse_levels
     from onnxfold.pipeline.manager import PassContext
-    from onnxfold.runtime.sample_files import load_inputs
-    from onnxfold.runtime.session import make_session
     from onnxfold.search import Evaluator, format_sensitivity, plot_sensitivity, sensitivity
 
     if not Path(args.model).is_file():
         raise CliError(f"{args.model}: no such file")
-    inputs = (
-        load_inputs(args.inputs, make_session(str(args.model)), image_preprocess=args.image_preprocess)
-        if args.inputs
-        else None
-    )
+    shapes, inputs = _inputs(args)
     original = as_model(args.model)
     model = original.copy()
-    CanonicalizePass().run(model, PassContext())
-    evaluator = Evaluator(original, inputs, args.metric)
+    CanonicalizePass().run(model, PassContext(input_shapes=shapes or {}))
+    evaluator = Evaluator(original, inputs, args.metric, shapes=shapes)
     if args.round_to < 1:
         raise CliError("--round-to must be at least 1")
     curves = sensitivity(

@@ -188,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     analyze.add_argument("--image-preprocess", metavar="PRESET[,bgr]", help=IMAGE_HELP)
     analyze.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME:D0,D1,...",
+        help="--sensitivity: shape for an input with symbolic dims (repeatable), as onnxfold fold takes it",
+    )
+    analyze.add_argument(
         "--levels", default="0.1,0.2,0.3,0.5,0.7", help="--sensitivity: comma-separated sparsities"
     )
     analyze.add_argument(

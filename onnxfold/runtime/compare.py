@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from onnxfold.errors import one_line
+from onnxfold.errors import InputRunError, one_line
 from onnxfold.runtime.inputs import make_inputs
 from onnxfold.runtime.latency import LatencyCheck, time_pair
 from onnxfold.runtime.session import available_providers, make_session, runtime_description
@@ -246,7 +246,8 @@ def run_feed(
         return session.run(outputs, dict(feed))
     except Exception as exc:
         shapes = ", ".join(f"{k}{list(np.shape(v))}" for k, v in feed.items())
-        raise RuntimeError(
+        error = InputRunError if which == "original" else RuntimeError
+        raise error(
             f"onnxruntime could not run the {which} model on inputs {shapes} ({SHAPE_HINT}): {one_line(exc)}"
         ) from exc
 
