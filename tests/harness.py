@@ -115,7 +115,7 @@ def random_feeds(proto: onnx.ModelProto, seed: int = 1) -> dict[str, np.ndarray]
     rng = np.random.default_rng(seed)
     feeds = {}
     for vi in proto.graph.input:
-        shape = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+        shape = [d.dim_value if d.HasField("dim_value") else 2 for d in vi.type.tensor_type.shape.dim]
         dtype = helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
         feeds[vi.name] = rng.standard_normal(shape).astype(dtype)
     return feeds

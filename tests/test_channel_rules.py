@@ -793,6 +793,142 @@ for _kind in ("flatten", "0,-1", "N,-1", "N,CHW", "-1,CHW"):
     )
 
 
+def nhwc_flatten_gemm(kind: str):
+    """x → Conv c1 (n) → Relu → MaxPool → Transpose to NHWC → Flatten/Reshape → Gemm fc: the channel
+    is the inner factor of the flattened features (Keras' Flatten through tf2onnx), so the 9 pixels
+    hold 9 copies of the channels side by side."""
+
+    def build(w):
+        net = Net(w)
+        h = net("Conv", net.input("x", X), "w1", "b1", name="c1", pads=[1, 1, 1, 1])
+        h = net("MaxPool", net("Relu", h), kernel_shape=[2, 2], strides=[2, 2])
+        h = net("Transpose", h, perm=[0, 2, 3, 1])
+        n = w["w1"].shape[0]
+        if kind == "flatten":
+            h = net("Flatten", h, axis=1)
+        else:
+            h = net("Reshape", h, net.i64("target", {"0,-1": [0, -1], "-1,HWC": [-1, 9 * n]}[kind]))
+        return net.model(net("Gemm", h, "fw", "fb", name="fc", transB=1))
+
+    return build
+
+
+for _kind in ("flatten", "0,-1", "-1,HWC"):
+    case(
+        f"nhwc_{_kind}_gemm",
+        lambda r: {"w1": rnd(r, 4, 3, 3, 3), "b1": rnd(r, 4), "fw": rnd(r, 5, 36), "fb": rnd(r, 5)},
+        nhwc_flatten_gemm(_kind),
+        producer("w1", "b1", 4) + [("fw", 1, [S(4)] * 9)],
+        ["c1"],
+    )
+
+
+def stacked_frames(target: Callable[[int], list[int]] | None):
+    """v [2, 8, 6] → MatMul m1 (4) → Relu → Reshape [B, 4, 2·4] (two frames stacked: each row holds
+    two copies of the channels) → MatMul m2; ``target`` None: computed from v's batch (magika's)."""
+
+    def build(w):
+        net = Net(w)
+        v = net.input("v", [2, 8, 6] if target else ["N", 8, 6])
+        h = net("Relu", net("Add", net("MatMul", v, "w1", name="m1"), "b1"))
+        n = w["w1"].shape[1]
+        shape = net.i64("target", target(n)) if target else computed_target(net, v, 4, 2 * n)
+        h = net("Reshape", h, shape)
+        return net.model(net("MatMul", h, "w2", name="m2"))
+
+    return build
+
+
+for _name, _target in (
+    ("const", lambda n: [2, 4, 2 * n]),
+    ("copy_batch", lambda n: [0, 4, 2 * n]),
+    ("inferred", lambda n: [0, 4, -1]),
+    ("computed", None),
+):
+    case(
+        f"stacked_frames_{_name}",
+        lambda r: {"w1": rnd(r, 6, 4), "b1": rnd(r, 4), "w2": rnd(r, 8, 5)},
+        stacked_frames(_target),
+        producer("w1", None, 4, axis=1) + [("b1", 0, [A(4)]), ("w2", 0, [S(4), S(4)])],
+        ["m1"],
+    )
+
+
+def computed_target(net: Net, source: str, *tail: int) -> str:
+    """[source's dim 0, *tail], computed as tf2onnx writes it (Shape → Slice → Concat)."""
+    batch = net("Slice", net("Shape", source), net.i64("s0", [0]), net.i64("s1", [1]))
+    return net("Concat", batch, net.i64("tail", list(tail)), axis=0)
+
+
+def unit_axis(inserted: bool):
+    """A Reshape that inserts ([B, C, T] → [B, 1, C, T]) or removes ([B, 1, C, T] → [B, C, T]) a dim
+    of size 1 before the channels, as Unsqueeze and Squeeze do; tf2onnx writes them as Reshapes to a
+    computed target (a constant one canonicalize turns into an Unsqueeze or Squeeze)."""
+
+    def build(w):
+        net = Net(w)
+        n = w["w1"].shape[1]
+        if inserted:
+            v = net.input("v", ["N", 3, 6])
+            h = net(
+                "Transpose", net("Relu", net("Add", net("MatMul", v, "w1", name="m1"), "b1")), perm=[0, 2, 1]
+            )
+            h = net("Reshape", h, computed_target(net, v, 1, n, 3))
+            h = net("ReduceMean", h, axes=[3], keepdims=0)
+            return net.model(net("MatMul", h, "w2", name="m2"))
+        v = net.input("v", ["N", 1, 3, 6])
+        h = net("Relu", net("Add", net("MatMul", v, "w1", name="m1"), "b1"))
+        h = net("Reshape", net("Transpose", h, perm=[0, 1, 3, 2]), computed_target(net, v, n, 3))
+        h = net("ReduceMean", h, axes=[2], keepdims=0)
+        return net.model(net("MatMul", h, "w2", name="m2"))
+
+    return build
+
+
+for _inserted in (True, False):
+    case(
+        f"reshape_{'inserts' if _inserted else 'removes'}_a_unit_axis",
+        lambda r: {"w1": rnd(r, 6, 4), "b1": rnd(r, 4), "w2": rnd(r, 4, 5)},
+        unit_axis(_inserted),
+        producer("w1", None, 4, axis=1) + [("b1", 0, [A(4)]), ("w2", 0, [S(4)])],
+        ["m1"],
+    )
+
+
+def split_channel_rows(w):
+    """[2, 3, 4] → Reshape [2, 6, 2]: each channel's entries end up in two rows; nothing to follow."""
+    net = Net(w)
+    h = net("Relu", net("MatMul", net.input("v", [2, 3, 6]), "w1", name="m1"))
+    return net.model(net("MatMul", net("Reshape", h, net.i64("target", [2, 6, 2])), "w2", name="m2"))
+
+
+case(
+    "reshape_scattering_channels_blocks",
+    lambda r: {"w1": rnd(r, 6, 4), "w2": rnd(r, 2, 5)},
+    split_channel_rows,
+    [],
+    [],
+    {"m1": (RESHAPES_CHANNELS, "moves the channel axis")},
+)
+
+
+def test_too_many_copies_of_the_channels_block(monkeypatch) -> None:
+    """An NHWC Flatten over 9 pixels lays 9 copies of the channels side by side; past the cap on
+    segments (each a member of the consumer's weight) the group is blocked, and says why."""
+    from onnxfold.analysis.rules import reshapes
+
+    monkeypatch.setattr(reshapes, "MAX_TILE_SEGMENTS", 8)
+    w = {"w1": rnd(np.random.default_rng(0), 4, 3, 3, 3), "b1": np.zeros(4, np.float32)}
+    proto = nhwc_flatten_gemm("flatten")(
+        {**w, "fw": np.ones((5, 36), np.float32), "fb": np.zeros(5, np.float32)}
+    )
+    (group,) = [g for g in groups_of(proto) if g.name == "c1"]
+    assert not group.foldable
+    assert [(r.code, r.message) for r in group.blocked] == [
+        (RESHAPES_CHANNELS, "Flatten flatten_4 stacks 9 copies of the channels (more than 8 segments)")
+    ]
+
+
 def reshape_keep_channels(opset: int):
     def build(w):
         net = Net(w, opset)

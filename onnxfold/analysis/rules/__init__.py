@@ -14,8 +14,10 @@ Rules, by kind:
   other axes, Transpose/Squeeze/Unsqueeze, Pad/Resize/Slice/Expand on other axes.
 * join (:mod:`.elementwise`, :mod:`.joins`, :mod:`.attention`): Add/Mul/… unite their tracked inputs'
   spaces; a per-channel constant is an ``average`` member; Concat lays segments side by side, Split and
-  Slice cut them (sizes and bounds become ``shape`` members); Flatten/Reshape turn each channel into a
-  block of features or coarsen it to attention heads; fused attention unites q, k and v by heads.
+  Slice cut them (sizes and bounds become ``shape`` members); Flatten/Reshape (:mod:`.reshapes`) turn
+  each channel into a block of features, lay copies of the channels side by side (the channel axis
+  merged with dims before it: NHWC Flatten, stacked frames) or coarsen it to attention heads; fused
+  attention unites q, k and v by heads.
 * consumer only (:mod:`.recurrent`): LSTM/GRU/RNN read their input features through W's axis 2
   (``sum`` members); their hidden units are not folded.
 * barrier: anything else, graph outputs, ops that mix or normalise over the channel axis, a grouped
@@ -34,4 +36,5 @@ from onnxfold.analysis.rules import (  # noqa: F401  (imported to register the r
     producers,
     recurrent,
     reductions,
+    reshapes,
 )

@@ -2,9 +2,8 @@
 
 Transpose, Squeeze and Unsqueeze move the channel axis; Pad, Resize, Upsample, Slice and Expand
 pass the channels when they act on other axes (a channel count in their shape inputs becomes a
-``shape`` member); Flatten and Reshape may merge the channel axis with the dims after it (each
-channel becomes a block of features), regroup the dims before it, or split it into attention
-heads (the group is coarsened to whole heads). Shape blocks the channels when its count is read.
+``shape`` member). Shape blocks the channels when its count is read. Flatten and Reshape are in
+:mod:`.reshapes`.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import onnx_graphsurgeon as gs
 from onnxfold.analysis.groups import (
     RESHAPES_CHANNELS,
     SHAPE_READ,
-    SPLITS_UNITS,
     UNKNOWN_SHAPE,
     UNSUPPORTED_FORM,
     UNTRACED_RESHAPE,
@@ -24,15 +22,12 @@ from onnxfold.analysis.groups import (
     Layout,
 )
 from onnxfold.analysis.registry import register_rule
-from onnxfold.analysis.rules.joins import coarsened, scaled, slice_channels
+from onnxfold.analysis.rules.joins import slice_channels
 from onnxfold.analysis.shape_trace import (
-    ShapeEntry,
     const_values,
     node_axes,
     picked_entries,
-    static_dims,
     tensor_shape,
-    untraced_node,
 )
 from onnxfold.analysis.walk import Analysis
 
@@ -244,211 +239,6 @@ def squeeze(walk: Analysis, node: gs.Node) -> None:
         return
     new_axis = lay.axis - sum(1 for a in axes if a < lay.axis)
     walk.passthrough(node, lay.with_axis(lay.rank - len(axes), new_axis))
-
-
-@register_rule("Flatten")
-def flatten(walk: Analysis, node: gs.Node) -> None:
-    lay = walk.layout(node.inputs[0])
-    if lay is None:
-        return
-    axis = int(node.attrs.get("axis", 1))
-    axis = axis + lay.rank if axis < 0 else axis
-    shape = tensor_shape(node.inputs[0])
-    flatten_from(walk, node, lay, axis, shape)
-
-
-def flatten_from(
-    walk: Analysis,
-    node: gs.Node,
-    lay: Layout,
-    axis: int,
-    shape: tuple | None,
-    shape_const: gs.Constant | None = None,
-    shape_index: int | None = None,
-) -> None:
-    """Merge the channel axis with every dim after it (Flatten, or a Reshape at ``axis``): channel c
-    becomes a block of Π(trailing dims) features; blocked when the trailing dims are unknown."""
-    if axis != lay.axis:
-        walk.block(
-            lay,
-            BlockReason(
-                RESHAPES_CHANNELS, f"{node.op} {node.name} merges the channel axis with other axes", node.name
-            ),
-        )
-        return
-    trailing = shape[axis + 1 :] if shape is not None else None
-    if trailing is None or not static_dims(trailing):
-        walk.block(
-            lay,
-            BlockReason(
-                UNKNOWN_SHAPE,
-                f"{node.op} {node.name} flattens dims of unknown size after the channels",
-                node.name,
-            ),
-        )
-        return
-    inner = int(np.prod(trailing)) if trailing else 1
-    segs = scaled(lay.segments, inner)
-    if shape_const is not None and shape_index is not None:
-        for s in segs:
-            walk.add_shape_member(s, shape_const, shape_index, node)
-    # Flatten always gives [prod(dims before axis), rest]; a Reshape keeps the leading dims
-    out = Layout(2, 1, segs) if node.op == "Flatten" else Layout(axis + 1, axis, segs)
-    walk.set_layout(node.outputs[0], out)
-
-
-@register_rule("Reshape")
-def reshape(walk: Analysis, node: gs.Node) -> None:
-    """Reshapes that keep the channel axis, merge it with the dims after it (Flatten, attention
-    output [B,S,H,dh]→[B,S,H·dh]), or split it into (units, unit size) (attention heads
-    [B,S,H·dh]→[B,S,H,dh]: the channel space is coarsened to whole heads). The target may be a
-    constant or built from Shape/Gather/Concat; the entry that counts channels is rewritten."""
-    lay = walk.layout(node.inputs[0])
-    if lay is None:
-        return
-    in_shape = tensor_shape(node.inputs[0])
-    entries = walk.target_entries(node.inputs[1])
-    if entries is None or in_shape is None or len(in_shape) != lay.rank:
-        culprit = untraced_node(node.inputs[1], walk.rank_of) if entries is None else None
-        where = f" (an entry computed by {culprit.op} {culprit.name})" if culprit is not None else ""
-        message = f"Reshape {node.name} has a target shape that cannot be traced{where}"
-        walk.block(lay, BlockReason(UNTRACED_RESHAPE, message, node.name))
-        return
-    copy_zero = not int(node.attrs.get("allowzero", 0))
-    c, rank, out_rank, length = lay.axis, lay.rank, len(entries), lay.length
-
-    def copies(e: ShapeEntry, i: int, same_position: bool) -> bool:
-        d = in_shape[i]
-        return (
-            e.dim_of == i
-            or (same_position and e.value == 0 and copy_zero)
-            or (e.value is not None and e.value > 0 and isinstance(d, (int, np.integer)) and e.value == d)
-        )
-
-    if regroup_leading(walk, node, lay, entries, in_shape):
-        return
-    explicit_tail = all(e.value is not None and e.value > 0 for e in entries[c:])
-    lead_ok = out_rank > c and all(
-        copies(e, i, True) or (e.value == -1 and explicit_tail) for i, e in enumerate(entries[:c])
-    )
-    if not lead_ok:
-        walk.block(
-            lay, BlockReason(RESHAPES_CHANNELS, f"Reshape {node.name} moves the channel axis", node.name)
-        )
-        return
-    entry = entries[c]
-    shrinkable = entry.const is not None and entry.value is not None and entry.value > 0
-    # −1 at the channel position with every other dim copied in place: the element count makes it the
-    # channel count (the legacy exporter's [B, −1, S, dh] of attention outputs)
-    inferred = (
-        entry.value == -1
-        and out_rank == rank
-        and all(copies(e, i, True) for i, e in enumerate(entries) if i != c)
-    )
-    if (copies(entry, c, True) or entry.value == length or inferred) and in_shape[c] == length:
-        # channel axis kept; the dims after it may be regrouped freely
-        if shrinkable:
-            for seg in lay.segments:
-                walk.add_shape_member(seg, entry.const, entry.index, node, entry.path)
-        walk.passthrough(node, Layout(out_rank, c, lay.segments))
-        return
-    if out_rank < rank:  # merge the channel axis with the m dims after it
-        m = rank - out_rank
-        # dims shape inference left unknown may still be fixed by the graph (repeat_kv's Expand)
-        merged = [
-            d if isinstance(d, (int, np.integer)) else walk.known_dim(node.inputs[0], c + 1 + j)
-            for j, d in enumerate(in_shape[c + 1 : c + 1 + m])
-        ]
-        proven = [copies(e, c + 1 + m + j, False) for j, e in enumerate(entries[c + 1 :])]
-        # element count: with the leading dims copied and the channel entry explicit
-        # (length·inner), one tail entry not proven a copy must be the one input dim left
-        # (repeat_kv's [B, kv, rep, S, dh] → [B, H, S, dh] where S has another symbol)
-        by_count = (
-            static_dims(merged)
-            and proven.count(False) == 1
-            and entry.value == length * int(np.prod(merged))
-            and all(copies(e, i, True) for i, e in enumerate(entries[:c]))
-        )
-        tail_ok = all(proven) or by_count
-        if not static_dims(merged) or not tail_ok:
-            walk.block(
-                lay,
-                BlockReason(
-                    UNKNOWN_SHAPE,
-                    f"Reshape {node.name} merges the channel axis with dims of unknown size",
-                    node.name,
-                ),
-            )
-            return
-        inner = int(np.prod(merged))
-        if entry.value not in (-1, length * inner):
-            walk.block(
-                lay,
-                BlockReason(RESHAPES_CHANNELS, f"Reshape {node.name} reshapes the channel axis", node.name),
-            )
-            return
-        segs = scaled(lay.segments, inner)
-        if entry.value > 0:
-            if entry.const is None:
-                walk.block(
-                    lay,
-                    BlockReason(
-                        UNTRACED_RESHAPE,
-                        f"Reshape {node.name} takes the channel count from a computed value",
-                        node.name,
-                    ),
-                )
-                return
-            for seg in segs:
-                walk.add_shape_member(seg, entry.const, entry.index, node, entry.path)
-        walk.set_layout(node.outputs[0], Layout(out_rank, c, segs))
-        return
-    if out_rank == rank + 1:  # split the channel axis into (units, unit size): attention heads
-        unit_e = entries[c + 1]
-        unit = unit_e.value if unit_e.value is not None and unit_e.value > 0 else None
-        tail_ok = all(copies(e, c + 1 + j, False) for j, e in enumerate(entries[c + 2 :]))
-        if (
-            unit is None
-            or not tail_ok
-            or length % unit
-            or entry.value not in (-1, length // unit)
-            or (entry.value > 0 and entry.const is None)
-        ):
-            message = f"Reshape {node.name} splits the channel axis in a way that cannot be followed"
-            walk.block(lay, BlockReason(UNTRACED_RESHAPE, message, node.name))
-            return
-        reason = BlockReason(SPLITS_UNITS, f"Reshape {node.name} splits channels across groups", node.name)
-        if not walk.coarsen_segments(lay, unit, node, reason):
-            return
-        segs = coarsened(lay.segments, unit)
-        if entry.value > 0:
-            for seg in segs:
-                walk.add_shape_member(seg, entry.const, entry.index, node, entry.path)
-        walk.set_layout(node.outputs[0], Layout(out_rank, c, segs))
-        return
-    walk.block(
-        lay, BlockReason(RESHAPES_CHANNELS, f"Reshape {node.name} reshapes the channel axis", node.name)
-    )
-
-
-def regroup_leading(walk: Analysis, node: gs.Node, lay: Layout, entries: list[ShapeEntry], in_shape) -> bool:
-    """The channel axis and every dim after it become the last output dim; the dims before it are
-    regrouped freely ([B·S, C] ↔ [B, S, C] around a 2-D Gemm, [B, S, H, dh] → [B·S, H·dh], a Flatten).
-    The last target entry must be an explicit constant counting exactly those elements, C·Π(dims
-    after C): in row-major order each output row is then one input block of them, whatever the
-    leading entries say. The constant is rewritten with the fold."""
-    c, last = lay.axis, entries[-1]
-    after = in_shape[c + 1 :]
-    if not static_dims(after) or in_shape[c] != lay.length or last.const is None:
-        return False
-    inner = int(np.prod(after, dtype=np.int64))
-    if last.value != lay.length * inner:
-        return False
-    segs = scaled(lay.segments, inner)
-    for seg in segs:
-        walk.add_shape_member(seg, last.const, last.index, node, last.path)
-    walk.passthrough(node, Layout(len(entries), len(entries) - 1, segs))
-    return True
 
 
 @register_rule("Shape")
