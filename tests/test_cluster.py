@@ -208,3 +208,28 @@ def test_a_remembered_reduction_and_merge_tree_give_the_labels_a_fresh_one_gives
     other = x.copy()
     other[0, 0] += 1.0  # other bytes: computed anew
     assert reduce_dims(other) is not kept
+
+
+def test_kmeans_labels_are_remembered_per_features_and_width(monkeypatch):
+    """A search plans the same group at the same width in many candidates: k-means runs once per
+    (features, k, seed), and the kept labels are the ones a fresh run gives."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(40, 12))
+    monkeypatch.setattr(cluster, "_memo", type(cluster._memo)())
+    calls = []
+    solver = cluster._kmeans
+
+    def counted(*args, **kwargs):
+        calls.append(args[1])
+        return solver(*args, **kwargs)
+
+    monkeypatch.setattr(cluster, "_kmeans", counted)
+    first = kmeans_labels(x, 10, algorithm="kmeans")
+    again = kmeans_labels(x, 10, algorithm="kmeans")
+    np.testing.assert_array_equal(first, again)
+    assert calls == [10]
+    kmeans_labels(x, 12, algorithm="kmeans")
+    kmeans_labels(x, 10, seed=1, algorithm="kmeans")
+    assert calls == [10, 12, 10]  # another width or seed: solved anew
+    monkeypatch.setattr(cluster, "_memo", type(cluster._memo)())
+    np.testing.assert_array_equal(kmeans_labels(x, 10, algorithm="kmeans"), first)

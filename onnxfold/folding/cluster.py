@@ -419,8 +419,9 @@ def kmeans_labels(
     large = n * k * emb.shape[1] > WORK_BUDGET
     if algorithm == "ward" or (algorithm == "auto" and large):
         labels = ward_labels(emb, k, seed)
-    elif large and n > 2 * PARTITION:
-        labels = partitioned_kmeans(emb, k, seed, n_init, max_iter)
-    else:
-        labels = _kmeans(emb, k, seed, n_init, max_iter)
+    else:  # a search plans the same group at the same width again and again: the labels are kept
+        solve = partitioned_kmeans if large and n > 2 * PARTITION else _kmeans
+        labels = remembered(
+            solve.__name__, emb, lambda: solve(emb, k, seed, n_init, max_iter), k, n_init, max_iter, seed
+        )
     return canonical_labels(labels)
