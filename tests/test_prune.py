@@ -182,6 +182,9 @@ def test_features_and_n_init_reach_the_fold(features: str, monkeypatch) -> None:
             return super().fit(x, *args, **kwargs)
 
     monkeypatch.setattr(sklearn.cluster, "KMeans", SpyKMeans)
+    from onnxfold.folding import cluster
+
+    monkeypatch.setattr(cluster, "_memo", type(cluster._memo)())  # no labels kept from earlier folds
     proto = prune_model(bn=True)
     model, report = onnxfold.fold(proto, 0.5, validate=False, features=features, n_init=3)
     assert restarts == [3]  # the one group's clustering ran with the requested restarts
