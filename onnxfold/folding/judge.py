@@ -83,6 +83,18 @@ class GroupJudge:
                 break  # one more run of this size would pass the cap
         self.runs = 0
         self._chosen: dict[tuple, object] = {}
+        from onnxfold.runtime.suffix import suffix_runs
+
+        # candidates run from the nodes they change on
+        self.suffix = suffix_runs(source, self.feeds, self.names)
+
+    def rebase(self, model: Model) -> None:
+        """Candidates from now on are ``model`` (the source with earlier groups' choices applied, as
+        ``auto``'s sequential choice builds them) plus one more group: their suffixes are cut where
+        they differ from ``model``. The error is still measured against the source's outputs."""
+        from onnxfold.runtime.suffix import suffix_runs
+
+        self.suffix = suffix_runs(model, self.feeds, self.names)
 
     def error(self, plan, ar: bool = False) -> float:
         """Relative output error with ``plan`` alone applied (then ``ar`` on it); inf if it fails."""
@@ -106,11 +118,15 @@ class GroupJudge:
 
         self.runs += 1
         try:
-            sess = measurement_session(model)
+            proto = to_model_proto(model)
+            outputs = self.suffix.outputs(proto) if self.suffix is not None else None
+            if outputs is None:
+                sess = measurement_session(proto)
+                outputs = [sess.run(self.names, feed) for feed in self.feeds]
             num = den = 0.0
-            for feed, ref in zip(self.feeds, self.reference, strict=True):
+            for feed, ref, out in zip(self.feeds, self.reference, outputs, strict=True):
                 mask = padding_mask(feed)
-                for want, got in zip(ref, sess.run(self.names, feed), strict=True):
+                for want, got in zip(ref, out, strict=True):
                     if not np.issubdtype(np.asarray(want).dtype, np.floating):
                         continue
                     w = token_rows(np.asarray(want), mask, -1)

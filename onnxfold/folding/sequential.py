@@ -116,6 +116,7 @@ def plan_sequential(
         return model
 
     judge = GroupJudge(source, feeds, "none")
+    based: list[int] = []  # the plans the judge's suffixes are cut against (none: the source)
 
     def score(plan, ar: bool) -> float:
         plan.repair = ar
@@ -136,6 +137,9 @@ def plan_sequential(
             chosen.append(merge if fold.status != "folded" and merge is not None else fold)
             continue
         done = [p for p in chosen if p.status == "folded" and p.group.name not in unscorable]
+        if [id(p) for p in done] != based:  # candidates differ from rebuilt(done) in this group only
+            judge.rebase(rebuilt(done) if done else source)
+            based = [id(p) for p in done]
         fold = copy.copy(fold)
         errors = {"measured:fold": score(fold, False)}
         best, best_err = fold, errors["measured:fold"]

@@ -110,6 +110,11 @@ class Evaluator:
         self.metrics = output_metrics(
             self.reference, metric, producers_of(original), bool(id_draws), self.samples
         )
+        self.suffix = None  # a candidate runs from the nodes it changes on (one feed, no streams)
+        if not self.chains and not self.extra_runs and not fixed_batch(original):
+            from onnxfold.runtime.suffix import suffix_runs
+
+            self.suffix = suffix_runs(original, [self.feed], self.names, ["CPUExecutionProvider"])
         self.unseen = None if unseen is None or self.samples is None else np.asarray(unseen, dtype=np.int64)
         self.last_unseen: list[OutputFidelity] = []
         self.runs = 0
@@ -123,7 +128,12 @@ class Evaluator:
         self.runs += 1
         self.last_unseen = []
         try:
-            got = self._run(_session(candidate))
+            if self.suffix is not None and isinstance(candidate, Model):
+                from onnxfold.ir.model import to_model_proto
+
+                candidate = to_model_proto(candidate)  # once, for the suffix and a whole run alike
+            got = self._suffix_run(candidate)
+            got = got if got is not None else self._run(_session(candidate))
         except Exception:
             failed = [OutputFidelity(n, self.metrics[n], 0.0) for n in self.names]
             self.last_unseen = failed if self.unseen is not None else []
@@ -131,6 +141,13 @@ class Evaluator:
         if self.unseen is not None:
             self.last_unseen = self._on_unseen(got)
         return model_fidelity(self.reference, got, self.metrics, self.samples, bounds)
+
+    def _suffix_run(self, candidate: Model | onnx.ModelProto) -> dict[str, np.ndarray] | None:
+        """The candidate's outputs from the part it changes (:mod:`onnxfold.runtime.suffix`), or None."""
+        if self.suffix is None or not isinstance(candidate, onnx.ModelProto):
+            return None
+        out = self.suffix.outputs(candidate)
+        return None if out is None else dict(zip(self.names, out[0], strict=True))
 
     def _on_unseen(self, got: Mapping[str, np.ndarray]) -> list[OutputFidelity]:
         """Per-output fidelity on the :attr:`unseen` samples alone (outputs whose sample axis is not
