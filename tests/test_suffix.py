@@ -163,3 +163,19 @@ def test_a_model_with_subgraphs_runs_whole() -> None:
     feeds = [{"x": np.ones((2, 3), np.float32), "c": np.array(True)}]
     runs = SuffixRuns(proto, feeds, ["y"])
     assert not runs.usable and runs.outputs(proto) is None
+
+
+def test_exposed_tensors_are_computed_by_the_nodes_they_depend_on_alone(source) -> None:
+    """Measuring activations runs a model whose outputs are the measured tensors: only their
+    ancestors are kept (onnxruntime runs every node whatever a run asks for), with the same values."""
+    from onnxfold.runtime.activations import _with_outputs
+
+    model, feeds = source
+    early = next(n.outputs[0].name for n in model.graph.nodes if n.op == "Relu")
+    whole = _with_outputs(model, {early: 1})
+    only = _with_outputs(model, {early: 1}, only=True)
+    assert [o.name for o in only.graph.output] == [early]
+    assert 0 < len(only.graph.node) < len(whole.graph.node) // 4
+    a = measurement_session(whole, optimize=False).run([early], feeds[0])[0]
+    b = measurement_session(only, optimize=False).run([early], feeds[0])[0]
+    np.testing.assert_array_equal(a, b)

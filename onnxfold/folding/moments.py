@@ -122,8 +122,8 @@ def _observations(value: np.ndarray, site: Site, mask: np.ndarray | None = None)
 
 def site_runs(model, sites: Sequence[Site], feeds: Iterable[Feeds]) -> Iterator[dict[Site, np.ndarray]]:
     """Per run of ``feeds``, every site's (observations, n) float64 values: the model runs once per
-    run in onnxruntime (no graph optimisation: it could fuse away an exposed tensor) with the sites'
-    tensors as extra outputs."""
+    run in onnxruntime (no graph optimisation: it could fuse away an exposed tensor), the sites'
+    tensors its only outputs and only the nodes they depend on kept."""
     from onnxfold.runtime.activations import _with_outputs
     from onnxfold.runtime.session import measurement_session
 
@@ -131,7 +131,7 @@ def site_runs(model, sites: Sequence[Site], feeds: Iterable[Feeds]) -> Iterator[
     if not sites:
         return
     names = list(dict.fromkeys(s.tensor for s in sites))
-    session = measurement_session(_with_outputs(model, dict.fromkeys(names, 0)), optimize=False)
+    session = measurement_session(_with_outputs(model, dict.fromkeys(names, 0), only=True), optimize=False)
     for feed in feeds:
         values = dict(zip(names, session.run(names, feed), strict=True))
         mask = padding_mask(feed)

@@ -17,7 +17,11 @@ from onnxfold.ir.model import Model, to_model_proto
 Feeds = dict[str, np.ndarray]
 
 
-def _with_outputs(model: Model, tensors: Mapping[str, int]) -> onnx.ModelProto:
+def _with_outputs(model: Model, tensors: Mapping[str, int], only: bool = False) -> onnx.ModelProto:
+    """``model`` with ``tensors`` as extra graph outputs. ``only``: they are its only outputs, and
+    the nodes they do not depend on are left out: onnxruntime runs every node of a graph whatever
+    outputs a run asks for (on OpenNSFW a tensor three convolutions in took 0.59 s of 16 samples
+    through the whole graph, 0.12 s through its 5 nodes)."""
     proto = to_model_proto(model)
     del proto.graph.value_info[:]  # shapes may be stale after a rewrite; runtime infers them
     existing = {o.name for o in proto.graph.output}
@@ -32,7 +36,39 @@ def _with_outputs(model: Model, tensors: Mapping[str, int]) -> onnx.ModelProto:
             else onnx.TensorProto.FLOAT
         )
         proto.graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None))
+    if only:
+        _keep_only(proto, list(tensors))
     return proto
+
+
+def _keep_only(proto: onnx.ModelProto, names: list[str]) -> None:
+    """Outputs ``names`` and the nodes and initializers they depend on (in place); a graph whose
+    nodes carry subgraphs keeps every node (a branch may read outer tensors no input lists)."""
+    graph = proto.graph
+    wanted = set(names)
+    outputs = [o for o in graph.output if o.name in wanted]
+    del graph.output[:]
+    graph.output.extend(outputs)
+    if any(
+        a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+        for n in graph.node
+        for a in n.attribute
+    ):
+        return
+    producer = {o: i for i, n in enumerate(graph.node) for o in n.output if o}
+    need, stack = set(), [producer[t] for t in names if t in producer]
+    while stack:
+        i = stack.pop()
+        if i not in need:
+            need.add(i)
+            stack.extend(producer[x] for x in graph.node[i].input if x in producer)
+    nodes = [n for i, n in enumerate(graph.node) if i in need]
+    used = {x for n in nodes for x in n.input}
+    inits = [t for t in graph.initializer if t.name in used]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
 
 
 def channel_moments(
@@ -45,7 +81,7 @@ def channel_moments(
     from onnxfold.runtime.session import make_session
 
     # graph optimisations may fuse away an exposed intermediate (seen with Conv+Add), so run them off
-    session = make_session(_with_outputs(model, tensors).SerializeToString(), optimize=False)
+    session = make_session(_with_outputs(model, tensors, only=True).SerializeToString(), optimize=False)
     names = list(tensors)
     count: dict[str, float] = dict.fromkeys(names, 0.0)
     shift: dict[str, np.ndarray] = {}  # the first chunk's means: sums of shifted values stay well conditioned
