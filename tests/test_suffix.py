@@ -179,3 +179,41 @@ def test_exposed_tensors_are_computed_by_the_nodes_they_depend_on_alone(source) 
     a = measurement_session(whole, optimize=False).run([early], feeds[0])[0]
     b = measurement_session(only, optimize=False).run([early], feeds[0])[0]
     np.testing.assert_array_equal(a, b)
+
+
+def test_a_model_exported_at_batch_1_is_measured_from_its_suffix_run_by_run(monkeypatch) -> None:
+    """The search's measurements run a batch-1 model sample by sample; its suffix runs the same runs,
+    and the outputs are joined as a whole run joins them."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxfold.search import Evaluator
+
+    w1 = np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32)
+
+    def build(w2: np.ndarray):
+        nodes = [
+            helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+            helper.make_node("Relu", ["h"], ["r"], name="relu"),
+            helper.make_node("MatMul", ["r", "w2"], ["y"], name="mm2"),
+        ]
+        graph = helper.make_graph(
+            nodes,
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+            [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+        )
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    w2 = np.random.default_rng(1).standard_normal((6, 3)).astype(np.float32)
+    source = build(w2)
+    candidate = build(w2 * np.float32(0.8) + np.float32(0.1))
+    feeds = {"x": np.random.default_rng(2).standard_normal((8, 4)).astype(np.float32)}
+    served = []
+    outputs = SuffixRuns.outputs
+    monkeypatch.setattr(SuffixRuns, "outputs", lambda self, c: served.append(r := outputs(self, c)) or r)
+    fast, _ = Evaluator(source, feeds, "r2")(candidate)
+    assert len(served) == 1 and served[0] is not None and len(served[0]) == 8  # eight runs of one sample
+    monkeypatch.setattr(suffix_mod, "MAX_SOURCE_BYTES", -1)
+    whole, _ = Evaluator(source, feeds, "r2")(candidate)
+    assert fast == pytest.approx(whole, abs=1e-6) and fast < 0.99

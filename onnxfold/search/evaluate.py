@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import onnx
 
-from onnxfold.folding.samples import fixed_batch, measured_limit, sample_count, splittable, take
+from onnxfold.folding.samples import chunked, fixed_batch, measured_limit, sample_count, splittable, take
 from onnxfold.ir.model import Model
 from onnxfold.runtime.compare import run_feed
 from onnxfold.runtime.fidelity import (
@@ -110,11 +110,17 @@ class Evaluator:
         self.metrics = output_metrics(
             self.reference, metric, producers_of(original), bool(id_draws), self.samples
         )
-        self.suffix = None  # a candidate runs from the nodes it changes on (one feed, no streams)
-        if not self.chains and not self.extra_runs and not fixed_batch(original):
+        self.suffix = None  # a candidate runs from the nodes it changes on (not along streams)
+        self._batch = fixed_batch(original)
+        if not self.chains and not self.extra_runs:
             from onnxfold.runtime.suffix import suffix_runs
 
-            self.suffix = suffix_runs(original, [self.feed], self.names, ["CPUExecutionProvider"])
+            runs = (  # as run_feed runs them: batch by batch for a model exported at a fixed batch
+                chunked(self.feed, self._batch)
+                if self._batch and splittable(self.feed) and sample_count(self.feed) > self._batch
+                else [self.feed]
+            )
+            self.suffix = suffix_runs(original, runs, self.names, ["CPUExecutionProvider"])
         self.unseen = None if unseen is None or self.samples is None else np.asarray(unseen, dtype=np.int64)
         self.last_unseen: list[OutputFidelity] = []
         self.runs = 0
@@ -147,7 +153,13 @@ class Evaluator:
         if self.suffix is None or not isinstance(candidate, onnx.ModelProto):
             return None
         out = self.suffix.outputs(candidate)
-        return None if out is None else dict(zip(self.names, out[0], strict=True))
+        if out is None:
+            return None
+        if len(out) == 1:
+            return dict(zip(self.names, out[0], strict=True))
+        from onnxfold.runtime.compare import _joined
+
+        return {n: _joined([run[i] for run in out], self._batch) for i, n in enumerate(self.names)}
 
     def _on_unseen(self, got: Mapping[str, np.ndarray]) -> list[OutputFidelity]:
         """Per-output fidelity on the :attr:`unseen` samples alone (outputs whose sample axis is not
