@@ -184,7 +184,10 @@ def test_a_target_search_on_consecutive_steps_rolls_its_candidates_out(tmp_path)
 
     proto = _cell_with_front(U)
     sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    xs = RNG.normal(size=(24, 4)).astype(np.float32)
+    # a draw of its own: from the module's RNG the data depended on which tests ran before in the
+    # worker, and on some draws no reduction keeps 0.9 rolled out (the search then rightly keeps
+    # the model, and the reduction asserted below is 0)
+    xs = np.random.default_rng(1).normal(size=(24, 4)).astype(np.float32)
     h, states = np.zeros((1, 1, 6), np.float32), []
     for x in xs:  # one stream of 24 steps, the state the original carried into each
         states.append(h[:, 0])
