@@ -27,6 +27,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxfold.ir.model import Model, model_from_proto, to_model_proto
+from onnxfold.ir.proto_graph import has_subgraph
 from onnxfold.passes.quantize import replace_model_contents
 from onnxfold.pipeline.manager import Option, Pass, PassContext, PassError, PassResult
 
@@ -56,10 +57,6 @@ _FLOAT_TYPES = (FLOAT, FLOAT16)
 
 class Float16Error(ValueError):
     """A model the float16 conversion cannot handle."""
-
-
-def _has_subgraph(node: onnx.NodeProto) -> bool:
-    return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
 
 
 def _numel(dims: Iterable[int]) -> int:
@@ -194,7 +191,7 @@ class _Converter:
 
     def run(self) -> onnx.ModelProto:
         g = self.proto.graph
-        if any(_has_subgraph(n) for n in g.node):
+        if any(has_subgraph(n) for n in g.node):
             raise Float16Error("models with control flow (If/Loop/Scan subgraphs) are not supported")
         self.cur: dict[str, onnx.TypeProto] = {}
         self.cache: dict[tuple[str, int], str] = {}

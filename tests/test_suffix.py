@@ -33,6 +33,14 @@ def _whole(proto, feeds):
     return names, [sess.run(names, f) for f in feeds]
 
 
+def _served(monkeypatch) -> list:
+    """What every SuffixRuns.outputs call returns from now on (None: the candidate ran whole)."""
+    served = []
+    outputs = SuffixRuns.outputs
+    monkeypatch.setattr(SuffixRuns, "outputs", lambda self, c: served.append(r := outputs(self, c)) or r)
+    return served
+
+
 def _scaled(model, weight: str, factor: float):
     """A copy of ``model`` with one weight scaled, as a candidate that changes one group's members."""
     out = model.copy()
@@ -83,9 +91,7 @@ def test_a_search_judged_on_suffixes_chooses_what_whole_runs_choose(monkeypatch)
 
     x = load_digits_split()[2][:32]
     kwargs = dict(min_fidelity=0.9, inputs={"input": x}, validate=False)
-    served = []
-    outputs = SuffixRuns.outputs
-    monkeypatch.setattr(SuffixRuns, "outputs", lambda self, c: served.append(r := outputs(self, c)) or r)
+    served = _served(monkeypatch)
     _, fast = onnxfold.fold(bundled_model("resnet18.onnx"), **kwargs)
     assert sum(r is not None for r in served) >= 10  # most of the judge's candidates ran from a suffix
     served.clear()
@@ -109,9 +115,7 @@ def test_the_sequential_choice_on_suffixes_chooses_what_whole_runs_choose(monkey
     from onnxfold.models.digits import load_digits_split
 
     x = load_digits_split()[2][:32]
-    served = []
-    outputs = SuffixRuns.outputs
-    monkeypatch.setattr(SuffixRuns, "outputs", lambda self, c: served.append(r := outputs(self, c)) or r)
+    served = _served(monkeypatch)
     fast, fast_report = onnxfold.fold(
         bundled_model("resnet18.onnx"), 0.5, inputs={"input": x}, validate=False
     )
@@ -209,9 +213,7 @@ def test_a_model_exported_at_batch_1_is_measured_from_its_suffix_run_by_run(monk
     source = build(w2)
     candidate = build(w2 * np.float32(0.8) + np.float32(0.1))
     feeds = {"x": np.random.default_rng(2).standard_normal((8, 4)).astype(np.float32)}
-    served = []
-    outputs = SuffixRuns.outputs
-    monkeypatch.setattr(SuffixRuns, "outputs", lambda self, c: served.append(r := outputs(self, c)) or r)
+    served = _served(monkeypatch)
     fast, _ = Evaluator(source, feeds, "r2")(candidate)
     assert len(served) == 1 and served[0] is not None and len(served[0]) == 8  # eight runs of one sample
     monkeypatch.setattr(suffix_mod, "MAX_SOURCE_BYTES", -1)

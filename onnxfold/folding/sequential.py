@@ -116,7 +116,7 @@ def plan_sequential(
         return model
 
     judge = GroupJudge(source, feeds, "none")
-    based: list[int] = []  # the plans the judge's suffixes are cut against (none: the source)
+    base, based = source, []  # the model with the choices so far, and those plans (their ids)
 
     def score(plan, ar: bool) -> float:
         plan.repair = ar
@@ -138,7 +138,8 @@ def plan_sequential(
             continue
         done = [p for p in chosen if p.status == "folded" and p.group.name not in unscorable]
         if [id(p) for p in done] != based:  # candidates differ from rebuilt(done) in this group only
-            judge.rebase(rebuilt(done) if done else source)
+            base = rebuilt(done) if done else source
+            judge.rebase(base)
             based = [id(p) for p in done]
         fold = copy.copy(fold)
         errors = {"measured:fold": score(fold, False)}
@@ -155,7 +156,7 @@ def plan_sequential(
                 return m.node in nodes and has_bias_slot(nodes[m.node], m.tensor, graph_outputs)
 
             try:
-                now = capture(rebuilt(done) if done else source, list(sites.values()), feeds)
+                now = capture(base, list(sites.values()), feeds)
                 merge = refit(merge, sites, original, now, bias)
             except Exception as exc:  # keep the merge solved on the original statistics
                 log.info("auto: refit of %s failed (%s)", merge.group.name, exc)

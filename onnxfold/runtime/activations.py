@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 
 from onnxfold.ir.model import Model, to_model_proto
+from onnxfold.ir.proto_graph import has_subgraph, needed_nodes
 
 Feeds = dict[str, np.ndarray]
 
@@ -49,20 +50,9 @@ def _keep_only(proto: onnx.ModelProto, names: list[str]) -> None:
     outputs = [o for o in graph.output if o.name in wanted]
     del graph.output[:]
     graph.output.extend(outputs)
-    if any(
-        a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-        for n in graph.node
-        for a in n.attribute
-    ):
+    if any(has_subgraph(n) for n in graph.node):
         return
-    producer = {o: i for i, n in enumerate(graph.node) for o in n.output if o}
-    need, stack = set(), [producer[t] for t in names if t in producer]
-    while stack:
-        i = stack.pop()
-        if i not in need:
-            need.add(i)
-            stack.extend(producer[x] for x in graph.node[i].input if x in producer)
-    nodes = [n for i, n in enumerate(graph.node) if i in need]
+    nodes = needed_nodes(graph, names)
     used = {x for n in nodes for x in n.input}
     inits = [t for t in graph.initializer if t.name in used]
     del graph.node[:]

@@ -236,20 +236,34 @@ def run_feed(
     """The outputs on ``feed``; a model exported at a fixed batch given more samples than that runs
     them batch by batch (outputs joined along their sample axis: the leading one, the second of a
     state [layers, batch, hidden])."""
-    from onnxfold.folding.samples import chunked, fixed_batch, sample_count, splittable
+    from onnxfold.folding.samples import fixed_batch
 
     fixed = fixed_batch(session)
     try:
-        if fixed and splittable(feed) and sample_count(feed) > fixed:
-            runs = [session.run(outputs, run) for run in chunked(feed, fixed)]
-            return [_joined([r[i] for r in runs], fixed) for i in range(len(outputs))]
-        return session.run(outputs, dict(feed))
+        return joined_runs([session.run(outputs, run) for run in batch_runs(feed, fixed)], fixed)
     except Exception as exc:
         shapes = ", ".join(f"{k}{list(np.shape(v))}" for k, v in feed.items())
         error = InputRunError if which == "original" else RuntimeError
         raise error(
             f"onnxruntime could not run the {which} model on inputs {shapes} ({SHAPE_HINT}): {one_line(exc)}"
         ) from exc
+
+
+def batch_runs(feed: Mapping[str, np.ndarray], fixed: int | None) -> list[dict[str, np.ndarray]]:
+    """The runs ``feed`` takes on a model exported at batch ``fixed`` (None: a free batch): batch by
+    batch when it holds more samples than that, else the feed whole."""
+    from onnxfold.folding.samples import chunked, sample_count, splittable
+
+    if fixed and splittable(feed) and sample_count(feed) > fixed:
+        return chunked(feed, fixed)
+    return [dict(feed)]
+
+
+def joined_runs(outputs: list[list[np.ndarray]], fixed: int | None) -> list[np.ndarray]:
+    """The outputs of the :func:`batch_runs` of a feed (per run, per output), joined per output."""
+    if len(outputs) == 1:
+        return outputs[0]
+    return [_joined([run[i] for run in outputs], fixed) for i in range(len(outputs[0]))]
 
 
 def _joined(parts: list[np.ndarray], batch: int) -> np.ndarray:

@@ -29,6 +29,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from onnxfold.ir.proto_graph import has_subgraph, needed_nodes
+
 Feeds = dict[str, np.ndarray]
 
 #: The boundary tensors kept, over every boundary and feed, at most this many bytes (the least
@@ -64,10 +66,6 @@ def _nbytes(values: list[Feeds] | None) -> int:
     return sum(int(np.asarray(v).nbytes) for feed in values or [] for v in feed.values())
 
 
-def _has_subgraph(node: onnx.NodeProto) -> bool:
-    return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
-
-
 class SuffixRuns:
     """Outputs of candidates of ``source`` on ``feeds`` by running their suffixes (module docstring).
     ``names``: the outputs wanted, in order; those the suffix does not compute are the source's, and
@@ -84,16 +82,15 @@ class SuffixRuns:
         self.providers = providers
         self.feeds = list(feeds)
         self.names = list(names)
-        self.nodes = {n.name: n for n in source.graph.node}
+        self.node_bytes = {n.name: n.SerializeToString() for n in source.graph.node}
         # subgraphs may read outer tensors that no input lists: such a model runs whole
         self.usable = (
-            len(self.nodes) == len(source.graph.node)
-            and "" not in self.nodes
-            and not any(_has_subgraph(n) for n in source.graph.node)
+            len(self.node_bytes) == len(source.graph.node)
+            and "" not in self.node_bytes
+            and not any(has_subgraph(n) for n in source.graph.node)
         )
-        self.node_bytes = {n.name: n.SerializeToString() for n in source.graph.node}
         self.init_bytes = {t.name: t.SerializeToString() for t in source.graph.initializer}
-        self.producer = {o: n.name for n in source.graph.node for o in n.output if o}
+        self.produced = {o for n in source.graph.node for o in n.output if o}
         self.kept: OrderedDict[frozenset, list[Feeds] | None] = OrderedDict()
         self.types: dict[str, int] | None = None
         self.suffix_runs = 0
@@ -185,7 +182,7 @@ class SuffixRuns:
 
         inputs = {i.name for i in self.source.graph.input}
         inner = sorted(b for b in bound if b not in inputs)
-        if any(b not in inputs and b not in self.producer for b in bound):
+        if any(b not in inputs and b not in self.produced for b in bound):
             return None
         types = self._types()
         if any(b not in types for b in inner):
@@ -198,7 +195,7 @@ class SuffixRuns:
             values = {b: feed[b] for b in bound if b in inputs}
             if sess is not None:
                 values.update(zip(inner, sess.run(inner, feed), strict=True))
-            size += sum(int(np.asarray(v).nbytes) for v in values.values())
+            size += _nbytes([values])
             if size > BOUNDARY_BYTES:
                 return None
             out.append(values)
@@ -219,15 +216,7 @@ class SuffixRuns:
 
     def _prefix_model(self, wanted: list[str], types: dict[str, int]) -> onnx.ModelProto:
         """The source's nodes that ``wanted`` depends on, with ``wanted`` as outputs."""
-        need, stack = set(), [self.producer[w] for w in wanted]
-        by_name = self.nodes
-        while stack:
-            name = stack.pop()
-            if name in need:
-                continue
-            need.add(name)
-            stack.extend(self.producer[i] for i in by_name[name].input if i in self.producer)
-        nodes = [n for n in self.source.graph.node if n.name in need]
+        nodes = needed_nodes(self.source.graph, wanted)
         used = {i for n in nodes for i in n.input}
         graph = helper.make_graph(
             nodes,

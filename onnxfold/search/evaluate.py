@@ -7,9 +7,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import onnx
 
-from onnxfold.folding.samples import chunked, fixed_batch, measured_limit, sample_count, splittable, take
+from onnxfold.folding.samples import fixed_batch, measured_limit, sample_count, splittable, take
 from onnxfold.ir.model import Model
-from onnxfold.runtime.compare import run_feed
+from onnxfold.runtime.compare import batch_runs, joined_runs, run_feed
 from onnxfold.runtime.fidelity import (
     OutputFidelity,
     model_fidelity,
@@ -115,11 +115,7 @@ class Evaluator:
         if not self.chains and not self.extra_runs:
             from onnxfold.runtime.suffix import suffix_runs
 
-            runs = (  # as run_feed runs them: batch by batch for a model exported at a fixed batch
-                chunked(self.feed, self._batch)
-                if self._batch and splittable(self.feed) and sample_count(self.feed) > self._batch
-                else [self.feed]
-            )
+            runs = batch_runs(self.feed, self._batch)  # as run_feed runs them
             self.suffix = suffix_runs(original, runs, self.names, ["CPUExecutionProvider"])
         self.unseen = None if unseen is None or self.samples is None else np.asarray(unseen, dtype=np.int64)
         self.last_unseen: list[OutputFidelity] = []
@@ -153,13 +149,7 @@ class Evaluator:
         if self.suffix is None or not isinstance(candidate, onnx.ModelProto):
             return None
         out = self.suffix.outputs(candidate)
-        if out is None:
-            return None
-        if len(out) == 1:
-            return dict(zip(self.names, out[0], strict=True))
-        from onnxfold.runtime.compare import _joined
-
-        return {n: _joined([run[i] for run in out], self._batch) for i, n in enumerate(self.names)}
+        return None if out is None else dict(zip(self.names, joined_runs(out, self._batch), strict=True))
 
     def _on_unseen(self, got: Mapping[str, np.ndarray]) -> list[OutputFidelity]:
         """Per-output fidelity on the :attr:`unseen` samples alone (outputs whose sample axis is not

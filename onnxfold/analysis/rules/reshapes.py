@@ -149,12 +149,10 @@ def reshape(walk: Analysis, node: gs.Node) -> None:
     lead_ok = out_rank > c and all(
         copies(e, i, True) or (e.value == -1 and explicit_tail) for i, e in enumerate(entries[:c])
     )
-    if not lead_ok and merge_before(walk, node, lay, entries, in_shape, copies, copy_zero):
-        return
     if not lead_ok:
-        walk.block(
-            lay, BlockReason(RESHAPES_CHANNELS, f"Reshape {node.name} moves the channel axis", node.name)
-        )
+        if not merge_before(walk, node, lay, entries, in_shape, copies, copy_zero):
+            message = f"Reshape {node.name} moves the channel axis"
+            walk.block(lay, BlockReason(RESHAPES_CHANNELS, message, node.name))
         return
     entry = entries[c]
     shrinkable = entry.const is not None and entry.value is not None and entry.value > 0
