@@ -44,12 +44,19 @@ def test_cluster_count(n, r, round_to, k):
         (256, 0.3, 176),  # k0 = 179
         (64, 0.25, 48),  # k0 = 48 is already a multiple
         (40, 0.5, 24),  # k0 = 20, halfway between 16 and 24: the wider width
-        (512, 0.005, 504),  # k0 = 509 is nearest to 512 = n: a positive sparsity still removes channels
+        (512, 0.005, 512),  # k0 = 509 is nearest to 512 = n: the group stays whole
+        (512, 0.01, 504),  # k0 = 507 is nearer 504
+        (80, 0.02, 80),  # k0 = 78: rounding to 72 would remove 10% where 2% was asked
+        (20, 0.05, 20),  # k0 = 19 is nearer the whole group than 16
+        (20, 0.2, 16),
         (64, 0.95, 8),  # k0 = 3: never below one multiple
         (358, 0.3, 248),  # a width that is no multiple of 8 folds to one (k0 = 251)
-        (358, 0.001, 352),
+        (358, 0.001, 358),
+        (358, 0.02, 352),  # k0 = 351
         (1000, 0.3, 704),  # k0 = 700
-        (16, 0.1, 8),  # the only multiple below 16
+        (16, 0.1, 16),  # k0 = 14: nearer 16 than 8, the only multiple below it
+        (16, 0.25, 8),  # 12 asked, halfway: whole only when strictly nearer
+        (16, 0.3, 8),
         (12, 0.5, 6),  # narrower than 2·8: not rounded
         (12, 0.1, 11),
         (6, 0.5, 3),
@@ -78,7 +85,14 @@ def test_rounded_count_is_monotone_and_on_its_grid(m):
         assert ks[0] == n
         assert np.all(np.diff(ks) <= 0), (n, m)  # non-increasing in the sparsity
         grid = widths(n, m)
-        assert set(ks[1:]) <= set(grid), (n, m)  # every positive sparsity lands on the grid, below n
+        assert set(ks[1:]) <= set(grid) | {n}, (n, m)  # every positive sparsity lands on the grid
+        if n < 2 * m or m == 1:
+            assert n not in ks[1:]  # unrounded: a positive sparsity removes at least one channel
+        for r, k in zip(
+            rs[1:], ks[1:], strict=True
+        ):  # rounding moves at most half a step from what was asked
+            k0 = min(max(1, int(round(n * (1 - r)))), n - 1)
+            assert abs(k - k0) <= m / 2 or k == m > k0, (n, m, r, k, k0)
         if n >= 2 * m > 2:
             assert all(w % m == 0 for w in grid) and grid[0] > n - 1 - m
         elif n > 1:

@@ -146,13 +146,22 @@ def test_auto_clusters_parts_with_ward_and_an_explicit_solver_is_kept():
 
 
 def test_part_counts_follow_the_rounding_rules_of_plain_groups() -> None:
-    """With the default round of 8: a group narrower than 16 is not rounded, and a positive sparsity
-    always removes channels (16 channels in 4 parts at 0.3 once rounded every part back to its 4)."""
+    """With the default round of 8: a group narrower than 16 is not rounded; a rounded part keeps
+    the rounded width nearest to the one asked for, or stays whole where that is nearer (a tie goes
+    to the wider), never removing a part's channels down to nothing."""
+    import math
+
     from onnxfold.folding.cluster import cluster_count, part_cluster_count
 
     assert part_cluster_count(12, 0.5, 2, 8) == 6  # narrow: 3 per part, as asked
+    assert part_cluster_count(16, 0.5, 4, 8) == 8  # 2 per part: a multiple of lcm(8, 4)/4 = 2
+    assert part_cluster_count(16, 0.05, 4, 8) == 16  # 4 → 3.8: whole, not halved
     for n, parts in ((16, 4), (32, 4), (64, 8), (96, 3)):
+        step = math.lcm(8, parts) // parts
         for r in (0.05, 0.3, 0.5, 0.7):
             k = part_cluster_count(n, r, parts, 8)
-            assert k < n and k % parts == 0, (n, parts, r, k)
-            assert k % 8 == 0 or k // parts == cluster_count(n // parts, r), (n, parts, r, k)
+            asked = cluster_count(n // parts, r)
+            assert k <= n and k % parts == 0 and k // parts >= 1, (n, parts, r, k)
+            assert k % 8 == 0 or k == n or k // parts == asked, (n, parts, r, k)
+            assert abs(k // parts - asked) <= step / 2 or k // parts == step > asked, (n, parts, r, k)
+            assert r < 0.5 or k < n, (n, parts, r, k)

@@ -742,7 +742,9 @@ def test_analyze_sensitivity_cli(tmp_path, capsys, digits) -> None:
     assert all(len(g["fidelity"]) == 2 for g in data["groups"])
     assert data["round_to"] == 8  # the widths fold writes by default: 64 -> 48 and 32 at r = 0.2, 0.5
     removed = {g["channels"]: g["removed"] for g in data["groups"]}
-    assert removed == {8: [2, 4], 16: [8, 8], 32: [8, 16], 64: [16, 32]}
+    # 16 at 0.2 asks for 12.8 channels, nearer 16 than 8: the group stays whole, as a fold leaves it
+    assert removed == {8: [2, 4], 16: [0, 8], 32: [8, 16], 64: [16, 32]}
+    assert all(g["fidelity"][0] == 1.0 for g in data["groups"] if g["channels"] == 16)
 
 
 def test_target_macs_lands_within_a_channel(digits) -> None:

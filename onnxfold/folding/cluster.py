@@ -60,20 +60,23 @@ def cluster_count(n: int, sparsity: float, round_to: int = 1) -> int:
     so any positive sparsity removes at least one channel; r = 0 (or n ≤ 1) leaves the group at n.
 
     Rounded, for groups with n ≥ 2m (:func:`rounds`): k is the multiple of m nearest to k₀ (halves go
-    up, i.e. to the wider width), kept between m and m·⌊(n − 1)/m⌋, the widest multiple of m below
-    n. So, for r > 0:
+    up, to the wider width) from m to m·⌊(n − 1)/m⌋, the widest multiple below n, unless the asked
+    width n·(1 − r) is strictly nearer to n itself: then the group stays whole. So:
 
-    * k is always a multiple of m and always < n: a positive sparsity still removes channels, and
-      a group whose width n is not a multiple of m (say 358) folds to one that is (352, 344, …);
-    * |k − k₀| ≤ m/2 except at the two ends: a small r whose k₀ is within m/2 of n removes the
-      n − m·⌊(n − 1)/m⌋ ≤ m channels down to the widest multiple below n (n = 512, r = 0.005 → 504),
-      and a large r never goes below m (n = 64, r = 0.95 → 8, not 3);
+    * k is a multiple of m or n: a group whose width n is not a multiple of m (say 358) folds to one
+      that is (352, 344, …);
+    * |k − k₀| ≤ m/2 except at the bottom, where a large r never goes below m (n = 64, r = 0.95 → 8,
+      not 3);
+    * a small r whose asked width is nearer n than the widest multiple below it leaves the group whole
+      (n = 16, r = 0.1 → 16; n = 512, r = 0.005 → 512): rounding removes no more than about m/2
+      channels beyond those asked for, so asking for 5% of a model of 16-channel groups does not
+      remove half of every group (it did before: 16 → 8);
     * groups narrower than 2m (n = 6, 12 or 15 with m = 8) are not rounded: the only multiple of m
       below them is m itself, and forcing every sparsity onto it would remove up to half the
       channels of a group asked for 10%, or refuse most of a 90% fold.
 
-    k is non-increasing in r for every n and m: k₀ is, and the rounding
-    k₀ ↦ clip(m·⌊k₀/m + ½⌋, m, m·⌊(n − 1)/m⌋) is non-decreasing in k₀.
+    k is non-increasing in r for every n and m: k₀ and n·(1 − r) are, the rounding of k₀ is
+    non-decreasing in k₀, and the group stays whole exactly when n·(1 − r) is above a fixed point.
     :func:`widths` lists every value k takes.
     """
     if n <= 1 or sparsity <= 0:
@@ -81,15 +84,24 @@ def cluster_count(n: int, sparsity: float, round_to: int = 1) -> int:
     k = max(1, int(round(n * (1.0 - sparsity))))
     k = min(k, n - 1)
     if rounds(n, round_to):
-        widest = (n - 1) // round_to * round_to
-        nearest = (2 * k + round_to) // (2 * round_to) * round_to  # m·⌊k₀/m + ½⌋, in integers
-        k = min(max(round_to, nearest), widest)
+        k = _nearest_step(k, round_to, n, n * (1.0 - sparsity))
     return k
 
 
+def _nearest_step(k: int, step: int, whole: int, target: float) -> int:
+    """The multiple of ``step`` nearest to k (ties to the wider) from ``step`` up to the widest below
+    ``whole``, or ``whole`` itself where the asked width ``target`` (n·(1 − r), unrounded) is
+    strictly nearer to it."""
+    widest = (whole - 1) // step * step
+    if whole - target < target - widest:
+        return whole
+    return min(max(step, (2 * k + step) // (2 * step) * step), widest)  # m·⌊k/m + ½⌋, clipped
+
+
 def widths(n: int, round_to: int = 1) -> list[int]:
-    """Every width :func:`cluster_count` gives a group of ``n`` channels at a sparsity in (0, 1),
-    widest first: the multiples of ``round_to`` below n when the group is rounded, else n − 1, …, 1.
+    """Every width below n that :func:`cluster_count` gives a group of ``n`` channels at a sparsity in
+    (0, 1), widest first: the multiples of ``round_to`` below n when the group is rounded, else
+    n − 1, …, 1 (a rounded group may also stay whole at a small sparsity).
     For each w of them, ``cluster_count(n, 1 − w/n, round_to) == w``."""
     if n <= 1:
         return []
@@ -103,17 +115,15 @@ def part_cluster_count(n: int, sparsity: float, parts: int, round_to: int = 1) -
     convolution groups of a grouped Conv; ``parts`` 1: :func:`cluster_count`): k/parts is
     :func:`cluster_count` of one part. With
     round_to > 1, k must be a multiple of both round_to and parts, so k/parts is rounded to a multiple
-    of lcm(round_to, parts)/parts as :func:`cluster_count` rounds (at least one step, at most the part);
-    as there, a group narrower than 2·round_to (:func:`rounds`) is not rounded."""
+    of lcm(round_to, parts)/parts, or left whole, as :func:`cluster_count` rounds; as there, a group
+    narrower than 2·round_to (:func:`rounds`) is not rounded."""
     if parts <= 1:
         return cluster_count(n, sparsity, round_to)
     size = n // parts
     per = cluster_count(size, sparsity)
     step = math.lcm(max(round_to, 1), parts) // parts
     if rounds(n, round_to) and step > 1 and size > step and per < size:
-        top = (size - 1) // step * step  # the widest rounded part below the part: a positive sparsity removes
-        if top >= step:
-            per = min(max(step, int(round(per / step)) * step), top)
+        per = _nearest_step(per, step, size, size * (1.0 - sparsity))
     return per * parts
 
 

@@ -8,7 +8,7 @@ Parameters and MACs saved per removed channel come from the same copies
 removes no channel) has fidelity exactly 1 by definition. Widths are rounded as the fold rounds
 them (``round_to``, :func:`onnxfold.folding.cluster.cluster_count`), so ``removed`` holds the
 channels a fold at that level really removes; levels that give a group the same width (a group of
-16 folds to 8 at every level with round_to 8) are measured once.
+16 folds to 8 at every level from 0.25 with round_to 8, and stays whole below) are measured once.
 
 ``stop_below`` (the fidelity target of a ``--min-fidelity`` search): once a group alone measures
 below it, its higher levels are not measured. Compressing a group further rarely brings the model
