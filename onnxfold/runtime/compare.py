@@ -35,6 +35,28 @@ logger = logging.getLogger(__name__)
 #: ``max |a|`` below this is treated as zero when computing ``max_rel``.
 TINY = 1e-12
 
+#: ops whose output values lie in known bounds, which tell whether inputs exercised an output
+BOUNDING_OPS = {"Sigmoid": (0.0, 1.0), "HardSigmoid": (0.0, 1.0), "Tanh": (-1.0, 1.0)}
+
+#: an output whose reference values span less than this share of its bounds was barely exercised
+UNEXERCISED_SHARE = 0.1
+
+
+def _narrow(span: tuple[float, float], bounds: tuple[float, float]) -> bool:
+    return span[1] - span[0] < UNEXERCISED_SHARE * (bounds[1] - bounds[0])
+
+
+def narrow_span(values: np.ndarray, op: str | None) -> tuple[float, float] | None:
+    """(smallest, largest) of an output's ``values`` when ``op``, its producer, bounds them
+    (:data:`BOUNDING_OPS`) and they span less than :data:`UNEXERCISED_SHARE` of the bounds: inputs
+    that move an output so little (a detector's probability map on noise, all near 0) exercise
+    none of its decisions. None otherwise."""
+    values = np.asarray(values)
+    if op not in BOUNDING_OPS or values.dtype.kind != "f" or not values.size:
+        return None
+    span = (float(np.nanmin(values)), float(np.nanmax(values)))
+    return span if _narrow(span, BOUNDING_OPS[op]) else None
+
 
 @dataclass
 class OutputMetrics:
@@ -54,6 +76,18 @@ class OutputMetrics:
     #: the fidelity the target search would measure on this output (:mod:`onnxfold.runtime.fidelity`)
     fidelity_metric: str | None = None
     fidelity: float | None = None
+    #: the op that bounds the output's values (Sigmoid, HardSigmoid, Tanh) and their bounds
+    bounded_by: str | None = None
+    bounds: tuple[float, float] | None = None
+    #: the reference's smallest and largest value on the inputs compared
+    span: tuple[float, float] | None = None
+
+    @property
+    def barely_exercised(self) -> bool:
+        """Whether the reference's values stayed within :data:`UNEXERCISED_SHARE` of the output's
+        bounds (a detector's probability map on noise, all near 0): no decision was made on these
+        inputs, and a fidelity measured on such tiny moves says little about the task."""
+        return self.bounds is not None and self.span is not None and _narrow(self.span, self.bounds)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (non-finite floats become None)."""
@@ -75,6 +109,8 @@ class OutputMetrics:
             "top1_agreement": num(self.top1_agreement),
             "fidelity_metric": self.fidelity_metric,
             "fidelity": num(self.fidelity),
+            "bounded_by": self.bounded_by,
+            "span": [num(v) for v in self.span] if self.span is not None else None,
         }
 
     def summary(self, name_width: int = 0) -> str:
@@ -302,6 +338,12 @@ def _task_fidelity(
     producers = producers_of(original)
     chosen = output_metrics(floats, "auto", producers, token_inputs, samples)
     for m in metrics:
+        if m.name in floats and np.asarray(floats[m.name]).size:
+            ref = np.asarray(floats[m.name])
+            m.span = (float(np.nanmin(ref)), float(np.nanmax(ref)))
+            if producers.get(m.name) in BOUNDING_OPS:
+                m.bounded_by = producers[m.name]
+                m.bounds = BOUNDING_OPS[m.bounded_by]
         if m.name in chosen:
             m.fidelity_metric = chosen[m.name]
             m.fidelity = fidelity_value(chosen[m.name], reference[m.name], candidate[m.name], samples)

@@ -9,7 +9,7 @@ import onnx
 
 from onnxfold.folding.samples import fixed_batch, measured_limit, sample_count, splittable, take
 from onnxfold.ir.model import Model
-from onnxfold.runtime.compare import batch_runs, joined_runs, run_feed
+from onnxfold.runtime.compare import BOUNDING_OPS, batch_runs, joined_runs, narrow_span, run_feed
 from onnxfold.runtime.fidelity import (
     OutputFidelity,
     model_fidelity,
@@ -107,9 +107,14 @@ class Evaluator:
         batched = self._run(sess)
         self.recurrent, self.chains, self._axes = self._streams(batched)
         self.reference = self._run(sess) if self.chains else batched
-        self.metrics = output_metrics(
-            self.reference, metric, producers_of(original), bool(id_draws), self.samples
-        )
+        producers = producers_of(original)
+        self.metrics = output_metrics(self.reference, metric, producers, bool(id_draws), self.samples)
+        #: output -> (op, bounds, (smallest, largest)) of the bounded outputs these inputs barely move
+        self.unexercised = {
+            name: (producers[name], BOUNDING_OPS[producers[name]], span)
+            for name, values in self.reference.items()
+            if (span := narrow_span(values, producers.get(name))) is not None
+        }
         self.suffix = None  # a candidate runs from the nodes it changes on (not along streams)
         self._batch = fixed_batch(original)
         if not self.chains and not self.extra_runs:

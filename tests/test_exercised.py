@@ -1,0 +1,106 @@
+"""Whether random inputs exercise an output: a bounded output (Sigmoid, HardSigmoid, Tanh) whose
+values they barely move (a detector's probability map on noise, all near 0) says little about the
+task, and the fold's warning and the data-free search's report say so instead of judging on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto
+from onnx import helper as oh
+from onnx import numpy_helper as nh
+
+import onnxfold
+from onnxfold.report.fold_report import task_warning
+from onnxfold.runtime.compare import narrow_span
+
+
+def _detector(bias: float, seed: int = 0) -> onnx.ModelProto:
+    """x[N, 3, 8, 8] -> Conv 3->16 -> Relu -> Conv 16->1 (+ ``bias``) -> Sigmoid: a probability map
+    whose values random inputs keep near 0 when ``bias`` is very negative."""
+    rng = np.random.default_rng(seed)
+    w1 = (rng.standard_normal((16, 3, 3, 3)) * 0.4).astype(np.float32)
+    b1 = (rng.standard_normal(16) * 0.1).astype(np.float32)
+    w2 = (rng.standard_normal((1, 16, 1, 1)) * 0.4).astype(np.float32)
+    b2 = np.array([bias], np.float32)
+    graph = oh.make_graph(
+        [
+            oh.make_node("Conv", ["x", "w1", "b1"], ["h"], pads=[1, 1, 1, 1]),
+            oh.make_node("Relu", ["h"], ["r"]),
+            oh.make_node("Conv", ["r", "w2", "b2"], ["logit"]),
+            oh.make_node("Sigmoid", ["logit"], ["prob"]),
+        ],
+        "det",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [oh.make_tensor_value_info("prob", TensorProto.FLOAT, ["N", 1, 8, 8])],
+        [nh.from_array(v, k) for k, v in {"w1": w1, "b1": b1, "w2": w2, "b2": b2}.items()],
+    )
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    model.ir_version = 9
+    return model
+
+
+def test_narrow_span_needs_a_bounding_producer_and_a_narrow_spread() -> None:
+    near_zero = np.array([0.0, 0.004, 0.03], np.float32)
+    assert narrow_span(near_zero, "Sigmoid") == pytest.approx((0.0, 0.03))
+    assert narrow_span(near_zero, "HardSigmoid") == pytest.approx((0.0, 0.03))
+    assert narrow_span(np.array([0.0, 0.2]), "Sigmoid") is None  # a fifth of [0, 1]: exercised
+    assert narrow_span(near_zero, "Relu") is None  # unbounded: no scale to judge the spread by
+    assert narrow_span(near_zero, None) is None
+    assert narrow_span(np.array([-0.05, 0.05]), "Tanh") == pytest.approx((-0.05, 0.05))  # 5% of [-1, 1]
+    assert narrow_span(np.array([-0.15, 0.15]), "Tanh") is None
+    assert narrow_span(np.array([], np.float32), "Sigmoid") is None
+    assert narrow_span(np.array([0, 1], np.int64), "Sigmoid") is None
+
+
+def _fold(tmp_path: Path, bias: float, **options):
+    src = tmp_path / f"det{bias:g}.onnx"
+    onnx.save(_detector(bias), src)
+    return onnxfold.fold(str(src), output=str(tmp_path / "out.onnx"), overwrite=True, **options)[1]
+
+
+def test_a_bounded_output_random_inputs_barely_move_gets_a_note_not_a_verdict(tmp_path: Path) -> None:
+    report = _fold(tmp_path, -12.0, sparsity=0.5, method="fold")
+    (out,) = report.validation.outputs
+    assert out.fidelity < 0.9  # tiny moves near 0 are all a variance-normalised metric sees
+    assert out.bounded_by == "Sigmoid" and out.bounds == (0.0, 1.0)
+    assert out.span[1] < 0.01 and out.barely_exercised
+    line = task_warning(report.validation)
+    assert line.startswith("note: prob keeps") and "exercise none of its decisions" in line
+    assert "likely" not in line and "may no longer" not in line
+    assert line in report.format()
+    assert report.to_dict()["validation"]["outputs"][0]["bounded_by"] == "Sigmoid"
+
+
+def test_an_exercised_output_below_the_warning_level_is_still_warned_about(tmp_path: Path) -> None:
+    report = _fold(tmp_path, 0.0, sparsity=0.9, method="fold", round_to=1)
+    (out,) = report.validation.outputs
+    assert out.span[1] - out.span[0] > 0.1 and not out.barely_exercised
+    assert out.fidelity < 0.9
+    line = task_warning(report.validation)
+    assert line.startswith("warning: prob keeps") and "may no longer do the original's task" in line
+    # measured on given samples, the same figure is a verdict
+    given = {"x": np.random.default_rng(3).standard_normal((8, 3, 8, 8)).astype(np.float32)}
+    report = _fold(tmp_path, 0.0, sparsity=0.9, method="fold", round_to=1, inputs=given)
+    assert report.validation.outputs[0].fidelity < 0.9
+    assert "likely no longer does the original's task" in task_warning(report.validation)
+
+
+def test_the_data_free_search_says_when_its_proxy_barely_moves_an_output(tmp_path: Path) -> None:
+    report = _fold(tmp_path, -12.0, min_fidelity=0.95)
+    search = report.search
+    assert search.proxy and set(search.unexercised) == {"prob"}
+    op, bounds, (small, large) = search.unexercised["prob"]
+    assert op == "Sigmoid" and bounds == (0.0, 1.0) and 0.0 <= small <= large < 0.01
+    assert "note: the proxy moved prob (Sigmoid) only between" in search.summary()
+    assert search.to_dict()["unexercised"]["prob"]["op"] == "Sigmoid"
+    # an output the proxy moves across its range: no such note
+    exercised = _fold(tmp_path, 0.0, min_fidelity=0.95).search
+    assert exercised.unexercised == {} and "the proxy moved" not in exercised.summary()
+    # with given samples the search measures the task's inputs: no proxy note either
+    given = {"x": np.random.default_rng(3).standard_normal((16, 3, 8, 8)).astype(np.float32)}
+    measured = _fold(tmp_path, -12.0, min_fidelity=0.95, inputs=given).search
+    assert not measured.proxy and measured.unexercised == {}
