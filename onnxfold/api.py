@@ -203,6 +203,7 @@ def fold(
     levels: str = "0.1,0.2,0.3,0.5,0.7",
     max_sparsity: float = 0.7,
     force: bool = False,
+    time_limit: float = 0.0,
     # repair pass
     repair: str = "ar",
     calibration: str | os.PathLike | Any | None = "",
@@ -262,6 +263,7 @@ def fold(
         levels=levels,
         max_sparsity=max_sparsity,
         force=force,
+        time_limit=time_limit,
     )
     passes: list[Pass] = [CanonicalizePass(), fold_pass]
     repair_opts = {

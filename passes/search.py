@@ -121,6 +121,14 @@ class SearchPass(Pass):
         Option(
             "force", bool, False, "write the best candidate even when it misses --min-fidelity (and say so)"
         ),
+        Option(
+            "time_limit",
+            float,
+            0.0,
+            "seconds the search may take (from its start, checked between measurements): after them "
+            "it measures nothing new beyond both ends of its path and keeps the best candidate so far, "
+            "and the report says what was cut; 0 = no limit",
+        ),
     )
 
     #: The passes each candidate runs after canonicalization (set by api.fold; default: fold alone).
@@ -139,6 +147,8 @@ class SearchPass(Pass):
         for key in ("target_params", "target_macs"):
             if not np.isfinite(o[key]) or not 0.0 <= o[key] < 1.0:
                 raise PipelineError(f"search: {key} must be in (0, 1), got {o[key]}")
+        if not np.isfinite(o["time_limit"]) or o["time_limit"] < 0:
+            raise PipelineError(f"search: time_limit must be a number of seconds >= 0, got {o['time_limit']}")
         if not 0.0 < o["max_sparsity"] < 1.0:
             raise PipelineError(f"search: max_sparsity must be in (0, 1), got {o['max_sparsity']}")
         self.levels = parse_levels(o["levels"])
@@ -160,11 +170,13 @@ class SearchPass(Pass):
         from onnxfold.passes.fold import FoldPass
         from onnxfold.runtime.session import measuring_threads
         from onnxfold.search.evaluate import Evaluator
+        from onnxfold.search.sensitivity import TimeLimit
         from onnxfold.search.target import search
 
         mode = self.mode
         if mode is None:
             return PassResult(False, {"skipped": "no target (min_fidelity, target_params or target_macs)"})
+        limit = TimeLimit(self.opts["time_limit"])
         from onnxfold.analysis import analyze_graph
         from onnxfold.folding.apply import ACTIVATION_METHODS
         from onnxfold.folding.samples import sample_count
@@ -224,6 +236,7 @@ class SearchPass(Pass):
             stats=fold.moments,
             judge=fold.judge,
             refine=partial(build, sequential=True) if fold.method == "auto" else None,
+            limit=limit,
         )
         ctx.data["search"] = result
         chosen = result.chosen

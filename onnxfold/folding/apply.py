@@ -121,7 +121,8 @@ class FoldPlan:
         }
 
 
-def _match(patterns: Sequence[str], group: ChannelGroup) -> str | None:
+def matching_pattern(patterns: Sequence[str], group: ChannelGroup) -> str | None:
+    """The first of ``patterns`` (regular expressions) that finds the group's name or a producer's."""
     names = [group.name] + list(group.producers)
     for pat in patterns:
         if any(re.search(pat, name) for name in names):
@@ -205,7 +206,7 @@ def plan_folds(
                 )
             )
             continue
-        pat = _match(ignore, group)
+        pat = matching_pattern(ignore, group)
         if pat is not None:
             plans.append(
                 FoldPlan(group, "ignored", group.size, 0.0, reason=f"matches ignore pattern {pat!r}")
@@ -216,7 +217,7 @@ def plan_folds(
             from_recipe = recipe.sparsity(group)
             r = r if from_recipe is None else from_recipe
         for pat, value in overrides:
-            if _match([pat], group):
+            if matching_pattern([pat], group):
                 r = value
         k = part_cluster_count(group.size, r, group.parts, round_to)
         if k >= group.size:

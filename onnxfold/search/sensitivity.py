@@ -16,17 +16,23 @@ back above a target that the group alone already misses, so those levels are rec
 fidelity 0 (listed in ``GroupCurve.unmeasured``): the allocation then takes them last, and the
 search never relies on them without building and measuring the model. On a sensitive model most
 groups miss at the lowest levels, which makes the analysis several times cheaper.
+
+``limit`` (a :class:`TimeLimit`, the search's ``--time-limit``): once it has expired, no further
+group is compressed or measured; the levels left are recorded like those after a miss (fidelity 0,
+in ``unmeasured``). The levels go lowest first over every group, so a limit that stops the analysis
+part way leaves every group measured at the lowest levels rather than some groups at none.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from onnxfold.analysis import analyze_graph
-from onnxfold.folding.apply import plan_folds
+from onnxfold.folding.apply import matching_pattern, plan_folds
 from onnxfold.folding.cluster import DEFAULT_ROUND_TO, part_cluster_count
 from onnxfold.ir.model import Model, peek_values
 from onnxfold.ir.shapes import infer_shapes
@@ -35,6 +41,19 @@ from onnxfold.report.progress import progress_bar
 from onnxfold.report.stats import format_table
 
 DEFAULT_LEVELS = (0.1, 0.2, 0.3, 0.5, 0.7)
+
+
+class TimeLimit:
+    """A search's time limit: :meth:`expired` once ``seconds`` have passed since it was made (never
+    when ``seconds`` is 0); ``skipped`` counts the measurements it cut."""
+
+    def __init__(self, seconds: float = 0.0, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.seconds, self.clock = float(seconds), clock
+        self.start = clock()
+        self.skipped = 0
+
+    def expired(self) -> bool:
+        return self.seconds > 0 and self.clock() - self.start >= self.seconds
 
 
 @dataclass
@@ -88,10 +107,11 @@ def sensitivity(
     stats=None,
     judge=None,
     stop_below: float | None = None,
+    limit: TimeLimit | None = None,
 ) -> list[GroupCurve]:
     """A :class:`GroupCurve` per foldable, not ignored group of the (canonicalized) ``model``.
-    ``skip(name)`` true: the group is left out (e.g. a recipe or override fixes it). ``stop_below``:
-    see the module docstring."""
+    ``skip(name)`` true: the group is left out (e.g. a recipe or override fixes it). ``stop_below``,
+    ``limit``: see the module docstring."""
     from onnxfold.passes.fold import (
         rewrite_model,
     )  # the fold pass imports the search: no cycle at import time
@@ -107,19 +127,31 @@ def sensitivity(
     missed: set[str] = set()  # groups that measured below stop_below: higher levels not measured
     by_name = {g.name: g for g in groups}
     searched = sum(1 for g in groups if g.foldable and (skip is None or not skip(g.name)))
+    eligible = {  # the groups a plan would compress
+        g.name
+        for g in groups
+        if g.foldable and not (skip is not None and skip(g.name)) and not matching_pattern(ignore, g)
+    }
     with progress_bar(desc="sensitivity", total=searched * len(levels), unit="group") as bar:
         for level in levels:
+            if limit is not None and limit.expired():  # every group's level as after a miss
+                missed |= eligible
             for name in sorted(missed):
                 bar.update(1)
-                g, curve = by_name[name], curves[name]
+                g = by_name[name]
+                curve = curves.setdefault(name, GroupCurve(name, g.size, [], [], []))
                 k = part_cluster_count(g.size, level, g.parts, round_to)
                 curve.levels.append(level)
                 curve.removed.append(max(0, g.size - k))
-                if (name, k) in measured:  # the same width as a measured level
-                    curve.fidelity.append(measured[name, k])
+                if (name, k) in measured or k >= g.size:  # a measured width, or the group left whole
+                    curve.fidelity.append(measured.get((name, k), 1.0))
                 else:
                     curve.fidelity.append(0.0)
                     curve.unmeasured.append(level)
+                    if limit is not None and limit.expired():
+                        limit.skipped += 1
+            if missed >= eligible:
+                continue
             plans = plan_folds(
                 [g for g in groups if g.name not in missed],
                 lambda name: peek_values(tensors[name]),
@@ -152,6 +184,12 @@ def sensitivity(
                     continue
                 if (plan.group.name, plan.k) in measured:  # same width, same seeded clustering: same model
                     curve.fidelity.append(measured[plan.group.name, plan.k])
+                    continue
+                if limit is not None and limit.expired():  # the rest of this level as after a miss
+                    curve.fidelity.append(0.0)
+                    curve.unmeasured.append(level)
+                    limit.skipped += 1
+                    missed.add(plan.group.name)
                     continue
                 copy = model.copy()
                 try:

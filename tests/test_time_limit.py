@@ -1,0 +1,121 @@
+"""The search's ``--time-limit``: checked between measurements; after it the sensitivity measures
+nothing more, the bisection keeps the best candidate measured so far, and the report says what was
+cut. A limit that is not reached changes nothing. Clocks here are counters, not wall time."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+import onnxfold
+from onnxfold.api import as_model
+from onnxfold.cli.commands import main
+from onnxfold.models import bundled_model
+from onnxfold.passes import CanonicalizePass
+from onnxfold.pipeline.manager import PassContext
+from onnxfold.search import Evaluator, sensitivity
+from onnxfold.search.sensitivity import TimeLimit
+
+
+@pytest.fixture(scope="module")
+def samples() -> np.ndarray:
+    from onnxfold.models.digits import load_digits_split
+
+    return load_digits_split()[2][:32]
+
+
+class Ticks:
+    """A clock that advances by one on every reading."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def test_a_limit_that_is_never_reached_and_no_limit_never_expire() -> None:
+    assert not TimeLimit(0.0, Ticks()).expired()  # 0: no limit, however long it runs
+    limit = TimeLimit(5.0, Ticks())
+    assert [limit.expired() for _ in range(6)] == [False, False, False, False, True, True]
+
+
+def test_sensitivity_cut_by_the_limit_keeps_what_it_measured_and_skips_the_rest(samples) -> None:
+    model = as_model(str(bundled_model("lenet5.onnx")))
+    CanonicalizePass().run(model, PassContext())
+    evaluator = Evaluator(as_model(str(bundled_model("lenet5.onnx"))), {"input": samples}, "top1")
+    levels = [0.2, 0.5, 0.7]
+    full = sensitivity(model, evaluator, levels, round_to=1, method="fold")
+    measured_full = sum(len(c.levels) for c in full)
+    limit = TimeLimit(4.0, Ticks())  # expires at its 4th reading: after a few measurements
+    cut = sensitivity(model, evaluator, levels, round_to=1, method="fold", limit=limit)
+    assert [c.name for c in cut] == [c.name for c in full]  # every group has a curve
+    assert limit.skipped > 0
+    skipped = 0
+    for f, c in zip(full, cut, strict=True):
+        assert c.levels == f.levels and c.removed == f.removed  # the widths a fold would write
+        for level, fid, ref in zip(c.levels, c.fidelity, f.fidelity, strict=True):
+            if level in c.unmeasured:
+                assert fid == 0.0  # counted as a miss
+                skipped += 1
+            else:
+                assert fid == ref  # what was measured is what an unlimited analysis measures
+    assert skipped == limit.skipped and 0 < skipped < measured_full
+    # the levels go lowest first over every group: the cut leaves no group measured at a higher
+    # level than one it skipped
+    for c in cut:
+        if c.unmeasured:
+            assert all(level not in c.unmeasured for level in c.levels[: c.levels.index(c.unmeasured[0])])
+            assert c.levels[c.levels.index(c.unmeasured[0]) :] == c.unmeasured
+
+
+def _search(samples, **options):
+    return onnxfold.fold(
+        str(bundled_model("lenet5.onnx")),
+        inputs={"input": samples},
+        method="fold",
+        repair="none",
+        round_to=1,
+        validate=False,
+        **options,
+    )[1].search
+
+
+def test_an_expired_limit_keeps_the_best_candidate_measured_and_says_what_it_cut(samples) -> None:
+    free = _search(samples, min_fidelity=0.9)
+    assert free.cut_short == "" and free.chosen.reduction > 0
+    cut = _search(samples, min_fidelity=0.9, time_limit=1e-9)  # expired from the start
+    assert cut.met and cut.chosen.meets(0.9)  # still a model that meets the target
+    assert len(cut.candidates) <= 2  # both ends of the path, nothing between
+    assert cut.chosen.reduction <= free.chosen.reduction
+    assert all(c.unmeasured == c.levels for c in cut.curves)
+    assert "the time limit (1e-09 s) was reached" in cut.cut_short
+    assert "sensitivity measurements skipped" in cut.cut_short and "stopped after" in cut.cut_short
+    assert "a longer --time-limit may find a smaller model" in cut.summary()
+    assert cut.to_dict()["cut_short"] == cut.cut_short
+    # a limit far beyond the search's time changes nothing
+    ample = _search(samples, min_fidelity=0.9, time_limit=1e6)
+    assert ample.cut_short == ""
+    assert ample.chosen.reduction == free.chosen.reduction and ample.chosen.fidelity == free.chosen.fidelity
+    assert ample.allocation == free.allocation
+
+
+def test_the_budget_form_stops_correcting_once_the_limit_expires(samples) -> None:
+    cut = _search(samples, target_params=0.3, time_limit=1e-9)
+    assert len(cut.candidates) == 1 and "stopped after 1 candidate" in cut.cut_short
+    free = _search(samples, target_params=0.3)
+    assert free.cut_short == "" and len(free.candidates) >= 1
+
+
+def test_time_limit_flag(tmp_path, capsys, samples) -> None:
+    np.save(tmp_path / "x.npy", samples)
+    out = tmp_path / "o.onnx"
+    args = ["fold", str(bundled_model("lenet5.onnx")), "-o", str(out), "--inputs", str(tmp_path / "x.npy")]
+    assert main([*args, "--min-fidelity", "0.9", "--time-limit", "-1"]) == 2 and not out.exists()
+    assert "time_limit must be a number of seconds >= 0" in capsys.readouterr().err
+    rc = main([*args, "--min-fidelity", "0.9", "--time-limit", "0.000001", "--method", "fold"])
+    assert rc in (0, None)
+    assert "note: the time limit (1e-06 s) was reached" in capsys.readouterr().out
+    onnx.checker.check_model(str(out))
