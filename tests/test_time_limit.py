@@ -40,6 +40,8 @@ def test_a_limit_that_is_never_reached_and_no_limit_never_expire() -> None:
     assert not TimeLimit(0.0, Ticks()).expired()  # 0: no limit, however long it runs
     limit = TimeLimit(5.0, Ticks())
     assert [limit.expired() for _ in range(6)] == [False, False, False, False, True, True]
+    half = TimeLimit(4.0, Ticks())  # the sensitivity's share: half of it
+    assert [half.expired(0.5) for _ in range(3)] == [False, True, True]
 
 
 def test_sensitivity_cut_by_the_limit_keeps_what_it_measured_and_skips_the_rest(samples) -> None:
@@ -49,7 +51,7 @@ def test_sensitivity_cut_by_the_limit_keeps_what_it_measured_and_skips_the_rest(
     levels = [0.2, 0.5, 0.7]
     full = sensitivity(model, evaluator, levels, round_to=1, method="fold")
     measured_full = sum(len(c.levels) for c in full)
-    limit = TimeLimit(4.0, Ticks())  # expires at its 4th reading: after a few measurements
+    limit = TimeLimit(8.0, Ticks())  # the sensitivity's half expires at its 4th reading
     cut = sensitivity(model, evaluator, levels, round_to=1, method="fold", limit=limit)
     assert [c.name for c in cut] == [c.name for c in full]  # every group has a curve
     assert limit.skipped > 0
