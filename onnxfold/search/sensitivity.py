@@ -18,9 +18,10 @@ search never relies on them without building and measuring the model. On a sensi
 groups miss at the lowest levels, which makes the analysis several times cheaper.
 
 ``limit`` (a :class:`TimeLimit`, the search's ``--time-limit``): once :data:`SENSITIVITY_SHARE` of
-it has passed, no further group is compressed or measured; the levels left are recorded like those after a miss (fidelity 0,
-in ``unmeasured``). The levels go lowest first over every group, so a limit that stops the analysis
-part way leaves every group measured at the lowest levels rather than some groups at none.
+it has passed, no further group is compressed or measured; the levels left are recorded like those
+after a miss (fidelity 0, in ``unmeasured``). The levels go lowest first over every group, so a
+limit that stops the analysis part way leaves every group measured at the lowest levels rather
+than some groups at none.
 """
 
 from __future__ import annotations

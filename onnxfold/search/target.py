@@ -17,11 +17,12 @@
    saving reaches the budget, corrected a few times against the measured reduction; it lands
    within one step's worth of the budget (one channel, or ``round_to`` channels of a rounded group).
 
-``limit`` (a :class:`~onnxfold.search.sensitivity.TimeLimit`, ``--time-limit``): checked between measurements, so a measurement under way
-finishes. The sensitivity stops at half of it (the levels left count as misses: a group never
-measured stays whole); after all of it the bisection still measures both ends of the path and then keeps the
-best candidate measured so far, and the budget form keeps its closest candidate so far. The report
-says what the limit cut. A limit that is not reached changes nothing.
+``limit`` (a :class:`~onnxfold.search.sensitivity.TimeLimit`, ``--time-limit``): checked between
+measurements, so a measurement under way finishes. The sensitivity stops at half of it (the levels
+left count as misses: a group never measured stays whole); after all of it the bisection still
+measures both ends of the path and then keeps the best candidate measured so far, and the budget
+form keeps its closest candidate so far. The report says what the limit cut. A limit that is not
+reached changes nothing.
 """
 
 from __future__ import annotations
