@@ -1,6 +1,6 @@
 """The search's ``--time-limit``: checked between measurements; after it the sensitivity measures
 nothing more, the bisection keeps the best candidate measured so far, and the report says what was
-cut. A limit that is not reached changes nothing. Clocks here are counters, not wall time."""
+cut. A limit the search stays within changes nothing. Clocks here are counters, not wall time."""
 
 from __future__ import annotations
 
