@@ -16,6 +16,7 @@ from onnx import numpy_helper as nh
 import onnxfold
 from onnxfold.report.fold_report import task_warning
 from onnxfold.runtime.compare import narrow_span
+from onnxfold.runtime.fidelity import unexercised, unexercised_by_both
 
 
 def _detector(bias: float, seed: int = 0) -> onnx.ModelProto:
@@ -66,19 +67,19 @@ def test_a_bounded_output_random_inputs_barely_move_gets_a_note_not_a_verdict(tm
     report = _fold(tmp_path, -12.0, sparsity=0.5, method="fold")
     (out,) = report.validation.outputs
     assert out.fidelity < 0.9  # tiny moves near 0 are all a variance-normalised metric sees
-    assert out.bounded_by == "Sigmoid" and out.bounds == (0.0, 1.0)
-    assert out.span[1] < 0.01 and out.barely_exercised
+    assert out.span[1] < 0.01 and out.unexercised.startswith("moved this Sigmoid output only between")
+    assert out.unexercised.endswith("of its range [0, 1]")
     line = task_warning(report.validation)
     assert line.startswith("note: prob keeps") and "exercise none of its decisions" in line
     assert "likely" not in line and "may no longer" not in line
     assert line in report.format()
-    assert report.to_dict()["validation"]["outputs"][0]["bounded_by"] == "Sigmoid"
+    assert report.to_dict()["validation"]["outputs"][0]["unexercised"] == out.unexercised
 
 
 def test_an_exercised_output_below_the_warning_level_is_still_warned_about(tmp_path: Path) -> None:
     report = _fold(tmp_path, 0.0, sparsity=0.9, method="fold", round_to=1)
     (out,) = report.validation.outputs
-    assert out.span[1] - out.span[0] > 0.1 and not out.barely_exercised
+    assert out.span[1] - out.span[0] > 0.1 and out.unexercised is None
     assert out.fidelity < 0.9
     line = task_warning(report.validation)
     assert line.startswith("warning: prob keeps") and "may no longer do the original's task" in line
@@ -93,10 +94,9 @@ def test_the_data_free_search_says_when_its_proxy_barely_moves_an_output(tmp_pat
     report = _fold(tmp_path, -12.0, min_fidelity=0.95)
     search = report.search
     assert search.proxy and set(search.unexercised) == {"prob"}
-    op, bounds, (small, large) = search.unexercised["prob"]
-    assert op == "Sigmoid" and bounds == (0.0, 1.0) and 0.0 <= small <= large < 0.01
-    assert "note: the proxy moved prob (Sigmoid) only between" in search.summary()
-    assert search.to_dict()["unexercised"]["prob"]["op"] == "Sigmoid"
+    assert search.unexercised["prob"].startswith("moved this Sigmoid output only between")
+    assert "note: on prob the proxy moved this Sigmoid output only between" in search.summary()
+    assert search.to_dict()["unexercised"] == search.unexercised
     # an output the proxy moves across its range: no such note
     exercised = _fold(tmp_path, 0.0, min_fidelity=0.95).search
     assert exercised.unexercised == {} and "the proxy moved" not in exercised.summary()
@@ -104,3 +104,42 @@ def test_the_data_free_search_says_when_its_proxy_barely_moves_an_output(tmp_pat
     given = {"x": np.random.default_rng(3).standard_normal((16, 3, 8, 8)).astype(np.float32)}
     measured = _fold(tmp_path, -12.0, min_fidelity=0.95, inputs=given).search
     assert not measured.proxy and measured.unexercised == {}
+
+
+def test_class_scores_whose_argmax_is_one_class_everywhere_are_unexercised() -> None:
+    rng = np.random.default_rng(0)
+    blanks = rng.random((4, 20, 30)).astype(np.float32)  # [B, T, C] sequence probabilities
+    blanks[..., 7] += 5.0  # a recogniser reading noise: class 7 everywhere
+    assert (
+        unexercised("softmax_out", blanks, "Softmax", samples=4)
+        == "made its argmax class 7 at every position"
+    )
+    read = blanks.copy()
+    read[0, 3, 2] += 10.0  # one position decides otherwise: exercised
+    assert unexercised("softmax_out", read, "Softmax", samples=4) is None
+    scores = rng.standard_normal((8, 5)).astype(np.float32)
+    scores[:, 1] += 6.0  # a classifier answering one class on every sample
+    assert unexercised("logits", scores, "Gemm") == "made its argmax class 1 at every position"
+    scores[3, 4] += 12.0
+    assert unexercised("logits", scores, "Gemm") is None
+    # features are no decisions: a pooled embedding or a hidden state is never "one class"
+    hidden = np.tile(np.arange(16, dtype=np.float32), (4, 10, 1))
+    assert unexercised("last_hidden_state", hidden, "Add", token_inputs=True) is None
+
+
+def test_a_candidate_that_decides_where_the_original_did_not_is_not_excused() -> None:
+    rng = np.random.default_rng(1)
+    blanks = rng.random((4, 20, 30)).astype(np.float32)
+    blanks[..., 0] += 5.0
+    kept = blanks + rng.random(blanks.shape).astype(np.float32) * 0.5  # still blank everywhere
+    reads = kept.copy()
+    reads[1, 5, 9] += 20.0  # the candidate reads a character in noise
+    assert unexercised_by_both("probs", blanks, kept, "Softmax", samples=4) == unexercised(
+        "probs", blanks, "Softmax", samples=4
+    )
+    assert unexercised_by_both("probs", blanks, reads, "Softmax", samples=4) is None
+    near_zero = np.full((2, 1, 8, 8), 1e-4, np.float32)
+    assert unexercised_by_both("prob", near_zero, near_zero * 3, "Sigmoid") is not None
+    fires = near_zero.copy()
+    fires[0, 0, 2, 2] = 0.9  # the candidate fires where the original never did
+    assert unexercised_by_both("prob", near_zero, fires, "Sigmoid") is None

@@ -192,8 +192,9 @@ def task_warning(validation: Any, searched: bool = False) -> str | None:
     On random inputs the warning says what they can and cannot tell: a pretrained model folded that
     far usually has lost its task, but a detector can keep it while its outputs on noise diverge
     (PP-OCRv6 tiny's detector at 7.3% fewer parameters: r2 0.11 on noise, box F1 0.971 on pages).
-    Where noise barely moved a bounded output (a probability map that stays near 0), the line says
-    so instead: such a figure says little either way."""
+    Where noise left an output's decisions unexercised (a probability map that stays near 0, a
+    recogniser that reads only blanks), the line says so instead: such a figure says little either
+    way."""
     worst = getattr(validation, "min_fidelity", None)
     if searched or worst is None or worst.fidelity >= TASK_WARNING_BELOW:
         return None
@@ -204,13 +205,11 @@ def task_warning(validation: Any, searched: bool = False) -> str | None:
             f"warning: {figure} on the given samples: the compressed model likely no longer does the "
             f"original's task; {search}"
         )
-    if worst.barely_exercised:
-        lo, hi = worst.bounds
+    if worst.unexercised:
         return (
-            f"note: {figure} on random inputs, but they moved this {worst.bounded_by} output only "
-            f"between {worst.span[0]:.3g} and {worst.span[1]:.3g} of its range [{lo:g}, {hi:g}]: they "
-            f"exercise none of its decisions, so the figure says little about the task; --inputs "
-            f"SAMPLES measures it on real ones, {search}"
+            f"note: {figure} on random inputs, but they {worst.unexercised}: they exercise none of "
+            f"its decisions, so the figure says little about the task; --inputs SAMPLES measures it "
+            f"on real ones, {search}"
         )
     return (
         f"warning: {figure} on random inputs: the compressed model may no longer do the original's "

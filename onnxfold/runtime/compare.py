@@ -76,18 +76,12 @@ class OutputMetrics:
     #: the fidelity the target search would measure on this output (:mod:`onnxfold.runtime.fidelity`)
     fidelity_metric: str | None = None
     fidelity: float | None = None
-    #: the op that bounds the output's values (Sigmoid, HardSigmoid, Tanh) and their bounds
-    bounded_by: str | None = None
-    bounds: tuple[float, float] | None = None
     #: the reference's smallest and largest value on the inputs compared
     span: tuple[float, float] | None = None
-
-    @property
-    def barely_exercised(self) -> bool:
-        """Whether the reference's values stayed within :data:`UNEXERCISED_SHARE` of the output's
-        bounds (a detector's probability map on noise, all near 0): no decision was made on these
-        inputs, and a fidelity measured on such tiny moves says little about the task."""
-        return self.bounds is not None and self.span is not None and _narrow(self.span, self.bounds)
+    #: how the inputs compared left the output's decisions unexercised in both models, e.g. "moved
+    #: this Sigmoid output only between 0 and 0.00262 of its range [0, 1]"
+    #: (:func:`~onnxfold.runtime.fidelity.unexercised_by_both`)
+    unexercised: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (non-finite floats become None)."""
@@ -109,7 +103,7 @@ class OutputMetrics:
             "top1_agreement": num(self.top1_agreement),
             "fidelity_metric": self.fidelity_metric,
             "fidelity": num(self.fidelity),
-            "bounded_by": self.bounded_by,
+            "unexercised": self.unexercised,
             "span": [num(v) for v in self.span] if self.span is not None else None,
         }
 
@@ -325,7 +319,13 @@ def _task_fidelity(
 ) -> None:
     """Fill each float output's ``fidelity`` under the metric the target search picks for it."""
     from onnxfold.folding.samples import sample_count, splittable
-    from onnxfold.runtime.fidelity import embedding_like, fidelity_value, output_metrics, producers_of
+    from onnxfold.runtime.fidelity import (
+        embedding_like,
+        fidelity_value,
+        output_metrics,
+        producers_of,
+        unexercised_by_both,
+    )
 
     floats = {
         m.name: reference[m.name]
@@ -341,9 +341,9 @@ def _task_fidelity(
         if m.name in floats and np.asarray(floats[m.name]).size:
             ref = np.asarray(floats[m.name])
             m.span = (float(np.nanmin(ref)), float(np.nanmax(ref)))
-            if producers.get(m.name) in BOUNDING_OPS:
-                m.bounded_by = producers[m.name]
-                m.bounds = BOUNDING_OPS[m.bounded_by]
+            m.unexercised = unexercised_by_both(
+                m.name, ref, candidate[m.name], producers.get(m.name), token_inputs, samples
+            )
         if m.name in chosen:
             m.fidelity_metric = chosen[m.name]
             m.fidelity = fidelity_value(chosen[m.name], reference[m.name], candidate[m.name], samples)

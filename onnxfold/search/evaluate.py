@@ -9,13 +9,14 @@ import onnx
 
 from onnxfold.folding.samples import fixed_batch, measured_limit, sample_count, splittable, take
 from onnxfold.ir.model import Model
-from onnxfold.runtime.compare import BOUNDING_OPS, batch_runs, joined_runs, narrow_span, run_feed
+from onnxfold.runtime.compare import batch_runs, joined_runs, run_feed
 from onnxfold.runtime.fidelity import (
     OutputFidelity,
     model_fidelity,
     output_metrics,
     producers_of,
     sample_axis,
+    unexercised,
 )
 from onnxfold.runtime.session import measurement_session
 
@@ -109,11 +110,11 @@ class Evaluator:
         self.reference = self._run(sess) if self.chains else batched
         producers = producers_of(original)
         self.metrics = output_metrics(self.reference, metric, producers, bool(id_draws), self.samples)
-        #: output -> (op, bounds, (smallest, largest)) of the bounded outputs these inputs barely move
+        #: output -> how these inputs leave its decisions unexercised (:func:`unexercised`)
         self.unexercised = {
-            name: (producers[name], BOUNDING_OPS[producers[name]], span)
+            name: why
             for name, values in self.reference.items()
-            if (span := narrow_span(values, producers.get(name))) is not None
+            if (why := unexercised(name, values, producers.get(name), bool(id_draws), self.samples))
         }
         self.suffix = None  # a candidate runs from the nodes it changes on (not along streams)
         self._batch = fixed_batch(original)

@@ -104,8 +104,8 @@ class SearchResult:
     rolled_out: bool = False  # measured along streams, the candidate's own state carried
     #: what the time limit cut short ("" when it was not reached or there was none)
     cut_short: str = ""
-    #: output -> (op, bounds, (smallest, largest)): bounded outputs the data-free proxy barely moved
-    unexercised: dict = field(default_factory=dict)
+    #: output -> how the data-free proxy left its decisions unexercised
+    unexercised: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -123,9 +123,7 @@ class SearchResult:
             "inputs": self.inputs,
             "data_free_proxy": self.proxy,
             "cut_short": self.cut_short,
-            "unexercised": {
-                k: {"op": v[0], "bounds": list(v[1]), "span": list(v[2])} for k, v in self.unexercised.items()
-            },
+            "unexercised": dict(self.unexercised),
             "seconds": self.seconds,
             "allocation": dict(self.allocation),
             "candidates": [c.to_dict() for c in self.candidates],
@@ -160,12 +158,11 @@ class SearchResult:
                 "note: no --inputs given, so this fidelity is a data-free proxy on random inputs, "
                 "not a measure of the model's task"
             )
-        for name, (op, (lo, hi), (small, large)) in self.unexercised.items():
+        for name, why in self.unexercised.items():
             lines.append(
-                f"note: the proxy moved {name} ({op}) only between {small:.3g} and {large:.3g} of its "
-                f"range [{lo:g}, {hi:g}]: it exercises none of its decisions, so the search kept only "
-                "what stays close on noise; with --inputs it can usually go much further (PP-OCRv4's "
-                "text detector: 6.7% fewer parameters data-free, 74% with 32 pages)"
+                f"note: on {name} the proxy {why}: it exercises none of its decisions, so the search "
+                "kept only what stays close on noise; with --inputs it can usually go much further "
+                "(PP-OCRv4's text detector: 6.7% fewer parameters data-free, 74% with 32 pages)"
             )
         if self.recurrent and self.mode == "min_fidelity" and not self.rolled_out:
             pairs = ", ".join(f"{o} -> {i}" for i, o in self.recurrent)
