@@ -143,3 +143,5 @@ def test_a_candidate_that_decides_where_the_original_did_not_is_not_excused() ->
     fires = near_zero.copy()
     fires[0, 0, 2, 2] = 0.9  # the candidate fires where the original never did
     assert unexercised_by_both("prob", near_zero, fires, "Sigmoid") is None
+    stuck = np.full_like(near_zero, 0.97)  # narrow too, but positive everywhere: every decision flipped
+    assert unexercised_by_both("prob", near_zero, stuck, "Sigmoid") is None

@@ -423,15 +423,16 @@ def unexercised_by_both(
     samples: int | None = None,
 ) -> str | None:
     """:func:`unexercised` of the reference, when the candidate leaves the decisions unexercised
-    too: its bounded values as narrowly spread, its argmax the same one class everywhere. Where the
+    too: its bounded values in the same narrow band, its argmax the same one class everywhere. Where the
     original made no decision and the candidate makes some, it has changed whatever the metric
     says (PP-OCRv4's recogniser folded at 0.05 no longer reads noise as blank lines, and no longer
     reads text)."""
     why = unexercised(name, ref, producer_op, token_inputs, samples)
     if why is None:
         return None
-    if producer_op in BOUNDING_OPS:
-        return why if narrow_span(cand, producer_op) is not None else None
+    if producer_op in BOUNDING_OPS:  # both models' values together within the narrow band
+        both = np.concatenate([np.asarray(ref, np.float64).ravel(), np.asarray(cand, np.float64).ravel()])
+        return why if narrow_span(both, producer_op) is not None else None
     cand = np.asarray(cand)
     same = cand.shape == np.shape(ref) and np.array_equal(
         cand.argmax(axis=-1), np.asarray(ref).argmax(axis=-1)
