@@ -125,9 +125,9 @@ class SearchPass(Pass):
             "time_limit",
             float,
             0.0,
-            "seconds the search may take (from its start, checked between measurements): after them "
-            "it measures nothing new beyond both ends of its path and keeps the best candidate so far, "
-            "and the report says what was cut; 0 = no limit",
+            "seconds the search may take (from its start, checked between measurements): its "
+            "sensitivity stops at half of them, and after all of them it keeps the best candidate so "
+            "far (both ends of its path measured); the report says what was cut; 0 = no limit",
         ),
     )
 

@@ -42,10 +42,6 @@ BOUNDING_OPS = {"Sigmoid": (0.0, 1.0), "HardSigmoid": (0.0, 1.0), "Tanh": (-1.0,
 UNEXERCISED_SHARE = 0.1
 
 
-def _narrow(span: tuple[float, float], bounds: tuple[float, float]) -> bool:
-    return span[1] - span[0] < UNEXERCISED_SHARE * (bounds[1] - bounds[0])
-
-
 def narrow_span(values: np.ndarray, op: str | None) -> tuple[float, float] | None:
     """(smallest, largest) of an output's ``values`` when ``op``, its producer, bounds them
     (:data:`BOUNDING_OPS`) and they span less than :data:`UNEXERCISED_SHARE` of the bounds: inputs
@@ -54,8 +50,9 @@ def narrow_span(values: np.ndarray, op: str | None) -> tuple[float, float] | Non
     values = np.asarray(values)
     if op not in BOUNDING_OPS or values.dtype.kind != "f" or not values.size:
         return None
+    lo, hi = BOUNDING_OPS[op]
     span = (float(np.nanmin(values)), float(np.nanmax(values)))
-    return span if _narrow(span, BOUNDING_OPS[op]) else None
+    return span if span[1] - span[0] < UNEXERCISED_SHARE * (hi - lo) else None
 
 
 @dataclass

@@ -110,10 +110,11 @@ class Evaluator:
         self.reference = self._run(sess) if self.chains else batched
         producers = producers_of(original)
         self.metrics = output_metrics(self.reference, metric, producers, bool(id_draws), self.samples)
-        #: output -> how these inputs leave its decisions unexercised (:func:`unexercised`)
+        #: output -> how the data-free proxy leaves its decisions unexercised (:func:`unexercised`);
+        #: empty on given samples, which are the user's own
         self.unexercised = {
             name: why
-            for name, values in self.reference.items()
+            for name, values in (self.reference.items() if self.proxy else ())
             if (why := unexercised(name, values, producers.get(name), bool(id_draws), self.samples))
         }
         self.suffix = None  # a candidate runs from the nodes it changes on (not along streams)

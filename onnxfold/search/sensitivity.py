@@ -140,13 +140,12 @@ def sensitivity(
         return limit is not None and limit.expired(SENSITIVITY_SHARE)
 
     by_name = {g.name: g for g in groups}
-    searched = sum(1 for g in groups if g.foldable and (skip is None or not skip(g.name)))
-    eligible = {  # the groups a plan would compress
+    eligible = {  # the groups a plan would compress, each measured at every level
         g.name
         for g in groups
         if g.foldable and not (skip is not None and skip(g.name)) and not matching_pattern(ignore, g)
     }
-    with progress_bar(desc="sensitivity", total=searched * len(levels), unit="group") as bar:
+    with progress_bar(desc="sensitivity", total=len(eligible) * len(levels), unit="group") as bar:
         for level in levels:
             if out_of_time():  # every group's level as after a miss
                 timed_out |= eligible - missed

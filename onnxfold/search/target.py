@@ -310,7 +310,7 @@ def search(
         time.perf_counter() - start,
         evaluator.recurrent,
         bool(evaluator.chains),
-        unexercised=dict(getattr(evaluator, "unexercised", {})) if evaluator.proxy else {},
+        unexercised=dict(getattr(evaluator, "unexercised", {})),
         cut_short=f"the time limit ({limit.seconds:g} s) was reached: " + ", ".join(cut) if cut else "",
     )
 
