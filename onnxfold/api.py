@@ -24,6 +24,7 @@ from onnxfold.passes import (
     ValidatePass,
 )
 from onnxfold.passes.fold import AUTO_JUDGE_LIMIT
+from onnxfold.passes.search import DEFAULT_MIN_FIDELITY, DEFAULT_TIME_LIMIT, FIXED_SPARSITY
 from onnxfold.pipeline.manager import Pass, PassContext, PassManager, PipelineError
 from onnxfold.report.fold_report import FoldReport, saved_size, source_size, stats_of
 from onnxfold.report.stats import format_table, human_count
@@ -177,9 +178,46 @@ def _run_pipeline(
     return model, report
 
 
+def default_plan(
+    sparsity: float | None,
+    min_fidelity: float,
+    target_params: float,
+    target_macs: float,
+    recipe: str | os.PathLike | None,
+    time_limit: float | None,
+) -> tuple[float, float, float, bool]:
+    """(sparsity, min_fidelity, time_limit, searched by default) for :func:`fold`'s arguments.
+
+    Uniform sparsity breaks real pretrained models long before it saves much (every one of 11
+    wheels' models lost its task at 0.3), so a fold asked for nothing in particular (no sparsity,
+    no target, no recipe) is the search for the smallest model at fidelity
+    :data:`DEFAULT_MIN_FIDELITY`, cut at :data:`DEFAULT_TIME_LIMIT` seconds unless a time limit is
+    given. Otherwise a missing sparsity is :data:`FIXED_SPARSITY` and a missing limit none."""
+    searched = (
+        sparsity is None
+        and not min_fidelity
+        and not target_params
+        and not target_macs
+        and not (recipe is not None and os.fspath(recipe))
+    )
+    if searched:
+        return (
+            FIXED_SPARSITY,
+            DEFAULT_MIN_FIDELITY,
+            DEFAULT_TIME_LIMIT if time_limit is None else time_limit,
+            True,
+        )
+    return (
+        FIXED_SPARSITY if sparsity is None else sparsity,
+        min_fidelity,
+        0.0 if time_limit is None else time_limit,
+        False,
+    )
+
+
 def fold(
     model: ModelLike,
-    sparsity: float = 0.5,
+    sparsity: float | None = None,
     output: str | os.PathLike | None = None,
     *,
     # fold pass
@@ -203,7 +241,7 @@ def fold(
     levels: str = "0.1,0.2,0.3,0.5,0.7",
     max_sparsity: float = 0.7,
     force: bool = False,
-    time_limit: float = 0.0,
+    time_limit: float | None = None,
     # repair pass
     repair: str = "ar",
     calibration: str | os.PathLike | Any | None = "",
@@ -228,6 +266,10 @@ def fold(
 ) -> tuple[Model, FoldReport]:
     """Fold ``model`` at ``sparsity``: canonicalize → fold (→ repair) → cleanup (→ validate).
 
+    Without ``sparsity``, a target or a recipe this is the search for the smallest model at fidelity
+    :data:`DEFAULT_MIN_FIDELITY` within :data:`DEFAULT_TIME_LIMIT` s (:func:`default_plan`);
+    ``report.search.default`` is then True.
+
     The keywords are the options of the fold, repair and validate passes (``onnxfold passes``
     lists their meaning; the ``onnxfold fold`` flags have the same names and defaults), except:
     ``repair`` is repair's ``mode``, ``dir_seed`` its ``seed``, ``validate_batch`` validate's
@@ -240,6 +282,9 @@ def fold(
     ``inputs`` (or validation's random inputs: a data-free proxy); ``report.search`` holds its
     result. A missed ``min_fidelity`` raises :class:`~onnxfold.errors.PipelineError` and writes
     nothing unless ``force``. Returns (model, report)."""
+    sparsity, min_fidelity, time_limit, searched = default_plan(
+        sparsity, min_fidelity, target_params, target_macs, recipe, time_limit
+    )
     fold_pass = FoldPass(
         sparsity=sparsity,
         seed=seed,
@@ -296,7 +341,7 @@ def fold(
         )
     elif speed_check:
         raise PipelineError("speed_check times the model during validation: it cannot run without it")
-    return run_pipeline(
+    result = run_pipeline(
         model,
         passes,
         output,
@@ -307,6 +352,9 @@ def fold(
         external_data=external_data,
         overwrite=overwrite,
     )
+    if searched and result[1].search is not None:
+        result[1].search.default = True
+    return result
 
 
 def analyze(model: ModelLike) -> list[ChannelGroup]:

@@ -66,8 +66,11 @@ def rewrite_model(model: Model, plans, shapes: bool = True) -> list[str]:
     return rewritten
 
 
-def nothing_folded_reason(plans) -> str:
-    """Why a fold changed nothing, in a few words."""
+def nothing_folded_reason(
+    plans, otherwise: str = "the sparsity leaves every foldable group at its width"
+) -> str:
+    """Why a fold changed nothing, in a few words; ``otherwise`` where some group could have folded
+    (a search says that none folds within its target)."""
     if not plans:
         return "the analysis found no channel groups (onnxfold analyze shows why)"
     states = {p.status for p in plans}
@@ -75,7 +78,7 @@ def nothing_folded_reason(plans) -> str:
         return "every channel group is blocked (see the reasons above, or onnxfold analyze)"
     if states <= {"ignored", "blocked"}:
         return "every foldable group matches --ignore"
-    return "the sparsity leaves every foldable group at its width"
+    return otherwise
 
 
 def measure_activations(model: Model, groups, ctx: PassContext, samples=None, source: str = ""):

@@ -82,6 +82,15 @@ def split_samples(inputs: dict | None) -> tuple[dict | None, np.ndarray | None]:
     return take(inputs, slice(0, None, 2)), np.arange(1, sample_count(inputs), 2)
 
 
+#: without a sparsity, a target or a recipe, ``onnxfold fold`` searches for the smallest model
+#: whose fidelity stays at least this high (on ``--inputs``, else on the data-free proxy) ...
+DEFAULT_MIN_FIDELITY = 0.95
+#: ... within this many seconds, unless a time limit is given (0: none)
+DEFAULT_TIME_LIMIT = 600.0
+#: the sparsity of every group where a recipe or a target search is asked without one
+FIXED_SPARSITY = 0.5
+
+
 class SearchPass(Pass):
     name = "search"
     summary = (
@@ -158,6 +167,12 @@ class SearchPass(Pass):
         """min_fidelity, target_params, target_macs, or None when no target is set."""
         return next((k for k in ("min_fidelity", "target_params", "target_macs") if self.opts[k]), None)
 
+    def preflight(self, model: Model, ctx: PassContext) -> None:
+        """The checks of the repair every candidate runs (``dir``'s applicability), before the first
+        candidate is built."""
+        if self.repair is not None and hasattr(self.repair, "preflight"):
+            self.repair.preflight(model, ctx)
+
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         """The search, its measurements on the fold pass's ``--jobs`` threads."""
         from onnxfold.runtime.session import measuring_threads
@@ -168,6 +183,7 @@ class SearchPass(Pass):
     def _search(self, model: Model, ctx: PassContext) -> PassResult:
         from onnxfold.passes.cleanup import CleanupPass
         from onnxfold.passes.fold import FoldPass
+        from onnxfold.report.fold_report import stats_of
         from onnxfold.runtime.session import measuring_threads
         from onnxfold.search.evaluate import Evaluator
         from onnxfold.search.sensitivity import TimeLimit
@@ -222,6 +238,10 @@ class SearchPass(Pass):
             PassManager(passes).run(cand, sub)
             return cand, sub.data
 
+        cleaned = model.copy()  # what a candidate that folds nothing would count
+        PassManager([CleanupPass()]).run(
+            cleaned, PassContext(original=ctx.original, input_shapes=ctx.input_shapes)
+        )
         result = search(
             model,
             build,
@@ -237,6 +257,7 @@ class SearchPass(Pass):
             judge=fold.judge,
             refine=partial(build, sequential=True) if fold.method == "auto" else None,
             limit=limit,
+            base=stats_of(cleaned),
         )
         ctx.data["search"] = result
         chosen = result.chosen
@@ -262,6 +283,13 @@ class SearchPass(Pass):
         }
         if "refined" in chosen.data:
             stats["refined"] = chosen.data["refined"]
+        plans = chosen.data.get("fold_plans")
+        if plans is not None and not any(p.status == "folded" for p in plans):
+            from onnxfold.passes.fold import nothing_folded_reason
+
+            stats["nothing_folded"] = nothing_folded_reason(
+                plans, f"no group folds within the target ({mode} {self.opts[mode]:g})"
+            )
         if held_out is not None:
             n = sample_count(ctx.inputs)
             stats["held_out"] = (

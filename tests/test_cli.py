@@ -290,7 +290,7 @@ def test_analyze_json(exported, capsys) -> None:
 def test_fold_with_report_and_check(exported, tmp_path: Path, capsys) -> None:
     pair = exported("resnet18", "legacy")
     out, report = tmp_path / "folded.onnx", tmp_path / "r.json"
-    argv = ["fold", pair.wide, "-o", out, "--report", report, "--check", "--seed", "2"]
+    argv = ["fold", pair.wide, "-o", out, "-s", "0.5", "--report", report, "--check", "--seed", "2"]
     rc, stdout, err = cli(argv, capsys)
     assert rc == 0, err
     assert f"wrote {out}" in stdout

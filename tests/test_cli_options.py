@@ -72,7 +72,9 @@ def groups_by_name(report: dict) -> dict[str, dict]:
 
 def test_override_sets_the_matched_groups_sparsity(tmp_path: Path, capsys) -> None:
     target = "/layer4/layer4.0/conv1/Conv"
-    report, model, _ = fold_cli(RESNET, tmp_path / "o.onnx", capsys, "--override", "layer4\\.0/conv1=0.25")
+    report, model, _ = fold_cli(
+        RESNET, tmp_path / "o.onnx", capsys, "-s", "0.5", "--override", "layer4\\.0/conv1=0.25"
+    )
     groups = groups_by_name(report)
     assert groups[target]["sparsity"] == 0.25
     assert groups[target]["channels_after"] == 48 == out_channels(model, target)  # 64 · 0.75
@@ -86,7 +88,15 @@ def test_override_sets_the_matched_groups_sparsity(tmp_path: Path, capsys) -> No
 def test_ignore_leaves_the_matched_groups_unchanged(tmp_path: Path, capsys) -> None:
     ignored = {"/layer2/layer2.1/conv1/Conv", "/layer3/layer3.1/conv1/Conv"}
     report, model, stdout = fold_cli(
-        RESNET, tmp_path / "o.onnx", capsys, "--ignore", "layer2\\.1/conv1", "--ignore", "layer3\\.1/conv1"
+        RESNET,
+        tmp_path / "o.onnx",
+        capsys,
+        "-s",
+        "0.5",
+        "--ignore",
+        "layer2\\.1/conv1",
+        "--ignore",
+        "layer3\\.1/conv1",
     )
     groups = groups_by_name(report)
     original = onnx.load(str(RESNET))

@@ -167,3 +167,9 @@ def test_cli_dir_applies_to_a_real_cnn(tmp_path, capsys):
     assert out.exists()
     y = make_session(str(out)).run(None, {"input": x.numpy()})[0]
     assert y.shape[0] == 2 and np.isfinite(y).all()
+
+
+def test_a_search_checks_dir_before_it_builds_a_candidate(fold_never_runs):
+    with pytest.raises(ValueError, match="TopK") as info:
+        onnxfold.fold(_topk_model(), min_fidelity=0.9, repair="dir")
+    assert "--repair ar or data" in str(info.value)

@@ -245,7 +245,12 @@ def test_a_folder_of_images_with_a_preprocessing_preset(tmp_path: Path, capsys) 
     src, out = str(bundled_model("resnet18.onnx")), tmp_path / "o.onnx"  # digits: [batch, 1, 8, 8]
     assert main(["fold", src, "-o", str(out), "--inputs", str(folder)]) == 2
     assert "needs --image-preprocess" in capsys.readouterr().err and not out.exists()
-    assert main(["fold", src, "-o", str(out), "--inputs", str(folder), "--image-preprocess", "unit"]) == 0
+    assert (
+        main(
+            ["fold", src, "-o", str(out), "-s", "0.5", "--inputs", str(folder), "--image-preprocess", "unit"]
+        )
+        == 0
+    )
     assert out.exists()
     flat = make_session(str(_image_model(tmp_path / "flat.onnx", ["N", 64])))
     with pytest.raises(ValueError, match="is not an image batch"):

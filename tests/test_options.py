@@ -11,7 +11,7 @@ import pytest
 
 import onnxfold.api
 from onnxfold.cli.commands import main
-from onnxfold.cli.parser import RENAMED, SHARED, build_parser, fold_flags, fold_passes
+from onnxfold.cli.parser import RENAMED, SHARED, UNSET, build_parser, fold_flags, fold_passes
 from onnxfold.models import bundled_model
 from onnxfold.passes import FoldPass
 from onnxfold.pipeline.options import Option
@@ -91,14 +91,14 @@ def option_mismatches() -> list[str]:
         param = params.get(flag.keyword)
         if param is None or param.kind is not inspect.Parameter.KEYWORD_ONLY and flag.keyword != "sparsity":
             problems.append(f"{where}: api.fold has no keyword {flag.keyword!r}")
-        elif not _same(param.default, flag.option.default):
+        elif not _same(param.default, None if flag.keyword in UNSET else flag.option.default):
             problems.append(
                 f"{where}: api.fold {flag.keyword}={param.default!r}, option default {flag.option.default!r}"
             )
         action = actions.get(flag.keyword)
         if action is None or tuple(action.option_strings) != flag.flags:
             problems.append(f"{where}: onnxfold fold has no flag {'/'.join(flag.flags)}")
-        elif not _same(action.default, flag.option.default):
+        elif not _same(action.default, None if flag.keyword in UNSET else flag.option.default):
             problems.append(
                 f"{where}: flag default {action.default!r}, option default {flag.option.default!r}"
             )

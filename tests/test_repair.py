@@ -303,7 +303,7 @@ def test_repair_errors(tmp_path: Path, capsys) -> None:
         onnxfold.run_pipeline(proto, parse_pipeline("canonicalize,repair:mode=ar", REGISTRY))
     src = tmp_path / "tiny.onnx"
     onnx.save(fused, src)
-    cli = ["fold", str(src), "-o", str(tmp_path / "out.onnx"), "--no-validate"]
+    cli = ["fold", str(src), "-o", str(tmp_path / "out.onnx"), "-s", "0.5", "--no-validate"]
     assert main(cli + ["--repair", "dir"]) == 2
     assert "onnxfold: error: repair mode 'dir' does not apply" in capsys.readouterr().err
     assert not (tmp_path / "out.onnx").exists()

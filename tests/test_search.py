@@ -898,3 +898,30 @@ def test_analyze_sensitivity_takes_input_shapes(tmp_path, capsys) -> None:
     assert data["inputs"] == "data-free proxy: 32 random samples"
     (group,) = data["groups"]
     assert group["channels"] == 6 and 0.0 < group["fidelity"][0] < 1.0
+
+
+def test_the_search_counts_its_reduction_from_the_input_as_the_report_does(tmp_path) -> None:
+    """Canonicalization copies a vector shared by several nodes per node and cleanup shares it again:
+    a candidate that folds nothing removes nothing, and the chosen one removes what the table says."""
+    rng = np.random.default_rng(5)
+    weights = {
+        "W1": rng.standard_normal((8, 16)).astype(np.float32),
+        "W2": rng.standard_normal((16, 16)).astype(np.float32),
+        "W3": rng.standard_normal((16, 4)).astype(np.float32),
+        "b": rng.standard_normal(16).astype(np.float32),  # one bias, shared by both hidden layers
+    }
+    net = Net(weights)
+    x = net.input("x", ["N", 8])
+    h = net("Relu", net("Add", net("MatMul", x, "W1", name="mm1"), "b"))
+    h = net("Relu", net("Add", net("MatMul", h, "W2", name="mm2"), "b"))
+    model = net.model(net("MatMul", h, "W3", name="mm3"))
+    assert sum(i.name == "b" for i in model.graph.initializer) == 1
+    samples = {"x": rng.standard_normal((64, 8)).astype(np.float32)}
+    for target in (1.0, 0.9):
+        _, report = onnxfold.fold(
+            model, output=tmp_path / "s.onnx", min_fidelity=target, inputs=samples, round_to=1, force=True
+        )
+        zero = next(c for c in report.search.candidates if c.steps == 0)
+        assert zero.reduction == 0.0 and zero.macs_reduction == 0.0
+        assert report.search.chosen.reduction == pytest.approx(report.param_sparsity, abs=1e-12)
+    assert report.param_sparsity > 0

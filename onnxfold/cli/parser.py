@@ -68,6 +68,30 @@ RENAMED: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
 SHARED: dict[tuple[str, str], str] = {("validate", "seed"): "seed"}
 
 _METAVARS = {"overrides": "REGEX=SPARSITY", "ignore": "REGEX", "calibration": "FILE.npy|DIR"}
+
+#: api.fold keywords whose flag has no default of its own: without them ``onnxfold fold`` searches
+#: (:func:`onnxfold.api.default_plan`), so their help says what their absence means.
+UNSET = ("sparsity", "time_limit")
+
+
+def _unset_help(keyword: str) -> str:
+    from onnxfold.passes.search import DEFAULT_MIN_FIDELITY, DEFAULT_TIME_LIMIT, FIXED_SPARSITY
+
+    if keyword == "sparsity":
+        return (
+            "fraction of channels removed in every foldable group, 0 <= R < 1 (default: none; without it, "
+            f"a target or a recipe, the search for the smallest model at fidelity >= {DEFAULT_MIN_FIDELITY:g}, "
+            f"as --min-fidelity {DEFAULT_MIN_FIDELITY:g} --time-limit {DEFAULT_TIME_LIMIT:g}; with a recipe "
+            f"or a target, {FIXED_SPARSITY:g})"
+        )
+    return (
+        "seconds the search may take (from its start, checked between measurements): its sensitivity "
+        "stops at half of them, and after all of them it keeps the best candidate so far (both ends of "
+        "its path measured); the report says what was cut; 0 = no limit (default: "
+        f"{DEFAULT_TIME_LIMIT:g} for the search a fold runs without --sparsity or a target, else none)"
+    )
+
+
 _TYPES: dict[str, Any] = {"sparsity": _sparsity}
 
 
@@ -102,6 +126,8 @@ def _add_flag(parser: argparse.ArgumentParser, flag: FoldFlag) -> None:
         kwargs["help"] = f"turn off (on by default): {opt.help}" if opt.default else opt.help
     elif opt.type is list:
         kwargs.update(action="append", help=opt.help)
+    elif flag.keyword in UNSET:
+        kwargs.update(type=_TYPES.get(flag.keyword, opt.type), default=None, help=_unset_help(flag.keyword))
     else:
         kwargs["type"] = _TYPES.get(flag.keyword, opt.type)
         shown = f"{opt.default!r}" if opt.type is str else f"{opt.default}"

@@ -143,8 +143,10 @@ class GroupJudge:
         before at the same width gets the same choice (a copy) without new runs."""
         first = next(iter(candidates.values()))
         key = (first.group.name, first.k, tuple(candidates))
-        if key in self._chosen:
-            return copy.copy(self._chosen[key])
+        if key in self._chosen:  # the same width may come from another asked sparsity: keep this one
+            chosen = copy.copy(self._chosen[key])
+            chosen.sparsity = first.sparsity
+            return chosen
         errors: dict[str, float] = {}
         best_name, best_err = None, float("inf")
         for name, plan in candidates.items():

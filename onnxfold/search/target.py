@@ -106,10 +106,13 @@ class SearchResult:
     cut_short: str = ""
     #: output -> how the data-free proxy left its decisions unexercised
     unexercised: dict[str, str] = field(default_factory=dict)
+    #: the search ran because the fold was asked for no sparsity, target or recipe (:func:`onnxfold.api.default_plan`)
+    default: bool = False
 
     def to_dict(self) -> dict:
         return {
             "mode": self.mode,
+            "default": self.default,
             "recurrent_state": [list(p) for p in self.recurrent],
             "rolled_out": self.rolled_out,
             "target": self.target,
@@ -138,6 +141,11 @@ class SearchResult:
             "fidelity per output: " + ", ".join(_per_output(o) for o in self.chosen.outputs),
             f"measured on {self.inputs}",
         ]
+        if self.default:
+            lines.append(
+                f"(the default without --sparsity or a target: the smallest model at fidelity >= {self.target:g}; "
+                "--min-fidelity F asks for another, -s R folds every group at a fixed sparsity)"
+            )
         if self.chosen.unseen:
             lines.append(
                 "on the held-out samples alone (nothing fitted or judged on them): "
@@ -216,15 +224,18 @@ def search(
     judge: Any = None,
     refine: Callable[[dict[str, float]], tuple[Model, dict]] | None = None,
     limit: TimeLimit | None = None,
+    base: Any = None,
 ) -> SearchResult:
     """Run the search on the canonicalized ``model``. ``build(allocation)`` returns a new folded
     (repaired, cleaned) copy and the pass data it left. See the module docstring. ``refine``: a
     costlier build of the same widths (``auto``'s sequential choice), tried once on the chosen
     allocation and kept when its measured fidelity is at least the chosen one's. ``limit``: see the
-    module docstring."""
+    module docstring. ``base``: the statistics reductions are counted from (default ``model``'s; the
+    search pass gives those of ``model`` cleaned up as every candidate is, since canonicalization
+    unshares initializers that cleanup shares again)."""
     start = time.perf_counter()
     limit = limit if limit is not None else TimeLimit()
-    base = stats_of(model)
+    base = base if base is not None else stats_of(model)
     groups = analyze_graph(model.graph, model.node_scopes())
     fixed = fixed_groups(groups, overrides, recipe)
     estimator = evaluator.within()  # a heavy model's sensitivity on fewer samples; candidates on all

@@ -1,0 +1,108 @@
+"""A fold asked for no sparsity, target or recipe searches for the smallest model at the default
+fidelity (``onnxfold.api.default_plan``); any of them restores the fixed fold."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+
+import onnxfold
+from onnxfold.api import default_plan
+from onnxfold.cli.commands import main
+from onnxfold.models import bundled_model
+from onnxfold.passes import FoldPass, SearchPass
+from onnxfold.passes.search import DEFAULT_MIN_FIDELITY, DEFAULT_TIME_LIMIT, FIXED_SPARSITY
+
+LENET = bundled_model("lenet5.onnx")
+RESNET = bundled_model("resnet18.onnx")
+
+
+def _option(cls, name: str):
+    return next(o.default for o in cls.options if o.name == name)
+
+
+def test_the_constants_agree_with_the_pass_options() -> None:
+    assert FIXED_SPARSITY == _option(FoldPass, "sparsity")
+    assert _option(SearchPass, "time_limit") == 0.0 and 0.0 < DEFAULT_MIN_FIDELITY < 1.0
+    assert DEFAULT_TIME_LIMIT > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "want"),
+    [
+        ((None, 0.0, 0.0, 0.0, "", None), (FIXED_SPARSITY, DEFAULT_MIN_FIDELITY, DEFAULT_TIME_LIMIT, True)),
+        ((None, 0.0, 0.0, 0.0, None, 30.0), (FIXED_SPARSITY, DEFAULT_MIN_FIDELITY, 30.0, True)),
+        ((None, 0.0, 0.0, 0.0, "", 0.0), (FIXED_SPARSITY, DEFAULT_MIN_FIDELITY, 0.0, True)),
+        ((0.3, 0.0, 0.0, 0.0, "", None), (0.3, 0.0, 0.0, False)),
+        ((0.0, 0.0, 0.0, 0.0, "", None), (0.0, 0.0, 0.0, False)),
+        ((None, 0.9, 0.0, 0.0, "", None), (FIXED_SPARSITY, 0.9, 0.0, False)),
+        ((None, 0.0, 0.2, 0.0, "", 10.0), (FIXED_SPARSITY, 0.0, 10.0, False)),
+        ((None, 0.0, 0.0, 0.3, "", None), (FIXED_SPARSITY, 0.0, 0.0, False)),
+        ((None, 0.0, 0.0, 0.0, "r.yaml", None), (FIXED_SPARSITY, 0.0, 0.0, False)),
+    ],
+)
+def test_default_plan(args: tuple, want: tuple) -> None:
+    assert default_plan(*args) == want
+
+
+def _fold(capsys, out: Path, *flags) -> tuple[int, dict, str]:
+    report = out.with_suffix(".json")
+    rc = main(["fold", str(LENET), "-o", str(out), "--report", str(report), *map(str, flags)])
+    stdout = capsys.readouterr().out
+    return rc, json.loads(report.read_text()) if report.exists() else {}, stdout
+
+
+def test_a_fold_asked_for_nothing_searches_at_the_default_fidelity(tmp_path: Path, capsys) -> None:
+    rc, report, stdout = _fold(capsys, tmp_path / "o.onnx")
+    assert rc == 0
+    search = report["search"]
+    assert search["default"] and search["mode"] == "min_fidelity" and search["met"]
+    assert search["target"] == DEFAULT_MIN_FIDELITY and search["fidelity"] >= DEFAULT_MIN_FIDELITY
+    assert [p["name"] for p in report["passes"]][:2] == ["canonicalize", "search"]
+    assert "(the default without --sparsity or a target" in stdout
+    onnx.checker.check_model(str(tmp_path / "o.onnx"), full_check=True)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["-s", "0.5"], ["--min-fidelity", "0.9"], ["--target-params", "0.2"]],
+)
+def test_a_sparsity_or_target_is_what_was_asked(tmp_path: Path, capsys, flags: list) -> None:
+    rc, report, stdout = _fold(capsys, tmp_path / "o.onnx", *flags)
+    assert rc == 0
+    assert "(the default without --sparsity" not in stdout
+    if flags[0] == "-s":
+        assert report["search"] is None
+        folded = [g for g in report["groups"] if g["status"] == "folded"]
+        assert folded and all(g["sparsity"] == 0.5 for g in folded)
+    else:
+        assert report["search"]["default"] is False
+        assert report["search"]["target"] == float(flags[1])
+
+
+def test_a_recipe_without_a_sparsity_folds_as_it_says(tmp_path: Path, capsys) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("default: 0.25\n")
+    rc, report, _ = _fold(capsys, tmp_path / "o.onnx", "--recipe", recipe)
+    assert rc == 0 and report["search"] is None
+    folded = [g for g in report["groups"] if g["status"] == "folded"]
+    assert folded and all(g["sparsity"] == 0.25 for g in folded)
+
+
+def test_the_api_searches_without_a_sparsity_and_folds_with_one() -> None:
+    _, searched = onnxfold.fold(LENET, validate=False)
+    assert searched.search is not None and searched.search.default
+    _, fixed = onnxfold.fold(LENET, 0.5, validate=False)
+    assert fixed.search is None
+
+
+def test_the_default_search_keeps_an_override_as_asked(tmp_path: Path) -> None:
+    """An override wins over the search and its sparsity is reported as asked, also where another
+    sparsity rounds to the same width (0.2 and 0.25 of 64 channels both give 48 at round_to 8)."""
+    _, report = onnxfold.fold(RESNET, overrides=["layer4\\.0/conv1=0.25"], validate=False)
+    assert report.search.default
+    plan = next(p for p in report.plans if p.group.name == "/layer4/layer4.0/conv1/Conv")
+    assert plan.k == 48 and plan.sparsity == 0.25
