@@ -82,6 +82,32 @@ def split_samples(inputs: dict | None) -> tuple[dict | None, np.ndarray | None]:
     return take(inputs, slice(0, None, 2)), np.arange(1, sample_count(inputs), 2)
 
 
+def prepared(model: Model, ctx: PassContext, fold, passes: list, metric: str):
+    """(evaluator, held-out sample indices) of a search, or of ``analyze --sensitivity``, with ``fold``
+    (a :class:`~onnxfold.passes.fold.FoldPass`) bound to ``passes`` and prepared on the canonicalized
+    ``model``: a fitted method's statistics from the even samples (:func:`split_samples`), and
+    without ``ctx.inputs`` the samples the fold synthesised as the data-free proxy (:func:`proxy_samples`)."""
+    from onnxfold.analysis import analyze_graph
+    from onnxfold.folding.apply import ACTIVATION_METHODS
+    from onnxfold.search.evaluate import Evaluator
+
+    fold.bind(passes)
+    fit, held_out = split_samples(ctx.inputs) if fold.opts["method"] in ACTIVATION_METHODS else (None, None)
+    fit_ctx = PassContext(original=ctx.original, seed=ctx.seed, input_shapes=ctx.input_shapes, inputs=fit)
+    fold.prepare(model, analyze_graph(model.graph, model.node_scopes()), fit_ctx if fit else ctx, search=True)
+    synthetic, how = (None, "") if ctx.inputs else proxy_samples(fold)
+    evaluator = Evaluator(
+        ctx.original or model,
+        ctx.inputs or synthetic,  # all of them: the target holds on every given input
+        metric,
+        ctx.input_shapes,
+        seed=ctx.seed,
+        synthetic=how,
+        unseen=held_out,
+    )
+    return evaluator, held_out
+
+
 #: without a sparsity, a target or a recipe, ``onnxfold fold`` searches for the smallest model
 #: whose fidelity stays at least this high (on ``--inputs``, else on the data-free proxy) ...
 DEFAULT_MIN_FIDELITY = 0.95
@@ -185,7 +211,6 @@ class SearchPass(Pass):
         from onnxfold.passes.fold import FoldPass
         from onnxfold.report.fold_report import stats_of
         from onnxfold.runtime.session import measuring_threads
-        from onnxfold.search.evaluate import Evaluator
         from onnxfold.search.sensitivity import TimeLimit
         from onnxfold.search.target import search
 
@@ -193,28 +218,11 @@ class SearchPass(Pass):
         if mode is None:
             return PassResult(False, {"skipped": "no target (min_fidelity, target_params or target_macs)"})
         limit = TimeLimit(self.opts["time_limit"])
-        from onnxfold.analysis import analyze_graph
-        from onnxfold.folding.apply import ACTIVATION_METHODS
         from onnxfold.folding.samples import sample_count
 
         fold = self.fold or FoldPass(sparsity=0.0)
-        fold.bind([fold] + ([self.repair] if self.repair is not None else []))
-        fit, held_out = (
-            split_samples(ctx.inputs) if fold.opts["method"] in ACTIVATION_METHODS else (None, None)
-        )
-        fit_ctx = PassContext(original=ctx.original, seed=ctx.seed, input_shapes=ctx.input_shapes, inputs=fit)
-        fold.prepare(
-            model, analyze_graph(model.graph, model.node_scopes()), fit_ctx if fit else ctx, search=True
-        )
-        synthetic, how = (None, "") if ctx.inputs else proxy_samples(fold)
-        evaluator = Evaluator(
-            ctx.original or model,
-            ctx.inputs or synthetic,  # all of them: the target holds on every given input
-            self.opts["metric"],
-            ctx.input_shapes,
-            seed=ctx.seed,
-            synthetic=how,
-            unseen=held_out,
+        evaluator, held_out = prepared(
+            model, ctx, fold, [fold] + ([self.repair] if self.repair is not None else []), self.opts["metric"]
         )
         jobs = fold.opts["jobs"]
 

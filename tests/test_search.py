@@ -925,3 +925,24 @@ def test_the_search_counts_its_reduction_from_the_input_as_the_report_does(tmp_p
         assert zero.reduction == 0.0 and zero.macs_reduction == 0.0
         assert report.search.chosen.reduction == pytest.approx(report.param_sparsity, abs=1e-12)
     assert report.param_sparsity > 0
+
+
+@pytest.mark.parametrize("given", [False, True])
+def test_analyze_sensitivity_measures_what_the_search_measures(tmp_path, capsys, digits, given: bool) -> None:
+    """The table a user reads before a search shows the search's own curves: the same method (auto
+    by default), statistics and inputs (the given samples, else the data-free proxy)."""
+    model = str(bundled_model("lenet5.onnx"))
+    np.save(tmp_path / "x.npy", digits[0])
+    extra = ["--inputs", str(tmp_path / "x.npy")] if given else []
+    assert main(["analyze", model, "--sensitivity", "--levels", "0.3,0.5", "--json", *extra]) in (0, None)
+    table = json.loads(capsys.readouterr().out)
+    assert table["method"] == "auto"
+    report = tmp_path / "r.json"
+    argv = ["fold", model, "-o", str(tmp_path / "o.onnx"), "--min-fidelity", "0.5", "--levels", "0.3,0.5"]
+    assert main([*argv, "--no-validate", "--report", str(report), *extra]) == 0
+    searched = {c["group"]: c for c in json.loads(report.read_text())["search"]["sensitivity"]}
+    assert searched and {g["group"] for g in table["groups"]} == set(searched)
+    for g in table["groups"]:
+        s = searched[g["group"]]
+        assert s["levels"] == g["levels"]
+        np.testing.assert_allclose(s["fidelity"], g["fidelity"], rtol=0, atol=1e-12)

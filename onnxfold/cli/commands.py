@@ -119,27 +119,39 @@ def cmd_run(args: argparse.Namespace) -> None:
 def cmd_sensitivity(args: argparse.Namespace) -> None:
     """``onnxfold analyze MODEL --sensitivity``: the per-group sensitivity table (and plot, JSON)."""
     from onnxfold.api import as_model
-    from onnxfold.passes import CanonicalizePass
-    from onnxfold.passes.search import parse_levels
+    from onnxfold.passes import CanonicalizePass, FoldPass, RepairPass
+    from onnxfold.passes.search import parse_levels, prepared
     from onnxfold.pipeline.manager import PassContext
-    from onnxfold.search import Evaluator, format_sensitivity, plot_sensitivity, sensitivity
+    from onnxfold.search import format_sensitivity, plot_sensitivity, sensitivity
 
     if not Path(args.model).is_file():
         raise CliError(f"{args.model}: no such file")
     shapes, inputs = _inputs(args)
-    original = as_model(args.model)
-    model = original.copy()
-    CanonicalizePass().run(model, PassContext(input_shapes=shapes or {}))
-    evaluator = Evaluator(original, inputs, args.metric, shapes=shapes)
     if args.round_to < 1:
         raise CliError("--round-to must be at least 1")
+    original = as_model(args.model)
+    model = original.copy()
+    ctx = PassContext(original=original, input_shapes=shapes or {}, inputs=inputs)
+    CanonicalizePass().run(model, ctx)
+    # measured as the search measures: the same method, statistics and (without --inputs) proxy
+    fold = FoldPass(sparsity=0.0, method=args.method, round_to=args.round_to)
+    evaluator, _ = prepared(
+        model, ctx, fold, [fold, RepairPass(mode="ar")], args.metric
+    )  # fold's default repair
     curves = sensitivity(
-        model, evaluator, parse_levels(args.levels), method=args.method, round_to=args.round_to
+        model,
+        evaluator.within(),
+        parse_levels(args.levels),
+        method=fold.method,
+        round_to=args.round_to,
+        stats=fold.moments,
+        judge=fold.judge,
     )
     if args.json:
         print(
             json.dumps(
                 {
+                    "method": fold.method,
                     "inputs": evaluator.describe(),
                     "metrics": evaluator.metrics,
                     "round_to": args.round_to,
@@ -150,7 +162,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
         )
     else:
         rounding = f"widths rounded to multiples of {args.round_to}" if args.round_to > 1 else "exact widths"
-        print(format_sensitivity(curves, f"{evaluator.describe()}; {rounding}"))
+        print(format_sensitivity(curves, f"method {fold.method}; {evaluator.describe()}; {rounding}"))
     if args.plot:
         plot_sensitivity(curves, args.plot)
         if not args.json:

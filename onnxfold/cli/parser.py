@@ -232,9 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--plot", help="--sensitivity: write a plot of fidelity vs level (needs matplotlib)")
     analyze.add_argument(
         "--method",
-        default="fold",
-        choices=("fold", "l1", "l2"),
-        help="--sensitivity: how each group is compressed",
+        default="auto",
+        choices=("auto", "fold", "l1", "l2", "wanda", "hybrid", "lsq"),
+        help="--sensitivity: how each group is compressed (default auto, as onnxfold fold and its search)",
     )
     analyze.add_argument(
         "--round-to",
