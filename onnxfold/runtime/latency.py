@@ -8,7 +8,8 @@ times both models on the validation inputs so that such a fold says so.
 Both models get a fresh session on the validation's execution provider, with idle intra-op
 threads not spinning (two sessions' spinning threads would take each other's cores). After two
 warm-up runs each, the runs are interleaved in :data:`ROUNDS` rounds (the order reversed every
-other round) until about ``budget_s`` seconds are spent, so that a change of machine load hits
+other round; fewer, down to 2, where one run of each takes more than a tenth of the budget) until
+about ``budget_s`` seconds are spent, so that a change of machine load hits
 both alike; each model's latency is the median of its runs. The candidate counts as slower when
 its median exceeds the original's by more than :data:`SLOWER_ABOVE` (5%: less than that is within
 what repeated checks on a busy machine vary by). For a careful measurement at fixed thread
@@ -108,6 +109,7 @@ def time_pair(
         start = time.perf_counter()
         sess.run(None, feed)
         once.append(max(time.perf_counter() - start, 1e-6))
+    rounds = max(2, min(rounds, int(budget_s / sum(once))))  # slow models: fewer rounds, not more time
     per_round = max(1, int(budget_s / (sum(once) * rounds)))
     samples: tuple[list[float], list[float]] = ([], [])
     for r in range(rounds):
