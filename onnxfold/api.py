@@ -28,6 +28,7 @@ from onnxfold.passes.fold import AUTO_JUDGE_LIMIT
 from onnxfold.passes.search import DEFAULT_MIN_FIDELITY, DEFAULT_TIME_LIMIT, FIXED_SPARSITY
 from onnxfold.pipeline.manager import Pass, PassContext, PassManager, PipelineError
 from onnxfold.report.fold_report import FoldReport, saved_size, source_size, stats_of
+from onnxfold.report.names import shortened
 from onnxfold.report.stats import format_table, human_count
 from onnxfold.report.timing import collecting, rounded, step
 
@@ -383,10 +384,10 @@ def format_groups(groups: Sequence[ChannelGroup], verbose: bool = False) -> str:
     """The table ``onnxfold analyze`` prints."""
     rows = []
     for g in groups:
-        producers = ", ".join(g.producers[:3]) + (" …" if len(g.producers) > 3 else "")
+        producers = ", ".join(shortened(p) for p in g.producers[:3]) + (" …" if len(g.producers) > 3 else "")
         rows.append(
             [
-                g.name,
+                shortened(g.name),
                 g.size,
                 len(g.members),
                 "foldable" if g.foldable else "blocked",

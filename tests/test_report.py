@@ -406,3 +406,37 @@ def test_recurrent_macs_count_every_gate_of_every_step(op: str, gates: int) -> N
     node = oh.make_node(op, ["x", "W", "R"], ["y"], hidden_size=3, direction="bidirectional", layout=1)
     model = _model([node], [_f32("x", [1, 5, 4])], [_f32("y", [1, 5, 2, 3])], [w, r])
     assert model_stats(model).macs == 5 * (2 * gates * 3 * 4 + 2 * gates * 3 * 3)
+
+
+def test_tables_shorten_long_names_and_json_keeps_them(tmp_path, capsys) -> None:
+    """tf2onnx names a fused group by every op it absorbed (350 characters): tables keep the head
+    and tail of such a name, JSON the whole of it."""
+    import json
+
+    from harness import Net
+
+    from onnxfold.cli.commands import main
+    from onnxfold.report.names import NAME_WIDTH, shortened
+
+    assert shortened("a" * NAME_WIDTH) == "a" * NAME_WIDTH
+    short = shortened("head/" + "x" * 300 + "/tail")
+    assert len(short) == NAME_WIDTH and short.startswith("head/") and short.endswith("/tail") and "…" in short
+    rng = np.random.default_rng(0)
+    net = Net(
+        {
+            "W1": rng.standard_normal((4, 16)).astype(np.float32),
+            "W2": rng.standard_normal((16, 3)).astype(np.float32),
+        }
+    )
+    long = "model_1/re_lu_3/Relu;" * 15 + "model_1/conv2d_4/Conv2D"
+    h = net("Relu", net("MatMul", net.input("x", ["N", 4]), "W1", name=long))
+    path = tmp_path / "m.onnx"
+    onnx.save(net.model(net("MatMul", h, "W2", name="out")), path)
+    assert main(["analyze", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert long not in table and shortened(long) in table
+    assert main(["analyze", str(path), "--json"]) == 0
+    assert long in {g["name"] for g in json.loads(capsys.readouterr().out)}
+    assert main(["fold", str(path), "-o", str(tmp_path / "o.onnx"), "-s", "0.5", "--no-validate"]) == 0
+    out = capsys.readouterr().out
+    assert long not in out and shortened(long) in out

@@ -16,7 +16,14 @@ from onnxfold.folding.apply import FoldPlan
 from onnxfold.folding.cluster import rounds
 from onnxfold.ir.model import Model
 from onnxfold.pipeline.manager import PassRecord
-from onnxfold.report.stats import ModelStats, format_comparison, format_table, model_stats, params_growth
+from onnxfold.report.names import shortened
+from onnxfold.report.stats import (
+    ModelStats,
+    format_comparison,
+    format_table,
+    model_stats,
+    params_growth,
+)
 
 
 def stats_of(model: Model, file_size: int | None = None) -> ModelStats:
@@ -106,7 +113,9 @@ class FoldReport:
         if m is None or m <= 1:
             return "widths: not rounded (round_to 1)"
         narrow = sum(p.status == "folded" and not rounds(p.group.size, m) for p in self.plans)
-        note = f"; {narrow} folded groups narrower than {2 * m} keep their exact count" if narrow else ""
+        groups = "group narrower than" if narrow == 1 else "groups narrower than"
+        keep = "keeps its" if narrow == 1 else "keep their"
+        note = f"; {narrow} folded {groups} {2 * m} {keep} exact count" if narrow else ""
         return f"widths: rounded to multiples of {m} (round_to {m}; --round-to 1 turns it off){note}"
 
     def write_json(self, path: str | os.PathLike) -> None:
@@ -130,7 +139,7 @@ class FoldReport:
                 parts.append(self.rounding_line())
             rows = [
                 [
-                    p.group.name,
+                    shortened(p.group.name),
                     p.group.kind,
                     p.group.size,
                     p.k,

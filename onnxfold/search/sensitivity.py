@@ -38,6 +38,7 @@ from onnxfold.folding.cluster import DEFAULT_ROUND_TO, part_cluster_count
 from onnxfold.ir.model import Model, peek_values
 from onnxfold.ir.shapes import infer_shapes
 from onnxfold.report.fold_report import stats_of
+from onnxfold.report.names import shortened
 from onnxfold.report.progress import progress_bar
 from onnxfold.report.stats import format_table
 
@@ -234,7 +235,7 @@ def format_sensitivity(curves: Sequence[GroupCurve], describe: str = "") -> str:
     for c in curves:
         by = dict(zip(c.levels, c.fidelity, strict=True))
         rows.append(
-            [c.name, c.channels, f"{c.params_per_channel:.0f}"]
+            [shortened(c.name), c.channels, f"{c.params_per_channel:.0f}"]
             + ["skipped" if v in c.unmeasured else f"{by[v]:.4f}" if v in by else "-" for v in levels]
         )
     head = f"sensitivity: fidelity when one group alone is compressed ({describe})\n" if describe else ""

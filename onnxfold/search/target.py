@@ -137,7 +137,7 @@ class SearchResult:
         lines = [
             f"search ({self.mode} {self.target:g}): fidelity {self.chosen.fidelity:.4f} at "
             f"{self.chosen.reduction:.1%} fewer parameters ({self.chosen.macs_reduction:.1%} fewer MACs); "
-            f"{len(self.candidates)} candidates built in {self.seconds:.1f} s",
+            f"{len(self.candidates)} candidate{'' if len(self.candidates) == 1 else 's'} built in {self.seconds:.1f} s",
             "fidelity per output: " + ", ".join(_per_output(o) for o in self.chosen.outputs),
             f"measured on {self.inputs}",
         ]
