@@ -432,7 +432,16 @@ class FoldPass(Pass):
         if self.moments.fitted:  # random inputs mislead a fitted merge or score (docs/method.md §5b)
             merges = self._plan(groups, tensors, graph, method="lsq")
             prunes["wanda"] = self._plan(groups, tensors, graph, method="wanda")
-        return plan_sequential(source, folds, merges, self.moments, self.repair_mode, prunes)
+        elif any(g.kind == "heads" for g in groups):  # nor can they judge a merge of heads
+            prunes["l1"] = self._plan(groups, tensors, graph, method="l1")
+        return plan_sequential(
+            source, folds, merges, self.moments, self.repair_mode, prunes, unjudged=self._unjudged
+        )
+
+    def _unjudged(self, group) -> bool:
+        """Whether ``auto``'s samples cannot judge ``group``'s fold: heads on random inputs
+        (:func:`~onnxfold.folding.sequential.judged_methods`)."""
+        return group.kind == "heads" and not self.moments.fitted
 
     def _finish(self, plans, rewritten: list[str], source: Model, ctx: PassContext) -> PassResult:
         edits = fold_edits(plans)

@@ -88,3 +88,26 @@ def test_grouped_query_attention_folds_kv_groups_exactly(tmp_path, style, kw):
     ref, got = _run(compact, x), _run(out, x)
     assert np.abs(got - ref).max() <= 1e-5 * max(1.0, float(np.abs(ref).max()))
     assert _params(out) == _params(compact)
+
+
+def test_random_inputs_judge_no_approximate_merge_of_heads(tmp_path):
+    """Random inputs leave attention diffuse, so they cannot judge what averaging two heads' queries
+    and keys does to sharp attention: the data-free default prunes heads (L1 or L2, judged) unless
+    their fold is exact (duplicates, above); given samples judge the fold too."""
+    torch.manual_seed(0)
+    model = TinyTransformer().eval()
+    x = torch.randn(2, 5, 32)
+    path = export_onnx(model, tmp_path / "m.onnx", x, "legacy")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("default: 0.0\nrules:\n  - heads: 0.5\n")
+    _, free = onnxfold.fold(path, 0.0, recipe=recipe, validate=False)
+    heads = [p for p in free.plans if p.group.kind == "heads" and p.status == "folded"]
+    assert len(heads) == 2
+    for p in heads:
+        assert p.method in ("l1", "l2"), p.method
+        assert p.estimate["measured:fold"] > 0 and f"measured:{p.method}" in p.estimate
+        assert {"measured:l1", "measured:l2"} <= set(p.estimate)
+    samples = {"input": np.random.default_rng(1).standard_normal((32, 5, 32)).astype(np.float32)}
+    _, given = onnxfold.fold(path, 0.0, recipe=recipe, validate=False, inputs=samples)
+    for p in (p for p in given.plans if p.group.kind == "heads" and p.status == "folded"):
+        assert "measured:l1" not in p.estimate and "measured:fold" in p.estimate
