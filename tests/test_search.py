@@ -162,7 +162,9 @@ def test_auto_does_not_count_argmaxes_of_a_reference_with_one_class_everywhere()
     one_answer[:, 3] += 10
     assert output_metrics({"y": one_answer}) == {"y": "r2"}
     one_answer[0, 5] += 20
-    assert output_metrics({"y": one_answer}) == {"y": "top1"}
+    # the user's samples: the decisions and the scores that make them; random inputs: the decisions
+    assert output_metrics({"y": one_answer}) == {"y": "top1+r2"}
+    assert output_metrics({"y": one_answer}, guarded=False) == {"y": "top1"}
 
 
 def test_metric_values() -> None:
@@ -604,13 +606,15 @@ def test_min_fidelity_never_writes_a_model_below_its_target(tmp_path, digits, ta
     _, report = onnxfold.fold(model, output=out, min_fidelity=target, inputs={"input": search_x})
     ref, got = _run(model, search_x), _run(out, search_x)
     measured = float(np.mean(ref.argmax(-1) == got.argmax(-1)))
-    assert measured >= target
-    assert report.search.chosen.fidelity == pytest.approx(measured)
+    scores = fidelity_value("r2", ref, got)  # class scores on given samples: top1 guarded by r2
+    assert measured >= target and scores >= target
+    assert report.search.chosen.fidelity == pytest.approx(min(measured, scores))
     assert report.param_sparsity > 0.1
     text = report.format()
     assert "fidelity per output: logits top1" in text and "sparsity" in text
-    out0 = report.to_dict()["search"]["outputs"][0]
+    out0, out1 = report.to_dict()["search"]["outputs"]
     assert out0["metric"] == "top1" and out0["samples"] == len(search_x) == 32
+    assert out1["metric"] == "r2" and out1["value"] == pytest.approx(scores)
     # 32 samples cannot bound the agreement on new inputs to 0.9 or more: the report says so
     assert f"of 32 samples, 95% lower bound {out0['lower_bound']:.2f}" in text
     assert "note: 32 samples bound the agreement on new inputs only to" in text
@@ -738,7 +742,7 @@ def test_analyze_sensitivity_cli(tmp_path, capsys, digits) -> None:
     import json
 
     data = json.loads(capsys.readouterr().out)
-    assert data["metrics"] == {"logits": "top1"} and len(data["groups"]) == 12
+    assert data["metrics"] == {"logits": "top1+r2"} and len(data["groups"]) == 12
     assert all(len(g["fidelity"]) == 2 for g in data["groups"])
     assert data["round_to"] == 8  # the widths fold writes by default: 64 -> 48 and 32 at r = 0.2, 0.5
     removed = {g["channels"]: g["removed"] for g in data["groups"]}

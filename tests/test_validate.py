@@ -343,7 +343,7 @@ def test_validation_reports_the_search_metric_and_the_fold_warns_when_it_collaps
     x = np.random.default_rng(0).standard_normal((16, 1, 8, 8)).astype(np.float32)
     src = bundled_model("lenet5.onnx")
     same = validate(str(src), str(src), inputs={"input": x})
-    assert same.min_fidelity.fidelity_metric == "top1" and same.min_fidelity.fidelity == 1.0
+    assert same.min_fidelity.fidelity_metric == "top1+r2" and same.min_fidelity.fidelity == 1.0
     assert same.to_dict()["outputs"][0]["fidelity"] == 1.0
     _, kept = onnxfold.fold(src, 0.0, tmp_path / "a.onnx", inputs={"input": x})
     assert "warning:" not in kept.format()
@@ -352,7 +352,8 @@ def test_validation_reports_the_search_metric_and_the_fold_warns_when_it_collaps
     )
     worst = broken.validation.min_fidelity
     assert worst.fidelity < 0.9
-    assert f"warning: {worst.name} keeps top1 {worst.fidelity:.4f}" in broken.format()
+    assert f"warning: {worst.name} keeps top1+r2 {worst.fidelity:.4f}" in broken.format()
+    assert validate(str(src), str(src)).min_fidelity.fidelity_metric == "top1"  # random inputs: unguarded
     assert "the given samples" in broken.format()
 
 

@@ -313,8 +313,10 @@ def _task_fidelity(
     original: Any,
     feed: Mapping[str, np.ndarray],
     token_inputs: bool,
+    given: bool = False,
 ) -> None:
-    """Fill each float output's ``fidelity`` under the metric the target search picks for it."""
+    """Fill each float output's ``fidelity`` under the metric the target search picks for it
+    (``given``: on the user's samples, else on random inputs)."""
     from onnxfold.folding.samples import sample_count, splittable
     from onnxfold.runtime.fidelity import (
         embedding_like,
@@ -333,7 +335,7 @@ def _task_fidelity(
         return
     samples = sample_count(feed) if splittable(feed) else None
     producers = producers_of(original)
-    chosen = output_metrics(floats, "auto", producers, token_inputs, samples)
+    chosen = output_metrics(floats, "auto", producers, token_inputs, samples, guarded=given)
     for m in metrics:
         if m.name in floats and np.asarray(floats[m.name]).size:
             ref = np.asarray(floats[m.name])
@@ -402,7 +404,7 @@ def validate(
     cand_vals = run_feed(cand_sess, "candidate", ref_out, feed)
     reference, got = dict(zip(ref_out, ref_vals, strict=True)), dict(zip(ref_out, cand_vals, strict=True))
     metrics = compare_outputs(reference, got)
-    _task_fidelity(metrics, reference, got, original, feed, bool(id_draws))
+    _task_fidelity(metrics, reference, got, original, feed, bool(id_draws), given=inputs is not None)
     report = ValidationReport(
         provider=ref_sess.get_providers()[0],
         inputs={k: tuple(int(d) for d in np.shape(v)) for k, v in feed.items()},

