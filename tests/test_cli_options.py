@@ -235,7 +235,16 @@ def test_demo_prints_its_table(tmp_path: Path, capsys) -> None:
     assert _percent(rows[-1][6]) < original  # folding half the channels costs accuracy
     assert all(_percent(r[7]) >= _percent(r[6]) for r in rows[1:]), rows  # the default beats fold + ar
     assert all(_percent(r[9]) >= _percent(r[6]) for r in rows[1:]), rows  # so do 32 samples
-    assert len(list((tmp_path / "demo").glob("*.onnx"))) == 4 * len(DEMO_SPARSITIES)
+    # the default (no -s): the search at fidelity 0.95, data-free and on 32 unlabeled images
+    searched = [
+        line.split() for line in out.splitlines() if re.match(r"^(data-free proxy|32 unlabeled)", line)
+    ]
+    assert len(searched) == 2, out
+    for r in searched:
+        reduction, fidelity, acc, agree = _percent(r[-6]), float(r[-5]), _percent(r[-4]), _percent(r[-3])
+        assert reduction > 0.2 and fidelity >= 0.95
+        assert agree >= 0.95 and acc >= original - 0.02, r  # the task kept on the held-out test images
+    assert len(list((tmp_path / "demo").glob("*.onnx"))) == 4 * len(DEMO_SPARSITIES) + 2
 
 
 def test_bench_fold_prints_its_timing(capsys) -> None:
