@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import onnx
-import onnx_graphsurgeon as gs
 
 from onnxfold.analysis import ChannelGroup, analyze_graph
 from onnxfold.folding.apply import model_weight_bytes
@@ -110,17 +109,6 @@ def _with_counted_macs(stats, counted):
     )
 
 
-def has_intermediate_shapes(model: Model) -> bool:
-    """Whether ``model`` records the shape of any tensor between its nodes (``value_info``): the
-    output keeps such shapes only where the input had them (inferred again after the passes), so a
-    model that had none is not made larger by them (basic-pitch's 230 KB model: +29 KB)."""
-    outer = {t.name for t in [*model.graph.inputs, *model.graph.outputs]}
-    return any(
-        isinstance(t, gs.Variable) and t.shape is not None and t.name not in outer
-        for t in model.graph.tensors().values()
-    )
-
-
 def _canonical_stats(model: Model):
     """Statistics of a canonicalized copy of ``model``, or None when canonicalize fails on it (the
     pipeline's own canonicalize reports what fails; the input is then counted as it is)."""
@@ -149,7 +137,6 @@ def _run_pipeline(
     from onnxfold.passes import CanonicalizePass
 
     before = stats_of(model, source_size(model))
-    shapes = has_intermediate_shapes(model)
     # MACs before are counted on the input canonicalized: right after the pipeline's own canonicalize
     # when it comes first (canonicalize reads nothing of the context), else on a canonicalized copy
     canonical_first = bool(passes) and isinstance(passes[0], CanonicalizePass)
@@ -172,9 +159,7 @@ def _run_pipeline(
         after_size = None
         if output is not None:
             with step("save"):
-                path = save_model(
-                    model, output, external_data=external_data, overwrite_input=overwrite, shapes=shapes
-                )
+                path = save_model(model, output, external_data=external_data, overwrite_input=overwrite)
             after_size = saved_size(path)
     if output is not None:
         log.info("save: %.1f s (CPU %.1f s)", steps.get("save", 0.0), steps.cpu.get("save", 0.0))

@@ -78,6 +78,10 @@ class Model:
     source_path: Path | None = None
     #: per-node ``metadata_props`` (graphsurgeon drops them), restored on export by node name
     node_metadata: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    #: whether the source recorded the shapes of tensors between nodes (``value_info``): a saved model
+    #: holds them (inferred again after the passes) only then, so a model that had none is not made
+    #: larger by them (basic-pitch's 230 KB model gained 29 KB)
+    shapes: bool = True
 
     @property
     def opset(self) -> int:
@@ -138,6 +142,7 @@ class Model:
             list(self.functions),
             self.source_path,
             dict(self.node_metadata),
+            self.shapes,
         )
 
 
@@ -224,6 +229,7 @@ def model_from_proto(proto: onnx.ModelProto, base_dir: str | os.PathLike = ".") 
             for n in proto.graph.node
             if n.name and len(n.metadata_props)
         },
+        shapes=len(proto.graph.value_info) > 0,
     )
 
 

@@ -41,14 +41,12 @@ def save_model(
     external_data: bool | None = None,
     base_dir: Path | None = None,
     overwrite_input: bool = False,
-    shapes: bool = True,
 ) -> Path:
     """Write ``model`` to ``path`` atomically and self-contained.
 
     ``external_data``: True writes every tensor of at least 1 KiB to ``<path>.data``; None does so
     only when the model would exceed 2 GB; False never. The data file is streamed one tensor at a time.
-    ``shapes``: False writes no ``value_info`` (the shapes of tensors between nodes, which runtimes
-    infer themselves).
+    A :class:`Model` whose source held no ``value_info`` is written without (``Model.shapes``).
     """
     path = Path(path)
     dirs: dict[str, Path] = {}
@@ -58,11 +56,11 @@ def save_model(
         source = None
     else:
         proto = model.to_onnx()
+        if not model.shapes:  # runtimes infer them; the source did not record them either
+            del proto.graph.value_info[:]
         base_dir = model.base_dir
         source = model.source_path
         dirs = data_dirs(model.graph)
-    if not shapes:
-        del proto.graph.value_info[:]
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise ModelError(f"output folder {folder} does not exist")
