@@ -301,16 +301,18 @@ def _activation_plan(
     if method == "auto" and not getattr(stats, "fitted", True):  # random inputs: judge, fit nothing
         feats = group_features(group, values, features, graph)
         labels = fold_labeler(feats, k, seed)
-        if group.kind == "heads" and judge is not None:  # nor a merge of heads, unless it is exact
-            from onnxfold.folding.sequential import TIE  # (sequential.judged_methods)
+        if group.kind == "heads" and judge is not None:  # nor a merge of heads, unless it wins by far
+            from onnxfold.folding.sequential import clear_win  # (sequential.judged_methods)
 
-            if judge.error(FoldPlan(group, "folded", int(labels.max()) + 1, r, labels)) < TIE:
-                return FoldPlan(group, "folded", int(labels.max()) + 1, r, labels)
+            fold = FoldPlan(group, "folded", int(labels.max()) + 1, r, labels)
             pruned = {
                 m: FoldPlan(group, "folded", k, r, magnitude_labels(feats, k, m), method=m)
                 for m in ("l2", "l1")
             }
-            return judge.choose(pruned)
+            chosen = judge.choose(pruned)
+            if clear_win(judge.error(fold), judge.error(chosen)):
+                return fold
+            return chosen
         keep = np.flatnonzero(magnitude_labels(feats, k, "l2") >= 0)
         estimate = {
             "fold": sum(comp.fold_error(s, labels) for s in cstats),

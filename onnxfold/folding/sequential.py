@@ -41,6 +41,17 @@ log = logging.getLogger(__name__)
 #: silent on the samples is exact only on them).
 TIE = 1e-9
 
+#: Where the samples cannot judge a group's fold (:func:`judged_methods`), the fold still wins when it
+#: is this many times closer than the best pruning: a fold of duplicate heads is exact up to rounding
+#: (in float16 too), while pruning one of two duplicates loses half of its contribution.
+CLEAR_WIN = 100.0
+
+
+def clear_win(fold_error: float, best_other: float) -> bool:
+    """Whether a fold the samples cannot judge still wins: exact, or :data:`CLEAR_WIN` times closer."""
+    return fold_error < TIE or fold_error * CLEAR_WIN < best_other
+
+
 #: Observations kept per site for the refit (a deterministic stride subsamples beyond this).
 MAX_OBSERVATIONS = 20000
 
@@ -103,8 +114,8 @@ def plan_sequential(
     """The chosen plan of every group: ``folds[i]`` is group i's fold, ``merges[i]`` its lsq merge
     (None: no merge is a candidate, as on samples too uninformative to fit a mix to) and
     ``prunes[name][i]`` its plan by each pruning method ``name`` (wanda, l2, ...). ``unjudged(group)``
-    true: the samples cannot judge the group's fold, which is then a candidate only where it is
-    exact on them (duplicate heads fold back exactly), and the pruning ``l1`` is one only there
+    true: the samples cannot judge the group's fold, which then wins only by far (:func:`clear_win`:
+    duplicate heads fold back exactly), and the pruning ``l1`` is a candidate only there
     (:func:`judged_methods`)."""
     from onnxfold.folding.apply import FoldRecord, fold_edits
     from onnxfold.folding.judge import GroupJudge
@@ -166,9 +177,7 @@ def plan_sequential(
         errors: dict[str, float] = {}
         best, best_err = fold, float("inf")
         errors["measured:fold"] = score(fold, False)
-        if blind and errors["measured:fold"] == 0.0:  # exact on the samples: duplicate heads
-            best_err = 0.0
-        elif not blind:
+        if not blind:
             best_err = errors["measured:fold"]
             if repair == "ar":
                 errors["measured:fold+ar"] = score(fold, True)
@@ -194,6 +203,8 @@ def plan_sequential(
             errors[f"measured:{name}"] = score(prune, False)
             if errors[f"measured:{name}"] < best_err:
                 best, best_err = prune, errors[f"measured:{name}"]
+        if blind and clear_win(errors["measured:fold"], best_err):  # duplicate heads fold back exactly
+            best, best_err = fold, errors["measured:fold"]
         best.estimate = {**best.estimate, **errors}
         if not np.isfinite(best_err):  # no candidate rewrote: later groups are judged without it
             unscorable.add(best.group.name)
