@@ -135,9 +135,8 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
     CanonicalizePass().run(model, ctx)
     # measured as the search measures: the same method, statistics and (without --inputs) proxy
     fold = FoldPass(sparsity=0.0, method=args.method, round_to=args.round_to)
-    evaluator, _ = prepared(
-        model, ctx, fold, [fold, RepairPass(mode="ar")], args.metric
-    )  # fold's default repair
+    repair = RepairPass(mode="ar")  # fold's default
+    evaluator, _ = prepared(model, ctx, fold, [fold, repair], args.metric)
     curves = sensitivity(
         model,
         evaluator.within(),
