@@ -16,7 +16,7 @@ from onnx import numpy_helper as nh
 import onnxfold
 from onnxfold.report.fold_report import task_warning
 from onnxfold.runtime.compare import narrow_span
-from onnxfold.runtime.fidelity import unexercised, unexercised_by_both
+from onnxfold.runtime.exercised import unexercised, unexercised_by_both
 
 
 def _detector(bias: float, seed: int = 0) -> onnx.ModelProto:

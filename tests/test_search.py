@@ -950,3 +950,25 @@ def test_analyze_sensitivity_measures_what_the_search_measures(tmp_path, capsys,
         s = searched[g["group"]]
         assert s["levels"] == g["levels"]
         np.testing.assert_allclose(s["fidelity"], g["fidelity"], rtol=0, atol=1e-12)
+
+
+def test_the_linear_heads_beside_a_softmax_head_regress() -> None:
+    """MTCNN's ONet writes box offsets [B, 4] and landmarks [B, 10] from MatMul + Add beside its face
+    probability [B, 2] from a Softmax: top-1 of four box offsets means nothing (a search to it kept
+    0%); they are compared by r2. A lone linear head stays a classifier's logits."""
+    rng = np.random.default_rng(0)
+    outs = {
+        "dense_5": rng.standard_normal((32, 4)),
+        "dense_6": rng.standard_normal((32, 10)),
+        "softmax_2": rng.dirichlet([1, 1], 32),
+    }
+    ops = {"dense_5": "Add", "dense_6": "Add", "softmax_2": "Softmax"}
+    assert output_metrics(outs, "auto", ops) == {"dense_5": "r2", "dense_6": "r2", "softmax_2": "top1+r2"}
+    assert output_metrics(outs, "top1", ops)["dense_5"] == "top1"  # asked for: kept
+    alone = {k: outs[k] for k in ("dense_5", "dense_6")}
+    assert output_metrics(alone, "auto", ops) == {"dense_5": "top1+r2", "dense_6": "top1+r2"}
+    named = {"class_logits": outs["dense_6"], "softmax_2": outs["softmax_2"]}
+    assert (
+        output_metrics(named, "auto", {"class_logits": "Gemm", "softmax_2": "Softmax"})["class_logits"]
+        == "top1+r2"
+    )

@@ -77,7 +77,7 @@ class OutputMetrics:
     span: tuple[float, float] | None = None
     #: how the inputs compared left the output's decisions unexercised in both models, e.g. "moved
     #: this Sigmoid output only between 0 and 0.00262 of its range [0, 1]"
-    #: (:func:`~onnxfold.runtime.fidelity.unexercised_by_both`)
+    #: (:func:`~onnxfold.runtime.exercised.unexercised_by_both`)
     unexercised: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -318,12 +318,12 @@ def _task_fidelity(
     """Fill each float output's ``fidelity`` under the metric the target search picks for it
     (``given``: on the user's samples, else on random inputs)."""
     from onnxfold.folding.samples import sample_count, splittable
+    from onnxfold.runtime.exercised import unexercised_by_both
     from onnxfold.runtime.fidelity import (
         embedding_like,
         fidelity_value,
         output_metrics,
         producers_of,
-        unexercised_by_both,
     )
 
     floats = {

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from onnxfold.runtime.compare import BOUNDING_OPS, _is_class_scores, narrow_span
+from onnxfold.runtime.compare import _is_class_scores
 
 METRICS = ("auto", "top1", "sequence", "cosine", "relerr", "r2", "top1+r2")
 #: auto's metric for class scores [B, C]: the decisions, and the scores that make them (:func:`metric_parts`)
@@ -368,14 +368,26 @@ def output_metrics(
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r} (expected one of {', '.join(METRICS)})")
     producers = producers or {}
+    # a model whose class head ends in a Softmax: its other linear [B, D] heads regress (MTCNN's ONet
+    # writes box offsets [B, 4] and landmarks [B, 10] beside its face probability [B, 2])
+    headed = any(producers.get(n) in _LOGIT_OPS for n in reference)
     out = {}
     for name, ref in reference.items():
         chosen = (
             auto_metric(name, ref, producers.get(name), token_inputs, samples) if metric == "auto" else metric
         )
+        if (
+            metric == "auto"
+            and chosen == "top1"
+            and headed
+            and np.ndim(ref) == 2
+            and producers.get(name) not in _LOGIT_OPS
+            and not _LOGIT_NAME.search(name)
+        ):
+            chosen = "r2"
         if chosen in ("top1", "sequence") and (np.ndim(ref) == 0 or np.shape(ref)[-1] < 2):
             chosen = "r2"
-        elif metric == "auto" and chosen in ("top1", "sequence") and _one_class(ref):
+        elif metric == "auto" and chosen in ("top1", "sequence") and one_class(ref):
             chosen = "r2"
         elif guarded and metric == "auto" and chosen == "top1" and np.ndim(ref) == 2:  # class scores
             chosen = GUARDED_TOP1
@@ -395,70 +407,12 @@ def counted(metric: str, ref: np.ndarray, samples: int | None = None) -> int | N
     return None
 
 
-def _one_class(ref: np.ndarray) -> bool:
+def one_class(ref: np.ndarray) -> bool:
     """Whether the reference's argmax is one class at every position: then agreement of argmaxes
     cannot see a change until everything flips (random inputs to a recogniser decode to blank lines
     only, to a classifier often to one class), and ``auto`` takes r2 instead."""
     top = np.asarray(ref).argmax(axis=-1)
     return bool(top.size > 1 and np.all(top == top.flat[0]))
-
-
-def unexercised(
-    name: str,
-    ref: np.ndarray,
-    producer_op: str | None = None,
-    token_inputs: bool = False,
-    samples: int | None = None,
-) -> str | None:
-    """How the inputs ``ref`` came from left an output's decisions unexercised, or None: a bounded
-    output (Sigmoid, HardSigmoid, Tanh) whose values barely moved
-    (:func:`~onnxfold.runtime.compare.narrow_span`: a detector's probability map on noise, all near
-    0), or class scores or sequence logits whose argmax is one class at every position (a
-    recogniser reading noise as blank lines). A fidelity measured on such inputs says little about
-    the task."""
-    span = narrow_span(ref, producer_op)
-    if span is not None:
-        lo, hi = BOUNDING_OPS[producer_op]
-        return (
-            f"moved this {producer_op} output only between {span[0]:.3g} and {span[1]:.3g} of its "
-            f"range [{lo:g}, {hi:g}]"
-        )
-    ref = np.asarray(ref)
-    if (
-        ref.dtype.kind == "f"
-        and ref.ndim >= 2
-        and ref.shape[-1] > 1
-        and auto_metric(name, ref, producer_op, token_inputs, samples) in ("top1", "sequence")
-        and _one_class(ref)
-    ):
-        return f"made its argmax class {int(ref.argmax(axis=-1).flat[0])} at every position"
-    return None
-
-
-def unexercised_by_both(
-    name: str,
-    ref: np.ndarray,
-    cand: np.ndarray,
-    producer_op: str | None = None,
-    token_inputs: bool = False,
-    samples: int | None = None,
-) -> str | None:
-    """:func:`unexercised` of the reference, when the candidate leaves the decisions unexercised
-    too: its bounded values in the same narrow band, its argmax the same one class everywhere. Where the
-    original made no decision and the candidate makes some, it has changed whatever the metric
-    says (PP-OCRv4's recogniser folded at 0.05 no longer reads noise as blank lines, and no longer
-    reads text)."""
-    why = unexercised(name, ref, producer_op, token_inputs, samples)
-    if why is None:
-        return None
-    if producer_op in BOUNDING_OPS:  # both models' values together within the narrow band
-        both = np.concatenate([np.asarray(ref, np.float64).ravel(), np.asarray(cand, np.float64).ravel()])
-        return why if narrow_span(both, producer_op) is not None else None
-    cand = np.asarray(cand)
-    same = cand.shape == np.shape(ref) and np.array_equal(
-        cand.argmax(axis=-1), np.asarray(ref).argmax(axis=-1)
-    )
-    return why if same else None
 
 
 def model_fidelity(

@@ -10,6 +10,7 @@ import onnx
 from onnxfold.folding.samples import fixed_batch, measured_limit, sample_count, splittable, take
 from onnxfold.ir.model import Model
 from onnxfold.runtime.compare import batch_runs, joined_runs, run_feed
+from onnxfold.runtime.exercised import unexercised
 from onnxfold.runtime.fidelity import (
     OutputFidelity,
     metric_parts,
@@ -17,7 +18,6 @@ from onnxfold.runtime.fidelity import (
     output_metrics,
     producers_of,
     sample_axis,
-    unexercised,
 )
 from onnxfold.runtime.session import measurement_session
 
