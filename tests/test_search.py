@@ -972,3 +972,39 @@ def test_the_linear_heads_beside_a_softmax_head_regress() -> None:
         output_metrics(named, "auto", {"class_logits": "Gemm", "softmax_2": "Softmax"})["class_logits"]
         == "top1+r2"
     )
+
+
+def test_a_model_exported_at_batch_1_under_a_named_batch_is_run_one_sample_at_a_time(tmp_path) -> None:
+    """khmersm's transformer declares inputs [batch, seq] but outputs [1, seq, 2], and fails on two
+    samples: every output's leading 1 says it was exported at batch 1, so the proxy, the given samples
+    and validation run it sample by sample (every fold of it failed before)."""
+    from onnxfold.folding.samples import fixed_batch
+
+    rng = np.random.default_rng(0)
+    w1, w2 = rng.standard_normal((4, 16)).astype(np.float32), rng.standard_normal((16, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+            helper.make_node("Relu", ["h"], ["r"]),
+            helper.make_node("MatMul", ["r", "w2"], ["z"], name="mm2"),
+            helper.make_node("Reshape", ["z", "one"], ["y"]),
+        ],
+        "b1",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        [
+            numpy_helper.from_array(w1, "w1"),
+            numpy_helper.from_array(w2, "w2"),
+            numpy_helper.from_array(np.array([1, 3], np.int64), "one"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert fixed_batch(model) == 1
+    free = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    free.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    assert fixed_batch(free) is None
+    _, report = onnxfold.fold(model, output=tmp_path / "default.onnx")
+    assert report.search.met and report.validation is not None
+    x = rng.standard_normal((32, 4)).astype(np.float32)
+    _, given = onnxfold.fold(model, output=tmp_path / "given.onnx", inputs={"x": x})
+    assert given.search.met and given.search.chosen.outputs[0].samples in (None, 32)

@@ -79,11 +79,16 @@ def take(inputs: Feeds, index) -> Feeds:
 
 def fixed_batch(model) -> int | None:
     """The leading dim the model's inputs fix (an export at batch 1), None when it is free; ``model``:
-    anything :func:`~onnxfold.runtime.inputs.input_specs` reads (a Model, a ModelProto, a session)."""
-    from onnxfold.runtime.inputs import fixed_batches, input_specs
+    anything :func:`~onnxfold.runtime.inputs.input_specs` reads (a Model, a ModelProto, a session).
+    Inputs with a named batch whose every output declares a leading 1 were exported at batch 1 too
+    (khmersm's transformer: inputs [batch, seq], output [1, seq, 2]; it fails on 2 samples)."""
+    from onnxfold.runtime.inputs import fixed_batches, input_specs, output_leading_dims
 
     fixed = fixed_batches(input_specs(model))
-    return min(fixed) if fixed else None
+    if fixed:
+        return min(fixed)
+    leading = output_leading_dims(model)
+    return 1 if leading and all(d == 1 for d in leading) else None
 
 
 def run_size(model) -> int:

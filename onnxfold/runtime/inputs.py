@@ -238,6 +238,25 @@ def input_specs(model: Any) -> list[InputSpec]:
     return specs
 
 
+def output_leading_dims(model: Any) -> list:
+    """The declared leading dim of each output of rank 2 or more (an int, a name, or None when
+    unknown), from what :func:`input_specs` reads."""
+    if hasattr(model, "get_outputs"):  # an onnxruntime session
+        shapes = [tuple(o.shape or ()) for o in model.get_outputs()]
+    elif hasattr(model, "SerializeToString"):  # an onnx.ModelProto
+        shapes = [
+            tuple(
+                d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                for d in o.type.tensor_type.shape.dim
+            )
+            for o in model.graph.output
+        ]
+    else:
+        graph = getattr(model, "graph", model)
+        shapes = [tuple(t.shape) if t.shape is not None else () for t in graph.outputs]
+    return [shape[0] for shape in shapes if len(shape) >= 2]
+
+
 def check_shape(spec: InputSpec, shape: tuple[int, ...], what: str, first: int = 0) -> None:
     """Raise a one-line ValueError when ``shape`` has another rank than ``spec`` or differs in a
     static dim at axis ``first`` or later."""
