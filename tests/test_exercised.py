@@ -145,3 +145,39 @@ def test_a_candidate_that_decides_where_the_original_did_not_is_not_excused() ->
     assert unexercised_by_both("prob", near_zero, fires, "Sigmoid") is None
     stuck = np.full_like(near_zero, 0.97)  # narrow too, but positive everywhere: every decision flipped
     assert unexercised_by_both("prob", near_zero, stuck, "Sigmoid") is None
+
+
+def test_an_unexercised_worst_output_does_not_hide_an_exercised_one_below_the_bar() -> None:
+    """MTCNN folded at 0.3: its face probability on noise stays near 0 (r2 0, unexercised) while its
+    box offsets keep top-1 0.50 and its landmarks r2 0.09: the warning names those two."""
+    from onnxfold.runtime.compare import OutputMetrics, ValidationReport
+
+    def out(name: str, metric: str, value: float, why: str | None = None) -> OutputMetrics:
+        return OutputMetrics(
+            name,
+            (2, 4),
+            (2, 4),
+            "float32",
+            True,
+            False,
+            fidelity_metric=metric,
+            fidelity=value,
+            unexercised=why,
+        )
+
+    noise = "moved this Softmax output only between 0 and 0.01 of its range [0, 1]"
+    outputs = [
+        out("softmax_2", "r2", 0.0, noise),
+        out("dense_5", "top1", 0.5),
+        out("dense_6", "r2", 0.0935),
+        out("ok", "r2", 0.99),
+    ]
+    line = task_warning(ValidationReport("CPU", {"x": (2, 4)}, outputs, seed=0))
+    assert line.startswith(
+        "warning: dense_6 keeps r2 0.0935, dense_5 keeps top1 0.5000 of the original's outputs"
+    )
+    assert "softmax_2" not in line and "ok" not in line
+    only_noise = task_warning(ValidationReport("CPU", {"x": (2, 4)}, outputs[:1] + outputs[3:], seed=0))
+    assert only_noise.startswith("note: softmax_2 keeps r2 0.0000")
+    given = task_warning(ValidationReport("CPU", {"x": (2, 4)}, outputs, seed=None))
+    assert given.startswith("warning: softmax_2 keeps r2 0.0000, dense_6 keeps r2 0.0935, dense_5 keeps top1")
