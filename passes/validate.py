@@ -84,6 +84,7 @@ class ValidatePass(Pass):
             dim=getattr(self, "dim", 16),
             speed_budget=DEFAULT_BUDGET_S if self.opts["speed_check"] else 0.0,
             id_draws=token_draws(ctx.original),
+            metrics=getattr(ctx.data.get("search"), "metrics", None),  # what a search measured
         )
         ctx.data["validation"] = report
         worst = report.min_cosine

@@ -1008,3 +1008,15 @@ def test_a_model_exported_at_batch_1_under_a_named_batch_is_run_one_sample_at_a_
     x = rng.standard_normal((32, 4)).astype(np.float32)
     _, given = onnxfold.fold(model, output=tmp_path / "given.onnx", inputs={"x": x})
     assert given.search.met and given.search.chosen.outputs[0].samples in (None, 32)
+
+
+def test_validation_reports_the_metric_the_search_measured(tmp_path, digits) -> None:
+    """With --metric r2 the search measures r2; validation showed the auto metric (top1+r2) beside
+    it, which read as a missed target."""
+    x, _ = digits
+    for metric, shown in (("r2", "r2"), ("auto", "top1+r2")):
+        _, report = onnxfold.fold(
+            bundled_model("lenet5.onnx"), output=tmp_path / "o.onnx", inputs={"input": x}, metric=metric
+        )
+        assert report.search.metrics == {"logits": shown}
+        assert [o.fidelity_metric for o in report.validation.outputs] == [shown]

@@ -314,9 +314,11 @@ def _task_fidelity(
     feed: Mapping[str, np.ndarray],
     token_inputs: bool,
     given: bool = False,
+    searched: Mapping[str, str] | None = None,
 ) -> None:
     """Fill each float output's ``fidelity`` under the metric the target search picks for it
-    (``given``: on the user's samples, else on random inputs)."""
+    (``given``: on the user's samples, else on random inputs), or the one a search that ran used
+    (``searched``: ``--metric r2`` was shown as top-1 here while the search measured r2)."""
     from onnxfold.folding.samples import sample_count, splittable
     from onnxfold.runtime.exercised import unexercised_by_both
     from onnxfold.runtime.fidelity import (
@@ -336,6 +338,7 @@ def _task_fidelity(
     samples = sample_count(feed) if splittable(feed) else None
     producers = producers_of(original)
     chosen = output_metrics(floats, "auto", producers, token_inputs, samples, guarded=given)
+    chosen.update({k: v for k, v in (searched or {}).items() if k in chosen})
     for m in metrics:
         if m.name in floats and np.asarray(floats[m.name]).size:
             ref = np.asarray(floats[m.name])
@@ -375,12 +378,14 @@ def validate(
     dim: int = 16,
     speed_budget: float = 0.0,
     id_draws: Mapping[str, np.ndarray] | None = None,
+    metrics: Mapping[str, str] | None = None,
 ) -> ValidationReport:
     """Run both models on the same inputs (random from the ORIGINAL's inputs unless given) and compare.
 
     ``dim``: the size of symbolic non-batch dims of random inputs (see :func:`runnable_dims`);
     ``id_draws``: the chance of each embedding row, from which token ids are drawn
     (:func:`~onnxfold.runtime.inputs.make_inputs`).
+    ``metrics``: output -> the fidelity metric to report (a search's), else the one ``auto`` picks.
     ``speed_budget`` > 0: also time both on those inputs for about that many seconds
     (:mod:`onnxfold.runtime.latency`); the result is the report's ``latency``."""
     providers = list(providers) if providers else available_providers()
@@ -403,12 +408,12 @@ def validate(
     ref_vals = run_feed(ref_sess, "original", ref_out, feed)
     cand_vals = run_feed(cand_sess, "candidate", ref_out, feed)
     reference, got = dict(zip(ref_out, ref_vals, strict=True)), dict(zip(ref_out, cand_vals, strict=True))
-    metrics = compare_outputs(reference, got)
-    _task_fidelity(metrics, reference, got, original, feed, bool(id_draws), given=inputs is not None)
+    outcome = compare_outputs(reference, got)
+    _task_fidelity(outcome, reference, got, original, feed, bool(id_draws), inputs is not None, metrics)
     report = ValidationReport(
         provider=ref_sess.get_providers()[0],
         inputs={k: tuple(int(d) for d in np.shape(v)) for k, v in feed.items()},
-        outputs=metrics,
+        outputs=outcome,
         runtime=runtime_description(),
         seed=seed if inputs is None else None,
     )
