@@ -244,7 +244,8 @@ def test_a_folder_of_images_with_a_preprocessing_preset(tmp_path: Path, capsys) 
     (folder / "broken.png").unlink()
     src, out = str(bundled_model("resnet18.onnx")), tmp_path / "o.onnx"  # digits: [batch, 1, 8, 8]
     assert main(["fold", src, "-o", str(out), "--inputs", str(folder)]) == 2
-    assert "needs --image-preprocess" in capsys.readouterr().err and not out.exists()
+    err = capsys.readouterr().err
+    assert "needs --image-preprocess (unit, pm1, imagenet, caffe, raw" in err and not out.exists()
     assert (
         main(
             ["fold", src, "-o", str(out), "-s", "0.5", "--inputs", str(folder), "--image-preprocess", "unit"]

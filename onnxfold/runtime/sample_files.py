@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from onnxfold.errors import one_line
+from onnxfold.runtime.images import PRESETS
 from onnxfold.runtime.inputs import InputSpec, check_shape, fixed_batches, input_specs
 
 
@@ -133,7 +134,7 @@ def _read_images(
         )
     if not image_preprocess:
         raise ValueError(
-            f"{path}: a folder of images needs --image-preprocess (unit, pm1, imagenet or raw, optionally "
+            f"{path}: a folder of images needs --image-preprocess ({', '.join(PRESETS)}, optionally "
             "',bgr'): the normalisation the model was trained with"
         )
     spec = specs[0]
