@@ -12,6 +12,8 @@ can use it; ``ModelError`` is also importable from :mod:`onnxfold.ir` and ``Pipe
 
 from __future__ import annotations
 
+import re
+
 
 class ModelError(ValueError):
     """A model file that cannot be read, is unsafe, or cannot be written. Its message is one line."""
@@ -46,11 +48,21 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+#: onnxruntime's framing ("[ONNXRuntimeError] : 1 : FAIL : ") and the C++ source location and
+#: signature it puts before the reason ("/onnxruntime_src/.../reshape_helper.h:91 onnxruntime::
+#: ReshapeHelper::ReshapeHelper(const onnxruntime::TensorShape&, ...) "): cut, a one-line message
+#: kept them and lost the reason ("input_shape_size == requested_shape_size was false ...")
+_RUNTIME_NOISE = re.compile(
+    r"\[ONNXRuntimeError\] : \d+ : |/\S+\.(?:h|hpp|cc|cpp):\d+ (?:[\w:~<>]+\([^)]*\)(?: const)? )?"
+)
+
+
 def one_line(exc: BaseException, limit: int = 500, *, with_type: bool = False) -> str:
-    """The first line of ``str(exc)`` (the type name when the message is empty), cut to ``limit``
-    characters; ``with_type`` prefixes ``"TypeName: "`` (counted in the limit)."""
+    """The first line of ``str(exc)`` (the type name when the message is empty), without onnxruntime's
+    framing and source locations, cut to ``limit`` characters; ``with_type`` prefixes
+    ``"TypeName: "`` (counted in the limit)."""
     text = str(exc).strip()
-    line = text.splitlines()[0] if text else ""
+    line = _RUNTIME_NOISE.sub("", text.splitlines()[0]) if text else ""
     if with_type:
         line = f"{type(exc).__name__}: {line}" if line else type(exc).__name__
     return (line or type(exc).__name__)[:limit]

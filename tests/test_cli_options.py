@@ -311,3 +311,31 @@ def test_verbose_bench_in_subprocess() -> None:
         timeout=120,
     )
     assert proc.returncode == 0 and proc.stdout.startswith("usage: onnxfold bench clustering"), proc
+
+
+def test_one_line_keeps_onnxruntimes_reason_and_drops_its_source_location() -> None:
+    """A run that fails inside onnxruntime (a batch-1 Reshape fed 2 samples): the cut message kept
+    the C++ source path and signature and lost the reason."""
+    import onnx.helper as oh
+    import onnxruntime as ort
+    from onnx import TensorProto
+    from onnx import numpy_helper as nh
+
+    from onnxfold.errors import one_line
+
+    graph = oh.make_graph(
+        [oh.make_node("Reshape", ["x", "one"], ["y"])],
+        "g",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 3])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        [nh.from_array(np.array([1, 3], np.int64), "one")],
+    )
+    sess = ort.InferenceSession(
+        oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]).SerializeToString()
+    )
+    with pytest.raises(Exception) as info:
+        sess.run(None, {"x": np.zeros((2, 3), np.float32)})
+    line = one_line(info.value, 200)
+    assert "requested shape" in line and "Reshape" in line
+    assert ".h:" not in line and "::" not in line and "[ONNXRuntimeError]" not in line
+    assert one_line(ValueError("plain\nsecond line")) == "plain"
