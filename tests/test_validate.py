@@ -429,3 +429,40 @@ def test_validation_reports_no_top1_for_a_pooled_embedding():
     assert m.fidelity_metric == "r2" and m.top1_agreement is None
     (c,) = validate(_classifier(), _classifier(), batch=4).outputs
     assert c.fidelity_metric == "top1" and c.top1_agreement == 1.0
+
+
+def test_a_shape_without_a_name_is_the_only_inputs(tmp_path):
+    from onnxfold.cli.commands import main
+    from onnxfold.models import bundled_model
+    from onnxfold.runtime.inputs import check_input_shapes
+
+    assert parse_input_shapes(["1,1,8,8"]) == {"": (1, 1, 8, 8)}
+    shapes = parse_input_shapes(["4,1,8,8"])
+    check_input_shapes(shapes, bundled_model("lenet5.onnx"))
+    assert shapes == {"input": (4, 1, 8, 8)}
+    two = tmp_path / "two.onnx"
+    graph = oh.make_graph(
+        [oh.make_node("Add", ["a", "b"], ["y"])],
+        "g",
+        [oh.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 3]) for n in "ab"],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+    )
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), two)
+    with pytest.raises(ValueError, match=r"has no input name and the model has 2 inputs \(a, b\)"):
+        check_input_shapes(parse_input_shapes(["2,3"]), two)
+    out = tmp_path / "o.onnx"
+    assert (
+        main(
+            [
+                "fold",
+                str(bundled_model("lenet5.onnx")),
+                "-o",
+                str(out),
+                "-s",
+                "0.3",
+                "--input-shape",
+                "2,1,8,8",
+            ]
+        )
+        == 0
+    )

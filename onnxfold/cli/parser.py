@@ -177,7 +177,7 @@ def _io_args(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME:D0,D1,...",
-        help="shape for an input with symbolic dims (repeatable)",
+        help="shape for an input with symbolic dims (repeatable; D0,D1,... without a name for a model with one input)",
     )
     p.add_argument(
         "--inputs",

@@ -63,6 +63,16 @@ def check_input_shapes(shapes: dict[str, tuple[int, ...]], model: str | os.PathL
         for i in graph.input
         if i.name not in weights
     }
+    if "" in shapes:  # no name: the only input
+        if len(ranks) != 1:
+            raise ValueError(
+                f"--input-shape {','.join(map(str, shapes['']))} has no input name and the model has "
+                f"{len(ranks)} inputs ({', '.join(ranks)}): give NAME:D1,D2,..."
+            )
+        (only,) = ranks
+        if only in shapes:
+            raise ValueError(f"--input-shape: input {only!r} given more than once")
+        shapes[only] = shapes.pop("")
     for name, shape in shapes.items():
         if name not in ranks:
             raise ValueError(
@@ -76,17 +86,18 @@ def check_input_shapes(shapes: dict[str, tuple[int, ...]], model: str | os.PathL
 
 
 def parse_input_shapes(items: Sequence[str]) -> dict[str, tuple[int, ...]]:
-    """Parse CLI strings ``"name:1,3,224,224"`` (``"name:"`` is a scalar) into ``{name: shape}``.
+    """Parse CLI strings ``"name:1,3,224,224"`` (``"name:"`` is a scalar) into ``{name: shape}``;
+    ``"1,3,224,224"`` without a name is ``{"": shape}``, the shape of a model's only input.
 
     The name is everything before the LAST colon, so names like ``"input:0"`` work (``"input:0:1,3"``).
     """
     shapes: dict[str, tuple[int, ...]] = {}
     for item in items:
         name, sep, dims_text = item.strip().rpartition(":")
-        if not sep:
+        if not sep and not re.fullmatch(r"[\d,\s]+", dims_text):
             raise ValueError(f"bad input shape {item!r}: expected NAME:D1,D2,... e.g. input:1,3,224,224")
-        name = name.strip()
-        if not name:
+        name = name.strip()  # "" without a name: the model's only input (check_input_shapes)
+        if sep and not name:
             raise ValueError(f"bad input shape {item!r}: the input name before ':' is empty")
         dims: list[int] = []
         text = dims_text.strip()
