@@ -1020,3 +1020,15 @@ def test_validation_reports_the_metric_the_search_measured(tmp_path, digits) -> 
         )
         assert report.search.metrics == {"logits": shown}
         assert [o.fidelity_metric for o in report.validation.outputs] == [shown]
+
+
+def test_a_budget_search_that_costs_the_task_is_warned_about(tmp_path, digits) -> None:
+    """--target-params keeps whatever fidelity its budget costs: below 0.9 the report warns, as for
+    a fixed sparsity (it said nothing at 0.84); a --min-fidelity search reports its own figure."""
+    x, _ = digits
+    _, report = onnxfold.fold(
+        bundled_model("resnet18.onnx"), output=tmp_path / "o.onnx", inputs={"input": x}, target_params=0.9
+    )
+    worst = report.validation.min_fidelity
+    assert worst.fidelity < 0.9
+    assert f"warning: {worst.name} keeps {worst.fidelity_metric} {worst.fidelity:.4f}" in report.format()

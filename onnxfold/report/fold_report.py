@@ -178,7 +178,10 @@ class FoldReport:
                 warning = latency.warning(self.round_to)
                 if warning:
                     parts.append(warning)
-            warning = task_warning(self.validation, searched=self.search is not None)
+            warning = task_warning(
+                self.validation,  # a budget search (--target-params) keeps whatever fidelity it costs
+                searched=self.search is not None and self.search.mode == "min_fidelity",
+            )
             if warning:
                 parts.append(warning)
             if getattr(self.validation, "seed", None) is not None:
