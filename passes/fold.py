@@ -171,6 +171,8 @@ class FoldPass(Pass):
     #: ``auto`` chooses group after group with the earlier choices applied (False: each group judged
     #: alone, once per width, as the search's candidates are; the search refines its pick sequentially).
     sequential = True
+    #: a search's time limit (``TimeLimit.expired``): the sequential choice stops judging once it is true
+    stop = None
     #: The mode of the repair pass that follows this fold in its pipeline (``bind``).
     repair_mode = "none"
 
@@ -435,7 +437,14 @@ class FoldPass(Pass):
         elif any(g.kind == "heads" for g in groups):  # nor can they judge a merge of heads
             prunes["l1"] = self._plan(groups, tensors, graph, method="l1")
         return plan_sequential(
-            source, folds, merges, self.moments, self.repair_mode, prunes, unjudged=self._unjudged
+            source,
+            folds,
+            merges,
+            self.moments,
+            self.repair_mode,
+            prunes,
+            unjudged=self._unjudged,
+            stop=self.stop,
         )
 
     def _unjudged(self, group) -> bool:

@@ -238,6 +238,7 @@ class SearchPass(Pass):
             inner = FoldPass(**{**fold.opts, "sparsity": 0.0})
             inner.allocation = allocation
             inner.sequential = sequential
+            inner.stop = limit.expired if sequential and limit.seconds > 0 else None
             inner.moments, inner.judge, inner.auto_note = fold.moments, fold.judge, fold.auto_note
             passes = [inner] + ([self.repair] if self.repair is not None else []) + [CleanupPass()]
             sub = PassContext(

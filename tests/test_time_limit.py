@@ -121,3 +121,20 @@ def test_time_limit_flag(tmp_path, capsys, samples) -> None:
     assert rc in (0, None)
     assert "note: the time limit (1e-06 s) was reached" in capsys.readouterr().out
     onnx.checker.check_model(str(out))
+
+
+def test_the_sequential_refit_stops_judging_at_the_time_limit(monkeypatch) -> None:
+    """auto's refit of the chosen widths ran past the limit (layout: 1,592 s of a 1,200 s limit); once
+    the limit has passed, the groups left keep their fold unjudged."""
+    import onnxfold
+    from onnxfold.models import bundled_model
+    from onnxfold.models.digits import load_digits_split
+    from onnxfold.passes import FoldPass
+
+    x = {"input": load_digits_split()[2][:32]}
+    _, judged = onnxfold.fold(bundled_model("lenet5.onnx"), 0.5, inputs=x, validate=False)
+    assert any("measured:fold" in p.estimate for p in judged.plans if p.status == "folded")
+    monkeypatch.setattr(FoldPass, "stop", lambda self: True)
+    _, stopped = onnxfold.fold(bundled_model("lenet5.onnx"), 0.5, inputs=x, validate=False)
+    folded = [p for p in stopped.plans if p.status == "folded"]
+    assert folded and all(p.method == "fold" and "measured:fold" not in p.estimate for p in folded)

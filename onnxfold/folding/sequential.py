@@ -110,13 +110,15 @@ def plan_sequential(
     repair: str = "none",
     prunes: dict[str, Sequence] | None = None,
     unjudged: Callable[[Any], bool] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> list:
     """The chosen plan of every group: ``folds[i]`` is group i's fold, ``merges[i]`` its lsq merge
     (None: no merge is a candidate, as on samples too uninformative to fit a mix to) and
     ``prunes[name][i]`` its plan by each pruning method ``name`` (wanda, l2, ...). ``unjudged(group)``
     true: the samples cannot judge the group's fold, which then wins only by far (:func:`clear_win`:
     duplicate heads fold back exactly), and the pruning ``l1`` is a candidate only there
-    (:func:`judged_methods`)."""
+    (:func:`judged_methods`). ``stop()`` true (a search's time limit has passed): the groups left
+    keep their fold, unjudged (the search keeps the refit only if it measures no worse)."""
     from onnxfold.folding.apply import FoldRecord, fold_edits
     from onnxfold.folding.judge import GroupJudge
     from onnxfold.passes.fold import rewrite_model
@@ -167,6 +169,10 @@ def plan_sequential(
             merge = None
         if fold.status != "folded" or (merge is None and not alternatives):
             chosen.append(merge if fold.status != "folded" and merge is not None else fold)
+            continue
+        if stop is not None and stop():
+            log.info("auto: time limit reached, %s keeps its fold unjudged", fold.group.name)
+            chosen.append(fold)
             continue
         done = [p for p in chosen if p.status == "folded" and p.group.name not in unscorable]
         if [id(p) for p in done] != based:  # candidates differ from rebuilt(done) in this group only

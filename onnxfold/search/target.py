@@ -299,6 +299,8 @@ def search(
         if better is not None:
             log.info("search: refined -> fidelity %.4f (was %.4f)", better.fidelity, chosen.fidelity)
             chosen = better
+        if limit.expired():  # the refit stopped judging its groups there (sequential.plan_sequential)
+            cut.append("the refit of the chosen widths reached the time limit")
     for c in tried.values():
         if c is not chosen:
             c.model, c.data = None, {}
