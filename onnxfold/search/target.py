@@ -21,8 +21,10 @@
 measurements, so a measurement under way finishes. The sensitivity stops at half of it (the levels
 left count as misses: a group never measured stays whole); after all of it the bisection still
 measures both ends of the path and then keeps the best candidate measured so far, and the budget
-form keeps its closest candidate so far. The report says what the limit cut. A limit the search
-stays within (its sensitivity within the first half) changes nothing.
+form keeps its closest candidate so far; ``refine`` is skipped once it has passed, and stops judging
+its groups when it passes during the refit (kept only if it still measures no worse). The report says
+what the limit cut. A limit the search stays within (its sensitivity within the first half) changes
+nothing.
 """
 
 from __future__ import annotations
