@@ -436,21 +436,10 @@ class FoldPass(Pass):
             prunes["wanda"] = self._plan(groups, tensors, graph, method="wanda")
         elif any(g.kind == "heads" for g in groups):  # nor can they judge a merge of heads
             prunes["l1"] = self._plan(groups, tensors, graph, method="l1")
-        return plan_sequential(
-            source,
-            folds,
-            merges,
-            self.moments,
-            self.repair_mode,
-            prunes,
-            unjudged=self._unjudged,
-            stop=self.stop,
-        )
-
-    def _unjudged(self, group) -> bool:
-        """Whether ``auto``'s samples cannot judge ``group``'s fold: heads on random inputs
-        (:func:`~onnxfold.folding.sequential.judged_methods`)."""
-        return group.kind == "heads" and not self.moments.fitted
+        blind = not self.moments.fitted  # heads' folds unjudgeable (sequential.judged_methods)
+        unjudged = lambda group: blind and group.kind == "heads"  # noqa: E731
+        args = (source, folds, merges, self.moments, self.repair_mode, prunes)
+        return plan_sequential(*args, unjudged=unjudged, stop=self.stop)
 
     def _finish(self, plans, rewritten: list[str], source: Model, ctx: PassContext) -> PassResult:
         edits = fold_edits(plans)
