@@ -141,7 +141,7 @@ def auto_samples(model: Model, ctx: PassContext, judge_limit: int) -> AutoSample
     if has_batchnorm(model):
         note = (
             f"auto folded without measuring, with ar from the BN statistics ({source}); "
-            "random inputs rank candidates worse than they do"
+            "random inputs rank candidates worse than real samples do"
         )
         return AutoSamples(None, "", note, measure=False)
     tokens, why = token_samples(model, ctx.input_shapes, ctx.seed)

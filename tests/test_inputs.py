@@ -299,3 +299,36 @@ def test_a_folder_of_npz_files_joins_every_input_and_names_a_file_that_differs(
     line = _one_error_line(capsys.readouterr().err)
     assert "3.npz holds input_ids[1, 5]" in line and "0.npz holds input_ids[1, 7]" in line and "pad" in line
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_samples_that_cannot_be_measured_are_refused_in_one_line(tmp_path: Path) -> None:
+    """Inputs holding different numbers of samples reached onnxruntime's Concat error; NaN samples
+    were accepted and every figure came out NaN, reported as exact; --image-preprocess on arrays was
+    silently ignored."""
+    import onnx
+    from onnx import TensorProto
+    from onnx import helper as oh
+
+    from onnxfold.runtime.session import make_session
+
+    graph = oh.make_graph(
+        [oh.make_node("Add", ["a", "b"], ["y"])],
+        "g",
+        [oh.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 3]) for n in "ab"],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+    )
+    path = tmp_path / "two.onnx"
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), path)
+    sess = make_session(str(path))
+    a, b = np.zeros((4, 3), np.float32), np.zeros((3, 3), np.float32)
+    with pytest.raises(ValueError, match=r"different numbers of samples \(a 4, b 3\)") as info:
+        load_inputs({"a": a, "b": b}, sess)
+    assert "\n" not in str(info.value)
+    b4 = np.zeros((4, 3), np.float32)
+    b4[1, 2] = np.nan
+    with pytest.raises(ValueError, match=r"input 'b' holds 1 NaN or infinite values"):
+        load_inputs({"a": a, "b": b4}, sess)
+    np.savez(tmp_path / "ok.npz", a=a, b=np.zeros((4, 3), np.float32))
+    assert load_inputs(tmp_path / "ok.npz", sess)["b"].shape == (4, 3)
+    with pytest.raises(ValueError, match="--image-preprocess applies to a folder of images"):
+        load_inputs(tmp_path / "ok.npz", sess, image_preprocess="imagenet")

@@ -92,6 +92,23 @@ def load_inputs(
             f"{where}: the arrays do not match the model inputs {names}: missing {missing}, unexpected {extra}"
         )
     out = {spec.name: _cast(np.asarray(arrays[spec.name][0]), spec, arrays[spec.name][1]) for spec in specs}
+    for name, arr in out.items():  # a NaN sample made every figure NaN, reported as exact
+        if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+            bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+            raise ValueError(f"{arrays[name][1]}: input {name!r} holds {bad} NaN or infinite values")
+    leading = {
+        s.name: int(out[s.name].shape[0])
+        for s in specs
+        if out[s.name].ndim and s.shape and not isinstance(s.shape[0], (int, np.integer))
+    }
+    from onnxfold.folding.samples import sample_axes
+
+    if len(set(leading.values())) > 1 and sample_axes(out) is None:
+        where = source if isinstance(source, (str, os.PathLike)) else "the given arrays"
+        raise ValueError(
+            f"{where}: the inputs hold different numbers of samples "
+            f"({', '.join(f'{k} {v}' for k, v in leading.items())}): give every input the same samples"
+        )
     batched = chunked or _runs_in_batches(specs, out)
     for spec in specs:
         check_shape(spec, out[spec.name].shape, f"{arrays[spec.name][1]}: array of shape", first=int(batched))
@@ -199,6 +216,12 @@ def _read_source(
 ) -> dict[str, tuple[np.ndarray, str]]:
     """The arrays a path holds by input name, each with the file it came from (see :func:`load_inputs`)."""
     names = [s.name for s in specs]
+    images = path.is_dir() and not any(path.glob("*.npy")) and not any(path.glob("*.npz"))
+    if image_preprocess and not images:
+        raise ValueError(
+            f"--image-preprocess applies to a folder of images, and {path} holds arrays: give them "
+            "preprocessed, or drop the option"
+        )
     if path.is_dir():
         files = sorted(path.glob("*.npy"))
         if not files and sorted(path.glob("*.npz")):
