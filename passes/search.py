@@ -232,6 +232,8 @@ class SearchPass(Pass):
                 return evaluator(result)
 
         ctx.data["search_measure"] = remeasure
+        if evaluator.proxy and not evaluator.extra_runs and not evaluator.chains:
+            ctx.data["search_proxy"] = evaluator.feed  # validation measures on them too
 
         def build(allocation: dict[str, float], sequential: bool = False) -> tuple[Model, dict]:
             cand = model.copy()
