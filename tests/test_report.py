@@ -440,3 +440,18 @@ def test_tables_shorten_long_names_and_json_keeps_them(tmp_path, capsys) -> None
     assert main(["fold", str(path), "-o", str(tmp_path / "o.onnx"), "-s", "0.5", "--no-validate"]) == 0
     out = capsys.readouterr().out
     assert long not in out and shortened(long) in out
+
+
+def test_fold_and_analyze_count_the_same_foldable_channels(tmp_path, capsys) -> None:
+    """analyze said 715 foldable channels where fold said 719: fold counted blocked groups too."""
+    import re
+
+    from onnxfold.cli.commands import main
+    from onnxfold.models import bundled_model
+
+    model = str(bundled_model("lenet5.onnx"))
+    assert main(["analyze", model]) == 0
+    foldable = int(re.search(r"; (\d+) foldable channels", capsys.readouterr().out).group(1))
+    assert main(["fold", model, "-o", str(tmp_path / "o.onnx"), "-s", "0.5", "--no-validate"]) == 0
+    out = capsys.readouterr().out
+    assert f"foldable channels {foldable} -> " in out, out

@@ -127,13 +127,14 @@ class FoldReport:
             parts.append(f"note: {self.params_note}")
         if self.plans:
             folded = [p for p in self.plans if p.status == "folded"]
-            n_before = sum(p.group.size for p in self.plans)
-            n_after = sum(p.k for p in self.plans)
+            foldable = [p for p in self.plans if p.status != "blocked"]  # as onnxfold analyze counts
+            n_before = sum(p.group.size for p in foldable)
+            n_after = sum(p.k for p in foldable)
             parts.append(
                 f"\ngroups: {len(folded)} folded, {sum(p.status == 'blocked' for p in self.plans)} blocked, "
                 f"{sum(p.status == 'ignored' for p in self.plans)} ignored, "
                 f"{sum(p.status == 'unchanged' for p in self.plans)} unchanged; "
-                f"channels {n_before} -> {n_after}; parameter sparsity {self.param_sparsity:.1%}"
+                f"foldable channels {n_before} -> {n_after}; parameter sparsity {self.param_sparsity:.1%}"
             )
             if self.round_to is not None:
                 parts.append(self.rounding_line())
