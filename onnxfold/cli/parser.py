@@ -74,22 +74,17 @@ _METAVARS = {"overrides": "REGEX=SPARSITY", "ignore": "REGEX", "calibration": "F
 UNSET = ("sparsity", "time_limit")
 
 
-def _unset_help(keyword: str) -> str:
+def _unset_default(keyword: str) -> str:
+    """What leaving the flag of an :data:`UNSET` keyword out means."""
     from onnxfold.passes.search import DEFAULT_MIN_FIDELITY, DEFAULT_TIME_LIMIT, FIXED_SPARSITY
 
     if keyword == "sparsity":
         return (
-            "fraction of channels removed in every foldable group, 0 <= R < 1 (default: none; without it, "
-            f"a target or a recipe, the search for the smallest model at fidelity >= {DEFAULT_MIN_FIDELITY:g}, "
-            f"as --min-fidelity {DEFAULT_MIN_FIDELITY:g} --time-limit {DEFAULT_TIME_LIMIT:g}; with a recipe "
-            f"or a target, {FIXED_SPARSITY:g})"
+            f"none; without it, a target or a recipe, the search for the smallest model at fidelity >= "
+            f"{DEFAULT_MIN_FIDELITY:g}, as --min-fidelity {DEFAULT_MIN_FIDELITY:g} --time-limit "
+            f"{DEFAULT_TIME_LIMIT:g}; with a recipe or a target, {FIXED_SPARSITY:g}"
         )
-    return (
-        "seconds the search may take (from its start, checked between measurements): its sensitivity "
-        "stops at half of them, and after all of them it keeps the best candidate so far (both ends of "
-        "its path measured); the report says what was cut; 0 = no limit (default: "
-        f"{DEFAULT_TIME_LIMIT:g} for the search a fold runs without --sparsity or a target, else none)"
-    )
+    return f"{DEFAULT_TIME_LIMIT:g} for the search a fold runs without --sparsity or a target, else none"
 
 
 _TYPES: dict[str, Any] = {"sparsity": _sparsity}
@@ -127,7 +122,11 @@ def _add_flag(parser: argparse.ArgumentParser, flag: FoldFlag) -> None:
     elif opt.type is list:
         kwargs.update(action="append", help=opt.help)
     elif flag.keyword in UNSET:
-        kwargs.update(type=_TYPES.get(flag.keyword, opt.type), default=None, help=_unset_help(flag.keyword))
+        kwargs.update(
+            type=_TYPES.get(flag.keyword, opt.type),
+            default=None,
+            help=f"{opt.help} (default: {_unset_default(flag.keyword)})",
+        )
     else:
         kwargs["type"] = _TYPES.get(flag.keyword, opt.type)
         shown = f"{opt.default!r}" if opt.type is str else f"{opt.default}"
