@@ -309,8 +309,8 @@ def _activation_plan(
                 m: FoldPlan(group, "folded", k, r, magnitude_labels(feats, k, m), method=m)
                 for m in ("l2", "l1")
             }
-            chosen = judge.choose(pruned)
-            if clear_win(judge.error(fold), judge.error(chosen)):
+            chosen = judge.choose(pruned)  # records its measured error in its estimate
+            if clear_win(judge.error(fold), chosen.estimate[f"measured:{chosen.method}"]):
                 return fold
             return chosen
         keep = np.flatnonzero(magnitude_labels(feats, k, "l2") >= 0)

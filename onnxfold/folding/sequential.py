@@ -180,9 +180,8 @@ def plan_sequential(
             judge.rebase(base)
             based = [id(p) for p in done]
         fold = copy.copy(fold)
-        errors: dict[str, float] = {}
+        errors = {"measured:fold": score(fold, False)}
         best, best_err = fold, float("inf")
-        errors["measured:fold"] = score(fold, False)
         if not blind:
             best_err = errors["measured:fold"]
             if repair == "ar":
