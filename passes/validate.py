@@ -88,9 +88,8 @@ class ValidatePass(Pass):
             speed_budget=DEFAULT_BUDGET_S if self.opts["speed_check"] else 0.0,
             id_draws=token_draws(ctx.original),
             metrics=getattr(ctx.data.get("search"), "metrics", None),  # what a search measured
+            given=ctx.inputs is not None,
         )
-        if proxy is not None:
-            report.seed = self.opts["seed"]  # random inputs, not the user's
         ctx.data["validation"] = report
         worst = report.min_cosine
         if worst is not None and worst < self.opts["min_cosine"]:

@@ -379,6 +379,7 @@ def validate(
     speed_budget: float = 0.0,
     id_draws: Mapping[str, np.ndarray] | None = None,
     metrics: Mapping[str, str] | None = None,
+    given: bool | None = None,
 ) -> ValidationReport:
     """Run both models on the same inputs (random from the ORIGINAL's inputs unless given) and compare.
 
@@ -386,6 +387,8 @@ def validate(
     ``id_draws``: the chance of each embedding row, from which token ids are drawn
     (:func:`~onnxfold.runtime.inputs.make_inputs`).
     ``metrics``: output -> the fidelity metric to report (a search's), else the one ``auto`` picks.
+    ``given``: whether ``inputs`` are the user's samples (default: whether there are any; a data-free
+    search's own samples are not).
     ``speed_budget`` > 0: also time both on those inputs for about that many seconds
     (:mod:`onnxfold.runtime.latency`); the result is the report's ``latency``."""
     providers = list(providers) if providers else available_providers()
@@ -409,13 +412,14 @@ def validate(
     cand_vals = run_feed(cand_sess, "candidate", ref_out, feed)
     reference, got = dict(zip(ref_out, ref_vals, strict=True)), dict(zip(ref_out, cand_vals, strict=True))
     outcome = compare_outputs(reference, got)
-    _task_fidelity(outcome, reference, got, original, feed, bool(id_draws), inputs is not None, metrics)
+    given = inputs is not None if given is None else given
+    _task_fidelity(outcome, reference, got, original, feed, bool(id_draws), given, metrics)
     report = ValidationReport(
         provider=ref_sess.get_providers()[0],
         inputs={k: tuple(int(d) for d in np.shape(v)) for k, v in feed.items()},
         outputs=outcome,
         runtime=runtime_description(),
-        seed=seed if inputs is None else None,
+        seed=None if given else seed,
     )
     if speed_budget > 0:
         from onnxfold.folding.samples import sample_count, splittable, take
