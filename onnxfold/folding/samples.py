@@ -82,12 +82,12 @@ def fixed_batch(model) -> int | None:
     anything :func:`~onnxfold.runtime.inputs.input_specs` reads (a Model, a ModelProto, a session).
     Inputs with a named batch whose every output declares a leading 1 were exported at batch 1 too
     (khmersm's transformer: inputs [batch, seq], output [1, seq, 2]; it fails on 2 samples)."""
-    from onnxfold.runtime.inputs import fixed_batches, input_specs, output_leading_dims
+    from onnxfold.runtime.inputs import fixed_batches, input_specs, output_specs
 
     fixed = fixed_batches(input_specs(model))
     if fixed:
         return min(fixed)
-    leading = output_leading_dims(model)
+    leading = [s.shape[0] for s in output_specs(model) if len(s.shape) >= 2]
     return 1 if leading and all(d == 1 for d in leading) else None
 
 

@@ -209,18 +209,27 @@ def input_specs(model: Any) -> list[InputSpec]:
     """The inputs of ``model`` as :class:`InputSpec` s: from an onnxruntime session, an
     onnx-graphsurgeon graph, a :class:`~onnxfold.ir.model.Model` or an ``onnx.ModelProto``
     (initializers listed as graph inputs are not inputs)."""
+    return _specs(model, outputs=False)
+
+
+def output_specs(model: Any) -> list[InputSpec]:
+    """The outputs of ``model`` as :class:`InputSpec` s, from what :func:`input_specs` reads."""
+    return _specs(model, outputs=True)
+
+
+def _specs(model: Any, outputs: bool) -> list[InputSpec]:
     if hasattr(model, "get_inputs"):  # an onnxruntime session
         specs = []
-        for arg in model.get_inputs():
+        for arg in model.get_outputs() if outputs else model.get_inputs():
             shape = tuple(d if isinstance(d, (int, str)) or d is None else str(d) for d in (arg.shape or ()))
             specs.append(InputSpec(arg.name, _ORT_TYPES.get(arg.type), shape, arg.type))
         return specs
     if hasattr(model, "SerializeToString"):  # an onnx.ModelProto
         import onnx
 
-        inits = {t.name for t in model.graph.initializer}
+        inits = set() if outputs else {t.name for t in model.graph.initializer}
         specs = []
-        for vi in model.graph.input:
+        for vi in model.graph.output if outputs else model.graph.input:
             if vi.name in inits:
                 continue
             tt = vi.type.tensor_type
@@ -237,7 +246,7 @@ def input_specs(model: Any) -> list[InputSpec]:
 
     graph = getattr(model, "graph", model)
     specs = []
-    for t in graph.inputs:
+    for t in graph.outputs if outputs else graph.inputs:
         if isinstance(t, gs.Constant):
             continue
         try:
@@ -247,25 +256,6 @@ def input_specs(model: Any) -> list[InputSpec]:
         shape = tuple(t.shape) if t.shape is not None else ()
         specs.append(InputSpec(t.name, dtype, tuple(d if isinstance(d, (int, str)) else None for d in shape)))
     return specs
-
-
-def output_leading_dims(model: Any) -> list:
-    """The declared leading dim of each output of rank 2 or more (an int, a name, or None when
-    unknown), from what :func:`input_specs` reads."""
-    if hasattr(model, "get_outputs"):  # an onnxruntime session
-        shapes = [tuple(o.shape or ()) for o in model.get_outputs()]
-    elif hasattr(model, "SerializeToString"):  # an onnx.ModelProto
-        shapes = [
-            tuple(
-                d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                for d in o.type.tensor_type.shape.dim
-            )
-            for o in model.graph.output
-        ]
-    else:
-        graph = getattr(model, "graph", model)
-        shapes = [tuple(t.shape) if t.shape is not None else () for t in graph.outputs]
-    return [shape[0] for shape in shapes if len(shape) >= 2]
 
 
 def check_shape(spec: InputSpec, shape: tuple[int, ...], what: str, first: int = 0) -> None:

@@ -216,16 +216,16 @@ def _read_source(
 ) -> dict[str, tuple[np.ndarray, str]]:
     """The arrays a path holds by input name, each with the file it came from (see :func:`load_inputs`)."""
     names = [s.name for s in specs]
-    images = path.is_dir() and not any(path.glob("*.npy")) and not any(path.glob("*.npz"))
-    if image_preprocess and not images:
+    files = sorted(path.glob("*.npy")) if path.is_dir() else []
+    npz = sorted(path.glob("*.npz")) if path.is_dir() and not files else []
+    if image_preprocess and not (path.is_dir() and not files and not npz):
         raise ValueError(
             f"--image-preprocess applies to a folder of images, and {path} holds arrays: give them "
             "preprocessed, or drop the option"
         )
     if path.is_dir():
-        files = sorted(path.glob("*.npy"))
-        if not files and sorted(path.glob("*.npz")):
-            return _read_npz_folder(path, sorted(path.glob("*.npz")), specs)
+        if npz:
+            return _read_npz_folder(path, npz, specs)
         if not files:
             return {specs[0].name: (_read_images(path, specs, image_preprocess, shapes), str(path))}
         stems = {f.stem: f for f in files}
