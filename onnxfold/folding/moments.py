@@ -120,10 +120,13 @@ def _observations(value: np.ndarray, site: Site, mask: np.ndarray | None = None)
     return np.ascontiguousarray(np.swapaxes(part, 1, 2)).reshape(-1, site.n)
 
 
-def site_runs(model, sites: Sequence[Site], feeds: Iterable[Feeds]) -> Iterator[dict[Site, np.ndarray]]:
-    """Per run of ``feeds``, every site's (observations, n) float64 values: the model runs once per
-    run in onnxruntime (no graph optimisation: it could fuse away an exposed tensor), the sites'
-    tensors its only outputs and only the nodes they depend on kept."""
+def site_runs(
+    model, sites: Sequence[Site], feeds: Iterable[Feeds]
+) -> Iterator[Iterator[tuple[Site, np.ndarray]]]:
+    """Per run of ``feeds``, (site, its (observations, n) float64 values) for every site, made one
+    site at a time (a long signal's float64 rows of every site at once held gigabytes): the model
+    runs once per run in onnxruntime (no graph optimisation: it could fuse away an exposed tensor),
+    the sites' tensors its only outputs and only the nodes they depend on kept."""
     from onnxfold.runtime.activations import _with_outputs
     from onnxfold.runtime.session import measurement_session
 
@@ -135,7 +138,7 @@ def site_runs(model, sites: Sequence[Site], feeds: Iterable[Feeds]) -> Iterator[
     for feed in feeds:
         values = dict(zip(names, session.run(names, feed), strict=True))
         mask = padding_mask(feed)
-        yield {s: _observations(values[s.tensor], s, mask) for s in sites}
+        yield ((s, _observations(values[s.tensor], s, mask)) for s in sites)
 
 
 def measure(model, sites: Sequence[Site], feeds: Iterable[Feeds]) -> dict[Site, SiteMoments]:
@@ -145,7 +148,7 @@ def measure(model, sites: Sequence[Site], feeds: Iterable[Feeds]) -> dict[Site, 
     total = {s: np.zeros(s.n) for s in sites}
     count = dict.fromkeys(sites, 0)
     for run in site_runs(model, sites, feeds):
-        for s, x in run.items():
+        for s, x in run:
             second[s] += x.T @ x
             total[s] += x.sum(axis=0)
             count[s] += len(x)
