@@ -56,7 +56,7 @@ def run_pipeline(
     *,
     check: bool = False,
     input_shapes: dict | None = None,
-    inputs: dict | None = None,
+    inputs: Any = None,
     seed: int = 0,
     external_data: bool | None = None,
     overwrite: bool = False,
@@ -68,7 +68,9 @@ def run_pipeline(
     ``spill``: rewritten tensors go to a scratch file next to ``output`` (or in the temporary
     folder) instead of memory, so that memory stays bounded for models larger than RAM; None
     spills when the model holds more than :data:`SPILL_ABOVE` bytes of weights. With spilling and
-    no ``output``, the returned model's rewritten tensors are in memory again (read back)."""
+    no ``output``, the returned model's rewritten tensors are in memory again (read back).
+    ``inputs``: the user's samples as ``--inputs`` takes them (a path, an array or a dict of arrays:
+    :func:`onnxfold.runtime.sample_files.load_inputs`)."""
     model = as_model(model)
     if spill is None:
         spill = model_weight_bytes(model) > SPILL_ABOVE
@@ -128,7 +130,7 @@ def _run_pipeline(
     output: str | os.PathLike | None,
     check: bool,
     input_shapes: dict | None,
-    inputs: dict | None,
+    inputs: Any,
     seed: int,
     external_data: bool | None,
     overwrite: bool,
@@ -148,6 +150,10 @@ def _run_pipeline(
         if on_pass is not None:
             on_pass(rec)
 
+    if inputs is not None:  # a path, an array or a dict, checked against the model as --inputs is
+        from onnxfold.runtime.sample_files import load_inputs
+
+        inputs = load_inputs(inputs, model, shapes=input_shapes)
     ctx = PassContext(original=model.copy(), seed=seed, input_shapes=dict(input_shapes or {}), inputs=inputs)
     for p in passes:  # checks that can fail before any work (e.g. repair mode dir's applicability)
         if hasattr(p, "preflight"):
@@ -262,7 +268,7 @@ def fold(
     check: bool = False,
     external_data: bool | None = None,
     input_shapes: dict | None = None,
-    inputs: dict | None = None,
+    inputs: Any = None,
     overwrite: bool = False,
 ) -> tuple[Model, FoldReport]:
     """Fold ``model`` at ``sparsity``: canonicalize → fold (→ repair) → cleanup (→ validate).
@@ -274,8 +280,9 @@ def fold(
     The keywords are the options of the fold, repair and validate passes (``onnxfold passes``
     lists their meaning; the ``onnxfold fold`` flags have the same names and defaults), except:
     ``repair`` is repair's ``mode``, ``dir_seed`` its ``seed``, ``validate_batch`` validate's
-    ``batch``, and ``seed`` also seeds validate's random inputs. ``calibration`` may be a path
-    (:func:`onnxfold.runtime.sample_files.load_inputs`), an array of samples or a dict of them;
+    ``batch``, and ``seed`` also seeds validate's random inputs. ``calibration`` and ``inputs``
+    may be a path (:func:`onnxfold.runtime.sample_files.load_inputs`), an array of samples or a dict
+    of them;
     ``repair_options``: repair options by their pass names (they win over the keywords).
     The repair pass runs unless ``repair="none"`` and no repair keyword is set.
     With ``min_fidelity``, ``target_params`` or ``target_macs`` the search pass replaces the fixed

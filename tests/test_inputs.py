@@ -332,3 +332,17 @@ def test_samples_that_cannot_be_measured_are_refused_in_one_line(tmp_path: Path)
     assert load_inputs(tmp_path / "ok.npz", sess)["b"].shape == (4, 3)
     with pytest.raises(ValueError, match="--image-preprocess applies to a folder of images"):
         load_inputs(tmp_path / "ok.npz", sess, image_preprocess="imagenet")
+
+
+@pytest.mark.parametrize("layout", ["npy", "sample-folder"])
+def test_the_api_takes_inputs_as_a_path_as_the_cli_does(layout: str, tmp_path: Path) -> None:
+    """``onnxfold.fold(..., inputs="samples/")`` failed inside the search ('str' object has no
+    attribute 'items'): the API takes what ``--inputs`` takes, with the same result as the arrays."""
+    source = write_layout(layout, tmp_path)
+    kw = dict(sparsity=0.25, method="fold", min_fidelity=0.5)
+    _, by_path = onnxfold.fold(MODEL, inputs=str(source), **kw)
+    _, by_array = onnxfold.fold(MODEL, inputs={"input": SAMPLES}, **kw)
+    assert by_path.search.chosen.fidelity == by_array.search.chosen.fidelity
+    assert by_path.search.inputs == by_array.search.inputs and "12" in by_path.search.inputs
+    with pytest.raises(ValueError, match="rank"):
+        onnxfold.fold(MODEL, inputs=SAMPLES[0], **kw)

@@ -1032,3 +1032,23 @@ def test_a_budget_search_that_costs_the_task_is_warned_about(tmp_path, digits) -
     worst = report.validation.min_fidelity
     assert worst.fidelity < 0.9
     assert f"warning: {worst.name} keeps {worst.fidelity_metric} {worst.fidelity:.4f}" in report.format()
+
+
+def test_analyze_plot_that_cannot_be_written_fails_before_measuring(tmp_path, capsys, monkeypatch) -> None:
+    """--plot to a missing folder (or without matplotlib) failed only after the whole sensitivity."""
+    import onnxfold.search as search_pkg
+
+    def measured(*_a, **_k):
+        raise AssertionError("the sensitivity ran before the plot was checked")
+
+    monkeypatch.setattr(search_pkg, "sensitivity", measured)
+    argv = ["analyze", str(bundled_model("lenet5.onnx")), "--sensitivity", "--levels", "0.5"]
+    assert main([*argv, "--plot", str(tmp_path / "no" / "s.png")]) == 2
+    err = capsys.readouterr().err
+    assert "no folder" in err and len(err.strip().splitlines()) == 1
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "matplotlib" else real(n, *a))
+    assert main([*argv, "--plot", str(tmp_path / "s.png")]) == 2
+    assert "needs matplotlib" in capsys.readouterr().err and not (tmp_path / "s.png").exists()

@@ -123,9 +123,12 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
     from onnxfold.passes.search import parse_levels, prepared
     from onnxfold.pipeline.manager import PassContext
     from onnxfold.search import format_sensitivity, plot_sensitivity, sensitivity
+    from onnxfold.search.sensitivity import plot_ready
 
     if not Path(args.model).is_file():
         raise CliError(f"{args.model}: no such file")
+    if args.plot:
+        plot_ready(args.plot)
     shapes, inputs = _inputs(args)
     if args.round_to < 1:
         raise CliError("--round-to must be at least 1")

@@ -246,15 +246,27 @@ def format_sensitivity(curves: Sequence[GroupCurve], describe: str = "") -> str:
     )
 
 
+def plot_ready(path: str) -> None:
+    """Raise a one-line ValueError, before any measurement, when a plot could not be written to
+    ``path``: matplotlib missing, or no folder to hold it (it failed only after the whole analysis)."""
+    import importlib.util
+    from pathlib import Path
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ValueError("--plot needs matplotlib: pip install matplotlib")
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise ValueError(f"--plot {path}: no folder {folder}")
+
+
 def plot_sensitivity(curves: Sequence[GroupCurve], path: str) -> None:
     """Fidelity vs level, one line per group, written to ``path`` (needs matplotlib)."""
-    try:
-        import matplotlib
+    plot_ready(path)
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ValueError("--plot needs matplotlib: pip install matplotlib") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for c in curves:
         ax.plot([0.0] + list(c.levels), [1.0] + list(c.fidelity), marker="o", label=c.name)
