@@ -200,6 +200,12 @@ def default_plan(
     no target, no recipe) is the search for the smallest model at fidelity
     :data:`DEFAULT_MIN_FIDELITY`, cut at :data:`DEFAULT_TIME_LIMIT` seconds unless a time limit is
     given. Otherwise a missing sparsity is :data:`FIXED_SPARSITY` and a missing limit none."""
+    if sparsity is not None and (min_fidelity or target_params or target_macs):
+        # a search allocates every group it may fold: one sparsity would be silently ignored
+        raise ValueError(
+            "--sparsity folds every group at one sparsity and a target (--min-fidelity, --target-params, "
+            "--target-macs) chooses each group's: give one of them (--override fixes a group within a search)"
+        )
     searched = (
         sparsity is None
         and not min_fidelity

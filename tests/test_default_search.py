@@ -119,3 +119,14 @@ def test_validation_after_a_data_free_search_measures_on_its_samples(tmp_path: P
     (out,) = validation.outputs
     assert out.fidelity_metric == search.chosen.outputs[0].metric
     assert out.fidelity == pytest.approx(search.chosen.fidelity)
+
+
+@pytest.mark.parametrize("target", [["--min-fidelity", "0.9"], ["--target-macs", "0.3"]])
+def test_a_sparsity_beside_a_target_is_refused_not_ignored(tmp_path: Path, capsys, target: list) -> None:
+    """`-s 0.3 --min-fidelity 0.9` ran the search and never applied the 0.3, without a word."""
+    out = tmp_path / "o.onnx"
+    assert main(["fold", str(LENET), "-o", str(out), "-s", "0.3", *target]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "give one of them" in err and not out.exists()
+    with pytest.raises(ValueError, match="give one of them"):
+        onnxfold.fold(LENET, sparsity=0.0, min_fidelity=0.9)

@@ -339,7 +339,7 @@ def test_the_api_takes_inputs_as_a_path_as_the_cli_does(layout: str, tmp_path: P
     """``onnxfold.fold(..., inputs="samples/")`` failed inside the search ('str' object has no
     attribute 'items'): the API takes what ``--inputs`` takes, with the same result as the arrays."""
     source = write_layout(layout, tmp_path)
-    kw = dict(sparsity=0.25, method="fold", min_fidelity=0.5)
+    kw = dict(method="fold", min_fidelity=0.5)
     _, by_path = onnxfold.fold(MODEL, inputs=str(source), **kw)
     _, by_array = onnxfold.fold(MODEL, inputs={"input": SAMPLES}, **kw)
     assert by_path.search.chosen.fidelity == by_array.search.chosen.fidelity

@@ -82,7 +82,8 @@ def _unset_default(keyword: str) -> str:
         return (
             f"none; without it, a target or a recipe, the search for the smallest model at fidelity >= "
             f"{DEFAULT_MIN_FIDELITY:g}, as --min-fidelity {DEFAULT_MIN_FIDELITY:g} --time-limit "
-            f"{DEFAULT_TIME_LIMIT:g}; with a recipe or a target, {FIXED_SPARSITY:g}"
+            f"{DEFAULT_TIME_LIMIT:g}; with a recipe, {FIXED_SPARSITY:g}; refused beside a target, which "
+            "chooses every group's"
         )
     return f"{DEFAULT_TIME_LIMIT:g} for the search a fold runs without --sparsity or a target, else none"
 
