@@ -136,9 +136,14 @@ def _run_pipeline(
     overwrite: bool,
     on_pass,
 ) -> tuple[Model, FoldReport]:
+    from onnxfold.ir.batch_view import add_batch_axis, remove_batch_axis, unbatched, with_batch_axis
     from onnxfold.passes import CanonicalizePass
 
     before = stats_of(model, source_size(model))
+    view = unbatched(model)
+    if view:  # every sample one whole input (onnxfold.ir.batch_view)
+        input_shapes = with_batch_axis(input_shapes, model)
+        add_batch_axis(model)
     # MACs before are counted on the input canonicalized: right after the pipeline's own canonicalize
     # when it comes first (canonicalize reads nothing of the context), else on a canonicalized copy
     canonical_first = bool(passes) and isinstance(passes[0], CanonicalizePass)
@@ -161,6 +166,8 @@ def _run_pipeline(
     manager = PassManager(passes, check=check, on_pass=record)
     with collecting() as steps:
         manager.run(model, ctx)
+        if view:
+            remove_batch_axis(model)
         before = _with_counted_macs(before, counted[0] if counted else None)
         after_size = None
         if output is not None:
@@ -181,6 +188,7 @@ def _run_pipeline(
         round_to=ctx.data.get("round_to"),
         steps=rounded(steps),
         steps_cpu=rounded(steps.cpu),
+        unbatched=view,
     )
     return model, report
 

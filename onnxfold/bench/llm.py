@@ -197,7 +197,7 @@ def compress(source: Path, output: Path, spec: LlmMethod, reduction: float, spar
     common = dict(validate=False, overwrite=True, inputs={"input_ids": fit} if spec.fit else None)
     if spec.target:
         return fold(
-            source, 0.0, output, method=spec.method, repair=spec.repair, target_params=reduction, **common
+            source, None, output, method=spec.method, repair=spec.repair, target_params=reduction, **common
         )[1]
     with keep_heads() as recipe:
         return fold(

@@ -54,10 +54,16 @@ def _inputs(args: argparse.Namespace):
     shapes = parse_input_shapes(args.input_shape) if args.input_shape else None
     if shapes:
         check_input_shapes(shapes, args.model)
+    from onnxfold.ir.batch_view import unbatched
+
     inputs = None
     if args.inputs:
         inputs = load_inputs(
-            args.inputs, make_session(str(args.model)), image_preprocess=args.image_preprocess, shapes=shapes
+            args.inputs,
+            make_session(str(args.model)),
+            image_preprocess=args.image_preprocess,
+            shapes=shapes,
+            batch_view=unbatched(args.model),
         )
     return shapes, inputs
 
@@ -119,6 +125,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 def cmd_sensitivity(args: argparse.Namespace) -> None:
     """``onnxfold analyze MODEL --sensitivity``: the per-group sensitivity table (and plot, JSON)."""
     from onnxfold.api import as_model
+    from onnxfold.ir.batch_view import add_batch_axis, unbatched, with_batch_axis
     from onnxfold.passes import CanonicalizePass, FoldPass, RepairPass
     from onnxfold.passes.search import parse_levels, prepared
     from onnxfold.pipeline.manager import PassContext
@@ -133,6 +140,9 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
     if args.round_to < 1:
         raise CliError("--round-to must be at least 1")
     original = as_model(args.model)
+    if unbatched(original):  # measured one whole input per sample, as the search measures it
+        shapes = with_batch_axis(shapes, original)
+        add_batch_axis(original)
     model = original.copy()
     ctx = PassContext(original=original, input_shapes=shapes or {}, inputs=inputs)
     CanonicalizePass().run(model, ctx)

