@@ -48,6 +48,13 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def from_runtime(exc: BaseException) -> bool:
+    """Whether onnxruntime raised ``exc`` (InvalidGraph, Fail, NotImplemented, ...): it could not load
+    or run a model, a fact about the model (an op its opset does not have, a missing kernel) that the
+    user can act on, reported as an error rather than as onnxfold's internal error."""
+    return type(exc).__module__.startswith("onnxruntime")
+
+
 #: onnxruntime's framing ("[ONNXRuntimeError] : 1 : FAIL : ") and the C++ source location and
 #: signature it puts before the reason ("/onnxruntime_src/.../reshape_helper.h:91 onnxruntime::
 #: ReshapeHelper::ReshapeHelper(const onnxruntime::TensorShape&, ...) "): cut, a one-line message

@@ -310,3 +310,22 @@ def test_protobuf_declaring_more_than_2gb(tmp_path: Path, capsys) -> None:
     assert _peak_bytes(run) < 64 * MB
     codes, growth = _child_rss_growth(big, tmp_path, *ANALYZE_AND_FOLD)
     assert codes == [2, 2] and growth < 64 * MB, (codes, growth)
+
+
+@pytest.mark.parametrize("extra", [[], ["-s", "0.3"]])
+def test_a_model_onnxruntime_cannot_load_is_an_error_not_a_crash(extra: list, tmp_path: Path, capsys) -> None:
+    """An op given an input its opset does not have (ReduceMean's axes input before opset 18) read as
+    'internal error: InvalidGraph ... (rerun with --debug)' with exit 3."""
+    proto = mlp_proto()
+    out_name = proto.graph.output[0].name
+    proto.graph.node.append(oh.make_node("ReduceMean", [out_name, "axes"], ["pooled"], keepdims=0))
+    proto.graph.initializer.append(onnx.numpy_helper.from_array(__import__("numpy").array([1], "int64"), "axes"))
+    proto.graph.output[0].name = "pooled"
+    proto.graph.output[0].type.tensor_type.ClearField("shape")
+    proto.opset_import[0].version = 13
+    onnx.save(proto, str(tmp_path / "m.onnx"))
+    out = tmp_path / "o.onnx"
+    assert main(["fold", str(tmp_path / "m.onnx"), "-o", str(out), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "onnxruntime cannot run the model" in err and "ReduceMean" in err
+    assert not out.exists()

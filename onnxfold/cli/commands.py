@@ -21,7 +21,7 @@ from onnxfold.cli.parser import (
     fold_flags,
     global_parser,
 )
-from onnxfold.errors import EXPECTED_ERRORS, CliError, one_line
+from onnxfold.errors import EXPECTED_ERRORS, CliError, from_runtime, one_line
 
 
 def _check_paths(args: argparse.Namespace) -> None:
@@ -350,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: still one line unless --debug
         if args.debug:
             raise
+        if from_runtime(exc):
+            print(f"onnxfold: error: onnxruntime cannot run the model: {one_line(exc)}", file=sys.stderr)
+            return EXIT_USAGE
         print(
             f"onnxfold: internal error: {type(exc).__name__}: {one_line(exc)} (rerun with --debug)",
             file=sys.stderr,
