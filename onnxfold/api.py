@@ -111,15 +111,15 @@ def _with_counted_macs(stats, counted):
     )
 
 
-def _canonical_stats(model: Model):
-    """Statistics of a canonicalized copy of ``model``, or None when canonicalize fails on it (the
-    pipeline's own canonicalize reports what fails; the input is then counted as it is)."""
+def _canonical_stats(model: Model, shapes: dict | None = None):
+    """Statistics of a canonicalized copy of ``model`` (MACs at ``shapes``), or None when canonicalize
+    fails on it (the pipeline's own canonicalize reports what fails; the input is then counted as it is)."""
     from onnxfold.passes import CanonicalizePass
 
     probe = model.copy()
     try:
         CanonicalizePass().run(probe, PassContext(original=model))
-        return stats_of(probe)
+        return stats_of(probe, shapes=shapes)
     except Exception:
         return None
 
@@ -139,19 +139,20 @@ def _run_pipeline(
     from onnxfold.ir.batch_view import add_batch_axis, remove_batch_axis, unbatched, with_batch_axis
     from onnxfold.passes import CanonicalizePass
 
-    before = stats_of(model, source_size(model))
     view = unbatched(model)
+    given = dict(input_shapes or {})  # MACs are counted at the shapes the user gave
+    before = stats_of(model, source_size(model), given, batched=not view)
     if view:  # every sample one whole input (onnxfold.ir.batch_view)
         input_shapes = with_batch_axis(input_shapes, model)
         add_batch_axis(model)
     # MACs before are counted on the input canonicalized: right after the pipeline's own canonicalize
     # when it comes first (canonicalize reads nothing of the context), else on a canonicalized copy
     canonical_first = bool(passes) and isinstance(passes[0], CanonicalizePass)
-    counted = [] if canonical_first else [_canonical_stats(model)]
+    counted = [] if canonical_first else [_canonical_stats(model, input_shapes)]
 
     def record(rec) -> None:
         if canonical_first and not counted:
-            counted.append(stats_of(model))
+            counted.append(stats_of(model, shapes=input_shapes))
         if on_pass is not None:
             on_pass(rec)
 
@@ -178,7 +179,7 @@ def _run_pipeline(
         log.info("save: %.1f s (CPU %.1f s)", steps.get("save", 0.0), steps.cpu.get("save", 0.0))
     report = FoldReport(
         before,
-        stats_of(model, after_size),
+        stats_of(model, after_size, given, batched=not view),
         manager.records,
         ctx.data.get("fold_plans", []),
         ctx.data.get("validation"),

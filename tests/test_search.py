@@ -517,13 +517,16 @@ def test_the_data_free_proxy_of_a_batch_1_model_measures_many_samples() -> None:
     from onnxfold.folding.samples import SYNTHETIC_SAMPLES
 
     ev = Evaluator(_batch1_classifier(False))
-    assert ev.describe() == f"data-free proxy: {SYNTHETIC_SAMPLES} random samples"
+    assert ev.describe() == f"data-free proxy: {SYNTHETIC_SAMPLES} random samples of x [4]"
     assert ev.reference["y"].shape == (SYNTHETIC_SAMPLES, 3) and ev.samples == SYNTHETIC_SAMPLES
     assert len({tuple(r) for r in ev.reference["y"].round(5)}) == SYNTHETIC_SAMPLES  # all different
     # a recurrent state [layers, batch, hidden]: runs joined along its batch axis, run one by one
     with_state = Evaluator(_batch1_classifier(True))
     assert not with_state.extra_runs and with_state.samples == SYNTHETIC_SAMPLES
-    assert with_state.describe() == f"data-free proxy: {SYNTHETIC_SAMPLES} random samples"
+    # the state's samples lie on its second axis: one sample is [layers, hidden]
+    assert (
+        with_state.describe() == f"data-free proxy: {SYNTHETIC_SAMPLES} random samples of x [4], state [2, 5]"
+    )
     assert with_state.feed["state"].shape == (2, SYNTHETIC_SAMPLES, 5)
     assert with_state.reference["y"].shape == (SYNTHETIC_SAMPLES, 3)
     np.testing.assert_array_equal(with_state.reference["state_out"], -with_state.feed["state"])
@@ -899,7 +902,7 @@ def test_analyze_sensitivity_takes_input_shapes(tmp_path, capsys) -> None:
     rc = main(["analyze", str(path), "--sensitivity", "--input-shape", "x:4,8", "--levels", "0.5", "--json"])
     assert rc in (0, None)
     data = json.loads(capsys.readouterr().out)
-    assert data["inputs"] == "data-free proxy: 32 random samples"
+    assert data["inputs"] == "data-free proxy: 32 random samples of x [8]"  # given: nothing guessed
     (group,) = data["groups"]
     assert group["channels"] == 6 and 0.0 < group["fidelity"][0] < 1.0
 
@@ -1052,3 +1055,18 @@ def test_analyze_plot_that_cannot_be_written_fails_before_measuring(tmp_path, ca
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "matplotlib" else real(n, *a))
     assert main([*argv, "--plot", str(tmp_path / "s.png")]) == 2
     assert "needs matplotlib" in capsys.readouterr().err and not (tmp_path / "s.png").exists()
+
+
+def test_the_sensitivity_table_marks_levels_that_left_a_group_whole(tmp_path, capsys, digits) -> None:
+    """A 16-channel group at r=0.2 keeps its 16 channels after rounding: the table printed 1.0000
+    there, which read as 'safe to compress'."""
+    np.save(tmp_path / "x.npy", digits[0])
+    argv = ["analyze", str(bundled_model("resnet18.onnx")), "--sensitivity", "--levels", "0.2,0.5"]
+    assert main([*argv, "--inputs", str(tmp_path / "x.npy")]) in (0, None)
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if len(line.split()) == 5 and line.split()[1] == "16"]
+    assert rows and all(r[3] == "whole" and r[4] != "whole" for r in rows)
+    assert not any(
+        len(r) == 5 and r[1] in ("32", "64") and "whole" in r for r in map(str.split, out.splitlines())
+    )
+    assert "whole: the level's rounded width is the group's own" in out

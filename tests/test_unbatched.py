@@ -184,3 +184,42 @@ def test_top1_counts_a_decision_per_clip_not_one_argmax_of_all(tmp_path: Path) -
     decisions = np.mean([run(wide, c).argmax() == run(out, c).argmax() for c in x])
     assert scores["shape"] == [16, CLASSES] and scores["top1_agreement"] == pytest.approx(decisions)
     assert decisions < 1.0  # the fold at 0.7 moves some decisions: a single argmax hid them
+
+
+def test_the_proxy_says_which_shape_it_guessed(tmp_path: Path, capsys) -> None:
+    """Free dims beyond the batch get a guess (16): the report names the shape measured and says so,
+    and --input-shape replaces the guess (madmom's key CNN reads 105 bands, and was probed with 16)."""
+    from onnxfold.search.evaluate import Evaluator
+
+    _, wide = compact_and_wide()
+    model = model_from_proto(wide)
+    add_batch_axis(model)  # [1, frames, BANDS]: the frames are free
+    proto = to_model_proto(model)
+    guessed = Evaluator(proto, metric="r2").describe()
+    assert guessed.endswith(f"random samples of x [16, {BANDS}] (free dims guessed: --input-shape sets them)")
+    given = Evaluator(proto, metric="r2", shapes={"x": (1, 20, BANDS)}).describe()
+    assert given.endswith(f"random samples of x [20, {BANDS}]")
+
+
+def test_macs_are_counted_at_the_given_input_shape(tmp_path: Path) -> None:
+    """Free dims were taken as 1 for MACs whatever --input-shape said (madmom's CNN: 664K MACs, one
+    frame, where [60, 105] costs 179M), and the leading dim of a model without a batch axis is no
+    batch to divide out."""
+    _, wide = compact_and_wide()
+    onnx.save(wide, str(tmp_path / "wide.onnx"))
+    per_frame = 8 * BANDS * 3 + CLASSES * 8 * 1  # Conv(w1) and Conv(w2) per output frame
+    _, free = onnxfold.fold(tmp_path / "wide.onnx", sparsity=0.0, validate=False)
+    assert free.before.macs == per_frame and "inferred from the inputs' free dims" in " ".join(
+        free.before.notes
+    )
+    assert "unk__" not in " ".join(free.before.notes)
+    for frames in (20, 37):
+        _, given = onnxfold.fold(
+            tmp_path / "wide.onnx", sparsity=0.0, validate=False, input_shapes={"x": (frames, BANDS)}
+        )
+        assert given.before.macs == given.after.macs == per_frame * frames
+        assert not given.before.symbolic_dims
+    _, folded = onnxfold.fold(
+        tmp_path / "wide.onnx", min_fidelity=0.5, input_shapes={"x": (20, BANDS)}, inputs=clips(8)
+    )
+    assert folded.search.chosen.macs == folded.after.macs  # the search counts at the same shape

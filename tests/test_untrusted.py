@@ -319,7 +319,9 @@ def test_a_model_onnxruntime_cannot_load_is_an_error_not_a_crash(extra: list, tm
     proto = mlp_proto()
     out_name = proto.graph.output[0].name
     proto.graph.node.append(oh.make_node("ReduceMean", [out_name, "axes"], ["pooled"], keepdims=0))
-    proto.graph.initializer.append(onnx.numpy_helper.from_array(__import__("numpy").array([1], "int64"), "axes"))
+    proto.graph.initializer.append(
+        onnx.numpy_helper.from_array(__import__("numpy").array([1], "int64"), "axes")
+    )
     proto.graph.output[0].name = "pooled"
     proto.graph.output[0].type.tensor_type.ClearField("shape")
     proto.opset_import[0].version = 13

@@ -158,6 +158,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
         round_to=args.round_to,
         stats=fold.moments,
         judge=fold.judge,
+        shapes=ctx.input_shapes,
     )
     if args.json:
         print(

@@ -26,9 +26,12 @@ from onnxfold.report.stats import (
 )
 
 
-def stats_of(model: Model, file_size: int | None = None) -> ModelStats:
-    """Parameter, MAC and size statistics of ``model`` (``file_size``: its saved size in bytes)."""
-    return model_stats(model.to_onnx(), file_size=file_size)
+def stats_of(
+    model: Model, file_size: int | None = None, shapes: dict | None = None, batched: bool = True
+) -> ModelStats:
+    """Parameter, MAC and size statistics of ``model`` (``file_size``: its saved size in bytes;
+    ``shapes`` and ``batched`` as :func:`~onnxfold.report.stats.model_stats` takes them)."""
+    return model_stats(model.to_onnx(), file_size=file_size, shapes=shapes, batched=batched)
 
 
 def saved_size(path: Path) -> int:

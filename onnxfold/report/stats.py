@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from onnx import TensorProto
 
 from onnxfold.analysis.registry import hook as op_hook
 from onnxfold.ir.shapes import value_info_dims
+from onnxfold.report.table import format_table, human_bytes, human_count  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -160,15 +160,26 @@ def _graph_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
     return [i for i in graph.input if i.name not in inits]
 
 
-def _batch_of(model: onnx.ModelProto) -> tuple[int, set[str], str | None]:
-    """(batch N, symbolic dim-0 names to pin to N, warning or None) from dim 0 of the graph inputs.
+def _given_dims(model: onnx.ModelProto, shapes: dict | None) -> dict[str, list[int]]:
+    """``shapes`` for the graph inputs they fit (same name and rank)."""
+    out = {}
+    for vi in _graph_inputs(model.graph):
+        dims = _dims_of(vi)
+        if shapes and vi.name in shapes and dims is not None and len(dims) == len(shapes[vi.name]):
+            out[vi.name] = [int(d) for d in shapes[vi.name]]
+    return out
+
+
+def _batch_of(model: onnx.ModelProto, given: dict | None = None) -> tuple[int, set[str], str | None]:
+    """(batch N, symbolic dim-0 names to pin to N, warning or None) from dim 0 of the graph inputs
+    (as ``given`` sets them).
 
     Symbolic dim 0 everywhere -> N = 1; one shared fixed dim 0 -> that N (symbolic ones pinned to it).
     """
     fixed: set[int] = set()
     symbols: set[str] = set()
     for vi in _graph_inputs(model.graph):
-        dims = _dims_of(vi)
+        dims = (given or {}).get(vi.name) or _dims_of(vi)
         if not dims:
             continue
         if isinstance(dims[0], int):
@@ -192,9 +203,12 @@ def _pin_dims(vi: onnx.ValueInfoProto, symbols: set[str], value: int, first: boo
             d.dim_value = value
 
 
-def _light_copy(model: onnx.ModelProto, symbols: set[str], batch: int) -> onnx.ModelProto:
+def _light_copy(
+    model: onnx.ModelProto, symbols: set[str], batch: int, given: dict | None = None
+) -> onnx.ModelProto:
     """A copy of ``model`` for shape inference: big initializers become typed graph inputs (no data is
-    copied) and the batch dims (``symbols``, unnamed input dim 0) are pinned to ``batch``."""
+    copied), the batch dims (``symbols``, unnamed input dim 0) are pinned to ``batch`` and the inputs
+    in ``given`` get those dims (the shapes recorded between nodes are then inferred again)."""
     g = model.graph
     light = onnx.ModelProto()
     light.ir_version = model.ir_version
@@ -205,10 +219,13 @@ def _light_copy(model: onnx.ModelProto, symbols: set[str], batch: int) -> onnx.M
     lg.node.extend(g.node)
     lg.input.extend(g.input)
     lg.output.extend(g.output)
-    lg.value_info.extend(g.value_info)
+    if not given:
+        lg.value_info.extend(g.value_info)
     init_names = {i.name for i in g.initializer}
     for vi in lg.input:
         _pin_dims(vi, symbols, batch, first=vi.name not in init_names)
+        for d, v in zip(vi.type.tensor_type.shape.dim, (given or {}).get(vi.name, ()), strict=False):
+            d.dim_value = v
     for vi in (*lg.output, *lg.value_info):
         _pin_dims(vi, symbols, batch, first=False)
     input_names = {i.name for i in g.input}
@@ -229,10 +246,12 @@ def _dims_of(vi: onnx.ValueInfoProto) -> list[Dim] | None:
     return value_info_dims(vi)
 
 
-def _shape_map(model: onnx.ModelProto, symbols: set[str], batch: int) -> dict[str, list[Dim]]:
-    """Tensor name -> shape, from shape inference (with data propagation) on a batch-pinned light copy;
-    only the declared shapes if inference fails."""
-    light = _light_copy(model, symbols, batch)
+def _shape_map(
+    model: onnx.ModelProto, symbols: set[str], batch: int, given: dict | None = None
+) -> dict[str, list[Dim]]:
+    """Tensor name -> shape, from shape inference (with data propagation) on a batch-pinned light copy
+    (its inputs as ``given`` sets them); only the declared shapes if inference fails."""
+    light = _light_copy(model, symbols, batch, given)
     try:
         inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)
     except Exception as exc:  # inference is best effort
@@ -290,12 +309,21 @@ def _node_macs(node: onnx.NodeProto, shapes: dict[str, list[Dim]], res: _DimReso
 # --------------------------------------------------------------------------- public
 
 
-def model_stats(model: onnx.ModelProto, file_size: int | None = None) -> ModelStats:
+def model_stats(
+    model: onnx.ModelProto,
+    file_size: int | None = None,
+    shapes: dict | None = None,
+    batched: bool = True,
+) -> ModelStats:
     """Parameters, weight bytes, per-sample MACs and op counts of ``model`` (never reads from disk).
 
     Params/bytes come from tensor dims, so they are right even if external data was not loaded. Every
     stored tensor counts once, however many nodes read it (a tied embedding and LM head is one tensor;
     cleanup stores copies of one weight once, so a copy the input held is not counted after it).
+    ``shapes``: input name -> dims (``--input-shape``) the MACs are counted at (free dims were taken
+    as 1 whatever the user gave: madmom's key CNN counted 664K MACs, one frame, at [60, 105]);
+    ``batched=False``: the model has no batch axis (:mod:`onnxfold.ir.batch_view`), so its leading
+    dim is not divided out.
     """
     stats = ModelStats(file_size=file_size)
     bits = 0
@@ -313,11 +341,12 @@ def model_stats(model: onnx.ModelProto, file_size: int | None = None) -> ModelSt
             stats.op_counts[key] += 1
     stats.weight_bytes = (bits + 7) // 8
 
-    batch, batch_symbols, warning = _batch_of(model)
+    given = _given_dims(model, shapes)
+    batch, batch_symbols, warning = _batch_of(model, given) if batched else (1, set(), None)
     if warning:
         stats.notes.append(warning)
     stats.batch = batch
-    shapes = _shape_map(model, batch_symbols, batch)
+    shapes = _shape_map(model, batch_symbols, batch, given)
     res = _DimResolver()
     total = 0
     for graph in _walk_graphs(model.graph):
@@ -336,95 +365,14 @@ def model_stats(model: onnx.ModelProto, file_size: int | None = None) -> ModelSt
     stats.symbolic_dims = sorted(res.symbols - batch_symbols)
     if stats.symbolic_dims:
         stats.notes.append(
-            f"{symbolic_summary(stats.symbolic_dims)} taken as 1 for MACs (MACs scale with them)"
+            f"{symbolic_summary(stats.symbolic_dims)} taken as 1 for MACs (MACs scale with them; "
+            "--input-shape counts them at a real size)"
         )
     if stats.macs_unknown_nodes:
         stats.notes.append(f"{stats.macs_unknown_nodes} node(s) without inferred shapes: MACs not counted")
     if has_subgraphs:
         stats.notes.append("subgraph (If/Loop/Scan) nodes counted once each")
     return stats
-
-
-_NUMERIC = re.compile(r"^[-+]?(\d[\d,]*\.?\d*|\.\d+)(e[-+]?\d+)?\s*(%|x|[KMGT]i?B|B|[KMGT])?$", re.IGNORECASE)
-
-
-def _is_numeric(cell: Any) -> bool:
-    if isinstance(cell, bool):
-        return False
-    if isinstance(cell, (int, float)):
-        return True
-    return bool(_NUMERIC.match(str(cell).strip()))
-
-
-def _cell_text(cell: Any) -> str:
-    if cell is None:
-        return "-"
-    if isinstance(cell, float):
-        return f"{cell:.4g}"
-    return str(cell)
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None) -> str:
-    """Aligned plain-text table with a dashed rule under the headers.
-
-    A column is right-aligned when all its cells are numbers or number-like strings ("1.2M", "-3.5%",
-    "0.50x", "12 KiB"; "-" and None are ignored). ``align`` ("l"/"r" per column) overrides.
-    """
-    ncol = len(headers)
-    for r in rows:
-        if len(r) != ncol:
-            raise ValueError(f"row {list(r)!r} has {len(r)} cells, expected {ncol}")
-    text = [[_cell_text(c) for c in r] for r in rows]
-    if align is None:
-        align = ""
-        for j in range(ncol):
-            cells = [r[j] for r in rows if r[j] is not None and str(r[j]).strip() not in ("", "-")]
-            align += "r" if cells and all(_is_numeric(c) for c in cells) else "l"
-    elif len(align) != ncol or set(align) - {"l", "r"}:
-        raise ValueError(f"align must be {ncol} characters of 'l'/'r', got {align!r}")
-    widths = [max([len(str(headers[j]))] + [len(r[j]) for r in text]) for j in range(ncol)]
-
-    def line(cells: Sequence[str]) -> str:
-        parts = [c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(cells, widths, align, strict=True)]
-        return "  ".join(parts).rstrip()
-
-    out = [line([str(h) for h in headers]), "  ".join("-" * w for w in widths)]
-    out.extend(line(r) for r in text)
-    return "\n".join(out)
-
-
-def _scaled(value: float, base: float, units: Sequence[str]) -> tuple[float, str]:
-    v, unit = float(value), units[0]
-    for u in units[1:]:
-        if abs(v) < base * 0.9995:  # keeps 999.96 from printing as "1000K"
-            break
-        v, unit = v / base, u
-    return v, unit
-
-
-def _three_digits(v: float) -> str:
-    a = abs(v)
-    return f"{v:.2f}" if a < 10 else f"{v:.1f}" if a < 100 else f"{v:.0f}"
-
-
-def human_count(n: float | None) -> str:
-    """Count with SI suffix and ~3 significant digits: 950, 1.23K, 45.6M, 7.89G."""
-    if n is None:
-        return "-"
-    if abs(n) < 1000:
-        return str(int(n)) if float(n).is_integer() else f"{n:.3g}"
-    v, unit = _scaled(n, 1000.0, ("", "K", "M", "G", "T", "P"))
-    return f"{_three_digits(v)}{unit}"
-
-
-def human_bytes(n: float | None) -> str:
-    """Byte size in binary units: 512 B, 1.50 KiB, 23.4 MiB, 1.02 GiB."""
-    if n is None:
-        return "-"
-    if abs(n) < 1024:
-        return f"{int(n)} B"
-    v, unit = _scaled(n, 1024.0, ("B", "KiB", "MiB", "GiB", "TiB", "PiB"))
-    return f"{_three_digits(v)} {unit}"
 
 
 def _ratio_cells(before: float | None, after: float | None) -> tuple[str, str]:
@@ -468,10 +416,18 @@ def params_growth(before: ModelStats, after: ModelStats, limit: int = 6) -> str 
 def symbolic_summary(dims: Sequence[str], shown: int = 3, width: int = 40) -> str:
     """'symbolic dims a, b, c' for a few short names; longer lists and exported expressions (a
     dynamic output length written out as floor(...) arithmetic) are cut to ``shown`` names of at most
-    ``width`` characters and a count."""
-    names = [d if len(d) <= width else d[: width - 1] + "…" for d in dims[:shown]]
-    more = f" and {len(dims) - shown} more" if len(dims) > shown else ""
-    return f"symbolic dim{'s' if len(dims) > 1 else ''} {', '.join(names)}{more}"
+    ``width`` characters and a count. Shape inference's own names (``unk__N``, a dim it derived from
+    free ones, as a Conv's output length) mean nothing to a reader: they are counted, not named."""
+    own = [d for d in dims if not d.startswith("unk__")]
+    derived = len(dims) - len(own)
+    parts = []
+    if own:
+        names = [d if len(d) <= width else d[: width - 1] + "…" for d in own[:shown]]
+        more = f" and {len(own) - shown} more" if len(own) > shown else ""
+        parts.append(f"symbolic dim{'s' if len(own) > 1 else ''} {', '.join(names)}{more}")
+    if derived:
+        parts.append(f"{derived} dim{'s' if derived > 1 else ''} inferred from the inputs' free dims")
+    return " and ".join(parts)
 
 
 def format_comparison(before: ModelStats, after: ModelStats) -> str:
@@ -492,5 +448,7 @@ def format_comparison(before: ModelStats, after: ModelStats) -> str:
         if s.macs_unknown_nodes:
             notes.append(f"note ({which}): MACs of {s.macs_unknown_nodes} node(s) unknown (no shapes)")
         if s.symbolic_dims:
-            notes.append(f"note ({which}): MACs take {symbolic_summary(s.symbolic_dims)} as 1")
+            notes.append(
+                f"note ({which}): MACs take {symbolic_summary(s.symbolic_dims)} as 1 (--input-shape sets them)"
+            )
     return "\n".join([table, *notes])

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import onnx
 
-from onnxfold.folding.samples import fixed_batch, measured_limit, sample_count, splittable, take
+from onnxfold.folding.samples import fixed_batch, measured_limit, sample_axes, sample_count, splittable, take
 from onnxfold.ir.model import Model
 from onnxfold.runtime.compare import batch_runs, joined_runs, run_feed
 from onnxfold.runtime.exercised import unexercised
@@ -75,6 +75,32 @@ def _random_runs(
     return joined, []
 
 
+def proxy_shapes(model, feed, given: Mapping | None = None) -> str:
+    """The shape of one random sample per input, and whether dims the model leaves free were guessed:
+    e.g. ``of input [16, 16] (free dims guessed: --input-shape sets them)``. A model with free dims
+    beyond the batch gets a guess (16 for a sequence or anything unnamed, 224 for an image side),
+    which may be far from what it reads (madmom's key CNN reads 105 bands, and got 16); ``given``:
+    the ``--input-shape`` values, which guess nothing."""
+    from onnxfold.runtime.inputs import input_specs
+
+    specs = {s.name: s for s in input_specs(model)}
+    layout = sample_axes(feed)
+    axes = layout[1] if layout else {}
+    shown, guessed = [], False
+    for name, value in feed.items():
+        shape = list(np.shape(value))
+        if not shape:
+            continue
+        del shape[axes.get(name, 0)]  # the sample axis: the leading one, or a state's second
+        shown.append(f"{name} [{', '.join(map(str, shape))}]")
+        declared = list(specs[name].shape) if name in specs and name not in (given or {}) else []
+        if len(declared) > axes.get(name, 0):
+            del declared[axes.get(name, 0)]
+        guessed |= any(not isinstance(d, (int, np.integer)) for d in declared)
+    text = "of " + ", ".join(shown) if shown else ""
+    return text + (" (free dims guessed: --input-shape sets them)" if guessed else "")
+
+
 class Evaluator:
     """Runs ``original`` on ``inputs`` once (when None, the random samples of :func:`_random_runs`:
     then ``proxy`` is True) and scores candidates by :func:`onnxfold.runtime.fidelity.model_fidelity`.
@@ -98,6 +124,7 @@ class Evaluator:
         id_draws = _id_draws(original)
         self.proxy = inputs is None or bool(synthetic)
         self.synthetic = synthetic
+        self.shapes = dict(shapes or {})
         self.extra_runs: list[dict] = []  # random runs that cannot be joined into self.feed
         if inputs is None:
             self.feed, self.extra_runs = _random_runs(original, shapes, seed)
@@ -226,9 +253,13 @@ class Evaluator:
         """e.g. ``32 given samples`` or ``data-free proxy: 32 random samples``."""
         n = sum(sample_count(f) for f in [self.feed, *self.extra_runs])
         if self.synthetic:
-            text = f"data-free proxy: {self.synthetic}"
+            text = f"data-free proxy: {self.synthetic} {proxy_shapes(self.original, self.feed, self.shapes)}"
+        elif self.proxy:
+            text = (
+                f"data-free proxy: {n} random samples {proxy_shapes(self.original, self.feed, self.shapes)}"
+            )
         else:
-            text = f"data-free proxy: {n} random samples" if self.proxy else f"{n} given samples"
+            text = f"{n} given samples"
         streams = [c for c in self.chains if len(c) > 1]
         if streams:
             text += (

@@ -118,10 +118,11 @@ def sensitivity(
     judge=None,
     stop_below: float | None = None,
     limit: TimeLimit | None = None,
+    shapes: dict | None = None,
 ) -> list[GroupCurve]:
     """A :class:`GroupCurve` per foldable, not ignored group of the (canonicalized) ``model``.
     ``skip(name)`` true: the group is left out (e.g. a recipe or override fixes it). ``stop_below``,
-    ``limit``: see the module docstring."""
+    ``limit``: see the module docstring. ``shapes``: the input shapes MACs are counted at."""
     from onnxfold.passes.fold import (
         rewrite_model,
     )  # the fold pass imports the search: no cycle at import time
@@ -131,7 +132,7 @@ def sensitivity(
         raise ValueError(f"levels must be in [0, 1), got {levels}")
     groups = analyze_graph(model.graph, model.node_scopes())
     tensors = model.graph.tensors()
-    base = stats_of(model)
+    base = stats_of(model, shapes=shapes)
     curves: dict[str, GroupCurve] = {}
     measured: dict[tuple[str, int], float] = {}  # (group, width) -> fidelity: one measurement per width
     missed: set[str] = set()  # groups that measured below stop_below: higher levels not measured
@@ -213,7 +214,7 @@ def sensitivity(
                     fid = _value(evaluate, copy)
                     if removed > 0 and not curve.params_per_channel:  # MACs need shapes: once per group
                         infer_shapes(copy)
-                        after = stats_of(copy)
+                        after = stats_of(copy, shapes=shapes)
                 except Exception as exc:
                     curve.errors.append(f"{level}: {type(exc).__name__}")
                     curve.fidelity.append(0.0)
@@ -231,19 +232,35 @@ def sensitivity(
 def format_sensitivity(curves: Sequence[GroupCurve], describe: str = "") -> str:
     """The table ``onnxfold analyze --sensitivity`` prints."""
     levels = sorted({v for c in curves for v in c.levels})
-    rows = []
+    rows, whole = [], False
+
+    def cell(c: GroupCurve, v: float, by: dict, removed: dict) -> str:
+        nonlocal whole
+        if v in c.unmeasured:
+            return "skipped"
+        if v not in by:
+            return "-"
+        if removed.get(v) == 0:  # the rounded width is the group's own: nothing was compressed
+            whole = True
+            return "whole"
+        return f"{by[v]:.4f}"
+
     for c in curves:
         by = dict(zip(c.levels, c.fidelity, strict=True))
+        removed = dict(zip(c.levels, c.removed, strict=False))
         rows.append(
             [shortened(c.name), c.channels, f"{c.params_per_channel:.0f}"]
-            + ["skipped" if v in c.unmeasured else f"{by[v]:.4f}" if v in by else "-" for v in levels]
+            + [cell(c, v, by, removed) for v in levels]
         )
     head = f"sensitivity: fidelity when one group alone is compressed ({describe})\n" if describe else ""
-    return head + format_table(
+    table = format_table(
         ["group", "channels", "params/ch"] + [f"r={v:g}" for v in levels],
         rows,
         align="lrr" + "r" * len(levels),
     )
+    if whole:  # a 1.0000 there read as "safe to compress"
+        table += "\nwhole: the level's rounded width is the group's own, so nothing was removed (--round-to 1: exact widths)"
+    return head + table
 
 
 def plot_ready(path: str) -> None:

@@ -227,6 +227,7 @@ def search(
     refine: Callable[[dict[str, float]], tuple[Model, dict]] | None = None,
     limit: TimeLimit | None = None,
     base: Any = None,
+    shapes: dict | None = None,
 ) -> SearchResult:
     """Run the search on the canonicalized ``model``. ``build(allocation)`` returns a new folded
     (repaired, cleaned) copy and the pass data it left. See the module docstring. ``refine``: a
@@ -234,10 +235,11 @@ def search(
     allocation and kept when its measured fidelity is at least the chosen one's. ``limit``: see the
     module docstring. ``base``: the statistics reductions are counted from (default ``model``'s; the
     search pass gives those of ``model`` cleaned up as every candidate is, since canonicalization
-    unshares initializers that cleanup shares again)."""
+    unshares initializers that cleanup shares again). ``shapes``: the input shapes MACs are counted at
+    (``--input-shape``)."""
     start = time.perf_counter()
     limit = limit if limit is not None else TimeLimit()
-    base = base if base is not None else stats_of(model)
+    base = base if base is not None else stats_of(model, shapes=shapes)
     groups = analyze_graph(model.graph, model.node_scopes())
     fixed = fixed_groups(groups, overrides, recipe)
     estimator = evaluator.within()  # a heavy model's sensitivity on fewer samples; candidates on all
@@ -257,6 +259,7 @@ def search(
         judge=judge,
         stop_below=target if mode == "min_fidelity" else None,
         limit=limit,
+        shapes=shapes,
     )
     sensitivity_cut = limit.skipped
     round_to = fold_opts["round_to"]
@@ -267,7 +270,7 @@ def search(
     def measure(steps: int) -> Candidate:
         if steps in tried:
             return tried[steps]
-        cand = measured(steps, build(path.sparsities_at(steps)), evaluator, base)
+        cand = measured(steps, build(path.sparsities_at(steps)), evaluator, base, shapes)
         log.info(
             "search: %d steps -> fidelity %.4f%s, %.1f%% fewer params",
             steps,
@@ -295,7 +298,7 @@ def search(
         if refine is not None and chosen.steps > 0:
             cut.append("the chosen widths were not refitted")
     elif refine is not None and chosen.steps > 0:
-        better = _refined(chosen, refine(path.sparsities_at(chosen.steps)), evaluator, base)
+        better = _refined(chosen, refine(path.sparsities_at(chosen.steps)), evaluator, base, shapes)
         if better is not None and mode == "min_fidelity" and met and not better.meets(target):
             better = None
         if better is not None:
@@ -330,12 +333,15 @@ def search(
     )
 
 
-def measured(steps: int, built: tuple[Model, dict], evaluator: Evaluator, base) -> Candidate:
-    """The candidate of a built (model, pass data) pair: its fidelity, size and reductions from ``base``."""
+def measured(
+    steps: int, built: tuple[Model, dict], evaluator: Evaluator, base, shapes: dict | None = None
+) -> Candidate:
+    """The candidate of a built (model, pass data) pair: its fidelity, size and reductions from ``base``
+    (MACs at ``shapes``)."""
     model, data = built
     fid, per = evaluator(model)
     unseen = list(evaluator.last_unseen) if getattr(evaluator, "unseen", None) is not None else []
-    st = stats_of(model)
+    st = stats_of(model, shapes=shapes)
     return Candidate(
         steps,
         fid,
@@ -350,10 +356,12 @@ def measured(steps: int, built: tuple[Model, dict], evaluator: Evaluator, base) 
     )
 
 
-def _refined(chosen: Candidate, built: tuple[Model, dict], evaluator: Evaluator, base) -> Candidate | None:
+def _refined(
+    chosen: Candidate, built: tuple[Model, dict], evaluator: Evaluator, base, shapes: dict | None = None
+) -> Candidate | None:
     """The refined build as a candidate when it measures at least as well as ``chosen`` with no more
     parameters, else None."""
-    cand = measured(chosen.steps, built, evaluator, base)
+    cand = measured(chosen.steps, built, evaluator, base, shapes)
     if cand.fidelity < chosen.fidelity or cand.params > chosen.params:
         return None
     cand.data = {
