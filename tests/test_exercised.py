@@ -17,6 +17,7 @@ import onnxfold
 from onnxfold.report.fold_report import task_warning
 from onnxfold.runtime.compare import narrow_span
 from onnxfold.runtime.exercised import unexercised, unexercised_by_both
+from onnxfold.runtime.fidelity import output_metrics
 
 
 def _detector(bias: float, seed: int = 0) -> onnx.ModelProto:
@@ -181,3 +182,27 @@ def test_an_unexercised_worst_output_does_not_hide_an_exercised_one_below_the_ba
     assert only_noise.startswith("note: softmax_2 keeps r2 0.0000")
     given = task_warning(ValidationReport("CPU", {"x": (2, 4)}, outputs, seed=None))
     assert given.startswith("warning: softmax_2 keeps r2 0.0000, dense_6 keeps r2 0.0935, dense_5 keeps top1")
+
+
+def test_a_recogniser_reading_noise_as_nearly_all_blank_is_unexercised() -> None:
+    """PP-OCRv4's recogniser read random inputs as blank at 99.8% of 1,280 positions; every line of a
+    fold agreed on them (counting argmaxes), and the fold kept 0.906 of real lines. Fewer than 1% of
+    positions deciding anything is no measure of the decisions: auto takes r2."""
+    rng = np.random.default_rng(1)
+    probs = rng.random((32, 40, 30)).astype(np.float32)
+    probs[..., 0] += 5.0  # blank everywhere ...
+    probs[3, 7, 4] += 10.0  # ... but at two of the 1,280 positions
+    probs[9, 20, 11] += 10.0
+    assert output_metrics({"softmax_out": probs}, "auto", {"softmax_out": "Softmax"}, samples=32) == {
+        "softmax_out": "r2"
+    }
+    assert (
+        unexercised("softmax_out", probs, "Softmax", samples=32)
+        == "made its argmax class 0 at 99.8% of the positions"
+    )
+    real = probs.copy()
+    real[:, ::4, 5] += 10.0  # real lines: a quarter of the positions read a character
+    assert output_metrics({"softmax_out": real}, "auto", {"softmax_out": "Softmax"}, samples=32) == {
+        "softmax_out": "sequence"
+    }
+    assert unexercised("softmax_out", real, "Softmax", samples=32) is None

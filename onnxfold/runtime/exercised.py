@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from onnxfold.runtime.compare import BOUNDING_OPS, narrow_span
-from onnxfold.runtime.fidelity import auto_metric, one_class
+from onnxfold.runtime.fidelity import auto_metric, dominant_class, one_class
 
 
 def unexercised(
@@ -41,7 +41,9 @@ def unexercised(
         and auto_metric(name, ref, producer_op, token_inputs, samples) in ("top1", "sequence")
         and one_class(ref)
     ):
-        return f"made its argmax class {int(ref.argmax(axis=-1).flat[0])} at every position"
+        cls, share = dominant_class(ref)
+        where = "every position" if share == 1.0 else f"{share:.1%} of the positions"
+        return f"made its argmax class {cls} at {where}"
     return None
 
 
