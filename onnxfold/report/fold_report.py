@@ -176,7 +176,7 @@ class FoldReport:
             if r.stats.get("nothing_folded")
         ]
         if self.search is not None:
-            parts.append("\n" + self.search.summary())
+            parts.append("\n" + self.search.summary(self.before, self.after))
         rows = [[r.name, f"{r.seconds * 1000:.1f} ms", "yes" if r.modified else "no"] for r in self.passes]
         parts.append("\n" + format_table(["pass", "time", "modified"], rows, align="lrl"))
         parts += [f"{r.name}: skipped ({r.stats['skipped']})" for r in self.passes if r.stats.get("skipped")]
