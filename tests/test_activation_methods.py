@@ -368,11 +368,11 @@ def test_padded_positions_are_left_out_of_statistics_and_judged_error() -> None:
     feed = {"input_ids": np.zeros((2, 3), np.int64), "attention_mask": np.array([[1, 1, 0], [1, 0, 0]])}
     mask = padding_mask(feed)
     hidden = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)  # (batch, sequence, channels)
-    rows = _observations(hidden, Site("h", -1, 0, 1, 4), mask)
+    rows = np.concatenate(list(_observations(hidden, Site("h", -1, 0, 1, 4), mask)))
     assert rows.shape == (3, 4)  # 3 tokens, not 6 positions
     assert np.array_equal(rows, hidden.reshape(6, 4)[[0, 1, 3]])
     conv = np.ones((2, 4, 5, 5))  # channels on axis 1: not a token tensor, nothing is masked
-    assert _observations(conv, Site("c", 1, 0, 1, 4), mask).shape == (50, 4)
+    assert np.concatenate(list(_observations(conv, Site("c", 1, 0, 1, 4), mask))).shape == (50, 4)
     assert padding_mask({"x": np.zeros((2, 3), np.float32)}) is None
 
 

@@ -40,3 +40,21 @@ def test_memory_does_not_grow_with_the_stream():
         kept.add(part)
     assert sum(len(p) for p in kept.parts) <= 2 * 50 + 1000
     assert len(kept.values()) <= 50
+
+
+@pytest.mark.parametrize("shape,axis", [((3, 6, 5, 7), 1), ((4, 9, 6), -1), ((2, 6), 1)])
+def test_site_rows_come_in_bounded_slices_in_the_same_order(monkeypatch, shape, axis) -> None:
+    """A site's float64 rows are made a slice of the leading axis at a time; together they are the
+    rows of the whole tensor, in order (a long signal's site as float64 held gigabytes)."""
+    import onnxfold.folding.moments as moments
+
+    value = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    site = moments.Site("t", axis, 2, 2, 2)  # channels [2, 6) as 2 channels of 2 entries
+    whole = np.concatenate(list(moments._observations(value, site)))
+    monkeypatch.setattr(moments, "OBSERVATION_CHUNK", 4)  # at most one leading slice per part
+    parts = list(moments._observations(value, site))
+    leading = np.moveaxis(value, axis, -1).shape[0]
+    assert len(parts) == leading and all(p.size * leading == whole.size for p in parts)
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    moved = np.moveaxis(value, axis, -1)[..., 2:6].astype(np.float64).reshape(-1, 2, 2)
+    np.testing.assert_array_equal(whole, np.swapaxes(moved, 1, 2).reshape(-1, 2))

@@ -1092,3 +1092,49 @@ def test_the_search_line_reads_the_reduction_the_table_reads(tmp_path) -> None:
     assert report.search.chosen.reduction != pytest.approx(report.param_sparsity)  # two counts differ
     line = next(s for s in report.format().splitlines() if s.startswith("search ("))
     assert f"at {report.param_sparsity:.1%} fewer parameters" in line
+
+
+def test_a_heavy_model_runs_few_samples_at_a_time_with_the_same_results(digits, monkeypatch) -> None:
+    """onnxruntime holds every activation of a run at once: DNSMOS (19 GMACs per 9 s clip) peaked at
+    12 GB measuring 32 clips in one run. Runs now stay within RUN_MACS; the figures do not change."""
+    import onnxruntime as ort
+
+    from onnxfold.folding import samples
+    from onnxfold.folding.judge import GroupJudge
+    from onnxfold.folding.moments import Site, measure
+
+    search_x, _ = digits
+    model = as_model(bundled_model("resnet18.onnx"))
+    feed = {"input": search_x[:12]}
+    per = samples.sample_macs(model, feed)
+    whole = Evaluator(model, feed)
+    runs = [{"input": search_x[i : i + 8]} for i in range(0, 16, 8)]
+    judged = GroupJudge(model, runs)
+    sizes: list[int] = []
+    real = ort.InferenceSession.run
+
+    def counting(self, names, fed, *a, **k):
+        sizes.append(len(next(iter(fed.values()))))
+        return real(self, names, fed, *a, **k)
+
+    monkeypatch.setattr(samples, "RUN_MACS", 3 * per)
+    monkeypatch.setattr(ort.InferenceSession, "run", counting)
+    assert samples.run_limit(model, feed) == 3
+    split = Evaluator(model, feed)
+    assert sizes and max(sizes) <= 3
+    for name in whole.reference:
+        np.testing.assert_allclose(split.reference[name], whole.reference[name], rtol=1e-5, atol=1e-6)
+    sizes.clear()
+    small = GroupJudge(model, runs)
+    assert max(sizes) <= 3 and sum(len(f["input"]) for f in small.feeds) == 16
+    got, want = (np.concatenate([r[0] for r in j.reference]) for j in (small, judged))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    conv = next(n for n in model.graph.nodes if n.op == "Conv" and n.inputs[0].name != "input")
+    at = Site(conv.inputs[0].name, 1, 0, 1, int(conv.inputs[1].shape[1]))
+    sizes.clear()
+    chunked_moments = measure(model, [at], runs)[at]
+    assert max(sizes) <= 3
+    monkeypatch.setattr(samples, "RUN_MACS", 1 << 40)
+    once = measure(model, [at], runs)[at]
+    assert chunked_moments.count == once.count
+    np.testing.assert_allclose(chunked_moments.second, once.second, rtol=1e-10)

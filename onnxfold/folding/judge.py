@@ -22,8 +22,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from onnxfold.folding import samples as sampling
 from onnxfold.folding.moments import padding_mask, token_rows
-from onnxfold.folding.samples import measured_limit, sample_count
+from onnxfold.folding.samples import chunked, sample_count, sample_macs, splittable
 from onnxfold.ir.model import Model, to_model_proto
 
 Feeds = dict[str, np.ndarray]
@@ -73,8 +74,12 @@ class GroupJudge:
         self.feeds, self.reference, values = [], [], 0
         feeds = list(feeds)
         # the proto is not needed after the session: its MACs are counted on it, not on a new copy
-        limit = measured_limit(proto, feeds[0], in_place=True) if feeds else None
-        for feed in first_samples(feeds, min(MAX_SAMPLES, limit or MAX_SAMPLES)):
+        per = sample_macs(proto, feeds[0], in_place=True) if feeds else None
+        limit = max(sampling.MIN_MEASURED, sampling.MEASURE_MACS // per) if per else None
+        most = max(1, sampling.RUN_MACS // per) if per else None  # a heavy model's runs take fewer samples
+        chosen = first_samples(feeds, min(MAX_SAMPLES, limit or MAX_SAMPLES))
+        runs = [part for f in chosen for part in (chunked(f, most) if most and splittable(f) else [f])]
+        for feed in runs:
             out = sess.run(self.names, feed)
             self.feeds.append(feed)
             self.reference.append(out)

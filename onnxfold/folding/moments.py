@@ -111,20 +111,32 @@ def token_rows(value: np.ndarray, mask: np.ndarray | None, channel_axis: int) ->
     return v[mask]
 
 
-def _observations(value: np.ndarray, site: Site, mask: np.ndarray | None = None) -> np.ndarray:
-    """(observations, n) float64 rows of one site from one run's tensor (padded positions left out)."""
+#: float64 values made at once per site: a site is read in slices of its leading axis holding at
+#: most this many (a long signal's site as float64 rows held gigabytes: DNSMOS on 9 s clips, 6 GB)
+OBSERVATION_CHUNK = 1 << 22
+
+
+def _observations(value: np.ndarray, site: Site, mask: np.ndarray | None = None) -> Iterator[np.ndarray]:
+    """(observations, n) float64 rows of one site from one run's tensor (padded positions left out),
+    in slices along the leading axis of at most :data:`OBSERVATION_CHUNK` values each."""
     moved = np.moveaxis(token_rows(value, mask, site.axis), site.axis, -1)
     lo, hi = site.offset, site.offset + site.n * site.block
-    part = moved[..., lo:hi].astype(np.float64)
-    part = part.reshape(-1, site.n, site.block)
-    return np.ascontiguousarray(np.swapaxes(part, 1, 2)).reshape(-1, site.n)
+    if moved.ndim == 1:
+        moved = moved[None]
+    per_row = max(1, int(np.prod(moved.shape[1:-1], dtype=np.int64)) * (hi - lo))
+    step = max(1, OBSERVATION_CHUNK // per_row)
+    for i in range(0, moved.shape[0], step):
+        part = moved[i : i + step, ..., lo:hi].astype(np.float64)
+        part = part.reshape(-1, site.n, site.block)
+        yield np.ascontiguousarray(np.swapaxes(part, 1, 2)).reshape(-1, site.n)
 
 
 def site_runs(
     model, sites: Sequence[Site], feeds: Iterable[Feeds]
 ) -> Iterator[Iterator[tuple[Site, np.ndarray]]]:
-    """Per run of ``feeds``, (site, its (observations, n) float64 values) for every site, made one
-    site at a time (a long signal's float64 rows of every site at once held gigabytes): the model
+    """Per run of ``feeds``, (site, (observations, n) float64 values) for every site, made one slice
+    of one site at a time (a long signal's float64 rows of every site at once held gigabytes; a site
+    may come in several slices, in order): the model
     runs once per run in onnxruntime (no graph optimisation: it could fuse away an exposed tensor),
     the sites' tensors its only outputs and only the nodes they depend on kept."""
     from onnxfold.runtime.activations import _with_outputs
@@ -133,12 +145,19 @@ def site_runs(
     sites = list(dict.fromkeys(sites))
     if not sites:
         return
+    from onnxfold.folding.samples import chunked, run_limit
+
     names = list(dict.fromkeys(s.tensor for s in sites))
     session = measurement_session(_with_outputs(model, dict.fromkeys(names, 0), only=True), optimize=False)
-    for feed in feeds:
-        values = dict(zip(names, session.run(names, feed), strict=True))
-        mask = padding_mask(feed)
-        yield ((s, _observations(values[s.tensor], s, mask)) for s in sites)
+    most = None
+    for i, given in enumerate(feeds):
+        if i == 0:  # a heavy model's runs take fewer samples (samples.RUN_MACS)
+            most = run_limit(model, given)
+        for feed in chunked(given, most) if most else [given]:
+            values = dict(zip(names, session.run(names, feed), strict=True))
+            mask = padding_mask(feed)
+            yield ((s, x) for s in sites for x in _observations(values[s.tensor], s, mask))
+            del values
 
 
 def measure(model, sites: Sequence[Site], feeds: Iterable[Feeds]) -> dict[Site, SiteMoments]:

@@ -357,6 +357,24 @@ def sample_macs(model, feed: Feeds, in_place: bool = False) -> int | None:
     return int(macs) if macs else None
 
 
+#: MACs one onnxruntime run may cost: a feed of samples costing more is run in smaller runs, since
+#: onnxruntime holds every activation of a run at once (DNSMOS, 19 GMACs per 9 s clip: 32 clips in
+#: one run peaked at 12 GB)
+RUN_MACS = 1 << 33
+
+
+def run_limit(model, feed: Feeds) -> int | None:
+    """The most samples of ``feed`` one onnxruntime run of ``model`` may take within
+    :data:`RUN_MACS` (at least 1), or None: no limit needed, or the MACs cannot be counted."""
+    if not splittable(feed):
+        return None
+    per = sample_macs(model, feed)
+    if not per:
+        return None
+    most = max(1, RUN_MACS // per)
+    return most if most < sample_count(feed) else None
+
+
 def measured_limit(model, feed: Feeds, budget: int | None = None, in_place: bool = False) -> int | None:
     """How many samples a measurement may use within ``budget`` MACs (default :data:`MEASURE_MACS`;
     at least :data:`MIN_MEASURED`); None when the MACs cannot be counted (``in_place`` as

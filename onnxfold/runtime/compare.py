@@ -258,16 +258,18 @@ def runnable_dims(
 
 
 def run_feed(
-    session: Any, which: str, outputs: list[str], feed: Mapping[str, np.ndarray]
+    session: Any, which: str, outputs: list[str], feed: Mapping[str, np.ndarray], most: int | None = None
 ) -> list[np.ndarray]:
     """The outputs on ``feed``; a model exported at a fixed batch given more samples than that runs
-    them batch by batch (outputs joined along their sample axis: the leading one, the second of a
-    state [layers, batch, hidden])."""
+    them batch by batch, and any model at most ``most`` samples a run
+    (:func:`~onnxfold.folding.samples.run_limit`; outputs joined along their sample axis: the
+    leading one, the second of a state [layers, batch, hidden])."""
     from onnxfold.folding.samples import fixed_batch
 
     fixed = fixed_batch(session)
     try:
-        return joined_runs([session.run(outputs, run) for run in batch_runs(feed, fixed)], fixed)
+        runs = batch_runs(feed, fixed, most)
+        return joined_runs([session.run(outputs, run) for run in runs], fixed or most)
     except Exception as exc:
         shapes = ", ".join(f"{k}{list(np.shape(v))}" for k, v in feed.items())
         error = InputRunError if which == "original" else RuntimeError
@@ -276,13 +278,17 @@ def run_feed(
         ) from exc
 
 
-def batch_runs(feed: Mapping[str, np.ndarray], fixed: int | None) -> list[dict[str, np.ndarray]]:
+def batch_runs(
+    feed: Mapping[str, np.ndarray], fixed: int | None, most: int | None = None
+) -> list[dict[str, np.ndarray]]:
     """The runs ``feed`` takes on a model exported at batch ``fixed`` (None: a free batch): batch by
-    batch when it holds more samples than that, else the feed whole."""
+    batch when it holds more samples than that; on a free batch runs of at most ``most`` samples
+    (None: the feed whole)."""
     from onnxfold.folding.samples import chunked, sample_count, splittable
 
-    if fixed and splittable(feed) and sample_count(feed) > fixed:
-        return chunked(feed, fixed)
+    size = fixed or most
+    if size and splittable(feed) and sample_count(feed) > size:
+        return chunked(feed, size)
     return [dict(feed)]
 
 
@@ -408,8 +414,15 @@ def validate(
         feed = dict(inputs)
         if sorted(feed) != sorted(ref_in):
             raise ValueError(f"given inputs {sorted(feed)} do not match the model inputs {ref_in}")
-    ref_vals = run_feed(ref_sess, "original", ref_out, feed)
-    cand_vals = run_feed(cand_sess, "candidate", ref_out, feed)
+    from onnxfold.folding.samples import run_limit
+
+    if isinstance(original, (str, os.PathLike)):
+        header = onnx.load(str(original), load_external_data=False)
+    else:
+        header = original if isinstance(original, onnx.ModelProto) else onnx.load_from_string(original)
+    most = run_limit(header, feed)
+    ref_vals = run_feed(ref_sess, "original", ref_out, feed, most)
+    cand_vals = run_feed(cand_sess, "candidate", ref_out, feed, most)
     reference, got = dict(zip(ref_out, ref_vals, strict=True)), dict(zip(ref_out, cand_vals, strict=True))
     outcome = compare_outputs(reference, got)
     given = inputs is not None if given is None else given

@@ -7,7 +7,15 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import onnx
 
-from onnxfold.folding.samples import fixed_batch, measured_limit, sample_axes, sample_count, splittable, take
+from onnxfold.folding.samples import (
+    fixed_batch,
+    measured_limit,
+    run_limit,
+    sample_axes,
+    sample_count,
+    splittable,
+    take,
+)
 from onnxfold.ir.model import Model
 from onnxfold.runtime.compare import batch_runs, joined_runs, run_feed
 from onnxfold.runtime.exercised import unexercised
@@ -132,6 +140,9 @@ class Evaluator:
             self.feed = dict(inputs)
         self.names = [o.name for o in sess.get_outputs()]
         self.samples = sample_count(self.feed) if splittable(self.feed) else None
+        self._batch = fixed_batch(original)
+        #: samples per onnxruntime run of a heavy model on a free batch (None: the feed whole)
+        self._most = None if self._batch else run_limit(original, self.feed)
         self.chains: list[list[int]] = []  # streams of consecutive samples, rolled out (none yet: _run)
         batched = self._run(sess)
         self.recurrent, self.chains, self._axes = self._streams(batched)
@@ -148,11 +159,10 @@ class Evaluator:
             if (why := unexercised(name, values, producers.get(name), bool(id_draws), self.samples))
         }
         self.suffix = None  # a candidate runs from the nodes it changes on (not along streams)
-        self._batch = fixed_batch(original)
         if not self.chains and not self.extra_runs:
             from onnxfold.runtime.suffix import suffix_runs
 
-            runs = batch_runs(self.feed, self._batch)  # as run_feed runs them
+            runs = batch_runs(self.feed, self._batch, self._most)  # as run_feed runs them
             self.suffix = suffix_runs(original, runs, self.names, ["CPUExecutionProvider"])
         self.unseen = None if unseen is None or self.samples is None else np.asarray(unseen, dtype=np.int64)
         self.last_unseen: list[OutputFidelity] = []
@@ -186,7 +196,8 @@ class Evaluator:
         if self.suffix is None or not isinstance(candidate, onnx.ModelProto):
             return None
         out = self.suffix.outputs(candidate)
-        return None if out is None else dict(zip(self.names, joined_runs(out, self._batch), strict=True))
+        joined = None if out is None else joined_runs(out, self._batch or self._most)
+        return None if joined is None else dict(zip(self.names, joined, strict=True))
 
     def _on_unseen(self, got: Mapping[str, np.ndarray]) -> list[OutputFidelity]:
         """Per-output fidelity on the :attr:`unseen` samples alone (outputs whose sample axis is not
@@ -226,7 +237,7 @@ class Evaluator:
             from onnxfold.search.stream import rollout
 
             return rollout(sess, self.names, self.feed, self.recurrent, self.chains, self._axes)
-        runs = [run_feed(sess, "original", self.names, f) for f in [self.feed, *self.extra_runs]]
+        runs = [run_feed(sess, "original", self.names, f, self._most) for f in [self.feed, *self.extra_runs]]
         return {
             n: np.concatenate([r[i] for r in runs]) if len(runs) > 1 else runs[0][i]
             for i, n in enumerate(self.names)
