@@ -120,9 +120,15 @@ def test_class_scores_whose_argmax_is_one_class_everywhere_are_unexercised() -> 
     assert unexercised("softmax_out", read, "Softmax", samples=4) is None
     scores = rng.standard_normal((8, 5)).astype(np.float32)
     scores[:, 1] += 6.0  # a classifier answering one class on every sample
-    assert unexercised("logits", scores, "Gemm") == "made its argmax class 1 at every position"
-    scores[3, 4] += 12.0
+    probs = np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True)
+    assert unexercised("prob", probs, "Softmax") == "made its argmax class 1 at every position"
+    assert unexercised("prob", probs, "Div") == "made its argmax class 1 at every position"  # rows sum to 1
+    # raw scores move whatever their argmax does, and r2 measures them (DNSMOS's three quality scores:
+    # class 0 on every noise clip, and a fold off by 1.4 MOS at r2 0.00 hidden behind the note)
     assert unexercised("logits", scores, "Gemm") is None
+    scores[3, 4] += 12.0
+    probs = np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True)
+    assert unexercised("prob", probs, "Softmax") is None
     # features are no decisions: a pooled embedding or a hidden state is never "one class"
     hidden = np.tile(np.arange(16, dtype=np.float32), (4, 10, 1))
     assert unexercised("last_hidden_state", hidden, "Add", token_inputs=True) is None
