@@ -1138,3 +1138,21 @@ def test_a_heavy_model_runs_few_samples_at_a_time_with_the_same_results(digits, 
     once = measure(model, [at], runs)[at]
     assert chunked_moments.count == once.count
     np.testing.assert_allclose(chunked_moments.second, once.second, rtol=1e-10)
+
+
+def test_analyze_sensitivity_says_on_how_many_samples_and_by_which_metric(
+    tmp_path, capsys, digits, monkeypatch
+):
+    """The fold report said 'sensitivity on the first 4, within the MAC budget' where analyze said
+    '32 given samples' for the same measurement, and the table never named its metric."""
+    from onnxfold.folding import samples
+
+    np.save(tmp_path / "x.npy", digits[0])
+    model = bundled_model("lenet5.onnx")
+    per = samples.sample_macs(as_model(model), {"input": digits[0]})
+    monkeypatch.setattr(samples, "MEASURE_MACS", 5 * per)
+    argv = ["analyze", str(model), "--sensitivity", "--levels", "0.5", "--inputs", str(tmp_path / "x.npy")]
+    assert main(argv) in (0, None)
+    head = capsys.readouterr().out.splitlines()[0]
+    assert f"{len(digits[0])} given samples (measured on the first 5, within the MAC budget)" in head
+    assert head.rstrip(")").endswith("metric logits top1+r2")

@@ -150,9 +150,15 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
     fold = FoldPass(sparsity=0.0, method=args.method, round_to=args.round_to)
     repair = RepairPass(mode="ar")  # fold's default
     evaluator, _ = prepared(model, ctx, fold, [fold, repair], args.metric)
+    estimator = evaluator.within()  # a heavy model on its first samples, as the search measures it
+    measured_on = evaluator.describe() + (
+        f" (measured on the first {estimator.samples}, within the MAC budget)"
+        if estimator is not evaluator
+        else ""
+    )
     curves = sensitivity(
         model,
-        evaluator.within(),
+        estimator,
         parse_levels(args.levels),
         method=fold.method,
         round_to=args.round_to,
@@ -165,7 +171,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
             json.dumps(
                 {
                     "method": fold.method,
-                    "inputs": evaluator.describe(),
+                    "inputs": measured_on,
                     "metrics": evaluator.metrics,
                     "round_to": args.round_to,
                     "groups": [c.to_dict() for c in curves],
@@ -175,7 +181,8 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
         )
     else:
         rounding = f"widths rounded to multiples of {args.round_to}" if args.round_to > 1 else "exact widths"
-        print(format_sensitivity(curves, f"method {fold.method}; {evaluator.describe()}; {rounding}"))
+        shown = ", ".join(f"{k} {v}" for k, v in evaluator.metrics.items())
+        print(format_sensitivity(curves, f"method {fold.method}; {measured_on}; {rounding}; metric {shown}"))
     if args.plot:
         plot_sensitivity(curves, args.plot)
         if not args.json:
