@@ -169,6 +169,9 @@ def _run_pipeline(
         manager.run(model, ctx)
         if view:
             remove_batch_axis(model)
+            timed = getattr(ctx.data.get("validation"), "latency", None)
+            if timed is not None:  # the shapes the user's model reads, not the view's [1, ...]
+                timed.inputs = {k: tuple(v)[1:] for k, v in timed.inputs.items()}
         before = _with_counted_macs(before, counted[0] if counted else None)
         after_size = None
         if output is not None:

@@ -223,3 +223,13 @@ def test_macs_are_counted_at_the_given_input_shape(tmp_path: Path) -> None:
         tmp_path / "wide.onnx", min_fidelity=0.5, input_shapes={"x": (20, BANDS)}, inputs=clips(8)
     )
     assert folded.search.chosen.macs == folded.after.macs  # the search counts at the same shape
+
+
+def test_the_speed_check_names_the_shape_the_model_reads(tmp_path: Path) -> None:
+    _, wide = compact_and_wide()
+    onnx.save(wide, str(tmp_path / "wide.onnx"))
+    _, report = onnxfold.fold(
+        tmp_path / "wide.onnx", sparsity=0.5, round_to=1, inputs=clips(4, frames=30), speed_check=True
+    )
+    assert report.validation.latency.inputs == {"x": (30, BANDS)}  # one clip, not the view's [1, 30, 6]
+    assert f"on x[30, {BANDS}]" in report.validation.latency.summary()
