@@ -130,3 +130,25 @@ def test_a_sparsity_beside_a_target_is_refused_not_ignored(tmp_path: Path, capsy
     assert len(err.splitlines()) == 1 and "give one of them" in err and not out.exists()
     with pytest.raises(ValueError, match="give one of them"):
         onnxfold.fold(LENET, sparsity=0.0, min_fidelity=0.9)
+
+
+def test_a_search_says_it_has_started(tmp_path: Path, capsys) -> None:
+    """A default fold of DNSMOS sat silent in a log for 5 minutes (progress bars draw only on a
+    terminal): a search now says what it looks for before it starts."""
+    rc, _, stdout = _fold(capsys, tmp_path / "o.onnx")
+    assert rc == 0
+    first = stdout.splitlines()[0]
+    assert (
+        first
+        == "no --sparsity given: searching for the smallest model at fidelity >= 0.95 on a data-free proxy (at most 600 s) ..."
+    )
+    rc, _, stdout = _fold(capsys, tmp_path / "o.onnx", "--target-macs", "0.3", "--overwrite")
+    assert stdout.splitlines()[0].startswith(
+        "searching for the model closest to the original at 30% fewer MACs"
+    )
+    rc, _, stdout = _fold(capsys, tmp_path / "o.onnx", "-s", "0.3", "--overwrite")
+    assert "searching" not in stdout
+    (tmp_path / "bad.onnx").write_bytes(LENET.read_bytes()[:100])  # a truncated model: its error alone
+    assert main(["fold", str(tmp_path / "bad.onnx"), "-o", str(tmp_path / "b.onnx")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1

@@ -83,6 +83,7 @@ def cmd_fold(args: argparse.Namespace) -> None:
     shapes, inputs = _inputs(args)
     if args.calibration and not Path(args.calibration).exists():
         raise CliError(f"calibration data {args.calibration}: no such file or folder")
+    _announce_search(args, inputs is not None)
     _, report = fold(
         args.model,
         output=args.output,
@@ -95,6 +96,39 @@ def cmd_fold(args: argparse.Namespace) -> None:
         **{flag.keyword: getattr(args, flag.keyword) for flag in fold_flags()},
     )
     _finish(report, args)
+
+
+#: files under this size are parsed before a search is announced, so that a bad file gets its error alone
+ANNOUNCE_CHECK_BYTES = 256 << 20
+
+
+def _announce_search(args: argparse.Namespace, given: bool) -> None:
+    """One line before a search, which can take minutes and shows progress bars only on a
+    terminal: a DNSMOS default fold sat silent in a log for 5 minutes."""
+    from onnxfold.api import default_plan
+
+    _, fidelity, limit, default = default_plan(
+        args.sparsity, args.min_fidelity, args.target_params, args.target_macs, args.recipe, args.time_limit
+    )
+    if not (fidelity or args.target_params or args.target_macs):
+        return
+    if Path(args.model).stat().st_size < ANNOUNCE_CHECK_BYTES:  # a file that does not load: its error alone
+        import onnx
+
+        try:
+            onnx.load(str(args.model), load_external_data=False)
+        except Exception:
+            return
+    if fidelity:
+        goal = f"the smallest model at fidelity >= {fidelity:g}"
+    else:
+        budget = f"{args.target_params:.0%} fewer parameters" if args.target_params else ""
+        budget = budget or f"{args.target_macs:.0%} fewer MACs"
+        goal = f"the model closest to the original at {budget}"
+    where = "the given samples" if given else "a data-free proxy"
+    bound = f"at most {limit:g} s" if limit else "no time limit"
+    why = "no --sparsity given: " if default else ""
+    print(f"{why}searching for {goal} on {where} ({bound}) ...", flush=True)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
