@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
 from onnxfold.analysis import ChannelGroup, analyze_graph
@@ -124,6 +125,25 @@ def _canonical_stats(model: Model, shapes: dict | None = None):
         return None
 
 
+def sample_shapes(inputs: dict | None, view: bool = False) -> dict[str, tuple[int, ...]]:
+    """Each input's shape for one of the given samples (its sample axis 1; for a model without a
+    batch axis, one whole input), or {} without samples."""
+    from onnxfold.folding.samples import sample_axes
+
+    if not inputs:
+        return {}
+    layout = sample_axes(inputs)
+    out = {}
+    for name, value in inputs.items():
+        shape = list(np.shape(value))
+        if view:
+            shape = shape[1:]
+        elif layout is not None and name in layout[1]:
+            shape[layout[1][name]] = 1
+        out[name] = tuple(shape)
+    return out
+
+
 def _run_pipeline(
     model: Model,
     passes: Sequence[Pass],
@@ -140,27 +160,31 @@ def _run_pipeline(
     from onnxfold.passes import CanonicalizePass
 
     view = unbatched(model)
-    given = dict(input_shapes or {})  # MACs are counted at the shapes the user gave
+    if inputs is not None:  # a path, an array or a dict, checked against the model as --inputs is
+        from onnxfold.runtime.sample_files import load_inputs
+
+        inputs = load_inputs(inputs, model, shapes=input_shapes, batch_view=view)
+    # MACs are counted at the shapes the user gave, else at one given sample's (free dims were taken
+    # as 1: RetinaFace on 320x320 images counted 447K MACs for 265M)
+    given = dict(input_shapes or {}) or sample_shapes(inputs, view)
     before = stats_of(model, source_size(model), given, batched=not view)
+    counting = with_batch_axis(given, model) if view else given
     if view:  # every sample one whole input (onnxfold.ir.batch_view)
         input_shapes = with_batch_axis(input_shapes, model)
         add_batch_axis(model)
     # MACs before are counted on the input canonicalized: right after the pipeline's own canonicalize
     # when it comes first (canonicalize reads nothing of the context), else on a canonicalized copy
     canonical_first = bool(passes) and isinstance(passes[0], CanonicalizePass)
-    counted = [] if canonical_first else [_canonical_stats(model, input_shapes)]
+    counted = [] if canonical_first else [_canonical_stats(model, counting)]
 
     def record(rec) -> None:
         if canonical_first and not counted:
-            counted.append(stats_of(model, shapes=input_shapes))
+            counted.append(stats_of(model, shapes=counting))
         if on_pass is not None:
             on_pass(rec)
 
-    if inputs is not None:  # a path, an array or a dict, checked against the model as --inputs is
-        from onnxfold.runtime.sample_files import load_inputs
-
-        inputs = load_inputs(inputs, model, shapes=input_shapes)
     ctx = PassContext(original=model.copy(), seed=seed, input_shapes=dict(input_shapes or {}), inputs=inputs)
+    ctx.data["mac_shapes"] = counting  # the search counts its candidates' MACs there too
     for p in passes:  # checks that can fail before any work (e.g. repair mode dir's applicability)
         if hasattr(p, "preflight"):
             p.preflight(model, ctx)

@@ -268,8 +268,8 @@ class SearchPass(Pass):
             judge=fold.judge,
             refine=partial(build, sequential=True) if fold.method == "auto" else None,
             limit=limit,
-            base=stats_of(cleaned, shapes=ctx.input_shapes),
-            shapes=ctx.input_shapes,
+            base=stats_of(cleaned, shapes=ctx.data.get("mac_shapes", ctx.input_shapes)),
+            shapes=ctx.data.get("mac_shapes", ctx.input_shapes),
         )
         ctx.data["search"] = result
         chosen = result.chosen

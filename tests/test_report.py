@@ -456,3 +456,20 @@ def test_fold_and_analyze_count_the_same_foldable_channels(tmp_path, capsys) -> 
     assert main(["fold", model, "-o", str(tmp_path / "o.onnx"), "-s", "0.5", "--no-validate"]) == 0
     out = capsys.readouterr().out
     assert f"foldable channels {foldable} -> " in out, out
+
+
+def test_dims_left_free_at_given_shapes_are_not_blamed_on_a_missing_input_shape() -> None:
+    """RetinaFace's Resize to another tensor's size leaves 2 dims free even at --input-shape: the note
+    told the user to pass the flag they had passed, once for before and once for after."""
+    from onnxfold.report.stats import ModelStats, format_comparison
+
+    dims = ["unk__1", "unk__2"]
+    given = [ModelStats(params=10, macs=10, symbolic_dims=dims, pinned=True) for _ in range(2)]
+    notes = [line for line in format_comparison(*given).splitlines() if line.startswith("note")]
+    assert notes == [
+        "note (before and after): MACs take 2 dims inferred from the inputs' free dims as 1 "
+        "(shape inference could not follow them from the input shapes)"
+    ]
+    free = ModelStats(params=10, macs=10, symbolic_dims=dims)
+    notes = [line for line in format_comparison(free, given[0]).splitlines() if line.startswith("note")]
+    assert len(notes) == 2 and "--input-shape sets them" in notes[0]

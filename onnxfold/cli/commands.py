@@ -57,6 +57,10 @@ def _inputs(args: argparse.Namespace):
     from onnxfold.ir.batch_view import unbatched
 
     inputs = None
+    if getattr(args, "image_preprocess", None) and not args.inputs:
+        raise CliError(
+            "--image-preprocess reads a folder of images given with --inputs: without it, it does nothing"
+        )
     if args.inputs:
         inputs = load_inputs(
             args.inputs,

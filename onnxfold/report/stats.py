@@ -83,6 +83,8 @@ class ModelStats:
     batch: int = 1
     symbolic_dims: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: MACs were counted at given input shapes (``--input-shape`` or the user's samples)
+    pinned: bool = False
     #: parameters of every stored weight tensor by name (what ``params`` adds up; not in ``to_dict``)
     tensor_params: dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -342,6 +344,7 @@ def model_stats(
     stats.weight_bytes = (bits + 7) // 8
 
     given = _given_dims(model, shapes)
+    stats.pinned = bool(given)
     batch, batch_symbols, warning = _batch_of(model, given) if batched else (1, set(), None)
     if warning:
         stats.notes.append(warning)
@@ -444,11 +447,17 @@ def format_comparison(before: ModelStats, after: ModelStats) -> str:
         rows.append([label, fmt(b), fmt(a), ratio, change])
     table = format_table(["", "before", "after", "ratio", "change"], rows, align="lrrrr")
     notes = []
+    same = before.symbolic_dims == after.symbolic_dims and before.pinned == after.pinned
     for which, s in (("before", before), ("after", after)):
         if s.macs_unknown_nodes:
             notes.append(f"note ({which}): MACs of {s.macs_unknown_nodes} node(s) unknown (no shapes)")
-        if s.symbolic_dims:
-            notes.append(
-                f"note ({which}): MACs take {symbolic_summary(s.symbolic_dims)} as 1 (--input-shape sets them)"
+        if s.symbolic_dims and not (same and which == "after"):
+            # dims computed at run time (a Resize to another tensor's size) stay free at given shapes
+            why = (
+                "shape inference could not follow them from the input shapes"
+                if s.pinned
+                else "--input-shape sets them"
             )
+            which = "before and after" if same else which
+            notes.append(f"note ({which}): MACs take {symbolic_summary(s.symbolic_dims)} as 1 ({why})")
     return "\n".join([table, *notes])
