@@ -49,6 +49,8 @@ class ShapeEntry:
     index: int
     dim_of: int | None = None
     path: tuple[gs.Tensor, ...] = ()  # tensors computed from ``const`` on the way to the Reshape
+    #: for a copied dim, the tensor whose shape it was read from
+    source: gs.Tensor | None = None
 
 
 def const_values(t: gs.Tensor) -> np.ndarray | None:
@@ -198,7 +200,7 @@ def target_entries(t: gs.Tensor, rank_of: RankFn) -> list[ShapeEntry] | None:
         end = node.attrs.get("end")
         start = start + rank if start < 0 else start
         end = rank if end is None else (int(end) + rank if int(end) < 0 else int(end))
-        return [ShapeEntry(None, None, 0, i) for i in range(start, min(end, rank))]
+        return [ShapeEntry(None, None, 0, i, source=node.inputs[0]) for i in range(start, min(end, rank))]
     if node.op in ("Gather", "Slice"):
         # entries picked from a traced vector (Gather(Shape(x), i), Paddle's Slice(Cast(Shape(x)), 0, 1))
         inner = target_entries(node.inputs[0], rank_of)

@@ -143,6 +143,23 @@ def pad(walk: Analysis, node: gs.Node) -> None:
     walk.passthrough(node)
 
 
+def computed_sizes(walk: Analysis, node: gs.Node, sizes: gs.Tensor, lay: Layout) -> bool:
+    """Whether a Resize's computed ``sizes`` (``F.interpolate(x, size=y.shape[2:])`` exports as
+    Concat(Shape(x)[0:2], Shape(y)[2:4]); canonicalize makes x's static dims constants) keep the
+    channel entry traceable: a constant equal to the channel count, which the fold rewrites with the
+    group (as a Reshape target), or a copy of the resized tensor's own channel dim, which follows it
+    at run time. RetinaFace's FPN was blocked as "computed sizes"."""
+    entries = walk.target_entries(sizes)
+    if entries is None or len(entries) != lay.rank:
+        return False
+    e = entries[lay.axis]
+    if e.value == lay.length and e.const is not None:
+        for seg in lay.segments:
+            walk.add_shape_member(seg, e.const, e.index, node, e.path)
+        return True
+    return e.value is None and e.dim_of == lay.axis and e.source is node.inputs[0]
+
+
 @register_rule("Resize")
 def resize(walk: Analysis, node: gs.Node) -> None:
     lay = walk.layout(node.inputs[0])
@@ -165,6 +182,9 @@ def resize(walk: Analysis, node: gs.Node) -> None:
                 ),
             )
             return
+    if sizes is not None and not isinstance(sizes, gs.Constant) and computed_sizes(walk, node, sizes, lay):
+        walk.passthrough(node)
+        return
     if sizes is not None:
         v = const_values(sizes)
         if v is None or len(walk.graph_consumers(sizes)) != 1:
