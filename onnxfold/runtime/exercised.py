@@ -10,19 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from onnxfold.runtime.compare import BOUNDING_OPS, narrow_span
-from onnxfold.runtime.fidelity import auto_metric, dominant_class, one_class
-
-
-def probabilities(ref: np.ndarray, producer_op: str | None = None) -> bool:
-    """Whether ``ref`` holds probabilities over its last axis (a Softmax's, or non-negative rows that
-    sum to 1). Only there does an argmax that never moves leave r2 little to measure (the blank's
-    probability near 1 everywhere). Raw scores whose argmax never moves still move themselves, and
-    r2 measures them: DNSMOS's three quality scores [N, 3] read as class scores whose argmax was
-    class 0 on every noise clip, and the note hid a fold at r2 0.00 that was off by 1.4 MOS."""
-    if producer_op in ("Softmax", "LogSoftmax"):
-        return True
-    rows = np.asarray(ref, dtype=np.float64)
-    return bool(rows.size and rows.min() >= 0 and np.allclose(rows.sum(axis=-1), 1.0, atol=1e-3))
+from onnxfold.runtime.fidelity import auto_metric, dominant_class, one_class, probabilities
 
 
 def unexercised(
@@ -36,8 +24,8 @@ def unexercised(
     output (Sigmoid, HardSigmoid, Tanh) whose values barely moved
     (:func:`~onnxfold.runtime.compare.narrow_span`: a detector's probability map on noise, all near
     0), or class or sequence probabilities whose argmax is one class at (nearly) every position (a
-    recogniser reading noise as blank lines: :func:`probabilities`). A fidelity measured on such inputs says little about
-    the task."""
+    recogniser reading noise as blank lines: :func:`~onnxfold.runtime.fidelity.probabilities`). A
+    fidelity measured on such inputs says little about the task."""
     span = narrow_span(ref, producer_op)
     if span is not None:
         lo, hi = BOUNDING_OPS[producer_op]

@@ -177,8 +177,20 @@ def embedding_like(ref: np.ndarray, producer_op: str | None = None, token_inputs
     rows = ref.astype(np.float64)
     if np.allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-3):
         return True
-    probabilities = bool(rows.min() >= 0 and np.allclose(rows.sum(axis=1), 1.0, atol=1e-3))
-    return token_inputs and producer_op in POOLING_OPS and not probabilities
+    return token_inputs and producer_op in POOLING_OPS and not probabilities(rows)
+
+
+def probabilities(ref: np.ndarray, producer_op: str | None = None) -> bool:
+    """Whether ``ref`` holds probabilities over its last axis: a Softmax's or LogSoftmax's, or
+    non-negative rows that sum to 1. Only there does an argmax that never moves leave r2 little to
+    measure (the blank's probability near 1 everywhere); raw scores whose argmax never moves still
+    move themselves, and r2 measures them: DNSMOS's three quality scores [N, 3] read as class scores
+    whose argmax was class 0 on every noise clip, and the note hid a fold at r2 0.00 that was off
+    by 1.4 MOS."""
+    if producer_op in _LOGIT_OPS:
+        return True
+    rows = np.asarray(ref, dtype=np.float64)
+    return bool(rows.size and rows.min() >= 0 and np.allclose(rows.sum(axis=-1), 1.0, atol=1e-3))
 
 
 #: share of positions whose argmax is one class (the blank) from which ``ctc_like`` calls an output CTC
