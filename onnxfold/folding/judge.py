@@ -22,9 +22,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from onnxfold.folding import samples as sampling
 from onnxfold.folding.moments import padding_mask, token_rows
-from onnxfold.folding.samples import chunked, sample_count, sample_macs, splittable
+from onnxfold.folding.samples import (
+    chunked,
+    sample_count,
+    sample_macs,
+    samples_measured,
+    samples_per_run,
+    splittable,
+)
 from onnxfold.ir.model import Model, to_model_proto
 
 Feeds = dict[str, np.ndarray]
@@ -75,8 +81,8 @@ class GroupJudge:
         feeds = list(feeds)
         # the proto is not needed after the session: its MACs are counted on it, not on a new copy
         per = sample_macs(proto, feeds[0], in_place=True) if feeds else None
-        limit = max(sampling.MIN_MEASURED, sampling.MEASURE_MACS // per) if per else None
-        most = max(1, sampling.RUN_MACS // per) if per else None  # a heavy model's runs take fewer samples
+        limit = samples_measured(per) if per else None
+        most = samples_per_run(per) if per else None  # a heavy model's runs take fewer samples
         chosen = first_samples(feeds, min(MAX_SAMPLES, limit or MAX_SAMPLES))
         runs = [part for f in chosen for part in (chunked(f, most) if most and splittable(f) else [f])]
         for feed in runs:

@@ -363,15 +363,27 @@ def sample_macs(model, feed: Feeds, in_place: bool = False) -> int | None:
 RUN_MACS = 1 << 33
 
 
+def samples_per_run(per: int) -> int:
+    """The most samples of ``per`` MACs each that one onnxruntime run may take (:data:`RUN_MACS`; at
+    least 1)."""
+    return max(1, RUN_MACS // per)
+
+
+def samples_measured(per: int, budget: int | None = None) -> int:
+    """The most samples of ``per`` MACs each that one measurement may use within ``budget`` MACs
+    (default :data:`MEASURE_MACS`; at least :data:`MIN_MEASURED`)."""
+    return max(MIN_MEASURED, (MEASURE_MACS if budget is None else budget) // per)
+
+
 def run_limit(model, feed: Feeds) -> int | None:
-    """The most samples of ``feed`` one onnxruntime run of ``model`` may take within
-    :data:`RUN_MACS` (at least 1), or None: no limit needed, or the MACs cannot be counted."""
+    """The most samples of ``feed`` one onnxruntime run of ``model`` may take
+    (:func:`samples_per_run`), or None: no limit needed, or the MACs cannot be counted."""
     if not splittable(feed):
         return None
     per = sample_macs(model, feed)
     if not per:
         return None
-    most = max(1, RUN_MACS // per)
+    most = samples_per_run(per)
     return most if most < sample_count(feed) else None
 
 
@@ -379,8 +391,5 @@ def measured_limit(model, feed: Feeds, budget: int | None = None, in_place: bool
     """How many samples a measurement may use within ``budget`` MACs (default :data:`MEASURE_MACS`;
     at least :data:`MIN_MEASURED`); None when the MACs cannot be counted (``in_place`` as
     :func:`sample_macs` takes it)."""
-    budget = MEASURE_MACS if budget is None else budget
     per = sample_macs(model, feed, in_place)
-    if not per:
-        return None
-    return max(MIN_MEASURED, budget // per)
+    return samples_measured(per, budget) if per else None
