@@ -416,6 +416,7 @@ def validate(
             raise ValueError(f"given inputs {sorted(feed)} do not match the model inputs {ref_in}")
     from onnxfold.folding.samples import run_limit
 
+    # the original's graph, read once: its MACs bound the runs, its ops name each output's producer
     if isinstance(original, (str, os.PathLike)):
         header = onnx.load(str(original), load_external_data=False)
     else:
@@ -426,7 +427,7 @@ def validate(
     reference, got = dict(zip(ref_out, ref_vals, strict=True)), dict(zip(ref_out, cand_vals, strict=True))
     outcome = compare_outputs(reference, got)
     given = inputs is not None if given is None else given
-    _task_fidelity(outcome, reference, got, original, feed, bool(id_draws), given, metrics)
+    _task_fidelity(outcome, reference, got, header, feed, bool(id_draws), given, metrics)
     report = ValidationReport(
         provider=ref_sess.get_providers()[0],
         inputs={k: tuple(int(d) for d in np.shape(v)) for k, v in feed.items()},
