@@ -79,3 +79,20 @@ def test_tqdm_disable_values() -> None:
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("TQDM_DISABLE", value)
             assert progress.disabled_by_env() is off, value
+
+
+def test_off_a_terminal_a_long_step_writes_plain_lines(tmp_path: Path, monkeypatch) -> None:
+    """A log or a pipe gets one plain line per :data:`~onnxfold.report.progress.LOG_EVERY_S` of a long
+    step (here made 0 s long), each starting ``onnxfold:``, with no carriage return; a default fold of
+    DNSMOS sat silent in a log for 5 minutes."""
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    onnxfold.fold(bundled_model("lenet5.onnx"), validate=False, method="fold", target_params=0.2)
+    text = stream.getvalue()
+    lines = text.splitlines()
+    assert "\r" not in text and lines and all(line.startswith("onnxfold: ") for line in lines)
+    assert any(line.startswith("onnxfold: sensitivity: ") and " groups [" in line for line in lines)
+    assert any(line.startswith("onnxfold: candidates: ") and "fewer params at" in line for line in lines)
+    assert len(lines) == len(set(lines))  # a step's end does not repeat its last line

@@ -1,13 +1,18 @@
-"""Progress bars for long steps (clustering, repair synthesis, saving, benchmarks), drawn by tqdm.
+"""Progress of long steps (clustering, the search's sensitivity and candidates, repair synthesis,
+saving, benchmarks), drawn by tqdm.
 
-A bar is drawn on stderr only when stderr is a terminal (tqdm's ``disable=None``), never when the
-environment sets ``TQDM_DISABLE`` (to anything but ``""``, ``0`` or ``false``), and only once a step has
-run for :data:`DELAY_S` seconds, so quick steps print nothing.
+On a terminal a bar is drawn on stderr once a step has run for :data:`DELAY_S` seconds, so quick steps
+print nothing. Off a terminal (a log, a pipe, CI) a step that has run for :data:`LOG_EVERY_S`
+seconds writes one plain line, then at most one line per :data:`LOG_EVERY_S` and a last one when it
+ends, without the carriage returns a bar redraws with: a default fold of DNSMOS sat silent in a log
+for 5 minutes. Nothing is written when the environment sets ``TQDM_DISABLE`` (to anything but ``""``,
+``0`` or ``false``).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable
 from typing import TypeVar
 
@@ -17,6 +22,10 @@ T = TypeVar("T")
 
 #: A bar appears only after its step has run this many seconds.
 DELAY_S = 1.0
+#: Off a terminal, a step writes its first line after this many seconds, then one line at most this often.
+LOG_EVERY_S = 60.0
+#: The line written off a terminal: what the step is, how far it is, how long it has run.
+LOG_FORMAT = "onnxfold: {desc}: {n_fmt}{total_fmt} {unit}s [{elapsed}]{postfix}"
 
 
 def disabled_by_env() -> bool:
@@ -24,15 +33,53 @@ def disabled_by_env() -> bool:
     return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false")
 
 
+def on_terminal() -> bool:
+    """Whether stderr is a terminal (read at every call: tests and callers swap it)."""
+    try:
+        return bool(sys.stderr.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+class _Lines:
+    """A stream for tqdm that turns each redraw (``\\r`` + the line + padding) into one plain line."""
+
+    def __init__(self, stream) -> None:
+        self.stream, self.last = stream, ""
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").rstrip()
+        if line and line != self.last:  # the step's end redraws its last update
+            self.stream.write(line + "\n")
+            self.last = line
+
+    def flush(self) -> None:
+        getattr(self.stream, "flush", lambda: None)()
+
+
 def progress_bar(
     iterable: Iterable[T] | None = None, desc: str = "", total: int | None = None, unit: str = "it"
 ) -> tqdm:
     """A tqdm bar over ``iterable`` (or one updated by hand when it is None), with the rules above."""
+    if disabled_by_env() or on_terminal():
+        return tqdm(
+            iterable,
+            desc=desc,
+            total=total,
+            unit=unit,
+            disable=True if disabled_by_env() else None,
+            delay=DELAY_S,
+        )
     return tqdm(
         iterable,
         desc=desc,
         total=total,
         unit=unit,
-        disable=True if disabled_by_env() else None,
-        delay=DELAY_S,
+        file=_Lines(sys.stderr),
+        delay=LOG_EVERY_S,
+        mininterval=LOG_EVERY_S,
+        maxinterval=LOG_EVERY_S,
+        miniters=1,
+        ascii=True,
+        bar_format=LOG_FORMAT.replace("{total_fmt}", "/{total_fmt}" if total else ""),
     )
