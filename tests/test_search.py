@@ -57,6 +57,28 @@ def test_auto_metric_fits_the_output() -> None:
     assert output_metrics({"y": np.zeros((4, 1), np.float32)}, "top1") == {"y": "r2"}
 
 
+def _one_hot_paths(paths: list[list[int]], classes: int) -> np.ndarray:
+    """Logits [B, T, classes] whose argmax follows ``paths``."""
+    return np.eye(classes, dtype=np.float32)[np.array(paths)] * 5.0
+
+
+def test_named_logits_of_a_signal_model_are_lines_only_when_the_blank_separates_them() -> None:
+    """FunASR's FSMN VAD writes a Softmax named logits over 248 states, one per 10 ms frame: compared
+    as CTC lines, no fold kept 0.95 of them while every speech segment stayed. CTC separates its
+    emissions with the blank; frame labels move from class to class."""
+    ctc = _one_hot_paths([[0, 3, 0, 0, 5, 5, 0, 2, 0, 0], [0, 0, 4, 0, 4, 0, 0, 1, 1, 0]], 6)
+    frames = _one_hot_paths([[0, 0, 3, 3, 2, 2, 5, 4, 4, 0], [1, 1, 2, 3, 3, 3, 4, 4, 5, 5]], 6)
+    for op, name in [("Softmax", "logits"), (None, "ctc_logits"), ("LogSoftmax", "out")]:
+        assert auto_metric(name, ctc, op, samples=2) == "sequence"
+        assert auto_metric(name, frames, op, samples=2) == "top1"
+        # time major [T, B, C]: the same paths
+        assert auto_metric(name, np.moveaxis(ctc, 0, 1), op, samples=2) == "sequence"
+        assert auto_metric(name, np.moveaxis(frames, 0, 1), op, samples=2) == "top1"
+    assert output_metrics({"logits": frames}, producers={"logits": "Softmax"}, samples=2) == {
+        "logits": "top1"
+    }
+
+
 def test_a_pooled_or_normalised_embedding_is_not_class_scores() -> None:
     """A sentence encoder's [B, 384] (masked mean: ReduceSum, Div, then a one-input Concat) and a
     unit-norm face embedding are compared by r2; logits from a Gemm (over a temperature too), a softmax
@@ -547,6 +569,9 @@ def test_a_model_that_feeds_its_state_back_is_told_that_errors_compound() -> Non
     same = [("state", "stateN"), ("h0", "hn"), ("c_in", "c_out"), ("hidden", "hidden_out")]
     assert all(_stem(a) == _stem(b) for a, b in same)
     assert all(_stem(a) != _stem(b) for a, b in [("input", "output"), ("in", "out"), ("x", "y")])
+    # a leading mark keeps the index: FunASR's FSMN VAD feeds in_cache0 … in_cache3 from out_cache0 …
+    assert _stem("in_cache0") == _stem("out_cache0") != _stem("out_cache1")
+    assert _stem("input_state") == _stem("output_state") and _stem("in_h") == _stem("out_h")
     chosen = Candidate(3, 0.99, 90, 0, 0.1, 0.0, [OutputFidelity("y", "r2", 0.99)])
     result = SearchResult(
         "min_fidelity",
