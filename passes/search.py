@@ -58,6 +58,22 @@ def _misses(candidate, target: float) -> str:
     return ""
 
 
+def _budget_missed(mode: str, target: float, chosen, cut_short: str) -> str:
+    """The one-line error of a budget (``--target-params`` / ``--target-macs``) the search did not
+    reach: the closest candidate's reduction, and why (the time limit, or no group left to fold)."""
+    what = "parameters" if mode == "target_params" else "MACs"
+    got = chosen.reduction if mode == "target_params" else chosen.macs_reduction
+    why = (
+        f"{cut_short}, so a longer --time-limit may reach it"
+        if cut_short
+        else "the groups that may fold, within --max-sparsity and the overrides, do not hold that much"
+    )
+    return (
+        f"search: {target:.0%} fewer {what} not reached: the closest candidate removes {got:.1%} "
+        f"({why}); nothing written (--force writes the closest)"
+    )
+
+
 def parse_levels(text: str) -> list[float]:
     """``"0.1,0.2"`` → [0.1, 0.2]; every level in (0, 1)."""
     try:
@@ -280,13 +296,15 @@ class SearchPass(Pass):
                 f"{_misses(chosen, self.opts[mode])}); "
                 "nothing written (lower --min-fidelity, or --force to write the best one)"
             )
+        if mode != "min_fidelity" and not result.met and not self.opts["force"]:
+            raise PipelineError(_budget_missed(mode, self.opts[mode], chosen, result.cut_short))
         model.graph = chosen.model.graph
         ctx.data.update({k: v for k, v in chosen.data.items() if k != "fold_record"})
         stats = {
             "mode": mode,
             "target": self.opts[mode],
             "met": result.met,
-            "forced": bool(mode == "min_fidelity" and not result.met),
+            "forced": not result.met,
             "fidelity": chosen.fidelity,
             "param_reduction": chosen.reduction,
             "candidates": len(result.candidates),

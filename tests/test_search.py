@@ -712,6 +712,7 @@ def test_force_writes_the_best_and_says_so(tmp_path) -> None:
     )
     assert out.exists() and not report.search.met
     assert report.search.proxy and "data-free proxy" in report.format()
+    assert "warning: target not met (fidelity 0.9999): --force wrote the closest candidate" in report.format()
 
 
 def test_target_params_lands_within_a_channel(digits) -> None:

@@ -109,6 +109,43 @@ def test_the_budget_form_stops_correcting_once_the_limit_expires(samples) -> Non
     assert len(cut.candidates) == 1 and "stopped after 1 candidate" in cut.cut_short
     free = _search(samples, target_params=0.3)
     assert free.cut_short == "" and len(free.candidates) >= 1
+    # nothing measured, yet every group has its cost from its weights, and the budget is reached
+    # (CRAFT: a limit spent before the first measurement wrote the model unchanged, exit 0)
+    assert all(c.unmeasured == c.levels and c.params_per_channel > 0 for c in cut.curves)
+    assert cut.met and cut.chosen.reduction >= 0.3 - 0.05
+
+
+def test_the_cost_of_a_channel_read_from_the_weights_is_what_a_fold_removes(samples) -> None:
+    """:func:`~onnxfold.search.sensitivity.member_params` against the parameters a real fold of each
+    group alone removes per channel (BN kept, residual ties, a Flatten into a Gemm)."""
+    from onnxfold.analysis import analyze_graph
+    from onnxfold.search.sensitivity import member_params
+
+    for name in ("resnet18.onnx", "lenet5.onnx"):
+        model = as_model(str(bundled_model(name)))
+        CanonicalizePass().run(model, PassContext())
+        evaluator = Evaluator(as_model(str(bundled_model(name))), {"input": samples[:4]}, "top1")
+        curves = sensitivity(model, evaluator, [0.5], round_to=1, method="fold")
+        groups, tensors = {g.name: g for g in analyze_graph(model.graph)}, model.graph.tensors()
+        assert curves and all(c.params_per_channel > 0 for c in curves)
+        for c in curves:
+            assert member_params(groups[c.name], tensors) == pytest.approx(c.params_per_channel), c.name
+
+
+def test_a_budget_the_search_cannot_reach_writes_nothing_unless_forced(tmp_path, capsys, samples) -> None:
+    """``--target-params`` used to write the closest model with exit 0 and no word that it missed."""
+    np.save(tmp_path / "x.npy", samples)
+    out = tmp_path / "o.onnx"
+    args = ["fold", str(bundled_model("lenet5.onnx")), "-o", str(out), "--inputs", str(tmp_path / "x.npy")]
+    args += ["--target-params", "0.6", "--max-sparsity", "0.1", "--method", "fold", "--no-validate"]
+    assert main(args) == 2 and not out.exists()
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "60% fewer parameters not reached" in err
+    assert "--max-sparsity" in err and "nothing written" in err
+    assert main([*args, "--force"]) in (0, None) and out.exists()
+    assert (
+        "warning: target not met (60% fewer parameters): --force wrote the closest" in capsys.readouterr().out
+    )
 
 
 def test_time_limit_flag(tmp_path, capsys, samples) -> None:

@@ -226,7 +226,33 @@ def sensitivity(
                 if removed > 0 and not curve.params_per_channel:
                     curve.params_per_channel = (base.params - after.params) / removed
                     curve.macs_per_channel = (base.macs - after.macs) / removed
+    for curve in curves.values():  # never folded and measured (the time limit): costs from the weights
+        if not curve.params_per_channel and any(curve.removed):
+            curve.params_per_channel = member_params(by_name[curve.name], tensors)
+            curve.macs_per_channel = (
+                curve.params_per_channel * base.macs / base.params if base.params else 0.0
+            )
     return list(curves.values())
+
+
+def member_params(group, tensors) -> float:
+    """Parameters one channel of ``group`` owns in its constant members: Σ size / dim over the member
+    slices (a block of ``block`` positions per channel). The cost of a group that no copy measured: a
+    time limit that ran out before the first measurement left CRAFT's 25 groups without one, and a
+    ``--target-params 0.25`` search wrote the model unchanged. Its MACs per channel are taken as the
+    model's MACs per parameter (the budget's measured shortfall corrects both)."""
+    import onnx_graphsurgeon as gs
+
+    total, seen = 0.0, set()
+    for m in group.members:
+        t = tensors.get(m.tensor)
+        if not isinstance(t, gs.Constant) or not t.shape or (m.tensor, m.axis, m.offset) in seen:
+            continue
+        if np.dtype(t.dtype).kind != "f":  # a Reshape target's entries, not weights
+            continue
+        seen.add((m.tensor, m.axis, m.offset))
+        total += float(np.prod(t.shape)) / t.shape[m.axis] * max(1, m.block) / max(1, m.split)
+    return total
 
 
 def format_sensitivity(curves: Sequence[GroupCurve], describe: str = "") -> str:

@@ -151,6 +151,13 @@ class SearchResult:
             "fidelity per output: " + ", ".join(_per_output(o) for o in self.chosen.outputs),
             f"measured on {self.inputs}",
         ]
+        if not self.met:
+            goal = (
+                f"fidelity {self.target:g}"
+                if self.mode == "min_fidelity"
+                else f"{self.target:.0%} fewer {'parameters' if self.mode == 'target_params' else 'MACs'}"
+            )
+            lines.append(f"warning: target not met ({goal}): --force wrote the closest candidate")
         if self.default:
             lines.append(
                 f"(the default without --sparsity or a target: the smallest model at fidelity >= {self.target:g}; "
