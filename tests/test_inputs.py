@@ -127,9 +127,18 @@ def test_wrong_dtype_and_bad_file(tmp_path: Path) -> None:
         load_inputs(tmp_path / "flags.npy", session)
     assert "\n" not in str(info.value)
     (tmp_path / "junk.npy").write_text("not an array\n")
-    with pytest.raises(ValueError, match=r"junk\.npy: cannot read it") as info:
+    with pytest.raises(ValueError, match=r"junk\.npy: not a \.npy file") as info:
         load_inputs(tmp_path / "junk.npy", session)
-    assert "\n" not in str(info.value)
+    # numpy's own message read a text file as a pickle and told the user to trust it
+    assert "\n" not in str(info.value) and "pickle" not in str(info.value)
+    (tmp_path / "junk.npz").write_text("hello\n")
+    with pytest.raises(ValueError, match=r"junk\.npz: not a \.npz archive") as info:
+        load_inputs(tmp_path / "junk.npz", session)
+    assert "pickle" not in str(info.value)
+    np.save(tmp_path / "short.npy", np.ones((2, 1, 8, 8), np.float32))
+    (tmp_path / "short.npy").write_bytes((tmp_path / "short.npy").read_bytes()[:140])  # header, no data
+    with pytest.raises(ValueError, match=r"short\.npy: cannot read it as a \.npy array"):
+        load_inputs(tmp_path / "short.npy", session)
     with pytest.raises(ValueError, match="no such file"):
         load_inputs(tmp_path / "nothing.npy", session)
 

@@ -28,7 +28,18 @@ def _cast(arr: np.ndarray, spec: InputSpec, where: str) -> np.ndarray:
     raise ValueError(f"{where}: input {spec.name!r} has dtype {arr.dtype}, the model expects {spec.dtype}")
 
 
+def _check_magic(path: Path, magic: bytes, what: str, writer: str) -> None:
+    """A one-line error unless ``path`` starts with ``magic`` (numpy's header, a zip archive's)."""
+    with open(path, "rb") as f:
+        if f.read(len(magic)) != magic:
+            raise ValueError(f"{path}: not {what} (it does not start as {writer} writes one)")
+
+
 def _load_array(path: Path) -> np.ndarray:
+    """The array of a ``.npy`` file; a one-line error for anything else. numpy reads a file without
+    its magic bytes as a pickle and says to trust it with ``allow_pickle``, advice that is wrong for
+    a text file named ``.npy``."""
+    _check_magic(path, b"\x93NUMPY", "a .npy file", "np.save")
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
@@ -268,6 +279,7 @@ def _read_source(
     if not path.is_file():
         raise ValueError(f"{path}: no such file or folder")
     if path.suffix == ".npz":
+        _check_magic(path, b"PK", "a .npz archive", "np.savez")
         try:
             with np.load(path, allow_pickle=False) as data:
                 return {k: (data[k], f"{path}[{k}]") for k in data.files}
