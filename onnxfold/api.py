@@ -387,7 +387,9 @@ def fold(
     passes.append(CleanupPass())
     if validate:
         passes.append(
-            ValidatePass(seed=seed, batch=validate_batch, min_cosine=min_cosine, speed_check=speed_check)
+            ValidatePass(
+                seed=seed, batch=validate_batch, min_cosine=min_cosine, speed_check=speed_check, metric=metric
+            )
         )
     elif speed_check:
         raise PipelineError("speed_check times the model during validation: it cannot run without it")

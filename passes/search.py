@@ -21,7 +21,7 @@ import numpy as np
 
 from onnxfold.ir.model import Model
 from onnxfold.pipeline.manager import Option, Pass, PassContext, PassManager, PassResult, PipelineError
-from onnxfold.runtime.fidelity import METRICS
+from onnxfold.runtime.fidelity import parse_metric
 
 DEFAULT_LEVELS_TEXT = "0.1,0.2,0.3,0.5,0.7"
 
@@ -160,8 +160,9 @@ class SearchPass(Pass):
             "e.g. a detector's scores next to its box coordinates), or auto (top1 for class scores, "
             "sequence for a recogniser's sequence logits, top1 per position for a token model's, "
             "r2 otherwise); "
-            "the model's fidelity is the minimum over outputs",
-            METRICS,
+            "the model's fidelity is the minimum over outputs; "
+            "per output: a comma list such as auto,feature=none (none leaves that output out)",
+            check=parse_metric,
         ),
         Option(
             "levels", str, DEFAULT_LEVELS_TEXT, "sparsities of the sensitivity analysis (comma-separated)"

@@ -21,6 +21,7 @@ from onnxfold.folding.samples import token_draws
 from onnxfold.ir.model import PROTO_LIMIT, Model, to_model_proto
 from onnxfold.pipeline.manager import Option, Pass, PassContext, PassError, PassResult
 from onnxfold.runtime.compare import runnable_dims, validate
+from onnxfold.runtime.fidelity import parse_metric
 from onnxfold.runtime.latency import DEFAULT_BUDGET_S
 from onnxfold.runtime.session import make_session
 
@@ -40,6 +41,14 @@ class ValidatePass(Pass):
             False,
             "also time the original and the result on the validation inputs (about 1 s of "
             "interleaved runs, median) and warn when the result is slower than the original",
+        ),
+        Option(
+            "metric",
+            str,
+            "auto",
+            "the fidelity reported per output (as the search's --metric; OUTPUT=none leaves an output "
+            "out of the warnings); a search's own metrics win",
+            check=parse_metric,
         ),
     )
 
@@ -89,6 +98,7 @@ class ValidatePass(Pass):
             id_draws=token_draws(ctx.original),
             metrics=getattr(ctx.data.get("search"), "metrics", None),  # what a search measured
             given=ctx.inputs is not None,
+            metric=self.opts["metric"],
         )
         ctx.data["validation"] = report
         worst = report.min_cosine

@@ -1182,3 +1182,51 @@ def test_analyze_sensitivity_says_on_how_many_samples_and_by_which_metric(
     head = capsys.readouterr().out.splitlines()[0]
     assert f"{len(digits[0])} given samples (measured on the first 5, within the MAC budget)" in head
     assert head.rstrip(")").endswith("metric logits top1+r2")
+
+
+AUX = "/Relu_3_output_0"
+
+
+def _with_aux_output(tmp_path) -> str:
+    """LeNet-5 that also writes its second hidden layer's activation :data:`AUX` (a helper output, as
+    CRAFT writes ``feature`` for a refiner beside its score maps ``y``)."""
+    proto = onnx.load(str(bundled_model("lenet5.onnx")))
+    proto.graph.output.append(onnx.helper.make_tensor_value_info(AUX, onnx.TensorProto.FLOAT, None))
+    path = tmp_path / "aux.onnx"
+    onnx.save(proto, str(path))
+    return str(path)
+
+
+def test_metric_per_output_and_an_output_left_out(tmp_path, digits) -> None:
+    from onnxfold.runtime.fidelity import parse_metric
+
+    assert parse_metric("r2") == ("r2", {})
+    assert parse_metric("auto,feature=none,y=r2") == ("auto", {"feature": "none", "y": "r2"})
+    for bad in ("bogus", "=r2", "y=bogus", "none"):
+        with pytest.raises(ValueError, match="OUTPUT=METRIC"):
+            parse_metric(bad)
+    path, x = _with_aux_output(tmp_path), {"input": digits[0]}
+    opts = dict(inputs=x, method="fold", repair="none", round_to=1, min_fidelity=0.95)
+    _, both = onnxfold.fold(path, **opts)
+    _, left = onnxfold.fold(path, metric=f"auto,{AUX}=none", **opts)
+    # top1+r2 on each [B, D] output: two parts each
+    assert [o.name for o in both.search.chosen.outputs] == ["logits", "logits", AUX, AUX]
+    assert [o.name for o in left.search.chosen.outputs] == ["logits", "logits"]
+    assert left.search.chosen.reduction > both.search.chosen.reduction  # aux no longer holds it back
+    kept = {m.name: m for m in left.validation.outputs}
+    assert kept["logits"].fidelity is not None and kept[AUX].fidelity is None
+    _, named = onnxfold.fold(path, 0.3, metric=f"{AUX}=cosine", inputs=x, method="fold")
+    assert {m.name: m.fidelity_metric for m in named.validation.outputs}[AUX] == "cosine"
+
+
+def test_metric_naming_an_output_the_model_lacks_is_one_line(tmp_path, capsys) -> None:
+    from onnxfold.cli.commands import main
+
+    out = tmp_path / "o.onnx"
+    args = ["fold", str(bundled_model("lenet5.onnx")), "-o", str(out), "--metric"]
+    assert main([*args, "auto,feature=none"]) == 2 and not out.exists()
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "feature" in err and "logits" in err
+    with pytest.raises(SystemExit):
+        main([*args, "y=bogus"])
+    assert "OUTPUT=METRIC" in capsys.readouterr().err

@@ -19,7 +19,7 @@ from onnxfold import __version__
 from onnxfold.folding.cluster import DEFAULT_ROUND_TO
 from onnxfold.pipeline.manager import Pass
 from onnxfold.pipeline.options import Option
-from onnxfold.runtime.fidelity import METRICS
+from onnxfold.runtime.fidelity import parse_metric
 
 EXIT_USAGE = 2
 IMAGE_HELP = (
@@ -65,7 +65,7 @@ RENAMED: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
 }
 
 #: (pass name, option name) -> the api.fold keyword whose value it takes (no flag of its own).
-SHARED: dict[tuple[str, str], str] = {("validate", "seed"): "seed"}
+SHARED: dict[tuple[str, str], str] = {("validate", "seed"): "seed", ("validate", "metric"): "metric"}
 
 _METAVARS = {"overrides": "REGEX=SPARSITY", "ignore": "REGEX", "calibration": "FILE.npy|DIR"}
 
@@ -88,7 +88,16 @@ def _unset_default(keyword: str) -> str:
     return f"{DEFAULT_TIME_LIMIT:g} for the search a fold runs without --sparsity or a target, else none"
 
 
-_TYPES: dict[str, Any] = {"sparsity": _sparsity}
+def _metric_spec(text: str) -> str:
+    """``--metric``: one metric, or a comma list with OUTPUT=METRIC items (:func:`parse_metric`)."""
+    try:
+        parse_metric(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+_TYPES: dict[str, Any] = {"sparsity": _sparsity, "metric": _metric_spec}
 
 
 def fold_passes() -> tuple[type[Pass], ...]:
@@ -226,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument(
         "--metric",
         default="auto",
-        choices=METRICS,
+        type=_metric_spec,
         help="--sensitivity: fidelity metric",
     )
     analyze.add_argument("--plot", help="--sensitivity: write a plot of fidelity vs level (needs matplotlib)")

@@ -23,6 +23,8 @@ class Option:
     default: Any
     help: str
     choices: tuple[Any, ...] | None = None
+    #: a check of the converted value that raises ValueError with the reason (a grammar, not a list)
+    check: Any = None
 
     def convert(self, value: Any) -> Any:
         try:
@@ -48,4 +50,9 @@ class Option:
             raise PipelineError(
                 f"option {self.name!r}: {value!r} is not one of {', '.join(map(str, self.choices))}"
             )
+        if self.check is not None:
+            try:
+                self.check(converted)
+            except ValueError as exc:
+                raise PipelineError(f"option {self.name!r}: {exc}") from None
         return converted

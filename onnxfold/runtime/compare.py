@@ -321,16 +321,19 @@ def _task_fidelity(
     token_inputs: bool,
     given: bool = False,
     searched: Mapping[str, str] | None = None,
+    metric: str = "auto",
 ) -> None:
     """Fill each float output's ``fidelity`` under the metric the target search picks for it
     (``given``: on the user's samples, else on random inputs), or the one a search that ran used
-    (``searched``: ``--metric r2`` was shown as top-1 here while the search measured r2)."""
+    (``searched``: ``--metric r2`` was shown as top-1 here while the search measured r2); ``metric``:
+    the user's ``--metric`` (an output it leaves out gets no fidelity, and no warning)."""
     from onnxfold.folding.samples import sample_count, splittable
     from onnxfold.runtime.exercised import unexercised_by_both
     from onnxfold.runtime.fidelity import (
         embedding_like,
         fidelity_value,
         output_metrics,
+        parse_metric,
         producers_of,
     )
 
@@ -343,7 +346,9 @@ def _task_fidelity(
         return
     samples = sample_count(feed) if splittable(feed) else None
     producers = producers_of(original)
-    chosen = output_metrics(floats, "auto", producers, token_inputs, samples, guarded=given)
+    named = {k: v for k, v in parse_metric(metric)[1].items() if k in floats}  # integer outputs: none
+    spec = ",".join([parse_metric(metric)[0], *(f"{k}={v}" for k, v in named.items())])
+    chosen = output_metrics(floats, spec, producers, token_inputs, samples, guarded=given)
     chosen.update({k: v for k, v in (searched or {}).items() if k in chosen})
     for m in metrics:
         if m.name in floats and np.asarray(floats[m.name]).size:
@@ -386,6 +391,7 @@ def validate(
     id_draws: Mapping[str, np.ndarray] | None = None,
     metrics: Mapping[str, str] | None = None,
     given: bool | None = None,
+    metric: str = "auto",
 ) -> ValidationReport:
     """Run both models on the same inputs (random from the ORIGINAL's inputs unless given) and compare.
 
@@ -427,7 +433,7 @@ def validate(
     reference, got = dict(zip(ref_out, ref_vals, strict=True)), dict(zip(ref_out, cand_vals, strict=True))
     outcome = compare_outputs(reference, got)
     given = inputs is not None if given is None else given
-    _task_fidelity(outcome, reference, got, header, feed, bool(id_draws), given, metrics)
+    _task_fidelity(outcome, reference, got, header, feed, bool(id_draws), given, metrics, metric)
     report = ValidationReport(
         provider=ref_sess.get_providers()[0],
         inputs={k: tuple(int(d) for d in np.shape(v)) for k, v in feed.items()},

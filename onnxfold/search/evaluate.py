@@ -151,12 +151,15 @@ class Evaluator:
         self.metrics = output_metrics(
             self.reference, metric, producers, bool(id_draws), self.samples, guarded=not self.proxy
         )
+        if not self.metrics:
+            raise ValueError(f"--metric {metric!r} leaves every output out: keep at least one")
         #: output -> how the data-free proxy leaves its decisions unexercised (:func:`unexercised`);
         #: empty on given samples, which are the user's own
         self.unexercised = {
             name: why
             for name, values in (self.reference.items() if self.proxy else ())
-            if (why := unexercised(name, values, producers.get(name), bool(id_draws), self.samples))
+            if name in self.metrics
+            and (why := unexercised(name, values, producers.get(name), bool(id_draws), self.samples))
         }
         self.suffix = None  # a candidate runs from the nodes it changes on (not along streams)
         if not self.chains and not self.extra_runs:
@@ -184,7 +187,7 @@ class Evaluator:
             got = self._suffix_run(candidate)
             got = got if got is not None else self._run(_session(candidate))
         except Exception:
-            failed = [OutputFidelity(n, m, 0.0) for n in self.names for m in metric_parts(self.metrics[n])]
+            failed = [OutputFidelity(n, m, 0.0) for n in self.metrics for m in metric_parts(self.metrics[n])]
             self.last_unseen = failed if self.unseen is not None else []
             return 0.0, failed
         if self.unseen is not None:
@@ -208,7 +211,7 @@ class Evaluator:
             picked = [take_samples(x, self.unseen, self.samples) for x in (self.reference[name], got[name])]
             if picked[0] is not None and picked[1] is not None:
                 ref[name], cand[name] = picked
-        metrics = {n: self.metrics[n] for n in ref}
+        metrics = {n: self.metrics[n] for n in ref if n in self.metrics}
         return model_fidelity(ref, cand, metrics, len(self.unseen))[1] if ref else []
 
     def _streams(
