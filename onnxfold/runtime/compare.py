@@ -303,7 +303,7 @@ def _joined(parts: list[np.ndarray], batch: int) -> np.ndarray:
     """One output of runs of ``batch`` samples each, joined along its sample axis: the second for a
     time-major or [layers, batch, hidden] output (rank 3 or more, the same shape in every run), else
     the leading one (a detector's [boxes, ...] differs from run to run)."""
-    from onnxfold.runtime.fidelity import sample_axis
+    from onnxfold.runtime.sequences import sample_axis
 
     first = np.shape(parts[0])
     second = (

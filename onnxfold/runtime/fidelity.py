@@ -53,6 +53,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from onnxfold.runtime.compare import _is_class_scores
+from onnxfold.runtime.sequences import blank_separated, ctc_like, sequence_agreement
 
 METRICS = ("auto", "top1", "sequence", "cosine", "relerr", "r2", "top1+r2")
 #: auto's metric for class scores [B, C]: the decisions, and the scores that make them (:func:`metric_parts`)
@@ -220,57 +221,6 @@ def probabilities(ref: np.ndarray, producer_op: str | None = None) -> bool:
     return bool(rows.size and rows.min() >= 0 and np.allclose(rows.sum(axis=-1), 1.0, atol=1e-3))
 
 
-#: share of positions whose argmax is one class (the blank) from which ``ctc_like`` calls an output CTC
-BLANK_SHARE = 0.5
-#: fewest steps per sample of CTC logits (a recogniser emits more steps than characters)
-MIN_CTC_STEPS = 8
-
-
-def ctc_like(ref: np.ndarray, samples: int | None = None) -> bool:
-    """Whether a float [B, T, C] / [T, B, C] output looks like a recogniser's CTC logits when neither
-    its name nor its op says so (ddddocr's recogniser writes output ``387`` from a Gemm and Reshape):
-    C ≥ 3 classes on the last axis, T ≥ :data:`MIN_CTC_STEPS` steps per sample but fewer than the
-    classes (a detector's [B, anchors, attributes] has far more anchors than attributes; an LSTM's
-    state [layers, B, hidden] has 1–4 "steps"), and the blank, the first or the last class as every
-    CTC exporter puts it, the argmax at ≥ :data:`BLANK_SHARE` of the positions but not at all of
-    them. On that recogniser r2 0.965 on its logits kept 89% of new lines."""
-    ref = np.asarray(ref)
-    if ref.dtype.kind != "f" or ref.ndim != 3 or ref.shape[-1] < 3 or ref.size == 0:
-        return False
-    positions = ref.shape[0] * ref.shape[1]
-    steps = positions // samples if samples and positions % samples == 0 else max(ref.shape[:2])
-    if not MIN_CTC_STEPS <= steps < ref.shape[-1]:
-        return False
-    top = np.bincount(ref.argmax(axis=-1).ravel(), minlength=ref.shape[-1])
-    blank = int(top.argmax())
-    return bool(blank in (0, ref.shape[-1] - 1) and BLANK_SHARE * positions <= top[blank] < positions)
-
-
-#: share of a signal model's emissions (runs of a class other than the dominant one) that the dominant
-#: class must separate for named sequence logits to count as CTC
-SEPARATED_SHARE = 0.5
-
-
-def blank_separated(ref: np.ndarray, samples: int | None = None) -> bool:
-    """Whether the argmax paths of [B, T, C] / [T, B, C] logits look like CTC's: the class most often
-    the argmax (the blank) ends at least :data:`SEPARATED_SHARE` of the runs of the other classes
-    that it does not end the path with; or no other class is ever the argmax (:func:`one_class`
-    then decides). CTC separates its emissions with the blank (PP-OCRv4's recogniser on 32 rendered
-    lines: 81% of them); a frame classifier moves from class to class (FunASR's FSMN VAD, a Softmax
-    named logits over 248 states: 2.5%, the most common state the argmax at only 26% of the frames),
-    and compared whole lines of its frames as if they were text, so that no fold kept 0.95 of
-    them while every speech segment stayed."""
-    paths = _per_sample(np.asarray(ref).argmax(axis=-1), samples)  # [samples, steps]
-    blank = int(np.bincount(paths.ravel()).argmax())
-    change = paths[:, 1:] != paths[:, :-1]  # a run ends at t where the path changes after it
-    ends = change & (paths[:, :-1] != blank)
-    emissions = int(ends.sum())
-    if emissions == 0:
-        return True
-    separated = int((ends & (paths[:, 1:] == blank)).sum())
-    return separated >= SEPARATED_SHARE * emissions
-
-
 def fidelity_value(metric: str, ref: np.ndarray, cand: np.ndarray, samples: int | None = None) -> float:
     """``metric`` (top1, sequence, cosine, relerr or r2) of ``cand`` against ``ref``; 0 when the shapes
     differ. ``samples``: how many samples the outputs hold (sequence finds their axis by it)."""
@@ -285,7 +235,7 @@ def fidelity_value(metric: str, ref: np.ndarray, cand: np.ndarray, samples: int 
         if ref.ndim == 0 or ref.shape[-1] < 2:
             raise ValueError(f"{metric} needs an output whose last axis holds at least two classes")
         if metric == "sequence":
-            return _sequence_agreement(ref.argmax(axis=-1), cand.argmax(axis=-1), samples)
+            return sequence_agreement(ref.argmax(axis=-1), cand.argmax(axis=-1), samples)
         return float(np.mean(ref.argmax(axis=-1) == cand.argmax(axis=-1)))
     if metric == "r2":
         return _r2(ref, cand)
@@ -303,48 +253,6 @@ def fidelity_value(metric: str, ref: np.ndarray, cand: np.ndarray, samples: int 
             return 1.0 if nb == 0.0 else 0.0
         return float(max(0.0, 1.0 - np.linalg.norm(a - b) / na))
     raise ValueError(f"unknown metric {metric!r} (expected one of {', '.join(METRICS)})")
-
-
-def sample_axis(shape: tuple[int, ...], samples: int) -> str | None:
-    """Where an output over ``samples`` samples holds them: ``leading`` (batch major), ``second``
-    (time major [T, B, ...]), ``blocks`` (a leading axis of ``samples`` equal blocks: a fixed-batch
-    time-major model run sample by sample, outputs joined), or None."""
-    if not shape or not samples:
-        return None
-    if shape[0] == samples:
-        return "leading"
-    if len(shape) >= 2 and shape[1] == samples:
-        return "second"
-    return "blocks" if shape[0] % samples == 0 else None
-
-
-def _per_sample(paths: np.ndarray, samples: int | None) -> np.ndarray:
-    """argmax paths as [samples, steps], the samples found by :func:`sample_axis` (the leading axis
-    when it does not find them)."""
-    paths = np.asarray(paths)
-    if paths.ndim < 2:  # class scores: one step per sample
-        return paths.reshape(-1, 1)
-    n = samples or paths.shape[0]
-    where = sample_axis(paths.shape, n)
-    if where == "second":
-        return np.moveaxis(paths, 1, 0).reshape(n, -1)
-    if where == "blocks":
-        return paths.reshape(n, -1)
-    return paths.reshape(paths.shape[0], -1)
-
-
-def _sequence_agreement(ref_paths: np.ndarray, cand_paths: np.ndarray, samples: int | None) -> float:
-    """Fraction of samples whose greedy CTC decodings (module docstring) are identical."""
-    ref_rows, cand_rows = _per_sample(ref_paths, samples), _per_sample(cand_paths, samples)
-    blank = int(np.bincount(ref_rows.ravel()).argmax())
-
-    def decode(row: np.ndarray) -> tuple[int, ...]:
-        keep = np.ones(row.shape, bool)
-        keep[1:] = row[1:] != row[:-1]
-        return tuple(row[keep & (row != blank)].tolist())
-
-    same = [decode(a) == decode(b) for a, b in zip(ref_rows, cand_rows, strict=True)]
-    return float(np.mean(same))
 
 
 def _r2(ref: np.ndarray, cand: np.ndarray) -> float:

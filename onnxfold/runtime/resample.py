@@ -37,8 +37,8 @@ METRICS = ("r2", "cosine", "relerr")
 
 def _samples_first(x: np.ndarray, samples: int) -> tuple[np.ndarray, str] | None:
     """``x`` with its samples on a leading axis (a view), and their layout
-    (:func:`~onnxfold.runtime.fidelity.sample_axis`); None when no axis holds them."""
-    from onnxfold.runtime.fidelity import sample_axis
+    (:func:`~onnxfold.runtime.sequences.sample_axis`); None when no axis holds them."""
+    from onnxfold.runtime.sequences import sample_axis
 
     where = sample_axis(x.shape, samples)
     if where == "leading":

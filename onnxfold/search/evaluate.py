@@ -43,7 +43,7 @@ def _id_draws(model: Model | onnx.ModelProto) -> dict[str, np.ndarray]:
 
 def take_samples(x: np.ndarray, index: np.ndarray, samples: int) -> np.ndarray | None:
     """The samples ``index`` of an output over ``samples`` samples, in the output's own layout
-    (:func:`~onnxfold.runtime.fidelity.sample_axis`); None when no axis holds them."""
+    (:func:`~onnxfold.runtime.sequences.sample_axis`); None when no axis holds them."""
     x = np.asarray(x)
     where = sample_axis(x.shape, samples)
     if where == "leading":

@@ -19,7 +19,7 @@ import numpy as np
 from onnxfold.folding.samples import Feeds, sample_axes, take
 from onnxfold.ir.model import Model
 from onnxfold.runtime.compare import run_feed
-from onnxfold.runtime.fidelity import sample_axis
+from onnxfold.runtime.sequences import sample_axis
 from onnxfold.search.evaluate import take_samples
 
 #: An output state matches the next sample's input state within this fraction of its largest value.
