@@ -85,7 +85,8 @@ def per_sample_paths(paths: np.ndarray, samples: int | None) -> np.ndarray:
 
 
 def sequence_agreement(ref_paths: np.ndarray, cand_paths: np.ndarray, samples: int | None) -> float:
-    """Fraction of samples whose greedy CTC decodings (module docstring) are identical."""
+    """Fraction of samples whose greedy CTC decodings are identical: per sample the argmax path, repeats
+    merged, the blank (the class most often the argmax in the reference) dropped."""
     ref_rows, cand_rows = per_sample_paths(ref_paths, samples), per_sample_paths(cand_paths, samples)
     blank = int(np.bincount(ref_rows.ravel()).argmax())
 
