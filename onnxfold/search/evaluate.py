@@ -25,8 +25,8 @@ from onnxfold.runtime.fidelity import (
     model_fidelity,
     output_metrics,
     producers_of,
-    sample_axis,
 )
+from onnxfold.runtime.sequences import sample_axis
 from onnxfold.runtime.session import measurement_session
 
 
