@@ -175,3 +175,26 @@ def test_the_sequential_refit_stops_judging_at_the_time_limit(monkeypatch) -> No
     _, stopped = onnxfold.fold(bundled_model("lenet5.onnx"), 0.5, inputs=x, validate=False)
     folded = [p for p in stopped.plans if p.status == "folded"]
     assert folded and all(p.method == "fold" and "measured:fold" not in p.estimate for p in folded)
+
+
+def test_no_candidate_starts_that_would_run_past_the_limit() -> None:
+    """CRAFT searched 679 s of its 600 s: a candidate started just before the limit ran on for as long
+    as a candidate takes. The paced limit expires once less time is left than the median candidate."""
+    from onnxfold.search.sensitivity import PacedLimit
+
+    now = [0.0]
+    limit = TimeLimit(10.0, lambda: now[0])
+    paced = PacedLimit(limit)
+    assert not paced.expired()  # nothing timed yet: only the limit itself
+
+    def candidate(seconds: float):
+        now[0] += seconds
+        return seconds
+
+    assert paced.timed(lambda: candidate(3.0)) == 3.0 and paced.durations == [3.0]
+    assert not paced.expired()  # 7 s left, a candidate takes 3
+    paced.timed(lambda: candidate(3.0))
+    assert not paced.expired()  # 4 s left
+    paced.timed(lambda: candidate(2.0))
+    assert now[0] == 8.0 and paced.expired() and not limit.expired()  # 2 s left < the median 3 s
+    assert not PacedLimit(TimeLimit(0.0, lambda: now[0])).expired()  # no limit: never

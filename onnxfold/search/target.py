@@ -45,7 +45,7 @@ from onnxfold.report.progress import progress_bar
 from onnxfold.runtime.fidelity import OutputFidelity
 from onnxfold.search.allocate import AllocationPath, greedy_path, largest_step
 from onnxfold.search.evaluate import Evaluator
-from onnxfold.search.sensitivity import GroupCurve, TimeLimit, sensitivity
+from onnxfold.search.sensitivity import GroupCurve, PacedLimit, TimeLimit, sensitivity
 
 log = logging.getLogger(__name__)
 
@@ -282,10 +282,12 @@ def search(
     log.info("search: %d groups searched, path of %d channel steps", len(path.curves), len(path))
     tried: dict[int, Candidate] = {}
 
+    paced = PacedLimit(limit)  # no candidate started that would run past the limit
+
     def measure(steps: int) -> Candidate:
         if steps in tried:
             return tried[steps]
-        cand = measured(steps, build(path.sparsities_at(steps)), evaluator, base, shapes)
+        cand = paced.timed(lambda: measured(steps, build(path.sparsities_at(steps)), evaluator, base, shapes))
         log.info(
             "search: %d steps -> fidelity %.4f%s, %.1f%% fewer params",
             steps,
@@ -301,14 +303,14 @@ def search(
     # each candidate is a fold and a measurement: minutes apiece on a heavy model
     with progress_bar(desc="candidates", unit="candidate") as bar:
         if mode == "min_fidelity":
-            chosen, met = _bisect(path, measure, tried, target, limit)
+            chosen, met = _bisect(path, measure, tried, target, paced)
         else:
             total = base.params if mode == "target_params" else base.macs
-            chosen, met = _budget(path, measure, total, target, mode, round_to, limit)
+            chosen, met = _budget(path, measure, total, target, mode, round_to, paced)
     cut = (
         [f"{sensitivity_cut} sensitivity measurements skipped (counted as misses)"] if sensitivity_cut else []
     )
-    if limit.expired():  # as the bisection (or the budget's corrections) ended
+    if paced.expired():  # as the bisection (or the budget's corrections) ended
         cut.append(f"the search stopped after {len(tried)} candidate{'s' if len(tried) != 1 else ''}")
         if refine is not None and chosen.steps > 0:
             cut.append("the chosen widths were not refitted")
@@ -391,7 +393,7 @@ def _bisect(
     measure: Callable[[int], Candidate],
     tried: dict[int, Candidate],
     target: float,
-    limit: TimeLimit | None = None,
+    limit: TimeLimit | PacedLimit | None = None,
 ) -> tuple[Candidate, bool]:
     """Largest measured reduction with fidelity ≥ target, by bisection on path steps (both ends
     always measured; nothing more once ``limit`` has expired)."""
@@ -430,7 +432,7 @@ def _budget(
     target: float,
     mode: str,
     round_to: int = 1,
-    limit: TimeLimit | None = None,
+    limit: TimeLimit | PacedLimit | None = None,
 ) -> tuple[Candidate, bool]:
     """The path prefix whose measured reduction is closest to ``target`` (a fraction of ``total``
     parameters or MACs): estimated first, then corrected by the measured shortfall (4 times at most,
