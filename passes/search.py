@@ -61,7 +61,8 @@ def _misses(candidate, target: float) -> str:
 def _budget_missed(mode: str, target: float, chosen, cut_short: str) -> str:
     """The one-line error of a budget (``--target-params`` / ``--target-macs``) the search did not
     reach: the closest candidate's reduction, and why (the time limit, or no group left to fold)."""
-    what = "parameters" if mode == "target_params" else "MACs"
+    from onnxfold.search.target import goal
+
     got = chosen.reduction if mode == "target_params" else chosen.macs_reduction
     why = (
         f"{cut_short}, so a longer --time-limit may reach it"
@@ -69,7 +70,7 @@ def _budget_missed(mode: str, target: float, chosen, cut_short: str) -> str:
         else "the groups that may fold, within --max-sparsity and the overrides, do not hold that much"
     )
     return (
-        f"search: {target:.0%} fewer {what} not reached: the closest candidate removes {got:.1%} "
+        f"search: {goal(mode, target)} not reached: the closest candidate removes {got:.1%} "
         f"({why}); nothing written (--force writes the closest)"
     )
 

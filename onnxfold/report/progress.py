@@ -61,13 +61,14 @@ def progress_bar(
     iterable: Iterable[T] | None = None, desc: str = "", total: int | None = None, unit: str = "it"
 ) -> tqdm:
     """A tqdm bar over ``iterable`` (or one updated by hand when it is None), with the rules above."""
-    if disabled_by_env() or on_terminal():
+    off = disabled_by_env()
+    if off or on_terminal():
         return tqdm(
             iterable,
             desc=desc,
             total=total,
             unit=unit,
-            disable=True if disabled_by_env() else None,
+            disable=True if off else None,
             delay=DELAY_S,
         )
     return tqdm(

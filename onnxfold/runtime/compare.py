@@ -346,8 +346,10 @@ def _task_fidelity(
         return
     samples = sample_count(feed) if splittable(feed) else None
     producers = producers_of(original)
-    named = {k: v for k, v in parse_metric(metric)[1].items() if k in floats}  # integer outputs: none
-    spec = ",".join([parse_metric(metric)[0], *(f"{k}={v}" for k, v in named.items())])
+    default, named = parse_metric(metric)
+    spec = ",".join(
+        [default, *(f"{k}={v}" for k, v in named.items() if k in floats)]
+    )  # integer outputs: none
     chosen = output_metrics(floats, spec, producers, token_inputs, samples, guarded=given)
     chosen.update({k: v for k, v in (searched or {}).items() if k in chosen})
     for m in metrics:

@@ -66,6 +66,10 @@ class TimeLimit:
         :data:`SENSITIVITY_SHARE` of it, leaving the rest to the candidates)."""
         return self.seconds > 0 and self.clock() - self.start >= share * self.seconds
 
+    def left(self) -> float:
+        """Seconds left of the limit (infinite without one)."""
+        return self.seconds - (self.clock() - self.start) if self.seconds > 0 else float("inf")
+
 
 class PacedLimit:
     """A :class:`TimeLimit` that also expires when less time is left than a typical candidate takes
@@ -87,10 +91,7 @@ class PacedLimit:
     def expired(self) -> bool:
         if self.limit.expired():
             return True
-        if self.limit.seconds <= 0 or not self.durations:
-            return False
-        left = self.limit.seconds - (self.limit.clock() - self.limit.start)
-        return left < float(np.median(self.durations))
+        return bool(self.durations) and self.limit.left() < float(np.median(self.durations))
 
 
 @dataclass

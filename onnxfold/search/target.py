@@ -152,12 +152,9 @@ class SearchResult:
             f"measured on {self.inputs}",
         ]
         if not self.met:
-            goal = (
-                f"fidelity {self.target:g}"
-                if self.mode == "min_fidelity"
-                else f"{self.target:.0%} fewer {'parameters' if self.mode == 'target_params' else 'MACs'}"
+            lines.append(
+                f"warning: target not met ({goal(self.mode, self.target)}): --force wrote the closest candidate"
             )
-            lines.append(f"warning: target not met ({goal}): --force wrote the closest candidate")
         if self.default:
             lines.append(
                 f"(the default without --sparsity or a target: the smallest model at fidelity >= {self.target:g}; "
@@ -199,6 +196,13 @@ class SearchResult:
                 "search rolls the candidates out along them"
             )
         return "\n".join(lines)
+
+
+def goal(mode: str, target: float) -> str:
+    """What a search mode asks for, in words: ``fidelity 0.95``, ``25% fewer parameters``, ``30% fewer MACs``."""
+    if mode == "min_fidelity":
+        return f"fidelity {target:g}"
+    return f"{target:.0%} fewer {'parameters' if mode == 'target_params' else 'MACs'}"
 
 
 def _per_output(o: OutputFidelity) -> str:
