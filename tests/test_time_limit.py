@@ -104,6 +104,42 @@ def test_an_expired_limit_keeps_the_best_candidate_measured_and_says_what_it_cut
     assert ample.allocation == free.allocation
 
 
+def test_after_the_limit_the_unchanged_model_is_taken_without_a_measurement(
+    samples, tmp_path, monkeypatch
+) -> None:
+    """CRAFT's search measured the unchanged model after its limit, minutes past it. Once the limit
+    has passed and the far end misses, the near end is built, not measured: it is exact."""
+    calls = []
+    real_call = Evaluator.__call__
+    monkeypatch.setattr(Evaluator, "__call__", lambda self, model: calls.append(1) or real_call(self, model))
+    out = tmp_path / "kept.onnx"
+    _, report = onnxfold.fold(
+        str(bundled_model("lenet5.onnx")),
+        output=str(out),
+        inputs={"input": samples},
+        method="fold",
+        repair="none",
+        round_to=1,
+        validate=False,
+        min_fidelity=0.9999,
+        time_limit=1e-9,
+    )
+    cut = report.search
+    assert len(calls) == 1  # the far end only
+    assert cut.chosen.steps == 0 and not cut.chosen.measured and cut.met
+    assert [c.measured for c in cut.candidates] == [False, True]
+    assert "stopped after 1 candidate measured" in cut.cut_short
+    assert "not measured (the time limit had passed)" in cut.summary()
+    assert cut.to_dict()["candidates"][0]["measured"] is False
+    import onnxruntime as ort
+
+    feed = {"input": samples[:8].astype(np.float32)}
+    ref = ort.InferenceSession(str(bundled_model("lenet5.onnx"))).run(None, feed)
+    got = ort.InferenceSession(str(out)).run(None, feed)
+    for r, g in zip(ref, got, strict=True):
+        np.testing.assert_array_equal(r, g)  # bit for bit: the fidelity 1 it was given
+
+
 def test_the_budget_form_stops_correcting_once_the_limit_expires(samples) -> None:
     cut = _search(samples, target_params=0.3, time_limit=1e-9)
     assert len(cut.candidates) == 1 and "stopped after 1 candidate" in cut.cut_short

@@ -20,7 +20,8 @@
 ``limit`` (a :class:`~onnxfold.search.sensitivity.TimeLimit`, ``--time-limit``): checked between
 measurements, so a measurement under way finishes. The sensitivity stops at half of it (the levels
 left count as misses: a group never measured stays whole); after all of it the bisection still
-measures both ends of the path and then keeps the best candidate measured so far, and the budget
+measures the far end of the path, takes the near end (the unchanged model, exact by construction)
+unmeasured when the far end misses, and otherwise keeps the best candidate measured so far; the budget
 form keeps its closest candidate so far; ``refine`` is skipped once it has passed, and stops judging
 its groups when it passes during the refit (kept only if it still measures no worse). The report says
 what the limit cut. A limit the search stays within (its sensitivity within the first half) changes
@@ -67,6 +68,9 @@ class Candidate:
     model: Model | None = None
     data: dict = field(default_factory=dict)
     unseen: list = field(default_factory=list)  # per output, on the held-out samples alone
+    #: False for the unchanged model (0 steps) taken without a measurement once the time limit has
+    #: passed: a fold that removes nothing reproduces the model bit for bit, so its fidelity is 1
+    measured: bool = True
 
     def meets(self, target: float) -> bool:
         """Every output meets ``target`` (:meth:`~onnxfold.runtime.fidelity.OutputFidelity.meets`)
@@ -84,6 +88,7 @@ class Candidate:
             "mac_reduction": self.macs_reduction,
             "outputs": [o.to_dict() for o in self.outputs],
             **({"unseen": [o.to_dict() for o in self.unseen]} if self.unseen else {}),
+            "measured": self.measured,
         }
 
 
@@ -148,7 +153,10 @@ class SearchResult:
             f"search ({self.mode} {self.target:g}): fidelity {self.chosen.fidelity:.4f} at "
             f"{params:.1%} fewer parameters ({macs:.1%} fewer MACs); "
             f"{len(self.candidates)} candidate{'' if len(self.candidates) == 1 else 's'} built in {self.seconds:.1f} s",
-            "fidelity per output: " + ", ".join(_per_output(o) for o in self.chosen.outputs),
+            "fidelity per output: " + ", ".join(_per_output(o) for o in self.chosen.outputs)
+            if self.chosen.measured
+            else "fidelity per output: not measured (the time limit had passed): the model is unchanged, "
+            "exact by construction",
             f"measured on {self.inputs}",
         ]
         if not self.met:
@@ -304,10 +312,16 @@ def search(
         bar.set_postfix_str(f"last {cand.reduction:.1%} fewer params at {cand.fidelity:.4f}", refresh=False)
         return cand
 
+    def unchanged() -> Candidate:
+        cand = measured(0, build(path.sparsities_at(0)), None, base, shapes)
+        log.info("search: the time limit has passed: the unchanged model, not measured")
+        tried[0] = cand
+        return cand
+
     # each candidate is a fold and a measurement: minutes apiece on a heavy model
     with progress_bar(desc="candidates", unit="candidate") as bar:
         if mode == "min_fidelity":
-            chosen, met = _bisect(path, measure, tried, target, paced)
+            chosen, met = _bisect(path, measure, tried, target, paced, unchanged)
         else:
             total = base.params if mode == "target_params" else base.macs
             chosen, met = _budget(path, measure, total, target, mode, round_to, paced)
@@ -315,7 +329,8 @@ def search(
         [f"{sensitivity_cut} sensitivity measurements skipped (counted as misses)"] if sensitivity_cut else []
     )
     if paced.expired():  # as the bisection (or the budget's corrections) ended
-        cut.append(f"the search stopped after {len(tried)} candidate{'s' if len(tried) != 1 else ''}")
+        n = sum(c.measured for c in tried.values())
+        cut.append(f"the search stopped after {n} candidate{'s' if n != 1 else ''} measured")
         if refine is not None and chosen.steps > 0:
             cut.append("the chosen widths were not refitted")
     elif refine is not None and chosen.steps > 0:
@@ -355,12 +370,12 @@ def search(
 
 
 def measured(
-    steps: int, built: tuple[Model, dict], evaluator: Evaluator, base, shapes: dict | None = None
+    steps: int, built: tuple[Model, dict], evaluator: Evaluator | None, base, shapes: dict | None = None
 ) -> Candidate:
     """The candidate of a built (model, pass data) pair: its fidelity, size and reductions from ``base``
-    (MACs at ``shapes``)."""
+    (MACs at ``shapes``). ``evaluator`` None: the unchanged model, fidelity 1 without a measurement."""
     model, data = built
-    fid, per = evaluator(model)
+    fid, per = evaluator(model) if evaluator is not None else (1.0, [])
     unseen = list(evaluator.last_unseen) if getattr(evaluator, "unseen", None) is not None else []
     st = stats_of(model, shapes=shapes)
     return Candidate(
@@ -374,6 +389,7 @@ def measured(
         model,
         data,
         unseen,
+        measured=evaluator is not None,
     )
 
 
@@ -398,17 +414,23 @@ def _bisect(
     tried: dict[int, Candidate],
     target: float,
     limit: TimeLimit | PacedLimit | None = None,
+    unchanged: Callable[[], Candidate] | None = None,
 ) -> tuple[Candidate, bool]:
-    """Largest measured reduction with fidelity ≥ target, by bisection on path steps (both ends
-    always measured; nothing more once ``limit`` has expired)."""
+    """Largest measured reduction with fidelity ≥ target, by bisection on path steps (the far end
+    always measured; nothing more once ``limit`` has expired). The near end, the unchanged model,
+    is measured too while time is left; after it, ``unchanged()`` builds it unmeasured (CRAFT's
+    search measured it after its limit, minutes past it)."""
+    expired = limit.expired if limit is not None else lambda: False
     hi = measure(len(path))
     if hi.meets(target):
         return hi, True
+    if unchanged is not None and expired():
+        lo = unchanged()
+        return lo, lo.meets(target)
     lo = measure(0)
     if not lo.meets(target):
         return max((lo, hi), key=lambda c: c.fidelity), False
     a, b = 0, len(path)
-    expired = limit.expired if limit is not None else lambda: False
     while not expired():
         while b - a > 1 and len(tried) < MAX_CANDIDATES and not expired():
             mid = (a + b) // 2
