@@ -153,6 +153,10 @@ def site_runs(
     for i, given in enumerate(feeds):
         if i == 0:  # a heavy model's runs take fewer samples (samples.RUN_MACS)
             most = run_limit(model, given)
+            if most:  # unless its rows are read together (runtime.coupled)
+                from onnxfold.runtime.coupled import coupled_rows
+
+                most = None if coupled_rows(session, names, given) else most
         for feed in chunked(given, most) if most else [given]:
             values = dict(zip(names, session.run(names, feed), strict=True))
             mask = padding_mask(feed)

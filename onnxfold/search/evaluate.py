@@ -143,6 +143,15 @@ class Evaluator:
         self._batch = fixed_batch(original)
         #: samples per onnxruntime run of a heavy model on a free batch (None: the feed whole)
         self._most = None if self._batch else run_limit(original, self.feed)
+        #: why the feed's rows cannot be run apart ('' when they can; :mod:`onnxfold.runtime.coupled`):
+        #: then it runs whole, and its outputs' rows are the samples counted
+        self.coupled = ""
+        if not self._batch and (not self.proxy or self._most):
+            from onnxfold.runtime.coupled import coupled_rows
+
+            self.coupled = coupled_rows(sess, self.names, self.feed)
+            if self.coupled:
+                self._most, self.samples = None, None
         self.chains: list[list[int]] = []  # streams of consecutive samples, rolled out (none yet: _run)
         batched = self._run(sess)
         self.recurrent, self.chains, self._axes = self._streams(batched)
@@ -251,7 +260,7 @@ class Evaluator:
         (default :data:`~onnxfold.folding.samples.MEASURE_MACS`; at least
         :data:`~onnxfold.folding.samples.MIN_MEASURED`, whole runs of a fixed batch), with the same
         metric per output: the search's sensitivity estimate on a heavy model."""
-        if self.proxy or not splittable(self.feed):
+        if self.proxy or self.coupled or not splittable(self.feed):
             return self
         n = sample_count(self.feed)
         limit = measured_limit(self.original, self.feed, budget)
@@ -274,6 +283,8 @@ class Evaluator:
             )
         else:
             text = f"{n} given samples"
+        if self.coupled:
+            text += f", run whole: the model's batch rows are not independent samples ({self.coupled})"
         streams = [c for c in self.chains if len(c) > 1]
         if streams:
             text += (

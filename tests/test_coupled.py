@@ -1,0 +1,118 @@
+"""Models that read their batch rows together (ICLabel: every component as four blocks of rows,
+averaged) are run whole, never cut into runs, held-out halves or leading samples."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxfold
+from onnxfold.runtime.coupled import coupled_rows
+
+COPIES = 4  # rows per sample, as blocks of N rows: rows i, i + N, i + 2N, i + 3N are one sample
+
+
+def _model(coupling: str) -> onnx.ModelProto:
+    """x [B, 6] -> MatMul 6x16 -> Relu -> MatMul 16x16 -> Relu -> MatMul 16x5 -> y, then:
+    ``blocks``: y [4N, 5] -> Reshape [4, N, 5] -> ReduceMean over the blocks -> Softmax -> [N, 5];
+    ``centred``: y minus its mean over the batch (rows mixed, as BN in training mode mixes them);
+    ``none``: Softmax of y."""
+    rng = np.random.default_rng(0)
+    w = [rng.standard_normal(s).astype(np.float32) for s in ((6, 16), (16, 16), (16, 5))]
+    inits = [numpy_helper.from_array(a, f"w{i}") for i, a in enumerate(w)]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w0"], ["h0"]),
+        helper.make_node("Relu", ["h0"], ["r0"]),
+        helper.make_node("MatMul", ["r0", "w1"], ["h1"]),
+        helper.make_node("Relu", ["h1"], ["r1"]),
+        helper.make_node("MatMul", ["r1", "w2"], ["logits"]),
+    ]
+    if coupling == "blocks":
+        inits.append(numpy_helper.from_array(np.array([COPIES, -1, 5], np.int64), "blocks"))
+        nodes += [
+            helper.make_node("Reshape", ["logits", "blocks"], ["split"]),
+            helper.make_node("ReduceMean", ["split"], ["mean"], axes=[0], keepdims=0),
+            helper.make_node("Softmax", ["mean"], ["probs"], axis=-1),
+        ]
+    elif coupling == "centred":
+        nodes += [
+            helper.make_node("ReduceMean", ["logits"], ["centre"], axes=[0], keepdims=1),
+            helper.make_node("Sub", ["logits", "centre"], ["centred"]),
+            helper.make_node("Softmax", ["centred"], ["probs"], axis=-1),
+        ]
+    else:
+        nodes.append(helper.make_node("Softmax", ["logits"], ["probs"], axis=-1))
+    graph = helper.make_graph(
+        nodes,
+        "coupled",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["rows", 6])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["out_rows", 5])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def _samples(count: int, seed: int = 1) -> np.ndarray:
+    """``count`` samples in the blocks layout: each sample's 4 views, as 4 blocks of ``count`` rows."""
+    base = np.random.default_rng(seed).standard_normal((count, 6)).astype(np.float32)
+    views = [base, -base, base[:, ::-1], -base[:, ::-1]]
+    return np.concatenate(views).astype(np.float32)
+
+
+def _session(model: onnx.ModelProto) -> ort.InferenceSession:
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize(
+    ("coupling", "why"),
+    [
+        ("blocks", "a run of its first 2 samples alone fails"),
+        ("centred", "its output 'probs' for the first sample changes when a second sample runs beside it"),
+        ("none", ""),
+    ],
+)
+def test_coupled_rows_are_found_by_running_the_first_samples(coupling: str, why: str) -> None:
+    model = _model(coupling)
+    feed = {"x": _samples(8)}
+    found = coupled_rows(_session(model), ["probs"], feed)
+    assert found.startswith(why) if why else found == ""
+
+
+def test_a_model_that_reads_rows_together_is_searched_on_its_whole_feed(monkeypatch, tmp_path) -> None:
+    """ICLabel with 32 components (128 rows): the MAC limit cut the feed into runs of 98 rows and
+    the search failed before its first candidate ("requested shape {4,-1}")."""
+    from onnxfold.folding import samples
+
+    per_row = 6 * 16 + 16 * 16 + 16 * 5
+    monkeypatch.setattr(samples, "RUN_MACS", per_row * 50)  # a run holds 50 of the 128 rows
+    model = _model("blocks")
+    fitting = _samples(32)
+    out = tmp_path / "folded.onnx"
+    _, report = onnxfold.fold(model, output=str(out), inputs={"x": fitting}, min_fidelity=0.5, round_to=1)
+    search = report.search
+    assert "run whole: the model's batch rows are not independent samples" in search.inputs
+    assert search.chosen.reduction > 0  # it folds
+    judged = _samples(16, seed=7)
+    ref = _session(model).run(None, {"x": judged})[0]
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": judged})[0]
+    assert got.shape == ref.shape == (16, 5)
+    # counted on the output's 32 rows, one per component, not on the 128 input rows
+    assert all(o.samples in (None, 32) for o in search.chosen.outputs)
+
+
+def test_the_speed_check_times_a_whole_feed_of_rows_read_together() -> None:
+    """The speed check timed the first row alone, which ICLabel cannot run: the finished fold was
+    thrown away with onnxruntime's Reshape error."""
+    from onnxfold.runtime.compare import validate
+
+    model = _model("blocks")
+    report = validate(model, model, shapes={"x": [8, 6]}, speed_budget=0.05)
+    assert report.latency is not None and report.latency.inputs == {"x": (8, 6)}
+    plain = validate(_model("none"), _model("none"), shapes={"x": [8, 6]}, speed_budget=0.05)
+    assert plain.latency.inputs == {"x": (1, 6)}  # one sample, as a deployed model mostly runs
