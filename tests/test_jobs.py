@@ -146,7 +146,7 @@ def test_jobs_sets_the_threads_of_the_runs_a_search_measures_on(tmp_path: Path, 
         seen.clear()
         outs[jobs] = tmp_path / f"j{jobs}.onnx"
         fold(
-            bundled_model("resnet18.onnx"),
+            bundled_model("lenet5.onnx"),
             output=outs[jobs],
             min_fidelity=0.9,
             inputs={"input": x},
