@@ -218,6 +218,10 @@ def output_specs(model: Any) -> list[InputSpec]:
 
 
 def _specs(model: Any, outputs: bool) -> list[InputSpec]:
+    import onnx_graphsurgeon as gs
+
+    if isinstance(model, gs.Graph):  # before hasattr: a gs.Graph prints "[E] Function: ... not registered"
+        return _graph_specs(model, outputs)
     if hasattr(model, "get_inputs"):  # an onnxruntime session
         specs = []
         for arg in model.get_outputs() if outputs else model.get_inputs():
@@ -242,9 +246,12 @@ def _specs(model: Any, outputs: bool) -> list[InputSpec]:
             )
             specs.append(InputSpec(vi.name, dtype, dims))
         return specs
+    return _graph_specs(getattr(model, "graph", model), outputs)  # a Model
+
+
+def _graph_specs(graph: Any, outputs: bool) -> list[InputSpec]:
     import onnx_graphsurgeon as gs
 
-    graph = getattr(model, "graph", model)
     specs = []
     for t in graph.outputs if outputs else graph.inputs:
         if isinstance(t, gs.Constant):
