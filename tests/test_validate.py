@@ -481,3 +481,37 @@ def test_a_shape_without_a_name_is_the_only_inputs(tmp_path):
         )
         == 0
     )
+
+
+def test_a_count_that_misses_the_target_by_the_rule_of_succession_says_so() -> None:
+    """ICLabel after a quantize: "labels top1 0.9583 on the given samples, below --min-fidelity 0.95"
+    (23 of 24 agreed, and at 0.95 no miss of 24 is allowed)."""
+    from types import SimpleNamespace
+
+    from onnxfold.errors import PassError
+    from onnxfold.pipeline.manager import PassContext
+    from onnxfold.runtime.fidelity import OutputFidelity
+    from passes.validate import ValidatePass
+
+    def kept(value: float, samples: int | None, low: float | None = None) -> str:
+        ctx = PassContext()
+        chosen = SimpleNamespace(fidelity=1.0)
+        ctx.data["search"] = SimpleNamespace(
+            mode="min_fidelity", met=True, proxy=False, target=0.95, chosen=chosen
+        )
+        ctx.data["search_measure"] = lambda model: (
+            value,
+            [OutputFidelity("labels", "top1", value, samples, low)],
+        )
+        with pytest.raises(PassError) as caught:
+            ValidatePass._target_kept(None, ctx)
+        return str(caught.value)
+
+    message = kept(23 / 24, 24)
+    assert (
+        "labels top1 0.9583 on the given samples (1 of 24 samples disagree, where 0 may at 0.95), which misses --min-fidelity 0.95"
+        in message
+    )
+    assert "below" not in message
+    assert "labels top1 0.9000 on the given samples, below --min-fidelity 0.95" in kept(0.9, 24)
+    assert "(bootstrap lower value 0.9300), below --min-fidelity 0.95" in kept(0.96, None, 0.93)
