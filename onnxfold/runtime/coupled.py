@@ -29,12 +29,12 @@ ATOL = 1e-5
 
 
 def coupled_rows(session: Any, names: Sequence[str], feed: Mapping[str, np.ndarray]) -> str:
-    """Why the samples of ``feed`` cannot be run apart by ``session`` ('' when they can, or when the
-    feed holds fewer than two samples or cannot be cut at all)."""
-    from onnxfold.folding.samples import sample_count, splittable, take
+    """Why the samples of ``feed`` cannot be run apart by ``session`` ('' when they can, when the
+    feed holds fewer than two samples or cannot be cut at all, or when the model fixes its batch)."""
+    from onnxfold.folding.samples import fixed_batch, sample_count, splittable, take
 
-    if not splittable(feed) or sample_count(feed) < 2:
-        return ""
+    if fixed_batch(session) or not splittable(feed) or sample_count(feed) < 2:
+        return ""  # a fixed batch (a batch-of-one view of a model without a batch axis) runs batch by batch
     try:
         pair = session.run(list(names), take(feed, slice(0, 2)))
     except Exception as exc:
