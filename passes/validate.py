@@ -56,12 +56,12 @@ class ValidatePass(Pass):
         """Run the original once on the inputs validation will use, before any pass works: a model that
         cannot run on them fails now, in one line naming ``--input-shape``, not after the fold. Random
         inputs whose symbolic dims do not run are retried with larger ones (:func:`runnable_dims`)."""
-        self.dim = 16
+        self.dim, self.batch = 16, self.opts["batch"]
         if ctx.inputs is not None or model_weight_bytes(model) > PROTO_LIMIT:
             return
         session = make_session(to_model_proto(model).SerializeToString())
         try:
-            self.dim, _, _ = runnable_dims(
+            self.dim, _, _, self.batch = runnable_dims(
                 session,
                 ctx.input_shapes or None,
                 self.opts["batch"],
@@ -72,6 +72,10 @@ class ValidatePass(Pass):
             raise PassError(f"validate: {exc}") from None
         if self.dim != 16:
             log.info("validate: symbolic input dims set to %d (the model does not run with 16)", self.dim)
+        if self.batch != self.opts["batch"]:
+            log.info(
+                "validate: %d random samples (the model does not run on %d)", self.batch, self.opts["batch"]
+            )
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         if ctx.original is None:
@@ -92,7 +96,7 @@ class ValidatePass(Pass):
             inputs=ctx.inputs if proxy is None else proxy,
             shapes=ctx.input_shapes or None,
             seed=self.opts["seed"],
-            batch=self.opts["batch"],
+            batch=getattr(self, "batch", self.opts["batch"]),
             dim=getattr(self, "dim", 16),
             speed_budget=DEFAULT_BUDGET_S if self.opts["speed_check"] else 0.0,
             id_draws=token_draws(ctx.original),
@@ -116,6 +120,10 @@ class ValidatePass(Pass):
             stats["slower"] = report.latency.slower
         if getattr(self, "dim", 16) != 16:
             stats["note"] = f"symbolic input dims set to {self.dim}: the model does not run with 16"
+        if getattr(self, "batch", self.opts["batch"]) != self.opts["batch"]:
+            stats["note"] = (
+                f"batch of {self.batch} random samples: the model does not run on {self.opts['batch']}"
+            )
         return PassResult(False, stats)
 
     @staticmethod

@@ -116,3 +116,15 @@ def test_the_speed_check_times_a_whole_feed_of_rows_read_together() -> None:
     assert report.latency is not None and report.latency.inputs == {"x": (8, 6)}
     plain = validate(_model("none"), _model("none"), shapes={"x": [8, 6]}, speed_budget=0.05)
     assert plain.latency.inputs == {"x": (1, 6)}  # one sample, as a deployed model mostly runs
+
+
+def test_random_inputs_take_a_batch_the_model_runs_on(tmp_path) -> None:
+    """ICLabel runs only on a multiple of 4 rows: validation's 2 random samples failed before the
+    fold, with "give the input shapes with --input-shape"."""
+    model = _model("blocks")
+    _, report = onnxfold.fold(model, 0.3, tmp_path / "folded.onnx", round_to=1)
+    assert report.validation.inputs == {"x": (4, 6)}
+    validate = next(p for p in report.passes if p.name == "validate")
+    assert validate.stats["note"] == "batch of 4 random samples: the model does not run on 2"
+    _, plain = onnxfold.fold(_model("none"), 0.3, tmp_path / "plain.onnx", round_to=1)
+    assert plain.validation.inputs == {"x": (2, 6)}  # the asked batch where it runs

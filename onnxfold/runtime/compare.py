@@ -232,6 +232,10 @@ SHAPE_HINT = "give the input shapes with --input-shape NAME:D0,D1,... or samples
 #: symbolic non-batch dims tried in turn when the defaults do not run (e.g. a reflect Pad that needs
 #: more than 16 samples, a fixed-size window)
 FALLBACK_DIMS = (16, 64, 256, 1024)
+#: batches tried at the first of them when the asked batch runs at none: a model that reads its rows
+#: in blocks runs only on a multiple of their count (ICLabel: 4 views of every component), one
+#: exported at batch 1 with a batch it declares free only on 1
+FALLBACK_BATCHES = (1, 4, 8)
 
 
 def runnable_dims(
@@ -240,18 +244,21 @@ def runnable_dims(
     batch: int,
     seed: int,
     id_draws: Mapping[str, np.ndarray] | None = None,
-) -> tuple[int, dict[str, np.ndarray], list[np.ndarray]]:
+) -> tuple[int, dict[str, np.ndarray], list[np.ndarray], int]:
     """The first size in :data:`FALLBACK_DIMS` for symbolic non-batch dims on which ``session`` runs,
-    with the random feed and the outputs. Raises a one-line RuntimeError naming the inputs tried
-    and :data:`SHAPE_HINT` when none does."""
+    with the random feed and the outputs; when none runs at ``batch``, the first of
+    :data:`FALLBACK_BATCHES` that runs at the first size (returned last). Raises a one-line
+    RuntimeError naming the inputs first tried and :data:`SHAPE_HINT` when none does."""
     first: Exception | None = None
     outputs = [o.name for o in session.get_outputs()]
-    for dim in FALLBACK_DIMS:
+    tries = [(dim, batch) for dim in FALLBACK_DIMS]
+    tries += [(FALLBACK_DIMS[0], b) for b in FALLBACK_BATCHES if b != batch]
+    for dim, size in tries:
         feed = make_inputs(
-            session, shapes=shapes, batch=batch, seed=seed, default_dim=dim, sequence=dim, id_draws=id_draws
+            session, shapes=shapes, batch=size, seed=seed, default_dim=dim, sequence=dim, id_draws=id_draws
         )
         try:
-            return dim, feed, run_feed(session, "original", outputs, feed)
+            return dim, feed, run_feed(session, "original", outputs, feed), size
         except RuntimeError as exc:
             first = first or exc
     raise RuntimeError(str(first).splitlines()[0]) from None
