@@ -128,3 +128,19 @@ def test_random_inputs_take_a_batch_the_model_runs_on(tmp_path) -> None:
     assert validate.stats["note"] == "batch of 4 random samples: the model does not run on 2"
     _, plain = onnxfold.fold(_model("none"), 0.3, tmp_path / "plain.onnx", round_to=1)
     assert plain.validation.inputs == {"x": (2, 6)}  # the asked batch where it runs
+
+
+def test_the_data_free_proxy_draws_as_many_output_rows_as_samples(tmp_path) -> None:
+    """ICLabel's data-free search measured 32 random rows, which are 8 components: "8 of 8 samples"
+    beside "32 random samples". It now draws 4 rows per output row: 32 of 32."""
+    _, report = onnxfold.fold(
+        _model("blocks"), output=str(tmp_path / "free.onnx"), min_fidelity=0.5, round_to=1
+    )
+    search = report.search
+    assert search.proxy and "128 random samples" in search.inputs
+    assert "every output row reads 4 input rows" in search.inputs
+    assert [o.samples for o in search.chosen.outputs if o.metric == "top1"] == [32]
+    _, plain = onnxfold.fold(
+        _model("none"), output=str(tmp_path / "plain.onnx"), min_fidelity=0.5, round_to=1
+    )
+    assert "32 random samples" in plain.search.inputs and "run whole" not in plain.search.inputs

@@ -57,19 +57,25 @@ def take_samples(x: np.ndarray, index: np.ndarray, samples: int) -> np.ndarray |
 
 
 def _random_runs(
-    original: Model | onnx.ModelProto, shapes: Mapping[str, Sequence[int]] | None, seed: int
+    original: Model | onnx.ModelProto,
+    shapes: Mapping[str, Sequence[int]] | None,
+    seed: int,
+    samples: int | None = None,
 ) -> tuple[dict, list[dict]]:
     """The data-free proxy's samples: as many random samples as ``auto`` draws
     (:data:`~onnxfold.folding.samples.SYNTHETIC_SAMPLES`, fewer on a heavy model: the MAC budget), as
     one feed, or as a first run and the others when they cannot be joined (a recurrent state shaped
     [layers, batch, ...]). A model exported at batch 1 used to be measured on one random sample, so
-    that a classifier's fidelity was 0 or 1 by the luck of one argmax."""
+    that a classifier's fidelity was 0 or 1 by the luck of one argmax. ``samples``: input rows to draw
+    (a model that reads several rows per output row needs more), none cut by the MAC budget."""
     from onnxfold.api import as_model
-    from onnxfold.folding.samples import merged_feeds, synthetic_feeds
+    from onnxfold.folding.samples import SYNTHETIC_SAMPLES, merged_feeds, synthetic_feeds
 
     model = original if isinstance(original, Model) else as_model(original)
-    runs = synthetic_feeds(model, dict(shapes) if shapes else None, seed=seed)
+    runs = synthetic_feeds(model, dict(shapes) if shapes else None, samples or SYNTHETIC_SAMPLES, seed=seed)
     joined = merged_feeds(runs)
+    if samples is not None and joined is not None:
+        return joined, []
     if joined is None:
         limit = measured_limit(original, runs[0]) if runs else None
         per_run = sample_count(runs[0]) if runs else 1
@@ -81,6 +87,18 @@ def _random_runs(
         limit = max(batch, limit // batch * batch)
         joined = take(joined, slice(0, limit))
     return joined, []
+
+
+def _rows_per_output_row(outputs: Mapping[str, np.ndarray], samples: int | None) -> int:
+    """How many input rows each output row reads: n / m when every output holds m < n rows on its
+    leading axis for ``samples`` = n input rows, m divides n, and no output has an axis of n (a
+    time-major [T, n, C] output holds the samples on its second); else 1."""
+    shapes = [np.shape(v) for v in outputs.values() if np.ndim(v)]
+    rows = {int(s[0]) for s in shapes}
+    if not samples or len(rows) != 1 or any(samples in s for s in shapes):
+        return 1
+    (m,) = rows
+    return samples // m if 0 < m < samples and samples % m == 0 else 1
 
 
 def proxy_shapes(model, feed, given: Mapping | None = None) -> str:
@@ -154,6 +172,16 @@ class Evaluator:
                 self._most, self.samples = None, None
         self.chains: list[list[int]] = []  # streams of consecutive samples, rolled out (none yet: _run)
         batched = self._run(sess)
+        fewer = _rows_per_output_row(batched, self.samples) if self.proxy and not self.extra_runs else 1
+        if fewer > 1:  # ICLabel: 4 rows per component; 32 random rows measured 8 components
+            from onnxfold.folding.samples import SYNTHETIC_SAMPLES
+
+            self.coupled = f"every output row reads {fewer} input rows"
+            self._most, self.samples = None, None
+            if "DeepInversion" not in synthetic:  # random inputs or tokens: as many again, drawn alike
+                self.feed, _ = _random_runs(original, shapes, seed, SYNTHETIC_SAMPLES * fewer)
+                self.synthetic = ""
+                batched = self._run(sess)
         self.recurrent, self.chains, self._axes = self._streams(batched)
         self.reference = self._run(sess) if self.chains else batched
         producers = producers_of(original)
