@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 
@@ -148,6 +149,24 @@ def test_a_search_says_it_has_started(tmp_path: Path, capsys) -> None:
     )
     rc, _, stdout = _fold(capsys, tmp_path / "o.onnx", "-s", "0.3", "--overwrite")
     assert "searching" not in stdout
+    # samples given for --repair data only: the search still runs on the proxy, and says how to use them
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((4, 1, 8, 8), np.float32))
+    rc, _, stdout = _fold(
+        capsys,
+        tmp_path / "o.onnx",
+        "--repair",
+        "data",
+        "--calibration",
+        x,
+        "--time-limit",
+        "1",
+        "--overwrite",
+    )
+    assert rc == 0 and stdout.splitlines()[0].endswith(
+        "on a data-free proxy (--calibration feeds --repair data only: give the samples as --inputs to "
+        "search on them) (at most 1 s) ..."
+    )
     (tmp_path / "bad.onnx").write_bytes(LENET.read_bytes()[:100])  # a truncated model: its error alone
     assert main(["fold", str(tmp_path / "bad.onnx"), "-o", str(tmp_path / "b.onnx")]) == 2
     out, err = capsys.readouterr()

@@ -130,6 +130,8 @@ def _announce_search(args: argparse.Namespace, given: bool) -> None:
         budget = budget or f"{args.target_macs:.0%} fewer MACs"
         goal = f"the model closest to the original at {budget}"
     where = "the given samples" if given else "a data-free proxy"
+    if not given and getattr(args, "calibration", None):  # ICLabel's user had samples on hand
+        where += " (--calibration feeds --repair data only: give the samples as --inputs to search on them)"
     bound = f"at most {limit:g} s" if limit else "no time limit"
     why = "no --sparsity given: " if default else ""
     print(f"{why}searching for {goal} on {where} ({bound}) ...", flush=True)
