@@ -89,6 +89,10 @@ def _random_runs(
     return joined, []
 
 
+#: Most input rows per output row for which the data-free proxy draws more rows (ICLabel reads 4).
+MAX_ROWS_PER_OUTPUT = 16
+
+
 def _rows_per_output_row(outputs: Mapping[str, np.ndarray], samples: int | None) -> int:
     """How many input rows each output row reads: n / m when every output holds m < n rows on its
     leading axis for ``samples`` = n input rows, m divides n, and no output has an axis of n (a
@@ -178,8 +182,15 @@ class Evaluator:
 
             self.coupled = f"every output row reads {fewer} input rows"
             self._most, self.samples = None, None
-            if "DeepInversion" not in synthetic:  # random inputs or tokens: as many again, drawn alike
-                self.feed, _ = _random_runs(original, shapes, seed, SYNTHETIC_SAMPLES * fewer)
+            rows = SYNTHETIC_SAMPLES * fewer
+            limit = measured_limit(original, self.feed)  # the MAC budget of a measurement, run whole
+            if (
+                "DeepInversion" not in synthetic
+                and fewer <= MAX_ROWS_PER_OUTPUT
+                and (not limit or limit >= rows)
+            ):
+                # random inputs or tokens: as many more, drawn alike
+                self.feed, _ = _random_runs(original, shapes, seed, rows)
                 self.synthetic = ""
                 batched = self._run(sess)
         self.recurrent, self.chains, self._axes = self._streams(batched)
