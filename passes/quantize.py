@@ -198,6 +198,27 @@ class QuantizePass(Pass):
         Option("seed", int, 0, "seed of random calibration inputs"),
     )
 
+    def preflight(self, model: Model, ctx: PassContext) -> None:
+        """Refuse a model whose weights are mostly float16 or bfloat16 before any pass works:
+        onnxruntime's quantizer takes float32 models (ukis-csmask's float16 UNet failed inside it,
+        dynamic with "Expected InsertedPrecisionFreeCast_… to be an initializer", static with a
+        QuantizeLinear on a float16 tensor that validation rejected)."""
+        half, full = 0, 0
+        for t in model.graph.tensors().values():
+            if not isinstance(t, gs.Constant) or t.dtype is None:
+                continue
+            name = np.dtype(t.dtype).name if not isinstance(t.dtype, str) else t.dtype
+            size = int(np.prod(t.shape)) if t.shape is not None else 0
+            if name in ("float16", "bfloat16"):
+                half += size
+            elif name == "float32":
+                full += size
+        if half > full:
+            raise PassError(
+                f"quantize: {half:,} of the model's {half + full:,} float weights are float16: "
+                "onnxruntime's quantizer takes float32 models; quantize the float32 model instead"
+            )
+
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         from onnxruntime.quantization import (
             CalibrationMethod,

@@ -256,3 +256,40 @@ def test_reference_agrees_with_onnxruntime_on_folded_and_quantized(digits, tmp_p
         assert cosine(ort_q, ref_q) > 0.999, mode
         # and the INT8 model still follows the float32 folded model
         assert float(np.mean(ort_q.argmax(1) == ort_out.argmax(1))) >= 0.95, mode
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_quantize_refuses_a_float16_model_before_any_pass_works(tmp_path: Path, capsys, mode: str) -> None:
+    """ukis-csmask's float16 UNet (float32 inputs and outputs, Casts around float16 weights) failed
+    inside onnxruntime's quantizer (dynamic) or wrote a QuantizeLinear of a float16 tensor that
+    validation then rejected (static), after the fold had run."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxfold.cli.commands import main
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.standard_normal((4, 16)).astype(np.float16), "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((16, 3)).astype(np.float16), "w2")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["x"], ["xh"], to=TensorProto.FLOAT16),
+            helper.make_node("MatMul", ["xh", "w1"], ["h"]),
+            helper.make_node("Relu", ["h"], ["a"]),
+            helper.make_node("MatMul", ["a", "w2"], ["yh"]),
+            helper.make_node("Cast", ["yh"], ["y"], to=TensorProto.FLOAT),
+        ],
+        "half",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [w1, w2],
+    )
+    src, out = tmp_path / "half.onnx", tmp_path / "q.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    pipeline = f"canonicalize,fold:sparsity=0.25,cleanup,quantize:mode={mode},validate"
+    assert main(["run", str(src), "-o", str(out), "--pipeline", pipeline]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "onnxfold: error: quantize: 112 of the model's 112 float weights are float16: onnxruntime's "
+        "quantizer takes float32 models; quantize the float32 model instead"
+    )
+    assert not out.exists()
