@@ -73,6 +73,34 @@ def test_sensitivity_cut_by_the_limit_keeps_what_it_measured_and_skips_the_rest(
             assert c.levels[c.levels.index(c.unmeasured[0]) :] == c.unmeasured
 
 
+def test_the_limit_is_checked_before_each_group_is_planned(samples, monkeypatch) -> None:
+    """auto judges every group as it plans it, and the sensitivity planned a whole level before it
+    measured one group: ukis-csmask's 200 groups took 9 minutes at the first level, past a 300 s
+    limit. Planning now goes group by group, the limit checked before each."""
+    import importlib
+
+    sens = importlib.import_module(
+        "onnxfold.search.sensitivity"
+    )  # the package exports a function of that name
+
+    model = as_model(str(bundled_model("lenet5.onnx")))
+    CanonicalizePass().run(model, PassContext())
+    evaluator = Evaluator(as_model(str(bundled_model("lenet5.onnx"))), {"input": samples}, "top1")
+    now, planned, real = [0.0], [], sens.plan_folds
+
+    def costly(groups, *args, **kwargs):
+        now[0] += 10.0 * len(groups)  # 10 s of planning a group
+        planned.extend(g.name for g in groups)
+        return real(groups, *args, **kwargs)
+
+    monkeypatch.setattr(sens, "plan_folds", costly)
+    limit = TimeLimit(50.0, lambda: now[0])  # the sensitivity's half: 25 s
+    curves = sensitivity(model, evaluator, [0.2, 0.5], round_to=1, method="fold", limit=limit)
+    assert len(curves) > 3 and len(planned) == 3  # planned at 0, 10 and 20 s; at 30 s none more
+    assert all(c.unmeasured == c.levels for c in curves if c.name not in planned)
+    assert [c.name for c in curves][:3] == planned  # graph order, however far the limit let it go
+
+
 def _search(samples, **options):
     return onnxfold.fold(
         str(bundled_model("lenet5.onnx")),

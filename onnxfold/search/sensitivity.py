@@ -1,8 +1,8 @@
 """Sensitivity analysis: the fidelity of the model when one foldable group alone is compressed.
 
-For every level r, the assignment of every group is computed once from the original weights
-(:func:`onnxfold.folding.apply.plan_folds`); then, per group, only that group's plan is applied to a
-copy of the model and the copy is scored by an :class:`~onnxfold.search.evaluate.Evaluator`.
+For every level r, group by group, the group's assignment is computed from the original weights
+(:func:`onnxfold.folding.apply.plan_folds`); only that group's plan is applied to a copy of the
+model, and the copy is scored by an :class:`~onnxfold.search.evaluate.Evaluator`.
 Parameters and MACs saved per removed channel come from the same copies
 (:func:`onnxfold.report.fold_report.stats_of`). An untouched group (level 0, or a level that
 removes no channel) has fidelity exactly 1 by definition. Widths are rounded as the fold rounds
@@ -18,7 +18,8 @@ search never relies on them without building and measuring the model. On a sensi
 groups miss at the lowest levels, which makes the analysis several times cheaper.
 
 ``limit`` (a :class:`TimeLimit`, the search's ``--time-limit``): once :data:`SENSITIVITY_SHARE` of
-it has passed, no further group is compressed or measured; the levels left are recorded like those
+it has passed, no further group is planned, compressed or measured (planning with ``auto`` judges
+the group, minutes a level on a 20M-parameter UNet); the levels left are recorded like those
 after a miss (fidelity 0, in ``unmeasured``). The levels go lowest first over every group, so a
 limit that stops the analysis part way leaves every group measured at the lowest levels rather
 than some groups at none.
@@ -27,7 +28,7 @@ than some groups at none.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,29 +176,33 @@ def sensitivity(
         for g in groups
         if g.foldable and not (skip is not None and skip(g.name)) and not matching_pattern(ignore, g)
     }
-    with progress_bar(desc="sensitivity", total=len(eligible) * len(levels), unit="group") as bar:
-        for level in levels:
-            if out_of_time():  # every group's level as after a miss
-                timed_out |= eligible - missed
-                missed |= eligible
-            for name in sorted(missed):
-                bar.update(1)
-                g = by_name[name]
-                curve = curves.setdefault(name, GroupCurve(name, g.size, [], [], []))
-                k = part_cluster_count(g.size, level, g.parts, round_to)
-                curve.levels.append(level)
-                curve.removed.append(max(0, g.size - k))
-                if (name, k) in measured or k >= g.size:  # a measured width, or the group left whole
-                    curve.fidelity.append(measured.get((name, k), 1.0))
-                else:
-                    curve.fidelity.append(0.0)
-                    curve.unmeasured.append(level)
-                    if name in timed_out:
-                        limit.skipped += 1
-            if missed >= eligible:
+
+    def as_missed(name: str, level: float) -> None:  # the level of a group not measured at it
+        bar.update(1)
+        g = by_name[name]
+        curve = curves.setdefault(name, GroupCurve(name, g.size, [], [], []))
+        k = part_cluster_count(g.size, level, g.parts, round_to)
+        curve.levels.append(level)
+        curve.removed.append(max(0, g.size - k))
+        if (name, k) in measured or k >= g.size:  # a measured width, or the group left whole
+            curve.fidelity.append(measured.get((name, k), 1.0))
+        else:
+            curve.fidelity.append(0.0)
+            curve.unmeasured.append(level)
+            if name in timed_out:
+                limit.skipped += 1
+
+    def planned(level: float) -> Iterator:
+        """The plans of the groups not missed, one group at a time: planning ``auto`` judges every
+        group (ukis-csmask's 200 groups took 9 minutes at the first level), so the limit is checked
+        before each; it stops at the first group the limit leaves unplanned."""
+        for g in groups:
+            if g.name in missed:
                 continue
-            plans = plan_folds(
-                [g for g in groups if g.name not in missed],
+            if g.name in eligible and out_of_time():
+                return
+            yield from plan_folds(
+                [g],
                 lambda name: peek_values(tensors[name]),
                 level,
                 ignore=ignore,
@@ -211,7 +216,19 @@ def sensitivity(
                 stats=stats,
                 judge=judge,
             )
-            for plan in plans:
+
+    with progress_bar(desc="sensitivity", total=len(eligible) * len(levels), unit="group") as bar:
+        for level in levels:
+            if out_of_time():  # every group's level as after a miss
+                timed_out |= eligible - missed
+                missed |= eligible
+            for name in sorted(missed):
+                as_missed(name, level)
+            if missed >= eligible:
+                continue
+            seen: set[str] = set()
+            for plan in planned(level):
+                seen.add(plan.group.name)
                 if plan.status in ("blocked", "ignored") or (skip is not None and skip(plan.group.name)):
                     continue
                 bar.update(1)
@@ -254,13 +271,18 @@ def sensitivity(
                 if removed > 0 and not curve.params_per_channel:
                     curve.params_per_channel = (base.params - after.params) / removed
                     curve.macs_per_channel = (base.macs - after.macs) / removed
+            left = eligible - missed - seen  # the limit passed before they were planned
+            timed_out |= left
+            missed |= left
+            for name in sorted(left):
+                as_missed(name, level)
     for curve in curves.values():  # never folded and measured (the time limit): costs from the weights
         if not curve.params_per_channel and any(curve.removed):
             curve.params_per_channel = member_params(by_name[curve.name], tensors)
             curve.macs_per_channel = (
                 curve.params_per_channel * base.macs / base.params if base.params else 0.0
             )
-    return list(curves.values())
+    return [curves[g.name] for g in groups if g.name in curves]  # in graph order, however measured
 
 
 def member_params(group, tensors) -> float:
