@@ -11,7 +11,9 @@ min over the later points j' of its grid of (L_g(j') − L_g(j)) / ((j' − j)·
 best later point, so that a flat stretch after a step is not hidden by the step). A small prior
 PRIOR·j/n_g is added to every estimated loss: where measured losses tie (flat curves), the group
 whose channels are the larger share of the model (n_g·c_g) goes first, and a group is not emptied
-for nothing. A group never goes beyond cap·n channels nor beyond its largest measured level. Every
+for nothing. A group never goes beyond cap·n channels nor beyond its largest level measured or
+counted as a miss; with ``unmeasured_whole`` (a fidelity search) a group that the time limit left
+with no level measured at all stays whole (a budget takes it, its cost read from its weights). Every
 prefix of the path is an allocation whose widths are exactly the ones the fold writes; its
 estimated cost saved is the sum of j_g·c_g.
 """
@@ -82,15 +84,22 @@ def largest_step(channels: int, round_to: int) -> int:
 
 
 def greedy_path(
-    curves: Sequence[GroupCurve], cap: float = 0.7, by: str = "params", round_to: int = 1
+    curves: Sequence[GroupCurve],
+    cap: float = 0.7,
+    by: str = "params",
+    round_to: int = 1,
+    unmeasured_whole: bool = False,
 ) -> AllocationPath:
     """The greedy allocation path over ``curves`` (``by`` params or macs; ``round_to`` the fold's;
-    see the module docstring)."""
+    ``unmeasured_whole``: see the module docstring)."""
     curves = [c for c in curves if c.channels > 1]
     costs, losses, grids = [], [], []
     for c in curves:
         per = c.params_per_channel if by == "params" else c.macs_per_channel
         top = max((j for j in c.removed), default=0)
+        removing = {lv for lv, j in zip(c.levels, c.removed, strict=True) if j > 0}
+        if unmeasured_whole and removing and removing <= set(c.unmeasured):
+            top = 0  # never measured (ukis-csmask: two groups folded 272 -> 88 and 256 -> 80 unseen)
         limit = min(top, int(np.floor(cap * c.channels + 1e-9)), c.channels - 1)
         costs.append(max(float(per), 1e-12))
         j = np.arange(c.channels)

@@ -290,7 +290,8 @@ def search(
     )
     sensitivity_cut = limit.skipped
     round_to = fold_opts["round_to"]
-    path = greedy_path(curves, cap, by="macs" if mode == "target_macs" else "params", round_to=round_to)
+    by = "macs" if mode == "target_macs" else "params"
+    path = greedy_path(curves, cap, by=by, round_to=round_to, unmeasured_whole=mode == "min_fidelity")
     log.info("search: %d groups searched, path of %d channel steps", len(path.curves), len(path))
     tried: dict[int, Candidate] = {}
 
