@@ -93,6 +93,6 @@ def test_off_a_terminal_a_long_step_writes_plain_lines(tmp_path: Path, monkeypat
     text = stream.getvalue()
     lines = text.splitlines()
     assert "\r" not in text and lines and all(line.startswith("onnxfold: ") for line in lines)
-    assert any(line.startswith("onnxfold: sensitivity: ") and " groups [" in line for line in lines)
+    assert any(line.startswith("onnxfold: sensitivity: ") and " group levels [" in line for line in lines)
     assert any(line.startswith("onnxfold: candidates: ") and "fewer params at" in line for line in lines)
     assert len(lines) == len(set(lines))  # a step's end does not repeat its last line
