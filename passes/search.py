@@ -180,7 +180,8 @@ class SearchPass(Pass):
             0.0,
             "seconds the search may take (from its start, checked between measurements): its "
             "sensitivity stops at half of them, and after all of them it keeps the best candidate so "
-            "far (both ends of its path measured); the report says what was cut; 0 = no limit",
+            "far (the far end of its path measured, else the unchanged model, exact); the report says "
+            "what was cut; 0 = no limit",
         ),
     )
 
