@@ -207,7 +207,10 @@ class QuantizePass(Pass):
         for t in model.graph.tensors().values():
             if not isinstance(t, gs.Constant) or t.dtype is None:
                 continue
-            name = np.dtype(t.dtype).name if not isinstance(t.dtype, str) else t.dtype
+            if isinstance(t.dtype, int):  # an ONNX type numpy lacks: gs keeps bfloat16 as TensorProto's 16
+                name = onnx.TensorProto.DataType.Name(t.dtype).lower()
+            else:
+                name = np.dtype(t.dtype).name
             size = int(np.prod(t.shape)) if t.shape is not None else 0
             if name in ("float16", "bfloat16"):
                 half += size
@@ -215,7 +218,7 @@ class QuantizePass(Pass):
                 full += size
         if half > full:
             raise PassError(
-                f"quantize: {half:,} of the model's {half + full:,} float weights are float16: "
+                f"quantize: {half:,} of the model's {half + full:,} float weights are 16-bit floats: "
                 "onnxruntime's quantizer takes float32 models; quantize the float32 model instead"
             )
 

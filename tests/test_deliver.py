@@ -265,7 +265,9 @@ def test_quantize_refuses_a_float16_model_before_any_pass_works(tmp_path: Path, 
     validation then rejected (static), after the fold had run."""
     from onnx import TensorProto, helper, numpy_helper
 
+    from onnxfold.api import as_model
     from onnxfold.cli.commands import main
+    from onnxfold.errors import PassError
 
     rng = np.random.default_rng(0)
     w1 = numpy_helper.from_array(rng.standard_normal((4, 16)).astype(np.float16), "w1")
@@ -289,7 +291,15 @@ def test_quantize_refuses_a_float16_model_before_any_pass_works(tmp_path: Path, 
     assert main(["run", str(src), "-o", str(out), "--pipeline", pipeline]) == 2
     err = capsys.readouterr().err.strip()
     assert err == (
-        "onnxfold: error: quantize: 112 of the model's 112 float weights are float16: onnxruntime's "
+        "onnxfold: error: quantize: 112 of the model's 112 float weights are 16-bit floats: onnxruntime's "
         "quantizer takes float32 models; quantize the float32 model instead"
     )
     assert not out.exists()
+    # bfloat16, which graphsurgeon keeps as TensorProto's type number 16, is refused alike
+    w1.data_type, w1.raw_data = TensorProto.BFLOAT16, np.zeros(64, np.uint16).tobytes()
+    w2.data_type, w2.raw_data = TensorProto.BFLOAT16, np.zeros(48, np.uint16).tobytes()
+    for node in graph.node:
+        if node.op_type == "Cast" and node.attribute[0].i == TensorProto.FLOAT16:
+            node.attribute[0].i = TensorProto.BFLOAT16
+    with pytest.raises(PassError, match="112 of the model's 112 float weights are 16-bit floats"):
+        QuantizePass().preflight(as_model(helper.make_model(graph)), PassContext())

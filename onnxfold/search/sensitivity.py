@@ -194,7 +194,7 @@ def sensitivity(
 
     def planned(level: float) -> Iterator:
         """The plans of the groups not missed, one group at a time: planning ``auto`` judges every
-        group (ukis-csmask's 200 groups took 9 minutes at the first level), so the limit is checked
+        group (ukis-csmask's 40 groups took 9 minutes at the first level), so the limit is checked
         before each; it stops at the first group the limit leaves unplanned."""
         for g in groups:
             if g.name in missed:
