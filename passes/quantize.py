@@ -203,19 +203,10 @@ class QuantizePass(Pass):
         onnxruntime's quantizer takes float32 models (ukis-csmask's float16 UNet failed inside it,
         dynamic with "Expected InsertedPrecisionFreeCast_… to be an initializer", static with a
         QuantizeLinear on a float16 tensor that validation rejected)."""
-        half, full = 0, 0
-        for t in model.graph.tensors().values():
-            if not isinstance(t, gs.Constant) or t.dtype is None:
-                continue
-            if isinstance(t.dtype, int):  # an ONNX type numpy lacks: gs keeps bfloat16 as TensorProto's 16
-                name = onnx.TensorProto.DataType.Name(t.dtype).lower()
-            else:
-                name = np.dtype(t.dtype).name
-            size = int(np.prod(t.shape)) if t.shape is not None else 0
-            if name in ("float16", "bfloat16"):
-                half += size
-            elif name == "float32":
-                full += size
+        from onnxfold.ir.external import elements_by_type
+
+        counts = elements_by_type(model.graph)
+        half, full = counts.get("float16", 0) + counts.get("bfloat16", 0), counts.get("float32", 0)
         if half > full:
             raise PassError(
                 f"quantize: {half:,} of the model's {half + full:,} float weights are 16-bit floats: "

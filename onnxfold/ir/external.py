@@ -281,6 +281,18 @@ def weight_bytes(graph: gs.Graph) -> int:
     return sum(_count(c) * (d.itemsize if (d := _dtype(c)) is not None else 1) for c in constants(graph))
 
 
+def elements_by_type(graph: gs.Graph) -> dict[str, int]:
+    """Elements of the constants of ``graph`` and its subgraphs per ONNX type name (``float32``,
+    ``float16``, ``bfloat16``, ...; graphsurgeon keeps a type numpy lacks as TensorProto's number),
+    from declared shapes: nothing is read."""
+    counts: dict[str, int] = {}
+    for c in constants(graph):
+        d = _dtype(c)
+        name = d.name if d is not None else TensorProto.DataType.Name(int(c.dtype)).lower()
+        counts[name] = counts.get(name, 0) + _count(c)
+    return counts
+
+
 def float_elements(graph: gs.Graph) -> int:
     """Elements of the floating-point constants (the weights; a type numpy lacks counts as one), from
     declared shapes: nothing is read."""
