@@ -4,7 +4,9 @@ Guarantees afterwards: every node has a unique name; weights held in ``Constant`
 initializers; ``Identity`` and inference ``Dropout`` nodes are gone (unless they produce a graph
 output); data-movement ops on constants (Transpose/Cast/Reshape/Squeeze/Unsqueeze of a weight) are
 replaced by their result, unless the weight has other readers too (then the node stays, so that a tied
-weight is still stored once); vectors (rank ≤ 1) shared by several nodes are copied per node; a
+weight is still stored once); any other node whose inputs are all small constants (pads, Resize scales
+and shape vectors that exporters compute from constants) is replaced by its value, computed by
+onnxruntime (:mod:`onnxfold.ir.constant_fold`); vectors (rank ≤ 1) shared by several nodes are copied per node; a
 computed shape tensor shared by several Reshape/Expand/Tile/ConstantOfShape nodes is computed
 once per node (an exact copy of the small shape computation); nodes nothing uses are removed;
 integer shape arithmetic whose value the inferred shapes fix (a channel count read through ``Shape``)
@@ -20,6 +22,7 @@ import onnx_graphsurgeon as gs
 from onnx import helper
 
 from onnxfold.analysis.shape_trace import DIM_VALUE_OPS, dim_values
+from onnxfold.ir.constant_fold import fold_small_constants
 from onnxfold.ir.edit import replace_input
 from onnxfold.ir.model import Model
 from onnxfold.ir.shapes import infer_shapes
@@ -408,12 +411,19 @@ class CanonicalizePass(Pass):
         lifted = lift_constants(graph)
         removed = remove_identities(graph)
         folded = fold_constant_layout_ops(graph)
+        graph.toposort()
+        computed = fold_small_constants(graph, model.opset_imports)
+        model.computed_constants.update(computed)
         materialized = transposes = 0
         if any(node.op == "Shape" for node in graph.nodes):
             graph.cleanup(remove_unused_graph_inputs=False).toposort()
             infer_shapes(model)
             materialized = materialize_static_dims(graph)
-            folded += fold_constant_layout_ops(graph) if materialized else 0
+            if materialized:
+                folded += fold_constant_layout_ops(graph)
+                more = fold_small_constants(graph, model.opset_imports)
+                model.computed_constants.update(more)
+                computed.update(more)
             transposes = direct_key_transposes(graph)
         isolated = isolate_shape_computations(graph)
         unshared = unshare_vectors(graph)
@@ -426,6 +436,7 @@ class CanonicalizePass(Pass):
             "constants_lifted": lifted,
             "nodes_removed": removed,
             "constant_ops_folded": folded,
+            "constant_computations_folded": len(computed),
             "static_dims_materialized": materialized,
             "key_transposes_made_direct": transposes,
             "shape_computations_isolated": isolated,
@@ -439,6 +450,7 @@ class CanonicalizePass(Pass):
                 lifted
                 or removed
                 or folded
+                or computed
                 or materialized
                 or transposes
                 or isolated

@@ -22,6 +22,7 @@ from onnx import TensorProto, helper
 from onnx_graphsurgeon.ir.tensor import LazyValues
 
 from onnxfold.errors import one_line
+from onnxfold.ir.constant_fold import Computed, restore_computations
 from onnxfold.ir.external import (
     ExternalValues,
     check_external_refs,
@@ -82,6 +83,9 @@ class Model:
     #: holds them (inferred again after the passes) only then, so a model that had none is not made
     #: larger by them (basic-pitch's 230 KB model gained 29 KB)
     shapes: bool = True
+    #: tensors that canonicalize computed from constants, with how: export restores the computation
+    #: of each one whose value is unchanged (:func:`~onnxfold.ir.constant_fold.restore_computations`)
+    computed_constants: dict[str, Computed] = field(default_factory=dict)
 
     @property
     def opset(self) -> int:
@@ -96,6 +100,7 @@ class Model:
         _drop_stale_locations(self.graph)
         proto = gs.export_onnx(self.graph, do_type_check=False)
         hoist_shared_subgraph_constants(proto.graph)
+        restore_computations(proto.graph, self.computed_constants)
         del proto.opset_import[:]
         for domain, version in self.opset_imports:
             proto.opset_import.append(helper.make_opsetid(domain, version))
@@ -143,6 +148,7 @@ class Model:
             self.source_path,
             dict(self.node_metadata),
             self.shapes,
+            dict(self.computed_constants),
         )
 
 

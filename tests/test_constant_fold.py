@@ -1,0 +1,109 @@
+"""Pads computed from constants (the legacy torch exporter's ``nn.ZeroPad2d``, EfficientNet's
+same-padding) no longer block the channel groups through them, and a model folded at sparsity 0 stays
+bit-identical under onnxruntime's full optimizations.
+
+ukis-csmask's U-Net builds each Pad's pads through Shape, Sub, ConstantOfShape, Concat, a reversing
+Slice and Transpose, all on constants: 73 of its 113 groups were blocked, 32 of them by those Pads.
+Folding the pads to values fused ORT's residual Adds into its convolutions, which reorders float sums,
+so the written model computes them as the source did wherever their values did not change."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import onnxfold
+
+torch = pytest.importorskip("torch")
+
+
+class PaddedNet(torch.nn.Module):
+    """conv → ZeroPad2d → depthwise conv → 1×1 conv: one channel group through a computed Pad."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.pad = torch.nn.ZeroPad2d((0, 1, 0, 1))
+        self.stem = torch.nn.Conv2d(3, width, 3, stride=2)
+        self.depthwise = torch.nn.Conv2d(width, width, 3, groups=width)
+        self.head = torch.nn.Conv2d(width, 5, 1)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(self.pad(x)))
+        return self.head(torch.relu(self.depthwise(self.pad(x))))
+
+
+def export(net: torch.nn.Module, path: Path) -> Path:
+    torch.onnx.export(
+        net.eval(),
+        torch.randn(1, 3, 17, 17),
+        str(path),
+        dynamo=False,
+        opset_version=13,
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
+    )
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert {"Pad", "ConstantOfShape", "Transpose"} <= ops  # pads are computed, not stored
+    return path
+
+
+def run(path: Path, x: np.ndarray) -> np.ndarray:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+def duplicated(compact: PaddedNet) -> PaddedNet:
+    """``compact`` with every channel of its one group doubled; the head's columns halved between
+    each pair, so the wide net computes what the compact one does."""
+    wide = PaddedNet(2 * compact.stem.out_channels)
+    with torch.no_grad():
+        for name in ("stem", "depthwise"):
+            src, dst = getattr(compact, name), getattr(wide, name)
+            dst.weight.copy_(src.weight.repeat_interleave(2, dim=0))
+            dst.bias.copy_(src.bias.repeat_interleave(2))
+        wide.head.weight.copy_(compact.head.weight.repeat_interleave(2, dim=1) / 2)
+        wide.head.bias.copy_(compact.head.bias)
+    return wide
+
+
+def test_a_group_through_computed_pads_folds(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = export(PaddedNet(16), tmp_path / "padded.onnx")
+    groups = onnxfold.analyze(model)
+    through = [g for g in groups if g.size == 16]
+    assert len(through) == 1 and through[0].foldable, [(g.name, g.size, g.blocked) for g in groups]
+    _, report = onnxfold.fold(model, sparsity=0.5, output=tmp_path / "half.onnx", round_to=1, method="fold")
+    assert [p.k for p in report.plans if p.status == "folded"] == [8]
+    x = np.random.default_rng(0).standard_normal((3, 3, 17, 17)).astype(np.float32)
+    assert run(tmp_path / "half.onnx", x).shape == run(model, x).shape
+
+
+def test_sparsity_zero_is_bit_identical_under_full_optimization(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    model = export(PaddedNet(16), tmp_path / "padded.onnx")
+    onnxfold.fold(model, sparsity=0.0, output=tmp_path / "same.onnx", validate=False)
+    x = np.random.default_rng(1).standard_normal((2, 3, 17, 17)).astype(np.float32)
+    np.testing.assert_array_equal(run(tmp_path / "same.onnx", x), run(model, x))
+    written = onnx.load(str(tmp_path / "same.onnx"))
+    pads = {n.input[1] for n in written.graph.node if n.op_type == "Pad"}
+    made = {o for n in written.graph.node for o in n.output}
+    assert pads and pads <= made  # unchanged pads are computed again, as the source computed them
+
+
+def test_duplicate_channels_behind_computed_pads_fold_to_the_compact_model(tmp_path: Path) -> None:
+    torch.manual_seed(2)
+    compact = PaddedNet(8)
+    small = export(compact, tmp_path / "compact.onnx")
+    wide = export(duplicated(compact), tmp_path / "wide.onnx")
+    _, report = onnxfold.fold(
+        wide, sparsity=0.5, output=tmp_path / "folded.onnx", round_to=1, method="fold", repair="none"
+    )
+    assert [p.k for p in report.plans if p.status == "folded"] == [8]
+    x = np.random.default_rng(2).standard_normal((4, 3, 17, 17)).astype(np.float32)
+    np.testing.assert_allclose(run(tmp_path / "folded.onnx", x), run(small, x), rtol=1e-5, atol=1e-5)
