@@ -26,18 +26,20 @@ from onnxfold.runtime.fidelity import parse_metric
 DEFAULT_LEVELS_TEXT = "0.1,0.2,0.3,0.5,0.7"
 
 
-def proxy_samples(fold) -> tuple[dict | None, str]:
+def proxy_samples(fold) -> tuple[dict | None, str, bool]:
     """Without ``--inputs``: the samples the fold synthesised to measure on (DeepInversion samples
-    of a BN model, random token sequences, random inputs), merged into one feed, and where they come
-    from; (None, "") when it synthesised none, or they cannot be merged. The search then measures its
-    fidelity on what the fold judged its candidates on, not on two fresh random inputs."""
+    of a BN model, random token sequences, random inputs), merged into one feed, where they come
+    from, and whether they are random draws (not fitted to the model as DeepInversion's are);
+    (None, "", True) when it synthesised none, or they cannot be merged. The search then measures
+    its fidelity on what the fold judged its candidates on, not on two fresh random inputs."""
     from onnxfold.folding.samples import merged_feeds
 
     moments = getattr(fold, "moments", None)
     merged = merged_feeds(getattr(moments, "feeds", None) or [])
     if merged is None:
-        return None, ""
-    return merged, moments.source.removeprefix("data-free: ").removeprefix("data-free estimate: ")
+        return None, "", True
+    how = moments.source.removeprefix("data-free: ").removeprefix("data-free estimate: ")
+    return merged, how, not moments.fitted
 
 
 def _misses(candidate, target: float) -> str:
@@ -112,7 +114,7 @@ def prepared(model: Model, ctx: PassContext, fold, passes: list, metric: str):
     fit, held_out = split_samples(ctx.inputs) if fold.opts["method"] in ACTIVATION_METHODS else (None, None)
     fit_ctx = PassContext(original=ctx.original, seed=ctx.seed, input_shapes=ctx.input_shapes, inputs=fit)
     fold.prepare(model, analyze_graph(model.graph, model.node_scopes()), fit_ctx if fit else ctx, search=True)
-    synthetic, how = (None, "") if ctx.inputs else proxy_samples(fold)
+    synthetic, how, drawn = (None, "", True) if ctx.inputs else proxy_samples(fold)
     evaluator = Evaluator(
         ctx.original or model,
         ctx.inputs or synthetic,  # all of them: the target holds on every given input
@@ -121,6 +123,7 @@ def prepared(model: Model, ctx: PassContext, fold, passes: list, metric: str):
         seed=ctx.seed,
         synthetic=how,
         unseen=held_out,
+        redrawable=drawn,
     )
     return evaluator, held_out
 

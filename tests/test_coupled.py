@@ -144,3 +144,18 @@ def test_the_data_free_proxy_draws_as_many_output_rows_as_samples(tmp_path) -> N
         _model("none"), output=str(tmp_path / "plain.onnx"), min_fidelity=0.5, round_to=1
     )
     assert "32 random samples" in plain.search.inputs and "run whole" not in plain.search.inputs
+
+
+def test_the_proxy_redraws_random_samples_but_keeps_fitted_ones() -> None:
+    """Samples fitted to the model (DeepInversion's) cost minutes to make: the proxy keeps them as
+    they are, where it draws random ones again in as many rows as it measures. The kind travels with
+    the samples; it was read from their description."""
+    from onnxfold.search.evaluate import Evaluator
+
+    rows = np.random.default_rng(3).standard_normal((8, 6)).astype(np.float32)
+    fitted = Evaluator(
+        _model("blocks"), {"x": rows}, synthetic="8 samples fitted to the statistics", redrawable=False
+    )
+    assert fitted.proxy and fitted.feed["x"].shape == (8, 6)
+    drawn = Evaluator(_model("blocks"), {"x": rows}, synthetic="8 random samples", redrawable=True)
+    assert drawn.proxy and drawn.feed["x"].shape == (128, 6)

@@ -145,18 +145,15 @@ def site_runs(
     sites = list(dict.fromkeys(sites))
     if not sites:
         return
-    from onnxfold.folding.samples import chunked, run_limit
+    from onnxfold.folding.samples import chunked
+    from onnxfold.runtime.coupled import feed_runs
 
     names = list(dict.fromkeys(s.tensor for s in sites))
     session = measurement_session(_with_outputs(model, dict.fromkeys(names, 0), only=True), optimize=False)
     most = None
     for i, given in enumerate(feeds):
-        if i == 0:  # a heavy model's runs take fewer samples (samples.RUN_MACS)
-            most = run_limit(model, given)
-            if most:  # unless its rows are read together (runtime.coupled)
-                from onnxfold.runtime.coupled import coupled_rows
-
-                most = None if coupled_rows(session, names, given) else most
+        if i == 0:  # a heavy model's runs take fewer samples, unless its rows are read together
+            most, _ = feed_runs(model, session, names, given)
         for feed in chunked(given, most) if most else [given]:
             values = dict(zip(names, session.run(names, feed), strict=True))
             mask = padding_mask(feed)

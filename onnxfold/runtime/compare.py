@@ -429,20 +429,14 @@ def validate(
         feed = dict(inputs)
         if sorted(feed) != sorted(ref_in):
             raise ValueError(f"given inputs {sorted(feed)} do not match the model inputs {ref_in}")
-    from onnxfold.folding.samples import run_limit
+    from onnxfold.runtime.coupled import feed_runs
 
     # the original's graph, read once: its MACs bound the runs, its ops name each output's producer
     if isinstance(original, (str, os.PathLike)):
         header = onnx.load(str(original), load_external_data=False)
     else:
         header = original if isinstance(original, onnx.ModelProto) else onnx.load_from_string(original)
-    most = run_limit(header, feed)
-    coupled = ""
-    if most or speed_budget > 0:  # a feed cut into runs, or one sample timed
-        from onnxfold.runtime.coupled import coupled_rows
-
-        coupled = coupled_rows(ref_sess, ref_out, feed)
-        most = None if coupled else most
+    most, coupled = feed_runs(header, ref_sess, ref_out, feed, cut=speed_budget > 0)  # one sample timed
     ref_vals = run_feed(ref_sess, "original", ref_out, feed, most)
     cand_vals = run_feed(cand_sess, "candidate", ref_out, feed, most)
     reference, got = dict(zip(ref_out, ref_vals, strict=True)), dict(zip(ref_out, cand_vals, strict=True))

@@ -55,3 +55,20 @@ def coupled_rows(session: Any, names: Sequence[str], feed: Mapping[str, np.ndarr
         if not np.allclose(two[:1], one, rtol=RTOL, atol=ATOL * max(scale, 1.0), equal_nan=True):
             return f"its output {name!r} for the first sample changes when a second sample runs beside it"
     return ""
+
+
+def feed_runs(
+    model: Any, session: Any, names: Sequence[str], feed: Mapping[str, np.ndarray], cut: bool = False
+) -> tuple[int | None, str]:
+    """How ``session`` runs ``feed`` of ``model``: (samples per run, None for the feed whole; why its
+    rows are coupled, '' when they are not). A heavy model's feed is cut into runs of
+    :func:`~onnxfold.folding.samples.run_limit` samples unless its rows are coupled; the test runs
+    only where the feed would be cut, by that limit or, with ``cut``, by the caller (a held-out
+    half, one timed sample)."""
+    from onnxfold.folding.samples import run_limit
+
+    most = run_limit(model, feed)
+    if not (most or cut):
+        return most, ""
+    why = coupled_rows(session, names, feed)
+    return (None if why else most), why

@@ -10,7 +10,6 @@ import onnx
 from onnxfold.folding.samples import (
     fixed_batch,
     measured_limit,
-    run_limit,
     sample_axes,
     sample_count,
     splittable,
@@ -135,7 +134,8 @@ class Evaluator:
     """Runs ``original`` on ``inputs`` once (when None, the random samples of :func:`_random_runs`:
     then ``proxy`` is True) and scores candidates by :func:`onnxfold.runtime.fidelity.model_fidelity`.
     ``synthetic``: ``inputs`` were synthesised (e.g. DeepInversion samples), not given; it says how,
-    and the fidelity is still a data-free proxy. ``unseen``: indices of the samples that nothing
+    and the fidelity is still a data-free proxy; ``redrawable``: they are random draws (inputs or
+    tokens) that may be drawn again in more rows, not fitted to the model (DeepInversion). ``unseen``: indices of the samples that nothing
     was fitted or judged on (the search's held-out half); each candidate is also scored on them
     alone (:attr:`last_unseen`), since the samples a merge was fitted on flatter it."""
 
@@ -148,6 +148,7 @@ class Evaluator:
         seed: int = 0,
         synthetic: str = "",
         unseen: np.ndarray | None = None,
+        redrawable: bool = True,
     ):
         sess = _session(original)
         self.original = original
@@ -163,17 +164,17 @@ class Evaluator:
         self.names = [o.name for o in sess.get_outputs()]
         self.samples = sample_count(self.feed) if splittable(self.feed) else None
         self._batch = fixed_batch(original)
-        #: samples per onnxruntime run of a heavy model on a free batch (None: the feed whole)
-        self._most = None if self._batch else run_limit(original, self.feed)
+        #: samples per onnxruntime run of a heavy model on a free batch (None: the feed whole), and
         #: why the feed's rows cannot be run apart ('' when they can; :mod:`onnxfold.runtime.coupled`):
-        #: then it runs whole, and its outputs' rows are the samples counted
-        self.coupled = ""
-        if not self._batch and (not self.proxy or self._most):
-            from onnxfold.runtime.coupled import coupled_rows
+        #: then it runs whole, and its outputs' rows are the samples counted; given samples are cut
+        #: into held-out halves, so their rows are tested even where no MAC limit cuts them
+        self._most, self.coupled = None, ""
+        if not self._batch:
+            from onnxfold.runtime.coupled import feed_runs
 
-            self.coupled = coupled_rows(sess, self.names, self.feed)
+            self._most, self.coupled = feed_runs(original, sess, self.names, self.feed, cut=not self.proxy)
             if self.coupled:
-                self._most, self.samples = None, None
+                self.samples = None
         self.chains: list[list[int]] = []  # streams of consecutive samples, rolled out (none yet: _run)
         batched = self._run(sess)
         fewer = _rows_per_output_row(batched, self.samples) if self.proxy and not self.extra_runs else 1
@@ -185,7 +186,7 @@ class Evaluator:
             rows = SYNTHETIC_SAMPLES * fewer
             limit = measured_limit(original, self.feed)  # the MAC budget of a measurement, run whole
             if (
-                "DeepInversion" not in synthetic
+                (redrawable or not synthetic)
                 and fewer <= MAX_ROWS_PER_OUTPUT
                 and (not limit or limit >= rows)
             ):
