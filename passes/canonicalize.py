@@ -17,12 +17,14 @@ where ONNX can infer them. Values are never changed, so the model computes bit-i
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import onnx_graphsurgeon as gs
 from onnx import helper
 
 from onnxfold.analysis.shape_trace import DIM_VALUE_OPS, dim_values
-from onnxfold.ir.constant_fold import fold_small_constants
+from onnxfold.ir.constant_fold import Computed, fold_small_constants, recorded
 from onnxfold.ir.edit import replace_input
 from onnxfold.ir.model import Model
 from onnxfold.ir.shapes import infer_shapes
@@ -210,7 +212,7 @@ def explicit_split_sizes(graph: gs.Graph) -> int:
     return changed
 
 
-def materialize_static_dims(graph: gs.Graph) -> int:
+def materialize_static_dims(graph: gs.Graph, computed: dict[str, Computed] | None = None) -> int:
     """Replace shape arithmetic whose value the inferred shapes fix by its value (shapes must be inferred).
 
     Exporters compute a channel count at run time: the legacy torch exporter's ``x.chunk(2, 1)`` cuts
@@ -218,11 +220,13 @@ def materialize_static_dims(graph: gs.Graph) -> int:
     0, 2)``. A channel count is static (the weights fix it), so such a tensor becomes a constant
     (:func:`~onnxfold.analysis.shape_trace.dim_values` computes it as ONNX would) that the fold
     rewrites like any other; a vector with some dims known only at run time (a dynamic batch) becomes
-    a Concat of constants and Slices of its dims vector. Values are unchanged."""
+    a Concat of constants and Slices of its dims vector. Values are unchanged. ``computed`` gets how
+    each tensor made constant was computed (restored on export where its value did not change)."""
     outputs = {t.name for t in graph.outputs}
     memo: dict = {}
     changed = 0
     made: list[gs.Node] = []
+    decided = []
     for node in list(graph.nodes):
         if (
             node.op not in DIM_VALUE_OPS
@@ -234,19 +238,32 @@ def materialize_static_dims(graph: gs.Graph) -> int:
         if out.name in outputs or not out.outputs:
             continue
         value = dim_values(out, memo)
-        if value is None or not any(v is not None for v in value.values):
-            continue
+        if value is not None and any(v is not None for v in value.values):
+            decided.append((node, out, value))
+    recipes = {}  # how each was computed, recorded before any of them changes the graph
+    for _node, out, value in decided if computed is not None else ():
+        recipes[out.name] = recorded(out, value.array() if value.known else None, DIM_VALUE_OPS)
+    for node, out, value in decided:
+        how = recipes.get(out.name)
         if value.known:
             node.outputs.clear()
             out.to_constant(value.array())
             changed += 1
+            if how is not None:
+                computed[out.name] = how
         elif node.op in ("Slice", "Gather") and not value.scalar:
             pieces = _known_runs(out, value, memo)
             if pieces is not None:
                 node.outputs.clear()
-                made.append(gs.Node("Concat", f"{node.name}_dims", {"axis": 0}, pieces, [out]))
+                concat = gs.Node("Concat", f"{node.name}_dims", {"axis": 0}, pieces, [out])
+                made.append(concat)
                 made.extend(p.inputs[0] for p in pieces if p.inputs)
                 changed += 1
+                if how is not None:
+                    kept = tuple(
+                        np.array(p.values, copy=True) if isinstance(p, gs.Constant) else None for p in pieces
+                    )
+                    computed[out.name] = replace(how, made=concat.name, pieces=kept)
     graph.nodes.extend(made)
     return changed
 
@@ -418,7 +435,7 @@ class CanonicalizePass(Pass):
         if any(node.op == "Shape" for node in graph.nodes):
             graph.cleanup(remove_unused_graph_inputs=False).toposort()
             infer_shapes(model)
-            materialized = materialize_static_dims(graph)
+            materialized = materialize_static_dims(graph, model.computed_constants)
             if materialized:
                 folded += fold_constant_layout_ops(graph)
                 more = fold_small_constants(graph, model.opset_imports)

@@ -103,9 +103,13 @@ def _sub_model(nodes: list[gs.Node], opset_imports: list[tuple[str, int]]) -> on
 class Computed:
     """A folded tensor's value and the nodes (in order) and constants that computed it."""
 
-    value: np.ndarray
+    value: np.ndarray | None
     nodes: tuple[onnx.NodeProto, ...]
     constants: tuple[onnx.TensorProto, ...]
+    #: a value known only in part: the Concat node canonicalize made in its place, and that node's
+    #: inputs as they were made (a constant's values; None for a Slice of a dims vector)
+    made: str = ""
+    pieces: tuple[np.ndarray | None, ...] = ()
 
 
 def _computations(nodes: list[gs.Node], values: dict[str, np.ndarray]) -> dict[str, Computed]:
@@ -140,47 +144,211 @@ def _computations(nodes: list[gs.Node], values: dict[str, np.ndarray]) -> dict[s
     return result
 
 
+def recorded(out: gs.Tensor, value: np.ndarray, ops: set[str], most: int = 64) -> Computed | None:
+    """How ``out`` is computed, through nodes of ``ops``, from constants and ``Shape`` reads of other
+    tensors (kept by name), as a :class:`Computed` of ``value``; None past ``most`` nodes or another op."""
+    from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
+
+    order: list[gs.Node] = []
+    seen: set[int] = set()
+    leaves: dict[str, gs.Constant] = {}
+
+    def visit(t: gs.Tensor) -> bool:
+        if isinstance(t, gs.Constant):
+            leaves[t.name] = t
+            return True
+        if not t.inputs or id(t.inputs[0]) in seen:
+            return True  # a graph input, or reached before
+        node = t.inputs[0]
+        if (node.domain or "") not in ("", "ai.onnx") or (node.op != "Shape" and node.op not in ops):
+            return False
+        seen.add(id(node))
+        if len(seen) > most:
+            return False
+        reads = [i for i in node.inputs if i.name]
+        if node.op == "Shape":
+            reads = [i for i in reads if isinstance(i, gs.Constant)]  # a variable is read by name
+        if not all(visit(i) for i in reads):
+            return False
+        order.append(node)
+        return True
+
+    if not visit(out) or not order:
+        return None
+    return Computed(
+        value,
+        tuple(OnnxExporter.export_node(n) for n in order),
+        tuple(OnnxExporter.export_tensor_proto(c) for c in leaves.values()),
+    )
+
+
+def _unchanged(name: str, recipe: Computed, inits: dict, nodes: dict, producers: dict) -> list | None:
+    """What restoring ``recipe`` for ``name`` removes (the initializer, or the Concat canonicalize made
+    and its Slices of the dims), or None when a fold changed the value or the graph lost what it read."""
+    if recipe.made:
+        concat = nodes.get(recipe.made)
+        if concat is None or list(concat.output) != [name] or len(concat.input) != len(recipe.pieces):
+            return None
+        removed: list = [concat]
+        for i, piece in zip(concat.input, recipe.pieces, strict=True):
+            if piece is None:
+                slice_ = producers.get(i)
+                if slice_ is None or slice_.op_type != "Slice":
+                    return None
+                removed.append(slice_)
+            elif i not in inits or not _equal(numpy_helper.to_array(inits[i]), piece):
+                return None
+        return removed
+    tensor = inits.get(name)
+    if tensor is None or tensor.data_location == onnx.TensorProto.EXTERNAL:
+        return None
+    return [tensor] if _equal(numpy_helper.to_array(tensor), recipe.value) else None
+
+
+def _equal(a: np.ndarray, b: np.ndarray | None) -> bool:
+    return b is not None and a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+
+
 def restore_computations(graph: onnx.GraphProto, computed: dict[str, Computed]) -> int:
-    """Give every initializer of ``graph`` that folding made, and whose value is still the folded one,
-    its computation back (nodes and constants renamed apart, first in the graph); the count restored."""
+    """Give every tensor of ``graph`` that canonicalize computed, and whose value no fold changed, its
+    computation back, and sort the graph again; the count of nodes restored. A node that several
+    computations share is restored once; a name the graph still uses for something else is renamed."""
     if not computed:
         return 0
-    kept: list[onnx.TensorProto] = []
-    nodes: list[onnx.NodeProto] = []
+    inits = {t.name: t for t in graph.initializer}
+    nodes_by_name = {n.name: n for n in graph.node}
+    producers = {o: n for n in graph.node for o in n.output}
+    names = {t.name for t in graph.input} | set(inits) | set(producers)
+    restoring, drop = [], []
+    for name, recipe in computed.items():
+        inner = {c.name for c in recipe.constants} | {o for n in recipe.nodes for o in n.output}
+        if any(i and i not in inner and i not in names for n in recipe.nodes for i in n.input):
+            continue  # it read a tensor the graph no longer has
+        removed = _unchanged(name, recipe, inits, nodes_by_name, producers)
+        if removed is not None:
+            restoring.append(recipe)
+            drop += removed
+    if not restoring:
+        return 0
+    drop += _orphaned(graph, drop, producers)
+    gone = {id(x) for x in drop}
+    kept_nodes = [n for n in graph.node if id(n) not in gone]
+    taken = {t.name for t in graph.input} | {t.name for t in graph.initializer if id(t) not in gone}
+    taken |= {o for n in kept_nodes for o in n.output} | {n.name for n in kept_nodes}
+    renamed: dict[str, str] = {}
+    made: list[onnx.NodeProto] = []
     constants: list[onnx.TensorProto] = []
-    for tensor in graph.initializer:
-        recipe = computed.get(tensor.name)
-        if recipe is None or tensor.data_location == onnx.TensorProto.EXTERNAL:
-            kept.append(tensor)
-            continue
-        value = numpy_helper.to_array(tensor)
-        same = value.dtype == recipe.value.dtype and value.shape == recipe.value.shape
-        if not (same and np.array_equal(value, recipe.value)):
-            kept.append(tensor)
-            continue
-        tag = f"__computed{len(constants)}"
-        renamed = {c.name: c.name + tag for c in recipe.constants}
-        renamed.update({o: o + tag for n in recipe.nodes for o in n.output if o and o != tensor.name})
-        for node in recipe.nodes:
-            copy = onnx.NodeProto()
-            copy.CopyFrom(node)
-            copy.name = node.name + tag
-            copy.input[:] = [renamed.get(i, i) for i in node.input]
-            copy.output[:] = [renamed.get(o, o) for o in node.output]
-            nodes.append(copy)
+    done: set[tuple[str, ...]] = set()
+
+    def fresh(old: str) -> str:
+        new, k = old, 0
+        while new in taken:
+            k += 1
+            new = f"{old}__computed{k}"
+        taken.add(new)
+        return new
+
+    for recipe in restoring:
         for c in recipe.constants:
+            if c.name in renamed:
+                continue
+            if (
+                c.name in inits
+                and id(inits[c.name]) not in gone
+                and _equal(numpy_helper.to_array(inits[c.name]), numpy_helper.to_array(c))
+            ):
+                renamed[c.name] = c.name  # the graph still holds it as it was
+                continue
             copy = onnx.TensorProto()
             copy.CopyFrom(c)
-            copy.name = renamed[c.name]
+            copy.name = renamed[c.name] = fresh(c.name)
             constants.append(copy)
-    if not nodes:
+        for node in recipe.nodes:
+            key = tuple(node.output)
+            if key in done:
+                continue
+            done.add(key)
+            copy = onnx.NodeProto()
+            copy.CopyFrom(node)
+            copy.name = fresh(node.name or f"{node.op_type}_computed")
+            copy.input[:] = [renamed.get(i, i) for i in node.input]
+            outs = []
+            for o in node.output:
+                if o:
+                    renamed[o] = fresh(o)
+                outs.append(renamed.get(o, o))
+            copy.output[:] = outs
+            made.append(copy)
+    order = _sorted(made + kept_nodes)
+    if order is None:
         return 0
+    read = {r for n in order for r in _reads(n)} | {o.name for o in graph.output}
+    freed = {i for n in drop if isinstance(n, onnx.NodeProto) for i in n.input} - read
+    kept = [t for t in graph.initializer if id(t) not in gone and t.name not in freed]
     del graph.initializer[:]
     graph.initializer.extend(kept + constants)
-    rest = list(graph.node)
     del graph.node[:]
-    graph.node.extend(nodes + rest)
-    return len(nodes)
+    graph.node.extend(order)
+    return len(made)
+
+
+def _orphaned(graph: onnx.GraphProto, drop: list, producers: dict) -> list[onnx.NodeProto]:
+    """The nodes that only the dropped nodes read from (a Slice of the dims dropped leaves its Shape
+    unread), transitively."""
+    gone = {id(x) for x in drop}
+    readers: dict[str, int] = {o.name: 1 for o in graph.output}
+    for n in graph.node:
+        if id(n) not in gone:
+            for r in _reads(n):
+                readers[r] = readers.get(r, 0) + 1
+    found: list[onnx.NodeProto] = []
+    todo = [i for n in drop if isinstance(n, onnx.NodeProto) for i in n.input]
+    while todo:
+        node = producers.get(todo.pop())
+        if node is None or id(node) in gone or any(readers.get(o, 0) for o in node.output):
+            continue
+        gone.add(id(node))
+        found.append(node)
+        for r in _reads(node):
+            readers[r] = readers.get(r, 0) - 1
+            todo.append(r)
+    return found
+
+
+def _reads(node: onnx.NodeProto) -> list[str]:
+    """The names ``node`` reads, its subgraphs' reads of outer names included."""
+    names = list(node.input)
+    for attr in node.attribute:
+        for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+            for inner in sub.node:
+                names += _reads(inner)
+    return names
+
+
+def _sorted(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto] | None:
+    """``nodes`` in an order where each follows what it reads, as close to the given order as that
+    allows; None if they form a cycle."""
+    import heapq
+
+    producer = {o: i for i, n in enumerate(nodes) for o in n.output if o}
+    waits = [
+        {producer[r] for r in _reads(n) if r in producer and producer[r] != i} for i, n in enumerate(nodes)
+    ]
+    readers: list[list[int]] = [[] for _ in nodes]
+    for i, deps in enumerate(waits):
+        for d in deps:
+            readers[d].append(i)
+    ready = [i for i, deps in enumerate(waits) if not deps]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(nodes[i])
+        for r in readers[i]:
+            waits[r].discard(i)
+            if not waits[r]:
+                heapq.heappush(ready, r)
+    return order if len(order) == len(nodes) else None
 
 
 def fold_small_constants(graph: gs.Graph, opset_imports: list[tuple[str, int]]) -> dict[str, Computed]:
