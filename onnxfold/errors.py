@@ -66,13 +66,21 @@ _RUNTIME_NOISE = re.compile(
 
 def one_line(exc: BaseException, limit: int = 500, *, with_type: bool = False) -> str:
     """The first line of ``str(exc)`` (the type name when the message is empty), without onnxruntime's
-    framing and source locations, cut to ``limit`` characters; ``with_type`` prefixes
+    framing and source locations, cut at a word to at most ``limit`` characters and "…" (a number
+    cut in half read "size 2" for "size 20"); ``with_type`` prefixes
     ``"TypeName: "`` (counted in the limit)."""
     text = str(exc).strip()
     line = _RUNTIME_NOISE.sub("", text.splitlines()[0]) if text else ""
     if with_type:
         line = f"{type(exc).__name__}: {line}" if line else type(exc).__name__
-    return (line or type(exc).__name__)[:limit]
+    line = line or type(exc).__name__
+    if len(line) <= limit:
+        return line
+    cut = line[:limit]
+    space = cut.rfind(" ")
+    if line[limit] != " " and space > limit // 2:
+        cut = cut[:space]  # never half a word or a number
+    return cut.rstrip(" ,;:") + "…"
 
 
 __all__ = ["EXPECTED_ERRORS", "CliError", "ModelError", "PassError", "PipelineError", "one_line"]

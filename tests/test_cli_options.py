@@ -339,3 +339,14 @@ def test_one_line_keeps_onnxruntimes_reason_and_drops_its_source_location() -> N
     assert "requested shape" in line and "Reshape" in line
     assert ".h:" not in line and "::" not in line and "[ONNXRuntimeError]" not in line
     assert one_line(ValueError("plain\nsecond line")) == "plain"
+
+
+def test_one_line_cuts_at_a_word_not_inside_a_number() -> None:
+    """A cut at 300 characters turned "has size 20" into "has size 2" (captcha-whisperer)."""
+    from onnxfold.errors import one_line
+
+    text = "x" * 20 + " the array at index 0 has size 20 and the array at index 1 has size 12"
+    line = one_line(ValueError(text), 54)
+    assert len(line) <= 55 and line.endswith("…")
+    assert line.removesuffix("…").split()[-1] in text.split()  # a whole word, whole numbers
+    assert one_line(ValueError("short"), 54) == "short"

@@ -150,6 +150,10 @@ def test_runs_of_a_batch_1_model_are_joined_along_each_output_s_sample_axis() ->
     boxes = [np.zeros((3, 1)), np.zeros((5, 1))]  # a detector's [boxes, 1]: differs per run
     assert _joined(boxes, 1).shape == (8, 1)
     assert _joined([np.zeros((1, 4))] * 3, 1).shape == (3, 4)
+    # captcha-whisperer's CRNN: logits [T, B, C], 32 samples run as 20 + 12 under the MAC limit
+    uneven = [np.zeros((20, 20, 37)), np.ones((20, 12, 37))]
+    assert _joined(uneven, 20).shape == (20, 32, 37) and _joined(uneven, 20)[:, 20:].min() == 1
+    assert _joined([np.zeros((20, 5)), np.zeros((12, 5))], 20).shape == (32, 5)
 
 
 def _cell_with_front(u: np.ndarray) -> onnx.ModelProto:

@@ -274,14 +274,21 @@ def run_feed(
     from onnxfold.folding.samples import fixed_batch
 
     fixed = fixed_batch(session)
+    runs = batch_runs(feed, fixed, most)
     try:
-        runs = batch_runs(feed, fixed, most)
-        return joined_runs([session.run(outputs, run) for run in runs], fixed or most)
+        outs = [session.run(outputs, run) for run in runs]
     except Exception as exc:
         shapes = ", ".join(f"{k}{list(np.shape(v))}" for k, v in feed.items())
         error = InputRunError if which == "original" else RuntimeError
         raise error(
             f"onnxruntime could not run the {which} model on inputs {shapes} ({SHAPE_HINT}): {one_line(exc)}"
+        ) from exc
+    try:
+        return joined_runs(outs, fixed or most)
+    except ValueError as exc:  # onnxruntime ran every run: this is onnxfold's own join
+        raise RuntimeError(
+            f"onnxfold could not join the {which} model's outputs of {len(runs)} runs of its samples "
+            f"(a bug; please report it): {one_line(exc)}"
         ) from exc
 
 
@@ -307,15 +314,25 @@ def joined_runs(outputs: list[list[np.ndarray]], fixed: int | None) -> list[np.n
 
 
 def _joined(parts: list[np.ndarray], batch: int) -> np.ndarray:
-    """One output of runs of ``batch`` samples each, joined along its sample axis: the second for a
-    time-major or [layers, batch, hidden] output (rank 3 or more, the same shape in every run), else
-    the leading one (a detector's [boxes, ...] differs from run to run)."""
+    """One output of runs of ``batch`` samples each (the last may hold fewer), joined along its sample
+    axis: the second for a time-major or [layers, batch, hidden] output (rank 3 or more, the same
+    shape in every run; or runs whose shapes differ in that axis alone), else the leading one (a
+    detector's [boxes, ...] differs from run to run)."""
     from onnxfold.runtime.sequences import sample_axis
 
     first = np.shape(parts[0])
-    second = (
-        len(first) >= 3 and sample_axis(first, batch) == "second" and all(np.shape(p) == first for p in parts)
-    )
+    if all(np.shape(p) == first for p in parts):
+        second = len(first) >= 3 and sample_axis(first, batch) == "second"
+    else:  # runs of unequal size (32 samples as 20 + 12): the axis where the shapes differ
+
+        def only(axis: int) -> bool:
+            rest = first[:axis] + first[axis + 1 :]
+            return all(
+                len(np.shape(p)) == len(first) and np.shape(p)[:axis] + np.shape(p)[axis + 1 :] == rest
+                for p in parts
+            )
+
+        second = len(first) >= 2 and not only(0) and only(1)
     return np.concatenate(parts, axis=1 if second else 0)
 
 
