@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 
 from onnxfold.analysis import ChannelGroup, analyze_graph
+from onnxfold.analysis.groups import REASON_WIDTH, cut_reason, reasons_text
 from onnxfold.folding.apply import model_weight_bytes
 from onnxfold.folding.cluster import DEFAULT_ROUND_TO
 from onnxfold.ir.model import Model, data_dirs, load_model, model_from_proto, save_model, spilling
@@ -427,7 +428,7 @@ def format_groups(groups: Sequence[ChannelGroup], verbose: bool = False) -> str:
                 g.size,
                 len(g.members),
                 "foldable" if g.foldable else "blocked",
-                producers if g.foldable else "; ".join(str(r) for r in g.blocked),
+                producers if g.foldable else cut_reason(reasons_text(g.blocked)),
             ]
         )
     foldable = sum(g.foldable for g in groups)
@@ -440,6 +441,8 @@ def format_groups(groups: Sequence[ChannelGroup], verbose: bool = False) -> str:
         + "\n"
         + format_table(["group", "channels", "members", "state", "producers / reason"], rows, align="lrrll")
     )
+    if any(len(reasons_text(g.blocked)) > REASON_WIDTH for g in groups) and not verbose:
+        text += "\n(reasons cut at a line's width: -v or --json gives them whole)"
     if verbose:
         text += "\n\n" + "\n\n".join(g.describe() for g in groups)
     return text

@@ -122,6 +122,33 @@ class BlockReason:
         return {"code": self.code, "node": self.node, "tensor": self.tensor, "message": self.message}
 
 
+#: a table keeps one readable line per group: reasons are cut there (reports in JSON keep them whole)
+REASON_WIDTH = 160
+
+
+def cut_reason(text: str, width: int = REASON_WIDTH) -> str:
+    """``text`` cut at a word to about ``width`` characters, with " …"."""
+    if len(text) <= width:
+        return text
+    cut = text[:width]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > width // 2 else cut).rstrip(" ,;:") + " …"
+
+
+def reasons_text(reasons) -> str:
+    """The reasons a group is blocked, one sentence each; those that differ only in the node they
+    name (a CRNN's 40 per-step Gathers) as one, with how many more there are."""
+    kinds: dict[tuple[str, str], list] = {}
+    for r in reasons:
+        text = str(r)
+        key = (getattr(r, "code", ""), text.replace(r.node, "\0") if getattr(r, "node", "") else text)
+        kinds.setdefault(key, []).append(text)
+    return "; ".join(
+        texts[0] + (f" (and {len(texts) - 1} more like it)" if len(texts) > 1 else "")
+        for texts in kinds.values()
+    )
+
+
 @dataclass(frozen=True)
 class Member:
     """One tensor slice tied to a group's channels."""
@@ -193,7 +220,7 @@ class ChannelGroup:
         return None
 
     def describe(self) -> str:
-        state = "foldable" if self.foldable else "blocked: " + "; ".join(str(r) for r in self.blocked)
+        state = "foldable" if self.foldable else "blocked: " + reasons_text(self.blocked)
         units = f"{self.size} heads of {self.unit} channels" if self.unit > 1 else f"{self.size} channels"
         if self.parts > 1:
             units += f" in {self.parts} parts"

@@ -34,7 +34,7 @@ from functools import partial
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxfold.analysis.groups import AVERAGE, BlockReason, ChannelGroup
+from onnxfold.analysis.groups import AVERAGE, BlockReason, ChannelGroup, reasons_text
 from onnxfold.analysis.registry import hook
 from onnxfold.folding.assign import assign_labels, cluster_labels, parallel_assign
 from onnxfold.folding.cluster import labels_in_parts, part_cluster_count
@@ -201,9 +201,7 @@ def plan_folds(
         if not group.foldable:
             reasons = list(group.blocked)
             plans.append(
-                FoldPlan(
-                    group, "blocked", group.size, 0.0, reason="; ".join(map(str, reasons)), reasons=reasons
-                )
+                FoldPlan(group, "blocked", group.size, 0.0, reason=reasons_text(reasons), reasons=reasons)
             )
             continue
         pat = matching_pattern(ignore, group)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from onnxfold.analysis.groups import REASON_WIDTH, cut_reason
 from onnxfold.folding.apply import FoldPlan
 from onnxfold.folding.cluster import rounds
 from onnxfold.ir.model import Model
@@ -157,7 +158,7 @@ class FoldReport:
                     p.k,
                     f"{p.sparsity:g}",
                     plan_state(p),
-                    p.reason,
+                    cut_reason(p.reason),
                 ]
                 for p in self.plans[:max_groups]
             ]
@@ -170,6 +171,8 @@ class FoldReport:
             )
             if len(self.plans) > max_groups:
                 parts.append(f"... {len(self.plans) - max_groups} more groups (see --report JSON)")
+            if any(len(p.reason) > REASON_WIDTH for p in self.plans[:max_groups]):
+                parts.append("(reasons cut at a line's width: --report JSON has them whole)")
         parts += [
             f"\nnothing folded: {r.stats['nothing_folded']}"
             for r in self.passes

@@ -326,11 +326,20 @@ def batched_matmul(walk: Analysis, node: gs.Node) -> None:
 def embedding(walk: Analysis, node: gs.Node) -> None:
     """y[..., e] = table[ids[...], e] with a constant 2-D float table gathered on axis 0: a producer
     whose channels are the table's columns (``average`` members; no input channels, no bias). The ids
-    carry no channels. A Gather of an activation, or on another axis, keeps its channels from folding;
-    an integer table (shape arithmetic) opens no group."""
+    carry no channels. A Gather of an activation on an axis other than its channels' (a CRNN's
+    ``x[t]`` per time step) passes them through; on the channel axis it keeps them from folding; an
+    integer table (shape arithmetic) opens no group."""
     table, ids = node.inputs[0], node.inputs[1]
     axis = int(node.attrs.get("axis", 0))
     rank = walk.rank_of(ids)
+    lay = walk.layout(table)
+    if lay is not None and rank is not None and walk.layout(ids) is None:
+        at = axis + lay.rank if axis < 0 else axis
+        if at != lay.axis:  # picks time steps or positions: every channel goes through as it was
+            walk.passthrough(
+                node, lay.with_axis(lay.rank - 1 + rank, lay.axis if lay.axis < at else lay.axis - 1 + rank)
+            )
+            return
     floats = isinstance(table, gs.Constant) and np.dtype(table.dtype).kind == "f"
     if floats and len(table.shape) == 2 and axis in (0, -2) and rank is not None:
         if not isinstance(ids, gs.Constant):
