@@ -482,6 +482,7 @@ def test_sensitivity_stops_measuring_a_group_once_it_misses_the_target() -> None
         assert e.fidelity[:2] == f.fidelity[:2]  # measured up to the first miss (at 0.7)
         assert f.fidelity[1] < 0.9999 and e.unmeasured == [0.9] and e.fidelity[2] == 0.0
         assert e.removed == f.removed  # the channels a fold at 0.9 would remove, unmeasured or not
+        assert e.to_dict()["fidelity"][2] is None  # the report's JSON: not measured, not 0.0
     assert greedy_path(early, cap=0.9).removed_at(11) == [6, 5]  # the duplicates still come first
 
 

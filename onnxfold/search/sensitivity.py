@@ -125,7 +125,11 @@ class GroupCurve:
             "macs_per_channel": self.macs_per_channel,
             "levels": list(self.levels),
             "removed": list(self.removed),
-            "fidelity": list(self.fidelity),
+            # a level never measured is null here (the allocation counts it as a miss: fidelity 0)
+            "fidelity": [
+                None if lv in self.unmeasured else f
+                for lv, f in zip(self.levels, self.fidelity, strict=False)
+            ],
             "unmeasured": list(self.unmeasured),
         }
 

@@ -146,13 +146,15 @@ class SearchResult:
         from the input canonicalized and cleaned up, which can differ by a shared vector: madmom's
         key CNN read 14.7% here and 14.8% in the table)."""
         params, macs = self.chosen.reduction, self.chosen.macs_reduction
+        measured = sum(c.measured for c in self.candidates)
         if before is not None and after is not None and before.params:
             params = 1.0 - after.params / before.params
             macs = 1.0 - after.macs / before.macs if before.macs else macs
         lines = [
             f"search ({self.mode} {self.target:g}): fidelity {self.chosen.fidelity:.4f} at "
             f"{params:.1%} fewer parameters ({macs:.1%} fewer MACs); "
-            f"{len(self.candidates)} candidate{'' if len(self.candidates) == 1 else 's'} built in {self.seconds:.1f} s",
+            f"{measured} candidate{'' if measured == 1 else 's'} measured in {self.seconds:.1f} s"
+            + (", the unchanged model taken unmeasured" if measured < len(self.candidates) else ""),
             "fidelity per output: " + ", ".join(_per_output(o) for o in self.chosen.outputs)
             if self.chosen.measured
             else "fidelity per output: not measured (the time limit had passed): the model is unchanged, "
