@@ -905,6 +905,20 @@ def test_a_heavy_model_is_measured_on_fewer_samples_within_the_mac_budget(digits
     assert out.search.chosen.outputs[0].samples == 32  # the target is measured on every sample
 
 
+def test_the_data_free_proxy_of_a_heavy_model_is_estimated_on_fewer_samples() -> None:
+    """ukis-csmask (4.65 GMACs a tile): its sensitivity measured 56 of 400 group levels in the time
+    it had, every one on 32 random tiles; the proxy's sensitivity now stops at the MAC budget too."""
+    from onnxfold.folding import samples
+
+    model = as_model(bundled_model("resnet18.onnx"))
+    proxy = Evaluator(model)
+    per = samples.sample_macs(model, proxy.feed)
+    sub = proxy.within(budget=10 * per)
+    assert sub is not proxy and sub.proxy and sub.samples == 10 and sub.metrics == proxy.metrics
+    np.testing.assert_array_equal(sub.feed["input"], proxy.feed["input"][:10])
+    assert proxy.within() is proxy  # far under the default budget
+
+
 def test_analyze_sensitivity_takes_input_shapes(tmp_path, capsys) -> None:
     """A model that runs only at the length it was built for (Reshape to [N, 8]): the random proxy's
     default length 16 cannot run it, so --input-shape must reach the sensitivity's samples."""
