@@ -55,7 +55,7 @@ def save_model(
         base_dir = base_dir or Path(".")
         source = None
     else:
-        proto = model.to_onnx()
+        proto = model.to_onnx(restore=True)
         if not model.shapes:  # runtimes infer them; the source did not record them either
             del proto.graph.value_info[:]
         base_dir = model.base_dir

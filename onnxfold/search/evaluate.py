@@ -310,7 +310,9 @@ class Evaluator:
         if not limit or limit >= n:
             return self
         synthetic = self.synthetic or ("random samples" if self.proxy else "")
-        sub = Evaluator(self.original, take(self.feed, slice(0, limit)), synthetic=synthetic, redrawable=False)
+        sub = Evaluator(
+            self.original, take(self.feed, slice(0, limit)), synthetic=synthetic, redrawable=False
+        )
         sub.metrics = dict(self.metrics)
         return sub
 
