@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnxfold.ir.constant_fold import NONDETERMINISTIC
 from onnxfold.ir.edit import replace_input
 from onnxfold.ir.model import Model, peek_values
 from onnxfold.ir.shapes import clear_shapes, infer_shapes
@@ -131,17 +132,6 @@ def share_equal_weights(graph: gs.Graph) -> tuple[int, int]:
         kept.setdefault(key, []).append(tensor)
     graph.nodes.extend(made)
     return shared, transposed
-
-
-#: ops whose output is not a function of their inputs and attributes alone
-NONDETERMINISTIC = {
-    "RandomNormal",
-    "RandomNormalLike",
-    "RandomUniform",
-    "RandomUniformLike",
-    "Multinomial",
-    "Bernoulli",
-}
 
 
 def _attr_key(value) -> object:

@@ -29,15 +29,19 @@ logger = logging.getLogger(__name__)
 
 MAX_ELEMENTS = 4096  # pads, scales, shape vectors and index ranges are far smaller; weights may not be
 
-# ops whose value is not a function of their inputs' values, or that must stay as they are
-_KEPT = {
-    "Constant",
+#: ops whose output is not a function of their inputs and attributes alone
+NONDETERMINISTIC = {
     "RandomNormal",
     "RandomNormalLike",
     "RandomUniform",
     "RandomUniformLike",
     "Multinomial",
     "Bernoulli",
+}
+
+# ops never folded: those, Dropout, quantization (its weights stay quantized) and control flow
+_KEPT = NONDETERMINISTIC | {
+    "Constant",
     "Dropout",
     "QuantizeLinear",
     "DequantizeLinear",
