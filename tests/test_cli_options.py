@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from harness import mlp_proto
 
 import onnxfold
 from onnxfold.cli.commands import main
@@ -350,3 +351,22 @@ def test_one_line_cuts_at_a_word_not_inside_a_number() -> None:
     assert len(line) <= 55 and line.endswith("…")
     assert line.removesuffix("…").split()[-1] in text.split()  # a whole word, whole numbers
     assert one_line(ValueError("short"), 54) == "short"
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["-s", "0.1", "--metric", "auto,prob=none"], ["--metric names output prob", "its outputs:"]),
+        (["--min-fidelity", "1.5"], ["--min-fidelity must be in (0, 1]"]),
+        (["--target-params", "1.2"], ["--target-params is a fraction removed"]),
+    ],
+)
+def test_targets_and_metric_names_are_checked_before_anything_runs(flags, words, tmp_path, capsys) -> None:
+    """occular-deskew's user: with -s an unknown output in --metric was accepted without a word, and
+    --min-fidelity 1.5 was refused only after "searching ... at fidelity >= 1.5"."""
+    src = tmp_path / "mlp.onnx"
+    onnx.save(mlp_proto(), str(src))
+    rc, out, err = cli(["fold", src, "-o", tmp_path / "o.onnx", *flags], capsys)
+    assert rc == 2 and out == "" and len(err.splitlines()) == 1, (out, err)
+    assert all(w in err for w in words), err
+    assert not (tmp_path / "o.onnx").exists()

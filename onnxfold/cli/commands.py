@@ -84,6 +84,7 @@ def cmd_fold(args: argparse.Namespace) -> None:
     from onnxfold.api import fold
 
     _check_paths(args)
+    _check_targets(args)
     shapes, inputs = _inputs(args)
     if args.calibration and not Path(args.calibration).exists():
         raise CliError(f"calibration data {args.calibration}: no such file or folder")
@@ -100,6 +101,33 @@ def cmd_fold(args: argparse.Namespace) -> None:
         **{flag.keyword: getattr(args, flag.keyword) for flag in fold_flags()},
     )
     _finish(report, args)
+
+
+def _check_targets(args: argparse.Namespace) -> None:
+    """Targets out of range and ``--metric`` items naming outputs the model lacks, as one-line errors
+    before anything runs (occular-deskew's user saw "searching ... at fidelity >= 1.5" first, and
+    with -s an unknown output name was accepted without a word)."""
+    from onnxfold.runtime.fidelity import parse_metric
+
+    if args.min_fidelity and not 0 < args.min_fidelity <= 1:
+        raise CliError(f"--min-fidelity must be in (0, 1], got {args.min_fidelity:g}")
+    for flag, value in (("--target-params", args.target_params), ("--target-macs", args.target_macs)):
+        if value and not 0 < value < 1:
+            raise CliError(f"{flag} is a fraction removed, in (0, 1), got {value:g}")
+    _, named = parse_metric(getattr(args, "metric", None) or "auto")
+    if named and Path(args.model).stat().st_size < ANNOUNCE_CHECK_BYTES:
+        import onnx
+
+        try:
+            outputs = [o.name for o in onnx.load(str(args.model), load_external_data=False).graph.output]
+        except Exception:
+            return  # the load reports a bad file
+        unknown = sorted(set(named) - set(outputs))
+        if unknown:
+            raise CliError(
+                f"--metric names output{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}, which the "
+                f"model does not have (its outputs: {', '.join(outputs)})"
+            )
 
 
 #: files under this size are parsed before a search is announced, so that a bad file gets its error alone

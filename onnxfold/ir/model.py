@@ -214,6 +214,27 @@ def load_model(path: str | os.PathLike) -> Model:
     return model
 
 
+def _binary_attribute(graph: onnx.GraphProto) -> str:
+    """Why onnx-graphsurgeon cannot import ``graph`` when a node holds bytes that are not text in a
+    string attribute (a SentencepieceTokenizer's serialized model), or ''."""
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type != onnx.AttributeProto.STRING:
+                continue
+            try:
+                attr.s.decode("utf-8")
+            except UnicodeDecodeError:
+                where = f"{node.op_type} node {node.name or '(unnamed)'}" + (
+                    f" ({node.domain})" if node.domain else ""
+                )
+                return (
+                    f"the {where} holds {len(attr.s):,} bytes of binary data in its attribute "
+                    f"{attr.name!r}, which onnx-graphsurgeon cannot import: cut that node out "
+                    "(onnx.utils.extract_model) and fold the rest"
+                )
+    return ""
+
+
 def model_from_proto(proto: onnx.ModelProto, base_dir: str | os.PathLike = ".") -> Model:
     """Wrap an in-memory ModelProto; external references are resolved against ``base_dir``."""
     base_dir = Path(base_dir)
@@ -221,7 +242,10 @@ def model_from_proto(proto: onnx.ModelProto, base_dir: str | os.PathLike = ".") 
     try:
         graph = gs.import_onnx(proto)
     except Exception as exc:
-        raise ModelError(f"graph could not be imported ({one_line(exc, 200, with_type=True)})") from None
+        raise ModelError(
+            _binary_attribute(proto.graph)
+            or f"graph could not be imported ({one_line(exc, 200, with_type=True)})"
+        ) from exc
     _attach_lazy_values(graph, base_dir)
     return Model(
         graph=graph,
