@@ -24,7 +24,7 @@ import onnx_graphsurgeon as gs
 from onnx import helper
 
 from onnxfold.analysis.shape_trace import DIM_VALUE_OPS, dim_values
-from onnxfold.ir.constant_fold import Computed, fold_small_constants, recorded
+from onnxfold.ir.constant_fold import Computed, fold_small_constants, recorded, weight_shapes
 from onnxfold.ir.edit import replace_input
 from onnxfold.ir.model import Model
 from onnxfold.ir.shapes import infer_shapes
@@ -442,6 +442,8 @@ class CanonicalizePass(Pass):
                 model.computed_constants.update(more)
                 computed.update(more)
             transposes = direct_key_transposes(graph)
+        if model.computed_constants:
+            model.weight_shapes = weight_shapes(graph)
         isolated = isolate_shape_computations(graph)
         unshared = unshare_vectors(graph)
         graph.cleanup(remove_unused_graph_inputs=False)

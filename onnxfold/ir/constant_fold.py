@@ -213,18 +213,43 @@ def _equal(a: np.ndarray, b: np.ndarray | None) -> bool:
     return b is not None and a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
 
 
-def restore_computations(graph: onnx.GraphProto, computed: dict[str, Computed]) -> int:
+def weight_shapes(graph: gs.Graph) -> dict[str, tuple[int, ...]]:
+    """The shape of every weight (a constant of rank 2 or more): a fold that removes channels changes one."""
+    return {
+        t.name: tuple(t.shape)
+        for t in graph.tensors().values()
+        if isinstance(t, gs.Constant) and t.shape is not None and len(t.shape) >= 2
+    }
+
+
+def _reads_shapes(recipe: Computed) -> bool:
+    own = {c.name for c in recipe.constants}
+    return any(n.op_type == "Shape" and n.input and n.input[0] not in own for n in recipe.nodes)
+
+
+def restore_computations(
+    graph: onnx.GraphProto, computed: dict[str, Computed], weights: dict[str, tuple[int, ...]] | None = None
+) -> int:
     """Give every tensor of ``graph`` that canonicalize computed, and whose value no fold changed, its
     computation back, and sort the graph again; the count of nodes restored. A node that several
-    computations share is restored once; a name the graph still uses for something else is renamed."""
+    computations share is restored once; a name the graph still uses for something else is renamed.
+
+    A computation that reads the shape of a tensor between nodes is restored only while every weight
+    of ``weights`` (their shapes at canonicalize) that ``graph`` still holds keeps its shape: after a
+    fold a value can stand unchanged where its computation would now give another (a Slice's end
+    clamped past a chunk, shared by cleanup with a chunk whose producer was folded: YOLO's C2f)."""
     if not computed:
         return 0
+    dims = {t.name: tuple(t.dims) for t in graph.initializer}
+    same = weights is not None and all(dims.get(n, shape) == shape for n, shape in weights.items())
     inits = {t.name: t for t in graph.initializer}
     nodes_by_name = {n.name: n for n in graph.node}
     producers = {o: n for n in graph.node for o in n.output}
     names = {t.name for t in graph.input} | set(inits) | set(producers)
     restoring, drop = [], []
     for name, recipe in computed.items():
+        if not same and _reads_shapes(recipe):
+            continue
         inner = {c.name for c in recipe.constants} | {o for n in recipe.nodes for o in n.output}
         if any(i and i not in inner and i not in names for n in recipe.nodes for i in n.input):
             continue  # it read a tensor the graph no longer has

@@ -86,6 +86,9 @@ class Model:
     #: tensors that canonicalize computed from constants, with how: export restores the computation
     #: of each one whose value is unchanged (:func:`~onnxfold.ir.constant_fold.restore_computations`)
     computed_constants: dict[str, Computed] = field(default_factory=dict)
+    #: the weights' shapes when canonicalize recorded those computations: one that reads the shape of
+    #: a tensor between nodes is restored only while they hold (no channel was removed)
+    weight_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def opset(self) -> int:
@@ -103,7 +106,7 @@ class Model:
         _drop_stale_locations(self.graph)
         proto = gs.export_onnx(self.graph, do_type_check=False)
         hoist_shared_subgraph_constants(proto.graph)
-        restored = restore and restore_computations(proto.graph, self.computed_constants)
+        restored = restore and restore_computations(proto.graph, self.computed_constants, self.weight_shapes)
         del proto.opset_import[:]
         for domain, version in self.opset_imports:
             proto.opset_import.append(helper.make_opsetid(domain, version))
@@ -154,6 +157,7 @@ class Model:
             dict(self.node_metadata),
             self.shapes,
             dict(self.computed_constants),
+            dict(self.weight_shapes),
         )
 
 
