@@ -110,3 +110,15 @@ def test_duplicate_channels_behind_computed_pads_fold_to_the_compact_model(tmp_p
     assert [p.k for p in report.plans if p.status == "folded"] == [8]
     x = np.random.default_rng(2).standard_normal((4, 3, 17, 17)).astype(np.float32)
     np.testing.assert_allclose(run(tmp_path / "folded.onnx", x), run(small, x), rtol=1e-5, atol=1e-5)
+
+
+def test_sample_macs_see_through_computed_pads(tmp_path: Path) -> None:
+    """The MAC budget that cuts a heavy model's runs and its sensitivity's samples is counted on the
+    source model: its computed pads hid ukis-csmask's 4.65 G a tile behind 602 K."""
+    from onnxfold.folding.samples import sample_macs
+    from onnxfold.ir.model import load_model
+
+    torch.manual_seed(3)
+    model = load_model(export(PaddedNet(16), tmp_path / "padded.onnx"))
+    feed = {"x": np.zeros((4, 3, 17, 17), np.float32)}
+    assert sample_macs(model, feed) >= 16 * 3 * 9 * 64 + 16 * 9 * 49

@@ -330,7 +330,9 @@ def token_samples(model, shapes: dict | None = None, seed: int = 0) -> tuple[Fee
 
 def sample_macs(model, feed: Feeds, in_place: bool = False) -> int | None:
     """MACs of one sample of ``feed`` through ``model`` (a Model or a ModelProto): the model's input
-    dims set to the feed's shapes, then counted per sample; None when they cannot be counted.
+    dims set to the feed's shapes, then counted per sample (a Model's small constant computations
+    folded first: ukis-csmask's computed pads hid 4.65 G of a tile's MACs, leaving 602 K); None when
+    they cannot be counted.
     ``in_place``: a ModelProto the caller no longer needs is changed instead of copied."""
     import onnx
 
@@ -341,7 +343,12 @@ def sample_macs(model, feed: Feeds, in_place: bool = False) -> int | None:
             fixed = model if in_place else onnx.ModelProto()
             if not in_place:
                 fixed.CopyFrom(model)
-        else:
+        else:  # constants computed from constants (a same-padding's pads) as values: shapes see through
+            from onnxfold.ir.constant_fold import fold_small_constants
+
+            model = model.copy()
+            if fold_small_constants(model.graph, model.opset_imports):
+                model.graph.cleanup(remove_unused_graph_inputs=False)
             fixed = model.to_onnx()  # a fresh proto already
         for vi in fixed.graph.input:
             if vi.name in feed and vi.type.HasField("tensor_type"):

@@ -41,7 +41,6 @@ NONDETERMINISTIC = {
 
 # ops never folded: those, Dropout, quantization (its weights stay quantized) and control flow
 _KEPT = NONDETERMINISTIC | {
-    "Constant",
     "Dropout",
     "QuantizeLinear",
     "DequantizeLinear",
@@ -57,6 +56,15 @@ def _size(tensor: gs.Constant) -> int:
     return int(np.prod(shape)) if len(shape) else 1
 
 
+def _small_constant_node(node: gs.Node) -> bool:
+    """A Constant node holding a small dense tensor (canonicalize lifts them first; a model read as
+    it was, for its MAC count, still has them)."""
+    value = node.attrs.get("value")
+    if isinstance(value, gs.Constant):
+        return _size(value) <= MAX_ELEMENTS
+    return any(key in node.attrs for key in ("value_float", "value_int", "value_floats", "value_ints"))
+
+
 def _foldable(node: gs.Node, known: set[str], outputs: set[str]) -> bool:
     """Whether every input of ``node`` is a small constant or a tensor that folding computes."""
     if (node.domain or "") not in ("", "ai.onnx") or node.op in _KEPT or not node.outputs:
@@ -67,7 +75,7 @@ def _foldable(node: gs.Node, known: set[str], outputs: set[str]) -> bool:
         return False
     named = [t for t in node.inputs if t.name]
     if not named:
-        return False
+        return node.op == "Constant" and _small_constant_node(node)
     for t in named:
         if t.name in known:
             continue
