@@ -420,7 +420,8 @@ def analyze(model: ModelLike) -> list[ChannelGroup]:
 def format_groups(groups: Sequence[ChannelGroup], verbose: bool = False) -> str:
     """The table ``onnxfold analyze`` prints."""
     rows = []
-    for g in groups:
+    reasons = [reasons_text(g.blocked) for g in groups]
+    for g, why in zip(groups, reasons, strict=True):
         producers = ", ".join(shortened(p) for p in g.producers[:3]) + (" …" if len(g.producers) > 3 else "")
         rows.append(
             [
@@ -428,7 +429,7 @@ def format_groups(groups: Sequence[ChannelGroup], verbose: bool = False) -> str:
                 g.size,
                 len(g.members),
                 "foldable" if g.foldable else "blocked",
-                producers if g.foldable else cut_reason(reasons_text(g.blocked)),
+                producers if g.foldable else cut_reason(why),
             ]
         )
     foldable = sum(g.foldable for g in groups)
@@ -441,7 +442,7 @@ def format_groups(groups: Sequence[ChannelGroup], verbose: bool = False) -> str:
         + "\n"
         + format_table(["group", "channels", "members", "state", "producers / reason"], rows, align="lrrll")
     )
-    if any(len(reasons_text(g.blocked)) > REASON_WIDTH for g in groups) and not verbose:
+    if any(len(why) > REASON_WIDTH for why in reasons) and not verbose:
         text += "\n(reasons cut at a line's width: -v or --json gives them whole)"
     if verbose:
         text += "\n\n" + "\n\n".join(g.describe() for g in groups)

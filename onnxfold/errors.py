@@ -73,14 +73,28 @@ def one_line(exc: BaseException, limit: int = 500, *, with_type: bool = False) -
     line = _RUNTIME_NOISE.sub("", text.splitlines()[0]) if text else ""
     if with_type:
         line = f"{type(exc).__name__}: {line}" if line else type(exc).__name__
-    line = line or type(exc).__name__
-    if len(line) <= limit:
-        return line
-    cut = line[:limit]
+    return cut_at_word(line or type(exc).__name__, limit, "…")
+
+
+def cut_at_word(text: str, limit: int, mark: str) -> str:
+    """``text`` whole if it has at most ``limit`` characters, else its first ``limit`` cut back to
+    the last whole word (unless that loses more than half) and followed by ``mark``: never half a
+    word or a number ("size 20" read "size 2")."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
     space = cut.rfind(" ")
-    if line[limit] != " " and space > limit // 2:
-        cut = cut[:space]  # never half a word or a number
-    return cut.rstrip(" ,;:") + "…"
+    if text[limit] != " " and space > limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:") + mark
 
 
-__all__ = ["EXPECTED_ERRORS", "CliError", "ModelError", "PassError", "PipelineError", "one_line"]
+__all__ = [
+    "EXPECTED_ERRORS",
+    "CliError",
+    "ModelError",
+    "PassError",
+    "PipelineError",
+    "cut_at_word",
+    "one_line",
+]

@@ -40,6 +40,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from onnxfold.errors import cut_at_word
+
 AVERAGE, SUM, SHAPE = "average", "sum", "shape"
 LAYER_PATTERN = re.compile(r"(?:^|[./_])(?:layers?|blocks?|h|block|encoder[./_]layer)[./_](\d+)(?=[./_]|$)")
 
@@ -128,11 +130,7 @@ REASON_WIDTH = 160
 
 def cut_reason(text: str, width: int = REASON_WIDTH) -> str:
     """``text`` cut at a word to about ``width`` characters, with " …"."""
-    if len(text) <= width:
-        return text
-    cut = text[:width]
-    space = cut.rfind(" ")
-    return (cut[:space] if space > width // 2 else cut).rstrip(" ,;:") + " …"
+    return cut_at_word(text, width, " …")
 
 
 def reasons_text(reasons) -> str:

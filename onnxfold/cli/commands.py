@@ -107,7 +107,7 @@ def _check_targets(args: argparse.Namespace) -> None:
     """Targets out of range and ``--metric`` items naming outputs the model lacks, as one-line errors
     before anything runs (occular-deskew's user saw "searching ... at fidelity >= 1.5" first, and
     with -s an unknown output name was accepted without a word)."""
-    from onnxfold.runtime.fidelity import parse_metric
+    from onnxfold.runtime.fidelity import check_metric_outputs, parse_metric
 
     if args.min_fidelity and not 0 < args.min_fidelity <= 1:
         raise CliError(f"--min-fidelity must be in (0, 1], got {args.min_fidelity:g}")
@@ -122,12 +122,10 @@ def _check_targets(args: argparse.Namespace) -> None:
             outputs = [o.name for o in onnx.load(str(args.model), load_external_data=False).graph.output]
         except Exception:
             return  # the load reports a bad file
-        unknown = sorted(set(named) - set(outputs))
-        if unknown:
-            raise CliError(
-                f"--metric names output{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}, which the "
-                f"model does not have (its outputs: {', '.join(outputs)})"
-            )
+        try:
+            check_metric_outputs(named, outputs)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
 
 
 #: files under this size are parsed before a search is announced, so that a bad file gets its error alone

@@ -86,8 +86,11 @@ def _foldable(node: gs.Node, known: set[str], outputs: set[str]) -> bool:
     return True
 
 
-def _sub_model(nodes: list[gs.Node], opset_imports: list[tuple[str, int]]) -> onnx.ModelProto:
-    """A model that computes the outputs of ``nodes`` from the constants they read."""
+def _sub_model(
+    nodes: list[gs.Node], protos: list[onnx.NodeProto], opset_imports: list[tuple[str, int]]
+) -> onnx.ModelProto:
+    """A model that computes the outputs of ``nodes`` (exported as ``protos``) from the constants
+    they read."""
     from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
     made = {t.name for node in nodes for t in node.outputs}
@@ -97,7 +100,7 @@ def _sub_model(nodes: list[gs.Node], opset_imports: list[tuple[str, int]]) -> on
             if t.name and t.name not in made and isinstance(t, gs.Constant):
                 constants[t.name] = t
     graph = helper.make_graph(
-        [OnnxExporter.export_node(node) for node in nodes],
+        protos,
         "constants",
         [],
         [helper.make_empty_tensor_value_info(t.name) for node in nodes for t in node.outputs if t.name],
@@ -124,12 +127,14 @@ class Computed:
     pieces: tuple[np.ndarray | None, ...] = ()
 
 
-def _computations(nodes: list[gs.Node], values: dict[str, np.ndarray]) -> dict[str, Computed]:
-    """Per output of ``nodes``: its value and the part of ``nodes`` that computes it."""
+def _computations(
+    nodes: list[gs.Node], protos: list[onnx.NodeProto], values: dict[str, np.ndarray]
+) -> dict[str, Computed]:
+    """Per output of ``nodes`` (exported as ``protos``): its value and the part of ``nodes`` that
+    computes it."""
     from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
     producer = {t.name: i for i, node in enumerate(nodes) for t in node.outputs if t.name}
-    protos = [OnnxExporter.export_node(node) for node in nodes]
     needs: list[set[int]] = []
     for i, node in enumerate(nodes):
         mine = {i}
@@ -432,17 +437,20 @@ def fold_small_constants(graph: gs.Graph, opset_imports: list[tuple[str, int]]) 
             known.update(t.name for t in node.outputs if t.name)
     if not nodes:
         return {}
+    from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
+
     from onnxfold.runtime.session import CPU, make_session
 
+    protos = [OnnxExporter.export_node(node) for node in nodes]  # once: the sub-model's and the records'
     try:
-        model = _sub_model(nodes, opset_imports)
+        model = _sub_model(nodes, protos, opset_imports)
         session = make_session(model.SerializeToString(), providers=[CPU], optimize=False, threads=1)
         names = [o.name for o in session.get_outputs()]
         values = dict(zip(names, session.run(names, {}), strict=True))
     except Exception as exc:  # noqa: BLE001 - any failure leaves the graph as it was
         logger.debug("constant folding skipped: %s", exc)
         return {}
-    computed = _computations(nodes, values)
+    computed = _computations(nodes, protos, values)
     folded = {}
     for node in nodes:
         outs = [t for t in node.outputs if t.name]

