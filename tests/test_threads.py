@@ -30,3 +30,13 @@ def test_passes_run_on_the_fixed_thread_count_whatever_the_caller_set() -> None:
         assert ctx.data["threads"] and all(n == PASS_THREADS for _, n in ctx.data["threads"]), ctx.data[
             "threads"
         ]
+
+
+def test_measurement_sessions_hand_their_buffers_back() -> None:
+    """A search builds hundreds of measurement sessions; with onnxruntime's CPU arena each one kept
+    its peak buffers (OriNet's search peaked at 2.2 GB, 0.9 GB without the arena, same output)."""
+    from onnxfold.runtime.session import make_session, measurement_session
+
+    proto = bundled_model("lenet5.onnx").read_bytes()
+    assert measurement_session(proto).get_session_options().enable_cpu_mem_arena is False
+    assert make_session(proto).get_session_options().enable_cpu_mem_arena is True

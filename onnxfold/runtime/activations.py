@@ -71,7 +71,9 @@ def channel_moments(
     from onnxfold.runtime.session import make_session
 
     # graph optimisations may fuse away an exposed intermediate (seen with Conv+Add), so run them off
-    session = make_session(_with_outputs(model, tensors, only=True).SerializeToString(), optimize=False)
+    session = make_session(
+        _with_outputs(model, tensors, only=True).SerializeToString(), optimize=False, arena=False
+    )
     names = list(tensors)
     count: dict[str, float] = dict.fromkeys(names, 0.0)
     shift: dict[str, np.ndarray] = {}  # the first chunk's means: sums of shifted values stay well conditioned

@@ -162,7 +162,7 @@ def measurement_session(
         from onnxfold.ir.model import to_model_proto
 
         model = to_model_proto(model)
-    return make_session(model, providers=providers, optimize=optimize, threads=measure_threads())
+    return make_session(model, providers=providers, optimize=optimize, threads=measure_threads(), arena=False)
 
 
 @contextlib.contextmanager
@@ -188,13 +188,15 @@ def make_session(
     optimize: bool = True,
     threads: int | None = None,
     spinning: bool = True,
+    arena: bool = True,
 ) -> Any:
     """Create an ``onnxruntime.InferenceSession`` from a path (external data loads) or serialized bytes.
 
     ``optimize=False`` sets ``ORT_DISABLE_ALL`` (no graph rewrites, for bit-exactness checks);
     ``threads`` sets the intra-op thread count and then runs nodes sequentially on one inter-op
     thread (what latency measurements need); ``spinning=False`` stops idle worker threads from
-    busy-waiting between runs.
+    busy-waiting between runs; ``arena=False`` returns each run's CPU buffers to the system instead of
+    keeping them in onnxruntime's memory arena.
     """
     import onnxruntime as ort
 
@@ -209,6 +211,8 @@ def make_session(
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if not arena:
+        opts.enable_cpu_mem_arena = False
     if not spinning:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if isinstance(model, onnx.ModelProto):
