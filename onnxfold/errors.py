@@ -57,10 +57,11 @@ def from_runtime(exc: BaseException) -> bool:
 
 #: onnxruntime's framing ("[ONNXRuntimeError] : 1 : FAIL : ") and the C++ source location and
 #: signature it puts before the reason ("/onnxruntime_src/.../reshape_helper.h:91 onnxruntime::
-#: ReshapeHelper::ReshapeHelper(const onnxruntime::TensorShape&, ...) "): cut, a one-line message
-#: kept them and lost the reason ("input_shape_size == requested_shape_size was false ...")
+#: ReshapeHelper::ReshapeHelper(const onnxruntime::TensorShape&, ...) ", or with a return type "void
+#: onnxruntime::BroadcastIterator::Init(ptrdiff_t, ptrdiff_t) "): cut, a one-line message kept them
+#: and lost the reason ("input_shape_size == requested_shape_size was false ...")
 _RUNTIME_NOISE = re.compile(
-    r"\[ONNXRuntimeError\] : \d+ : |/\S+\.(?:h|hpp|cc|cpp):\d+ (?:[\w:~<>]+\([^)]*\)(?: const)? )?"
+    r"\[ONNXRuntimeError\] : \d+ : |/\S+\.(?:h|hpp|cc|cpp):\d+ (?:(?:[\w:<>*&]+ )?[\w:~<>]+\([^)]*\)(?: const)? )?"
 )
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from onnxfold.analysis import analyze_graph
 from onnxfold.analysis.quantized import quantized_hint, quantized_ops
-from onnxfold.errors import one_line
+from onnxfold.errors import from_runtime, one_line
 from onnxfold.folding.apply import (
     ACTIVATION_METHODS,
     FEATURE_MODES,
@@ -98,10 +98,15 @@ def measure_activations(model: Model, groups, ctx: PassContext, samples=None, so
             model, groups, feeds, f"data-free estimate: {SYNTHETIC_SAMPLES} random samples"
         )
     except Exception as exc:
+        if samples and from_runtime(exc):  # the advice to give --inputs misled a user who had given them
+            raise PipelineError(
+                f"fold: the model does not run on the given samples ({one_line(exc, 300)}); "
+                "give samples of a shape the model takes"
+            ) from None
         raise PipelineError(
             f"fold: cannot measure activations for --method {'/'.join(ACTIVATION_METHODS)} "
-            f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}); "
-            "give --input-shape or --inputs, or use --method fold"
+            f"({one_line(exc, 300, with_type=True)}); "
+            + ("use --method fold" if samples else "give --input-shape or --inputs, or use --method fold")
         ) from None
 
 

