@@ -24,6 +24,7 @@ from onnxfold.pipeline.manager import Option, Pass, PassContext, PassManager, Pa
 from onnxfold.runtime.fidelity import parse_metric
 
 DEFAULT_LEVELS_TEXT = "0.1,0.2,0.3,0.5,0.7"
+DEFAULT_MAX_SPARSITY = 0.7
 
 
 def proxy_samples(fold) -> tuple[dict | None, str, bool]:
@@ -75,6 +76,29 @@ def _budget_missed(mode: str, target: float, chosen, cut_short: str) -> str:
         f"search: {goal(mode, target)} not reached: the closest candidate removes {got:.1%} "
         f"({why}); nothing written (--force writes the closest)"
     )
+
+
+def _check_reachable(model: Model, fold, target: float, cap: float, params: int) -> None:
+    """Refuse, before the sensitivity analysis, a ``--target-params`` above what every foldable group
+    at ``cap`` could remove (:func:`~onnxfold.search.allocate.params_ceiling`)."""
+    import onnx_graphsurgeon as gs
+
+    from onnxfold.analysis import analyze_graph
+    from onnxfold.folding.apply import matching_pattern
+    from onnxfold.search.allocate import params_ceiling
+    from onnxfold.search.target import fixed_groups
+
+    groups = analyze_graph(model.graph, model.node_scopes())
+    groups = [g for g in groups if not matching_pattern(fold.opts["ignore"], g)]
+    weights = {n: tuple(t.shape) for n, t in model.graph.tensors().items() if isinstance(t, gs.Constant)}
+    ceiling = params_ceiling(groups, weights, cap, fixed_groups(groups, fold.overrides, fold.recipe))
+    if params and target > ceiling / params:
+        raise PipelineError(
+            f"search: --target-params {target:g} cannot be reached: the foldable groups hold at most "
+            f"{ceiling / params:.1%} of the parameters at sparsity {cap:g} (--max-sparsity, --levels; the rest is in "
+            "weights no group folds: `onnxfold analyze` lists them); nothing written (--force writes "
+            "the closest)"
+        )
 
 
 def parse_levels(text: str) -> list[float]:
@@ -172,7 +196,10 @@ class SearchPass(Pass):
             "levels", str, DEFAULT_LEVELS_TEXT, "sparsities of the sensitivity analysis (comma-separated)"
         ),
         Option(
-            "max_sparsity", float, 0.7, "cap on any searched group's sparsity (and at most the highest level)"
+            "max_sparsity",
+            float,
+            DEFAULT_MAX_SPARSITY,
+            "cap on any searched group's sparsity; above the highest level, it is measured as one more level",
         ),
         Option(
             "force", bool, False, "write the best candidate even when it misses --min-fidelity (and say so)"
@@ -209,6 +236,9 @@ class SearchPass(Pass):
         if not 0.0 < o["max_sparsity"] < 1.0:
             raise PipelineError(f"search: max_sparsity must be in (0, 1), got {o['max_sparsity']}")
         self.levels = parse_levels(o["levels"])
+        if o["max_sparsity"] > self.levels[-1] and o["max_sparsity"] != DEFAULT_MAX_SPARSITY:
+            # NSNet2's --max-sparsity 0.9 did nothing: the default levels stop at 0.7
+            self.levels.append(o["max_sparsity"])
 
     @property
     def mode(self) -> str | None:
@@ -243,6 +273,14 @@ class SearchPass(Pass):
         from onnxfold.folding.samples import sample_count
 
         fold = self.fold or FoldPass(sparsity=0.0)
+        cleaned = model.copy()  # what a candidate that folds nothing would count
+        PassManager([CleanupPass()]).run(
+            cleaned, PassContext(original=ctx.original, input_shapes=ctx.input_shapes)
+        )
+        base = stats_of(cleaned, shapes=ctx.data.get("mac_shapes", ctx.input_shapes))
+        if mode == "target_params" and not self.opts["force"]:
+            cap = min(self.opts["max_sparsity"], self.levels[-1])
+            _check_reachable(model, fold, self.opts[mode], cap, base.params)
         evaluator, held_out = prepared(
             model, ctx, fold, [fold] + ([self.repair] if self.repair is not None else []), self.opts["metric"]
         )
@@ -271,10 +309,6 @@ class SearchPass(Pass):
             PassManager(passes).run(cand, sub)
             return cand, sub.data
 
-        cleaned = model.copy()  # what a candidate that folds nothing would count
-        PassManager([CleanupPass()]).run(
-            cleaned, PassContext(original=ctx.original, input_shapes=ctx.input_shapes)
-        )
         result = search(
             model,
             build,
@@ -290,7 +324,7 @@ class SearchPass(Pass):
             judge=fold.judge,
             refine=partial(build, sequential=True) if fold.method == "auto" else None,
             limit=limit,
-            base=stats_of(cleaned, shapes=ctx.data.get("mac_shapes", ctx.input_shapes)),
+            base=base,
             shapes=ctx.data.get("mac_shapes", ctx.input_shapes),
         )
         ctx.data["search"] = result

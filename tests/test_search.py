@@ -1245,3 +1245,55 @@ def test_metric_naming_an_output_the_model_lacks_is_one_line(tmp_path, capsys) -
     with pytest.raises(SystemExit):
         main([*args, "y=bogus"])
     assert "OUTPUT=METRIC" in capsys.readouterr().err
+
+
+def _mlp(path) -> str:
+    """x [N, 16] → MatMul 16×32 (+ bias) → Relu → MatMul 32×4: one group of 32 channels, each
+    holding 16 + 1 + 4 = 21 of the 672 parameters."""
+    rng = np.random.default_rng(0)
+    consts = {"w1": (16, 32), "b1": (32,), "w2": (32, 4)}
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["h"]),
+            helper.make_node("Add", ["h", "b1"], ["hb"]),
+            helper.make_node("Relu", ["hb"], ["r"]),
+            helper.make_node("MatMul", ["r", "w2"], ["y"]),
+        ],
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n) for n, s in consts.items()],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return str(path)
+
+
+def test_a_budget_beyond_what_the_groups_hold_is_refused_before_measuring(tmp_path, capsys) -> None:
+    """NSNet2's --target-params 0.5 failed after a 116 s search; the 35% its foldable groups hold is
+    known from their weights. Here 16 of 32 channels at the cap 0.5 hold exactly 50%, which a
+    uniform fold at 0.5 really removes; --max-sparsity above the highest level is measured (it did
+    nothing: the levels stopped at 0.7)."""
+    from onnxfold.analysis import analyze_graph
+    from onnxfold.ir.model import load_model
+    from onnxfold.search.allocate import params_ceiling
+
+    path = _mlp(tmp_path / "mlp.onnx")
+    model = load_model(path)
+    groups = analyze_graph(model.graph)
+    shapes = {n: tuple(t.shape) for n, t in model.graph.tensors().items() if hasattr(t, "values")}
+    assert params_ceiling(groups, shapes, 0.5, set()) == 16 * 21
+    _, report = onnxfold.fold(path, sparsity=0.5, method="fold", round_to=1, repair="none")
+    assert report.param_sparsity == pytest.approx(0.5)
+    out = tmp_path / "o.onnx"
+    base = ["fold", path, "-o", str(out), "--round-to", "1", "--method", "fold", "--repair", "none"]
+    assert main([*base, "--target-params", "0.6", "--max-sparsity", "0.5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot be reached" in err and "at most 50.0%" in err and len(err.splitlines()) == 1, err
+    assert "sensitivity" not in err and not out.exists()
+    assert main([*base, "--target-params", "0.8"]) == 2  # default cap 0.7: at most 22 of 32
+    assert "at most 68.8%" in capsys.readouterr().err
+    assert (
+        main([*base, "--target-params", "0.8", "--max-sparsity", "0.9", "--report", str(tmp_path / "r.json")])
+        == 0
+    )
+    assert json.loads((tmp_path / "r.json").read_text())["search"]["param_reduction"] >= 0.8 - 21 / 672
