@@ -81,8 +81,6 @@ def _budget_missed(mode: str, target: float, chosen, cut_short: str) -> str:
 def _check_reachable(model: Model, fold, target: float, cap: float, params: int) -> None:
     """Refuse, before the sensitivity analysis, a ``--target-params`` above what every foldable group
     at ``cap`` could remove (:func:`~onnxfold.search.allocate.params_ceiling`)."""
-    import onnx_graphsurgeon as gs
-
     from onnxfold.analysis import analyze_graph
     from onnxfold.folding.apply import matching_pattern
     from onnxfold.search.allocate import params_ceiling
@@ -90,8 +88,9 @@ def _check_reachable(model: Model, fold, target: float, cap: float, params: int)
 
     groups = analyze_graph(model.graph, model.node_scopes())
     groups = [g for g in groups if not matching_pattern(fold.opts["ignore"], g)]
-    weights = {n: tuple(t.shape) for n, t in model.graph.tensors().items() if isinstance(t, gs.Constant)}
-    ceiling = params_ceiling(groups, weights, cap, fixed_groups(groups, fold.overrides, fold.recipe))
+    ceiling = params_ceiling(
+        groups, model.graph.tensors(), cap, fixed_groups(groups, fold.overrides, fold.recipe)
+    )
     if params and target > ceiling / params:
         raise PipelineError(
             f"search: --target-params {target:g} cannot be reached: the foldable groups hold at most "

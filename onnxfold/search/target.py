@@ -46,7 +46,7 @@ from onnxfold.report.progress import progress_bar
 from onnxfold.runtime.fidelity import OutputFidelity
 from onnxfold.search.allocate import AllocationPath, greedy_path, largest_step
 from onnxfold.search.evaluate import Evaluator
-from onnxfold.search.sensitivity import GroupCurve, PacedLimit, TimeLimit, sensitivity
+from onnxfold.search.sensitivity import SENSITIVITY_SHARE, GroupCurve, PacedLimit, TimeLimit, sensitivity
 
 log = logging.getLogger(__name__)
 
@@ -328,9 +328,8 @@ def search(
         else:
             total = base.params if mode == "target_params" else base.macs
             chosen, met = _budget(path, measure, total, target, mode, round_to, paced)
-    cut = (
-        [f"{sensitivity_cut} sensitivity measurements skipped (counted as misses)"] if sensitivity_cut else []
-    )
+    share = f"the sensitivity stopped at its share ({limit.seconds * SENSITIVITY_SHARE:g} s): "
+    cut = [f"{share}{sensitivity_cut} measurements skipped (counted as misses)"] if sensitivity_cut else []
     if paced.expired():  # as the bisection (or the budget's corrections) ended
         n = sum(c.measured for c in tried.values())
         cut.append(f"the search stopped after {n} candidate{'s' if n != 1 else ''} measured")
@@ -368,7 +367,9 @@ def search(
         evaluator.recurrent,
         bool(evaluator.chains),
         unexercised=dict(getattr(evaluator, "unexercised", {})),
-        cut_short=f"the time limit ({limit.seconds:g} s) was reached: " + ", ".join(cut) if cut else "",
+        cut_short=f"the time limit ({limit.seconds:g} s) cut the search short: " + ", ".join(cut)
+        if cut
+        else "",
     )
 
 
