@@ -74,6 +74,7 @@ SPLITS_UNITS = "splits-units"  # a cut or head split that does not respect the g
 ATTENTION_HEADS = "attention-heads"  # fused attention whose heads cannot follow (GQA, past k/v, packed bias)
 WIDTH_MISMATCH = "width-mismatch"  # tied spaces have different widths
 NO_CONSUMER = "no-consumer"  # nothing reads the channels
+RECURRENT_STATE = "recurrent-state"  # hidden units of LSTM/GRU/RNN, mixed across time steps by R
 ROLLBACK = "rollback"  # the fold was undone because the folded model failed verification
 
 #: every reason code, in the order above
@@ -103,6 +104,7 @@ REASON_CODES = (
     ATTENTION_HEADS,
     WIDTH_MISMATCH,
     NO_CONSUMER,
+    RECURRENT_STATE,
     ROLLBACK,
 )
 
