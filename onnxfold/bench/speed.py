@@ -190,6 +190,21 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     )
     parser.add_argument("--out", default="bench-speed", help="output folder (models, speed.json, speed.png)")
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=list(DEFAULT_MODELS))
+    parser.add_argument(
+        "--files",
+        nargs="+",
+        metavar="MODEL.onnx",
+        help="time your own models instead, side by side, the first as the reference (nothing is folded; "
+        "the JSON goes to --out): e.g. the original and a fold of it",
+    )
+    parser.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME:D0,D1,...",
+        help="--files: the shape of an input with symbolic dims (repeatable; without a name for one input)",
+    )
+    parser.add_argument("--inputs", help="--files: samples to time on (as fold's --inputs), else random")
     parser.add_argument("--sparsities", nargs="+", type=float, default=list(DEFAULT_SPARSITIES))
     parser.add_argument(
         "--round-to",
@@ -215,6 +230,23 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 
 def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    if args.files:
+        from onnxfold.bench.speed_files import bench_files
+        from onnxfold.runtime.inputs import parse_input_shapes
+
+        return bench_files(
+            args.files,
+            args.out,
+            args.batches,
+            args.threads,
+            args.budget,
+            shapes=parse_input_shapes(args.input_shape),
+            inputs=args.inputs,
+            memory=not args.no_memory,
+            spinning=args.spin,
+        )
+    if args.input_shape or args.inputs:
+        raise ValueError("--input-shape and --inputs apply to --files")
     return bench_speed(
         args.out,
         args.models,

@@ -201,12 +201,13 @@ def _group_widths(path: Path, sparsity: float, round_to: int) -> list[int]:
     return [part_cluster_count(g.size, sparsity, g.parts, round_to) for g in analyze(path) if g.foldable]
 
 
-def fill_stats(variant: Variant) -> None:
+def fill_stats(variant: Variant, shapes: dict | None = None) -> None:
+    """Parameters, per-sample MACs (at input ``shapes`` where given) and the saved size of ``variant``."""
     from onnxfold.api import saved_size
     from onnxfold.report.stats import model_stats
 
     proto = onnx.load(str(variant.path), load_external_data=False)
-    stats = model_stats(proto)
+    stats = model_stats(proto, shapes=shapes)
     variant.params, variant.macs = stats.params, stats.macs
     variant.file_bytes = saved_size(variant.path)
 

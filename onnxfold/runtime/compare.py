@@ -27,7 +27,7 @@ import onnx
 
 from onnxfold.errors import InputRunError, one_line
 from onnxfold.runtime.inputs import make_inputs
-from onnxfold.runtime.latency import LatencyCheck, time_pair
+from onnxfold.runtime.latency import SLOWER_ABOVE, LatencyCheck, time_pair
 from onnxfold.runtime.session import available_providers, make_session, runtime_description
 
 logger = logging.getLogger(__name__)
@@ -479,6 +479,12 @@ def validate(
         # (the whole feed where its rows are read together: ICLabel runs 4 rows per component)
         one = take(feed, slice(0, 1)) if splittable(feed) and sample_count(feed) > 1 and not coupled else feed
         ref_ms, cand_ms, runs = time_pair(timed[0], timed[1], one, speed_budget)
+        if cand_ms > SLOWER_ABOVE * ref_ms:  # confirmed, the other one first, before it is reported:
+            # on a busy machine one check found a byte-identical NSNet2 1.84x slower
+            again_cand, again_ref, again = time_pair(timed[1], timed[0], one, speed_budget)
+            if again_cand * ref_ms < cand_ms * again_ref:  # the lower ratio of the two
+                ref_ms, cand_ms = again_ref, again_cand
+            runs += again
         shapes = {k: tuple(int(d) for d in np.shape(v)) for k, v in one.items()}
         report.latency = LatencyCheck(ref_ms, cand_ms, runs, report.provider, shapes)
         logger.info("validation: %s", report.latency.summary())

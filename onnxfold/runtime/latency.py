@@ -12,8 +12,10 @@ other round; fewer, down to 2, where one run of each takes more than a tenth of 
 about ``budget_s`` seconds are spent, so that a change of machine load hits
 both alike; each model's latency is the median of its runs. The candidate counts as slower when
 its median exceeds the original's by more than :data:`SLOWER_ABOVE` (5%: less than that is within
-what repeated checks on a busy machine vary by). For a careful measurement at fixed thread
-counts and batch sizes, use ``onnxfold bench speed``.
+what repeated checks on a busy machine vary by) in a first timing and in a second one that starts
+with the candidate (:func:`~onnxfold.runtime.compare.validate` keeps the lower ratio). For a careful
+measurement at fixed thread counts and batch sizes, use ``onnxfold bench speed --files ORIGINAL
+RESULT``.
 """
 
 from __future__ import annotations
@@ -78,15 +80,13 @@ class LatencyCheck:
         """One warning line when the candidate is slower, naming the round used and what to try."""
         if not self.slower:
             return None
+        timing = "onnxfold bench speed --files INPUT.onnx OUTPUT.onnx times both with care"
         if round_to is None:
-            hint = "check the folded widths with onnxfold bench speed"
+            hint = f"check the folded widths: {timing}"
         elif round_to <= 1:
-            hint = "its widths are not rounded: fold again with --round-to 8 (or 16)"
+            hint = f"its widths are not rounded: fold again with --round-to 8 (or 16); {timing}"
         else:
-            hint = (
-                f"its widths are multiples of {round_to}: try another --round-to (e.g. {2 * round_to}), "
-                "and compare with onnxfold bench speed"
-            )
+            hint = f"its widths are multiples of {round_to}: try another --round-to (e.g. {2 * round_to}); {timing}"
         return (
             f"warning: the folded model is {self.ratio:.2f}x slower than the original on this machine; {hint}"
         )

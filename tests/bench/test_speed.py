@@ -121,3 +121,28 @@ def test_timing_and_memory_on_two_zoo_models(tmp_path: Path) -> None:
     rows = summarize(variants)
     assert rows[1]["speedup"][1] == orig.latency_ms[1] / fold.latency_ms[1]
     assert rows[1]["mac_ratio"] == orig.macs / fold.macs
+
+
+def test_bench_speed_times_the_users_own_files(tmp_path) -> None:
+    """A fold's speed warning pointed to `onnxfold bench speed`, which took only its four built-in
+    architectures: NSNet2's user could not time their own model."""
+    import json
+
+    import onnxfold
+    from onnxfold.cli.commands import main
+    from onnxfold.models import bundled_model
+
+    original = bundled_model("lenet5.onnx")
+    small = tmp_path / "small.onnx"
+    onnxfold.fold(original, output=small, sparsity=0.5, method="fold", validate=False)
+    out = tmp_path / "speed"
+    argv = ["bench", "speed", "--files", str(original), str(small), "--batches", "1", "4"]
+    assert main([*argv, "--budget", "0.05", "--no-memory", "--out", str(out)]) == 0
+    rows = json.loads((out / "speed.json").read_text())["rows"]
+    assert [r["kind"] for r in rows] == ["original", "file"]
+    assert rows[1]["params"] < rows[0]["params"] and rows[1]["macs"] < rows[0]["macs"]
+    assert all(r["latency_ms"][b] > 0 for r in rows for b in ("1", "4"))
+    assert rows[1]["speedup"]["1"] == rows[0]["latency_ms"]["1"] / rows[1]["latency_ms"]["1"]
+    assert main(["bench", "speed", "--files", str(original), "--out", str(out)]) == 2
+    assert main(["bench", "speed", "--files", str(original), str(tmp_path / "no.onnx")]) == 2
+    assert main(["bench", "speed", "--models", "resnet18", "--input-shape", "1,1,8,8"]) == 2
