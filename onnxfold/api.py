@@ -32,6 +32,7 @@ from onnxfold.report.fold_report import FoldReport, saved_size, source_size, sta
 from onnxfold.report.names import shortened
 from onnxfold.report.stats import format_table, human_count
 from onnxfold.report.timing import collecting, rounded, step
+from onnxfold.runtime.inputs import default_shapes
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +169,8 @@ def _run_pipeline(
     # MACs are counted at the shapes the user gave, else at one given sample's (free dims were taken
     # as 1: RetinaFace on 320x320 images counted 447K MACs for 265M)
     given = dict(input_shapes or {}) or sample_shapes(inputs, view)
+    defaulted = {} if given or view else default_shapes(model)  # where random inputs run
+    given = given or defaulted
     before = stats_of(model, source_size(model), given, batched=not view)
     counting = with_batch_axis(given, model) if view else given
     if view:  # every sample one whole input (onnxfold.ir.batch_view)
@@ -218,6 +221,7 @@ def _run_pipeline(
         steps=rounded(steps),
         steps_cpu=rounded(steps.cpu),
         unbatched=view,
+        default_shapes=defaulted,
     )
     return model, report
 

@@ -380,13 +380,23 @@ def test_macs_before_and_after_are_counted_on_the_same_shapes(opset: int, scalar
     it had no MACs in the input's count and had them in the folded model's (ddddocr's recogniser:
     MACs +43% for a fold that removed 37%); a width reshaped to a 1-vector on its way (PP-OCRv6's
     recogniser) left the folded model's head without MACs. Per unit of the symbolic N and W: Conv
-    4·2 outputs × 4 inputs = 32, MatMul 5 outputs × 8 = 40; folded to 2 channels, 16 and 20."""
+    4·2 outputs × 4 inputs = 32, MatMul 5 outputs × 8 = 40; folded to 2 channels, 16 and 20. W is
+    counted at the 224 random inputs take (a one-letter W reads as a width)."""
     model = _computed_reshape_model(opset, scalar_reshape)
     _, report = onnxfold.fold(model, 0.5, validate=False, method="fold", repair="none", round_to=1)
-    assert report.before.macs == 72 and report.before.macs_unknown_nodes == 0
+    assert report.default_shapes == {"x": (1, 4, 2, 224)}
+    assert report.before.macs == 72 * 224 and report.before.macs_unknown_nodes == 0
     assert report.after.macs_unknown_nodes == 0
     # the channel analysis does not trace that width through its Reshape yet: the Conv stays whole
-    assert report.after.macs == (72 if scalar_reshape else 36)
+    assert report.after.macs == (72 if scalar_reshape else 36) * 224
+    _, given = onnxfold.fold(
+        model, 0.5, validate=False, method="fold", repair="none", round_to=1, input_shapes={"x": [1, 4, 2, 1]}
+    )
+    assert (given.before.macs, given.after.macs, given.default_shapes) == (
+        report.before.macs / 224,
+        report.after.macs / 224,
+        {},
+    )
 
 
 def test_macs_before_a_pipeline_without_canonicalize_count_a_canonicalized_copy() -> None:
@@ -395,7 +405,7 @@ def test_macs_before_a_pipeline_without_canonicalize_count_a_canonicalized_copy(
     from onnxfold.passes import ValidatePass
 
     _, report = onnxfold.run_pipeline(_computed_reshape_model(11, False), [ValidatePass()])
-    assert report.before.macs == 72 and report.before.macs_unknown_nodes == 0
+    assert report.before.macs == 72 * 224 and report.before.macs_unknown_nodes == 0  # W at 224
 
 
 @pytest.mark.parametrize("op, gates", [("LSTM", 4), ("GRU", 3)])

@@ -83,6 +83,9 @@ class FoldReport:
     steps_cpu: dict[str, float] = field(default_factory=dict)
     #: the model reads one example without a batch axis (:mod:`onnxfold.ir.batch_view`)
     unbatched: bool = False
+    #: input -> the shape MACs were counted at when neither --input-shape nor samples gave one
+    #: (:func:`~onnxfold.runtime.inputs.default_shapes`); empty otherwise
+    default_shapes: dict = field(default_factory=dict)
 
     @property
     def param_sparsity(self) -> float:
@@ -103,6 +106,7 @@ class FoldReport:
             "round_to": self.round_to,
             "params_note": self.params_note,
             "unbatched": self.unbatched,
+            "default_shapes": {k: list(v) for k, v in self.default_shapes.items()},
             "groups": [_jsonable(p.to_dict()) for p in self.plans],
             "passes": [
                 {"name": r.name, "seconds": r.seconds, "modified": r.modified, "stats": _jsonable(r.stats)}
@@ -130,6 +134,12 @@ class FoldReport:
 
     def format(self, max_groups: int = 40) -> str:
         parts = [format_comparison(self.before, self.after)]
+        if self.default_shapes:
+            shapes = ", ".join(f"{k} {list(v)}" for k, v in self.default_shapes.items())
+            parts.append(
+                f"note: MACs per sample at {shapes}, the sizes random inputs take (--input-shape "
+                "or --inputs count them at yours)"
+            )
         if self.params_note:
             parts.append(f"note: {self.params_note}")
         if self.unbatched:

@@ -172,6 +172,17 @@ def _given_dims(model: onnx.ModelProto, shapes: dict | None) -> dict[str, list[i
     return out
 
 
+def _symbol_sizes(model: onnx.ModelProto, given: dict[str, list[int]]) -> dict[str, int]:
+    """{symbolic dim name: size} of the inputs' named dims as ``given`` sizes them."""
+    out: dict[str, int] = {}
+    for vi in _graph_inputs(model.graph):
+        dims = _dims_of(vi)
+        if vi.name in given and dims is not None:
+            pairs = zip(dims, given[vi.name], strict=True)
+            out.update({d: v for d, v in pairs if isinstance(d, str) and d})
+    return out
+
+
 def _batch_of(model: onnx.ModelProto, given: dict | None = None) -> tuple[int, set[str], str | None]:
     """(batch N, symbolic dim-0 names to pin to N, warning or None) from dim 0 of the graph inputs
     (as ``given`` sets them).
@@ -277,14 +288,18 @@ def _shape_map(
 
 
 class _DimResolver:
-    """Turns possibly-symbolic dims into ints (symbolic -> 1), remembering the symbols it met."""
+    """Turns possibly-symbolic dims into ints (a symbol in ``sizes`` -> its size, any other -> 1),
+    remembering the symbols it took as 1."""
 
-    def __init__(self) -> None:
+    def __init__(self, sizes: dict[str, int] | None = None) -> None:
         self.symbols: set[str] = set()
+        self.sizes = dict(sizes or {})
 
     def dim(self, d: Dim) -> int:
         if isinstance(d, int) and d >= 0:
             return d
+        if isinstance(d, str) and d in self.sizes:
+            return self.sizes[d]
         self.symbols.add(d if isinstance(d, str) and d else "?")
         return 1
 
@@ -350,7 +365,10 @@ def model_stats(
         stats.notes.append(warning)
     stats.batch = batch
     shapes = _shape_map(model, batch_symbols, batch, given)
-    res = _DimResolver()
+    # at given shapes, a node the pinned inference leaves without shapes (a Reshape to a target
+    # computed from Shape, before opset 14) is counted on the unpinned shapes, its symbols sized as given
+    fallback = _shape_map(model, batch_symbols, batch) if given else {}
+    res = _DimResolver(_symbol_sizes(model, given))
     total = 0
     for graph in _walk_graphs(model.graph):
         for node in graph.node:
@@ -358,6 +376,8 @@ def model_stats(
                 continue
             before = set(res.symbols)
             macs = _node_macs(node, shapes, res)
+            if macs is None and fallback:
+                macs = _node_macs(node, fallback, res)
             if macs is None:
                 stats.macs_unknown_nodes += 1
                 res.symbols = before
