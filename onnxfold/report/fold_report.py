@@ -166,7 +166,7 @@ class FoldReport:
                     p.group.kind,
                     p.group.size,
                     p.k,
-                    f"{p.sparsity:g}",
+                    f"{p.sparsity:.3g}",
                     plan_state(p),
                     cut_reason(p.reason),
                 ]

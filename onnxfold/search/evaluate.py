@@ -106,7 +106,7 @@ def _rows_per_output_row(outputs: Mapping[str, np.ndarray], samples: int | None)
 
 def proxy_shapes(model, feed, given: Mapping | None = None) -> str:
     """The shape of one random sample per input, and whether dims the model leaves free were guessed:
-    e.g. ``of input [16, 16] (free dims guessed: --input-shape sets them)``. A model with free dims
+    e.g. ``each input [16, 16] (free dims guessed: --input-shape sets them)``. A model with free dims
     beyond the batch gets a guess (16 for a sequence or anything unnamed, 224 for an image side),
     which may be far from what it reads (madmom's key CNN reads 105 bands, and got 16); ``given``:
     the ``--input-shape`` values, which guess nothing."""
@@ -126,7 +126,7 @@ def proxy_shapes(model, feed, given: Mapping | None = None) -> str:
         if len(declared) > axes.get(name, 0):
             del declared[axes.get(name, 0)]
         guessed |= any(not isinstance(d, (int, np.integer)) for d in declared)
-    text = "of " + ", ".join(shown) if shown else ""
+    text = "each " + ", ".join(shown) if shown else ""  # one sample's shape, not the stack's
     return text + (" (free dims guessed: --input-shape sets them)" if guessed else "")
 
 
@@ -319,12 +319,12 @@ class Evaluator:
     def describe(self) -> str:
         """e.g. ``32 given samples`` or ``data-free proxy: 32 random samples``."""
         n = sum(sample_count(f) for f in [self.feed, *self.extra_runs])
+        shapes = proxy_shapes(self.original, self.feed, self.shapes)
+        shapes = f", {shapes}" if shapes else ""
         if self.synthetic:
-            text = f"data-free proxy: {self.synthetic} {proxy_shapes(self.original, self.feed, self.shapes)}"
+            text = f"data-free proxy: {self.synthetic}{shapes}"
         elif self.proxy:
-            text = (
-                f"data-free proxy: {n} random samples {proxy_shapes(self.original, self.feed, self.shapes)}"
-            )
+            text = f"data-free proxy: {n} random samples{shapes}"
         else:
             text = f"{n} given samples"
         if self.coupled:
