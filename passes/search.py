@@ -83,8 +83,7 @@ def _check_reachable(model: Model, fold, target: float, cap: float, params: int)
     at ``cap`` could remove (:func:`~onnxfold.search.allocate.params_ceiling`)."""
     from onnxfold.analysis import analyze_graph
     from onnxfold.folding.apply import matching_pattern
-    from onnxfold.search.allocate import params_ceiling
-    from onnxfold.search.target import fixed_groups
+    from onnxfold.search.allocate import fixed_groups, params_ceiling
 
     groups = analyze_graph(model.graph, model.node_scopes())
     groups = [g for g in groups if not matching_pattern(fold.opts["ignore"], g)]

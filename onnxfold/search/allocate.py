@@ -20,8 +20,10 @@ estimated cost saved is the sum of j_g·c_g.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -137,3 +139,15 @@ def params_ceiling(groups: Sequence, tensors: dict, cap: float, whole: set[str])
             j = g.size - 1 if g.name in whole else min(int(np.floor(cap * g.size + 1e-9)), g.size - 1)
             total += j * member_params(g, tensors)
     return int(np.ceil(total))
+
+
+def fixed_groups(groups: Sequence[Any], overrides: Sequence[tuple[str, float]], recipe: Any) -> set[str]:
+    """Names of the groups whose sparsity a recipe or an override fixes (never searched)."""
+    fixed = set()
+    for g in groups:
+        names = [g.name] + list(g.producers)
+        if recipe is not None and recipe.sparsity(g) is not None:
+            fixed.add(g.name)
+        elif any(re.search(pat, n) for pat, _ in overrides for n in names):
+            fixed.add(g.name)
+    return fixed
