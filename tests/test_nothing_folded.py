@@ -61,6 +61,9 @@ def test_a_fold_that_folds_something_does_not_say_nothing_folded(tmp_path: Path,
         (["--ignore", "(conv"], "ignore: invalid regular expression '(conv'"),
         (["--input-shape", "pixels:1,1,28,28"], "'pixels', which is not an input of the model (input)"),
         (["--input-shape", "input:1,784"], "has rank 2; the model's input 'input' has rank 4"),
+        # CenterFace exported at 32x32 was refused only once its inputs were drawn, with no way out
+        (["--input-shape", "input:4,1,16,16"], "changes dims the model fixes (input:?,1,8,8)"),
+        (["--input-shape", "input:4,1,16,16"], "make those dims free first"),
     ],
 )
 def test_bad_options_are_refused_before_any_work(

@@ -60,11 +60,14 @@ def check_input_shapes(shapes: dict[str, tuple[int, ...]], model: str | os.PathL
 
     graph = onnx.load(str(model), load_external_data=False).graph
     weights = {t.name for t in graph.initializer}
-    ranks = {
-        i.name: len(i.type.tensor_type.shape.dim) if i.type.tensor_type.HasField("shape") else None
+    declared = {
+        i.name: [d.dim_value if d.HasField("dim_value") else None for d in i.type.tensor_type.shape.dim]
+        if i.type.tensor_type.HasField("shape")
+        else None
         for i in graph.input
         if i.name not in weights
     }
+    ranks = {name: None if dims is None else len(dims) for name, dims in declared.items()}
     if "" in shapes:  # no name: the only input
         if len(ranks) != 1:
             raise ValueError(
@@ -84,6 +87,15 @@ def check_input_shapes(shapes: dict[str, tuple[int, ...]], model: str | os.PathL
             raise ValueError(
                 f"--input-shape {name}:{','.join(map(str, shape))} has rank {len(shape)}; "
                 f"the model's input {name!r} has rank {ranks[name]}"
+            )
+        fixed = declared[name] or []
+        if any(want and got != want for got, want in zip(shape, fixed, strict=False)):
+            shown = ",".join("?" if d is None or d == 0 else str(d) for d in fixed)
+            raise ValueError(
+                f"--input-shape {name}:{','.join(map(str, shape))} changes dims the model fixes "
+                f"({name}:{shown}): it sizes only the dims a model leaves free. A model exported at a "
+                "fixed size runs only there; to fold it for another one, make those dims free first "
+                "(onnx.tools.update_model_dims.update_inputs_outputs_dims) and check that it still runs"
             )
 
 
