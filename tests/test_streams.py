@@ -214,3 +214,28 @@ def test_a_state_with_a_symbolic_batch_fixes_no_batch_but_a_fixed_sequence_input
     audio = [InputSpec("feats", f32, (1, "T", 80)), InputSpec("sr", np.dtype(np.int64), ())]
     assert fixed_batches(audio) == [1]  # a batch-1 export of a time series, not a state
     assert min(fixed_batches([InputSpec("x", f32, (1, 4)), InputSpec("state", f32, (2, 1, 5))])) == 1
+
+
+def test_a_mask_passed_through_is_not_a_state() -> None:
+    """A romanizer's encoder returns its bool src_mask as src_mask_out: read as a state, its random
+    all-True masks chained 32 proxy samples into one "stream" rolled out on the model's own state."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Identity", ["src_mask"], ["src_mask_out"]),
+            helper.make_node("Identity", ["ids"], ["ids_out"]),
+            helper.make_node("Tanh", ["hidden"], ["hidden_out"]),
+        ],
+        "enc",
+        [
+            helper.make_tensor_value_info("src_mask", TensorProto.BOOL, ["b", 8]),
+            helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", 8]),
+            helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["b", 2, 4]),
+        ],
+        [
+            helper.make_tensor_value_info("src_mask_out", TensorProto.BOOL, ["b", 8]),
+            helper.make_tensor_value_info("ids_out", TensorProto.INT64, ["b", 8]),
+            helper.make_tensor_value_info("hidden_out", TensorProto.FLOAT, ["b", 2, 4]),
+        ],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert recurrent_state(_as_model(proto)) == [("hidden", "hidden_out")]

@@ -41,13 +41,14 @@ def _stem(name: str) -> str:
 
 
 def recurrent_state(model: Model) -> list[tuple[str, str]]:
-    """(input, output) pairs that carry a recurrent state: same dtype, declared shapes of the same
-    rank ≥ 2 that agree where both give a number, and the same name but for a step mark
-    (silero-vad's state / stateN, an LSTM's h0 / hn)."""
+    """(input, output) pairs that carry a recurrent state: the same floating dtype, declared shapes of
+    the same rank ≥ 2 that agree where both give a number, and the same name but for a step mark
+    (silero-vad's state / stateN, an LSTM's h0 / hn). A mask or ids passed through (a romanizer's
+    encoder returns its src_mask as src_mask_out) is not a state."""
     outputs = {o.name: o for o in model.graph.outputs}
     pairs = []
     for i in model.graph.inputs:
-        if i.shape is None or len(i.shape) < 2:
+        if i.shape is None or len(i.shape) < 2 or i.dtype is None or np.dtype(i.dtype).kind != "f":
             continue
         for o in outputs.values():
             if (
