@@ -92,7 +92,7 @@ def _check_reachable(model: Model, fold, target: float, cap: float, params: int)
     )
     if params and target > ceiling / params:
         raise PipelineError(
-            f"search: --target-params {target:g} cannot be reached: the foldable groups hold at most "
+            f"search: --target-params {target:g} cannot be reached: folding can remove at most "
             f"{ceiling / params:.1%} of the parameters at sparsity {cap:g} (--max-sparsity, --levels; the rest is in "
             "weights no group folds: `onnxfold analyze` lists them); nothing written (--force writes "
             "the closest)"

@@ -483,3 +483,25 @@ def test_dims_left_free_at_given_shapes_are_not_blamed_on_a_missing_input_shape(
     free = ModelStats(params=10, macs=10, symbolic_dims=dims)
     notes = [line for line in format_comparison(free, given[0]).splitlines() if line.startswith("note")]
     assert len(notes) == 2 and "--input-shape sets them" in notes[0]
+
+
+def test_validation_below_a_met_fidelity_target_is_noted() -> None:
+    """A romanizer's encoder met 0.95 at r2 0.9628 on the search's proxy while validation, on other
+    random inputs, read 0.9443 with no word about it."""
+    from types import SimpleNamespace as NS
+
+    from onnxfold.report.fold_report import below_target
+
+    def out(name: str, value: float, unexercised=None):
+        return NS(name=name, fidelity=value, fidelity_metric="r2", unexercised=unexercised)
+
+    search = NS(mode="min_fidelity", met=True, target=0.95, proxy=True)
+    validation = NS(
+        outputs=[out("memory_out", 0.9443), out("hidden_out", 0.97), out("map", 0.1, "stayed near 0")]
+    )
+    note = below_target(validation, search)
+    assert note.startswith("note: on validation's inputs memory_out r2 0.9443, below the target 0.95")
+    assert "hidden_out" not in note and "map" not in note and "more samples" in note
+    assert below_target(NS(outputs=[out("memory_out", 0.951)]), search) is None
+    assert below_target(validation, NS(mode="target_params", met=True, target=0.3, proxy=True)) is None
+    assert below_target(validation, NS(mode="min_fidelity", met=False, target=0.95, proxy=True)) is None

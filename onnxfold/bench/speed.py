@@ -188,7 +188,11 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser = parser or argparse.ArgumentParser(
         prog="onnxfold bench speed", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--out", default="bench-speed", help="output folder (models, speed.json, speed.png)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="output folder (models, speed.json, speed.png; default bench-speed; with --files only when given)",
+    )
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=list(DEFAULT_MODELS))
     parser.add_argument(
         "--files",
@@ -248,7 +252,7 @@ def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.input_shape or args.inputs:
         raise ValueError("--input-shape and --inputs apply to --files")
     return bench_speed(
-        args.out,
+        args.out or "bench-speed",
         args.models,
         args.sparsities,
         args.round_tos,

@@ -62,7 +62,7 @@ def _feeds(
 
 def bench_files(
     files: Sequence[str],
-    out_dir: str,
+    out_dir: str | None,
     batches: Sequence[int],
     threads: int,
     budget_s: float,
@@ -71,7 +71,7 @@ def bench_files(
     memory: bool = True,
     spinning: bool = False,
 ) -> dict[str, Any]:
-    """Time ``files`` side by side (module docstring); write speed.json to ``out_dir``."""
+    """Time ``files`` side by side (module docstring); write speed.json to ``out_dir`` when given."""
     paths = [Path(f) for f in files]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
@@ -116,8 +116,9 @@ def bench_files(
         "rows": rows,
         "seconds": time.perf_counter() - started,
     }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "speed.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
-    print(f"wrote {out / 'speed.json'} in {result['seconds']:.0f} s", flush=True)
+    if out_dir is not None:  # nothing written into the current folder unasked
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "speed.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+        print(f"wrote {out / 'speed.json'} in {result['seconds']:.0f} s", flush=True)
     return result

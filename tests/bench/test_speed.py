@@ -123,7 +123,7 @@ def test_timing_and_memory_on_two_zoo_models(tmp_path: Path) -> None:
     assert rows[1]["mac_ratio"] == orig.macs / fold.macs
 
 
-def test_bench_speed_times_the_users_own_files(tmp_path) -> None:
+def test_bench_speed_times_the_users_own_files(tmp_path, monkeypatch) -> None:
     """A fold's speed warning pointed to `onnxfold bench speed`, which took only its four built-in
     architectures: NSNet2's user could not time their own model."""
     import json
@@ -143,6 +143,8 @@ def test_bench_speed_times_the_users_own_files(tmp_path) -> None:
     assert rows[1]["params"] < rows[0]["params"] and rows[1]["macs"] < rows[0]["macs"]
     assert all(r["latency_ms"][b] > 0 for r in rows for b in ("1", "4"))
     assert rows[1]["speedup"]["1"] == rows[0]["latency_ms"]["1"] / rows[1]["latency_ms"]["1"]
+    monkeypatch.chdir(tmp_path)  # without --out nothing is written into the current folder
+    assert main([*argv, "--budget", "0.01", "--no-memory"]) == 0 and not (tmp_path / "bench-speed").exists()
     assert main(["bench", "speed", "--files", str(original), "--out", str(out)]) == 2
     assert main(["bench", "speed", "--files", str(original), str(tmp_path / "no.onnx")]) == 2
     assert main(["bench", "speed", "--models", "resnet18", "--input-shape", "1,1,8,8"]) == 2
