@@ -74,3 +74,30 @@ def test_bad_options_are_refused_before_any_work(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_nothing_folded_but_simplified_says_so(tmp_path: Path, capsys) -> None:
+    """A romanizer's decoder read "nothing folded" beside 127 -> 60 nodes and a file unlike its own."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto
+    from onnx import helper as oh
+    from onnx import numpy_helper as nh
+
+    graph = oh.make_graph(
+        [oh.make_node("Identity", ["x"], ["i"]), oh.make_node("MatMul", ["i", "w"], ["y"])],
+        "g",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+        [nh.from_array(np.ones((4, 2), np.float32), "w")],
+    )
+    path = tmp_path / "in.onnx"
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), path)
+    assert main(["fold", str(path), "-o", str(tmp_path / "out.onnx"), "-s", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "nothing folded: " in out and "written simplified (2 -> 1 nodes" in out, out
+    assert (
+        main(["fold", str(bundled_model("lenet5.onnx")), "-o", str(tmp_path / "l.onnx"), "--ignore", ".*"])
+        == 0
+    )
+    assert "written simplified" not in capsys.readouterr().out

@@ -183,8 +183,14 @@ class FoldReport:
                 parts.append(f"... {len(self.plans) - max_groups} more groups (see --report JSON)")
             if any(len(p.reason) > REASON_WIDTH for p in self.plans[:max_groups]):
                 parts.append("(reasons cut at a line's width: --report JSON has them whole)")
+        simplified = (
+            f"; the model is written simplified ({self.before.node_count} -> {self.after.node_count} nodes: "
+            "constant computations folded, Identity and Dropout removed), computing the same outputs"
+            if self.after.node_count < self.before.node_count
+            else ""
+        )  # a romanizer's decoder read "nothing folded" and found a file that differed from its own
         parts += [
-            f"\nnothing folded: {r.stats['nothing_folded']}"
+            f"\nnothing folded: {r.stats['nothing_folded']}{simplified}"
             for r in self.passes
             if r.stats.get("nothing_folded")
         ]
