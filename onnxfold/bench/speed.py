@@ -268,9 +268,15 @@ def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     # onnxruntime's quantizer warns on the root logger about every 1-D weight of a per-channel run
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("onnxfold").setLevel(logging.WARNING)
-    logging.getLogger("onnxfold.passes.quantize").setLevel(logging.ERROR)  # "random calibration data"
-    run_from_args(build_parser().parse_args(argv))
+    loggers = [logging.getLogger(n) for n in ("onnxfold", "onnxfold.passes.quantize")]
+    levels = [lg.level for lg in loggers]
+    loggers[0].setLevel(logging.WARNING)
+    loggers[1].setLevel(logging.ERROR)  # "random calibration data"
+    try:  # the levels are the bench's only: a caller in the same process (a test) keeps its own
+        run_from_args(build_parser().parse_args(argv))
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
     return 0
 
 
