@@ -97,9 +97,17 @@ CONTRIB_OUTPUT_SHAPES = {
             ("com.microsoft", "Gelu"),
             ("com.microsoft", "QuickGelu"),
             ("com.microsoft", "RotaryEmbedding"),
+            # scikit-learn's preprocessing as skl2onnx writes it, element by element: ONNX infers no
+            # shape for them, and an MLP behind a StandardScaler had no shapes, so no group at all
+            ("ai.onnx.ml", "Scaler"),
+            ("ai.onnx.ml", "Normalizer"),
+            ("ai.onnx.ml", "Imputer"),
+            ("ai.onnx.ml", "Binarizer"),
         ]
     },
 }
+#: ops whose output is float whatever their input's element type
+FLOAT_OUTPUT = {("ai.onnx.ml", "Scaler"), ("ai.onnx.ml", "Normalizer")}
 
 
 def contrib_value_infos(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
@@ -129,9 +137,10 @@ def contrib_value_infos(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
         outs = [node.output[0]]
         if node.op_type.startswith("Skip") and len(node.output) > 3 and node.output[3]:
             outs.append(node.output[3])  # input + skip (+ bias), the residual carried on
+        kind = onnx.TensorProto.FLOAT if (domain, node.op_type) in FLOAT_OUTPUT else types[source]
         for name in outs:
-            shapes[name], types[name] = dims, types[source]
-            added.append(helper.make_tensor_value_info(name, types[source], dims))
+            shapes[name], types[name] = dims, kind
+            added.append(helper.make_tensor_value_info(name, kind, dims))
     return added
 
 

@@ -247,9 +247,11 @@ def matmul(walk: Analysis, node: gs.Node) -> None:
         return
     rank = walk.rank_of(a)
     if rank is None or rank < 2:
-        walk.block(
-            lay, BlockReason(UNKNOWN_SHAPE, f"MatMul {node.name}: input rank unknown or < 2", node.name)
-        )
+        reason = BlockReason(UNKNOWN_SHAPE, f"MatMul {node.name}: input rank unknown or < 2", node.name)
+        walk.block(lay, reason)
+        # its output channels are still a group, listed blocked (an MLP behind an op without shape
+        # inference made `analyze` print no group at all)
+        walk.block_space(walk.new_space(w.shape[1], node.name), reason)
         return
     if lay is not None and lay.axis != rank - 1:
         walk.block(
