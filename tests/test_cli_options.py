@@ -385,3 +385,19 @@ def test_targets_and_metric_names_are_checked_before_anything_runs(flags, words,
     assert rc == 2 and out == "" and len(err.splitlines()) == 1, (out, err)
     assert all(w in err for w in words), err
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_verbose_and_debug_work_after_the_command_too() -> None:
+    """`onnxfold fold m.onnx -o s.onnx -v` was refused: "unrecognized arguments: -v"."""
+    from onnxfold.cli.parser import build_parser
+
+    parse = build_parser().parse_args
+    for argv in (
+        ["fold", "m", "-o", "x", "-v"],
+        ["-v", "fold", "m", "-o", "x"],
+        ["analyze", "m", "--verbose"],
+    ):
+        assert parse(argv).verbose is True, argv
+    assert parse(["fold", "m", "-o", "x"]).verbose is False
+    assert parse(["run", "m", "-o", "x", "--pipeline", "fold", "--debug"]).debug is True
+    assert parse(["--debug", "demo"]).debug is True and parse(["demo"]).debug is False

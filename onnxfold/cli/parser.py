@@ -163,6 +163,15 @@ def add_global_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
 
 
+def add_command_logging(parser: argparse.ArgumentParser) -> None:
+    """``-v`` and ``--debug`` after a command too (``onnxfold fold m.onnx -o s.onnx -v`` was refused
+    as an unrecognized argument); SUPPRESS keeps a flag given before the command."""
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
 def global_parser() -> argparse.ArgumentParser:
     """A parser of the global options alone (used before handing argv to a delegated bench)."""
     parser = _Parser(prog="onnxfold", add_help=False)
@@ -204,9 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     demo = sub.add_parser("demo", help="fold a bundled trained model at several sparsities")
+    add_command_logging(demo)
     demo.add_argument("--out", default=None, help="folder for the folded models (default: a temporary one)")
 
     analyze = sub.add_parser("analyze", help="list the channel groups and why blocked ones cannot fold")
+    add_command_logging(analyze)
     analyze.add_argument("model")
     analyze.add_argument("--json", action="store_true", help="print the groups as JSON")
     analyze.add_argument(
@@ -254,12 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     fold = sub.add_parser("fold", help="fold a model: canonicalize, fold, repair, cleanup, validate")
+    add_command_logging(fold)
     _io_args(fold)
     fold.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison")
     for flag in fold_flags():
         _add_flag(fold, flag)
 
     run = sub.add_parser("run", help="run a pipeline of passes")
+    add_command_logging(run)
     _io_args(run)
     group = run.add_mutually_exclusive_group(required=True)
     group.add_argument("--pipeline", help='e.g. "canonicalize,fold:sparsity=0.5,seed=1,cleanup,validate"')

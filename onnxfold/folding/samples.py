@@ -300,10 +300,16 @@ def token_weights(table) -> np.ndarray:
     return weight / total
 
 
-def token_draws(model) -> dict[str, np.ndarray]:
-    """Graph input → the chance of each row of the embedding table it indexes (:func:`token_weights`):
-    how validation and the data-free samples draw its random ids."""
-    return {name: token_weights(table) for name, table in embedding_tables(model).items()}
+def token_draws(model) -> dict[str, object]:
+    """Graph input → the chance of each row of the embedding table it indexes (:func:`token_weights`),
+    or for a float input the scale the model normalizes it by
+    (:func:`~onnxfold.runtime.input_scales.input_scales`): how validation and the data-free samples
+    draw their random inputs."""
+    from onnxfold.runtime.input_scales import input_scales
+
+    draws: dict[str, object] = dict(input_scales(model))
+    draws.update({name: token_weights(table) for name, table in embedding_tables(model).items()})
+    return draws
 
 
 def token_samples(model, shapes: dict | None = None, seed: int = 0) -> tuple[Feeds | None, str]:

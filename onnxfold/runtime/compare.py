@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 
 from onnxfold.errors import InputRunError, one_line
+from onnxfold.runtime.input_scales import has_tokens
 from onnxfold.runtime.inputs import make_inputs
 from onnxfold.runtime.latency import SLOWER_ABOVE, LatencyCheck, time_pair
 from onnxfold.runtime.session import available_providers, make_session, runtime_description
@@ -459,7 +460,7 @@ def validate(
     reference, got = dict(zip(ref_out, ref_vals, strict=True)), dict(zip(ref_out, cand_vals, strict=True))
     outcome = compare_outputs(reference, got)
     given = inputs is not None if given is None else given
-    _task_fidelity(outcome, reference, got, header, feed, bool(id_draws), given, metrics, metric)
+    _task_fidelity(outcome, reference, got, header, feed, has_tokens(id_draws), given, metrics, metric)
     report = ValidationReport(
         provider=ref_sess.get_providers()[0],
         inputs={k: tuple(int(d) for d in np.shape(v)) for k, v in feed.items()},

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from onnxfold.runtime.input_scales import InputScale
+
 logger = logging.getLogger(__name__)
 
 #: Default value for symbolic dims that look like a sequence length.
@@ -216,7 +218,8 @@ def make_inputs(
     height/width-like names -> ``SPATIAL_DIM`` (224); any other dim 0 -> ``batch``; the rest -> ``default_dim``.
     ``shapes`` overrides whole input shapes. Floats ~ N(0, 1); int ``*mask*`` -> 1, ``*ids*`` -> [0, 100),
     ``token_type``/``segment`` -> 0, ``position*`` -> arange, other ints -> [0, 4); bool -> True.
-    ``id_draws``: {input: the chance of each row of the embedding table it indexes}
+    ``id_draws``: {input: the chance of each row of the embedding table it indexes, or for a float
+    input the :class:`~onnxfold.runtime.input_scales.InputScale` the model normalizes it by}
     (:func:`~onnxfold.folding.samples.token_draws`); its ids are drawn from it, inside the table.
     """
     shapes = dict(shapes or {})
@@ -237,7 +240,9 @@ def make_inputs(
             shape = tuple(_default_dim(d, i, batch, default_dim, sequence) for i, d in enumerate(spec.shape))
         rng = _rng_for(seed, spec.name)
         chance = (id_draws or {}).get(spec.name)
-        if chance is not None and spec.dtype.kind in "iu":
+        if isinstance(chance, InputScale) and spec.dtype.kind == "f":  # as the model normalizes it
+            inputs[spec.name] = chance.draw(_random_array(spec.name, spec.dtype, shape, rng))
+        elif chance is not None and not isinstance(chance, InputScale) and spec.dtype.kind in "iu":
             inputs[spec.name] = rng.choice(len(chance), size=shape, p=chance).astype(spec.dtype)
         else:
             inputs[spec.name] = _random_array(spec.name, spec.dtype, shape, rng)

@@ -25,6 +25,7 @@ from onnxfold.runtime.fidelity import (
     output_metrics,
     producers_of,
 )
+from onnxfold.runtime.input_scales import has_tokens
 from onnxfold.runtime.sequences import sample_axis
 from onnxfold.runtime.session import measurement_session
 
@@ -198,7 +199,7 @@ class Evaluator:
         self.reference = self._run(sess) if self.chains else batched
         producers = producers_of(original)
         self.metrics = output_metrics(
-            self.reference, metric, producers, bool(id_draws), self.samples, guarded=not self.proxy
+            self.reference, metric, producers, has_tokens(id_draws), self.samples, guarded=not self.proxy
         )
         if not self.metrics:
             raise ValueError(f"--metric {metric!r} leaves every output out: keep at least one")
@@ -208,7 +209,7 @@ class Evaluator:
             name: why
             for name, values in (self.reference.items() if self.proxy else ())
             if name in self.metrics
-            and (why := unexercised(name, values, producers.get(name), bool(id_draws), self.samples))
+            and (why := unexercised(name, values, producers.get(name), has_tokens(id_draws), self.samples))
         }
         self.suffix = None  # a candidate runs from the nodes it changes on (not along streams)
         if not self.chains and not self.extra_runs:
