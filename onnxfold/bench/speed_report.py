@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxfold.bench.speed_variants import Variant
-from onnxfold.report.stats import format_table
+from onnxfold.report.stats import format_table, human_count
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -41,8 +41,8 @@ def format_rows(rows: Sequence[dict[str, Any]], batches: Sequence[int]) -> str:
         line = [
             r["arch"],
             r["name"],
-            f"{r['params'] / 1e6:.2f}M",
-            f"{r['macs'] / 1e6:.0f}M",
+            human_count(r["params"]),  # a 17K-parameter MLP read "0.02M" and "0M" MACs
+            human_count(r["macs"]),
             f"{r['mac_ratio']:.2f}" if r["mac_ratio"] else "-",
             f"{r['file_bytes'] / 2**20:.2f}",
             f"1/{1 / r['size_ratio']:.1f}"

@@ -123,7 +123,7 @@ def test_timing_and_memory_on_two_zoo_models(tmp_path: Path) -> None:
     assert rows[1]["mac_ratio"] == orig.macs / fold.macs
 
 
-def test_bench_speed_times_the_users_own_files(tmp_path, monkeypatch) -> None:
+def test_bench_speed_times_the_users_own_files(tmp_path, monkeypatch, capsys) -> None:
     """A fold's speed warning pointed to `onnxfold bench speed`, which took only its four built-in
     architectures: NSNet2's user could not time their own model."""
     import json
@@ -138,6 +138,8 @@ def test_bench_speed_times_the_users_own_files(tmp_path, monkeypatch) -> None:
     out = tmp_path / "speed"
     argv = ["bench", "speed", "--files", str(original), str(small), "--batches", "1", "4"]
     assert main([*argv, "--budget", "0.05", "--no-memory", "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert " 0M " not in table and "K" in table  # LeNet's 61K parameters and MACs read in K, not 0M
     rows = json.loads((out / "speed.json").read_text())["rows"]
     assert [r["kind"] for r in rows] == ["original", "file"]
     assert rows[1]["params"] < rows[0]["params"] and rows[1]["macs"] < rows[0]["macs"]
