@@ -9,23 +9,18 @@
 3. ``min_fidelity``: bisection on the number of path steps. Every candidate is really built (fold
    with the allocated per-group sparsities, then the configured repair and cleanup) and measured;
    the estimate only proposes. The kept candidate is the one of largest measured parameter
-   reduction whose measured fidelity meets the target (≥ it, and for a count over few samples no
-   more misses than the rule of succession allows, for r2, cosine or relerr a bootstrap lower value
-   over resamples of the samples at the target too: :meth:`Candidate.meets`). Fidelity need not fall monotonically along
-   the path, so after each bisection three points beyond the first failure are probed, and the
-   bisection resumes above any that passes. ``budget``: the path prefix whose estimated
-   saving reaches the budget, corrected a few times against the measured reduction; it lands
-   within one step's worth of the budget (one channel, or ``round_to`` channels of a rounded group).
+   reduction whose measured fidelity meets the target (:meth:`Candidate.meets`: the rule of
+   succession for a count, a bootstrap lower value for a mean). Fidelity need not fall monotonically
+   along the path, so three points beyond the first failure are probed, and the bisection resumes
+   above any that passes. ``budget``: the path prefix whose estimated saving reaches the budget,
+   corrected against the measured reduction, within one step (a channel, or ``round_to`` channels).
 
 ``limit`` (a :class:`~onnxfold.search.sensitivity.TimeLimit`, ``--time-limit``): checked between
-measurements, so a measurement under way finishes. The sensitivity stops at half of it (the levels
-left count as misses: a group never measured stays whole); after all of it the bisection still
-measures the far end of the path, takes the near end (the unchanged model, exact by construction)
-unmeasured when the far end misses, and otherwise keeps the best candidate measured so far; the budget
-form keeps its closest candidate so far; ``refine`` is skipped once it has passed, and stops judging
-its groups when it passes during the refit (kept only if it still measures no worse). The report says
-what the limit cut. A limit the search stays within (its sensitivity within the first half) changes
-nothing.
+measurements. The sensitivity stops at half of it (levels left count as misses: a group never
+measured stays whole); after all of it the bisection measures the far end of the path, takes the
+unchanged model (exact) unmeasured when that misses, else the best candidate so far; the budget
+keeps its closest; ``refine`` is skipped once it has passed, and stops judging its groups when it
+passes during the refit. The report says what the limit cut (a warning where it found next to nothing).
 """
 
 from __future__ import annotations
@@ -49,10 +44,8 @@ from onnxfold.search.sensitivity import SENSITIVITY_SHARE, GroupCurve, PacedLimi
 
 log = logging.getLogger(__name__)
 
-#: Most candidates built by one bisection (with its probes beyond a failure).
-MAX_CANDIDATES = 24
-#: held-out fidelity this far below the chosen candidate's warns that the fit may not generalise
-HELD_OUT_GAP = 0.02
+MAX_CANDIDATES = 24  #: most candidates built by one bisection (with its probes beyond a failure)
+HELD_OUT_GAP = 0.02  #: held-out fidelity this far below the chosen one's warns that the fit may not carry
 
 
 @dataclass
@@ -191,8 +184,16 @@ class SearchResult:
                 f"{min(o.lower_bound() for o in loose):.2f} (95%); more samples tighten it"
                 + (f" (n of n agreeing bound it to {self.target:g} from n = {need})" if need else "")
             )
-        if self.cut_short:
-            lines.append(f"note: {self.cut_short}; a longer --time-limit may find a smaller model")
+        if self.cut_short:  # a heavy segmenter's search cut at 0.0% read as a success beside a note
+            bare = self.chosen.reduction < 0.01
+            lines.append(
+                f"{'warning' if bare else 'note'}: {self.cut_short}; a longer --time-limit may find a smaller model"
+                + (
+                    " (it found next to nothing; --target-params R or fewer --inputs samples are faster)"
+                    if bare
+                    else ""
+                )
+            )
         if self.proxy:
             lines.append(
                 "note: no --inputs given, so this fidelity is a data-free proxy on random inputs, "
