@@ -37,11 +37,12 @@ def _feeds(
     from onnxfold.runtime.session import make_session
 
     session = make_session(str(path))
-    fixed = fixed_batches(input_specs(session))
+    specs = input_specs(session)
+    fixed = fixed_batches(specs)
     if fixed:  # a model exported at a fixed batch runs at that batch only
         batches = [fixed[0]]
     if inputs is None:  # a given shape's leading dim follows the batch where the model leaves it free
-        free = {s.name for s in input_specs(session) if s.shape and not isinstance(s.shape[0], int)}
+        free = {s.name for s in specs if s.shape and not isinstance(s.shape[0], int)}
         return {
             b: make_inputs(
                 session,

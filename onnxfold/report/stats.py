@@ -366,8 +366,9 @@ def model_stats(
     stats.batch = batch
     shapes = _shape_map(model, batch_symbols, batch, given)
     # at given shapes, a node the pinned inference leaves without shapes (a Reshape to a target
-    # computed from Shape, before opset 14) is counted on the unpinned shapes, its symbols sized as given
-    fallback = _shape_map(model, batch_symbols, batch) if given else {}
+    # computed from Shape, before opset 14) is counted on the unpinned shapes, its symbols sized as
+    # given; they are inferred only when such a node is met (the search counts every candidate here)
+    fallback: list[dict[str, list[Dim]]] = []
     res = _DimResolver(_symbol_sizes(model, given))
     total = 0
     for graph in _walk_graphs(model.graph):
@@ -376,8 +377,10 @@ def model_stats(
                 continue
             before = set(res.symbols)
             macs = _node_macs(node, shapes, res)
-            if macs is None and fallback:
-                macs = _node_macs(node, fallback, res)
+            if macs is None and given:
+                if not fallback:
+                    fallback.append(_shape_map(model, batch_symbols, batch))
+                macs = _node_macs(node, fallback[0], res)
             if macs is None:
                 stats.macs_unknown_nodes += 1
                 res.symbols = before
