@@ -116,7 +116,8 @@ def random_runs(
     id_draws: dict | None = None,
 ) -> list[Feeds]:
     """Runs of ``batch`` deterministic random samples each (:func:`~onnxfold.runtime.inputs.make_inputs`
-    with seeds ``seed``, ``seed`` + 1, …; ``dim`` for symbolic non-batch dims; token ids drawn by ``id_draws``),
+    with seeds ``seed``, ``seed`` + 1, …; ``dim`` for symbolic non-batch dims; token ids and normalized
+    float inputs drawn by ``id_draws``, :func:`token_draws`),
     drawn until they hold at least ``samples`` samples. Validation's random inputs, the data-free
     proxy and ``auto``'s synthetic samples are all drawn here; a model exported at a smaller fixed
     batch gets runs of its own batch, which the caller joins (:func:`merged_feeds`) or keeps apart."""

@@ -244,7 +244,7 @@ def runnable_dims(
     shapes: Mapping[str, Sequence[int]] | None,
     batch: int,
     seed: int,
-    id_draws: Mapping[str, np.ndarray] | None = None,
+    id_draws: Mapping[str, object] | None = None,
 ) -> tuple[int, dict[str, np.ndarray], list[np.ndarray], int]:
     """The first size in :data:`FALLBACK_DIMS` for symbolic non-batch dims on which ``session`` runs,
     with the random feed and the outputs; when none runs at ``batch``, the first of
@@ -415,7 +415,7 @@ def validate(
     optimize: bool = True,
     dim: int = 16,
     speed_budget: float = 0.0,
-    id_draws: Mapping[str, np.ndarray] | None = None,
+    id_draws: Mapping[str, object] | None = None,
     metrics: Mapping[str, str] | None = None,
     given: bool | None = None,
     metric: str = "auto",
@@ -423,8 +423,8 @@ def validate(
     """Run both models on the same inputs (random from the ORIGINAL's inputs unless given) and compare.
 
     ``dim``: the size of symbolic non-batch dims of random inputs (see :func:`runnable_dims`);
-    ``id_draws``: the chance of each embedding row, from which token ids are drawn
-    (:func:`~onnxfold.runtime.inputs.make_inputs`).
+    ``id_draws``: how random inputs are drawn (:func:`~onnxfold.folding.samples.token_draws`: the
+    chance of each embedding row for token ids, the model's own normalization for a float input).
     ``metrics``: output -> the fidelity metric to report (a search's), else the one ``auto`` picks.
     ``given``: whether ``inputs`` are the user's samples (default: whether there are any; a data-free
     search's own samples are not).

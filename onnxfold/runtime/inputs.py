@@ -210,7 +210,7 @@ def make_inputs(
     seed: int = 0,
     default_dim: int = DEFAULT_DIM,
     sequence: int = SEQUENCE_DIM,
-    id_draws: Mapping[str, np.ndarray] | None = None,
+    id_draws: Mapping[str, object] | None = None,
 ) -> dict[str, np.ndarray]:
     """Deterministic random inputs for every session input.
 

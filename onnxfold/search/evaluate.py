@@ -34,7 +34,7 @@ def _session(model: Model | onnx.ModelProto):
     return measurement_session(model, providers=["CPUExecutionProvider"])
 
 
-def _id_draws(model: Model | onnx.ModelProto) -> dict[str, np.ndarray]:
+def _id_draws(model: Model | onnx.ModelProto) -> dict[str, object]:
     from onnxfold.api import as_model
     from onnxfold.folding.samples import token_draws
 
