@@ -215,6 +215,8 @@ class FoldPass(Pass):
         want = self.opts["method"]
         if want not in ACTIVATION_METHODS or self.moments is not None:
             return
+        if not any(g.foldable for g in groups):  # nothing to choose for: no samples to synthesise
+            return
         samples, source = (ctx.inputs, "") if ctx.inputs else (None, "")
         if samples is None and want == "auto":
             if not (search or self.may_fold()):
@@ -468,7 +470,7 @@ class FoldPass(Pass):
             "round_to": self.opts["round_to"],
             "tensors_rewritten": len(rewritten),
         }
-        if self.auto_note:
+        if self.auto_note and folded:  # how auto chose says nothing when it folded nothing
             stats["auto"] = self.auto_note
         if self.moments is not None:
             stats["activation_samples"] = self.moments.source

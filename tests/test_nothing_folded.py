@@ -101,3 +101,32 @@ def test_nothing_folded_but_simplified_says_so(tmp_path: Path, capsys) -> None:
         == 0
     )
     assert "written simplified" not in capsys.readouterr().out
+
+
+def test_a_model_without_foldable_groups_says_nothing_of_how_auto_chose(tmp_path: Path, capsys) -> None:
+    """A model whose only group is blocked read "auto … chose among fold, fold+ar and l2 pruning":
+    nothing was chosen, and no samples should be synthesised to choose it."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto
+    from onnx import helper as oh
+    from onnx import numpy_helper as nh
+
+    graph = oh.make_graph(
+        [oh.make_node("Conv", ["x", "w"], ["y"])],
+        "g",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 6, 6])],
+        [nh.from_array(np.ones((4, 3, 3, 3), np.float32), "w")],
+    )
+    path = tmp_path / "in.onnx"
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), path)
+    report = tmp_path / "r.json"
+    assert main(["fold", str(path), "-o", str(tmp_path / "out.onnx"), "-s", "0.3", "--report", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "nothing folded: every channel group is blocked" in out, out
+    assert "chose among" not in out and "auto folded" not in out, out
+    import json
+
+    fold_stats = next(p for p in json.loads(report.read_text())["passes"] if p["name"] == "fold")["stats"]
+    assert "auto" not in fold_stats and "activation_samples" not in fold_stats, fold_stats
