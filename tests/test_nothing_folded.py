@@ -122,7 +122,9 @@ def test_a_model_without_foldable_groups_says_nothing_of_how_auto_chose(tmp_path
     path = tmp_path / "in.onnx"
     onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), path)
     report = tmp_path / "r.json"
-    assert main(["fold", str(path), "-o", str(tmp_path / "out.onnx"), "-s", "0.3", "--report", str(report)]) == 0
+    assert (
+        main(["fold", str(path), "-o", str(tmp_path / "out.onnx"), "-s", "0.3", "--report", str(report)]) == 0
+    )
     out = capsys.readouterr().out
     assert "nothing folded: every channel group is blocked" in out, out
     assert "chose among" not in out and "auto folded" not in out, out
