@@ -213,10 +213,8 @@ class FoldPass(Pass):
         synthesises none it plans plain folds (``auto_note`` says why). Nothing is measured when nothing
         can be compressed, unless for a ``search``."""
         want = self.opts["method"]
-        if want not in ACTIVATION_METHODS or self.moments is not None:
-            return
-        if not any(g.foldable for g in groups):  # nothing to choose for: no samples to synthesise
-            return
+        if want not in ACTIVATION_METHODS or self.moments is not None or not any(g.foldable for g in groups):
+            return  # no group to choose for: no samples to synthesise
         samples, source = (ctx.inputs, "") if ctx.inputs else (None, "")
         if samples is None and want == "auto":
             if not (search or self.may_fold()):
