@@ -348,6 +348,7 @@ class SearchPass(Pass):
             "candidates": len(result.candidates),
             "seconds": result.seconds,
             "data_free_proxy": result.proxy,
+            **({"blind": result.blind} if result.blind else {}),
         }
         if "refined" in chosen.data:
             stats["refined"] = chosen.data["refined"]
@@ -355,9 +356,10 @@ class SearchPass(Pass):
         if plans is not None and not any(p.status == "folded" for p in plans):
             from onnxfold.passes.fold import nothing_folded_reason
 
-            stats["nothing_folded"] = nothing_folded_reason(
-                plans, f"no group folds within the target ({mode} {self.opts[mode]:g})"
-            )
+            why = f"no group folds within the target ({mode} {self.opts[mode]:g})"
+            if result.blind:
+                why = "the search's measurement cannot see the folds (the warning below)"
+            stats["nothing_folded"] = nothing_folded_reason(plans, why)
         if held_out is not None:
             n = sample_count(ctx.inputs)
             stats["held_out"] = (

@@ -38,7 +38,9 @@ from onnxfold.ir.model import Model
 from onnxfold.report.fold_report import stats_of
 from onnxfold.report.progress import progress_bar
 from onnxfold.runtime.fidelity import OutputFidelity
-from onnxfold.search.allocate import AllocationPath, fixed_groups, greedy_path, largest_step
+from onnxfold.search.allocate import AllocationPath, fixed_groups, greedy_path
+from onnxfold.search.blind import blind_advice, blind_reason
+from onnxfold.search.budget import budget_candidate
 from onnxfold.search.evaluate import Evaluator
 from onnxfold.search.sensitivity import SENSITIVITY_SHARE, GroupCurve, PacedLimit, TimeLimit, sensitivity
 
@@ -109,6 +111,8 @@ class SearchResult:
     unexercised: dict[str, str] = field(default_factory=dict)
     #: the search ran because the fold was asked for no sparsity, target or recipe (:func:`onnxfold.api.default_plan`)
     default: bool = False
+    #: why the measurement cannot see the folded channels ('' when it can: :mod:`onnxfold.search.blind`)
+    blind: str = ""
 
     def to_dict(self) -> dict:
         return {
@@ -128,6 +132,7 @@ class SearchResult:
             "data_free_proxy": self.proxy,
             "cut_short": self.cut_short,
             "unexercised": dict(self.unexercised),
+            "blind": self.blind,
             "seconds": self.seconds,
             "allocation": dict(self.allocation),
             "candidates": [c.to_dict() for c in self.candidates],
@@ -194,6 +199,8 @@ class SearchResult:
                     else ""
                 )
             )
+        if self.blind:
+            lines.append(blind_advice(self.blind, self.mode, self.proxy))
         if self.proxy:
             lines.append(
                 "note: no --inputs given, so this fidelity is a data-free proxy on random inputs, "
@@ -291,6 +298,7 @@ def search(
         shapes=shapes,
     )
     sensitivity_cut = limit.skipped
+    blind = blind_reason(curves, evaluator.describe())
     round_to = fold_opts["round_to"]
     by = "macs" if mode == "target_macs" else "params"
     path = greedy_path(curves, cap, by=by, round_to=round_to, unmeasured_whole=mode == "min_fidelity")
@@ -323,11 +331,13 @@ def search(
 
     # each candidate is a fold and a measurement: minutes apiece on a heavy model
     with progress_bar(desc="candidates", unit="candidate") as bar:
-        if mode == "min_fidelity":
+        if blind and mode == "min_fidelity":  # nothing measured can tell a fold from the original
+            chosen, met = measure(0), True
+        elif mode == "min_fidelity":
             chosen, met = _bisect(path, measure, tried, target, paced, unchanged)
         else:
             total = base.params if mode == "target_params" else base.macs
-            chosen, met = _budget(path, measure, total, target, mode, round_to, paced)
+            chosen, met = budget_candidate(path, measure, total, target, mode, round_to, paced)
     share = f"the sensitivity stopped at its share ({limit.seconds * SENSITIVITY_SHARE:g} s): "
     cut = [f"{share}{sensitivity_cut} measurements skipped (counted as misses)"] if sensitivity_cut else []
     if paced.expired():  # as the bisection (or the budget's corrections) ended
@@ -367,6 +377,7 @@ def search(
         evaluator.recurrent,
         bool(evaluator.chains),
         unexercised=dict(getattr(evaluator, "unexercised", {})),
+        blind=blind,
         cut_short=f"the time limit ({limit.seconds:g} s) cut the search short: " + ", ".join(cut)
         if cut
         else "",
@@ -453,47 +464,3 @@ def _bisect(
         b = min([p for p in probes if p > a] + [len(path)])
     passing = [c for c in tried.values() if c.meets(target)]
     return max(passing, key=lambda c: (c.reduction, c.fidelity)), True
-
-
-def _budget(
-    path: AllocationPath,
-    measure: Callable[[int], Candidate],
-    total: float,
-    target: float,
-    mode: str,
-    round_to: int = 1,
-    limit: TimeLimit | PacedLimit | None = None,
-) -> tuple[Candidate, bool]:
-    """The path prefix whose measured reduction is closest to ``target`` (a fraction of ``total``
-    parameters or MACs): estimated first, then corrected by the measured shortfall (4 times at most,
-    none once ``limit`` has expired)."""
-    tolerance = _tolerance(path, total, mode, round_to)
-
-    def reduction(c: Candidate) -> float:
-        return c.reduction if mode == "target_params" else c.macs_reduction
-
-    want = target * total
-    best: Candidate | None = None
-    for _ in range(5):
-        cand = measure(path.steps_for(want))
-        if best is None or abs(reduction(cand) - target) < abs(reduction(best) - target):
-            best = cand
-        miss = (target - reduction(cand)) * total
-        if abs(miss) <= tolerance * total or (miss > 0 and cand.steps >= len(path)):
-            break
-        if limit is not None and limit.expired():
-            break
-        want += miss
-    assert best is not None
-    return best, reduction(best) >= target - tolerance
-
-
-def _tolerance(path: AllocationPath, total: float, mode: str, round_to: int = 1) -> float:
-    """One step's worth of the budget: the largest cost of one step of the path (a channel, or
-    ``round_to`` channels of a rounded group), as a fraction of ``total``."""
-    per = [
-        (c.params_per_channel if mode == "target_params" else c.macs_per_channel)
-        * largest_step(c.channels, round_to)
-        for c in path.curves
-    ]
-    return (max(per) / total) if per and total else 0.0

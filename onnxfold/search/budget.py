@@ -1,0 +1,57 @@
+"""A budget search's pick (``--target-params`` / ``--target-macs``): the prefix of the allocation path whose
+measured reduction is closest to the budget, within one step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from onnxfold.search.allocate import AllocationPath, largest_step
+from onnxfold.search.sensitivity import PacedLimit, TimeLimit
+
+if TYPE_CHECKING:
+    from onnxfold.search.target import Candidate
+
+
+def budget_candidate(
+    path: AllocationPath,
+    measure: Callable[[int], Candidate],
+    total: float,
+    target: float,
+    mode: str,
+    round_to: int = 1,
+    limit: TimeLimit | PacedLimit | None = None,
+) -> tuple[Candidate, bool]:
+    """The path prefix whose measured reduction is closest to ``target`` (a fraction of ``total``
+    parameters or MACs): estimated first, then corrected by the measured shortfall (4 times at most,
+    none once ``limit`` has expired)."""
+    tolerance = tolerance_of(path, total, mode, round_to)
+
+    def reduction(c: Candidate) -> float:
+        return c.reduction if mode == "target_params" else c.macs_reduction
+
+    want = target * total
+    best: Candidate | None = None
+    for _ in range(5):
+        cand = measure(path.steps_for(want))
+        if best is None or abs(reduction(cand) - target) < abs(reduction(best) - target):
+            best = cand
+        miss = (target - reduction(cand)) * total
+        if abs(miss) <= tolerance * total or (miss > 0 and cand.steps >= len(path)):
+            break
+        if limit is not None and limit.expired():
+            break
+        want += miss
+    assert best is not None
+    return best, reduction(best) >= target - tolerance
+
+
+def tolerance_of(path: AllocationPath, total: float, mode: str, round_to: int = 1) -> float:
+    """One step's worth of the budget: the largest cost of one step of the path (a channel, or
+    ``round_to`` channels of a rounded group), as a fraction of ``total``."""
+    per = [
+        (c.params_per_channel if mode == "target_params" else c.macs_per_channel)
+        * largest_step(c.channels, round_to)
+        for c in path.curves
+    ]
+    return (max(per) / total) if per and total else 0.0

@@ -1,0 +1,86 @@
+"""A measurement on which no fold moves the outputs is blind: the search keeps the model whole and says so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from harness import Net, run_ort
+
+import onnxfold
+from onnxfold.cli.commands import main
+from onnxfold.models import bundled_model
+from onnxfold.search.blind import BLIND_DEFICIT, blind_reason
+from onnxfold.search.sensitivity import GroupCurve
+
+
+def _unreached() -> onnx.ModelProto:
+    """x [N, 8] -> Relu(x W1 - 100) W2 + b2, made for inputs of scale 300: on random standard normal
+    inputs every one of the 32 hidden channels is 0, so no fold of them shows (a proxy that misses
+    what the model reads, as silero-vad's saturated LSTM hid every fold of its encoder)."""
+    rng = np.random.default_rng(0)
+    net = Net(
+        {
+            "W1": (rng.standard_normal((8, 32)) / np.sqrt(8)).astype(np.float32),
+            "b1": np.full(32, -100.0, np.float32),
+            "W2": (rng.standard_normal((32, 4)) / np.sqrt(32)).astype(np.float32),
+            "b2": rng.standard_normal(4).astype(np.float32),
+        }
+    )
+    h = net("Relu", net("Add", net("MatMul", net.input("x", ["N", 8]), "W1", name="mm1"), "b1"))
+    return net.model(net("Add", net("MatMul", h, "W2", name="mm2"), "b2"))
+
+
+def _real(n: int, seed: int) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal((n, 8)) * 300).astype(np.float32)
+
+
+def test_a_proxy_that_no_fold_moves_leaves_the_model_whole_and_says_why(tmp_path: Path) -> None:
+    model = _unreached()
+    x = _real(64, 1)
+    ref = run_ort(model, {"x": x})[0]
+    assert np.ptp(ref, axis=0).min() > 1.0  # its own inputs reach it
+    _, report = onnxfold.fold(model, output=tmp_path / "out.onnx")  # the default: a data-free search
+    assert report.search.blind and "cannot see the folds" in report.search.blind
+    assert report.after.params == report.before.params
+    got = run_ort(onnx.load(tmp_path / "out.onnx"), {"x": x})[0]
+    np.testing.assert_array_equal(got, ref)
+    text = report.format()
+    assert "warning: the measurement cannot see the folds" in text and "the model is left whole" in text
+    assert "--inputs" in text
+
+
+def test_the_same_model_searched_on_its_own_inputs_is_not_blind(tmp_path: Path) -> None:
+    _, report = onnxfold.fold(_unreached(), output=tmp_path / "out.onnx", inputs={"x": _real(32, 2)})
+    assert not report.search.blind
+
+
+def test_a_budget_on_a_blind_measurement_folds_as_asked_and_warns(tmp_path: Path) -> None:
+    _, report = onnxfold.fold(_unreached(), output=tmp_path / "out.onnx", target_params=0.3)
+    assert report.search.blind and report.param_sparsity >= 0.25
+    assert "allocated without any measured loss" in report.format()
+
+
+def test_a_trained_model_on_random_inputs_is_not_blind(tmp_path: Path, capsys) -> None:
+    assert main(["fold", str(bundled_model("lenet5.onnx")), "-o", str(tmp_path / "o.onnx")]) == 0
+    assert "cannot see the folds" not in capsys.readouterr().out
+
+
+def _curve(levels: list[float], fidelity: list[float], unmeasured: list[float] = ()) -> GroupCurve:
+    return GroupCurve("g", 16, levels, fidelity, [int(16 * lv) for lv in levels], unmeasured=list(unmeasured))
+
+
+@pytest.mark.parametrize(
+    "curves, blind",
+    [
+        ([_curve([0.1, 0.5, 0.7], [1.0, 1.0, 1.0 - BLIND_DEFICIT / 2])], True),
+        ([_curve([0.1, 0.5, 0.7], [1.0, 1.0, 1.0]), _curve([0.1, 0.5], [1.0, 0.999])], False),
+        ([_curve([0.1, 0.2], [1.0, 1.0])], False),  # a sensitivity cut short at low levels says little
+        ([_curve([0.1, 0.5, 0.7], [1.0, 0.0, 0.0], unmeasured=[0.5, 0.7])], False),
+        ([], False),
+    ],
+)
+def test_blind_only_when_every_measured_point_stays_at_one_up_to_half_the_channels(curves, blind) -> None:
+    assert bool(blind_reason(curves, "the inputs")) is blind
