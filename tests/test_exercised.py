@@ -212,3 +212,55 @@ def test_a_recogniser_reading_noise_as_nearly_all_blank_is_unexercised() -> None
         "softmax_out": "sequence"
     }
     assert unexercised("softmax_out", real, "Softmax", samples=32) is None
+
+
+def _pooled_behind_if(bias: float) -> onnx.ModelProto:
+    """The detector's Sigmoid map, squeezed inside an If on its channel count and averaged by a
+    ReduceMean into one probability per sample, as silero-vad writes its speech probability."""
+    det = _detector(bias)
+    squeeze_axes = nh.from_array(np.array([1], np.int64), "axes")
+    then = oh.make_graph(
+        [oh.make_node("Squeeze", ["prob", "axes1"], ["sq"])],
+        "then",
+        [],
+        [oh.make_tensor_value_info("sq", TensorProto.FLOAT, None)],
+        [nh.from_array(np.array([1], np.int64), "axes1")],
+    )
+    other = oh.make_graph(
+        [oh.make_node("Identity", ["prob"], ["same"])],
+        "else",
+        [],
+        [oh.make_tensor_value_info("same", TensorProto.FLOAT, None)],
+    )
+    nodes = list(det.graph.node) + [
+        oh.make_node("Shape", ["prob"], ["shape"]),
+        oh.make_node("Gather", ["shape", "one"], ["channels"]),
+        oh.make_node("Equal", ["channels", "one"], ["single"]),
+        oh.make_node("If", ["single"], ["map"], then_branch=then, else_branch=other),
+        oh.make_node("ReduceMean", ["map"], ["speech"], keepdims=0),
+    ]
+    graph = oh.make_graph(
+        nodes,
+        "pooled",
+        list(det.graph.input),
+        [oh.make_tensor_value_info("speech", TensorProto.FLOAT, None)],
+        [*det.graph.initializer, nh.from_array(np.array(1, np.int64), "one"), squeeze_axes],
+    )
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+
+
+def test_an_output_pooled_from_a_sigmoid_through_an_if_keeps_its_bounds() -> None:
+    from onnxfold.runtime.exercised import bounded_by
+
+    assert bounded_by(_pooled_behind_if(-12.0)) == {"speech": "Sigmoid"}
+    scaled = _pooled_behind_if(-12.0)
+    scaled.graph.node[-1].op_type = "ReduceSum"  # a sum leaves the bounds
+    assert bounded_by(scaled) == {}
+
+
+def test_the_proxy_note_sees_a_pooled_probability(tmp_path: Path) -> None:
+    path = tmp_path / "pooled.onnx"
+    onnx.save(_pooled_behind_if(-12.0), path)
+    search = onnxfold.fold(path, output=tmp_path / "out.onnx", min_fidelity=0.95)[1].search
+    assert set(search.unexercised) == {"speech"}
+    assert search.unexercised["speech"].startswith("moved this output (bounded by a Sigmoid) only between")

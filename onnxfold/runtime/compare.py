@@ -353,7 +353,7 @@ def _task_fidelity(
     (``searched``: ``--metric r2`` was shown as top-1 here while the search measured r2); ``metric``:
     the user's ``--metric`` (an output it leaves out gets no fidelity, and no warning)."""
     from onnxfold.folding.samples import sample_count, splittable
-    from onnxfold.runtime.exercised import unexercised_by_both
+    from onnxfold.runtime.exercised import bounded_by, unexercised_by_both
     from onnxfold.runtime.fidelity import (
         embedding_like,
         fidelity_value,
@@ -371,6 +371,7 @@ def _task_fidelity(
         return
     samples = sample_count(feed) if splittable(feed) else None
     producers = producers_of(original)
+    bounds = bounded_by(original)
     default, named = parse_metric(metric)
     spec = ",".join(
         [default, *(f"{k}={v}" for k, v in named.items() if k in floats)]
@@ -382,7 +383,13 @@ def _task_fidelity(
             ref = np.asarray(floats[m.name])
             m.span = (float(np.nanmin(ref)), float(np.nanmax(ref)))
             m.unexercised = unexercised_by_both(
-                m.name, ref, candidate[m.name], producers.get(m.name), token_inputs, samples
+                m.name,
+                ref,
+                candidate[m.name],
+                producers.get(m.name),
+                token_inputs,
+                samples,
+                bounds.get(m.name),
             )
         if m.name in chosen:
             m.fidelity_metric = chosen[m.name]

@@ -7,10 +7,74 @@ instead of trusting the figure.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from onnxfold.runtime.compare import BOUNDING_OPS, narrow_span
 from onnxfold.runtime.fidelity import auto_metric, dominant_class, one_class, probabilities
+
+#: ops whose outputs stay within the range of their (first) input's values: a bound set by a Sigmoid
+#: holds after them (silero-vad's speech probability is a ReduceMean of a Sigmoid map, through an If)
+RANGE_KEEPING = {
+    "Identity",
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Transpose",
+    "Gather",
+    "GatherElements",
+    "Slice",
+    "ReduceMean",
+    "ReduceMax",
+    "ReduceMin",
+    "AveragePool",
+    "MaxPool",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+}
+
+
+def bounded_by(model) -> dict[str, str]:
+    """Output name -> the op of :data:`~onnxfold.runtime.compare.BOUNDING_OPS` whose bounds its values
+    keep, looked up through :data:`RANGE_KEEPING` ops and through an If whose branches all end in
+    values of one such op; outputs bounded by none are left out. ``model``: a ModelProto, a
+    :class:`~onnxfold.ir.model.Model` or a path."""
+    import onnx
+
+    if isinstance(model, (str, os.PathLike)):
+        model = onnx.load(str(model), load_external_data=False)
+    elif not isinstance(model, onnx.ModelProto):
+        from onnxfold.ir.model import to_model_proto
+
+        model = to_model_proto(model)
+    made: dict[str, tuple[str, list[str], object]] = {}
+
+    def index(graph) -> None:
+        for n in graph.node:
+            for o in n.output:
+                made[o] = (n.op_type, list(n.input), n)
+            for a in n.attribute:
+                if a.g.node:
+                    index(a.g)
+
+    def bound(name: str, seen: frozenset) -> str | None:
+        if name in seen or name not in made:
+            return None
+        op, inputs, node = made[name]
+        if op in BOUNDING_OPS:
+            return op
+        if op in RANGE_KEEPING and inputs:
+            return bound(inputs[0], seen | {name})
+        if op == "If":
+            at = list(node.output).index(name)
+            ends = {bound(a.g.output[at].name, seen | {name}) for a in node.attribute if a.g.node}
+            return ends.pop() if len(ends) == 1 else None
+        return None
+
+    index(model.graph)
+    return {o.name: b for o in model.graph.output if (b := bound(o.name, frozenset())) is not None}
 
 
 def unexercised(
@@ -19,20 +83,21 @@ def unexercised(
     producer_op: str | None = None,
     token_inputs: bool = False,
     samples: int | None = None,
+    bound: str | None = None,
 ) -> str | None:
     """How the inputs ``ref`` came from left an output's decisions unexercised, or None: a bounded
     output (Sigmoid, HardSigmoid, Tanh) whose values barely moved
     (:func:`~onnxfold.runtime.compare.narrow_span`: a detector's probability map on noise, all near
     0), or class or sequence probabilities whose argmax is one class at (nearly) every position (a
     recogniser reading noise as blank lines: :func:`~onnxfold.runtime.fidelity.probabilities`). A
-    fidelity measured on such inputs says little about the task."""
-    span = narrow_span(ref, producer_op)
+    fidelity measured on such inputs says little about the task. ``bound``: the op whose bounds the
+    values keep when it is not their producer (:func:`bounded_by`)."""
+    bound = bound or producer_op
+    span = narrow_span(ref, bound)
     if span is not None:
-        lo, hi = BOUNDING_OPS[producer_op]
-        return (
-            f"moved this {producer_op} output only between {span[0]:.3g} and {span[1]:.3g} of its "
-            f"range [{lo:g}, {hi:g}]"
-        )
+        lo, hi = BOUNDING_OPS[bound]
+        what = f"{bound} output" if bound == producer_op else f"output (bounded by a {bound})"
+        return f"moved this {what} only between {span[0]:.3g} and {span[1]:.3g} of its range [{lo:g}, {hi:g}]"
     ref = np.asarray(ref)
     if (
         ref.dtype.kind == "f"
@@ -55,18 +120,19 @@ def unexercised_by_both(
     producer_op: str | None = None,
     token_inputs: bool = False,
     samples: int | None = None,
+    bound: str | None = None,
 ) -> str | None:
     """:func:`unexercised` of the reference, when the candidate leaves the decisions unexercised
     too: its bounded values in the same narrow band, its argmax the same one class everywhere. Where the
     original made no decision and the candidate makes some, it has changed whatever the metric
     says (PP-OCRv4's recogniser folded at 0.05 no longer reads noise as blank lines, and no longer
     reads text)."""
-    why = unexercised(name, ref, producer_op, token_inputs, samples)
+    why = unexercised(name, ref, producer_op, token_inputs, samples, bound)
     if why is None:
         return None
-    if producer_op in BOUNDING_OPS:  # both models' values together within the narrow band
+    if (bound or producer_op) in BOUNDING_OPS:  # both models' values together within the narrow band
         both = np.concatenate([np.asarray(ref, np.float64).ravel(), np.asarray(cand, np.float64).ravel()])
-        return why if narrow_span(both, producer_op) is not None else None
+        return why if narrow_span(both, bound or producer_op) is not None else None
     cand = np.asarray(cand)
     same = cand.shape == np.shape(ref) and np.array_equal(
         cand.argmax(axis=-1), np.asarray(ref).argmax(axis=-1)

@@ -17,7 +17,7 @@ from onnxfold.folding.samples import (
 )
 from onnxfold.ir.model import Model
 from onnxfold.runtime.compare import batch_runs, joined_runs, run_feed
-from onnxfold.runtime.exercised import unexercised
+from onnxfold.runtime.exercised import bounded_by, unexercised
 from onnxfold.runtime.fidelity import (
     OutputFidelity,
     metric_parts,
@@ -205,11 +205,16 @@ class Evaluator:
             raise ValueError(f"--metric {metric!r} leaves every output out: keep at least one")
         #: output -> how the data-free proxy leaves its decisions unexercised (:func:`unexercised`);
         #: empty on given samples, which are the user's own
+        bounds = bounded_by(original) if self.proxy else {}
         self.unexercised = {
             name: why
             for name, values in (self.reference.items() if self.proxy else ())
             if name in self.metrics
-            and (why := unexercised(name, values, producers.get(name), has_tokens(id_draws), self.samples))
+            and (
+                why := unexercised(
+                    name, values, producers.get(name), has_tokens(id_draws), self.samples, bounds.get(name)
+                )
+            )
         }
         self.suffix = None  # a candidate runs from the nodes it changes on (not along streams)
         if not self.chains and not self.extra_runs:
