@@ -26,7 +26,12 @@ from onnxfold.passes import (
     ValidatePass,
 )
 from onnxfold.passes.fold import AUTO_JUDGE_LIMIT
-from onnxfold.passes.search import DEFAULT_MIN_FIDELITY, DEFAULT_TIME_LIMIT, FIXED_SPARSITY
+from onnxfold.passes.search import (
+    DATA_FREE_MIN_FIDELITY,
+    DEFAULT_MIN_FIDELITY,
+    DEFAULT_TIME_LIMIT,
+    FIXED_SPARSITY,
+)
 from onnxfold.pipeline.manager import Pass, PassContext, PassManager, PipelineError
 from onnxfold.report.fold_report import FoldReport, saved_size, source_size, stats_of
 from onnxfold.report.names import shortened
@@ -233,14 +238,17 @@ def default_plan(
     target_macs: float,
     recipe: str | os.PathLike | None,
     time_limit: float | None,
+    given: bool = False,
 ) -> tuple[float, float, float, bool]:
     """(sparsity, min_fidelity, time_limit, searched by default) for :func:`fold`'s arguments.
 
     Uniform sparsity breaks real pretrained models long before it saves much (every one of 11
     wheels' models lost its task at 0.3), so a fold asked for nothing in particular (no sparsity,
     no target, no recipe) is the search for the smallest model at fidelity
-    :data:`DEFAULT_MIN_FIDELITY`, cut at :data:`DEFAULT_TIME_LIMIT` seconds unless a time limit is
-    given. Otherwise a missing sparsity is :data:`FIXED_SPARSITY` and a missing limit none."""
+    :data:`DEFAULT_MIN_FIDELITY` on ``given`` samples (``--inputs``), else
+    :data:`DATA_FREE_MIN_FIDELITY` on the data-free proxy, cut at :data:`DEFAULT_TIME_LIMIT` seconds
+    unless a time limit is given. Otherwise a missing sparsity is :data:`FIXED_SPARSITY` and a
+    missing limit none."""
     if sparsity is not None and (min_fidelity or target_params or target_macs):
         # a search allocates every group it may fold: one sparsity would be silently ignored
         raise ValueError(
@@ -257,7 +265,7 @@ def default_plan(
     if searched:
         return (
             FIXED_SPARSITY,
-            DEFAULT_MIN_FIDELITY,
+            DEFAULT_MIN_FIDELITY if given else DATA_FREE_MIN_FIDELITY,
             DEFAULT_TIME_LIMIT if time_limit is None else time_limit,
             True,
         )
@@ -321,7 +329,8 @@ def fold(
     """Fold ``model`` at ``sparsity``: canonicalize → fold (→ repair) → cleanup (→ validate).
 
     Without ``sparsity``, a target or a recipe this is the search for the smallest model at fidelity
-    :data:`DEFAULT_MIN_FIDELITY` within :data:`DEFAULT_TIME_LIMIT` s (:func:`default_plan`);
+    :data:`DEFAULT_MIN_FIDELITY` on ``inputs``, else :data:`DATA_FREE_MIN_FIDELITY`, within
+    :data:`DEFAULT_TIME_LIMIT` s (:func:`default_plan`);
     ``report.search.default`` is then True.
 
     The keywords are the options of the fold, repair and validate passes (``onnxfold passes``
@@ -338,7 +347,7 @@ def fold(
     result. A missed ``min_fidelity`` raises :class:`~onnxfold.errors.PipelineError` and writes
     nothing unless ``force``. Returns (model, report)."""
     sparsity, min_fidelity, time_limit, searched = default_plan(
-        sparsity, min_fidelity, target_params, target_macs, recipe, time_limit
+        sparsity, min_fidelity, target_params, target_macs, recipe, time_limit, given=inputs is not None
     )
     fold_pass = FoldPass(
         sparsity=sparsity,

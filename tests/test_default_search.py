@@ -15,7 +15,12 @@ from onnxfold.api import default_plan
 from onnxfold.cli.commands import main
 from onnxfold.models import bundled_model
 from onnxfold.passes import FoldPass, SearchPass
-from onnxfold.passes.search import DEFAULT_MIN_FIDELITY, DEFAULT_TIME_LIMIT, FIXED_SPARSITY
+from onnxfold.passes.search import (
+    DATA_FREE_MIN_FIDELITY,
+    DEFAULT_MIN_FIDELITY,
+    DEFAULT_TIME_LIMIT,
+    FIXED_SPARSITY,
+)
 
 LENET = bundled_model("lenet5.onnx")
 RESNET = bundled_model("resnet18.onnx")
@@ -28,15 +33,22 @@ def _option(cls, name: str):
 def test_the_constants_agree_with_the_pass_options() -> None:
     assert FIXED_SPARSITY == _option(FoldPass, "sparsity")
     assert _option(SearchPass, "time_limit") == 0.0 and 0.0 < DEFAULT_MIN_FIDELITY < 1.0
+    # the data-free proxy is further from the task than the user's samples: it must stay closer
+    assert DEFAULT_MIN_FIDELITY < DATA_FREE_MIN_FIDELITY < 1.0
     assert DEFAULT_TIME_LIMIT > 0
 
 
 @pytest.mark.parametrize(
     ("args", "want"),
     [
-        ((None, 0.0, 0.0, 0.0, "", None), (FIXED_SPARSITY, DEFAULT_MIN_FIDELITY, DEFAULT_TIME_LIMIT, True)),
-        ((None, 0.0, 0.0, 0.0, None, 30.0), (FIXED_SPARSITY, DEFAULT_MIN_FIDELITY, 30.0, True)),
-        ((None, 0.0, 0.0, 0.0, "", 0.0), (FIXED_SPARSITY, DEFAULT_MIN_FIDELITY, 0.0, True)),
+        ((None, 0.0, 0.0, 0.0, "", None), (FIXED_SPARSITY, DATA_FREE_MIN_FIDELITY, DEFAULT_TIME_LIMIT, True)),
+        ((None, 0.0, 0.0, 0.0, None, 30.0), (FIXED_SPARSITY, DATA_FREE_MIN_FIDELITY, 30.0, True)),
+        ((None, 0.0, 0.0, 0.0, "", 0.0), (FIXED_SPARSITY, DATA_FREE_MIN_FIDELITY, 0.0, True)),
+        (
+            (None, 0.0, 0.0, 0.0, "", None, True),
+            (FIXED_SPARSITY, DEFAULT_MIN_FIDELITY, DEFAULT_TIME_LIMIT, True),
+        ),
+        ((None, 0.9, 0.0, 0.0, "", None, True), (FIXED_SPARSITY, 0.9, 0.0, False)),
         ((0.3, 0.0, 0.0, 0.0, "", None), (0.3, 0.0, 0.0, False)),
         ((0.0, 0.0, 0.0, 0.0, "", None), (0.0, 0.0, 0.0, False)),
         ((None, 0.9, 0.0, 0.0, "", None), (FIXED_SPARSITY, 0.9, 0.0, False)),
@@ -61,7 +73,7 @@ def test_a_fold_asked_for_nothing_searches_at_the_default_fidelity(tmp_path: Pat
     assert rc == 0
     search = report["search"]
     assert search["default"] and search["mode"] == "min_fidelity" and search["met"]
-    assert search["target"] == DEFAULT_MIN_FIDELITY and search["fidelity"] >= DEFAULT_MIN_FIDELITY
+    assert search["target"] == DATA_FREE_MIN_FIDELITY and search["fidelity"] >= DATA_FREE_MIN_FIDELITY
     assert [p["name"] for p in report["passes"]][:2] == ["canonicalize", "search"]
     assert "(the default without --sparsity or a target" in stdout
     onnx.checker.check_model(str(tmp_path / "o.onnx"), full_check=True)
@@ -141,7 +153,14 @@ def test_a_search_says_it_has_started(tmp_path: Path, capsys) -> None:
     first = stdout.splitlines()[0]
     assert (
         first
-        == "no --sparsity given: searching for the smallest model at fidelity >= 0.95 on a data-free proxy (at most 600 s) ..."
+        == "no --sparsity given: searching for the smallest model at fidelity >= 0.99 on a data-free proxy (at most 600 s) ..."
+    )
+    x = tmp_path / "given.npy"  # on the user's own samples the default asks 0.95
+    np.save(x, np.random.default_rng(0).standard_normal((8, 1, 8, 8)).astype(np.float32))
+    rc, _, stdout = _fold(capsys, tmp_path / "o.onnx", "--inputs", x, "--overwrite")
+    assert rc == 0 and stdout.splitlines()[0] == (
+        "no --sparsity given: searching for the smallest model at fidelity >= 0.95 on the given samples "
+        "(at most 600 s) ..."
     )
     rc, _, stdout = _fold(capsys, tmp_path / "o.onnx", "--target-macs", "0.3", "--overwrite")
     assert stdout.splitlines()[0].startswith(

@@ -138,7 +138,13 @@ def _announce_search(args: argparse.Namespace, given: bool) -> None:
     from onnxfold.api import default_plan
 
     _, fidelity, limit, default = default_plan(
-        args.sparsity, args.min_fidelity, args.target_params, args.target_macs, args.recipe, args.time_limit
+        args.sparsity,
+        args.min_fidelity,
+        args.target_params,
+        args.target_macs,
+        args.recipe,
+        args.time_limit,
+        given=given,
     )
     if not (fidelity or args.target_params or args.target_macs):
         return

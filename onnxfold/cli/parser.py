@@ -76,14 +76,19 @@ UNSET = ("sparsity", "time_limit")
 
 def _unset_default(keyword: str) -> str:
     """What leaving the flag of an :data:`UNSET` keyword out means."""
-    from onnxfold.passes.search import DEFAULT_MIN_FIDELITY, DEFAULT_TIME_LIMIT, FIXED_SPARSITY
+    from onnxfold.passes.search import (
+        DATA_FREE_MIN_FIDELITY,
+        DEFAULT_MIN_FIDELITY,
+        DEFAULT_TIME_LIMIT,
+        FIXED_SPARSITY,
+    )
 
     if keyword == "sparsity":
         return (
             f"none; without it, a target or a recipe, the search for the smallest model at fidelity >= "
-            f"{DEFAULT_MIN_FIDELITY:g}, as --min-fidelity {DEFAULT_MIN_FIDELITY:g} --time-limit "
-            f"{DEFAULT_TIME_LIMIT:g}; with a recipe, {FIXED_SPARSITY:g}; refused beside a target, which "
-            "chooses every group's"
+            f"{DEFAULT_MIN_FIDELITY:g} on --inputs, else >= {DATA_FREE_MIN_FIDELITY:g} on the data-free "
+            f"proxy (as --min-fidelity F --time-limit {DEFAULT_TIME_LIMIT:g}); with a recipe, "
+            f"{FIXED_SPARSITY:g}; refused beside a target, which chooses every group's"
         )
     return f"{DEFAULT_TIME_LIMIT:g} for the search a fold runs without --sparsity or a target, else none"
 
