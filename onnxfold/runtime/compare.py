@@ -376,7 +376,7 @@ def _task_fidelity(
     spec = ",".join(
         [default, *(f"{k}={v}" for k, v in named.items() if k in floats)]
     )  # integer outputs: none
-    chosen = output_metrics(floats, spec, producers, token_inputs, samples, guarded=given)
+    chosen = output_metrics(floats, spec, producers, token_inputs, samples, given, bounds)
     chosen.update({k: v for k, v in (searched or {}).items() if k in chosen})
     for m in metrics:
         if m.name in floats and np.asarray(floats[m.name]).size:

@@ -198,14 +198,14 @@ class Evaluator:
         self.recurrent, self.chains, self._axes = self._streams(batched)
         self.reference = self._run(sess) if self.chains else batched
         producers = producers_of(original)
+        bounds = bounded_by(original)
         self.metrics = output_metrics(
-            self.reference, metric, producers, has_tokens(id_draws), self.samples, guarded=not self.proxy
+            self.reference, metric, producers, has_tokens(id_draws), self.samples, not self.proxy, bounds
         )
         if not self.metrics:
             raise ValueError(f"--metric {metric!r} leaves every output out: keep at least one")
         #: output -> how the data-free proxy leaves its decisions unexercised (:func:`unexercised`);
         #: empty on given samples, which are the user's own
-        bounds = bounded_by(original) if self.proxy else {}
         self.unexercised = {
             name: why
             for name, values in (self.reference.items() if self.proxy else ())
