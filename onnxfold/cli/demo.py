@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from onnxfold.models import bundled_model
+from onnxfold.passes.search import DATA_FREE_MIN_FIDELITY, DEFAULT_MIN_FIDELITY
 from onnxfold.report.stats import format_table, human_count
 
 DEMO_SPARSITIES = (0.0, 0.1, 0.25, 0.5)
@@ -124,7 +125,10 @@ def run_demo(out_dir: str | None = None) -> list[dict]:
         + (f"\n({source.removeprefix('data-free: ')})" if source else "")
         + f";\nauto, 32 samples = the same given {DEMO_SAMPLES} unlabeled training images (docs/method.md §5b)."
     )
-    print("\nonnxfold fold with no -s: the smallest model at fidelity 0.95 (accuracy on the test images)")
+    print(
+        f"\nonnxfold fold with no -s: the smallest model at fidelity {DATA_FREE_MIN_FIDELITY:g} data-free, "
+        f"{DEFAULT_MIN_FIDELITY:g} on samples (accuracy on the test images)"
+    )
     rows = []
     for label, given in (("data-free proxy", None), (f"{DEMO_SAMPLES} unlabeled images", samples)):
         out = folder / f"resnet18-search-{'free' if given is None else 'inputs'}.onnx"
@@ -169,7 +173,10 @@ def run_demo(out_dir: str | None = None) -> list[dict]:
         )
     )
     print(f"\nfolded models written to {folder}")
-    print("The smallest model that still agrees with yours (fidelity 0.95; --min-fidelity F for another):")
+    print(
+        f"The smallest model that still agrees with yours (fidelity {DATA_FREE_MIN_FIDELITY:g} data-free, "
+        f"{DEFAULT_MIN_FIDELITY:g} on samples; --min-fidelity F for another):"
+    )
     print("  onnxfold fold model.onnx -o small.onnx                        # on a data-free proxy")
     print(
         "  onnxfold fold model.onnx -o small.onnx --inputs samples/      # on your samples (.npy, .npz, or a"
