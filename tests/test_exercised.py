@@ -264,3 +264,13 @@ def test_the_proxy_note_sees_a_pooled_probability(tmp_path: Path) -> None:
     search = onnxfold.fold(path, output=tmp_path / "out.onnx", min_fidelity=0.95)[1].search
     assert set(search.unexercised) == {"speech"}
     assert search.unexercised["speech"].startswith("moved this output (bounded by a Sigmoid) only between")
+
+
+def test_bounds_are_read_from_the_ir_as_from_the_file(tmp_path: Path) -> None:
+    """The evaluator hands its Model (onnxfold's IR): reading bounds there copies no weights."""
+    from onnxfold.api import as_model
+    from onnxfold.runtime.exercised import bounded_by
+
+    path = tmp_path / "pooled.onnx"
+    onnx.save(_pooled_behind_if(-12.0), path)
+    assert bounded_by(as_model(path)) == bounded_by(path) == {"speech": "Sigmoid"}

@@ -40,41 +40,54 @@ def bounded_by(model) -> dict[str, str]:
     """Output name -> the op of :data:`~onnxfold.runtime.compare.BOUNDING_OPS` whose bounds its values
     keep, looked up through :data:`RANGE_KEEPING` ops and through an If whose branches all end in
     values of one such op; outputs bounded by none are left out. ``model``: a ModelProto, a
-    :class:`~onnxfold.ir.model.Model` or a path."""
+    :class:`~onnxfold.ir.model.Model` (its graph read as it is: no weights copied) or a path."""
     import onnx
 
     if isinstance(model, (str, os.PathLike)):
         model = onnx.load(str(model), load_external_data=False)
-    elif not isinstance(model, onnx.ModelProto):
-        from onnxfold.ir.model import to_model_proto
+    # name -> (op, input names, output names, the output names of each subgraph: an If's branches)
+    made: dict[str, tuple[str, list[str], list[str], list[list[str]]]] = {}
 
-        model = to_model_proto(model)
-    made: dict[str, tuple[str, list[str], object]] = {}
-
-    def index(graph) -> None:
+    def index_proto(graph) -> None:
         for n in graph.node:
+            branches = [[o.name for o in a.g.output] for a in n.attribute if a.g.node]
             for o in n.output:
-                made[o] = (n.op_type, list(n.input), n)
+                made[o] = (n.op_type, list(n.input), list(n.output), branches)
             for a in n.attribute:
                 if a.g.node:
-                    index(a.g)
+                    index_proto(a.g)
+
+    def index_ir(graph) -> None:  # onnx-graphsurgeon: subgraphs are Graph attributes
+        for n in graph.nodes:
+            subs = [g for g in n.attrs.values() if hasattr(g, "nodes") and hasattr(g, "outputs")]
+            branches = [[o.name for o in g.outputs] for g in subs]
+            outs = [o.name for o in n.outputs]
+            for o in outs:
+                made[o] = (n.op, [i.name for i in n.inputs], outs, branches)
+            for g in subs:
+                index_ir(g)
 
     def bound(name: str, seen: frozenset) -> str | None:
         if name in seen or name not in made:
             return None
-        op, inputs, node = made[name]
+        op, inputs, outs, branches = made[name]
         if op in BOUNDING_OPS:
             return op
         if op in RANGE_KEEPING and inputs:
             return bound(inputs[0], seen | {name})
-        if op == "If":
-            at = list(node.output).index(name)
-            ends = {bound(a.g.output[at].name, seen | {name}) for a in node.attribute if a.g.node}
+        if op == "If" and branches:
+            at = outs.index(name)
+            ends = {bound(b[at], seen | {name}) if at < len(b) else None for b in branches}
             return ends.pop() if len(ends) == 1 else None
         return None
 
-    index(model.graph)
-    return {o.name: b for o in model.graph.output if (b := bound(o.name, frozenset())) is not None}
+    if isinstance(model, onnx.ModelProto):
+        index_proto(model.graph)
+        outputs = [o.name for o in model.graph.output]
+    else:
+        index_ir(model.graph)
+        outputs = [o.name for o in model.graph.outputs]
+    return {o: b for o in outputs if (b := bound(o, frozenset())) is not None}
 
 
 def unexercised(
