@@ -80,6 +80,8 @@ def _curve(levels: list[float], fidelity: list[float], unmeasured: list[float] =
         ([_curve([0.1, 0.2], [1.0, 1.0])], False),  # a sensitivity cut short at low levels says little
         ([_curve([0.1, 0.5, 0.7], [1.0, 0.0, 0.0], unmeasured=[0.5, 0.7])], False),
         ([], False),
+        # widths the rounding left whole measure 1 by construction: no evidence of blindness
+        ([GroupCurve("g", 8, [0.1, 0.5, 0.7], [1.0, 1.0, 1.0], [0, 0, 0])], False),
     ],
 )
 def test_blind_only_when_every_measured_point_stays_at_one_up_to_half_the_channels(curves, blind) -> None:

@@ -30,13 +30,14 @@ BLIND_LEVEL = 0.5
 def blind_reason(curves: Sequence, inputs: str) -> str:
     """Why the measurement is blind ('' when it is not): every measured point of the sensitivity
     ``curves`` within :data:`BLIND_DEFICIT` of 1, one of them at a level of :data:`BLIND_LEVEL` or
-    more (a level skipped after a miss or by the time limit is no measured point); ``inputs``
+    more (a level skipped after a miss or by the time limit, or one whose rounded width removes no
+    channel, is no measured point); ``inputs``
     describes the measurement's inputs."""
     points = [
         (level, f)
         for c in curves
-        for level, f in zip(c.levels, c.fidelity, strict=False)
-        if level not in c.unmeasured
+        for level, f, removed in zip(c.levels, c.fidelity, c.removed, strict=False)
+        if level not in c.unmeasured and removed > 0  # a level the rounding left whole shows nothing
     ]
     if not points or min(f for _, f in points) < 1.0 - BLIND_DEFICIT:
         return ""
