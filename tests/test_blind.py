@@ -86,3 +86,12 @@ def _curve(levels: list[float], fidelity: list[float], unmeasured: list[float] =
 )
 def test_blind_only_when_every_measured_point_stays_at_one_up_to_half_the_channels(curves, blind) -> None:
     assert bool(blind_reason(curves, "the inputs")) is blind
+
+
+def test_analyze_sensitivity_says_when_it_saw_nothing(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "unreached.onnx"
+    onnx.save(_unreached(), path)
+    assert main(["analyze", str(path), "--sensitivity"]) == 0
+    assert "warning: the measurement cannot see the folds" in capsys.readouterr().out
+    assert main(["analyze", str(bundled_model("lenet5.onnx")), "--sensitivity"]) == 0
+    assert "cannot see the folds" not in capsys.readouterr().out
