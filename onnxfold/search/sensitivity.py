@@ -195,6 +195,7 @@ def sensitivity(
             curve.unmeasured.append(level)
             if name in timed_out:
                 limit.skipped += 1
+                bar.set_postfix_str(f"{limit.skipped} skipped by the time limit", refresh=False)
 
     def planned(level: float) -> Iterator:
         """The plans of the groups not missed, one group at a time: planning ``auto`` judges every
