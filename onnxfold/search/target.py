@@ -14,6 +14,8 @@
    along the path, so three points beyond the first failure are probed, and the bisection resumes
    above any that passes. ``budget``: the path prefix whose estimated saving reaches the budget,
    corrected against the measured reduction, within one step (a channel, or ``round_to`` channels).
+   Where the sensitivity shows the measurement blind (no fold of any group moves the fidelity:
+   :mod:`onnxfold.search.blind`), ``min_fidelity`` keeps the unchanged model and the budget warns.
 
 ``limit`` (a :class:`~onnxfold.search.sensitivity.TimeLimit`, ``--time-limit``): checked between
 measurements. The sensitivity stops at half of it (levels left count as misses: a group never
