@@ -398,3 +398,25 @@ def test_samples_the_model_cannot_run_say_so_without_asking_for_inputs(tmp_path:
         assert "does not run on the given samples" in err and "4 by 5" in err, err
         assert "--inputs" not in err and "void" not in err
         assert not (tmp_path / "o.onnx").exists()
+
+
+def test_integer_samples_cast_to_a_float_input_are_warned_about_once(caplog) -> None:
+    """Raw 0..255 pixels given to a ResNet-18 that reads ImageNet-normalised values were measured
+    without a word (malvizv1's scanner)."""
+    import logging
+
+    from onnxfold.api import as_model
+
+    proto = to_model_proto(as_model(MODEL))
+    raw = np.random.default_rng(0).integers(0, 256, (6, 1, 8, 8)).astype(np.uint8)
+    raw[0, 0, 0, :2] = [0, 255]
+    with caplog.at_level(logging.WARNING, logger="onnxfold.runtime.sample_files"):
+        got = load_inputs(raw, proto)
+    assert got["input"].dtype == np.float32 and np.array_equal(got["input"], raw.astype(np.float32))
+    warned = [r.getMessage() for r in caplog.records if "cast to float32" in r.getMessage()]
+    assert len(warned) == 1, warned
+    assert "uint8 samples (values 0..255)" in warned[0] and "normalise them first" in warned[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="onnxfold.runtime.sample_files"):
+        load_inputs(raw.astype(np.float32) / 255, proto)
+    assert not [r for r in caplog.records if "cast to" in r.getMessage()]

@@ -6,6 +6,7 @@ It serves ``--inputs`` (validation), ``--calibration`` (repair mode ``data``) an
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,12 +18,29 @@ from onnxfold.errors import one_line
 from onnxfold.runtime.images import PRESETS
 from onnxfold.runtime.inputs import InputSpec, check_shape, fixed_batches, input_specs
 
+#: inputs whose integer samples were cast to float in this load (warned once each)
+_CAST_WARNED: set[str] = set()
+
 
 def _cast(arr: np.ndarray, spec: InputSpec, where: str) -> np.ndarray:
-    """``arr`` in the input's dtype: within floats, within integers, and ints/bools to floats."""
+    """``arr`` in the input's dtype: within floats, within integers, and ints/bools to floats. Integers
+    cast to a float input are warned about (once per input): raw 0..255 pixels given where a model
+    reads normalised ones were measured without a word (a malware scanner's ResNet-18)."""
     if spec.dtype is None or arr.dtype == spec.dtype:
         return arr
     have, want = arr.dtype.kind, spec.dtype.kind
+    if have in "iub" and want == "f" and spec.name not in _CAST_WARNED:
+        _CAST_WARNED.add(spec.name)
+        lo, hi = (arr.min(), arr.max()) if arr.size else (0, 0)
+        logging.getLogger(__name__).warning(
+            "input %r: %s samples (values %s..%s) are cast to %s as they are; if the model reads "
+            "normalised values, normalise them first (a folder of images takes --image-preprocess)",
+            spec.name,
+            arr.dtype,
+            lo,
+            hi,
+            spec.dtype,
+        )
     if have == want or (have in "iu" and want in "iu") or (have in "iub" and want == "f"):
         return arr.astype(spec.dtype)
     raise ValueError(f"{where}: input {spec.name!r} has dtype {arr.dtype}, the model expects {spec.dtype}")
@@ -87,6 +105,7 @@ def load_inputs(
     from input name to array, checked the same way.
     """
     specs = input_specs(model)
+    _CAST_WARNED.clear()
     if batch_view:  # a model without a batch axis: a sample is one whole input (onnxfold.ir.batch_view)
         specs = [InputSpec(s.name, s.dtype, (1, *s.shape), s.onnx_type) for s in specs]
         shapes = {
