@@ -420,3 +420,29 @@ def test_integer_samples_cast_to_a_float_input_are_warned_about_once(caplog) -> 
     with caplog.at_level(logging.WARNING, logger="onnxfold.runtime.sample_files"):
         load_inputs(raw.astype(np.float32) / 255, proto)
     assert not [r for r in caplog.records if "cast to" in r.getMessage()]
+
+
+def test_a_fixed_fold_fitted_on_the_given_samples_says_its_validation_is_in_sample(
+    tmp_path: Path, capsys
+) -> None:
+    """A fixed -s with --inputs fitted auto's merges on the samples and validated on the same ones,
+    without a word (malvizv1's scanner: r2 0.90 on them)."""
+    x = tmp_path / "x.npy"
+    np.save(x, SAMPLES)
+    assert main(["fold", str(MODEL), "-o", str(tmp_path / "a.onnx"), "-s", "0.3", "--inputs", str(x)]) == 0
+    assert "an in-sample figure" in capsys.readouterr().out
+    # a plain fold measures nothing on them: validation there is out of sample
+    args = [
+        "fold",
+        str(MODEL),
+        "-o",
+        str(tmp_path / "b.onnx"),
+        "-s",
+        "0.3",
+        "--method",
+        "fold",
+        "--inputs",
+        str(x),
+    ]
+    assert main(args) == 0
+    assert "an in-sample figure" not in capsys.readouterr().out

@@ -87,6 +87,14 @@ class FoldReport:
     #: (:func:`~onnxfold.runtime.inputs.default_shapes`); empty otherwise
     default_shapes: dict = field(default_factory=dict)
 
+    def fitted_on_inputs(self) -> bool:
+        """Whether the fold measured its activation statistics on the given samples (``auto``, ``lsq``,
+        ``wanda``, ``hybrid``: fitted merges, judged choices), so that validation on them is in-sample."""
+        return any(
+            p.name == "fold" and str(p.stats.get("activation_samples", "")).endswith("given samples")
+            for p in self.passes
+        )
+
     @property
     def param_sparsity(self) -> float:
         return 1.0 - self.after.params / self.before.params if self.before.params else 0.0
@@ -222,6 +230,12 @@ class FoldReport:
                 parts.append(
                     "(random inputs: a smoke test of the rewrite, not of accuracy; pass --inputs with "
                     "representative samples for meaningful agreement figures)"
+                )
+            elif self.search is None and self.fitted_on_inputs():
+                parts.append(
+                    "(measured on the given samples, which the fold also fitted and judged its merges on: "
+                    "an in-sample figure that new inputs can read lower; --min-fidelity F --inputs holds half "
+                    "of them out)"
                 )
         return "\n".join(parts)
 
