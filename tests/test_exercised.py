@@ -274,3 +274,16 @@ def test_bounds_are_read_from_the_ir_as_from_the_file(tmp_path: Path) -> None:
     path = tmp_path / "pooled.onnx"
     onnx.save(_pooled_behind_if(-12.0), path)
     assert bounded_by(as_model(path)) == bounded_by(path) == {"speech": "Sigmoid"}
+
+
+def test_an_if_branch_without_nodes_still_counts() -> None:
+    """A branch that returns an outer value unbounded, with no node of its own, keeps the If's
+    output unbounded: it used to be skipped, and the other branch's Sigmoid decided alone."""
+    from onnxfold.runtime.exercised import bounded_by
+
+    model = _pooled_behind_if(-12.0)
+    node = next(n for n in model.graph.node if n.op_type == "If")
+    other = next(a for a in node.attribute if a.name == "else_branch")
+    del other.g.node[:]
+    other.g.output[0].name = "logit"  # the Conv's values before the Sigmoid, straight from outer scope
+    assert bounded_by(model) == {}

@@ -50,12 +50,12 @@ def bounded_by(model) -> dict[str, str]:
 
     def index_proto(graph) -> None:
         for n in graph.node:
-            branches = [[o.name for o in a.g.output] for a in n.attribute if a.g.node]
+            subs = [a.g for a in n.attribute if a.type == onnx.AttributeProto.GRAPH]
+            branches = [[o.name for o in g.output] for g in subs]
             for o in n.output:
                 made[o] = (n.op_type, list(n.input), list(n.output), branches)
-            for a in n.attribute:
-                if a.g.node:
-                    index_proto(a.g)
+            for g in subs:
+                index_proto(g)
 
     def index_ir(graph) -> None:  # onnx-graphsurgeon: subgraphs are Graph attributes
         for n in graph.nodes:
