@@ -92,6 +92,14 @@ def test_analyze_sensitivity_says_when_it_saw_nothing(tmp_path: Path, capsys) ->
     path = tmp_path / "unreached.onnx"
     onnx.save(_unreached(), path)
     assert main(["analyze", str(path), "--sensitivity"]) == 0
-    assert "warning: the measurement cannot see the folds" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "warning: the measurement cannot see the folds" in out and "--input-shape" in out
+    # given samples that miss what the model reads: the advice is other samples, not --input-shape
+    x = tmp_path / "x.npy"
+    np.save(x, np.random.default_rng(3).standard_normal((16, 8)).astype(np.float32))
+    assert main(["analyze", str(path), "--sensitivity", "--inputs", str(x)]) == 0
+    out = capsys.readouterr().out
+    assert "cannot see the folds" in out and "give --inputs that exercise the model" in out
+    assert "--input-shape" not in out.split("cannot see the folds")[1]
     assert main(["analyze", str(bundled_model("lenet5.onnx")), "--sensitivity"]) == 0
     assert "cannot see the folds" not in capsys.readouterr().out

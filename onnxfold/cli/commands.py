@@ -202,7 +202,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
     from onnxfold.passes.search import parse_levels, prepared
     from onnxfold.pipeline.manager import PassContext
     from onnxfold.search import format_sensitivity, plot_sensitivity, sensitivity
-    from onnxfold.search.blind import blind_reason
+    from onnxfold.search.blind import blind_advice, blind_reason
     from onnxfold.search.sensitivity import plot_ready
 
     if not Path(args.model).is_file():
@@ -258,7 +258,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
         print(format_sensitivity(curves, f"method {fold.method}; {measured_on}; {rounding}; metric {shown}"))
         blind = blind_reason(curves, measured_on)
         if blind:  # silero-vad's proxy: every group at every level 1.0000, and a search would fold them all
-            print(f"warning: {blind}; give --inputs (samples as the model is used), or --input-shape")
+            print(blind_advice(blind, None, evaluator.proxy))
     if args.plot:
         plot_sensitivity(curves, args.plot)
         if not args.json:

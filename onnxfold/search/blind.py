@@ -51,17 +51,17 @@ def blind_reason(curves: Sequence, inputs: str) -> str:
     )
 
 
-def blind_advice(reason: str, mode: str, proxy: bool) -> str:
-    """The report's warning for a blind measurement (``reason`` from :func:`blind_reason`)."""
-    what = (
-        "the model is left whole"
-        if mode == "min_fidelity"
-        else "the budget was allocated without any measured loss"
-    )
+def blind_advice(reason: str, mode: str | None, proxy: bool) -> str:
+    """The warning for a blind measurement (``reason`` from :func:`blind_reason`): what the search of
+    ``mode`` did about it (None: no search, as ``analyze --sensitivity``), and what to give instead."""
+    what = {
+        None: "",
+        "min_fidelity": "the model is left whole; ",
+    }.get(mode, "the budget was allocated without any measured loss; ")
     how = (
         "give --inputs (samples as the model is used: random inputs can saturate a model or miss "
         "what it reads), or --input-shape with the sizes it runs at"
         if proxy
         else "give --inputs that exercise the model as it is used"
     )
-    return f"warning: {reason}: {what}; {how}"
+    return f"warning: {reason}: {what}{how}"
