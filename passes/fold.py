@@ -472,6 +472,7 @@ class FoldPass(Pass):
             stats["auto"] = self.auto_note
         if self.moments is not None:
             stats["activation_samples"] = self.moments.source
+            stats["fitted_on_inputs"] = bool(ctx.inputs)  # prepare measured on them (validation: in-sample)
             stats["methods"] = {
                 m: sum(p.method == m for p in folded) for m in sorted({p.method for p in folded})
             }

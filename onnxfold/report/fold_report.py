@@ -90,10 +90,7 @@ class FoldReport:
     def fitted_on_inputs(self) -> bool:
         """Whether the fold measured its activation statistics on the given samples (``auto``, ``lsq``,
         ``wanda``, ``hybrid``: fitted merges, judged choices), so that validation on them is in-sample."""
-        return any(
-            p.name == "fold" and str(p.stats.get("activation_samples", "")).endswith("given samples")
-            for p in self.passes
-        )
+        return any(p.name == "fold" and p.stats.get("fitted_on_inputs") for p in self.passes)
 
     @property
     def param_sparsity(self) -> float:
