@@ -18,19 +18,17 @@ from onnxfold.errors import one_line
 from onnxfold.runtime.images import PRESETS
 from onnxfold.runtime.inputs import InputSpec, check_shape, fixed_batches, input_specs
 
-#: inputs whose integer samples were cast to float in this load (warned once each)
-_CAST_WARNED: set[str] = set()
 
-
-def _cast(arr: np.ndarray, spec: InputSpec, where: str) -> np.ndarray:
+def _cast(arr: np.ndarray, spec: InputSpec, where: str, warned: set[str]) -> np.ndarray:
     """``arr`` in the input's dtype: within floats, within integers, and ints/bools to floats. Integers
-    cast to a float input are warned about (once per input): raw 0..255 pixels given where a model
-    reads normalised ones were measured without a word (a malware scanner's ResNet-18)."""
+    cast to a float input are warned about once per input of a load (``warned``: the inputs already
+    warned about): raw 0..255 pixels given where a model reads normalised ones were measured without
+    a word (a malware scanner's ResNet-18)."""
     if spec.dtype is None or arr.dtype == spec.dtype:
         return arr
     have, want = arr.dtype.kind, spec.dtype.kind
-    if have in "iub" and want == "f" and spec.name not in _CAST_WARNED:
-        _CAST_WARNED.add(spec.name)
+    if have in "iub" and want == "f" and spec.name not in warned:
+        warned.add(spec.name)
         lo, hi = (arr.min(), arr.max()) if arr.size else (0, 0)
         logging.getLogger(__name__).warning(
             "input %r: %s samples (values %s..%s) are cast to %s as they are; if the model reads "
@@ -105,7 +103,7 @@ def load_inputs(
     from input name to array, checked the same way.
     """
     specs = input_specs(model)
-    _CAST_WARNED.clear()
+    warned: set[str] = set()  # inputs whose integer samples were cast to float (warned once each)
     if batch_view:  # a model without a batch axis: a sample is one whole input (onnxfold.ir.batch_view)
         specs = [InputSpec(s.name, s.dtype, (1, *s.shape), s.onnx_type) for s in specs]
         shapes = {
@@ -123,7 +121,7 @@ def load_inputs(
             )
         arrays = {names[0]: (source, "the given array")}
     else:
-        arrays = _read_source(Path(source), specs, image_preprocess, shapes)
+        arrays = _read_source(Path(source), specs, image_preprocess, shapes, warned)
     missing = [n for n in names if n not in arrays]
     extra = sorted(set(arrays) - set(names))
     if missing or extra:
@@ -131,7 +129,10 @@ def load_inputs(
         raise ValueError(
             f"{where}: the arrays do not match the model inputs {names}: missing {missing}, unexpected {extra}"
         )
-    out = {spec.name: _cast(np.asarray(arrays[spec.name][0]), spec, arrays[spec.name][1]) for spec in specs}
+    out = {
+        spec.name: _cast(np.asarray(arrays[spec.name][0]), spec, arrays[spec.name][1], warned)
+        for spec in specs
+    }
     for name, arr in out.items():  # a NaN sample made every figure NaN, reported as exact
         if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
             bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
@@ -234,7 +235,7 @@ def _read_images(
 
 
 def _read_npz_folder(
-    path: Path, files: list[Path], specs: list[InputSpec]
+    path: Path, files: list[Path], specs: list[InputSpec], warned: set[str]
 ) -> dict[str, tuple[np.ndarray, str]]:
     """A folder of ``.npz`` files, each one array per input holding one or more samples (a file of one
     sample may leave out the sample axis), joined along each input's sample axis in file-name order
@@ -244,7 +245,7 @@ def _read_npz_folder(
 
     runs = []
     for f in files:
-        held = _read_source(f, specs)
+        held = _read_source(f, specs, warned=warned)
         extra = sorted(set(held) - {s.name for s in specs})
         missing = [s.name for s in specs if s.name not in held]
         if missing or extra:
@@ -253,7 +254,7 @@ def _read_npz_folder(
             )
         run = {}
         for spec in specs:
-            arr = _cast(np.asarray(held[spec.name][0]), spec, str(f))
+            arr = _cast(np.asarray(held[spec.name][0]), spec, str(f), warned)
             if spec.shape and arr.ndim == len(spec.shape) - 1:
                 arr = arr[None]  # one sample without its sample axis
             run[spec.name] = arr
@@ -284,8 +285,11 @@ def _read_source(
     specs: list[InputSpec],
     image_preprocess: str | None = None,
     shapes: Mapping[str, Sequence[int]] | None = None,
+    warned: set[str] | None = None,
 ) -> dict[str, tuple[np.ndarray, str]]:
-    """The arrays a path holds by input name, each with the file it came from (see :func:`load_inputs`)."""
+    """The arrays a path holds by input name, each with the file it came from (see :func:`load_inputs`);
+    ``warned``: the load's inputs already warned about a cast (:func:`_cast`)."""
+    warned = set() if warned is None else warned
     names = [s.name for s in specs]
     files = sorted(path.glob("*.npy")) if path.is_dir() else []
     npz = sorted(path.glob("*.npz")) if path.is_dir() and not files else []
@@ -296,7 +300,7 @@ def _read_source(
         )
     if path.is_dir():
         if npz:
-            return _read_npz_folder(path, npz, specs)
+            return _read_npz_folder(path, npz, specs, warned)
         if not files:
             return {specs[0].name: (_read_images(path, specs, image_preprocess, shapes), str(path))}
         stems = {f.stem: f for f in files}
@@ -313,7 +317,7 @@ def _read_source(
         spec = specs[0]
         parts = []
         for f in files:
-            arr = _cast(_load_array(f), spec, str(f))
+            arr = _cast(_load_array(f), spec, str(f), warned)
             if spec.shape and arr.ndim == len(spec.shape) - 1:
                 arr = arr[None]  # one sample without its sample axis
             check_shape(spec, arr.shape, f"{f}: array of shape", first=1)
