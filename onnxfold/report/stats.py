@@ -368,7 +368,7 @@ def model_stats(
     # at given shapes, a node the pinned inference leaves without shapes (a Reshape to a target
     # computed from Shape, before opset 14) is counted on the unpinned shapes, its symbols sized as
     # given; they are inferred only when such a node is met (the search counts every candidate here)
-    fallback: list[dict[str, list[Dim]]] = []
+    fallback: dict[str, list[Dim]] | None = None
     res = _DimResolver(_symbol_sizes(model, given))
     total = 0
     for graph in _walk_graphs(model.graph):
@@ -378,9 +378,9 @@ def model_stats(
             before = set(res.symbols)
             macs = _node_macs(node, shapes, res)
             if macs is None and given:
-                if not fallback:
-                    fallback.append(_shape_map(model, batch_symbols, batch))
-                macs = _node_macs(node, fallback[0], res)
+                if fallback is None:
+                    fallback = _shape_map(model, batch_symbols, batch)
+                macs = _node_macs(node, fallback, res)
             if macs is None:
                 stats.macs_unknown_nodes += 1
                 res.symbols = before
