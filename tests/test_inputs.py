@@ -276,6 +276,31 @@ def test_a_folder_of_images_with_a_preprocessing_preset(tmp_path: Path, capsys) 
         load_inputs(folder, flat, image_preprocess="unit")
 
 
+def test_images_are_resized_with_the_filter_the_preprocessing_names(tmp_path: Path) -> None:
+    """``,bicubic`` and ``,nearest`` resize as Pillow's filters of those names do (a package that
+    resizes bicubic, as one trial model's did, gets the same samples); bilinear by default; one filter."""
+    from PIL import Image
+
+    folder = tmp_path / "noise"
+    folder.mkdir()
+    pixels = np.random.default_rng(3).integers(0, 256, (13, 17, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(folder / "a.png")
+    nchw = make_session(str(_image_model(tmp_path / "nchw.onnx", ["N", 3, 6, 7])))
+    for spec, resample in (
+        ("unit", Image.Resampling.BILINEAR),
+        ("unit,bicubic", Image.Resampling.BICUBIC),
+        ("unit,bgr,nearest", Image.Resampling.NEAREST),
+    ):
+        want = np.asarray(Image.fromarray(pixels).resize((7, 6), resample), np.float32) / 255
+        if "bgr" in spec:
+            want = want[..., ::-1]
+        got = load_inputs(folder, nchw, image_preprocess=spec)["x"][0].transpose(1, 2, 0)
+        np.testing.assert_allclose(got, want, atol=1e-6, err_msg=spec)
+    for bad in ("unit,bicubic,nearest", "unit,lanczos"):
+        with pytest.raises(ValueError, match="one resize filter of bilinear, bicubic, nearest"):
+            load_inputs(folder, nchw, image_preprocess=bad)
+
+
 def test_a_folder_of_npz_files_joins_every_input_and_names_a_file_that_differs(
     tmp_path: Path, capsys
 ) -> None:

@@ -1,8 +1,8 @@
 """A folder of images as samples of an image model (``--inputs photos/ --image-preprocess imagenet``).
 
 Each image is read with Pillow, converted to RGB (BGR with ``,bgr``; grey for a one-channel input),
-resized (bilinear, stretched, no letterbox) to the input's height and width, and normalised per
-channel as ``x = (v / 255 − mean) / std`` with the preset's mean and std:
+resized (stretched, no letterbox; bilinear, or ``,bicubic`` / ``,nearest`` as the model's own
+pipeline resizes) to the input's height and width, and normalised per channel as ``x = (v / 255 − mean) / std`` with the preset's mean and std:
 
 * ``unit``:     mean 0, std 1 (values in [0, 1]);
 * ``pm1``:      mean 0.5, std 0.5 (values in [−1, 1]; PaddleOCR);
@@ -35,6 +35,8 @@ PRESETS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "caffe": ((123.68 / 255, 116.78 / 255, 103.94 / 255), (1 / 255,)),
     "raw": ((), ()),
 }
+#: Pillow's resampling filter for each ``--image-preprocess`` resize modifier.
+RESIZE_FILTERS = ("bilinear", "bicubic", "nearest")
 
 
 @dataclass(frozen=True)
@@ -43,17 +45,21 @@ class ImagePreprocess:
 
     preset: str
     bgr: bool = False
+    resize: str = "bilinear"
 
     @classmethod
     def parse(cls, text: str) -> ImagePreprocess:
-        """``imagenet`` or ``pm1,bgr``; raises a one-line ValueError naming the choices."""
+        """``imagenet``, ``pm1,bgr`` or ``imagenet,bicubic``; raises a one-line ValueError naming the
+        choices."""
         parts = [p.strip().lower() for p in text.split(",") if p.strip()]
-        extra = [p for p in parts[1:] if p != "bgr"]
-        if not parts or parts[0] not in PRESETS or extra:
+        extra = [p for p in parts[1:] if p != "bgr" and p not in RESIZE_FILTERS]
+        filters = [p for p in parts[1:] if p in RESIZE_FILTERS]
+        if not parts or parts[0] not in PRESETS or extra or len(filters) > 1:
             raise ValueError(
-                f"--image-preprocess {text!r}: expected one of {', '.join(PRESETS)}, optionally followed by ',bgr'"
+                f"--image-preprocess {text!r}: expected one of {', '.join(PRESETS)}, optionally followed by "
+                f"',bgr' and one resize filter of {', '.join(RESIZE_FILTERS)} (bilinear by default)"
             )
-        return cls(parts[0], "bgr" in parts[1:])
+        return cls(parts[0], "bgr" in parts[1:], filters[0] if filters else "bilinear")
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -98,7 +104,8 @@ def load_images(
                 if height is None:
                     height, width = img.height, img.width
                 if (img.height, img.width) != (height, width):
-                    img = img.resize((int(width), int(height)), Image.BILINEAR)
+                    resample = getattr(Image.Resampling, preprocess.resize.upper())
+                    img = img.resize((int(width), int(height)), resample)
                 x = np.asarray(img, dtype=np.float32).reshape(int(height), int(width), channels)
         except (OSError, ValueError) as exc:
             raise ValueError(f"{f}: cannot read it as an image ({type(exc).__name__})") from None
