@@ -55,12 +55,12 @@ SENSITIVITY_SHARE = 0.5
 
 class TimeLimit:
     """A search's time limit: :meth:`expired` once ``seconds`` have passed since it was made (never
-    when ``seconds`` is 0); ``skipped`` counts the measurements it cut."""
+    when ``seconds`` is 0); ``skipped`` counts the measurements it cut, ``measured`` those made."""
 
     def __init__(self, seconds: float = 0.0, clock: Callable[[], float] = time.perf_counter) -> None:
         self.seconds, self.clock = float(seconds), clock
         self.start = clock()
-        self.skipped = 0
+        self.skipped = self.measured = 0
 
     def expired(self, share: float = 1.0) -> bool:
         """Whether ``share`` of the limit has passed (the sensitivity stops at
@@ -70,6 +70,12 @@ class TimeLimit:
     def left(self) -> float:
         """Seconds left of the limit (infinite without one)."""
         return self.seconds - (self.clock() - self.start) if self.seconds > 0 else float("inf")
+
+
+def _cut_postfix(limit: TimeLimit) -> str:
+    """The progress bar's postfix once the limit cuts the sensitivity: its bar still runs to the end,
+    so it says how little of it was measured (a trial read "135/135, 124 skipped" as complete)."""
+    return f"only {limit.measured} measured, {limit.skipped} skipped by the time limit"
 
 
 class PacedLimit:
@@ -195,7 +201,7 @@ def sensitivity(
             curve.unmeasured.append(level)
             if name in timed_out:
                 limit.skipped += 1
-                bar.set_postfix_str(f"{limit.skipped} skipped by the time limit", refresh=False)
+                bar.set_postfix_str(_cut_postfix(limit), refresh=False)
 
     def planned(level: float) -> Iterator:
         """The plans of the groups not missed, one group at a time: planning ``auto`` judges every
@@ -256,6 +262,7 @@ def sensitivity(
                     curve.fidelity.append(0.0)
                     curve.unmeasured.append(level)
                     limit.skipped += 1
+                    bar.set_postfix_str(_cut_postfix(limit), refresh=False)
                     missed.add(plan.group.name)
                     timed_out.add(plan.group.name)
                     continue
@@ -272,6 +279,8 @@ def sensitivity(
                     continue
                 curve.fidelity.append(fid)
                 measured[plan.group.name, plan.k] = fid
+                if limit is not None:
+                    limit.measured += 1
                 if stop_below is not None and fid < stop_below:
                     missed.add(plan.group.name)
                 if removed > 0 and not curve.params_per_channel:

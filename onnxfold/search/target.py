@@ -115,6 +115,8 @@ class SearchResult:
     default: bool = False
     #: why the measurement cannot see the folded channels ('' when it can: :mod:`onnxfold.search.blind`)
     blind: str = ""
+    #: the share of the sensitivity's planned measurements made before the time limit stopped it
+    sensitivity_share: float = 1.0
 
     def to_dict(self) -> dict:
         return {
@@ -133,6 +135,7 @@ class SearchResult:
             "inputs": self.inputs,
             "data_free_proxy": self.proxy,
             "cut_short": self.cut_short,
+            "sensitivity_share": self.sensitivity_share,
             "unexercised": dict(self.unexercised),
             "blind": self.blind,
             "seconds": self.seconds,
@@ -193,8 +196,15 @@ class SearchResult:
             )
         if self.cut_short:  # a heavy segmenter's search cut at 0.0% read as a success beside a note
             bare = self.chosen.reduction < 0.01
+            # most groups never measured: the allocation rests on a few (a ViT's 11 of 135)
+            sparse = self.sensitivity_share < 0.5
+            better = (
+                "a smaller model"
+                if self.mode == "min_fidelity"
+                else "a model closer to the original at that size"
+            )
             lines.append(
-                f"{'warning' if bare else 'note'}: {self.cut_short}; a longer --time-limit may find a smaller model"
+                f"{'warning' if bare or sparse else 'note'}: {self.cut_short}; a longer --time-limit may find {better}"
                 + (
                     " (it found next to nothing; --target-params R or fewer --inputs samples are faster)"
                     if bare
@@ -342,12 +352,21 @@ def search(
             total = base.params if mode == "target_params" else base.macs
             chosen, met = budget_candidate(path, measure, total, target, mode, round_to, paced)
     share = f"the sensitivity stopped at its share ({limit.seconds * SENSITIVITY_SHARE:g} s): "
-    cut = [f"{share}{sensitivity_cut} measurements skipped (counted as misses)"] if sensitivity_cut else []
+    cut = (
+        [
+            f"{share}{sensitivity_cut} of {sensitivity_cut + limit.measured} measurements skipped (counted as misses)"
+        ]
+        if sensitivity_cut
+        else []
+    )
     if paced.expired():  # as the bisection (or the budget's corrections) ended
         n = sum(c.measured for c in tried.values())
         cut.append(f"the search stopped after {n} candidate{'s' if n != 1 else ''} measured")
         if refine is not None and chosen.steps > 0:
             cut.append("the chosen widths were not refitted")
+    ran = limit.clock() - limit.start
+    if cut and ran > limit.seconds * 1.05:  # a trial's 240 s search ran 296 s and read as within it
+        cut.append(f"it ran {ran:.0f} s in all (a candidate under way, and the first, runs to its end)")
     elif refine is not None and chosen.steps > 0:
         better = _refined(chosen, refine(path.sparsities_at(chosen.steps)), evaluator, base, shapes)
         if better is not None and mode == "min_fidelity" and met and not better.meets(target):
@@ -381,6 +400,7 @@ def search(
         bool(evaluator.chains),
         unexercised=dict(getattr(evaluator, "unexercised", {})),
         blind=blind,
+        sensitivity_share=limit.measured / max(1, limit.measured + sensitivity_cut),
         cut_short=f"the time limit ({limit.seconds:g} s) cut the search short: " + ", ".join(cut)
         if cut
         else "",
