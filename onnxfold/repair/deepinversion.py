@@ -95,7 +95,7 @@ def synthesize(
         if node.name not in stats_t:
             return
         red = [0] + list(range(2, pre.dim()))
-        mean, var = pre.mean(dim=red), pre.var(dim=red, unbiased=False)
+        var, mean = torch.var_mean(pre, dim=red, unbiased=False)  # one pass, not two
         rm, rv = stats_t[node.name]
         term = torch.linalg.vector_norm(mean - rm) + torch.linalg.vector_norm(var - rv)
         bn_loss.append(term * (10.0 if node.name == first else 1.0))
