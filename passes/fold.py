@@ -8,8 +8,8 @@ of the concatenated tied weights: ``cluster=auto`` runs k-means on small groups 
 agglomerative clustering where one k-means pass gets expensive (:mod:`onnxfold.folding.cluster`). Producer-side tensors are replaced
 by cluster means, consumer-side input slices by cluster sums, and shape constants and attributes
 that encode the width are rewritten. Blocked groups are left untouched and reported with their
-reason. With ``verify``, groups whose rewrite breaks the model are rolled back and reported
-blocked. Sparsity 0 leaves the model bit-identical.
+reason; with ``verify``, groups whose rewrite breaks the model are rolled back. Sparsity 0 leaves
+the model bit-identical.
 
 ``method=l1|l2`` replaces clustering by structured magnitude pruning through the same groups (the
 k channels of largest feature norm are kept, the others removed). ``features`` chooses what is
@@ -120,12 +120,11 @@ class AutoSamples(NamedTuple):
     measure: bool = True
 
 
-def auto_samples(model: Model, ctx: PassContext, judge_limit: int) -> AutoSamples:
+def auto_samples(model: Model, ctx: PassContext, judge_limit: int, budget: float | None) -> AutoSamples:
     """The samples of ``auto`` without ``--inputs``, by what the model offers:
 
     - above ``judge_limit`` parameters: none; it folds unmeasured, ``ar`` only on convolutions;
-    - a BN model with torch, at a bounded cost: DeepInversion samples from the BN statistics, fitted to
-      (empty note);
+    - a BN model with torch, within ``budget`` MACs: DeepInversion samples, fitted to (empty note);
     - a BN model without them: none; fold + ``ar`` from the BN statistics, unmeasured (random inputs
       rank candidates worse than those statistics do);
     - otherwise random token sequences inside the embedding table (a token model), else None (the
@@ -140,7 +139,7 @@ def auto_samples(model: Model, ctx: PassContext, judge_limit: int) -> AutoSample
             "not measured, only on convolutions"
         )
         return AutoSamples(None, "", note, measure=False)
-    samples, source = deepinversion_samples(model, ctx.input_shapes, ctx.seed)
+    samples, source = deepinversion_samples(model, ctx.input_shapes, ctx.seed, budget)
     if samples is not None:
         return AutoSamples(samples, source, "")
     if has_batchnorm(model):
@@ -178,6 +177,8 @@ class FoldPass(Pass):
     sequential = True
     #: a search's time limit (``TimeLimit.expired``): the sequential choice stops judging once it is true
     stop = None
+    #: MACs ``auto`` may spend on DeepInversion samples (None: the default; an untimed search raises it)
+    synthesis_budget = None
     #: The mode of the repair pass that follows this fold in its pipeline (``bind``).
     repair_mode = "none"
 
@@ -219,7 +220,9 @@ class FoldPass(Pass):
         if samples is None and want == "auto":
             if not (search or self.may_fold()):
                 return
-            samples, source, self.auto_note, measure = auto_samples(model, ctx, self.opts["judge_limit"])
+            samples, source, self.auto_note, measure = auto_samples(
+                model, ctx, self.opts["judge_limit"], self.synthesis_budget
+            )
             if not measure:
                 return
         try:
@@ -264,12 +267,7 @@ class FoldPass(Pass):
             "folded widths are multiples of this (hardware-friendly: odd widths can make the folded "
             "model slower than the original); groups narrower than twice it are not rounded; 1 = off",
         ),
-        Option(
-            "seed",
-            int,
-            0,
-            "clustering seed; the same seed and options give byte-identical output",
-        ),
+        Option("seed", int, 0, "clustering seed; the same seed and options give byte-identical output"),
         Option(
             "method",
             str,

@@ -284,6 +284,10 @@ class SearchPass(Pass):
         if mode == "target_params" and not self.opts["force"]:
             cap = min(self.opts["max_sparsity"], self.levels[-1])
             _check_reachable(model, fold, self.opts[mode], cap, base.params)
+        if not limit.seconds:  # an explicit target without a time limit: DeepInversion may take longer
+            from onnxfold.folding.samples import UNTIMED_DIR_BUDGET
+
+            fold.synthesis_budget = UNTIMED_DIR_BUDGET
         evaluator, held_out = prepared(
             model, ctx, fold, [fold] + ([self.repair] if self.repair is not None else []), self.opts["metric"]
         )
@@ -305,6 +309,7 @@ class SearchPass(Pass):
             inner.sequential = sequential
             inner.stop = limit.expired if sequential and limit.seconds > 0 else None
             inner.moments, inner.judge, inner.auto_note = fold.moments, fold.judge, fold.auto_note
+            inner.synthesis_budget = fold.synthesis_budget
             passes = [inner] + ([self.repair] if self.repair is not None else []) + [CleanupPass()]
             sub = PassContext(
                 original=ctx.original, seed=ctx.seed, input_shapes=ctx.input_shapes, inputs=ctx.inputs

@@ -184,8 +184,14 @@ def runnable_dim(session, shapes: dict | None, seed: int, tables: dict) -> int:
 AUTO_DIR_SAMPLES = 32
 AUTO_DIR_ITERATIONS = 200
 #: Most multiply-accumulates ``auto`` spends synthesising them (a forward and a backward pass, about
-#: 3× the forward MACs, per sample and iteration): about a minute on 2 CPU cores.
+#: 3× the forward MACs, per sample and iteration): up to 3 minutes on 2 CPU cores (a PP-LCNet's
+#: depthwise convolutions ran at about 10 GMAC/s) ...
 AUTO_DIR_BUDGET = 2e12
+#: ... or, for a search without a time limit (an explicit target), up to about 13 minutes: at 200
+#: iterations a PP-LCNet at 224×224 (3.0T) is a better proxy than random inputs (its data-free search
+#: kept every label at 76.8% fewer parameters, against 12.0% on random inputs); at 134, which 2T pays
+#: for, it misled the search (80.5%, 0.875 of the labels kept)
+UNTIMED_DIR_BUDGET = 8e12
 
 
 def deepinversion_cost(proto, shapes: dict | None = None) -> float | None:
@@ -214,9 +220,13 @@ def has_batchnorm(model) -> bool:
     return any(n.op == "BatchNormalization" for n in model.graph.nodes)
 
 
-def deepinversion_samples(model, shapes: dict | None = None, seed: int = 0) -> tuple[Feeds | None, str]:
+def deepinversion_samples(
+    model, shapes: dict | None = None, seed: int = 0, budget: float | None = None
+) -> tuple[Feeds | None, str]:
     """(samples, where they come from), or (None, why there are none): a DeepInversion batch whose
-    BatchNormalization statistics match the model's running statistics (docs/method.md §2.3)."""
+    BatchNormalization statistics match the model's running statistics (docs/method.md §2.3), when
+    synthesising it costs at most ``budget`` MACs (:func:`deepinversion_cost`; None:
+    :data:`AUTO_DIR_BUDGET`)."""
     from onnxfold.errors import one_line
     from onnxfold.ir.model import to_model_proto
 
@@ -237,10 +247,12 @@ def deepinversion_samples(model, shapes: dict | None = None, seed: int = 0) -> t
     cost = deepinversion_cost(proto, shapes)
     if cost is None:
         return None, "DeepInversion's cost is unknown: the input dims are not fixed (give --input-shape)"
-    if cost > AUTO_DIR_BUDGET:
+    budget = AUTO_DIR_BUDGET if budget is None else budget
+    if cost > budget:
         return None, (
-            f"DeepInversion samples would cost {cost / 1e12:.1f}T MACs, over the "
-            f"{AUTO_DIR_BUDGET / 1e12:g}T auto spends on them"
+            f"DeepInversion samples would cost {cost / 1e12:.1f}T MACs, over the {budget / 1e12:g}T auto "
+            "spends on them"
+            + (" (a search without a time limit spends more)" if budget < UNTIMED_DIR_BUDGET else "")
         )
     shape = next(iter(shapes.values())) if shapes else None
     try:
