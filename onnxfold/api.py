@@ -28,6 +28,7 @@ from onnxfold.passes import (
 from onnxfold.passes.fold import AUTO_JUDGE_LIMIT
 from onnxfold.passes.search import (
     DATA_FREE_MIN_FIDELITY,
+    DATA_FREE_MIN_GAIN,
     DEFAULT_MIN_FIDELITY,
     DEFAULT_TIME_LIMIT,
     FIXED_SPARSITY,
@@ -304,6 +305,7 @@ def fold(
     max_sparsity: float = 0.7,
     force: bool = False,
     time_limit: float | None = None,
+    min_gain: float | None = None,
     # repair pass
     repair: str = "ar",
     calibration: str | os.PathLike | Any | None = "",
@@ -330,8 +332,9 @@ def fold(
 
     Without ``sparsity``, a target or a recipe this is the search for the smallest model at fidelity
     :data:`DEFAULT_MIN_FIDELITY` on ``inputs``, else :data:`DATA_FREE_MIN_FIDELITY`, within
-    :data:`DEFAULT_TIME_LIMIT` s (:func:`default_plan`);
-    ``report.search.default`` is then True.
+    :data:`DEFAULT_TIME_LIMIT` s (:func:`default_plan`), which without ``inputs`` keeps the model
+    whole where it would remove under :data:`DATA_FREE_MIN_GAIN` of the parameters (``min_gain``
+    None; a number sets it for any fidelity search); ``report.search.default`` is then True.
 
     The keywords are the options of the fold, repair and validate passes (``onnxfold passes``
     lists their meaning; the ``onnxfold fold`` flags have the same names and defaults), except:
@@ -373,6 +376,9 @@ def fold(
         max_sparsity=max_sparsity,
         force=force,
         time_limit=time_limit,
+        min_gain=(DATA_FREE_MIN_GAIN if searched and inputs is None else 0.0)
+        if min_gain is None
+        else min_gain,
     )
     passes: list[Pass] = [CanonicalizePass(), fold_pass]
     repair_opts = {

@@ -190,3 +190,47 @@ def test_a_search_says_it_has_started(tmp_path: Path, capsys) -> None:
     assert main(["fold", str(tmp_path / "bad.onnx"), "-o", str(tmp_path / "b.onnx")]) == 2
     out, err = capsys.readouterr()
     assert out == "" and len(err.strip().splitlines()) == 1
+
+
+def test_the_data_free_default_keeps_whole_a_model_it_would_barely_shrink(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """Below DATA_FREE_MIN_GAIN of the parameters the data-free default writes the model whole (a ViT
+    saliency model folded 0.3% changed the regions found on 15% of photos), reproducing it exactly
+    and saying why; given samples, or an explicit target, write what the search found."""
+    from onnxfold import api
+    from onnxfold.passes.search import DATA_FREE_MIN_GAIN
+    from onnxfold.runtime.session import make_session
+
+    assert 0.0 < DATA_FREE_MIN_GAIN <= 0.05
+    _, found = onnxfold.fold(LENET, validate=False)
+    gain = found.search.chosen.reduction
+    assert gain > DATA_FREE_MIN_GAIN and not found.search.kept_whole  # LeNet folds more: written
+    monkeypatch.setattr(api, "DATA_FREE_MIN_GAIN", gain + 0.01)  # now the same search gains too little
+    out = tmp_path / "whole.onnx"
+    _, kept = onnxfold.fold(LENET, output=out, validate=False)
+    assert kept.search.met and kept.search.chosen.reduction == 0.0 and kept.search.chosen.fidelity == 1.0
+    assert f"the best candidate, {gain:.1%} fewer parameters" in kept.search.kept_whole
+    assert f"less than --min-gain {gain + 0.01:g}: the model is kept whole" in kept.search.kept_whole
+    assert "note: the best candidate" in kept.search.summary() and "kept whole" in kept.search.summary()
+    assert kept.search.to_dict()["kept_whole"] == kept.search.kept_whole
+    x = np.random.default_rng(0).standard_normal((4, 1, 8, 8)).astype(np.float32)
+    want = make_session(str(LENET)).run(None, {"input": x})
+    got = make_session(str(out)).run(None, {"input": x})
+    for w, g in zip(want, got, strict=True):
+        np.testing.assert_array_equal(w, g)
+    samples = {
+        "input": x.repeat(8, axis=0)
+        + np.random.default_rng(1).standard_normal((32, 1, 8, 8)).astype(np.float32)
+    }
+    _, given = onnxfold.fold(LENET, inputs=samples, validate=False)
+    _, explicit = onnxfold.fold(LENET, min_fidelity=DATA_FREE_MIN_FIDELITY, time_limit=600, validate=False)
+    assert not given.search.kept_whole and not explicit.search.kept_whole
+    assert explicit.search.chosen.reduction == gain  # the same search, written as found
+    # --min-gain sets it for any fidelity search, and 0 turns it off for the default
+    out2 = tmp_path / "flag.onnx"
+    args = ["fold", str(LENET), "-o", str(out2), "--min-fidelity", "0.9", "--min-gain", "0.99"]
+    assert main(args) == 0
+    assert "less than --min-gain 0.99: the model is kept whole" in capsys.readouterr().out
+    _, off = onnxfold.fold(LENET, min_gain=0.0, validate=False)
+    assert off.search.default and off.search.chosen.reduction == gain and not off.search.kept_whole

@@ -71,13 +71,14 @@ _METAVARS = {"overrides": "REGEX=SPARSITY", "ignore": "REGEX", "calibration": "F
 
 #: api.fold keywords whose flag has no default of its own: without them ``onnxfold fold`` searches
 #: (:func:`onnxfold.api.default_plan`), so their help says what their absence means.
-UNSET = ("sparsity", "time_limit")
+UNSET = ("sparsity", "time_limit", "min_gain")
 
 
 def _unset_default(keyword: str) -> str:
     """What leaving the flag of an :data:`UNSET` keyword out means."""
     from onnxfold.passes.search import (
         DATA_FREE_MIN_FIDELITY,
+        DATA_FREE_MIN_GAIN,
         DEFAULT_MIN_FIDELITY,
         DEFAULT_TIME_LIMIT,
         FIXED_SPARSITY,
@@ -90,6 +91,8 @@ def _unset_default(keyword: str) -> str:
             f"proxy (as --min-fidelity F --time-limit {DEFAULT_TIME_LIMIT:g}); with a recipe, "
             f"{FIXED_SPARSITY:g}; refused beside a target, which chooses every group's"
         )
+    if keyword == "min_gain":
+        return f"{DATA_FREE_MIN_GAIN:g} for the search a fold runs without --sparsity, a target or --inputs, else 0"
     return f"{DEFAULT_TIME_LIMIT:g} for the search a fold runs without --sparsity or a target, else none"
 
 

@@ -117,6 +117,8 @@ class SearchResult:
     blind: str = ""
     #: the share of the sensitivity's planned measurements made before the time limit stopped it
     sensitivity_share: float = 1.0
+    #: why the search kept the model whole although a candidate met the target (``min_gain``)
+    kept_whole: str = ""
 
     def to_dict(self) -> dict:
         return {
@@ -136,6 +138,7 @@ class SearchResult:
             "data_free_proxy": self.proxy,
             "cut_short": self.cut_short,
             "sensitivity_share": self.sensitivity_share,
+            **({"kept_whole": self.kept_whole} if self.kept_whole else {}),
             "unexercised": dict(self.unexercised),
             "blind": self.blind,
             "seconds": self.seconds,
@@ -213,6 +216,8 @@ class SearchResult:
             )
         if self.blind:
             lines.append(blind_advice(self.blind, self.mode, self.proxy))
+        if self.kept_whole:
+            lines.append(f"note: {self.kept_whole}")
         if self.proxy:
             lines.append(
                 "note: no --inputs given, so this fidelity is a data-free proxy on random inputs, "
