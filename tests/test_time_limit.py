@@ -110,6 +110,36 @@ def test_the_limit_is_checked_before_each_group_is_planned(samples, monkeypatch)
     )
 
 
+def test_the_sensitivity_warns_early_when_its_share_of_the_limit_will_not_do(samples, caplog) -> None:
+    """After a few measurements the sensitivity forecasts its time: a ViT's default search measured 11
+    of 135 group levels in its 300 s share, and its user learnt it only from the report at the end."""
+    import logging
+
+    model = as_model(str(bundled_model("lenet5.onnx")))
+    CanonicalizePass().run(model, PassContext())
+    evaluator = Evaluator(as_model(str(bundled_model("lenet5.onnx"))), {"input": samples}, "top1")
+    now = [0.0]
+
+    def slow(candidate, **kwargs):
+        now[0] += 10.0  # 10 s a measurement
+        return evaluator(candidate, bounds=False)
+
+    def run(seconds: float) -> list[str]:
+        caplog.clear()
+        now[0] = 0.0
+        with caplog.at_level(logging.WARNING, logger="onnxfold.search.sensitivity"):
+            sensitivity(
+                model, slow, [0.2, 0.5], round_to=1, method="fold", limit=TimeLimit(seconds, lambda: now[0])
+            )
+        return [r.getMessage() for r in caplog.records]
+
+    short = run(100.0)  # 50 s for the sensitivity: 5 measurements of LeNet's 8 group levels
+    assert len(short) == 1, short
+    assert "about 10 s per group level; the 6 left need about 60 s and the time limit leaves 30 s" in short[0]
+    assert "about 3 will be measured" in short[0] and "--time-limit 180 lets all run" in short[0]
+    assert run(1000.0) == []  # ample: no forecast printed
+
+
 def _search(samples, **options):
     return onnxfold.fold(
         str(bundled_model("lenet5.onnx")),
