@@ -191,11 +191,13 @@ class SearchPass(Pass):
             str,
             "auto",
             "fidelity per output: top1 agreement (class scores, per position for sequence logits), "
-            "sequence (lines whose greedy CTC decoding agrees exactly), "
+            "sequence (lines whose greedy CTC decoding agrees exactly), binary (decisions of one "
+            "Sigmoid probability per sample at 0.5), mask (intersection over union of the regions a "
+            "Sigmoid map marks above 0.5), "
             "cosine, relerr (1 - relative L2 error), r2 (mean per-channel R^2: every channel counts alike, "
             "e.g. a detector's scores next to its box coordinates), or auto (top1 for class scores, "
             "sequence for a recogniser's sequence logits, top1 per position for a token model's, "
-            "r2 otherwise); "
+            "binary+r2 / mask+r2 for Sigmoid probabilities and maps, r2 otherwise); "
             "the model's fidelity is the minimum over outputs; "
             "per output: a comma list such as auto,feature=none (none leaves that output out)",
             check=parse_metric,

