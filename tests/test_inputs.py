@@ -296,8 +296,22 @@ def test_images_are_resized_with_the_filter_the_preprocessing_names(tmp_path: Pa
             want = want[..., ::-1]
         got = load_inputs(folder, nchw, image_preprocess=spec)["x"][0].transpose(1, 2, 0)
         np.testing.assert_allclose(got, want, atol=1e-6, err_msg=spec)
+    # ,letterbox: scaled to fit the longer side and padded black, centred (13x17 into 6x7: 5x7 at row 0)
+    boxed = load_inputs(folder, nchw, image_preprocess="unit,letterbox")["x"][0].transpose(1, 2, 0)
+    fitted = np.asarray(Image.fromarray(pixels).resize((7, 5), Image.Resampling.BILINEAR), np.float32) / 255
+    np.testing.assert_allclose(boxed[0:5], fitted, atol=1e-6)
+    assert not boxed[5:].any()  # the padded row: black, before normalisation
+    tall = make_session(
+        str(_image_model(tmp_path / "tall.onnx", ["N", 3, 10, 4]))
+    )  # width fits: 4x3 at col 0
+    got = load_inputs(folder, tall, image_preprocess="imagenet,letterbox")["x"][0]
+    black = (0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(got[:, 0, 0], black, atol=1e-5)  # padding above, centred
+    np.testing.assert_allclose(got[:, 9, 3], black, atol=1e-5)  # and below
     for bad in ("unit,bicubic,nearest", "unit,lanczos"):
-        with pytest.raises(ValueError, match="one resize filter of bilinear, bicubic, nearest"):
+        with pytest.raises(
+            ValueError, match="',letterbox' and one resize filter of bilinear, bicubic, nearest"
+        ):
             load_inputs(folder, nchw, image_preprocess=bad)
 
 

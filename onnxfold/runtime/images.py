@@ -1,8 +1,10 @@
 """A folder of images as samples of an image model (``--inputs photos/ --image-preprocess imagenet``).
 
 Each image is read with Pillow, converted to RGB (BGR with ``,bgr``; grey for a one-channel input),
-resized (stretched, no letterbox; bilinear, or ``,bicubic`` / ``,nearest`` as the model's own
-pipeline resizes) to the input's height and width, and normalised per channel as ``x = (v / 255 − mean) / std`` with the preset's mean and std:
+resized (bilinear, or ``,bicubic`` / ``,nearest`` as the model's own pipeline resizes) to the
+input's height and width, stretched, or with ``,letterbox`` scaled to fit its longer side and padded
+with black around it (centred, as albumentations' LongestMaxSize + PadIfNeeded do), and normalised
+per channel as ``x = (v / 255 − mean) / std`` with the preset's mean and std:
 
 * ``unit``:     mean 0, std 1 (values in [0, 1]);
 * ``pm1``:      mean 0.5, std 0.5 (values in [−1, 1]; PaddleOCR);
@@ -46,20 +48,23 @@ class ImagePreprocess:
     preset: str
     bgr: bool = False
     resize: str = "bilinear"
+    letterbox: bool = False
 
     @classmethod
     def parse(cls, text: str) -> ImagePreprocess:
-        """``imagenet``, ``pm1,bgr`` or ``imagenet,bicubic``; raises a one-line ValueError naming the
-        choices."""
+        """``imagenet``, ``pm1,bgr`` or ``imagenet,bicubic,letterbox``; raises a one-line ValueError
+        naming the choices."""
         parts = [p.strip().lower() for p in text.split(",") if p.strip()]
-        extra = [p for p in parts[1:] if p != "bgr" and p not in RESIZE_FILTERS]
+        extra = [p for p in parts[1:] if p not in ("bgr", "letterbox") and p not in RESIZE_FILTERS]
         filters = [p for p in parts[1:] if p in RESIZE_FILTERS]
         if not parts or parts[0] not in PRESETS or extra or len(filters) > 1:
             raise ValueError(
                 f"--image-preprocess {text!r}: expected one of {', '.join(PRESETS)}, optionally followed by "
-                f"',bgr' and one resize filter of {', '.join(RESIZE_FILTERS)} (bilinear by default)"
+                f"',bgr', ',letterbox' and one resize filter of {', '.join(RESIZE_FILTERS)} (bilinear by default)"
             )
-        return cls(parts[0], "bgr" in parts[1:], filters[0] if filters else "bilinear")
+        return cls(
+            parts[0], "bgr" in parts[1:], filters[0] if filters else "bilinear", "letterbox" in parts[1:]
+        )
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -77,6 +82,20 @@ def _layout(name: str, shape: tuple) -> tuple[str, int]:
         f"input {name!r} of shape {shape} is not an image batch [N, C, H, W] or [N, H, W, C] with 1 or 3 "
         "channels: give its samples as .npy"
     )
+
+
+def _resized(img, height: int, width: int, preprocess: ImagePreprocess):
+    """``img`` at ``height`` × ``width``: stretched, or scaled to fit and padded black, centred."""
+    from PIL import Image
+
+    resample = getattr(Image.Resampling, preprocess.resize.upper())
+    if not preprocess.letterbox:
+        return img.resize((width, height), resample)
+    scale = min(width / img.width, height / img.height)
+    w, h = max(1, round(img.width * scale)), max(1, round(img.height * scale))
+    canvas = Image.new(img.mode, (width, height))
+    canvas.paste(img.resize((w, h), resample), ((width - w) // 2, (height - h) // 2))
+    return canvas
 
 
 def load_images(
@@ -104,8 +123,7 @@ def load_images(
                 if height is None:
                     height, width = img.height, img.width
                 if (img.height, img.width) != (height, width):
-                    resample = getattr(Image.Resampling, preprocess.resize.upper())
-                    img = img.resize((int(width), int(height)), resample)
+                    img = _resized(img, int(height), int(width), preprocess)
                 x = np.asarray(img, dtype=np.float32).reshape(int(height), int(width), channels)
         except (OSError, ValueError) as exc:
             raise ValueError(f"{f}: cannot read it as an image ({type(exc).__name__})") from None
