@@ -137,7 +137,9 @@ def cut_reason(text: str, width: int = REASON_WIDTH) -> str:
 
 def reasons_text(reasons) -> str:
     """The reasons a group is blocked, one sentence each; those that differ only in the node they
-    name (a CRNN's 40 per-step Gathers) as one, with how many more there are."""
+    name (a CRNN's 40 per-step Gathers) as one, with how many more there are, the most repeated
+    first: a ViT's residual stream read first of a class token's Concat and a position embedding's
+    Add, once each, where its 50 LayerNorm reductions over the channels are what block it."""
     kinds: dict[tuple[str, str], list] = {}
     for r in reasons:
         text = str(r)
@@ -145,7 +147,7 @@ def reasons_text(reasons) -> str:
         kinds.setdefault(key, []).append(text)
     return "; ".join(
         texts[0] + (f" (and {len(texts) - 1} more like it)" if len(texts) > 1 else "")
-        for texts in kinds.values()
+        for texts in sorted(kinds.values(), key=len, reverse=True)  # stable: ties in graph order
     )
 
 
