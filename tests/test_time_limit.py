@@ -344,3 +344,24 @@ def test_no_candidate_starts_that_would_run_past_the_limit() -> None:
     paced.timed(lambda: candidate(2.0))
     assert now[0] == 8.0 and paced.expired() and not limit.expired()  # 2 s left < the median 3 s
     assert not PacedLimit(TimeLimit(0.0, lambda: now[0])).expired()  # no limit: never
+
+
+def test_a_search_past_its_limit_does_not_refit_its_pick(samples, monkeypatch) -> None:
+    """Once the limit has passed the bisection, auto's refit of the chosen widths is skipped and the
+    report says so, however little the search ran past it (an edit that reported the overrun once
+    made the refit follow whenever the overrun was under 5%)."""
+    import importlib
+
+    target = importlib.import_module("onnxfold.search.target")
+    monkeypatch.setattr(target.PacedLimit, "expired", lambda self: True)
+    refits = []
+    monkeypatch.setattr(target, "_refined", lambda *a, **k: refits.append(1))
+    cut = onnxfold.fold(
+        str(bundled_model("lenet5.onnx")),
+        inputs={"input": samples},
+        min_fidelity=0.01,
+        time_limit=1e6,
+        validate=False,
+    )[1].search
+    assert cut.chosen.steps > 0 and refits == []  # the far end passes; nothing refitted after the limit
+    assert "the chosen widths were not refitted" in cut.cut_short and "it ran" not in cut.cut_short

@@ -369,9 +369,6 @@ def search(
         cut.append(f"the search stopped after {n} candidate{'s' if n != 1 else ''} measured")
         if refine is not None and chosen.steps > 0:
             cut.append("the chosen widths were not refitted")
-    ran = limit.clock() - limit.start
-    if cut and ran > limit.seconds * 1.05:  # a trial's 240 s search ran 296 s and read as within it
-        cut.append(f"it ran {ran:.0f} s in all (a candidate under way, and the first, runs to its end)")
     elif refine is not None and chosen.steps > 0:
         better = _refined(chosen, refine(path.sparsities_at(chosen.steps)), evaluator, base, shapes)
         if better is not None and mode == "min_fidelity" and met and not better.meets(target):
@@ -381,6 +378,9 @@ def search(
             chosen = better
         if limit.expired():  # the refit stopped judging its groups there (sequential.plan_sequential)
             cut.append("the refit of the chosen widths reached the time limit")
+    ran = limit.clock() - limit.start
+    if cut and ran > limit.seconds * 1.05:  # a trial's 240 s search ran 296 s and read as within it
+        cut.append(f"it ran {ran:.0f} s in all (a candidate under way, and the first, runs to its end)")
     for c in tried.values():
         if c is not chosen:
             c.model, c.data = None, {}
