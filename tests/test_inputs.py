@@ -219,7 +219,7 @@ def _image_model(path: Path, shape: list) -> Path:
     return path
 
 
-def test_a_folder_of_images_with_a_preprocessing_preset(tmp_path: Path, capsys) -> None:
+def test_a_folder_of_images_with_a_preprocessing_preset(tmp_path: Path, capsys, caplog) -> None:
     folder = _image_folder(tmp_path / "photos")
     nchw = make_session(str(_image_model(tmp_path / "nchw.onnx", ["N", 3, 6, 7])))
     x = load_inputs(folder, nchw, image_preprocess="imagenet")
@@ -249,6 +249,17 @@ def test_a_folder_of_images_with_a_preprocessing_preset(tmp_path: Path, capsys) 
     assert raw.shape == (3, 9, 11, 3) and raw[0, 4, 5].tolist() == [255, 0, 128]
     free = load_inputs(folder, nhwc, image_preprocess="raw")["x"]
     assert free.shape == (3, 12, 10, 3)  # the first image's size, the others resized to it
+    # ... and said so, with the flag that sets the size (a text classifier's lines were read at 31x101
+    # where its package feeds 48x192, and nothing said so)
+    warned = capsys.readouterr().err + "".join(r.getMessage() for r in caplog.records)
+    assert (
+        "free height and width and the images differ in size: all 3 were resized to the first one's 12x10"
+        in warned
+    )
+    assert "--input-shape x:1,H,W,3" in warned
+    caplog.clear()
+    load_inputs(folder, nhwc, image_preprocess="raw", shapes={"x": [1, 9, 11, 3]})
+    assert "differ in size" not in "".join(r.getMessage() for r in caplog.records)
     grey = make_session(str(_image_model(tmp_path / "grey.onnx", ["N", 1, 4, 4])))
     assert load_inputs(folder, grey, image_preprocess="unit")["x"].shape == (3, 1, 4, 4)
     assert load_inputs(folder, grey, image_preprocess="imagenet")["x"].shape == (3, 1, 4, 4)

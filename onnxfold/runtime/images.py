@@ -115,11 +115,14 @@ def load_images(
     layout, channels = _layout(name, tuple(shape))
     hw = (shape[2], shape[3]) if layout == "nchw" else (shape[1], shape[2])
     height, width = size or (hw if all(isinstance(d, int) and d > 0 for d in hw) else (None, None))
+    guessed = height is None  # free dims and no --input-shape: the first image sets the size
+    sizes = set()
     batch = []
     for f in files:
         try:
             with Image.open(f) as img:
                 img = img.convert("L" if channels == 1 else "RGB")
+                sizes.add((img.height, img.width))
                 if height is None:
                     height, width = img.height, img.width
                 if (img.height, img.width) != (height, width):
@@ -135,4 +138,18 @@ def load_images(
         if preprocess.bgr and channels == 3:
             x = x[..., ::-1]
         batch.append(x.transpose(2, 0, 1) if layout == "nchw" else x)
+    if guessed and len(sizes) > 1:  # a text classifier's 32 lines were read at 31x101, fed at 48x192
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "%s: input %s has free height and width and the images differ in size: all %d were resized "
+            "to the first one's %dx%d; give --input-shape %s:1,%s for the size your pipeline feeds",
+            folder,
+            name,
+            len(files),
+            height,
+            width,
+            name,
+            "3,H,W" if layout == "nchw" else "H,W,3",
+        )
     return np.ascontiguousarray(np.stack(batch), dtype=np.float32)
