@@ -172,6 +172,14 @@ class SearchResult:
             lines.append(
                 f"warning: target not met ({goal(self.mode, self.target)}): --force wrote the closest candidate"
             )
+        got = self.chosen.reduction if self.mode == "target_params" else self.chosen.macs_reduction
+        if (
+            self.mode != "min_fidelity" and self.met and abs(got - self.target) >= 0.005
+        ):  # a trial read 27.4% as a miss
+            lines.append(
+                f"note: {got:.1%} against the asked {self.target:.0%}: the closest the search's steps come (each "
+                "moves one group by a channel, or by --round-to channels where it is rounded; --round-to 1 steps finer)"
+            )
         if self.default:
             lines.append(
                 f"(the default without --sparsity or a target: the smallest model at fidelity >= {self.target:g}; "
@@ -201,11 +209,8 @@ class SearchResult:
             bare = self.chosen.reduction < 0.01
             # most groups never measured: the allocation rests on a few (a ViT's 11 of 135)
             sparse = self.sensitivity_share < 0.5
-            better = (
-                "a smaller model"
-                if self.mode == "min_fidelity"
-                else "a model closer to the original at that size"
-            )
+            better = "a model closer to the original at that size" if self.mode != "min_fidelity" else ""
+            better = better or "a smaller model"
             lines.append(
                 f"{'warning' if bare or sparse else 'note'}: {self.cut_short}; a longer --time-limit may find {better}"
                 + (
