@@ -150,6 +150,6 @@ def load_images(
             height,
             width,
             name,
-            "3,H,W" if layout == "nchw" else "H,W,3",
+            f"{channels},H,W" if layout == "nchw" else f"H,W,{channels}",
         )
     return np.ascontiguousarray(np.stack(batch), dtype=np.float32)
