@@ -349,21 +349,8 @@ class SearchPass(Pass):
             limit=limit,
             base=base,
             shapes=ctx.data.get("mac_shapes", ctx.input_shapes),
+            min_gain=self.opts["min_gain"],
         )
-        small = result.chosen.reduction
-        if mode == "min_fidelity" and result.met and 0.0 < small < self.opts["min_gain"]:
-            from onnxfold.search.target import measured
-
-            fidelity = result.chosen.fidelity
-            result.chosen = measured(
-                0, build({}), evaluator, base, ctx.data.get("mac_shapes", ctx.input_shapes)
-            )
-            result.kept_whole = (
-                f"the best candidate, {small:.1%} fewer parameters at fidelity {fidelity:.4f}, removes less "
-                f"than --min-gain {self.opts['min_gain']:g}: the model is kept whole (the data-free default "
-                f"asks {DATA_FREE_MIN_GAIN:g}: a smaller gain is not worth a change its proxy cannot vouch "
-                "for); --inputs with samples as the model is used usually allow more"
-            )
         ctx.data["search"] = result
         chosen = result.chosen
         if mode == "min_fidelity" and not result.met and not self.opts["force"]:

@@ -210,6 +210,8 @@ def test_the_data_free_default_keeps_whole_a_model_it_would_barely_shrink(
     out = tmp_path / "whole.onnx"
     _, kept = onnxfold.fold(LENET, output=out, validate=False)
     assert kept.search.met and kept.search.chosen.reduction == 0.0 and kept.search.chosen.fidelity == 1.0
+    # the unchanged model the bisection measured is reused, not built and measured again
+    assert len(kept.search.candidates) == len(found.search.candidates)
     assert f"the best candidate, {gain:.1%} fewer parameters" in kept.search.kept_whole
     assert f"less than --min-gain {gain + 0.01:g}: the model is kept whole" in kept.search.kept_whole
     assert "note: the best candidate" in kept.search.summary() and "kept whole" in kept.search.summary()

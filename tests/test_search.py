@@ -240,7 +240,8 @@ def test_a_count_over_few_samples_meets_a_target_by_the_rule_of_succession(
 
 
 def test_the_search_does_not_pick_a_candidate_that_passes_on_one_lucky_sample() -> None:
-    from onnxfold.search.target import Candidate, _bisect
+    from onnxfold.search.bisect import bisect_candidate as _bisect
+    from onnxfold.search.target import Candidate
 
     agree = [32, 32, 32, 31, 31, 30, 20]  # of 32 samples, along 6 path steps
 
@@ -622,7 +623,8 @@ def test_a_model_that_feeds_its_state_back_is_told_that_errors_compound() -> Non
 
 
 def test_a_candidate_must_reach_the_target_on_the_held_out_samples_too() -> None:
-    from onnxfold.search.target import Candidate, _bisect
+    from onnxfold.search.bisect import bisect_candidate as _bisect
+    from onnxfold.search.target import Candidate
 
     everywhere = [0.99, 0.98, 0.97, 0.96, 0.96, 0.9]  # r2 on all samples along 5 path steps
     held_out = [0.99, 0.98, 0.96, 0.93, 0.92, 0.85]  # on the half no merge was fitted on

@@ -33,14 +33,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from onnxfold.analysis import analyze_graph
 from onnxfold.ir.model import Model
 from onnxfold.report.fold_report import stats_of
 from onnxfold.report.progress import progress_bar
 from onnxfold.runtime.fidelity import OutputFidelity
-from onnxfold.search.allocate import AllocationPath, fixed_groups, greedy_path
+from onnxfold.search.allocate import fixed_groups, greedy_path
+from onnxfold.search.bisect import bisect_candidate
 from onnxfold.search.blind import blind_advice, blind_reason
 from onnxfold.search.budget import budget_candidate
 from onnxfold.search.evaluate import Evaluator
@@ -48,7 +47,6 @@ from onnxfold.search.sensitivity import SENSITIVITY_SHARE, GroupCurve, PacedLimi
 
 log = logging.getLogger(__name__)
 
-MAX_CANDIDATES = 24  #: most candidates built by one bisection (with its probes beyond a failure)
 HELD_OUT_GAP = 0.02  #: held-out fidelity this far below the chosen one's warns that the fit may not carry
 
 
@@ -287,6 +285,7 @@ def search(
     limit: TimeLimit | None = None,
     base: Any = None,
     shapes: dict | None = None,
+    min_gain: float = 0.0,
 ) -> SearchResult:
     """Run the search on the canonicalized ``model``. ``build(allocation)`` returns a new folded
     (repaired, cleaned) copy and the pass data it left. See the module docstring. ``refine``: a
@@ -295,7 +294,8 @@ def search(
     module docstring. ``base``: the statistics reductions are counted from (default ``model``'s; the
     search pass gives those of ``model`` cleaned up as every candidate is, since canonicalization
     unshares initializers that cleanup shares again). ``shapes``: the input shapes MACs are counted at
-    (``--input-shape``)."""
+    (``--input-shape``). ``min_gain``: a met ``min_fidelity`` pick that removes less of the parameters
+    gives way to the unchanged model (measured once by the bisection already)."""
     start = time.perf_counter()
     limit = limit if limit is not None else TimeLimit()
     base = base if base is not None else stats_of(model, shapes=shapes)
@@ -357,18 +357,15 @@ def search(
         if blind and mode == "min_fidelity":  # nothing measured can tell a fold from the original
             chosen, met = measure(0), True
         elif mode == "min_fidelity":
-            chosen, met = _bisect(path, measure, tried, target, paced, unchanged)
+            chosen, met = bisect_candidate(path, measure, tried, target, paced, unchanged)
         else:
             total = base.params if mode == "target_params" else base.macs
             chosen, met = budget_candidate(path, measure, total, target, mode, round_to, paced)
     share = f"the sensitivity stopped at its share ({limit.seconds * SENSITIVITY_SHARE:g} s): "
-    cut = (
-        [
-            f"{share}{sensitivity_cut} of {sensitivity_cut + limit.measured} measurements skipped (counted as misses)"
-        ]
-        if sensitivity_cut
-        else []
+    skipped = (
+        f"{sensitivity_cut} of {sensitivity_cut + limit.measured} measurements skipped (counted as misses)"
     )
+    cut = [share + skipped] if sensitivity_cut else []
     if paced.expired():  # as the bisection (or the budget's corrections) ended
         n = sum(c.measured for c in tried.values())
         cut.append(f"the search stopped after {n} candidate{'s' if n != 1 else ''} measured")
@@ -383,6 +380,14 @@ def search(
             chosen = better
         if limit.expired():  # the refit stopped judging its groups there (sequential.plan_sequential)
             cut.append("the refit of the chosen widths reached the time limit")
+    kept_whole = ""
+    if mode == "min_fidelity" and met and 0.0 < chosen.reduction < min_gain:  # too little to be worth it
+        kept_whole = (
+            f"the best candidate, {chosen.reduction:.1%} fewer parameters at fidelity {chosen.fidelity:.4f}, "
+            f"removes less than --min-gain {min_gain:g}: the model is kept whole (a smaller gain is not worth "
+            "a change its measurement cannot vouch for); --inputs with samples as the model is used usually allow more"
+        )
+        chosen = measure(0)
     ran = limit.clock() - limit.start
     if cut and ran > limit.seconds * 1.05:  # a trial's 240 s search ran 296 s and read as within it
         cut.append(f"it ran {ran:.0f} s in all (a candidate under way, and the first, runs to its end)")
@@ -411,6 +416,7 @@ def search(
         unexercised=dict(getattr(evaluator, "unexercised", {})),
         blind=blind,
         sensitivity_share=limit.measured / max(1, limit.measured + sensitivity_cut),
+        kept_whole=kept_whole,
         cut_short=f"the time limit ({limit.seconds:g} s) cut the search short: " + ", ".join(cut)
         if cut
         else "",
@@ -454,46 +460,3 @@ def _refined(
         "refined": f"sequential auto: fidelity {cand.fidelity:.4f} against {chosen.fidelity:.4f}",
     }
     return cand
-
-
-def _bisect(
-    path: AllocationPath,
-    measure: Callable[[int], Candidate],
-    tried: dict[int, Candidate],
-    target: float,
-    limit: TimeLimit | PacedLimit | None = None,
-    unchanged: Callable[[], Candidate] | None = None,
-) -> tuple[Candidate, bool]:
-    """Largest measured reduction with fidelity ≥ target, by bisection on path steps (the far end
-    always measured; nothing more once ``limit`` has expired). The near end, the unchanged model,
-    is measured too while time is left; after it, ``unchanged()`` builds it unmeasured (CRAFT's
-    search measured it after its limit, minutes past it)."""
-    expired = limit.expired if limit is not None else lambda: False
-    hi = measure(len(path))
-    if hi.meets(target):
-        return hi, True
-    if unchanged is not None and expired():
-        lo = unchanged()
-        return lo, lo.meets(target)
-    lo = measure(0)
-    if not lo.meets(target):
-        return max((lo, hi), key=lambda c: c.fidelity), False
-    a, b = 0, len(path)
-    while not expired():
-        while b - a > 1 and len(tried) < MAX_CANDIDATES and not expired():
-            mid = (a + b) // 2
-            if measure(mid).meets(target):
-                a = mid
-            else:
-                b = mid
-        # fidelity need not fall monotonically along the path: probe 3 points beyond the first failure
-        probes = [int(v) for v in np.linspace(b, len(path), 5)[1:-1] if int(v) not in tried]
-        if not probes or len(tried) + len(probes) > MAX_CANDIDATES or expired():
-            break
-        ok = [p for p in probes if not expired() and measure(p).meets(target)]
-        if not ok:
-            break
-        a = max(ok)
-        b = min([p for p in probes if p > a] + [len(path)])
-    passing = [c for c in tried.values() if c.meets(target)]
-    return max(passing, key=lambda c: (c.reduction, c.fidelity)), True
