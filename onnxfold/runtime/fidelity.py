@@ -61,7 +61,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from onnxfold.runtime.compare import _is_class_scores
-from onnxfold.runtime.probability_maps import binary_score, mask_iou, mask_map
+from onnxfold.runtime.probability_maps import binary_agreement, binary_score, mask_iou, mask_map
 from onnxfold.runtime.sequences import blank_separated, ctc_like, sequence_agreement
 
 METRICS = tuple("auto top1 sequence binary mask cosine relerr r2 top1+r2 binary+r2 mask+r2".split())
@@ -257,7 +257,7 @@ def fidelity_value(metric: str, ref: np.ndarray, cand: np.ndarray, samples: int 
             return sequence_agreement(ref.argmax(axis=-1), cand.argmax(axis=-1), samples)
         return float(np.mean(ref.argmax(axis=-1) == cand.argmax(axis=-1)))
     if metric == "binary":
-        return float(np.mean((ref > 0.5) == (cand > 0.5)))
+        return binary_agreement(ref, cand)
     if metric == "mask":
         return mask_iou(ref, cand)
     if metric == "r2":

@@ -25,28 +25,36 @@ SIGMOID_OPS = ("Sigmoid", "HardSigmoid")
 THRESHOLD = 0.5
 
 
+def _decides_both_ways(ref: np.ndarray, bound: str | None, samples: int | None, per_sample: bool) -> bool:
+    """Whether ``ref`` comes from a Sigmoid or HardSigmoid (``bound``) with one value per sample
+    (``per_sample``) or several, and has values on each side of :data:`THRESHOLD`."""
+    ref = np.asarray(ref)
+    n = samples or (ref.shape[0] if ref.ndim else 0)
+    if bound not in SIGMOID_OPS or ref.dtype.kind != "f" or not n:
+        return False
+    if (ref.size != n) if per_sample else (ref.size <= n):
+        return False
+    above = int(np.sum(ref > THRESHOLD))
+    return 0 < above < ref.size
+
+
 def binary_score(ref: np.ndarray, bound: str | None, samples: int | None = None) -> bool:
     """Whether ``ref`` is one probability per sample ([N] or [N, 1]) from a Sigmoid or HardSigmoid that
     decides both ways on these samples (values on each side of 0.5: one-sided decisions are counted by
     no agreement until all of them flip, as :func:`~onnxfold.runtime.fidelity.one_class`)."""
-    ref = np.asarray(ref)
-    n = samples or (ref.shape[0] if ref.ndim else 0)
-    if bound not in SIGMOID_OPS or ref.dtype.kind != "f" or not n or ref.size != n:
-        return False
-    above = int(np.sum(ref > THRESHOLD))
-    return 0 < above < ref.size
+    return _decides_both_ways(ref, bound, samples, per_sample=True)
+
+
+def binary_agreement(ref: np.ndarray, cand: np.ndarray) -> float:
+    """The ``binary`` fidelity: the share of values on the same side of :data:`THRESHOLD`."""
+    return float(np.mean((np.asarray(ref) > THRESHOLD) == (np.asarray(cand) > THRESHOLD)))
 
 
 def mask_map(ref: np.ndarray, bound: str | None, samples: int | None = None) -> bool:
     """Whether ``ref`` is a Sigmoid map (``bound`` a Sigmoid or HardSigmoid, several values per
     sample) that marks a region on these samples and leaves some of it unmarked: where it marks
     nothing (a detector's map on noise) the overlap of regions sees nothing until a region appears."""
-    ref = np.asarray(ref)
-    n = samples or (ref.shape[0] if ref.ndim else 0)
-    if bound not in SIGMOID_OPS or ref.dtype.kind != "f" or not n or ref.size <= n:
-        return False
-    above = int(np.sum(ref > THRESHOLD))
-    return 0 < above < ref.size
+    return _decides_both_ways(ref, bound, samples, per_sample=False)
 
 
 def mask_iou(ref: np.ndarray, cand: np.ndarray) -> float:
@@ -57,4 +65,4 @@ def mask_iou(ref: np.ndarray, cand: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.count_nonzero(a & b) / union)
 
 
-__all__ = ["SIGMOID_OPS", "THRESHOLD", "binary_score", "mask_iou", "mask_map"]
+__all__ = ["SIGMOID_OPS", "THRESHOLD", "binary_agreement", "binary_score", "mask_iou", "mask_map"]
