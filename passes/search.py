@@ -191,12 +191,14 @@ class SearchPass(Pass):
             str,
             "auto",
             "fidelity per output: top1 agreement (class scores, per position for sequence logits), "
-            "sequence (lines whose greedy CTC decoding agrees exactly), binary (decisions of one "
+            "sequence (lines whose greedy CTC decoding agrees exactly), margin (lines that decode the "
+            "same with the candidate's deviation doubled: each kept half its margin), binary (decisions of one "
             "Sigmoid probability per sample at 0.5), mask (intersection over union of the regions a "
             "Sigmoid map marks above 0.5), "
             "cosine, relerr (1 - relative L2 error), r2 (mean per-channel R^2: every channel counts alike, "
             "e.g. a detector's scores next to its box coordinates), or auto (top1 for class scores, "
-            "sequence for a recogniser's sequence logits, top1 per position for a token model's, "
+            "sequence for a recogniser's sequence logits (sequence+margin on given samples), "
+            "top1 per position for a token model's, "
             "binary+r2 / mask+r2 for Sigmoid probabilities and maps, r2 otherwise); "
             "the model's fidelity is the minimum over outputs; "
             "per output: a comma list such as auto,feature=none (none leaves that output out)",

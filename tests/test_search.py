@@ -83,7 +83,7 @@ def test_a_pooled_or_normalised_embedding_is_not_class_scores() -> None:
     """A sentence encoder's [B, 384] (masked mean: ReduceSum, Div, then a one-input Concat) and a
     unit-norm face embedding are compared by r2; logits from a Gemm (over a temperature too), a softmax
     written as Exp, ReduceSum, Div, and a signal model's mean of frame logits stay class scores."""
-    from onnxfold.runtime.fidelity import producers_of
+    from onnxfold.runtime.producers import producers_of
 
     rng = np.random.default_rng(0)
     emb = rng.standard_normal((8, 384)).astype(np.float32)
@@ -133,7 +133,9 @@ def test_unnamed_ctc_logits_are_recognised_by_their_shape_and_blanks() -> None:
     joined = logits.reshape(samples * steps, 1, classes)  # batch-1 time-major runs joined
     assert ctc_like(joined, samples) and not ctc_like(joined)  # without the sample count: 160 steps
     assert auto_metric("387", logits, "Reshape", token_inputs=True, samples=samples) == "r2"
-    assert output_metrics({"387": logits}, samples=samples) == {"387": "sequence"}
+    # on the user's samples the lines are guarded by their margins; on random inputs lines alone
+    assert output_metrics({"387": logits}, samples=samples) == {"387": "sequence+margin"}
+    assert output_metrics({"387": logits}, samples=samples, guarded=False) == {"387": "sequence"}
     # a detector's [B, anchors, attributes]: mostly one attribute, but far more anchors than attributes
     boxes = np.concatenate(
         [rng.uniform(300, 400, (samples, 500, 1)), rng.uniform(0, 1, (samples, 500, 5))], 2
@@ -327,6 +329,31 @@ def test_sequence_agreement_compares_decoded_lines() -> None:
     assert fidelity_value("sequence", joined, joined_cand, samples=4) == 0.5
 
 
+def test_margin_counts_the_lines_that_keep_half_their_margin() -> None:
+    # blank = 0; lines "ab" and "c"; the original's margin is 1 at every position
+    ref = np.eye(4)[np.array([[0, 1, 0, 2, 0], [3, 0, 0, 0, 0]])]
+    kept = ref.copy()
+    kept[0, 1] = [0.0, 0.6, 0.0, 0.0]  # "a" kept with a margin of 0.6 of 1: over half
+    lost = ref.copy()
+    lost[0, 1] = [0.0, 0.4, 0.0, 0.0]  # "a" still read, with a margin of 0.4: under half
+    assert fidelity_value("sequence", ref, kept) == fidelity_value("sequence", ref, lost) == 1.0
+    assert fidelity_value("margin", ref, kept) == 1.0
+    assert fidelity_value("margin", ref, lost) == 0.5  # the first line is not counted
+    assert fidelity_value("sequence+margin", ref, lost) == 0.5
+    # against a competing class, not only in the chosen one's own value
+    rival = ref.copy()
+    rival[1, 0] = [0.0, 0.0, 0.55, 1.0]  # class 2 at 0.55 beside "c" at 1: margin 0.45 of 1
+    assert fidelity_value("sequence", ref, rival) == 1.0 and fidelity_value("margin", ref, rival) == 0.5
+    # where a flip would not change the line (a blank between two blanks read as a repeat) it is not asked
+    stretched = ref.copy()
+    stretched[1, 1] = [0.45, 0.0, 0.0, 0.55]  # "c" stretched over the blank after it: still "c"
+    assert fidelity_value("margin", ref, stretched) == 1.0
+    assert counted("margin", ref) == 2
+    _, per = model_fidelity({"p": ref}, {"p": lost}, {"p": "sequence+margin"})
+    assert [(p.metric, p.value, p.samples) for p in per] == [("sequence", 1.0, 2), ("margin", 0.5, 2)]
+    assert not per[1].meets(0.95)
+
+
 def _sequence_model(embedded: bool) -> onnx.ModelProto:
     """[N, 6] → scores [N, 6, 5] through Softmax: from float features, or from token ids via Gather."""
     from onnx import TensorProto, helper, numpy_helper
@@ -351,7 +378,7 @@ def test_the_evaluator_judges_a_recogniser_by_lines_and_a_token_model_by_positio
     signal = Evaluator(
         _sequence_model(False), {"x": np.random.default_rng(1).standard_normal((3, 6)).astype("f")}
     )
-    assert signal.metrics == {"p": "sequence"}
+    assert signal.metrics == {"p": "sequence+margin"}
     assert signal.samples == 3
     tokens = Evaluator(_sequence_model(True), {"x": np.arange(18).reshape(3, 6) % 11})
     assert tokens.metrics == {"p": "top1"}

@@ -359,8 +359,8 @@ def _task_fidelity(
         fidelity_value,
         output_metrics,
         parse_metric,
-        producers_of,
     )
+    from onnxfold.runtime.producers import producers_of
 
     floats = {
         m.name: reference[m.name]

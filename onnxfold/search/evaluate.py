@@ -23,9 +23,9 @@ from onnxfold.runtime.fidelity import (
     metric_parts,
     model_fidelity,
     output_metrics,
-    producers_of,
 )
 from onnxfold.runtime.input_scales import has_tokens
+from onnxfold.runtime.producers import producers_of
 from onnxfold.runtime.sequences import sample_axis
 from onnxfold.runtime.session import measurement_session
 

@@ -1,0 +1,50 @@
+"""Which op computes an output's values, looked up through ops that only move or scale them: the
+output's metric (:mod:`onnxfold.runtime.fidelity`) depends on it (a Softmax's probabilities, a pooled
+embedding)."""
+
+from __future__ import annotations
+
+import os
+
+#: ops that only move, retype, regroup or scale values: the op an output comes from is looked up
+#: through them (a Div through its numerator: a temperature, a mean's count, a norm)
+PASS_THROUGH = {
+    "Identity",
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Cast",
+    "Transpose",
+    "Concat",
+    "Div",
+}
+
+
+def producers_of(model) -> dict[str, str]:
+    """Tensor name -> op type of the node that computes its values, for a path, bytes, a ModelProto or a
+    Model (an initializer's weights are not read from a path): looked up through :data:`PASS_THROUGH`
+    ops along their first input (an exporter's Identity, Flatten or one-input Concat before the
+    output; a masked mean's Div of a ReduceSum is a ReduceSum, logits over a temperature a Gemm)."""
+    import onnx
+
+    if isinstance(model, (bytes, bytearray)):
+        model = onnx.load_from_string(bytes(model))
+    elif isinstance(model, (str, os.PathLike)):
+        model = onnx.load(str(model), load_external_data=False)
+    if isinstance(model, onnx.ModelProto):
+        made = {o: (n.op_type, [i for i in n.input if i]) for n in model.graph.node for o in n.output}
+    else:
+        made = {
+            o.name: (n.op, [i.name for i in n.inputs if i.name]) for n in model.graph.nodes for o in n.outputs
+        }
+    out = {}
+    for name, (op, inputs) in made.items():
+        seen = {name}
+        while op in PASS_THROUGH and inputs and inputs[0] in made and inputs[0] not in seen:
+            if op == "Concat" and len(inputs) > 1:
+                break
+            seen.add(inputs[0])
+            op, inputs = made[inputs[0]]
+        out[name] = op
+    return out
