@@ -24,10 +24,13 @@ first image (every other image resized to it). Images are taken in file-name ord
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 PRESETS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -139,9 +142,7 @@ def load_images(
             x = x[..., ::-1]
         batch.append(x.transpose(2, 0, 1) if layout == "nchw" else x)
     if guessed and len(sizes) > 1:  # a text classifier's 32 lines were read at 31x101, fed at 48x192
-        import logging
-
-        logging.getLogger(__name__).warning(
+        logger.warning(
             "%s: input %s has free height and width and the images differ in size: all %d were resized "
             "to the first one's %dx%d; give --input-shape %s:1,%s for the size your pipeline feeds",
             folder,
