@@ -28,6 +28,7 @@ from onnxfold.runtime.fidelity import (
 )
 from onnxfold.search import Evaluator, greedy_path, sensitivity
 from onnxfold.search.sensitivity import GroupCurve
+from onnxfold.search.target import bound_text
 
 
 @pytest.fixture(scope="module")
@@ -675,6 +676,14 @@ def test_a_candidate_must_reach_the_target_on_the_held_out_samples_too() -> None
     assert chosen.to_dict()["unseen"] == [{"name": "y", "metric": "r2", "value": 0.96}]
 
 
+def test_a_lower_bound_is_printed_rounded_down() -> None:
+    assert bound_text(0.99823) == "0.9982"  # 2073 of 2073 rows: "1.00" read as meeting 0.999
+    assert bound_text(0.8999) == "0.89" and bound_text(0.8437) == "0.84"
+    assert bound_text(0.95) == "0.95" and bound_text(1.0) == "1.0000"
+    big = OutputFidelity("y", "binary", 1.0, 2073)
+    assert big.lower_bound() < 0.999 and bound_text(big.lower_bound()) < "0.999"
+
+
 # ----------------------------------------------------------------------------- resnet18 on digits
 
 
@@ -696,7 +705,7 @@ def test_min_fidelity_never_writes_a_model_below_its_target(tmp_path, digits, ta
     assert out0["metric"] == "top1" and out0["samples"] == len(search_x) == 32
     assert out1["metric"] == "r2" and out1["value"] == pytest.approx(scores)
     # 32 samples cannot bound the agreement on new inputs to 0.9 or more: the report says so
-    assert f"of 32 samples, 95% lower bound {out0['lower_bound']:.2f}" in text
+    assert f"of 32 samples, 95% lower bound {bound_text(out0['lower_bound'])}" in text
     assert "note: 32 samples bound the agreement on new inputs only to" in text
     # auto fits and judges on the even samples; the odd ones, which it never saw, meet the target too
     held_out = float(np.mean(ref[1::2].argmax(-1) == got[1::2].argmax(-1)))

@@ -28,6 +28,7 @@ passes during the refit. The report says what the limit cut (a warning where it 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -200,7 +201,7 @@ class SearchResult:
             need = OutputFidelity.samples_to_bound(self.target)
             lines.append(
                 f"note: {loose[0].samples} samples bound the agreement on new inputs only to >= "
-                f"{min(o.lower_bound() for o in loose):.2f} (95%); more samples tighten it"
+                f"{bound_text(min(o.lower_bound() for o in loose))} (95%); more samples tighten it"
                 + (f" (n of n agreeing bound it to {self.target:g} from n = {need})" if need else "")
             )
         if self.cut_short:  # a heavy segmenter's search cut at 0.0% read as a success beside a note
@@ -255,15 +256,20 @@ def goal(mode: str, target: float) -> str:
     return f"{target:.0%} fewer {'parameters' if mode == 'target_params' else 'MACs'}"
 
 
+def bound_text(bound: float) -> str:
+    """A lower bound as printed: rounded down, never up (2073 of 2073 rows bound an agreement to
+    0.9982, which read "1.00" beside a target of 0.999), to 2 decimals, or 4 from 0.99 on."""
+    digits = 4 if bound >= 0.99 else 2
+    return f"{math.floor(bound * 10**digits + 1e-9) / 10**digits:.{digits}f}"
+
+
 def _per_output(o: OutputFidelity) -> str:
     """e.g. ``probs sequence 0.9688 (31 of 32 samples, 95% lower bound 0.84)``."""
     text = f"{o.name} {o.metric} {o.value:.4f}"
     if o.low is not None:
         text += f" (bootstrap 80% lower value {o.low:.4f})"
     if o.samples:
-        text += (
-            f" ({round(o.value * o.samples)} of {o.samples} samples, 95% lower bound {o.lower_bound():.2f})"
-        )
+        text += f" ({round(o.value * o.samples)} of {o.samples} samples, 95% lower bound {bound_text(o.lower_bound())})"
     return text
 
 
