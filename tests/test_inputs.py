@@ -472,6 +472,30 @@ def test_integer_samples_cast_to_a_float_input_are_warned_about_once(caplog) -> 
     assert not [r for r in caplog.records if "cast to" in r.getMessage()]
 
 
+def test_identical_samples_are_warned_about(caplog) -> None:
+    """Four identical all-zero samples measured a fold exact that changed a segmenter's decisions."""
+    import logging
+
+    from onnxfold.api import as_model
+
+    proto = to_model_proto(as_model(MODEL))
+    same = np.zeros((4, 1, 8, 8), np.float32)
+    with caplog.at_level(logging.WARNING, logger="onnxfold.runtime.sample_files"):
+        load_inputs(same, proto)
+    warned = [r.getMessage() for r in caplog.records if "identical" in r.getMessage()]
+    assert warned == [
+        "the given arrays: all 4 samples are identical, so every figure measured on them rests on one "
+        "input; give varied samples"
+    ]
+    caplog.clear()
+    varied = same.copy()
+    varied[3, 0, 0, 0] = 1.0  # one value of one sample differs
+    with caplog.at_level(logging.WARNING, logger="onnxfold.runtime.sample_files"):
+        load_inputs(varied, proto)
+        load_inputs(same[:1], proto)  # one sample is not a repetition
+    assert not [r for r in caplog.records if "identical" in r.getMessage()]
+
+
 def test_a_fixed_fold_fitted_on_the_given_samples_says_its_validation_is_in_sample(
     tmp_path: Path, capsys
 ) -> None:

@@ -140,6 +140,7 @@ def load_inputs(
     for name, arr in out.items():  # zero samples failed deep inside the fold ("need at least one array")
         if arr.ndim and arr.shape[0] == 0:
             raise ValueError(f"{arrays[name][1]}: input {name!r} holds no samples (shape {arr.shape})")
+    _warn_identical(out, source)
     leading = {
         s.name: int(out[s.name].shape[0])
         for s in specs
@@ -169,6 +170,21 @@ def load_inputs(
                 f"{where}: inputs must hold the same, non-zero number of samples, got {sorted(counts)}"
             )
     return out
+
+
+def _warn_identical(arrays: Mapping[str, np.ndarray], source: Any) -> None:
+    """Warn when the samples (rows of every input) are all the same: every figure measured on them
+    rests on one input (four identical all-zero samples measured a fold r2 1.0000 (exact) that
+    changed 2.1% of a word segmenter's decisions on text)."""
+    rows = [a for a in arrays.values() if a.ndim and a.shape[0] > 1]
+    if rows and len(rows) == len(arrays) and all(np.array_equal(a, a[:1].repeat(len(a), 0)) for a in rows):
+        where = source if isinstance(source, (str, os.PathLike)) else "the given arrays"
+        logging.getLogger(__name__).warning(
+            "%s: all %d samples are identical, so every figure measured on them rests on one input; "
+            "give varied samples",
+            where,
+            rows[0].shape[0],
+        )
 
 
 def _batch_hint(specs: list[InputSpec], arrays: Mapping[str, np.ndarray], name: str) -> str:
