@@ -55,6 +55,18 @@ def from_runtime(exc: BaseException) -> bool:
     return type(exc).__module__.startswith("onnxruntime")
 
 
+def not_run_on_samples(where: str, exc: BaseException) -> str:
+    """The one-line error when the model does not run on the user's own samples: not the advice to
+    give ``--inputs``, which they gave, but what to change in them, the value range where an index
+    falls outside its table (character ids of 5000 into a table of 178 rows), else the shape."""
+    text = str(exc)
+    fits = "values in the range" if "out of" in text and "bound" in text else "a shape"
+    return (
+        f"{where}: the model does not run on the given samples ({one_line(exc, 300)}); "
+        f"give samples of {fits} the model takes"
+    )
+
+
 #: onnxruntime's framing ("[ONNXRuntimeError] : 1 : FAIL : ") and the C++ source location and
 #: signature it puts before the reason ("/onnxruntime_src/.../reshape_helper.h:91 onnxruntime::
 #: ReshapeHelper::ReshapeHelper(const onnxruntime::TensorShape&, ...) ", or with a return type "void

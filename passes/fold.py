@@ -27,7 +27,7 @@ import numpy as np
 
 from onnxfold.analysis import analyze_graph
 from onnxfold.analysis.quantized import quantized_hint, quantized_ops
-from onnxfold.errors import from_runtime, one_line
+from onnxfold.errors import from_runtime, not_run_on_samples, one_line
 from onnxfold.folding.apply import (
     ACTIVATION_METHODS,
     FEATURE_MODES,
@@ -99,10 +99,7 @@ def measure_activations(model: Model, groups, ctx: PassContext, samples=None, so
         )
     except Exception as exc:
         if samples and from_runtime(exc):  # the advice to give --inputs misled a user who had given them
-            raise PipelineError(
-                f"fold: the model does not run on the given samples ({one_line(exc, 300)}); "
-                "give samples of a shape the model takes"
-            ) from None
+            raise PipelineError(not_run_on_samples("fold", exc)) from None
         raise PipelineError(
             f"fold: cannot measure activations for --method {'/'.join(ACTIVATION_METHODS)} "
             f"({one_line(exc, 300, with_type=True)}); "

@@ -450,6 +450,43 @@ def test_samples_the_model_cannot_run_say_so_without_asking_for_inputs(tmp_path:
         assert not (tmp_path / "o.onnx").exists()
 
 
+def test_ids_outside_an_embedding_table_name_the_value_range(tmp_path: Path, capsys) -> None:
+    """Character ids of 5000 given to a word segmenter whose table has 178 rows were blamed on their
+    shape; with a fixed fold the message came from validation and asked for --inputs, already given."""
+    import onnx
+    from onnx import TensorProto
+    from onnx import helper as oh
+    from onnx import numpy_helper as nh
+
+    rng = np.random.default_rng(0)
+    consts = {"table": (11, 4), "w1": (4, 8), "w2": (8, 2)}
+    graph = oh.make_graph(
+        [
+            oh.make_node("Gather", ["table", "x"], ["e"]),
+            oh.make_node("MatMul", ["e", "w1"], ["h"]),
+            oh.make_node("Relu", ["h"], ["r"]),
+            oh.make_node("MatMul", ["r", "w2"], ["y"]),
+        ],
+        "g",
+        [oh.make_tensor_value_info("x", TensorProto.INT64, ["N"])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+        [nh.from_array(rng.standard_normal(s).astype(np.float32), n) for n, s in consts.items()],
+    )
+    path = tmp_path / "ids.onnx"
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), path)
+    ids = rng.integers(0, 11, 16)
+    ids[5] = 5000
+    np.save(tmp_path / "x.npy", ids)
+    for extra in (["-s", "0.25", "--method", "fold"], ["-s", "0.25"], []):
+        argv = ["fold", path, "-o", tmp_path / "o.onnx", "--inputs", tmp_path / "x.npy", *extra]
+        assert main([str(a) for a in argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "does not run on the given samples" in err and "idx=5000" in err, err
+        assert err.endswith("give samples of values in the range the model takes"), err
+        assert "--inputs" not in err
+        assert not (tmp_path / "o.onnx").exists()
+
+
 def test_integer_samples_cast_to_a_float_input_are_warned_about_once(caplog) -> None:
     """Raw 0..255 pixels given to a ResNet-18 that reads ImageNet-normalised values were measured
     without a word (malvizv1's scanner)."""

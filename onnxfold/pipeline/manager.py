@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import onnx
 
-from onnxfold.errors import one_line
+from onnxfold.errors import InputRunError, not_run_on_samples, one_line
 from onnxfold.ir.model import PROTO_LIMIT, Model, to_model_proto, weight_bytes
 from onnxfold.pipeline.options import Option, PassError, PipelineError
 
@@ -149,6 +149,8 @@ class PassManager:
             except (PassError, PipelineError):
                 raise
             except Exception as exc:
+                if isinstance(exc, InputRunError) and ctx.inputs is not None:  # the user's samples
+                    raise PassError(not_run_on_samples(p.name, exc.__cause__ or exc)) from exc
                 raise PassError(f"pass {p.name!r} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
             if self.check:
                 try:
