@@ -123,6 +123,7 @@ BAD_INPUTS: dict[str, tuple[Case, Callable[[Path, Path], list]]] = {
     "text-file": (_text, lambda m, out: ["fold", m, "-o", out / "o.onnx"]),
     "truncated-model": (_truncated, lambda m, out: ["fold", m, "-o", out / "o.onnx"]),
     "empty-file": (_empty, lambda m, out: ["run", m, "-o", out / "o.onnx", "--pipeline", PIPELINE]),
+    "empty-file-default": (_empty, lambda m, out: ["fold", m, "-o", out / "o.onnx"]),
     "sparsity-1.0": (_model, lambda m, out: ["fold", m, "-o", out / "o.onnx", "-s", "1.0"]),
     "sparsity-negative": (_model, lambda m, out: ["fold", m, "-o", out / "o.onnx", "-s", "-0.1"]),
     "sparsity-abc": (_model, lambda m, out: ["fold", m, "-o", out / "o.onnx", "--sparsity", "abc"]),
@@ -181,6 +182,8 @@ def test_bad_input_fails_cleanly(name: str, exported, tmp_path: Path, capsys) ->
     argv, before = _bad_case(name, tmp_path, exported)
     rc, out, err = cli(argv, capsys)
     _assert_clean_failure(rc, out, err, before, tmp_path)
+    if name == "empty-file-default":  # no search announced for a file that holds no model
+        assert "searching" not in out and "empty file" in err
     if name == "location-escapes":
         assert "escapes" in err
     if name == "dynamo-data-deleted":

@@ -151,8 +151,9 @@ def _announce_search(args: argparse.Namespace, given: bool) -> None:
     if Path(args.model).stat().st_size < ANNOUNCE_CHECK_BYTES:  # a file that does not load: its error alone
         import onnx
 
-        try:
-            onnx.load(str(args.model), load_external_data=False)
+        try:  # an empty file parses as a ModelProto without a graph
+            if not onnx.load(str(args.model), load_external_data=False).HasField("graph"):
+                return
         except Exception:
             return
     if fidelity:
