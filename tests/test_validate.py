@@ -143,6 +143,8 @@ def test_input_specs_of_every_model_form_print_nothing(capfd) -> None:
 def test_parse_input_shapes_ok():
     got = parse_input_shapes(["input:1,3,224,224", "ids: 2, 16", "tf:0:4,5", "scalar:"])
     assert got == {"input": (1, 3, 224, 224), "ids": (2, 16), "tf:0": (4, 5), "scalar": ()}
+    # NAME=dims, as users type it too (input_1=1,5 was refused)
+    assert parse_input_shapes(["input_1=1,5", "tf:0=4,5"]) == {"input_1": (1, 5), "tf:0": (4, 5)}
 
 
 @pytest.mark.parametrize(

@@ -103,13 +103,17 @@ def check_input_shapes(shapes: dict[str, tuple[int, ...]], model: str | os.PathL
 
 def parse_input_shapes(items: Sequence[str]) -> dict[str, tuple[int, ...]]:
     """Parse CLI strings ``"name:1,3,224,224"`` (``"name:"`` is a scalar) into ``{name: shape}``;
-    ``"1,3,224,224"`` without a name is ``{"": shape}``, the shape of a model's only input.
+    ``"1,3,224,224"`` without a name is ``{"": shape}``, the shape of a model's only input;
+    ``"name=1,3,224,224"`` is taken too.
 
     The name is everything before the LAST colon, so names like ``"input:0"`` work (``"input:0:1,3"``).
     """
     shapes: dict[str, tuple[int, ...]] = {}
     for item in items:
         name, sep, dims_text = item.strip().rpartition(":")
+        left, eq, right = item.strip().rpartition("=")
+        if eq and left.strip() and re.fullmatch(r"[\d,\s]*", right):  # NAME=D0,D1,... as typed by many
+            name, sep, dims_text = left, eq, right
         if not sep and not re.fullmatch(r"[\d,\s]+", dims_text):
             raise ValueError(f"bad input shape {item!r}: expected NAME:D1,D2,... e.g. input:1,3,224,224")
         name = name.strip()  # "" without a name: the model's only input (check_input_shapes)
