@@ -1,6 +1,6 @@
 """Fidelity: one number in [0, 1] saying how well a candidate's outputs agree with the original's.
 
-Per output (reference a, candidate b, computed in float64), one of five metrics:
+Per output (reference a, candidate b, computed in float64), one of these metrics:
 
 * ``top1``   = fraction of positions whose argmax over the last axis (the classes) agrees; for
   class scores [B, C] a position is a sample, for sequence logits ([T, B, C] or [B, T, C], e.g.
@@ -16,7 +16,8 @@ Per output (reference a, candidate b, computed in float64), one of five metrics:
   a flip would change the line. ``auto`` guards ``sequence`` with it on the user's samples
   (``sequence+margin``), as it guards top1 with r2: a count's search keeps the furthest candidate
   that reads every fitting line, whose margins are then spent. On PP-OCRv4's recogniser the pick read
-  32 of 32 fitting lines and 0.938 of 256 new ones; 30 of its 32 fitting lines kept half their margin;
+  32 of 32 fitting lines and 0.938 of 256 new ones, and only 30 of the 32 kept half their margin;
+  with the guard the search stopped at 11.6% fewer parameters (15.9% before) and kept 0.965;
 * ``binary`` = fraction of values on the same side of 0.5: the decisions of a binary classifier's
   probability, one per sample ([N] or [N, 1], a Sigmoid's: a voice detector's speech probability, a
   siamese matcher's same-or-not). On CapSpot's matcher r2 0.973 on 32 pairs changed 5.2% of those
