@@ -12,6 +12,7 @@ from harness import Net, run_ort
 import onnxfold
 from onnxfold.runtime.exercised import bounded_by
 from onnxfold.runtime.fidelity import OutputFidelity, counted, fidelity_value, output_metrics
+from onnxfold.runtime.resample import low_value
 
 
 def _matcher(seed: int = 0) -> onnx.ModelProto:
@@ -64,3 +65,24 @@ def test_a_search_on_given_samples_keeps_the_decisions(tmp_path: Path) -> None:
     kept = float(np.mean(ref == got))
     assert kept == binary.value
     assert 64 - round(kept * 64) <= OutputFidelity("o", "binary", kept, 64).allowed_misses(0.95)
+
+
+def test_binary_and_mask_decide_logits_at_zero() -> None:
+    """Logits that a Sigmoid after the model reads (BCEWithLogits heads, AttaCut's word boundaries)
+    decide at 0, not 0.5; probabilities still at 0.5."""
+    logits = np.array([[-2.0], [-0.1], [0.3], [3.0]])
+    near = np.array([[-1.0], [0.1], [0.2], [2.0]])  # one decision flipped at 0, none at 0.5
+    assert fidelity_value("binary", logits, near) == 0.75
+    probs = 1 / (1 + np.exp(-logits))
+    assert fidelity_value("binary", probs, 1 / (1 + np.exp(-near))) == 0.75  # the same decisions
+    assert fidelity_value("binary", np.array([[0.3], [0.6]]), np.array([[0.1], [0.7]])) == 1.0  # at 0.5
+    rng = np.random.default_rng(0)
+    maps = rng.standard_normal((16, 1, 6, 6))  # logit maps: a region where > 0
+    cand = maps + 0.3 * rng.standard_normal(maps.shape) * (np.arange(16) % 4 == 0)[:, None, None, None]
+    inter = np.count_nonzero((maps > 0) & (cand > 0))
+    union = np.count_nonzero((maps > 0) | (cand > 0))
+    assert fidelity_value("mask", maps, cand) == inter / union
+    prob_maps, prob_cand = 1 / (1 + np.exp(-maps)), 1 / (1 + np.exp(-cand))
+    assert fidelity_value("mask", prob_maps, prob_cand) == inter / union
+    # the bootstrap of a logit map reads it at 0 too: the same draws as its probabilities at 0.5
+    assert low_value("mask", maps, cand, 16) == low_value("mask", prob_maps, prob_cand, 16)

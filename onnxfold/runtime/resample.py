@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxfold.runtime.probability_maps import THRESHOLD
+from onnxfold.runtime.probability_maps import THRESHOLD, threshold
 
 #: Resamples drawn (fixed seed: the same outputs give the same bound).
 RESAMPLES = 1000
@@ -156,6 +156,9 @@ def low_value(metric: str, ref: np.ndarray, cand: np.ndarray, samples: int | Non
     for counts, for fewer than :data:`MIN_SAMPLES` samples, or when no axis holds them."""
     if not samples or samples < MIN_SAMPLES or metric not in METRICS:
         return None
+    if metric == "mask":  # logits decide at 0: moved so that THRESHOLD stands where they decide
+        shift = THRESHOLD - threshold(ref)
+        ref, cand = np.asarray(ref, dtype=np.float64) + shift, np.asarray(cand, dtype=np.float64) + shift
     draws = resampled(metric, ref, cand, samples, draw_weights(samples))
     return None if draws is None else float(np.quantile(draws, LOW_QUANTILE))
 
