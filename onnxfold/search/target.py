@@ -208,8 +208,11 @@ class SearchResult:
             bare = self.chosen.reduction < 0.01
             # most groups never measured: the allocation rests on a few (a ViT's 11 of 135)
             sparse = self.sensitivity_share < 0.5
-            better = "a model closer to the original at that size" if self.mode != "min_fidelity" else ""
-            better = better or "a smaller model"
+            better = (
+                "a smaller model"
+                if self.mode == "min_fidelity"
+                else "a model closer to the original at that size"
+            )
             lines.append(
                 f"{'warning' if bare or sparse else 'note'}: {self.cut_short}; a longer --time-limit may find {better}"
                 + (
