@@ -17,6 +17,7 @@ import numpy as np
 from onnxfold.errors import one_line
 from onnxfold.runtime.images import PRESETS
 from onnxfold.runtime.inputs import InputSpec, check_shape, fixed_batches, input_specs
+from onnxfold.runtime.ragged import even_lengths
 
 
 def _cast(arr: np.ndarray, spec: InputSpec, where: str, warned: set[str]) -> np.ndarray:
@@ -83,6 +84,8 @@ def load_inputs(
       axis 0 in file-name order.
     - a folder of ``.npz`` files (and no ``.npy`` file), each with one array per input holding one or
       more samples, joined along each input's sample axis in file-name order (:func:`_read_npz_folder`).
+      In either folder, samples of different lengths along a free dim are padded or cut to one
+      (:mod:`onnxfold.runtime.ragged`).
     - a folder of images (and no ``.npy`` or ``.npz`` file), for a model with a single image input, read as
       ``image_preprocess`` says (:mod:`onnxfold.runtime.images`; ``shapes`` may give their height
       and width).
@@ -256,8 +259,9 @@ def _read_npz_folder(
     """A folder of ``.npz`` files, each one array per input holding one or more samples (a file of one
     sample may leave out the sample axis), joined along each input's sample axis in file-name order
     (a scalar input taken once). The files must agree on every other dim: token sequences of
-    different lengths must be padded to one length first, as the application pads them."""
-    from onnxfold.folding.samples import merged_feeds, sample_axes
+    different lengths are made one (:mod:`onnxfold.runtime.ragged`: padded where a mask marks the
+    padding, else cut to the shortest)."""
+    from onnxfold.folding.samples import sample_axes
 
     runs = []
     for f in files:
@@ -275,10 +279,10 @@ def _read_npz_folder(
                 arr = arr[None]  # one sample without its sample axis
             run[spec.name] = arr
         runs.append(run)
-    try:
-        joined = merged_feeds(runs)
-    except ValueError:
-        joined = None
+    joined = _joined(runs)
+    if joined is None:
+        evened = even_lengths(runs, specs, str(path))
+        joined = None if evened is None else _joined(evened)
     if joined is None:
 
         def dims(run: dict) -> dict:
@@ -291,9 +295,18 @@ def _read_npz_folder(
         first = ", ".join(f"{k}{list(v.shape)}" for k, v in runs[0].items())
         raise ValueError(
             f"{path}: {files[bad].name} holds {shown} but {files[0].name} holds {first}: the files' samples "
-            "must agree on every dim but the sample axis (pad sequences to one length, as the application does)"
+            "must agree on every dim but the sample axis and the lengths the model leaves free"
         )
     return {k: (v, str(path)) for k, v in joined.items()}
+
+
+def _joined(runs: list[dict]) -> dict | None:
+    from onnxfold.folding.samples import merged_feeds
+
+    try:
+        return merged_feeds(runs)
+    except ValueError:
+        return None
 
 
 def _read_source(
@@ -341,7 +354,10 @@ def _read_source(
         try:
             return {spec.name: (np.concatenate(parts, axis=0), str(path))}
         except ValueError as exc:
-            raise ValueError(f"{path}: the files' samples differ in shape: {one_line(exc)}") from None
+            evened = even_lengths([{spec.name: p} for p in parts], specs, str(path))
+            if evened is None:
+                raise ValueError(f"{path}: the files' samples differ in shape: {one_line(exc)}") from None
+            return {spec.name: (np.concatenate([e[spec.name] for e in evened], axis=0), str(path))}
     if not path.is_file():
         raise ValueError(f"{path}: no such file or folder")
     if path.suffix == ".npz":

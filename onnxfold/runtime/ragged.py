@@ -1,0 +1,113 @@
+"""Samples of different lengths made into one set, as the model can read them.
+
+A folder of samples (``--inputs``) often holds sequences of different lengths: sentences as token
+ids, audio clips, text lines. The search measures every candidate on one set of samples, so their
+lengths must agree. Only a dim the model leaves free (symbolic) may differ; any other difference
+stays an error. Two cases:
+
+- **An attention mask among the inputs** (an integer or boolean input named ``*mask*`` whose length
+  differs with the rest): the samples are padded to the longest, as a batch of them is run. Every
+  input is padded with 0, and the mask with the value it does not hold on the given samples. The
+  mask then marks the padding under either convention: 1 = keep (Hugging Face's ``attention_mask``)
+  or True = padding (torch's ``key_padding_mask``). A mask that holds both values is padded with 0.
+- **No mask** (a model run one sequence at a time, unpadded, as a word segmenter or a VAD is): each
+  sample is cut to its first ``L`` positions, ``L`` the shortest length given. A prefix of a sequence
+  is itself a sequence the model reads. Padding it instead would feed values the application never
+  feeds. The warning says so: the figures then hold for the prefixes, and samples of one length
+  measure whole sequences.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from onnxfold.runtime.inputs import InputSpec
+
+log = logging.getLogger(__name__)
+
+Feeds = dict[str, np.ndarray]
+
+
+def _free_axes(spec: InputSpec) -> set[int]:
+    """The non-batch axes that ``spec`` leaves symbolic."""
+    return {i for i, d in enumerate(spec.shape or ()) if i > 0 and not isinstance(d, (int, np.integer))}
+
+
+def ragged_axes(runs: Sequence[Feeds], specs: Sequence[InputSpec]) -> dict[str, int] | None:
+    """Input -> the one axis along which the runs' samples differ in length, for the inputs whose
+    shapes differ; None when some input differs in rank, on its sample axis alone, on more than
+    one axis, or on an axis the model fixes (those are errors, not lengths)."""
+    out: dict[str, int] = {}
+    for spec in specs:
+        shapes = [np.shape(r[spec.name]) for r in runs]
+        if len({len(s) for s in shapes}) != 1:
+            return None
+        differ = {i for i in range(1, len(shapes[0])) if len({s[i] for s in shapes}) > 1}
+        if not differ:
+            continue
+        if len(differ) != 1 or not differ <= _free_axes(spec):
+            return None
+        out[spec.name] = differ.pop()
+    return out or None
+
+
+def _mask_pad(arr: list[np.ndarray]) -> int:
+    """The value that marks padding in a mask whose given samples are unpadded: the one they do not
+    hold (0 where they are all 1, 1 where all 0); 0 when they hold both."""
+    values = set(np.unique(np.concatenate([a.ravel() for a in arr])).tolist())
+    return 1 if values == {0} or values == {False} else 0
+
+
+def even_lengths(runs: Sequence[Feeds], specs: Sequence[InputSpec], where: str) -> list[Feeds] | None:
+    """The runs with their lengths made one (padded where a mask marks the padding, else cut to the
+    shortest), with a warning that says which; None when they differ in anything but free lengths."""
+    axes = ragged_axes(runs, specs)
+    if axes is None:
+        return None
+    masks = [
+        s.name
+        for s in specs
+        if s.name in axes and "mask" in s.name.lower() and s.dtype is not None and s.dtype.kind in "iub"
+    ]
+    lengths = {name: [np.shape(r[name])[axis] for r in runs] for name, axis in axes.items()}
+    low = min(min(v) for v in lengths.values())
+    high = max(max(v) for v in lengths.values())
+    names = ", ".join(axes)
+    out = [dict(r) for r in runs]
+    if masks:
+        for name, axis in axes.items():
+            target = max(lengths[name])
+            fill = _mask_pad([r[name] for r in runs]) if name in masks else 0
+            for r in out:
+                arr = r[name]
+                widths = [(0, 0)] * arr.ndim
+                widths[axis] = (0, target - arr.shape[axis])
+                r[name] = np.pad(arr, widths, constant_values=np.asarray(fill).astype(arr.dtype))
+        log.warning(
+            "%s: the samples differ in length (%s: %d to %d): padded to the longest with 0, %s marking "
+            "the padding, as a batch of them is run",
+            where,
+            names,
+            low,
+            high,
+            " and ".join(masks),
+        )
+        return out
+    for name, axis in axes.items():
+        target = min(lengths[name])
+        for r in out:
+            r[name] = np.take(r[name], np.arange(target), axis=axis)
+    log.warning(
+        "%s: the samples differ in length (%s: %d to %d) and the model has no mask to pad them with: each "
+        "is cut to its first %d positions, so every figure holds for those prefixes; give samples of one "
+        "length to measure whole sequences",
+        where,
+        names,
+        low,
+        high,
+        low,
+    )
+    return out

@@ -1,0 +1,194 @@
+"""Samples of different lengths (``onnxfold.runtime.ragged``): padded where the model has a mask to
+mark the padding, else cut to the shortest; a difference in a dim the model fixes stays an error."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxfold.cli.commands import main
+from onnxfold.runtime.sample_files import load_inputs
+from onnxfold.runtime.session import make_session
+
+
+def _token_model(path: Path, mask_type: int = TensorProto.INT64) -> Path:
+    """hidden = E[input_ids] * mask, ids and mask [batch, seq]."""
+    table = np.random.default_rng(1).standard_normal((50, 8)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gather", ["E", "input_ids"], ["h"]),
+            helper.make_node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
+            helper.make_node("Unsqueeze", ["m", "axis"], ["m3"]),
+            helper.make_node("Mul", ["h", "m3"], ["hidden"]),
+        ],
+        "tokens",
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+            helper.make_tensor_value_info("attention_mask", mask_type, ["batch", "seq"]),
+        ],
+        [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["batch", "seq", 8])],
+        [numpy_helper.from_array(table, "E"), numpy_helper.from_array(np.array([-1], np.int64), "axis")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+LENGTHS = (7, 5, 9)
+
+
+def _sentences(folder: Path, mask_value, mask_dtype) -> list[np.ndarray]:
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    ids = [rng.integers(1, 50, n) for n in LENGTHS]
+    for i, row in enumerate(ids):
+        np.savez(
+            folder / f"{i}.npz",
+            input_ids=row[None],
+            attention_mask=np.full((1, len(row)), mask_value, mask_dtype),
+        )
+    return ids
+
+
+@pytest.mark.parametrize(
+    "mask_type, given, padding",
+    [(TensorProto.INT64, 1, 0), (TensorProto.BOOL, False, True)],
+    ids=["attention_mask", "key_padding_mask"],
+)
+def test_sentences_of_different_lengths_are_padded_with_the_mask_marking_the_padding(
+    tmp_path: Path, caplog, mask_type, given, padding
+) -> None:
+    model = onnx.load(str(_token_model(tmp_path / "tokens.onnx", mask_type)))
+    dtype = np.int64 if mask_type == TensorProto.INT64 else np.bool_
+    ids = _sentences(tmp_path / "sentences", given, dtype)
+    with caplog.at_level(logging.WARNING):
+        got = load_inputs(tmp_path / "sentences", model)
+    longest = max(LENGTHS)
+    assert got["input_ids"].shape == got["attention_mask"].shape == (3, longest)
+    for row, sentence in zip(got["input_ids"], ids, strict=True):
+        np.testing.assert_array_equal(row[: len(sentence)], sentence)
+        assert not row[len(sentence) :].any()
+    for row, n in zip(got["attention_mask"], LENGTHS, strict=True):
+        assert (row[:n] == given).all() and (row[n:] == padding).all()
+    assert "padded to the longest" in caplog.text and "attention_mask marking the padding" in caplog.text
+    assert "5 to 9" in caplog.text
+
+
+def _conv1d(path: Path, duplicated: bool = False) -> Path:
+    """Conv1d 4 -> 16 -> ReLU -> Conv1d 16 -> 2 over [batch, 4, T], T free; ``duplicated``: the 16
+    channels are 8 distinct ones, each twice, the consumer's columns halved (a twin of an 8-wide net)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv1d(4, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv1d(16, 2, 1)
+    )
+    if duplicated:
+        with torch.no_grad():
+            net[0].weight[8:] = net[0].weight[:8]
+            net[0].bias[8:] = net[0].bias[:8]
+            net[2].weight[:, 8:] = net[2].weight[:, :8]
+    x = torch.randn(1, 4, 12)
+    torch.onnx.export(
+        net.eval(), (x,), str(path), input_names=["signal"], output_names=["y"],
+        dynamic_axes={"signal": {0: "batch", 2: "time"}, "y": {0: "batch", 2: "time"}}, dynamo=False,
+    )  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize("layout", ["npy-folder", "npz-folder"])
+def test_signals_of_different_lengths_without_a_mask_are_cut_to_the_shortest(
+    tmp_path: Path, caplog, layout: str
+) -> None:
+    model = onnx.load(str(_conv1d(tmp_path / "c.onnx")))
+    rng = np.random.default_rng(2)
+    clips = [rng.standard_normal((4, n)).astype(np.float32) for n in (12, 20, 16)]
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for i, clip in enumerate(clips):
+        if layout == "npy-folder":
+            np.save(folder / f"{i}.npy", clip)  # one sample without its sample axis
+        else:
+            np.savez(folder / f"{i}.npz", signal=clip[None])
+    with caplog.at_level(logging.WARNING):
+        got = load_inputs(folder, model)
+    np.testing.assert_array_equal(got["signal"], np.stack([c[:, :12] for c in clips]))
+    assert "cut to its first 12 positions" in caplog.text and "12 to 20" in caplog.text
+
+
+def test_a_difference_in_a_dim_the_model_fixes_stays_one_error_line(tmp_path: Path, capsys) -> None:
+    src = _conv1d(tmp_path / "c.onnx")
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    np.savez(folder / "0.npz", signal=rng.standard_normal((1, 4, 12)).astype(np.float32))
+    np.savez(folder / "1.npz", signal=rng.standard_normal((1, 3, 16)).astype(np.float32))
+    out = tmp_path / "o.onnx"
+    assert main(["fold", str(src), "-o", str(out), "--min-fidelity", "0.9", "--inputs", str(folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "1.npz holds signal[1, 3, 16]" in err[0], err
+    assert not out.exists()
+
+
+def _clips(folder: Path, seed: int) -> list[np.ndarray]:
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    clips = [rng.standard_normal((1, 4, 10 + i)).astype(np.float32) for i in range(16)]
+    for i, clip in enumerate(clips):
+        np.save(folder / f"{i:02d}.npy", clip)
+    return clips
+
+
+def test_a_fold_on_clips_of_different_lengths_gives_a_twin_back_exactly(tmp_path: Path, caplog) -> None:
+    """The duplicate oracle through a ragged folder: ``auto`` judges and compensates on the cut
+    clips, folds the twin's 16 channels to its 8 distinct ones, and the written model reproduces the
+    original on clips of any length."""
+    src = _conv1d(tmp_path / "twin.onnx", duplicated=True)
+    _clips(tmp_path / "clips", 4)
+    out = tmp_path / "small.onnx"
+    argv = [
+        "fold",
+        str(src),
+        "-o",
+        str(out),
+        "-s",
+        "0.5",
+        "--inputs",
+        str(tmp_path / "clips"),
+        "--round-to",
+        "1",
+    ]
+    with caplog.at_level(logging.WARNING):
+        assert main(argv) == 0
+    assert "cut to its first 10 positions" in caplog.text
+    widths = [numpy_helper.to_array(t).shape for t in onnx.load(str(out)).graph.initializer]
+    assert (8, 4, 3) in widths and (2, 8, 1) in widths, widths
+    original, folded = make_session(src), make_session(out)
+    rng = np.random.default_rng(5)
+    for n in (10, 33):
+        x = rng.standard_normal((2, 4, n)).astype(np.float32)
+        a, b = original.run(None, {"signal": x})[0], folded.run(None, {"signal": x})[0]
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+
+
+def test_a_search_on_clips_of_different_lengths_meets_its_target_on_the_cut_clips(tmp_path: Path) -> None:
+    """A fidelity target searched on a ragged folder holds on the clips as the search cut them
+    (r2 computed here, over every output value of the 16 clips' first 10 positions)."""
+    src = _conv1d(tmp_path / "twin.onnx", duplicated=True)
+    clips = _clips(tmp_path / "clips", 6)
+    out = tmp_path / "small.onnx"
+    argv = ["fold", str(src), "-o", str(out), "--min-fidelity", "0.99", "--inputs", str(tmp_path / "clips")]
+    assert main([*argv, "--round-to", "1"]) == 0
+
+    def params(path: Path) -> int:
+        return sum(int(np.prod(t.dims)) for t in onnx.load(str(path)).graph.initializer)
+
+    assert params(out) <= params(src) // 2  # at least the twin's duplicates folded
+    x = np.concatenate([c[:, :, :10] for c in clips])
+    a = make_session(src).run(None, {"signal": x})[0].astype(np.float64)
+    b = make_session(out).run(None, {"signal": x})[0].astype(np.float64)
+    r2 = 1 - ((a - b) ** 2).sum() / ((a - a.mean()) ** 2).sum()
+    assert r2 >= 0.99, r2
