@@ -401,3 +401,23 @@ def test_verbose_and_debug_work_after_the_command_too() -> None:
     assert parse(["fold", "m", "-o", "x"]).verbose is False
     assert parse(["run", "m", "-o", "x", "--pipeline", "fold", "--debug"]).debug is True
     assert parse(["--debug", "demo"]).debug is True and parse(["demo"]).debug is False
+
+
+def test_the_group_table_shows_the_channels_removed_and_the_asked_sparsity_where_rounding_moved_it(
+    tmp_path: Path, capsys
+) -> None:
+    """A trial read '0.2' beside 32 -> 24 channels: the column now gives what the fold removed."""
+    rc, out, err = cli(["fold", LENET, "-o", tmp_path / "o.onnx", "-s", "0.2", "--method", "fold"], capsys)
+    assert rc == 0, err
+    rows = [line.split() for line in out.splitlines() if re.match(r"^/\S+\s+channels\s+\d+\s+\d+\s", line)]
+    assert len(rows) >= 4, out
+    moved = 0
+    for row in rows:
+        before, after = int(row[2]), int(row[3])
+        assert row[4] == f"{1 - after / before:.3g}", row
+        if row[5] == "(0.2":  # the asked sparsity, beside a removed fraction the rounding moved
+            assert row[6] == "asked)" and abs(1 - after / before - 0.2) >= 0.005, row
+            moved += 1
+        else:
+            assert abs(1 - after / before - 0.2) < 0.005 or (row[4] == "0" and row[5] == "blocked"), row
+    assert moved >= 2, out  # lenet5's fc2 (84 -> 64) and conv1 (6 -> 5) are rounded

@@ -287,3 +287,38 @@ def test_an_if_branch_without_nodes_still_counts() -> None:
     del other.g.node[:]
     other.g.output[0].name = "logit"  # the Conv's values before the Sigmoid, straight from outer scope
     assert bounded_by(model) == {}
+
+
+def test_a_counted_fidelity_in_the_task_warning_says_of_how_many_samples() -> None:
+    """A trial read 'top1 0.5000' on validation's random inputs as a verdict; it was one flip of two."""
+    from onnxfold.runtime.compare import OutputMetrics, ValidationReport, validate
+
+    def out(metric: str, value: float, n: int | None) -> OutputMetrics:
+        shape = (2, 4)
+        return OutputMetrics(
+            "y", shape, shape, "float32", True, False, fidelity_metric=metric, fidelity=value, counted=n
+        )
+
+    line = task_warning(ValidationReport("CPU", {"x": (2, 4)}, [out("top1", 0.5, 2)], seed=0))
+    assert line.startswith("warning: y keeps top1 0.5000 (1 of 2 samples) of the original's outputs"), line
+    line = task_warning(ValidationReport("CPU", {"x": (2, 4)}, [out("r2", 0.5, None)], seed=0))
+    assert line.startswith("warning: y keeps r2 0.5000 of the original's outputs"), line
+    # validation counts the samples of a counted metric, and not of a mean
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((6, 5)).astype(np.float32)
+    graph = oh.make_graph(
+        [oh.make_node("MatMul", ["x", "W"], ["y"])],
+        "g",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])],
+        [nh.from_array(w, "W")],
+    )
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    bent = oh.make_model(
+        oh.make_graph(graph.node, "g", graph.input, graph.output, [nh.from_array(w + 0.5, "W")]),
+        opset_imports=[oh.make_opsetid("", 17)],
+    )
+    feeds = {"x": rng.standard_normal((12, 6)).astype(np.float32)}
+    for metric, n in (("top1", 12), ("r2", None)):
+        (o,) = validate(model, bent, inputs=feeds, metric=metric).outputs
+        assert o.fidelity_metric == metric and o.counted == n, (metric, o)

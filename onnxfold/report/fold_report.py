@@ -171,7 +171,7 @@ class FoldReport:
                     p.group.kind,
                     p.group.size,
                     p.k,
-                    f"{p.sparsity:.3g}",
+                    removed_text(p),
                     plan_state(p),
                     cut_reason(p.reason),
                 ]
@@ -179,7 +179,7 @@ class FoldReport:
             ]
             parts.append(
                 format_table(
-                    ["group", "units", "before", "after", "sparsity", "status", "reason"],
+                    ["group", "units", "before", "after", "removed", "status", "reason"],
                     rows,
                     align="llrrrll",
                 )
@@ -268,7 +268,10 @@ def task_warning(validation: Any, searched: bool = False) -> str | None:
     exercised = low if given else [o for o in low if not o.unexercised]
     worst = (exercised or low)[0]
     figure = (
-        ", ".join(f"{o.name} keeps {o.fidelity_metric} {o.fidelity:.4f}" for o in (exercised or low)[:3])
+        ", ".join(
+            f"{o.name} keeps {o.fidelity_metric} {o.fidelity:.4f}{of_count(o)}"
+            for o in (exercised or low)[:3]
+        )
         + " of the original's outputs"
     )
     search = "--min-fidelity F --inputs SAMPLES finds the largest compression that keeps it"
@@ -325,3 +328,23 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
+
+
+def removed_text(plan) -> str:
+    """The fraction of a group's channels the fold removed, with the asked sparsity beside it where
+    the widths' rounding made them differ: ``0.25 (0.2 asked)`` (a trial read the asked 0.2 beside
+    32 -> 24 channels)."""
+    size = plan.group.size
+    removed = 1.0 - plan.k / size if size else 0.0
+    if abs(removed - plan.sparsity) < 0.005:
+        return f"{removed:.3g}"
+    return f"{removed:.3g} ({plan.sparsity:.3g} asked)"
+
+
+def of_count(output) -> str:
+    """`` (1 of 2 samples)`` for a fidelity that counts samples (a top-1 0.5000 on validation's two
+    random inputs is one flip), '' for a mean."""
+    n = getattr(output, "counted", None)
+    if not n or output.fidelity is None:
+        return ""
+    return f" ({round(output.fidelity * n)} of {n} sample{'s' if n > 1 else ''})"

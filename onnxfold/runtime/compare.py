@@ -74,6 +74,7 @@ class OutputMetrics:
     #: the fidelity the target search would measure on this output (:mod:`onnxfold.runtime.fidelity`)
     fidelity_metric: str | None = None
     fidelity: float | None = None
+    counted: int | None = None  #: samples ``fidelity`` counts (:func:`~onnxfold.runtime.fidelity.counted`)
     #: the reference's smallest and largest value on the inputs compared
     span: tuple[float, float] | None = None
     #: how the inputs compared left the output's decisions unexercised in both models, e.g. "moved
@@ -101,6 +102,7 @@ class OutputMetrics:
             "top1_agreement": num(self.top1_agreement),
             "fidelity_metric": self.fidelity_metric,
             "fidelity": num(self.fidelity),
+            "counted": self.counted,
             "unexercised": self.unexercised,
             "span": [num(v) for v in self.span] if self.span is not None else None,
         }
@@ -353,13 +355,8 @@ def _task_fidelity(
     (``searched``: ``--metric r2`` was shown as top-1 here while the search measured r2); ``metric``:
     the user's ``--metric`` (an output it leaves out gets no fidelity, and no warning)."""
     from onnxfold.folding.samples import sample_count, splittable
+    from onnxfold.runtime import fidelity as fid
     from onnxfold.runtime.exercised import bounded_by, unexercised_by_both
-    from onnxfold.runtime.fidelity import (
-        embedding_like,
-        fidelity_value,
-        output_metrics,
-        parse_metric,
-    )
     from onnxfold.runtime.producers import producers_of
 
     floats = {
@@ -372,11 +369,11 @@ def _task_fidelity(
     samples = sample_count(feed) if splittable(feed) else None
     producers = producers_of(original)
     bounds = bounded_by(original)
-    default, named = parse_metric(metric)
+    default, named = fid.parse_metric(metric)
     spec = ",".join(
         [default, *(f"{k}={v}" for k, v in named.items() if k in floats)]
     )  # integer outputs: none
-    chosen = output_metrics(floats, spec, producers, token_inputs, samples, given, bounds)
+    chosen = fid.output_metrics(floats, spec, producers, token_inputs, samples, given, bounds)
     chosen.update({k: v for k, v in (searched or {}).items() if k in chosen})
     for m in metrics:
         if m.name in floats and np.asarray(floats[m.name]).size:
@@ -393,8 +390,9 @@ def _task_fidelity(
             )
         if m.name in chosen:
             m.fidelity_metric = chosen[m.name]
-            m.fidelity = fidelity_value(chosen[m.name], reference[m.name], candidate[m.name], samples)
-            if embedding_like(reference[m.name], producers.get(m.name), token_inputs):
+            m.fidelity = fid.fidelity_value(chosen[m.name], reference[m.name], candidate[m.name], samples)
+            m.counted = fid.counted(chosen[m.name], reference[m.name], samples)
+            if fid.embedding_like(reference[m.name], producers.get(m.name), token_inputs):
                 m.top1_agreement = None  # the argmax of a feature vector is no prediction
 
 
