@@ -168,6 +168,9 @@ def test_a_search_says_it_has_started(tmp_path: Path, capsys) -> None:
     )
     rc, _, stdout = _fold(capsys, tmp_path / "o.onnx", "-s", "0.3", "--overwrite")
     assert "searching" not in stdout
+    # two goals: the one-line refusal, with no announcement of a search that never starts
+    rc, _, stdout = _fold(capsys, tmp_path / "o2.onnx", "--target-params", "0.3", "--min-fidelity", "0.9")
+    assert rc == 2 and stdout == "" and not (tmp_path / "o2.onnx").exists()
     # samples given for --repair data only: the search still runs on the proxy, and says how to use them
     x = tmp_path / "x.npy"
     np.save(x, np.zeros((4, 1, 8, 8), np.float32))

@@ -148,6 +148,8 @@ def _announce_search(args: argparse.Namespace, given: bool) -> None:
     )
     if not (fidelity or args.target_params or args.target_macs):
         return
+    if sum(map(bool, [args.min_fidelity, args.target_params, args.target_macs])) > 1:
+        return  # the search refuses two goals: its one-line error alone
     if Path(args.model).stat().st_size < ANNOUNCE_CHECK_BYTES:  # a file that does not load: its error alone
         import onnx
 
