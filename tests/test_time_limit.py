@@ -253,7 +253,7 @@ def test_the_budget_form_stops_correcting_once_the_limit_expires(samples) -> Non
     # a met budget that lands off the asked fraction says how far and why (a trial read 27.4% as a miss)
     assert ("against the asked 30%" in free.summary()) == (abs(free.chosen.reduction - 0.3) >= 0.005)
     free.chosen.reduction = 0.274
-    assert "note: 27.4% against the asked 30%: the closest the search's steps come" in free.summary()
+    assert "note: 27.4% against the asked 30%: within one of the search's steps" in free.summary()
     # nothing measured, yet every group has its cost from its weights, and the budget is reached
     # (CRAFT: a limit spent before the first measurement wrote the model unchanged, exit 0)
     assert all(c.unmeasured == c.levels and c.params_per_channel > 0 for c in cut.curves)

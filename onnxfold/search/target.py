@@ -176,8 +176,9 @@ class SearchResult:
             self.mode != "min_fidelity" and self.met and abs(got - self.target) >= 0.005
         ):  # a trial read 27.4% as a miss
             lines.append(
-                f"note: {got:.1%} against the asked {self.target:.0%}: the closest the search's steps come (each "
-                "moves one group by a channel, or by --round-to channels where it is rounded; --round-to 1 steps finer)"
+                f"note: {got:.1%} against the asked {self.target:.0%}: within one of the search's steps (each "
+                "moves one group by a channel, or by --round-to channels where it is rounded: a quarter of a "
+                "32-channel group at 8; --round-to 1 steps finer)"
             )
         if self.default:
             lines.append(
