@@ -1,5 +1,6 @@
 """Samples of different lengths (``onnxfold.runtime.ragged``): padded where the model has a mask to
-mark the padding, else cut to the shortest; a difference in a dim the model fixes stays an error."""
+mark the padding or the inputs are floats (images, audio), ids without a mask cut to the shortest; a
+difference in a dim the model fixes stays an error."""
 
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ def test_sentences_of_different_lengths_are_padded_with_the_mask_marking_the_pad
         assert not row[len(sentence) :].any()
     for row, n in zip(got["attention_mask"], LENGTHS, strict=True):
         assert (row[:n] == given).all() and (row[n:] == padding).all()
-    assert "padded to the longest" in caplog.text and "attention_mask marking the padding" in caplog.text
+    assert "padded at the end to the longest with 0, attention_mask marking the padding" in caplog.text
     assert "5 to 9" in caplog.text
 
 
@@ -99,23 +100,63 @@ def _conv1d(path: Path, duplicated: bool = False) -> Path:
     return path
 
 
-@pytest.mark.parametrize("layout", ["npy-folder", "npz-folder"])
-def test_signals_of_different_lengths_without_a_mask_are_cut_to_the_shortest(
-    tmp_path: Path, caplog, layout: str
-) -> None:
-    model = onnx.load(str(_conv1d(tmp_path / "c.onnx")))
-    rng = np.random.default_rng(2)
-    clips = [rng.standard_normal((4, n)).astype(np.float32) for n in (12, 20, 16)]
-    folder = tmp_path / "clips"
+def _clip_folder(folder: Path, clips: list[np.ndarray], layout: str, name: str) -> Path:
     folder.mkdir()
     for i, clip in enumerate(clips):
         if layout == "npy-folder":
             np.save(folder / f"{i}.npy", clip)  # one sample without its sample axis
         else:
-            np.savez(folder / f"{i}.npz", signal=clip[None])
+            np.savez(folder / f"{i}.npz", **{name: clip[None]})
+    return folder
+
+
+@pytest.mark.parametrize("layout", ["npy-folder", "npz-folder"])
+def test_float_signals_of_different_lengths_are_padded_with_zeros_at_the_end(
+    tmp_path: Path, caplog, layout: str
+) -> None:
+    model = onnx.load(str(_conv1d(tmp_path / "c.onnx")))
+    rng = np.random.default_rng(2)
+    clips = [rng.standard_normal((4, n)).astype(np.float32) for n in (12, 20, 16)]
+    folder = _clip_folder(tmp_path / "clips", clips, layout, "signal")
     with caplog.at_level(logging.WARNING):
         got = load_inputs(folder, model)
-    np.testing.assert_array_equal(got["signal"], np.stack([c[:, :12] for c in clips]))
+    np.testing.assert_array_equal(
+        got["signal"], np.stack([np.pad(c, [(0, 0), (0, 20 - c.shape[1])]) for c in clips])
+    )
+    assert "padded at the end to the longest with 0, as a batch" in caplog.text and "12 to 20" in caplog.text
+
+
+def _ids_model(path: Path) -> Path:
+    """hidden = E[ids], ids [1, seq] (batch 1, no mask: run one sentence at a time)."""
+    table = np.random.default_rng(1).standard_normal((50, 8)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["E", "ids"], ["hidden"])],
+        "ids",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, "seq"])],
+        [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, [1, "seq", 8])],
+        [numpy_helper.from_array(table, "E")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize("layout", ["npy-folder", "npz-folder"])
+def test_ids_of_different_lengths_without_a_mask_are_cut_to_the_shortest(
+    tmp_path: Path, caplog, layout: str
+) -> None:
+    model = onnx.load(str(_ids_model(tmp_path / "ids.onnx")))
+    rng = np.random.default_rng(2)
+    sentences = [rng.integers(1, 50, (1, n)) for n in (12, 20, 16)]
+    folder = tmp_path / "sentences"
+    folder.mkdir()
+    for i, ids in enumerate(sentences):
+        if layout == "npy-folder":
+            np.save(folder / f"{i}.npy", ids)
+        else:
+            np.savez(folder / f"{i}.npz", ids=ids)
+    with caplog.at_level(logging.WARNING):
+        got = load_inputs(folder, model)
+    np.testing.assert_array_equal(got["ids"], np.concatenate([ids[:, :12] for ids in sentences]))
     assert "cut to its first 12 positions" in caplog.text and "12 to 20" in caplog.text
 
 
@@ -143,7 +184,7 @@ def _clips(folder: Path, seed: int) -> list[np.ndarray]:
 
 
 def test_a_fold_on_clips_of_different_lengths_gives_a_twin_back_exactly(tmp_path: Path, caplog) -> None:
-    """The duplicate oracle through a ragged folder: ``auto`` judges and compensates on the cut
+    """The duplicate oracle through a ragged folder: ``auto`` judges and compensates on the padded
     clips, folds the twin's 16 channels to its 8 distinct ones, and the written model reproduces the
     original on clips of any length."""
     src = _conv1d(tmp_path / "twin.onnx", duplicated=True)
@@ -163,7 +204,7 @@ def test_a_fold_on_clips_of_different_lengths_gives_a_twin_back_exactly(tmp_path
     ]
     with caplog.at_level(logging.WARNING):
         assert main(argv) == 0
-    assert "cut to its first 10 positions" in caplog.text
+    assert "padded at the end to the longest with 0" in caplog.text
     widths = [numpy_helper.to_array(t).shape for t in onnx.load(str(out)).graph.initializer]
     assert (8, 4, 3) in widths and (2, 8, 1) in widths, widths
     original, folded = make_session(src), make_session(out)
@@ -174,9 +215,9 @@ def test_a_fold_on_clips_of_different_lengths_gives_a_twin_back_exactly(tmp_path
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
 
 
-def test_a_search_on_clips_of_different_lengths_meets_its_target_on_the_cut_clips(tmp_path: Path) -> None:
-    """A fidelity target searched on a ragged folder holds on the clips as the search cut them
-    (r2 computed here, over every output value of the 16 clips' first 10 positions)."""
+def test_a_search_on_clips_of_different_lengths_meets_its_target_on_the_padded_clips(tmp_path: Path) -> None:
+    """A fidelity target searched on a ragged folder holds on the clips as the search padded them
+    (r2 computed here, over every output value of the 16 clips, each padded with 0 to 25)."""
     src = _conv1d(tmp_path / "twin.onnx", duplicated=True)
     clips = _clips(tmp_path / "clips", 6)
     out = tmp_path / "small.onnx"
@@ -187,7 +228,7 @@ def test_a_search_on_clips_of_different_lengths_meets_its_target_on_the_cut_clip
         return sum(int(np.prod(t.dims)) for t in onnx.load(str(path)).graph.initializer)
 
     assert params(out) <= params(src) // 2  # at least the twin's duplicates folded
-    x = np.concatenate([c[:, :, :10] for c in clips])
+    x = np.concatenate([np.pad(c, [(0, 0), (0, 0), (0, 25 - c.shape[2])]) for c in clips])
     a = make_session(src).run(None, {"signal": x})[0].astype(np.float64)
     b = make_session(out).run(None, {"signal": x})[0].astype(np.float64)
     r2 = 1 - ((a - b) ** 2).sum() / ((a - a.mean()) ** 2).sum()

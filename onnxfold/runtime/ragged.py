@@ -3,18 +3,22 @@
 A folder of samples (``--inputs``) often holds sequences of different lengths: sentences as token
 ids, audio clips, text lines. The search measures every candidate on one set of samples, so their
 lengths must agree. Only a dim the model leaves free (symbolic) may differ; any other difference
-stays an error. Two cases:
+stays an error. Three cases:
 
 - **An attention mask among the inputs** (an integer or boolean input named ``*mask*`` whose length
   differs with the rest): the samples are padded to the longest, as a batch of them is run. Every
   input is padded with 0, and the mask with the value it does not hold on the given samples. The
   mask then marks the padding under either convention: 1 = keep (Hugging Face's ``attention_mask``)
   or True = padding (torch's ``key_padding_mask``). A mask that holds both values is padded with 0.
-- **No mask** (a model run one sequence at a time, unpadded, as a word segmenter or a VAD is): each
-  sample is cut to its first ``L`` positions, ``L`` the shortest length given. A prefix of a sequence
-  is itself a sequence the model reads. Padding it instead would feed values the application never
-  feeds. The warning says so: the figures then hold for the prefixes, and samples of one length
-  measure whole sequences.
+- **Float inputs alone** (images of different widths, audio clips): padded with 0 at the end of the
+  free dim, as a batch of text-line images is (PP-OCR pads its normalised lines with 0), and as
+  silence pads audio.
+- **Integer ids without a mask** (a model run one sequence at a time, unpadded, as a word segmenter
+  is): each sample is cut to its first ``L`` positions, ``L`` the shortest length given. A prefix of a
+  sequence is itself a sequence the model reads; padding ids would feed tokens the application never
+  feeds. The figures then hold for the prefixes, and samples of one length measure whole sequences.
+
+A warning says which was done.
 """
 
 from __future__ import annotations
@@ -62,8 +66,9 @@ def _mask_pad(arr: list[np.ndarray]) -> int:
 
 
 def even_lengths(runs: Sequence[Feeds], specs: Sequence[InputSpec], where: str) -> list[Feeds] | None:
-    """The runs with their lengths made one (padded where a mask marks the padding, else cut to the
-    shortest), with a warning that says which; None when they differ in anything but free lengths."""
+    """The runs with their lengths made one (padded where a mask marks the padding or every such
+    input is float, else cut to the shortest), with a warning that says which; None when they
+    differ in anything but free lengths."""
     axes = ragged_axes(runs, specs)
     if axes is None:
         return None
@@ -77,7 +82,8 @@ def even_lengths(runs: Sequence[Feeds], specs: Sequence[InputSpec], where: str) 
     high = max(max(v) for v in lengths.values())
     names = ", ".join(axes)
     out = [dict(r) for r in runs]
-    if masks:
+    floats = all(s.dtype is not None and s.dtype.kind == "f" for s in specs if s.name in axes)
+    if masks or floats:
         for name, axis in axes.items():
             target = max(lengths[name])
             fill = _mask_pad([r[name] for r in runs]) if name in masks else 0
@@ -86,14 +92,15 @@ def even_lengths(runs: Sequence[Feeds], specs: Sequence[InputSpec], where: str) 
                 widths = [(0, 0)] * arr.ndim
                 widths[axis] = (0, target - arr.shape[axis])
                 r[name] = np.pad(arr, widths, constant_values=np.asarray(fill).astype(arr.dtype))
+        marking = f", {' and '.join(masks)} marking the padding" if masks else ""
         log.warning(
-            "%s: the samples differ in length (%s: %d to %d): padded to the longest with 0, %s marking "
-            "the padding, as a batch of them is run",
+            "%s: the samples differ in length (%s: %d to %d): padded at the end to the longest with 0%s, "
+            "as a batch of them is run",
             where,
             names,
             low,
             high,
-            " and ".join(masks),
+            marking,
         )
         return out
     for name, axis in axes.items():
@@ -101,7 +108,7 @@ def even_lengths(runs: Sequence[Feeds], specs: Sequence[InputSpec], where: str) 
         for r in out:
             r[name] = np.take(r[name], np.arange(target), axis=axis)
     log.warning(
-        "%s: the samples differ in length (%s: %d to %d) and the model has no mask to pad them with: each "
+        "%s: the samples differ in length (%s: %d to %d), and ids without a mask are not padded: each "
         "is cut to its first %d positions, so every figure holds for those prefixes; give samples of one "
         "length to measure whole sequences",
         where,
