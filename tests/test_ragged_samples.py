@@ -236,3 +236,28 @@ def test_a_search_on_clips_of_different_lengths_meets_its_target_on_the_padded_c
     b = make_session(out).run(None, {"signal": x})[0].astype(np.float64)
     r2 = 1 - ((a - b) ** 2).sum() / ((a - a.mean()) ** 2).sum()
     assert r2 >= 0.99, r2
+
+
+def test_the_warning_reads_as_the_tools_own_lines(tmp_path: Path) -> None:
+    """A trial read 'WARNING onnxfold.runtime.ragged: ...' beside the tool's 'onnxfold: error: ...'."""
+    import subprocess
+    import sys
+
+    src = _ids_model(tmp_path / "ids.onnx")
+    folder = tmp_path / "sentences"
+    folder.mkdir()
+    for i, n in enumerate((5, 9)):
+        np.save(folder / f"{i}.npy", np.arange(1, n + 1)[None])
+    argv = ["run", str(src), "-o", str(tmp_path / "o.onnx"), "--pipeline", "canonicalize,validate"]
+    done = subprocess.run(
+        [sys.executable, "-m", "onnxfold", *argv, "--inputs", str(folder)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    (line,) = [x for x in done.stderr.splitlines() if "differ in length" in x]
+    assert line.startswith(f"onnxfold: warning: {folder}: the samples differ in length (ids: 5 to 9)"), line
+    verbose = subprocess.run(
+        [sys.executable, "-m", "onnxfold", "-v", *argv, "--overwrite", "--inputs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    assert "WARNING onnxfold.runtime.ragged: " in verbose.stderr  # -v names the module, for debugging

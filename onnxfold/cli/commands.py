@@ -396,10 +396,24 @@ def _run_delegated(name: str, argv: list[str]) -> int:
     return bench_main(argv)
 
 
+class _ToolFormatter(logging.Formatter):
+    """``onnxfold: warning: ...``, as the tool's own errors read (a trial found 'WARNING
+    onnxfold.runtime.ragged: ...' out of place); with -v the module too, for debugging."""
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__("%(levelname)s %(name)s: %(message)s" if verbose else None)
+        self.verbose = verbose
+
+    def format(self, record: logging.LogRecord) -> str:
+        if self.verbose:
+            return super().format(record)
+        return f"onnxfold: {record.levelname.lower()}: {record.getMessage()}"
+
+
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(_ToolFormatter(verbose))
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
 
 
 def main(argv: list[str] | None = None) -> int:
