@@ -77,6 +77,14 @@ _RUNTIME_NOISE = re.compile(
 )
 
 
+#: onnxruntime's wording around a failing node ("INVALID_ARGUMENT : Non-zero status code returned
+#: while running Gather node. Name:'...GatherV2' Status Message: indices element out of data
+#: bounds, idx=999 ..."): shortened to "Gather node '...GatherV2': indices element ..."
+_RUNTIME_NODE = re.compile(
+    r"(?:[A-Z_]+ : )?Non-zero status code returned while running (\w+) node\. Name:'([^']*)' Status Message: "
+)
+
+
 def one_line(exc: BaseException, limit: int = 500, *, with_type: bool = False) -> str:
     """The first line of ``str(exc)`` (the type name when the message is empty), without onnxruntime's
     framing and source locations, cut at a word to at most ``limit`` characters and "…" (a number
@@ -84,6 +92,7 @@ def one_line(exc: BaseException, limit: int = 500, *, with_type: bool = False) -
     ``"TypeName: "`` (counted in the limit)."""
     text = str(exc).strip()
     line = _RUNTIME_NOISE.sub("", text.splitlines()[0]) if text else ""
+    line = _RUNTIME_NODE.sub(r"\1 node '\2': ", line)
     if with_type:
         line = f"{type(exc).__name__}: {line}" if line else type(exc).__name__
     return cut_at_word(line or type(exc).__name__, limit, "…")

@@ -355,6 +355,23 @@ def test_one_line_keeps_onnxruntimes_reason_and_drops_its_source_location() -> N
         sess.run(None, {"a": np.zeros(19, np.float32), "b": np.zeros(20, np.float32)})
     line = one_line(info.value, 200)
     assert "19 by 20" in line and "::" not in line and "void" not in line, line
+    # a failing node's framing ("INVALID_ARGUMENT : Non-zero status code returned while running Gather
+    # node. Name:'...' Status Message: ") shortened to the node and the reason (a trial's ids of 999)
+    graph = oh.make_graph(
+        [oh.make_node("Gather", ["E", "ids"], ["y"], name="embed")],
+        "g",
+        [oh.make_tensor_value_info("ids", TensorProto.INT64, ["n"])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2])],
+        [nh.from_array(np.zeros((5, 2), np.float32), "E")],
+    )
+    sess = ort.InferenceSession(
+        oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]).SerializeToString()
+    )
+    with pytest.raises(Exception) as info:
+        sess.run(None, {"ids": np.array([999], np.int64)})
+    line = one_line(info.value, 300)
+    assert line.startswith("Gather node 'embed': ") and "idx=999" in line, line
+    assert "Non-zero status" not in line and "Status Message" not in line, line
 
 
 def test_one_line_cuts_at_a_word_not_inside_a_number() -> None:
