@@ -551,3 +551,22 @@ def test_a_fixed_fold_fitted_on_the_given_samples_says_its_validation_is_in_samp
     ]
     assert main(args) == 0
     assert "an in-sample figure" not in capsys.readouterr().out
+
+
+def test_identical_samples_are_warned_about_once_and_never_beside_a_refusal(tmp_path: Path, caplog) -> None:
+    """A trial's file of 4 identical samples was warned about twice (read by the command line, then
+    checked again by the fold), and a file of the wrong rank got the warning before its error."""
+    import logging
+
+    same = tmp_path / "same.npy"
+    np.save(same, np.zeros((4, 1, 8, 8), np.float32))
+    argv = ["fold", str(MODEL), "-o", str(tmp_path / "o.onnx"), "-s", "0.2", "--method", "fold"]
+    with caplog.at_level(logging.WARNING):
+        assert main([*argv, "--inputs", str(same)]) == 0
+    assert len([r for r in caplog.records if "identical" in r.getMessage()]) == 1
+    caplog.clear()
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.zeros((4, 8, 8), np.float32))
+    with caplog.at_level(logging.WARNING):
+        assert main([*argv, "--overwrite", "--inputs", str(wrong)]) == 2
+    assert not [r for r in caplog.records if "identical" in r.getMessage()]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -143,7 +144,6 @@ def load_inputs(
     for name, arr in out.items():  # zero samples failed deep inside the fold ("need at least one array")
         if arr.ndim and arr.shape[0] == 0:
             raise ValueError(f"{arrays[name][1]}: input {name!r} holds no samples (shape {arr.shape})")
-    _warn_identical(out, source)
     leading = {
         s.name: int(out[s.name].shape[0])
         for s in specs
@@ -172,7 +172,12 @@ def load_inputs(
             raise ValueError(
                 f"{where}: inputs must hold the same, non-zero number of samples, got {sorted(counts)}"
             )
+    _warn_identical(out, source)  # after the errors: a refused file gets its error alone
     return out
+
+
+#: arrays already warned about as identical samples (held weakly, by identity)
+_WARNED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
 def _warn_identical(arrays: Mapping[str, np.ndarray], source: Any) -> None:
@@ -181,6 +186,9 @@ def _warn_identical(arrays: Mapping[str, np.ndarray], source: Any) -> None:
     changed 2.1% of a word segmenter's decisions on text)."""
     rows = [a for a in arrays.values() if a.ndim and a.shape[0] > 1]
     if rows and len(rows) == len(arrays) and all(np.array_equal(a, a[:1].repeat(len(a), 0)) for a in rows):
+        if all(_WARNED.get(id(a)) is a for a in rows):
+            return  # these very arrays, read from a file and handed on to the fold: warned once
+        _WARNED.update({id(a): a for a in rows})
         where = source if isinstance(source, (str, os.PathLike)) else "the given arrays"
         logging.getLogger(__name__).warning(
             "%s: all %d samples are identical, so every figure measured on them rests on one input; "
