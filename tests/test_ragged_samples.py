@@ -261,3 +261,23 @@ def test_the_warning_reads_as_the_tools_own_lines(tmp_path: Path) -> None:
         text=True,
     )
     assert "WARNING onnxfold.runtime.ragged: " in verbose.stderr  # -v names the module, for debugging
+
+
+def test_images_of_different_heights_and_widths_are_padded_on_both(tmp_path: Path) -> None:
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "W"], ["y"], pads=[1, 1, 1, 1])],
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, "h", "w"])],
+        [numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    rng = np.random.default_rng(7)
+    images = [rng.standard_normal((3, h, w)).astype(np.float32) for h, w in ((8, 12), (10, 6), (9, 9))]
+    folder = _clip_folder(tmp_path / "images", images, "npy-folder", "x")
+    got = load_inputs(folder, model)
+    assert got["x"].shape == (3, 3, 10, 12)
+    for padded, image in zip(got["x"], images, strict=True):
+        h, w = image.shape[1:]
+        np.testing.assert_array_equal(padded[:, :h, :w], image)
+        assert not padded[:, h:, :].any() and not padded[:, :, w:].any()

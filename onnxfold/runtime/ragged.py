@@ -38,11 +38,11 @@ def _free_axes(spec: InputSpec) -> set[int]:
     return {i for i, d in enumerate(spec.shape or ()) if i > 0 and not isinstance(d, (int, np.integer))}
 
 
-def ragged_axes(runs: Sequence[Feeds], specs: Sequence[InputSpec]) -> dict[str, int] | None:
-    """Input -> the one axis along which the runs' samples differ in length, for the inputs whose
-    shapes differ; None when some input differs in rank, on its sample axis alone, on more than
-    one axis, or on an axis the model fixes (those are errors, not lengths)."""
-    out: dict[str, int] = {}
+def ragged_axes(runs: Sequence[Feeds], specs: Sequence[InputSpec]) -> dict[str, list[int]] | None:
+    """Input -> the axes along which the runs' samples differ in length (an image's height and width),
+    for the inputs whose shapes differ; None when some input differs in rank, on its sample axis
+    alone, or on an axis the model fixes (those are errors, not lengths)."""
+    out: dict[str, list[int]] = {}
     for spec in specs:
         shapes = [np.shape(r[spec.name]) for r in runs]
         if len({len(s) for s in shapes}) != 1:
@@ -50,9 +50,9 @@ def ragged_axes(runs: Sequence[Feeds], specs: Sequence[InputSpec]) -> dict[str, 
         differ = {i for i in range(1, len(shapes[0])) if len({s[i] for s in shapes}) > 1}
         if not differ:
             continue
-        if len(differ) != 1 or not differ <= _free_axes(spec):
+        if not differ <= _free_axes(spec):
             return None
-        out[spec.name] = differ.pop()
+        out[spec.name] = sorted(differ)
     return out or None
 
 
@@ -74,15 +74,14 @@ def even_lengths(runs: Sequence[Feeds], specs: Sequence[InputSpec], where: str) 
         for s in specs
         if s.name in axes and "mask" in s.name.lower() and s.dtype is not None and s.dtype.kind in "iub"
     ]
-    lengths = {name: [np.shape(r[name])[axis] for r in runs] for name, axis in axes.items()}
+    lengths = [np.shape(r[name])[axis] for name, dims in axes.items() for axis in dims for r in runs]
     out = [dict(r) for r in runs]
-    for name, axis in axes.items():
-        target = max(lengths[name])
+    for name, dims in axes.items():
         fill = _mask_pad([r[name] for r in runs]) if name in masks else 0
+        longest = {axis: max(np.shape(r[name])[axis] for r in runs) for axis in dims}
         for r in out:
             arr = r[name]
-            widths = [(0, 0)] * arr.ndim
-            widths[axis] = (0, target - arr.shape[axis])
+            widths = [(0, longest.get(axis, n) - n) for axis, n in enumerate(arr.shape)]
             r[name] = np.pad(arr, widths, constant_values=np.asarray(fill).astype(arr.dtype))
     marking = f", {' and '.join(masks)} marking the padding" if masks else ""
     log.warning(
@@ -90,8 +89,8 @@ def even_lengths(runs: Sequence[Feeds], specs: Sequence[InputSpec], where: str) 
         "batch of them is run; figures then include the padded positions (samples of one length avoid them)",
         where,
         ", ".join(axes),
-        min(min(v) for v in lengths.values()),
-        max(max(v) for v in lengths.values()),
+        min(lengths),
+        max(lengths),
         marking,
     )
     return out
