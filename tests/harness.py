@@ -162,3 +162,25 @@ def mlp_proto(shape_x=("N", 8)) -> onnx.ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
+
+
+def masked_tokens_proto(mask_type: int = TensorProto.INT64) -> onnx.ModelProto:
+    """hidden = E[input_ids] * attention_mask, both [batch, seq] (E: 50 rows of 8): a token model
+    with a mask input, for sample loading."""
+    table = np.random.default_rng(1).standard_normal((50, 8)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gather", ["E", "input_ids"], ["h"]),
+            helper.make_node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
+            helper.make_node("Unsqueeze", ["m", "axis"], ["m3"]),
+            helper.make_node("Mul", ["h", "m3"], ["hidden"]),
+        ],
+        "tokens",
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+            helper.make_tensor_value_info("attention_mask", mask_type, ["batch", "seq"]),
+        ],
+        [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["batch", "seq", 8])],
+        [numpy_helper.from_array(table, "E"), numpy_helper.from_array(np.array([-1], np.int64), "axis")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

@@ -340,25 +340,9 @@ def test_a_folder_of_npz_files_joins_every_input_and_names_a_file_that_differs(
     for i, row in enumerate(ids):
         np.savez(folder / f"{i}.npz", input_ids=row[None], attention_mask=np.ones((1, 7), np.int64))
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from harness import masked_tokens_proto
 
-    table = np.random.default_rng(1).standard_normal((50, 8)).astype(np.float32)
-    graph = helper.make_graph(
-        [
-            helper.make_node("Gather", ["E", "input_ids"], ["h"]),
-            helper.make_node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
-            helper.make_node("Unsqueeze", ["m", "axis"], ["m3"]),
-            helper.make_node("Mul", ["h", "m3"], ["hidden"]),
-        ],
-        "tokens",
-        [
-            helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"])
-            for n in ("input_ids", "attention_mask")
-        ],
-        [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["batch", "seq", 8])],
-        [numpy_helper.from_array(table, "E"), numpy_helper.from_array(np.array([-1], np.int64), "axis")],
-    )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), src)
+    onnx.save(masked_tokens_proto(), src)
     got = load_inputs(folder, onnx.load(str(src)))
     np.testing.assert_array_equal(got["input_ids"], ids)
     assert got["attention_mask"].shape == (3, 7)

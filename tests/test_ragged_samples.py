@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from harness import masked_tokens_proto
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxfold.cli.commands import main
@@ -18,24 +19,7 @@ from onnxfold.runtime.session import make_session
 
 
 def _token_model(path: Path, mask_type: int = TensorProto.INT64) -> Path:
-    """hidden = E[input_ids] * mask, ids and mask [batch, seq]."""
-    table = np.random.default_rng(1).standard_normal((50, 8)).astype(np.float32)
-    graph = helper.make_graph(
-        [
-            helper.make_node("Gather", ["E", "input_ids"], ["h"]),
-            helper.make_node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
-            helper.make_node("Unsqueeze", ["m", "axis"], ["m3"]),
-            helper.make_node("Mul", ["h", "m3"], ["hidden"]),
-        ],
-        "tokens",
-        [
-            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
-            helper.make_tensor_value_info("attention_mask", mask_type, ["batch", "seq"]),
-        ],
-        [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["batch", "seq", 8])],
-        [numpy_helper.from_array(table, "E"), numpy_helper.from_array(np.array([-1], np.int64), "axis")],
-    )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    onnx.save(masked_tokens_proto(mask_type), path)
     return path
 
 
