@@ -85,8 +85,8 @@ def load_inputs(
       axis 0 in file-name order.
     - a folder of ``.npz`` files (and no ``.npy`` file), each with one array per input holding one or
       more samples, joined along each input's sample axis in file-name order (:func:`_read_npz_folder`).
-      In either folder, samples of different lengths along a free dim are padded or cut to one
-      (:mod:`onnxfold.runtime.ragged`).
+      In either folder, samples of different lengths along free dims are padded with 0 to the
+      longest (:mod:`onnxfold.runtime.ragged`).
     - a folder of images (and no ``.npy`` or ``.npz`` file), for a model with a single image input, read as
       ``image_preprocess`` says (:mod:`onnxfold.runtime.images`; ``shapes`` may give their height
       and width).
@@ -267,8 +267,7 @@ def _read_npz_folder(
     """A folder of ``.npz`` files, each one array per input holding one or more samples (a file of one
     sample may leave out the sample axis), joined along each input's sample axis in file-name order
     (a scalar input taken once). The files must agree on every other dim: token sequences of
-    different lengths are made one (:mod:`onnxfold.runtime.ragged`: padded where a mask marks the
-    padding, else cut to the shortest)."""
+    different lengths are padded with 0 to the longest (:mod:`onnxfold.runtime.ragged`)."""
     from onnxfold.folding.samples import sample_axes
 
     runs = []
