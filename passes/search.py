@@ -192,13 +192,15 @@ class SearchPass(Pass):
             "auto",
             "fidelity per output: top1 agreement (class scores, per position for sequence logits), "
             "sequence (lines whose greedy CTC decoding agrees exactly), margin (lines that decode the "
-            "same with the candidate's deviation doubled: each kept half its margin), binary (decisions of one "
+            "same with the candidate's deviation doubled: each kept half its margin), tags (samples whose "
+            "every per-position label agrees: a tagger's, a segmenter's), binary (decisions of one "
             "Sigmoid probability per sample at 0.5), mask (intersection over union of the regions a "
             "Sigmoid map marks above 0.5), "
             "cosine, relerr (1 - relative L2 error), r2 (mean per-channel R^2: every channel counts alike, "
             "e.g. a detector's scores next to its box coordinates), or auto (top1 for class scores, "
             "sequence for a recogniser's sequence logits (sequence+margin on given samples), "
-            "top1 per position for a token model's, "
+            "top1 per position for a token model's (tags on given samples where the classes are not "
+            "its vocabulary), "
             "binary+r2 / mask+r2 for Sigmoid probabilities and maps, r2 otherwise); "
             "the model's fidelity is the minimum over outputs; "
             "per output: a comma list such as auto,feature=none (none leaves that output out)",

@@ -269,9 +269,27 @@ def deepinversion_samples(
 AUTO_TOKEN_SAMPLES = 32
 
 
+#: ops through which ids still index a table: shape and type changes, and the arithmetic of
+#: tf2onnx's wrap of negative ids (where(ids < 0, ids + rows, ids), written with Add and Mul), which
+#: hid a Keras character model's embedding (slovorez): its proxy drew ids in [0, 4)
+INDEX_KEEPING = (
+    "Cast",
+    "Unsqueeze",
+    "Reshape",
+    "Squeeze",
+    "Identity",
+    "Add",
+    "Sub",
+    "Mul",
+    "Where",
+    "Mod",
+    "Clip",
+)
+
+
 def embedding_tables(model) -> dict[str, object]:
     """Graph input → the embedding table (a constant [rows, dim]) it indexes: a Gather of a constant
-    whose indices are the input, directly or through a Cast/Unsqueeze/Reshape (the smallest table
+    whose indices are the input, directly or through :data:`INDEX_KEEPING` ops (the smallest table
     where it indexes several)."""
     import onnx_graphsurgeon as gs
 
@@ -289,7 +307,7 @@ def embedding_tables(model) -> dict[str, object]:
                     if isinstance(table, gs.Constant) and len(table.shape or ()) == 2 and table.shape[0] > 1:
                         if inp.name not in found or table.shape[0] < found[inp.name].shape[0]:
                             found[inp.name] = table
-                elif node.op in ("Cast", "Unsqueeze", "Reshape", "Squeeze", "Identity"):
+                elif node.op in INDEX_KEEPING:
                     frontier += list(node.outputs)
     return found
 

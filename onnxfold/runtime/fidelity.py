@@ -18,6 +18,11 @@ Per output (reference a, candidate b, computed in float64), one of these metrics
   that reads every fitting line, whose margins are then spent. On PP-OCRv4's recogniser the pick read
   32 of 32 fitting lines and 0.938 of 256 new ones, and only 30 of the 32 kept half their margin;
   with the guard the search stopped at 11.6% fewer parameters (15.9% before) and kept 0.965;
+* ``tags`` = fraction of samples whose argmax agrees at every position: a tagger's or segmenter's
+  labels, read together as a word's segmentation is (:func:`tagger`). ``auto`` takes it on the
+  user's samples for a token model's per-position class scores whose classes are not its
+  vocabulary: at per-position top-1 0.99 slovorez's morpheme segmenter kept 74 of 96 new words at
+  40.9% fewer parameters, at ``tags`` 32 of 32 it kept 86 of 96 at 24.7%;
 * ``binary`` = fraction of values on the same side of 0.5: the decisions of a binary classifier's
   probability, one per sample ([N] or [N, 1], a Sigmoid's: a voice detector's speech probability, a
   siamese matcher's same-or-not). On CapSpot's matcher r2 0.973 on 32 pairs changed 5.2% of those
@@ -69,17 +74,17 @@ import numpy as np
 
 from onnxfold.runtime.compare import _is_class_scores
 from onnxfold.runtime.probability_maps import SIGMOID_OPS, binary_agreement, binary_score, mask_iou, mask_map
-from onnxfold.runtime.sequences import blank_separated, ctc_like, sequence_agreement
+from onnxfold.runtime.sequences import blank_separated, ctc_like, per_sample_paths, sequence_agreement
 
 METRICS = tuple(
-    "auto top1 sequence margin binary mask cosine relerr r2 top1+r2 sequence+margin binary+r2 mask+r2".split()
+    "auto top1 sequence margin tags binary mask cosine relerr r2 top1+r2 sequence+margin binary+r2 mask+r2".split()
 )
 #: auto's metric for class scores [B, C]: the decisions, and the scores that make them (:func:`metric_parts`)
 GUARDED_TOP1 = "top1+r2"
 #: auto's metric for a recogniser's lines on the user's samples: the lines, and their margins
 GUARDED_SEQUENCE = "sequence+margin"
 #: metrics that count argmaxes over a class axis beside the samples
-COUNTS_OF_CLASSES = ("top1", "sequence", "margin", GUARDED_SEQUENCE)
+COUNTS_OF_CLASSES = ("top1", "sequence", "margin", "tags", GUARDED_SEQUENCE)
 
 
 #: a per-output metric that leaves the output out of the fidelity (an auxiliary output)
@@ -191,6 +196,13 @@ class OutputFidelity:
         return float(max(0.0, (p + z * z / (2 * n) - spread) / (1 + z * z / n)))
 
 
+def tagger(ref: np.ndarray, vocab: frozenset[int]) -> bool:
+    """Whether a token model's per-position class scores [B, L, C] tag its positions (a segmenter's,
+    a tagger's labels: the task reads a sample's labels together) rather than predict tokens (C the
+    row count of an embedding table the model reads: a language model's logits, read per position)."""
+    return np.ndim(ref) == 3 and np.shape(ref)[-1] not in vocab
+
+
 def auto_metric(
     name: str,
     ref: np.ndarray,
@@ -263,9 +275,15 @@ def fidelity_value(metric: str, ref: np.ndarray, cand: np.ndarray, samples: int 
         return 0.0
     if ref.size == 0:
         return 1.0
-    if metric in ("top1", "sequence", "margin"):
+    if metric in ("top1", "sequence", "margin", "tags"):
         if ref.ndim == 0 or ref.shape[-1] < 2:
             raise ValueError(f"{metric} needs an output whose last axis holds at least two classes")
+        if metric == "tags":  # every position's label of a sample the same
+            a, b = (
+                per_sample_paths(ref.argmax(axis=-1), samples),
+                per_sample_paths(cand.argmax(axis=-1), samples),
+            )
+            return float(np.mean(np.all(a == b, axis=1)))
         if metric == "sequence":
             return sequence_agreement(ref.argmax(axis=-1), cand.argmax(axis=-1), samples)
         if metric == "margin":  # the deviation doubled: 2b - a
@@ -328,6 +346,7 @@ def output_metrics(
     samples: int | None = None,
     guarded: bool = True,
     bounds: Mapping[str, str] | None = None,
+    vocab: frozenset[int] = frozenset(),
 ) -> dict[str, str]:
     """The metric of every output (``auto`` resolved per output from the reference values over
     ``samples`` samples; an output without classes on a last axis beside its samples falls back to r2). ``guarded``
@@ -377,6 +396,8 @@ def output_metrics(
             chosen = GUARDED_TOP1
         elif guarded and metric == "auto" and chosen == "sequence":
             chosen = GUARDED_SEQUENCE
+        if guarded and metric == "auto" and chosen == "top1" and token_inputs and tagger(ref, vocab):
+            chosen = "tags"
         out[name] = chosen
     automatic = out if metric == "auto" or "auto" not in named.values() else None
     for name, chosen in named.items():  # the user's per-output metrics
@@ -384,7 +405,7 @@ def output_metrics(
             del out[name]
         elif chosen == "auto":
             automatic = automatic or output_metrics(
-                reference, "auto", producers, token_inputs, samples, guarded, bounds
+                reference, "auto", producers, token_inputs, samples, guarded, bounds, vocab
             )
             out[name] = automatic[name]
         elif chosen in COUNTS_OF_CLASSES and (
@@ -403,7 +424,7 @@ def counted(metric: str, ref: np.ndarray, samples: int | None = None) -> int | N
     metric = metric_parts(metric)[0]
     if metric == "binary":
         return int(samples or np.shape(ref)[0]) if np.size(ref) == (samples or np.shape(ref)[0]) else None
-    if metric in ("sequence", "margin"):
+    if metric in ("sequence", "margin", "tags"):
         return int(samples or np.shape(ref)[0]) if np.ndim(ref) >= 2 else None
     if metric == "top1" and np.ndim(ref) == 2:
         return int(np.shape(ref)[0])

@@ -128,3 +128,9 @@ def has_tokens(draws: dict | None) -> bool:
     """Whether ``draws`` (:func:`~onnxfold.folding.samples.token_draws`) hold an embedding's token
     chances, not only input scales: a token model's outputs are judged per position."""
     return any(not isinstance(v, InputScale) for v in (draws or {}).values())
+
+
+def vocabularies(draws: dict | None) -> frozenset[int]:
+    """The row counts of the embedding tables whose ids ``draws`` hold: an output with as many classes
+    per position predicts tokens (a language model's logits); one with another count tags positions."""
+    return frozenset(len(v) for v in (draws or {}).values() if not isinstance(v, InputScale))

@@ -24,7 +24,7 @@ from onnxfold.runtime.fidelity import (
     model_fidelity,
     output_metrics,
 )
-from onnxfold.runtime.input_scales import has_tokens
+from onnxfold.runtime.input_scales import has_tokens, vocabularies
 from onnxfold.runtime.producers import producers_of
 from onnxfold.runtime.sequences import sample_axis
 from onnxfold.runtime.session import measurement_session
@@ -200,8 +200,9 @@ class Evaluator:
         producers = producers_of(original)
         bounds = bounded_by(original)
         self.metrics = output_metrics(
-            self.reference, metric, producers, has_tokens(id_draws), self.samples, not self.proxy, bounds
-        )
+            self.reference, metric, producers, has_tokens(id_draws), self.samples, not self.proxy, bounds,
+            vocabularies(id_draws),
+        )  # fmt: skip
         if not self.metrics:
             raise ValueError(f"--metric {metric!r} leaves every output out: keep at least one")
         #: output -> how the data-free proxy leaves its decisions unexercised (:func:`unexercised`);
