@@ -355,12 +355,13 @@ def test_margin_counts_the_lines_that_keep_half_their_margin() -> None:
     assert not per[1].meets(0.95)
 
 
-def _sequence_model(embedded: bool) -> onnx.ModelProto:
-    """[N, 6] → scores [N, 6, 5] through Softmax: from float features, or from token ids via Gather."""
+def _sequence_model(embedded: bool, classes: int = 5) -> onnx.ModelProto:
+    """[N, 6] → scores [N, 6, classes] through Softmax: from float features, or from token ids via
+    Gather (a table of 11 rows)."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.standard_normal((1, 5)).astype(np.float32), "w")
+    w = numpy_helper.from_array(rng.standard_normal((1, classes)).astype(np.float32), "w")
     table = numpy_helper.from_array(rng.standard_normal((11, 1)).astype(np.float32), "table")
     if embedded:
         x = helper.make_tensor_value_info("x", TensorProto.INT64, ["N", 6])
@@ -370,19 +371,22 @@ def _sequence_model(embedded: bool) -> onnx.ModelProto:
         first = [helper.make_node("Unsqueeze", ["x", "ax"], ["h"])]
     ax = numpy_helper.from_array(np.array([-1], np.int64), "ax")
     nodes = [*first, helper.make_node("MatMul", ["h", "w"], ["z"]), helper.make_node("Softmax", ["z"], ["p"])]
-    y = helper.make_tensor_value_info("p", TensorProto.FLOAT, ["N", 6, 5])
+    y = helper.make_tensor_value_info("p", TensorProto.FLOAT, ["N", 6, classes])
     graph = helper.make_graph(nodes, "seq", [x], [y], [w, table, ax])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def test_the_evaluator_judges_a_recogniser_by_lines_and_a_token_model_by_positions() -> None:
+def test_the_evaluator_judges_a_recogniser_by_lines_and_a_token_model_not_as_ctc() -> None:
     signal = Evaluator(
         _sequence_model(False), {"x": np.random.default_rng(1).standard_normal((3, 6)).astype("f")}
     )
     assert signal.metrics == {"p": "sequence+margin"}
     assert signal.samples == 3
-    tokens = Evaluator(_sequence_model(True), {"x": np.arange(18).reshape(3, 6) % 11})
-    assert tokens.metrics == {"p": "top1"}
+    ids = {"x": np.arange(18).reshape(3, 6) % 11}
+    # 5 labels per position, not the 11 tokens it reads: a tagger, judged by whole samples
+    assert Evaluator(_sequence_model(True), ids).metrics == {"p": "tags"}
+    # scores over its own 11 tokens: a language model's next-token logits, per position
+    assert Evaluator(_sequence_model(True, classes=11), ids).metrics == {"p": "top1"}
 
 
 def test_r2_weighs_every_channel_alike() -> None:
