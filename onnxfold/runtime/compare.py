@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 
 from onnxfold.errors import InputRunError, one_line
-from onnxfold.runtime.input_scales import has_tokens, vocabularies
+from onnxfold.runtime.input_scales import vocabularies
 from onnxfold.runtime.inputs import make_inputs
 from onnxfold.runtime.latency import SLOWER_ABOVE, LatencyCheck, time_pair
 from onnxfold.runtime.session import available_providers, make_session, runtime_description
@@ -345,7 +345,7 @@ def _task_fidelity(
     candidate: Mapping[str, np.ndarray],
     original: Any,
     feed: Mapping[str, np.ndarray],
-    tokens: frozenset[int] | None,
+    vocab: frozenset[int],
     given: bool = False,
     searched: Mapping[str, str] | None = None,
     metric: str = "auto",
@@ -353,8 +353,8 @@ def _task_fidelity(
     """Fill each float output's ``fidelity`` under the metric the target search picks for it
     (``given``: on the user's samples, else on random inputs), or the one a search that ran used
     (``searched``: ``--metric r2`` was shown as top-1 here while the search measured r2); ``metric``:
-    the user's ``--metric`` (an output it leaves out gets no fidelity, and no warning); ``tokens``:
-    the embedding tables' row counts of a model that reads token ids, else None."""
+    the user's ``--metric`` (an output it leaves out gets no fidelity, and no warning); ``vocab``:
+    the row counts of the embedding tables the model's token ids index (none: no token ids)."""
     from onnxfold.folding.samples import sample_count, splittable
     from onnxfold.runtime import fidelity as fid
     from onnxfold.runtime.exercised import bounded_by, unexercised_by_both
@@ -372,7 +372,7 @@ def _task_fidelity(
     bounds = bounded_by(original)
     default, named = fid.parse_metric(metric)
     spec = ",".join([default, *(f"{k}={v}" for k, v in named.items() if k in floats)])  # ints: none
-    token_inputs, vocab = tokens is not None, tokens or frozenset()
+    token_inputs = bool(vocab)
     chosen = fid.output_metrics(floats, spec, producers, token_inputs, samples, given, bounds, vocab)
     chosen.update({k: v for k, v in (searched or {}).items() if k in chosen})
     for m in metrics:
@@ -465,8 +465,7 @@ def validate(
     reference, got = dict(zip(ref_out, ref_vals, strict=True)), dict(zip(ref_out, cand_vals, strict=True))
     outcome = compare_outputs(reference, got)
     given = inputs is not None if given is None else given
-    tokens = vocabularies(id_draws) if has_tokens(id_draws) else None
-    _task_fidelity(outcome, reference, got, header, feed, tokens, given, metrics, metric)
+    _task_fidelity(outcome, reference, got, header, feed, vocabularies(id_draws), given, metrics, metric)
     report = ValidationReport(
         provider=ref_sess.get_providers()[0],
         inputs={k: tuple(int(d) for d in np.shape(v)) for k, v in feed.items()},

@@ -127,7 +127,7 @@ def input_scales(model: Any) -> dict[str, InputScale]:
 def has_tokens(draws: dict | None) -> bool:
     """Whether ``draws`` (:func:`~onnxfold.folding.samples.token_draws`) hold an embedding's token
     chances, not only input scales: a token model's outputs are judged per position."""
-    return any(not isinstance(v, InputScale) for v in (draws or {}).values())
+    return bool(vocabularies(draws))
 
 
 def vocabularies(draws: dict | None) -> frozenset[int]:

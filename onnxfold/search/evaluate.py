@@ -24,7 +24,7 @@ from onnxfold.runtime.fidelity import (
     model_fidelity,
     output_metrics,
 )
-from onnxfold.runtime.input_scales import has_tokens, vocabularies
+from onnxfold.runtime.input_scales import vocabularies
 from onnxfold.runtime.producers import producers_of
 from onnxfold.runtime.sequences import sample_axis
 from onnxfold.runtime.session import measurement_session
@@ -199,10 +199,10 @@ class Evaluator:
         self.reference = self._run(sess) if self.chains else batched
         producers = producers_of(original)
         bounds = bounded_by(original)
+        vocab = vocabularies(id_draws)
         self.metrics = output_metrics(
-            self.reference, metric, producers, has_tokens(id_draws), self.samples, not self.proxy, bounds,
-            vocabularies(id_draws),
-        )  # fmt: skip
+            self.reference, metric, producers, bool(vocab), self.samples, not self.proxy, bounds, vocab
+        )
         if not self.metrics:
             raise ValueError(f"--metric {metric!r} leaves every output out: keep at least one")
         #: output -> how the data-free proxy leaves its decisions unexercised (:func:`unexercised`);
@@ -213,7 +213,7 @@ class Evaluator:
             if name in self.metrics
             and (
                 why := unexercised(
-                    name, values, producers.get(name), has_tokens(id_draws), self.samples, bounds.get(name)
+                    name, values, producers.get(name), bool(vocab), self.samples, bounds.get(name)
                 )
             )
         }
