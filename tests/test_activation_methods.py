@@ -450,3 +450,37 @@ def test_a_search_without_a_time_limit_spends_more_on_deepinversion_samples(monk
         asked.clear()
         onnxfold.fold(src, validate=False, **options)
         assert asked and set(asked) == {None}, options
+
+
+def test_a_model_folded_again_reuses_its_deepinversion_samples(tmp_path: Path, monkeypatch) -> None:
+    """The batch depends only on the model, its shape and the seed, so a second fold of the same model
+    in one process (the demo's 4, a bench's sweep) reuses it: the same bytes as synthesising it anew;
+    another seed or another model synthesises its own."""
+    from collections import OrderedDict
+
+    from onnxfold.folding import samples
+    from onnxfold.models import bundled_model
+    from onnxfold.repair import deepinversion
+
+    calls: list = []
+    real = deepinversion.synthesize
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs["seed"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(deepinversion, "synthesize", counted)
+    monkeypatch.setattr(samples, "AUTO_DIR_ITERATIONS", 10)  # what is tested is reuse, not the batch
+    monkeypatch.setattr(samples, "_SYNTHESISED", OrderedDict())
+    src = bundled_model("vgg11bn.onnx")
+    out = {name: tmp_path / f"{name}.onnx" for name in ("first", "again", "anew", "seed1", "other")}
+    onnxfold.fold(src, 0.25, out["first"], validate=False)
+    onnxfold.fold(src, 0.5, out["again"], validate=False)
+    assert calls == [0]
+    samples._SYNTHESISED.clear()
+    onnxfold.fold(src, 0.5, out["anew"], validate=False)
+    assert calls == [0, 0] and out["again"].read_bytes() == out["anew"].read_bytes()
+    onnxfold.fold(src, 0.5, out["seed1"], validate=False, seed=1)
+    assert calls == [0, 0, 1]
+    onnxfold.fold(bundled_model("resnet18.onnx"), 0.5, out["other"], validate=False)
+    assert len(calls) == 4
