@@ -27,6 +27,7 @@ import os
 
 import numpy as np
 import onnx
+import pytest
 from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from onnx import helper, numpy_helper
@@ -52,6 +53,18 @@ PROFILE = settings.get_profile("onnxfold-more" if _MORE > 0 else "onnxfold-ci")
 def examples(default: int) -> settings:
     """Settings for one property: ``default`` examples under CI, the flag's count otherwise."""
     return settings(PROFILE, max_examples=_MORE if _MORE > 0 else default)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _short_deepinversion():
+    """The default ``auto`` synthesises DeepInversion samples on graphs with BatchNormalization; what
+    these properties check (a valid model, exactness) holds for any samples, so 20 iterations, not 200,
+    keep the examples' time on the folds (44 s of 80 were synthesis)."""
+    from onnxfold.folding import samples
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(samples, "AUTO_DIR_ITERATIONS", 20)
+        yield
 
 
 # --------------------------------------------------------------------------------- programs
