@@ -124,6 +124,12 @@ def run_demo(out_dir: str | None = None) -> list[dict]:
         "keeps, per group, the candidate whose outputs stay closest on samples it synthesises"
         + (f"\n({source.removeprefix('data-free: ')})" if source else "")
         + f";\nauto, 32 samples = the same given {DEMO_SAMPLES} unlabeled training images (docs/method.md §5b)."
+        + (
+            "\nThe first default fold's time includes synthesising the samples; later folds of the same "
+            "model in one process reuse them."
+            if "DeepInversion" in source
+            else ""
+        )
     )
     print(
         f"\nonnxfold fold with no -s: the smallest model at fidelity {DATA_FREE_MIN_FIDELITY:g} data-free, "
