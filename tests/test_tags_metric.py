@@ -32,11 +32,12 @@ def test_tags_counts_the_samples_whose_every_label_agrees() -> None:
     assert counted("tags", ref, 4) == 4
 
 
-def _tagger(path: Path, classes: int, wrap: bool = False, twin: bool = False) -> Path:
+def _tagger(path: Path, classes: int, wrap: bool = False, twin: bool = False, argmax: bool = False) -> Path:
     """ids [N, L] -> E[ids] (40 x 8) -> Relu(MatMul 8 -> 16) -> MatMul 16 -> ``classes`` -> Softmax:
     per-position labels. ``wrap``: the ids pass tf2onnx's negative-index wrap first (ids + rows where
     ids < 0, written with Less, Cast, Mul and Add); ``twin``: the 16 hidden channels are 8 distinct
-    ones, each twice, their consumer rows halved."""
+    ones, each twice, their consumer rows halved; ``argmax``: the output is the labels themselves,
+    ArgMax of the scores [N, L] int64 (as unidic-lite-imitator's tagger writes them)."""
     rng = np.random.default_rng(1)
     w1 = rng.standard_normal((8, 16)).astype(np.float32)
     w2 = rng.standard_normal((16, classes)).astype(np.float32)
@@ -65,14 +66,14 @@ def _tagger(path: Path, classes: int, wrap: bool = False, twin: bool = False) ->
         helper.make_node("MatMul", ["h", "W1"], ["a"]),
         helper.make_node("Relu", ["a"], ["r"]),
         helper.make_node("MatMul", ["r", "W2"], ["s"]),
-        helper.make_node("Softmax", ["s"], ["labels"], axis=-1),
+        helper.make_node("Softmax", ["s"], ["p" if argmax else "labels"], axis=-1),
     ]
+    out = helper.make_tensor_value_info("labels", TensorProto.FLOAT, ["N", "L", classes])
+    if argmax:
+        nodes.append(helper.make_node("ArgMax", ["p"], ["labels"], axis=-1, keepdims=0))
+        out = helper.make_tensor_value_info("labels", TensorProto.INT64, ["N", "L"])
     graph = helper.make_graph(
-        nodes,
-        "tagger",
-        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", "L"])],
-        [helper.make_tensor_value_info("labels", TensorProto.FLOAT, ["N", "L", classes])],
-        inits,
+        nodes, "tagger", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", "L"])], [out], inits
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
@@ -117,3 +118,60 @@ def test_a_search_judged_by_tags_keeps_every_fitting_samples_labels_and_folds_a_
     b = make_session(out).run(None, {"ids": ids})[0].argmax(-1)
     assert (a == b).all(axis=1).all()  # every one of the 32 words keeps all its labels, computed here
     assert report.param_sparsity > 0.1  # the twin's duplicated half at least
+
+
+def test_labels_are_compared_by_equality_not_as_scores() -> None:
+    """An output that holds labels (integers: an ArgMax's) is compared value by value. ``tags`` asked
+    on unidic-lite-imitator's [1, 256] part-of-speech ids read the sequence axis as classes and
+    reported 32 of 32 where 1 of 32 sentences kept every label."""
+    ref = np.random.default_rng(0).integers(0, 20, (4, 256))
+    ref[:, 0] = 99  # every sample's largest value first: an argmax over positions never moves
+    cand = ref.copy()
+    cand[1, 7] = (ref[1, 7] + 1) % 20  # one label of sample 1 changes
+    assert fidelity_value("tags", ref, cand, 4) == 0.75
+    assert fidelity_value("top1", ref, cand, 4) == 1 - 1 / 1024
+    assert counted("tags", ref, 4) == 4 and counted("top1", ref, 4) is None  # positions are no samples
+    one = np.array([3, 1, 4, 1, 5, 9, 2, 6])  # a classifier's ArgMax: one label per sample
+    assert fidelity_value("top1", one, np.where(one == 9, 0, one), 8) == 7 / 8
+    assert counted("top1", one, 8) == 8
+    chosen = output_metrics({"y": one}, "auto", {"y": "ArgMax"}, samples=8, guarded=True)
+    assert chosen == {"y": "top1"}  # not r2 over the label values, nor "no class axis"
+    assert output_metrics({"y": one}, "top1", samples=8) == {"y": "top1"}
+
+
+def test_auto_reads_a_token_taggers_label_output_together_on_given_samples(tmp_path: Path) -> None:
+    path = _tagger(tmp_path / "argmax.onnx", 5, argmax=True)
+    draws = token_draws(as_model(str(path)))
+    ids = np.random.default_rng(2).integers(0, ROWS, (16, 7))
+    ref = make_session(path).run(None, {"ids": ids})[0]
+    assert ref.dtype == np.int64 and ref.shape == (16, 7)
+    for given, expected in ((True, "tags"), (False, "top1")):
+        chosen = output_metrics(
+            {"labels": ref},
+            "auto",
+            {"labels": "ArgMax"},
+            has_tokens(draws),
+            16,
+            given,
+            vocab=vocabularies(draws),
+        )
+        assert chosen == {"labels": expected}, given
+
+
+def test_a_search_on_label_outputs_keeps_every_fitting_samples_labels(tmp_path: Path, capsys) -> None:
+    """The twin tagger writing its labels: the search judges them by ``tags`` and folds the duplicated
+    half; a fixed sparsity on the distinct tagger is measured on the samples and warned about."""
+    ids = np.random.default_rng(3).integers(0, ROWS, (32, 9))
+    src = _tagger(tmp_path / "twin.onnx", 5, twin=True, argmax=True)
+    out = tmp_path / "small.onnx"
+    _, report = onnxfold.fold(str(src), output=str(out), inputs={"ids": ids}, min_fidelity=0.95, round_to=1)
+    assert report.search.metrics == {"labels": "tags"}
+    a, b = (make_session(p).run(None, {"ids": ids})[0] for p in (src, out))
+    assert (a == b).all()  # every label of every fitting sample, compared here
+    assert report.param_sparsity > 0.1
+    plain = _tagger(tmp_path / "plain.onnx", 5, argmax=True)
+    _, report = onnxfold.fold(str(plain), 0.75, tmp_path / "cut.onnx", inputs={"ids": ids}, round_to=1)
+    (labels,) = report.validation.outputs
+    a, b = (make_session(p).run(None, {"ids": ids})[0] for p in (plain, tmp_path / "cut.onnx"))
+    assert labels.fidelity_metric == "tags" and labels.fidelity == float(np.mean((a == b).all(axis=1)))
+    assert labels.fidelity < 0.9 and "labels keeps tags" in report.format()

@@ -7,9 +7,8 @@ Metrics per output, with a = reference and b = candidate (flattened, computed in
 * ``max_rel``  = max |a - b| / max(max |a|, tiny)
 * ``mean_abs`` = mean |a - b|
 * ``cosine``   = <a, b> / (|a| |b|)  (1.0 when both are all-zero, 0.0 when exactly one is)
-* ``top1_agreement`` = fraction of rows i with argmax_j a[i, j] == argmax_j b[i, j]
-  (only for float outputs of rank 2 whose last dim is > 1, i.e. class scores; validation drops it
-  for an embedding of that shape, :func:`~onnxfold.runtime.fidelity.embedding_like`)
+* ``top1_agreement`` = fraction of rows i with argmax_j a[i, j] == argmax_j b[i, j] (class scores:
+  float rank 2, last dim > 1; not for an embedding, :func:`~onnxfold.runtime.fidelity.embedding_like`)
 * ``exact`` = the two arrays have the same dtype, shape and bytes.
 """
 
@@ -350,20 +349,19 @@ def _task_fidelity(
     searched: Mapping[str, str] | None = None,
     metric: str = "auto",
 ) -> None:
-    """Fill each float output's ``fidelity`` under the metric the target search picks for it
-    (``given``: on the user's samples, else on random inputs), or the one a search that ran used
-    (``searched``: ``--metric r2`` was shown as top-1 here while the search measured r2); ``metric``:
-    the user's ``--metric`` (an output it leaves out gets no fidelity, and no warning); ``vocab``:
-    the row counts of the embedding tables the model's token ids index (none: no token ids)."""
+    """Fill each float or label output's ``fidelity`` under the metric a target search picks (``given``:
+    on the user's samples) or the one a search that ran used (``searched``); ``metric``: the user's
+    ``--metric`` (an output it leaves out gets no fidelity, and no warning); ``vocab``: the row counts
+    of the embedding tables the model's token ids index."""
     from onnxfold.folding.samples import sample_count, splittable
     from onnxfold.runtime import fidelity as fid
     from onnxfold.runtime.exercised import bounded_by, unexercised_by_both
     from onnxfold.runtime.producers import producers_of
 
-    floats = {
+    floats = {  # scores and features, and labels (integers, compared by equality: labels.py)
         m.name: reference[m.name]
         for m in metrics
-        if m.shape_match and np.asarray(reference[m.name]).dtype.kind == "f"
+        if m.shape_match and np.asarray(reference[m.name]).dtype.kind in "fbiu"
     }
     if not floats:
         return
@@ -371,12 +369,16 @@ def _task_fidelity(
     producers = producers_of(original)
     bounds = bounded_by(original)
     default, named = fid.parse_metric(metric)
-    spec = ",".join([default, *(f"{k}={v}" for k, v in named.items() if k in floats)])  # ints: none
+    spec = ",".join([default, *(f"{k}={v}" for k, v in named.items() if k in floats)])
     token_inputs = bool(vocab)
     chosen = fid.output_metrics(floats, spec, producers, token_inputs, samples, given, bounds, vocab)
     chosen.update({k: v for k, v in (searched or {}).items() if k in chosen})
     for m in metrics:
-        if m.name in floats and np.asarray(floats[m.name]).size:
+        if (
+            m.name in floats
+            and np.asarray(floats[m.name]).size
+            and np.asarray(floats[m.name]).dtype.kind == "f"
+        ):
             ref = np.asarray(floats[m.name])
             m.span = (float(np.nanmin(ref)), float(np.nanmax(ref)))
             m.unexercised = unexercised_by_both(

@@ -2,22 +2,18 @@
 
 Per output (reference a, candidate b, computed in float64), one of these metrics:
 
-* ``top1``   = fraction of positions whose argmax over the last axis (the classes) agrees; for
-  class scores [B, C] a position is a sample, for sequence logits ([T, B, C] or [B, T, C], e.g.
-  CTC) every (sample, step) pair is a position;
-* ``sequence`` = fraction of samples whose greedy CTC decoding agrees exactly: per sample the
-  argmax path over its steps, repeats merged, the blank dropped (the blank is the class most often
-  the argmax in the reference: CTC outputs are mostly blank, whichever index the exporter gave it).
-  One wrong character fails the whole line, as it fails the reader's task: on PP-OCRv4's recogniser
-  a search to per-position top-1 0.95 kept only 47% of the lines exactly;
+* ``top1``   = fraction of positions whose argmax over the last axis (the classes) agrees (a
+  sample of class scores [B, C], every (sample, step) of sequence logits); of labels, whose value does;
+* ``sequence`` = fraction of samples whose greedy CTC decoding agrees exactly (the argmax path,
+  repeats merged, the blank dropped: the class most often the argmax in the reference). One wrong
+  character fails the line, as it fails the reader's task: on PP-OCRv4's recogniser a search to
+  per-position top-1 0.95 kept only 47% of the lines exactly;
 * ``margin`` = the fraction of samples that ``sequence`` still counts when the candidate's deviation
-  is doubled, i.e. compared on 2b − a: a line counts if the candidate kept at least half of the
-  original's margin, (b_t − b_k) ≥ (a_t − a_k) / 2 for the original's class t against every k, wherever
-  a flip would change the line. ``auto`` guards ``sequence`` with it on the user's samples
-  (``sequence+margin``), as it guards top1 with r2: a count's search keeps the furthest candidate
-  that reads every fitting line, whose margins are then spent. On PP-OCRv4's recogniser the pick read
-  32 of 32 fitting lines and 0.938 of 256 new ones, and only 30 of the 32 kept half their margin;
-  with the guard the search stopped at 11.6% fewer parameters (15.9% before) and kept 0.965;
+  is doubled (compared on 2b − a): a line counts if the candidate kept at least half of the
+  original's margin wherever a flip would change the line. ``auto`` guards ``sequence`` with it on
+  the user's samples (``sequence+margin``): a count's search keeps the furthest candidate that reads
+  every fitting line, whose margins are then spent (PP-OCRv4's recogniser: 11.6% fewer parameters
+  with the guard, 0.965 of new lines kept; 15.9% and 0.938 without);
 * ``tags`` = fraction of samples whose argmax agrees at every position: a tagger's or segmenter's
   labels, read together as a word's segmentation is (:func:`tagger`). ``auto`` takes it on the
   user's samples for a token model's per-position class scores whose classes are not its
@@ -44,24 +40,16 @@ Per output (reference a, candidate b, computed in float64), one of these metrics
   over axis 2: with axis 1 alone, each of YOLOX's anchors was a channel mixing pixel coordinates
   with scores, and ddddocr's detector kept r2 0.95 with box F1 0.91.
 
-``auto`` picks top1 for class scores (float rank 2 with more than one class, as
-:mod:`onnxfold.runtime.compare` detects them), guarded on the user's samples by r2 of the scores
-(``top1+r2``, the minimum of both: :func:`metric_parts`), but r2 for an embedding of that shape (:func:`embedding_like`:
-unit-norm rows, or a token model's rows that a pooling or normalising op made: on paraphrase-MiniLM-L3-v2's mean-pooled
-[B, 384], top1 asked the largest feature to stay the largest and held a 0.95 search at 14% fewer MACs;
-r2 reached 22%, at a mean cosine of 0.98 on new sentences); for sequence logits (float rank 3 whose output
-name or producing op says logits/probabilities: Softmax, LogSoftmax, or a name containing
-logit, prob, score or ctc) it picks sequence when the model reads a signal (an image, audio: a
-recogniser whose output is one line) and its argmax paths separate their emissions with one class as CTC
-does (:func:`blank_separated`), and top1 (per position) for a signal model's frame labels and when it reads token ids (a language model or token
-tagger: every position is its own prediction); a signal model's unnamed rank-3 output whose shape and
-argmaxes look like CTC logits (:func:`ctc_like`: more classes than steps, mostly one class) also
-gets sequence; r2 otherwise, and r2 also where the reference's
-argmax is one class everywhere (random inputs often make a recogniser read only blanks and a
-classifier answer one class: counting agreement then sees nothing until all of it flips). (It took cosine before: on NudeNet's YOLOv8n a search
-to cosine 0.95 on 32 images removed 88% of the parameters and kept a box F1 of 0.78 against the
-original, a search to r2 0.95 removed 35% and kept 0.96.) The model's fidelity is the minimum over its
-outputs.
+``auto`` picks per output (:func:`output_metrics`; docs/cli.md lists every case with its measurements):
+top1 for class scores (float rank 2, more than one class), guarded on the user's samples by r2
+(``top1+r2``), but r2 for an embedding of that shape (:func:`embedding_like`); top1 for labels
+(integer outputs, :mod:`onnxfold.runtime.labels`); for sequence logits (rank 3, named or made as
+logits) sequence where a signal model's argmax paths separate their emissions as CTC does
+(:func:`blank_separated`, :func:`ctc_like`), top1 per position for frame labels and token models,
+``tags`` for a token tagger's labels on the user's samples; binary or mask for a Sigmoid's
+probabilities; r2 otherwise, and where the reference's argmax is one class everywhere (random inputs
+often make a recogniser read only blanks: counting agreement then sees nothing until all of it
+flips). The model's fidelity is the minimum over its outputs.
 """
 
 from __future__ import annotations
@@ -73,6 +61,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from onnxfold.runtime.compare import _is_class_scores
+from onnxfold.runtime.labels import is_labels, label_agreement
 from onnxfold.runtime.probability_maps import SIGMOID_OPS, binary_agreement, binary_score, mask_iou, mask_map
 from onnxfold.runtime.sequences import blank_separated, ctc_like, per_sample_paths, sequence_agreement
 
@@ -213,6 +202,8 @@ def auto_metric(
     """The metric ``auto`` uses for an output (see the module docstring); ``token_inputs``: the model
     reads integer token ids; ``samples``: how many samples ``ref`` holds (:func:`ctc_like` needs it)."""
     ref = np.asarray(ref)
+    if is_labels(ref):  # an ArgMax's classes, a tagger's tags: equal or not (labels.py)
+        return "top1"
     if _is_class_scores(ref) and not embedding_like(ref, producer_op, token_inputs):
         return "top1"
     if ref.dtype.kind == "f" and ref.ndim == 3 and ref.shape[-1] > 1:
@@ -275,6 +266,8 @@ def fidelity_value(metric: str, ref: np.ndarray, cand: np.ndarray, samples: int 
         return 0.0
     if ref.size == 0:
         return 1.0
+    if is_labels(ref) and metric in COUNTS_OF_CLASSES:
+        return label_agreement(metric, ref, cand, samples)
     if metric in ("top1", "sequence", "margin", "tags"):
         if ref.ndim == 0 or ref.shape[-1] < 2:
             raise ValueError(f"{metric} needs an output whose last axis holds at least two classes")
@@ -367,9 +360,11 @@ def output_metrics(
         chosen = (
             auto_metric(name, ref, producers.get(name), token_inputs, samples) if metric == "auto" else metric
         )
+        labels = is_labels(ref)
         if (
             metric == "auto"
             and chosen == "top1"
+            and not labels
             and headed
             and np.ndim(ref) == 2
             and producers.get(name) not in _LOGIT_OPS
@@ -379,6 +374,7 @@ def output_metrics(
         if (
             metric == "auto"
             and chosen == "top1"
+            and not labels
             and np.ndim(ref) == 2
             and (bounds or {}).get(name) in SIGMOID_OPS
         ):
@@ -387,7 +383,10 @@ def output_metrics(
             chosen = "binary+r2" if guarded else "binary"
         elif metric == "auto" and chosen == "r2" and mask_map(ref, (bounds or {}).get(name), samples):
             chosen = "mask+r2"
-        if chosen in COUNTS_OF_CLASSES and (np.ndim(ref) < 2 or np.shape(ref)[-1] < 2):
+        if labels:
+            if guarded and metric == "auto" and token_inputs and np.ndim(ref) == 2:
+                chosen = "tags"  # a token tagger's labels per position, read together
+        elif chosen in COUNTS_OF_CLASSES and (np.ndim(ref) < 2 or np.shape(ref)[-1] < 2):
             # no class axis beside the samples: a [B] output's argmax is one sample's position
             chosen = "r2"
         elif metric == "auto" and chosen in ("top1", "sequence") and one_class(ref):
@@ -408,8 +407,10 @@ def output_metrics(
                 reference, "auto", producers, token_inputs, samples, guarded, bounds, vocab
             )
             out[name] = automatic[name]
-        elif chosen in COUNTS_OF_CLASSES and (
-            np.ndim(reference[name]) < 2 or np.shape(reference[name])[-1] < 2
+        elif (
+            chosen in COUNTS_OF_CLASSES
+            and not is_labels(reference[name])
+            and (np.ndim(reference[name]) < 2 or np.shape(reference[name])[-1] < 2)
         ):
             out[name] = "r2"  # no class axis beside the samples, as above
         else:
@@ -422,6 +423,8 @@ def counted(metric: str, ref: np.ndarray, samples: int | None = None) -> int | N
     top1 on class scores [B, C]; None for the others (top1 over sequence positions counts steps,
     which are not independent). A combined metric counts as its first part."""
     metric = metric_parts(metric)[0]
+    if is_labels(ref) and metric == "top1":  # one label per sample counts samples; per position, not
+        return int(np.shape(ref)[0]) if np.ndim(ref) == 1 else None
     if metric == "binary":
         return int(samples or np.shape(ref)[0]) if np.size(ref) == (samples or np.shape(ref)[0]) else None
     if metric in ("sequence", "margin", "tags"):
