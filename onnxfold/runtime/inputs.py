@@ -173,6 +173,10 @@ def _rng_for(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
 
 
+#: integer inputs :func:`_random_array` knows by name
+NAMED_INTS = ("mask", "token_type", "segment", "position", "ids")
+
+
 def _random_array(name: str, dtype: np.dtype, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     lname = name.lower()
     if dtype.kind == "f":
@@ -220,7 +224,10 @@ def make_inputs(
 
     Symbolic dims: batch-like names -> ``batch``; sequence-like names -> ``sequence`` (16);
     height/width-like names -> ``SPATIAL_DIM`` (224); any other dim 0 -> ``batch``; the rest -> ``default_dim``.
-    ``shapes`` overrides whole input shapes. Floats ~ N(0, 1); int ``*mask*`` -> 1, ``*ids*`` -> [0, 100),
+    ``shapes`` overrides whole input shapes. Floats ~ N(0, 1); int ``*mask*`` -> 1 (so is an integer input
+    shaped like the token ids that indexes no table, whatever its name: their attention mask, which a
+    legacy export named ``onnx::Unsqueeze_1`` on unidic-lite-imitator's tagger, where values in [0, 4)
+    turned attention off and every fold measured exact), ``*ids*`` -> [0, 100),
     ``token_type``/``segment`` -> 0, ``position*`` -> arange, other ints -> [0, 4); bool -> True.
     ``id_draws``: {input: the chance of each row of the embedding table it indexes, or for a float
     input the :class:`~onnxfold.runtime.input_scales.InputScale` the model normalizes it by}
@@ -234,6 +241,11 @@ def make_inputs(
             f"shape given for unknown input(s) {sorted(unknown)}; model inputs are {[s.name for s in specs]}"
         )
     inputs: dict[str, np.ndarray] = {}
+    tokens = {  # the shapes of the inputs whose ids index an embedding table
+        s.shape
+        for s in specs
+        if (c := (id_draws or {}).get(s.name)) is not None and not isinstance(c, InputScale)
+    }
     for spec in specs:
         if spec.dtype is None:
             raise ValueError(f"input {spec.name!r} has unsupported type {spec.onnx_type}")
@@ -248,6 +260,14 @@ def make_inputs(
             inputs[spec.name] = chance.draw(_random_array(spec.name, spec.dtype, shape, rng))
         elif chance is not None and not isinstance(chance, InputScale) and spec.dtype.kind in "iu":
             inputs[spec.name] = rng.choice(len(chance), size=shape, p=chance).astype(spec.dtype)
+        elif (
+            chance is None
+            and spec.dtype.kind in "iu"
+            and len(shape) >= 2
+            and spec.shape in tokens
+            and not any(key in spec.name.lower() for key in NAMED_INTS)
+        ):
+            inputs[spec.name] = np.ones(shape, dtype=spec.dtype)  # shaped like the ids, indexing nothing
         else:
             inputs[spec.name] = _random_array(spec.name, spec.dtype, shape, rng)
     logger.debug("made inputs %s", {k: (v.dtype.name, v.shape) for k, v in inputs.items()})
