@@ -22,6 +22,7 @@ from onnxfold.report.stats import (
     ModelStats,
     format_comparison,
     format_table,
+    human_count,
     model_stats,
     params_growth,
 )
@@ -194,6 +195,11 @@ class FoldReport:
             if self.after.node_count < self.before.node_count
             else ""
         )  # a romanizer's decoder read "nothing folded" and found a file that differed from its own
+        if self.after.params < self.before.params:  # a tagger's decoder held its embedding's transpose
+            simplified += (
+                f"; weights it held twice are stored once ({human_count(self.before.params)} -> "
+                f"{human_count(self.after.params)} parameters)"
+            )
         parts += [
             f"\nnothing folded: {r.stats['nothing_folded']}{simplified}"
             for r in self.passes

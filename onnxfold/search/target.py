@@ -118,6 +118,16 @@ class SearchResult:
     sensitivity_share: float = 1.0
     #: why the search kept the model whole although a candidate met the target (``min_gain``)
     kept_whole: str = ""
+    #: parameters of the model as given: reductions are reported from it, as the report's table
+    #: counts them (0: from the canonicalized model the search counts from)
+    input_params: int = 0
+
+    def reduction(self) -> float:
+        """The chosen candidate's reduction of the budget's count: MACs for ``target_macs``, else
+        parameters, of the input's when :attr:`input_params` is known."""
+        if self.mode == "target_macs":
+            return self.chosen.macs_reduction
+        return 1.0 - self.chosen.params / self.input_params if self.input_params else self.chosen.reduction
 
     def to_dict(self) -> dict:
         return {
@@ -128,7 +138,9 @@ class SearchResult:
             "target": self.target,
             "met": self.met,
             "fidelity": self.chosen.fidelity,
-            "param_reduction": self.chosen.reduction,
+            "param_reduction": 1.0 - self.chosen.params / self.input_params
+            if self.input_params
+            else self.chosen.reduction,
             "mac_reduction": self.chosen.macs_reduction,
             "outputs": [o.to_dict() for o in self.chosen.outputs],
             **({"unseen": [o.to_dict() for o in self.chosen.unseen]} if self.chosen.unseen else {}),
@@ -171,7 +183,7 @@ class SearchResult:
             lines.append(
                 f"warning: target not met ({goal(self.mode, self.target)}): --force wrote the closest candidate"
             )
-        got = self.chosen.reduction if self.mode == "target_params" else self.chosen.macs_reduction
+        got = params if self.mode == "target_params" else macs
         if (
             self.mode != "min_fidelity" and self.met and abs(got - self.target) >= 0.005
         ):  # a trial read 27.4% as a miss
