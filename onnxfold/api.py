@@ -34,6 +34,7 @@ from onnxfold.passes.search import (
     FIXED_SPARSITY,
 )
 from onnxfold.pipeline.manager import Pass, PassContext, PassManager, PipelineError
+from onnxfold.pipeline.unchanged import unchanged_but_grown
 from onnxfold.report.fold_report import FoldReport, saved_size, source_size, stats_of
 from onnxfold.report.names import shortened
 from onnxfold.report.stats import format_table, human_count
@@ -201,11 +202,21 @@ def _run_pipeline(
     manager = PassManager(passes, check=check, on_pass=record)
     with collecting() as steps:
         manager.run(model, ctx)
+        grown = unchanged_but_grown(model, ctx, manager.records)
+        if grown:
+            model.graph = ctx.original.graph
+            for r in manager.records:
+                if r.stats.get("nothing_folded"):
+                    r.stats["nothing_folded"] += f"; the model is written as given ({grown})"
         if view:
             remove_batch_axis(model)
             timed = getattr(ctx.data.get("validation"), "latency", None)
             if timed is not None:  # the shapes the user's model reads, not the view's [1, ...]
                 timed.inputs = {k: tuple(v)[1:] for k, v in timed.inputs.items()}
+        if defaulted and ctx.data.get("runnable_dim"):  # the model runs at larger free dims than 16
+            defaulted = default_shapes(ctx.original, ctx.data["runnable_dim"])
+            given = defaulted
+            counted = [_canonical_stats(ctx.original, defaulted)]
         before = _with_counted_macs(before, counted[0] if counted else None)
         after_size = None
         if output is not None:

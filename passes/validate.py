@@ -72,6 +72,7 @@ class ValidatePass(Pass):
             raise PassError(f"validate: {exc}") from None
         if self.dim != 16:
             log.info("validate: symbolic input dims set to %d (the model does not run with 16)", self.dim)
+            ctx.data["runnable_dim"] = self.dim  # where MACs are counted too (onnxfold.api)
         if self.batch != self.opts["batch"]:
             log.info(
                 "validate: %d random samples (the model does not run on %d)", self.batch, self.opts["batch"]

@@ -155,16 +155,17 @@ def _default_dim(
     return default_dim
 
 
-def default_shapes(model: Any) -> dict[str, tuple[int, ...]]:
+def default_shapes(model: Any, dim: int = DEFAULT_DIM) -> dict[str, tuple[int, ...]]:
     """For each input with a symbolic dim beyond the batch, one sample's shape at the sizes random
-    inputs take (:func:`make_inputs`: batch 1, a sequence 16, height and width 224, others 16), so
-    that MACs are counted where the data-free proxy and validation run: NSNet2 counted 2.68M MACs
-    at one frame while its proxy ran on 16, CenterFace 1.8M at 1×1 pixels while it ran on 224×224."""
+    inputs take (:func:`make_inputs`: batch 1, a sequence 16, height and width 224, others 16; others
+    and sequences ``dim`` where the model does not run at 16), so that MACs are counted where the
+    data-free proxy and validation run: NSNet2 counted 2.68M MACs at one frame while its proxy ran on
+    16, CenterFace 1.8M at 1×1 pixels while it ran on 224×224."""
     out = {}
     for spec in input_specs(model):
         dims = list(spec.shape or ())
         if any(not isinstance(d, (int, np.integer)) or d < 0 for d in dims[1:]):
-            out[spec.name] = tuple(_default_dim(d, i, 1, DEFAULT_DIM) for i, d in enumerate(dims))
+            out[spec.name] = tuple(_default_dim(d, i, 1, dim, dim) for i, d in enumerate(dims))
     return out
 
 

@@ -1,0 +1,78 @@
+"""What a fold writes when it folds nothing, and where it counts MACs on a model with free dims."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxfold
+from onnxfold.ir.model import to_model_proto
+from onnxfold.passes.canonicalize import CanonicalizePass
+
+
+def _cnn(path: Path, kernel: int = 3) -> Path:
+    """x [N, 2, H, W] (free H, W, named as tf2onnx names them) -> Conv 2 -> 8 (kernel × kernel,
+    no padding) -> Relu -> Conv 8 -> 4 (1 × 1)."""
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w1", "b1"], ["c"]),
+            helper.make_node("Relu", ["c"], ["r"]),
+            helper.make_node("Conv", ["r", "w2"], ["y"]),
+        ],
+        "cnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["unk__1", 2, "unk__2", "unk__3"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [
+            numpy_helper.from_array(rng.standard_normal((8, 2, kernel, kernel)).astype(np.float32), "w1"),
+            numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b1"),
+            numpy_helper.from_array(rng.standard_normal((4, 8, 1, 1)).astype(np.float32), "w2"),
+        ],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_a_fold_that_folds_nothing_is_not_written_larger_than_its_input(tmp_path: Path, monkeypatch) -> None:
+    """LEADER's fingerprint model came out of a fold that removed nothing with 13 more nodes and 8 more
+    parameters (rewrites of its tf2onnx shape arithmetic). Here canonicalize is made to grow the graph
+    by one node and one parameter: a fold that folds nothing writes the input as given, and says so;
+    one that folds keeps its rewrite."""
+    src = _cnn(tmp_path / "cnn.onnx")
+    real = CanonicalizePass.run
+
+    def growing(self, model, ctx):
+        result = real(self, model, ctx)
+        proto = to_model_proto(model)
+        out = proto.graph.output[0].name
+        proto.graph.node[-1].output[0] = "pre"
+        proto.graph.initializer.append(numpy_helper.from_array(np.zeros(1, np.float32), "zero"))
+        proto.graph.node.append(helper.make_node("Add", ["pre", "zero"], [out]))
+        model.graph = onnxfold.api.as_model(proto).graph
+        return result
+
+    monkeypatch.setattr(CanonicalizePass, "run", growing)
+    given = onnx.load(str(src))
+    kept = tmp_path / "kept.onnx"
+    _, report = onnxfold.fold(str(src), 0.0, str(kept), validate=False)
+    written = onnx.load(str(kept))
+    assert len(written.graph.node) == len(given.graph.node) == 3
+    assert report.after.params == report.before.params
+    assert "written as given" in report.format()
+    folded = tmp_path / "folded.onnx"
+    onnxfold.fold(str(src), 0.5, str(folded), validate=False, round_to=1, method="fold")
+    assert [n.op_type for n in onnx.load(str(folded)).graph.node][-1] == "Add"  # the fold's own model
+
+
+def test_macs_are_counted_at_the_free_dims_the_model_runs_at(tmp_path: Path) -> None:
+    """A 20 × 20 kernel does not run on 16 × 16 random inputs; validation runs it at 64 × 64, and the
+    MACs are counted there too (LEADER's were counted at 16 × 16, where it cannot run)."""
+    src = _cnn(tmp_path / "k20.onnx", kernel=20)
+    _, report = onnxfold.fold(str(src), 0.0, str(tmp_path / "o.onnx"))
+    assert report.default_shapes == {"x": (1, 2, 64, 64)}
+    side = 64 - 20 + 1
+    assert report.before.macs == side * side * (8 * 2 * 20 * 20 + 4 * 8)
+    assert "[1, 2, 64, 64]" in report.format()
