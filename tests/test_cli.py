@@ -387,3 +387,26 @@ def test_subprocess_fold_matches_in_process(exported, tmp_path: Path, capsys) ->
     assert rc == 0, err
     assert (tmp_path / "sub" / "f.onnx").read_bytes() == (tmp_path / "inproc" / "f.onnx").read_bytes()
     assert not (tmp_path / "sub" / "f.onnx.data").exists()
+
+
+def test_an_unwritable_output_folder_fails_before_the_fold(tmp_path: Path, capsys, monkeypatch) -> None:
+    """A folder the tool cannot write to is refused before any work (a trial's fold failed only after
+    it had run). Root ignores permission bits, so the write probe itself is made to fail."""
+    import tempfile
+
+    from onnxfold.models import bundled_model
+    from onnxfold.passes.fold import FoldPass
+
+    src = tmp_path / "m.onnx"
+    shutil.copy(bundled_model("lenet5.onnx"), src)
+    ran: list = []
+    monkeypatch.setattr(FoldPass, "run", lambda *a: ran.append(1))
+
+    def refused(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refused)
+    before = snapshot(tmp_path)
+    rc, out, err = cli(["fold", src, "-o", tmp_path / "o.onnx", "-s", "0.3"], capsys)
+    _assert_clean_failure(rc, out, err, before, tmp_path)
+    assert "cannot write to output folder" in err and "Operation not permitted" in err and not ran

@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import sys
+import tempfile
 from pathlib import Path
 
 from onnxfold.cli.parser import (
@@ -35,6 +36,10 @@ def _check_paths(args: argparse.Namespace) -> None:
     folder = out.parent if str(out.parent) else Path(".")
     if not folder.is_dir():
         raise CliError(f"output folder {folder} does not exist")
+    try:  # before the fold, not after it: an unwritable folder failed a trial's 7 s fold at its end
+        tempfile.TemporaryFile(dir=folder, prefix=".onnxfold-probe-").close()
+    except OSError as exc:
+        raise CliError(f"cannot write to output folder {folder}: {exc.strerror or exc}") from None
     if out.exists() and out.resolve() == src.resolve() and not args.overwrite:
         raise CliError(f"output {out} is the input model; choose another path (or pass --overwrite)")
     src_data = src.with_name(src.name + ".data")
