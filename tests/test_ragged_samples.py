@@ -158,6 +158,7 @@ def test_a_difference_in_a_dim_the_model_fixes_stays_one_error_line(tmp_path: Pa
     assert main(["fold", str(src), "-o", str(out), "--min-fidelity", "0.9", "--inputs", str(folder)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "1.npz holds signal[1, 3, 16]" in err[0], err
+    assert err[0].endswith("the model fixes signal dim 1 at 4: pad or cut every sample to 4"), err
     assert not out.exists()
 
 

@@ -300,9 +300,20 @@ def _read_npz_folder(
         bad = next((i for i, r in enumerate(runs) if dims(r) != dims(runs[0])), len(runs) - 1)
         shown = ", ".join(f"{k}{list(v.shape)}" for k, v in runs[bad].items())
         first = ", ".join(f"{k}{list(v.shape)}" for k, v in runs[0].items())
+        fixed = next(  # a dim the model fixes, which padding cannot even out
+            (
+                f"; the model fixes {spec.name} dim {i} at {d}: pad or cut every sample to {d}"
+                for spec in specs
+                for i, d in enumerate(spec.shape or ())
+                if i > 0
+                and isinstance(d, int)
+                and any(np.ndim(r[spec.name]) > i and np.shape(r[spec.name])[i] != d for r in runs)
+            ),
+            "",
+        )
         raise ValueError(
             f"{path}: {files[bad].name} holds {shown} but {files[0].name} holds {first}: the files' samples "
-            "must agree on every dim but the sample axis and the lengths the model leaves free"
+            f"must agree on every dim but the sample axis and the lengths the model leaves free{fixed}"
         )
     return {k: (v, str(path)) for k, v in joined.items()}
 
