@@ -547,10 +547,30 @@ def test_identical_samples_are_warned_about_once_and_never_beside_a_refusal(tmp_
     argv = ["fold", str(MODEL), "-o", str(tmp_path / "o.onnx"), "-s", "0.2", "--method", "fold"]
     with caplog.at_level(logging.WARNING):
         assert main([*argv, "--inputs", str(same)]) == 0
-    assert len([r for r in caplog.records if "identical" in r.getMessage()]) == 1
+    assert len([r for r in caplog.records if "samples are identical" in r.getMessage()]) == 1
     caplog.clear()
     wrong = tmp_path / "wrong.npy"
     np.save(wrong, np.zeros((4, 8, 8), np.float32))
     with caplog.at_level(logging.WARNING):
         assert main([*argv, "--overwrite", "--inputs", str(wrong)]) == 2
-    assert not [r for r in caplog.records if "identical" in r.getMessage()]
+    assert not [r for r in caplog.records if "samples are identical" in r.getMessage()]
+
+
+def test_fewer_than_8_samples_are_warned_about_once(tmp_path: Path, caplog) -> None:
+    """A trial folded on one sentence and was told nothing; 8 or more draw no warning, and a file read
+    by the command line and checked again by the fold is warned about once."""
+    import logging
+
+    from onnxfold.runtime.sample_files import FEW_SAMPLES
+
+    argv = ["fold", str(MODEL), "-o", str(tmp_path / "o.onnx"), "-s", "0.2", "--method", "fold"]
+    rng = np.random.default_rng(0)
+    for n, warned in ((1, 1), (FEW_SAMPLES - 1, 1), (FEW_SAMPLES, 0)):
+        path = tmp_path / f"x{n}.npy"
+        np.save(path, rng.standard_normal((n, 1, 8, 8)).astype(np.float32))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert main([*argv, "--overwrite", "--inputs", str(path)]) == 0
+        few = [r.getMessage() for r in caplog.records if "say little about new inputs" in r.getMessage()]
+        assert len(few) == warned, (n, few)
+        assert not few or few[0].startswith(f"{path}: {n} sample{'' if n == 1 else 's'}: "), few

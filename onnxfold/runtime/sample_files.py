@@ -173,7 +173,36 @@ def load_inputs(
                 f"{where}: inputs must hold the same, non-zero number of samples, got {sorted(counts)}"
             )
     _warn_identical(out, source)  # after the errors: a refused file gets its error alone
+    _warn_few(out, source)
     return out
+
+
+#: fewer samples than this draw a warning: the search holds half out from 8 on (split_samples)
+FEW_SAMPLES = 8
+_WARNED_FEW: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+def _warn_few(arrays: Mapping[str, np.ndarray], source: Any) -> None:
+    """Warn when fewer than :data:`FEW_SAMPLES` samples are given: a fold measured on one sentence was
+    written without a word, and every count on so few (k of n agree) says little about new inputs."""
+    from onnxfold.folding.samples import sample_count, splittable
+
+    if not arrays or not splittable(dict(arrays)) or sample_count(dict(arrays)) >= FEW_SAMPLES:
+        return
+    held = [a for a in arrays.values() if isinstance(a, np.ndarray)]
+    if held and all(_WARNED_FEW.get(id(a)) is a for a in held):
+        return  # the same arrays handed on from the command line to the fold: warned once
+    _WARNED_FEW.update({id(a): a for a in held})
+    n = sample_count(dict(arrays))
+    where = source if isinstance(source, (str, os.PathLike)) else "the given arrays"
+    logging.getLogger(__name__).warning(
+        "%s: %d sample%s: figures measured on so few say little about new inputs (a search holds half "
+        "of them out from %d on); give 32 or more",
+        where,
+        n,
+        "" if n == 1 else "s",
+        FEW_SAMPLES,
+    )
 
 
 #: arrays already warned about as identical samples (held weakly, by identity)
