@@ -12,7 +12,6 @@ import numpy as np
 import onnx
 
 from onnxfold.analysis import ChannelGroup, analyze_graph
-from onnxfold.analysis.groups import REASON_WIDTH, cut_reason, reasons_text
 from onnxfold.folding.apply import model_weight_bytes
 from onnxfold.folding.cluster import DEFAULT_ROUND_TO
 from onnxfold.ir.model import Model, data_dirs, load_model, model_from_proto, save_model, spilling
@@ -36,8 +35,7 @@ from onnxfold.passes.search import (
 from onnxfold.pipeline.manager import Pass, PassContext, PassManager, PipelineError
 from onnxfold.pipeline.unchanged import unchanged_but_grown
 from onnxfold.report.fold_report import FoldReport, saved_size, source_size, stats_of
-from onnxfold.report.names import shortened
-from onnxfold.report.stats import format_table, human_count
+from onnxfold.report.group_table import format_groups
 from onnxfold.report.timing import collecting, rounded, step
 from onnxfold.runtime.inputs import default_shapes
 
@@ -447,42 +445,22 @@ def analyze(model: ModelLike) -> list[ChannelGroup]:
     return analyze_graph(model.graph)
 
 
-def format_groups(groups: Sequence[ChannelGroup], verbose: bool = False) -> str:
-    """The table ``onnxfold analyze`` prints."""
-    rows = []
-    reasons = [reasons_text(g.blocked) for g in groups]
-    for g, why in zip(groups, reasons, strict=True):
-        producers = ", ".join(shortened(p) for p in g.producers[:3]) + (" …" if len(g.producers) > 3 else "")
-        rows.append(
-            [
-                shortened(g.name),
-                g.size,
-                len(g.members),
-                "foldable" if g.foldable else "blocked",
-                producers if g.foldable else cut_reason(why),
-            ]
-        )
-    foldable = sum(g.foldable for g in groups)
-    head = (
-        f"{len(groups)} channel groups: {foldable} foldable, {len(groups) - foldable} blocked; "
-        f"{human_count(sum(g.size for g in groups if g.foldable))} foldable channels"
-    )
-    text = (
-        head
-        + "\n"
-        + format_table(["group", "channels", "members", "state", "producers / reason"], rows, align="lrrll")
-    )
-    if any(len(why) > REASON_WIDTH for why in reasons) and not verbose:
-        text += "\n(reasons cut at a line's width: -v or --json gives them whole)"
-    if verbose:
-        text += "\n\n" + "\n\n".join(g.describe() for g in groups)
-    return text
+def analyze_share(model: ModelLike, cap: float = 0.7) -> tuple[list[ChannelGroup], int, int]:
+    """(the groups of :func:`analyze`, the parameters removed with every foldable group at ``cap``:
+    :func:`~onnxfold.search.allocate.uniform_removal`, all the parameters)."""
+    from onnxfold.search.allocate import uniform_removal
+
+    model = as_model(model).copy()
+    CanonicalizePass().run(model, PassContext())
+    groups = analyze_graph(model.graph)
+    return groups, uniform_removal(groups, model.graph.tensors(), cap), stats_of(model).params
 
 
 __all__ = [
     "FoldReport",
     "REGISTRY",
     "analyze",
+    "analyze_share",
     "as_model",
     "fold",
     "format_groups",

@@ -101,8 +101,8 @@ def test_a_gather_of_channels_still_blocks(tmp_path: Path) -> None:
 def test_reasons_that_differ_only_in_their_node_are_told_once() -> None:
     """The blocked CRNN group's reason read "reaches unsupported op Gather (…)" 40 times over, and
     the analyze table padded every row to 2,160 characters."""
-    from onnxfold.analysis.groups import BlockReason, ChannelGroup, reasons_text
-    from onnxfold.api import REASON_WIDTH, format_groups
+    from onnxfold.analysis.groups import REASON_WIDTH, BlockReason, ChannelGroup, reasons_text
+    from onnxfold.api import format_groups
 
     steps = [
         BlockReason(

@@ -274,16 +274,22 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
 
 
 def cmd_analyze(args: argparse.Namespace) -> None:
-    from onnxfold.api import analyze, format_groups
+    from onnxfold.api import analyze_share, format_groups
+    from onnxfold.report.stats import human_count
 
     if args.sensitivity:
         cmd_sensitivity(args)
         return
-    groups = analyze(args.model)
+    groups, held, total = analyze_share(args.model)
     if args.json:
         print(json.dumps([g.to_dict() for g in groups], indent=2))
         return
     print(format_groups(groups, verbose=args.members))
+    if total:
+        print(
+            f"every foldable group folded at 0.7 (the search's cap) removes {held / total:.1%} of the "
+            f"{human_count(total)} parameters; blocked groups, embeddings and norms stay"
+        )
     if not any(g.foldable for g in groups):
         from onnxfold.analysis.quantized import quantized_hint, quantized_ops
         from onnxfold.ir.model import load_model

@@ -141,6 +141,36 @@ def params_ceiling(groups: Sequence, tensors: dict, cap: float, whole: set[str])
     return int(np.ceil(total))
 
 
+def uniform_removal(groups: Sequence, tensors: dict, cap: float) -> int:
+    """The parameters a fold removes with every foldable group at ``cap``: per weight, the share of
+    each axis its groups' removed channels take (a block of positions per channel; slabs of a split
+    tensor), multiplied over its axes, so a Conv cut in both its groups counts once (unlike
+    :func:`params_ceiling`, whose bound read 100% on a plain CNN). What ``onnxfold analyze`` prints:
+    a trial learned only from its runs that LEADER's blocked groups left it little to fold."""
+    import onnx_graphsurgeon as gs
+
+    cut: dict[tuple[str, int], float] = {}
+    for g in groups:
+        if not (g.foldable and g.size >= 2):
+            continue
+        removed = g.size - max(1, round(g.size * (1.0 - cap)))  # the widths of ``fold -s cap --round-to 1``
+        seen = set()
+        for m in g.members:
+            t = tensors.get(m.tensor)
+            key = (m.tensor, m.axis, m.offset)
+            if not isinstance(t, gs.Constant) or not t.shape or np.dtype(t.dtype).kind != "f" or key in seen:
+                continue
+            seen.add(key)
+            cut[m.tensor, m.axis] = cut.get((m.tensor, m.axis), 0.0) + removed * max(1, m.block) / max(
+                1, m.split
+            )
+    kept: dict[str, float] = {}
+    for (name, axis), length in cut.items():
+        dim = tensors[name].shape[axis]
+        kept[name] = kept.get(name, 1.0) * max(0.0, 1.0 - length / dim)
+    return int(round(sum(float(np.prod(tensors[n].shape)) * (1.0 - k) for n, k in kept.items())))
+
+
 def fixed_groups(groups: Sequence[Any], overrides: Sequence[tuple[str, float]], recipe: Any) -> set[str]:
     """Names of the groups whose sparsity a recipe or an override fixes (never searched)."""
     fixed = set()

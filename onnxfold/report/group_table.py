@@ -1,0 +1,42 @@
+"""The table ``onnxfold analyze`` prints: one row per channel group."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from onnxfold.analysis import ChannelGroup
+from onnxfold.analysis.groups import REASON_WIDTH, cut_reason, reasons_text
+from onnxfold.report.names import shortened
+from onnxfold.report.stats import format_table, human_count
+
+
+def format_groups(groups: Sequence[ChannelGroup], verbose: bool = False) -> str:
+    """The table ``onnxfold analyze`` prints."""
+    rows = []
+    reasons = [reasons_text(g.blocked) for g in groups]
+    for g, why in zip(groups, reasons, strict=True):
+        producers = ", ".join(shortened(p) for p in g.producers[:3]) + (" …" if len(g.producers) > 3 else "")
+        rows.append(
+            [
+                shortened(g.name),
+                g.size,
+                len(g.members),
+                "foldable" if g.foldable else "blocked",
+                producers if g.foldable else cut_reason(why),
+            ]
+        )
+    foldable = sum(g.foldable for g in groups)
+    head = (
+        f"{len(groups)} channel groups: {foldable} foldable, {len(groups) - foldable} blocked; "
+        f"{human_count(sum(g.size for g in groups if g.foldable))} foldable channels"
+    )
+    text = (
+        head
+        + "\n"
+        + format_table(["group", "channels", "members", "state", "producers / reason"], rows, align="lrrll")
+    )
+    if any(len(why) > REASON_WIDTH for why in reasons) and not verbose:
+        text += "\n(reasons cut at a line's width: -v or --json gives them whole)"
+    if verbose:
+        text += "\n\n" + "\n\n".join(g.describe() for g in groups)
+    return text

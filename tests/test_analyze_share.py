@@ -1,0 +1,39 @@
+"""``onnxfold analyze`` says how much a fold can remove: the parameters every foldable group folded at
+the search's cap (0.7) removes. A trial learned only from its fold runs that its model's blocked groups
+(layer norms over channels, DepthToSpace, residual adds) left little to fold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from onnxfold.api import analyze_share, fold
+from onnxfold.cli.commands import main
+from onnxfold.models import bundled_model
+
+
+@pytest.mark.parametrize("name", ["lenet5.onnx", "mlp.onnx", "vgg11bn-fused.onnx"])
+def test_the_share_is_what_folding_every_group_at_the_cap_removes(name: str, tmp_path: Path) -> None:
+    groups, removed, total = analyze_share(bundled_model(name))
+    _, report = fold(
+        bundled_model(name),
+        0.7,
+        tmp_path / "o.onnx",
+        round_to=1,
+        method="fold",
+        repair="none",
+        validate=False,
+    )
+    assert total == report.before.params
+    assert removed == report.before.params - report.after.params  # a Conv cut on both axes counts once
+    assert 0 < removed < total
+
+
+def test_analyze_prints_the_share(capsys) -> None:
+    assert main(["analyze", str(bundled_model("lenet5.onnx"))]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    _, removed, total = analyze_share(bundled_model("lenet5.onnx"))
+    assert last.startswith(
+        f"every foldable group folded at 0.7 (the search's cap) removes {removed / total:.1%} of the"
+    )
