@@ -33,7 +33,6 @@ from onnxfold.passes.search import (
     FIXED_SPARSITY,
 )
 from onnxfold.pipeline.manager import Pass, PassContext, PassManager, PipelineError
-from onnxfold.pipeline.unchanged import unchanged_but_grown
 from onnxfold.report.fold_report import FoldReport, saved_size, source_size, stats_of
 from onnxfold.report.group_table import format_groups
 from onnxfold.report.timing import collecting, rounded, step
@@ -200,12 +199,6 @@ def _run_pipeline(
     manager = PassManager(passes, check=check, on_pass=record)
     with collecting() as steps:
         manager.run(model, ctx)
-        grown = unchanged_but_grown(model, ctx, manager.records)
-        if grown:
-            model.graph = ctx.original.graph
-            for r in manager.records:
-                if r.stats.get("nothing_folded"):
-                    r.stats["nothing_folded"] += f"; the model is written as given ({grown})"
         if view:
             remove_batch_axis(model)
             timed = getattr(ctx.data.get("validation"), "latency", None)

@@ -100,7 +100,7 @@ class FoldReport:
     @property
     def params_note(self) -> str | None:
         """Why the result holds more parameters than the input, or None when it holds no more."""
-        return params_growth(self.before, self.after)
+        return params_growth(self.before, self.after, folded=any(p.status == "folded" for p in self.plans))
 
     def to_dict(self) -> dict:
         return {

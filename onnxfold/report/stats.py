@@ -408,9 +408,10 @@ def _ratio_cells(before: float | None, after: float | None) -> tuple[str, str]:
     return f"{r:.3f}", f"{100.0 * (r - 1.0):+.1f}%"
 
 
-def params_growth(before: ModelStats, after: ModelStats, limit: int = 6) -> str | None:
+def params_growth(before: ModelStats, after: ModelStats, limit: int = 6, folded: bool = True) -> str | None:
     """Why ``after`` holds more parameters than ``before``, naming the tensors that are new or larger;
-    None when it holds no more."""
+    None when it holds no more. ``folded``: some group was folded (else no copy was edited: LEADER's
+    grew by 8 in a fold that folded nothing, from shape arithmetic made constant)."""
     if after.params <= before.params:
         return None
     grown = [
@@ -431,10 +432,15 @@ def params_growth(before: ModelStats, after: ModelStats, limit: int = 6) -> str 
     if not grown:
         return text + "."
     text += f": tensors it stores that the input has not, or has smaller: {listed}{more}."
-    if any("__" in name for name, _, _ in grown):
+    if any("__" in name for name, _, _ in grown) and folded:
         text += (
             " A name ending in __<n> is canonicalize's own copy of a vector the input shares between "
             "nodes; the fold edited one reader's copy, so the copies no longer match and stay apart."
+        )
+    elif not folded:
+        text += (
+            " Nothing was folded: these are values the input computes at run time from constants (its "
+            "shape arithmetic), which canonicalize stores, or their copies per reader."
         )
     return text
 
