@@ -43,10 +43,8 @@ UNEXERCISED_SHARE = 0.1
 
 
 def narrow_span(values: np.ndarray, op: str | None) -> tuple[float, float] | None:
-    """(smallest, largest) of an output's ``values`` when ``op``, its producer, bounds them
-    (:data:`BOUNDING_OPS`) and they span less than :data:`UNEXERCISED_SHARE` of the bounds: inputs
-    that move an output so little (a detector's probability map on noise, all near 0) exercise
-    none of its decisions. None otherwise."""
+    """(smallest, largest) of ``values`` when ``op`` bounds them (:data:`BOUNDING_OPS`) and they span
+    under :data:`UNEXERCISED_SHARE` of the bounds (a detector's map on noise, all near 0); else None."""
     values = np.asarray(values)
     if op not in BOUNDING_OPS or values.dtype.kind != "f" or not values.size:
         return None
@@ -76,9 +74,8 @@ class OutputMetrics:
     counted: int | None = None  #: samples ``fidelity`` counts (:func:`~onnxfold.runtime.fidelity.counted`)
     #: the reference's smallest and largest value on the inputs compared
     span: tuple[float, float] | None = None
-    #: how the inputs compared left the output's decisions unexercised in both models, e.g. "moved
-    #: this Sigmoid output only between 0 and 0.00262 of its range [0, 1]"
-    #: (:func:`~onnxfold.runtime.exercised.unexercised_by_both`)
+    #: how the inputs left the output's decisions unexercised in both models ("moved this Sigmoid output
+    #: only between 0 and 0.00262 of its range [0, 1]": :func:`~onnxfold.runtime.exercised.unexercised_by_both`)
     unexercised: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -144,21 +141,22 @@ def _compare_one(name: str, ref: np.ndarray, cand: np.ndarray) -> OutputMetrics:
         return m
     a = ref.astype(np.float64, copy=False).ravel()
     b = cand.astype(np.float64, copy=False).ravel()
-    if a.size == 0:
-        m.max_abs = m.max_rel = m.mean_abs = 0.0
-        m.cosine = 1.0
-    else:
-        diff = np.abs(a - b)
-        m.max_abs = float(diff.max())
-        m.mean_abs = float(diff.mean())
-        m.max_rel = m.max_abs / max(float(np.abs(a).max()), TINY)
-        na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
-        if na == 0.0 and nb == 0.0:
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN or inf outputs: NaN figures, no warnings
+        if a.size == 0:
+            m.max_abs = m.max_rel = m.mean_abs = 0.0
             m.cosine = 1.0
-        elif na == 0.0 or nb == 0.0:
-            m.cosine = 0.0
         else:
-            m.cosine = float(np.clip(np.dot(a, b) / (na * nb), -1.0, 1.0))
+            diff = np.abs(a - b)
+            m.max_abs = float(diff.max())
+            m.mean_abs = float(diff.mean())
+            m.max_rel = m.max_abs / max(float(np.abs(a).max()), TINY)
+            na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+            if na == 0.0 and nb == 0.0:
+                m.cosine = 1.0
+            elif na == 0.0 or nb == 0.0:
+                m.cosine = 0.0
+            else:
+                m.cosine = float(np.clip(np.dot(a, b) / (na * nb), -1.0, 1.0))
     if _is_class_scores(ref) and ref.shape[0] > 0:
         m.top1_agreement = float(np.mean(ref.argmax(axis=-1) == cand.argmax(axis=-1)))
     return m

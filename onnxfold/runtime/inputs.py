@@ -161,11 +161,15 @@ def default_shapes(model: Any, dim: int = DEFAULT_DIM) -> dict[str, tuple[int, .
     and sequences ``dim`` where the model does not run at 16), so that MACs are counted where the
     data-free proxy and validation run: NSNet2 counted 2.68M MACs at one frame while its proxy ran on
     16, CenterFace 1.8M at 1×1 pixels while it ran on 224×224."""
-    out = {}
+    out, sizes = {}, {}
     for spec in input_specs(model):
         dims = list(spec.shape or ())
         if any(not isinstance(d, (int, np.integer)) or d < 0 for d in dims[1:]):
-            out[spec.name] = tuple(_default_dim(d, i, 1, dim, dim) for i, d in enumerate(dims))
+            out[spec.name] = tuple(
+                sizes.setdefault(d, guess) if isinstance(d, str) and d else guess
+                for i, d in enumerate(dims)
+                for guess in [_default_dim(d, i, 1, dim, dim)]
+            )
     return out
 
 
@@ -242,6 +246,14 @@ def make_inputs(
             f"shape given for unknown input(s) {sorted(unknown)}; model inputs are {[s.name for s in specs]}"
         )
     inputs: dict[str, np.ndarray] = {}
+    # one symbolic name, one size: a graph model's edge_feat [num_edges, 13] and edge_index
+    # [2, num_edges] were drawn with 2 and 16 edges, and its Expand refused them; given shapes first
+    sizes = {
+        d: int(v)
+        for sp in specs
+        for d, v in zip(sp.shape or (), shapes.get(sp.name, ()), strict=False)
+        if isinstance(d, str)
+    }
     tokens = {  # the shapes of the inputs whose ids index an embedding table
         s.shape
         for s in specs
@@ -254,7 +266,11 @@ def make_inputs(
             shape = tuple(int(d) for d in shapes[spec.name])
             check_shape(spec, shape, "given shape")
         else:
-            shape = tuple(_default_dim(d, i, batch, default_dim, sequence) for i, d in enumerate(spec.shape))
+            shape = tuple(
+                sizes.setdefault(d, guess) if isinstance(d, str) and d else guess
+                for i, d in enumerate(spec.shape)
+                for guess in [_default_dim(d, i, batch, default_dim, sequence)]
+            )
         rng = _rng_for(seed, spec.name)
         chance = (id_draws or {}).get(spec.name)
         if isinstance(chance, InputScale) and spec.dtype.kind == "f":  # as the model normalizes it

@@ -1,0 +1,49 @@
+"""Inputs that share a symbolic dim get one size, and outputs that are not finite are compared without
+warnings. minimol's graph network reads edge_feat [num_edges, 13] and edge_index [2, num_edges]: its
+random inputs were drawn with 2 and 16 edges, its Expand refused them, and every fold stopped there;
+on inputs it ran on its fingerprint was NaN, and numpy printed raw RuntimeWarnings."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from onnx import TensorProto, helper
+
+from onnxfold.runtime.compare import compare_outputs
+from onnxfold.runtime.inputs import make_inputs
+from onnxfold.runtime.session import make_session
+
+
+def _edges_model():
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["edge_index"], ["fi"], to=TensorProto.FLOAT),
+            helper.make_node("ReduceSum", ["fi"], ["s"], keepdims=0),
+            helper.make_node("ReduceSum", ["edge_feat"], ["t"], keepdims=0),
+            helper.make_node("Add", ["s", "t"], ["y"]),
+        ],
+        "edges",
+        [
+            helper.make_tensor_value_info("edge_feat", TensorProto.FLOAT, ["num_edges", 13]),
+            helper.make_tensor_value_info("edge_index", TensorProto.INT64, [2, "num_edges"]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_inputs_that_share_a_symbolic_dim_are_drawn_at_one_size() -> None:
+    proto = _edges_model()
+    feed = make_inputs(make_session(proto))
+    assert feed["edge_feat"].shape[0] == feed["edge_index"].shape[1]
+    given = make_inputs(make_session(proto), shapes={"edge_index": [2, 40]})
+    assert given["edge_feat"].shape == (40, 13)  # a size given for one input holds for the other
+
+
+def test_outputs_that_are_not_finite_are_compared_without_warnings() -> None:
+    ref = {"y": np.array([np.nan, 1.0, np.inf], np.float32)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (m,) = compare_outputs(ref, {"y": np.array([np.nan, 1.0, np.inf], np.float32)})
+    assert m.exact and np.isnan(m.max_abs)
