@@ -125,4 +125,4 @@ def test_reasons_that_differ_only_in_their_node_are_told_once() -> None:
     group = ChannelGroup(name="g", size=8, blocked=many)
     table = format_groups([group]).splitlines()
     assert len(table[-2]) < REASON_WIDTH + 80 and table[-2].endswith(" …")
-    assert "-v or --json gives them whole" in table[-1]
+    assert "--members or --json gives them whole" in table[-1]

@@ -36,7 +36,7 @@ def format_groups(groups: Sequence[ChannelGroup], verbose: bool = False) -> str:
         + format_table(["group", "channels", "members", "state", "producers / reason"], rows, align="lrrll")
     )
     if any(len(why) > REASON_WIDTH for why in reasons) and not verbose:
-        text += "\n(reasons cut at a line's width: -v or --json gives them whole)"
+        text += "\n(reasons cut at a line's width: --members or --json gives them whole)"
     if verbose:
         text += "\n\n" + "\n\n".join(g.describe() for g in groups)
     return text

@@ -405,7 +405,9 @@ def _ratio_cells(before: float | None, after: float | None) -> tuple[str, str]:
     if before is None or after is None or before == 0:
         return "-", "-"
     r = after / before
-    return f"{r:.3f}", f"{100.0 * (r - 1.0):+.1f}%"
+    change = 100.0 * (r - 1.0)
+    # a change under 0.1% keeps two significant digits: minimol's 0.05% read "-0.1%"
+    return f"{r:.3f}", f"{change:+.2g}%" if 0 < abs(change) < 0.1 else f"{change:+.1f}%"
 
 
 def params_growth(before: ModelStats, after: ModelStats, limit: int = 6, folded: bool = True) -> str | None:
