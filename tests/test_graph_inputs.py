@@ -47,3 +47,28 @@ def test_outputs_that_are_not_finite_are_compared_without_warnings() -> None:
         warnings.simplefilter("error")
         (m,) = compare_outputs(ref, {"y": np.array([np.nan, 1.0, np.inf], np.float32)})
     assert m.exact and np.isnan(m.max_abs)
+
+
+def test_files_whose_inputs_differ_in_rows_are_refused_naming_why(tmp_path) -> None:
+    """A folder of graphs that all have one shape was refused with a message that named two files of
+    the same shapes as differing."""
+    import pytest
+
+    from onnxfold.runtime.sample_files import load_inputs
+
+    folder = tmp_path / "graphs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        np.savez(
+            folder / f"{i}.npz",
+            edge_feat=rng.standard_normal((16, 13)).astype(np.float32),
+            edge_index=rng.integers(0, 8, (2, 16)),
+        )
+    with pytest.raises(ValueError) as exc:
+        load_inputs(folder, _edges_model())
+    text = str(exc.value)
+    assert (
+        "0.npz holds edge_feat[16, 13], edge_index[2, 16]: its inputs hold different numbers of rows" in text
+    )
+    assert " but " not in text  # no second file named as if it differed

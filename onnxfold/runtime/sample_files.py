@@ -326,7 +326,15 @@ def _read_npz_folder(
             axes = layout[1] if layout else {}
             return {k: [d for i, d in enumerate(v.shape) if i != axes.get(k, 0)] for k, v in run.items()}
 
-        bad = next((i for i, r in enumerate(runs) if dims(r) != dims(runs[0])), len(runs) - 1)
+        bad = next((i for i, r in enumerate(runs) if dims(r) != dims(runs[0])), None)
+        if bad is None:  # every file alike, yet no sample axis joins them: minimol's graph inputs
+            first = ", ".join(f"{k}{list(v.shape)}" for k, v in runs[0].items())
+            raise ValueError(
+                f"{path}: {files[0].name} holds {first}: its inputs hold different numbers of rows (a "
+                "graph's nodes and edges?), so no axis holds one sample in every input and the files "
+                "cannot be joined into one set (onnxfold does not take graph-shaped samples yet: "
+                "docs/limits.md)"
+            )
         shown = ", ".join(f"{k}{list(v.shape)}" for k, v in runs[bad].items())
         first = ", ".join(f"{k}{list(v.shape)}" for k, v in runs[0].items())
         fixed = next(  # a dim the model fixes, which padding cannot even out
