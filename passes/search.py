@@ -410,6 +410,8 @@ class SearchPass(Pass):
                 why = "the search's measurement cannot see the folds (the warning below)"
             if result.kept_whole:
                 why = "the data-free search's best candidate gained too little (the note below)"
+            if mode == "target_params" and target <= 0.0:
+                why = f"canonicalization alone (weights held twice stored once) removes more than --target-params {self.opts[mode]:g}"
             stats["nothing_folded"] = nothing_folded_reason(plans, why)
         if held_out is not None:
             n = sample_count(ctx.inputs)

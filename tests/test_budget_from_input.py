@@ -68,3 +68,17 @@ def test_a_params_budget_counts_from_the_input_whose_tied_copy_is_stored_once(tm
     text = report.format()
     assert "nothing folded" in text and "stored once" in text, text
     assert json.loads(json.dumps(report.search.to_dict()))["param_reduction"] == report.param_sparsity
+
+
+def test_a_budget_that_storing_the_copy_once_already_meets_folds_nothing_and_says_so(tmp_path: Path) -> None:
+    src = _tied_lm(tmp_path / "tied.onnx")
+    ids = {"ids": np.random.default_rng(1).integers(0, VOCAB, (32, 6))}
+    _, report = onnxfold.fold(str(src), output=str(tmp_path / "o.onnx"), target_params=0.1, inputs=ids)
+    text = report.format()
+    assert not any(p.status == "folded" for p in report.plans)
+    assert (
+        "canonicalization alone (weights held twice stored once) removes more than --target-params 0.1"
+        in text
+    )
+    assert f"note: {report.param_sparsity:.1%} against the asked 10%, with nothing folded" in text
+    assert "within one of the search's steps" not in text

@@ -184,7 +184,9 @@ class SearchResult:
                 f"warning: target not met ({goal(self.mode, self.target)}): --force wrote the closest candidate"
             )
         got = params if self.mode == "target_params" else macs
-        if (
+        if self.mode != "min_fidelity" and self.met and self.chosen.steps == 0 and got > self.target:
+            lines.append(f"note: {got:.1%} against the asked {self.target:.0%}, with nothing folded")
+        elif (
             self.mode != "min_fidelity" and self.met and abs(got - self.target) >= 0.005
         ):  # a trial read 27.4% as a miss
             lines.append(
