@@ -193,6 +193,7 @@ def _run_pipeline(
 
     ctx = PassContext(original=model.copy(), seed=seed, input_shapes=dict(input_shapes or {}), inputs=inputs)
     ctx.data["mac_shapes"] = counting  # the search counts its candidates' MACs there too
+    ctx.data["input_params"] = before.params  # and reports its reductions from the input, as the table
     for p in passes:  # checks that can fail before any work (e.g. repair mode dir's applicability)
         if hasattr(p, "preflight"):
             p.preflight(model, ctx)

@@ -314,7 +314,7 @@ class SearchPass(Pass):
             cleaned, PassContext(original=ctx.original, input_shapes=ctx.input_shapes)
         )
         base = stats_of(cleaned, shapes=ctx.data.get("mac_shapes", ctx.input_shapes))
-        given = stats_of(ctx.original).params if ctx.original is not None else base.params
+        given = ctx.data.get("input_params") or base.params  # the input's, as the report counts them
         target = _of_canonical(mode, self.opts[mode], given, base.params)
         if mode == "target_params" and not self.opts["force"]:
             cap = min(self.opts["max_sparsity"], self.levels[-1])
@@ -377,7 +377,7 @@ class SearchPass(Pass):
         if mode == "min_fidelity" and not result.met and not self.opts["force"]:
             raise PipelineError(
                 f"search: no candidate reaches fidelity {self.opts[mode]:g}: the best reached "
-                f"{chosen.fidelity:.4f} at {1.0 - chosen.params / given:.1%} fewer parameters ({result.inputs}"
+                f"{chosen.fidelity:.4f} at {result.param_reduction():.1%} fewer parameters ({result.inputs}"
                 f"{_misses(chosen, self.opts[mode])}); "
                 "nothing written (lower --min-fidelity, or --force to write the best one)"
             )
@@ -391,7 +391,7 @@ class SearchPass(Pass):
             "met": result.met,
             "forced": not result.met,
             "fidelity": chosen.fidelity,
-            "param_reduction": 1.0 - chosen.params / given if given else chosen.reduction,
+            "param_reduction": result.param_reduction(),
             "candidates": len(result.candidates),
             "seconds": result.seconds,
             "data_free_proxy": result.proxy,

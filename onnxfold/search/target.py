@@ -122,12 +122,14 @@ class SearchResult:
     #: counts them (0: from the canonicalized model the search counts from)
     input_params: int = 0
 
+    def param_reduction(self) -> float:
+        """The chosen candidate's fewer parameters, of the input's when :attr:`input_params` is known."""
+        return 1.0 - self.chosen.params / self.input_params if self.input_params else self.chosen.reduction
+
     def reduction(self) -> float:
         """The chosen candidate's reduction of the budget's count: MACs for ``target_macs``, else
-        parameters, of the input's when :attr:`input_params` is known."""
-        if self.mode == "target_macs":
-            return self.chosen.macs_reduction
-        return 1.0 - self.chosen.params / self.input_params if self.input_params else self.chosen.reduction
+        :meth:`param_reduction`."""
+        return self.chosen.macs_reduction if self.mode == "target_macs" else self.param_reduction()
 
     def to_dict(self) -> dict:
         return {
@@ -138,9 +140,7 @@ class SearchResult:
             "target": self.target,
             "met": self.met,
             "fidelity": self.chosen.fidelity,
-            "param_reduction": 1.0 - self.chosen.params / self.input_params
-            if self.input_params
-            else self.chosen.reduction,
+            "param_reduction": self.param_reduction(),
             "mac_reduction": self.chosen.macs_reduction,
             "outputs": [o.to_dict() for o in self.chosen.outputs],
             **({"unseen": [o.to_dict() for o in self.chosen.unseen]} if self.chosen.unseen else {}),
