@@ -27,6 +27,7 @@ import onnx
 from onnxfold.errors import InputRunError, one_line
 from onnxfold.runtime.input_scales import vocabularies
 from onnxfold.runtime.inputs import make_inputs
+from onnxfold.runtime.labels import is_labels
 from onnxfold.runtime.latency import SLOWER_ABOVE, LatencyCheck, time_pair
 from onnxfold.runtime.session import available_providers, make_session, runtime_description
 
@@ -356,28 +357,24 @@ def _task_fidelity(
     from onnxfold.runtime.exercised import bounded_by, unexercised_by_both
     from onnxfold.runtime.producers import producers_of
 
-    floats = {  # scores and features, and labels (integers, compared by equality: labels.py)
+    measured = {  # scores and features, and labels (integers, compared by equality: labels.py)
         m.name: reference[m.name]
         for m in metrics
         if m.shape_match and np.asarray(reference[m.name]).dtype.kind in "fbiu"
     }
-    if not floats:
+    if not measured:
         return
     samples = sample_count(feed) if splittable(feed) else None
     producers = producers_of(original)
     bounds = bounded_by(original)
     default, named = fid.parse_metric(metric)
-    spec = ",".join([default, *(f"{k}={v}" for k, v in named.items() if k in floats)])
+    spec = ",".join([default, *(f"{k}={v}" for k, v in named.items() if k in measured)])
     token_inputs = bool(vocab)
-    chosen = fid.output_metrics(floats, spec, producers, token_inputs, samples, given, bounds, vocab)
+    chosen = fid.output_metrics(measured, spec, producers, token_inputs, samples, given, bounds, vocab)
     chosen.update({k: v for k, v in (searched or {}).items() if k in chosen})
     for m in metrics:
-        if (
-            m.name in floats
-            and np.asarray(floats[m.name]).size
-            and np.asarray(floats[m.name]).dtype.kind == "f"
-        ):
-            ref = np.asarray(floats[m.name])
+        ref = np.asarray(measured.get(m.name, ()))
+        if m.name in measured and ref.size and not is_labels(ref):
             m.span = (float(np.nanmin(ref)), float(np.nanmax(ref)))
             m.unexercised = unexercised_by_both(
                 m.name,

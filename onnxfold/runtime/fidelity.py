@@ -63,7 +63,7 @@ import numpy as np
 from onnxfold.runtime.compare import _is_class_scores
 from onnxfold.runtime.labels import is_labels, label_agreement
 from onnxfold.runtime.probability_maps import SIGMOID_OPS, binary_agreement, binary_score, mask_iou, mask_map
-from onnxfold.runtime.sequences import blank_separated, ctc_like, per_sample_paths, sequence_agreement
+from onnxfold.runtime.sequences import blank_separated, ctc_like, sequence_agreement
 
 METRICS = tuple(
     "auto top1 sequence margin tags binary mask cosine relerr r2 top1+r2 sequence+margin binary+r2 mask+r2".split()
@@ -271,18 +271,12 @@ def fidelity_value(metric: str, ref: np.ndarray, cand: np.ndarray, samples: int 
     if metric in ("top1", "sequence", "margin", "tags"):
         if ref.ndim == 0 or ref.shape[-1] < 2:
             raise ValueError(f"{metric} needs an output whose last axis holds at least two classes")
-        if metric == "tags":  # every position's label of a sample the same
-            a, b = (
-                per_sample_paths(ref.argmax(axis=-1), samples),
-                per_sample_paths(cand.argmax(axis=-1), samples),
-            )
-            return float(np.mean(np.all(a == b, axis=1)))
+        if metric in ("top1", "tags"):  # the argmaxes are labels
+            return label_agreement(metric, ref.argmax(axis=-1), cand.argmax(axis=-1), samples)
         if metric == "sequence":
             return sequence_agreement(ref.argmax(axis=-1), cand.argmax(axis=-1), samples)
-        if metric == "margin":  # the deviation doubled: 2b - a
-            doubled = 2 * cand.astype(np.float64) - ref.astype(np.float64)
-            return sequence_agreement(ref.argmax(axis=-1), doubled.argmax(axis=-1), samples)
-        return float(np.mean(ref.argmax(axis=-1) == cand.argmax(axis=-1)))
+        doubled = 2 * cand.astype(np.float64) - ref.astype(np.float64)  # margin: the deviation doubled
+        return sequence_agreement(ref.argmax(axis=-1), doubled.argmax(axis=-1), samples)
     if metric == "binary":
         return binary_agreement(ref, cand)
     if metric == "mask":
