@@ -155,6 +155,18 @@ def _default_dim(
     return default_dim
 
 
+def _sized(dims, sizes: dict[str, int], batch: int, default_dim: int, sequence: int) -> tuple[int, ...]:
+    """Concrete sizes for ``dims`` (:func:`_default_dim`), one size per symbolic name: the first
+    guess for a name, or a size in ``sizes`` already, holds wherever the name appears (a graph
+    model's edge_feat [num_edges, 13] and edge_index [2, num_edges] were drawn with 2 and 16 edges,
+    and its Expand refused them)."""
+    return tuple(
+        sizes.setdefault(d, guess) if isinstance(d, str) and d else guess
+        for i, d in enumerate(dims)
+        for guess in [_default_dim(d, i, batch, default_dim, sequence)]
+    )
+
+
 def default_shapes(model: Any, dim: int = DEFAULT_DIM) -> dict[str, tuple[int, ...]]:
     """For each input with a symbolic dim beyond the batch, one sample's shape at the sizes random
     inputs take (:func:`make_inputs`: batch 1, a sequence 16, height and width 224, others 16; others
@@ -165,11 +177,7 @@ def default_shapes(model: Any, dim: int = DEFAULT_DIM) -> dict[str, tuple[int, .
     for spec in input_specs(model):
         dims = list(spec.shape or ())
         if any(not isinstance(d, (int, np.integer)) or d < 0 for d in dims[1:]):
-            out[spec.name] = tuple(
-                sizes.setdefault(d, guess) if isinstance(d, str) and d else guess
-                for i, d in enumerate(dims)
-                for guess in [_default_dim(d, i, 1, dim, dim)]
-            )
+            out[spec.name] = _sized(dims, sizes, 1, dim, dim)
     return out
 
 
@@ -246,9 +254,7 @@ def make_inputs(
             f"shape given for unknown input(s) {sorted(unknown)}; model inputs are {[s.name for s in specs]}"
         )
     inputs: dict[str, np.ndarray] = {}
-    # one symbolic name, one size: a graph model's edge_feat [num_edges, 13] and edge_index
-    # [2, num_edges] were drawn with 2 and 16 edges, and its Expand refused them; given shapes first
-    sizes = {
+    sizes = {  # one symbolic name, one size (_sized): the given shapes' first
         d: int(v)
         for sp in specs
         for d, v in zip(sp.shape or (), shapes.get(sp.name, ()), strict=False)
@@ -266,11 +272,7 @@ def make_inputs(
             shape = tuple(int(d) for d in shapes[spec.name])
             check_shape(spec, shape, "given shape")
         else:
-            shape = tuple(
-                sizes.setdefault(d, guess) if isinstance(d, str) and d else guess
-                for i, d in enumerate(spec.shape)
-                for guess in [_default_dim(d, i, batch, default_dim, sequence)]
-            )
+            shape = _sized(spec.shape, sizes, batch, default_dim, sequence)
         rng = _rng_for(seed, spec.name)
         chance = (id_draws or {}).get(spec.name)
         if isinstance(chance, InputScale) and spec.dtype.kind == "f":  # as the model normalizes it
