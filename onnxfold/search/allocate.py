@@ -147,23 +147,16 @@ def uniform_removal(groups: Sequence, tensors: dict, cap: float) -> int:
     tensor), multiplied over its axes, so a Conv cut in both its groups counts once (unlike
     :func:`params_ceiling`, whose bound read 100% on a plain CNN). What ``onnxfold analyze`` prints:
     a trial learned only from its runs that LEADER's blocked groups left it little to fold."""
-    import onnx_graphsurgeon as gs
+    from onnxfold.search.sensitivity import weight_members
 
     cut: dict[tuple[str, int], float] = {}
     for g in groups:
         if not (g.foldable and g.size >= 2):
             continue
         removed = g.size - max(1, round(g.size * (1.0 - cap)))  # the widths of ``fold -s cap --round-to 1``
-        seen = set()
-        for m in g.members:
-            t = tensors.get(m.tensor)
-            key = (m.tensor, m.axis, m.offset)
-            if not isinstance(t, gs.Constant) or not t.shape or np.dtype(t.dtype).kind != "f" or key in seen:
-                continue
-            seen.add(key)
-            cut[m.tensor, m.axis] = cut.get((m.tensor, m.axis), 0.0) + removed * max(1, m.block) / max(
-                1, m.split
-            )
+        for m, _ in weight_members(g, tensors):
+            length = removed * max(1, m.block) / max(1, m.split)
+            cut[m.tensor, m.axis] = cut.get((m.tensor, m.axis), 0.0) + length
     kept: dict[str, float] = {}
     for (name, axis), length in cut.items():
         dim = tensors[name].shape[axis]

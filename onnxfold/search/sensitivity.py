@@ -345,18 +345,24 @@ def member_params(group, tensors) -> float:
     time limit that ran out before the first measurement left CRAFT's 25 groups without one, and a
     ``--target-params 0.25`` search wrote the model unchanged. Its MACs per channel are taken as the
     model's MACs per parameter (the budget's measured shortfall corrects both)."""
+    return sum(
+        float(np.prod(t.shape)) / t.shape[m.axis] * max(1, m.block) / max(1, m.split)
+        for m, t in weight_members(group, tensors)
+    )
+
+
+def weight_members(group, tensors) -> Iterator[tuple[Any, Any]]:
+    """(member, its constant) for each weight slice of ``group``: float constants only (a Reshape
+    target's entries are no weights), each (tensor, axis, offset) once."""
     import onnx_graphsurgeon as gs
 
-    total, seen = 0.0, set()
+    seen = set()
     for m in group.members:
         t = tensors.get(m.tensor)
-        if not isinstance(t, gs.Constant) or not t.shape or (m.tensor, m.axis, m.offset) in seen:
-            continue
-        if np.dtype(t.dtype).kind != "f":  # a Reshape target's entries, not weights
-            continue
-        seen.add((m.tensor, m.axis, m.offset))
-        total += float(np.prod(t.shape)) / t.shape[m.axis] * max(1, m.block) / max(1, m.split)
-    return total
+        key = (m.tensor, m.axis, m.offset)
+        if isinstance(t, gs.Constant) and t.shape and np.dtype(t.dtype).kind == "f" and key not in seen:
+            seen.add(key)
+            yield m, t
 
 
 def format_sensitivity(curves: Sequence[GroupCurve], describe: str = "") -> str:
