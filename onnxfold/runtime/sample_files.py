@@ -129,7 +129,7 @@ def load_inputs(
     missing = [n for n in names if n not in arrays]
     extra = sorted(set(arrays) - set(names))
     if missing or extra:
-        where = str(source) if isinstance(source, (str, os.PathLike)) else "the given arrays"
+        where = _where(source)
         raise ValueError(
             f"{where}: the arrays do not match the model inputs {names}: missing {missing}, unexpected {extra}"
         )
@@ -152,7 +152,7 @@ def load_inputs(
     from onnxfold.folding.samples import sample_axes
 
     if len(set(leading.values())) > 1 and sample_axes(out) is None:
-        where = source if isinstance(source, (str, os.PathLike)) else "the given arrays"
+        where = _where(source)
         raise ValueError(
             f"{where}: the inputs hold different numbers of samples "
             f"({', '.join(f'{k} {v}' for k, v in leading.items())}): give every input the same samples"
@@ -166,7 +166,7 @@ def load_inputs(
         except ValueError as exc:
             raise ValueError(f"{exc}{_batch_hint(specs, out, spec.name)}") from None
     if chunked:
-        where = source if isinstance(source, (str, os.PathLike)) else "the given arrays"
+        where = _where(source)
         counts = {int(v.shape[0]) if v.ndim else 1 for v in out.values()}
         if len(counts) != 1 or 0 in counts:
             raise ValueError(
@@ -187,26 +187,35 @@ def _warn_few(arrays: Mapping[str, np.ndarray], source: Any) -> None:
     written without a word, and every count on so few (k of n agree) says little about new inputs."""
     from onnxfold.folding.samples import sample_count, splittable
 
-    if not arrays or not splittable(dict(arrays)) or sample_count(dict(arrays)) >= FEW_SAMPLES:
-        return
+    n = sample_count(dict(arrays)) if arrays and splittable(dict(arrays)) else FEW_SAMPLES
     held = [a for a in arrays.values() if isinstance(a, np.ndarray)]
-    if held and all(_WARNED_FEW.get(id(a)) is a for a in held):
-        return  # the same arrays handed on from the command line to the fold: warned once
-    _WARNED_FEW.update({id(a): a for a in held})
-    n = sample_count(dict(arrays))
-    where = source if isinstance(source, (str, os.PathLike)) else "the given arrays"
-    logging.getLogger(__name__).warning(
-        "%s: %d sample%s: figures measured on so few say little about new inputs (a search holds half "
-        "of them out from %d on); give 32 or more",
-        where,
-        n,
-        "" if n == 1 else "s",
-        FEW_SAMPLES,
-    )
+    if n < FEW_SAMPLES and _first_warning(_WARNED_FEW, held):
+        logging.getLogger(__name__).warning(
+            "%s: %d sample%s: figures measured on so few say little about new inputs (a search holds "
+            "half of them out from %d on); give 32 or more",
+            _where(source),
+            n,
+            "" if n == 1 else "s",
+            FEW_SAMPLES,
+        )
 
 
 #: arrays already warned about as identical samples (held weakly, by identity)
 _WARNED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+def _first_warning(warned: weakref.WeakValueDictionary, arrays: list[np.ndarray]) -> bool:
+    """Whether ``arrays`` were not warned about in ``warned`` yet (then they are now): the command line
+    reads a file and hands these very arrays on to the fold, which checks them again."""
+    if arrays and all(warned.get(id(a)) is a for a in arrays):
+        return False
+    warned.update({id(a): a for a in arrays})
+    return True
+
+
+def _where(source: Any) -> str:
+    """How messages name the samples: their path, or "the given arrays"."""
+    return str(source) if isinstance(source, (str, os.PathLike)) else "the given arrays"
 
 
 def _warn_identical(arrays: Mapping[str, np.ndarray], source: Any) -> None:
@@ -214,15 +223,16 @@ def _warn_identical(arrays: Mapping[str, np.ndarray], source: Any) -> None:
     rests on one input (four identical all-zero samples measured a fold r2 1.0000 (exact) that
     changed 2.1% of a word segmenter's decisions on text)."""
     rows = [a for a in arrays.values() if a.ndim and a.shape[0] > 1]
-    if rows and len(rows) == len(arrays) and all(np.array_equal(a, a[:1].repeat(len(a), 0)) for a in rows):
-        if all(_WARNED.get(id(a)) is a for a in rows):
-            return  # these very arrays, read from a file and handed on to the fold: warned once
-        _WARNED.update({id(a): a for a in rows})
-        where = source if isinstance(source, (str, os.PathLike)) else "the given arrays"
+    if (
+        rows
+        and len(rows) == len(arrays)
+        and all(np.array_equal(a, a[:1].repeat(len(a), 0)) for a in rows)
+        and _first_warning(_WARNED, rows)
+    ):
         logging.getLogger(__name__).warning(
             "%s: all %d samples are identical, so every figure measured on them rests on one input; "
             "give varied samples",
-            where,
+            _where(source),
             rows[0].shape[0],
         )
 
@@ -326,17 +336,18 @@ def _read_npz_folder(
             axes = layout[1] if layout else {}
             return {k: [d for i, d in enumerate(v.shape) if i != axes.get(k, 0)] for k, v in run.items()}
 
+        def held(run: dict) -> str:
+            return ", ".join(f"{k}{list(v.shape)}" for k, v in run.items())
+
         bad = next((i for i, r in enumerate(runs) if dims(r) != dims(runs[0])), None)
+        first = held(runs[0])
         if bad is None:  # every file alike, yet no sample axis joins them: minimol's graph inputs
-            first = ", ".join(f"{k}{list(v.shape)}" for k, v in runs[0].items())
             raise ValueError(
                 f"{path}: {files[0].name} holds {first}: its inputs hold different numbers of rows (a "
                 "graph's nodes and edges?), so no axis holds one sample in every input and the files "
                 "cannot be joined into one set (onnxfold does not take graph-shaped samples yet: "
                 "docs/limits.md)"
             )
-        shown = ", ".join(f"{k}{list(v.shape)}" for k, v in runs[bad].items())
-        first = ", ".join(f"{k}{list(v.shape)}" for k, v in runs[0].items())
         fixed = next(  # a dim the model fixes, which padding cannot even out
             (
                 f"; the model fixes {spec.name} dim {i} at {d}: pad or cut every sample to {d}"
@@ -349,7 +360,7 @@ def _read_npz_folder(
             "",
         )
         raise ValueError(
-            f"{path}: {files[bad].name} holds {shown} but {files[0].name} holds {first}: the files' samples "
+            f"{path}: {files[bad].name} holds {held(runs[bad])} but {files[0].name} holds {first}: the files' samples "
             f"must agree on every dim but the sample axis and the lengths the model leaves free{fixed}"
         )
     return {k: (v, str(path)) for k, v in joined.items()}
