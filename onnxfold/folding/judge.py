@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from onnxfold.folding.moments import padding_mask, token_rows
+from onnxfold.folding.moments import token_rows
 from onnxfold.folding.samples import (
     chunked,
     sample_count,
@@ -32,6 +32,7 @@ from onnxfold.folding.samples import (
     splittable,
 )
 from onnxfold.ir.model import Model, to_model_proto
+from onnxfold.runtime.padding import padding_mask
 
 Feeds = dict[str, np.ndarray]
 

@@ -29,6 +29,7 @@ from onnxfold.analysis.groups import SUM, ChannelGroup, Member
 from onnxfold.analysis.registry import hook
 from onnxfold.folding.compensate import ConsumerStats
 from onnxfold.folding.features import member_matrix
+from onnxfold.runtime.padding import padding_mask
 
 log = logging.getLogger(__name__)
 Feeds = dict[str, np.ndarray]
@@ -89,17 +90,6 @@ class SiteMoments:
     second: np.ndarray
     mean: np.ndarray
     count: int
-
-
-def padding_mask(feed: Feeds) -> np.ndarray | None:
-    """The (batch, sequence) positions that hold tokens, from an integer or boolean 2-D input named
-    like an attention mask (non-zero: a token); None when the feed has none. Padded positions carry
-    no information, so they are left out of the statistics and of the judged error."""
-    for name, value in feed.items():
-        v = np.asarray(value)
-        if "mask" in name.lower() and v.ndim == 2 and v.dtype.kind in "biu" and v.size:
-            return v != 0
-    return None
 
 
 def token_rows(value: np.ndarray, mask: np.ndarray | None, channel_axis: int) -> np.ndarray:

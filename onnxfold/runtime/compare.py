@@ -355,6 +355,7 @@ def _task_fidelity(
     from onnxfold.folding.samples import sample_count, splittable
     from onnxfold.runtime import fidelity as fid
     from onnxfold.runtime.exercised import bounded_by, unexercised_by_both
+    from onnxfold.runtime.padding import padding_mask, token_positions
     from onnxfold.runtime.producers import producers_of
 
     measured = {  # scores and features, and labels (integers, compared by equality: labels.py)
@@ -387,7 +388,10 @@ def _task_fidelity(
             )
         if m.name in chosen:
             m.fidelity_metric = chosen[m.name]
-            m.fidelity = fid.fidelity_value(chosen[m.name], reference[m.name], candidate[m.name], samples)
+            keep = token_positions(reference[m.name], padding_mask(feed) if given else None)
+            m.fidelity = fid.fidelity_value(
+                chosen[m.name], reference[m.name], candidate[m.name], samples, keep
+            )
             m.counted = fid.counted(chosen[m.name], reference[m.name], samples)
             if fid.embedding_like(reference[m.name], producers.get(m.name), token_inputs):
                 m.top1_agreement = None  # the argmax of a feature vector is no prediction

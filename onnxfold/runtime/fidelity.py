@@ -62,7 +62,9 @@ import numpy as np
 
 from onnxfold.runtime.compare import _is_class_scores
 from onnxfold.runtime.labels import is_labels, label_agreement
+from onnxfold.runtime.padding import token_positions, unpadded
 from onnxfold.runtime.probability_maps import SIGMOID_OPS, binary_agreement, binary_score, mask_iou, mask_map
+from onnxfold.runtime.r2 import r2
 from onnxfold.runtime.sequences import blank_separated, ctc_like, sequence_agreement
 
 METRICS = tuple(
@@ -256,14 +258,20 @@ def probabilities(ref: np.ndarray, producer_op: str | None = None) -> bool:
     return bool(rows.size and rows.min() >= 0 and np.allclose(rows.sum(axis=-1), 1.0, atol=1e-3))
 
 
-def fidelity_value(metric: str, ref: np.ndarray, cand: np.ndarray, samples: int | None = None) -> float:
+def fidelity_value(
+    metric: str, ref: np.ndarray, cand: np.ndarray, samples: int | None = None, keep: np.ndarray | None = None
+) -> float:
     """``metric`` (top1, sequence, cosine, relerr or r2) of ``cand`` against ``ref``; 0 when the shapes
-    differ. ``samples``: how many samples the outputs hold (sequence finds their axis by it)."""
+    differ. ``samples``: how many samples the outputs hold (sequence finds their axis by it);
+    ``keep``: the token positions [N, L] to measure on, padding left out (:mod:`.padding`)."""
     ref, cand = np.asarray(ref), np.asarray(cand)
     if "+" in metric:
-        return min(fidelity_value(m, ref, cand, samples) for m in metric_parts(metric))
+        return min(fidelity_value(m, ref, cand, samples, keep) for m in metric_parts(metric))
     if ref.shape != cand.shape:
         return 0.0
+    weight = None
+    if keep is not None:
+        ref, cand, weight = unpadded(metric, ref, cand, keep)
     if ref.size == 0:
         return 1.0
     if is_labels(ref) and metric in COUNTS_OF_CLASSES:
@@ -282,7 +290,7 @@ def fidelity_value(metric: str, ref: np.ndarray, cand: np.ndarray, samples: int 
     if metric == "mask":
         return mask_iou(ref, cand)
     if metric == "r2":
-        return _r2(ref, cand)
+        return r2(ref, cand, weight)
     a = ref.astype(np.float64, copy=False).ravel()
     b = cand.astype(np.float64, copy=False).ravel()
     na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
@@ -297,32 +305,6 @@ def fidelity_value(metric: str, ref: np.ndarray, cand: np.ndarray, samples: int 
             return 1.0 if nb == 0.0 else 0.0
         return float(max(0.0, 1.0 - np.linalg.norm(a - b) / na))
     raise ValueError(f"unknown metric {metric!r} (expected one of {', '.join(METRICS)})")
-
-
-def _r2(ref: np.ndarray, cand: np.ndarray) -> float:
-    """Mean over channels of the clipped coefficient of determination: channels on axis 1, and for
-    rank 3 the smaller of the means with channels on axis 1 and on axis 2 (module docstring)."""
-    ref = np.atleast_1d(ref)
-    if ref.ndim == 3:
-        return min(_r2_on(ref, cand, 1), _r2_on(ref, cand, 2))
-    return _r2_on(ref, cand, 1 if ref.ndim >= 2 else None)
-
-
-def _r2_on(ref: np.ndarray, cand: np.ndarray, axis: int | None) -> float:
-    """Mean over the channels on ``axis`` (None: the whole output is one channel) of each channel's
-    clipped coefficient of determination over everything else."""
-    channels = ref.shape[axis] if axis is not None else 1
-
-    def rows(x: np.ndarray) -> np.ndarray:  # (channels, everything else) in float64
-        x = np.asarray(x, dtype=np.float64).reshape(ref.shape)
-        return np.moveaxis(x, axis, 0).reshape(channels, -1) if axis is not None else x.reshape(1, -1)
-
-    a, b = rows(ref), rows(cand)
-    err = np.sum((a - b) ** 2, axis=1)
-    spread = np.sum((a - a.mean(axis=1, keepdims=True)) ** 2, axis=1)
-    safe = np.where(spread > 0, spread, 1.0)
-    per = np.where(spread > 0, np.clip(1.0 - err / safe, 0.0, 1.0), (err == 0).astype(np.float64))
-    return float(per.mean())
 
 
 def output_metrics(
@@ -458,19 +440,22 @@ def model_fidelity(
     metrics: Mapping[str, str],
     samples: int | None = None,
     bounds: bool = True,
+    mask: np.ndarray | None = None,
 ) -> tuple[float, list[OutputFidelity]]:
     """(minimum over outputs, per-output fidelities); ``metrics`` from :func:`output_metrics`,
     ``samples`` as :func:`fidelity_value` takes it; with ``bounds``, continuous metrics over
-    ``samples`` samples also get their bootstrap lower value (:func:`~onnxfold.runtime.resample.low_value`)."""
+    ``samples`` samples also get their bootstrap lower value (:func:`~onnxfold.runtime.resample.low_value`);
+    ``mask``: the samples' attention mask [N, L], whose padded positions are not measured (:mod:`.padding`)."""
     from onnxfold.runtime.resample import low_value
 
+    keep = {n: token_positions(reference[n], mask) for n in reference}
     per = [
         OutputFidelity(
             n,
             m,
-            fidelity_value(m, reference[n], candidate[n], samples),
+            fidelity_value(m, reference[n], candidate[n], samples, keep[n]),
             counted(m, reference[n], samples),
-            low_value(m, reference[n], candidate[n], samples) if bounds else None,
+            low_value(m, reference[n], candidate[n], samples, keep[n]) if bounds else None,
         )
         for n in reference
         if n in metrics  # an output --metric leaves out is not measured

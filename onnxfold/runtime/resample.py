@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from onnxfold.runtime.padding import broadcast_keep
 from onnxfold.runtime.probability_maps import THRESHOLD, threshold
 
 #: Resamples drawn (fixed seed: the same outputs give the same bound).
@@ -72,16 +73,22 @@ PRODUCTS = {
 
 
 def _per_sample(
-    a: np.ndarray, b: np.ndarray, samples: int, axis: int | None, need: tuple[str, ...]
+    a: np.ndarray,
+    b: np.ndarray,
+    samples: int,
+    axis: int | None,
+    need: tuple[str, ...],
+    element: np.ndarray | None = None,
 ) -> dict[str, np.ndarray] | None:
     """Per sample s and channel j (on the output's ``axis``; None: one channel): the sums ``need`` of
     :data:`PRODUCTS` (Σa, Σa², Σ(a − b)², Σb², Σab) and the element count, each [samples, channels],
-    in float64 one sample at a time."""
+    in float64 one sample at a time; ``element``: each element's weight in them (None: 1)."""
     found = _samples_first(a, samples)
     if found is None:
         return None
     a_s, where = found
     b_s = _samples_first(b, samples)[0]
+    w_s = None if element is None else _samples_first(element, samples)[0]
     diagonal = where == "second" and axis == 1  # the channels are the samples themselves
     if axis is None or diagonal:
         channels, keep = (samples if diagonal else 1), None
@@ -93,10 +100,14 @@ def _per_sample(
         ai, bi = np.asarray(a_s[i], dtype=np.float64), np.asarray(b_s[i], dtype=np.float64)
         over = tuple(d for d in range(ai.ndim) if d != keep)
         col = i if diagonal else slice(None)
+        wi = None if w_s is None else np.asarray(w_s[i], dtype=np.float64)
         for name in need:
-            value = PRODUCTS[name](ai, bi)
+            value = PRODUCTS[name](ai, bi) if wi is None else PRODUCTS[name](ai, bi) * wi
             out[name][i, col] = value.sum(axis=over) if over else value
-        out["count"][i, col] = ai.size / (1 if diagonal or keep is None else channels)
+        if wi is None:
+            out["count"][i, col] = ai.size / (1 if diagonal or keep is None else channels)
+        else:
+            out["count"][i, col] = wi.sum(axis=over) if over else wi
     return out
 
 
@@ -112,10 +123,16 @@ def _r2_draws(sums: dict[str, np.ndarray], weights: np.ndarray) -> np.ndarray:
 
 
 def resampled(
-    metric: str, ref: np.ndarray, cand: np.ndarray, samples: int, weights: np.ndarray
+    metric: str,
+    ref: np.ndarray,
+    cand: np.ndarray,
+    samples: int,
+    weights: np.ndarray,
+    element: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """``metric`` of ``cand`` against ``ref`` under each resample (rows of ``weights``, [R, samples]);
-    None when the metric is not resampled or no axis holds the samples."""
+    None when the metric is not resampled or no axis holds the samples. ``element``: each element's
+    weight in the sums (0 at padding), or None."""
     a, b = np.asarray(ref), np.asarray(cand)
     if metric not in METRICS or a.shape != b.shape or a.size == 0:
         return None
@@ -123,13 +140,13 @@ def resampled(
         axes = [None] if a.ndim < 2 else [1, 2] if a.ndim == 3 else [1]
         draws = None
         for axis in axes:
-            sums = _per_sample(a, b, samples, axis, NEEDS["r2"])
+            sums = _per_sample(a, b, samples, axis, NEEDS["r2"], element)
             if sums is None:
                 return None
             got = _r2_draws(sums, weights)
             draws = got if draws is None else np.minimum(draws, got)
         return draws
-    sums = _per_sample(a, b, samples, None, NEEDS[metric])
+    sums = _per_sample(a, b, samples, None, NEEDS[metric], element)
     if sums is None:
         return None
     got = {k: weights @ sums[k][:, 0] for k in NEEDS[metric]}
@@ -151,15 +168,19 @@ def draw_weights(samples: int, resamples: int = RESAMPLES, seed: int = 0) -> np.
     return rng.multinomial(samples, np.full(samples, 1.0 / samples), size=resamples).astype(np.float64)
 
 
-def low_value(metric: str, ref: np.ndarray, cand: np.ndarray, samples: int | None) -> float | None:
+def low_value(
+    metric: str, ref: np.ndarray, cand: np.ndarray, samples: int | None, keep: np.ndarray | None = None
+) -> float | None:
     """The :data:`LOW_QUANTILE` quantile of ``metric`` over bootstrap resamples of the samples; None
-    for counts, for fewer than :data:`MIN_SAMPLES` samples, or when no axis holds them."""
+    for counts, for fewer than :data:`MIN_SAMPLES` samples, or when no axis holds them. ``keep``: the
+    token positions [N, L] (:mod:`onnxfold.runtime.padding`): padded elements weigh 0 in every sum."""
     if not samples or samples < MIN_SAMPLES or metric not in METRICS:
         return None
     if metric == "mask":  # logits decide at 0: moved so that THRESHOLD stands where they decide
-        shift = THRESHOLD - threshold(ref)
+        shift = THRESHOLD - threshold(ref if keep is None else np.asarray(ref)[keep])
         ref, cand = np.asarray(ref, dtype=np.float64) + shift, np.asarray(cand, dtype=np.float64) + shift
-    draws = resampled(metric, ref, cand, samples, draw_weights(samples))
+    weight = None if keep is None else broadcast_keep(keep, np.shape(ref)).astype(np.float64)
+    draws = resampled(metric, ref, cand, samples, draw_weights(samples), weight)
     return None if draws is None else float(np.quantile(draws, LOW_QUANTILE))
 
 

@@ -25,6 +25,7 @@ from onnxfold.runtime.fidelity import (
     output_metrics,
 )
 from onnxfold.runtime.input_scales import vocabularies
+from onnxfold.runtime.padding import padding_mask
 from onnxfold.runtime.producers import producers_of
 from onnxfold.runtime.sequences import sample_axis
 from onnxfold.runtime.session import measurement_session
@@ -224,6 +225,9 @@ class Evaluator:
             runs = batch_runs(self.feed, self._batch, self._most)  # as run_feed runs them
             self.suffix = suffix_runs(original, runs, self.names, ["CPUExecutionProvider"])
         self.unseen = None if unseen is None or self.samples is None else np.asarray(unseen, dtype=np.int64)
+        #: the given samples' attention mask: padded positions are not measured (:mod:`onnxfold.runtime.padding`;
+        #: random masks are all ones, or a random prefix under either convention)
+        self.mask = None if self.proxy or self.extra_runs else padding_mask(self.feed)
         self.last_unseen: list[OutputFidelity] = []
         self.runs = 0
 
@@ -248,7 +252,7 @@ class Evaluator:
             return 0.0, failed
         if self.unseen is not None:
             self.last_unseen = self._on_unseen(got)
-        return model_fidelity(self.reference, got, self.metrics, self.samples, bounds)
+        return model_fidelity(self.reference, got, self.metrics, self.samples, bounds, self.mask)
 
     def _suffix_run(self, candidate: Model | onnx.ModelProto) -> dict[str, np.ndarray] | None:
         """The candidate's outputs from the part it changes (:mod:`onnxfold.runtime.suffix`), or None."""
@@ -268,7 +272,8 @@ class Evaluator:
             if picked[0] is not None and picked[1] is not None:
                 ref[name], cand[name] = picked
         metrics = {n: self.metrics[n] for n in ref if n in self.metrics}
-        return model_fidelity(ref, cand, metrics, len(self.unseen))[1] if ref else []
+        mask = None if self.mask is None else self.mask[self.unseen]
+        return model_fidelity(ref, cand, metrics, len(self.unseen), mask=mask)[1] if ref else []
 
     def _streams(
         self, batched: Mapping[str, np.ndarray]

@@ -1,0 +1,71 @@
+"""Fidelity on the positions that hold tokens, not on padding.
+
+Sentences of different lengths run as one batch padded to the longest, with an attention mask (1: a
+token, 0: padding; :mod:`onnxfold.runtime.ragged` pads a folder of them so). The model's values at
+a padded position are computed but read by nothing: a sentence encoder's masked mean leaves them
+out, a tagger's labels there are cut off. A fold that moves them changes no task, so a fidelity
+that counted them would turn candidates down for nothing, and one that counted them as agreeing
+would be diluted by the padding's share. Per metric, on an output whose leading dims [N, L] are the
+mask's (:func:`token_positions`):
+
+* ``tags``, ``sequence``, ``margin`` (whole samples): the candidate takes the original's values at
+  padded positions, so a sample counts as kept when its tokens are;
+* ``top1``, ``binary``, ``mask`` (positions): only the token positions are counted;
+* ``cosine``, ``relerr``: both outputs are zeroed at padded positions, which adds nothing to either
+  sum;
+* ``r2``: each channel's sums weigh a padded element 0 (:func:`onnxfold.runtime.r2.r2`).
+
+The bootstrap (:mod:`onnxfold.runtime.resample`) weighs its per-sample sums the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+
+def padding_mask(feed: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """The (batch, sequence) positions that hold tokens, from an integer or boolean 2-D input named
+    like a mask; None when the feed has none. Non-zero marks a token (``attention_mask``), unless no
+    row is all non-zero and some row is all zero: the longest sample, unpadded, under torch's
+    ``key_padding_mask`` (True = padding). Padded positions carry no information, so they are left
+    out of the statistics and of the judged error."""
+    for name, value in feed.items():
+        v = np.asarray(value)
+        if "mask" in name.lower() and v.ndim == 2 and v.dtype.kind in "biu" and v.size:
+            held = v != 0
+            return ~held if not held.all(axis=1).any() and (~held).all(axis=1).any() else held
+    return None
+
+
+def token_positions(ref: np.ndarray, mask: np.ndarray | None) -> np.ndarray | None:
+    """``mask`` when ``ref``'s leading dims are the mask's [N, L] and it pads some position (an
+    output per token); else None (a pooled output, or nothing padded)."""
+    if mask is None or mask.all() or np.ndim(ref) < 2 or np.shape(ref)[:2] != mask.shape:
+        return None
+    return mask
+
+
+def broadcast_keep(keep: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``keep`` [N, L] broadcast over the trailing dims of ``shape``."""
+    return np.broadcast_to(keep.reshape(keep.shape + (1,) * (len(shape) - keep.ndim)), shape)
+
+
+def unpadded(
+    metric: str, ref: np.ndarray, cand: np.ndarray, keep: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(reference, candidate, element weights for r2 or None) that measure ``metric`` on the token
+    positions ``keep`` alone (module docstring)."""
+    ref, cand = np.asarray(ref), np.asarray(cand)
+    full = broadcast_keep(keep, ref.shape)
+    if metric in ("tags", "sequence", "margin"):
+        return ref, np.where(full, cand, ref), None
+    if metric in ("top1", "binary", "mask"):
+        return ref[keep], cand[keep], None
+    if metric in ("cosine", "relerr"):
+        return np.where(full, ref, 0), np.where(full, cand, 0), None
+    return ref, cand, full
+
+
+__all__ = ["broadcast_keep", "padding_mask", "token_positions", "unpadded"]

@@ -1,0 +1,46 @@
+"""The ``r2`` fidelity (:mod:`onnxfold.runtime.fidelity`): per channel j the clipped coefficient of
+determination max(0, 1 − Σ w (a_j − b_j)² / Σ w (a_j − ā_j)²), ā_j the w-weighted mean, averaged
+over the channels that hold any weight. w is 1 everywhere, or 0 at padded positions
+(:mod:`onnxfold.runtime.padding`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def r2(ref: np.ndarray, cand: np.ndarray, weight: np.ndarray | None = None) -> float:
+    """Mean over channels of the clipped coefficient of determination: channels on axis 1, and for
+    rank 3 the smaller of the means with channels on axis 1 and on axis 2 (fidelity's docstring)."""
+    ref = np.atleast_1d(ref)
+    if ref.ndim == 3:
+        return min(r2_on(ref, cand, 1, weight), r2_on(ref, cand, 2, weight))
+    return r2_on(ref, cand, 1 if ref.ndim >= 2 else None, weight)
+
+
+def r2_on(ref: np.ndarray, cand: np.ndarray, axis: int | None, weight: np.ndarray | None = None) -> float:
+    """Mean over the channels on ``axis`` (None: the whole output is one channel) of each channel's
+    clipped coefficient of determination over everything else (``weight``: each element's, or None)."""
+    channels = ref.shape[axis] if axis is not None else 1
+
+    def rows(x: np.ndarray) -> np.ndarray:  # (channels, everything else) in float64
+        x = np.asarray(x, dtype=np.float64).reshape(ref.shape)
+        return np.moveaxis(x, axis, 0).reshape(channels, -1) if axis is not None else x.reshape(1, -1)
+
+    a, b = rows(ref), rows(cand)
+    if weight is None:
+        err = np.sum((a - b) ** 2, axis=1)
+        spread = np.sum((a - a.mean(axis=1, keepdims=True)) ** 2, axis=1)
+        held = np.ones(channels, bool)
+    else:
+        w = rows(weight)
+        count = w.sum(axis=1)
+        held = count > 0
+        mean = (w * a).sum(axis=1, keepdims=True) / np.where(held, count, 1.0)[:, None]
+        err = np.sum(w * (a - b) ** 2, axis=1)
+        spread = np.sum(w * (a - mean) ** 2, axis=1)
+    safe = np.where(spread > 0, spread, 1.0)
+    per = np.where(spread > 0, np.clip(1.0 - err / safe, 0.0, 1.0), (err == 0).astype(np.float64))
+    return float(per[held].mean()) if held.any() else 1.0
+
+
+__all__ = ["r2", "r2_on"]

@@ -1,0 +1,143 @@
+"""Padded positions are not measured: a candidate that differs from the original only where the
+attention mask pads a sentence keeps fidelity 1 under every metric, in the search's evaluator and in
+validation, and one that differs at a token position does not (onnxfold.runtime.padding)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxfold.runtime.compare import validate
+from onnxfold.runtime.fidelity import fidelity_value
+from onnxfold.runtime.padding import padding_mask, token_positions
+from onnxfold.runtime.r2 import r2, r2_on
+from onnxfold.runtime.resample import low_value
+from onnxfold.search.evaluate import Evaluator
+
+N, L = 16, 7
+
+
+def _mask() -> np.ndarray:
+    lengths = np.random.default_rng(3).integers(2, L + 1, N)
+    lengths[0] = L
+    return (np.arange(L)[None] < lengths[:, None]).astype(np.int64)
+
+
+def _feed() -> dict[str, np.ndarray]:
+    mask = _mask()
+    ids = np.random.default_rng(4).integers(1, 50, (N, L)) * mask
+    return {"input_ids": ids.astype(np.int64), "attention_mask": mask}
+
+
+def _proto(on_padding: float, at_token: tuple[int, float] | None = None):
+    """hidden = E[ids] + on_padding·(1 − mask), logits = T[ids] + the same (T: 5 tag classes); with
+    ``at_token`` (row r of E and T, shift s), that row is moved by s: a change at token positions."""
+    rng = np.random.default_rng(1)
+    table, tags = rng.standard_normal((50, 8)), rng.standard_normal((50, 5)) * 3
+    if at_token is not None:
+        table[at_token[0]] += at_token[1]
+        tags[at_token[0], :] = 0
+        tags[at_token[0], int(np.argmin(tags[at_token[0] - 1]))] = 50.0
+    nodes = [
+        helper.make_node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
+        helper.make_node("Sub", ["one", "m"], ["pad"]),
+        helper.make_node("Mul", ["pad", "shift"], ["moved"]),
+        helper.make_node("Unsqueeze", ["moved", "axis"], ["moved3"]),
+    ]
+    for name, weights in (("hidden", "E"), ("logits", "T")):
+        nodes += [
+            helper.make_node("Gather", [weights, "input_ids"], [f"{name}_rows"]),
+            helper.make_node("Add", [f"{name}_rows", "moved3"], [name]),
+        ]
+    inits = [
+        numpy_helper.from_array(table.astype(np.float32), "E"),
+        numpy_helper.from_array(tags.astype(np.float32), "T"),
+        numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+        numpy_helper.from_array(np.array(on_padding, np.float32), "shift"),
+        numpy_helper.from_array(np.array([-1], np.int64), "axis"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "padded",
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"]),
+        ],
+        [
+            helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["batch", "seq", 8]),
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", 5]),
+        ],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_change_at_padded_positions_alone_keeps_every_output_whole() -> None:
+    feed = _feed()
+    assert not feed["attention_mask"].all()
+    evaluator = Evaluator(_proto(0.0), feed)
+    assert evaluator.metrics == {"hidden": "r2", "logits": "tags"}
+    value, per = evaluator(_proto(5.0))
+    assert value == 1.0, per
+    assert all(p.low in (None, 1.0) for p in per), per
+    report = validate(_proto(0.0), _proto(5.0), inputs=feed)
+    assert {m.name: m.fidelity for m in report.outputs} == {"hidden": 1.0, "logits": 1.0}
+
+
+def test_a_change_at_token_positions_is_still_measured() -> None:
+    feed = _feed()
+    row = int(feed["input_ids"][0, 0])
+    value, per = Evaluator(_proto(0.0), feed)(_proto(0.0, at_token=(row, 2.0)))
+    got = {p.name: p.value for p in per}
+    assert got["hidden"] < 0.999 and got["logits"] < 1.0, got
+
+
+@pytest.mark.parametrize("metric", ["top1", "tags", "sequence", "cosine", "relerr", "r2", "binary", "mask"])
+def test_every_metric_leaves_padding_out(metric: str) -> None:
+    rng = np.random.default_rng(0)
+    mask = _mask().astype(bool)
+    ref = rng.standard_normal((N, L, 4))
+    if metric in ("binary", "mask"):
+        ref = 1 / (1 + np.exp(-3 * ref))
+    cand = np.where(mask[..., None], ref, -ref + 0.3)
+    keep = token_positions(ref, mask)
+    assert keep is not None
+    assert fidelity_value(metric, ref, cand, N, keep) == 1.0
+    assert fidelity_value(metric, ref, cand, N) < 1.0
+    low = low_value(metric, ref, cand, N, keep)
+    assert low in (None, 1.0)
+
+
+def test_weighted_r2_is_r2_on_the_token_rows() -> None:
+    """Channels on the last axis: weighing padding 0 gives r2 on the token positions alone, as the
+    compacted rows [P, C] measure it."""
+    rng = np.random.default_rng(2)
+    mask = _mask().astype(bool)
+    ref = rng.standard_normal((N, L, 6)) * np.arange(1, 7)
+    cand = ref + rng.standard_normal(ref.shape) * 0.4
+    weight = np.broadcast_to(mask[..., None], ref.shape)
+    assert r2_on(ref, cand, 2, weight) == pytest.approx(r2_on(ref[mask], cand[mask], 1), rel=1e-12)
+    assert r2(ref, cand, np.ones(ref.shape)) == pytest.approx(r2(ref, cand), rel=1e-12)
+
+
+def test_the_mask_is_found_only_when_it_pads() -> None:
+    feed = _feed()
+    mask = padding_mask(feed)
+    assert mask is not None and token_positions(np.zeros((N, L, 3)), mask) is not None
+    assert token_positions(np.zeros((N, 3)), mask) is None  # pooled: one row per sample
+    assert token_positions(np.zeros((N, L, 3)), np.ones((N, L), bool)) is None
+
+
+def test_a_key_padding_mask_marks_padding_with_true() -> None:
+    """torch's key_padding_mask: True = padding; the longest sample, unpadded, is a row of False."""
+    attention = _mask()
+    assert (padding_mask({"attention_mask": attention}) == attention.astype(bool)).all()
+    key_padding = attention == 0
+    assert (padding_mask({"key_padding_mask": key_padding}) == attention.astype(bool)).all()
+
+
+def test_random_masks_of_the_proxy_are_not_read_as_padding() -> None:
+    """Data-free: a random boolean mask is a prefix under either convention, so nothing is left out."""
+    evaluator = Evaluator(_proto(0.0))
+    assert evaluator.proxy and evaluator.mask is None
