@@ -15,8 +15,7 @@ from onnx import numpy_helper as nh
 
 import onnxfold
 from onnxfold.report.fold_report import task_warning
-from onnxfold.runtime.compare import narrow_span
-from onnxfold.runtime.exercised import unexercised, unexercised_by_both
+from onnxfold.runtime.exercised import narrow_span, unexercised, unexercised_by_both
 from onnxfold.runtime.fidelity import output_metrics
 
 

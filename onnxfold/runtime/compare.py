@@ -8,7 +8,8 @@ Metrics per output, with a = reference and b = candidate (flattened, computed in
 * ``mean_abs`` = mean |a - b|
 * ``cosine``   = <a, b> / (|a| |b|)  (1.0 when both are all-zero, 0.0 when exactly one is)
 * ``top1_agreement`` = fraction of rows i with argmax_j a[i, j] == argmax_j b[i, j] (class scores:
-  float rank 2, last dim > 1; not for an embedding, :func:`~onnxfold.runtime.fidelity.embedding_like`)
+  float rank 2, last dim > 1; not for an embedding, :func:`~onnxfold.runtime.fidelity.embedding_like`);
+  of labels (integers), the fraction of values equal, printed instead of the three above
 * ``exact`` = the two arrays have the same dtype, shape and bytes.
 """
 
@@ -35,23 +36,6 @@ logger = logging.getLogger(__name__)
 
 #: ``max |a|`` below this is treated as zero when computing ``max_rel``.
 TINY = 1e-12
-
-#: ops whose output values lie in known bounds, which tell whether inputs exercised an output
-BOUNDING_OPS = {"Sigmoid": (0.0, 1.0), "HardSigmoid": (0.0, 1.0), "Tanh": (-1.0, 1.0)}
-
-#: an output whose reference values span less than this share of its bounds was barely exercised
-UNEXERCISED_SHARE = 0.1
-
-
-def narrow_span(values: np.ndarray, op: str | None) -> tuple[float, float] | None:
-    """(smallest, largest) of ``values`` when ``op`` bounds them (:data:`BOUNDING_OPS`) and they span
-    under :data:`UNEXERCISED_SHARE` of the bounds (a detector's map on noise, all near 0); else None."""
-    values = np.asarray(values)
-    if op not in BOUNDING_OPS or values.dtype.kind != "f" or not values.size:
-        return None
-    lo, hi = BOUNDING_OPS[op]
-    span = (float(np.nanmin(values)), float(np.nanmax(values)))
-    return span if span[1] - span[0] < UNEXERCISED_SHARE * (hi - lo) else None
 
 
 @dataclass
@@ -109,13 +93,14 @@ class OutputMetrics:
         head = f"{self.name + ':':<{name_width + 1}}"
         if not self.shape_match:
             return f"{head} SHAPE MISMATCH {self.shape} vs {self.candidate_shape}"
-        parts = [
-            f"max_abs {self.max_abs:.1e}",
-            f"max_rel {self.max_rel:.1e}",
-            f"cosine {self.cosine:.6f}",
-        ]
+        labels = np.dtype(self.dtype).kind in "biu"  # equal or not, never a quantity
+        parts = (
+            []
+            if labels
+            else [f"max_abs {self.max_abs:.1e}", f"max_rel {self.max_rel:.1e}", f"cosine {self.cosine:.6f}"]
+        )
         if self.top1_agreement is not None:
-            parts.append(f"top1 {100.0 * self.top1_agreement:.1f}%")
+            parts.append(f"{'equal' if labels else 'top1'} {100.0 * self.top1_agreement:.1f}%")
         if self.fidelity is not None and self.fidelity_metric not in (None, "top1"):
             parts.append(f"{self.fidelity_metric} {self.fidelity:.4f}")
         if self.exact:
@@ -160,6 +145,8 @@ def _compare_one(name: str, ref: np.ndarray, cand: np.ndarray) -> OutputMetrics:
                 m.cosine = float(np.clip(np.dot(a, b) / (na * nb), -1.0, 1.0))
     if _is_class_scores(ref) and ref.shape[0] > 0:
         m.top1_agreement = float(np.mean(ref.argmax(axis=-1) == cand.argmax(axis=-1)))
+    elif is_labels(ref) and ref.size:  # the share of labels equal
+        m.top1_agreement = float(np.mean(ref == cand))
     return m
 
 

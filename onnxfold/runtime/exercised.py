@@ -11,8 +11,7 @@ import os
 
 import numpy as np
 
-from onnxfold.runtime.compare import BOUNDING_OPS, narrow_span
-from onnxfold.runtime.fidelity import auto_metric, dominant_class, one_class, probabilities
+from onnxfold.runtime.fidelity import ONE_CLASS_SHARE, auto_metric, dominant_class, one_class, probabilities
 
 #: ops whose outputs stay within the range of their (first) input's values: a bound set by a Sigmoid
 #: holds after them (silero-vad's speech probability is a ReduceMean of a Sigmoid map, through an If)
@@ -36,8 +35,26 @@ RANGE_KEEPING = {
 }
 
 
+#: ops whose output values lie in known bounds, which tell whether inputs exercised an output
+BOUNDING_OPS = {"Sigmoid": (0.0, 1.0), "HardSigmoid": (0.0, 1.0), "Tanh": (-1.0, 1.0)}
+
+#: an output whose reference values span less than this share of its bounds was barely exercised
+UNEXERCISED_SHARE = 0.1
+
+
+def narrow_span(values: np.ndarray, op: str | None) -> tuple[float, float] | None:
+    """(smallest, largest) of ``values`` when ``op`` bounds them (:data:`BOUNDING_OPS`) and they span
+    under :data:`UNEXERCISED_SHARE` of the bounds (a detector's map on noise, all near 0); else None."""
+    values = np.asarray(values)
+    if op not in BOUNDING_OPS or values.dtype.kind != "f" or not values.size:
+        return None
+    lo, hi = BOUNDING_OPS[op]
+    span = (float(np.nanmin(values)), float(np.nanmax(values)))
+    return span if span[1] - span[0] < UNEXERCISED_SHARE * (hi - lo) else None
+
+
 def bounded_by(model) -> dict[str, str]:
-    """Output name -> the op of :data:`~onnxfold.runtime.compare.BOUNDING_OPS` whose bounds its values
+    """Output name -> the op of :data:`BOUNDING_OPS` whose bounds its values
     keep, looked up through :data:`RANGE_KEEPING` ops and through an If whose branches all end in
     values of one such op; outputs bounded by none are left out. ``model``: a ModelProto, a
     :class:`~onnxfold.ir.model.Model` (its graph read as it is: no weights copied) or a path."""
@@ -100,9 +117,11 @@ def unexercised(
 ) -> str | None:
     """How the inputs ``ref`` came from left an output's decisions unexercised, or None: a bounded
     output (Sigmoid, HardSigmoid, Tanh) whose values barely moved
-    (:func:`~onnxfold.runtime.compare.narrow_span`: a detector's probability map on noise, all near
+    (:func:`narrow_span`: a detector's probability map on noise, all near
     0), or class or sequence probabilities whose argmax is one class at (nearly) every position (a
-    recogniser reading noise as blank lines: :func:`~onnxfold.runtime.fidelity.probabilities`). A
+    recogniser reading noise as blank lines: :func:`~onnxfold.runtime.fidelity.probabilities`), or
+    labels per position that hold one value at (nearly) every position (character ids decoded in
+    the graph, all blank on noise: trueocr's, where a fold reading 0% of real lines measured exact). A
     fidelity measured on such inputs says little about the task. ``bound``: the op whose bounds the
     values keep when it is not their producer (:func:`bounded_by`)."""
     bound = bound or producer_op
@@ -112,6 +131,13 @@ def unexercised(
         what = f"{bound} output" if bound == producer_op else f"output (bounded by a {bound})"
         return f"moved this {what} only between {span[0]:.3g} and {span[1]:.3g} of its range [{lo:g}, {hi:g}]"
     ref = np.asarray(ref)
+    if ref.dtype.kind in "biu" and ref.ndim >= 2 and ref.size > 1:  # labels per position
+        values, counts = np.unique(ref, return_counts=True)
+        share = counts.max() / ref.size
+        if share >= ONE_CLASS_SHARE:
+            where = "every position" if share == 1.0 else f"{share:.1%} of the positions"
+            return f"made its label {values[counts.argmax()]} at {where}"
+        return None
     if (
         ref.dtype.kind == "f"
         and ref.ndim >= 2
@@ -147,6 +173,8 @@ def unexercised_by_both(
         both = np.concatenate([np.asarray(ref, np.float64).ravel(), np.asarray(cand, np.float64).ravel()])
         return why if narrow_span(both, bound or producer_op) is not None else None
     cand = np.asarray(cand)
+    if np.asarray(ref).dtype.kind in "biu":  # labels: the candidate's the same
+        return why if np.array_equal(cand, ref) else None
     same = cand.shape == np.shape(ref) and np.array_equal(
         cand.argmax(axis=-1), np.asarray(ref).argmax(axis=-1)
     )

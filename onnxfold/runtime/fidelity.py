@@ -65,7 +65,7 @@ from onnxfold.runtime.labels import is_labels, label_agreement
 from onnxfold.runtime.padding import token_positions, unpadded
 from onnxfold.runtime.probability_maps import SIGMOID_OPS, binary_agreement, binary_score, mask_iou, mask_map
 from onnxfold.runtime.r2 import r2
-from onnxfold.runtime.sequences import blank_separated, ctc_like, sequence_agreement
+from onnxfold.runtime.sequences import blank_separated, ctc_like, ctc_paths, sequence_agreement
 
 METRICS = tuple(
     "auto top1 sequence margin tags binary mask cosine relerr r2 top1+r2 sequence+margin binary+r2 mask+r2".split()
@@ -274,6 +274,8 @@ def fidelity_value(
         ref, cand, weight = unpadded(metric, ref, cand, keep)
     if ref.size == 0:
         return 1.0
+    if is_labels(ref) and metric == "sequence":  # CTC paths decoded in the graph: whole lines
+        return sequence_agreement(ref, cand, samples)
     if is_labels(ref) and metric in COUNTS_OF_CLASSES:
         return label_agreement(metric, ref, cand, samples)
     if metric in ("top1", "sequence", "margin", "tags"):
@@ -331,6 +333,8 @@ def output_metrics(
     # a model whose class head ends in a Softmax: its other linear [B, D] heads regress (MTCNN's ONet
     # writes box offsets [B, 4] and landmarks [B, 10] beside its face probability [B, 2])
     headed = any(producers.get(n) in _LOGIT_OPS for n in reference)
+    # the shapes of labels per position [B, T]: a float output of that shape holds a value per position
+    per_position = {np.shape(r) for r in reference.values() if is_labels(r) and np.ndim(r) == 2}
     out = {}
     for name, ref in reference.items():
         chosen = (
@@ -362,6 +366,10 @@ def output_metrics(
         if labels:
             if guarded and metric == "auto" and token_inputs and np.ndim(ref) == 2:
                 chosen = "tags"  # a token tagger's labels per position, read together
+            elif guarded and metric == "auto" and ctc_paths(ref, samples):
+                chosen = "sequence"  # a recogniser's character ids, read as lines
+        elif metric == "auto" and chosen == "top1" and np.shape(ref) in per_position:
+            chosen = "r2"  # a value per position beside labels per position (a character's confidence)
         elif chosen in COUNTS_OF_CLASSES and (np.ndim(ref) < 2 or np.shape(ref)[-1] < 2):
             # no class axis beside the samples: a [B] output's argmax is one sample's position
             chosen = "r2"

@@ -188,6 +188,27 @@ def _rng_for(seed: int, name: str) -> np.random.Generator:
 
 #: integer inputs :func:`_random_array` knows by name
 NAMED_INTS = ("mask", "token_type", "segment", "position", "ids")
+#: an integer input of at most one value per sample named like this holds each sample's length
+LENGTH_NAME = re.compile(r"len|width|frames")
+
+
+def _lengths_of(spec: InputSpec, others: Mapping[str, np.ndarray], symbolic: set[int]) -> int | None:
+    """The length to draw for ``spec`` when it holds each sample's valid length (an integer of rank ≤ 1
+    named like :data:`LENGTH_NAME`: a recogniser's ``widths``, an audio model's ``lengths``): the
+    largest free dim of the other inputs (``symbolic``: their sizes; else their largest fixed dim
+    beyond the batch), so every position is valid. Drawn in [0, 4) as other integers, trueocr's
+    line widths left one column of each 224-wide line read: every line came out blank, and a fold
+    that read 0% of real lines measured exact. None when ``spec`` is no such input."""
+    if not _length_like(spec):
+        return None
+    pool = symbolic or {int(d) for v in others.values() for d in np.shape(v)[1:]}
+    return max(pool) if pool else None
+
+
+def _length_like(spec: InputSpec) -> bool:
+    """An integer input of rank ≤ 1 named like :data:`LENGTH_NAME`."""
+    kind = spec.dtype.kind if spec.dtype is not None else ""
+    return kind in ("i", "u") and len(spec.shape or ()) <= 1 and bool(LENGTH_NAME.search(spec.name.lower()))
 
 
 def _random_array(name: str, dtype: np.dtype, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
@@ -241,7 +262,9 @@ def make_inputs(
     shaped like the token ids that indexes no table, whatever its name: their attention mask, which a
     legacy export named ``onnx::Unsqueeze_1`` on unidic-lite-imitator's tagger, where values in [0, 4)
     turned attention off and every fold measured exact), ``*ids*`` -> [0, 100),
-    ``token_type``/``segment`` -> 0, ``position*`` -> arange, other ints -> [0, 4); bool -> True.
+    ``token_type``/``segment`` -> 0, ``position*`` -> arange, a length per sample (``*len*``,
+    ``*width*``, ``*frames*``, rank ≤ 1) -> the largest free dim (:func:`_lengths_of`), other ints ->
+    [0, 4); bool -> a random prefix (:func:`_prefix_mask`).
     ``id_draws``: {input: the chance of each row of the embedding table it indexes, or for a float
     input the :class:`~onnxfold.runtime.input_scales.InputScale` the model normalizes it by}
     (:func:`~onnxfold.folding.samples.token_draws`); its ids are drawn from it, inside the table.
@@ -265,7 +288,8 @@ def make_inputs(
         for s in specs
         if (c := (id_draws or {}).get(s.name)) is not None and not isinstance(c, InputScale)
     }
-    for spec in specs:
+    lengths = [s for s in specs if s.name not in shapes and _length_like(s)]
+    for spec in [s for s in specs if s not in lengths] + lengths:  # lengths once the rest are sized
         if spec.dtype is None:
             raise ValueError(f"input {spec.name!r} has unsupported type {spec.onnx_type}")
         if spec.name in shapes:
@@ -287,10 +311,18 @@ def make_inputs(
             and not any(key in spec.name.lower() for key in NAMED_INTS)
         ):
             inputs[spec.name] = np.ones(shape, dtype=spec.dtype)  # shaped like the ids, indexing nothing
+        elif chance is None and (n := _lengths_of(spec, inputs, _free_sizes(specs, sizes))) is not None:
+            inputs[spec.name] = np.full(shape, n, dtype=spec.dtype)
         else:
             inputs[spec.name] = _random_array(spec.name, spec.dtype, shape, rng)
+    inputs = {s.name: inputs[s.name] for s in specs}  # in the model's order
     logger.debug("made inputs %s", {k: (v.dtype.name, v.shape) for k, v in inputs.items()})
     return inputs
+
+
+def _free_sizes(specs: Sequence[InputSpec], sizes: Mapping[str, int]) -> set[int]:
+    """The sizes drawn for the symbolic dims beyond the batch axis of ``specs``."""
+    return {sizes[d] for sp in specs for d in (sp.shape or ())[1:] if isinstance(d, str) and d in sizes}
 
 
 def input_specs(model: Any) -> list[InputSpec]:

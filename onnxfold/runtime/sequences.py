@@ -45,7 +45,11 @@ def blank_separated(ref: np.ndarray, samples: int | None = None) -> bool:
     named logits over 248 states: 2.5%, the most common state the argmax at only 26% of the frames),
     and compared whole lines of its frames as if they were text, so that no fold kept 0.95 of
     them while every speech segment stayed."""
-    paths = per_sample_paths(np.asarray(ref).argmax(axis=-1), samples)  # [samples, steps]
+    return separated_paths(per_sample_paths(np.asarray(ref).argmax(axis=-1), samples))
+
+
+def separated_paths(paths: np.ndarray) -> bool:
+    """:func:`blank_separated` of argmax paths [samples, steps]."""
     blank = int(np.bincount(paths.ravel()).argmax())
     change = paths[:, 1:] != paths[:, :-1]  # a run ends at t where the path changes after it
     ends = change & (paths[:, :-1] != blank)
@@ -54,6 +58,25 @@ def blank_separated(ref: np.ndarray, samples: int | None = None) -> bool:
         return True
     separated = int((ends & (paths[:, 1:] == blank)).sum())
     return separated >= SEPARATED_SHARE * emissions
+
+
+def ctc_paths(labels: np.ndarray, samples: int | None = None) -> bool:
+    """Whether integer labels [B, T] are greedy CTC paths decoded inside the graph (an ArgMax over a
+    recogniser's logits, as trueocr's writes its character ids): at least :data:`MIN_CTC_STEPS`
+    steps, one class (the blank) at ≥ :data:`BLANK_SHARE` of the positions but not all, and
+    separating the other classes' runs (:func:`separated_paths`). A line is then read whole
+    (``sequence``): per position, blanks agree everywhere, and trueocr's ids kept 0.973 of the
+    positions where 32.8% of the lines were still read alike."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu" or labels.ndim != 2 or labels.size == 0 or labels.min() < 0:
+        return False
+    paths = per_sample_paths(labels, samples)
+    if paths.shape[1] < MIN_CTC_STEPS:
+        return False
+    counts = np.bincount(paths.ravel())
+    if not BLANK_SHARE * paths.size <= counts.max() < paths.size:
+        return False
+    return separated_paths(paths)
 
 
 def sample_axis(shape: tuple[int, ...], samples: int) -> str | None:
