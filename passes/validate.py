@@ -123,7 +123,8 @@ class ValidatePass(Pass):
             stats["note"] = f"symbolic input dims set to {self.dim}: the model does not run with 16"
         if getattr(self, "batch", self.opts["batch"]) != self.opts["batch"]:
             stats["note"] = (
-                f"batch of {self.batch} random samples: the model does not run on {self.opts['batch']}"
+                f"compared on a batch of {self.batch} random samples: the model fails on a batch of "
+                f"{self.opts['batch']} (a fixed batch, or rows it reads together)"
             )
         return PassResult(False, stats)
 

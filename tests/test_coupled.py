@@ -125,7 +125,10 @@ def test_random_inputs_take_a_batch_the_model_runs_on(tmp_path) -> None:
     _, report = onnxfold.fold(model, 0.3, tmp_path / "folded.onnx", round_to=1)
     assert report.validation.inputs == {"x": (4, 6)}
     validate = next(p for p in report.passes if p.name == "validate")
-    assert validate.stats["note"] == "batch of 4 random samples: the model does not run on 2"
+    assert validate.stats["note"] == (
+        "compared on a batch of 4 random samples: the model fails on a batch of 2 "
+        "(a fixed batch, or rows it reads together)"
+    )
     _, plain = onnxfold.fold(_model("none"), 0.3, tmp_path / "plain.onnx", round_to=1)
     assert plain.validation.inputs == {"x": (2, 6)}  # the asked batch where it runs
 

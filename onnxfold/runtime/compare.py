@@ -11,6 +11,9 @@ Metrics per output, with a = reference and b = candidate (flattened, computed in
   float rank 2, last dim > 1; not for an embedding, :func:`~onnxfold.runtime.fidelity.embedding_like`);
   of labels (integers), the fraction of values equal, printed instead of the three above
 * ``exact`` = the two arrays have the same dtype, shape and bytes.
+
+Where both are non-finite at the same positions (NaN where no value exists), those positions are
+left out of the figures; otherwise the figures are NaN or infinite.
 """
 
 from __future__ import annotations
@@ -127,6 +130,9 @@ def _compare_one(name: str, ref: np.ndarray, cand: np.ndarray) -> OutputMetrics:
         return m
     a = ref.astype(np.float64, copy=False).ravel()
     b = cand.astype(np.float64, copy=False).ravel()
+    holes = ~np.isfinite(a)  # NaN in the reference: no value there, left out where the candidate agrees
+    if holes.any() and np.array_equal(holes, ~np.isfinite(b)):
+        a, b = a[~holes], b[~holes]
     with np.errstate(invalid="ignore", over="ignore"):  # NaN or inf outputs: NaN figures, no warnings
         if a.size == 0:
             m.max_abs = m.max_rel = m.mean_abs = 0.0
@@ -143,7 +149,7 @@ def _compare_one(name: str, ref: np.ndarray, cand: np.ndarray) -> OutputMetrics:
                 m.cosine = 0.0
             else:
                 m.cosine = float(np.clip(np.dot(a, b) / (na * nb), -1.0, 1.0))
-    if _is_class_scores(ref) and ref.shape[0] > 0:
+    if _is_class_scores(ref) and ref.shape[0] > 0 and not holes.any():  # class scores have no holes
         m.top1_agreement = float(np.mean(ref.argmax(axis=-1) == cand.argmax(axis=-1)))
     elif is_labels(ref) and ref.size:  # the share of labels equal
         m.top1_agreement = float(np.mean(ref == cand))

@@ -62,7 +62,7 @@ import numpy as np
 
 from onnxfold.runtime.compare import _is_class_scores
 from onnxfold.runtime.labels import is_labels, label_agreement
-from onnxfold.runtime.padding import token_positions, unpadded
+from onnxfold.runtime.padding import token_positions, unpadded, without_holes
 from onnxfold.runtime.probability_maps import SIGMOID_OPS, binary_agreement, binary_score, mask_iou, mask_map
 from onnxfold.runtime.r2 import r2
 from onnxfold.runtime.sequences import blank_separated, ctc_like, ctc_paths, sequence_agreement
@@ -206,6 +206,8 @@ def auto_metric(
     ref = np.asarray(ref)
     if is_labels(ref):  # an ArgMax's classes, a tagger's tags: equal or not (labels.py)
         return "top1"
+    if ref.dtype.kind == "f" and not np.isfinite(ref).all():  # values with holes: no class scores
+        return "r2"
     if _is_class_scores(ref) and not embedding_like(ref, producer_op, token_inputs):
         return "top1"
     if ref.dtype.kind == "f" and ref.ndim == 3 and ref.shape[-1] > 1:
@@ -272,6 +274,10 @@ def fidelity_value(
     weight = None
     if keep is not None:
         ref, cand, weight = unpadded(metric, ref, cand, keep)
+    if metric in ("r2", "cosine", "relerr") and ref.dtype.kind == "f":  # NaN: no value there
+        ref, cand, weight, failed = without_holes(ref, cand, weight)
+        if failed:
+            return 0.0
     if ref.size == 0:
         return 1.0
     if is_labels(ref) and metric == "sequence":  # CTC paths decoded in the graph: whole lines

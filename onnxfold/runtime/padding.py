@@ -16,6 +16,12 @@ mask's (:func:`token_positions`):
 * ``r2``: each channel's sums weigh a padded element 0 (:func:`onnxfold.runtime.r2.r2`).
 
 The bootstrap (:mod:`onnxfold.runtime.resample`) weighs its per-sample sums the same way.
+
+A value the original writes as NaN or infinity holds nothing either: caustic-nmr's shift model
+writes NaN for a residue without the atom a shift is of. Its continuous metrics leave such positions
+out the same way (:func:`without_holes`), and a candidate that writes no value where the original
+writes one scores 0. Before, r2 and cosine were NaN, and auto read the shifts [residues, 6] as class
+scores whose argmax never moved: a fold that lost most of the task measured top1 1.0.
 """
 
 from __future__ import annotations
@@ -68,4 +74,19 @@ def unpadded(
     return ref, cand, full
 
 
-__all__ = ["broadcast_keep", "padding_mask", "token_positions", "unpadded"]
+def without_holes(
+    ref: np.ndarray, cand: np.ndarray, weight: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, bool]:
+    """(reference, candidate, element weights, failed) for a continuous metric: positions where the
+    reference is not finite weigh 0 (zeroed in both), and ``failed`` when the candidate is not
+    finite where the reference is. ``weight``: the weights so far (padding), or None."""
+    held, written = np.isfinite(ref), np.isfinite(cand)
+    if held.all() and written.all():
+        return ref, cand, weight, False
+    if (held & ~written).any():
+        return ref, cand, weight, True
+    w = held if weight is None else np.asarray(weight, dtype=bool) & held
+    return np.where(held, ref, 0.0), np.where(held, cand, 0.0), w, False
+
+
+__all__ = ["broadcast_keep", "padding_mask", "token_positions", "unpadded", "without_holes"]

@@ -86,11 +86,14 @@ def even_lengths(runs: Sequence[Feeds], specs: Sequence[InputSpec], where: str) 
     marking = f", {' and '.join(masks)} marking the padding" if masks else ""
     log.warning(
         "%s: the samples differ in length (%s: %d to %d): padded at the end to the longest with 0%s, as a "
-        "batch of them is run; figures then include the padded positions (samples of one length avoid them)",
+        "batch of them is run; %s",
         where,
         ", ".join(axes),
         min(lengths),
         max(lengths),
         marking,
+        "outputs per token are measured on the tokens alone"
+        if masks
+        else "figures then include the padded positions (samples of one length avoid them)",
     )
     return out

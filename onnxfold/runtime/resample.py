@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxfold.runtime.padding import broadcast_keep
+from onnxfold.runtime.padding import broadcast_keep, without_holes
 from onnxfold.runtime.probability_maps import THRESHOLD, threshold
 
 #: Resamples drawn (fixed seed: the same outputs give the same bound).
@@ -179,7 +179,12 @@ def low_value(
     if metric == "mask":  # logits decide at 0: moved so that THRESHOLD stands where they decide
         shift = THRESHOLD - threshold(ref if keep is None else np.asarray(ref)[keep])
         ref, cand = np.asarray(ref, dtype=np.float64) + shift, np.asarray(cand, dtype=np.float64) + shift
-    weight = None if keep is None else broadcast_keep(keep, np.shape(ref)).astype(np.float64)
+    held = None if keep is None else broadcast_keep(keep, np.shape(ref))
+    if metric != "mask" and np.asarray(ref).dtype.kind == "f":  # NaN in the reference: no value there
+        ref, cand, held, failed = without_holes(np.asarray(ref), np.asarray(cand), held)
+        if failed:
+            return 0.0
+    weight = None if held is None else np.asarray(held, dtype=np.float64)
     draws = resampled(metric, ref, cand, samples, draw_weights(samples), weight)
     return None if draws is None else float(np.quantile(draws, LOW_QUANTILE))
 

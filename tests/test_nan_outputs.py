@@ -1,0 +1,52 @@
+"""Outputs with holes: a value the original writes as NaN holds nothing (caustic-nmr's shift model
+writes NaN for a residue without the atom). Such positions are left out of continuous fidelities
+and of validation's figures; a candidate that writes NaN where the original has a value fails."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnxfold.runtime.compare import _compare_one
+from onnxfold.runtime.fidelity import auto_metric, fidelity_value, output_metrics
+from onnxfold.runtime.resample import low_value
+
+
+def _shifts(seed: int = 0) -> np.ndarray:
+    """[residues, 6] chemical shifts: H, HA, N, CA, CB, C' in ppm, NaN where an atom is missing."""
+    rng = np.random.default_rng(seed)
+    centre = np.array([8.3, 4.4, 120.0, 56.0, 38.0, 175.0])
+    out = centre + rng.standard_normal((64, 6)) * np.array([0.5, 0.4, 4.0, 2.0, 3.0, 1.5])
+    out[rng.random((64, 6)) < 0.1] = np.nan
+    return out.astype(np.float32)
+
+
+def test_shifts_with_holes_are_not_class_scores() -> None:
+    ref = _shifts()
+    assert auto_metric("pred_mean", ref) == "r2"
+    assert output_metrics({"pred_mean": ref}, samples=64) == {"pred_mean": "r2"}
+
+
+def test_holes_are_left_out_and_a_lost_value_fails() -> None:
+    ref = _shifts()
+    assert fidelity_value("r2", ref, ref.copy(), 64) == 1.0
+    rng = np.random.default_rng(1)
+    noisy = ref + rng.standard_normal(ref.shape).astype(np.float32) * np.array(
+        [0.25, 0.2, 2, 1, 1.5, 0.75], np.float32
+    )
+    for metric in ("r2", "cosine", "relerr"):
+        value = fidelity_value(metric, ref, noisy, 64)
+        assert np.isfinite(value) and 0.0 <= value < 1.0, (metric, value)
+        low = low_value(metric, ref, noisy, 64)
+        assert low is not None and value - 0.2 < low <= value + 1e-9, (metric, low, value)
+    assert 0.55 < fidelity_value("r2", ref, noisy, 64) < 0.9  # noise at half each column's spread: 0.75
+    lost = ref.copy()
+    lost[np.isfinite(ref).nonzero()[0][0], np.isfinite(ref).nonzero()[1][0]] = np.nan
+    assert fidelity_value("r2", ref, lost, 64) == 0.0
+    assert low_value("r2", ref, lost, 64) == 0.0
+
+
+def test_validation_figures_leave_common_holes_out() -> None:
+    ref = _shifts()
+    m = _compare_one("pred_mean", ref, ref + np.float32(0.01))
+    assert np.isfinite(m.max_abs) and abs(m.max_abs - 0.01) < 1e-3 and m.cosine > 0.999
+    assert m.top1_agreement is None  # no class scores
