@@ -46,7 +46,7 @@ def test_outputs_that_are_not_finite_are_compared_without_warnings() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         (m,) = compare_outputs(ref, {"y": np.array([np.nan, 1.0, np.inf], np.float32)})
-    assert m.exact and np.isnan(m.max_abs)
+    assert m.exact and m.max_abs == 0.0  # positions non-finite in both hold no value: left out
 
 
 def test_files_whose_inputs_differ_in_rows_are_refused_naming_why(tmp_path) -> None:
@@ -68,7 +68,33 @@ def test_files_whose_inputs_differ_in_rows_are_refused_naming_why(tmp_path) -> N
     with pytest.raises(ValueError) as exc:
         load_inputs(folder, _edges_model())
     text = str(exc.value)
-    assert (
-        "0.npz holds edge_feat[16, 13], edge_index[2, 16]: its inputs hold different numbers of rows" in text
-    )
+    assert "0.npz's inputs hold different numbers of rows (16 rows: edge_feat; 2 rows: edge_index)" in text
+    assert "graph-shaped samples" in text
     assert " but " not in text  # no second file named as if it differed
+
+
+def test_graphs_of_different_sizes_are_refused_before_padding_in_a_short_line(tmp_path, caplog) -> None:
+    """caustic-nmr's protein graphs (19 inputs of nodes, edges and residues, every file its own sizes):
+    the edges were padded with 0 under a warning, then refused in a line cut at 500 characters before
+    its reason."""
+    import logging
+
+    import pytest
+
+    from onnxfold.runtime.sample_files import load_inputs
+
+    folder = tmp_path / "proteins"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i, edges in enumerate((16, 24, 20)):
+        np.savez(
+            folder / f"{i}.npz",
+            edge_feat=rng.standard_normal((edges, 13)).astype(np.float32),
+            edge_index=rng.integers(0, 8, (2, edges)),
+        )
+    with caplog.at_level(logging.WARNING), pytest.raises(ValueError) as exc:
+        load_inputs(folder, _edges_model())
+    text = str(exc.value)
+    assert "different numbers of rows (16 rows: edge_feat; 2 rows: edge_index)" in text, text
+    assert "graph-shaped samples" in text and len(text) < 400, text
+    assert not [r for r in caplog.records if "padded" in r.getMessage()]

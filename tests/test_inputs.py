@@ -375,7 +375,7 @@ def test_samples_that_cannot_be_measured_are_refused_in_one_line(tmp_path: Path)
     onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), path)
     sess = make_session(str(path))
     a, b = np.zeros((4, 3), np.float32), np.zeros((3, 3), np.float32)
-    with pytest.raises(ValueError, match=r"different numbers of samples \(a 4, b 3\)") as info:
+    with pytest.raises(ValueError, match=r"different numbers of samples \(4 rows: a; 3 rows: b\)") as info:
         load_inputs({"a": a, "b": b}, sess)
     assert "\n" not in str(info.value)
     b4 = np.zeros((4, 3), np.float32)

@@ -154,8 +154,8 @@ def load_inputs(
     if len(set(leading.values())) > 1 and sample_axes(out) is None:
         where = _where(source)
         raise ValueError(
-            f"{where}: the inputs hold different numbers of samples "
-            f"({', '.join(f'{k} {v}' for k, v in leading.items())}): give every input the same samples"
+            f"{where}: the inputs hold different numbers of samples ({_by_count(leading)}): give every "
+            f"input the same samples{GRAPH_HINT if len(set(leading.values())) > 2 else ''}"
         )
     batched = chunked or _runs_in_batches(specs, out)
     for spec in specs:
@@ -326,6 +326,12 @@ def _read_npz_folder(
             run[spec.name] = arr
         runs.append(run)
     joined = _joined(runs)
+    if joined is None and all(sample_axes(r) is None for r in runs):  # before padding: no length differs
+        leading = {k: int(np.shape(v)[0]) for k, v in runs[0].items() if np.ndim(v)}
+        raise ValueError(
+            f"{path}: {files[0].name}'s inputs hold different numbers of rows ({_by_count(leading)}), "
+            f"so no axis holds one sample in every input and the files cannot be joined{GRAPH_HINT}"
+        )
     if joined is None:
         evened = even_lengths(runs, specs, str(path))
         joined = None if evened is None else _joined(evened)
@@ -339,15 +345,8 @@ def _read_npz_folder(
         def held(run: dict) -> str:
             return ", ".join(f"{k}{list(v.shape)}" for k, v in run.items())
 
-        bad = next((i for i, r in enumerate(runs) if dims(r) != dims(runs[0])), None)
+        bad = next((i for i, r in enumerate(runs) if dims(r) != dims(runs[0])), 0)
         first = held(runs[0])
-        if bad is None:  # every file alike, yet no sample axis joins them: minimol's graph inputs
-            raise ValueError(
-                f"{path}: {files[0].name} holds {first}: its inputs hold different numbers of rows (a "
-                "graph's nodes and edges?), so no axis holds one sample in every input and the files "
-                "cannot be joined into one set (onnxfold does not take graph-shaped samples yet: "
-                "docs/limits.md)"
-            )
         fixed = next(  # a dim the model fixes, which padding cannot even out
             (
                 f"; the model fixes {spec.name} dim {i} at {d}: pad or cut every sample to {d}"
@@ -359,11 +358,30 @@ def _read_npz_folder(
             ),
             "",
         )
+        if not bad:  # every file alike, yet they do not join
+            raise ValueError(
+                f"{path}: {files[0].name} holds {first}: the files cannot be joined into one set"
+            )
         raise ValueError(
             f"{path}: {files[bad].name} holds {held(runs[bad])} but {files[0].name} holds {first}: the files' samples "
             f"must agree on every dim but the sample axis and the lengths the model leaves free{fixed}"
         )
     return {k: (v, str(path)) for k, v in joined.items()}
+
+
+#: what a message about inputs of different row counts adds when they look like a graph's
+GRAPH_HINT = " (a graph's nodes and edges? onnxfold does not take graph-shaped samples yet: docs/limits.md)"
+
+
+def _by_count(leading: dict[str, int], names: int = 3) -> str:
+    """Inputs grouped by their leading size, e.g. ``523 rows: element, pos and 6 more; 42 rows: ...``."""
+    groups: dict[int, list[str]] = {}
+    for name, n in leading.items():
+        groups.setdefault(n, []).append(name)
+    return "; ".join(
+        f"{n} rows: {', '.join(g[:names])}{f' and {len(g) - names} more' if len(g) > names else ''}"
+        for n, g in groups.items()
+    )
 
 
 def _joined(runs: list[dict]) -> dict | None:
