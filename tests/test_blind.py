@@ -61,6 +61,8 @@ def test_a_budget_on_a_blind_measurement_folds_as_asked_and_warns(tmp_path: Path
     _, report = onnxfold.fold(_unreached(), output=tmp_path / "out.onnx", target_params=0.3)
     assert report.search.blind and report.param_sparsity >= 0.25
     assert "allocated without any measured loss" in report.format()
+    text = report.format()
+    assert "fidelity unmeasurable (blind: below)" in text and "fidelity 1.0000" not in text, text
 
 
 def test_a_trained_model_on_random_inputs_is_not_blind(tmp_path: Path, capsys) -> None:
