@@ -372,7 +372,11 @@ def search(
         )
         tried[steps] = cand
         bar.update(1)
-        bar.set_postfix_str(f"last {cand.reduction:.1%} fewer params at {cand.fidelity:.4f}", refresh=False)
+        kept = [c.reduction for c in tried.values() if mode != "min_fidelity" or c.meets(target)]
+        best = f", best meeting it {max(kept):.1%}" if mode == "min_fidelity" and kept else ""
+        bar.set_postfix_str(
+            f"tried {cand.reduction:.1%} fewer params: {cand.fidelity:.4f}{best}", refresh=False
+        )
         return cand
 
     def unchanged() -> Candidate:

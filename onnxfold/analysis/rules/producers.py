@@ -61,7 +61,12 @@ def _reads_axis_1(walk: Analysis, node: gs.Node, lay: Layout | None) -> Layout |
         walk.block(
             lay,
             BlockReason(
-                OTHER_AXIS, f"{node.op} {node.name} reads channels on an axis other than 1", node.name
+                OTHER_AXIS,
+                f"{node.op} {node.name} reads its channels on axis 1 one by one, and these lie on axis {lay.axis}"
+                if lay.axis != 1
+                else f"{node.op} {node.name} reads its channels one by one, and these arrive in blocks of "
+                f"{max(sg.block for sg in lay.segments)} (heads or groups a Reshape merged into its channel axis)",
+                node.name,
             ),
         )
         return None
