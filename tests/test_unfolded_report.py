@@ -81,3 +81,12 @@ def test_a_change_under_a_tenth_of_a_percent_keeps_its_digits() -> None:
 
     assert _ratio_cells(7_919_929, 7_919_929 - 3_960) == ("0.999", "-0.05%")
     assert _ratio_cells(100, 50) == ("0.500", "-50.0%") and _ratio_cells(100, 100) == ("1.000", "+0.0%")
+
+
+def test_a_change_the_rounding_hides_is_printed_in_every_digit() -> None:
+    """trueocr's recogniser read "weights it held twice are stored once (1.06M -> 1.06M parameters)"."""
+    from onnxfold.report.table import count_change
+
+    assert count_change(1_058_312, 1_058_056) == "1,058,312 -> 1,058,056"
+    assert count_change(419_000, 305_000) == "419K -> 305K"
+    assert count_change(1_000, 1_000) == "1.00K -> 1.00K"  # no change: as rounded

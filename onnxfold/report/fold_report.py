@@ -22,10 +22,10 @@ from onnxfold.report.stats import (
     ModelStats,
     format_comparison,
     format_table,
-    human_count,
     model_stats,
     params_growth,
 )
+from onnxfold.report.table import count_change
 
 
 def stats_of(
@@ -197,8 +197,8 @@ class FoldReport:
         )  # a romanizer's decoder read "nothing folded" and found a file that differed from its own
         if self.after.params < self.before.params:  # a tagger's decoder held its embedding's transpose
             simplified += (
-                f"; weights it held twice are stored once ({human_count(self.before.params)} -> "
-                f"{human_count(self.after.params)} parameters)"
+                f"; weights it held twice are stored once ({count_change(self.before.params, self.after.params)} "
+                "parameters)"
             )
         parts += [
             f"\nnothing folded: {r.stats['nothing_folded']}{simplified}"

@@ -32,7 +32,7 @@ from onnx import TensorProto
 
 from onnxfold.analysis.registry import hook as op_hook
 from onnxfold.ir.shapes import value_info_dims
-from onnxfold.report.table import format_table, human_bytes, human_count  # noqa: F401 (re-exported)
+from onnxfold.report.table import count_change, format_table, human_bytes, human_count  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -429,7 +429,7 @@ def params_growth(before: ModelStats, after: ModelStats, limit: int = 6, folded:
     more = f" and {len(grown) - limit} more" if len(grown) > limit else ""
     text = (
         f"the output holds {after.params - before.params} more parameters than the input "
-        f"({human_count(before.params)} -> {human_count(after.params)})"
+        f"({count_change(before.params, after.params)})"
     )
     if not grown:
         return text + "."

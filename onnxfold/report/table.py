@@ -78,6 +78,13 @@ def human_count(n: float | None) -> str:
     return f"{_three_digits(v)}{unit}"
 
 
+def count_change(before: int, after: int) -> str:
+    """``1.06M -> 980K``, or every digit where the rounded counts read the same (``1,058,312 ->
+    1,058,056``: trueocr's recogniser read "1.06M -> 1.06M parameters")."""
+    b, a = human_count(before), human_count(after)
+    return f"{b} -> {a}" if b != a or before == after else f"{int(before):,} -> {int(after):,}"
+
+
 def human_bytes(n: float | None) -> str:
     """Byte size in binary units: 512 B, 1.50 KiB, 23.4 MiB, 1.02 GiB."""
     if n is None:
