@@ -44,6 +44,9 @@ def test_a_proxy_that_no_fold_moves_leaves_the_model_whole_and_says_why(tmp_path
     assert np.ptp(ref, axis=0).min() > 1.0  # its own inputs reach it
     _, report = onnxfold.fold(model, output=tmp_path / "out.onnx")  # the default: a data-free search
     assert report.search.blind and "cannot see the folds" in report.search.blind
+    assert "on the data-free proxy's 32 random samples, so" in report.search.blind, (
+        report.search.blind
+    )  # no shapes
     assert report.after.params == report.before.params
     got = run_ort(onnx.load(tmp_path / "out.onnx"), {"x": x})[0]
     np.testing.assert_array_equal(got, ref)

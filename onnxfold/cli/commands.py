@@ -264,7 +264,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
         rounding = f"widths rounded to multiples of {args.round_to}" if args.round_to > 1 else "exact widths"
         shown = ", ".join(f"{k} {v}" for k, v in evaluator.metrics.items())
         print(format_sensitivity(curves, f"method {fold.method}; {measured_on}; {rounding}; metric {shown}"))
-        blind = blind_reason(curves, measured_on)
+        blind = blind_reason(curves, evaluator.kind())
         if blind:  # silero-vad's proxy: every group at every level 1.0000, and a search would fold them all
             print(blind_advice(blind, None, evaluator.proxy))
     if args.plot:

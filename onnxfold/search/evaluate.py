@@ -328,6 +328,13 @@ class Evaluator:
         sub.metrics = dict(self.metrics)
         return sub
 
+    def kind(self) -> str:
+        """The inputs in a few words (random inputs, the synthesised samples, the given samples), where
+        :meth:`describe` lists every input's shape (caustic-nmr's 19, twice in one warning)."""
+        if self.synthetic:
+            return f"the data-free proxy's {self.synthetic}"
+        return "the data-free proxy's random inputs" if self.proxy else "the given samples"
+
     def describe(self) -> str:
         """e.g. ``32 given samples`` or ``data-free proxy: 32 random samples``."""
         n = sum(sample_count(f) for f in [self.feed, *self.extra_runs])

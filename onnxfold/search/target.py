@@ -350,7 +350,7 @@ def search(
         shapes=shapes,
     )
     sensitivity_cut = limit.skipped
-    blind = blind_reason(curves, evaluator.describe())
+    blind = blind_reason(curves, evaluator.kind())  # the inputs' shapes stand in the report's 'measured on'
     round_to = fold_opts["round_to"]
     by = "macs" if mode == "target_macs" else "params"
     path = greedy_path(curves, cap, by=by, round_to=round_to, unmeasured_whole=mode == "min_fidelity")
