@@ -93,3 +93,32 @@ def test_a_length_input_is_drawn_at_the_full_length() -> None:
     feed = make_inputs(proto)
     assert list(feed) == ["x", "widths"]
     assert (feed["widths"] == feed["x"].shape[-1]).all() and feed["x"].shape[-1] > 4
+
+
+def test_a_confidence_per_position_gets_no_top1_in_validation() -> None:
+    """trueocr's conf [B, T] printed 'top1 90.6%': the position of a line's most confident character."""
+    from onnx import numpy_helper
+
+    from onnxfold.runtime.compare import validate
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("ArgMax", ["x"], ["ids"], axis=-1, keepdims=0),
+            helper.make_node("ReduceMax", ["x", "axes"], ["conf"], keepdims=0),
+        ],
+        "decoded",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 40, 31])],
+        [
+            helper.make_tensor_value_info("ids", TensorProto.INT64, ["B", 40]),
+            helper.make_tensor_value_info("conf", TensorProto.FLOAT, ["B", 40]),
+        ],
+        [numpy_helper.from_array(np.array([-1], np.int64), "axes")],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    x = np.random.default_rng(0).standard_normal((32, 40, 31)).astype(np.float32)
+    x[np.arange(32)[:, None], np.arange(40)[None], _lines()] += 6  # the lines' characters win
+    report = validate(proto, proto, inputs={"x": x})
+    got = {m.name: m for m in report.outputs}
+    assert got["ids"].fidelity_metric == "sequence" and got["ids"].top1_agreement == 1.0
+    assert got["conf"].fidelity_metric == "r2" and got["conf"].top1_agreement is None
+    assert "top1" not in got["conf"].summary()

@@ -386,8 +386,11 @@ def _task_fidelity(
                 chosen[m.name], reference[m.name], candidate[m.name], samples, keep
             )
             m.counted = fid.counted(chosen[m.name], reference[m.name], samples)
-            if fid.embedding_like(reference[m.name], producers.get(m.name), token_inputs):
-                m.top1_agreement = None  # the argmax of a feature vector is no prediction
+            automatic = default == "auto" and named.get(m.name, "auto") == "auto"
+            argmaxes = set(fid.metric_parts(chosen[m.name])) & set(fid.COUNTS_OF_CLASSES)
+            if not is_labels(ref) and automatic and not argmaxes:
+                # auto reads no prediction in its argmax: a feature vector, a confidence per position
+                m.top1_agreement = None
 
 
 def _random_feed(session, shapes, batch: int, seed: int, dim: int, id_draws) -> dict[str, np.ndarray]:
