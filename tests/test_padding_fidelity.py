@@ -135,6 +135,11 @@ def test_a_key_padding_mask_marks_padding_with_true() -> None:
     assert (padding_mask({"attention_mask": attention}) == attention.astype(bool)).all()
     key_padding = attention == 0
     assert (padding_mask({"key_padding_mask": key_padding}) == attention.astype(bool)).all()
+    # every sample padded (to a fixed length beyond the longest): no row is whole, the name decides
+    longer = np.pad(attention, ((0, 0), (0, 3)))
+    assert (padding_mask({"attention_mask": longer}) == longer.astype(bool)).all()
+    assert (padding_mask({"padding_mask": longer.astype(bool)}) == longer.astype(bool)).all()  # KerasNLP's
+    assert (padding_mask({"src_key_padding_mask": longer == 0}) == longer.astype(bool)).all()
 
 
 def test_random_masks_of_the_proxy_are_not_read_as_padding() -> None:

@@ -33,15 +33,18 @@ import numpy as np
 
 def padding_mask(feed: Mapping[str, np.ndarray]) -> np.ndarray | None:
     """The (batch, sequence) positions that hold tokens, from an integer or boolean 2-D input named
-    like a mask; None when the feed has none. Non-zero marks a token (``attention_mask``), unless no
-    row is all non-zero and some row is all zero: the longest sample, unpadded, under torch's
-    ``key_padding_mask`` (True = padding). Padded positions carry no information, so they are left
-    out of the statistics and of the judged error."""
+    like a mask; None when the feed has none. Non-zero marks a token (``attention_mask``, KerasNLP's
+    ``padding_mask``), unless a row is all zero and none all non-zero (the longest sample, unpadded,
+    under torch's ``key_padding_mask``: True = padding), or, where no row is whole (every sample
+    padded), the input is named ``*key_padding*``. Padded positions carry no information, so they are
+    left out of the statistics and of the judged error."""
     for name, value in feed.items():
         v = np.asarray(value)
         if "mask" in name.lower() and v.ndim == 2 and v.dtype.kind in "biu" and v.size:
             held = v != 0
-            return ~held if not held.all(axis=1).any() and (~held).all(axis=1).any() else held
+            tokens, pads = held.all(axis=1).any(), (~held).all(axis=1).any()
+            inverted = pads and not tokens or not tokens and not pads and "key_padding" in name.lower()
+            return ~held if inverted else held
     return None
 
 
