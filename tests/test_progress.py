@@ -49,7 +49,7 @@ def test_a_search_shows_its_sensitivity_analysis_and_its_candidates(
     onnxfold.fold(bundled_model("lenet5.onnx"), validate=False, method="fold", target_params=0.2)
     text = stream.getvalue()
     assert "sensitivity" in text and "group" in text
-    assert "candidates" in text and "fewer params at" in text
+    assert "candidates" in text and "tried " in text and "fewer params: " in text
 
 
 @pytest.mark.parametrize("stderr", ["pipe", "tqdm_disable"])
@@ -94,5 +94,5 @@ def test_off_a_terminal_a_long_step_writes_plain_lines(tmp_path: Path, monkeypat
     lines = text.splitlines()
     assert "\r" not in text and lines and all(line.startswith("onnxfold: ") for line in lines)
     assert any(line.startswith("onnxfold: sensitivity: ") and " group levels [" in line for line in lines)
-    assert any(line.startswith("onnxfold: candidates: ") and "fewer params at" in line for line in lines)
+    assert any(line.startswith("onnxfold: candidates: ") and "fewer params: " in line for line in lines)
     assert len(lines) == len(set(lines))  # a step's end does not repeat its last line
