@@ -366,6 +366,7 @@ def _task_fidelity(
     token_inputs = bool(vocab)
     chosen = fid.output_metrics(measured, spec, producers, token_inputs, samples, given, bounds, vocab)
     chosen.update({k: v for k, v in (searched or {}).items() if k in chosen})
+    mask = padding_mask(feed) if given else None  # the user's samples' padding is not measured
     for m in metrics:
         ref = np.asarray(measured.get(m.name, ()))
         if m.name in measured and ref.size and not is_labels(ref):
@@ -381,7 +382,7 @@ def _task_fidelity(
             )
         if m.name in chosen:
             m.fidelity_metric = chosen[m.name]
-            keep = token_positions(reference[m.name], padding_mask(feed) if given else None)
+            keep = token_positions(reference[m.name], mask)
             m.fidelity = fid.fidelity_value(
                 chosen[m.name], reference[m.name], candidate[m.name], samples, keep
             )

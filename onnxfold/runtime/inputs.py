@@ -192,15 +192,13 @@ NAMED_INTS = ("mask", "token_type", "segment", "position", "ids")
 LENGTH_NAME = re.compile(r"len|width|frames")
 
 
-def _lengths_of(spec: InputSpec, others: Mapping[str, np.ndarray], symbolic: set[int]) -> int | None:
-    """The length to draw for ``spec`` when it holds each sample's valid length (an integer of rank ≤ 1
-    named like :data:`LENGTH_NAME`: a recogniser's ``widths``, an audio model's ``lengths``): the
-    largest free dim of the other inputs (``symbolic``: their sizes; else their largest fixed dim
-    beyond the batch), so every position is valid. Drawn in [0, 4) as other integers, trueocr's
-    line widths left one column of each 224-wide line read: every line came out blank, and a fold
-    that read 0% of real lines measured exact. None when ``spec`` is no such input."""
-    if not _length_like(spec):
-        return None
+def _full_length(others: Mapping[str, np.ndarray], symbolic: set[int]) -> int | None:
+    """The length to draw for an input that holds each sample's valid length (:func:`_length_like`:
+    a recogniser's ``widths``, an audio model's ``lengths``): the largest free dim of the other
+    inputs (``symbolic``: their sizes; else their largest fixed dim beyond the batch), so every
+    position is valid. Drawn in [0, 4) as other integers, trueocr's line widths left one column of
+    each 224-wide line read: every line came out blank, and a fold that read 0% of real lines
+    measured exact. None when there is no dim to take."""
     pool = symbolic or {int(d) for v in others.values() for d in np.shape(v)[1:]}
     return max(pool) if pool else None
 
@@ -263,7 +261,7 @@ def make_inputs(
     legacy export named ``onnx::Unsqueeze_1`` on unidic-lite-imitator's tagger, where values in [0, 4)
     turned attention off and every fold measured exact), ``*ids*`` -> [0, 100),
     ``token_type``/``segment`` -> 0, ``position*`` -> arange, a length per sample (``*len*``,
-    ``*width*``, ``*frames*``, rank ≤ 1) -> the largest free dim (:func:`_lengths_of`), other ints ->
+    ``*width*``, ``*frames*``, rank ≤ 1) -> the largest free dim (:func:`_full_length`), other ints ->
     [0, 4); bool -> a random prefix (:func:`_prefix_mask`).
     ``id_draws``: {input: the chance of each row of the embedding table it indexes, or for a float
     input the :class:`~onnxfold.runtime.input_scales.InputScale` the model normalizes it by}
@@ -311,7 +309,11 @@ def make_inputs(
             and not any(key in spec.name.lower() for key in NAMED_INTS)
         ):
             inputs[spec.name] = np.ones(shape, dtype=spec.dtype)  # shaped like the ids, indexing nothing
-        elif chance is None and (n := _lengths_of(spec, inputs, _free_sizes(specs, sizes))) is not None:
+        elif (
+            spec in lengths
+            and chance is None
+            and (n := _full_length(inputs, _free_sizes(specs, sizes))) is not None
+        ):
             inputs[spec.name] = np.full(shape, n, dtype=spec.dtype)
         else:
             inputs[spec.name] = _random_array(spec.name, spec.dtype, shape, rng)

@@ -347,6 +347,10 @@ def _read_npz_folder(
 
         bad = next((i for i, r in enumerate(runs) if dims(r) != dims(runs[0])), 0)
         first = held(runs[0])
+        if not bad:  # every file alike, yet they do not join
+            raise ValueError(
+                f"{path}: {files[0].name} holds {first}: the files cannot be joined into one set"
+            )
         fixed = next(  # a dim the model fixes, which padding cannot even out
             (
                 f"; the model fixes {spec.name} dim {i} at {d}: pad or cut every sample to {d}"
@@ -358,10 +362,6 @@ def _read_npz_folder(
             ),
             "",
         )
-        if not bad:  # every file alike, yet they do not join
-            raise ValueError(
-                f"{path}: {files[0].name} holds {first}: the files cannot be joined into one set"
-            )
         raise ValueError(
             f"{path}: {files[bad].name} holds {held(runs[bad])} but {files[0].name} holds {first}: the files' samples "
             f"must agree on every dim but the sample axis and the lengths the model leaves free{fixed}"

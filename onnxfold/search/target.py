@@ -372,8 +372,8 @@ def search(
         )
         tried[steps] = cand
         bar.update(1)
-        kept = [c.reduction for c in tried.values() if mode != "min_fidelity" or c.meets(target)]
-        best = f", best meeting it {max(kept):.1%}" if mode == "min_fidelity" and kept else ""
+        kept = [c.reduction for c in tried.values() if c.meets(target)] if mode == "min_fidelity" else []
+        best = f", best meeting it {max(kept):.1%}" if kept else ""
         bar.set_postfix_str(
             f"tried {cand.reduction:.1%} fewer params: {cand.fidelity:.4f}{best}", refresh=False
         )
