@@ -105,11 +105,13 @@ def _check_reachable(model: Model, fold, asked: float, cap: float, params: int, 
     )
     most = 1.0 - (params - ceiling) / given if given else 0.0  # of the input's parameters
     if params and asked > most:
+        from onnxfold.analysis.subgraphs import subgraph_note
+
+        where = subgraph_note(model.graph) or "weights no group folds: `onnxfold analyze` lists them"
         raise PipelineError(
             f"search: --target-params {asked:g} cannot be reached: folding can remove at most "
-            f"{most:.1%} of the parameters at sparsity {cap:g} (--max-sparsity, --levels; the rest is in "
-            "weights no group folds: `onnxfold analyze` lists them); nothing written (--force writes "
-            "the closest)"
+            f"{most:.1%} of the parameters at sparsity {cap:g} (--max-sparsity, --levels; the rest: "
+            f"{where}); nothing written (--force writes the closest)"
         )
 
 
@@ -412,7 +414,7 @@ class SearchPass(Pass):
                 why = "the data-free search's best candidate gained too little (the note below)"
             if mode == "target_params" and target <= 0.0:
                 why = f"canonicalization alone (weights held twice stored once) removes more than --target-params {self.opts[mode]:g}"
-            stats["nothing_folded"] = nothing_folded_reason(plans, why)
+            stats["nothing_folded"] = nothing_folded_reason(plans, why, graph=model.graph)
         if held_out is not None:
             n = sample_count(ctx.inputs)
             stats["held_out"] = (

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -162,3 +164,84 @@ def test_a_data_free_search_that_folds_nothing_names_the_remedy(tmp_path: Path, 
     out = capsys.readouterr().out
     assert "nothing folded: no group folds within the target" in out
     assert "on a data-free proxy: --inputs" not in out  # measured on given samples: no such advice
+
+
+def _loop_rnn(path: Path, start_from_input: bool) -> Path:
+    """A tanh RNN written as a Loop, as tf2onnx writes a Keras LSTM: the input matrix W is passed in
+    as loop-carried state, the recurrent matrix R is captured from the outer graph by name. Its state
+    starts as an input (no channel group at all) or as x·Z (a group, blocked at the Loop)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((6, 16)).astype(np.float32), "W")
+    r = numpy_helper.from_array(rng.standard_normal((16, 16)).astype(np.float32) * 0.2, "R")
+    trips = numpy_helper.from_array(np.array(3, dtype=np.int64), "trips")
+    f = TensorProto.FLOAT
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Identity", ["w_in"], ["w_out"]),
+            helper.make_node("MatMul", ["x", "w_in"], ["xw"]),
+            helper.make_node("MatMul", ["h_in", "R"], ["hr"]),
+            helper.make_node("Add", ["xw", "hr"], ["s"]),
+            helper.make_node("Tanh", ["s"], ["h_out"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("w_in", f, [6, 16]),
+            helper.make_tensor_value_info("h_in", f, ["N", 16]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("w_out", f, [6, 16]),
+            helper.make_tensor_value_info("h_out", f, ["N", 16]),
+        ],
+    )
+    nodes = [helper.make_node("Loop", ["trips", "", "W", "h0"], ["w_last", "h"], body=body)]
+    inputs = [helper.make_tensor_value_info("x", f, ["N", 6])]
+    weights = [w, r, trips]
+    if start_from_input:
+        inputs.append(helper.make_tensor_value_info("h0", f, ["N", 16]))
+    else:
+        nodes.insert(0, helper.make_node("MatMul", ["x", "Z"], ["h0"]))  # zeros [N, 16]
+        weights.append(numpy_helper.from_array(np.zeros((6, 16), np.float32), "Z"))
+    graph = helper.make_graph(
+        nodes, "loop_rnn", inputs, [helper.make_tensor_value_info("h", f, ["N", 16])], weights
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "start_from_input, total, why",
+    [
+        (True, 352, "the analysis found no channel groups: "),
+        (False, 448, "every channel group is blocked (see the reasons above, or onnxfold analyze); "),
+    ],
+)
+def test_weights_read_inside_loop_bodies_are_named_where_nothing_folds(
+    tmp_path: Path, capsys, start_from_input: bool, total: int, why: str
+) -> None:
+    from onnxfold.analysis.subgraphs import subgraph_hint, subgraph_weights
+    from onnxfold.ir.model import load_model
+
+    model = _loop_rnn(tmp_path / "loop.onnx", start_from_input)
+    counts = subgraph_weights(load_model(model).graph)
+    assert counts == {"Loop": 6 * 16 + 16 * 16}  # W passed in, R captured; the trip count is no weight
+    assert subgraph_hint(counts, 200 * sum(counts.values())) == ""  # 0.5% of a model: no line
+
+    assert main(["analyze", str(model)]) == 0
+    out = capsys.readouterr().out
+    share = f"352 of the {total} parameters ({352 / total:.0%}) are read inside Loop bodies"
+    assert share in out
+
+    out_path = tmp_path / "out.onnx"
+    assert main(["fold", str(model), "-o", str(out_path), "-s", "0.3", "--no-validate"]) == 0
+    assert f"nothing folded: {why}{share}" in capsys.readouterr().out
+
+    assert main(["fold", str(model), "-o", str(tmp_path / "t.onnx"), "--target-params", "0.3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "read inside Loop bodies" in err
+    assert not (tmp_path / "t.onnx").exists()

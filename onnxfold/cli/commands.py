@@ -290,11 +290,17 @@ def cmd_analyze(args: argparse.Namespace) -> None:
             f"every foldable group folded at 0.7 (the search's cap) removes {held / total:.1%} of the "
             f"{human_count(total)} parameters; blocked groups, embeddings and norms stay"
         )
+    from onnxfold.analysis.subgraphs import subgraph_hint, subgraph_weights
+    from onnxfold.ir.model import load_model
+
+    graph = load_model(args.model).graph
+    hint = subgraph_hint(subgraph_weights(graph), total)
+    if hint:
+        print(hint)
     if not any(g.foldable for g in groups):
         from onnxfold.analysis.quantized import quantized_hint, quantized_ops
-        from onnxfold.ir.model import load_model
 
-        counts = quantized_ops(load_model(args.model).graph)
+        counts = quantized_ops(graph)
         if counts:
             print(quantized_hint(counts))
 
