@@ -75,6 +75,7 @@ class RepairPass(Pass):
 
     def __init__(self, calibration_data: np.ndarray | dict[str, np.ndarray] | None = None, **kwargs: Any):
         self.calibration_data = calibration_data
+        self._feeds: dict[str, np.ndarray] | None = None
         super().__init__(**kwargs)
 
     def validate_options(self) -> None:
@@ -88,16 +89,25 @@ class RepairPass(Pass):
             raise PipelineError("repair: batch_size must be at least 1")
 
     def feeds(self, model: Model) -> dict[str, np.ndarray]:
+        """The calibration samples, read and checked against ``model``'s inputs once (by
+        :meth:`preflight` where it ran: the inputs of a folded model are the original's)."""
+        if self._feeds is not None:
+            return self._feeds
         source = self.calibration_data if self.calibration_data is not None else self.opts["calibration"]
         try:
-            return load_inputs(source, model.graph, chunked=True)
+            self._feeds = load_inputs(source, model.graph, chunked=True)
         except (OSError, ValueError) as exc:
             raise PipelineError(f"repair: {exc}") from None
+        return self._feeds
 
     def preflight(self, model: Model, ctx: PassContext) -> None:
-        """Mode ``dir`` only, before any pass runs: raise :class:`RepairNotApplicable` (a ValueError) unless
-        torch imports, ``model`` has BatchNormalization statistics, and the torch executor runs it
-        (every op supported, checked by one forward pass on a batch of one)."""
+        """Before any pass runs: mode ``data`` reads its calibration samples (a file of strings was
+        taken without a word where the fold then folded nothing, since only a repair read it); mode
+        ``dir`` raises :class:`RepairNotApplicable` (a ValueError) unless torch imports, ``model`` has
+        BatchNormalization statistics, and the torch executor runs it (every op supported, checked
+        by one forward pass on a batch of one)."""
+        if self.opts["mode"] == "data":
+            self.feeds(model)
         if self.opts["mode"] != "dir":
             return
         try:

@@ -112,6 +112,20 @@ def test_shape_mismatch_is_one_line_naming_file_and_input(flag: str, tmp_path: P
     assert not (tmp_path / "o.onnx").exists()
 
 
+def test_calibration_is_checked_where_the_fold_folds_nothing(tmp_path: Path, capsys) -> None:
+    """A repair reads its samples only after a fold; chars2vec, which folds nothing, took a file of
+    strings, of NaN or of the wrong names without a word, and wrote its output."""
+    np.save(tmp_path / "strs.npy", np.full((4, 1, 8, 8), "a"))
+    np.savez(tmp_path / "extra.npz", input=SAMPLES[:4], other=SAMPLES[:4])
+    for bad, needle in [("strs.npy", "dtype <U1"), ("extra.npz", "unexpected ['other']")]:
+        out = tmp_path / "o.onnx"
+        argv = ["fold", MODEL, "-o", out, "-s", "0", "--repair", "data", "--calibration", tmp_path / bad]
+        assert main([str(a) for a in argv]) == 2
+        line = _one_error_line(capsys.readouterr().err)
+        assert bad in line and needle in line and "missing []" not in line
+        assert not out.exists()
+
+
 def test_quantize_calibration_mismatch_is_one_line(tmp_path: Path) -> None:
     np.savez(tmp_path / "x.npz", image=SAMPLES)  # the wrong input name
     with pytest.raises(PassError) as info:

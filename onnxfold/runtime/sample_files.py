@@ -21,6 +21,13 @@ from onnxfold.runtime.inputs import InputSpec, check_shape, fixed_batches, input
 from onnxfold.runtime.ragged import even_lengths
 
 
+def _mismatch(missing: list[str], extra: list[str]) -> str:
+    """e.g. ``missing ['x'], unexpected ['other']``; an empty side is left out."""
+    return ", ".join(
+        f"{what} {names}" for what, names in (("missing", missing), ("unexpected", extra)) if names
+    )
+
+
 def _cast(arr: np.ndarray, spec: InputSpec, where: str, warned: set[str]) -> np.ndarray:
     """``arr`` in the input's dtype: within floats, within integers, and ints/bools to floats. Integers
     cast to a float input are warned about once per input of a load (``warned``: the inputs already
@@ -131,7 +138,7 @@ def load_inputs(
     if missing or extra:
         where = _where(source)
         raise ValueError(
-            f"{where}: the arrays do not match the model inputs {names}: missing {missing}, unexpected {extra}"
+            f"{where}: the arrays do not match the model inputs {names}: {_mismatch(missing, extra)}"
         )
     out = {
         spec.name: _cast(np.asarray(arrays[spec.name][0]), spec, arrays[spec.name][1], warned)
@@ -315,9 +322,7 @@ def _read_npz_folder(
         extra = sorted(set(held) - {s.name for s in specs})
         missing = [s.name for s in specs if s.name not in held]
         if missing or extra:
-            raise ValueError(
-                f"{f}: the arrays do not match the model inputs: missing {missing}, unexpected {extra}"
-            )
+            raise ValueError(f"{f}: the arrays do not match the model inputs: {_mismatch(missing, extra)}")
         run = {}
         for spec in specs:
             arr = _cast(np.asarray(held[spec.name][0]), spec, str(f), warned)
