@@ -453,6 +453,51 @@ def test_validation_reports_no_top1_for_a_pooled_embedding():
     assert c.fidelity_metric == "top1" and c.top1_agreement == 1.0
 
 
+def test_a_recurrent_state_taken_as_the_output_is_an_embedding():
+    """An LSTM's last state [B, 8], taken from Y_h or picked from Y by a Gather, is compared by r2 (a
+    word vector's argmax is no prediction: chars2vec's was judged by it); the class scores a Gemm makes
+    of it keep top1, and a token model's Gather of its embedding table stays a Gather."""
+    from onnxfold.runtime.producers import producers_of
+
+    rng = np.random.default_rng(0)
+    w, r = (rng.standard_normal((1, 32, n)).astype(np.float32) * 0.5 for n in (4, 8))
+    head = rng.standard_normal((8, 5)).astype(np.float32)
+    model = _model(
+        [
+            oh.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),  # [T, B, 4]
+            oh.make_node("LSTM", ["xt", "W", "R"], ["Y", "Y_h"], hidden_size=8),
+            oh.make_node("Squeeze", ["Y_h", "ax0"], ["state"]),
+            oh.make_node("Gather", ["Y", "last"], ["Y_last"], axis=0),  # [1, B, 8]
+            oh.make_node("Squeeze", ["Y_last", "ax0"], ["picked"]),
+            oh.make_node("MatMul", ["state", "H"], ["logits"]),
+        ],
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 6, 4])],
+        [
+            oh.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", d])
+            for n, d in (("state", 8), ("picked", 8), ("logits", 5))
+        ],
+        [
+            nh.from_array(w, "W"),
+            nh.from_array(r, "R"),
+            nh.from_array(head, "H"),
+            nh.from_array(np.array([0], np.int64), "ax0"),
+            nh.from_array(np.array(-1, np.int64), "last"),
+        ],
+    )
+    assert producers_of(model)["picked"] == "LSTM"
+    metrics = {m.name: m for m in validate(model, model, batch=8).outputs}
+    for name in ("state", "picked"):
+        assert metrics[name].fidelity_metric == "r2" and metrics[name].top1_agreement is None
+    assert metrics["logits"].fidelity_metric == "top1"
+    table = _model(
+        [oh.make_node("Gather", ["E", "ids"], ["row"])],
+        [oh.make_tensor_value_info("ids", TensorProto.INT64, ["batch"])],
+        [oh.make_tensor_value_info("row", TensorProto.FLOAT, ["batch", 8])],
+        [nh.from_array(rng.standard_normal((50, 8)).astype(np.float32), "E")],
+    )
+    assert producers_of(table)["row"] == "Gather"
+
+
 def test_a_shape_without_a_name_is_the_only_inputs(tmp_path):
     from onnxfold.cli.commands import main
     from onnxfold.models import bundled_model

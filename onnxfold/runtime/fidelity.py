@@ -42,7 +42,8 @@ Per output (reference a, candidate b, computed in float64), one of these metrics
 
 ``auto`` picks per output (:func:`output_metrics`; docs/cli.md lists every case with its measurements):
 top1 for class scores (float rank 2, more than one class), guarded on the user's samples by r2
-(``top1+r2``), but r2 for an embedding of that shape (:func:`embedding_like`); top1 for labels
+(``top1+r2``), but r2 for an embedding of that shape (:func:`embedding_like`: unit-norm rows, a token
+model's pooled rows, a recurrent layer's state); top1 for labels
 (integer outputs, :mod:`onnxfold.runtime.labels`); for sequence logits (rank 3, named or made as
 logits) sequence where a signal model's argmax paths separate their emissions as CTC does
 (:func:`blank_separated`, :func:`ctc_like`), top1 per position for frame labels and token models,
@@ -64,6 +65,7 @@ from onnxfold.runtime.compare import _is_class_scores
 from onnxfold.runtime.labels import is_labels, label_agreement
 from onnxfold.runtime.padding import token_positions, unpadded, without_holes
 from onnxfold.runtime.probability_maps import SIGMOID_OPS, binary_agreement, binary_score, mask_iou, mask_map
+from onnxfold.runtime.producers import RECURRENT_OPS
 from onnxfold.runtime.r2 import r2
 from onnxfold.runtime.sequences import blank_separated, ctc_like, ctc_paths, sequence_agreement
 
@@ -236,7 +238,9 @@ def embedding_like(ref: np.ndarray, producer_op: str | None = None, token_inputs
     """Whether float rows [B, D] are an embedding (compared by r2: the argmax of a feature vector is no
     prediction) rather than class scores: rows of unit L2 norm, or, on a model that reads token ids,
     rows one of :data:`POOLING_OPS` made (a sentence encoder's masked mean, ReduceSum then Div) unless
-    they are probabilities (non-negative rows summing to 1). A signal model's ReduceMean or ReduceMax
+    they are probabilities (non-negative rows summing to 1), or a recurrent layer's state
+    (:data:`~onnxfold.runtime.producers.RECURRENT_OPS`: chars2vec's word vectors were judged by their
+    argmax, which no fold moves). A signal model's ReduceMean or ReduceMax
     may pool frame logits into class scores, so there only unit-norm rows count."""
     ref = np.asarray(ref)
     if ref.dtype.kind != "f" or ref.ndim != 2 or ref.size == 0:
@@ -244,6 +248,8 @@ def embedding_like(ref: np.ndarray, producer_op: str | None = None, token_inputs
     rows = ref.astype(np.float64)
     if np.allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-3):
         return True
+    if producer_op in RECURRENT_OPS:  # a recurrent layer's state, taken as the output
+        return not probabilities(rows)
     return token_inputs and producer_op in POOLING_OPS and not probabilities(rows)
 
 

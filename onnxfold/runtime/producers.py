@@ -20,6 +20,13 @@ PASS_THROUGH = {
     "Div",
 }
 
+#: ops that carry a state along a sequence: a [B, D] output taken from one (its last step, picked by a
+#: Slice or Gather) is a hidden state, an embedding (chars2vec's word vector: a Keras LSTM's last
+#: state, written by tf2onnx as a Loop), not class scores
+RECURRENT_OPS = {"LSTM", "GRU", "RNN", "Loop", "Scan"}
+#: ops that pick steps of a sequence, looked through only on the way to a :data:`RECURRENT_OPS` node
+STEP_PICKS = {"Slice", "Gather"}
+
 
 def producers_of(model) -> dict[str, str]:
     """Tensor name -> op type of the node that computes its values, for a path, bytes, a ModelProto or a
@@ -46,5 +53,20 @@ def producers_of(model) -> dict[str, str]:
                 break
             seen.add(inputs[0])
             op, inputs = made[inputs[0]]
-        out[name] = op
+        out[name] = _recurrent_source(op, inputs, made, seen) or op
     return out
+
+
+def _recurrent_source(op: str, inputs: list[str], made: dict, seen: set[str]) -> str | None:
+    """The :data:`RECURRENT_OPS` node a :data:`STEP_PICKS` op picks steps of (through
+    :data:`PASS_THROUGH` ops and more picks), else None: a [CLS] row's Gather stays a Gather."""
+    if op not in STEP_PICKS:
+        return None
+    while inputs and inputs[0] in made and inputs[0] not in seen:
+        seen.add(inputs[0])
+        op, inputs = made[inputs[0]]
+        if op in RECURRENT_OPS:
+            return op
+        if op not in PASS_THROUGH | STEP_PICKS:
+            return None
+    return None
