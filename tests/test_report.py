@@ -322,6 +322,18 @@ def test_format_comparison_ratios():
     assert rows["node count"].split()[-2:] == ["1.000", "+0.0%"]
 
 
+def test_a_loop_body_counted_once_is_noted() -> None:
+    """MACs count a Loop body once whatever its trip count (chars2vec: 1.15M for about 18M)."""
+    from onnxfold.report.stats import ModelStats, format_comparison
+
+    before, after = ModelStats(params=10, macs=10), ModelStats(params=5, macs=5)
+    assert "body once" not in format_comparison(before, after)
+    before.op_counts.update({"Loop": 2, "MatMul": 1})
+    after.op_counts.update({"Loop": 2})
+    (note,) = [line for line in format_comparison(before, after).splitlines() if line.startswith("note")]
+    assert note == "note: MACs count each Loop body once; the model's grow with its iterations"
+
+
 def test_many_or_long_symbolic_dims_make_a_short_note() -> None:
     """An ultralytics export names its output length by a floor(...) expression and leaves dozens of
     unk__N dims after a fold: the comparison's notes stay one short line each."""

@@ -491,4 +491,9 @@ def format_comparison(before: ModelStats, after: ModelStats) -> str:
             )
             which = "before and after" if same else which
             notes.append(f"note ({which}): MACs take {symbolic_summary(s.symbolic_dims)} as 1 ({why})")
+    bodies = [op for op in ("Loop", "Scan") if before.op_counts.get(op) or after.op_counts.get(op)]
+    if bodies:  # chars2vec's two LSTM Loops over 16 steps counted 1.15M MACs, not about 18M
+        notes.append(
+            f"note: MACs count each {'/'.join(bodies)} body once; the model's grow with its iterations"
+        )
     return "\n".join([table, *notes])
