@@ -237,6 +237,9 @@ def test_weights_read_inside_loop_bodies_are_named_where_nothing_folds(
     share = f"352 of the {total} parameters ({352 / total:.0%}) are read inside Loop bodies"
     assert share in out
 
+    assert main(["analyze", str(model), "--sensitivity"]) == 0
+    assert f"no group can fold, so none was measured: {share}" in capsys.readouterr().out
+
     out_path = tmp_path / "out.onnx"
     assert main(["fold", str(model), "-o", str(out_path), "-s", "0.3", "--no-validate"]) == 0
     assert f"nothing folded: {why}{share}" in capsys.readouterr().out

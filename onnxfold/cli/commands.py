@@ -264,6 +264,14 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
         rounding = f"widths rounded to multiples of {args.round_to}" if args.round_to > 1 else "exact widths"
         shown = ", ".join(f"{k} {v}" for k, v in evaluator.metrics.items())
         print(format_sensitivity(curves, f"method {fold.method}; {measured_on}; {rounding}; metric {shown}"))
+        if not curves:  # an empty table said nothing of why (chars2vec: its weights in Loop bodies)
+            from onnxfold.analysis.subgraphs import subgraph_note
+
+            hint = subgraph_note(model.graph)
+            print(
+                "no group can fold, so none was measured"
+                + (f": {hint}" if hint else " (onnxfold analyze shows why)")
+            )
         blind = blind_reason(curves, evaluator.kind())
         if blind:  # silero-vad's proxy: every group at every level 1.0000, and a search would fold them all
             print(blind_advice(blind, None, evaluator.proxy))
