@@ -33,7 +33,7 @@ from onnxfold.passes.search import (
     FIXED_SPARSITY,
 )
 from onnxfold.pipeline.manager import Pass, PassContext, PassManager, PipelineError
-from onnxfold.report.fold_report import FoldReport, saved_size, source_size, stats_of
+from onnxfold.report.fold_report import FoldReport, saved_ops, saved_size, source_size, stats_of
 from onnxfold.report.group_table import format_groups
 from onnxfold.report.timing import collecting, rounded, step
 from onnxfold.runtime.inputs import default_shapes
@@ -217,9 +217,12 @@ def _run_pipeline(
             after_size = saved_size(path)
     if output is not None:
         log.info("save: %.1f s (CPU %.1f s)", steps.get("save", 0.0), steps.cpu.get("save", 0.0))
+    after = stats_of(model, after_size, given, batched=not view)
+    if output is not None:
+        after.op_counts = saved_ops(path)  # as written (MACs as the passes see it)
     report = FoldReport(
         before,
-        stats_of(model, after_size, given, batched=not view),
+        after,
         manager.records,
         ctx.data.get("fold_plans", []),
         ctx.data.get("validation"),

@@ -517,3 +517,36 @@ def test_validation_below_a_met_fidelity_target_is_noted() -> None:
     assert below_target(NS(outputs=[out("memory_out", 0.951)]), search) is None
     assert below_target(validation, NS(mode="target_params", met=True, target=0.3, proxy=True)) is None
     assert below_target(validation, NS(mode="min_fidelity", met=False, target=0.95, proxy=True)) is None
+
+
+def test_the_after_node_count_is_the_written_files(tmp_path) -> None:
+    """tf2onnx flattens NHWC with a target computed as Gather(Shape, perm), cast, sliced and joined:
+    canonicalize makes it constant for the passes and the save writes it back, so the table's "after"
+    counted the passes' nodes (a Keras VGG16 that folded nothing: 56 -> 57; its file held 56)."""
+    rng = np.random.default_rng(0)
+    inits = [
+        nh.from_array(rng.normal(size=(4, 4, 1, 1)).astype(np.float32), "cw"),
+        nh.from_array(rng.normal(size=(36, 5)).astype(np.float32), "mw"),
+        nh.from_array(np.array([0, 2, 3, 1], np.int64), "perm"),
+        nh.from_array(np.array([0], np.int64), "i0"),
+        nh.from_array(np.array([1], np.int64), "i1"),
+        nh.from_array(np.array([36], np.int32), "c36"),
+    ]
+    nodes = [
+        oh.make_node("Conv", ["x", "cw"], ["c"]),
+        oh.make_node("Relu", ["c"], ["r"]),
+        oh.make_node("Transpose", ["r"], ["rt"], perm=[0, 2, 3, 1]),
+        oh.make_node("Shape", ["r"], ["s"]),
+        oh.make_node("Gather", ["s", "perm"], ["sp"]),
+        oh.make_node("Cast", ["sp"], ["si"], to=TensorProto.INT32),
+        oh.make_node("Slice", ["si", "i0", "i1", "i0"], ["n"]),
+        oh.make_node("Concat", ["n", "c36"], ["t32"], axis=0),
+        oh.make_node("Cast", ["t32"], ["t"], to=TensorProto.INT64),
+        oh.make_node("Reshape", ["rt", "t"], ["f"]),
+        oh.make_node("MatMul", ["f", "mw"], ["y"]),
+    ]
+    path, out = tmp_path / "flat.onnx", tmp_path / "out.onnx"
+    onnx.save(_model(nodes, [_f32("x", ["N", 4, 3, 3])], [_f32("y", ["N", 5])], inits, 13), path)
+    _, report = onnxfold.fold(path, 0.0, validate=False, output=out)
+    written = model_stats(onnx.load(out))
+    assert report.after.op_counts == written.op_counts and report.after.node_count == 11

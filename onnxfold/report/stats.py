@@ -120,6 +120,15 @@ def _subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
             yield from attr.graphs
 
 
+def op_counts(model: onnx.ModelProto) -> Counter:
+    """Nodes of each op type (``domain.op`` outside the default domain), subgraph nodes included."""
+    counts: Counter = Counter()
+    for graph in _walk_graphs(model.graph):
+        for node in graph.node:
+            counts[node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"] += 1
+    return counts
+
+
 def _walk_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
     """The graph and all nested subgraphs (If/Loop/Scan bodies), depth first."""
     yield graph
@@ -353,10 +362,8 @@ def model_stats(
                 stats.params += n
                 bits += n * _WEIGHT_BITS[dtype]
                 stats.tensor_params[name] = stats.tensor_params.get(name, 0) + n
-        for node in graph.node:
-            key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
-            stats.op_counts[key] += 1
     stats.weight_bytes = (bits + 7) // 8
+    stats.op_counts = op_counts(model)
 
     given = _given_dims(model, shapes)
     stats.pinned = bool(given)
