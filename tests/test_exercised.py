@@ -288,6 +288,37 @@ def test_an_if_branch_without_nodes_still_counts() -> None:
     assert bounded_by(model) == {}
 
 
+def test_labels_kept_on_the_given_samples_are_not_called_a_lost_task() -> None:
+    """A Keras VGG16 folded by half kept top1 100% and r2 0.61 on 32 images, read "likely no longer
+    does the original's task", and kept 63 of 64 new labels: the warning says the scores drift. Labels
+    lost, or an r2 alone under the bar, still read as a lost task."""
+    from onnxfold.runtime.compare import OutputMetrics, ValidationReport
+
+    def out(metric: str, value: float, top1: float | None) -> OutputMetrics:
+        shape = (2, 4)
+        return OutputMetrics(
+            "dense_3",
+            shape,
+            shape,
+            "float32",
+            True,
+            False,
+            top1_agreement=top1,
+            fidelity_metric=metric,
+            fidelity=value,
+        )
+
+    def warning(o: OutputMetrics) -> str:
+        return task_warning(ValidationReport("CPU", {"x": (2, 4)}, [o], seed=None))
+
+    drift = warning(out("top1+r2", 0.6147, 1.0))
+    assert drift.startswith("warning: dense_3 keeps top1+r2 0.6147 of the original's outputs on the given")
+    assert "the labels agree (dense_3 100.0%) but the scores drift" in drift
+    assert "likely no longer" not in drift
+    for lost in (out("top1+r2", 0.6147, 0.75), out("r2", 0.6147, None)):
+        assert "likely no longer does the original's task" in warning(lost)
+
+
 def test_a_counted_fidelity_in_the_task_warning_says_of_how_many_samples() -> None:
     """A trial read 'top1 0.5000' on validation's random inputs as a verdict; it was one flip of two."""
     from onnxfold.runtime.compare import OutputMetrics, ValidationReport, validate
