@@ -135,7 +135,10 @@ def test_the_sensitivity_warns_early_when_its_share_of_the_limit_will_not_do(sam
 
     short = run(100.0)  # 50 s for the sensitivity: 5 measurements of LeNet's 8 group levels
     assert len(short) == 1, short
-    assert "about 10 s per group level; the 6 left need about 60 s and the time limit leaves 30 s" in short[0]
+    assert (
+        "about 10 s per group level; the 6 left need about 60 s and its 50% of the time limit (the rest is "
+        "the candidates') leaves 30 s" in short[0]
+    )
     assert "about 3 will be measured" in short[0] and "--time-limit 180 lets all run" in short[0]
     assert run(1000.0) == []  # ample: no forecast printed
 

@@ -93,12 +93,14 @@ def _forecast(limit: TimeLimit, started: float, left: int) -> None:
         return
     enough = (now - limit.start + left * pace) / SENSITIVITY_SHARE
     log.warning(
-        "the sensitivity takes about %.0f s per group level; the %d left need about %.0f s and the time limit "
-        "leaves %.0f s, so about %d will be measured and the rest counted as misses (a group that misses "
-        "stops early, so fewer may be needed; --time-limit %.0f lets all run)",
+        "the sensitivity takes about %.0f s per group level; the %d left need about %.0f s and its %.0f%% of "
+        "the time limit (the rest is the candidates') leaves %.0f s, so about %d will be measured and the "
+        "rest counted as misses (a group that misses stops early, so fewer may be needed; --time-limit %.0f "
+        "lets all run)",
         pace,
         left,
         left * pace,
+        100 * SENSITIVITY_SHARE,
         max(0.0, room),
         max(0, int(room // pace)),
         np.ceil(enough / 60) * 60,

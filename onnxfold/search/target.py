@@ -196,8 +196,8 @@ class SearchResult:
         ):  # a trial read 27.4% as a miss
             lines.append(
                 f"note: {got:.1%} against the asked {self.target:.0%}: within one of the search's steps (each "
-                "moves one group by a channel, or by --round-to channels where it is rounded: a quarter of a "
-                "32-channel group at 8; --round-to 1 steps finer)"
+                "moves one group by a channel, or by --round-to channels where it is rounded; --round-to 1 "
+                "steps finer)"
             )
         if self.default:
             lines.append(
