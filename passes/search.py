@@ -403,7 +403,7 @@ class SearchPass(Pass):
             stats["refined"] = chosen.data["refined"]
         plans = chosen.data.get("fold_plans")
         if plans is not None and not any(p.status == "folded" for p in plans):
-            from onnxfold.passes.fold import nothing_folded_reason
+            from onnxfold.report.unfolded import nothing_folded_reason
 
             why = f"no group folds within the target ({mode} {self.opts[mode]:g})"
             if result.proxy:  # the remedy: a malware scanner's ResNet-18 folded 0.0% here, 19.9% on 32 files

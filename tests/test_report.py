@@ -10,9 +10,9 @@ from onnx import helper as oh
 from onnx import numpy_helper as nh
 
 import onnxfold
+from onnxfold.report.comparison import format_comparison
 from onnxfold.report.stats import (
     ModelStats,
-    format_comparison,
     format_table,
     human_bytes,
     human_count,
@@ -324,7 +324,7 @@ def test_format_comparison_ratios():
 
 def test_a_loop_body_counted_once_is_noted() -> None:
     """MACs count a Loop body once whatever its trip count (chars2vec: 1.15M for about 18M)."""
-    from onnxfold.report.stats import ModelStats, format_comparison
+    from onnxfold.report.stats import ModelStats
 
     before, after = ModelStats(params=10, macs=10), ModelStats(params=5, macs=5)
     assert "body once" not in format_comparison(before, after)
@@ -337,7 +337,7 @@ def test_a_loop_body_counted_once_is_noted() -> None:
 def test_many_or_long_symbolic_dims_make_a_short_note() -> None:
     """An ultralytics export names its output length by a floor(...) expression and leaves dozens of
     unk__N dims after a fold: the comparison's notes stay one short line each."""
-    from onnxfold.report.stats import ModelStats, format_comparison
+    from onnxfold.report.stats import ModelStats
 
     expr = "(floor(floor(floor(height/2 - 1/2)/2)/2) + 1)*(floor(floor(floor(width/2 - 1/2)/2)/2) + 1)"
     before = ModelStats(params=10, macs=10, symbolic_dims=[expr, "height", "width"])
@@ -483,7 +483,7 @@ def test_fold_and_analyze_count_the_same_foldable_channels(tmp_path, capsys) -> 
 def test_dims_left_free_at_given_shapes_are_not_blamed_on_a_missing_input_shape() -> None:
     """RetinaFace's Resize to another tensor's size leaves 2 dims free even at --input-shape: the note
     told the user to pass the flag they had passed, once for before and once for after."""
-    from onnxfold.report.stats import ModelStats, format_comparison
+    from onnxfold.report.stats import ModelStats
 
     dims = ["unk__1", "unk__2"]
     given = [ModelStats(params=10, macs=10, symbolic_dims=dims, pinned=True) for _ in range(2)]

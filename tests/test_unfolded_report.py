@@ -77,10 +77,10 @@ def test_macs_are_counted_at_the_free_dims_the_model_runs_at(tmp_path: Path) -> 
 
 def test_a_change_under_a_tenth_of_a_percent_keeps_its_digits() -> None:
     """minimol's fold removed 0.05% of its parameters, and the table read -0.1%."""
-    from onnxfold.report.stats import _ratio_cells
+    from onnxfold.report.comparison import ratio_cells
 
-    assert _ratio_cells(7_919_929, 7_919_929 - 3_960) == ("0.999", "-0.05%")
-    assert _ratio_cells(100, 50) == ("0.500", "-50.0%") and _ratio_cells(100, 100) == ("1.000", "+0.0%")
+    assert ratio_cells(7_919_929, 7_919_929 - 3_960) == ("0.999", "-0.05%")
+    assert ratio_cells(100, 50) == ("0.500", "-50.0%") and ratio_cells(100, 100) == ("1.000", "+0.0%")
 
 
 def test_a_change_the_rounding_hides_is_printed_in_every_digit() -> None:

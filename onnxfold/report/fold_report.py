@@ -18,15 +18,9 @@ from onnxfold.folding.apply import FoldPlan
 from onnxfold.folding.cluster import rounds
 from onnxfold.ir.model import Model
 from onnxfold.pipeline.manager import PassRecord
+from onnxfold.report.comparison import format_comparison, params_growth
 from onnxfold.report.names import shortened
-from onnxfold.report.stats import (
-    ModelStats,
-    format_comparison,
-    format_table,
-    model_stats,
-    op_counts,
-    params_growth,
-)
+from onnxfold.report.stats import ModelStats, format_table, model_stats, op_counts
 from onnxfold.report.table import count_change
 
 

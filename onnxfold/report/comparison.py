@@ -1,0 +1,89 @@
+"""The before/after table of a run: parameters, MACs, bytes, file size and nodes, with ratios, and
+the notes that qualify them (dims taken as 1, unknown shapes, Loop bodies counted once)."""
+
+from __future__ import annotations
+
+from onnxfold.report.stats import ModelStats, symbolic_summary
+from onnxfold.report.table import count_change, format_table, human_bytes, human_count
+
+
+def ratio_cells(before: float | None, after: float | None) -> tuple[str, str]:
+    """The ratio and change columns of one row: ``("0.500", "-50.0%")``, dashes without both values."""
+    if before is None or after is None or before == 0:
+        return "-", "-"
+    r = after / before
+    change = 100.0 * (r - 1.0)
+    # a change under 0.1% keeps two significant digits: minimol's 0.05% read "-0.1%"
+    return f"{r:.3f}", f"{change:+.2g}%" if 0 < abs(change) < 0.1 else f"{change:+.1f}%"
+
+
+def params_growth(before: ModelStats, after: ModelStats, limit: int = 6, folded: bool = True) -> str | None:
+    """Why ``after`` holds more parameters than ``before``, naming the tensors that are new or larger;
+    None when it holds no more. ``folded``: some group was folded (else no copy was edited: LEADER's
+    grew by 8 in a fold that folded nothing, from shape arithmetic made constant)."""
+    if after.params <= before.params:
+        return None
+    grown = [
+        (name, n, before.tensor_params.get(name, 0))
+        for name, n in after.tensor_params.items()
+        if n > before.tensor_params.get(name, 0)
+    ]
+    grown.sort(key=lambda g: (-(g[1] - g[2]), g[0]))
+    listed = ", ".join(
+        f"{name} ({human_count(n)}{'' if old == 0 else f', was {human_count(old)}'})"
+        for name, n, old in grown[:limit]
+    )
+    more = f" and {len(grown) - limit} more" if len(grown) > limit else ""
+    text = (
+        f"the output holds {after.params - before.params} more parameters than the input "
+        f"({count_change(before.params, after.params)})"
+    )
+    if not grown:
+        return text + "."
+    text += f": tensors it stores that the input has not, or has smaller: {listed}{more}."
+    if any("__" in name for name, _, _ in grown) and folded:
+        text += (
+            " A name ending in __<n> is canonicalize's own copy of a vector the input shares between "
+            "nodes; the fold edited one reader's copy, so the copies no longer match and stay apart."
+        )
+    elif not folded:
+        text += (
+            " Nothing was folded: these are values the input computes at run time from constants (its "
+            "shape arithmetic), which canonicalize stores, or their copies per reader."
+        )
+    return text
+
+
+def format_comparison(before: ModelStats, after: ModelStats) -> str:
+    """Before/after table: params, MACs, weight bytes, file size, node count with ratio and change %."""
+    rows = []
+    for label, b, a, fmt in (
+        ("params", before.params, after.params, human_count),
+        ("MACs", before.macs, after.macs, human_count),
+        ("weight bytes", before.weight_bytes, after.weight_bytes, human_bytes),
+        ("file size", before.file_size, after.file_size, human_bytes),
+        ("node count", before.node_count, after.node_count, lambda n: "-" if n is None else str(n)),
+    ):
+        ratio, change = ratio_cells(b, a)
+        rows.append([label, fmt(b), fmt(a), ratio, change])
+    table = format_table(["", "before", "after", "ratio", "change"], rows, align="lrrrr")
+    notes = []
+    same = before.symbolic_dims == after.symbolic_dims and before.pinned == after.pinned
+    for which, s in (("before", before), ("after", after)):
+        if s.macs_unknown_nodes:
+            notes.append(f"note ({which}): MACs of {s.macs_unknown_nodes} node(s) unknown (no shapes)")
+        if s.symbolic_dims and not (same and which == "after"):
+            # dims computed at run time (a Resize to another tensor's size) stay free at given shapes
+            why = (
+                "shape inference could not follow them from the input shapes"
+                if s.pinned
+                else "--input-shape sets them"
+            )
+            which = "before and after" if same else which
+            notes.append(f"note ({which}): MACs take {symbolic_summary(s.symbolic_dims)} as 1 ({why})")
+    bodies = [op for op in ("Loop", "Scan") if before.op_counts.get(op) or after.op_counts.get(op)]
+    if bodies:  # chars2vec's two LSTM Loops over 16 steps counted 1.15M MACs, not about 18M
+        notes.append(
+            f"note: MACs count each {'/'.join(bodies)} body once; the model's grow with its iterations"
+        )
+    return "\n".join([table, *notes])
