@@ -285,8 +285,16 @@ def test_a_budget_whose_held_out_samples_score_lower_warns() -> None:
         )
 
     warned = result(0.924).summary()
-    assert "warning: the held-out samples score lower (0.9240 against 0.9540 on all)" in warned
+    assert "warning: the held-out samples score lower (y r2 0.9240 against 0.9540 on all)" in warned
     assert "warning: the held-out" not in result(0.954 - HELD_OUT_GAP / 2).summary()
+    # each metric against itself: a VGG16's held-out top1 0.8125 was set against r2 0.8513 on all
+    both = [OutputFidelity("p", "top1", 0.875, 32), OutputFidelity("p", "r2", 0.8513)]
+    chosen = Candidate(3, 0.8513, 90, 0, 0.3, 0.3, both)
+    chosen.unseen = [OutputFidelity("p", "top1", 0.8125, 16), OutputFidelity("p", "r2", 0.9181)]
+    text = SearchResult(
+        "target_params", 0.3, chosen, True, [chosen], [], {}, "32 given samples", False, {}, 1.0
+    ).summary()
+    assert "warning: the held-out samples score lower (p top1 0.8125 against 0.8750 on all)" in text
 
 
 def test_counted_samples_are_independent_ones() -> None:

@@ -209,12 +209,20 @@ class SearchResult:
                 "on the held-out samples alone (nothing fitted or judged on them): "
                 + ", ".join(f"{o.name} {o.metric} {o.value:.4f}" for o in self.chosen.unseen)
             )
-            worst = min(self.chosen.unseen, key=lambda o: o.value)
-            if worst.value < self.chosen.fidelity - HELD_OUT_GAP:  # NSNet2 at 30%: 0.924 against 0.954
+            # each output's metric against the same on all (a VGG16's held-out top1 0.8125 was set
+            # against its r2 0.8513 on all, the model's minimum, while its held-out r2 was 0.9181)
+            on_all = {(o.name, o.metric): o.value for o in self.chosen.outputs}
+            drops = [
+                (on_all[o.name, o.metric] - o.value, o)
+                for o in self.chosen.unseen
+                if (o.name, o.metric) in on_all
+            ]
+            gap, worst = max(drops, key=lambda d: d[0], default=(0.0, None))
+            if worst is not None and gap > HELD_OUT_GAP:  # NSNet2 at 30%: 0.924 against 0.954
                 lines.append(
-                    f"warning: the held-out samples score lower ({worst.value:.4f} against "
-                    f"{self.chosen.fidelity:.4f} on all): what was fitted may not carry to new inputs; "
-                    "more --inputs samples make the figure more reliable"
+                    f"warning: the held-out samples score lower ({worst.name} {worst.metric} {worst.value:.4f} "
+                    f"against {on_all[worst.name, worst.metric]:.4f} on all): what was fitted may not carry "
+                    "to new inputs; more --inputs samples make the figure more reliable"
                 )
         loose = [o for o in self.chosen.outputs if o.samples and o.lower_bound() < self.target]
         if self.mode == "min_fidelity" and loose and not self.proxy:
