@@ -275,7 +275,8 @@ def test_a_miss_by_the_rule_of_succession_says_why() -> None:
 def test_a_budget_whose_held_out_samples_score_lower_warns() -> None:
     """NSNet2 folded by --target-params 0.3 on 32 samples scored r2 0.954 on all of them and 0.924 on
     the held-out half, and the report only listed the second figure."""
-    from onnxfold.search.target import HELD_OUT_GAP, Candidate, SearchResult
+    from onnxfold.search.held_out import HELD_OUT_GAP
+    from onnxfold.search.target import Candidate, SearchResult
 
     def result(held_out: float) -> SearchResult:
         chosen = Candidate(3, 0.954, 90, 0, 0.3, 0.3, [OutputFidelity("y", "r2", 0.954)])

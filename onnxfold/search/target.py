@@ -44,11 +44,10 @@ from onnxfold.search.bisect import bisect_candidate
 from onnxfold.search.blind import blind_advice, blind_reason
 from onnxfold.search.budget import budget_candidate
 from onnxfold.search.evaluate import Evaluator
+from onnxfold.search.held_out import held_out_lines
 from onnxfold.search.sensitivity import SENSITIVITY_SHARE, GroupCurve, PacedLimit, TimeLimit, sensitivity
 
 log = logging.getLogger(__name__)
-
-HELD_OUT_GAP = 0.02  #: held-out fidelity this far below the chosen one's warns that the fit may not carry
 
 
 @dataclass
@@ -171,6 +170,8 @@ class SearchResult:
         # a budget folded on a blind measurement: its 1.0000 measured nothing (caustic-nmr: r 0.70 on the task)
         blind = bool(self.blind) and self.mode != "min_fidelity" and self.chosen.steps > 0
         shown = "fidelity unmeasurable (blind: below)" if blind else f"fidelity {self.chosen.fidelity:.4f}"
+        if not self.chosen.measured:  # a VGG16's read "fidelity 1.0000" beside "not measured"
+            shown = "fidelity not measured (the model unchanged)"
         lines = [
             f"search ({self.mode} {self.target:g}): {shown} at "
             f"{params:.1%} fewer parameters ({macs:.1%} fewer MACs); "
@@ -204,26 +205,7 @@ class SearchResult:
                 f"(the default without --sparsity or a target: the smallest model at fidelity >= {self.target:g}; "
                 "--min-fidelity F asks for another, -s R folds every group at a fixed sparsity)"
             )
-        if self.chosen.unseen:
-            lines.append(
-                "on the held-out samples alone (nothing fitted or judged on them): "
-                + ", ".join(f"{o.name} {o.metric} {o.value:.4f}" for o in self.chosen.unseen)
-            )
-            # each output's metric against the same on all (a VGG16's held-out top1 0.8125 was set
-            # against its r2 0.8513 on all, the model's minimum, while its held-out r2 was 0.9181)
-            on_all = {(o.name, o.metric): o.value for o in self.chosen.outputs}
-            drops = [
-                (on_all[o.name, o.metric] - o.value, o)
-                for o in self.chosen.unseen
-                if (o.name, o.metric) in on_all
-            ]
-            gap, worst = max(drops, key=lambda d: d[0], default=(0.0, None))
-            if worst is not None and gap > HELD_OUT_GAP:  # NSNet2 at 30%: 0.924 against 0.954
-                lines.append(
-                    f"warning: the held-out samples score lower ({worst.name} {worst.metric} {worst.value:.4f} "
-                    f"against {on_all[worst.name, worst.metric]:.4f} on all): what was fitted may not carry "
-                    "to new inputs; more --inputs samples make the figure more reliable"
-                )
+        lines += held_out_lines(self.chosen)
         loose = [o for o in self.chosen.outputs if o.samples and o.lower_bound() < self.target]
         if self.mode == "min_fidelity" and loose and not self.proxy:
             need = OutputFidelity.samples_to_bound(self.target)
