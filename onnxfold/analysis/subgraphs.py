@@ -33,8 +33,8 @@ def _body_constants(node: gs.Node, graph: gs.Graph) -> dict[str, gs.Constant]:
     passed = node.inputs[2:] if node.op == "Loop" else node.inputs
     found: dict[str, gs.Constant] = {t.name: t for t in passed if _weight(t)}
     for g in [graph, *graph.subgraphs(recursive=True)]:
-        for node in g.nodes:
-            for t in node.inputs:
+        for inner in g.nodes:
+            for t in inner.inputs:
                 if _weight(t):
                     found[t.name] = t
     return found
