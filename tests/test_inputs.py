@@ -314,6 +314,7 @@ def test_images_are_resized_with_the_filter_the_preprocessing_names(tmp_path: Pa
     for spec, resample in (
         ("unit", Image.Resampling.BILINEAR),
         ("unit,bicubic", Image.Resampling.BICUBIC),
+        ("unit,lanczos", Image.Resampling.LANCZOS),  # rembg's U2-Net resizes so
         ("unit,bgr,nearest", Image.Resampling.NEAREST),
     ):
         want = np.asarray(Image.fromarray(pixels).resize((7, 6), resample), np.float32) / 255
@@ -333,9 +334,9 @@ def test_images_are_resized_with_the_filter_the_preprocessing_names(tmp_path: Pa
     black = (0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
     np.testing.assert_allclose(got[:, 0, 0], black, atol=1e-5)  # padding above, centred
     np.testing.assert_allclose(got[:, 9, 3], black, atol=1e-5)  # and below
-    for bad in ("unit,bicubic,nearest", "unit,lanczos"):
+    for bad in ("unit,bicubic,nearest", "unit,hamming"):
         with pytest.raises(
-            ValueError, match="',letterbox' and one resize filter of bilinear, bicubic, nearest"
+            ValueError, match="',letterbox' and one resize filter of bilinear, bicubic, lanczos, nearest"
         ):
             load_inputs(folder, nchw, image_preprocess=bad)
 

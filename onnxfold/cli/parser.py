@@ -25,7 +25,7 @@ EXIT_USAGE = 2
 IMAGE_HELP = (
     "how --inputs images become samples: unit (x/255), pm1 ((x/255-0.5)/0.5), imagenet "
     "((x/255-mean)/std), caffe (0..255 less the ImageNet mean), raw (0..255); ',bgr' for BGR order (means "
-    "stay per colour); resized to the input's height and width, bilinear unless ',bicubic' or ',nearest', stretched unless "
+    "stay per colour); resized to the input's height and width, bilinear unless ',bicubic', ',lanczos' or ',nearest', stretched unless "
     "',letterbox' (fit and pad black, centred)"
 )
 EXIT_INTERNAL = 3

@@ -1,7 +1,7 @@
 """A folder of images as samples of an image model (``--inputs photos/ --image-preprocess imagenet``).
 
 Each image is read with Pillow, converted to RGB (BGR with ``,bgr``; grey for a one-channel input),
-resized (bilinear, or ``,bicubic`` / ``,nearest`` as the model's own pipeline resizes) to the
+resized (bilinear, or ``,bicubic`` / ``,lanczos`` / ``,nearest`` as the model's own pipeline resizes) to the
 input's height and width, stretched, or with ``,letterbox`` scaled to fit its longer side and padded
 with black around it (centred, as albumentations' LongestMaxSize + PadIfNeeded do), and normalised
 per channel as ``x = (v / 255 − mean) / std`` with the preset's mean and std:
@@ -41,7 +41,7 @@ PRESETS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "raw": ((), ()),
 }
 #: Pillow's resampling filter for each ``--image-preprocess`` resize modifier.
-RESIZE_FILTERS = ("bilinear", "bicubic", "nearest")
+RESIZE_FILTERS = ("bilinear", "bicubic", "lanczos", "nearest")  # rembg resizes LANCZOS
 
 
 @dataclass(frozen=True)
