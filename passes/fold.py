@@ -425,7 +425,8 @@ class FoldPass(Pass):
         blind = not self.moments.fitted  # heads' folds unjudgeable (sequential.judged_methods)
         unjudged = lambda group: blind and group.kind == "heads"  # noqa: E731
         args = (source, folds, merges, self.moments, self.repair_mode, prunes)
-        return plan_sequential(*args, unjudged=unjudged, stop=self.stop)
+        bar = None if self.allocation else partial(progress_bar, unit="group")  # a search has its own
+        return plan_sequential(*args, unjudged=unjudged, stop=self.stop, progress=bar)
 
     def _finish(self, plans, rewritten: list[str], source: Model, ctx: PassContext) -> PassResult:
         edits = fold_edits(plans)

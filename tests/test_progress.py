@@ -96,3 +96,18 @@ def test_off_a_terminal_a_long_step_writes_plain_lines(tmp_path: Path, monkeypat
     assert any(line.startswith("onnxfold: sensitivity: ") and " group levels [" in line for line in lines)
     assert any(line.startswith("onnxfold: candidates: ") and "fewer params: " in line for line in lines)
     assert len(lines) == len(set(lines))  # a step's end does not repeat its last line
+
+
+def test_auto_at_a_fixed_sparsity_shows_its_judging(tmp_path: Path, monkeypatch) -> None:
+    """``-s R`` with ``--method auto`` judges every group's candidates; U2-Net's 101 groups took 13
+    minutes with no line in a log. A search's candidates judge under the search's own bar."""
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    onnxfold.fold(bundled_model("lenet5.onnx"), 0.5, validate=False, method="auto")
+    lines = stream.getvalue().splitlines()
+    assert any(line.startswith("onnxfold: auto: judging: ") and " groups [" in line for line in lines), lines
+    stream.truncate(0)
+    onnxfold.fold(bundled_model("lenet5.onnx"), validate=False, method="auto", target_params=0.2)
+    assert "auto: judging" not in stream.getvalue()

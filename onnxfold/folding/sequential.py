@@ -133,6 +133,7 @@ def plan_sequential(
     prunes: dict[str, Sequence] | None = None,
     unjudged: Callable[[Any], bool] | None = None,
     stop: Callable[[], bool] | None = None,
+    progress: Callable[..., Any] | None = None,
 ) -> list:
     """The chosen plan of every group: ``folds[i]`` is group i's fold, ``merges[i]`` its lsq merge
     (None: no merge is a candidate, as on samples too uninformative to fit a mix to) and
@@ -140,7 +141,9 @@ def plan_sequential(
     true: the samples cannot judge the group's fold, which then wins only by far (:func:`clear_win`:
     duplicate heads fold back exactly), and the pruning ``l1`` is a candidate only there
     (:func:`judged_methods`). ``stop()`` true (a search's time limit has passed): the groups left
-    keep their fold, unjudged (the search keeps the refit only if it measures no worse)."""
+    keep their fold, unjudged (the search keeps the refit only if it measures no worse).
+    ``progress(iterable, desc=...)``: a progress bar over the groups judged (U2-Net's 101 groups took
+    13 minutes at ``-s 0.3`` with no line in a log)."""
     from onnxfold.folding.apply import FoldRecord, fold_edits
     from onnxfold.folding.judge import GroupJudge
     from onnxfold.passes.fold import rewrite_model
@@ -180,7 +183,8 @@ def plan_sequential(
 
     merges = list(merges) if merges is not None else [None] * len(folds)
     prunes = {name: list(plans) for name, plans in (prunes or {}).items()}
-    for i, (fold, merge) in enumerate(zip(folds, merges, strict=True)):
+    pairs = list(zip(folds, merges, strict=True))
+    for i, (fold, merge) in enumerate(progress(pairs, desc="auto: judging") if progress else pairs):
         blind = unjudged is not None and unjudged(fold.group)
         alternatives = {
             name: plans[i]
