@@ -1387,3 +1387,4 @@ def test_the_search_time_counts_its_preparation(monkeypatch) -> None:
     monkeypatch.setattr(search_pass, "prepared", slow)
     _, report = onnxfold.fold(bundled_model("lenet5.onnx"), validate=False, method="fold", target_params=0.2)
     assert report.search.seconds >= 3.0
+    assert f"measured, {report.search.seconds:.1f} s in all" in report.search.summary()

@@ -175,7 +175,7 @@ class SearchResult:
         lines = [
             f"search ({self.mode} {self.target:g}): {shown} at "
             f"{params:.1%} fewer parameters ({macs:.1%} fewer MACs); "
-            f"{measured} candidate{'' if measured == 1 else 's'} measured in {self.seconds:.1f} s"
+            f"{measured} candidate{'' if measured == 1 else 's'} measured, {self.seconds:.1f} s in all"
             + (", the unchanged model taken unmeasured" if measured < len(self.candidates) else ""),
             "fidelity per output: " + ", ".join(_per_output(o) for o in self.chosen.outputs)
             if self.chosen.measured and not blind
