@@ -75,7 +75,7 @@ class RepairPass(Pass):
 
     def __init__(self, calibration_data: np.ndarray | dict[str, np.ndarray] | None = None, **kwargs: Any):
         self.calibration_data = calibration_data
-        self._feeds: dict[str, np.ndarray] | None = None
+        self._feeds: tuple[tuple, dict[str, np.ndarray]] | None = None  # (the inputs read for, the feeds)
         super().__init__(**kwargs)
 
     def validate_options(self) -> None:
@@ -91,14 +91,15 @@ class RepairPass(Pass):
     def feeds(self, model: Model) -> dict[str, np.ndarray]:
         """The calibration samples, read and checked against ``model``'s inputs once (by
         :meth:`preflight` where it ran: the inputs of a folded model are the original's)."""
-        if self._feeds is not None:
-            return self._feeds
+        inputs = tuple((t.name, str(t.dtype), tuple(t.shape or ())) for t in model.graph.inputs)
+        if self._feeds is not None and self._feeds[0] == inputs:  # a pass reused on another model reads again
+            return self._feeds[1]
         source = self.calibration_data if self.calibration_data is not None else self.opts["calibration"]
         try:
-            self._feeds = load_inputs(source, model.graph, chunked=True)
+            self._feeds = (inputs, load_inputs(source, model.graph, chunked=True))
         except (OSError, ValueError) as exc:
             raise PipelineError(f"repair: {exc}") from None
-        return self._feeds
+        return self._feeds[1]
 
     def preflight(self, model: Model, ctx: PassContext) -> None:
         """Before any pass runs: mode ``data`` reads its calibration samples (a file of strings was
