@@ -21,11 +21,17 @@ from onnxfold.runtime.inputs import InputSpec, check_shape, fixed_batches, input
 from onnxfold.runtime.ragged import even_lengths
 
 
-def _mismatch(missing: list[str], extra: list[str]) -> str:
-    """e.g. ``missing ['x'], unexpected ['other']``; an empty side is left out."""
-    return ", ".join(
-        f"{what} {names}" for what, names in (("missing", missing), ("unexpected", extra)) if names
-    )
+def _check_names(held, names: Sequence[str], where: str) -> None:
+    """Raise a one-line ValueError unless the arrays ``held`` (their names) are exactly the model's
+    inputs ``names``: ``missing ['x'], unexpected ['other']``, an empty side left out."""
+    missing = [n for n in names if n not in held]
+    extra = sorted(set(held) - set(names))
+    if missing or extra:
+        sides = (("missing", missing), ("unexpected", extra))
+        raise ValueError(
+            f"{where}: the arrays do not match the model inputs {list(names)}: "
+            + ", ".join(f"{what} {listed}" for what, listed in sides if listed)
+        )
 
 
 def _cast(arr: np.ndarray, spec: InputSpec, where: str, warned: set[str]) -> np.ndarray:
@@ -133,13 +139,7 @@ def load_inputs(
         arrays = {names[0]: (source, "the given array")}
     else:
         arrays = _read_source(Path(source), specs, image_preprocess, shapes, warned)
-    missing = [n for n in names if n not in arrays]
-    extra = sorted(set(arrays) - set(names))
-    if missing or extra:
-        where = _where(source)
-        raise ValueError(
-            f"{where}: the arrays do not match the model inputs {names}: {_mismatch(missing, extra)}"
-        )
+    _check_names(arrays, names, _where(source))
     out = {
         spec.name: _cast(np.asarray(arrays[spec.name][0]), spec, arrays[spec.name][1], warned)
         for spec in specs
@@ -319,10 +319,7 @@ def _read_npz_folder(
     runs = []
     for f in files:
         held = _read_source(f, specs, warned=warned)
-        extra = sorted(set(held) - {s.name for s in specs})
-        missing = [s.name for s in specs if s.name not in held]
-        if missing or extra:
-            raise ValueError(f"{f}: the arrays do not match the model inputs: {_mismatch(missing, extra)}")
+        _check_names(held, [s.name for s in specs], str(f))
         run = {}
         for spec in specs:
             arr = _cast(np.asarray(held[spec.name][0]), spec, str(f), warned)
