@@ -32,7 +32,7 @@ from onnx import TensorProto
 
 from onnxfold.analysis.registry import hook as op_hook
 from onnxfold.ir.shapes import value_info_dims
-from onnxfold.report.table import count_change, format_table, human_bytes, human_count  # noqa: F401 (re-exported)
+from onnxfold.report.table import format_table, human_bytes, human_count  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
