@@ -59,7 +59,7 @@ def subgraph_weights(graph: gs.Graph) -> Counter:
 def subgraph_hint(counts: Counter, total: int) -> str:
     """One line: how many of ``total`` parameters the bodies read, and what would fold them; "" when
     none, or under :data:`HINT_SHARE` of them (a small If branch is not worth a line)."""
-    from onnxfold.report.stats import human_count
+    from onnxfold.report.table import human_count
 
     held = sum(counts.values())
     if not held or (total and held < HINT_SHARE * total):
