@@ -567,3 +567,19 @@ def test_a_count_that_misses_the_target_by_the_rule_of_succession_says_so() -> N
     assert "below" not in message
     assert "labels top1 0.9000 on the given samples, below --min-fidelity 0.95" in kept(0.9, 24)
     assert "(bootstrap lower value 0.9300), below --min-fidelity 0.95" in kept(0.96, None, 0.93)
+
+
+def test_a_confident_softmax_is_judged_as_class_scores_not_as_an_embedding():
+    """A confident 2-class Softmax writes rows near one-hot ([0.999996, 0.000004]), whose L2 norm is 1
+    as a normalised embedding's is: they were compared by r2 on the user's samples, where top-1 and
+    r2 together judge class scores. A Softmax's rows are class scores, however confident."""
+    from onnxfold.runtime.fidelity import embedding_like, output_metrics
+
+    confident = np.array([[0.999996, 0.000004], [0.000003, 0.999997], [0.999999, 0.000001]], np.float32)
+    assert not embedding_like(confident, "Softmax")
+    assert embedding_like(confident, "Div")  # unit-norm rows from elsewhere: an L2-normalised vector
+    chosen = output_metrics({"prob": confident}, "auto", {"prob": "Softmax"}, samples=3)
+    assert chosen == {"prob": "top1+r2"}
+    assert output_metrics({"prob": confident}, "auto", {"prob": "Softmax"}, samples=3, guarded=False) == {
+        "prob": "top1"
+    }

@@ -236,8 +236,8 @@ POOLING_OPS = {
 
 def embedding_like(ref: np.ndarray, producer_op: str | None = None, token_inputs: bool = False) -> bool:
     """Whether float rows [B, D] are an embedding (compared by r2: the argmax of a feature vector is no
-    prediction) rather than class scores: rows of unit L2 norm, or, on a model that reads token ids,
-    rows one of :data:`POOLING_OPS` made (a sentence encoder's masked mean, ReduceSum then Div) unless
+    prediction) rather than class scores: never a Softmax's (near one-hot rows have unit norm), else
+    rows of unit L2 norm, or, on a model that reads token ids, rows one of :data:`POOLING_OPS` made (a sentence encoder's masked mean, ReduceSum then Div) unless
     they are probabilities (non-negative rows summing to 1), or a recurrent layer's state
     (:data:`~onnxfold.runtime.producers.RECURRENT_OPS`: chars2vec's word vectors were judged by their
     argmax, which no fold moves). A signal model's ReduceMean or ReduceMax
@@ -246,7 +246,7 @@ def embedding_like(ref: np.ndarray, producer_op: str | None = None, token_inputs
     if ref.dtype.kind != "f" or ref.ndim != 2 or ref.size == 0:
         return False
     rows = ref.astype(np.float64)
-    if np.allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-3):
+    if producer_op not in _LOGIT_OPS and np.allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-3):
         return True
     if producer_op in RECURRENT_OPS:  # a recurrent layer's state, taken as the output
         return not probabilities(rows)
