@@ -130,7 +130,10 @@ def test_random_inputs_take_a_batch_the_model_runs_on(tmp_path) -> None:
         "(a fixed batch, or rows it reads together)"
     )
     _, plain = onnxfold.fold(_model("none"), 0.3, tmp_path / "plain.onnx", round_to=1)
-    assert plain.validation.inputs == {"x": (2, 6)}  # the asked batch where it runs
+    # the asked batch where it runs, no multiple of 4; its 2 samples both read class 4, which says
+    # nothing of its decisions, so validation drew 16 (compare.DECISIVE_BATCH), which read 3 classes
+    assert plain.validation.inputs == {"x": (16, 6)}
+    assert "note" not in next(p for p in plain.passes if p.name == "validate").stats
 
 
 def test_the_data_free_proxy_draws_as_many_output_rows_as_samples(tmp_path) -> None:

@@ -120,8 +120,8 @@ def test_class_scores_whose_argmax_is_one_class_everywhere_are_unexercised() -> 
     scores = rng.standard_normal((8, 5)).astype(np.float32)
     scores[:, 1] += 6.0  # a classifier answering one class on every sample
     probs = np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True)
-    assert unexercised("prob", probs, "Softmax") == "made its argmax class 1 at every position"
-    assert unexercised("prob", probs, "Div") == "made its argmax class 1 at every position"  # rows sum to 1
+    assert unexercised("prob", probs, "Softmax") == "made its argmax class 1 on every sample"
+    assert unexercised("prob", probs, "Div") == "made its argmax class 1 on every sample"  # rows sum to 1
     # raw scores move whatever their argmax does, and r2 measures them (DNSMOS's three quality scores:
     # class 0 on every noise clip, and a fold off by 1.4 MOS at r2 0.00 hidden behind the note)
     assert unexercised("logits", scores, "Gemm") is None
@@ -352,3 +352,52 @@ def test_a_counted_fidelity_in_the_task_warning_says_of_how_many_samples() -> No
     for metric, n in (("top1", 12), ("r2", None)):
         (o,) = validate(model, bent, inputs=feeds, metric=metric).outputs
         assert o.fidelity_metric == metric and o.counted == n, (metric, o)
+
+
+def _two_class(w: np.ndarray, b: np.ndarray) -> onnx.ModelProto:
+    """x[N, 4] -> MatMul w [4, 2] + b -> Softmax: a 2-class classifier's probabilities."""
+    graph = oh.make_graph(
+        [
+            oh.make_node("MatMul", ["x", "w"], ["z"]),
+            oh.make_node("Add", ["z", "b"], ["logits"]),
+            oh.make_node("Softmax", ["logits"], ["prob"], axis=-1),
+        ],
+        "cls",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [oh.make_tensor_value_info("prob", TensorProto.FLOAT, ["N", 2])],
+        [nh.from_array(w.astype(np.float32), "w"), nh.from_array(b.astype(np.float32), "b")],
+    )
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    model.ir_version = 9
+    return model
+
+
+def test_two_random_samples_reading_one_class_are_no_evidence_and_validation_draws_more() -> None:
+    """ocrspine's text-line orientation classifier folded at 0.3 without data kept 49% of its labels;
+    validation's 2 random samples both read class 0 in both models, and the fold got a note that its
+    figure "says little" instead of a warning. One class on 2 decisions is no evidence: validation
+    draws 16 samples, on which the original decides both ways and the candidate does not."""
+    from onnxfold.runtime.compare import DECISIVE_BATCH, _random_feed, validate
+    from onnxfold.runtime.session import make_session
+
+    zero = np.zeros((4, 2))
+    session = make_session(_two_class(zero, np.zeros(2)))
+    pair = _random_feed(session, None, 2, 0, 16, None)["x"].astype(np.float64)
+    many = _random_feed(session, None, DECISIVE_BATCH, 0, 16, None)["x"].astype(np.float64)
+    direction = pair.sum(axis=0)
+    w = np.stack([direction, -direction], axis=1)  # class 0 where x . direction > 0
+    assert (pair @ direction > 0).all()  # the 2 samples both read class 0 ...
+    assert 0 < (many @ direction > 0).sum() < DECISIVE_BATCH  # ... 16 read both classes
+    original = _two_class(w, np.zeros(2))
+    constant = _two_class(zero, np.array([1.0, 0.0]))  # class 0 for every input: the task lost
+    report = validate(original, constant)
+    (out,) = report.outputs
+    assert report.inputs == {"x": (DECISIVE_BATCH, 4)}
+    assert out.unexercised is None
+    assert out.fidelity == pytest.approx((many @ direction > 0).mean())
+    assert task_warning(report).startswith("warning: prob keeps top1")
+    kept = validate(original, original)  # the same model: nothing to warn about, on the 16 samples too
+    assert kept.outputs[0].fidelity == 1.0 and task_warning(kept) is None
+    probs = np.tile(np.array([[0.9, 0.1]], np.float32), (2, 1))
+    assert unexercised("prob", probs, "Softmax") is None  # one class on 2 samples says nothing
+    assert unexercised("prob", np.tile(probs, (4, 1)), "Softmax") == "made its argmax class 0 on every sample"

@@ -40,6 +40,12 @@ BOUNDING_OPS = {"Sigmoid": (0.0, 1.0), "HardSigmoid": (0.0, 1.0), "Tanh": (-1.0,
 
 #: an output whose reference values span less than this share of its bounds was barely exercised
 UNEXERCISED_SHARE = 0.1
+#: the fewest decisions (samples of class scores, positions of a sequence) one argmax class must hold
+#: before the inputs count as exercising none: validation's 2 random samples of a text-line
+#: orientation classifier both read class 0, while 32 split 14/18, and a fold at chance agreement got
+#: a note that its figure "says little" instead of a warning (a balanced 2-class output is one class on
+#: 8 samples by chance 1 time in 128)
+DECISIONS_FOR_ONE_CLASS = 8
 
 
 def narrow_span(values: np.ndarray, op: str | None) -> tuple[float, float] | None:
@@ -134,22 +140,58 @@ def unexercised(
     if ref.dtype.kind in "biu" and ref.ndim >= 2 and ref.size > 1:  # labels per position
         values, counts = np.unique(ref, return_counts=True)
         share = counts.max() / ref.size
-        if share >= ONE_CLASS_SHARE:
-            where = "every position" if share == 1.0 else f"{share:.1%} of the positions"
-            return f"made its label {values[counts.argmax()]} at {where}"
+        if share >= ONE_CLASS_SHARE and ref.size >= DECISIONS_FOR_ONE_CLASS:
+            return f"made its label {values[counts.argmax()]} {_where(share, 'positions')}"
         return None
-    if (
+    if one_class_scores(name, ref, producer_op, token_inputs, samples):
+        cls, share = dominant_class(ref)
+        return f"made its argmax class {cls} {_where(share, 'samples' if ref.ndim == 2 else 'positions')}"
+    return None
+
+
+def _where(share: float, of: str) -> str:
+    """'on every sample' / 'at every position', or the share: '99.8% of the positions'."""
+    if share == 1.0:
+        return "on every sample" if of == "samples" else "at every position"
+    return f"{'on' if of == 'samples' else 'at'} {share:.1%} of the {of}"
+
+
+def one_class_scores(
+    name: str,
+    ref: np.ndarray,
+    producer_op: str | None = None,
+    token_inputs: bool = False,
+    samples: int | None = None,
+    fewest: int = DECISIONS_FOR_ONE_CLASS,
+) -> bool:
+    """Whether ``ref`` holds class (or sequence) probabilities whose argmax is one class at (nearly)
+    every one of at least ``fewest`` decisions (the rows over its class axis)."""
+    ref = np.asarray(ref)
+    return bool(
         ref.dtype.kind == "f"
         and ref.ndim >= 2
         and ref.shape[-1] > 1
+        and ref.size // ref.shape[-1] >= fewest
         and probabilities(ref, producer_op)
         and auto_metric(name, ref, producer_op, token_inputs, samples) in ("top1", "sequence")
         and one_class(ref)
-    ):
-        cls, share = dominant_class(ref)
-        where = "every position" if share == 1.0 else f"{share:.1%} of the positions"
-        return f"made its argmax class {cls} at {where}"
-    return None
+    )
+
+
+def too_few_decisions(
+    reference: dict, producers: dict, token_inputs: bool = False, samples: int | None = None
+) -> list[str]:
+    """The outputs whose argmax is one class on every decision of fewer than
+    :data:`DECISIONS_FOR_ONE_CLASS`: too few to tell inputs that exercise none of them from a draw
+    that happened to agree (validation then draws more)."""
+    short = []
+    for name, ref in reference.items():
+        ref = np.asarray(ref)
+        if ref.ndim < 2 or ref.shape[-1] < 2 or ref.size // ref.shape[-1] >= DECISIONS_FOR_ONE_CLASS:
+            continue
+        if one_class_scores(name, ref, producers.get(name), token_inputs, samples, fewest=2):
+            short.append(name)
+    return short
 
 
 def unexercised_by_both(

@@ -1,0 +1,76 @@
+"""The task fidelity of validation's outputs: each output's figure under the metric a target search
+would pick (or the one a search that ran used), and whether the inputs exercised its decisions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from onnxfold.runtime.labels import is_labels
+
+
+def task_fidelity(
+    metrics: list[Any],
+    reference: Mapping[str, np.ndarray],
+    candidate: Mapping[str, np.ndarray],
+    original: Any,
+    feed: Mapping[str, np.ndarray],
+    vocab: frozenset[int],
+    given: bool = False,
+    searched: Mapping[str, str] | None = None,
+    metric: str = "auto",
+) -> None:
+    """Fill each float or label output's ``fidelity`` (``metrics``, validation's
+    :class:`~onnxfold.runtime.compare.OutputMetrics`) under the metric a target search picks (``given``:
+    on the user's samples) or the one a search that ran used (``searched``); ``metric``: the user's
+    ``--metric`` (an output it leaves out gets no fidelity, and no warning); ``vocab``: the row counts
+    of the embedding tables the model's token ids index."""
+    from onnxfold.folding.samples import sample_count, splittable
+    from onnxfold.runtime import fidelity as fid
+    from onnxfold.runtime.exercised import bounded_by, unexercised_by_both
+    from onnxfold.runtime.padding import padding_mask, token_positions
+    from onnxfold.runtime.producers import producers_of
+
+    measured = {  # scores and features, and labels (integers, compared by equality: labels.py)
+        m.name: reference[m.name]
+        for m in metrics
+        if m.shape_match and np.asarray(reference[m.name]).dtype.kind in "fbiu"
+    }
+    if not measured:
+        return
+    samples = sample_count(feed) if splittable(feed) else None
+    producers = producers_of(original)
+    bounds = bounded_by(original)
+    default, named = fid.parse_metric(metric)
+    spec = ",".join([default, *(f"{k}={v}" for k, v in named.items() if k in measured)])
+    token_inputs = bool(vocab)
+    chosen = fid.output_metrics(measured, spec, producers, token_inputs, samples, given, bounds, vocab)
+    chosen.update({k: v for k, v in (searched or {}).items() if k in chosen})
+    mask = padding_mask(feed) if given else None  # the user's samples' padding is not measured
+    for m in metrics:
+        ref = np.asarray(measured.get(m.name, ()))
+        if m.name in measured and ref.size and not is_labels(ref):
+            m.span = (float(np.nanmin(ref)), float(np.nanmax(ref)))
+            m.unexercised = unexercised_by_both(
+                m.name,
+                ref,
+                candidate[m.name],
+                producers.get(m.name),
+                token_inputs,
+                samples,
+                bounds.get(m.name),
+            )
+        if m.name in chosen:
+            m.fidelity_metric = chosen[m.name]
+            keep = token_positions(reference[m.name], mask)
+            m.fidelity = fid.fidelity_value(
+                chosen[m.name], reference[m.name], candidate[m.name], samples, keep
+            )
+            m.counted = fid.counted(chosen[m.name], reference[m.name], samples)
+            automatic = default == "auto" and named.get(m.name, "auto") == "auto"
+            argmaxes = set(fid.metric_parts(chosen[m.name])) & set(fid.COUNTS_OF_CLASSES)
+            if not is_labels(ref) and automatic and not argmaxes:
+                # auto reads no prediction in its argmax: a feature vector, a confidence per position
+                m.top1_agreement = None
