@@ -45,21 +45,12 @@ def proxy_samples(fold) -> tuple[dict | None, str, bool]:
 
 
 def _misses(candidate, target: float) -> str:
-    """Why a candidate at or above the target value still misses it: too many samples disagree, or
-    the held-out half alone stays below it, or a continuous metric rests on a few samples."""
-    for o in candidate.outputs:
-        if o.value >= target and not o.meets(target) and o.samples:
-            k = round(o.value * o.samples)
-            return f"; {o.name}: {k} of {o.samples} agree, and {o.samples} samples allow {o.allowed_misses(target)} misses"
-        if o.value >= target and not o.meets(target) and o.low is not None:
-            return (
-                f"; {o.name}: {o.metric} {o.value:.4f} rests on a few samples (on resamples of them, "
-                f"1 in 5 gives below {o.low:.4f}): more samples, or a lower target"
-            )
-    low = [u for u in getattr(candidate, "unseen", []) if u.value < target]
-    if low and candidate.fidelity >= target:
-        return f"; on the held-out half alone {low[0].name} reaches only {low[0].value:.4f}"
-    return ""
+    """Why a candidate at or above the target value still misses it
+    (:func:`~onnxfold.search.misses.shortfall`), after "; "; '' when nothing more is to say."""
+    from onnxfold.search.misses import shortfall
+
+    why = shortfall(candidate, target)
+    return f"; {why}" if why else ""
 
 
 def _of_canonical(mode: str, target: float, given: int, base: int) -> float:

@@ -45,6 +45,7 @@ from onnxfold.search.blind import blind_advice, blind_reason
 from onnxfold.search.budget import budget_candidate
 from onnxfold.search.evaluate import Evaluator
 from onnxfold.search.held_out import held_out_lines
+from onnxfold.search.misses import next_missed_lines
 from onnxfold.search.sensitivity import SENSITIVITY_SHARE, GroupCurve, PacedLimit, TimeLimit, sensitivity
 
 log = logging.getLogger(__name__)
@@ -206,6 +207,7 @@ class SearchResult:
                 "--min-fidelity F asks for another, -s R folds every group at a fixed sparsity)"
             )
         lines += held_out_lines(self.chosen)
+        lines += next_missed_lines(self)
         loose = [o for o in self.chosen.outputs if o.samples and o.lower_bound() < self.target]
         if self.mode == "min_fidelity" and loose and not self.proxy:
             need = OutputFidelity.samples_to_bound(self.target)
