@@ -127,7 +127,7 @@ def auto_samples(model: Model, ctx: PassContext, judge_limit: int, budget: float
         return AutoSamples(samples, source, "")
     if has_batchnorm(model):
         note = (
-            f"auto folded without measuring, with ar from the BN statistics ({source}); "
+            f"auto folded without measuring, with ar from the BN statistics: {source}, and "
             "random inputs rank candidates worse than real samples do"
         )
         return AutoSamples(None, "", note, measure=False)

@@ -191,9 +191,19 @@ class SearchPass(Pass):
             "data-free proxy) is at least this, in (0, 1]; 0 = off",
         ),
         Option(
-            "target_params", float, 0.0, "remove this fraction of parameters at least estimated loss; 0 = off"
+            "target_params",
+            float,
+            0.0,
+            "remove about this fraction of parameters (within one channel step, above or below) at the "
+            "least estimated loss; 0 = off",
         ),
-        Option("target_macs", float, 0.0, "remove this fraction of MACs at least estimated loss; 0 = off"),
+        Option(
+            "target_macs",
+            float,
+            0.0,
+            "remove about this fraction of MACs (within one channel step, above or below) at the least "
+            "estimated loss; 0 = off",
+        ),
         Option(
             "metric",
             str,
