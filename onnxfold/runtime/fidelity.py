@@ -266,15 +266,14 @@ def probabilities(ref: np.ndarray, producer_op: str | None = None) -> bool:
     return bool(rows.size and rows.min() >= 0 and np.allclose(rows.sum(axis=-1), 1.0, atol=1e-3))
 
 
-def fidelity_value(
-    metric: str, ref: np.ndarray, cand: np.ndarray, samples: int | None = None, keep: np.ndarray | None = None
-) -> float:
+def fidelity_value(metric: str, ref, cand, samples: int | None = None, keep=None, spread=None) -> float:
     """``metric`` (top1, sequence, cosine, relerr or r2) of ``cand`` against ``ref``; 0 when the shapes
     differ. ``samples``: how many samples the outputs hold (sequence finds their axis by it);
-    ``keep``: the token positions [N, L] to measure on, padding left out (:mod:`.padding`)."""
+    ``keep``: the token positions [N, L] to measure on, padding left out (:mod:`.padding`);
+    ``spread``: r2's scale on a subset of the samples, the output over all of them (:mod:`.r2`)."""
     ref, cand = np.asarray(ref), np.asarray(cand)
     if "+" in metric:
-        return min(fidelity_value(m, ref, cand, samples, keep) for m in metric_parts(metric))
+        return min(fidelity_value(m, ref, cand, samples, keep, spread) for m in metric_parts(metric))
     if ref.shape != cand.shape:
         return 0.0
     weight = None
@@ -304,7 +303,7 @@ def fidelity_value(
     if metric == "mask":
         return mask_iou(ref, cand)
     if metric == "r2":
-        return r2(ref, cand, weight)
+        return r2(ref, cand, weight, spread)
     a = ref.astype(np.float64, copy=False).ravel()
     b = cand.astype(np.float64, copy=False).ravel()
     na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
@@ -461,11 +460,13 @@ def model_fidelity(
     samples: int | None = None,
     bounds: bool = True,
     mask: np.ndarray | None = None,
+    spread: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[float, list[OutputFidelity]]:
     """(minimum over outputs, per-output fidelities); ``metrics`` from :func:`output_metrics`,
     ``samples`` as :func:`fidelity_value` takes it; with ``bounds``, continuous metrics over
     ``samples`` samples also get their bootstrap lower value (:func:`~onnxfold.runtime.resample.low_value`);
-    ``mask``: the samples' attention mask [N, L], whose padded positions are not measured (:mod:`.padding`)."""
+    ``mask``: the samples' attention mask [N, L], whose padded positions are not measured (:mod:`.padding`);
+    ``spread``: on a subset of the samples, each output over all of them (r2's scale: :mod:`.r2`)."""
     from onnxfold.runtime.resample import low_value
 
     keep = {n: token_positions(reference[n], mask) for n in reference}
@@ -473,7 +474,7 @@ def model_fidelity(
         OutputFidelity(
             n,
             m,
-            fidelity_value(m, reference[n], candidate[n], samples, keep[n]),
+            fidelity_value(m, reference[n], candidate[n], samples, keep[n], (spread or {}).get(n)),
             counted(m, reference[n], samples),
             low_value(m, reference[n], candidate[n], samples, keep[n]) if bounds else None,
         )

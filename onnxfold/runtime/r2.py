@@ -1,35 +1,55 @@
 """The ``r2`` fidelity (:mod:`onnxfold.runtime.fidelity`): per channel j the clipped coefficient of
 determination max(0, 1 − Σ w (a_j − b_j)² / Σ w (a_j − ā_j)²), ā_j the w-weighted mean, averaged
 over the channels that hold any weight. w is 1 everywhere, or 0 at padded positions
-(:mod:`onnxfold.runtime.padding`)."""
+(:mod:`onnxfold.runtime.padding`). On a subset of the samples (a search's held-out half) the spread
+may come from the same output over every sample (``spread``): Σ (a_j − ā_j)² becomes n_j · var_j of
+all of them, so the error is judged against the output's own range, not the subset's, which a
+subset of one class nearly lacks."""
 
 from __future__ import annotations
 
 import numpy as np
 
 
-def r2(ref: np.ndarray, cand: np.ndarray, weight: np.ndarray | None = None) -> float:
+def r2(
+    ref: np.ndarray, cand: np.ndarray, weight: np.ndarray | None = None, spread: np.ndarray | None = None
+) -> float:
     """Mean over channels of the clipped coefficient of determination: channels on axis 1, and for
-    rank 3 the smaller of the means with channels on axis 1 and on axis 2 (fidelity's docstring)."""
+    rank 3 the smaller of the means with channels on axis 1 and on axis 2 (fidelity's docstring).
+    ``spread``: the output over every sample, of ``ref``'s shape but along axis 0 (module docstring);
+    not used with a ``weight``, or of another shape."""
     ref = np.atleast_1d(ref)
+    if spread is not None and (weight is not None or np.shape(spread)[1:] != ref.shape[1:] or ref.ndim < 2):
+        spread = None
     if ref.ndim == 3:
-        return min(r2_on(ref, cand, 1, weight), r2_on(ref, cand, 2, weight))
-    return r2_on(ref, cand, 1 if ref.ndim >= 2 else None, weight)
+        return min(r2_on(ref, cand, 1, weight, spread), r2_on(ref, cand, 2, weight, spread))
+    return r2_on(ref, cand, 1 if ref.ndim >= 2 else None, weight, spread)
 
 
-def r2_on(ref: np.ndarray, cand: np.ndarray, axis: int | None, weight: np.ndarray | None = None) -> float:
+def r2_on(
+    ref: np.ndarray,
+    cand: np.ndarray,
+    axis: int | None,
+    weight: np.ndarray | None = None,
+    spread_of: np.ndarray | None = None,
+) -> float:
     """Mean over the channels on ``axis`` (None: the whole output is one channel) of each channel's
-    clipped coefficient of determination over everything else (``weight``: each element's, or None)."""
+    clipped coefficient of determination over everything else (``weight``: each element's, or None;
+    ``spread_of``: the output over every sample, whose variance per channel scales the spread)."""
     channels = ref.shape[axis] if axis is not None else 1
 
-    def rows(x: np.ndarray) -> np.ndarray:  # (channels, everything else) in float64
-        x = np.asarray(x, dtype=np.float64).reshape(ref.shape)
+    def rows(x: np.ndarray, shape=ref.shape) -> np.ndarray:  # (channels, everything else) in float64
+        x = np.asarray(x, dtype=np.float64).reshape(shape)
         return np.moveaxis(x, axis, 0).reshape(channels, -1) if axis is not None else x.reshape(1, -1)
 
     a, b = rows(ref), rows(cand)
     if weight is None:
         err = np.sum((a - b) ** 2, axis=1)
-        spread = np.sum((a - a.mean(axis=1, keepdims=True)) ** 2, axis=1)
+        if spread_of is not None:  # n_j · var_j over every sample
+            every = rows(spread_of, np.shape(spread_of))
+            spread = a.shape[1] * np.mean((every - every.mean(axis=1, keepdims=True)) ** 2, axis=1)
+        else:
+            spread = np.sum((a - a.mean(axis=1, keepdims=True)) ** 2, axis=1)
         held = np.ones(channels, bool)
     else:
         w = rows(weight)
