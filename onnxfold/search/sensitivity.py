@@ -149,6 +149,8 @@ class GroupCurve:
     macs_per_channel: float = 0.0
     errors: list[str] = field(default_factory=list)
     unmeasured: list[float] = field(default_factory=list)  # levels skipped after a miss (fidelity 0)
+    #: level -> how far the fold moved the outputs at all (the evaluator's ``last_moved``), where known
+    moved: dict[float, float] = field(default_factory=dict)
 
     def loss_at(self, removed: np.ndarray | int) -> np.ndarray:
         """Estimated loss 1 − fidelity after removing ``removed`` channels: linear between measured
@@ -172,6 +174,8 @@ class GroupCurve:
                 for lv, f in zip(self.levels, self.fidelity, strict=False)
             ],
             "unmeasured": list(self.unmeasured),
+            # ‖Δoutputs‖ / ‖outputs‖ per measured level, where the evaluator said
+            "moved": [self.moved.get(lv) for lv in self.levels],
         }
 
 
@@ -209,6 +213,7 @@ def sensitivity(
     base = stats_of(model, shapes=shapes)
     curves: dict[str, GroupCurve] = {}
     measured: dict[tuple[str, int], float] = {}  # (group, width) -> fidelity: one measurement per width
+    shifts: dict[tuple[str, int], float] = {}  # (group, width) -> how far the outputs moved
     missed: set[str] = set()  # groups that measured below stop_below: higher levels not measured
     timed_out: set[str] = set()  # groups the time limit stopped measuring
 
@@ -293,6 +298,8 @@ def sensitivity(
                     continue
                 if (plan.group.name, plan.k) in measured:  # same width, same seeded clustering: same model
                     curve.fidelity.append(measured[plan.group.name, plan.k])
+                    if (plan.group.name, plan.k) in shifts:
+                        curve.moved[level] = shifts[plan.group.name, plan.k]
                     continue
                 if out_of_time():  # the rest of this level as after a miss
                     curve.fidelity.append(0.0)
@@ -315,6 +322,8 @@ def sensitivity(
                     continue
                 curve.fidelity.append(fid)
                 measured[plan.group.name, plan.k] = fid
+                if (shift := getattr(evaluate, "last_moved", None)) is not None:
+                    curve.moved[level] = shifts[plan.group.name, plan.k] = shift
                 if limit is not None:
                     limit.measured += 1
                     if limit.seconds and limit.measured == 1:
