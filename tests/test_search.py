@@ -293,8 +293,16 @@ def test_the_report_says_why_the_next_larger_candidate_was_not_taken() -> None:
     line = "note: the next larger candidate measured, 57.8% fewer parameters, missed the target: "
     assert line + "on the held-out half alone p reaches only 0.8402" in result.summary()
     assert missed_by(below, 0.95) == "p r2 0.5000"
+    shaky = Candidate(6, 0.96, 90, 0, 0.5, 0.0, [OutputFidelity("p", "r2", 0.96, None, 0.91)])
+    assert (
+        missed_by(shaky, 0.95)
+        == "p: r2 0.9600 rests on a few samples (on resamples of them, 1 in 5 gives below 0.9100)"
+    )
     alone = SearchResult("min_fidelity", 0.95, chosen, True, [chosen], [], {}, "x", False, {}, 1.0)
     assert next_missed(alone) is None and "next larger" not in alone.summary()
+    close = cand(5, 0.4643, 0.5)  # beside 46.4%: a second decimal tells them apart
+    beside = SearchResult("min_fidelity", 0.95, chosen, True, [chosen, close], [], {}, "x", False, {}, 1.0)
+    assert "the next larger candidate measured, 46.43% fewer parameters" in beside.summary()
     missed = SearchResult("min_fidelity", 0.95, below, False, [chosen, below], [], {}, "x", False, {}, 1.0)
     assert next_missed(missed) is None
 

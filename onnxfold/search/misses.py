@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 
-def shortfall(candidate: Any, target: float) -> str:
+def shortfall(candidate: Any, target: float, advice: bool = True) -> str:
     """Why a candidate at or above ``target`` on every output still misses it: too many samples
     disagree (the rule of succession), or a continuous metric rests on a few samples (its bootstrap
-    lower value), or the held-out half alone stays below it; '' otherwise."""
+    lower value), or the held-out half alone stays below it; '' otherwise. ``advice``: say what would
+    help (more samples, or a lower target)."""
     for o in candidate.outputs:
         if o.value >= target and not o.meets(target) and o.samples:
             k = round(o.value * o.samples)
@@ -16,7 +17,7 @@ def shortfall(candidate: Any, target: float) -> str:
         if o.value >= target and not o.meets(target) and o.low is not None:
             return (
                 f"{o.name}: {o.metric} {o.value:.4f} rests on a few samples (on resamples of them, "
-                f"1 in 5 gives below {o.low:.4f}): more samples, or a lower target"
+                f"1 in 5 gives below {o.low:.4f})" + (": more samples, or a lower target" if advice else "")
             )
     low = [u for u in getattr(candidate, "unseen", []) if u.value < target]
     if low and candidate.fidelity >= target:
@@ -25,8 +26,8 @@ def shortfall(candidate: Any, target: float) -> str:
 
 
 def missed_by(candidate: Any, target: float) -> str:
-    """Why ``candidate`` misses ``target``: :func:`shortfall`, else its lowest output's figure."""
-    if why := shortfall(candidate, target):
+    """Why ``candidate`` misses ``target``: :func:`shortfall` (no advice), else its lowest output's figure."""
+    if why := shortfall(candidate, target, advice=False):
         return why
     worst = min(candidate.outputs, key=lambda o: o.value, default=None)
     return f"{worst.name} {worst.metric} {worst.value:.4f}" if worst else f"fidelity {candidate.fidelity:.4f}"
@@ -53,7 +54,8 @@ def next_missed_lines(result: Any) -> list[str]:
     nearest = next_missed(result)
     if nearest is None:
         return []
+    digits = 1 if f"{nearest.reduction:.1%}" != f"{result.chosen.reduction:.1%}" else 2  # 88.8% beside 88.8%
     return [
-        f"note: the next larger candidate measured, {nearest.reduction:.1%} fewer parameters, missed the "
-        f"target: {missed_by(nearest, result.target)}"
+        f"note: the next larger candidate measured, {nearest.reduction:.{digits}%} fewer parameters, missed "
+        f"the target: {missed_by(nearest, result.target)}"
     ]
