@@ -363,10 +363,7 @@ def _undecided(reference: Mapping[str, np.ndarray], header: onnx.ModelProto, id_
     from onnxfold.runtime.exercised import too_few_decisions
     from onnxfold.runtime.producers import producers_of
 
-    floats = {k: v for k, v in reference.items() if np.asarray(v).dtype.kind == "f"}
-    if not floats:
-        return []
-    return too_few_decisions(floats, producers_of(header), bool(vocabularies(id_draws)))
+    return too_few_decisions(dict(reference), producers_of(header), bool(vocabularies(id_draws)))
 
 
 def validate(

@@ -11,7 +11,8 @@ import os
 
 import numpy as np
 
-from onnxfold.runtime.fidelity import ONE_CLASS_SHARE, auto_metric, dominant_class, one_class, probabilities
+from onnxfold.runtime.fidelity import auto_metric, probabilities
+from onnxfold.runtime.one_class import ONE_CLASS_SHARE, dominant_class, one_class
 
 #: ops whose outputs stay within the range of their (first) input's values: a bound set by a Sigmoid
 #: holds after them (silero-vad's speech probability is a ReduceMean of a Sigmoid map, through an If)

@@ -63,6 +63,7 @@ import numpy as np
 
 from onnxfold.runtime.compare import _is_class_scores
 from onnxfold.runtime.labels import is_labels, label_agreement
+from onnxfold.runtime.one_class import one_class
 from onnxfold.runtime.padding import token_positions, unpadded, without_holes
 from onnxfold.runtime.probability_maps import SIGMOID_OPS, binary_agreement, binary_score, mask_iou, mask_map
 from onnxfold.runtime.producers import RECURRENT_OPS
@@ -237,11 +238,11 @@ POOLING_OPS = {
 def embedding_like(ref: np.ndarray, producer_op: str | None = None, token_inputs: bool = False) -> bool:
     """Whether float rows [B, D] are an embedding (compared by r2: the argmax of a feature vector is no
     prediction) rather than class scores: never a Softmax's (near one-hot rows have unit norm), else
-    rows of unit L2 norm, or, on a model that reads token ids, rows one of :data:`POOLING_OPS` made (a sentence encoder's masked mean, ReduceSum then Div) unless
-    they are probabilities (non-negative rows summing to 1), or a recurrent layer's state
-    (:data:`~onnxfold.runtime.producers.RECURRENT_OPS`: chars2vec's word vectors were judged by their
-    argmax, which no fold moves). A signal model's ReduceMean or ReduceMax
-    may pool frame logits into class scores, so there only unit-norm rows count."""
+    rows of unit L2 norm, or, on a model that reads token ids, rows one of :data:`POOLING_OPS` made
+    (a sentence encoder's masked mean, ReduceSum then Div) unless they are probabilities (non-negative
+    rows summing to 1), or a recurrent layer's state (:data:`~onnxfold.runtime.producers.RECURRENT_OPS`:
+    chars2vec's word vectors were judged by their argmax, which no fold moves). A signal model's
+    ReduceMean or ReduceMax may pool frame logits into class scores, so there only unit-norm rows count."""
     ref = np.asarray(ref)
     if ref.dtype.kind != "f" or ref.ndim != 2 or ref.size == 0:
         return False
@@ -266,7 +267,14 @@ def probabilities(ref: np.ndarray, producer_op: str | None = None) -> bool:
     return bool(rows.size and rows.min() >= 0 and np.allclose(rows.sum(axis=-1), 1.0, atol=1e-3))
 
 
-def fidelity_value(metric: str, ref, cand, samples: int | None = None, keep=None, spread=None) -> float:
+def fidelity_value(
+    metric: str,
+    ref: np.ndarray,
+    cand: np.ndarray,
+    samples: int | None = None,
+    keep: np.ndarray | None = None,
+    spread: np.ndarray | None = None,
+) -> float:
     """``metric`` (top1, sequence, cosine, relerr or r2) of ``cand`` against ``ref``; 0 when the shapes
     differ. ``samples``: how many samples the outputs hold (sequence finds their axis by it);
     ``keep``: the token positions [N, L] to measure on, padding left out (:mod:`.padding`);
@@ -427,30 +435,6 @@ def counted(metric: str, ref: np.ndarray, samples: int | None = None) -> int | N
     if metric == "top1" and np.ndim(ref) == 2:
         return int(np.shape(ref)[0])
     return None
-
-
-#: share of the positions from which one argmax class counts as "one class everywhere"
-ONE_CLASS_SHARE = 0.99
-
-
-def dominant_class(ref: np.ndarray) -> tuple[int, float]:
-    """(the class most often the argmax, the share of positions where it is)."""
-    top = np.asarray(ref).argmax(axis=-1).ravel()
-    counts = np.bincount(top)
-    return int(counts.argmax()), float(counts.max() / top.size)
-
-
-def one_class(ref: np.ndarray) -> bool:
-    """Whether the reference's argmax is one class at every position, or at all but fewer than 1% of
-    them (:data:`ONE_CLASS_SHARE`): then agreement of argmaxes cannot see a change until everything
-    flips, and ``auto`` takes r2 instead. Random inputs make a recogniser read blank lines and a
-    classifier often answer one class: PP-OCRv4's recogniser read noise as blank at 99.8% of its
-    1,280 positions, every line of a fold agreed, and the fold kept 0.906 of real lines (32 class-score
-    samples are one class only when all 32 agree, as before)."""
-    ref = np.asarray(ref)
-    if ref.ndim < 1 or ref.size <= ref.shape[-1]:  # one position or none
-        return False
-    return dominant_class(ref)[1] >= ONE_CLASS_SHARE
 
 
 def model_fidelity(
