@@ -583,3 +583,24 @@ def test_a_confident_softmax_is_judged_as_class_scores_not_as_an_embedding():
     assert output_metrics({"prob": confident}, "auto", {"prob": "Softmax"}, samples=3, guarded=False) == {
         "prob": "top1"
     }
+
+
+def test_a_negative_dim_value_is_a_free_dim_that_input_shape_may_size(tmp_path):
+    """Paddle2ONNX writes a free batch as dim_value -1 (PaddleOCR's text-line classifier,
+    x:[-1, 3, ?, ?]): --input-shape x:1,3,48,192 was refused as changing "dims the model fixes"."""
+    from onnxfold.runtime.inputs import check_input_shapes
+
+    path = tmp_path / "paddle.onnx"
+    x = oh.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3, "?", "?"])
+    graph = oh.make_graph(
+        [oh.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [x],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), path)
+    shapes = {"x": (1, 3, 48, 192)}
+    check_input_shapes(shapes, path)
+    assert shapes == {"x": (1, 3, 48, 192)}
+    with pytest.raises(ValueError, match=r"changes dims the model fixes \(x:\?,3,\?,\?\)"):
+        check_input_shapes({"x": (1, 1, 48, 192)}, path)

@@ -57,13 +57,17 @@ class InputSpec:
 
 def check_input_shapes(shapes: dict[str, tuple[int, ...]], model: str | os.PathLike) -> None:
     """One-line ValueError when ``--input-shape`` names an input the model lacks or gives it another rank
-    (read from the model's header: no weight is loaded)."""
+    (read from the model's header: no weight is loaded). A dim_value of 0 or below is free, as a name
+    is (Paddle2ONNX writes a free batch as -1)."""
     import onnx
 
     graph = onnx.load(str(model), load_external_data=False).graph
     weights = {t.name for t in graph.initializer}
     declared = {
-        i.name: [d.dim_value if d.HasField("dim_value") else None for d in i.type.tensor_type.shape.dim]
+        i.name: [
+            d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+            for d in i.type.tensor_type.shape.dim
+        ]
         if i.type.tensor_type.HasField("shape")
         else None
         for i in graph.input
