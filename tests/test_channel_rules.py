@@ -270,6 +270,10 @@ case(
     GROUPED_DUP,
     ["c0", "c1", "gconv"],
 )
+# a depthwise Conv with a multiplier (group 4 over c1's 4 channels, 8 outputs, weight [8, 1, 3, 3]):
+# output channels 2c, 2c + 1 filter c1's channel c alone, so c1's group passes through it in blocks of 2
+# (filters, bias and BN vectors averaged block by block, c2's columns summed); the wide twin duplicates
+# c1 (c → c, c + 4) and with it each block, and the Conv's group follows c1's width (8 → 4)
 case(
     "grouped_conv_bias_bn",
     lambda r: (
@@ -283,7 +287,15 @@ case(
                 "Relu",
                 net(
                     "BatchNormalization",
-                    net("Conv", net("Relu", h), "wg", "bg", name="gconv", group=4, pads=[1, 1, 1, 1]),
+                    net(
+                        "Conv",
+                        net("Relu", h),
+                        "wg",
+                        "bg",
+                        name="gconv",
+                        group=net.weights["w1"].shape[0],
+                        pads=[1, 1, 1, 1],
+                    ),
                     "s",
                     "t",
                     "mu",
@@ -293,12 +305,10 @@ case(
         )
     ),
     STEM_DUP
-    + [("wg", 0, [A(2)] * 4), ("bg", 0, [A(2)] * 4)]
-    + [(v, 0, [A(2)] * 4) for v in ("s", "t", "mu", "var")]
-    + [("w2", 1, [S(2)] * 4)],
-    ["c0", "gconv"],
-    # group 4 over c1's 4 channels: one input channel per convolution group, nothing of c1 can merge
-    {"c1": (GROUPED_CONV, "input channels may only merge within their convolution group")},
+    + producer("w1", "b1", 4)
+    + [(v, 0, [A(4, 2)]) for v in ("wg", "bg", "s", "t", "mu", "var")]
+    + [("w2", 1, [S(4, 2)])],
+    ["c0", "c1"],
 )
 
 

@@ -55,9 +55,11 @@ def _optional(node: gs.Node, i: int) -> gs.Tensor | None:
     return node.inputs[i] if len(node.inputs) > i and node.inputs[i].name else None
 
 
-def _reads_axis_1(walk: Analysis, node: gs.Node, lay: Layout | None) -> Layout | None:
-    """``lay`` if its channels are plain channels on axis 1, else block it and return None."""
-    if lay is not None and (lay.axis != 1 or any(s.block != 1 for s in lay.segments)):
+def _reads_axis_1(walk: Analysis, node: gs.Node, lay: Layout | None, blocks: bool = False) -> Layout | None:
+    """``lay`` if its channels lie on axis 1 one by one (``blocks``: or in blocks of several entries, as
+    a depthwise Conv with a multiplier writes them, which a Conv of group 1 or a depthwise one reads
+    through members of the same blocks), else block it and return None."""
+    if lay is not None and (lay.axis != 1 or (not blocks and any(s.block != 1 for s in lay.segments))):
         walk.block(
             lay,
             BlockReason(
@@ -91,15 +93,11 @@ def conv(walk: Analysis, node: gs.Node) -> None:
     out_c, in_per_group = w.shape[0], w.shape[1]
     group = int(node.attrs.get("group", 1))
     rank = walk.rank_of(x) or len(w.shape)
-    lay = _reads_axis_1(walk, node, lay)
     c_in = in_per_group * group
-    if 1 < group == c_in == out_c and in_per_group == 1 and lay is not None:
-        # depthwise: channel c is filtered on its own; filters and bias follow the channel (averaged)
-        for seg in lay.segments:
-            walk.add_member(seg.space, w, 0, AVERAGE, node, seg.start, 1, "depthwise")
-            if b is not None:
-                walk.add_member(seg.space, b, 0, AVERAGE, node, seg.start, 1, "bias")
-        walk.set_layout(node.outputs[0], lay)
+    depthwise = 1 < group == c_in and in_per_group == 1 and out_c % c_in == 0
+    lay = _reads_axis_1(walk, node, lay, blocks=group == 1 or depthwise)
+    if depthwise and lay is not None:
+        depthwise_conv(walk, node, lay, out_c // c_in)
         return
     space = walk.new_space(out_c, node.name)
     walk.add_member(space, w, 0, AVERAGE, node, kind="weight")
@@ -111,6 +109,24 @@ def conv(walk: Analysis, node: gs.Node) -> None:
     else:
         grouped_conv(walk, node, lay, space, group)
     walk.set_layout(node.outputs[0], Layout(rank, 1, (Segment(space, 0, out_c),)))
+
+
+def depthwise_conv(walk: Analysis, node: gs.Node, lay: Layout, multiplier: int) -> None:
+    """A depthwise Conv (group = C_in, weight [m·C_in, 1, k…]): output channels c·m … c·m + m − 1 filter
+    input channel c alone, so the channels pass, each as a block of m outputs (a segment's block b
+    becomes b·m), and the filters and biases of channel c's block follow it (averaged entry by
+    entry). The ``group`` attribute counts the input channels: it loses n − k per segment
+    (``unit_attrs``). MobileNet's has m = 1; EEGNet's depthwise spatial filter m = 2."""
+    w, b = node.inputs[1], _optional(node, 2)
+    segments = []
+    for seg in lay.segments:
+        start, block = seg.start * multiplier, seg.block * multiplier
+        walk.add_member(seg.space, w, 0, AVERAGE, node, start, block, "depthwise")
+        if b is not None:
+            walk.add_member(seg.space, b, 0, AVERAGE, node, start, block, "bias")
+        segments.append(Segment(seg.space, start, seg.n, block))
+        walk.unit_attrs[seg.space].append((node.name, "group", 1))
+    walk.set_layout(node.outputs[0], Layout(lay.rank, 1, tuple(segments)))
 
 
 def grouped_conv(walk: Analysis, node: gs.Node, lay: Layout | None, space: int, group: int) -> None:
@@ -436,12 +452,12 @@ def _prod(dims, dim: DimFn) -> int:
 
 
 def conv_fix_attrs(node: gs.Node, folds: list[tuple[ChannelGroup, int]], tensors: dict) -> None:
-    """A depthwise Conv keeps ``group`` equal to its (new) number of filters."""
-    for group, _ in folds:
-        for m in group.members:
-            if m.node == node.name and m.kind == "depthwise":
-                node.attrs["group"] = int(tensors[m.tensor].shape[0])
-                return
+    """A depthwise Conv's ``group``, its input channels, loses n − k for every segment of a folded
+    group it reads (:func:`depthwise_conv`)."""
+    for group, k in folds:
+        for name, attr, per_unit in group.unit_attrs:
+            if name == node.name and attr == "group":
+                node.attrs["group"] = int(node.attrs["group"]) - (group.size - k) * per_unit
 
 
 register_op("Conv", weight_axes=conv_axes, fix_attrs=conv_fix_attrs)
