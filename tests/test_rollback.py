@@ -98,3 +98,32 @@ def test_healthy_fold_is_unchanged_by_verify(tmp_path: Path) -> None:
 def test_verify_option_is_documented() -> None:
     opt = {o.name: o for o in FoldPass.options}["verify"]
     assert opt.default is True and "roll" in opt.help and "2 GB" in opt.help
+
+
+@pytest.mark.parametrize("method", ["fold", "l2", "auto"])
+def test_a_group_whose_fold_cannot_be_computed_is_left_whole(
+    tmp_path: Path, monkeypatch, method: str
+) -> None:
+    """Computing one group's fold raises (its features here, a depthwise Conv with a multiplier in a
+    real case: "cannot reshape array of size 567 into shape (32,newaxis)" ended the whole fold): that
+    group is reported blocked with the error and the other still folds, whatever the method."""
+    import onnxfold.folding.assign as assign
+
+    original = assign.group_features
+
+    def raising(group, *args, **kwargs):
+        if group.name == "mm2":
+            raise ValueError("simulated planning bug")
+        return original(group, *args, **kwargs)
+
+    monkeypatch.setattr(assign, "group_features", raising)
+    monkeypatch.setattr(folding, "group_features", raising)
+    out = tmp_path / "out.onnx"
+    _, report = run_pipeline(mlp(tmp_path / "m.onnx"), [FoldPass(sparsity=0.5, method=method)], out)
+    status = statuses(report.plans)
+    assert status["mm2"][0] == "blocked" and "simulated planning bug" in status["mm2"][1], status
+    assert [r.code for p in report.plans if p.group.name == "mm2" for r in p.reasons] == ["rollback"]
+    assert status["mm1"][0] == "folded", status
+    onnx.checker.check_model(str(out), full_check=True)
+    saved = {t.name: tuple(t.dims) for t in onnx.load(str(out)).graph.initializer}
+    assert saved["W1"] == (8, 8) and saved["W2"] == (8, 12), saved

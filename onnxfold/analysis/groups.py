@@ -75,7 +75,7 @@ ATTENTION_HEADS = "attention-heads"  # fused attention whose heads cannot follow
 WIDTH_MISMATCH = "width-mismatch"  # tied spaces have different widths
 NO_CONSUMER = "no-consumer"  # nothing reads the channels
 RECURRENT_STATE = "recurrent-state"  # hidden units of LSTM/GRU/RNN, mixed across time steps by R
-ROLLBACK = "rollback"  # the fold was undone because the folded model failed verification
+ROLLBACK = "rollback"  # the fold was undone: computing it failed, or the folded model failed verification
 
 #: every reason code, in the order above
 REASON_CODES = (

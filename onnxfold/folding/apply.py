@@ -34,9 +34,10 @@ from functools import partial
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxfold.analysis.groups import AVERAGE, BlockReason, ChannelGroup, reasons_text
+from onnxfold.analysis.groups import AVERAGE, ROLLBACK, BlockReason, ChannelGroup, reasons_text
 from onnxfold.analysis.registry import hook
-from onnxfold.folding.assign import assign_labels, cluster_labels, parallel_assign
+from onnxfold.errors import one_line
+from onnxfold.folding.assign import assign_labels, assign_or_error, cluster_labels, parallel_assign
 from onnxfold.folding.cluster import labels_in_parts, part_cluster_count
 from onnxfold.folding.features import FEATURE_MODES, group_features, member_matrix
 from onnxfold.folding.prune import PRUNE_METHODS, magnitude_labels
@@ -229,19 +230,26 @@ def plan_folds(
         for index, group, k in progress(jobs, desc="clustering") if progress else jobs:
             r = plans[index].sparsity
             with collecting() as seconds:
-                if group.parts == 1:
-                    plan = _activation_plan(
-                        group, values, k, r, method, stats, graph, fold_labeler, seed, features, judge
-                    )
-                else:
-                    labels = assign_labels(group, values, k, "fold", features, graph, seed, n_init, cluster)
-                    why = f"{method} not applicable (a group cut into {group.parts} parts): fold used"
-                    plan = FoldPlan(group, "folded", int(labels.max()) + 1, r, labels, reason=why)
+                try:
+                    if group.parts == 1:
+                        plan = _activation_plan(
+                            group, values, k, r, method, stats, graph, fold_labeler, seed, features, judge
+                        )
+                    else:
+                        labels = assign_labels(
+                            group, values, k, "fold", features, graph, seed, n_init, cluster
+                        )
+                        why = f"{method} not applicable (a group cut into {group.parts} parts): fold used"
+                        plan = FoldPlan(group, "folded", int(labels.max()) + 1, r, labels, reason=why)
+                except Exception as exc:  # this group stays whole; the others still fold
+                    plan = unplannable(plans[index], exc)
             plan.seconds, plan.cpu_seconds = dict(seconds), dict(seconds.cpu)
             plans[index] = plan
         return plans
 
-    def assign(group: ChannelGroup, k: int) -> tuple[np.ndarray, dict[str, float], dict[str, float]]:
+    def assign(
+        group: ChannelGroup, k: int
+    ) -> tuple[np.ndarray | Exception, dict[str, float], dict[str, float]]:
         if labeler is not None:  # a caller's own labeler (tests): in this process
             with collecting(propagate=False) as seconds:
                 feats = group_features(group, values, features, graph)
@@ -250,7 +258,7 @@ def plan_folds(
                 else:
                     labels = labels_in_parts(feats, k, group.parts, lambda x, k_p: labeler(x, k_p, seed))
             return labels, dict(seconds), dict(seconds.cpu)
-        return assign_labels(group, values, k, method, features, graph, seed, n_init, cluster, timed=True)
+        return assign_or_error(group, values, k, method, features, graph, seed, n_init, cluster)
 
     if labeler is not None or workers == 1 or features == "fused":
         results = (assign(group, k) for _, group, k in jobs)
@@ -261,9 +269,22 @@ def plan_folds(
     for (index, _, _), (labels, seconds, cpu_seconds) in zip(jobs, results, strict=True):
         record(seconds, cpu_seconds)
         plan = plans[index]
-        plan.labels, plan.k = labels, int(labels.max()) + 1
+        if isinstance(labels, Exception):  # this group stays whole; the others still fold
+            unplannable(plan, labels)
+        else:
+            plan.labels, plan.k = labels, int(labels.max()) + 1
         plan.seconds, plan.cpu_seconds = seconds, cpu_seconds
     return plans
+
+
+def unplannable(plan: FoldPlan, exc: Exception) -> FoldPlan:
+    """``plan`` marked blocked because computing its fold failed (a bug, or a group no rule foresaw):
+    the group is left whole and reported with the error, and the rest of the model still folds."""
+    reason = f"rollback: computing its fold failed ({type(exc).__name__}: {one_line(exc, 300)})"
+    log.warning("fold: left group %s whole: %s", plan.group.name, reason)
+    plan.status, plan.k, plan.labels, plan.method = "blocked", plan.group.size, None, "fold"
+    plan.reason, plan.reasons = reason, [BlockReason(ROLLBACK, reason)]
+    return plan
 
 
 def keep_labels(n: int, keep: np.ndarray) -> np.ndarray:

@@ -67,7 +67,16 @@ def _assign_in_worker(group, arrays, k, method, features, graph, seed, n_init, c
     from onnxfold.pipeline.manager import PASS_THREADS
 
     with threadpool_limits(limits=PASS_THREADS):
-        return assign_labels(group, arrays, k, method, features, graph, seed, n_init, cluster, timed=True)
+        return assign_or_error(group, arrays, k, method, features, graph, seed, n_init, cluster)
+
+
+def assign_or_error(group, values, k, method, features, graph, seed, n_init, cluster):
+    """(labels, wall seconds by step, CPU seconds by step) of :func:`assign_labels`, or (the exception,
+    {}, {}) where it raised: one group's failure is that group's (the caller leaves it whole)."""
+    try:
+        return assign_labels(group, values, k, method, features, graph, seed, n_init, cluster, timed=True)
+    except Exception as exc:
+        return exc, {}, {}
 
 
 def parallel_assign(jobs, values, method, features, graph, seed, n_init, cluster, workers: int):
