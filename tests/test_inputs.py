@@ -589,3 +589,29 @@ def test_fewer_than_8_samples_are_warned_about_once(tmp_path: Path, caplog) -> N
         few = [r.getMessage() for r in caplog.records if "say little about new inputs" in r.getMessage()]
         assert len(few) == warned, (n, few)
         assert not few or few[0].startswith(f"{path}: {n} sample{'' if n == 1 else 's'}: "), few
+
+
+def test_a_proxy_on_a_tiny_guessed_image_says_so() -> None:
+    """PaddleOCR's recogniser declares x [-1, 3, ?, ?]: the data-free proxy ran it on 16×16 images
+    (2 time steps) and the report said only "free dims guessed"."""
+    import onnx
+    from onnx import TensorProto
+    from onnx import helper as oh
+
+    from onnxfold.search.evaluate import proxy_shapes
+
+    graph = oh.make_graph(
+        [oh.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3, "?", "?"])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, [-1, 3, "?", "?"])],
+    )
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    tiny = proxy_shapes(model, {"x": np.zeros((2, 3, 16, 16), np.float32)})
+    assert tiny.startswith("each x [3, 16, 16] (free dims guessed: x at 16×16 pixels, far smaller"), tiny
+    assert "--input-shape sets them" in tiny
+    large = proxy_shapes(model, {"x": np.zeros((2, 3, 64, 64), np.float32)})
+    assert large == "each x [3, 64, 64] (free dims guessed: --input-shape sets them)"
+    given = proxy_shapes(model, {"x": np.zeros((2, 3, 16, 16), np.float32)}, {"x": (2, 3, 16, 16)})
+    assert given == "each x [3, 16, 16]"

@@ -134,7 +134,7 @@ def proxy_shapes(model, feed, given: Mapping | None = None) -> str:
     specs = {s.name: s for s in input_specs(model)}
     layout = sample_axes(feed)
     axes = layout[1] if layout else {}
-    shown, guessed = [], False
+    shown, guessed, small = [], False, []
     for name, value in feed.items():
         shape = list(np.shape(value))
         if not shape:
@@ -144,9 +144,34 @@ def proxy_shapes(model, feed, given: Mapping | None = None) -> str:
         declared = list(specs[name].shape) if name in specs and name not in (given or {}) else []
         if len(declared) > axes.get(name, 0):
             del declared[axes.get(name, 0)]
-        guessed |= any(not isinstance(d, (int, np.integer)) for d in declared)
+        free = [not isinstance(d, (int, np.integer)) or d < 0 for d in declared]
+        guessed |= any(free)
+        sides = small_image(shape, free, np.asarray(value).dtype)
+        if sides:
+            small.append(f"{name} at {sides[0]}×{sides[1]} pixels")
     text = "each " + ", ".join(shown) if shown else ""  # one sample's shape, not the stack's
+    if small:  # PP-OCR's recogniser, x [3, ?, ?]: lines 16 pixels wide, 2 time steps
+        return text + (
+            f" (free dims guessed: {', '.join(small)}, far smaller than the images most models read, so "
+            "the proxy may misjudge it; --input-shape sets them)"
+        )
     return text + (" (free dims guessed: --input-shape sets them)" if guessed else "")
+
+
+#: a guessed image side below this many pixels is far from what an image model reads
+SMALL_IMAGE = 32
+
+
+def small_image(shape: list[int], free: list[bool], dtype) -> tuple[int, int] | None:
+    """(height, width) of one sample [C, H, W] or [H, W, C] (C of 1, 3 or 4, floats) where a side was
+    guessed below :data:`SMALL_IMAGE` pixels, else None."""
+    if len(shape) != 3 or len(free) != 3 or np.dtype(dtype).kind != "f":
+        return None
+    for channels, (h, w) in ((0, (1, 2)), (2, (0, 1))):
+        if not free[channels] and shape[channels] in (1, 3, 4):
+            tiny = any(free[i] and shape[i] < SMALL_IMAGE for i in (h, w))
+            return (shape[h], shape[w]) if tiny else None
+    return None
 
 
 class Evaluator:
