@@ -122,3 +122,45 @@ def test_sample_macs_see_through_computed_pads(tmp_path: Path) -> None:
     model = load_model(export(PaddedNet(16), tmp_path / "padded.onnx"))
     feed = {"x": np.zeros((4, 3, 17, 17), np.float32)}
     assert sample_macs(model, feed) >= 16 * 3 * 9 * 64 + 16 * 9 * 49
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.5])
+def test_a_computation_whose_node_is_named_as_its_output_is_restored_intact(tmp_path: Path, sparsity) -> None:
+    """Paddle2ONNX names a node as its output tensor: PP-OCRv2's recogniser computes its LSTM bias with
+    a node ``Concat_10`` writing ``Concat_10``. Restoring that computation after the fold renamed the
+    output for the node's name, and the LSTM read a tensor nothing produced (every fold, -s 0 too,
+    failed validation with "Node input 'Concat_10' is not a graph input")."""
+    import onnx
+    from onnx import TensorProto
+    from onnx import helper as oh
+    from onnx import numpy_helper as nh
+
+    rng = np.random.default_rng(0)
+    halves = [rng.standard_normal((3, 2)).astype(np.float32) for _ in range(2)]
+    nodes = [
+        oh.make_node("Constant", [], [f"half{i}"], f"half{i}", value=nh.from_array(h))
+        for i, h in enumerate(halves)
+    ]
+    nodes += [
+        oh.make_node("MatMul", ["x", "w1"], ["h"], "fc1"),
+        oh.make_node("Relu", ["h"], ["r"], "relu"),
+        oh.make_node("Concat", ["half0", "half1"], ["Concat_10"], "Concat_10", axis=1),  # node name = output
+        oh.make_node("MatMul", ["r", "Concat_10"], ["y"], "fc2"),
+    ]
+    graph = oh.make_graph(
+        nodes,
+        "paddle-names",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [nh.from_array(rng.standard_normal((5, 3)).astype(np.float32), "w1")],
+    )
+    src, out = tmp_path / "in.onnx", tmp_path / "out.onnx"
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 12)]), src)
+    onnxfold.fold(src, sparsity, out, round_to=1, method="fold", repair="none")
+    onnx.checker.check_model(str(out), full_check=True)
+    x = rng.standard_normal((6, 5)).astype(np.float32)
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    want = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert got.shape == want.shape
+    if sparsity == 0.0:
+        assert np.array_equal(got, want)

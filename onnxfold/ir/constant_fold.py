@@ -275,19 +275,22 @@ def restore_computations(
     drop += _orphaned(graph, drop, producers)
     gone = {id(x) for x in drop}
     kept_nodes = [n for n in graph.node if id(n) not in gone]
+    # tensor names and node names are two namespaces: Paddle2ONNX names a node as its output (the
+    # Concat_10 that feeds PP-OCRv2's LSTM bias), and renaming that output for its node's name cut it off
     taken = {t.name for t in graph.input} | {t.name for t in graph.initializer if id(t) not in gone}
-    taken |= {o for n in kept_nodes for o in n.output} | {n.name for n in kept_nodes}
+    taken |= {o for n in kept_nodes for o in n.output}
+    taken_nodes = {n.name for n in kept_nodes}
     renamed: dict[str, str] = {}
     made: list[onnx.NodeProto] = []
     constants: list[onnx.TensorProto] = []
     done: set[tuple[str, ...]] = set()
 
-    def fresh(old: str) -> str:
+    def fresh(old: str, used: set[str] = taken) -> str:
         new, k = old, 0
-        while new in taken:
+        while new in used:
             k += 1
             new = f"{old}__computed{k}"
-        taken.add(new)
+        used.add(new)
         return new
 
     for recipe in restoring:
@@ -312,7 +315,7 @@ def restore_computations(
             done.add(key)
             copy = onnx.NodeProto()
             copy.CopyFrom(node)
-            copy.name = fresh(node.name or f"{node.op_type}_computed")
+            copy.name = fresh(node.name or f"{node.op_type}_computed", taken_nodes)
             copy.input[:] = [renamed.get(i, i) for i in node.input]
             outs = []
             for o in node.output:
