@@ -71,7 +71,14 @@ def measure_activations(model: Model, groups, ctx: PassContext, samples=None, so
     """Consumer-input statistics of ``groups`` on ``samples`` (by default ``ctx.inputs``), else on
     data-free random inputs."""
     from onnxfold.folding.moments import ActivationStats
-    from onnxfold.folding.samples import SYNTHETIC_SAMPLES, chunked, run_size, sample_count, synthetic_feeds
+    from onnxfold.folding.samples import (
+        SYNTHETIC_SAMPLES,
+        chunked,
+        run_size,
+        runs_on,
+        sample_count,
+        synthetic_feeds,
+    )
 
     samples = samples if samples is not None else ctx.inputs
     try:
@@ -84,6 +91,11 @@ def measure_activations(model: Model, groups, ctx: PassContext, samples=None, so
             model, groups, feeds, f"data-free estimate: {SYNTHETIC_SAMPLES} random samples"
         )
     except Exception as exc:
+        if samples and from_runtime(exc) and runs_on(ctx.original, samples):
+            raise PipelineError(  # the samples are fine: the graph as canonicalize left it is not
+                f"fold: the original model runs on the given samples but onnxfold's rewritten graph does not "
+                f"(a bug in onnxfold; please report it with the model): {one_line(exc, 300)}"
+            ) from None
         if samples and from_runtime(exc):  # the advice to give --inputs misled a user who had given them
             raise PipelineError(not_run_on_samples("fold", exc)) from None
         raise PipelineError(

@@ -127,3 +127,32 @@ def test_a_group_whose_fold_cannot_be_computed_is_left_whole(
     onnx.checker.check_model(str(out), full_check=True)
     saved = {t.name: tuple(t.dims) for t in onnx.load(str(out)).graph.initializer}
     assert saved["W1"] == (8, 8) and saved["W2"] == (8, 12), saved
+
+
+def test_a_rewritten_graph_that_fails_on_samples_the_original_runs_is_called_a_bug(
+    tmp_path: Path, monkeypatch
+):
+    """PP-OCRv2's recogniser: canonicalize cut a tensor off, and the fold's measurement on the user's
+    own samples then said "the model does not run on the given samples ...; give samples of a shape
+    the model takes", while the original read them fine."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail
+
+    from onnxfold.errors import PipelineError
+    from onnxfold.folding.moments import ActivationStats
+
+    def failing(*args, **kwargs):
+        raise Fail("Node input 'Concat_10' is not a graph input, initializer, or output of a previous node")
+
+    monkeypatch.setattr(ActivationStats, "measure", failing)
+    samples = np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32)
+    with pytest.raises(PipelineError) as caught:
+        run_pipeline(
+            mlp(tmp_path / "m.onnx"),
+            [FoldPass(sparsity=0.5, method="auto")],
+            tmp_path / "out.onnx",
+            inputs={"x": samples},
+        )
+    message = str(caught.value)
+    assert "the original model runs on the given samples but onnxfold's rewritten graph does not" in message
+    assert "Concat_10" in message and "give samples of" not in message
+    assert not (tmp_path / "out.onnx").exists()

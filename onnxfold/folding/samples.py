@@ -461,3 +461,19 @@ def measured_limit(model, feed: Feeds, budget: int | None = None, in_place: bool
     :func:`sample_macs` takes it)."""
     per = sample_macs(model, feed, in_place)
     return samples_measured(per, budget) if per else None
+
+
+def runs_on(model, samples: Feeds) -> bool:
+    """Whether ``model`` (a pipeline's input, before any rewrite) runs on the first run of ``samples``:
+    where it does and the rewritten graph does not, the samples are not to blame."""
+    from onnxfold.ir.model import to_model_proto
+    from onnxfold.runtime.session import measurement_session
+
+    if model is None:
+        return False
+    try:
+        session = measurement_session(to_model_proto(model), optimize=False)
+        session.run(None, chunked(samples, run_size(model))[0])
+    except Exception:
+        return False
+    return True
