@@ -382,6 +382,11 @@ class SearchPass(Pass):
         result.seconds = time.perf_counter() - began
         ctx.data["search"] = result
         chosen = result.chosen
+        if not result.met and chosen.fidelity == 0 and evaluator.failure:  # not even the model unfolded
+            raise PipelineError(
+                "search: onnxfold's rewritten graph does not run where the original does (a bug in onnxfold; "
+                f"please report it with the model): {evaluator.failure}"
+            )
         if mode == "min_fidelity" and not result.met and not self.opts["force"]:
             raise PipelineError(
                 f"search: no candidate reaches fidelity {self.opts[mode]:g}: the best reached "

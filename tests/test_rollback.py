@@ -156,3 +156,31 @@ def test_a_rewritten_graph_that_fails_on_samples_the_original_runs_is_called_a_b
     assert "the original model runs on the given samples but onnxfold's rewritten graph does not" in message
     assert "Concat_10" in message and "give samples of" not in message
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_a_search_whose_every_candidate_fails_to_run_says_it_is_a_bug(tmp_path: Path, monkeypatch):
+    """The same recogniser through the data-free default: "no candidate reaches fidelity 0.99: the best
+    reached 0.0000 at 0.0% fewer parameters ... (lower --min-fidelity, or --force to write the best
+    one)", advice that could not help when not even the unfolded model ran."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail
+
+    import onnxfold.search.evaluate as evaluate
+    from onnxfold.errors import PipelineError
+    from onnxfold.passes import CanonicalizePass, SearchPass
+
+    def failing(self, candidate):
+        raise Fail("Node input 'Concat_10' is not a graph input, initializer, or output of a previous node")
+
+    monkeypatch.setattr(evaluate.Evaluator, "_suffix_run", failing)
+    with pytest.raises(PipelineError) as caught:
+        run_pipeline(
+            mlp(tmp_path / "m.onnx"),
+            [CanonicalizePass(), SearchPass(min_fidelity=0.99), FoldPass(method="fold")],
+            tmp_path / "out.onnx",
+        )
+    message = str(caught.value)
+    assert message.startswith("search: onnxfold's rewritten graph does not run where the original does"), (
+        message
+    )
+    assert "Concat_10" in message and "--force" not in message
+    assert not (tmp_path / "out.onnx").exists()

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import onnx
 
+from onnxfold.errors import one_line
 from onnxfold.folding.samples import (
     fixed_batch,
     measured_limit,
@@ -275,6 +276,8 @@ class Evaluator:
         #: how far the last candidate moved the outputs at all (:func:`moved`): the blind test's
         #: second look, since a fidelity can stay within 1e-4 of 1 while the outputs do move
         self.last_moved = 0.0
+        #: why the first candidate that failed to run failed (onnxruntime's message), else None
+        self.failure: str | None = None
 
     def __call__(
         self, candidate: Model | onnx.ModelProto, bounds: bool = True
@@ -291,7 +294,8 @@ class Evaluator:
                 candidate = to_model_proto(candidate)  # once, for the suffix and a whole run alike
             got = self._suffix_run(candidate)
             got = got if got is not None else self._run(_session(candidate))
-        except Exception:
+        except Exception as exc:
+            self.failure = self.failure or one_line(exc, 300)
             failed = [OutputFidelity(n, m, 0.0) for n in self.metrics for m in metric_parts(self.metrics[n])]
             self.last_unseen = failed if self.unseen is not None else []
             return 0.0, failed
