@@ -139,7 +139,7 @@ def test_the_sensitivity_warns_early_when_its_share_of_the_limit_will_not_do(sam
         "about 10 s per group level; the 6 left need about 60 s and its 50% of the time limit (the rest is "
         "the candidates') leaves 30 s" in short[0]
     )
-    assert "about 3 will be measured" in short[0] and "--time-limit 180 lets all run" in short[0]
+    assert "at this pace about 3 fit" in short[0] and "--time-limit 180 lets all run" in short[0]
     assert run(1000.0) == []  # ample: no forecast printed
 
 

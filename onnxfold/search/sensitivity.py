@@ -94,9 +94,9 @@ def _forecast(limit: TimeLimit, started: float, left: int) -> None:
     enough = (now - limit.start + left * pace) / SENSITIVITY_SHARE
     log.warning(
         "the sensitivity takes about %.0f s per group level; the %d left need about %.0f s and its %.0f%% of "
-        "the time limit (the rest is the candidates') leaves %.0f s, so about %d will be measured and the "
-        "rest counted as misses (a group that misses stops early, so fewer may be needed; --time-limit %.0f "
-        "lets all run)",
+        "the time limit (the rest is the candidates') leaves %.0f s: at this pace about %d fit, and any not "
+        "measured in time count as misses (a group that misses stops early, so fewer may be needed and all "
+        "may fit; --time-limit %.0f lets all run)",
         pace,
         left,
         left * pace,
