@@ -164,3 +164,53 @@ def test_a_computation_whose_node_is_named_as_its_output_is_restored_intact(tmp_
     assert got.shape == want.shape
     if sparsity == 0.0:
         assert np.array_equal(got, want)
+
+
+def test_a_large_weight_computed_by_moving_values_folds_with_its_group(tmp_path: Path) -> None:
+    """Paddle2ONNX slices and concatenates an LSTM's gate blocks into its W (PP-OCRv2's recogniser:
+    131K values each), past the small-constant limit: the 512 channels feeding it were blocked as
+    "no constant weight W". A weight computed by ops that only move values (here two Slices of 8,192
+    values joined in the other order) is folded to its value, so a twin whose hidden units are duplicated folds back to the
+    compact network, its parameters and outputs; sparsity 0 stays bit for bit."""
+    from onnx import TensorProto
+    from onnx import helper as oh
+    from onnx import numpy_helper as nh
+
+    rng = np.random.default_rng(0)
+    w1, c = rng.standard_normal((16, 64)), rng.standard_normal((64, 64))  # c: [hidden, outputs]
+
+    def model(w1, c):
+        graph = oh.make_graph(
+            [
+                oh.make_node("MatMul", ["x", "w1"], ["h"], "fc1"),
+                oh.make_node("Relu", ["h"], ["r"], "relu"),
+                oh.make_node("Slice", ["c", "half", "end", "one"], ["back"], "back"),
+                oh.make_node("Slice", ["c", "zero", "half", "one"], ["front"], "front"),
+                oh.make_node("Concat", ["back", "front"], ["w2"], "w2", axis=1),  # gate blocks reordered
+                oh.make_node("MatMul", ["r", "w2"], ["y"], "fc2"),
+            ],
+            "moved-weight",
+            [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+            [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 64])],
+            [nh.from_array(w1.astype(np.float32), "w1"), nh.from_array(c.astype(np.float32), "c")]
+            + [nh.from_array(np.array([v], np.int64), k) for k, v in (("zero", 0), ("half", 32), ("end", 64))]
+            + [nh.from_array(np.array([1], np.int64), "one")],
+        )
+        return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13)])
+
+    compact, wide = tmp_path / "compact.onnx", tmp_path / "wide.onnx"
+    onnx.save(model(w1, c), compact)
+    onnx.save(model(np.concatenate([w1, w1], 1), np.concatenate([c, c], 0) / 2), wide)
+    x = rng.standard_normal((5, 16)).astype(np.float32)
+
+    def run(path):
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+    want = run(compact)
+    folded, same = tmp_path / "folded.onnx", tmp_path / "same.onnx"
+    _, report = onnxfold.fold(wide, 0.5, folded, method="fold", repair="none", validate=False)
+    assert [p.status for p in report.plans if p.group.name == "fc1"] == ["folded"]
+    assert report.after.params == 16 * 64 + 64 * 64
+    assert np.abs(run(folded) - want).max() <= 1e-5 * np.abs(want).max()
+    onnxfold.fold(wide, 0.0, same, validate=False)
+    assert np.array_equal(run(same), run(wide))

@@ -29,6 +29,12 @@ logger = logging.getLogger(__name__)
 
 MAX_ELEMENTS = 4096  # pads, scales, shape vectors and index ranges are far smaller; weights may not be
 
+#: ops that only move a constant's values (cut, join, reorder, reshape), folded whatever the size up to
+#: :data:`MAX_MOVED`: Paddle2ONNX builds an LSTM's W, R and B by slicing and concatenating its gate
+#: blocks (PP-OCRv2's recogniser: 131K values each), and a weight computed so blocked its channels
+MOVE_OPS = {"Slice", "Concat", "Unsqueeze", "Squeeze", "Reshape", "Transpose", "Identity", "Flatten"}
+MAX_MOVED = 1 << 24
+
 #: ops whose output is not a function of their inputs and attributes alone
 NONDETERMINISTIC = {
     "RandomNormal",
@@ -79,11 +85,16 @@ def _foldable(node: gs.Node, known: set[str], outputs: set[str]) -> bool:
     for t in named:
         if t.name in known:
             continue
-        if not isinstance(t, gs.Constant) or _size(t) > MAX_ELEMENTS:
+        if not isinstance(t, gs.Constant) or _size(t) > (MAX_MOVED if _moves(node) else MAX_ELEMENTS):
             return False
-        if len(t.shape) >= 2 and any(reader is not node for reader in t.outputs):
+        if len(t.shape) >= 2 and any(reader is not node and not _moves(reader) for reader in t.outputs):
             return False  # a weight other nodes read too: folding would store it twice
     return True
+
+
+def _moves(node: gs.Node) -> bool:
+    """Whether ``node`` only moves values (:data:`MOVE_OPS`), in the default domain."""
+    return node.op in MOVE_OPS and (node.domain or "") in ("", "ai.onnx")
 
 
 def _sub_model(
@@ -458,7 +469,8 @@ def fold_small_constants(graph: gs.Graph, opset_imports: list[tuple[str, int]]) 
     for node in nodes:
         outs = [t for t in node.outputs if t.name]
         results = [values.get(t.name) for t in outs]
-        if any(not isinstance(r, np.ndarray) or r.size > MAX_ELEMENTS for r in results):
+        most = MAX_MOVED if _moves(node) else MAX_ELEMENTS
+        if any(not isinstance(r, np.ndarray) or r.size > most for r in results):
             continue  # e.g. a large mask from ConstantOfShape: its node stays
         node.outputs.clear()
         for out, value in zip(outs, results, strict=True):
