@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from onnx import TensorProto
 
 import onnxfold
 from onnxfold.cli.commands import main
@@ -615,3 +616,38 @@ def test_a_proxy_on_a_tiny_guessed_image_says_so() -> None:
     assert large == "each x [3, 64, 64] (free dims guessed: --input-shape sets them)"
     given = proxy_shapes(model, {"x": np.zeros((2, 3, 16, 16), np.float32)}, {"x": (2, 3, 16, 16)})
     assert given == "each x [3, 16, 16]"
+
+
+@pytest.mark.parametrize(
+    ("dims", "dtype", "expected"),
+    [
+        (["n", 3, 48, "p2o.DynamicDimension.1"], TensorProto.FLOAT, (2, 3, 48, 384)),  # PP-OCRv3's x
+        ([-1, 1, 32, -1], TensorProto.FLOAT, (2, 1, 32, 256)),  # a CRNN's grey lines
+        (["n", 32, "w", 3], TensorProto.FLOAT, (2, 32, 256, 3)),  # channels last
+        (["n", 3, "h", "w"], TensorProto.FLOAT, (2, 3, 224, 224)),  # both sides free: as before
+        (["n", 3, "?", "?"], TensorProto.FLOAT, (2, 3, 16, 16)),
+        (["n", 8, 48, "?"], TensorProto.FLOAT, (2, 8, 48, 16)),  # 8 channels: no image
+        (["n", 3, 48, "?"], TensorProto.INT64, (2, 3, 48, 16)),  # not floats
+        (["n", 3, 4, "?"], TensorProto.FLOAT, (2, 3, 4, 16)),  # a 4-row strip: no line of text
+    ],
+)
+def test_a_free_width_beside_a_fixed_image_height_is_guessed_as_a_text_line(dims, dtype, expected) -> None:
+    """PP-OCRv3's English recogniser (Paddle2ONNX, x [N, 3, 48, ?]) was run on lines 16 pixels wide
+    (2 time steps): its data-free search kept 32 of 32 at 42.9% fewer parameters, and 42% of real
+    lines read the same; at 384 pixels it stopped at 24.6% and 99.3% did."""
+    import onnxruntime as ort
+    from onnx import helper as oh
+
+    from onnxfold.runtime.inputs import default_shapes, make_inputs
+
+    graph = oh.make_graph(
+        [oh.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [oh.make_tensor_value_info("x", dtype, dims)],
+        [oh.make_tensor_value_info("y", dtype, dims)],
+    )
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    model.ir_version = 8
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert make_inputs(session)["x"].shape == expected
+    assert default_shapes(model)["x"] == (1, *expected[1:])

@@ -127,7 +127,8 @@ def _rows_per_output_row(outputs: Mapping[str, np.ndarray], samples: int | None)
 def proxy_shapes(model, feed, given: Mapping | None = None) -> str:
     """The shape of one random sample per input, and whether dims the model leaves free were guessed:
     e.g. ``each input [16, 16] (free dims guessed: --input-shape sets them)``. A model with free dims
-    beyond the batch gets a guess (16 for a sequence or anything unnamed, 224 for an image side),
+    beyond the batch gets a guess (16 for a sequence or anything unnamed, 224 for an image side, 8× a
+    fixed image height for a free width),
     which may be far from what it reads (madmom's key CNN reads 105 bands, and got 16); ``given``:
     the ``--input-shape`` values, which guess nothing."""
     from onnxfold.runtime.inputs import input_specs
