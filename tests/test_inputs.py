@@ -651,3 +651,35 @@ def test_a_free_width_beside_a_fixed_image_height_is_guessed_as_a_text_line(dims
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     assert make_inputs(session)["x"].shape == expected
     assert default_shapes(model)["x"] == (1, *expected[1:])
+
+
+def test_images_for_a_free_width_beside_a_fixed_height_are_read_as_text_lines(tmp_path: Path) -> None:
+    """PP-OCRv3's recogniser (x [N, 3, 48, ?]): a folder of line crops was resized to the first one's
+    36x68 and refused ("does not match the model's (..., 3, 48, ...)"). Each is now scaled to the
+    height, keeping its aspect ratio, and padded on the right to the widest with 0 after normalisation;
+    ``,topleft`` letterboxes into the top-left corner (PaddleOCR pads its lines on the right)."""
+    from PIL import Image
+
+    folder = tmp_path / "lines"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    crops = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((12, 30), (24, 40), (6, 33))]
+    for i, c in enumerate(crops):
+        Image.fromarray(c).save(folder / f"{i}.png")
+    line = make_session(str(_image_model(tmp_path / "line.onnx", ["N", 3, 12, "W"])))
+    got = load_inputs(folder, line, image_preprocess="pm1")["x"]
+    assert got.shape == (3, 3, 12, 66)  # widths 30, 20 and 66 at height 12
+    for x, crop, w in zip(got, crops, (30, 20, 66), strict=True):
+        img = Image.fromarray(crop)
+        want = np.asarray(
+            img if img.height == 12 else img.resize((w, 12), Image.Resampling.BILINEAR), np.float32
+        )
+        np.testing.assert_allclose(x[:, :, :w].transpose(1, 2, 0), (want / 255 - 0.5) / 0.5, atol=1e-5)
+        assert not x[:, :, w:].any()  # padded on the right with 0 after normalisation
+    square = make_session(str(_image_model(tmp_path / "sq.onnx", ["N", 3, 10, 10])))
+    boxed = load_inputs(folder, square, image_preprocess="unit,topleft")["x"][0]  # 12x30 into 10x10: 4x10
+    fitted = (
+        np.asarray(Image.fromarray(crops[0]).resize((10, 4), Image.Resampling.BILINEAR), np.float32) / 255
+    )
+    np.testing.assert_allclose(boxed[:, :4].transpose(1, 2, 0), fitted, atol=1e-6)
+    assert not boxed[:, 4:].any()  # padded below only
