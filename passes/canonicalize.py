@@ -154,12 +154,15 @@ def fold_constant_layout_ops(graph: gs.Graph) -> int:
 
 
 def unshare_vectors(graph: gs.Graph) -> int:
-    """Give every node its own copy of a shared initializer of rank ≤ 1.
+    """Give every node its own copy of a shared vector: an initializer with at most one axis longer
+    than 1, of any rank ([C], a bias [1, C] or [1, C, 1, 1]).
 
     Exporters deduplicate equal tensors (e.g. freshly initialised BN γ = 1 shared by every BN, often
-    through Identity nodes). Such sharing is an accident of equal values, not a tie: left in place it
-    would force unrelated channel groups to share one assignment. Weights of rank ≥ 2 stay shared
-    (a true tie, e.g. a weight used twice), and the analysis handles those.
+    through Identity nodes; Paddle2ONNX's zero conv biases [1, C, 1, 1], which onnxfold's own
+    cleanup shares too). Such sharing is an accident of equal values, not a tie: left in place it
+    would force unrelated channel groups to share one assignment (three convs folded as one group,
+    0.925 relative error where the unshared model folded exactly). Weights with two or more axes
+    longer than 1 stay shared (a true tie, e.g. a weight used twice), and the analysis handles those.
 
     One node reading the same vector in several input slots (a Concat building a shape from one
     constant [2] for the batch, the KV heads and the repeat factor) gets one copy per slot: those
@@ -167,7 +170,9 @@ def unshare_vectors(graph: gs.Graph) -> int:
     """
     copies = 0
     for tensor in list(graph.tensors().values()):
-        if not isinstance(tensor, gs.Constant) or len(tensor.shape) > 1 or len(tensor.outputs) < 2:
+        if not isinstance(tensor, gs.Constant) or len(tensor.outputs) < 2:
+            continue
+        if tensor.shape is None or sum(int(d) > 1 for d in tensor.shape) > 1:
             continue
         if tensor in graph.inputs or tensor in graph.outputs:
             continue

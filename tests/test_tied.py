@@ -375,3 +375,61 @@ def test_cleanup_shares_identical_weights_and_leaves_types_numpy_cannot_hold(tmp
     assert stored == {"A": TensorProto.FLOAT, "C": TensorProto.BFLOAT16, "D": TensorProto.BFLOAT16}
     readers = [n.input[1] for n in onnx.load(str(out)).graph.node if n.op_type == "MatMul"]
     assert readers == ["A", "A", "C", "D"]
+
+
+def _branches_sharing_a_zero_bias() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """Two MatMul → Add → Relu → MatMul branches whose Adds read one zero bias [1, 8] (Paddle2ONNX
+    writes a conv's bias as Add of a [1, C, 1, 1] constant; onnxfold's own cleanup shares equal ones).
+    Each branch's 8 hidden channels are 4 channels twice, at other positions in each; returns the
+    model and the compact twin's weights."""
+    rng = np.random.default_rng(11)
+    compact = {n: rng.standard_normal(s).astype(np.float32) for n, s in [("W1", (5, 4)), ("W2", (4, 3))]}
+    compact |= {n: rng.standard_normal(s).astype(np.float32) for n, s in [("W3", (5, 4)), ("W4", (4, 3))]}
+    wide = {}
+    for first, second, where in (
+        ("W1", "W2", np.r_[0:4, 0:4]),
+        ("W3", "W4", rng.permutation(np.r_[0:4, 0:4])),
+    ):
+        share = rng.uniform(0.2, 0.8, 4)
+        split = np.where(
+            np.arange(8) == np.array([np.flatnonzero(where == c)[0] for c in where]),
+            share[where],
+            1 - share[where],
+        )
+        wide[first] = compact[first][:, where]
+        wide[second] = (compact[second][where] * split[:, None]).astype(np.float32)
+    bias = numpy_helper.from_array(np.zeros((1, 8), np.float32), "B")
+    nodes, outputs = [], []
+    for k, (first, second) in enumerate((("W1", "W2"), ("W3", "W4"))):
+        nodes += [
+            helper.make_node("MatMul", ["x", first], [f"h{k}"], name=f"mm{k}"),
+            helper.make_node("Add", [f"h{k}", "B"], [f"a{k}"], name=f"add{k}"),
+            helper.make_node("Relu", [f"a{k}"], [f"r{k}"], name=f"relu{k}"),
+            helper.make_node("MatMul", [f"r{k}", second], [f"y{k}"], name=f"out{k}"),
+        ]
+        outputs.append(helper.make_tensor_value_info(f"y{k}", TensorProto.FLOAT, ["n", 3]))
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 5])],
+        outputs,
+        [numpy_helper.from_array(v, k) for k, v in wide.items()] + [bias],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), compact
+
+
+def test_a_shared_per_channel_constant_of_any_rank_ties_no_groups(tmp_path: Path) -> None:
+    """A zero bias [1, 8] shared by two branches tied their channel groups into one (a Paddle2ONNX
+    model folded twice: 0.925 relative error where the first fold was exact); a per-channel constant
+    is a vector whatever its rank, shared by equal values, not by a tie."""
+    model, compact = _branches_sharing_a_zero_bias()
+    src, out = tmp_path / "m.onnx", tmp_path / "f.onnx"
+    onnx.save(model, src)
+    groups = onnxfold.analyze(src)
+    assert sorted(len(g.producers) for g in groups if g.size == 8) == [1, 1], [g.name for g in groups]
+    onnxfold.fold(src, 0.5, out, method="fold", repair="none", round_to=1, validate=False)
+    x = np.random.default_rng(3).standard_normal((6, 5)).astype(np.float32)
+    got = run_ort(onnx.load(str(out)), {"x": x})
+    for k, (first, second) in enumerate((("W1", "W2"), ("W3", "W4"))):
+        ref = np.maximum(x @ compact[first], 0) @ compact[second]
+        assert rel_err(got[k], ref) < 1e-5, k
