@@ -292,13 +292,15 @@ def matmul(walk: Analysis, node: gs.Node) -> None:
 
 def batched_matmul(walk: Analysis, node: gs.Node) -> None:
     """MatMul of two activations (attention: q·kᵀ, probs·v): channels on a *batch* axis (heads)
-    pass through, and both operands' units must share one assignment (head h meets head h)."""
+    pass through, and both operands' units must share one assignment (head h meets head h). So do
+    the columns of b alone, (a·b)[.., i, j] = Σ_k a[.., i, k]·b[.., k, j], and the rows of a alone:
+    single-head attention's probs·v keeps v's channels (:func:`kept_rows_or_columns`)."""
     a, b = node.inputs[0], node.inputs[1]
     ranks = [walk.rank_of(a), walk.rank_of(b)]
     tracked = [
         (t, walk.layouts[t.name], r) for t, r in zip((a, b), ranks, strict=True) if t.name in walk.layouts
     ]
-    if not tracked:
+    if not tracked or kept_rows_or_columns(walk, node, tracked, ranks):
         return
     if None in ranks or min(ranks) < 3:
         for _, lay, _ in tracked:
@@ -343,6 +345,22 @@ def batched_matmul(walk: Analysis, node: gs.Node) -> None:
     for _, lay, _ in tracked[1:]:
         walk.unite(ref, lay)
     walk.set_layout(node.outputs[0], Layout(out_rank, out_axis, ref.segments))
+
+
+def kept_rows_or_columns(walk: Analysis, node: gs.Node, tracked: list, ranks: list) -> bool:
+    """Whether MatMul ``node`` of two activations of rank ≥ 2 passes one operand's channels through
+    (done here): b's on its last axis, a's on its second-to-last, the other operand untracked. A
+    Paddle2ONNX single-head attention block kept v's 16 channels blocked ("contracts or mixes the
+    channel axis"), though probs·v mixes only its positions."""
+    if len(tracked) != 1 or None in ranks or min(ranks) < 2:
+        return False
+    t, lay, rank = tracked[0]
+    side = -1 if t is node.inputs[1] and t is not node.inputs[0] else -2
+    if lay.axis != rank + side:
+        return False
+    out_rank = max(ranks)
+    walk.passthrough(node, lay.with_axis(out_rank, out_rank + side))
+    return True
 
 
 @register_rule("Gather")
