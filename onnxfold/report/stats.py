@@ -90,8 +90,10 @@ class ModelStats:
 
     @property
     def node_count(self) -> int:
-        """Number of nodes, subgraph nodes included."""
-        return sum(self.op_counts.values())
+        """Number of nodes, subgraph nodes included, but not Constant nodes: they hold a tensor, as an
+        initializer does (PP-OCRv3's 302 of them, stored as initializers, read "616 -> 315 nodes,
+        -48.9%" at ``-s 0``)."""
+        return sum(n for op, n in self.op_counts.items() if op != "Constant")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict."""
