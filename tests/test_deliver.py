@@ -303,3 +303,25 @@ def test_quantize_refuses_a_float16_model_before_any_pass_works(tmp_path: Path, 
             node.attribute[0].i = TensorProto.BFLOAT16
     with pytest.raises(PassError, match="112 of the model's 112 float weights are 16-bit floats"):
         QuantizePass().preflight(as_model(helper.make_model(graph)), PassContext())
+
+
+def test_a_quantized_model_says_its_scales_are_the_parameters_it_gained(digits, tmp_path: Path) -> None:
+    """A trial's fold-then-quantize pipeline read "Nothing was folded: these are values the input
+    computes at run time from constants (its shape arithmetic), which canonicalize stores" beside the
+    quantizer's scales and zero points, and "most pretrained models folded this far lose it" where
+    nothing was folded."""
+    from onnxfold.report.fold_report import task_warning
+    from onnxfold.runtime.compare import OutputMetrics, ValidationReport
+
+    src, out = ZOO / "resnet18.onnx", tmp_path / "q.onnx"
+    _, report = onnxfold.run_pipeline(
+        src, [QuantizePass(mode="static")], out, inputs={"input": digits[0][:64]}
+    )
+    assert report.after.params > report.before.params  # the scales and zero points
+    note = report.params_note
+    assert note and "quantize pass stores each weight as 8-bit integers" in note, note
+    assert "Nothing was folded" not in note
+    scores = OutputMetrics("y", (2, 10), (2, 10), "float32", True, False, fidelity_metric="r2", fidelity=0.3)
+    low = ValidationReport("CPU", {"input": (2, 1, 8, 8)}, [scores], seed=0)
+    assert "quantization, calibrated on other inputs" in task_warning(low, folded=False)
+    assert "most pretrained models folded this far" in task_warning(low, folded=True)

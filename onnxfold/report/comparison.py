@@ -17,10 +17,14 @@ def ratio_cells(before: float | None, after: float | None) -> tuple[str, str]:
     return f"{r:.3f}", f"{change:+.2g}%" if 0 < abs(change) < 0.1 else f"{change:+.1f}%"
 
 
-def params_growth(before: ModelStats, after: ModelStats, limit: int = 6, folded: bool = True) -> str | None:
+def params_growth(
+    before: ModelStats, after: ModelStats, limit: int = 6, folded: bool = True, quantized: bool = False
+) -> str | None:
     """Why ``after`` holds more parameters than ``before``, naming the tensors that are new or larger;
     None when it holds no more. ``folded``: some group was folded (else no copy was edited: LEADER's
-    grew by 8 in a fold that folded nothing, from shape arithmetic made constant)."""
+    grew by 8 in a fold that folded nothing, from shape arithmetic made constant); ``quantized``: a
+    quantize pass ran, whose scales and zero points are the growth (a trial read "Nothing was folded:
+    these are values the input computes at run time" beside a quantized model's 103,500 of them)."""
     if after.params <= before.params:
         return None
     grown = [
@@ -41,7 +45,12 @@ def params_growth(before: ModelStats, after: ModelStats, limit: int = 6, folded:
     if not grown:
         return text + "."
     text += f": tensors it stores that the input has not, or has smaller: {listed}{more}."
-    if any("__" in name for name, _, _ in grown) and folded:
+    if quantized:
+        text += (
+            " The quantize pass stores each weight as 8-bit integers (names ending in _quantized) beside "
+            "its scales and zero points, which count as parameters too; the weight bytes show the saving."
+        )
+    elif any("__" in name for name, _, _ in grown) and folded:
         text += (
             " A name ending in __<n> is canonicalize's own copy of a vector the input shares between "
             "nodes; the fold edited one reader's copy, so the copies no longer match and stay apart."

@@ -103,7 +103,12 @@ class FoldReport:
     @property
     def params_note(self) -> str | None:
         """Why the result holds more parameters than the input, or None when it holds no more."""
-        return params_growth(self.before, self.after, folded=any(p.status == "folded" for p in self.plans))
+        return params_growth(
+            self.before,
+            self.after,
+            folded=any(p.status == "folded" for p in self.plans),
+            quantized=any(r.name == "quantize" and r.modified for r in self.passes),
+        )
 
     def to_dict(self) -> dict:
         return {
@@ -226,6 +231,7 @@ class FoldReport:
             warning = task_warning(
                 self.validation,  # a budget search (--target-params) keeps whatever fidelity it costs
                 searched=self.search is not None and self.search.mode == "min_fidelity",
+                folded=any(p.status == "folded" for p in self.plans),
             )
             if warning:
                 parts.append(warning)
@@ -250,7 +256,7 @@ class FoldReport:
 TASK_WARNING_BELOW = 0.9
 
 
-def task_warning(validation: Any, searched: bool = False) -> str | None:
+def task_warning(validation: Any, searched: bool = False, folded: bool = True) -> str | None:
     """A warning when an output's fidelity on validation's inputs is under :data:`TASK_WARNING_BELOW`
     (uniform folding at 0.3–0.5 breaks most pretrained models while their cosine stays near 1); None
     otherwise, or when the model came from a target search (it reports its own fidelity).
@@ -260,7 +266,7 @@ def task_warning(validation: Any, searched: bool = False) -> str | None:
     (PP-OCRv6 tiny's detector at 7.3% fewer parameters: r2 0.11 on noise, box F1 0.971 on pages).
     Where noise left an output's decisions unexercised (a probability map that stays near 0, a
     recogniser that reads only blanks), the line says so instead: such a figure says little either
-    way."""
+    way. ``folded``: some group was folded (else the figure is another pass's: quantization's)."""
     low = sorted(
         (
             o
@@ -302,10 +308,15 @@ def task_warning(validation: Any, searched: bool = False) -> str | None:
             f"its decisions, so the figure says little about the task; --inputs SAMPLES measures it "
             f"on real ones, {search}"
         )
+    why = (
+        "most pretrained models folded this far lose it; a detector can keep it while its outputs on "
+        "noise diverge"
+        if folded
+        else "nothing was folded: quantization, calibrated on other inputs, can read noise far worse"
+    )
     return (
         f"warning: {figure} on random inputs: the compressed model may no longer do the original's "
-        f"task (most pretrained models folded this far lose it; a detector can keep it while its "
-        f"outputs on noise diverge); --inputs SAMPLES measures it on real ones, {search}"
+        f"task ({why}); --inputs SAMPLES measures it on real ones, {search}"
     )
 
 
