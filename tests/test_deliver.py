@@ -325,3 +325,19 @@ def test_a_quantized_model_says_its_scales_are_the_parameters_it_gained(digits, 
     low = ValidationReport("CPU", {"input": (2, 1, 8, 8)}, [scores], seed=0)
     assert "quantization, calibrated on other inputs" in task_warning(low, folded=False)
     assert "most pretrained models folded this far" in task_warning(low, folded=True)
+
+
+def test_options_joined_by_another_separator_get_the_commas_hint() -> None:
+    """A trial wrote ``quantize:mode=static|calibration=fit_X.npy`` and read only "'static|calibration=
+    fit_X.npy' is not one of static, dynamic"."""
+    from onnxfold.pipeline.manager import PipelineError, parse_pipeline
+
+    with pytest.raises(PipelineError) as info:
+        parse_pipeline("quantize:mode=static|calibration=fit_X.npy,validate", REGISTRY)
+    assert str(info.value).endswith(
+        "is not one of static, dynamic; a pass's options are separated by commas, each KEY=VALUE: "
+        "quantize:mode=static,calibration=FILE"
+    ), info.value
+    with pytest.raises(PipelineError) as plain:
+        parse_pipeline("quantize:mode=fast", REGISTRY)
+    assert "separated by commas" not in str(plain.value)

@@ -44,11 +44,12 @@ class Option:
             converted = self.type(value)
         except (TypeError, ValueError):
             raise PipelineError(
-                f"option {self.name!r}: {value!r} is not a valid {self.type.__name__}"
+                f"option {self.name!r}: {value!r} is not a valid {self.type.__name__}{_joined(value)}"
             ) from None
         if self.choices is not None and converted not in self.choices:
             raise PipelineError(
                 f"option {self.name!r}: {value!r} is not one of {', '.join(map(str, self.choices))}"
+                + _joined(value)
             )
         if self.check is not None:
             try:
@@ -56,3 +57,11 @@ class Option:
             except ValueError as exc:
                 raise PipelineError(f"option {self.name!r}: {exc}") from None
         return converted
+
+
+def _joined(value: Any) -> str:
+    """The hint for a value that holds another option (``mode=static|calibration=x.npy``: a trial
+    joined two with '|')."""
+    if "=" not in str(value):
+        return ""
+    return "; a pass's options are separated by commas, each KEY=VALUE: quantize:mode=static,calibration=FILE"
