@@ -106,7 +106,8 @@ def test_the_limit_is_checked_before_each_group_is_planned(samples, monkeypatch)
     assert limit.measured <= made and limit.measured + limit.skipped <= sum(len(c.levels) for c in curves)
     assert (
         sens._cut_postfix(limit)
-        == f"only {limit.measured} measured, {limit.skipped} skipped by the time limit"
+        == f"only {limit.measured} measured: {limit.skipped} of {limit.measured + limit.skipped} skipped by "
+        "the time limit"
     )
 
 

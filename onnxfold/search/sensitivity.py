@@ -109,8 +109,11 @@ def _forecast(limit: TimeLimit, started: float, left: int) -> None:
 
 def _cut_postfix(limit: TimeLimit) -> str:
     """The progress bar's postfix once the limit cuts the sensitivity: its bar still runs to the end,
-    so it says how little of it was measured (a trial read "135/135, 124 skipped" as complete)."""
-    return f"only {limit.measured} measured, {limit.skipped} skipped by the time limit"
+    so it says how little of it was measured (a trial read "135/135, 124 skipped" as complete), as the
+    report counts it: of the measurements needed (a trial read "180/180, only 74 measured, 96 skipped"
+    beside the report's "96 of 170": levels after a group's miss need none)."""
+    needed = limit.measured + limit.skipped
+    return f"only {limit.measured} measured: {limit.skipped} of {needed} skipped by the time limit"
 
 
 class PacedLimit:
