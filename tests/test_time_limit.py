@@ -144,6 +144,45 @@ def test_the_sensitivity_warns_early_when_its_share_of_the_limit_will_not_do(sam
     assert run(1000.0) == []  # ample: no forecast printed
 
 
+def test_the_forecast_counts_a_group_s_one_time_sizing_once(samples, caplog, monkeypatch) -> None:
+    """A group's first measurement also infers its shapes and size: a 22M-parameter CNN's forecast
+    read "about 2 s per group level" from first levels alone and warned, and all 180 took 76 s. Here a
+    measurement takes 2 s and a group's sizing 40 s: after 2 of LeNet's 8 group levels (84 s), the 6
+    left need 2 · 40 + 6 · 2 = 92 s, not 6 · 42, and fit the 200 s share of a 400 s limit."""
+    import importlib
+    import logging
+
+    sens = importlib.import_module("onnxfold.search.sensitivity")  # the package's name is the function
+    model = as_model(str(bundled_model("lenet5.onnx")))
+    CanonicalizePass().run(model, PassContext())
+    evaluator = Evaluator(as_model(str(bundled_model("lenet5.onnx"))), {"input": samples}, "top1")
+    now = [0.0]
+    sizing = sens.infer_shapes
+
+    def measure(candidate, **kwargs):
+        now[0] += 2.0
+        return evaluator(candidate, bounds=False)
+
+    def sized(model):
+        now[0] += 40.0
+        return sizing(model)
+
+    monkeypatch.setattr(sens, "infer_shapes", sized)
+    limit = TimeLimit(400.0, lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="onnxfold.search.sensitivity"):
+        curves = sensitivity(model, measure, [0.2, 0.5], round_to=1, method="fold", limit=limit)
+    assert [r.getMessage() for r in caplog.records] == []
+    assert limit.skipped == 0 and all(not c.unmeasured for c in curves) and now[0] <= 200.0
+    caplog.clear()
+    now[0] = 0.0
+    with caplog.at_level(logging.WARNING, logger="onnxfold.search.sensitivity"):  # a share too small
+        sensitivity(
+            model, measure, [0.2, 0.5], round_to=1, method="fold", limit=TimeLimit(300.0, lambda: now[0])
+        )
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and "the 6 left need about 92 s" in warned[0], warned
+
+
 def _search(samples, **options):
     return onnxfold.fold(
         str(bundled_model("lenet5.onnx")),
