@@ -312,7 +312,8 @@ def task_warning(validation: Any, searched: bool = False, folded: bool = True) -
         "most pretrained models folded this far lose it; a detector can keep it while its outputs on "
         "noise diverge"
         if folded
-        else "nothing was folded: quantization, calibrated on other inputs, can read noise far worse"
+        else "nothing was folded: another pass (quantization, float16) changed the outputs, and noise can "
+        "read that far worse than real inputs"
     )
     return (
         f"warning: {figure} on random inputs: the compressed model may no longer do the original's "
