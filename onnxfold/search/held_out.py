@@ -9,15 +9,16 @@ from typing import Any
 HELD_OUT_GAP = 0.02  #: held-out fidelity this far below the chosen one's warns that the fit may not carry
 
 
-def held_out_lines(chosen: Any) -> list[str]:
-    """The report's lines on ``chosen``'s held-out scores: each output's figure, and a warning where
+def held_out_lines(chosen: Any, held: int = 0) -> list[str]:
+    """The report's lines on ``chosen``'s held-out scores (``held``: how many samples, where known: a
+    trial asked how many of its 32 the line meant): each output's figure, and a warning where
     one falls more than :data:`HELD_OUT_GAP` below the same output's same metric on all samples (a
     VGG16's held-out top1 0.8125 was set against its r2 0.8513 on all, the model's minimum, while its
     held-out r2 was 0.9181); none without held-out scores."""
     if not chosen.unseen:
         return []
     lines = [
-        "on the held-out samples alone (nothing fitted or judged on them): "
+        f"on the {f'{held} ' if held else ''}held-out samples alone (nothing fitted or judged on them): "
         + ", ".join(f"{o.name} {o.metric} {o.value:.4f}" for o in chosen.unseen)
     ]
     on_all = {(o.name, o.metric): o.value for o in chosen.outputs}

@@ -121,6 +121,8 @@ class SearchResult:
     #: parameters of the model as given: reductions are reported from it, as the report's table
     #: counts them (0: from the canonicalized model the search counts from)
     input_params: int = 0
+    #: how many of the given samples were held out (nothing fitted or judged on them)
+    held_out: int = 0
 
     def param_reduction(self) -> float:
         """The chosen candidate's fewer parameters, of the input's when :attr:`input_params` is known."""
@@ -206,7 +208,7 @@ class SearchResult:
                 f"(the default without --sparsity or a target: the smallest model at fidelity >= {self.target:g}; "
                 "--min-fidelity F asks for another, -s R folds every group at a fixed sparsity)"
             )
-        lines += held_out_lines(self.chosen)
+        lines += held_out_lines(self.chosen, self.held_out)
         lines += next_missed_lines(self)
         loose = [o for o in self.chosen.outputs if o.samples and o.lower_bound() < self.target]
         if self.mode == "min_fidelity" and loose and not self.proxy:
@@ -442,6 +444,7 @@ def search(
         blind=blind,
         sensitivity_share=limit.measured / max(1, limit.measured + sensitivity_cut),
         kept_whole=kept_whole,
+        held_out=0 if (unseen := getattr(evaluator, "unseen", None)) is None else len(unseen),
         cut_short=f"the time limit ({limit.seconds:g} s) cut the search short: " + ", ".join(cut)
         if cut
         else "",
