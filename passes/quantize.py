@@ -29,7 +29,9 @@ result never refers to the temporary files.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -44,6 +46,30 @@ from onnxfold.ir.model import ExternalValues, Model, load_model, save_model, set
 from onnxfold.pipeline.manager import Option, Pass, PassContext, PassError, PassResult
 
 log = logging.getLogger(__name__)
+
+#: onnxruntime's quantizer, per channel, on a weight of rank 1 (an unfused BatchNormalization's scale)
+_VECTOR_WEIGHT = re.compile(r"Axis \d+ is out-of-range for weight '(.+)' with rank 1")
+
+
+@contextlib.contextmanager
+def _vector_weights(names: list[str]):
+    """Collects into ``names`` the weights onnxruntime's quantizer warns about on the root logger as
+    "Axis 1 is out-of-range for weight '...' with rank 1" (a trial read two such raw lines), and keeps
+    those lines from it: the pass says it once in its own words."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        found = _VECTOR_WEIGHT.search(record.getMessage())
+        if found:
+            names.append(found.group(1))
+        return found is None
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+
 
 #: Models above this many bytes are handed to onnxruntime with external data (protobuf limit 2 GiB).
 EXTERNAL_THRESHOLD = 1_800_000_000
@@ -214,6 +240,18 @@ class QuantizePass(Pass):
             )
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
+        vectors: list[str] = []
+        with _vector_weights(vectors):
+            result = self._run(model, ctx)
+        if vectors:
+            result.stats["note"] = (
+                f"{len(vectors)} one-dimensional weight{'s' if len(vectors) > 1 else ''} "
+                f"({', '.join(vectors[:3])}{', ...' if len(vectors) > 3 else ''}) got one scale each: "
+                "they have no channel axis"
+            )
+        return result
+
+    def _run(self, model: Model, ctx: PassContext) -> PassResult:
         from onnxruntime.quantization import (
             CalibrationMethod,
             QuantFormat,

@@ -341,3 +341,43 @@ def test_options_joined_by_another_separator_get_the_commas_hint() -> None:
     with pytest.raises(PipelineError) as plain:
         parse_pipeline("quantize:mode=fast", REGISTRY)
     assert "separated by commas" not in str(plain.value)
+
+
+def test_a_vector_weight_quantized_per_channel_is_said_once_in_the_pass_s_words(
+    tmp_path: Path, caplog
+) -> None:
+    """An input BatchNormalization no Conv precedes keeps its scale [C]: onnxruntime's quantizer logged
+    "Axis 1 is out-of-range for weight 'inp_batch_norm.weight' with rank 1" for it, raw, on a trial's
+    wake-word model."""
+    import logging
+
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    tensors = {
+        "bn.weight": rng.uniform(0.5, 1.5, 3),
+        "bn.bias": rng.standard_normal(3),
+        "bn.mean": rng.standard_normal(3),
+        "bn.var": rng.uniform(0.5, 1.5, 3),
+        "W": rng.standard_normal((4, 3, 3, 3)),
+    }
+    graph = helper.make_graph(
+        [
+            helper.make_node("BatchNormalization", ["x", "bn.weight", "bn.bias", "bn.mean", "bn.var"], ["b"]),
+            helper.make_node("Conv", ["b", "W"], ["y"], pads=[1, 1, 1, 1]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 8, 8])],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in tensors.items()],
+    )
+    src, out = tmp_path / "bn.onnx", tmp_path / "q.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), src)
+    feeds = {"x": rng.standard_normal((16, 3, 8, 8)).astype(np.float32)}
+    with caplog.at_level(logging.WARNING):
+        _, report = onnxfold.run_pipeline(
+            src, [QuantizePass(mode="static", preprocess=False)], out, inputs=feeds
+        )
+    assert not [r for r in caplog.records if "out-of-range" in r.getMessage()]
+    note = next(r.stats.get("note") for r in report.passes if r.name == "quantize")
+    assert note == "1 one-dimensional weight (bn.weight) got one scale each: they have no channel axis"
