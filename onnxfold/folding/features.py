@@ -146,25 +146,21 @@ def same_activations(group: ChannelGroup, values: ValueFn) -> np.ndarray | None:
             key += rows @ direction / (scale or 1.0)
             reach += SAME_RTOL * float(np.abs(direction).sum())
         order = np.argsort(key, kind="stable")
-        runs = np.split(order, np.flatnonzero(np.diff(key[order]) > 2 * reach) + 1)
-        pairs = [(int(a), int(b)) for run in runs if len(run) > 1 for a in run for b in run if a < b]
-        if not pairs:
+        runs = [r for r in np.split(order, np.flatnonzero(np.diff(key[order]) > 2 * reach) + 1) if len(r) > 1]
+        if not runs:
             return None
-        left, right = np.array(pairs).T
-        close = np.ones(len(pairs), dtype=bool)
-        for m, scale in zip(producers, scales, strict=True):
-            rows = member_matrix(m, values(m.tensor), n)
-            close &= np.abs(rows[left] - rows[right]).max(axis=1, initial=0.0) <= SAME_RTOL * scale
-        parent = list(range(n))
-
-        def root(i: int) -> int:
-            while parent[i] != i:
-                parent[i] = parent[parent[i]]
-                i = parent[i]
-            return i
-
-        for a, b in zip(left[close], right[close], strict=True):
-            parent[root(int(a))] = root(int(b))
-        seen: dict[int, int] = {}
-        ids = np.array([seen.setdefault(root(i), len(seen)) for i in range(n)], dtype=np.int64)
+        candidates = np.concatenate(runs)  # only channels with a near neighbour are compared in full
+        where = {int(c): i for i, c in enumerate(candidates)}
+        rows = [member_matrix(m, values(m.tensor), n)[candidates] for m in producers]
+        ids = np.arange(n)
+        for run in runs:  # each run against its first channel not yet taken: no pairs, O(run) per copy
+            left = np.array([where[int(c)] for c in run])
+            while len(left) > 1:
+                close = np.ones(len(left), dtype=bool)
+                for r, scale in zip(rows, scales, strict=True):
+                    close &= np.abs(r[left] - r[left[0]]).max(axis=1, initial=0.0) <= SAME_RTOL * scale
+                ids[candidates[left[close]]] = candidates[left[0]]
+                left = left[~close]
+        _, ids = np.unique(ids, return_inverse=True)
+        seen = set(ids.tolist())
     return ids if len(seen) < n else None
