@@ -99,9 +99,16 @@ def _group_features(group: ChannelGroup, values: ValueFn, mode: str, graph: gs.G
     used = [m for m in group.members if m.feature and m.role != SHAPE]
     width = sum(feature_width(m, values) for m in used)
     dtype = np.float32 if n * width > FLOAT32_ABOVE else np.float64
-    sets = same_activations(group, values)
+    built: dict[int, np.ndarray] = {}  # each member's rows, read once for both uses below
+
+    def rows(m: Member) -> np.ndarray:
+        if id(m) not in built:
+            built[id(m)] = member_matrix(m, values(m.tensor), n, dtype)
+        return built[id(m)]
+
+    sets = same_activations([rows(m) for m in group.members if m.role == AVERAGE])
     for m in used:
-        block = member_matrix(m, values(m.tensor), n, dtype)
+        block = rows(m)
         key = (m.tensor, m.axis)
         if key in norm and m.role == AVERAGE and m.offset == 0 and m.block == 1:
             shift, inv = norm[key]
@@ -125,42 +132,36 @@ def _group_features(group: ChannelGroup, values: ValueFn, mode: str, graph: gs.G
 SAME_RTOL = 1e-6
 
 
-def same_activations(group: ChannelGroup, values: ValueFn) -> np.ndarray | None:
-    """An id per channel, equal for channels whose ``average`` members (producer rows, biases, BN
-    parameters and statistics, per-channel constants) agree within :data:`SAME_RTOL`, so that they
-    compute the same activation; None when every channel differs (or the group has no such member).
+def same_activations(producers: list[np.ndarray]) -> np.ndarray | None:
+    """An id per channel, equal for channels whose rows in every matrix of ``producers`` (the group's
+    ``average`` members: producer rows, biases, BN parameters and statistics, per-channel constants,
+    each [n, d]) agree within :data:`SAME_RTOL` of that matrix's largest magnitude, so that they
+    compute the same activation; None when every channel differs (or there is no such matrix).
     Rows are ordered by a random projection, neighbours within its tolerance compared in full (tf2onnx
     folded BN into a duplicated conv's bias 1 ulp apart in 2 of 6 pairs)."""
-    producers = [m for m in group.members if m.role == AVERAGE]
-    n = group.size
-    if not producers or n < 2:
+    n = len(producers[0]) if producers else 0
+    if n < 2:
         return None
     with step("duplicates"):
         rng = np.random.default_rng(0)
-        key, reach, scales = np.zeros(n), 0.0, []
-        for m in producers:  # one member's rows at a time: no copy of the whole producer side
-            rows = member_matrix(m, values(m.tensor), n)
-            scale = float(np.abs(rows).max()) if rows.size else 0.0
-            scales.append(scale)
-            direction = rng.standard_normal(rows.shape[1])
-            key += rows @ direction / (scale or 1.0)
+        key, reach = np.zeros(n), 0.0
+        scales = [float(np.abs(r).max()) if r.size else 0.0 for r in producers]
+        for r, scale in zip(producers, scales, strict=True):
+            direction = rng.standard_normal(r.shape[1])
+            key += r @ direction / (scale or 1.0)  # in float64 whatever the rows' type
             reach += SAME_RTOL * float(np.abs(direction).sum())
         order = np.argsort(key, kind="stable")
         runs = [r for r in np.split(order, np.flatnonzero(np.diff(key[order]) > 2 * reach) + 1) if len(r) > 1]
         if not runs:
             return None
-        candidates = np.concatenate(runs)  # only channels with a near neighbour are compared in full
-        where = {int(c): i for i, c in enumerate(candidates)}
-        rows = [member_matrix(m, values(m.tensor), n)[candidates] for m in producers]
         ids = np.arange(n)
         for run in runs:  # each run against its first channel not yet taken: no pairs, O(run) per copy
-            left = np.array([where[int(c)] for c in run])
+            left = run
             while len(left) > 1:
                 close = np.ones(len(left), dtype=bool)
-                for r, scale in zip(rows, scales, strict=True):
+                for r, scale in zip(producers, scales, strict=True):
                     close &= np.abs(r[left] - r[left[0]]).max(axis=1, initial=0.0) <= SAME_RTOL * scale
-                ids[candidates[left[close]]] = candidates[left[0]]
+                ids[left[close]] = left[0]
                 left = left[~close]
         _, ids = np.unique(ids, return_inverse=True)
-        seen = set(ids.tolist())
-    return ids if len(seen) < n else None
+    return ids if int(ids.max()) + 1 < n else None
