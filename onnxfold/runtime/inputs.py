@@ -164,22 +164,40 @@ def _default_dim(
 LINE_RATIO = 8
 
 
-def _free(d) -> bool:
+#: channel counts that make a float input an image (grey, RGB, RGBA)
+IMAGE_CHANNELS = (1, 3, 4)
+
+
+def free_dim(d) -> bool:
+    """Whether a declared dim is free: symbolic, unnamed, or negative (Paddle2ONNX writes -1)."""
     return not isinstance(d, (int, np.integer)) or d < 0
+
+
+def image_sides(sample, fixed) -> tuple[int, int] | None:
+    """(height axis, width axis) of one sample [C, H, W] or [H, W, C] whose C is fixed (``fixed[i]``:
+    axis i's size is known) at one of :data:`IMAGE_CHANNELS`, the first layout that fits; else None."""
+    if len(sample) != 3:
+        return None
+    for channels, sides in ((0, (1, 2)), (2, (0, 1))):
+        if fixed[channels] and sample[channels] in IMAGE_CHANNELS:
+            return sides
+    return None
 
 
 def line_width(dims, dtype) -> tuple[int, int] | None:
     """(the axis, its guess) of a free width beside a fixed height in float images [N, C, H, W] or
-    [N, H, W, C] (C fixed at 1, 3 or 4), else None. Guessed at 16 as any unnamed dim, PP-OCRv3's
+    [N, H, W, C] (:func:`image_sides`), else None. Guessed at 16 as any unnamed dim, PP-OCRv3's
     English recogniser (x [N, 3, 48, ?]) read lines of 2 time steps: its data-free search kept 32 of
     32 such lines at 42.9% fewer parameters, and 42% of real lines read the same."""
     dims = list(dims or ())
     if len(dims) != 4 or dtype is None or np.dtype(dtype).kind != "f":
         return None
-    for channels, (h, w) in ((1, (2, 3)), (3, (1, 2))):
-        c = dims[channels]
-        if not _free(c) and c in (1, 3, 4) and not _free(dims[h]) and dims[h] >= 8 and _free(dims[w]):
-            return w, LINE_RATIO * int(dims[h])
+    sides = image_sides(dims[1:], [not free_dim(d) for d in dims[1:]])
+    if sides is None:
+        return None
+    h, w = sides[0] + 1, sides[1] + 1
+    if not free_dim(dims[h]) and dims[h] >= 8 and free_dim(dims[w]):
+        return w, LINE_RATIO * int(dims[h])
     return None
 
 
@@ -208,7 +226,7 @@ def default_shapes(model: Any, dim: int = DEFAULT_DIM) -> dict[str, tuple[int, .
     out, sizes = {}, {}
     for spec in input_specs(model):
         dims = list(spec.shape or ())
-        if any(not isinstance(d, (int, np.integer)) or d < 0 for d in dims[1:]):
+        if any(free_dim(d) for d in dims[1:]):
             out[spec.name] = _sized(dims, sizes, 1, dim, dim, spec.dtype)
     return out
 

@@ -131,7 +131,7 @@ def proxy_shapes(model, feed, given: Mapping | None = None) -> str:
     fixed image height for a free width),
     which may be far from what it reads (madmom's key CNN reads 105 bands, and got 16); ``given``:
     the ``--input-shape`` values, which guess nothing."""
-    from onnxfold.runtime.inputs import input_specs
+    from onnxfold.runtime.inputs import free_dim, input_specs
 
     specs = {s.name: s for s in input_specs(model)}
     layout = sample_axes(feed)
@@ -146,7 +146,7 @@ def proxy_shapes(model, feed, given: Mapping | None = None) -> str:
         declared = list(specs[name].shape) if name in specs and name not in (given or {}) else []
         if len(declared) > axes.get(name, 0):
             del declared[axes.get(name, 0)]
-        free = [not isinstance(d, (int, np.integer)) or d < 0 for d in declared]
+        free = [free_dim(d) for d in declared]
         guessed |= any(free)
         sides = small_image(shape, free, np.asarray(value).dtype)
         if sides:
@@ -167,13 +167,14 @@ SMALL_IMAGE = 32
 def small_image(shape: list[int], free: list[bool], dtype) -> tuple[int, int] | None:
     """(height, width) of one sample [C, H, W] or [H, W, C] (C of 1, 3 or 4, floats) where a side was
     guessed below :data:`SMALL_IMAGE` pixels, else None."""
-    if len(shape) != 3 or len(free) != 3 or np.dtype(dtype).kind != "f":
+    from onnxfold.runtime.inputs import image_sides
+
+    if len(free) != 3 or np.dtype(dtype).kind != "f":
         return None
-    for channels, (h, w) in ((0, (1, 2)), (2, (0, 1))):
-        if not free[channels] and shape[channels] in (1, 3, 4):
-            tiny = any(free[i] and shape[i] < SMALL_IMAGE for i in (h, w))
-            return (shape[h], shape[w]) if tiny else None
-    return None
+    sides = image_sides(shape, [not f for f in free])
+    if sides is None or not any(free[i] and shape[i] < SMALL_IMAGE for i in sides):
+        return None
+    return shape[sides[0]], shape[sides[1]]
 
 
 class Evaluator:
