@@ -101,12 +101,17 @@ class FoldReport:
         return 1.0 - self.after.params / self.before.params if self.before.params else 0.0
 
     @property
+    def any_folded(self) -> bool:
+        """Whether some group was folded (else another pass made every change)."""
+        return any(p.status == "folded" for p in self.plans)
+
+    @property
     def params_note(self) -> str | None:
         """Why the result holds more parameters than the input, or None when it holds no more."""
         return params_growth(
             self.before,
             self.after,
-            folded=any(p.status == "folded" for p in self.plans),
+            folded=self.any_folded,
             quantized=any(r.name == "quantize" and r.modified for r in self.passes),
         )
 
@@ -231,7 +236,7 @@ class FoldReport:
             warning = task_warning(
                 self.validation,  # a budget search (--target-params) keeps whatever fidelity it costs
                 searched=self.search is not None and self.search.mode == "min_fidelity",
-                folded=any(p.status == "folded" for p in self.plans),
+                folded=self.any_folded,
             )
             if warning:
                 parts.append(warning)

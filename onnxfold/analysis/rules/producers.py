@@ -355,7 +355,7 @@ def kept_rows_or_columns(walk: Analysis, node: gs.Node, tracked: list, ranks: li
     if len(tracked) != 1 or None in ranks or min(ranks) < 2:
         return False
     t, lay, rank = tracked[0]
-    side = -1 if t is node.inputs[1] and t is not node.inputs[0] else -2
+    side = -1 if t is node.inputs[1] else -2  # x·x tracks both operands: never here
     if lay.axis != rank + side:
         return False
     out_rank = max(ranks)
