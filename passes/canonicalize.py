@@ -25,8 +25,10 @@ from onnx import helper
 
 from onnxfold.analysis.shape_trace import DIM_VALUE_OPS, dim_values
 from onnxfold.ir.constant_fold import Computed, fold_small_constants, recorded, weight_shapes
-from onnxfold.ir.edit import replace_input
+from onnxfold.ir.edit import remove_identities, replace_input
+from onnxfold.ir.heads import lift_merged_heads
 from onnxfold.ir.model import Model
+from onnxfold.ir.packed import unpack_packed_axes
 from onnxfold.ir.shapes import infer_shapes
 from onnxfold.ir.transposes import direct_key_transposes
 from onnxfold.pipeline.manager import Pass, PassContext, PassResult
@@ -390,39 +392,6 @@ def isolate_shape_computations(graph: gs.Graph) -> int:
     return copies
 
 
-def remove_identities(graph: gs.Graph) -> int:
-    """Bypass Identity and inference-mode Dropout nodes."""
-    outputs = {t.name for t in graph.outputs}
-    removed = 0
-    for node in list(graph.nodes):
-        if node.op not in ("Identity", "Dropout") or (node.domain or "") not in ("", "ai.onnx"):
-            continue
-        if node.op == "Dropout":
-            training = node.inputs[2] if len(node.inputs) > 2 else None
-            if (
-                training is not None
-                and training.name
-                and not (isinstance(training, gs.Constant) and not bool(np.asarray(training.values).any()))
-            ):
-                continue
-            if len(node.outputs) > 1 and node.outputs[1].outputs:
-                continue
-        src, dst = node.inputs[0], node.outputs[0]
-        if dst.name in outputs:
-            continue
-        for consumer in list(dst.outputs):
-            replace_input(consumer, dst, src)
-        for sub in graph.subgraphs(recursive=True):
-            for inner in sub.nodes:
-                for i, t in enumerate(inner.inputs):
-                    if t.name == dst.name:
-                        inner.inputs[i] = src
-        node.inputs.clear()
-        node.outputs.clear()
-        removed += 1
-    return removed
-
-
 class CanonicalizePass(Pass):
     name = "canonicalize"
     summary = "lift Constant nodes to initializers, drop Identity/Dropout, fix static shape arithmetic, name nodes, infer shapes"
@@ -436,8 +405,9 @@ class CanonicalizePass(Pass):
         graph.toposort()
         computed = fold_small_constants(graph, model.opset_imports)
         model.computed_constants.update(computed)
-        materialized = transposes = 0
-        if any(node.op == "Shape" for node in graph.nodes):
+        materialized = transposes = unpacked = heads = 0
+        shaped = any(node.op == "Shape" for node in graph.nodes)
+        if shaped:
             graph.cleanup(remove_unused_graph_inputs=False).toposort()
             infer_shapes(model)
             materialized = materialize_static_dims(graph, model.computed_constants)
@@ -447,6 +417,12 @@ class CanonicalizePass(Pass):
                 model.computed_constants.update(more)
                 computed.update(more)
             transposes = direct_key_transposes(graph)
+        if any(node.op == "Reshape" for node in graph.nodes):
+            if not shaped:
+                graph.cleanup(remove_unused_graph_inputs=False).toposort()
+                infer_shapes(model)
+            unpacked = unpack_packed_axes(graph)
+            heads = lift_merged_heads(graph)
         if model.computed_constants:
             model.weight_shapes = weight_shapes(graph)
         isolated = isolate_shape_computations(graph)
@@ -463,6 +439,8 @@ class CanonicalizePass(Pass):
             "constant_computations_folded": len(computed),
             "static_dims_materialized": materialized,
             "key_transposes_made_direct": transposes,
+            "packed_projections_unpacked": unpacked,
+            "merged_heads_lifted": heads,
             "shape_computations_isolated": isolated,
             "vectors_unshared": unshared,
             "nodes_named": renamed,
@@ -487,6 +465,8 @@ class CanonicalizePass(Pass):
                 or computed
                 or materialized
                 or transposes
+                or unpacked
+                or heads
                 or isolated
                 or unshared
                 or renamed

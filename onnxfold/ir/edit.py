@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_graphsurgeon as gs
 
 
@@ -10,3 +11,50 @@ def replace_input(node: gs.Node, old: gs.Tensor, new: gs.Tensor) -> None:
     for i, t in enumerate(node.inputs):
         if t is old:
             node.inputs[i] = new
+
+
+def remove_identities(graph: gs.Graph) -> int:
+    """Bypass Identity and inference-mode Dropout nodes."""
+    outputs = {t.name for t in graph.outputs}
+    removed = 0
+    for node in list(graph.nodes):
+        if node.op not in ("Identity", "Dropout") or (node.domain or "") not in ("", "ai.onnx"):
+            continue
+        if node.op == "Dropout":
+            training = node.inputs[2] if len(node.inputs) > 2 else None
+            if (
+                training is not None
+                and training.name
+                and not (isinstance(training, gs.Constant) and not bool(np.asarray(training.values).any()))
+            ):
+                continue
+            if len(node.outputs) > 1 and node.outputs[1].outputs:
+                continue
+        src, dst = node.inputs[0], node.outputs[0]
+        if dst.name in outputs:
+            continue
+        for consumer in list(dst.outputs):
+            replace_input(consumer, dst, src)
+        for sub in graph.subgraphs(recursive=True):
+            for inner in sub.nodes:
+                for i, t in enumerate(inner.inputs):
+                    if t.name == dst.name:
+                        inner.inputs[i] = src
+        node.inputs.clear()
+        node.outputs.clear()
+        removed += 1
+    return removed
+
+
+class Names:
+    """Fresh tensor and node names for a graph's new nodes."""
+
+    def __init__(self, graph: gs.Graph):
+        self.taken = set(graph.tensors().keys()) | {n.name for n in graph.nodes}
+
+    def __call__(self, base: str) -> str:
+        name, k = base, 1
+        while name in self.taken:
+            name, k = f"{base}_{k}", k + 1
+        self.taken.add(name)
+        return name

@@ -136,7 +136,7 @@ def reshape(walk: Analysis, node: gs.Node) -> None:
     def copies(e: ShapeEntry, i: int, same_position: bool) -> bool:
         d = in_shape[i]
         return (
-            e.dim_of == i
+            same_dim(e, i, in_shape)
             or (same_position and e.value == 0 and copy_zero)
             or (e.value is not None and e.value > 0 and isinstance(d, (int, np.integer)) and e.value == d)
         )
@@ -247,6 +247,22 @@ def reshape(walk: Analysis, node: gs.Node) -> None:
     walk.block(
         lay, BlockReason(RESHAPES_CHANNELS, f"Reshape {node.name} reshapes the channel axis", node.name)
     )
+
+
+def same_dim(e: ShapeEntry, i: int, in_shape) -> bool:
+    """Whether entry ``e``, read at run time from dim ``e.dim_of`` of ``e.source``, is the Reshape
+    input's dim ``i``: the inferred dims agree (the same static value or symbol; the source may be
+    another tensor, such as the graph input the exporter read the batch from), or, where either is
+    unknown (or a symbol ONNX's inference made up for an unknown dim, ``unk__N``), the index is the
+    same."""
+    if e.dim_of is None:
+        return False
+    src = tensor_shape(e.source) if e.source is not None else None
+    theirs = src[e.dim_of] if src is not None and e.dim_of < len(src) else None
+    ours = in_shape[i]
+    if any(d is None or (isinstance(d, str) and d.startswith("unk__")) for d in (theirs, ours)):
+        return e.dim_of == i
+    return theirs == ours
 
 
 def regroup_leading(walk: Analysis, node: gs.Node, lay: Layout, entries: list[ShapeEntry], in_shape) -> bool:

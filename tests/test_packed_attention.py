@@ -1,0 +1,145 @@
+"""Attention with a packed q/k/v projection folds whole heads: torch's ``nn.MultiheadAttention`` (the
+SDPA path, and bmm on [B·H, L, D] with ``need_weights``) and ``nn.TransformerEncoderLayer`` (in_proj
+[3E, E], heads merged with the batch axis as [L, B·H, D]) and a
+timm ViT block (``qkv.reshape(B, N, 3, H, D).permute(2, 0, 3, 1, 4).unbind(0)``), exported by the
+legacy and the dynamo exporter. Exact oracles: heads (and MLP neurons) whose second half copies the
+first fold back to the same function; ``-s 0`` gives the same outputs bit for bit."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from harness import run_ort
+
+import onnxfold
+
+E, H, F = 32, 4, 48  # width, heads (two copies of two), MLP width (two copies of 24)
+D = E // H
+
+
+class MHA(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = torch.nn.MultiheadAttention(E, H, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attn(x, x, x, need_weights=False)[0]
+
+
+class MHAWeights(MHA):
+    """The default ``need_weights=True``: the attention runs on [B·H, L, D] through bmm."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attn(x, x, x)[0]
+
+
+class Encoder(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.TransformerEncoderLayer(E, H, F, dropout=0.0, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x)
+
+
+class Timm(torch.nn.Module):
+    """timm's ``Attention``: one qkv Linear, heads split from the packed axis and unbound."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv, self.proj = torch.nn.Linear(E, 3 * E), torch.nn.Linear(E, E)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, H, D).permute(2, 0, 3, 1, 4).unbind(0)
+        att = torch.softmax(q @ k.transpose(-2, -1) * D**-0.5, dim=-1)
+        return self.proj((att @ v).transpose(1, 2).reshape(b, n, c))
+
+
+@torch.no_grad()
+def duplicated(net: torch.nn.Module) -> tuple[torch.nn.Module, int]:
+    """Heads H/2… copy heads 0… in q, k and v (rows of the packed weight and bias) and in the output
+    projection's columns; MLP neurons likewise. Returns the net and the parameters a fold of the copies
+    removes."""
+    torch.manual_seed(0)
+    for p in net.parameters():
+        p.normal_(0, 0.3)
+    if isinstance(net, Timm):
+        packed, bias, out = net.qkv.weight, net.qkv.bias, net.proj.weight
+    else:
+        attn = net.attn if isinstance(net, MHA) else net.layer.self_attn
+        packed, bias, out = attn.in_proj_weight, attn.in_proj_bias, attn.out_proj.weight
+    half = E // 2
+    for part in range(3):
+        rows = slice(part * E + half, (part + 1) * E)
+        packed[rows] = packed[part * E : part * E + half]
+        bias[rows] = bias[part * E : part * E + half]
+    out[:, half:] = out[:, :half]
+    removed = 3 * half * E + 3 * half + E * half
+    if isinstance(net, Encoder):
+        up, down = net.layer.linear1, net.layer.linear2
+        up.weight[F // 2 :] = up.weight[: F // 2]
+        up.bias[F // 2 :] = up.bias[: F // 2]
+        down.weight[:, F // 2 :] = down.weight[:, : F // 2]
+        removed += (F // 2) * (E + 1) + E * (F // 2)
+    return net.eval(), removed
+
+
+def export(net: torch.nn.Module, path: Path, exporter: str) -> Path:
+    x = torch.randn(2, 5, E)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if exporter == "legacy":
+            torch.onnx.export(
+                net, (x,), str(path), dynamo=False, input_names=["x"], output_names=["y"], opset_version=17
+            )
+        else:
+            dims = {"x": {0: torch.export.Dim("batch"), 1: torch.export.Dim("seq")}}
+            torch.onnx.export(
+                net, (x,), str(path), input_names=["x"], output_names=["y"], dynamic_shapes=dims
+            )
+    return path
+
+
+def params(model: onnx.ModelProto) -> int:
+    """Float weights and biases (scalars that a fold lifts from Constant nodes left out)."""
+    sizes = [int(np.prod(t.dims)) for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT]
+    return sum(n for n in sizes if n > 1)
+
+
+CASES = [
+    (MHA, "legacy"),
+    (MHA, "dynamo"),
+    (MHAWeights, "legacy"),
+    (MHAWeights, "dynamo"),
+    (Encoder, "legacy"),
+    (Encoder, "dynamo"),
+    (Timm, "legacy"),
+    (Timm, "dynamo"),
+]
+
+
+@pytest.mark.parametrize(("kind", "exporter"), CASES, ids=[f"{k.__name__}-{e}" for k, e in CASES])
+def test_heads_of_a_packed_projection_fold_back_exactly(tmp_path: Path, kind: type, exporter: str) -> None:
+    net, removed = duplicated(kind())
+    src = export(net, tmp_path / "m.onnx", exporter)
+    heads = [g for g in onnxfold.analyze(src) if g.foldable and g.unit == D]
+    assert heads, [(g.name, g.reason) for g in onnxfold.analyze(src)]
+    same, half = tmp_path / "same.onnx", tmp_path / "half.onnx"
+    onnxfold.fold(src, 0.0, same, repair="none", validate=False)
+    onnxfold.fold(src, 0.5, half, method="fold", repair="none", round_to=1, validate=False)
+    original = onnx.load(str(src))
+    folded = onnx.load(str(half))
+    assert params(folded) == params(original) - removed
+    shapes = [(2, 5, E)] if exporter == "legacy" else [(2, 5, E), (3, 9, E), (1, 1, E)]
+    for shape in shapes:
+        x = np.random.default_rng(len(shape)).standard_normal(shape).astype(np.float32)
+        ref = run_ort(original, {"x": x})[0]
+        assert np.array_equal(run_ort(onnx.load(str(same)), {"x": x})[0], ref)
+        got = run_ort(folded, {"x": x})[0]
+        assert np.abs(got - ref).max() <= 1e-5 * max(1.0, float(np.abs(ref).max()))
