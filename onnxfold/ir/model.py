@@ -94,6 +94,9 @@ class Model:
     #: inputs are plain weights from the load on (graphsurgeon drops them): :func:`as_loaded`
     #: puts them back, so that validation compares with the file as onnxruntime runs it
     source_inputs: list[tuple[str, bytes | None]] = field(default_factory=list)
+    #: the source's dims of the tensors between nodes by name (``value_info``): the symbols it names
+    #: are kept where the shapes inferred again on export leave them unknown (:func:`infer_value_info`)
+    source_dims: dict[str, tuple] = field(default_factory=dict)
 
     @property
     def weight_inputs(self) -> list[str]:
@@ -137,6 +140,7 @@ class Model:
                     node.metadata_props.add(key=key, value=value)
         if restored and self.shapes:
             infer_value_info(proto)  # as the source's computations give them
+        keep_symbols(proto.graph, self.source_dims)
         return proto
 
     def node_scopes(self) -> dict[str, str]:
@@ -169,6 +173,7 @@ class Model:
             dict(self.computed_constants),
             dict(self.weight_shapes),
             list(self.source_inputs),
+            source_dims=self.source_dims,
         )
 
 
@@ -280,8 +285,34 @@ def model_from_proto(proto: onnx.ModelProto, base_dir: str | os.PathLike = ".") 
             if n.name and len(n.metadata_props)
         },
         shapes=len(proto.graph.value_info) > 0,
+        source_dims={vi.name: _symbols(vi) for vi in proto.graph.value_info},
         source_inputs=_source_inputs(proto.graph),
     )
+
+
+def keep_symbols(graph: onnx.GraphProto, symbols: dict[str, tuple]) -> None:
+    """Give a dim of ``graph``'s ``value_info`` that inference left unknown, or named with a symbol
+    it made up (``unk__N``), the symbol the source named it with (``symbols``: dims by tensor name):
+    onnxruntime fuses a residual Add into SkipLayerNormalization only where it can prove both
+    operands' shapes equal, and BERT's dynamo export with names made up fused 2 of its 4 (outputs
+    off by 7e-7 at ``-s 0``)."""
+    for vi in graph.value_info if symbols else ():
+        named = symbols.get(vi.name)
+        dims = vi.type.tensor_type.shape.dim if vi.type.HasField("tensor_type") else []
+        if named is None or len(named) != len(dims):
+            continue
+        for dim, source in zip(dims, named, strict=True):
+            made_up = not dim.HasField("dim_value") and (
+                not dim.dim_param or dim.dim_param.startswith("unk__")
+            )
+            if made_up and isinstance(source, str) and not source.startswith("unk__"):
+                dim.dim_param = source
+
+
+def _symbols(vi: onnx.ValueInfoProto) -> tuple[str | None, ...]:
+    """A value_info's dims as their symbols (None where a dim has a value or nothing)."""
+    shape = vi.type.tensor_type.shape if vi.type.HasField("tensor_type") else None
+    return tuple(d.dim_param or None for d in shape.dim) if shape is not None else ()
 
 
 def _source_inputs(graph: onnx.GraphProto) -> list[tuple[str, bytes | None]]:
