@@ -11,8 +11,10 @@ computed shape tensor shared by several Reshape/Expand/Tile/ConstantOfShape node
 once per node (an exact copy of the small shape computation); nodes nothing uses are removed;
 integer shape arithmetic whose value the inferred shapes fix (a channel count read through ``Shape``)
 is replaced by its value; a last-two-axes transpose written through a merged leading axis (torch's
-SDPA kᵀ) is one Transpose; ``Split(num_outputs=n)`` gets explicit sizes; nodes are topologically sorted; shapes are inferred
-where ONNX can infer them. Values are never changed, so the model computes bit-identical outputs.
+SDPA kᵀ) is one Transpose; a packed q/k/v projection indexed part by part is one Slice per part
+(:mod:`onnxfold.ir.packed`), and heads merged with the batch axis get an axis of their own
+(:mod:`onnxfold.ir.heads`); ``Split(num_outputs=n)`` gets explicit sizes; nodes are topologically
+sorted; shapes are inferred where ONNX can infer them. Values are never changed, so the model computes bit-identical outputs.
 """
 
 from __future__ import annotations
