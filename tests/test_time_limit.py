@@ -104,11 +104,16 @@ def test_the_limit_is_checked_before_each_group_is_planned(samples, monkeypatch)
     made = sum(len(c.levels) - len(c.unmeasured) for c in curves if any(c.removed))
     assert limit.measured > 0 and limit.skipped > 0
     assert limit.measured <= made and limit.measured + limit.skipped <= sum(len(c.levels) for c in curves)
-    assert (
-        sens._cut_postfix(limit)
-        == f"only {limit.measured} measured: {limit.skipped} of {limit.measured + limit.skipped} skipped by "
-        "the time limit"
+    levels = sum(len(c.levels) for c in curves)
+    rest = levels - limit.measured - limit.skipped  # after a group's miss, or at a width measured already
+    assert sens._cut_postfix(limit, levels) == (
+        f"cut by the time limit: {limit.measured} measured, {limit.skipped} skipped"
+        + (f", {rest} not needed" if rest else "")
     )
+    # the three counts add up to the levels on the bar (a trial read "385/385 group levels, only 9
+    # measured: 294 of 303 skipped" as two totals)
+    limit.measured, limit.skipped = 9, 294
+    assert sens._cut_postfix(limit, 385) == "cut by the time limit: 9 measured, 294 skipped, 82 not needed"
 
 
 def test_the_sensitivity_warns_early_when_its_share_of_the_limit_will_not_do(samples, caplog) -> None:
@@ -136,11 +141,12 @@ def test_the_sensitivity_warns_early_when_its_share_of_the_limit_will_not_do(sam
 
     short = run(100.0)  # 50 s for the sensitivity: 5 measurements of LeNet's 8 group levels
     assert len(short) == 1, short
-    assert (
-        "about 10 s per group level; the 6 left need about 60 s and its 50% of the time limit (the rest is "
-        "the candidates') leaves 30 s" in short[0]
+    assert short[0] == (
+        "the sensitivity may not finish: the 6 group levels left need about 60 s (10.0 s each) and 30 s "
+        "remain for them (50% of the time limit; the rest is for the candidates), so about 3 will be "
+        "measured. Levels not measured count as misses. A group stops at its first miss, so all may still "
+        "fit; --time-limit 180 is enough for all"
     )
-    assert "at this pace about 3 fit" in short[0] and "--time-limit 180 lets all run" in short[0]
     assert run(1000.0) == []  # ample: no forecast printed
 
 
@@ -180,7 +186,7 @@ def test_the_forecast_counts_a_group_s_one_time_sizing_once(samples, caplog, mon
             model, measure, [0.2, 0.5], round_to=1, method="fold", limit=TimeLimit(300.0, lambda: now[0])
         )
     warned = [r.getMessage() for r in caplog.records]
-    assert len(warned) == 1 and "the 6 left need about 92 s" in warned[0], warned
+    assert len(warned) == 1 and "the 6 group levels left need about 92 s" in warned[0], warned
 
 
 def _search(samples, **options):

@@ -99,27 +99,29 @@ def _forecast(limit: TimeLimit, started: float, left: int, once: float = 0.0, fr
     pace = need / max(1, left)
     enough = (now - limit.start + left * pace) / SENSITIVITY_SHARE
     log.warning(
-        "the sensitivity takes about %.0f s per group level; the %d left need about %.0f s and its %.0f%% of "
-        "the time limit (the rest is the candidates') leaves %.0f s: at this pace about %d fit, and any not "
-        "measured in time count as misses (a group that misses stops early, so fewer may be needed and all "
-        "may fit; --time-limit %.0f lets all run)",
-        pace,
+        "the sensitivity may not finish: the %d group levels left need about %.0f s (%.1f s each) and "
+        "%.0f s remain for them (%.0f%% of the time limit; the rest is for the candidates), so about %d "
+        "will be measured. Levels not measured count as misses. A group stops at its first miss, so all "
+        "may still fit; --time-limit %.0f is enough for all",
         left,
         left * pace,
-        100 * SENSITIVITY_SHARE,
+        pace,
         max(0.0, room),
+        100 * SENSITIVITY_SHARE,
         max(0, int(room // pace)),
         np.ceil(enough / 60) * 60,
     )
 
 
-def _cut_postfix(limit: TimeLimit) -> str:
+def _cut_postfix(limit: TimeLimit, done: int) -> str:
     """The progress bar's postfix once the limit cuts the sensitivity: its bar still runs to the end,
-    so it says how little of it was measured (a trial read "135/135, 124 skipped" as complete), as the
-    report counts it: of the measurements needed (a trial read "180/180, only 74 measured, 96 skipped"
-    beside the report's "96 of 170": levels after a group's miss need none)."""
-    needed = limit.measured + limit.skipped
-    return f"only {limit.measured} measured: {limit.skipped} of {needed} skipped by the time limit"
+    so it says how little of it was measured (a trial read "135/135, 124 skipped" as complete), with
+    counts that add up to the ``done`` group levels on the bar: measured, skipped, and needing no
+    measurement (after a group's miss, or at a width already measured). A trial read "385/385 group
+    levels, only 9 measured: 294 of 303 skipped" as two totals."""
+    rest = max(0, done - limit.measured - limit.skipped)
+    tail = f", {rest} not needed" if rest else ""
+    return f"cut by the time limit: {limit.measured} measured, {limit.skipped} skipped{tail}"
 
 
 class PacedLimit:
@@ -236,8 +238,13 @@ def sensitivity(
         if g.foldable and not (skip is not None and skip(g.name)) and not matching_pattern(ignore, g)
     }
 
-    def as_missed(name: str, level: float) -> None:  # the level of a group not measured at it
+    def advance() -> None:
         bar.update(1)
+        if limit is not None and limit.skipped:
+            bar.set_postfix_str(_cut_postfix(limit, bar.n), refresh=False)
+
+    def as_missed(name: str, level: float) -> None:  # the level of a group not measured at it
+        advance()
         g = by_name[name]
         curve = curves.setdefault(name, GroupCurve(name, g.size, [], [], []))
         k = part_cluster_count(g.size, level, g.parts, round_to)
@@ -250,7 +257,7 @@ def sensitivity(
             curve.unmeasured.append(level)
             if name in timed_out:
                 limit.skipped += 1
-                bar.set_postfix_str(_cut_postfix(limit), refresh=False)
+                bar.set_postfix_str(_cut_postfix(limit, bar.n), refresh=False)
 
     def planned(level: float) -> Iterator:
         """The plans of the groups not missed, one group at a time: planning ``auto`` judges every
@@ -294,7 +301,7 @@ def sensitivity(
                 seen.add(plan.group.name)
                 if plan.status in ("blocked", "ignored") or (skip is not None and skip(plan.group.name)):
                     continue
-                bar.update(1)
+                advance()
                 n = plan.group.size
                 curve = curves.setdefault(plan.group.name, GroupCurve(plan.group.name, n, [], [], []))
                 curve.levels.append(level)
@@ -315,7 +322,7 @@ def sensitivity(
                     curve.fidelity.append(0.0)
                     curve.unmeasured.append(level)
                     limit.skipped += 1
-                    bar.set_postfix_str(_cut_postfix(limit), refresh=False)
+                    bar.set_postfix_str(_cut_postfix(limit, bar.n), refresh=False)
                     missed.add(plan.group.name)
                     timed_out.add(plan.group.name)
                     continue
