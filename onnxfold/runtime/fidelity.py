@@ -27,6 +27,9 @@ Per output (reference a, candidate b, computed in float64), one of these metrics
   Sigmoid map ([N, 1, H, W] segmentation or saliency, [N, anchors, classes] detection scores)
   marks; ``auto`` takes it, with r2 (``mask+r2``), where the reference marks some region
   (:mod:`onnxfold.runtime.probability_maps`);
+* ``boxes`` = box F1 against the original's boxes (same class, IoU ≥ 0.5) of end-to-end detections
+  [B, K, 6] that the graph selected and sorted (TopK or NMS inside): rows by position say nothing once
+  a shifted score reorders them (:mod:`onnxfold.runtime.detections`); ``auto`` takes it for them;
 * ``cosine`` = <a, b> / (|a| |b|), clipped to [0, 1] (1 when both are zero, 0 when one is);
 * ``relerr`` = max(0, 1 − |a − b| / |a|) (1 when both are zero);
 * ``r2``     = the mean over channels j (axis 1; the whole output when it has one axis) of
@@ -62,6 +65,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from onnxfold.runtime.compare import _is_class_scores
+from onnxfold.runtime.detections import box_agreement, detection_columns
 from onnxfold.runtime.labels import is_labels, label_agreement
 from onnxfold.runtime.one_class import one_class
 from onnxfold.runtime.padding import token_positions, unpadded, without_holes
@@ -71,7 +75,7 @@ from onnxfold.runtime.r2 import r2
 from onnxfold.runtime.sequences import blank_separated, ctc_like, ctc_paths, sequence_agreement
 
 METRICS = tuple(
-    "auto top1 sequence margin tags binary mask cosine relerr r2 top1+r2 sequence+margin binary+r2 mask+r2".split()
+    "auto top1 sequence margin tags binary mask boxes cosine relerr r2 top1+r2 sequence+margin binary+r2 mask+r2".split()
 )
 #: auto's metric for class scores [B, C]: the decisions, and the scores that make them (:func:`metric_parts`)
 GUARDED_TOP1 = "top1+r2"
@@ -213,6 +217,8 @@ def auto_metric(
         return "r2"
     if _is_class_scores(ref) and not embedding_like(ref, producer_op, token_inputs):
         return "top1"
+    if detection_columns(ref) is not None:  # rows a selection sorted: boxes, not positions
+        return "boxes"
     if ref.dtype.kind == "f" and ref.ndim == 3 and ref.shape[-1] > 1:
         if producer_op in _LOGIT_OPS or _LOGIT_NAME.search(name):
             return "sequence" if not token_inputs and blank_separated(ref, samples) else "top1"
@@ -310,6 +316,8 @@ def fidelity_value(
         return binary_agreement(ref, cand)
     if metric == "mask":
         return mask_iou(ref, cand)
+    if metric == "boxes":
+        return box_agreement(ref, cand)
     if metric == "r2":
         return r2(ref, cand, weight, spread)
     a = ref.astype(np.float64, copy=False).ravel()

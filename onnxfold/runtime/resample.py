@@ -15,7 +15,8 @@ is a function of per-sample sums, so a resample only reweighs them:
   time-major output, averages over the drawn samples); rank 3: the smaller over axes 1 and 2, as
   :func:`~onnxfold.runtime.fidelity.fidelity_value` takes it;
 * ``cosine``: Σ w ab / sqrt(Σ w a² · Σ w b²); ``relerr``: 1 − sqrt(Σ w (a − b)² / Σ w a²);
-* ``mask``: Σ w |A ∩ B| / Σ w |A ∪ B| (:mod:`onnxfold.runtime.probability_maps`).
+* ``mask``: Σ w |A ∩ B| / Σ w |A ∪ B| (:mod:`onnxfold.runtime.probability_maps`);
+* ``boxes``: 2 Σ w matched / Σ w boxes (:mod:`onnxfold.runtime.detections`).
 
 :func:`low_value` is the :data:`LOW_QUANTILE` quantile of the R values: a one-sided 80% bound. On
 that OpenNSFW candidate it is 0.877 (the median 0.957); a candidate meets a target only if this
@@ -174,6 +175,14 @@ def low_value(
     """The :data:`LOW_QUANTILE` quantile of ``metric`` over bootstrap resamples of the samples; None
     for counts, for fewer than :data:`MIN_SAMPLES` samples, or when no axis holds them. ``keep``: the
     token positions [N, L] (:mod:`onnxfold.runtime.padding`): padded elements weigh 0 in every sum."""
+    if metric == "boxes" and samples and samples >= MIN_SAMPLES and np.shape(ref)[0] == samples:
+        from onnxfold.runtime.detections import box_counts
+
+        matched, total = box_counts(ref, cand)
+        weights = draw_weights(samples)
+        drawn = weights @ total
+        draws = np.where(drawn > 0, 2.0 * (weights @ matched) / np.maximum(drawn, 1e-12), 1.0)
+        return float(np.quantile(draws, LOW_QUANTILE))
     if not samples or samples < MIN_SAMPLES or metric not in METRICS:
         return None
     if metric == "mask":  # logits decide at 0: moved so that THRESHOLD stands where they decide

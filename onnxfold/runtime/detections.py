@@ -1,0 +1,124 @@
+"""End-to-end detections: rows [x1, y1, x2, y2, score, class] that the model itself selected and sorted.
+
+A YOLO exported with its selection inside the graph (TopK or NonMaxSuppression; ultralytics'
+end-to-end heads, ``nms=True``) writes [B, K, 6]: K rows per image, sorted by score, the first few
+real boxes and the rest padding. r2 compares rows by position, and a fold that shifts one score
+reorders everything below it: on isbnx's ISBN detector a fold with r2 0.118 kept its boxes at box F1
+0.54 (mean IoU 0.99 where matched). ``boxes`` judges what the detector is for instead:
+
+    boxes = 2·Σ matched / (Σ reference boxes + Σ candidate boxes)   (1 when neither has any)
+
+over every sample, a box being a row scoring at least the threshold, and a candidate box matching an
+unmatched reference box of the same class with IoU ≥ 0.5, best scores first (box F1 against the
+original's boxes). The threshold is 0.25 (a detector's usual confidence), or lower where the
+reference scores fewer boxes than one per sample there (random inputs): then the score of its
+B-th best row, so that the metric still sees boxes.
+
+The layout is read from the values (:func:`detection_columns`): a score column in [0, 1] that never
+rises down the rows of any sample (the selection sorted them), a class column of whole numbers, and
+four coordinate columns, corners when x2 ≥ x1 and y2 ≥ y1 on every scored row, else centre and size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: a detector's usual confidence threshold
+SCORE_THRESHOLD = 0.25
+IOU_MATCH = 0.5
+#: at least this many rows per sample: fewer are not a padded selection
+MIN_ROWS = 8
+
+
+def detection_columns(ref: np.ndarray) -> tuple[int, int, list[int], bool] | None:
+    """(score column, class column, the four box columns, corners?) of end-to-end detections
+    [B, K, 6] (see the module docstring), or None when ``ref`` is not such an output."""
+    a = np.asarray(ref)
+    if (
+        a.ndim != 3
+        or a.shape[2] != 6
+        or a.shape[1] < MIN_ROWS
+        or a.dtype.kind != "f"
+        or not np.isfinite(a).all()
+    ):
+        return None
+    whole = [c for c in range(6) if np.array_equal(a[..., c], np.round(a[..., c])) and a[..., c].min() >= -1]
+    scores = [
+        c
+        for c in range(6)
+        if a[..., c].min() >= 0
+        and a[..., c].max() <= 1
+        and (np.diff(a[..., c], axis=1) <= 0).all()
+        and c not in whole
+    ]
+    if len(scores) != 1 or len(whole) != 1:
+        return None
+    score, label = scores[0], whole[0]
+    box = [c for c in range(6) if c not in (score, label)]
+    kept = a[a[..., score] > 0][:, box]
+    corners = bool(len(kept) == 0 or ((kept[:, 2] >= kept[:, 0]).all() and (kept[:, 3] >= kept[:, 1]).all()))
+    if not corners and len(kept) and ((kept[:, 2] < 0).any() or (kept[:, 3] < 0).any()):
+        return None
+    return score, label, box, corners
+
+
+def threshold(ref: np.ndarray, score: int) -> float:
+    """0.25, or the score of the reference's B-th best row where fewer than B rows reach 0.25."""
+    values = np.sort(np.asarray(ref)[..., score].reshape(-1))[::-1]
+    samples = np.asarray(ref).shape[0]
+    if (values >= SCORE_THRESHOLD).sum() >= samples or not len(values):
+        return SCORE_THRESHOLD
+    return float(max(values[min(samples, len(values)) - 1], 1e-6))
+
+
+def _corners(rows: np.ndarray, corners: bool) -> np.ndarray:
+    if corners:
+        return rows
+    cx, cy, w, h = rows.T
+    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+
+
+def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    x1 = np.maximum(box[0], others[:, 0])
+    y1 = np.maximum(box[1], others[:, 1])
+    x2 = np.minimum(box[2], others[:, 2])
+    y2 = np.minimum(box[3], others[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-12)
+
+
+def box_agreement(ref: np.ndarray, cand: np.ndarray) -> float:
+    """Box F1 of the candidate's detections against the reference's (see the module docstring)."""
+    matched, total = box_counts(ref, cand)
+    return 1.0 if total.sum() == 0 else float(2.0 * matched.sum() / total.sum())
+
+
+def box_counts(ref: np.ndarray, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample: the candidate's boxes matched, and the boxes of both (box F1 = 2·Σ matched / Σ total)."""
+    layout = detection_columns(ref)
+    if layout is None:
+        raise ValueError("boxes: the output is not end-to-end detections [B, K, 6]")
+    score, label, box, corners = layout
+    a, b = np.asarray(ref, np.float64), np.asarray(cand, np.float64)
+    if a.shape != b.shape:
+        return np.zeros(1), np.ones(1)
+    cut = threshold(a, score)
+    matched, total = np.zeros(len(a)), np.zeros(len(a))
+    for s, (r, c) in enumerate(zip(a, b, strict=True)):
+        r, c = r[r[:, score] >= cut], c[np.nan_to_num(c[:, score], nan=-1.0) >= cut]
+        total[s] = len(r) + len(c)
+        r, c = r[np.argsort(-r[:, score], kind="stable")], c[np.argsort(-c[:, score], kind="stable")]
+        rb, cb = _corners(r[:, box], corners), _corners(c[:, box], corners)
+        free = np.ones(len(r), bool)
+        for i in range(len(c)):
+            candidates = free & (r[:, label] == c[i, label])
+            if not candidates.any():
+                continue
+            ious = np.where(candidates, _iou(cb[i], rb), -1.0)
+            j = int(np.argmax(ious))
+            if ious[j] >= IOU_MATCH:
+                free[j] = False
+                matched[s] += 1
+    return matched, total
