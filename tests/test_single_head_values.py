@@ -87,3 +87,43 @@ def test_the_values_of_single_head_attention_fold_exactly(
     assert any(w.shape == (D, K) for w in wv.values())  # v at its compact width
     x = np.random.default_rng(4).standard_normal((3, 5, D)).astype(np.float32)
     assert rel_err(run_ort(folded, {"x": x})[0], _compact_outputs(compact, x)) < 1e-5
+
+
+def test_single_head_values_fold_through_a_dynamo_export_with_free_dims(tmp_path: Path) -> None:
+    """torch's dynamo export writes the head split as ``view(B, T, -1, D)`` with B and T free: ONNX's
+    inference makes the head count up (``unk__N``), so the merge back ``[B, T, 1, D] → [B, T, D]`` read as
+    moving the channel axis and the values stayed blocked (an independent oracle builder's finding;
+    the legacy export folded). The graph fixes the −1 to 1: x's dims B and T cancel the entries that
+    copy them, and D is constant. Duplicate oracle: v's second half copies its first."""
+    import warnings
+
+    import torch
+
+    class Attention(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.q, self.k, self.v = (torch.nn.Linear(D, n) for n in (D, D, 2 * K))
+            self.o = torch.nn.Linear(2 * K, D)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            b, t, _ = x.shape
+            q, k, v = (p(x).view(b, t, -1, p.out_features).transpose(1, 2) for p in (self.q, self.k, self.v))
+            att = torch.softmax(q @ k.transpose(-2, -1), dim=-1) @ v
+            return self.o(att.transpose(1, 2).reshape(b, t, -1))
+
+    net = Attention().eval()
+    with torch.no_grad():
+        net.v.weight[K:], net.v.bias[K:] = net.v.weight[:K], net.v.bias[:K]
+        net.o.weight[:, K:] = net.o.weight[:, :K]
+    src, out = tmp_path / "m.onnx", tmp_path / "f.onnx"
+    dims = {"x": {0: torch.export.Dim("batch"), 1: torch.export.Dim("seq")}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.randn(2, 5, D),), str(src), input_names=["x"], dynamic_shapes=dims)
+    groups = onnxfold.analyze(src)
+    values = [g for g in groups if g.size == 2 * K]
+    assert len(values) == 1 and values[0].foldable, [(g.name, g.size, g.reasons) for g in groups]
+    onnxfold.fold(src, 0.5, out, method="fold", repair="none", round_to=1, validate=False)
+    x = np.random.default_rng(4).standard_normal((3, 7, D)).astype(np.float32)
+    ref = run_ort(onnx.load(str(src)), {"x": x})[0]
+    assert rel_err(run_ort(onnx.load(str(out)), {"x": x})[0], ref) < 1e-5

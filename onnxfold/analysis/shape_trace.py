@@ -17,27 +17,6 @@ import onnx_graphsurgeon as gs
 
 RankFn = Callable[[gs.Tensor], "int | None"]
 
-# elementwise ops whose output dims are the broadcast of their inputs' (Analysis.known_dim)
-KNOWN_DIM_OPS = {
-    "Cast",
-    "Not",
-    "Neg",
-    "Identity",
-    "Where",
-    "And",
-    "Or",
-    "Xor",
-    "Equal",
-    "Less",
-    "LessOrEqual",
-    "Greater",
-    "GreaterOrEqual",
-    "Add",
-    "Sub",
-    "Mul",
-    "Div",
-}
-
 
 @dataclass(frozen=True)
 class ShapeEntry:
@@ -95,55 +74,6 @@ def harmless_shape_use(node: gs.Node, chain: set[str]) -> bool:
 
 def static_dims(dims) -> bool:
     return dims is not None and all(isinstance(d, (int, np.integer)) and d >= 0 for d in dims)
-
-
-def known_dim(t: gs.Tensor, axis: int, rank_of: RankFn, channel_axis: RankFn, depth: int = 0) -> int | None:
-    """Dim ``axis`` of ``t`` where shape inference left it unknown but the graph fixes it: through
-    Expand (an entry 1 keeps the input's dim; the attention masks of transformers) and through
-    broadcasting elementwise ops (every input that has the axis must be known). None if unknown.
-    ``rank_of`` gives a tensor's rank, ``channel_axis`` its channel axis if tracked (None if not):
-    a fold changes that dim, so it is never "known"."""
-    shape = tensor_shape(t)
-    if shape is None or not 0 <= axis < len(shape):
-        return None
-    if isinstance(shape[axis], (int, np.integer)):
-        return int(shape[axis])
-    if depth > 12 or len(t.inputs) != 1 or channel_axis(t) == axis:  # channels change
-        return None
-    node = t.inputs[0]
-    if node.op == "Expand":
-        entries = target_entries(node.inputs[1], rank_of)
-        if entries is None or len(entries) != len(shape):
-            return None
-        e = entries[axis]
-        if e.value is None or e.value < 1:
-            return None
-        src_rank = rank_of(node.inputs[0])
-        if src_rank is None:
-            return None
-        src_axis = axis - (len(shape) - src_rank)
-        src = known_dim(node.inputs[0], src_axis, rank_of, channel_axis, depth + 1) if src_axis >= 0 else 1
-        if src is None:
-            return None
-        return src if e.value == 1 else (e.value if src in (1, e.value) else None)
-    if node.op in KNOWN_DIM_OPS:
-        dims = []
-        for i in node.inputs:
-            if not i.name:
-                continue
-            rank = rank_of(i)
-            if rank is None:
-                return None
-            a = axis - (len(shape) - rank)
-            if a < 0:
-                continue
-            d = known_dim(i, a, rank_of, channel_axis, depth + 1)
-            if d is None:
-                return None
-            dims.append(d)
-        wide = {d for d in dims if d != 1}
-        return (wide.pop() if len(wide) == 1 else 1 if not wide else None) if dims else None
-    return None
 
 
 def target_entries(t: gs.Tensor, rank_of: RankFn) -> list[ShapeEntry] | None:

@@ -58,8 +58,9 @@ from onnxfold.analysis.groups import (
     Space,
     UnionFind,
 )
+from onnxfold.analysis.known_dims import known_dim
 from onnxfold.analysis.registry import rule_for
-from onnxfold.analysis.shape_trace import ShapeEntry, known_dim, target_entries, tensor_shape
+from onnxfold.analysis.shape_trace import ShapeEntry, target_entries, tensor_shape
 from onnxfold.analysis.views import View, exposed, find_views
 
 
@@ -277,7 +278,7 @@ class Analysis:
         return target_entries(t, self.rank_of)
 
     def known_dim(self, t: gs.Tensor, axis: int) -> int | None:
-        """Dim ``axis`` of ``t`` where the graph fixes it (:func:`~onnxfold.analysis.shape_trace.known_dim`)."""
+        """Dim ``axis`` of ``t`` where the graph fixes it (:func:`~onnxfold.analysis.known_dims.known_dim`)."""
         return known_dim(t, axis, self.rank_of, self.channel_axis)
 
     # ----------------------------------------------------------------- regrouping spaces

@@ -123,6 +123,11 @@ def reshape(walk: Analysis, node: gs.Node) -> None:
     if lay is None:
         return
     in_shape = tensor_shape(node.inputs[0])
+    if in_shape is not None:  # dims inference made up that the graph fixes (a −1 head count of 1)
+        in_shape = tuple(
+            walk.known_dim(node.inputs[0], i) or d if d is None or str(d).startswith("unk__") else d
+            for i, d in enumerate(in_shape)
+        )
     entries = walk.target_entries(node.inputs[1])
     if entries is None or in_shape is None or len(in_shape) != lay.rank:
         culprit = untraced_node(node.inputs[1], walk.rank_of) if entries is None else None
