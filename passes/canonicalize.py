@@ -412,12 +412,17 @@ class CanonicalizePass(Pass):
         if shaped:
             graph.cleanup(remove_unused_graph_inputs=False).toposort()
             infer_shapes(model)
-            materialized = materialize_static_dims(graph, model.computed_constants)
-            if materialized:
+            for _ in range(3):  # dims fixed by one round's values let inference fix more (a GQA repeat count)
+                step = materialize_static_dims(graph, model.computed_constants)
+                if not step:
+                    break
+                materialized += step
                 folded += fold_constant_layout_ops(graph)
                 more = fold_small_constants(graph, model.opset_imports)
                 model.computed_constants.update(more)
                 computed.update(more)
+                graph.cleanup(remove_unused_graph_inputs=False).toposort()
+                infer_shapes(model)
             transposes = direct_key_transposes(graph)
         if any(node.op == "Reshape" for node in graph.nodes):
             if not shaped:

@@ -122,7 +122,9 @@ def test_single_head_values_fold_through_a_dynamo_export_with_free_dims(tmp_path
         torch.onnx.export(net, (torch.randn(2, 5, D),), str(src), input_names=["x"], dynamic_shapes=dims)
     groups = onnxfold.analyze(src)
     values = [g for g in groups if g.size == 2 * K]
-    assert len(values) == 1 and values[0].foldable, [(g.name, g.size, g.reasons) for g in groups]
+    assert len(values) == 1 and values[0].foldable, [
+        (g.name, g.size, [b.message for b in g.blocked]) for g in groups
+    ]
     onnxfold.fold(src, 0.5, out, method="fold", repair="none", round_to=1, validate=False)
     x = np.random.default_rng(4).standard_normal((3, 7, D)).astype(np.float32)
     ref = run_ort(onnx.load(str(src)), {"x": x})[0]
