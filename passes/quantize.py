@@ -243,8 +243,10 @@ class QuantizePass(Pass):
         vectors: list[str] = []
         with _vector_weights(vectors):
             result = self._run(model, ctx)
+        vectors[:] = list(dict.fromkeys(vectors))  # a requantization (_runnable) warns again
         if vectors:
-            result.stats["note"] = (
+            crashed = result.stats.get("note")
+            result.stats["note"] = (f"{crashed}; " if crashed else "") + (
                 f"{len(vectors)} one-dimensional weight{'s' if len(vectors) > 1 else ''} "
                 f"({', '.join(vectors[:3])}{', ...' if len(vectors) > 3 else ''}) got one scale each: "
                 "they have no channel axis"
@@ -280,10 +282,10 @@ class QuantizePass(Pass):
                 "nodes_to_exclude": list(self.opts["exclude"]) or None,
                 "use_external_data_format": external,
             }
+            feeds, source = self._calibration_feeds(src, ctx, quiet=self.opts["mode"] == "dynamic")
             if self.opts["mode"] == "dynamic":
                 quantize_dynamic(src, out, **common)
             else:
-                feeds, source = self._calibration_feeds(src, ctx)
                 stats["calibration"] = source
                 stats["calibration_samples"] = sum(_rows(f) for f in feeds)
                 method = {
@@ -291,16 +293,24 @@ class QuantizePass(Pass):
                     "entropy": CalibrationMethod.Entropy,
                     "percentile": CalibrationMethod.Percentile,
                 }[self.opts["method"]]
-                quantize_static(
-                    src,
-                    out,
-                    _data_reader(feeds),
-                    quant_format=QuantFormat.QDQ,
-                    activation_type=qtype[self.opts["activation_type"]],
-                    calibrate_method=method,
-                    calibration_providers=["CPUExecutionProvider"],
-                    **common,
-                )
+
+                def static(path: Path, op_types: list[str] | None) -> None:
+                    quantize_static(
+                        src,
+                        path,
+                        _data_reader(feeds),
+                        quant_format=QuantFormat.QDQ,
+                        activation_type=qtype[self.opts["activation_type"]],
+                        calibrate_method=method,
+                        calibration_providers=["CPUExecutionProvider"],
+                        **{**common, "op_types_to_quantize": op_types or common["op_types_to_quantize"]},
+                    )
+
+                static(out, None)
+            left = self._runnable(out, feeds[0], static if self.opts["mode"] == "static" else None)
+            if left:
+                stats["note"] = left
+                log.warning("quantize: %s", left)
             new = load_model(out)
             replace_model_contents(model, new)
         model.opset_imports = _used_opsets(model)
@@ -317,6 +327,40 @@ class QuantizePass(Pass):
                 ops.count("ConvInteger"),
             )
         return PassResult(bool(stats["quantized_nodes"]), stats)
+
+    @staticmethod
+    def _runnable(out: Path, feed: dict[str, np.ndarray], static) -> str:
+        """Make sure onnxruntime's default session runs the quantized model at ``out`` (in a child
+        process: :func:`~onnxfold.runtime.probe.crash`). Where it crashes or fails, ``static`` (a
+        requantizer taking the op types to quantize) tries again leaving one quantized op type in
+        float32 at a time, the rarest first; the note says which. PassError where none runs."""
+        from onnxfold.runtime.probe import crash
+
+        why = crash(out, feed)
+        if why is None:
+            return ""
+        proto = onnx.load(str(out), load_external_data=False)
+        dequantized = {o for n in proto.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+        counts: dict[str, int] = {}
+        for n in proto.graph.node:
+            if n.op_type not in _QUANT_OPS and any(i in dequantized for i in n.input):
+                counts[n.op_type] = counts.get(n.op_type, 0) + 1
+        for kept in (
+            sorted(counts, key=lambda t: (counts[t], t)) if static is not None and len(counts) > 1 else ()
+        ):
+            retry = out.with_name(f"retry_{kept}.onnx")
+            static(retry, [t for t in counts if t != kept])
+            if crash(retry, feed) is None:
+                retry.replace(out)
+                return (
+                    f"onnxruntime {why} running the quantized model with its default settings; "
+                    f"its {counts[kept]} {kept} node(s) are left in float32, and then it runs"
+                )
+        raise PassError(
+            f"quantize: onnxruntime {why} running the quantized model with its default settings "
+            "(leaving any one quantized op type in float32 did not help); choose op types with "
+            "quantize:op_types=A|B or leave nodes out with exclude=NAME|NAME"
+        )
 
     def _preprocess(self, src: Path, dst: Path, external: bool) -> str:
         """quant_pre_process with full shape inference, then without symbolic shapes; 'failed' if neither."""
@@ -336,8 +380,11 @@ class QuantizePass(Pass):
         log.warning("quantize: ORT pre-processing failed; quantizing the model as it is")
         return "failed"
 
-    def _calibration_feeds(self, path: Path, ctx: PassContext) -> tuple[list[dict[str, np.ndarray]], str]:
-        """The calibration feeds and where they came from."""
+    def _calibration_feeds(
+        self, path: Path, ctx: PassContext, quiet: bool = False
+    ) -> tuple[list[dict[str, np.ndarray]], str]:
+        """The calibration feeds and where they came from (``quiet``: no warning about random ones,
+        which then only probe the result)."""
         from onnxfold.runtime.inputs import input_specs, make_inputs
         from onnxfold.runtime.sample_files import load_inputs
         from onnxfold.runtime.session import CPU, make_session
@@ -359,11 +406,12 @@ class QuantizePass(Pass):
             return _split(
                 self._checked(ctx.inputs, session, "the pipeline's inputs"), chunk
             ), "pipeline inputs"
-        log.warning(
-            "quantize: no calibration data given; calibrating on %d random samples, so activation "
-            "ranges fit noise, not real inputs (pass calibration=FILE)",
-            self.opts["samples"],
-        )
+        if not quiet:
+            log.warning(
+                "quantize: no calibration data given; calibrating on %d random samples, so activation "
+                "ranges fit noise, not real inputs (pass calibration=FILE)",
+                self.opts["samples"],
+            )
         n_feeds = max(1, -(-self.opts["samples"] // chunk))
         feeds = [
             make_inputs(session, shapes=ctx.input_shapes or None, batch=chunk, seed=self.opts["seed"] + i)

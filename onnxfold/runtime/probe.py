@@ -1,0 +1,58 @@
+"""Run a model once in a child process: onnxruntime may crash on a model, and with it the caller.
+
+A static INT8 model of brainmaze-eeg-models' spindle detector made onnxruntime 1.32 crash (SIGSEGV)
+with its default session options, where it fuses the QDQ pairs around Add and Mul into integer
+kernels and runs them on several threads (one thread, or no graph optimisation, ran it). In process,
+that crash took the whole pipeline with it, after minutes of folding, and left no output and no
+message. :func:`crash` runs the model as a user's default session would, in a child process, and says
+how it failed.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+#: a child that runs longer than this is left to the caller's own run (slow is not a crash)
+PROBE_SECONDS = 600
+
+_PROBE = (
+    "import sys, numpy as np, onnxruntime as ort\n"
+    "feed = np.load(sys.argv[2])\n"
+    "session = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])\n"
+    "session.run(None, {name: feed[name] for name in feed.files})\n"
+)
+
+
+def crash(path: str | Path, feed: Mapping[str, np.ndarray], seconds: float = PROBE_SECONDS) -> str | None:
+    """How onnxruntime, with its default session options, fails to run the model at ``path`` on
+    ``feed`` in a child process: ``"crashed (SIGSEGV)"`` for a signal, ``"failed: <last line>"`` for
+    an error; None when it runs (or runs past ``seconds``)."""
+    with tempfile.TemporaryDirectory(prefix="onnxfold-probe-") as tmp:
+        npz = Path(tmp) / "feed.npz"
+        np.savez(npz, **{name: np.asarray(v) for name, v in feed.items()})
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", _PROBE, str(path), str(npz)],
+                capture_output=True,
+                text=True,
+                timeout=seconds,
+            )
+        except subprocess.TimeoutExpired:
+            return None
+    if done.returncode < 0:
+        try:
+            name = signal.Signals(-done.returncode).name
+        except ValueError:
+            name = f"signal {-done.returncode}"
+        return f"crashed ({name})"
+    if done.returncode:
+        lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+        return f"failed: {lines[-1][:300] if lines else f'exit status {done.returncode}'}"
+    return None

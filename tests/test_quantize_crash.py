@@ -1,0 +1,77 @@
+"""A quantized model that onnxruntime's default session cannot run is not delivered as it is.
+
+A new user's trial: brainmaze-eeg-models' spindle detector, folded then quantized static, made
+onnxruntime crash (SIGSEGV in its fused QDQ Add/Mul kernels with several threads); the crash came in
+the validate pass, in process, and took the whole pipeline with it: no output, no message. The
+quantize pass now runs its result once in a child process (:mod:`onnxfold.runtime.probe`); where that
+crashes it requantizes leaving one op type in float32 at a time, and says which.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from test_deliver import ZOO, digits, predict  # noqa: F401 - the fixture
+
+import onnxfold
+import onnxfold.runtime.probe as probe
+from onnxfold.passes import QuantizePass
+from onnxfold.pipeline.manager import PassError
+
+
+def test_the_probe_says_how_a_child_run_ends(tmp_path: Path, monkeypatch) -> None:
+    src = ZOO / "lenet5.onnx"
+    x = np.zeros((2, 1, 8, 8), np.float32)
+    assert probe.crash(src, {"input": x}) is None
+    failed = probe.crash(src, {"input": np.zeros((2, 3), np.float32)})
+    assert failed is not None and failed.startswith("failed: ") and "input" in failed
+    monkeypatch.setattr(probe, "_PROBE", "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
+    assert probe.crash(src, {"input": x}) == "crashed (SIGSEGV)"
+
+
+def _quantized_types(path: Path) -> set[str]:
+    proto = onnx.load(str(path))
+    dequantized = {o for n in proto.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    skip = {"QuantizeLinear", "DequantizeLinear"}
+    return {n.op_type for n in proto.graph.node if n.op_type not in skip and set(n.input) & dequantized}
+
+
+def test_a_crashing_op_type_is_left_in_float32(digits, tmp_path: Path, monkeypatch, caplog) -> None:  # noqa: F811
+    """A stand-in for onnxruntime's crash: any model whose Gemm reads a dequantized tensor. LeNet-5
+    quantizes Conv and Gemm; the result keeps Conv quantized and Gemm in float32, and says so."""
+    x_train, _, x_test, _ = digits
+    src, out = ZOO / "lenet5.onnx", tmp_path / "q.onnx"
+    real = probe.crash
+    probed: list[set[str]] = []
+
+    def crashes_on_gemm(path, feed, seconds=probe.PROBE_SECONDS):
+        probed.append(_quantized_types(Path(path)))
+        return "crashed (SIGSEGV)" if "Gemm" in probed[-1] else real(path, feed, seconds)
+
+    monkeypatch.setattr(probe, "crash", crashes_on_gemm)
+    with caplog.at_level(logging.WARNING):
+        _, report = onnxfold.run_pipeline(
+            src, [QuantizePass(mode="static")], out, inputs={"input": x_train[:64]}
+        )
+    assert probed[0] >= {"Conv", "Gemm"} and len(probed) >= 2
+    assert "Conv" in _quantized_types(out) and "Gemm" not in _quantized_types(out)
+    note = report.passes[0].stats["note"]
+    assert "crashed (SIGSEGV)" in note and "Gemm node(s) are left in float32" in note
+    assert any("left in float32" in r.getMessage() for r in caplog.records)
+    ref, got = predict(src, x_test), predict(out, x_test)
+    assert float(np.mean(ref.argmax(1) == got.argmax(1))) >= 0.97
+
+
+def test_a_crash_no_single_op_type_explains_stops_the_pipeline(digits, tmp_path: Path, monkeypatch) -> None:  # noqa: F811
+    x_train = digits[0]
+    monkeypatch.setattr(probe, "crash", lambda path, feed, seconds=0: "crashed (SIGSEGV)")
+    out = tmp_path / "q.onnx"
+    with pytest.raises(PassError, match="crashed \\(SIGSEGV\\) running the quantized model"):
+        onnxfold.run_pipeline(
+            ZOO / "lenet5.onnx", [QuantizePass(mode="static")], out, inputs={"input": x_train[:64]}
+        )
+    assert not out.exists()
