@@ -37,3 +37,6 @@ def test_analyze_prints_the_share(capsys) -> None:
     assert last.startswith(
         f"every foldable group folded at 0.7 (the search's cap) removes {removed / total:.1%} of the"
     )
+    # a foldable embedding group is listed as foldable: the footer does not say embeddings stay (a
+    # trial read the two as contradicting each other)
+    assert "embeddings and norms stay" not in last and "what no foldable group reaches stays" in last

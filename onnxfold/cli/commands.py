@@ -297,7 +297,8 @@ def cmd_analyze(args: argparse.Namespace) -> None:
     if total:
         print(
             f"every foldable group folded at 0.7 (the search's cap) removes {held / total:.1%} of the "
-            f"{human_count(total)} parameters; blocked groups, embeddings and norms stay"
+            f"{human_count(total)} parameters; what no foldable group reaches stays (blocked groups, "
+            "an embedding's vocabulary rows, norms' scales outside a group)"
         )
     from onnxfold.analysis.subgraphs import subgraph_hint, subgraph_weights
     from onnxfold.ir.model import load_model
