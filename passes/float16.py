@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from onnxfold.ir.edit import fresh_name
 from onnxfold.ir.model import Model, model_from_proto, to_model_proto
 from onnxfold.ir.proto_graph import has_subgraph
 from onnxfold.passes.quantize import replace_model_contents
@@ -126,11 +127,7 @@ class _Converter:
     # ----------------------------------------------------------------- helpers
 
     def fresh(self, base: str) -> str:
-        name, i = base, 1
-        while name in self.names:
-            name, i = f"{base}_{i}", i + 1
-        self.names.add(name)
-        return name
+        return fresh_name(self.names, base)
 
     def elem(self, name: str) -> int:
         t = self.cur.get(name)

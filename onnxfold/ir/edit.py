@@ -53,8 +53,13 @@ class Names:
         self.taken = set(graph.tensors().keys()) | {n.name for n in graph.nodes}
 
     def __call__(self, base: str) -> str:
-        name, k = base, 1
-        while name in self.taken:
-            name, k = f"{base}_{k}", k + 1
-        self.taken.add(name)
-        return name
+        return fresh_name(self.taken, base)
+
+
+def fresh_name(taken: set[str], base: str) -> str:
+    """``base``, else ``base_1``, ``base_2`` …: the first name not in ``taken``, which then holds it."""
+    name, k = base, 1
+    while name in taken:
+        name, k = f"{base}_{k}", k + 1
+    taken.add(name)
+    return name
