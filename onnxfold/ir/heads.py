@@ -60,9 +60,9 @@ def _moved(node: gs.Node, m: int, rank: int) -> int | None:
     if node.op == "Transpose":
         perm = _perm(node, rank)
         return perm.index(m) if perm is not None else None
-    if node.op in SOFTMAX:
-        axis = int(node.attrs.get("axis", -1))
-        return m if (axis + rank if axis < 0 else axis) == rank - 1 != m else None
+    if node.op in SOFTMAX:  # the default axis differs before opset 13: only an explicit one is read
+        axis = int(node.attrs["axis"]) if "axis" in node.attrs else None
+        return m if axis is not None and (axis + rank if axis < 0 else axis) == rank - 1 != m else None
     if node.op in UNARY or node.op in BINARY:
         return m
     return m if node.op == "MatMul" and m < rank - 2 else None
@@ -148,6 +148,9 @@ def lift_merged_heads(graph: gs.Graph) -> int:
                 target = reader.inputs[1]
                 if isinstance(target, gs.Constant) and 0 in np.asarray(target.values).reshape(-1).tolist():
                     bad.add(name)  # a 0 copies the input dim at its index, which the lift moves
+    for node, _ in seeds.values():  # a split of heads already lifted is only read, never lifted again
+        if node.inputs[0].name in axis:
+            bad.add(node.outputs[0].name)
     spoiled = {parts.find(name) for name in bad}
     fresh = Names(graph)
     lifted = 0
