@@ -394,6 +394,16 @@ def isolate_shape_computations(graph: gs.Graph) -> int:
     return copies
 
 
+def _finish(model: Model) -> tuple[int, int, int, bool, int]:
+    """The last steps, again after a rewrite: shape computations isolated, vectors unshared, dead
+    nodes removed, nodes sorted and named, shapes inferred, Split sizes explicit."""
+    graph = model.graph
+    isolated, unshared = isolate_shape_computations(graph), unshare_vectors(graph)
+    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    renamed = name_nodes(graph)
+    return isolated, unshared, renamed, infer_shapes(model), explicit_split_sizes(graph)
+
+
 class CanonicalizePass(Pass):
     name = "canonicalize"
     summary = "lift Constant nodes to initializers, drop Identity/Dropout, fix static shape arithmetic, name nodes, infer shapes"
@@ -424,21 +434,18 @@ class CanonicalizePass(Pass):
                 graph.cleanup(remove_unused_graph_inputs=False).toposort()
                 infer_shapes(model)
             transposes = direct_key_transposes(graph)
-        if any(node.op == "Reshape" for node in graph.nodes):
-            if not shaped:
-                graph.cleanup(remove_unused_graph_inputs=False).toposort()
-                infer_shapes(model)
-            unpacked = unpack_packed_axes(graph)
-            heads = lift_merged_heads(graph)
         if model.computed_constants:
             model.weight_shapes = weight_shapes(graph)
-        isolated = isolate_shape_computations(graph)
-        unshared = unshare_vectors(graph)
-        graph.cleanup(remove_unused_graph_inputs=False)
-        graph.toposort()
-        renamed = name_nodes(graph)
-        inferred = infer_shapes(model)
-        splits = explicit_split_sizes(graph)
+        isolated, unshared, renamed, inferred, splits = _finish(model)
+        if any(node.op == "Reshape" for node in graph.nodes):
+            before = model.copy()
+            unpacked = unpack_packed_axes(graph)
+            heads = lift_merged_heads(graph)
+            if unpacked or heads:  # a fold that uses none of them writes the graph as it was
+                model.unrewritten = before
+                more = _finish(model)
+                isolated, unshared, renamed = isolated + more[0], unshared + more[1], renamed + more[2]
+                inferred, splits = more[3], splits + more[4]
         stats = {
             "constants_lifted": lifted,
             "nodes_removed": removed,

@@ -426,6 +426,7 @@ class SearchPass(Pass):
             if mode == "target_params" and target <= 0.0:
                 why = f"canonicalization alone (weights held twice stored once) removes more than --target-params {self.opts[mode]:g}"
             stats["nothing_folded"] = nothing_folded_reason(plans, why, graph=model.graph)
+            model.take_back_rewrites()
         if held_out is not None:
             n = sample_count(ctx.inputs)
             stats["held_out"] = (

@@ -143,3 +143,22 @@ def test_heads_of_a_packed_projection_fold_back_exactly(tmp_path: Path, kind: ty
         assert np.array_equal(run_ort(onnx.load(str(same)), {"x": x})[0], ref)
         got = run_ort(folded, {"x": x})[0]
         assert np.abs(got - ref).max() <= 1e-5 * max(1.0, float(np.abs(ref).max()))
+
+
+@pytest.mark.parametrize("kind", [MHA, Timm], ids=["MHA", "Timm"])
+def test_a_fold_that_folds_nothing_writes_the_attention_as_it_was(tmp_path: Path, kind: type) -> None:
+    """The rewrites serve the analysis; where no fold uses them (``-s 0``, a model kept whole) the
+    output keeps the source's attention: onnxruntime fused PP-OCRv4's rewritten attention its own way
+    (two more scale Muls into FusedMatMul), 7e-7 from the source at ``-s 0``."""
+    src = export(duplicated(kind())[0], tmp_path / "m.onnx", "legacy")
+    same = tmp_path / "same.onnx"
+    onnxfold.fold(src, 0.0, same, repair="none", validate=False)
+    written = onnx.load(str(same)).graph
+    ops, source = [n.op_type for n in written.node], [n.op_type for n in onnx.load(str(src)).graph.node]
+    names = [n.name for n in written.node] + [t.name for t in written.initializer]
+    assert not any("_unpacked" in n or n.endswith("_heads") for n in names)
+    for op in ("Gather", "Split", "Squeeze", "MatMul"):  # the parts still picked as the source picks them
+        assert ops.count(op) == source.count(op), op
+    half = tmp_path / "half.onnx"  # a fold of the heads keeps the rewrite it needs
+    onnxfold.fold(src, 0.5, half, method="fold", repair="none", round_to=1, validate=False)
+    assert any("_unpacked" in n.name for n in onnx.load(str(half)).graph.node)

@@ -105,9 +105,10 @@ def lift_merged_heads(graph: gs.Graph) -> int:
     nodes: dict[str, gs.Node] = {}
     bad: set[str] = set()
     queue = []
-    for node, _ in seeds.values():
+    split: dict[str, tuple] = {}  # tensor -> (B, H): the merged axis's two factors
+    for node, heads in seeds.values():
         out = node.outputs[0]
-        axis[out.name], tensors[out.name] = 1, out
+        axis[out.name], tensors[out.name], split[out.name] = 1, out, (node.inputs[0].shape[1], heads)
         queue.append(out)
     while queue:
         t = queue.pop()
@@ -125,9 +126,9 @@ def lift_merged_heads(graph: gs.Graph) -> int:
                 continue
             nodes[node.name], out = node, node.outputs[0]
             if out.name in axis:
-                bad |= {out.name} if axis[out.name] != at else set()
+                bad |= {out.name} if axis[out.name] != at or split[out.name] != split[t.name] else set()
             else:
-                axis[out.name], tensors[out.name] = at, out
+                axis[out.name], tensors[out.name], split[out.name] = at, out, split[t.name]
                 queue.append(out)
     parts = _Components()
     for node in nodes.values():
@@ -170,7 +171,8 @@ def lift_merged_heads(graph: gs.Graph) -> int:
             node.attrs["perm"] = [a for p in perm for a in ((p, p + 1) if p == m else (p + (p > m),))]
         elif node.op in SOFTMAX:
             node.attrs["axis"] = -1
-    for name, t in tensors.items():
+    for name, t in tensors.items():  # the shapes with the merged axis split (inferred again later)
         if parts.find(name) not in spoiled:
-            t.shape = None
+            m, dims = axis[name], list(t.shape) if t.shape is not None else None
+            t.shape = None if dims is None else [*dims[:m], *split[name], *dims[m + 1 :]]
     return lifted

@@ -97,6 +97,9 @@ class Model:
     #: the source's dims of the tensors between nodes by name (``value_info``): the symbols it names
     #: are kept where the shapes inferred again on export leave them unknown (:func:`infer_value_info`)
     source_dims: dict[str, tuple] = field(default_factory=dict)
+    #: canonicalize's graph before it rewrote packed projections and merged heads for the analysis
+    #: (:meth:`take_back_rewrites`)
+    unrewritten: Model | None = None
 
     @property
     def weight_inputs(self) -> list[str]:
@@ -174,7 +177,19 @@ class Model:
             dict(self.weight_shapes),
             list(self.source_inputs),
             source_dims=self.source_dims,
+            unrewritten=self.unrewritten,
         )
+
+    def take_back_rewrites(self) -> None:
+        """Hold canonicalize's graph as it was before its rewrites for the analysis (packed q/k/v
+        unpacked, merged heads lifted), where no fold used them: the outputs are the same either
+        way, but onnxruntime fuses the rewritten graph its own way (PP-OCRv4's recogniser: two more
+        scale Muls fused into FusedMatMul, outputs 7e-7 apart at ``-s 0``)."""
+        if self.unrewritten is not None:
+            self.graph = self.unrewritten.graph
+            self.computed_constants = self.unrewritten.computed_constants
+            self.weight_shapes = self.unrewritten.weight_shapes
+            self.unrewritten = None
 
 
 def _drop_stale_locations(graph: gs.Graph) -> None:

@@ -236,6 +236,25 @@ def reordered_target(graph: gs.Graph, fresh: Names, target: gs.Tensor, order: li
     return out
 
 
+def _part_target(graph: gs.Graph, fresh: Names, node: gs.Node, a: int, xs: list, ys: list) -> gs.Tensor:
+    """The target of part i's Reshape: the original's without the packed entry ``a``. Without
+    ``allowzero`` the dims before it are 0 (the input's own: the Slice keeps x's, which equal them)
+    and the static dims of the split are constants: a Paddle2ONNX target computed the sequence
+    length at run time, and no rule could trace that entry (PP-OCRv4's SVTR attention)."""
+    tail = len(xs) - a - 1
+    if int(node.attrs.get("allowzero", 0)):
+        return reordered_target(graph, fresh, node.inputs[1], [i for i in range(len(ys)) if i != a])
+    head = gs.Constant(
+        fresh(f"{node.inputs[1].name}_part"), np.asarray([0] * a + list(ys[a + 1 : len(ys) - tail]), np.int64)
+    )
+    if not tail:
+        return head
+    rest = reordered_target(graph, fresh, node.inputs[1], list(range(len(ys) - tail, len(ys))))
+    out = gs.Variable(fresh(f"{node.inputs[1].name}_part"), dtype=np.int64, shape=[len(ys) - 1])
+    graph.nodes.append(gs.Node("Concat", fresh(f"{node.name}_target"), {"axis": 0}, [head, rest], [out]))
+    return out
+
+
 def _slice(graph: gs.Graph, fresh: Names, x: gs.Tensor, axis: int, lo: int, hi: int, name: str) -> gs.Tensor:
     out = gs.Variable(fresh(f"{name}_part"), dtype=x.dtype)
     if graph.opset < 10:
@@ -281,9 +300,9 @@ def unpack_packed_axes(graph: gs.Graph) -> int:
         width = int(xs[a]) // packs
         for part in parts:
             piece = _slice(graph, fresh, x, a, part.index * width, (part.index + 1) * width, node.name)
-            kept = [i for i in range(len(ys)) if i != a]
-            target = reordered_target(graph, fresh, node.inputs[1], kept)
-            out = gs.Variable(fresh(f"{y.name}_unpacked"), dtype=y.dtype)
+            piece.shape = [*xs[:a], width, *xs[a + 1 :]]  # known here; inference may leave them out
+            target = _part_target(graph, fresh, node, a, xs, ys)
+            out = gs.Variable(fresh(f"{y.name}_unpacked"), dtype=y.dtype, shape=ys[:a] + ys[a + 1 :])
             graph.nodes.append(
                 gs.Node("Reshape", fresh(f"{node.name}_unpacked"), dict(node.attrs), [piece, target], [out])
             )
@@ -291,8 +310,9 @@ def unpack_packed_axes(graph: gs.Graph) -> int:
             for step in part.path:
                 copy = _without(step, axis, rank, fresh, out)
                 graph.nodes.append(copy)
-                axis, rank = _moved(step, axis, rank), len(_dims(step.outputs[0]))
-                out = copy.outputs[0]
+                axis, dims = _moved(step, axis, rank), _dims(step.outputs[0])
+                rank, out = len(dims), copy.outputs[0]
+                out.shape = dims[:axis] + dims[axis + 1 :]
             part.cut[-1].outputs.clear()  # the picking nodes go dead; cleanup removes them
             out.inputs[0].outputs[0] = part.out
         changed += 1
