@@ -14,7 +14,10 @@ is replaced by its value; a last-two-axes transpose written through a merged lea
 SDPA kᵀ) is one Transpose; a packed q/k/v projection indexed part by part is one Slice per part
 (:mod:`onnxfold.ir.packed`), and heads merged with the batch axis get an axis of their own
 (:mod:`onnxfold.ir.heads`); ``Split(num_outputs=n)`` gets explicit sizes; nodes are topologically
-sorted; shapes are inferred where ONNX can infer them. Values are never changed, so the model computes bit-identical outputs.
+sorted; shapes are inferred where ONNX can infer them. Values are never changed, so the model computes
+bit-identical outputs. onnxruntime may still fuse the two attention rewrites differently from the
+source (PP-OCRv4's recogniser: 7e-7 apart), so the graph before them is kept (``Model.unrewritten``)
+and a fold that uses neither writes that one.
 """
 
 from __future__ import annotations

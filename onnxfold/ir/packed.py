@@ -276,6 +276,19 @@ def _zero_after(target: gs.Tensor, entry: int, node: gs.Node) -> bool:
     return not int(node.attrs.get("allowzero", 0)) and values is not None and 0 in values[entry + 1 :]
 
 
+def _counted(xs: list | None, ys: list | None, target: gs.Tensor) -> int | None:
+    """The one output dim inference left unknown (``unk__N``) where the constant target says −1: when
+    every other leading dim equals x's and the split's dims are x's split axis (packed_split, the
+    dim before the split), the element count makes it x's own (a dynamo export's batch: [−1, 65, 3,
+    3, 64]). None where there is no such dim."""
+    values = _const_ints(target)
+    if xs is None or ys is None or values is None or values.count(-1) != 1 or len(values) != len(ys):
+        return None
+    at = values.index(-1)
+    made_up = isinstance(ys[at], str) and ys[at].startswith("unk__")
+    return at if made_up and at < len(xs) else None
+
+
 def unpack_packed_axes(graph: gs.Graph) -> int:
     """Rewrite every packed projection read part by part (see the module docstring); returns how
     many Reshapes were unpacked. Shapes must be inferred."""
@@ -288,8 +301,15 @@ def unpack_packed_axes(graph: gs.Graph) -> int:
             continue
         x, y = node.inputs[0], node.outputs[0]
         xs, ys = _dims(x), _dims(y)
+        free = _counted(xs, ys, node.inputs[1])
+        if free is not None:
+            ys = [*ys[:free], xs[free], *ys[free + 1 :]]
         split = packed_split(xs, ys) if xs is not None and ys is not None else None
-        if split is None or _zero_after(node.inputs[1], split[0], node):
+        if (
+            split is None
+            or _zero_after(node.inputs[1], split[0], node)
+            or (free is not None and free >= split[0])
+        ):
             continue
         a, packs = split
         parts = _parts(y, a, outputs, [])
