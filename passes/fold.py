@@ -357,7 +357,9 @@ class FoldPass(Pass):
 
         with collecting() as seconds, measuring_threads(self.opts["jobs"]):
             result = self._run(model, ctx)
-        if not any(p.status == "folded" for p in ctx.data["fold_plans"]):
+        if any(p.status == "folded" for p in ctx.data["fold_plans"]):
+            model.unrewritten = None  # the fold is in the rewritten graph now
+        else:
             model.take_back_rewrites()  # the graph as it was, fused by onnxruntime as it was
         result.stats["steps"] = rounded(seconds)
         result.stats["steps_cpu"] = rounded(seconds.cpu)

@@ -427,6 +427,8 @@ class SearchPass(Pass):
                 why = f"canonicalization alone (weights held twice stored once) removes more than --target-params {self.opts[mode]:g}"
             stats["nothing_folded"] = nothing_folded_reason(plans, why, graph=model.graph)
             model.take_back_rewrites()
+        else:
+            model.unrewritten = None  # the fold lives in the rewritten graph
         if held_out is not None:
             n = sample_count(ctx.inputs)
             stats["held_out"] = (

@@ -178,3 +178,24 @@ def test_a_fold_that_folds_nothing_writes_the_attention_as_it_was(tmp_path: Path
     half = tmp_path / "half.onnx"  # a fold of the heads keeps the rewrite it needs
     onnxfold.fold(src, 0.5, half, method="fold", repair="none", round_to=1, validate=False)
     assert any("_unpacked" in n.name for n in onnx.load(str(half)).graph.node)
+
+
+def test_a_later_fold_that_folds_nothing_keeps_an_earlier_fold(tmp_path: Path) -> None:
+    """Once a fold has used the rewrites, the graph before them is stale: a second fold in the same
+    pipeline that folds nothing must not take it back (and the first fold with it)."""
+    from onnxfold.passes import CanonicalizePass, FoldPass
+
+    src = export(duplicated(Timm())[0], tmp_path / "m.onnx", "legacy")
+    out = tmp_path / "twice.onnx"
+    passes = [
+        CanonicalizePass(),
+        FoldPass(sparsity=0.5, method="fold", round_to=1),
+        FoldPass(sparsity=0.0),
+    ]
+    _, report = onnxfold.run_pipeline(src, passes, out)
+    assert params(onnx.load(str(out))) < params(onnx.load(str(src)))
+    x = np.random.default_rng(3).standard_normal((2, 5, E)).astype(np.float32)
+    ref = run_ort(onnx.load(str(src)), {"x": x})[0]
+    assert np.abs(run_ort(onnx.load(str(out)), {"x": x})[0] - ref).max() <= 1e-5 * max(
+        1.0, float(np.abs(ref).max())
+    )
