@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxfold.analysis.shape_trace import RankFn, ShapeEntry, target_entries, tensor_shape
+from onnxfold.analysis.shape_trace import RankFn, ShapeEntry, copied_dim, target_entries, tensor_shape
+from onnxfold.ir.edit import transpose_perm
 
 #: ops whose output dims are the broadcast of their inputs' (elementwise; unary ones keep them)
 KNOWN_DIM_OPS = {
@@ -78,9 +79,8 @@ def known_dim(t: gs.Tensor, axis: int, rank_of: RankFn, channel_axis: RankFn, de
             return None
         return src if e.value == 1 else (e.value if src in (1, e.value) else None)
     if node.op == "Transpose":
-        perm = node.attrs.get("perm")
-        perm = list(range(len(shape)))[::-1] if perm is None else [int(p) for p in perm]
-        return known(node.inputs[0], perm[axis]) if len(perm) == len(shape) else None
+        perm = transpose_perm(node, len(shape))
+        return known(node.inputs[0], perm[axis]) if perm is not None else None
     if node.op == "Reshape":
         return _reshaped(node, axis, len(shape), rank_of, known)
     operands = [i for i in node.inputs if i.name]
@@ -120,11 +120,8 @@ def _copied(e: ShapeEntry, x: gs.Tensor, dims: list, left: list[int]) -> int | N
         return None
     if e.source is x and e.dim_of in left:
         return e.dim_of
-    src = tensor_shape(e.source) if e.source is not None else None
-    theirs = src[e.dim_of] if src is not None and e.dim_of < len(src) else None
-    if not isinstance(theirs, str) or theirs.startswith("unk__"):
-        return None
-    return next((i for i in left if dims[i] == theirs), None)
+    theirs = copied_dim(e)
+    return next((i for i in left if dims[i] == theirs), None) if isinstance(theirs, str) else None
 
 
 def _reshaped(node: gs.Node, axis: int, rank: int, rank_of: RankFn, known) -> int | None:

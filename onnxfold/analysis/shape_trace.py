@@ -15,6 +15,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnxfold.ir.shapes import made_up_dim
+
 RankFn = Callable[[gs.Tensor], "int | None"]
 
 
@@ -30,6 +32,16 @@ class ShapeEntry:
     path: tuple[gs.Tensor, ...] = ()  # tensors computed from ``const`` on the way to the Reshape
     #: for a copied dim, the tensor whose shape it was read from
     source: gs.Tensor | None = None
+
+
+def copied_dim(e: ShapeEntry):
+    """The dim a run-time entry copies, as its source's inferred dim (a value or a symbol); None when
+    it copies none, or inference left that dim unknown or made its symbol up."""
+    if e.dim_of is None:
+        return None
+    src = tensor_shape(e.source) if e.source is not None else None
+    theirs = src[e.dim_of] if src is not None and e.dim_of < len(src) else None
+    return None if made_up_dim(theirs) else theirs
 
 
 def const_values(t: gs.Tensor) -> np.ndarray | None:

@@ -25,6 +25,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from onnx import helper
 
+from onnxfold.ir.edit import transpose_perm
 from onnxfold.ir.external import peek_values
 
 VIEW_OPS = ("Transpose", "Squeeze", "Unsqueeze", "Cast")
@@ -62,9 +63,8 @@ def _step(node: gs.Node, base: View, name: str) -> View | None:
     """The view ``node`` makes of ``base``, or None when it is not a pure move of axes."""
     axes, shape, dtype = list(base.axes), list(base.shape), base.dtype
     if node.op == "Transpose":
-        perm = node.attrs.get("perm")
-        perm = list(perm) if perm is not None else list(reversed(range(len(axes))))
-        if sorted(perm) != list(range(len(axes))):
+        perm = transpose_perm(node, len(axes))
+        if perm is None:
             return None
         axes, shape = [axes[p] for p in perm], [shape[p] for p in perm]
     elif node.op == "Unsqueeze":

@@ -46,6 +46,14 @@ def remove_identities(graph: gs.Graph) -> int:
     return removed
 
 
+def transpose_perm(node: gs.Node, rank: int) -> list[int] | None:
+    """A Transpose's permutation of ``rank`` axes (reversed when the attribute is absent); None when
+    it is not one."""
+    perm = node.attrs.get("perm")
+    perm = list(range(rank))[::-1] if perm is None else [int(p) for p in perm]
+    return perm if sorted(perm) == list(range(rank)) else None
+
+
 class Names:
     """Fresh tensor and node names for a graph's new nodes."""
 

@@ -23,17 +23,11 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxfold.ir.edit import Names
+from onnxfold.ir.edit import Names, transpose_perm
 
 UNARY = ("Cast", "Exp", "Neg", "Sqrt", "Relu", "Tanh", "Sigmoid", "Erf", "Abs", "Reciprocal")
 BINARY = ("Add", "Sub", "Mul", "Div", "Pow")
 SOFTMAX = ("Softmax", "LogSoftmax")
-
-
-def _perm(node: gs.Node, rank: int) -> list[int] | None:
-    perm = node.attrs.get("perm")
-    perm = list(range(rank))[::-1] if perm is None else [int(p) for p in perm]
-    return perm if sorted(perm) == list(range(rank)) else None
 
 
 def _seed(node: gs.Node, outputs: set[str]) -> int | None:
@@ -58,7 +52,7 @@ def _moved(node: gs.Node, m: int, rank: int) -> int | None:
     """The merged axis of ``node``'s output when its input's is ``m`` (of ``rank``), or None when the
     op does not allow the lift (operands are checked once the region is known)."""
     if node.op == "Transpose":
-        perm = _perm(node, rank)
+        perm = transpose_perm(node, rank)
         return perm.index(m) if perm is not None else None
     if node.op in SOFTMAX:  # the default axis differs before opset 13: only an explicit one is read
         axis = int(node.attrs["axis"]) if "axis" in node.attrs else None
@@ -73,7 +67,7 @@ def _fits(x: gs.Tensor, m: int, rank: int, axis: dict[str, int]) -> bool:
     rank, or (elementwise) too short to reach that axis by broadcasting."""
     if x.name in axis:
         return axis[x.name] == m and _rank(x) == rank
-    r = np.asarray(x.values).ndim if isinstance(x, gs.Constant) else _rank(x)
+    r = _rank(x)  # a constant's from its shape: its values (perhaps external) are never read here
     return r is not None and r <= rank - m - 1
 
 
@@ -167,7 +161,7 @@ def lift_merged_heads(graph: gs.Graph) -> int:
             continue
         m = axis.get(node.inputs[0].name)
         if node.op == "Transpose" and m is not None:
-            perm = _perm(node, _rank(node.inputs[0]) or 0) or []
+            perm = transpose_perm(node, _rank(node.inputs[0]) or 0) or []
             node.attrs["perm"] = [a for p in perm for a in ((p, p + 1) if p == m else (p + (p > m),))]
         elif node.op in SOFTMAX:
             node.attrs["axis"] = -1

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxfold.ir.edit import Names
+from onnxfold.ir.edit import Names, transpose_perm
+from onnxfold.ir.shapes import made_up_dim
 
 LAYOUT_OPS = ("Transpose", "Unsqueeze", "Squeeze")
 
@@ -79,9 +80,8 @@ def packed_split(x: list, y: list) -> tuple[int, int] | None:
 def _moved(node: gs.Node, axis: int, rank: int) -> int | None:
     """Where a layout node puts input axis ``axis`` (of ``rank``), None if it touches it."""
     if node.op == "Transpose":
-        perm = node.attrs.get("perm")
-        perm = list(range(rank))[::-1] if perm is None else [int(p) for p in perm]
-        return perm.index(axis) if sorted(perm) == list(range(rank)) else None
+        perm = transpose_perm(node, rank)
+        return perm.index(axis) if perm is not None else None
     axes = _axes(node)
     if axes is None:
         return None
@@ -166,10 +166,8 @@ def _without(node: gs.Node, axis: int, rank: int, fresh: Names, x: gs.Tensor) ->
     """A copy of layout node ``node`` reading ``x``, which lacks the packed ``axis`` (of ``rank``)."""
     attrs = dict(node.attrs)
     inputs = [x]
-    if node.op == "Transpose":
-        perm = attrs.get("perm")
-        perm = list(range(rank))[::-1] if perm is None else [int(p) for p in perm]
-        attrs["perm"] = [p - (p > axis) for p in perm if p != axis]
+    if node.op == "Transpose":  # a permutation: _moved read it on the way here
+        attrs["perm"] = [p - (p > axis) for p in transpose_perm(node, rank) if p != axis]
     else:
         axes = _axes(node) or []
         if node.op == "Unsqueeze":
@@ -285,8 +283,7 @@ def _counted(xs: list | None, ys: list | None, target: gs.Tensor) -> int | None:
     if xs is None or ys is None or values is None or values.count(-1) != 1 or len(values) != len(ys):
         return None
     at = values.index(-1)
-    made_up = isinstance(ys[at], str) and ys[at].startswith("unk__")
-    return at if made_up and at < len(xs) else None
+    return at if ys[at] is not None and made_up_dim(ys[at]) and at < len(xs) else None
 
 
 def unpack_packed_axes(graph: gs.Graph) -> int:

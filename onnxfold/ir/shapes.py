@@ -15,6 +15,12 @@ from onnxfold.ir.model import Model
 log = logging.getLogger(__name__)
 
 
+def made_up_dim(dim) -> bool:
+    """Whether a dim is unknown: None, or a symbol ONNX's inference made up for a dim it could not
+    compute (``unk__N``), which names nothing the exporter named."""
+    return dim is None or (isinstance(dim, str) and dim.startswith("unk__"))
+
+
 def value_info_dims(vi: onnx.ValueInfoProto) -> list[int | str | None] | None:
     """Dims of a tensor value_info: ints, symbolic names, or None when unknown; None without a shape."""
     ttype = vi.type.tensor_type if vi.type.HasField("tensor_type") else None

@@ -31,7 +31,7 @@ import onnx
 from onnx import TensorProto
 
 from onnxfold.analysis.registry import hook as op_hook
-from onnxfold.ir.shapes import value_info_dims
+from onnxfold.ir.shapes import made_up_dim, value_info_dims
 from onnxfold.report.table import format_table, human_bytes, human_count  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
@@ -415,7 +415,7 @@ def symbolic_summary(dims: Sequence[str], shown: int = 3, width: int = 40) -> st
     dynamic output length written out as floor(...) arithmetic) are cut to ``shown`` names of at most
     ``width`` characters and a count. Shape inference's own names (``unk__N``, a dim it derived from
     free ones, as a Conv's output length) mean nothing to a reader: they are counted, not named."""
-    own = [d for d in dims if not d.startswith("unk__")]
+    own = [d for d in dims if not made_up_dim(d)]
     derived = len(dims) - len(own)
     parts = []
     if own:

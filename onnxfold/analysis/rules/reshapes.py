@@ -27,8 +27,9 @@ from onnxfold.analysis.groups import (
 )
 from onnxfold.analysis.registry import register_rule
 from onnxfold.analysis.rules.joins import coarsened, scaled, shifted
-from onnxfold.analysis.shape_trace import ShapeEntry, static_dims, tensor_shape, untraced_node
+from onnxfold.analysis.shape_trace import ShapeEntry, copied_dim, static_dims, tensor_shape, untraced_node
 from onnxfold.analysis.walk import Analysis
+from onnxfold.ir.shapes import made_up_dim
 
 #: At most this many segments in a tiled layout (copies × the layout's segments): an NHWC Flatten of
 #: a 7×7 map gives 49 copies; [B, 2048, 64] flattened whole would give 2048, each a member of the
@@ -125,8 +126,7 @@ def reshape(walk: Analysis, node: gs.Node) -> None:
     in_shape = tensor_shape(node.inputs[0])
     if in_shape is not None:  # dims inference made up that the graph fixes (a −1 head count of 1)
         in_shape = tuple(
-            walk.known_dim(node.inputs[0], i) or d if d is None or str(d).startswith("unk__") else d
-            for i, d in enumerate(in_shape)
+            walk.known_dim(node.inputs[0], i) or d if made_up_dim(d) else d for i, d in enumerate(in_shape)
         )
     entries = walk.target_entries(node.inputs[1])
     if entries is None or in_shape is None or len(in_shape) != lay.rank:
@@ -262,12 +262,8 @@ def same_dim(e: ShapeEntry, i: int, in_shape) -> bool:
     same."""
     if e.dim_of is None:
         return False
-    src = tensor_shape(e.source) if e.source is not None else None
-    theirs = src[e.dim_of] if src is not None and e.dim_of < len(src) else None
-    ours = in_shape[i]
-    if any(d is None or (isinstance(d, str) and d.startswith("unk__")) for d in (theirs, ours)):
-        return e.dim_of == i
-    return theirs == ours
+    theirs, ours = copied_dim(e), in_shape[i]
+    return e.dim_of == i if theirs is None or made_up_dim(ours) else theirs == ours
 
 
 def regroup_leading(walk: Analysis, node: gs.Node, lay: Layout, entries: list[ShapeEntry], in_shape) -> bool:
