@@ -401,3 +401,79 @@ def test_two_random_samples_reading_one_class_are_no_evidence_and_validation_dra
     probs = np.tile(np.array([[0.9, 0.1]], np.float32), (2, 1))
     assert unexercised("prob", probs, "Softmax") is None  # one class on 2 samples says nothing
     assert unexercised("prob", np.tile(probs, (4, 1)), "Softmax") == "made its argmax class 0 on every sample"
+
+
+def _offset_head(scale: float, bias: float, seed: int = 0) -> onnx.ModelProto:
+    """x[N, 3, 8, 8] -> Conv 3->16 -> Relu -> GlobalAveragePool -> Flatten -> Gemm 16->4 (weights
+    times ``scale``, bias ``bias``): unbounded scores that random inputs barely move when ``scale``
+    is small against ``bias`` (a spindle detector's logits on noise vary by 2% of their size)."""
+    rng = np.random.default_rng(seed)
+    w1 = (rng.standard_normal((16, 3, 3, 3)) * 0.4).astype(np.float32)
+    b1 = (rng.standard_normal(16) * 0.1).astype(np.float32)
+    w2 = (rng.standard_normal((16, 4)) * scale).astype(np.float32)
+    b2 = np.full(4, bias, np.float32)
+    graph = oh.make_graph(
+        [
+            oh.make_node("Conv", ["x", "w1", "b1"], ["h"], pads=[1, 1, 1, 1]),
+            oh.make_node("Relu", ["h"], ["r"]),
+            oh.make_node("GlobalAveragePool", ["r"], ["p"]),
+            oh.make_node("Flatten", ["p"], ["f"]),
+            oh.make_node("Gemm", ["f", "w2", "b2"], ["scores"]),
+        ],
+        "head",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [oh.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 4])],
+        [nh.from_array(v, k) for k, v in {"w1": w1, "b1": b1, "w2": w2, "b2": b2}.items()],
+    )
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    model.ir_version = 9
+    return model
+
+
+def test_unbounded_scores_that_barely_vary_from_sample_to_sample_are_unexercised() -> None:
+    from onnxfold.runtime.exercised import sample_spread
+
+    rng = np.random.default_rng(0)
+    still = (-3.0 + 0.05 * rng.standard_normal((8, 30, 3))).astype(np.float32)
+    assert sample_spread(still, 8) == pytest.approx(0.05 / 3.0, rel=0.15)
+    assert sample_spread(still, None) is None and sample_spread(still[:1], 1) is None
+    assert sample_spread(np.moveaxis(still, 0, 1), 8) == pytest.approx(sample_spread(still, 8))  # [T, B, C]
+    why = unexercised("detection", still, "Add", samples=8)
+    assert why is not None and why.startswith("varied this output from sample to sample by only 1.")
+    moving = (-3.0 + 1.5 * rng.standard_normal((8, 30, 3))).astype(np.float32)  # EEG moves them by half
+    assert unexercised("detection", moving, "Add", samples=8) is None
+    assert unexercised("detection", still, "Add") is None  # no sample axis known
+    # a candidate as still and within a tenth of the original's size: no verdict either way
+    near = still + 0.2
+    assert unexercised_by_both("detection", still, near, "Add", samples=8) == why
+    # a candidate off by a third of the original's size has changed, whatever noise exercises
+    # (DNSMOS folded: 1.4 MOS off on noise clips it barely told apart)
+    assert unexercised_by_both("detection", still, still + 1.0, "Add", samples=8) is None
+    loose = still + 0.5 * rng.standard_normal(still.shape).astype(np.float32)  # now it moves
+    assert unexercised_by_both("detection", still, loose, "Add", samples=8) is None
+    # bounded outputs keep their range test; probabilities their argmax test
+    wide = np.tile(np.array([0.2, 0.4, 0.6, 0.8], np.float32), (8, 1))  # the same map on every sample
+    assert unexercised("prob", wide, "Sigmoid", samples=8) is None  # but across its range
+    uneven = np.tile(np.array([0.1, 0.2, 0.3, 0.4], np.float32), (8, 1))  # still, but probabilities
+    uneven[::2] = uneven[::2, ::-1]  # whose argmax moves: the argmax test says exercised
+    assert unexercised("prob", uneven, "Softmax", samples=8) is None
+
+
+def test_random_inputs_that_barely_move_unbounded_scores_get_a_note_not_a_verdict(tmp_path: Path) -> None:
+    src = tmp_path / "still.onnx"
+    onnx.save(_offset_head(0.02, 5.0), src)
+    report = onnxfold.fold(str(src), output=str(tmp_path / "out.onnx"), sparsity=0.5, method="fold")[1]
+    (out,) = report.validation.outputs
+    assert out.fidelity < 0.9 and out.cosine > 0.999
+    assert out.unexercised.startswith("varied this output from sample to sample by only")
+    line = task_warning(report.validation)
+    assert line.startswith("note: scores keeps") and "says little about the task" in line
+    # the same head where noise moves the scores: a fold this far is warned about
+    src = tmp_path / "moving.onnx"
+    onnx.save(_offset_head(1.0, 0.0), src)
+    report = onnxfold.fold(
+        str(src), output=str(tmp_path / "out2.onnx"), sparsity=0.9, method="fold", round_to=1
+    )[1]
+    (out,) = report.validation.outputs
+    assert out.fidelity < 0.9 and out.unexercised is None
+    assert task_warning(report.validation).startswith("warning: scores keeps")
