@@ -477,3 +477,18 @@ def test_random_inputs_that_barely_move_unbounded_scores_get_a_note_not_a_verdic
     (out,) = report.validation.outputs
     assert out.fidelity < 0.9 and out.unexercised is None
     assert task_warning(report.validation).startswith("warning: scores keeps")
+
+
+def test_the_search_notes_every_output_its_proxy_leaves_still_in_one_line(tmp_path: Path) -> None:
+    model = _offset_head(0.02, 5.0)
+    model.graph.node.append(oh.make_node("Mul", ["scores", "two"], ["doubled"]))
+    model.graph.initializer.append(nh.from_array(np.array(2.0, np.float32), "two"))
+    model.graph.output.append(oh.make_tensor_value_info("doubled", TensorProto.FLOAT, ["N", 4]))
+    src = tmp_path / "two.onnx"
+    onnx.save(model, src)
+    search = onnxfold.fold(str(src), output=str(tmp_path / "out.onnx"), min_fidelity=0.95)[1].search
+    assert set(search.unexercised) == {"scores", "doubled"}
+    notes = [line for line in search.summary().splitlines() if "exercises none of" in line]
+    assert len(notes) == 1
+    assert notes[0].startswith("note: on scores the proxy varied this output from sample to sample by only")
+    assert "; on doubled the proxy varied" in notes[0] and "none of their decisions" in notes[0]

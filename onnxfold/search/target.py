@@ -244,12 +244,14 @@ class SearchResult:
                 "note: no --inputs given, so this fidelity is a data-free proxy on random inputs, "
                 "not a measure of the model's task"
             )
-        for name, why in self.unexercised.items():
+        if self.unexercised:  # one note, however many outputs
+            on = "; ".join(f"on {name} the proxy {why}" for name, why in self.unexercised.items())
+            its = "its" if len(self.unexercised) == 1 else "their"
             lines.append(
-                f"note: on {name} the proxy {why}: it exercises none of its decisions, so this fidelity "
-                "says little about them either way (PP-OCRv4's text detector: 6.7% fewer parameters "
-                "data-free and 74% with 32 pages; silero-vad at 512 samples: 22.9% data-free and 41% of "
-                "its speech decisions kept); judge the result on your task, or give --inputs"
+                f"note: {on}: it exercises none of {its} decisions, so this fidelity says little about "
+                "them either way (PP-OCRv4's text detector: 6.7% fewer parameters data-free and 74% with "
+                "32 pages; silero-vad at 512 samples: 22.9% data-free and 41% of its speech decisions "
+                "kept); judge the result on your task, or give --inputs"
             )
         if self.recurrent and self.mode == "min_fidelity":
             pairs = ", ".join(f"{o} -> {i}" for i, o in self.recurrent)
