@@ -192,29 +192,32 @@ def unshare_vectors(graph: gs.Graph) -> int:
 
 
 def explicit_split_sizes(graph: gs.Graph) -> int:
-    """``Split(num_outputs=n)`` (opset 18) on a static axis becomes ``Split(x, sizes)``: the same
-    computation, but with the sizes in a constant that folding can rewrite (YOLO C2f chunks)."""
+    """``Split(num_outputs=n)`` (opset 18), or a Split of opset 13–17 with neither sizes nor
+    ``num_outputs`` (equal parts, one per output: torch's legacy export of GLU), on a static axis
+    becomes ``Split(x, sizes)``: the same computation, but with the sizes in a constant that folding
+    can rewrite (YOLO C2f chunks, a Conformer's GLU)."""
     changed = 0
     for node in graph.nodes:
-        if (
-            node.op != "Split"
-            or "num_outputs" not in node.attrs
-            or (len(node.inputs) > 1 and node.inputs[1].name)
-        ):
+        if node.op != "Split" or (len(node.inputs) > 1 and node.inputs[1].name):
+            continue
+        implicit = "num_outputs" not in node.attrs and "split" not in node.attrs
+        if "num_outputs" not in node.attrs and not (implicit and 13 <= (graph.opset or 0) < 18):
             continue
         shape = node.inputs[0].shape
         axis = int(node.attrs.get("axis", 0))
         if shape is None or not -len(shape) <= axis < len(shape):
             continue
         dim = shape[axis]
-        count = int(node.attrs["num_outputs"])
+        count = int(node.attrs.get("num_outputs", len(node.outputs)))
         if not isinstance(dim, (int, np.integer)) or count != len(node.outputs) or count < 1:
             continue
+        if implicit and int(dim) % count:
+            continue  # not a valid equal split: left as it is
         chunk = -(-int(dim) // count)  # ceil, as the operator defines it
         sizes = [chunk] * (count - 1) + [int(dim) - chunk * (count - 1)]
         if sizes[-1] <= 0:
             continue
-        del node.attrs["num_outputs"]
+        node.attrs.pop("num_outputs", None)
         const = gs.Constant(f"{node.name}_split_sizes", np.array(sizes, dtype=np.int64))
         if len(node.inputs) > 1:
             node.inputs[1] = const

@@ -1255,6 +1255,8 @@ def split_unrewritable(opset: int):
         cat = net("Concat", a, b, axis=1)
         if opset < 13:
             p, q = net("Split", cat, axis=1, split=[4, 4], outs=2)
+        elif opset < 18:  # neither sizes nor num_outputs: equal parts, one per output
+            p, q = net("Split", cat, axis=1, outs=2)
         else:
             p, q = net("Split", cat, axis=1, num_outputs=2, outs=2)
         return net.model(net("Add", net("Conv", p, "wp", name="cP"), net("Conv", q, "wq", name="cQ")))
@@ -1289,6 +1291,41 @@ case(
     split_unrewritable(18),
     producer("wa", "ba", 4) + producer("wb", "bb", 4) + [("wp", 1, [S(4)]), ("wq", 1, [S(4)])],
     ["cA", "cB"],
+)
+
+# opset 13-17 without sizes (torch's legacy export of GLU): given explicit sizes the same way
+case(
+    "split_equal_parts_made_explicit_opset17",
+    split_pair_w,
+    split_unrewritable(17),
+    producer("wa", "ba", 4) + producer("wb", "bb", 4) + [("wp", 1, [S(4)]), ("wq", 1, [S(4)])],
+    ["cA", "cB"],
+)
+
+
+def glu_depthwise(w):
+    """Conformer's convolution module as torch's legacy exporter writes it: pointwise Conv to 2H,
+    GLU as Split(axis 1, two equal parts) then a · Sigmoid(b), depthwise Conv, Relu, pointwise Conv."""
+    net = Net(w, 17)
+    x = net.input("x", X)
+    a, b = net("Split", net("Conv", x, "w1", "b1", name="pw1"), axis=1, outs=2)
+    gated = net("Mul", a, net("Sigmoid", b))
+    dw = net("Conv", gated, "wd", "bd", name="dw", group=len(w["wd"]), pads=[1, 1, 1, 1])
+    return net.model(net("Conv", net("Relu", dw), "w2", name="pw2"))
+
+
+case(
+    "glu_split_without_sizes_then_depthwise",
+    lambda r: {
+        "w1": rnd(r, 8, 3, 1, 1),
+        "b1": rnd(r, 8),
+        "wd": rnd(r, 4, 1, 3, 3),
+        "bd": rnd(r, 4),
+        "w2": rnd(r, 5, 4, 1, 1),
+    },
+    glu_depthwise,
+    [("w1", 0, [A(4), A(4)]), ("b1", 0, [A(4), A(4)])] + producer("wd", "bd", 4) + [("w2", 1, [S(4)])],
+    ["pw1"],
 )
 
 
