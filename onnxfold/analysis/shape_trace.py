@@ -32,6 +32,9 @@ class ShapeEntry:
     path: tuple[gs.Tensor, ...] = ()  # tensors computed from ``const`` on the way to the Reshape
     #: for a copied dim, the tensor whose shape it was read from
     source: gs.Tensor | None = None
+    #: an entry computed at run time by arithmetic the trace does not follow (a sequence length
+    #: after strided convs, ``(T − 5) // 8 …``): the one-element tensor it comes from, else None
+    computed: gs.Tensor | None = None
 
 
 def copied_dim(e: ShapeEntry):
@@ -105,6 +108,8 @@ def target_entries(t: gs.Tensor, rank_of: RankFn) -> list[ShapeEntry] | None:
         entries: list[ShapeEntry] = []
         for part in node.inputs:
             inner = target_entries(part, rank_of)
+            if inner is None and tensor_shape(part) == (1,):  # one entry, computed: its place is known
+                inner = [ShapeEntry(None, None, 0, computed=part)]
             if inner is None:
                 return None
             entries += [replace(e, path=e.path + (t,)) for e in inner]
@@ -178,14 +183,16 @@ def picked_entries(node: gs.Node, length: int) -> list[int] | None:
 
 
 def untraced_node(t: gs.Tensor, rank_of: RankFn, depth: int = 0) -> gs.Node | None:
-    """The node that makes shape tensor ``t`` untraceable for :func:`target_entries` (e.g. a ``Mul`` of
-    a channel count and a batch known only at run time), for a block reason; None if none is found."""
+    """The node that makes shape tensor ``t`` untraceable for :func:`target_entries`, or computes one of
+    its entries (e.g. a ``Mul`` of a channel count and a batch known only at run time), for a block
+    reason; None if none is found."""
     if isinstance(t, gs.Constant) or len(t.inputs) != 1 or depth > 16:
         return None
     node = t.inputs[0]
     if node.op in ("Concat", "Unsqueeze", "Squeeze", "Cast", "Identity", "Gather", "Slice", "Reshape"):
         for part in node.inputs[:1] if node.op != "Concat" else node.inputs:
-            if target_entries(part, rank_of) is None:
+            entries = target_entries(part, rank_of)
+            if entries is None or any(e.computed is not None for e in entries):
                 return untraced_node(part, rank_of, depth + 1) or node
         return node
     return node

@@ -311,6 +311,12 @@ def _infer_once(model: Model, keep_hints: bool) -> bool:
         dims = value_info_dims(vi)
         if dims is None:
             continue
+        named = model.source_dims.get(vi.name)
+        if named is not None and len(named) == len(dims):  # the exporter's symbols, where made up here
+            dims = [
+                n if isinstance(n, str) and not made_up_dim(n) and made_up_dim(d) else d
+                for d, n in zip(dims, named, strict=True)
+            ]
         ttype = vi.type.tensor_type
         t.shape = dims
         if ttype.elem_type and t.dtype is None:

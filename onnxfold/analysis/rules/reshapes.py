@@ -129,6 +129,13 @@ def reshape(walk: Analysis, node: gs.Node) -> None:
             walk.known_dim(node.inputs[0], i) or d if made_up_dim(d) else d for i, d in enumerate(in_shape)
         )
     entries = walk.target_entries(node.inputs[1])
+    out_shape = tensor_shape(node.outputs[0])
+    if entries is not None and in_shape is not None:  # computed entries must be proven copies
+        if any(
+            e.computed is not None and not computed_copy(e, i, in_shape, out_shape)
+            for i, e in enumerate(entries)
+        ):
+            entries = None
     if entries is None or in_shape is None or len(in_shape) != lay.rank:
         culprit = untraced_node(node.inputs[1], walk.rank_of) if entries is None else None
         where = f" (an entry computed by {culprit.op} {culprit.name})" if culprit is not None else ""
@@ -142,6 +149,7 @@ def reshape(walk: Analysis, node: gs.Node) -> None:
         d = in_shape[i]
         return (
             same_dim(e, i, in_shape)
+            or (same_position and computed_copy(e, i, in_shape, out_shape))
             or (same_position and e.value == 0 and copy_zero)
             or (e.value is not None and e.value > 0 and isinstance(d, (int, np.integer)) and e.value == d)
         )
@@ -264,6 +272,17 @@ def same_dim(e: ShapeEntry, i: int, in_shape) -> bool:
         return False
     theirs, ours = copied_dim(e), in_shape[i]
     return e.dim_of == i if theirs is None or made_up_dim(ours) else theirs == ours
+
+
+def computed_copy(e: ShapeEntry, i: int, in_shape, out_shape) -> bool:
+    """Whether entry ``e``, computed at run time by arithmetic the trace does not follow, gives
+    output dim ``i`` the input's dim ``i``: the exporter's inferred dims say so, the same static value
+    or the same symbol (dynamo's ``((seq − 5)//8 − 3)//2 + 1`` of a sequence after strided convs),
+    never one that inference made up (``unk__N``)."""
+    if e.computed is None or out_shape is None or i >= min(len(in_shape), len(out_shape)):
+        return False
+    ours, theirs = in_shape[i], out_shape[i]
+    return ours is not None and not made_up_dim(ours) and not made_up_dim(theirs) and ours == theirs
 
 
 def regroup_leading(walk: Analysis, node: gs.Node, lay: Layout, entries: list[ShapeEntry], in_shape) -> bool:
