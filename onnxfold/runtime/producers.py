@@ -41,10 +41,14 @@ def producers_of(model) -> dict[str, str]:
         model = onnx.load(str(model), load_external_data=False)
     if isinstance(model, onnx.ModelProto):
         made = {o: (n.op_type, [i for i in n.input if i]) for n in model.graph.node for o in n.output}
+        held = {t.name for t in model.graph.initializer}
     else:
         made = {
             o.name: (n.op, [i.name for i in n.inputs if i.name]) for n in model.graph.nodes for o in n.outputs
         }
+        import onnx_graphsurgeon as gs
+
+        held = {name for name, t in model.graph.tensors().items() if isinstance(t, gs.Constant)}
     out = {}
     for name, (op, inputs) in made.items():
         seen = {name}
@@ -53,8 +57,21 @@ def producers_of(model) -> dict[str, str]:
                 break
             seen.add(inputs[0])
             op, inputs = made[inputs[0]]
-        out[name] = _recurrent_source(op, inputs, made, seen) or op
+        out[name] = _recurrent_source(op, inputs, made, seen) or _linear(op, inputs, made, held) or op
     return out
+
+
+def _linear(op: str, inputs: list[str], made: dict, held: set[str]) -> str | None:
+    """The MatMul or Gemm of a linear layer whose bias an Add adds (a constant added to its output:
+    Paddle2ONNX's and tf2onnx's fully connected heads), else None: the output is that layer's scores,
+    not an Add's sum (a residual stream, a normalisation's shift)."""
+    if op != "Add" or len(inputs) != 2:
+        return None
+    for this, other in (inputs, inputs[::-1]):
+        bias = other in held or (other in made and made[other][0] == "Constant")
+        if bias and this in made and made[this][0] in ("MatMul", "Gemm"):
+            return made[this][0]
+    return None
 
 
 def _recurrent_source(op: str, inputs: list[str], made: dict, seen: set[str]) -> str | None:
