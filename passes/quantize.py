@@ -138,6 +138,31 @@ def _used_opsets(model: Model) -> list[tuple[str, int]]:
     return [(d, v) for d, v in model.opset_imports if d in used]
 
 
+def _default_opset(model: Model) -> int:
+    return next((int(v) for d, v in model.opset_imports if d in ("", "ai.onnx")), 0)
+
+
+def _per_channel_opset(src: Path, dst: Path, external: bool) -> tuple[Path, str]:
+    """(the model to quantize, what was done): per-channel scales are DequantizeLinear's ``axis``,
+    which opset 13 brings, so a model of an older opset (keras2onnx's MTCNN at 12: onnxruntime
+    refused the quantized graph, "Unrecognized attribute: axis") is converted to opset 13 first;
+    where the conversion fails, it is quantized per tensor (the second part says so)."""
+    from onnx import version_converter
+
+    try:
+        proto = version_converter.convert_version(onnx.load(str(src)), 13)
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(dst), save_as_external_data=external, all_tensors_to_one_file=True)
+        return dst, "13 (converted: per-channel scales need opset 13)"
+    except Exception as exc:  # the converter raises many kinds
+        log.warning(
+            "quantize: per-channel scales need opset 13, and converting this model failed (%s): "
+            "it is quantized with one scale per tensor",
+            one_line(exc, 160),
+        )
+        return src, "per tensor (per-channel scales need opset 13; the conversion failed)"
+
+
 def _has_external(proto: onnx.ModelProto) -> bool:
     from onnxfold.ir.model import iter_tensors
 
@@ -273,9 +298,13 @@ class QuantizePass(Pass):
             )
             if stats["preprocess"] not in ("off", "failed"):
                 src = tmp / "pre.onnx"
+            per_channel = self.opts["per_channel"]
+            if per_channel and self.opts["mode"] == "static" and _default_opset(model) < 13:
+                src, stats["opset"] = _per_channel_opset(src, tmp / "opset13.onnx", external)
+                per_channel = stats["opset"].startswith("13")
             out = tmp / "quantized.onnx"
             common = {
-                "per_channel": self.opts["per_channel"],
+                "per_channel": per_channel,
                 "reduce_range": self.opts["reduce_range"],
                 "weight_type": qtype[self.opts["weight_type"]],
                 "op_types_to_quantize": list(self.opts["op_types"]) or None,

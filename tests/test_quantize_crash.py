@@ -75,3 +75,45 @@ def test_a_crash_no_single_op_type_explains_stops_the_pipeline(digits, tmp_path:
             ZOO / "lenet5.onnx", [QuantizePass(mode="static")], out, inputs={"input": x_train[:64]}
         )
     assert not out.exists()
+
+
+def test_the_probe_keeps_the_cause_at_the_end_of_a_long_error(tmp_path: Path, monkeypatch) -> None:
+    """onnxruntime names the cause last ("... In Node, (...) : Error Unrecognized attribute: axis for
+    operator DequantizeLinear"); a head cut at 300 characters lost it."""
+    line = "onnxruntime...InvalidGraph: INVALID_GRAPH : " + "x" * 400 + " Unrecognized attribute: axis"
+    monkeypatch.setattr(probe, "_PROBE", f"import sys\nsys.exit({line!r})\n")
+    failed = probe.crash(ZOO / "lenet5.onnx", {"input": np.zeros((2, 1, 8, 8), np.float32)})
+    assert failed.startswith("failed: onnxruntime...InvalidGraph") and failed.endswith(
+        "Unrecognized attribute: axis"
+    )
+    assert len(failed) < 320
+
+
+def test_a_model_below_opset_13_is_quantized_per_channel_at_opset_13(tmp_path: Path) -> None:
+    """keras2onnx's MTCNN (opset 12): per-channel scales are DequantizeLinear's axis, which opset 13
+    brings; onnxruntime refused the quantized graph. The model is converted to opset 13 first."""
+    from harness import Net, rnd
+
+    rng = np.random.default_rng(0)
+    net = Net({"w1": rnd(rng, 8, 3, 3, 3), "b1": rnd(rng, 8), "w2": rnd(rng, 4, 8, 3, 3)}, opset=12)
+    h = net("Relu", net("Conv", net.input("x", ["N", 3, 8, 8]), "w1", "b1", pads=[1, 1, 1, 1]))
+    src, out = tmp_path / "cnn12.onnx", tmp_path / "q.onnx"
+    onnx.save(
+        net.model(net("Flatten", net("GlobalAveragePool", net("Conv", h, "w2", pads=[1, 1, 1, 1])))), src
+    )
+    x = rng.standard_normal((64, 3, 8, 8)).astype(np.float32)
+    _, report = onnxfold.run_pipeline(src, [QuantizePass(mode="static")], out, inputs={"x": x})
+    assert report.passes[0].stats["opset"].startswith("13")
+    proto = onnx.load(str(out))
+    assert {o.domain: o.version for o in proto.opset_import}.get("", 0) >= 13
+    axes = [
+        a
+        for n in proto.graph.node
+        if n.op_type == "DequantizeLinear"
+        for a in n.attribute
+        if a.name == "axis"
+    ]
+    assert axes  # per-channel scales
+    assert "Conv" in _quantized_types(out)
+    ref, got = predict(src, x).ravel(), predict(out, x).ravel()
+    assert float(ref @ got / (np.linalg.norm(ref) * np.linalg.norm(got))) > 0.99

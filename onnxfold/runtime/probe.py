@@ -54,5 +54,7 @@ def crash(path: str | Path, feed: Mapping[str, np.ndarray], seconds: float = PRO
         return f"crashed ({name})"
     if done.returncode:
         lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
-        return f"failed: {lines[-1][:300] if lines else f'exit status {done.returncode}'}"
+        last = lines[-1] if lines else f"exit status {done.returncode}"
+        # onnxruntime names the cause at the end of a long line ("... Unrecognized attribute: axis ...")
+        return f"failed: {last if len(last) <= 300 else f'{last[:90]} … {last[-200:]}'}"
     return None
