@@ -492,3 +492,54 @@ def test_the_search_notes_every_output_its_proxy_leaves_still_in_one_line(tmp_pa
     assert len(notes) == 1
     assert notes[0].startswith("note: on scores the proxy varied this output from sample to sample by only")
     assert "; on doubled the proxy varied" in notes[0] and "none of their decisions" in notes[0]
+
+
+def test_given_samples_that_all_decide_one_way_are_warned_about_when_judged_by_decisions(
+    tmp_path: Path,
+) -> None:
+    """malvizv1's malware classifier fitted on 32 benign files with --metric top1: a fold answering
+    "Benign" to everything measured 1.0000 at 90.1% fewer parameters, without a word."""
+    model = _offset_head(0.3, 0.0)
+    bias = next(t for t in model.graph.initializer if t.name == "b2")
+    bias.CopyFrom(nh.from_array(np.array([6.0, 0.0, 0.0, 0.0], np.float32), "b2"))  # class 0 always
+    src = tmp_path / "benign.onnx"
+    onnx.save(model, src)
+    x = {"x": np.random.default_rng(7).standard_normal((32, 3, 8, 8)).astype(np.float32)}
+    ref = onnxfold.runtime.session.make_session(src).run(None, x)[0]
+    assert (ref.argmax(1) == 0).all()
+
+    def search(metric: str):
+        out = tmp_path / f"{metric}.onnx"
+        return onnxfold.fold(str(src), output=str(out), inputs=x, min_fidelity=0.95, metric=metric)[1].search
+
+    judged = search("top1")
+    assert judged.unexercised == {"scores": "measure top1 1.0000 for a model answering class 0 everywhere"}
+    (line,) = [s for s in judged.summary().splitlines() if "answering" in s]
+    assert line.startswith("warning: on scores the given samples measure top1 1.0000 for a model answering")
+    assert "--metric top1+r2" in line
+    # judged by its scores as well (auto's top1+r2 on given samples), the r2 part sees the fold
+    assert search("auto").unexercised == {} and "answering" not in search("auto").summary()
+
+
+def test_a_constant_answer_is_measured_by_the_metric_that_judges_the_output() -> None:
+    from onnxfold.runtime.exercised import decided_one_way
+
+    rng = np.random.default_rng(8)
+    scores = rng.standard_normal((32, 5))
+    scores[:, 2] += 6.0
+    scores[0, 4] += 20.0  # 31 of 32 samples answer class 2: a constant answer keeps 0.969
+    assert (
+        decided_one_way("top1", scores, 32) == "measure top1 0.9688 for a model answering class 2 everywhere"
+    )
+    scores[:8, 4] += 20.0  # 24 of 32: 0.75, under the bar
+    assert decided_one_way("top1", scores, 32) is None
+    # a tagger's tags: most positions "O", but a sample with any entity is lost whole by a constant answer
+    tags = np.zeros((16, 10, 3))
+    tags[..., 0] = 5.0
+    tags[:4, 3, 1] = 9.0  # 4 of 16 sentences hold an entity at one position (97.5% of positions "O")
+    assert decided_one_way("top1", tags, 16) == "measure top1 0.9750 for a model answering class 0 everywhere"
+    assert decided_one_way("tags", tags, 16) is None  # 0.75 of the sentences kept whole
+    labels = np.zeros((40,), np.int64)
+    assert (
+        decided_one_way("top1", labels, 40) == "measure top1 1.0000 for a model answering label 0 everywhere"
+    )

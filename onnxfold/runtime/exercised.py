@@ -158,10 +158,6 @@ def unexercised(
         lo, hi = BOUNDING_OPS[bound]
         what = f"{bound} output" if bound == producer_op else f"output (bounded by a {bound})"
         return f"moved this {what} only between {span[0]:.3g} and {span[1]:.3g} of its range [{lo:g}, {hi:g}]"
-    if bound not in BOUNDING_OPS and not probabilities(ref, producer_op):
-        share = sample_spread(ref, samples)
-        if share is not None and share < UNEXERCISED_SHARE:
-            return f"varied this output from sample to sample by only {share:.1%} of its size"
     ref = np.asarray(ref)
     if ref.dtype.kind in "biu" and ref.ndim >= 2 and ref.size > 1:  # labels per position
         values, counts = np.unique(ref, return_counts=True)
@@ -172,7 +168,46 @@ def unexercised(
     if one_class_scores(name, ref, producer_op, token_inputs, samples):
         cls, share = dominant_class(ref)
         return f"made its argmax class {cls} {_where(share, 'samples' if ref.ndim == 2 else 'positions')}"
+    if bound not in BOUNDING_OPS and not probabilities(ref, producer_op):
+        share = sample_spread(ref, samples)
+        if share is not None and share < UNEXERCISED_SHARE:
+            return f"varied this output from sample to sample by only {share:.1%} of its size"
     return None
+
+
+#: a constant answer that measures at least this on the user's samples makes their figure blind
+CONSTANT_ANSWER_BAR = 0.9
+
+
+def decided_one_way(metric: str, ref: np.ndarray, samples: int | None = None) -> str | None:
+    """How an output judged by its decisions alone (``metric``: top1, tags, sequence…) would measure
+    if it answered its most common class (or label) everywhere, when that reaches
+    :data:`CONSTANT_ANSWER_BAR` on the user's samples ``ref``; else None. Their figure then cannot
+    tell the original from a model that answers that to everything (malvizv1's malware classifier,
+    32 benign files judged by top1: a fold calling every file benign measured 1.0000)."""
+    from onnxfold.runtime.fidelity import fidelity_value, metric_parts
+
+    ref = np.asarray(ref)
+    if ref.dtype.kind in "biu":
+        if ref.size < DECISIONS_FOR_ONE_CLASS:
+            return None
+        values, counts = np.unique(ref, return_counts=True)
+        answer, what = np.full_like(ref, values[counts.argmax()]), f"label {values[counts.argmax()]}"
+    elif (
+        ref.dtype.kind == "f"
+        and ref.ndim >= 2
+        and ref.shape[-1] > 1
+        and ref.size // ref.shape[-1] >= DECISIONS_FOR_ONE_CLASS
+    ):
+        cls = dominant_class(ref)[0]
+        answer, what = np.zeros_like(ref), f"class {cls}"
+        answer[..., cls] = 1.0
+    else:
+        return None
+    value = fidelity_value(metric_parts(metric)[0], ref, answer, samples)
+    if value < CONSTANT_ANSWER_BAR:
+        return None
+    return f"measure {metric_parts(metric)[0]} {value:.4f} for a model answering {what} everywhere"
 
 
 def _where(share: float, of: str) -> str:

@@ -18,8 +18,8 @@
    :mod:`onnxfold.search.blind`), ``min_fidelity`` keeps the unchanged model and the budget warns.
 
 ``limit`` (a :class:`~onnxfold.search.sensitivity.TimeLimit`, ``--time-limit``): checked between
-measurements. The sensitivity stops at half of it (levels left count as misses: a group never
-measured stays whole); after all of it the bisection measures the far end of the path, takes the
+measurements. The sensitivity stops at half of it (levels left are taken last on the path, as
+misses are, and measured only within candidates: its far end, which the bisection measures first); after all of it the bisection measures the far end of the path, takes the
 unchanged model (exact) unmeasured when that misses, else the best candidate so far; the budget
 keeps its closest; ``refine`` is skipped once it has passed, and stops judging its groups when it
 passes during the refit. The report says what the limit cut (a warning where it found next to nothing).
@@ -244,7 +244,15 @@ class SearchResult:
                 "note: no --inputs given, so this fidelity is a data-free proxy on random inputs, "
                 "not a measure of the model's task"
             )
-        if self.unexercised:  # one note, however many outputs
+        if self.unexercised and not self.proxy:  # the user's samples all decide one way
+            on = "; ".join(f"on {name} the given samples {why}" for name, why in self.unexercised.items())
+            lines.append(
+                f"warning: {on}: this fidelity can hardly see a fold that lost the other decisions "
+                "(malvizv1's malware classifier judged by top1 on 32 benign files: 1.0000 at 90% fewer "
+                "parameters, and it called every file benign); give samples of every kind, or judge the "
+                "scores too (--metric top1+r2)"
+            )
+        elif self.unexercised:  # one note, however many outputs
             on = "; ".join(f"on {name} the proxy {why}" for name, why in self.unexercised.items())
             its = "its" if len(self.unexercised) == 1 else "their"
             lines.append(
@@ -392,7 +400,8 @@ def search(
             chosen, met = budget_candidate(path, measure, total, target, mode, round_to, paced)
     share = f"the sensitivity stopped at its share ({limit.seconds * SENSITIVITY_SHARE:g} s): "
     skipped = (
-        f"{sensitivity_cut} of {sensitivity_cut + limit.measured} measurements skipped (counted as misses)"
+        f"{sensitivity_cut} of {sensitivity_cut + limit.measured} measurements skipped (taken last on the path, "
+        "measured only within candidates)"
     )
     cut = [share + skipped] if sensitivity_cut else []
     if paced.expired():  # as the bisection (or the budget's corrections) ended
