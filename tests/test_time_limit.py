@@ -144,8 +144,8 @@ def test_the_sensitivity_warns_early_when_its_share_of_the_limit_will_not_do(sam
     assert short[0] == (
         "the sensitivity may not finish: the 6 group levels left need about 60 s (10.0 s each) and 30 s "
         "remain for them (50% of the time limit; the rest is for the candidates), so about 3 will be "
-        "measured. Levels not measured count as misses. A group stops at its first miss, so all may still "
-        "fit; --time-limit 180 is enough for all"
+        "measured. Levels not measured are taken last, as misses are. A group stops at its first miss, so "
+        "all may still fit; --time-limit 180 is enough for all"
     )
     assert run(1000.0) == []  # ample: no forecast printed
 

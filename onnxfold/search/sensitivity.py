@@ -101,7 +101,7 @@ def _forecast(limit: TimeLimit, started: float, left: int, once: float = 0.0, fr
     log.warning(
         "the sensitivity may not finish: the %d group levels left need about %.0f s (%.1f s each) and "
         "%.0f s remain for them (%.0f%% of the time limit; the rest is for the candidates), so about %d "
-        "will be measured. Levels not measured count as misses. A group stops at its first miss, so all "
+        "will be measured. Levels not measured are taken last, as misses are. A group stops at its first miss, so all "
         "may still fit; --time-limit %.0f is enough for all",
         left,
         left * pace,
