@@ -517,8 +517,15 @@ def test_given_samples_that_all_decide_one_way_are_warned_about_when_judged_by_d
     (line,) = [s for s in judged.summary().splitlines() if "answering" in s]
     assert line.startswith("warning: on scores the given samples measure top1 1.0000 for a model answering")
     assert "--metric top1+r2" in line
-    # judged by its scores as well (auto's top1+r2 on given samples), the r2 part sees the fold
-    assert search("auto").unexercised == {} and "answering" not in search("auto").summary()
+    # judged by its scores (auto takes r2 where every sample decides one class; top1+r2 judges both),
+    # the scores see the fold: a note that no sample shows the other classes, not a warning
+    guarded = search("auto")
+    assert guarded.metrics == {"scores": "r2"} and set(guarded.unexercised) == {"scores"}
+    (line,) = [s for s in guarded.summary().splitlines() if "answering" in s]
+    assert line.startswith("note: on scores the given samples measure top1 1.0000 for a model answering")
+    assert "sees the other decisions only through the scores, and no sample shows them" in line
+    both = search("top1+r2")
+    assert [s for s in both.summary().splitlines() if "answering" in s][0].startswith("note: on scores")
 
 
 def test_a_constant_answer_is_measured_by_the_metric_that_judges_the_output() -> None:

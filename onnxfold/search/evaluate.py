@@ -22,6 +22,7 @@ from onnxfold.runtime.exercised import bounded_by, decided_one_way, unexercised
 from onnxfold.runtime.fidelity import (
     COUNTS_OF_CLASSES,
     OutputFidelity,
+    auto_metric,
     metric_parts,
     model_fidelity,
     output_metrics,
@@ -260,13 +261,12 @@ class Evaluator:
             name: why
             for name, values in self.reference.items()
             if name in self.metrics
-            and (self.proxy or self.metrics[name] in COUNTS_OF_CLASSES)
             and (
                 why := unexercised(
                     name, values, producers.get(name), bool(vocab), self.samples, bounds.get(name)
                 )
                 if self.proxy
-                else decided_one_way(self.metrics[name], values, self.samples)
+                else self._one_way(name, values, producers.get(name), bool(vocab))
             )
         }
         self.suffix = None  # a candidate runs from the nodes it changes on (not along streams)
@@ -390,6 +390,17 @@ class Evaluator:
         )
         sub.metrics = dict(self.metrics)
         return sub
+
+    def _one_way(self, name: str, values, producer: str | None, tokens: bool) -> str | None:
+        """On given samples: how a constant answer would measure on an output judged by its decisions
+        (top1, tags, sequence, alone or guarded), or on class scores that ``auto`` judges by r2
+        because every sample decides one class (:func:`decided_one_way`)."""
+        metric = self.metrics[name]
+        if metric_parts(metric)[0] in COUNTS_OF_CLASSES:
+            return decided_one_way(metric, values, self.samples)
+        if metric == "r2" and auto_metric(name, values, producer, tokens, self.samples) == "top1":
+            return decided_one_way("top1", values, self.samples)
+        return None
 
     def kind(self) -> str:
         """The inputs in a few words (random inputs, the synthesised samples, the given samples), where

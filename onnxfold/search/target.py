@@ -44,6 +44,7 @@ from onnxfold.search.bisect import bisect_candidate
 from onnxfold.search.blind import blind_advice, blind_reason
 from onnxfold.search.budget import budget_candidate
 from onnxfold.search.evaluate import Evaluator
+from onnxfold.search.exercise_notes import exercise_notes
 from onnxfold.search.held_out import held_out_lines
 from onnxfold.search.misses import next_missed_lines
 from onnxfold.search.sensitivity import SENSITIVITY_SHARE, GroupCurve, PacedLimit, TimeLimit, sensitivity
@@ -244,23 +245,7 @@ class SearchResult:
                 "note: no --inputs given, so this fidelity is a data-free proxy on random inputs, "
                 "not a measure of the model's task"
             )
-        if self.unexercised and not self.proxy:  # the user's samples all decide one way
-            on = "; ".join(f"on {name} the given samples {why}" for name, why in self.unexercised.items())
-            lines.append(
-                f"warning: {on}: this fidelity can hardly see a fold that lost the other decisions "
-                "(malvizv1's malware classifier judged by top1 on 32 benign files: 1.0000 at 90% fewer "
-                "parameters, and it called every file benign); give samples of every kind, or judge the "
-                "scores too (--metric top1+r2)"
-            )
-        elif self.unexercised:  # one note, however many outputs
-            on = "; ".join(f"on {name} the proxy {why}" for name, why in self.unexercised.items())
-            its = "its" if len(self.unexercised) == 1 else "their"
-            lines.append(
-                f"note: {on}: it exercises none of {its} decisions, so this fidelity says little about "
-                "them either way (PP-OCRv4's text detector: 6.7% fewer parameters data-free and 74% with "
-                "32 pages; silero-vad at 512 samples: 22.9% data-free and 41% of its speech decisions "
-                "kept); judge the result on your task, or give --inputs"
-            )
+        lines += exercise_notes(self.unexercised, self.metrics, self.proxy)
         if self.recurrent and self.mode == "min_fidelity":
             pairs = ", ".join(f"{o} -> {i}" for i, o in self.recurrent)
             where = "along the given streams" if self.rolled_out else "one step from the given states"
