@@ -333,6 +333,9 @@ def test_a_counted_fidelity_in_the_task_warning_says_of_how_many_samples() -> No
     assert line.startswith("warning: y keeps top1 0.5000 (1 of 2 samples) of the original's outputs"), line
     line = task_warning(ValidationReport("CPU", {"x": (2, 4)}, [out("r2", 0.5, None)], seed=0))
     assert line.startswith("warning: y keeps r2 0.5000 of the original's outputs"), line
+    # top1+r2 is a score over the counted samples, not a count: 0.8879 of 32 is no "28 of 32" (trial 57)
+    line = task_warning(ValidationReport("CPU", {"x": (32, 4)}, [out("top1+r2", 0.8879, 32)], seed=0))
+    assert line.startswith("warning: y keeps top1+r2 0.8879 (on 32 samples) of the original's outputs"), line
     # validation counts the samples of a counted metric, and not of a mean
     rng = np.random.default_rng(0)
     w = rng.standard_normal((6, 5)).astype(np.float32)

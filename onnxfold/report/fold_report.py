@@ -389,4 +389,6 @@ def of_count(output) -> str:
     n = getattr(output, "counted", None)
     if not n or output.fidelity is None:
         return ""
+    if "+" in (getattr(output, "fidelity_metric", None) or ""):  # top1+r2: a score, not a count
+        return f" (on {n} sample{'s' if n > 1 else ''})"
     return f" ({round(output.fidelity * n)} of {n} sample{'s' if n > 1 else ''})"
