@@ -553,3 +553,14 @@ def test_a_constant_answer_is_measured_by_the_metric_that_judges_the_output() ->
     assert (
         decided_one_way("top1", labels, 40) == "measure top1 1.0000 for a model answering label 0 everywhere"
     )
+
+
+def test_an_unexercised_output_says_so_on_its_validation_line(tmp_path: Path) -> None:
+    """Trial 57: MTCNN's face probability read "r2 0.0000" on noise with no word on its line, while the
+    warning below named the other outputs."""
+    report = _fold(tmp_path, -12.0, sparsity=0.5, method="fold")
+    (out,) = report.validation.outputs
+    assert out.unexercised and out.fidelity < 0.9
+    assert out.summary().endswith("(these inputs exercise none of its decisions)")
+    exercised = _fold(tmp_path, 0.0, sparsity=0.9, method="fold", round_to=1).validation.outputs[0]
+    assert "exercise none" not in exercised.summary()
