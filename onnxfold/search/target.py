@@ -44,7 +44,7 @@ from onnxfold.search.bisect import bisect_candidate
 from onnxfold.search.blind import blind_advice, blind_reason
 from onnxfold.search.budget import budget_candidate
 from onnxfold.search.evaluate import Evaluator
-from onnxfold.search.exercise_notes import exercise_notes
+from onnxfold.search.exercise_notes import exercise_notes, unexercised_low
 from onnxfold.search.held_out import held_out_lines
 from onnxfold.search.misses import next_missed_lines
 from onnxfold.search.sensitivity import SENSITIVITY_SHARE, GroupCurve, PacedLimit, TimeLimit, sensitivity
@@ -176,6 +176,8 @@ class SearchResult:
         shown = "fidelity unmeasurable (blind: below)" if blind else f"fidelity {self.chosen.fidelity:.4f}"
         if not self.chosen.measured:  # a VGG16's read "fidelity 1.0000" beside "not measured"
             shown = "fidelity not measured (the model unchanged)"
+        elif not blind:
+            shown += unexercised_low(self.chosen.outputs, self.unexercised)
         lines = [
             f"search ({self.mode} {self.target:g}): {shown} at "
             f"{params:.1%} fewer parameters ({macs:.1%} fewer MACs); "
