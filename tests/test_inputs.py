@@ -501,6 +501,11 @@ def test_integer_samples_cast_to_a_float_input_are_warned_about_once(caplog) -> 
     with caplog.at_level(logging.WARNING, logger="onnxfold.runtime.sample_files"):
         load_inputs(raw.astype(np.float32) / 255, proto)
     assert not [r for r in caplog.records if "cast to" in r.getMessage()]
+    # a refused file gets its error alone: no cast warning before it (trial 56: NHWC uint8 pixels)
+    with caplog.at_level(logging.WARNING, logger="onnxfold.runtime.sample_files"):
+        with pytest.raises(ValueError, match="does not match"):
+            load_inputs(np.moveaxis(raw, 1, -1), proto)
+    assert not [r for r in caplog.records if "cast to" in r.getMessage()]
 
 
 def test_identical_samples_are_warned_about(caplog) -> None:

@@ -125,9 +125,11 @@ def test_failed_save_after_data_vanished_leaves_nothing(tmp_path: Path, external
     (tmp_path / "in" / "model.onnx.data").unlink()
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    with pytest.raises(ModelError, match="missing"):
+    with pytest.raises(ModelError, match="missing") as raised:
         save_model(model, out_dir / "o.onnx", external_data=external)
     assert list(out_dir.iterdir()) == []
+    # the message says where the file was looked for (trial 56: the other errors name the model)
+    assert str((tmp_path / "in" / "model.onnx.data").resolve()) in str(raised.value)
 
 
 def test_failed_tensor_write_leaves_no_temp_files(tmp_path: Path, monkeypatch) -> None:

@@ -105,7 +105,7 @@ def resolve_external_path(base_dir: Path, location: str) -> Path:
     if base != path and base not in path.parents:
         raise ModelError(f"external data location {location!r} resolves outside the model folder (symlink?)")
     if not path.is_file():
-        raise ModelError(f"external data file {location!r} is missing next to the model")
+        raise ModelError(f"external data file {location!r} is missing next to the model (no {path})")
     return path
 
 

@@ -34,25 +34,21 @@ def _check_names(held, names: Sequence[str], where: str) -> None:
         )
 
 
-def _cast(arr: np.ndarray, spec: InputSpec, where: str, warned: set[str]) -> np.ndarray:
+def _cast(arr: np.ndarray, spec: InputSpec, where: str, warned: dict[str, str]) -> np.ndarray:
     """``arr`` in the input's dtype: within floats, within integers, and ints/bools to floats. Integers
-    cast to a float input are warned about once per input of a load (``warned``: the inputs already
-    warned about): raw 0..255 pixels given where a model reads normalised ones were measured without
-    a word (a malware scanner's ResNet-18)."""
+    cast to a float input are warned about once per input of a load (``warned``: input -> the
+    warning, logged by the load once its checks pass, so that a refused file gets its error alone):
+    raw 0..255 pixels given where a model reads normalised ones were measured without a word (a
+    malware scanner's ResNet-18)."""
     if spec.dtype is None or arr.dtype == spec.dtype:
         return arr
     have, want = arr.dtype.kind, spec.dtype.kind
     if have in "iub" and want == "f" and spec.name not in warned:
-        warned.add(spec.name)
         lo, hi = (arr.min(), arr.max()) if arr.size else (0, 0)
-        logging.getLogger(__name__).warning(
-            "input %r: %s samples (values %s..%s) are cast to %s as they are; if the model reads "
-            "normalised values, normalise them first (a folder of images takes --image-preprocess)",
-            spec.name,
-            arr.dtype,
-            lo,
-            hi,
-            spec.dtype,
+        warned[spec.name] = (
+            f"input {spec.name!r}: {arr.dtype} samples (values {lo}..{hi}) are cast to {spec.dtype} as "
+            "they are; if the model reads normalised values, normalise them first (a folder of images "
+            "takes --image-preprocess)"
         )
     if have == want or (have in "iu" and want in "iu") or (have in "iub" and want == "f"):
         return arr.astype(spec.dtype)
@@ -120,7 +116,7 @@ def load_inputs(
     from input name to array, checked the same way.
     """
     specs = input_specs(model)
-    warned: set[str] = set()  # inputs whose integer samples were cast to float (warned once each)
+    warned: dict[str, str] = {}  # input -> the warning that its integer samples were cast to float
     if batch_view:  # a model without a batch axis: a sample is one whole input (onnxfold.ir.batch_view)
         specs = [InputSpec(s.name, s.dtype, (1, *s.shape), s.onnx_type) for s in specs]
         shapes = {
@@ -179,7 +175,9 @@ def load_inputs(
             raise ValueError(
                 f"{where}: inputs must hold the same, non-zero number of samples, got {sorted(counts)}"
             )
-    _warn_identical(out, source)  # after the errors: a refused file gets its error alone
+    for line in warned.values():  # after the errors: a refused file gets its error alone
+        logging.getLogger(__name__).warning("%s", line)
+    _warn_identical(out, source)
     _warn_few(out, source)
     return out
 
@@ -308,7 +306,7 @@ def _read_images(
 
 
 def _read_npz_folder(
-    path: Path, files: list[Path], specs: list[InputSpec], warned: set[str]
+    path: Path, files: list[Path], specs: list[InputSpec], warned: dict[str, str]
 ) -> dict[str, tuple[np.ndarray, str]]:
     """A folder of ``.npz`` files, each one array per input holding one or more samples (a file of one
     sample may leave out the sample axis), joined along each input's sample axis in file-name order
@@ -400,11 +398,11 @@ def _read_source(
     specs: list[InputSpec],
     image_preprocess: str | None = None,
     shapes: Mapping[str, Sequence[int]] | None = None,
-    warned: set[str] | None = None,
+    warned: dict[str, str] | None = None,
 ) -> dict[str, tuple[np.ndarray, str]]:
     """The arrays a path holds by input name, each with the file it came from (see :func:`load_inputs`);
     ``warned``: the load's inputs already warned about a cast (:func:`_cast`)."""
-    warned = set() if warned is None else warned
+    warned = {} if warned is None else warned
     names = [s.name for s in specs]
     files = sorted(path.glob("*.npy")) if path.is_dir() else []
     npz = sorted(path.glob("*.npz")) if path.is_dir() and not files else []
