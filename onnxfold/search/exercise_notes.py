@@ -25,23 +25,21 @@ def exercise_notes(unexercised: Mapping[str, str], metrics: Mapping[str, str], p
         ]
     alone = {n: why for n, why in unexercised.items() if _decisions_alone(metrics.get(n, "r2"))}
     guarded = {n: why for n, why in unexercised.items() if n not in alone}
-    lines = []
-    if alone:
-        on = "; ".join(f"on {name} the given samples {why}" for name, why in alone.items())
-        lines.append(
-            f"warning: {on}: this fidelity can hardly see a fold that lost the other decisions "
-            "(malvizv1's malware classifier judged by top1 on 32 benign files: 1.0000 at 90% fewer "
-            "parameters, and it called every file benign); give samples of every kind, or judge the "
-            "scores too (--metric top1+r2)"
-        )
-    if guarded:
-        on = "; ".join(f"on {name} the given samples {why}" for name, why in guarded.items())
-        lines.append(
-            f"note: {on}: the fidelity sees the other decisions only through the scores, and no "
-            "sample shows them (malvizv1's malware classifier fitted on 32 benign files kept 2 of its "
-            "3 malware labels on new files at 10.3% fewer parameters); give samples of every kind"
-        )
-    return lines
+    said = {
+        "warning": "this fidelity can hardly see a fold that lost the other decisions (malvizv1's malware "
+        "classifier judged by top1 on 32 benign files: 1.0000 at 90% fewer parameters, and it called "
+        "every file benign); give samples of every kind, or judge the scores too (--metric top1+r2)",
+        "note": "the fidelity sees the other decisions only through the scores, and no sample shows them "
+        "(malvizv1's malware classifier fitted on 32 benign files kept 2 of its 3 malware labels on new "
+        "files at 10.3% fewer parameters); give samples of every kind",
+    }
+    return [
+        f"{kind}: "
+        + "; ".join(f"on {name} the given samples {why}" for name, why in outs.items())
+        + f": {said[kind]}"
+        for kind, outs in (("warning", alone), ("note", guarded))
+        if outs
+    ]
 
 
 def _decisions_alone(metric: str) -> bool:
