@@ -260,6 +260,41 @@ def test_the_search_does_not_pick_a_candidate_that_passes_on_one_lucky_sample() 
     assert met and chosen.steps == 2  # 3 and 4 measure 0.969 >= 0.95 with one miss among 32
 
 
+@pytest.mark.parametrize(
+    "passing, floor, chosen_steps, measured", [(5, 10, 0, [100, 0, 10]), (40, 10, 40, None)]
+)
+def test_the_bisection_first_measures_the_smallest_step_worth_taking(
+    passing: int, floor: int, chosen_steps: int, measured: list[int] | None
+) -> None:
+    """--min-gain discards a smaller reduction: where the first step reaching it misses, nothing below
+    it is sought (malvizv1's data-free default bisected 8 candidates down to 1% to keep the model whole)."""
+    from onnxfold.search.bisect import bisect_candidate as _bisect
+    from onnxfold.search.target import Candidate
+
+    order: list[int] = []
+
+    def measure(steps: int) -> Candidate:
+        order.append(steps)
+        value = 1.0 if steps <= passing else 0.5
+        tried[steps] = Candidate(
+            steps, value, 100 - steps, 0, steps / 100, 0.0, [OutputFidelity("y", "r2", value)]
+        )
+        return tried[steps]
+
+    tried: dict = {}
+    chosen, met = _bisect(list(range(100)), measure, tried, 0.95, floor=floor)
+    assert met and chosen.steps == chosen_steps
+    assert order[:3] == [100, 0, floor]
+    if measured is not None:
+        assert order == measured
+    else:  # the bisection went on above the floor only
+        assert min(s for s in order if s) >= floor
+    tried.clear()
+    order.clear()
+    chosen, _ = _bisect(list(range(100)), measure, tried, 0.95)  # no floor: bisected from the unchanged end
+    assert chosen.steps == passing and floor not in order[:3]
+
+
 def test_a_miss_by_the_rule_of_succession_says_why() -> None:
     from onnxfold.search.target import Candidate
     from passes.search import _misses

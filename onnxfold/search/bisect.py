@@ -24,11 +24,15 @@ def bisect_candidate(
     target: float,
     limit: TimeLimit | PacedLimit | None = None,
     unchanged: Callable[[], Candidate] | None = None,
+    floor: int = 0,
 ) -> tuple[Candidate, bool]:
     """Largest measured reduction with fidelity ≥ target, by bisection on path steps (the far end
     always measured; nothing more once ``limit`` has expired). The near end, the unchanged model,
     is measured too while time is left; after it, ``unchanged()`` builds it unmeasured (CRAFT's
-    search measured it after its limit, minutes past it)."""
+    search measured it after its limit, minutes past it). ``floor``: the first step worth taking
+    (``--min-gain``: a smaller reduction is discarded anyway), measured next; where it misses, no
+    step below it is sought (malvizv1's data-free default bisected 8 candidates down to 1% fewer
+    parameters, 64 s, to keep the model whole)."""
     expired = limit.expired if limit is not None else lambda: False
     hi = measure(len(path))
     if hi.meets(target):
@@ -40,6 +44,10 @@ def bisect_candidate(
     if not lo.meets(target):
         return max((lo, hi), key=lambda c: c.fidelity), False
     a, b = 0, len(path)
+    if 0 < floor < len(path) and not expired():
+        if not measure(floor).meets(target):
+            return lo, True
+        a = floor
     while not expired():
         while b - a > 1 and len(tried) < MAX_CANDIDATES and not expired():
             mid = (a + b) // 2

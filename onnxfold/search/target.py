@@ -381,7 +381,8 @@ def search(
         if blind and mode == "min_fidelity":  # nothing measured can tell a fold from the original
             chosen, met = measure(0), True
         elif mode == "min_fidelity":
-            chosen, met = bisect_candidate(path, measure, tried, target, paced, unchanged)
+            floor = next((t for t, v in enumerate(path.saved) if min_gain and v >= min_gain * base.params), 0)
+            chosen, met = bisect_candidate(path, measure, tried, target, paced, unchanged, floor)
         else:
             total = base.params if mode == "target_params" else base.macs
             chosen, met = budget_candidate(path, measure, total, target, mode, round_to, paced)
