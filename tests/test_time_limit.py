@@ -4,6 +4,8 @@ cut. A limit the search stays within changes nothing. Clocks here are counters, 
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnx
 import pytest
@@ -148,6 +150,31 @@ def test_the_sensitivity_warns_early_when_its_share_of_the_limit_will_not_do(sam
         "all may still fit; --time-limit 180 is enough for all"
     )
     assert run(1000.0) == []  # ample: no forecast printed
+
+    # a fidelity search: a group stops at its first miss, and the forecast counts the levels left at
+    # the rate groups missed so far (malvizv1's ResNet-18 forecast 50 levels at 7.1 s each; its first
+    # 3 measurements missed, 9 more levels were measured, the rest never needed)
+    def fidelity_run(seconds: float, stop_below: float) -> list[str]:
+        caplog.clear()
+        now[0] = 0.0
+        with caplog.at_level(logging.WARNING, logger="onnxfold.search.sensitivity"):
+            sensitivity(
+                model,
+                slow,
+                [0.2, 0.5, 0.7],
+                round_to=1,
+                method="fold",
+                limit=TimeLimit(seconds, lambda: now[0]),
+                stop_below=stop_below,
+            )
+        return [r.getMessage() for r in caplog.records]
+
+    (budget,) = fidelity_run(100.0, None)  # a budget measures every level
+    (kept,) = fidelity_run(100.0, 0.0)  # nothing misses: every level is still ahead, as many
+    count = re.search(r"the (\d+) group levels left", budget).group(1)
+    assert kept.startswith(f"the sensitivity may not finish: the {count} group levels left at the rate ")
+    assert "groups missed so far (0 of 3) need about" in kept
+    assert fidelity_run(100.0, 1.01) == []  # every group misses at its first level: they fit
 
 
 def test_the_forecast_counts_a_group_s_one_time_sizing_once(samples, caplog, monkeypatch) -> None:

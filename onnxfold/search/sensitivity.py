@@ -81,14 +81,23 @@ class TimeLimit:
         return self.seconds - (self.clock() - self.start) if self.seconds > 0 else float("inf")
 
 
-def _forecast(limit: TimeLimit, started: float, left: int, once: float = 0.0, fresh: int = 0) -> None:
+def _forecast(
+    limit: TimeLimit,
+    started: float,
+    left: int,
+    once: float = 0.0,
+    fresh: int = 0,
+    likely: tuple[int, int] | None = None,
+) -> None:
     """Warn, early, when the ``left`` group levels will not fit in the sensitivity's share of the
     limit at the pace of the measurements between its first check (``started``) and its last: a ViT
     of 7.6 GMACs measured 11 of its 135 in a 600 s default search, and its user learnt it only from
     the report at the end. Reads no clock of its own (the last check's time is the limit's). ``once``:
     the seconds a group's first measurement spends on its shapes and size, which only ``fresh`` of the
     ``left`` pay again (a 22M-parameter CNN's forecast read 2 s a level from first levels alone, and
-    its 180 levels took 76 s)."""
+    its 180 levels took 76 s). ``likely``: (misses, measurements) so far where a group stops at its
+    first miss, and ``left`` counts the levels expected at that rate (malvizv1's ResNet-18 forecast 50
+    levels at 7.1 s; all 3 first ones missed, and 9 more were measured)."""
     now = limit.read
     pace = (now - started) / max(1, limit.measured - 1)
     each = min(pace, once)
@@ -98,12 +107,14 @@ def _forecast(limit: TimeLimit, started: float, left: int, once: float = 0.0, fr
         return
     pace = need / max(1, left)
     enough = (now - limit.start + left * pace) / SENSITIVITY_SHARE
+    rate = f" at the rate groups missed so far ({likely[0]} of {likely[1]})" if likely else ""
     log.warning(
-        "the sensitivity may not finish: the %d group levels left need about %.0f s (%.1f s each) and "
+        "the sensitivity may not finish: the %d group levels left%s need about %.0f s (%.1f s each) and "
         "%.0f s remain for them (%.0f%% of the time limit; the rest is for the candidates), so about %d "
-        "will be measured. Levels not measured are taken last, as misses are. A group stops at its first miss, so all "
-        "may still fit; --time-limit %.0f is enough for all",
+        "will be measured. Levels not measured are taken last, as misses are. A group stops at its first "
+        "miss, so all may still fit; --time-limit %.0f is enough for all",
         left,
+        rate,
         left * pace,
         pace,
         max(0.0, room),
@@ -350,9 +361,15 @@ def sensitivity(
                         started = limit.read  # the check before the first measurement
                     if limit.seconds and limit.measured == FORECAST_AFTER:  # group levels not yet measured
                         this = len(eligible - missed) - len(seen - missed) + 1  # this level's, from here
-                        ahead = this + len(eligible - missed) * (len(levels) - index - 1)
+                        later = len(levels) - index - 1  # levels after this one, per group still in
+                        misses = len(missed) + int(stop_below is not None and fid < stop_below)
+                        if stop_below is not None:  # a group stops at its first miss: at the rate so far
+                            kept = (limit.measured - misses + 1) / (limit.measured + 1)  # one more kept: wary
+                            later = sum(kept**k for k in range(1, later + 1))
+                        ahead = this + len(eligible - missed) * later
                         once = float(np.mean(sized)) if sized else 0.0
-                        _forecast(limit, started, ahead, once, this if index == 0 else 0)
+                        likely = (misses, limit.measured) if stop_below is not None else None
+                        _forecast(limit, started, round(ahead), once, this if index == 0 else 0, likely)
                 if stop_below is not None and fid < stop_below:
                     missed.add(plan.group.name)
                 if removed > 0 and not curve.params_per_channel:
