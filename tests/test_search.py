@@ -1412,6 +1412,32 @@ def _mlp(path) -> str:
     return str(path)
 
 
+def test_the_budget_ceiling_counts_a_weight_cut_on_two_axes_once(tmp_path) -> None:
+    """Trial 58: madmom's notes CNN read "can remove at most 18.0%" while every group at the cap removes
+    12.4% (analyze's figure): a Conv between two groups loses rows and columns, and the bound counted
+    the rows' share and the columns' share of it in full, each."""
+    from harness import Net, rnd
+
+    from onnxfold.analysis import analyze_graph
+    from onnxfold.ir.model import load_model
+    from onnxfold.search.allocate import params_ceiling
+
+    rng = np.random.default_rng(0)
+    net = Net({"w1": rnd(rng, 8, 3, 3, 3), "w2": rnd(rng, 8, 8, 3, 3), "w3": rnd(rng, 5, 8, 3, 3)})
+    h = net("Relu", net("Conv", net.input("x", ["N", 3, 8, 8]), "w1", pads=[1, 1, 1, 1]))
+    h = net("Relu", net("Conv", h, "w2", pads=[1, 1, 1, 1]))
+    path = tmp_path / "chain.onnx"
+    onnx.save(net.model(net("Conv", h, "w3", pads=[1, 1, 1, 1])), path)
+    model = load_model(str(path))
+    groups = analyze_graph(model.graph)
+    _, report = onnxfold.fold(
+        str(path), sparsity=0.5, method="fold", round_to=1, repair="none", validate=False
+    )
+    removed = report.before.params - report.after.params
+    assert removed == 4 * 27 + (64 - 16) * 9 + 4 * 45  # w1's rows, w2's rows and columns, w3's columns
+    assert params_ceiling(groups, model.graph.tensors(), 0.5, set()) == removed
+
+
 def test_a_budget_beyond_what_the_groups_hold_is_refused_before_measuring(tmp_path, capsys) -> None:
     """NSNet2's --target-params 0.5 failed after a 116 s search; the 35% its foldable groups hold is
     known from their weights. Here 16 of 32 channels at the cap 0.5 hold exactly 50%, which a
