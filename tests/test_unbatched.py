@@ -258,3 +258,57 @@ def test_image_preprocess_without_inputs_is_refused(tmp_path: Path, capsys) -> N
     assert main([*argv, "--image-preprocess", "caffe"]) == 2
     assert "--image-preprocess reads a folder of images given with --inputs" in capsys.readouterr().err
     assert not (tmp_path / "o.onnx").exists()
+
+
+def frame_model(w1: np.ndarray, b1: np.ndarray, w2: np.ndarray) -> onnx.ModelProto:
+    """[frames, BANDS] -> Transpose, Unsqueeze -> Conv(w1, no padding) -> Relu -> Conv(w2) -> Squeeze,
+    Transpose -> [frames − 2, CLASSES]: scores per frame, whose count depends on the clip's (madmom's
+    notes CNN: [frames, 144] in, [frames − 10, 88] out, declared of rank 1)."""
+    a0 = numpy_helper.from_array(np.array([0], np.int64), "a0")
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0]),
+        helper.make_node("Unsqueeze", ["t", "a0"], ["u"]),
+        helper.make_node("Conv", ["u", "w1", "b1"], ["c1"]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"]),
+        helper.make_node("Squeeze", ["c2", "a0"], ["s"]),
+        helper.make_node("Transpose", ["s"], ["scores"], perm=[1, 0]),
+    ]
+    weights = [
+        numpy_helper.from_array(v.astype(np.float32), k) for k, v in (("w1", w1), ("b1", b1), ("w2", w2))
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "frames",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["frames", BANDS])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["n_out"])],
+        [a0, *weights],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+
+
+def test_outputs_per_frame_do_not_hide_that_the_leading_axis_is_time(tmp_path: Path, capsys) -> None:
+    """madmom's notes CNN writes [frames − 10, 88]: no output is static, and its 91-frame clips were cut
+    into 8-frame windows, too short for its convolutions ("Conv node 'conv_31': Invalid input shape")."""
+    rng = np.random.default_rng(2)
+    w1, b1, w2 = (
+        rng.standard_normal((4, BANDS, 3)),
+        rng.standard_normal(4),
+        rng.standard_normal((CLASSES, 4, 1)),
+    )
+    share = rng.uniform(0.2, 0.8, size=(1, 4, 1))
+    compact = frame_model(w1, b1, w2)
+    wide = frame_model(
+        np.concatenate([w1, w1]), np.concatenate([b1, b1]), np.concatenate([w2 * share, w2 * (1 - share)], 1)
+    )
+    assert unbatched(compact) and unbatched(wide)
+    onnx.save(wide, str(tmp_path / "wide.onnx"))
+    (tmp_path / "clips").mkdir()
+    for i, clip in enumerate(clips(12, frames=9)):
+        np.save(tmp_path / "clips" / f"clip{i:02d}.npy", clip)
+    out = tmp_path / "o.onnx"
+    argv = ["fold", str(tmp_path / "wide.onnx"), "-o", str(out), "-s", "0.5", "--round-to", "1"]
+    assert main([*argv, "--inputs", str(tmp_path / "clips"), "--method", "fold", "--repair", "none"]) == 0
+    assert "without a batch axis" in capsys.readouterr().out
+    for clip in clips(3, frames=14, seed=7):
+        np.testing.assert_allclose(run(out, clip), run(compact, clip), rtol=1e-5, atol=1e-5)
