@@ -214,10 +214,27 @@ def test_the_data_free_default_keeps_whole_a_model_it_would_barely_shrink(
     _, kept = onnxfold.fold(LENET, output=out, validate=False)
     assert kept.search.met and kept.search.chosen.reduction == 0.0 and kept.search.chosen.fidelity == 1.0
     # the unchanged model the bisection measured is reused, not built and measured again
-    assert len(kept.search.candidates) == len(found.search.candidates)
-    assert f"the best candidate, {gain:.1%} fewer parameters" in kept.search.kept_whole
+    assert [c.steps for c in kept.search.candidates].count(0) == 1
+    best = max(
+        (c for c in kept.search.candidates if c.meets(DATA_FREE_MIN_FIDELITY)), key=lambda c: c.reduction
+    )
+    assert 0.0 < best.reduction < gain + 0.01  # found, and too little
+    assert f"the best candidate, {best.reduction:.1%} fewer parameters" in kept.search.kept_whole
     assert f"less than --min-gain {gain + 0.01:g}: the model is kept whole" in kept.search.kept_whole
     assert "note: the best candidate" in kept.search.summary() and "kept whole" in kept.search.summary()
+    # a min gain far beyond what passes: the bisection measures its far end, the unchanged model and
+    # the step just before the first whose estimated saving reaches the gain; that one misses, and
+    # nothing more is sought
+    monkeypatch.setattr(api, "DATA_FREE_MIN_GAIN", 0.6)
+    _, far = onnxfold.fold(LENET, output=tmp_path / "far.onnx", validate=False)
+    steps = [c.steps for c in far.search.candidates]
+    assert len(steps) == 3 and steps.count(0) == 1 and far.search.chosen.reduction == 0.0
+    first = next(c for c in far.search.candidates if 0 < c.steps < max(steps))
+    assert first.reduction > gain and not first.meets(DATA_FREE_MIN_FIDELITY)
+    worth = "the first candidate worth" if first.reduction >= 0.6 else "a candidate short of"
+    assert far.search.kept_whole.startswith(f"{worth} --min-gain 0.6, {first.reduction:.1%} fewer parameters")
+    assert "are not sought" in far.search.kept_whole and "kept whole" in far.search.kept_whole
+    monkeypatch.setattr(api, "DATA_FREE_MIN_GAIN", gain + 0.01)
     assert kept.search.to_dict()["kept_whole"] == kept.search.kept_whole
     x = np.random.default_rng(0).standard_normal((4, 1, 8, 8)).astype(np.float32)
     want = make_session(str(LENET)).run(None, {"input": x})
@@ -236,6 +253,7 @@ def test_the_data_free_default_keeps_whole_a_model_it_would_barely_shrink(
     out2 = tmp_path / "flag.onnx"
     args = ["fold", str(LENET), "-o", str(out2), "--min-fidelity", "0.9", "--min-gain", "0.99"]
     assert main(args) == 0
-    assert "less than --min-gain 0.99: the model is kept whole" in capsys.readouterr().out
+    flagged = capsys.readouterr().out  # no candidate LeNet's path holds removes 99% and passes
+    assert "--min-gain 0.99" in flagged and "the model is kept whole" in flagged
     _, off = onnxfold.fold(LENET, min_gain=0.0, validate=False)
     assert off.search.default and off.search.chosen.reduction == gain and not off.search.kept_whole

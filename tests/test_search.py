@@ -295,6 +295,34 @@ def test_the_bisection_first_measures_the_smallest_step_worth_taking(
     assert chosen.steps == passing and floor not in order[:3]
 
 
+def test_the_min_gain_floor_lies_before_the_first_step_its_estimate_reaches() -> None:
+    from onnxfold.search.bisect import GainFloor
+    from onnxfold.search.target import Candidate
+
+    def cand(steps: int, reduction: float, fidelity: float) -> Candidate:
+        return Candidate(steps, fidelity, 0, 0, reduction, 0.0, [OutputFidelity("y", "r2", fidelity)])
+
+    saved = [0.0, 10.0, 20.0, 30.0, 40.0]  # estimated parameters saved after 0..4 steps, of 100
+    hi = cand(4, 0.42, 0.3)
+    assert GainFloor(saved, 0.0, 100)(hi) == 0  # no min gain: no floor
+    short = GainFloor(saved, 0.25, 100)
+    assert short(hi) == 2  # 30 reaches 25 at step 3: the step before, whatever the estimate's error
+    assert short.missed({2: cand(2, 0.21, 0.5)}, 0.9).startswith(
+        "a candidate short of --min-gain 0.25, 21.0% fewer parameters, already measured 0.5000: larger"
+    )
+    assert short.missed({2: cand(2, 0.21, 0.95)}, 0.9) == ""  # it passed: the bisection went on
+    worth = GainFloor(saved, 0.25, 100)
+    worth(hi)
+    assert worth.missed({2: cand(2, 0.26, 0.5)}, 0.9).startswith(
+        "the first candidate worth --min-gain 0.25, 26.0%"
+    )
+    far = GainFloor(saved, 0.5, 100)  # no step's estimate reaches 50: the far end
+    assert far(hi) == 4
+    assert far.missed({4: hi}, 0.9).startswith(
+        "no candidate on the search's path removes --min-gain 0.5 (its far end: 42.0% fewer parameters"
+    )
+
+
 def test_a_miss_by_the_rule_of_succession_says_why() -> None:
     from onnxfold.search.target import Candidate
     from passes.search import _misses
@@ -1215,7 +1243,7 @@ def test_a_budget_search_that_costs_the_task_is_warned_about(tmp_path, digits) -
     a fixed sparsity (it said nothing at 0.84); a --min-fidelity search reports its own figure."""
     x, _ = digits
     _, report = onnxfold.fold(
-        bundled_model("resnet18.onnx"), output=tmp_path / "o.onnx", inputs={"input": x}, target_params=0.9
+        bundled_model("resnet18.onnx"), output=tmp_path / "o.onnx", inputs={"input": x}, target_params=0.85
     )
     worst = report.validation.min_fidelity
     assert worst.fidelity < 0.9

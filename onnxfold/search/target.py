@@ -40,7 +40,7 @@ from onnxfold.report.fold_report import stats_of
 from onnxfold.report.progress import progress_bar
 from onnxfold.runtime.fidelity import OutputFidelity
 from onnxfold.search.allocate import fixed_groups, greedy_path
-from onnxfold.search.bisect import bisect_candidate
+from onnxfold.search.bisect import GainFloor, bisect_candidate
 from onnxfold.search.blind import blind_advice, blind_reason
 from onnxfold.search.budget import budget_candidate
 from onnxfold.search.evaluate import Evaluator
@@ -377,12 +377,14 @@ def search(
         return cand
 
     # each candidate is a fold and a measurement: minutes apiece on a heavy model
+    kept_whole = ""
     with progress_bar(desc="candidates", unit="candidate") as bar:
         if blind and mode == "min_fidelity":  # nothing measured can tell a fold from the original
             chosen, met = measure(0), True
         elif mode == "min_fidelity":
-            floor = next((t for t, v in enumerate(path.saved) if min_gain and v >= min_gain * base.params), 0)
+            floor = GainFloor(path.saved, min_gain, base.params)
             chosen, met = bisect_candidate(path, measure, tried, target, paced, unchanged, floor)
+            kept_whole = floor.missed(tried, target) if met and chosen.steps == 0 else ""
         else:
             total = base.params if mode == "target_params" else base.macs
             chosen, met = budget_candidate(path, measure, total, target, mode, round_to, paced)
@@ -406,7 +408,6 @@ def search(
             chosen = better
         if limit.expired():  # the refit stopped judging its groups there (sequential.plan_sequential)
             cut.append("the refit of the chosen widths reached the time limit")
-    kept_whole = ""
     if mode == "min_fidelity" and met and 0.0 < chosen.reduction < min_gain:  # too little to be worth it
         kept_whole = (
             f"the best candidate, {chosen.reduction:.1%} fewer parameters at fidelity {chosen.fidelity:.4f}, "
