@@ -98,8 +98,8 @@ def _leading_in_conv_space(inferred: onnx.ModelProto) -> bool:
     """Whether a convolution reads an input's leading dim as one of its spatial axes, with a batch
     of 1: the model reads one example whose leading axis is time (madmom's notes CNN: [frames, 144]
     made [1, 1, frames, 144] for its Conv; its outputs, [frames − 10, 88], depend on the frames, so
-    the static outputs of the test after this one miss it, and its samples were cut into 8-frame
-    windows too short for its convolutions)."""
+    the test that every output is static misses it, and its clips were cut into 8-frame windows too
+    short for its convolutions)."""
     dims = {
         vi.name: [
             d.dim_param if d.HasField("dim_param") else d.dim_value if d.HasField("dim_value") else None
