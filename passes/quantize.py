@@ -300,8 +300,15 @@ class QuantizePass(Pass):
                 src = tmp / "pre.onnx"
             per_channel = self.opts["per_channel"]
             if per_channel and self.opts["mode"] == "static" and _default_opset(model) < 13:
+                was = _default_opset(model)
                 src, stats["opset"] = _per_channel_opset(src, tmp / "opset13.onnx", external)
                 per_channel = stats["opset"].startswith("13")
+                stats["note"] = (
+                    f"the model was converted from opset {was} to 13: per-channel scales are "
+                    "DequantizeLinear's axis, which opset 13 brings (per_channel=false keeps its opset)"
+                    if per_channel
+                    else "quantized per tensor: per-channel scales need opset 13, and the conversion failed"
+                )
             out = tmp / "quantized.onnx"
             common = {
                 "per_channel": per_channel,
@@ -338,7 +345,7 @@ class QuantizePass(Pass):
                 static(out, None)
             left = self._runnable(out, feeds[0], static if self.opts["mode"] == "static" else None)
             if left:
-                stats["note"] = left
+                stats["note"] = "; ".join(filter(None, (stats.get("note"), left)))
                 log.warning("quantize: %s", left)
             new = load_model(out)
             replace_model_contents(model, new)

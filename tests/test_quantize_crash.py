@@ -104,6 +104,7 @@ def test_a_model_below_opset_13_is_quantized_per_channel_at_opset_13(tmp_path: P
     x = rng.standard_normal((64, 3, 8, 8)).astype(np.float32)
     _, report = onnxfold.run_pipeline(src, [QuantizePass(mode="static")], out, inputs={"x": x})
     assert report.passes[0].stats["opset"].startswith("13")
+    assert "quantize: the model was converted from opset 12 to 13: per-channel scales" in report.format()
     proto = onnx.load(str(out))
     assert {o.domain: o.version for o in proto.opset_import}.get("", 0) >= 13
     axes = [
