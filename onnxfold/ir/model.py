@@ -311,17 +311,17 @@ def keep_symbols(graph: onnx.GraphProto, symbols: dict[str, tuple]) -> None:
     onnxruntime fuses a residual Add into SkipLayerNormalization only where it can prove both
     operands' shapes equal, and BERT's dynamo export with names made up fused 2 of its 4 (outputs
     off by 7e-7 at ``-s 0``)."""
-    from onnxfold.ir.shapes import made_up_dim  # shapes imports this module
+    from onnxfold.ir.shapes import value_info_dims, with_source_symbols  # shapes imports this module
 
     for vi in graph.value_info if symbols else ():
-        named = symbols.get(vi.name)
-        dims = vi.type.tensor_type.shape.dim if vi.type.HasField("tensor_type") else []
-        if named is None or len(named) != len(dims):
+        dims = value_info_dims(vi)
+        if dims is None or vi.name not in symbols:
             continue
-        for dim, source in zip(dims, named, strict=True):
-            made_up = not dim.HasField("dim_value") and (not dim.dim_param or made_up_dim(dim.dim_param))
-            if made_up and isinstance(source, str) and not made_up_dim(source):
-                dim.dim_param = source
+        for dim, old, new in zip(
+            vi.type.tensor_type.shape.dim, dims, with_source_symbols(dims, symbols[vi.name]), strict=True
+        ):
+            if new != old:
+                dim.dim_param = new
 
 
 def _symbols(vi: onnx.ValueInfoProto) -> tuple[str | None, ...]:

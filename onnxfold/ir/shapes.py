@@ -21,6 +21,18 @@ def made_up_dim(dim) -> bool:
     return dim is None or (isinstance(dim, str) and dim.startswith("unk__"))
 
 
+def with_source_symbols(dims: list, named: tuple | None) -> list:
+    """``dims`` with each dim that inference left unknown or named with a symbol it made up given the
+    symbol the source named it with (``named``, :attr:`~onnxfold.ir.model.Model.source_dims`); as they
+    are where the ranks differ."""
+    if named is None or len(named) != len(dims):
+        return list(dims)
+    return [
+        n if isinstance(n, str) and not made_up_dim(n) and made_up_dim(d) else d
+        for d, n in zip(dims, named, strict=True)
+    ]
+
+
 def value_info_dims(vi: onnx.ValueInfoProto) -> list[int | str | None] | None:
     """Dims of a tensor value_info: ints, symbolic names, or None when unknown; None without a shape."""
     ttype = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
@@ -311,12 +323,7 @@ def _infer_once(model: Model, keep_hints: bool) -> bool:
         dims = value_info_dims(vi)
         if dims is None:
             continue
-        named = model.source_dims.get(vi.name)
-        if named is not None and len(named) == len(dims):  # the exporter's symbols, where made up here
-            dims = [
-                n if isinstance(n, str) and not made_up_dim(n) and made_up_dim(d) else d
-                for d, n in zip(dims, named, strict=True)
-            ]
+        dims = with_source_symbols(dims, model.source_dims.get(vi.name))  # the exporter's, where made up here
         ttype = vi.type.tensor_type
         t.shape = dims
         if ttype.elem_type and t.dtype is None:
