@@ -201,8 +201,8 @@ def explicit_split_sizes(graph: gs.Graph) -> int:
         if node.op != "Split" or (len(node.inputs) > 1 and node.inputs[1].name):
             continue
         implicit = "num_outputs" not in node.attrs and "split" not in node.attrs
-        if "num_outputs" not in node.attrs and not (implicit and 13 <= (graph.opset or 0) < 18):
-            continue
+        if implicit and not 13 <= (graph.opset or 0) < 18 or "split" in node.attrs:
+            continue  # sizes in an attribute (opset < 13), or none at an opset that needs num_outputs
         shape = node.inputs[0].shape
         axis = int(node.attrs.get("axis", 0))
         if shape is None or not -len(shape) <= axis < len(shape):

@@ -299,8 +299,8 @@ class QuantizePass(Pass):
             if stats["preprocess"] not in ("off", "failed"):
                 src = tmp / "pre.onnx"
             per_channel = self.opts["per_channel"]
-            if per_channel and self.opts["mode"] == "static" and _default_opset(model) < 13:
-                was = _default_opset(model)
+            was = _default_opset(model)
+            if per_channel and self.opts["mode"] == "static" and was < 13:
                 src, stats["opset"] = _per_channel_opset(src, tmp / "opset13.onnx", external)
                 per_channel = stats["opset"].startswith("13")
                 stats["note"] = (

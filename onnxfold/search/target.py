@@ -19,8 +19,9 @@
 
 ``limit`` (a :class:`~onnxfold.search.sensitivity.TimeLimit`, ``--time-limit``): checked between
 measurements. The sensitivity stops at half of it (levels left are taken last on the path, as
-misses are, and measured only within candidates: its far end, which the bisection measures first); after all of it the bisection measures the far end of the path, takes the
-unchanged model (exact) unmeasured when that misses, else the best candidate so far; the budget
+misses are, and measured only within candidates, the far end first); after all of it the
+bisection measures the far end of the path, takes the unchanged model (exact) unmeasured when
+that misses, else the best candidate so far; the budget
 keeps its closest; ``refine`` is skipped once it has passed, and stops judging its groups when it
 passes during the refit. The report says what the limit cut (a warning where it found next to nothing).
 """
