@@ -22,6 +22,7 @@ from onnxfold.report.comparison import format_comparison, params_growth
 from onnxfold.report.names import shortened
 from onnxfold.report.stats import ModelStats, format_table, model_stats, op_counts
 from onnxfold.report.table import count_change
+from onnxfold.runtime.compare import TASK_WARNING_BELOW
 
 
 def stats_of(
@@ -255,10 +256,6 @@ class FoldReport:
                     "of them out)"
                 )
         return "\n".join(parts)
-
-
-#: below this fidelity (under the search's metric) on validation's inputs the report warns
-TASK_WARNING_BELOW = 0.9
 
 
 def task_warning(validation: Any, searched: bool = False, folded: bool = True) -> str | None:

@@ -109,14 +109,16 @@ class OutputMetrics:
             parts.append(f"{self.fidelity_metric} {self.fidelity:.4f}")
         if self.exact:
             parts.append("(exact)")
-        elif self.unexercised and self.fidelity is not None and self.fidelity < UNEXERCISED_NOTED_BELOW:
+        elif self.unexercised and self.fidelity is not None and self.fidelity < TASK_WARNING_BELOW:
             parts.append("(these inputs exercise none of its decisions)")  # r2 0.0000 needs the why
         return head + " " + "  ".join(parts)
 
 
-#: a fidelity under this on an output the inputs leave unexercised says so on its line (a trial read
-#: MTCNN's face probability "r2 0.0000" on noise beside a note about another output)
-UNEXERCISED_NOTED_BELOW = 0.9
+#: below this fidelity (under the search's metric) on validation's inputs the report warns
+#: (:func:`~onnxfold.report.fold_report.task_warning`), and an output the inputs leave unexercised says
+#: so on its line instead (a trial read MTCNN's face probability "r2 0.0000" on noise beside a note
+#: about another output)
+TASK_WARNING_BELOW = 0.9
 
 
 def _is_class_scores(a: np.ndarray) -> bool:
