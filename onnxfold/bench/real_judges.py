@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from onnxfold.runtime.detections import iou
+
 
 def ctc_greedy(probs: np.ndarray, blank: int = 0) -> list[tuple[int, ...]]:
     """Decode ``probs`` (N, T, C) greedily: argmax per step, collapse repeats, drop ``blank``."""
@@ -48,17 +50,6 @@ def exact_agreement(refs: Sequence, hyps: Sequence) -> float:
     if not refs:
         return 1.0
     return sum(r == h for r, h in zip(refs, hyps, strict=True)) / len(refs)
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix of boxes ``a`` (N, 4) and ``b`` (M, 4), corners (x0, y0, x1, y1)."""
-    a, b = np.asarray(a, float).reshape(-1, 4), np.asarray(b, float).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area = lambda x: np.clip(x[:, 2:] - x[:, :2], 0, None).prod(-1)  # noqa: E731
-    union = area(a)[:, None] + area(b)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> list[int]:

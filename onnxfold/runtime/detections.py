@@ -78,15 +78,19 @@ def _corners(rows: np.ndarray, corners: bool) -> np.ndarray:
     return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
 
 
-def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
-    x1 = np.maximum(box[0], others[:, 0])
-    y1 = np.maximum(box[1], others[:, 1])
-    x2 = np.minimum(box[2], others[:, 2])
-    y2 = np.minimum(box[3], others[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    return inter / np.maximum(area + areas - inter, 1e-12)
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix of boxes ``a`` (N, 4) and ``b`` (M, 4), corners (x0, y0, x1, y1); a box with x1 < x0
+    or y1 < y0 has no area, and a pair without union IoU 0."""
+    a, b = np.asarray(a, float).reshape(-1, 4), np.asarray(b, float).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+
+    def area(x: np.ndarray) -> np.ndarray:
+        return np.clip(x[:, 2:] - x[:, :2], 0, None).prod(-1)
+
+    union = area(a)[:, None] + area(b)[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 def box_agreement(ref: np.ndarray, cand: np.ndarray) -> float:
@@ -116,7 +120,7 @@ def box_counts(ref: np.ndarray, cand: np.ndarray) -> tuple[np.ndarray, np.ndarra
             candidates = free & (r[:, label] == c[i, label])
             if not candidates.any():
                 continue
-            ious = np.where(candidates, _iou(cb[i], rb), -1.0)
+            ious = np.where(candidates, iou(cb[i], rb)[0], -1.0)
             j = int(np.argmax(ious))
             if ious[j] >= IOU_MATCH:
                 free[j] = False
