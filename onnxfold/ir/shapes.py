@@ -207,6 +207,8 @@ def complete_reshape_shapes(graph: gs.Graph) -> int:
         if out.shape is not None and all(_number(d) for d in out.shape):
             continue
         dims = reshape_output_dims(node)
+        if dims is None and out.shape is None:  # the values escape us, the target's length does not
+            dims = _rank_only(node.inputs[1])
         if dims is None or (out.shape is not None and len(out.shape) != len(dims)):
             continue
         if out.shape is not None:  # a number found beats a symbol; a symbol beats no dim
@@ -221,6 +223,15 @@ def complete_reshape_shapes(graph: gs.Graph) -> int:
             out.dtype = node.inputs[0].dtype
         completed += 1
     return completed
+
+
+def _rank_only(target: gs.Tensor) -> list | None:
+    """Unknown dims, as many as a computed target of static length [k] has entries: the output's rank
+    (ONNX below opset 14 leaves such a Reshape without a shape, and every op after it too)."""
+    shape = target.shape
+    if shape is None or len(shape) != 1 or not _number(shape[0]) or shape[0] > 64:
+        return None
+    return [None] * int(shape[0])
 
 
 def _number(d) -> bool:
