@@ -59,7 +59,7 @@ flips). The model's fidelity is the minimum over its outputs.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,67 +67,23 @@ import numpy as np
 from onnxfold.runtime.compare import _is_class_scores
 from onnxfold.runtime.detections import box_agreement, detection_columns
 from onnxfold.runtime.labels import is_labels, label_agreement
+from onnxfold.runtime.metric_spec import (  # noqa: F401 (the metric names, read from here too)
+    COUNTS_OF_CLASSES,
+    GUARDED_SEQUENCE,
+    GUARDED_TOP1,
+    LEFT_OUT,
+    METRICS,
+    STATE_METRICS,
+    check_metric_outputs,
+    metric_parts,
+    parse_metric,
+)
 from onnxfold.runtime.one_class import one_class
 from onnxfold.runtime.padding import token_positions, unpadded, without_holes
 from onnxfold.runtime.probability_maps import SIGMOID_OPS, binary_agreement, binary_score, mask_iou, mask_map
 from onnxfold.runtime.producers import RECURRENT_OPS
 from onnxfold.runtime.r2 import r2
 from onnxfold.runtime.sequences import blank_separated, ctc_like, ctc_paths, sequence_agreement
-
-METRICS = tuple(
-    "auto top1 sequence margin tags binary mask boxes cosine relerr r2 top1+r2 sequence+margin binary+r2 mask+r2".split()
-)
-#: auto's metric for class scores [B, C]: the decisions, and the scores that make them (:func:`metric_parts`)
-GUARDED_TOP1 = "top1+r2"
-#: auto's metric for a recogniser's lines on the user's samples: the lines, and their margins
-GUARDED_SEQUENCE = "sequence+margin"
-#: metrics that count argmaxes over a class axis beside the samples
-COUNTS_OF_CLASSES = ("top1", "sequence", "margin", "tags", GUARDED_SEQUENCE)
-
-
-#: a per-output metric that leaves the output out of the fidelity (an auxiliary output)
-LEFT_OUT = "none"
-
-
-def check_metric_outputs(named: Mapping[str, str], outputs: Sequence[str]) -> None:
-    """ValueError when ``--metric`` names an output (``OUTPUT=METRIC``) that is not in ``outputs``."""
-    unknown = sorted(set(named) - set(outputs))
-    if unknown:
-        raise ValueError(
-            f"--metric names output{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}, which the "
-            f"model does not have (its outputs: {', '.join(outputs)})"
-        )
-
-
-def parse_metric(spec: str) -> tuple[str, dict[str, str]]:
-    """``--metric``'s value as (the metric of outputs not named, {output: metric}): one metric
-    (``r2``), or a comma list of one and ``OUTPUT=METRIC`` items (``auto,feature=none``), where
-    ``none`` leaves that output out of the fidelity. CRAFT writes its score maps ``y`` and, for a
-    refiner it may feed, ``feature``: the fidelity, the minimum over outputs, was ``feature``'s, and a
-    fold keeping box F1 0.924 was warned about as a lost task for it. ValueError on a bad spec."""
-    default, per = "auto", {}
-    for item in (part.strip() for part in str(spec).split(",")):
-        name, eq, metric = item.rpartition("=") if "=" in item else ("", "", item)
-        allowed = (*METRICS, LEFT_OUT) if eq else METRICS
-        if metric not in allowed or (eq and not name):
-            raise ValueError(
-                f"metric {spec!r}: {item!r} is not one of {', '.join(METRICS)}, nor OUTPUT=METRIC "
-                f"(METRIC one of those or {LEFT_OUT}, which leaves the output out)"
-            )
-        if eq:
-            per[name] = metric
-        else:
-            default = metric
-    return default, per
-
-
-def metric_parts(metric: str) -> tuple[str, ...]:
-    """The metrics a combined one (``top1+r2``) takes the minimum of; a plain metric alone. A search
-    keeps the furthest candidate whose top-1 count still passes: with 32 unlabeled digits, 32 of 32
-    agreed at 73.9% fewer parameters where 82.6% of the test images did; the scores' r2 sees the
-    decisions drift before they flip (39.1%, 99.4%)."""
-    return tuple(metric.split("+"))
-
 
 _LOGIT_NAME = re.compile(r"logit|prob|score|ctc", re.IGNORECASE)
 _LOGIT_OPS = {"Softmax", "LogSoftmax"}
@@ -352,6 +308,7 @@ def output_metrics(
     guarded: bool = True,
     bounds: Mapping[str, str] | None = None,
     vocab: frozenset[int] = frozenset(),
+    states: frozenset[str] = frozenset(),
 ) -> dict[str, str]:
     """The metric of every output (``auto`` resolved per output from the reference values over
     ``samples`` samples; an output without classes on a last axis beside its samples falls back to r2). ``guarded``
@@ -360,7 +317,10 @@ def output_metrics(
     ``bounds``: output -> the op bounding its values (:func:`~onnxfold.runtime.exercised.bounded_by`):
     one Sigmoid probability per sample takes ``binary`` (guarded as class scores are) where the
     reference decides both ways, a Sigmoid map ``mask+r2`` where it marks a region, else r2; so do
-    Sigmoid scores [B, C] (a multi-label tagger's independent probabilities), never top-1."""
+    Sigmoid scores [B, C] (a multi-label tagger's independent probabilities), never top-1.
+    ``states``: outputs fed back as a recurrent state; a decision metric given for every output
+    (``--metric top1``) leaves them to auto, since a state's argmax decides nothing (a romanizer's
+    decoder read "hidden_out top1 1.0000" where the fold changed 11% of names), unless one is named."""
     metric, named = parse_metric(metric)
     check_metric_outputs(named, list(reference))
     producers = producers or {}
@@ -416,6 +376,8 @@ def output_metrics(
         if guarded and metric == "auto" and chosen == "top1" and token_inputs and tagger(ref, vocab):
             chosen = "tags"
         out[name] = chosen
+    if metric not in STATE_METRICS:
+        named = {**{s: "auto" for s in states if s in reference}, **named}
     automatic = out if metric == "auto" or "auto" not in named.values() else None
     for name, chosen in named.items():  # the user's per-output metrics
         if chosen == LEFT_OUT:

@@ -32,6 +32,7 @@ def task_fidelity(
     from onnxfold.runtime.exercised import bounded_by, unexercised_by_both
     from onnxfold.runtime.padding import padding_mask, token_positions
     from onnxfold.runtime.producers import producers_of
+    from onnxfold.runtime.states import recurrent_state
 
     measured = {  # scores and features, and labels (integers, compared by equality: labels.py)
         m.name: reference[m.name]
@@ -46,7 +47,10 @@ def task_fidelity(
     default, named = fid.parse_metric(metric)
     spec = ",".join([default, *(f"{k}={v}" for k, v in named.items() if k in measured)])
     token_inputs = bool(vocab)
-    chosen = fid.output_metrics(measured, spec, producers, token_inputs, samples, given, bounds, vocab)
+    states = frozenset(o for _, o in recurrent_state(original))
+    chosen = fid.output_metrics(
+        measured, spec, producers, token_inputs, samples, given, bounds, vocab, states
+    )
     chosen.update({k: v for k, v in (searched or {}).items() if k in chosen})
     mask = padding_mask(feed) if given else None  # the user's samples' padding is not measured
     for m in metrics:

@@ -28,6 +28,7 @@ from onnxfold.runtime.fidelity import (
     output_metrics,
 )
 from onnxfold.runtime.input_scales import vocabularies
+from onnxfold.runtime.metric_spec import STATE_METRICS, parse_metric
 from onnxfold.runtime.padding import padding_mask
 from onnxfold.runtime.producers import producers_of
 from onnxfold.runtime.sequences import sample_axis
@@ -248,9 +249,21 @@ class Evaluator:
         producers = producers_of(original)
         bounds = bounded_by(original)
         vocab = vocabularies(id_draws)
+        states = frozenset(o for _, o in self.recurrent)
         self.metrics = output_metrics(
-            self.reference, metric, producers, bool(vocab), self.samples, not self.proxy, bounds, vocab
+            self.reference,
+            metric,
+            producers,
+            bool(vocab),
+            self.samples,
+            not self.proxy,
+            bounds,
+            vocab,
+            states,
         )
+        given, named = parse_metric(metric)
+        #: recurrent states that a decision metric given for every output leaves to auto
+        self.states_left = [] if given in STATE_METRICS else sorted(states & set(self.metrics) - set(named))
         if not self.metrics:
             raise ValueError(f"--metric {metric!r} leaves every output out: keep at least one")
         #: output -> how the data-free proxy leaves its decisions unexercised (:func:`unexercised`); on

@@ -11,59 +11,18 @@ with the state the candidate itself produced.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from onnxfold.folding.samples import Feeds, sample_axes, take
-from onnxfold.ir.model import Model
 from onnxfold.runtime.compare import run_feed
 from onnxfold.runtime.sequences import sample_axis
+from onnxfold.runtime.states import _stem, recurrent_state  # noqa: F401 (read from here too)
 from onnxfold.search.evaluate import take_samples
 
 #: An output state matches the next sample's input state within this fraction of its largest value.
 LINK_TOLERANCE = 1e-3
-
-
-def _stem(name: str) -> str:
-    """A tensor name without its step or direction mark: a trailing one (state / stateN, h0 / hn,
-    c_in / c_out, hidden / hidden_out) or a leading one, whose index then stays (FunASR's FSMN VAD
-    feeds in_cache0 … in_cache3 back from out_cache0 … out_cache3)."""
-    lead = re.fullmatch(r"(in|out|input|output|new|next|prev)_(.+)", name.lower())
-    if lead:
-        return lead.group(2)
-    stem = name[:-1] if len(name) > 1 and name.endswith("N") else name  # silero's stateN
-    stem = re.sub(r"(_?(in|out|new|next|prev)|_?[0-9]+)$", "", stem.lower())
-    if re.fullmatch(r"[a-z]n", stem):  # an LSTM's hn, cn
-        return stem[0]
-    return stem or name.lower()  # "in" and "out" are not one state
-
-
-def recurrent_state(model: Model) -> list[tuple[str, str]]:
-    """(input, output) pairs that carry a recurrent state: the same floating dtype, declared shapes of
-    the same rank ≥ 2 that agree where both give a number, and the same name but for a step mark
-    (silero-vad's state / stateN, an LSTM's h0 / hn). A mask or ids passed through (a romanizer's
-    encoder returns its src_mask as src_mask_out) is not a state."""
-    outputs = {o.name: o for o in model.graph.outputs}
-    pairs = []
-    for i in model.graph.inputs:
-        if i.shape is None or len(i.shape) < 2 or i.dtype is None or np.dtype(i.dtype).kind != "f":
-            continue
-        for o in outputs.values():
-            if (
-                o.name != i.name
-                and o.shape is not None
-                and len(o.shape) == len(i.shape)
-                and all(
-                    a == b or not (isinstance(a, int) and isinstance(b, int))
-                    for a, b in zip(o.shape, i.shape, strict=True)
-                )
-                and o.dtype == i.dtype
-                and _stem(o.name) == _stem(i.name)
-            ):
-                pairs.append((i.name, o.name))
-    return pairs
 
 
 def stream_chains(

@@ -125,6 +125,8 @@ class SearchResult:
     input_params: int = 0
     #: how many of the given samples were held out (nothing fitted or judged on them)
     held_out: int = 0
+    #: recurrent states judged as auto picks, not by the decision metric given for every output
+    states_left: list[str] = field(default_factory=list)
 
     def param_reduction(self) -> float:
         """The chosen candidate's fewer parameters, of the input's when :attr:`input_params` is known."""
@@ -249,6 +251,11 @@ class SearchResult:
                 "not a measure of the model's task"
             )
         lines += exercise_notes(self.unexercised, self.metrics, self.proxy)
+        lines += [
+            f"note: the recurrent state {o} is judged by {self.metrics[o]}, as auto picks for it, not by the "
+            f"metric given for every output: a state's argmax decides nothing (--metric {o}=METRIC judges it so)"
+            for o in self.states_left
+        ]
         if self.recurrent and self.mode == "min_fidelity":
             pairs = ", ".join(f"{o} -> {i}" for i, o in self.recurrent)
             where = "along the given streams" if self.rolled_out else "one step from the given states"
@@ -445,6 +452,7 @@ def search(
         blind=blind,
         sensitivity_share=limit.measured / max(1, limit.measured + sensitivity_cut),
         kept_whole=kept_whole,
+        states_left=list(getattr(evaluator, "states_left", [])),
         held_out=0 if (unseen := getattr(evaluator, "unseen", None)) is None else len(unseen),
         cut_short=f"the time limit ({limit.seconds:g} s) cut the search short: " + ", ".join(cut)
         if cut
