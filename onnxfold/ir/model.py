@@ -100,6 +100,10 @@ class Model:
     #: canonicalize's graph before it rewrote packed projections and merged heads for the analysis
     #: (:meth:`take_back_rewrites`)
     unrewritten: Model | None = None
+    #: :attr:`shapes` for the subgraphs (Loop and Scan bodies, If branches) taken together:
+    #: graphsurgeon writes a body's shapes, an outer tensor's too, and tf2onnx's GRU loop then ran
+    #: 3e-8 off at ``-s 0`` under onnxruntime's optimisations
+    subgraph_shapes: bool = True
 
     @property
     def weight_inputs(self) -> list[str]:
@@ -178,6 +182,7 @@ class Model:
             list(self.source_inputs),
             source_dims=self.source_dims,
             unrewritten=self.unrewritten,
+            subgraph_shapes=self.subgraph_shapes,
         )
 
     def take_back_rewrites(self) -> None:
@@ -300,6 +305,7 @@ def model_from_proto(proto: onnx.ModelProto, base_dir: str | os.PathLike = ".") 
             if n.name and len(n.metadata_props)
         },
         shapes=len(proto.graph.value_info) > 0,
+        subgraph_shapes=any(len(g.value_info) for g in _subgraphs(proto.graph)),
         source_dims={vi.name: _symbols(vi) for vi in proto.graph.value_info},
         source_inputs=_source_inputs(proto.graph),
     )
@@ -400,12 +406,21 @@ def hoist_shared_subgraph_constants(graph: onnx.GraphProto) -> int:
     return removed
 
 
+def drop_unrecorded_shapes(proto: onnx.ModelProto, model: Model) -> None:
+    """Remove ``proto``'s ``value_info`` where ``model``'s source recorded none (the main graph:
+    :attr:`Model.shapes`; its subgraphs: :attr:`Model.subgraph_shapes`): runtimes infer them, and
+    onnxruntime optimizes differently with them."""
+    if not model.shapes:
+        del proto.graph.value_info[:]
+    for graph in [] if model.subgraph_shapes else _subgraphs(proto.graph):
+        del graph.value_info[:]
+
+
 def to_model_proto(model: Model) -> onnx.ModelProto:
     """A self-contained in-memory ModelProto (all external data materialised), as it is written: without
     ``value_info`` where the source had none, since onnxruntime optimizes differently with them
     (PP-OCRv4 rec at sparsity 0 differed by 4.8e-7 in validation, where the written model is exact)."""
     proto = model.to_onnx(restore=True)
-    if not model.shapes:
-        del proto.graph.value_info[:]
+    drop_unrecorded_shapes(proto, model)
     materialize(proto, model.base_dir, data_dirs(model.graph))
     return proto
