@@ -35,6 +35,7 @@ from onnxfold.ir.external import (
     weight_bytes,
 )
 from onnxfold.ir.limits import EXTERNAL_MIN_TENSOR_BYTES, MAX_PROTO_BYTES, PROTO_LIMIT, ModelError
+from onnxfold.ir.recorded import as_recorded
 from onnxfold.ir.save import save_model
 from onnxfold.ir.spill import SpillStore, set_values, spilling
 
@@ -104,6 +105,10 @@ class Model:
     #: graphsurgeon writes a body's shapes, an outer tensor's too, and tf2onnx's GRU loop then ran
     #: 3e-8 off at ``-s 0`` under onnxruntime's optimisations
     subgraph_shapes: bool = True
+    #: the source's ``value_info`` and graph outputs, serialized by name: a model is written with
+    #: them where they still hold (:mod:`onnxfold.ir.recorded`)
+    source_value_info: dict[str, bytes] = field(default_factory=dict)
+    source_outputs: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def weight_inputs(self) -> list[str]:
@@ -183,6 +188,8 @@ class Model:
             source_dims=self.source_dims,
             unrewritten=self.unrewritten,
             subgraph_shapes=self.subgraph_shapes,
+            source_value_info=self.source_value_info,
+            source_outputs=self.source_outputs,
         )
 
     def take_back_rewrites(self) -> None:
@@ -306,6 +313,8 @@ def model_from_proto(proto: onnx.ModelProto, base_dir: str | os.PathLike = ".") 
         },
         shapes=len(proto.graph.value_info) > 0,
         subgraph_shapes=any(len(g.value_info) for g in _subgraphs(proto.graph)),
+        source_value_info={vi.name: vi.SerializeToString() for vi in proto.graph.value_info},
+        source_outputs={vi.name: vi.SerializeToString() for vi in proto.graph.output},
         source_dims={vi.name: _symbols(vi) for vi in proto.graph.value_info},
         source_inputs=_source_inputs(proto.graph),
     )
@@ -406,12 +415,11 @@ def hoist_shared_subgraph_constants(graph: onnx.GraphProto) -> int:
     return removed
 
 
-def drop_unrecorded_shapes(proto: onnx.ModelProto, model: Model) -> None:
-    """Remove ``proto``'s ``value_info`` where ``model``'s source recorded none (the main graph:
-    :attr:`Model.shapes`; its subgraphs: :attr:`Model.subgraph_shapes`): runtimes infer them, and
-    onnxruntime optimizes differently with them."""
-    if not model.shapes:
-        del proto.graph.value_info[:]
+def write_recorded_shapes(proto: onnx.ModelProto, model: Model) -> None:
+    """``proto``'s shapes as ``model``'s source recorded them (:func:`~onnxfold.ir.recorded.as_recorded`:
+    none where it recorded none; a subgraph's only where its subgraphs recorded some,
+    :attr:`Model.subgraph_shapes`): runtimes infer the rest, and onnxruntime optimizes by them."""
+    as_recorded(proto.graph, model.source_value_info, model.source_outputs)
     for graph in [] if model.subgraph_shapes else _subgraphs(proto.graph):
         del graph.value_info[:]
 
@@ -421,6 +429,6 @@ def to_model_proto(model: Model) -> onnx.ModelProto:
     ``value_info`` where the source had none, since onnxruntime optimizes differently with them
     (PP-OCRv4 rec at sparsity 0 differed by 4.8e-7 in validation, where the written model is exact)."""
     proto = model.to_onnx(restore=True)
-    drop_unrecorded_shapes(proto, model)
+    write_recorded_shapes(proto, model)
     materialize(proto, model.base_dir, data_dirs(model.graph))
     return proto

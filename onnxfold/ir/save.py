@@ -46,7 +46,7 @@ def save_model(
 
     ``external_data``: True writes every tensor of at least 1 KiB to ``<path>.data``; None does so
     only when the model would exceed 2 GB; False never. The data file is streamed one tensor at a time.
-    A :class:`Model` whose source held no ``value_info`` is written without (:func:`drop_unrecorded_shapes`).
+    A :class:`Model` whose source held no ``value_info`` is written without (:func:`write_recorded_shapes`).
     """
     path = Path(path)
     dirs: dict[str, Path] = {}
@@ -55,10 +55,10 @@ def save_model(
         base_dir = base_dir or Path(".")
         source = None
     else:
-        from onnxfold.ir.model import drop_unrecorded_shapes  # model imports this module
+        from onnxfold.ir.model import write_recorded_shapes  # model imports this module
 
         proto = model.to_onnx(restore=True)
-        drop_unrecorded_shapes(proto, model)  # runtimes infer them; the source did not record them either
+        write_recorded_shapes(proto, model)  # runtimes infer them; the source did not record them either
         base_dir = model.base_dir
         source = model.source_path
         dirs = data_dirs(model.graph)
