@@ -36,6 +36,7 @@ from onnxfold.ir.model import Model
 from onnxfold.ir.packed import unpack_packed_axes
 from onnxfold.ir.shapes import infer_shapes
 from onnxfold.ir.transposes import direct_key_transposes
+from onnxfold.ir.unfuse import fused_ops, unfuse_runtime_ops
 from onnxfold.pipeline.manager import Pass, PassContext, PassResult
 
 _CONSTANT_ATTRS = {
@@ -423,7 +424,7 @@ class CanonicalizePass(Pass):
         graph.toposort()
         computed = fold_small_constants(graph, model.opset_imports)
         model.computed_constants.update(computed)
-        materialized = transposes = unpacked = heads = 0
+        materialized = transposes = unpacked = heads = unfused = 0
         shaped = any(node.op == "Shape" for node in graph.nodes)
         if shaped:
             graph.cleanup(remove_unused_graph_inputs=False).toposort()
@@ -443,11 +444,14 @@ class CanonicalizePass(Pass):
         if model.computed_constants:
             model.weight_shapes = weight_shapes(graph)
         isolated, unshared, renamed, inferred, splits = _finish(model)
-        if any(node.op == "Reshape" for node in graph.nodes):
+        if any(node.op == "Reshape" for node in graph.nodes) or fused_ops(graph):
             before = model.copy()
+            unfused = unfuse_runtime_ops(graph)
+            if unfused:
+                graph.toposort()
             unpacked = unpack_packed_axes(graph)
             heads = lift_merged_heads(graph)
-            if unpacked or heads:  # a fold that uses none of them writes the graph as it was
+            if unfused or unpacked or heads:  # a fold that uses none of them writes the graph as it was
                 model.unrewritten = before
                 more = _finish(model)
                 isolated, unshared, renamed = isolated + more[0], unshared + more[1], renamed + more[2]
@@ -459,6 +463,7 @@ class CanonicalizePass(Pass):
             "constant_computations_folded": len(computed),
             "static_dims_materialized": materialized,
             "key_transposes_made_direct": transposes,
+            "runtime_fused_ops_unfused": unfused,
             "packed_projections_unpacked": unpacked,
             "merged_heads_lifted": heads,
             "shape_computations_isolated": isolated,

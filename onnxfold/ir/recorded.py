@@ -7,7 +7,8 @@ with its dims where the source gave only its type, or ``[batch, seq, 4, 4]`` whe
 unknown dims, fused one more SkipLayerNormalization and moved a BERT layer's outputs by up to 7.2e-7.
 So a tensor the source recorded keeps the source's entry while the entry still holds (every dim the
 source gave as a number is still that number), and takes the inferred one where a fold changed a width.
-A tensor the source did not record is written without one.
+A tensor the source did not record is written without one; a graph output the source declared by its
+type alone gets its rank with every dim unknown (the checker requires a shape there).
 """
 
 from __future__ import annotations
@@ -65,5 +66,12 @@ def as_recorded(
     for i, out in enumerate(graph.output):
         if out.name in outputs:
             source = onnx.ValueInfoProto.FromString(outputs[out.name])
-            if still_holds(source, out):
-                graph.output[i].CopyFrom(source)
+            if not still_holds(source, out):
+                continue
+            now = out.type.tensor_type
+            if not source.type.tensor_type.HasField("shape") and now.HasField("shape"):
+                # the checker wants a graph output's shape: its rank, every dim unknown, proves no more
+                # than none (an exposed LayerNorm output so kept -s 0 exact)
+                unknown = [onnx.TensorShapeProto.Dimension() for _ in now.shape.dim]
+                source.type.tensor_type.shape.CopyFrom(onnx.TensorShapeProto(dim=unknown))
+            graph.output[i].CopyFrom(source)
