@@ -44,6 +44,7 @@ import onnx_graphsurgeon as gs
 from onnxfold.errors import one_line
 from onnxfold.ir.model import ExternalValues, Model, load_model, save_model, set_values
 from onnxfold.pipeline.manager import Option, Pass, PassContext, PassError, PassResult
+from onnxfold.runtime.calibration import fit_runs, rows_of, split_rows
 
 log = logging.getLogger(__name__)
 
@@ -186,22 +187,6 @@ def _data_reader(feeds: list[dict[str, np.ndarray]]) -> Any:
     return FeedReader()
 
 
-def _split(arrays: Mapping[str, np.ndarray], chunk: int) -> list[dict[str, np.ndarray]]:
-    """Split arrays that share their first dim into feeds of ``chunk`` rows (one feed if they do not)."""
-    rows = {int(np.shape(a)[0]) if np.ndim(a) else -1 for a in arrays.values()}
-    if len(rows) != 1 or -1 in rows or chunk < 1:
-        return [dict(arrays)]
-    (n,) = rows
-    return [
-        {k: np.ascontiguousarray(a[i : i + chunk]) for k, a in arrays.items()} for i in range(0, n, chunk)
-    ]
-
-
-def _rows(feed: Mapping[str, np.ndarray]) -> int:
-    first = next(iter(feed.values()), None)
-    return int(np.shape(first)[0]) if first is not None and np.ndim(first) else 1
-
-
 class QuantizePass(Pass):
     name = "quantize"
     summary = "INT8 quantization with onnxruntime (static QDQ with calibration, or dynamic)"
@@ -323,12 +308,16 @@ class QuantizePass(Pass):
                 quantize_dynamic(src, out, **common)
             else:
                 stats["calibration"] = source
-                stats["calibration_samples"] = sum(_rows(f) for f in feeds)
+                stats["calibration_samples"] = sum(rows_of(f) for f in feeds)
                 method = {
                     "minmax": CalibrationMethod.MinMax,
                     "entropy": CalibrationMethod.Entropy,
                     "percentile": CalibrationMethod.Percentile,
                 }[self.opts["method"]]
+
+                feeds, fitted = fit_runs(src, feeds, self.opts["method"])
+                if fitted:
+                    stats["note"] = "; ".join(filter(None, (stats.get("note"), fitted)))
 
                 def static(path: Path, op_types: list[str] | None) -> None:
                     quantize_static(
@@ -434,12 +423,12 @@ class QuantizePass(Pass):
                 arrays = load_inputs(self.opts["calibration"], session, chunked=True)
             except (OSError, ValueError) as exc:
                 raise PassError(f"quantize: calibration data: {exc}") from None
-            return _split(arrays, chunk), f"file {self.opts['calibration']}"
+            return split_rows(arrays, chunk), f"file {self.opts['calibration']}"
         given = ctx.data.get("calibration")
         if given is not None:
-            return _split(self._checked(given, session, "ctx.data['calibration']"), chunk), "ctx.data"
+            return split_rows(self._checked(given, session, "ctx.data['calibration']"), chunk), "ctx.data"
         if ctx.inputs:
-            return _split(
+            return split_rows(
                 self._checked(ctx.inputs, session, "the pipeline's inputs"), chunk
             ), "pipeline inputs"
         if not quiet:

@@ -425,3 +425,15 @@ def symbolic_summary(dims: Sequence[str], shown: int = 3, width: int = 40) -> st
     if derived:
         parts.append(f"{derived} dim{'s' if derived > 1 else ''} inferred from the inputs' free dims")
     return " and ".join(parts)
+
+
+def activation_bytes(model: onnx.ModelProto, shapes: dict[str, Sequence[int]]) -> int | None:
+    """Bytes of the tensors the main graph's nodes compute, per sample, with the inputs at ``shapes``
+    (4 bytes an element; dims inference leaves unknown taken as 1): what a run that keeps every
+    intermediate output holds, as onnxruntime's calibration does. None where no shape is inferred."""
+    given = _given_dims(model, dict(shapes))
+    batch, symbols, _ = _batch_of(model, given)
+    dims = _shape_map(model, symbols, batch, given)
+    res = _DimResolver(_symbol_sizes(model, given))
+    sized = [res.prod(dims[o]) for node in model.graph.node for o in node.output if o in dims]
+    return 4 * sum(sized) // max(1, batch) if sized else None

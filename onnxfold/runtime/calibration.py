@@ -1,0 +1,59 @@
+"""Calibration feeds for static quantization: runs of a few samples each, cut so that onnxruntime's
+calibration, which keeps every intermediate tensor of a run, fits in memory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+
+def split_rows(arrays: Mapping[str, np.ndarray], chunk: int) -> list[dict[str, np.ndarray]]:
+    """Split arrays that share their first dim into feeds of ``chunk`` rows (one feed if they do not)."""
+    rows = {int(np.shape(a)[0]) if np.ndim(a) else -1 for a in arrays.values()}
+    if len(rows) != 1 or -1 in rows or chunk < 1:
+        return [dict(arrays)]
+    (n,) = rows
+    return [
+        {k: np.ascontiguousarray(a[i : i + chunk]) for k, a in arrays.items()} for i in range(0, n, chunk)
+    ]
+
+
+#: the bytes of intermediate outputs one calibration run may hold: at most this, and at most a
+#: quarter of the memory available
+CALIBRATION_RUN_BYTES = 2 << 30
+
+
+def fit_runs(src: Path, feeds: list[dict[str, np.ndarray]], method: str) -> tuple[list[dict], str]:
+    """``feeds`` cut into runs whose intermediate outputs fit :data:`CALIBRATION_RUN_BYTES` (onnxruntime's
+    calibration keeps every tensor of a run: 8 microscope tiles of 1024² took 21 GB, and 32 had the
+    process killed), with a note saying so; as they are where a run fits, or its size is unknown."""
+    from onnxfold.report.stats import activation_bytes
+
+    first = feeds[0] if feeds else {}
+    shapes = {k: [1, *np.shape(v)[1:]] for k, v in first.items() if np.ndim(v)}
+    per_sample = activation_bytes(onnx.load(str(src), load_external_data=False), shapes) if shapes else None
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):  # not Linux: the fixed budget alone
+        free = 4 * CALIBRATION_RUN_BYTES
+    budget = min(CALIBRATION_RUN_BYTES, free // 4)
+    most = max((rows_of(f) for f in feeds), default=1)
+    if not per_sample or most * per_sample <= budget:
+        return feeds, ""
+    rows = max(1, budget // per_sample)
+    cut = [part for f in feeds for part in split_rows(f, rows)]
+    if len(cut) == len(feeds):  # a fixed batch: its runs cannot be cut
+        return feeds, ""
+    note = f"calibration runs of {rows} sample{'s' if rows > 1 else ''}, since one sample's activations take {per_sample / 2**30:.1f} GiB"
+    if method != "minmax":
+        note += f" ({method} calibration keeps them all: minmax keeps one run's)"
+    return cut, note
+
+
+def rows_of(feed: Mapping[str, np.ndarray]) -> int:
+    first = next(iter(feed.values()), None)
+    return int(np.shape(first)[0]) if first is not None and np.ndim(first) else 1
