@@ -26,7 +26,8 @@ Per output (reference a, candidate b, computed in float64), one of these metrics
 * ``mask`` = |A ∩ B| / |A ∪ B| over all samples, A and B the values above 0.5: the region a
   Sigmoid map ([N, 1, H, W] segmentation or saliency, [N, anchors, classes] detection scores)
   marks; ``auto`` takes it, with r2 (``mask+r2``), where the reference marks some region
-  (:mod:`onnxfold.runtime.probability_maps`);
+  (:mod:`onnxfold.runtime.probability_maps`); on a map of class probabilities ([N, C, H, W] or
+  [N, H, W, C] summing to 1 over the classes) the mean over classes of the argmax regions' IoU;
 * ``boxes`` = box F1 against the original's boxes (same class, IoU ≥ 0.5) of end-to-end detections
   [B, K, 6] that the graph selected and sorted (TopK or NMS inside): rows by position say nothing once
   a shifted score reorders them (:mod:`onnxfold.runtime.detections`); ``auto`` takes it for them;
@@ -51,7 +52,7 @@ model's pooled rows, a recurrent layer's state); top1 for labels
 logits) sequence where a signal model's argmax paths separate their emissions as CTC does
 (:func:`blank_separated`, :func:`ctc_like`), top1 per position for frame labels and token models,
 ``tags`` for a token tagger's labels on the user's samples; binary or mask for a Sigmoid's
-probabilities; r2 otherwise, and where the reference's argmax is one class everywhere (random inputs
+probabilities, mask for a segmenter's class probabilities per position; r2 otherwise, and where the reference's argmax is one class everywhere (random inputs
 often make a recogniser read only blanks: counting agreement then sees nothing until all of it
 flips). The model's fidelity is the minimum over its outputs.
 """
@@ -80,7 +81,14 @@ from onnxfold.runtime.metric_spec import (  # noqa: F401 (the metric names, read
 )
 from onnxfold.runtime.one_class import one_class
 from onnxfold.runtime.padding import token_positions, unpadded, without_holes
-from onnxfold.runtime.probability_maps import SIGMOID_OPS, binary_agreement, binary_score, mask_iou, mask_map
+from onnxfold.runtime.probability_maps import (
+    SIGMOID_OPS,
+    binary_agreement,
+    binary_score,
+    class_map,
+    mask_iou,
+    mask_map,
+)
 from onnxfold.runtime.producers import RECURRENT_OPS
 from onnxfold.runtime.r2 import r2
 from onnxfold.runtime.sequences import blank_separated, ctc_like, ctc_paths, sequence_agreement
@@ -355,7 +363,11 @@ def output_metrics(
             chosen = "r2"  # independent probabilities, a multi-label tagger's: no argmax decides (mask below)
         if metric == "auto" and chosen == "r2" and binary_score(ref, (bounds or {}).get(name), samples):
             chosen = "binary+r2" if guarded else "binary"
-        elif metric == "auto" and chosen == "r2" and mask_map(ref, (bounds or {}).get(name), samples):
+        elif (
+            metric == "auto"
+            and chosen == "r2"
+            and (mask_map(ref, (bounds or {}).get(name), samples) or class_map(ref))
+        ):
             chosen = "mask+r2"
         if labels:
             if guarded and metric == "auto" and token_inputs and np.ndim(ref) == 2:

@@ -14,6 +14,12 @@ A Sigmoid's output is read against 0.5 (or a threshold near it) by whatever uses
   0.5 on photos) a fold at r2 0.967 on 32 photos kept an IoU of 0.90 and the package's top region on
   only 87% of new photos; the region it finds is what a user of the map acts on.
 
+A map of class probabilities per position (a Softmax over the classes of a segmenter's [N, C, H, W]
+or [N, H, W, C], :func:`class_axis`) marks one region per class, where each class is the argmax;
+``mask`` is then the mean over classes of each region's intersection over union (the segmentation
+mIoU, :func:`class_iou`). A nucleus segmenter's [N, H, W, 2] map read r2 0.998 where 0.5% of the
+pixels flipped and 11% of the nuclei were lost or split; counted per pixel, background dominates.
+
 Logits read by a Sigmoid outside the model (PyTorch's binary heads trained with BCEWithLogits,
 AttaCut's word boundaries: ``sigmoid(logit) > 0.5``) decide at 0: ``binary`` and ``mask`` asked for
 by ``--metric`` compare them there (:func:`threshold`). On AttaCut a search to r2 0.95 of those
@@ -71,9 +77,48 @@ def mask_map(ref: np.ndarray, bound: str | None, samples: int | None = None) -> 
     return _decides_both_ways(ref, bound, samples, per_sample=False)
 
 
+#: at most this many classes on a class map's class axis
+MAX_MAP_CLASSES = 256
+
+
+def class_axis(ref: np.ndarray) -> int | None:
+    """The class axis of a map of class probabilities: a float output of rank ≥ 4 whose values along
+    its last axis or axis 1 (2 to :data:`MAX_MAP_CLASSES` entries) are non-negative and sum to 1 at
+    every position; None otherwise."""
+    ref = np.asarray(ref)
+    if ref.dtype.kind != "f" or ref.ndim < 4 or ref.size == 0 or not np.isfinite(ref).all() or ref.min() < 0:
+        return None
+    for axis in (ref.ndim - 1, 1):
+        if 2 <= ref.shape[axis] <= MAX_MAP_CLASSES and np.allclose(ref.sum(axis=axis), 1.0, atol=1e-3):
+            return axis
+    return None
+
+
+def class_map(ref: np.ndarray) -> bool:
+    """Whether ``ref`` is a map of class probabilities (:func:`class_axis`) whose argmax marks at least
+    two classes on these samples (one class everywhere is seen by no overlap until a region appears)."""
+    axis = class_axis(ref)
+    return axis is not None and np.unique(np.asarray(ref).argmax(axis=axis)).size >= 2
+
+
+def class_iou(ref: np.ndarray, cand: np.ndarray, axis: int) -> float:
+    """The mean over the classes either argmax marks of each class's intersection over union, pooled
+    over all samples (the segmentation mIoU)."""
+    a, b = np.asarray(ref).argmax(axis=axis), np.asarray(cand).argmax(axis=axis)
+    ious = []
+    for c in np.union1d(np.unique(a), np.unique(b)):
+        in_a, in_b = a == c, b == c
+        ious.append(np.count_nonzero(in_a & in_b) / np.count_nonzero(in_a | in_b))
+    return float(np.mean(ious))
+
+
 def mask_iou(ref: np.ndarray, cand: np.ndarray) -> float:
     """The ``mask`` fidelity of the module docstring: intersection over union of the positions above
-    the reference's :func:`threshold`, pooled over all samples; 1 when neither marks any."""
+    the reference's :func:`threshold`, pooled over all samples; 1 when neither marks any. A map of
+    class probabilities (:func:`class_axis`) takes the mean over classes (:func:`class_iou`)."""
+    axis = class_axis(ref)
+    if axis is not None and np.shape(cand) == np.shape(ref):
+        return class_iou(ref, cand, axis)
     t = threshold(ref)
     a, b = np.asarray(ref) > t, np.asarray(cand) > t
     union = int(np.count_nonzero(a | b))
@@ -85,6 +130,9 @@ __all__ = [
     "THRESHOLD",
     "binary_agreement",
     "binary_score",
+    "class_axis",
+    "class_iou",
+    "class_map",
     "mask_iou",
     "mask_map",
     "threshold",
