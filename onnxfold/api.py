@@ -31,6 +31,7 @@ from onnxfold.passes.search import (
     DEFAULT_MIN_FIDELITY,
     DEFAULT_TIME_LIMIT,
     FIXED_SPARSITY,
+    GIVEN_MIN_GAIN,
 )
 from onnxfold.pipeline.manager import Pass, PassContext, PassManager, PipelineError
 from onnxfold.report.fold_report import FoldReport, saved_ops, saved_size, source_size, stats_of
@@ -339,8 +340,8 @@ def fold(
     Without ``sparsity``, a target or a recipe this is the search for the smallest model at fidelity
     :data:`DEFAULT_MIN_FIDELITY` on ``inputs``, else :data:`DATA_FREE_MIN_FIDELITY`, within
     :data:`DEFAULT_TIME_LIMIT` s (:func:`default_plan`), which without ``inputs`` keeps the model
-    whole where it would remove under :data:`DATA_FREE_MIN_GAIN` of the parameters (``min_gain``
-    None; a number sets it for any fidelity search); ``report.search.default`` is then True.
+    whole where it would remove under :data:`DATA_FREE_MIN_GAIN` of the parameters, with ``inputs``
+    under :data:`GIVEN_MIN_GAIN` (``min_gain`` None; a number sets it for any fidelity search); ``report.search.default`` is then True.
 
     The keywords are the options of the fold, repair and validate passes (``onnxfold passes``
     lists their meaning; the ``onnxfold fold`` flags have the same names and defaults), except:
@@ -382,7 +383,7 @@ def fold(
         max_sparsity=max_sparsity,
         force=force,
         time_limit=time_limit,
-        min_gain=(DATA_FREE_MIN_GAIN if searched and inputs is None else 0.0)
+        min_gain=(0.0 if not searched else DATA_FREE_MIN_GAIN if inputs is None else GIVEN_MIN_GAIN)
         if min_gain is None
         else min_gain,
     )

@@ -84,6 +84,7 @@ def _unset_default(keyword: str) -> str:
         DEFAULT_MIN_FIDELITY,
         DEFAULT_TIME_LIMIT,
         FIXED_SPARSITY,
+        GIVEN_MIN_GAIN,
     )
 
     if keyword == "sparsity":
@@ -94,7 +95,10 @@ def _unset_default(keyword: str) -> str:
             f"{FIXED_SPARSITY:g}; refused beside a target, which chooses every group's"
         )
     if keyword == "min_gain":
-        return f"{DATA_FREE_MIN_GAIN:g} for the search a fold runs without --sparsity, a target or --inputs, else 0"
+        return (
+            f"{DATA_FREE_MIN_GAIN:g} for the search a fold runs without --sparsity or a target, "
+            f"{GIVEN_MIN_GAIN:g} with --inputs, else 0"
+        )
     return f"{DEFAULT_TIME_LIMIT:g} for the search a fold runs without --sparsity or a target, else none"
 
 

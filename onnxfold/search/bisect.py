@@ -89,8 +89,9 @@ class GainFloor:
         self.step = len(self.saved) - 1 if reached is None else max(1, reached - 1)
         return self.step
 
-    def missed(self, tried: dict[int, Candidate], target: float) -> str:
-        """Why the model is kept whole where the step worth the gain missed, else ''."""
+    def missed(self, tried: dict[int, Candidate], target: float, proxy: bool = True) -> str:
+        """Why the model is kept whole where the step worth the gain missed, else ''; ``proxy``: measured
+        on the data-free proxy, where given samples usually allow more."""
         first = tried.get(self.step) if self.step else None
         if first is None or first.meets(target):
             return ""
@@ -103,5 +104,6 @@ class GainFloor:
             what = f"a candidate short of {gain}, {got}, already measured {first.fidelity:.4f}: larger ones are not sought"
         return (
             f"{what} (a smaller gain is not worth a change its measurement cannot vouch for), and the "
-            "model is kept whole; --inputs with samples as the model is used usually allow more"
+            "model is kept whole"
+            + ("; --inputs with samples as the model is used usually allow more" if proxy else "")
         )

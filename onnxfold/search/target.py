@@ -392,7 +392,7 @@ def search(
         elif mode == "min_fidelity":
             floor = GainFloor(path.saved, min_gain, base.params)
             chosen, met = bisect_candidate(path, measure, tried, target, paced, unchanged, floor)
-            kept_whole = floor.missed(tried, target) if met and chosen.steps == 0 else ""
+            kept_whole = floor.missed(tried, target, evaluator.proxy) if met and chosen.steps == 0 else ""
         else:
             total = base.params if mode == "target_params" else base.macs
             chosen, met = budget_candidate(path, measure, total, target, mode, round_to, paced)
@@ -420,7 +420,8 @@ def search(
         kept_whole = (
             f"the best candidate, {chosen.reduction:.1%} fewer parameters at fidelity {chosen.fidelity:.4f}, "
             f"removes less than --min-gain {min_gain:g}: the model is kept whole (a smaller gain is not worth "
-            "a change its measurement cannot vouch for); --inputs with samples as the model is used usually allow more"
+            "a change its measurement cannot vouch for)"
+            + ("; --inputs with samples as the model is used usually allow more" if evaluator.proxy else "")
         )
         chosen = measure(0)
     ran = limit.clock() - limit.start
