@@ -11,7 +11,8 @@ Rules, by kind:
 * pass-through (:mod:`.elementwise`, :mod:`.normalization`, :mod:`.reductions`, :mod:`.layout`):
   element-wise unary ops, pooling, BatchNormalization/InstanceNormalization (their per-channel
   vectors are ``average`` members), depthwise Conv (filters averaged), reductions and softmax over
-  other axes, Transpose/Squeeze/Unsqueeze, Pad/Resize/Slice/Expand on other axes.
+  other axes, Transpose/Squeeze/Unsqueeze, Pad/Resize/Slice/Expand on other axes; SpaceToDepth
+  and DepthToSpace (:mod:`.depth_space`) trade channels for pixel blocks (tiles, united copies, units).
 * join (:mod:`.elementwise`, :mod:`.joins`, :mod:`.attention`): Add/Mul/… unite their tracked inputs'
   spaces; a per-channel constant is an ``average`` member; Concat lays segments side by side, Split and
   Slice cut them (sizes and bounds become ``shape`` members); Flatten/Reshape (:mod:`.reshapes`) turn
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 from onnxfold.analysis.rules import (  # noqa: F401  (imported to register the rules)
     attention,
+    depth_space,
     elementwise,
     joins,
     layout,
