@@ -1415,6 +1415,22 @@ def test_concat_with_a_cache_input_names_the_graph_input(prep, code, needle) -> 
     assert [(r.code, r.message, r.node) for r in group.blocked] == [(code, needle, "cat")]
 
 
+def test_a_join_with_a_tensor_lost_at_an_op_without_a_rule_names_that_op() -> None:
+    """A U-Net decoder's skip join read "combines channels with untracked tensor batch_normalization_5"
+    where the tensor came from a DepthToSpace onnxfold had no rule for, several nodes up: the reason
+    now names the op where the channels were lost."""
+    rng = np.random.default_rng(0)
+    net = Net({"w1": rnd(rng, 4, 6), "w2": rnd(rng, 6, 5), "w3": rnd(rng, 4, 6), "s": rnd(rng, 6)})
+    x = net.input("x", [2, 4])
+    shuffled = net("CumSum", net("MatMul", x, "w3"), net.i64("axis", 1), name="cumsum")  # no rule for it
+    lost = net("Mul", net("Relu", shuffled), "s")
+    h = net("MatMul", x, "w1", name="proj")
+    proto = net.model(net("MatMul", net("Add", h, lost, name="join"), "w2", name="out"))
+    (group,) = [g for g in groups_of(proto) if g.name == "proj"]
+    needle = "(after CumSum cumsum, which onnxfold has no rule for)"
+    assert any(r.code == UNTRACKED_TENSOR and needle in r.message for r in group.blocked), group.blocked
+
+
 def test_softmax_opset11_flattens_over_channels() -> None:
     """Before opset 13, Softmax(axis=0) normalises over the flattened [N·C·H·W]: channels are mixed."""
     w = conv_pair_w(np.random.default_rng(0))

@@ -268,7 +268,25 @@ class Analysis:
             if len(sources) != 1:
                 break
             origin = sources[0]
-        return f"untracked tensor {t.name}"
+        lost = self._lost_at(t)
+        return f"untracked tensor {t.name}" + (
+            f" (after {lost.op} {lost.name}, which onnxfold has no rule for)" if lost is not None else ""
+        )
+
+    def _lost_at(self, t: gs.Tensor) -> gs.Node | None:
+        """The op without a rule where ``t``'s channels stopped being tracked, up its data inputs (a
+        U-Net decoder's skip joins read tensors after a DepthToSpace when it had none), else None."""
+        for _ in range(32):
+            if t.name in self.layouts or not t.inputs:
+                return None
+            maker = t.inputs[0]
+            if rule_for(maker.op, maker.domain) is None:
+                return None if maker.op == "Constant" else maker
+            data = [x for x in maker.inputs if x.name and not isinstance(x, gs.Constant)]
+            if not data:
+                return None
+            t = data[0]
+        return None
 
     def graph_consumers(self, t: gs.Tensor) -> list[gs.Node]:
         return list(t.outputs)
