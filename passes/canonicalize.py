@@ -446,8 +446,7 @@ class CanonicalizePass(Pass):
         isolated, unshared, renamed, inferred, splits = _finish(model)
         if any(node.op == "Reshape" for node in graph.nodes) or fused_ops(graph):
             before = model.copy()
-            unfused = unfuse_runtime_ops(graph)
-            if unfused:
+            if unfused := unfuse_runtime_ops(graph):
                 graph.toposort()
             unpacked = unpack_packed_axes(graph)
             heads = lift_merged_heads(graph)
