@@ -402,12 +402,14 @@ def isolate_shape_computations(graph: gs.Graph) -> int:
 
 
 def _finish(model: Model) -> tuple[int, int, int, bool, int]:
-    """The last steps, again after a rewrite: shape computations isolated, vectors unshared, dead
-    nodes removed, nodes sorted and named, shapes inferred, Split sizes explicit."""
+    """The last steps, again after a rewrite: shape computations isolated (nodes named first: the
+    copies are named after their readers), vectors unshared, dead nodes removed, nodes sorted and
+    named, shapes inferred, Split sizes explicit."""
     graph = model.graph
+    renamed = name_nodes(graph)
     isolated, unshared = isolate_shape_computations(graph), unshare_vectors(graph)
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
-    renamed = name_nodes(graph)
+    renamed += name_nodes(graph)
     return isolated, unshared, renamed, infer_shapes(model), explicit_split_sizes(graph)
 
 
@@ -481,20 +483,5 @@ class CanonicalizePass(Pass):
                 "and fuse them now (faster; outputs may differ in the last bits, which validation "
                 "measures against the file as it was), and a caller can no longer feed them"
             )
-        return PassResult(
-            bool(
-                lifted
-                or removed
-                or folded
-                or computed
-                or materialized
-                or transposes
-                or unpacked
-                or heads
-                or isolated
-                or unshared
-                or renamed
-                or splits
-            ),
-            stats,
-        )
+        changed = (lifted, removed, folded, computed, materialized, transposes, unpacked, heads, unfused)
+        return PassResult(any(changed) or bool(isolated or unshared or renamed or splits), stats)

@@ -154,7 +154,9 @@ def reshape(walk: Analysis, node: gs.Node) -> None:
             or (e.value is not None and e.value > 0 and isinstance(d, (int, np.integer)) and e.value == d)
         )
 
-    if regroup_leading(walk, node, lay, entries, in_shape):
+    if regroup_leading(walk, node, lay, entries, in_shape) or split_trailing(
+        walk, node, lay, entries, in_shape
+    ):
         return
     if unit_axes(walk, node, lay, entries, in_shape, copies):
         return
@@ -302,6 +304,28 @@ def regroup_leading(walk: Analysis, node: gs.Node, lay: Layout, entries: list[Sh
     for seg in segs:
         walk.add_shape_member(seg, last.const, last.index, node, last.path)
     walk.passthrough(node, Layout(len(entries), len(entries) - 1, segs))
+    return True
+
+
+def split_trailing(walk: Analysis, node: gs.Node, lay: Layout, entries: list[ShapeEntry], in_shape) -> bool:
+    """The channel axis, last, split into (units, unit size) while the dims before it are regrouped
+    freely ([B·S, H·dh] → [B, S, H, dh]: onnxsim's projections around a 2-D Gemm): the last two
+    target entries must be constants H and dh with H·dh = C; in row-major order each input row's
+    channels are then one output [H, dh] block, whatever the leading entries say. The group is
+    coarsened to units of dh (heads), and H is rewritten with the fold."""
+    c, heads, unit = lay.axis, entries[-2] if len(entries) > 2 else None, entries[-1]
+    if heads is None or c != len(in_shape) - 1 or in_shape[c] != lay.length or heads.const is None:
+        return False
+    if not (heads.value and unit.value and heads.value > 0 and unit.value > 1):
+        return False
+    if heads.value * unit.value != lay.length:
+        return False
+    reason = BlockReason(SPLITS_UNITS, f"Reshape {node.name} splits channels across groups", node.name)
+    if walk.coarsen_segments(lay, unit.value, node, reason):
+        segs = coarsened(lay.segments, unit.value)
+        for seg in segs:
+            walk.add_shape_member(seg, heads.const, heads.index, node, heads.path)
+        walk.set_layout(node.outputs[0], Layout(len(entries), len(entries) - 2, segs))
     return True
 
 
