@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,10 @@ def test_folding_a_quantized_model_says_what_it_is_and_writes_nothing(
 def test_analyze_names_a_quantized_model(quantized: Path, capsys) -> None:
     assert main(["analyze", str(quantized)]) == 0
     assert "already quantized" in capsys.readouterr().out
+    # with --json too, on stderr: stdout stays one JSON document (it printed [] and nothing else)
+    assert main(["analyze", str(quantized), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == [] and "already quantized" in err
 
 
 @pytest.mark.parametrize(

@@ -292,27 +292,25 @@ def cmd_analyze(args: argparse.Namespace) -> None:
     groups, held, total = analyze_share(args.model)
     if args.json:
         print(json.dumps([g.to_dict() for g in groups], indent=2))
-        return
-    print(format_groups(groups, verbose=args.members))
-    if total:
+    else:
+        print(format_groups(groups, verbose=args.members))
+    if total and not args.json:
         print(
             f"every foldable group folded at 0.7 (the search's cap) removes {held / total:.1%} of the "
             f"{human_count(total)} parameters; what no foldable group reaches stays (blocked groups, "
             "an embedding's vocabulary rows, norms' scales outside a group)"
         )
+    from onnxfold.analysis.quantized import quantized_hint, quantized_ops
     from onnxfold.analysis.subgraphs import subgraph_hint, subgraph_weights
     from onnxfold.ir.model import load_model
 
     graph = load_model(args.model).graph
-    hint = subgraph_hint(subgraph_weights(graph), total)
-    if hint:
-        print(hint)
-    if not any(g.foldable for g in groups):
-        from onnxfold.analysis.quantized import quantized_hint, quantized_ops
-
-        counts = quantized_ops(graph)
-        if counts:
-            print(quantized_hint(counts))
+    counts = quantized_ops(graph) if not any(g.foldable for g in groups) else {}
+    # with --json the hints go to stderr, so that stdout stays one JSON document (an already
+    # quantized model printed [] and nothing else)
+    for hint in (subgraph_hint(subgraph_weights(graph), total), quantized_hint(counts) if counts else ""):
+        if hint:
+            print(hint, file=sys.stderr if args.json else sys.stdout)
 
 
 def cmd_passes(args: argparse.Namespace) -> None:
