@@ -199,10 +199,10 @@ def test_head_count_of_a_minus_one_reshape_is_inferred():
     ]
     target = net("Concat", *picked, net.i64("minus", [-1]), net.i64("hd", [16]), axis=0)
     heads = net("Reshape", net("MatMul", x, "w"), target, name="split")
-    out = canonical(net.model(heads))
-    shapes = {v.name: v.type.tensor_type.shape for v in [*out.graph.value_info, *out.graph.output]}
-    dims_out = [d.dim_param or d.dim_value for d in shapes["split_y"].dim]
-    assert dims_out == ["N", "S", 2, 16]
+    model = model_from_proto(net.model(heads))
+    PassManager(parse_pipeline("canonicalize", REGISTRY)).run(model)
+    # the shapes the passes see (a file is written with the shapes its source recorded: here none)
+    assert list(model.graph.tensors()["split_y"].shape) == ["N", "S", 2, 16]
 
 
 def test_where_by_a_per_channel_constant_condition_blocks():
