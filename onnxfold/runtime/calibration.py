@@ -29,13 +29,18 @@ CALIBRATION_RUN_BYTES = 2 << 30
 
 def fit_runs(src: Path, feeds: list[dict[str, np.ndarray]], method: str) -> tuple[list[dict], str]:
     """``feeds`` cut into runs whose intermediate outputs fit :data:`CALIBRATION_RUN_BYTES` (onnxruntime's
-    calibration keeps every tensor of a run: 8 microscope tiles of 1024² took 21 GB, and 32 had the
-    process killed), with a note saying so; as they are where a run fits, or its size is unknown."""
+    calibration keeps every tensor of a run: 8 microscope tiles of 1024² held 24.3 GB and the process
+    was killed), with a note saying so; as they are where a run fits, its size is unknown, or the
+    model's batch is fixed."""
     from onnxfold.report.stats import activation_bytes
 
+    model = onnx.load(str(src), load_external_data=False)
+    batch = [d for i in model.graph.input[:1] for d in i.type.tensor_type.shape.dim[:1]]
+    if batch and batch[0].HasField("dim_value") and batch[0].dim_value > 1:
+        return feeds, ""  # a fixed batch: its runs cannot be cut
     first = feeds[0] if feeds else {}
     shapes = {k: [1, *np.shape(v)[1:]] for k, v in first.items() if np.ndim(v)}
-    per_sample = activation_bytes(onnx.load(str(src), load_external_data=False), shapes) if shapes else None
+    per_sample = activation_bytes(model, shapes) if shapes else None
     try:
         free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, AttributeError):  # not Linux: the fixed budget alone
@@ -46,7 +51,7 @@ def fit_runs(src: Path, feeds: list[dict[str, np.ndarray]], method: str) -> tupl
         return feeds, ""
     rows = max(1, budget // per_sample)
     cut = [part for f in feeds for part in split_rows(f, rows)]
-    if len(cut) == len(feeds):  # a fixed batch: its runs cannot be cut
+    if len(cut) == len(feeds):  # runs of one sample already
         return feeds, ""
     note = f"calibration runs of {rows} sample{'s' if rows > 1 else ''}, since one sample's activations take {per_sample / 2**30:.1f} GiB"
     if method != "minmax":
