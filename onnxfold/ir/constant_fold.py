@@ -251,6 +251,26 @@ def _reads_shapes(recipe: Computed) -> bool:
     return any(n.op_type == "Shape" and n.input and n.input[0] not in own for n in recipe.nodes)
 
 
+def restored_constants(
+    graph: gs.Graph, computed: dict[str, Computed], weights: dict[str, tuple[int, ...]] | None = None
+) -> tuple[list[onnx.TensorProto], list[str]]:
+    """(the constants :func:`restore_computations` brings back, the computed tensors it drops), told
+    on the graph without exporting it: to count a model's weights as it is written."""
+    tensors, back, dropped = graph.tensors(), {}, []
+    consts = {n: t for n, t in tensors.items() if isinstance(t, gs.Constant)}
+    same = weights is not None and all(tuple(consts[n].shape) == s for n, s in weights.items() if n in consts)
+    for name, recipe in computed.items():
+        inner = {c.name for c in recipe.constants} | {o for n in recipe.nodes for o in n.output}
+        reads = {i for n in recipe.nodes for i in n.input if i and i not in inner}
+        if recipe.made or (not same and _reads_shapes(recipe)) or not reads <= set(tensors):
+            continue  # a Concat of dims holds no weights; the others as restore_computations decides
+        if name not in consts or not _equal(np.asarray(consts[name].values), recipe.value):
+            continue
+        dropped.append(name)
+        back.update({c.name: c for c in recipe.constants if c.name not in tensors})
+    return list(back.values()), dropped
+
+
 def restore_computations(
     graph: onnx.GraphProto, computed: dict[str, Computed], weights: dict[str, tuple[int, ...]] | None = None
 ) -> int:

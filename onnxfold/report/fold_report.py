@@ -16,11 +16,12 @@ import onnx
 from onnxfold.analysis.groups import REASON_WIDTH, cut_reason
 from onnxfold.folding.apply import FoldPlan
 from onnxfold.folding.cluster import rounds
+from onnxfold.ir.constant_fold import restored_constants
 from onnxfold.ir.model import Model
 from onnxfold.pipeline.manager import PassRecord
 from onnxfold.report.comparison import format_comparison, params_growth
 from onnxfold.report.names import shortened
-from onnxfold.report.stats import ModelStats, format_table, model_stats, op_counts
+from onnxfold.report.stats import ModelStats, format_table, model_stats, op_counts, weight_counts
 from onnxfold.report.table import count_change
 from onnxfold.runtime.compare import TASK_WARNING_BELOW
 
@@ -29,8 +30,23 @@ def stats_of(
     model: Model, file_size: int | None = None, shapes: dict | None = None, batched: bool = True
 ) -> ModelStats:
     """Parameter, MAC and size statistics of ``model`` (``file_size``: its saved size in bytes;
-    ``shapes`` and ``batched`` as :func:`~onnxfold.report.stats.model_stats` takes them)."""
-    return model_stats(model.to_onnx(), file_size=file_size, shapes=shapes, batched=batched)
+    ``shapes`` and ``batched`` as :func:`~onnxfold.report.stats.model_stats` takes them). Weights are
+    counted as written, MACs as the passes see the graph: a constant that canonicalize computed away
+    comes back with its computation on save (g2p-id's BERT keeps a [1, 1, 8, 16, 128] constant that
+    only a Shape reads), and a count without it read 45.0% fewer parameters for a file 39.7% smaller."""
+    proto = model.to_onnx()
+    stats = model_stats(proto, file_size=file_size, shapes=shapes, batched=batched)
+    back, dropped = restored_constants(model.graph, model.computed_constants, model.weight_shapes)
+    gone = [t for t in proto.graph.initializer if t.name in set(dropped)]
+    for tensors, sign in ((back, 1), (gone, -1)):
+        params, size, by_tensor = weight_counts(
+            onnx.helper.make_model(onnx.helper.make_graph([], "w", [], [], tensors))
+        )
+        stats.params, stats.weight_bytes = stats.params + sign * params, stats.weight_bytes + sign * size
+        for name in by_tensor:
+            stats.tensor_params[name] = by_tensor[name] if sign > 0 else 0
+    stats.tensor_params = {k: v for k, v in stats.tensor_params.items() if v}
+    return stats
 
 
 def saved_size(path: Path) -> int:

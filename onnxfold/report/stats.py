@@ -337,6 +337,19 @@ def _node_macs(node: onnx.NodeProto, shapes: dict[str, list[Dim]], res: _DimReso
 # --------------------------------------------------------------------------- public
 
 
+def weight_counts(model: onnx.ModelProto) -> tuple[int, int, dict[str, int]]:
+    """(parameters, weight bytes, parameters by tensor) of every stored weight tensor of ``model``,
+    subgraphs included, each counted once."""
+    params, bits, by_tensor = 0, 0, {}
+    for graph in _walk_graphs(model.graph):
+        for name, dtype, n in _weight_tensors(graph):
+            if dtype in _WEIGHT_BITS:
+                params += n
+                bits += n * _WEIGHT_BITS[dtype]
+                by_tensor[name] = by_tensor.get(name, 0) + n
+    return params, (bits + 7) // 8, by_tensor
+
+
 def model_stats(
     model: onnx.ModelProto,
     file_size: int | None = None,
@@ -354,17 +367,8 @@ def model_stats(
     dim is not divided out.
     """
     stats = ModelStats(file_size=file_size)
-    bits = 0
-    has_subgraphs = False
-    for graph in _walk_graphs(model.graph):
-        if graph is not model.graph:
-            has_subgraphs = True
-        for name, dtype, n in _weight_tensors(graph):
-            if dtype in _WEIGHT_BITS:
-                stats.params += n
-                bits += n * _WEIGHT_BITS[dtype]
-                stats.tensor_params[name] = stats.tensor_params.get(name, 0) + n
-    stats.weight_bytes = (bits + 7) // 8
+    stats.params, stats.weight_bytes, stats.tensor_params = weight_counts(model)
+    has_subgraphs = any(graph is not model.graph for graph in _walk_graphs(model.graph))
     stats.op_counts = op_counts(model)
 
     given = _given_dims(model, shapes)
