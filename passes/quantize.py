@@ -279,7 +279,7 @@ class QuantizePass(Pass):
             src = save_model(model, tmp / "model.onnx", external_data=None)
             external = (tmp / "model.onnx.data").exists()
             stats["preprocess"] = (
-                self._preprocess(src, tmp / "pre.onnx", external) if self.opts["preprocess"] else "off"
+                self._preprocess(src, tmp / "pre.onnx", external, tmp) if self.opts["preprocess"] else "off"
             )
             if stats["preprocess"] not in ("off", "failed"):
                 src = tmp / "pre.onnx"
@@ -305,7 +305,8 @@ class QuantizePass(Pass):
             }
             feeds, source = self._calibration_feeds(src, ctx, quiet=self.opts["mode"] == "dynamic")
             if self.opts["mode"] == "dynamic":
-                quantize_dynamic(src, out, **common)
+                with contextlib.chdir(tmp):  # onnxruntime writes its scratch files where it runs
+                    quantize_dynamic(src, out, **common)
             else:
                 stats["calibration"] = source
                 stats["calibration_samples"] = sum(rows_of(f) for f in feeds)
@@ -320,6 +321,10 @@ class QuantizePass(Pass):
                     stats["note"] = "; ".join(filter(None, (stats.get("note"), fitted)))
 
                 def static(path: Path, op_types: list[str] | None) -> None:
+                    with contextlib.chdir(tmp):
+                        _static(path, op_types)
+
+                def _static(path: Path, op_types: list[str] | None) -> None:
                     quantize_static(
                         src,
                         path,
@@ -387,21 +392,26 @@ class QuantizePass(Pass):
             "quantize:op_types=A|B or leave nodes out with exclude=NAME|NAME"
         )
 
-    def _preprocess(self, src: Path, dst: Path, external: bool) -> str:
-        """quant_pre_process with full shape inference, then without symbolic shapes; 'failed' if neither."""
+    def _preprocess(self, src: Path, dst: Path, external: bool, scratch: Path) -> str:
+        """quant_pre_process with full shape inference, then without symbolic shapes; 'failed' if neither.
+        It runs in ``scratch``, where onnxruntime leaves its temporary files (a trial found
+        ``sym_shape_infer_temp.onnx`` and a ``<uuid>.data`` in the user's folder), and its own
+        loggers' warnings (``unsupported broadcast between ...``, printed as onnxfold's) are held back."""
         from onnxruntime.quantization import quant_pre_process
 
         kwargs: dict[str, Any] = {"save_as_external_data": external, "all_tensors_to_one_file": True}
+        ort_log = logging.getLogger("onnxruntime")
         for label, extra in (("full", {}), ("no-symbolic-shapes", {"skip_symbolic_shape": True})):
+            level = ort_log.level
             try:
-                quant_pre_process(str(src), str(dst), **extra, **kwargs)
+                ort_log.setLevel(logging.ERROR)
+                with contextlib.chdir(scratch):
+                    quant_pre_process(str(src), str(dst), **extra, **kwargs)
                 return label
             except Exception as exc:  # onnxruntime raises many kinds; fall back step by step
-                log.info(
-                    "quant_pre_process (%s) failed: %s",
-                    label,
-                    one_line(exc, 200),
-                )
+                log.info("quant_pre_process (%s) failed: %s", label, one_line(exc, 200))
+            finally:
+                ort_log.setLevel(level)
         log.warning("quantize: ORT pre-processing failed; quantizing the model as it is")
         return "failed"
 

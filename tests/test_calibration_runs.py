@@ -55,3 +55,31 @@ def test_calibration_runs_fit_the_budget_and_quantize_alike(tmp_path: Path, monk
     a = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(whole)).graph.initializer}
     b = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(cut)).graph.initializer}
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)  # the same ranges
+
+
+def test_onnxruntime_s_scratch_files_stay_out_of_the_user_s_folder(tmp_path: Path, monkeypatch) -> None:
+    """onnxruntime writes ``sym_shape_infer_temp.onnx`` (and a ``<uuid>.data``) into the current
+    folder where its symbolic shape inference is incomplete (a trial found them beside g2p-id's BERT
+    after every quantize run): the pass runs it in its scratch folder."""
+    import onnxruntime.quantization as ortq
+
+    real_pre, real_dynamic = ortq.quant_pre_process, ortq.quantize_dynamic
+
+    def pre(*args, **kwargs):
+        Path("sym_shape_infer_temp.onnx").write_bytes(b"scratch")
+        return real_pre(*args, **kwargs)
+
+    def dynamic(*args, **kwargs):
+        Path("scratch.data").write_bytes(b"scratch")
+        return real_dynamic(*args, **kwargs)
+
+    monkeypatch.setattr(ortq, "quant_pre_process", pre)
+    monkeypatch.setattr(ortq, "quantize_dynamic", dynamic)
+    src = _cnn(tmp_path / "cnn.onnx")
+    user = tmp_path / "user"
+    user.mkdir()
+    monkeypatch.chdir(user)
+    for mode in ("static", "dynamic"):
+        onnxfold.run_pipeline(src, [QuantizePass(mode=mode)], tmp_path / f"{mode}.onnx")
+        assert (tmp_path / f"{mode}.onnx").exists()
+    assert sorted(p.name for p in user.iterdir()) == []
