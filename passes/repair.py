@@ -104,24 +104,19 @@ class RepairPass(Pass):
     def preflight(self, model: Model, ctx: PassContext) -> None:
         """Before any pass runs: mode ``data`` reads its calibration samples (a file of strings was
         taken without a word where the fold then folded nothing, since only a repair read it); mode
-        ``dir`` raises :class:`RepairNotApplicable` (a ValueError) unless torch imports, ``model`` has
-        BatchNormalization statistics, and the torch executor runs it (every op supported, checked
-        by one forward pass on a batch of one)."""
+        ``dir`` raises :class:`RepairNotApplicable` (a ValueError) unless ``model`` has
+        BatchNormalization statistics, every op is one the torch executor has, torch imports, and
+        the executor runs it (one forward pass on a batch of one); what the model lacks first, since
+        installing torch would not help (a trial installed it to learn the model had no BN)."""
         if self.opts["mode"] == "data":
             self.feeds(model)
         if self.opts["mode"] != "dir":
             return
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            raise RepairNotApplicable(
-                "repair mode 'dir' needs torch (pip install 'onnxfold[models]'); use --repair ar or data"
-            ) from None
         from onnxfold.ir.model import to_model_proto
         from onnxfold.repair.deepinversion import bn_running_stats, input_shape
         from onnxfold.repair.torch_graph import check_executable, first_unsupported
 
-        proto = to_model_proto(model)
+        proto = to_model_proto(model)  # what the model lacks is said first: torch would not help
         if not bn_running_stats(proto):
             raise RepairNotApplicable(
                 "repair mode 'dir' does not apply: the model has no BatchNormalization statistics to "
@@ -133,6 +128,12 @@ class RepairPass(Pass):
                 f"repair mode 'dir' does not apply: op {bad.op_type} ({bad.name}) is not supported by "
                 "the torch executor; use --repair ar or data"
             )
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise RepairNotApplicable(
+                "repair mode 'dir' needs torch (pip install 'onnxfold[models]'); use --repair ar or data"
+            ) from None
         shape = next(iter(ctx.input_shapes.values())) if ctx.input_shapes else None
         try:
             name, dims = input_shape(proto, 1, shape)

@@ -139,6 +139,22 @@ def test_api_refuses_dir_before_folding(model, needle, fold_never_runs):
     assert "--repair ar or data" in str(info.value)
 
 
+def test_what_the_model_lacks_is_said_before_torch_is_asked_for(monkeypatch, fold_never_runs):
+    """A trial without torch was told to install it, then learned the model had no BN statistics."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_torch(name, *args, **kwargs):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("no torch here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_torch)
+    with pytest.raises(ValueError, match="no BatchNormalization statistics"):
+        onnxfold.fold(mlp_proto(), sparsity=0.3, repair="dir")
+
+
 def test_api_checks_dir_in_run_pipeline_too(fold_never_runs):
     from onnxfold.passes import RepairPass
 
