@@ -368,6 +368,17 @@ def test_the_report_says_why_the_next_larger_candidate_was_not_taken() -> None:
     assert "the next larger candidate measured, 46.43% fewer parameters" in beside.summary()
     missed = SearchResult("min_fidelity", 0.95, below, False, [chosen, below], [], {}, "x", False, {}, 1.0)
     assert next_missed(missed) is None
+    # counted from the input's parameters, as the headline is (g2p-id's BERT: "37.7% fewer" beside a
+    # next candidate "9.7% fewer", counted after its duplicated weights were stored once)
+    smaller = Candidate(3, 0.999, 60, 0, 0.578, 0.0, [OutputFidelity("p", "r2", 0.999)])
+    smaller.unseen = [OutputFidelity("p", "r2", 0.8402)]
+    counted = SearchResult(
+        "min_fidelity", 0.95, chosen, True, [chosen, smaller], [], {}, "x", False, {}, 1.0, input_params=200
+    )
+    assert (
+        counted.param_reduction() == 0.5
+        and "next larger candidate measured, 70.0% fewer" in counted.summary()
+    )
 
 
 def test_a_budget_whose_held_out_samples_score_lower_warns() -> None:
