@@ -83,3 +83,20 @@ def test_onnxruntime_s_scratch_files_stay_out_of_the_user_s_folder(tmp_path: Pat
         onnxfold.run_pipeline(src, [QuantizePass(mode=mode)], tmp_path / f"{mode}.onnx")
         assert (tmp_path / f"{mode}.onnx").exists()
     assert sorted(p.name for p in user.iterdir()) == []
+
+
+def test_a_quantized_model_answering_a_constant_is_called_out(tmp_path: Path) -> None:
+    """fastmrz's U-Net, static INT8: 0.1098 at every pixel, its task lost, and only a low cosine said
+    anything. The pass compares the quantized model's outputs with the float model's on a feed."""
+    from onnxfold.runtime.calibration import collapsed_outputs
+
+    src = _cnn(tmp_path / "cnn.onnx")
+    flat = onnx.load(str(src))
+    for t in flat.graph.initializer:  # the same graph, its last weights zero: a constant output
+        if t.name == "w2":
+            t.CopyFrom(numpy_helper.from_array(np.zeros_like(numpy_helper.to_array(t)), "w2"))
+    onnx.save(flat, str(tmp_path / "flat.onnx"))
+    feed = {"x": np.random.default_rng(2).standard_normal((4, 3, 16, 16)).astype(np.float32)}
+    assert collapsed_outputs(src, src, feed) == ""
+    said = collapsed_outputs(src, tmp_path / "flat.onnx", feed)
+    assert "answers a constant for" in said and "(0 everywhere)" in said and "mode=dynamic" in said

@@ -62,3 +62,27 @@ def fit_runs(src: Path, feeds: list[dict[str, np.ndarray]], method: str) -> tupl
 def rows_of(feed: Mapping[str, np.ndarray]) -> int:
     first = next(iter(feed.values()), None)
     return int(np.shape(first)[0]) if first is not None and np.ndim(first) else 1
+
+
+def collapsed_outputs(src: Path, out: Path, feed: Mapping[str, np.ndarray]) -> str:
+    """A warning where the quantized model at ``out`` answers a constant on ``feed`` for an output
+    that the float model at ``src`` varies on (fastmrz's U-Net, static INT8: 0.1098 at every pixel,
+    its task lost), else ''."""
+    from onnxfold.runtime.session import CPU, make_session
+
+    ref, got = make_session(str(src), providers=[CPU]), make_session(str(out), providers=[CPU])
+    names = [o.name for o in ref.get_outputs()]
+    pairs = zip(names, ref.run(names, dict(feed)), got.run(names, dict(feed)), strict=True)
+    flat = {
+        n: float(np.asarray(b).flat[0])
+        for n, a, b in pairs
+        if np.asarray(a).dtype.kind == "f" and np.asarray(b).size and np.ptp(a) > 0 and np.ptp(b) == 0
+    }
+    if not flat:
+        return ""
+    what = ", ".join(f"{n} ({v:.4g} everywhere)" for n, v in flat.items())
+    return (
+        f"the quantized model answers a constant for {what} where the float model varies on the "
+        "calibration samples: its task is lost; mode=dynamic, or float32 ops (op_types=A|B, exclude=NAME), "
+        "may keep it"
+    )

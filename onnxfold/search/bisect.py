@@ -73,7 +73,10 @@ def bisect_candidate(
 
 
 class GainFloor:
-    """A ``floor`` for :func:`bisect_candidate` (``--min-gain``): the last path step whose estimated
+    """A ``floor`` for :func:`bisect_candidate` (``--min-gain``), on the data-free proxy only: on given
+    samples it would change which candidates the bisection measures (LeNet-5: one more), and each
+    one more that passes on a few samples is one more chance of a lucky pass; there the gain is
+    checked on the result alone. The last path step whose estimated
     saving stays under ``min_gain`` of ``params`` (the step before the first that reaches it), so that
     an estimate off either way skips no candidate worth the gain (one scaled to the far end's
     measured reduction overshot: 64% for a gain of 41% on LeNet-5); the far end where no step

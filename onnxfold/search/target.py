@@ -390,7 +390,7 @@ def search(
         if blind and mode == "min_fidelity":  # nothing measured can tell a fold from the original
             chosen, met = measure(0), True
         elif mode == "min_fidelity":
-            floor = GainFloor(path.saved, min_gain, base.params)
+            floor = GainFloor(path.saved, min_gain if evaluator.proxy else 0.0, base.params)  # see bisect
             chosen, met = bisect_candidate(path, measure, tried, target, paced, unchanged, floor)
             kept_whole = floor.missed(tried, target, evaluator.proxy) if met and chosen.steps == 0 else ""
         else:
