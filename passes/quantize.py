@@ -44,7 +44,7 @@ import onnx_graphsurgeon as gs
 from onnxfold.errors import one_line
 from onnxfold.ir.model import ExternalValues, Model, load_model, save_model, set_values
 from onnxfold.pipeline.manager import Option, Pass, PassContext, PassError, PassResult
-from onnxfold.runtime.calibration import fit_runs, rows_of, split_rows
+from onnxfold.runtime.calibration import collapsed_outputs, fit_runs, rows_of, split_rows
 
 log = logging.getLogger(__name__)
 
@@ -338,6 +338,7 @@ class QuantizePass(Pass):
 
                 static(out, None)
             left = self._runnable(out, feeds[0], static if self.opts["mode"] == "static" else None)
+            left = "; ".join(filter(None, (left, collapsed_outputs(src, out, feeds[0]))))
             if left:
                 stats["note"] = "; ".join(filter(None, (stats.get("note"), left)))
                 log.warning("quantize: %s", left)
