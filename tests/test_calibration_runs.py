@@ -100,3 +100,31 @@ def test_a_quantized_model_answering_a_constant_is_called_out(tmp_path: Path) ->
     assert collapsed_outputs(src, src, feed) == ""
     said = collapsed_outputs(src, tmp_path / "flat.onnx", feed)
     assert "answers a constant for" in said and "(0 everywhere)" in said and "mode=dynamic" in said
+
+
+def test_the_quantize_pass_warns_where_its_result_answers_a_constant(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    """The pass itself runs the check (a commit once added the check without its call): here the
+    quantizer's result is replaced by a model whose output is constant."""
+    import logging
+
+    import onnxruntime.quantization as ortq
+
+    src = _cnn(tmp_path / "cnn.onnx")
+    flat = onnx.load(str(src))
+    for t in flat.graph.initializer:
+        if t.name == "w2":
+            t.CopyFrom(numpy_helper.from_array(np.zeros_like(numpy_helper.to_array(t)), "w2"))
+
+    def constant(model_input, model_output, **kwargs):
+        onnx.save(flat, str(model_output))
+
+    monkeypatch.setattr(ortq, "quantize_dynamic", constant)
+    x = np.random.default_rng(3).standard_normal((4, 3, 16, 16)).astype(np.float32)
+    with caplog.at_level(logging.WARNING):
+        _, report = onnxfold.run_pipeline(
+            src, [QuantizePass(mode="dynamic")], tmp_path / "q.onnx", inputs={"x": x}
+        )
+    assert "answers a constant for" in report.passes[0].stats.get("note", "")
+    assert any("answers a constant for" in r.getMessage() for r in caplog.records)
