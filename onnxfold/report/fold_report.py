@@ -261,8 +261,14 @@ class FoldReport:
             if note:
                 parts.append(note)
             if getattr(self.validation, "seed", None) is not None:
+                leading = (
+                    {dims[0] for dims in self.validation.inputs.values() if dims}
+                    if not self.unbatched
+                    else set()
+                )
+                count = f", {leading.pop()} of them" if len(leading) == 1 else ""  # a figure on 2 says little
                 parts.append(
-                    "(random inputs: a smoke test of the rewrite, not of accuracy; pass --inputs with "
+                    f"(random inputs{count}: a smoke test of the rewrite, not of accuracy; pass --inputs with "
                     "representative samples for meaningful agreement figures)"
                 )
             elif self.search is None and self.fitted_on_inputs():
