@@ -19,10 +19,11 @@ import onnx
 
 
 def _dims(vi: onnx.ValueInfoProto) -> list | None:
-    t = vi.type.tensor_type
-    if not t.HasField("shape"):
-        return None
-    return [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+    """The numbers of ``vi``'s dims (None for a symbol or an unknown dim); None without a shape."""
+    from onnxfold.ir.shapes import value_info_dims  # shapes imports model, which imports this module
+
+    dims = value_info_dims(vi)
+    return None if dims is None else [d if isinstance(d, int) else None for d in dims]
 
 
 def still_holds(source: onnx.ValueInfoProto, now: onnx.ValueInfoProto | None) -> bool:
