@@ -4,11 +4,9 @@ VAD's LSTM state, a decoder's hidden state), told by their names, dtypes and sha
 from __future__ import annotations
 
 import re
-from types import SimpleNamespace
 
 import numpy as np
 import onnx
-from onnx import helper
 
 from onnxfold.ir.model import Model
 
@@ -32,9 +30,11 @@ def recurrent_state(model: Model | onnx.ModelProto) -> list[tuple[str, str]]:
     the same rank ≥ 2 that agree where both give a number, and the same name but for a step mark
     (silero-vad's state / stateN, an LSTM's h0 / hn). A mask or ids passed through (a romanizer's
     encoder returns its src_mask as src_mask_out) is not a state."""
-    inputs, outputs = _interface(model)
+    from onnxfold.runtime.inputs import input_specs, output_specs
+
+    outputs = output_specs(model)
     pairs = []
-    for i in inputs:
+    for i in input_specs(model):
         if i.shape is None or len(i.shape) < 2 or i.dtype is None or np.dtype(i.dtype).kind != "f":
             continue
         for o in outputs:
@@ -51,26 +51,3 @@ def recurrent_state(model: Model | onnx.ModelProto) -> list[tuple[str, str]]:
             ):
                 pairs.append((i.name, o.name))
     return pairs
-
-
-def _interface(model: Model | onnx.ModelProto) -> tuple[list, list]:
-    """The graph's inputs and outputs, each with ``name``, ``shape`` (numbers, symbols, None) and
-    ``dtype`` (None where unknown), from a Model or a ModelProto's value infos."""
-    if isinstance(model, Model):
-        return list(model.graph.inputs), list(model.graph.outputs)
-
-    def read(vi: onnx.ValueInfoProto) -> SimpleNamespace:
-        t = vi.type.tensor_type
-        shape = (
-            tuple(d.dim_value if d.HasField("dim_value") else d.dim_param or None for d in t.shape.dim)
-            if t.HasField("shape")
-            else None
-        )
-        try:
-            dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)) if t.elem_type else None
-        except (KeyError, TypeError, ValueError):
-            dtype = None
-        return SimpleNamespace(name=vi.name, shape=shape, dtype=dtype)
-
-    inits = {i.name for i in model.graph.initializer}
-    return [read(v) for v in model.graph.input if v.name not in inits], [read(v) for v in model.graph.output]
