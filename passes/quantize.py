@@ -139,10 +139,6 @@ def _used_opsets(model: Model) -> list[tuple[str, int]]:
     return [(d, v) for d, v in model.opset_imports if d in used]
 
 
-def _default_opset(model: Model) -> int:
-    return next((int(v) for d, v in model.opset_imports if d in ("", "ai.onnx")), 0)
-
-
 def _per_channel_opset(src: Path, dst: Path, external: bool) -> tuple[Path, str]:
     """(the model to quantize, what was done): per-channel scales are DequantizeLinear's ``axis``,
     which opset 13 brings, so a model of an older opset (keras2onnx's MTCNN at 12: onnxruntime
@@ -284,7 +280,7 @@ class QuantizePass(Pass):
             if stats["preprocess"] not in ("off", "failed"):
                 src = tmp / "pre.onnx"
             per_channel = self.opts["per_channel"]
-            was = _default_opset(model)
+            was = model.opset
             if per_channel and self.opts["mode"] == "static" and was < 13:
                 src, stats["opset"] = _per_channel_opset(src, tmp / "opset13.onnx", external)
                 per_channel = stats["opset"].startswith("13")
