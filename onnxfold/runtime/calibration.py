@@ -32,11 +32,11 @@ def fit_runs(src: Path, feeds: list[dict[str, np.ndarray]], method: str) -> tupl
     calibration keeps every tensor of a run: 8 microscope tiles of 1024² held 24.3 GB and the process
     was killed), with a note saying so; as they are where a run fits, its size is unknown, or the
     model's batch is fixed."""
+    from onnxfold.folding.samples import fixed_batch
     from onnxfold.report.stats import activation_bytes
 
     model = onnx.load(str(src), load_external_data=False)
-    batch = [d for i in model.graph.input[:1] for d in i.type.tensor_type.shape.dim[:1]]
-    if batch and batch[0].HasField("dim_value") and batch[0].dim_value > 1:
+    if (fixed_batch(model) or 1) > 1:
         return feeds, ""  # a fixed batch: its runs cannot be cut
     first = feeds[0] if feeds else {}
     shapes = {k: [1, *np.shape(v)[1:]] for k, v in first.items() if np.ndim(v)}
