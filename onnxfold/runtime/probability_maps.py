@@ -105,11 +105,13 @@ def class_iou(ref: np.ndarray, cand: np.ndarray, axis: int) -> float:
     """The mean over the classes either argmax marks of each class's intersection over union, pooled
     over all samples (the segmentation mIoU)."""
     a, b = np.asarray(ref).argmax(axis=axis), np.asarray(cand).argmax(axis=axis)
-    ious = []
-    for c in np.union1d(np.unique(a), np.unique(b)):
-        in_a, in_b = a == c, b == c
-        ious.append(np.count_nonzero(in_a & in_b) / np.count_nonzero(in_a | in_b))
-    return float(np.mean(ious))
+    return float(np.mean([_iou(a == c, b == c) for c in np.union1d(np.unique(a), np.unique(b))]))
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    """|a ∩ b| / |a ∪ b| of two boolean masks; 1 where neither marks anything."""
+    union = int(np.count_nonzero(a | b))
+    return 1.0 if union == 0 else float(np.count_nonzero(a & b) / union)
 
 
 def mask_iou(ref: np.ndarray, cand: np.ndarray) -> float:
@@ -120,9 +122,7 @@ def mask_iou(ref: np.ndarray, cand: np.ndarray) -> float:
     if axis is not None and np.shape(cand) == np.shape(ref):
         return class_iou(ref, cand, axis)
     t = threshold(ref)
-    a, b = np.asarray(ref) > t, np.asarray(cand) > t
-    union = int(np.count_nonzero(a | b))
-    return 1.0 if union == 0 else float(np.count_nonzero(a & b) / union)
+    return _iou(np.asarray(ref) > t, np.asarray(cand) > t)
 
 
 __all__ = [
