@@ -131,7 +131,7 @@ def test_sweep_end_to_end_on_a_stand_in_model(tmp_path: Path) -> None:
     else:
         assert any(p["method"] == "target:32" for p in rec["points"])
     header, rows = real.table([rec], methods)
-    assert header[-3:] == methods and rows[0][0] == "lenet5"
+    assert header[-3:] == methods and rows[0][0] == "lenet5" and rows[0][4] == "64"
     assert real.markdown([rec], methods).count("\n") == 3
     real.plot([rec], methods, 0.95, tmp_path / "real.png")
     assert (tmp_path / "real.png").stat().st_size > 0
@@ -163,6 +163,8 @@ def test_bench_real_rejects_unknown_methods(tmp_path: Path) -> None:
         real.bench_real(["ppocr-cls"], ["nope"], out_dir=tmp_path)
     with pytest.raises(ValueError, match="keep"):
         real.bench_real(["ppocr-cls"], ["l2"], keep=0.0, out_dir=tmp_path)
+    with pytest.raises(ValueError, match="judge-samples"):
+        real.bench_real(["ppocr-cls"], ["l2"], out_dir=tmp_path, judge_samples=0)
 
 
 def test_cli_hands_bench_real_its_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -182,9 +184,12 @@ def test_cli_hands_bench_real_its_arguments(monkeypatch: pytest.MonkeyPatch) -> 
                 "0.1",
                 "--keep",
                 "0.9",
+                "--judge-samples",
+                "256",
             ]
         )
         == 0
     )
     models, methods, sparsities, keep = seen["args"][:4]
+    assert seen["args"][-1] == 256  # judge_samples
     assert models == ["ppocr-cls"] and methods == ["l2", "fold:none"] and sparsities == [0.1] and keep == 0.9
