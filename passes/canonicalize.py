@@ -30,7 +30,7 @@ from onnx import helper
 
 from onnxfold.analysis.shape_trace import DIM_VALUE_OPS, dim_values
 from onnxfold.ir.constant_fold import Computed, fold_small_constants, recorded, weight_shapes
-from onnxfold.ir.edit import remove_identities, replace_input
+from onnxfold.ir.edit import Names, remove_identities, replace_input
 from onnxfold.ir.heads import lift_merged_heads
 from onnxfold.ir.model import Model
 from onnxfold.ir.packed import unpack_packed_axes
@@ -176,7 +176,7 @@ def unshare_vectors(graph: gs.Graph) -> int:
     constant [2] for the batch, the KV heads and the repeat factor) gets one copy per slot: those
     entries mean different things, and folding rewrites only one of them.
     """
-    copies = 0
+    copies, names = 0, Names(graph)
     for tensor in list(graph.tensors().values()):
         if not isinstance(tensor, gs.Constant) or len(tensor.outputs) < 2:
             continue
@@ -187,7 +187,7 @@ def unshare_vectors(graph: gs.Graph) -> int:
         users = list({id(node): node for node in tensor.outputs}.values())  # each node once, in order
         slots = [(node, i) for node in users for i, t in enumerate(node.inputs) if t is tensor]
         for n, (node, i) in enumerate(slots[1:], start=1):
-            node.inputs[i] = gs.Constant(f"{tensor.name}__{n}", np.array(tensor.values, copy=True))
+            node.inputs[i] = gs.Constant(names(f"{tensor.name}__{n}"), np.array(tensor.values, copy=True))
             copies += 1
     return copies
 
@@ -243,6 +243,7 @@ def materialize_static_dims(graph: gs.Graph, computed: dict[str, Computed] | Non
     changed = 0
     made: list[gs.Node] = []
     decided = []
+    names: Names | None = None  # fresh names: a source may hold ours already (an onnxfold output)
     for node in list(graph.nodes):
         if (
             node.op not in DIM_VALUE_OPS
@@ -268,10 +269,11 @@ def materialize_static_dims(graph: gs.Graph, computed: dict[str, Computed] | Non
             if how is not None:
                 computed[out.name] = how
         elif node.op in ("Slice", "Gather") and not value.scalar:
-            pieces = _known_runs(out, value, memo)
+            names = names or Names(graph)
+            pieces = _known_runs(out, value, memo, names)
             if pieces is not None:
                 node.outputs.clear()
-                concat = gs.Node("Concat", f"{node.name}_dims", {"axis": 0}, pieces, [out])
+                concat = gs.Node("Concat", names(f"{node.name}_dims"), {"axis": 0}, pieces, [out])
                 made.append(concat)
                 made.extend(p.inputs[0] for p in pieces if p.inputs)
                 changed += 1
@@ -284,7 +286,7 @@ def materialize_static_dims(graph: gs.Graph, computed: dict[str, Computed] | Non
     return changed
 
 
-def _known_runs(out: gs.Variable, value, memo: dict) -> list[gs.Tensor] | None:
+def _known_runs(out: gs.Variable, value, memo: dict, names: Names) -> list[gs.Tensor] | None:
     """``out``'s entries as runs: a constant per run of known entries, ``Slice(dims, a, b)`` per run of
     entries copied from consecutive entries of one dims vector; None if an unknown entry is no copy."""
     runs: list[list[int]] = []
@@ -307,17 +309,17 @@ def _known_runs(out: gs.Variable, value, memo: dict) -> list[gs.Tensor] | None:
             runs.append([j])
     pieces: list[gs.Tensor] = []
     for r, run in enumerate(runs):
-        name = f"{out.name}_dims{r}"
+        name = names(f"{out.name}_dims{r}")
         if value.values[run[0]] is not None:
             pieces.append(gs.Constant(name, np.array([value.values[j] for j in run], dtype=value.dtype)))
             continue
         vec, lo = value.origins[run[0]]
         bounds = [
-            gs.Constant(f"{name}_{k}", np.array([b], dtype=np.int64))
+            gs.Constant(names(f"{name}_{k}"), np.array([b], dtype=np.int64))
             for k, b in (("start", lo), ("end", lo + len(run)))
         ]
         piece = gs.Variable(name, dtype=value.dtype, shape=[len(run)])
-        gs.Node("Slice", f"{name}_slice", {}, [vec, *bounds], [piece])
+        gs.Node("Slice", names(f"{name}_slice"), {}, [vec, *bounds], [piece])
         pieces.append(piece)
     return pieces
 
@@ -326,7 +328,12 @@ _SHAPE_CONSUMERS = {"Reshape": 1, "Expand": 1, "Tile": 1, "ConstantOfShape": 0}
 
 
 def _clone_shape_chain(
-    tensor: gs.Tensor, suffix: str, made: list[gs.Node], memo: dict[int, gs.Tensor], depth: int = 0
+    tensor: gs.Tensor,
+    suffix: str,
+    made: list[gs.Node],
+    memo: dict[int, gs.Tensor],
+    names: Names,
+    depth: int = 0,
 ) -> gs.Tensor | None:
     """A private copy of the computation producing a 1-D shape tensor (constants copied, ``Shape``
     outputs and graph inputs shared); None when it is not a small pure shape computation. ``memo``
@@ -334,7 +341,9 @@ def _clone_shape_chain(
     if id(tensor) in memo:
         return memo[id(tensor)]
     if isinstance(tensor, gs.Constant):
-        copy: gs.Tensor | None = gs.Constant(f"{tensor.name}{suffix}", np.array(tensor.values, copy=True))
+        copy: gs.Tensor | None = gs.Constant(
+            names(f"{tensor.name}{suffix}"), np.array(tensor.values, copy=True)
+        )
     elif not tensor.inputs or tensor.inputs[0].op == "Shape":
         copy = tensor
     elif depth > 8:
@@ -362,13 +371,15 @@ def _clone_shape_chain(
             return None
         inputs = []
         for t in node.inputs:
-            inner = _clone_shape_chain(t, suffix, made, memo, depth + 1) if t.name else t
+            inner = _clone_shape_chain(t, suffix, made, memo, names, depth + 1) if t.name else t
             if inner is None:
                 return None
             inputs.append(inner)
-        copy = gs.Variable(f"{tensor.name}{suffix}", dtype=tensor.dtype, shape=tensor.shape)
+        copy = gs.Variable(names(f"{tensor.name}{suffix}"), dtype=tensor.dtype, shape=tensor.shape)
         made.append(
-            gs.Node(node.op, f"{node.name}{suffix}", dict(node.attrs), inputs, [copy], domain=node.domain)
+            gs.Node(
+                node.op, names(f"{node.name}{suffix}"), dict(node.attrs), inputs, [copy], domain=node.domain
+            )
         )
     if copy is not None:
         memo[id(tensor)] = copy
@@ -382,6 +393,7 @@ def isolate_shape_computations(graph: gs.Graph) -> int:
     layer's group would change all of them, so the analysis blocks such groups. Copies are exact."""
     copies = 0
     made: list[gs.Node] = []
+    names: Names | None = None  # fresh names, as in materialize_static_dims
     for node in list(graph.nodes):
         index = _SHAPE_CONSUMERS.get(node.op)
         if index is None or len(node.inputs) <= index:
@@ -392,7 +404,8 @@ def isolate_shape_computations(graph: gs.Graph) -> int:
         if node is shape.outputs[0]:
             continue  # the first consumer keeps the original
         created: list[gs.Node] = []
-        copy = _clone_shape_chain(shape, f"__{node.name}", created, {})
+        names = names or Names(graph)
+        copy = _clone_shape_chain(shape, f"__{node.name}", created, {}, names)
         if copy is not None and copy is not shape:
             replace_input(node, shape, copy)
             made += created
