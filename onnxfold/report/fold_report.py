@@ -257,6 +257,9 @@ class FoldReport:
             )
             if warning:
                 parts.append(warning)
+            note = None if warning and warning.startswith("note:") else unexercised_note(self.validation)
+            if note:  # task_warning's note names the unexercised outputs already
+                parts.append(note)
             note = below_target(self.validation, self.search)
             if note:
                 parts.append(note)
@@ -342,6 +345,27 @@ def task_warning(validation: Any, searched: bool = False, folded: bool = True) -
     return (
         f"warning: {figure} on random inputs: the compressed model may no longer do the original's "
         f"task ({why}); --inputs SAMPLES measures it on real ones, {search}"
+    )
+
+
+def unexercised_note(validation: Any) -> str | None:
+    """A note naming the outputs the inputs left unexercised, whatever their figures: swift-f0's pitch
+    on random fmin and fmax was NaN at every frame and its confidence 0, so a fold that lost the task
+    measured "(exact)" with no word; None when the inputs exercised every measured output."""
+    measured = [o for o in getattr(validation, "outputs", ()) if o.fidelity is not None]
+    blind = [o for o in measured if o.unexercised]
+    if not blind:
+        return None
+    every = len(blind) == len(measured)
+    whose = "the outputs" if every else ", ".join(o.name for o in blind)
+    named = "; ".join(f"on {o.name} they {o.unexercised}" for o in blind[:3])
+    figures = "the figures above measure" if every else "their figures measure"
+    if getattr(validation, "seed", None) is None:
+        return f"note: the given samples exercise none of {whose} ({named}): {figures} nothing of the task"
+    return (
+        f"note: the random inputs exercise none of {whose} ({named}): {figures} nothing of the task; "
+        "--inputs SAMPLES measures it (random values of an input such as a threshold or a frequency "
+        "range may be ones the model never meets)"
     )
 
 

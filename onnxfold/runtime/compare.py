@@ -107,7 +107,9 @@ class OutputMetrics:
             parts.append(f"{'equal' if labels else 'top1'} {100.0 * self.top1_agreement:.1f}%")
         if self.fidelity is not None and self.fidelity_metric not in (None, "top1"):
             parts.append(f"{self.fidelity_metric} {self.fidelity:.4f}")
-        if self.exact:
+        if self.exact and self.unexercised:  # NaN on both, or a map both leave at 0: nothing measured
+            parts.append("(exact on these inputs, which exercise none of it)")
+        elif self.exact:
             parts.append("(exact)")
         elif self.unexercised and self.fidelity is not None and self.fidelity < TASK_WARNING_BELOW:
             parts.append("(these inputs exercise none of its decisions)")  # r2 0.0000 needs the why

@@ -36,9 +36,13 @@ RANGE_KEEPING = {
 }
 
 
+#: the most values a constant may hold for :func:`bounded_by` to read it (a Where's fill value)
+SMALL_CONSTANT = 64
 #: ops whose output values lie in known bounds, which tell whether inputs exercised an output
 BOUNDING_OPS = {"Sigmoid": (0.0, 1.0), "HardSigmoid": (0.0, 1.0), "Tanh": (-1.0, 1.0)}
 
+#: why an output whose values are all NaN or infinite on the inputs measures nothing (:func:`unexercised`)
+NO_FINITE_VALUE = "made this output NaN or infinite everywhere"
 #: an output whose reference values span less than this share of its bounds was barely exercised
 UNEXERCISED_SHARE = 0.1
 #: the fewest decisions (samples of class scores, positions of a sequence) one argmax class must hold
@@ -83,8 +87,10 @@ def sample_spread(values: np.ndarray, samples: int | None) -> float | None:
 
 def bounded_by(model) -> dict[str, str]:
     """Output name -> the op of :data:`BOUNDING_OPS` whose bounds its values
-    keep, looked up through :data:`RANGE_KEEPING` ops and through an If whose branches all end in
-    values of one such op; outputs bounded by none are left out. ``model``: a ModelProto, a
+    keep, looked up through :data:`RANGE_KEEPING` ops, through an If whose branches all end in
+    values of one such op, and through a Where that picks between such values and constants within
+    their bounds (swift-f0's confidence: a Sigmoid, or 0 outside the pitch range); outputs bounded by
+    none are left out. ``model``: a ModelProto, a
     :class:`~onnxfold.ir.model.Model` (its graph read as it is: no weights copied) or a path."""
     import onnx
 
@@ -92,9 +98,16 @@ def bounded_by(model) -> dict[str, str]:
         model = onnx.load(str(model), load_external_data=False)
     # name -> (op, input names, output names, the output names of each subgraph: an If's branches)
     made: dict[str, tuple[str, list[str], list[str], list[list[str]]]] = {}
+    small: dict[str, np.ndarray] = {}  # the values of small constants: a Where's other branch
 
     def index_proto(graph) -> None:
+        for t in graph.initializer:
+            if np.prod(t.dims) <= SMALL_CONSTANT and t.data_location != onnx.TensorProto.EXTERNAL:
+                small[t.name] = onnx.numpy_helper.to_array(t)
         for n in graph.node:
+            if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+                if np.prod(n.attribute[0].t.dims) <= SMALL_CONSTANT:
+                    small[n.output[0]] = onnx.numpy_helper.to_array(n.attribute[0].t)
             subs = [a.g for a in n.attribute if a.type == onnx.AttributeProto.GRAPH]
             branches = [[o.name for o in g.output] for g in subs]
             for o in n.output:
@@ -104,6 +117,9 @@ def bounded_by(model) -> dict[str, str]:
 
     def index_ir(graph) -> None:  # onnx-graphsurgeon: subgraphs are Graph attributes
         for n in graph.nodes:
+            for t in n.inputs:
+                if hasattr(t, "values") and np.prod(t.shape or ()) <= SMALL_CONSTANT:
+                    small[t.name] = np.asarray(t.values)
             subs = [g for g in n.attrs.values() if hasattr(g, "nodes") and hasattr(g, "outputs")]
             branches = [[o.name for o in g.outputs] for g in subs]
             outs = [o.name for o in n.outputs]
@@ -120,6 +136,17 @@ def bounded_by(model) -> dict[str, str]:
             return op
         if op in RANGE_KEEPING and inputs:
             return bound(inputs[0], seen | {name})
+        if op == "Where" and len(inputs) == 3:  # bounded values or, in the other branch, constants within
+            ends = [bound(i, seen | {name}) for i in inputs[1:]]
+            ops = {e for e in ends if e}
+            if len(ops) != 1:
+                return None
+            lo, hi = BOUNDING_OPS[next(iter(ops))]
+            for i, end in zip(inputs[1:], ends, strict=True):
+                value = small.get(i)
+                if end is None and (value is None or not value.size or value.min() < lo or value.max() > hi):
+                    return None
+            return next(iter(ops))
         if op == "If" and branches:
             at = outs.index(name)
             ends = {bound(b[at], seen | {name}) if at < len(b) else None for b in branches}
@@ -152,6 +179,8 @@ def unexercised(
     the graph, all blank on noise: trueocr's, where a fold reading 0% of real lines measured exact). A
     fidelity measured on such inputs says little about the task. ``bound``: the op whose bounds the
     values keep when it is not their producer (:func:`bounded_by`)."""
+    if np.asarray(ref).dtype.kind == "f" and np.size(ref) and not np.isfinite(ref).any():
+        return NO_FINITE_VALUE  # swift-f0's pitch on random fmin and fmax: NaN at every frame
     bound = bound or producer_op
     span = narrow_span(ref, bound)
     if span is not None:
@@ -272,6 +301,8 @@ def unexercised_by_both(
     why = unexercised(name, ref, producer_op, token_inputs, samples, bound)
     if why is None:
         return None
+    if why == NO_FINITE_VALUE:  # the candidate gives none either
+        return why if not np.isfinite(np.asarray(cand, np.float64)).any() else None
     if why.startswith("varied"):  # the candidate as still, and within a tenth of the original's size
         ref, cand = np.asarray(ref, np.float64), np.asarray(cand, np.float64)
         if cand.shape != ref.shape or not np.isfinite(cand).all():

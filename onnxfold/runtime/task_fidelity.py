@@ -49,14 +49,24 @@ def task_fidelity(
     token_inputs = bool(vocab)
     states = frozenset(o for _, o in recurrent_state(original))
     chosen = fid.output_metrics(
-        measured, spec, producers, token_inputs, samples, given, bounds, vocab, states
+        measured,
+        spec,
+        producers,
+        token_inputs,
+        samples,
+        given,
+        bounds,
+        vocab,
+        states,
+        fid.free_last_axes(original),
     )
     chosen.update({k: v for k, v in (searched or {}).items() if k in chosen})
     mask = padding_mask(feed) if given else None  # the user's samples' padding is not measured
     for m in metrics:
         ref = np.asarray(measured.get(m.name, ()))
         if m.name in measured and ref.size and not is_labels(ref):
-            m.span = (float(np.nanmin(ref)), float(np.nanmax(ref)))
+            finite = ref[np.isfinite(ref)] if ref.dtype.kind == "f" else ref
+            m.span = (float(finite.min()), float(finite.max())) if finite.size else None
             m.unexercised = unexercised_by_both(
                 m.name,
                 ref,

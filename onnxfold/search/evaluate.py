@@ -23,6 +23,7 @@ from onnxfold.runtime.fidelity import (
     COUNTS_OF_CLASSES,
     OutputFidelity,
     auto_metric,
+    free_last_axes,
     metric_parts,
     model_fidelity,
     output_metrics,
@@ -260,6 +261,7 @@ class Evaluator:
             bounds,
             vocab,
             states,
+            free_last_axes(original),
         )
         given, named = parse_metric(metric)
         #: recurrent states that a decision metric given for every output leaves to auto
