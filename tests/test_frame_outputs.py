@@ -20,7 +20,8 @@ from harness import Net, rnd
 import onnxfold
 from onnxfold.ir.model import model_from_proto
 from onnxfold.runtime.exercised import NO_FINITE_VALUE, bounded_by, unexercised
-from onnxfold.runtime.fidelity import free_last_axes, output_metrics
+from onnxfold.runtime.fidelity import output_metrics
+from onnxfold.runtime.producers import free_last_axes
 
 RNG = np.random.default_rng(5)
 

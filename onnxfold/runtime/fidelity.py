@@ -231,16 +231,6 @@ def embedding_like(ref: np.ndarray, producer_op: str | None = None, token_inputs
     return token_inputs and producer_op in POOLING_OPS and not probabilities(rows)
 
 
-def free_last_axes(model) -> frozenset[str]:
-    """The outputs of ``model`` whose declared last axis is a symbol: it sizes with the input (swift-f0's
-    pitch and confidence [1, frames]), where a class axis has the size its weights fix. auto read those
-    two [N, frames] as class scores, and a fold that kept 0.97 of the voicing decisions measured top1
-    0.1875, the frame of highest pitch moved."""
-    from onnxfold.runtime.inputs import output_specs
-
-    return frozenset(s.name for s in output_specs(model) if s.shape and isinstance(s.shape[-1], str))
-
-
 def probabilities(ref: np.ndarray, producer_op: str | None = None) -> bool:
     """Whether ``ref`` holds probabilities over its last axis: a Softmax's or LogSoftmax's, or
     non-negative rows that sum to 1. Only there does an argmax that never moves leave r2 little to
@@ -337,7 +327,7 @@ def output_metrics(
     one Sigmoid probability per sample takes ``binary`` (guarded as class scores are) where the
     reference decides both ways, a Sigmoid map ``mask+r2`` where it marks a region, else r2; so do
     Sigmoid scores [B, C] (a multi-label tagger's independent probabilities), never top-1.
-    ``free_last``: outputs whose declared last axis is a symbol (:func:`free_last_axes`), read by r2
+    ``free_last``: outputs declared [B, symbol] (:func:`~onnxfold.runtime.producers.free_last_axes`), read by r2
     where auto would take its argmax; ``states``: outputs fed back as a recurrent state; a decision metric given for every output
     (``--metric top1``) leaves them to auto, since a state's argmax decides nothing (a romanizer's
     decoder read "hidden_out top1 1.0000" where the fold changed 11% of names), unless one is named."""

@@ -31,7 +31,7 @@ def task_fidelity(
     from onnxfold.runtime import fidelity as fid
     from onnxfold.runtime.exercised import bounded_by, unexercised_by_both
     from onnxfold.runtime.padding import padding_mask, token_positions
-    from onnxfold.runtime.producers import producers_of
+    from onnxfold.runtime.producers import free_last_axes, producers_of
     from onnxfold.runtime.states import recurrent_state
 
     measured = {  # scores and features, and labels (integers, compared by equality: labels.py)
@@ -58,7 +58,7 @@ def task_fidelity(
         bounds,
         vocab,
         states,
-        fid.free_last_axes(original),
+        free_last_axes(original),
     )
     chosen.update({k: v for k, v in (searched or {}).items() if k in chosen})
     mask = padding_mask(feed) if given else None  # the user's samples' padding is not measured

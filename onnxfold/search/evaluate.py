@@ -23,7 +23,6 @@ from onnxfold.runtime.fidelity import (
     COUNTS_OF_CLASSES,
     OutputFidelity,
     auto_metric,
-    free_last_axes,
     metric_parts,
     model_fidelity,
     output_metrics,
@@ -31,7 +30,7 @@ from onnxfold.runtime.fidelity import (
 from onnxfold.runtime.input_scales import vocabularies
 from onnxfold.runtime.metric_spec import STATE_METRICS, parse_metric
 from onnxfold.runtime.padding import padding_mask
-from onnxfold.runtime.producers import producers_of
+from onnxfold.runtime.producers import free_last_axes, producers_of
 from onnxfold.runtime.sequences import sample_axis
 from onnxfold.runtime.session import measurement_session
 
