@@ -139,6 +139,26 @@ def _used_opsets(model: Model) -> list[tuple[str, int]]:
     return [(d, v) for d, v in model.opset_imports if d in used]
 
 
+def _float64_nodes(src: Path) -> list[str]:
+    """The names of the nodes of the model at ``src`` that read or write float64 tensors: onnxruntime
+    quantizes float32 ones, and its static mode failed on swift-f0's float64 Softmax ("Only an
+    existing tensor can be modified"); they stay as they are."""
+    proto = onnx.load(str(src), load_external_data=False)
+    try:
+        proto = onnx.shape_inference.infer_shapes(proto)
+    except Exception:  # inference is best effort: the types the file declares
+        pass
+    graph = proto.graph
+    types = {
+        vi.name: vi.type.tensor_type.elem_type for vi in (*graph.input, *graph.output, *graph.value_info)
+    }
+    types.update({t.name: t.data_type for t in graph.initializer})
+    double = onnx.TensorProto.DOUBLE
+    return [
+        n.name for n in graph.node if n.name and any(types.get(t) == double for t in (*n.input, *n.output))
+    ]
+
+
 def _per_channel_opset(src: Path, dst: Path, external: bool) -> tuple[Path, str]:
     """(the model to quantize, what was done): per-channel scales are DequantizeLinear's ``axis``,
     which opset 13 brings, so a model of an older opset (keras2onnx's MTCNN at 12: onnxruntime
@@ -291,12 +311,17 @@ class QuantizePass(Pass):
                     else "quantized per tensor: per-channel scales need opset 13, and the conversion failed"
                 )
             out = tmp / "quantized.onnx"
+            doubles = _float64_nodes(src)
+            if doubles:
+                stats["float64_nodes_left"] = len(doubles)
+                left = f"{len(doubles)} node(s) computing in float64 stay as they are (onnxruntime quantizes float32)"
+                stats["note"] = "; ".join(filter(None, (stats.get("note"), left)))
             common = {
                 "per_channel": per_channel,
                 "reduce_range": self.opts["reduce_range"],
                 "weight_type": qtype[self.opts["weight_type"]],
                 "op_types_to_quantize": list(self.opts["op_types"]) or None,
-                "nodes_to_exclude": list(self.opts["exclude"]) or None,
+                "nodes_to_exclude": [*self.opts["exclude"], *doubles] or None,
                 "use_external_data_format": external,
             }
             feeds, source = self._calibration_feeds(src, ctx, quiet=self.opts["mode"] == "dynamic")

@@ -45,10 +45,16 @@ def params_growth(
     if not grown:
         return text + "."
     text += f": tensors it stores that the input has not, or has smaller: {listed}{more}."
-    if quantized:
+    if quantized and after.weight_bytes < before.weight_bytes:
         text += (
             " The quantize pass stores each weight as 8-bit integers (names ending in _quantized) beside "
             "its scales and zero points, which count as parameters too; the weight bytes show the saving."
+        )
+    elif quantized:  # swift-f0: its STFT basis, computed at run time, stored as int8 (weight bytes +195%)
+        text += (
+            " The weight bytes grew too: onnxruntime's pre-processing for quantization stored tensors the "
+            "input computes at run time as weights, and quantized them; quantize:preprocess=false keeps "
+            "them computed."
         )
     elif any("__" in name for name, _, _ in grown) and folded:
         text += (

@@ -12,14 +12,12 @@ import onnx
 
 
 def split_rows(arrays: Mapping[str, np.ndarray], chunk: int) -> list[dict[str, np.ndarray]]:
-    """Split arrays that share their first dim into feeds of ``chunk`` rows (one feed if they do not)."""
-    rows = {int(np.shape(a)[0]) if np.ndim(a) else -1 for a in arrays.values()}
-    if len(rows) != 1 or -1 in rows or chunk < 1:
-        return [dict(arrays)]
-    (n,) = rows
-    return [
-        {k: np.ascontiguousarray(a[i : i + chunk]) for k, a in arrays.items()} for i in range(0, n, chunk)
-    ]
+    """Feeds of at most ``chunk`` samples each, every input cut along its sample axis and scalar inputs
+    whole in each (:func:`~onnxfold.folding.samples.chunked`: swift-f0's audio [1, samples] beside
+    its fmin and fmax scalars); one feed when the arrays cannot be cut into samples."""
+    from onnxfold.folding.samples import chunked
+
+    return chunked(dict(arrays), max(1, chunk))
 
 
 #: the bytes of intermediate outputs one calibration run may hold: at most this, and at most a
@@ -60,8 +58,11 @@ def fit_runs(src: Path, feeds: list[dict[str, np.ndarray]], method: str) -> tupl
 
 
 def rows_of(feed: Mapping[str, np.ndarray]) -> int:
-    first = next(iter(feed.values()), None)
-    return int(np.shape(first)[0]) if first is not None and np.ndim(first) else 1
+    """The samples ``feed`` holds (:func:`~onnxfold.folding.samples.sample_count`); 1 when it cannot be
+    cut into samples."""
+    from onnxfold.folding.samples import sample_count, splittable
+
+    return sample_count(dict(feed)) if splittable(dict(feed)) else 1
 
 
 def collapsed_outputs(src: Path, out: Path, feed: Mapping[str, np.ndarray]) -> str:

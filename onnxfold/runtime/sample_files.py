@@ -170,8 +170,8 @@ def load_inputs(
             raise ValueError(f"{exc}{_batch_hint(specs, out, spec.name)}") from None
     if chunked:
         where = _where(source)
-        counts = {int(v.shape[0]) if v.ndim else 1 for v in out.values()}
-        if len(counts) != 1 or 0 in counts:
+        counts = {int(v.shape[0]) for v in out.values() if v.ndim}  # a scalar holds no samples
+        if len(counts) > 1 or 0 in counts:
             raise ValueError(
                 f"{where}: inputs must hold the same, non-zero number of samples, got {sorted(counts)}"
             )

@@ -1,0 +1,73 @@
+"""Static quantization of models a new user's trial (swift-f0, a pitch tracker) could not quantize:
+
+- its audio input fixes a batch of 1 beside two scalar inputs (fmin, fmax). The fold read the folder
+  of 32 samples, but calibration refused it ("inputs must hold the same, non-zero number of samples,
+  got [1, 32]": a scalar counted as one sample). Scalars hold no samples; calibration runs one sample
+  at a time, each with the scalars.
+- a Softmax in float64: onnxruntime's quantizer failed inside ("Only an existing tensor can be
+  modified"). Nodes on float64 tensors are left as they are, and the note says so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from harness import Net, rnd
+
+import onnxfold
+from onnxfold.passes import QuantizePass
+from onnxfold.report.comparison import params_growth
+from onnxfold.report.stats import ModelStats
+from onnxfold.runtime.session import make_session
+
+
+def _tracker(path: Path, double: bool = False) -> Path:
+    rng = np.random.default_rng(0)
+    net = Net({"w1": rnd(rng, 16, 32), "w2": rnd(rng, 32, 8)})
+    x, gain = net.input("x", [1, 16]), net.input("gain", [])
+    h = net("Relu", net("MatMul", net("Mul", x, gain), "w1"))
+    y = net("MatMul", h, "w2")
+    if double:
+        y = net("Softmax", net("Cast", y, to=onnx.TensorProto.DOUBLE), axis=-1)
+        y = net("Cast", y, to=onnx.TensorProto.FLOAT)
+    onnx.save(net.model(y), str(path))
+    return path
+
+
+def _samples(n: int = 8) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(1)
+    return {"x": rng.standard_normal((n, 16)).astype(np.float32), "gain": np.array(0.5, np.float32)}
+
+
+def test_a_batch_of_one_beside_scalars_calibrates_sample_by_sample(tmp_path: Path) -> None:
+    src = _tracker(tmp_path / "tracker.onnx")
+    out = tmp_path / "q.onnx"
+    _, report = onnxfold.run_pipeline(src, [QuantizePass(mode="static")], out, inputs=_samples())
+    assert report.passes[0].stats["calibration_samples"] == 8
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert "QuantizeLinear" in ops
+    feed = {"x": _samples()["x"][:1], "gain": np.array(0.5, np.float32)}
+    got = make_session(str(out)).run(None, feed)[0]
+    want = make_session(str(src)).run(None, feed)[0]
+    assert got.shape == want.shape and np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.9
+
+
+def test_float64_nodes_are_left_in_float64(tmp_path: Path) -> None:
+    src = _tracker(tmp_path / "double.onnx", double=True)
+    out = tmp_path / "q.onnx"
+    _, report = onnxfold.run_pipeline(src, [QuantizePass(mode="static")], out, inputs=_samples())
+    stats = report.passes[0].stats
+    assert stats["float64_nodes_left"] >= 1 and "computing in float64 stay as they are" in stats["note"]
+    proto = onnx.load(str(out))
+    assert any(n.op_type == "Softmax" for n in proto.graph.node)
+    assert any(n.op_type == "QuantizeLinear" for n in proto.graph.node)
+
+
+def test_a_quantized_model_that_grew_says_why() -> None:
+    before = ModelStats(params=100, weight_bytes=400, tensor_params={"w": 100})
+    smaller = ModelStats(params=120, weight_bytes=140, tensor_params={"w_quantized": 100, "s": 20})
+    grown = ModelStats(params=500, weight_bytes=900, tensor_params={"w_quantized": 100, "basis": 400})
+    assert "the weight bytes show the saving" in params_growth(before, smaller, quantized=True)
+    text = params_growth(before, grown, quantized=True)
+    assert "weight bytes grew too" in text and "preprocess=false" in text
