@@ -71,3 +71,26 @@ def test_a_quantized_model_that_grew_says_why() -> None:
     assert "the weight bytes show the saving" in params_growth(before, smaller, quantized=True)
     text = params_growth(before, grown, quantized=True)
     assert "weight bytes grew too" in text and "preprocess=false" in text
+
+
+def test_a_task_lost_to_quantization_is_advised_on_quantization() -> None:
+    """Trial 64: static INT8 alone broke a digit reader (r2 0.27) and the warning advised a search for
+    the largest compression; after a fold and a quantization it cannot tell which pass cost it."""
+    from types import SimpleNamespace
+
+    from onnxfold.report.fold_report import task_warning
+
+    out = SimpleNamespace(
+        name="output",
+        fidelity=0.27,
+        fidelity_metric="r2",
+        unexercised=None,
+        top1_agreement=None,
+        counted=None,
+    )
+    validation = SimpleNamespace(outputs=[out], seed=None)
+    alone = task_warning(validation, folded=False, quantized=True)
+    assert "quantize:mode=dynamic" in alone and "--min-fidelity" not in alone
+    both = task_warning(validation, folded=True, quantized=True)
+    assert "--min-fidelity" in both and "a fold alone shows which pass costs it" in both
+    assert "quantize" not in task_warning(validation, folded=True)

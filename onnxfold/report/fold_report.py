@@ -254,6 +254,7 @@ class FoldReport:
                 self.validation,  # a budget search (--target-params) keeps whatever fidelity it costs
                 searched=self.search is not None and self.search.mode == "min_fidelity",
                 folded=self.any_folded,
+                quantized=any(r.name == "quantize" and r.modified for r in self.passes),
             )
             if warning:
                 parts.append(warning)
@@ -283,7 +284,9 @@ class FoldReport:
         return "\n".join(parts)
 
 
-def task_warning(validation: Any, searched: bool = False, folded: bool = True) -> str | None:
+def task_warning(
+    validation: Any, searched: bool = False, folded: bool = True, quantized: bool = False
+) -> str | None:
     """A warning when an output's fidelity on validation's inputs is under :data:`TASK_WARNING_BELOW`
     (uniform folding at 0.3–0.5 breaks most pretrained models while their cosine stays near 1); None
     otherwise, or when the model came from a target search (it reports its own fidelity).
@@ -293,7 +296,9 @@ def task_warning(validation: Any, searched: bool = False, folded: bool = True) -
     (PP-OCRv6 tiny's detector at 7.3% fewer parameters: r2 0.11 on noise, box F1 0.971 on pages).
     Where noise left an output's decisions unexercised (a probability map that stays near 0, a
     recogniser that reads only blanks), the line says so instead: such a figure says little either
-    way. ``folded``: some group was folded (else the figure is another pass's: quantization's)."""
+    way. ``folded``: some group was folded (else the figure is another pass's: quantization's);
+    ``quantized``: a quantize pass changed the model (trial 64: static INT8 alone broke a digit reader,
+    and the advice was to search for a compression)."""
     low = sorted(
         (
             o
@@ -317,6 +322,9 @@ def task_warning(validation: Any, searched: bool = False, folded: bool = True) -
         + " of the original's outputs"
     )
     search = "--min-fidelity F --inputs SAMPLES finds the largest compression that keeps it"
+    if quantized:
+        quant = "quantize:mode=dynamic, or float32 ops (op_types=A|B, exclude=NAME), may keep it"
+        search = f"{search}, and a fold alone shows which pass costs it; {quant}" if folded else quant
     shown = (exercised or low)[:3]
     if given and all(_labels_kept(o) for o in shown):
         kept = ", ".join(f"{o.name} {o.top1_agreement:.1%}" for o in shown)
