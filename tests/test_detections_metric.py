@@ -134,3 +134,37 @@ def test_the_bootstrap_bounds_box_f1_below_its_value_when_samples_differ() -> No
     assert value == pytest.approx(1 - 4 / 48)
     assert low is not None and low < value
     assert low_value("boxes", ref, ref, 16) == 1.0
+
+
+def test_boxes_on_outputs_that_are_no_detections_is_refused_before_the_fold(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """A trial's --metric boxes on a raw YOLOv5 head failed after 30 s of folding, in validation, with
+    no output named. It is refused before any pass works, naming the output and its shape."""
+    from onnxfold.cli import main
+    from onnxfold.models import bundled_model
+    from onnxfold.models.digits import load_digits_split
+    from onnxfold.passes import FoldPass
+
+    def never(*_a, **_k):
+        raise AssertionError("the fold ran")
+
+    monkeypatch.setattr(FoldPass, "run", never)
+    x = load_digits_split()[2][:16]
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "out.onnx"
+    args = ["fold", str(bundled_model("lenet5.onnx")), "-o", str(out), "-s", "0.1", "--inputs"]
+    assert main([*args, str(tmp_path / "x.npy"), "--metric", "boxes"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is not end-to-end detections" in err and "logits [B, 10]" in err, (
+        err
+    )
+    assert not out.exists()
+
+
+def test_a_global_boxes_metric_reads_the_detections_and_r2_elsewhere() -> None:
+    rng = np.random.default_rng(4)
+    ref = {"dets": detections(rng), "feature": rng.standard_normal((4, 8)).astype(np.float32)}
+    assert output_metrics(ref, "boxes") == {"dets": "boxes", "feature": "r2"}
+    with pytest.raises(ValueError, match=r"feature \[B, 8\] is not end-to-end detections"):
+        output_metrics(ref, "boxes,feature=boxes")

@@ -126,3 +126,25 @@ def box_counts(ref: np.ndarray, cand: np.ndarray) -> tuple[np.ndarray, np.ndarra
                 free[j] = False
                 matched[s] += 1
     return matched, total
+
+
+def fitted_boxes(chosen: dict[str, str], reference, named) -> dict[str, str]:
+    """``chosen`` (output -> metric) with ``boxes`` kept where the output is end-to-end detections
+    (:func:`detection_columns`) and r2 where a metric given for every output meets one that is not;
+    ValueError, naming the outputs, where an output named for it (``OUTPUT=boxes``) is not or no output
+    is. A trial's ``--metric boxes`` on a raw YOLOv5 head [10, 252, 15] failed after 30 s of folding,
+    in validation, with no output named."""
+    unfit = [
+        n for n, m in chosen.items() if "boxes" in m.split("+") and detection_columns(reference[n]) is None
+    ]
+    if not unfit:
+        return chosen
+    fits = [n for n, m in chosen.items() if "boxes" in m.split("+") and n not in unfit]
+    if any(n in named for n in unfit) or not fits:
+        shapes = ", ".join(f"{n} [{', '.join(['B', *map(str, np.shape(reference[n])[1:])])}]" for n in unfit)
+        raise ValueError(
+            f"--metric boxes: {shapes} {'is' if len(unfit) == 1 else 'are'} not end-to-end detections "
+            "[B, K, 6] (a box, a score and a class per row, after the selection); give OUTPUT=boxes for "
+            "such an output and auto or r2 for the others"
+        )
+    return {n: ("r2" if n in unfit else m) for n, m in chosen.items()}

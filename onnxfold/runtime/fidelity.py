@@ -66,7 +66,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from onnxfold.runtime.compare import _is_class_scores
-from onnxfold.runtime.detections import box_agreement, detection_columns
+from onnxfold.runtime.detections import box_agreement, detection_columns, fitted_boxes
 from onnxfold.runtime.labels import is_labels, label_agreement
 from onnxfold.runtime.metric_spec import (  # noqa: F401 (the metric names, read from here too)
     COUNTS_OF_CLASSES,
@@ -419,7 +419,7 @@ def output_metrics(
             out[name] = "r2"  # no class axis beside the samples, as above
         else:
             out[name] = chosen
-    return out
+    return fitted_boxes(out, reference, named)
 
 
 def counted(metric: str, ref: np.ndarray, samples: int | None = None) -> int | None:
