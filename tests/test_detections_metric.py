@@ -12,7 +12,7 @@ import pytest
 from harness import run_ort
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxfold.runtime.detections import box_agreement, detection_columns
+from onnxfold.runtime.detections import box_agreement, box_counts, detection_columns, raw_head
 from onnxfold.runtime.fidelity import model_fidelity, output_metrics
 
 
@@ -168,3 +168,38 @@ def test_a_global_boxes_metric_reads_the_detections_and_r2_elsewhere() -> None:
     assert output_metrics(ref, "boxes") == {"dets": "boxes", "feature": "r2"}
     with pytest.raises(ValueError, match=r"feature \[B, 8\] is not end-to-end detections"):
         output_metrics(ref, "boxes,feature=boxes")
+
+
+def yolo_head(rng: np.random.Generator, samples: int = 4, anchors: int = 100, classes: int = 3) -> np.ndarray:
+    """A YOLOv5 head's rows [B, A, 5 + C] before the selection: centre, size in pixels, objectness and
+    class probabilities; three objects per sample, each found by two overlapping anchors."""
+    rows = np.zeros((samples, anchors, 5 + classes), np.float32)
+    rows[..., :2] = rng.uniform(0, 64, (samples, anchors, 2))
+    rows[..., 2:4] = rng.uniform(2, 10, (samples, anchors, 2))
+    rows[..., 4:] = rng.uniform(0, 0.1, (samples, anchors, 1 + classes))  # background
+    for s in range(samples):
+        for k in range(3):
+            a = 10 * k
+            rows[s, a, :4] = [10 + 20 * k, 30, 12, 16]
+            rows[s, a + 1, :4] = [11 + 20 * k, 31, 12, 16]  # the same object again: NMS keeps one
+            rows[s, a : a + 2, 4] = [0.9, 0.8]
+            rows[s, a : a + 2, 5 + k % classes] = 0.95
+    return rows
+
+
+def test_a_yolo_head_is_judged_by_its_boxes_after_nms() -> None:
+    rng = np.random.default_rng(6)
+    ref = yolo_head(rng)
+    assert raw_head(ref) == "v5" and raw_head(np.swapaxes(ref[..., [0, 1, 2, 3, 5, 6, 7]], 1, 2)) == "v8"
+    assert output_metrics({"output": ref})["output"] == "boxes"
+    matched, total = box_counts(ref, ref)
+    assert matched.tolist() == [3] * 4 and total.tolist() == [6] * 4  # one box per object, not two
+    noisy = ref.copy()
+    noisy[..., 5:] += rng.uniform(0, 0.1, noisy[..., 5:].shape).astype(np.float32)  # background drifts
+    assert box_agreement(ref, noisy) == 1.0
+    flipped = ref.copy()
+    flipped[0, 0:2, 5:] = flipped[0, 0:2, [6, 5, 7]].T  # one object's class changes
+    assert box_agreement(ref, flipped) == pytest.approx(2 * 11 / 24)
+    probs = rng.dirichlet(np.ones(8), size=(4, 100)).astype(np.float32)  # a probability map: no head
+    features = rng.standard_normal((4, 100, 8)).astype(np.float32)
+    assert raw_head(probs) is None and raw_head(features) is None

@@ -30,7 +30,8 @@ Per output (reference a, candidate b, computed in float64), one of these metrics
   [N, H, W, C] summing to 1 over the classes) the mean over classes of the argmax regions' IoU;
 * ``boxes`` = box F1 against the original's boxes (same class, IoU ≥ 0.5) of end-to-end detections
   [B, K, 6] that the graph selected and sorted (TopK or NMS inside): rows by position say nothing once
-  a shifted score reorders them (:mod:`onnxfold.runtime.detections`); ``auto`` takes it for them;
+  a shifted score reorders them (:mod:`onnxfold.runtime.detections`), or of a YOLO head's raw rows
+  [B, anchors, 5 + C] / [B, 4 + C, anchors] after a per-class NMS; ``auto`` takes it for both;
 * ``cosine`` = <a, b> / (|a| |b|), clipped to [0, 1] (1 when both are zero, 0 when one is);
 * ``relerr`` = max(0, 1 − |a − b| / |a|) (1 when both are zero);
 * ``r2``     = the mean over channels j (axis 1; the whole output when it has one axis) of
@@ -66,7 +67,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from onnxfold.runtime.compare import _is_class_scores
-from onnxfold.runtime.detections import box_agreement, detection_columns, fitted_boxes
+from onnxfold.runtime.detections import box_agreement, detection_columns, fitted_boxes, raw_head
 from onnxfold.runtime.labels import is_labels, label_agreement
 from onnxfold.runtime.metric_spec import (  # noqa: F401 (the metric names, read from here too)
     COUNTS_OF_CLASSES,
@@ -186,7 +187,7 @@ def auto_metric(
         return "r2"
     if _is_class_scores(ref) and not embedding_like(ref, producer_op, token_inputs):
         return "top1"
-    if detection_columns(ref) is not None:  # rows a selection sorted: boxes, not positions
+    if detection_columns(ref) is not None or raw_head(ref) is not None:  # boxes, not positions
         return "boxes"
     if ref.dtype.kind == "f" and ref.ndim == 3 and ref.shape[-1] > 1:
         if producer_op in _LOGIT_OPS or _LOGIT_NAME.search(name):
