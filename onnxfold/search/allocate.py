@@ -1,14 +1,18 @@
 """Allocation: per-group sparsities from sensitivity curves, by estimated loss per cost saved.
 
-Each group g has an estimated loss L_g(j) = 1 − fidelity after removing j channels
-(:meth:`~onnxfold.search.sensitivity.GroupCurve.loss_at`) and a cost saved per removed channel c_g
+Each group g has an estimated loss L_g(j) = −log f_g(j), f_g(j) its fidelity after removing j channels
+(:meth:`~onnxfold.search.sensitivity.GroupCurve.loss_at` gives 1 − f; f is read at least
+:data:`FIDELITY_FLOOR`), and a cost saved per removed channel c_g
 (parameters, or MACs). A group can only take the widths the fold writes
 (:func:`~onnxfold.folding.cluster.widths`): with ``round_to`` m, a group of n ≥ 2m channels steps
 from n to the widest multiple of m below n and then m channels at a time, a narrower group (or any
 group with m = 1) one channel at a time. The greedy path starts with nothing removed and takes one
 step at a time in the group of least marginal price, where the price of group g at j removed is
 min over the later points j' of its grid of (L_g(j') − L_g(j)) / ((j' − j)·c_g) (the slope to the
-best later point, so that a flat stretch after a step is not hidden by the step). A small prior
+best later point, so that a flat stretch after a step is not hidden by the step). Losses of
+independent groups add as their fidelities multiply, and a group whose fidelity nears 0 costs without
+bound: as 1 − f, which stops at 1, emptying the group that breaks the outputs most looked cheap per
+parameter (tests/test_saturated_losses.py). A small prior
 PRIOR·j/n_g is added to every estimated loss: where measured losses tie (flat curves), the group
 whose channels are the larger share of the model (n_g·c_g) goes first, and a group is not emptied
 for nothing. A group never goes beyond cap·n channels nor beyond its largest level measured or
@@ -30,6 +34,8 @@ import numpy as np
 from onnxfold.folding.cluster import rounds, widths
 from onnxfold.search.sensitivity import GroupCurve
 
+#: the fidelity a loss −log f is read at where a group's measured one is lower (a miss counts so)
+FIDELITY_FLOOR = 1e-3
 #: Weight of the tie-breaking prior j/n added to every estimated group loss.
 PRIOR = 1e-4
 
@@ -105,7 +111,8 @@ def greedy_path(
         limit = min(top, int(np.floor(cap * c.channels + 1e-9)), c.channels - 1)
         costs.append(max(float(per), 1e-12))
         j = np.arange(c.channels)
-        losses.append(c.loss_at(j) + PRIOR * j / c.channels)
+        kept = np.clip(1.0 - c.loss_at(j), FIDELITY_FLOOR, 1.0)
+        losses.append(-np.log(kept) + PRIOR * j / c.channels)
         grids.append(removal_grid(c.channels, round_to, limit) if per > 0 else [0])
     at = [0] * len(curves)
     prices = [_price(losses[g], grids[g], 0, costs[g]) for g in range(len(curves))]
