@@ -12,7 +12,9 @@ min over the later points j' of its grid of (L_g(j') − L_g(j)) / ((j' − j)·
 best later point, so that a flat stretch after a step is not hidden by the step). Losses of
 independent groups add as their fidelities multiply, and a group whose fidelity nears 0 costs without
 bound: as 1 − f, which stops at 1, emptying the group that breaks the outputs most looked cheap per
-parameter (tests/test_saturated_losses.py). A small prior
+parameter (tests/test_saturated_losses.py). Where a decision metric reads the same at every level
+(box F1 1.0), how far each fold moved the outputs breaks the tie, weighted :data:`MOVED_WEIGHT`. A
+small prior
 PRIOR·j/n_g is added to every estimated loss: where measured losses tie (flat curves), the group
 whose channels are the larger share of the model (n_g·c_g) goes first, and a group is not emptied
 for nothing. A group never goes beyond cap·n channels nor beyond its largest level measured or
@@ -36,6 +38,9 @@ from onnxfold.search.sensitivity import GroupCurve
 
 #: the fidelity a loss −log f is read at where a group's measured one is lower (a miss counts so)
 FIDELITY_FLOOR = 1e-3
+#: weight of how far a group's fold moves the outputs (‖Δ‖ / ‖outputs‖), added to its loss: where a
+#: decision metric reads 1 at every level measured, the group that moves the outputs least goes first
+MOVED_WEIGHT = 1e-3
 #: Weight of the tie-breaking prior j/n added to every estimated group loss.
 PRIOR = 1e-4
 
@@ -112,7 +117,7 @@ def greedy_path(
         costs.append(max(float(per), 1e-12))
         j = np.arange(c.channels)
         kept = np.clip(1.0 - c.loss_at(j), FIDELITY_FLOOR, 1.0)
-        losses.append(-np.log(kept) + PRIOR * j / c.channels)
+        losses.append(-np.log(kept) + PRIOR * j / c.channels + MOVED_WEIGHT * c.moved_at(j))
         grids.append(removal_grid(c.channels, round_to, limit) if per > 0 else [0])
     at = [0] * len(curves)
     prices = [_price(losses[g], grids[g], 0, costs[g]) for g in range(len(curves))]
