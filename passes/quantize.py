@@ -99,6 +99,10 @@ def replace_model_contents(model: Model, new: Model) -> None:
     external data any more, and the source path stays the pipeline's input file.
     """
     _read_external_values(new.graph)
+    if dict(new.opset_imports).get("", 0) != model.opset:  # converted for per-channel scales
+        # canonicalize's recipes are nodes of the old opset: restored on save, U²-Net-P's opset-11
+        # Unsqueeze (axes an attribute) made the quantized opset-13 graph invalid
+        model.computed_constants.clear()
     model.graph = new.graph
     model.ir_version = new.ir_version
     model.opset_imports = list(new.opset_imports)
@@ -359,7 +363,7 @@ class QuantizePass(Pass):
 
                 static(out, None)
             left = self._runnable(out, feeds[0], static if self.opts["mode"] == "static" else None)
-            left = "; ".join(filter(None, (left, collapsed_outputs(src, out, feeds[0]))))
+            left = "; ".join(filter(None, (left, collapsed_outputs(src, out, feeds[0], self.opts["mode"]))))
             if left:
                 stats["note"] = "; ".join(filter(None, (stats.get("note"), left)))
                 log.warning("quantize: %s", left)

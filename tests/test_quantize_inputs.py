@@ -89,8 +89,28 @@ def test_a_task_lost_to_quantization_is_advised_on_quantization() -> None:
         counted=None,
     )
     validation = SimpleNamespace(outputs=[out], seed=None)
-    alone = task_warning(validation, folded=False, quantized=True)
+    alone = task_warning(validation, folded=False, quantized="static")
     assert "quantize:mode=dynamic" in alone and "--min-fidelity" not in alone
-    both = task_warning(validation, folded=True, quantized=True)
+    dynamic = task_warning(validation, folded=False, quantized="dynamic")  # trial 65: it advised itself
+    assert "mode=dynamic" not in dynamic and "float32 ops" in dynamic
+    both = task_warning(validation, folded=True, quantized="static")
     assert "--min-fidelity" in both and "a fold alone shows which pass costs it" in both
     assert "quantize" not in task_warning(validation, folded=True)
+
+
+def test_a_quantized_model_of_another_opset_drops_canonicalize_s_recipes() -> None:
+    """U²-Net-P (opset 11): the quantize pass converts it to opset 13 for per-channel scales, and the
+    shape arithmetic canonicalize had made constant was restored on save as opset-11 Unsqueeze nodes
+    (axes an attribute) in the opset-13 graph: "Unsqueeze ... has input size 1", nothing written
+    (checked on the model itself). A quantized model of the same opset keeps them."""
+    from onnxfold.ir.model import model_from_proto
+    from passes.quantize import replace_model_contents
+
+    net = Net({"w": rnd(np.random.default_rng(3), 4, 3, 1, 1)}, opset=11)
+    proto = net.model(net("Conv", net.input("x", ["N", 3, 8, 8]), "w"))
+    for quantized_opset, kept in ((13, False), (11, True)):
+        model, new = model_from_proto(proto), model_from_proto(proto)
+        model.computed_constants["recipe"] = object()
+        new.opset_imports = [("", quantized_opset)]
+        replace_model_contents(model, new)
+        assert ("recipe" in model.computed_constants) == kept

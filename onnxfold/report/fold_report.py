@@ -254,7 +254,14 @@ class FoldReport:
                 self.validation,  # a budget search (--target-params) keeps whatever fidelity it costs
                 searched=self.search is not None and self.search.mode == "min_fidelity",
                 folded=self.any_folded,
-                quantized=any(r.name == "quantize" and r.modified for r in self.passes),
+                quantized=next(
+                    (
+                        r.stats.get("mode", "static")
+                        for r in self.passes
+                        if r.name == "quantize" and r.modified
+                    ),
+                    "",
+                ),
             )
             if warning:
                 parts.append(warning)
@@ -285,7 +292,7 @@ class FoldReport:
 
 
 def task_warning(
-    validation: Any, searched: bool = False, folded: bool = True, quantized: bool = False
+    validation: Any, searched: bool = False, folded: bool = True, quantized: str = ""
 ) -> str | None:
     """A warning when an output's fidelity on validation's inputs is under :data:`TASK_WARNING_BELOW`
     (uniform folding at 0.3–0.5 breaks most pretrained models while their cosine stays near 1); None
@@ -297,8 +304,9 @@ def task_warning(
     Where noise left an output's decisions unexercised (a probability map that stays near 0, a
     recogniser that reads only blanks), the line says so instead: such a figure says little either
     way. ``folded``: some group was folded (else the figure is another pass's: quantization's);
-    ``quantized``: a quantize pass changed the model (trial 64: static INT8 alone broke a digit reader,
-    and the advice was to search for a compression)."""
+    ``quantized``: the mode of a quantize pass that changed the model, '' if none (trial 64: static
+    INT8 alone broke a digit reader, and the advice was to search for a compression; trial 65: after
+    dynamic mode it advised dynamic mode)."""
     low = sorted(
         (
             o
@@ -323,7 +331,9 @@ def task_warning(
     )
     search = "--min-fidelity F --inputs SAMPLES finds the largest compression that keeps it"
     if quantized:
-        quant = "quantize:mode=dynamic, or float32 ops (op_types=A|B, exclude=NAME), may keep it"
+        quant = "float32 ops (quantize:op_types=A|B, exclude=NAME) may keep it"
+        if quantized != "dynamic":
+            quant = f"quantize:mode=dynamic, or {quant}"
         search = f"{search}, and a fold alone shows which pass costs it; {quant}" if folded else quant
     shown = (exercised or low)[:3]
     if given and all(_labels_kept(o) for o in shown):

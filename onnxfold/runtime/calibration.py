@@ -65,7 +65,7 @@ def rows_of(feed: Mapping[str, np.ndarray]) -> int:
     return sample_count(dict(feed)) if splittable(dict(feed)) else 1
 
 
-def collapsed_outputs(src: Path, out: Path, feed: Mapping[str, np.ndarray]) -> str:
+def collapsed_outputs(src: Path, out: Path, feed: Mapping[str, np.ndarray], mode: str = "static") -> str:
     """A warning where the quantized model at ``out`` answers a constant on ``feed`` for an output
     that the float model at ``src`` varies on (fastmrz's U-Net, static INT8: 0.1098 at every pixel,
     its task lost), else ''."""
@@ -84,6 +84,7 @@ def collapsed_outputs(src: Path, out: Path, feed: Mapping[str, np.ndarray]) -> s
     what = ", ".join(f"{n} ({v:.4g} everywhere)" for n, v in flat.items())
     return (
         f"the quantized model answers a constant for {what} where the float model varies on the "
-        "calibration samples: its task is lost; mode=dynamic, or float32 ops (op_types=A|B, exclude=NAME), "
-        "may keep it"
+        "calibration samples: its task is lost; "
+        + ("" if mode == "dynamic" else "mode=dynamic, or ")
+        + "float32 ops (op_types=A|B, exclude=NAME) may keep it"
     )
