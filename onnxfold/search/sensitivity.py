@@ -183,18 +183,11 @@ class GroupCurve:
         return np.interp(np.asarray(removed, dtype=np.float64), xs[order], ys[order])
 
     def moved_at(self, removed: np.ndarray | int) -> np.ndarray:
-        """How far the outputs moved (:attr:`moved`) after removing ``removed`` channels: linear
-        between the levels where it is known, through (0, 0), non-decreasing; 0 where none is."""
-        known = [
-            (j, self.moved[lv]) for lv, j in zip(self.levels, self.removed, strict=False) if lv in self.moved
-        ]
-        known = [(j, m) for j, m in known if np.isfinite(m)]
-        if not known:
-            return np.zeros(np.shape(removed))
-        xs = np.array([0] + [j for j, _ in known], dtype=np.float64)
-        ys = np.maximum.accumulate(np.array([0.0] + [m for _, m in known]))
-        order = np.argsort(xs, kind="stable")
-        return np.interp(np.asarray(removed, dtype=np.float64), xs[order], ys[order])
+        """:attr:`moved` at ``removed`` channels: linear through (0, 0) and the known levels, non-decreasing."""
+        pairs = zip(self.levels, self.removed, strict=False)
+        known = sorted((j, m) for lv, j in pairs if lv in self.moved and np.isfinite(m := self.moved[lv]))
+        xs, ys = zip(*[(0, 0.0), *known], strict=True)
+        return np.interp(np.asarray(removed, dtype=np.float64), xs, np.maximum.accumulate(ys))
 
     def to_dict(self) -> dict:
         return {
