@@ -49,26 +49,3 @@ def test_where_a_decision_metric_ties_the_group_that_moves_the_outputs_least_goe
         assert first[order.index(calm)] == 4 and first[order.index(loud)] == 0
     assert np.allclose(calm.moved_at([0, 2, 4, 8, 12]), [0, 0.005, 0.01, 0.02, 0.02])
     assert not GroupCurve("none", 4, [0.5], [1.0], [2]).moved_at(2)
-
-
-def test_a_sensitivity_the_time_limit_left_unmeasured_steps_every_group_in_turn() -> None:
-    """U²-Net-P's default search measured 6 of 325 levels in its 600 s; the greedy path kept every
-    unmeasured group whole and the model was kept whole. With most groups unmeasured a fidelity search
-    steps every group in turn instead (its candidates still measured against the target)."""
-    from onnxfold.search.allocate import allocation_path
-
-    levels, removed = [0.25, 0.5], [4, 8]
-    blank = [
-        GroupCurve(f"g{i}", 16, levels, [0.0, 0.0], removed, 100, unmeasured=[0.25, 0.5]) for i in range(3)
-    ]
-    bad = GroupCurve("bad", 16, levels, [0.5, 0.0], removed, 500, unmeasured=[0.5])
-    greedy = allocation_path([*blank, bad], 0.7, "params", 1, "target_params", 0.95, False)
-    assert greedy.removed_at(len(greedy))[:3] != [0, 0, 0]  # a budget takes unmeasured groups as it did
-    path = allocation_path([*blank, bad], 0.7, "params", 1, "min_fidelity", 0.95, False)
-    proxied = allocation_path([*blank, bad], 0.7, "params", 1, "min_fidelity", 0.95, True)
-    assert proxied.removed_at(len(proxied))[:3] == [0, 0, 0]  # data-free: unmeasured groups stay whole
-    assert path.moves[:4] == [3, 0, 1, 2]  # one channel from each in turn, the costliest first
-    assert path.removed_at(len(path)) == [11, 11, 11, 3]  # up to the cap; bad stops below its miss at 4
-    measured = [GroupCurve(f"m{i}", 16, levels, [0.99, 0.9], removed, 100) for i in range(3)]
-    mostly = allocation_path([*measured, blank[0]], 0.7, "params", 1, "min_fidelity", 0.95, False)
-    assert mostly.removed_at(len(mostly))[3] == 0  # most measured: the greedy path, unmeasured whole

@@ -40,7 +40,7 @@ from onnxfold.ir.model import Model
 from onnxfold.report.fold_report import stats_of
 from onnxfold.report.progress import progress_bar
 from onnxfold.runtime.fidelity import OutputFidelity
-from onnxfold.search.allocate import allocation_path, fixed_groups
+from onnxfold.search.allocate import fixed_groups, greedy_path
 from onnxfold.search.bisect import GainFloor, bisect_candidate
 from onnxfold.search.blind import blind_advice, blind_reason
 from onnxfold.search.budget import budget_candidate
@@ -352,7 +352,7 @@ def search(
     blind = blind_reason(curves, evaluator.kind())  # the inputs' shapes stand in the report's 'measured on'
     round_to = fold_opts["round_to"]
     by = "macs" if mode == "target_macs" else "params"
-    path = allocation_path(curves, cap, by, round_to, mode, target, evaluator.proxy)
+    path = greedy_path(curves, cap, by=by, round_to=round_to, unmeasured_whole=mode == "min_fidelity")
     log.info("search: %d groups searched, path of %d channel steps", len(path.curves), len(path))
     tried: dict[int, Candidate] = {}
 
