@@ -580,3 +580,21 @@ def test_the_random_inputs_line_says_how_many_samples_the_figures_rest_on(tmp_pa
     _, report = onnxfold.fold(mlp_proto(), 0.3, tmp_path / "m.onnx", method="fold")
     n = report.validation.inputs["x"][0]
     assert f"(random inputs, {n} of them: a smoke test" in report.format()
+
+
+def test_the_rounding_line_says_when_rounding_takes_groups_past_the_sparsity_asked(tmp_path) -> None:
+    """U²-Net-P's 16-channel groups went to 8 at -s 0.3 (55.9% fewer parameters) and the report's
+    rounding line said nothing of it (a new user's trial)."""
+    import onnxfold
+    from onnxfold.models import bundled_model
+
+    src, out = str(bundled_model("lenet5.onnx")), tmp_path / "o.onnx"
+    line = onnxfold.fold(src, 0.3, out, validate=False, overwrite=True)[1].rounding_line()
+    assert (
+        "rounding took 1 of the folded groups 0.1 or more past the sparsity asked (16 -> 8: 0.5 for 0.3)"
+        in line
+    )
+    assert (
+        "past the sparsity"
+        not in onnxfold.fold(src, 0.5, out, validate=False, overwrite=True)[1].rounding_line()
+    )
