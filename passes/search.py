@@ -99,7 +99,14 @@ def _check_reachable(model: Model, fold, asked: float, cap: float, params: int, 
     if params and asked > most:
         from onnxfold.analysis.subgraphs import subgraph_note
 
-        where = subgraph_note(model.graph) or "weights no group folds: `onnxfold analyze` lists them"
+        note = subgraph_note(model.graph)
+        where = note or "weights no group folds: `onnxfold analyze` lists them"
+        if not any(g.foldable for g in groups):  # trial 66: an LSTM speaker embedder, all blocked
+            raise PipelineError(
+                f"search: --target-params {asked:g} cannot be reached: no channel group can fold, so "
+                f"folding removes nothing ({note or '`onnxfold analyze` gives each group its reason'}); "
+                "nothing written"
+            )
         raise PipelineError(
             f"search: --target-params {asked:g} cannot be reached: folding can remove at most "
             f"{most:.1%} of the parameters at sparsity {cap:g} (--max-sparsity, --levels; the rest: "

@@ -253,3 +253,20 @@ def test_weights_read_inside_loop_bodies_are_named_where_nothing_folds(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "read inside Loop bodies" in err
     assert not (tmp_path / "t.onnx").exists()
+
+
+def test_a_budget_on_a_model_whose_groups_are_all_blocked_says_so(tmp_path: Path) -> None:
+    """Trial 66 (an LSTM speaker embedder): "folding can remove at most 0.0% ... at sparsity 0.7
+    (--max-sparsity, --levels; ...)" sent the user to options that cannot help."""
+    import onnx
+    from harness import Net, rnd
+
+    import onnxfold
+    from onnxfold.errors import PipelineError
+
+    net = Net({"w": rnd(np.random.default_rng(0), 8, 4)})
+    src = tmp_path / "one.onnx"
+    onnx.save(net.model(net("MatMul", net.input("x", ["N", 8]), "w")), str(src))  # reaches the output
+    with pytest.raises(PipelineError, match="no channel group can fold, so folding removes nothing"):
+        onnxfold.fold(src, output=tmp_path / "o.onnx", target_params=0.2, validate=False)
+    assert not (tmp_path / "o.onnx").exists()
