@@ -569,33 +569,35 @@ def test_an_unexercised_output_says_so_on_its_validation_line(tmp_path: Path) ->
 def test_a_budgets_headline_says_when_an_unexercised_output_sets_it(tmp_path: Path) -> None:
     """Trial 57: MTCNN's --target-params 0.2 read "fidelity 0.0000", set by its face probability that
     noise leaves unexercised; the fold kept 87% of real crops."""
-    model = _detector(-12.0)  # x -> Conv (16) -> Relu r -> Conv -> Sigmoid prob, and now also
-    rng = np.random.default_rng(9)  # r -> Conv 16 -> 8 -> GlobalAveragePool -> Flatten features
+    # x -> Conv (16) -> Relu r -> Conv -> Sigmoid prob, and now also r -> Conv 16 -> 8 ->
+    # GlobalAveragePool -> Flatten scores (class scores: an output named as features is read by r2)
+    model = _detector(-12.0)
+    rng = np.random.default_rng(9)
     w3 = (rng.standard_normal((8, 16, 1, 1)) * 0.3).astype(np.float32)
     model.graph.initializer.append(nh.from_array(w3, "w3"))
     model.graph.node.extend(
         [
             oh.make_node("Conv", ["r", "w3"], ["f8"]),
             oh.make_node("GlobalAveragePool", ["f8"], ["pooled"]),
-            oh.make_node("Flatten", ["pooled"], ["features"]),
+            oh.make_node("Flatten", ["pooled"], ["scores"]),
         ]
     )
-    model.graph.output.append(oh.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 8]))
+    model.graph.output.append(oh.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 8]))
     src = tmp_path / "two.onnx"
     onnx.save(model, src)
     search = onnxfold.fold(str(src), output=str(tmp_path / "out.onnx"), target_params=0.3)[1].search
     assert set(search.unexercised) == {"prob"}
     values = {o.name: o.value for o in search.chosen.outputs}
     headline = search.summary().splitlines()[0]
-    assert values["prob"] < 0.5 < values["features"]  # noise's tiny moves near 0: r2 sees only them
+    assert values["prob"] < 0.5 < values["scores"]  # noise's tiny moves near 0: r2 sees only them
     assert (
-        f"fidelity 0.0000 (set by prob, which these inputs leave unexercised: {values['features']:.4f} on"
+        f"fidelity 0.0000 (set by prob, which these inputs leave unexercised: {values['scores']:.4f} on"
         in headline
     )
     from onnxfold.runtime.fidelity import OutputFidelity
     from onnxfold.search.exercise_notes import unexercised_low
 
-    outs = [OutputFidelity("prob", "r2", 0.0), OutputFidelity("features", "r2", 0.83)]
+    outs = [OutputFidelity("prob", "r2", 0.0), OutputFidelity("scores", "r2", 0.83)]
     assert unexercised_low(outs, {"prob": "moved"}) == (
         " (set by prob, which these inputs leave unexercised: 0.8300 on the rest)"
     )
