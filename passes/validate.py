@@ -57,10 +57,11 @@ class ValidatePass(Pass):
         cannot run on them fails now, in one line naming ``--input-shape``, not after the fold. Random
         inputs whose symbolic dims do not run are retried with larger ones (:func:`runnable_dims`)."""
         self.dim, self.batch = 16, self.opts["batch"]
-        if model_weight_bytes(model) > PROTO_LIMIT:
-            return
+        given = ctx.inputs is not None
+        if model_weight_bytes(model) > PROTO_LIMIT or (given and "boxes" not in self.opts["metric"]):
+            return  # given samples need no session unless --metric boxes is to be checked on them
         session = make_session(to_model_proto(model).SerializeToString())
-        if ctx.inputs is not None:
+        if given:
             self._metric_fits(session, ctx)
             return
         try:
@@ -87,8 +88,6 @@ class ValidatePass(Pass):
         from onnxfold.folding.samples import chunked
         from onnxfold.runtime.fidelity import output_metrics
 
-        if "boxes" not in self.opts["metric"]:
-            return
         feed = chunked(ctx.inputs, 8)[0]
         names = [o.name for o in session.get_outputs()]
         try:
