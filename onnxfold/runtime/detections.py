@@ -165,6 +165,12 @@ def raw_head(ref: np.ndarray) -> str | None:
     return None
 
 
+def detections_like(ref: np.ndarray) -> bool:
+    """Whether ``ref`` holds detections that ``boxes`` reads: end-to-end rows (:func:`detection_columns`)
+    or a YOLO head's raw rows (:func:`raw_head`)."""
+    return detection_columns(ref) is not None or raw_head(ref) is not None
+
+
 def _head_rows(a: np.ndarray, kind: str) -> np.ndarray:
     """A raw head's anchors as rows [B, A, 6]: corners, score (objectness × class probability for
     v5), class."""
@@ -198,13 +204,7 @@ def fitted_boxes(chosen: dict[str, str], reference, named) -> dict[str, str]:
     ValueError, naming the outputs, where an output named for it (``OUTPUT=boxes``) is not or no output
     is. A trial's ``--metric boxes`` on a raw YOLOv5 head [10, 252, 15] failed after 30 s of folding,
     in validation, with no output named."""
-    unfit = [
-        n
-        for n, m in chosen.items()
-        if "boxes" in m.split("+")
-        and detection_columns(reference[n]) is None
-        and raw_head(reference[n]) is None
-    ]
+    unfit = [n for n, m in chosen.items() if "boxes" in m.split("+") and not detections_like(reference[n])]
     if not unfit:
         return chosen
     fits = [n for n, m in chosen.items() if "boxes" in m.split("+") and n not in unfit]

@@ -67,7 +67,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from onnxfold.runtime.compare import _is_class_scores
-from onnxfold.runtime.detections import box_agreement, detection_columns, fitted_boxes, raw_head
+from onnxfold.runtime.detections import box_agreement, detections_like, fitted_boxes
 from onnxfold.runtime.labels import is_labels, label_agreement
 from onnxfold.runtime.metric_spec import (  # noqa: F401 (the metric names, read from here too)
     COUNTS_OF_CLASSES,
@@ -191,7 +191,7 @@ def auto_metric(
         return "r2"
     if _is_class_scores(ref) and not embedding_like(ref, producer_op, token_inputs):
         return "r2" if _EMBEDDING_NAME.search(name) and not _LOGIT_NAME.search(name) else "top1"
-    if detection_columns(ref) is not None or raw_head(ref) is not None:  # boxes, not positions
+    if detections_like(ref):  # rows of boxes, not positions
         return "boxes"
     if ref.dtype.kind == "f" and ref.ndim == 3 and ref.shape[-1] > 1:
         if producer_op in _LOGIT_OPS or _LOGIT_NAME.search(name):
