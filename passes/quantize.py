@@ -99,7 +99,7 @@ def replace_model_contents(model: Model, new: Model) -> None:
     external data any more, and the source path stays the pipeline's input file.
     """
     _read_external_values(new.graph)
-    if dict(new.opset_imports).get("", 0) != model.opset:  # converted for per-channel scales
+    if new.opset != model.opset:  # converted for per-channel scales
         # canonicalize's recipes are nodes of the old opset: restored on save, U²-Net-P's opset-11
         # Unsqueeze (axes an attribute) made the quantized opset-13 graph invalid
         model.computed_constants.clear()

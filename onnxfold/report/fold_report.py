@@ -129,7 +129,14 @@ class FoldReport:
             self.before,
             self.after,
             folded=self.any_folded,
-            quantized=any(r.name == "quantize" and r.modified for r in self.passes),
+            quantized=bool(self.quantized_mode),
+        )
+
+    @property
+    def quantized_mode(self) -> str:
+        """The mode of the quantize pass that changed the model (static, dynamic), '' if none did."""
+        return next(
+            (r.stats.get("mode", "static") for r in self.passes if r.name == "quantize" and r.modified), ""
         )
 
     def to_dict(self) -> dict:
@@ -263,14 +270,7 @@ class FoldReport:
                 self.validation,  # a budget search (--target-params) keeps whatever fidelity it costs
                 searched=self.search is not None and self.search.mode == "min_fidelity",
                 folded=self.any_folded,
-                quantized=next(
-                    (
-                        r.stats.get("mode", "static")
-                        for r in self.passes
-                        if r.name == "quantize" and r.modified
-                    ),
-                    "",
-                ),
+                quantized=self.quantized_mode,
             )
             if warning:
                 parts.append(warning)
