@@ -9,7 +9,8 @@ with the ``macs`` hook it registered beside its channel rule (:mod:`onnxfold.ana
 * ConvTranspose: prod(X.shape) * (C_out / group) * prod(kernel)
 * Gemm:          M * K * N                (Y[M, N] = A[M, K] B[K, N])
 * MatMul:        prod(Y.shape) * K        (K = last dim of A)
-* LSTM/GRU/RNN:  seq * batch * (|W| + |R|) (:mod:`onnxfold.analysis.rules.recurrent`)
+* LSTM/GRU/RNN:  seq * batch * (|W| + |R|) (:mod:`onnxfold.analysis.rules.recurrent`; also
+                 onnxruntime's DynamicQuantizeLSTM)
 
 and the model total is divided by the batch N (1 when the batch is symbolic, else the graph inputs'
 shared fixed dim 0). For Conv and [B, S, H] x [H, F] MatMul this equals the "leave dim 0 out" rule

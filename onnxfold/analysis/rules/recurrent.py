@@ -116,3 +116,6 @@ def recurrent_macs(node, shape, dim) -> int | None:
 for _op in RECURRENT:
     register_rule(_op)(recurrent)
     register_op(_op, macs=recurrent_macs)
+# onnxruntime's dynamic quantization of an LSTM: the same gates, its int8 weights stored transposed
+# ([dirs, features, 4·hidden]), so |W| and |R| are the float layer's
+register_op("DynamicQuantizeLSTM", "com.microsoft", macs=recurrent_macs)
