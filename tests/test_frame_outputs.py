@@ -92,3 +92,38 @@ def test_an_output_named_as_an_embedding_is_read_by_r2() -> None:
     assert output_metrics({"d_vector": rows})["d_vector"] == "r2"
     assert output_metrics({"logits": rows}) == {"logits": "top1+r2"}  # a name for class scores stays
     assert output_metrics({"output": rows}) == {"output": "top1+r2"}
+
+
+def test_an_embedding_normalised_after_its_last_layer_is_read_by_r2() -> None:
+    """OpenCV's SFace face recogniser (an MXNet export) writes `fc1` [1, 128] from a BatchNormalization
+    after its Gemm, as ArcFace-style recognisers do; its rows are normalised by the caller. Read by its
+    argmax, the default search with 32 faces kept the model whole on "fc1: 31 of 32 agree", where a 20%
+    fold kept every identity and verification decision (embedding cosine 0.986 or more)."""
+    rows = RNG.standard_normal((32, 128)) * 3.0
+    for op in ("BatchNormalization", "LayerNormalization", "InstanceNormalization"):
+        assert output_metrics({"fc1": rows}, producers={"fc1": op}) == {"fc1": "r2"}, op
+    assert output_metrics({"fc1": rows}, producers={"fc1": "Gemm"}) == {"fc1": "top1+r2"}
+    probs = np.exp(rows) / np.exp(rows).sum(axis=1, keepdims=True)  # probabilities stay class scores
+    assert output_metrics({"fc1": probs}, producers={"fc1": "BatchNormalization"})["fc1"] != "r2"
+    # the producer is looked up on the graph as exported: Gemm, then BatchNormalization (then Flatten)
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxfold.runtime.producers import producers_of
+
+    inits = [numpy_helper.from_array(np.ones((4, 3), np.float32), "w")]
+    inits += [
+        numpy_helper.from_array(np.full(3, v, np.float32), n)
+        for n, v in zip("gbmv", (1, 0, 0, 1), strict=True)
+    ]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gemm", ["x", "w"], ["pre_fc1"]),
+            helper.make_node("BatchNormalization", ["pre_fc1", "g", "b", "m", "v"], ["bn"]),
+            helper.make_node("Flatten", ["bn"], ["fc1"]),
+        ],
+        "face",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("fc1", TensorProto.FLOAT, [1, 3])],
+        inits,
+    )
+    assert producers_of(helper.make_model(graph))["fc1"] == "BatchNormalization"

@@ -47,8 +47,8 @@ Per output (reference a, candidate b, computed in float64), one of these metrics
 
 ``auto`` picks per output (:func:`output_metrics`; docs/cli.md lists every case with its measurements):
 top1 for class scores (float rank 2, more than one class), guarded on the user's samples by r2
-(``top1+r2``), but r2 for an embedding of that shape (:func:`embedding_like`: unit-norm rows, a token
-model's pooled rows, a recurrent layer's state); top1 for labels
+(``top1+r2``), but r2 for an embedding of that shape (:func:`embedding_like`: unit-norm rows, rows a
+normalisation made, a token model's pooled rows, a recurrent layer's state); top1 for labels
 (integer outputs, :mod:`onnxfold.runtime.labels`); for sequence logits (rank 3, named or made as
 logits) sequence where a signal model's argmax paths separate their emissions as CTC does
 (:func:`blank_separated`, :func:`ctc_like`), top1 per position for frame labels and token models,
@@ -217,10 +217,18 @@ POOLING_OPS = {
 }
 
 
+#: ops that normalise a [B, D] output after the last linear layer: features compared by distance, not
+#: class scores (OpenCV's SFace face recogniser writes `fc1` from a BatchNormalization after its Gemm, as
+#: ArcFace-style recognisers do; read by its argmax, the search kept it whole where a 20% fold kept
+#: every identity decision)
+NORMALIZING_OPS = {"BatchNormalization", "LayerNormalization", "LpNormalization", "InstanceNormalization"}
+
+
 def embedding_like(ref: np.ndarray, producer_op: str | None = None, token_inputs: bool = False) -> bool:
     """Whether float rows [B, D] are an embedding (compared by r2: the argmax of a feature vector is no
     prediction) rather than class scores: never a Softmax's (near one-hot rows have unit norm), else
-    rows of unit L2 norm, or, on a model that reads token ids, rows one of :data:`POOLING_OPS` made
+    rows of unit L2 norm, rows one of :data:`NORMALIZING_OPS` made (not probabilities), or, on a model
+    that reads token ids, rows one of :data:`POOLING_OPS` made
     (a sentence encoder's masked mean, ReduceSum then Div) unless they are probabilities (non-negative
     rows summing to 1), or a recurrent layer's state (:data:`~onnxfold.runtime.producers.RECURRENT_OPS`:
     chars2vec's word vectors were judged by their argmax, which no fold moves). A signal model's
@@ -231,7 +239,7 @@ def embedding_like(ref: np.ndarray, producer_op: str | None = None, token_inputs
     rows = ref.astype(np.float64)
     if producer_op not in _LOGIT_OPS and np.allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-3):
         return True
-    if producer_op in RECURRENT_OPS:  # a recurrent layer's state, taken as the output
+    if producer_op in RECURRENT_OPS or producer_op in NORMALIZING_OPS:  # a state, or normalised features
         return not probabilities(rows)
     return token_inputs and producer_op in POOLING_OPS and not probabilities(rows)
 
