@@ -381,6 +381,24 @@ def test_the_report_says_why_the_next_larger_candidate_was_not_taken() -> None:
     )
 
 
+def test_a_search_that_removes_parameters_but_little_compute_points_at_the_mac_budget() -> None:
+    """SFace's --target-params 0.2 folded only the channels its flatten head reads: 20.0% fewer
+    parameters and 2.6% fewer MACs, with no word for a user who wanted speed."""
+    from onnxfold.search.target import Candidate, SearchResult
+
+    def summary(mode: str, params: float, macs: float) -> str:
+        chosen = Candidate(3, 0.97, 80, 97, params, macs, [OutputFidelity("fc1", "r2", 0.97)])
+        return SearchResult(mode, 0.2, chosen, True, [chosen], [], {}, "x", False, {}, 1.0).summary()
+
+    note = "note: 20.0% fewer parameters but 2.6% fewer MACs"
+    assert note in summary("target_params", 0.2, 0.026) and "--target-macs R" in summary(
+        "min_fidelity", 0.2, 0.026
+    )
+    assert "--target-macs R" not in summary("target_params", 0.2, 0.08)  # MACs fell in step
+    assert "--target-macs R" not in summary("target_macs", 0.2, 0.026)
+    assert "--target-macs R" not in summary("min_fidelity", 0.03, 0.0)  # too little to speak of
+
+
 def test_a_budget_whose_held_out_samples_score_lower_warns() -> None:
     """NSNet2 folded by --target-params 0.3 on 32 samples scored r2 0.954 on all of them and 0.924 on
     the held-out half, and the report only listed the second figure."""

@@ -43,7 +43,7 @@ from onnxfold.runtime.fidelity import OutputFidelity
 from onnxfold.search.allocate import fixed_groups, greedy_path
 from onnxfold.search.bisect import GainFloor, bisect_candidate
 from onnxfold.search.blind import blind_advice, blind_reason
-from onnxfold.search.budget import budget_candidate
+from onnxfold.search.budget import budget_candidate, compute_note
 from onnxfold.search.evaluate import Evaluator
 from onnxfold.search.exercise_notes import exercise_notes, unexercised_low
 from onnxfold.search.held_out import held_out_lines
@@ -214,7 +214,7 @@ class SearchResult:
                 f"(the default without --sparsity or a target: the smallest model at fidelity >= {self.target:g}; "
                 "--min-fidelity F asks for another, -s R folds every group at a fixed sparsity)"
             )
-        lines += held_out_lines(self.chosen, self.held_out)
+        lines += held_out_lines(self.chosen, self.held_out) + compute_note(self.mode, params, macs)
         lines += next_missed_lines(self)
         loose = [o for o in self.chosen.outputs if o.samples and o.lower_bound() < self.target]
         if self.mode == "min_fidelity" and loose and not self.proxy:
