@@ -113,6 +113,25 @@ def test_shape_mismatch_is_one_line_naming_file_and_input(flag: str, tmp_path: P
     assert not (tmp_path / "o.onnx").exists()
 
 
+def test_images_with_their_channels_last_are_named_so(tmp_path: Path, capsys) -> None:
+    """A trial gave SFace [1, 3, 112, 112] its faces as (32, 112, 112, 3): the error named both shapes
+    and left the user to see that the channels were last."""
+    np.save(tmp_path / "nhwc.npy", np.moveaxis(SAMPLES[:4], 1, -1))
+    assert (
+        main(["fold", str(MODEL), "-o", str(tmp_path / "o.onnx"), "--inputs", str(tmp_path / "nhwc.npy")])
+        == 2
+    )
+    line = _one_error_line(capsys.readouterr().err)
+    assert "channels-last (NHWC)" in line and "np.transpose(x, (0, 3, 1, 2))" in line
+    np.save(tmp_path / "wide.npy", np.zeros((4, 1, 8, 9), np.float32))  # no layout explains this one
+    assert (
+        main(["fold", str(MODEL), "-o", str(tmp_path / "o.onnx"), "--inputs", str(tmp_path / "wide.npy")])
+        == 2
+    )
+    assert "channels" not in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "o.onnx").exists()
+
+
 def test_calibration_is_checked_where_the_fold_folds_nothing(tmp_path: Path, capsys) -> None:
     """A repair reads its samples only after a fold; chars2vec, which folds nothing, took a file of
     strings, of NaN or of the wrong names without a word, and wrote its output."""

@@ -450,7 +450,27 @@ def check_shape(spec: InputSpec, shape: tuple[int, ...], what: str, first: int =
         if isinstance(want, int) and want >= 0 and got != want:
             raise ValueError(
                 f"{what} {shape} for input {spec.name!r} does not match the model's {spec.shape}"
+                + _layout_hint(spec.shape, shape)
             )
+
+
+def _layout_hint(want: tuple, got: tuple[int, ...]) -> str:
+    """Where ``got`` is a rank-4 image batch with its channels last and the model reads them first (or
+    the other way round): how to move them (a trial's (32, 112, 112, 3) for SFace's [1, 3, 112, 112])."""
+    if len(want) != 4 or len(got) != 4:
+        return ""
+
+    def fits(order: tuple[int, ...]) -> bool:
+        moved = [got[i] for i in order]
+        return all(
+            not isinstance(w, int) or w <= 0 or w == g for w, g in zip(want[1:], moved[1:], strict=True)
+        )
+
+    if fits((0, 3, 1, 2)):
+        return ": the array looks channels-last (NHWC) where the model reads NCHW; np.transpose(x, (0, 3, 1, 2)) moves them"
+    if fits((0, 2, 3, 1)):
+        return ": the array looks channels-first (NCHW) where the model reads NHWC; np.transpose(x, (0, 2, 3, 1)) moves them"
+    return ""
 
 
 def fixed_batches(specs: Sequence[InputSpec]) -> list[int]:
