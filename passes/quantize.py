@@ -33,6 +33,7 @@ import contextlib
 import logging
 import re
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from onnxfold.errors import one_line
 from onnxfold.ir.model import ExternalValues, Model, load_model, save_model, set_values
 from onnxfold.pipeline.manager import Option, Pass, PassContext, PassError, PassResult
 from onnxfold.runtime.calibration import collapsed_outputs, fit_runs, rows_of, split_rows
+from onnxfold.runtime.float_kept import float_kept
 
 log = logging.getLogger(__name__)
 
@@ -141,26 +143,6 @@ def _used_opsets(model: Model) -> list[tuple[str, int]]:
     for f in model.functions:
         used.update(n.domain for n in f.node)
     return [(d, v) for d, v in model.opset_imports if d in used]
-
-
-def _float64_nodes(src: Path) -> list[str]:
-    """The names of the nodes of the model at ``src`` that read or write float64 tensors: onnxruntime
-    quantizes float32 ones, and its static mode failed on swift-f0's float64 Softmax ("Only an
-    existing tensor can be modified"); they stay as they are."""
-    proto = onnx.load(str(src), load_external_data=False)
-    try:
-        proto = onnx.shape_inference.infer_shapes(proto)
-    except Exception:  # inference is best effort: the types the file declares
-        pass
-    graph = proto.graph
-    types = {
-        vi.name: vi.type.tensor_type.elem_type for vi in (*graph.input, *graph.output, *graph.value_info)
-    }
-    types.update({t.name: t.data_type for t in graph.initializer})
-    double = onnx.TensorProto.DOUBLE
-    return [
-        n.name for n in graph.node if n.name and any(types.get(t) == double for t in (*n.input, *n.output))
-    ]
 
 
 def _per_channel_opset(src: Path, dst: Path, external: bool) -> tuple[Path, str]:
@@ -315,11 +297,10 @@ class QuantizePass(Pass):
                     else "quantized per tensor: per-channel scales need opset 13, and the conversion failed"
                 )
             out = tmp / "quantized.onnx"
-            doubles = _float64_nodes(src)
-            if doubles:
-                stats["float64_nodes_left"] = len(doubles)
-                left = f"{len(doubles)} node(s) computing in float64 stay as they are (onnxruntime quantizes float32)"
-                stats["note"] = "; ".join(filter(None, (stats.get("note"), left)))
+            # float64 nodes; in static mode, what a mask's fill value reaches (an 8-bit range spanning it)
+            doubles, counts, left = float_kept(src, fills=self.opts["mode"] == "static")
+            stats.update(counts)
+            stats["note"] = "; ".join(filter(None, (stats.get("note"), left)))
             common = {
                 "per_channel": per_channel,
                 "reduce_range": self.opts["reduce_range"],
@@ -346,7 +327,11 @@ class QuantizePass(Pass):
                     stats["note"] = "; ".join(filter(None, (stats.get("note"), fitted)))
 
                 def static(path: Path, op_types: list[str] | None) -> None:
-                    with contextlib.chdir(tmp):
+                    with contextlib.chdir(tmp), warnings.catch_warnings():
+                        # the -inf range of a tensor left float (a mask's fill) gives a NaN zero point it never uses
+                        warnings.filterwarnings(
+                            "ignore", category=RuntimeWarning, module="onnxruntime.quantization"
+                        )
                         _static(path, op_types)
 
                 def _static(path: Path, op_types: list[str] | None) -> None:

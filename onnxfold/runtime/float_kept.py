@@ -1,0 +1,177 @@
+"""Nodes that static INT8 quantization must leave in float: what an 8-bit range cannot hold.
+
+* **float64 nodes**: onnxruntime quantizes float32 tensors; its static mode failed on swift-f0's
+  float64 Softmax ("Only an existing tensor can be modified").
+* **a mask's fill value and what it flows into**: attention masks fill padded positions with −inf,
+  ``finfo(float32).min`` (−3.4e38) or −10000 before a Softmax. A calibrated 8-bit range over a tensor
+  holding such a value spans it, so one step of the grid is about (0 − fill)/255 and every real score
+  rounds to the same value: a DistilBERT tagger calibrated on padded sentences kept 5% of its
+  corrections where the float model kept 75% (onnxruntime warned of a NaN zero point: −inf/inf).
+
+A *fill source* is a Where, Mul, Add or Sub that reads a constant holding a non-finite value; a Where
+whose branch is a
+constant of magnitude at least :data:`FILL_MAGNITUDE`; a Mul, Add or Sub of such a constant and a
+mask (a boolean or integer graph input, or a comparison, carried through casts, reshapes and ``1 −
+mask``); or a ConstantOfShape of a non-finite or huge value. The sources and every node their values
+reach stay float; the walk stops after a node that bounds its output (a Softmax, a comparison...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+#: a constant this large (in magnitude) that a Where selects, or that scales a mask, is a fill value:
+#: −10000 in older BERT exports; −1e9 and finfo(float32).min in later ones
+FILL_MAGNITUDE = 1e4
+#: a ConstantOfShape or a stored mask whose values are this large holds fill values whatever reads them
+HUGE = 1e9
+#: ops past which a fill value no longer shows: their outputs are bounded or not float
+BOUNDING_OPS = {
+    "Softmax",
+    "LogSoftmax",
+    "Sigmoid",
+    "Tanh",
+    "Exp",
+    "Erf",
+    "ArgMax",
+    "ArgMin",
+    "Shape",
+    "Size",
+    *("Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "IsInf", "IsNaN"),
+}
+_COMPARISONS = {"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or", "Xor"}
+_CARRY = {
+    "Cast",
+    "Unsqueeze",
+    "Squeeze",
+    "Reshape",
+    "Expand",
+    "Slice",
+    "Gather",
+    "Transpose",
+    "Tile",
+    "Flatten",
+}
+_MAX_ELEMENTS = 1 << 24
+
+
+def float64_nodes(proto: onnx.ModelProto) -> list[str]:
+    """The names of the nodes that read or write float64 tensors (types from shape inference, best
+    effort, else as the file declares them)."""
+    try:
+        proto = onnx.shape_inference.infer_shapes(proto)
+    except Exception:  # inference is best effort: the types the file declares
+        pass
+    graph = proto.graph
+    types = {
+        vi.name: vi.type.tensor_type.elem_type for vi in (*graph.input, *graph.output, *graph.value_info)
+    }
+    types.update({t.name: t.data_type for t in graph.initializer})
+    double = onnx.TensorProto.DOUBLE
+    return [
+        n.name for n in graph.node if n.name and any(types.get(t) == double for t in (*n.input, *n.output))
+    ]
+
+
+def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    """Float constants held in the file (initializers stored inline, Constant nodes' values)."""
+    out = {}
+    for t in graph.initializer:
+        inline = t.data_location != onnx.TensorProto.EXTERNAL
+        if inline and t.data_type in (
+            onnx.TensorProto.FLOAT,
+            onnx.TensorProto.FLOAT16,
+            onnx.TensorProto.DOUBLE,
+        ):
+            if int(np.prod(t.dims, dtype=np.int64)) <= _MAX_ELEMENTS:
+                out[t.name] = numpy_helper.to_array(t)
+    for n in graph.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value" and a.t.data_type in (1, 10, 11):
+                    out[n.output[0]] = numpy_helper.to_array(a.t)
+                elif a.name == "value_float":
+                    out[n.output[0]] = np.array(a.f, np.float32)
+    return out
+
+
+def _largest(values: np.ndarray) -> float:
+    """The largest magnitude in ``values``, infinite where any is not finite."""
+    v = np.asarray(values, dtype=np.float64)
+    if not v.size:
+        return 0.0
+    return float("inf") if not np.isfinite(v).all() else float(np.abs(v).max())
+
+
+def mask_fill_nodes(proto: onnx.ModelProto) -> list[str]:
+    """The names of the nodes a mask's fill value reaches (module docstring), in graph order."""
+    graph = proto.graph
+    consts = _constants(graph)
+    big = {name: _largest(v) for name, v in consts.items()}
+    masks = {i.name for i in graph.input if i.type.tensor_type.elem_type not in (1, 10, 11, 16)}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    tainted: set[str] = set()
+    sources: list[onnx.NodeProto] = []
+    for n in graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+        if n.op_type in _COMPARISONS or (n.op_type in _CARRY and n.input and n.input[0] in masks):
+            masks.update(n.output)
+        elif n.op_type == "Sub" and any(i in masks for i in n.input) and any(i in consts for i in n.input):
+            masks.update(n.output)  # 1 − mask
+        if n.op_type == "ConstantOfShape":
+            value = [numpy_helper.to_array(a.t) for a in n.attribute if a.name == "value"]
+            if value and _largest(value[0]) >= HUGE:
+                tainted.update(n.output)
+            continue
+        sizes = [big.get(i, 0.0) for i in n.input]
+        fill = max(sizes, default=0.0)
+        masked = any(i in masks for i in n.input)
+        if n.op_type not in ("Where", "Mul", "Add", "Sub"):
+            continue
+        if (
+            fill == float("inf")
+            or (n.op_type == "Where" and max(sizes[1:], default=0.0) >= FILL_MAGNITUDE)
+            or (n.op_type != "Where" and fill >= (FILL_MAGNITUDE if masked else HUGE))
+        ):
+            sources.append(n)
+    kept: dict[int, onnx.NodeProto] = {}
+    todo = list(sources) + [r for t in tainted for r in readers.get(t, [])]
+    while todo:
+        n = todo.pop()
+        if id(n) in kept:
+            continue
+        kept[id(n)] = n
+        if n.op_type not in BOUNDING_OPS:
+            todo += [r for o in n.output for r in readers.get(o, [])]
+    order = {id(n): k for k, n in enumerate(graph.node)}
+    return [n.name for n in sorted(kept.values(), key=lambda n: order[id(n)]) if n.name]
+
+
+def float_kept(src: Path, fills: bool = True) -> tuple[list[str], dict[str, int], str]:
+    """(node names to leave in float, counts for the pass's stats, a note) for the model at ``src``;
+    ``fills`` False: float64 nodes only (dynamic mode computes its ranges per run, over real values)."""
+    proto = onnx.load(str(src), load_external_data=False)
+    doubles, fills = float64_nodes(proto), mask_fill_nodes(proto) if fills else []
+    notes, counts = [], {}
+    if doubles:
+        counts["float64_nodes_left"] = len(doubles)
+        notes.append(
+            f"{len(doubles)} node(s) computing in float64 stay as they are (onnxruntime quantizes float32)"
+        )
+    if fills:
+        counts["mask_fill_nodes_left"] = len(fills)
+        notes.append(
+            f"{len(fills)} node(s) a mask's fill value reaches (-inf, or a constant of 1e4 or more before a "
+            "Softmax) stay float32: an 8-bit range spanning it rounds every real value alike"
+        )
+    return list(_unique((*doubles, *fills))), counts, "; ".join(notes)
+
+
+def _unique(names: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(names))
