@@ -296,6 +296,19 @@ def test_compare_outputs_top1_agreement():
     assert ints.top1_agreement == pytest.approx(11 / 12)  # labels: the share of values equal
 
 
+def test_a_top1_per_position_is_printed_where_no_class_score_agreement_is() -> None:
+    """A token tagger's [B, seq, tags] logits judged by ``--metric top1`` (per position) printed only
+    max_abs, max_rel and cosine: the line left top1 to the class-score agreement, which rank 3 has not."""
+    ref = np.random.default_rng(0).standard_normal((2, 5, 7)).astype(np.float32)
+    (m,) = compare_outputs({"logits": ref}, {"logits": ref + 0.01})
+    assert m.top1_agreement is None
+    m.fidelity, m.fidelity_metric = 0.9, "top1"
+    assert "top1 0.9000" in m.summary()
+    (rows,) = compare_outputs({"logits": ref[:, 0]}, {"logits": ref[:, 0]})
+    rows.fidelity, rows.fidelity_metric = 1.0, "top1"
+    assert rows.summary().count("top1") == 1  # class scores: their agreement says it once
+
+
 def test_compare_outputs_shape_and_name_mismatch():
     (m,) = compare_outputs({"y": np.ones((2, 3))}, {"y": np.ones((2, 4))})
     assert not m.shape_match and not m.exact and m.max_abs is None

@@ -105,7 +105,8 @@ class OutputMetrics:
         )
         if self.top1_agreement is not None:
             parts.append(f"{'equal' if labels else 'top1'} {100.0 * self.top1_agreement:.1f}%")
-        if self.fidelity is not None and self.fidelity_metric not in (None, "top1"):
+        said = self.fidelity_metric == "top1" and self.top1_agreement is not None  # class scores' agreement
+        if self.fidelity is not None and self.fidelity_metric is not None and not said:
             parts.append(f"{self.fidelity_metric} {self.fidelity:.4f}")
         if self.exact and self.unexercised:  # NaN on both, or a map both leave at 0: nothing measured
             parts.append("(exact on these inputs, which exercise none of it)")
