@@ -334,8 +334,10 @@ def fold(
     input_shapes: dict | None = None,
     inputs: Any = None,
     overwrite: bool = False,
+    dequantize: bool = False,
 ) -> tuple[Model, FoldReport]:
-    """Fold ``model`` at ``sparsity``: canonicalize → fold (→ repair) → cleanup (→ validate).
+    """Fold ``model`` at ``sparsity``: canonicalize → fold (→ repair) → cleanup (→ validate); with
+    ``dequantize``, an INT8 model's weights are made float32 first (the ``dequantize`` pass).
 
     Without ``sparsity``, a target or a recipe this is the search for the smallest model at fidelity
     :data:`DEFAULT_MIN_FIDELITY` on ``inputs``, else :data:`DATA_FREE_MIN_FIDELITY`, within
@@ -412,6 +414,10 @@ def fold(
         search.fold, search.repair = fold_pass, passes[2] if len(passes) > 2 else None
         passes = [passes[0], search]
     passes.append(CleanupPass())
+    if dequantize:
+        from onnxfold.passes import DequantizePass
+
+        passes.insert(0, DequantizePass())
     if validate:
         passes.append(
             ValidatePass(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from onnxfold.passes.canonicalize import CanonicalizePass
 from onnxfold.passes.cleanup import CleanupPass
+from onnxfold.passes.dequantize import DequantizePass
 from onnxfold.passes.float16 import Float16Pass
 from onnxfold.passes.fold import FoldPass
 from onnxfold.passes.quantize import QuantizePass
@@ -23,6 +24,7 @@ REGISTRY: dict[str, type[Pass]] = {
         ValidatePass,
         QuantizePass,
         Float16Pass,
+        DequantizePass,
     )
 }
 
@@ -36,4 +38,5 @@ __all__ = [
     "ValidatePass",
     "QuantizePass",
     "Float16Pass",
+    "DequantizePass",
 ]

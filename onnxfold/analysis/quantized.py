@@ -54,5 +54,7 @@ def quantized_hint(counts: Counter) -> str:
     kinds = ", ".join(f"{n} {op}" for op, n in counts.most_common(4))
     return (
         f"the model is already quantized ({kinds}); onnxfold folds float weights: fold the float model, "
-        'then quantize it, e.g. --pipeline "canonicalize,fold,repair,cleanup,quantize,validate"'
+        'then quantize it, e.g. --pipeline "canonicalize,fold,repair,cleanup,quantize,validate"; without '
+        "one, onnxfold fold --dequantize folds this model's weights made float32 (QDQ, dynamic "
+        "MatMulInteger and LSTM)"
     )

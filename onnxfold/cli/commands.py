@@ -103,6 +103,7 @@ def cmd_fold(args: argparse.Namespace) -> None:
         input_shapes=shapes,
         inputs=inputs,
         overwrite=args.overwrite,
+        dequantize=args.dequantize,
         **{flag.keyword: getattr(args, flag.keyword) for flag in fold_flags()},
     )
     _finish(report, args)

