@@ -27,6 +27,7 @@ NOT_OPTIONS = {
     "inputs",
     "overwrite",
     "repair_options",
+    "dequantize",  # a pass before canonicalize, as validate is one after cleanup
 }
 
 #: The flags ``onnxfold fold`` had before they were derived: none may disappear.
