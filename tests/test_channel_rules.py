@@ -527,6 +527,22 @@ case(  # tf2onnx's strided_slice with masks: every axis listed, the channel one 
     CHAIN_DUP,
     ["c1"],
 )
+# opset 9 keeps a Slice's starts, ends and axes as attributes: waifu2x's CUNet (PyTorch 1.7) crops its
+# U-Net skips so, and 8 of its 26 groups were blocked as if each Slice cut the channel axis
+case(
+    "slice_opset9_spatial",
+    conv_pair_w,
+    conv_chain(lambda net, h: net("Slice", h, axes=[2, 3], starts=[1, 0], ends=[-1, 5]), opset=9),
+    CHAIN_DUP,
+    ["c1"],
+)
+case(  # no axes: every axis from 0, the channel one taken whole
+    "slice_opset9_whole_channel_axis",
+    conv_pair_w,
+    conv_chain(lambda net, h: net("Slice", h, starts=[0, 0, 1], ends=[2**31 - 1, 2**31 - 1, -1]), opset=9),
+    CHAIN_DUP,
+    ["c1"],
+)
 case(
     "pad_channels",
     lambda r: stem_w(r, {"w2": rnd(r, 5, 5, 3, 3)}),

@@ -72,6 +72,18 @@ def slice_(walk: Analysis, node: gs.Node) -> None:
         return
     if not walk.only_first_input_tracked(node):
         return
+    if "starts" in node.attrs:  # opset 9 and before: starts, ends and axes are attributes
+        starts, ends = list(node.attrs["starts"]), list(node.attrs.get("ends", []))
+        axes = [int(a) + lay.rank if a < 0 else int(a) for a in node.attrs.get("axes", range(len(starts)))]
+        i = axes.index(lay.axis) if lay.axis in axes else None
+        whole = i is not None and i < len(ends) and (starts[i] == 0 or starts[i] <= -lay.length)
+        if i is None or (whole and lay.length and ends[i] >= lay.length):
+            walk.passthrough(node)
+        else:
+            walk.block(
+                lay, BlockReason(RESHAPES_CHANNELS, f"Slice {node.name} slices the channel axis", node.name)
+            )
+        return
     axes_t = node.inputs[3] if len(node.inputs) > 3 and node.inputs[3].name else None
     if axes_t is None:
         starts = node.inputs[1] if len(node.inputs) > 1 else None
