@@ -538,6 +538,37 @@ def test_validation_below_a_met_fidelity_target_is_noted() -> None:
     assert below_target(validation, NS(mode="min_fidelity", met=False, target=0.95, proxy=True)) is None
 
 
+def test_an_image_judged_by_r2_below_099_gets_a_note() -> None:
+    """waifu2x's CUNet (2x super-resolution) met the default 0.95 on 32 samples at r2 0.976 and lost
+    0.94 dB of PSNR; at --min-fidelity 0.99 it kept 98% of its images within 0.5 dB."""
+    from types import SimpleNamespace as NS
+
+    from onnxfold.report.target_notes import image_target
+
+    def out(name: str, shape: tuple, metric: str = "r2"):
+        return NS(name=name, shape=shape, fidelity=0.976, fidelity_metric=metric)
+
+    search = NS(mode="min_fidelity", met=True, target=0.95, proxy=False)
+    note = image_target(NS(outputs=[out("upscale", (1, 3, 232, 232))]), search)
+    assert note.startswith("note: upscale is an image judged by r2 at 0.95") and "--min-fidelity 0.99" in note
+    assert image_target(NS(outputs=[out("rgb", (2, 64, 64, 3))]), search) is not None  # channels last
+    for other in (
+        out("mask", (1, 1, 320, 320), "mask+r2"),  # a segmenter's map: its regions are judged
+        out("features", (1, 64, 56, 56)),  # 64 channels: a feature map, no image
+        out("logits", (1, 3, 8, 8)),  # too small to be an image
+        out("emb", (1, 128)),
+    ):
+        assert image_target(NS(outputs=[other]), search) is None, other.name
+    assert (
+        image_target(NS(outputs=[out("upscale", (1, 3, 232, 232))]), NS(mode="min_fidelity", target=0.99))
+        is None
+    )
+    assert (
+        image_target(NS(outputs=[out("upscale", (1, 3, 232, 232))]), NS(mode="target_params", target=0.2))
+        is None
+    )
+
+
 def test_the_after_node_count_is_the_written_files(tmp_path) -> None:
     """tf2onnx flattens NHWC with a target computed as Gather(Shape, perm), cast, sliced and joined:
     canonicalize makes it constant for the passes and the save writes it back, so the table's "after"

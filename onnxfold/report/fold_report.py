@@ -23,6 +23,7 @@ from onnxfold.report.comparison import format_comparison, params_growth
 from onnxfold.report.names import shortened
 from onnxfold.report.stats import ModelStats, format_table, model_stats, op_counts, weight_counts
 from onnxfold.report.table import count_change
+from onnxfold.report.target_notes import below_target, image_target  # noqa: F401 (below_target re-exported)
 from onnxfold.runtime.compare import TASK_WARNING_BELOW
 
 
@@ -277,9 +278,12 @@ class FoldReport:
             note = None if warning and warning.startswith("note:") else unexercised_note(self.validation)
             if note:  # task_warning's note names the unexercised outputs already
                 parts.append(note)
-            note = below_target(self.validation, self.search)
-            if note:
-                parts.append(note)
+            for note in (
+                below_target(self.validation, self.search),
+                image_target(self.validation, self.search),
+            ):
+                if note:
+                    parts.append(note)
             if getattr(self.validation, "seed", None) is not None:
                 leading = (
                     {dims[0] for dims in self.validation.inputs.values() if dims}
@@ -403,28 +407,6 @@ def _labels_kept(output: Any) -> bool:
     agreement = getattr(output, "top1_agreement", None)
     parts = str(output.fidelity_metric or "").split("+")
     return "top1" in parts and len(parts) > 1 and agreement is not None and agreement >= TASK_WARNING_BELOW
-
-
-def below_target(validation: Any, search: Any) -> str | None:
-    """A note when a fidelity search met its target on its samples and validation, on other inputs
-    (other random draws where the search's could not be reused), reads an output below it: a
-    romanizer's encoder met 0.95 at r2 0.9628 on the search's proxy and validation read 0.9443, with
-    no word (the task warning starts at 0.9)."""
-    if search is None or search.mode != "min_fidelity" or not search.met:
-        return None
-    low = [
-        o
-        for o in getattr(validation, "outputs", ())
-        if o.fidelity is not None and o.fidelity < search.target and not o.unexercised
-    ]
-    if not low:
-        return None
-    shown = ", ".join(f"{o.name} {o.fidelity_metric} {o.fidelity:.4f}" for o in low[:3])
-    return (
-        f"note: on validation's inputs {shown}, below the target {search.target:g} the search met on "
-        "its own samples: the figure varies with the inputs"
-        + ("; --inputs with more samples measures it more reliably" if search.proxy else "")
-    )
 
 
 def _jsonable(value: Any) -> Any:
