@@ -17,8 +17,13 @@ def held_out_lines(chosen: Any, held: int = 0) -> list[str]:
     held-out r2 was 0.9181); none without held-out scores."""
     if not chosen.unseen:
         return []
+    total = max((getattr(o, "samples", 0) or 0 for o in chosen.outputs), default=0)
+    # "32 of 32" beside "the 16 held-out samples" read as two sets to a trial's user: the 16 are of the 32
+    which = f"{held} held-out samples alone" if held else "held-out samples alone"
+    if held and total > held:
+        which = f"{held} of those {total} samples held out"
     lines = [
-        f"on the {f'{held} ' if held else ''}held-out samples alone (nothing fitted or judged on them): "
+        f"on the {which} (nothing fitted or judged on them): "
         + ", ".join(f"{o.name} {o.metric} {o.value:.4f}" for o in chosen.unseen)
     ]
     on_all = {(o.name, o.metric): o.value for o in chosen.outputs}
