@@ -118,9 +118,10 @@ class RepairPass(Pass):
 
         proto = to_model_proto(model)  # what the model lacks is said first: torch would not help
         if not bn_running_stats(proto):
-            raise RepairNotApplicable(
+            convs = any(n.op_type in ("Conv", "ConvTranspose") for n in proto.graph.node)
+            raise RepairNotApplicable(  # a transformer was asked about BN in convolutions it has not
                 "repair mode 'dir' does not apply: the model has no BatchNormalization statistics to "
-                "invert (BN fused into the convolutions?); use --repair ar or data"
+                f"invert{' (BN fused into the convolutions?)' if convs else ''}; use --repair ar or data"
             )
         bad = first_unsupported(proto)
         if bad is not None:

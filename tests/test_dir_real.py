@@ -137,6 +137,15 @@ def test_api_refuses_dir_before_folding(model, needle, fold_never_runs):
     with pytest.raises(ValueError, match=needle) as info:
         onnxfold.fold(model(), sparsity=0.3, repair="dir")
     assert "--repair ar or data" in str(info.value)
+    # an MLP has no convolutions to have fused a BN into (a trial's DistilBERT was asked about them)
+    assert model is not mlp_proto or "convolutions" not in str(info.value)
+
+
+def test_a_cnn_without_bn_statistics_is_asked_whether_they_were_fused(fold_never_runs):
+    from onnxfold.models import bundled_model
+
+    with pytest.raises(ValueError, match=r"statistics to invert \(BN fused into the convolutions\?\)"):
+        onnxfold.fold(str(bundled_model("resnet18-fused.onnx")), sparsity=0.3, repair="dir")
 
 
 def test_what_the_model_lacks_is_said_before_torch_is_asked_for(monkeypatch, fold_never_runs):
