@@ -152,6 +152,9 @@ def test_fold_refuses_a_quantized_model_at_once_and_dequantize_lets_it_fold(tmp_
     assert main(["fold", str(q), "-o", str(out), "-s", "0.5"]) == 2
     err = capsys.readouterr().err
     assert "already quantized" in err and "--dequantize" in err and not out.exists()
+    assert main(["fold", str(q), "-o", str(out)]) == 2  # no search announced for a model it refuses
+    printed = capsys.readouterr()
+    assert "searching" not in printed.out and "already quantized" in printed.err
     assert main(["fold", str(q), "-o", str(out), "-s", "0.5", "--round-to", "1", "--dequantize"]) == 0
     folded = onnx.load(str(out))
     conv = next(t for t in folded.graph.initializer if len(t.dims) == 4)

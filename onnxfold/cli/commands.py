@@ -160,10 +160,15 @@ def _announce_search(args: argparse.Namespace, given: bool) -> None:
         import onnx
 
         try:  # an empty file parses as a ModelProto without a graph
-            if not onnx.load(str(args.model), load_external_data=False).HasField("graph"):
-                return
+            proto = onnx.load(str(args.model), load_external_data=False)
         except Exception:
             return
+        if not proto.HasField("graph"):
+            return
+        graph = proto.graph
+        quantized = {"DequantizeLinear", "MatMulInteger", "ConvInteger", "QLinearConv", "DynamicQuantizeLSTM"}
+        if not getattr(args, "dequantize", False) and any(n.op_type in quantized for n in graph.node):
+            return  # an INT8 model is refused in seconds, with its own line (a trial read the search's first)
     if fidelity:
         goal = f"the smallest model at fidelity >= {fidelity:g}"
     else:
