@@ -538,6 +538,22 @@ def test_validation_below_a_met_fidelity_target_is_noted() -> None:
     assert below_target(validation, NS(mode="min_fidelity", met=False, target=0.95, proxy=True)) is None
 
 
+def test_file_size_counts_external_data_of_any_name(tmp_path) -> None:
+    """Qualcomm AI Hub writes model.onnx beside model.data: the table read 63.1 KiB for a 14.3 MB model,
+    so every fold looked as if it grew the file (+5024.5%)."""
+    from onnxfold.report.fold_report import saved_size
+
+    rng = np.random.default_rng(0)
+    w = nh.from_array(rng.standard_normal((64, 64)).astype(np.float32), "w")
+    model = _model(
+        [oh.make_node("MatMul", ["x", "w"], ["y"])], [_f32("x", [1, 64])], [_f32("y", [1, 64])], [w]
+    )
+    path = tmp_path / "model.onnx"
+    onnx.save(model, str(path), save_as_external_data=True, location="model.data", size_threshold=0)
+    assert saved_size(path) == path.stat().st_size + (tmp_path / "model.data").stat().st_size
+    assert (tmp_path / "model.data").stat().st_size >= 64 * 64 * 4
+
+
 def test_an_image_judged_by_r2_below_099_gets_a_note() -> None:
     """waifu2x's CUNet (2x super-resolution) met the default 0.95 on 32 samples at r2 0.976 and lost
     0.94 dB of PSNR; at --min-fidelity 0.99 it kept 98% of its images within 0.5 dB."""
