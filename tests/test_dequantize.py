@@ -160,3 +160,36 @@ def test_fold_refuses_a_quantized_model_at_once_and_dequantize_lets_it_fold(tmp_
     conv = next(t for t in folded.graph.initializer if len(t.dims) == 4)
     assert conv.dims[0] == 4 and conv.data_type == TensorProto.FLOAT  # 8 channels folded to 4, in float
     assert not {n.op_type for n in folded.graph.node} & {"QuantizeLinear", "DequantizeLinear"}
+
+
+def test_float_weights_quantized_in_the_graph_are_named_and_dequantize_folds_them(
+    tmp_path: Path, capsys
+) -> None:
+    """Qualcomm AI Hub writes float weights through QuantizeLinear then DequantizeLinear (sead's YAMNet):
+    the analysis found no group, and fold wrote the model unchanged without naming why."""
+    proto = onnx.load(str(_cnn(tmp_path / "f.onnx")))
+    scale = numpy_helper.from_array(np.array(0.02, np.float32), "s")
+    zero = numpy_helper.from_array(np.array(0, np.int8), "z")
+    proto.graph.initializer.extend([scale, zero])
+    for node in proto.graph.node:
+        if node.op_type in ("Conv", "MatMul"):
+            w = node.input[1]
+            proto.graph.node.extend(
+                [
+                    helper.make_node("QuantizeLinear", [w, "s", "z"], [w + "_q"]),
+                    helper.make_node("DequantizeLinear", [w + "_q", "s", "z"], [w + "_dq"]),
+                ]
+            )
+            node.input[1] = w + "_dq"
+    nodes = sorted(proto.graph.node, key=lambda n: n.op_type not in ("QuantizeLinear", "DequantizeLinear"))
+    del proto.graph.node[:]
+    proto.graph.node.extend(sorted(nodes, key=lambda n: n.op_type != "QuantizeLinear"))
+    q = tmp_path / "qdq.onnx"
+    onnx.save(proto, str(q))
+    out = tmp_path / "o.onnx"
+    assert main(["fold", str(q), "-o", str(out), "-s", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "QuantizeLinear (QDQ weight)" in err and "--dequantize" in err and not out.exists()
+    assert main(["fold", str(q), "-o", str(out), "-s", "0.5", "--round-to", "1", "--dequantize"]) == 0
+    conv = next(t for t in onnx.load(str(out)).graph.initializer if len(t.dims) == 4)
+    assert conv.dims[0] == 4

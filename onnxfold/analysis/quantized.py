@@ -1,7 +1,7 @@
 """Recognising a model that is already quantized: onnxfold folds float weights, not integer ones.
 
 Integer-weight ops (QLinear*, *Integer, MatMulNBits, the com.microsoft quantized kernels) and QDQ pairs
-(a DequantizeLinear whose input is a constant) carry their weights in a form no channel rule reads,
+(a DequantizeLinear whose input is a constant, or a QuantizeLinear of a float constant) carry their weights in a form no channel rule reads,
 so such a model has no foldable group. The fix is to fold the float model and quantize afterwards
 (the ``quantize`` pass), which is what the message says.
 """
@@ -46,6 +46,9 @@ def quantized_ops(graph: gs.Graph) -> Counter:
             counts[node.op] += 1
         elif node.op == "DequantizeLinear" and node.inputs and isinstance(node.inputs[0], gs.Constant):
             counts["DequantizeLinear (QDQ weight)"] += 1
+        elif node.op == "QuantizeLinear" and node.inputs and isinstance(node.inputs[0], gs.Constant):
+            # float weights quantized in the graph (Qualcomm AI Hub's QDQ YAMNet): no group reads them
+            counts["QuantizeLinear (QDQ weight)"] += 1
     return counts
 
 
