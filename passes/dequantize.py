@@ -280,10 +280,13 @@ class DequantizePass(Pass):
         changed = any(v for k, v in stats.items() if k not in ("left_quantized", "note"))
         if changed:
             replace_model_contents(model, model_from_proto(proto, model.base_dir))
-            # the passes after judge what they do against this float model, not against the rounding
-            # of the INT8 activations that a quantize pass would bring back
+            # the search judges what it does against this float model, not against the rounding of the
+            # INT8 activations that a quantize pass would bring back; validation against the model given
+            ctx.data.setdefault("dequantized_from", ctx.original)
             ctx.original = model.copy()
             stats["reference"] = (
-                "the dequantized float model: it agrees with the INT8 one up to the activations' rounding"
+                "a search measures against the dequantized float model; validation compares with the INT8 "
+                "model given, so its figures include what dequantizing moved"
             )
+            stats["note"] = "; ".join(filter(None, (stats.get("note"), stats["reference"])))
         return PassResult(changed, stats)
