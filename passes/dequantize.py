@@ -114,7 +114,8 @@ class _Rewrite:
             q = self.made.get(n.input[0])
             if q is None or q.op_type != "QuantizeLinear" or list(q.input[1:]) != list(n.input[1:]):
                 continue
-            self.renamed[n.output[0]] = self._floor(q, n) or q.input[0]
+            weight = self.const(q.input[0]) is not None  # float weights quantized in the graph: no Clip
+            self.renamed[n.output[0]] = (None if weight else self._floor(q, n)) or q.input[0]
             self.dropped.add(id(n))
             self.stats["activation_pairs_removed"] += 1
 

@@ -28,6 +28,7 @@ from onnxruntime.quantization import (
 import onnxfold
 from onnxfold.cli import main
 from onnxfold.passes import DequantizePass
+from onnxfold.passes.dequantize import dequantize_proto
 from onnxfold.runtime.session import make_session
 
 RNG = np.random.default_rng(0)
@@ -197,3 +198,9 @@ def test_float_weights_quantized_in_the_graph_are_named_and_dequantize_folds_the
     assert main(["fold", str(q), "-o", str(out), "-s", "0.5", "--round-to", "1", "--dequantize"]) == 0
     conv = next(t for t in onnx.load(str(out)).graph.initializer if len(t.dims) == 4)
     assert conv.dims[0] == 4
+    # a uint8 pair with zero point 0 on a weight clamps nothing a Clip should keep: the weight stays a constant
+    zero.CopyFrom(numpy_helper.from_array(np.array(0, np.uint8), "z"))
+    proto.graph.initializer.remove(next(t for t in proto.graph.initializer if t.name == "z"))
+    proto.graph.initializer.append(zero)
+    dequantized, _ = dequantize_proto(proto)
+    assert "Clip" not in {n.op_type for n in dequantized.graph.node}
