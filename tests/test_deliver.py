@@ -323,7 +323,9 @@ def test_a_quantized_model_says_its_scales_are_the_parameters_it_gained(digits, 
     assert "Nothing was folded" not in note
     scores = OutputMetrics("y", (2, 10), (2, 10), "float32", True, False, fidelity_metric="r2", fidelity=0.3)
     low = ValidationReport("CPU", {"input": (2, 1, 8, 8)}, [scores], seed=0)
-    assert "nothing was folded: another pass (quantization, float16)" in task_warning(low, folded=False)
+    assert "nothing was folded: another pass (quantization, float16, dequantization)" in task_warning(
+        low, folded=False
+    )
     assert "most pretrained models folded this far" in task_warning(low, folded=True)
 
 

@@ -379,7 +379,7 @@ def task_warning(
         "most pretrained models folded this far lose it; a detector can keep it while its outputs on "
         "noise diverge"
         if folded
-        else "nothing was folded: another pass (quantization, float16) changed the outputs, and noise can "
+        else "nothing was folded: another pass (quantization, float16, dequantization) changed the outputs, and noise can "
         "read that far worse than real inputs"
     )
     return (
