@@ -33,6 +33,7 @@ from onnxfold.runtime.input_scales import vocabularies
 from onnxfold.runtime.inputs import make_inputs
 from onnxfold.runtime.labels import is_labels
 from onnxfold.runtime.latency import SLOWER_ABOVE, LatencyCheck, time_pair
+from onnxfold.runtime.producers import as_scores, quantized_outputs
 from onnxfold.runtime.session import available_providers, make_session, runtime_description
 from onnxfold.runtime.task_fidelity import task_fidelity
 
@@ -435,6 +436,8 @@ def validate(
         feed = _random_feed(ref_sess, shapes, DECISIVE_BATCH, seed, dim, id_draws)
         most, coupled = feed_runs(header, ref_sess, ref_out, feed, cut=speed_budget > 0)
         reference, got = _both(ref_sess, cand_sess, ref_out, feed, most)
+    quantized = quantized_outputs(header, ref_out)  # uint8 scores: numbers, not labels
+    reference, got = as_scores(reference, quantized), as_scores(got, quantized)
     outcome = compare_outputs(reference, got)
     given = inputs is not None if given is None else given
     task_fidelity(outcome, reference, got, header, feed, vocabularies(id_draws), given, metrics, metric)

@@ -30,7 +30,7 @@ from onnxfold.runtime.fidelity import (
 from onnxfold.runtime.input_scales import vocabularies
 from onnxfold.runtime.metric_spec import STATE_METRICS, parse_metric
 from onnxfold.runtime.padding import padding_mask
-from onnxfold.runtime.producers import free_last_axes, producers_of
+from onnxfold.runtime.producers import as_scores, free_last_axes, producers_of, quantized_outputs
 from onnxfold.runtime.sequences import sample_axis
 from onnxfold.runtime.session import measurement_session
 
@@ -246,6 +246,8 @@ class Evaluator:
                 batched = self._run(sess)
         self.recurrent, self.chains, self._axes = self._streams(batched)
         self.reference = self._run(sess) if self.chains else batched
+        self._quantized = quantized_outputs(original, self.names)  # uint8 scores: numbers, not labels
+        self.reference = as_scores(self.reference, self._quantized)
         producers = producers_of(original)
         bounds = bounded_by(original)
         vocab = vocabularies(id_draws)
@@ -315,7 +317,7 @@ class Evaluator:
 
                 candidate = to_model_proto(candidate)  # once, for the suffix and a whole run alike
             got = self._suffix_run(candidate)
-            got = got if got is not None else self._run(_session(candidate))
+            got = as_scores(got if got is not None else self._run(_session(candidate)), self._quantized)
         except Exception as exc:
             self.failure = self.failure or one_line(exc, 300)
             failed = [OutputFidelity(n, m, 0.0) for n in self.metrics for m in metric_parts(self.metrics[n])]
