@@ -31,23 +31,9 @@ from onnx import helper, numpy_helper
 
 from onnxfold.analysis.quantized import QUANTIZED_OPS
 from onnxfold.ir.model import Model, model_from_proto, to_model_proto
+from onnxfold.ir.proto_graph import GraphConstants, node_attrs, topological_order
 from onnxfold.passes.quantize import replace_model_contents
 from onnxfold.pipeline.manager import Pass, PassContext, PassResult
-
-
-def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    for n in graph.node:
-        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
-            values[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
-    return values
-
-
-def _attr(node: onnx.NodeProto, name: str, default):
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
 
 
 def dequantized(q: np.ndarray, scale: np.ndarray, zero: np.ndarray | None, axis: int = 1, block: int = 0):
@@ -78,7 +64,7 @@ class _Rewrite:
 
     def __init__(self, graph: onnx.GraphProto) -> None:
         self.graph = graph
-        self.values = _constants(graph)
+        self.values = GraphConstants(graph)
         self.made = {o: n for n in graph.node for o in n.output}
         self.dropped: set[int] = set()
         self.new_inits: list[onnx.TensorProto] = []
@@ -102,7 +88,8 @@ class _Rewrite:
             if scale is None or (len(n.input) > 2 and n.input[2] and zero is None):
                 continue
             self.store(
-                n.output[0], dequantized(q, scale, zero, _attr(n, "axis", 1), _attr(n, "block_size", 0))
+                n.output[0],
+                dequantized(q, scale, zero, node_attrs(n).get("axis", 1), node_attrs(n).get("block_size", 0)),
             )
             self.dropped.add(id(n))
             self.stats["weights_dequantized"] += 1
@@ -114,7 +101,7 @@ class _Rewrite:
             q = self.made.get(n.input[0])
             if q is None or q.op_type != "QuantizeLinear" or list(q.input[1:]) != list(n.input[1:]):
                 continue
-            weight = self.const(q.input[0]) is not None  # float weights quantized in the graph: no Clip
+            weight = q.input[0] in self.values  # float weights quantized in the graph: no Clip
             self.renamed[n.output[0]] = (None if weight else self._floor(q, n)) or q.input[0]
             self.dropped.add(id(n))
             self.stats["activation_pairs_removed"] += 1
@@ -180,7 +167,7 @@ class _Rewrite:
             inputs = [n.input[0], w_name, r_name, *n.input[3:8]]
             while inputs and not inputs[-1]:
                 inputs.pop()
-            attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+            attrs = node_attrs(n)
             self.graph.node.append(helper.make_node("LSTM", inputs, list(n.output), name=n.name, **attrs))
             self.dropped.add(id(n))
             self.stats["lstm_rewritten"] += 1
@@ -203,7 +190,7 @@ class _Rewrite:
         used = {i for n in kept for i in n.input} | outputs
         kept = _unused_dropped(kept, used, outputs)
         del self.graph.node[:]
-        self.graph.node.extend(_topological(kept, {i.name for i in self.graph.input}))
+        self.graph.node.extend(topological_order(kept) or kept)  # a cycle: the nodes as they were
         used = {i for n in self.graph.node for i in n.input} | outputs
         inits = [t for t in self.graph.initializer if t.name in used]
         del self.graph.initializer[:]
@@ -234,22 +221,6 @@ def _unused_dropped(nodes: list[onnx.NodeProto], used: set[str], outputs: set[st
         gone = {id(n) for n in dead}
         nodes = [n for n in nodes if id(n) not in gone]
         used = {i for n in nodes for i in n.input} | outputs
-
-
-def _topological(nodes: list[onnx.NodeProto], ready: set[str]) -> list[onnx.NodeProto]:
-    """``nodes`` in an order where every node follows the nodes that make its inputs."""
-    made = {o for n in nodes for o in n.output}
-    have = set(ready) | {i for n in nodes for i in n.input if i not in made}
-    order, left = [], list(nodes)
-    while left:
-        progress = [n for n in left if all(i in have or not i for i in n.input)]
-        if not progress:
-            return order + left  # a cycle through a subgraph: leave the rest as it was
-        gone = {id(n) for n in progress}
-        order += progress
-        left = [n for n in left if id(n) not in gone]
-        have.update(o for n in progress for o in n.output)
-    return order
 
 
 def dequantize_proto(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:

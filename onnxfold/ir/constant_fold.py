@@ -25,6 +25,8 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import helper, numpy_helper
 
+from onnxfold.ir.proto_graph import node_reads, topological_order
+
 logger = logging.getLogger(__name__)
 
 MAX_ELEMENTS = 4096  # pads, scales, shape vectors and index ranges are far smaller; weights may not be
@@ -355,10 +357,10 @@ def restore_computations(
                 outs.append(renamed.get(o, o))
             copy.output[:] = outs
             made.append(copy)
-    order = _sorted(made + kept_nodes)
+    order = topological_order(made + kept_nodes)
     if order is None:
         return 0
-    read = {r for n in order for r in _reads(n)} | {o.name for o in graph.output}
+    read = {r for n in order for r in node_reads(n)} | {o.name for o in graph.output}
     freed = {i for n in drop if isinstance(n, onnx.NodeProto) for i in n.input} - read
     kept = [t for t in graph.initializer if id(t) not in gone and t.name not in freed]
     del graph.initializer[:]
@@ -406,7 +408,7 @@ def _orphaned(graph: onnx.GraphProto, drop: list, producers: dict) -> list[onnx.
     readers: dict[str, int] = {o.name: 1 for o in graph.output}
     for n in graph.node:
         if id(n) not in gone:
-            for r in _reads(n):
+            for r in node_reads(n):
                 readers[r] = readers.get(r, 0) + 1
     found: list[onnx.NodeProto] = []
     todo = [i for n in drop if isinstance(n, onnx.NodeProto) for i in n.input]
@@ -416,46 +418,10 @@ def _orphaned(graph: onnx.GraphProto, drop: list, producers: dict) -> list[onnx.
             continue
         gone.add(id(node))
         found.append(node)
-        for r in _reads(node):
+        for r in node_reads(node):
             readers[r] = readers.get(r, 0) - 1
             todo.append(r)
     return found
-
-
-def _reads(node: onnx.NodeProto) -> list[str]:
-    """The names ``node`` reads, its subgraphs' reads of outer names included."""
-    names = list(node.input)
-    for attr in node.attribute:
-        for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
-            for inner in sub.node:
-                names += _reads(inner)
-    return names
-
-
-def _sorted(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto] | None:
-    """``nodes`` in an order where each follows what it reads, as close to the given order as that
-    allows; None if they form a cycle."""
-    import heapq
-
-    producer = {o: i for i, n in enumerate(nodes) for o in n.output if o}
-    waits = [
-        {producer[r] for r in _reads(n) if r in producer and producer[r] != i} for i, n in enumerate(nodes)
-    ]
-    readers: list[list[int]] = [[] for _ in nodes]
-    for i, deps in enumerate(waits):
-        for d in deps:
-            readers[d].append(i)
-    ready = [i for i, deps in enumerate(waits) if not deps]
-    heapq.heapify(ready)
-    order = []
-    while ready:
-        i = heapq.heappop(ready)
-        order.append(nodes[i])
-        for r in readers[i]:
-            waits[r].discard(i)
-            if not waits[r]:
-                heapq.heappush(ready, r)
-    return order if len(order) == len(nodes) else None
 
 
 def fold_small_constants(graph: gs.Graph, opset_imports: list[tuple[str, int]]) -> dict[str, Computed]:

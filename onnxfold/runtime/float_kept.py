@@ -18,12 +18,13 @@ reach stay float; the walk stops after a node that bounds its output (a Softmax,
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
+
+from onnxfold.ir.proto_graph import GraphConstants
 
 #: a constant this large (in magnitude) that a Where selects, or that scales a mask, is a fill value:
 #: −10000 in older BERT exports; −1e9 and finfo(float32).min in later ones
@@ -58,6 +59,7 @@ _CARRY = {
     "Flatten",
 }
 _MAX_ELEMENTS = 1 << 24
+_FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
 
 
 def float64_nodes(proto: onnx.ModelProto) -> list[str]:
@@ -78,26 +80,13 @@ def float64_nodes(proto: onnx.ModelProto) -> list[str]:
     ]
 
 
-def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    """Float constants held in the file (initializers stored inline, Constant nodes' values)."""
-    out = {}
-    for t in graph.initializer:
-        inline = t.data_location != onnx.TensorProto.EXTERNAL
-        if inline and t.data_type in (
-            onnx.TensorProto.FLOAT,
-            onnx.TensorProto.FLOAT16,
-            onnx.TensorProto.DOUBLE,
-        ):
-            if int(np.prod(t.dims, dtype=np.int64)) <= _MAX_ELEMENTS:
-                out[t.name] = numpy_helper.to_array(t)
-    for n in graph.node:
-        if n.op_type == "Constant":
-            for a in n.attribute:
-                if a.name == "value" and a.t.data_type in (1, 10, 11):
-                    out[n.output[0]] = numpy_helper.to_array(a.t)
-                elif a.name == "value_float":
-                    out[n.output[0]] = np.array(a.f, np.float32)
-    return out
+def _float_constant(consts: GraphConstants, name: str) -> np.ndarray | None:
+    """The value of a float constant of at most :data:`_MAX_ELEMENTS` values, else None."""
+    t = consts.proto(name)
+    if t is not None and (t.data_type not in _FLOATS or int(np.prod(t.dims, dtype=np.int64)) > _MAX_ELEMENTS):
+        return None
+    v = consts.get(name)
+    return v if v is not None and v.dtype.kind == "f" else None
 
 
 def _largest(values: np.ndarray) -> float:
@@ -111,8 +100,15 @@ def _largest(values: np.ndarray) -> float:
 def mask_fill_nodes(proto: onnx.ModelProto) -> list[str]:
     """The names of the nodes a mask's fill value reaches (module docstring), in graph order."""
     graph = proto.graph
-    consts = _constants(graph)
-    big = {name: _largest(v) for name, v in consts.items()}
+    consts = GraphConstants(graph, inline_only=True)  # read only where a node could use it as a fill
+    big: dict[str, float] = {}
+
+    def largest(name: str) -> float:
+        if name not in big:
+            v = _float_constant(consts, name)
+            big[name] = 0.0 if v is None else _largest(v)
+        return big[name]
+
     masks = {i.name for i in graph.input if i.type.tensor_type.elem_type not in (1, 10, 11, 16)}
     readers: dict[str, list[onnx.NodeProto]] = {}
     tainted: set[str] = set()
@@ -122,18 +118,22 @@ def mask_fill_nodes(proto: onnx.ModelProto) -> list[str]:
             readers.setdefault(i, []).append(n)
         if n.op_type in _COMPARISONS or (n.op_type in _CARRY and n.input and n.input[0] in masks):
             masks.update(n.output)
-        elif n.op_type == "Sub" and any(i in masks for i in n.input) and any(i in consts for i in n.input):
+        elif (
+            n.op_type == "Sub"
+            and any(i in masks for i in n.input)
+            and any(_float_constant(consts, i) is not None for i in n.input)
+        ):
             masks.update(n.output)  # 1 − mask
         if n.op_type == "ConstantOfShape":
             value = [numpy_helper.to_array(a.t) for a in n.attribute if a.name == "value"]
             if value and _largest(value[0]) >= HUGE:
                 tainted.update(n.output)
             continue
-        sizes = [big.get(i, 0.0) for i in n.input]
-        fill = max(sizes, default=0.0)
-        masked = any(i in masks for i in n.input)
         if n.op_type not in ("Where", "Mul", "Add", "Sub"):
             continue
+        sizes = [largest(i) for i in n.input]
+        fill = max(sizes, default=0.0)
+        masked = any(i in masks for i in n.input)
         if (
             fill == float("inf")
             or (n.op_type == "Where" and max(sizes[1:], default=0.0) >= FILL_MAGNITUDE)
@@ -170,8 +170,4 @@ def float_kept(src: Path, fills: bool = True) -> tuple[list[str], dict[str, int]
             f"{len(fills)} node(s) a mask's fill value reaches (-inf, or a constant of 1e4 or more before a "
             "Softmax) stay float32: an 8-bit range spanning it rounds every real value alike"
         )
-    return list(_unique((*doubles, *fills))), counts, "; ".join(notes)
-
-
-def _unique(names: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(names))
+    return list(dict.fromkeys((*doubles, *fills))), counts, "; ".join(notes)

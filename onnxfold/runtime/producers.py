@@ -37,10 +37,7 @@ def producers_of(model) -> dict[str, str]:
     output; a masked mean's Div of a ReduceSum is a ReduceSum, logits over a temperature a Gemm)."""
     import onnx
 
-    if isinstance(model, (bytes, bytearray)):
-        model = onnx.load_from_string(bytes(model))
-    elif isinstance(model, (str, os.PathLike)):
-        model = onnx.load(str(model), load_external_data=False)
+    model = _loaded(model)
     if isinstance(model, onnx.ModelProto):
         made = {o: (n.op_type, [i for i in n.input if i]) for n in model.graph.node for o in n.output}
         held = {t.name for t in model.graph.initializer}
@@ -61,6 +58,17 @@ def producers_of(model) -> dict[str, str]:
             op, inputs = made[inputs[0]]
         out[name] = _recurrent_source(op, inputs, made, seen) or _linear(op, inputs, made, held) or op
     return out
+
+
+def _loaded(model):
+    """``model`` itself, or the ModelProto of a path (its external data not read) or of bytes."""
+    import onnx
+
+    if isinstance(model, (bytes, bytearray)):
+        return onnx.load_from_string(bytes(model))
+    if isinstance(model, (str, os.PathLike)):
+        return onnx.load(str(model), load_external_data=False)
+    return model
 
 
 def _linear(op: str, inputs: list[str], made: dict, held: set[str]) -> str | None:
@@ -125,20 +133,17 @@ def quantized_outputs(model, names) -> dict[str, tuple[float, float]]:
     logits so, and read as labels (equal or not) they measured "top1 0.0668" where 71.9% of argmaxes
     agreed. A scale or zero point that is not a stored scalar reads as 1 or 0."""
     import onnx
-    from onnx import numpy_helper
 
-    if isinstance(model, (bytes, bytearray)):
-        model = onnx.load_from_string(bytes(model))
-    elif isinstance(model, (str, os.PathLike)):
-        model = onnx.load(str(model), load_external_data=False)
+    from onnxfold.ir.proto_graph import GraphConstants
+
+    model = _loaded(model)
     wanted = set(names)
     if isinstance(model, onnx.ModelProto):
-        values = {t.name: t for t in model.graph.initializer if t.data_location != onnx.TensorProto.EXTERNAL}
+        consts = GraphConstants(model.graph, inline_only=True)
         nodes = [(n.op_type, list(n.input), list(n.output)) for n in model.graph.node]
 
         def scalar(name: str, default: float) -> float:
-            t = values.get(name)
-            v = numpy_helper.to_array(t) if t is not None else None
+            v = consts.get(name)
             return float(v.reshape(-1)[0]) if v is not None and v.size == 1 else default
     else:
         import onnx_graphsurgeon as gs
