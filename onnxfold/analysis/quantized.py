@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import onnx
 import onnx_graphsurgeon as gs
 
 #: ops that compute with quantized (integer) weights or activations
@@ -38,15 +39,24 @@ QUANTIZED_OPS = frozenset(
 )
 
 
-def quantized_ops(graph: gs.Graph) -> Counter:
-    """How many nodes of each quantized kind the graph holds (QDQ weights counted as DequantizeLinear)."""
+def quantized_ops(graph: gs.Graph | onnx.GraphProto) -> Counter:
+    """How many nodes of each quantized kind the graph holds (QDQ weights counted as DequantizeLinear,
+    float weights quantized in the graph as QuantizeLinear); a GraphProto too, as a file's header reads
+    before anything is loaded (fold announces no search for a model it is about to refuse)."""
+    if isinstance(graph, onnx.GraphProto):
+        held = {t.name for t in graph.initializer} | {
+            o for n in graph.node if n.op_type == "Constant" for o in n.output
+        }
+        nodes = [(n.op_type, bool(n.input) and n.input[0] in held) for n in graph.node]
+    else:
+        nodes = [(n.op, bool(n.inputs) and isinstance(n.inputs[0], gs.Constant)) for n in graph.nodes]
     counts: Counter = Counter()
-    for node in graph.nodes:
-        if node.op in QUANTIZED_OPS:
-            counts[node.op] += 1
-        elif node.op == "DequantizeLinear" and node.inputs and isinstance(node.inputs[0], gs.Constant):
+    for op, constant in nodes:
+        if op in QUANTIZED_OPS:
+            counts[op] += 1
+        elif op == "DequantizeLinear" and constant:
             counts["DequantizeLinear (QDQ weight)"] += 1
-        elif node.op == "QuantizeLinear" and node.inputs and isinstance(node.inputs[0], gs.Constant):
+        elif op == "QuantizeLinear" and constant:
             # float weights quantized in the graph (Qualcomm AI Hub's QDQ YAMNet): no group reads them
             counts["QuantizeLinear (QDQ weight)"] += 1
     return counts

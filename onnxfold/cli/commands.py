@@ -165,9 +165,9 @@ def _announce_search(args: argparse.Namespace, given: bool) -> None:
             return
         if not proto.HasField("graph"):
             return
-        graph = proto.graph
-        quantized = {"DequantizeLinear", "MatMulInteger", "ConvInteger", "QLinearConv", "DynamicQuantizeLSTM"}
-        if not getattr(args, "dequantize", False) and any(n.op_type in quantized for n in graph.node):
+        from onnxfold.analysis.quantized import quantized_ops
+
+        if not getattr(args, "dequantize", False) and quantized_ops(proto.graph):
             return  # an INT8 model is refused in seconds, with its own line (a trial read the search's first)
     if fidelity:
         goal = f"the smallest model at fidelity >= {fidelity:g}"
