@@ -521,7 +521,7 @@ def test_validation_below_a_met_fidelity_target_is_noted() -> None:
     random inputs, read 0.9443 with no word about it."""
     from types import SimpleNamespace as NS
 
-    from onnxfold.report.fold_report import below_target
+    from onnxfold.report.target_notes import below_target
 
     def out(name: str, value: float, unexercised=None):
         return NS(name=name, fidelity=value, fidelity_metric="r2", unexercised=unexercised)

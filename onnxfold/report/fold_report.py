@@ -23,7 +23,7 @@ from onnxfold.report.comparison import format_comparison, params_growth
 from onnxfold.report.names import shortened
 from onnxfold.report.stats import ModelStats, format_table, model_stats, op_counts, weight_counts
 from onnxfold.report.table import count_change
-from onnxfold.report.target_notes import below_target, image_target  # noqa: F401 (below_target re-exported)
+from onnxfold.report.target_notes import below_target, image_target
 from onnxfold.runtime.compare import TASK_WARNING_BELOW
 
 
