@@ -16,15 +16,12 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxfold.ir.proto_graph import node_attrs
 from onnxfold.repair import torch_ops_nn, torch_ops_tensor  # noqa: F401  (they fill TORCH_OPS)
 from onnxfold.repair.torch_table import TORCH_OPS, UnsupportedGraph
 
 #: op type (default ONNX domain) -> ``fn(graph, node, args, attrs)``: the one table of what the torch
 #: executor supports, read by the up-front check in ``TorchGraph.__init__`` and by ``TorchGraph.run``
-
-
-def _attrs(node: onnx.NodeProto) -> dict:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
 def first_unsupported(proto: onnx.ModelProto) -> onnx.NodeProto | None:
@@ -93,7 +90,7 @@ class TorchGraph:
                 env[node.output[0]] = self._constant(node)
                 continue
             args = [env[name] for name in node.input]
-            result = TORCH_OPS[node.op_type](self, node, args, _attrs(node))
+            result = TORCH_OPS[node.op_type](self, node, args, node_attrs(node))
             if not isinstance(result, (list, tuple)):
                 result = [result]
             for name, value in zip(node.output, result, strict=False):
