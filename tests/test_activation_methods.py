@@ -191,6 +191,44 @@ def test_greedy_keep_explains_a_low_rank_input_and_keeps_one_of_a_twin() -> None
     assert comp.drop_error(stat2, keep) > 0.1 * total  # without the mix, removal loses much more
 
 
+def _greedy_by_rank_one_steps(stats: list, k: int) -> list[int]:
+    """The greedy keep set as the module docstring states it, one pivot at a time over all channels."""
+    res = [s.moment().copy() for s in stats]
+    rm = [r @ s.rows for r, s in zip(res, stats, strict=True)]
+    floor = [comp.EXPLAINED * np.max(np.diag(r)) for r in res]
+    n, chosen = len(stats[0].mean), []
+    per_step = max(1, -(-k // comp.MAX_STEPS))
+    while len(chosen) < k:
+        gain = np.zeros(n)
+        for r, w, f in zip(res, rm, floor, strict=True):
+            for j in range(n):
+                if r[j, j] > f:
+                    gain[j] += w[j] @ w[j] / r[j, j]
+        gain[chosen] = -np.inf
+        picks = np.argsort(-gain, kind="stable")[: min(per_step, k - len(chosen))].tolist()
+        for j in picks:
+            chosen.append(j)
+            for i, (r, f) in enumerate(zip(res, floor, strict=True)):
+                if r[j, j] > f:
+                    col, row, pivot = r[:, j].copy(), rm[i][j].copy(), r[j, j]
+                    rm[i] -= np.outer(col, row) / pivot
+                    r -= np.outer(col, col) / pivot
+    return sorted(chosen)
+
+
+@pytest.mark.parametrize("k", [5, 300, 560])
+def test_greedy_keep_picks_what_one_pivot_at_a_time_picks(k: int) -> None:
+    # blocked, in place and over the channels not chosen yet: the same picks as the rank-one steps
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2000, 600)) @ (np.eye(600) + 0.2 * rng.normal(size=(600, 600)))  # correlated
+    x[:, 7] = 2.0 * x[:, 3]  # explained once channel 3 is chosen: its pivot is skipped
+    stats = [
+        comp.ConsumerStats(x.T @ x / len(x), x.mean(axis=0), rng.normal(size=(600, d)), bias)
+        for d, bias in ((5, False), (9, True))
+    ]
+    assert comp.greedy_keep(stats, k).tolist() == _greedy_by_rank_one_steps(stats, k)
+
+
 def test_fold_error_is_zero_on_duplicates_and_positive_otherwise() -> None:
     rng = np.random.default_rng(3)
     x = rng.normal(size=(500, 4))
