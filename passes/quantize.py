@@ -237,12 +237,27 @@ class QuantizePass(Pass):
     )
 
     def preflight(self, model: Model, ctx: PassContext) -> None:
-        """Refuse a model whose weights are mostly float16 or bfloat16 before any pass works:
+        """Refuse ``exclude`` names that are no node of the model, and a model whose weights are mostly float16 or bfloat16 before any pass works:
         onnxruntime's quantizer takes float32 models (ukis-csmask's float16 UNet failed inside it,
         dynamic with "Expected InsertedPrecisionFreeCast_… to be an initializer", static with a
         QuantizeLinear on a float16 tensor that validation rejected)."""
         from onnxfold.ir.external import elements_by_type
 
+        names = {n.name for n in model.graph.nodes}
+        unknown = [x for x in self.opts["exclude"] if x not in names]
+        if unknown:  # a typo would look like "leaving it out did not help"
+            import difflib
+
+            lower = {n.lower(): n for n in names}
+            close = [
+                lower.get(x.lower()) or next(iter(difflib.get_close_matches(x, names, n=1)), None)
+                for x in unknown
+            ]
+            close = [m for m in close if m]
+            raise PassError(
+                f"quantize: exclude names node{'s' if len(unknown) > 1 else ''} the model does not have: "
+                f"{', '.join(unknown)}" + (f" (did you mean {', '.join(close)}?)" if close else "")
+            )
         counts = elements_by_type(model.graph)
         half, full = counts.get("float16", 0) + counts.get("bfloat16", 0), counts.get("float32", 0)
         if half > full:
@@ -297,8 +312,8 @@ class QuantizePass(Pass):
                     else "quantized per tensor: per-channel scales need opset 13, and the conversion failed"
                 )
             out = tmp / "quantized.onnx"
-            # float64 nodes; in static mode, what a mask's fill value reaches (an 8-bit range spanning it)
-            doubles, counts, left = float_kept(src, fills=self.opts["mode"] == "static")
+            # float64 nodes; in static mode, what a mask's fill value reaches and log spectrum front ends
+            doubles, counts, left = float_kept(src, static=self.opts["mode"] == "static")
             stats.update(counts)
             stats["note"] = "; ".join(filter(None, (stats.get("note"), left)))
             common = {
