@@ -322,6 +322,34 @@ def test_a_folder_of_images_with_a_preprocessing_preset(tmp_path: Path, capsys, 
         load_inputs(folder, flat, image_preprocess="unit")
 
 
+def test_images_normalised_by_a_mean_and_std_in_pixel_units(tmp_path: Path) -> None:
+    """dlib's age predictor takes (RGB − mean) / 256, which no preset gives."""
+    folder = _image_folder(tmp_path / "photos")
+    nchw = make_session(str(_image_model(tmp_path / "nchw.onnx", ["N", 3, 6, 7])))
+    x = load_inputs(folder, nchw, image_preprocess="mean=122.78/117.0/104.3,std=256")["x"]
+    np.testing.assert_allclose(
+        x[0, :, 0, 0], (np.array([255, 0, 128]) - [122.78, 117.0, 104.3]) / 256, atol=1e-6
+    )
+    bgr = load_inputs(folder, nchw, image_preprocess="std=2/4/8,bgr,nearest")[
+        "x"
+    ]  # per colour, then reversed
+    np.testing.assert_allclose(bgr[0, :, 0, 0], [128 / 8, 0, 255 / 2], atol=1e-6)
+    same = load_inputs(folder, nchw, image_preprocess="mean=123.675/116.28/103.53,std=58.395/57.12/57.375")
+    np.testing.assert_allclose(
+        same["x"], load_inputs(folder, nchw, image_preprocess="imagenet")["x"], atol=1e-5
+    )
+    for bad, message in (
+        ("std=0", "none of them 0"),
+        ("mean=1/2", "one finite number or three"),
+        ("mean=a", "not a number"),
+        ("scale=3", "expected one of unit"),
+        ("imagenet,std=2", "expected one of unit"),
+    ):
+        with pytest.raises(ValueError, match=message) as info:
+            load_inputs(folder, nchw, image_preprocess=bad)
+        assert "\n" not in str(info.value)
+
+
 def test_images_are_resized_with_the_filter_the_preprocessing_names(tmp_path: Path) -> None:
     """``,bicubic`` and ``,nearest`` resize as Pillow's filters of those names do (a package that
     resizes bicubic, as one trial model's did, gets the same samples); bilinear by default; one filter."""

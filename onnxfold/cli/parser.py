@@ -24,7 +24,8 @@ from onnxfold.runtime.fidelity import parse_metric
 EXIT_USAGE = 2
 IMAGE_HELP = (
     "how --inputs images become samples: unit (x/255), pm1 ((x/255-0.5)/0.5), imagenet "
-    "((x/255-mean)/std), caffe (0..255 less the ImageNet mean), raw (0..255); ',bgr' for BGR order (means "
+    "((x/255-mean)/std), caffe (0..255 less the ImageNet mean), raw (0..255), or mean=M[/M/M],std=S[/S/S] "
+    "((x-mean)/std in 0..255 units, as a model's own code writes it); ',bgr' for BGR order (means "
     "stay per colour); resized to the input's height and width, bilinear unless ',bicubic', ',lanczos' or ',nearest', stretched unless "
     "',letterbox' (fit and pad black, centred; ',topleft': in the top-left corner); a free width beside a fixed "
     "height (text lines): scaled to the height, padded right to the widest"
@@ -217,7 +218,9 @@ def _io_args(p: argparse.ArgumentParser) -> None:
         "with --image-preprocess (format: onnxfold.runtime.sample_files.load_inputs)",
     )
     p.add_argument(
-        "--image-preprocess", metavar="PRESET[,bgr][,FILTER][,letterbox|,topleft]", help=IMAGE_HELP
+        "--image-preprocess",
+        metavar="PRESET|mean=M,std=S[,bgr][,FILTER][,letterbox|,topleft]",
+        help=IMAGE_HELP,
     )
     p.add_argument("--overwrite", action="store_true", help="allow the output to replace the input file")
 
@@ -249,7 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="--sensitivity: samples (.npy, .npz, a folder of .npy or of images; default random inputs, a proxy)",
     )
     analyze.add_argument(
-        "--image-preprocess", metavar="PRESET[,bgr][,FILTER][,letterbox|,topleft]", help=IMAGE_HELP
+        "--image-preprocess",
+        metavar="PRESET|mean=M,std=S[,bgr][,FILTER][,letterbox|,topleft]",
+        help=IMAGE_HELP,
     )
     analyze.add_argument(
         "--input-shape",
