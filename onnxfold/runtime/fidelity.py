@@ -32,6 +32,8 @@ Per output (reference a, candidate b, computed in float64), one of these metrics
   [B, K, 6] that the graph selected and sorted (TopK or NMS inside): rows by position say nothing once
   a shifted score reorders them (:mod:`onnxfold.runtime.detections`), or of a YOLO head's raw rows
   [B, anchors, 5 + C] / [B, 4 + C, anchors] after a per-class NMS; ``auto`` takes it for both;
+* ``expect`` = r2 of the expected class index Σ_c c·p_c over the last axis: scores over ordered bins
+  (an age, a depth), as their model's code reads them (:mod:`.bins`); asked for, never by ``auto``;
 * ``cosine`` = <a, b> / (|a| |b|), clipped to [0, 1] (1 when both are zero, 0 when one is);
 * ``relerr`` = max(0, 1 − |a − b| / |a|) (1 when both are zero);
 * ``r2``     = the mean over channels j (axis 1; the whole output when it has one axis) of
@@ -66,6 +68,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from onnxfold.runtime.bins import expected_class
 from onnxfold.runtime.compare import _is_class_scores
 from onnxfold.runtime.detections import box_agreement, detections_like, fitted_boxes
 from onnxfold.runtime.labels import is_labels, label_agreement
@@ -77,6 +80,7 @@ from onnxfold.runtime.metric_spec import (  # noqa: F401 (the metric names, read
     METRICS,
     STATE_METRICS,
     check_metric_outputs,
+    counted,
     metric_parts,
     parse_metric,
 )
@@ -274,6 +278,9 @@ def fidelity_value(
         return min(fidelity_value(m, ref, cand, samples, keep, spread) for m in metric_parts(metric))
     if ref.shape != cand.shape:
         return 0.0
+    if metric == "expect":  # the expected bin, read by r2
+        ref, cand, metric = expected_class(ref), expected_class(cand), "r2"
+        spread = None if spread is None else expected_class(spread)
     weight = None
     if keep is not None:
         ref, cand, weight = unpadded(metric, ref, cand, keep)
@@ -393,7 +400,7 @@ def output_metrics(
                 chosen = "sequence"  # a recogniser's character ids, read as lines
         elif metric == "auto" and chosen == "top1" and np.shape(ref) in per_position:
             chosen = "r2"  # a value per position beside labels per position (a character's confidence)
-        elif chosen in COUNTS_OF_CLASSES and (np.ndim(ref) < 2 or np.shape(ref)[-1] < 2):
+        elif chosen in (*COUNTS_OF_CLASSES, "expect") and (np.ndim(ref) < 2 or np.shape(ref)[-1] < 2):
             # no class axis beside the samples: a [B] output's argmax is one sample's position
             chosen = "r2"
         elif metric == "auto" and chosen in ("top1", "sequence") and one_class(ref):
@@ -425,7 +432,7 @@ def output_metrics(
             )
             out[name] = automatic[name]
         elif (
-            chosen in COUNTS_OF_CLASSES
+            chosen in (*COUNTS_OF_CLASSES, "expect")
             and not is_labels(reference[name])
             and (np.ndim(reference[name]) < 2 or np.shape(reference[name])[-1] < 2)
         ):
@@ -433,22 +440,6 @@ def output_metrics(
         else:
             out[name] = chosen
     return fitted_boxes(out, reference, named)
-
-
-def counted(metric: str, ref: np.ndarray, samples: int | None = None) -> int | None:
-    """How many independent samples ``metric`` counts on this output: the samples for sequence and for
-    top1 on class scores [B, C]; None for the others (top1 over sequence positions counts steps,
-    which are not independent). A combined metric counts as its first part."""
-    metric = metric_parts(metric)[0]
-    if is_labels(ref) and metric == "top1":  # one label per sample counts samples; per position, not
-        return int(np.shape(ref)[0]) if np.ndim(ref) == 1 else None
-    if metric == "binary":
-        return int(samples or np.shape(ref)[0]) if np.size(ref) == (samples or np.shape(ref)[0]) else None
-    if metric in ("sequence", "margin", "tags"):
-        return int(samples or np.shape(ref)[0]) if np.ndim(ref) >= 2 else None
-    if metric == "top1" and np.ndim(ref) == 2:
-        return int(np.shape(ref)[0])
-    return None
 
 
 def model_fidelity(

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
+from onnxfold.runtime.labels import is_labels
+
 METRICS = tuple(
-    "auto top1 sequence margin tags binary mask boxes cosine relerr r2 top1+r2 sequence+margin binary+r2 mask+r2".split()
+    "auto top1 sequence margin tags binary mask boxes expect cosine relerr r2 top1+r2 sequence+margin binary+r2 mask+r2".split()
 )
 #: auto's metric for class scores [B, C]: the decisions, and the scores that make them (:func:`metric_parts`)
 GUARDED_TOP1 = "top1+r2"
@@ -62,3 +66,19 @@ def metric_parts(metric: str) -> tuple[str, ...]:
     agreed at 73.9% fewer parameters where 82.6% of the test images did; the scores' r2 sees the
     decisions drift before they flip (39.1%, 99.4%)."""
     return tuple(metric.split("+"))
+
+
+def counted(metric: str, ref: np.ndarray, samples: int | None = None) -> int | None:
+    """How many independent samples ``metric`` counts on this output: the samples for sequence and for
+    top1 on class scores [B, C]; None for the others (top1 over sequence positions counts steps,
+    which are not independent). A combined metric counts as its first part."""
+    metric = metric_parts(metric)[0]
+    if is_labels(ref) and metric == "top1":  # one label per sample counts samples; per position, not
+        return int(np.shape(ref)[0]) if np.ndim(ref) == 1 else None
+    if metric == "binary":
+        return int(samples or np.shape(ref)[0]) if np.size(ref) == (samples or np.shape(ref)[0]) else None
+    if metric in ("sequence", "margin", "tags"):
+        return int(samples or np.shape(ref)[0]) if np.ndim(ref) >= 2 else None
+    if metric == "top1" and np.ndim(ref) == 2:
+        return int(np.shape(ref)[0])
+    return None
