@@ -55,14 +55,22 @@ def from_runtime(exc: BaseException) -> bool:
     return type(exc).__module__.startswith("onnxruntime")
 
 
-def not_run_on_samples(where: str, exc: BaseException) -> str:
+def not_run_on_samples(where: str, exc: BaseException, samples=None) -> str:
     """The one-line error when the model does not run on the user's own samples: not the advice to
     give ``--inputs``, which they gave, but what to change in them, the value range where an index
-    falls outside its table (character ids of 5000 into a table of 178 rows), else the shape."""
+    falls outside its table (character ids of 5000 into a table of 178 rows), else the shape, with
+    the shapes given (``samples``: input name -> array; a wake-word featurizer fed 200 audio samples
+    named only its stem Conv's "Invalid input shape: {3}")."""
     text = str(exc)
     fits = "values in the range" if "out of" in text and "bound" in text else "a shape"
+    given = ""
+    if isinstance(samples, dict) and samples:
+        shapes = ", ".join(  # N: the samples, some of which a search may hold out
+            f"{k} [{', '.join(['N', *map(str, getattr(v, 'shape', ())[1:])])}]" for k, v in samples.items()
+        )
+        given = f" ({shapes}: too short or small for it?)" if fits == "a shape" else f" ({shapes})"
     return (
-        f"{where}: the model does not run on the given samples ({one_line(exc, 300)}); "
+        f"{where}: the model does not run on the given samples{given} ({one_line(exc, 300)}); "
         f"give samples of {fits} the model takes"
     )
 

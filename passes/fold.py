@@ -97,7 +97,7 @@ def measure_activations(model: Model, groups, ctx: PassContext, samples=None, so
                 f"(a bug in onnxfold; please report it with the model): {one_line(exc, 300)}"
             ) from None
         if samples and from_runtime(exc):  # the advice to give --inputs misled a user who had given them
-            raise PipelineError(not_run_on_samples("fold", exc)) from None
+            raise PipelineError(not_run_on_samples("fold", exc, samples)) from None
         raise PipelineError(
             f"fold: cannot measure activations for --method {'/'.join(ACTIVATION_METHODS)} "
             f"({one_line(exc, 300, with_type=True)}); "

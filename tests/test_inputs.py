@@ -505,6 +505,7 @@ def test_samples_the_model_cannot_run_say_so_without_asking_for_inputs(tmp_path:
         assert main([str(a) for a in argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert "does not run on the given samples" in err and "4 by 5" in err, err
+        assert "(x [N, 5]: too short or small for it?)" in err, err  # the shapes given, beside the node's
         assert "--inputs" not in err and "void" not in err
         assert not (tmp_path / "o.onnx").exists()
 
@@ -525,6 +526,7 @@ def test_ids_outside_an_embedding_table_name_the_value_range(tmp_path: Path, cap
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert "does not run on the given samples" in err and "idx=5000" in err, err
         assert err.endswith("give samples of values in the range the model takes"), err
+        assert "(x [N])" in err and "too short" not in err, err
         assert "--inputs" not in err
         assert not (tmp_path / "o.onnx").exists()
 

@@ -150,7 +150,7 @@ class PassManager:
                 raise
             except Exception as exc:
                 if isinstance(exc, InputRunError) and ctx.inputs is not None:  # the user's samples
-                    raise PassError(not_run_on_samples(p.name, exc.__cause__ or exc)) from exc
+                    raise PassError(not_run_on_samples(p.name, exc.__cause__ or exc, ctx.inputs)) from exc
                 raise PassError(f"pass {p.name!r} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
             if self.check:
                 try:
