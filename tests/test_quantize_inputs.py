@@ -64,6 +64,20 @@ def test_float64_nodes_are_left_in_float64(tmp_path: Path) -> None:
     assert any(n.op_type == "QuantizeLinear" for n in proto.graph.node)
 
 
+def test_scales_and_zero_points_are_weight_bytes_not_parameters(tmp_path: Path) -> None:
+    # per-channel scales read as growth: a wake-word featurizer's "params 811K -> 830K +2.4%"
+    src = _tracker(tmp_path / "tracker.onnx")
+    _, report = onnxfold.run_pipeline(
+        src, [QuantizePass(mode="static")], tmp_path / "q.onnx", inputs=_samples()
+    )
+    proto = onnx.load(str(tmp_path / "q.onnx"))
+    scales = {i for n in proto.graph.node if n.op_type == "DequantizeLinear" for i in n.input[1:]}
+    assert len(scales & {t.name for t in proto.graph.initializer}) >= 4  # per-channel, per weight
+    assert report.after.params == report.before.params == 16 * 32 + 32 * 8
+    assert report.after.weight_bytes < 0.5 * report.before.weight_bytes  # they count as bytes
+    assert params_growth(report.before, report.after, quantized=True) is None
+
+
 def test_a_quantized_model_that_grew_says_why() -> None:
     before = ModelStats(params=100, weight_bytes=400, tensor_params={"w": 100})
     smaller = ModelStats(params=120, weight_bytes=140, tensor_params={"w_quantized": 100, "s": 20})

@@ -338,16 +338,24 @@ def _node_macs(node: onnx.NodeProto, shapes: dict[str, list[Dim]], res: _DimReso
 # --------------------------------------------------------------------------- public
 
 
+#: ops whose inputs after the first are a quantization's scale and zero point, not parameters
+_QUANTIZERS = ("QuantizeLinear", "DequantizeLinear")
+
+
 def weight_counts(model: onnx.ModelProto) -> tuple[int, int, dict[str, int]]:
     """(parameters, weight bytes, parameters by tensor) of every stored weight tensor of ``model``,
-    subgraphs included, each counted once."""
+    subgraphs included, each counted once. The scales and zero points of Quantize/DequantizeLinear
+    are weight bytes but not parameters: a wake-word featurizer quantized per channel read "params
+    811K -> 830K +2.4%" beside its weights stored in 70% fewer bytes."""
     params, bits, by_tensor = 0, 0, {}
     for graph in _walk_graphs(model.graph):
+        scales = {i for n in graph.node if n.op_type in _QUANTIZERS for i in n.input[1:] if i}
         for name, dtype, n in _weight_tensors(graph):
             if dtype in _WEIGHT_BITS:
-                params += n
                 bits += n * _WEIGHT_BITS[dtype]
-                by_tensor[name] = by_tensor.get(name, 0) + n
+                if name not in scales:
+                    params += n
+                    by_tensor[name] = by_tensor.get(name, 0) + n
     return params, (bits + 7) // 8, by_tensor
 
 
