@@ -317,6 +317,11 @@ def test_a_folder_of_images_with_a_preprocessing_preset(tmp_path: Path, capsys, 
         == 0
     )
     assert out.exists()
+    # what the model was fed, to check against its own code: grey (Pillow's L) of (255, 0, 128), 91/255
+    fed = capsys.readouterr().out
+    assert (
+        f"images: input [3, 1, 8, 8] from {folder} by --image-preprocess unit: values 0.3569 to 0.3569" in fed
+    ), fed
     flat = make_session(str(_image_model(tmp_path / "flat.onnx", ["N", 64])))
     with pytest.raises(ValueError, match="is not an image batch"):
         load_inputs(folder, flat, image_preprocess="unit")

@@ -22,6 +22,7 @@ from onnxfold.cli.parser import (
     fold_flags,
     global_parser,
 )
+from onnxfold.cli.samples import read_inputs
 from onnxfold.errors import EXPECTED_ERRORS, CliError, from_runtime, one_line
 
 
@@ -51,32 +52,6 @@ def _external(choice: str) -> bool | None:
     return {"auto": None, "always": True, "never": False}[choice]
 
 
-def _inputs(args: argparse.Namespace):
-    from onnxfold.runtime.inputs import check_input_shapes, parse_input_shapes
-    from onnxfold.runtime.sample_files import load_inputs
-    from onnxfold.runtime.session import make_session
-
-    shapes = parse_input_shapes(args.input_shape) if args.input_shape else None
-    if shapes:
-        check_input_shapes(shapes, args.model)
-    from onnxfold.ir.batch_view import unbatched
-
-    inputs = None
-    if getattr(args, "image_preprocess", None) and not args.inputs:
-        raise CliError(
-            "--image-preprocess reads a folder of images given with --inputs: without it, it does nothing"
-        )
-    if args.inputs:
-        inputs = load_inputs(
-            args.inputs,
-            make_session(str(args.model)),
-            image_preprocess=args.image_preprocess,
-            shapes=shapes,
-            batch_view=unbatched(args.model),
-        )
-    return shapes, inputs
-
-
 def _finish(report, args: argparse.Namespace) -> None:
     print(report.format())
     if args.report:
@@ -90,7 +65,7 @@ def cmd_fold(args: argparse.Namespace) -> None:
 
     _check_paths(args)
     _check_targets(args)
-    shapes, inputs = _inputs(args)
+    shapes, inputs = read_inputs(args)
     if args.calibration and not Path(args.calibration).exists():
         raise CliError(f"calibration data {args.calibration}: no such file or folder")
     _announce_search(args, inputs is not None)
@@ -195,7 +170,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         else load_pipeline_file(args.pipeline_file, REGISTRY)
     )
     _check_paths(args)
-    shapes, inputs = _inputs(args)
+    shapes, inputs = read_inputs(args)
     _, report = run_pipeline(
         args.model,
         passes,
@@ -224,7 +199,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
         raise CliError(f"{args.model}: no such file")
     if args.plot:
         plot_ready(args.plot)
-    shapes, inputs = _inputs(args)
+    shapes, inputs = read_inputs(args)
     if args.round_to < 1:
         raise CliError("--round-to must be at least 1")
     original = as_model(args.model)

@@ -28,10 +28,12 @@ def exercise_notes(unexercised: Mapping[str, str], metrics: Mapping[str, str], p
     said = {
         "warning": "this fidelity can hardly see a fold that lost the other decisions (malvizv1's malware "
         "classifier judged by top1 on 32 benign files: 1.0000 at 90% fewer parameters, and it called "
-        "every file benign); give samples of every kind, or judge the scores too (--metric top1+r2)",
+        "every file benign); give samples of every kind, scaled as the model's own code scales them, or "
+        "judge the scores too (--metric top1+r2)",
         "note": "the fidelity sees the other decisions only through the scores, and no sample shows them "
         "(malvizv1's malware classifier fitted on 32 benign files kept 2 of its 3 malware labels on new "
-        "files at 10.3% fewer parameters); give samples of every kind",
+        "files at 10.3% fewer parameters); give samples of every kind, scaled as the model's own code "
+        "scales them (dlib's age predictor fed caffe-scaled faces answered age 0 to 94% of them)",
     }
     return [
         f"{kind}: "
