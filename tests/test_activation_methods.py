@@ -522,3 +522,31 @@ def test_a_model_folded_again_reuses_its_deepinversion_samples(tmp_path: Path, m
     assert calls == [0, 0, 1]
     onnxfold.fold(bundled_model("resnet18.onnx"), 0.5, out["other"], validate=False)
     assert len(calls) == 4
+
+
+def test_the_judge_reads_the_scores_an_argmax_output_is_made_of(tmp_path: Path) -> None:
+    """A character tagger whose only output is its ArgMax ids measured every candidate at error 0 and
+    chose fold by the tie (word split F1 0.80 at -s 0.3; wanda, chosen on the scores, kept 0.95)."""
+    from harness import Net
+
+    from onnxfold.folding.judge import GroupJudge
+    from onnxfold.ir.model import load_model
+
+    rng = np.random.default_rng(5)
+    net = Net(
+        {"w1": rng.normal(size=(8, 16)).astype(np.float32), "w2": rng.normal(size=(16, 5)).astype(np.float32)}
+    )
+    h = net("Relu", net("MatMul", net.input("x", ["N", 8]), "w1"))
+    ids = net("ArgMax", net("MatMul", h, "w2"), axis=-1, keepdims=0)
+    src, proto = tmp_path / "ids.onnx", net.model(ids)
+    proto.graph.output[0].type.tensor_type.elem_type = TensorProto.INT64
+    onnx.save(proto, str(src))
+    model = load_model(src)
+    judge = GroupJudge(model, [{"x": rng.normal(size=(16, 8)).astype(np.float32)}])
+    assert judge.error_of(model.copy()) == 0.0
+    nudged = model.copy()
+    w2 = next(t for name, t in nudged.graph.tensors().items() if name == "w2")
+    w2.values = (w2.values * np.float32(1.01)).astype(np.float32)  # the same ids, scores 1% larger
+    assert judge.error_of(nudged) == pytest.approx(1e-4, rel=0.05)
+    out = onnx.load(str(src)).graph.output
+    assert [o.name for o in out] == [ids]  # the file is not changed
