@@ -21,10 +21,8 @@ or folder read by :func:`onnxfold.runtime.sample_files.load_inputs`), ``ctx.data
 batch an earlier pass left, an array or ``{input: array}``), the pipeline's ``ctx.inputs``, else
 random inputs (logged as a warning: ranges then fit noise, not data).
 
-ORT's recommended pre-processing (``quant_pre_process``: symbolic and ONNX shape inference, ORT
-basic graph optimisation) runs first. The model is serialised to a temporary folder, quantized
-there and loaded back; every tensor is read into memory before the folder is deleted, so the
-result never refers to the temporary files.
+ORT's pre-processing (``quant_pre_process``: shape inference, basic optimisation) runs first, where
+its output loads. The model is quantized in a temporary folder and read back whole.
 """
 
 from __future__ import annotations
@@ -47,6 +45,7 @@ from onnxfold.ir.model import ExternalValues, Model, load_model, save_model, set
 from onnxfold.pipeline.manager import Option, Pass, PassContext, PassError, PassResult
 from onnxfold.runtime.calibration import collapsed_outputs, fit_runs, rows_of, split_rows
 from onnxfold.runtime.float_kept import float_kept
+from onnxfold.runtime.session import CPU, make_session
 
 log = logging.getLogger(__name__)
 
@@ -419,7 +418,8 @@ class QuantizePass(Pass):
         )
 
     def _preprocess(self, src: Path, dst: Path, external: bool, scratch: Path) -> str:
-        """quant_pre_process with full shape inference, then without symbolic shapes; 'failed' if neither.
+        """quant_pre_process with full shape inference, then without symbolic shapes; 'failed' if neither
+        gives a model onnxruntime loads.
         It runs in ``scratch``, where onnxruntime leaves its temporary files (a trial found
         ``sym_shape_infer_temp.onnx`` and a ``<uuid>.data`` in the user's folder), and its own
         loggers' warnings (``unsupported broadcast between ...``, printed as onnxfold's) are held back."""
@@ -433,6 +433,8 @@ class QuantizePass(Pass):
                 ort_log.setLevel(logging.ERROR)
                 with contextlib.chdir(scratch):
                     quant_pre_process(str(src), str(dst), **extra, **kwargs)
+                    # may not load: an ALBERT tagger's failed ("Attempt to replace the existing tensor")
+                    make_session(str(dst), providers=[CPU])
                 return label
             except Exception as exc:  # onnxruntime raises many kinds; fall back step by step
                 log.info("quant_pre_process (%s) failed: %s", label, one_line(exc, 200))
@@ -448,7 +450,6 @@ class QuantizePass(Pass):
         which then only probe the result)."""
         from onnxfold.runtime.inputs import input_specs, make_inputs
         from onnxfold.runtime.sample_files import load_inputs
-        from onnxfold.runtime.session import CPU, make_session
 
         session = make_session(str(path), providers=[CPU])
         specs = input_specs(session)

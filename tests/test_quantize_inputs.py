@@ -128,3 +128,21 @@ def test_a_quantized_model_of_another_opset_drops_canonicalize_s_recipes() -> No
         new.opset_imports = [("", quantized_opset)]
         replace_model_contents(model, new)
         assert ("recipe" in model.computed_constants) == kept
+
+
+def test_a_preprocessed_model_onnxruntime_cannot_load_is_quantized_as_it_is(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """quant_pre_process wrote a model of a canonicalized ALBERT tagger that onnxruntime failed to load
+    ("Attempt to replace the existing tensor"); the pass then stopped. It quantizes the model as it is."""
+    import onnxruntime.quantization as ortq
+
+    def broken(src, dst, *args, **kwargs) -> None:
+        Path(dst).write_bytes(b"not a model onnxruntime loads")
+
+    monkeypatch.setattr(ortq, "quant_pre_process", broken)
+    src = _tracker(tmp_path / "tracker.onnx")
+    out = tmp_path / "q.onnx"
+    _, report = onnxfold.run_pipeline(src, [QuantizePass(mode="dynamic")], out, inputs=_samples())
+    assert report.passes[0].stats["preprocess"] == "failed"
+    assert any(n.op_type == "MatMulInteger" for n in onnx.load(str(out)).graph.node)
