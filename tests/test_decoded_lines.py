@@ -62,6 +62,26 @@ def test_frame_labels_that_no_blank_separates_stay_per_position() -> None:
     assert output_metrics({"states": frames}, "auto", samples=32, guarded=True) == {"states": "top1"}
 
 
+def test_a_frame_classifier_whose_background_separates_long_events_stays_per_position() -> None:
+    """A seizure detector writes logits [time, B, 4] (named so), background the class between "pre"
+    and "seizure": its seizures, a median 168 half-second steps, each start and end on background,
+    were read as CTC lines, and one flickering step failed a whole window. CTC's emissions are peaks
+    of a few steps and its blank is the first or the last class."""
+    rng = np.random.default_rng(3)
+    time, batch = 200, 32
+    labels = np.full((batch, time), 2)  # background
+    for row in labels:
+        start = int(rng.integers(10, 80))
+        row[start : start + int(rng.integers(40, 110))] = 3  # a seizure
+    logits = np.eye(4)[labels].transpose(1, 0, 2) * 5.0 + rng.normal(0, 0.1, (time, batch, 4))
+    assert output_metrics({"logits": logits}, "auto", samples=batch) == {"logits": "top1"}
+    # the same runs with the background first, as a blank: still no line, the events last
+    assert not ctc_paths(np.where(labels == 2, 0, labels), batch)
+    short = np.where(labels == 2, 0, labels)
+    short[:, 1::2] = 0  # events cut into peaks of one step, the blank between: a recogniser's
+    assert ctc_paths(short, batch)
+
+
 def test_ids_all_blank_on_random_inputs_say_so() -> None:
     blank = np.zeros((2, 56), np.int64)
     why = unexercised("ids", blank)

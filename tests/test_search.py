@@ -493,11 +493,15 @@ def test_margin_counts_the_lines_that_keep_half_their_margin() -> None:
 
 def _sequence_model(embedded: bool, classes: int = 5) -> onnx.ModelProto:
     """[N, 6] → scores [N, 6, classes] through Softmax: from float features, or from token ids via
-    Gather (a table of 11 rows)."""
+    Gather (a table of 11 rows). From features, a recogniser's: its blank, the class of the largest
+    weight (the argmax wherever x > 0), first, as CTC exporters put it."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.standard_normal((1, classes)).astype(np.float32), "w")
+    weights = rng.standard_normal((1, classes))
+    if not embedded:
+        weights = -np.sort(-weights, axis=1)
+    w = numpy_helper.from_array(weights.astype(np.float32), "w")
     table = numpy_helper.from_array(rng.standard_normal((11, 1)).astype(np.float32), "table")
     if embedded:
         x = helper.make_tensor_value_info("x", TensorProto.INT64, ["N", 6])

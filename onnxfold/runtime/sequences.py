@@ -45,11 +45,22 @@ def blank_separated(ref: np.ndarray, samples: int | None = None) -> bool:
     named logits over 248 states: 2.5%, the most common state the argmax at only 26% of the frames),
     and compared whole lines of its frames as if they were text, so that no fold kept 0.95 of
     them while every speech segment stayed."""
-    return separated_paths(per_sample_paths(np.asarray(ref).argmax(axis=-1), samples))
+    ref = np.asarray(ref)
+    paths = per_sample_paths(ref.argmax(axis=-1), samples)
+    blank = int(np.bincount(paths.ravel()).argmax())
+    return blank in (0, ref.shape[-1] - 1) and separated_paths(paths)
+
+
+#: the longest median run of an emission (a class other than the blank) in CTC paths, in steps
+MAX_EMISSION_RUN = 8
 
 
 def separated_paths(paths: np.ndarray) -> bool:
-    """:func:`blank_separated` of argmax paths [samples, steps]."""
+    """:func:`blank_separated` of argmax paths [samples, steps], whose emissions are also short: CTC's
+    are peaks of a few steps (a character), where a frame classifier's events last (a seizure
+    detector's [time, B, 4] logits, background the class between "pre" and "seizure": seizures of a
+    median 168 half-second steps, separated by the background, were read as lines of text, and one
+    flickering step failed a whole 300 s window)."""
     blank = int(np.bincount(paths.ravel()).argmax())
     change = paths[:, 1:] != paths[:, :-1]  # a run ends at t where the path changes after it
     ends = change & (paths[:, :-1] != blank)
@@ -57,7 +68,19 @@ def separated_paths(paths: np.ndarray) -> bool:
     if emissions == 0:
         return True
     separated = int((ends & (paths[:, 1:] == blank)).sum())
-    return separated >= SEPARATED_SHARE * emissions
+    if separated < SEPARATED_SHARE * emissions:
+        return False
+    return bool(np.median(_emission_runs(paths, blank)) <= MAX_EMISSION_RUN)
+
+
+def _emission_runs(paths: np.ndarray, blank: int) -> list[int]:
+    """The lengths of the runs of classes other than ``blank`` in each path."""
+    runs = []
+    for row in paths:
+        edges = np.flatnonzero(np.diff(row)) + 1
+        starts, stops = np.concatenate([[0], edges]), np.concatenate([edges, [len(row)]])
+        runs += [int(b - a) for a, b in zip(starts, stops, strict=True) if row[a] != blank]
+    return runs or [0]
 
 
 def ctc_paths(labels: np.ndarray, samples: int | None = None) -> bool:
