@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 
 from onnxfold.folding.apply import model_weight_bytes
-from onnxfold.folding.samples import token_draws
+from onnxfold.folding.samples import guessed_dim, token_draws
 from onnxfold.ir.model import PROTO_LIMIT, Model, as_loaded, to_model_proto
 from onnxfold.pipeline.manager import Option, Pass, PassContext, PassError, PassResult
 from onnxfold.runtime.compare import runnable_dims, validate
@@ -56,7 +56,7 @@ class ValidatePass(Pass):
         """Run the original once on the inputs validation will use, before any pass works: a model that
         cannot run on them fails now, in one line naming ``--input-shape``, not after the fold. Random
         inputs whose symbolic dims do not run are retried with larger ones (:func:`runnable_dims`)."""
-        self.dim, self.batch = 16, self.opts["batch"]
+        self.dim, self.batch, self.guess = 16, self.opts["batch"], guessed_dim(model)
         given = ctx.inputs is not None
         if model_weight_bytes(model) > PROTO_LIMIT or (given and "boxes" not in self.opts["metric"]):
             return  # given samples need no session unless --metric boxes is to be checked on them
@@ -71,16 +71,22 @@ class ValidatePass(Pass):
                 self.opts["batch"],
                 self.opts["seed"],
                 token_draws(model),
+                self.guess,
             )
         except RuntimeError as exc:
             raise PassError(f"validate: {exc}") from None
         if self.dim != 16:
-            log.info("validate: symbolic input dims set to %d (the model does not run with 16)", self.dim)
+            log.info("validate: symbolic input dims set to %d (%s)", self.dim, self._why_dim())
             ctx.data["runnable_dim"] = self.dim  # where MACs are counted too (onnxfold.api)
         if self.batch != self.opts["batch"]:
             log.info(
                 "validate: %d random samples (the model does not run on %d)", self.batch, self.opts["batch"]
             )
+
+    def _why_dim(self) -> str:
+        if self.dim == self.guess:
+            return "a recurrent model's sequences, longer than 16 steps"
+        return f"the model does not run with {self.guess}"
 
     def _metric_fits(self, session, ctx: PassContext) -> None:
         """A ``--metric`` that cannot read the original's outputs on the first run of the given samples
@@ -140,7 +146,7 @@ class ValidatePass(Pass):
             stats["latency_ratio"] = report.latency.ratio
             stats["slower"] = report.latency.slower
         if getattr(self, "dim", 16) != 16:
-            stats["note"] = f"symbolic input dims set to {self.dim}: the model does not run with 16"
+            stats["note"] = f"symbolic input dims set to {self.dim}: {self._why_dim()}"
         if getattr(self, "batch", self.opts["batch"]) != self.opts["batch"]:
             stats["note"] = (
                 f"compared on a batch of {self.batch} random samples: the model fails on a batch of "

@@ -617,3 +617,65 @@ def test_a_negative_dim_value_is_a_free_dim_that_input_shape_may_size(tmp_path):
     assert shapes == {"x": (1, 3, 48, 192)}
     with pytest.raises(ValueError, match=r"changes dims the model fixes \(x:\?,3,\?,\?\)"):
         check_input_shapes({"x": (1, 1, 48, 192)}, path)
+
+
+def _signal_lstm(time="time") -> onnx.ModelProto:
+    """x [batch, 4, time] -> a Conv over time -> LSTM -> per-step class scores [time, batch, 3]."""
+    rng = np.random.default_rng(0)
+    w, r = (rng.standard_normal((1, 32, n)).astype(np.float32) * 0.5 for n in (6, 8))
+    return _model(
+        [
+            oh.make_node("Conv", ["x", "K"], ["c"], pads=[1, 1]),
+            oh.make_node("Transpose", ["c"], ["ct"], perm=[2, 0, 1]),  # [T, B, 6]
+            oh.make_node("LSTM", ["ct", "W", "R"], ["Y"], hidden_size=8),
+            oh.make_node("Squeeze", ["Y", "ax1"], ["h"]),
+            oh.make_node("MatMul", ["h", "H"], ["logits"]),
+        ],
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4, time])],
+        [oh.make_tensor_value_info("logits", TensorProto.FLOAT, [time, "batch", 3])],
+        [
+            nh.from_array(rng.standard_normal((6, 4, 3)).astype(np.float32), "K"),
+            nh.from_array(w, "W"),
+            nh.from_array(r, "R"),
+            nh.from_array(rng.standard_normal((8, 3)).astype(np.float32), "H"),
+            nh.from_array(np.array([1], np.int64), "ax1"),
+        ],
+    )
+
+
+def test_a_recurrent_signal_model_is_measured_on_longer_random_sequences(tmp_path) -> None:
+    """A seizure detector (convolutions, then LSTMs over x [batch, 100, time]) read 16 random steps:
+    its data-free search measured 0.9937 at 48.5% fewer parameters and changed 9.7% of its decisions;
+    at 128 steps it kept 38.5% with 99.8% of them."""
+    import onnxfold
+    from onnxfold.api import as_model
+    from onnxfold.folding.samples import RECURRENT_DIM, guessed_dim, synthetic_feeds
+
+    model = as_model(_signal_lstm())
+    assert guessed_dim(model) == RECURRENT_DIM == 128
+    assert synthetic_feeds(model, samples=2)[0]["x"].shape[2] == 128  # the data-free proxy's
+    src = tmp_path / "lstm.onnx"
+    onnx.save(_signal_lstm(), str(src))
+    _, report = onnxfold.fold(src, output=tmp_path / "o.onnx", sparsity=0.0)
+    assert report.validation.inputs["x"][2] == 128  # validation's
+    note = next(p.stats.get("note") for p in report.passes if p.name == "validate")
+    assert note == "symbolic input dims set to 128: a recurrent model's sequences, longer than 16 steps"
+    # a model without a recurrent layer, or one whose recurrent layer reads token ids, keeps 16
+    assert guessed_dim(as_model(_classifier())) == 16
+    rng = np.random.default_rng(1)
+    w, r = (rng.standard_normal((1, 32, n)).astype(np.float32) for n in (6, 8))
+    tokens = _model(  # ids -> an embedding table -> LSTM: a word is not 128 characters long
+        [
+            oh.make_node("Gather", ["E", "ids"], ["e"]),
+            oh.make_node("Transpose", ["e"], ["et"], perm=[1, 0, 2]),
+            oh.make_node("LSTM", ["et", "W", "R"], ["Y"], hidden_size=8),
+        ],
+        [oh.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "time"])],
+        [oh.make_tensor_value_info("Y", TensorProto.FLOAT, ["time", 1, "batch", 8])],
+        [
+            nh.from_array(rng.standard_normal((30, 6)).astype(np.float32), "E"),
+            nh.from_array(w, "W"),
+            nh.from_array(r, "R"),
+        ],
+    )
+    assert guessed_dim(as_model(tokens)) == 16

@@ -151,7 +151,7 @@ def synthetic_feeds(
 
     session = measurement_session(to_model_proto(model), optimize=False)
     tables = token_draws(model)  # ids that index an embedding are drawn from its rows
-    dim = runnable_dim(session, shapes, seed, tables)
+    dim = runnable_dim(session, shapes, seed, tables, guessed_dim(model))
     return random_runs(session, samples, CHUNK, seed, shapes, dim, tables)
 
 
@@ -170,16 +170,32 @@ def merged_feeds(feeds: Sequence[Feeds]) -> Feeds | None:
     }
 
 
-def runnable_dim(session, shapes: dict | None, seed: int, tables: dict) -> int:
-    """The size of symbolic non-batch dims on which the model runs, as validation finds it (16, else
-    larger: a reflect Pad of 20, a detector's strides); 16 when none does (the caller's run then fails
-    with its own message)."""
+def runnable_dim(session, shapes: dict | None, seed: int, tables: dict, start: int = 16) -> int:
+    """The size of symbolic non-batch dims on which the model runs, as validation finds it (``start``,
+    else larger: a reflect Pad of 20, a detector's strides); ``start`` when none does (the caller's
+    run then fails with its own message)."""
     from onnxfold.runtime.compare import runnable_dims
 
     try:
-        return runnable_dims(session, shapes or None, 1, seed, tables)[0]
+        return runnable_dims(session, shapes or None, 1, seed, tables, start)[0]
     except RuntimeError:
-        return 16
+        return start
+
+
+#: free dims a recurrent signal model's random inputs take (:func:`guessed_dim`)
+RECURRENT_DIM = 128
+_RECURRENT = ("LSTM", "GRU", "RNN")
+
+
+def guessed_dim(model) -> int:
+    """The size random inputs give symbolic non-batch dims: 16, or :data:`RECURRENT_DIM` for a model
+    (an IR Model) with a recurrent layer and no input that indexes an embedding table. A seizure
+    detector (convolutions, then two bidirectional LSTMs over x [batch, 100, time]) read 16 steps:
+    its data-free search measured 0.9937 at 48.5% fewer parameters and changed 9.7% of its
+    half-second decisions; at 128 steps it kept 38.5% with 99.8% of them."""
+    ops = {n.op for n in model.graph.nodes}
+    tokens = bool(ops & set(_RECURRENT)) and bool(embedding_tables(model))
+    return RECURRENT_DIM if ops & set(_RECURRENT) and not tokens else 16
 
 
 #: DeepInversion samples ``auto`` synthesises without ``--inputs`` (BN models, torch installed).

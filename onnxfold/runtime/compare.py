@@ -252,15 +252,16 @@ def runnable_dims(
     batch: int,
     seed: int,
     id_draws: Mapping[str, object] | None = None,
+    start: int = FALLBACK_DIMS[0],
 ) -> tuple[int, dict[str, np.ndarray], list[np.ndarray], int]:
-    """The first size in :data:`FALLBACK_DIMS` for symbolic non-batch dims on which ``session`` runs,
-    with the random feed and the outputs; when none runs at ``batch``, the first of
-    :data:`FALLBACK_BATCHES` that runs at the first size (returned last). Raises a one-line
+    """The first size, ``start`` then the larger ones of :data:`FALLBACK_DIMS`, for symbolic non-batch
+    dims on which ``session`` runs, with the random feed and the outputs; when none runs at ``batch``,
+    the first of :data:`FALLBACK_BATCHES` that runs at ``start`` (returned last). Raises a one-line
     RuntimeError naming the inputs first tried and :data:`SHAPE_HINT` when none does."""
     first: Exception | None = None
     outputs = [o.name for o in session.get_outputs()]
-    tries = [(dim, batch) for dim in FALLBACK_DIMS]
-    tries += [(FALLBACK_DIMS[0], b) for b in FALLBACK_BATCHES if b != batch]
+    tries = [(dim, batch) for dim in (start, *(d for d in FALLBACK_DIMS if d > start))]
+    tries += [(start, b) for b in FALLBACK_BATCHES if b != batch]
     for dim, size in tries:
         feed = make_inputs(
             session, shapes=shapes, batch=size, seed=seed, default_dim=dim, sequence=dim, id_draws=id_draws
