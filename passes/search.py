@@ -416,6 +416,8 @@ class SearchPass(Pass):
             "forced": not result.met,
             "fidelity": chosen.fidelity,
             "param_reduction": result.param_reduction(),
+            # weights the input held more than once, stored once whatever folds (ALBERT's shared layers)
+            "stored_once": max(0.0, 1.0 - base.params / given) if given else 0.0,
             "candidates": len(result.candidates),
             "seconds": result.seconds,
             "data_free_proxy": result.proxy,

@@ -102,3 +102,20 @@ def format_comparison(before: ModelStats, after: ModelStats) -> str:
             f"note: MACs count each {'/'.join(bodies)} body once; the model's grow with its iterations"
         )
     return "\n".join([table, *notes])
+
+
+def stored_once_note(passes, before: ModelStats, after: ModelStats) -> list[str]:
+    """A note splitting a search's parameter reduction where part of it is weights the input held more
+    than once, stored once whatever folds (the search's ``stored_once`` share of the input's
+    parameters): sudachi-b-imitator's ALBERT tagger read "30.8% fewer parameters" where 29.6% were its
+    layers' shared weights and the fold took 1.7% of the rest."""
+    shares = [r.stats.get("stored_once", 0.0) for r in passes if r.name == "search"]
+    once = max(shares, default=0.0)
+    total = 1.0 - after.params / before.params if before.params else 0.0
+    if once < 0.001 or total <= once + 1e-9:
+        return []
+    folded = 1.0 - (1.0 - total) / (1.0 - once)
+    return [
+        f"note: of the {total:.1%} fewer parameters, {once:.1%} are weights the input holds more than once "
+        f"(shared layers, a tied embedding), stored once whatever folds; the fold removed {folded:.1%} of the rest"
+    ]

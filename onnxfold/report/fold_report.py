@@ -19,7 +19,7 @@ from onnxfold.folding.cluster import rounds
 from onnxfold.ir.constant_fold import restored_constants
 from onnxfold.ir.model import Model
 from onnxfold.pipeline.manager import PassRecord
-from onnxfold.report.comparison import format_comparison, params_growth
+from onnxfold.report.comparison import format_comparison, params_growth, stored_once_note
 from onnxfold.report.names import shortened
 from onnxfold.report.stats import ModelStats, format_table, model_stats, op_counts, weight_counts
 from onnxfold.report.table import count_change
@@ -263,6 +263,7 @@ class FoldReport:
         ]
         if self.search is not None:
             parts.append("\n" + self.search.summary(self.before, self.after))
+            parts += stored_once_note(self.passes, self.before, self.after)
         rows = [[r.name, f"{r.seconds * 1000:.1f} ms", "yes" if r.modified else "no"] for r in self.passes]
         parts.append("\n" + format_table(["pass", "time", "modified"], rows, align="lrl"))
         parts += [f"{r.name}: skipped ({r.stats['skipped']})" for r in self.passes if r.stats.get("skipped")]
