@@ -45,6 +45,28 @@ def padding_mask(feed: Mapping[str, np.ndarray]) -> np.ndarray | None:
             tokens, pads = held.all(axis=1).any(), (~held).all(axis=1).any()
             inverted = pads and not tokens or not tokens and not pads and "key_padding" in name.lower()
             return ~held if inverted else held
+    return _unnamed_mask(feed)
+
+
+def _unnamed_mask(feed: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """An attention mask a legacy export left unnamed (``onnx::Unsqueeze_1`` beside ``input.1``, the ids,
+    on an ALBERT character tagger, whose top1 then counted 91.6% padding): an integer or boolean
+    input [N, L] of 0 and 1 only, every row ones then zeros from its first position, some zeros,
+    beside another integer input of the same shape."""
+    arrays = {k: np.asarray(v) for k, v in feed.items()}
+    for name, v in arrays.items():
+        if v.ndim != 2 or v.dtype.kind not in "biu" or not v.size or v.shape[1] < 2:
+            continue
+        others = [o for k, o in arrays.items() if k != name and o.shape == v.shape and o.dtype.kind in "iu"]
+        held = v != 0
+        if (
+            others
+            and np.isin(v, (0, 1)).all()
+            and held[:, 0].all()
+            and not held.all()
+            and (held[:, 1:] <= held[:, :-1]).all()
+        ):
+            return held
     return None
 
 

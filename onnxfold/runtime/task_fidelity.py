@@ -82,6 +82,10 @@ def task_fidelity(
             m.fidelity = fid.fidelity_value(
                 chosen[m.name], reference[m.name], candidate[m.name], samples, keep
             )
+            if keep is not None and m.top1_agreement is not None:  # equal or top1 on the tokens alone
+                a, b = np.asarray(reference[m.name])[keep], np.asarray(candidate[m.name])[keep]
+                same = a == b if is_labels(a) else a.argmax(axis=-1) == b.argmax(axis=-1)
+                m.top1_agreement = float(np.mean(same)) if same.size else m.top1_agreement
             m.counted = fid.counted(chosen[m.name], reference[m.name], samples)
             automatic = default == "auto" and named.get(m.name, "auto") == "auto"
             argmaxes = set(fid.metric_parts(chosen[m.name])) & set(fid.COUNTS_OF_CLASSES)
