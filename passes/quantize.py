@@ -41,9 +41,10 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxfold.errors import one_line
+from onnxfold.folding.samples import token_draws
 from onnxfold.ir.model import ExternalValues, Model, load_model, save_model, set_values
 from onnxfold.pipeline.manager import Option, Pass, PassContext, PassError, PassResult
-from onnxfold.runtime.calibration import collapsed_outputs, fit_runs, rows_of, split_rows
+from onnxfold.runtime.calibration import checked_samples, collapsed_outputs, fit_runs, rows_of, split_rows
 from onnxfold.runtime.float_kept import float_kept
 from onnxfold.runtime.session import CPU, make_session
 
@@ -323,7 +324,8 @@ class QuantizePass(Pass):
                 "nodes_to_exclude": [*self.opts["exclude"], *doubles] or None,
                 "use_external_data_format": external,
             }
-            feeds, source = self._calibration_feeds(src, ctx, quiet=self.opts["mode"] == "dynamic")
+            draws = token_draws(model)  # ids inside the tables they index, as fold draws them
+            feeds, source = self._calibration_feeds(src, ctx, self.opts["mode"] == "dynamic", draws)
             if self.opts["mode"] == "dynamic":
                 with contextlib.chdir(tmp):  # onnxruntime writes its scratch files where it runs
                     quantize_dynamic(src, out, **common)
@@ -444,7 +446,7 @@ class QuantizePass(Pass):
         return "failed"
 
     def _calibration_feeds(
-        self, path: Path, ctx: PassContext, quiet: bool = False
+        self, path: Path, ctx: PassContext, quiet: bool = False, draws: Mapping[str, object] | None = None
     ) -> tuple[list[dict[str, np.ndarray]], str]:
         """The calibration feeds and where they came from (``quiet``: no warning about random ones,
         which then only probe the result)."""
@@ -463,10 +465,10 @@ class QuantizePass(Pass):
             return split_rows(arrays, chunk), f"file {self.opts['calibration']}"
         given = ctx.data.get("calibration")
         if given is not None:
-            return split_rows(self._checked(given, session, "ctx.data['calibration']"), chunk), "ctx.data"
+            return split_rows(checked_samples(given, session, "ctx.data['calibration']"), chunk), "ctx.data"
         if ctx.inputs:
             return split_rows(
-                self._checked(ctx.inputs, session, "the pipeline's inputs"), chunk
+                checked_samples(ctx.inputs, session, "the pipeline's inputs"), chunk
             ), "pipeline inputs"
         if not quiet:
             log.warning(
@@ -476,25 +478,13 @@ class QuantizePass(Pass):
             )
         n_feeds = max(1, -(-self.opts["samples"] // chunk))
         feeds = [
-            make_inputs(session, shapes=ctx.input_shapes or None, batch=chunk, seed=self.opts["seed"] + i)
+            make_inputs(
+                session,
+                shapes=ctx.input_shapes or None,
+                batch=chunk,
+                seed=self.opts["seed"] + i,
+                id_draws=draws,
+            )
             for i in range(n_feeds)
         ]
         return feeds, "random"
-
-    @staticmethod
-    def _checked(arrays: Any, session: Any, what: str) -> dict[str, np.ndarray]:
-        """In-memory samples (an array or ``{input: array}``; other keys are ignored) through
-        :func:`~onnxfold.runtime.sample_files.load_inputs`: cast and checked like calibration files."""
-        from onnxfold.runtime.inputs import input_specs
-        from onnxfold.runtime.sample_files import load_inputs
-
-        names = [s.name for s in input_specs(session)]
-        if isinstance(arrays, Mapping):
-            missing = [n for n in names if n not in arrays]
-            if missing:
-                raise PassError(f"quantize: {what} lack model input(s) {missing}")
-            arrays = {n: arrays[n] for n in names}
-        try:
-            return load_inputs(arrays, session, chunked=True)
-        except ValueError as exc:
-            raise PassError(f"quantize: {what}: {exc}") from None

@@ -146,3 +146,32 @@ def test_a_preprocessed_model_onnxruntime_cannot_load_is_quantized_as_it_is(
     _, report = onnxfold.run_pipeline(src, [QuantizePass(mode="dynamic")], out, inputs=_samples())
     assert report.passes[0].stats["preprocess"] == "failed"
     assert any(n.op_type == "MatMulInteger" for n in onnx.load(str(out)).graph.node)
+
+
+def test_random_calibration_draws_ids_inside_the_tables_they_index(tmp_path: Path) -> None:
+    """An ALBERT tagger's token types (input.3, a table of 2 rows) were drawn in [0, 4) without --inputs:
+    onnxruntime failed on "idx=3 must be within [-2,1]", and the error advised op_types/exclude."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Gather", ["E", "input.1"], ["e"]),
+        helper.make_node("Gather", ["TT", "input.3"], ["t"]),
+        helper.make_node("Add", ["e", "t"], ["h"]),
+        helper.make_node("MatMul", ["h", "W"], ["y"]),
+    ]
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((50, 16)).astype(np.float32), "E"),
+        numpy_helper.from_array(rng.standard_normal((2, 16)).astype(np.float32), "TT"),
+        numpy_helper.from_array(rng.standard_normal((16, 16)).astype(np.float32), "W"),
+    ]
+    ids = [
+        helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"]) for n in ("input.1", "input.3")
+    ]
+    out = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 16])]
+    src = tmp_path / "tokens.onnx"
+    graph = helper.make_graph(nodes, "g", ids, out, inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    for mode in ("dynamic", "static"):
+        _, report = onnxfold.run_pipeline(src, [QuantizePass(mode=mode)], tmp_path / f"{mode}.onnx")
+        assert (tmp_path / f"{mode}.onnx").exists(), mode

@@ -88,3 +88,23 @@ def collapsed_outputs(src: Path, out: Path, feed: Mapping[str, np.ndarray], mode
         + ("" if mode == "dynamic" else "mode=dynamic, or ")
         + "float32 ops (op_types=A|B, exclude=NAME) may keep it"
     )
+
+
+def checked_samples(arrays, session, what: str) -> dict[str, np.ndarray]:
+    """In-memory samples (an array or ``{input: array}``; other keys are ignored) through
+    :func:`~onnxfold.runtime.sample_files.load_inputs`: cast and checked like calibration files; a
+    one-line PassError naming ``what`` when they do not fit ``session``'s inputs."""
+    from onnxfold.errors import PassError
+    from onnxfold.runtime.inputs import input_specs
+    from onnxfold.runtime.sample_files import load_inputs
+
+    names = [s.name for s in input_specs(session)]
+    if isinstance(arrays, Mapping):
+        missing = [n for n in names if n not in arrays]
+        if missing:
+            raise PassError(f"quantize: {what} lack model input(s) {missing}")
+        arrays = {n: arrays[n] for n in names}
+    try:
+        return load_inputs(arrays, session, chunked=True)
+    except ValueError as exc:
+        raise PassError(f"quantize: {what}: {exc}") from None
