@@ -602,3 +602,21 @@ def test_a_budgets_headline_says_when_an_unexercised_output_sets_it(tmp_path: Pa
         " (set by prob, which these inputs leave unexercised: 0.8300 on the rest)"
     )
     assert unexercised_low(outs, {}) == "" and unexercised_low(outs[:1], {"prob": "moved"}) == ""
+
+
+def test_a_detector_whose_anchors_are_mostly_background_is_exercised() -> None:
+    """FaceBoxesV2's conf [N, 8525, 2] on 32 images with faces: background at 99.8% of its anchors, and
+    a note said the samples "exercise none of conf": 17 face anchors an image are its decisions."""
+    rng = np.random.default_rng(2)
+    conf = np.zeros((32, 8525, 2), np.float32)
+    conf[..., 0] = 0.99 + rng.random((32, 8525)).astype(np.float32) * 0.01
+    faces = rng.choice(32 * 8525, 545, replace=False)  # 0.2% of the anchors
+    conf.reshape(-1, 2)[faces] = [0.1, 0.9]
+    conf[..., 1] = 1 - conf[..., 0]
+    assert unexercised("conf", conf, "Softmax", samples=32) is None
+    one = conf.copy()
+    one.reshape(-1, 2)[faces[10:]] = [0.99, 0.01]  # 10 face anchors among 32 images: not one an image
+    assert (
+        unexercised("conf", one, "Softmax", samples=32)
+        == "made its argmax class 0 at 100.0% of the positions"
+    )
