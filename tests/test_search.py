@@ -1546,3 +1546,16 @@ def test_the_search_time_counts_its_preparation(monkeypatch) -> None:
     _, report = onnxfold.fold(bundled_model("lenet5.onnx"), validate=False, method="fold", target_params=0.2)
     assert report.search.seconds >= 3.0
     assert f"measured, {report.search.seconds:.1f} s in all" in report.search.summary()
+
+
+def test_a_search_that_saved_parameters_but_few_macs_says_so_in_kinds_of_layer() -> None:
+    """SFace's budget: 20.0% fewer parameters, 2.6% fewer MACs (its flatten head); FaceBoxesV2's note
+    named "a flatten head's Gemm" for a model that has none."""
+    from onnxfold.search.budget import compute_note
+
+    (note,) = compute_note("target_params", 0.193, 0.020)
+    assert note.startswith("note: 19.3% fewer parameters but 2.0% fewer MACs") and "--target-macs" in note
+    assert "flatten head" not in note and "a convolution on a small, late feature map" in note
+    assert compute_note("target_macs", 0.193, 0.020) == []  # it aimed at MACs
+    assert compute_note("min_fidelity", 0.20, 0.06) == []  # MACs fell by over a quarter of the share
+    assert compute_note("min_fidelity", 0.04, 0.0) == []  # too few parameters to speak of

@@ -60,11 +60,14 @@ def tolerance_of(path: AllocationPath, total: float, mode: str, round_to: int = 
 def compute_note(mode: str, params: float, macs: float) -> list[str]:
     """A line where a search that did not aim at MACs removed far more parameters than MACs (at least
     5% of the parameters, under a quarter of that share of the MACs): SFace's 20% budget folded its
-    flatten head, 20.0% fewer parameters and 2.6% fewer MACs, and its user wanted speed."""
+    flatten head, 20.0% fewer parameters and 2.6% fewer MACs, and its user wanted speed. The cause is
+    given as kinds of layer: FaceBoxesV2's note named "a flatten head's Gemm", and it has none (its
+    fold narrowed a late 256-channel Conv)."""
     if mode == "target_macs" or params < 0.05 or macs >= params / 4:
         return []
     return [
         f"note: {params:.1%} fewer parameters but {macs:.1%} fewer MACs: the fold took most from layers "
-        "that hold many weights and compute little (a flatten head's Gemm); for speed, --target-macs R "
+        "that hold many weights and compute little (such as a Gemm over flattened features or a "
+        "convolution on a small, late feature map); for speed, --target-macs R "
         "aims at the compute"
     ]
