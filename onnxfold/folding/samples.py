@@ -193,9 +193,9 @@ def guessed_dim(model) -> int:
     detector (convolutions, then two bidirectional LSTMs over x [batch, 100, time]) read 16 steps:
     its data-free search measured 0.9937 at 48.5% fewer parameters and changed 9.7% of its
     half-second decisions; at 128 steps it kept 38.5% with 99.8% of them."""
-    ops = {n.op for n in model.graph.nodes}
-    tokens = bool(ops & set(_RECURRENT)) and bool(embedding_tables(model))
-    return RECURRENT_DIM if ops & set(_RECURRENT) and not tokens else 16
+    if not {n.op for n in model.graph.nodes} & set(_RECURRENT):
+        return 16
+    return 16 if embedding_tables(model) else RECURRENT_DIM
 
 
 #: DeepInversion samples ``auto`` synthesises without ``--inputs`` (BN models, torch installed).

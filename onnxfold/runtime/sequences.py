@@ -38,9 +38,10 @@ SEPARATED_SHARE = 0.5
 
 def blank_separated(ref: np.ndarray, samples: int | None = None) -> bool:
     """Whether the argmax paths of [B, T, C] / [T, B, C] logits look like CTC's: the class most often
-    the argmax (the blank) ends at least :data:`SEPARATED_SHARE` of the runs of the other classes
-    that it does not end the path with; or no other class is ever the argmax (:func:`one_class`
-    then decides). CTC separates its emissions with the blank (PP-OCRv4's recogniser on 32 rendered
+    the argmax (the blank) is the first or the last class, as every CTC exporter puts it; it ends at
+    least :data:`SEPARATED_SHARE` of the runs of the other classes that it does not end the path
+    with, and those runs are short (:func:`separated_paths`); or no other class is ever the argmax
+    (:func:`one_class` then decides). CTC separates its emissions with the blank (PP-OCRv4's recogniser on 32 rendered
     lines: 81% of them); a frame classifier moves from class to class (FunASR's FSMN VAD, a Softmax
     named logits over 248 states: 2.5%, the most common state the argmax at only 26% of the frames),
     and compared whole lines of its frames as if they were text, so that no fold kept 0.95 of
