@@ -57,19 +57,17 @@ def _proto(on_padding: float, at_token: tuple[int, float] | None = None):
         numpy_helper.from_array(np.array(on_padding, np.float32), "shift"),
         numpy_helper.from_array(np.array([-1], np.int64), "axis"),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "padded",
-        [
-            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
-            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"]),
-        ],
-        [
-            helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["batch", "seq", 8]),
-            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", 5]),
-        ],
-        inits,
-    )
+    outputs = [
+        helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["batch", "seq", 8]),
+        helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", 5]),
+    ]
+    return _token_model(nodes, inits, ("input_ids", "attention_mask"), outputs)
+
+
+def _token_model(nodes, inits, inputs: tuple[str, str], outputs):
+    """An opset-17 model of ``nodes`` reading two int64 [batch, seq] inputs (the ids and their mask)."""
+    ints = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"]) for n in inputs]
+    graph = helper.make_graph(nodes, "tokens", ints, outputs, inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -234,17 +232,8 @@ def _id_tagger(on_padding: float):
         numpy_helper.from_array(np.array([0, 0, 0, 0, on_padding], np.float32), "e4"),
         numpy_helper.from_array(np.array([-1], np.int64), "axis"),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "unnamed",
-        [
-            helper.make_tensor_value_info("input.1", TensorProto.INT64, ["batch", "seq"]),
-            helper.make_tensor_value_info("onnx::Unsqueeze_1", TensorProto.INT64, ["batch", "seq"]),
-        ],
-        [helper.make_tensor_value_info("tags", TensorProto.INT64, ["batch", "seq"])],
-        inits,
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    tags = [helper.make_tensor_value_info("tags", TensorProto.INT64, ["batch", "seq"])]
+    return _token_model(nodes, inits, ("input.1", "onnx::Unsqueeze_1"), tags)
 
 
 def test_validation_counts_equal_labels_on_the_tokens_alone() -> None:
