@@ -48,7 +48,8 @@ def params_growth(
     if quantized and after.weight_bytes < before.weight_bytes:
         text += (
             " The quantize pass stores each weight as 8-bit integers (names ending in _quantized) beside "
-            "its scales and zero points, which count as parameters too; the weight bytes show the saving."
+            "its scales and zero points; in dynamic mode (ConvInteger, MatMulInteger) these count as parameters "
+            "(in static QDQ they do not); the weight bytes show the saving."
         )
     elif quantized:  # swift-f0: its STFT basis, computed at run time, stored as int8 (weight bytes +195%)
         text += (
