@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from onnxfold.runtime.input_scales import InputScale
+from onnxfold.runtime.random_values import random_array
 
 logger = logging.getLogger(__name__)
 
@@ -271,40 +272,6 @@ def _length_like(spec: InputSpec) -> bool:
     return kind in ("i", "u") and len(spec.shape or ()) <= 1 and bool(LENGTH_NAME.search(spec.name.lower()))
 
 
-def _random_array(name: str, dtype: np.dtype, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    lname = name.lower()
-    if dtype.kind == "f":
-        return rng.standard_normal(shape).astype(dtype)
-    if dtype.kind == "b":
-        return _prefix_mask(shape, rng)
-    if dtype.kind in "iu":
-        if "mask" in lname:
-            return np.ones(shape, dtype=dtype)
-        if "token_type" in lname or "segment" in lname:
-            return np.zeros(shape, dtype=dtype)
-        if "position" in lname and len(shape) >= 1:
-            return np.broadcast_to(np.arange(shape[-1], dtype=dtype), shape).copy()
-        if "ids" in lname:
-            return rng.integers(0, 100, size=shape).astype(dtype)
-        if dtype == np.uint8:  # raw image bytes
-            return rng.integers(0, 256, size=shape).astype(dtype)
-        return rng.integers(0, 4, size=shape).astype(dtype)
-    raise ValueError(f"cannot make random values for input {name!r} of dtype {dtype}")
-
-
-def _prefix_mask(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    """A boolean input as a padding mask: along the last axis, True for a random number k of leading
-    positions (1 ≤ k < n) and False after them, so that some positions are valid under either
-    convention (True = keep, or True = padding, as torch's key_padding_mask). All True, as before,
-    masked every position of a romanizer's encoder under the second: its output did not depend on
-    the weights, and a fold that changed 6.7% of its results measured exact."""
-    if not shape or shape[-1] < 2:
-        return np.ones(shape, dtype=bool)
-    n = shape[-1]
-    k = rng.integers(1, n, size=shape[:-1])
-    return np.arange(n) < k[..., None]
-
-
 def make_inputs(
     session: Any,
     shapes: Mapping[str, Sequence[int]] | None = None,
@@ -361,7 +328,7 @@ def make_inputs(
         rng = _rng_for(seed, spec.name)
         chance = (id_draws or {}).get(spec.name)
         if isinstance(chance, InputScale) and spec.dtype.kind == "f":  # as the model normalizes it
-            inputs[spec.name] = chance.draw(_random_array(spec.name, spec.dtype, shape, rng))
+            inputs[spec.name] = chance.draw(random_array(spec.name, spec.dtype, shape, rng))
         elif chance is not None and not isinstance(chance, InputScale) and spec.dtype.kind in "iu":
             inputs[spec.name] = rng.choice(len(chance), size=shape, p=chance).astype(spec.dtype)
         elif (
@@ -379,7 +346,7 @@ def make_inputs(
         ):
             inputs[spec.name] = np.full(shape, n, dtype=spec.dtype)
         else:
-            inputs[spec.name] = _random_array(spec.name, spec.dtype, shape, rng)
+            inputs[spec.name] = random_array(spec.name, spec.dtype, shape, rng)
     inputs = {s.name: inputs[s.name] for s in specs}  # in the model's order
     logger.debug("made inputs %s", {k: (v.dtype.name, v.shape) for k, v in inputs.items()})
     return inputs
