@@ -31,7 +31,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxfold.ir.proto_graph import GraphConstants
+from onnxfold.ir.proto_graph import GraphConstants, needed_nodes
 
 #: a constant this large (in magnitude) that a Where selects, or that scales a mask, is a fill value:
 #: −10000 in older BERT exports; −1e9 and finfo(float32).min in later ones
@@ -156,8 +156,7 @@ def mask_fill_nodes(proto: onnx.ModelProto) -> list[str]:
         kept[id(n)] = n
         if n.op_type not in BOUNDING_OPS:
             todo += [r for o in n.output for r in readers.get(o, [])]
-    order = {id(n): k for k, n in enumerate(graph.node)}
-    return [n.name for n in sorted(kept.values(), key=lambda n: order[id(n)]) if n.name]
+    return [n.name for n in graph.node if id(n) in kept and n.name]
 
 
 #: a Log after at most this many weighted ops is a feature front end's (module docstring)
@@ -168,21 +167,12 @@ _WEIGHTED = {"Conv", "ConvTranspose", "MatMul", "Gemm", "ConvInteger", "MatMulIn
 def log_front_end_nodes(proto: onnx.ModelProto) -> list[str]:
     """The names of the nodes of every log spectrum front end (module docstring), in graph order."""
     graph = proto.graph
-    producer = {o: n for n in graph.node for o in n.output if o}
-    kept: dict[int, onnx.NodeProto] = {}
+    kept: set[int] = set()
     for log in (n for n in graph.node if n.op_type == "Log"):
-        seen: dict[int, onnx.NodeProto] = {}
-        todo = [log]
-        while todo:
-            n = todo.pop()
-            if id(n) in seen or n.op_type == "Constant":
-                continue
-            seen[id(n)] = n
-            todo += [producer[i] for i in n.input if i in producer]
-        if sum(n.op_type in _WEIGHTED for n in seen.values()) <= FRONT_END_WEIGHTS:
-            kept.update(seen)
-    order = {id(n): k for k, n in enumerate(graph.node)}
-    return [n.name for n in sorted(kept.values(), key=lambda n: order[id(n)]) if n.name]
+        front = [n for n in needed_nodes(graph, log.output) if n.op_type != "Constant"]
+        if sum(n.op_type in _WEIGHTED for n in front) <= FRONT_END_WEIGHTS:
+            kept.update(id(n) for n in front)
+    return [n.name for n in graph.node if id(n) in kept and n.name]
 
 
 def float_kept(src: Path, static: bool = True) -> tuple[list[str], dict[str, int], str]:
