@@ -83,9 +83,9 @@ def task_fidelity(
                 chosen[m.name], reference[m.name], candidate[m.name], samples, keep
             )
             if keep is not None and m.top1_agreement is not None:  # equal or top1 on the tokens alone
-                a, b = np.asarray(reference[m.name])[keep], np.asarray(candidate[m.name])[keep]
-                same = a == b if is_labels(a) else a.argmax(axis=-1) == b.argmax(axis=-1)
-                m.top1_agreement = float(np.mean(same)) if same.size else m.top1_agreement
+                m.top1_agreement = fid.fidelity_value(
+                    "top1", reference[m.name], candidate[m.name], samples, keep
+                )
             m.counted = fid.counted(chosen[m.name], reference[m.name], samples)
             automatic = default == "auto" and named.get(m.name, "auto") == "auto"
             argmaxes = set(fid.metric_parts(chosen[m.name])) & set(fid.COUNTS_OF_CLASSES)
