@@ -32,7 +32,7 @@ import logging
 import re
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -237,8 +237,8 @@ class QuantizePass(Pass):
     )
 
     def preflight(self, model: Model, ctx: PassContext) -> None:
-        """Refuse ``exclude`` names that are no node of the model, and a model whose weights are mostly float16 or bfloat16 before any pass works:
-        onnxruntime's quantizer takes float32 models (ukis-csmask's float16 UNet failed inside it,
+        """Before any pass works, refuse ``exclude`` names that are no node of the model, and a model
+        whose weights are mostly float16 or bfloat16: onnxruntime's quantizer takes float32 models (ukis-csmask's float16 UNet failed inside it,
         dynamic with "Expected InsertedPrecisionFreeCast_… to be an initializer", static with a
         QuantizeLinear on a float16 tensor that validation rejected)."""
         from onnxfold.ir.external import elements_by_type
@@ -324,8 +324,7 @@ class QuantizePass(Pass):
                 "nodes_to_exclude": [*self.opts["exclude"], *doubles] or None,
                 "use_external_data_format": external,
             }
-            draws = token_draws(model)  # ids inside the tables they index, as fold draws them
-            feeds, source = self._calibration_feeds(src, ctx, self.opts["mode"] == "dynamic", draws)
+            feeds, source = self._calibration_feeds(src, ctx, self.opts["mode"] == "dynamic", model)
             if self.opts["mode"] == "dynamic":
                 with contextlib.chdir(tmp):  # onnxruntime writes its scratch files where it runs
                     quantize_dynamic(src, out, **common)
@@ -446,10 +445,11 @@ class QuantizePass(Pass):
         return "failed"
 
     def _calibration_feeds(
-        self, path: Path, ctx: PassContext, quiet: bool = False, draws: Mapping[str, object] | None = None
+        self, path: Path, ctx: PassContext, quiet: bool = False, model: Model | None = None
     ) -> tuple[list[dict[str, np.ndarray]], str]:
         """The calibration feeds and where they came from (``quiet``: no warning about random ones,
-        which then only probe the result)."""
+        which then only probe the result; random ids are drawn inside the tables they index in
+        ``model``, as fold draws them)."""
         from onnxfold.runtime.inputs import input_specs, make_inputs
         from onnxfold.runtime.sample_files import load_inputs
 
@@ -477,6 +477,7 @@ class QuantizePass(Pass):
                 self.opts["samples"],
             )
         n_feeds = max(1, -(-self.opts["samples"] // chunk))
+        draws = token_draws(model) if model is not None else None
         feeds = [
             make_inputs(
                 session,
