@@ -302,6 +302,14 @@ class SearchPass(Pass):
         if self.repair is not None and hasattr(self.repair, "preflight"):
             self.repair.preflight(model, ctx)
 
+    #: whether a validate pass follows the search (:meth:`bind`): the time limit then keeps its time
+    validated = False
+
+    def bind(self, passes) -> None:
+        """Learn whether a validate pass follows: its runs come out of the search's time limit."""
+        after = list(passes)[list(passes).index(self) + 1 :] if self in passes else []
+        self.validated = any(p.name == "validate" for p in after)
+
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         """The search, its measurements on the fold pass's ``--jobs`` threads."""
         from onnxfold.runtime.session import measuring_threads
@@ -314,8 +322,8 @@ class SearchPass(Pass):
         from onnxfold.passes.fold import FoldPass
         from onnxfold.report.fold_report import stats_of
         from onnxfold.runtime.session import measuring_threads
-        from onnxfold.search.sensitivity import TimeLimit
         from onnxfold.search.target import search
+        from onnxfold.search.time_limit import AFTER_SEARCH_RUNS, TimeLimit
 
         mode = self.mode
         if mode is None:
@@ -342,6 +350,8 @@ class SearchPass(Pass):
         evaluator, held_out = prepared(
             model, ctx, fold, [fold] + ([self.repair] if self.repair is not None else []), self.opts["metric"]
         )
+        if self.validated:  # validation runs the original and the result after the search
+            limit.keep(AFTER_SEARCH_RUNS * evaluator.whole_seconds)
         jobs = fold.opts["jobs"]
 
         def remeasure(result: Model) -> tuple[float, list]:

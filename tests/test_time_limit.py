@@ -17,7 +17,7 @@ from onnxfold.models import bundled_model
 from onnxfold.passes import CanonicalizePass
 from onnxfold.pipeline.manager import PassContext
 from onnxfold.search import Evaluator, sensitivity
-from onnxfold.search.sensitivity import TimeLimit
+from onnxfold.search.time_limit import TimeLimit
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +44,43 @@ def test_a_limit_that_is_never_reached_and_no_limit_never_expire() -> None:
     assert [limit.expired() for _ in range(6)] == [False, False, False, False, True, True]
     half = TimeLimit(4.0, Ticks())  # the sensitivity's share: half of it
     assert [half.expired(0.5) for _ in range(3)] == [False, True, True]
+
+
+def test_a_reserve_kept_for_validation_comes_out_of_the_search_s_time() -> None:
+    """A Conv-TasNet's validation took 54 s after a 582 s search of a "600 s" limit: the search keeps
+    the time of the runs after it, up to a quarter of the limit, and its stages read what is left."""
+    limit = TimeLimit(10.0, Ticks())
+    limit.keep(2.0)
+    assert limit.reserve == 2.0 and limit.budget == 8.0
+    assert [limit.expired() for _ in range(9)] == [False] * 7 + [True, True]  # at 8 s, not 10
+    greedy = TimeLimit(100.0, Ticks())
+    greedy.keep(90.0)  # a very slow run still leaves the search most of its limit
+    assert greedy.reserve == 25.0
+    unlimited = TimeLimit(0.0, Ticks())
+    unlimited.keep(90.0)
+    assert unlimited.reserve == 0.0 and not unlimited.expired()
+
+
+@pytest.mark.parametrize("validate", [True, False])
+def test_a_search_keeps_time_for_the_validation_that_follows_it(samples, monkeypatch, validate) -> None:
+    """The search keeps three whole runs of the original on the samples (validation runs the
+    original and the result and remeasures the result) where a validate pass follows, else nothing."""
+    kept = []
+    real = TimeLimit.keep
+    monkeypatch.setattr(TimeLimit, "keep", lambda self, s: (kept.append(s), real(self, s))[1])
+    onnxfold.fold(
+        bundled_model("lenet5.onnx"),
+        min_fidelity=0.9,
+        inputs=samples,
+        time_limit=500.0,
+        method="fold",
+        levels="0.3",
+        validate=validate,
+    )
+    if validate:
+        assert len(kept) == 1 and kept[0] > 0
+    else:
+        assert kept == []
 
 
 def test_sensitivity_cut_by_the_limit_keeps_what_it_measured_and_skips_the_rest(samples) -> None:
@@ -408,7 +445,7 @@ def test_the_sequential_refit_stops_judging_at_the_time_limit(monkeypatch) -> No
 def test_no_candidate_starts_that_would_run_past_the_limit() -> None:
     """CRAFT searched 679 s of its 600 s: a candidate started just before the limit ran on for as long
     as a candidate takes. The paced limit expires once less time is left than the median candidate."""
-    from onnxfold.search.sensitivity import PacedLimit
+    from onnxfold.search.time_limit import PacedLimit
 
     now = [0.0]
     limit = TimeLimit(10.0, lambda: now[0])

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from onnxfold.search.allocate import AllocationPath
-from onnxfold.search.sensitivity import PacedLimit, TimeLimit
+from onnxfold.search.time_limit import PacedLimit, TimeLimit
 
 if TYPE_CHECKING:
     from onnxfold.search.target import Candidate

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from onnxfold.search.allocate import AllocationPath, largest_step
-from onnxfold.search.sensitivity import PacedLimit, TimeLimit
+from onnxfold.search.time_limit import PacedLimit, TimeLimit
 
 if TYPE_CHECKING:
     from onnxfold.search.target import Candidate

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -200,6 +201,7 @@ class Evaluator:
         unseen: np.ndarray | None = None,
         redrawable: bool = True,
     ):
+        began = time.perf_counter()
         sess = _session(original)
         self.original = original
         id_draws = _id_draws(original)
@@ -227,6 +229,9 @@ class Evaluator:
                 self.samples = None
         self.chains: list[list[int]] = []  # streams of consecutive samples, rolled out (none yet: _run)
         batched = self._run(sess)
+        #: seconds of a session of the original and its run on every sample: what validation pays
+        #: twice after a search (:mod:`onnxfold.search.time_limit`)
+        self.whole_seconds = time.perf_counter() - began
         fewer = _rows_per_output_row(batched, self.samples) if self.proxy and not self.extra_runs else 1
         if fewer > 1:  # ICLabel: 4 rows per component; 32 random rows measured 8 components
             from onnxfold.folding.samples import SYNTHETIC_SAMPLES

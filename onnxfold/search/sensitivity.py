@@ -28,7 +28,6 @@ than some groups at none.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,41 +43,15 @@ from onnxfold.report.fold_report import stats_of
 from onnxfold.report.names import shortened
 from onnxfold.report.progress import progress_bar
 from onnxfold.report.stats import format_table
+from onnxfold.search.time_limit import SENSITIVITY_SHARE, TimeLimit
 
 DEFAULT_LEVELS = (0.1, 0.2, 0.3, 0.5, 0.7)
 
 
-#: the share of a search's time limit the sensitivity may take: the rest is left to the candidates.
-#: Without it the analysis of PicoDet (layout) took the whole of a 600 s limit, and the search
-#: could only measure the two ends of its path (0% fewer parameters, 902 s in all).
-SENSITIVITY_SHARE = 0.5
 #: measurements after which the sensitivity forecasts whether its time share suffices (:func:`_forecast`)
 FORECAST_AFTER = 3
 
 log = logging.getLogger(__name__)
-
-
-class TimeLimit:
-    """A search's time limit: :meth:`expired` once ``seconds`` have passed since it was made (never
-    when ``seconds`` is 0); ``skipped`` counts the measurements it cut, ``measured`` those made."""
-
-    def __init__(self, seconds: float = 0.0, clock: Callable[[], float] = time.perf_counter) -> None:
-        self.seconds, self.clock = float(seconds), clock
-        self.start = clock()
-        self.skipped = self.measured = 0
-        self.read = self.start  # the clock at the last check
-
-    def expired(self, share: float = 1.0) -> bool:
-        """Whether ``share`` of the limit has passed (the sensitivity stops at
-        :data:`SENSITIVITY_SHARE` of it, leaving the rest to the candidates)."""
-        if self.seconds <= 0:
-            return False
-        self.read = self.clock()
-        return self.read - self.start >= share * self.seconds
-
-    def left(self) -> float:
-        """Seconds left of the limit (infinite without one)."""
-        return self.seconds - (self.clock() - self.start) if self.seconds > 0 else float("inf")
 
 
 def _forecast(
@@ -102,11 +75,11 @@ def _forecast(
     pace = (now - started) / max(1, limit.measured - 1)
     each = min(pace, once)
     need = left * (pace - each) + fresh * each
-    room = limit.start + SENSITIVITY_SHARE * limit.seconds - now
+    room = limit.start + SENSITIVITY_SHARE * limit.budget - now
     if need <= room:
         return
     pace = need / max(1, left)
-    enough = (now - limit.start + left * pace) / SENSITIVITY_SHARE
+    enough = (now - limit.start + left * pace) / SENSITIVITY_SHARE + limit.reserve
     rate = f" at the rate groups missed so far ({likely[0]} of {likely[1]})" if likely else ""
     log.warning(
         "the sensitivity may not finish: the %d group levels left%s need about %.0f s (%.1f s each) and "
@@ -133,29 +106,6 @@ def _cut_postfix(limit: TimeLimit, done: int) -> str:
     rest = max(0, done - limit.measured - limit.skipped)
     tail = f", {rest} not needed" if rest else ""
     return f"cut by the time limit: {limit.measured} measured, {limit.skipped} skipped{tail}"
-
-
-class PacedLimit:
-    """A :class:`TimeLimit` that also expires when less time is left than a typical candidate takes
-    (the median of the ``durations`` seen so far): a candidate started just before the limit ran
-    past it by as long as a candidate takes. CRAFT (20.8M parameters, a minute or more per
-    candidate) searched 679 s of its 600 s."""
-
-    def __init__(self, limit: TimeLimit) -> None:
-        self.limit, self.durations = limit, []
-
-    def timed(self, run: Callable[[], Any]) -> Any:
-        """``run()``, its duration recorded on the limit's clock."""
-        start = self.limit.clock()
-        try:
-            return run()
-        finally:
-            self.durations.append(self.limit.clock() - start)
-
-    def expired(self) -> bool:
-        if self.limit.expired():
-            return True
-        return bool(self.durations) and self.limit.left() < float(np.median(self.durations))
 
 
 @dataclass

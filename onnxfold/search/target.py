@@ -17,13 +17,12 @@
    Where the sensitivity shows the measurement blind (no fold of any group moves the fidelity:
    :mod:`onnxfold.search.blind`), ``min_fidelity`` keeps the unchanged model and the budget warns.
 
-``limit`` (a :class:`~onnxfold.search.sensitivity.TimeLimit`, ``--time-limit``): checked between
-measurements. The sensitivity stops at half of it (levels left are taken last on the path, as
-misses are, and measured only within candidates, the far end first); after all of it the
-bisection measures the far end of the path, takes the unchanged model (exact) unmeasured when
-that misses, else the best candidate so far; the budget
-keeps its closest; ``refine`` is skipped once it has passed, and stops judging its groups when it
-passes during the refit. The report says what the limit cut (a warning where it found next to nothing).
+``limit`` (a :class:`~onnxfold.search.time_limit.TimeLimit`, ``--time-limit``): checked between
+measurements. The sensitivity stops at half of it (levels left are taken last on the path, as misses
+are, and measured only within candidates, the far end first); after all of it the bisection measures
+the far end of the path, takes the unchanged model (exact) unmeasured when that misses, else the best
+candidate so far; the budget keeps its closest; ``refine`` is skipped once it has passed, and stops
+judging its groups when it passes during the refit. The report says what the limit cut.
 """
 
 from __future__ import annotations
@@ -48,7 +47,8 @@ from onnxfold.search.evaluate import Evaluator
 from onnxfold.search.exercise_notes import exercise_notes, unexercised_low
 from onnxfold.search.held_out import held_out_lines
 from onnxfold.search.misses import next_missed_lines
-from onnxfold.search.sensitivity import SENSITIVITY_SHARE, GroupCurve, PacedLimit, TimeLimit, sensitivity
+from onnxfold.search.sensitivity import GroupCurve, sensitivity
+from onnxfold.search.time_limit import SENSITIVITY_SHARE, PacedLimit, TimeLimit
 
 log = logging.getLogger(__name__)
 
@@ -396,7 +396,7 @@ def search(
         else:
             total = base.params if mode == "target_params" else base.macs
             chosen, met = budget_candidate(path, measure, total, target, mode, round_to, paced)
-    share = f"the sensitivity stopped at its share ({limit.seconds * SENSITIVITY_SHARE:g} s): "
+    share = f"the sensitivity stopped at its share ({limit.budget * SENSITIVITY_SHARE:g} s): "
     skipped = (
         f"{sensitivity_cut} of {sensitivity_cut + limit.measured} measurements skipped (taken last on the path, "
         "measured only within candidates)"

@@ -1,0 +1,86 @@
+"""A search's ``--time-limit``: the clock every stage of the search reads between measurements.
+
+The limit covers the command, not only the search: the validation that follows a search runs the
+original and the result on every sample and remeasures the result, and on a heavy model that took
+54 s after a 582 s search of a "600 s" limit (a Conv-TasNet denoiser). So the search keeps a
+``reserve`` for it, :data:`AFTER_SEARCH_RUNS` times what one whole run of the original on the
+samples took (:attr:`~onnxfold.search.evaluate.Evaluator.whole_seconds`), and its stages read the
+``budget`` that is left, ``seconds - reserve``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+#: the share of a search's time limit the sensitivity may take: the rest is left to the candidates.
+#: Without it the analysis of PicoDet (layout) took the whole of a 600 s limit, and the search
+#: could only measure the two ends of its path (0% fewer parameters, 902 s in all).
+SENSITIVITY_SHARE = 0.5
+#: whole runs of the model on the samples after a search: validation runs the original and the
+#: result, and remeasures the result the search's way
+AFTER_SEARCH_RUNS = 3
+#: the most of a limit kept for what follows the search, however slow a run is
+MAX_RESERVE_SHARE = 0.25
+
+
+class TimeLimit:
+    """A search's time limit: :meth:`expired` once its :attr:`budget` (``seconds`` less the
+    ``reserve`` kept for the work after the search) has passed since it was made (never when
+    ``seconds`` is 0); ``skipped`` counts the measurements it cut, ``measured`` those made."""
+
+    def __init__(self, seconds: float = 0.0, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.seconds, self.clock = float(seconds), clock
+        self.start = clock()
+        self.skipped = self.measured = 0
+        self.read = self.start  # the clock at the last check
+        self.reserve = 0.0
+
+    def keep(self, seconds: float) -> None:
+        """Keep ``seconds`` of the limit for the work after the search, at most
+        :data:`MAX_RESERVE_SHARE` of it (nothing without a limit)."""
+        if self.seconds > 0:
+            self.reserve = min(max(0.0, float(seconds)), MAX_RESERVE_SHARE * self.seconds)
+
+    @property
+    def budget(self) -> float:
+        """The search's own seconds: the limit less its reserve."""
+        return self.seconds - self.reserve
+
+    def expired(self, share: float = 1.0) -> bool:
+        """Whether ``share`` of the budget has passed (the sensitivity stops at
+        :data:`SENSITIVITY_SHARE` of it, leaving the rest to the candidates)."""
+        if self.seconds <= 0:
+            return False
+        self.read = self.clock()
+        return self.read - self.start >= share * self.budget
+
+    def left(self) -> float:
+        """Seconds left of the budget (infinite without a limit)."""
+        return self.budget - (self.clock() - self.start) if self.seconds > 0 else float("inf")
+
+
+class PacedLimit:
+    """A :class:`TimeLimit` that also expires when less time is left than a typical candidate takes
+    (the median of the ``durations`` seen so far): a candidate started just before the limit ran
+    past it by as long as a candidate takes. CRAFT (20.8M parameters, a minute or more per
+    candidate) searched 679 s of its 600 s."""
+
+    def __init__(self, limit: TimeLimit) -> None:
+        self.limit, self.durations = limit, []
+
+    def timed(self, run: Callable[[], Any]) -> Any:
+        """``run()``, its duration recorded on the limit's clock."""
+        start = self.limit.clock()
+        try:
+            return run()
+        finally:
+            self.durations.append(self.limit.clock() - start)
+
+    def expired(self) -> bool:
+        if self.limit.expired():
+            return True
+        return bool(self.durations) and self.limit.left() < float(np.median(self.durations))
