@@ -353,12 +353,18 @@ class Analysis:
     def coarsen_segments(self, lay: Layout, unit: int, node: gs.Node, reason: BlockReason) -> bool:
         """Coarsen every group on ``lay`` to units of ``unit`` channels (attention heads); blocks them with
         ``reason`` when a segment does not hold whole units. A segment already in units of ``unit`` (a
-        RotaryEmbedding coarsened q before the attention op) stays. False if anything was blocked."""
+        RotaryEmbedding coarsened q before the attention op) stays. Each group is coarsened once, however
+        many segments it has (an NHWC Flatten tiles a head's channels once per pixel). False if anything
+        was blocked; then every group on ``lay`` is: its output is not followed."""
         todo = [sg for sg in lay.segments if sg.block != unit]
         if any(sg.start % unit for sg in lay.segments) or any(sg.block != 1 or sg.n % unit for sg in todo):
             self.block(lay, reason)
             return False
-        return all(self.coarsen(sg.space, unit, node) for sg in todo)
+        roots = {self.uf.find(sg.space): sg.space for sg in todo}
+        if all(self.coarsen(space, unit, node) for space in roots.values()):
+            return True
+        self.block(lay, reason)  # a group left out would read as having no consumer
+        return False
 
     def coarsen(self, space: int, unit: int, node: gs.Node) -> bool:
         """Make the units of ``space``'s group blocks of ``unit`` channels (e.g. attention heads of
