@@ -264,3 +264,42 @@ def test_images_of_different_heights_and_widths_are_padded_on_both(tmp_path: Pat
         h, w = image.shape[1:]
         np.testing.assert_array_equal(padded[:, :h, :w], image)
         assert not padded[:, h:, :].any() and not padded[:, :, w:].any()
+
+
+def _last_step_model(path: Path) -> Path:
+    """scores = signal[:, :, -1] @ W over [batch, 4, T], T free: read at the last step, as a GRU
+    encoder's final state is; padding at the end replaces that step with zeros."""
+    w = np.random.default_rng(3).standard_normal((4, 5)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gather", ["signal", "last"], ["step"], axis=2),
+            helper.make_node("MatMul", ["step", "W"], ["scores"]),
+        ],
+        "last_step",
+        [helper.make_tensor_value_info("signal", TensorProto.FLOAT, ["batch", 4, "time"])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 5])],
+        [numpy_helper.from_array(np.array(-1, np.int64), "last"), numpy_helper.from_array(w, "W")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize("layout", ["npy-folder", "npz-folder"])
+def test_samples_whose_padding_changes_the_answers_are_refused(tmp_path: Path, capsys, layout: str) -> None:
+    """A French lemmatizer's GRU read the padding of a folder of words as letters: its word types
+    changed on 81% of them, and its search measured 1.0 on the padded words where the types, run one
+    word at a time as its package runs them, changed on 7%. Such samples are refused with the reason;
+    the same clips cut to one length are taken."""
+    src = _last_step_model(tmp_path / "last.onnx")
+    rng = np.random.default_rng(4)
+    clips = [rng.standard_normal((4, n)).astype(np.float32) for n in range(10, 26)]
+    folder = _clip_folder(tmp_path / "clips", clips, layout, "signal")
+    with pytest.raises(ValueError, match=r"its answers change on 1\d of 16 files checked .*of one length"):
+        load_inputs(folder, onnx.load(str(src)))
+    out = tmp_path / "small.onnx"
+    assert main(["fold", str(src), "-o", str(out), "-s", "0.3", "--inputs", str(folder)]) != 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("onnxfold: error")]
+    assert len(err) == 1 and "scores's argmax moved" in err[0], err
+    assert not out.exists()
+    even = _clip_folder(tmp_path / "even", [c[:, :10] for c in clips], layout, "signal")
+    assert load_inputs(even, onnx.load(str(src)))["signal"].shape == (16, 4, 10)

@@ -18,7 +18,7 @@ import numpy as np
 from onnxfold.errors import one_line
 from onnxfold.runtime.images import PRESETS
 from onnxfold.runtime.inputs import InputSpec, check_shape, fixed_batches, input_specs
-from onnxfold.runtime.ragged import even_lengths
+from onnxfold.runtime.ragged import check_padding, collected, even_lengths
 
 
 def _check_names(held, names: Sequence[str], where: str) -> None:
@@ -134,7 +134,9 @@ def load_inputs(
             )
         arrays = {names[0]: (source, "the given array")}
     else:
-        arrays = _read_source(Path(source), specs, image_preprocess, shapes, warned)
+        with collected() as padded:  # samples padded without a mask: checked on the model below
+            arrays = _read_source(Path(source), specs, image_preprocess, shapes, warned)
+        check_padding(padded, model)
     _check_names(arrays, names, _where(source))
     out = {
         spec.name: _cast(np.asarray(arrays[spec.name][0]), spec, arrays[spec.name][1], warned)
