@@ -243,9 +243,24 @@ def dequantize_proto(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
 #: 2.03 MiB folded by 36.6%, and nothing said why the file grew)
 REQUANTIZE = (
     "its weights are written as float32, 4 bytes each where the model given stored 1, so the file can be "
-    "larger than the INT8 one; quantize it again: onnxfold run OUT.onnx -o OUT8.onnx --inputs SAMPLES "
-    '--pipeline "quantize:mode=static,validate"'
+    "larger than the INT8 one; quantize it again: onnxfold run OUT.onnx -o OUT8.onnx {how}"
 )
+#: the command's tail by how the model given was quantized: in dynamic mode (MatMulInteger, a
+#: dynamically quantized LSTM) again so, which needs no samples; a French lemmatizer in dynamic mode
+#: was advised static quantization, which also quantized its activations
+REQUANTIZE_BY_MODE = {
+    "dynamic": '--pipeline "quantize:mode=dynamic,validate"',
+    "static": '--inputs SAMPLES --pipeline "quantize:mode=static,validate"',
+}
+
+
+def requantize_note(stats: dict) -> str:
+    """:data:`REQUANTIZE` for the mode the dequantized model was quantized in (``stats`` of
+    :func:`dequantize_proto`: dynamic where it rewrote MatMulInteger or LSTM and no QDQ weight)."""
+    dynamic = (stats.get("matmul_integer_rewritten") or stats.get("lstm_rewritten")) and not stats.get(
+        "weights_dequantized"
+    )
+    return REQUANTIZE.format(how=REQUANTIZE_BY_MODE["dynamic" if dynamic else "static"])
 
 
 class DequantizePass(Pass):
@@ -269,5 +284,7 @@ class DequantizePass(Pass):
                 "a search measures against the dequantized float model; validation compares with the INT8 "
                 "model given, so its figures include what dequantizing moved"
             )
-            stats["note"] = "; ".join(filter(None, (stats.get("note"), stats["reference"], REQUANTIZE)))
+            stats["note"] = "; ".join(
+                filter(None, (stats.get("note"), stats["reference"], requantize_note(stats)))
+            )
         return PassResult(changed, stats)

@@ -169,6 +169,21 @@ def test_fold_refuses_a_quantized_model_at_once_and_dequantize_lets_it_fold(tmp_
     assert not {n.op_type for n in folded.graph.node} & {"QuantizeLinear", "DequantizeLinear"}
 
 
+def test_a_dynamic_int8_model_is_told_to_quantize_again_in_dynamic_mode(tmp_path: Path, capsys) -> None:
+    """A French lemmatizer shipped in dynamic INT8 was advised static quantization (and samples) after
+    its fold; the refusal's pipeline read as one to run on the INT8 model itself, which fails alike."""
+    src = _cnn(tmp_path / "f.onnx")
+    q = tmp_path / "q.onnx"
+    quantize_dynamic(str(src), str(q), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    assert "MatMulInteger" in {n.op_type for n in onnx.load(str(q)).graph.node}
+    out = tmp_path / "o.onnx"
+    assert main(["fold", str(q), "-o", str(out), "-s", "0.5"]) == 2
+    assert "fold the float model it was quantized from" in capsys.readouterr().err
+    assert main(["fold", str(q), "-o", str(out), "-s", "0", "--dequantize"]) == 0
+    said = capsys.readouterr().out
+    assert '--pipeline "quantize:mode=dynamic,validate"' in said and "mode=static" not in said
+
+
 def test_float_weights_quantized_in_the_graph_are_named_and_dequantize_folds_them(
     tmp_path: Path, capsys
 ) -> None:

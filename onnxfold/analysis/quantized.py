@@ -66,8 +66,9 @@ def quantized_hint(counts: Counter) -> str:
     """One line: what the model is and what to do."""
     kinds = ", ".join(f"{n} {op}" for op, n in counts.most_common(4))
     return (
-        f"the model is already quantized ({kinds}); onnxfold folds float weights: fold the float model, "
-        'then quantize it, e.g. --pipeline "canonicalize,fold,repair,cleanup,quantize,validate"; without '
-        "one, onnxfold fold --dequantize folds this model's weights made float32 (QDQ, dynamic "
-        "MatMulInteger and LSTM)"
+        f"the model is already quantized ({kinds}); onnxfold folds float weights: fold the float model it "
+        "was quantized from and quantize the result (onnxfold run FLOAT.onnx -o OUT.onnx --pipeline "
+        '"canonicalize,fold,repair,cleanup,quantize,validate"); without the float model, onnxfold fold '
+        "--dequantize folds this one's weights made float32 (QDQ weights, dynamic MatMulInteger and "
+        "DynamicQuantizeLSTM)"
     )
