@@ -611,6 +611,9 @@ def test_a_fixed_fold_fitted_on_the_given_samples_says_its_validation_is_in_samp
     ]
     assert main(args) == 0
     assert "an in-sample figure" not in capsys.readouterr().out
+    # nor does one that folds nothing: -s 0 fits no merge (a trial read the note on its -s 0 --inputs)
+    assert main(["fold", str(MODEL), "-o", str(tmp_path / "c.onnx"), "-s", "0", "--inputs", str(x)]) == 0
+    assert "an in-sample figure" not in capsys.readouterr().out
 
 
 def test_identical_samples_are_warned_about_once_and_never_beside_a_refusal(tmp_path: Path, caplog) -> None:

@@ -120,8 +120,11 @@ class FoldReport:
 
     def fitted_on_inputs(self) -> bool:
         """Whether the fold measured its activation statistics on the given samples (``auto``, ``lsq``,
-        ``wanda``, ``hybrid``: fitted merges, judged choices), so that validation on them is in-sample."""
-        return any(p.name == "fold" and p.stats.get("fitted_on_inputs") for p in self.passes)
+        ``wanda``, ``hybrid``: fitted merges, judged choices) and folded with them, so that validation on
+        them is in-sample (a fold that folds nothing, ``-s 0``, fits nothing)."""
+        return self.any_folded and any(
+            p.name == "fold" and p.stats.get("fitted_on_inputs") for p in self.passes
+        )
 
     @property
     def param_sparsity(self) -> float:
