@@ -82,10 +82,13 @@ def _budget_missed(mode: str, target: float, got: float, cut_short: str) -> str:
     )
 
 
-def _check_reachable(model: Model, fold, asked: float, cap: float, params: int, given: int) -> None:
+def _check_reachable(
+    model: Model, fold, asked: float, cap: float, params: int, given: int, dequantized: bool = False
+) -> None:
     """Refuse, before the sensitivity analysis, a ``--target-params`` (``asked`` of the input's
     ``given`` parameters; the canonicalized model holds ``params``) above what every foldable group
-    at ``cap`` could remove (:func:`~onnxfold.search.allocate.params_ceiling`)."""
+    at ``cap`` could remove (:func:`~onnxfold.search.allocate.params_ceiling`); ``dequantized``: the
+    model is an INT8 one's float copy, which ``analyze --dequantize`` reads."""
     from onnxfold.analysis import analyze_graph
     from onnxfold.folding.apply import matching_pattern
     from onnxfold.search.allocate import fixed_groups, params_ceiling
@@ -100,11 +103,12 @@ def _check_reachable(model: Model, fold, asked: float, cap: float, params: int, 
         from onnxfold.analysis.subgraphs import subgraph_note
 
         note = subgraph_note(model.graph)
-        where = note or "weights no group folds: `onnxfold analyze` lists them"
+        analyze = "`onnxfold analyze --dequantize`" if dequantized else "`onnxfold analyze`"
+        where = note or f"weights no group folds: {analyze} lists them"
         if not any(g.foldable for g in groups):  # trial 66: an LSTM speaker embedder, all blocked
             raise PipelineError(
                 f"search: --target-params {asked:g} cannot be reached: no channel group can fold, so "
-                f"folding removes nothing ({note or '`onnxfold analyze` gives each group its reason'}); "
+                f"folding removes nothing ({note or analyze + ' gives each group its reason'}); "
                 "nothing written"
             )
         raise PipelineError(
@@ -342,7 +346,9 @@ class SearchPass(Pass):
         target = _of_canonical(mode, self.opts[mode], given, base.params)
         if mode == "target_params" and not self.opts["force"]:
             cap = min(self.opts["max_sparsity"], self.levels[-1])
-            _check_reachable(model, fold, self.opts[mode], cap, base.params, given)
+            _check_reachable(
+                model, fold, self.opts[mode], cap, base.params, given, "dequantized_from" in ctx.data
+            )
         if not limit.seconds:  # an explicit target without a time limit: DeepInversion may take longer
             from onnxfold.folding.samples import UNTIMED_DIR_BUDGET
 

@@ -10,6 +10,7 @@ float model with those weights computes."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -182,6 +183,15 @@ def test_a_dynamic_int8_model_is_told_to_quantize_again_in_dynamic_mode(tmp_path
     assert main(["fold", str(q), "-o", str(out), "-s", "0", "--dequantize"]) == 0
     said = capsys.readouterr().out
     assert '--pipeline "quantize:mode=dynamic,validate"' in said and "mode=static" not in said
+    # analyze reads it as fold --dequantize does: a foldable group where the INT8 model shows none
+    assert main(["analyze", str(q), "--json"]) == 0
+    assert not any(g["foldable"] for g in json.loads(capsys.readouterr().out))
+    assert main(["analyze", str(q), "--json", "--dequantize"]) == 0
+    assert any(g["foldable"] for g in json.loads(capsys.readouterr().out))
+    assert (
+        main(["fold", str(q), "-o", str(out), "--dequantize", "--target-params", "0.99", "--overwrite"]) != 0
+    )
+    assert "`onnxfold analyze --dequantize` lists them" in capsys.readouterr().err
 
 
 def test_float_weights_quantized_in_the_graph_are_named_and_dequantize_folds_them(

@@ -184,9 +184,23 @@ def cmd_run(args: argparse.Namespace) -> None:
     _finish(report, args)
 
 
+def _given(args: argparse.Namespace):
+    """The model ``analyze`` reads: as given, or with ``--dequantize`` its INT8 weights made float32
+    (the ``dequantize`` pass, as ``fold --dequantize`` folds it: analyze listed no foldable group in
+    a dynamic INT8 lemmatizer where the fold folded one)."""
+    from onnxfold.api import as_model
+
+    model = as_model(args.model)
+    if getattr(args, "dequantize", False):
+        from onnxfold.passes import DequantizePass
+        from onnxfold.pipeline.manager import PassContext
+
+        DequantizePass().run(model, PassContext(original=model.copy()))
+    return model
+
+
 def cmd_sensitivity(args: argparse.Namespace) -> None:
     """``onnxfold analyze MODEL --sensitivity``: the per-group sensitivity table (and plot, JSON)."""
-    from onnxfold.api import as_model
     from onnxfold.ir.batch_view import add_batch_axis, unbatched, with_batch_axis
     from onnxfold.passes import CanonicalizePass, FoldPass, RepairPass
     from onnxfold.passes.search import parse_levels, prepared
@@ -202,7 +216,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
     shapes, inputs = read_inputs(args)
     if args.round_to < 1:
         raise CliError("--round-to must be at least 1")
-    original = as_model(args.model)
+    original = _given(args)
     if unbatched(original):  # measured one whole input per sample, as the search measures it
         shapes = with_batch_axis(shapes, original)
         add_batch_axis(original)
@@ -270,7 +284,8 @@ def cmd_analyze(args: argparse.Namespace) -> None:
     if args.sensitivity:
         cmd_sensitivity(args)
         return
-    groups, held, total = analyze_share(args.model)
+    model = _given(args)
+    groups, held, total = analyze_share(model)
     if args.json:
         print(json.dumps([g.to_dict() for g in groups], indent=2))
     else:
@@ -283,9 +298,8 @@ def cmd_analyze(args: argparse.Namespace) -> None:
         )
     from onnxfold.analysis.quantized import quantized_hint, quantized_ops
     from onnxfold.analysis.subgraphs import subgraph_hint, subgraph_weights
-    from onnxfold.ir.model import load_model
 
-    graph = load_model(args.model).graph
+    graph = model.graph
     counts = quantized_ops(graph) if not any(g.foldable for g in groups) else {}
     # with --json the hints go to stderr, so that stdout stays one JSON document (an already
     # quantized model printed [] and nothing else)

@@ -240,6 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("model")
     analyze.add_argument("--json", action="store_true", help="print the groups as JSON")
     analyze.add_argument(
+        "--dequantize",
+        action="store_true",
+        help="an INT8 model's groups as fold --dequantize folds them: its weights made float32 first",
+    )
+    analyze.add_argument(
         "--members", action="store_true", help="also list every member tensor of every group"
     )
     analyze.add_argument(
