@@ -158,8 +158,9 @@ class ValidatePass(Pass):
     def _target_kept(model: Model, ctx: PassContext) -> float | None:
         """After a ``min_fidelity`` search on given samples that met its target, the fidelity the
         model now keeps on them under the search's metrics; a pass after the search (quantize,
-        float16) that loses the target fails the pipeline, so nothing below it is written. None when
-        there is no such search."""
+        float16) that loses the target fails the pipeline, so nothing below it is written; where no pass
+        after the search changed the model, the search's own figure (a second run of a heavy model
+        took validation's time for nothing). None when there is no such search."""
         search, remeasure = ctx.data.get("search"), ctx.data.get("search_measure")
         if (
             search is None
@@ -169,6 +170,8 @@ class ValidatePass(Pass):
             or search.proxy
         ):
             return None
+        if ctx.data.get("last_modified_by") == "search":  # the model the search measured and kept
+            return search.chosen.fidelity
         fidelity, outputs = remeasure(model)  # the search's evaluator: its samples, metrics and threads
         missed = [o for o in outputs if not o.meets(search.target - 1e-6)]  # a GPU's run-to-run noise
         if missed:

@@ -157,6 +157,8 @@ class PassManager:
                     check_model(model)
                 except Exception as exc:
                     raise PassError(f"pass {p.name!r} left an invalid graph: {_first_line(exc)}") from exc
+            if result.modified:  # validation skips remeasuring a search's pick nothing changed since
+                ctx.data["last_modified_by"] = p.name
             record = PassRecord(p.name, time.perf_counter() - start, result.modified, result.stats)
             self.records.append(record)
             log.info("pass %s: %.3fs modified=%s", p.name, record.seconds, record.modified)

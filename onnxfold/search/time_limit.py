@@ -1,7 +1,7 @@
 """A search's ``--time-limit``: the clock every stage of the search reads between measurements.
 
 The limit covers the command, not only the search: the validation that follows a search runs the
-original and the result on every sample and remeasures the result, and on a heavy model that took
+original and the result on every sample, and on a heavy model that took
 54 s after a 582 s search of a "600 s" limit (a Conv-TasNet denoiser). So the search keeps a
 ``reserve`` for it, :data:`AFTER_SEARCH_RUNS` times what one whole run of the original on the
 samples took (:attr:`~onnxfold.search.evaluate.Evaluator.whole_seconds`), and its stages read the
@@ -21,7 +21,7 @@ import numpy as np
 #: could only measure the two ends of its path (0% fewer parameters, 902 s in all).
 SENSITIVITY_SHARE = 0.5
 #: whole runs of the model on the samples after a search: validation runs the original and the
-#: result, and remeasures the result the search's way
+#: result (and remeasures a result that a pass after the search changed), each in a session of its own
 AFTER_SEARCH_RUNS = 3
 #: the most of a limit kept for what follows the search, however slow a run is
 MAX_RESERVE_SHARE = 0.25
