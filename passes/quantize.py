@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -49,30 +48,6 @@ from onnxfold.runtime.float_kept import float_kept
 from onnxfold.runtime.session import CPU, make_session
 
 log = logging.getLogger(__name__)
-
-#: onnxruntime's quantizer, per channel, on a weight of rank 1 (an unfused BatchNormalization's scale)
-_VECTOR_WEIGHT = re.compile(r"Axis \d+ is out-of-range for weight '(.+)' with rank 1")
-
-
-@contextlib.contextmanager
-def _vector_weights(names: list[str]):
-    """Collects into ``names`` the weights onnxruntime's quantizer warns about on the root logger as
-    "Axis 1 is out-of-range for weight '...' with rank 1" (a trial read two such raw lines), and keeps
-    those lines from it: the pass says it once in its own words."""
-
-    def keep(record: logging.LogRecord) -> bool:
-        found = _VECTOR_WEIGHT.search(record.getMessage())
-        if found:
-            names.append(found.group(1))
-        return found is None
-
-    root = logging.getLogger()
-    root.addFilter(keep)
-    try:
-        yield
-    finally:
-        root.removeFilter(keep)
-
 
 #: Models above this many bytes are handed to onnxruntime with external data (protobuf limit 2 GiB).
 EXTERNAL_THRESHOLD = 1_800_000_000
@@ -267,17 +242,13 @@ class QuantizePass(Pass):
             )
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
-        vectors: list[str] = []
-        with _vector_weights(vectors):
+        from onnxfold.runtime.quantizer_log import held_back, quantizer_notes
+
+        with held_back() as found:
             result = self._run(model, ctx)
-        vectors[:] = list(dict.fromkeys(vectors))  # a requantization (_runnable) warns again
-        if vectors:
-            crashed = result.stats.get("note")
-            result.stats["note"] = (f"{crashed}; " if crashed else "") + (
-                f"{len(vectors)} one-dimensional weight{'s' if len(vectors) > 1 else ''} "
-                f"({', '.join(vectors[:3])}{', ...' if len(vectors) > 3 else ''}) got one scale each: "
-                "they have no channel axis"
-            )
+        notes = quantizer_notes(found)
+        if notes:
+            result.stats["note"] = "; ".join(filter(None, (result.stats.get("note"), *notes)))
         return result
 
     def _run(self, model: Model, ctx: PassContext) -> PassResult:

@@ -11,6 +11,7 @@ float model with those weights computes."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -260,3 +261,22 @@ def test_quantized_scores_an_output_quantizer_writes_are_compared_as_numbers(tmp
     fidelity, per = evaluator(moved)
     top1 = next(p for p in per if p.metric == "top1")
     assert top1.value == pytest.approx(argmaxes) and "r2" in evaluator.metrics[per[0].name]
+
+
+def test_quantizing_a_model_that_holds_quantized_ops_says_so_once(tmp_path: Path, caplog) -> None:
+    """onnxruntime's quantizer logs "Please check if the model is already quantized" and a protobuf
+    dump per quantized tensor on the root logger, which printed as onnxfold's own warnings (trial 77,
+    a lemmatizer's INT8 embeddings left after --dequantize); the pass now says it in one note."""
+    from onnxfold.passes import QuantizePass
+
+    src = _cnn(tmp_path / "f.onnx")
+    q = tmp_path / "q.onnx"
+    quantize_static(str(src), str(q), _Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"])
+    with caplog.at_level(logging.DEBUG):
+        _, report = onnxfold.run_pipeline(
+            q, [QuantizePass(mode="dynamic", op_types=["MatMul"])], tmp_path / "qq.onnx"
+        )
+    assert not [r for r in caplog.records if "already quantized" in r.getMessage()]
+    assert not [r for r in caplog.records if "Inference failed" in r.getMessage()]
+    note = report.passes[0].stats["note"]
+    assert "the model already holds quantized ops" in note and "left as they are" in note, note

@@ -1,0 +1,76 @@
+"""What onnxruntime's quantizer logs on the root logger, said once in the quantize pass's own words.
+
+The quantizer warns through Python's root logger, which onnxfold prints as its own lines: a trial read
+two raw "Axis 1 is out-of-range for weight '...' with rank 1" lines, and another, on a lemmatizer
+whose embeddings a dynamic INT8 export had left quantized, "Please check if the model is already
+quantized" and a protobuf dump of 15 lines per such tensor. :func:`held_back` keeps those records
+from the log and collects what they name; :func:`quantizer_notes` says it in one line each.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Iterator
+
+#: per channel, on a weight of rank 1 (an unfused BatchNormalization's scale)
+VECTOR_WEIGHT = re.compile(r"Axis \d+ is out-of-range for weight '(.+)' with rank 1")
+#: a tensor the model already holds quantized (or of a type the quantizer does not take)
+NOT_QUANTIZED = re.compile(r"Inference failed or unsupported type to quantize for tensor '([^']+)'")
+#: said once for a model that already holds quantized ops
+ALREADY_QUANTIZED = "Please check if the model is already quantized"
+
+
+@contextlib.contextmanager
+def held_back() -> Iterator[dict[str, list[str]]]:
+    """Within the block, the quantizer's records above are kept from the root logger; the dict yielded
+    collects what they name: ``vectors`` (weights of rank 1), ``skipped`` (tensors it did not
+    quantize) and ``already`` (its already-quantized warning)."""
+    found: dict[str, list[str]] = {"vectors": [], "skipped": [], "already": []}
+
+    def keep(record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        for key, pattern in (("vectors", VECTOR_WEIGHT), ("skipped", NOT_QUANTIZED)):
+            hit = pattern.search(message)
+            if hit:
+                found[key].append(hit.group(1))
+                return False
+        if ALREADY_QUANTIZED in message:
+            found["already"].append(message)
+            return False
+        return True
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield found
+    finally:
+        root.removeFilter(keep)
+
+
+def _some(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+
+
+def quantizer_notes(found: dict[str, list[str]]) -> list[str]:
+    """One line for each kind of record :func:`held_back` collected (a requantization warns again:
+    names are counted once)."""
+    notes = []
+    vectors = list(dict.fromkeys(found["vectors"]))
+    if vectors:
+        plural = "s" if len(vectors) > 1 else ""
+        notes.append(
+            f"{len(vectors)} one-dimensional weight{plural} ({_some(vectors)}) got one scale each: "
+            "they have no channel axis"
+        )
+    skipped = list(dict.fromkeys(found["skipped"]))
+    if skipped or found["already"]:
+        what = (
+            f"{len(skipped)} tensor{'s' if len(skipped) != 1 else ''} ({_some(skipped)}) " if skipped else ""
+        )
+        notes.append(
+            f"the model already holds quantized ops: {what}left as they are (onnxruntime's quantizer "
+            "quantizes float tensors only)"
+        )
+    return notes
