@@ -310,9 +310,18 @@ class SearchPass(Pass):
     validated = False
 
     def bind(self, passes) -> None:
-        """Learn whether a validate pass follows: its runs come out of the search's time limit."""
+        """Learn whether a validate pass follows (its runs come out of the search's time limit), and in
+        a pipeline, take a ``fold`` right after it (and a ``repair`` right after that) as the fold and
+        repair every candidate runs, as ``onnxfold fold`` does: they then do not run again on the
+        search's result (``search,fold:method=l2`` had folded the searched model again, at 0.5)."""
         after = list(passes)[list(passes).index(self) + 1 :] if self in passes else []
         self.validated = any(p.name == "validate" for p in after)
+        if self.fold is None and after and after[0].name == "fold":
+            self.fold = after[0]
+            after[0].run_by = self.name
+            if len(after) > 1 and after[1].name == "repair":
+                self.repair = after[1]
+                after[1].run_by = self.name
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         """The search, its measurements on the fold pass's ``--jobs`` threads."""

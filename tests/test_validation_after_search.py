@@ -5,6 +5,7 @@ search (quantize) is remeasured, and a loss of the target there still fails the 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +69,21 @@ def test_a_pass_after_the_search_that_changes_the_model_is_remeasured(
     calls[0] = 0
     assert main([*args, search + ",validate", "--overwrite"]) == 0
     assert with_quantize == calls[0] + 1  # the quantized model measured once more, the search's way
+
+
+def test_a_fold_right_after_a_search_in_a_pipeline_configures_its_candidates(samples, tmp_path: Path) -> None:
+    """``search,fold:method=l2`` folded the searched model a second time, at 0.5; the fold (and a repair
+    right after it) now configure the search's candidates, as in ``onnxfold fold``, and do not run again."""
+    x = tmp_path / "x.npy"
+    np.save(x, samples)
+    out, report = tmp_path / "s.onnx", tmp_path / "r.json"
+    spec = "canonicalize,search:min_fidelity=0.9,levels=0.3,fold:method=l2,repair:mode=none,cleanup,validate"
+    args = ["run", str(bundled_model("lenet5.onnx")), "-o", str(out), "--inputs", str(x), "--pipeline", spec]
+    assert main([*args, "--report", str(report)]) == 0
+    data = json.loads(report.read_text())
+    passes = {p["name"]: p for p in data["passes"]}
+    assert passes["fold"]["stats"] == {"skipped": "run within search"}
+    assert passes["repair"]["stats"] == {"skipped": "run within search"}
+    folded = [g for g in data["groups"] if g["status"] == "folded"]
+    assert folded and all(g["method"] == "l2" for g in folded), folded
+    assert passes["validate"]["stats"]["target_kept"] >= 0.9

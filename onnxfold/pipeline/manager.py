@@ -142,6 +142,9 @@ class PassManager:
         if ctx.original is None:
             ctx.original = model.copy()
         for p in self.passes:
+            if getattr(p, "run_by", None):  # a fold a search runs on every candidate (SearchPass.bind)
+                self.records.append(PassRecord(p.name, 0.0, False, {"skipped": f"run within {p.run_by}"}))
+                continue
             start = time.perf_counter()
             try:
                 with fixed_threads():
