@@ -108,6 +108,7 @@ def binary(walk: Analysis, node: gs.Node) -> None:
     if not tracked:
         return
     out_rank = max((walk.rank_of(t) or 0) for t in inputs)
+    tracked = _broadcast_singles(walk, node, tracked, out_rank)
     ref_t, ref = tracked[0]
     out_axis = ref.axis + out_rank - ref.rank
     reason = None
@@ -160,6 +161,28 @@ def binary(walk: Analysis, node: gs.Node) -> None:
     for const, ax in constants:
         walk.add_average(ref, const, ax, node, "constant")
     walk.set_layout(node.outputs[0], Layout(out_rank, out_axis, ref.segments))
+
+
+def _broadcast_singles(walk: Analysis, node: gs.Node, tracked: list, out_rank: int) -> list:
+    """``tracked`` (tensor, layout) pairs without those that hold a single channel broadcast over the
+    channels of a wider one on the same axis (attention pooling's weights [N, T, 1], a Linear of the
+    stream to 1, times the stream [N, T, C]: every channel is scaled alike, so the stream's channels
+    still line up); that single channel's own group is blocked, since it is read as a broadcast.
+    Where none is wider, ``tracked`` as it is."""
+    axes = {id(lay): lay.axis + out_rank - lay.rank for _, lay in tracked}
+    widest = max(tracked, key=lambda pair: pair[1].length)
+    singles = [
+        (t, lay)
+        for t, lay in tracked
+        if lay.length == 1 < widest[1].length and axes[id(lay)] == axes[id(widest[1])]
+    ]
+    if not singles:
+        return tracked
+    for t, lay in singles:
+        message = f"{node.op} {node.name} broadcasts this one channel over the {widest[1].length} of {widest[0].name}"
+        walk.block(lay, BlockReason(UNSUPPORTED_FORM, message, node.name, t.name))
+    rest = [pair for pair in tracked if all(pair[0] is not t for t, _ in singles)]
+    return [widest] + [pair for pair in rest if pair is not widest]
 
 
 @register_rule("Where")
