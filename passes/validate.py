@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 
 from onnxfold.folding.apply import model_weight_bytes
-from onnxfold.folding.samples import guessed_dim, token_draws
+from onnxfold.folding.samples import token_draws
+from onnxfold.folding.signal_dims import guessed_dim, guessed_why
 from onnxfold.ir.model import PROTO_LIMIT, Model, as_loaded, to_model_proto
 from onnxfold.pipeline.manager import Option, Pass, PassContext, PassError, PassResult
 from onnxfold.runtime.compare import runnable_dims, validate
@@ -57,6 +58,7 @@ class ValidatePass(Pass):
         cannot run on them fails now, in one line naming ``--input-shape``, not after the fold. Random
         inputs whose symbolic dims do not run are retried with larger ones (:func:`runnable_dims`)."""
         self.dim, self.batch, self.guess = 16, self.opts["batch"], guessed_dim(model)
+        self.guess_why = guessed_why(model)
         given = ctx.inputs is not None
         if model_weight_bytes(model) > PROTO_LIMIT or (given and "boxes" not in self.opts["metric"]):
             return  # given samples need no session unless --metric boxes is to be checked on them
@@ -85,7 +87,7 @@ class ValidatePass(Pass):
 
     def _why_dim(self) -> str:
         if self.dim == self.guess:
-            return "a recurrent model's sequences, longer than 16 steps"
+            return self.guess_why
         return f"the model does not run with {self.guess}"
 
     def _metric_fits(self, session, ctx: PassContext) -> None:

@@ -151,6 +151,8 @@ def synthetic_feeds(
 
     session = measurement_session(to_model_proto(model), optimize=False)
     tables = token_draws(model)  # ids that index an embedding are drawn from its rows
+    from onnxfold.folding.signal_dims import guessed_dim
+
     dim = runnable_dim(session, shapes, seed, tables, guessed_dim(model))
     return random_runs(session, samples, CHUNK, seed, shapes, dim, tables)
 
@@ -180,22 +182,6 @@ def runnable_dim(session, shapes: dict | None, seed: int, tables: dict, start: i
         return runnable_dims(session, shapes or None, 1, seed, tables, start)[0]
     except RuntimeError:
         return start
-
-
-#: free dims a recurrent signal model's random inputs take (:func:`guessed_dim`)
-RECURRENT_DIM = 128
-_RECURRENT = ("LSTM", "GRU", "RNN")
-
-
-def guessed_dim(model) -> int:
-    """The size random inputs give symbolic non-batch dims: 16, or :data:`RECURRENT_DIM` for a model
-    (an IR Model) with a recurrent layer and no input that indexes an embedding table. A seizure
-    detector (convolutions, then two bidirectional LSTMs over x [batch, 100, time]) read 16 steps:
-    its data-free search measured 0.9937 at 48.5% fewer parameters and changed 9.7% of its
-    half-second decisions; at 128 steps it kept 38.5% with 99.8% of them."""
-    if not {n.op for n in model.graph.nodes} & set(_RECURRENT):
-        return 16
-    return 16 if embedding_tables(model) else RECURRENT_DIM
 
 
 #: DeepInversion samples ``auto`` synthesises without ``--inputs`` (BN models, torch installed).
