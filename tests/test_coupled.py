@@ -165,3 +165,32 @@ def test_the_proxy_redraws_random_samples_but_keeps_fitted_ones() -> None:
     assert fitted.proxy and fitted.feed["x"].shape == (8, 6)
     drawn = Evaluator(_model("blocks"), {"x": rows}, synthetic="8 random samples", redrawable=True)
     assert drawn.proxy and drawn.feed["x"].shape == (128, 6)
+
+
+class _Batched:
+    """A session whose first row, run beside a second, moves by ``moved`` (as float kernels blocked
+    for another batch size do, or as rows read together do), over outputs of largest value ``scale``."""
+
+    def __init__(self, moved: float, scale: float = np.pi) -> None:
+        self.moved, self.scale = moved, scale
+
+    def get_inputs(self):
+        return [type("Arg", (), {"name": "x", "shape": ["N", 4], "type": "tensor(float)"})()]
+
+    def get_outputs(self):
+        return [type("Arg", (), {"name": "angle", "shape": ["N", 4], "type": "tensor(float)"})()]
+
+    def run(self, names, feed):
+        n = feed["x"].shape[0]
+        out = np.tile(np.array([[0.0, 1e-3, self.scale, -self.scale / 2]], np.float32), (n, 1))
+        if n > 1:
+            out[0, 1] += self.moved  # a value near 0 moves
+        return [out]
+
+
+def test_a_row_moved_within_float_noise_of_its_output_s_scale_is_not_coupled() -> None:
+    """afis's LEADER writes directions in radians (up to π); run beside another print, one moved by
+    3.1e-4 near 0, which an element-wise relative tolerance read as rows read together."""
+    feed = {"x": np.zeros((4, 4), np.float32)}
+    assert coupled_rows(_Batched(3.1e-4), ["angle"], feed) == ""
+    assert coupled_rows(_Batched(0.05), ["angle"], feed).startswith("its output 'angle'")
