@@ -282,6 +282,16 @@ def _binary_attribute(graph: onnx.GraphProto) -> str:
     return ""
 
 
+def _one_per_domain(proto: onnx.ModelProto) -> list[tuple[str, int]]:
+    """The model's opset imports, one per domain (the first): ``onnx.compose.merge_models`` lists a
+    domain once per model merged (text2tashkeel's ensemble: ('', 17) and ('com.microsoft', 1) twice),
+    which onnxruntime's quantizer refuses ("Failed to find proper ai.onnx domain")."""
+    seen: dict[str, int] = {}
+    for o in proto.opset_import:
+        seen.setdefault(o.domain, o.version)
+    return list(seen.items())
+
+
 def model_from_proto(proto: onnx.ModelProto, base_dir: str | os.PathLike = ".") -> Model:
     """Wrap an in-memory ModelProto; external references are resolved against ``base_dir``."""
     base_dir = Path(base_dir)
@@ -297,7 +307,7 @@ def model_from_proto(proto: onnx.ModelProto, base_dir: str | os.PathLike = ".") 
     return Model(
         graph=graph,
         ir_version=proto.ir_version,
-        opset_imports=[(o.domain, o.version) for o in proto.opset_import],
+        opset_imports=_one_per_domain(proto),
         base_dir=base_dir,
         producer_name=proto.producer_name,
         producer_version=proto.producer_version,
