@@ -116,7 +116,7 @@ def padded_alike(found: list, run: Callable[[Feeds], Sequence[np.ndarray]], name
     :data:`CHECKED_RUNS` runs of each padded set are run alone and padded (``run``: a feed → the
     model's outputs ``names``), and more than :data:`CHANGED_SHARE` of them changed refuses the
     samples, since no figure on them would be the model's as it runs them."""
-    for where, runs, padded in found:
+    for where, runs, padded, _ in found:
         checked = list(zip(runs, padded, strict=True))[:CHECKED_RUNS]
         changed = [why for alone, pad in checked if (why := _changed(run(alone), run(pad), names))]
         if len(changed) > CHANGED_SHARE * len(checked):
@@ -130,9 +130,16 @@ def padded_alike(found: list, run: Callable[[Feeds], Sequence[np.ndarray]], name
 
 def check_padding(found: list, model) -> None:
     """:func:`padded_alike` on ``model`` (an onnxruntime session, a Model, an ``onnx.ModelProto``);
-    no check where the model cannot be made a session or does not run on the samples as they are."""
+    no check where the model cannot be made a session or does not run on the samples as they are.
+    The padding's warning follows a check that passes: a trial read the warning, then its refusal."""
     if not found:
         return
+    _check(found, model)  # a refusal raises here, with no warning of the padding before it
+    for *_, message in found:
+        log.warning("%s", message)
+
+
+def _check(found: list, model) -> None:
     try:
         if hasattr(model, "get_outputs") and hasattr(model, "run"):
             sess = model
@@ -173,20 +180,19 @@ def even_lengths(runs: Sequence[Feeds], specs: Sequence[InputSpec], where: str) 
             arr = r[name]
             widths = [(0, longest.get(axis, n) - n) for axis, n in enumerate(arr.shape)]
             r[name] = np.pad(arr, widths, constant_values=np.asarray(fill).astype(arr.dtype))
-    collecting = _PADDED.get()
-    if not masks and collecting is not None:
-        collecting.append((where, list(runs), out))
     marking = f", {' and '.join(masks)} marking the padding" if masks else ""
-    log.warning(
-        "%s: the samples differ in length (%s: %d to %d): padded at the end to the longest with 0%s, as a "
-        "batch of them is run; %s",
-        where,
-        ", ".join(axes),
-        min(lengths),
-        max(lengths),
-        marking,
-        "outputs per token are measured on the tokens alone"
-        if masks
-        else "figures then include the padded positions (samples of one length avoid them)",
+    message = (
+        f"{where}: the samples differ in length ({', '.join(axes)}: {min(lengths)} to {max(lengths)}): padded "
+        f"at the end to the longest with 0{marking}, as a batch of them is run; "
+        + (
+            "outputs per token are measured on the tokens alone"
+            if masks
+            else "figures then include the padded positions (samples of one length avoid them)"
+        )
     )
+    collecting = _PADDED.get()
+    if not masks and collecting is not None:  # said once the padding is checked (check_padding)
+        collecting.append((where, list(runs), out, message))
+    else:
+        log.warning("%s", message)
     return out
