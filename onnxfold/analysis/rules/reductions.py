@@ -76,6 +76,24 @@ def softmax(walk: Analysis, node: gs.Node) -> None:
     walk.passthrough(node)
 
 
+@register_rule("ArgMax")
+@register_rule("ArgMin")
+def arg_extreme(walk: Analysis, node: gs.Node) -> None:
+    """ArgMax/ArgMin: over the channel axis, the index of a channel is the model's decision (a
+    class id), which merged channels would renumber; over another axis, indices out, not channels.
+    Blocked either way, with which it is (text2tashkeel's tagger read "reaches unsupported op ArgMax")."""
+    lay = walk.layout(node.inputs[0])
+    if lay is None:
+        return
+    axis = int(node.attrs.get("axis", 0))
+    axis = axis + lay.rank if axis < 0 else axis
+    if axis == lay.axis:
+        message = f"{node.op} {node.name} picks one of these channels by index (a class decision)"
+    else:
+        message = f"{node.op} {node.name} turns these channels into indices along another axis"
+    walk.block(lay, BlockReason(MIXES_CHANNELS, message, node.name))
+
+
 for _op in REDUCE:
     register_rule(_op)(reduce)
 for _op in SOFTMAX:
