@@ -280,3 +280,15 @@ def test_quantizing_a_model_that_holds_quantized_ops_says_so_once(tmp_path: Path
     assert not [r for r in caplog.records if "Inference failed" in r.getMessage()]
     note = report.passes[0].stats["note"]
     assert "the model already holds quantized ops" in note and "left as they are" in note, note
+
+
+def test_a_dequantized_model_that_folds_nothing_is_not_called_the_same_model(tmp_path: Path, capsys) -> None:
+    """text2tashkeel's INT8 BiLSTM folded nothing under --dequantize and the report said the file
+    written computes the same outputs: it was the float32 model, 4x larger, and changed 7 of 103
+    sentences against the INT8 one."""
+    q = tmp_path / "q.onnx"
+    quantize_dynamic(str(_recurrent(tmp_path / "f.onnx")), str(q), weight_type=QuantType.QInt8)
+    assert main(["fold", str(q), "-o", str(tmp_path / "o.onnx"), "-s", "0.5", "--dequantize"]) == 0
+    said = capsys.readouterr().out
+    assert "nothing folded" in said and "keep the model given" in said
+    assert "computing the same outputs" not in said
