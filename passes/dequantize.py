@@ -14,7 +14,9 @@ quantizers write:
 * **dynamic MatMulInteger**: ``DynamicQuantizeLinear(x)``, ``MatMulInteger(x_q, W_q, x_z, W_z)``,
   ``Cast``, then a ``Mul`` by ``x_s·W_s``: one ``MatMul(x, (W_q − W_z)·W_s)``;
 * **DynamicQuantizeLSTM**: the ``LSTM`` of its dequantized weights, transposed back to
-  [directions, 4·hidden, features].
+  [directions, 4·hidden, features];
+* a **quantized embedding**, ``DequantizeLinear`` of a ``Gather`` from an integer table: the ``Gather``
+  of the table dequantized.
 
 Other quantized ops (QLinearConv, ConvInteger, MatMulNBits, ...) stay as they are, and the pass says
 which; the fold leaves the groups they hold alone. The result computes the float model whose weights
@@ -69,6 +71,7 @@ class _Rewrite:
         self.dropped: set[int] = set()
         self.new_inits: list[onnx.TensorProto] = []
         self.renamed: dict[str, str] = {}  # a removed value -> the value that stands for it
+        self.retyped: set[str] = set()  # values whose type changed: their value_info is dropped
         self.stats: Counter = Counter()
 
     def readers(self, name: str) -> list[onnx.NodeProto]:
@@ -93,6 +96,67 @@ class _Rewrite:
             )
             self.dropped.add(id(n))
             self.stats["weights_dequantized"] += 1
+
+    def gathered_tables(self) -> None:
+        """An integer table read by ``Gather`` (axis 0) whose every read reaches a ``DequantizeLinear``
+        of one scale and zero point through ops that only move values (Transpose, Reshape, ...): the
+        table dequantized and those DequantizeLinear removed, the same values (each element is
+        dequantized alike, before or after it is gathered and moved). onnxruntime's dynamic quantizer
+        writes an embedding so, its Transpose on the 8-bit values; left quantized, its channels formed
+        no group (a French lemmatizer's and an Arabic diacritizer's 80- and 128-wide embeddings)."""
+        gathers: dict[str, list[onnx.NodeProto]] = {}
+        for n in self.graph.node:
+            if n.op_type == "Gather" and node_attrs(n).get("axis", 0) == 0 and id(n) not in self.dropped:
+                gathers.setdefault(n.input[0], []).append(n)
+        for table_name, readers in gathers.items():
+            table = self.const(table_name)
+            if table is None or table.dtype.kind not in "iu" or len(self.readers(table_name)) != len(readers):
+                continue
+            ends, moved = self._dequantized_ends([g.output[0] for g in readers])
+            if not ends:
+                continue
+            self.retyped |= moved  # 8-bit values before, float now: their declared types go
+            scale, zero = ends[0][1], ends[0][2]
+            name = table_name + "_dequantized"
+            self.store(name, dequantized(table, scale, zero))
+            for g in readers:
+                g.input[0] = name
+            for dq, _, _ in ends:
+                self.renamed[dq.output[0]] = dq.input[0]
+                self.dropped.add(id(dq))
+            self.stats["tables_dequantized"] += 1
+
+    def _dequantized_ends(self, starts: list[str]) -> tuple[list, set[str]]:
+        """(the DequantizeLinear nodes that every path from ``starts`` reaches through value-moving ops,
+        each with its scale and zero point, all one scalar scale and zero point, [] where a path
+        reaches anything else (then the integers are read as they are); the tensors on the paths)."""
+        ends, todo, seen = [], list(starts), set()
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            if name in {o.name for o in self.graph.output}:
+                return [], seen
+            for r in self.readers(name):
+                if r.op_type in _MOVES and r.input[0] == name:
+                    todo.extend(r.output)
+                elif r.op_type == "DequantizeLinear" and r.input[0] == name:
+                    scale = self.const(r.input[1])
+                    zero = self.const(r.input[2]) if len(r.input) > 2 and r.input[2] else None
+                    if scale is None or scale.size != 1 or (len(r.input) > 2 and r.input[2] and zero is None):
+                        return [], seen
+                    ends.append((r, scale, zero))
+                else:
+                    return [], seen
+        first = ends[0] if ends else None
+        same = first is not None and all(
+            np.array_equal(s, first[1])
+            and (z is None) == (first[2] is None)
+            and (z is None or np.array_equal(z, first[2]))
+            for _, s, z in ends
+        )
+        return (ends if same else []), seen
 
     def activation_pairs(self) -> None:
         for n in self.graph.node:
@@ -192,9 +256,16 @@ class _Rewrite:
         del self.graph.node[:]
         self.graph.node.extend(topological_order(kept) or kept)  # a cycle: the nodes as they were
         used = {i for n in self.graph.node for i in n.input} | outputs
+        infos = [v for v in self.graph.value_info if v.name not in self.retyped]
+        del self.graph.value_info[:]
+        self.graph.value_info.extend(infos)
         inits = [t for t in self.graph.initializer if t.name in used]
         del self.graph.initializer[:]
         self.graph.initializer.extend(inits + [t for t in self.new_inits if t.name in used])
+
+
+#: ops that move values without computing on them: a dequantization commutes with them
+_MOVES = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity"}
 
 
 def _per_direction(q: np.ndarray, scale: np.ndarray, zero: np.ndarray) -> np.ndarray:
@@ -227,6 +298,7 @@ def dequantize_proto(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
     """The model with the rewrites of the module docstring applied, and what they did."""
     rewrite = _Rewrite(proto.graph)
     rewrite.weights()
+    rewrite.gathered_tables()
     rewrite.activation_pairs()
     rewrite.matmul_integer()
     rewrite.lstm()

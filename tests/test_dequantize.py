@@ -292,3 +292,49 @@ def test_a_dequantized_model_that_folds_nothing_is_not_called_the_same_model(tmp
     said = capsys.readouterr().out
     assert "nothing folded" in said and "keep the model given" in said
     assert "computing the same outputs" not in said
+
+
+def _quantized_embedding() -> onnx.ModelProto:
+    """ids [N, T] -> Gather of a uint8 table [30, 6] -> Transpose [T, N, 6] (on the 8-bit values, as
+    onnxruntime's dynamic quantizer writes it) -> DequantizeLinear -> MatMul [6, 4]."""
+    rng = np.random.default_rng(3)
+    table = rng.integers(0, 256, (30, 6)).astype(np.uint8)
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["g"], name="embed"),
+        helper.make_node("DequantizeLinear", ["g", "s", "z"], ["gf"]),  # read by a Shape, as exported
+        helper.make_node("Shape", ["gf"], ["shape"]),
+        helper.make_node("Transpose", ["g"], ["t"], perm=[1, 0, 2]),
+        helper.make_node("DequantizeLinear", ["t", "s", "z"], ["tf"]),
+        helper.make_node("MatMul", ["tf", "P"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "qembed",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", "T"])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["T", "N", 4]),
+            helper.make_tensor_value_info("shape", TensorProto.INT64, [3]),
+        ],
+        [
+            numpy_helper.from_array(table, "table"),
+            numpy_helper.from_array(np.array(0.037, np.float32), "s"),
+            numpy_helper.from_array(np.array(121, np.uint8), "z"),
+            numpy_helper.from_array(rng.standard_normal((6, 4)).astype(np.float32), "P"),
+        ],
+    )
+    graph.value_info.append(helper.make_tensor_value_info("t", TensorProto.UINT8, ["T", "N", 6]))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_quantized_embedding_becomes_its_float_table_exactly_and_folds() -> None:
+    """text2tashkeel's and pyfrspell's dynamic INT8 models Gather from a uint8 table and dequantize after
+    a Transpose: the embedding formed no group. The table is dequantized instead, bit for bit."""
+    proto = _quantized_embedding()
+    out, stats = dequantize_proto(onnx.load_from_string(proto.SerializeToString()))
+    assert stats["tables_dequantized"] == 1 and "left_quantized" not in stats
+    feed = {"ids": np.random.default_rng(4).integers(0, 30, (3, 5)).astype(np.int64)}
+    want = make_session(proto.SerializeToString()).run(None, feed)
+    got = make_session(out.SerializeToString()).run(None, feed)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(want, got, strict=True))
+    groups = onnxfold.analyze(out)
+    assert any(g.size == 6 and g.foldable for g in groups), [(g.name, g.size, g.blocked) for g in groups]
