@@ -70,5 +70,5 @@ def quantized_hint(counts: Counter) -> str:
         "was quantized from and quantize the result (onnxfold run FLOAT.onnx -o OUT.onnx --pipeline "
         '"canonicalize,fold,repair,cleanup,quantize,validate"); without the float model, onnxfold fold '
         "--dequantize folds this one's weights made float32 (QDQ weights, dynamic MatMulInteger and "
-        "DynamicQuantizeLSTM)"
+        "DynamicQuantizeLSTM; onnxfold analyze --dequantize lists the groups it can fold)"
     )
