@@ -322,7 +322,10 @@ REQUANTIZE = (
 #: was advised static quantization, which also quantized its activations
 REQUANTIZE_BY_MODE = {
     "dynamic": '--pipeline "quantize:mode=dynamic,validate"',
-    "static": '--inputs SAMPLES --pipeline "quantize:mode=static,validate"',
+    # pipecat's smart-turn (static QDQ) folded by 24.1%: static again kept accuracy 0.740 of 0.865,
+    # dynamic 0.885
+    "static": '--inputs SAMPLES --pipeline "quantize:mode=static,validate" (as it came), or '
+    '"quantize:mode=dynamic,validate", which quantizes no activation: compare both on your samples',
 }
 
 

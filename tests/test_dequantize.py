@@ -166,6 +166,8 @@ def test_fold_refuses_a_quantized_model_at_once_and_dequantize_lets_it_fold(tmp_
     assert "(exact)" not in said and "validation compares with the INT8 model given" in said
     # the float32 file is larger than the INT8 one given: the report says so and how to store it in 8 bits
     assert "written as float32" in said and '--pipeline "quantize:mode=static,validate"' in said
+    # and dynamic beside it: pipecat's smart-turn kept its task requantized dynamic, not static
+    assert '"quantize:mode=dynamic,validate", which quantizes no activation' in said
     conv = next(t for t in folded.graph.initializer if len(t.dims) == 4)
     assert conv.dims[0] == 4 and conv.data_type == TensorProto.FLOAT  # 8 channels folded to 4, in float
     assert not {n.op_type for n in folded.graph.node} & {"QuantizeLinear", "DequantizeLinear"}
