@@ -536,6 +536,12 @@ def test_validation_below_a_met_fidelity_target_is_noted() -> None:
     assert below_target(NS(outputs=[out("memory_out", 0.951)]), search) is None
     assert below_target(validation, NS(mode="target_params", met=True, target=0.3, proxy=True)) is None
     assert below_target(validation, NS(mode="min_fidelity", met=False, target=0.95, proxy=True)) is None
+    # after --dequantize the reference differs, not the inputs (pipecat's smart-turn: 0.983 searched)
+    given = NS(mode="min_fidelity", met=True, target=0.95, proxy=False)
+    dequantized = NS(outputs=[out("logits", 0.6271)], dequantized_alone=[("logits", "binary+r2", 0.699)])
+    note = below_target(dequantized, given)
+    assert "compares with the INT8 model given" in note and "dequantizing alone reads logits 0.6990" in note
+    assert "varies with the inputs" not in note
 
 
 def test_file_size_counts_external_data_of_any_name(tmp_path) -> None:

@@ -22,7 +22,7 @@ import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -194,6 +194,9 @@ class ValidationReport:
     runtime: str = ""
     seed: int | None = None
     latency: LatencyCheck | None = None  # validate's speed_check
+    #: after a dequantize pass: (output, metric, fidelity) of the float copy against the INT8 model given
+    #: on the same inputs, what dequantizing alone moved (the fold's figures include it)
+    dequantized_alone: list = field(default_factory=list)
 
     @property
     def exact(self) -> bool:
@@ -227,12 +230,21 @@ class ValidationReport:
             "exact": self.exact,
             "outputs": [o.to_dict() for o in self.outputs],
             "latency": self.latency.to_dict() if self.latency is not None else None,
+            "dequantized_alone": [
+                {"output": n, "metric": m, "value": v} for n, m, v in self.dequantized_alone
+            ],
         }
 
     def summary(self) -> str:
-        """One line per output."""
+        """One line per output (and what dequantizing alone moved, after a dequantize pass)."""
         width = max((len(o.name) for o in self.outputs), default=0)
-        return "\n".join(o.summary(width) for o in self.outputs)
+        lines = [o.summary(width) for o in self.outputs]
+        if self.dequantized_alone:
+            shown = ", ".join(f"{n} {m} {v:.4f}" for n, m, v in self.dequantized_alone)
+            lines.append(
+                f"dequantizing alone (the float copy against the INT8 model given, same inputs): {shown}"
+            )
+        return "\n".join(lines)
 
 
 #: what to do when the model does not run on the inputs onnxfold made up
