@@ -188,6 +188,36 @@ def test_key_transpose_through_merged_batch_and_heads(swapped):
     np.testing.assert_array_equal(run_ort(out, feed)[0], run_ort(src, feed)[0])
 
 
+def permuted_key_transpose(picks: list[int]) -> onnx.ModelProto:
+    """k = Transpose(v [N, 5, 4, 3], (0, 2, 1, 3)), then kᵀ as above, its targets read from
+    ``Gather(Shape(v), picks)`` (pipecat's smart-turn, a dynamo export at a symbolic batch, reads them
+    from the shape of k before its head Transpose): with picks (0, 2, 1, 3) they are k's dims."""
+    net = Net({})
+    v = net.input("v", ["N", 5, 4, 3])
+    k = net("Transpose", v, perm=[0, 2, 1, 3])
+    dims = net("Gather", net("Shape", v), net.i64("picks", picks), axis=0)
+    seq = net("Slice", dims, net.i64("m2", [-2]), net.i64("m1", [-1]))
+    depth = net("Slice", dims, net.i64("m1b", [-1]), net.i64("end", [4]))
+    lead = net("Slice", dims, net.i64("zero", [0]), net.i64("two", [2]))
+    flat = net("Reshape", k, net("Concat", net.i64("minus", [-1]), seq, depth, axis=0))
+    turned = net("Transpose", flat, perm=[0, 2, 1])
+    return net.model(net("Reshape", turned, net("Concat", lead, depth, seq, axis=0)))
+
+
+@pytest.mark.parametrize("picks", [[0, 2, 1, 3], [0, 1, 2, 3]])
+def test_key_transpose_whose_targets_come_from_the_shape_before_the_head_transpose(picks):
+    src = permuted_key_transpose(picks)
+    out = canonical(src)
+    feed = {"v": np.random.default_rng(0).standard_normal((2, 5, 4, 3)).astype(np.float32)}
+    transposes = [n for n in out.graph.node if n.op_type == "Transpose"]
+    if picks == [0, 2, 1, 3]:  # k's own dims: one Transpose of its last two axes after the head one
+        assert [n.op_type for n in out.graph.node] == ["Transpose", "Transpose"]
+        assert list(transposes[1].attribute[0].ints) == [0, 1, 3, 2]
+        np.testing.assert_array_equal(run_ort(out, feed)[0], run_ort(src, feed)[0])
+    else:  # v's dims in v's order are not k's: kept as it is (it runs on no shape here but its own)
+        assert [n.op_type for n in out.graph.node].count("Reshape") == 2
+
+
 def test_head_count_of_a_minus_one_reshape_is_inferred():
     """Legacy export: k [N, S, 32] → Reshape to [Shape(x)[0], Shape(x)[1], −1, 16] with x [N, S, 64]: the
     −1 is 32 / 16 = 2 once the symbols N and S cancel, so the head count read by Shape is a constant."""

@@ -5,10 +5,14 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnxfold.ir.edit import transpose_perm
+
 
 def _copies_dim(value: int | None, origin, x: gs.Tensor, axis: int) -> bool:
     """Whether a shape entry (``value``/``origin`` of :func:`dim_values`) is dim ``axis`` of ``x``: the
-    static dim's value, or a copy of that entry of ``Shape(x)`` (through Cast)."""
+    static dim's value, or a copy of that entry of ``Shape(x)`` (through Cast), also read as
+    ``Gather(Shape(y), perm)`` where ``x = Transpose(y, perm)`` (pipecat's smart-turn, a dynamo export
+    at a symbolic batch, takes kᵀ's target from the shape of k before its head Transpose)."""
     dims = list(x.shape)
     if value is not None:
         return value > 0 and isinstance(dims[axis], (int, np.integer)) and value == dims[axis]
@@ -17,10 +21,22 @@ def _copies_dim(value: int | None, origin, x: gs.Tensor, axis: int) -> bool:
     t, j = origin
     while len(t.inputs) == 1 and t.inputs[0].op == "Cast":
         t = t.inputs[0].inputs[0]
-    if len(t.inputs) != 1 or t.inputs[0].op != "Shape" or t.inputs[0].inputs[0] is not x:
+    if len(t.inputs) == 1 and t.inputs[0].op == "Gather" and int(t.inputs[0].attrs.get("axis", 0)) == 0:
+        picks = t.inputs[0].inputs[1]
+        if not isinstance(picks, gs.Constant) or np.ndim(picks.values) != 1 or j >= len(picks.values):
+            return False
+        t, j = t.inputs[0].inputs[0], int(picks.values[j])
+    if len(t.inputs) != 1 or t.inputs[0].op != "Shape":
         return False
-    start = int(t.inputs[0].attrs.get("start", 0))
-    return (start + len(dims) if start < 0 else start) + j == axis
+    source, start = t.inputs[0].inputs[0], int(t.inputs[0].attrs.get("start", 0))
+    k = (start + len(dims) if start < 0 else start) + j
+    if source is x:
+        return k == axis
+    made = x.inputs[0] if len(x.inputs) == 1 else None
+    if made is None or made.op != "Transpose" or made.inputs[0] is not source:
+        return False
+    perm = transpose_perm(made, len(dims))
+    return perm is not None and perm[axis] == k
 
 
 def _only_reader(t: gs.Tensor, op: str, outputs: set[str]) -> gs.Node | None:
