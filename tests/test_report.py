@@ -708,3 +708,15 @@ def test_a_search_says_which_share_of_its_reduction_is_weights_stored_once(tmp_p
     (note,) = stored_once_note(report.passes, report.before, report.after)
     assert note.startswith("note: of the ") and "36.4% are weights the input holds more than once" in note
     assert note in report.format()
+
+
+def test_analyze_shows_units_of_several_channels_as_such() -> None:
+    """analyze printed 6 in the channels column of a group of 6 attention heads of 64 channels (pipecat's
+    smart-turn) and 1 for a box head of 4 coordinates (FaceBoxesV2): it now says n × u."""
+    from onnxfold.analysis.groups import ChannelGroup
+    from onnxfold.api import format_groups
+
+    text = format_groups([ChannelGroup(name="heads", size=6, unit=64), ChannelGroup(name="plain", size=8)])
+    rows = {line.split()[0]: line for line in text.splitlines() if line.startswith(("heads", "plain"))}
+    assert "6 × 64" in rows["heads"] and "×" not in rows["plain"]
+    assert "n units of u channels" in text

@@ -19,7 +19,7 @@ def format_groups(groups: Sequence[ChannelGroup], verbose: bool = False) -> str:
         rows.append(
             [
                 shortened(g.name),
-                g.size,
+                f"{g.size} × {g.unit}" if g.unit > 1 else g.size,  # units of heads: 6 heads × 64 channels
                 len(g.members),
                 "foldable" if g.foldable else "blocked",
                 producers if g.foldable else cut_reason(why),
@@ -34,6 +34,11 @@ def format_groups(groups: Sequence[ChannelGroup], verbose: bool = False) -> str:
         head
         + "\n"
         + format_table(["group", "channels", "members", "state", "producers / reason"], rows, align="lrrll")
+        + (
+            "\n(a width n × u: n units of u channels that fold together, attention heads or a box's coordinates)"
+            if any(g.unit > 1 for g in groups)
+            else ""
+        )
     )
     if any(len(why) > REASON_WIDTH for why in reasons) and not verbose:
         text += "\n(reasons cut at a line's width: --members or --json gives them whole)"
