@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import onnx
@@ -1310,11 +1311,11 @@ def test_the_sensitivity_table_marks_levels_that_left_a_group_whole(tmp_path, ca
     argv = ["analyze", str(bundled_model("resnet18.onnx")), "--sensitivity", "--levels", "0.2,0.5"]
     assert main([*argv, "--inputs", str(tmp_path / "x.npy")]) in (0, None)
     out = capsys.readouterr().out
-    rows = [line.split() for line in out.splitlines() if len(line.split()) == 5 and line.split()[1] == "16"]
-    assert rows and all(r[3] == "whole" and r[4] != "whole" for r in rows)
-    assert not any(
-        len(r) == 5 and r[1] in ("32", "64") and "whole" in r for r in map(str.split, out.splitlines())
-    )
+    cells = [re.split(r"\s{2,}", line.strip()) for line in out.splitlines()]
+    rows = [r for r in cells if len(r) == 5 and r[1] == "16"]
+    # 16 channels at r=0.5: 8, the width each measured cell now names
+    assert rows and all(r[3] == "whole" and r[4] != "whole" and r[4].endswith("→8") for r in rows)
+    assert not any(len(r) == 5 and r[1] in ("32", "64") and "whole" in r for r in cells)
     assert "whole: the level's rounded width is the group's own" in out
 
 

@@ -386,7 +386,9 @@ def format_sensitivity(curves: Sequence[GroupCurve], describe: str = "") -> str:
         if removed.get(v) == 0:  # the rounded width is the group's own: nothing was compressed
             whole = True
             return "whole"
-        return f"{by[v]:.4f}"
+        if v not in removed:
+            return f"{by[v]:.4f}"
+        return f"{by[v]:.4f} →{c.channels - removed[v]}"  # levels that round alike read alike
 
     for c in curves:
         by = dict(zip(c.levels, c.fidelity, strict=True))
@@ -401,6 +403,7 @@ def format_sensitivity(curves: Sequence[GroupCurve], describe: str = "") -> str:
         rows,
         align="lrr" + "r" * len(levels),
     )
+    table += "\neach cell: the fidelity →the width the group is compressed to (rounded as the fold rounds it)"
     if whole:  # a 1.0000 there read as "safe to compress"
         table += "\nwhole: the level's rounded width is the group's own, so nothing was removed (--round-to 1: exact widths)"
     return head + table
