@@ -169,7 +169,8 @@ class ValidatePass(Pass):
         if getattr(self, "batch", self.opts["batch"]) != self.opts["batch"]:
             stats["note"] = (
                 f"compared on a batch of {self.batch} random samples: the model fails on a batch of "
-                f"{self.opts['batch']} (a fixed batch, or rows it reads together)"
+                f"{self.opts['batch']} (a fixed batch, rows it reads together, or inputs whose sizes must agree, "
+                "as a graph network's nodes and edges)"
             )
         return PassResult(False, stats)
 

@@ -127,7 +127,8 @@ def test_random_inputs_take_a_batch_the_model_runs_on(tmp_path) -> None:
     validate = next(p for p in report.passes if p.name == "validate")
     assert validate.stats["note"] == (
         "compared on a batch of 4 random samples: the model fails on a batch of 2 "
-        "(a fixed batch, or rows it reads together)"
+        "(a fixed batch, rows it reads together, or inputs whose sizes must agree, as a graph network's "
+        "nodes and edges)"
     )
     _, plain = onnxfold.fold(_model("none"), 0.3, tmp_path / "plain.onnx", round_to=1)
     # the asked batch where it runs, no multiple of 4; its 2 samples both read class 4, which says

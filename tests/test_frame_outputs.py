@@ -91,6 +91,7 @@ def test_an_output_named_as_an_embedding_is_read_by_r2() -> None:
     assert output_metrics({"embedding": rows}) == {"embedding": "r2"}
     assert output_metrics({"d_vector": rows})["d_vector"] == "r2"
     assert output_metrics({"z": rows})["z"] == "r2"  # atspm-detector's pair embedding
+    assert output_metrics({"fingerprint": rows})["fingerprint"] == "r2"  # minimol's molecule fingerprint
     assert output_metrics({"size": rows})["size"] != "r2"  # a z inside a word is no latent
     assert output_metrics({"logits": rows}) == {"logits": "top1+r2"}  # a name for class scores stays
     assert output_metrics({"output": rows}) == {"output": "top1+r2"}

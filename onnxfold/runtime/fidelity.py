@@ -103,8 +103,11 @@ _LOGIT_NAME = re.compile(r"logit|prob|score|ctc", re.IGNORECASE)
 #: embedder writes `embedding` [N, 256] from a MatMul + Add (norm about 12, normalised by the package);
 #: read by its argmax, a quantized model keeping 99.4% of the speaker decisions read top1 0.84;
 #: atspm-detector's phase network names its 128-wide embedding `z` (a latent's usual name), which
-#: auto read by its argmax on random inputs and by r2 where one class won everywhere
-_EMBEDDING_NAME = re.compile(r"embed|d.?vec|x.?vec|latent|descriptor|feature|^z\d*$|encoding", re.IGNORECASE)
+#: auto read by its argmax on random inputs and by r2 where one class won everywhere; minimol's GNN
+#: writes `fingerprint` [graphs, 512], read by its argmax at 4 random graphs and by r2 at more
+_EMBEDDING_NAME = re.compile(
+    r"embed|d.?vec|x.?vec|latent|descriptor|feature|^z\d*$|encoding|fingerprint", re.IGNORECASE
+)
 _LOGIT_OPS = {"Softmax", "LogSoftmax"}
 #: a linear layer's ops (its bias Add looked through: :func:`~onnxfold.runtime.producers.producers_of`):
 #: a token model's [B, L, C] output made by one is scores per token, not hidden states (those end in
