@@ -269,13 +269,17 @@ class Analysis:
                 break
             origin = sources[0]
         lost = self._lost_at(t)
-        return f"untracked tensor {t.name}" + (
-            f" (after {lost.op} {lost.name}, which onnxfold has no rule for)" if lost is not None else ""
-        )
+        if lost is None:
+            return f"untracked tensor {t.name}"
+        if rule_for(lost.op, lost.domain) is None:
+            return f"untracked tensor {t.name} (after {lost.op} {lost.name}, which onnxfold has no rule for)"
+        return f"untracked tensor {t.name} (its channels are not followed past {lost.op} {lost.name})"
 
     def _lost_at(self, t: gs.Tensor) -> gs.Node | None:
-        """The op without a rule where ``t``'s channels stopped being tracked, up its data inputs (a
-        U-Net decoder's skip joins read tensors after a DepthToSpace when it had none), else None."""
+        """The op where ``t``'s channels stopped being tracked, up its data inputs: one without a rule (a
+        U-Net decoder's skip joins read tensors after a DepthToSpace when it had none), or one that reads
+        tracked channels and writes none (minimol's LayerNorm before a GELU: the reason had named the
+        GELU's output alone); else None."""
         for _ in range(32):
             if t.name in self.layouts or not t.inputs:
                 return None
@@ -285,6 +289,8 @@ class Analysis:
             data = [x for x in maker.inputs if x.name and not isinstance(x, gs.Constant)]
             if not data:
                 return None
+            if any(x.name in self.layouts for x in data):
+                return maker
             t = data[0]
         return None
 

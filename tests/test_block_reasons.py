@@ -1,0 +1,69 @@
+"""Block reasons that say what blocks: an ArgMax (or ArgMin) over a group's channels picks a channel by
+its index (a class decision, which merged channels would renumber), or, over another axis, turns the
+channels into indices; an untracked operand names where its channels stopped being followed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxfold
+
+
+@pytest.mark.parametrize(("axis", "says"), [(1, "picks one of these channels by index"), (0, "into indices")])
+def test_an_argmax_blocks_its_channels_with_what_it_does(axis: int, says: str) -> None:
+    """text2tashkeel's tagger ends in an ArgMax over its 75 classes: the reason read 'reaches
+    unsupported op ArgMax', as if a rule were missing."""
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gemm", ["x", "W1"], ["h"]),
+            helper.make_node("Relu", ["h"], ["r"]),
+            helper.make_node("Gemm", ["r", "W2"], ["scores"]),
+            helper.make_node("ArgMax", ["scores"], ["ids"], axis=axis, keepdims=0),
+        ],
+        "argmax",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 6])],
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, None)],
+        [
+            numpy_helper.from_array(rng.standard_normal((6, 8)).astype(np.float32), "W1"),
+            numpy_helper.from_array(rng.standard_normal((8, 5)).astype(np.float32), "W2"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    groups = {g.name: g for g in onnxfold.analyze(model)}
+    head = next(g for g in groups.values() if g.size == 5)
+    assert any(says in r.message for r in head.blocked), head.blocked
+    assert not any("unsupported" in r.message for r in head.blocked)
+    assert next(g for g in groups.values() if g.size == 8).foldable
+
+
+def test_an_untracked_operand_names_where_its_channels_stopped_being_followed() -> None:
+    """minimol's blocks read "Add node_add_316 combines channels with untracked tensor gelu_1": gelu_1
+    was untracked because a LayerNorm over the channels came before it, which the reason did not say."""
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "W1"], ["h"]),
+            helper.make_node("LayerNormalization", ["h", "g", "b"], ["n"], axis=-1, name="norm"),
+            helper.make_node("Relu", ["n"], ["a"]),
+            helper.make_node("MatMul", ["x", "W2"], ["side"]),
+            helper.make_node("Add", ["a", "side"], ["s"], name="join"),
+            helper.make_node("MatMul", ["s", "W3"], ["y"]),
+        ],
+        "lost",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+        [
+            numpy_helper.from_array(rng.standard_normal((4, 8)).astype(np.float32), "W1"),
+            numpy_helper.from_array(np.ones(8, np.float32), "g"),
+            numpy_helper.from_array(np.zeros(8, np.float32), "b"),
+            numpy_helper.from_array(rng.standard_normal((4, 8)).astype(np.float32), "W2"),
+            numpy_helper.from_array(rng.standard_normal((8, 3)).astype(np.float32), "W3"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    reasons = [r.message for g in onnxfold.analyze(model) for r in g.blocked]
+    joined = [m for m in reasons if "combines channels with untracked tensor a" in m]
+    assert joined and "not followed past LayerNormalization norm" in joined[0], reasons
