@@ -133,23 +133,28 @@ class ValidatePass(Pass):
             given=ctx.inputs is not None,
             metric=self.opts["metric"],
         )
-        if given is not ctx.original:  # after a dequantize pass: what dequantizing alone moved
-            alone = validate(
-                reference,
-                as_loaded(to_model_proto(ctx.original), ctx.original).SerializeToString(),
-                inputs=ctx.inputs if proxy is None else proxy,
-                shapes=ctx.input_shapes or None,
-                seed=self.opts["seed"],
-                batch=getattr(self, "batch", self.opts["batch"]),
-                dim=getattr(self, "dim", 16),
-                id_draws=token_draws(ctx.original),
-                metrics={o.name: o.fidelity_metric for o in report.outputs if o.fidelity_metric},
-                given=ctx.inputs is not None,
-                metric=self.opts["metric"],
-            )
-            report.dequantized_alone = [
-                (o.name, o.fidelity_metric, o.fidelity) for o in alone.outputs if o.fidelity is not None
-            ]
+        if given is not ctx.original:  # after a dequantize pass: what dequantizing and the fold each moved
+            floated = as_loaded(to_model_proto(ctx.original), ctx.original).SerializeToString()
+            for attr, pair in (
+                ("dequantized_alone", (reference, floated)),
+                ("folded_alone", (floated, candidate)),
+            ):
+                alone = validate(
+                    *pair,
+                    inputs=ctx.inputs if proxy is None else proxy,
+                    shapes=ctx.input_shapes or None,
+                    seed=self.opts["seed"],
+                    batch=getattr(self, "batch", self.opts["batch"]),
+                    dim=getattr(self, "dim", 16),
+                    id_draws=token_draws(ctx.original),
+                    metrics={o.name: o.fidelity_metric for o in report.outputs if o.fidelity_metric},
+                    given=ctx.inputs is not None,
+                    metric=self.opts["metric"],
+                )
+                figures = [
+                    (o.name, o.fidelity_metric, o.fidelity) for o in alone.outputs if o.fidelity is not None
+                ]
+                setattr(report, attr, figures)
         ctx.data["validation"] = report
         worst = report.min_cosine
         if worst is not None and worst < self.opts["min_cosine"]:

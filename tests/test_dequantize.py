@@ -368,3 +368,34 @@ def test_validation_after_dequantize_shows_what_dequantizing_alone_moved(tmp_pat
     alone = {d["output"]: d["value"] for d in validation["dequantized_alone"]}
     folded = {o["name"]: o["fidelity"] for o in validation["outputs"]}
     assert alone and alone == pytest.approx({k: folded[k] for k in alone})  # -s 0: the fold is the float copy
+    # and the fold alone, against that float copy, moved nothing (traceforge's T5 encoder: the fixed
+    # sparsity's warning had blamed the fold for dequantizing's 0.48)
+    assert {d["output"]: d["value"] for d in validation["folded_alone"]} == pytest.approx(
+        dict.fromkeys(alone, 1.0)
+    )
+    assert "the fold alone (the result against the float copy, same inputs):" in said
+    assert "on random inputs, which real ones can read lower" in said  # no --inputs: random ones
+    # run takes it as a pass, and says so (a trial read "unrecognized arguments: --dequantize")
+    assert (
+        main(["run", str(q), "-o", str(tmp_path / "r.onnx"), "--dequantize", "--pipeline", "validate"]) != 0
+    )
+    assert 'put it first in the pipeline, e.g. --pipeline "dequantize,' in capsys.readouterr().err
+
+
+def test_a_task_warning_after_dequantize_splits_what_each_step_moved() -> None:
+    from types import SimpleNamespace as NS
+
+    from onnxfold.report.fold_report import task_warning
+
+    out = NS(name="last_hidden", fidelity=0.4899, fidelity_metric="r2", unexercised=None, samples=None)
+    validation = NS(
+        outputs=[out],
+        seed=None,
+        dequantized_alone=[("last_hidden", "r2", 0.4801)],
+        folded_alone=[("last_hidden", "r2", 0.941)],
+    )
+    warning = task_warning(validation)
+    assert "(dequantizing alone: last_hidden 0.4801, the fold alone 0.9410)" in warning, warning
+    assert "dequantizing moved it, not the fold" in warning and "no longer does" not in warning
+    validation.folded_alone = [("last_hidden", "r2", 0.52)]  # the fold lost it too: the usual warning
+    assert "likely no longer does the original's task" in task_warning(validation)

@@ -164,6 +164,11 @@ def cmd_run(args: argparse.Namespace) -> None:
     from onnxfold.passes import REGISTRY
     from onnxfold.pipeline.manager import load_pipeline_file, parse_pipeline
 
+    if args.dequantize:  # fold's flag; a trial read "unrecognized arguments: --dequantize"
+        raise CliError(
+            'run takes --dequantize as a pass: put it first in the pipeline, e.g. --pipeline "dequantize,'
+            'canonicalize,fold:sparsity=0.3,cleanup,validate"'
+        )
     passes = (
         parse_pipeline(args.pipeline, REGISTRY)
         if args.pipeline

@@ -310,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     group = run.add_mutually_exclusive_group(required=True)
     group.add_argument("--pipeline", help='e.g. "canonicalize,fold:sparsity=0.5,seed=1,cleanup,validate"')
     group.add_argument("--pipeline-file", help="YAML or JSON list of passes")
+    run.add_argument("--dequantize", action="store_true", help=argparse.SUPPRESS)  # a pass here (cmd_run)
 
     sub.add_parser("passes", help="list every pass with its options, defaults and help")
     _bench_args(sub.add_parser("bench", help="benchmarks"))

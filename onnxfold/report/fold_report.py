@@ -367,6 +367,22 @@ def task_warning(
             quant = f"quantize:mode=dynamic, or {quant}"
         search = f"{search}, and a fold alone shows which pass costs it; {quant}" if folded else quant
     shown = (exercised or low)[:3]
+    parts = {n: v for n, _, v in getattr(validation, "dequantized_alone", ())}
+    if parts:  # traceforge's T5 encoder: 0.49 against the INT8 model, 0.48 of it dequantizing's
+        fold = {n: v for n, _, v in getattr(validation, "folded_alone", ())}
+        split = [
+            f"{o.name} {parts[o.name]:.4f}"
+            + (f", the fold alone {fold[o.name]:.4f}" if o.name in fold else "")
+            for o in shown
+            if o.name in parts
+        ]
+        figure += f" (dequantizing alone: {'; '.join(split)})" if split else ""
+        if shown and all(fold.get(o.name, 0.0) >= TASK_WARNING_BELOW for o in shown):
+            return (
+                f"warning: {figure}: dequantizing moved it, not the fold; the INT8 model's own rounding is "
+                "part of what it computes: quantize the result again and judge it on your samples, or keep "
+                "the model given"
+            )
     if given and all(_labels_kept(o) for o in shown):
         kept = ", ".join(f"{o.name} {o.top1_agreement:.1%}" for o in shown)
         return (
