@@ -70,7 +70,7 @@ def _mask_pad(arr: list[np.ndarray]) -> int:
 
 
 #: the unpadded runs of every set of samples :func:`even_lengths` padded without a mask while
-#: :func:`collected` is open: (where, runs, padded runs)
+#: :func:`collected` is open: (where, runs, padded runs, the warning that says so)
 _PADDED: ContextVar[list | None] = ContextVar("padded_without_mask", default=None)
 #: at most this many padded runs are run alone to check that padding keeps the model's answers
 CHECKED_RUNS = 16
@@ -91,15 +91,17 @@ def collected() -> Iterator[list]:
 
 def _changed(alone: Sequence[np.ndarray], padded: Sequence[np.ndarray], names: Sequence[str]) -> str:
     """How padding changed a run's outputs ("" where it did not): ``padded`` cut to the shapes of
-    ``alone``, the outputs of the run unpadded; an output with classes on its last axis changes where
-    its argmax moves at over 5% of its positions, another where its cosine falls below 0.99."""
+    ``alone``, the outputs of the run unpadded; an output with classes on its last axis (one the
+    padding left as long) changes where its argmax moves at over 5% of its positions, another where its
+    cosine falls below 0.99."""
     for name, a, b in zip(names, alone, padded, strict=True):
         a = np.asarray(a, dtype=np.float64)
         b = np.asarray(b, dtype=np.float64)
         if a.ndim != b.ndim or any(x > y for x, y in zip(a.shape, b.shape, strict=True)):
             return f"{name} {list(b.shape)} padded, {list(a.shape)} alone"
+        classes = a.ndim >= 2 and 1 < a.shape[-1] == b.shape[-1]  # a waveform's time axis is no class axis
         b = b[tuple(slice(0, n) for n in a.shape)]
-        if a.ndim >= 2 and a.shape[-1] > 1:
+        if classes:
             moved = float(np.mean(a.argmax(-1) != b.argmax(-1)))
             if moved > 0.05:
                 return f"{name}'s argmax moved at {moved:.0%} of its positions"
@@ -140,6 +142,7 @@ def check_padding(found: list, model) -> None:
 
 
 def _check(found: list, model) -> None:
+    """:func:`padded_alike` with a session of ``model`` (none: no check)."""
     try:
         if hasattr(model, "get_outputs") and hasattr(model, "run"):
             sess = model
