@@ -117,7 +117,7 @@ class _Rewrite:
                 continue
             self.retyped |= moved  # 8-bit values before, float now: their declared types go
             scale, zero = ends[0][1], ends[0][2]
-            name = table_name + "_dequantized"
+            name = _float_name(table_name, self)
             self.store(name, dequantized(table, scale, zero))
             for g in readers:
                 g.input[0] = name
@@ -262,6 +262,16 @@ class _Rewrite:
         inits = [t for t in self.graph.initializer if t.name in used]
         del self.graph.initializer[:]
         self.graph.initializer.extend(inits + [t for t in self.new_inits if t.name in used])
+
+
+def _float_name(name: str, rewrite: _Rewrite) -> str:
+    """The float tensor's name for quantized ``name``: its name before quantization where onnxruntime's
+    ``_quantized`` suffix gives it and nothing else holds it (a requantized fold's embedding read
+    ``embed_tokens.weight_quantized_dequantized_quantized``), else ``name`` + ``_dequantized``."""
+    stem = name.removesuffix("_quantized")
+    taken = {t.name for t in rewrite.graph.initializer} | {o for n in rewrite.graph.node for o in n.output}
+    taken |= {i.name for i in rewrite.graph.input} | {t.name for t in rewrite.new_inits}
+    return stem if stem != name and stem not in taken else name + "_dequantized"
 
 
 #: ops that move values without computing on them: a dequantization commutes with them

@@ -302,7 +302,7 @@ def _quantized_embedding() -> onnx.ModelProto:
     rng = np.random.default_rng(3)
     table = rng.integers(0, 256, (30, 6)).astype(np.uint8)
     nodes = [
-        helper.make_node("Gather", ["table", "ids"], ["g"], name="embed"),
+        helper.make_node("Gather", ["emb.weight_quantized", "ids"], ["g"], name="embed"),
         helper.make_node("DequantizeLinear", ["g", "s", "z"], ["gf"]),  # read by a Shape, as exported
         helper.make_node("Shape", ["gf"], ["shape"]),
         helper.make_node("Transpose", ["g"], ["t"], perm=[1, 0, 2]),
@@ -318,7 +318,7 @@ def _quantized_embedding() -> onnx.ModelProto:
             helper.make_tensor_value_info("shape", TensorProto.INT64, [3]),
         ],
         [
-            numpy_helper.from_array(table, "table"),
+            numpy_helper.from_array(table, "emb.weight_quantized"),
             numpy_helper.from_array(np.array(0.037, np.float32), "s"),
             numpy_helper.from_array(np.array(121, np.uint8), "z"),
             numpy_helper.from_array(rng.standard_normal((6, 4)).astype(np.float32), "P"),
@@ -334,6 +334,8 @@ def test_a_quantized_embedding_becomes_its_float_table_exactly_and_folds() -> No
     proto = _quantized_embedding()
     out, stats = dequantize_proto(onnx.load_from_string(proto.SerializeToString()))
     assert stats["tables_dequantized"] == 1 and "left_quantized" not in stats
+    # named as before quantization (a requantized fold's read ..._quantized_dequantized_quantized)
+    assert [t.name for t in out.graph.initializer if t.name.startswith("emb")] == ["emb.weight"]
     feed = {"ids": np.random.default_rng(4).integers(0, 30, (3, 5)).astype(np.int64)}
     want = make_session(proto.SerializeToString()).run(None, feed)
     got = make_session(out.SerializeToString()).run(None, feed)
