@@ -67,3 +67,53 @@ def test_an_untracked_operand_names_where_its_channels_stopped_being_followed() 
     reasons = [r.message for g in onnxfold.analyze(model) for r in g.blocked]
     joined = [m for m in reasons if "combines channels with untracked tensor a" in m]
     assert joined and "not followed past LayerNormalization norm" in joined[0], reasons
+
+
+@pytest.mark.parametrize(("axes", "foldable"), [([3], True), ([1], False)])
+def test_a_mask_sliced_along_another_axis_still_broadcasts_over_the_heads(axes, foldable) -> None:
+    """traceforge's T5 encoder adds to every head's scores its attention mask [B, 1, 1, S] cut by a
+    Slice along S with a computed end: shape inference left the Slice's dims unknown, so the mask read
+    as a tensor of untracked channels and all 6 heads of all 8 layers stayed blocked. A Slice keeps the
+    dims of the axes it does not cut; one that cuts the head axis proves nothing."""
+    rng = np.random.default_rng(0)
+    heads, width = 2, 4
+    nodes = [
+        helper.make_node("MatMul", ["x", "Wq"], ["q"]),
+        helper.make_node("Reshape", ["q", "split"], ["qh"]),
+        helper.make_node("Transpose", ["qh"], ["qt"], perm=[0, 2, 1, 3]),  # [B, H, S, D]
+        helper.make_node("Transpose", ["qh"], ["kt"], perm=[0, 2, 3, 1]),  # [B, H, D, S]
+        helper.make_node("MatMul", ["qt", "kt"], ["scores"]),  # [B, H, S, S]
+        helper.make_node("Shape", ["x"], ["xs"]),
+        helper.make_node("Gather", ["xs", "one"], ["seq"], axis=0),  # a computed end: S
+        helper.make_node("Unsqueeze", ["mask", "m12"], ["m4"]),  # [B, 1, 1, S]
+        helper.make_node("Slice", ["m4", "zero", "seq", "cut"], ["m4s"]),
+        helper.make_node("Add", ["scores", "m4s"], ["biased"], name="add_mask"),
+        helper.make_node("Softmax", ["biased"], ["p"], axis=-1),
+        helper.make_node("MatMul", ["p", "qt"], ["ctx"]),
+        helper.make_node("Transpose", ["ctx"], ["ct"], perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", ["ct", "merge"], ["cm"]),
+        helper.make_node("MatMul", ["cm", "Wo"], ["y"]),
+    ]
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((6, heads * width)).astype(np.float32), "Wq"),
+        numpy_helper.from_array(rng.standard_normal((heads * width, 6)).astype(np.float32), "Wo"),
+        numpy_helper.from_array(np.array([0, 0, heads, width], np.int64), "split"),
+        numpy_helper.from_array(np.array([0, 0, heads * width], np.int64), "merge"),
+        numpy_helper.from_array(np.array([1], np.int64), "one"),
+        numpy_helper.from_array(np.array([1, 2], np.int64), "m12"),
+        numpy_helper.from_array(np.array([0], np.int64), "zero"),
+        numpy_helper.from_array(np.array(axes, np.int64), "cut"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "masked",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", "S", 6]),
+            helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["B", "S"]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", "S", 6])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    heads_group = next(g for g in onnxfold.analyze(model) if g.unit == width or g.size == heads * width)
+    assert heads_group.foldable is foldable, heads_group.blocked

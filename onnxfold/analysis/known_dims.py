@@ -46,8 +46,8 @@ KNOWN_DIM_OPS = {
 def known_dim(t: gs.Tensor, axis: int, rank_of: RankFn, channel_axis: RankFn, depth: int = 0) -> int | None:
     """Dim ``axis`` of ``t`` where shape inference left it unknown but the graph fixes it: through
     Expand (an entry 1 keeps the input's dim; the attention masks of transformers), broadcasting
-    elementwise ops (every input that has the axis must be known), Transpose, MatMul (its batch dims
-    broadcast, its rows A's, its columns B's) and Reshape (a constant entry, or the −1 entry by the
+    elementwise ops (every input that has the axis must be known), Transpose, a Slice along other axes,
+    MatMul (its batch dims broadcast, its rows A's, its columns B's) and Reshape (a constant entry, or the −1 entry by the
     element count, the entries that copy x's dims cancelling those dims). None if unknown.
     ``rank_of`` gives a tensor's rank, ``channel_axis`` its channel axis if tracked (None if not):
     a fold changes that dim, so it is never "known"."""
@@ -83,6 +83,12 @@ def known_dim(t: gs.Tensor, axis: int, rank_of: RankFn, channel_axis: RankFn, de
         return known(node.inputs[0], perm[axis]) if perm is not None else None
     if node.op == "Reshape":
         return _reshaped(node, axis, len(shape), rank_of, known)
+    if node.op == "Slice":  # an axis it does not cut keeps its dim (T5's mask [B, 1, 1, S] cut along S)
+        cut = node.inputs[3] if len(node.inputs) > 3 and node.inputs[3].name else None
+        if not isinstance(cut, gs.Constant):
+            return None
+        cut_axes = {int(a) + len(shape) if int(a) < 0 else int(a) for a in np.ravel(cut.values)}
+        return None if axis in cut_axes else known(node.inputs[0], axis)
     operands = [i for i in node.inputs if i.name]
     if node.op == "MatMul" and len(operands) == 2 and len(shape) >= 2:
         ranks = [rank_of(i) for i in operands]
