@@ -5,6 +5,7 @@ channels into indices; an untracked operand names where its channels stopped bei
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -69,14 +70,9 @@ def test_an_untracked_operand_names_where_its_channels_stopped_being_followed() 
     assert joined and "not followed past LayerNormalization norm" in joined[0], reasons
 
 
-@pytest.mark.parametrize(("axes", "foldable"), [([3], True), ([1], False)])
-def test_a_mask_sliced_along_another_axis_still_broadcasts_over_the_heads(axes, foldable) -> None:
-    """traceforge's T5 encoder adds to every head's scores its attention mask [B, 1, 1, S] cut by a
-    Slice along S with a computed end: shape inference left the Slice's dims unknown, so the mask read
-    as a tensor of untracked channels and all 6 heads of all 8 layers stayed blocked. A Slice keeps the
-    dims of the axes it does not cut; one that cuts the head axis proves nothing."""
-    rng = np.random.default_rng(0)
-    heads, width = 2, 4
+def _masked_attention(axes: list[int], wq: np.ndarray, wo: np.ndarray, heads: int, width: int):
+    """x [B, S, 6] → q = x·Wq split into heads (k = v = q) → softmax(q·kᵀ + mask) · v → merged → ·Wo,
+    the mask [B, S] unsqueezed to [B, 1, 1, S] and cut by a Slice along ``axes`` with a computed end."""
     nodes = [
         helper.make_node("MatMul", ["x", "Wq"], ["q"]),
         helper.make_node("Reshape", ["q", "split"], ["qh"]),
@@ -95,8 +91,8 @@ def test_a_mask_sliced_along_another_axis_still_broadcasts_over_the_heads(axes, 
         helper.make_node("MatMul", ["cm", "Wo"], ["y"]),
     ]
     inits = [
-        numpy_helper.from_array(rng.standard_normal((6, heads * width)).astype(np.float32), "Wq"),
-        numpy_helper.from_array(rng.standard_normal((heads * width, 6)).astype(np.float32), "Wo"),
+        numpy_helper.from_array(wq.astype(np.float32), "Wq"),
+        numpy_helper.from_array(wo.astype(np.float32), "Wo"),
         numpy_helper.from_array(np.array([0, 0, heads, width], np.int64), "split"),
         numpy_helper.from_array(np.array([0, 0, heads * width], np.int64), "merge"),
         numpy_helper.from_array(np.array([1], np.int64), "one"),
@@ -114,6 +110,36 @@ def test_a_mask_sliced_along_another_axis_still_broadcasts_over_the_heads(axes, 
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", "S", 6])],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    heads_group = next(g for g in onnxfold.analyze(model) if g.unit == width or g.size == heads * width)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize(("axes", "foldable"), [([3], True), ([1], False)])
+def test_a_mask_sliced_along_another_axis_still_broadcasts_over_the_heads(axes, foldable) -> None:
+    """traceforge's T5 encoder adds to every head's scores its attention mask [B, 1, 1, S] cut by a
+    Slice along S with a computed end: shape inference left the Slice's dims unknown, so the mask read
+    as a tensor of untracked channels and all 6 heads of all 8 layers stayed blocked. A Slice keeps the
+    dims of the axes it does not cut; one that cuts the head axis proves nothing."""
+    rng = np.random.default_rng(0)
+    model = _masked_attention(axes, rng.standard_normal((6, 8)), rng.standard_normal((8, 6)), 2, 4)
+    heads_group = next(g for g in onnxfold.analyze(model) if g.unit == 4 or g.size == 8)
     assert heads_group.foldable is foldable, heads_group.blocked
+
+
+def test_twin_heads_behind_a_sliced_mask_fold_to_the_one_head_net_exactly(tmp_path) -> None:
+    """The duplicate oracle: 2 heads, the second a copy of the first (its rows of Wo too), fold at 0.5
+    to the net of one head whose Wo rows are the two summed."""
+    from onnxfold.runtime.session import make_session
+
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((6, 4)), rng.standard_normal((4, 6))
+    twin = _masked_attention([3], np.concatenate([a, a], axis=1), np.concatenate([b, b]), 2, 4)
+    small = _masked_attention([3], a, 2 * b, 1, 4)
+    out = tmp_path / "folded.onnx"
+    onnxfold.fold(twin, 0.5, str(out), method="fold", repair="none", round_to=1)
+    shapes = {t.name: tuple(t.dims) for t in onnx.load(str(out)).graph.initializer}
+    assert shapes["Wq"] == (6, 4) and shapes["Wo"] == (4, 6), shapes  # one head left
+    x = rng.standard_normal((3, 5, 6)).astype(np.float32)
+    mask = np.where(rng.random((3, 5)) < 0.3, -1e4, 0.0).astype(np.float32)
+    want = make_session(small.SerializeToString()).run(None, {"x": x, "mask": mask})[0]
+    got = make_session(str(out)).run(None, {"x": x, "mask": mask})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
