@@ -15,10 +15,11 @@ pass reports that it skipped them.
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from onnxfold.folding.apply import model_weight_bytes
 from onnxfold.folding.samples import token_draws
-from onnxfold.folding.signal_dims import guessed_dim, guessed_why
+from onnxfold.folding.signal_dims import guess
 from onnxfold.ir.model import PROTO_LIMIT, Model, as_loaded, to_model_proto
 from onnxfold.pipeline.manager import Option, Pass, PassContext, PassError, PassResult
 from onnxfold.runtime.compare import runnable_dims, validate
@@ -57,8 +58,8 @@ class ValidatePass(Pass):
         """Run the original once on the inputs validation will use, before any pass works: a model that
         cannot run on them fails now, in one line naming ``--input-shape``, not after the fold. Random
         inputs whose symbolic dims do not run are retried with larger ones (:func:`runnable_dims`)."""
-        self.dim, self.batch, self.guess = 16, self.opts["batch"], guessed_dim(model)
-        self.guess_why = guessed_why(model)
+        self.dim, self.batch = 16, self.opts["batch"]
+        self.guess, self.guess_why = guess(model)
         given = ctx.inputs is not None
         if model_weight_bytes(model) > PROTO_LIMIT or (given and "boxes" not in self.opts["metric"]):
             return  # given samples need no session unless --metric boxes is to be checked on them
@@ -119,38 +120,31 @@ class ValidatePass(Pass):
         # after a data-free search, the samples it measured on: 2 random ones said r2 0.78 beside the
         # search's 0.98 on 16 (an EEG detector's segmentation logits)
         proxy = ctx.data.get("search_proxy") if ctx.inputs is None else None
-        report = validate(
-            reference,
-            candidate,
+        compare = partial(  # the inputs, their sizes and the metric every comparison here shares
+            validate,
             inputs=ctx.inputs if proxy is None else proxy,
             shapes=ctx.input_shapes or None,
             seed=self.opts["seed"],
             batch=getattr(self, "batch", self.opts["batch"]),
             dim=getattr(self, "dim", 16),
-            speed_budget=DEFAULT_BUDGET_S if self.opts["speed_check"] else 0.0,
             id_draws=token_draws(ctx.original),
-            metrics=getattr(ctx.data.get("search"), "metrics", None),  # what a search measured
             given=ctx.inputs is not None,
             metric=self.opts["metric"],
         )
+        report = compare(
+            reference,
+            candidate,
+            speed_budget=DEFAULT_BUDGET_S if self.opts["speed_check"] else 0.0,
+            metrics=getattr(ctx.data.get("search"), "metrics", None),  # what a search measured
+        )
         if given is not ctx.original:  # after a dequantize pass: what dequantizing and the fold each moved
             floated = as_loaded(to_model_proto(ctx.original), ctx.original).SerializeToString()
+            metrics = {o.name: o.fidelity_metric for o in report.outputs if o.fidelity_metric}
             for attr, pair in (
                 ("dequantized_alone", (reference, floated)),
                 ("folded_alone", (floated, candidate)),
             ):
-                alone = validate(
-                    *pair,
-                    inputs=ctx.inputs if proxy is None else proxy,
-                    shapes=ctx.input_shapes or None,
-                    seed=self.opts["seed"],
-                    batch=getattr(self, "batch", self.opts["batch"]),
-                    dim=getattr(self, "dim", 16),
-                    id_draws=token_draws(ctx.original),
-                    metrics={o.name: o.fidelity_metric for o in report.outputs if o.fidelity_metric},
-                    given=ctx.inputs is not None,
-                    metric=self.opts["metric"],
-                )
+                alone = compare(*pair, metrics=metrics)
                 figures = [
                     (o.name, o.fidelity_metric, o.fidelity) for o in alone.outputs if o.fidelity is not None
                 ]

@@ -13,31 +13,30 @@ _RECURRENT = ("LSTM", "GRU", "RNN")
 
 
 def guessed_dim(model) -> int:
-    """The size random inputs give symbolic non-batch dims: 16, or :data:`RECURRENT_DIM` for a model
-    (an IR Model) with a recurrent layer and no input that indexes an embedding table. A seizure
-    detector (convolutions, then two bidirectional LSTMs over x [batch, 100, time]) read 16 steps:
-    its data-free search measured 0.9937 at 48.5% fewer parameters and changed 9.7% of its
-    half-second decisions; at 128 steps it kept 38.5% with 99.8% of them. A model of 1-D
-    convolutions alone takes its receptive field (:func:`temporal_reach`), as a power of two up to
-    :data:`MAX_SIGNAL_DIM`: 16 steps of a dilated network that reads 500 are mostly its padding."""
+    """The size random inputs give symbolic non-batch dims (:func:`guess`)."""
+    return guess(model)[0]
+
+
+def guess(model) -> tuple[int, str]:
+    """(the size random inputs give symbolic non-batch dims, why it is longer than 16 in a few words,
+    "" where it is not): 16, or :data:`RECURRENT_DIM` for a model (an IR Model) with a recurrent layer
+    and no input that indexes an embedding table. A seizure detector (convolutions, then two
+    bidirectional LSTMs over x [batch, 100, time]) read 16 steps: its data-free search measured 0.9937
+    at 48.5% fewer parameters and changed 9.7% of its half-second decisions; at 128 steps it kept 38.5%
+    with 99.8% of them. A model of 1-D convolutions alone takes its receptive field
+    (:func:`temporal_reach`), as a power of two up to :data:`MAX_SIGNAL_DIM`: 16 steps of a dilated
+    network that reads 500 are mostly its padding."""
     from onnxfold.folding.samples import embedding_tables
 
     if embedding_tables(model):
-        return 16
+        return 16, ""
     if {n.op for n in model.graph.nodes} & set(_RECURRENT):
-        return RECURRENT_DIM
+        return RECURRENT_DIM, "a recurrent model's sequences, longer than 16 steps"
     reach = temporal_reach(model)
-    return min(MAX_SIGNAL_DIM, 1 << (reach - 1).bit_length()) if reach > 16 else 16
-
-
-def guessed_why(model) -> str:
-    """Why :func:`guessed_dim` is longer than 16, in a few words ("" where it is not)."""
-    dim = guessed_dim(model)
-    if dim == 16:
-        return ""
-    if dim == RECURRENT_DIM and {n.op for n in model.graph.nodes} & set(_RECURRENT):
-        return "a recurrent model's sequences, longer than 16 steps"
-    return f"the receptive field of its 1-D convolutions ({temporal_reach(model)} steps)"
+    if reach <= 16:
+        return 16, ""
+    dim = min(MAX_SIGNAL_DIM, 1 << (reach - 1).bit_length())
+    return dim, f"the receptive field of its 1-D convolutions ({reach} steps)"
 
 
 #: the longest free dim :func:`guessed_dim` gives a convolutional signal model
