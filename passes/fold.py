@@ -46,7 +46,7 @@ from onnxfold.folding.recipe import load_recipe
 from onnxfold.ir.external import float_elements
 from onnxfold.ir.model import Model, peek_values
 from onnxfold.ir.shapes import clear_shapes, infer_shapes
-from onnxfold.pipeline.manager import Option, Pass, PassContext, PassResult, PipelineError
+from onnxfold.pipeline.manager import Option, Pass, PassContext, PassResult, PipelineError, passes_after
 from onnxfold.report.progress import progress_bar
 from onnxfold.report.timing import StepTimes, collecting, rounded, step
 from onnxfold.report.unfolded import nothing_folded_reason
@@ -179,7 +179,7 @@ class FoldPass(Pass):
 
     def bind(self, passes) -> None:
         """Learn the repair mode of the pipeline (auto judges a fold with the repair it will get)."""
-        after = list(passes)[list(passes).index(self) + 1 :] if self in passes else []
+        after = passes_after(self, passes)
         repair = next((p for p in after if p.name == "repair"), None)
         self.repair_mode = repair.opts["mode"] if repair is not None else "none"
 

@@ -21,7 +21,15 @@ from functools import partial
 import numpy as np
 
 from onnxfold.ir.model import Model
-from onnxfold.pipeline.manager import Option, Pass, PassContext, PassManager, PassResult, PipelineError
+from onnxfold.pipeline.manager import (
+    Option,
+    Pass,
+    PassContext,
+    PassManager,
+    PassResult,
+    PipelineError,
+    passes_after,
+)
 from onnxfold.runtime.fidelity import parse_metric
 
 DEFAULT_LEVELS_TEXT = "0.1,0.2,0.3,0.5,0.7"
@@ -314,7 +322,7 @@ class SearchPass(Pass):
         a pipeline, take a ``fold`` right after it (and a ``repair`` right after that) as the fold and
         repair every candidate runs, as ``onnxfold fold`` does: they then do not run again on the
         search's result (``search,fold:method=l2`` had folded the searched model again, at 0.5)."""
-        after = list(passes)[list(passes).index(self) + 1 :] if self in passes else []
+        after = passes_after(self, passes)
         self.validated = any(p.name == "validate" for p in after)
         if self.fold is None and after and after[0].name == "fold":
             self.fold = after[0]

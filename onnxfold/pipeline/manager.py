@@ -122,6 +122,13 @@ def check_model(model: Model) -> None:
     onnx.checker.check_model(proto, full_check=True)
 
 
+def passes_after(p: Pass, passes: Sequence[Pass]) -> list[Pass]:
+    """The passes that run after ``p`` in ``passes`` (none where ``p`` is not among them): what a pass
+    that adapts to its pipeline reads in its ``bind``."""
+    passes = list(passes)
+    return passes[passes.index(p) + 1 :] if p in passes else []
+
+
 class PassManager:
     """Runs passes in order, timing each and optionally checking the graph after each."""
 
