@@ -131,12 +131,13 @@ class _Rewrite:
         each with its scale and zero point, all one scalar scale and zero point, [] where a path
         reaches anything else (then the integers are read as they are); the tensors on the paths)."""
         ends, todo, seen = [], list(starts), set()
+        outputs = {o.name for o in self.graph.output}
         while todo:
             name = todo.pop()
             if name in seen:
                 continue
             seen.add(name)
-            if name in {o.name for o in self.graph.output}:
+            if name in outputs:
                 return [], seen
             for r in self.readers(name):
                 if r.op_type in _MOVES and r.input[0] == name:
