@@ -273,11 +273,6 @@ class Analysis:
             return f"untracked tensor {t.name}"
         if rule_for(lost.op, lost.domain) is None:
             return f"untracked tensor {t.name} (after {lost.op} {lost.name}, which onnxfold has no rule for)"
-        if lost.op == "Gather" and isinstance(lost.inputs[0], gs.Constant):  # T5's relative position bias
-            return (
-                f"untracked tensor {t.name} (values {lost.name} gathers from the table {lost.inputs[0].name}, "
-                "which onnxfold does not follow as channels)"
-            )
         return f"untracked tensor {t.name} (its channels are not followed past {lost.op} {lost.name})"
 
     def _lost_at(self, t: gs.Tensor) -> gs.Node | None:
@@ -296,8 +291,6 @@ class Analysis:
                 return None
             if any(x.name in self.layouts for x in data):
                 return maker
-            if maker.op == "Gather" and isinstance(maker.inputs[0], gs.Constant):
-                return maker  # values looked up in a table: where such a tensor comes from
             t = data[0]
         return None
 
