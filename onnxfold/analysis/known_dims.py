@@ -46,9 +46,10 @@ KNOWN_DIM_OPS = {
 def known_dim(t: gs.Tensor, axis: int, rank_of: RankFn, channel_axis: RankFn, depth: int = 0) -> int | None:
     """Dim ``axis`` of ``t`` where shape inference left it unknown but the graph fixes it: through
     Expand (an entry 1 keeps the input's dim; the attention masks of transformers), broadcasting
-    elementwise ops (every input that has the axis must be known), Transpose, a Slice along other axes,
-    MatMul (its batch dims broadcast, its rows A's, its columns B's) and Reshape (a constant entry, or the −1 entry by the
-    element count, the entries that copy x's dims cancelling those dims). None if unknown.
+    elementwise ops (every input that has the axis must be known), Transpose, a Slice along other
+    axes, MatMul (its batch dims broadcast, its rows A's, its columns B's) and Reshape (a constant
+    entry, or the −1 entry by the element count, the entries that copy x's dims cancelling those
+    dims). None if unknown.
     ``rank_of`` gives a tensor's rank, ``channel_axis`` its channel axis if tracked (None if not):
     a fold changes that dim, so it is never "known"."""
     shape = tensor_shape(t)

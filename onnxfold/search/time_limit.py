@@ -1,8 +1,8 @@
 """A search's ``--time-limit``: the clock every stage of the search reads between measurements.
 
 The limit covers the command, not only the search: the validation that follows a search runs the
-original and the result on every sample, and on a heavy model that took
-54 s after a 582 s search of a "600 s" limit (a Conv-TasNet denoiser). So the search keeps a
+original and the result on every sample, and on a heavy model that took 54 s after a 582 s search
+of a "600 s" limit (a Conv-TasNet denoiser). So the search keeps a
 ``reserve`` for it, :data:`AFTER_SEARCH_RUNS` times what one whole run of the original on the
 samples took (:attr:`~onnxfold.search.evaluate.Evaluator.whole_seconds`), and its stages read the
 ``budget`` that is left, ``seconds - reserve``.
