@@ -8,31 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from harness import Net, rnd
+from onnx import helper
 
 from onnxfold.cli.commands import main
 from onnxfold.runtime.session import make_session
 
 
 def _doubled(path: Path) -> Path:
+    """x [N, 8] → MatMul → Relu → MatMul, its opset imports listed twice, as merge_models writes them."""
     rng = np.random.default_rng(0)
-    graph = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["x", "W1"], ["h"]),
-            helper.make_node("Relu", ["h"], ["r"]),
-            helper.make_node("MatMul", ["r", "W2"], ["y"]),
-        ],
-        "doubled",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
-        [
-            numpy_helper.from_array(rng.standard_normal((8, 16)).astype(np.float32), "W1"),
-            numpy_helper.from_array(rng.standard_normal((16, 4)).astype(np.float32), "W2"),
-        ],
-    )
-    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)] * 2
-    model = helper.make_model(graph, opset_imports=opsets)
-    model.ir_version = 9
+    net = Net({"W1": rnd(rng, 8, 16), "W2": rnd(rng, 16, 4)})
+    model = net.model(net("MatMul", net("Relu", net("MatMul", net.input("x", ["N", 8]), "W1")), "W2"))
+    del model.opset_import[:]
+    model.opset_import.extend([helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)] * 2)
     onnx.save(model, str(path))
     return path
 
