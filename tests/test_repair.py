@@ -277,6 +277,25 @@ def test_data_repair_reaches_the_members_statistics(bn: bool) -> None:
     assert report.passes[2].stats["sites"] == 1
 
 
+def test_data_repair_runs_a_model_fixed_at_batch_one() -> None:
+    """A model exported at batch 1 (easyhtr's handwriting reader) measures its 64 calibration samples
+    one at a time, to the statistics a free batch gives; they had run as one batch and failed."""
+    proto, _ = tiny_model(bn=True)
+    calib = np.random.default_rng(5).standard_normal((64, 2, 4, 4)).astype(np.float32)
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(proto)
+    for value in (fixed.graph.input[0], fixed.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_value = 1
+    kw = dict(validate=False, method="fold", repair="data", calibration=calib)
+    free_model, _ = onnxfold.fold(proto, 0.5, **kw)
+    fixed_model, report = onnxfold.fold(fixed, 0.5, **kw)
+    assert report.passes[2].stats["sites"] == 1
+    got = dict(zip(["gamma", "beta"], node_inputs(fixed_model, "bn1")[:2], strict=True))
+    want = dict(zip(["gamma", "beta"], node_inputs(free_model, "bn1")[:2], strict=True))
+    for name in got:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("mode", ["ar", "data"])
 @pytest.mark.parametrize("bn", [True, False])
 def test_sparsity_zero_with_repair_is_bit_exact(bn: bool, mode: str) -> None:

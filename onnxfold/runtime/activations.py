@@ -65,9 +65,12 @@ def channel_moments(
     model: Model, tensors: Mapping[str, int], feeds: Feeds, batch_size: int = 64
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per tensor name → (mean, biased variance) of each channel on axis ``tensors[name]`` over the
-    calibration samples and every other axis (float64)."""
+    calibration samples and every other axis (float64); samples run ``batch_size`` at a time, or
+    batch by batch on a model exported at a fixed batch (a handwriting reader's batch of 1)."""
     if not tensors:
         return {}
+    from onnxfold.folding.samples import fixed_batch
+    from onnxfold.runtime.compare import batch_runs
     from onnxfold.runtime.session import make_session
 
     # graph optimisations may fuse away an exposed intermediate (seen with Conv+Add), so run them off
@@ -79,9 +82,7 @@ def channel_moments(
     shift: dict[str, np.ndarray] = {}  # the first chunk's means: sums of shifted values stay well conditioned
     sums: dict[str, np.ndarray] = {}
     squares: dict[str, np.ndarray] = {}
-    total = len(next(iter(feeds.values())))
-    for start in range(0, total, max(1, batch_size)):
-        chunk = {k: v[start : start + batch_size] for k, v in feeds.items()}
+    for chunk in batch_runs(feeds, fixed_batch(session), max(1, batch_size)):
         for name, value in zip(names, session.run(names, chunk), strict=True):
             axis = tensors[name] % value.ndim
             flat = np.moveaxis(value.astype(np.float64), axis, 0).reshape(value.shape[axis], -1)
