@@ -94,12 +94,17 @@ _RUNTIME_NODE = re.compile(
 
 
 def one_line(exc: BaseException, limit: int = 500, *, with_type: bool = False) -> str:
-    """The first line of ``str(exc)`` (the type name when the message is empty), without onnxruntime's
+    """The first line of ``str(exc)`` (the type name when the message is empty; with the index lines
+    of onnxruntime's "invalid dimensions ... for the following indices"), without onnxruntime's
     framing and source locations, cut at a word to at most ``limit`` characters and "…" (a number
     cut in half read "size 2" for "size 20"); ``with_type`` prefixes
     ``"TypeName: "`` (counted in the limit)."""
     text = str(exc).strip()
-    line = _RUNTIME_NOISE.sub("", text.splitlines()[0]) if text else ""
+    lines = text.splitlines()
+    line = _RUNTIME_NOISE.sub("", lines[0]) if text else ""
+    dims = [x.strip() for x in lines[1:] if x.strip().startswith("index: ")]
+    if dims and line.endswith("the following indices"):  # onnxruntime's wrong-dims reason
+        line += ": " + "; ".join(dims)
     line = _RUNTIME_NODE.sub(r"\1 node '\2': ", line)
     if with_type:
         line = f"{type(exc).__name__}: {line}" if line else type(exc).__name__

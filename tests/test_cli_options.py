@@ -372,6 +372,21 @@ def test_one_line_keeps_onnxruntimes_reason_and_drops_its_source_location() -> N
     line = one_line(info.value, 300)
     assert line.startswith("Gather node 'embed': ") and "idx=999" in line, line
     assert "Non-zero status" not in line and "Status Message" not in line, line
+    # a model fixed at batch 1 given 32 samples: the reason's index lines follow the first line
+    # (a trial's message ended "for the following indices")
+    graph = oh.make_graph(
+        [oh.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+    )
+    sess = ort.InferenceSession(
+        oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]).SerializeToString()
+    )
+    with pytest.raises(Exception) as info:
+        sess.run(None, {"x": np.zeros((32, 3), np.float32)})
+    line = one_line(info.value, 300)
+    assert "index: 0 Got: 32 Expected: 1" in line and "\n" not in line, line
 
 
 def test_one_line_cuts_at_a_word_not_inside_a_number() -> None:
