@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 from functools import partial
 
+import numpy as np
+
 from onnxfold.folding.apply import model_weight_bytes
 from onnxfold.folding.samples import token_draws
 from onnxfold.folding.signal_dims import guess
@@ -68,7 +70,7 @@ class ValidatePass(Pass):
             self._metric_fits(session, ctx)
             return
         try:
-            self.dim, _, _, self.batch = runnable_dims(
+            self.dim, feed, _, self.batch = runnable_dims(
                 session,
                 ctx.input_shapes or None,
                 self.opts["batch"],
@@ -78,7 +80,8 @@ class ValidatePass(Pass):
             )
         except RuntimeError as exc:
             raise PassError(f"validate: {exc}") from None
-        if self.dim != 16:
+        self.dim_taken = _took(session, feed, self.dim)
+        if self.dim != 16 and self.dim_taken:
             log.info("validate: symbolic input dims set to %d (%s)", self.dim, self._why_dim())
             ctx.data["runnable_dim"] = self.dim  # where MACs are counted too (onnxfold.api)
         if self.batch != self.opts["batch"]:
@@ -163,7 +166,7 @@ class ValidatePass(Pass):
         if report.latency is not None:
             stats["latency_ratio"] = report.latency.ratio
             stats["slower"] = report.latency.slower
-        if getattr(self, "dim", 16) != 16:
+        if getattr(self, "dim", 16) != 16 and getattr(self, "dim_taken", True):
             stats["note"] = f"symbolic input dims set to {self.dim}: {self._why_dim()}"
         if getattr(self, "batch", self.opts["batch"]) != self.opts["batch"]:
             stats["note"] = (
@@ -213,3 +216,16 @@ class ValidatePass(Pass):
                 "nothing written (drop that pass, or lower the target)"
             )
         return fidelity
+
+
+def _took(session, feed, dim: int) -> bool:
+    """Whether a symbolic non-batch dim of some input took ``dim`` in ``feed``: an image's free width
+    is sized as images are (a line reader's 256 columns beside a recurrent model's 128 steps)."""
+    from onnxfold.runtime.inputs import input_specs
+
+    for spec in input_specs(session):
+        shape = feed[spec.name].shape if spec.name in feed else ()
+        for i, d in enumerate(spec.shape or ()):
+            if i > 0 and not isinstance(d, (int, np.integer)) and i < len(shape) and shape[i] == dim:
+                return True
+    return False

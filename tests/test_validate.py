@@ -682,6 +682,45 @@ def test_a_recurrent_signal_model_is_measured_on_longer_random_sequences(tmp_pat
     assert guessed_dim(as_model(tokens)) == 16
 
 
+def _line_reader() -> onnx.ModelProto:
+    """A text-line image x [1, 1, 32, width] -> a Conv -> the mean over height -> an LSTM over the
+    width -> per-column class scores [width, 1, 3] (easyhtr's reader, small)."""
+    rng = np.random.default_rng(0)
+    w, r = (rng.standard_normal((1, 32, n)).astype(np.float32) * 0.5 for n in (6, 8))
+    return _model(
+        [
+            oh.make_node("Conv", ["x", "K"], ["c"], pads=[1, 1, 1, 1]),
+            oh.make_node("ReduceMean", ["c"], ["m"], axes=[2], keepdims=0),  # [1, 6, W]
+            oh.make_node("Transpose", ["m"], ["mt"], perm=[2, 0, 1]),
+            oh.make_node("LSTM", ["mt", "W", "R"], ["Y"], hidden_size=8),
+            oh.make_node("Squeeze", ["Y", "ax1"], ["h"]),
+            oh.make_node("MatMul", ["h", "H"], ["logits"]),
+        ],
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 32, "width"])],
+        [oh.make_tensor_value_info("logits", TensorProto.FLOAT, ["width", 1, 3])],
+        [
+            nh.from_array(rng.standard_normal((6, 1, 3, 3)).astype(np.float32), "K"),
+            nh.from_array(w, "W"),
+            nh.from_array(r, "R"),
+            nh.from_array(rng.standard_normal((8, 3)).astype(np.float32), "H"),
+            nh.from_array(np.array([1], np.int64), "ax1"),
+        ],
+    )
+
+
+def test_the_dims_note_names_only_a_size_the_inputs_took(tmp_path) -> None:
+    """easyhtr's line reader (LSTMs over an image's width) read "symbolic input dims set to 128: a
+    recurrent model's sequences" while its random lines were 384 wide, sized as images are."""
+    import onnxfold
+
+    src = tmp_path / "reader.onnx"
+    onnx.save(_line_reader(), str(src))
+    _, report = onnxfold.fold(src, output=tmp_path / "o.onnx", sparsity=0.0)
+    width = report.validation.inputs["x"][3]
+    note = next(p.stats.get("note") for p in report.passes if p.name == "validate") or ""
+    assert width != 128 and "128" not in note, (width, note)
+
+
 def _dilated(dilations=(1, 2, 4, 8, 16)) -> onnx.ModelProto:
     """x [batch, 4, time] through 1-D convolutions of kernel 3 at ``dilations`` (padded to keep time)."""
     rng = np.random.default_rng(0)
