@@ -68,6 +68,15 @@ _QUANT_OPS = {
 }
 
 
+def _runtime_ops(model: Model) -> dict[str, int]:
+    """How many nodes of each op type of onnxruntime's own domain ``model`` holds."""
+    counts: dict[str, int] = {}
+    for node in model.graph.nodes:
+        if node.domain == "com.microsoft":
+            counts[node.op] = counts.get(node.op, 0) + 1
+    return counts
+
+
 def replace_model_contents(model: Model, new: Model) -> None:
     """Make ``model`` hold ``new``'s graph and model fields, with every tensor in memory.
 
@@ -244,9 +253,19 @@ class QuantizePass(Pass):
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         from onnxfold.runtime.quantizer_log import held_back, quantizer_notes
 
+        before = _runtime_ops(model)
         with held_back() as found:
             result = self._run(model, ctx)
         notes = quantizer_notes(found)
+        made = {op: n - before.get(op, 0) for op, n in _runtime_ops(model).items() if n > before.get(op, 0)}
+        if made:  # easyhtr's reader: dynamic mode made its LSTMs DynamicQuantizeLSTM
+            ops = ", ".join(f"{n} {op}" for op, n in sorted(made.items()))
+            notes.append(
+                f"the result holds onnxruntime-only ops ({ops}, domain com.microsoft) that other runtimes "
+                "may not run; quantize:op_types=A|B without the op types they replace (e.g. LSTM) keeps "
+                "the model standard ONNX"
+            )
+            log.warning("quantize: %s", notes[-1])
         if notes:
             result.stats["note"] = "; ".join(filter(None, (result.stats.get("note"), *notes)))
         return result

@@ -175,3 +175,30 @@ def test_random_calibration_draws_ids_inside_the_tables_they_index(tmp_path: Pat
     for mode in ("dynamic", "static"):
         _, report = onnxfold.run_pipeline(src, [QuantizePass(mode=mode)], tmp_path / f"{mode}.onnx")
         assert (tmp_path / f"{mode}.onnx").exists(), mode
+
+
+def _lstm_tagger(path: Path) -> Path:
+    """x [T, batch, 8] -> LSTM (hidden 16) -> MatMul -> per-step scores (easyhtr's reader's tail)."""
+    rng = np.random.default_rng(2)
+    net = Net({"W": rnd(rng, 1, 64, 8), "R": rnd(rng, 1, 64, 16), "H": rnd(rng, 16, 4)})
+    x = net.input("x", ["T", "batch", 8])
+    y, *_ = net("LSTM", x, "W", "R", hidden_size=16, outs=3)
+    scores = net("MatMul", net("Squeeze", y, net.i64("axis", [1])), "H")
+    onnx.save(net.model(scores), str(path))
+    return path
+
+
+def test_onnxruntime_only_ops_in_a_quantized_result_are_said(tmp_path: Path) -> None:
+    """Dynamic mode makes an LSTM com.microsoft's DynamicQuantizeLSTM, which only onnxruntime runs
+    (a trial read the README's "plain ONNX" and found it); the note says so and how to keep to
+    standard ops, and op types without LSTM leave no such op and no such note."""
+    src = _lstm_tagger(tmp_path / "tagger.onnx")
+    out = tmp_path / "q.onnx"
+    _, report = onnxfold.run_pipeline(src, [QuantizePass(mode="dynamic")], out)
+    domains = {(n.domain, n.op_type) for n in onnx.load(str(out)).graph.node}
+    assert ("com.microsoft", "DynamicQuantizeLSTM") in domains
+    note = report.passes[0].stats.get("note", "")
+    assert "onnxruntime-only ops (1 DynamicQuantizeLSTM" in note, note
+    _, report = onnxfold.run_pipeline(src, [QuantizePass(mode="dynamic", op_types=["MatMul"])], out)
+    assert all(n.domain != "com.microsoft" for n in onnx.load(str(out)).graph.node)
+    assert "onnxruntime-only" not in report.passes[0].stats.get("note", "")
