@@ -516,6 +516,29 @@ def test_dims_left_free_at_given_shapes_are_not_blamed_on_a_missing_input_shape(
     assert len(notes) == 2 and "--input-shape sets them" in notes[0]
 
 
+def test_a_count_target_that_admits_no_miss_is_noted() -> None:
+    """easyhtr's reader searched at 0.99 and at 0.95 on 32 words gave one model twice: on 32 samples
+    both admit no miss. The note says so, and how many samples would admit one."""
+    from types import SimpleNamespace as NS
+
+    from onnxfold.report.target_notes import count_target
+    from onnxfold.runtime.fidelity import OutputFidelity
+
+    def search(target: float, n: int, proxy: bool = False, mode: str = "min_fidelity"):
+        chosen = NS(outputs=[OutputFidelity("output", "sequence", 1.0, n), OutputFidelity("map", "r2", 0.99)])
+        return NS(mode=mode, target=target, proxy=proxy, chosen=chosen)
+
+    note = count_target(search(0.99, 32))
+    assert note.startswith("note: on 32 samples a count meets 0.99 only where all 32 agree"), note
+    assert "above 0.941" in note and note.endswith("198 samples would let one disagree at 0.99"), note
+    assert "38 samples would let one disagree at 0.95" in count_target(search(0.95, 32))
+    assert count_target(search(0.95, 38)) is None  # 37 of 38: (37 + 1) / 40 = 0.95
+    assert count_target(search(0.9, 32)) is None
+    assert count_target(search(0.99, 32, proxy=True)) is None
+    assert count_target(search(0.2, 32, mode="target_params")) is None
+    assert "would let" not in count_target(search(1.0, 32))
+
+
 def test_validation_below_a_met_fidelity_target_is_noted() -> None:
     """A romanizer's encoder met 0.95 at r2 0.9628 on the search's proxy while validation, on other
     random inputs, read 0.9443 with no word about it."""

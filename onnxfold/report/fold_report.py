@@ -23,7 +23,7 @@ from onnxfold.report.comparison import format_comparison, params_growth, stored_
 from onnxfold.report.names import shortened
 from onnxfold.report.stats import ModelStats, format_table, model_stats, op_counts, weight_counts
 from onnxfold.report.table import count_change
-from onnxfold.report.target_notes import below_target, image_target
+from onnxfold.report.target_notes import below_target, count_target, image_target
 from onnxfold.runtime.compare import TASK_WARNING_BELOW
 
 
@@ -299,6 +299,7 @@ class FoldReport:
             for note in (
                 below_target(self.validation, self.search),
                 image_target(self.validation, self.search),
+                count_target(self.search),
             ):
                 if note:
                     parts.append(note)
