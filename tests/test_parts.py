@@ -165,3 +165,25 @@ def test_part_counts_follow_the_rounding_rules_of_plain_groups() -> None:
             assert k % 8 == 0 or k == n or k // parts == asked, (n, parts, r, k)
             assert abs(k // parts - asked) <= step / 2 or k // parts == step > asked, (n, parts, r, k)
             assert r < 0.5 or k < n, (n, parts, r, k)
+
+
+def test_rows_holding_infinities_are_compared_and_the_search_ends() -> None:
+    """A producer row holding -inf (an attention mask's fill among a group's per-channel constants, in
+    chython's reaction mapper) made the duplicate search loop forever: inf − inf is NaN, so no row,
+    not even the first, was ever close to the first. Equal infinities now compare equal, and a row
+    with NaN is a channel of its own; run in a child process, so that a regression fails, not hangs."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from onnxfold.folding.features import same_activations as same\n"
+        "inf = np.inf\n"
+        "print(same([np.array([[-inf, 1.0, 2.0], [-inf, 1.0, 2.0], [-inf, 3.0, 4.0]])]).tolist())\n"
+        "print(same([np.array([[np.nan, 1.0], [np.nan, 1.0]])]))\n"
+        "ids = same([np.array([[inf, 1.0], [-inf, 1.0], [inf, 1.0 + 1e-12]])])\n"
+        "print(ids[0] == ids[2] != ids[1])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:3] == ["[0, 0, 1]", "None", "True"], proc.stdout

@@ -132,23 +132,31 @@ def _group_features(group: ChannelGroup, values: ValueFn, mode: str, graph: gs.G
 SAME_RTOL = 1e-6
 
 
+def _finite_scale(rows: np.ndarray) -> float:
+    """The largest finite magnitude in ``rows`` (0 when none): a mask's -inf sets no tolerance."""
+    finite = np.abs(rows[np.isfinite(rows)]) if rows.size else rows
+    return float(finite.max()) if finite.size else 0.0
+
+
 def same_activations(producers: list[np.ndarray]) -> np.ndarray | None:
     """An id per channel, equal for channels whose rows in every matrix of ``producers`` (the group's
     ``average`` members: producer rows, biases, BN parameters and statistics, per-channel constants,
     each [n, d]) agree within :data:`SAME_RTOL` of that matrix's largest magnitude, so that they
     compute the same activation; None when every channel differs (or there is no such matrix).
     Rows are ordered by a random projection, neighbours within its tolerance compared in full (tf2onnx
-    folded BN into a duplicated conv's bias 1 ulp apart in 2 of 6 pairs)."""
+    folded BN into a duplicated conv's bias 1 ulp apart in 2 of 6 pairs). Equal infinities agree (a
+    mask's -inf among the constants) and NaN agrees with nothing."""
     n = len(producers[0]) if producers else 0
     if n < 2:
         return None
     with step("duplicates"):
         rng = np.random.default_rng(0)
         key, reach = np.zeros(n), 0.0
-        scales = [float(np.abs(r).max()) if r.size else 0.0 for r in producers]
+        scales = [_finite_scale(r) for r in producers]
         for r, scale in zip(producers, scales, strict=True):
             direction = rng.standard_normal(r.shape[1])
-            key += r @ direction / (scale or 1.0)  # in float64 whatever the rows' type
+            finite = np.nan_to_num(np.asarray(r, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+            key += finite @ direction / (scale or 1.0)  # in float64 whatever the rows' type
             reach += SAME_RTOL * float(np.abs(direction).sum())
         order = np.argsort(key, kind="stable")
         runs = [r for r in np.split(order, np.flatnonzero(np.diff(key[order]) > 2 * reach) + 1) if len(r) > 1]
@@ -160,7 +168,10 @@ def same_activations(producers: list[np.ndarray]) -> np.ndarray | None:
             while len(left) > 1:
                 close = np.ones(len(left), dtype=bool)
                 for r, scale in zip(producers, scales, strict=True):
-                    close &= np.abs(r[left] - r[left[0]]).max(axis=1, initial=0.0) <= SAME_RTOL * scale
+                    rows, first = r[left], r[left[0]]
+                    apart = np.where(rows == first, 0.0, np.abs(rows - first))  # -inf == -inf: 0, not nan
+                    close &= np.nan_to_num(apart, nan=np.inf).max(axis=1, initial=0.0) <= SAME_RTOL * scale
+                close[0] = True  # a row holding NaN still is its own channel: the loop moves on
                 ids[left[close]] = left[0]
                 left = left[~close]
         _, ids = np.unique(ids, return_inverse=True)
