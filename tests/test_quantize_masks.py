@@ -79,3 +79,41 @@ def test_large_constants_that_fill_no_mask_are_quantized(tmp_path: Path) -> None
     names = {n.name: n.op_type for n in onnx.load(str(where)).graph.node}
     kept = [names[n] for n in mask_fill_nodes(onnx.load(str(where)))]
     assert kept == ["Where", "Softmax"]  # the Softmax bounds it: its MatMul reader is quantized
+
+
+def _distance_bias(path: Path) -> Path:
+    """x [B, S, D] attends with a bias looked up per distance id [B, S, S] in a table [5, 1] whose
+    padding row is -inf (chython's reaction mapper): softmax(q kᵀ + table[distances]) v."""
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((5, 1)).astype(np.float32)
+    table[0] = -np.inf
+    net = Net({**{k: rnd(rng, D, D) for k in ("wq", "wk", "wv")}, "table": table})
+    x = net.input("x", ["B", S, D])
+    net.inputs.append(helper.make_tensor_value_info("distances", TensorProto.INT64, ["B", S, S]))
+    q, k, v = (net("MatMul", x, w) for w in ("wq", "wk", "wv"))
+    scores = net("MatMul", q, net("Transpose", k, perm=[0, 2, 1]))
+    bias = net("Squeeze", net("Gather", "table", "distances"), net.i64("last", [-1]))
+    y = net("MatMul", net("Softmax", net("Add", scores, bias), axis=-1), v)
+    onnx.save(net.model(y), str(path))
+    return path
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_a_table_holding_minus_inf_is_left_float(mode: str, tmp_path: Path) -> None:
+    """Dynamic mode quantized a table with a -inf row at a scale of inf: every output NaN, written with
+    exit 0. Nodes reading a non-finite weight stay float32; static mode also keeps what it reaches."""
+    src = _distance_bias(tmp_path / "bias.onnx")
+    rng = np.random.default_rng(3)
+    feed = {
+        "x": rng.standard_normal((16, S, D)).astype(np.float32),
+        "distances": rng.integers(0, 5, (16, S, S)).astype(np.int64),
+    }
+    feed["distances"][:, :, 0] = 1  # every row keeps one finite score
+    out = tmp_path / "q.onnx"
+    _, report = onnxfold.run_pipeline(src, [QuantizePass(mode=mode)], out, inputs=feed)
+    stats = report.passes[0].stats
+    assert stats["nonfinite_weight_nodes_left"] == 1 and "hold -inf, inf or NaN" in stats["note"]
+    got = make_session(str(out)).run(None, feed)[0]
+    want = make_session(str(src)).run(None, feed)[0]
+    assert np.isfinite(got).all() and np.isfinite(want).all()
+    assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.95

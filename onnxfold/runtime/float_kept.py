@@ -1,7 +1,9 @@
-"""Nodes that static INT8 quantization must leave in float: what an 8-bit range cannot hold.
+"""Nodes that INT8 quantization must leave in float: what an 8-bit range cannot hold.
 
 * **float64 nodes**: onnxruntime quantizes float32 tensors; its static mode failed on swift-f0's
   float64 Softmax ("Only an existing tensor can be modified").
+* **a weight holding -inf, inf or NaN** (in both modes): no scale spans it; chython's reaction
+  mapper's distance table has a -inf padding row, and dynamic mode made every output NaN.
 * **a mask's fill value and what it flows into**: attention masks fill padded positions with −inf,
   ``finfo(float32).min`` (−3.4e38) or −10000 before a Softmax. A calibrated 8-bit range over a tensor
   holding such a value spans it, so one step of the grid is about (0 − fill)/255 and every real score
@@ -15,7 +17,8 @@
   (wakehubert) kept 31% of its wake words quantized statically (81% in float), and leaving out the
   mel MatMul alone changed nothing, since its input was still quantized.
 
-A *fill source* is a Where, Mul, Add or Sub that reads a constant holding a non-finite value; a Where
+A *fill source* is a Where, Mul, Add or Sub that reads a constant holding a non-finite value, or a
+Gather from such a table; a Where
 whose branch is a
 constant of magnitude at least :data:`FILL_MAGNITUDE`; a Mul, Add or Sub of such a constant and a
 mask (a boolean or integer graph input, or a comparison, carried through casts, reshapes and ``1 −
@@ -136,6 +139,9 @@ def mask_fill_nodes(proto: onnx.ModelProto) -> list[str]:
             if value and _largest(value[0]) >= HUGE:
                 tainted.update(n.output)
             continue
+        if n.op_type == "Gather" and n.input and largest(n.input[0]) == float("inf"):
+            sources.append(n)  # a table with a -inf row (chython's distance bias: its padding)
+            continue
         if n.op_type not in ("Where", "Mul", "Add", "Sub"):
             continue
         sizes = [largest(i) for i in n.input]
@@ -159,6 +165,23 @@ def mask_fill_nodes(proto: onnx.ModelProto) -> list[str]:
     return [n.name for n in graph.node if id(n) in kept and n.name]
 
 
+def nonfinite_weight_nodes(proto: onnx.ModelProto) -> list[str]:
+    """The names of the nodes that read a float weight holding -inf, inf or NaN: no 8-bit scale spans
+    it (onnxruntime's dynamic mode gave chython's distance table a scale of inf, and every output
+    NaN)."""
+    consts = GraphConstants(proto.graph, inline_only=True)
+    bad: dict[str, bool] = {}
+
+    def nonfinite(name: str) -> bool:
+        if name not in bad:
+            t = consts.proto(name)
+            v = consts.get(name) if t is not None and t.data_type in _FLOATS else None
+            bad[name] = v is not None and v.dtype.kind == "f" and not np.isfinite(v).all()
+        return bad[name]
+
+    return [n.name for n in proto.graph.node if n.name and any(nonfinite(i) for i in n.input if i)]
+
+
 #: a Log after at most this many weighted ops is a feature front end's (module docstring)
 FRONT_END_WEIGHTS = 4
 _WEIGHTED = {"Conv", "ConvTranspose", "MatMul", "Gemm", "ConvInteger", "MatMulInteger"}
@@ -177,11 +200,19 @@ def log_front_end_nodes(proto: onnx.ModelProto) -> list[str]:
 
 def float_kept(src: Path, static: bool = True) -> tuple[list[str], dict[str, int], str]:
     """(node names to leave in float, counts for the pass's stats, a note) for the model at ``src``;
-    ``static`` False: float64 nodes only (dynamic mode computes its ranges per run, over real values)."""
+    ``static`` False: float64 nodes and those reading non-finite weights only (dynamic mode computes
+    its activations' ranges per run, over real values)."""
     proto = onnx.load(str(src), load_external_data=False)
     doubles, fills = float64_nodes(proto), mask_fill_nodes(proto) if static else []
     spectra = log_front_end_nodes(proto) if static else []
+    infinite = nonfinite_weight_nodes(proto)
     notes, counts = [], {}
+    if infinite:
+        counts["nonfinite_weight_nodes_left"] = len(infinite)
+        notes.append(
+            f"{len(infinite)} node(s) reading weights that hold -inf, inf or NaN stay float32: no 8-bit "
+            "scale spans them"
+        )
     if doubles:
         counts["float64_nodes_left"] = len(doubles)
         notes.append(
@@ -199,4 +230,4 @@ def float_kept(src: Path, static: bool = True) -> tuple[list[str], dict[str, int
             f"{len(spectra)} node(s) computing the input of a Log after at most {FRONT_END_WEIGHTS} weighted "
             "ops (a log spectrum's front end) stay float32: an 8-bit range of the power rounds quiet bands to 0"
         )
-    return list(dict.fromkeys((*doubles, *fills, *spectra))), counts, "; ".join(notes)
+    return list(dict.fromkeys((*doubles, *infinite, *fills, *spectra))), counts, "; ".join(notes)
