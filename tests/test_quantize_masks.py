@@ -117,3 +117,36 @@ def test_a_table_holding_minus_inf_is_left_float(mode: str, tmp_path: Path) -> N
     want = make_session(str(src)).run(None, feed)[0]
     assert np.isfinite(got).all() and np.isfinite(want).all()
     assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.95
+
+
+def test_outputs_made_nan_are_named_in_the_report(tmp_path: Path) -> None:
+    """Validation read chython's NaN outputs as "max_abs nan  cosine nan  r2 0.0000" and the usual
+    task warning, without the word NaN: an output the candidate makes NaN or inf where the original
+    is finite is said on its line and in a warning."""
+    from onnxfold.runtime.compare import compare_outputs
+
+    ref = {"y": np.ones((4, 3), np.float32), "holes": np.array([np.nan, 1.0], np.float32)}
+    cand = {"y": ref["y"].copy(), "holes": ref["holes"].copy()}
+    cand["y"][0, :2] = np.nan
+    cand["y"][1, 0] = np.inf
+    y, holes = compare_outputs(ref, cand)
+    assert y.nonfinite == "NaN or inf at 25.0% of its values, where the original's are finite"
+    assert "NOT FINITE: NaN or inf at 25.0%" in y.summary() and y.to_dict()["nonfinite"] == y.nonfinite
+    assert holes.nonfinite is None  # NaN where the original has NaN too is no hole made
+
+    from onnxfold.passes import ValidatePass
+    from onnxfold.pipeline.manager import Pass, PassResult
+
+    class MakeNaN(Pass):  # a pass that breaks a weight, as a scale of inf quantizes one
+        name = "make_nan"
+
+        def run(self, model, ctx):
+            for t in model.graph.tensors().values():
+                if t.name == "wv":
+                    t.values = np.full(t.values.shape, np.nan, np.float32)
+            return PassResult(True, {})
+
+    src = _distance_bias(tmp_path / "bias.onnx")
+    _, report = onnxfold.run_pipeline(src, [MakeNaN(), ValidatePass()], tmp_path / "nan.onnx")
+    text = report.format()
+    assert "warning: " in text and "holds NaN or inf at 100.0% of its values" in text, text

@@ -141,7 +141,7 @@ def _batched(proto: onnx.ModelProto, feed: dict[str, np.ndarray]) -> list[np.nda
 
 
 def test_runs_of_a_batch_1_model_are_joined_along_each_output_s_sample_axis() -> None:
-    from onnxfold.runtime.compare import _joined
+    from onnxfold.runtime.batch_runs import _joined
 
     states = [np.full((2, 1, 5), i, np.float32) for i in range(4)]  # [layers, batch, hidden]
     joined = _joined(states, 1)

@@ -293,6 +293,9 @@ class FoldReport:
             )
             if warning:
                 parts.append(warning)
+            for o in getattr(self.validation, "outputs", ()):  # chython's quantized mapper: all NaN
+                if getattr(o, "nonfinite", None):
+                    parts.append(f"warning: {o.name} holds {o.nonfinite}: the result computes nothing there")
             note = None if warning and warning.startswith("note:") else unexercised_note(self.validation)
             if note:  # task_warning's note names the unexercised outputs already
                 parts.append(note)

@@ -70,7 +70,7 @@ def channel_moments(
     if not tensors:
         return {}
     from onnxfold.folding.samples import fixed_batch
-    from onnxfold.runtime.compare import batch_runs
+    from onnxfold.runtime.batch_runs import batch_runs
     from onnxfold.runtime.session import make_session
 
     # graph optimisations may fuse away an exposed intermediate (seen with Conv+Add), so run them off

@@ -13,7 +13,8 @@ Metrics per output, with a = reference and b = candidate (flattened, computed in
 * ``exact`` = the two arrays have the same dtype, shape and bytes.
 
 Where both are non-finite at the same positions (NaN where no value exists), those positions are
-left out of the figures; otherwise the figures are NaN or infinite.
+left out of the figures; otherwise the figures are NaN or infinite, and ``nonfinite`` says how much
+of the candidate is NaN or inf where the reference is finite.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 import onnx
 
 from onnxfold.errors import InputRunError, one_line
+from onnxfold.runtime.batch_runs import batch_runs, joined_runs
 from onnxfold.runtime.input_scales import vocabularies
 from onnxfold.runtime.inputs import make_inputs
 from onnxfold.runtime.labels import is_labels
@@ -67,6 +69,8 @@ class OutputMetrics:
     #: how the inputs left the output's decisions unexercised in both models ("moved this Sigmoid output
     #: only between 0 and 0.00262 of its range [0, 1]": :func:`~onnxfold.runtime.exercised.unexercised_by_both`)
     unexercised: str | None = None
+    #: where the candidate holds NaN or inf where the reference is finite: how much of it
+    nonfinite: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (non-finite floats become None)."""
@@ -90,6 +94,7 @@ class OutputMetrics:
             "fidelity": num(self.fidelity),
             "counted": self.counted,
             "unexercised": self.unexercised,
+            "nonfinite": self.nonfinite,
             "span": [num(v) for v in self.span] if self.span is not None else None,
         }
 
@@ -109,6 +114,8 @@ class OutputMetrics:
         said = self.fidelity_metric == "top1" and self.top1_agreement is not None  # class scores' agreement
         if self.fidelity is not None and self.fidelity_metric is not None and not said:
             parts.append(f"{self.fidelity_metric} {self.fidelity:.4f}")
+        if self.nonfinite:
+            parts.append(f"(NOT FINITE: {self.nonfinite})")
         if self.exact and self.unexercised:  # NaN on both, or a map both leave at 0: nothing measured
             parts.append("(exact on these inputs, which exercise none of it)")
         elif self.exact:
@@ -144,6 +151,10 @@ def _compare_one(name: str, ref: np.ndarray, cand: np.ndarray) -> OutputMetrics:
         return m
     a = ref.astype(np.float64, copy=False).ravel()
     b = cand.astype(np.float64, copy=False).ravel()
+    if ref.dtype.kind == "f" and a.size:
+        broken = ~np.isfinite(b) & np.isfinite(a)  # quantized at a scale of inf, chython's all NaN
+        if broken.any():
+            m.nonfinite = f"NaN or inf at {broken.mean():.1%} of its values, where the original's are finite"
     holes = ~np.isfinite(a)  # NaN in the reference: no value there, left out where the candidate agrees
     if holes.any() and np.array_equal(holes, ~np.isfinite(b)):
         a, b = a[~holes], b[~holes]
@@ -323,50 +334,6 @@ def run_feed(
             f"onnxfold could not join the {which} model's outputs of {len(runs)} runs of its samples "
             f"(a bug; please report it): {one_line(exc)}"
         ) from exc
-
-
-def batch_runs(
-    feed: Mapping[str, np.ndarray], fixed: int | None, most: int | None = None
-) -> list[dict[str, np.ndarray]]:
-    """The runs ``feed`` takes on a model exported at batch ``fixed`` (None: a free batch): batch by
-    batch when it holds more samples than that; on a free batch runs of at most ``most`` samples
-    (None: the feed whole)."""
-    from onnxfold.folding.samples import chunked, sample_count, splittable
-
-    size = fixed or most
-    if size and splittable(feed) and sample_count(feed) > size:
-        return chunked(feed, size)
-    return [dict(feed)]
-
-
-def joined_runs(outputs: list[list[np.ndarray]], fixed: int | None) -> list[np.ndarray]:
-    """The outputs of the :func:`batch_runs` of a feed (per run, per output), joined per output."""
-    if len(outputs) == 1:
-        return outputs[0]
-    return [_joined([run[i] for run in outputs], fixed) for i in range(len(outputs[0]))]
-
-
-def _joined(parts: list[np.ndarray], batch: int) -> np.ndarray:
-    """One output of runs of ``batch`` samples each (the last may hold fewer), joined along its sample
-    axis: the second for a time-major or [layers, batch, hidden] output (rank 3 or more, the same
-    shape in every run; or runs whose shapes differ in that axis alone), else the leading one (a
-    detector's [boxes, ...] differs from run to run)."""
-    from onnxfold.runtime.sequences import sample_axis
-
-    first = np.shape(parts[0])
-    if all(np.shape(p) == first for p in parts):
-        second = len(first) >= 3 and sample_axis(first, batch) == "second"
-    else:  # runs of unequal size (32 samples as 20 + 12): the axis where the shapes differ
-
-        def only(axis: int) -> bool:
-            rest = first[:axis] + first[axis + 1 :]
-            return all(
-                len(np.shape(p)) == len(first) and np.shape(p)[:axis] + np.shape(p)[axis + 1 :] == rest
-                for p in parts
-            )
-
-        second = len(first) >= 2 and not only(0) and only(1)
-    return np.concatenate(parts, axis=1 if second else 0)
 
 
 def _random_feed(session, shapes, batch: int, seed: int, dim: int, id_draws) -> dict[str, np.ndarray]:

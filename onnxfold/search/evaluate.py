@@ -18,7 +18,8 @@ from onnxfold.folding.samples import (
     take,
 )
 from onnxfold.ir.model import Model
-from onnxfold.runtime.compare import batch_runs, joined_runs, run_feed
+from onnxfold.runtime.batch_runs import batch_runs, joined_runs
+from onnxfold.runtime.compare import run_feed
 from onnxfold.runtime.exercised import bounded_by, decided_one_way, unexercised
 from onnxfold.runtime.fidelity import (
     COUNTS_OF_CLASSES,
