@@ -143,3 +143,39 @@ def test_twin_heads_behind_a_sliced_mask_fold_to_the_one_head_net_exactly(tmp_pa
     want = make_session(small.SerializeToString()).run(None, {"x": x, "mask": mask})[0]
     got = make_session(str(out)).run(None, {"x": x, "mask": mask})[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_a_weight_holding_minus_inf_blocks_its_group_with_the_reason() -> None:
+    """chython's reaction mapper looks up a per-head bias in a distance table whose padding row is -inf:
+    its fold failed three times in clustering (LinAlgError) after the duplicate search had looped. The
+    group is blocked up front, named after the weight, and the other groups still fold."""
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((5, 8)).astype(np.float32)
+    table[0] = -np.inf
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gather", ["T", "ids"], ["e"]),  # [N, 8] from the table
+            helper.make_node("Relu", ["e"], ["r"]),
+            helper.make_node("Gemm", ["r", "W"], ["h"]),
+            helper.make_node("Relu", ["h"], ["hr"]),
+            helper.make_node("Gemm", ["hr", "W2"], ["y"]),
+        ],
+        "table",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [
+            numpy_helper.from_array(table, "T"),
+            numpy_helper.from_array(rng.standard_normal((8, 6)).astype(np.float32), "W"),
+            numpy_helper.from_array(rng.standard_normal((6, 3)).astype(np.float32), "W2"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    groups = onnxfold.analyze(model)
+    table_group = next(g for g in groups if g.size == 8)
+    assert [r.code for r in table_group.blocked] == ["nonfinite-weight"], table_group.blocked
+    assert "weight T holds -inf" in table_group.blocked[0].message
+    assert next(g for g in groups if g.size == 6).foldable
+    finite = onnx.ModelProto()
+    finite.CopyFrom(model)
+    finite.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.nan_to_num(table, neginf=-5.0), "T"))
+    assert next(g for g in onnxfold.analyze(finite) if g.size == 8).foldable

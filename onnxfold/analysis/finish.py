@@ -17,10 +17,14 @@ from collections import defaultdict
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+import numpy as np
+import onnx_graphsurgeon as gs
+
 from onnxfold.analysis.groups import (
     CLAIM_CONFLICT,
     GRAPH_INPUT,
     NO_CONSUMER,
+    NONFINITE_WEIGHT,
     SHAPE,
     SHARED_SHAPE,
     SHARED_TENSOR,
@@ -81,6 +85,8 @@ def finish(walk: Analysis) -> list[ChannelGroup]:
             blocked.append(BlockReason(WIDTH_MISMATCH, f"tied spaces have different widths {sorted(sizes)}"))
         if not any(m.role == SUM for m in members) and not blocked:
             blocked.append(BlockReason(NO_CONSUMER, "no consumer reads these channels"))
+        if not blocked:
+            blocked += nonfinite_members(walk, members)
         name = producers[0] if producers else walk.spaces[root].origin
         parts = group_parts(walk, sids, members, int(max(sizes)), blocked)
         # spaces may count units of different sizes (GQA: a KV head of head_dim channels is tied
@@ -100,6 +106,28 @@ def finish(walk: Analysis) -> list[ChannelGroup]:
             )
         )
     return unique_names(groups)
+
+
+def nonfinite_members(walk: Analysis, members: list[Member]) -> list[BlockReason]:
+    """A reason for the first member weight that holds -inf, inf or NaN (chython's distance table keeps
+    -inf in its padding row): merged channels average, sum and compare such values into NaN, and the
+    clustering of them failed; none where every member weight is finite (weights still in external
+    data are not read for this)."""
+    tensors = walk.graph.tensors()
+    for name in dict.fromkeys(m.tensor for m in members if m.role != SHAPE):
+        t = tensors.get(name)
+        values = getattr(t, "values", None) if isinstance(t, gs.Constant) else None
+        if not isinstance(values, np.ndarray) or values.dtype.kind != "f" or np.isfinite(values).all():
+            continue
+        which = "NaN" if np.isnan(values).any() else "-inf" if np.isneginf(values).any() else "inf"
+        return [
+            BlockReason(
+                NONFINITE_WEIGHT,
+                f"weight {name} holds {which} (a mask's fill?): merged channels would spread it",
+                tensor=name,
+            )
+        ]
+    return []
 
 
 def unique_names(groups: list[ChannelGroup]) -> list[ChannelGroup]:

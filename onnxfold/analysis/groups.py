@@ -75,6 +75,7 @@ ATTENTION_HEADS = "attention-heads"  # fused attention whose heads cannot follow
 WIDTH_MISMATCH = "width-mismatch"  # tied spaces have different widths
 NO_CONSUMER = "no-consumer"  # nothing reads the channels
 RECURRENT_STATE = "recurrent-state"  # hidden units of LSTM/GRU/RNN, mixed across time steps by R
+NONFINITE_WEIGHT = "nonfinite-weight"  # a member weight holds -inf, inf or NaN (a mask's fill in a table)
 ROLLBACK = "rollback"  # the fold was undone: computing it failed, or the folded model failed verification
 
 #: every reason code, in the order above
@@ -105,6 +106,7 @@ REASON_CODES = (
     WIDTH_MISMATCH,
     NO_CONSUMER,
     RECURRENT_STATE,
+    NONFINITE_WEIGHT,
     ROLLBACK,
 )
 
