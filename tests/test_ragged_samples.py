@@ -307,3 +307,25 @@ def test_samples_whose_padding_changes_the_answers_are_refused(
     assert not out.exists()
     even = _clip_folder(tmp_path / "even", [c[:, :10] for c in clips], layout, "signal")
     assert load_inputs(even, onnx.load(str(src)))["signal"].shape == (16, 4, 10)
+
+
+def test_padding_that_makes_the_outputs_nan_is_refused(tmp_path: Path) -> None:
+    """chython's reaction mapper reads a distance of 0 as its -inf padding row: zero-padded, 31 of 32
+    samples came out NaN in the original too, which the check read as unchanged (a NaN cosine is not
+    below 0.99) and the search measured r2 on what was left. Outputs made NaN or inf count as changed."""
+    graph = helper.make_graph(  # 1 / signal, summed over time: a padded 0 gives inf
+        [
+            helper.make_node("Reciprocal", ["signal"], ["inv"]),
+            helper.make_node("ReduceSum", ["inv", "time_axis"], ["total"], keepdims=0),
+        ],
+        "reciprocal",
+        [helper.make_tensor_value_info("signal", TensorProto.FLOAT, ["batch", 4, "time"])],
+        [helper.make_tensor_value_info("total", TensorProto.FLOAT, ["batch", 4])],
+        [numpy_helper.from_array(np.array([2], np.int64), "time_axis")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    rng = np.random.default_rng(4)
+    clips = [rng.uniform(1.0, 2.0, (4, n)).astype(np.float32) for n in range(10, 26)]
+    folder = _clip_folder(tmp_path / "clips", clips, "npy-folder", "signal")
+    with pytest.raises(ValueError, match=r"its answers change on 15 of 16 files .*total holds NaN or inf"):
+        load_inputs(folder, model)
