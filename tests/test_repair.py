@@ -352,6 +352,15 @@ def test_pipeline_string_runs_fold_then_repair() -> None:
     assert [r.name for r in report.passes] == ["canonicalize", "fold", "repair", "cleanup"]
 
 
+def test_a_pass_named_twice_in_a_row_with_options_is_refused() -> None:
+    """A trial wrote ``fold:sparsity=0.3,fold:ignore=x`` for one fold with two options: it built two
+    folds, and the first, without the ignore, hung on the group it meant to leave out."""
+    with pytest.raises(PipelineError, match=r"named twice in a row .* as in fold:sparsity=0.3,ignore=x;"):
+        parse_pipeline("canonicalize,fold:sparsity=0.3,fold:ignore=x,cleanup", REGISTRY)
+    passes = parse_pipeline("fold:sparsity=0.3,ignore=x,cleanup,fold:sparsity=0.2", REGISTRY)
+    assert [p.name for p in passes] == ["fold", "cleanup", "fold"]
+
+
 # --------------------------------------------------------------------------- exact-duplicate oracles
 
 

@@ -205,6 +205,15 @@ def parse_pipeline(spec: str, registry: dict[str, type[Pass]]) -> list[Pass]:
         items[-1][1][key.strip()] = value.strip()
     if not items:
         raise PipelineError("the pipeline is empty")
+    for (name, opts), (after, more) in zip(items, items[1:], strict=False):
+        if name == after and more:  # a trial wrote fold:sparsity=0.3,fold:ignore=x and ran two folds
+            first, second = (",".join(f"{k}={v}" for k, v in o.items()) for o in (opts, more))
+            joined = ",".join(filter(None, (first, second)))
+            raise PipelineError(
+                f"pass {name!r} is named twice in a row ({name}:{first or '...'} then {name}:{second}): a "
+                f"pass's options go on after commas, as in {name}:{joined}; to run it twice, put "
+                "another pass between"
+            )
     return [build_pass(name, opts, registry) for name, opts in items]
 
 
