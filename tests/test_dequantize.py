@@ -401,3 +401,27 @@ def test_a_task_warning_after_dequantize_splits_what_each_step_moved() -> None:
     assert "dequantizing moved it, not the fold" in warning and "no longer does" not in warning
     validation.folded_alone = [("last_hidden", "r2", 0.52)]  # the fold lost it too: the usual warning
     assert "likely no longer does the original's task" in task_warning(validation)
+
+
+def test_a_search_that_folds_nothing_of_an_int8_model_writes_the_model_given(tmp_path: Path, capsys) -> None:
+    """SSCD's INT8 copy detector, searched under --dequantize, folded nothing and wrote its float32
+    copy with exit 0: 3.5x the size, 17% of its average precision lost. A search that chooses nothing
+    writes the INT8 model given; a fixed sparsity still writes the float copy (it was asked for)."""
+    q = tmp_path / "q.onnx"
+    quantize_dynamic(str(_recurrent(tmp_path / "f.onnx")), str(q), weight_type=QuantType.QInt8)
+    out = tmp_path / "o.onnx"
+    report = tmp_path / "r.json"
+    assert main(["fold", str(q), "-o", str(out), "--dequantize", "--report", str(report)]) == 0
+    said = capsys.readouterr().out
+    assert "the INT8 model given is written unchanged" in said and "keep the model given" not in said
+    assert "quantize it again" not in said  # the file written is INT8 already
+    given, written = onnx.load(str(q)), onnx.load(str(out))
+    assert [n.op_type for n in written.graph.node] == [n.op_type for n in given.graph.node]
+    assert {t.name: t.raw_data for t in written.graph.initializer} == {
+        t.name: t.raw_data for t in given.graph.initializer
+    }
+    data = json.loads(report.read_text())
+    assert data["kept_given"] is True and data["validation"] is None
+    assert data["before"]["params"] == data["after"]["params"]
+    assert main(["fold", str(q), "-o", str(out), "--dequantize", "-s", "0.5"]) == 0
+    assert "MatMulInteger" not in {n.op_type for n in onnx.load(str(out)).graph.node}

@@ -117,6 +117,8 @@ class FoldReport:
     #: input -> the shape MACs were counted at when neither --input-shape nor samples gave one
     #: (:func:`~onnxfold.runtime.inputs.default_shapes`); empty otherwise
     default_shapes: dict = field(default_factory=dict)
+    #: the INT8 model given was written unchanged: a search after --dequantize folded nothing
+    kept_given: bool = False
 
     def fitted_on_inputs(self) -> bool:
         """Whether the fold measured its activation statistics on the given samples (``auto``, ``lsq``,
@@ -163,6 +165,7 @@ class FoldReport:
             "params_note": self.params_note,
             "unbatched": self.unbatched,
             "default_shapes": {k: list(v) for k, v in self.default_shapes.items()},
+            "kept_given": self.kept_given,
             "groups": [_jsonable(p.to_dict()) for p in self.plans],
             "passes": [
                 {"name": r.name, "seconds": r.seconds, "modified": r.modified, "stats": _jsonable(r.stats)}
@@ -254,7 +257,14 @@ class FoldReport:
             if self.after.node_count < self.before.node_count
             else ""
         )  # a romanizer's decoder read "nothing folded" and found a file that differed from its own
-        if any(r.name == "dequantize" and r.modified for r in self.passes):  # text2tashkeel: 4.7 -> 18.4 MiB
+        if self.kept_given:  # SSCD's copy detector: a 3.5x larger float copy, written with exit 0
+            simplified = (
+                "; the INT8 model given is written unchanged (its dequantized float32 copy, which the search "
+                "measured, is larger and computes not quite the same outputs)"
+            )
+        elif any(
+            r.name == "dequantize" and r.modified for r in self.passes
+        ):  # text2tashkeel: 4.7 -> 18.4 MiB
             simplified = (
                 "; the file written is the INT8 model given made float32 (dequantize), larger and not computing "
                 "quite the same outputs (validation below): keep the model given"
@@ -275,7 +285,11 @@ class FoldReport:
         rows = [[r.name, f"{r.seconds * 1000:.1f} ms", "yes" if r.modified else "no"] for r in self.passes]
         parts.append("\n" + format_table(["pass", "time", "modified"], rows, align="lrl"))
         parts += [f"{r.name}: skipped ({r.stats['skipped']})" for r in self.passes if r.stats.get("skipped")]
-        parts += [f"{r.name}: {r.stats['note']}" for r in self.passes if r.stats.get("note")]
+        parts += [
+            f"{r.name}: {r.stats['note']}"
+            for r in self.passes
+            if r.stats.get("note") and not (self.kept_given and r.name == "dequantize")  # not written
+        ]
         parts += [f"{r.name}: method auto: {r.stats['auto']}" for r in self.passes if r.stats.get("auto")]
         if self.validation is not None:
             parts.append(f"\nvalidation ({self.validation.provider}):\n{self.validation.summary()}")
