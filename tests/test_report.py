@@ -549,7 +549,7 @@ def test_validation_below_a_met_fidelity_target_is_noted() -> None:
     def out(name: str, value: float, unexercised=None):
         return NS(name=name, fidelity=value, fidelity_metric="r2", unexercised=unexercised)
 
-    search = NS(mode="min_fidelity", met=True, target=0.95, proxy=True)
+    search = NS(mode="min_fidelity", met=True, target=0.95, proxy=True, chosen=NS(measured=True))
     validation = NS(
         outputs=[out("memory_out", 0.9443), out("hidden_out", 0.97), out("map", 0.1, "stayed near 0")]
     )
@@ -559,8 +559,10 @@ def test_validation_below_a_met_fidelity_target_is_noted() -> None:
     assert below_target(NS(outputs=[out("memory_out", 0.951)]), search) is None
     assert below_target(validation, NS(mode="target_params", met=True, target=0.3, proxy=True)) is None
     assert below_target(validation, NS(mode="min_fidelity", met=False, target=0.95, proxy=True)) is None
+    unmeasured = NS(mode="min_fidelity", met=True, target=0.95, proxy=True, chosen=NS(measured=False))
+    assert below_target(validation, unmeasured) is None  # SSCD's "the target the search met": it met none
     # after --dequantize the reference differs, not the inputs (pipecat's smart-turn: 0.983 searched)
-    given = NS(mode="min_fidelity", met=True, target=0.95, proxy=False)
+    given = NS(mode="min_fidelity", met=True, target=0.95, proxy=False, chosen=NS(measured=True))
     dequantized = NS(outputs=[out("logits", 0.6271)], dequantized_alone=[("logits", "binary+r2", 0.699)])
     note = below_target(dequantized, given)
     assert "compares with the INT8 model given" in note and "dequantizing alone reads logits 0.6990" in note

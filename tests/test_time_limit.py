@@ -323,7 +323,7 @@ def test_after_the_limit_the_unchanged_model_is_taken_without_a_measurement(
     assert cut.chosen.steps == 0 and not cut.chosen.measured and cut.met
     assert [c.measured for c in cut.candidates] == [False, True]
     assert "stopped after 1 candidate measured" in cut.cut_short
-    assert "not measured (the time limit had passed)" in cut.summary()
+    assert "not measured (the time limit, less what it keeps for validation, had passed)" in cut.summary()
     # its headline says so too: a VGG16's read "fidelity 1.0000" beside "not measured"
     assert "fidelity not measured (the model unchanged) at 0.0% fewer parameters" in cut.summary()
     assert cut.to_dict()["candidates"][0]["measured"] is False

@@ -12,8 +12,8 @@ def below_target(validation: Any, search: Any) -> str | None:
     (other random draws where the search's could not be reused), reads an output below it: a
     romanizer's encoder met 0.95 at r2 0.9628 on the search's proxy and validation read 0.9443, with
     no word (the task warning starts at 0.9)."""
-    if search is None or search.mode != "min_fidelity" or not search.met:
-        return None
+    if search is None or search.mode != "min_fidelity" or not search.met or not search.chosen.measured:
+        return None  # an unchanged model taken unmeasured met nothing (SSCD: "the target the search met")
     low = [
         o
         for o in getattr(validation, "outputs", ())

@@ -190,8 +190,8 @@ class SearchResult:
             if self.chosen.measured and not blind
             else "fidelity per output: none the measurement can see"
             if blind
-            else "fidelity per output: not measured (the time limit had passed): the model is unchanged, "
-            "exact by construction",
+            else "fidelity per output: not measured (the time limit, less what it keeps for validation, had "
+            "passed): the model is unchanged, exact by construction",
             f"measured on {self.inputs}",
         ]
         if not self.met:
