@@ -256,8 +256,8 @@ class ValidationReport:
         if self.dequantized_alone:
             shown = ", ".join(f"{n} {m} {v:.4f}" for n, m, v in self.dequantized_alone)
             random = (  # traceforge's T5 encoder: 0.998 on random tokens, 0.62 on its own sentences
-                "; on random inputs, which real ones can read lower (a dynamic INT8 model rounds each "
-                "activation by its range)"
+                "; on random inputs, which real ones can read lower (the INT8 model rounds activations to "
+                "8 bits, by ranges fitted to its own data or, in dynamic mode, each input's)"
                 if self.seed is not None
                 else ""
             )
