@@ -24,6 +24,7 @@ from onnxfold.passes import (
     SearchPass,
     ValidatePass,
 )
+from onnxfold.passes.dequantize import given_kept
 from onnxfold.passes.fold import AUTO_JUDGE_LIMIT
 from onnxfold.passes.search import (
     DATA_FREE_MIN_FIDELITY,
@@ -212,7 +213,7 @@ def _run_pipeline(
     manager = PassManager(passes, check=check, on_pass=record)
     with collecting() as steps:
         manager.run(model, ctx)
-        kept_given = _given_kept(manager.records, ctx)
+        kept_given = given_kept(manager.records, ctx)
         if kept_given:  # the search folded nothing of an INT8 model: its float copy is no answer
             model, ctx.data["validation"] = ctx.data["dequantized_from"].copy(), None
         if view:
@@ -252,19 +253,6 @@ def _run_pipeline(
         kept_given=kept_given,
     )
     return model, report
-
-
-def _given_kept(records, ctx: PassContext) -> bool:
-    """Whether the model given is what to write: it was dequantized for a search that then chose to
-    fold nothing, and no pass after the search made something new of it (quantize). The float32 copy
-    would be larger and, against the INT8 model, not quite the same: SSCD's copy detector's was 3.5×
-    its size and lost 17% of its average precision, written with exit 0 (a trial)."""
-    search = ctx.data.get("search")
-    if search is None or search.chosen.steps or "dequantized_from" not in ctx.data:
-        return False
-    names = [r.name for r in records]
-    after = records[names.index("search") + 1 :] if "search" in names else []
-    return not any(r.modified and r.name not in ("cleanup", "validate") for r in after)
 
 
 def default_plan(
