@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 
 from onnxfold.analysis import ChannelGroup, analyze_graph
@@ -35,6 +34,7 @@ from onnxfold.passes.search import (
     GIVEN_MIN_GAIN,
 )
 from onnxfold.pipeline.manager import Pass, PassContext, PassManager, PipelineError
+from onnxfold.report.counted import canonical_stats, sample_shapes, with_counted_macs
 from onnxfold.report.fold_report import FoldReport, saved_ops, saved_size, source_size, stats_of
 from onnxfold.report.group_table import format_groups
 from onnxfold.report.timing import collecting, rounded, step
@@ -103,58 +103,6 @@ def run_pipeline(
     return model, report
 
 
-def _with_counted_macs(stats, counted):
-    """The input's statistics ``stats`` (parameters, bytes and ops of the input as it is) with the MACs
-    of ``counted``, the statistics of the input canonicalized (the same function, its shape arithmetic
-    made static and its shapes inferred as the passes do). From the input's own shapes, a Reshape to a
-    computed target at a symbolic width left ddddocr's LSTM and 8,210-class Gemm without MACs before a
-    fold and with them after (MACs +43% for a fold that removed 37%)."""
-    import dataclasses
-
-    if counted is None:
-        return stats
-    return dataclasses.replace(
-        stats,
-        macs=counted.macs,
-        macs_unknown_nodes=counted.macs_unknown_nodes,
-        batch=counted.batch,
-        symbolic_dims=counted.symbolic_dims,
-        notes=counted.notes,
-    )
-
-
-def _canonical_stats(model: Model, shapes: dict | None = None):
-    """Statistics of a canonicalized copy of ``model`` (MACs at ``shapes``), or None when canonicalize
-    fails on it (the pipeline's own canonicalize reports what fails; the input is then counted as it is)."""
-    from onnxfold.passes import CanonicalizePass
-
-    probe = model.copy()
-    try:
-        CanonicalizePass().run(probe, PassContext(original=model))
-        return stats_of(probe, shapes=shapes)
-    except Exception:
-        return None
-
-
-def sample_shapes(inputs: dict | None, view: bool = False) -> dict[str, tuple[int, ...]]:
-    """Each input's shape for one of the given samples (its sample axis 1; for a model without a
-    batch axis, one whole input), or {} without samples."""
-    from onnxfold.folding.samples import sample_axes
-
-    if not inputs:
-        return {}
-    layout = sample_axes(inputs)
-    out = {}
-    for name, value in inputs.items():
-        shape = list(np.shape(value))
-        if view:
-            shape = shape[1:]
-        elif layout is not None and name in layout[1]:
-            shape[layout[1][name]] = 1
-        out[name] = tuple(shape)
-    return out
-
-
 def _run_pipeline(
     model: Model,
     passes: Sequence[Pass],
@@ -196,7 +144,7 @@ def _run_pipeline(
     # MACs before are counted on the input canonicalized: right after the pipeline's own canonicalize
     # when it comes first (canonicalize reads nothing of the context), else on a canonicalized copy
     canonical_first = bool(passes) and isinstance(passes[0], CanonicalizePass)
-    counted = [] if canonical_first else [_canonical_stats(model, counting)]
+    counted = [] if canonical_first else [canonical_stats(model, counting)]
 
     def record(rec) -> None:
         if canonical_first and not counted:
@@ -224,8 +172,8 @@ def _run_pipeline(
         if defaulted and ctx.data.get("runnable_dim"):  # the model runs at larger free dims than 16
             defaulted = default_shapes(ctx.original, ctx.data["runnable_dim"])
             given = defaulted
-            counted = [_canonical_stats(ctx.original, defaulted)]
-        before = _with_counted_macs(before, counted[0] if counted else None)
+            counted = [canonical_stats(ctx.original, defaulted)]
+        before = with_counted_macs(before, counted[0] if counted else None)
         after_size = None
         if output is not None:
             with step("save"):
