@@ -35,7 +35,7 @@ from onnxfold.analysis.quantized import QUANTIZED_OPS
 from onnxfold.ir.model import Model, model_from_proto, to_model_proto
 from onnxfold.ir.proto_graph import GraphConstants, node_attrs, topological_order
 from onnxfold.passes.quantize import replace_model_contents
-from onnxfold.pipeline.manager import Pass, PassContext, PassResult
+from onnxfold.pipeline.manager import Pass, PassContext, PassResult, passes_after
 
 
 def dequantized(q: np.ndarray, scale: np.ndarray, zero: np.ndarray | None, axis: int = 1, block: int = 0):
@@ -349,10 +349,33 @@ def requantize_note(stats: dict) -> str:
     return REQUANTIZE.format(how=REQUANTIZE_BY_MODE["dynamic" if dynamic else "static"])
 
 
+#: ops of onnxruntime's dynamic quantization (the rest of an INT8 model's quantized ops are static QDQ)
+DYNAMIC_OPS = {
+    "MatMulInteger",
+    "ConvInteger",
+    "DynamicQuantizeLinear",
+    "DynamicQuantizeLSTM",
+    "DynamicQuantizeMatMul",
+}
+
+
+def quantized_mode(model: Model) -> str | None:
+    """How ``model`` was quantized: "dynamic" where it holds an op of :data:`DYNAMIC_OPS`, "static"
+    where it holds QuantizeLinear or DequantizeLinear, else None."""
+    ops = {n.op for n in model.graph.nodes}
+    return (
+        "dynamic" if ops & DYNAMIC_OPS else "static" if ops & {"QuantizeLinear", "DequantizeLinear"} else None
+    )
+
+
 class DequantizePass(Pass):
     name = "dequantize"
     summary = "an INT8 model (QDQ, dynamic MatMulInteger, DynamicQuantizeLSTM) back to float32 weights"
     options = ()
+    requantized = False  #: a quantize pass follows in the pipeline (no advice to quantize again)
+
+    def bind(self, passes) -> None:
+        self.requantized = any(p.name == "quantize" for p in passes_after(self, passes))
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         proto, stats = dequantize_proto(to_model_proto(model))
@@ -371,14 +394,22 @@ class DequantizePass(Pass):
                 "model given, so its figures include what dequantizing moved"
             )
             stats["note"] = "; ".join(
-                filter(None, (stats.get("note"), stats["reference"], requantize_note(stats)))
+                filter(
+                    None,
+                    (
+                        stats.get("note"),
+                        stats["reference"],
+                        "" if self.requantized else requantize_note(stats),
+                    ),
+                )
             )
         return PassResult(changed, stats)
 
 
 def given_kept(records, ctx: PassContext) -> bool:
     """Whether the model given is what to write: it was dequantized for a search that then chose to
-    fold nothing, and no pass after the search made something new of it (quantize). The float32 copy
+    fold nothing, and no pass after the search made something new of it (a requantized copy of it
+    only approximates the model given). The float32 copy
     would be larger and, against the INT8 model, not quite the same: SSCD's copy detector's was 3.5×
     its size and lost 17% of its average precision, written with exit 0 (a trial)."""
     search = ctx.data.get("search")
@@ -386,4 +417,4 @@ def given_kept(records, ctx: PassContext) -> bool:
         return False
     names = [r.name for r in records]
     after = records[names.index("search") + 1 :] if "search" in names else []
-    return not any(r.modified and r.name not in ("cleanup", "validate") for r in after)
+    return not any(r.modified and r.name not in ("cleanup", "quantize", "validate") for r in after)

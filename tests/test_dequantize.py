@@ -423,5 +423,39 @@ def test_a_search_that_folds_nothing_of_an_int8_model_writes_the_model_given(tmp
     data = json.loads(report.read_text())
     assert data["kept_given"] is True and data["validation"] is None
     assert data["before"]["params"] == data["after"]["params"]
+    assert main(["fold", str(q), "-o", str(out), "--dequantize", "--requantize"]) == 0
+    assert "the INT8 model given is written unchanged" in capsys.readouterr().out  # not a requantized copy
+    assert {t.name: t.raw_data for t in onnx.load(str(out)).graph.initializer} == {
+        t.name: t.raw_data for t in given.graph.initializer
+    }
     assert main(["fold", str(q), "-o", str(out), "--dequantize", "-s", "0.5"]) == 0
     assert "MatMulInteger" not in {n.op_type for n in onnx.load(str(out)).graph.node}
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_requantize_gives_a_fold_its_int8_form_back(tmp_path: Path, capsys, mode: str) -> None:
+    """SSCD's copy detector (static QDQ): the float fold was larger than the INT8 model given, and
+    the user had to write a pipeline to quantize it again. --requantize does, in the model's own mode,
+    and validation measures that against the INT8 model given."""
+    src = _cnn(tmp_path / "f.onnx")
+    q = tmp_path / "q.onnx"
+    if mode == "dynamic":
+        quantize_dynamic(
+            str(src), str(q), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"]
+        )
+    else:
+        quantize_static(str(src), str(q), _Reader(), quant_format=QuantFormat.QDQ)
+    out, report = tmp_path / "o.onnx", tmp_path / "r.json"
+    args = ["fold", str(q), "-o", str(out), "-s", "0.5", "--round-to", "1", "--dequantize"]
+    assert main([*args, "--requantize", "--report", str(report)]) == 0
+    said = capsys.readouterr().out
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert ("MatMulInteger" in ops) if mode == "dynamic" else ("QuantizeLinear" in ops), ops
+    data = json.loads(report.read_text())
+    assert [p["name"] for p in data["passes"]][-2:] == ["quantize", "validate"]
+    assert data["passes"][-2]["stats"]["mode"] == mode
+    assert "quantize it again" not in said  # it was
+    conv = next(t for t in onnx.load(str(out)).graph.initializer if len(t.dims) == 4)
+    assert conv.dims[0] == 4  # folded 8 -> 4, then quantized
+    assert main(["fold", str(src), "-o", str(tmp_path / "x.onnx"), "-s", "0.5", "--requantize"]) == 2
+    assert "it needs --dequantize" in capsys.readouterr().err

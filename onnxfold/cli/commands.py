@@ -79,6 +79,7 @@ def cmd_fold(args: argparse.Namespace) -> None:
         inputs=inputs,
         overwrite=args.overwrite,
         dequantize=args.dequantize,
+        requantize=args.requantize or "",
         **{flag.keyword: getattr(args, flag.keyword) for flag in fold_flags()},
     )
     _finish(report, args)

@@ -301,6 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="an INT8 model (QDQ, dynamic MatMulInteger or LSTM): fold its weights dequantized to float32",
     )
+    fold.add_argument(
+        "--requantize",
+        nargs="?",
+        const="auto",
+        choices=("auto", "static", "dynamic"),
+        help="with --dequantize: quantize the fold again (as the model given was, or static/dynamic; "
+        "static calibrates on --inputs), and validate that",
+    )
     for flag in fold_flags():
         _add_flag(fold, flag)
 
