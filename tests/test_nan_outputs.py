@@ -50,3 +50,15 @@ def test_validation_figures_leave_common_holes_out() -> None:
     m = _compare_one("pred_mean", ref, ref + np.float32(0.01))
     assert np.isfinite(m.max_abs) and abs(m.max_abs - 0.01) < 1e-3 and m.cosine > 0.999
     assert m.top1_agreement is None  # no class scores
+
+
+def test_an_output_that_is_nan_everywhere_in_both_bounds_nothing() -> None:
+    """A model with a NaN weight writes NaN everywhere: its fidelity read 1 (nothing to compare) while
+    its bootstrap lower value read 0, and the search refused even the unchanged model ("1 in 5 gives
+    below 0.0000"). With no value left, there is nothing to bound."""
+    ref = np.full((32, 4), np.nan, np.float32)
+    assert fidelity_value("r2", ref, ref.copy(), samples=32) == 1.0
+    assert low_value("r2", ref, ref.copy(), 32) is None
+    assert low_value("cosine", ref, ref.copy(), 32) is None
+    partly = _shifts()
+    assert low_value("r2", partly, partly + 0.01, 64) is not None  # holes in part: still bounded

@@ -197,6 +197,8 @@ def low_value(
         ref, cand, held, failed = without_holes(np.asarray(ref), np.asarray(cand), held)
         if failed:
             return 0.0
+        if held is not None and not np.asarray(held).any():  # NaN everywhere in both (a NaN weight)
+            return None  # nothing to bound: fidelity_value reads 1 there
     weight = None if held is None else np.asarray(held, dtype=np.float64)
     draws = resampled(metric, ref, cand, samples, draw_weights(samples), weight)
     return None if draws is None else float(np.quantile(draws, LOW_QUANTILE))
