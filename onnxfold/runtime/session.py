@@ -224,6 +224,38 @@ def make_session(
         model = str(path)
     elif not isinstance(model, (bytes, bytearray)):
         raise TypeError(f"model must be a path, bytes or ModelProto, got {type(model).__name__}")
-    return ort.InferenceSession(
+    session = ort.InferenceSession(
         model, sess_options=opts, providers=list(providers) if providers else available_providers()
     )
+    if any(o.type.startswith(("seq(", "map(")) for o in session.get_outputs()):
+        return TensorOutputs(session)
+    return session
+
+
+class TensorOutputs:
+    """An onnxruntime session whose non-tensor outputs come back as arrays: a sequence of maps (a
+    ZipMap's {class: probability} per sample, as skl2onnx writes a classifier's probabilities) as
+    [samples, classes] in the keys' sorted order, a sequence of equal tensors stacked. Every figure
+    onnxfold measures is on arrays (a scikit-learn MLP's search failed on "float() argument ... not
+    'dict'"); anything else passes to the session as it is."""
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+
+    def run(self, output_names, input_feed, *args, **kwargs) -> list:
+        return [as_array(o) for o in self._session.run(output_names, input_feed, *args, **kwargs)]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+
+def as_array(value: Any) -> Any:
+    """``value`` as :class:`TensorOutputs` returns it (unchanged where it is an array already)."""
+    if not isinstance(value, list) or not value:
+        return value
+    if all(isinstance(v, dict) for v in value):
+        keys = sorted(value[0])
+        return np.array([[float(v[k]) for k in keys] for v in value], dtype=np.float32)
+    if all(isinstance(v, np.ndarray) for v in value) and len({v.shape for v in value}) == 1:
+        return np.stack(value)
+    return value
