@@ -15,8 +15,9 @@ import onnxfold
 from onnxfold.runtime.session import as_array, make_session
 
 
-def _sklearn_like(path: Path) -> Path:
-    """x [N, 8] -> MatMul+Add+Relu (16) -> MatMul+Add -> Softmax -> ArgMax label and a ZipMap."""
+def _sklearn_like(path: Path, names: bool = False) -> Path:
+    """x [N, 8] -> MatMul+Add+Relu (16) -> MatMul+Add -> Softmax -> ArgMax label and a ZipMap;
+    ``names``: the label a class name, looked up in a string constant (skl2onnx's ``classes``)."""
     rng = np.random.default_rng(0)
     inits = {
         "W1": rng.standard_normal((8, 16)),
@@ -31,7 +32,7 @@ def _sklearn_like(path: Path) -> Path:
         helper.make_node("MatMul", ["r1", "W2"], ["m2"]),
         helper.make_node("Add", ["m2", "B2"], ["a2"]),
         helper.make_node("Softmax", ["a2"], ["probabilities"], axis=1),
-        helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0),
+        helper.make_node("ArgMax", ["probabilities"], ["index" if names else "label"], axis=1, keepdims=0),
         helper.make_node(
             "ZipMap",
             ["probabilities"],
@@ -40,6 +41,10 @@ def _sklearn_like(path: Path) -> Path:
             classlabels_int64s=[0, 1, 2],
         ),
     ]
+    if names:
+        nodes.append(
+            helper.make_node("ArrayFeatureExtractor", ["classes", "index"], ["label"], domain="ai.onnx.ml")
+        )
     seq_map = helper.make_sequence_type_proto(
         helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, []))
     )
@@ -48,10 +53,15 @@ def _sklearn_like(path: Path) -> Path:
         "sklearn_mlp",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
         [
-            helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+            helper.make_tensor_value_info("label", TensorProto.STRING if names else TensorProto.INT64, None),
             helper.make_value_info("output_probability", seq_map),
         ],
-        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()]
+        + (
+            [numpy_helper.from_array(np.array([b"setosa", b"versicolor", b"virginica"], object), "classes")]
+            if names
+            else []
+        ),
     )
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("ai.onnx.ml", 1)]
@@ -91,3 +101,25 @@ def test_as_array_orders_a_maps_classes_and_stacks_equal_tensors() -> None:
     assert as_array(ragged) is ragged
     array = np.ones(3)
     assert as_array(array) is array
+
+
+def test_string_labels_are_compared_and_written_back(tmp_path: Path) -> None:
+    """skl2onnx names a classifier's classes in a string constant: cleanup failed to write it ("Can not
+    use raw_data to store string type"), and the label output could not be compared (dtype object)."""
+    src = _sklearn_like(tmp_path / "named.onnx", names=True)
+    x = np.random.default_rng(1).standard_normal((32, 8)).astype(np.float32)
+    out = tmp_path / "s0.onnx"
+    _, report = onnxfold.fold(src, output=out, sparsity=0.0, inputs=x)
+    assert report.validation.exact
+    written = onnx.load(str(out))
+    classes = next(t for t in written.graph.initializer if t.name == "classes")
+    assert list(classes.string_data) == [b"setosa", b"versicolor", b"virginica"]
+    import onnxruntime as ort
+
+    want = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(["label"], {"x": x})[0]
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(["label"], {"x": x})[0]
+    assert want.dtype == object and got.shape == want.shape and (got == want).all()
+    _, report = onnxfold.fold(src, output=tmp_path / "searched.onnx", inputs=x)
+    assert report.search.chosen.outputs and report.search.met
+    codes = as_array(np.array([b"setosa", b"virginica", b"setosa"], object))
+    assert codes.dtype == np.int64 and codes[0] == codes[2] != codes[1]

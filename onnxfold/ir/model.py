@@ -13,12 +13,15 @@ memory), :mod:`onnxfold.ir.limits` (``ModelError`` and the 2 GB limit).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 from onnx_graphsurgeon.ir.tensor import LazyValues
 
 from onnxfold.errors import one_line
@@ -129,7 +132,9 @@ class Model:
         it (the values known, so shape inference and MAC counts see through them)."""
         self.graph.opset = self.opset
         _drop_stale_locations(self.graph)
-        proto = gs.export_onnx(self.graph, do_type_check=False)
+        with _strings_aside(self.graph) as strings:
+            proto = gs.export_onnx(self.graph, do_type_check=False)
+        proto.graph.initializer.extend(strings)
         hoist_shared_subgraph_constants(proto.graph)
         restored = restore and restore_computations(proto.graph, self.computed_constants, self.weight_shapes)
         del proto.opset_import[:]
@@ -231,6 +236,32 @@ def _attach_lazy_values(graph: gs.Graph, base_dir: Path) -> None:
                 proto = value._values.tensor
                 if isinstance(proto, TensorProto) and is_external(proto):
                     value._values = ExternalValues(proto, base_dir)
+
+
+@contextmanager
+def _strings_aside(graph: gs.Graph) -> Iterator[list[onnx.TensorProto]]:
+    """Export ``graph`` without its string constants, which onnx-graphsurgeon cannot write (it stores
+    every tensor as raw data: skl2onnx's class names, "Can not use raw_data to store string type"),
+    and give them back as TensorProtos to add; the graph has them again afterwards."""
+    found = [
+        t
+        for t in graph.tensors().values()
+        if isinstance(t, gs.Constant) and isinstance(t.values, np.ndarray) and t.values.dtype.kind in "OSU"
+    ]
+    swaps = []
+    for t in found:
+        stand_in = gs.Variable(t.name)
+        for node in list(t.outputs):
+            for i, x in enumerate(node.inputs):
+                if x is t:
+                    node.inputs[i] = stand_in
+                    swaps.append((node, i))
+    try:
+        yield [numpy_helper.from_array(np.asarray(t.values), t.name) for t in found]
+    finally:
+        by_name = {t.name: t for t in found}
+        for node, i in swaps:
+            node.inputs[i] = by_name[node.inputs[i].name]
 
 
 def load_model(path: str | os.PathLike) -> Model:

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import warnings
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -227,7 +228,7 @@ def make_session(
     session = ort.InferenceSession(
         model, sess_options=opts, providers=list(providers) if providers else available_providers()
     )
-    if any(o.type.startswith(("seq(", "map(")) for o in session.get_outputs()):
+    if any(o.type.startswith(("seq(", "map(")) or o.type == "tensor(string)" for o in session.get_outputs()):
         return TensorOutputs(session)
     return session
 
@@ -235,7 +236,8 @@ def make_session(
 class TensorOutputs:
     """An onnxruntime session whose non-tensor outputs come back as arrays: a sequence of maps (a
     ZipMap's {class: probability} per sample, as skl2onnx writes a classifier's probabilities) as
-    [samples, classes] in the keys' sorted order, a sequence of equal tensors stacked. Every figure
+    [samples, classes] in the keys' sorted order, a sequence of equal tensors stacked, strings (its
+    class names) as int64 codes (CRC-32 of their UTF-8 bytes: equal names, equal codes). Every figure
     onnxfold measures is on arrays (a scikit-learn MLP's search failed on "float() argument ... not
     'dict'"); anything else passes to the session as it is."""
 
@@ -251,6 +253,9 @@ class TensorOutputs:
 
 def as_array(value: Any) -> Any:
     """``value`` as :class:`TensorOutputs` returns it (unchanged where it is an array already)."""
+    if isinstance(value, np.ndarray) and value.dtype.kind in "OSU":
+        codes = [zlib.crc32(v if isinstance(v, bytes) else str(v).encode()) for v in value.ravel()]
+        return np.array(codes, dtype=np.int64).reshape(value.shape)
     if not isinstance(value, list) or not value:
         return value
     if all(isinstance(v, dict) for v in value):
