@@ -123,3 +123,35 @@ def test_string_labels_are_compared_and_written_back(tmp_path: Path) -> None:
     assert report.search.chosen.outputs and report.search.met
     codes = as_array(np.array([b"setosa", b"virginica", b"setosa"], object))
     assert codes.dtype == np.int64 and codes[0] == codes[2] != codes[1]
+
+
+def test_looking_for_strings_and_infinities_loads_no_external_data(tmp_path: Path) -> None:
+    """The string check of every export read each constant's values, which loads weights still in
+    external data (the folded file then differed from the one written before it: data_location gone)
+    and would hold a large model's weights in memory; the non-finite check of the analysis alike."""
+    from onnx_graphsurgeon.ir.tensor import LazyValues
+
+    from onnxfold.analysis.finish import nonfinite_members
+    from onnxfold.ir.model import load_model
+
+    src = _sklearn_like(tmp_path / "mlp.onnx")
+    proto = onnx.load(str(src))
+    onnx.save(
+        proto, str(tmp_path / "ext.onnx"), save_as_external_data=True, location="ext.data", size_threshold=0
+    )
+    model = load_model(tmp_path / "ext.onnx")
+    lazy = {
+        n for n, t in model.graph.tensors().items() if isinstance(getattr(t, "_values", None), LazyValues)
+    }
+    assert {"W1", "W2"} <= lazy
+    model.to_onnx()
+
+    class Walk:  # what nonfinite_members reads of an analysis
+        graph = model.graph
+
+    members = [type("M", (), {"tensor": n, "role": "average"})() for n in ("W1", "W2")]
+    assert nonfinite_members(Walk(), members) == []
+    still = {
+        n for n, t in model.graph.tensors().items() if isinstance(getattr(t, "_values", None), LazyValues)
+    }
+    assert still == lazy

@@ -116,7 +116,7 @@ def nonfinite_members(walk: Analysis, members: list[Member]) -> list[BlockReason
     tensors = walk.graph.tensors()
     for name in dict.fromkeys(m.tensor for m in members if m.role != SHAPE):
         t = tensors.get(name)
-        values = getattr(t, "values", None) if isinstance(t, gs.Constant) else None
+        values = t._values if isinstance(t, gs.Constant) else None  # not .values: it loads external data
         if not isinstance(values, np.ndarray) or values.dtype.kind != "f" or np.isfinite(values).all():
             continue
         which = "NaN" if np.isnan(values).any() else "-inf" if np.isneginf(values).any() else "inf"

@@ -238,16 +238,20 @@ def _attach_lazy_values(graph: gs.Graph, base_dir: Path) -> None:
                     value._values = ExternalValues(proto, base_dir)
 
 
+def _holds_strings(t: gs.Constant) -> bool:
+    """Whether constant ``t`` holds strings, read without loading values still in external data."""
+    values = t._values
+    if isinstance(values, LazyValues):
+        return values.tensor.data_type == TensorProto.STRING
+    return isinstance(values, np.ndarray) and values.dtype.kind in "OSU"
+
+
 @contextmanager
 def _strings_aside(graph: gs.Graph) -> Iterator[list[onnx.TensorProto]]:
     """Export ``graph`` without its string constants, which onnx-graphsurgeon cannot write (it stores
     every tensor as raw data: skl2onnx's class names, "Can not use raw_data to store string type"),
     and give them back as TensorProtos to add; the graph has them again afterwards."""
-    found = [
-        t
-        for t in graph.tensors().values()
-        if isinstance(t, gs.Constant) and isinstance(t.values, np.ndarray) and t.values.dtype.kind in "OSU"
-    ]
+    found = [t for t in graph.tensors().values() if isinstance(t, gs.Constant) and _holds_strings(t)]
     swaps = []
     for t in found:
         stand_in = gs.Variable(t.name)
