@@ -302,6 +302,12 @@ def fidelity_value(
     if metric in ("top1", "sequence", "margin", "tags"):
         if ref.ndim == 0 or ref.shape[-1] < 2:
             raise ValueError(f"{metric} needs an output whose last axis holds at least two classes")
+        if metric != "top1" and ref.ndim == 2:  # RivaGAN's 32 bits read 32 of 32 "tags" where 10 moved
+            raise ValueError(
+                f"{metric} reads a sample's classes at each of its positions ([N, L, C] scores); a {list(ref.shape)} "
+                "output has one argmax per sample, which is top1; independent decisions per channel "
+                "(multi-label scores, bits) are binary"
+            )
         if metric in ("top1", "tags"):  # the argmaxes are labels
             return label_agreement(metric, ref.argmax(axis=-1), cand.argmax(axis=-1), samples)
         if metric == "sequence":
