@@ -65,7 +65,7 @@ class ValidatePass(Pass):
         given = ctx.inputs is not None
         if model_weight_bytes(model) > PROTO_LIMIT or (given and "boxes" not in self.opts["metric"]):
             return  # given samples need no session unless --metric boxes is to be checked on them
-        session = make_session(to_model_proto(model).SerializeToString())
+        session = make_session(to_model_proto(model).SerializeToString(), arrays=True)
         if given:
             self._metric_fits(session, ctx)
             return

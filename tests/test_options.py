@@ -28,6 +28,7 @@ NOT_OPTIONS = {
     "overwrite",
     "repair_options",
     "dequantize",  # a pass before canonicalize, as validate is one after cleanup
+    "requantize",  # the quantize pass after cleanup, its mode read from the model given
 }
 
 #: The flags ``onnxfold fold`` had before they were derived: none may disappear.

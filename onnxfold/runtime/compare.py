@@ -398,8 +398,8 @@ def validate(
     ``speed_budget`` > 0: also time both on those inputs for about that many seconds
     (:mod:`onnxfold.runtime.latency`); the result is the report's ``latency``."""
     providers = list(providers) if providers else available_providers()
-    ref_sess = make_session(original, providers=providers, optimize=optimize)
-    cand_sess = make_session(candidate, providers=providers, optimize=optimize)
+    ref_sess = make_session(original, providers=providers, optimize=optimize, arrays=True)
+    cand_sess = make_session(candidate, providers=providers, optimize=optimize, arrays=True)
     ref_in = [i.name for i in ref_sess.get_inputs()]
     cand_in = [i.name for i in cand_sess.get_inputs()]
     ref_out = [o.name for o in ref_sess.get_outputs()]

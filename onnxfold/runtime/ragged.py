@@ -153,7 +153,7 @@ def _check(found: list, model) -> None:
             from onnxfold.runtime.session import make_session
 
             proto = to_model_proto(model) if isinstance(model, Model) else model
-            sess = make_session(proto.SerializeToString())
+            sess = make_session(proto.SerializeToString(), arrays=True)
         names = [o.name for o in sess.get_outputs()]
 
         def run(feed: Feeds) -> Sequence[np.ndarray]:

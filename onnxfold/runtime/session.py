@@ -163,7 +163,9 @@ def measurement_session(
         from onnxfold.ir.model import to_model_proto
 
         model = to_model_proto(model)
-    return make_session(model, providers=providers, optimize=optimize, threads=measure_threads(), arena=False)
+    return make_session(
+        model, providers=providers, optimize=optimize, threads=measure_threads(), arena=False, arrays=True
+    )
 
 
 @contextlib.contextmanager
@@ -190,8 +192,12 @@ def make_session(
     threads: int | None = None,
     spinning: bool = True,
     arena: bool = True,
+    arrays: bool = False,
 ) -> Any:
     """Create an ``onnxruntime.InferenceSession`` from a path (external data loads) or serialized bytes.
+
+    ``arrays``: every output comes back as an array (:class:`TensorOutputs`), as what is measured needs;
+    without it outputs are what onnxruntime gives (a constant fold must keep strings strings).
 
     ``optimize=False`` sets ``ORT_DISABLE_ALL`` (no graph rewrites, for bit-exactness checks);
     ``threads`` sets the intra-op thread count and then runs nodes sequentially on one inter-op
@@ -228,7 +234,9 @@ def make_session(
     session = ort.InferenceSession(
         model, sess_options=opts, providers=list(providers) if providers else available_providers()
     )
-    if any(o.type.startswith(("seq(", "map(")) or o.type == "tensor(string)" for o in session.get_outputs()):
+    if arrays and any(
+        o.type.startswith(("seq(", "map(")) or o.type == "tensor(string)" for o in session.get_outputs()
+    ):
         return TensorOutputs(session)
     return session
 
