@@ -62,3 +62,31 @@ def test_an_output_that_is_nan_everywhere_in_both_bounds_nothing() -> None:
     assert low_value("cosine", ref, ref.copy(), 32) is None
     partly = _shifts()
     assert low_value("r2", partly, partly + 0.01, 64) is not None  # holes in part: still bounded
+
+
+def test_nan_from_the_original_on_given_samples_is_said(caplog) -> None:
+    """A fold on samples for which the original itself gives NaN (chython's mapper on samples padded
+    into its -inf row: 31 of 32) measured what was left without a word; the search now says on how
+    many samples, and that those values are left out."""
+    import logging
+
+    import onnx
+    from harness import Net, rnd
+
+    import onnxfold
+    from onnxfold.runtime.exercised import holes_note
+
+    rng = np.random.default_rng(0)
+    net = Net({"w1": rnd(rng, 4, 16), "w2": rnd(rng, 16, 3)})
+    x = net.input("x", ["N", 4])
+    y = net("MatMul", net("Relu", net("MatMul", x, "w1")), "w2")
+    model = net.model(y, net("Log", x))
+    samples = rng.uniform(0.5, 2.0, (32, 4)).astype(np.float32)
+    samples[:5, 1] = -1.0  # Log(-1): NaN on 5 samples
+    with caplog.at_level(logging.WARNING):
+        onnxfold.fold(onnx.load_from_string(model.SerializeToString()), inputs=samples, round_to=1)
+    said = [r.getMessage() for r in caplog.records if "NaN or inf" in r.getMessage()]
+    assert any("on 5 of 32 samples: those values are left out" in m for m in said), said
+    assert holes_note("y", np.ones((4, 3)), 4) == ""
+    assert "everywhere" in holes_note("y", np.full((4, 3), np.nan), 4)
+    assert "at 50.0% of its values" in holes_note("y", np.array([1.0, np.nan]), None)

@@ -323,3 +323,24 @@ def unexercised_by_both(
         cand.argmax(axis=-1), np.asarray(ref).argmax(axis=-1)
     )
     return why if same else None
+
+
+def holes_note(name: str, values, samples: int | None) -> str:
+    """Where the original's output ``name`` holds NaN or inf on the given samples: on how many of them
+    (on every sample, or a share of the values where no leading axis holds the samples), else ''.
+    Such values are left out of every figure (a caustic-nmr shift model writes NaN for a missing atom;
+    chython's mapper gave NaN on samples padded into its -inf row)."""
+    values = np.asarray(values)
+    if values.dtype.kind != "f" or not values.size:
+        return ""
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return ""
+    if bad.all():
+        return f"the original gives NaN or inf everywhere in {name} on these samples: its figures measure nothing"
+    if samples and values.ndim >= 1 and values.shape[0] == samples:
+        hit = int(bad.reshape(samples, -1).any(axis=1).sum())
+        where = f"on {hit} of {samples} samples"
+    else:
+        where = f"at {bad.mean():.1%} of its values"
+    return f"the original gives NaN or inf in {name} {where}: those values are left out of every figure"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 
@@ -20,7 +21,7 @@ from onnxfold.folding.samples import (
 from onnxfold.ir.model import Model
 from onnxfold.runtime.batch_runs import batch_runs, joined_runs
 from onnxfold.runtime.compare import run_feed
-from onnxfold.runtime.exercised import bounded_by, decided_one_way, unexercised
+from onnxfold.runtime.exercised import bounded_by, decided_one_way, holes_note, unexercised
 from onnxfold.runtime.fidelity import (
     COUNTS_OF_CLASSES,
     OutputFidelity,
@@ -35,6 +36,8 @@ from onnxfold.runtime.padding import padding_mask
 from onnxfold.runtime.producers import as_scores, free_last_axes, producers_of, quantized_outputs
 from onnxfold.runtime.sequences import sample_axis
 from onnxfold.runtime.session import measurement_session
+
+log = logging.getLogger(__name__)
 
 
 def _session(model: Model | onnx.ModelProto):
@@ -279,6 +282,10 @@ class Evaluator:
         #: given samples, which are the user's own, only an output judged by its decisions alone whose
         #: samples all decide one way (malvizv1's malware classifier, 32 benign files judged by top1:
         #: a fold answering "Benign" to everything measured 1.0000 at 90% fewer parameters)
+        if not self.proxy:  # the user's own samples: NaN from the original is worth a word
+            for name in self.metrics:
+                if note := holes_note(name, self.reference.get(name), self.samples):
+                    log.warning("%s", note)
         self.unexercised = {
             name: why
             for name, values in self.reference.items()
