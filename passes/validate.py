@@ -81,9 +81,10 @@ class ValidatePass(Pass):
         except RuntimeError as exc:
             raise PassError(f"validate: {exc}") from None
         self.dim_taken = _took(session, feed, self.dim)
-        if self.dim != 16 and self.dim_taken:
-            log.info("validate: symbolic input dims set to %d (%s)", self.dim, self._why_dim())
+        if self.dim != 16:
             ctx.data["runnable_dim"] = self.dim  # where MACs are counted too (onnxfold.api)
+            if self.dim_taken:
+                log.info("validate: symbolic input dims set to %d (%s)", self.dim, self._why_dim())
         if self.batch != self.opts["batch"]:
             log.info(
                 "validate: %d random samples (the model does not run on %d)", self.batch, self.opts["batch"]
@@ -221,11 +222,11 @@ class ValidatePass(Pass):
 def _took(session, feed, dim: int) -> bool:
     """Whether a symbolic non-batch dim of some input took ``dim`` in ``feed``: an image's free width
     is sized as images are (a line reader's 256 columns beside a recurrent model's 128 steps)."""
-    from onnxfold.runtime.inputs import input_specs
+    from onnxfold.runtime.inputs import free_axes, input_specs
 
-    for spec in input_specs(session):
-        shape = feed[spec.name].shape if spec.name in feed else ()
-        for i, d in enumerate(spec.shape or ()):
-            if i > 0 and not isinstance(d, (int, np.integer)) and i < len(shape) and shape[i] == dim:
-                return True
-    return False
+    return any(
+        i < np.ndim(feed[spec.name]) and np.shape(feed[spec.name])[i] == dim
+        for spec in input_specs(session)
+        if spec.name in feed
+        for i in free_axes(spec)
+    )

@@ -181,6 +181,11 @@ def free_dim(d) -> bool:
     return not isinstance(d, (int, np.integer)) or d < 0
 
 
+def free_axes(spec: InputSpec) -> set[int]:
+    """The non-batch axes that ``spec`` leaves symbolic."""
+    return {i for i, d in enumerate(spec.shape or ()) if i > 0 and not isinstance(d, (int, np.integer))}
+
+
 def image_sides(sample, fixed) -> tuple[int, int] | None:
     """(height axis, width axis) of one sample [C, H, W] or [H, W, C] whose C is fixed (``fixed[i]``:
     axis i's size is known) at one of :data:`IMAGE_CHANNELS`, the first layout that fits; else None."""

@@ -32,16 +32,11 @@ from contextvars import ContextVar
 
 import numpy as np
 
-from onnxfold.runtime.inputs import InputSpec
+from onnxfold.runtime.inputs import InputSpec, free_axes
 
 log = logging.getLogger(__name__)
 
 Feeds = dict[str, np.ndarray]
-
-
-def _free_axes(spec: InputSpec) -> set[int]:
-    """The non-batch axes that ``spec`` leaves symbolic."""
-    return {i for i, d in enumerate(spec.shape or ()) if i > 0 and not isinstance(d, (int, np.integer))}
 
 
 def ragged_axes(runs: Sequence[Feeds], specs: Sequence[InputSpec]) -> dict[str, list[int]] | None:
@@ -56,7 +51,7 @@ def ragged_axes(runs: Sequence[Feeds], specs: Sequence[InputSpec]) -> dict[str, 
         differ = {i for i in range(1, len(shapes[0])) if len({s[i] for s in shapes}) > 1}
         if not differ:
             continue
-        if not differ <= _free_axes(spec):
+        if not differ <= free_axes(spec):
             return None
         out[spec.name] = sorted(differ)
     return out or None
