@@ -18,9 +18,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 import onnx_graphsurgeon as gs
-from onnx_graphsurgeon.ir.tensor import LazyValues
 
 from onnxfold.analysis.groups import (
     CLAIM_CONFLICT,
@@ -39,6 +37,7 @@ from onnxfold.analysis.groups import (
 )
 from onnxfold.analysis.shape_trace import harmless_shape_use
 from onnxfold.analysis.views import effective_readers
+from onnxfold.ir.external import inline_values
 
 if TYPE_CHECKING:
     from onnxfold.analysis.walk import Analysis
@@ -110,15 +109,6 @@ def finish(walk: Analysis) -> list[ChannelGroup]:
     return unique_names(groups)
 
 
-def _inline_values(t: gs.Constant) -> np.ndarray | None:
-    """``t``'s values where the file holds them inline, read without keeping them (``t.values`` would
-    replace its lazy values, and load weights still in external data); None for external ones."""
-    values = t._values
-    if isinstance(values, LazyValues):
-        return None if values.tensor.data_location == onnx.TensorProto.EXTERNAL else values.load()
-    return values if isinstance(values, np.ndarray) else None
-
-
 def nonfinite_members(walk: Analysis, members: list[Member]) -> list[BlockReason]:
     """A reason for the first member weight that holds -inf, inf or NaN (chython's distance table keeps
     -inf in its padding row): merged channels average, sum and compare such values into NaN, and the
@@ -127,7 +117,7 @@ def nonfinite_members(walk: Analysis, members: list[Member]) -> list[BlockReason
     tensors = walk.graph.tensors()
     for name in dict.fromkeys(m.tensor for m in members if m.role != SHAPE):
         t = tensors.get(name)
-        values = _inline_values(t) if isinstance(t, gs.Constant) else None
+        values = inline_values(t) if isinstance(t, gs.Constant) else None
         if not isinstance(values, np.ndarray) or values.dtype.kind != "f" or np.isfinite(values).all():
             continue
         which = "NaN" if np.isnan(values).any() else "-inf" if np.isneginf(values).any() else "inf"

@@ -169,6 +169,16 @@ def peek_values(const: gs.Constant) -> np.ndarray:
     return np.asarray(const.values)
 
 
+def inline_values(const: gs.Constant) -> np.ndarray | None:
+    """The values of ``const`` where the file holds them inline, read without caching them (unlike
+    :func:`peek_values`, which keeps inline values once read); None for values in external data, which
+    are not read at all (a whole-model check would load every weight)."""
+    values = const._values
+    if isinstance(values, LazyValues):
+        return None if is_external(values.tensor) else values.load()
+    return values if isinstance(values, np.ndarray) else None
+
+
 def iter_tensors(graph: onnx.GraphProto) -> Iterator[TensorProto]:
     """Every TensorProto of a graph: initializers, Constant/attribute tensors, subgraphs, recursively."""
     yield from graph.initializer
