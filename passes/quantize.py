@@ -31,6 +31,7 @@ import contextlib
 import logging
 import tempfile
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -68,13 +69,9 @@ _QUANT_OPS = {
 }
 
 
-def _runtime_ops(model: Model) -> dict[str, int]:
+def _runtime_ops(model: Model) -> Counter:
     """How many nodes of each op type of onnxruntime's own domain ``model`` holds."""
-    counts: dict[str, int] = {}
-    for node in model.graph.nodes:
-        if node.domain == "com.microsoft":
-            counts[node.op] = counts.get(node.op, 0) + 1
-    return counts
+    return Counter(node.op for node in model.graph.nodes if node.domain == "com.microsoft")
 
 
 def replace_model_contents(model: Model, new: Model) -> None:
@@ -257,7 +254,7 @@ class QuantizePass(Pass):
         with held_back() as found:
             result = self._run(model, ctx)
         notes = quantizer_notes(found)
-        made = {op: n - before.get(op, 0) for op, n in _runtime_ops(model).items() if n > before.get(op, 0)}
+        made = _runtime_ops(model) - before  # the op types it added, by how many
         if made:  # easyhtr's reader: dynamic mode made its LSTMs DynamicQuantizeLSTM
             ops = ", ".join(f"{n} {op}" for op, n in sorted(made.items()))
             notes.append(
