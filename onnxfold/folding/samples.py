@@ -359,12 +359,15 @@ def token_weights(table) -> np.ndarray:
 
 def token_draws(model) -> dict[str, object]:
     """Graph input → the chance of each row of the embedding table it indexes (:func:`token_weights`),
-    or for a float input the scale the model normalizes it by
-    (:func:`~onnxfold.runtime.input_scales.input_scales`): how validation and the data-free samples
-    draw their random inputs."""
+    for a float input the scale the model normalizes it by
+    (:func:`~onnxfold.runtime.input_scales.input_scales`), for a string input the words its ops know
+    (:func:`~onnxfold.runtime.string_inputs.string_vocabularies`): how validation and the data-free
+    samples draw their random inputs."""
     from onnxfold.runtime.input_scales import input_scales
+    from onnxfold.runtime.string_inputs import string_vocabularies
 
     draws: dict[str, object] = dict(input_scales(model))
+    draws.update(string_vocabularies(model))
     draws.update({name: token_weights(table) for name, table in embedding_tables(model).items()})
     return draws
 

@@ -133,4 +133,4 @@ def has_tokens(draws: dict | None) -> bool:
 def vocabularies(draws: dict | None) -> frozenset[int]:
     """The row counts of the embedding tables whose ids ``draws`` hold: an output with as many classes
     per position predicts tokens (a language model's logits); one with another count tags positions."""
-    return frozenset(len(v) for v in (draws or {}).values() if not isinstance(v, InputScale))
+    return frozenset(len(v) for v in (draws or {}).values() if isinstance(v, np.ndarray))

@@ -15,6 +15,7 @@ import numpy as np
 
 from onnxfold.runtime.input_scales import InputScale
 from onnxfold.runtime.random_values import random_array
+from onnxfold.runtime.string_inputs import Vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ _ORT_TYPES: dict[str, np.dtype] = {
     "tensor(uint16)": np.dtype(np.uint16),
     "tensor(uint8)": np.dtype(np.uint8),
     "tensor(bool)": np.dtype(np.bool_),
+    "tensor(string)": np.dtype(object),  # onnxruntime's strings: numpy object arrays of str
 }
 
 
@@ -297,7 +299,8 @@ def make_inputs(
     turned attention off and every fold measured exact), ``*ids*`` -> [0, 100),
     ``token_type``/``segment`` -> 0, ``position*`` -> arange, a length per sample (``*len*``,
     ``*width*``, ``*frames*``, rank ≤ 1) -> the largest free dim (:func:`_full_length`), other ints ->
-    [0, 4); bool -> a random prefix (:func:`_prefix_mask`).
+    [0, 4); bool -> a random prefix (:func:`_prefix_mask`); strings -> random words, or the words a
+    :class:`~onnxfold.runtime.string_inputs.Vocabulary` in ``id_draws`` lists.
     ``id_draws``: {input: the chance of each row of the embedding table it indexes, or for a float
     input the :class:`~onnxfold.runtime.input_scales.InputScale` the model normalizes it by}
     (:func:`~onnxfold.folding.samples.token_draws`); its ids are drawn from it, inside the table.
@@ -317,9 +320,7 @@ def make_inputs(
         if isinstance(d, str)
     }
     tokens = {  # the shapes of the inputs whose ids index an embedding table
-        s.shape
-        for s in specs
-        if (c := (id_draws or {}).get(s.name)) is not None and not isinstance(c, InputScale)
+        s.shape for s in specs if isinstance((id_draws or {}).get(s.name), np.ndarray)
     }
     lengths = [s for s in specs if s.name not in shapes and _length_like(s)]
     for spec in [s for s in specs if s not in lengths] + lengths:  # lengths once the rest are sized
@@ -334,7 +335,9 @@ def make_inputs(
         chance = (id_draws or {}).get(spec.name)
         if isinstance(chance, InputScale) and spec.dtype.kind == "f":  # as the model normalizes it
             inputs[spec.name] = chance.draw(random_array(spec.name, spec.dtype, shape, rng))
-        elif chance is not None and not isinstance(chance, InputScale) and spec.dtype.kind in "iu":
+        elif isinstance(chance, Vocabulary) and spec.dtype.kind == "O":  # words the model knows
+            inputs[spec.name] = chance.draw(shape, rng)
+        elif isinstance(chance, np.ndarray) and spec.dtype.kind in "iu":
             inputs[spec.name] = rng.choice(len(chance), size=shape, p=chance).astype(spec.dtype)
         elif (
             chance is None

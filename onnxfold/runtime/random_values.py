@@ -9,7 +9,7 @@ import numpy as np
 def random_array(name: str, dtype: np.dtype, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     """Floats ~ N(0, 1); booleans a padding mask (:func:`prefix_mask`); integers by name: ``*mask*`` 1,
     ``token_type``/``segment`` 0, ``position*`` 0…L−1, ``*ids*`` [0, 100), uint8 image bytes [0, 256),
-    others [0, 4)."""
+    others [0, 4); strings random lowercase words."""
     lname = name.lower()
     if dtype.kind == "f":
         return rng.standard_normal(shape).astype(dtype)
@@ -27,6 +27,10 @@ def random_array(name: str, dtype: np.dtype, shape: tuple[int, ...], rng: np.ran
         if dtype == np.uint8:  # raw image bytes
             return rng.integers(0, 256, size=shape).astype(dtype)
         return rng.integers(0, 4, size=shape).astype(dtype)
+    if dtype.kind in "OUS":  # a string input read by no op that lists its strings
+        from onnxfold.runtime.string_inputs import random_words
+
+        return random_words(shape, rng)
     raise ValueError(f"cannot make random values for input {name!r} of dtype {dtype}")
 
 

@@ -52,6 +52,8 @@ def _cast(arr: np.ndarray, spec: InputSpec, where: str, warned: dict[str, str]) 
         )
     if have == want or (have in "iu" and want in "iu") or (have in "iub" and want == "f"):
         return arr.astype(spec.dtype)
+    if want == "O" and have in "US":  # a string input: np.save writes text as fixed-width unicode
+        return np.char.decode(arr, "utf-8").astype(object) if have == "S" else arr.astype(object)
     raise ValueError(f"{where}: input {spec.name!r} has dtype {arr.dtype}, the model expects {spec.dtype}")
 
 
@@ -70,7 +72,16 @@ def _load_array(path: Path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise ValueError(f"{path}: cannot read it as a .npy array: {one_line(exc)}") from None
+        raise ValueError(f"{path}: cannot read it as a .npy array: {_unreadable(exc)}") from None
+
+
+def _unreadable(exc: BaseException) -> str:
+    """numpy's reason, and after its refusal of an object array (pandas' text columns), how to save
+    text for a string input so that it loads without pickle, which could run code from the file."""
+    said = one_line(exc)
+    if "Object arrays" in said:
+        said += " (save text for a string input as unicode: np.asarray(values, dtype=str))"
+    return said
 
 
 def load_inputs(
@@ -100,8 +111,9 @@ def load_inputs(
       ``image_preprocess`` says (:mod:`onnxfold.runtime.images`; ``shapes`` may give their height
       and width).
 
-    Arrays are cast to the input's dtype within floats, within integers (signed or unsigned) and
-    from integers or booleans to floats; any other dtype is an error. Every array must have the
+    Arrays are cast to the input's dtype within floats, within integers (signed or unsigned), from
+    integers or booleans to floats, and from unicode or bytes to a string input's str objects (object
+    arrays need pickle, which numpy refuses here); any other dtype is an error. Every array must have the
     input's rank and match each static dim of the model's input, the sample axis too unless
     ``chunked`` (callers that run the samples in chunks, as calibration does, take any number of
     samples; then every input must hold the same, non-zero number) or the samples run in batches
@@ -452,7 +464,7 @@ def _read_source(
             with np.load(path, allow_pickle=False) as data:
                 return {k: (data[k], f"{path}[{k}]") for k in data.files}
         except (OSError, ValueError) as exc:
-            raise ValueError(f"{path}: cannot read it as a .npz archive: {one_line(exc)}") from None
+            raise ValueError(f"{path}: cannot read it as a .npz archive: {_unreadable(exc)}") from None
     if path.suffix == ".npy":
         if len(names) != 1:
             raise ValueError(
