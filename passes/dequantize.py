@@ -383,6 +383,8 @@ class DequantizePass(Pass):
             kinds = ", ".join(f"{n} {op}" for op, n in Counter(stats["left_quantized"]).most_common(4))
             stats["note"] = f"left as they are: {kinds} (no float form is written for them)"
         changed = any(v for k, v in stats.items() if k not in ("left_quantized", "note"))
+        if not changed and not stats.get("left_quantized"):  # asked for on a float model
+            stats["note"] = "the model holds no quantized weight or activation: nothing to dequantize"
         if changed:
             replace_model_contents(model, model_from_proto(proto, model.base_dir))
             # the search judges what it does against this float model, not against the rounding of the

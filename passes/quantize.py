@@ -362,7 +362,16 @@ class QuantizePass(Pass):
         ops = [n.op for n in model.graph.nodes]
         stats["quantized_nodes"] = sum(op in _QUANT_OPS for op in ops)
         if not stats["quantized_nodes"]:
-            log.warning("quantize: onnxruntime quantized no node of this model")
+            from onnxfold.analysis.subgraphs import subgraph_weights
+
+            inside = subgraph_weights(model.graph)
+            log.warning(
+                "quantize: onnxruntime quantized no node of this model%s",
+                f" ({sum(inside.values()):,} of its weights are read inside "
+                f"{' and '.join(f'{op} bodies' for op in inside)}, which its quantizer does not reach)"
+                if inside
+                else "",
+            )
         if ops.count("ConvInteger"):
             log.warning(
                 "quantize: dynamic mode made %d ConvInteger nodes, which onnxruntime's CPU kernels run slower "

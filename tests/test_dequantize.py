@@ -296,6 +296,18 @@ def test_a_dequantized_model_that_folds_nothing_is_not_called_the_same_model(tmp
     assert "computing the same outputs" not in said
 
 
+def test_dequantize_on_a_float_model_says_there_is_nothing_to_dequantize(tmp_path: Path, capsys) -> None:
+    """A new user's trial passed --dequantize to a float model (tf2onnx's chars2vec): the pass said
+    nothing, as if it had done its work."""
+    src = _recurrent(tmp_path / "f.onnx")
+    assert main(["fold", str(src), "-o", str(tmp_path / "o.onnx"), "-s", "0.3", "--dequantize"]) == 0
+    assert "dequantize: the model holds no quantized weight or activation" in capsys.readouterr().out
+    q = tmp_path / "q.onnx"
+    quantize_dynamic(str(src), str(q), weight_type=QuantType.QInt8)
+    assert main(["fold", str(q), "-o", str(tmp_path / "o2.onnx"), "-s", "0.3", "--dequantize"]) == 0
+    assert "holds no quantized" not in capsys.readouterr().out
+
+
 def _quantized_embedding() -> onnx.ModelProto:
     """ids [N, T] -> Gather of a uint8 table [30, 6] -> Transpose [T, N, 6] (on the 8-bit values, as
     onnxruntime's dynamic quantizer writes it) -> DequantizeLinear -> MatMul [6, 4]."""

@@ -271,3 +271,24 @@ def test_a_budget_on_a_model_whose_groups_are_all_blocked_says_so(tmp_path: Path
     with pytest.raises(PipelineError, match="no channel group can fold, so folding removes nothing"):
         onnxfold.fold(src, output=tmp_path / "o.onnx", target_params=0.2, validate=False)
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_bench_speed_says_its_macs_count_a_loop_body_once(tmp_path: Path, capsys) -> None:
+    """chars2vec's two LSTM Loops over 12 steps: `bench speed --files` printed 1.15M MACs where about
+    13.8M run, with none of the note `fold` gives."""
+    model = _loop_rnn(tmp_path / "loop.onnx", start_from_input=True)
+    argv = ["bench", "speed", "--files", str(model), str(model), "--budget", "0.01", "--no-memory"]
+    assert main([*argv, "--input-shape", "x:2,6", "--input-shape", "h0:2,16"]) == 0
+    assert "note: MACs count each Loop body once" in capsys.readouterr().out
+
+
+def test_quantize_names_the_weights_inside_loop_bodies_when_it_quantizes_nothing(
+    tmp_path: Path, caplog
+) -> None:
+    """chars2vec (tf2onnx, every weight inside two Loop bodies): the quantize pass said only that
+    onnxruntime quantized no node, not why."""
+    model = _loop_rnn(tmp_path / "loop.onnx", start_from_input=True)
+    out = tmp_path / "q.onnx"
+    assert main(["run", str(model), "-o", str(out), "--pipeline", "quantize:mode=dynamic"]) == 0
+    err = caplog.text
+    assert "quantized no node of this model (352 of its weights are read inside Loop bodies" in err

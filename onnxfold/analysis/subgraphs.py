@@ -68,8 +68,8 @@ def subgraph_hint(counts: Counter, total: int) -> str:
     share = f" ({held / total:.0%})" if total else ""
     return (
         f"{human_count(held)} of the {human_count(max(total, held))} parameters{share} are read inside "
-        f"{where}, which onnxfold does not fold (a recurrent layer exported as an LSTM, GRU or RNN "
-        "node instead lets the channels that feed it fold)"
+        f"{where}, which onnxfold does not fold (exported as an LSTM, GRU or RNN node instead, a "
+        "recurrent layer lets a layer that feeds it fold its channels; its own hidden units never fold)"
     )
 
 

@@ -39,6 +39,8 @@ class Variant:
     runs: dict[int, int] = field(default_factory=dict)
     peak_rss_mib: float | None = None
     session_rss_mib: float | None = None
+    #: the Loop/Scan ops the model holds: its MACs count each body once
+    bodies: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -209,6 +211,7 @@ def fill_stats(variant: Variant, shapes: dict | None = None) -> None:
     proto = onnx.load(str(variant.path), load_external_data=False)
     stats = model_stats(proto, shapes=shapes)
     variant.params, variant.macs = stats.params, stats.macs
+    variant.bodies = tuple(op for op in ("Loop", "Scan") if stats.op_counts.get(op))
     variant.file_bytes = saved_size(variant.path)
 
 
