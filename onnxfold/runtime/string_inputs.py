@@ -2,9 +2,9 @@
 
 A string input (skl2onnx's categorical columns, a grapheme-to-phoneme model's letters) cannot be drawn
 from N(0, 1). The ``ai.onnx.ml`` ops that read one name the strings they know: a LabelEncoder maps
-``keys_strings``, a OneHotEncoder and a CategoryMapper ``cats_strings``; every other string falls to
-their default (an all-zero row, one fixed label). Drawing uniformly from the union of those keys
-exercises every category the model can tell apart. An input read by no such op gets random lowercase
+``keys_strings`` (``classes_strings`` in ai.onnx.ml opset 1), a OneHotEncoder and a CategoryMapper
+``cats_strings``; every other string falls to their default (an all-zero row, one fixed label).
+Drawing uniformly from the union of those keys exercises every category the model can tell apart. An input read by no such op gets random lowercase
 words of 1 to 8 letters.
 """
 
@@ -48,8 +48,8 @@ def _known(node: Any) -> list[str]:
     if key is None or node.domain != "ai.onnx.ml":
         return []
     values = node.attrs.get(key)
-    if values is None and node.op == "LabelEncoder":  # ai.onnx.ml opset 4: keys as a tensor
-        values = getattr(node.attrs.get("keys_tensor"), "values", None)
+    if values is None and node.op == "LabelEncoder":  # opset 1 names them classes; opset 4 a tensor
+        values = node.attrs.get("classes_strings", getattr(node.attrs.get("keys_tensor"), "values", None))
     if values is None:
         return []
     return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in np.ravel(values)]
