@@ -446,13 +446,14 @@ class QuantizePass(Pass):
         """The calibration feeds and where they came from (``quiet``: no warning about random ones,
         which then only probe the result; random ids are drawn inside the tables they index in
         ``model``, as fold draws them)."""
-        from onnxfold.runtime.inputs import input_specs, make_inputs
+        from onnxfold.folding.samples import fixed_batch
+        from onnxfold.runtime.inputs import make_inputs
         from onnxfold.runtime.sample_files import load_inputs
 
         session = make_session(str(path), providers=[CPU])
-        specs = input_specs(session)
-        first = specs[0].shape[0] if specs and specs[0].shape else None
-        chunk = first if isinstance(first, int) and first > 0 else self.opts["batch"]
+        # the batch any input fixes, not the first input's alone: RVM's frames [B, 3, H, W] beside its
+        # downsample_ratio [1] were calibrated 8 at a time and every quantization failed
+        chunk = fixed_batch(session) or self.opts["batch"]
         if self.opts["calibration"]:
             try:
                 arrays = load_inputs(self.opts["calibration"], session, chunked=True)

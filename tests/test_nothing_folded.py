@@ -292,3 +292,40 @@ def test_quantize_names_the_weights_inside_loop_bodies_when_it_quantizes_nothing
     assert main(["run", str(model), "-o", str(out), "--pipeline", "quantize:mode=dynamic"]) == 0
     err = caplog.text
     assert "quantized no node of this model (352 of its weights are read inside Loop bodies" in err
+
+
+@pytest.mark.parametrize("argv", [[], ["-s", "0"], ["-s", "0.5"]])
+def test_a_model_kept_whole_is_written_byte_for_byte(tmp_path: Path, argv: list[str]) -> None:
+    """chars2vec (every weight inside Loop bodies) was "kept whole" and written re-exported, 75 bytes
+    off its own file: a user's cmp said it changed. Where nothing folds and nothing is simplified, the
+    file written is the file given."""
+    model = _loop_rnn(tmp_path / "loop.onnx", start_from_input=True)
+    out = tmp_path / "out.onnx"
+    assert main(["fold", str(model), "-o", str(out), *argv]) == 0
+    assert out.read_bytes() == model.read_bytes()
+
+
+def test_a_fold_at_zero_writes_the_model_given_and_a_real_fold_does_not(tmp_path: Path) -> None:
+    src = bundled_model("lenet5.onnx")
+    same, folded = tmp_path / "same.onnx", tmp_path / "folded.onnx"
+    assert main(["fold", str(src), "-o", str(same), "-s", "0", "--no-validate"]) == 0
+    assert same.read_bytes() == Path(src).read_bytes()
+    assert main(["fold", str(src), "-o", str(folded), "-s", "0.5", "--no-validate"]) == 0
+    assert folded.read_bytes() != Path(src).read_bytes()
+
+
+def test_a_model_kept_whole_from_external_data_is_written_self_contained(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    src = _loop_rnn(tmp_path / "inline.onnx", start_from_input=True)
+    proto = onnx.load(str(src))
+    split = tmp_path / "split" / "loop.onnx"
+    split.parent.mkdir()
+    onnx.save(proto, str(split), save_as_external_data=True, all_tensors_to_one_file=True, size_threshold=0)
+    out = tmp_path / "out.onnx"
+    assert main(["fold", str(split), "-o", str(out), "-s", "0", "--no-validate"]) == 0
+    for f in split.parent.iterdir():
+        f.unlink()
+    feed = {"x": np.ones((2, 6), np.float32), "h0": np.zeros((2, 16), np.float32)}
+    want = ort.InferenceSession(str(src)).run(None, feed)[0]
+    assert np.array_equal(ort.InferenceSession(str(out)).run(None, feed)[0], want)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from harness import Net, rnd
 
 import onnxfold
@@ -202,3 +203,28 @@ def test_onnxruntime_only_ops_in_a_quantized_result_are_said(tmp_path: Path) -> 
     _, report = onnxfold.run_pipeline(src, [QuantizePass(mode="dynamic", op_types=["MatMul"])], out)
     assert all(n.domain != "com.microsoft" for n in onnx.load(str(out)).graph.node)
     assert "onnxruntime-only" not in report.passes[0].stats.get("note", "")
+
+
+def _matting(path: Path) -> Path:
+    """frames x [B, 16] (free batch) scaled by ratio [1] (fixed), as RVM's downsample_ratio beside its
+    frames: a ratio of 8 values cannot scale the [B, 3] result."""
+    rng = np.random.default_rng(0)
+    net = Net({"w1": rnd(rng, 16, 32), "w2": rnd(rng, 32, 3)})
+    x, ratio = net.input("x", ["B", 16]), net.input("ratio", [1])
+    y = net("Mul", net("MatMul", net("Relu", net("MatMul", x, "w1")), "w2"), ratio)
+    onnx.save(net.model(y), str(path))
+    return path
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_calibration_runs_the_batch_another_input_fixes(tmp_path: Path, mode: str) -> None:
+    """RVM (trial 89): its first input's batch is free, its downsample_ratio [1] fixes a batch of 1;
+    calibration on 32 given samples ran 8 at a time and both modes failed ("Got: 8 Expected: 1")."""
+    src = _matting(tmp_path / "m.onnx")
+    out = tmp_path / "q.onnx"
+    rng = np.random.default_rng(2)
+    given = {"x": rng.standard_normal((32, 16)).astype(np.float32), "ratio": np.full(32, 0.5, np.float32)}
+    _, report = onnxfold.run_pipeline(src, [QuantizePass(mode=mode)], out, inputs=given)
+    assert report.passes[0].modified
+    feed = {"x": np.ones((4, 16), np.float32), "ratio": np.array([0.5], np.float32)}
+    assert make_session(str(out)).run(None, feed)[0].shape == (4, 3)

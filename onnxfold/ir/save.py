@@ -41,12 +41,15 @@ def save_model(
     external_data: bool | None = None,
     base_dir: Path | None = None,
     overwrite_input: bool = False,
+    verbatim: Path | None = None,
 ) -> Path:
     """Write ``model`` to ``path`` atomically and self-contained.
 
     ``external_data``: True writes every tensor of at least 1 KiB to ``<path>.data``; None does so
     only when the model would exceed 2 GB; False never. The data file is streamed one tensor at a time.
     A :class:`Model` whose source held no ``value_info`` is written without (:func:`write_recorded_shapes`).
+    ``verbatim``: the file ``model`` was loaded from and is unchanged from: its bytes are written
+    instead, where it holds every weight itself and no data file is asked for.
     """
     path = Path(path)
     dirs: dict[str, Path] = {}
@@ -79,6 +82,8 @@ def save_model(
     if external_data and data_path.exists() and data_path.resolve() in sources:
         raise ModelError(f"output data file {data_path} is the input's data file; choose another path")
 
+    # (asked before materialize brings external weights inline: a source with a data file is re-written)
+    copied = verbatim is not None and not external_data and not any(is_external(t) for t in tensors)
     mode = _file_mode()
     tmp_files: list[Path] = []
     try:
@@ -90,7 +95,7 @@ def save_model(
             materialize(proto, base_dir, dirs)
         tmp_files.append(_temp_file(folder, f".{path.name}.", mode))
         with open(tmp_files[-1], "wb") as out:
-            out.write(proto.SerializeToString())
+            out.write(Path(verbatim).read_bytes() if copied else proto.SerializeToString())
         _put_in_place(tmp_files[-1], path, tmp_files[0] if external_data else None, data_path)
         tmp_files.clear()
     except ModelError:
