@@ -766,6 +766,8 @@ def test_a_model_that_feeds_its_state_back_is_told_that_errors_compound() -> Non
     # a leading mark keeps the index: FunASR's FSMN VAD feeds in_cache0 … in_cache3 from out_cache0 …
     assert _stem("in_cache0") == _stem("out_cache0") != _stem("out_cache1")
     assert _stem("input_state") == _stem("output_state") and _stem("in_h") == _stem("out_h")
+    # an index, then i or o: Robust Video Matting's r1i … r4i from r1o … r4o (trial 89)
+    assert _stem("r1i") == _stem("r1o") != _stem("r2o") and _stem("ratio") != _stem("ratii")
     chosen = Candidate(3, 0.99, 90, 0, 0.1, 0.0, [OutputFidelity("y", "r2", 0.99)])
     result = SearchResult(
         "min_fidelity",

@@ -13,12 +13,15 @@ from onnxfold.ir.model import Model
 
 def _stem(name: str) -> str:
     """A tensor name without its step or direction mark: a trailing one (state / stateN, h0 / hn,
-    c_in / c_out, hidden / hidden_out) or a leading one, whose index then stays (FunASR's FSMN VAD
+    c_in / c_out, hidden / hidden_out, r1i / r1o after an index) or a leading one, whose index then stays (FunASR's FSMN VAD
     feeds in_cache0 … in_cache3 back from out_cache0 … out_cache3)."""
     lead = re.fullmatch(r"(in|out|input|output|new|next|prev)_(.+)", name.lower())
     if lead:
         return lead.group(2)
     stem = name[:-1] if len(name) > 1 and name.endswith("N") else name  # silero's stateN
+    numbered = re.fullmatch(r"(.*[0-9])[io]", stem.lower())  # RVM's r1i … r4i back from r1o … r4o
+    if numbered:
+        return numbered.group(1)
     stem = re.sub(r"(_?(in|out|new|next|prev)|_?[0-9]+)$", "", stem.lower())
     if re.fullmatch(r"[a-z]n", stem):  # an LSTM's hn, cn
         return stem[0]
