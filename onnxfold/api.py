@@ -74,6 +74,7 @@ def run_pipeline(
     overwrite: bool = False,
     on_pass=None,
     spill: bool | None = None,
+    input_values: dict[str, float] | None = None,
 ) -> tuple[Model, FoldReport]:
     """Run ``passes`` on ``model`` and optionally save it to ``output`` (atomically, self-contained).
 
@@ -82,8 +83,10 @@ def run_pipeline(
     spills when the model holds more than :data:`SPILL_ABOVE` bytes of weights. With spilling and
     no ``output``, the returned model's rewritten tensors are in memory again (read back).
     ``inputs``: the user's samples as ``--inputs`` takes them (a path, an array or a dict of arrays:
-    :func:`onnxfold.runtime.sample_files.load_inputs`)."""
+    :func:`onnxfold.runtime.sample_files.load_inputs`). ``input_values``: input -> the value its
+    random samples hold everywhere (``--input-value``)."""
     model = as_model(model)
+    set_input_values(model, input_values)
     if spill is None:
         spill = model_weight_bytes(model) > SPILL_ABOVE
     if not spill:
@@ -101,6 +104,20 @@ def run_pipeline(
                 if folder_of != model.base_dir and name in tensors:
                     tensors[name].values  # noqa: B018 (loads and keeps the values)
     return model, report
+
+
+def set_input_values(model: Model, values: dict[str, float] | None) -> None:
+    """``model.input_values`` from ``values`` (``--input-value``; None or {}: as they are); a one-line
+    ValueError for a name the model's inputs lack."""
+    from onnxfold.runtime.inputs import input_specs
+
+    if not values:
+        return
+    names = [s.name for s in input_specs(model)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ValueError(f"--input-value names {unknown}, not inputs of the model (its inputs: {names})")
+    model.input_values = {k: float(v) for k, v in values.items()}
 
 
 def _run_pipeline(
@@ -319,6 +336,7 @@ def fold(
     overwrite: bool = False,
     dequantize: bool = False,
     requantize: str = "",
+    input_values: dict[str, float] | None = None,
 ) -> tuple[Model, FoldReport]:
     """Fold ``model`` at ``sparsity``: canonicalize → fold (→ repair) → cleanup (→ validate); with
     ``dequantize``, an INT8 model's weights are made float32 first (the ``dequantize`` pass), and
@@ -425,6 +443,7 @@ def fold(
         seed=seed,
         external_data=external_data,
         overwrite=overwrite,
+        input_values=input_values,
     )
     if searched and result[1].search is not None:
         result[1].search.default = True

@@ -22,7 +22,7 @@ from onnxfold.cli.parser import (
     fold_flags,
     global_parser,
 )
-from onnxfold.cli.samples import read_inputs
+from onnxfold.cli.samples import input_values, read_inputs
 from onnxfold.errors import EXPECTED_ERRORS, CliError, from_runtime, one_line
 
 
@@ -80,6 +80,7 @@ def cmd_fold(args: argparse.Namespace) -> None:
         overwrite=args.overwrite,
         dequantize=args.dequantize,
         requantize=args.requantize or "",
+        input_values=input_values(args),
         **{flag.keyword: getattr(args, flag.keyword) for flag in fold_flags()},
     )
     _finish(report, args)
@@ -186,6 +187,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         inputs=inputs,
         external_data=_external(args.external_data),
         overwrite=args.overwrite,
+        input_values=input_values(args),
     )
     _finish(report, args)
 
@@ -207,6 +209,7 @@ def _given(args: argparse.Namespace):
 
 def cmd_sensitivity(args: argparse.Namespace) -> None:
     """``onnxfold analyze MODEL --sensitivity``: the per-group sensitivity table (and plot, JSON)."""
+    from onnxfold.api import set_input_values
     from onnxfold.ir.batch_view import add_batch_axis, unbatched, with_batch_axis
     from onnxfold.passes import CanonicalizePass, FoldPass, RepairPass
     from onnxfold.passes.search import parse_levels, prepared
@@ -223,6 +226,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
     if args.round_to < 1:
         raise CliError("--round-to must be at least 1")
     original = _given(args)
+    set_input_values(original, input_values(args))
     if unbatched(original):  # measured one whole input per sample, as the search measures it
         shapes = with_batch_axis(shapes, original)
         add_batch_axis(original)

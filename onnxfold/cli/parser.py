@@ -194,6 +194,12 @@ def global_parser() -> argparse.ArgumentParser:
     return parser
 
 
+INPUT_VALUE_HELP = (
+    "the value an input holds in every random sample (repeatable): a ratio, threshold or sample rate that "
+    "N(0, 1) draws would make invalid, as RVM's downsample_ratio"
+)
+
+
 def _io_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="input .onnx")
     p.add_argument("-o", "--output", required=True, help="output .onnx (never the input unless --overwrite)")
@@ -212,6 +218,7 @@ def _io_args(p: argparse.ArgumentParser) -> None:
         metavar="NAME:D0,D1,...",
         help="shape for an input with symbolic dims (repeatable; D0,D1,... without a name for a model with one input)",
     )
+    p.add_argument("--input-value", action="append", default=[], metavar="NAME=V", help=INPUT_VALUE_HELP)
     p.add_argument(
         "--inputs",
         help="validation inputs: .npy (single input), .npz, a folder of .npy files, or a folder of images "
@@ -267,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME:D0,D1,...",
         help="--sensitivity: shape for an input with symbolic dims (repeatable), as onnxfold fold takes it",
+    )
+    analyze.add_argument(
+        "--input-value", action="append", default=[], metavar="NAME=V", help=INPUT_VALUE_HELP
     )
     analyze.add_argument(
         "--levels", default="0.1,0.2,0.3,0.5,0.7", help="--sensitivity: comma-separated sparsities"

@@ -1,4 +1,5 @@
-"""The command line's samples: ``--input-shape`` and ``--inputs`` (files, or a folder of images)."""
+"""The command line's samples: ``--input-shape``, ``--input-value`` and ``--inputs`` (files, or a folder of
+images)."""
 
 from __future__ import annotations
 
@@ -43,3 +44,17 @@ def read_inputs(args: argparse.Namespace):
                     f"mean {float(x.mean()):.4g}"
                 )
     return shapes, inputs
+
+
+def input_values(args: argparse.Namespace) -> dict[str, float] | None:
+    """``--input-value NAME=V`` items as {name: V}; a one-line error for anything else."""
+    values = {}
+    for item in getattr(args, "input_value", None) or []:
+        name, sep, text = item.rpartition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            values[name] = float(text)
+        except ValueError:
+            raise CliError(f"--input-value takes NAME=VALUE (a number), got {item!r}") from None
+    return values or None

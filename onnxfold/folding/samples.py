@@ -361,13 +361,16 @@ def token_draws(model) -> dict[str, object]:
     """Graph input → the chance of each row of the embedding table it indexes (:func:`token_weights`),
     for a float input the scale the model normalizes it by
     (:func:`~onnxfold.runtime.input_scales.input_scales`), for a string input the words its ops know
-    (:func:`~onnxfold.runtime.string_inputs.string_vocabularies`): how validation and the data-free
-    samples draw their random inputs."""
+    (:func:`~onnxfold.runtime.string_inputs.string_vocabularies`), and the value ``--input-value``
+    gives an input (``Model.input_values``): how validation and the data-free samples draw their
+    random inputs."""
     from onnxfold.runtime.input_scales import input_scales
+    from onnxfold.runtime.random_values import FixedValue
     from onnxfold.runtime.string_inputs import string_vocabularies
 
     draws: dict[str, object] = dict(input_scales(model))
     draws.update(string_vocabularies(model))
+    draws.update({k: FixedValue(v) for k, v in getattr(model, "input_values", {}).items()})
     draws.update({name: token_weights(table) for name, table in embedding_tables(model).items()})
     return draws
 

@@ -112,6 +112,9 @@ class Model:
     #: them where they still hold (:mod:`onnxfold.ir.recorded`)
     source_value_info: dict[str, bytes] = field(default_factory=dict)
     source_outputs: dict[str, bytes] = field(default_factory=dict)
+    #: input -> the value its random samples hold everywhere (``--input-value``: RVM's downsample_ratio,
+    #: which N(0, 1) draws made negative, and no random sample ran)
+    input_values: dict[str, float] = field(default_factory=dict)
 
     @property
     def weight_inputs(self) -> list[str]:
@@ -195,6 +198,7 @@ class Model:
             subgraph_shapes=self.subgraph_shapes,
             source_value_info=self.source_value_info,
             source_outputs=self.source_outputs,
+            input_values=dict(self.input_values),
         )
 
     def take_back_rewrites(self) -> None:

@@ -271,7 +271,10 @@ class ValidationReport:
 
 
 #: what to do when the model does not run on the inputs onnxfold made up
-SHAPE_HINT = "give the input shapes with --input-shape NAME:D0,D1,... or samples with --inputs"
+SHAPE_HINT = (
+    "give the input shapes with --input-shape NAME:D0,D1,..., an input's value with --input-value NAME=V "
+    "(a ratio or threshold that random draws make invalid), or samples with --inputs"
+)
 #: symbolic non-batch dims tried in turn when the defaults do not run (e.g. a reflect Pad that needs
 #: more than 16 samples, a fixed-size window)
 FALLBACK_DIMS = (16, 64, 256, 1024)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from onnxfold.runtime.input_scales import InputScale
-from onnxfold.runtime.random_values import random_array
+from onnxfold.runtime.random_values import FixedValue, random_array
 from onnxfold.runtime.string_inputs import Vocabulary
 
 logger = logging.getLogger(__name__)
@@ -300,7 +300,8 @@ def make_inputs(
     ``token_type``/``segment`` -> 0, ``position*`` -> arange, a length per sample (``*len*``,
     ``*width*``, ``*frames*``, rank ≤ 1) -> the largest free dim (:func:`_full_length`), other ints ->
     [0, 4); bool -> a random prefix (:func:`_prefix_mask`); strings -> random words, or the words a
-    :class:`~onnxfold.runtime.string_inputs.Vocabulary` in ``id_draws`` lists.
+    :class:`~onnxfold.runtime.string_inputs.Vocabulary` in ``id_draws`` lists; an input with a
+    :class:`~onnxfold.runtime.random_values.FixedValue` in ``id_draws`` holds that value.
     ``id_draws``: {input: the chance of each row of the embedding table it indexes, or for a float
     input the :class:`~onnxfold.runtime.input_scales.InputScale` the model normalizes it by}
     (:func:`~onnxfold.folding.samples.token_draws`); its ids are drawn from it, inside the table.
@@ -333,7 +334,9 @@ def make_inputs(
             shape = _sized(spec.shape, sizes, batch, default_dim, sequence, spec.dtype)
         rng = _rng_for(seed, spec.name)
         chance = (id_draws or {}).get(spec.name)
-        if isinstance(chance, InputScale) and spec.dtype.kind == "f":  # as the model normalizes it
+        if isinstance(chance, FixedValue):  # --input-value
+            inputs[spec.name] = chance.draw(spec.dtype, shape)
+        elif isinstance(chance, InputScale) and spec.dtype.kind == "f":  # as the model normalizes it
             inputs[spec.name] = chance.draw(random_array(spec.name, spec.dtype, shape, rng))
         elif isinstance(chance, Vocabulary) and spec.dtype.kind == "O":  # words the model knows
             inputs[spec.name] = chance.draw(shape, rng)

@@ -3,7 +3,18 @@ calibration make where the user gave no samples (:func:`~onnxfold.runtime.inputs
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
+
+
+class FixedValue(NamedTuple):
+    """One value for every element of an input's random samples (``--input-value NAME=V``)."""
+
+    value: float
+
+    def draw(self, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+        return np.full(shape, self.value, dtype=dtype)
 
 
 def random_array(name: str, dtype: np.dtype, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
