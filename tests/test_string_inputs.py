@@ -204,3 +204,44 @@ def test_shapes_reach_past_a_label_encoder_so_its_consumers_fold(tmp_path: Path)
     assert sorted(p.group.size for p in report.plans if p.status == "folded") == [6, 16]  # table columns too
     feed = {"letters": np.array([list("onnxfold"), list("zzzzzzzz")], dtype=object)}
     assert ort.InferenceSession(str(out)).run(None, feed)[0].shape == (2, 8, 4)
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_a_model_with_a_string_input_quantizes(tmp_path: Path, mode: str) -> None:
+    """Quantizing a skl2onnx pipeline failed: its check in a child process got the strings through an
+    .npz, where object arrays need pickle ("Object arrays cannot be loaded")."""
+    from onnxfold.passes import QuantizePass
+
+    w1, w2, b1 = _weights()
+    src = _categorical(tmp_path / "m.onnx", np.tile(w1, (1, 8)), np.tile(w2, (8, 1)), np.tile(b1, 8))
+    out = tmp_path / "q.onnx"
+    _, report = onnxfold.run_pipeline(src, [QuantizePass(mode=mode)], out)
+    assert report.passes[0].modified
+    got = ort.InferenceSession(str(out)).run(None, _feed(8))[0]
+    assert got.shape == (8, 3) and np.all(np.isfinite(got))
+
+
+def test_the_quantizers_untyped_tensor_warning_is_said_once() -> None:
+    """On a skl2onnx pipeline the quantizer logged "failed to infer the type of tensor: variable1. Skip
+    to quantize it." once per calibration run, 16 lines."""
+    import logging
+
+    from onnxfold.runtime.quantizer_log import held_back, quantizer_notes
+
+    seen = []
+    handler = logging.Handler()
+    handler.emit = seen.append  # type: ignore[method-assign]
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        with held_back() as found:
+            for _ in range(16):
+                logging.warning(
+                    "failed to infer the type of tensor: variable1. Skip to quantize it. Please check"
+                )
+    finally:
+        root.removeHandler(handler)
+    assert seen == []
+    assert quantizer_notes(found) == [
+        "1 tensor (variable1) left float: onnxruntime's quantizer could not tell their type"
+    ]

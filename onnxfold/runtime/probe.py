@@ -26,8 +26,14 @@ _PROBE = (
     "import sys, numpy as np, onnxruntime as ort\n"
     "feed = np.load(sys.argv[2])\n"
     "session = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])\n"
-    "session.run(None, {name: feed[name] for name in feed.files})\n"
+    "text = lambda a: a.astype(object) if a.dtype.kind == 'U' else a  # strings went as unicode\n"
+    "session.run(None, {name: text(feed[name]) for name in feed.files})\n"
 )
+
+
+def _saveable(value) -> np.ndarray:
+    v = np.asarray(value)
+    return v.astype(str) if v.dtype == object else v
 
 
 def crash(path: str | Path, feed: Mapping[str, np.ndarray], seconds: float = PROBE_SECONDS) -> str | None:
@@ -36,7 +42,8 @@ def crash(path: str | Path, feed: Mapping[str, np.ndarray], seconds: float = PRO
     an error; None when it runs (or runs past ``seconds``)."""
     with tempfile.TemporaryDirectory(prefix="onnxfold-probe-") as tmp:
         npz = Path(tmp) / "feed.npz"
-        np.savez(npz, **{name: np.asarray(v) for name, v in feed.items()})
+        # strings as unicode: object arrays load only through pickle (a skl2onnx model's categories)
+        np.savez(npz, **{name: _saveable(v) for name, v in feed.items()})
         try:
             done = subprocess.run(
                 [sys.executable, "-c", _PROBE, str(path), str(npz)],

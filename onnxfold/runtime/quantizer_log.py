@@ -18,6 +18,8 @@ from collections.abc import Iterator
 VECTOR_WEIGHT = re.compile(r"Axis \d+ is out-of-range for weight '(.+)' with rank 1")
 #: a tensor the model already holds quantized (or of a type the quantizer does not take)
 NOT_QUANTIZED = re.compile(r"Inference failed or unsupported type to quantize for tensor '([^']+)'")
+#: a tensor whose type its inference could not tell (a skl2onnx model's one-hot block), said per run
+UNTYPED = re.compile(r"failed to infer the type of tensor: (.+?)\. Skip to quantize it")
 #: said once for a model that already holds quantized ops
 ALREADY_QUANTIZED = "Please check if the model is already quantized"
 
@@ -26,12 +28,13 @@ ALREADY_QUANTIZED = "Please check if the model is already quantized"
 def held_back() -> Iterator[dict[str, list[str]]]:
     """Within the block, the quantizer's records above are kept from the root logger; the dict yielded
     collects what they name: ``vectors`` (weights of rank 1), ``skipped`` (tensors it did not
-    quantize) and ``already`` (its already-quantized warning)."""
-    found: dict[str, list[str]] = {"vectors": [], "skipped": [], "already": []}
+    quantize), ``already`` (its already-quantized warning) and ``untyped`` (tensors whose type its
+    inference could not tell)."""
+    found: dict[str, list[str]] = {"vectors": [], "skipped": [], "already": [], "untyped": []}
 
     def keep(record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        for key, pattern in (("vectors", VECTOR_WEIGHT), ("skipped", NOT_QUANTIZED)):
+        for key, pattern in (("vectors", VECTOR_WEIGHT), ("skipped", NOT_QUANTIZED), ("untyped", UNTYPED)):
             hit = pattern.search(message)
             if hit:
                 found[key].append(hit.group(1))
@@ -72,5 +75,11 @@ def quantizer_notes(found: dict[str, list[str]]) -> list[str]:
         notes.append(
             f"the model already holds quantized ops: {what}left as they are (onnxruntime's quantizer "
             "quantizes float tensors only)"
+        )
+    untyped = list(dict.fromkeys(found.get("untyped", [])))
+    if untyped:
+        notes.append(
+            f"{len(untyped)} tensor{'s' if len(untyped) != 1 else ''} ({_some(untyped)}) left float: "
+            "onnxruntime's quantizer could not tell their type"
         )
     return notes
