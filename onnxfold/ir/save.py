@@ -84,6 +84,7 @@ def save_model(
 
     # (asked before materialize brings external weights inline: a source with a data file is re-written)
     copied = verbatim is not None and not external_data and not any(is_external(t) for t in tensors)
+    copied = copied and _same_interface(onnx.load(str(verbatim), load_external_data=False), proto)
     mode = _file_mode()
     tmp_files: list[Path] = []
     try:
@@ -106,6 +107,22 @@ def save_model(
         for tmp in tmp_files:
             tmp.unlink(missing_ok=True)
     return path
+
+
+def _same_interface(source: onnx.ModelProto, written: onnx.ModelProto) -> bool:
+    """Whether ``written`` keeps the source's graph inputs, outputs, opset imports and IR version: a
+    file written verbatim must not undo what export normalises (weights listed as graph inputs, a
+    domain imported twice, which onnxruntime's quantizer refused)."""
+
+    def face(m: onnx.ModelProto) -> tuple:
+        return (
+            [i.name for i in m.graph.input],
+            [o.name for o in m.graph.output],
+            [(o.domain, o.version) for o in m.opset_import],
+            m.ir_version,
+        )
+
+    return face(source) == face(written)
 
 
 def _write_data_file(
