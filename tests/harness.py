@@ -184,3 +184,14 @@ def masked_tokens_proto(mask_type: int = TensorProto.INT64) -> onnx.ModelProto:
         [numpy_helper.from_array(table, "E"), numpy_helper.from_array(np.array([-1], np.int64), "axis")],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def save_ml_model(graph: onnx.GraphProto, path, ml_opset: int = 1):
+    """Save ``graph`` with opset 13 and ``ai.onnx.ml`` at ``ml_opset`` (IR 8, as skl2onnx writes it) to
+    ``path``; the path."""
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("ai.onnx.ml", ml_opset)]
+    )
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from harness import save_ml_model
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxfold
@@ -64,12 +65,7 @@ def _categorical(path: Path, w1: np.ndarray, w2: np.ndarray, b1: np.ndarray, enc
             for k, v in inits.items()
         ],
     )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("ai.onnx.ml", 1)]
-    )
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return save_ml_model(graph, path)
 
 
 def _weights(seed: int = 0):
@@ -183,12 +179,7 @@ def _letters(path: Path) -> Path:
         [helper.make_tensor_value_info("phones", TensorProto.FLOAT, None)],
         [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), k) for k, s in weights.items()],
     )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("ai.onnx.ml", 1)]
-    )
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return save_ml_model(graph, path)
 
 
 def test_shapes_reach_past_a_label_encoder_so_its_consumers_fold(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from harness import save_ml_model
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxfold
@@ -64,12 +65,7 @@ def _sklearn_like(path: Path, names: bool = False) -> Path:
             else []
         ),
     )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("ai.onnx.ml", 1)]
-    )
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return save_ml_model(graph, path)
 
 
 def test_a_zipmap_output_reads_as_class_scores_and_folds(tmp_path: Path) -> None:
