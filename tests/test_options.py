@@ -24,6 +24,7 @@ NOT_OPTIONS = {
     "check",
     "external_data",
     "input_shapes",
+    "input_values",  # set on the model, read wherever random samples are drawn
     "inputs",
     "overwrite",
     "repair_options",
