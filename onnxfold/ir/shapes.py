@@ -97,11 +97,8 @@ def _one_hot_output(node: onnx.NodeProto, shapes: dict) -> list | None:
     """ai.onnx.ml OneHotEncoder: [..., ] -> [..., categories] (float)."""
     x = shapes.get(node.input[0]) if node.input else None
     attrs = {a.name: a for a in node.attribute}
-    cats = (
-        len(attrs["cats_strings"].strings)
-        if "cats_strings" in attrs
-        else len(attrs.get("cats_int64s", helper.make_attribute("c", [0])).ints)
-    )
+    strings, ints = attrs.get("cats_strings"), attrs.get("cats_int64s")
+    cats = len(strings.strings) if strings is not None else len(ints.ints) if ints is not None else 0
     return [*x, cats] if x is not None and cats else None
 
 

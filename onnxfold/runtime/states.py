@@ -13,8 +13,8 @@ from onnxfold.ir.model import Model
 
 def _stem(name: str) -> str:
     """A tensor name without its step or direction mark: a trailing one (state / stateN, h0 / hn,
-    c_in / c_out, hidden / hidden_out, r1i / r1o after an index) or a leading one, whose index then stays (FunASR's FSMN VAD
-    feeds in_cache0 … in_cache3 back from out_cache0 … out_cache3)."""
+    c_in / c_out, hidden / hidden_out, r1i / r1o after an index) or a leading one, whose index then
+    stays (FunASR's FSMN VAD feeds in_cache0 … in_cache3 back from out_cache0 … out_cache3)."""
     lead = re.fullmatch(r"(in|out|input|output|new|next|prev)_(.+)", name.lower())
     if lead:
         return lead.group(2)

@@ -4,8 +4,8 @@ A string input (skl2onnx's categorical columns, a grapheme-to-phoneme model's le
 from N(0, 1). The ``ai.onnx.ml`` ops that read one name the strings they know: a LabelEncoder maps
 ``keys_strings`` (``classes_strings`` in ai.onnx.ml opset 1), a OneHotEncoder and a CategoryMapper
 ``cats_strings``; every other string falls to their default (an all-zero row, one fixed label).
-Drawing uniformly from the union of those keys exercises every category the model can tell apart. An input read by no such op gets random lowercase
-words of 1 to 8 letters.
+Drawing uniformly from the union of those keys exercises every category the model can tell apart. An
+input read by no such op gets random lowercase words of 1 to 8 letters.
 """
 
 from __future__ import annotations
