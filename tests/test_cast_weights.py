@@ -89,3 +89,20 @@ def test_dequantize_lets_it_fold(tmp_path: Path) -> None:
     assert any(p.status == "folded" and p.group.size == 256 for p in report.plans)
     x = {"x": np.ones((2, 64), np.float32)}
     assert make_session(str(out)).run(None, x)[0].shape == (2, 32)
+
+
+def test_the_file_header_and_the_loaded_graph_find_the_same_weights(tmp_path: Path) -> None:
+    """``fold`` reads the pattern from the file's header before loading and from the loaded graph after:
+    both must name the same weights (an int64 table cast to float is an index, not a weight; the loaded
+    graph counted it where the header did not)."""
+    path = _weight_only(tmp_path / "m.onnx")
+    proto = onnx.load(str(path))
+    table = numpy_helper.from_array(np.arange(64 * 256, dtype=np.int64).reshape(64, 256), "W1_q")
+    proto.graph.initializer[0].CopyFrom(table)
+    onnx.save(proto, str(path))
+    from onnxfold.analysis.quantized import cast_weights
+
+    header = cast_weights(onnx.load(str(path)).graph)
+    loaded = cast_weights(load_model(path).graph)
+    assert header == ["W2"]
+    assert loaded == header

@@ -67,7 +67,7 @@ def cast_weights(graph: gs.Graph | onnx.GraphProto) -> list[str]:
             for t in graph.tensors().values()
             if isinstance(t, gs.Constant)
             and t.dtype is not None
-            and np.dtype(t.dtype).kind in "iu"
+            and onnx.helper.np_dtype_to_tensor_dtype(np.dtype(t.dtype)) in _INT_TYPES
             and int(np.prod(t.shape or ())) >= CAST_WEIGHT_VALUES
         }
         held = {t.name for t in graph.tensors().values() if isinstance(t, gs.Constant)}
