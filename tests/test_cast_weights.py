@@ -15,6 +15,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxfold
+from onnxfold.analysis.quantized import cast_weights
 from onnxfold.cli import main
 from onnxfold.errors import PipelineError
 from onnxfold.ir.model import load_model
@@ -100,8 +101,6 @@ def test_the_file_header_and_the_loaded_graph_find_the_same_weights(tmp_path: Pa
     table = numpy_helper.from_array(np.arange(64 * 256, dtype=np.int64).reshape(64, 256), "W1_q")
     proto.graph.initializer[0].CopyFrom(table)
     onnx.save(proto, str(path))
-    from onnxfold.analysis.quantized import cast_weights
-
     header = cast_weights(onnx.load(str(path)).graph)
     loaded = cast_weights(load_model(path).graph)
     assert header == ["W2"]
