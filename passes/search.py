@@ -419,6 +419,7 @@ class SearchPass(Pass):
             base=base,
             shapes=ctx.data.get("mac_shapes", ctx.input_shapes),
             min_gain=self.opts["min_gain"],
+            input_params=given,
         )
         result.target, result.input_params = self.opts[mode], given  # reported against the input
         # the whole search, its samples measured and references run included (U2-Net's read 497.8 s

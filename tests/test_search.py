@@ -317,6 +317,12 @@ def test_the_min_gain_floor_lies_before_the_first_step_its_estimate_reaches() ->
     assert worth.missed({2: cand(2, 0.26, 0.5)}, 0.9).startswith(
         "the first candidate worth --min-gain 0.25, 26.0%"
     )
+    # from the input's parameters as the report counts them (200, half of them a copy stored once),
+    # the fold's own share beside it: GTCRN read "27.8%" and "3.1% fewer" for one candidate
+    folded = Candidate(2, 0.5, 74, 0, 0.26, 0.0, [OutputFidelity("y", "r2", 0.5)])  # 74 of 100 left
+    assert worth.missed({2: folded}, 0.9, given=200).startswith(
+        "the first candidate worth --min-gain 0.25, 63.0% fewer parameters, 26.0% by folding, measured"
+    )
     far = GainFloor(saved, 0.5, 100)  # no step's estimate reaches 50: the far end
     assert far(hi) == 4
     assert far.missed({4: hi}, 0.9).startswith(

@@ -42,7 +42,7 @@ from onnxfold.runtime.fidelity import OutputFidelity
 from onnxfold.search.allocate import fixed_groups, greedy_path
 from onnxfold.search.bisect import GainFloor, bisect_candidate
 from onnxfold.search.blind import blind_advice, blind_reason
-from onnxfold.search.budget import budget_candidate, compute_note
+from onnxfold.search.budget import budget_candidate, budget_note, compute_note
 from onnxfold.search.evaluate import Evaluator
 from onnxfold.search.exercise_notes import exercise_notes, unexercised_low
 from onnxfold.search.held_out import held_out_lines
@@ -198,24 +198,19 @@ class SearchResult:
             lines.append(
                 f"warning: target not met ({goal(self.mode, self.target)}): --force wrote the closest candidate"
             )
-        got = params if self.mode == "target_params" else macs
-        if self.mode != "min_fidelity" and self.met and self.chosen.steps == 0 and got > self.target:
-            lines.append(f"note: {got:.1%} against the asked {self.target:.0%}, with nothing folded")
-        elif (
-            self.mode != "min_fidelity" and self.met and abs(got - self.target) >= 0.005
-        ):  # a trial read 27.4% as a miss
-            lines.append(
-                f"note: {got:.1%} against the asked {self.target:.0%}: within one of the search's steps (each "
-                "moves one group by a channel, or by --round-to channels where it is rounded; --round-to 1 "
-                "steps finer)"
+        if self.mode != "min_fidelity" and self.met:
+            lines += budget_note(
+                params if self.mode == "target_params" else macs, self.target, self.chosen.steps
             )
         if self.default:
             lines.append(
                 f"(the default without --sparsity or a target: the smallest model at fidelity >= {self.target:g}; "
                 "--min-fidelity F asks for another, -s R folds every group at a fixed sparsity)"
             )
-        lines += held_out_lines(self.chosen, self.held_out) + compute_note(self.mode, params, macs)
-        lines += next_missed_lines(self)
+        lines += held_out_lines(self.chosen, self.held_out) + compute_note(
+            self.mode, self.chosen.reduction, macs
+        )
+        lines += [] if self.kept_whole else next_missed_lines(self)  # the kept_whole note names it
         loose = [o for o in self.chosen.outputs if o.samples and o.lower_bound() < self.target]
         if self.mode == "min_fidelity" and loose and not self.proxy:
             need = OutputFidelity.samples_to_bound(self.target)
@@ -314,6 +309,7 @@ def search(
     base: Any = None,
     shapes: dict | None = None,
     min_gain: float = 0.0,
+    input_params: int = 0,
 ) -> SearchResult:
     """Run the search on the canonicalized ``model``. ``build(allocation)`` returns a new folded
     (repaired, cleaned) copy and the pass data it left. See the module docstring. ``refine``: a
@@ -323,7 +319,8 @@ def search(
     search pass gives those of ``model`` cleaned up as every candidate is, since canonicalization
     unshares initializers that cleanup shares again). ``shapes``: the input shapes MACs are counted at
     (``--input-shape``). ``min_gain``: a met ``min_fidelity`` pick that removes less of the parameters
-    gives way to the unchanged model (measured once by the bisection already)."""
+    gives way to the unchanged model (measured once by the bisection already). ``input_params``: the
+    input's parameters, which the notes count reductions from as the report does."""
     start = time.perf_counter()
     limit = limit if limit is not None else TimeLimit()
     base = base if base is not None else stats_of(model, shapes=shapes)
@@ -392,7 +389,9 @@ def search(
         elif mode == "min_fidelity":
             floor = GainFloor(path.saved, min_gain if evaluator.proxy else 0.0, base.params)  # see bisect
             chosen, met = bisect_candidate(path, measure, tried, target, paced, unchanged, floor)
-            kept_whole = floor.missed(tried, target, evaluator.proxy) if met and chosen.steps == 0 else ""
+            kept_whole = (
+                floor.missed(tried, target, evaluator.proxy, input_params) if met and not chosen.steps else ""
+            )
         else:
             total = base.params if mode == "target_params" else base.macs
             chosen, met = budget_candidate(path, measure, total, target, mode, round_to, paced)
