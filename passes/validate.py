@@ -67,7 +67,9 @@ class ValidatePass(Pass):
             return  # given samples need no session unless --metric boxes is to be checked on them
         session = make_session(to_model_proto(model).SerializeToString(), arrays=True)
         if given:
-            self._metric_fits(session, ctx)
+            from onnxfold.folding.samples import chunked, run_size
+
+            self._metric_fits(session, chunked(ctx.inputs, run_size(session))[0])  # a batch-1 export: 1
             return
         try:
             self.dim, feed, _, self.batch = runnable_dims(
@@ -80,6 +82,8 @@ class ValidatePass(Pass):
             )
         except RuntimeError as exc:
             raise PassError(f"validate: {exc}") from None
+        if "boxes" in self.opts["metric"]:  # on random inputs too: it failed after the fold (SCRFD)
+            self._metric_fits(session, feed)
         self.dim_taken = _took(session, feed, self.dim)
         if self.dim != 16:
             ctx.data["runnable_dim"] = self.dim  # where MACs are counted too (onnxfold.api)
@@ -95,13 +99,11 @@ class ValidatePass(Pass):
             return self.guess_why
         return f"the model does not run with {self.guess}"
 
-    def _metric_fits(self, session, ctx: PassContext) -> None:
-        """A ``--metric`` that cannot read the original's outputs on the first run of the given samples
-        (``boxes`` on what is no detections) fails now, not after the fold (a trial: 30 s)."""
-        from onnxfold.folding.samples import chunked
+    def _metric_fits(self, session, feed) -> None:
+        """A ``--metric`` that cannot read the original's outputs on one run of the inputs validation
+        uses (``boxes`` on what is no detections) fails now, not after the fold (a trial: 30 s)."""
         from onnxfold.runtime.fidelity import output_metrics
 
-        feed = chunked(ctx.inputs, 8)[0]
         names = [o.name for o in session.get_outputs()]
         try:
             output_metrics(dict(zip(names, session.run(names, feed), strict=True)), self.opts["metric"])

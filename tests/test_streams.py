@@ -272,3 +272,71 @@ def test_a_decision_metric_given_for_every_output_leaves_a_state_to_auto(tmp_pat
     assert (
         f"the recurrent state hn is judged by {auto['hn']}, as auto picks for it" in report.search.summary()
     )
+
+
+def _cache_cell() -> onnx.ModelProto:
+    """A batch-1 export whose cache holds its batch on a third axis, as GTCRN's tra_cache [2, 3, 1, 1, 16]:
+    x [1, 4], c [2, 3, 1, 6]; new = tanh(x W + mean over the first two axes of c U), y = new V,
+    cn = c / 2 + new (broadcast)."""
+    inits = [numpy_helper.from_array(a, n) for a, n in ((W, "W"), (U, "U"), (V, "V"))]
+    inits.append(numpy_helper.from_array(np.array(0.5, np.float32), "half"))
+    nodes = [
+        helper.make_node("ReduceMean", ["c"], ["cm"], axes=[0, 1], keepdims=0),
+        helper.make_node("MatMul", ["x", "W"], ["xw"]),
+        helper.make_node("MatMul", ["cm", "U"], ["cu"]),
+        helper.make_node("Add", ["xw", "cu"], ["pre"]),
+        helper.make_node("Tanh", ["pre"], ["new"]),
+        helper.make_node("MatMul", ["new", "V"], ["y"]),
+        helper.make_node("Mul", ["c", "half"], ["ch"]),
+        helper.make_node("Add", ["ch", "new"], ["cn"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "cache_cell",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
+            helper.make_tensor_value_info("c", TensorProto.FLOAT, [2, 3, 1, 6]),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3]),
+            helper.make_tensor_value_info("cn", TensorProto.FLOAT, [2, 3, 1, 6]),
+        ],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_cache_holding_its_batch_on_a_later_axis_takes_samples_there(tmp_path) -> None:
+    """GTCRN's caches [2, 1, ...] and [2, 3, 1, 1, 16]: 288 frames given with each cache's frames on
+    its batch axis were refused ("give a multiple of 2 samples (e.g. 288)"), and a folder of files
+    each holding exactly the model's inputs could not be joined."""
+    import onnxruntime as ort
+
+    from onnxfold.cli import main
+    from onnxfold.runtime.sample_files import load_inputs
+
+    proto = _cache_cell()
+    path = tmp_path / "cell.onnx"
+    onnx.save(proto, str(path))
+    rng = np.random.default_rng(3)
+    feed = {
+        "x": rng.normal(size=(12, 4)).astype(np.float32),
+        "c": rng.normal(size=(2, 3, 12, 6)).astype(np.float32),
+    }
+    assert sample_axes(feed) == (12, {"x": 0, "c": 2})
+    loaded = load_inputs(feed, proto)
+    np.testing.assert_array_equal(loaded["c"], feed["c"])
+    # each sample run alone by hand is what the search measures the original on
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    ys = [sess.run(["y"], {"x": feed["x"][i : i + 1], "c": feed["c"][:, :, i : i + 1]})[0] for i in range(12)]
+    ev = Evaluator(proto, loaded, metric="r2")
+    np.testing.assert_allclose(ev.reference["y"], np.concatenate(ys), rtol=1e-6, atol=1e-6)
+    np.savez(tmp_path / "frames.npz", **feed)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(12):  # one file per step, each exactly the model's inputs
+        np.savez(frames / f"{i:02d}.npz", x=feed["x"][i : i + 1], c=feed["c"][:, :, i : i + 1])
+    for given in (tmp_path / "frames.npz", frames):
+        out = tmp_path / f"{given.stem}.onnx"
+        assert main(["fold", str(path), "-o", str(out), "-s", "0.0", "--inputs", str(given)]) == 0
+        assert out.is_file()

@@ -29,26 +29,33 @@ MIN_MEASURED = 4
 
 
 def sample_axes(inputs: Feeds) -> tuple[int, dict[str, int]] | None:
-    """(samples, the axis of each non-scalar input that holds them): the leading axis, or the second
-    of an input of rank 3 or more whose leading dim is smaller (a recurrent state [layers, batch,
-    hidden], as ONNX's LSTM and GRU take it). The largest count that every input holds on one of
-    those axes; None when no count does (the feed is then run whole). Scalar inputs (a sample rate)
-    hold no samples."""
+    """(samples, the axis of each non-scalar input that holds them): the leading axis, or a later one
+    but the last whose every axis before holds fewer (a recurrent state [layers, batch, hidden], as
+    ONNX's LSTM and GRU take it; GTCRN's caches [2, batch, 16, 16, 33] and [2, 3, batch, 1, 16]); at
+    one sample, the first axis of 1. The largest count that every input holds on one of those axes;
+    None when no count does (the feed is then run whole). Scalar inputs (a sample rate) hold no
+    samples."""
     shapes = {k: np.shape(v) for k, v in inputs.items() if np.ndim(v)}
     if not shapes:
         return None
     for n in sorted({s[0] for s in shapes.values()}, reverse=True):
         axes = {}
         for k, s in shapes.items():
-            if s[0] == n:
-                axes[k] = 0
-            elif len(s) >= 3 and s[1] == n and (s[0] < n or n == 1):  # layers fewer than samples
-                axes[k] = 1
-            else:
+            axis = 0 if s[0] == n else _later_axis(s, n)
+            if axis is None:
                 break
+            axes[k] = axis
         else:
             return n, axes
     return None
+
+
+def _later_axis(shape: tuple[int, ...], n: int) -> int | None:
+    """The axis after the leading one and before the last that holds ``n`` samples, every axis before
+    it holding fewer (layers, directions), or any at ``n`` = 1; None where none does."""
+    return next(
+        (i for i in range(1, len(shape) - 1) if shape[i] == n and (n == 1 or max(shape[:i]) < n)), None
+    )
 
 
 def sample_count(inputs: Feeds) -> int:

@@ -428,15 +428,18 @@ def _graph_specs(graph: Any, outputs: bool) -> list[InputSpec]:
     return specs
 
 
-def check_shape(spec: InputSpec, shape: tuple[int, ...], what: str, first: int = 0) -> None:
+def check_shape(
+    spec: InputSpec, shape: tuple[int, ...], what: str, first: int = 0, sample_axis: int = 0
+) -> None:
     """Raise a one-line ValueError when ``shape`` has another rank than ``spec`` or differs in a
-    static dim at axis ``first`` or later."""
+    static dim; ``first`` 1: but for the ``sample_axis``, which holds the samples (a state's second)."""
     if spec.shape and len(shape) != len(spec.shape):
         raise ValueError(
             f"{what} {shape} for input {spec.name!r} has rank {len(shape)}, the model expects "
             f"rank {len(spec.shape)} {spec.shape}"
         )
-    for got, want in list(zip(shape, spec.shape, strict=False))[first:]:
+    pairs = list(zip(shape, spec.shape, strict=False))
+    for got, want in pairs[:sample_axis] + pairs[sample_axis + 1 :] if first else pairs:
         if isinstance(want, int) and want >= 0 and got != want:
             raise ValueError(
                 f"{what} {shape} for input {spec.name!r} does not match the model's {spec.shape}"

