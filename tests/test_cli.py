@@ -363,7 +363,9 @@ def test_external_data_always(exported, tmp_path: Path, capsys) -> None:
     src = pair.copy_to(tmp_path / "in")
     (tmp_path / "out").mkdir()
     out = tmp_path / "out" / "small.onnx"
-    rc, _, err = cli(["fold", src, "-o", out, "--external-data", "always", "--no-validate"], capsys)
+    rc, _, err = cli(
+        ["fold", src, "-o", out, "-s", "0.5", "--external-data", "always", "--no-validate"], capsys
+    )
     assert rc == 0, err
     shutil.rmtree(tmp_path / "in")
     assert sorted(p.name for p in out.parent.iterdir()) == ["small.onnx", "small.onnx.data"]

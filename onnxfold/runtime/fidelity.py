@@ -68,6 +68,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from onnxfold.runtime.anchors import AnchorView
 from onnxfold.runtime.bins import expected_class
 from onnxfold.runtime.compare import _is_class_scores
 from onnxfold.runtime.detections import box_agreement, detections_like, fitted_boxes
@@ -85,7 +86,7 @@ from onnxfold.runtime.metric_spec import (  # noqa: F401 (the metric names, read
     parse_metric,
 )
 from onnxfold.runtime.one_class import one_class
-from onnxfold.runtime.padding import token_positions, unpadded, without_holes
+from onnxfold.runtime.padding import unpadded, without_holes
 from onnxfold.runtime.probability_maps import (
     SIGMOID_OPS,
     binary_agreement,
@@ -462,26 +463,19 @@ def model_fidelity(
     mask: np.ndarray | None = None,
     spread: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[float, list[OutputFidelity]]:
-    """(minimum over outputs, per-output fidelities); ``metrics`` from :func:`output_metrics`,
-    ``samples`` as :func:`fidelity_value` takes it; with ``bounds``, continuous metrics over
-    ``samples`` samples also get their bootstrap lower value (:func:`~onnxfold.runtime.resample.low_value`);
-    ``mask``: the samples' attention mask [N, L], whose padded positions are not measured (:mod:`.padding`);
-    ``spread``: on a subset of the samples, each output over all of them (r2's scale: :mod:`.r2`)."""
+    """(minimum over outputs, per-output fidelities); ``metrics`` from :func:`output_metrics`, ``samples``
+    as :func:`fidelity_value` takes it; with ``bounds``, continuous metrics also get their bootstrap lower
+    value (:func:`~.resample.low_value`); ``mask``: the samples' attention mask [N, L] (what is measured:
+    :func:`~.anchors.kept_rows`); ``spread``: on a subset of the samples, each output over all of them."""
     from onnxfold.runtime.resample import low_value
 
-    keep = {n: token_positions(reference[n], mask) for n in reference}
-    per = [
-        OutputFidelity(
-            n,
-            m,
-            fidelity_value(m, reference[n], candidate[n], samples, keep[n], (spread or {}).get(n)),
-            counted(m, reference[n], samples),
-            low_value(m, reference[n], candidate[n], samples, keep[n]) if bounds else None,
-        )
-        for n in reference
-        if n in metrics  # an output --metric leaves out is not measured
-        for m in metric_parts(metrics[n])
-    ]
+    view, per = AnchorView(reference, metrics, samples, mask), []
+    for n in (n for n in reference if n in metrics):  # an output --metric leaves out is not measured
+        for m in metric_parts(metrics[n]):
+            ref, cand, keep = view(n, m, reference[n], candidate[n])
+            value = fidelity_value(m, ref, cand, samples, keep, (spread or {}).get(n))
+            low = low_value(m, ref, cand, samples, keep) if bounds else None
+            per.append(OutputFidelity(n, m, value, counted(m, reference[n], samples), low))
     return (min(p.value for p in per) if per else 1.0), per
 
 

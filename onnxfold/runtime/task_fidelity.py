@@ -29,6 +29,7 @@ def task_fidelity(
     of the embedding tables the model's token ids index."""
     from onnxfold.folding.samples import sample_count, splittable
     from onnxfold.runtime import fidelity as fid
+    from onnxfold.runtime.anchors import AnchorView
     from onnxfold.runtime.exercised import bounded_by, unexercised_by_both
     from onnxfold.runtime.padding import padding_mask, token_positions
     from onnxfold.runtime.producers import free_last_axes, producers_of
@@ -62,6 +63,7 @@ def task_fidelity(
     )
     chosen.update({k: v for k, v in (searched or {}).items() if k in chosen})
     mask = padding_mask(feed) if given else None  # the user's samples' padding is not measured
+    view = AnchorView(reference, chosen, samples, mask)
     for m in metrics:
         ref = np.asarray(measured.get(m.name, ()))
         if m.name in measured and ref.size and not is_labels(ref):
@@ -79,9 +81,11 @@ def task_fidelity(
         if m.name in chosen:
             m.fidelity_metric = chosen[m.name]
             keep = token_positions(reference[m.name], mask)
-            m.fidelity = fid.fidelity_value(
-                chosen[m.name], reference[m.name], candidate[m.name], samples, keep
-            )
+            parts = [
+                (p, *view(m.name, p, reference[m.name], candidate[m.name]))
+                for p in fid.metric_parts(chosen[m.name])
+            ]
+            m.fidelity = min(fid.fidelity_value(p, a, b, samples, kept) for p, a, b, kept in parts)
             if keep is not None and m.top1_agreement is not None:  # equal or top1 on the tokens alone
                 m.top1_agreement = fid.fidelity_value(
                     "top1", reference[m.name], candidate[m.name], samples, keep
