@@ -184,7 +184,15 @@ def plan_sequential(
     merges = list(merges) if merges is not None else [None] * len(folds)
     prunes = {name: list(plans) for name, plans in (prunes or {}).items()}
     pairs = list(zip(folds, merges, strict=True))
-    for i, (fold, merge) in enumerate(progress(pairs, desc="auto: judging") if progress else pairs):
+    # counted over the groups that fold (SCRFD's read "1/40 groups" with 31 foldable)
+    bar = (
+        progress(None, desc="auto: judging", total=sum(f.status == "folded" for f in folds))
+        if progress
+        else None
+    )
+    for i, (fold, merge) in enumerate(pairs):
+        if bar is not None and i and folds[i - 1].status == "folded":
+            bar.update(1)
         blind = unjudged is not None and unjudged(fold.group)
         alternatives = {
             name: plans[i]
@@ -240,4 +248,7 @@ def plan_sequential(
         if not np.isfinite(best_err):  # no candidate rewrote: later groups are judged without it
             unscorable.add(best.group.name)
         chosen.append(best)
+    if bar is not None:
+        bar.update(int(bool(folds) and folds[-1].status == "folded"))
+        bar.close()
     return chosen
