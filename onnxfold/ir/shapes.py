@@ -107,8 +107,21 @@ def _bias_split_gelu_output(node: onnx.NodeProto, shapes: dict) -> list | None:
     return [*x[:-1], x[-1] // 2] if x and isinstance(x[-1], int) else None
 
 
+def _lstm_output(node: onnx.NodeProto, shapes: dict) -> list | None:
+    """onnxruntime's DynamicQuantizeLSTM, as LSTM: X [seq, batch, input] -> Y [seq, directions, batch,
+    hidden] (DTLN quantized dynamically: the second LSTM and the mask behind the first had no shapes,
+    so no MACs)."""
+    x = shapes.get(node.input[0]) if node.input else None
+    attrs = {a.name: a for a in node.attribute}
+    if x is None or len(x) != 3 or "hidden_size" not in attrs or ("layout" in attrs and attrs["layout"].i):
+        return None
+    both = attrs.get("direction") is not None and attrs["direction"].s == b"bidirectional"
+    return [x[0], 2 if both else 1, x[1], attrs["hidden_size"].i]
+
+
 #: (domain, op) -> the shape of output 0 from the known shapes (ONNX's inference knows no contrib op)
 CONTRIB_OUTPUT_SHAPES = {
+    ("com.microsoft", "DynamicQuantizeLSTM"): _lstm_output,
     ("com.microsoft", "Attention"): _attention_output,
     ("com.microsoft", "GroupQueryAttention"): _gqa_output,
     ("com.microsoft", "EmbedLayerNormalization"): _embed_output,
