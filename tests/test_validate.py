@@ -806,3 +806,32 @@ def test_padded_positions_are_left_out_of_every_figure() -> None:
     (masked,) = compare_outputs({"h": ref}, {"h": got}, mask)
     assert plain.cosine < 0.9 and not plain.exact
     assert masked.exact and masked.cosine == 1.0 and masked.shape == (2, 5, 4)
+
+
+def test_an_output_of_another_shape_is_warned_about() -> None:
+    """SLANet's table decoder folded at 0.3 wrote 56 steps where the original wrote 58 and read no
+    table right; validation printed "SHAPE MISMATCH", no fidelity and no warning, and the fold exited
+    0. The report warns."""
+    import onnxfold
+    from onnxfold.models import bundled_model
+
+    def model(keep: int) -> onnx.ModelProto:  # the first `keep` of 6 values: a decoder's length
+        nodes = [oh.make_node("Slice", ["x", "s", "e", "a"], ["y"])]
+        inits = [nh.from_array(np.array([v], np.int64), n) for n, v in (("s", 0), ("e", keep), ("a", 1))]
+        graph = oh.make_graph(
+            nodes,
+            "g",
+            [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+            [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "L"])],
+            inits,
+        )
+        return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+
+    (out,) = validate(model(6), model(5)).outputs
+    assert not out.shape_match
+    (line,) = out.warnings()
+    assert line.startswith("warning: y has shape (2, 5) where the original's has (2, 6) on the same inputs")
+    _, report = onnxfold.fold(bundled_model("lenet5.onnx"), 0.1)
+    first = report.validation.outputs[0]
+    first.shape_match, first.candidate_shape = False, (2, 9)
+    assert f"warning: {first.name} has shape (2, 9) where the original's has" in report.format()

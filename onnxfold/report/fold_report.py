@@ -307,9 +307,7 @@ class FoldReport:
             )
             if warning:
                 parts.append(warning)
-            for o in getattr(self.validation, "outputs", ()):  # chython's quantized mapper: all NaN
-                if getattr(o, "nonfinite", None):
-                    parts.append(f"warning: {o.name} holds {o.nonfinite}: the result computes nothing there")
+            parts += [w for o in getattr(self.validation, "outputs", ()) for w in o.warnings()]
             note = None if warning and warning.startswith("note:") else unexercised_note(self.validation)
             if note:  # task_warning's note names the unexercised outputs already
                 parts.append(note)

@@ -98,6 +98,21 @@ class OutputMetrics:
             "span": [num(v) for v in self.span] if self.span is not None else None,
         }
 
+    def warnings(self) -> list[str]:
+        """The report's warnings on this output: values that are not finite (chython's quantized
+        mapper: all NaN), or another shape than the original's (SLANet's table decoder wrote 56 steps
+        for 58 and read no table right, with no fidelity, no warning and exit 0)."""
+        out = []
+        if self.nonfinite:
+            out.append(f"warning: {self.name} holds {self.nonfinite}: the result computes nothing there")
+        if not self.shape_match:
+            out.append(
+                f"warning: {self.name} has shape {self.candidate_shape} where the original's has {self.shape} on "
+                "the same inputs: the result decides otherwise there (a length a decoder chooses changes with "
+                "its decisions), and no fidelity measures it; judge it on your task"
+            )
+        return out
+
     def summary(self, name_width: int = 0) -> str:
         """One line, e.g. ``logits: max_abs 1.2e-06  max_rel 3.4e-07  cosine 1.000000  top1 100.0%``."""
         head = f"{self.name + ':':<{name_width + 1}}"
