@@ -184,3 +184,35 @@ def test_a_search_whose_every_candidate_fails_to_run_says_it_is_a_bug(tmp_path: 
     )
     assert "Concat_10" in message and "--force" not in message
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_an_output_whose_length_the_values_decide_may_change_length(tmp_path: Path) -> None:
+    """SLANet's table decoder (a Loop that stops at its end token) wrote 48 steps for 58 on noise after
+    a fold, and 30 of its 52 groups were rolled back as broken rewrites. An output behind such an op
+    need only keep its rank; a static dim that changes is still a broken rewrite."""
+    from onnx import TensorProto, helper
+
+    from onnxfold.folding.verify import decided_lengths
+
+    proto = mlp_proto()
+    y = proto.graph.output[0].name
+    proto.graph.node.extend(
+        [
+            helper.make_node("Mul", [y, "hundred"], ["fast"]),
+            helper.make_node("Sin", ["fast"], ["wave"]),  # any change of y flips these decisions
+            helper.make_node("Greater", ["wave", "zero"], ["positive"]),
+            helper.make_node("NonZero", ["positive"], ["where"]),
+        ]
+    )
+    proto.graph.initializer.append(onnx.numpy_helper.from_array(np.zeros((), np.float32), "zero"))
+    proto.graph.initializer.append(onnx.numpy_helper.from_array(np.array(100.0, np.float32), "hundred"))
+    proto.graph.output.append(helper.make_tensor_value_info("where", TensorProto.INT64, [2, "K"]))
+    assert decided_lengths(proto) == {"where"}
+    counts = set()
+    for seed in range(6):  # a fold that moves the decisions: where's length changes on verify's inputs
+        model, report = run_pipeline(proto, [FoldPass(sparsity=0.5, seed=seed, method="fold")])
+        assert not [p for p in report.plans if "rollback" in p.reason], report.plans
+        x = np.random.default_rng(0).standard_normal((1, 8)).astype(np.float32)
+        counts.add(make_session(model.to_onnx().SerializeToString()).run(["where"], {"x": x})[0].shape[1])
+    before = make_session(proto.SerializeToString()).run(["where"], {"x": x})[0].shape[1]
+    assert counts - {before}  # some fold changed the length, and kept its groups
