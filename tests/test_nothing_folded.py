@@ -279,7 +279,10 @@ def test_bench_speed_says_its_macs_count_a_loop_body_once(tmp_path: Path, capsys
     model = _loop_rnn(tmp_path / "loop.onnx", start_from_input=True)
     argv = ["bench", "speed", "--files", str(model), str(model), "--budget", "0.01", "--no-memory"]
     assert main([*argv, "--input-shape", "x:2,6", "--input-shape", "h0:2,16"]) == 0
-    assert "note: MACs count each Loop body once" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "note: MACs count each Loop body once" in out
+    # and that its time can differ by what a decoder decodes (SLANet's table decoder, trial 94)
+    assert "note: a Loop may run as many iterations as its inputs' values decide" in out
 
 
 def test_quantize_names_the_weights_inside_loop_bodies_when_it_quantizes_nothing(

@@ -113,6 +113,12 @@ def bench_files(
     bodies = sorted({op for v in variants for op in v.bodies})
     if bodies:  # chars2vec's two LSTM Loops over 12 steps: 1.15M MACs printed, about 13.8M run
         print(f"note: MACs count each {'/'.join(bodies)} body once; the model's grow with its iterations")
+    if "Loop" in bodies:  # SLANet's table decoder: the folded model decoded other lengths on random inputs
+        print(
+            "note: a Loop may run as many iterations as its inputs' values decide (a decoder stops at its "
+            "end token), so two files can differ in time by what they decode: --inputs with real samples "
+            "times them on the same task"
+        )
     result = {
         "environment": {**environment(threads), "intra_op_spinning": spinning},
         "files": [str(p) for p in paths],
