@@ -466,7 +466,7 @@ def model_fidelity(
     """(minimum over outputs, per-output fidelities); ``metrics`` from :func:`output_metrics`, ``samples``
     as :func:`fidelity_value` takes it; with ``bounds``, continuous metrics also get their bootstrap lower
     value (:func:`~.resample.low_value`); ``mask``: the samples' attention mask [N, L] (what is measured:
-    :func:`~.anchors.kept_rows`); ``spread``: on a subset of the samples, each output over all of them."""
+    :class:`~.anchors.AnchorView`); ``spread``: on a subset of the samples, each output over all of them."""
     from onnxfold.runtime.resample import low_value
 
     view, per = AnchorView(reference, metrics, samples, mask), []

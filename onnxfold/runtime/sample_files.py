@@ -168,14 +168,14 @@ def load_inputs(
     }
     from onnxfold.folding.samples import sample_axes
 
-    if len(set(leading.values())) > 1 and sample_axes(out) is None:
+    layout = sample_axes(out)
+    if len(set(leading.values())) > 1 and layout is None:
         where = _where(source)
         raise ValueError(
             f"{where}: the inputs hold different numbers of samples ({_by_count(leading)}): give every "
             f"input the same samples{GRAPH_HINT if len(set(leading.values())) > 2 else ''}"
         )
-    batched = chunked or _runs_in_batches(specs, out)
-    layout = sample_axes(out)
+    batched = chunked or _runs_in_batches(specs, layout)
     axes = layout[1] if batched and layout else {}
     for spec in specs:
         try:
@@ -289,14 +289,12 @@ def _spec(specs: list[InputSpec], name: str) -> InputSpec:
     return next((s for s in specs if s.name == name), InputSpec(name, None, ()))
 
 
-def _runs_in_batches(specs: list[InputSpec], arrays: Mapping[str, np.ndarray]) -> bool:
-    """Whether ``arrays`` hold samples that run in batches of the size a model exported at a fixed
-    batch takes (every non-scalar array holds as many on its sample axis, a multiple of each fixed
-    batch), as validation and the search run them: 32 images for a batch-1 detector; 288 frames of
-    GTCRN, whose caches [2, 1, 16, 16, 33] hold them on their second axis."""
-    from onnxfold.folding.samples import sample_axes
-
-    layout = sample_axes(dict(arrays))
+def _runs_in_batches(specs: list[InputSpec], layout: tuple[int, dict[str, int]] | None) -> bool:
+    """Whether samples laid out as ``layout`` says (:func:`~onnxfold.folding.samples.sample_axes`) run
+    in batches of the size a model exported at a fixed batch takes (every non-scalar array holds as
+    many on its sample axis, a multiple of each fixed batch), as validation and the search run them:
+    32 images for a batch-1 detector; 288 frames of GTCRN, whose caches [2, 1, 16, 16, 33] hold them on
+    their second axis."""
     if layout is None:
         return False
     fixed = _fixed_at(specs, layout[1])

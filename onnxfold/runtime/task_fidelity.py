@@ -31,7 +31,7 @@ def task_fidelity(
     from onnxfold.runtime import fidelity as fid
     from onnxfold.runtime.anchors import AnchorView
     from onnxfold.runtime.exercised import bounded_by, unexercised_by_both
-    from onnxfold.runtime.padding import padding_mask, token_positions
+    from onnxfold.runtime.padding import padding_mask
     from onnxfold.runtime.producers import free_last_axes, producers_of
     from onnxfold.runtime.states import recurrent_state
 
@@ -80,7 +80,7 @@ def task_fidelity(
             )
         if m.name in chosen:
             m.fidelity_metric = chosen[m.name]
-            keep = token_positions(reference[m.name], mask)
+            keep = view.tokens[m.name]  # the token positions of padded samples
             parts = [
                 (p, *view(m.name, p, reference[m.name], candidate[m.name]))
                 for p in fid.metric_parts(chosen[m.name])
