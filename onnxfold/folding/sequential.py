@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -190,9 +190,14 @@ def plan_sequential(
         if progress
         else None
     )
-    for i, (fold, merge) in enumerate(pairs):
-        if bar is not None and i and folds[i - 1].status == "folded":
-            bar.update(1)
+
+    def judged(pairs: list) -> Iterator:  # a folding group counts once its turn is done
+        for pair in pairs:
+            yield pair
+            if bar is not None and pair[0].status == "folded":
+                bar.update(1)
+
+    for i, (fold, merge) in enumerate(judged(pairs)):
         blind = unjudged is not None and unjudged(fold.group)
         alternatives = {
             name: plans[i]
@@ -249,6 +254,5 @@ def plan_sequential(
             unscorable.add(best.group.name)
         chosen.append(best)
     if bar is not None:
-        bar.update(int(bool(folds) and folds[-1].status == "folded"))
         bar.close()
     return chosen
