@@ -208,6 +208,22 @@ def contrib_value_infos(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     return added
 
 
+def infer_with_contrib_ops(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """ONNX's shape inference (with data propagation), then the contrib ops' output shapes
+    (:func:`contrib_value_infos`) added to ``proto``'s value_info and inferred on from, until no more
+    are found: what follows a contrib op gets its shapes too (DTLN quantized: nothing behind its
+    DynamicQuantizeLSTM had a shape, so no MACs). Raises what ONNX's inference raises."""
+    for _ in range(1 + len(proto.graph.node)):
+        inferred = onnx.shape_inference.infer_shapes(
+            proto, check_type=False, strict_mode=False, data_prop=True
+        )
+        added = contrib_value_infos(inferred)
+        if not added:
+            break
+        proto.graph.value_info.extend(added)
+    return inferred
+
+
 def _without_large_weights(proto: onnx.ModelProto, limit: int = 4096) -> onnx.ModelProto:
     """``proto`` with its initializers of more than ``limit`` values made graph inputs of the same type
     and shape (shape arithmetic reads only small constants). The large tensors are not copied: on a
@@ -363,14 +379,7 @@ def _infer_once(model: Model, keep_hints: bool) -> bool:
         del proto.graph.value_info[:]
     proto = _without_large_weights(proto)  # inference needs their shapes only
     try:
-        for _ in range(1 + len(proto.graph.node)):
-            inferred = onnx.shape_inference.infer_shapes(
-                proto, check_type=False, strict_mode=False, data_prop=True
-            )
-            added = contrib_value_infos(inferred)
-            if not added:
-                break
-            proto.graph.value_info.extend(added)
+        inferred = infer_with_contrib_ops(proto)
     except Exception as exc:  # inference is best effort: analysis blocks what it cannot see
         log.warning("shape inference failed: %s", one_line(exc, 200))
         return False

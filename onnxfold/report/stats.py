@@ -276,16 +276,11 @@ def _shape_map(
 ) -> dict[str, list[Dim]]:
     """Tensor name -> shape, from shape inference (with data propagation) on a batch-pinned light copy
     (its inputs as ``given`` sets them); only the declared shapes if inference fails."""
-    from onnxfold.ir.shapes import contrib_value_infos
+    from onnxfold.ir.shapes import infer_with_contrib_ops
 
     light = _light_copy(model, symbols, batch, given)
     try:
-        for _ in range(1 + len(light.graph.node)):  # a contrib op's shape, then what follows it
-            inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)
-            added = contrib_value_infos(inferred)
-            if not added:
-                break
-            light.graph.value_info.extend(added)
+        inferred = infer_with_contrib_ops(light)  # a contrib op's shape, then what follows it
     except Exception as exc:  # inference is best effort
         logger.warning("shape inference failed (%s); MACs only for nodes with declared shapes", exc)
         inferred = light
