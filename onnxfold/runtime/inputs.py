@@ -428,18 +428,18 @@ def _graph_specs(graph: Any, outputs: bool) -> list[InputSpec]:
     return specs
 
 
-def check_shape(
-    spec: InputSpec, shape: tuple[int, ...], what: str, first: int = 0, sample_axis: int = 0
-) -> None:
+def check_shape(spec: InputSpec, shape: tuple[int, ...], what: str, sample_axis: int | None = None) -> None:
     """Raise a one-line ValueError when ``shape`` has another rank than ``spec`` or differs in a
-    static dim; ``first`` 1: but for the ``sample_axis``, which holds the samples (a state's second)."""
+    static dim, but for ``sample_axis`` where one is given: it holds the samples (a state's second)."""
     if spec.shape and len(shape) != len(spec.shape):
         raise ValueError(
             f"{what} {shape} for input {spec.name!r} has rank {len(shape)}, the model expects "
             f"rank {len(spec.shape)} {spec.shape}"
         )
     pairs = list(zip(shape, spec.shape, strict=False))
-    for got, want in pairs[:sample_axis] + pairs[sample_axis + 1 :] if first else pairs:
+    if sample_axis is not None and sample_axis < len(pairs):
+        del pairs[sample_axis]
+    for got, want in pairs:
         if isinstance(want, int) and want >= 0 and got != want:
             raise ValueError(
                 f"{what} {shape} for input {spec.name!r} does not match the model's {spec.shape}"

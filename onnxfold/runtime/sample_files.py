@@ -183,8 +183,7 @@ def load_inputs(
                 spec,
                 out[spec.name].shape,
                 f"{arrays[spec.name][1]}: array of shape",
-                first=int(batched),
-                sample_axis=axes.get(spec.name, 0),
+                sample_axis=axes.get(spec.name, 0) if batched else None,
             )
         except ValueError as exc:
             raise ValueError(f"{exc}{_batch_hint(specs, out, spec.name)}") from None
@@ -275,7 +274,7 @@ def _batch_hint(specs: list[InputSpec], arrays: Mapping[str, np.ndarray], name: 
     if not fixed or not arr.ndim or not spec.shape or not isinstance(spec.shape[axis], (int, np.integer)):
         return ""
     try:
-        check_shape(spec, arr.shape, "", first=1, sample_axis=axis)
+        check_shape(spec, arr.shape, "", sample_axis=axis)
     except ValueError:
         return ""  # another dim differs too: the message says which
     step = int(np.lcm.reduce(fixed))
@@ -466,7 +465,7 @@ def _read_source(
             arr = _cast(_load_array(f), spec, str(f), warned)
             if spec.shape and arr.ndim == len(spec.shape) - 1:
                 arr = arr[None]  # one sample without its sample axis
-            check_shape(spec, arr.shape, f"{f}: array of shape", first=1)
+            check_shape(spec, arr.shape, f"{f}: array of shape", sample_axis=0)
             parts.append(arr)
         try:
             return {spec.name: (np.concatenate(parts, axis=0), str(path))}
