@@ -30,6 +30,7 @@ import numpy as np
 
 from onnxfold.runtime.padding import broadcast_keep, without_holes
 from onnxfold.runtime.probability_maps import THRESHOLD, threshold
+from onnxfold.runtime.r2 import flat_channels
 
 #: Resamples drawn (fixed seed: the same outputs give the same bound).
 RESAMPLES = 1000
@@ -138,6 +139,10 @@ def resampled(
     if metric not in METRICS or a.shape != b.shape or a.size == 0:
         return None
     if metric == "r2":
+        one = flat_channels(a.shape)  # as r2 reads it: [N, 1, 1, D] is [N, D]
+        if one is not None:
+            a, b = a.reshape(one), b.reshape(one)
+            element = None if element is None else np.reshape(element, one)
         axes = [None] if a.ndim < 2 else [1, 2] if a.ndim == 3 else [1]
         draws = None
         for axis in axes:
