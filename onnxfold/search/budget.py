@@ -75,13 +75,15 @@ def budget_note(got: float, target: float, steps: int) -> list[str]:
 
 def compute_note(mode: str, params: float, macs: float) -> list[str]:
     """A line where a search that did not aim at MACs removed far more parameters than MACs (at least
-    5% of the parameters, under a quarter of that share of the MACs): SFace's 20% budget folded its
+    5% of the parameters, under a third of that share of the MACs; a tf2onnx speech embedding's
+    default search removed 34.1% of its parameters and 9.2% of its MACs, 1.08x faster, where
+    --target-params 0.3 removed 39.4% of the MACs at the same r2): SFace's 20% budget folded its
     flatten head, 20.0% fewer parameters and 2.6% fewer MACs, and its user wanted speed. The cause is
     given as kinds of layer: FaceBoxesV2's note named "a flatten head's Gemm", and it has none (its
     fold narrowed a late 256-channel Conv). ``params``: the fold's own share (weights held twice and
     stored once save no MACs either: GTCRN read "25.5% fewer parameters but 0.0% fewer MACs: the fold
     took most ..." with nothing folded)."""
-    if mode == "target_macs" or params < 0.05 or macs >= params / 4:
+    if mode == "target_macs" or params < 0.05 or macs >= params / 3:
         return []
     return [
         f"note: {params:.1%} fewer parameters but {macs:.1%} fewer MACs: the fold took most from layers "
