@@ -35,7 +35,7 @@ from onnx import helper, numpy_helper
 
 from onnxfold.analysis.quantized import QUANTIZED_OPS, cast_weights
 from onnxfold.ir.model import Model, model_from_proto, to_model_proto
-from onnxfold.ir.proto_graph import GraphConstants, node_attrs, topological_order
+from onnxfold.ir.proto_graph import GraphConstants, node_attrs, node_reads, topological_order
 from onnxfold.passes.quantize import replace_model_contents
 from onnxfold.pipeline.manager import Pass, PassContext, PassResult, passes_after
 
@@ -281,14 +281,19 @@ class _Rewrite:
         for n in kept:
             for i, name in enumerate(n.input):
                 n.input[i] = resolve(name)
+            for inner in _nested_nodes(n):  # a Loop body's reads of outer names
+                for i, name in enumerate(inner.input):
+                    inner.input[i] = resolve(name)
         for name in list(self.renamed):
             if name in outputs:  # a graph output keeps its name
                 kept.append(helper.make_node("Identity", [resolve(name)], [name]))
-        used = {i for n in kept for i in n.input} | outputs
+        used = {i for n in kept for i in node_reads(n)} | outputs
         kept = _unused_dropped(kept, used, outputs)
         del self.graph.node[:]
         self.graph.node.extend(topological_order(kept) or kept)  # a cycle: the nodes as they were
-        used = {i for n in self.graph.node for i in n.input} | outputs
+        # a subgraph's reads of outer names count: a Loop body's constant dropped as unused made a
+        # model onnxruntime refused, written with exit 0 (a tf2onnx LSTM, dynamically quantized)
+        used = {i for n in self.graph.node for i in node_reads(n)} | outputs
         infos = [v for v in self.graph.value_info if v.name not in self.retyped]
         del self.graph.value_info[:]
         self.graph.value_info.extend(infos)
@@ -320,6 +325,16 @@ def _per_direction(q: np.ndarray, scale: np.ndarray, zero: np.ndarray) -> np.nda
     return ((q.astype(np.int64) - zero.astype(np.int64)).astype(np.float32) * scale).astype(np.float32)
 
 
+def _nested_nodes(node: onnx.NodeProto) -> list[onnx.NodeProto]:
+    """The nodes of ``node``'s subgraphs, theirs included."""
+    found = []
+    for attr in node.attribute:
+        for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+            for inner in sub.node:
+                found += [inner, *_nested_nodes(inner)]
+    return found
+
+
 def _unused_dropped(nodes: list[onnx.NodeProto], used: set[str], outputs: set[str]) -> list[onnx.NodeProto]:
     """``nodes`` less those whose outputs nobody reads any more (QuantizeLinear, DynamicQuantizeLinear
     and the scale products left behind), repeated until none is left."""
@@ -334,7 +349,7 @@ def _unused_dropped(nodes: list[onnx.NodeProto], used: set[str], outputs: set[st
             return nodes
         gone = {id(n) for n in dead}
         nodes = [n for n in nodes if id(n) not in gone]
-        used = {i for n in nodes for i in n.input} | outputs
+        used = {i for n in nodes for i in node_reads(n)} | outputs
 
 
 def dequantize_proto(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:

@@ -471,3 +471,55 @@ def test_requantize_gives_a_fold_its_int8_form_back(tmp_path: Path, capsys, mode
     assert conv.dims[0] == 4  # folded 8 -> 4, then quantized
     assert main(["fold", str(src), "-o", str(tmp_path / "x.onnx"), "-s", "0.5", "--requantize"]) == 2
     assert "it needs --dequantize" in capsys.readouterr().err
+
+
+def _looped(path: Path) -> Path:
+    """x [2, 6] → MatMul [6, 6] → two Loops of 3 steps whose bodies add the outer constant ``step``
+    (tf2onnx's LSTM loops read such constants from the main graph, where two read one it stays)."""
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Add", ["v_in", "step"], ["v_out"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v_in", TensorProto.FLOAT, None),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v_out", TensorProto.FLOAT, None),
+        ],
+    )
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "W"], ["h"]),
+            helper.make_node("Loop", ["trips", "", "h"], ["g"], body=body),
+            helper.make_node("Loop", ["trips", "", "g"], ["y"], body=body),
+        ],
+        "looped",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [
+            numpy_helper.from_array(rnd(RNG, 6, 6), "W"),
+            numpy_helper.from_array(np.array(3, np.int64), "trips"),
+            numpy_helper.from_array(np.full(6, 0.25, np.float32), "step"),
+        ],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_a_constant_a_loop_body_reads_from_the_main_graph_is_kept(tmp_path: Path) -> None:
+    src = _looped(tmp_path / "f.onnx")
+    q = tmp_path / "q.onnx"
+    quantize_dynamic(str(src), str(q), weight_type=QuantType.QInt8)
+    assert "MatMulInteger" in {n.op_type for n in onnx.load(str(q)).graph.node}
+    out = tmp_path / "d.onnx"
+    _, report = onnxfold.run_pipeline(q, [DequantizePass()], out)
+    assert report.passes[0].stats["matmul_integer_rewritten"] == 1
+    feed = {"x": RNG.standard_normal((2, 6)).astype(np.float32)}
+    got = make_session(str(out)).run(None, feed)[0]  # "step" kept: it was dropped as unused
+    want = make_session(str(q)).run(None, feed)[0]
+    assert got.shape == (2, 6) and np.abs(got - want).max() < 0.1 * np.abs(want).max()
