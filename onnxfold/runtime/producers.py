@@ -22,6 +22,9 @@ PASS_THROUGH = {
     "Div",
 }
 
+#: ops that only change the shape of values, looked through between a linear layer and its bias Add
+RESHAPES = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
+
 #: ops that carry a state along a sequence: a [B, D] output taken from one (its last step, picked by a
 #: Slice or Gather) is a hidden state, an embedding (chars2vec's word vector: a Keras LSTM's last
 #: state, written by tf2onnx as a Loop), not class scores
@@ -72,13 +75,17 @@ def _loaded(model):
 
 
 def _linear(op: str, inputs: list[str], made: dict, held: set[str]) -> str | None:
-    """The MatMul or Gemm of a linear layer whose bias an Add adds (a constant added to its output:
-    Paddle2ONNX's and tf2onnx's fully connected heads), else None: the output is that layer's scores,
+    """The MatMul or Gemm of a linear layer whose bias an Add adds (a constant added to its output,
+    maybe reshaped first: Paddle2ONNX's and tf2onnx's fully connected heads), else None: the output is that layer's scores,
     not an Add's sum (a residual stream, a normalisation's shift)."""
     if op != "Add" or len(inputs) != 2:
         return None
     for this, other in (inputs, inputs[::-1]):
         bias = other in held or (other in made and made[other][0] == "Constant")
+        seen = {this}
+        while this in made and made[this][0] in RESHAPES and made[this][1] and made[this][1][0] not in seen:
+            this = made[this][1][0]  # tf2onnx's Tensordot: MatMul on [B·L, D], Reshape to [B, L, C], Add
+            seen.add(this)
         if bias and this in made and made[this][0] in ("MatMul", "Gemm"):
             return made[this][0]
     return None
