@@ -86,7 +86,7 @@ def test_latency_check_says_slower_only_beyond_the_margin() -> None:
     fast = LatencyCheck(2.0, 1.0, 50, CPU, shapes)
     assert not fast.slower and fast.warning(8) is None and "2.00x as fast as the original" in fast.summary()
     same = LatencyCheck(1.0, SLOWER_ABOVE * 0.999, 50, CPU, shapes)
-    assert not same.slower and same.warning(1) is None
+    assert not same.slower and same.warning(1) is None and "as fast as the original within" in same.summary()
     slow = LatencyCheck(1.0, 1.6, 50, CPU, shapes)
     assert slow.slower and "1.60x SLOWER" in slow.summary()
     assert "--round-to 8" in slow.warning(1) and "not rounded" in slow.warning(1)
@@ -140,6 +140,25 @@ def test_a_slower_timing_is_confirmed_before_it_is_reported(tmp_path: Path, caps
     latency = data["validation"]["latency"]
     assert latency["slower"] is False and latency["ratio"] == pytest.approx(1.03) and latency["runs"] == 80
     assert "slower than the original" not in out
+
+
+def test_a_faster_timing_is_confirmed_before_it_is_reported(tmp_path: Path, capsys, monkeypatch) -> None:
+    """A fold that removed 1.1% of a diacritizer's MACs read "1.18x as fast" from 4 runs each on a busy
+    machine (bench speed: 1.00x): a first timing that finds the result faster is repeated too, and the
+    ratio nearer 1 kept; within the margin it is called as fast."""
+    timings = iter([(188.0, 159.0, 4), (186.0, 188.0, 4)])  # the second runs the candidate first
+    monkeypatch.setattr(compare, "time_pair", lambda *args, **kwargs: next(timings))
+    rc, out, err, data = _fold(tmp_path, capsys, "--speed-check")
+    assert rc == 0, err
+    latency = data["validation"]["latency"]
+    assert latency["ratio"] == pytest.approx(186.0 / 188.0) and latency["runs"] == 8
+    (line,) = [x for x in out.splitlines() if x.startswith("latency:")]
+    assert "as fast as the original within the 5%" in line and "1.18x" not in line
+    confirmed = iter([(2.0, 1.0, 40), (1.1, 2.0, 40)])  # faster both times: the nearer ratio, 1.1 / 2
+    monkeypatch.setattr(compare, "time_pair", lambda *args, **kwargs: next(confirmed))
+    rc, out, err, data = _fold(tmp_path, capsys, "--speed-check")
+    assert rc == 0 and data["validation"]["latency"]["ratio"] == pytest.approx(0.55)
+    assert "1.82x as fast as the original" in out
 
 
 def test_no_speed_check_by_default(tmp_path: Path, capsys, monkeypatch) -> None:

@@ -13,7 +13,8 @@ about ``budget_s`` seconds are spent, so that a change of machine load hits
 both alike; each model's latency is the median of its runs. The candidate counts as slower when
 its median exceeds the original's by more than :data:`SLOWER_ABOVE` (5%: less than that is within
 what repeated checks on a busy machine vary by) in a first timing and in a second one that starts
-with the candidate (:func:`~onnxfold.runtime.compare.validate` keeps the lower ratio). For a careful
+with the candidate; so is a candidate faster by more than that (:func:`~onnxfold.runtime.compare.validate`
+keeps the ratio nearer 1), and one within it is called as fast. For a careful
 measurement at fixed thread counts and batch sizes, use ``onnxfold bench speed --files ORIGINAL
 RESULT``.
 """
@@ -74,6 +75,11 @@ class LatencyCheck:
         )
         if self.slower:
             return head + f": {self.ratio:.2f}x SLOWER than the original"
+        if beside(self.original_ms, self.candidate_ms):
+            return (
+                head
+                + f": as fast as the original within the {SLOWER_ABOVE - 1:.0%} that repeated checks vary by"
+            )
         return head + f": {1.0 / self.ratio:.2f}x as fast as the original"
 
     def warning(self, round_to: int | None) -> str | None:
@@ -90,6 +96,13 @@ class LatencyCheck:
         return (
             f"warning: the folded model is {self.ratio:.2f}x slower than the original on this machine; {hint}"
         )
+
+
+def beside(original_ms: float, candidate_ms: float) -> bool:
+    """Whether two latencies lie within :data:`SLOWER_ABOVE` of each other either way: a difference
+    smaller than that is what repeated checks on a busy machine vary by, and a larger one is timed a
+    second time before either is reported."""
+    return candidate_ms <= SLOWER_ABOVE * original_ms and original_ms <= SLOWER_ABOVE * candidate_ms
 
 
 def time_pair(
