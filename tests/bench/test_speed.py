@@ -150,3 +150,34 @@ def test_bench_speed_times_the_users_own_files(tmp_path, monkeypatch, capsys) ->
     assert main(["bench", "speed", "--files", str(original), "--out", str(out)]) == 2
     assert main(["bench", "speed", "--files", str(original), str(tmp_path / "no.onnx")]) == 2
     assert main(["bench", "speed", "--models", "resnet18", "--input-shape", "1,1,8,8"]) == 2
+
+
+def test_macs_of_files_are_counted_as_a_folds_report_counts_them(tmp_path: Path) -> None:
+    """A Reshape whose shape only constant folding resolves (tf2onnx's Tensordot computes it) hid its
+    MatMul from the count of the file as given, and bench speed read a fold as having more MACs."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Shape", ["x"], ["dims"], end=2),  # [4, 2]
+            helper.make_node("ReduceProd", ["dims"], ["rows"], keepdims=1),  # [8]: computed, not stored
+            helper.make_node("Concat", ["rows", "four"], ["target"], axis=0),
+            helper.make_node("Reshape", ["x", "target"], ["flat"]),
+            helper.make_node("MatMul", ["flat", "W"], ["y"]),
+        ],
+        "computed_shape",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [
+            numpy_helper.from_array(np.array([4], np.int64), "four"),
+            numpy_helper.from_array(rng.standard_normal((4, 16)).astype(np.float32), "W"),
+        ],
+    )
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    v = Variant("m", "original", path, "original")
+    fill_stats(v)
+    _, report = onnxfold.fold(path, sparsity=0.0, validate=False)
+    assert v.macs == report.before.macs == 2 * 4 * 16 and v.params == 4 * 16  # per sample of the 4
