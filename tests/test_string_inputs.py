@@ -8,6 +8,7 @@ samples load as the strings onnxruntime takes."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -236,3 +237,20 @@ def test_the_quantizers_untyped_tensor_warning_is_said_once() -> None:
     assert quantizer_notes(found) == [
         "1 tensor (variable1) left float: onnxruntime's quantizer could not tell their type"
     ]
+
+
+def test_a_tensor_the_quantizer_skips_is_no_sign_of_a_quantized_model() -> None:
+    """A float BiLSTM diacritizer's bool mask (an Unsqueeze of it) read "the model already holds quantized
+    ops": the quantizer says that only with its already-quantized warning."""
+    from onnxfold.runtime.quantizer_log import held_back, quantizer_notes
+
+    skip = "Inference failed or unsupported type to quantize for tensor '{}', type is tensor_type {{ elem_type: 9 }}"
+    with held_back() as found:
+        logging.warning(skip.format("lstm/ExpandDims:0"))
+    (note,) = quantizer_notes(found)
+    assert "already" not in note and note.startswith("1 tensor (lstm/ExpandDims:0) left as it is:"), note
+    with held_back() as found:
+        logging.warning(skip.format("emb_quantized"))
+        logging.warning("Please check if the model is already quantized. Note that ...")
+    (note,) = quantizer_notes(found)
+    assert note.startswith("the model already holds quantized ops: 1 tensor (emb_quantized)"), note

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 #: per channel, on a weight of rank 1 (an unfused BatchNormalization's scale)
 VECTOR_WEIGHT = re.compile(r"Axis \d+ is out-of-range for weight '(.+)' with rank 1")
-#: a tensor the model already holds quantized (or of a type the quantizer does not take)
+#: a tensor the model already holds quantized, or of a type the quantizer does not take (a bool mask)
 NOT_QUANTIZED = re.compile(r"Inference failed or unsupported type to quantize for tensor '([^']+)'")
 #: a tensor whose type its inference could not tell (a skl2onnx model's one-hot block), said per run
 UNTYPED = re.compile(r"failed to infer the type of tensor: (.+?)\. Skip to quantize it")
@@ -72,10 +72,16 @@ def quantizer_notes(found: dict[str, list[str]]) -> list[str]:
         what = (
             f"{len(skipped)} tensor{'s' if len(skipped) != 1 else ''} ({_some(skipped)}) " if skipped else ""
         )
-        notes.append(
-            f"the model already holds quantized ops: {what}left as they are (onnxruntime's quantizer "
-            "quantizes float tensors only)"
-        )
+        if found["already"]:
+            notes.append(
+                f"the model already holds quantized ops: {what}left as they are (onnxruntime's quantizer "
+                "quantizes float tensors only)"
+            )
+        else:  # a float diacritizer's bool mask read "the model already holds quantized ops"
+            notes.append(
+                f"{what}left as {'they are' if len(skipped) != 1 else 'it is'}: onnxruntime's quantizer "
+                "quantizes float tensors only, and its inference found another type"
+            )
     untyped = list(dict.fromkeys(found.get("untyped", [])))
     if untyped:
         notes.append(
