@@ -323,6 +323,11 @@ def test_the_min_gain_floor_lies_before_the_first_step_its_estimate_reaches() ->
     assert worth.missed({2: folded}, 0.9, given=200).startswith(
         "the first candidate worth --min-gain 0.25, 63.0% fewer parameters, 26.0% by folding, measured"
     )
+    # a share that one decimal would show as the gain itself: a diacritizer read "short of --min-gain
+    # 0.02, 2.0% fewer parameters"
+    assert short.missed({2: cand(2, 0.2498, 0.5)}, 0.9).startswith(
+        "a candidate short of --min-gain 0.25, 24.98% fewer parameters"
+    )
     far = GainFloor(saved, 0.5, 100)  # no step's estimate reaches 50: the far end
     assert far(hi) == 4
     assert far.missed({4: hi}, 0.9).startswith(

@@ -72,6 +72,14 @@ def bisect_candidate(
     return max(passing, key=lambda c: (c.reduction, c.fidelity)), True
 
 
+def beside_gain(share: float, gain: float) -> str:
+    """``share`` as a percentage read beside ``--min-gain`` ``gain``: to two decimals where one would
+    show it equal to the gain it falls short of or passes ("a candidate short of --min-gain 0.02, 2.0%
+    fewer parameters" was 1.98%)."""
+    shown = f"{share:.1%}"
+    return f"{share:.2%}" if shown == f"{gain:.1%}" and share != gain else shown
+
+
 class GainFloor:
     """A ``floor`` for :func:`bisect_candidate` (``--min-gain``), on the data-free proxy only: on given
     samples it would change which candidates the bisection measures (LeNet-5: one more), and each
@@ -102,9 +110,9 @@ class GainFloor:
         if first is None or first.meets(target):
             return ""
         shown = 1.0 - first.params / given if given else first.reduction
-        got = f"{shown:.1%} fewer parameters"
+        got = f"{beside_gain(shown, self.min_gain)} fewer parameters"
         if f"{shown:.1%}" != f"{first.reduction:.1%}":
-            got += f", {first.reduction:.1%} by folding"
+            got += f", {beside_gain(first.reduction, self.min_gain)} by folding"
         gain = f"--min-gain {self.min_gain:g}"
         if self.step == len(self.saved) - 1 and first.reduction < self.min_gain:
             what = f"no candidate on the search's path removes {gain} (its far end: {got}, measured {first.fidelity:.4f})"

@@ -40,7 +40,7 @@ from onnxfold.report.fold_report import stats_of
 from onnxfold.report.progress import progress_bar
 from onnxfold.runtime.fidelity import OutputFidelity
 from onnxfold.search.allocate import fixed_groups, greedy_path
-from onnxfold.search.bisect import GainFloor, bisect_candidate
+from onnxfold.search.bisect import GainFloor, beside_gain, bisect_candidate
 from onnxfold.search.blind import blind_advice, blind_reason
 from onnxfold.search.budget import budget_candidate, budget_note, compute_note
 from onnxfold.search.evaluate import Evaluator
@@ -417,7 +417,8 @@ def search(
             cut.append("the refit of the chosen widths reached the time limit")
     if mode == "min_fidelity" and met and 0.0 < chosen.reduction < min_gain:  # too little to be worth it
         kept_whole = (
-            f"the best candidate, {chosen.reduction:.1%} fewer parameters at fidelity {chosen.fidelity:.4f}, "
+            f"the best candidate, {beside_gain(chosen.reduction, min_gain)} fewer parameters at fidelity "
+            f"{chosen.fidelity:.4f}, "
             f"removes less than --min-gain {min_gain:g}: the model is kept whole (a smaller gain is not worth "
             "a change its measurement cannot vouch for)"
             + ("; --inputs with samples as the model is used usually allow more" if evaluator.proxy else "")
