@@ -44,7 +44,14 @@ from onnxfold.errors import one_line
 from onnxfold.folding.samples import token_draws
 from onnxfold.ir.model import ExternalValues, Model, load_model, save_model, set_values
 from onnxfold.pipeline.manager import Option, Pass, PassContext, PassError, PassResult
-from onnxfold.runtime.calibration import checked_samples, collapsed_outputs, fit_runs, rows_of, split_rows
+from onnxfold.runtime.calibration import (
+    checked_samples,
+    clipped_outputs,
+    collapsed_outputs,
+    fit_runs,
+    rows_of,
+    split_rows,
+)
 from onnxfold.runtime.float_kept import float_kept
 from onnxfold.runtime.session import CPU, make_session
 
@@ -351,6 +358,9 @@ class QuantizePass(Pass):
                 static(out, None)
             left = self._runnable(out, feeds[0], static if self.opts["mode"] == "static" else None)
             left = "; ".join(filter(None, (left, collapsed_outputs(src, out, feeds[0], self.opts["mode"]))))
+            if self.opts["mode"] == "static":
+                where = f"{stats['calibration_samples']} random samples" if source == "random" else source
+                left = "; ".join(filter(None, (left, clipped_outputs(out, where))))
             if left:
                 stats["note"] = "; ".join(filter(None, (stats.get("note"), left)))
                 log.warning("quantize: %s", left)
