@@ -33,6 +33,7 @@ from onnxfold.passes.search import (
     FIXED_SPARSITY,
     GIVEN_MIN_GAIN,
 )
+from onnxfold.pipeline.as_given import GIVEN_COUNTS, written_as_given
 from onnxfold.pipeline.manager import Pass, PassContext, PassManager, PipelineError
 from onnxfold.report.counted import canonical_stats, sample_shapes, with_counted_macs
 from onnxfold.report.fold_report import FoldReport, saved_ops, saved_size, source_size, stats_of
@@ -172,6 +173,8 @@ def _run_pipeline(
     ctx = PassContext(original=model.copy(), seed=seed, input_shapes=dict(input_shapes or {}), inputs=inputs)
     ctx.data["mac_shapes"] = counting  # the search counts its candidates' MACs there too
     ctx.data["input_params"] = before.params  # and reports its reductions from the input, as the table
+    if output is not None and not view:  # a model kept whole is written back as given, unvalidated
+        ctx.data[GIVEN_COUNTS] = (before.node_count, before.params)
     for p in passes:  # checks that can fail before any work (e.g. repair mode dir's applicability)
         if hasattr(p, "preflight"):
             p.preflight(model, ctx)
@@ -192,7 +195,7 @@ def _run_pipeline(
             counted = [canonical_stats(ctx.original, defaulted)]
         before = with_counted_macs(before, counted[0] if counted else None)
         after_size = None
-        verbatim = None if kept_given or view else _untouched(manager.records, ctx, model, before)
+        verbatim = None if kept_given or view else written_as_given(manager.records, ctx, model)
         if output is not None:
             with step("save"):
                 path = save_model(
@@ -221,22 +224,6 @@ def _run_pipeline(
         kept_given=kept_given,
     )
     return model, report
-
-
-def _untouched(records, ctx: PassContext, model: Model, before) -> Path | None:
-    """The source file, where the model to write is it, whole: no group folded, no pass but the ones
-    that only look (or simplify nothing) changed it, and as many nodes and parameters as the source.
-    Written back byte for byte: re-exported, chars2vec's kept model differed from its own by 75 bytes
-    (a trial's cmp)."""
-    looking = {"canonicalize", "search", "fold", "cleanup", "validate"}
-    if model.source_path is None or not model.source_path.is_file():
-        return None
-    if any(p.status == "folded" for p in ctx.data.get("fold_plans", [])):
-        return None
-    if any(r.modified and r.name not in looking for r in records):
-        return None
-    now = stats_of(model)
-    return model.source_path if (now.node_count, now.params) == (before.node_count, before.params) else None
 
 
 def default_plan(

@@ -6,6 +6,7 @@ similarity and top-1 agreement per output. The graph is never changed. ``min_cos
 report into a post-condition: the pipeline stops when any output's cosine falls below it. After a
 ``min_fidelity`` search on given samples that met its target, the result is measured again on them
 under the search's metrics, and the pipeline stops when a later pass (quantize, float16) lost it.
+A model a search kept whole, written back as the file given, is not run (the pass says so).
 ``speed_check`` also times both models on the same inputs (about a second of interleaved runs,
 :mod:`onnxfold.runtime.latency`); the report warns when the result is slower than the original.
 Models above 2 GB of weights are not run (both models would have to be in memory at once): the
@@ -23,6 +24,8 @@ from onnxfold.folding.apply import model_weight_bytes
 from onnxfold.folding.samples import token_draws
 from onnxfold.folding.signal_dims import guess
 from onnxfold.ir.model import PROTO_LIMIT, Model, as_loaded, to_model_proto
+from onnxfold.passes.dequantize import given_kept
+from onnxfold.pipeline.as_given import written_as_given
 from onnxfold.pipeline.manager import Option, Pass, PassContext, PassError, PassResult
 from onnxfold.runtime.compare import runnable_dims, validate
 from onnxfold.runtime.fidelity import parse_metric
@@ -30,6 +33,9 @@ from onnxfold.runtime.latency import DEFAULT_BUDGET_S
 from onnxfold.runtime.session import make_session
 
 log = logging.getLogger(__name__)
+
+#: why a model a search kept whole is not run: the file written is the one given
+AS_GIVEN = "the search kept the model whole: it is written back as given, so there is nothing to compare"
 
 
 class ValidatePass(Pass):
@@ -118,6 +124,12 @@ class ValidatePass(Pass):
             reason = f"model holds {size / 1e9:.1f} GB of weights (above 2 GB): not run"
             log.warning("validate: skipped, %s", reason)
             return PassResult(False, {"skipped": reason})
+        records, search = ctx.data.get("records", []), ctx.data.get("search")
+        if (search is not None and not search.chosen.steps) and (
+            given_kept(records, ctx) or written_as_given(records, ctx, model) is not None
+        ):  # a search kept SCRFD whole: 43 s of runs to find its own outputs exact (-s 0 is still run)
+            kept = self._target_kept(model, ctx)
+            return PassResult(False, {"skipped": AS_GIVEN, **({} if kept is None else {"target_kept": kept})})
         # the model as given, also where a dequantize pass gave the search its float copy to measure
         # against: "-s 0 (exact)" read so beside a YAMNet whose logits dequantizing had moved by 5.3
         given = ctx.data.get("dequantized_from", ctx.original)

@@ -148,6 +148,7 @@ class PassManager:
         ctx = ctx or PassContext()
         if ctx.original is None:
             ctx.original = model.copy()
+        ctx.data["records"] = self.records  # what ran so far, for a pass that asks (validate)
         for p in self.passes:
             if getattr(p, "run_by", None):  # a fold a search runs on every candidate (SearchPass.bind)
                 self.records.append(PassRecord(p.name, 0.0, False, {"skipped": f"run within {p.run_by}"}))

@@ -1,0 +1,36 @@
+"""A model that a search keeps whole is written back as the file given, byte for byte, and validation
+does not run it: SCRFD's default search kept it whole and validation spent 43 s finding its own
+outputs exact. ``-s 0`` is still validated (a fold asked to remove nothing is checked as asked)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+from harness import Net, rnd
+
+from onnxfold.cli.commands import main
+
+
+def _blocked(path: Path) -> Path:
+    """x [N, 6] -> MatMul [6, 4] -> the graph output: its only group reaches the output, so no search
+    can fold anything."""
+    net = Net({"w": rnd(np.random.default_rng(0), 6, 4)})
+    onnx.save(net.model(net("MatMul", net.input("x", ["N", 6]), "w")), path)
+    return path
+
+
+def test_a_model_a_search_keeps_whole_is_written_as_given_and_not_run(tmp_path: Path, capsys) -> None:
+    src = _blocked(tmp_path / "m.onnx")
+    out, report = tmp_path / "o.onnx", tmp_path / "o.json"
+    assert main(["fold", str(src), "-o", str(out), "--report", str(report)]) == 0
+    text = capsys.readouterr().out
+    assert out.read_bytes() == src.read_bytes()
+    data = json.loads(report.read_text())
+    assert data["search"]["param_reduction"] == 0.0 and data["validation"] is None
+    assert "validate: skipped (the search kept the model whole: it is written back as given" in text
+    assert "validation (" not in text
+    assert main(["fold", str(src), "-o", str(out), "--report", str(report), "-s", "0"]) == 0
+    assert json.loads(report.read_text())["validation"]["outputs"]  # asked for nothing: still run
