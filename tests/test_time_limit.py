@@ -484,3 +484,53 @@ def test_a_search_past_its_limit_does_not_refit_its_pick(samples, monkeypatch) -
     )[1].search
     assert cut.chosen.steps > 0 and refits == []  # the far end passes; nothing refitted after the limit
     assert "the chosen widths were not refitted" in cut.cut_short and "it ran" not in cut.cut_short
+
+
+def test_the_bisection_measures_first_the_longest_prefix_the_limit_affords() -> None:
+    """SCRFD's data-free search measured its path's far end after the sensitivity: 196 s, with 166 s
+    left, for widths the sensitivity had never measured, and fidelity 0. Before the first candidate,
+    the limit's estimate decides how far along the path the first one may go."""
+    from onnxfold.search.allocate import AllocationPath
+    from onnxfold.search.bisect import bisect_candidate
+    from onnxfold.search.target import Candidate
+    from onnxfold.search.time_limit import PacedLimit, TimeLimit
+
+    now = [0.0]
+    path = AllocationPath([], [0] * 10, np.arange(11.0), np.zeros(11))
+    order: list[int] = []
+    tried: dict[int, Candidate] = {}
+
+    def measure(steps: int) -> Candidate:
+        order.append(steps)
+        now[0] += 1.0
+        tried[steps] = Candidate(steps, 1.0 if steps <= 4 else 0.5, 100 - steps, 0, steps / 100, 0.0)
+        return tried[steps]
+
+    def unchanged() -> Candidate:
+        return Candidate(0, 1.0, 100, 0, 0.0, 0.0, measured=False)
+
+    limit = TimeLimit(100.0, clock=lambda: now[0])
+    now[0] = 55.0  # 45 s left: a candidate of s steps is estimated at 10·s seconds
+    chosen, met = bisect_candidate(
+        path, measure, tried, 0.99, PacedLimit(limit, lambda s: 10.0 * s), unchanged
+    )
+    assert order[0] == 4 and (chosen.steps, met) == (4, True)
+    order.clear()
+    tried.clear()
+    now[0] = 95.0  # 5 s left: no candidate fits, the unchanged model is taken unmeasured
+    chosen, met = bisect_candidate(
+        path, measure, tried, 0.99, PacedLimit(limit, lambda s: 10.0 * s), unchanged
+    )
+    assert order == [] and not chosen.measured and met
+    unlimited = TimeLimit(0.0, clock=lambda: now[0])  # no limit: the far end first, as always
+    chosen, _ = bisect_candidate(path, measure, tried, 0.99, PacedLimit(unlimited, lambda s: 1e9), unchanged)
+    assert order[0] == 10 and chosen.steps == 4
+
+
+def test_a_candidate_judges_anew_only_the_widths_the_sensitivity_did_not_measure() -> None:
+    from onnxfold.search.allocate import AllocationPath
+    from onnxfold.search.sensitivity import GroupCurve
+
+    curve = GroupCurve("g", 8, [0.1, 0.2, 0.4], [1.0, 0.99, 0.0], [1, 2, 3], unmeasured=[0.4])
+    path = AllocationPath([curve], [0, 0, 0], np.arange(4.0), np.zeros(4), [1, 1, 1])
+    assert [path.unjudged_at(s) for s in range(4)] == [0, 0, 0, 1]

@@ -67,6 +67,15 @@ class AllocationPath:
             counts[g] += size
         return counts
 
+    def unjudged_at(self, steps: int) -> int:
+        """Groups whose width after ``steps`` steps the sensitivity never measured: a candidate built
+        there judges (``auto``) and folds them anew, where a measured width is remembered."""
+        count = 0
+        for c, j in zip(self.curves, self.removed_at(steps), strict=True):
+            seen = {r for lv, r in zip(c.levels, c.removed, strict=False) if lv not in c.unmeasured}
+            count += int(j > 0 and j not in seen)
+        return count
+
     def sparsities_at(self, steps: int) -> dict[str, float]:
         """{group name: sparsity} after ``steps`` steps (groups with nothing removed included, at 0)."""
         return {c.name: j / c.channels for c, j in zip(self.curves, self.removed_at(steps), strict=True)}

@@ -27,7 +27,8 @@ def bisect_candidate(
     floor: int | Callable[[Candidate], int] = 0,
 ) -> tuple[Candidate, bool]:
     """Largest measured reduction with fidelity ≥ target, by bisection on path steps (the far end
-    always measured; nothing more once ``limit`` has expired). The near end, the unchanged model,
+    measured first, or the longest prefix the limit affords, :func:`_affordable_end`; nothing more
+    once ``limit`` has expired). The near end, the unchanged model,
     is measured too while time is left; after it, ``unchanged()`` builds it unmeasured (CRAFT's
     search measured it after its limit, minutes past it). ``floor``: the first step worth taking
     (``--min-gain``: a smaller reduction is discarded anyway), or a function of the measured far end
@@ -35,7 +36,11 @@ def bisect_candidate(
     it is sought (malvizv1's data-free default bisected 8 candidates down to 1% fewer parameters,
     64 s, to keep the model whole)."""
     expired = limit.expired if limit is not None else lambda: False
-    hi = measure(len(path))
+    end = _affordable_end(path, limit)
+    if end == 0 and len(path) and unchanged is not None:
+        lo = unchanged()
+        return lo, lo.meets(target)
+    hi = measure(end)
     if hi.meets(target):
         return hi, True
     if unchanged is not None and expired():
@@ -44,9 +49,9 @@ def bisect_candidate(
     lo = measure(0)
     if not lo.meets(target):
         return max((lo, hi), key=lambda c: c.fidelity), False
-    a, b = 0, len(path)
+    a, b = 0, end
     floor = floor(hi) if callable(floor) else floor
-    if floor >= len(path) > 0:
+    if floor >= end > 0:
         return lo, True
     if 0 < floor and not expired():
         if not measure(floor).meets(target):
@@ -60,14 +65,14 @@ def bisect_candidate(
             else:
                 b = mid
         # fidelity need not fall monotonically along the path: probe 3 points beyond the first failure
-        probes = [int(v) for v in np.linspace(b, len(path), 5)[1:-1] if int(v) not in tried]
+        probes = [int(v) for v in np.linspace(b, end, 5)[1:-1] if int(v) not in tried]
         if not probes or len(tried) + len(probes) > MAX_CANDIDATES or expired():
             break
         ok = [p for p in probes if not expired() and measure(p).meets(target)]
         if not ok:
             break
         a = max(ok)
-        b = min([p for p in probes if p > a] + [len(path)])
+        b = min([p for p in probes if p > a] + [end])
     passing = [c for c in tried.values() if c.meets(target)]
     return max(passing, key=lambda c: (c.reduction, c.fidelity)), True
 
@@ -78,6 +83,15 @@ def beside_gain(share: float, gain: float) -> str:
     fewer parameters" was 1.98%)."""
     shown = f"{share:.1%}"
     return f"{share:.2%}" if shown == f"{gain:.1%}" and share != gain else shown
+
+
+def _affordable_end(path: AllocationPath, limit: TimeLimit | PacedLimit | None) -> int:
+    """The far end the bisection measures first: the path's, or where the limit cannot afford it (a
+    :class:`PacedLimit`'s estimate), its longest prefix that it can; 0 where none can."""
+    affords = getattr(limit, "affords", None)
+    if affords is None or affords(len(path)):
+        return len(path)
+    return next((s for s in range(len(path) - 1, 0, -1) if affords(s)), 0)
 
 
 class GainFloor:

@@ -346,14 +346,14 @@ def search(
         shapes=shapes,
     )
     sensitivity_cut = limit.skipped
+    level_s = (time.perf_counter() - start) / max(1, limit.measured)  # what one level took, all told
     blind = blind_reason(curves, evaluator.kind())  # the inputs' shapes stand in the report's 'measured on'
     round_to = fold_opts["round_to"]
     by = "macs" if mode == "target_macs" else "params"
     path = greedy_path(curves, cap, by=by, round_to=round_to, unmeasured_whole=mode == "min_fidelity")
     log.info("search: %d groups searched, path of %d channel steps", len(path.curves), len(path))
     tried: dict[int, Candidate] = {}
-
-    paced = PacedLimit(limit)  # no candidate started that would run past the limit
+    paced = PacedLimit(limit, lambda steps: level_s * (1 + path.unjudged_at(steps)))  # see PacedLimit
 
     def measure(steps: int) -> Candidate:
         if steps in tried:
