@@ -97,7 +97,7 @@ def save_model(
         tmp_files.append(_temp_file(folder, f".{path.name}.", mode))
         with open(tmp_files[-1], "wb") as out:
             out.write(Path(verbatim).read_bytes() if copied else proto.SerializeToString())
-        problem = "" if copied or external_data else _invalid(tmp_files[-1])
+        problem = "" if copied or external_data or source is None else _invalid(tmp_files[-1], source)
         if problem:
             raise ModelError(f"the model to write is not valid ONNX ({problem}); nothing written to {path}")
         _put_in_place(tmp_files[-1], path, tmp_files[0] if external_data else None, data_path)
@@ -112,25 +112,31 @@ def save_model(
     return path
 
 
-def _invalid(path: Path) -> str:
-    """'' where onnx's checker accepts the model file at ``path``, or where onnxruntime loads it all the
-    same (the checker is the stricter of the two on some exports); else the checker's complaint, in one
-    line. A dequantized diacritizer whose Loop bodies read a constant the rewrite had dropped was
+def _invalid(path: Path, source: Path) -> str:
+    """The checker's complaint about the model file at ``path``, in one line, where onnx's checker
+    rejects it, onnxruntime cannot load it, and onnxruntime loads the ``source`` it was made from:
+    a rewrite broke a model that ran. Else '' (a model with custom ops that neither knows is written as
+    it came). A dequantized diacritizer whose Loop bodies read a constant the rewrite had dropped was
     written with exit 0, and neither accepted it."""
     try:
         onnx.checker.check_model(str(path))
         return ""
     except Exception as exc:  # noqa: BLE001 (any complaint: onnxruntime has the last word)
         complaint = " ".join(str(exc).split())[:240]
-    try:
-        import onnxruntime as ort
+    return complaint if not _loads(path) and source.is_file() and _loads(source) else ""
 
-        options = ort.SessionOptions()
-        options.log_severity_level = 4  # its refusal is reported as the checker's complaint
+
+def _loads(path: Path) -> bool:
+    """Whether onnxruntime makes a CPU session of the model file at ``path``."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # its refusal is not logged: the checker's complaint is reported
+    try:
         ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        return ""
+        return True
     except Exception:  # noqa: BLE001
-        return complaint
+        return False
 
 
 def _same_interface(source: onnx.ModelProto, written: onnx.ModelProto) -> bool:
