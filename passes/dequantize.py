@@ -35,7 +35,7 @@ from onnx import helper, numpy_helper
 
 from onnxfold.analysis.quantized import QUANTIZED_OPS, cast_weights
 from onnxfold.ir.model import Model, model_from_proto, to_model_proto
-from onnxfold.ir.proto_graph import GraphConstants, node_attrs, node_reads, topological_order
+from onnxfold.ir.proto_graph import GraphConstants, nested_nodes, node_attrs, node_reads, topological_order
 from onnxfold.passes.quantize import replace_model_contents
 from onnxfold.pipeline.manager import Pass, PassContext, PassResult, passes_after
 
@@ -281,7 +281,7 @@ class _Rewrite:
         for n in kept:
             for i, name in enumerate(n.input):
                 n.input[i] = resolve(name)
-            for inner in _nested_nodes(n):  # a Loop body's reads of outer names
+            for inner in nested_nodes(n):  # a Loop body's reads of outer names
                 for i, name in enumerate(inner.input):
                     inner.input[i] = resolve(name)
         for name in list(self.renamed):
@@ -323,16 +323,6 @@ def _per_direction(q: np.ndarray, scale: np.ndarray, zero: np.ndarray) -> np.nda
         a[:, None, None] if a.ndim == 1 else a[:, None, :] for a in (np.asarray(scale), np.asarray(zero))
     )
     return ((q.astype(np.int64) - zero.astype(np.int64)).astype(np.float32) * scale).astype(np.float32)
-
-
-def _nested_nodes(node: onnx.NodeProto) -> list[onnx.NodeProto]:
-    """The nodes of ``node``'s subgraphs, theirs included."""
-    found = []
-    for attr in node.attribute:
-        for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
-            for inner in sub.node:
-                found += [inner, *_nested_nodes(inner)]
-    return found
 
 
 def _unused_dropped(nodes: list[onnx.NodeProto], used: set[str], outputs: set[str]) -> list[onnx.NodeProto]:

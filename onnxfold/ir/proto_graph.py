@@ -36,14 +36,19 @@ def node_attrs(node: onnx.NodeProto) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-def node_reads(node: onnx.NodeProto) -> list[str]:
-    """The names ``node`` reads, its subgraphs' reads of outer names included."""
-    names = list(node.input)
+def nested_nodes(node: onnx.NodeProto) -> list[onnx.NodeProto]:
+    """The nodes of ``node``'s subgraphs (If branches, Loop and Scan bodies), theirs included."""
+    found = []
     for attr in node.attribute:
         for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
             for inner in sub.node:
-                names += node_reads(inner)
-    return names
+                found += [inner, *nested_nodes(inner)]
+    return found
+
+
+def node_reads(node: onnx.NodeProto) -> list[str]:
+    """The names ``node`` reads, its subgraphs' reads of outer names included."""
+    return [*node.input, *(name for inner in nested_nodes(node) for name in inner.input)]
 
 
 def topological_order(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto] | None:
