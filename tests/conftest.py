@@ -2,14 +2,16 @@
 
 ``exported(arch, style)`` exports (on first use) the compact model and its wide twin, whose hidden channels
 are exact duplicates (models/duplicate.py), so folding the wide one at sparsity 0.5 must give back the
-compact function. Files are cached for the whole session in one temporary folder: tests must copy a file
-before changing or deleting it. torch is imported inside the fixture only.
+compact function. Files are cached for the whole run in one temporary folder that xdist's workers share
+(each pair is exported once, by whichever worker needs it first): tests must copy a file before changing
+or deleting it. torch is imported inside the fixture only.
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +73,34 @@ class Pair:
         return folder / self.files(which)[0].name
 
 
+def shared_folder(factory: pytest.TempPathFactory, name: str) -> Path:
+    """A folder every xdist worker of this run shares (the parent of the workers' own temporary roots),
+    so that a file one worker built is not built again by the other; without xdist, the session's own."""
+    import os
+
+    base = factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@contextmanager
+def made_once(folder: Path) -> Iterator[bool]:
+    """Hold ``folder``'s lock and yield whether its files still have to be made; once the block ends
+    without an error they count as made, for every worker. A worker that finds them being made waits."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    done = folder / ".made"
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield not done.exists()
+            done.touch()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Pair]:
     """``exported(arch, style) -> Pair``; each pair is exported once per session."""
@@ -78,19 +108,21 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], P
     from onnxfold.models.duplicate import make_duplicate_pair
     from onnxfold.models.export import export_onnx
 
-    root = tmp_path_factory.mktemp("exported")
+    root = shared_folder(tmp_path_factory, "exported")
     cache: dict[tuple[str, str], Pair] = {}
 
     def get(arch: str, style: str) -> Pair:
         key = (arch, style)
         if key not in cache:
             kwargs = CONFIGS[arch]
-            compact, wide = make_duplicate_pair(arch, seed=3, **kwargs)
-            x = example_input(arch, 2, **kwargs)
             folder = root / f"{arch}-{style}"
-            c = export_onnx(compact, folder / "compact.onnx", x, style)
-            w = export_onnx(wide, folder / "wide.onnx", x, style)
-            cache[key] = Pair(arch, style, c, w, dict(kwargs))
+            with made_once(folder) as missing:
+                if missing:
+                    compact, wide = make_duplicate_pair(arch, seed=3, **kwargs)
+                    x = example_input(arch, 2, **kwargs)
+                    export_onnx(compact, folder / "compact.onnx", x, style)
+                    export_onnx(wide, folder / "wide.onnx", x, style)
+            cache[key] = Pair(arch, style, folder / "compact.onnx", folder / "wide.onnx", dict(kwargs))
         return cache[key]
 
     return get
