@@ -31,7 +31,8 @@ def _feeds(
     path: Path, batches: Sequence[int], shapes: Mapping[str, Sequence[int]], inputs: str | None
 ) -> dict[int, dict[str, np.ndarray]]:
     """{batch: feed} for the model at ``path`` (module docstring)."""
-    from onnxfold.folding.samples import sample_count, take
+    from onnxfold.folding.samples import sample_count, take, token_draws
+    from onnxfold.ir.model import load_model
     from onnxfold.runtime.inputs import fixed_batches, input_specs, make_inputs
     from onnxfold.runtime.sample_files import load_inputs
     from onnxfold.runtime.session import make_session
@@ -43,11 +44,13 @@ def _feeds(
         batches = [fixed[0]]
     if inputs is None:  # a given shape's leading dim follows the batch where the model leaves it free
         free = {s.name for s in specs if s.shape and not isinstance(s.shape[0], int)}
+        draws = token_draws(load_model(path))  # drawn as fold draws them: token types inside their table
         return {
             b: make_inputs(
                 session,
                 shapes={k: (b, *v[1:]) if k in free and v else v for k, v in shapes.items()} or None,
                 batch=b,
+                id_draws=draws,
             )
             for b in batches
         }

@@ -411,19 +411,10 @@ def _split_globals(argv: list[str]) -> tuple[list[str], list[str]]:
 def _run_delegated(name: str, argv: list[str]) -> int:
     """``bench speed``, ``coverage``, ``scale``, ``clustering``, ``real`` and ``llm`` own their arguments:
     hand argv over."""
-    if name == "clustering":
-        from onnxfold.bench.clustering import main as bench_main
-    elif name == "scale":
-        from onnxfold.bench.scale import main as bench_main
-    elif name == "speed":
-        from onnxfold.bench.speed import main as bench_main
-    elif name == "real":
-        from onnxfold.bench.real import main as bench_main
-    elif name == "llm":
-        from onnxfold.bench.llm import main as bench_main
-    else:
-        from onnxfold.bench.coverage import main as bench_main
-    return bench_main(argv)
+    import importlib
+
+    module = name if name in ("clustering", "scale", "speed", "real", "llm") else "coverage"
+    return importlib.import_module(f"onnxfold.bench.{module}").main(argv)
 
 
 class _ToolFormatter(logging.Formatter):
@@ -455,23 +446,28 @@ def main(argv: list[str] | None = None) -> int:
         opts = global_parser().parse_args(leading)
         if opts.verbose or opts.debug:
             _setup_logging(opts.verbose)
-        try:
-            return _run_delegated(rest[1], rest[2:])
-        except (ImportError, ValueError, OSError) as exc:
-            if opts.debug:
-                raise
-            print(f"onnxfold: error: {one_line(exc)}", file=sys.stderr)
-            return EXIT_USAGE
+        return _reported(lambda: _run_delegated(rest[1], rest[2:]), opts.debug, expected=(ImportError,))
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
     _setup_logging(args.verbose)
-    try:
+
+    def command() -> None:
         COMMANDS[args.command](args)
-    except EXPECTED_ERRORS as exc:
-        if args.debug:
+
+    return _reported(command, args.debug)
+
+
+def _reported(call, debug: bool, expected: tuple[type[BaseException], ...] = ()) -> int:
+    """``call()``'s exit status (0 for None), any error it raises one line on stderr (raised with
+    ``--debug``); :data:`EXPECTED_ERRORS` and ``expected`` exit 2. The benches run apart from the
+    parser share it: ``bench speed --files`` on a tagger once ended in onnxruntime's traceback."""
+    try:
+        return call() or 0
+    except (*EXPECTED_ERRORS, *expected) as exc:
+        if debug:
             raise
         print(f"onnxfold: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
@@ -479,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         print("onnxfold: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug: still one line unless --debug
-        if args.debug:
+        if debug:
             raise
         if from_runtime(exc):
             print(f"onnxfold: error: onnxruntime cannot run the model: {one_line(exc)}", file=sys.stderr)
@@ -489,7 +485,6 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
-    return 0
 
 
 __all__ = ["COMMANDS", "CliError", "build_parser", "main"]

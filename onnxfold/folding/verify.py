@@ -50,11 +50,14 @@ class Verifier:
         except Exception as exc:
             log.info("fold verify: the input fails onnx.checker (%s); not used to verify", one_line(exc, 300))
         try:
+            from onnxfold.folding.samples import token_draws
             from onnxfold.runtime.inputs import make_inputs
             from onnxfold.runtime.session import measurement_session
 
             sess = measurement_session(proto, optimize=False, providers=["CPUExecutionProvider"])
-            self.inputs = make_inputs(sess, shapes=input_shapes or None, batch=1)
+            self.inputs = make_inputs(
+                sess, shapes=input_shapes or None, batch=1, id_draws=token_draws(source)
+            )
             self.shapes = {
                 o.name: v.shape for o, v in zip(sess.get_outputs(), sess.run(None, self.inputs), strict=True)
             }
