@@ -77,7 +77,7 @@ def _budget_missed(mode: str, target: float, got: float, cut_short: str) -> str:
     """The one-line error of a budget (``--target-params`` / ``--target-macs``) the search did not
     reach: the closest candidate's reduction ``got`` (of the input's), and why (the time limit, or
     no group left to fold)."""
-    from onnxfold.search.target import goal
+    from onnxfold.search.result_text import goal
 
     why = (
         f"{cut_short}, so a longer --time-limit may reach it"

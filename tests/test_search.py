@@ -28,8 +28,8 @@ from onnxfold.runtime.fidelity import (
     output_metrics,
 )
 from onnxfold.search import Evaluator, greedy_path, sensitivity
+from onnxfold.search.result_text import bound_text
 from onnxfold.search.sensitivity import GroupCurve
-from onnxfold.search.target import bound_text
 
 
 @pytest.fixture(scope="module")

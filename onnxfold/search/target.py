@@ -28,7 +28,6 @@ judging its groups when it passes during the refit. The report says what the lim
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from onnxfold.search.evaluate import Evaluator
 from onnxfold.search.exercise_notes import exercise_notes, unexercised_low
 from onnxfold.search.held_out import held_out_lines
 from onnxfold.search.misses import next_missed_lines
+from onnxfold.search.result_text import bound_text, goal, per_output
 from onnxfold.search.sensitivity import GroupCurve, sensitivity
 from onnxfold.search.time_limit import SENSITIVITY_SHARE, PacedLimit, TimeLimit
 
@@ -186,12 +186,17 @@ class SearchResult:
             f"{params:.1%} fewer parameters ({macs:.1%} fewer MACs); "
             f"{measured} candidate{'' if measured == 1 else 's'} measured, {self.seconds:.1f} s in all"
             + (", the unchanged model taken unmeasured" if measured < len(self.candidates) else ""),
-            "fidelity per output: " + ", ".join(_per_output(o) for o in self.chosen.outputs)
+            "fidelity per output: " + ", ".join(per_output(o) for o in self.chosen.outputs)
             if self.chosen.measured and not blind
             else "fidelity per output: none the measurement can see"
             if blind
-            else "fidelity per output: not measured (the time limit, less what it keeps for validation, had "
-            "passed): the model is unchanged, exact by construction",
+            else "fidelity per output: not measured ("
+            + (
+                "the time limit, less what it keeps for validation, had passed"
+                if self.cut_short
+                else "no group had a measured step to take"
+            )
+            + "): the model is unchanged, exact by construction",
             f"measured on {self.inputs}",
         ]
         if not self.met:
@@ -264,30 +269,6 @@ class SearchResult:
                 + ("" if self.rolled_out else advice)
             )
         return "\n".join(lines)
-
-
-def goal(mode: str, target: float) -> str:
-    """What a search mode asks for, in words: ``fidelity 0.95``, ``25% fewer parameters``, ``30% fewer MACs``."""
-    if mode == "min_fidelity":
-        return f"fidelity {target:g}"
-    return f"{target:.0%} fewer {'parameters' if mode == 'target_params' else 'MACs'}"
-
-
-def bound_text(bound: float) -> str:
-    """A lower bound as printed: rounded down, never up (2073 of 2073 rows bound an agreement to
-    0.9982, which read "1.00" beside a target of 0.999), to 2 decimals, or 4 from 0.99 on."""
-    digits = 4 if bound >= 0.99 else 2
-    return f"{math.floor(bound * 10**digits + 1e-9) / 10**digits:.{digits}f}"
-
-
-def _per_output(o: OutputFidelity) -> str:
-    """e.g. ``probs sequence 0.9688 (31 of 32 samples, 95% lower bound 0.84)``."""
-    text = f"{o.name} {o.metric} {o.value:.4f}"
-    if o.low is not None:
-        text += f" (bootstrap 80% lower value {o.low:.4f})"
-    if o.samples:
-        text += f" ({round(o.value * o.samples)} of {o.samples} samples, 95% lower bound {bound_text(o.lower_bound())})"
-    return text
 
 
 def search(

@@ -1,0 +1,31 @@
+"""How a search's figures read in its report: the target in words, a lower bound, one output's fidelity."""
+
+from __future__ import annotations
+
+import math
+
+from onnxfold.runtime.fidelity import OutputFidelity
+
+
+def goal(mode: str, target: float) -> str:
+    """What a search mode asks for, in words: ``fidelity 0.95``, ``25% fewer parameters``, ``30% fewer MACs``."""
+    if mode == "min_fidelity":
+        return f"fidelity {target:g}"
+    return f"{target:.0%} fewer {'parameters' if mode == 'target_params' else 'MACs'}"
+
+
+def bound_text(bound: float) -> str:
+    """A lower bound as printed: rounded down, never up (2073 of 2073 rows bound an agreement to
+    0.9982, which read "1.00" beside a target of 0.999), to 2 decimals, or 4 from 0.99 on."""
+    digits = 4 if bound >= 0.99 else 2
+    return f"{math.floor(bound * 10**digits + 1e-9) / 10**digits:.{digits}f}"
+
+
+def per_output(o: OutputFidelity) -> str:
+    """e.g. ``probs sequence 0.9688 (31 of 32 samples, 95% lower bound 0.84)``."""
+    text = f"{o.name} {o.metric} {o.value:.4f}"
+    if o.low is not None:
+        text += f" (bootstrap 80% lower value {o.low:.4f})"
+    if o.samples:
+        text += f" ({round(o.value * o.samples)} of {o.samples} samples, 95% lower bound {bound_text(o.lower_bound())})"
+    return text
