@@ -75,19 +75,24 @@ def squared_norm(x: np.ndarray, block: int = 1 << 20) -> float:
 _CARRY_IDS = ("Cast", "Squeeze", "Unsqueeze", "Reshape", "Identity", "Flatten")
 
 
-def decided_scores(proto) -> list[str]:
-    """The float tensors an ArgMax or ArgMin reads to make a graph output, directly or through casts
-    and reshapes (module docstring)."""
+def label_scores(proto) -> dict[str, str]:
+    """Graph output -> the float tensor an ArgMax or ArgMin reads to make it, directly or through
+    casts and reshapes (module docstring); outputs made otherwise are left out."""
     outputs = [o.name for o in proto.graph.output]
     producer = {o: n for n in proto.graph.node for o in n.output if o}
-    found = []
+    found = {}
     for name in outputs:
         node = producer.get(name)
         while node is not None and node.op_type in _CARRY_IDS:
             node = producer.get(node.input[0])
         if node is not None and node.op_type in ("ArgMax", "ArgMin") and node.input[0] not in outputs:
-            found.append(node.input[0])
-    return list(dict.fromkeys(found))
+            found[name] = node.input[0]
+    return found
+
+
+def decided_scores(proto) -> list[str]:
+    """The float tensors of :func:`label_scores`, each once."""
+    return list(dict.fromkeys(label_scores(proto).values()))
 
 
 def with_outputs(proto, names: Sequence[str]):

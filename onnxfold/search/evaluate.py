@@ -36,6 +36,7 @@ from onnxfold.runtime.padding import padding_mask
 from onnxfold.runtime.producers import as_scores, free_last_axes, producers_of, quantized_outputs
 from onnxfold.runtime.sequences import sample_axis
 from onnxfold.runtime.session import measurement_session
+from onnxfold.search.label_scores import SCORES_METRIC, exposed, scores_behind
 
 log = logging.getLogger(__name__)
 
@@ -204,12 +205,16 @@ class Evaluator:
         synthetic: str = "",
         unseen: np.ndarray | None = None,
         redrawable: bool = True,
+        scores: Mapping[str, str] | None = None,
     ):
         began = time.perf_counter()
-        sess = _session(original)
         self.original = original
         id_draws = _id_draws(original)
         self.proxy = inputs is None or bool(synthetic)
+        # label output -> the scores behind it, judged too where the proxy leaves the labels one class
+        # (:mod:`onnxfold.search.label_scores`; ``scores`` given: exactly these)
+        wanted = (scores_behind(original) if self.proxy else {}) if scores is None else dict(scores)
+        sess = _session(exposed(original, wanted.values()) if wanted else original)
         self.synthetic = synthetic
         self.shapes = dict(shapes or {})
         self.extra_runs: list[dict] = []  # random runs that cannot be joined into self.feed
@@ -298,6 +303,7 @@ class Evaluator:
                 else self._one_way(name, values, producers.get(name), bool(vocab))
             )
         }
+        self.scores = self._judged_scores(wanted, scores is not None)
         self.suffix = None  # a candidate runs from the nodes it changes on (not along streams)
         if not self.chains and not self.extra_runs:
             from onnxfold.runtime.suffix import suffix_runs
@@ -325,6 +331,8 @@ class Evaluator:
         self.runs += 1
         self.last_unseen, self.last_moved = [], float("inf")
         try:
+            if self.scores:
+                candidate = exposed(candidate, self.scores.values())
             if self.suffix is not None and isinstance(candidate, Model):
                 from onnxfold.ir.model import to_model_proto
 
@@ -340,6 +348,28 @@ class Evaluator:
             self.last_unseen = self._on_unseen(got)
         self.last_moved = moved(self.reference, got, self.metrics)
         return model_fidelity(self.reference, got, self.metrics, self.samples, bounds, self.mask)
+
+    def _judged_scores(self, wanted: Mapping[str, str], given: bool) -> dict[str, str]:
+        """Of the scores behind label outputs that the reference was run with (``wanted``), those
+        judged by :data:`SCORES_METRIC` (all where ``given``, else those whose labels the proxy left
+        unexercised); the rest are dropped from the names, reference and metrics."""
+        judged = {
+            lab: sc
+            for lab, sc in wanted.items()
+            if lab in self.metrics
+            and (given or lab in self.unexercised)
+            and not (self.chains or self.extra_runs)
+        }
+        for sc in set(wanted.values()) - set(judged.values()):
+            self.names = [n for n in self.names if n != sc]
+            for table in (self.reference, self.metrics, self.unexercised):
+                table.pop(sc, None)
+        for lab, sc in judged.items():
+            self.metrics[sc] = SCORES_METRIC
+            self.unexercised.pop(sc, None)
+            if lab in self.unexercised:
+                self.unexercised[lab] += f" (the scores it is decided from, {sc}, are judged by r2 too)"
+        return judged
 
     def _suffix_run(self, candidate: Model | onnx.ModelProto) -> dict[str, np.ndarray] | None:
         """The candidate's outputs from the part it changes (:mod:`onnxfold.runtime.suffix`), or None."""
@@ -415,7 +445,11 @@ class Evaluator:
             return self
         synthetic = self.synthetic or ("random samples" if self.proxy else "")
         sub = Evaluator(
-            self.original, take(self.feed, slice(0, limit)), synthetic=synthetic, redrawable=False
+            self.original,
+            take(self.feed, slice(0, limit)),
+            synthetic=synthetic,
+            redrawable=False,
+            scores=self.scores,
         )
         sub.metrics = dict(self.metrics)
         return sub
