@@ -453,3 +453,21 @@ def test_the_group_table_shows_the_channels_removed_and_the_asked_sparsity_where
         else:
             assert abs(1 - after / before - 0.2) < 0.005 or (row[4] == "0" and row[5] == "blocked"), row
     assert moved >= 2, out  # lenet5's fc2 (84 -> 64) and conv1 (6 -> 5) are rounded
+
+
+def test_the_tools_own_error_is_printed_whole(monkeypatch, capsys) -> None:
+    """A missed budget's error ended in "nothing written (--force writes the…": cut at 500 characters,
+    it lost the one clause that said what to do."""
+    from onnxfold.cli import commands
+    from onnxfold.pipeline.manager import PassError
+
+    tail = "nothing written (--force writes the closest candidate)"
+    message = "search: 30% fewer parameters not reached: " + "the time limit cut it, " * 30 + tail
+
+    def fails(args) -> None:
+        raise PassError(message)
+
+    monkeypatch.setitem(commands.COMMANDS, "analyze", fails)
+    assert commands.main(["analyze", "m.onnx"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"onnxfold: error: {message}\n" and len(message) > 500

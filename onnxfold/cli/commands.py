@@ -460,6 +460,10 @@ def main(argv: list[str] | None = None) -> int:
     return _reported(command, args.debug)
 
 
+#: the longest error line printed: the tool's own messages are never cut (an onnxruntime one may be)
+ERROR_CHARS = 4000
+
+
 def _reported(call, debug: bool, expected: tuple[type[BaseException], ...] = ()) -> int:
     """``call()``'s exit status (0 for None), any error it raises one line on stderr (raised with
     ``--debug``); :data:`EXPECTED_ERRORS` and ``expected`` exit 2. The benches run apart from the
@@ -469,7 +473,8 @@ def _reported(call, debug: bool, expected: tuple[type[BaseException], ...] = ())
     except (*EXPECTED_ERRORS, *expected) as exc:
         if debug:
             raise
-        print(f"onnxfold: error: {one_line(exc)}", file=sys.stderr)
+        # whole, as one line: a missed budget's message ended in "nothing written (--force writes the…"
+        print(f"onnxfold: error: {one_line(exc, ERROR_CHARS)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("onnxfold: interrupted", file=sys.stderr)
