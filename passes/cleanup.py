@@ -77,10 +77,11 @@ def _numeric(tensor: gs.Constant) -> bool:
         return False
 
 
-def share_equal_weights(graph: gs.Graph) -> tuple[int, int]:
+def share_equal_weights(graph: gs.Graph) -> tuple[int, int, int]:
     """Store every weight (rank ≥ 2 initializer) once: one bit-identical to an earlier one is replaced by
     it in every reader; a 2-D one equal to the transpose of an earlier one (of at least
-    ``MIN_TIED_BYTES``) is replaced by ``Transpose`` of it. Exact. Returns (shared, transposed)."""
+    ``MIN_TIED_BYTES``) is replaced by ``Transpose`` of it. Exact. Returns (shared, transposed, the
+    parameters no longer stored)."""
     protected = {t.name for t in graph.inputs} | {t.name for t in graph.outputs}
     weights = [
         t
@@ -95,7 +96,7 @@ def share_equal_weights(graph: gs.Graph) -> tuple[int, int]:
     ]
     kept: dict[tuple, list[gs.Constant]] = {}
     names = {n.name for n in graph.nodes} | set(graph.tensors())
-    shared = transposed = 0
+    shared = transposed = saved = 0
     made: list[gs.Node] = []
     for tensor in weights:
         values = peek_values(tensor)
@@ -107,6 +108,7 @@ def share_equal_weights(graph: gs.Graph) -> tuple[int, int]:
             for node in list(tensor.outputs):
                 replace_input(node, tensor, same)
             shared += 1
+            saved += int(values.size)
             continue
         if values.ndim == 2 and values.nbytes >= MIN_TIED_BYTES:
             flipped = next(
@@ -128,10 +130,11 @@ def share_equal_weights(graph: gs.Graph) -> tuple[int, int]:
                 for node in list(tensor.outputs):
                     replace_input(node, tensor, out)
                 transposed += 1
+                saved += int(values.size)
                 continue
         kept.setdefault(key, []).append(tensor)
     graph.nodes.extend(made)
-    return shared, transposed
+    return shared, transposed, saved
 
 
 def _attr_key(value) -> object:
@@ -191,7 +194,7 @@ class CleanupPass(Pass):
         nodes_before = len(graph.nodes)
         consts_before = sum(isinstance(t, gs.Constant) for t in graph.tensors().values())
         shared = share_equal_vectors(graph)
-        weights_shared, weights_tied = share_equal_weights(graph)
+        weights_shared, weights_tied, stored_once = share_equal_weights(graph)
         merged = merge_equal_nodes(graph)
         graph.cleanup(remove_unused_graph_inputs=False)
         graph.toposort()
@@ -204,6 +207,8 @@ class CleanupPass(Pass):
             "vectors_shared": shared,
             "weights_shared": weights_shared,
             "transposed_copies_tied": weights_tied,
+            # parameters of weights held more than once, now stored once (the report's share of them)
+            "params_stored_once": stored_once,
             "nodes_merged": merged,
         }
         return PassResult(bool(stats["nodes_removed"] or stats["initializers_removed"]), stats)

@@ -19,7 +19,7 @@ from onnxfold.folding.cluster import rounds
 from onnxfold.ir.constant_fold import restored_constants
 from onnxfold.ir.model import Model
 from onnxfold.pipeline.manager import PassRecord
-from onnxfold.report.comparison import format_comparison, params_growth, stored_once_note
+from onnxfold.report.comparison import format_comparison, params_growth, stored_once_note, stored_once_share
 from onnxfold.report.names import shortened
 from onnxfold.report.stats import ModelStats, format_table, model_stats, op_counts, weight_counts
 from onnxfold.report.table import count_change
@@ -220,11 +220,15 @@ class FoldReport:
             foldable = [p for p in self.plans if p.status != "blocked"]  # as onnxfold analyze counts
             n_before = sum(p.group.size for p in foldable)
             n_after = sum(p.k for p in foldable)
+            once = stored_once_share(
+                self.passes, self.before.params
+            )  # an ALBERT's shared layers: none of it folding
             parts.append(
                 f"\ngroups: {len(folded)} folded, {sum(p.status == 'blocked' for p in self.plans)} blocked, "
                 f"{sum(p.status == 'ignored' for p in self.plans)} ignored, "
                 f"{sum(p.status == 'unchanged' for p in self.plans)} unchanged; "
                 f"foldable channels {n_before} -> {n_after}; parameter sparsity {self.param_sparsity:.1%}"
+                + (f" ({once:.1%} weights held twice, stored once)" if once >= 0.001 else "")
             )
             if self.round_to is not None:
                 parts.append(self.rounding_line())
