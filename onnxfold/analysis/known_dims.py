@@ -84,6 +84,8 @@ def known_dim(t: gs.Tensor, axis: int, rank_of: RankFn, channel_axis: RankFn, de
         return known(node.inputs[0], perm[axis]) if perm is not None else None
     if node.op == "Reshape":
         return _reshaped(node, axis, len(shape), rank_of, known)
+    if node.op == "Resize":
+        return _resized(node, axis, len(shape), rank_of, known)
     if node.op == "Slice":  # an axis it does not cut keeps its dim (T5's mask [B, 1, 1, S] cut along S)
         cut = node.inputs[3] if len(node.inputs) > 3 and node.inputs[3].name else None
         if not isinstance(cut, gs.Constant):
@@ -162,3 +164,25 @@ def _reshaped(node: gs.Node, axis: int, rank: int, rank_of: RankFn, known) -> in
             return None
         total *= d
     return total // product if product and total % product == 0 else None
+
+
+def _resized(node: gs.Node, axis: int, rank: int, rank_of: RankFn, known) -> int | None:
+    """Dim ``axis`` of a Resize's output: its ``sizes`` entry there (a constant, or a copy of the
+    resized tensor's own dim: ``F.interpolate(x, size=y.shape[2:])`` as PyTorch 1.x exported it for
+    opset 11, whose Resize shape inference leaves unsized), or the input's dim where the constant
+    ``scales`` entry is 1. An ENet block's Concat of a Conv and a resized MaxPool of the input read
+    as "an input of unknown width" and blocked the Conv (wired-table-rec's line segmenter)."""
+    inputs = [t if t.name else None for t in node.inputs] + [None] * 4
+    sizes, scales = inputs[3], inputs[2]
+    if sizes is not None:
+        entries = target_entries(sizes, rank_of)
+        if entries is None or len(entries) != rank:
+            return None
+        e = entries[axis]
+        if e.value is not None:
+            return int(e.value) if e.value > 0 else None
+        return known(node.inputs[0], axis) if e.dim_of == axis and e.source is node.inputs[0] else None
+    values = np.ravel(scales.values) if isinstance(scales, gs.Constant) else None
+    if values is not None and len(values) == rank and values[axis] == 1:
+        return known(node.inputs[0], axis)
+    return None

@@ -33,7 +33,7 @@ from onnxfold.analysis.groups import (
 )
 from onnxfold.analysis.registry import register_rule
 from onnxfold.analysis.rules.elementwise import binary
-from onnxfold.analysis.shape_trace import const_values, static_dims, tensor_shape
+from onnxfold.analysis.shape_trace import const_values
 from onnxfold.analysis.walk import Analysis
 
 Segments = tuple[Segment, ...]
@@ -81,23 +81,23 @@ def concat(walk: Analysis, node: gs.Node) -> None:
     for t in inputs:
         lay = walk.layouts.get(t.name)
         if lay is None:
-            shape = tensor_shape(t)
-            if shape is None or not static_dims([shape[axis]]):
+            width = walk.known_dim(t, axis)  # inferred, or fixed by the graph (a Resize's sizes)
+            if width is None:
                 reason = BlockReason(
                     UNKNOWN_SHAPE, f"Concat {node.name} has an input of unknown width", node.name, t.name
                 )
                 for other in tracked:
                     walk.block(other, reason)
                 return
-            frozen = walk.new_space(int(shape[axis]), node.name, producer=False)
+            frozen = walk.new_space(width, node.name, producer=False)
             walk.block_space(
                 frozen,
                 BlockReason(
                     UNTRACKED_TENSOR, f"untracked input {t.name} of Concat {node.name}", node.name, t.name
                 ),
             )
-            segments.append(Segment(frozen, start, int(shape[axis])))
-            start += int(shape[axis])
+            segments.append(Segment(frozen, start, width))
+            start += width
             continue
         segments += shifted(lay.segments, start)
         start += lay.length
