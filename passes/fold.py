@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import logging
 from functools import partial
-from typing import NamedTuple
 
 import numpy as np
 
 from onnxfold.analysis import analyze_graph
 from onnxfold.analysis.quantized import quantized_hint, quantized_ops
-from onnxfold.errors import from_runtime, not_run_on_samples, one_line
+from onnxfold.errors import one_line
 from onnxfold.folding.apply import (
     ACTIVATION_METHODS,
     FEATURE_MODES,
@@ -43,9 +42,9 @@ from onnxfold.folding.apply import (
 )
 from onnxfold.folding.cluster import ALGORITHMS, DEFAULT_ROUND_TO
 from onnxfold.folding.recipe import load_recipe
-from onnxfold.ir.external import float_elements
 from onnxfold.ir.model import Model, peek_values
 from onnxfold.ir.shapes import clear_shapes, infer_shapes
+from onnxfold.passes.fold_samples import AUTO_JUDGE_LIMIT, auto_samples, measure_activations
 from onnxfold.pipeline.manager import Option, Pass, PassContext, PassResult, PipelineError, passes_after
 from onnxfold.report.progress import progress_bar
 from onnxfold.report.timing import StepTimes, collecting, rounded, step
@@ -65,97 +64,6 @@ def rewrite_model(model: Model, plans, shapes: bool = True) -> list[str]:
             if shapes:
                 infer_shapes(model)
     return rewritten
-
-
-def measure_activations(model: Model, groups, ctx: PassContext, samples=None, source: str = ""):
-    """Consumer-input statistics of ``groups`` on ``samples`` (by default ``ctx.inputs``), else on
-    data-free random inputs."""
-    from onnxfold.folding.moments import ActivationStats
-    from onnxfold.folding.samples import (
-        SYNTHETIC_SAMPLES,
-        chunked,
-        run_size,
-        runs_on,
-        sample_count,
-        synthetic_feeds,
-    )
-
-    samples = samples if samples is not None else ctx.inputs
-    try:
-        if samples:
-            n = sample_count(samples)
-            runs = chunked(samples, run_size(model))
-            return ActivationStats.measure(model, groups, runs, source or f"{n} given samples")
-        feeds = synthetic_feeds(model, ctx.input_shapes)
-        return ActivationStats.measure(
-            model, groups, feeds, f"data-free estimate: {SYNTHETIC_SAMPLES} random samples"
-        )
-    except Exception as exc:
-        if samples and from_runtime(exc) and runs_on(ctx.original, samples):
-            raise PipelineError(  # the samples are fine: the graph as canonicalize left it is not
-                f"fold: the original model runs on the given samples but onnxfold's rewritten graph does not "
-                f"(a bug in onnxfold; please report it with the model): {one_line(exc, 300)}"
-            ) from None
-        if samples and from_runtime(exc):  # the advice to give --inputs misled a user who had given them
-            raise PipelineError(not_run_on_samples("fold", exc, samples)) from None
-        raise PipelineError(
-            f"fold: cannot measure activations for --method {'/'.join(ACTIVATION_METHODS)} "
-            f"({one_line(exc, 300, with_type=True)}); "
-            + ("use --method fold" if samples else "give --input-shape or --inputs, or use --method fold")
-        ) from None
-
-
-class AutoSamples(NamedTuple):
-    """What ``auto`` without ``--inputs`` measures on: ``samples`` (None: random inputs) from ``source``,
-    a ``note`` for the report, and whether to ``measure`` at all."""
-
-    samples: dict | None
-    source: str
-    note: str
-    measure: bool = True
-
-
-def auto_samples(model: Model, ctx: PassContext, judge_limit: int, budget: float | None) -> AutoSamples:
-    """The samples of ``auto`` without ``--inputs``, by what the model offers:
-
-    - above ``judge_limit`` parameters: none; it folds unmeasured, ``ar`` only on convolutions;
-    - a BN model with torch, within ``budget`` MACs: DeepInversion samples, fitted to (empty note);
-    - a BN model without them: none; fold + ``ar`` from the BN statistics, unmeasured (random inputs
-      rank candidates worse than those statistics do);
-    - otherwise random token sequences inside the embedding table (a token model), else None (the
-      caller draws random inputs): judged on only, nothing fitted to them (the note says so)."""
-    from onnxfold.folding.samples import deepinversion_samples, has_batchnorm, token_samples
-
-    params = float_elements(model.graph)
-    if params > judge_limit:
-        note = (
-            f"auto folded without measuring (the model has {params:,} parameters, above judge_limit "
-            f"{judge_limit:,}; give --inputs or raise --judge-limit to measure): ar, whose effect was "
-            "not measured, only on convolutions"
-        )
-        return AutoSamples(None, "", note, measure=False)
-    samples, source = deepinversion_samples(model, ctx.input_shapes, ctx.seed, budget)
-    if samples is not None:
-        return AutoSamples(samples, source, "")
-    if has_batchnorm(model):
-        note = (
-            f"auto folded without measuring, with ar from the BN statistics: {source}, and "
-            "random inputs rank candidates worse than real samples do"
-        )
-        return AutoSamples(None, "", note, measure=False)
-    tokens, why = token_samples(model, ctx.input_shapes, ctx.seed)
-    drawn = why if tokens is not None else "random inputs"
-    note = (
-        "auto without --inputs chose among fold, fold+ar and l2 pruning by their error "
-        f"on {drawn.removeprefix('data-free: ')}, and fitted no merge to them"
-        + (f": {source}; {why}" if tokens is None else "")
-    )
-    return AutoSamples(tokens, why if tokens is not None else source, note)
-
-
-#: ``auto`` without ``--inputs`` judges its candidates on models up to this many parameters: judging
-#: rebuilds and runs the model a few times per group (seconds per group at 50M parameters on 2 cores).
-AUTO_JUDGE_LIMIT = 50_000_000
 
 
 class FoldPass(Pass):
@@ -221,7 +129,7 @@ class FoldPass(Pass):
             if not measure:
                 return
         try:
-            self.moments = measure_activations(model, groups, ctx, samples, source)
+            self.moments = measure_activations(model, groups, ctx, samples, source, bool(self.auto_note))
             self.moments.fitted = not self.auto_note
             if want == "auto":
                 from onnxfold.folding.judge import GroupJudge
