@@ -255,12 +255,12 @@ class QuantizePass(Pass):
             )
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
-        from onnxfold.runtime.quantizer_log import held_back, quantizer_notes
+        from onnxfold.runtime.quantizer_log import float_left_note, held_back, quantizer_notes
 
         before = _runtime_ops(model)
         with held_back() as found:
             result = self._run(model, ctx)
-        notes = quantizer_notes(found)
+        notes = [*quantizer_notes(found), *filter(None, [float_left_note(model.graph)])]
         made = _runtime_ops(model) - before  # the op types it added, by how many
         if made:  # easyhtr's reader: dynamic mode made its LSTMs DynamicQuantizeLSTM
             ops = ", ".join(f"{n} {op}" for op, n in sorted(made.items()))

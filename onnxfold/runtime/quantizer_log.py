@@ -89,3 +89,36 @@ def quantizer_notes(found: dict[str, list[str]]) -> list[str]:
             "onnxruntime's quantizer could not tell their type"
         )
     return notes
+
+
+#: a share of the weights left in float by a quantization worth a note
+FLOAT_LEFT_SHARE = 0.1
+
+
+def float_left_note(graph) -> str:
+    """'' or a note naming the ops whose float weights (rank ≥ 2, float32) a quantization left as they
+    were, where they hold at least :data:`FLOAT_LEFT_SHARE` of the weights: onnxruntime's dynamic mode
+    has no GRU kernel, and NSNet2's two GRUs, 71% of its weights, stayed float32 with nothing said."""
+    import numpy as np
+
+    from onnxfold.ir.external import constants, elements_by_type
+
+    total = sum(elements_by_type(graph).values())
+    left: dict[str, int] = {}
+    for c in constants(graph):
+        shape = tuple(c.shape or ())
+        try:
+            single = np.dtype(c.dtype) == np.float32
+        except TypeError:  # a type numpy lacks (bfloat16)
+            single = False
+        if single and len(shape) >= 2 and c.outputs:
+            key = "/".join(sorted({n.op for n in c.outputs}))
+            left[key] = left.get(key, 0) + int(np.prod(shape))
+    share = sum(left.values()) / total if total else 0.0
+    if share < FLOAT_LEFT_SHARE:
+        return ""
+    ops = ", ".join(f"{op} {n:,}" for op, n in sorted(left.items(), key=lambda kv: -kv[1]))
+    return (
+        f"{share:.0%} of the weights stay float32, read by ops this quantization does not convert ({ops}): "
+        "the file shrinks by less than 8-bit weights would make it"
+    )
