@@ -48,3 +48,24 @@ def test_a_kept_model_canonicalize_only_made_larger_is_written_as_given(tmp_path
     assert main(["fold", str(src), "-o", str(out), "--report", str(report)]) == 0
     assert out.read_bytes() == src.read_bytes(), capsys.readouterr().out
     assert json.loads(report.read_text())["validation"] is None
+
+
+def test_a_kept_model_written_simplified_is_validated_within_a_measurements_budget(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """A search kept an FP16 YOLOv8s-seg whole, canonicalize dropped two nodes, and validating the
+    simplified copy ran 32 random images for 281 s: an exact rewrite is smoke-tested on the samples a
+    measurement's MAC budget allows (MIN_MEASURED here, where every sample passes the budget)."""
+    from onnxfold.folding import samples
+
+    net = Net({"w": rnd(np.random.default_rng(0), 6, 4)})
+    src = tmp_path / "m.onnx"
+    onnx.save(net.model(net("MatMul", net("Identity", net.input("x", ["N", 6])), "w")), src)
+    x = tmp_path / "x.npy"
+    np.save(x, np.random.default_rng(1).standard_normal((32, 6)).astype(np.float32))
+    out, report = tmp_path / "o.onnx", tmp_path / "o.json"
+    argv = ["fold", str(src), "-o", str(out), "--report", str(report), "--inputs", str(x)]
+    monkeypatch.setattr(samples, "MEASURE_MACS", 1)
+    assert main(argv) == 0
+    validation = json.loads(report.read_text())["validation"]
+    assert validation["outputs"] and validation["inputs"] == {"x": [samples.MIN_MEASURED, 6]}
