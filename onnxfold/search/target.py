@@ -41,7 +41,7 @@ from onnxfold.runtime.fidelity import OutputFidelity
 from onnxfold.search.allocate import fixed_groups, greedy_path
 from onnxfold.search.bisect import GainFloor, beside_gain, bisect_candidate
 from onnxfold.search.blind import blind_advice, blind_reason
-from onnxfold.search.budget import budget_candidate, budget_note, compute_note
+from onnxfold.search.budget import budget_candidate, budget_note, compute_note, params_saved
 from onnxfold.search.evaluate import Evaluator
 from onnxfold.search.exercise_notes import exercise_notes, unexercised_low
 from onnxfold.search.held_out import held_out_lines
@@ -383,7 +383,13 @@ def search(
             )
         else:
             total = base.params if mode == "target_params" else base.macs
-            chosen, met = budget_candidate(path, measure, total, target, mode, round_to, paced)
+            tensors, by_name = model.graph.tensors(), {g.name: g for g in groups}
+
+            def saved(steps: int) -> float:  # the weights' parameters a prefix removes, counted
+                removed = dict(zip([c.name for c in path.curves], path.removed_at(steps), strict=True))
+                return params_saved([by_name[n] for n in removed if n in by_name], tensors, removed)
+
+            chosen, met = budget_candidate(path, measure, total, target, mode, round_to, paced, saved)
     share = f"the sensitivity stopped at its share ({limit.budget * SENSITIVITY_SHARE:g} s): "
     skipped = (
         f"{sensitivity_cut} of {sensitivity_cut + limit.measured} measurements skipped (taken last on the path, "
