@@ -254,11 +254,10 @@ def _took(session, feed, dim: int) -> bool:
 
 
 def _leading(model: Model, inputs: dict | None) -> dict | None:
-    """The leading samples of ``inputs`` that one measurement's MAC budget allows (all where they
-    cannot be cut or counted); None stays None (validation's own random inputs, 2 of them)."""
-    from onnxfold.folding.samples import measured_limit, sample_count, splittable, take
+    """The leading samples of ``inputs`` that one measurement's MAC budget allows, in whole runs of a
+    batch the model fixes (all where they cannot be cut or counted); None stays None (validation's
+    own random inputs, 2 of them)."""
+    from onnxfold.folding.samples import leading_measured, splittable, take
 
-    if not inputs or not splittable(inputs):
-        return inputs
-    limit = measured_limit(model, inputs)
-    return take(inputs, slice(0, limit)) if limit and limit < sample_count(inputs) else inputs
+    limit = leading_measured(model, inputs) if inputs and splittable(inputs) else None
+    return inputs if limit is None else take(inputs, slice(0, limit))

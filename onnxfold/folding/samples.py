@@ -478,6 +478,15 @@ def measured_limit(model, feed: Feeds, budget: int | None = None, in_place: bool
     return samples_measured(per, budget) if per else None
 
 
+def leading_measured(model, feed: Feeds, budget: int | None = None) -> int | None:
+    """How many leading samples of ``feed`` one measurement may use (:func:`measured_limit`, in whole
+    runs of a batch the model fixes), or None where that is all of them or the MACs cannot be counted."""
+    limit = measured_limit(model, feed, budget)
+    batch = fixed_batch(model) or 1
+    limit = limit and max(batch, limit // batch * batch)
+    return limit if limit and limit < sample_count(feed) else None
+
+
 def runs_on(model, samples: Feeds) -> bool:
     """Whether ``model`` (a pipeline's input, before any rewrite) runs on the first run of ``samples``:
     where it does and the rewritten graph does not, the samples are not to blame."""

@@ -12,6 +12,7 @@ import onnx
 from onnxfold.errors import one_line
 from onnxfold.folding.samples import (
     fixed_batch,
+    leading_measured,
     measured_limit,
     sample_axes,
     sample_count,
@@ -109,12 +110,8 @@ def _random_runs(
         per_run = sample_count(runs[0]) if runs else 1
         keep = max(1, -(-limit // per_run)) if limit else len(runs)
         return runs[0], runs[1:keep]
-    limit = measured_limit(original, joined)
-    batch = fixed_batch(original) or 1
-    if limit and limit < sample_count(joined):
-        limit = max(batch, limit // batch * batch)
-        joined = take(joined, slice(0, limit))
-    return joined, []
+    limit = leading_measured(original, joined)
+    return (joined if limit is None else take(joined, slice(0, limit))), []
 
 
 #: Most input rows per output row for which the data-free proxy draws more rows (ICLabel reads 4).
@@ -437,11 +434,8 @@ class Evaluator:
         proxy too: ukis-csmask's 32 random tiles measured 56 of 400 group levels in the time given)."""
         if self.coupled or self.extra_runs or self.chains or not splittable(self.feed):
             return self
-        n = sample_count(self.feed)
-        limit = measured_limit(self.original, self.feed, budget)
-        batch = fixed_batch(self.original) or 1
-        limit = limit and max(batch, limit // batch * batch)
-        if not limit or limit >= n:
+        limit = leading_measured(self.original, self.feed, budget)
+        if limit is None:
             return self
         synthetic = self.synthetic or ("random samples" if self.proxy else "")
         sub = Evaluator(
