@@ -451,7 +451,7 @@ class SearchPass(Pass):
             "fidelity": chosen.fidelity,
             "param_reduction": result.param_reduction(),
             # weights the input held more than once, stored once whatever folds (ALBERT's shared layers)
-            "stored_once": max(0.0, 1.0 - base.params / given) if given else 0.0,
+            "stored_once": result.stored_once(),
             "candidates": len(result.candidates),
             "seconds": result.seconds,
             "data_free_proxy": result.proxy,

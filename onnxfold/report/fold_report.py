@@ -220,9 +220,8 @@ class FoldReport:
             foldable = [p for p in self.plans if p.status != "blocked"]  # as onnxfold analyze counts
             n_before = sum(p.group.size for p in foldable)
             n_after = sum(p.k for p in foldable)
-            once = stored_once_share(
-                self.passes, self.before.params
-            )  # an ALBERT's shared layers: none of it folding
+            # weights held twice and stored once (an ALBERT's shared layers): none of it is folding
+            once = stored_once_share(self.passes, self.before.params)
             parts.append(
                 f"\ngroups: {len(folded)} folded, {sum(p.status == 'blocked' for p in self.plans)} blocked, "
                 f"{sum(p.status == 'ignored' for p in self.plans)} ignored, "

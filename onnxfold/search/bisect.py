@@ -29,8 +29,8 @@ def bisect_candidate(
     """Largest measured reduction with fidelity ≥ target, by bisection on path steps (the far end
     measured first, or the longest prefix the limit affords, :func:`_affordable_end`; nothing more
     once ``limit`` has expired; an empty path or one the limit affords no step of is not searched).
-    The near end, the unchanged model, is measured too while time is left; after it, ``unchanged()`` builds it unmeasured (CRAFT's
-    search measured it after its limit, minutes past it). ``floor``: the first step worth taking
+    The near end, the unchanged model, is measured too while time is left; after it, ``unchanged()``
+    builds it unmeasured (CRAFT's search measured it after its limit, minutes past it). ``floor``: the first step worth taking
     (``--min-gain``: a smaller reduction is discarded anyway), or a function of the measured far end
     that gives it; it is measured next, and where it misses (or lies at the far end), no step below
     it is sought (malvizv1's data-free default bisected 8 candidates down to 1% fewer parameters,

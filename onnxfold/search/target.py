@@ -132,6 +132,12 @@ class SearchResult:
         """The chosen candidate's fewer parameters, of the input's when :attr:`input_params` is known."""
         return 1.0 - self.chosen.params / self.input_params if self.input_params else self.chosen.reduction
 
+    def stored_once(self) -> float:
+        """The share of the input's parameters that it holds more than once and the search counts once
+        (ALBERT's shared layers): the canonicalized model's count, params / (1 − reduction), against it."""
+        base = self.chosen.params / (1.0 - self.chosen.reduction) if self.chosen.reduction < 1 else 0.0
+        return max(0.0, 1.0 - base / self.input_params) if base and self.input_params else 0.0
+
     def reduction(self) -> float:
         """The chosen candidate's reduction of the budget's count: MACs for ``target_macs``, else
         :meth:`param_reduction`."""
@@ -181,9 +187,7 @@ class SearchResult:
             shown = "fidelity not measured (the model unchanged)"
         elif not blind:
             shown += unexercised_low(self.chosen.outputs, self.unexercised)
-        # weights held twice, stored once: sudachi's ALBERT read "29.6% fewer parameters", all of them that
-        base = self.chosen.params / (1.0 - self.chosen.reduction) if self.chosen.reduction < 1 else 0
-        once = 1.0 - base / self.input_params if base and self.input_params else 0.0
+        once = self.stored_once()  # sudachi's ALBERT read "29.6% fewer parameters", all of them that
         once_text = (
             f", {'all' if not self.chosen.steps else f'{once:.1%}'} weights stored once"
             if once >= 0.001
@@ -366,7 +370,7 @@ def search(
 
     def unchanged() -> Candidate:
         cand = measured(0, build(path.sparsities_at(0)), None, base, shapes)
-        log.info("search: the time limit has passed: the unchanged model, not measured")
+        log.info("search: the unchanged model, not measured (no step to take, or the time limit passed)")
         tried[0] = cand
         return cand
 
