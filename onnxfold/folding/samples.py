@@ -472,17 +472,14 @@ def run_limit(model, feed: Feeds) -> int | None:
 
 def measured_limit(model, feed: Feeds, budget: int | None = None, in_place: bool = False) -> int | None:
     """How many samples a measurement may use within ``budget`` MACs (default :data:`MEASURE_MACS`;
-    at least :data:`MIN_MEASURED`); None when the MACs cannot be counted (``in_place`` as
-    :func:`sample_macs` takes it)."""
+    at least :data:`MIN_MEASURED`); None if uncountable (``in_place`` as :func:`sample_macs`)."""
     per = sample_macs(model, feed, in_place)
     return samples_measured(per, budget) if per else None
 
 
 def leading_measured(model, feed: Feeds, budget: int | None = None) -> int | None:
-    """How many leading samples of ``feed`` one measurement may use (:func:`measured_limit`, in whole
-    runs of a batch the model fixes), or None where that is all of them or the MACs cannot be counted."""
-    limit = measured_limit(model, feed, budget)
-    batch = fixed_batch(model) or 1
+    """Leading samples of ``feed`` one measurement may use (whole runs of a fixed batch); None: all."""
+    limit, batch = measured_limit(model, feed, budget), fixed_batch(model) or 1
     limit = limit and max(batch, limit // batch * batch)
     return limit if limit and limit < sample_count(feed) else None
 
