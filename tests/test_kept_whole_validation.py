@@ -69,3 +69,23 @@ def test_a_kept_model_written_simplified_is_validated_within_a_measurements_budg
     assert main(argv) == 0
     validation = json.loads(report.read_text())["validation"]
     assert validation["outputs"] and validation["inputs"] == {"x": [samples.MIN_MEASURED, 6]}
+
+
+def test_a_kept_model_validated_within_the_budget_is_cut_to_whole_runs_of_its_fixed_batch(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """The same cut on a model exported at batch 10: four samples would not run at all, so validation
+    takes one whole run of ten (MIN_MEASURED rounded up to the batch the model fixes)."""
+    from onnxfold.folding import samples
+
+    net = Net({"w": rnd(np.random.default_rng(0), 6, 4)})
+    src = tmp_path / "m.onnx"
+    onnx.save(net.model(net("MatMul", net("Identity", net.input("x", [10, 6])), "w")), src)
+    x = tmp_path / "x.npy"
+    np.save(x, np.random.default_rng(1).standard_normal((30, 6)).astype(np.float32))
+    out, report = tmp_path / "o.onnx", tmp_path / "o.json"
+    argv = ["fold", str(src), "-o", str(out), "--report", str(report), "--inputs", str(x)]
+    monkeypatch.setattr(samples, "MEASURE_MACS", 1)
+    assert main(argv) == 0, capsys.readouterr().out
+    validation = json.loads(report.read_text())["validation"]
+    assert validation["outputs"] and validation["inputs"] == {"x": [10, 6]}
