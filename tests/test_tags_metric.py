@@ -253,3 +253,24 @@ def test_a_token_models_linear_head_is_read_as_scores_per_token_and_hidden_state
             {"fetch_name_0": ref}, "auto", producers, has_tokens(draws), 16, given, vocab=vocabularies(draws)
         )
         assert chosen == {"fetch_name_0": expected}, (ending, given)
+
+
+def test_a_given_metric_that_misreads_the_task_gets_a_note(tmp_path: Path, caplog) -> None:
+    """``--metric top1`` counts a tagger's positions one by one and ``--metric sequence`` collapses
+    repeats as CTC lines do: both ran without a word on an ALBERT word tagger. The metric given is
+    still used; the note says what auto would read."""
+    src = _tagger(tmp_path / "twin.onnx", 5, twin=True)
+    ids = np.random.default_rng(3).integers(0, ROWS, (32, 9))
+    for metric, note in (
+        ("top1", "--metric top1 on labels: auto reads it as tags (a tagger's task reads"),
+        ("sequence", "--metric sequence on labels: auto reads it as tags (its scores do not look like a CTC"),
+        ("tags", None),
+        ("r2", None),
+    ):
+        caplog.clear()
+        _, report = onnxfold.fold(
+            str(src), output=str(tmp_path / "o.onnx"), inputs={"ids": ids}, metric=metric, round_to=1
+        )
+        assert report.search.metrics == {"labels": metric}
+        notes = [r.getMessage() for r in caplog.records if "auto reads it as" in r.getMessage()]
+        assert (notes == []) if note is None else (len(notes) == 1 and note in notes[0]), (metric, notes)

@@ -82,3 +82,22 @@ def counted(metric: str, ref: np.ndarray, samples: int | None = None) -> int | N
     if metric == "top1" and np.ndim(ref) == 2:
         return int(np.shape(ref)[0])
     return None
+
+
+def given_metric_notes(chosen: Mapping[str, str], automatic: Mapping[str, str]) -> list[str]:
+    """A note for each output where a given ``sequence`` or ``top1`` reads a task that ``auto`` reads
+    otherwise: ``sequence`` on scores that are no CTC recogniser's lines (it collapses repeats and
+    blanks that an attention decoder or a tagger does not write), ``top1`` on a tagger's labels (it
+    counts positions one by one where the task reads a sample's labels together). Both ran without a
+    word on an ALBERT word tagger."""
+    notes = []
+    for name, metric in chosen.items():
+        auto = metric_parts(automatic.get(name, metric))[0]
+        if metric == "sequence" and auto != "sequence":
+            why = "its scores do not look like a CTC recogniser's (a blank class between characters)"
+        elif metric == "top1" and auto == "tags":
+            why = "a tagger's task reads a sample's labels together; top1 counts positions one by one"
+        else:
+            continue
+        notes.append(f"--metric {metric} on {name}: auto reads it as {automatic[name]} ({why})")
+    return notes

@@ -32,7 +32,7 @@ from onnxfold.runtime.fidelity import (
     output_metrics,
 )
 from onnxfold.runtime.input_scales import vocabularies
-from onnxfold.runtime.metric_spec import STATE_METRICS, parse_metric
+from onnxfold.runtime.metric_spec import LEFT_OUT, STATE_METRICS, given_metric_notes, parse_metric
 from onnxfold.runtime.padding import padding_mask
 from onnxfold.runtime.producers import as_scores, free_last_axes, producers_of, quantized_outputs
 from onnxfold.runtime.sequences import sample_axis
@@ -273,9 +273,14 @@ class Evaluator:
             bounds,
             vocab,
             states,
-            free_last_axes(original),
+            free_last := free_last_axes(original),
         )
         given, named = parse_metric(metric)
+        if given != "auto" or set(named.values()) - {"auto", LEFT_OUT}:  # a metric given: fit for the task?
+            args = (producers, bool(vocab), self.samples, not self.proxy, bounds, vocab, states)
+            automatic = output_metrics(self.reference, "auto", *args, free_last)
+            for note in given_metric_notes(self.metrics, automatic):
+                log.warning("note: %s", note)
         #: recurrent states that a decision metric given for every output leaves to auto
         self.states_left = [] if given in STATE_METRICS else sorted(states & set(self.metrics) - set(named))
         if not self.metrics:
