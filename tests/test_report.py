@@ -799,3 +799,26 @@ def test_analyze_shows_units_of_several_channels_as_such() -> None:
     rows = {line.split()[0]: line for line in text.splitlines() if line.startswith(("heads", "plain"))}
     assert "6 × 64" in rows["heads"] and "×" not in rows["plain"]
     assert "n units of u channels" in text
+
+
+def test_the_rounding_line_names_the_rounded_group_that_lost_most_and_counts_no_narrow_one(tmp_path) -> None:
+    """PP-LCNet at -s 0.3: its 2-channel group went to 1 (a whole channel, not rounding) and its
+    16-channel stream to 8; the line counted both as rounding's and named 2 -> 1, the harmless one."""
+    import onnx
+    from harness import Net, rnd
+
+    import onnxfold
+
+    rng = np.random.default_rng(0)
+    net = Net({"w1": rnd(rng, 2, 3, 3, 3), "w2": rnd(rng, 16, 2, 3, 3), "w3": rnd(rng, 4, 16, 3, 3)})
+    h = net("Relu", net("Conv", net.input("x", ["N", 3, 8, 8]), "w1", pads=[1, 1, 1, 1]))
+    h = net("Relu", net("Conv", h, "w2", pads=[1, 1, 1, 1]))
+    src = tmp_path / "m.onnx"
+    onnx.save(net.model(net("Conv", h, "w3", pads=[1, 1, 1, 1])), src)
+    report = onnxfold.fold(str(src), 0.3, tmp_path / "o.onnx", validate=False, method="fold")[1]
+    assert sorted((p.group.size, p.k) for p in report.plans if p.status == "folded") == [(2, 1), (16, 8)]
+    line = report.rounding_line()
+    assert (
+        "rounding took 1 of the folded groups 0.1 or more past the sparsity asked (16 -> 8: 0.5 for 0.3)"
+        in line
+    )

@@ -186,10 +186,11 @@ class FoldReport:
         groups = "group narrower than" if narrow == 1 else "groups narrower than"
         keep = "keeps its" if narrow == 1 else "keep their"
         note = f"; {narrow} folded {groups} {2 * m} {keep} exact count" if narrow else ""
-        # U²-Net-P's 16-channel groups went to 8 at -s 0.3, 55.9% fewer parameters, with no word here
-        over = [p for p in self.plans if p.status == "folded" and 1 - p.k / p.group.size >= p.sparsity + 0.1]
+        # U²-Net-P's 16 channels went to 8 at -s 0.3 unsaid; a narrow 2 -> 1 is no rounding (PP-LCNet)
+        over = [p for p in self.plans if p.status == "folded" and rounds(p.group.size, m)]
+        over = [p for p in over if 1 - p.k / p.group.size >= p.sparsity + 0.1]
         if over:
-            e = max(over, key=lambda p: 1 - p.k / p.group.size - p.sparsity)
+            e = max(over, key=lambda p: p.group.size * (1 - p.sparsity) - p.k)
             note += (
                 f"; rounding took {len(over)} of the folded groups 0.1 or more past the sparsity asked "
                 f"({e.group.size} -> {e.k}: {1 - e.k / e.group.size:.2g} for {e.sparsity:.2g}); "
