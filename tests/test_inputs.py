@@ -688,7 +688,9 @@ def test_a_proxy_on_a_tiny_guessed_image_says_so() -> None:
         ([-1, 1, 32, -1], TensorProto.FLOAT, (2, 1, 32, 256)),  # a CRNN's grey lines
         (["n", 32, "w", 3], TensorProto.FLOAT, (2, 32, 256, 3)),  # channels last
         (["n", 3, "h", "w"], TensorProto.FLOAT, (2, 3, 224, 224)),  # both sides free: as before
-        (["n", 3, "?", "?"], TensorProto.FLOAT, (2, 3, 16, 16)),
+        (["n", 3, "?", "?"], TensorProto.FLOAT, (2, 3, 224, 224)),  # unnamed: an image still
+        ([-1, -1, -1, 3], TensorProto.FLOAT, (2, 224, 224, 3)),  # channels last, as tf2onnx writes
+        (["n", 3, "?", "time"], TensorProto.FLOAT, (2, 3, 224, 16)),  # a side named otherwise
         (["n", 8, 48, "?"], TensorProto.FLOAT, (2, 8, 48, 16)),  # 8 channels: no image
         (["n", 3, 48, "?"], TensorProto.INT64, (2, 3, 48, 16)),  # not floats
         (["n", 3, 4, "?"], TensorProto.FLOAT, (2, 3, 4, 16)),  # a 4-row strip: no line of text

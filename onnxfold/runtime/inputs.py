@@ -216,22 +216,45 @@ def line_width(dims, dtype) -> tuple[int, int] | None:
     return None
 
 
+def free_image_sides(dims, dtype) -> tuple[int, int]:
+    """The axes of both sides of float images [N, C, H, W] or [N, H, W, C] (:func:`image_sides`) where
+    both are free, else (). They are guessed at :data:`SPATIAL_DIM` unless named otherwise: PaddleOCR's
+    orientation classifier declares x [-1, 3, -1, -1], and its data-free proxy ran on 16×16 images
+    (636K MACs where the 48×192 lines it reads take 16.3M)."""
+    dims = list(dims or ())
+    if len(dims) != 4 or dtype is None or np.dtype(dtype).kind != "f":
+        return ()
+    sides = image_sides(dims[1:], [not free_dim(d) for d in dims[1:]])
+    if sides is None or not all(free_dim(dims[i + 1]) for i in sides):
+        return ()
+    return sides[0] + 1, sides[1] + 1
+
+
+#: what :func:`_default_dim` returns for a dim it knows nothing of, told apart from a guess by name
+ANONYMOUS = -1
+
+
 def _sized(
     dims, sizes: dict[str, int], batch: int, default_dim: int, sequence: int, dtype=None
 ) -> tuple[int, ...]:
-    """Concrete sizes for ``dims`` (:func:`_default_dim`; a text line's width :func:`line_width`), one
+    """Concrete sizes for ``dims`` (:func:`_default_dim`; a text line's width :func:`line_width`; an
+    image's free sides :func:`free_image_sides`), one
     size per symbolic name: the first guess for a name, or a size in ``sizes`` already, holds wherever
     the name appears (a graph model's edge_feat [num_edges, 13] and edge_index [2, num_edges] were
     drawn with 2 and 16 edges, and its Expand refused them)."""
-    line = line_width(dims, dtype)
+    line, square = line_width(dims, dtype), free_image_sides(dims, dtype)
+    side = SPATIAL_DIM if default_dim == DEFAULT_DIM else default_dim  # a fallback's size where 224 fails
     fixed_lead = len(dims) >= 3 and not any(free_dim(d) for d in dims[:-1])  # [1, 1, batch_size]
     return tuple(
         sizes.setdefault(d, guess) if isinstance(d, str) and d else guess
         for i, d in enumerate(dims)
+        for named in [_default_dim(d, i, batch, ANONYMOUS, sequence, fixed_lead and i == len(dims) - 1)]
         for guess in [
             line[1]
             if line and i == line[0]
-            else _default_dim(d, i, batch, default_dim, sequence, fixed_lead and i == len(dims) - 1)
+            else (side if i in square else default_dim)
+            if named == ANONYMOUS
+            else named
         ]
     )
 
