@@ -329,3 +329,43 @@ def test_padding_that_makes_the_outputs_nan_is_refused(tmp_path: Path) -> None:
     folder = _clip_folder(tmp_path / "clips", clips, "npy-folder", "signal")
     with pytest.raises(ValueError, match=r"its answers change on 15 of 16 files .*total holds NaN or inf"):
         load_inputs(folder, model)
+
+
+def test_a_length_input_marks_the_padding_of_samples_padded_to_the_longest(tmp_path: Path, caplog) -> None:
+    """libtashkeel's diacritizer reads input_lengths [N] beside its characters [N, L]: 32 sentences
+    padded to the longest were judged on their padded positions too, as if no mask said which hold
+    characters."""
+    from onnxfold.runtime.padding import length_mask, padding_mask
+
+    table = np.random.default_rng(1).standard_normal((50, 8)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gather", ["E", "ids"], ["hidden"]),
+            helper.make_node("Cast", ["input_lengths"], ["n"], to=TensorProto.FLOAT),
+        ],
+        "ids",
+        [
+            helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", "seq"]),
+            helper.make_tensor_value_info("input_lengths", TensorProto.INT64, ["N"]),
+        ],
+        [
+            helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["N", "seq", 8]),
+            helper.make_tensor_value_info("n", TensorProto.FLOAT, ["N"]),
+        ],
+        [numpy_helper.from_array(table, "E")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    folder = tmp_path / "sentences"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    for i, n in enumerate((12, 20, 16)):
+        np.savez(folder / f"{i}.npz", ids=rng.integers(1, 50, (1, n)), input_lengths=np.array([n]))
+    with caplog.at_level(logging.WARNING):
+        got = load_inputs(folder, model)
+    assert "input_lengths holding each sample's length" in caplog.text
+    assert "outputs per token are measured on the tokens alone" in caplog.text
+    want = np.arange(20)[None, :] < np.array([12, 20, 16])[:, None]
+    np.testing.assert_array_equal(padding_mask(got), want)
+    # no mask where no sample is padded, nor where no input is as long as the longest length
+    assert length_mask({"ids": got["ids"][1:2], "input_lengths": np.array([20])}) is None
+    assert length_mask({"ids": got["ids"][:, :16], "input_lengths": np.array([12, 20, 16])}) is None

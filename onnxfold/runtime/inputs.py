@@ -286,7 +286,7 @@ LENGTH_NAME = re.compile(r"len|width|frames")
 
 
 def _full_length(others: Mapping[str, np.ndarray], symbolic: set[int]) -> int | None:
-    """The length to draw for an input that holds each sample's valid length (:func:`_length_like`:
+    """The length to draw for an input that holds each sample's valid length (:func:`length_like`:
     a recogniser's ``widths``, an audio model's ``lengths``): the largest free dim of the other
     inputs (``symbolic``: their sizes; else their largest fixed dim beyond the batch), so every
     position is valid. Drawn in [0, 4) as other integers, trueocr's line widths left one column of
@@ -296,7 +296,7 @@ def _full_length(others: Mapping[str, np.ndarray], symbolic: set[int]) -> int | 
     return max(pool) if pool else None
 
 
-def _length_like(spec: InputSpec) -> bool:
+def length_like(spec: InputSpec) -> bool:
     """An integer input of rank ≤ 1 named like :data:`LENGTH_NAME`."""
     kind = spec.dtype.kind if spec.dtype is not None else ""
     return kind in ("i", "u") and len(spec.shape or ()) <= 1 and bool(LENGTH_NAME.search(spec.name.lower()))
@@ -346,7 +346,7 @@ def make_inputs(
     tokens = {  # the shapes of the inputs whose ids index an embedding table
         s.shape for s in specs if isinstance((id_draws or {}).get(s.name), np.ndarray)
     }
-    lengths = [s for s in specs if s.name not in shapes and _length_like(s)]
+    lengths = [s for s in specs if s.name not in shapes and length_like(s)]
     for spec in [s for s in specs if s not in lengths] + lengths:  # lengths once the rest are sized
         if spec.dtype is None:
             raise ValueError(f"input {spec.name!r} has unsupported type {spec.onnx_type}")

@@ -45,7 +45,29 @@ def padding_mask(feed: Mapping[str, np.ndarray]) -> np.ndarray | None:
             tokens, pads = held.all(axis=1).any(), (~held).all(axis=1).any()
             inverted = pads and not tokens or not tokens and not pads and "key_padding" in name.lower()
             return ~held if inverted else held
-    return _unnamed_mask(feed)
+    unnamed = _unnamed_mask(feed)
+    return unnamed if unnamed is not None else length_mask(feed)
+
+
+def length_mask(feed: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """The positions within each sample's length, where an integer input [N] named like a length
+    (:data:`~onnxfold.runtime.inputs.LENGTH_NAME`) holds it beside an input [N, L, ...] whose L is
+    the longest of them (the longest sample, unpadded) and some sample is shorter: libtashkeel's
+    diacritizer reads ``input_lengths`` beside its characters [N, L], and 32 sentences padded to the
+    longest were judged on their padding too. None otherwise."""
+    from onnxfold.runtime.inputs import LENGTH_NAME
+
+    arrays = {k: np.asarray(v) for k, v in feed.items()}
+    for name, v in arrays.items():
+        if v.ndim != 1 or v.dtype.kind not in "iu" or not v.size or not LENGTH_NAME.search(name.lower()):
+            continue
+        longest = int(v.max())
+        beside = [
+            a for k, a in arrays.items() if k != name and a.ndim >= 2 and a.shape[:2] == (len(v), longest)
+        ]
+        if beside and v.min() >= 1 and (v < longest).any():
+            return np.arange(longest)[None, :] < v[:, None]
+    return None
 
 
 def _unnamed_mask(feed: Mapping[str, np.ndarray]) -> np.ndarray | None:

@@ -32,7 +32,7 @@ from contextvars import ContextVar
 
 import numpy as np
 
-from onnxfold.runtime.inputs import InputSpec, free_axes
+from onnxfold.runtime.inputs import InputSpec, free_axes, length_like
 
 log = logging.getLogger(__name__)
 
@@ -180,13 +180,15 @@ def even_lengths(runs: Sequence[Feeds], specs: Sequence[InputSpec], where: str) 
             arr = r[name]
             widths = [(0, longest.get(axis, n) - n) for axis, n in enumerate(arr.shape)]
             r[name] = np.pad(arr, widths, constant_values=np.asarray(fill).astype(arr.dtype))
+    held = _length_inputs(runs, specs, axes)
     marking = f", {' and '.join(masks)} marking the padding" if masks else ""
+    marking += f", {' and '.join(held)} holding each sample's length" if held and not masks else ""
     message = (
         f"{where}: the samples differ in length ({', '.join(axes)}: {min(lengths)} to {max(lengths)}): padded "
         f"at the end to the longest with 0{marking}, as a batch of them is run; "
         + (
             "outputs per token are measured on the tokens alone"
-            if masks
+            if masks or held
             else "figures then include the padded positions (samples of one length avoid them)"
         )
     )
@@ -196,3 +198,22 @@ def even_lengths(runs: Sequence[Feeds], specs: Sequence[InputSpec], where: str) 
     else:
         log.warning("%s", message)
     return out
+
+
+def _length_inputs(
+    runs: Sequence[Feeds], specs: Sequence[InputSpec], axes: dict[str, list[int]]
+) -> list[str]:
+    """The integer inputs named like a length (rank ≤ 1) whose value in every run is the longest of
+    the run's free lengths: each sample's length, which marks its padding
+    (:func:`~onnxfold.runtime.padding.length_mask`)."""
+
+    def run_length(r: Feeds) -> int:
+        return max(np.shape(r[name])[axis] for name, dims in axes.items() for axis in dims)
+
+    return [
+        s.name
+        for s in specs
+        if s.name not in axes
+        and length_like(s)
+        and all(s.name in r and np.size(r[s.name]) and int(np.max(r[s.name])) == run_length(r) for r in runs)
+    ]
