@@ -68,11 +68,26 @@ def not_run_on_samples(where: str, exc: BaseException, samples=None) -> str:
         shapes = ", ".join(  # N: the samples, some of which a search may hold out
             f"{k} [{', '.join(['N', *map(str, getattr(v, 'shape', ())[1:])])}]" for k, v in samples.items()
         )
-        given = f" ({shapes}: too short or small for it?)" if fits == "a shape" else f" ({shapes})"
+        hint = _lengths_differ(samples) or "too short or small for it?"
+        given = f" ({shapes}: {hint})" if fits == "a shape" else f" ({shapes})"
     return (
         f"{where}: the model does not run on the given samples{given} ({one_line(exc, 300)}); "
         f"give samples of {fits} the model takes"
     )
+
+
+def _lengths_differ(samples: dict) -> str:
+    """'' or a hint naming two inputs of one rank whose shapes differ in one dim past the samples' (a
+    diacritizer's characters [N, 20] beside their diacritics [N, 21]: "too short or small for it?"
+    pointed elsewhere)."""
+    shaped = [(k, tuple(getattr(v, "shape", ())[1:])) for k, v in samples.items()]
+    for i, (a, sa) in enumerate(shaped):
+        for b, sb in shaped[i + 1 :]:
+            differ = [d for d in range(len(sa)) if len(sa) == len(sb) and sa[d] != sb[d]]
+            if len(differ) == 1:
+                d = differ[0]
+                return f"{a} and {b} differ in dim {d + 1} ({sa[d]} and {sb[d]}): does the model read them at one size?"
+    return ""
 
 
 #: onnxruntime's framing ("[ONNXRuntimeError] : 1 : FAIL : ") and the C++ source location and

@@ -776,3 +776,20 @@ def test_heavy_guessed_sizes_are_said_before_anything_is_measured(tmp_path: Path
     with caplog.at_level(logging.WARNING):
         assert main([*argv, "--overwrite", "--input-shape", "x:1,3,32,32"]) == 0
     assert "guessed" not in " ".join(r.getMessage() for r in caplog.records)
+
+
+def test_two_inputs_of_differing_lengths_are_named_where_the_samples_do_not_run() -> None:
+    """A diacritizer's characters [N, 20] beside their diacritics [N, 21] were told "too short or
+    small for it?": the two inputs disagree, and the message says which."""
+    from onnxfold.errors import not_run_on_samples
+
+    samples = {
+        "char_inputs": np.zeros((4, 20), np.int64),
+        "diac_inputs": np.zeros((4, 21), np.int64),
+        "input_lengths": np.zeros(4, np.int64),
+    }
+    text = not_run_on_samples("data/bad.npz", RuntimeError("Add node: dimension mismatch"), samples)
+    assert "char_inputs and diac_inputs differ in dim 1 (20 and 21)" in text, text
+    assert "too short or small" not in text
+    alike = {k: np.zeros((4, 20), np.int64) for k in ("char_inputs", "diac_inputs")}
+    assert "too short or small for it?" in not_run_on_samples("x", RuntimeError("bad"), alike)
