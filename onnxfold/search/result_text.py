@@ -28,4 +28,6 @@ def per_output(o: OutputFidelity) -> str:
         text += f" (bootstrap 80% lower value {o.low:.4f})"
     if o.samples:
         text += f" ({round(o.value * o.samples)} of {o.samples} samples, 95% lower bound {bound_text(o.lower_bound())})"
+    elif o.metric == "top1":  # a diacritizer's 0.9922 of positions kept 83.6% of its sentences whole
+        text += " (of positions, not whole samples)"
     return text
