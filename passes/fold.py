@@ -208,9 +208,15 @@ class FoldPass(Pass):
             "groups clustered in parallel (joblib worker processes, or the backend of an active "
             "joblib.parallel_config; -1: every core); each worker's BLAS/OpenMP runs on one thread and "
             "reads only its group's tensors; the output does not depend on it. The activation-aware "
-            "methods and fused features run in one process. Also onnxruntime's threads for the runs "
-            "a fold or search measures on (auto's judge, the target search, activation statistics), "
-            "which dominate a search on a heavy model",
+            "methods and fused features run in one process",
+        ),
+        Option(
+            "threads",
+            int,
+            0,
+            "onnxruntime's threads for the runs a fold or search measures on (auto's judge, the "
+            "target search, activation statistics), most of a search's time on a heavy model; 0: "
+            "every core this process may use. The output does not depend on it",
         ),
         Option(
             "cluster",
@@ -248,6 +254,10 @@ class FoldPass(Pass):
             raise PipelineError("fold: round_to must be at least 1")
         if self.opts["n_init"] < 1:
             raise PipelineError("fold: n_init must be at least 1")
+        if self.opts["threads"] < 0:
+            raise PipelineError(
+                f"fold: threads must be 0 (every core) or a positive count, got {self.opts['threads']}"
+            )
         if self.opts["jobs"] == 0 or self.opts["jobs"] < -1:
             raise PipelineError(
                 f"fold: jobs must be a positive count or -1 (every core), got {self.opts['jobs']}"
@@ -263,7 +273,7 @@ class FoldPass(Pass):
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         from onnxfold.runtime.session import measuring_threads
 
-        with collecting() as seconds, measuring_threads(self.opts["jobs"]):
+        with collecting() as seconds, measuring_threads(self.opts["threads"]):
             result = self._run(model, ctx)
         if any(p.status == "folded" for p in ctx.data["fold_plans"]):
             model.unrewritten = None  # the fold is in the rewritten graph now

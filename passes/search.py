@@ -332,10 +332,10 @@ class SearchPass(Pass):
                 after[1].run_by = self.name
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
-        """The search, its measurements on the fold pass's ``--jobs`` threads."""
+        """The search, its measurements on the fold pass's ``--threads`` threads (every core by default)."""
         from onnxfold.runtime.session import measuring_threads
 
-        with measuring_threads(self.fold.opts["jobs"] if self.fold is not None else 1):
+        with measuring_threads(self.fold.opts["threads"] if self.fold is not None else 0):
             return self._search(model, ctx)
 
     def _search(self, model: Model, ctx: PassContext) -> PassResult:
@@ -375,11 +375,11 @@ class SearchPass(Pass):
         )
         if self.validated:  # validation runs the original and the result after the search
             limit.keep(AFTER_SEARCH_RUNS * evaluator.whole_seconds)
-        jobs = fold.opts["jobs"]
+        threads = fold.opts["threads"]
 
         def remeasure(result: Model) -> tuple[float, list]:
             """The search's own measurement of a later result (validate checks that it kept the target)."""
-            with measuring_threads(jobs):
+            with measuring_threads(threads):
                 return evaluator(result)
 
         ctx.data["search_measure"] = remeasure

@@ -20,6 +20,23 @@ import pytest
 
 STYLES = ("legacy", "legacy-bn", "dynamo")
 
+
+def _one_core_per_worker() -> None:
+    """Under xdist with at least as many workers as cores, each worker runs on a core of its own: a fold
+    measures on every core its process may use (``--threads 0``), and two workers on two cores would
+    each run two threads. The output does not depend on the thread count (test_jobs)."""
+    import os
+
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not (worker.startswith("gw") and count and hasattr(os, "sched_setaffinity")):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    if int(count) >= len(cores) > 1:
+        os.sched_setaffinity(0, {cores[int(worker[2:]) % len(cores)]})
+
+
+_one_core_per_worker()
+
 # Small widths, so that the whole suite stays fast; every Flatten sees an H·W > 1 map.
 CONFIGS: dict[str, dict] = {
     "resnet18": {"base_width": 8, "num_classes": 10},

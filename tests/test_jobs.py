@@ -120,14 +120,16 @@ def test_step_times_add_up_to_at_most_the_wall_time(llama: Path, tmp_path: Path,
 
 
 def test_bad_jobs_is_one_line(llama: Path, tmp_path: Path, capsys) -> None:
-    rc = main(["fold", str(llama), "-o", str(tmp_path / "o.onnx"), "--no-validate", "--jobs", "0"])
-    err = capsys.readouterr().err
-    assert rc != 0 and "jobs" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    for flag, value in (("--jobs", "0"), ("--threads", "-2")):
+        rc = main(["fold", str(llama), "-o", str(tmp_path / "o.onnx"), "--no-validate", flag, value])
+        err = capsys.readouterr().err
+        assert rc != 0 and flag[2:] in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
-def test_jobs_sets_the_threads_of_the_runs_a_search_measures_on(tmp_path: Path, monkeypatch) -> None:
-    """auto's judge and the target search run onnxruntime on ``--jobs`` threads; the model written
-    is the same as on one thread."""
+def test_threads_sets_the_threads_of_the_runs_a_search_measures_on(tmp_path: Path, monkeypatch) -> None:
+    """auto's judge and the target search run onnxruntime on ``--threads`` threads (every core by
+    default: on one, a search used half of a 2-core machine); the model written is the same on one
+    thread, on two and on the default."""
     import onnxfold.runtime.session as session
     from onnxfold.models import bundled_model
     from onnxfold.models.digits import load_digits_split
@@ -142,17 +144,20 @@ def test_jobs_sets_the_threads_of_the_runs_a_search_measures_on(tmp_path: Path, 
     monkeypatch.setattr(session, "make_session", recording)
     x = load_digits_split()[2][:16]
     outs = {}
-    for jobs in (1, 2):
+    for threads in (1, 2, 0):
         seen.clear()
-        outs[jobs] = tmp_path / f"j{jobs}.onnx"
+        outs[threads] = tmp_path / f"t{threads}.onnx"
         fold(
             bundled_model("lenet5.onnx"),
-            output=outs[jobs],
+            output=outs[threads],
             min_fidelity=0.9,
             inputs={"input": x},
-            jobs=jobs,
+            threads=threads,
         )
         measured = [t for t in seen if t is not None]
-        assert measured and set(measured) == {jobs}, set(measured)
-    assert session.measure_threads() == 1  # restored after the fold
-    assert outs[1].read_bytes() == outs[2].read_bytes()
+        assert measured and set(measured) == {threads or session.usable_cores()}, set(measured)
+    with session.measuring_threads(3):
+        fold(bundled_model("lenet5.onnx"), output=tmp_path / "x.onnx", min_fidelity=0.9, inputs={"input": x})
+        assert session.measure_threads() == 3  # restored after the fold
+    assert session.measure_threads() == session.usable_cores()
+    assert outs[1].read_bytes() == outs[2].read_bytes() == outs[0].read_bytes()

@@ -145,13 +145,21 @@ def runtime_description() -> str:
 # --------------------------------------------------------------------------- sessions and inputs
 
 
-_measure = {"threads": 1}
+_measure = {"threads": 0}
 
 
 def measure_threads() -> int:
     """onnxruntime's intra-op threads for the runs a fold measures on (judge, search, activation
-    statistics, synthesis, verification): 1 unless :func:`measuring_threads` says otherwise."""
-    return _measure["threads"]
+    statistics, synthesis, verification): every core this process may use (:func:`usable_cores`)
+    unless :func:`measuring_threads` says otherwise (a fold's and a search's ``threads`` option). One
+    thread made a search use half of a 2-core machine: a spindle detector's 16 samples ran in 4.8 s
+    on one thread, 2.7 s on two."""
+    return _measure["threads"] or usable_cores()
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def measurement_session(
@@ -163,22 +171,26 @@ def measurement_session(
         from onnxfold.ir.model import to_model_proto
 
         model = to_model_proto(model)
+    threads = measure_threads()  # idle threads do not spin: a machine shared with other jobs loses nothing
     return make_session(
-        model, providers=providers, optimize=optimize, threads=measure_threads(), arena=False, arrays=True
+        model,
+        providers=providers,
+        optimize=optimize,
+        threads=threads,
+        arena=False,
+        arrays=True,
+        spinning=threads == 1,
     )
 
 
 @contextlib.contextmanager
-def measuring_threads(jobs: int):
-    """Within the block, measurement runs use ``jobs`` threads (-1: every core this process may use).
-    onnxruntime's CPU kernels gave bit-identical outputs at 1, 2 and 4 threads on PicoDet, YOLOX,
-    SVTR and ResNet-18 exports; where two candidates' errors tie to the last bits a choice may still
-    differ."""
-    n = jobs
-    if n == -1:
-        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+def measuring_threads(threads: int):
+    """Within the block, measurement runs use ``threads`` threads (0 or -1: every core this process
+    may use, :func:`usable_cores`). onnxruntime's CPU kernels gave bit-identical outputs at 1, 2 and
+    4 threads on PicoDet, YOLOX, SVTR and ResNet-18 exports; where two candidates' errors tie to the
+    last bits a choice may still differ."""
     previous = _measure["threads"]
-    _measure["threads"] = max(1, int(n))
+    _measure["threads"] = 0 if threads in (0, -1) else max(1, int(threads))
     try:
         yield
     finally:
