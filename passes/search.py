@@ -373,6 +373,7 @@ class SearchPass(Pass):
         evaluator, held_out = prepared(
             model, ctx, fold, [fold] + ([self.repair] if self.repair is not None else []), self.opts["metric"]
         )
+        prepared_s = time.perf_counter() - began  # of the limit, before any measurement
         if self.validated:  # validation runs the original and the result after the search
             limit.keep(AFTER_SEARCH_RUNS * evaluator.whole_seconds)
         threads = fold.opts["threads"]
@@ -420,6 +421,7 @@ class SearchPass(Pass):
             shapes=ctx.data.get("mac_shapes", ctx.input_shapes),
             min_gain=self.opts["min_gain"],
             input_params=given,
+            prepared_s=prepared_s,
         )
         result.target, result.input_params = self.opts[mode], given  # reported against the input
         # the whole search, its samples measured and references run included (U2-Net's read 497.8 s
@@ -470,6 +472,8 @@ class SearchPass(Pass):
                 why = "the search's measurement cannot see the folds (the warning below)"
             if result.kept_whole:
                 why = "the search's best candidate gained too little (the note below)"
+            if result.cut_short and not any(c.measured for c in result.candidates):
+                why = "the time limit passed before any candidate was measured (the warning below says where it went)"
             if mode == "target_params" and target <= 0.0:
                 why = f"canonicalization alone (weights held twice stored once) removes more than --target-params {self.opts[mode]:g}"
             stats["nothing_folded"] = nothing_folded_reason(plans, why, graph=model.graph)

@@ -534,3 +534,29 @@ def test_a_candidate_judges_anew_only_the_widths_the_sensitivity_did_not_measure
     curve = GroupCurve("g", 8, [0.1, 0.2, 0.4], [1.0, 0.99, 0.0], [1, 2, 3], unmeasured=[0.4])
     path = AllocationPath([curve], [0, 0, 0], np.arange(4.0), np.zeros(4), [1, 1, 1])
     assert [path.unjudged_at(s) for s in range(4)] == [0, 0, 0, 1]
+
+
+def test_a_limit_that_passes_before_any_measurement_says_where_the_time_went(
+    samples, tmp_path, capsys
+) -> None:
+    """A spindle detector's search with --time-limit 120 measured nothing in 84 s: the report said
+    "no group folds within the target" and nothing of the preparation that took the time."""
+    from onnxfold.search.time_limit import sensitivity_cut_notes
+
+    x = tmp_path / "x.npy"
+    np.save(x, samples.astype(np.float32))
+    src, out, report = str(bundled_model("lenet5.onnx")), tmp_path / "o.onnx", tmp_path / "r.json"
+    argv = ["fold", src, "-o", str(out), "--inputs", str(x), "--min-fidelity", "0.9", "--time-limit", "0.001"]
+    assert main([*argv, "--report", str(report)]) == 0
+    text = capsys.readouterr().out
+    assert "the time limit passed before any candidate was measured" in text, text
+    assert "no group folds within the target" not in text
+    assert re.search(
+        r"preparing the measurements \(the original on every sample, the judge's statistics\) took \d+ s",
+        text,
+    )
+    assert out.read_bytes() == open(src, "rb").read()  # nothing measured: the model as given
+    limit = TimeLimit(100, clock=Ticks())
+    assert sensitivity_cut_notes(limit, 0, 50.0) == []  # nothing skipped: nothing to say
+    (quick,) = sensitivity_cut_notes(limit, 3, 10.0)  # a tenth of the limit: not named
+    assert quick.startswith("the sensitivity stopped at its share (50 s): 3 of 3 measurements skipped")

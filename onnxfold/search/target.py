@@ -48,7 +48,7 @@ from onnxfold.search.held_out import held_out_lines
 from onnxfold.search.misses import next_missed_lines
 from onnxfold.search.result_text import bound_text, goal, per_output
 from onnxfold.search.sensitivity import GroupCurve, sensitivity
-from onnxfold.search.time_limit import SENSITIVITY_SHARE, PacedLimit, TimeLimit
+from onnxfold.search.time_limit import PacedLimit, TimeLimit, sensitivity_cut_notes
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +303,7 @@ def search(
     shapes: dict | None = None,
     min_gain: float = 0.0,
     input_params: int = 0,
+    prepared_s: float = 0.0,
 ) -> SearchResult:
     """Run the search on the canonicalized ``model``. ``build(allocation)`` returns a new folded
     (repaired, cleaned) copy and the pass data it left. See the module docstring. ``refine``: a
@@ -313,7 +314,8 @@ def search(
     unshares initializers that cleanup shares again). ``shapes``: the input shapes MACs are counted at
     (``--input-shape``). ``min_gain``: a met ``min_fidelity`` pick that removes less of the parameters
     gives way to the unchanged model (measured once by the bisection already). ``input_params``: the
-    input's parameters, which the notes count reductions from as the report does."""
+    input's parameters, which the notes count reductions from as the report does. ``prepared_s``: what
+    the evaluator's preparation took of ``limit`` (:func:`~onnxfold.search.time_limit.sensitivity_cut_notes`)."""
     start = time.perf_counter()
     limit = limit if limit is not None else TimeLimit()
     base = base if base is not None else stats_of(model, shapes=shapes)
@@ -394,12 +396,7 @@ def search(
                 return params_saved([by_name[n] for n in removed if n in by_name], tensors, removed)
 
             chosen, met = budget_candidate(path, measure, total, target, mode, round_to, paced, saved)
-    share = f"the sensitivity stopped at its share ({limit.budget * SENSITIVITY_SHARE:g} s): "
-    skipped = (
-        f"{sensitivity_cut} of {sensitivity_cut + limit.measured} measurements skipped (taken last on the path, "
-        "measured only within candidates)"
-    )
-    cut = [share + skipped] if sensitivity_cut else []
+    cut = sensitivity_cut_notes(limit, sensitivity_cut, prepared_s)
     if paced.expired():  # as the bisection (or the budget's corrections) ended
         n = sum(c.measured for c in tried.values())
         cut.append(f"the search stopped after {n} candidate{'s' if n != 1 else ''} measured")

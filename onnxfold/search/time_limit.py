@@ -94,3 +94,23 @@ class PacedLimit:
         if self.durations or self.estimate is None:
             return not self.expired()
         return self.limit.left() >= self.estimate(steps)
+
+
+def sensitivity_cut_notes(limit: TimeLimit, skipped: int, prepared_s: float = 0.0) -> list[str]:
+    """The time-limit warning's words for a sensitivity the limit cut (none when it measured every
+    level): its share, the measurements skipped, and what the preparation took where it took a
+    fifth or more of the limit (the original's runs on every sample, the judge's statistics): a
+    spindle detector's search with ``--time-limit 120`` measured nothing and the report said
+    nothing of where its 84 s went."""
+    if not skipped:
+        return []
+    before = (
+        f"preparing the measurements (the original on every sample, the judge's statistics) took "
+        f"{prepared_s:.0f} s of it, and "
+        if limit.seconds > 0 and prepared_s >= 0.2 * limit.seconds
+        else ""
+    )
+    return [
+        f"{before}the sensitivity stopped at its share ({limit.budget * SENSITIVITY_SHARE:g} s): {skipped} of "
+        f"{skipped + limit.measured} measurements skipped (taken last on the path, measured only within candidates)"
+    ]
