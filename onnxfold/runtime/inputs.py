@@ -314,7 +314,8 @@ def make_inputs(
     """Deterministic random inputs for every session input.
 
     Symbolic dims: batch-like names -> ``batch``; sequence-like names -> ``sequence`` (16);
-    height/width-like names -> ``SPATIAL_DIM`` (224); a free width beside a fixed image height ->
+    height/width-like names, and unnamed free sides of float images (:func:`free_image_sides`) ->
+    ``SPATIAL_DIM`` (224); a free width beside a fixed image height ->
     :data:`LINE_RATIO` × the height (:func:`line_width`); any other dim 0 -> ``batch``; the rest -> ``default_dim``.
     ``shapes`` overrides whole input shapes. Floats ~ N(0, 1); int ``*mask*`` -> 1 (so is an integer input
     shaped like the token ids that indexes no table, whatever its name: their attention mask, which a
