@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Sequence
@@ -35,7 +36,7 @@ from onnxfold.passes.search import (
 )
 from onnxfold.pipeline.as_given import GIVEN_COUNTS, written_as_given
 from onnxfold.pipeline.manager import Pass, PassContext, PassManager, PipelineError
-from onnxfold.report.counted import canonical_stats, sample_shapes, with_counted_macs
+from onnxfold.report.counted import canonical_stats, counted_stats, sample_shapes, with_counted_macs
 from onnxfold.report.fold_report import FoldReport, saved_ops, saved_size, source_size, stats_of
 from onnxfold.report.group_table import format_groups
 from onnxfold.report.timing import collecting, rounded, step
@@ -204,8 +205,11 @@ def _run_pipeline(
             after_size = saved_size(path)
     if output is not None:
         log.info("save: %.1f s (CPU %.1f s)", steps.get("save", 0.0), steps.cpu.get("save", 0.0))
-    after = stats_of(model, after_size, given, batched=not view)
-    if output is not None:
+    if verbatim is not None:  # the input's bytes: its own statistics, as the table's "before" counts them
+        after = dataclasses.replace(before, file_size=after_size)
+    else:
+        after = counted_stats(model, given, after_size, batched=not view)
+    if output is not None and verbatim is None:
         after.op_counts = saved_ops(path)  # as written (MACs as the passes see it)
     report = FoldReport(
         before,
@@ -222,6 +226,7 @@ def _run_pipeline(
         unbatched=view,
         default_shapes=defaulted,
         kept_given=kept_given,
+        as_given=verbatim is not None,
     )
     return model, report
 

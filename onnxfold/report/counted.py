@@ -60,3 +60,21 @@ def sample_shapes(inputs: dict | None, view: bool = False) -> dict[str, tuple[in
             shape[layout[1][name]] = 1
         out[name] = tuple(shape)
     return out
+
+
+def counted_stats(
+    model: Model, shapes: dict | None = None, file_size: int | None = None, batched: bool = True
+):
+    """``model``'s statistics, with the MACs of its canonicalized copy where some of its own nodes have
+    none (:func:`with_counted_macs`): a graph whose shapes inference cannot follow (MarbleNet's
+    ``com.microsoft.FusedConv``, which canonicalize splits into Conv and Relu) counted 14 nodes less,
+    and a search that folded nothing read "13.5% fewer MACs"."""
+    stats = stats_of(model, file_size, shapes, batched=batched)
+    if not stats.macs_unknown_nodes:
+        return stats
+    counted = canonical_stats(model, shapes)
+    return (
+        stats
+        if counted is None or counted.macs_unknown_nodes >= stats.macs_unknown_nodes
+        else with_counted_macs(stats, counted)
+    )

@@ -107,8 +107,7 @@ class FoldReport:
     output: str | None = None
     search: Any = None  # onnxfold.search.target.SearchResult of a target run
     round_to: int | None = None  # the fold's round_to (None: no fold pass ran)
-    #: wall seconds by step (read, features, reduce, cluster, rewrite, spill, save, …;
-    #: :mod:`onnxfold.report.timing`), summed over groups and workers
+    #: wall seconds by step (:mod:`onnxfold.report.timing`), summed over groups and workers
     steps: dict[str, float] = field(default_factory=dict)
     #: the same steps' CPU seconds (comparable across runs on a machine whose cores are shared)
     steps_cpu: dict[str, float] = field(default_factory=dict)
@@ -117,8 +116,8 @@ class FoldReport:
     #: input -> the shape MACs were counted at when neither --input-shape nor samples gave one
     #: (:func:`~onnxfold.runtime.inputs.default_shapes`); empty otherwise
     default_shapes: dict = field(default_factory=dict)
-    #: the INT8 model given was written unchanged: a search after --dequantize folded nothing
-    kept_given: bool = False
+    kept_given: bool = False  # the INT8 model given written unchanged (--dequantize folded nothing)
+    as_given: bool = False  # the file written is the input's bytes (a search kept the model whole)
 
     def fitted_on_inputs(self) -> bool:
         """Whether the fold measured its activation statistics on the given samples (``auto``, ``lsq``,
@@ -166,6 +165,7 @@ class FoldReport:
             "unbatched": self.unbatched,
             "default_shapes": {k: list(v) for k, v in self.default_shapes.items()},
             "kept_given": self.kept_given,
+            "as_given": self.as_given,
             "groups": [_jsonable(p.to_dict()) for p in self.plans],
             "passes": [
                 {"name": r.name, "seconds": r.seconds, "modified": r.modified, "stats": _jsonable(r.stats)}

@@ -35,6 +35,7 @@ from typing import Any
 
 from onnxfold.analysis import analyze_graph
 from onnxfold.ir.model import Model
+from onnxfold.report.counted import counted_stats
 from onnxfold.report.fold_report import stats_of
 from onnxfold.report.progress import progress_bar
 from onnxfold.runtime.fidelity import OutputFidelity
@@ -465,7 +466,7 @@ def measured(
     model, data = built
     fid, per = evaluator(model) if evaluator is not None else (1.0, [])
     unseen = list(evaluator.last_unseen) if getattr(evaluator, "unseen", None) is not None else []
-    st = stats_of(model, shapes=shapes)
+    st = counted_stats(model, shapes)  # MACs counted as the base's are, on the canonical graph
     return Candidate(
         steps,
         fid,
