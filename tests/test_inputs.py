@@ -793,3 +793,26 @@ def test_two_inputs_of_differing_lengths_are_named_where_the_samples_do_not_run(
     assert "too short or small" not in text
     alike = {k: np.zeros((4, 20), np.int64) for k in ("char_inputs", "diac_inputs")}
     assert "too short or small for it?" in not_run_on_samples("x", RuntimeError("bad"), alike)
+
+
+def test_random_int16_audio_is_drawn_at_a_speaking_level_not_as_silence() -> None:
+    """MarbleNet reads int16 audio [1, 1, audio_len]: drawn in [0, 4) as other integers, its random
+    inputs were digital silence, its voice decisions never moved, and -s 0.3 passed a proxy that
+    lost 21% of the clips."""
+    from onnx import helper as oh
+
+    from onnxfold.runtime.inputs import make_inputs
+    from onnxfold.runtime.random_values import PCM_SCALE
+
+    graph = oh.make_graph(
+        [oh.make_node("Cast", ["audio"], ["y"], to=TensorProto.FLOAT)],
+        "g",
+        [oh.make_tensor_value_info("audio", TensorProto.INT16, [1, 1, "audio_len"])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, "audio_len"])],
+    )
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8)
+    session = make_session(model.SerializeToString())
+    audio = make_inputs(session, shapes={"audio": (1, 1, 4000)})["audio"]
+    assert audio.dtype == np.int16 and audio.shape == (1, 1, 4000)
+    assert 0.8 * PCM_SCALE < audio.astype(np.float64).std() < 1.2 * PCM_SCALE
+    assert audio.min() < -PCM_SCALE and audio.max() > PCM_SCALE  # both signs, past a tenth of full scale

@@ -744,13 +744,17 @@ def test_a_dilated_convolution_stack_is_measured_on_its_receptive_field(tmp_path
     logits kept 0.900. A model of 1-D convolutions alone takes its receptive field, as a power of two."""
     import onnxfold
     from onnxfold.api import as_model
-    from onnxfold.folding.signal_dims import MAX_SIGNAL_DIM, guessed_dim, temporal_reach
+    from onnxfold.folding.signal_dims import MAX_SIGNAL_DIM, guess, guessed_dim, temporal_reach
 
     model = as_model(_dilated())
     assert temporal_reach(model) == 1 + 2 * (1 + 2 + 4 + 8 + 16) == 63
     assert guessed_dim(model) == 64
     assert guessed_dim(as_model(_dilated((1, 1)))) == 16  # a reach of 5 steps: 16 as before
     assert guessed_dim(as_model(_dilated((64, 128, 256)))) == MAX_SIGNAL_DIM
+    # a reach past the cap is not printed as a size (MarbleNet's in-graph STFT read "7506272 steps")
+    assert guess(as_model(_dilated((64, 128, 256))))[1] == (
+        f"the receptive field of its 1-D convolutions (more than {MAX_SIGNAL_DIM} steps: capped there)"
+    )
     src = tmp_path / "dilated.onnx"
     onnx.save(_dilated(), str(src))
     _, report = onnxfold.fold(src, output=tmp_path / "o.onnx", sparsity=0.0)

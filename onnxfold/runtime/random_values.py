@@ -17,10 +17,15 @@ class FixedValue(NamedTuple):
         return np.full(shape, self.value, dtype=dtype)
 
 
+#: the spread of random int16 audio: a tenth of full scale. Drawn in [0, 4) as other integers,
+#: MarbleNet's int16 audio was digital silence, and no fold of its voice detector could be judged
+PCM_SCALE = 3276.7
+
+
 def random_array(name: str, dtype: np.dtype, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     """Floats ~ N(0, 1); booleans a padding mask (:func:`prefix_mask`); integers by name: ``*mask*`` 1,
     ``token_type``/``segment`` 0, ``position*`` 0…L−1, ``*ids*`` [0, 100), uint8 image bytes [0, 256),
-    others [0, 4); strings random lowercase words."""
+    int16 PCM audio ~ N(0, :data:`PCM_SCALE`), others [0, 4); strings random lowercase words."""
     lname = name.lower()
     if dtype.kind == "f":
         return rng.standard_normal(shape).astype(dtype)
@@ -37,6 +42,8 @@ def random_array(name: str, dtype: np.dtype, shape: tuple[int, ...], rng: np.ran
             return rng.integers(0, 100, size=shape).astype(dtype)
         if dtype == np.uint8:  # raw image bytes
             return rng.integers(0, 256, size=shape).astype(dtype)
+        if dtype == np.int16:  # PCM audio samples, at a tenth of full scale (about -20 dBFS, as speech)
+            return np.clip(rng.normal(0.0, PCM_SCALE, size=shape), -32768, 32767).astype(dtype)
         return rng.integers(0, 4, size=shape).astype(dtype)
     if dtype.kind in "OUS":  # a string input read by no op that lists its strings
         from onnxfold.runtime.string_inputs import random_words
