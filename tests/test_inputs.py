@@ -455,6 +455,9 @@ def test_samples_that_cannot_be_measured_are_refused_in_one_line(tmp_path: Path)
     assert load_inputs(tmp_path / "ok.npz", sess)["b"].shape == (4, 3)
     with pytest.raises(ValueError, match="--image-preprocess applies to a folder of images"):
         load_inputs(tmp_path / "ok.npz", sess, image_preprocess="imagenet")
+    (tmp_path / "page.png").write_bytes(b"not read")  # one image: "holds arrays" said a trial's error
+    with pytest.raises(ValueError, match=r"page.png is one image: --image-preprocess reads a folder of them"):
+        load_inputs(tmp_path / "page.png", sess, image_preprocess="imagenet")
 
 
 @pytest.mark.parametrize("layout", ["npy", "sample-folder"])

@@ -45,7 +45,7 @@ def format_rows(rows: Sequence[dict[str, Any]], batches: Sequence[int]) -> str:
             human_count(r["macs"]),
             f"{r['mac_ratio']:.2f}" if r["mac_ratio"] else "-",
             f"{r['file_bytes'] / 2**20:.2f}",
-            f"1/{1 / r['size_ratio']:.1f}"
+            f"1/{1 / r['size_ratio']:.{2 if r['size_ratio'] > 0.1 else 1}f}"  # 1/1.03, not 1/1.0
             if r["size_ratio"] and r["size_ratio"] < 1
             else (f"{r['size_ratio']:.2f}" if r["size_ratio"] else "-"),
         ]

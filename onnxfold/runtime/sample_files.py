@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from onnxfold.errors import one_line
-from onnxfold.runtime.images import PRESETS
+from onnxfold.runtime.images import IMAGE_SUFFIXES, PRESETS
 from onnxfold.runtime.inputs import InputSpec, check_shape, fixed_batches, input_specs
 from onnxfold.runtime.ragged import check_padding, collected, even_lengths
 
@@ -438,6 +438,10 @@ def _read_source(
     names = [s.name for s in specs]
     files = sorted(path.glob("*.npy")) if path.is_dir() else []
     npz = sorted(path.glob("*.npz")) if path.is_dir() and not files else []
+    if image_preprocess and path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        raise ValueError(
+            f"{path} is one image: --image-preprocess reads a folder of them; put it in a folder"
+        )
     if image_preprocess and not (path.is_dir() and not files and not npz):
         raise ValueError(
             f"--image-preprocess applies to a folder of images, and {path} holds arrays: give them "
