@@ -68,12 +68,23 @@ def not_run_on_samples(where: str, exc: BaseException, samples=None) -> str:
         shapes = ", ".join(  # N: the samples, some of which a search may hold out
             f"{k} [{', '.join(['N', *map(str, getattr(v, 'shape', ())[1:])])}]" for k, v in samples.items()
         )
-        hint = _lengths_differ(samples) or "too short or small for it?"
+        images = any(len(getattr(v, "shape", ())) == 4 for v in samples.values())
+        hint = _lengths_differ(samples) or (images and _off_by_one(text)) or "too short or small for it?"
         given = f" ({shapes}: {hint})" if fits == "a shape" else f" ({shapes})"
     return (
         f"{where}: the model does not run on the given samples{given} ({one_line(exc, 300)}); "
         f"give samples of {fits} the model takes"
     )
+
+
+def _off_by_one(text: str) -> str:
+    """'' or a hint, for images, where onnxruntime met two sizes one apart ("45 by 46"): a side that the model's
+    downsampling does not divide, whose two paths meet at sizes rounded apart (PP-OCRv6's detector on
+    720×960 pages: "too short or small for it?" pointed elsewhere)."""
+    pairs = [(int(a), int(b)) for a, b in re.findall(r"\b(\d+) by (\d+)\b", text)]
+    if any(abs(a - b) == 1 for a, b in pairs):
+        return "a side its strides do not divide? (detectors take multiples of 32; images are resized to --input-shape)"
+    return ""
 
 
 def _lengths_differ(samples: dict) -> str:

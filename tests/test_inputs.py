@@ -819,3 +819,18 @@ def test_random_int16_audio_is_drawn_at_a_speaking_level_not_as_silence() -> Non
     assert audio.dtype == np.int16 and audio.shape == (1, 1, 4000)
     assert 0.8 * PCM_SCALE < audio.astype(np.float64).std() < 1.2 * PCM_SCALE
     assert audio.min() < -PCM_SCALE and audio.max() > PCM_SCALE  # both signs, past a tenth of full scale
+
+
+def test_sizes_one_apart_in_the_runtime_error_point_at_the_strides() -> None:
+    """PP-OCRv6's detector on pages resized to 720×960 failed at an Add of "45 by 46": the message
+    asked whether the samples were too short or small; 720 is no multiple of its stride 32."""
+    from onnxfold.errors import not_run_on_samples
+
+    samples = {"x": np.zeros((2, 3, 720, 960), np.float32)}
+    exc = RuntimeError(
+        "Add node 'Add.178': Attempting to broadcast an axis by a dimension other than 1. 45 by 46"
+    )
+    text = not_run_on_samples("fold", exc, samples)
+    assert "(x [N, 3, 720, 960]: a side its strides do not divide?" in text, text
+    assert "too short or small" not in text
+    assert "too short or small" in not_run_on_samples("fold", RuntimeError("3 by 7"), samples)
