@@ -14,20 +14,44 @@ from onnxfold.models import bundled_model
 
 
 @pytest.mark.parametrize("name", ["lenet5.onnx", "mlp.onnx", "vgg11bn-fused.onnx"])
-def test_the_share_is_what_folding_every_group_at_the_cap_removes(name: str, tmp_path: Path) -> None:
+def test_the_share_is_what_folding_every_group_at_the_searchs_cap_removes(name: str, tmp_path: Path) -> None:
+    """Each group loses ⌊0.7·n⌋ of its n channels, as a search at its cap may (a fold at -s 0.7 rounds
+    to the nearest width instead, and a diacritizer's analysis read 19.7% where its --target-params
+    search said "at most 19.2%"): folded here with an override per group, at exactly that width."""
+    import math
+    import re
+
     groups, removed, total = analyze_share(bundled_model(name))
+    cut = {g.name: math.floor(0.7 * g.size + 1e-9) for g in groups if g.foldable and g.size >= 2}
     _, report = fold(
         bundled_model(name),
-        0.7,
+        0.0,
         tmp_path / "o.onnx",
+        overrides=[
+            f"^{re.escape(n)}$={j / size}" for n, j in cut.items() for size in [groups_size(groups, n)]
+        ],
         round_to=1,
         method="fold",
         repair="none",
         validate=False,
     )
+    folded = {p.group.name: p.group.size - p.k for p in report.plans if p.status == "folded"}
+    assert folded == {n: j for n, j in cut.items() if j}  # the widths the oracle asked for
     assert total == report.before.params
     assert removed == report.before.params - report.after.params  # a Conv cut on both axes counts once
     assert 0 < removed < total
+
+
+def groups_size(groups, name: str) -> int:
+    return next(g.size for g in groups if g.name == name)
+
+
+def test_the_share_is_the_ceiling_a_budget_search_refuses_above(tmp_path: Path, capsys) -> None:
+    """analyze's share and --target-params' "at most" are one number."""
+    _, removed, total = analyze_share(bundled_model("lenet5.onnx"))
+    src, out = str(bundled_model("lenet5.onnx")), str(tmp_path / "o.onnx")
+    assert main(["fold", src, "-o", out, "--target-params", "0.99", "--no-validate"]) == 2
+    assert f"folding can remove at most {removed / total:.1%}" in capsys.readouterr().err
 
 
 def test_analyze_prints_the_share(capsys) -> None:

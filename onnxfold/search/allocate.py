@@ -148,7 +148,7 @@ def greedy_path(
 def params_ceiling(groups: Sequence, tensors: dict, cap: float, whole: set[str]) -> int:
     """The parameters a search can remove at most, before any measurement: every foldable group at
     ``cap`` (a group in ``whole``, fixed by an override or a recipe, at all but one channel), counted
-    per weight as :func:`uniform_removal` counts them. NSNet2's 35% (its GRUs hold 54% of the
+    per weight (:func:`_removal`); what ``onnxfold analyze`` prints. NSNet2's 35% (its GRUs hold 54% of the
     parameters and stay whole) was found only after a 116 s search for 50%; a bound that counted a
     Conv cut on two axes twice read 18.0% on madmom's notes CNN, whose fold at the cap removes 12.7%."""
 
@@ -156,13 +156,6 @@ def params_ceiling(groups: Sequence, tensors: dict, cap: float, whole: set[str])
         return g.size - 1 if g.name in whole else min(int(np.floor(cap * g.size + 1e-9)), g.size - 1)
 
     return _removal(groups, tensors, removed)
-
-
-def uniform_removal(groups: Sequence, tensors: dict, cap: float) -> int:
-    """The parameters a fold removes with every foldable group at ``cap`` (the widths of ``fold -s
-    cap --round-to 1``): what ``onnxfold analyze`` prints (a trial learned only from its runs that
-    LEADER's blocked groups left it little to fold)."""
-    return _removal(groups, tensors, lambda g: g.size - max(1, round(g.size * (1.0 - cap))))
 
 
 def _removal(groups: Sequence, tensors: dict, removed) -> int:
