@@ -37,7 +37,10 @@ def guess(model) -> tuple[int, str]:
         return 16, ""
     dim = min(MAX_SIGNAL_DIM, 1 << (reach - 1).bit_length())
     if reach > MAX_SIGNAL_DIM:  # a bound from above: MarbleNet's in-graph STFT read "7506272 steps"
-        return dim, f"the receptive field of its 1-D convolutions (more than {MAX_SIGNAL_DIM} steps: capped there)"
+        return (
+            dim,
+            f"the receptive field of its 1-D convolutions (more than {MAX_SIGNAL_DIM} steps: capped there)",
+        )
     return dim, f"the receptive field of its 1-D convolutions ({reach} steps)"
 
 
