@@ -620,3 +620,47 @@ def test_a_detector_whose_anchors_are_mostly_background_is_exercised() -> None:
         unexercised("conf", one, "Softmax", samples=32)
         == "made its argmax class 0 at 100.0% of the positions"
     )
+
+
+def test_an_output_of_the_inputs_shapes_alone_is_not_a_decision_made_one_way() -> None:
+    """MarbleNet writes signal_len, its frame count, beside its voice scores: on 32 clips of one length
+    every search warned that the samples measured top1 1.0000 for a model answering one label
+    everywhere. An output that reads the inputs' shapes alone is no decision: no fold moves it."""
+    import numpy as np
+    from onnx import TensorProto
+    from onnx import helper as oh
+    from onnx import numpy_helper as nh
+
+    from onnxfold.runtime.producers import shape_only_outputs
+    from onnxfold.search import Evaluator
+
+    rng = np.random.default_rng(0)
+    nodes = [
+        oh.make_node("MatMul", ["x", "W"], ["scores"]),
+        oh.make_node("ArgMax", ["scores"], ["label"], axis=1, keepdims=0),
+        oh.make_node("Shape", ["x"], ["s"]),
+        oh.make_node("Gather", ["s", "one"], ["width"]),
+        oh.make_node("Slice", ["s", "zero", "one1"], ["n"]),
+        oh.make_node("Expand", ["width", "n"], ["frames"]),
+    ]
+    inits = [
+        nh.from_array(rng.standard_normal((8, 4)).astype(np.float32), "W"),
+        nh.from_array(np.array(1, np.int64), "one"),
+        nh.from_array(np.array([0], np.int64), "zero"),
+        nh.from_array(np.array([1], np.int64), "one1"),
+    ]
+    graph = oh.make_graph(
+        nodes,
+        "g",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+        [
+            oh.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+            oh.make_tensor_value_info("frames", TensorProto.INT64, ["N"]),
+        ],
+        inits,
+    )
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8)
+    assert shape_only_outputs(model) == {"frames"}
+    evaluator = Evaluator(model, {"x": rng.standard_normal((32, 8)).astype(np.float32)})
+    assert (evaluator.reference["frames"] == 8).all()
+    assert "frames" not in evaluator.unexercised and "label" in evaluator.metrics

@@ -293,10 +293,14 @@ class Evaluator:
             for name in self.metrics:
                 if note := holes_note(name, self.reference.get(name), self.samples):
                     log.warning("%s", note)
+        from onnxfold.runtime.producers import shape_only_outputs
+
+        fixed = shape_only_outputs(original)  # a frame count: no fold moves it, no sample exercises it
         self.unexercised = {
             name: why
             for name, values in self.reference.items()
             if name in self.metrics
+            and name not in fixed
             and (
                 why := unexercised(
                     name, values, producers.get(name), bool(vocab), self.samples, bounds.get(name)
