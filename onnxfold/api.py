@@ -481,11 +481,8 @@ def analyze_share(model: ModelLike, cap: float = 0.7) -> tuple[list[ChannelGroup
     groups = analyze_graph(model.graph)
     cleaned = model.copy()  # what the search counts from: weights held twice stored once
     PassManager([CleanupPass()]).run(cleaned, PassContext(original=model))
-    return (
-        groups,
-        given - stats_of(cleaned).params + params_ceiling(groups, model.graph.tensors(), cap, set()),
-        given,
-    )
+    ceiling = params_ceiling(groups, model.graph.tensors(), cap, set())
+    return groups, given - stats_of(cleaned).params + ceiling, given
 
 
 __all__ = [

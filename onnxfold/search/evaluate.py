@@ -173,7 +173,7 @@ SMALL_IMAGE = 32
 def small_image(shape: list[int], free: list[bool], dtype) -> tuple[int, int] | None:
     """(height, width) of one sample [C, H, W] or [H, W, C] (C of 1, 3 or 4, floats) where a side was
     guessed below :data:`SMALL_IMAGE` pixels, else None."""
-    from onnxfold.runtime.inputs import image_sides
+    from onnxfold.runtime.image_dims import image_sides
 
     if len(free) != 3 or np.dtype(dtype).kind != "f":
         return None
