@@ -1126,6 +1126,9 @@ def test_a_heavy_model_is_measured_on_fewer_samples_within_the_mac_budget(digits
     assert sum(len(f["input"]) for f in GroupJudge(model, runs).feeds) == 32
     monkeypatch.setattr(samples, "MEASURE_MACS", 10 * per)
     assert sum(len(f["input"]) for f in GroupJudge(model, runs).feeds) == 8  # whole runs within 10
+    # the sensitivity, which only ranks the groups, has a quarter of a measurement's budget
+    assert samples.SENSITIVITY_MACS == (1 << 36) // 4
+    monkeypatch.setattr(samples, "SENSITIVITY_MACS", 10 * per)
     out = onnxfold.fold(model, output=None, min_fidelity=0.9, inputs={"input": search_x}, validate=False)[1]
     assert "sensitivity on the first 10" in out.format()
     assert out.search.chosen.outputs[0].samples == 32  # the target is measured on every sample
@@ -1417,7 +1420,7 @@ def test_analyze_sensitivity_says_on_how_many_samples_and_by_which_metric(
     np.save(tmp_path / "x.npy", digits[0])
     model = bundled_model("lenet5.onnx")
     per = samples.sample_macs(as_model(model), {"input": digits[0]})
-    monkeypatch.setattr(samples, "MEASURE_MACS", 5 * per)
+    monkeypatch.setattr(samples, "SENSITIVITY_MACS", 5 * per)
     argv = ["analyze", str(model), "--sensitivity", "--levels", "0.5", "--inputs", str(tmp_path / "x.npy")]
     assert main(argv) in (0, None)
     head = capsys.readouterr().out.splitlines()[0]

@@ -210,6 +210,7 @@ def _given(args: argparse.Namespace):
 def cmd_sensitivity(args: argparse.Namespace) -> None:
     """``onnxfold analyze MODEL --sensitivity``: the per-group sensitivity table (and plot, JSON)."""
     from onnxfold.api import set_input_values
+    from onnxfold.folding import samples as budgets
     from onnxfold.ir.batch_view import add_batch_axis, unbatched, with_batch_axis
     from onnxfold.passes import CanonicalizePass, FoldPass, RepairPass
     from onnxfold.passes.search import parse_levels, prepared
@@ -237,7 +238,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
     fold = FoldPass(sparsity=0.0, method=args.method, round_to=args.round_to)
     repair = RepairPass(mode="ar")  # fold's default
     evaluator, _ = prepared(model, ctx, fold, [fold, repair], args.metric)
-    estimator = evaluator.within()  # a heavy model on its first samples, as the search measures it
+    estimator = evaluator.within(budgets.SENSITIVITY_MACS)  # a heavy model's first samples, as searched
     measured_on = evaluator.describe() + (
         f" (measured on the first {estimator.samples}, within the MAC budget)"
         if estimator is not evaluator

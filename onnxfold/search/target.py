@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from onnxfold.analysis import analyze_graph
+from onnxfold.folding import samples as budgets
 from onnxfold.ir.model import Model
 from onnxfold.report.counted import counted_stats
 from onnxfold.report.fold_report import stats_of
@@ -322,7 +323,7 @@ def search(
     base = base if base is not None else stats_of(model, shapes=shapes)
     groups = analyze_graph(model.graph, model.node_scopes())
     fixed = fixed_groups(groups, overrides, recipe)
-    estimator = evaluator.within()  # a heavy model's sensitivity on fewer samples; candidates on all
+    estimator = evaluator.within(budgets.SENSITIVITY_MACS)  # a heavy model's sensitivity on fewer samples
     curves = sensitivity(
         model,
         estimator,
