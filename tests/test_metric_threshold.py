@@ -1,0 +1,63 @@
+"""``top1@T``: decisions a pipeline takes only where the top class's probability reaches T. PP-OCR's
+orientation classifier turns a line only where P(180) > 0.9: a fold agreeing on 97.3% of the argmaxes
+of 400 new lines changed 8.25% of those decisions, and top1 could not say so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from harness import Net, rnd
+
+import onnxfold
+from onnxfold.runtime.fidelity import counted, fidelity_value, output_metrics
+from onnxfold.runtime.metric_spec import decisions, parse_metric, thresholded
+
+
+def test_a_decision_below_the_threshold_is_no_decision() -> None:
+    ref = np.array([[0.95, 0.05], [0.2, 0.8], [0.05, 0.95], [0.6, 0.4]])
+    cand = np.array([[0.85, 0.15], [0.3, 0.7], [0.04, 0.96], [0.55, 0.45]])
+    np.testing.assert_array_equal(decisions(ref, 0.9), [0, -1, 1, -1])
+    assert fidelity_value("top1", ref, cand, 4) == 1.0  # every argmax kept
+    assert fidelity_value("top1@0.9", ref, cand, 4) == 0.75  # the first sample's decision is lost
+    assert counted("top1@0.9", ref, 4) == 4  # samples counted, as top1 counts them
+    np.testing.assert_array_equal(decisions(np.array([2, 0, 1]), 0.9), [2, 0, 1])  # labels stay
+
+
+@pytest.mark.parametrize("bad", ["top1@0", "top1@1", "top1@x", "top1@", "r2@0.5"])
+def test_a_threshold_outside_0_and_1_is_refused(bad: str) -> None:
+    assert thresholded(bad) is None
+    with pytest.raises(ValueError, match=r"or top1@T, T in \(0, 1\)"):
+        parse_metric(bad)
+    assert parse_metric("top1@0.9,box=r2") == ("top1@0.9", {"box": "r2"})
+
+
+def test_a_global_threshold_leaves_outputs_without_classes_to_r2() -> None:
+    rng = np.random.default_rng(0)
+    ref = {"p": rng.dirichlet(np.ones(3), 8), "v": rng.standard_normal(8)}
+    assert output_metrics(ref, "top1@0.8") == {"p": "top1@0.8", "v": "r2"}
+
+
+def test_a_search_at_a_threshold_keeps_the_confident_decisions_of_its_samples(tmp_path: Path) -> None:
+    """The search counts each sample's thresholded decision: every fitting sample keeps it."""
+    rng = np.random.default_rng(1)
+    w1 = rnd(rng, 6, 16)
+    w1[:, 8:] = w1[:, :8]  # a twin: half of the hidden channels fold exactly
+    w2 = rnd(rng, 16, 2) * 2
+    net = Net({"w1": w1, "w2": w2})
+    h = net("Relu", net("MatMul", net.input("x", ["N", 6]), "w1"))
+    src = tmp_path / "m.onnx"
+    onnx.save(net.model(net("Softmax", net("MatMul", h, "w2"), axis=1)), src)
+    x = rng.standard_normal((32, 6)).astype(np.float32)
+    out = tmp_path / "o.onnx"
+    _, report = onnxfold.fold(str(src), output=str(out), inputs={"x": x}, metric="top1@0.9", round_to=1)
+    (o,) = report.search.chosen.outputs
+    assert o.metric == "top1@0.9" and o.samples == 32
+    import onnxruntime as ort
+
+    a = ort.InferenceSession(str(src)).run(None, {"x": x})[0]
+    b = ort.InferenceSession(str(out)).run(None, {"x": x})[0]
+    assert (decisions(a, 0.9) == decisions(b, 0.9)).all()  # computed here, not by the tool
+    assert report.param_sparsity > 0
