@@ -55,9 +55,13 @@ def test_a_fold_that_folds_nothing_says_why_it_holds_more_parameters(tmp_path: P
         return result
 
     monkeypatch.setattr(CanonicalizePass, "run", growing)
-    _, report = onnxfold.fold(str(src), 0.0, str(tmp_path / "kept.onnx"), validate=False)
+    _, report = onnxfold.fold(str(src), 0.0, None, validate=False)  # the model in memory, not written
     assert report.after.params == report.before.params + 1
     assert "Nothing was folded" in report.params_note and "edited" not in report.params_note
+    # written, it is the input's bytes (no larger than given), and its figures are the input's
+    _, report = onnxfold.fold(str(src), 0.0, str(tmp_path / "kept.onnx"), validate=False)
+    assert report.as_given and (tmp_path / "kept.onnx").read_bytes() == src.read_bytes()
+    assert report.after.params == report.before.params and report.params_note is None
     _, report = onnxfold.fold(
         str(src), 0.25, str(tmp_path / "f.onnx"), validate=False, round_to=1, method="fold"
     )
