@@ -9,6 +9,8 @@ with two foldable groups for I/O and error tests.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -136,6 +138,20 @@ def rnd(rng: np.random.Generator, *shape: int) -> np.ndarray:
 
 def positive(rng: np.random.Generator, *shape: int) -> np.ndarray:
     return rng.uniform(0.5, 2.0, shape).astype(np.float32)
+
+
+def conv_chain(path, widths: Sequence[int], seed: int = 0):
+    """x [N, widths[0], 8, 8] -> Conv 3x3 (pad 1) -> Relu -> ... -> Conv to ``widths[-1]``, saved to
+    ``path``: one foldable group per hidden width, random weights."""
+    rng = np.random.default_rng(seed)
+    pairs = list(zip(widths[:-1], widths[1:], strict=True))
+    net = Net({f"w{i + 1}": rnd(rng, cout, cin, 3, 3) for i, (cin, cout) in enumerate(pairs)})
+    h = net.input("x", ["N", widths[0], 8, 8])
+    for i in range(len(pairs)):
+        h = net("Conv", h, f"w{i + 1}", pads=[1, 1, 1, 1])
+        h = net("Relu", h) if i < len(pairs) - 1 else h
+    onnx.save(net.model(h), path)
+    return path
 
 
 def mlp_proto(shape_x=("N", 8)) -> onnx.ModelProto:

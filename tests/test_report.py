@@ -804,17 +804,11 @@ def test_analyze_shows_units_of_several_channels_as_such() -> None:
 def test_the_rounding_line_names_the_rounded_group_that_lost_most_and_counts_no_narrow_one(tmp_path) -> None:
     """PP-LCNet at -s 0.3: its 2-channel group went to 1 (a whole channel, not rounding) and its
     16-channel stream to 8; the line counted both as rounding's and named 2 -> 1, the harmless one."""
-    import onnx
-    from harness import Net, rnd
+    from harness import conv_chain
 
     import onnxfold
 
-    rng = np.random.default_rng(0)
-    net = Net({"w1": rnd(rng, 2, 3, 3, 3), "w2": rnd(rng, 16, 2, 3, 3), "w3": rnd(rng, 4, 16, 3, 3)})
-    h = net("Relu", net("Conv", net.input("x", ["N", 3, 8, 8]), "w1", pads=[1, 1, 1, 1]))
-    h = net("Relu", net("Conv", h, "w2", pads=[1, 1, 1, 1]))
-    src = tmp_path / "m.onnx"
-    onnx.save(net.model(net("Conv", h, "w3", pads=[1, 1, 1, 1])), src)
+    src = conv_chain(tmp_path / "m.onnx", (3, 2, 16, 4))
     report = onnxfold.fold(str(src), 0.3, tmp_path / "o.onnx", validate=False, method="fold")[1]
     assert sorted((p.group.size, p.k) for p in report.plans if p.status == "folded") == [(2, 1), (16, 8)]
     line = report.rounding_line()

@@ -1501,18 +1501,13 @@ def test_the_budget_ceiling_counts_a_weight_cut_on_two_axes_once(tmp_path) -> No
     """Trial 58: madmom's notes CNN read "can remove at most 18.0%" while every group at the cap removes
     12.4% (analyze's figure): a Conv between two groups loses rows and columns, and the bound counted
     the rows' share and the columns' share of it in full, each."""
-    from harness import Net, rnd
+    from harness import conv_chain
 
     from onnxfold.analysis import analyze_graph
     from onnxfold.ir.model import load_model
     from onnxfold.search.allocate import params_ceiling
 
-    rng = np.random.default_rng(0)
-    net = Net({"w1": rnd(rng, 8, 3, 3, 3), "w2": rnd(rng, 8, 8, 3, 3), "w3": rnd(rng, 5, 8, 3, 3)})
-    h = net("Relu", net("Conv", net.input("x", ["N", 3, 8, 8]), "w1", pads=[1, 1, 1, 1]))
-    h = net("Relu", net("Conv", h, "w2", pads=[1, 1, 1, 1]))
-    path = tmp_path / "chain.onnx"
-    onnx.save(net.model(net("Conv", h, "w3", pads=[1, 1, 1, 1])), path)
+    path = conv_chain(tmp_path / "chain.onnx", (3, 8, 8, 5))
     model = load_model(str(path))
     groups = analyze_graph(model.graph)
     _, report = onnxfold.fold(
