@@ -33,18 +33,25 @@ def image_sides(sample, fixed) -> tuple[int, int] | None:
     return None
 
 
+def _sides_in(dims, dtype) -> tuple[int, int] | None:
+    """(height axis, width axis) in ``dims`` of float images [N, C, H, W] or [N, H, W, C]
+    (:func:`image_sides`), else None."""
+    dims = list(dims or ())
+    if len(dims) != 4 or dtype is None or np.dtype(dtype).kind != "f":
+        return None
+    sides = image_sides(dims[1:], [not free_dim(d) for d in dims[1:]])
+    return None if sides is None else (sides[0] + 1, sides[1] + 1)
+
+
 def line_width(dims, dtype) -> tuple[int, int] | None:
     """(the axis, its guess) of a free width beside a fixed height in float images [N, C, H, W] or
     [N, H, W, C] (:func:`image_sides`), else None. Guessed at 16 as any unnamed dim, PP-OCRv3's
     English recogniser (x [N, 3, 48, ?]) read lines of 2 time steps: its data-free search kept 32 of
     32 such lines at 42.9% fewer parameters, and 42% of real lines read the same."""
-    dims = list(dims or ())
-    if len(dims) != 4 or dtype is None or np.dtype(dtype).kind != "f":
-        return None
-    sides = image_sides(dims[1:], [not free_dim(d) for d in dims[1:]])
+    sides = _sides_in(dims, dtype)
     if sides is None:
         return None
-    h, w = sides[0] + 1, sides[1] + 1
+    h, w = sides
     if not free_dim(dims[h]) and dims[h] >= 8 and free_dim(dims[w]):
         return w, LINE_RATIO * int(dims[h])
     return None
@@ -55,10 +62,5 @@ def free_image_sides(dims, dtype) -> tuple[int, int]:
     both are free, else (). They are guessed at :data:`SPATIAL_DIM` unless named otherwise: PaddleOCR's
     orientation classifier declares x [-1, 3, -1, -1], and its data-free proxy ran on 16×16 images
     (636K MACs where the 48×192 lines it reads take 16.3M)."""
-    dims = list(dims or ())
-    if len(dims) != 4 or dtype is None or np.dtype(dtype).kind != "f":
-        return ()
-    sides = image_sides(dims[1:], [not free_dim(d) for d in dims[1:]])
-    if sides is None or not all(free_dim(dims[i + 1]) for i in sides):
-        return ()
-    return sides[0] + 1, sides[1] + 1
+    sides = _sides_in(dims, dtype)
+    return sides if sides is not None and all(free_dim(dims[i]) for i in sides) else ()
