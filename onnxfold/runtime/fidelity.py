@@ -82,10 +82,10 @@ from onnxfold.runtime.metric_spec import (  # noqa: F401 (the metric names, read
     STATE_METRICS,
     check_metric_outputs,
     counted,
-    decisions,
+    decided,
+    metric_base,
     metric_parts,
     parse_metric,
-    thresholded,
 )
 from onnxfold.runtime.one_class import one_class
 from onnxfold.runtime.padding import unpadded, without_holes
@@ -286,8 +286,7 @@ def fidelity_value(
         return min(fidelity_value(m, ref, cand, samples, keep, spread) for m in metric_parts(metric))
     if ref.shape != cand.shape:
         return 0.0
-    if (t := thresholded(metric)) is not None:  # top1@T: decisions taken at confidence T alone
-        ref, cand, metric = decisions(ref, t), decisions(cand, t), "top1"
+    ref, cand, metric = decided(metric, ref, cand)  # top1@T: decisions taken at confidence T alone
     if metric == "expect":  # the expected bin, read by r2
         ref, cand, metric = expected_class(ref), expected_class(cand), "r2"
         spread = None if spread is None else expected_class(spread)
@@ -416,7 +415,7 @@ def output_metrics(
                 chosen = "sequence"  # a recogniser's character ids, read as lines
         elif metric == "auto" and chosen == "top1" and np.shape(ref) in per_position:
             chosen = "r2"  # a value per position beside labels per position (a character's confidence)
-        elif chosen.split("@")[0] in (*COUNTS_OF_CLASSES, "expect") and (
+        elif metric_base(chosen) in (*COUNTS_OF_CLASSES, "expect") and (
             np.ndim(ref) < 2 or np.shape(ref)[-1] < 2
         ):
             # no class axis beside the samples: a [B] output's argmax is one sample's position
@@ -450,7 +449,7 @@ def output_metrics(
             )
             out[name] = automatic[name]
         elif (
-            chosen.split("@")[0] in (*COUNTS_OF_CLASSES, "expect")
+            metric_base(chosen) in (*COUNTS_OF_CLASSES, "expect")
             and not is_labels(reference[name])
             and (np.ndim(reference[name]) < 2 or np.shape(reference[name])[-1] < 2)
         ):

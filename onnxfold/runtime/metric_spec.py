@@ -72,7 +72,7 @@ def counted(metric: str, ref: np.ndarray, samples: int | None = None) -> int | N
     """How many independent samples ``metric`` counts on this output: the samples for sequence and for
     top1 on class scores [B, C]; None for the others (top1 over sequence positions counts steps,
     which are not independent). A combined metric counts as its first part."""
-    metric = "top1" if thresholded(metric_parts(metric)[0]) is not None else metric_parts(metric)[0]
+    metric = metric_base(metric_parts(metric)[0])
     if is_labels(ref) and metric == "top1":  # one label per sample counts samples; per position, not
         return int(np.shape(ref)[0]) if np.ndim(ref) == 1 else None
     if metric == "binary":
@@ -115,6 +115,18 @@ def thresholded(metric: str) -> float | None:
     except ValueError:
         return None
     return t if 0.0 < t < 1.0 else None
+
+
+def metric_base(metric: str) -> str:
+    """The metric a parametrised one is of (``top1`` for ``top1@T``); any other as it is."""
+    return "top1" if thresholded(metric) is not None else metric
+
+
+def decided(metric: str, ref: np.ndarray, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """(ref, cand, metric) as ``metric`` compares them: ``top1@T``'s :func:`decisions`, read by top1;
+    any other metric's outputs as they are."""
+    t = thresholded(metric)
+    return (ref, cand, metric) if t is None else (decisions(ref, t), decisions(cand, t), "top1")
 
 
 def decisions(scores: np.ndarray, t: float) -> np.ndarray:
