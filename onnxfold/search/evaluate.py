@@ -263,9 +263,8 @@ class Evaluator:
         bounds = bounded_by(original)
         vocab = vocabularies(id_draws)
         states = frozenset(o for _, o in self.recurrent)
-        self.metrics = output_metrics(
-            self.reference,
-            metric,
+        # the outputs, as both the metric given and auto read them
+        args = (
             producers,
             bool(vocab),
             self.samples,
@@ -273,12 +272,12 @@ class Evaluator:
             bounds,
             vocab,
             states,
-            free_last := free_last_axes(original),
+            free_last_axes(original),
         )
+        self.metrics = output_metrics(self.reference, metric, *args)
         given, named = parse_metric(metric)
         if given != "auto" or set(named.values()) - {"auto", LEFT_OUT}:  # a metric given: fit for the task?
-            args = (producers, bool(vocab), self.samples, not self.proxy, bounds, vocab, states)
-            automatic = output_metrics(self.reference, "auto", *args, free_last)
+            automatic = output_metrics(self.reference, "auto", *args)
             for note in given_metric_notes(self.metrics, automatic):
                 log.warning("note: %s", note)
         #: recurrent states that a decision metric given for every output leaves to auto
