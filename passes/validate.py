@@ -25,7 +25,7 @@ from onnxfold.folding.samples import token_draws
 from onnxfold.folding.signal_dims import guess
 from onnxfold.ir.model import PROTO_LIMIT, Model, as_loaded, to_model_proto
 from onnxfold.passes.dequantize import given_kept
-from onnxfold.pipeline.as_given import LOOKING, written_as_given
+from onnxfold.pipeline.as_given import only_looked, written_as_given
 from onnxfold.pipeline.manager import Option, Pass, PassContext, PassError, PassResult
 from onnxfold.runtime.compare import runnable_dims, validate
 from onnxfold.runtime.fidelity import parse_metric
@@ -140,9 +140,7 @@ class ValidatePass(Pass):
         proxy = ctx.data.get("search_proxy") if ctx.inputs is None else None
         inputs = ctx.inputs if proxy is None else proxy
         if (
-            search is not None
-            and not search.chosen.steps
-            and not any(r.modified and r.name not in LOOKING for r in records)
+            search is not None and not search.chosen.steps and only_looked(records)
         ):  # kept whole, written simplified (exact rewrites): a smoke test within a measurement's MACs
             inputs = _leading(given, inputs)  # YOLOv8s-seg in FP16 ran 32 random images for 281 s
         compare = partial(  # the inputs, their sizes and the metric every comparison here shares

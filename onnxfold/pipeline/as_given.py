@@ -16,6 +16,11 @@ LOOKING = frozenset({"canonicalize", "search", "fold", "cleanup", "validate"})
 GIVEN_COUNTS = "given_counts"
 
 
+def only_looked(records) -> bool:
+    """Whether no pass but the :data:`LOOKING` ones changed the model."""
+    return not any(r.modified and r.name not in LOOKING for r in records)
+
+
 def written_as_given(records, ctx: PassContext, model: Model) -> Path | None:
     """The source file, where the model to write is it, whole: no group folded, no pass but the
     :data:`LOOKING` ones changed it, and no fewer nodes or parameters than the source (``ctx.data``'s
@@ -30,7 +35,7 @@ def written_as_given(records, ctx: PassContext, model: Model) -> Path | None:
         return None
     if any(p.status == "folded" for p in ctx.data.get("fold_plans", [])):
         return None
-    if any(r.modified and r.name not in LOOKING for r in records):
+    if not only_looked(records):
         return None
     now = stats_of(model)
     nodes, params = counts
