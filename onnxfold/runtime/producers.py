@@ -41,13 +41,10 @@ def producers_of(model) -> dict[str, str]:
     import onnx
 
     model = _loaded(model)
+    made = _made(model)
     if isinstance(model, onnx.ModelProto):
-        made = {o: (n.op_type, [i for i in n.input if i]) for n in model.graph.node for o in n.output}
         held = {t.name for t in model.graph.initializer}
     else:
-        made = {
-            o.name: (n.op, [i.name for i in n.inputs if i.name]) for n in model.graph.nodes for o in n.outputs
-        }
         import onnx_graphsurgeon as gs
 
         held = {name for name, t in model.graph.tensors().items() if isinstance(t, gs.Constant)}
@@ -61,6 +58,18 @@ def producers_of(model) -> dict[str, str]:
             op, inputs = made[inputs[0]]
         out[name] = _recurrent_source(op, inputs, made, seen) or _linear(op, inputs, made, held) or op
     return out
+
+
+def _made(model) -> dict[str, tuple[str, list[str]]]:
+    """Tensor name -> (the op type of the node that writes it, that node's input names), of a
+    ModelProto or a Model's graph."""
+    import onnx
+
+    if isinstance(model, onnx.ModelProto):
+        return {o: (n.op_type, [i for i in n.input if i]) for n in model.graph.node for o in n.output}
+    return {
+        o.name: (n.op, [i.name for i in n.inputs if i.name]) for n in model.graph.nodes for o in n.outputs
+    }
 
 
 def _loaded(model):
@@ -201,13 +210,10 @@ def shape_only_outputs(model) -> frozenset[str]:
     import onnx
 
     model = _loaded(model)
+    made, graph = _made(model), model.graph
     if isinstance(model, onnx.ModelProto):
-        graph = model.graph
-        made = {o: (n.op_type, [i for i in n.input if i]) for n in graph.node for o in n.output}
         inputs, outputs = {i.name for i in graph.input}, [o.name for o in graph.output]
     else:
-        graph = model.graph
-        made = {o.name: (n.op, [i.name for i in n.inputs if i.name]) for n in graph.nodes for o in n.outputs}
         inputs, outputs = {i.name for i in graph.inputs}, [o.name for o in graph.outputs]
     reads: dict[str, bool] = {}  # tensor -> whether its values depend on an input's values
     for out in outputs:
