@@ -26,6 +26,7 @@ scores whose argmax never moved: a fold that lost most of the task measured top1
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 
 import numpy as np
@@ -46,7 +47,65 @@ def padding_mask(feed: Mapping[str, np.ndarray]) -> np.ndarray | None:
             inverted = pads and not tokens or not tokens and not pads and "key_padding" in name.lower()
             return ~held if inverted else held
     unnamed = _unnamed_mask(feed)
-    return unnamed if unnamed is not None else length_mask(feed)
+    if unnamed is not None:
+        return unnamed
+    held = length_mask(feed)
+    return held if held is not None else marked_padding(feed)
+
+
+#: id of an array of samples onnxfold padded at the end (:func:`mark_padding`) -> (a weak reference
+#: to it, its [N, L] positions that hold each sample's own values)
+_MARKED: dict[int, tuple[weakref.ref, np.ndarray]] = {}
+
+
+def mark_padding(array: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``array`` [N, L, ...] (a copy where it does not own its data), remembered as padded at the end
+    of axis 1 by onnxfold beside no mask and no length input: ``keep`` [N, L], the positions that hold
+    each sample's own values, which :func:`padding_mask` then gives for it and for any view of its
+    samples (a search's even half, a run of a batch). A BiLSTM tagger's 48 sentences padded to 172
+    characters were judged on their padding: a quantized copy kept "tags 0.0417" of them where 95% of
+    its sentences, run one at a time, kept every tag."""
+    if array.base is not None:
+        array = array.copy()
+    key = id(array)
+    _MARKED[key] = (
+        weakref.ref(array, lambda _, key=key: _MARKED.pop(key, None)),
+        np.asarray(keep, dtype=bool),
+    )
+    return array
+
+
+def _marked_rows(value) -> np.ndarray | None:
+    """The ``keep`` of :func:`mark_padding` for ``value``, the array marked or a view of some of its
+    samples along axis 0 with its other axes whole (found from the view's offset and stride)."""
+    if not isinstance(value, np.ndarray) or value.ndim < 2:
+        return None
+    root = value if id(value) in _MARKED else value.base
+    entry = _MARKED.get(id(root)) if isinstance(root, np.ndarray) else None
+    if entry is None or entry[0]() is not root:
+        return None
+    keep = entry[1]
+    if value is root:
+        return keep
+    if value.shape[1:] != root.shape[1:] or value.strides[1:] != root.strides[1:] or not root.strides[0]:
+        return None
+    offset = value.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+    start, rest = divmod(offset, root.strides[0])
+    step, odd = divmod(value.strides[0], root.strides[0]) if len(value) > 1 else (1, 0)
+    rows = start + step * np.arange(len(value))
+    if rest or odd or not len(value) or rows.min() < 0 or rows.max() >= len(root):
+        return None
+    return keep[rows]
+
+
+def marked_padding(feed: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """The positions that hold samples' own values of an input of ``feed`` that onnxfold padded
+    (:func:`mark_padding`); None where it padded none of them."""
+    for value in feed.values():
+        keep = _marked_rows(value)
+        if keep is not None:
+            return keep
+    return None
 
 
 def length_mask(feed: Mapping[str, np.ndarray]) -> np.ndarray | None:
@@ -136,4 +195,12 @@ def without_holes(
     return np.where(held, ref, 0.0), np.where(held, cand, 0.0), w, False
 
 
-__all__ = ["broadcast_keep", "padding_mask", "token_positions", "unpadded", "without_holes"]
+__all__ = [
+    "broadcast_keep",
+    "mark_padding",
+    "marked_padding",
+    "padding_mask",
+    "token_positions",
+    "unpadded",
+    "without_holes",
+]

@@ -138,6 +138,27 @@ def check_padding(found: list, model) -> None:
         log.warning("%s", message)
 
 
+def mark_padded(found: list, out: dict[str, np.ndarray]) -> None:
+    """Mark in ``out`` (the joined samples) each input that :func:`even_lengths` padded along axis 1
+    alone without a mask, with every sample's own positions (:func:`~onnxfold.runtime.padding.
+    mark_padding`): outputs per position [N, L] are then measured on those alone."""
+    from onnxfold.runtime.padding import mark_padding
+
+    for _, runs, _, _ in found:
+        for name in runs[0]:
+            shapes = [np.shape(r[name]) for r in runs]
+            if (
+                min(map(len, shapes)) < 2
+                or len({s[1] for s in shapes}) < 2
+                or len({s[2:] for s in shapes}) > 1
+            ):
+                continue  # no length on axis 1, or another axis differs too (an image's height and width)
+            rows = np.concatenate([np.full(s[0], s[1]) for s in shapes])
+            longest = int(rows.max())
+            if name in out and np.shape(out[name])[:2] == (len(rows), longest):
+                out[name] = mark_padding(out[name], np.arange(longest)[None, :] < rows[:, None])
+
+
 def _check(found: list, model) -> None:
     """:func:`padded_alike` with a session of ``model`` (none: no check)."""
     try:
@@ -189,7 +210,8 @@ def even_lengths(runs: Sequence[Feeds], specs: Sequence[InputSpec], where: str) 
         + (
             "outputs per token are measured on the tokens alone"
             if masks or held
-            else "figures then include the padded positions (samples of one length avoid them)"
+            else "outputs with a position per input position are measured on each sample's own, other "
+            "outputs on the padding too (samples of one length avoid it)"
         )
     )
     collecting = _PADDED.get()

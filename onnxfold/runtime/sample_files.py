@@ -18,7 +18,7 @@ import numpy as np
 from onnxfold.errors import one_line
 from onnxfold.runtime.images import IMAGE_SUFFIXES, PRESETS
 from onnxfold.runtime.inputs import InputSpec, check_shape, fixed_batches, input_specs
-from onnxfold.runtime.ragged import check_padding, collected, even_lengths
+from onnxfold.runtime.ragged import check_padding, collected, even_lengths, mark_padded
 
 
 def _check_names(held, names: Sequence[str], where: str) -> None:
@@ -136,6 +136,7 @@ def load_inputs(
         }
     names = [s.name for s in specs]
     arrays: dict[str, tuple[np.ndarray, str]] = {}
+    padded: list = []
     if isinstance(source, Mapping):
         arrays = {k: (np.asarray(v), "the given arrays") for k, v in source.items()}
     elif not isinstance(source, (str, os.PathLike)):
@@ -154,6 +155,7 @@ def load_inputs(
         spec.name: _cast(np.asarray(arrays[spec.name][0]), spec, arrays[spec.name][1], warned)
         for spec in specs
     }
+    mark_padded(padded, out)
     for name, arr in out.items():  # a NaN sample made every figure NaN, reported as exact
         if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
             bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
