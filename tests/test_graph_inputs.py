@@ -98,3 +98,43 @@ def test_graphs_of_different_sizes_are_refused_before_padding_in_a_short_line(tm
     assert "different numbers of rows (16 rows: edge_feat; 2 rows: edge_index)" in text, text
     assert "graph-shaped samples" in text and len(text) < 400, text
     assert not [r for r in caplog.records if "padded" in r.getMessage()]
+
+
+def test_inputs_of_different_sizes_on_a_dim_the_model_names_alike_are_one_error_line(
+    tmp_path, capsys
+) -> None:
+    """DeepFilterNet's decoder reads emb [1, S, 4] and c0 [1, 2, S, 3]: 100 frames beside 202 failed
+    deep in the fold ("Add node '/Add_1' ... 100 by 202"), 13 s in; alike, they run."""
+    import onnx
+
+    from onnxfold.cli.commands import main
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceSum", ["emb", "last"], ["e"], keepdims=0),
+            helper.make_node("ReduceSum", ["c0", "pair"], ["c"], keepdims=0),
+            helper.make_node("Add", ["e", "c"], ["y"]),
+        ],
+        "decoder",
+        [
+            helper.make_tensor_value_info("emb", TensorProto.FLOAT, ["B", "S", 4]),
+            helper.make_tensor_value_info("c0", TensorProto.FLOAT, ["B", 2, "S", 3]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", "S"])],
+        [helper.make_tensor(n, TensorProto.INT64, [len(v)], v) for n, v in (("last", [2]), ("pair", [1, 3]))],
+    )
+    src = tmp_path / "dec.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), src)
+    rng = np.random.default_rng(0)
+    bad, good = tmp_path / "bad.npz", tmp_path / "good.npz"
+    emb = rng.standard_normal((4, 10, 4)).astype(np.float32)
+    np.savez(bad, emb=emb, c0=rng.standard_normal((4, 2, 12, 3)).astype(np.float32))
+    np.savez(good, emb=emb, c0=rng.standard_normal((4, 2, 10, 3)).astype(np.float32))
+    out = tmp_path / "o.onnx"
+    assert main(["fold", str(src), "-o", str(out), "-s", "0.3", "--inputs", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(err) == 1 and "inputs 'emb' and 'c0' hold 10 and 12 on the dim the model names 'S'" in err[0]
+    ), err
+    assert not out.exists()
+    assert main(["fold", str(src), "-o", str(out), "-s", "0.3", "--inputs", str(good)]) == 0

@@ -414,6 +414,38 @@ def check_shape(spec: InputSpec, shape: tuple[int, ...], what: str, sample_axis:
             )
 
 
+#: symbolic dim names that name no size: exporters write them for any free dim
+UNNAMED_DIMS = frozenset({"", "?", "-1", "none", "unk", "dynamic"})
+
+
+def check_shared_dims(
+    specs: Sequence[InputSpec], arrays: dict[str, np.ndarray], where: str, sample_axes: dict[str, int]
+) -> None:
+    """Raise a one-line ValueError where two inputs hold different sizes on a symbolic dim the model
+    names alike in both (DeepFilterNet's decoder reads ``emb`` [1, S, 512] and ``c0`` [1, 64, S, 96]:
+    100 frames beside 202 failed deep in the fold as "Add node '/Add_1' ... 100 by 202");
+    ``sample_axes``: input -> the axis that holds its samples, whose counts are checked elsewhere."""
+    seen: dict[str, tuple[str, int, int]] = {}
+    for spec in specs:
+        shape = np.shape(arrays[spec.name]) if spec.name in arrays else None
+        if shape is None or not spec.shape or len(shape) != len(spec.shape):
+            continue
+        for axis, (dim, got) in enumerate(zip(spec.shape, shape, strict=True)):
+            if (
+                not isinstance(dim, str)
+                or dim.strip().lower() in UNNAMED_DIMS
+                or axis == sample_axes.get(spec.name, 0)
+            ):
+                continue
+            first = seen.setdefault(dim, (spec.name, axis, got))
+            if first[2] != got:
+                raise ValueError(
+                    f"{where}: inputs {first[0]!r} and {spec.name!r} hold {first[2]} and {got} on the dim the "
+                    f"model names {dim!r} in both ({first[0]} dim {first[1]}, {spec.name} dim {axis}): give "
+                    "them the same size there"
+                )
+
+
 def _layout_hint(want: tuple, got: tuple[int, ...]) -> str:
     """Where ``got`` is a rank-4 image batch with its channels last and the model reads them first (or
     the other way round): how to move them (a trial's (32, 112, 112, 3) for SFace's [1, 3, 112, 112])."""

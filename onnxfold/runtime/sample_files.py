@@ -17,7 +17,7 @@ import numpy as np
 
 from onnxfold.errors import one_line
 from onnxfold.runtime.images import IMAGE_SUFFIXES, PRESETS
-from onnxfold.runtime.inputs import InputSpec, check_shape, fixed_batches, input_specs
+from onnxfold.runtime.inputs import InputSpec, check_shape, check_shared_dims, fixed_batches, input_specs
 from onnxfold.runtime.ragged import check_padding, collected, even_lengths, mark_padded
 
 
@@ -189,6 +189,7 @@ def load_inputs(
             )
         except ValueError as exc:
             raise ValueError(f"{exc}{_batch_hint(specs, out, spec.name)}") from None
+    check_shared_dims(specs, out, _where(source), layout[1] if layout else {})
     if chunked:
         where = _where(source)
         counts = {int(v.shape[0]) for v in out.values() if v.ndim}  # a scalar holds no samples
