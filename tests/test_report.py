@@ -816,3 +816,29 @@ def test_the_rounding_line_names_the_rounded_group_that_lost_most_and_counts_no_
         "rounding took 1 of the folded groups 0.1 or more past the sparsity asked (16 -> 8: 0.5 for 0.3)"
         in line
     )
+
+
+def test_the_rounding_line_says_a_narrow_group_keeps_its_count_in_each_convolution_group(tmp_path) -> None:
+    """DeepFilterNet's 10-channel group read "keeps its exact count" at 10 -> 8 for -s 0.1: it feeds a
+    Conv of 2 groups, so each half of 5 kept round(4.5) = 4."""
+    import torch
+
+    import onnxfold
+
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 10, 3),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(10, 6, 3, groups=2),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(6, 4, 1),
+    ).eval()
+    src = tmp_path / "m.onnx"
+    torch.onnx.export(net, (torch.randn(1, 3, 12, 12),), str(src), dynamo=False)
+    report = onnxfold.fold(str(src), 0.1, tmp_path / "o.onnx", validate=False, method="fold")[1]
+    assert sorted((p.group.size, p.k) for p in report.plans if p.status == "folded") == [(6, 4), (10, 8)]
+    line = report.rounding_line()
+    assert "2 folded groups narrower than 16 keep their exact count" in line, line
+    assert any(
+        f"within each convolution group ({e})" in line
+        for e in ("10 -> 8: 4 of 5 in each of 2", "6 -> 4: 2 of 3 in each of 2")
+    ), line

@@ -15,7 +15,6 @@ import onnx
 
 from onnxfold.analysis.groups import REASON_WIDTH, cut_reason
 from onnxfold.folding.apply import FoldPlan
-from onnxfold.folding.cluster import rounds
 from onnxfold.ir.constant_fold import restored_constants
 from onnxfold.ir.model import Model
 from onnxfold.pipeline.manager import PassRecord
@@ -178,25 +177,10 @@ class FoldReport:
         }
 
     def rounding_line(self) -> str:
-        """How the folded widths were rounded, in one line."""
-        m = self.round_to
-        if m is None or m <= 1:
-            return "widths: not rounded (round_to 1)"
-        narrow = sum(p.status == "folded" and not rounds(p.group.size, m) for p in self.plans)
-        groups = "group narrower than" if narrow == 1 else "groups narrower than"
-        keep = "keeps its" if narrow == 1 else "keep their"
-        note = f"; {narrow} folded {groups} {2 * m} {keep} exact count" if narrow else ""
-        # U²-Net-P's 16 channels went to 8 at -s 0.3 unsaid; a narrow 2 -> 1 is no rounding (PP-LCNet)
-        over = [p for p in self.plans if p.status == "folded" and rounds(p.group.size, m)]
-        over = [p for p in over if 1 - p.k / p.group.size >= p.sparsity + 0.1]
-        if over:
-            e = max(over, key=lambda p: p.group.size * (1 - p.sparsity) - p.k)
-            note += (
-                f"; rounding took {len(over)} of the folded groups 0.1 or more past the sparsity asked "
-                f"({e.group.size} -> {e.k}: {1 - e.k / e.group.size:.2g} for {e.sparsity:.2g}); "
-                "--round-to 1 folds them to the width asked"
-            )
-        return f"widths: rounded to multiples of {m} (round_to {m}; --round-to 1 turns it off){note}"
+        """How the folded widths were rounded, in one line (:func:`~onnxfold.report.rounding.rounding_line`)."""
+        from onnxfold.report.rounding import rounding_line
+
+        return rounding_line(self.plans, self.round_to)
 
     def write_json(self, path: str | os.PathLike) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
