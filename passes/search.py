@@ -443,6 +443,18 @@ class SearchPass(Pass):
             )
         if mode != "min_fidelity" and not result.met and not self.opts["force"]:
             raise PipelineError(_budget_missed(mode, self.opts[mode], result.reduction(), result.cut_short))
+        if (
+            mode == "min_fidelity"
+            and result.cut_short
+            and not any(c.measured for c in result.candidates)
+            and not self.opts["force"]
+        ):
+            # a PP-OCRv5 detector's --time-limit 240 measured nothing and wrote its input back, exit 0
+            raise PipelineError(
+                f"search: the time limit ({limit.seconds:g} s) passed before any candidate was measured "
+                f"(preparing the measurements took {prepared_s:.0f} s of it): nothing written (a longer "
+                "--time-limit or fewer --inputs samples; --force writes the model unfolded)"
+            )
         model.graph = chosen.model.graph
         ctx.data.update({k: v for k, v in chosen.data.items() if k != "fold_record"})
         stats = {

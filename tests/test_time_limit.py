@@ -268,7 +268,8 @@ def _search(samples, **options):
 def test_an_expired_limit_keeps_the_best_candidate_measured_and_says_what_it_cut(samples) -> None:
     free = _search(samples, min_fidelity=0.9)
     assert free.cut_short == "" and free.chosen.reduction > 0
-    cut = _search(samples, min_fidelity=0.9, time_limit=1e-9)  # expired from the start
+    # expired from the start (nothing measured: written only when forced)
+    cut = _search(samples, min_fidelity=0.9, time_limit=1e-9, force=True)
     assert cut.met and cut.chosen.meets(0.9)  # still a model that meets the target
     assert len(cut.candidates) <= 2  # both ends of the path, nothing between
     assert cut.chosen.reduction <= free.chosen.reduction
@@ -419,7 +420,7 @@ def test_time_limit_flag(tmp_path, capsys, samples) -> None:
     args = ["fold", str(bundled_model("lenet5.onnx")), "-o", str(out), "--inputs", str(tmp_path / "x.npy")]
     assert main([*args, "--min-fidelity", "0.9", "--time-limit", "-1"]) == 2 and not out.exists()
     assert "time_limit must be a number of seconds >= 0" in capsys.readouterr().err
-    rc = main([*args, "--min-fidelity", "0.9", "--time-limit", "0.000001", "--method", "fold"])
+    rc = main([*args, "--min-fidelity", "0.9", "--time-limit", "0.000001", "--method", "fold", "--force"])
     assert rc in (0, None)
     assert "warning: the time limit (1e-06 s) cut the search short" in capsys.readouterr().out  # 0% found
     onnx.checker.check_model(str(out))
@@ -540,14 +541,23 @@ def test_a_limit_that_passes_before_any_measurement_says_where_the_time_went(
     samples, tmp_path, capsys
 ) -> None:
     """A spindle detector's search with --time-limit 120 measured nothing in 84 s: the report said
-    "no group folds within the target" and nothing of the preparation that took the time."""
+    "no group folds within the target" and nothing of the preparation that took the time. A PP-OCRv5
+    detector's --min-fidelity 0.9 --time-limit 240 measured nothing and exited 0 with its input
+    written back: a script could not tell it from a search that found nothing to fold. It exits 2
+    with nothing written, unless --force."""
     from onnxfold.search.time_limit import sensitivity_cut_notes
 
     x = tmp_path / "x.npy"
     np.save(x, samples.astype(np.float32))
     src, out, report = str(bundled_model("lenet5.onnx")), tmp_path / "o.onnx", tmp_path / "r.json"
     argv = ["fold", src, "-o", str(out), "--inputs", str(x), "--min-fidelity", "0.9", "--time-limit", "0.001"]
-    assert main([*argv, "--report", str(report)]) == 0
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the time limit (0.001 s) passed before any candidate was measured" in err[0], (
+        err
+    )
+    assert "nothing written" in err[0] and not out.exists()
+    assert main([*argv, "--report", str(report), "--force"]) == 0
     text = capsys.readouterr().out
     assert "the time limit passed before any candidate was measured" in text, text
     assert "no group folds within the target" not in text
