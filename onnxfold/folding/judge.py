@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from onnxfold.folding import samples as budgets
 from onnxfold.folding.moments import token_rows
 from onnxfold.folding.samples import (
     chunked,
@@ -41,7 +42,10 @@ from onnxfold.runtime.padding import padding_mask
 Feeds = dict[str, np.ndarray]
 
 #: At most this many measurement samples are used to judge (whole runs, at least one), and no more
-#: than fit the MAC budget of one measurement (:data:`~onnxfold.folding.samples.MEASURE_MACS`).
+#: than fit the sensitivity's MAC budget (:data:`~onnxfold.folding.samples.SENSITIVITY_MACS`, a
+#: quarter of a candidate's measurement): the judge only ranks a group's plans, as the sensitivity
+#: ranks groups. At the whole budget a PP-OCRv5 detector's judge ran 16 pages of 480×640 for every
+#: plan, three quarters of a sensitivity level's time.
 MAX_SAMPLES = 32
 #: ... and only as many runs as keep the original's outputs under this many values: a causal LM's
 #: logits (8 sequences of 64 tokens over 49,152 ids: 2.5·10⁷ values) are judged on one run, a
@@ -120,7 +124,7 @@ class GroupJudge:
         feeds = list(feeds)
         # the proto is not needed after the session: its MACs are counted on it, not on a new copy
         per = sample_macs(proto, feeds[0], in_place=True) if feeds else None
-        limit = samples_measured(per) if per else None
+        limit = samples_measured(per, budgets.SENSITIVITY_MACS) if per else None  # it only ranks plans
         most = samples_per_run(per) if per else None  # a heavy model's runs take fewer samples
         chosen = first_samples(feeds, min(MAX_SAMPLES, limit or MAX_SAMPLES))
         runs = [part for f in chosen for part in (chunked(f, most) if most and splittable(f) else [f])]

@@ -20,10 +20,10 @@ Feeds = dict[str, np.ndarray]
 #: Samples of the data-free estimate, and per onnxruntime run.
 SYNTHETIC_SAMPLES = 32
 CHUNK = 8
-#: MACs one measurement of a candidate may cost (the auto judge's): a model above MEASURE_MACS / 32
-#: per sample is measured on fewer samples, never under MIN_MEASURED (a 16-GMAC YOLO segmenter at
-#: 640x640 on 4 images, not 32: it spent hours in sensitivity). The sensitivity, which only ranks
-#: groups, takes a quarter: at the whole a spindle detector measured 11 of 60 group levels in time.
+#: MACs one measurement of a candidate may cost: a model above MEASURE_MACS / 32 per sample is
+#: measured on fewer samples, never under MIN_MEASURED (a 16-GMAC YOLO segmenter at 640x640 on 4
+#: images, not 32: it spent hours in sensitivity). The sensitivity and the auto judge, which only
+#: rank, take a quarter: at the whole a spindle detector measured 11 of 60 group levels in time.
 MEASURE_MACS, SENSITIVITY_MACS = 1 << 36, 1 << 34
 MIN_MEASURED = 4
 
