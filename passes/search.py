@@ -273,7 +273,7 @@ class SearchPass(Pass):
             float,
             0.0,
             "a min_fidelity search whose best candidate removes less than this fraction of the "
-            "parameters keeps the model whole (a change too small to be worth a risk its measurement "
+            "parameters and of the MACs keeps the model whole (a change too small to be worth a risk its measurement "
             "cannot rule out); 0 = off",
         ),
     )

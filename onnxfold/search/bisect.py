@@ -86,6 +86,22 @@ def beside_gain(share: float, gain: float) -> str:
     return f"{share:.2%}" if shown == f"{gain:.1%}" and share != gain else shown
 
 
+def below_gain(chosen: Candidate, min_gain: float, proxy: bool) -> str:
+    """Why ``chosen``, a candidate that met its target, is too little to be worth it: it removes less
+    than ``min_gain`` of the parameters and of the MACs (DeepFilterNet's encoder, 0.4% of the
+    parameters and 27.6% of the MACs, was kept whole when only parameters counted); '' otherwise
+    (nothing removed: nothing to keep whole). ``proxy``: measured on the data-free proxy."""
+    if not 0.0 < chosen.reduction < min_gain or chosen.macs_reduction >= min_gain:
+        return ""
+    return (
+        f"the best candidate, {beside_gain(chosen.reduction, min_gain)} fewer parameters "
+        f"({chosen.macs_reduction:.1%} fewer MACs) at fidelity {chosen.fidelity:.4f}, removes less than "
+        f"--min-gain {min_gain:g} of either: the model is kept whole (a smaller gain is not worth a change "
+        "its measurement cannot vouch for)"
+        + ("; --inputs with samples as the model is used usually allow more" if proxy else "")
+    )
+
+
 def _affordable_end(path: AllocationPath, limit: TimeLimit | PacedLimit | None) -> int:
     """The far end the bisection measures first: the path's, or where the limit cannot afford it (a
     :class:`PacedLimit`'s estimate), its longest prefix that it can; 0 where none can."""

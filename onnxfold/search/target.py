@@ -41,7 +41,7 @@ from onnxfold.report.fold_report import stats_of
 from onnxfold.report.progress import progress_bar
 from onnxfold.runtime.fidelity import OutputFidelity
 from onnxfold.search.allocate import fixed_groups, greedy_path
-from onnxfold.search.bisect import GainFloor, beside_gain, bisect_candidate
+from onnxfold.search.bisect import GainFloor, below_gain, bisect_candidate
 from onnxfold.search.blind import blind_advice, blind_reason
 from onnxfold.search.budget import budget_candidate, budget_note, compute_note, params_saved
 from onnxfold.search.evaluate import Evaluator
@@ -413,14 +413,8 @@ def search(
             chosen = better
         if limit.expired():  # the refit stopped judging its groups there (sequential.plan_sequential)
             cut.append("the refit of the chosen widths reached the time limit")
-    if mode == "min_fidelity" and met and 0.0 < chosen.reduction < min_gain:  # too little to be worth it
-        kept_whole = (
-            f"the best candidate, {beside_gain(chosen.reduction, min_gain)} fewer parameters at fidelity "
-            f"{chosen.fidelity:.4f}, "
-            f"removes less than --min-gain {min_gain:g}: the model is kept whole (a smaller gain is not worth "
-            "a change its measurement cannot vouch for)"
-            + ("; --inputs with samples as the model is used usually allow more" if evaluator.proxy else "")
-        )
+    if mode == "min_fidelity" and met and (small := below_gain(chosen, min_gain, evaluator.proxy)):
+        kept_whole = small  # too little, in parameters and in MACs
         chosen = measure(0)
     ran = limit.clock() - limit.start
     if cut and ran > limit.seconds * 1.05:  # a trial's 240 s search ran 296 s and read as within it
