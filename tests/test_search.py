@@ -309,7 +309,8 @@ def test_the_min_gain_floor_lies_before_the_first_step_its_estimate_reaches() ->
     short = GainFloor(saved, 0.25, 100)
     assert short(hi) == 2  # 30 reaches 25 at step 3: the step before, whatever the estimate's error
     assert short.missed({2: cand(2, 0.21, 0.5)}, 0.9).startswith(
-        "a candidate short of --min-gain 0.25, 21.0% fewer parameters, already measured 0.5000: larger"
+        "a candidate short of --min-gain 0.25, 21.0% fewer parameters, already measured 0.5000, below the "
+        "target 0.9: larger"
     )
     assert short.missed({2: cand(2, 0.21, 0.95)}, 0.9) == ""  # it passed: the bisection went on
     worth = GainFloor(saved, 0.25, 100)

@@ -145,12 +145,15 @@ class GainFloor:
         if f"{shown:.1%}" != f"{first.reduction:.1%}":
             got += f", {beside_gain(first.reduction, self.min_gain)} by folding"
         gain = f"--min-gain {self.min_gain:g}"
+        # the fidelity against the target it missed: USE's note read "already measured 0.0229", which a
+        # user took for a gain
+        fid = f"measured {first.fidelity:.4f}, below the target {target:g}"
         if self.step == len(self.saved) - 1 and first.reduction < self.min_gain:
-            what = f"no candidate on the search's path removes {gain} (its far end: {got}, measured {first.fidelity:.4f})"
+            what = f"no candidate on the search's path removes {gain} (its far end: {got}, {fid})"
         elif first.reduction >= self.min_gain:
-            what = f"the first candidate worth {gain}, {got}, measured {first.fidelity:.4f}: smaller ones are not sought"
+            what = f"the first candidate worth {gain}, {got}, {fid}: smaller ones are not sought"
         else:
-            what = f"a candidate short of {gain}, {got}, already measured {first.fidelity:.4f}: larger ones are not sought"
+            what = f"a candidate short of {gain}, {got}, already {fid}: larger ones are not sought"
         return (
             f"{what} (a smaller gain is not worth a change its measurement cannot vouch for), and the "
             "model is kept whole"
