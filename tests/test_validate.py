@@ -364,8 +364,14 @@ def test_validate_reports_run_failures_clearly():
         [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         [nh.from_array(np.array([2, 8], np.int64), "shape")],
     )
-    with pytest.raises(RuntimeError, match=r"could not run the original model on inputs x\[2, 16\]"):
+    with pytest.raises(
+        RuntimeError, match=r"could not run the original model on inputs x\[2, 16\]"
+    ) as caught:
         validate(model, model, providers=[CPU])
+    # onnxruntime's reason before the hint: a sentence encoder's line, cut at 500 characters, ended in
+    # the hint and never said why
+    message = str(caught.value)
+    assert message.index("Reshape") < message.index("(give the input shapes with --input-shape"), message
     assert validate(model, model, providers=[CPU], batch=1).exact
 
 
@@ -839,3 +845,26 @@ def test_an_output_of_another_shape_is_warned_about() -> None:
     first = report.validation.outputs[0]
     first.shape_match, first.candidate_shape = False, (2, 9)
     assert f"warning: {first.name} has shape (2, 9) where the original's has" in report.format()
+
+
+def test_a_model_that_random_inputs_cannot_run_says_why_before_the_hint(tmp_path, capsys) -> None:
+    """A sentence encoder's inputs, named by TensorFlow's paths, filled the error line: cut at 300
+    characters, it ended in the hint ("--input-shape NAME:D0,D1,..., an…") and never said which node
+    onnxruntime could not run or why."""
+    from onnxfold.cli.commands import main
+
+    names = [f"StatefulPartitionedCall/text_preprocessor/SentenceTokenizer/TokenizeOp:{i}" for i in range(2)]
+    model = _model(
+        [
+            oh.make_node("Reshape", [names[0], "shape"], ["r"]),
+            oh.make_node("MatMul", ["r", "W"], ["y"]),
+        ],
+        [oh.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 16]) for n in names],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [nh.from_array(np.array([3, 7], np.int64), "shape"), nh.from_array(np.ones((7, 4), np.float32), "W")],
+    )
+    src = tmp_path / "m.onnx"
+    onnx.save(model, src)
+    assert main(["fold", str(src), "-o", str(tmp_path / "o.onnx"), "-s", "0.3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Reshape node" in err[0] and err[0].endswith("or samples with --inputs)"), err

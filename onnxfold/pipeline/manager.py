@@ -162,7 +162,9 @@ class PassManager:
             except Exception as exc:
                 if isinstance(exc, InputRunError) and ctx.inputs is not None:  # the user's samples
                     raise PassError(not_run_on_samples(p.name, exc.__cause__ or exc, ctx.inputs)) from exc
-                raise PassError(f"pass {p.name!r} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+                # onnxfold's own message on random inputs, its cause already cut: whole, hint and all
+                said = one_line(exc, 900) if isinstance(exc, InputRunError) else _first_line(exc)
+                raise PassError(f"pass {p.name!r} failed: {type(exc).__name__}: {said}") from exc
             if self.check:
                 try:
                     check_model(model)

@@ -354,7 +354,8 @@ def run_feed(
         shapes = ", ".join(f"{k}{list(np.shape(v))}" for k, v in feed.items())
         error = InputRunError if which == "original" else RuntimeError
         raise error(
-            f"onnxruntime could not run the {which} model on inputs {shapes} ({SHAPE_HINT}): {one_line(exc)}"
+            # the cause before the hint: a line cut at its end lost onnxruntime's reason (USE's encoder)
+            f"onnxruntime could not run the {which} model on inputs {shapes}: {one_line(exc, 300)} ({SHAPE_HINT})"
         ) from exc
     try:
         return joined_runs(outs, fixed or most)
