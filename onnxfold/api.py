@@ -196,7 +196,8 @@ def _run_pipeline(
             counted = [canonical_stats(ctx.original, defaulted)]
         before = with_counted_macs(before, counted[0] if counted else None)
         after_size = None
-        verbatim = None if kept_given or view else written_as_given(manager.records, ctx, model)
+        kept = model.source_path if kept_given else None  # an INT8 model kept: its bytes (USE's differed)
+        verbatim = None if view else kept or written_as_given(manager.records, ctx, model)
         if output is not None:
             with step("save"):
                 path = save_model(
