@@ -244,7 +244,10 @@ def test_weights_read_inside_loop_bodies_are_named_where_nothing_folds(
     assert share in out
 
     assert main(["analyze", str(model), "--sensitivity"]) == 0
-    assert f"no group can fold, so none was measured: {share}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"no group can fold, so none was measured: {share}" in out
+    # the method asked beside the one planned (khmertagger's header read "method fold" under auto)
+    assert "(method auto, planned as fold;" in out, out
 
     out_path = tmp_path / "out.onnx"
     assert main(["fold", str(model), "-o", str(out_path), "-s", "0.3", "--no-validate"]) == 0

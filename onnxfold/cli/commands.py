@@ -1,9 +1,7 @@
 """Command line: ``onnxfold {demo,analyze,fold,run,passes,bench}``. A thin shell over :mod:`onnxfold.api`;
-the parser is built in :mod:`onnxfold.cli.parser`.
-
-Every expected failure (bad file, bad option, unwritable output) prints one line
-``onnxfold: error: …`` on stderr and exits with status 2; nothing is written in that case.
-"""
+the parser is built in :mod:`onnxfold.cli.parser`. Every expected failure (bad file, bad option,
+unwritable output) prints one line ``onnxfold: error: …`` on stderr and exits with status 2; nothing
+is written in that case."""
 
 from __future__ import annotations
 
@@ -270,7 +268,9 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
     else:
         rounding = f"widths rounded to multiples of {args.round_to}" if args.round_to > 1 else "exact widths"
         shown = ", ".join(f"{k} {v}" for k, v in evaluator.metrics.items())
-        print(format_sensitivity(curves, f"method {fold.method}; {measured_on}; {rounding}; metric {shown}"))
+        m = fold.opts["method"]  # auto without statistics plans as fold: both said (khmertagger)
+        how = m if fold.method == m else f"{m}, planned as {fold.method}"
+        print(format_sensitivity(curves, f"method {how}; {measured_on}; {rounding}; metric {shown}"))
         if not curves:  # an empty table said nothing of why (chars2vec: its weights in Loop bodies)
             from onnxfold.analysis.subgraphs import subgraph_note
 
