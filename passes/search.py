@@ -473,7 +473,7 @@ class SearchPass(Pass):
         }
         if "refined" in chosen.data:
             stats["refined"] = chosen.data["refined"]
-        plans = chosen.data.get("fold_plans")
+        plans, unchanged = chosen.data.get("fold_plans"), False
         if plans is not None and not any(p.status == "folded" for p in plans):
             from onnxfold.report.unfolded import nothing_folded_reason
 
@@ -490,6 +490,7 @@ class SearchPass(Pass):
                 why = f"canonicalization alone (weights held twice stored once) removes more than --target-params {self.opts[mode]:g}"
             stats["nothing_folded"] = nothing_folded_reason(plans, why, graph=model.graph)
             model.take_back_rewrites()
+            unchanged = True
         else:
             model.unrewritten = None  # the fold lives in the rewritten graph
         if held_out is not None:
@@ -497,4 +498,6 @@ class SearchPass(Pass):
             stats["held_out"] = (
                 f"fitted on {n - len(held_out)} samples, measured on all {n} and on the {len(held_out)} held out"
             )
-        return PassResult(True, stats)
+        if unchanged:  # the pass table read "search ... modified yes" for a model it kept whole
+            ctx.data["last_modified_by"] = self.name  # still the model the search measured and kept
+        return PassResult(not unchanged, stats)

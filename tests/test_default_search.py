@@ -213,6 +213,10 @@ def test_the_data_free_default_keeps_whole_a_model_it_would_barely_shrink(
     out = tmp_path / "whole.onnx"
     _, kept = onnxfold.fold(LENET, output=out, validate=False)
     assert kept.search.met and kept.search.chosen.reduction == 0.0 and kept.search.chosen.fidelity == 1.0
+    # the pass table says the search changed nothing (khmertagger's read "search ... yes" for a model
+    # written back as given), and that it changed the model where it folded
+    modified = {r.name: r.modified for r in kept.passes}
+    assert modified["search"] is False and {r.name: r.modified for r in found.passes}["search"] is True
     # the unchanged model the bisection measured is reused, not built and measured again
     assert [c.steps for c in kept.search.candidates].count(0) == 1
     best = max(
