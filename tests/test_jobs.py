@@ -161,3 +161,33 @@ def test_threads_sets_the_threads_of_the_runs_a_search_measures_on(tmp_path: Pat
         assert session.measure_threads() == 3  # restored after the fold
     assert session.measure_threads() == session.usable_cores()
     assert outs[1].read_bytes() == outs[2].read_bytes() == outs[0].read_bytes()
+
+
+def test_analyze_sensitivity_takes_threads_as_a_search_does(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A table classifier's `analyze --sensitivity --threads 1` was refused ("unrecognized arguments"),
+    though the table is measured as the search measures; the table is the same on any count."""
+    import numpy as np
+
+    import onnxfold.runtime.session as session
+    from onnxfold.models import bundled_model
+    from onnxfold.models.digits import load_digits_split
+
+    seen: list = []
+    make = session.make_session
+
+    def recording(*args, **kw):
+        seen.append(kw.get("threads"))
+        return make(*args, **kw)
+
+    monkeypatch.setattr(session, "make_session", recording)
+    x = tmp_path / "x.npy"
+    np.save(x, load_digits_split()[2][:16])
+    tables = {}
+    for threads in ("1", "2"):
+        seen.clear()
+        argv = ["analyze", str(bundled_model("lenet5.onnx")), "--sensitivity", "--inputs", str(x), "--json"]
+        assert main([*argv, "--threads", threads]) in (0, None)
+        tables[threads] = json.loads(capsys.readouterr().out)["groups"]
+        measured = [t for t in seen if t is not None]
+        assert measured and set(measured) == {int(threads)}, set(measured)
+    assert tables["1"] == tables["2"]

@@ -213,6 +213,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
     from onnxfold.passes import CanonicalizePass, FoldPass, RepairPass
     from onnxfold.passes.search import parse_levels, prepared
     from onnxfold.pipeline.manager import PassContext
+    from onnxfold.runtime.session import measuring_threads
     from onnxfold.search import format_sensitivity, plot_sensitivity, sensitivity
     from onnxfold.search.blind import blind_advice, blind_reason
     from onnxfold.search.sensitivity import plot_ready
@@ -233,25 +234,23 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
     ctx = PassContext(original=original, input_shapes=shapes or {}, inputs=inputs)
     CanonicalizePass().run(model, ctx)
     # measured as the search measures: the same method, statistics and (without --inputs) proxy
-    fold = FoldPass(sparsity=0.0, method=args.method, round_to=args.round_to)
+    fold = FoldPass(sparsity=0.0, method=args.method, round_to=args.round_to, threads=args.threads)
     repair = RepairPass(mode="ar")  # fold's default
-    evaluator, _ = prepared(model, ctx, fold, [fold, repair], args.metric)
-    estimator = evaluator.within(budgets.SENSITIVITY_MACS)  # a heavy model's first samples, as searched
-    measured_on = evaluator.describe() + (
-        f" (measured on the first {estimator.samples}, within the MAC budget)"
-        if estimator is not evaluator
-        else ""
-    )
-    curves = sensitivity(
-        model,
-        estimator,
-        parse_levels(args.levels),
-        method=fold.method,
-        round_to=args.round_to,
-        stats=fold.moments,
-        judge=fold.judge,
-        shapes=ctx.input_shapes,
-    )
+    with measuring_threads(args.threads):  # as a search measures (table-cls: --threads was refused)
+        evaluator, _ = prepared(model, ctx, fold, [fold, repair], args.metric)
+        estimator = evaluator.within(budgets.SENSITIVITY_MACS)  # a heavy model's first samples, as searched
+        cut = f" (measured on the first {estimator.samples}, within the MAC budget)"
+        measured_on = evaluator.describe() + (cut if estimator is not evaluator else "")
+        curves = sensitivity(
+            model,
+            estimator,
+            parse_levels(args.levels),
+            method=fold.method,
+            round_to=args.round_to,
+            stats=fold.moments,
+            judge=fold.judge,
+            shapes=ctx.input_shapes,
+        )
     if args.json:
         print(
             json.dumps(

@@ -295,6 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="--sensitivity: how each group is compressed (default auto, as onnxfold fold and its search)",
     )
     analyze.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="--sensitivity: onnxruntime's threads for its measurements (default 0: every core), as fold's",
+    )
+    analyze.add_argument(
         "--round-to",
         type=int,
         default=DEFAULT_ROUND_TO,
