@@ -90,6 +90,27 @@ def _budget_missed(mode: str, target: float, got: float, cut_short: str) -> str:
     )
 
 
+def _check_task_kept(mode: str, asked: float, chosen) -> None:
+    """Refuse a budget's pick (``--target-params`` / ``--target-macs``) whose fidelity on the given
+    samples fell under :data:`~onnxfold.runtime.compare.TASK_WARNING_BELOW`: the budget is met, but
+    the model likely no longer does its task (a table classifier's 30% answered one class to every
+    image, fidelity 0.0000, written with exit 0 and a warning); ``--force`` writes it."""
+    from onnxfold.runtime.compare import TASK_WARNING_BELOW
+    from onnxfold.search.result_text import goal
+
+    low = [o for o in chosen.outputs or () if o.value < TASK_WARNING_BELOW]
+    if not chosen.measured or not low:
+        return
+    worst = min(low, key=lambda o: o.value)
+    flag = "--target-params" if mode == "target_params" else "--target-macs"
+    raise PipelineError(
+        f"search: {goal(mode, asked)} reached, but the candidate keeps {worst.name} {worst.metric} "
+        f"{worst.value:.4f} on the given samples: it likely no longer does the model's task; nothing "
+        f"written (a smaller {flag} keeps more; --min-fidelity F finds the smallest model that keeps F; "
+        "--metric can read the task as your pipeline does; --force writes it)"
+    )
+
+
 def _check_reachable(
     model: Model, fold, asked: float, cap: float, params: int, given: int, dequantized: bool = False
 ) -> None:
@@ -443,6 +464,8 @@ class SearchPass(Pass):
             )
         if mode != "min_fidelity" and not result.met and not self.opts["force"]:
             raise PipelineError(_budget_missed(mode, self.opts[mode], result.reduction(), result.cut_short))
+        if mode != "min_fidelity" and not result.proxy and not self.opts["force"]:
+            _check_task_kept(mode, self.opts[mode], chosen)
         if (
             mode == "min_fidelity"
             and result.cut_short

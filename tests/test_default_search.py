@@ -317,3 +317,33 @@ def test_a_candidate_that_saves_macs_but_few_parameters_is_worth_the_gain(tmp_pa
     result = report.search
     assert result.chosen.reduction < 0.01 < result.chosen.macs_reduction, result.summary()
     assert not result.kept_whole and [p.group.size for p in report.plans if p.status == "folded"] == [16]
+
+
+def test_a_budget_whose_pick_lost_the_task_on_the_given_samples_writes_nothing(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """A table classifier's --target-params 0.3 on 32 images picked a fold answering one class to
+    every image (fidelity 0.0000) and wrote it with exit 0 beside a warning. A budget met by a model
+    under the task warning's bar on the given samples writes nothing unless --force; here the bar is
+    raised above LeNet-5's r2 at 65% fewer parameters (0.987) to stand for a collapse."""
+    from onnxfold.models.digits import load_digits_split
+    from onnxfold.runtime import compare
+
+    x = tmp_path / "x.npy"
+    np.save(x, load_digits_split()[2][:32])
+    out = tmp_path / "o.onnx"
+    argv = ["fold", str(LENET), "-o", str(out), "--target-params", "0.65", "--inputs", str(x)]
+    assert main(argv) == 0 and out.exists()  # at the usual bar (0.9) it keeps the task: written
+    out.unlink()
+    capsys.readouterr()
+    monkeypatch.setattr(compare, "TASK_WARNING_BELOW", 0.999)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(err) == 1 and "65% fewer parameters reached, but the candidate keeps logits r2 0.9" in err[0]
+    ), err
+    assert "nothing written" in err[0] and not out.exists()
+    assert main([*argv, "--force"]) == 0 and out.exists()
+    # data-free, the figure is a proxy's: a budget is written as asked, with the warning
+    out.unlink()
+    assert main(["fold", str(LENET), "-o", str(out), "--target-params", "0.65"]) == 0 and out.exists()
