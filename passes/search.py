@@ -31,6 +31,7 @@ from onnxfold.pipeline.manager import (
     passes_after,
 )
 from onnxfold.runtime.fidelity import parse_metric
+from onnxfold.search.refusals import budget_missed, check_reachable, check_task_kept, misses_text
 
 DEFAULT_LEVELS_TEXT = "0.1,0.2,0.3,0.5,0.7"
 DEFAULT_MAX_SPARSITY = 0.7
@@ -52,15 +53,6 @@ def proxy_samples(fold) -> tuple[dict | None, str, bool]:
     return merged, how, not moments.fitted
 
 
-def _misses(candidate, target: float) -> str:
-    """Why a candidate at or above the target value still misses it
-    (:func:`~onnxfold.search.misses.shortfall`), after "; "; '' when nothing more is to say."""
-    from onnxfold.search.misses import shortfall
-
-    why = shortfall(candidate, target)
-    return f"; {why}" if why else ""
-
-
 def _of_canonical(mode: str, target: float, given: int, base: int) -> float:
     """A ``--target-params`` R counts from the input as the report does (R of its ``given``
     parameters); the search counts from the canonicalized model (``base``), where a weight stored
@@ -71,80 +63,6 @@ def _of_canonical(mode: str, target: float, given: int, base: int) -> float:
     if mode != "target_params" or not base or given <= base:
         return target
     return max(0.0, 1.0 - (1.0 - target) * given / base)
-
-
-def _budget_missed(mode: str, target: float, got: float, cut_short: str) -> str:
-    """The one-line error of a budget (``--target-params`` / ``--target-macs``) the search did not
-    reach: the closest candidate's reduction ``got`` (of the input's), and why (the time limit, or
-    no group left to fold)."""
-    from onnxfold.search.result_text import goal
-
-    why = (
-        f"{cut_short}, so a longer --time-limit may reach it"
-        if cut_short
-        else "the groups that may fold, within --max-sparsity and the overrides, do not hold that much"
-    )
-    return (
-        f"search: {goal(mode, target)} not reached: the closest candidate removes {got:.1%} "
-        f"({why}); nothing written (--force writes the closest)"
-    )
-
-
-def _check_task_kept(mode: str, asked: float, chosen) -> None:
-    """Refuse a budget's pick (``--target-params`` / ``--target-macs``) whose fidelity on the given
-    samples fell under :data:`~onnxfold.runtime.compare.TASK_WARNING_BELOW`: the budget is met, but
-    the model likely no longer does its task (a table classifier's 30% answered one class to every
-    image, fidelity 0.0000, written with exit 0 and a warning); ``--force`` writes it."""
-    from onnxfold.runtime.compare import TASK_WARNING_BELOW
-    from onnxfold.search.result_text import goal
-
-    low = [o for o in chosen.outputs or () if o.value < TASK_WARNING_BELOW]
-    if not chosen.measured or not low:
-        return
-    worst = min(low, key=lambda o: o.value)
-    flag = "--target-params" if mode == "target_params" else "--target-macs"
-    raise PipelineError(
-        f"search: {goal(mode, asked)} reached, but the candidate keeps {worst.name} {worst.metric} "
-        f"{worst.value:.4f} on the given samples: it likely no longer does the model's task; nothing "
-        f"written (a smaller {flag} keeps more; --min-fidelity F finds the smallest model that keeps F; "
-        "--metric can read the task as your pipeline does; --force writes it)"
-    )
-
-
-def _check_reachable(
-    model: Model, fold, asked: float, cap: float, params: int, given: int, dequantized: bool = False
-) -> None:
-    """Refuse, before the sensitivity analysis, a ``--target-params`` (``asked`` of the input's
-    ``given`` parameters; the canonicalized model holds ``params``) above what every foldable group
-    at ``cap`` could remove (:func:`~onnxfold.search.allocate.params_ceiling`); ``dequantized``: the
-    model is an INT8 one's float copy, which ``analyze --dequantize`` reads."""
-    from onnxfold.analysis import analyze_graph
-    from onnxfold.folding.apply import matching_pattern
-    from onnxfold.search.allocate import fixed_groups, params_ceiling
-
-    groups = analyze_graph(model.graph, model.node_scopes())
-    groups = [g for g in groups if not matching_pattern(fold.opts["ignore"], g)]
-    ceiling = params_ceiling(
-        groups, model.graph.tensors(), cap, fixed_groups(groups, fold.overrides, fold.recipe)
-    )
-    most = 1.0 - (params - ceiling) / given if given else 0.0  # of the input's parameters
-    if params and asked > most:
-        from onnxfold.analysis.subgraphs import subgraph_note
-
-        note = subgraph_note(model.graph)
-        analyze = "`onnxfold analyze --dequantize`" if dequantized else "`onnxfold analyze`"
-        where = note or f"weights no group folds: {analyze} lists them"
-        if not any(g.foldable for g in groups):  # trial 66: an LSTM speaker embedder, all blocked
-            raise PipelineError(
-                f"search: --target-params {asked:g} cannot be reached: no channel group can fold, so "
-                f"folding removes nothing ({note or analyze + ' gives each group its reason'}); "
-                "nothing written"
-            )
-        raise PipelineError(
-            f"search: --target-params {asked:g} cannot be reached: folding can remove at most "
-            f"{most:.1%} of the parameters at sparsity {cap:g} (--max-sparsity, --levels; the rest: "
-            f"{where}); nothing written (--force writes the closest)"
-        )
 
 
 def parse_levels(text: str) -> list[float]:
@@ -384,7 +302,7 @@ class SearchPass(Pass):
         target = _of_canonical(mode, self.opts[mode], given, base.params)
         if mode == "target_params" and not self.opts["force"]:
             cap = min(self.opts["max_sparsity"], self.levels[-1])
-            _check_reachable(
+            check_reachable(
                 model, fold, self.opts[mode], cap, base.params, given, "dequantized_from" in ctx.data
             )
         if not limit.seconds:  # an explicit target without a time limit: DeepInversion may take longer
@@ -459,13 +377,13 @@ class SearchPass(Pass):
             raise PipelineError(
                 f"search: no candidate reaches fidelity {self.opts[mode]:g}: the best reached "
                 f"{chosen.fidelity:.4f} at {result.param_reduction():.1%} fewer parameters ({result.inputs}"
-                f"{_misses(chosen, self.opts[mode])}); "
+                f"{misses_text(chosen, self.opts[mode])}); "
                 "nothing written (lower --min-fidelity, or --force to write the best one)"
             )
         if mode != "min_fidelity" and not result.met and not self.opts["force"]:
-            raise PipelineError(_budget_missed(mode, self.opts[mode], result.reduction(), result.cut_short))
+            raise PipelineError(budget_missed(mode, self.opts[mode], result.reduction(), result.cut_short))
         if mode != "min_fidelity" and not result.proxy and not self.opts["force"]:
-            _check_task_kept(mode, self.opts[mode], chosen)
+            check_task_kept(mode, self.opts[mode], chosen)
         if (
             mode == "min_fidelity"
             and result.cut_short

@@ -126,13 +126,9 @@ def test_bad_jobs_is_one_line(llama: Path, tmp_path: Path, capsys) -> None:
         assert rc != 0 and flag[2:] in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
-def test_threads_sets_the_threads_of_the_runs_a_search_measures_on(tmp_path: Path, monkeypatch) -> None:
-    """auto's judge and the target search run onnxruntime on ``--threads`` threads (every core by
-    default: on one, a search used half of a 2-core machine); the model written is the same on one
-    thread, on two and on the default."""
+def _recorded_threads(monkeypatch) -> list:
+    """The ``threads`` of every onnxruntime session made from now on (None where not given)."""
     import onnxfold.runtime.session as session
-    from onnxfold.models import bundled_model
-    from onnxfold.models.digits import load_digits_split
 
     seen: list = []
     make = session.make_session
@@ -142,6 +138,18 @@ def test_threads_sets_the_threads_of_the_runs_a_search_measures_on(tmp_path: Pat
         return make(*args, **kw)
 
     monkeypatch.setattr(session, "make_session", recording)
+    return seen
+
+
+def test_threads_sets_the_threads_of_the_runs_a_search_measures_on(tmp_path: Path, monkeypatch) -> None:
+    """auto's judge and the target search run onnxruntime on ``--threads`` threads (every core by
+    default: on one, a search used half of a 2-core machine); the model written is the same on one
+    thread, on two and on the default."""
+    import onnxfold.runtime.session as session
+    from onnxfold.models import bundled_model
+    from onnxfold.models.digits import load_digits_split
+
+    seen = _recorded_threads(monkeypatch)
     x = load_digits_split()[2][:16]
     outs = {}
     for threads in (1, 2, 0):
@@ -168,18 +176,10 @@ def test_analyze_sensitivity_takes_threads_as_a_search_does(tmp_path: Path, monk
     though the table is measured as the search measures; the table is the same on any count."""
     import numpy as np
 
-    import onnxfold.runtime.session as session
     from onnxfold.models import bundled_model
     from onnxfold.models.digits import load_digits_split
 
-    seen: list = []
-    make = session.make_session
-
-    def recording(*args, **kw):
-        seen.append(kw.get("threads"))
-        return make(*args, **kw)
-
-    monkeypatch.setattr(session, "make_session", recording)
+    seen = _recorded_threads(monkeypatch)
     x = tmp_path / "x.npy"
     np.save(x, load_digits_split()[2][:16])
     tables = {}

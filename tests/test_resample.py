@@ -83,8 +83,8 @@ def test_counts_and_few_samples_are_not_resampled() -> None:
 
 
 def test_a_miss_on_the_bootstrap_says_why() -> None:
+    from onnxfold.search.refusals import misses_text as _misses
     from onnxfold.search.target import Candidate
-    from passes.search import _misses
 
     shaky = Candidate(3, 0.96, 90, 0, 0.1, 0.0, [OutputFidelity("y", "r2", 0.96, None, 0.91)])
     assert not shaky.meets(0.95)

@@ -338,8 +338,8 @@ def test_the_min_gain_floor_lies_before_the_first_step_its_estimate_reaches() ->
 
 
 def test_a_miss_by_the_rule_of_succession_says_why() -> None:
+    from onnxfold.search.refusals import misses_text as _misses
     from onnxfold.search.target import Candidate
-    from passes.search import _misses
 
     lucky = Candidate(3, 31 / 32, 90, 0, 0.1, 0.0, [OutputFidelity("probs", "sequence", 31 / 32, 32)])
     assert _misses(lucky, 0.95) == "; probs: 31 of 32 agree, and 32 samples allow 0 misses"

@@ -1,0 +1,91 @@
+"""Why a search writes nothing: the one-line errors of a target it cannot meet or a pick it must not
+write (a budget out of reach, a budget met by a model that lost its task), and the words on a
+candidate that misses by more than its value says."""
+
+from __future__ import annotations
+
+from onnxfold.ir.model import Model
+from onnxfold.pipeline.manager import PipelineError
+
+
+def misses_text(candidate, target: float) -> str:
+    """Why a candidate at or above the target value still misses it
+    (:func:`~onnxfold.search.misses.shortfall`), after "; "; '' when nothing more is to say."""
+    from onnxfold.search.misses import shortfall
+
+    why = shortfall(candidate, target)
+    return f"; {why}" if why else ""
+
+
+def budget_missed(mode: str, target: float, got: float, cut_short: str) -> str:
+    """The one-line error of a budget (``--target-params`` / ``--target-macs``) the search did not
+    reach: the closest candidate's reduction ``got`` (of the input's), and why (the time limit, or
+    no group left to fold)."""
+    from onnxfold.search.result_text import goal
+
+    why = (
+        f"{cut_short}, so a longer --time-limit may reach it"
+        if cut_short
+        else "the groups that may fold, within --max-sparsity and the overrides, do not hold that much"
+    )
+    return (
+        f"search: {goal(mode, target)} not reached: the closest candidate removes {got:.1%} "
+        f"({why}); nothing written (--force writes the closest)"
+    )
+
+
+def check_task_kept(mode: str, asked: float, chosen) -> None:
+    """Refuse a budget's pick (``--target-params`` / ``--target-macs``) whose fidelity on the given
+    samples fell under :data:`~onnxfold.runtime.compare.TASK_WARNING_BELOW`: the budget is met, but
+    the model likely no longer does its task (a table classifier's 30% answered one class to every
+    image, fidelity 0.0000, written with exit 0 and a warning); ``--force`` writes it."""
+    from onnxfold.runtime.compare import TASK_WARNING_BELOW
+    from onnxfold.search.result_text import goal
+
+    low = [o for o in chosen.outputs or () if o.value < TASK_WARNING_BELOW]
+    if not chosen.measured or not low:
+        return
+    worst = min(low, key=lambda o: o.value)
+    flag = "--target-params" if mode == "target_params" else "--target-macs"
+    raise PipelineError(
+        f"search: {goal(mode, asked)} reached, but the candidate keeps {worst.name} {worst.metric} "
+        f"{worst.value:.4f} on the given samples: it likely no longer does the model's task; nothing "
+        f"written (a smaller {flag} keeps more; --min-fidelity F finds the smallest model that keeps F; "
+        "--metric can read the task as your pipeline does; --force writes it)"
+    )
+
+
+def check_reachable(
+    model: Model, fold, asked: float, cap: float, params: int, given: int, dequantized: bool = False
+) -> None:
+    """Refuse, before the sensitivity analysis, a ``--target-params`` (``asked`` of the input's
+    ``given`` parameters; the canonicalized model holds ``params``) above what every foldable group
+    at ``cap`` could remove (:func:`~onnxfold.search.allocate.params_ceiling`); ``dequantized``: the
+    model is an INT8 one's float copy, which ``analyze --dequantize`` reads."""
+    from onnxfold.analysis import analyze_graph
+    from onnxfold.folding.apply import matching_pattern
+    from onnxfold.search.allocate import fixed_groups, params_ceiling
+
+    groups = analyze_graph(model.graph, model.node_scopes())
+    groups = [g for g in groups if not matching_pattern(fold.opts["ignore"], g)]
+    ceiling = params_ceiling(
+        groups, model.graph.tensors(), cap, fixed_groups(groups, fold.overrides, fold.recipe)
+    )
+    most = 1.0 - (params - ceiling) / given if given else 0.0  # of the input's parameters
+    if params and asked > most:
+        from onnxfold.analysis.subgraphs import subgraph_note
+
+        note = subgraph_note(model.graph)
+        analyze = "`onnxfold analyze --dequantize`" if dequantized else "`onnxfold analyze`"
+        where = note or f"weights no group folds: {analyze} lists them"
+        if not any(g.foldable for g in groups):  # trial 66: an LSTM speaker embedder, all blocked
+            raise PipelineError(
+                f"search: --target-params {asked:g} cannot be reached: no channel group can fold, so "
+                f"folding removes nothing ({note or analyze + ' gives each group its reason'}); "
+                "nothing written"
+            )
+        raise PipelineError(
+            f"search: --target-params {asked:g} cannot be reached: folding can remove at most "
+            f"{most:.1%} of the parameters at sparsity {cap:g} (--max-sparsity, --levels; the rest: "
+            f"{where}); nothing written (--force writes the closest)"
+        )
