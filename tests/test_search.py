@@ -969,6 +969,7 @@ def test_overrides_and_ignore_win_over_the_search(digits) -> None:
         ignore=["layer4.1"],
         repair="none",
         method="fold",
+        force=True,  # the allocation is under test, not whether 30% keeps the task (r2 0.0067 here)
     )
     plans = {p.group.name: p for p in report.plans}
     assert plans["/layer4/layer4.0/conv1/Conv"].k == 64 and plans["/layer4/layer4.0/conv1/Conv"].sparsity == 0
@@ -1018,6 +1019,7 @@ def test_target_macs_lands_within_a_channel(digits) -> None:
         repair="none",
         method="fold",
         round_to=1,  # one-channel steps
+        force=True,  # where the budget lands is under test, not its r2 (0.858 here)
     )
     per = max(c.macs_per_channel for c in report.search.curves) / report.before.macs
     assert abs(report.search.chosen.macs_reduction - 0.4) <= per + 1e-9
