@@ -197,7 +197,14 @@ def compress(source: Path, output: Path, spec: LlmMethod, reduction: float, spar
     common = dict(validate=False, overwrite=True, inputs={"input_ids": fit} if spec.fit else None)
     if spec.target:
         return fold(
-            source, None, output, method=spec.method, repair=spec.repair, target_params=reduction, **common
+            source,
+            None,
+            output,
+            method=spec.method,
+            repair=spec.repair,
+            target_params=reduction,
+            force=True,  # a point of the curve, whatever it keeps (a budget under the task bar is refused)
+            **common,
         )[1]
     with keep_heads() as recipe:
         return fold(
