@@ -15,18 +15,18 @@ def rounding_line(plans: Sequence[FoldPlan], round_to: int | None) -> str:
     m = round_to
     if m is None or m <= 1:
         return "widths: not rounded (round_to 1)"
-    narrow = sum(p.status == "folded" and not rounds(p.group.size, m) for p in plans)
-    groups = "group narrower than" if narrow == 1 else "groups narrower than"
-    keep = "keeps its" if narrow == 1 else "keep their"
-    note = f"; {narrow} folded {groups} {2 * m} {keep} exact count" if narrow else ""
+    folded = [p for p in plans if p.status == "folded"]
+    narrow = [p for p in folded if not rounds(p.group.size, m)]  # not rounded: fewer than 2m channels
+    groups = "group narrower than" if len(narrow) == 1 else "groups narrower than"
+    keep = "keeps its" if len(narrow) == 1 else "keep their"
+    note = f"; {len(narrow)} folded {groups} {2 * m} {keep} exact count" if narrow else ""
     # DeepFilterNet's 10 -> 8 at -s 0.1 read as an exact count: 4 of 5 in each convolution group
-    parted = [p for p in plans if p.status == "folded" and not rounds(p.group.size, m) and p.group.parts > 1]
+    parted = [p for p in narrow if p.group.parts > 1]
     if parted:
         e, parts = parted[0], parted[0].group.parts
         note += f" within each convolution group ({e.group.size} -> {e.k}: {e.k // parts} of {e.group.size // parts} in each of {parts})"
     # U²-Net-P's 16 channels went to 8 at -s 0.3 unsaid; a narrow 2 -> 1 is no rounding (PP-LCNet)
-    over = [p for p in plans if p.status == "folded" and rounds(p.group.size, m)]
-    over = [p for p in over if 1 - p.k / p.group.size >= p.sparsity + 0.1]
+    over = [p for p in folded if rounds(p.group.size, m) and 1 - p.k / p.group.size >= p.sparsity + 0.1]
     if over:
         e = max(over, key=lambda p: p.group.size * (1 - p.sparsity) - p.k)
         note += (
