@@ -76,30 +76,37 @@ def parse_levels(text: str) -> list[float]:
     return levels
 
 
-def split_samples(inputs: dict | None) -> tuple[dict | None, np.ndarray | None]:
-    """(fit, held out): the even samples, and the indices of the odd ones. A method fitted on samples
-    (lsq, auto) fits and judges on the even half; candidates are measured on all samples (the
-    target must hold on every given input) and on the odd half alone, where the target must hold
-    too: a fit that does not generalise scores well on its own half only; (None, None) below 8
-    samples."""
-    from onnxfold.folding.samples import sample_count, splittable, take
+def split_samples(inputs: dict | None, seed: int = 0) -> tuple[dict | None, np.ndarray | None]:
+    """(fit, held out): a seeded random half of the samples, and the indices of the others. A method
+    fitted on samples (lsq, auto) fits and judges on the first half; candidates are measured on all
+    samples (the target must hold on every given input) and on the held-out half alone, where the
+    target must hold too: a fit that does not generalise scores well on its own half only. The halves
+    are drawn, not alternate samples: images of two classes given in turn held out one class; (None,
+    None) below 8 samples."""
+    from onnxfold.folding.samples import sample_axes, sample_count, splittable, take
+    from onnxfold.runtime.padding import carry_padding
 
     if not inputs or not splittable(inputs) or sample_count(inputs) < 8:
         return None, None
-    return take(inputs, slice(0, None, 2)), np.arange(1, sample_count(inputs), 2)
+    n = sample_count(inputs)
+    order = np.random.default_rng(seed).permutation(n)
+    fit, held = np.sort(order[: (n + 1) // 2]), np.sort(order[(n + 1) // 2 :])
+    cut, axes = take(inputs, fit), sample_axes(inputs)[1]
+    return {k: carry_padding(inputs[k], v, fit) if axes.get(k) == 0 else v for k, v in cut.items()}, held
 
 
 def prepared(model: Model, ctx: PassContext, fold, passes: list, metric: str):
     """(evaluator, held-out sample indices) of a search, or of ``analyze --sensitivity``, with ``fold``
     (a :class:`~onnxfold.passes.fold.FoldPass`) bound to ``passes`` and prepared on the canonicalized
-    ``model``: a fitted method's statistics from the even samples (:func:`split_samples`), and
+    ``model``: a fitted method's statistics from the fitting half (:func:`split_samples`), and
     without ``ctx.inputs`` the samples the fold synthesised as the data-free proxy (:func:`proxy_samples`)."""
     from onnxfold.analysis import analyze_graph
     from onnxfold.folding.apply import ACTIVATION_METHODS
     from onnxfold.search.evaluate import Evaluator
 
     fold.bind(passes)
-    fit, held_out = split_samples(ctx.inputs) if fold.opts["method"] in ACTIVATION_METHODS else (None, None)
+    fitted = fold.opts["method"] in ACTIVATION_METHODS
+    fit, held_out = split_samples(ctx.inputs, ctx.seed) if fitted else (None, None)
     fit_ctx = PassContext(original=ctx.original, seed=ctx.seed, input_shapes=ctx.input_shapes, inputs=fit)
     fold.prepare(model, analyze_graph(model.graph, model.node_scopes()), fit_ctx if fit else ctx, search=True)
     synthetic, how, drawn = (None, "", True) if ctx.inputs else proxy_samples(fold)

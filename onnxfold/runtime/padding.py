@@ -62,7 +62,7 @@ def mark_padding(array: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """``array`` [N, L, ...] (a copy where it does not own its data), remembered as padded at the end
     of axis 1 by onnxfold beside no mask and no length input: ``keep`` [N, L], the positions that hold
     each sample's own values, which :func:`padding_mask` then gives for it and for any view of its
-    samples (a search's even half, a run of a batch). A BiLSTM tagger's 48 sentences padded to 172
+    samples (a run of a batch; a search's fitting half through :func:`carry_padding`). A BiLSTM tagger's 48 sentences padded to 172
     characters were judged on their padding: a quantized copy kept "tags 0.0417" of them where 95% of
     its sentences, run one at a time, kept every tag."""
     if array.base is not None:
@@ -96,6 +96,13 @@ def _marked_rows(value) -> np.ndarray | None:
     if rest or odd or not len(value) or rows.min() < 0 or rows.max() >= len(root):
         return None
     return keep[rows]
+
+
+def carry_padding(source: np.ndarray, cut: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``cut``, the samples ``rows`` of ``source`` taken by index (a copy, which :func:`mark_padding`'s
+    views cannot follow), marked as padded where ``source`` is, on those rows' positions."""
+    keep = _marked_rows(source)
+    return cut if keep is None else mark_padding(cut, keep[np.asarray(rows)])
 
 
 def marked_padding(feed: Mapping[str, np.ndarray]) -> np.ndarray | None:
