@@ -395,6 +395,45 @@ def test_images_are_resized_with_the_filter_the_preprocessing_names(tmp_path: Pa
             load_inputs(folder, nchw, image_preprocess=bad)
 
 
+def test_images_centre_cropped_as_an_imagenet_classifier_evaluates(tmp_path: Path) -> None:
+    """``,crop``: the shorter side scaled to 224 / 0.875 = 256 and the centre 224 kept, as torchvision's
+    Resize(256) + CenterCrop(224) (a trial's NSFW scorer resized to 256 and cropped 224; the presets
+    only stretched or padded); ``,crop=1``: the shorter side to 224 itself; an image already 224 wide
+    is scaled and cropped too."""
+    from PIL import Image
+
+    folder, square = tmp_path / "wide", tmp_path / "square"
+    folder.mkdir()
+    square.mkdir()
+    pixels = np.random.default_rng(5).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(folder / "a.png")
+    Image.fromarray(pixels[:224, :224]).save(square / "b.png")
+    model = make_session(str(_image_model(tmp_path / "m.onnx", ["N", 3, 224, 224])))
+    bilinear = Image.Resampling.BILINEAR
+    # 300x400: the shorter side 300 -> 256, the longer 400 * 256 / 300 = 341; the centre 224 of each
+    want = np.asarray(
+        Image.fromarray(pixels).resize((341, 256), bilinear).crop((58, 16, 282, 240)), np.float32
+    )
+    got = load_inputs(folder, model, image_preprocess="unit,crop")["x"][0].transpose(1, 2, 0)
+    np.testing.assert_allclose(got, want / 255, atol=1e-6)
+    want = np.asarray(
+        Image.fromarray(pixels).resize((299, 224), bilinear).crop((38, 0, 262, 224)), np.float32
+    )
+    got = load_inputs(folder, model, image_preprocess="unit,crop=1")["x"][0].transpose(1, 2, 0)
+    np.testing.assert_allclose(got, want / 255, atol=1e-6)
+    small = Image.fromarray(pixels[:224, :224]).resize((256, 256), bilinear).crop((16, 16, 240, 240))
+    got = load_inputs(square, model, image_preprocess="caffe,bgr,crop")["x"][0].transpose(1, 2, 0)
+    caffe = (np.asarray(small, np.float32) - np.array([123.68, 116.78, 103.94], np.float32))[..., ::-1]
+    np.testing.assert_allclose(got, caffe, atol=1e-3)
+    for bad, why in (
+        ("unit,crop,letterbox", "centre-crops 0.875"),
+        ("unit,crop=0", r"crop=0: give the share of each side kept, in \(0, 1\]"),
+        ("unit,crop=x", r"crop=x: give the share"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            load_inputs(folder, model, image_preprocess=bad)
+
+
 def test_a_folder_of_npz_files_joins_every_input_and_names_a_file_that_differs(
     tmp_path: Path, capsys
 ) -> None:

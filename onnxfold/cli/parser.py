@@ -27,7 +27,8 @@ IMAGE_HELP = (
     "((x/255-mean)/std), caffe (0..255 less the ImageNet mean), raw (0..255), or mean=M[/M/M],std=S[/S/S] "
     "((x-mean)/std in 0..255 units, as a model's own code writes it); ',bgr' for BGR order (means "
     "stay per colour); resized to the input's height and width, bilinear unless ',bicubic', ',lanczos' or ',nearest', stretched unless "
-    "',letterbox' (fit and pad black, centred; ',topleft': in the top-left corner); a free width beside a fixed "
+    "',letterbox' (fit and pad black, centred; ',topleft': in the top-left corner) or ',crop' (the shorter side "
+    "to height/0.875, the centre kept: Resize(256) + CenterCrop(224); ',crop=F': F of each side); a free width beside a fixed "
     "height (text lines): scaled to the height, padded right to the widest"
 )
 EXIT_INTERNAL = 3
@@ -226,7 +227,7 @@ def _io_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--image-preprocess",
-        metavar="PRESET|mean=M,std=S[,bgr][,FILTER][,letterbox|,topleft]",
+        metavar="PRESET|mean=M,std=S[,bgr][,FILTER][,letterbox|,topleft|,crop]",
         help=IMAGE_HELP,
     )
     p.add_argument("--overwrite", action="store_true", help="allow the output to replace the input file")
@@ -265,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     analyze.add_argument(
         "--image-preprocess",
-        metavar="PRESET|mean=M,std=S[,bgr][,FILTER][,letterbox|,topleft]",
+        metavar="PRESET|mean=M,std=S[,bgr][,FILTER][,letterbox|,topleft|,crop]",
         help=IMAGE_HELP,
     )
     analyze.add_argument(

@@ -3,8 +3,10 @@
 Each image is read with Pillow, converted to RGB (BGR with ``,bgr``; grey for a one-channel input),
 resized (bilinear, or ``,bicubic`` / ``,lanczos`` / ``,nearest`` as the model's own pipeline resizes) to the
 input's height and width, stretched, or with ``,letterbox`` scaled to fit its longer side and padded
-with black around it (centred, as albumentations' LongestMaxSize + PadIfNeeded do), and normalised
-per channel as ``x = (v / 255 − mean) / std`` with the preset's mean and std:
+with black around it (centred, as albumentations' LongestMaxSize + PadIfNeeded do), or with ``,crop``
+scaled so that its centre crop of :data:`CROP_FRACTION` of each side (``,crop=F``: F) fills it, and
+the centre cropped (torchvision's Resize(256) + CenterCrop(224) of an ImageNet classifier), and
+normalised per channel as ``x = (v / 255 − mean) / std`` with the preset's mean and std:
 
 * ``unit``:     mean 0, std 1 (values in [0, 1]);
 * ``pm1``:      mean 0.5, std 0.5 (values in [−1, 1]; PaddleOCR);
@@ -51,6 +53,8 @@ PRESETS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "caffe": ((123.68 / 255, 116.78 / 255, 103.94 / 255), (1 / 255,)),
     "raw": ((), ()),
 }
+#: the share of each side an ImageNet evaluation keeps of its resized image (224 of 256)
+CROP_FRACTION = 0.875
 #: Pillow's resampling filter for each ``--image-preprocess`` resize modifier.
 RESIZE_FILTERS = ("bilinear", "bicubic", "lanczos", "nearest")  # rembg resizes LANCZOS
 
@@ -66,6 +70,7 @@ class ImagePreprocess:
     topleft: bool = False  # letterboxed into the top-left corner
     mean: tuple[float, ...] = ()  # a custom normalisation, in 0..255 pixel units (module docstring)
     std: tuple[float, ...] = ()
+    crop: float = 0.0  # ``,crop``: the share of each side of the resized image kept, centred; 0: none
 
     def normalisation(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std) of ``x = (v / 255 − mean) / std``, v in 0..255; empty for ``raw``."""
@@ -80,10 +85,13 @@ class ImagePreprocess:
         naming the choices."""
         parts = [p.strip().lower() for p in text.split(",") if p.strip()]
         values = {p.split("=", 1)[0]: p.split("=", 1)[1] for p in parts if "=" in p}
+        crop = _crop(values.pop("crop"), text) if "crop" in values else 0.0
         parts = [p for p in parts if "=" not in p]
         if values:
             parts.insert(0, CUSTOM)
-        flags = ("bgr", "letterbox", "topleft")
+        if "crop" in parts[1:]:
+            crop = crop or CROP_FRACTION
+        flags = ("bgr", "letterbox", "topleft", "crop")
         extra = [p for p in parts[1:] if p not in flags and p not in RESIZE_FILTERS]
         filters = [p for p in parts[1:] if p in RESIZE_FILTERS]
         custom = {k: _per_colour(k, v, text) for k, v in values.items() if k in ("mean", "std")}
@@ -93,12 +101,14 @@ class ImagePreprocess:
             or extra
             or len(filters) > 1
             or len(custom) != len(values)
+            or (crop and ("letterbox" in parts or "topleft" in parts))
         ):
             raise ValueError(
                 f"--image-preprocess {text!r}: expected one of {', '.join(PRESETS)}, or mean=M[/M/M],std=S[/S/S] "
                 f"in 0..255 units (x = (v - mean) / std), optionally followed by ',bgr', ',letterbox' and one "
                 f"resize filter of {', '.join(RESIZE_FILTERS)} (bilinear by default); ',topleft' letterboxes "
-                "into the top-left corner"
+                f"into the top-left corner; ',crop' (or ',crop=F') centre-crops {CROP_FRACTION:g} (F) of each "
+                "side instead"
             )
         topleft = "topleft" in parts[1:]
         return cls(
@@ -109,6 +119,7 @@ class ImagePreprocess:
             topleft,
             custom.get("mean", ()),
             custom.get("std", ()),
+            crop,
         )
 
 
@@ -132,6 +143,19 @@ def _per_colour(key: str, value: str, text: str) -> tuple[float, ...]:
     return numbers
 
 
+def _crop(value: str, text: str) -> float:
+    """``crop=F``'s F, a share of each side in (0, 1]."""
+    try:
+        share = float(value)
+    except ValueError:
+        share = -1.0
+    if not 0.0 < share <= 1.0:
+        raise ValueError(
+            f"--image-preprocess {text!r}: crop={value}: give the share of each side kept, in (0, 1]"
+        )
+    return share
+
+
 def image_files(folder: Path) -> list[Path]:
     """The images in ``folder`` (by suffix, any case), in file-name order."""
     return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
@@ -151,12 +175,18 @@ def _layout(name: str, shape: tuple) -> tuple[str, int]:
 
 def _resized(img, height: int, width: int, preprocess: ImagePreprocess):
     """``img`` at ``height`` × ``width``: stretched, or scaled to fit and padded black, centred (or in
-    the top-left corner); ``width`` None: scaled to ``height``, keeping its aspect ratio."""
+    the top-left corner), or scaled to cover ``height`` × ``width`` / crop and centre-cropped;
+    ``width`` None: scaled to ``height``, keeping its aspect ratio."""
     from PIL import Image
 
     resample = getattr(Image.Resampling, preprocess.resize.upper())
     if width is None:
         return img.resize((max(1, round(img.width * height / img.height)), height), resample)
+    if preprocess.crop:  # the shorter side to its share's size, then the centre
+        scale = max(width / img.width, height / img.height) / preprocess.crop
+        w, h = max(width, round(img.width * scale)), max(height, round(img.height * scale))
+        left, top = int(round((w - width) / 2)), int(round((h - height) / 2))  # as torchvision's
+        return img.resize((w, h), resample).crop((left, top, left + width, top + height))
     if not preprocess.letterbox:
         return img.resize((width, height), resample)
     scale = min(width / img.width, height / img.height)
@@ -201,7 +231,7 @@ def load_images(
                     height, width = img.height, img.width
                 if lines:
                     img = _resized(img, int(height), None, preprocess)
-                elif (img.height, img.width) != (height, width):
+                elif preprocess.crop or (img.height, img.width) != (height, width):
                     img = _resized(img, int(height), int(width), preprocess)
                 x = np.asarray(img, dtype=np.float32).reshape(img.height, img.width, channels)
         except (OSError, ValueError) as exc:
