@@ -17,6 +17,11 @@
   (wakehubert) kept 31% of its wake words quantized statically (81% in float), and leaving out the
   mel MatMul alone changed nothing, since its input was still quantized.
 
+* **a probability output**: a Softmax or Sigmoid whose values leave the model (through reshapes,
+  transposes, slices), and those ops: one 8-bit step of a [0, 1] range is 1/255, so a small
+  probability reads exactly 0. An FSMN voice-activity detector's silence probability (about 0.003)
+  came out 0 and its package's ``log`` of it failed on 2 of 60 clips.
+
 A *fill source* is a Where, Mul, Add or Sub that reads a constant holding a non-finite value, or a
 Gather from such a table; a Where
 whose branch is a
@@ -198,6 +203,43 @@ def log_front_end_nodes(proto: onnx.ModelProto) -> list[str]:
     return [n.name for n in graph.node if id(n) in kept and n.name]
 
 
+#: ops whose output is a probability that 8 bits round to 0 where small (module docstring)
+PROBABILITY_OPS = {"Softmax", "Sigmoid"}
+#: ops between a probability and a graph output that only move or pick its values
+_MOVES = {
+    "Reshape",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "Flatten",
+    "Slice",
+    "Gather",
+    "Identity",
+    "Concat",
+    "Split",
+}
+
+
+def probability_output_nodes(proto: onnx.ModelProto) -> list[str]:
+    """The names of every Softmax or Sigmoid whose values reach a graph output through ops of
+    :data:`_MOVES` only, and of those ops, in graph order (module docstring)."""
+    graph = proto.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    kept: set[int] = set()
+    for out in graph.output:
+        path, frontier = [], [out.name]
+        while frontier:
+            node = producer.get(frontier.pop())
+            if node is None or any(node is n for n in path):
+                continue
+            if node.op_type in PROBABILITY_OPS:
+                kept.update(id(n) for n in (*path, node))
+            elif node.op_type in _MOVES:
+                path.append(node)
+                frontier.extend(node.input[:1] if node.op_type != "Concat" else node.input)
+    return [n.name for n in graph.node if id(n) in kept and n.name]
+
+
 def float_kept(src: Path, static: bool = True) -> tuple[list[str], dict[str, int], str]:
     """(node names to leave in float, counts for the pass's stats, a note) for the model at ``src``;
     ``static`` False: float64 nodes and those reading non-finite weights only (dynamic mode computes
@@ -205,6 +247,7 @@ def float_kept(src: Path, static: bool = True) -> tuple[list[str], dict[str, int
     proto = onnx.load(str(src), load_external_data=False)
     doubles, fills = float64_nodes(proto), mask_fill_nodes(proto) if static else []
     spectra = log_front_end_nodes(proto) if static else []
+    probabilities = probability_output_nodes(proto) if static else []
     infinite = nonfinite_weight_nodes(proto)
     notes, counts = [], {}
     if infinite:
@@ -230,4 +273,11 @@ def float_kept(src: Path, static: bool = True) -> tuple[list[str], dict[str, int
             f"{len(spectra)} node(s) computing the input of a Log after at most {FRONT_END_WEIGHTS} weighted "
             "ops (a log spectrum's front end) stay float32: an 8-bit range of the power rounds quiet bands to 0"
         )
-    return list(dict.fromkeys((*doubles, *infinite, *fills, *spectra))), counts, "; ".join(notes)
+    if probabilities:
+        counts["probability_output_nodes_left"] = len(probabilities)
+        notes.append(
+            f"{len(probabilities)} node(s) computing a probability output (a Softmax or Sigmoid and the "
+            "reshapes after it) stay float32: 8 bits round a small probability to exactly 0"
+        )
+    kept = (*doubles, *infinite, *fills, *spectra, *probabilities)
+    return list(dict.fromkeys(kept)), counts, "; ".join(notes)

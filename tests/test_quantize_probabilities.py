@@ -1,0 +1,61 @@
+"""Static quantization leaves a probability output in float.
+
+An FSMN voice-activity detector's Softmax over 248 states was quantized to 8 bits by onnxruntime's
+static mode: its silence probability, about 0.003, came out exactly 0, and its package's ``log`` of
+it failed on 2 of 60 clips while the validation read top1 0.92. One step of a [0, 1] range is 1/255."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from harness import Net, rnd
+
+import onnxfold
+from onnxfold.passes import QuantizePass
+from onnxfold.runtime.float_kept import probability_output_nodes
+from onnxfold.runtime.session import make_session
+
+
+def _classifier(path: Path) -> Path:
+    """x [B, 16] -> Relu(x W1) W2 + b -> Softmax -> [B, 1, 8] (a Reshape after it), and a Sigmoid gate
+    [B, 8] beside; class 0's bias -7 keeps its probability near 1e-4."""
+    rng = np.random.default_rng(0)
+    bias = np.zeros(8, np.float32)
+    bias[0] = -7.0
+    net = Net({"w1": rnd(rng, 16, 32), "w2": rnd(rng, 32, 8), "b": bias, "w3": rnd(rng, 32, 8)})
+    h = net("Relu", net("MatMul", net.input("x", ["B", 16]), "w1"))
+    probs = net("Softmax", net("Add", net("MatMul", h, "w2"), "b"), axis=-1)
+    shaped = net("Reshape", probs, net.i64("shape", [-1, 1, 8]))
+    gate = net("Sigmoid", net("Sub", net("MatMul", h, "w3"), net.f("six", 6.0)))
+    onnx.save(net.model(shaped, gate), str(path))
+    return path
+
+
+def test_a_softmax_and_a_sigmoid_that_leave_the_model_stay_float(tmp_path: Path) -> None:
+    src = _classifier(tmp_path / "cls.onnx")
+    assert probability_output_nodes(onnx.load(str(src))) == ["softmax_4", "reshape_5", "sigmoid_8"]
+    x = {"x": np.random.default_rng(1).standard_normal((32, 16)).astype(np.float32)}
+    out = tmp_path / "q.onnx"
+    _, report = onnxfold.run_pipeline(src, [QuantizePass(mode="static")], out, inputs=x)
+    stats = report.passes[0].stats
+    assert stats["probability_output_nodes_left"] == 3 and "probability output" in stats["note"]
+    proto = onnx.load(str(out))
+    assert any(n.op_type == "QuantizeLinear" for n in proto.graph.node)  # the MatMuls are quantized
+    feed = {"x": np.random.default_rng(2).standard_normal((64, 16)).astype(np.float32)}
+    want = make_session(str(src)).run(None, feed)
+    got = make_session(str(out)).run(None, feed)
+    assert (want[0][..., 0] > 0).all() and np.median(want[0][..., 0]) < 2e-3  # under a step of 1/255
+    assert (got[0][..., 0] > 0).all()  # 8 bits read it 0: a pipeline's log(p) fails
+    assert (got[1] > 0).all() and np.median(want[1]) < 4e-3
+    ratio = got[0][..., 0] / want[0][..., 0]
+    assert 0.3 < np.median(ratio) < 3.0
+
+
+def test_a_softmax_inside_the_model_is_quantized_as_before(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    net = Net({"w1": rnd(rng, 16, 8), "w2": rnd(rng, 8, 4)})
+    attn = net("Softmax", net("MatMul", net.input("x", ["B", 16]), "w1"), axis=-1)
+    y = net("MatMul", attn, "w2")
+    assert probability_output_nodes(net.model(y)) == []
