@@ -25,6 +25,7 @@ def bisect_candidate(
     limit: TimeLimit | PacedLimit | None = None,
     unchanged: Callable[[], Candidate] | None = None,
     floor: int | Callable[[Candidate], int] = 0,
+    reach: int | None = None,
 ) -> tuple[Candidate, bool]:
     """Largest measured reduction with fidelity ≥ target, by bisection on path steps (the far end
     measured first, or the longest prefix the limit affords, :func:`_affordable_end`; nothing more
@@ -34,9 +35,13 @@ def bisect_candidate(
     (``--min-gain``: a smaller reduction is discarded anyway), or a function of the measured far end
     that gives it; it is measured next, and where it misses (or lies at the far end), no step below
     it is sought (malvizv1's data-free default bisected 8 candidates down to 1% fewer parameters,
-    64 s, to keep the model whole)."""
+    64 s, to keep the model whole). ``reach``: the most steps worth measuring, where the path's far
+    end is known to miss (:meth:`~onnxfold.search.allocate.AllocationPath.short_of_misses`); the
+    bisection starts there instead (None or 0: at the far end)."""
     expired = limit.expired if limit is not None else lambda: False
     end = _affordable_end(path, limit)
+    if reach:
+        end = min(end, reach)
     if end == 0 and unchanged is not None:  # an empty path (every group blocked, or none measured)
         # too: a tf2onnx VGG16's 17.6 GMACs a sample measured its unchanged self for minutes
         lo = unchanged()
@@ -124,7 +129,7 @@ class GainFloor:
     def __init__(self, saved: Sequence[float], min_gain: float, params: float) -> None:
         self.saved, self.min_gain, self.params, self.step = list(saved), min_gain, params, 0
 
-    def __call__(self, hi: Candidate) -> int:
+    def __call__(self, hi: Candidate | None = None) -> int:
         if not self.min_gain or not self.params or len(self.saved) < 2:
             return 0
         reached = next((t for t, v in enumerate(self.saved) if v >= self.min_gain * self.params), None)

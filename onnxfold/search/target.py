@@ -12,14 +12,17 @@
    reduction whose measured fidelity meets the target (:meth:`Candidate.meets`: the rule of
    succession for a count, a bootstrap lower value for a mean). Fidelity need not fall monotonically
    along the path, so three points beyond the first failure are probed, and the bisection resumes
-   above any that passes. ``budget``: the path prefix whose estimated saving reaches the budget,
-   corrected against the measured reduction, within one step (a channel, or ``round_to`` channels).
+   above any that passes. It starts short of the first step that takes a group to a width the
+   sensitivity saw miss alone (every later one holds it there), not at the far end. ``budget``: the
+   path prefix whose estimated saving reaches the budget, corrected against the measured reduction,
+   within one step (a channel, or ``round_to`` channels).
    Where the sensitivity shows the measurement blind (no fold of any group moves the fidelity:
    :mod:`onnxfold.search.blind`), ``min_fidelity`` keeps the unchanged model and the budget warns.
 
 ``limit`` (a :class:`~onnxfold.search.time_limit.TimeLimit`, ``--time-limit``): checked between
 measurements. The sensitivity stops at half of it (levels left are taken last on the path, as misses
-are, and measured only within candidates, the far end first); after all of it the bisection measures
+are, and measured only within candidates, the far end first, where no group alone measured a miss:
+:meth:`~onnxfold.search.allocate.AllocationPath.short_of_misses`); after all of it the bisection measures
 the far end of the path, takes the unchanged model (exact) unmeasured when that misses, else the best
 candidate so far; the budget keeps its closest; ``refine`` is skipped once it has passed, and stops
 judging its groups when it passes during the refit. The report says what the limit cut.
@@ -385,7 +388,10 @@ def search(
             chosen, met = measure(0), True
         elif mode == "min_fidelity":
             floor = GainFloor(path.saved, min_gain if evaluator.proxy else 0.0, base.params)  # see bisect
-            chosen, met = bisect_candidate(path, measure, tried, target, paced, unchanged, floor)
+            reach = path.short_of_misses(target)
+            if floor() > reach:  # no candidate worth the gain short of a miss: the far end tells
+                reach = None
+            chosen, met = bisect_candidate(path, measure, tried, target, paced, unchanged, floor, reach)
             kept_whole = (
                 floor.missed(tried, target, evaluator.proxy, input_params) if met and not chosen.steps else ""
             )

@@ -1,0 +1,91 @@
+"""A fidelity search does not measure first a far end its sensitivity already says misses."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import numpy as np
+
+import onnxfold
+from onnxfold.models import bundled_model
+from onnxfold.search.allocate import AllocationPath, greedy_path
+from onnxfold.search.bisect import bisect_candidate
+from onnxfold.search.sensitivity import GroupCurve
+from onnxfold.search.target import Candidate
+
+
+def _curves() -> list[GroupCurve]:
+    # a alone: fine at 1 and 2 removed, below 0.95 at 3; b: fine at every level measured, its last
+    # level left unmeasured by a time limit (fidelity 0 in the curve, but no miss was measured)
+    a = GroupCurve("a", 8, [0.1, 0.2, 0.4], [1.0, 0.99, 0.6], [1, 2, 3], params_per_channel=10.0)
+    b = GroupCurve("b", 8, [0.1, 0.2, 0.4], [1.0, 0.999, 0.0], [1, 2, 3], params_per_channel=10.0)
+    b.unmeasured.append(0.4)
+    return [a, b]
+
+
+def test_the_path_is_cut_before_the_first_width_that_alone_missed() -> None:
+    path = greedy_path(_curves(), cap=0.5)
+    reach = path.short_of_misses(0.95)
+    removed = path.removed_at(reach)
+    assert removed[0] <= 2  # a never at its missed width within reach
+    assert path.removed_at(reach + 1)[0] == 3  # the next step takes it there
+    assert reach < len(path)
+    # every later prefix holds a at its miss: the cut is the last one that does not
+    assert all(path.removed_at(t)[0] >= 3 for t in range(reach + 1, len(path) + 1))
+    # a lower target counts 0.6 as no miss; the unmeasured level of b is never one
+    assert path.short_of_misses(0.5) == len(path)
+
+
+def test_a_level_only_a_time_limit_left_unmeasured_does_not_cut_the_path() -> None:
+    _, b = _curves()
+    path = greedy_path([b], cap=0.5)
+    assert path.removed_at(len(path)) == [3] and path.short_of_misses(0.99) == len(path)
+
+
+def _measure(order: list[int], tried: dict, passing: int):
+    def measure(steps: int) -> Candidate:
+        order.append(steps)
+        tried[steps] = Candidate(steps, 1.0 if steps <= passing else 0.5, 100 - steps, 0, steps / 100, 0.0)
+        return tried[steps]
+
+    return measure
+
+
+def test_the_bisection_starts_at_the_reach_instead_of_the_far_end() -> None:
+    path = AllocationPath([], [0] * 40, np.arange(41.0), np.zeros(41))
+    order: list[int] = []
+    tried: dict[int, Candidate] = {}
+    chosen, met = bisect_candidate(path, _measure(order, tried, 12), tried, 0.99, reach=20)
+    assert order[:2] == [20, 0] and 40 not in order
+    assert met and chosen.steps == 12 and max(order) == 20
+    order.clear()
+    tried.clear()
+    chosen, met = bisect_candidate(path, _measure(order, tried, 30), tried, 0.99, reach=20)
+    assert order == [20] and chosen.steps == 20  # within reach, all of it passes
+    order.clear()
+    tried.clear()
+    chosen, _ = bisect_candidate(path, _measure(order, tried, 12), tried, 0.99)  # no reach: the far end
+    assert order[0] == 40 and chosen.steps == 12
+
+
+def test_a_search_whose_sensitivity_saw_a_miss_measures_short_of_it_first(caplog) -> None:
+    from onnxfold.models.digits import load_digits_split
+
+    search_x = load_digits_split()[2][:32]
+    caplog.set_level(logging.INFO, logger="onnxfold")
+    _, report = onnxfold.fold(
+        bundled_model("resnet18.onnx"), min_fidelity=0.99, inputs={"input": search_x}, max_sparsity=0.9
+    )
+    text = caplog.text
+    path = int(re.search(r"path of (\d+) channel steps", text).group(1))
+    first = int(re.search(r"search: (\d+) steps -> fidelity", text).group(1))
+    curves = report.to_dict()["search"]["sensitivity"]
+    missed = any(
+        f is not None and f < 0.99 and j > 0
+        for c in curves
+        for f, j in zip(c["fidelity"], c["removed"], strict=True)
+    )
+    assert missed  # at 0.9 some group alone misses 0.99 on these samples
+    assert 0 < first < path
+    assert report.search.chosen.fidelity >= 0.99
