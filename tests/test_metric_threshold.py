@@ -13,7 +13,13 @@ from harness import Net, rnd
 
 import onnxfold
 from onnxfold.runtime.fidelity import counted, fidelity_value, output_metrics
-from onnxfold.runtime.metric_spec import decisions, parse_metric, thresholded
+from onnxfold.runtime.metric_spec import (
+    class_decisions,
+    class_threshold,
+    decisions,
+    parse_metric,
+    thresholded,
+)
 
 
 def test_a_decision_below_the_threshold_is_no_decision() -> None:
@@ -26,10 +32,12 @@ def test_a_decision_below_the_threshold_is_no_decision() -> None:
     np.testing.assert_array_equal(decisions(np.array([2, 0, 1]), 0.9), [2, 0, 1])  # labels stay
 
 
-@pytest.mark.parametrize("bad", ["top1@0", "top1@1", "top1@x", "top1@", "r2@0.5"])
+@pytest.mark.parametrize(
+    "bad", ["top1@0", "top1@1", "top1@x", "top1@", "r2@0.5", "class@0.5", "classx@0.5", "class1@1"]
+)
 def test_a_threshold_outside_0_and_1_is_refused(bad: str) -> None:
-    assert thresholded(bad) is None
-    with pytest.raises(ValueError, match=r"or top1@T, T in \(0, 1\)"):
+    assert thresholded(bad) is None and class_threshold(bad) is None
+    with pytest.raises(ValueError, match=r"or top1@T or classK@T, T in \(0, 1\)"):
         parse_metric(bad)
     assert parse_metric("top1@0.9,box=r2") == ("top1@0.9", {"box": "r2"})
 
@@ -60,4 +68,43 @@ def test_a_search_at_a_threshold_keeps_the_confident_decisions_of_its_samples(tm
     a = ort.InferenceSession(str(src)).run(None, {"x": x})[0]
     b = ort.InferenceSession(str(out)).run(None, {"x": x})[0]
     assert (decisions(a, 0.9) == decisions(b, 0.9)).all()  # computed here, not by the tool
+    assert report.param_sparsity > 0
+
+
+def test_one_class_s_score_against_a_threshold_is_the_decision() -> None:
+    """``classK@T``: an FSMN voice-activity detector's package reads its silence state's probability,
+    one of 248, against a threshold; top1 over all 248 refused a fold that kept 99.1% of its frames."""
+    # [N=2, L=3, C=4] frames: class 0 against the rest
+    ref = np.array([[[0.7, 0.1, 0.1, 0.1], [0.2, 0.5, 0.2, 0.1], [0.4, 0.3, 0.2, 0.1]]] * 2)
+    cand = ref.copy()
+    cand[:, :, 1:] = cand[:, :, [2, 1, 3]]  # the argmax among the others moves: top1 counts it
+    cand[1, 2] = [0.6, 0.2, 0.1, 0.1]  # one frame's class-0 decision flips at 0.5
+    np.testing.assert_array_equal(class_decisions(ref, 0, 0.5), [[1, 0, 0], [1, 0, 0]])
+    assert fidelity_value("top1", ref, cand, 2) < 0.7
+    assert fidelity_value("class0@0.5", ref, cand, 2) == pytest.approx(5 / 6)
+    assert class_threshold("class12@0.25") == (12, 0.25)
+    assert parse_metric("class0@0.5,cache=none") == ("class0@0.5", {"cache": "none"})
+    with pytest.raises(ValueError, match=r"class4@0.5 reads class 4's score of class scores \[N, C\]"):
+        fidelity_value("class4@0.5", ref, cand, 2)
+
+
+def test_a_search_on_one_class_s_decision_keeps_it_on_every_fitting_sample(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    w1 = rnd(rng, 6, 16)
+    w1[:, 8:] = w1[:, :8]  # a twin: half of the hidden channels fold exactly
+    net = Net({"w1": w1, "w2": rnd(rng, 16, 5) * 2})
+    h = net("Relu", net("MatMul", net.input("x", ["N", 7, 6]), "w1"))
+    src = tmp_path / "m.onnx"
+    onnx.save(net.model(net("Softmax", net("MatMul", h, "w2"), axis=-1)), src)
+    x = rng.standard_normal((32, 7, 6)).astype(np.float32)
+    out = tmp_path / "o.onnx"
+    _, report = onnxfold.fold(str(src), output=str(out), inputs={"x": x}, metric="class0@0.3", round_to=1)
+    (o,) = report.search.chosen.outputs
+    assert o.metric == "class0@0.3"
+    import onnxruntime as ort
+
+    a = ort.InferenceSession(str(src)).run(None, {"x": x})[0]
+    b = ort.InferenceSession(str(out)).run(None, {"x": x})[0]
+    assert 0.05 < (a[..., 0] >= 0.3).mean() < 0.95  # decisions both ways
+    assert ((a[..., 0] >= 0.3) == (b[..., 0] >= 0.3)).mean() >= 0.95  # computed here, not by the tool
     assert report.param_sparsity > 0

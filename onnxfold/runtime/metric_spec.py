@@ -48,9 +48,11 @@ def parse_metric(spec: str) -> tuple[str, dict[str, str]]:
     for item in (part.strip() for part in str(spec).split(",")):
         name, eq, metric = item.rpartition("=") if "=" in item else ("", "", item)
         allowed = (*METRICS, LEFT_OUT) if eq else METRICS
-        if (metric not in allowed and thresholded(metric) is None) or (eq and not name):
+        custom = thresholded(metric) is not None or class_threshold(metric) is not None
+        if (metric not in allowed and not custom) or (eq and not name):
             raise ValueError(
-                f"metric {spec!r}: {item!r} is not one of {', '.join(METRICS)} (or top1@T, T in (0, 1)), nor OUTPUT=METRIC "
+                f"metric {spec!r}: {item!r} is not one of {', '.join(METRICS)} (or top1@T or classK@T, T in "
+                "(0, 1)), nor OUTPUT=METRIC "
                 f"(METRIC one of those or {LEFT_OUT}, which leaves the output out)"
             )
         if eq:
@@ -117,16 +119,47 @@ def thresholded(metric: str) -> float | None:
     return t if 0.0 < t < 1.0 else None
 
 
+def class_threshold(metric: str) -> tuple[int, float] | None:
+    """(K, T) of ``classK@T``, a decision per sample (or position) whether class K's score reaches T,
+    else None. An FSMN voice-activity detector's package reads its silence state's probability, one
+    of 248, against a threshold: top1 over the 248 refused a fold that kept 99.1% of its speech frames."""
+    head, at, value = str(metric).partition("@")
+    if not at or not head.startswith("class") or not head[5:].isdigit():
+        return None
+    try:
+        t = float(value)
+    except ValueError:
+        return None
+    return (int(head[5:]), t) if 0.0 < t < 1.0 else None
+
+
 def metric_base(metric: str) -> str:
-    """The metric a parametrised one is of (``top1`` for ``top1@T``); any other as it is."""
-    return "top1" if thresholded(metric) is not None else metric
+    """The metric a parametrised one is of (``top1`` for ``top1@T`` and ``classK@T``); any other as it is."""
+    return "top1" if thresholded(metric) is not None or class_threshold(metric) is not None else metric
 
 
 def decided(metric: str, ref: np.ndarray, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
     """(ref, cand, metric) as ``metric`` compares them: ``top1@T``'s :func:`decisions`, read by top1;
     any other metric's outputs as they are."""
     t = thresholded(metric)
-    return (ref, cand, metric) if t is None else (decisions(ref, t), decisions(cand, t), "top1")
+    if t is not None:
+        return decisions(ref, t), decisions(cand, t), "top1"
+    one = class_threshold(metric)
+    if one is not None:
+        return class_decisions(ref, *one), class_decisions(cand, *one), "top1"
+    return ref, cand, metric
+
+
+def class_decisions(scores: np.ndarray, k: int, t: float) -> np.ndarray:
+    """1 where class ``k``'s score reaches ``t``, else 0, per sample (or position): class scores
+    [..., C] as labels ``top1`` compares."""
+    scores = np.asarray(scores)
+    if scores.ndim < 2 or scores.dtype.kind != "f" or scores.shape[-1] <= k:
+        raise ValueError(
+            f"class{k}@{t:g} reads class {k}'s score of class scores [N, C]; a {list(scores.shape)} "
+            f"{scores.dtype} output has none"
+        )
+    return (np.nan_to_num(scores[..., k], nan=-np.inf) >= t).astype(np.int64)
 
 
 def decisions(scores: np.ndarray, t: float) -> np.ndarray:

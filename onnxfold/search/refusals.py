@@ -49,9 +49,10 @@ def check_task_kept(mode: str, asked: float, chosen) -> None:
     flag = "--target-params" if mode == "target_params" else "--target-macs"
     raise PipelineError(
         f"search: {goal(mode, asked)} reached, but the candidate keeps {worst.name} {worst.metric} "
-        f"{worst.value:.4f} on the given samples: it likely no longer does the model's task; nothing "
-        f"written (a smaller {flag} keeps more; --min-fidelity F finds the smallest model that keeps F; "
-        "--metric can read the task as your pipeline does; --force writes it)"
+        f"{worst.value:.4f} on the given samples, under {TASK_WARNING_BELOW:g}: it may no longer do the "
+        f"model's task as {worst.metric} reads it; nothing written (a smaller {flag} keeps more; "
+        "--min-fidelity F finds the smallest model that keeps F; --metric reads the decision your pipeline "
+        "takes, e.g. top1@T or classK@T; --force writes it)"
     )
 
 
