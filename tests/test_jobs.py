@@ -191,3 +191,29 @@ def test_analyze_sensitivity_takes_threads_as_a_search_does(tmp_path: Path, monk
         measured = [t for t in seen if t is not None]
         assert measured and set(measured) == {int(threads)}, set(measured)
     assert tables["1"] == tables["2"]
+
+
+def test_run_takes_threads_for_its_passes_measurements(tmp_path: Path, monkeypatch) -> None:
+    """A face detector's `onnxfold run ... --threads 1` was refused ("unrecognized arguments"); the
+    fold's judge, the validation and the quantizer's calibration now run on that many threads, and a
+    fold pass's own threads= wins."""
+    import numpy as np
+
+    from onnxfold.models import bundled_model
+    from onnxfold.models.digits import load_digits_split
+
+    seen = _recorded_threads(monkeypatch)
+    x = tmp_path / "x.npy"
+    np.save(x, load_digits_split()[2][:16])
+    base = ["run", str(bundled_model("lenet5.onnx")), "-o", str(tmp_path / "o.onnx"), "--inputs", str(x)]
+    pipeline = "canonicalize,fold:sparsity=0.3{},cleanup,validate"
+    assert main([*base, "--pipeline", pipeline.format(""), "--threads", "1"]) in (0, None)
+    measured = [t for t in seen if t is not None]
+    assert measured and set(measured) == {1}, set(measured)
+    seen.clear()
+    assert main([*base, "--pipeline", pipeline.format(",threads=2"), "--threads", "1", "--overwrite"]) in (
+        0,
+        None,
+    )
+    measured = [t for t in seen if t is not None]
+    assert 2 in measured, set(measured)  # the fold pass's own count for its runs

@@ -26,10 +26,8 @@ from onnxfold.errors import EXPECTED_ERRORS, CliError, from_runtime, one_line
 
 def _check_paths(args: argparse.Namespace) -> None:
     src, out = Path(args.model), Path(args.output)
-    if not src.exists():
-        raise CliError(f"{src}: no such file")
     if not src.is_file():
-        raise CliError(f"{src}: not a regular file")
+        raise CliError(f"{src}: {'not a regular file' if src.exists() else 'no such file'}")
     if out.suffix.lower() != ".onnx":
         raise CliError(f"output {out} must end in .onnx")
     folder = out.parent if str(out.parent) else Path(".")
@@ -163,30 +161,32 @@ def cmd_run(args: argparse.Namespace) -> None:
     from onnxfold.api import run_pipeline
     from onnxfold.passes import REGISTRY
     from onnxfold.pipeline.manager import load_pipeline_file, parse_pipeline
+    from onnxfold.runtime.session import measuring_threads
 
     if args.dequantize:  # fold's flag; a trial read "unrecognized arguments: --dequantize"
         raise CliError(
             'run takes --dequantize as a pass: put it first in the pipeline, e.g. --pipeline "dequantize,'
             'canonicalize,fold:sparsity=0.3,cleanup,validate"'
         )
-    passes = (
-        parse_pipeline(args.pipeline, REGISTRY)
-        if args.pipeline
-        else load_pipeline_file(args.pipeline_file, REGISTRY)
-    )
+    load = parse_pipeline if args.pipeline else load_pipeline_file
+    passes = load(args.pipeline or args.pipeline_file, REGISTRY)
+    for p in passes:  # --threads for a pass that measures, where its own threads= is left at 0
+        if p.opts.get("threads") == 0:
+            p.opts["threads"] = args.threads
     _check_paths(args)
     shapes, inputs = read_inputs(args)
-    _, report = run_pipeline(
-        args.model,
-        passes,
-        args.output,
-        check=args.check,
-        input_shapes=shapes,
-        inputs=inputs,
-        external_data=_external(args.external_data),
-        overwrite=args.overwrite,
-        input_values=input_values(args),
-    )
+    with measuring_threads(args.threads):  # validation and calibration runs too (a trial's --threads)
+        _, report = run_pipeline(
+            args.model,
+            passes,
+            args.output,
+            check=args.check,
+            input_shapes=shapes,
+            inputs=inputs,
+            external_data=_external(args.external_data),
+            overwrite=args.overwrite,
+            input_values=input_values(args),
+        )
     _finish(report, args)
 
 

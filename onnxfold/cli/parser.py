@@ -336,6 +336,13 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--pipeline", help='e.g. "canonicalize,fold:sparsity=0.5,seed=1,cleanup,validate"')
     group.add_argument("--pipeline-file", help="YAML or JSON list of passes")
     run.add_argument("--dequantize", action="store_true", help=argparse.SUPPRESS)  # a pass here (cmd_run)
+    run.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="onnxruntime's threads for the runs the passes measure on (0: every core); a fold pass's own "
+        "threads= wins",
+    )
 
     sub.add_parser("passes", help="list every pass with its options, defaults and help")
     _bench_args(sub.add_parser("bench", help="benchmarks"))
