@@ -532,6 +532,33 @@ def test_fold_and_analyze_count_the_same_foldable_channels(tmp_path, capsys) -> 
     assert f"foldable channels {foldable} -> " in out, out
 
 
+def test_a_group_of_one_channel_is_not_counted_foldable(tmp_path, capsys) -> None:
+    """A face detector's six score heads of one channel each were listed "foldable" by analyze and
+    counted in its foldable channels: there is nothing to merge in them."""
+    import re
+
+    import onnx
+    from harness import Net, rnd
+
+    from onnxfold.cli.commands import main
+
+    rng = np.random.default_rng(0)
+    net = Net({"w1": rnd(rng, 4, 8), "w2": rnd(rng, 8, 1), "w3": rnd(rng, 1, 3)})
+    h = net("Relu", net("MatMul", net.input("x", ["N", 4]), "w1", name="mm1"))
+    h = net("Relu", net("MatMul", h, "w2", name="mm2"))
+    path = tmp_path / "m.onnx"
+    onnx.save(net.model(net("MatMul", h, "w3", name="mm3")), path)
+    assert main(["analyze", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "3 channel groups: 1 foldable, 1 blocked, 1 of one channel (nothing to merge); 8 foldable channels"
+        in out
+    )
+    assert re.search(r"mm2 +1 +\d+ +one channel +nothing to merge", out), out
+    assert main(["fold", str(path), "-o", str(tmp_path / "o.onnx"), "-s", "0.5", "--no-validate"]) == 0
+    assert "foldable channels 8 -> " in capsys.readouterr().out
+
+
 def test_dims_left_free_at_given_shapes_are_not_blamed_on_a_missing_input_shape() -> None:
     """RetinaFace's Resize to another tensor's size leaves 2 dims free even at --input-shape: the note
     told the user to pass the flag they had passed, once for before and once for after."""

@@ -202,7 +202,8 @@ class FoldReport:
             )
         if self.plans:
             folded = [p for p in self.plans if p.status == "folded"]
-            foldable = [p for p in self.plans if p.status != "blocked"]  # as onnxfold analyze counts
+            # as onnxfold analyze counts: a group of one channel has nothing to merge
+            foldable = [p for p in self.plans if p.status != "blocked" and p.group.size > 1]
             n_before = sum(p.group.size for p in foldable)
             n_after = sum(p.k for p in foldable)
             # weights held twice and stored once (an ALBERT's shared layers): none of it is folding

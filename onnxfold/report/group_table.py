@@ -11,7 +11,9 @@ from onnxfold.report.stats import format_table, human_count
 
 
 def format_groups(groups: Sequence[ChannelGroup], verbose: bool = False) -> str:
-    """The table ``onnxfold analyze`` prints."""
+    """The table ``onnxfold analyze`` prints. A group of one channel, structurally foldable, has nothing
+    to merge: it reads "one channel" and is not counted foldable (a face detector's six score heads of
+    one channel each were listed foldable and counted in its foldable channels)."""
     rows = []
     reasons = [reasons_text(g.blocked) for g in groups]
     for g, why in zip(groups, reasons, strict=True):
@@ -21,14 +23,17 @@ def format_groups(groups: Sequence[ChannelGroup], verbose: bool = False) -> str:
                 shortened(g.name),
                 f"{g.size} × {g.unit}" if g.unit > 1 else g.size,  # units of heads: 6 heads × 64 channels
                 len(g.members),
-                "foldable" if g.foldable else "blocked",
-                producers if g.foldable else cut_reason(why),
+                ("foldable" if g.size > 1 else "one channel") if g.foldable else "blocked",
+                (producers if g.size > 1 else "nothing to merge") if g.foldable else cut_reason(why),
             ]
         )
-    foldable = sum(g.foldable for g in groups)
+    foldable = sum(g.foldable and g.size > 1 for g in groups)
+    single = sum(g.foldable and g.size < 2 for g in groups)
+    blocked = len(groups) - foldable - single
     head = (
-        f"{len(groups)} channel groups: {foldable} foldable, {len(groups) - foldable} blocked; "
-        f"{human_count(sum(g.size for g in groups if g.foldable))} foldable channels"
+        f"{len(groups)} channel groups: {foldable} foldable, {blocked} blocked"
+        + (f", {single} of one channel (nothing to merge)" if single else "")
+        + f"; {human_count(sum(g.size for g in groups if g.foldable and g.size > 1))} foldable channels"
     )
     text = (
         head
