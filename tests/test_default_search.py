@@ -241,6 +241,8 @@ def test_the_data_free_default_keeps_whole_a_model_it_would_barely_shrink(
     worth = "the first candidate worth" if first.reduction >= 0.6 else "a candidate short of"
     assert far.search.kept_whole.startswith(f"{worth} --min-gain 0.6, {first.reduction:.1%} fewer parameters")
     assert "are not sought" in far.search.kept_whole and "kept whole" in far.search.kept_whole
+    # the headline says both halves of why: the candidate worth the gain missed the target
+    assert "nothing folded: no candidate both meets the target and removes --min-gain 0.6" in far.format()
     # that note names the candidate; a second on the next larger one missed repeated it (GTCRN)
     assert "the next larger candidate measured" not in far.search.summary()
     monkeypatch.setattr(api, "DATA_FREE_MIN_GAIN", gain + 0.01)
