@@ -293,6 +293,7 @@ class FoldReport:
                 searched=self.search is not None and self.search.mode == "min_fidelity",
                 folded=self.any_folded,
                 quantized=self.quantized_mode,
+                convs=self.before.op_counts.get("Conv", 0) > 0,
             )
             if warning:
                 parts.append(warning)
@@ -328,7 +329,7 @@ class FoldReport:
 
 
 def task_warning(
-    validation: Any, searched: bool = False, folded: bool = True, quantized: str = ""
+    validation: Any, searched: bool = False, folded: bool = True, quantized: str = "", convs: bool = False
 ) -> str | None:
     """A warning when an output's fidelity on validation's inputs is under :data:`TASK_WARNING_BELOW`
     (uniform folding at 0.3–0.5 breaks most pretrained models while their cosine stays near 1); None
@@ -342,7 +343,8 @@ def task_warning(
     way. ``folded``: some group was folded (else the figure is another pass's: quantization's);
     ``quantized``: the mode of a quantize pass that changed the model, '' if none (trial 64: static
     INT8 alone broke a digit reader, and the advice was to search for a compression; trial 65: after
-    dynamic mode it advised dynamic mode)."""
+    dynamic mode it advised dynamic mode). ``convs``: the model convolves, which dynamic mode makes
+    ConvInteger, slower than float on onnxruntime's CPU (an FSMN VAD: 168 ms against 47)."""
     low = sorted(
         (
             o
@@ -369,7 +371,8 @@ def task_warning(
     if quantized:
         quant = "float32 ops (quantize:op_types=A|B, exclude=NAME) may keep it"
         if quantized != "dynamic":
-            quant = f"quantize:mode=dynamic, or {quant}"
+            slow = " (its ConvInteger may run slower than float: bench speed tells)" if convs else ""
+            quant = f"quantize:mode=dynamic{slow}, or {quant}"
         search = f"{search}, and a fold alone shows which pass costs it; {quant}" if folded else quant
     shown = (exercised or low)[:3]
     parts = {n: v for n, _, v in getattr(validation, "dequantized_alone", ())}
