@@ -59,3 +59,19 @@ def test_a_softmax_inside_the_model_is_quantized_as_before(tmp_path: Path) -> No
     attn = net("Softmax", net("MatMul", net.input("x", ["B", 16]), "w1"), axis=-1)
     y = net("MatMul", attn, "w2")
     assert probability_output_nodes(net.model(y)) == []
+
+
+def test_every_path_from_an_output_to_a_probability_stays_float_and_no_other() -> None:
+    """Two outputs reshaping one Softmax both stay float; a detector's boxes concatenated with its
+    Sigmoid scores keep the Concat float, not the boxes' own Reshape."""
+    rng = np.random.default_rng(0)
+    net = Net({"w": rnd(rng, 16, 8), "wb": rnd(rng, 16, 4)})
+    x = net.input("x", ["B", 16])
+    probs = net("Softmax", net("MatMul", x, "w"), axis=-1, name="soft")
+    a = net("Reshape", probs, net.i64("s1", [-1, 1, 8]), name="to_a")
+    b = net("Reshape", probs, net.i64("s2", [-1, 8, 1]), name="to_b")
+    boxes = net("Reshape", net("MatMul", x, "wb", name="box_mm"), net.i64("s3", [-1, 4]), name="box_shape")
+    scores = net("Sigmoid", net("MatMul", x, "w", name="score_mm"), name="sig")
+    joined = net("Concat", scores, boxes, axis=1, name="join")
+    kept = probability_output_nodes(net.model(a, b, joined))
+    assert kept == ["soft", "to_a", "to_b", "sig", "join"]

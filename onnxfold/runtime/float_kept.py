@@ -222,21 +222,45 @@ _MOVES = {
 
 def probability_output_nodes(proto: onnx.ModelProto) -> list[str]:
     """The names of every Softmax or Sigmoid whose values reach a graph output through ops of
-    :data:`_MOVES` only, and of those ops, in graph order (module docstring)."""
+    :data:`_MOVES` only, and of those ops, in graph order (module docstring): the nodes reached from
+    an output through moves that themselves reach a probability through moves."""
     graph = proto.graph
     producer = {o: n for n in graph.node for o in n.output}
-    kept: set[int] = set()
-    for out in graph.output:
-        path, frontier = [], [out.name]
-        while frontier:
-            node = producer.get(frontier.pop())
-            if node is None or any(node is n for n in path):
+
+    def reads(node) -> list:  # a Concat's every input; another move's data input only
+        names = node.input if node.op_type == "Concat" else node.input[:1]
+        return [producer[i] for i in names if i in producer]
+
+    reaches: dict[int, bool] = {}
+
+    def to_probability(node) -> bool:  # depth first without recursion: graphs run deep
+        stack = [node]
+        while stack:
+            n = stack[-1]
+            if id(n) in reaches:
+                stack.pop()
                 continue
-            if node.op_type in PROBABILITY_OPS:
-                kept.update(id(n) for n in (*path, node))
-            elif node.op_type in _MOVES:
-                path.append(node)
-                frontier.extend(node.input[:1] if node.op_type != "Concat" else node.input)
+            if n.op_type in PROBABILITY_OPS or n.op_type not in _MOVES:
+                reaches[id(n)] = n.op_type in PROBABILITY_OPS
+                stack.pop()
+                continue
+            todo = [m for m in reads(n) if id(m) not in reaches]
+            if todo:  # a graph is acyclic: each is settled before n is seen again
+                stack.extend(todo)
+                continue
+            reaches[id(n)] = any(reaches[id(m)] for m in reads(n))
+            stack.pop()
+        return reaches[id(node)]
+
+    kept: set[int] = set()
+    frontier = [producer[o.name] for o in graph.output if o.name in producer]
+    while frontier:
+        node = frontier.pop()
+        if id(node) in kept or not to_probability(node):
+            continue
+        kept.add(id(node))
+        if node.op_type in _MOVES:
+            frontier.extend(reads(node))
     return [n.name for n in graph.node if id(n) in kept and n.name]
 
 
