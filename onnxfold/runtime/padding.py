@@ -62,9 +62,9 @@ def mark_padding(array: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """``array`` [N, L, ...] (a copy where it does not own its data), remembered as padded at the end
     of axis 1 by onnxfold beside no mask and no length input: ``keep`` [N, L], the positions that hold
     each sample's own values, which :func:`padding_mask` then gives for it and for any view of its
-    samples (a run of a batch; a search's fitting half through :func:`carry_padding`). A BiLSTM tagger's 48 sentences padded to 172
-    characters were judged on their padding: a quantized copy kept "tags 0.0417" of them where 95% of
-    its sentences, run one at a time, kept every tag."""
+    samples (a run of a batch; a search's fitting half through :func:`carry_padding`). A BiLSTM
+    tagger's 48 sentences padded to 172 characters were judged on their padding: a quantized copy
+    kept "tags 0.0417" of them where 95% of its sentences, run one at a time, kept every tag."""
     if array.base is not None:
         array = array.copy()
     key = id(array)
