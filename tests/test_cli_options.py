@@ -217,6 +217,30 @@ def _percent(text: str) -> float:
     return float(text.rstrip("%")) / 100.0
 
 
+def test_the_demo_says_it_synthesised_samples_only_where_it_did(monkeypatch) -> None:
+    """Without torch the fold's line names DeepInversion as what it could not run, and the demo said
+    "The first default fold's time includes synthesising the samples" (a fresh venv's demo)."""
+    import builtins
+
+    from onnxfold.api import as_model
+    from onnxfold.cli.demo import synthesised
+    from onnxfold.folding.samples import deepinversion_samples
+
+    model = as_model(RESNET)
+    real_import = builtins.__import__
+
+    def no_torch(name, *args, **kwargs):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(builtins, "__import__", no_torch)
+        samples, why = deepinversion_samples(model)
+    assert samples is None and "DeepInversion" in why and not synthesised(why)
+    # with torch (installed for the tests) the demo's own table says it synthesised them: below
+
+
 def test_demo_prints_its_table(tmp_path: Path, capsys) -> None:
     from onnxfold.cli.demo import DEMO_SPARSITIES, accuracy
     from onnxfold.models.digits import load_digits_split
@@ -246,6 +270,8 @@ def test_demo_prints_its_table(tmp_path: Path, capsys) -> None:
         assert reduction > 0.2 and fidelity >= 0.95
         assert agree >= 0.95 and acc >= original - 0.02, r  # the task kept on the held-out test images
     assert len(list((tmp_path / "demo").glob("*.onnx"))) == 4 * len(DEMO_SPARSITIES) + 2
+    assert "DeepInversion samples from the BN statistics" in out  # torch is installed for the tests
+    assert "The first default fold's time includes synthesising the samples" in out
 
 
 def test_bench_fold_prints_its_timing(capsys) -> None:
