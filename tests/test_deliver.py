@@ -394,3 +394,25 @@ def test_a_vector_weight_quantized_per_channel_is_said_once_in_the_pass_s_words(
     assert not [r for r in caplog.records if "out-of-range" in r.getMessage()]
     note = next(r.stats.get("note") for r in report.passes if r.name == "quantize")
     assert note == "1 one-dimensional weight (bn.weight) got one scale each: they have no channel axis"
+
+
+def test_the_convinteger_warning_counts_only_the_nodes_quantization_made(
+    digits, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """khmercut's INT8 segmenter, dequantized and quantized again, read "dynamic mode made 5
+    ConvInteger nodes": all 5 were its own, which dequantization leaves as they are."""
+    from onnxfold.passes import DequantizePass
+
+    src, once, twice = ZOO / "lenet5.onnx", tmp_path / "q.onnx", tmp_path / "qq.onnx"
+    with caplog.at_level("WARNING"):
+        onnxfold.run_pipeline(src, [QuantizePass(mode="dynamic")], once)
+    made = [r.getMessage() for r in caplog.records if "ConvInteger nodes" in r.getMessage()]
+    convs = sum(n.op_type == "ConvInteger" for n in onnx.load(str(once)).graph.node)
+    assert convs > 0 and made == [
+        f"quantize: dynamic mode made {convs} ConvInteger nodes, " + made[0].split(", ", 1)[1]
+    ]
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        onnxfold.run_pipeline(once, [DequantizePass(), QuantizePass(mode="dynamic")], twice)
+    assert sum(n.op_type == "ConvInteger" for n in onnx.load(str(twice)).graph.node) == convs  # its own
+    assert not [r for r in caplog.records if "ConvInteger nodes" in r.getMessage()]
