@@ -18,7 +18,13 @@ from onnxfold.folding.apply import FoldPlan
 from onnxfold.ir.constant_fold import restored_constants
 from onnxfold.ir.model import Model
 from onnxfold.pipeline.manager import PassRecord
-from onnxfold.report.comparison import format_comparison, params_growth, stored_once_note, stored_once_share
+from onnxfold.report.comparison import (
+    float_again_line,
+    format_comparison,
+    params_growth,
+    stored_once_note,
+    stored_once_share,
+)
 from onnxfold.report.names import shortened
 from onnxfold.report.stats import ModelStats, format_table, model_stats, op_counts, weight_counts
 from onnxfold.report.table import count_change
@@ -280,6 +286,8 @@ class FoldReport:
             if r.stats.get("note") and not (self.kept_given and r.name == "dequantize")  # not written
         ]
         parts += [f"{r.name}: method auto: {r.stats['auto']}" for r in self.passes if r.stats.get("auto")]
+        if not self.kept_given and (line := float_again_line(self.passes, self.before, self.after)):
+            parts.append(line)
         if self.validation is not None:
             parts.append(f"\nvalidation ({self.validation.provider}):\n{self.validation.summary()}")
             latency = getattr(self.validation, "latency", None)
