@@ -303,8 +303,9 @@ def cmd_analyze(args: argparse.Namespace) -> None:
     if total and not args.json:
         print(
             f"every foldable group folded at 0.7 (the search's cap) removes {held / total:.1%} of the "
-            f"{human_count(total)} parameters; what no foldable group reaches stays (blocked groups, "
-            "an embedding's vocabulary rows, norms' scales outside a group)"
+            f"{human_count(total)} parameters, a bound: what keeps a trained model's task is usually far "
+            "less, and the search finds it; what no foldable group reaches stays (blocked groups, an "
+            "embedding's vocabulary rows, norms' scales outside a group)"
         )
     from onnxfold.analysis.quantized import quantized_hint, quantized_ops
     from onnxfold.analysis.subgraphs import subgraph_hint, subgraph_weights
