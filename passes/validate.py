@@ -46,6 +46,13 @@ class ValidatePass(Pass):
         Option("seed", int, 0, "seed of the random inputs"),
         Option("min_cosine", float, -1.0, "fail when an output's cosine similarity falls below this"),
         Option(
+            "fail_below",
+            float,
+            -1.0,
+            "fail, writing nothing, when an output's fidelity (by its metric, as the report prints it) falls "
+            "below this: a pipeline's validate warned and wrote a face detector that found no face, exit 0",
+        ),
+        Option(
             "speed_check",
             bool,
             False,
@@ -178,6 +185,13 @@ class ValidatePass(Pass):
             raise PassError(
                 f"validate: output {report.worst().name!r}: cosine similarity {worst:.6f} is below "
                 f"min_cosine={self.opts['min_cosine']}"
+            )
+        low = [o for o in report.outputs if o.fidelity is not None and o.fidelity < self.opts["fail_below"]]
+        if low:
+            o = min(low, key=lambda o: o.fidelity)
+            raise PassError(
+                f"validate: output {o.name!r} keeps {o.fidelity_metric} {o.fidelity:.4f}, below "
+                f"fail_below={self.opts['fail_below']:g}; nothing written"
             )
         target = self._target_kept(model, ctx)
         stats = {"exact": report.exact, "min_cosine": worst, "provider": report.provider}

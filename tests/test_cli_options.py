@@ -17,6 +17,7 @@ from harness import mlp_proto
 
 import onnxfold
 from onnxfold.cli.commands import main
+from onnxfold.cli.parser import build_parser
 from onnxfold.models import bundled_model
 from onnxfold.passes import CanonicalizePass, CleanupPass, FoldPass, ValidatePass
 from onnxfold.pipeline.manager import PassError
@@ -208,6 +209,43 @@ def test_min_cosine_is_a_postcondition(tmp_path: Path, capsys) -> None:
     assert not out.exists()
     rc, _, err = cli(["fold", LENET, "-o", out, "--min-cosine", "0.5", "-s", "0"], capsys)
     assert rc == 0 and out.exists(), err  # sparsity 0: cosine 1
+
+
+def test_validate_fail_below_stops_a_pipeline_whose_fold_lost_the_task(tmp_path: Path, capsys) -> None:
+    """A trial's `run --pipeline "...,validate"` warned that BlazeFace's classifier kept r2 0.08 and
+    wrote a detector that found no face, exit 0: ``validate:fail_below=F`` fails it, writing nothing."""
+    from onnxfold.models.digits import load_digits_split
+
+    samples = load_digits_split()[0][:32]
+    x = tmp_path / "x.npy"
+    np.save(x, samples)
+    out = tmp_path / "o.onnx"
+    base = ["run", LENET, "-o", out, "--inputs", x, "--pipeline"]
+    rc, printed, err = cli([*base, "canonicalize,fold:sparsity=0.7,round_to=1,cleanup,validate"], capsys)
+    assert rc == 0 and out.exists(), err
+    kept = [
+        o
+        for o in onnxfold.run_pipeline(
+            LENET,
+            [CanonicalizePass(), FoldPass(sparsity=0.7, round_to=1), CleanupPass(), ValidatePass()],
+            inputs={"input": samples},
+        )[1].validation.outputs
+        if o.fidelity is not None
+    ]
+    worst = min(o.fidelity for o in kept)
+    assert worst < 0.99  # a fold that moves the task: the bar below means something
+    out.unlink()
+    pipeline = (
+        f"canonicalize,fold:sparsity=0.7,round_to=1,cleanup,validate:fail_below={min(worst + 0.005, 1.0):.4f}"
+    )
+    rc, _, err = cli([*base, pipeline], capsys)
+    assert rc == 2 and err.count("\n") == 1 and "below fail_below=" in err and "nothing written" in err, err
+    assert not out.exists()
+    rc, _, err = cli(
+        [*base, pipeline.replace(f"{min(worst + 0.005, 1.0):.4f}", f"{worst - 0.005:.4f}")], capsys
+    )
+    assert rc == 0 and out.exists(), err
+    assert "--fail-below" not in build_parser().format_help()  # a pipeline's option: fold's targets refuse
 
 
 # --------------------------------------------------------------------------- demo and bench fold

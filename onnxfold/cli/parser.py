@@ -70,6 +70,8 @@ RENAMED: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
 
 #: (pass name, option name) -> the api.fold keyword whose value it takes (no flag of its own).
 SHARED: dict[tuple[str, str], str] = {("validate", "seed"): "seed", ("validate", "metric"): "metric"}
+#: options a pipeline of ``onnxfold run`` sets (``validate:fail_below=F``); fold's targets refuse on their own
+PIPELINE_ONLY = {("validate", "fail_below")}
 
 _METAVARS = {"overrides": "REGEX=SPARSITY", "ignore": "REGEX", "calibration": "FILE.npy|DIR"}
 
@@ -129,7 +131,7 @@ def fold_flags() -> list[FoldFlag]:
     for cls in fold_passes():
         for opt in cls.options:
             key = (cls.name, opt.name)
-            if key in SHARED:
+            if key in SHARED or key in PIPELINE_ONLY:
                 continue
             kebab = opt.name.replace("_", "-")
             default_flags = (f"--no-{kebab}",) if opt.type is bool and opt.default else (f"--{kebab}",)
