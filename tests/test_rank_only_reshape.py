@@ -110,3 +110,26 @@ def test_feed_forward_after_an_untraced_reshape_folds_back_exactly(tmp_path: Pat
     onnxfold.fold(src, 0.0, same, validate=False)
     for feed in feeds:
         assert np.array_equal(run_ort(onnx.load(str(same)), feed)[0], run_ort(twin, feed)[0])
+
+
+def test_a_reshape_of_known_dims_that_no_mapping_follows_is_not_called_unknown() -> None:
+    """BlazeFace's one-channel score head, [1, 1, 48, 48] -> [1, 2304, 1], read "merges the channel axis
+    with dims of unknown size": every dim was known; what blocks it is the regrouping."""
+    from harness import Net, rnd
+    from onnx import shape_inference
+
+    from onnxfold.analysis import analyze_graph
+    from onnxfold.api import as_model
+
+    rng = np.random.default_rng(0)
+    net = Net({"w1": rnd(rng, 4, 3, 1, 1), "w2": rnd(rng, 4, 4, 1, 1)})
+    h = net("Relu", net("Conv", net.input("x", [1, 3, 6, 6]), "w1"))
+    y = net("Reshape", net("Conv", h, "w2", name="head"), net.i64("shape", [1, -1, 1]), name="flat")
+    model = as_model(shape_inference.infer_shapes(net.model(y)))
+    head = next(g for g in analyze_graph(model.graph, model.node_scopes()) if g.name == "head")
+    (reason,) = head.blocked
+    assert "unknown size" not in reason.message, reason.message
+    assert (
+        reason.message
+        == "Reshape flat merges the channel axis with the dims after it into [1, -1, 1], which no channel mapping follows"
+    )

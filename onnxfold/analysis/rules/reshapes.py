@@ -204,14 +204,15 @@ def reshape(walk: Analysis, node: gs.Node) -> None:
         )
         tail_ok = all(proven) or by_count
         if not static_dims(merged) or not tail_ok:
-            walk.block(
-                lay,
-                BlockReason(
-                    UNKNOWN_SHAPE,
-                    f"Reshape {node.name} merges the channel axis with dims of unknown size",
-                    node.name,
-                ),
+            # BlazeFace's [1, 1, 48, 48] -> [1, 2304, 1] read "dims of unknown size": they were known
+            known = static_dims(merged) and static_dims(list(in_shape))
+            message = (
+                f"Reshape {node.name} merges the channel axis with the dims after it into "
+                f"{[e.value for e in entries]}, which no channel mapping follows"
+                if known
+                else f"Reshape {node.name} merges the channel axis with dims of unknown size"
             )
+            walk.block(lay, BlockReason(RESHAPES_CHANNELS if known else UNKNOWN_SHAPE, message, node.name))
             return
         inner = int(np.prod(merged))
         if entry.value not in (-1, length * inner):
