@@ -397,11 +397,18 @@ class SearchPass(Pass):
             and not any(c.measured for c in result.candidates)
             and not self.opts["force"]
         ):
-            # a PP-OCRv5 detector's --time-limit 240 measured nothing and wrote its input back, exit 0
+            # a PP-OCRv5 detector's --time-limit 240 measured nothing and wrote its input back, exit 0;
+            # a PP-OCRv6 one's 480 s read "passed" at 210 s, where no candidate fitted in what was left
+            when = (
+                f"the time limit ({limit.seconds:g} s) passed before any candidate was measured"
+                if limit.left() <= 0
+                else f"no candidate was measured: the {limit.left():.0f} s left of the search's "
+                f"{limit.budget:.0f} s (the time limit less {limit.reserve:.0f} s kept for validation) "
+                "could not afford one"
+            )
             raise PipelineError(
-                f"search: the time limit ({limit.seconds:g} s) passed before any candidate was measured "
-                f"(preparing the measurements took {prepared_s:.0f} s of it): nothing written (a longer "
-                "--time-limit or fewer --inputs samples; --force writes the model unfolded)"
+                f"search: {when} (preparing the measurements took {prepared_s:.0f} s of it): nothing "
+                "written (a longer --time-limit or fewer --inputs samples; --force writes the model unfolded)"
             )
         model.graph = chosen.model.graph
         ctx.data.update({k: v for k, v in chosen.data.items() if k != "fold_record"})

@@ -570,3 +570,25 @@ def test_a_limit_that_passes_before_any_measurement_says_where_the_time_went(
     assert sensitivity_cut_notes(limit, 0, 50.0) == []  # nothing skipped: nothing to say
     (quick,) = sensitivity_cut_notes(limit, 3, 10.0)  # a tenth of the limit: not named
     assert quick.startswith("the sensitivity stopped at its share (50 s): 3 of 3 measurements skipped")
+
+
+def test_a_search_that_could_afford_no_candidate_does_not_say_its_limit_passed(
+    samples, tmp_path, capsys, monkeypatch
+) -> None:
+    """A PP-OCRv6 detector's 480 s search exited at 210 s saying "the time limit (480 s) passed": what
+    was left of the search's share could not afford its first candidate."""
+    from onnxfold.search import time_limit
+
+    x = tmp_path / "x.npy"
+    np.save(x, samples.astype(np.float32))
+    monkeypatch.setattr(time_limit.PacedLimit, "affords", lambda self, steps: False)
+    src, out = str(bundled_model("lenet5.onnx")), tmp_path / "o.onnx"
+    argv = ["fold", src, "-o", str(out), "--inputs", str(x), "--min-fidelity", "0.9", "--time-limit", "600"]
+    assert main(argv) == 2 and not out.exists()
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert "passed" not in err, err
+    assert re.search(
+        r"no candidate was measured: the \d+ s left of the search's \d+ s \(the time limit less \d+ s kept "
+        r"for validation\) could not afford one \(preparing the measurements took \d+ s of it\): nothing written",
+        err,
+    ), err

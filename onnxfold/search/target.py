@@ -405,6 +405,8 @@ def search(
 
             chosen, met = budget_candidate(path, measure, total, target, mode, round_to, paced, saved)
     cut = sensitivity_cut_notes(limit, sensitivity_cut, prepared_s)
+    if len(path) and limit.seconds and not any(c.measured for c in tried.values()) and not paced.expired():
+        cut.append("the time left could not afford one candidate")  # PP-OCRv6 det: at 210 s of 480
     if paced.expired():  # as the bisection (or the budget's corrections) ended
         n = sum(c.measured for c in tried.values())
         cut.append(f"the search stopped after {n} candidate{'s' if n != 1 else ''} measured")
