@@ -1446,7 +1446,10 @@ def test_analyze_sensitivity_says_on_how_many_samples_and_by_which_metric(
     argv = ["analyze", str(model), "--sensitivity", "--levels", "0.5", "--inputs", str(tmp_path / "x.npy")]
     assert main(argv) in (0, None)
     head = capsys.readouterr().out.splitlines()[0]
-    assert f"{len(digits[0])} given samples (measured on the first 5, within the MAC budget)" in head
+    assert (
+        f"{len(digits[0])} given samples (measured on the first 5, within its compute budget per measurement)"
+        in head
+    )
     assert head.rstrip(")").endswith("metric logits top1+r2")
 
 

@@ -89,3 +89,34 @@ def test_a_search_whose_sensitivity_saw_a_miss_measures_short_of_it_first(caplog
     assert missed  # at 0.9 some group alone misses 0.99 on these samples
     assert 0 < first < path
     assert report.search.chosen.fidelity >= 0.99
+
+
+def test_a_mac_target_s_progress_counts_macs(monkeypatch) -> None:
+    """A PP-OCRv6 detector's --target-macs 0.3 showed "tried 30.6% fewer params: 0.9761" and then failed
+    at 6.6% fewer MACs: the bar of a MAC target counts MACs."""
+    from contextlib import contextmanager
+
+    from onnxfold.models.digits import load_digits_split
+    from onnxfold.search import target
+
+    shown: list[str] = []
+
+    class Bar:
+        def update(self, n: int) -> None:
+            pass
+
+        def set_postfix_str(self, text: str, refresh: bool = True) -> None:
+            shown.append(text)
+
+    @contextmanager
+    def bar(**kwargs):
+        yield Bar()
+
+    monkeypatch.setattr(target, "progress_bar", bar)
+    x = load_digits_split()[2][:32]
+    _, report = onnxfold.fold(bundled_model("lenet5.onnx"), target_macs=0.3, inputs={"input": x}, force=True)
+    candidates = [s for s in shown if s.startswith("tried ")]
+    assert candidates and all(re.match(r"tried \d+\.\d% fewer MACs: ", s) for s in candidates), shown
+    shown.clear()
+    onnxfold.fold(bundled_model("lenet5.onnx"), target_params=0.3, inputs={"input": x}, force=True)
+    assert all(re.match(r"tried \d+\.\d% fewer params: ", s) for s in shown if s.startswith("tried ")), shown

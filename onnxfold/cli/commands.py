@@ -239,7 +239,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
     with measuring_threads(args.threads):  # as a search measures (table-cls: --threads was refused)
         evaluator, _ = prepared(model, ctx, fold, [fold, repair], args.metric)
         estimator = evaluator.within(budgets.SENSITIVITY_MACS)  # a heavy model's first samples, as searched
-        cut = f" (measured on the first {estimator.samples}, within the MAC budget)"
+        cut = f" (measured on the first {estimator.samples}, within its compute budget per measurement)"
         measured_on = evaluator.describe() + (cut if estimator is not evaluator else "")
         curves = sensitivity(
             model,

@@ -370,9 +370,9 @@ def search(
         bar.update(1)
         kept = [c.reduction for c in tried.values() if c.meets(target)] if mode == "min_fidelity" else []
         best = f", best meeting it {max(kept):.1%}" if kept else ""
-        bar.set_postfix_str(
-            f"tried {cand.reduction:.1%} fewer params: {cand.fidelity:.4f}{best}", refresh=False
-        )
+        share = cand.macs_reduction if by == "macs" else cand.reduction  # a MAC target's own figure
+        what = f"{share:.1%} fewer {'MACs' if by == 'macs' else 'params'}"
+        bar.set_postfix_str(f"tried {what}: {cand.fidelity:.4f}{best}", refresh=False)
         return cand
 
     def unchanged() -> Candidate:
@@ -440,7 +440,7 @@ def search(
         path.sparsities_at(chosen.steps),
         evaluator.describe()
         + (
-            f" (sensitivity on the first {estimator.samples}, within the MAC budget)"
+            f" (sensitivity on the first {estimator.samples}, within its compute budget per measurement)"
             if estimator is not evaluator
             else ""
         ),
