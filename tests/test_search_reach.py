@@ -120,3 +120,22 @@ def test_a_mac_target_s_progress_counts_macs(monkeypatch) -> None:
     shown.clear()
     onnxfold.fold(bundled_model("lenet5.onnx"), target_params=0.3, inputs={"input": x}, force=True)
     assert all(re.match(r"tried \d+\.\d% fewer params: ", s) for s in shown if s.startswith("tried ")), shown
+
+
+def test_a_summary_says_the_candidates_it_measured_missed_before_the_unchanged_model_was_taken() -> None:
+    """A PP-OCRv6 detector's data-free default read "1 candidate measured, ..., the unchanged model
+    taken unmeasured" beside "fidelity not measured": which was it? The one measured missed."""
+    import dataclasses
+
+    from onnxfold.models.digits import load_digits_split
+
+    x = load_digits_split()[2][:16]
+    _, report = onnxfold.fold(bundled_model("lenet5.onnx"), min_fidelity=0.9, inputs={"input": x})
+    result = report.search
+    far = max(result.candidates, key=lambda c: c.steps)
+    whole = dataclasses.replace(result.chosen, steps=0, measured=False, outputs=[])
+    missed_one = dataclasses.replace(result, chosen=whole, candidates=[far, whole], cut_short="cut")
+    assert "1 candidate measured, " in missed_one.summary()
+    assert " s in all (it missed), the unchanged model taken unmeasured" in missed_one.summary()
+    none = dataclasses.replace(result, chosen=whole, candidates=[whole], cut_short="cut")
+    assert " s in all, the unchanged model taken unmeasured" in none.summary()

@@ -15,9 +15,9 @@
    above any that passes. It starts short of the first step that takes a group to a width the
    sensitivity saw miss alone (every later one holds it there), not at the far end. ``budget``: the
    path prefix whose estimated saving reaches the budget, corrected against the measured reduction,
-   within one step (a channel, or ``round_to`` channels).
-   Where the sensitivity shows the measurement blind (no fold of any group moves the fidelity:
-   :mod:`onnxfold.search.blind`), ``min_fidelity`` keeps the unchanged model and the budget warns.
+   within one step (a channel, or ``round_to`` channels). Where the sensitivity shows the measurement
+   blind (no fold moves the fidelity: :mod:`onnxfold.search.blind`), ``min_fidelity`` keeps the
+   unchanged model and the budget warns.
 
 ``limit`` (a :class:`~onnxfold.search.time_limit.TimeLimit`, ``--time-limit``): checked between
 measurements. The sensitivity stops at half of it (levels left are taken last on the path, as misses
@@ -193,16 +193,14 @@ class SearchResult:
         elif not blind:
             shown += unexercised_low(self.chosen.outputs, self.unexercised)
         once = self.stored_once()  # sudachi's ALBERT read "29.6% fewer parameters", all of them that
-        once_text = (
-            f", {'all' if not self.chosen.steps else f'{once:.1%}'} weights stored once"
-            if once >= 0.001
-            else ""
-        )
+        stored = "all" if not self.chosen.steps else f"{once:.1%}"
+        once_text = f", {stored} weights stored once" if once >= 0.001 else ""
+        missed = f" ({'it' if measured == 1 else 'they'} missed)" if measured else ""  # "1 measured" alone
         lines = [
             f"search ({self.mode} {self.target:g}): {shown} at "
             f"{params:.1%} fewer parameters ({macs:.1%} fewer MACs{once_text}); "
             f"{measured} candidate{'' if measured == 1 else 's'} measured, {self.seconds:.1f} s in all"
-            + (", the unchanged model taken unmeasured" if measured < len(self.candidates) else ""),
+            + (f"{missed}, the unchanged model taken unmeasured" if measured < len(self.candidates) else ""),
             "fidelity per output: " + ", ".join(per_output(o) for o in self.chosen.outputs)
             if self.chosen.measured and not blind
             else "fidelity per output: none the measurement can see"
