@@ -160,6 +160,7 @@ def test_a_probability_whose_calibrated_range_ends_below_one_half_is_called_out(
 
     loud = {"x": (quiet * 40).astype(np.float32)}  # logits far above 0 on some samples
     assert make_session(str(src)).run(None, loud)[0].max() > 0.9
-    assert make_session(str(tmp_path / "q.onnx")).run(None, loud)[0].max() < 0.5  # what the note says
+    # what the note says: the Sigmoid stays float (a probability output), its logits' range ends at 0
+    assert make_session(str(tmp_path / "q.onnx")).run(None, loud)[0].max() <= 0.5
     _, report = onnxfold.run_pipeline(src, [QuantizePass(mode="static")], tmp_path / "q2.onnx", inputs=loud)
     assert "cannot output a probability" not in report.passes[0].stats.get("note", "")

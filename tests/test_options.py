@@ -11,7 +11,7 @@ import pytest
 
 import onnxfold.api
 from onnxfold.cli.commands import main
-from onnxfold.cli.parser import RENAMED, SHARED, UNSET, build_parser, fold_flags, fold_passes
+from onnxfold.cli.parser import PIPELINE_ONLY, RENAMED, SHARED, UNSET, build_parser, fold_flags, fold_passes
 from onnxfold.models import bundled_model
 from onnxfold.passes import FoldPass
 from onnxfold.pipeline.options import Option
@@ -78,7 +78,7 @@ def option_mismatches() -> list[str]:
     fold_parser = build_parser()._subparsers._group_actions[0].choices["fold"]  # noqa: SLF001
     actions = {a.dest: a for a in fold_parser._actions}  # noqa: SLF001
     flags = fold_flags()
-    covered = {(f.pass_cls.name, f.option.name) for f in flags} | set(SHARED)
+    covered = {(f.pass_cls.name, f.option.name) for f in flags} | set(SHARED) | PIPELINE_ONLY
     for cls in fold_passes():
         for opt in cls.options:
             if (cls.name, opt.name) not in covered:
@@ -86,6 +86,8 @@ def option_mismatches() -> list[str]:
     for key, keyword in SHARED.items():
         if keyword not in params:
             problems.append(f"{key}: shares api.fold keyword {keyword!r}, which does not exist")
+    options = {(cls.name, opt.name) for cls in fold_passes() for opt in cls.options}
+    problems += [f"PIPELINE_ONLY names {p}.{o}, which is no option" for p, o in PIPELINE_ONLY - options]
     for pass_name, option_name in RENAMED:
         if not any(f.pass_cls.name == pass_name and f.option.name == option_name for f in flags):
             problems.append(f"RENAMED names {pass_name}.{option_name}, which is no option")
