@@ -246,6 +246,7 @@ class FoldReport:
                 parts.append(f"... {len(self.plans) - max_groups} more groups (see --report JSON)")
             if any(len(p.reason) > REASON_WIDTH for p in self.plans[:max_groups]):
                 parts.append("(reasons cut at a line's width: --report JSON has them whole)")
+        dequantized = any(r.name == "dequantize" and r.modified for r in self.passes)
         simplified = (
             f"; the model is written simplified ({self.before.node_count} -> {self.after.node_count} nodes: "
             "constant computations folded, Identity and Dropout removed), computing the same outputs"
@@ -257,9 +258,7 @@ class FoldReport:
                 "; the INT8 model given is written unchanged (its dequantized float32 copy, which the search "
                 "measured, is larger and computes not quite the same outputs)"
             )
-        elif any(
-            r.name == "dequantize" and r.modified for r in self.passes
-        ):  # text2tashkeel: 4.7 -> 18.4 MiB
+        elif dequantized:  # text2tashkeel: 4.7 -> 18.4 MiB
             simplified = (
                 "; the file written is the INT8 model given made float32 (dequantize), larger and not computing "
                 "quite the same outputs (validation below): keep the model given"
@@ -286,8 +285,8 @@ class FoldReport:
             if r.stats.get("note") and not (self.kept_given and r.name == "dequantize")  # not written
         ]
         parts += [f"{r.name}: method auto: {r.stats['auto']}" for r in self.passes if r.stats.get("auto")]
-        if not self.kept_given and (line := float_again_line(self.passes, self.before, self.after)):
-            parts.append(line)
+        if dequantized and not (self.kept_given or self.quantized_mode):  # the float fold written
+            parts += filter(None, [float_again_line(self.before, self.after)])
         if self.validation is not None:
             parts.append(f"\nvalidation ({self.validation.provider}):\n{self.validation.summary()}")
             latency = getattr(self.validation, "latency", None)

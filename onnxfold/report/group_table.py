@@ -27,13 +27,12 @@ def format_groups(groups: Sequence[ChannelGroup], verbose: bool = False) -> str:
                 (producers if g.size > 1 else "nothing to merge") if g.foldable else cut_reason(why),
             ]
         )
-    foldable = sum(g.foldable and g.size > 1 for g in groups)
-    single = sum(g.foldable and g.size < 2 for g in groups)
-    blocked = len(groups) - foldable - single
+    mergeable = [g for g in groups if g.foldable and g.size > 1]
+    single = sum(g.foldable for g in groups) - len(mergeable)
     head = (
-        f"{len(groups)} channel groups: {foldable} foldable, {blocked} blocked"
+        f"{len(groups)} channel groups: {len(mergeable)} foldable, {len(groups) - len(mergeable) - single} blocked"
         + (f", {single} of one channel (nothing to merge)" if single else "")
-        + f"; {human_count(sum(g.size for g in groups if g.foldable and g.size > 1))} foldable channels"
+        + f"; {human_count(sum(g.size for g in mergeable))} foldable channels"
     )
     text = (
         head

@@ -231,32 +231,16 @@ def probability_output_nodes(proto: onnx.ModelProto) -> list[str]:
         names = node.input if node.op_type == "Concat" else node.input[:1]
         return [producer[i] for i in names if i in producer]
 
-    reaches: dict[int, bool] = {}
-
-    def to_probability(node) -> bool:  # depth first without recursion: graphs run deep
-        stack = [node]
-        while stack:
-            n = stack[-1]
-            if id(n) in reaches:
-                stack.pop()
-                continue
-            if n.op_type in PROBABILITY_OPS or n.op_type not in _MOVES:
-                reaches[id(n)] = n.op_type in PROBABILITY_OPS
-                stack.pop()
-                continue
-            todo = [m for m in reads(n) if id(m) not in reaches]
-            if todo:  # a graph is acyclic: each is settled before n is seen again
-                stack.extend(todo)
-                continue
-            reaches[id(n)] = any(reaches[id(m)] for m in reads(n))
-            stack.pop()
-        return reaches[id(node)]
+    reaches: dict[int, bool] = {}  # in graph order, a node's producers before it (ONNX sorts them)
+    for n in graph.node:
+        moved = n.op_type in _MOVES and any(reaches.get(id(m), False) for m in reads(n))
+        reaches[id(n)] = n.op_type in PROBABILITY_OPS or moved
 
     kept: set[int] = set()
     frontier = [producer[o.name] for o in graph.output if o.name in producer]
     while frontier:
         node = frontier.pop()
-        if id(node) in kept or not to_probability(node):
+        if id(node) in kept or not reaches[id(node)]:
             continue
         kept.add(id(node))
         if node.op_type in _MOVES:
