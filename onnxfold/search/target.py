@@ -387,9 +387,9 @@ def search(
         elif mode == "min_fidelity":
             floor = GainFloor(path.saved, min_gain if evaluator.proxy else 0.0, base.params)  # see bisect
             reach = path.short_of_misses(target)
-            if floor() > reach:  # no candidate worth the gain short of a miss: the far end tells
+            if (step := floor()) > reach:  # no candidate worth the gain short of a miss: the far end tells
                 reach = None
-            chosen, met = bisect_candidate(path, measure, tried, target, paced, unchanged, floor, reach)
+            chosen, met = bisect_candidate(path, measure, tried, target, paced, unchanged, step, reach)
             kept_whole = (
                 floor.missed(tried, target, evaluator.proxy, input_params) if met and not chosen.steps else ""
             )
