@@ -543,13 +543,78 @@ case(  # no axes: every axis from 0, the channel one taken whole
     CHAIN_DUP,
     ["c1"],
 )
+# a constant pad on the channel axis adds channels that all hold the pad value: c1's channels follow
+# it (shifted by the pad before them), the pad's own channels have no producer and stay as they are
 case(
     "pad_channels",
     lambda r: stem_w(r, {"w2": rnd(r, 5, 5, 3, 3)}),
     stem_chain(lambda net, h: conv2(net, net("Pad", h, net.i64("pads", [0, 1, 0, 0, 0, 0, 0, 0])))),
+    STEM_DUP + producer("w1", "b1", 4) + [("w2", 1, [K(1), S(4)])],
+    ["c0", "c1"],
+)
+case(  # a reflect pad copies channels: it cannot follow a merge
+    "pad_channels_reflect",
+    lambda r: stem_w(r, {"w2": rnd(r, 5, 5, 3, 3)}),
+    stem_chain(
+        lambda net, h: conv2(net, net("Pad", h, net.i64("pads", [0, 1, 0, 0, 0, 0, 0, 0]), mode="reflect")),
+        opset=13,
+    ),
     STEM_DUP,
     ["c0"],
     {"c1": (RESHAPES_CHANNELS, "Pad")},
+)
+
+
+def padded_shortcut(w):
+    """MediaPipe's BlazeFace block: y = Relu(conv(h) + Pad(h, zeros after)), the shortcut widened to
+    the conv's channels with a constant pad whose width the fold rewrites (it is computed from the
+    weights here, so the wide graph pads twice as many channels)."""
+    net = Net(w, 13)
+    h = net("Relu", net("Conv", net.input("x", X), "w0", "b0", name="c0", pads=[1, 1, 1, 1]))
+    a = net("Conv", h, "wa", "ba", name="cA", pads=[1, 1, 1, 1])
+    extra = w["wa"].shape[0] - w["w0"].shape[0]
+    p = net("Pad", h, net.i64("pads", [0, 0, 0, 0, 0, extra, 0, 0]), net.f("cval", 0.5))
+    return net.model(net("Conv", net("Relu", net("Add", a, p)), "w3", name="c3"))
+
+
+def padded_shortcut_w(r):
+    return {
+        "w0": rnd(r, 4, 3, 3, 3),
+        "b0": rnd(r, 4),
+        "wa": rnd(r, 6, 4, 3, 3),
+        "ba": rnd(r, 6),
+        "w3": rnd(r, 5, 6, 1, 1),
+    }
+
+
+case(  # the Add cuts cA's channels into the shortcut's [0, 4) and the pad's [4, 6): two groups
+    "pad_channels_residual",
+    padded_shortcut_w,
+    padded_shortcut,
+    producer("w0", "b0", 4)
+    + [("wa", 1, [S(4)]), ("wa", 0, [A(4), A(2)]), ("ba", 0, [A(4), A(2)]), ("w3", 1, [S(4), S(2)])],
+    ["c0+cA", "cA"],
+)
+
+
+def concat_plus_conv(w):
+    """One conv's output added to a Concat of two others: the Add cuts it at the Concat's seam."""
+    net = Net(w)
+    x = net.input("x", X)
+    a = net("Conv", x, "wa", "ba", name="cA", pads=[1, 1, 1, 1])
+    b = net("Conv", x, "wb", "bb", name="cB", pads=[1, 1, 1, 1])
+    c = net("Conv", x, "wc", "bc", name="cC", pads=[1, 1, 1, 1])
+    return net.model(net("Conv", net("Relu", net("Add", c, net("Concat", a, b, axis=1))), "w3", name="c3"))
+
+
+case(
+    "add_cuts_at_concat_seam",
+    lambda r: concat_w(r) | {"wc": rnd(r, 7, 3, 3, 3), "bc": rnd(r, 7)},
+    concat_plus_conv,
+    producer("wa", "ba", 4)
+    + producer("wb", "bb", 3)
+    + [("wc", 0, [A(4), A(3)]), ("bc", 0, [A(4), A(3)]), ("w3", 1, [S(4), S(3)])],
+    ["cA+cC", "cB+cC"],
 )
 case(
     "resize_scales",

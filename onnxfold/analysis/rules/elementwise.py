@@ -99,6 +99,32 @@ def pool(walk: Analysis, node: gs.Node) -> None:
     walk.passthrough(node)
 
 
+def _cut_to_align(
+    walk: Analysis, node: gs.Node, tracked: list[tuple[gs.Tensor, Layout]], out_rank: int
+) -> list[tuple[gs.Tensor, Layout]]:
+    """Partition groups so that the tracked inputs' segments line up: a residual Add of one conv's
+    output and a Concat (or a channel-padded shortcut, MediaPipe's BlazeFace) joins channels [0, a)
+    of the conv with the Concat's first input and [a, b) with its second, two independent groups.
+    Layouts that cannot be cut so (other axes, lengths, a cut inside a block) are returned as they are."""
+    lays = [lay for _t, lay in tracked]
+    if len(lays) < 2 or len({(lay.axis + out_rank - lay.rank, lay.length) for lay in lays}) > 1:
+        return tracked
+    bounds = sorted({b for lay in lays for sg in lay.segments for b in (sg.start, sg.start + sg.length)})
+    out = []
+    for t, lay in tracked:
+        for b in bounds:
+            seg = next((sg for sg in lay.segments if sg.start < b < sg.start + sg.length), None)
+            if seg is None:
+                continue
+            if (b - seg.start) % seg.block or not walk.partition(
+                seg.space, [(b - seg.start) // seg.block], node
+            ):
+                return [(t, walk.layouts[t.name]) for t, _ in tracked]
+            lay = walk.layouts[t.name]
+        out.append((t, lay))
+    return [(t, walk.layouts[t.name]) for t, _ in out]
+
+
 def binary(walk: Analysis, node: gs.Node) -> None:
     """Broadcasting element-wise ops: tracked inputs must line up (their spaces are united); an
     untracked input must be broadcast along the channel axis, or be a constant with one value per
@@ -109,6 +135,7 @@ def binary(walk: Analysis, node: gs.Node) -> None:
         return
     out_rank = max((walk.rank_of(t) or 0) for t in inputs)
     tracked = _broadcast_singles(walk, node, tracked, out_rank)
+    tracked = _cut_to_align(walk, node, tracked, out_rank)
     ref_t, ref = tracked[0]
     out_axis = ref.axis + out_rank - ref.rank
     reason = None

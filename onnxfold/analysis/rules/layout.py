@@ -20,6 +20,7 @@ from onnxfold.analysis.groups import (
     UNTRACED_SHAPE,
     BlockReason,
     Layout,
+    Segment,
 )
 from onnxfold.analysis.registry import register_rule
 from onnxfold.analysis.rules.joins import slice_channels
@@ -130,6 +131,11 @@ def _whole_axis(node: gs.Node, i: int, length: int) -> bool:
 
 @register_rule("Pad")
 def pad(walk: Analysis, node: gs.Node) -> None:
+    """Spatial pads pass the channels. Constant pads on the channel axis (a channel-padded shortcut,
+    ``x`` widened with zeros before a residual Add: MediaPipe's BlazeFace) put x's segments after the
+    ``before`` pad; each pad is a space of its own whose channels all hold the pad value, so any merge
+    of them is exact, and its width in the (constant) pads vector shrinks with its group (a ``shape``
+    member). Reflect and edge pads copy channels, and attribute pads cannot be rewritten: blocked."""
     lay = walk.layout(node.inputs[0])
     if lay is None:
         return
@@ -146,13 +152,29 @@ def pad(walk: Analysis, node: gs.Node) -> None:
         return
     axes = [int(a) + lay.rank if a < 0 else int(a) for a in axes]
     half = len(pads_v) // 2
-    for i, ax in enumerate(axes):
-        if ax == lay.axis and (pads_v[i] != 0 or pads_v[i + half] != 0):
-            walk.block(
-                lay, BlockReason(RESHAPES_CHANNELS, f"Pad {node.name} pads the channel axis", node.name)
-            )
-            return
-    walk.passthrough(node)
+    at = next((i for i, ax in enumerate(axes) if ax == lay.axis), None)
+    if at is None or pads_v[at] == 0 == pads_v[at + half]:
+        walk.passthrough(node)
+        return
+    before, after = int(pads_v[at]), int(pads_v[at + half])
+    if (
+        node.attrs.get("mode", "constant") != "constant"
+        or before < 0
+        or after < 0
+        or not isinstance(pads, gs.Constant)
+    ):
+        walk.block(lay, BlockReason(RESHAPES_CHANNELS, f"Pad {node.name} pads the channel axis", node.name))
+        return
+    segments = []
+    for index, width, start in ((at, before, 0), (at + half, after, before + lay.length)):
+        if width:
+            seg = Segment(walk.new_space(width, node.name, producer=False), start, width)
+            walk.add_shape_member(seg, pads, index, node)
+            segments.append(seg)
+    shifted = [Segment(sg.space, sg.start + before, sg.n, sg.block) for sg in lay.segments]
+    walk.set_layout(
+        node.outputs[0], Layout(lay.rank, lay.axis, tuple(sorted(segments + shifted, key=lambda s: s.start)))
+    )
 
 
 def computed_sizes(walk: Analysis, node: gs.Node, sizes: gs.Tensor, lay: Layout) -> bool:
