@@ -272,15 +272,24 @@ def _dims_of(vi: onnx.ValueInfoProto) -> list[Dim] | None:
 
 
 def _shape_map(
-    model: onnx.ModelProto, symbols: set[str], batch: int, given: dict | None = None
+    model: onnx.ModelProto,
+    symbols: set[str],
+    batch: int,
+    given: dict | None = None,
+    untaken: set[str] | None = None,
 ) -> dict[str, list[Dim]]:
     """Tensor name -> shape, from shape inference (with data propagation) on a batch-pinned light copy
-    (its inputs as ``given`` sets them); only the declared shapes if inference fails."""
+    (its inputs as ``given`` sets them, and the shape vectors they fix computed); only the declared
+    shapes if inference fails. ``untaken`` collects the outputs of If branches not taken at ``given``."""
     from onnxfold.ir.shapes import infer_with_contrib_ops
+    from onnxfold.report.pinned_shapes import resolve_shape_values
 
     light = _light_copy(model, symbols, batch, given)
     try:
-        inferred = infer_with_contrib_ops(light)  # a contrib op's shape, then what follows it
+        if given:  # shape vectors are values at the pinned sizes: computed where inference stops
+            inferred = resolve_shape_values(light, infer_with_contrib_ops, untaken)
+        else:
+            inferred = infer_with_contrib_ops(light)  # a contrib op's shape, then what follows it
     except Exception as exc:  # inference is best effort
         logger.warning("shape inference failed (%s); MACs only for nodes with declared shapes", exc)
         inferred = light
@@ -388,7 +397,8 @@ def model_stats(
     if warning:
         stats.notes.append(warning)
     stats.batch = batch
-    shapes = _shape_map(model, batch_symbols, batch, given)
+    untaken: set[str] = set()  # the outputs of an If branch that does not run at the given sizes
+    shapes = _shape_map(model, batch_symbols, batch, given, untaken)
     # at given shapes, a node the pinned inference leaves without shapes (a Reshape to a target
     # computed from Shape, before opset 14) is counted on the unpinned shapes, its symbols sized as
     # given; they are inferred only when such a node is met (the search counts every candidate here)
@@ -397,7 +407,7 @@ def model_stats(
     total = 0
     for graph in _walk_graphs(model.graph):
         for node in graph.node:
-            if op_hook("macs", node.op_type, node.domain) is None:
+            if op_hook("macs", node.op_type, node.domain) is None or any(o in untaken for o in node.output):
                 continue
             before = set(res.symbols)
             macs = _node_macs(node, shapes, res)
