@@ -1746,3 +1746,31 @@ def test_fused_gate_up_cut_by_slices_folds_exactly(tmp_path, style):
     ref = make_session(str(paths["compact"])).run(None, feed)[0]
     got = make_session(str(out)).run(None, feed)[0]
     assert np.abs(got - ref).max() <= 1e-5 * max(1.0, float(np.abs(ref).max()))
+
+
+@pytest.mark.parametrize(("pick", "reads"), [(0, False), (1, False), (2, True)])
+def test_a_shape_read_through_a_permutation_follows_the_channel_entry(pick: int, reads: bool) -> None:
+    """pyannote's LSTM export reads the batch as Gather(Gather(Shape(x), [0, 2, 1]), 0) of x [B, C, T]
+    (its shape unknown to inference behind an If, so canonicalize cannot make it a constant): the
+    permutation moves the channel entry to place 2, and only a pick of place 2 reads the count."""
+    import onnx_graphsurgeon as gs
+
+    from onnxfold.analysis.rules.layout import channel_reader
+
+    x = gs.Variable("x", np.float32, None)
+    dims = gs.Variable("dims", np.int64, [3])
+    permuted = gs.Variable("permuted", np.int64, [3])
+    picked = gs.Variable("picked", np.int64, [])
+    perm = gs.Constant("perm", np.array([0, 2, 1], np.int64))
+    index = gs.Constant("index", np.array(pick, np.int64))
+    gs.Graph(
+        nodes=[
+            gs.Node("Shape", inputs=[x], outputs=[dims]),
+            gs.Node("Gather", name="permute", inputs=[dims, perm], outputs=[permuted], attrs={"axis": 0}),
+            gs.Node("Gather", name="pick", inputs=[permuted, index], outputs=[picked], attrs={"axis": 0}),
+        ],
+        inputs=[x],
+        outputs=[picked],
+    )
+    reader = channel_reader(dims, 1, 3)
+    assert (reader.name if reader is not None else None) == ("pick" if reads else None)

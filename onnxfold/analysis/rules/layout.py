@@ -319,7 +319,9 @@ def shape_(walk: Analysis, node: gs.Node) -> None:
 
 def channel_reader(t: gs.Tensor, entry: int, length: int, depth: int = 0) -> gs.Node | None:
     """The first reader of dims vector ``t`` (``length`` entries) that may see its entry ``entry``,
-    following Cast/Identity; a Gather or Slice with constant indices that skips it is harmless."""
+    following Cast/Identity; a Gather or Slice with constant indices that skips it is harmless, and
+    one that picks a vector of entries (a permutation, torch's LSTM export: ``Gather(Shape(x), [0, 2,
+    1])`` then ``Gather(·, 0)`` for the batch) is followed to the entry's new place."""
     for user in t.outputs:
         if user.op in ("Cast", "Identity") and depth < 8:
             inner = channel_reader(user.outputs[0], entry, length, depth + 1)
@@ -329,6 +331,15 @@ def channel_reader(t: gs.Tensor, entry: int, length: int, depth: int = 0) -> gs.
         if user.inputs[0] is not t:
             return user
         picked = picked_entries(user, length)
-        if picked is None or entry in picked:
+        if picked is None:
             return user
+        if entry not in picked:
+            continue
+        scalar = user.op == "Gather" and (idx := const_values(user.inputs[1])) is not None and idx.ndim == 0
+        if scalar or depth >= 8:
+            return user
+        for place in (i for i, e in enumerate(picked) if e == entry):
+            inner = channel_reader(user.outputs[0], place, len(picked), depth + 1)
+            if inner is not None:
+                return inner
     return None
