@@ -347,20 +347,30 @@ def output_specs(model: Any) -> list[InputSpec]:
     return _specs(model, outputs=True)
 
 
+def _with_fixed(shape: tuple, fixed: Mapping[int, int] | None) -> tuple:
+    """``shape`` with the free dims that the input's readers fix (:mod:`onnxfold.runtime.reader_dims`)."""
+    return tuple(fixed.get(i, d) if fixed and not isinstance(d, int) else d for i, d in enumerate(shape))
+
+
 def _specs(model: Any, outputs: bool) -> list[InputSpec]:
     import onnx_graphsurgeon as gs
 
     if isinstance(model, gs.Graph):  # before hasattr: a gs.Graph prints "[E] Function: ... not registered"
         return _graph_specs(model, outputs)
-    if hasattr(model, "get_inputs"):  # an onnxruntime session
+    if hasattr(model, "get_inputs"):  # an onnxruntime session (its free dims that readers fix: make_session)
         specs = []
+        fixed = {} if outputs else getattr(model, "reader_dims", None) or {}
         for arg in model.get_outputs() if outputs else model.get_inputs():
             shape = tuple(d if isinstance(d, (int, str)) or d is None else str(d) for d in (arg.shape or ()))
+            shape = _with_fixed(shape, fixed.get(arg.name))
             specs.append(InputSpec(arg.name, _ORT_TYPES.get(arg.type), shape, arg.type))
         return specs
     if hasattr(model, "SerializeToString"):  # an onnx.ModelProto
         import onnx
 
+        from onnxfold.runtime.reader_dims import proto_reader_dims
+
+        fixed = {} if outputs else proto_reader_dims(model)
         inits = set() if outputs else {t.name for t in model.graph.initializer}
         specs = []
         for vi in model.graph.output if outputs else model.graph.input:
@@ -374,7 +384,7 @@ def _specs(model: Any, outputs: bool) -> list[InputSpec]:
             dims = tuple(
                 d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim
             )
-            specs.append(InputSpec(vi.name, dtype, dims))
+            specs.append(InputSpec(vi.name, dtype, _with_fixed(dims, fixed.get(vi.name))))
         return specs
     return _graph_specs(getattr(model, "graph", model), outputs)  # a Model
 
@@ -382,6 +392,9 @@ def _specs(model: Any, outputs: bool) -> list[InputSpec]:
 def _graph_specs(graph: Any, outputs: bool) -> list[InputSpec]:
     import onnx_graphsurgeon as gs
 
+    from onnxfold.runtime.reader_dims import graph_reader_dims
+
+    fixed = {} if outputs else graph_reader_dims(graph)
     specs = []
     for t in graph.outputs if outputs else graph.inputs:
         if isinstance(t, gs.Constant):
@@ -391,7 +404,8 @@ def _graph_specs(graph: Any, outputs: bool) -> list[InputSpec]:
         except TypeError:
             dtype = None
         shape = tuple(t.shape) if t.shape is not None else ()
-        specs.append(InputSpec(t.name, dtype, tuple(d if isinstance(d, (int, str)) else None for d in shape)))
+        dims = tuple(d if isinstance(d, (int, str)) else None for d in shape)
+        specs.append(InputSpec(t.name, dtype, _with_fixed(dims, fixed.get(t.name))))
     return specs
 
 

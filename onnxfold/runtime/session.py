@@ -234,6 +234,7 @@ def make_session(
         opts.enable_cpu_mem_arena = False
     if not spinning:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    source = model
     if isinstance(model, onnx.ModelProto):
         model = model.SerializeToString()
     elif isinstance(model, (str, os.PathLike)):
@@ -246,11 +247,28 @@ def make_session(
     session = ort.InferenceSession(
         model, sess_options=opts, providers=list(providers) if providers else available_providers()
     )
+    if any(any(not isinstance(d, int) for d in (i.shape or ())[1:]) for i in session.get_inputs()):
+        session.reader_dims = _reader_dims(source)
     if arrays and any(
         o.type.startswith(("seq(", "map(")) or o.type == "tensor(string)" for o in session.get_outputs()
     ):
         return TensorOutputs(session)
     return session
+
+
+def _reader_dims(model: str | os.PathLike | bytes | onnx.ModelProto) -> dict[str, dict[int, int]]:
+    """The free input dims that the model's readers fix (:mod:`onnxfold.runtime.reader_dims`): what
+    random inputs for the session must take (its weights not loaded for a path)."""
+    from onnxfold.runtime.reader_dims import proto_reader_dims
+
+    try:
+        if isinstance(model, (bytes, bytearray)):
+            model = onnx.load_from_string(bytes(model))
+        elif not isinstance(model, onnx.ModelProto):
+            model = onnx.load(str(model), load_external_data=False)
+        return proto_reader_dims(model)
+    except Exception:  # noqa: BLE001 - a model onnxruntime loaded but onnx cannot read: dims as declared
+        return {}
 
 
 class TensorOutputs:
