@@ -323,7 +323,17 @@ def test_the_min_gain_floor_lies_before_the_first_step_its_estimate_reaches() ->
     # the fold's own share beside it: GTCRN read "27.8%" and "3.1% fewer" for one candidate
     folded = Candidate(2, 0.5, 74, 0, 0.26, 0.0, [OutputFidelity("y", "r2", 0.5)])  # 74 of 100 left
     assert worth.missed({2: folded}, 0.9, given=200).startswith(
-        "the first candidate worth --min-gain 0.25, 63.0% fewer parameters, 26.0% by folding, measured"
+        "the first candidate worth --min-gain 0.25, 26.0% of the parameters by folding (63.0% fewer than the "
+        "model given), measured"
+    )
+    # all-MiniLM-L6-v2 dequantized: "short of --min-gain 0.02, 2.2% fewer parameters, 1.99% by folding"
+    # read as a contradiction; the share the gain is weighed by comes first
+    near = Candidate(1, 0.5, 978, 0, 0.0199, 0.0, [OutputFidelity("y", "r2", 0.5)])  # 978 of 1000 left
+    small = GainFloor(saved, 0.02, 100)
+    assert small(hi) == 1
+    assert small.missed({1: near}, 0.9, given=1000).startswith(
+        "a candidate short of --min-gain 0.02, 1.99% of the parameters by folding (2.2% fewer than the model "
+        "given), already measured 0.5000"
     )
     # a share that one decimal would show as the gain itself: a diacritizer read "short of --min-gain
     # 0.02, 2.0% fewer parameters"
