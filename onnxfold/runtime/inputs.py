@@ -347,13 +347,10 @@ def output_specs(model: Any) -> list[InputSpec]:
     return _specs(model, outputs=True)
 
 
-def _with_fixed(shape: tuple, fixed: Mapping[int, int] | None) -> tuple:
-    """``shape`` with the free dims that the input's readers fix (:mod:`onnxfold.runtime.reader_dims`)."""
-    return tuple(fixed.get(i, d) if fixed and not isinstance(d, int) else d for i, d in enumerate(shape))
-
-
 def _specs(model: Any, outputs: bool) -> list[InputSpec]:
     import onnx_graphsurgeon as gs
+
+    from onnxfold.runtime.reader_dims import proto_reader_dims, with_fixed
 
     if isinstance(model, gs.Graph):  # before hasattr: a gs.Graph prints "[E] Function: ... not registered"
         return _graph_specs(model, outputs)
@@ -362,13 +359,11 @@ def _specs(model: Any, outputs: bool) -> list[InputSpec]:
         fixed = {} if outputs else getattr(model, "reader_dims", None) or {}
         for arg in model.get_outputs() if outputs else model.get_inputs():
             shape = tuple(d if isinstance(d, (int, str)) or d is None else str(d) for d in (arg.shape or ()))
-            shape = _with_fixed(shape, fixed.get(arg.name))
+            shape = with_fixed(shape, fixed.get(arg.name))
             specs.append(InputSpec(arg.name, _ORT_TYPES.get(arg.type), shape, arg.type))
         return specs
     if hasattr(model, "SerializeToString"):  # an onnx.ModelProto
         import onnx
-
-        from onnxfold.runtime.reader_dims import proto_reader_dims
 
         fixed = {} if outputs else proto_reader_dims(model)
         inits = set() if outputs else {t.name for t in model.graph.initializer}
@@ -384,7 +379,7 @@ def _specs(model: Any, outputs: bool) -> list[InputSpec]:
             dims = tuple(
                 d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim
             )
-            specs.append(InputSpec(vi.name, dtype, _with_fixed(dims, fixed.get(vi.name))))
+            specs.append(InputSpec(vi.name, dtype, with_fixed(dims, fixed.get(vi.name))))
         return specs
     return _graph_specs(getattr(model, "graph", model), outputs)  # a Model
 
@@ -392,7 +387,7 @@ def _specs(model: Any, outputs: bool) -> list[InputSpec]:
 def _graph_specs(graph: Any, outputs: bool) -> list[InputSpec]:
     import onnx_graphsurgeon as gs
 
-    from onnxfold.runtime.reader_dims import graph_reader_dims
+    from onnxfold.runtime.reader_dims import graph_reader_dims, with_fixed
 
     fixed = {} if outputs else graph_reader_dims(graph)
     specs = []
@@ -405,7 +400,7 @@ def _graph_specs(graph: Any, outputs: bool) -> list[InputSpec]:
             dtype = None
         shape = tuple(t.shape) if t.shape is not None else ()
         dims = tuple(d if isinstance(d, (int, str)) else None for d in shape)
-        specs.append(InputSpec(t.name, dtype, _with_fixed(dims, fixed.get(t.name))))
+        specs.append(InputSpec(t.name, dtype, with_fixed(dims, fixed.get(t.name))))
     return specs
 
 

@@ -141,3 +141,8 @@ def graph_reader_dims(graph) -> dict[str, dict[int, int]]:
     ]
     inputs = {t.name: tuple(t.shape) for t in graph.inputs if t.shape is not None}
     return reader_dims(nodes, consts, inputs)
+
+
+def with_fixed(shape: tuple, fixed: Mapping[int, int] | None) -> tuple:
+    """``shape`` with its free dims that ``fixed`` ({axis: size}) gives."""
+    return tuple(fixed.get(i, d) if fixed and not isinstance(d, int) else d for i, d in enumerate(shape))
