@@ -1,7 +1,5 @@
-"""The one loader of input samples from ``.npy``/``.npz`` files and folders (:func:`load_inputs`).
-
-It serves ``--inputs`` (validation), ``--calibration`` (repair mode ``data``) and the quantize pass's
-``calibration`` option; its format is documented once, in :func:`load_inputs`.
+"""The one loader of input samples from ``.npy``/``.npz`` files and folders (:func:`load_inputs`), for
+``--inputs``, ``--calibration`` and the quantize pass's ``calibration``; its format is in its docstring.
 """
 
 from __future__ import annotations
@@ -16,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from onnxfold.errors import one_line
+from onnxfold.runtime.id_range import check_id_ranges
 from onnxfold.runtime.images import IMAGE_SUFFIXES, PRESETS
 from onnxfold.runtime.inputs import InputSpec, check_shape, check_shared_dims, fixed_batches, input_specs
 from onnxfold.runtime.ragged import check_padding, collected, even_lengths, mark_padded
@@ -97,8 +96,7 @@ def load_inputs(
 
     Format of ``--inputs``, ``--calibration`` and the quantize pass's ``calibration``:
 
-    - ``FILE.npy``: one array, for a model with a single input; its first axis is the sample (batch) axis.
-    - ``FILE.npz``: one array per model input, stored under the input's name.
+    - ``FILE.npy``: one array, for a single-input model, samples on axis 0; ``FILE.npz``: one per input.
     - a folder holding ``<input_name>.npy`` for every model input (and no other ``.npy`` file).
     - a folder of ``.npy`` files, for a model with a single input only: each file holds one or more
       samples (a file of one sample may leave out the sample axis); the files are concatenated on
@@ -160,6 +158,7 @@ def load_inputs(
         if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
             bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
             raise ValueError(f"{arrays[name][1]}: input {name!r} holds {bad} NaN or infinite values")
+    check_id_ranges(out, model, {k: v[1] for k, v in arrays.items()})
     for name, arr in out.items():  # zero samples failed deep inside the fold ("need at least one array")
         if arr.ndim and arr.shape[0] == 0:
             raise ValueError(f"{arrays[name][1]}: input {name!r} holds no samples (shape {arr.shape})")
