@@ -391,16 +391,24 @@ class SearchPass(Pass):
             raise PipelineError(budget_missed(mode, self.opts[mode], result.reduction(), result.cut_short))
         if mode != "min_fidelity" and not result.proxy and not self.opts["force"]:
             check_task_kept(mode, self.opts[mode], chosen)
+        measured = [c for c in result.candidates if c.measured and c.steps]
         if (
             mode == "min_fidelity"
             and result.cut_short
-            and not any(c.measured for c in result.candidates)
+            and (not measured or (not chosen.steps and not result.kept_whole))
             and not self.opts["force"]
         ):
             # a PP-OCRv5 detector's --time-limit 240 measured nothing and wrote its input back, exit 0;
-            # a PP-OCRv6 one's 480 s read "passed" at 210 s, where no candidate fitted in what was left
+            # a PP-OCRv6 one's 480 s read "passed" at 210 s, where no candidate fitted in what was left;
+            # all-MiniLM-L6-v2's measured one, which missed, and wrote its input back, exit 0
+            closest = max(measured, key=lambda c: c.fidelity) if measured else None
             when = (
-                f"the time limit ({limit.seconds:g} s) passed before any candidate was measured"
+                f"the time limit ({limit.seconds:g} s) passed after {len(measured)} candidate"
+                f"{'s' if len(measured) > 1 else ''}, none meeting the target (the closest, "
+                f"{closest.reduction:.1%} fewer parameters, measured {closest.fidelity:.4f}), before a "
+                "smaller one was measured"
+                if closest is not None
+                else f"the time limit ({limit.seconds:g} s) passed before any candidate was measured"
                 if limit.left() <= 0
                 else f"no candidate was measured: the {limit.left():.0f} s left of the search's "
                 f"{limit.budget:.0f} s (the time limit less {limit.reserve:.0f} s kept for validation) "

@@ -592,3 +592,37 @@ def test_a_search_that_could_afford_no_candidate_does_not_say_its_limit_passed(
         r"for validation\) could not afford one \(preparing the measurements took \d+ s of it\): nothing written",
         err,
     ), err
+
+
+def test_a_search_whose_limit_passed_after_candidates_that_all_missed_writes_nothing(
+    samples, tmp_path, capsys, monkeypatch
+) -> None:
+    """all-MiniLM-L6-v2's search measured one candidate, which missed, and then its limit passed: the
+    input was written back with exit 0, "the unchanged model taken unmeasured", as if searched. A
+    smaller candidate was never measured, so this is the time limit's result, not the model's."""
+    from onnxfold.search import time_limit
+
+    x = tmp_path / "x.npy"
+    np.save(x, samples.astype(np.float32))
+    monkeypatch.setattr(time_limit.PacedLimit, "expired", lambda self: bool(self.durations))
+    src, out = str(bundled_model("lenet5.onnx")), tmp_path / "o.onnx"
+    argv = [
+        "fold",
+        src,
+        "-o",
+        str(out),
+        "--inputs",
+        str(x),
+        "--min-fidelity",
+        "0.9999",
+        "--time-limit",
+        "600",
+    ]
+    assert main(argv) == 2 and not out.exists()
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert re.search(
+        r"the time limit \(600 s\) passed after 1 candidate, none meeting the target \(the closest, "
+        r"\d+\.\d% fewer parameters, measured 0\.\d{4}\), before a smaller one was measured .*: nothing written",
+        err,
+    ), err
+    assert main([*argv, "--force"]) == 0 and out.exists()  # --force writes the model unfolded
