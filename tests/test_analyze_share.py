@@ -87,3 +87,42 @@ def test_the_share_counts_the_parameters_of_the_model_as_given(tmp_path: Path) -
     onnx.save(net.model(net("Add", net("MatMul", h, "w2"), b)), str(src))
     _, _, total = analyze_share(src)
     assert total == stats_of(as_model(src)).params == 8 * 8 * 2 + 8
+
+
+def test_a_budget_refusal_names_the_parameters_blocked_groups_hold(tmp_path: Path, capsys) -> None:
+    """pyannote's refusal named only the 1% its If bodies read, where blocked LSTM hidden units held
+    most of its parameters (trial 120): the refusal counts what blocked groups hold and names the
+    largest one's reason."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto
+    from onnx import helper as oh
+    from onnx import numpy_helper as nh
+
+    rng = np.random.default_rng(0)
+    f = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    graph = oh.make_graph(
+        [
+            oh.make_node("Gemm", ["x", "w1", "b1"], ["h1"]),
+            oh.make_node("Relu", ["h1"], ["r1"]),
+            oh.make_node("Gemm", ["r1", "w2", "b2"], ["h2"]),
+            oh.make_node("Softmax", ["h2"], ["p"], axis=1),
+            oh.make_node("Gemm", ["p", "w3", "b3"], ["y"]),
+        ],
+        "mlp",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [nh.from_array(a, n) for n, a in [("w1", f(8, 64)), ("b1", f(64)), ("w2", f(64, 64)), ("b2", f(64))]]
+        + [nh.from_array(f(64, 4), "w3"), nh.from_array(f(4), "b3")],
+    )
+    src = tmp_path / "mlp.onnx"
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), src)
+    argv = ["fold", str(src), "-o", str(tmp_path / "o.onnx"), "--target-params", "0.9", "--no-validate"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    held = 64 * 64 + 64 + 64 * 4 + 4  # w2, b2 (the Softmax's group) and w3, b3 (the output's)
+    assert (
+        f"{held / 1000:.2f}K of the 5.00K parameters ({held / 4996:.0%}) are in groups that cannot fold"
+        in err
+    ), err
+    assert "the largest (4.16K): Softmax" in err, err
