@@ -1614,3 +1614,17 @@ def test_a_search_that_saved_parameters_but_few_macs_says_so_in_kinds_of_layer()
     assert compute_note("min_fidelity", 0.20, 0.07) == []  # MACs fell by over a third of the share
     assert compute_note("min_fidelity", 0.341, 0.092)  # a speech embedding's default search: 1.08x faster
     assert compute_note("min_fidelity", 0.04, 0.0) == []  # too few parameters to speak of
+
+
+def test_an_output_judged_by_two_metrics_is_named_once_in_the_fidelity_line() -> None:
+    """U²-Net's seven Sigmoid maps, each judged by mask+r2, read 14 named entries (trial 119)."""
+    from onnxfold.search.result_text import per_outputs
+
+    outs = [
+        OutputFidelity("map", "mask", 1.0, low=0.99),
+        OutputFidelity("map", "r2", 0.9981),
+        OutputFidelity("box", "r2", 0.995),
+    ]
+    assert per_outputs(outs) == (
+        "map mask 1.0000 (bootstrap 80% lower value 0.9900), r2 0.9981; box r2 0.9950"
+    )

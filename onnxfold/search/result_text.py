@@ -21,6 +21,21 @@ def bound_text(bound: float) -> str:
     return f"{math.floor(bound * 10**digits + 1e-9) / 10**digits:.{digits}f}"
 
 
+def per_outputs(outputs) -> str:
+    """:func:`per_output` of each, an output judged by two metrics (``mask+r2``) named once:
+    ``map mask 1.0000, r2 0.9981; box r2 0.9950`` (U²-Net's seven maps read 14 named entries)."""
+    parts: list[list[str]] = []
+    last = None
+    for o in outputs:
+        text = per_output(o)
+        if o.name == last:
+            parts[-1].append(text[len(o.name) + 1 :])
+        else:
+            parts.append([text])
+        last = o.name
+    return "; ".join(", ".join(p) for p in parts)
+
+
 def per_output(o: OutputFidelity) -> str:
     """e.g. ``probs sequence 0.9688 (31 of 32 samples, 95% lower bound 0.84)``."""
     text = f"{o.name} {o.metric} {o.value:.4f}"

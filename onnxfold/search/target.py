@@ -51,7 +51,7 @@ from onnxfold.search.evaluate import Evaluator
 from onnxfold.search.exercise_notes import exercise_notes, unexercised_low
 from onnxfold.search.held_out import held_out_lines
 from onnxfold.search.misses import next_missed_lines
-from onnxfold.search.result_text import bound_text, goal, per_output
+from onnxfold.search.result_text import bound_text, goal, per_outputs
 from onnxfold.search.sensitivity import GroupCurve, sensitivity
 from onnxfold.search.time_limit import PacedLimit, TimeLimit, sensitivity_cut_notes
 
@@ -201,7 +201,7 @@ class SearchResult:
             f"{params:.1%} fewer parameters ({macs:.1%} fewer MACs{once_text}); "
             f"{measured} candidate{'' if measured == 1 else 's'} measured, {self.seconds:.1f} s in all"
             + (f"{missed}, the unchanged model taken unmeasured" if measured < len(self.candidates) else ""),
-            "fidelity per output: " + ", ".join(per_output(o) for o in self.chosen.outputs)
+            "fidelity per output: " + per_outputs(self.chosen.outputs)
             if self.chosen.measured and not blind
             else "fidelity per output: none the measurement can see"
             if blind
