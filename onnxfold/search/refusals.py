@@ -80,8 +80,9 @@ def check_reachable(
 
         note = subgraph_note(model.graph)
         analyze = "`onnxfold analyze --dequantize`" if dequantized else "`onnxfold analyze`"
-        where = "; ".join(filter(None, [_largest_blocked(groups, model.graph.tensors(), params), note]))
-        where = where or f"weights no group folds: {analyze} lists them"
+        blocked = _largest_blocked(groups, model.graph.tensors(), params)
+        blocked = blocked and f"{blocked} ({analyze} lists them)"
+        where = "; ".join(filter(None, [blocked, note])) or f"weights no group folds: {analyze} lists them"
         if not any(g.foldable for g in groups):  # trial 66: an LSTM speaker embedder, all blocked
             raise PipelineError(
                 f"search: --target-params {asked:g} cannot be reached: no channel group can fold, so "
