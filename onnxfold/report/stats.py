@@ -353,6 +353,33 @@ def _node_macs(node: onnx.NodeProto, shapes: dict[str, list[Dim]], res: _DimReso
 _QUANTIZERS = ("QuantizeLinear", "DequantizeLinear")
 
 
+#: integer ops' inputs that are a quantization's scales and zero points: MatMulInteger and ConvInteger
+#: (zero points at 2, 3), QLinearConv and QLinearMatMul (scales and zero points at 1, 2, 4, 5, 6, 7)
+_QUANTIZED_INPUTS = {
+    "MatMulInteger": (2, 3),
+    "ConvInteger": (2, 3),
+    "QLinearConv": (1, 2, 4, 5, 6, 7),
+    "QLinearMatMul": (1, 2, 4, 5, 6, 7),
+}
+
+
+def quantization_constants(graph: onnx.GraphProto) -> set[str]:
+    """The names of ``graph``'s scales and zero points: those of Quantize/DequantizeLinear and of the
+    integer ops, and a dynamic quantization's weight scale, the constant a Mul multiplies a
+    DynamicQuantizeLinear's scale by (onnxruntime's dynamic INT8 all-MiniLM-L6-v2 read "20.6M -> 20.6M
+    +0.2%" parameters beside its weights in a quarter of the bytes)."""
+    out = {i for n in graph.node if n.op_type in _QUANTIZERS for i in n.input[1:] if i}
+    for n in graph.node:
+        out.update(
+            n.input[k] for k in _QUANTIZED_INPUTS.get(n.op_type, ()) if k < len(n.input) and n.input[k]
+        )
+    dynamic = {n.output[1] for n in graph.node if n.op_type == "DynamicQuantizeLinear" and len(n.output) > 1}
+    for n in graph.node:
+        if n.op_type == "Mul" and any(i in dynamic for i in n.input):
+            out.update(i for i in n.input if i not in dynamic)
+    return out
+
+
 def weight_counts(model: onnx.ModelProto) -> tuple[int, int, dict[str, int]]:
     """(parameters, weight bytes, parameters by tensor) of every stored weight tensor of ``model``,
     subgraphs included, each counted once. The scales and zero points of Quantize/DequantizeLinear
@@ -360,7 +387,7 @@ def weight_counts(model: onnx.ModelProto) -> tuple[int, int, dict[str, int]]:
     811K -> 830K +2.4%" beside its weights stored in 70% fewer bytes."""
     params, bits, by_tensor = 0, 0, {}
     for graph in _walk_graphs(model.graph):
-        scales = {i for n in graph.node if n.op_type in _QUANTIZERS for i in n.input[1:] if i}
+        scales = quantization_constants(graph)
         for name, dtype, n in _weight_tensors(graph):
             if dtype in _WEIGHT_BITS:
                 bits += n * _WEIGHT_BITS[dtype]
