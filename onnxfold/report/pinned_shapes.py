@@ -118,15 +118,15 @@ def resolve_shape_values(
     branches no If takes (they do not run at these sizes)."""
     inferred = infer(light)
     opsets = [o for o in light.opset_import if o.domain in ("", "ai.onnx")]
+    values = {  # the small constants, and each value found from here on
+        init.name: numpy_helper.to_array(init)
+        for init in light.graph.initializer
+        if np.prod(init.dims, dtype=np.int64) <= MOST_ELEMENTS
+    }
     for _ in range(ROUNDS):
         known = {vi.name: _dims(vi) for vi in (*inferred.graph.input, *inferred.graph.value_info)}
         if all(known.get(o) is not None for n in light.graph.node for o in n.output if o):
             break  # every dim is known: nothing to compute
-        values = {
-            init.name: numpy_helper.to_array(init)
-            for init in light.graph.initializer
-            if np.prod(init.dims, dtype=np.int64) <= MOST_ELEMENTS
-        }
         direct: dict[str, np.ndarray] = {}
         computed: list[onnx.NodeProto] = []
         pending: set[str] = set()
@@ -155,14 +155,14 @@ def resolve_shape_values(
         outputs = {o.name for o in light.graph.output}
         small = {n for n, v in found.items() if isinstance(v, np.ndarray) and v.size <= MOST_ELEMENTS}
         nodes = list(light.graph.node)  # by index: protobuf's wrappers have no stable identity
-        dropped = [
+        dropped = {
             i
             for i, n in enumerate(nodes)
             if n.output and all(not o or (o in small and o not in outputs) for o in n.output)
-        ]
+        }
         taken = {}  # an If whose condition is known: the branch it takes, in its place
         for i, n in enumerate(nodes):
-            cond = (values | found).get(n.input[0]) if n.op_type == "If" and n.input else None
+            cond = (found.get(n.input[0], values.get(n.input[0]))) if n.op_type == "If" and n.input else None
             if isinstance(cond, np.ndarray) and cond.size == 1 and (branch := _taken_branch(n, bool(cond))):
                 taken[i] = branch
                 if untaken is not None:
@@ -179,11 +179,12 @@ def resolve_shape_values(
                 light.graph.initializer.extend(taken[i][1])
             elif i not in dropped:
                 kept_nodes.append(n)
-        made = [o for i in dropped for o in nodes[i].output if o]
+        made = {o for i in dropped for o in nodes[i].output if o}
+        values.update((name, found[name]) for name in made)
         del light.graph.node[:]
         light.graph.node.extend(kept_nodes)
-        light.graph.initializer.extend(numpy_helper.from_array(found[name], name) for name in made)
-        kept_vi = [vi for vi in light.graph.value_info if vi.name not in set(made)]
+        light.graph.initializer.extend(numpy_helper.from_array(found[name], name) for name in sorted(made))
+        kept_vi = [vi for vi in light.graph.value_info if vi.name not in made]
         del light.graph.value_info[:]
         light.graph.value_info.extend(kept_vi)
         inferred = infer(light)
