@@ -590,6 +590,10 @@ def test_a_count_target_that_admits_no_miss_is_noted() -> None:
 
     note = count_target(search(0.99, 32))
     assert note.startswith("note: on 32 samples a count meets 0.99 only where all 32 agree"), note
+    # all 32 agreeing estimate 33/34 = 0.971 < 0.99: the note must not say the estimate reaches it
+    # (a trial read "(the estimate (k + 1) / (n + 2) of new inputs must reach it)" beside 96 of 96 at 0.99)
+    assert "one disagreeing sample takes the estimate (k + 1) / (n + 2) of new inputs below" in note, note
+    assert "must reach it" not in note, note
     assert "above 0.941" in note and note.endswith("198 samples would let one disagree at 0.99"), note
     assert "38 samples would let one disagree at 0.95" in count_target(search(0.95, 32))
     assert count_target(search(0.95, 38)) is None  # 37 of 38: (37 + 1) / 40 = 0.95

@@ -96,8 +96,8 @@ def count_target(search: Any) -> str | None:
     n, t = strict[0].samples, search.target
     text = (
         f"note: on {n} samples a count meets {t:g} only where all {n} agree, as it does at any target "
-        f"above {n / (n + 2):.3f} (the estimate (k + 1) / (n + 2) of new inputs must reach it), so those "
-        "targets choose the same model here"
+        f"above {n / (n + 2):.3f}, where one disagreeing sample takes the estimate (k + 1) / (n + 2) of "
+        "new inputs below the target; so those targets choose the same model here"
     )
     if t < 1:
         text += f"; {math.ceil(2 * t / (1 - t) - 1e-9)} samples would let one disagree at {t:g}"
