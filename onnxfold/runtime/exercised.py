@@ -322,7 +322,29 @@ def unexercised_by_both(
     same = cand.shape == np.shape(ref) and np.array_equal(
         cand.argmax(axis=-1), np.asarray(ref).argmax(axis=-1)
     )
-    return why if same else None
+    return why if same and not confidence_collapsed(ref, cand, producer_op) else None
+
+
+#: the candidate's mean probability of the original's argmax class under this share of the original's
+#: reads as a collapse, not as noise's indifference
+COLLAPSED_SHARE = 0.5
+
+
+def confidence_collapsed(ref: np.ndarray, cand: np.ndarray, producer_op: str | None = None) -> bool:
+    """Whether the candidate keeps the original's one class (its argmax) with far less confidence: its
+    mean probability of that class under :data:`COLLAPSED_SHARE` of the original's (scores taken
+    through a softmax where they are not probabilities). chessvision's piece classifier folded at 0.3
+    still answered class 6 to every noise sample, at 0.19 where the original said 0.986, and read
+    every square of a real board as empty; its validation said "note: … says little about the task"."""
+    ref, cand = np.asarray(ref, np.float64), np.asarray(cand, np.float64)
+    if ref.shape != cand.shape or ref.ndim < 1 or not np.isfinite(cand).all():
+        return False
+    if not probabilities(ref, producer_op):
+        ref, cand = (np.exp(x - x.max(axis=-1, keepdims=True)) for x in (ref, cand))
+        ref, cand = ref / ref.sum(axis=-1, keepdims=True), cand / cand.sum(axis=-1, keepdims=True)
+    top = ref.argmax(axis=-1)[..., None]
+    was, now = float(np.take_along_axis(ref, top, -1).mean()), float(np.take_along_axis(cand, top, -1).mean())
+    return now < COLLAPSED_SHARE * was
 
 
 def holes_note(name: str, values, samples: int | None) -> str:
