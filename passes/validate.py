@@ -246,10 +246,23 @@ class ValidatePass(Pass):
                     if count
                     else ", below"
                 )
-                + f" --min-fidelity {t:g}: a pass after the search lost it; "
-                "nothing written (drop that pass, or lower the target)"
+                + f" --min-fidelity {t:g}: {_lost_by(ctx.data.get('last_modified_by'))}"
             )
         return fidelity
+
+
+def _lost_by(last: str | None) -> str:
+    """Which pass after the search lost its target, and what to do: a fold with ``--dequantize
+    --requantize`` read "a pass after the search lost it ... (drop that pass)" of a pass the user had
+    not named (trial 122: static INT8 of a YOLO classifier)."""
+    if last == "quantize":
+        return (
+            "quantizing after the search lost it (--requantize, or a quantize pass); nothing written "
+            "(--requantize dynamic often keeps more than static, or lower the target, or quantize "
+            "without the fold's target)"
+        )
+    named = f"the {last} pass" if last else "a pass"
+    return f"{named} after the search lost it; nothing written (drop that pass, or lower the target)"
 
 
 def _took(session, feed, dim: int) -> bool:
