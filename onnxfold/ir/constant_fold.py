@@ -47,8 +47,8 @@ NONDETERMINISTIC = {
     "Bernoulli",
 }
 
-# ops never folded: those, Dropout, quantization (its weights stay quantized) and control flow
-_KEPT = NONDETERMINISTIC | {
+#: ops never folded: those, Dropout, quantization (its weights stay quantized) and control flow
+NEVER_FOLDED = NONDETERMINISTIC | {
     "Dropout",
     "QuantizeLinear",
     "DequantizeLinear",
@@ -75,7 +75,7 @@ def _small_constant_node(node: gs.Node) -> bool:
 
 def _foldable(node: gs.Node, known: set[str], outputs: set[str]) -> bool:
     """Whether every input of ``node`` is a small constant or a tensor that folding computes."""
-    if (node.domain or "") not in ("", "ai.onnx") or node.op in _KEPT or not node.outputs:
+    if (node.domain or "") not in ("", "ai.onnx") or node.op in NEVER_FOLDED or not node.outputs:
         return False
     if any(isinstance(v, gs.Graph) for v in node.attrs.values()):
         return False

@@ -20,28 +20,14 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxfold.ir.constant_fold import NEVER_FOLDED
+
 logger = logging.getLogger(__name__)
 
 #: the largest computed value kept (shape vectors, index ranges, small masks)
 MOST_ELEMENTS = 4096
 #: rounds of inference and computation at most (each layer of a transformer takes one or two)
 ROUNDS = 64
-#: ops never computed: their values are not functions of the shapes (or are weights' work)
-_SKIPPED = {
-    "RandomNormal",
-    "RandomNormalLike",
-    "RandomUniform",
-    "RandomUniformLike",
-    "Multinomial",
-    "Bernoulli",
-    "Dropout",
-    "QuantizeLinear",
-    "DequantizeLinear",
-    "DynamicQuantizeLinear",
-    "If",
-    "Loop",
-    "Scan",
-}
 
 
 def _dims(vi: onnx.ValueInfoProto) -> list[int] | None:
@@ -136,7 +122,7 @@ def resolve_shape_values(
                 if dims is not None:
                     direct[node.output[0]] = _shape_value(node, dims)
                 continue
-            if node.domain not in ("", "ai.onnx") or node.op_type in _SKIPPED or not node.output:
+            if node.domain not in ("", "ai.onnx") or node.op_type in NEVER_FOLDED or not node.output:
                 continue
             if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
                 continue
