@@ -81,5 +81,5 @@ def test_a_recogniser_search_keeps_every_fitting_line_s_margin(tmp_path: Path) -
     got = _run(guarded, x)
     assert all(_kept_half_margin(ref, got))
     assert "probs sequence 1.0000 (32 of 32" in report.format()
-    assert "probs margin 1.0000 (32 of 32" in report.format()
+    assert ", margin 1.0000 (32 of 32" in report.format()  # the output named once (per_outputs)
     assert report.param_sparsity < 0.05  # the margins this recogniser has leave little to fold
