@@ -356,6 +356,22 @@ class Analysis:
                 self.layouts[name] = Layout(lay.rank, lay.axis, tuple(segs))
         return True
 
+    def cut(self, name: str, bounds, node: gs.Node) -> Layout | None:
+        """Partition every group that a channel bound falls inside on tensor ``name``'s layout (a
+        fused projection cut apart by Split or Slice; an Add's seams); the layout after the cuts, or
+        None at the first cut not on a unit boundary, or of a group :meth:`partition` cannot cut."""
+        lay = self.layouts[name]
+        for b in bounds:
+            seg = next((sg for sg in lay.segments if sg.start < b < sg.start + sg.length), None)
+            if seg is None:
+                continue
+            if (b - seg.start) % seg.block or not self.partition(
+                seg.space, [(b - seg.start) // seg.block], node
+            ):
+                return None
+            lay = self.layouts[name]
+        return lay
+
     def coarsen_segments(self, lay: Layout, unit: int, node: gs.Node, reason: BlockReason) -> bool:
         """Coarsen every group on ``lay`` to units of ``unit`` channels (attention heads); blocks them with
         ``reason`` when a segment does not hold whole units. A segment already in units of ``unit`` (a

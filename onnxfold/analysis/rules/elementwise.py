@@ -110,19 +110,10 @@ def _cut_to_align(
     if len(lays) < 2 or len({(lay.axis + out_rank - lay.rank, lay.length) for lay in lays}) > 1:
         return tracked
     bounds = sorted({b for lay in lays for sg in lay.segments for b in (sg.start, sg.start + sg.length)})
-    out = []
-    for t, lay in tracked:
-        for b in bounds:
-            seg = next((sg for sg in lay.segments if sg.start < b < sg.start + sg.length), None)
-            if seg is None:
-                continue
-            if (b - seg.start) % seg.block or not walk.partition(
-                seg.space, [(b - seg.start) // seg.block], node
-            ):
-                return [(t, walk.layouts[t.name]) for t, _ in tracked]
-            lay = walk.layouts[t.name]
-        out.append((t, lay))
-    return [(t, walk.layouts[t.name]) for t, _ in out]
+    for t, _ in tracked:
+        if walk.cut(t.name, bounds, node) is None:
+            break
+    return [(t, walk.layouts[t.name]) for t, _ in tracked]  # a cut re-lays every tensor of its group
 
 
 def binary(walk: Analysis, node: gs.Node) -> None:

@@ -183,14 +183,8 @@ def cut_at(walk: Analysis, node: gs.Node, bounds) -> Layout | None:
     """Partition every group of ``node``'s first input that a channel bound falls inside (a fused
     projection cut apart by Split or Slice); the input's layout after the cuts, or None when a cut
     is not on a unit boundary (then blocked)."""
-    lay = walk.layouts[node.inputs[0].name]
-    for b in bounds:
-        seg = next((sg for sg in lay.segments if sg.start < b < sg.start + sg.length), None)
-        if seg is None:
-            continue
-        if (b - seg.start) % seg.block or not walk.partition(seg.space, [(b - seg.start) // seg.block], node):
-            message = f"{node.op} {node.name} cuts a group's channels apart on the channel axis"
-            walk.block(lay, BlockReason(SPLITS_UNITS, message, node.name))
-            return None
-        lay = walk.layouts[node.inputs[0].name]
+    lay = walk.cut(node.inputs[0].name, bounds, node)
+    if lay is None:
+        message = f"{node.op} {node.name} cuts a group's channels apart on the channel axis"
+        walk.block(walk.layouts[node.inputs[0].name], BlockReason(SPLITS_UNITS, message, node.name))
     return lay
