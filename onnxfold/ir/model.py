@@ -38,6 +38,7 @@ from onnxfold.ir.external import (
     weight_bytes,
 )
 from onnxfold.ir.limits import EXTERNAL_MIN_TENSOR_BYTES, MAX_PROTO_BYTES, PROTO_LIMIT, ModelError
+from onnxfold.ir.proto_graph import walk_graphs
 from onnxfold.ir.recorded import as_recorded
 from onnxfold.ir.save import save_model
 from onnxfold.ir.spill import SpillStore, set_values, spilling
@@ -424,12 +425,7 @@ def as_loaded(proto: onnx.ModelProto, model: Model) -> onnx.ModelProto:
 
 def _subgraphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
     """Every subgraph nested in ``graph`` (If branches, Loop and Scan bodies), depth first."""
-    found = []
-    for node in graph.node:
-        for attr in node.attribute:
-            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
-                found += [sub, *_subgraphs(sub)]
-    return found
+    return list(walk_graphs(graph))[1:]
 
 
 def hoist_shared_subgraph_constants(graph: onnx.GraphProto) -> int:

@@ -21,6 +21,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxfold.ir.constant_fold import NEVER_FOLDED
+from onnxfold.ir.proto_graph import has_subgraph, node_attrs, walk_graphs
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def _dims(vi: onnx.ValueInfoProto) -> list[int] | None:
 
 
 def _shape_value(node: onnx.NodeProto, dims: list[int]) -> np.ndarray:
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    attrs = node_attrs(node)
     rank = len(dims)
     start, end = int(attrs.get("start", 0)), int(attrs.get("end", rank))
     start, end = (start + rank if start < 0 else start), (end + rank if end < 0 else end)
@@ -64,15 +65,6 @@ def _evaluate(nodes: list[onnx.NodeProto], values: dict[str, np.ndarray], opsets
     session = make_session(model.SerializeToString(), providers=[CPU], optimize=False, threads=1)
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, {}), strict=True))
-
-
-def _graphs(graph: onnx.GraphProto):
-    """``graph`` and every subgraph inside it."""
-    yield graph
-    for node in graph.node:
-        for a in node.attribute:
-            for sub in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
-                yield from _graphs(sub)
 
 
 def _taken_branch(
@@ -124,7 +116,7 @@ def resolve_shape_values(
                 continue
             if node.domain not in ("", "ai.onnx") or node.op_type in NEVER_FOLDED or not node.output:
                 continue
-            if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+            if has_subgraph(node):
                 continue
             named = [i for i in node.input if i]
             if node.op_type == "Constant" or (
@@ -155,7 +147,9 @@ def resolve_shape_values(
                     other = next(
                         a.g for a in n.attribute if a.name == ("else_branch" if cond else "then_branch")
                     )
-                    untaken.update(o for graph in _graphs(other) for m in graph.node for o in m.output if o)
+                    untaken.update(
+                        o for graph in walk_graphs(other) for m in graph.node for o in m.output if o
+                    )
         if not dropped and not taken:
             break
         kept_nodes = []

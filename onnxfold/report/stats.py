@@ -32,6 +32,7 @@ import onnx
 from onnx import TensorProto
 
 from onnxfold.analysis.registry import hook as op_hook
+from onnxfold.ir.proto_graph import walk_graphs
 from onnxfold.ir.shapes import made_up_dim, value_info_dims
 from onnxfold.report.table import format_table, human_bytes, human_count  # noqa: F401 (re-exported)
 
@@ -115,29 +116,13 @@ class ModelStats:
 # --------------------------------------------------------------------------- traversal
 
 
-def _subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
-    for attr in node.attribute:
-        if attr.type == onnx.AttributeProto.GRAPH:
-            yield attr.g
-        elif attr.type == onnx.AttributeProto.GRAPHS:
-            yield from attr.graphs
-
-
 def op_counts(model: onnx.ModelProto) -> Counter:
     """Nodes of each op type (``domain.op`` outside the default domain), subgraph nodes included."""
     counts: Counter = Counter()
-    for graph in _walk_graphs(model.graph):
+    for graph in walk_graphs(model.graph):
         for node in graph.node:
             counts[node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"] += 1
     return counts
-
-
-def _walk_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    """The graph and all nested subgraphs (If/Loop/Scan bodies), depth first."""
-    yield graph
-    for node in graph.node:
-        for sub in _subgraphs(node):
-            yield from _walk_graphs(sub)
 
 
 def _numel(dims: Iterable[int]) -> int:
@@ -294,12 +279,12 @@ def _shape_map(
         logger.warning("shape inference failed (%s); MACs only for nodes with declared shapes", exc)
         inferred = light
     shapes: dict[str, list[Dim]] = {}
-    for graph in _walk_graphs(inferred.graph):
+    for graph in walk_graphs(inferred.graph):
         for vi in (*graph.input, *graph.output, *graph.value_info):
             dims = _dims_of(vi)
             if dims is not None:
                 shapes.setdefault(vi.name, dims)
-    for graph in _walk_graphs(model.graph):
+    for graph in walk_graphs(model.graph):
         for init in graph.initializer:
             shapes.setdefault(init.name, [int(d) for d in init.dims])
         for node in graph.node:
@@ -386,7 +371,7 @@ def weight_counts(model: onnx.ModelProto) -> tuple[int, int, dict[str, int]]:
     are weight bytes but not parameters: a wake-word featurizer quantized per channel read "params
     811K -> 830K +2.4%" beside its weights stored in 70% fewer bytes."""
     params, bits, by_tensor = 0, 0, {}
-    for graph in _walk_graphs(model.graph):
+    for graph in walk_graphs(model.graph):
         scales = quantization_constants(graph)
         for name, dtype, n in _weight_tensors(graph):
             if dtype in _WEIGHT_BITS:
@@ -415,7 +400,7 @@ def model_stats(
     """
     stats = ModelStats(file_size=file_size)
     stats.params, stats.weight_bytes, stats.tensor_params = weight_counts(model)
-    has_subgraphs = any(graph is not model.graph for graph in _walk_graphs(model.graph))
+    has_subgraphs = any(graph is not model.graph for graph in walk_graphs(model.graph))
     stats.op_counts = op_counts(model)
 
     given = _given_dims(model, shapes)
@@ -432,7 +417,7 @@ def model_stats(
     fallback: dict[str, list[Dim]] | None = None
     res = _DimResolver(_symbol_sizes(model, given))
     total = 0
-    for graph in _walk_graphs(model.graph):
+    for graph in walk_graphs(model.graph):
         for node in graph.node:
             if op_hook("macs", node.op_type, node.domain) is None or any(o in untaken for o in node.output):
                 continue

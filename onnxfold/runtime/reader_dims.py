@@ -91,7 +91,7 @@ def reader_dims(
 
 def proto_reader_dims(proto) -> dict[str, dict[int, int]]:
     """:func:`reader_dims` of an ``onnx.ModelProto``'s main graph."""
-    from onnx import helper
+    from onnxfold.ir.proto_graph import node_attrs
 
     g = proto.graph
     consts = {t.name: tuple(t.dims) for t in g.initializer}
@@ -104,7 +104,7 @@ def proto_reader_dims(proto) -> dict[str, dict[int, int]]:
         (
             n.op_type if n.domain in ("", "ai.onnx") else "",
             list(n.input),
-            {a.name: helper.get_attribute_value(a) for a in n.attribute if a.type == a.INT},
+            node_attrs(n),
             list(n.output),
         )
         for n in g.node
