@@ -18,6 +18,11 @@ def expected_class(scores: np.ndarray) -> np.ndarray:
     if x.ndim == 0 or x.shape[-1] < 2:
         raise ValueError("expect needs an output whose last axis holds at least two classes")
     if not (x.min() >= 0 and np.allclose(x.sum(axis=-1), 1.0, atol=1e-3)):
-        x = np.exp(x - x.max(axis=-1, keepdims=True))
-        x /= x.sum(axis=-1, keepdims=True)
+        x = softmax(x)
     return x @ np.arange(x.shape[-1], dtype=np.float64)
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    """The softmax of float64 scores ``x`` over their last axis."""
+    x = np.exp(x - x.max(axis=-1, keepdims=True))
+    return x / x.sum(axis=-1, keepdims=True)

@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 
+from onnxfold.runtime.bins import softmax
 from onnxfold.runtime.fidelity import auto_metric, probabilities
 from onnxfold.runtime.one_class import ONE_CLASS_SHARE, dominant_class, one_class
 
@@ -340,8 +341,7 @@ def confidence_collapsed(ref: np.ndarray, cand: np.ndarray, producer_op: str | N
     if ref.shape != cand.shape or ref.ndim < 1 or not np.isfinite(cand).all():
         return False
     if not probabilities(ref, producer_op):
-        ref, cand = (np.exp(x - x.max(axis=-1, keepdims=True)) for x in (ref, cand))
-        ref, cand = ref / ref.sum(axis=-1, keepdims=True), cand / cand.sum(axis=-1, keepdims=True)
+        ref, cand = softmax(ref), softmax(cand)
     top = ref.argmax(axis=-1)[..., None]
     was, now = float(np.take_along_axis(ref, top, -1).mean()), float(np.take_along_axis(cand, top, -1).mean())
     return now < COLLAPSED_SHARE * was

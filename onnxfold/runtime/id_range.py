@@ -9,6 +9,7 @@ straight into clustering, with no word, for minutes (trial 121). Gather takes id
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ def check_id_ranges(arrays: Mapping[str, np.ndarray], model: Any, where: Mapping
     graph = model if isinstance(model, gs.Graph) else getattr(model, "graph", None)
     if not isinstance(graph, gs.Graph):
         return
-    for name, table in embedding_tables(_Graph(graph)).items():
+    for name, table in embedding_tables(SimpleNamespace(graph=graph)).items():  # it reads model.graph
         ids = arrays.get(name)
         if ids is None or ids.dtype.kind not in "iu" or not ids.size:
             continue
@@ -37,10 +38,3 @@ def check_id_ranges(arrays: Mapping[str, np.ndarray], model: Any, where: Mapping
                 f"rows of the embedding table it indexes ({table.name}): encode the samples with this "
                 "model's own tokenizer"
             )
-
-
-class _Graph:
-    """A graph seen as a model (``embedding_tables`` reads ``model.graph``)."""
-
-    def __init__(self, graph: Any) -> None:
-        self.graph = graph

@@ -100,16 +100,14 @@ def _largest_blocked(groups, tensors, params: int) -> str:
     """The parameters that blocked groups hold, and the reason of the largest: pyannote's refusal named
     only the 1% its If bodies read, where four LSTMs' hidden units held 93% (trial 120). '' when the
     blocked groups hold under a tenth of ``params``."""
-    from onnxfold.analysis.groups import SHAPE
     from onnxfold.report.table import human_count
+    from onnxfold.search.sensitivity import weight_members
 
     def held(group) -> set[str]:
-        return {m.tensor for m in group.members if m.role != SHAPE}
+        return {m.tensor for m, _ in weight_members(group, tensors)}
 
     def size(names) -> int:
-        return sum(
-            int(np.prod(tensors[n].shape)) for n in names if n in tensors and tensors[n].shape is not None
-        )
+        return sum(int(np.prod(tensors[n].shape)) for n in names)
 
     blocked = [g for g in groups if not g.foldable and g.blocked]
     total = size(set().union(*(held(g) for g in blocked))) if blocked else 0
