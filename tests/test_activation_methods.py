@@ -384,7 +384,7 @@ def test_a_data_free_search_measures_on_the_samples_the_fold_judged_on(tmp_path:
     assert report.search.proxy
     assert report.search.inputs == (
         "data-free proxy: 32 random token sequences over the embedding's 50 rows, "
-        "each row drawn in proportion to its squared norm, each input_ids [16] (free dims guessed: "
+        "each row drawn in proportion to its squared norm, each input_ids [1, 16] (free dims guessed: "
         "--input-shape sets them)"
     )
     assert report.search.chosen.fidelity >= 0.9

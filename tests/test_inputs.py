@@ -718,12 +718,12 @@ def test_a_proxy_on_a_tiny_guessed_image_says_so() -> None:
     model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
     onnx.checker.check_model(model)
     tiny = proxy_shapes(model, {"x": np.zeros((2, 3, 16, 16), np.float32)})
-    assert tiny.startswith("each x [3, 16, 16] (free dims guessed: x at 16×16 pixels, far smaller"), tiny
+    assert tiny.startswith("each x [1, 3, 16, 16] (free dims guessed: x at 16×16 pixels, far smaller"), tiny
     assert "--input-shape sets them" in tiny
     large = proxy_shapes(model, {"x": np.zeros((2, 3, 64, 64), np.float32)})
-    assert large == "each x [3, 64, 64] (free dims guessed: --input-shape sets them)"
+    assert large == "each x [1, 3, 64, 64] (free dims guessed: --input-shape sets them)"
     given = proxy_shapes(model, {"x": np.zeros((2, 3, 16, 16), np.float32)}, {"x": (2, 3, 16, 16)})
-    assert given == "each x [3, 16, 16]"
+    assert given == "each x [1, 3, 16, 16]"
 
 
 @pytest.mark.parametrize(
@@ -876,3 +876,24 @@ def test_sizes_one_apart_in_the_runtime_error_point_at_the_strides() -> None:
     assert "(x [N, 3, 720, 960]: a side its strides do not divide?" in text, text
     assert "too short or small" not in text
     assert "too short or small" in not_run_on_samples("fold", RuntimeError("3 by 7"), samples)
+
+
+def test_a_proxy_sample_shape_keeps_its_sample_axis() -> None:
+    """pyannote's audio [B, 1, T]: the report said "each input [1, 1024]", which a user read as a
+    rank-2 input; one sample is shown at the model's rank, its sample axis 1."""
+    import onnx
+    from onnx import TensorProto
+    from onnx import helper as oh
+
+    from onnxfold.search.evaluate import proxy_shapes
+
+    graph = oh.make_graph(
+        [oh.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 1, "T"])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["B", 1, "T"])],
+    )
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    text = proxy_shapes(model, {"x": np.zeros((32, 1, 1024), np.float32)})
+    assert text == "each x [1, 1, 1024] (free dims guessed: --input-shape sets them)", text

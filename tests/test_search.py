@@ -762,7 +762,7 @@ def test_the_data_free_proxy_of_a_batch_1_model_measures_many_samples() -> None:
     from onnxfold.folding.samples import SYNTHETIC_SAMPLES
 
     ev = Evaluator(_batch1_classifier(False))
-    assert ev.describe() == f"data-free proxy: {SYNTHETIC_SAMPLES} random samples, each x [4]"
+    assert ev.describe() == f"data-free proxy: {SYNTHETIC_SAMPLES} random samples, each x [1, 4]"
     assert ev.reference["y"].shape == (SYNTHETIC_SAMPLES, 3) and ev.samples == SYNTHETIC_SAMPLES
     assert len({tuple(r) for r in ev.reference["y"].round(5)}) == SYNTHETIC_SAMPLES  # all different
     # a recurrent state [layers, batch, hidden]: runs joined along its batch axis, run one by one
@@ -771,7 +771,7 @@ def test_the_data_free_proxy_of_a_batch_1_model_measures_many_samples() -> None:
     # the state's samples lie on its second axis: one sample is [layers, hidden]
     assert (
         with_state.describe()
-        == f"data-free proxy: {SYNTHETIC_SAMPLES} random samples, each x [4], state [2, 5]"
+        == f"data-free proxy: {SYNTHETIC_SAMPLES} random samples, each x [1, 4], state [2, 1, 5]"
     )
     assert with_state.feed["state"].shape == (2, SYNTHETIC_SAMPLES, 5)
     assert with_state.reference["y"].shape == (SYNTHETIC_SAMPLES, 3)
@@ -1197,7 +1197,7 @@ def test_analyze_sensitivity_takes_input_shapes(tmp_path, capsys) -> None:
     rc = main(["analyze", str(path), "--sensitivity", "--input-shape", "x:4,8", "--levels", "0.5", "--json"])
     assert rc in (0, None)
     data = json.loads(capsys.readouterr().out)
-    assert data["inputs"] == "data-free proxy: 32 random samples, each x [8]"  # given: nothing guessed
+    assert data["inputs"] == "data-free proxy: 32 random samples, each x [1, 8]"  # given: nothing guessed
     (group,) = data["groups"]
     assert group["channels"] == 6 and 0.0 < group["fidelity"][0] < 1.0
 

@@ -197,10 +197,10 @@ def test_the_proxy_says_which_shape_it_guessed(tmp_path: Path, capsys) -> None:
     proto = to_model_proto(model)
     guessed = Evaluator(proto, metric="r2").describe()
     assert guessed.endswith(
-        f"random samples, each x [16, {BANDS}] (free dims guessed: --input-shape sets them)"
+        f"random samples, each x [1, 16, {BANDS}] (free dims guessed: --input-shape sets them)"
     )
     given = Evaluator(proto, metric="r2", shapes={"x": (1, 20, BANDS)}).describe()
-    assert given.endswith(f"random samples, each x [20, {BANDS}]")
+    assert given.endswith(f"random samples, each x [1, 20, {BANDS}]")
 
 
 def test_macs_are_counted_at_the_given_input_shape(tmp_path: Path) -> None:

@@ -131,8 +131,10 @@ def _rows_per_output_row(outputs: Mapping[str, np.ndarray], samples: int | None)
 
 
 def proxy_shapes(model, feed, given: Mapping | None = None) -> str:
-    """The shape of one random sample per input, and whether dims the model leaves free were guessed:
-    e.g. ``each input [16, 16] (free dims guessed: --input-shape sets them)``. A model with free dims
+    """The shape of one random sample per input as the model reads it (its sample axis 1), and whether
+    dims the model leaves free were guessed: e.g. ``each input [1, 16, 16] (free dims guessed:
+    --input-shape sets them)``. Without its sample axis, [B, 1, 1024]'s sample read as a rank-2 input
+    ``[1, 1024]`` (trial 121). A model with free dims
     beyond the batch gets a guess (16 for a sequence or anything unnamed, 224 for an image side, 8× a
     fixed image height for a free width),
     which may be far from what it reads (madmom's key CNN reads 105 bands, and got 16); ``given``:
@@ -147,8 +149,10 @@ def proxy_shapes(model, feed, given: Mapping | None = None) -> str:
         shape = list(np.shape(value))
         if not shape:
             continue
-        del shape[axes.get(name, 0)]  # the sample axis: the leading one, or a state's second
-        shown.append(f"{name} [{', '.join(map(str, shape))}]")
+        one = [str(d) for d in shape]
+        one[axes.get(name, 0)] = "1"  # the sample axis: the leading one, or a state's second
+        shown.append(f"{name} [{', '.join(one)}]")
+        del shape[axes.get(name, 0)]
         declared = list(specs[name].shape) if name in specs and name not in (given or {}) else []
         if len(declared) > axes.get(name, 0):
             del declared[axes.get(name, 0)]
@@ -157,7 +161,7 @@ def proxy_shapes(model, feed, given: Mapping | None = None) -> str:
         sides = small_image(shape, free, np.asarray(value).dtype)
         if sides:
             small.append(f"{name} at {sides[0]}×{sides[1]} pixels")
-    text = "each " + ", ".join(shown) if shown else ""  # one sample's shape, not the stack's
+    text = "each " + ", ".join(shown) if shown else ""
     if small:  # PP-OCR's recogniser, x [3, ?, ?]: lines 16 pixels wide, 2 time steps
         return text + (
             f" (free dims guessed: {', '.join(small)}, far smaller than the images most models read, so "
