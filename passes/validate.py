@@ -27,9 +27,10 @@ from onnxfold.ir.model import PROTO_LIMIT, Model, as_loaded, to_model_proto
 from onnxfold.passes.dequantize import given_kept
 from onnxfold.pipeline.as_given import only_looked, written_as_given
 from onnxfold.pipeline.manager import Option, Pass, PassContext, PassError, PassResult
-from onnxfold.runtime.compare import runnable_dims, validate
+from onnxfold.runtime.compare import validate
 from onnxfold.runtime.fidelity import parse_metric
 from onnxfold.runtime.latency import DEFAULT_BUDGET_S
+from onnxfold.runtime.runnable import runnable_dims
 from onnxfold.runtime.session import make_session
 
 log = logging.getLogger(__name__)

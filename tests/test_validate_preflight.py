@@ -51,6 +51,15 @@ def test_symbolic_dims_that_do_not_run_are_retried_larger(tmp_path: Path, capfd)
     assert "[E:onnxruntime" not in captured.err and "\x1b[" not in captured.err  # no onnxruntime log lines
 
 
+def test_raw_audio_that_needs_a_second_of_samples_is_retried_at_16000(tmp_path: Path, capfd) -> None:
+    """Google's speech-embedding CNN (tf2onnx, raw 16 kHz audio [N, S]) frames its input and runs
+    only from 12,400 samples on: the default fold stopped, naming the first 16-sample try alone."""
+    src = _model(tmp_path / "audio.onnx", pad=12000)  # reflect padding of 12,000 needs more samples
+    assert main(["fold", str(src), "-o", str(tmp_path / "out.onnx"), "-s", "0"]) == 0
+    captured = capfd.readouterr()
+    assert "validate: symbolic input dims set to 16000: the model does not run with 16" in captured.out
+
+
 def test_a_model_that_cannot_run_on_made_up_inputs_fails_before_folding(tmp_path: Path, capfd) -> None:
     src = _model(tmp_path / "fixed.onnx", pad=1, reshape_to=1000)  # 2·s·8 = 1000 for no s tried
     out = tmp_path / "out.onnx"
@@ -58,6 +67,7 @@ def test_a_model_that_cannot_run_on_made_up_inputs_fails_before_folding(tmp_path
     err = capfd.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert "--input-shape" in err and "x[2, 16]" in err
+    assert "nor did its free dims at 64, 256, 1024, 4096, 16000" in err, err  # it said only 16
     assert "[E:onnxruntime" not in err and "\x1b[" not in err
     assert not out.exists()
 

@@ -183,7 +183,7 @@ def runnable_dim(session, shapes: dict | None, seed: int, tables: dict, start: i
     """The size of symbolic non-batch dims on which the model runs, as validation finds it (``start``,
     else larger: a reflect Pad of 20, a detector's strides); ``start`` when none does (the caller's
     run then fails with its own message)."""
-    from onnxfold.runtime.compare import runnable_dims
+    from onnxfold.runtime.runnable import runnable_dims
 
     try:
         return runnable_dims(session, shapes or None, 1, seed, tables, start)[0]

@@ -32,7 +32,6 @@ import onnx
 from onnxfold.errors import InputRunError, one_line
 from onnxfold.runtime.batch_runs import batch_runs, joined_runs
 from onnxfold.runtime.input_scales import vocabularies
-from onnxfold.runtime.inputs import make_inputs
 from onnxfold.runtime.labels import is_labels
 from onnxfold.runtime.latency import LatencyCheck, beside, time_pair
 from onnxfold.runtime.producers import as_scores, quantized_outputs
@@ -301,40 +300,6 @@ SHAPE_HINT = (
     "give the input shapes with --input-shape NAME:D0,D1,..., an input's value with --input-value NAME=V "
     "(a ratio or threshold that random draws make invalid), or samples with --inputs"
 )
-#: symbolic non-batch dims tried in turn when the defaults do not run (e.g. a reflect Pad that needs
-#: more than 16 samples, a fixed-size window)
-FALLBACK_DIMS = (16, 64, 256, 1024)
-#: batches tried at the first of them when the asked batch runs at none: a model that reads its rows
-#: in blocks runs only on a multiple of their count (ICLabel: 4 views of every component), one
-#: exported at batch 1 with a batch it declares free only on 1
-FALLBACK_BATCHES = (1, 4, 8)
-
-
-def runnable_dims(
-    session: Any,
-    shapes: Mapping[str, Sequence[int]] | None,
-    batch: int,
-    seed: int,
-    id_draws: Mapping[str, object] | None = None,
-    start: int = FALLBACK_DIMS[0],
-) -> tuple[int, dict[str, np.ndarray], list[np.ndarray], int]:
-    """The first size, ``start`` then the larger ones of :data:`FALLBACK_DIMS`, for symbolic non-batch
-    dims on which ``session`` runs, with the random feed and the outputs; when none runs at ``batch``,
-    the first of :data:`FALLBACK_BATCHES` that runs at ``start`` (returned last). Raises a one-line
-    RuntimeError naming the inputs first tried and :data:`SHAPE_HINT` when none does."""
-    first: Exception | None = None
-    outputs = [o.name for o in session.get_outputs()]
-    tries = [(dim, batch) for dim in (start, *(d for d in FALLBACK_DIMS if d > start))]
-    tries += [(start, b) for b in FALLBACK_BATCHES if b != batch]
-    for dim, size in tries:
-        feed = make_inputs(
-            session, shapes=shapes, batch=size, seed=seed, default_dim=dim, sequence=dim, id_draws=id_draws
-        )
-        try:
-            return dim, feed, run_feed(session, "original", outputs, feed), size
-        except RuntimeError as exc:
-            first = first or exc
-    raise RuntimeError(str(first).splitlines()[0]) from None
 
 
 def run_feed(
@@ -419,7 +384,7 @@ def validate(
 ) -> ValidationReport:
     """Run both models on the same inputs (random from the ORIGINAL's inputs unless given) and compare.
 
-    ``dim``: the size of symbolic non-batch dims of random inputs (see :func:`runnable_dims`);
+    ``dim``: the size of symbolic non-batch dims of random inputs (see :func:`~onnxfold.runtime.runnable.runnable_dims`);
     ``id_draws``: how random inputs are drawn (:func:`~onnxfold.folding.samples.token_draws`: the
     chance of each embedding row for token ids, the model's own normalization for a float input).
     ``metrics``: output -> the fidelity metric to report (a search's), else the one ``auto`` picks.
