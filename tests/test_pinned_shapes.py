@@ -116,3 +116,24 @@ def test_macs_at_given_sizes_count_the_branch_an_if_takes_and_what_follows_it() 
     stats = model_stats(model, shapes={"x": [1, 1, 20]})
     assert stats.macs == 4 * 1 * 3 * 18 + 5 * 4 * 3 * 16  # the taken branch's Conv, then the last one
     assert stats.symbolic_dims == []
+
+
+def test_macs_at_given_sizes_of_weights_in_an_external_file(tmp_path, caplog) -> None:
+    """whatenc's classifier keeps even its 96-value biases in model.onnx.data: the light copy carried
+    their file references to onnxruntime, which could not find the file, and every count at the
+    samples' sizes warned "shape inference failed" (6 times in one fold) and lost its MACs."""
+    path = tmp_path / "model.onnx"
+    onnx.save(
+        heads_model(13),
+        path,
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="model.onnx.data",
+        size_threshold=0,
+    )
+    model = onnx.load(str(path), load_external_data=False)  # as the report reads a model: lazily
+    assert model.graph.initializer[0].data_location == TensorProto.EXTERNAL
+    with caplog.at_level("WARNING"):
+        stats = model_stats(model, shapes={"x": [1, 10, 8]})
+    assert not [r for r in caplog.records if "shape inference failed" in r.getMessage()]
+    assert stats.macs == 10 * 8 * 8 + 2 * 10 * 4 * 6

@@ -240,9 +240,9 @@ def _light_copy(
         _pin_dims(vi, symbols, batch, first=False)
     input_names = {i.name for i in g.input}
     for init in g.initializer:
-        small = _numel(init.dims) < _LIGHT_THRESHOLD or init.data_type in (
-            TensorProto.INT64,
-            TensorProto.INT32,
+        small = init.data_location != TensorProto.EXTERNAL and (  # whatenc's 96 biases in model.onnx.data:
+            _numel(init.dims) < _LIGHT_THRESHOLD  # onnxruntime could not find them beside a light copy
+            or init.data_type in (TensorProto.INT64, TensorProto.INT32)
         )
         if small:
             lg.initializer.append(init)
