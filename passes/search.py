@@ -156,7 +156,8 @@ class SearchPass(Pass):
             float,
             0.0,
             "find the largest parameter reduction whose fidelity on --inputs (or random inputs: a "
-            "data-free proxy) is at least this, in (0, 1]; 0 = off",
+            "data-free proxy) is at least this, in (0, 1]; a count with a margin: k of n agreeing "
+            "samples count as (k + 1) / (n + 2); 0 = off",
         ),
         Option(
             "target_params",
