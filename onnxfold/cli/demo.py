@@ -46,6 +46,15 @@ def synthesised(source: str) -> bool:
 
 
 def run_demo(out_dir: str | None = None) -> list[dict]:
+    """The demo's folds and tables, its models written to ``out_dir``, else to a temporary folder
+    removed when it ends (each run left 8.6 MB in /tmp)."""
+    if out_dir:
+        return _demo(Path(out_dir), kept=True)
+    with tempfile.TemporaryDirectory(prefix="onnxfold-demo-") as folder:
+        return _demo(Path(folder), kept=False)
+
+
+def _demo(folder: Path, kept: bool) -> list[dict]:
     from onnxfold.api import fold
     from onnxfold.models.digits import load_digits_split
 
@@ -57,7 +66,6 @@ def run_demo(out_dir: str | None = None) -> list[dict]:
         f"onnxfold demo: {src.name} (CIFAR-style ResNet-18 trained on scikit-learn digits, "
         f"{len(y_test)} test images, accuracy {base_acc:.2%})\n"
     )
-    folder = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="onnxfold-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
     rows, results = [], []
     for sparsity in DEMO_SPARSITIES:
@@ -185,7 +193,11 @@ def run_demo(out_dir: str | None = None) -> list[dict]:
             align="lrrrrrr",
         )
     )
-    print(f"\nfolded models written to {folder}")
+    print(
+        f"\nfolded models written to {folder}"
+        if kept
+        else "\nthe folded models were written to a temporary folder, removed now (--out DIR keeps them)"
+    )
     print(
         f"The smallest model that still agrees with yours (fidelity {DATA_FREE_MIN_FIDELITY:g} data-free, "
         f"{DEFAULT_MIN_FIDELITY:g} on samples; --min-fidelity F for another):"
