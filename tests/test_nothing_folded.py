@@ -242,6 +242,7 @@ def test_weights_read_inside_loop_bodies_are_named_where_nothing_folds(
     out = capsys.readouterr().out
     share = f"352 of the {total} parameters ({352 / total:.0%}) are read inside Loop bodies"
     assert share in out
+    assert "(exported as an LSTM, GRU or RNN node instead" in out  # its state flows through R
 
     assert main(["analyze", str(model), "--sensitivity"]) == 0
     out = capsys.readouterr().out
@@ -257,6 +258,55 @@ def test_weights_read_inside_loop_bodies_are_named_where_nothing_folds(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "read inside Loop bodies" in err
     assert not (tmp_path / "t.onnx").exists()
+
+
+def test_a_loop_over_frames_is_not_called_a_recurrent_layer(tmp_path: Path, capsys) -> None:
+    """Google's speech-embedding model (tf2onnx) computes its spectrogram in a tf.map_fn Loop: it
+    carries only counters and gathers each frame by one, then multiplies it by a DFT basis. analyze
+    advised exporting it as an LSTM node; a loop without a float state through a matrix is no RNN."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxfold.analysis.subgraphs import has_recurrent_body
+    from onnxfold.ir.model import load_model
+
+    rng = np.random.default_rng(0)
+    basis = numpy_helper.from_array(rng.standard_normal((8, 40)).astype(np.float32), "basis")
+    trips = numpy_helper.from_array(np.array(5, dtype=np.int64), "trips")
+    one = numpy_helper.from_array(np.array(1, dtype=np.int64), "one")
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Add", ["k_in", "one"], ["k_out"]),  # a counter, carried
+            helper.make_node("Gather", ["x", "k_in"], ["frame"], axis=0),  # the frame it indexes
+            helper.make_node("MatMul", ["frame", "basis"], ["spec"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("k_in", TensorProto.INT64, []),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("k_out", TensorProto.INT64, []),
+            helper.make_tensor_value_info("spec", TensorProto.FLOAT, [40]),
+        ],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["trips", "", "zero"], ["k_last", "y"], body=body)],
+        "frames",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5, 40])],
+        [basis, trips, one, numpy_helper.from_array(np.array(0, dtype=np.int64), "zero")],
+    )
+    path = tmp_path / "frames.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    assert not has_recurrent_body(load_model(path).graph)
+    assert has_recurrent_body(load_model(_loop_rnn(tmp_path / "rnn.onnx", True)).graph)
+    assert main(["analyze", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "320 of the 320 parameters (100%) are read inside Loop bodies" in out, out
+    assert "LSTM" not in out and "a loop over frames or items" in out
 
 
 def test_a_budget_on_a_model_whose_groups_are_all_blocked_says_so(tmp_path: Path) -> None:

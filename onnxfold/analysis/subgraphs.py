@@ -56,9 +56,55 @@ def subgraph_weights(graph: gs.Graph) -> Counter:
     return +counts
 
 
-def subgraph_hint(counts: Counter, total: int) -> str:
+#: ops that, reading a body's carried float state, make the body a recurrent layer's step
+_STEP_OPS = {"MatMul", "Gemm", "Conv", "LSTM", "GRU", "RNN"}
+#: ops whose later inputs are indices, shapes or sizes, not data a state flows through
+_DATA_FIRST = {"Gather", "Slice", "Reshape", "Expand", "Tile", "Pad", "Squeeze", "Unsqueeze", "Resize"}
+
+
+def _float(t: gs.Tensor) -> bool:
+    try:
+        return t.dtype is not None and np.dtype(t.dtype).kind == "f"
+    except TypeError:
+        return True
+
+
+def recurrent_body(node: gs.Node, body: gs.Graph) -> bool:
+    """Whether ``body`` (of a Loop or Scan ``node``) is a recurrent layer's step: a float state carried
+    from one iteration to the next reaches a MatMul, Gemm or Conv (through data inputs only: a Gather's
+    indices are not data). tf.map_fn's STFT in Google's speech-embedding model carries only counters,
+    and gathers each frame by one; an LSTM carries its hidden state into the recurrent matrix."""
+    if node.op == "Loop":
+        carried = body.inputs[2:]
+    elif node.op == "Scan":
+        carried = body.inputs[: len(node.inputs) - int(node.attrs.get("num_scan_inputs", 0))]
+    else:
+        return False
+    reached = {t.name for t in carried if _float(t)}
+    for inner in body.nodes:  # in the order they were written: topological
+        data = inner.inputs[:1] if inner.op in _DATA_FIRST else inner.inputs
+        if any(t.name in reached for t in data):
+            if inner.op in _STEP_OPS:
+                return True
+            reached.update(t.name for t in inner.outputs)
+    return False
+
+
+def has_recurrent_body(graph: gs.Graph) -> bool:
+    """Whether a top-level Loop or Scan of ``graph`` is a recurrent layer (:func:`recurrent_body`)."""
+    return any(
+        recurrent_body(node, value)
+        for node in graph.nodes
+        for value in node.attrs.values()
+        if isinstance(value, gs.Graph)
+    )
+
+
+def subgraph_hint(counts: Counter, total: int, recurrent: bool = True) -> str:
     """One line: how many of ``total`` parameters the bodies read, and what would fold them; "" when
-    none, or under :data:`HINT_SHARE` of them (a small If branch is not worth a line)."""
+    none, or under :data:`HINT_SHARE` of them (a small If branch is not worth a line). ``recurrent``:
+    a body is a recurrent layer (:func:`has_recurrent_body`), which an LSTM node would let fold; else a
+    loop over frames (an STFT's DFT basis and mel matrix) has no channels to fold."""
     from onnxfold.report.table import human_count
 
     held = sum(counts.values())
@@ -66,22 +112,31 @@ def subgraph_hint(counts: Counter, total: int) -> str:
         return ""
     where = " and ".join(f"{op} bodies" for op, _ in counts.most_common())
     share = f" ({held / total:.0%})" if total else ""
+    why = (
+        "exported as an LSTM, GRU or RNN node instead, a recurrent layer lets a layer that feeds it fold "
+        "its channels; its own hidden units never fold"
+        if recurrent
+        else "no state passes from one iteration to the next through a matrix: a loop over frames or "
+        "items, e.g. a spectrogram's DFT basis and mel matrix, has no channels to fold"
+    )
     return (
         f"{human_count(held)} of the {human_count(max(total, held))} parameters{share} are read inside "
-        f"{where}, which onnxfold does not fold (exported as an LSTM, GRU or RNN node instead, a "
-        "recurrent layer lets a layer that feeds it fold its channels; its own hidden units never fold)"
+        f"{where}, which onnxfold does not fold ({why})"
     )
 
 
-def subgraph_note(graph: gs.Graph) -> str:
-    """:func:`subgraph_hint` of ``graph``, its total counted from its float constants and its bodies'."""
+def subgraph_note(graph: gs.Graph, total: int | None = None) -> str:
+    """:func:`subgraph_hint` of ``graph``, its ``total`` (None: counted from its float constants and
+    its bodies')."""
     counts = subgraph_weights(graph)
     if not counts:
         return ""
+    if total is not None:
+        return subgraph_hint(counts, total, has_recurrent_body(graph))
     sizes = {
         t.name: int(np.prod(t.shape))
         for g in [graph, *graph.subgraphs(recursive=True)]
         for t in g.tensors().values()
         if _weight(t)
     }
-    return subgraph_hint(counts, sum(sizes.values()))
+    return subgraph_hint(counts, sum(sizes.values()), has_recurrent_body(graph))

@@ -308,13 +308,13 @@ def cmd_analyze(args: argparse.Namespace) -> None:
             "embedding's vocabulary rows, norms' scales outside a group)"
         )
     from onnxfold.analysis.quantized import quantized_hint, quantized_ops
-    from onnxfold.analysis.subgraphs import subgraph_hint, subgraph_weights
+    from onnxfold.analysis.subgraphs import subgraph_note
 
     graph = model.graph
     counts = quantized_ops(graph) if not any(g.foldable for g in groups) else {}
     # with --json the hints go to stderr, so that stdout stays one JSON document (an already
     # quantized model printed [] and nothing else)
-    for hint in (subgraph_hint(subgraph_weights(graph), total), quantized_hint(counts) if counts else ""):
+    for hint in (subgraph_note(graph, total), quantized_hint(counts) if counts else ""):
         if hint:
             print(hint, file=sys.stderr if args.json else sys.stdout)
 
