@@ -217,7 +217,10 @@ def test_make_inputs_bool_and_symbolic_defaults():
     assert flag.dtype == np.bool_ and flag.shape == (4, 5)
     assert flag[:, 0].all() and not flag[:, -1].any()
     assert all(np.array_equal(row, np.arange(5) < row.sum()) for row in flag)
-    assert inputs["img"].shape == (4, 3, 224, 224)
+    # a size asked for other free dims is a fallback's, which named sides take too (LORE's detector
+    # ran at no size while its height and width stayed 224); at the default they are 224
+    assert inputs["img"].shape == (4, 3, 5, 5)
+    assert make_inputs(sess, batch=4)["img"].shape == (4, 3, 224, 224)
 
 
 def test_load_inputs(tmp_path):
