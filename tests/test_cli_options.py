@@ -553,3 +553,20 @@ def test_the_demo_removes_its_temporary_folder(monkeypatch) -> None:
     demo.run_demo()
     ((folder, kept),) = seen
     assert not kept and folder.name.startswith("onnxfold-demo-") and not folder.exists()
+
+
+def test_fail_if_unchanged_sets_the_exit_status_where_nothing_was_removed(tmp_path: Path, capsys) -> None:
+    """A default search that kept LORE's table detector whole wrote a byte-identical copy with exit 0,
+    and a script could not tell it from a fold; --fail-if-unchanged exits 4 there (the copy still
+    written), and 0 where the fold removed something."""
+    from onnxfold.cli.parser import EXIT_UNCHANGED
+
+    whole = tmp_path / "whole.onnx"
+    assert main(["fold", str(LENET), "-o", str(whole), "-s", "0", "--fail-if-unchanged"]) == EXIT_UNCHANGED
+    out = capsys.readouterr().out
+    assert whole.exists() and "nothing removed: exit status 4 (--fail-if-unchanged)" in out
+    folded = tmp_path / "folded.onnx"
+    assert main(["fold", str(LENET), "-o", str(folded), "-s", "0.3", "--fail-if-unchanged"]) == 0
+    assert main(["fold", str(LENET), "-o", str(tmp_path / "plain.onnx"), "-s", "0"]) == 0  # not asked
+    pipeline = ["run", str(LENET), "-o", str(tmp_path / "r.onnx"), "--pipeline", "canonicalize,cleanup"]
+    assert main([*pipeline, "--fail-if-unchanged"]) == EXIT_UNCHANGED

@@ -9,12 +9,13 @@ import argparse
 import json
 import logging
 import sys
-import tempfile
 from pathlib import Path
 
+from onnxfold.cli.checks import ANNOUNCE_CHECK_BYTES, check_paths, check_targets
 from onnxfold.cli.parser import (
     DELEGATED_BENCHES,
     EXIT_INTERNAL,
+    EXIT_UNCHANGED,
     EXIT_USAGE,
     build_parser,
     fold_flags,
@@ -24,43 +25,31 @@ from onnxfold.cli.samples import input_values, read_inputs
 from onnxfold.errors import EXPECTED_ERRORS, CliError, from_runtime, one_line
 
 
-def _check_paths(args: argparse.Namespace) -> None:
-    src, out = Path(args.model), Path(args.output)
-    if not src.is_file():
-        raise CliError(f"{src}: {'not a regular file' if src.exists() else 'no such file'}")
-    if out.suffix.lower() != ".onnx":
-        raise CliError(f"output {out} must end in .onnx")
-    folder = out.parent if str(out.parent) else Path(".")
-    if not folder.is_dir():
-        raise CliError(f"output folder {folder} does not exist")
-    try:  # before the fold, not after it: an unwritable folder failed a trial's 7 s fold at its end
-        tempfile.TemporaryFile(dir=folder, prefix=".onnxfold-probe-").close()
-    except OSError as exc:
-        raise CliError(f"cannot write to output folder {folder}: {exc.strerror or exc}") from None
-    if out.exists() and out.resolve() == src.resolve() and not args.overwrite:
-        raise CliError(f"output {out} is the input model; choose another path (or pass --overwrite)")
-    src_data = src.with_name(src.name + ".data")
-    if src_data.exists() and out.with_name(out.name + ".data").resolve() == src_data.resolve():
-        raise CliError(f"output {out} would overwrite the input's data file {src_data.name}")
-
-
 def _external(choice: str) -> bool | None:
     return {"auto": None, "always": True, "never": False}[choice]
 
 
-def _finish(report, args: argparse.Namespace) -> None:
+def _finish(report, args: argparse.Namespace) -> int:
+    """Print and write the report; :data:`EXIT_UNCHANGED` where ``--fail-if-unchanged`` asks and the
+    written model removes neither parameters nor MACs, else 0."""
     print(report.format())
     if args.report:
         report.write_json(args.report)
         print(f"report written to {args.report}")
     print(f"wrote {args.output}")
+    before, after = report.before, report.after
+    removed = after.params < before.params or (after.macs or 0) < (before.macs or 0)
+    if getattr(args, "fail_if_unchanged", False) and not removed:
+        print(f"nothing removed: exit status {EXIT_UNCHANGED} (--fail-if-unchanged)")
+        return EXIT_UNCHANGED
+    return 0
 
 
-def cmd_fold(args: argparse.Namespace) -> None:
+def cmd_fold(args: argparse.Namespace) -> int:
     from onnxfold.api import fold
 
-    _check_paths(args)
-    _check_targets(args)
+    check_paths(args)
+    check_targets(args)
     shapes, inputs = read_inputs(args)
     if args.calibration and not Path(args.calibration).exists():
         raise CliError(f"calibration data {args.calibration}: no such file or folder")
@@ -79,36 +68,7 @@ def cmd_fold(args: argparse.Namespace) -> None:
         input_values=input_values(args),
         **{flag.keyword: getattr(args, flag.keyword) for flag in fold_flags()},
     )
-    _finish(report, args)
-
-
-def _check_targets(args: argparse.Namespace) -> None:
-    """Targets out of range and ``--metric`` items naming outputs the model lacks, as one-line errors
-    before anything runs (occular-deskew's user saw "searching ... at fidelity >= 1.5" first, and
-    with -s an unknown output name was accepted without a word)."""
-    from onnxfold.runtime.fidelity import check_metric_outputs, parse_metric
-
-    if args.min_fidelity and not 0 < args.min_fidelity <= 1:
-        raise CliError(f"--min-fidelity must be in (0, 1], got {args.min_fidelity:g}")
-    for flag, value in (("--target-params", args.target_params), ("--target-macs", args.target_macs)):
-        if value and not 0 < value < 1:
-            raise CliError(f"{flag} is a fraction removed, in (0, 1), got {value:g}")
-    _, named = parse_metric(getattr(args, "metric", None) or "auto")
-    if named and Path(args.model).stat().st_size < ANNOUNCE_CHECK_BYTES:
-        import onnx
-
-        try:
-            outputs = [o.name for o in onnx.load(str(args.model), load_external_data=False).graph.output]
-        except Exception:
-            return  # the load reports a bad file
-        try:
-            check_metric_outputs(named, outputs)
-        except ValueError as exc:
-            raise CliError(str(exc)) from None
-
-
-#: files under this size are parsed before a search is announced, so that a bad file gets its error alone
-ANNOUNCE_CHECK_BYTES = 256 << 20
+    return _finish(report, args)
 
 
 def _announce_search(args: argparse.Namespace, given: bool) -> None:
@@ -157,7 +117,7 @@ def _announce_search(args: argparse.Namespace, given: bool) -> None:
     print(f"{why}searching for {goal} on {where} ({bound}) ...", flush=True)
 
 
-def cmd_run(args: argparse.Namespace) -> None:
+def cmd_run(args: argparse.Namespace) -> int:
     from onnxfold.api import run_pipeline
     from onnxfold.passes import REGISTRY
     from onnxfold.pipeline.manager import load_pipeline_file, parse_pipeline
@@ -173,7 +133,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     for p in passes:  # --threads for a pass that measures, where its own threads= is left at 0
         if p.opts.get("threads") == 0:
             p.opts["threads"] = args.threads
-    _check_paths(args)
+    check_paths(args)
     shapes, inputs = read_inputs(args)
     with measuring_threads(args.threads):  # validation and calibration runs too (a trial's --threads)
         _, report = run_pipeline(
@@ -187,7 +147,7 @@ def cmd_run(args: argparse.Namespace) -> None:
             overwrite=args.overwrite,
             input_values=input_values(args),
         )
-    _finish(report, args)
+    return _finish(report, args)
 
 
 def _given(args: argparse.Namespace):
@@ -455,8 +415,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     _setup_logging(args.verbose)
 
-    def command() -> None:
-        COMMANDS[args.command](args)
+    def command() -> int | None:
+        return COMMANDS[args.command](args)
 
     return _reported(command, args.debug)
 

@@ -32,6 +32,8 @@ IMAGE_HELP = (
     "height (text lines): scaled to the height, padded right to the widest"
 )
 EXIT_INTERNAL = 3
+#: ``fold --fail-if-unchanged``: the model was written, but nothing was removed
+EXIT_UNCHANGED = 4
 
 #: Benchmarks that parse their own arguments: ``onnxfold [global options] bench NAME ...`` hands
 #: everything after NAME to ``onnxfold.bench.NAME.main``.
@@ -233,6 +235,12 @@ def _io_args(p: argparse.ArgumentParser) -> None:
         help=IMAGE_HELP,
     )
     p.add_argument("--overwrite", action="store_true", help="allow the output to replace the input file")
+    p.add_argument(
+        "--fail-if-unchanged",
+        action="store_true",
+        help=f"exit with status {EXIT_UNCHANGED} when the model written removes neither parameters nor MACs "
+        "(it is still written): a script can tell a fold that gained nothing from one that did",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,57 @@
+"""Checks of ``fold`` and ``run`` arguments before anything runs: paths, targets, ``--metric`` outputs."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from onnxfold.errors import CliError
+
+#: files under this size are parsed before a search is announced, so that a bad file gets its error alone
+ANNOUNCE_CHECK_BYTES = 256 << 20
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    src, out = Path(args.model), Path(args.output)
+    if not src.is_file():
+        raise CliError(f"{src}: {'not a regular file' if src.exists() else 'no such file'}")
+    if out.suffix.lower() != ".onnx":
+        raise CliError(f"output {out} must end in .onnx")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise CliError(f"output folder {folder} does not exist")
+    try:  # before the fold, not after it: an unwritable folder failed a trial's 7 s fold at its end
+        tempfile.TemporaryFile(dir=folder, prefix=".onnxfold-probe-").close()
+    except OSError as exc:
+        raise CliError(f"cannot write to output folder {folder}: {exc.strerror or exc}") from None
+    if out.exists() and out.resolve() == src.resolve() and not args.overwrite:
+        raise CliError(f"output {out} is the input model; choose another path (or pass --overwrite)")
+    src_data = src.with_name(src.name + ".data")
+    if src_data.exists() and out.with_name(out.name + ".data").resolve() == src_data.resolve():
+        raise CliError(f"output {out} would overwrite the input's data file {src_data.name}")
+
+
+def check_targets(args: argparse.Namespace) -> None:
+    """Targets out of range and ``--metric`` items naming outputs the model lacks, as one-line errors
+    before anything runs (occular-deskew's user saw "searching ... at fidelity >= 1.5" first, and
+    with -s an unknown output name was accepted without a word)."""
+    from onnxfold.runtime.fidelity import check_metric_outputs, parse_metric
+
+    if args.min_fidelity and not 0 < args.min_fidelity <= 1:
+        raise CliError(f"--min-fidelity must be in (0, 1], got {args.min_fidelity:g}")
+    for flag, value in (("--target-params", args.target_params), ("--target-macs", args.target_macs)):
+        if value and not 0 < value < 1:
+            raise CliError(f"{flag} is a fraction removed, in (0, 1), got {value:g}")
+    _, named = parse_metric(getattr(args, "metric", None) or "auto")
+    if named and Path(args.model).stat().st_size < ANNOUNCE_CHECK_BYTES:
+        import onnx
+
+        try:
+            outputs = [o.name for o in onnx.load(str(args.model), load_external_data=False).graph.output]
+        except Exception:
+            return  # the load reports a bad file
+        try:
+            check_metric_outputs(named, outputs)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
