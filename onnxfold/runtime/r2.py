@@ -44,6 +44,12 @@ def flat_channels(shape: tuple[int, ...]) -> tuple[int, int] | None:
     return (int(shape[0]), int(rest[0]))
 
 
+#: values of one output converted to float64 at a time: r2 takes the channels in blocks of about this
+#: many (LORE's table detector writes two [32, 256, 192, 192] maps for 32 samples at 768×768, and
+#: whole float64 copies of both outputs and their differences took a search to 16 GB)
+BLOCK_VALUES = 1 << 22
+
+
 def r2_on(
     ref: np.ndarray,
     cand: np.ndarray,
@@ -53,12 +59,29 @@ def r2_on(
 ) -> float:
     """Mean over the channels on ``axis`` (None: the whole output is one channel) of each channel's
     clipped coefficient of determination over everything else (``weight``: each element's, or None;
-    ``spread_of``: the output over every sample, whose variance per channel scales the spread)."""
+    ``spread_of``: the output over every sample, whose variance per channel scales the spread); the
+    channels are taken :data:`BLOCK_VALUES` values at a time."""
+    ref = np.asarray(ref)
     channels = ref.shape[axis] if axis is not None else 1
+    step = max(1, BLOCK_VALUES // max(1, ref.size // channels))
+    parts = [
+        _r2_block(ref, cand, axis, weight, spread_of, slice(start, min(channels, start + step)))
+        for start in range(0, channels, step)
+    ]
+    per = np.concatenate([p[0] for p in parts])
+    held = np.concatenate([p[1] for p in parts])
+    return float(per[held].mean()) if held.any() else 1.0
 
-    def rows(x: np.ndarray, shape=ref.shape) -> np.ndarray:  # (channels, everything else) in float64
-        x = np.asarray(x, dtype=np.float64).reshape(shape)
-        return np.moveaxis(x, axis, 0).reshape(channels, -1) if axis is not None else x.reshape(1, -1)
+
+def _r2_block(ref, cand, axis, weight, spread_of, block: slice) -> tuple[np.ndarray, np.ndarray]:
+    """(each channel's clipped r2, whether it holds any weight) for the channels ``block`` on ``axis``."""
+
+    def rows(x, shape=ref.shape) -> np.ndarray:  # (the block's channels, everything else) in float64
+        x = np.reshape(np.asarray(x), shape)
+        if axis is None:
+            return x.reshape(1, -1).astype(np.float64)
+        part = x[(slice(None),) * axis + (block,)]
+        return np.moveaxis(part, axis, 0).reshape(part.shape[axis], -1).astype(np.float64)
 
     a, b = rows(ref), rows(cand)
     if weight is None:
@@ -68,7 +91,7 @@ def r2_on(
             spread = a.shape[1] * np.mean((every - every.mean(axis=1, keepdims=True)) ** 2, axis=1)
         else:
             spread = np.sum((a - a.mean(axis=1, keepdims=True)) ** 2, axis=1)
-        held = np.ones(channels, bool)
+        held = np.ones(len(a), bool)
     else:
         w = rows(weight)
         count = w.sum(axis=1)
@@ -78,7 +101,7 @@ def r2_on(
         spread = np.sum(w * (a - mean) ** 2, axis=1)
     safe = np.where(spread > 0, spread, 1.0)
     per = np.where(spread > 0, np.clip(1.0 - err / safe, 0.0, 1.0), (err == 0).astype(np.float64))
-    return float(per[held].mean()) if held.any() else 1.0
+    return per, held
 
 
 __all__ = ["flat_channels", "r2", "r2_on"]
