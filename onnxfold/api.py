@@ -41,6 +41,7 @@ from onnxfold.report.fold_report import FoldReport, saved_ops, saved_size, sourc
 from onnxfold.report.group_table import format_groups
 from onnxfold.report.timing import collecting, rounded, step
 from onnxfold.runtime.inputs import default_shapes
+from onnxfold.runtime.random_values import set_input_values
 
 log = logging.getLogger(__name__)
 #: above this many MACs a random sample at guessed sizes, the user is told early that measuring is slow
@@ -108,20 +109,6 @@ def run_pipeline(
     return model, report
 
 
-def set_input_values(model: Model, values: dict[str, float] | None) -> None:
-    """``model.input_values`` from ``values`` (``--input-value``; None or {}: as they are); a one-line
-    ValueError for a name the model's inputs lack."""
-    from onnxfold.runtime.inputs import input_specs
-
-    if not values:
-        return
-    names = [s.name for s in input_specs(model)]
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        raise ValueError(f"--input-value names {unknown}, not inputs of the model (its inputs: {names})")
-    model.input_values = {k: float(v) for k, v in values.items()}
-
-
 def _run_pipeline(
     model: Model,
     passes: Sequence[Pass],
@@ -136,8 +123,12 @@ def _run_pipeline(
 ) -> tuple[Model, FoldReport]:
     from onnxfold.ir.batch_view import add_batch_axis, remove_batch_axis, unbatched, with_batch_axis
     from onnxfold.passes import CanonicalizePass
+    from onnxfold.runtime.metadata_sizes import metadata_shapes
 
     view = unbatched(model)
+    if not input_shapes and inputs is None and (stated := metadata_shapes(model)):
+        log.info("input sizes from the model's metadata: %s", stated)  # Ultralytics' imgsz
+        input_shapes = stated
     if inputs is not None:  # a path, an array or a dict, checked against the model as --inputs is
         from onnxfold.runtime.sample_files import load_inputs
 

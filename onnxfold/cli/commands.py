@@ -167,12 +167,12 @@ def _given(args: argparse.Namespace):
 
 def cmd_sensitivity(args: argparse.Namespace) -> None:
     """``onnxfold analyze MODEL --sensitivity``: the per-group sensitivity table (and plot, JSON)."""
-    from onnxfold.api import set_input_values
     from onnxfold.folding import samples as budgets
     from onnxfold.ir.batch_view import add_batch_axis, unbatched, with_batch_axis
     from onnxfold.passes import CanonicalizePass, FoldPass, RepairPass
     from onnxfold.passes.search import parse_levels, prepared
     from onnxfold.pipeline.manager import PassContext
+    from onnxfold.runtime.random_values import set_input_values
     from onnxfold.runtime.session import measuring_threads
     from onnxfold.search import format_sensitivity, plot_sensitivity, sensitivity
     from onnxfold.search.blind import blind_advice, blind_reason

@@ -63,3 +63,17 @@ def prefix_mask(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     n = shape[-1]
     k = rng.integers(1, n, size=shape[:-1])
     return np.arange(n) < k[..., None]
+
+
+def set_input_values(model, values: dict[str, float] | None) -> None:
+    """``model.input_values`` from ``values`` (``--input-value``; None or {}: as they are); a one-line
+    ValueError for a name the model's inputs lack."""
+    from onnxfold.runtime.inputs import input_specs
+
+    if not values:
+        return
+    names = [s.name for s in input_specs(model)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ValueError(f"--input-value names {unknown}, not inputs of the model (its inputs: {names})")
+    model.input_values = {k: float(v) for k, v in values.items()}
