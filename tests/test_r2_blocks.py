@@ -48,3 +48,16 @@ def test_r2_of_a_large_output_holds_no_whole_float64_copy() -> None:
     assert value > 0.99
     # a few float64 blocks (a, b, a − b, its square), not whole copies of a, b and a − b: 6 × a.nbytes
     assert peak < 5 * 8 * r2_module.BLOCK_VALUES < 3 * a.nbytes, (peak, a.nbytes)
+
+
+def test_a_channel_constant_within_rounding_is_kept_where_it_stays_so() -> None:
+    """A Softmax head that answers one class on random inputs wobbles by 1e-12: validation printed
+    "max_abs 1.6e-12 cosine 1.000000 r2 0.8000" (and r2 0.0000 beside max_abs 1.1e-05). A spread within
+    rounding of the values is no spread: such a channel scores 1 if it stays constant, else 0."""
+    rng = np.random.default_rng(2)
+    a = np.full((32, 10), 0.1) + 1e-13 * rng.standard_normal((32, 10))
+    wobble = a + 1.6e-12 * rng.standard_normal(a.shape)
+    assert r2(a, wobble) == 1.0
+    moved = a.copy()
+    moved[:, 3] += 1e-3  # a real change of one constant channel
+    assert r2(a, moved) == pytest.approx(0.9)  # 9 of 10 channels kept

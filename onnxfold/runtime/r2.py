@@ -99,8 +99,12 @@ def _r2_block(ref, cand, axis, weight, spread_of, block: slice) -> tuple[np.ndar
         mean = (w * a).sum(axis=1, keepdims=True) / np.where(held, count, 1.0)[:, None]
         err = np.sum(w * (a - b) ** 2, axis=1)
         spread = np.sum(w * (a - mean) ** 2, axis=1)
-    safe = np.where(spread > 0, spread, 1.0)
-    per = np.where(spread > 0, np.clip(1.0 - err / safe, 0.0, 1.0), (err == 0).astype(np.float64))
+    # a spread within rounding of the channel's values is none: a constant channel (a Softmax head's
+    # 1e-12 wobble on random inputs read r2 0.80 beside max_abs 1.6e-12) is kept if it stays so
+    tiny = 1e-12 * np.maximum(np.sum(a * a, axis=1) if weight is None else np.sum(w * a * a, axis=1), 1e-300)
+    varies = spread > tiny
+    safe = np.where(varies, spread, 1.0)
+    per = np.where(varies, np.clip(1.0 - err / safe, 0.0, 1.0), (err <= tiny).astype(np.float64))
     return per, held
 
 
