@@ -31,7 +31,13 @@ from onnxfold.pipeline.manager import (
     passes_after,
 )
 from onnxfold.runtime.fidelity import parse_metric
-from onnxfold.search.refusals import budget_missed, check_reachable, check_task_kept, misses_text
+from onnxfold.search.refusals import (
+    budget_missed,
+    check_reachable,
+    check_samples_decide,
+    check_task_kept,
+    misses_text,
+)
 
 DEFAULT_LEVELS_TEXT = "0.1,0.2,0.3,0.5,0.7"
 DEFAULT_MAX_SPARSITY = 0.7
@@ -394,6 +400,8 @@ class SearchPass(Pass):
             raise PipelineError(budget_missed(mode, self.opts[mode], result.reduction(), result.cut_short))
         if mode != "min_fidelity" and not result.proxy and not self.opts["force"]:
             check_task_kept(mode, self.opts[mode], chosen)
+        if not self.opts["force"]:
+            check_samples_decide(result)
         measured = [c for c in result.candidates if c.measured and c.steps]
         if (
             mode == "min_fidelity"

@@ -14,6 +14,7 @@ from onnx import helper as oh
 from onnx import numpy_helper as nh
 
 import onnxfold
+from onnxfold.errors import PipelineError
 from onnxfold.report.fold_report import task_warning
 from onnxfold.runtime.exercised import narrow_span, unexercised, unexercised_by_both
 from onnxfold.runtime.fidelity import output_metrics
@@ -511,10 +512,15 @@ def test_given_samples_that_all_decide_one_way_are_warned_about_when_judged_by_d
     ref = onnxfold.runtime.session.make_session(src).run(None, x)[0]
     assert (ref.argmax(1) == 0).all()
 
-    def search(metric: str):
+    def search(metric: str):  # forced: unforced, samples that decide every output one way write nothing
         out = tmp_path / f"{metric}.onnx"
-        return onnxfold.fold(str(src), output=str(out), inputs=x, min_fidelity=0.95, metric=metric)[1].search
+        return onnxfold.fold(
+            str(src), output=str(out), inputs=x, min_fidelity=0.95, metric=metric, force=True
+        )[1].search
 
+    with pytest.raises(PipelineError, match="make every output decide one way"):
+        onnxfold.fold(str(src), output=str(tmp_path / "u.onnx"), inputs=x, min_fidelity=0.95, metric="top1")
+    assert not (tmp_path / "u.onnx").exists()
     judged = search("top1")
     assert judged.unexercised == {"scores": "measure top1 1.0000 for a model answering class 0 everywhere"}
     (line,) = [s for s in judged.summary().splitlines() if "answering" in s]
