@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 
 def shortfall(candidate: Any, target: float, advice: bool = True) -> str:
     """Why a candidate at or above ``target`` on every output still misses it: too many samples
@@ -13,7 +15,11 @@ def shortfall(candidate: Any, target: float, advice: bool = True) -> str:
     for o in candidate.outputs:
         if o.value >= target and not o.meets(target) and o.samples:
             k = round(o.value * o.samples)
-            return f"{o.name}: {k} of {o.samples} agree, and {o.samples} samples allow {o.allowed_misses(target)} misses"
+            more = _samples_allowing(o.samples - k, target)
+            return (
+                f"{o.name}: {k} of {o.samples} agree, and {o.samples} samples allow {o.allowed_misses(target)} "
+                f"misses" + (f" ({more} would allow {o.samples - k})" if more else "")
+            )
         if o.value >= target and not o.meets(target) and o.low is not None:
             return (
                 f"{o.name}: {o.metric} {o.value:.4f} rests on a few samples (on resamples of them, "
@@ -23,6 +29,18 @@ def shortfall(candidate: Any, target: float, advice: bool = True) -> str:
     if low and candidate.fidelity >= target:
         return f"on the held-out half alone {low[0].name} reaches only {low[0].value:.4f}"
     return ""
+
+
+def _samples_allowing(misses: int, target: float) -> int | None:
+    """The fewest samples whose count allows ``misses`` at ``target`` (the rule of succession: n + 1 −
+    target·(n + 2) ≥ misses); None at a target of 1 (trial 126: "31 of 32 agree, and 32 samples allow 0
+    misses" did not say that 38 would allow one)."""
+    if target >= 1:
+        return None
+    n = max(1, int(np.ceil((misses - 1 + 2 * target) / (1 - target) - 1e-9)))
+    while int(np.floor(n + 1 - target * (n + 2) + 1e-9)) < misses:
+        n += 1
+    return n
 
 
 def missed_by(candidate: Any, target: float) -> str:
