@@ -8,6 +8,7 @@ instead of trusting the figure.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -347,22 +348,40 @@ def confidence_collapsed(ref: np.ndarray, cand: np.ndarray, producer_op: str | N
     return now < COLLAPSED_SHARE * was
 
 
-def holes_note(name: str, values, samples: int | None) -> str:
+def holes_note(name: str, values, samples: int | None, random_feed: Mapping | None = None) -> str:
     """Where the original's output ``name`` holds NaN or inf on the given samples: on how many of them
     (on every sample, or a share of the values where no leading axis holds the samples), else ''.
     Such values are left out of every figure (a caustic-nmr shift model writes NaN for a missing atom;
-    chython's mapper gave NaN on samples padded into its -inf row)."""
+    chython's mapper gave NaN on samples padded into its -inf row). ``random_feed``: the data-free
+    proxy's random inputs, whose draws the model may not take: a hint at ``--input-value`` follows
+    (a terrain diffusion model takes the log of its noise level ``sigma``: drawn from N(0, 1), half the
+    proxy's samples came out NaN, and it printed fidelity 1.0000 on the rest)."""
     values = np.asarray(values)
     if values.dtype.kind != "f" or not values.size:
         return ""
     bad = ~np.isfinite(values)
     if not bad.any():
         return ""
+    hint = "" if random_feed is None else _value_hint(random_feed, samples)
     if bad.all():
-        return f"the original gives NaN or inf everywhere in {name} on these samples: its figures measure nothing"
+        return f"the original gives NaN or inf everywhere in {name} on these samples: its figures measure nothing{hint}"
     if samples and values.ndim >= 1 and values.shape[0] == samples:
         hit = int(bad.reshape(samples, -1).any(axis=1).sum())
         where = f"on {hit} of {samples} samples"
     else:
         where = f"at {bad.mean():.1%} of its values"
-    return f"the original gives NaN or inf in {name} {where}: those values are left out of every figure"
+    return f"the original gives NaN or inf in {name} {where}: those values are left out of every figure{hint}"
+
+
+def _value_hint(feed: Mapping, samples: int | None) -> str:
+    """``; random values of sigma may be …: --input-value sigma=V`` naming the float inputs that hold
+    one value a sample (a noise level, a scale, a threshold: what a model takes the log or root of)."""
+    scalars = [
+        k for k, v in feed.items() if np.asarray(v).dtype.kind == "f" and samples and np.size(v) == samples
+    ]
+    name = scalars[0] if scalars else "NAME"
+    which = ", ".join(scalars) if scalars else "an input"
+    return (
+        f"; random values of {which} may be ones the model never takes (a noise level or scale it takes "
+        f"the log or root of): --input-value {name}=V sets the value it reads, or give --inputs"
+    )

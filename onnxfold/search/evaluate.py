@@ -292,10 +292,10 @@ class Evaluator:
         #: given samples, which are the user's own, only an output judged by its decisions alone whose
         #: samples all decide one way (malvizv1's malware classifier, 32 benign files judged by top1:
         #: a fold answering "Benign" to everything measured 1.0000 at 90% fewer parameters)
-        if not self.proxy:  # the user's own samples: NaN from the original is worth a word
-            for name in self.metrics:
-                if note := holes_note(name, self.reference.get(name), self.samples):
-                    log.warning("%s", note)
+        drawn = self.feed if self.proxy else None  # random inputs: NaN gets a hint at --input-value
+        for name in self.metrics:
+            if note := holes_note(name, self.reference.get(name), self.samples, drawn):
+                log.warning("%s", note)
         from onnxfold.runtime.producers import shape_only_outputs
 
         fixed = shape_only_outputs(original)  # a frame count: no fold moves it, no sample exercises it
