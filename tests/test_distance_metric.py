@@ -70,19 +70,8 @@ def test_a_search_on_distance_writes_a_model_that_keeps_them(tmp_path: Path, cap
     samples = load_digits_split()[2][:32]
     np.save(x, samples)
     out = tmp_path / "o.onnx"
-    argv = [
-        "fold",
-        str(LENET),
-        "-o",
-        str(out),
-        "--metric",
-        "distance",
-        "--min-fidelity",
-        "0.97",
-        "--inputs",
-        str(x),
-    ]
-    assert main(argv) == 0
+    asked = "--metric distance --min-fidelity 0.97 --inputs".split()
+    assert main(["fold", str(LENET), "-o", str(out), *asked, str(x)]) == 0
     text = capsys.readouterr().out
     assert "distance" in text.split("fidelity per output:")[1].splitlines()[0], text
 

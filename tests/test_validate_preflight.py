@@ -87,10 +87,15 @@ def _padded_convs(path: Path) -> Path:
         oh.make_node("Relu", ["c"], ["r"]),
         oh.make_node("Conv", ["r", "w2"], ["y"]),
     ]
+    return _saved(path, nodes, inits, ["batch", 4, "rows", "cols"])
+
+
+def _saved(path: Path, nodes: list, inits: list, dims: list) -> Path:
+    """``nodes`` from input x (``dims``) to output y, with ``inits``, saved at ``path`` (opset 17)."""
     graph = oh.make_graph(
         nodes,
         "g",
-        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4, "rows", "cols"])],
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
         [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         inits,
     )
@@ -125,14 +130,6 @@ def test_named_image_sides_that_do_not_run_at_224_are_retried(tmp_path: Path, ca
         oh.make_node("Add", ["up", "b"], ["s"]),
         oh.make_node("Conv", ["s", "w"], ["y"]),
     ]
-    graph = oh.make_graph(
-        nodes,
-        "g",
-        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
-        [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        inits,
-    )
-    src = tmp_path / "fpn.onnx"
-    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), src)
+    src = _saved(tmp_path / "fpn.onnx", nodes, inits, ["batch", 3, "height", "width"])
     assert main(["fold", str(src), "-o", str(tmp_path / "out.onnx"), "-s", "0"]) == 0
     assert "validate: symbolic input dims set to 64: the model does not run with 16" in capfd.readouterr().out
