@@ -83,3 +83,13 @@ def test_a_search_on_distance_writes_a_model_that_keeps_them(tmp_path: Path, cap
     ref, got = logits(LENET), logits(out)
     kept = 1 - np.linalg.norm(_pairwise(got) - _pairwise(ref)) / np.linalg.norm(_pairwise(ref))
     assert kept >= 0.97, kept
+
+
+def test_one_value_a_sample_is_judged_by_r2_as_a_count_would_be() -> None:
+    """A [B, 1] output holds no vectors to measure distances between: --metric distance stopped the
+    search with "pass 'search' failed: ValueError"; it takes r2 there, as top1 does."""
+    from onnxfold.runtime.fidelity import output_metrics
+
+    reference = {"y": np.ones((8, 1), np.float32), "e": np.ones((8, 16), np.float32)}
+    assert output_metrics(reference, "distance") == {"y": "r2", "e": "distance"}
+    assert output_metrics(reference, "auto,y=distance")["y"] == "r2"

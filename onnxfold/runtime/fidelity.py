@@ -372,10 +372,11 @@ def output_metrics(
                 chosen = "sequence"  # a recogniser's character ids, read as lines
         elif metric == "auto" and chosen == "top1" and np.shape(ref) in per_position:
             chosen = "r2"  # a value per position beside labels per position (a character's confidence)
-        elif metric_base(chosen) in (*COUNTS_OF_CLASSES, "expect") and (
+        elif metric_base(chosen) in (*COUNTS_OF_CLASSES, "expect", "distance") and (
             np.ndim(ref) < 2 or np.shape(ref)[-1] < 2
         ):
-            # no class axis beside the samples: a [B] output's argmax is one sample's position
+            # no class axis beside the samples: a [B] output's argmax is one sample's position (and
+            # one value a sample is no vector to measure distances between)
             chosen = "r2"
         elif metric == "auto" and chosen in ("top1", "sequence") and one_class(ref):
             chosen = "r2"
@@ -406,7 +407,7 @@ def output_metrics(
             )
             out[name] = automatic[name]
         elif (
-            metric_base(chosen) in (*COUNTS_OF_CLASSES, "expect")
+            metric_base(chosen) in (*COUNTS_OF_CLASSES, "expect", "distance")
             and not is_labels(reference[name])
             and (np.ndim(reference[name]) < 2 or np.shape(reference[name])[-1] < 2)
         ):
