@@ -133,3 +133,25 @@ def test_named_image_sides_that_do_not_run_at_224_are_retried(tmp_path: Path, ca
     src = _saved(tmp_path / "fpn.onnx", nodes, inits, ["batch", 3, "height", "width"])
     assert main(["fold", str(src), "-o", str(tmp_path / "out.onnx"), "-s", "0"]) == 0
     assert "validate: symbolic input dims set to 64: the model does not run with 16" in capfd.readouterr().out
+
+
+def test_token_ids_are_not_tried_at_signal_lengths(tmp_path: Path, capfd) -> None:
+    """4096 and 16000 are a raw signal's lengths: token ids that far would run a transformer's
+    attention over 16000 tokens before the one-line error."""
+    nodes = [
+        oh.make_node("Cast", ["x"], ["f"], to=TensorProto.FLOAT),
+        oh.make_node("Reshape", ["f", "target"], ["y"]),
+    ]
+    inits = [nh.from_array(np.array([1, 999], np.int64), "target")]  # 2·s = 999 for no s
+    graph = oh.make_graph(
+        nodes,
+        "g",
+        [oh.make_tensor_value_info("x", TensorProto.INT64, ["batch", "sequence"])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
+    src = tmp_path / "ids.onnx"
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), src)
+    assert main(["fold", str(src), "-o", str(tmp_path / "out.onnx")]) == 2
+    err = capfd.readouterr().err
+    assert "nor did its free dims at 64, 256, 1024 (" in err, err

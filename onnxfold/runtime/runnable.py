@@ -21,6 +21,9 @@ FALLBACK_DIMS = (16, 64, 256, 1024, 4096, 16000)
 FALLBACK_BATCHES = (1, 4, 8)
 #: a size is not tried where an input would hold more elements than this (two free dims at 16000)
 MOST_ELEMENTS = 1 << 24
+#: sizes above this are tried only where every input with a free dim holds floats (a signal): token
+#: ids at 4096 or 16000 would run a transformer's attention over that many tokens
+SIGNAL_ONLY_ABOVE = 1024
 
 
 def elements_bound(session: Any, shapes: Mapping[str, Sequence[int]] | None, batch: int, dim: int) -> int:
@@ -50,7 +53,8 @@ def runnable_dims(
     start: int = FALLBACK_DIMS[0],
 ) -> tuple[int, dict[str, np.ndarray], list[np.ndarray], int]:
     """The first size, ``start`` then the larger ones of :data:`FALLBACK_DIMS` (those that keep every
-    input within :data:`MOST_ELEMENTS`), for symbolic non-batch dims on which ``session`` runs, with
+    input within :data:`MOST_ELEMENTS`; above :data:`SIGNAL_ONLY_ABOVE` only for float inputs), for
+    symbolic non-batch dims on which ``session`` runs, with
     the random feed and the outputs; when none runs at ``batch``, the first of
     :data:`FALLBACK_BATCHES` that runs at ``start`` (returned last). Raises a one-line RuntimeError
     naming the inputs first tried, the other sizes tried, and the shape hint, when none runs."""
@@ -58,8 +62,17 @@ def runnable_dims(
 
     first: Exception | None = None
     outputs = [o.name for o in session.get_outputs()]
+    signal = all(
+        spec.dtype is not None and spec.dtype.kind == "f"
+        for spec in input_specs(session)
+        if any(free_dim(d) for d in (spec.shape or ())[1:])
+    )
     larger = [
-        d for d in FALLBACK_DIMS if d > start and elements_bound(session, shapes, batch, d) <= MOST_ELEMENTS
+        d
+        for d in FALLBACK_DIMS
+        if d > start
+        and (signal or d <= SIGNAL_ONLY_ABOVE)
+        and elements_bound(session, shapes, batch, d) <= MOST_ELEMENTS
     ]
     tries = [(dim, batch) for dim in (start, *larger)]
     tries += [(start, b) for b in FALLBACK_BATCHES if b != batch]
