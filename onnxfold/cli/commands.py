@@ -31,7 +31,7 @@ def _external(choice: str) -> bool | None:
 
 def _finish(report, args: argparse.Namespace) -> int:
     """Print and write the report; :data:`EXIT_UNCHANGED` where ``--fail-if-unchanged`` asks and the
-    written model removes neither parameters nor MACs, else 0."""
+    written model removes no parameters, MACs or weight bytes, else 0."""
     print(report.format())
     if args.report:
         report.write_json(args.report)
@@ -39,6 +39,7 @@ def _finish(report, args: argparse.Namespace) -> int:
     print(f"wrote {args.output}")
     before, after = report.before, report.after
     removed = after.params < before.params or (after.macs or 0) < (before.macs or 0)
+    removed = removed or after.weight_bytes < before.weight_bytes  # a quantized copy: smaller, as many
     if getattr(args, "fail_if_unchanged", False) and not removed:
         print(f"nothing removed: exit status {EXIT_UNCHANGED} (--fail-if-unchanged)")
         return EXIT_UNCHANGED

@@ -238,7 +238,7 @@ def _io_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--fail-if-unchanged",
         action="store_true",
-        help=f"exit with status {EXIT_UNCHANGED} when the model written removes neither parameters nor MACs "
+        help=f"exit with status {EXIT_UNCHANGED} when the model written removes no parameters, MACs or weight bytes "
         "(it is still written): a script can tell a fold that gained nothing from one that did",
     )
 
