@@ -873,3 +873,15 @@ def test_the_rounding_line_says_a_narrow_group_keeps_its_count_in_each_convoluti
         f"within each convolution group ({e})" in line
         for e in ("10 -> 8: 4 of 5 in each of 2", "6 -> 4: 2 of 3 in each of 2")
     ), line
+
+
+def test_a_share_that_rounds_to_nothing_is_shown_to_one_significant_digit() -> None:
+    """A fold of 173 of a denoiser's 466K parameters read "parameter sparsity 0.0%" beside its r2
+    warning, and a note read "its far end: 0.0% fewer parameters, measured 0.4936"."""
+    from onnxfold.report.table import percent
+    from onnxfold.search.bisect import beside_gain
+
+    assert percent(173 / 466_373) == "0.04%"
+    assert percent(0.0) == "0.0%" and percent(0.123) == "12.3%" and percent(-0.0001) == "-0.01%"
+    assert beside_gain(173 / 466_373, 0.02) == "0.04%"
+    assert beside_gain(0.0198, 0.02) == "1.98%"  # beside the gain it falls short of

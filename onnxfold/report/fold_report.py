@@ -27,7 +27,7 @@ from onnxfold.report.comparison import (
 )
 from onnxfold.report.names import shortened
 from onnxfold.report.stats import ModelStats, format_table, model_stats, op_counts, weight_counts
-from onnxfold.report.table import count_change
+from onnxfold.report.table import count_change, percent
 from onnxfold.report.target_notes import below_target, count_target, image_target
 from onnxfold.runtime.compare import TASK_WARNING_BELOW
 
@@ -218,7 +218,7 @@ class FoldReport:
                 f"\ngroups: {len(folded)} folded, {sum(p.status == 'blocked' for p in self.plans)} blocked, "
                 f"{sum(p.status == 'ignored' for p in self.plans)} ignored, "
                 f"{sum(p.status == 'unchanged' for p in self.plans)} unchanged; "
-                f"foldable channels {n_before} -> {n_after}; parameter sparsity {self.param_sparsity:.1%}"
+                f"foldable channels {n_before} -> {n_after}; parameter sparsity {percent(self.param_sparsity)}"
                 + (f" ({once:.1%} weights held twice, stored once)" if once >= 0.001 else "")
             )
             if self.round_to is not None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from onnxfold.report.table import percent
 from onnxfold.search.allocate import AllocationPath
 from onnxfold.search.time_limit import PacedLimit, TimeLimit
 
@@ -87,7 +88,7 @@ def beside_gain(share: float, gain: float) -> str:
     """``share`` as a percentage read beside ``--min-gain`` ``gain``: to two decimals where one would
     show it equal to the gain it falls short of or passes ("a candidate short of --min-gain 0.02, 2.0%
     fewer parameters" was 1.98%)."""
-    shown = f"{share:.1%}"
+    shown = percent(share)
     return f"{share:.2%}" if shown == f"{gain:.1%}" and share != gain else shown
 
 
@@ -149,7 +150,7 @@ class GainFloor:
         got = f"{beside_gain(shown, self.min_gain)} fewer parameters"
         if f"{shown:.1%}" != f"{first.reduction:.1%}":  # the share the gain is weighed by first: "short
             # of --min-gain 0.02, 2.2% fewer parameters, 1.99% by folding" read as a contradiction
-            got = f"{beside_gain(first.reduction, self.min_gain)} of the parameters by folding ({shown:.1%} fewer than the model given)"
+            got = f"{beside_gain(first.reduction, self.min_gain)} of the parameters by folding ({percent(shown)} fewer than the model given)"
         gain = f"--min-gain {self.min_gain:g}"
         # the fidelity against the target it missed: USE's note read "already measured 0.0229", which a
         # user took for a gain

@@ -42,6 +42,7 @@ from onnxfold.ir.model import Model
 from onnxfold.report.counted import counted_stats
 from onnxfold.report.fold_report import stats_of
 from onnxfold.report.progress import progress_bar
+from onnxfold.report.table import percent
 from onnxfold.runtime.fidelity import OutputFidelity
 from onnxfold.search.allocate import fixed_groups, greedy_path
 from onnxfold.search.bisect import GainFloor, below_gain, bisect_candidate
@@ -200,7 +201,7 @@ class SearchResult:
         missed = f" ({'it' if measured == 1 else 'they'} missed)" if measured else ""  # "1 measured" alone
         lines = [
             f"search ({self.mode} {self.target:g}): {shown} at "
-            f"{params:.1%} fewer parameters ({macs:.1%} fewer MACs{once_text}); "
+            f"{percent(params)} fewer parameters ({percent(macs)} fewer MACs{once_text}); "
             f"{measured} candidate{'' if measured == 1 else 's'} measured, {self.seconds:.1f} s in all"
             + (f"{missed}, the unchanged model taken unmeasured" if measured < len(self.candidates) else ""),
             "fidelity per output: " + per_outputs(self.chosen.outputs)
