@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from onnxfold.cli.checks import ANNOUNCE_CHECK_BYTES, check_paths, check_targets
+from onnxfold.cli.checks import ANNOUNCE_CHECK_BYTES, check_paths, check_targets, weightless
 from onnxfold.cli.parser import (
     DELEGATED_BENCHES,
     EXIT_INTERNAL,
@@ -46,12 +46,32 @@ def _finish(report, args: argparse.Namespace) -> int:
     return 0
 
 
+def _as_given(args: argparse.Namespace, why: str) -> int:
+    """Write the input unchanged (a temporary copy renamed into place) where nothing can fold: ``why``."""
+    import os
+    import shutil
+
+    src, out = Path(args.model), Path(args.output)
+    if out.resolve() != src.resolve():
+        tmp = out.with_name(f".{out.name}.onnxfold-tmp")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, out)
+    print(f"nothing folded: {why}; wrote {out}, the model as given")
+    if args.report:
+        Path(args.report).write_text(
+            json.dumps({"model": str(src), "output": str(out), "nothing_folded": why})
+        )
+    return EXIT_UNCHANGED if getattr(args, "fail_if_unchanged", False) else 0
+
+
 def cmd_fold(args: argparse.Namespace) -> int:
     from onnxfold.api import fold
 
     check_paths(args)
     check_targets(args)
-    shapes, inputs = read_inputs(args)
+    shapes, inputs = read_inputs(args)  # bad samples fail first, whatever the model holds
+    if why := weightless(args.model):  # before the graph is built: a tree ensemble's attributes took 16 GB
+        return _as_given(args, why)
     if args.calibration and not Path(args.calibration).exists():
         raise CliError(f"calibration data {args.calibration}: no such file or folder")
     _announce_search(args, inputs is not None)
@@ -252,6 +272,9 @@ def cmd_analyze(args: argparse.Namespace) -> None:
     from onnxfold.api import analyze_share, format_groups
     from onnxfold.report.stats import human_count
 
+    if why := weightless(args.model):  # before the graph is built (a tree ensemble: 14 GB for nothing)
+        print("[]" if args.json else f"0 channel groups: {why}")
+        return
     if args.sensitivity:
         cmd_sensitivity(args)
         return
