@@ -84,3 +84,27 @@ def test_a_weight_anywhere_is_something_to_fold(tmp_path: Path) -> None:
     onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), path)
     assert weightless(path).startswith("the model stores no weight tensor")
     assert weightless(tmp_path / "missing.onnx") == ""  # its own load says what is wrong
+
+
+def test_graphsurgeons_warnings_stay_off_stderr(tmp_path: Path, capfd) -> None:
+    """A ZipMap's sequence of maps made onnx-graphsurgeon print "[W] Could not convert: UNDEFINED to a
+    corresponding NumPy type" and "[W] colored module is not installed" on every command (trial 129)."""
+    from onnxfold.ir.model import load_model
+
+    seq = onnx.TypeProto()
+    seq.sequence_type.elem_type.map_type.key_type = TensorProto.INT64
+    seq.sequence_type.elem_type.map_type.value_type.tensor_type.elem_type = TensorProto.FLOAT
+    graph = oh.make_graph(
+        [oh.make_node("ZipMap", ["x"], ["probs"], domain="ai.onnx.ml", classlabels_int64s=[0, 1])],
+        "zip",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+        [oh.make_value_info("probs", seq)],
+    )
+    path = tmp_path / "zip.onnx"
+    onnx.save(
+        oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17), oh.make_opsetid("ai.onnx.ml", 3)]), path
+    )
+    capfd.readouterr()
+    load_model(path).to_onnx()
+    captured = capfd.readouterr()
+    assert "[W]" not in captured.err + captured.out, captured

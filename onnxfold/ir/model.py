@@ -23,6 +23,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import TensorProto, helper, numpy_helper
 from onnx_graphsurgeon.ir.tensor import LazyValues
+from onnx_graphsurgeon.logger import G_LOGGER
 
 from onnxfold.errors import one_line
 from onnxfold.ir.constant_fold import Computed, infer_value_info, restore_computations
@@ -42,6 +43,12 @@ from onnxfold.ir.proto_graph import walk_graphs
 from onnxfold.ir.recorded import as_recorded
 from onnxfold.ir.save import save_model
 from onnxfold.ir.spill import SpillStore, set_values, spilling
+
+# onnx-graphsurgeon's own warnings ("[W] Could not convert: UNDEFINED to a corresponding NumPy type"
+# for a ZipMap's sequence of maps, then "[W] colored module is not installed") reached every user's
+# stderr and read as faults (trial 129); its errors still show
+G_LOGGER.severity = G_LOGGER.ERROR
+G_LOGGER.colors = False
 
 __all__ = [
     "EXTERNAL_MIN_TENSOR_BYTES",
