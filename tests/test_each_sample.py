@@ -37,3 +37,4 @@ def test_only_image_like_outputs_get_it() -> None:
     maps = rng.standard_normal((8, 16, 4, 4))
     assert each_sample(maps, maps + 0.1, 8) is None  # 16 channels: class maps or features
     assert each_sample(maps[:1, :1], maps[:1, :1], 1) is None  # one sample: the pooled figure is it
+    assert each_sample(np.float32(1.0), np.float32(0.9), 32) is None  # a scalar output (it raised)

@@ -459,7 +459,7 @@ def each_sample(ref: np.ndarray, cand: np.ndarray, samples: int | None) -> tuple
     lowest 0.658), and its users judge each terrain alone."""
     ref, cand = np.asarray(ref), np.asarray(cand)
     image = ref.ndim == 3 or (ref.ndim == 4 and ref.shape[1] <= IMAGE_CHANNELS)
-    if not samples or samples < 2 or ref.shape[0] != samples or not image or ref.dtype.kind != "f":
+    if not image or not samples or samples < 2 or ref.shape[0] != samples or ref.dtype.kind != "f":
         return None
     if ref.ndim == 3:  # one channel: [N, 1, H, W], not r2's min over two axes of a rank-3 output
         ref, cand = ref[:, None], cand[:, None]
