@@ -26,12 +26,12 @@ MOST_ELEMENTS = 1 << 24
 SIGNAL_ONLY_ABOVE = 1024
 
 
-def elements_bound(session: Any, shapes: Mapping[str, Sequence[int]] | None, batch: int, dim: int) -> int:
+def elements_bound(specs: Sequence, shapes: Mapping[str, Sequence[int]] | None, batch: int, dim: int) -> int:
     """An upper bound on the elements of the largest random input at free dims ``dim``: a given
     shape's own, else fixed dims as declared, the leading free one ``batch``, any other free one the
     larger of ``dim`` and an image side (:data:`~onnxfold.runtime.image_dims.SPATIAL_DIM`)."""
     largest = 0
-    for spec in input_specs(session):
+    for spec in specs:  # the session's inputs (input_specs)
         if shapes and spec.name in shapes:
             count = int(np.prod(shapes[spec.name], dtype=np.int64))
         else:
@@ -62,9 +62,10 @@ def runnable_dims(
 
     first: Exception | None = None
     outputs = [o.name for o in session.get_outputs()]
+    specs = input_specs(session)
     signal = all(
         spec.dtype is not None and spec.dtype.kind == "f"
-        for spec in input_specs(session)
+        for spec in specs
         if any(free_dim(d) for d in (spec.shape or ())[1:])
     )
     larger = [
@@ -72,7 +73,7 @@ def runnable_dims(
         for d in FALLBACK_DIMS
         if d > start
         and (signal or d <= SIGNAL_ONLY_ABOVE)
-        and elements_bound(session, shapes, batch, d) <= MOST_ELEMENTS
+        and elements_bound(specs, shapes, batch, d) <= MOST_ELEMENTS
     ]
     tries = [(dim, batch) for dim in (start, *larger)]
     tries += [(start, b) for b in FALLBACK_BATCHES if b != batch]

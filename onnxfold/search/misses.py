@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ def shortfall(candidate: Any, target: float, advice: bool = True) -> str:
     for o in candidate.outputs:
         if o.value >= target and not o.meets(target) and o.samples:
             k = round(o.value * o.samples)
-            more = _samples_allowing(o.samples - k, target)
+            more = _samples_allowing(o, o.samples - k, target)
             return (
                 f"{o.name}: {k} of {o.samples} agree, and {o.samples} samples allow {o.allowed_misses(target)} "
                 f"misses" + (f" ({more} would allow {o.samples - k})" if more else "")
@@ -31,14 +32,15 @@ def shortfall(candidate: Any, target: float, advice: bool = True) -> str:
     return ""
 
 
-def _samples_allowing(misses: int, target: float) -> int | None:
-    """The fewest samples whose count allows ``misses`` at ``target`` (the rule of succession: n + 1 −
-    target·(n + 2) ≥ misses); None at a target of 1 (trial 126: "31 of 32 agree, and 32 samples allow 0
-    misses" did not say that 38 would allow one)."""
+def _samples_allowing(output: Any, misses: int, target: float) -> int | None:
+    """The fewest samples whose count of ``output`` allows ``misses`` at ``target``
+    (:meth:`~onnxfold.runtime.fidelity.OutputFidelity.allowed_misses`, which grow by about 1 − target a
+    sample, from the closed form's estimate); None at a target of 1 (trial 126: "31 of 32 agree, and 32
+    samples allow 0 misses" did not say that 38 would allow one)."""
     if target >= 1:
         return None
     n = max(1, int(np.ceil((misses - 1 + 2 * target) / (1 - target) - 1e-9)))
-    while int(np.floor(n + 1 - target * (n + 2) + 1e-9)) < misses:
+    while replace(output, samples=n).allowed_misses(target) < misses:
         n += 1
     return n
 
