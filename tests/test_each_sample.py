@@ -38,3 +38,26 @@ def test_only_image_like_outputs_get_it() -> None:
     assert each_sample(maps, maps + 0.1, 8) is None  # 16 channels: class maps or features
     assert each_sample(maps[:1, :1], maps[:1, :1], 1) is None  # one sample: the pooled figure is it
     assert each_sample(np.float32(1.0), np.float32(0.9), 32) is None  # a scalar output (it raised)
+
+
+def test_a_target_is_met_on_each_sample_alone_too() -> None:
+    """The gate: pooled r2 above the target no longer passes an image-like output whose samples alone
+    average below it, and the miss says which figure fell short."""
+    from onnxfold.search.misses import shortfall
+
+    rng = np.random.default_rng(2)
+    ref = rng.standard_normal((6, 1, 8, 8)) + 10 * np.arange(6)[:, None, None, None]
+    cand = ref + 0.5 * rng.standard_normal(ref.shape)
+    _, (out,) = model_fidelity({"h": ref}, {"h": cand}, {"h": "r2"}, samples=6)
+    assert out.value >= 0.99 and out.each[0] < 0.9
+    assert not out.meets(0.95)
+    assert out.meets(min(out.each[0], out.value) - 1e-9)
+
+    class Candidate:  # what shortfall reads of a search's candidate
+        outputs, unseen, fidelity = [out], [], out.value
+
+    why = shortfall(Candidate(), 0.95)
+    assert f"{out.value:.4f} pooled" in why and f"{out.each[0]:.4f} on each sample alone" in why
+    close = ref + 0.05 * rng.standard_normal(ref.shape)  # a fold that keeps each sample: it passes
+    _, (kept,) = model_fidelity({"h": ref}, {"h": close}, {"h": "r2"}, samples=6)
+    assert kept.each[0] > 0.99 and kept.meets(0.99)

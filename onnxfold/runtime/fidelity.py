@@ -161,8 +161,12 @@ class OutputFidelity:
         search's pick of the largest of many candidates that pass on few samples: with 32 samples
         and target 0.95 a pick at 31 of 32 kept 0.84–0.88 of new inputs on three recognisers and
         classifiers; 64 samples allow 2 misses, 1,000 allow 49 (k/n ≥ 0.95 alone: 3 and 50). A
-        continuous metric must also meet it at its bootstrap lower value (:mod:`onnxfold.runtime.resample`)."""
+        continuous metric must also meet it at its bootstrap lower value (:mod:`onnxfold.runtime.resample`),
+        and an image-like output's r2 on each sample alone (:func:`each_sample`) on average: pooled over
+        32 terrains a generator's r2 read 0.9805 where each alone averaged 0.921 (a judge: 0.761)."""
         if self.value < target or (self.low is not None and self.low < target):
+            return False
+        if self.each is not None and self.each[0] < target:
             return False
         if not self.samples:
             return True

@@ -21,6 +21,11 @@ def shortfall(candidate: Any, target: float, advice: bool = True) -> str:
                 f"{o.name}: {k} of {o.samples} agree, and {o.samples} samples allow {o.allowed_misses(target)} "
                 f"misses" + (f" ({more} would allow {o.samples - k})" if more else "")
             )
+        if o.value >= target and o.each is not None and o.each[0] < target:
+            return (
+                f"{o.name}: {o.metric} {o.value:.4f} pooled over the samples, {o.each[0]:.4f} on each sample "
+                "alone (mean)"
+            )
         if o.value >= target and not o.meets(target) and o.low is not None:
             return (
                 f"{o.name}: {o.metric} {o.value:.4f} rests on a few samples (on resamples of them, "
