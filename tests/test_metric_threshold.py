@@ -14,6 +14,7 @@ from harness import Net, rnd
 import onnxfold
 from onnxfold.runtime.fidelity import counted, fidelity_value, output_metrics
 from onnxfold.runtime.metric_spec import (
+    binary_threshold,
     class_decisions,
     class_threshold,
     decisions,
@@ -33,11 +34,15 @@ def test_a_decision_below_the_threshold_is_no_decision() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["top1@0", "top1@1", "top1@x", "top1@", "r2@0.5", "class@0.5", "classx@0.5", "class1@1"]
+    "bad",
+    [
+        *("top1@0", "top1@1", "top1@x", "top1@", "r2@0.5", "class@0.5", "classx@0.5", "class1@1"),
+        *("binary@1", "binary@", "auto+r2", "binary@0.1+bogus", "r2+", "none+r2"),
+    ],
 )
 def test_a_threshold_outside_0_and_1_is_refused(bad: str) -> None:
-    assert thresholded(bad) is None and class_threshold(bad) is None
-    with pytest.raises(ValueError, match=r"or top1@T or classK@T, T in \(0, 1\)"):
+    assert thresholded(bad) is None and class_threshold(bad) is None and binary_threshold(bad) is None
+    with pytest.raises(ValueError, match=r"or top1@T, classK@T or binary@T, T in \(0, 1\)"):
         parse_metric(bad)
     assert parse_metric("top1@0.9,box=r2") == ("top1@0.9", {"box": "r2"})
 
@@ -107,4 +112,46 @@ def test_a_search_on_one_class_s_decision_keeps_it_on_every_fitting_sample(tmp_p
     b = ort.InferenceSession(str(out)).run(None, {"x": x})[0]
     assert 0.05 < (a[..., 0] >= 0.3).mean() < 0.95  # decisions both ways
     assert ((a[..., 0] >= 0.3) == (b[..., 0] >= 0.3)).mean() >= 0.95  # computed here, not by the tool
+    assert report.param_sparsity > 0
+
+
+def test_a_score_cut_elsewhere_than_half_is_read_at_its_cuts() -> None:
+    """``binary@T``: an ECG quality model's package cuts its Sigmoid score at 0.1 and 0.625; binary at
+    0.5 counted 32 of 32 for a fold that kept 93.8% of the package's three classes."""
+    ref = np.array([[0.05], [0.3], [0.7], [0.95]])
+    cand = np.array([[0.12], [0.3], [0.6], [0.95]])
+    assert fidelity_value("binary", ref, cand, 4) == 1.0  # nothing crosses 0.5
+    assert fidelity_value("binary@0.1", ref, cand, 4) == 0.75  # the first crosses 0.1
+    assert fidelity_value("binary@0.625", ref, cand, 4) == 0.75  # the third crosses 0.625
+    assert fidelity_value("binary@0.1+binary@0.625", ref, cand, 4) == 0.75
+    assert fidelity_value("binary@0.2+binary@0.8", ref, cand, 4) == 1.0
+    assert counted("binary@0.1", ref, 4) == 4  # samples counted, as binary counts them
+    assert binary_threshold("binary@0.625") == 0.625
+    assert parse_metric("binary@0.1+binary@0.625+r2,aux=none") == (
+        "binary@0.1+binary@0.625+r2",
+        {"aux": "none"},
+    )
+
+
+def test_a_search_at_two_cuts_keeps_both_decisions_on_every_fitting_sample(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    w1 = rnd(rng, 6, 16)
+    w1[:, 8:] = w1[:, :8]  # a twin: half of the hidden channels fold exactly
+    net = Net({"w1": w1, "w2": rnd(rng, 16, 1) * 2})
+    h = net("Relu", net("MatMul", net.input("x", ["N", 6]), "w1"))
+    src = tmp_path / "m.onnx"
+    onnx.save(net.model(net("Sigmoid", net("MatMul", h, "w2"))), src)
+    x = rng.standard_normal((48, 6)).astype(np.float32)
+    out = tmp_path / "o.onnx"
+    metric = "binary@0.6+binary@0.9"
+    _, report = onnxfold.fold(str(src), output=str(out), inputs={"x": x}, metric=metric, round_to=1)
+    assert [o.metric for o in report.search.chosen.outputs] == ["binary@0.6", "binary@0.9"]
+    assert all(o.samples == 48 for o in report.search.chosen.outputs)
+    import onnxruntime as ort
+
+    a = ort.InferenceSession(str(src)).run(None, {"x": x})[0]
+    b = ort.InferenceSession(str(out)).run(None, {"x": x})[0]
+    for cut in (0.6, 0.9):  # computed here, not by the tool
+        assert 0.1 < (a > cut).mean() < 0.9
+        assert ((a > cut) == (b > cut)).mean() >= 0.95
     assert report.param_sparsity > 0
