@@ -16,7 +16,13 @@ from onnx import numpy_helper as nh
 import onnxfold
 from onnxfold.errors import PipelineError
 from onnxfold.report.fold_report import task_warning
-from onnxfold.runtime.exercised import narrow_span, unexercised, unexercised_by_both
+from onnxfold.runtime.exercised import (
+    distinct_digits,
+    narrow_span,
+    pre_activation_shift,
+    unexercised,
+    unexercised_by_both,
+)
 from onnxfold.runtime.fidelity import output_metrics
 
 
@@ -670,3 +676,28 @@ def test_an_output_of_the_inputs_shapes_alone_is_not_a_decision_made_one_way() -
     evaluator = Evaluator(model, {"x": rng.standard_normal((32, 8)).astype(np.float32)})
     assert (evaluator.reference["frames"] == 8).all()
     assert "frames" not in evaluator.unexercised and "label" in evaluator.metrics
+
+
+def test_a_saturated_sigmoid_whose_input_the_fold_moved_far_is_not_excused() -> None:
+    """An ECG quality model's Sigmoid stayed within 5e-5 of 1 on noise: a fold at 48.9% moved its
+    input from 13.6 to 3.8 (0.99 or so: still in the narrow band) and kept 67% of real decisions."""
+    rng = np.random.default_rng(4)
+    z = rng.uniform(12.0, 14.0, (32, 1))  # within 6.2e-6 of 1: float32 still tells them apart
+    ref = (1 / (1 + np.exp(-z))).astype(np.float32)
+    for shift, excused in ((0.05, True), (1.5, True), (9.0, False)):
+        cand = (1 / (1 + np.exp(-(z - shift)))).astype(np.float32)
+        assert narrow_span(np.concatenate([ref, cand]), "Sigmoid") is not None  # both in the band
+        assert pre_activation_shift(ref, cand, "Sigmoid") == pytest.approx(shift, rel=0.1)
+        assert (unexercised_by_both("quality", ref, cand, "Sigmoid", samples=32) is not None) == excused
+    y = np.tanh(z / 4).astype(np.float32)  # Tanh alike: y = tanh(z)
+    assert pre_activation_shift(y, np.tanh(z / 4 - 3).astype(np.float32), "Tanh") == pytest.approx(3, rel=0.1)
+    assert pre_activation_shift(ref, ref, "Relu") is None
+
+
+def test_a_narrow_span_is_printed_to_the_digits_that_tell_its_ends_apart() -> None:
+    assert distinct_digits(0.9999548, 0.9999999) == ("0.99995", "1")  # "between 1 and 1" before
+    assert distinct_digits(0.0, 0.00262) == ("0", "0.00262")
+    assert distinct_digits(0.5, 0.5) == ("0.5", "0.5")
+    z = np.full((8, 1), 12.0) + np.linspace(0, 3, 8)[:, None]
+    why = unexercised("quality", (1 / (1 + np.exp(-z))).astype(np.float32), "Sigmoid", samples=8)
+    assert why.startswith("moved this Sigmoid output only between 0.99999") and " and 1 of its" in why
