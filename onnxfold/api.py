@@ -42,6 +42,7 @@ from onnxfold.report.group_table import format_groups
 from onnxfold.report.timing import collecting, rounded, step
 from onnxfold.runtime.inputs import default_shapes
 from onnxfold.runtime.random_values import set_input_values
+from onnxfold.runtime.runnable import shapes_that_run
 
 log = logging.getLogger(__name__)
 #: above this many MACs a random sample at guessed sizes, the user is told early that measuring is slow
@@ -139,6 +140,10 @@ def _run_pipeline(
     defaulted = {} if given or view else default_shapes(model)  # where random inputs run
     given = given or defaulted
     before = stats_of(model, source_size(model), given, batched=not view)
+    if defaulted and inputs is None and (before.macs or 0) > GUESSED_HEAVY_MACS:
+        if (runs := shapes_that_run(model, seed)) != defaulted:  # not at the guess: where it runs
+            defaulted = given = runs
+            before = stats_of(model, source_size(model), given, batched=not view)
     if defaulted and inputs is None and (before.macs or 0) > GUESSED_HEAVY_MACS:
         log.warning(
             "the inputs' free dims are guessed (%s): %.1f GMACs a random sample, so what is measured on "

@@ -823,6 +823,29 @@ def test_heavy_guessed_sizes_are_said_before_anything_is_measured(tmp_path: Path
     assert "guessed" not in " ".join(r.getMessage() for r in caplog.records)
 
 
+def test_a_guessed_size_the_model_does_not_run_at_is_not_the_one_warned_about(tmp_path: Path, caplog) -> None:
+    """PaddleOCR's English recogniser ``x [N, 3, ?, ?]`` was warned about at 224×224 (2.2 GMACs), where
+    it does not run, while the proxy, validation and the MACs table used 64×64 (177M MACs)."""
+    import onnx
+    from harness import Net, rnd
+
+    rng = np.random.default_rng(0)
+    bias = rnd(rng, 1, 64, 64, 64)  # broadcasts at 64×64 alone
+    net = Net({"w1": rnd(rng, 64, 64, 3, 3), "w2": rnd(rng, 64, 64, 3, 3), "b": bias})
+    x = net.input("x", ["N", 64, "height", "width"])
+    h = net("Conv", net("Relu", net("Conv", x, "w1", pads=[1] * 4)), "w2", pads=[1] * 4)  # 3.7 GMACs at 224
+    path = tmp_path / "line.onnx"
+    onnx.save(net.model(net("Add", h, "b")), str(path))
+    argv = ["fold", str(path), "-o", str(tmp_path / "o.onnx"), "-s", "0", "--no-validate"]
+    with caplog.at_level(logging.WARNING):
+        assert main(argv) == 0
+    assert "guessed" not in " ".join(r.getMessage() for r in caplog.records)  # 0.3 GMACs at 64×64
+    from onnxfold.api import as_model
+    from onnxfold.runtime.runnable import shapes_that_run
+
+    assert shapes_that_run(as_model(str(path))) == {"x": (1, 64, 64, 64)}
+
+
 def test_two_inputs_of_differing_lengths_are_named_where_the_samples_do_not_run() -> None:
     """A diacritizer's characters [N, 20] beside their diacritics [N, 21] were told "too short or
     small for it?": the two inputs disagree, and the message says which."""

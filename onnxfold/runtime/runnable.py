@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from onnxfold.runtime.image_dims import SPATIAL_DIM, free_dim
-from onnxfold.runtime.inputs import input_specs, make_inputs
+from onnxfold.runtime.inputs import default_shapes, input_specs, make_inputs
 
 #: symbolic non-batch dims tried in turn when the defaults do not run (e.g. a reflect Pad that needs
 #: more than 16 samples, a fixed-size window; a raw-audio model whose framing reads 12,400 samples or
@@ -92,3 +92,17 @@ def runnable_dims(
         message = message.removesuffix(hint) + f"; nor did its free dims at {', '.join(map(str, larger))}"
         message += hint if cut else ""
     raise RuntimeError(message) from None
+
+
+def shapes_that_run(model: Any, seed: int = 0) -> dict[str, tuple[int, ...]]:
+    """One sample's shape of each input with free dims (:func:`~onnxfold.runtime.inputs.default_shapes`)
+    at the first size the data-free proxy and validation find the model runs at (:func:`runnable_dims`
+    from the guessed size on). PaddleOCR's English recogniser ``x [N, 3, ?, ?]`` was warned about as
+    2.2 GMACs at 224×224, where it does not run, while everything measured it at 64×64 (177M MACs)."""
+    from onnxfold.folding.samples import runnable_dim, token_draws
+    from onnxfold.folding.signal_dims import guessed_dim
+    from onnxfold.ir.model import to_model_proto
+    from onnxfold.runtime.session import measurement_session
+
+    session = measurement_session(to_model_proto(model), optimize=False)
+    return default_shapes(model, runnable_dim(session, None, seed, token_draws(model), guessed_dim(model)))
