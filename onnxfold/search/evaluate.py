@@ -37,6 +37,7 @@ from onnxfold.runtime.padding import padding_mask
 from onnxfold.runtime.producers import as_scores, free_last_axes, producers_of, quantized_outputs
 from onnxfold.runtime.sequences import sample_axis
 from onnxfold.runtime.session import measurement_session
+from onnxfold.search.exercise_notes import classes_reached
 from onnxfold.search.label_scores import SCORES_METRIC, exposed, scores_behind
 
 log = logging.getLogger(__name__)
@@ -312,6 +313,8 @@ class Evaluator:
                 else self._one_way(name, values, producers.get(name), bool(vocab))
             )
         }
+        #: output -> (classes the given samples' argmaxes reach, classes it has), where some are left out
+        self.classes_reached = {} if self.proxy else classes_reached(self.reference, self.metrics)
         self.scores = self._judged_scores(wanted, scores is not None)
         self.suffix = None  # a candidate runs from the nodes it changes on (not along streams)
         if not self.chains and not self.extra_runs:
@@ -439,11 +442,9 @@ class Evaluator:
         }
 
     def within(self, budget: int | None = None) -> Evaluator:
-        """This evaluator, or one on the leading samples whose measurement fits ``budget`` MACs
-        (default :data:`~onnxfold.folding.samples.MEASURE_MACS`; at least
-        :data:`~onnxfold.folding.samples.MIN_MEASURED`, whole runs of a fixed batch), with the same
-        metric per output: the search's sensitivity estimate on a heavy model (on the data-free
-        proxy too: ukis-csmask's 32 random tiles measured 56 of 400 group levels in the time given)."""
+        """This evaluator, or one on the leading samples whose measurement fits ``budget`` MACs (default
+        ``MEASURE_MACS``; at least ``MIN_MEASURED``, whole runs of a fixed batch), the same metric per output:
+        a heavy model's sensitivity (ukis-csmask's 32 random tiles measured 56 of 400 group levels)."""
         if self.coupled or self.extra_runs or self.chains or not splittable(self.feed):
             return self
         limit = leading_measured(self.original, self.feed, budget)
@@ -472,8 +473,7 @@ class Evaluator:
         return None
 
     def kind(self) -> str:
-        """The inputs in a few words (random inputs, the synthesised samples, the given samples), where
-        :meth:`describe` lists every input's shape (caustic-nmr's 19, twice in one warning)."""
+        """The inputs in a few words, where :meth:`describe` lists every input's shape (caustic-nmr's 19)."""
         if self.synthetic:
             return f"the data-free proxy's {self.synthetic}"
         return "the data-free proxy's random inputs" if self.proxy else "the given samples"

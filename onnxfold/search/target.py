@@ -3,9 +3,7 @@
 1. Sensitivity curves of the searchable groups (:mod:`onnxfold.search.sensitivity`); groups a
    recipe or an override fixes, and ignored or blocked ones, are not searched.
 2. The greedy allocation path (:mod:`onnxfold.search.allocate`) orders channel removals by
-   estimated loss per parameter (or MAC) saved. Its steps follow the fold's ``round_to``: every
-   group only takes the widths the fold will write (multiples of 8 by default), so each candidate
-   measured is exactly the model a fold with its allocation produces.
+   estimated loss per parameter (or MAC) saved, in the widths the fold writes (``round_to``).
 3. ``min_fidelity``: bisection on the number of path steps. Every candidate is really built (fold
    with the allocated per-group sparsities, then the configured repair and cleanup) and measured;
    the estimate only proposes. The kept candidate is the one of largest measured parameter
@@ -49,7 +47,7 @@ from onnxfold.search.bisect import GainFloor, below_gain, bisect_candidate
 from onnxfold.search.blind import blind_advice, blind_reason
 from onnxfold.search.budget import budget_candidate, budget_note, compute_note, params_saved
 from onnxfold.search.evaluate import Evaluator
-from onnxfold.search.exercise_notes import exercise_notes, unexercised_low
+from onnxfold.search.exercise_notes import coverage_notes, exercise_notes, unexercised_low
 from onnxfold.search.held_out import held_out_lines
 from onnxfold.search.misses import next_missed_lines
 from onnxfold.search.result_text import bound_text, goal, per_outputs
@@ -118,6 +116,8 @@ class SearchResult:
     cut_short: str = ""
     #: output -> how the data-free proxy left its decisions unexercised
     unexercised: dict[str, str] = field(default_factory=dict)
+    #: output -> (classes the given samples' argmaxes reach, classes it has), where some are not shown
+    classes_reached: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: the search ran because the fold was asked for no sparsity, target or recipe (:func:`onnxfold.api.default_plan`)
     default: bool = False
     #: why the measurement cannot see the folded channels ('' when it can: :mod:`onnxfold.search.blind`)
@@ -145,8 +145,7 @@ class SearchResult:
         return max(0.0, 1.0 - base / self.input_params) if base and self.input_params else 0.0
 
     def reduction(self) -> float:
-        """The chosen candidate's reduction of the budget's count: MACs for ``target_macs``, else
-        :meth:`param_reduction`."""
+        """The chosen candidate's reduction of the budget's count: MACs (``target_macs``) or parameters."""
         return self.chosen.macs_reduction if self.mode == "target_macs" else self.param_reduction()
 
     def to_dict(self) -> dict:
@@ -169,6 +168,7 @@ class SearchResult:
             "sensitivity_share": self.sensitivity_share,
             **({"kept_whole": self.kept_whole} if self.kept_whole else {}),
             "unexercised": dict(self.unexercised),
+            "classes_reached": {k: list(v) for k, v in self.classes_reached.items()},
             "blind": self.blind,
             "seconds": self.seconds,
             "allocation": dict(self.allocation),
@@ -177,10 +177,8 @@ class SearchResult:
         }
 
     def summary(self, before: Any = None, after: Any = None) -> str:
-        """The search's lines of a report; with the report's ``before`` and ``after`` statistics the
-        reductions are counted from the input as the report's table counts them (the search counts
-        from the input canonicalized and cleaned up, which can differ by a shared vector: madmom's
-        key CNN read 14.7% here and 14.8% in the table)."""
+        """The search's lines of a report; reductions from the report's ``before`` and ``after`` where
+        given, as its table counts them (madmom's key CNN read 14.7% here and 14.8% in the table)."""
         params, macs = self.chosen.reduction, self.chosen.macs_reduction
         measured = sum(c.measured for c in self.candidates)
         if before is not None and after is not None and before.params:
@@ -268,7 +266,9 @@ class SearchResult:
                 "note: no --inputs given, so this fidelity is a data-free proxy on random inputs, "
                 "not a measure of the model's task"
             )
-        lines += exercise_notes(self.unexercised, self.metrics, self.proxy)
+        lines += exercise_notes(self.unexercised, self.metrics, self.proxy) + coverage_notes(
+            self.classes_reached
+        )
         lines += [
             f"note: the recurrent state {o} is judged by {self.metrics[o]}, as auto picks for it, not by the "
             f"metric given for every output: a state's argmax decides nothing (--metric {o}=METRIC judges it so)"
@@ -451,6 +451,7 @@ def search(
         evaluator.recurrent,
         bool(evaluator.chains),
         unexercised=dict(getattr(evaluator, "unexercised", {})),
+        classes_reached=dict(getattr(evaluator, "classes_reached", {})),
         blind=blind,
         sensitivity_share=limit.measured / max(1, limit.measured + sensitivity_cut),
         kept_whole=kept_whole,

@@ -1,0 +1,53 @@
+"""Classes the given samples never show: PaddleOCR's English recogniser, fitted on 32 lines that reached
+60 of its 97 characters and no '#', measured 1.0000 and read no '#' after. The search says which
+classes its samples leave unmeasured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from harness import Net, rnd
+
+import onnxfold
+from onnxfold.search.exercise_notes import classes_reached, coverage_notes
+
+
+def test_the_classes_an_argmax_reaches_are_counted_on_the_last_axis() -> None:
+    rng = np.random.default_rng(0)
+    lines = rng.random((4, 10, 6))
+    lines[..., 4:] = -1.0  # classes 4 and 5 never win at any position
+    scores = rng.random((8, 3))  # every class wins somewhere
+    scores[np.arange(3), np.arange(3)] = 5.0
+    reference = {"lines": lines, "scores": scores, "box": rng.random((8, 4))}
+    metrics = {"lines": "sequence+margin", "scores": "top1+r2", "box": "r2"}
+    assert classes_reached(reference, metrics) == {"lines": (4, 6)}
+    assert classes_reached(reference, {**metrics, "lines": "r2"}) == {}  # not judged by its argmax
+    assert classes_reached(reference, {**metrics, "lines": "class0@0.5"}) == {}  # one class's score alone
+    (note,) = coverage_notes(classes_reached(reference, metrics))
+    assert "(on lines 4 of its 6)" in note and "the others are not measured" in note
+    assert coverage_notes({}) == []
+
+
+def test_a_search_on_samples_that_leave_classes_out_says_so(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    w1 = rnd(rng, 6, 16)
+    w1[:, 8:] = w1[:, :8]  # a twin: half of the hidden channels fold exactly
+    bias = np.array([0, 0, 0, -50, -50], np.float32)  # classes 3 and 4 never win
+    net = Net({"w1": w1, "w2": rnd(rng, 16, 5), "b": bias})
+    h = net("Relu", net("MatMul", net.input("x", ["N", 6]), "w1"))
+    src = tmp_path / "m.onnx"
+    onnx.save(net.model(net("Softmax", net("Add", net("MatMul", h, "w2"), "b"), axis=1)), src)
+    x = rng.standard_normal((32, 6)).astype(np.float32)
+    _, report = onnxfold.fold(str(src), output=str(tmp_path / "o.onnx"), inputs={"x": x}, round_to=1)
+    (name,) = [o.name for o in report.search.chosen.outputs if o.metric == "top1"]
+    import onnxruntime as ort
+
+    reached = np.unique(ort.InferenceSession(str(src)).run(None, {"x": x})[0].argmax(axis=1)).size
+    assert reached < 5  # computed here, not by the tool
+    assert report.search.classes_reached == {name: (reached, 5)}
+    assert f"reach only some classes (on {name} {reached} of its 5)" in report.format()
+    assert report.to_dict()["search"]["classes_reached"] == {name: [reached, 5]}
+    free = onnxfold.fold(str(src), output=str(tmp_path / "f.onnx"), round_to=1)[1]
+    assert free.search.proxy and free.search.classes_reached == {}  # random inputs: no such note
