@@ -197,7 +197,8 @@ class QuantizePass(Pass):
             "ctx.data['calibration'], then the pipeline's inputs, else random",
         ),
         Option("samples", int, 16, "random calibration samples when no data is given"),
-        Option("batch", int, 8, "samples per calibration run (models with a fixed batch use theirs)"),
+        # onnxruntime's calibration held 3.2 GB at 8 lines of PP-OCRv4 a run, 0.52 GB at 1 (and 20% faster)
+        Option("batch", int, 1, "samples per calibration run (models with a fixed batch use theirs)"),
         Option("method", str, "minmax", "calibration method", ("minmax", "entropy", "percentile")),
         Option("per_channel", bool, True, "one weight scale per output channel (else per tensor)"),
         Option(
