@@ -555,6 +555,26 @@ def test_the_demo_removes_its_temporary_folder(monkeypatch) -> None:
     assert not kept and folder.name.startswith("onnxfold-demo-") and not folder.exists()
 
 
+def test_fail_if_warned_sets_the_exit_status_where_validation_warns_about_the_task(tmp_path: Path, capsys) -> None:
+    """Static quantization of a folded PP-OCRv4 recogniser kept 0.31 of its lines on the given samples,
+    validation said it likely no longer does the task, and the run exited 0 with the file written:
+    --fail-if-warned exits 5 there (the model still written), and 0 where validation does not warn."""
+    from onnxfold.cli.parser import EXIT_WARNED
+
+    broken = tmp_path / "broken.onnx"
+    argv = ["fold", str(LENET), "-o", str(broken), "-s", "0.9", "--method", "fold", "--round-to", "1"]
+    assert main(argv) == 0  # not asked
+    assert "warning: logits keeps" in capsys.readouterr().out
+    assert main([*argv, "--overwrite", "--fail-if-warned"]) == EXIT_WARNED
+    out = capsys.readouterr().out
+    assert broken.exists() and "validation warned about the task: exit status 5 (--fail-if-warned)" in out
+    kept = ["fold", str(LENET), "-o", str(tmp_path / "kept.onnx"), "-s", "0", "--fail-if-warned"]
+    assert main(kept) == 0
+    assert "warning:" not in capsys.readouterr().out
+    pipeline = ["run", str(LENET), "-o", str(tmp_path / "r.onnx"), "--pipeline", "fold:sparsity=0.9,validate"]
+    assert main([*pipeline, "--fail-if-warned"]) == EXIT_WARNED
+
+
 def test_fail_if_unchanged_sets_the_exit_status_where_nothing_was_removed(tmp_path: Path, capsys) -> None:
     """A default search that kept LORE's table detector whole wrote a byte-identical copy with exit 0,
     and a script could not tell it from a fold; --fail-if-unchanged exits 4 there (the copy still

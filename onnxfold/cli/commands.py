@@ -16,6 +16,7 @@ from onnxfold.cli.parser import (
     DELEGATED_BENCHES,
     EXIT_INTERNAL,
     EXIT_UNCHANGED,
+    EXIT_WARNED,
     EXIT_USAGE,
     build_parser,
     fold_flags,
@@ -31,7 +32,8 @@ def _external(choice: str) -> bool | None:
 
 def _finish(report, args: argparse.Namespace) -> int:
     """Print and write the report; :data:`EXIT_UNCHANGED` where ``--fail-if-unchanged`` asks and the
-    written model removes no parameters, MACs or weight bytes, else 0."""
+    written model removes no parameters, MACs or weight bytes, :data:`EXIT_WARNED` where
+    ``--fail-if-warned`` asks and validation warns about the task, else 0."""
     print(report.format())
     if args.report:
         report.write_json(args.report)
@@ -43,6 +45,9 @@ def _finish(report, args: argparse.Namespace) -> int:
     if getattr(args, "fail_if_unchanged", False) and not removed:
         print(f"nothing removed: exit status {EXIT_UNCHANGED} (--fail-if-unchanged)")
         return EXIT_UNCHANGED
+    if getattr(args, "fail_if_warned", False) and (report.task_line() or "").startswith("warning:"):
+        print(f"validation warned about the task: exit status {EXIT_WARNED} (--fail-if-warned)")
+        return EXIT_WARNED
     return 0
 
 

@@ -34,6 +34,8 @@ IMAGE_HELP = (
 EXIT_INTERNAL = 3
 #: ``fold --fail-if-unchanged``: the model was written, but nothing was removed
 EXIT_UNCHANGED = 4
+#: ``fold --fail-if-warned``: the model was written, but validation warns that its task may be lost
+EXIT_WARNED = 5
 
 #: Benchmarks that parse their own arguments: ``onnxfold [global options] bench NAME ...`` hands
 #: everything after NAME to ``onnxfold.bench.NAME.main``.
@@ -240,6 +242,13 @@ def _io_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help=f"exit with status {EXIT_UNCHANGED} when the model written removes no parameters, MACs or weight bytes "
         "(it is still written): a script can tell a fold that gained nothing from one that did",
+    )
+    p.add_argument(
+        "--fail-if-warned",
+        action="store_true",
+        help=f"exit with status {EXIT_WARNED} when validation warns that the model written may no longer do "
+        "the original's task (it is still written): a script running -s R or quantize:mode=static can "
+        "stop there",
     )
 
 

@@ -35,11 +35,10 @@ from onnxfold.runtime.compare import TASK_WARNING_BELOW
 def stats_of(
     model: Model, file_size: int | None = None, shapes: dict | None = None, batched: bool = True
 ) -> ModelStats:
-    """Parameter, MAC and size statistics of ``model`` (``file_size``: its saved size in bytes;
-    ``shapes`` and ``batched`` as :func:`~onnxfold.report.stats.model_stats` takes them). Weights are
-    counted as written, MACs as the passes see the graph: a constant that canonicalize computed away
-    comes back with its computation on save (g2p-id's BERT keeps a [1, 1, 8, 16, 128] constant that
-    only a Shape reads), and a count without it read 45.0% fewer parameters for a file 39.7% smaller."""
+    """Parameter, MAC and size statistics of ``model`` (``file_size``: its saved size in bytes; ``shapes``
+    and ``batched`` as :func:`~onnxfold.report.stats.model_stats` takes them). Weights are counted as
+    written (a constant that canonicalize computed away comes back on save: g2p-id's BERT read 45.0% fewer
+    parameters for a file 39.7% smaller), MACs as the passes see the graph."""
     proto = model.to_onnx()
     stats = model_stats(proto, file_size=file_size, shapes=shapes, batched=batched)
     back, dropped = restored_constants(model.graph, model.computed_constants, model.weight_shapes)
@@ -56,9 +55,8 @@ def stats_of(
 
 
 def saved_size(path: Path) -> int:
-    """Bytes of a saved model: the .onnx file plus every external data file its tensors refer to (each
-    once, whatever its name: Qualcomm AI Hub writes ``model.onnx`` beside ``model.data``, and a 14.3 MB
-    YAMNet read as 63.1 KiB before a fold)."""
+    """Bytes of a saved model: the .onnx file plus every external data file its tensors refer to, each
+    once, whatever its name (Qualcomm AI Hub's 14.3 MB YAMNet, ``model.data``, read as 63.1 KiB)."""
     size = path.stat().st_size
     proto = onnx.load(str(path), load_external_data=False)
     files = {
@@ -75,9 +73,8 @@ def saved_size(path: Path) -> int:
 
 
 def saved_ops(path: Path) -> Counter:
-    """The op counts of a saved model as written: the shape arithmetic that canonicalize made constant
-    is restored on save, so the model the passes saw held other nodes (a Keras VGG16 that folded
-    nothing read "node count 56 -> 57", its file 56)."""
+    """The op counts of a saved model as written, with the shape arithmetic that canonicalize made
+    constant restored (a Keras VGG16 that folded nothing read "node count 56 -> 57", its file 56)."""
     return op_counts(onnx.load(str(path), load_external_data=False))
 
 
@@ -188,6 +185,18 @@ class FoldReport:
 
         return rounding_line(self.plans, self.round_to)
 
+    def task_line(self) -> str | None:
+        """Validation's line on the task (:func:`task_warning`: a warning, a note, or None)."""
+        if self.validation is None:
+            return None
+        return task_warning(
+            self.validation,  # a budget search (--target-params) keeps whatever fidelity it costs
+            searched=self.search is not None and self.search.mode == "min_fidelity",
+            folded=self.any_folded,
+            quantized=self.quantized_mode,
+            convs=self.before.op_counts.get("Conv", 0) > 0,
+        )
+
     def write_json(self, path: str | os.PathLike) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
@@ -295,13 +304,7 @@ class FoldReport:
                 warning = latency.warning(self.round_to)
                 if warning:
                     parts.append(warning)
-            warning = task_warning(
-                self.validation,  # a budget search (--target-params) keeps whatever fidelity it costs
-                searched=self.search is not None and self.search.mode == "min_fidelity",
-                folded=self.any_folded,
-                quantized=self.quantized_mode,
-                convs=self.before.op_counts.get("Conv", 0) > 0,
-            )
+            warning = self.task_line()
             if warning:
                 parts.append(warning)
             parts += [w for o in getattr(self.validation, "outputs", ()) for w in o.warnings()]
