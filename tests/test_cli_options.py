@@ -555,7 +555,9 @@ def test_the_demo_removes_its_temporary_folder(monkeypatch) -> None:
     assert not kept and folder.name.startswith("onnxfold-demo-") and not folder.exists()
 
 
-def test_fail_if_warned_sets_the_exit_status_where_validation_warns_about_the_task(tmp_path: Path, capsys) -> None:
+def test_fail_if_warned_sets_the_exit_status_where_validation_warns_about_the_task(
+    tmp_path: Path, capsys
+) -> None:
     """Static quantization of a folded PP-OCRv4 recogniser kept 0.31 of its lines on the given samples,
     validation said it likely no longer does the task, and the run exited 0 with the file written:
     --fail-if-warned exits 5 there (the model still written), and 0 where validation does not warn."""
