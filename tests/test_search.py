@@ -892,7 +892,8 @@ def test_min_fidelity_never_writes_a_model_below_its_target(tmp_path, digits, ta
     assert held_out >= target
     assert report.to_dict()["search"]["unseen"][0]["value"] == pytest.approx(held_out)
     assert (
-        f"on the {len(held)} of those 32 samples held out (nothing fitted or judged on them): "
+        f"on the {len(held)} of those 32 samples held out (no merge was fitted and no method per group "
+        f"chosen on them): "
         f"logits top1 {held_out:.4f}" in text
     )
 

@@ -23,7 +23,7 @@ def held_out_lines(chosen: Any, held: int = 0) -> list[str]:
     if held and total > held:
         which = f"{held} of those {total} samples held out"
     lines = [
-        f"on the {which} (nothing fitted or judged on them): "
+        f"on the {which} (no merge was fitted and no method per group chosen on them): "
         + ", ".join(f"{o.name} {o.metric} {o.value:.4f}" for o in chosen.unseen)
     ]
     on_all = {(o.name, o.metric): o.value for o in chosen.outputs}

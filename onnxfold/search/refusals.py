@@ -49,7 +49,7 @@ def check_task_kept(mode: str, asked: float, chosen) -> None:
     where = "on the given samples"
     if not low:  # the held-out half: a speech-embedding CNN's r2 0.914 on all, 0.875 held out, broke
         low = [o for o in getattr(chosen, "unseen", None) or () if _surely_under(o, TASK_WARNING_BELOW)]
-        where = "on the held-out half of the given samples (nothing fitted or judged on them)"
+        where = "on the held-out half of the given samples (no merge fitted, no method chosen on them)"
     if not chosen.measured or not low:
         return
     worst = min(low, key=lambda o: o.value)

@@ -129,7 +129,7 @@ class SearchResult:
     #: parameters of the model as given: reductions are reported from it, as the report's table
     #: counts them (0: from the canonicalized model the search counts from)
     input_params: int = 0
-    #: how many of the given samples were held out (nothing fitted or judged on them)
+    #: how many of the given samples were held out (no merge fitted, no method chosen on them)
     held_out: int = 0
     #: recurrent states judged as auto picks, not by the decision metric given for every output
     states_left: list[str] = field(default_factory=list)
