@@ -820,6 +820,28 @@ def test_a_fixed_sparsity_says_which_share_of_its_sparsity_is_weights_stored_onc
     assert report.after.params == 8 * 8 + 8 * 4 and f"({once:.1%} weights held twice, stored once)" in groups
 
 
+def test_weights_stored_once_are_split_out_under_the_table_where_nothing_folds(tmp_path) -> None:
+    """unidic-lite-imitator's ALBERT led with "params 419K -> 305K, -27.3%" where no channel folded: its
+    output layer held the word embedding's transpose again. The note under the table says so."""
+    from harness import Net
+
+    import onnxfold
+
+    rng = np.random.default_rng(1)
+    head = rng.standard_normal((16, 4)).astype(np.float32)
+    net = Net({"a": rng.standard_normal((8, 16)).astype(np.float32), "h1": head, "h2": head.copy()})
+    h = net("Relu", net("MatMul", net.input("x", ["N", 8]), "a"))
+    src = tmp_path / "twice.onnx"
+    onnx.save(net.model(net("MatMul", h, "h1"), net("MatMul", h, "h2")), str(src))
+    _, report = onnxfold.fold(src, 0.0, tmp_path / "o.onnx", validate=False)
+    assert report.after.params == 128 + 64  # the head once, nothing folded
+    text = report.format().splitlines()
+    (note,) = [i for i, line in enumerate(text) if line.startswith("note: of the 25.0% fewer parameters")]
+    assert "25.0% are weights the input holds more than once" in text[note]
+    assert text[note].count("no channel was folded") == 1
+    assert note < next(i for i, line in enumerate(text) if line.startswith("groups:"))  # under the table
+
+
 def test_analyze_shows_units_of_several_channels_as_such() -> None:
     """analyze printed 6 in the channels column of a group of 6 attention heads of 64 channels (pipecat's
     smart-turn) and 1 for a box head of 4 coordinates (FaceBoxesV2): it now says n × u."""

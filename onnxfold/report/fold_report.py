@@ -210,6 +210,7 @@ class FoldReport:
             )
         if self.params_note:
             parts.append(f"note: {self.params_note}")
+        parts += stored_once_note(self.passes, self.before, self.after)  # beside the table it splits
         if self.unbatched:
             parts.append(
                 "note: the model reads one example without a batch axis: each sample (a file, or one "
@@ -284,7 +285,6 @@ class FoldReport:
         ]
         if self.search is not None:
             parts.append("\n" + self.search.summary(self.before, self.after))
-            parts += stored_once_note(self.passes, self.before, self.after)
         rows = [[r.name, f"{r.seconds * 1000:.1f} ms", "yes" if r.modified else "no"] for r in self.passes]
         parts.append("\n" + format_table(["pass", "time", "modified"], rows, align="lrl"))
         parts += [f"{r.name}: skipped ({r.stats['skipped']})" for r in self.passes if r.stats.get("skipped")]
