@@ -907,3 +907,38 @@ def test_a_share_that_rounds_to_nothing_is_shown_to_one_significant_digit() -> N
     assert percent(0.0) == "0.0%" and percent(0.123) == "12.3%" and percent(-0.0001) == "-0.01%"
     assert beside_gain(173 / 466_373, 0.02) == "0.04%"
     assert beside_gain(0.0198, 0.02) == "1.98%"  # beside the gain it falls short of
+
+
+def test_a_per_position_top1_in_the_task_warning_says_it_counts_positions(tmp_path) -> None:
+    """``-s 0.3`` on unidic-lite-imitator's tagger warned "403 keeps top1 0.7305": of its positions,
+    where 9.4% of the judge's sentences stayed whole. The warning says what it counts."""
+    from onnx import TensorProto
+    from onnx import helper as oh
+    from onnx import numpy_helper as nh
+
+    import onnxfold
+    from onnxfold.report.fold_report import of_count
+
+    rng = np.random.default_rng(2)
+    weights = {"w1": rng.standard_normal((8, 32)), "w2": rng.standard_normal((32, 5))}
+    graph = oh.make_graph(
+        [
+            oh.make_node("MatMul", ["x", "w1"], ["h"]),
+            oh.make_node("Relu", ["h"], ["r"]),
+            oh.make_node("MatMul", ["r", "w2"], ["scores"]),
+            oh.make_node("ArgMax", ["scores"], ["tags"], axis=-1, keepdims=0),
+        ],
+        "tagger",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 12, 8])],
+        [oh.make_tensor_value_info("tags", TensorProto.INT64, ["N", 12])],
+        [nh.from_array(v.astype(np.float32), k) for k, v in weights.items()],
+    )
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    model.ir_version = 9
+    src = tmp_path / "tagger.onnx"
+    onnx.save(model, str(src))
+    _, report = onnxfold.fold(src, 0.9, tmp_path / "o.onnx", method="fold", round_to=1)
+    (out,) = report.validation.outputs
+    assert out.fidelity_metric == "top1" and out.fidelity < 0.9 and not out.counted
+    assert of_count(out) == " (of positions, not whole samples)"
+    assert f"keeps top1 {out.fidelity:.4f} (of positions, not whole samples)" in report.format()
