@@ -488,10 +488,10 @@ def removed_text(plan) -> str:
 
 
 def of_count(output) -> str:
-    """`` (1 of 2 samples)`` for a fidelity that counts samples (a top-1 0.5000 on validation's two
-    random inputs is one flip), what a top-1 that counts positions counts, '' for a mean."""
+    """`` (1 of 2 samples)`` for a count of samples, what a top-1 of positions counts, '' for a mean."""
     n = getattr(output, "counted", None)
-    if not n and output.fidelity is not None and getattr(output, "fidelity_metric", None) == "top1":
+    rank = len(getattr(output, "shape", ()) or ()) + (0 if "int" in str(getattr(output, "dtype", "")) else -1)
+    if not n and output.fidelity is not None and output.fidelity_metric == "top1" and rank >= 2:
         return " (of positions, not whole samples)"  # a tagger's 0.7305 kept 9.4% of its sentences
     if not n or output.fidelity is None:
         return ""
