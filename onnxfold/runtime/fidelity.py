@@ -72,7 +72,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from onnxfold.runtime.anchors import AnchorView
-from onnxfold.runtime.bins import expected_class
+from onnxfold.runtime.bins import expected_class, ordered_bins
 from onnxfold.runtime.compare import _is_class_scores
 from onnxfold.runtime.detections import box_agreement, detections_like, fitted_boxes
 from onnxfold.runtime.embeddings import (  # noqa: F401 (read from here too)
@@ -345,6 +345,8 @@ def output_metrics(
             auto_metric(name, ref, producers.get(name), token_inputs, samples) if metric == "auto" else metric
         )
         labels = is_labels(ref)
+        if metric == "auto" and ordered_bins(ref, (bounds or {}).get(name) or producers.get(name)):
+            chosen = "expect"  # a pitch or an age posterior: where its bump lies is what is read
         if (
             metric == "auto"
             and chosen == "top1"
