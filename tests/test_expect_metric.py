@@ -100,9 +100,26 @@ def test_auto_reads_a_bump_over_ordered_bins_by_its_expected_bin() -> None:
     assert not ordered_bins(classes, "Softmax")
     assert not ordered_bins(rng.uniform(0.05, 0.15, (32, 360)), "Sigmoid")  # noise: no bump
     assert not ordered_bins(_bins(rng, 32, 12, 2.0), "Softmax")  # 12 classes: too few to be bins
-    refs = {"pitch": pitch, "classes": classes}
-    chosen = output_metrics(
-        refs, "auto", producers={"classes": "Softmax"}, samples=32, bounds={"pitch": "Sigmoid"}
-    )
-    assert chosen == {"pitch": "expect", "classes": "top1+r2"}
+    refs = {"pitch": pitch, "classes": classes, "age": _bins(rng, 32, 81, 4.0)}
+    producers = {"classes": "Softmax", "age": "Softmax"}
+    chosen = output_metrics(refs, "auto", producers=producers, samples=32, bounds={"pitch": "Sigmoid"})
+    # a Sigmoid's height says how sure it is (CREPE's voicing): judged too; a Softmax sums to 1
+    assert chosen == {"pitch": "expect+peak", "classes": "top1+r2", "age": "expect"}
     assert output_metrics(refs, "r2", samples=32, bounds={"pitch": "Sigmoid"})["pitch"] == "r2"  # asked
+
+
+def test_peak_is_r2_of_the_highest_score_and_sees_a_posterior_lose_its_confidence() -> None:
+    """A CREPE fold whose expected pitch kept 0.981 moved the posterior's peak to r2 0 and kept 75% of
+    the voicing decisions (peak > 0.21): ``peak`` reads that height."""
+    rng = np.random.default_rng(6)
+    centre, height = rng.uniform(20, 340, (32, 1)), rng.uniform(0.05, 0.95, (32, 1))
+    ref = height * np.exp(-0.5 * ((np.arange(360) - centre) / 1.5) ** 2)
+    flattened = ref / ref.max(axis=1, keepdims=True) * 0.5  # every bump at 0.5: same place, no confidence
+    assert fidelity_value("expect", ref, flattened, 32) == pytest.approx(1.0)
+    want = _r2(ref.max(axis=1), flattened.max(axis=1))
+    assert fidelity_value("peak", ref, flattened, 32) == pytest.approx(max(0.0, want), abs=1e-12)
+    assert fidelity_value("peak", ref, flattened, 32) < 0.1
+    assert fidelity_value("expect+peak", ref, ref * 1.001, 32) > 0.99
+    assert parse_metric("peak") == ("peak", {})
+    low = low_value("peak", ref, ref * 1.01, 32)
+    assert low is not None and low <= fidelity_value("peak", ref, ref * 1.01, 32) + 1e-12

@@ -72,7 +72,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from onnxfold.runtime.anchors import AnchorView
-from onnxfold.runtime.bins import expected_class, ordered_bins
+from onnxfold.runtime.bins import expected_class, ordered_bins, peak_score
 from onnxfold.runtime.compare import _is_class_scores
 from onnxfold.runtime.detections import box_agreement, detections_like, fitted_boxes
 from onnxfold.runtime.embeddings import (  # noqa: F401 (read from here too)
@@ -250,9 +250,10 @@ def fidelity_value(
     if ref.shape != cand.shape:
         return 0.0
     ref, cand, metric = decided(metric, ref, cand)  # top1@T: decisions taken at confidence T alone
-    if metric == "expect":  # the expected bin, read by r2
-        ref, cand, metric = expected_class(ref), expected_class(cand), "r2"
-        spread = None if spread is None else expected_class(spread)
+    if metric in ("expect", "peak"):  # the expected bin, or the highest score, read by r2
+        read = expected_class if metric == "expect" else peak_score
+        ref, cand, metric = read(ref), read(cand), "r2"
+        spread = None if spread is None else read(spread)
     weight = None
     if keep is not None:
         ref, cand, weight = unpadded(metric, ref, cand, keep)
@@ -345,8 +346,9 @@ def output_metrics(
             auto_metric(name, ref, producers.get(name), token_inputs, samples) if metric == "auto" else metric
         )
         labels = is_labels(ref)
-        if metric == "auto" and ordered_bins(ref, (bounds or {}).get(name) or producers.get(name)):
-            chosen = "expect"  # a pitch or an age posterior: where its bump lies is what is read
+        if metric == "auto" and ordered_bins(ref, op := (bounds or {}).get(name) or producers.get(name)):
+            # a pitch or an age posterior: where its bump lies is read, and a Sigmoid's height too
+            chosen = "expect+peak" if op in SIGMOID_OPS else "expect"
         if (
             metric == "auto"
             and chosen == "top1"
@@ -382,7 +384,7 @@ def output_metrics(
                 chosen = "sequence"  # a recogniser's character ids, read as lines
         elif metric == "auto" and chosen == "top1" and np.shape(ref) in per_position:
             chosen = "r2"  # a value per position beside labels per position (a character's confidence)
-        elif metric_base(chosen) in (*COUNTS_OF_CLASSES, "expect", "distance") and (
+        elif metric_base(chosen) in (*COUNTS_OF_CLASSES, "expect", "peak", "distance") and (
             np.ndim(ref) < 2 or np.shape(ref)[-1] < 2
         ):
             # no class axis beside the samples: a [B] output's argmax is one sample's position (and
@@ -417,7 +419,7 @@ def output_metrics(
             )
             out[name] = automatic[name]
         elif (
-            metric_base(chosen) in (*COUNTS_OF_CLASSES, "expect", "distance")
+            metric_base(chosen) in (*COUNTS_OF_CLASSES, "expect", "peak", "distance")
             and not is_labels(reference[name])
             and (np.ndim(reference[name]) < 2 or np.shape(reference[name])[-1] < 2)
         ):

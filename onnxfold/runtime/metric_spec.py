@@ -10,7 +10,7 @@ import numpy as np
 from onnxfold.runtime.labels import is_labels
 
 METRICS = tuple(
-    "auto top1 sequence margin tags binary mask boxes expect cosine relerr r2 distance top1+r2 sequence+margin binary+r2 mask+r2".split()
+    "auto top1 sequence margin tags binary mask boxes expect peak cosine relerr r2 distance top1+r2 sequence+margin binary+r2 mask+r2 expect+peak".split()
 )
 #: auto's metric for class scores [B, C]: the decisions, and the scores that make them (:func:`metric_parts`)
 GUARDED_TOP1 = "top1+r2"

@@ -188,10 +188,16 @@ def low_value(
         drawn = weights @ total
         draws = np.where(drawn > 0, 2.0 * (weights @ matched) / np.maximum(drawn, 1e-12), 1.0)
         return float(np.quantile(draws, LOW_QUANTILE))
-    if metric == "expect" and np.ndim(ref) and np.shape(ref)[-1] > 1 and np.shape(ref) == np.shape(cand):
-        from onnxfold.runtime.bins import expected_class
+    if (
+        metric in ("expect", "peak")
+        and np.ndim(ref)
+        and np.shape(ref)[-1] > 1
+        and np.shape(ref) == np.shape(cand)
+    ):
+        from onnxfold.runtime.bins import expected_class, peak_score
 
-        ref, cand, metric = expected_class(ref), expected_class(cand), "r2"  # as fidelity_value reads it
+        read = expected_class if metric == "expect" else peak_score
+        ref, cand, metric = read(ref), read(cand), "r2"  # as fidelity_value reads it
     if not samples or samples < MIN_SAMPLES or metric not in METRICS:
         return None
     if metric == "mask":  # logits decide at 0: moved so that THRESHOLD stands where they decide
