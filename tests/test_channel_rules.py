@@ -914,6 +914,27 @@ for _kind in ("flatten", "0,-1", "-1,HWC"):
     )
 
 
+def permuted_flatten_gemm(w):
+    """x [N, 3, 8, 1] (a free batch) → Conv c1 (n, kernel 3×1) → Relu → MaxPool 2×1 → [N, n, 4, 1] →
+    Transpose(0, 2, 1, 3) → Reshape [−1, 4·n] → Gemm fc: CREPE's channel permute before its flatten,
+    each channel's columns strided by n (it was blocked: "Reshape moves the channel axis")."""
+    net = Net(w)
+    h = net("Conv", net.input("x", ["N", 3, 8, 1]), "w1", "b1", name="c1", pads=[1, 0, 1, 0])
+    h = net("MaxPool", net("Relu", h), kernel_shape=[2, 1], strides=[2, 1])
+    h = net("Transpose", h, perm=[0, 2, 1, 3])
+    h = net("Reshape", h, net.i64("target", [-1, 4 * w["w1"].shape[0]]))
+    return net.model(net("Gemm", h, "fw", "fb", name="fc", transB=1))
+
+
+case(
+    "permuted_flatten_gemm",
+    lambda r: {"w1": rnd(r, 4, 3, 3, 1), "b1": rnd(r, 4), "fw": rnd(r, 5, 16), "fb": rnd(r, 5)},
+    permuted_flatten_gemm,
+    producer("w1", "b1", 4) + [("fw", 1, [S(4)] * 4)],
+    ["c1"],
+)
+
+
 def stacked_frames(target: Callable[[int], list[int]] | None):
     """v [2, 8, 6] → MatMul m1 (4) → Relu → Reshape [B, 4, 2·4] (two frames stacked: each row holds
     two copies of the channels) → MatMul m2; ``target`` None: computed from v's batch (magika's)."""
@@ -1533,6 +1554,7 @@ def test_softmax_opset11_flattens_over_channels() -> None:
         "resize_sizes",
         "grouped_conv",
         "grouped_convtranspose",
+        "permuted_flatten_gemm",
     ],
 )
 def test_sparsity_zero_is_bit_identical(name: str) -> None:

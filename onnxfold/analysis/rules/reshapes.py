@@ -356,6 +356,18 @@ def unit_axes(
     return True
 
 
+def _batch_inferred(entries: list[ShapeEntry], in_shape) -> bool:
+    """Whether the target's leading −1 stands for the input's first dim: every other entry an explicit
+    constant, together the elements of every static input dim after the first (CREPE's
+    ``[N, 4, 64, 1] → [−1, 256]`` after its channel permute)."""
+    rest = in_shape[1:]
+    if not entries or entries[0].value != -1 or len(entries) < 2 or not static_dims(rest):
+        return False
+    if any(e.value is None or e.value <= 0 or e.const is None for e in entries[1:]):
+        return False
+    return int(np.prod([e.value for e in entries[1:]], dtype=np.int64)) == int(np.prod(rest, dtype=np.int64))
+
+
 def _sizes(entries: list[ShapeEntry], in_shape, start: int, copy_zero: bool) -> list[int] | None:
     """The sizes of output entries ``start:`` when the input dims from ``start`` on are static: each a
     constant, a copy of a static input dim, or the one −1 by element count; None otherwise."""
@@ -397,6 +409,8 @@ def merge_before(
     a = 0
     while a < min(c, len(entries)) and copies(entries[a], a, True):
         a += 1
+    if a == 0 and c > 1 and _batch_inferred(entries, in_shape):  # [−1, k·C·q]: the leading −1 is B
+        a = 1
     out = _sizes(entries, in_shape, a, copy_zero) if a < c else None
     if out is None:
         return False
