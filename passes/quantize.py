@@ -463,14 +463,14 @@ class QuantizePass(Pass):
         from onnxfold.runtime.sample_files import load_inputs
 
         session = make_session(str(path), providers=[CPU])
-        # the batch any input fixes, not the first input's alone: RVM's frames [B, 3, H, W] beside its
-        # downsample_ratio [1] were calibrated 8 at a time and every quantization failed
+        # the batch any input fixes, not the first's alone (RVM's frames beside its downsample_ratio [1])
         chunk = fixed_batch(session) or self.opts["batch"]
         if self.opts["calibration"]:
             try:
                 arrays = load_inputs(self.opts["calibration"], session, chunked=True)
             except (OSError, ValueError) as exc:
                 raise PassError(f"quantize: calibration data: {exc}") from None
+            ctx.data["calibration_samples"] = arrays  # the user's samples: validate runs on them too
             return split_rows(arrays, chunk), f"file {self.opts['calibration']}"
         given = ctx.data.get("calibration")
         if given is not None:

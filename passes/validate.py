@@ -147,6 +147,12 @@ class ValidatePass(Pass):
         # search's 0.98 on 16 (an EEG detector's segmentation logits)
         proxy = ctx.data.get("search_proxy") if ctx.inputs is None else None
         inputs = ctx.inputs if proxy is None else proxy
+        # the samples a quantize pass was given as calibration=FILE, where no --inputs were: real
+        # inputs (CREPE quantized on 32 frames was validated on 2 random ones, and got a note)
+        calibrated = ctx.data.get("calibration_samples") if inputs is None else None
+        if calibrated is not None:
+            log.info("validate: on the quantize pass's calibration samples")
+            inputs = calibrated
         if (
             search is not None and not search.chosen.steps and only_looked(records)
         ):  # kept whole, written simplified (exact rewrites): a smoke test within a measurement's MACs
@@ -159,7 +165,7 @@ class ValidatePass(Pass):
             batch=getattr(self, "batch", self.opts["batch"]),
             dim=getattr(self, "dim", 16),
             id_draws=token_draws(ctx.original),
-            given=ctx.inputs is not None,
+            given=ctx.inputs is not None or calibrated is not None,
             metric=self.opts["metric"],
         )
         report = compare(
@@ -180,6 +186,13 @@ class ValidatePass(Pass):
                     (o.name, o.fidelity_metric, o.fidelity) for o in alone.outputs if o.fidelity is not None
                 ]
                 setattr(report, attr, figures)
+        if calibrated is not None:
+            n = (
+                next(iter(calibrated.values())).shape[0]
+                if isinstance(calibrated, dict) and calibrated
+                else None
+            )
+            report.source = "the quantize pass's calibration samples" + (f", {n} of them" if n else "")
         ctx.data["validation"] = report
         worst = report.min_cosine
         if worst is not None and worst < self.opts["min_cosine"]:

@@ -416,3 +416,27 @@ def test_the_convinteger_warning_counts_only_the_nodes_quantization_made(
         onnxfold.run_pipeline(once, [DequantizePass(), QuantizePass(mode="dynamic")], twice)
     assert sum(n.op_type == "ConvInteger" for n in onnx.load(str(twice)).graph.node) == convs  # its own
     assert not [r for r in caplog.records if "ConvInteger nodes" in r.getMessage()]
+
+
+def test_validation_runs_on_the_quantize_pass_s_calibration_file(digits, tmp_path: Path) -> None:
+    """CREPE quantized with calibration=FILE and no --inputs was validated on 2 random frames (a note
+    that they exercise nothing): validation now runs on the calibration samples and says so."""
+    from onnxfold.passes import ValidatePass
+
+    x_train = digits[0]
+    src = ZOO / "lenet5.onnx"
+    npy = tmp_path / "calib.npy"
+    np.save(npy, x_train[:40])
+    pipeline = [QuantizePass(calibration=str(npy)), ValidatePass()]
+    _, report = onnxfold.run_pipeline(src, pipeline, tmp_path / "q.onnx")
+    validation = report.validation
+    assert validation.seed is None and validation.inputs["input"][0] == 40  # the file's 40 digits
+    assert validation.source == "the quantize pass's calibration samples, 40 of them"
+    assert "(measured on the quantize pass's calibration samples, 40 of them)" in report.format()
+    assert "random inputs" not in report.format()
+    assert report.to_dict()["validation"]["source"] == validation.source
+    ref, got = predict(src, x_train[:40]), predict(tmp_path / "q.onnx", x_train[:40])
+    (out,) = validation.outputs  # computed here on the same 40: the figure is theirs
+    assert out.top1_agreement == pytest.approx(float(np.mean(ref.argmax(1) == got.argmax(1))))
+    _, plain = onnxfold.run_pipeline(src, [QuantizePass(), ValidatePass()], tmp_path / "r.onnx")
+    assert plain.validation.seed is not None and plain.validation.source is None  # random, as before

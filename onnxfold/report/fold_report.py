@@ -142,10 +142,7 @@ class FoldReport:
     def params_note(self) -> str | None:
         """Why the result holds more parameters than the input, or None when it holds no more."""
         return params_growth(
-            self.before,
-            self.after,
-            folded=self.any_folded,
-            quantized=bool(self.quantized_mode),
+            self.before, self.after, folded=self.any_folded, quantized=bool(self.quantized_mode)
         )
 
     @property
@@ -329,6 +326,8 @@ class FoldReport:
                     f"(random inputs{count}: a smoke test of the rewrite, not of accuracy; pass --inputs with "
                     "representative samples for meaningful agreement figures)"
                 )
+            elif source := getattr(self.validation, "source", None):  # a quantize pass's calibration
+                parts.append(f"(measured on {source})")
             elif self.search is None and self.fitted_on_inputs():
                 parts.append(
                     "(measured on the given samples, which the fold also fitted and judged its merges on: "

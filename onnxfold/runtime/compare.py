@@ -235,6 +235,8 @@ class ValidationReport:
     dequantized_alone: list = field(default_factory=list)
     #: ... and of the result against that float copy: what the fold alone moved
     folded_alone: list = field(default_factory=list)
+    #: where the inputs came from when they were neither --inputs nor random (a quantize pass's calibration)
+    source: str | None = None
 
     @property
     def exact(self) -> bool:
@@ -264,6 +266,7 @@ class ValidationReport:
             "provider": self.provider,
             "runtime": self.runtime,
             "seed": self.seed,
+            **({"source": self.source} if self.source else {}),
             "inputs": {k: [int(d) for d in v] for k, v in self.inputs.items()},
             "exact": self.exact,
             "outputs": [o.to_dict() for o in self.outputs],
