@@ -118,3 +118,46 @@ def test_a_model_below_opset_13_is_quantized_per_channel_at_opset_13(tmp_path: P
     assert "Conv" in _quantized_types(out)
     ref, got = predict(src, x).ravel(), predict(out, x).ravel()
     assert float(ref @ got / (np.linalg.norm(ref) * np.linalg.norm(got))) > 0.99
+
+
+def test_a_layernorm_over_two_axes_does_not_stop_static_quantization(tmp_path: Path) -> None:
+    """PESTO's pitch CNN normalises [N, 1, 219] over its last two axes with a [1, 219] scale and bias:
+    onnxruntime 1.32's bias-scale adjustment read each row of that bias as one value and raised "The
+    truth value of an array ... is ambiguous", which stopped the pass. It is turned off there."""
+    from onnx import TensorProto
+    from onnx import helper as oh
+    from onnx import numpy_helper as nh
+
+    rng = np.random.default_rng(0)
+    weights = {
+        "s": 1 + 0.1 * rng.standard_normal((1, 219)),
+        "b": 0.1 * rng.standard_normal((1, 219)),
+        "w1": rng.standard_normal((8, 1, 3)),
+        "b1": rng.standard_normal(8),
+        "w2": rng.standard_normal((4, 8, 3)) * 0.3,
+        "b2": rng.standard_normal(4),
+    }
+    graph = oh.make_graph(
+        [
+            oh.make_node("LayerNormalization", ["x", "s", "b"], ["n"], axis=-2),
+            oh.make_node("Conv", ["n", "w1", "b1"], ["h"], kernel_shape=[3], pads=[1, 1]),
+            oh.make_node("Relu", ["h"], ["r"]),
+            oh.make_node("Conv", ["r", "w2", "b2"], ["y"], kernel_shape=[3], pads=[1, 1]),
+        ],
+        "ln",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 219])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 219])],
+        [nh.from_array(v.astype(np.float32), k) for k, v in weights.items()],
+    )
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    model.ir_version = 9
+    src, out = tmp_path / "ln.onnx", tmp_path / "q.onnx"
+    onnx.save(model, str(src))
+    x = rng.standard_normal((16, 1, 219)).astype(np.float32)
+    onnxfold.run_pipeline(src, [QuantizePass(mode="static")], out, inputs={"x": x})
+    assert "Conv" in _quantized_types(out)
+    import onnxruntime as ort
+
+    got = ort.InferenceSession(str(out)).run(None, {"x": x})[0]
+    want = ort.InferenceSession(str(src)).run(None, {"x": x})[0]
+    assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.99  # computed here: the INT8 model works
