@@ -871,3 +871,21 @@ def test_a_model_that_random_inputs_cannot_run_says_why_before_the_hint(tmp_path
     assert main(["fold", str(src), "-o", str(tmp_path / "o.onnx"), "-s", "0.3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "Reshape node" in err[0] and err[0].endswith("or samples with --inputs)"), err
+
+
+def test_a_warning_on_two_random_samples_is_measured_on_sixteen(tmp_path) -> None:
+    """Four trials read validation's task warning after a fixed sparsity ("top1 0.0% (0 of 2
+    samples)", PESTO's pitch CNN at -s 0.5) as a verdict drawn from two noise samples: a figure under
+    the warning's bar on the first 2 random samples is measured again on 16."""
+    from pathlib import Path
+
+    import onnxfold
+    from onnxfold.runtime.compare import DECISIVE_BATCH
+
+    src = Path(onnxfold.__file__).resolve().parent.parent / "models" / "zoo" / "lenet5.onnx"
+    _, broken = onnxfold.fold(src, 0.9, tmp_path / "b.onnx", method="fold", round_to=1)
+    (out,) = broken.validation.outputs
+    assert out.fidelity < 0.9 and broken.validation.inputs["input"][0] == DECISIVE_BATCH == 16
+    assert "(random inputs, 16 of them" in broken.format()
+    _, kept = onnxfold.fold(src, 0.0, tmp_path / "k.onnx")
+    assert kept.validation.inputs["input"][0] == 2  # no warning: the 2 stand

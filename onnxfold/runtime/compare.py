@@ -426,6 +426,7 @@ def validate(
         feed = _random_feed(ref_sess, shapes, DECISIVE_BATCH, seed, dim, id_draws)
         most, coupled = feed_runs(header, ref_sess, ref_out, feed, cut=speed_budget > 0)
         reference, got = _both(ref_sess, cand_sess, ref_out, feed, most)
+        redraw = False  # drawn at 16 already
     quantized = quantized_outputs(header, ref_out)  # uint8 scores: numbers, not labels
     reference, got = as_scores(reference, quantized), as_scores(got, quantized)
     from onnxfold.runtime.padding import padding_mask
@@ -433,6 +434,14 @@ def validate(
     outcome = compare_outputs(reference, got, padding_mask(feed))
     given = inputs is not None if given is None else given
     task_fidelity(outcome, reference, got, header, feed, vocabularies(id_draws), given, metrics, metric)
+    if redraw and any(o.fidelity is not None and o.fidelity < TASK_WARNING_BELOW for o in outcome):
+        # a warning on 2 random samples ("top1 0 of 2") is a coin's word: it is measured on 16
+        feed = _random_feed(ref_sess, shapes, DECISIVE_BATCH, seed, dim, id_draws)
+        most, coupled = feed_runs(header, ref_sess, ref_out, feed, cut=speed_budget > 0)
+        reference, got = _both(ref_sess, cand_sess, ref_out, feed, most)
+        reference, got = as_scores(reference, quantized), as_scores(got, quantized)
+        outcome = compare_outputs(reference, got, padding_mask(feed))
+        task_fidelity(outcome, reference, got, header, feed, vocabularies(id_draws), given, metrics, metric)
     report = ValidationReport(
         provider=ref_sess.get_providers()[0],
         inputs={k: tuple(int(d) for d in np.shape(v)) for k, v in feed.items()},
