@@ -38,6 +38,9 @@ def test_only_image_like_outputs_get_it() -> None:
     assert each_sample(maps, maps + 0.1, 8) is None  # 16 channels: class maps or features
     assert each_sample(maps[:1, :1], maps[:1, :1], 1) is None  # one sample: the pooled figure is it
     assert each_sample(np.float32(1.0), np.float32(0.9), 32) is None  # a scalar output (it raised)
+    scores = rng.random((8, 300, 2))  # a detector's anchors' scores: rows, not a picture (RetinaFace)
+    assert each_sample(scores, scores + 0.01 * rng.standard_normal(scores.shape), 8) is None
+    assert each_sample(maps[:, :1], maps[:, :1] + 0.1, 8) is None  # a 4×4 map: too small a picture
 
 
 def test_a_target_is_met_on_each_sample_alone_too() -> None:
