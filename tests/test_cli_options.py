@@ -116,7 +116,7 @@ def test_ignore_leaves_the_matched_groups_unchanged(tmp_path: Path, capsys) -> N
 
 
 def test_round_to_gives_multiples_in_the_saved_model(tmp_path: Path, capsys) -> None:
-    flags = ("-s", "0.3", "--method", "fold")
+    flags = ("-s", "0.4", "--method", "fold")  # at 0.3 a 16-channel group stays whole (8 is too far)
     report, model, _ = fold_cli(RESNET, tmp_path / "r8.onnx", capsys, *flags, "--round-to", "8")
     plain, _, _ = fold_cli(RESNET, tmp_path / "r1.onnx", capsys, *flags, "--round-to", "1")
     wide = [g for g in report["groups"] if g["status"] == "folded" and g["channels_before"] > 8]
@@ -124,14 +124,15 @@ def test_round_to_gives_multiples_in_the_saved_model(tmp_path: Path, capsys) -> 
     for g in wide:
         width = out_channels(model, g["group"])
         assert width == g["channels_after"] and width % 8 == 0 and width < g["channels_before"], g
-    # Without rounding the same groups get widths that are not multiples of 8 (11, 22, 45).
+    # Without rounding the same groups get widths that are not multiples of 8 (10, 19, 38).
     assert any(g["channels_after"] % 8 for g in plain["groups"] if g["channels_before"] > 8)
 
 
-#: LeNet-5's foldable groups and their widths at sparsity 0.3: unrounded, round(n·0.7); and by default
-#: (round_to 8): the nearest multiple of 8 for groups of at least 16 channels, conv1 (6) as asked.
+#: LeNet-5's foldable groups and their widths at sparsity 0.3 unrounded, round(n·0.7); and at 0.4 by
+#: default (round_to 8): the nearest multiple of 8 for groups of at least 16 channels (at 0.3 conv2's
+#: 16 would go to 8, more than a tenth past the 11.2 asked, and stays whole), conv1 (6) as asked.
 LENET_UNROUNDED = {"/conv1/Conv": 4, "/conv2/Conv": 11, "/fc1/Gemm": 84, "/fc2/Gemm": 59}
-LENET_ROUNDED = {"/conv1/Conv": 4, "/conv2/Conv": 8, "/fc1/Gemm": 88, "/fc2/Gemm": 56}
+LENET_ROUNDED = {"/conv1/Conv": 4, "/conv2/Conv": 8, "/fc1/Gemm": 72, "/fc2/Gemm": 48}
 
 
 @pytest.mark.parametrize(
@@ -139,7 +140,7 @@ LENET_ROUNDED = {"/conv1/Conv": 4, "/conv2/Conv": 8, "/fc1/Gemm": 88, "/fc2/Gemm
     [(RESNET, ()), (LENET, ()), (RESNET, ("--round-to", "8"))],
 )
 def test_widths_are_multiples_of_8_by_default(tmp_path: Path, capsys, src: Path, flags) -> None:
-    report, model, stdout = fold_cli(src, tmp_path / "d.onnx", capsys, "-s", "0.3", *flags)
+    report, model, stdout = fold_cli(src, tmp_path / "d.onnx", capsys, "-s", "0.4", *flags)
     assert report["round_to"] == 8
     assert next(p for p in report["passes"] if p["name"] == "fold")["stats"]["round_to"] == 8
     assert "widths: rounded to multiples of 8" in stdout
@@ -149,9 +150,9 @@ def test_widths_are_multiples_of_8_by_default(tmp_path: Path, capsys, src: Path,
     for g in wide:
         width = out_channels(model, g["group"])
         assert width == g["channels_after"] and width % 8 == 0 and width < g["channels_before"], g
-    for g in folded:  # narrow groups (8 channels in ResNet, 6 in LeNet) still fold, to round(n·0.7)
+    for g in folded:  # narrow groups (8 channels in ResNet, 6 in LeNet) still fold, to round(n·0.6)
         if g["channels_before"] < 16:
-            assert g["channels_after"] == round(g["channels_before"] * 0.7) < g["channels_before"], g
+            assert g["channels_after"] == round(g["channels_before"] * 0.6) < g["channels_before"], g
     if src == LENET:
         assert {g["group"]: g["channels_after"] for g in folded} == LENET_ROUNDED
 
@@ -174,9 +175,9 @@ def test_pipelines_and_the_api_round_by_default_too() -> None:
         _, report = onnxfold.run_pipeline(LENET, passes)
         return {p.group.name: p.k for p in report.plans if p.status == "folded"}
 
-    assert widths([CanonicalizePass(), FoldPass(sparsity=0.3)]) == LENET_ROUNDED
+    assert widths([CanonicalizePass(), FoldPass(sparsity=0.4)]) == LENET_ROUNDED
     assert widths([CanonicalizePass(), FoldPass(sparsity=0.3, round_to=1)]) == LENET_UNROUNDED
-    _, report = onnxfold.fold(LENET, sparsity=0.3, validate=False, repair="none")
+    _, report = onnxfold.fold(LENET, sparsity=0.4, validate=False, repair="none")
     assert {p.group.name: p.k for p in report.plans if p.status == "folded"} == LENET_ROUNDED
     assert report.round_to == 8 and report.to_dict()["round_to"] == 8
 
