@@ -141,7 +141,9 @@ def test_sparsity_zero_is_bit_identical(twins, style: str, tmp_path: Path) -> No
     assert report.after.params == report.before.params
 
 
-@pytest.mark.parametrize("sparsity", [0.3, 0.5, 0.7])
+# 0.4, not 0.3: a part of 4 channels rounded to 2 at 0.3 lies more than a tenth past the 2.8 asked,
+# and the group stays whole (onnxfold.folding.cluster.MOST_ROUNDED_BEYOND)
+@pytest.mark.parametrize("sparsity", [0.4, 0.5, 0.7])
 def test_clusters_stay_in_their_convolution_group_on_random_weights(
     twins, sparsity: float, tmp_path: Path
 ) -> None:
