@@ -117,46 +117,42 @@ def given_metric_notes(chosen: Mapping[str, str], automatic: Mapping[str, str]) 
     return notes
 
 
-def thresholded(metric: str) -> float | None:
-    """T of ``top1@T`` (a decision taken only where the top class's score reaches T, T in (0, 1)),
-    else None. A text-orientation classifier whose package turns a line only where P(180) > 0.9
-    agreed on 97.3% of argmaxes and changed 8.25% of those decisions (:func:`decisions`)."""
+def _at(metric: str) -> tuple[str, float] | None:
+    """(HEAD, T) of ``HEAD@T`` with T a number in (0, 1); None otherwise."""
     head, at, value = str(metric).partition("@")
-    if head != "top1" or not at:
+    if not at:
         return None
     try:
         t = float(value)
     except ValueError:
         return None
-    return t if 0.0 < t < 1.0 else None
+    return (head, t) if 0.0 < t < 1.0 else None
+
+
+def thresholded(metric: str) -> float | None:
+    """T of ``top1@T`` (a decision taken only where the top class's score reaches T, T in (0, 1)),
+    else None. A text-orientation classifier whose package turns a line only where P(180) > 0.9
+    agreed on 97.3% of argmaxes and changed 8.25% of those decisions (:func:`decisions`)."""
+    parsed = _at(metric)
+    return parsed[1] if parsed is not None and parsed[0] == "top1" else None
 
 
 def class_threshold(metric: str) -> tuple[int, float] | None:
     """(K, T) of ``classK@T``, a decision per sample (or position) whether class K's score reaches T,
     else None. An FSMN voice-activity detector's package reads its silence state's probability, one
     of 248, against a threshold: top1 over the 248 refused a fold that kept 99.1% of its speech frames."""
-    head, at, value = str(metric).partition("@")
-    if not at or not head.startswith("class") or not head[5:].isdigit():
+    parsed = _at(metric)
+    if parsed is None or not parsed[0].startswith("class") or not parsed[0][5:].isdigit():
         return None
-    try:
-        t = float(value)
-    except ValueError:
-        return None
-    return (int(head[5:]), t) if 0.0 < t < 1.0 else None
+    return int(parsed[0][5:]), parsed[1]
 
 
 def binary_threshold(metric: str) -> float | None:
     """T of ``binary@T``: each value's decision whether it is above T (T in (0, 1)), where
     ``binary`` reads a probability at 0.5; else None. A package that cuts an ECG quality score at 0.1
     and 0.625 kept 93.8% of its 3-class decisions where ``binary`` counted 32 of 32 at 0.5."""
-    head, at, value = str(metric).partition("@")
-    if head != "binary" or not at:
-        return None
-    try:
-        t = float(value)
-    except ValueError:
-        return None
-    return t if 0.0 < t < 1.0 else None
+    parsed = _at(metric)
+    return parsed[1] if parsed is not None and parsed[0] == "binary" else None
 
 
 def metric_base(metric: str) -> str:
