@@ -419,21 +419,29 @@ def validate(
         header = onnx.load(str(original), load_external_data=False)
     else:
         header = original if isinstance(original, onnx.ModelProto) else onnx.load_from_string(original)
-    most, coupled = feed_runs(header, ref_sess, ref_out, feed, cut=speed_budget > 0)  # one sample timed
-    reference, got = _both(ref_sess, cand_sess, ref_out, feed, most)
+    from onnxfold.runtime.padding import padding_mask
+
+    quantized = quantized_outputs(header, ref_out)  # uint8 scores: numbers, not labels
+    given = inputs is not None if given is None else given
+
+    def run(feed: dict) -> tuple[bool, dict, dict]:
+        """(whether the feed's rows run together, the original's outputs, the candidate's) on ``feed``."""
+        most, coupled = feed_runs(header, ref_sess, ref_out, feed, cut=speed_budget > 0)  # one sample timed
+        return (coupled, *_both(ref_sess, cand_sess, ref_out, feed, most))
+
+    def compared(reference: dict, got: dict, feed: dict) -> list[OutputMetrics]:
+        reference, got = as_scores(reference, quantized), as_scores(got, quantized)
+        outcome = compare_outputs(reference, got, padding_mask(feed))
+        task_fidelity(outcome, reference, got, header, feed, vocabularies(id_draws), given, metrics, metric)
+        return outcome
+
+    coupled, reference, got = run(feed)
     redraw = inputs is None and not shapes and not coupled and batch < DECISIVE_BATCH  # shapes given: kept
     if redraw and _undecided(reference, header, id_draws):
         feed = _random_feed(ref_sess, shapes, DECISIVE_BATCH, seed, dim, id_draws)
-        most, coupled = feed_runs(header, ref_sess, ref_out, feed, cut=speed_budget > 0)
-        reference, got = _both(ref_sess, cand_sess, ref_out, feed, most)
+        coupled, reference, got = run(feed)
         redraw = False  # drawn at 16 already
-    quantized = quantized_outputs(header, ref_out)  # uint8 scores: numbers, not labels
-    reference, got = as_scores(reference, quantized), as_scores(got, quantized)
-    from onnxfold.runtime.padding import padding_mask
-
-    outcome = compare_outputs(reference, got, padding_mask(feed))
-    given = inputs is not None if given is None else given
-    task_fidelity(outcome, reference, got, header, feed, vocabularies(id_draws), given, metrics, metric)
+    outcome = compared(reference, got, feed)
     if (
         redraw
         and batch <= 2
@@ -441,11 +449,8 @@ def validate(
     ):
         # a warning on validation's default 2 random samples ("top1 0 of 2") is a coin's word: 16 measure it
         feed = _random_feed(ref_sess, shapes, DECISIVE_BATCH, seed, dim, id_draws)
-        most, coupled = feed_runs(header, ref_sess, ref_out, feed, cut=speed_budget > 0)
-        reference, got = _both(ref_sess, cand_sess, ref_out, feed, most)
-        reference, got = as_scores(reference, quantized), as_scores(got, quantized)
-        outcome = compare_outputs(reference, got, padding_mask(feed))
-        task_fidelity(outcome, reference, got, header, feed, vocabularies(id_draws), given, metrics, metric)
+        coupled, reference, got = run(feed)
+        outcome = compared(reference, got, feed)
     report = ValidationReport(
         provider=ref_sess.get_providers()[0],
         inputs={k: tuple(int(d) for d in np.shape(v)) for k, v in feed.items()},
