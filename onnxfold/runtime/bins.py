@@ -21,10 +21,13 @@ def expected_class(scores: np.ndarray) -> np.ndarray:
     x = np.asarray(scores, dtype=np.float64)
     if x.ndim == 0 or x.shape[-1] < 2:
         raise ValueError("expect needs an output whose last axis holds at least two classes")
-    if x.size and x.min() >= 0 and x.max() <= 1 and not np.allclose(x.sum(axis=-1), 1.0, atol=1e-3):
-        total = x.sum(axis=-1, keepdims=True)
-        x = np.where(total > 0, x / np.where(total > 0, total, 1.0), 1.0 / x.shape[-1])
-    elif not (x.min() >= 0 and np.allclose(x.sum(axis=-1), 1.0, atol=1e-3)):
+    total = x.sum(axis=-1, keepdims=True)
+    if x.size and x.min() >= 0 and not np.allclose(total, 1.0, atol=1e-3):  # not a distribution yet
+        if x.max() <= 1:  # probabilities
+            x = np.where(total > 0, x / np.where(total > 0, total, 1.0), 1.0 / x.shape[-1])
+        else:
+            x = softmax(x)
+    elif x.size and x.min() < 0:
         x = softmax(x)
     return x @ np.arange(x.shape[-1], dtype=np.float64)
 
@@ -38,6 +41,10 @@ def peak_score(scores: np.ndarray) -> np.ndarray:
         raise ValueError("peak needs an output whose last axis holds at least two bins")
     return x.max(axis=-1)
 
+
+#: the metrics that read an output over ordered bins as one value a row, and that value, which r2 then
+#: compares (``fidelity_value`` and the bootstrap's ``low_value`` alike)
+BIN_READINGS = {"expect": expected_class, "peak": peak_score}
 
 #: an ordered output holds at least this many bins (fewer are classes, whatever their order)
 ORDERED_MIN_BINS = 16

@@ -72,7 +72,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from onnxfold.runtime.anchors import AnchorView
-from onnxfold.runtime.bins import expected_class, ordered_bins, peak_score
+from onnxfold.runtime.bins import BIN_READINGS, ordered_bins
 from onnxfold.runtime.compare import _is_class_scores
 from onnxfold.runtime.detections import box_agreement, detections_like, fitted_boxes
 from onnxfold.runtime.embeddings import (  # noqa: F401 (read from here too)
@@ -250,8 +250,8 @@ def fidelity_value(
     if ref.shape != cand.shape:
         return 0.0
     ref, cand, metric = decided(metric, ref, cand)  # top1@T: decisions taken at confidence T alone
-    if metric in ("expect", "peak"):  # the expected bin, or the highest score, read by r2
-        read = expected_class if metric == "expect" else peak_score
+    if metric in BIN_READINGS:  # the expected bin, or the highest score, read by r2
+        read = BIN_READINGS[metric]
         ref, cand, metric = read(ref), read(cand), "r2"
         spread = None if spread is None else read(spread)
     weight = None

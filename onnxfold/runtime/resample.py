@@ -188,15 +188,10 @@ def low_value(
         drawn = weights @ total
         draws = np.where(drawn > 0, 2.0 * (weights @ matched) / np.maximum(drawn, 1e-12), 1.0)
         return float(np.quantile(draws, LOW_QUANTILE))
-    if (
-        metric in ("expect", "peak")
-        and np.ndim(ref)
-        and np.shape(ref)[-1] > 1
-        and np.shape(ref) == np.shape(cand)
-    ):
-        from onnxfold.runtime.bins import expected_class, peak_score
+    from onnxfold.runtime.bins import BIN_READINGS
 
-        read = expected_class if metric == "expect" else peak_score
+    if metric in BIN_READINGS and np.ndim(ref) and np.shape(ref)[-1] > 1 and np.shape(ref) == np.shape(cand):
+        read = BIN_READINGS[metric]
         ref, cand, metric = read(ref), read(cand), "r2"  # as fidelity_value reads it
     if not samples or samples < MIN_SAMPLES or metric not in METRICS:
         return None
