@@ -79,7 +79,7 @@ def _weights() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 
 def test_canonicalize_names_no_two_tensors_alike(tmp_path: Path) -> None:
-    from passes.canonicalize import CanonicalizePass
+    from onnxfold.passes.canonicalize import CanonicalizePass
 
     src = tmp_path / "src.onnx"
     onnx.save(_model(*_weights()[:2]), str(src))
@@ -111,7 +111,7 @@ def test_a_source_holding_our_names_folds_exactly(tmp_path: Path) -> None:
 def test_unfused_matmuls_share_one_transposed_weight_under_a_fresh_name(tmp_path: Path) -> None:
     """Two FusedMatMul(·, B, transB=1) read one weight: unfused, they read one transposed copy of it
     (two copies counted it twice), named apart from the source's ``B_T``, a different tensor."""
-    from passes.canonicalize import CanonicalizePass
+    from onnxfold.passes.canonicalize import CanonicalizePass
 
     rng = np.random.default_rng(3)
     nodes = [

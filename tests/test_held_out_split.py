@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from onnxfold.passes.search import split_samples
 from onnxfold.runtime.padding import mark_padding, marked_padding
-from passes.search import split_samples
 
 
 def test_samples_given_in_turn_by_class_land_in_both_halves() -> None:

@@ -119,7 +119,7 @@ def test_a_quantized_model_of_another_opset_drops_canonicalize_s_recipes() -> No
     (axes an attribute) in the opset-13 graph: "Unsqueeze ... has input size 1", nothing written
     (checked on the model itself). A quantized model of the same opset keeps them."""
     from onnxfold.ir.model import model_from_proto
-    from passes.quantize import replace_model_contents
+    from onnxfold.passes.quantize import replace_model_contents
 
     net = Net({"w": rnd(np.random.default_rng(3), 4, 3, 1, 1)}, opset=11)
     proto = net.model(net("Conv", net.input("x", ["N", 3, 8, 8]), "w"))

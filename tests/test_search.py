@@ -18,6 +18,7 @@ from onnxfold.cli.commands import main
 from onnxfold.folding.cluster import cluster_count, widths
 from onnxfold.models import bundled_model
 from onnxfold.passes import CanonicalizePass
+from onnxfold.passes.search import split_samples
 from onnxfold.pipeline.manager import PassContext
 from onnxfold.runtime.fidelity import (
     OutputFidelity,
@@ -30,7 +31,6 @@ from onnxfold.runtime.fidelity import (
 from onnxfold.search import Evaluator, greedy_path, sensitivity
 from onnxfold.search.result_text import bound_text
 from onnxfold.search.sensitivity import GroupCurve
-from passes.search import split_samples
 
 
 @pytest.fixture(scope="module")

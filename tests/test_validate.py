@@ -563,9 +563,9 @@ def test_a_count_that_misses_the_target_by_the_rule_of_succession_says_so() -> N
     from types import SimpleNamespace
 
     from onnxfold.errors import PassError
+    from onnxfold.passes.validate import ValidatePass
     from onnxfold.pipeline.manager import PassContext
     from onnxfold.runtime.fidelity import OutputFidelity
-    from passes.validate import ValidatePass
 
     def kept(value: float, samples: int | None, low: float | None = None) -> str:
         ctx = PassContext()
