@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from onnxfold.runtime.probability_maps import SIGMOID_OPS
+
 
 def expected_class(scores: np.ndarray) -> np.ndarray:
     """Σ_c c·p_c over the last axis: p the scores where they sum to 1, the scores over their sum where
@@ -73,7 +75,7 @@ def ordered_bins(ref: np.ndarray, op: str | None) -> bool:
     if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
         return False
     # a distribution over the bins whatever made it (PESTO rolls its Softmax with a Slice and a Concat)
-    if op not in ("Sigmoid", "HardSigmoid", "Softmax") and not np.allclose(x.sum(axis=-1), 1.0, atol=1e-3):
+    if op not in (*SIGMOID_OPS, "Softmax") and not np.allclose(x.sum(axis=-1), 1.0, atol=1e-3):
         return False
     x = x.reshape(-1, x.shape[-1]).astype(np.float64)
     bins, rows = x.shape[1], np.arange(len(x))
