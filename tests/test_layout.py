@@ -7,6 +7,7 @@ exposes a cycle: ``a`` importing ``b`` that imports ``a`` back fails only when o
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +85,19 @@ def test_no_library_module_is_long() -> None:
     }
     assert len(lengths) > 50
     assert {p: n for p, n in lengths.items() if n > MAX_LINES} == {}
+
+
+def test_passes_and_models_are_imported_by_their_installed_names() -> None:
+    """``passes/`` and ``models/`` install as ``onnxfold.passes`` and ``onnxfold.models``: a bare
+    ``passes.x`` resolved only with the checkout on sys.path (``python -m pytest``, not ``pytest``) and
+    loaded a second copy of the module beside the library's."""
+    bare = re.compile(r"^\s*(from|import)\s+(passes|models)\b", re.MULTILINE)
+    roots = (PACKAGE, PASSES, PACKAGE.parent / "tests", PACKAGE.parent / "models")
+    found = [
+        str(p.relative_to(PACKAGE.parent))
+        for r in roots
+        for p in r.rglob("*.py")
+        if bare.search(p.read_text())
+    ]
+    assert len(list((PACKAGE.parent / "tests").glob("test_*.py"))) > 20
+    assert found == []
