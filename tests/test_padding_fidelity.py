@@ -245,3 +245,25 @@ def test_validation_counts_equal_labels_on_the_tokens_alone() -> None:
     (tags,) = report.outputs
     assert tags.top1_agreement == 1.0 and tags.fidelity == 1.0, tags.summary()
     assert "equal 100.0%" in tags.summary()
+
+
+def test_padded_positions_are_no_channels_of_r2() -> None:
+    """A per-character score [N, L] of sentences padded to the longest: r2 pools every sample's
+    positions, as r2 over [N, L, C] takes its channels on C alone. With each position a channel the
+    last ones hold one or two sentences, and a candidate as close as any read far lower (a Thai word
+    segmenter: 0.85 where pooled 0.998)."""
+    rng = np.random.default_rng(5)
+    lengths = np.concatenate([[40], rng.integers(3, 12, 31)])
+    keep = np.arange(40)[None] < lengths[:, None]
+    ref = rng.standard_normal((32, 40)) * 4
+    cand = ref + rng.standard_normal(ref.shape) * 0.4  # r2 about 0.99 at every position
+    pooled = r2_on(ref[keep][:, None], cand[keep][:, None], None)
+    assert pooled == pytest.approx(0.99, abs=0.005)
+    assert fidelity_value("r2", ref, cand, 32, keep) == pytest.approx(pooled, rel=1e-12)
+    assert r2_on(ref, cand, 1, keep) < 0.9  # each position a channel: the last hold one sentence
+    low = low_value("r2", ref, cand, 32, keep)
+    assert low is not None and 0.98 < low <= pooled
+    wide = np.repeat(ref[..., None], 3, axis=2) * np.array([1.0, 10.0, 100.0])
+    moved = wide + rng.standard_normal(wide.shape) * 0.4 * np.array([1.0, 10.0, 100.0])
+    per_channel = np.mean([r2_on(wide[keep][:, c], moved[keep][:, c], None) for c in range(3)])
+    assert fidelity_value("r2", wide, moved, 32, keep) == pytest.approx(per_channel, rel=1e-12)

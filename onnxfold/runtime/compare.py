@@ -123,7 +123,8 @@ class OutputMetrics:
             if labels
             else [f"max_abs {self.max_abs:.1e}", f"max_rel {self.max_rel:.1e}", f"cosine {self.cosine:.6f}"]
         )
-        if self.top1_agreement is not None:
+        read = self.fidelity_metric
+        if self.top1_agreement is not None and (labels or read is None or "top1" in read or "class" in read):
             parts.append(f"{'equal' if labels else 'top1'} {100.0 * self.top1_agreement:.1f}%")
         said = self.fidelity_metric == "top1" and self.top1_agreement is not None  # class scores' agreement
         if self.fidelity is not None and self.fidelity_metric is not None and not said:

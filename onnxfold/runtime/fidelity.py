@@ -83,7 +83,7 @@ from onnxfold.runtime.embeddings import (  # noqa: F401 (read from here too)
     embedding_like,
     probabilities,
 )
-from onnxfold.runtime.labels import is_labels, label_agreement
+from onnxfold.runtime.labels import is_labels, label_agreement, score_agreement
 from onnxfold.runtime.metric_spec import (  # noqa: F401 (the metric names, read from here too)
     COUNTS_OF_CLASSES,
     GUARDED_SEQUENCE,
@@ -268,20 +268,7 @@ def fidelity_value(
     if is_labels(ref) and metric in COUNTS_OF_CLASSES:
         return label_agreement(metric, ref, cand, samples)
     if metric in ("top1", "sequence", "margin", "tags"):
-        if ref.ndim == 0 or ref.shape[-1] < 2:
-            raise ValueError(f"{metric} needs an output whose last axis holds at least two classes")
-        if metric != "top1" and ref.ndim == 2:  # RivaGAN's 32 bits read 32 of 32 "tags" where 10 moved
-            raise ValueError(
-                f"{metric} reads a sample's classes at each of its positions ([N, L, C] scores); a {list(ref.shape)} "
-                "output has one argmax per sample, which is top1; independent decisions per channel "
-                "(multi-label scores, bits) are binary"
-            )
-        if metric in ("top1", "tags"):  # the argmaxes are labels
-            return label_agreement(metric, ref.argmax(axis=-1), cand.argmax(axis=-1), samples)
-        if metric == "sequence":
-            return sequence_agreement(ref.argmax(axis=-1), cand.argmax(axis=-1), samples)
-        doubled = 2 * cand.astype(np.float64) - ref.astype(np.float64)  # margin: the deviation doubled
-        return sequence_agreement(ref.argmax(axis=-1), doubled.argmax(axis=-1), samples)
+        return score_agreement(metric, ref, cand, samples)
     if metric == "binary":
         return binary_agreement(ref, cand)
     if metric == "mask":
@@ -289,7 +276,7 @@ def fidelity_value(
     if metric == "boxes":
         return box_agreement(ref, cand)
     if metric == "r2":
-        return r2(ref, cand, weight, spread)
+        return r2(ref, cand, weight, spread, positions=keep is not None)
     if metric == "distance":
         return distance_agreement(ref, cand)
     a = ref.astype(np.float64, copy=False).ravel()

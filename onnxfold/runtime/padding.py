@@ -13,7 +13,8 @@ mask's (:func:`token_positions`):
 * ``top1``, ``binary``, ``mask`` (positions): only the token positions are counted;
 * ``cosine``, ``relerr``: both outputs are zeroed at padded positions, which adds nothing to either
   sum;
-* ``r2``: each channel's sums weigh a padded element 0 (:func:`onnxfold.runtime.r2.r2`).
+* ``r2``: each channel's sums weigh a padded element 0, and axis 1, the positions, holds no channel
+  (:func:`onnxfold.runtime.r2.channel_axes`).
 
 The bootstrap (:mod:`onnxfold.runtime.resample`) weighs its per-sample sums the same way.
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Mapping
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -113,6 +115,43 @@ def marked_padding(feed: Mapping[str, np.ndarray]) -> np.ndarray | None:
         if keep is not None:
             return keep
     return None
+
+
+def zero_row_padding(arrays: dict[str, np.ndarray], model) -> list[str]:
+    """Mark (:func:`mark_padding`) each integer input [N, L] of ``arrays`` (replaced in place) whose
+    rows end in a run of the one id whose row of the embedding table it indexes is all zero (torch's
+    ``padding_idx``: the model reads nothing there), where no mask, length or padding of onnxfold's
+    marks the padding already and every row keeps a token; returns a line per input marked.
+    AttaCut's character CNN given 32 sentences padded with id 0 to 111 characters (47% of them
+    padding, where every fold agrees) measured binary 0.9637 for a fold that kept 0.932 of the real
+    characters' boundaries and word F1 0.56 on new sentences."""
+    import onnx_graphsurgeon as gs
+
+    from onnxfold.folding.samples import embedding_tables
+
+    graph = model if isinstance(model, gs.Graph) else getattr(model, "graph", None)
+    if not isinstance(graph, gs.Graph) or padding_mask(arrays) is not None:
+        return []
+    lines = []
+    for name, table in embedding_tables(SimpleNamespace(graph=graph)).items():
+        ids = arrays.get(name)
+        if ids is None or ids.ndim != 2 or ids.dtype.kind not in "iu" or ids.shape[1] < 2 or not ids.size:
+            continue
+        zero = np.flatnonzero(~np.any(np.asarray(table.values) != 0, axis=1))
+        if len(zero) != 1:
+            continue
+        pad = int(zero[0])
+        trailing = np.cumprod(ids[:, ::-1] == pad, axis=1).sum(axis=1)
+        if not trailing.any() or (trailing >= ids.shape[1]).any():
+            continue
+        keep = np.arange(ids.shape[1])[None, :] < (ids.shape[1] - trailing)[:, None]
+        arrays[name] = mark_padding(ids, keep)
+        lines.append(
+            f"input {name!r}: {int((trailing > 0).sum())} of {len(ids)} samples end in id {pad}, the "
+            f"all-zero row of {table.name} (padding, {1 - keep.mean():.0%} of the positions): outputs "
+            "with a position per input position are measured on the positions before it"
+        )
+    return lines
 
 
 def length_mask(feed: Mapping[str, np.ndarray]) -> np.ndarray | None:
@@ -210,4 +249,5 @@ __all__ = [
     "token_positions",
     "unpadded",
     "without_holes",
+    "zero_row_padding",
 ]

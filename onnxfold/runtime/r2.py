@@ -12,12 +12,17 @@ import numpy as np
 
 
 def r2(
-    ref: np.ndarray, cand: np.ndarray, weight: np.ndarray | None = None, spread: np.ndarray | None = None
+    ref: np.ndarray,
+    cand: np.ndarray,
+    weight: np.ndarray | None = None,
+    spread: np.ndarray | None = None,
+    positions: bool = False,
 ) -> float:
     """Mean over channels of the clipped coefficient of determination: channels on axis 1, and for
     rank 3 the smaller of the means with channels on axis 1 and on axis 2 (fidelity's docstring); an
     output whose one axis beside the samples longer than 1 lies after others of 1 is read as
-    [samples, that axis] (:func:`flat_channels`).
+    [samples, that axis] (:func:`flat_channels`). ``positions``: axis 1 holds the padded samples'
+    token positions (:mod:`onnxfold.runtime.padding`), never channels (:func:`channel_axes`).
     ``spread``: the output over every sample, of ``ref``'s shape but along axis 0 (module docstring);
     not used with a ``weight``, or of another shape."""
     ref = np.atleast_1d(ref)
@@ -28,9 +33,21 @@ def r2(
         ref, cand = ref.reshape(one), np.reshape(cand, one)
         weight = None if weight is None else np.reshape(weight, one)
         spread = None if spread is None else np.reshape(spread, (-1, one[1]))
-    if ref.ndim == 3:
-        return min(r2_on(ref, cand, 1, weight, spread), r2_on(ref, cand, 2, weight, spread))
-    return r2_on(ref, cand, 1 if ref.ndim >= 2 else None, weight, spread)
+    return min(r2_on(ref, cand, axis, weight, spread) for axis in channel_axes(ref.ndim, positions))
+
+
+def channel_axes(ndim: int, positions: bool = False) -> list[int | None]:
+    """The axes r2 takes its channels on, the smaller mean winning (None: the whole output is one
+    channel): 1, both 1 and 2 for rank 3, none for rank 1. Where axis 1 holds token positions
+    (``positions``) it is no channel: [N, L] is one channel over every sample's positions, [N, L, C]
+    has its channels on axis 2. A Thai word segmenter's [32, 111] logits, 47% of them padding, read
+    r2 0.85 with each position a channel (the last positions held one or two sentences' characters)
+    where pooled they read 0.998."""
+    if ndim < 2 or positions and ndim == 2:
+        return [None]
+    if ndim == 3:
+        return [2] if positions else [1, 2]
+    return [1]
 
 
 def flat_channels(shape: tuple[int, ...]) -> tuple[int, int] | None:
@@ -108,4 +125,4 @@ def _r2_block(ref, cand, axis, weight, spread_of, block: slice) -> tuple[np.ndar
     return per, held
 
 
-__all__ = ["flat_channels", "r2", "r2_on"]
+__all__ = ["channel_axes", "flat_channels", "r2", "r2_on"]

@@ -30,7 +30,7 @@ import numpy as np
 
 from onnxfold.runtime.padding import broadcast_keep, without_holes
 from onnxfold.runtime.probability_maps import THRESHOLD, threshold
-from onnxfold.runtime.r2 import flat_channels
+from onnxfold.runtime.r2 import channel_axes, flat_channels
 
 #: Resamples drawn (fixed seed: the same outputs give the same bound).
 RESAMPLES = 1000
@@ -131,10 +131,12 @@ def resampled(
     samples: int,
     weights: np.ndarray,
     element: np.ndarray | None = None,
+    positions: bool = False,
 ) -> np.ndarray | None:
     """``metric`` of ``cand`` against ``ref`` under each resample (rows of ``weights``, [R, samples]);
     None when the metric is not resampled or no axis holds the samples. ``element``: each element's
-    weight in the sums (0 at padding), or None."""
+    weight in the sums (0 at padding), or None; ``positions``: axis 1 holds token positions, as
+    :func:`~onnxfold.runtime.r2.r2` reads them."""
     a, b = np.asarray(ref), np.asarray(cand)
     if metric not in METRICS or a.shape != b.shape or a.size == 0:
         return None
@@ -143,7 +145,7 @@ def resampled(
         if one is not None:
             a, b = a.reshape(one), b.reshape(one)
             element = None if element is None else np.reshape(element, one)
-        axes = [None] if a.ndim < 2 else [1, 2] if a.ndim == 3 else [1]
+        axes = channel_axes(a.ndim, positions)
         draws = None
         for axis in axes:
             sums = _per_sample(a, b, samples, axis, NEEDS["r2"], element)
@@ -206,7 +208,7 @@ def low_value(
         if held is not None and not np.asarray(held).any():  # NaN everywhere in both (a NaN weight)
             return None  # nothing to bound: fidelity_value reads 1 there
     weight = None if held is None else np.asarray(held, dtype=np.float64)
-    draws = resampled(metric, ref, cand, samples, draw_weights(samples), weight)
+    draws = resampled(metric, ref, cand, samples, draw_weights(samples), weight, keep is not None)
     return None if draws is None else float(np.quantile(draws, LOW_QUANTILE))
 
 

@@ -17,6 +17,7 @@ from onnxfold.errors import one_line
 from onnxfold.runtime.id_range import check_id_ranges
 from onnxfold.runtime.images import IMAGE_SUFFIXES, PRESETS
 from onnxfold.runtime.inputs import InputSpec, check_shape, check_shared_dims, fixed_batches, input_specs
+from onnxfold.runtime.padding import zero_row_padding
 from onnxfold.runtime.ragged import check_padding, collected, even_lengths, mark_padded
 
 
@@ -159,6 +160,9 @@ def load_inputs(
             bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
             raise ValueError(f"{arrays[name][1]}: input {name!r} holds {bad} NaN or infinite values")
     check_id_ranges(out, model, {k: v[1] for k, v in arrays.items()})
+    warned.update(
+        (f" pad{i}", f"{_where(source)}: {line}") for i, line in enumerate(zero_row_padding(out, model))
+    )
     for name, arr in out.items():  # zero samples failed deep inside the fold ("need at least one array")
         if arr.ndim and arr.shape[0] == 0:
             raise ValueError(f"{arrays[name][1]}: input {name!r} holds no samples (shape {arr.shape})")
