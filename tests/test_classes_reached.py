@@ -25,6 +25,10 @@ def test_the_classes_an_argmax_reaches_are_counted_on_the_last_axis() -> None:
     assert classes_reached(reference, metrics) == {"lines": (4, 6)}
     assert classes_reached(reference, {**metrics, "lines": "r2"}) == {}  # not judged by its argmax
     assert classes_reached(reference, {**metrics, "lines": "class0@0.5"}) == {}  # one class's score alone
+    boundaries = rng.standard_normal((8, 30))  # a decision per character: tags reads no argmax there
+    boundaries[:, 20:] = -5.0
+    assert classes_reached({"b": boundaries}, {"b": "tags+r2"}) == {}
+    assert classes_reached({"b": boundaries}, {"b": "top1"}) != {}  # its argmax never reaches 20 to 29
     (note,) = coverage_notes(classes_reached(reference, metrics))
     assert "(on lines 4 of its 6)" in note and "the others are not measured" in note
     assert coverage_notes({}) == []

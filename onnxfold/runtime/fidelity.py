@@ -104,6 +104,7 @@ from onnxfold.runtime.probability_maps import (
     SIGMOID_OPS,
     binary_agreement,
     binary_score,
+    both_ways,
     class_map,
     mask_iou,
     mask_map,
@@ -316,7 +317,9 @@ def output_metrics(
     reference decides both ways, a Sigmoid map ``mask+r2`` where it marks a region, else r2; so do
     Sigmoid scores [B, C] (a multi-label tagger's independent probabilities), never top-1.
     ``free_last``: outputs declared [B, symbol] (:func:`~onnxfold.runtime.producers.free_last_axes`), read by r2
-    where auto would take its argmax; ``states``: outputs fed back as a recurrent state; a decision metric given for every output
+    where auto would take its argmax, and on the user's samples of a token model by ``tags+r2`` where
+    their values lie on both sides of the threshold (AttaCut's boundary logits per character at r2 0.96
+    split 5% of new sentences as before); ``states``: outputs fed back as a recurrent state; a decision metric given for every output
     (``--metric top1``) leaves them to auto, since a state's argmax decides nothing (a romanizer's
     decoder read "hidden_out top1 1.0000" where the fold changed 11% of names), unless one is named."""
     metric, named = parse_metric(metric)
@@ -348,6 +351,15 @@ def output_metrics(
             chosen = "r2"
         if metric == "auto" and chosen == "top1" and not labels and np.ndim(ref) == 2 and name in free_last:
             chosen = "r2"  # a value per frame: no class axis sizes with the input
+        if (
+            metric == "auto"
+            and chosen == "r2"
+            and guarded
+            and token_inputs
+            and name in free_last
+            and both_ways(ref)
+        ):
+            chosen = "tags+r2"  # a token's decision (a word boundary per character): a sentence is read whole
         if (
             metric == "auto"
             and chosen == "top1"

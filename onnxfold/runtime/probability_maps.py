@@ -63,6 +63,15 @@ def binary_score(ref: np.ndarray, bound: str | None, samples: int | None = None)
     return _decides_both_ways(ref, bound, samples, per_sample=True)
 
 
+def both_ways(ref: np.ndarray) -> bool:
+    """Whether ``ref`` holds float values on each side of its :func:`threshold` (decisions both ways)."""
+    ref = np.asarray(ref)
+    if ref.dtype.kind != "f" or not ref.size or not np.isfinite(ref).all():
+        return False
+    above = ref > threshold(ref)
+    return bool(above.any() and not above.all())
+
+
 def binary_agreement(ref: np.ndarray, cand: np.ndarray) -> float:
     """The ``binary`` fidelity: the share of values on the same side of the reference's
     :func:`threshold`."""
@@ -130,6 +139,7 @@ __all__ = [
     "THRESHOLD",
     "binary_agreement",
     "binary_score",
+    "both_ways",
     "class_axis",
     "class_iou",
     "class_map",

@@ -82,6 +82,8 @@ def classes_reached(
             continue
         if values.dtype.kind != "f" or values.ndim < 2 or values.shape[-1] < 2:
             continue
+        if first == "tags" and values.ndim == 2:  # a decision per value, no argmax (labels.score_agreement)
+            continue
         reached = int(np.unique(np.nan_to_num(values, nan=-np.inf).argmax(axis=-1)).size)
         if reached < values.shape[-1]:
             out[name] = (reached, int(values.shape[-1]))
