@@ -8,16 +8,15 @@ or it is an integer weight cast to float (stored 4x larger; ``--dequantize`` rea
 whose inputs are all small constants (pads, Resize scales and shape vectors that exporters compute from
 constants) is replaced by its value, computed by onnxruntime (:mod:`onnxfold.ir.constant_fold`);
 vectors (rank ≤ 1) shared by several nodes are copied per node; a computed shape tensor shared by
-several Reshape/Expand/Tile/ConstantOfShape nodes is computed once per node (an exact copy of the small
-shape computation); nodes nothing uses are removed; integer shape arithmetic whose value the inferred
-shapes fix (a channel count read through ``Shape``) is replaced by its value; a last-two-axes transpose
-written through a merged leading axis (torch's SDPA kᵀ) is one Transpose; a packed q/k/v projection
+several Reshape/Expand/Tile/ConstantOfShape nodes is computed once per node (an exact copy); nodes
+nothing uses are removed; integer shape arithmetic whose value the inferred shapes fix (a channel count
+read through ``Shape``) is replaced by its value; a last-two-axes transpose through a merged leading axis (torch's SDPA kᵀ) is one Transpose; a packed q/k/v projection
 indexed part by part is one Slice per part (:mod:`onnxfold.ir.packed`), heads merged with the batch
 axis get an axis of their own (:mod:`onnxfold.ir.heads`); ``Split(num_outputs=n)`` gets explicit sizes;
-nodes are topologically sorted; shapes are inferred where ONNX can infer them. Values are never
-changed, so the model computes bit-identical outputs. onnxruntime may still fuse the two attention
-rewrites differently from the source (PP-OCRv4's recogniser: 7e-7 apart), so the graph before them is
-kept (``Model.unrewritten``) and a fold that uses neither writes that one.
+nodes are topologically sorted; shapes are inferred where ONNX can infer them; a recurrent op's zero
+initial state is left out (:mod:`onnxfold.ir.recurrent_states`). Values are never changed. onnxruntime
+may fuse the attention rewrites differently (PP-OCRv4's recogniser: 7e-7 apart), so the graph before
+them is kept (``Model.unrewritten``) and a fold that uses neither writes that one.
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ from onnxfold.ir.edit import Names, remove_identities, replace_input
 from onnxfold.ir.heads import lift_merged_heads
 from onnxfold.ir.model import Model
 from onnxfold.ir.packed import unpack_packed_axes
+from onnxfold.ir.recurrent_states import drop_zero_states
 from onnxfold.ir.shapes import infer_shapes
 from onnxfold.ir.transposes import direct_key_transposes
 from onnxfold.ir.unfuse import fused_ops, unfuse_runtime_ops
@@ -415,9 +415,8 @@ def isolate_shape_computations(graph: gs.Graph) -> int:
 
 
 def _finish(model: Model) -> tuple[int, int, int, bool, int]:
-    """The last steps, again after a rewrite: shape computations isolated (nodes named first: the
-    copies are named after their readers), vectors unshared, dead nodes removed, nodes sorted and
-    named, shapes inferred, Split sizes explicit."""
+    """The last steps, again after a rewrite: shape computations isolated (nodes named first: the copies
+    are named after their readers), vectors unshared, dead nodes removed, sorted and named, shapes inferred."""
     graph = model.graph
     renamed = name_nodes(graph)
     isolated, unshared = isolate_shape_computations(graph), unshare_vectors(graph)
@@ -434,12 +433,12 @@ class CanonicalizePass(Pass):
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         graph = model.graph
         lifted = lift_constants(graph)
-        removed = remove_identities(graph)
+        removed, zeros = remove_identities(graph), drop_zero_states(graph)
         folded = fold_constant_layout_ops(graph)
         graph.toposort()
         computed = fold_small_constants(graph, model.opset_imports)
         model.computed_constants.update(computed)
-        materialized = transposes = unpacked = heads = unfused = 0
+        dims = transposes = unpacked = heads = unfused = 0
         shaped = any(node.op == "Shape" for node in graph.nodes)
         if shaped:
             graph.cleanup(remove_unused_graph_inputs=False).toposort()
@@ -448,7 +447,7 @@ class CanonicalizePass(Pass):
                 step = materialize_static_dims(graph, model.computed_constants)
                 if not step:
                     break
-                materialized += step
+                dims += step
                 folded += fold_constant_layout_ops(graph)
                 more = fold_small_constants(graph, model.opset_imports)
                 model.computed_constants.update(more)
@@ -473,9 +472,10 @@ class CanonicalizePass(Pass):
         stats = {
             "constants_lifted": lifted,
             "nodes_removed": removed,
+            "zero_recurrent_states_dropped": zeros,
             "constant_ops_folded": folded,
             "constant_computations_folded": len(computed),
-            "static_dims_materialized": materialized,
+            "static_dims_materialized": dims,
             "key_transposes_made_direct": transposes,
             "runtime_fused_ops_unfused": unfused,
             "packed_projections_unpacked": unpacked,
@@ -496,5 +496,5 @@ class CanonicalizePass(Pass):
                 "and fuse them now (faster; outputs may differ in the last bits, which validation "
                 "measures against the file as it was), and a caller can no longer feed them"
             )
-        changed = (lifted, removed, folded, computed, materialized, transposes, unpacked, heads, unfused)
+        changed = (lifted, removed, zeros, folded, computed, dims, transposes, unpacked, heads, unfused)
         return PassResult(any(changed) or bool(isolated or unshared or renamed or splits), stats)

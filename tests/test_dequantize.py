@@ -92,8 +92,10 @@ def test_qdq_weights_are_what_onnxruntime_dequantizes_and_no_pair_is_left(
     assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.99
 
 
-def _recurrent(path: Path) -> Path:
-    """x [T, 1, 6] → LSTM (hidden 8) → MatMul [8, 5]: what a speaker embedder's layers look like."""
+def _recurrent(path: Path, state_out: bool = False) -> Path:
+    """x [T, 1, 6] → LSTM (hidden 8) → MatMul [8, 5]: what a speaker embedder's layers look like;
+    ``state_out``: its last hidden state is a graph output too (a streaming model's), so its hidden
+    units cannot fold."""
     w = numpy_helper.from_array(rnd(RNG, 1, 32, 6), "W")
     r = numpy_helper.from_array(rnd(RNG, 1, 32, 8), "R")
     proj = numpy_helper.from_array(rnd(RNG, 8, 5), "P")
@@ -106,7 +108,7 @@ def _recurrent(path: Path) -> Path:
         nodes,
         "rnn",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [7, 1, 6])],
-        [helper.make_tensor_value_info("emb", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ["emb", "h"][: 1 + state_out]],
         [w, r, proj, numpy_helper.from_array(np.array([0], np.int64), "zero")],
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
@@ -289,7 +291,9 @@ def test_a_dequantized_model_that_folds_nothing_is_not_called_the_same_model(tmp
     written computes the same outputs: it was the float32 model, 4x larger, and changed 7 of 103
     sentences against the INT8 one."""
     q = tmp_path / "q.onnx"
-    quantize_dynamic(str(_recurrent(tmp_path / "f.onnx")), str(q), weight_type=QuantType.QInt8)
+    quantize_dynamic(
+        str(_recurrent(tmp_path / "f.onnx", state_out=True)), str(q), weight_type=QuantType.QInt8
+    )
     assert main(["fold", str(q), "-o", str(tmp_path / "o.onnx"), "-s", "0.5", "--dequantize"]) == 0
     said = capsys.readouterr().out
     assert "nothing folded" in said and "keep the model given" in said
