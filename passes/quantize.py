@@ -298,7 +298,9 @@ class QuantizePass(Pass):
                 )
             out = tmp / "quantized.onnx"
             # float64 nodes; in static mode, what a mask's fill value reaches and log spectrum front ends
-            doubles, counts, left = float_kept(src, static=self.opts["mode"] == "static")
+            doubles, counts, left = float_kept(
+                src, self.opts["mode"] == "static", tuple(self.opts["op_types"])
+            )
             stats.update(counts)
             stats["note"] = "; ".join(filter(None, (stats.get("note"), left)))
             common = {

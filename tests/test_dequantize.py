@@ -538,3 +538,14 @@ def test_a_constant_a_loop_body_reads_from_the_main_graph_is_kept(tmp_path: Path
     got = make_session(str(out)).run(None, feed)[0]  # "step" kept: it was dropped as unused
     want = make_session(str(q)).run(None, feed)[0]
     assert got.shape == (2, 6) and np.abs(got - want).max() < 0.1 * np.abs(want).max()
+
+
+def test_a_requantized_lstm_keeps_the_form_it_was_given_in(tmp_path: Path) -> None:
+    """Dynamic quantization leaves an LSTM float by default (DynamicQuantizeLSTM runs on onnxruntime
+    alone); a model given with DynamicQuantizeLSTM (text2tashkeel's BiLSTM) and requantized gets it back."""
+    q = tmp_path / "q.onnx"
+    quantize_dynamic(str(_recurrent(tmp_path / "f.onnx")), str(q), weight_type=QuantType.QInt8)
+    out = tmp_path / "o.onnx"
+    argv = ["fold", str(q), "-o", str(out), "-s", "0.25", "--dequantize", "--requantize"]
+    assert main(argv) == 0
+    assert "DynamicQuantizeLSTM" in {n.op_type for n in onnx.load(str(out)).graph.node}
