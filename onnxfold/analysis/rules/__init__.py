@@ -19,8 +19,8 @@ Rules, by kind:
   each channel into a block of features, lay copies of the channels side by side (the channel axis
   merged with dims before it: NHWC Flatten, stacked frames) or coarsen it to attention heads; fused
   attention unites q, k and v by heads.
-* consumer only (:mod:`.recurrent`): LSTM/GRU/RNN read their input features through W's axis 2
-  (``sum`` members); their hidden units are not folded.
+* recurrent (:mod:`.recurrent`): LSTM/GRU/RNN read their input features through W's axis 2
+  (``sum`` members) and open a space of their hidden units (rows of every gate block, R's columns).
 * barrier: anything else, graph outputs, ops that mix or normalise over the channel axis, a grouped
   Conv(Transpose) reading several groups' channels, weights that are computed or shared
   with an untracked use (a :class:`~onnxfold.analysis.groups.BlockReason` each).
