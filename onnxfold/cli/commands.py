@@ -255,7 +255,8 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
         shown = ", ".join(f"{k} {v}" for k, v in evaluator.metrics.items())
         m = fold.opts["method"]  # auto without statistics plans as fold: both said (khmertagger)
         how = m if fold.method == m else f"{m}, planned as {fold.method}"
-        print(format_sensitivity(curves, f"method {how}; {measured_on}; {rounding}; metric {shown}"))
+        table = format_sensitivity(curves, f"method {how}; {measured_on}; {rounding}; metric {shown}")
+        print(table if curves else table.splitlines()[0])  # no empty table's header (trial 137)
         if not curves:  # an empty table said nothing of why (chars2vec: its weights in Loop bodies)
             from onnxfold.analysis.subgraphs import subgraph_note
 

@@ -228,7 +228,7 @@ class FoldReport:
                 f"foldable channels {n_before} -> {n_after}; parameter sparsity {percent(self.param_sparsity)}"
                 + (f" ({once:.1%} weights held twice, stored once)" if once >= 0.001 else "")
             )
-            if self.round_to is not None:
+            if self.round_to is not None and folded:  # no width to round where nothing folded (trial 137)
                 parts.append(self.rounding_line())
             rows = [
                 [
