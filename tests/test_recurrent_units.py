@@ -145,3 +145,18 @@ def test_a_state_fed_from_outside_keeps_the_hidden_units() -> None:
     assert any(r.code == "recurrent-state" and "h0 is computed" in r.message for r in hidden.group.blocked)
     feed = _feed(state_input=True)
     np.testing.assert_array_equal(run_ort(to_model_proto(model), feed)[0], run_ort(proto, feed)[0])
+
+
+@pytest.mark.parametrize("method", ["auto", "lsq", "hybrid"])
+def test_duplicated_hidden_units_fold_back_when_fitted_on_samples(method: str) -> None:
+    """With samples the consumers' columns are fitted by least squares (the next layer's, and the
+    output projection's); duplicates still fold back exactly."""
+    w = _weights("LSTM", 2)
+    compact, wide = _model("LSTM", 2, w), _model("LSTM", 2, _wide("LSTM", 2, w))
+    x = np.random.default_rng(3).standard_normal((T, 32, IN)).astype(np.float32)
+    model, _ = onnxfold.fold(wide, 0.5, validate=False, round_to=1, method=method, inputs={"x": x})
+    folded = to_model_proto(model)
+    assert _hidden_sizes(folded) == [H]
+    np.testing.assert_allclose(
+        run_ort(folded, _feed())[0], run_ort(compact, _feed())[0], rtol=1e-5, atol=1e-6
+    )
