@@ -220,13 +220,10 @@ def _warn_few(arrays: Mapping[str, np.ndarray], source: Any) -> None:
     n = sample_count(dict(arrays)) if arrays and splittable(dict(arrays)) else FEW_SAMPLES
     held = [a for a in arrays.values() if isinstance(a, np.ndarray)]
     if n < FEW_SAMPLES and _first_warning(_WARNED_FEW, held):
+        plural = "" if n == 1 else "s"
         logging.getLogger(__name__).warning(
-            "%s: %d sample%s: figures measured on so few say little about new inputs (a search holds "
-            "half of them out from %d on); give 32 or more",
-            _where(source),
-            n,
-            "" if n == 1 else "s",
-            FEW_SAMPLES,
+            f"{_where(source)}: {n} sample{plural}: figures measured on so few say little about new inputs "
+            f"(a search holds half of them out from {FEW_SAMPLES} on); give 32 or more"
         )
 
 
