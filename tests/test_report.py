@@ -584,11 +584,18 @@ def test_a_count_target_that_admits_no_miss_is_noted() -> None:
     from onnxfold.report.target_notes import count_target
     from onnxfold.runtime.fidelity import OutputFidelity
 
-    def search(target: float, n: int, proxy: bool = False, mode: str = "min_fidelity"):
-        chosen = NS(outputs=[OutputFidelity("output", "sequence", 1.0, n), OutputFidelity("map", "r2", 0.99)])
+    def search(target: float, n: int, proxy: bool = False, mode: str = "min_fidelity", guard: bool = False):
+        count = OutputFidelity("output", "top1" if guard else "sequence", 1.0, n)
+        guards = [OutputFidelity("output", "r2", 0.97)] if guard else []  # top1+r2: one output, two parts
+        chosen = NS(outputs=[count, OutputFidelity("map", "r2", 0.99), *guards])
         return NS(mode=mode, target=target, proxy=proxy, chosen=chosen)
 
     note = count_target(search(0.99, 32))
+    assert "those targets ask the same of the count" in note and "still moves" not in note, note
+    # a classifier's top1+r2: its r2 gate moves with the target, so 0.95 and 0.99 chose different models
+    # (a trial read "those targets choose the same model here" and got 28.3% and 24.6%)
+    guarded = count_target(search(0.95, 32, guard=True))
+    assert "same model" not in guarded and "top1+r2's r2, still moves with the target" in guarded, guarded
     assert note.startswith("note: on 32 samples a count meets 0.99 only where all 32 agree"), note
     # all 32 agreeing estimate 33/34 = 0.971 < 0.99: the note must not say the estimate reaches it
     # (a trial read "(the estimate (k + 1) / (n + 2) of new inputs must reach it)" beside 96 of 96 at 0.99)

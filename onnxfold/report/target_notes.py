@@ -94,10 +94,17 @@ def count_target(search: Any) -> str | None:
     if not strict:
         return None
     n, t = strict[0].samples, search.target
+    named = {o.name for o in strict}  # a count's output judged by a continuous part too (top1+r2)
+    guarded = any(o.name in named and not getattr(o, "samples", None) for o in search.chosen.outputs)
     text = (
         f"note: on {n} samples a count meets {t:g} only where all {n} agree, as it does at any target "
         f"above {n / (n + 2):.3f}, where one disagreeing sample takes the estimate (k + 1) / (n + 2) of "
-        "new inputs below the target; so those targets choose the same model here"
+        "new inputs below the target; so those targets ask the same of the count"
+        + (
+            " (a continuous figure beside it, as top1+r2's r2, still moves with the target)"
+            if guarded
+            else ""
+        )
     )
     if t < 1:
         text += f"; {math.ceil(2 * t / (1 - t) - 1e-9)} samples would let one disagree at {t:g}"
