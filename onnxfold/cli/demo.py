@@ -206,6 +206,8 @@ def _demo(folder: Path, kept: bool) -> list[dict]:
     print(
         "  onnxfold fold model.onnx -o small.onnx --inputs samples/      # on your samples (.npy, .npz, or a"
     )
-    print("                      folder of images with --image-preprocess unit|pm1|imagenet|caffe|raw)")
+    print(
+        "                      folder of images with --image-preprocess unit|pm1|imagenet|caffe|raw|mean=M,std=S)"
+    )
     print("A fixed sparsity in every group:  onnxfold fold model.onnx -o small.onnx --sparsity 0.3")
     return results
