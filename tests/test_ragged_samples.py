@@ -294,10 +294,13 @@ def test_samples_whose_padding_changes_the_answers_are_refused(
     the same clips cut to one length are taken."""
     src = _last_step_model(tmp_path / "last.onnx")
     rng = np.random.default_rng(4)
-    clips = [rng.standard_normal((4, n)).astype(np.float32) for n in range(10, 26)]
+    clips = [rng.standard_normal((4, n)).astype(np.float32) for n in [*range(10, 26), 12, 12]]
     folder = _clip_folder(tmp_path / "clips", clips, layout, "signal")
-    with pytest.raises(ValueError, match=r"its answers change on 1\d of 16 files checked .*of one length"):
+    with pytest.raises(
+        ValueError, match=r"its answers change on 1\d of 16 files checked .*of one length"
+    ) as got:
         load_inputs(folder, onnx.load(str(src)))
+    assert "3 of these 18 files hold signal [" in str(got.value), got.value  # the length to keep
     out = tmp_path / "small.onnx"
     with caplog.at_level(logging.WARNING):
         assert main(["fold", str(src), "-o", str(out), "-s", "0.3", "--inputs", str(folder)]) != 0
@@ -306,7 +309,7 @@ def test_samples_whose_padding_changes_the_answers_are_refused(
     assert "padded at the end" not in caplog.text  # no warning of a padding it then refuses
     assert not out.exists()
     even = _clip_folder(tmp_path / "even", [c[:, :10] for c in clips], layout, "signal")
-    assert load_inputs(even, onnx.load(str(src)))["signal"].shape == (16, 4, 10)
+    assert load_inputs(even, onnx.load(str(src)))["signal"].shape == (18, 4, 10)
 
 
 def test_padding_that_makes_the_outputs_nan_is_refused(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ are refused with the reason: they must be of one length.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -119,11 +120,14 @@ def padded_alike(found: list, run: Callable[[Feeds], Sequence[np.ndarray]], name
         checked = list(zip(runs, padded, strict=True))[:CHECKED_RUNS]
         changed = [why for alone, pad in checked if (why := _changed(run(alone), run(pad), names))]
         if len(changed) > CHANGED_SHARE * len(checked):
+            name = next(iter(runs[0]))  # the most common shape: the samples a user can keep (trial 138)
+            (shape, k), *_ = Counter(tuple(np.shape(r[name])) for r in runs).most_common(1)
             raise ValueError(
                 f"{where}: the samples differ in length and the model has no mask input: padded to one "
                 f"length, its answers change on {len(changed)} of {len(checked)} files checked (e.g. "
                 f"{changed[0]}), so figures on them would not be the model's; give samples of one length "
-                "(a folder of files of one length, or one .npy/.npz of them)"
+                f"(a folder of files of one length, or one .npy/.npz of them; {k} of these {len(runs)} files "
+                f"hold {name} {list(shape)})"
             )
 
 
