@@ -20,6 +20,7 @@ import onnxfold
 from onnxfold.passes import QuantizePass
 from onnxfold.report.comparison import params_growth
 from onnxfold.report.stats import ModelStats
+from onnxfold.runtime.sample_files import load_inputs
 from onnxfold.runtime.session import make_session
 
 
@@ -232,3 +233,27 @@ def test_calibration_runs_the_batch_another_input_fixes(tmp_path: Path, mode: st
     assert report.passes[0].modified
     feed = {"x": np.ones((4, 16), np.float32), "ratio": np.array([0.5], np.float32)}
     assert make_session(str(out)).run(None, feed)[0].shape == (4, 3)
+
+
+def test_calibration_takes_a_recurrent_state_cut_on_its_batch_axis(tmp_path: Path) -> None:
+    """A streaming VAD's state h [1, batch, 128] beside its audio [batch, 576]: fold took the samples,
+    and a pipeline's quantize refused them after the fold had run ("inputs must hold the same, non-zero
+    number of samples, got [1, 32]"): calibration counts each input's samples on its sample axis."""
+    rng = np.random.default_rng(0)
+    net = Net({"W": rnd(rng, 8, 4)})
+    x, h = net.input("x", ["N", 8]), net.input("h", [1, "N", 4])
+    out = net("Add", net("MatMul", x, "W"), net("Squeeze", h, net.i64("zero", [0])))
+    onnx.save(net.model(out), str(tmp_path / "stream.onnx"))
+    feed = {
+        "x": rng.standard_normal((32, 8)).astype(np.float32),
+        "h": rng.standard_normal((1, 32, 4)).astype(np.float32),
+    }
+    np.savez(tmp_path / "calib.npz", **feed)
+    got = load_inputs(tmp_path / "calib.npz", onnx.load(str(tmp_path / "stream.onnx")), chunked=True)
+    assert got["h"].shape == (1, 32, 4)
+    _, report = onnxfold.run_pipeline(
+        tmp_path / "stream.onnx",
+        [QuantizePass(mode="static", calibration=str(tmp_path / "calib.npz"))],
+        tmp_path / "q.onnx",
+    )
+    assert report.passes[0].stats["calibration_samples"] == 32

@@ -194,11 +194,11 @@ def load_inputs(
             raise ValueError(f"{exc}{_batch_hint(specs, out, spec.name)}") from None
     check_shared_dims(specs, out, _where(source), layout[1] if layout else {})
     if chunked:
-        where = _where(source)
-        counts = {int(v.shape[0]) for v in out.values() if v.ndim}  # a scalar holds no samples
+        held = layout[1] if layout else {}  # a recurrent state [layers, batch, hidden]: on its batch axis
+        counts = {int(v.shape[held.get(k, 0)]) for k, v in out.items() if v.ndim}  # a scalar holds none
         if len(counts) > 1 or 0 in counts:
             raise ValueError(
-                f"{where}: inputs must hold the same, non-zero number of samples, got {sorted(counts)}"
+                f"{_where(source)}: inputs must hold the same, non-zero number of samples, got {sorted(counts)}"
             )
     for line in warned.values():  # after the errors: a refused file gets its error alone
         logging.getLogger(__name__).warning("%s", line)
