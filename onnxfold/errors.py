@@ -137,6 +137,15 @@ def one_line(exc: BaseException, limit: int = 500, *, with_type: bool = False) -
     return cut_at_word(line or type(exc).__name__, limit, "…")
 
 
+def listed(names, most: int = 8) -> str:
+    """``names`` as a list, its first ``most`` and how many more: an .npz of 201 arrays given for a
+    one-input model printed every name in its one-line error (several kB)."""
+    names = list(names)
+    if len(names) <= most:
+        return str(names)
+    return str(names[:most])[:-1] + f", … and {len(names) - most} more]"
+
+
 def cut_at_word(text: str, limit: int, mark: str) -> str:
     """``text`` whole if it has at most ``limit`` characters, else its first ``limit`` cut back to
     the last whole word (unless that loses more than half) and followed by ``mark``: never half a
@@ -157,5 +166,6 @@ __all__ = [
     "PassError",
     "PipelineError",
     "cut_at_word",
+    "listed",
     "one_line",
 ]

@@ -920,3 +920,18 @@ def test_a_proxy_sample_shape_keeps_its_sample_axis() -> None:
     onnx.checker.check_model(model)
     text = proxy_shapes(model, {"x": np.zeros((32, 1, 1024), np.float32)})
     assert text == "each x [1, 1, 1024] (free dims guessed: --input-shape sets them)", text
+
+
+def test_a_file_of_many_unexpected_arrays_names_a_few(tmp_path) -> None:
+    """An .npz of 201 arrays given for a one-input model (MTCNN's PNet): the one-line error printed
+    every name (several kB); it names 8 and counts the rest."""
+    from harness import mlp_proto
+
+    from onnxfold.runtime.sample_files import load_inputs
+
+    arrays = {f"face{i}": np.zeros((1, 8), np.float32) for i in range(200)}
+    np.savez(tmp_path / "many.npz", x=np.zeros((2, 8), np.float32), **arrays)
+    with pytest.raises(ValueError) as got:
+        load_inputs(tmp_path / "many.npz", mlp_proto())
+    said = str(got.value)
+    assert "… and 192 more]" in said and len(said) < 400 and "\n" not in said, said

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxfold.errors import one_line
+from onnxfold.errors import listed, one_line
 from onnxfold.runtime.id_range import check_id_ranges
 from onnxfold.runtime.images import IMAGE_SUFFIXES, PRESETS
 from onnxfold.runtime.inputs import InputSpec, check_shape, check_shared_dims, fixed_batches, input_specs
@@ -30,7 +30,7 @@ def _check_names(held, names: Sequence[str], where: str) -> None:
         sides = (("missing", missing), ("unexpected", extra))
         raise ValueError(
             f"{where}: the arrays do not match the model inputs {list(names)}: "
-            + ", ".join(f"{what} {listed}" for what, listed in sides if listed)
+            + ", ".join(f"{what} {listed(xs)}" for what, xs in sides if xs)
         )
 
 
