@@ -42,3 +42,15 @@ def test_the_given_samples_figure_comes_first() -> None:
     chosen = _chosen(OutputFidelity("y", "r2", 0.5), OutputFidelity("y", "r2", 0.2))
     with pytest.raises(PipelineError, match="keeps y r2 0.5000 on the given samples, under 0.9"):
         check_task_kept("target_params", 0.3, chosen)
+
+
+def test_the_refusal_says_how_far_past_the_budget_the_pick_went() -> None:
+    """MTCNN's PNet asked 20% fewer parameters; its rounded widths stepped to 36.7%, and the error said
+    only "20% fewer parameters reached"."""
+    chosen = _chosen(OutputFidelity("reg", "r2", 0.5457), OutputFidelity("reg", "r2", 0.45))
+    chosen.reduction = 0.367
+    with pytest.raises(PipelineError, match=r"20% fewer parameters reached \(36\.7%: the nearest candidate"):
+        check_task_kept("target_params", 0.2, chosen)
+    chosen.reduction = 0.202  # within half a point: nothing to add
+    with pytest.raises(PipelineError, match=r"20% fewer parameters reached, but"):
+        check_task_kept("target_params", 0.2, chosen)
