@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxfold
@@ -310,3 +311,47 @@ def test_a_token_models_decision_per_position_is_read_whole_on_given_samples() -
     assert output_metrics(durations, token_inputs=True, samples=32, free_last=free) == {"logits": "r2"}
     for kwargs in ({"guarded": False, "token_inputs": True}, {"token_inputs": False}):
         assert output_metrics(logits, samples=32, free_last=free, **kwargs) == {"logits": "r2"}
+
+
+def test_ids_whose_columns_index_their_own_tables_are_token_inputs() -> None:
+    """spaCy's hash embeddings, exported: ids [B, T, 2], column k a Gather of table k (2000 and 1000
+    rows). The input read as no token input, so auto judged the sentence splitter's 2-class scores per
+    token as CTC lines (a boundary moved within a paragraph read as kept). Now a token model: the
+    proxy draws ids that fit every table, and the id check refuses only ids past the largest."""
+    from onnxfold.runtime.id_range import check_id_ranges
+
+    rng = np.random.default_rng(0)
+    big, small = (
+        rng.standard_normal((2000, 4)).astype(np.float32),
+        rng.standard_normal((1000, 4)).astype(np.float32),
+    )
+    nodes = [
+        helper.make_node("Constant", [], ["c0"], value=numpy_helper.from_array(np.array(0, np.int64))),
+        helper.make_node("Gather", ["ids", "c0"], ["col0"], axis=2),
+        helper.make_node("Gather", ["ids", "c1"], ["col1"], axis=2),
+        helper.make_node("Gather", ["E0", "col0"], ["e0"]),
+        helper.make_node("Gather", ["E1", "col1"], ["e1"]),
+        helper.make_node("Add", ["e0", "e1"], ["h"]),
+        helper.make_node("MatMul", ["h", "W"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
+    ]
+    inits = [
+        numpy_helper.from_array(big, "E0"),
+        numpy_helper.from_array(small, "E1"),
+        numpy_helper.from_array(np.array(1, np.int64), "c1"),
+        numpy_helper.from_array(rng.standard_normal((4, 2)).astype(np.float32), "W"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "senter",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["B", "T", 2])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["B", "T", 2])],
+        inits,
+    )
+    model = as_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert {k: tuple(v.shape) for k, v in embedding_tables(model).items()} == {"ids": (1000, 4)}
+    assert has_tokens(token_draws(model))
+    ids = np.stack([rng.integers(0, 2000, (4, 9)), rng.integers(0, 1000, (4, 9))], axis=-1)
+    check_id_ranges({"ids": ids}, model, {})  # column 0 up to 1999 fits its table: not refused
+    with pytest.raises(ValueError, match="outside the 2000 rows"):
+        check_id_ranges({"ids": ids + 2000}, model, {})

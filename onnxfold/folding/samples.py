@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from onnxfold.folding.embedding_tables import INDEX_KEEPING, embedding_tables  # noqa: F401 (read from here too)
+
 Feeds = dict[str, np.ndarray]
 
 #: Samples of the data-free estimate, and per onnxruntime run.
@@ -300,49 +302,6 @@ def deepinversion_samples(
 
 #: Random token samples ``auto`` draws without ``--inputs`` on a model whose inputs are token ids.
 AUTO_TOKEN_SAMPLES = 32
-
-
-#: ops through which ids still index a table: shape and type changes, and the arithmetic of
-#: tf2onnx's wrap of negative ids (where(ids < 0, ids + rows, ids), written with Add and Mul), which
-#: hid a Keras character model's embedding (slovorez): its proxy drew ids in [0, 4)
-INDEX_KEEPING = (
-    "Cast",
-    "Unsqueeze",
-    "Reshape",
-    "Squeeze",
-    "Identity",
-    "Add",
-    "Sub",
-    "Mul",
-    "Where",
-    "Mod",
-    "Clip",
-)
-
-
-def embedding_tables(model) -> dict[str, object]:
-    """Graph input → the embedding table (a constant [rows, dim]) it indexes: a Gather of a constant
-    whose indices are the input, directly or through :data:`INDEX_KEEPING` ops (the smallest table
-    where it indexes several)."""
-    import onnx_graphsurgeon as gs
-
-    found: dict[str, gs.Constant] = {}
-    for inp in model.graph.inputs:
-        frontier, seen = [inp], set()
-        while frontier:
-            t = frontier.pop()
-            if id(t) in seen:
-                continue
-            seen.add(id(t))
-            for node in t.outputs:
-                if node.op == "Gather" and len(node.inputs) > 1 and node.inputs[1] is t:
-                    table = node.inputs[0]
-                    if isinstance(table, gs.Constant) and len(table.shape or ()) == 2 and table.shape[0] > 1:
-                        if inp.name not in found or table.shape[0] < found[inp.name].shape[0]:
-                            found[inp.name] = table
-                elif node.op in INDEX_KEEPING:
-                    frontier += list(node.outputs)
-    return found
 
 
 def token_weights(table) -> np.ndarray:

@@ -26,7 +26,9 @@ def check_id_ranges(arrays: Mapping[str, np.ndarray], model: Any, where: Mapping
     graph = model if isinstance(model, gs.Graph) else getattr(model, "graph", None)
     if not isinstance(graph, gs.Graph):
         return
-    for name, table in embedding_tables(SimpleNamespace(graph=graph)).items():  # it reads model.graph
+    for name, table in embedding_tables(
+        SimpleNamespace(graph=graph), largest=True
+    ).items():  # it reads model.graph
         ids = arrays.get(name)
         if ids is None or ids.dtype.kind not in "iu" or not ids.size:
             continue
