@@ -77,6 +77,9 @@ def test_named_logits_of_a_signal_model_are_lines_only_when_the_blank_separates_
         # time major [T, B, C]: the same paths
         assert auto_metric(name, np.moveaxis(ctc, 0, 1), op, samples=2) == "sequence"
         assert auto_metric(name, np.moveaxis(frames, 0, 1), op, samples=2) == "top1"
+    # one class beside the blank (a boundary per token): CTC's collapse keeps how many, not where
+    starts = _one_hot_paths([[1, 0, 0, 0, 1, 0, 0, 0, 0, 1], [1, 0, 0, 1, 0, 0, 0, 0, 0, 0]], 2)
+    assert auto_metric("probs", starts, "Softmax", samples=2) == "top1"
     assert output_metrics({"logits": frames}, producers={"logits": "Softmax"}, samples=2) == {
         "logits": "top1"
     }

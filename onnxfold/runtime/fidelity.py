@@ -225,7 +225,9 @@ def auto_metric(
         return "boxes"
     if ref.dtype.kind == "f" and ref.ndim == 3 and ref.shape[-1] > 1:
         if producer_op in LOGIT_OPS or _LOGIT_NAME.search(name):
-            return "sequence" if not token_inputs and blank_separated(ref, samples) else "top1"
+            # one symbol beside the blank: a CTC reading keeps how many, not where (a boundary per token)
+            ctc = not token_inputs and ref.shape[-1] > 2 and blank_separated(ref, samples)
+            return "sequence" if ctc else "top1"
         if token_inputs and producer_op in _PROJECTION_OPS:
             return "top1"  # a token model's last linear layer: scores per token (LAC's tag emissions)
         if not token_inputs and ctc_like(ref, samples):
