@@ -1648,3 +1648,24 @@ def test_an_output_judged_by_two_metrics_is_named_once_in_the_fidelity_line() ->
     assert per_outputs(outs) == (
         "map mask 1.0000 (bootstrap 80% lower value 0.9900), r2 0.9981; box r2 0.9950"
     )
+
+
+def test_linear_heads_beside_a_sigmoid_probability_per_sample_regress() -> None:
+    """MediaPipe's hand landmarks [1, 63] and world landmarks, Gemm outputs beside a presence Sigmoid
+    [1, 1]: auto read them as class scores ("31 of 32 agree" on their argmax over 63 coordinates, and
+    "argmaxes reach only 8 of its 63 classes"). Beside a Softmax or one Sigmoid probability per sample,
+    a linear [B, D] head regresses; a classifier alone keeps top1+r2."""
+    rng = np.random.default_rng(0)
+    marks = rng.uniform(0, 224, (32, 63)).astype(np.float32)
+    presence = rng.uniform(0, 1, (32, 1)).astype(np.float32)
+    producers = {"Identity": "Gemm", "Identity_1": "Sigmoid"}
+    got = output_metrics(
+        {"Identity": marks, "Identity_1": presence},
+        producers=producers,
+        samples=32,
+        bounds={"Identity_1": "Sigmoid"},
+    )
+    assert got == {"Identity": "r2", "Identity_1": "binary+r2"}, got
+    assert output_metrics({"Identity": marks}, producers={"Identity": "Gemm"}, samples=32) == {
+        "Identity": "top1+r2"
+    }

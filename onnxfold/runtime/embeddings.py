@@ -93,6 +93,20 @@ def distance_agreement(ref: np.ndarray, cand: np.ndarray) -> float:
     return float(max(0.0, 1.0 - np.linalg.norm(db - da) / scale))
 
 
+def decision_headed(reference: dict, producers: dict, bounds: dict) -> bool:
+    """Whether a model has a decision head: an output a Softmax writes, or one Sigmoid probability per
+    sample; its other linear [B, D] heads then regress, not classify (MTCNN's ONet writes box offsets
+    [B, 4] and landmarks [B, 10] beside its face probability [B, 2]; MediaPipe's hand landmarks [1, 63]
+    and world landmarks beside a presence Sigmoid [1, 1] were read by their argmax, "31 of 32 agree")."""
+    return any(
+        producers.get(n) in LOGIT_OPS
+        or bounds.get(n) in ("Sigmoid", "HardSigmoid")
+        and np.size(r) == np.shape(r)[0]
+        for n, r in reference.items()
+        if np.ndim(r)
+    )
+
+
 def _cosine_distances(v: np.ndarray) -> np.ndarray:
     """1 − cos between every pair of rows of ``v`` (a zero row: distance 1 to every other)."""
     norms = np.linalg.norm(v, axis=1, keepdims=True)

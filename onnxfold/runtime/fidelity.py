@@ -79,6 +79,7 @@ from onnxfold.runtime.embeddings import (  # noqa: F401 (read from here too)
     LOGIT_OPS,
     NORMALIZING_OPS,
     POOLING_OPS,
+    decision_headed,
     distance_agreement,
     embedding_like,
     probabilities,
@@ -327,9 +328,7 @@ def output_metrics(
     metric, named = parse_metric(metric)
     check_metric_outputs(named, list(reference))
     producers = producers or {}
-    # a model whose class head ends in a Softmax: its other linear [B, D] heads regress (MTCNN's ONet
-    # writes box offsets [B, 4] and landmarks [B, 10] beside its face probability [B, 2])
-    headed = any(producers.get(n) in LOGIT_OPS for n in reference)
+    headed = decision_headed(reference, producers, bounds or {})  # its other linear [B, D] heads regress
     # the shapes of labels per position [B, T]: a float output of that shape holds a value per position
     per_position = {np.shape(r) for r in reference.values() if is_labels(r) and np.ndim(r) == 2}
     out = {}
