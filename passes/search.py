@@ -35,6 +35,7 @@ from onnxfold.search.refusals import (
     budget_missed,
     check_reachable,
     check_samples_decide,
+    check_samples_exercise,
     check_task_kept,
     misses_text,
 )
@@ -101,11 +102,13 @@ def split_samples(inputs: dict | None, seed: int = 0) -> tuple[dict | None, np.n
     return {k: carry_padding(inputs[k], v, fit) if axes.get(k) == 0 else v for k, v in cut.items()}, held
 
 
-def prepared(model: Model, ctx: PassContext, fold, passes: list, metric: str):
+def prepared(model: Model, ctx: PassContext, fold, passes: list, metric: str, refuse_one_way: bool = False):
     """(evaluator, held-out sample indices) of a search, or of ``analyze --sensitivity``, with ``fold``
     (a :class:`~onnxfold.passes.fold.FoldPass`) bound to ``passes`` and prepared on the canonicalized
     ``model``: a fitted method's statistics from the fitting half (:func:`split_samples`), and
-    without ``ctx.inputs`` the samples the fold synthesised as the data-free proxy (:func:`proxy_samples`)."""
+    without ``ctx.inputs`` the samples the fold synthesised as the data-free proxy (:func:`proxy_samples`).
+    Given samples are measured on the original first: with ``refuse_one_way``, samples on which every
+    output decides one way are refused before the fold's statistics (:func:`check_samples_exercise`)."""
     from onnxfold.analysis import analyze_graph
     from onnxfold.folding.apply import ACTIVATION_METHODS
     from onnxfold.search.evaluate import Evaluator
@@ -114,19 +117,24 @@ def prepared(model: Model, ctx: PassContext, fold, passes: list, metric: str):
     fitted = fold.opts["method"] in ACTIVATION_METHODS
     fit, held_out = split_samples(ctx.inputs, ctx.seed) if fitted else (None, None)
     fit_ctx = PassContext(original=ctx.original, seed=ctx.seed, input_shapes=ctx.input_shapes, inputs=fit)
+
+    def measured(synthetic=None, how: str = "", drawn: bool = True):
+        return Evaluator(
+            ctx.original or model,
+            ctx.inputs or synthetic,  # all of them: the target holds on every given input
+            metric,
+            ctx.input_shapes,
+            seed=ctx.seed,
+            synthetic=how,
+            unseen=held_out,
+            redrawable=drawn,
+        )
+
+    evaluator = measured() if ctx.inputs else None
+    if evaluator is not None and refuse_one_way:
+        check_samples_exercise(evaluator)
     fold.prepare(model, analyze_graph(model.graph, model.node_scopes()), fit_ctx if fit else ctx, search=True)
-    synthetic, how, drawn = (None, "", True) if ctx.inputs else proxy_samples(fold)
-    evaluator = Evaluator(
-        ctx.original or model,
-        ctx.inputs or synthetic,  # all of them: the target holds on every given input
-        metric,
-        ctx.input_shapes,
-        seed=ctx.seed,
-        synthetic=how,
-        unseen=held_out,
-        redrawable=drawn,
-    )
-    return evaluator, held_out
+    return evaluator or measured(*proxy_samples(fold)), held_out
 
 
 #: without a sparsity, a target or a recipe, ``onnxfold fold`` searches for the smallest model
@@ -326,7 +334,12 @@ class SearchPass(Pass):
 
             fold.synthesis_budget = UNTIMED_DIR_BUDGET
         evaluator, held_out = prepared(
-            model, ctx, fold, [fold] + ([self.repair] if self.repair is not None else []), self.opts["metric"]
+            model,
+            ctx,
+            fold,
+            [fold] + ([self.repair] if self.repair is not None else []),
+            self.opts["metric"],
+            refuse_one_way=not self.opts["force"],
         )
         prepared_s = time.perf_counter() - began  # of the limit, before any measurement
         if self.validated:  # validation runs the original and the result after the search

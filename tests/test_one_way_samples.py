@@ -32,3 +32,21 @@ def test_samples_that_decide_every_output_one_way_write_nothing(tmp_path: Path, 
     assert not out.exists()
     assert main(["fold", str(LENET), "-o", str(out), "--inputs", str(samples), "--force"]) == 0
     assert out.exists()
+
+
+def test_such_samples_are_refused_before_the_fold_prepares(tmp_path: Path, monkeypatch) -> None:
+    """PP-OCR's direction classifier given raw 0..255 lines was refused after 37 s of statistics and
+    search: the original's answers on the samples tell before any fold is prepared."""
+    import pytest
+
+    import onnxfold
+    from onnxfold.passes.fold import FoldPass
+    from onnxfold.pipeline.manager import PipelineError
+
+    def prepare(*args, **kwargs):
+        raise AssertionError("the fold was prepared before the samples were checked")
+
+    monkeypatch.setattr(FoldPass, "prepare", prepare)
+    x = (load_digits_split()[2][:32] + 50).astype(np.float32)
+    with pytest.raises(PipelineError, match="make every output decide one way"):
+        onnxfold.fold(str(LENET), output=str(tmp_path / "o.onnx"), inputs=x, min_fidelity=0.95)

@@ -85,6 +85,23 @@ def check_samples_decide(result) -> None:
     )
 
 
+def check_samples_exercise(evaluator) -> None:
+    """:func:`check_samples_decide` before any fold: the given samples make every judged output of the
+    original decide one way. PP-OCR's direction classifier given raw 0..255 lines was refused after
+    37 s of statistics and search, where the original's answers on the samples tell in a second."""
+    judged = list(evaluator.metrics)
+    if evaluator.proxy or not judged or any(n not in evaluator.unexercised for n in judged):
+        return
+    first = judged[0]
+    raise PipelineError(
+        f"search: the given samples make every output decide one way (on {first} they "
+        f"{evaluator.unexercised[first]}{'; and so on' if len(judged) > 1 else ''}): they exercise none of "
+        "the model's decisions, so no fidelity measured on them says anything of its task; nothing written "
+        "(give samples of every kind, scaled as the model's own code scales them: raw 0..255 pixels where "
+        "it reads 0..1 make one class of every image; --force folds on them anyway)"
+    )
+
+
 def _surely_under(output, bar: float) -> bool:
     """Whether a held-out figure falls under ``bar``: a mean's value, a count's Wilson 95% upper bound
     (14 of 16 agreeing, 0.875, bounds the agreement only to 0.96: a few samples say little)."""
