@@ -314,6 +314,16 @@ class Space:
     unit: int = 1  # channels per unit (head_dim once coarsened to attention heads)
 
 
+def shrink_unit_attrs(node, folds: list[tuple[ChannelGroup, int]], tensors: dict | None = None) -> None:
+    """The ``fix_attrs`` hook of an op whose attributes count a group's units (``unit_attrs``: a fused
+    attention's ``num_heads``, a recurrent op's ``hidden_size``, a depthwise Conv's ``group``): each one
+    named for ``node`` loses the group's n − k units, times its count per unit."""
+    for group, k in folds:
+        for name, attr, per_unit in group.unit_attrs:
+            if name == node.name:
+                node.attrs[attr] = int(node.attrs[attr]) - (group.size - k) * per_unit
+
+
 def _plain(value: object) -> object:
     """A numpy scalar as the Python number it holds (offsets may come from numpy arithmetic)."""
     return value.item() if hasattr(value, "item") else value

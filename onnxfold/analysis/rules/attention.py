@@ -24,6 +24,7 @@ from onnxfold.analysis.groups import (
     ChannelGroup,
     Layout,
     Segment,
+    shrink_unit_attrs,
 )
 from onnxfold.analysis.registry import register_op, register_rule
 from onnxfold.analysis.walk import Analysis
@@ -374,11 +375,8 @@ def rotary_embedding(walk: Analysis, node: gs.Node) -> None:
 
 def fix_head_counts(node: gs.Node, folds: list[tuple[ChannelGroup, int]], tensors: dict) -> None:
     """Every head-count attribute a folded group names loses the group's n − k units, times the heads
-    per unit."""
-    for group, k in folds:
-        for node_name, attr, per_unit in group.unit_attrs:
-            if node_name == node.name:
-                node.attrs[attr] = int(node.attrs[attr]) - (group.size - k) * per_unit
+    per unit (:func:`~onnxfold.analysis.groups.shrink_unit_attrs`)."""
+    shrink_unit_attrs(node, folds, tensors)
 
 
 def fix_packed_attention(node: gs.Node, folds: list[tuple[ChannelGroup, int]], tensors: dict) -> None:

@@ -40,6 +40,7 @@ from onnxfold.analysis.groups import (
     ChannelGroup,
     Layout,
     Segment,
+    shrink_unit_attrs,
 )
 from onnxfold.analysis.registry import register_op, register_rule
 from onnxfold.analysis.rules.attention import align_units
@@ -472,10 +473,7 @@ def _prod(dims, dim: DimFn) -> int:
 def conv_fix_attrs(node: gs.Node, folds: list[tuple[ChannelGroup, int]], tensors: dict) -> None:
     """A depthwise Conv's ``group``, its input channels, loses n − k for every segment of a folded
     group it reads (:func:`depthwise_conv`)."""
-    for group, k in folds:
-        for name, attr, per_unit in group.unit_attrs:
-            if name == node.name and attr == "group":
-                node.attrs["group"] = int(node.attrs["group"]) - (group.size - k) * per_unit
+    shrink_unit_attrs(node, folds, tensors)  # "group" is the one unit count a Conv registers
 
 
 register_op("Conv", weight_axes=conv_axes, fix_attrs=conv_fix_attrs)

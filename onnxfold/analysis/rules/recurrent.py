@@ -42,6 +42,7 @@ from onnxfold.analysis.groups import (
     BlockReason,
     Layout,
     Segment,
+    shrink_unit_attrs,
 )
 from onnxfold.analysis.registry import register_op, register_rule
 from onnxfold.analysis.walk import Analysis
@@ -147,14 +148,6 @@ def _inputs(walk: Analysis, node: gs.Node) -> None:
     walk.add_consumer(lay, w, 2, node)
 
 
-def recurrent_fix_attrs(node: gs.Node, folds: list, tensors: dict) -> None:
-    """``hidden_size`` loses n − k for the fold of the op's hidden units (module docstring)."""
-    for group, k in folds:
-        for name, attr, per_unit in group.unit_attrs:
-            if name == node.name and attr == "hidden_size":
-                node.attrs["hidden_size"] = int(node.attrs["hidden_size"]) - (group.size - k) * per_unit
-
-
 def recurrent_macs(node, shape, dim) -> int | None:
     """seq · batch · (|W| + |R|) (module docstring)."""
     x, w, r = shape(0), shape(1), shape(2)
@@ -165,7 +158,7 @@ def recurrent_macs(node, shape, dim) -> int | None:
 
 for _op in RECURRENT:
     register_rule(_op)(recurrent)
-    register_op(_op, macs=recurrent_macs, fix_attrs=recurrent_fix_attrs)
+    register_op(_op, macs=recurrent_macs, fix_attrs=shrink_unit_attrs)  # hidden_size loses n − k
 # onnxruntime's dynamic quantization of an LSTM: the same gates, its int8 weights stored transposed
 # ([dirs, features, 4·hidden]), so |W| and |R| are the float layer's
 register_op("DynamicQuantizeLSTM", "com.microsoft", macs=recurrent_macs)
