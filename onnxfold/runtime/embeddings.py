@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from onnxfold.runtime.probability_maps import SIGMOID_OPS
 from onnxfold.runtime.producers import RECURRENT_OPS
 
 #: a Softmax's or LogSoftmax's rows are probabilities, never an embedding
@@ -99,9 +100,7 @@ def decision_headed(reference: dict, producers: dict, bounds: dict) -> bool:
     [B, 4] and landmarks [B, 10] beside its face probability [B, 2]; MediaPipe's hand landmarks [1, 63]
     and world landmarks beside a presence Sigmoid [1, 1] were read by their argmax, "31 of 32 agree")."""
     return any(
-        producers.get(n) in LOGIT_OPS
-        or bounds.get(n) in ("Sigmoid", "HardSigmoid")
-        and np.size(r) == np.shape(r)[0]
+        producers.get(n) in LOGIT_OPS or bounds.get(n) in SIGMOID_OPS and np.size(r) == np.shape(r)[0]
         for n, r in reference.items()
         if np.ndim(r)
     )
