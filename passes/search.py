@@ -34,7 +34,6 @@ from onnxfold.runtime.fidelity import parse_metric
 from onnxfold.search.refusals import (
     budget_missed,
     check_reachable,
-    check_samples_decide,
     check_samples_exercise,
     check_task_kept,
     misses_text,
@@ -413,8 +412,6 @@ class SearchPass(Pass):
             raise PipelineError(budget_missed(mode, self.opts[mode], result.reduction(), result.cut_short))
         if mode != "min_fidelity" and not result.proxy and not self.opts["force"]:
             check_task_kept(mode, self.opts[mode], chosen)
-        if not self.opts["force"]:
-            check_samples_decide(result)
         measured = [c for c in result.candidates if c.measured and c.steps]
         if (
             mode == "min_fidelity"

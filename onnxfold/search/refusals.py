@@ -66,29 +66,13 @@ def check_task_kept(mode: str, asked: float, chosen) -> None:
     )
 
 
-def check_samples_decide(result) -> None:
-    """Refuse a fold measured on given samples that make every judged output decide one way (one
-    class on every sample): they exercise none of the model's decisions, and its fidelity says nothing
-    of its task. vietcombank-captcha's five digit heads, fed raw 0..255 pixels where the model reads
-    0..1, answered one digit each on all 32 captchas: a fold at 0.9994 kept 18.8% of new codes."""
-    chosen = result.chosen
-    judged = [o.name for o in chosen.outputs or ()]
-    if result.proxy or not chosen.steps or not judged or any(n not in result.unexercised for n in judged):
-        return
-    first = judged[0]
-    raise PipelineError(
-        f"search: the given samples make every output decide one way (on {first} they "
-        f"{result.unexercised[first]}{'; and so on' if len(judged) > 1 else ''}): they exercise none of the "
-        f"model's decisions, so the fold's fidelity {chosen.fidelity:.4f} says nothing of its task; nothing "
-        "written (give samples of every kind, scaled as the model's own code scales them: raw 0..255 "
-        "pixels where it reads 0..1 make one class of every image; --force writes the fold)"
-    )
-
-
 def check_samples_exercise(evaluator) -> None:
-    """:func:`check_samples_decide` before any fold: the given samples make every judged output of the
-    original decide one way. PP-OCR's direction classifier given raw 0..255 lines was refused after
-    37 s of statistics and search, where the original's answers on the samples tell in a second."""
+    """Refuse given samples that make every judged output of the original decide one way (one class on
+    every sample): they exercise none of the model's decisions, so no fold's fidelity on them says
+    anything of its task. vietcombank-captcha's five digit heads, fed raw 0..255 pixels where the model
+    reads 0..1, answered one digit each on all 32 captchas: a fold at 0.9994 kept 18.8% of new codes.
+    Checked before any fold is prepared (PP-OCR's direction classifier was refused after 37 s of
+    statistics and search, where the original's answers on the samples tell in a second)."""
     judged = list(evaluator.metrics)
     if evaluator.proxy or not judged or any(n not in evaluator.unexercised for n in judged):
         return
