@@ -249,7 +249,7 @@ def probability_output_nodes(proto: onnx.ModelProto) -> list[str]:
 
 
 #: recurrent ops onnxruntime's dynamic mode quantizes, left float unless asked for (:func:`float_kept`)
-RECURRENT_OPS = ("LSTM",)
+DYNAMIC_RECURRENT = ("LSTM",)
 
 
 def float_kept(
@@ -264,7 +264,7 @@ def float_kept(
     recurrent = (
         []
         if static
-        else [n.name for n in proto.graph.node if n.op_type in RECURRENT_OPS and n.op_type not in asked]
+        else [n.name for n in proto.graph.node if n.op_type in DYNAMIC_RECURRENT and n.op_type not in asked]
     )
     doubles, fills = float64_nodes(proto), mask_fill_nodes(proto) if static else []
     spectra = log_front_end_nodes(proto) if static else []
