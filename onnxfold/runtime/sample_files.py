@@ -159,9 +159,7 @@ def load_inputs(
             bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
             raise ValueError(f"{arrays[name][1]}: input {name!r} holds {bad} NaN or infinite values")
     check_id_ranges(out, model, {k: v[1] for k, v in arrays.items()})
-    warned.update(
-        (f" pad{i}", f"{_where(source)}: {line}") for i, line in enumerate(zero_row_padding(out, model))
-    )
+    padding_notes = [f"{_where(source)}: {line}" for line in zero_row_padding(out, model)]
     for name, arr in out.items():  # zero samples failed deep inside the fold ("need at least one array")
         if arr.ndim and arr.shape[0] == 0:
             raise ValueError(f"{arrays[name][1]}: input {name!r} holds no samples (shape {arr.shape})")
@@ -199,7 +197,7 @@ def load_inputs(
             raise ValueError(
                 f"{_where(source)}: inputs must hold the same, non-zero number of samples, got {sorted(counts)}"
             )
-    for line in warned.values():  # after the errors: a refused file gets its error alone
+    for line in [*warned.values(), *padding_notes]:  # after the errors: a refused file gets its error alone
         logging.getLogger(__name__).warning("%s", line)
     _warn_identical(out, source)
     _warn_few(out, source)
