@@ -165,6 +165,38 @@ def test_unnamed_ctc_logits_are_recognised_by_their_shape_and_blanks() -> None:
     assert not ctc_like(logits[:, :7], samples)  # 7 steps: too few for a recogniser
 
 
+def test_a_reader_of_a_small_alphabet_is_ctc_where_its_paths_are() -> None:
+    """A captcha CRNN writes [37 steps, B, 36 characters + blank], time major: as many steps as
+    classes (r2 0.9595 stood for a fold that changed 45% of its readings). Its paths decide: short
+    emissions between blanks; a frame classifier's long runs and a raster of box centres are not."""
+    from onnxfold.runtime.fidelity import ctc_like
+
+    rng = np.random.default_rng(1)
+    steps, samples, classes = 37, 32, 37
+    paths = np.where(rng.random((steps, samples)) < 0.7, 0, rng.integers(1, classes, (steps, samples)))
+    logits = rng.standard_normal((steps, samples, classes)) + 6 * np.eye(classes)[paths]
+    assert ctc_like(logits, samples)
+    assert auto_metric("output", logits, "MatMul", samples=samples) == "sequence"
+    digits = logits[..., :11].copy()  # 10 digits and the blank over 37 steps
+    digits[..., 0] += 6 * (paths > 10)  # what the dropped characters held reads as blank
+    assert ctc_like(digits, samples)
+    event = (np.arange(steps)[:, None] >= 7) & (np.arange(steps)[:, None] < 22)  # a 15-step event each
+    labels = np.where(event, rng.integers(1, classes, samples), 0)
+    frames = rng.standard_normal((steps, samples, classes)) + 6 * np.eye(classes)[labels]
+    assert not ctc_like(frames, samples)
+    grid = (np.arange(40) + 0.5) * 16  # a detector's 40 x 40 anchors in raster order: cx, cy, w, h, 81 scores
+    cx, cy = np.meshgrid(grid, grid)
+    boxes = np.concatenate(
+        [
+            np.stack([cx.ravel(), cy.ravel()], 1)[None].repeat(4, 0),
+            rng.uniform(10, 100, (4, 1600, 2)),
+            rng.uniform(0, 1, (4, 1600, 81)),
+        ],
+        2,
+    )
+    assert not ctc_like(boxes, 4) and not ctc_like(boxes[..., ::-1], 4)
+
+
 def test_r2_finds_the_channels_of_a_rank_3_output_on_either_axis() -> None:
     """YOLOX writes [B, anchors, 4 box + scores], YOLOv8 [B, 4 box + scores, anchors]: scores lost
     under intact pixel coordinates must show on both layouts."""

@@ -14,21 +14,27 @@ MIN_CTC_STEPS = 8
 def ctc_like(ref: np.ndarray, samples: int | None = None) -> bool:
     """Whether a float [B, T, C] / [T, B, C] output looks like a recogniser's CTC logits when neither
     its name nor its op says so (ddddocr's recogniser writes output ``387`` from a Gemm and Reshape):
-    C ≥ 3 classes on the last axis, T ≥ :data:`MIN_CTC_STEPS` steps per sample but fewer than the
-    classes (a detector's [B, anchors, attributes] has far more anchors than attributes; an LSTM's
-    state [layers, B, hidden] has 1–4 "steps"), and the blank, the first or the last class as every
-    CTC exporter puts it, the argmax at ≥ :data:`BLANK_SHARE` of the positions but not at all of
-    them. On that recogniser r2 0.965 on its logits kept 89% of new lines."""
+    C ≥ 3 classes on the last axis, T ≥ :data:`MIN_CTC_STEPS` steps per sample (an LSTM's state
+    [layers, B, hidden] has 1–4 "steps"), and the blank, the first or the last class as every CTC
+    exporter puts it, the argmax at ≥ :data:`BLANK_SHARE` of the positions but not at all of them.
+    On that recogniser r2 0.965 on its logits kept 89% of new lines. With as many steps as classes
+    or more, the argmax paths must also look like CTC's (:func:`blank_separated`): a detector's [B,
+    anchors, attributes] has far more anchors than attributes, and so has a reader of a small
+    alphabet (a captcha CRNN, 37 steps of 36 characters and the blank: r2 0.9595 stood for a fold
+    that changed 45% of its readings); paths need the sample count."""
     ref = np.asarray(ref)
     if ref.dtype.kind != "f" or ref.ndim != 3 or ref.shape[-1] < 3 or ref.size == 0:
         return False
     positions = ref.shape[0] * ref.shape[1]
     steps = positions // samples if samples and positions % samples == 0 else max(ref.shape[:2])
-    if not MIN_CTC_STEPS <= steps < ref.shape[-1]:
+    if steps < MIN_CTC_STEPS:
         return False
     top = np.bincount(ref.argmax(axis=-1).ravel(), minlength=ref.shape[-1])
     blank = int(top.argmax())
-    return bool(blank in (0, ref.shape[-1] - 1) and BLANK_SHARE * positions <= top[blank] < positions)
+    if not (blank in (0, ref.shape[-1] - 1) and BLANK_SHARE * positions <= top[blank] < positions):
+        return False
+    paths_known = bool(samples) and positions % samples == 0
+    return steps < ref.shape[-1] or (paths_known and blank_separated(ref, samples))
 
 
 #: share of a signal model's emissions (runs of a class other than the dominant one) that the dominant

@@ -284,7 +284,7 @@ class Evaluator:
         if given != "auto" or set(named.values()) - {"auto", LEFT_OUT}:  # a metric given: fit for the task?
             automatic = output_metrics(self.reference, "auto", *args)
             for note in given_metric_notes(self.metrics, automatic):
-                log.warning("note: %s", note)
+                log.warning("%s", note)
         #: recurrent states that a decision metric given for every output leaves to auto
         self.states_left = [] if given in STATE_METRICS else sorted(states & set(self.metrics) - set(named))
         if not self.metrics:
