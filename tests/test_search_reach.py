@@ -37,6 +37,23 @@ def test_the_path_is_cut_before_the_first_width_that_alone_missed() -> None:
     assert path.short_of_misses(0.5) == len(path)
 
 
+def test_a_fidelity_search_path_stops_each_group_short_of_its_miss_and_goes_on_in_the_others() -> None:
+    """a's channels are cheaper per parameter than b's, so the path takes a to its miss first; with the
+    target, a stops at 2 removed and the path goes on in b (a Keras digit CNN stopped at its first
+    step, its Dense layer never tried)."""
+    a, b = _curves()
+    a.params_per_channel, b.params_per_channel = 100.0, 1.0
+    b.unmeasured.clear()
+    b.fidelity[2] = 0.98
+    blind = greedy_path([a, b], cap=0.5)
+    assert blind.removed_at(blind.short_of_misses(0.95))[1] < 3  # the old path's reach: b short of 3
+    path = greedy_path([a, b], cap=0.5, target=0.95)
+    reach = path.short_of_misses(0.95)
+    assert path.removed_at(reach) == [2, 3]  # every step of b before a's miss
+    assert path.removed_at(len(path)) == blind.removed_at(len(blind)) == [3, 3]  # the same far end
+    assert sorted(path.moves) == sorted(blind.moves) and np.all(np.diff(path.saved) > 0)
+
+
 def test_a_level_only_a_time_limit_left_unmeasured_does_not_cut_the_path() -> None:
     _, b = _curves()
     path = greedy_path([b], cap=0.5)
@@ -89,6 +106,17 @@ def test_a_search_whose_sensitivity_saw_a_miss_measures_short_of_it_first(caplog
     assert missed  # at 0.9 some group alone misses 0.99 on these samples
     assert 0 < first < path
     assert report.search.chosen.fidelity >= 0.99
+    chosen = report.to_dict()["search"]["allocation"]
+    for c in curves:  # no group at a width that alone missed, nor beyond
+        miss = min(
+            (
+                j
+                for f, j in zip(c["fidelity"], c["removed"], strict=True)
+                if f is not None and f < 0.99 and j > 0
+            ),
+            default=None,
+        )
+        assert miss is None or round(chosen[c["group"]] * c["channels"]) < miss
 
 
 def test_a_mac_target_s_progress_counts_macs(monkeypatch) -> None:

@@ -136,9 +136,14 @@ def greedy_path(
     by: str = "params",
     round_to: int = 1,
     unmeasured_whole: bool = False,
+    target: float | None = None,
 ) -> AllocationPath:
     """The greedy allocation path over ``curves`` (``by`` params or macs; ``round_to`` the fold's;
-    ``unmeasured_whole``: see the module docstring)."""
+    ``unmeasured_whole``: see the module docstring). ``target`` (a fidelity search's): the steps that
+    take a group to a width that alone measured below it come after every other step, so the path
+    short of its misses (:meth:`AllocationPath.short_of_misses`) goes on in the other groups: in
+    price order alone, a Keras digit CNN's search stopped at 24.9% after one candidate, its Conv's
+    second step missing alone and every step of its Dense layer, priced after it, never tried."""
     curves = [c for c in curves if c.channels > 1]
     costs, losses, grids = [], [], []
     for c in curves:
@@ -154,19 +159,24 @@ def greedy_path(
         losses.append(-np.log(kept) + PRIOR * j / c.channels + MOVED_WEIGHT * c.moved_at(j))
         grids.append(removal_grid(c.channels, round_to, limit) if per > 0 else [0])
     at = [0] * len(curves)
-    prices = [_price(losses[g], grids[g], 0, costs[g]) for g in range(len(curves))]
     moves: list[int] = []
     sizes: list[int] = []
     saved, total = [0.0], [0.0]
-    while prices and np.isfinite(min(prices)):
-        g = int(np.argmin(prices))
-        before, after = grids[g][at[g]], grids[g][at[g] + 1]
-        at[g] += 1
-        moves.append(g)
-        sizes.append(after - before)
-        saved.append(saved[-1] + costs[g] * (after - before))
-        total.append(total[-1] + losses[g][after] - losses[g][before])
-        prices[g] = _price(losses[g], grids[g], at[g], costs[g])
+    phases = [grids]
+    if target is not None:  # first every step short of the misses, then the rest
+        misses = [_first_miss(c, target) for c in curves]
+        phases.insert(0, [[j for j in grid if j < miss] for grid, miss in zip(grids, misses, strict=True)])
+    for phase in phases:
+        prices = [_price(losses[g], phase[g], at[g], costs[g]) for g in range(len(curves))]
+        while prices and np.isfinite(min(prices)):
+            g = int(np.argmin(prices))
+            before, after = grids[g][at[g]], grids[g][at[g] + 1]
+            at[g] += 1
+            moves.append(g)
+            sizes.append(after - before)
+            saved.append(saved[-1] + costs[g] * (after - before))
+            total.append(total[-1] + losses[g][after] - losses[g][before])
+            prices[g] = _price(losses[g], phase[g], at[g], costs[g])
     return AllocationPath(list(curves), moves, np.asarray(saved), np.asarray(total), sizes)
 
 

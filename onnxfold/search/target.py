@@ -351,7 +351,8 @@ def search(
     blind = blind_reason(curves, evaluator.kind())  # the inputs' shapes stand in the report's 'measured on'
     round_to = fold_opts["round_to"]
     by = "macs" if mode == "target_macs" else "params"
-    path = greedy_path(curves, cap, by=by, round_to=round_to, unmeasured_whole=mode == "min_fidelity")
+    fidelity = target if mode == "min_fidelity" else None  # its path goes short of the misses first
+    path = greedy_path(curves, cap, by, round_to, unmeasured_whole=fidelity is not None, target=fidelity)
     log.info("search: %d groups searched, path of %d channel steps", len(path.curves), len(path))
     tried: dict[int, Candidate] = {}
     paced = PacedLimit(limit, lambda steps: level_s * (1 + path.unjudged_at(steps)))  # see PacedLimit
