@@ -36,7 +36,9 @@ def format_groups(groups: Sequence[ChannelGroup], verbose: bool = False) -> str:
     )
     text = (
         head
-        + "\n"
+        # a user read "Conv_1 32 340" and could not tell what 340 counted
+        + "\n(members: the weight slices that move with a group's channels, one per position where a flatten"
+        " spreads each channel over several; --members lists them)\n"
         + format_table(["group", "channels", "members", "state", "producers / reason"], rows, align="lrrll")
         + (
             "\n(a width n × u: n units of u channels that fold together, attention heads or a box's coordinates)"
