@@ -40,6 +40,7 @@ from onnxfold.report.counted import canonical_stats, counted_stats, sample_shape
 from onnxfold.report.fold_report import FoldReport, saved_ops, saved_size, source_size, stats_of
 from onnxfold.report.group_table import format_groups
 from onnxfold.report.timing import collecting, rounded, step
+from onnxfold.runtime.batch_axes import declared_layout
 from onnxfold.runtime.inputs import default_shapes
 from onnxfold.runtime.random_values import set_input_values
 from onnxfold.runtime.runnable import shapes_that_run
@@ -93,15 +94,13 @@ def run_pipeline(
     set_input_values(model, input_values)
     if spill is None:
         spill = model_weight_bytes(model) > SPILL_ABOVE
+    args = (model, passes, output, check, input_shapes, inputs, seed, external_data, overwrite, on_pass)
     if not spill:
-        return _run_pipeline(
-            model, passes, output, check, input_shapes, inputs, seed, external_data, overwrite, on_pass
-        )
+        with declared_layout(model):  # a time-major model's samples (onnxfold.runtime.batch_axes)
+            return _run_pipeline(*args)
     folder = Path(output).parent if output is not None and Path(output).parent.is_dir() else None
-    with spilling(folder):
-        model, report = _run_pipeline(
-            model, passes, output, check, input_shapes, inputs, seed, external_data, overwrite, on_pass
-        )
+    with spilling(folder), declared_layout(model):
+        model, report = _run_pipeline(*args)
         if output is None:  # the scratch file goes away with the block: read spilled tensors back
             tensors = model.graph.tensors()
             for name, folder_of in data_dirs(model.graph).items():

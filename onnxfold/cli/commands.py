@@ -450,7 +450,13 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
 
     def command() -> int | None:
-        return COMMANDS[args.command](args)
+        from onnxfold.runtime.batch_axes import declared_layout
+
+        model = getattr(args, "model", None)
+        if not (isinstance(model, str) and Path(model).is_file()):
+            return COMMANDS[args.command](args)
+        with declared_layout(model):  # a time-major model's samples, wherever they are read
+            return COMMANDS[args.command](args)
 
     return _reported(command, args.debug)
 

@@ -34,16 +34,23 @@ def sample_axes(inputs: Feeds) -> tuple[int, dict[str, int]] | None:
     """(samples, the axis of each non-scalar input that holds them): the leading axis, or a later one
     but the last whose every axis before holds fewer (a recurrent state [layers, batch, hidden], as
     ONNX's LSTM and GRU take it; GTCRN's caches [2, batch, 16, 16, 33] and [2, 3, batch, 1, 16]); at
-    one sample, the first axis of 1. The largest count that every input holds on one of those axes;
-    None when no count does (the feed is then run whole). Scalar inputs (a sample rate) hold no
-    samples."""
+    one sample, the first axis of 1; the axis a model's declared shapes name a batch where it is not
+    the first (:mod:`onnxfold.runtime.batch_axes`: a time-major [30, batch]). The largest count that
+    every input holds on one of those axes; None when no count does (the feed is then run whole).
+    Scalar inputs (a sample rate) hold no samples."""
+    from onnxfold.runtime.batch_axes import declared_axis
+
     shapes = {k: np.shape(v) for k, v in inputs.items() if np.ndim(v)}
     if not shapes:
         return None
-    for n in sorted({s[0] for s in shapes.values()}, reverse=True):
+    named = {k: a for k, s in shapes.items() if (a := declared_axis(k, s)) is not None}  # time major
+    for n in sorted({s[named.get(k, 0)] for k, s in shapes.items()}, reverse=True):
         axes = {}
         for k, s in shapes.items():
-            axis = 0 if s[0] == n else _later_axis(s, n)
+            if k in named:
+                axis = named[k] if s[named[k]] == n else None
+            else:
+                axis = 0 if s[0] == n else _later_axis(s, n)
             if axis is None:
                 break
             axes[k] = axis

