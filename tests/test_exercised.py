@@ -701,3 +701,24 @@ def test_a_narrow_span_is_printed_to_the_digits_that_tell_its_ends_apart() -> No
     z = np.full((8, 1), 12.0) + np.linspace(0, 3, 8)[:, None]
     why = unexercised("quality", (1 / (1 + np.exp(-z))).astype(np.float32), "Sigmoid", samples=8)
     assert why.startswith("moved this Sigmoid output only between 0.99999") and " and 1 of its" in why
+
+
+def test_a_sigmoid_map_that_marks_no_region_is_unexercised_while_the_candidate_marks_none_either() -> None:
+    """HED's edge map on random inputs stayed within 0.27..0.44: no edge anywhere, and r2 0.0000
+    against the samples' small differences warned of a fold that kept edge F1 0.912 of 0.927."""
+    rng = np.random.default_rng(0)
+    ref = rng.uniform(0.27, 0.44, (4, 1, 16, 16)).astype(np.float32)
+    why = unexercised("edges", ref, "Sigmoid")
+    assert why is not None and why.startswith("marked no region") and "below 0.5" in why
+    assert "above 0.5" in unexercised("edges", 1.0 - ref, "Sigmoid")
+    near = np.clip(ref + rng.uniform(-0.05, 0.05, ref.shape), 0, 1).astype(np.float32)
+    assert unexercised_by_both("edges", ref, near, "Sigmoid") == why
+    edged = ref.copy()
+    edged[:, :, 3, :] = 0.9  # the candidate marks an edge the original did not: changed
+    assert unexercised_by_both("edges", ref, edged, "Sigmoid") is None
+    marked = ref.copy()
+    marked[0, 0, 5, 5] = 0.7  # a region on one sample: exercised
+    assert unexercised("edges", marked, "Sigmoid") is None
+    assert unexercised("edges", ref, "Relu") is None  # no Sigmoid: nothing is a region
+    picture = rng.uniform(0.27, 0.44, (4, 3, 16, 16)).astype(np.float32)  # its colours, not regions
+    assert not (unexercised("rgb", picture, "Sigmoid") or "").startswith("marked no region")

@@ -15,6 +15,7 @@ import numpy as np
 from onnxfold.runtime.bins import softmax
 from onnxfold.runtime.fidelity import auto_metric, probabilities
 from onnxfold.runtime.one_class import ONE_CLASS_SHARE, dominant_class, one_class
+from onnxfold.runtime.probability_maps import THRESHOLD, unmarked_map
 
 #: ops whose outputs stay within the range of their (first) input's values: a bound set by a Sigmoid
 #: holds after them (silero-vad's speech probability is a ReduceMean of a Sigmoid map, through an If)
@@ -230,6 +231,10 @@ def unexercised(
         low, high = distinct_digits(*span)
         return f"moved this {what} only between {low} and {high} of its range [{lo:g}, {hi:g}]"
     ref = np.asarray(ref)
+    if unmarked_map(ref, bound):
+        side = "above" if ref.min() > THRESHOLD else "below"
+        low, high = distinct_digits(float(ref.min()), float(ref.max()))
+        return f"marked no region of this {bound} map (every value between {low} and {high}, {side} {THRESHOLD:g})"
     if ref.dtype.kind in "biu" and ref.ndim >= 2 and ref.size > 1:  # labels per position
         values, counts = np.unique(ref, return_counts=True)
         share = counts.max() / ref.size
@@ -355,6 +360,11 @@ def unexercised_by_both(
         share = sample_spread(cand, samples)
         moved = float(np.sqrt(np.mean((cand - ref) ** 2) / np.mean(ref * ref)))
         return why if share is not None and share < UNEXERCISED_SHARE and moved < UNEXERCISED_SHARE else None
+    if why.startswith("marked no region"):  # the candidate's map on the same side everywhere, as little moved
+        op = bound or producer_op
+        if np.shape(cand) != np.shape(ref) or (pre_activation_shift(ref, cand, op) or 0.0) > SHIFTED_LOGIT:
+            return None
+        return why if unmarked_map(np.concatenate([np.asarray(ref), np.asarray(cand)]), op) else None
     if (bound or producer_op) in BOUNDING_OPS:  # both models' values together within the narrow band
         shift = pre_activation_shift(ref, cand, bound or producer_op)
         if shift is not None and shift > SHIFTED_LOGIT:  # still in the band, moved far inside the op

