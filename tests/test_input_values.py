@@ -81,6 +81,8 @@ def test_the_default_fold_runs_with_the_value_and_not_without(tmp_path: Path, ca
         ("ratio", "takes NAME=VALUE"),
         ("ratio=half", "takes NAME=VALUE"),
         ("speed=2", "not inputs of the model"),
+        ("x=1..0", "NAME=LOW..HIGH"),
+        ("x=0..", "NAME=LOW..HIGH"),
     ],
 )
 def test_a_bad_value_is_one_line(tmp_path: Path, capsys, item: str, said: str) -> None:
@@ -89,3 +91,29 @@ def test_a_bad_value_is_one_line(tmp_path: Path, capsys, item: str, said: str) -
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and said in err
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_a_range_draws_the_input_uniformly_within_it(tmp_path: Path) -> None:
+    """``NAME=LO..HI``: the range the model reads, where N(0, 1) draws lie outside it (a pitch
+    estimator's log-mels at mean -4.9; a digit CNN's pixels in 0..1)."""
+    src = _resized(tmp_path / "m.onnx")
+    model = load_model(src)
+    model.input_values = {"ratio": 3.5, "x": (-10.0, -2.0)}
+    feed = make_inputs(make_session(str(src)), batch=64, id_draws=token_draws(model))
+    x = feed["x"]
+    assert x.min() >= -10.0 and x.max() <= -2.0 and x.std() > 1.5  # spread over the range, not a constant
+    assert abs(float(x.mean()) + 6.0) < 0.2
+    out = tmp_path / "o.onnx"
+    argv = [
+        "fold",
+        str(src),
+        "-o",
+        str(out),
+        "-s",
+        "0.5",
+        "--input-value",
+        "ratio=3.5",
+        "--input-value",
+        "x=0..1",
+    ]
+    assert main(argv) == 0 and out.exists()

@@ -203,7 +203,8 @@ def global_parser() -> argparse.ArgumentParser:
 
 INPUT_VALUE_HELP = (
     "the value an input holds in every random sample (repeatable): a ratio, threshold or sample rate that "
-    "N(0, 1) draws would make invalid, as RVM's downsample_ratio"
+    "N(0, 1) draws would make invalid, as RVM's downsample_ratio; NAME=LO..HI draws it uniformly in that "
+    "range instead (pixels 0..1, log-mels -10..3)"
 )
 
 

@@ -46,15 +46,21 @@ def read_inputs(args: argparse.Namespace):
     return shapes, inputs
 
 
-def input_values(args: argparse.Namespace) -> dict[str, float] | None:
-    """``--input-value NAME=V`` items as {name: V}; a one-line error for anything else."""
-    values = {}
+def input_values(args: argparse.Namespace) -> dict[str, float | tuple[float, float]] | None:
+    """``--input-value NAME=V`` items as {name: V} and ``NAME=LO..HI`` as {name: (LO, HI)}; a one-line
+    error for anything else."""
+    values: dict[str, float | tuple[float, float]] = {}
     for item in getattr(args, "input_value", None) or []:
         name, sep, text = item.rpartition("=")
         try:
             if not sep or not name:
                 raise ValueError
-            values[name] = float(text)
+            low, dots, high = text.partition("..")
+            values[name] = (float(low), float(high)) if dots else float(text)
+            if dots and not float(low) < float(high):
+                raise ValueError
         except ValueError:
-            raise CliError(f"--input-value takes NAME=VALUE (a number), got {item!r}") from None
+            raise CliError(
+                f"--input-value takes NAME=VALUE or NAME=LOW..HIGH (numbers, LOW < HIGH), got {item!r}"
+            ) from None
     return values or None

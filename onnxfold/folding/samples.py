@@ -338,12 +338,12 @@ def token_draws(model) -> dict[str, object]:
     gives an input (``Model.input_values``): how validation and the data-free samples draw their
     random inputs."""
     from onnxfold.runtime.input_scales import input_scales
-    from onnxfold.runtime.random_values import FixedValue
+    from onnxfold.runtime.random_values import value_draw
     from onnxfold.runtime.string_inputs import string_vocabularies
 
     draws: dict[str, object] = dict(input_scales(model))
     draws.update(string_vocabularies(model))
-    draws.update({k: FixedValue(v) for k, v in getattr(model, "input_values", {}).items()})
+    draws.update({k: value_draw(v) for k, v in getattr(model, "input_values", {}).items()})
     draws.update({name: token_weights(table) for name, table in embedding_tables(model).items()})
     return draws
 

@@ -122,7 +122,7 @@ class Model:
     source_outputs: dict[str, bytes] = field(default_factory=dict)
     #: input -> the value its random samples hold everywhere (``--input-value``: RVM's downsample_ratio,
     #: which N(0, 1) draws made negative, and no random sample ran)
-    input_values: dict[str, float] = field(default_factory=dict)
+    input_values: dict[str, float | tuple[float, float]] = field(default_factory=dict)
 
     @property
     def weight_inputs(self) -> list[str]:

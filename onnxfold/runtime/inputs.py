@@ -16,7 +16,7 @@ import numpy as np
 from onnxfold.runtime.batch_axes import later_batch_axes
 from onnxfold.runtime.image_dims import SPATIAL_DIM, free_dim, free_image_sides, line_width
 from onnxfold.runtime.input_scales import InputScale
-from onnxfold.runtime.random_values import FixedValue, random_array
+from onnxfold.runtime.random_values import FixedValue, ValueRange, random_array
 from onnxfold.runtime.string_inputs import Vocabulary
 
 logger = logging.getLogger(__name__)
@@ -302,8 +302,8 @@ def make_inputs(
             shape = _sized(spec.shape, sizes, batch, default_dim, sequence, spec.dtype)
         rng = _rng_for(seed, spec.name)
         chance = (id_draws or {}).get(spec.name)
-        if isinstance(chance, FixedValue):  # --input-value
-            inputs[spec.name] = chance.draw(spec.dtype, shape)
+        if isinstance(chance, (FixedValue, ValueRange)):  # --input-value
+            inputs[spec.name] = chance.draw(spec.dtype, shape, rng)
         elif isinstance(chance, InputScale) and spec.dtype.kind == "f":  # as the model normalizes it
             inputs[spec.name] = chance.draw(random_array(spec.name, spec.dtype, shape, rng))
         elif isinstance(chance, Vocabulary) and spec.dtype.kind == "O":  # words the model knows
