@@ -80,6 +80,19 @@ def test_duplicated_units_of_a_time_major_model_fold_back_exactly_on_its_samples
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_validation_on_random_inputs_counts_the_samples_on_the_declared_axis(tmp_path, capsys) -> None:
+    import onnx
+
+    from onnxfold.cli import main
+
+    src = tmp_path / "tm.onnx"
+    onnx.save(_model(*_weights()), src)
+    assert main(["fold", str(src), "-o", str(tmp_path / "o.onnx"), "-s", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "(random inputs, 2 of them" in out or "(random inputs, 16 of them" in out  # not the 6 positions
+    assert f"(random inputs, {T} of them" not in out
+
+
 def test_the_command_line_reads_time_major_samples_in_the_model_s_own_layout(tmp_path) -> None:
     import onnx
 

@@ -29,16 +29,17 @@ from onnxfold.report.names import shortened
 from onnxfold.report.stats import ModelStats, format_table, model_stats, op_counts, weight_counts
 from onnxfold.report.table import count_change, percent
 from onnxfold.report.target_notes import below_target, count_target, image_target
+from onnxfold.runtime.batch_axes import declared_axis
 from onnxfold.runtime.compare import TASK_WARNING_BELOW
 
 
 def stats_of(
     model: Model, file_size: int | None = None, shapes: dict | None = None, batched: bool = True
 ) -> ModelStats:
-    """Parameter, MAC and size statistics of ``model`` (``file_size``: its saved size in bytes; ``shapes``
-    and ``batched`` as :func:`~onnxfold.report.stats.model_stats` takes them). Weights are counted as
-    written (a constant that canonicalize computed away comes back on save: g2p-id's BERT read 45.0% fewer
-    parameters for a file 39.7% smaller), MACs as the passes see the graph."""
+    """Parameter, MAC and size statistics of ``model`` (``file_size``: its saved size in bytes; ``shapes``,
+    ``batched`` as :func:`~onnxfold.report.stats.model_stats` takes them). Weights counted as written (a
+    constant canonicalize computed away comes back on save: g2p-id's BERT read 45.0% fewer parameters for
+    a file 39.7% smaller), MACs as the passes see the graph."""
     proto = model.to_onnx()
     stats = model_stats(proto, file_size=file_size, shapes=shapes, batched=batched)
     back, dropped = restored_constants(model.graph, model.computed_constants, model.weight_shapes)
@@ -316,11 +317,8 @@ class FoldReport:
                 if note:
                     parts.append(note)
             if getattr(self.validation, "seed", None) is not None:
-                leading = (
-                    {dims[0] for dims in self.validation.inputs.values() if dims}
-                    if not self.unbatched
-                    else set()
-                )
+                ran = {} if self.unbatched else self.validation.inputs  # a time major [30, N] holds N
+                leading = {d[declared_axis(k, tuple(d)) or 0] for k, d in ran.items() if d}
                 count = f", {leading.pop()} of them" if len(leading) == 1 else ""  # a figure on 2 says little
                 parts.append(
                     f"(random inputs{count}: a smoke test of the rewrite, not of accuracy; pass --inputs with "
