@@ -167,3 +167,20 @@ def test_a_summary_says_the_candidates_it_measured_missed_before_the_unchanged_m
     assert " s in all (it missed), the unchanged model taken unmeasured" in missed_one.summary()
     none = dataclasses.replace(result, chosen=whole, candidates=[whole], cut_short="cut")
     assert " s in all, the unchanged model taken unmeasured" in none.summary()
+
+
+def test_the_estimated_reach_is_the_last_step_whose_added_losses_keep_the_target() -> None:
+    """Where the time limit starves a search, it measures first where the losses say the target holds:
+    a YOLOv8 whose sensitivity measured 50 of 295 levels measured its far end, 84.3% fewer parameters
+    at 0.0069, and had no time for another."""
+    loss = -np.log(np.array([1.0, 0.999, 0.99, 0.97, 0.9, 0.5, 0.01]))
+    path = AllocationPath([], [0] * 6, np.arange(7.0), loss)
+    assert path.estimated_reach(0.95) == 3 and path.estimated_reach(0.99) == 2
+    assert path.estimated_reach(0.001) == 6  # every step keeps it: the whole path
+    assert path.estimated_reach(0.9999) == 0  # none: the unchanged model
+    order: list[int] = []
+    tried: dict[int, Candidate] = {}
+    chosen, met = bisect_candidate(
+        path, _measure(order, tried, 3), tried, 0.99, reach=path.estimated_reach(0.95)
+    )
+    assert order[0] == 3 and met and chosen.steps == 3

@@ -90,6 +90,14 @@ class AllocationPath:
                 return t
         return len(self.moves)
 
+    def estimated_reach(self, target: float) -> int:
+        """The most steps whose estimated fidelity exp(−loss) stays at least ``target`` (every group's
+        measured loss added; a level the time limit left unmeasured counts as a miss): where a search
+        the time limit starves measures first. A YOLOv8 whose sensitivity measured 50 of 295 levels
+        measured its path's far end first, 84.3% fewer parameters at 0.0069, and had no time left."""
+        below = np.flatnonzero(np.exp(-self.loss) < target)
+        return int(below[0]) - 1 if below.size else len(self.moves)
+
     def sparsities_at(self, steps: int) -> dict[str, float]:
         """{group name: sparsity} after ``steps`` steps (groups with nothing removed included, at 0)."""
         return {c.name: j / c.channels for c, j in zip(self.curves, self.removed_at(steps), strict=True)}

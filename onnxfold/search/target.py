@@ -311,17 +311,16 @@ def search(
     input_params: int = 0,
     prepared_s: float = 0.0,
 ) -> SearchResult:
-    """Run the search on the canonicalized ``model``. ``build(allocation)`` returns a new folded
-    (repaired, cleaned) copy and the pass data it left. See the module docstring. ``refine``: a
-    costlier build of the same widths (``auto``'s sequential choice), tried once on the chosen
-    allocation and kept when its measured fidelity is at least the chosen one's. ``limit``: see the
-    module docstring. ``base``: the statistics reductions are counted from (default ``model``'s; the
-    search pass gives those of ``model`` cleaned up as every candidate is, since canonicalization
-    unshares initializers that cleanup shares again). ``shapes``: the input shapes MACs are counted at
-    (``--input-shape``). ``min_gain``: a met ``min_fidelity`` pick that removes less of the parameters
-    gives way to the unchanged model (measured once by the bisection already). ``input_params``: the
-    input's parameters, which the notes count reductions from as the report does. ``prepared_s``: what
-    the evaluator's preparation took of ``limit`` (:func:`~onnxfold.search.time_limit.sensitivity_cut_notes`)."""
+    """Run the search on the canonicalized ``model``. ``build(allocation)`` returns a new folded (repaired,
+    cleaned) copy and the pass data it left. See the module docstring. ``refine``: a costlier build of the
+    same widths (``auto``'s sequential choice), tried once on the chosen allocation and kept when its
+    measured fidelity is at least the chosen one's. ``limit``: see the module docstring. ``base``: the
+    statistics reductions are counted from (default ``model``'s; the search pass gives those of ``model``
+    cleaned up as every candidate is, since canonicalization unshares initializers that cleanup shares
+    again). ``shapes``: the input shapes MACs are counted at (``--input-shape``). ``min_gain``: a met
+    ``min_fidelity`` pick that removes less of the parameters gives way to the unchanged model (measured
+    once by the bisection already). ``input_params``: the input's parameters, which the notes count
+    reductions from as the report does. ``prepared_s``: what the evaluator's preparation took of ``limit``."""
     start = time.perf_counter()
     limit = limit if limit is not None else TimeLimit()
     base = base if base is not None else stats_of(model, shapes=shapes)
@@ -346,8 +345,7 @@ def search(
         limit=limit,
         shapes=shapes,
     )
-    sensitivity_cut = limit.skipped
-    level_s = (time.perf_counter() - start) / max(1, limit.measured)  # what one level took, all told
+    sensitivity_cut, level_s = limit.skipped, (time.perf_counter() - start) / max(1, limit.measured)
     blind = blind_reason(curves, evaluator.kind())  # the inputs' shapes stand in the report's 'measured on'
     round_to = fold_opts["round_to"]
     by = "macs" if mode == "target_macs" else "params"
@@ -393,6 +391,8 @@ def search(
             reach = path.short_of_misses(target)
             if (step := floor()) > reach:  # no candidate worth the gain short of a miss: the far end tells
                 reach = None
+            if sensitivity_cut and len(path):  # time-starved: first where the losses say it holds
+                reach = min(reach or len(path), max(1, step, path.estimated_reach(target)))
             chosen, met = bisect_candidate(path, measure, tried, target, paced, unchanged, step, reach)
             kept_whole = (
                 floor.missed(tried, target, evaluator.proxy, input_params) if met and not chosen.steps else ""
