@@ -722,3 +722,55 @@ def test_a_sigmoid_map_that_marks_no_region_is_unexercised_while_the_candidate_m
     assert unexercised("edges", ref, "Relu") is None  # no Sigmoid: nothing is a region
     picture = rng.uniform(0.27, 0.44, (4, 3, 16, 16)).astype(np.float32)  # its colours, not regions
     assert not (unexercised("rgb", picture, "Sigmoid") or "").startswith("marked no region")
+
+
+def _raw_yolo_head(w: np.ndarray, anchors: int = 400, classes: int = 2) -> onnx.ModelProto:
+    """x [N, 8] -> Sigmoid scores [N, classes, anchors] beside the anchors' pixel boxes [N, 4, anchors],
+    alike on every sample: a YOLOv8 exported without its decoding, [N, 4 + classes, anchors]."""
+    g = np.arange(20) * 32 + 16.0
+    cx, cy = np.meshgrid(g, g)
+    coords = np.stack([cx.ravel(), cy.ravel(), np.full(anchors, 40.0), np.full(anchors, 40.0)])[None]
+    nodes = [
+        oh.make_node("MatMul", ["x", "w"], ["z"]),
+        oh.make_node("Reshape", ["z", "shape"], ["zr"]),
+        oh.make_node("Sigmoid", ["zr"], ["s"]),
+        oh.make_node("Shape", ["x"], ["xs"]),
+        oh.make_node("Gather", ["xs", "zero"], ["n"], axis=0),
+        oh.make_node("Concat", ["n", "tail"], ["full"], axis=0),
+        oh.make_node("Expand", ["coords", "full"], ["c"]),
+        oh.make_node("Concat", ["c", "s"], ["y"], axis=1),
+    ]
+    inits = {
+        "w": w,
+        "shape": np.array([-1, classes, anchors], np.int64),
+        "zero": np.array([0], np.int64),
+        "tail": np.array([4, anchors], np.int64),
+        "coords": coords.astype(np.float32),
+    }
+    graph = oh.make_graph(
+        nodes,
+        "yolo",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4 + classes, anchors])],
+        [nh.from_array(v, k) for k, v in inits.items()],
+    )
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+
+
+def test_a_raw_detector_whose_boxes_moved_is_exercised_however_alike_its_rows() -> None:
+    """A YOLOv8's raw [1, 151, 8400] varies by a few percent from sample to sample (its anchors' pixel
+    coordinates are the same on every input): at -s 0.1 it read 'these inputs exercise none of its
+    decisions' beside boxes 0.1361, a note and no warning, and the fold had lost 95% of its boxes."""
+    from onnxfold.runtime.compare import validate
+
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((8, 800)) * 0.6 - 1.0).astype(np.float32)
+    original = _raw_yolo_head(w)
+    report = validate(original, _raw_yolo_head(rng.permutation(w, axis=1)))
+    (out,) = report.outputs
+    assert out.fidelity_metric == "boxes" and out.fidelity < 0.9 and out.cosine > 0.9999
+    assert out.unexercised is None
+    assert task_warning(report).startswith("warning: y keeps boxes")
+    assert "a detector can keep it" not in task_warning(report)  # its boxes, not its raw values, moved
+    same = validate(original, _raw_yolo_head(w.copy()))  # nothing moved: no verdict either way
+    assert same.outputs[0].fidelity == 1.0

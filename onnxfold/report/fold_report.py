@@ -415,9 +415,10 @@ def task_warning(
             f"its decisions, so the figure says little about the task; --inputs SAMPLES measures it "
             f"on real ones, {search}"
         )
+    boxes = "boxes" in (worst.fidelity_metric or "").split("+")  # its decisions moved, not its raw values
     why = (
-        "most pretrained models folded this far lose it; a detector can keep it while its outputs on "
-        "noise diverge"
+        "most pretrained models folded this far lose it"
+        + ("" if boxes else "; a detector can keep it while its outputs on noise diverge")
         if folded
         else "nothing was folded: another pass (quantization, float16, dequantization) changed the outputs, and noise can "
         "read that far worse than real inputs"
