@@ -964,3 +964,15 @@ def test_a_vector_input_beside_an_image_fixes_no_batch() -> None:
     style = InputSpec("style_weights", np.dtype(np.float32), (26,))
     assert fixed_batches([image, style]) == [1]
     assert fixed_batches([style]) == [26]  # alone, a vector's length is all there is
+
+
+def test_a_file_of_no_known_kind_names_every_kind_taken(tmp_path) -> None:
+    """`--inputs notdata.txt` said 'a .npy or .npz file or a folder of .npy or .npz files', leaving out
+    the folder of images the README and the demo use (trial 151)."""
+    from harness import mlp_proto
+
+    from onnxfold.runtime.sample_files import load_inputs
+
+    (tmp_path / "notdata.txt").write_text("1 2 3")
+    with pytest.raises(ValueError, match=r"\.npy or \.npz file, or a folder of \.npy, \.npz or image files"):
+        load_inputs(tmp_path / "notdata.txt", mlp_proto())

@@ -495,4 +495,4 @@ def _read_source(
                 f"{names}: use a .npz or a folder of <input_name>.npy files"
             )
         return {names[0]: (_load_array(path), str(path))}
-    raise ValueError(f"{path}: expected a .npy or .npz file or a folder of .npy or .npz files")
+    raise ValueError(f"{path}: expected a .npy or .npz file, or a folder of .npy, .npz or image files")
