@@ -56,6 +56,17 @@ def test_the_declared_batch_axis_holds_the_samples() -> None:
     assert sample_axes(feed) == (T, {"x": 0})  # the layout is the model's, only while it is measured
     with declared_layout(_model(*_weights(), batch="N")) as found:  # no axis named a batch: as before
         assert found == {} and sample_axes(feed) == (T, {"x": 0})
+    # a batch-1 export's length named batch_size (Conv-TasNet's audio [1, 1, batch_size]), and a name no
+    # output carries, are no batch
+    from onnxfold.runtime.batch_axes import later_batch_axes
+    from onnxfold.runtime.inputs import InputSpec
+
+    audio = InputSpec("audio", np.dtype(np.float32), (1, 1, "batch_size"))
+    frames = InputSpec("y", np.dtype(np.float32), (1, 8, "frames"))
+    assert later_batch_axes([audio], [frames]) == {} and later_batch_axes([audio]) == {}
+    seq = InputSpec("src", np.dtype(np.int64), (30, "batch"))
+    assert later_batch_axes([seq], [frames]) == {}
+    assert later_batch_axes([seq], [InputSpec("logits", None, (30, "batch", 33))]) == {"src": (1, 2)}
 
 
 def test_a_search_on_time_major_samples_runs_and_counts_them() -> None:

@@ -198,6 +198,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
     from onnxfold.passes import CanonicalizePass, FoldPass, RepairPass
     from onnxfold.passes.search import parse_levels, prepared
     from onnxfold.pipeline.manager import PassContext
+    from onnxfold.runtime.batch_axes import declared_layout
     from onnxfold.runtime.random_values import set_input_values
     from onnxfold.runtime.session import measuring_threads
     from onnxfold.search import format_sensitivity, plot_sensitivity, sensitivity
@@ -222,7 +223,8 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
     # measured as the search measures: the same method, statistics and (without --inputs) proxy
     fold = FoldPass(sparsity=0.0, method=args.method, round_to=args.round_to, threads=args.threads)
     repair = RepairPass(mode="ar")  # fold's default
-    with measuring_threads(args.threads):  # as a search measures (table-cls: --threads was refused)
+    # as a search measures (table-cls: --threads was refused), a time-major model's samples on its batch axis
+    with measuring_threads(args.threads), declared_layout(original):
         evaluator, _ = prepared(model, ctx, fold, [fold, repair], args.metric)
         estimator = evaluator.within(budgets.SENSITIVITY_MACS)  # a heavy model's first samples, as searched
         cut = f" (measured on the first {estimator.samples}, within its compute budget per measurement)"
@@ -450,13 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
 
     def command() -> int | None:
-        from onnxfold.runtime.batch_axes import declared_layout
-
-        model = getattr(args, "model", None)
-        if not (isinstance(model, str) and Path(model).is_file()):
-            return COMMANDS[args.command](args)
-        with declared_layout(model):  # a time-major model's samples, wherever they are read
-            return COMMANDS[args.command](args)
+        return COMMANDS[args.command](args)
 
     return _reported(command, args.debug)
 

@@ -29,13 +29,17 @@ def read_inputs(args: argparse.Namespace):
             "--image-preprocess reads a folder of images given with --inputs: without it, it does nothing"
         )
     if args.inputs:
-        inputs = load_inputs(
-            args.inputs,
-            make_session(str(args.model)),
-            image_preprocess=args.image_preprocess,
-            shapes=shapes,
-            batch_view=unbatched(args.model),
-        )
+        from onnxfold.runtime.batch_axes import declared_layout
+
+        session = make_session(str(args.model))
+        with declared_layout(session):  # a time-major model's samples on its batch axis
+            inputs = load_inputs(
+                args.inputs,
+                session,
+                image_preprocess=args.image_preprocess,
+                shapes=shapes,
+                batch_view=unbatched(args.model),
+            )
         if getattr(args, "image_preprocess", None):
             for name, x in inputs.items():
                 print(

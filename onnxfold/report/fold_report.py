@@ -29,7 +29,6 @@ from onnxfold.report.names import shortened
 from onnxfold.report.stats import ModelStats, format_table, model_stats, op_counts, weight_counts
 from onnxfold.report.table import count_change, percent
 from onnxfold.report.target_notes import below_target, count_target, image_target
-from onnxfold.runtime.batch_axes import declared_axis
 from onnxfold.runtime.compare import TASK_WARNING_BELOW
 
 
@@ -317,8 +316,9 @@ class FoldReport:
                 if note:
                     parts.append(note)
             if getattr(self.validation, "seed", None) is not None:
-                ran = {} if self.unbatched else self.validation.inputs  # a time major [30, N] holds N
-                leading = {d[declared_axis(k, tuple(d)) or 0] for k, d in ran.items() if d}
+                ran = {} if self.unbatched else self.validation.inputs
+                counted = getattr(self.validation, "samples", None)  # a time major [30, N] holds N
+                leading = {counted} if counted and ran else {d[0] for d in ran.values() if d}
                 count = f", {leading.pop()} of them" if len(leading) == 1 else ""  # a figure on 2 says little
                 parts.append(
                     f"(random inputs{count}: a smoke test of the rewrite, not of accuracy; pass --inputs with "

