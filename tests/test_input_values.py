@@ -104,16 +104,6 @@ def test_a_range_draws_the_input_uniformly_within_it(tmp_path: Path) -> None:
     assert x.min() >= -10.0 and x.max() <= -2.0 and x.std() > 1.5  # spread over the range, not a constant
     assert abs(float(x.mean()) + 6.0) < 0.2
     out = tmp_path / "o.onnx"
-    argv = [
-        "fold",
-        str(src),
-        "-o",
-        str(out),
-        "-s",
-        "0.5",
-        "--input-value",
-        "ratio=3.5",
-        "--input-value",
-        "x=0..1",
-    ]
+    values = ["--input-value", "ratio=3.5", "--input-value", "x=0..1"]
+    argv = ["fold", str(src), "-o", str(out), "-s", "0.5", *values]
     assert main(argv) == 0 and out.exists()
