@@ -381,8 +381,7 @@ def search(
         tried[0] = cand
         return cand
 
-    # each candidate is a fold and a measurement: minutes apiece on a heavy model
-    kept_whole = ""
+    kept_whole = ""  # each candidate is a fold and a measurement: minutes apiece on a heavy model
     with progress_bar(desc="candidates", unit="candidate") as bar:
         if blind and mode == "min_fidelity":  # nothing measured can tell a fold from the original
             chosen, met = measure(0), True
@@ -423,7 +422,8 @@ def search(
             chosen = better
         if limit.expired():  # the refit stopped judging its groups there (sequential.plan_sequential)
             cut.append("the refit of the chosen widths reached the time limit")
-    if mode == "min_fidelity" and met and (small := below_gain(chosen, min_gain, evaluator.proxy)):
+    counted = not (base.symbolic_dims or base.macs_unknown_nodes)  # MACs a gain may count
+    if mode == "min_fidelity" and met and (small := below_gain(chosen, min_gain, evaluator.proxy, counted)):
         kept_whole = small  # too little, in parameters and in MACs
         chosen = measure(0)
     ran = limit.clock() - limit.start
