@@ -47,18 +47,12 @@ def later_batch_axes(specs, outputs=None) -> dict[str, tuple[int, int]]:
 
 @contextmanager
 def declared_layout(model: Any) -> Iterator[dict[str, tuple[int, int]]]:
-    """While inside, :data:`DECLARED` holds ``model``'s (a path, ModelProto, Model or session)
-    :func:`later_batch_axes` (a model whose inputs cannot be read leaves it empty); the previous
-    value comes back after."""
-    import os
-
-    import onnx
-
+    """While inside, :data:`DECLARED` holds ``model``'s (a ModelProto, Model or session, as loaded by
+    its caller: a path would be read again) :func:`later_batch_axes` (a model whose inputs cannot be
+    read leaves it empty); the previous value comes back after."""
     from onnxfold.runtime.inputs import input_specs, output_specs
 
     try:
-        if isinstance(model, (str, os.PathLike)):
-            model = onnx.load(str(model), load_external_data=False)
         found = later_batch_axes(input_specs(model), output_specs(model))
     except Exception:  # noqa: BLE001 (an unreadable model is reported where it is loaded)
         found = {}
