@@ -26,14 +26,14 @@ def ctc_like(ref: np.ndarray, samples: int | None = None) -> bool:
     if ref.dtype.kind != "f" or ref.ndim != 3 or ref.shape[-1] < 3 or ref.size == 0:
         return False
     positions = ref.shape[0] * ref.shape[1]
-    steps = positions // samples if samples and positions % samples == 0 else max(ref.shape[:2])
+    paths_known = bool(samples) and positions % samples == 0
+    steps = positions // samples if paths_known else max(ref.shape[:2])
     if steps < MIN_CTC_STEPS:
         return False
     top = np.bincount(ref.argmax(axis=-1).ravel(), minlength=ref.shape[-1])
     blank = int(top.argmax())
     if not (blank in (0, ref.shape[-1] - 1) and BLANK_SHARE * positions <= top[blank] < positions):
         return False
-    paths_known = bool(samples) and positions % samples == 0
     return steps < ref.shape[-1] or (paths_known and blank_separated(ref, samples))
 
 
