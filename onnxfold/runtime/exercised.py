@@ -360,15 +360,13 @@ def unexercised_by_both(
         share = sample_spread(cand, samples)
         moved = float(np.sqrt(np.mean((cand - ref) ** 2) / np.mean(ref * ref)))
         return why if share is not None and share < UNEXERCISED_SHARE and moved < UNEXERCISED_SHARE else None
-    if why.startswith("marked no region"):  # the candidate's map on the same side everywhere, as little moved
-        op = bound or producer_op
-        if np.shape(cand) != np.shape(ref) or (pre_activation_shift(ref, cand, op) or 0.0) > SHIFTED_LOGIT:
-            return None
-        return why if unmarked_map(np.concatenate([np.asarray(ref), np.asarray(cand)]), op) else None
     if (bound or producer_op) in BOUNDING_OPS:  # both models' values together within the narrow band
         shift = pre_activation_shift(ref, cand, bound or producer_op)
         if shift is not None and shift > SHIFTED_LOGIT:  # still in the band, moved far inside the op
             return None
+        if why.startswith("marked no region"):  # the candidate's map on the same side everywhere
+            same = np.shape(cand) == np.shape(ref)
+            return why if same and unmarked_map(np.concatenate([ref, cand]), bound or producer_op) else None
         both = np.concatenate([np.asarray(ref, np.float64).ravel(), np.asarray(cand, np.float64).ravel()])
         return why if narrow_span(both, bound or producer_op) is not None else None
     cand = np.asarray(cand)
