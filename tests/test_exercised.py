@@ -489,6 +489,21 @@ def test_random_inputs_that_barely_move_unbounded_scores_get_a_note_not_a_verdic
     assert task_warning(report.validation).startswith("warning: scores keeps")
 
 
+def test_the_users_own_samples_are_never_called_too_still_to_measure_the_task(tmp_path: Path) -> None:
+    """Trial 154: a face mesh's landmarks in pixels vary by 9.8% of their size from face to face; on
+    the user's crops the report read "measure nothing of the task". Their variation is the task's."""
+    src = tmp_path / "still.onnx"
+    onnx.save(_offset_head(0.02, 5.0), src)
+    samples = np.random.default_rng(3).standard_normal((16, 3, 8, 8)).astype(np.float32)
+    report = onnxfold.fold(
+        str(src), output=str(tmp_path / "out.onnx"), sparsity=0.5, method="fold", inputs=samples
+    )[1]
+    (out,) = report.validation.outputs
+    assert out.fidelity < 0.9 and out.cosine > 0.999
+    assert out.unexercised is None
+    assert task_warning(report.validation).startswith("warning: scores keeps")
+
+
 def test_the_search_notes_every_output_its_proxy_leaves_still_in_one_line(tmp_path: Path) -> None:
     model = _offset_head(0.02, 5.0)
     model.graph.node.append(oh.make_node("Mul", ["scores", "two"], ["doubled"]))
