@@ -100,7 +100,8 @@ def auto_samples(model: Model, ctx: PassContext, judge_limit: int, budget: float
     if has_batchnorm(model):
         note = (
             f"auto folded without measuring, with ar from the BN statistics: {source}, and "
-            "random inputs rank candidates worse than real samples do"
+            "random inputs rank candidates worse than real samples do (--inputs: a few samples as the model "
+            "is used let it measure)"
         )
         return AutoSamples(None, "", note, measure=False)
     tokens, why = token_samples(model, ctx.input_shapes, ctx.seed)
