@@ -282,7 +282,7 @@ def fold(
     seed: int = 0,
     overrides: Sequence[str] = (),
     ignore: Sequence[str] = (),
-    round_to: int = DEFAULT_ROUND_TO,
+    round_to: int | None = None,
     method: str = "auto",
     judge_limit: int = AUTO_JUDGE_LIMIT,
     features: str = "raw",
@@ -341,7 +341,8 @@ def fold(
     The keywords are the options of the fold, repair and validate passes (``onnxfold passes``
     lists their meaning; the ``onnxfold fold`` flags have the same names and defaults), except:
     ``repair`` is repair's ``mode``, ``dir_seed`` its ``seed``, ``validate_batch`` validate's
-    ``batch``, and ``seed`` also seeds validate's random inputs. ``calibration`` and ``inputs``
+    ``batch``, ``seed`` also seeds validate's random inputs, and ``round_to`` None is 8 where a search at
+    8 folds something, else exact widths (:mod:`~onnxfold.search.exact_widths`). ``calibration`` and ``inputs``
     may be a path (:func:`onnxfold.runtime.sample_files.load_inputs`), an array of samples or a dict
     of them;
     ``repair_options``: repair options by their pass names (they win over the keywords).
@@ -359,7 +360,7 @@ def fold(
         seed=seed,
         overrides=list(overrides),
         ignore=list(ignore),
-        round_to=round_to,
+        round_to=DEFAULT_ROUND_TO if round_to is None else round_to,
         method=method,
         judge_limit=judge_limit,
         features=features,
@@ -383,6 +384,7 @@ def fold(
         if min_gain is None
         else min_gain,
     )
+    fold_pass.round_given = round_to is not None  # a default gives way to exact widths (search.exact_widths)
     passes: list[Pass] = [CanonicalizePass(), fold_pass]
     repair_opts = {
         "batch_size": batch_size,

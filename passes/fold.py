@@ -84,6 +84,9 @@ class FoldPass(Pass):
     synthesis_budget = None
     #: The mode of the repair pass that follows this fold in its pipeline (``bind``).
     repair_mode = "none"
+    #: whether ``round_to`` was asked for: a default one gives way to exact widths where a search at
+    #: it keeps the model whole (:mod:`onnxfold.search.exact_widths`)
+    round_given = True
 
     def bind(self, passes) -> None:
         """Learn the repair mode of the pipeline (auto judges a fold with the repair it will get)."""

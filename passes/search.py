@@ -305,6 +305,7 @@ class SearchPass(Pass):
         from onnxfold.passes.fold import FoldPass
         from onnxfold.report.fold_report import stats_of
         from onnxfold.runtime.session import measuring_threads
+        from onnxfold.search.exact_widths import retry_exact, unrounded_reason
         from onnxfold.search.target import search
         from onnxfold.search.time_limit import AFTER_SEARCH_RUNS, TimeLimit
 
@@ -354,9 +355,11 @@ class SearchPass(Pass):
         if evaluator.proxy and not evaluator.extra_runs and not evaluator.chains:
             ctx.data["search_proxy"] = evaluator.feed  # validation measures on them too
 
-        def build(allocation: dict[str, float], sequential: bool = False) -> tuple[Model, dict]:
+        def build(
+            allocation: dict[str, float], sequential: bool = False, widths: int = 0
+        ) -> tuple[Model, dict]:
             cand = model.copy()
-            inner = FoldPass(**{**fold.opts, "sparsity": 0.0})
+            inner = FoldPass(**{**fold.opts, "sparsity": 0.0, "round_to": widths or fold.opts["round_to"]})
             inner.allocation = allocation
             inner.sequential = sequential
             inner.stop = limit.expired if sequential and limit.seconds > 0 else None
@@ -369,27 +372,35 @@ class SearchPass(Pass):
             PassManager(passes).run(cand, sub)
             return cand, sub.data
 
-        result = search(
-            model,
-            build,
-            evaluator,
-            mode=mode,
-            target=target,
-            levels=self.levels,
-            cap=self.opts["max_sparsity"],
-            fold_opts={**fold.opts, "method": fold.method},
-            overrides=fold.overrides,
-            recipe=fold.recipe,
-            stats=fold.moments,
-            judge=fold.judge,
-            refine=partial(build, sequential=True) if fold.method == "auto" else None,
-            limit=limit,
-            base=base,
-            shapes=ctx.data.get("mac_shapes", ctx.input_shapes),
-            min_gain=self.opts["min_gain"],
-            input_params=given,
-            prepared_s=prepared_s,
-        )
+        def searched(widths: int, limit: TimeLimit):
+            return search(
+                model,
+                partial(build, widths=widths),
+                evaluator,
+                mode=mode,
+                target=target,
+                levels=self.levels,
+                cap=self.opts["max_sparsity"],
+                fold_opts={**fold.opts, "method": fold.method, "round_to": widths},
+                overrides=fold.overrides,
+                recipe=fold.recipe,
+                stats=fold.moments,
+                judge=fold.judge,
+                refine=partial(build, sequential=True, widths=widths) if fold.method == "auto" else None,
+                limit=limit,
+                base=base,
+                shapes=ctx.data.get("mac_shapes", ctx.input_shapes),
+                min_gain=self.opts["min_gain"],
+                input_params=given,
+                prepared_s=prepared_s,
+            )
+
+        result = searched(m := fold.opts["round_to"], limit)
+        if retry_exact(result, m, fold.round_given, limit.left()):  # onnxfold.search.exact_widths
+            exact = searched(1, limit.rest())
+            exact.input_params = given
+            if exact.met and exact.chosen.steps:
+                exact.unrounded, result = unrounded_reason(result, exact, m), exact
         result.target, result.input_params = self.opts[mode], given  # reported against the input
         # the whole search, its samples measured and references run included (U2-Net's read 497.8 s
         # beside a search pass of 598 s)

@@ -171,7 +171,10 @@ class ValidatePass(Pass):
         report = compare(
             reference,
             candidate,
-            speed_budget=DEFAULT_BUDGET_S if self.opts["speed_check"] else 0.0,
+            # exact widths a search chose over the default rounding can run slower (search.exact_widths)
+            speed_budget=DEFAULT_BUDGET_S
+            if self.opts["speed_check"] or getattr(ctx.data.get("search"), "unrounded", "")
+            else 0.0,
             metrics=getattr(ctx.data.get("search"), "metrics", None),  # what a search measured
         )
         if given is not ctx.original:  # after a dequantize pass: what dequantizing and the fold each moved

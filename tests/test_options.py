@@ -138,12 +138,13 @@ def test_the_check_fails_when_an_option_changes_alone(change: str, monkeypatch) 
         i = next(i for i, o in enumerate(options) if o.name == "n_init")
         options[i] = Option("restarts", int, 10, options[i].help)
     else:
-        i = next(i for i, o in enumerate(options) if o.name == "round_to")
-        options[i] = Option("round_to", int, options[i].default + 1, options[i].help)  # any other default
+        # an option whose flag has the option's default (round_to's, like sparsity's, is unset: None)
+        i = next(i for i, o in enumerate(options) if o.name == "judge_limit")
+        options[i] = Option("judge_limit", int, options[i].default + 1, options[i].help)  # any other default
     monkeypatch.setattr(FoldPass, "options", tuple(options))
     problems = option_mismatches()
     assert problems, change
-    word = {"added": "new_knob", "renamed": "n_init", "default": "round_to"}[change]
+    word = {"added": "new_knob", "renamed": "n_init", "default": "judge_limit"}[change]
     assert any(word in p for p in problems), problems
 
 

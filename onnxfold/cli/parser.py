@@ -81,7 +81,7 @@ _METAVARS = {"overrides": "REGEX=SPARSITY", "ignore": "REGEX", "calibration": "F
 
 #: api.fold keywords whose flag has no default of its own: without them ``onnxfold fold`` searches
 #: (:func:`onnxfold.api.default_plan`), so their help says what their absence means.
-UNSET = ("sparsity", "time_limit", "min_gain")
+UNSET = ("sparsity", "time_limit", "min_gain", "round_to")
 
 
 def _unset_default(keyword: str) -> str:
@@ -106,6 +106,11 @@ def _unset_default(keyword: str) -> str:
         return (
             f"{DATA_FREE_MIN_GAIN:g} for the search a fold runs without --sparsity or a target, "
             f"{GIVEN_MIN_GAIN:g} with --inputs, else 0"
+        )
+    if keyword == "round_to":
+        return (
+            f"{DEFAULT_ROUND_TO}, or exact widths where a fidelity search at {DEFAULT_ROUND_TO} keeps the "
+            "model whole and one at exact widths folds it"
         )
     return f"{DEFAULT_TIME_LIMIT:g} for the search a fold runs without --sparsity or a target, else none"
 

@@ -180,7 +180,7 @@ class FoldReport:
         """How the folded widths were rounded, in one line (:func:`~onnxfold.report.rounding.rounding_line`)."""
         from onnxfold.report.rounding import rounding_line
 
-        return rounding_line(self.plans, self.round_to)
+        return rounding_line(self.plans, self.round_to, getattr(self.search, "unrounded", ""))
 
     def task_line(self) -> str | None:
         """Validation's line on the task (:func:`task_warning`: a warning, a note, or None)."""

@@ -8,13 +8,14 @@ from onnxfold.folding.apply import FoldPlan
 from onnxfold.folding.cluster import rounds
 
 
-def rounding_line(plans: Sequence[FoldPlan], round_to: int | None) -> str:
-    """How the folded widths were rounded, in one line: ``round_to`` m (None or 1: not rounded), the
-    folded groups narrower than 2m that keep their exact count, and those rounding took 0.1 or more
+def rounding_line(plans: Sequence[FoldPlan], round_to: int | None, unrounded: str = "") -> str:
+    """How the folded widths were rounded, in one line: ``round_to`` m (None or 1: not rounded, and
+    ``unrounded`` why, where a search gave up the default rounding: :mod:`onnxfold.search.exact_widths`),
+    the folded groups narrower than 2m that keep their exact count, and those rounding took 0.1 or more
     past the sparsity asked."""
     m = round_to
     if m is None or m <= 1:
-        return "widths: not rounded (round_to 1)"
+        return f"widths: not rounded: {unrounded}" if unrounded else "widths: not rounded (round_to 1)"
     folded = [p for p in plans if p.status == "folded"]
     narrow = [p for p in folded if not rounds(p.group.size, m)]  # not rounded: fewer than 2m channels
     groups = "group narrower than" if len(narrow) == 1 else "groups narrower than"

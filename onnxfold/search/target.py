@@ -4,22 +4,21 @@
    recipe or an override fixes, and ignored or blocked ones, are not searched.
 2. The greedy allocation path (:mod:`onnxfold.search.allocate`) orders channel removals by
    estimated loss per parameter (or MAC) saved, in the widths the fold writes (``round_to``).
-3. ``min_fidelity``: bisection on the number of path steps. Every candidate is really built (fold
-   with the allocated per-group sparsities, then the configured repair and cleanup) and measured;
-   the estimate only proposes. The kept candidate is the one of largest measured parameter
-   reduction whose measured fidelity meets the target (:meth:`Candidate.meets`: the rule of
-   succession for a count, a bootstrap lower value for a mean). Fidelity need not fall monotonically
-   along the path, so three points beyond the first failure are probed, and the bisection resumes
-   above any that passes. It starts short of the first step that takes a group to a width the
-   sensitivity saw miss alone (every later one holds it there), not at the far end. ``budget``: the
-   path prefix whose estimated saving reaches the budget, corrected against the measured reduction,
-   within one step (a channel, or ``round_to`` channels). Where the sensitivity shows the measurement
-   blind (no fold moves the fidelity: :mod:`onnxfold.search.blind`), ``min_fidelity`` keeps the
-   unchanged model and the budget warns.
+3. ``min_fidelity``: bisection on the number of path steps. Every candidate is really built (fold with the
+   allocated per-group sparsities, then the configured repair and cleanup) and measured; the estimate only
+   proposes. The kept candidate is the one of largest measured parameter reduction whose measured fidelity
+   meets the target (:meth:`Candidate.meets`: the rule of succession for a count, a bootstrap lower value
+   for a mean). Fidelity need not fall monotonically along the path, so three points beyond the first
+   failure are probed, and the bisection resumes above any that passes. It starts short of the first step
+   that takes a group to a width the sensitivity saw miss alone (every later one holds it there), not at
+   the far end. ``budget``: the path prefix whose estimated saving reaches the budget, corrected against
+   the measured reduction, within one step (a channel, or ``round_to`` channels). Where the sensitivity
+   shows the measurement blind (no fold moves the fidelity: :mod:`onnxfold.search.blind`),
+   ``min_fidelity`` keeps the unchanged model and the budget warns.
 
 ``limit`` (a :class:`~onnxfold.search.time_limit.TimeLimit`, ``--time-limit``): checked between
-measurements. The sensitivity stops at half of it (levels left are taken last on the path, as misses
-are, and measured only within candidates, the far end first, where no group alone measured a miss:
+measurements. The sensitivity stops at half of it (levels left are taken last on the path, as misses are,
+and measured only within candidates, the far end first, where no group alone measured a miss:
 :meth:`~onnxfold.search.allocate.AllocationPath.short_of_misses`); after all of it the bisection measures
 the far end of the path, takes the unchanged model (exact) unmeasured when that misses, else the best
 candidate so far; the budget keeps its closest; ``refine`` is skipped once it has passed, and stops
@@ -71,8 +70,8 @@ class Candidate:
     model: Model | None = None
     data: dict = field(default_factory=dict)
     unseen: list = field(default_factory=list)  # per output, on the held-out samples alone
-    #: False for the unchanged model (0 steps) taken without a measurement once the time limit has
-    #: passed: a fold that removes nothing reproduces the model bit for bit, so its fidelity is 1
+    #: False for the unchanged model (0 steps) taken unmeasured once the time limit has passed: a fold
+    #: that removes nothing reproduces the model bit for bit, so its fidelity is 1
     measured: bool = True
 
     def meets(self, target: float) -> bool:
@@ -126,13 +125,14 @@ class SearchResult:
     sensitivity_share: float = 1.0
     #: why the search kept the model whole although a candidate met the target (``min_gain``)
     kept_whole: str = ""
-    #: parameters of the model as given: reductions are reported from it, as the report's table
-    #: counts them (0: from the canonicalized model the search counts from)
+    #: parameters of the model as given: reductions are reported from it, as the report's table counts
+    #: them (0: from the canonicalized model the search counts from)
     input_params: int = 0
     #: how many of the given samples were held out (no merge fitted, no method chosen on them)
     held_out: int = 0
     #: recurrent states judged as auto picks, not by the decision metric given for every output
     states_left: list[str] = field(default_factory=list)
+    unrounded: str = ""  # why the widths are exact where a default rounding kept the model whole
 
     def param_reduction(self) -> float:
         """The chosen candidate's fewer parameters, of the input's when :attr:`input_params` is known."""
@@ -167,6 +167,7 @@ class SearchResult:
             "cut_short": self.cut_short,
             "sensitivity_share": self.sensitivity_share,
             **({"kept_whole": self.kept_whole} if self.kept_whole else {}),
+            **({"unrounded": self.unrounded} if self.unrounded else {}),
             "unexercised": dict(self.unexercised),
             "classes_reached": {k: list(v) for k, v in self.classes_reached.items()},
             "blind": self.blind,
@@ -266,9 +267,8 @@ class SearchResult:
                 "note: no --inputs given, so this fidelity is a data-free proxy on random inputs, "
                 "not a measure of the model's task"
             )
-        lines += exercise_notes(self.unexercised, self.metrics, self.proxy) + coverage_notes(
-            self.classes_reached
-        )
+        lines += exercise_notes(self.unexercised, self.metrics, self.proxy)
+        lines += coverage_notes(self.classes_reached)
         lines += [
             f"note: the recurrent state {o} is judged by {self.metrics[o]}, as auto picks for it, not by the "
             f"metric given for every output: a state's argmax decides nothing (--metric {o}=METRIC judges it so)"

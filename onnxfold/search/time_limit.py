@@ -62,6 +62,13 @@ class TimeLimit:
         """Seconds left of the budget (infinite without a limit)."""
         return self.budget - (self.clock() - self.start) if self.seconds > 0 else float("inf")
 
+    def rest(self) -> TimeLimit:
+        """A fresh limit over what is left of this one, its reserve kept (a second search's:
+        :mod:`onnxfold.search.exact_widths`); no limit where this one has none."""
+        rest = TimeLimit(max(0.0, self.left()) + self.reserve if self.seconds > 0 else 0.0, self.clock)
+        rest.reserve = self.reserve if self.seconds > 0 else 0.0
+        return rest
+
 
 class PacedLimit:
     """A :class:`TimeLimit` that also expires when less time is left than a typical candidate takes

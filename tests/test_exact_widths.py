@@ -1,0 +1,92 @@
+"""A default-rounded search that keeps the model whole tries exact widths (onnxfold.search.exact_widths).
+
+Trial 154: MediaPipe's face mesh has residual groups of 16, 16, 32 and 64 channels; rounded to 8 each
+group's first step removes a quarter or half of it, every one missed, and the default search kept the
+model whole, where at exact widths 12.9% fewer parameters kept its landmarks. The oracle here is a
+group of 16 channels of which 4 duplicate others: 12 is its exact width, 8 (the only rounded one) is not.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto
+from onnx import helper as oh
+from onnx import numpy_helper as nh
+
+import onnxfold
+from onnxfold.cli import main
+from onnxfold.folding.cluster import DEFAULT_ROUND_TO
+
+DISTINCT, COPIES = 12, 4  # 16 channels: 12 distinct, 4 that copy the first 4
+
+
+def _duplicated(seed: int = 0) -> onnx.ModelProto:
+    """x[N, 4, 8, 8] -> Conv 4->16 -> Relu -> Conv 16->8 (1x1): the hidden channels 12..15 are copies of
+    0..3, their consumer columns random, so a fold to 12 channels is exact and any narrower one is not."""
+    rng = np.random.default_rng(seed)
+    w1 = rng.standard_normal((DISTINCT, 4, 3, 3)).astype(np.float32)
+    b1 = rng.standard_normal(DISTINCT).astype(np.float32) * 0.1
+    w1 = np.concatenate([w1, w1[:COPIES]])
+    b1 = np.concatenate([b1, b1[:COPIES]])
+    w2 = rng.standard_normal((8, DISTINCT + COPIES, 1, 1)).astype(np.float32)
+    graph = oh.make_graph(
+        [
+            oh.make_node("Conv", ["x", "w1", "b1"], ["h"], pads=[1, 1, 1, 1]),
+            oh.make_node("Relu", ["h"], ["r"]),
+            oh.make_node("Conv", ["r", "w2"], ["y"]),
+        ],
+        "dup16",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 8, 8])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 8, 8])],
+        [nh.from_array(v, k) for k, v in {"w1": w1, "b1": b1, "w2": w2}.items()],
+    )
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    model.ir_version = 9
+    return model
+
+
+def _run(path: Path, x: np.ndarray) -> np.ndarray:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+def test_a_default_rounding_that_keeps_the_model_whole_gives_way_to_exact_widths(tmp_path: Path) -> None:
+    src, out = tmp_path / "dup.onnx", tmp_path / "out.onnx"
+    onnx.save(_duplicated(), src)
+    rng = np.random.default_rng(1)
+    samples = rng.standard_normal((16, 4, 8, 8)).astype(np.float32)
+    _, report = onnxfold.fold(str(src), output=str(out), min_fidelity=0.999, inputs=samples)
+    search = report.search
+    assert search.met and search.chosen.steps > 0
+    (plan,) = [p for p in report.plans if p.status == "folded"]
+    assert plan.k == DISTINCT  # the duplicates, and nothing else, merged
+    assert search.unrounded.startswith(f"at multiples of {DEFAULT_ROUND_TO} the search kept the model whole")
+    assert "a 16-channel group's first step removed 8 of them" in search.unrounded
+    assert report.rounding_line() == f"widths: not rounded: {search.unrounded}"
+    assert report.validation.latency is not None  # exact widths are timed against the original
+    x = rng.standard_normal((3, 4, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(_run(out, x), _run(src, x), rtol=1e-4, atol=1e-4)  # §6.5's oracle
+
+    # a rounding asked for is kept: the search keeps the model whole at 8, as asked
+    _, asked = onnxfold.fold(
+        str(src), output=str(tmp_path / "asked.onnx"), min_fidelity=0.999, inputs=samples, round_to=8
+    )
+    assert asked.search.unrounded == "" and not asked.search.chosen.steps
+
+
+def test_the_cli_leaves_the_rounding_to_the_default_unless_round_to_is_given(tmp_path: Path) -> None:
+    src = tmp_path / "dup.onnx"
+    onnx.save(_duplicated(), src)
+    samples = tmp_path / "x.npy"
+    np.save(samples, np.random.default_rng(2).standard_normal((16, 4, 8, 8)).astype(np.float32))
+    common = ["--inputs", str(samples), "--min-fidelity", "0.999", "--no-validate"]
+    for flags, unrounded in (([], True), (["--round-to", "8"], False)):
+        out, rep = tmp_path / f"o{len(flags)}.onnx", tmp_path / f"r{len(flags)}.json"
+        assert main(["fold", str(src), "-o", str(out), "--report", str(rep), *common, *flags]) == 0
+        data = json.loads(rep.read_text())
+        assert ("unrounded" in data["search"]) is unrounded
+        assert data["round_to"] == (1 if unrounded else 8)
