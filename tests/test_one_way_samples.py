@@ -50,3 +50,26 @@ def test_such_samples_are_refused_before_the_fold_prepares(tmp_path: Path, monke
     x = (load_digits_split()[2][:32] + 50).astype(np.float32)
     with pytest.raises(PipelineError, match="make every output decide one way"):
         onnxfold.fold(str(LENET), output=str(tmp_path / "o.onnx"), inputs=x, min_fidelity=0.95)
+
+
+def test_a_fixed_sparsity_on_such_samples_is_warned_of_as_the_search_refuses_them(
+    tmp_path: Path, capsys
+) -> None:
+    """Trial 156: an emotion CNN given raw 0..255 faces answered one class on 31 of 32; `-s 0.2
+    --inputs` fitted its merges on them and validated at "top1 100.0%" with no word, and kept 27% of new
+    labels. A fixed sparsity still writes (it was asked for), with a warning that names the cause."""
+    x = (load_digits_split()[2][:32] + 50).astype(np.float32)
+    samples = tmp_path / "raw.npy"
+    np.save(samples, x)
+    out = tmp_path / "o.onnx"
+    assert main(["fold", str(LENET), "-o", str(out), "-s", "0.2", "--inputs", str(samples)]) == 0
+    text = capsys.readouterr().out
+    line = next(t for t in text.splitlines() if "the given samples exercise none" in t)
+    assert line.startswith("warning: the given samples exercise none of the outputs (on ")
+    assert "for a model answering class 4 everywhere" in line and "raw 0..255 pixels" in line
+    # the same fold on the digits as the model reads them: no such line
+    np.save(samples, load_digits_split()[2][:32].astype(np.float32))
+    assert (
+        main(["fold", str(LENET), "-o", str(out), "-s", "0.2", "--inputs", str(samples), "--overwrite"]) == 0
+    )
+    assert "exercise none" not in capsys.readouterr().out

@@ -441,8 +441,10 @@ def unexercised_note(validation: Any) -> str | None:
     whose = "the outputs" if every else ", ".join(o.name for o in blind)
     named = "; ".join(f"on {o.name} they {o.unexercised}" for o in blind[:3])
     figures = "the figures above measure" if every else "their figures measure"
-    if getattr(validation, "seed", None) is None:
-        return f"note: the given samples exercise none of {whose} ({named}): {figures} nothing of the task"
+    if getattr(validation, "seed", None) is None:  # every output: a fold fitted on them learnt nothing either
+        head = "warning" if every else "note"
+        hint = "; give samples as the model's own code prepares them (raw 0..255 pixels where it reads 0..1 make one class of every image)"
+        return f"{head}: the given samples exercise none of {whose} ({named}): {figures} nothing of the task{hint if every else ''}"
     return (
         f"note: the random inputs exercise none of {whose} ({named}): {figures} nothing of the task; "
         "--inputs SAMPLES measures it (random values of an input such as a threshold or a frequency "
