@@ -163,3 +163,25 @@ def test_a_sigmoid_picture_of_three_colours_is_no_mask() -> None:
     for ref in (rgb, rgb.transpose(0, 2, 3, 1)):
         assert output_metrics({"out": ref}, samples=8, bounds={"out": "Sigmoid"}) == {"out": "r2"}
     assert output_metrics({"out": rgb[:, :1]}, samples=8, bounds={"out": "Sigmoid"}) == {"out": "mask+r2"}
+
+
+def test_a_tagger_that_marks_a_handful_of_tags_is_read_by_r2_not_their_overlap() -> None:
+    """Trial 155: musicnn's 50 tags marked 12 of 1,600 values above 0.5 on 32 clips, so one flipped tag
+    moved the overlap by a sixth (its figures read 6/7, 2/3) and --min-fidelity 0.9 wrote a larger
+    model than 0.95. Under MIN_MARKED marked values the scores' r2 reads the tags alone."""
+    from onnxfold.runtime.probability_maps import MIN_MARKED
+
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(0.0, 0.4, (32, 50)).astype(np.float32)
+    marked = rng.choice(scores.size, MIN_MARKED, replace=False)
+    few = scores.copy()
+    few.flat[marked[: MIN_MARKED - 1]] = 0.8
+    enough = scores.copy()
+    enough.flat[marked] = 0.8
+    bounds = {"taggram": "Sigmoid"}
+    assert output_metrics({"taggram": few}, bounds=bounds, samples=32) == {"taggram": "r2"}
+    assert output_metrics({"taggram": enough}, bounds=bounds, samples=32) == {"taggram": "mask+r2"}
+    # one flip of the few would have read 1 - 1/(MIN_MARKED - 1) under mask: below a 0.95 target
+    flipped = few.copy()
+    flipped.flat[marked[0]] = 0.2
+    assert fidelity_value("mask", few, flipped, 32) < 0.95
