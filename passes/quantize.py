@@ -1,23 +1,22 @@
 """quantize: INT8 quantization with ``onnxruntime.quantization``.
 
-``mode=static`` writes QDQ format (QuantizeLinear/DequantizeLinear pairs around the float ops, which
-any runtime can execute and ORT fuses into integer kernels): INT8 weights with per-output-channel
-scales and 8-bit activations whose ranges are calibrated on data. Activations default to uint8:
-onnxruntime's x86 kernels multiply u8 activations by s8 weights natively (AVX-VNNI/AVX-512 VNNI), and
-s8·s8 QDQ ran 2.6x slower than u8·s8 (and slower than float32) on an AVX-512 VNNI Xeon;
-``activation_type=int8`` suits runtimes that prefer symmetric s8·s8 (GPUs, many NPUs). Weights are
-7-bit by default (``reduce_range=true``): on x86 CPUs *without* VNNI (AVX2 only) onnxruntime's
-integer kernels saturate their 16-bit sums with 8-bit weights (a folded LeNet-5's QDQ model agreed
-with the ONNX reference on 84% of the digits' labels there, 100% with 7-bit weights);
-``reduce_range=false`` gives 8-bit weights where the target is known to have VNNI.
-``mode=dynamic`` stores INT8 weights and quantizes activations at run time (ConvInteger /
-MatMulInteger); it needs no data and suits MatMul-heavy models (transformers): onnxruntime's CPU
-ConvInteger is slower than float32 Conv, so convolutional models want ``static``.
+``mode=static`` writes QDQ format (QuantizeLinear/DequantizeLinear pairs around the float ops, which any
+runtime can execute and ORT fuses into integer kernels): INT8 weights with per-output-channel scales and
+8-bit activations whose ranges are calibrated on data. Activations default to uint8: onnxruntime's x86
+kernels multiply u8 activations by s8 weights natively (AVX-VNNI/AVX-512 VNNI), and s8·s8 QDQ ran 2.6x
+slower than u8·s8 (and slower than float32) on an AVX-512 VNNI Xeon; ``activation_type=int8`` suits
+runtimes that prefer symmetric s8·s8 (GPUs, many NPUs). Weights are 7-bit by default
+(``reduce_range=true``): on x86 CPUs *without* VNNI (AVX2 only) onnxruntime's integer kernels saturate
+their 16-bit sums with 8-bit weights (a folded LeNet-5's QDQ model agreed with the ONNX reference on 84%
+of the digits' labels there, 100% with 7-bit weights); ``reduce_range=false`` gives 8-bit weights where
+the target is known to have VNNI. ``mode=dynamic`` stores INT8 weights and quantizes activations at run
+time (ConvInteger / MatMulInteger); it needs no data and suits MatMul-heavy models (transformers):
+onnxruntime's CPU ConvInteger is slower than float32 Conv, so convolutional models want ``static``.
 
 Calibration data for ``static``, first found of: the ``calibration`` option (a ``.npy``, ``.npz``
 or folder read by :func:`onnxfold.runtime.sample_files.load_inputs`), ``ctx.data["calibration"]`` (a
 batch an earlier pass left, an array or ``{input: array}``), the pipeline's ``ctx.inputs``, else
-random inputs (logged as a warning: ranges then fit noise, not data).
+random inputs (noted: ranges then fit noise, not data).
 
 ORT's pre-processing (``quant_pre_process``) runs first, where its output loads. The model is quantized
 in a temporary folder and read back whole. Where onnxruntime 1.32's bias-scale adjustment fails on a
@@ -52,6 +51,7 @@ from onnxfold.runtime.calibration import (
     split_rows,
 )
 from onnxfold.runtime.float_kept import float_kept
+from onnxfold.runtime.quantizer_log import RANDOM_CALIBRATION, add_note
 from onnxfold.runtime.session import CPU, make_session
 
 log = logging.getLogger(__name__)
@@ -261,7 +261,7 @@ class QuantizePass(Pass):
             )
             log.warning("quantize: %s", notes[-1])
         if notes:
-            result.stats["note"] = "; ".join(filter(None, (result.stats.get("note"), *notes)))
+            add_note(result.stats, *notes)
         return result
 
     def _run(self, model: Model, ctx: PassContext) -> PassResult:
@@ -302,7 +302,7 @@ class QuantizePass(Pass):
                 src, self.opts["mode"] == "static", tuple(self.opts["op_types"])
             )
             stats.update(counts)
-            stats["note"] = "; ".join(filter(None, (stats.get("note"), left)))
+            add_note(stats, left)
             common = {
                 "per_channel": per_channel,
                 "reduce_range": self.opts["reduce_range"],
@@ -318,6 +318,8 @@ class QuantizePass(Pass):
             else:
                 stats["calibration"] = source
                 stats["calibration_samples"] = sum(rows_of(f) for f in feeds)
+                if source == "random":  # among the notes, not only a log line after the report (trial 155)
+                    add_note(stats, f"calibrated on {stats['calibration_samples']} {RANDOM_CALIBRATION}")
                 method = {
                     "minmax": CalibrationMethod.MinMax,
                     "entropy": CalibrationMethod.Entropy,
@@ -326,7 +328,7 @@ class QuantizePass(Pass):
 
                 feeds, fitted = fit_runs(src, feeds, self.opts["method"])
                 if fitted:
-                    stats["note"] = "; ".join(filter(None, (stats.get("note"), fitted)))
+                    add_note(stats, fitted)
 
                 def static(path: Path, op_types: list[str] | None) -> None:
                     with contextlib.chdir(tmp), warnings.catch_warnings():
@@ -361,7 +363,7 @@ class QuantizePass(Pass):
                 where = f"{stats['calibration_samples']} random samples" if source == "random" else source
                 left = "; ".join(filter(None, (left, clipped_outputs(out, where))))
             if left:
-                stats["note"] = "; ".join(filter(None, (stats.get("note"), left)))
+                add_note(stats, left)
                 log.warning("quantize: %s", left)
             new = load_model(out)
             replace_model_contents(model, new)
@@ -382,12 +384,11 @@ class QuantizePass(Pass):
                 else "",
             )
         if ops.count("ConvInteger") > given:  # a khmercut segmenter's 5 were its own, never dequantized
-            # in the notes under the report too: above it alone, a user ran a conformer 2.1x slower unawares
-            slow = (
+            slow = (  # a note under the report too: above it alone, a user ran a conformer 2.1x slower unawares
                 f"dynamic mode made {ops.count('ConvInteger') - given} ConvInteger nodes, which onnxruntime's "
                 "CPU kernels run slower than float32 (2-20x in bench speed); mode=static suits convolutional models"
             )
-            stats["note"] = "; ".join(filter(None, (stats.get("note"), slow)))
+            add_note(stats, slow)
             log.warning("quantize: %s", slow)
         return PassResult(bool(stats["quantized_nodes"]), stats)
 
@@ -480,9 +481,9 @@ class QuantizePass(Pass):
             ), "pipeline inputs"
         if not quiet:
             log.warning(
-                "quantize: no calibration data given; calibrating on %d random samples, so activation "
-                "ranges fit noise, not real inputs (pass calibration=FILE)",
+                "quantize: no calibration data given; calibrating on %d %s",
                 self.opts["samples"],
+                RANDOM_CALIBRATION,
             )
         n_feeds = max(1, -(-self.opts["samples"] // chunk))
         draws = token_draws(model) if model is not None else None

@@ -257,3 +257,18 @@ def test_calibration_takes_a_recurrent_state_cut_on_its_batch_axis(tmp_path: Pat
         tmp_path / "q.onnx",
     )
     assert report.passes[0].stats["calibration_samples"] == 32
+
+
+def test_a_static_quantization_on_random_calibration_says_so_among_the_report_notes(tmp_path: Path) -> None:
+    """Trial 155: `run --pipeline ...,quantize:mode=static,validate` without calibration data logged
+    its random calibration on stderr after "wrote", and the report's notes said nothing of it."""
+    src = _tracker(tmp_path / "tracker.onnx")
+    _, report = onnxfold.run_pipeline(src, [QuantizePass(mode="static")], tmp_path / "q.onnx")
+    stats = report.passes[0].stats
+    assert stats["calibration"] == "random"
+    assert f"calibrated on {stats['calibration_samples']} random samples" in stats["note"]
+    assert f"quantize: {stats['note']}" in report.format()
+    _, given = onnxfold.run_pipeline(
+        src, [QuantizePass(mode="static")], tmp_path / "g.onnx", inputs=_samples()
+    )
+    assert "random samples" not in given.passes[0].stats.get("note", "")

@@ -56,6 +56,17 @@ def _some(names: list[str]) -> str:
     return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
 
 
+#: the note of a static quantization calibrated on random inputs, after their count
+RANDOM_CALIBRATION = (
+    "random samples: activation ranges fit noise, not real inputs (calibration=FILE, or --inputs)"
+)
+
+
+def add_note(stats: dict, *notes: str | None) -> None:
+    """Append the non-empty ``notes`` to a pass's ``stats["note"]``, "; "-joined."""
+    stats["note"] = "; ".join(filter(None, (stats.get("note"), *notes)))
+
+
 def quantizer_notes(found: dict[str, list[str]]) -> list[str]:
     """One line for each kind of record :func:`held_back` collected (a requantization warns again:
     names are counted once)."""
