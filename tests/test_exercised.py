@@ -413,26 +413,26 @@ def test_two_random_samples_reading_one_class_are_no_evidence_and_validation_dra
     assert unexercised("prob", np.tile(probs, (4, 1)), "Softmax") == "made its argmax class 0 on every sample"
 
 
-def _offset_head(scale: float, bias: float, seed: int = 0, outputs: int = 4) -> onnx.ModelProto:
+def _offset_head(scale: float, bias: float, seed: int = 0, name: str = "scores") -> onnx.ModelProto:
     """x[N, 3, 8, 8] -> Conv 3->16 -> Relu -> GlobalAveragePool -> Flatten -> Gemm 16->4 (weights
     times ``scale``, bias ``bias``): unbounded scores that random inputs barely move when ``scale``
     is small against ``bias`` (a spindle detector's logits on noise vary by 2% of their size)."""
     rng = np.random.default_rng(seed)
     w1 = (rng.standard_normal((16, 3, 3, 3)) * 0.4).astype(np.float32)
     b1 = (rng.standard_normal(16) * 0.1).astype(np.float32)
-    w2 = (rng.standard_normal((16, outputs)) * scale).astype(np.float32)
-    b2 = np.full(outputs, bias, np.float32)
+    w2 = (rng.standard_normal((16, 4)) * scale).astype(np.float32)
+    b2 = np.full(4, bias, np.float32)
     graph = oh.make_graph(
         [
             oh.make_node("Conv", ["x", "w1", "b1"], ["h"], pads=[1, 1, 1, 1]),
             oh.make_node("Relu", ["h"], ["r"]),
             oh.make_node("GlobalAveragePool", ["r"], ["p"]),
             oh.make_node("Flatten", ["p"], ["f"]),
-            oh.make_node("Gemm", ["f", "w2", "b2"], ["scores"]),
+            oh.make_node("Gemm", ["f", "w2", "b2"], [name]),
         ],
         "head",
         [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
-        [oh.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", outputs])],
+        [oh.make_tensor_value_info(name, TensorProto.FLOAT, ["N", 4])],
         [nh.from_array(v, k) for k, v in {"w1": w1, "b1": b1, "w2": w2, "b2": b2}.items()],
     )
     model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
@@ -493,7 +493,7 @@ def test_the_users_own_samples_are_never_called_too_still_to_measure_the_task(tm
     """Trial 154: a face mesh's landmarks in pixels vary by 9.8% of their size from face to face; on
     the user's crops the report read "measure nothing of the task". Their variation is the task's."""
     src = tmp_path / "still.onnx"
-    onnx.save(_offset_head(0.02, 5.0, outputs=1), src)  # one value a sample: no argmax to decide one way
+    onnx.save(_offset_head(0.02, 5.0, name="embedding"), src)  # read by r2: no argmax to decide one way
     samples = np.random.default_rng(3).standard_normal((16, 3, 8, 8)).astype(np.float32)
     report = onnxfold.fold(
         str(src), output=str(tmp_path / "out.onnx"), sparsity=0.5, method="fold", inputs=samples
@@ -501,7 +501,7 @@ def test_the_users_own_samples_are_never_called_too_still_to_measure_the_task(tm
     (out,) = report.validation.outputs
     assert out.fidelity < 0.9 and out.cosine > 0.999
     assert out.unexercised is None
-    assert task_warning(report.validation).startswith("warning: scores keeps")
+    assert task_warning(report.validation).startswith("warning: embedding keeps")
 
 
 def test_the_search_notes_every_output_its_proxy_leaves_still_in_one_line(tmp_path: Path) -> None:
