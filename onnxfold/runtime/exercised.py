@@ -15,7 +15,7 @@ import numpy as np
 from onnxfold.runtime.bins import softmax
 from onnxfold.runtime.fidelity import auto_metric, probabilities
 from onnxfold.runtime.one_class import ONE_CLASS_SHARE, dominant_class, one_class
-from onnxfold.runtime.probability_maps import THRESHOLD, unmarked_map
+from onnxfold.runtime.probability_maps import THRESHOLD, per_sample, unmarked_map
 
 #: ops whose outputs stay within the range of their (first) input's values: a bound set by a Sigmoid
 #: holds after them (silero-vad's speech probability is a ReduceMean of a Sigmoid map, through an If)
@@ -234,6 +234,8 @@ def unexercised(
     if unmarked_map(ref, bound):
         side = "above" if ref.min() > THRESHOLD else "below"
         low, high = distinct_digits(float(ref.min()), float(ref.max()))
+        if per_sample(ref.shape):  # one probability a sample: its decision, never taken both ways
+            return f"decided every sample one way (this {bound} output between {low} and {high}, {side} {THRESHOLD:g})"
         return f"marked no region of this {bound} map (every value between {low} and {high}, {side} {THRESHOLD:g})"
     if ref.dtype.kind in "biu" and ref.ndim >= 2 and ref.size > 1:  # labels per position
         values, counts = np.unique(ref, return_counts=True)
@@ -364,7 +366,7 @@ def unexercised_by_both(
         shift = pre_activation_shift(ref, cand, bound or producer_op)
         if shift is not None and shift > SHIFTED_LOGIT:  # still in the band, moved far inside the op
             return None
-        if why.startswith("marked no region"):  # the candidate's map on the same side everywhere
+        if why.startswith(("marked no region", "decided every")):  # the candidate on the same side everywhere
             same = np.shape(cand) == np.shape(ref)
             return why if same and unmarked_map(np.concatenate([ref, cand]), bound or producer_op) else None
         both = np.concatenate([np.asarray(ref, np.float64).ravel(), np.asarray(cand, np.float64).ravel()])

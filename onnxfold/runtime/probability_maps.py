@@ -108,21 +108,32 @@ def _picture(shape: tuple[int, ...]) -> bool:
 
 def unmarked_map(ref: np.ndarray, bound: str | None) -> bool:
     """Whether ``ref`` is a Sigmoid map over positions (``bound`` a Sigmoid or HardSigmoid, rank 4 or
-    more, not a picture) with every value on one side of :data:`THRESHOLD`: it marks no region, and
-    marks it the same on every sample. On random inputs HED's edge map stayed within 0.27..0.44, and
-    r2 0.0000 against the samples' small differences warned of a fold that kept edge F1 0.912 of the
-    original's 0.927."""
+    more, not a picture), or one Sigmoid probability per sample ([N] or [N, 1], N at least
+    :data:`MIN_UNDECIDED`: :func:`per_sample`), with every value on one side of :data:`THRESHOLD`: it
+    marks no region, or takes no decision, and alike on every sample. On random inputs HED's edge map
+    stayed within 0.27..0.44, and r2 0.0000 against the samples' small differences warned of a fold that
+    kept edge F1 0.912 of the original's 0.927; a skill classifier reading unit-norm sentence embeddings
+    said "no" to all 32 random vectors (at most 0.12), and its search read r2 1.0000 "on a few samples"."""
     ref = np.asarray(ref)
     if (
         bound not in SIGMOID_OPS
         or ref.dtype.kind != "f"
-        or ref.ndim < 4
+        or (ref.ndim < 4 and not (per_sample(ref.shape) and ref.size >= MIN_UNDECIDED))
         or _picture(ref.shape)
         or not ref.size
     ):
         return False
     above = ref > THRESHOLD
     return bool(np.isfinite(ref).all() and (above.all() or not above.any()))
+
+
+#: the fewest samples of one probability each that, all on one side of 0.5, show no decision taken
+MIN_UNDECIDED = 8
+
+
+def per_sample(shape: tuple[int, ...]) -> bool:
+    """Whether an output of ``shape`` holds one value per sample: [N] or [N, 1]."""
+    return len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)
 
 
 #: at most this many classes on a class map's class axis
