@@ -137,6 +137,25 @@ def share_equal_weights(graph: gs.Graph) -> tuple[int, int, int]:
     return shared, transposed, saved
 
 
+def repeated_params(graph: gs.Graph) -> int:
+    """The parameters of the weights (rank-2 or more initializers) bit-identical to an earlier one:
+    what :func:`share_equal_weights` would store once, counted without changing ``graph``."""
+    seen: dict[tuple, list[np.ndarray]] = {}
+    repeated = 0
+    for tensor in graph.tensors().values():
+        if not isinstance(tensor, gs.Constant) or tensor.shape is None or len(tensor.shape) < 2:
+            continue
+        if not _numeric(tensor) or not tensor.outputs:
+            continue
+        values = peek_values(tensor)
+        earlier = seen.setdefault(_fingerprint(values), [])
+        if any(np.array_equal(_bits(e), _bits(values)) for e in earlier):
+            repeated += int(values.size)
+        else:
+            earlier.append(values)
+    return repeated
+
+
 def _attr_key(value) -> object:
     if isinstance(value, gs.Graph):
         raise TypeError("subgraph")

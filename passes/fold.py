@@ -280,6 +280,11 @@ class FoldPass(Pass):
             result = self._run(model, ctx)
         if any(p.status == "folded" for p in ctx.data["fold_plans"]):
             model.unrewritten = None  # the fold is in the rewritten graph now
+            if self.allocation is None and isinstance(ctx.original, Model):  # not a search's candidate
+                from onnxfold.passes.cleanup import repeated_params
+
+                # copies a fit to samples can make unequal (report.comparison.stored_once_note)
+                result.stats["input_repeated_params"] = repeated_params(ctx.original.graph)
         else:
             model.take_back_rewrites()  # the graph as it was, fused by onnxruntime as it was
         result.stats["steps"] = rounded(seconds)

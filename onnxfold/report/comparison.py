@@ -121,6 +121,14 @@ def stored_once_note(passes, before: ModelStats, after: ModelStats) -> list[str]
     took 1.7% of the rest; unidic-lite-imitator's led with "-27.3%" where no channel was folded."""
     once = stored_once_share(passes, before.params)
     total = 1.0 - after.params / before.params if before.params else 0.0
+    repeated = max((r.stats.get("input_repeated_params", 0) for r in passes if r.name == "fold"), default=0)
+    if repeated and after.params > before.params - repeated:  # copies a fit made unequal (trial 160)
+        return [
+            f"warning: the result stores {after.params:,} parameters, more than the {before.params - repeated:,} "
+            f"the input holds once its {repeated:,} repeated ones are stored once: merges fitted to samples "
+            "gave copies of one weight values of their own; a fold without --inputs, or --method fold, "
+            "folds the copies alike"
+        ]
     if once < 0.001 or total < once - 1e-9:
         return []
     folded = max(0.0, 1.0 - (1.0 - total) / (1.0 - once))
