@@ -133,8 +133,7 @@ def _run_pipeline(
         from onnxfold.runtime.sample_files import load_inputs
 
         inputs = load_inputs(inputs, model, shapes=input_shapes, batch_view=view)
-    # MACs are counted at the shapes the user gave, else at one given sample's (free dims were taken
-    # as 1: RetinaFace on 320x320 images counted 447K MACs for 265M)
+    # MACs at the shapes given, else a sample's (free dims as 1: RetinaFace at 320x320 read 447K for 265M)
     given = dict(input_shapes or {}) or sample_shapes(inputs, view)
     defaulted = {} if given or view else default_shapes(model)  # where random inputs run
     given = given or defaulted
@@ -155,8 +154,7 @@ def _run_pipeline(
     if view:  # every sample one whole input (onnxfold.ir.batch_view)
         input_shapes = with_batch_axis(input_shapes, model)
         add_batch_axis(model)
-    # MACs before are counted on the input canonicalized: right after the pipeline's own canonicalize
-    # when it comes first (canonicalize reads nothing of the context), else on a canonicalized copy
+    # MACs before: on the input canonicalized, by the pipeline's own canonicalize when first, else a copy
     canonical_first = bool(passes) and isinstance(passes[0], CanonicalizePass)
     counted = [] if canonical_first else [canonical_stats(model, counting)]
 
@@ -470,9 +468,10 @@ def analyze_share(model: ModelLike, cap: float = 0.7) -> tuple[list[ChannelGroup
     """(the groups of :func:`analyze`, the parameters removed with every foldable group at the search's
     cap, ⌊cap·n⌋ of its n channels: :func:`~onnxfold.search.allocate.params_ceiling`, the bound a
     ``--target-params`` search refuses a budget above; all the parameters of the model as given, as a
-    fold's report counts them: counted after canonicalization, an ALBERT tagger's read 826K where its
-    fold read 820K). Counted at ``fold -s cap``'s rounded widths, a diacritizer's read 19.7% where its
-    search said "at most 19.2%"."""
+    fold's report counts them: counted after canonicalization, an ALBERT tagger's read 826K where its fold
+    read 820K). Counted at ``fold -s cap``'s rounded widths, a diacritizer's read 19.7% where its search
+    said "at most 19.2%"; copies of a weight once, in ``cleaned`` (fracast's read 105.9%)."""
+    from onnxfold.passes.cleanup import repeated_weights
     from onnxfold.search.allocate import params_ceiling
 
     model = as_model(model)
@@ -482,7 +481,8 @@ def analyze_share(model: ModelLike, cap: float = 0.7) -> tuple[list[ChannelGroup
     groups = analyze_graph(model.graph)
     cleaned = model.copy()  # what the search counts from: weights held twice stored once
     PassManager([CleanupPass()]).run(cleaned, PassContext(original=model))
-    ceiling = params_ceiling(groups, model.graph.tensors(), cap, set())
+    copies = frozenset(repeated_weights(model.graph))
+    ceiling = params_ceiling(groups, model.graph.tensors(), cap, set(), copies)
     return groups, given - stats_of(cleaned).params + ceiling, given
 
 

@@ -137,11 +137,11 @@ def share_equal_weights(graph: gs.Graph) -> tuple[int, int, int]:
     return shared, transposed, saved
 
 
-def repeated_params(graph: gs.Graph) -> int:
-    """The parameters of the weights (rank-2 or more initializers) bit-identical to an earlier one:
-    what :func:`share_equal_weights` would store once, counted without changing ``graph``."""
+def repeated_weights(graph: gs.Graph) -> dict[str, int]:
+    """name -> parameters of each weight (rank-2 or more initializer) bit-identical to an earlier one:
+    what :func:`share_equal_weights` would store once, found without changing ``graph``."""
     seen: dict[tuple, list[np.ndarray]] = {}
-    repeated = 0
+    repeated = {}
     for tensor in graph.tensors().values():
         if not isinstance(tensor, gs.Constant) or tensor.shape is None or len(tensor.shape) < 2:
             continue
@@ -150,10 +150,15 @@ def repeated_params(graph: gs.Graph) -> int:
         values = peek_values(tensor)
         earlier = seen.setdefault(_fingerprint(values), [])
         if any(np.array_equal(_bits(e), _bits(values)) for e in earlier):
-            repeated += int(values.size)
+            repeated[tensor.name] = int(values.size)
         else:
             earlier.append(values)
     return repeated
+
+
+def repeated_params(graph: gs.Graph) -> int:
+    """The parameters of :func:`repeated_weights`."""
+    return sum(repeated_weights(graph).values())
 
 
 def _attr_key(value) -> object:

@@ -44,3 +44,15 @@ def test_copies_fitted_apart_are_warned_of_and_a_plain_fold_keeps_them_one(tmp_p
     _, plain = onnxfold.fold(str(src), 0.25, str(tmp_path / "fold.onnx"), method="fold", inputs=samples)
     assert plain.after.params < distinct  # the copies folded alike, stored once
     assert "warning: the result stores" not in plain.format()
+
+
+def test_analyzes_bound_counts_a_weights_copies_once() -> None:
+    """fracast's analyze read "removes 105.9% of the 231K parameters": its copies were counted as stored
+    once and again as folded. Here: 768 parameters, 384 of them a copy; at the cap 22 of each branch's
+    32 channels go, 22 x (8 + 4) of the weights left once the copy is stored once."""
+    from onnxfold.api import analyze_share
+
+    _, held, total = analyze_share(_twin_branches())
+    distinct = 8 * 32 + 32 * 4
+    assert total == 2 * distinct
+    assert held == distinct + 22 * (8 + 4) < total

@@ -188,20 +188,24 @@ def greedy_path(
     return AllocationPath(list(curves), moves, np.asarray(saved), np.asarray(total), sizes)
 
 
-def params_ceiling(groups: Sequence, tensors: dict, cap: float, whole: set[str]) -> int:
+def params_ceiling(
+    groups: Sequence, tensors: dict, cap: float, whole: set[str], copies: frozenset = frozenset()
+) -> int:
     """The parameters a search can remove at most, before any measurement: every foldable group at
     ``cap`` (a group in ``whole``, fixed by an override or a recipe, at all but one channel), counted
     per weight (:func:`_removal`); what ``onnxfold analyze`` prints. NSNet2's 35% (its GRUs hold 54% of the
     parameters and stay whole) was found only after a 116 s search for 50%; a bound that counted a
-    Conv cut on two axes twice read 18.0% on madmom's notes CNN, whose fold at the cap removes 12.7%."""
+    Conv cut on two axes twice read 18.0% on madmom's notes CNN, whose fold at the cap removes 12.7%.
+    ``copies``: weights counted elsewhere as copies stored once, left out (fracast's stages held once per
+    use read a bound of 105.9%)."""
 
     def removed(g) -> int:
         return g.size - 1 if g.name in whole else min(int(np.floor(cap * g.size + 1e-9)), g.size - 1)
 
-    return _removal(groups, tensors, removed)
+    return _removal(groups, tensors, removed, copies)
 
 
-def _removal(groups: Sequence, tensors: dict, removed) -> int:
+def _removal(groups: Sequence, tensors: dict, removed, copies: frozenset = frozenset()) -> int:
     """The parameters removed with ``removed(g)`` channels out of every foldable group g: per weight,
     the share of each axis its groups' removed channels take (a block of positions per channel;
     slabs of a split tensor), multiplied over its axes, so a Conv cut in both its groups counts once
@@ -220,7 +224,9 @@ def _removal(groups: Sequence, tensors: dict, removed) -> int:
     for (name, axis), length in cut.items():
         dim = tensors[name].shape[axis]
         kept[name] = kept.get(name, 1.0) * max(0.0, 1.0 - length / dim)
-    return int(round(sum(float(np.prod(tensors[n].shape)) * (1.0 - k) for n, k in kept.items())))
+    return int(
+        round(sum(float(np.prod(tensors[n].shape)) * (1.0 - k) for n, k in kept.items() if n not in copies))
+    )
 
 
 def fixed_groups(groups: Sequence[Any], overrides: Sequence[tuple[str, float]], recipe: Any) -> set[str]:
