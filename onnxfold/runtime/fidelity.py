@@ -319,7 +319,7 @@ def output_metrics(
     one Sigmoid probability per sample takes ``binary`` (guarded as class scores are) where the
     reference decides both ways, a Sigmoid map ``mask+r2`` where it marks a region, else r2; so do
     Sigmoid scores [B, C] (a multi-label tagger's independent probabilities), never top-1.
-    ``free_last``: outputs declared [B, symbol] (:func:`~onnxfold.runtime.producers.free_last_axes`), read by r2
+    ``free_last``: outputs declared [B, ..., symbol] (:func:`~onnxfold.runtime.producers.free_last_axes`), read by r2
     where auto would take its argmax, and on the user's samples of a token model by ``tags+r2`` where
     their values lie on both sides of the threshold (AttaCut's boundary logits per character at r2 0.96
     split 5% of new sentences as before); ``states``: outputs fed back as a recurrent state; a decision metric given for every output
@@ -350,7 +350,7 @@ def output_metrics(
             and not _LOGIT_NAME.search(name)
         ):
             chosen = "r2"
-        if metric == "auto" and chosen == "top1" and not labels and np.ndim(ref) == 2 and name in free_last:
+        if metric == "auto" and chosen in ("top1", "sequence") and not labels and name in free_last:
             chosen = "r2"  # a value per frame: no class axis sizes with the input
         if (
             metric == "auto"
@@ -358,6 +358,7 @@ def output_metrics(
             and guarded
             and token_inputs
             and name in free_last
+            and np.ndim(ref) == 2
             and both_ways(ref)
         ):
             chosen = "tags+r2"  # a token's decision (a word boundary per character): a sentence is read whole
