@@ -61,3 +61,22 @@ def test_logits_whose_last_axis_sizes_with_the_input_are_read_by_r2(tmp_path: Pa
         1
     ].search
     assert search.metrics == {name: "r2"}
+
+
+def test_points_of_three_coordinates_are_no_ctc_text_lines() -> None:
+    """Trial 161: MediaPipe's face mesh writes points [N, 468, 3]; on random faces the argmax of (x, y,
+    z) was x at most points, y in short runs between, as a CTC blank separates emissions. The points
+    were read as text lines ("points sequence"), a 17% fold measured 0.03, and the data-free search kept
+    the model whole. An unnamed output needs the blank and three symbols to be read by its paths."""
+    from onnxfold.runtime.fidelity import auto_metric
+    from onnxfold.runtime.sequences import ctc_like
+
+    rng = np.random.default_rng(0)
+    points = np.stack(
+        [100 + rng.normal(0, 3, (32, 468)), 80 + rng.normal(0, 3, (32, 468)), rng.normal(0, 1, (32, 468))], -1
+    )
+    points[:, 5::40, 1] = 120.0  # y above x at one point in forty: a short "emission"
+    assert ctc_like(points, 32) is False
+    assert auto_metric("points", points, "Reshape", samples=32) == "r2"
+    four = np.concatenate([points, rng.normal(0, 1, (32, 468, 1))], -1)  # a blank and three symbols
+    assert ctc_like(four, 32) is True

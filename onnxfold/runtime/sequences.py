@@ -34,7 +34,16 @@ def ctc_like(ref: np.ndarray, samples: int | None = None) -> bool:
     blank = int(top.argmax())
     if not (blank in (0, ref.shape[-1] - 1) and BLANK_SHARE * positions <= top[blank] < positions):
         return False
+    if steps >= ref.shape[-1] and ref.shape[-1] < MIN_PATH_CLASSES:  # points of 3 coordinates (trial 161)
+        return False
     return steps < ref.shape[-1] or (paths_known and blank_separated(ref, samples))
+
+
+#: the fewest classes of an unnamed output with as many steps as classes or more read as CTC by its paths:
+#: the blank and three symbols. MediaPipe's face mesh writes its 468 points [N, 468, 3]; on random faces
+#: the argmax of (x, y, z) ran like a blank's between short emissions, and its landmarks were read as
+#: text lines, so a 17% fold measured 0.03 and the data-free search kept the model whole
+MIN_PATH_CLASSES = 4
 
 
 #: share of a signal model's emissions (runs of a class other than the dominant one) that the dominant
