@@ -85,6 +85,10 @@ def test_a_quantized_model_that_grew_says_why() -> None:
     smaller = ModelStats(params=120, weight_bytes=140, tensor_params={"w_quantized": 100, "s": 20})
     grown = ModelStats(params=500, weight_bytes=900, tensor_params={"w_quantized": 100, "basis": 400})
     assert "the weight bytes show the saving" in params_growth(before, smaller, quantized=True)
+    # the mode where known: a static QDQ model read "in dynamic mode ... these count" (trial 161)
+    assert "in dynamic mode" in params_growth(before, smaller, quantized="dynamic")
+    static = params_growth(before, smaller, quantized="static")
+    assert "in dynamic mode" not in static and "pre-processing" in static and "8-bit saving" in static
     text = params_growth(before, grown, quantized=True)
     assert "weight bytes grew too" in text and "preprocess=false" in text
 

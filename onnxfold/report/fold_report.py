@@ -141,9 +141,7 @@ class FoldReport:
     @property
     def params_note(self) -> str | None:
         """Why the result holds more parameters than the input, or None when it holds no more."""
-        return params_growth(
-            self.before, self.after, folded=self.any_folded, quantized=bool(self.quantized_mode)
-        )
+        return params_growth(self.before, self.after, folded=self.any_folded, quantized=self.quantized_mode)
 
     @property
     def quantized_mode(self) -> str:
