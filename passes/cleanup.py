@@ -77,13 +77,11 @@ def _numeric(tensor: gs.Constant) -> bool:
         return False
 
 
-def share_equal_weights(graph: gs.Graph) -> tuple[int, int, int]:
-    """Store every weight (rank ≥ 2 initializer) once: one bit-identical to an earlier one is replaced by
-    it in every reader; a 2-D one equal to the transpose of an earlier one (of at least
-    ``MIN_TIED_BYTES``) is replaced by ``Transpose`` of it. Exact. Returns (shared, transposed, the
-    parameters no longer stored)."""
+def _weights(graph: gs.Graph) -> list[gs.Constant]:
+    """The weights :func:`share_equal_weights` may store once: numeric rank ≥ 2 initializers with
+    readers, not graph inputs or outputs."""
     protected = {t.name for t in graph.inputs} | {t.name for t in graph.outputs}
-    weights = [
+    return [
         t
         for t in graph.tensors().values()
         if isinstance(t, gs.Constant)
@@ -94,16 +92,27 @@ def share_equal_weights(graph: gs.Graph) -> tuple[int, int, int]:
         and int(np.prod(t.shape, dtype=np.int64)) > 0
         and _numeric(t)
     ]
+
+
+def _equal_earlier(kept: dict[tuple, list[gs.Constant]], values: np.ndarray) -> gs.Constant | None:
+    """The weight in ``kept`` (by :func:`_fingerprint`) bit-identical to ``values``, or None."""
+    candidates = kept.get(_fingerprint(values), [])
+    return next((k for k in candidates if np.array_equal(_bits(peek_values(k)), _bits(values))), None)
+
+
+def share_equal_weights(graph: gs.Graph) -> tuple[int, int, int]:
+    """Store every weight (rank ≥ 2 initializer) once: one bit-identical to an earlier one is replaced by
+    it in every reader; a 2-D one equal to the transpose of an earlier one (of at least
+    ``MIN_TIED_BYTES``) is replaced by ``Transpose`` of it. Exact. Returns (shared, transposed, the
+    parameters no longer stored)."""
     kept: dict[tuple, list[gs.Constant]] = {}
     names = {n.name for n in graph.nodes} | set(graph.tensors())
     shared = transposed = saved = 0
     made: list[gs.Node] = []
-    for tensor in weights:
+    for tensor in _weights(graph):
         values = peek_values(tensor)
         key = _fingerprint(values)
-        same = next(
-            (k for k in kept.get(key, []) if np.array_equal(_bits(peek_values(k)), _bits(values))), None
-        )
+        same = _equal_earlier(kept, values)
         if same is not None:
             for node in list(tensor.outputs):
                 replace_input(node, tensor, same)
@@ -138,21 +147,16 @@ def share_equal_weights(graph: gs.Graph) -> tuple[int, int, int]:
 
 
 def repeated_weights(graph: gs.Graph) -> dict[str, int]:
-    """name -> parameters of each weight (rank-2 or more initializer) bit-identical to an earlier one:
-    what :func:`share_equal_weights` would store once, found without changing ``graph``."""
-    seen: dict[tuple, list[np.ndarray]] = {}
+    """name -> parameters of each weight bit-identical to an earlier one: what
+    :func:`share_equal_weights` stores once (transposed copies aside), found without changing ``graph``."""
+    kept: dict[tuple, list[gs.Constant]] = {}
     repeated = {}
-    for tensor in graph.tensors().values():
-        if not isinstance(tensor, gs.Constant) or tensor.shape is None or len(tensor.shape) < 2:
-            continue
-        if not _numeric(tensor) or not tensor.outputs:
-            continue
+    for tensor in _weights(graph):
         values = peek_values(tensor)
-        earlier = seen.setdefault(_fingerprint(values), [])
-        if any(np.array_equal(_bits(e), _bits(values)) for e in earlier):
+        if _equal_earlier(kept, values) is not None:
             repeated[tensor.name] = int(values.size)
         else:
-            earlier.append(values)
+            kept.setdefault(_fingerprint(values), []).append(tensor)
     return repeated
 
 
