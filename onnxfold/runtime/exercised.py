@@ -291,6 +291,27 @@ def decided_one_way(metric: str, ref: np.ndarray, samples: int | None = None) ->
     return f"measure {metric_parts(metric)[0]} {value:.4f} for a model answering {what} everywhere"
 
 
+def judged_one_way(
+    name: str,
+    metric: str,
+    values: np.ndarray,
+    producer: str | None = None,
+    tokens: bool = False,
+    samples: int | None = None,
+) -> str | None:
+    """On given samples: how a constant answer would measure on an output judged by its decisions
+    (``metric`` top1, tags, sequence, alone or guarded), or on class scores that ``auto`` judges by r2
+    because every sample decides one class (:func:`decided_one_way`); None otherwise. What the search
+    refuses samples for, and validation warns of."""
+    from onnxfold.runtime.fidelity import COUNTS_OF_CLASSES, metric_parts
+
+    if metric_parts(metric)[0] in COUNTS_OF_CLASSES:
+        return decided_one_way(metric, values, samples)
+    if metric == "r2" and auto_metric(name, values, producer, tokens, samples) == "top1":
+        return decided_one_way("top1", values, samples)
+    return None
+
+
 def _where(share: float, of: str) -> str:
     """'on every sample' / 'at every position', or the share: '99.8% of the positions'."""
     if share == 1.0:

@@ -35,7 +35,7 @@ def task_fidelity(
     from onnxfold.folding.samples import sample_count, splittable
     from onnxfold.runtime import fidelity as fid
     from onnxfold.runtime.anchors import AnchorView
-    from onnxfold.runtime.exercised import bounded_by, decided_one_way, unexercised_by_both
+    from onnxfold.runtime.exercised import bounded_by, judged_one_way, unexercised_by_both
     from onnxfold.runtime.padding import padding_mask
     from onnxfold.runtime.producers import free_last_axes, producers_of
     from onnxfold.runtime.states import recurrent_state
@@ -89,16 +89,12 @@ def task_fidelity(
                 m.unexercised = None
         if m.name in chosen:
             m.fidelity_metric = chosen[m.name]
-            first = fid.metric_parts(chosen[m.name])[0]
-            if (
-                first == "r2"
-                and fid.auto_metric(m.name, ref, producers.get(m.name), token_inputs, samples) == "top1"
-            ):
-                first = "top1"  # class scores of one class on every sample, which auto reads by r2
-            if given and not m.unexercised and first in fid.COUNTS_OF_CLASSES and ref.size:
+            if given and not m.unexercised and ref.size:
                 # as the search refuses them: raw 0..255 pixels made an emotion CNN answer one class on 31
                 # of 32 faces, and a fold at -s 0.2 fitted on them read top1 100% and kept 27% (trial 156)
-                m.unexercised = decided_one_way(first if first == "top1" else chosen[m.name], ref, samples)
+                m.unexercised = judged_one_way(
+                    m.name, chosen[m.name], ref, producers.get(m.name), token_inputs, samples
+                )
             keep = view.tokens[m.name]  # the token positions of padded samples
             parts = [
                 (p, *view(m.name, p, reference[m.name], candidate[m.name]))

@@ -22,11 +22,9 @@ from onnxfold.folding.samples import (
 from onnxfold.ir.model import Model
 from onnxfold.runtime.batch_runs import batch_runs, joined_runs
 from onnxfold.runtime.compare import run_feed
-from onnxfold.runtime.exercised import bounded_by, decided_one_way, holes_note, unexercised
+from onnxfold.runtime.exercised import bounded_by, holes_note, judged_one_way, unexercised
 from onnxfold.runtime.fidelity import (
-    COUNTS_OF_CLASSES,
     OutputFidelity,
-    auto_metric,
     metric_parts,
     model_fidelity,
     output_metrics,
@@ -310,7 +308,9 @@ class Evaluator:
                     name, values, producers.get(name), bool(vocab), self.samples, bounds.get(name)
                 )
                 if self.proxy
-                else self._one_way(name, values, producers.get(name), bool(vocab))
+                else judged_one_way(
+                    name, self.metrics[name], values, producers.get(name), bool(vocab), self.samples
+                )
             )
         }
         #: output -> (classes the given samples' argmaxes reach, classes it has), where some are left out
@@ -459,17 +459,6 @@ class Evaluator:
         )
         sub.metrics = dict(self.metrics)
         return sub
-
-    def _one_way(self, name: str, values, producer: str | None, tokens: bool) -> str | None:
-        """On given samples: how a constant answer would measure on an output judged by its decisions
-        (top1, tags, sequence, alone or guarded), or on class scores that ``auto`` judges by r2
-        because every sample decides one class (:func:`decided_one_way`)."""
-        metric = self.metrics[name]
-        if metric_parts(metric)[0] in COUNTS_OF_CLASSES:
-            return decided_one_way(metric, values, self.samples)
-        if metric == "r2" and auto_metric(name, values, producer, tokens, self.samples) == "top1":
-            return decided_one_way("top1", values, self.samples)
-        return None
 
     def kind(self) -> str:
         """The inputs in a few words, where :meth:`describe` lists every input's shape (caustic-nmr's 19)."""
