@@ -82,11 +82,8 @@ def task_fidelity(
                 token_inputs,
                 samples,
                 bounds.get(m.name),
+                given,
             )
-            if given and m.unexercised and m.unexercised.startswith("varied"):
-                # the user's samples vary as the task does: a face mesh's landmarks in pixels vary by 9.8%
-                # of their size from face to face, and read "measure nothing of the task" (trial 154)
-                m.unexercised = None
         if m.name in chosen:
             m.fidelity_metric = chosen[m.name]
             if given and not m.unexercised and ref.size:
