@@ -80,6 +80,12 @@ def splittable(inputs: Feeds) -> bool:
     return sample_axes(inputs) is not None
 
 
+def samples_in(inputs: Feeds) -> int | None:
+    """Samples of a feed that can be cut into samples (:func:`sample_axes`), else None."""
+    layout = sample_axes(inputs)
+    return None if layout is None else layout[0]
+
+
 def take(inputs: Feeds, index) -> Feeds:
     """The samples ``index`` (a slice or indices) of a :func:`splittable` feed, each input cut along
     its own sample axis; scalar inputs whole."""

@@ -372,13 +372,6 @@ def _undecided(reference: Mapping[str, np.ndarray], header: onnx.ModelProto, id_
     return too_few_decisions(dict(reference), producers_of(header), bool(vocabularies(id_draws)))
 
 
-def _counted(feed: Mapping[str, np.ndarray]) -> int | None:
-    """Samples of ``feed`` on each input's sample axis (None where it cannot be cut into samples)."""
-    from onnxfold.folding.samples import sample_count, splittable
-
-    return sample_count(feed) if splittable(feed) else None
-
-
 def validate(
     original: str | os.PathLike | bytes | onnx.ModelProto,
     candidate: str | os.PathLike | bytes | onnx.ModelProto,
@@ -405,6 +398,8 @@ def validate(
     search's own samples are not).
     ``speed_budget`` > 0: also time both on those inputs for about that many seconds
     (:mod:`onnxfold.runtime.latency`); the result is the report's ``latency``."""
+    from onnxfold.folding.samples import samples_in
+
     providers = list(providers) if providers else available_providers()
     ref_sess = make_session(original, providers=providers, optimize=optimize, arrays=True)
     cand_sess = make_session(candidate, providers=providers, optimize=optimize, arrays=True)
@@ -467,7 +462,7 @@ def validate(
         outputs=outcome,
         runtime=runtime_description(),
         seed=None if given else seed,
-        samples=_counted(feed),
+        samples=samples_in(feed),  # a time-major [30, N] holds N
     )
     if speed_budget > 0:
         from onnxfold.folding.samples import sample_count, splittable, take

@@ -32,7 +32,7 @@ def task_fidelity(
     on the user's samples) or the one a search that ran used (``searched``); ``metric``: the user's
     ``--metric`` (an output it leaves out gets no fidelity, and no warning); ``vocab``: the row counts
     of the embedding tables the model's token ids index."""
-    from onnxfold.folding.samples import sample_count, splittable
+    from onnxfold.folding.samples import samples_in
     from onnxfold.runtime import fidelity as fid
     from onnxfold.runtime.anchors import AnchorView
     from onnxfold.runtime.exercised import bounded_by, judged_one_way, unexercised_by_both
@@ -47,7 +47,7 @@ def task_fidelity(
     }
     if not measured:
         return
-    samples = sample_count(feed) if splittable(feed) else None
+    samples = samples_in(feed)
     producers = producers_of(original)
     bounds = bounded_by(original)
     default, named = fid.parse_metric(metric)

@@ -16,6 +16,7 @@ from onnxfold.folding.samples import (
     measured_limit,
     sample_axes,
     sample_count,
+    samples_in,
     splittable,
     take,
 )
@@ -223,7 +224,7 @@ class Evaluator:
         else:
             self.feed = dict(inputs)
         self.names = [o.name for o in sess.get_outputs()]
-        self.samples = sample_count(self.feed) if splittable(self.feed) else None
+        self.samples = samples_in(self.feed)
         self._batch = fixed_batch(original)
         #: samples per onnxruntime run of a heavy model on a free batch (None: the feed whole), and
         #: why the feed's rows cannot be run apart ('' when they can; :mod:`onnxfold.runtime.coupled`):
