@@ -263,8 +263,14 @@ def test_a_given_metric_that_misreads_the_task_gets_a_note(tmp_path: Path, caplo
     src = _tagger(tmp_path / "twin.onnx", 5, twin=True)
     ids = np.random.default_rng(3).integers(0, ROWS, (32, 9))
     for metric, note in (
-        ("top1", "--metric top1 on labels: auto reads it as tags (a tagger's task reads"),
-        ("sequence", "--metric sequence on labels: auto reads it as tags (its scores do not look like a CTC"),
+        (
+            "top1",
+            "--metric top1 on labels: measured as asked; auto would read it as tags (a tagger's task reads",
+        ),
+        (
+            "sequence",
+            "--metric sequence on labels: measured as asked; auto would read it as tags (its scores do not look like a CTC",
+        ),
         ("tags", None),
         ("r2", None),
     ):
@@ -273,7 +279,7 @@ def test_a_given_metric_that_misreads_the_task_gets_a_note(tmp_path: Path, caplo
             str(src), output=str(tmp_path / "o.onnx"), inputs={"ids": ids}, metric=metric, round_to=1
         )
         assert report.search.metrics == {"labels": metric}
-        notes = [r.getMessage() for r in caplog.records if "auto reads it as" in r.getMessage()]
+        notes = [r.getMessage() for r in caplog.records if "auto would read it as" in r.getMessage()]
         assert (notes == []) if note is None else (len(notes) == 1 and note in notes[0]), (metric, notes)
 
 

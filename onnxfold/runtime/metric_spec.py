@@ -113,7 +113,9 @@ def given_metric_notes(chosen: Mapping[str, str], automatic: Mapping[str, str]) 
             why = "a tagger's task reads a sample's labels together; top1 counts positions one by one"
         else:
             continue
-        notes.append(f"--metric {metric} on {name}: auto reads it as {automatic[name]} ({why})")
+        notes.append(
+            f"--metric {metric} on {name}: measured as asked; auto would read it as {automatic[name]} ({why})"
+        )
     return notes
 
 
