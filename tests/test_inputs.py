@@ -685,7 +685,7 @@ def test_fewer_than_8_samples_are_warned_about_once(tmp_path: Path, caplog) -> N
     by the command line and checked again by the fold is warned about once."""
     import logging
 
-    from onnxfold.runtime.sample_files import FEW_SAMPLES
+    from onnxfold.runtime.sample_warnings import FEW_SAMPLES
 
     argv = ["fold", str(MODEL), "-o", str(tmp_path / "o.onnx"), "-s", "0.2", "--method", "fold"]
     rng = np.random.default_rng(0)

@@ -40,7 +40,11 @@ def padding_mask(feed: Mapping[str, np.ndarray]) -> np.ndarray | None:
     ``padding_mask``), unless a row is all zero and none all non-zero (the longest sample, unpadded,
     under torch's ``key_padding_mask``: True = padding), or, where no row is whole (every sample
     padded), the input is named ``*key_padding*``. Padded positions carry no information, so they are
-    left out of the statistics and of the judged error."""
+    left out of the statistics and of the judged error. Inputs marked (:func:`mark_padding`: onnxfold's
+    own padding, the positions a user gave: :mod:`~onnxfold.runtime.measured_positions`) come first."""
+    marked = marked_padding(feed)
+    if marked is not None:
+        return marked
     for name, value in feed.items():
         v = np.asarray(value)
         if "mask" in name.lower() and v.ndim == 2 and v.dtype.kind in "biu" and v.size:
@@ -51,8 +55,7 @@ def padding_mask(feed: Mapping[str, np.ndarray]) -> np.ndarray | None:
     unnamed = _unnamed_mask(feed)
     if unnamed is not None:
         return unnamed
-    held = length_mask(feed)
-    return held if held is not None else marked_padding(feed)
+    return length_mask(feed)
 
 
 #: id of an array of samples onnxfold padded at the end (:func:`mark_padding`) -> (a weak reference

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,10 @@ from onnxfold.errors import listed, one_line
 from onnxfold.runtime.id_range import check_id_ranges
 from onnxfold.runtime.images import IMAGE_SUFFIXES, PRESETS
 from onnxfold.runtime.inputs import InputSpec, check_shape, check_shared_dims, fixed_batches, input_specs
+from onnxfold.runtime.measured_positions import mark_positions, take_positions
 from onnxfold.runtime.padding import zero_row_padding
 from onnxfold.runtime.ragged import check_padding, collected, even_lengths, mark_padded
+from onnxfold.runtime.sample_warnings import warn_few, warn_identical
 
 
 def _check_names(held, names: Sequence[str], where: str) -> None:
@@ -96,7 +97,9 @@ def load_inputs(
 
     Format of ``--inputs``, ``--calibration`` and the quantize pass's ``calibration``:
 
-    - ``FILE.npy``: one array, for a single-input model, samples on axis 0; ``FILE.npz``: one per input.
+    - ``FILE.npy``: one array, for a single-input model, samples on axis 0; ``FILE.npz``: one per input,
+      and :data:`~onnxfold.runtime.measured_positions.POSITIONS` beside them where the task reads
+      some positions of each sample (a mapping given may hold it too).
     - a folder holding ``<input_name>.npy`` for every model input (and no other ``.npy`` file).
     - a folder of ``.npy`` files, for a model with a single input only: each file holds one or more
       samples (a file of one sample may leave out the sample axis); the files are concatenated on
@@ -148,6 +151,7 @@ def load_inputs(
         with collected() as padded:  # samples padded without a mask: checked on the model below
             arrays = _read_source(Path(source), specs, image_preprocess, shapes, warned)
         check_padding(padded, model)
+    positions = take_positions(arrays, names)  # the positions the task reads, beside the samples
     _check_names(arrays, names, _where(source))
     out = {
         spec.name: _cast(np.asarray(arrays[spec.name][0]), spec, arrays[spec.name][1], warned)
@@ -160,6 +164,8 @@ def load_inputs(
             raise ValueError(f"{arrays[name][1]}: input {name!r} holds {bad} NaN or infinite values")
     check_id_ranges(out, model, {k: v[1] for k, v in arrays.items()})
     padding_notes = [f"{_where(source)}: {line}" for line in zero_row_padding(out, model)]
+    if positions is not None:
+        mark_positions(out, *positions)
     for name, arr in out.items():  # zero samples failed deep inside the fold ("need at least one array")
         if arr.ndim and arr.shape[0] == 0:
             raise ValueError(f"{arrays[name][1]}: input {name!r} holds no samples (shape {arr.shape})")
@@ -199,64 +205,14 @@ def load_inputs(
             )
     for line in [*warned.values(), *padding_notes]:  # after the errors: a refused file gets its error alone
         logging.getLogger(__name__).warning("%s", line)
-    _warn_identical(out, source)
-    _warn_few(out, source)
+    warn_identical(out, _where(source))
+    warn_few(out, _where(source))
     return out
-
-
-#: fewer samples than this draw a warning: the search holds half out from 8 on (split_samples)
-FEW_SAMPLES = 8
-_WARNED_FEW: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
-
-
-def _warn_few(arrays: Mapping[str, np.ndarray], source: Any) -> None:
-    """Warn when fewer than :data:`FEW_SAMPLES` samples are given: a fold measured on one sentence was
-    written without a word, and every count on so few (k of n agree) says little about new inputs."""
-    from onnxfold.folding.samples import sample_count, splittable
-
-    n = sample_count(dict(arrays)) if arrays and splittable(dict(arrays)) else FEW_SAMPLES
-    held = [a for a in arrays.values() if isinstance(a, np.ndarray)]
-    if n < FEW_SAMPLES and _first_warning(_WARNED_FEW, held):
-        plural = "" if n == 1 else "s"
-        logging.getLogger(__name__).warning(
-            f"{_where(source)}: {n} sample{plural}: figures measured on so few say little about new inputs "
-            f"(a search holds half of them out from {FEW_SAMPLES} on); give 32 or more"
-        )
-
-
-#: arrays already warned about as identical samples (held weakly, by identity)
-_WARNED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
-
-
-def _first_warning(warned: weakref.WeakValueDictionary, arrays: list[np.ndarray]) -> bool:
-    """Whether ``arrays`` were not warned about in ``warned`` yet (then they are now; the CLI's arrays are checked twice)."""
-    if arrays and all(warned.get(id(a)) is a for a in arrays):
-        return False
-    warned.update({id(a): a for a in arrays})
-    return True
 
 
 def _where(source: Any) -> str:
     """How messages name the samples: their path, or "the given arrays"."""
     return str(source) if isinstance(source, (str, os.PathLike)) else "the given arrays"
-
-
-def _warn_identical(arrays: Mapping[str, np.ndarray], source: Any) -> None:
-    """Warn when the samples (rows of every input) are all the same: four identical all-zero samples
-    measured r2 1.0000 (exact) for a fold that changed 2.1% of a word segmenter's decisions."""
-    rows = [a for a in arrays.values() if a.ndim and a.shape[0] > 1]
-    if (
-        rows
-        and len(rows) == len(arrays)
-        and all(np.array_equal(a, a[:1].repeat(len(a), 0)) for a in rows)
-        and _first_warning(_WARNED, rows)
-    ):
-        logging.getLogger(__name__).warning(
-            "%s: all %d samples are identical, so every figure measured on them rests on one input; "
-            "give varied samples",
-            _where(source),
-            rows[0].shape[0],
-        )
 
 
 def _batch_hint(specs: list[InputSpec], arrays: Mapping[str, np.ndarray], name: str) -> str:
