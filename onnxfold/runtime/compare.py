@@ -34,6 +34,7 @@ from onnxfold.runtime.batch_runs import batch_runs, joined_runs
 from onnxfold.runtime.input_scales import vocabularies
 from onnxfold.runtime.labels import is_labels
 from onnxfold.runtime.latency import LatencyCheck, beside, time_pair
+from onnxfold.runtime.padding import numerically_zero
 from onnxfold.runtime.producers import as_scores, quantized_outputs
 from onnxfold.runtime.session import available_providers, make_session, runtime_description
 from onnxfold.runtime.task_fidelity import task_fidelity
@@ -183,13 +184,15 @@ def _compare_one(name: str, ref: np.ndarray, cand: np.ndarray) -> OutputMetrics:
             m.mean_abs = float(diff.mean())
             m.max_rel = m.max_abs / max(float(np.abs(a).max()), TINY)
             na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+            if numerically_zero(ref):  # denormals alone: zeros (fidelity_value reads them so)
+                na, nb = 0.0, 0.0 if numerically_zero(cand) else nb
             if na == 0.0 and nb == 0.0:
                 m.cosine = 1.0
             elif na == 0.0 or nb == 0.0:
                 m.cosine = 0.0
             else:
                 m.cosine = float(np.clip(np.dot(a, b) / (na * nb), -1.0, 1.0))
-    if _is_class_scores(ref) and ref.shape[0] > 0 and not holes.any():  # class scores have no holes
+    if _is_class_scores(ref) and ref.shape[0] > 0 and not holes.any() and not numerically_zero(ref):
         m.top1_agreement = float(np.mean(ref.argmax(axis=-1) == cand.argmax(axis=-1)))
     elif is_labels(ref) and ref.size:  # the share of labels equal
         m.top1_agreement = float(np.mean(ref == cand))

@@ -100,7 +100,7 @@ from onnxfold.runtime.metric_spec import (  # noqa: F401 (the metric names, read
     parse_metric,
 )
 from onnxfold.runtime.one_class import one_class
-from onnxfold.runtime.padding import unpadded, without_holes
+from onnxfold.runtime.padding import numerically_zero, unpadded, without_holes
 from onnxfold.runtime.probability_maps import (
     SIGMOID_OPS,
     binary_agreement,
@@ -110,7 +110,7 @@ from onnxfold.runtime.probability_maps import (
     mask_iou,
     mask_map,
 )
-from onnxfold.runtime.r2 import r2
+from onnxfold.runtime.r2 import each_sample, r2
 from onnxfold.runtime.sequences import blank_separated, ctc_like, ctc_paths, sequence_agreement
 
 _LOGIT_NAME = re.compile(r"logit|prob|score|ctc", re.IGNORECASE)
@@ -253,6 +253,8 @@ def fidelity_value(
         return min(fidelity_value(m, ref, cand, samples, keep, spread) for m in metric_parts(metric))
     if ref.shape != cand.shape:
         return 0.0
+    if numerically_zero(ref):  # denormals alone (MTCNN ONet's unused landmarks, 5e-41) are 0 to any task
+        ref, cand = np.zeros_like(ref), np.zeros_like(cand) if numerically_zero(cand) else cand
     ref, cand, metric = decided(metric, ref, cand)  # top1@T: decisions taken at confidence T alone
     if metric in BIN_READINGS:  # the expected bin, or the highest score, read by r2
         read = BIN_READINGS[metric]
@@ -457,31 +459,6 @@ def model_fidelity(
             each = each_sample(ref, cand, samples) if alone else None
             per.append(OutputFidelity(n, m, value, counted(m, reference[n], samples), low, each))
     return (min(p.value for p in per) if per else 1.0), per
-
-
-#: an output of at most this many channels a position, [N, C, H, W] (or [N, H, W]), is image-like
-IMAGE_CHANNELS = 4
-#: ... where both its sides hold at least this many positions
-IMAGE_SIDE = 8
-
-
-def each_sample(ref: np.ndarray, cand: np.ndarray, samples: int | None) -> tuple[float, float] | None:
-    """(mean, lowest) of r2 on each sample alone, its spread its own, for an image-like output (a
-    generator's, a denoiser's, a depth or matting map: [N, C ≤ 4, H, W] or [N, H, W], N = ``samples``
-    ≥ 2); else None. One r2 pooled over every sample counts the differences between samples in its
-    spread: a terrain generator's search read 0.9805 where its terrains alone averaged 0.921 (the
-    lowest 0.658), and its users judge each terrain alone."""
-    ref, cand = np.asarray(ref), np.asarray(cand)
-    # two sides of an image: a detector's scores [N, anchors, 2] are rows, not a picture (RetinaFace's
-    # conf read "each sample alone: mean 0.9998" beside a pooled 0.9624)
-    sides = ref.shape[-2:] if ref.ndim in (3, 4) else ()
-    image = (ref.ndim == 3 or (ref.ndim == 4 and ref.shape[1] <= IMAGE_CHANNELS)) and min(sides) >= IMAGE_SIDE
-    if not image or not samples or samples < 2 or ref.shape[0] != samples or ref.dtype.kind != "f":
-        return None
-    if ref.ndim == 3:  # one channel: [N, 1, H, W], not r2's min over two axes of a rank-3 output
-        ref, cand = ref[:, None], cand[:, None]
-    values = [r2(ref[i : i + 1], cand[i : i + 1]) for i in range(samples)]
-    return float(np.mean(values)), float(np.min(values))
 
 
 __all__ = [

@@ -229,6 +229,12 @@ def unpadded(
     return ref, cand, full
 
 
+def numerically_zero(x: np.ndarray) -> bool:
+    """Whether float ``x`` holds nothing but zeros and float32 denormals (below 1.2e-38 in magnitude)."""
+    tiny = float(np.finfo(np.float32).tiny)
+    return x.dtype.kind == "f" and x.size > 0 and float(np.max(x)) < tiny and float(np.min(x)) > -tiny
+
+
 def without_holes(
     ref: np.ndarray, cand: np.ndarray, weight: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, bool]:

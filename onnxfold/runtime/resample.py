@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxfold.runtime.padding import broadcast_keep, without_holes
+from onnxfold.runtime.padding import broadcast_keep, numerically_zero, without_holes
 from onnxfold.runtime.probability_maps import THRESHOLD, threshold
 from onnxfold.runtime.r2 import channel_axes, flat_channels
 
@@ -213,6 +213,9 @@ def low_value(
         ref, cand, metric = read(ref), read(cand), "r2"  # as fidelity_value reads it
     if not samples or samples < MIN_SAMPLES or metric not in METRICS:
         return None
+    ref, cand = np.asarray(ref), np.asarray(cand)
+    if numerically_zero(ref) and ref.shape == cand.shape:  # denormals alone, as fidelity_value reads them
+        ref, cand = np.zeros_like(ref), np.zeros_like(cand) if numerically_zero(cand) else cand
     if metric == "mask" and np.shape(ref) == np.shape(cand) and np.shape(ref)[0] == samples:
         from onnxfold.runtime.probability_maps import class_axis
 
