@@ -153,14 +153,14 @@ def test_a_search_says_it_has_started(tmp_path: Path, capsys) -> None:
     first = stdout.splitlines()[0]
     assert (
         first
-        == "no --sparsity given: searching for the smallest model at fidelity >= 0.99 on a data-free proxy (time limit about 600 s) ..."
+        == "no --sparsity given: searching for the smallest model at fidelity >= 0.99 on a data-free proxy (search time limit about 600 s, validation after it) ..."
     )
     x = tmp_path / "given.npy"  # on the user's own samples the default asks 0.95
     np.save(x, np.random.default_rng(0).standard_normal((8, 1, 8, 8)).astype(np.float32))
     rc, _, stdout = _fold(capsys, tmp_path / "o.onnx", "--inputs", x, "--overwrite")
     assert rc == 0 and stdout.splitlines()[0] == (
         "no --sparsity given: searching for the smallest model at fidelity >= 0.95 on the given samples "
-        "(time limit about 600 s) ..."
+        "(search time limit about 600 s, validation after it) ..."
     )
     rc, _, stdout = _fold(capsys, tmp_path / "o.onnx", "--target-macs", "0.3", "--overwrite")
     assert stdout.splitlines()[0].startswith(
@@ -187,7 +187,7 @@ def test_a_search_says_it_has_started(tmp_path: Path, capsys) -> None:
     )
     assert rc == 0 and stdout.splitlines()[0].endswith(
         "on a data-free proxy (--calibration feeds --repair data only: give the samples as --inputs to "
-        "search on them) (time limit about 120 s) ..."
+        "search on them) (search time limit about 120 s, validation after it) ..."
     )
     (tmp_path / "bad.onnx").write_bytes(LENET.read_bytes()[:100])  # a truncated model: its error alone
     assert main(["fold", str(tmp_path / "bad.onnx"), "-o", str(tmp_path / "b.onnx")]) == 2

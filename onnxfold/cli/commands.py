@@ -138,7 +138,7 @@ def _announce_search(args: argparse.Namespace, given: bool) -> None:
     if not given and getattr(args, "calibration", None):  # ICLabel's user had samples on hand
         where += " (--calibration feeds --repair data only: give the samples as --inputs to search on them)"
     # "at most" read as a promise, and a 17.6-GMAC VGG16's 600 s search ran 614 s with its last candidate
-    bound = f"time limit about {limit:g} s" if limit else "no time limit"
+    bound = f"search time limit about {limit:g} s, validation after it" if limit else "no time limit"
     why = "no --sparsity given: " if default else ""
     print(f"{why}searching for {goal} on {where} ({bound}) ...", flush=True)
 
