@@ -282,7 +282,7 @@ def fidelity_value(
     if metric == "boxes":
         return box_agreement(ref, cand)
     if metric == "r2":
-        return r2(ref, cand, weight, spread, positions=keep is not None)
+        return r2(ref, cand, weight, spread, positions=keep is not None, samples=samples)
     if metric == "distance":
         return distance_agreement(ref, cand)
     a = ref.astype(np.float64, copy=False).ravel()

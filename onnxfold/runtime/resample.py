@@ -30,7 +30,7 @@ import numpy as np
 
 from onnxfold.runtime.padding import broadcast_keep, numerically_zero, without_holes
 from onnxfold.runtime.probability_maps import THRESHOLD, threshold
-from onnxfold.runtime.r2 import channel_axes, flat_channels
+from onnxfold.runtime.r2 import TEMPLATE_SAMPLES, TEMPLATE_SHARE, channel_axes, flat_channels
 
 #: Resamples drawn (fixed seed: the same outputs give the same bound).
 RESAMPLES = 1000
@@ -97,7 +97,21 @@ def _per_sample(
     else:
         keep = axis + (1 if where == "blocks" else 0) - 1  # the channel axis within one sample's slice
         channels = a.shape[axis]
-    out = {k: np.zeros((samples, channels)) for k in (*need, "count")}
+    # r2's template (:func:`~onnxfold.runtime.r2.template_spread`): each sample's Σ (a − m_p)² too
+    template = (
+        np.mean(a_s, axis=0, dtype=np.float64)
+        if "s1" in need
+        and element is None
+        and where == "leading"
+        and keep is not None
+        and samples >= TEMPLATE_SAMPLES
+        and a_s[0].size >= channels * max(channels, 2)  # as many positions as channels: r2_on's rule
+        else None
+    )
+    out = {
+        k: np.zeros((samples, channels))
+        for k in (*need, "count", *(("around",) if template is not None else ()))
+    }
     for i in range(samples):
         ai, bi = np.asarray(a_s[i], dtype=np.float64), np.asarray(b_s[i], dtype=np.float64)
         over = tuple(d for d in range(ai.ndim) if d != keep)
@@ -106,6 +120,8 @@ def _per_sample(
         for name in need:
             value = PRODUCTS[name](ai, bi) if wi is None else PRODUCTS[name](ai, bi) * wi
             out[name][i, col] = value.sum(axis=over) if over else value
+        if template is not None:
+            out["around"][i] = ((ai - template) ** 2).sum(axis=over)
         if wi is None:
             out["count"][i, col] = ai.size / (1 if diagonal or keep is None else channels)
         else:
@@ -117,6 +133,12 @@ def _r2_draws(sums: dict[str, np.ndarray], weights: np.ndarray) -> np.ndarray:
     """r2 under each row of ``weights`` [R, n] from :func:`_per_sample`'s sums (module docstring)."""
     s1, s2, err, count = (weights @ sums[k] for k in ("s1", "s2", "err", "count"))  # [R, channels]
     spread = s2 - s1 * s1 / np.where(count > 0, count, 1.0)
+    if "around" in sums:  # where the template holds the spread over every sample, around it (r2's rule)
+        whole = {k: sums[k].sum(axis=0) for k in ("s1", "s2", "count", "around")}
+        pooled = whole["s2"] - whole["s1"] ** 2 / np.maximum(whole["count"], 1.0)
+        spread = np.where(
+            whole["around"] <= (1.0 - TEMPLATE_SHARE) * pooled, weights @ sums["around"], spread
+        )
     tiny = 1e-12 * np.maximum(s2, 1e-300)  # a constant channel: rounding, not spread
     fitted = np.clip(1.0 - err / np.where(spread > tiny, spread, 1.0), 0.0, 1.0)
     relative = np.where(err <= tiny, 0.0, np.sqrt(err / np.maximum(s2, 1e-300)))  # as r2's constant channel
