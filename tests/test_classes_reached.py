@@ -55,3 +55,22 @@ def test_a_search_on_samples_that_leave_classes_out_says_so(tmp_path: Path) -> N
     assert report.to_dict()["search"]["classes_reached"] == {name: [reached, 5]}
     free = onnxfold.fold(str(src), output=str(tmp_path / "f.onnx"), round_to=1)[1]
     assert free.search.proxy and free.search.classes_reached == {}  # random inputs: no such note
+
+
+def test_a_proxy_that_reaches_a_tenth_of_the_classes_or_less_says_so(tmp_path: Path) -> None:
+    """tempocnn's 256 tempo classes: its data-free proxy's argmaxes reached 3 of them, and "top1 1.0000"
+    stood for a fold that moved 8% of real tracks' tempi (trial 169)."""
+    rng = np.random.default_rng(6)
+    w1 = rnd(rng, 6, 16)
+    w1[:, 8:] = w1[:, :8]
+    bias = np.full(40, -50.0, np.float32)
+    bias[:2] = 0.0  # 2 of 40 classes ever win
+    net = Net({"w1": w1, "w2": rnd(rng, 16, 40), "b": bias})
+    h = net("Relu", net("MatMul", net.input("x", ["N", 6]), "w1"))
+    src = tmp_path / "m.onnx"
+    onnx.save(net.model(net("Softmax", net("Add", net("MatMul", h, "w2"), "b"), axis=1)), src)
+    free = onnxfold.fold(str(src), output=str(tmp_path / "f.onnx"), round_to=1)[1]
+    (name,) = [o.name for o in free.search.chosen.outputs if o.metric == "top1"]
+    assert free.search.proxy and free.search.classes_reached == {name: (2, 40)}
+    assert f"the proxy's random samples reach only a few classes (on {name} 2 of its 40)" in free.format()
+    assert classes_reached({name: np.eye(40)[np.arange(32) % 5]}, {name: "top1"}, 0.1) == {}  # 5 of 40

@@ -36,7 +36,7 @@ from onnxfold.runtime.padding import padding_mask
 from onnxfold.runtime.producers import as_scores, free_last_axes, producers_of, quantized_outputs
 from onnxfold.runtime.sequences import sample_axis
 from onnxfold.runtime.session import measurement_session
-from onnxfold.search.exercise_notes import classes_reached
+from onnxfold.search.exercise_notes import PROXY_CLASS_SHARE, classes_reached
 from onnxfold.search.label_scores import SCORES_METRIC, exposed, scores_behind
 
 log = logging.getLogger(__name__)
@@ -315,7 +315,10 @@ class Evaluator:
             )
         }
         #: output -> (classes the given samples' argmaxes reach, classes it has), where some are left out
-        self.classes_reached = {} if self.proxy else classes_reached(self.reference, self.metrics)
+        # (on the proxy, where they reach under PROXY_CLASS_SHARE: tempocnn's 256 tempi, 3 on noise)
+        self.classes_reached = classes_reached(
+            self.reference, self.metrics, PROXY_CLASS_SHARE if self.proxy else 1.0
+        )
         self.scores = self._judged_scores(wanted, scores is not None)
         self.suffix = None  # a candidate runs from the nodes it changes on (not along streams)
         if not self.chains and not self.extra_runs:
