@@ -15,6 +15,9 @@
    the measured reduction, within one step (a channel, or ``round_to`` channels). Where the sensitivity
    shows the measurement blind (no fold moves the fidelity: :mod:`onnxfold.search.blind`),
    ``min_fidelity`` keeps the unchanged model and the budget warns.
+4. Uniform rivals (:mod:`onnxfold.search.uniform`): with time left, a few candidates with every
+   searched group at one sparsity; one that meets the target and removes more, or reaches the budget
+   and measures higher, replaces the path's pick.
 
 ``limit`` (a :class:`~onnxfold.search.time_limit.TimeLimit`, ``--time-limit``): checked between
 measurements. The sensitivity stops at half of it (levels left are taken last on the path, as misses are,
@@ -36,7 +39,6 @@ from typing import Any
 from onnxfold.analysis import analyze_graph
 from onnxfold.folding import samples as budgets
 from onnxfold.ir.model import Model
-from onnxfold.report.counted import counted_stats
 from onnxfold.report.fold_report import stats_of
 from onnxfold.report.progress import progress_bar
 from onnxfold.report.table import percent
@@ -45,6 +47,8 @@ from onnxfold.search.allocate import fixed_groups, greedy_path
 from onnxfold.search.bisect import GainFloor, below_gain, bisect_candidate
 from onnxfold.search.blind import blind_advice, blind_reason
 from onnxfold.search.budget import budget_candidate, budget_note, compute_note, params_saved
+from onnxfold.search.candidates import measured
+from onnxfold.search.candidates import refined as _refined
 from onnxfold.search.evaluate import Evaluator
 from onnxfold.search.exercise_notes import coverage_notes, exercise_notes, unexercised_low
 from onnxfold.search.held_out import held_out_lines
@@ -52,6 +56,7 @@ from onnxfold.search.misses import next_missed_lines
 from onnxfold.search.result_text import bound_text, goal, per_outputs
 from onnxfold.search.sensitivity import GroupCurve, sensitivity
 from onnxfold.search.time_limit import PacedLimit, TimeLimit, sensitivity_cut_notes
+from onnxfold.search.uniform import uniform_rival
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +78,8 @@ class Candidate:
     #: False for the unchanged model (0 steps) taken unmeasured once the time limit has passed: a fold
     #: that removes nothing reproduces the model bit for bit, so its fidelity is 1
     measured: bool = True
+    #: a uniform rival's allocation (:mod:`onnxfold.search.uniform`); None: the path's at ``steps``
+    allocation: dict | None = None
 
     def meets(self, target: float) -> bool:
         """Every output meets ``target`` (:meth:`~onnxfold.runtime.fidelity.OutputFidelity.meets`)
@@ -91,6 +98,7 @@ class Candidate:
             "outputs": [o.to_dict() for o in self.outputs],
             **({"unseen": [o.to_dict() for o in self.unseen]} if self.unseen else {}),
             "measured": self.measured,
+            **({"uniform": max(self.allocation.values(), default=0.0)} if self.allocation else {}),
         }
 
 
@@ -268,7 +276,7 @@ class SearchResult:
                 "not a measure of the model's task"
             )
         lines += exercise_notes(self.unexercised, self.metrics, self.proxy)
-        lines += coverage_notes(self.classes_reached)
+        lines += coverage_notes(self.classes_reached, self.proxy)
         lines += [
             f"note: the recurrent state {o} is judged by {self.metrics[o]}, as auto picks for it, not by the "
             f"metric given for every output: a state's argmax decides nothing (--metric {o}=METRIC judges it so)"
@@ -405,6 +413,12 @@ def search(
                 return params_saved([by_name[n] for n in removed if n in by_name], tensors, removed)
 
             chosen, met = budget_candidate(path, measure, total, target, mode, round_to, paced, saved)
+    if len(path) and not paced.expired() and not (blind and mode == "min_fidelity"):
+        rival = uniform_rival(
+            path, cap, build, evaluator, (base, shapes), chosen, met, mode, target, paced, tried
+        )
+        if rival is not None:
+            chosen, met, kept_whole = rival, True, ""
     cut = sensitivity_cut_notes(limit, sensitivity_cut, prepared_s)
     if len(path) and limit.seconds and not any(c.measured for c in tried.values()) and not paced.expired():
         cut.append("the time left could not afford one candidate")  # PP-OCRv6 det: at 210 s of 480
@@ -414,7 +428,8 @@ def search(
         if refine is not None and chosen.steps > 0:
             cut.append("the chosen widths were not refitted")
     elif refine is not None and chosen.steps > 0:
-        better = _refined(chosen, refine(path.sparsities_at(chosen.steps)), evaluator, base, shapes)
+        allocation = chosen.allocation or path.sparsities_at(chosen.steps)
+        better = _refined(chosen, refine(allocation), evaluator, base, shapes)
         if better is not None and mode == "min_fidelity" and met and not better.meets(target):
             better = None
         if better is not None:
@@ -439,7 +454,7 @@ def search(
         met,
         sorted(tried.values(), key=lambda c: c.steps),
         curves,
-        path.sparsities_at(chosen.steps),
+        chosen.allocation or path.sparsities_at(chosen.steps),
         evaluator.describe()
         + (
             f" (sensitivity on the first {estimator.samples}, within its compute budget per measurement)"
@@ -462,39 +477,3 @@ def search(
         if cut
         else "",
     )
-
-
-def measured(
-    steps: int, built: tuple[Model, dict], evaluator: Evaluator | None, base, shapes: dict | None = None
-) -> Candidate:
-    """The candidate of a built (model, pass data) pair: its fidelity, size and reductions from ``base``
-    (MACs at ``shapes``). ``evaluator`` None: the unchanged model, fidelity 1 without a measurement."""
-    model, data = built
-    fid, per = evaluator(model) if evaluator is not None else (1.0, [])
-    unseen = list(evaluator.last_unseen) if getattr(evaluator, "unseen", None) is not None else []
-    st = counted_stats(model, shapes)  # MACs counted as the base's are, on the canonical graph
-    return Candidate(
-        steps,
-        fid,
-        st.params,
-        st.macs,
-        1.0 - st.params / base.params if base.params else 0.0,
-        1.0 - st.macs / base.macs if base.macs else 0.0,
-        per,
-        model,
-        data,
-        unseen,
-        measured=evaluator is not None,
-    )
-
-
-def _refined(
-    chosen: Candidate, built: tuple[Model, dict], evaluator: Evaluator, base, shapes: dict | None = None
-) -> Candidate | None:
-    """The refined build as a candidate when it measures at least as well as ``chosen`` with no more
-    parameters, else None."""
-    cand = measured(chosen.steps, built, evaluator, base, shapes)
-    if cand.fidelity < chosen.fidelity or cand.params > chosen.params:
-        return None
-    cand.data = {**cand.data, "refined_from": chosen.fidelity}  # the first fit's, which progress showed
-    return cand
