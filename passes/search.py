@@ -305,7 +305,7 @@ class SearchPass(Pass):
         from onnxfold.passes.fold import FoldPass
         from onnxfold.report.fold_report import stats_of
         from onnxfold.runtime.session import measuring_threads
-        from onnxfold.search.exact_widths import retry_exact, unrounded_reason
+        from onnxfold.search.exact_widths import better_exact, retry_exact
         from onnxfold.search.target import search
         from onnxfold.search.time_limit import AFTER_SEARCH_RUNS, TimeLimit
 
@@ -397,10 +397,7 @@ class SearchPass(Pass):
 
         result = searched(m := fold.opts["round_to"], limit)
         if retry_exact(result, m, fold.round_given, limit.left()):  # onnxfold.search.exact_widths
-            exact = searched(1, limit.rest())
-            exact.input_params = given
-            if exact.met and exact.chosen.steps:
-                exact.unrounded, result = unrounded_reason(result, exact, m), exact
+            result = better_exact(result, searched(1, limit.rest()), m, given)
         result.target, result.input_params = self.opts[mode], given  # reported against the input
         # the whole search, its samples measured and references run included (U2-Net's read 497.8 s
         # beside a search pass of 598 s)

@@ -90,3 +90,23 @@ def test_the_cli_leaves_the_rounding_to_the_default_unless_round_to_is_given(tmp
         data = json.loads(rep.read_text())
         assert ("unrounded" in data["search"]) is unrounded
         assert data["round_to"] == (1 if unrounded else 8)
+
+
+def test_exact_widths_whose_best_met_the_target_under_min_gain_are_reported() -> None:
+    """EasyOCR's recogniser: progress read "best meeting it 0.1%" at exact widths, and the report said
+    "no group folds within the target" (trial 168). The rounded result is kept, and says why."""
+    from types import SimpleNamespace
+
+    from onnxfold.search.exact_widths import better_exact
+
+    def result(steps: int, kept_whole: str = "") -> SimpleNamespace:
+        chosen = SimpleNamespace(steps=steps)
+        return SimpleNamespace(met=True, chosen=chosen, kept_whole=kept_whole, curves=[], input_params=0)
+
+    small = "the best candidate, 0.1% fewer parameters (0.1% fewer MACs) at fidelity 1.0000, removes less than --min-gain 0.01"
+    rounded = result(0)
+    kept = better_exact(rounded, result(0, small), 8, 100)
+    assert kept is rounded
+    assert kept.kept_whole == f"at multiples of 8 the model was kept whole; at exact widths {small}"
+    plain = result(0)
+    assert better_exact(plain, result(0), 8, 100).kept_whole == ""  # nothing met there either

@@ -57,4 +57,20 @@ def unrounded_reason(rounded: Any, exact: Any, round_to: int) -> str:
     )
 
 
-__all__ = ["RETRY_LEFT_S", "retry_exact", "unrounded_reason"]
+def better_exact(rounded: Any, exact: Any, round_to: int, input_params: int) -> Any:
+    """The search result to keep: ``exact`` (counted against the input's ``input_params``) where it
+    folded and met the target, its :attr:`unrounded` saying why; else ``rounded``, whose report says
+    what the exact widths found where their best met the target but removed under ``--min-gain``
+    (trial 168: progress read "best meeting it 0.1%" beside "no group folds within the target")."""
+    exact.input_params = input_params
+    if exact.met and exact.chosen.steps:
+        exact.unrounded = unrounded_reason(rounded, exact, round_to)
+        return exact
+    if exact.kept_whole:
+        rounded.kept_whole = (
+            f"at multiples of {round_to} no candidate met the target; at exact widths {exact.kept_whole}"
+        )
+    return rounded
+
+
+__all__ = ["RETRY_LEFT_S", "better_exact", "retry_exact", "unrounded_reason"]
