@@ -64,59 +64,35 @@ def _fake(monkeypatch, fidelity_at, built: list) -> None:
     return Evaluator()
 
 
+def _rival(evaluator, chosen: Candidate, mode: str, target: float, cap: float = 0.5, limit=None, tried=None):
+    """uniform_rival on :func:`_curves`, every build the allocation itself."""
+    limit = limit if limit is not None else _Limit()
+    tried = tried if tried is not None else {}
+    args = (lambda alloc: (alloc, {}), evaluator, (None, None), chosen, True, mode, target, limit, tried)
+    return uniform_rival(_Path(_curves()), cap, *args)
+
+
 def test_a_fidelity_target_takes_the_largest_uniform_level_that_meets_it(monkeypatch) -> None:
     built: list = []
-    evaluator = _fake(monkeypatch, lambda s: 1.0 - s / 3, built)  # meets 0.9 up to 0.3
-    chosen = Candidate(4, 0.93, 100, 100, 0.12, 0.1)
+    evaluator = _fake(monkeypatch, lambda s: 1.0 - s / 4.5, built)  # meets 0.9 up to 0.45
+    chosen = Candidate(4, 0.93, 100, 100, 0.32, 0.1)
     limit, tried = _Limit(), {}
-    rival = uniform_rival(
-        _Path(_curves()),
-        0.5,
-        lambda alloc: (alloc, {}),
-        evaluator,
-        (None, None),
-        chosen,
-        True,
-        "min_fidelity",
-        0.9,
-        limit,
-        tried,
-    )
-    assert rival is not None and rival.reduction == pytest.approx(0.3) and rival.meets(0.9)
-    assert rival.allocation == {"a": 0.3, "b": 0.3}  # the group never measured stays whole
+    rival = _rival(evaluator, chosen, "min_fidelity", 0.9, limit=limit, tried=tried)
+    assert rival is not None and rival.reduction == pytest.approx(0.4) and rival.meets(0.9)
+    assert rival.allocation == {"a": 0.4, "b": 0.4}  # the group never measured stays whole
     assert limit.runs <= MEASURED and all(c.measured for c in tried.values())
-    assert all(max(a.values()) > 0.12 for a in built)
     measured = [max(c.allocation.values()) for c in tried.values()]
     assert all(level > chosen.reduction for level in measured)  # levels removing no more: built alone
-    # a level below the cap only: a cap of 0.2 keeps every group there
-    capped = uniform_rival(
-        _Path(_curves()),
-        0.2,
-        lambda alloc: (alloc, {}),
-        evaluator,
-        (None, None),
-        chosen,
-        True,
-        "min_fidelity",
-        0.9,
-        _Limit(),
-        {},
-    )
-    assert capped is not None and max(capped.allocation.values()) == 0.2
+    assert any(max(a.values()) <= chosen.reduction for a in built)  # ... and built they were
+    capped = _rival(evaluator, Candidate(4, 0.93, 100, 100, 0.12, 0.1), "min_fidelity", 0.9, cap=0.2)
+    assert capped is not None and max(capped.allocation.values()) == 0.2  # no group past its cap
 
 
 def test_no_uniform_rival_where_none_meets_or_the_path_took_no_step(monkeypatch) -> None:
-    evaluator = _fake(monkeypatch, lambda s: 0.5, [])
-    args = (lambda alloc: (alloc, {}), evaluator, (None, None))
     chosen = Candidate(4, 0.93, 100, 100, 0.12, 0.1)
-    assert (
-        uniform_rival(_Path(_curves()), 0.5, *args, chosen, True, "min_fidelity", 0.9, _Limit(), {}) is None
-    )
-    whole = Candidate(0, 1.0, 100, 100, 0.0, 0.0)
-    evaluator = _fake(monkeypatch, lambda s: 1.0, [])
-    args = (lambda alloc: (alloc, {}), evaluator, (None, None))
-    limit = _Limit()
-    assert uniform_rival(_Path(_curves()), 0.5, *args, whole, True, "min_fidelity", 0.9, limit, {}) is None
+    assert _rival(_fake(monkeypatch, lambda s: 0.5, []), chosen, "min_fidelity", 0.9) is None
+    whole, limit = Candidate(0, 1.0, 100, 100, 0.0, 0.0), _Limit()
+    assert _rival(_fake(monkeypatch, lambda s: 1.0, []), whole, "min_fidelity", 0.9, limit=limit) is None
     assert limit.runs == 0
 
 
@@ -124,23 +100,11 @@ def test_no_uniform_rival_where_none_meets_or_the_path_took_no_step(monkeypatch)
 def test_a_budget_takes_the_uniform_level_reaching_it_where_it_measures_higher(
     monkeypatch, uniform_fidelity: float, taken: bool
 ) -> None:
-    evaluator = _fake(monkeypatch, lambda s: uniform_fidelity, [])
-    chosen = Candidate(7, 0.8607, 100, 100, 0.314, 0.2)
-    limit = _Limit()
-    rival = uniform_rival(
-        _Path(_curves()),
-        0.9,
-        lambda alloc: (alloc, {}),
-        evaluator,
-        (None, None),
-        chosen,
-        True,
-        "target_params",
-        0.3,
-        limit,
-        {},
+    chosen, limit = Candidate(7, 0.8607, 100, 100, 0.314, 0.2), _Limit()
+    rival = _rival(
+        _fake(monkeypatch, lambda s: uniform_fidelity, []), chosen, "target_params", 0.3, 0.9, limit
     )
-    assert limit.runs == (1 if uniform_fidelity else 0)  # one measurement: the level reaching the budget
+    assert limit.runs == 1  # one measurement: the level reaching the budget
     if taken:
         assert rival is not None and rival.reduction >= 0.3 and rival.fidelity == uniform_fidelity
     else:
