@@ -44,7 +44,9 @@ Per output (reference a, candidate b, computed in float64), one of these metrics
   samples and positions. Every channel counts alike whatever its scale and offset, so a detector's
   class-score rows weigh as much as its box coordinates in pixels (cosine is dominated by the
   largest values, and inflated by any offset: two unrelated positive maps have a cosine well above
-  0). A constant channel scores 1 − its relative RMS error (1 reproduced exactly). A rank-3 output [B, X, Y]
+  0). A constant channel scores 1 − its relative RMS error (1 reproduced exactly); a channel whose
+  template (its mean over the samples at each position) holds half its spread or more is judged around
+  it (:func:`~onnxfold.runtime.r2.template_spread`: a grid's layout is not the task's variance). A rank-3 output [B, X, Y]
   does not say which axis holds the channels (YOLOv8 writes [B, 84, anchors], YOLOX [B, anchors,
   85], a transformer [B, tokens, hidden]), so it takes the smaller of the two means, over axis 1 and
   over axis 2: with axis 1 alone, each of YOLOX's anchors was a channel mixing pixel coordinates
