@@ -25,6 +25,7 @@ from onnxfold.report.comparison import (
     stored_once_note,
     stored_once_share,
 )
+from onnxfold.report.in_sample import in_sample_note
 from onnxfold.report.names import shortened
 from onnxfold.report.stats import ModelStats, format_table, model_stats, op_counts, weight_counts
 from onnxfold.report.table import count_change, percent
@@ -120,14 +121,6 @@ class FoldReport:
     default_shapes: dict = field(default_factory=dict)
     kept_given: bool = False  # the INT8 model given written unchanged (--dequantize folded nothing)
     as_given: bool = False  # the file written is the input's bytes (a search kept the model whole)
-
-    def fitted_on_inputs(self) -> bool:
-        """Whether the fold measured its activation statistics on the given samples (``auto``, ``lsq``,
-        ``wanda``, ``hybrid``: fitted merges, judged choices) and folded with them, so that validation on
-        them is in-sample (a fold that folds nothing, ``-s 0``, fits nothing)."""
-        return self.any_folded and any(
-            p.name == "fold" and p.stats.get("fitted_on_inputs") for p in self.passes
-        )
 
     @property
     def param_sparsity(self) -> float:
@@ -324,12 +317,8 @@ class FoldReport:
                 )
             elif source := getattr(self.validation, "source", None):  # a quantize pass's calibration
                 parts.append(f"(measured on {source})")
-            elif self.search is None and self.fitted_on_inputs():
-                parts.append(
-                    "(measured on the given samples, which the fold also fitted and judged its merges on: "
-                    "an in-sample figure that new inputs can read lower; --min-fidelity F --inputs holds half "
-                    "of them out)"
-                )
+            elif self.search is None and (fitted := in_sample_note(self)):
+                parts.append(fitted)
         return "\n".join(parts)
 
 
