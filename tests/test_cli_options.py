@@ -595,3 +595,26 @@ def test_fail_if_unchanged_sets_the_exit_status_where_nothing_was_removed(tmp_pa
     assert main([*pipeline, "--fail-if-unchanged"]) == EXIT_UNCHANGED
     quantized = ["run", str(LENET), "-o", str(tmp_path / "q.onnx"), "--pipeline", "quantize:mode=dynamic"]
     assert main([*quantized, "--fail-if-unchanged"]) == 0  # as many parameters, in fewer bytes
+
+
+def test_fail_if_warned_stops_a_static_quantization_calibrated_on_random_samples(
+    tmp_path: Path, capsys
+) -> None:
+    """flashvad's voice detector, quantized statically with no samples (16 random ones calibrated it),
+    found no speech while validation on 2 random inputs read r2 0.92 and the run exited 0 (trial 171)."""
+    from onnxfold.cli.parser import EXIT_WARNED
+
+    out = tmp_path / "q.onnx"
+    argv = ["run", str(LENET), "-o", str(out), "--pipeline", "canonicalize,quantize:mode=static,validate"]
+    assert main([*argv, "--fail-if-warned"]) == EXIT_WARNED
+    assert (
+        out.exists()
+        and "static quantization calibrated on random samples: exit status 5" in capsys.readouterr().out
+    )
+    samples = tmp_path / "x.npy"
+    np.save(samples, np.random.default_rng(0).standard_normal((16, 1, 8, 8)).astype(np.float32))
+    calibrated = ["run", str(LENET), "-o", str(tmp_path / "c.onnx"), "--inputs", str(samples)]
+    assert (
+        main([*calibrated, "--pipeline", "canonicalize,quantize:mode=static,validate", "--fail-if-warned"])
+        == 0
+    )

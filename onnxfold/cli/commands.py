@@ -45,8 +45,9 @@ def _finish(report, args: argparse.Namespace) -> int:
     if getattr(args, "fail_if_unchanged", False) and not removed:
         print(f"nothing removed: exit status {EXIT_UNCHANGED} (--fail-if-unchanged)")
         return EXIT_UNCHANGED
-    if getattr(args, "fail_if_warned", False) and (report.task_line() or "").startswith("warning:"):
-        print(f"validation warned about the task: exit status {EXIT_WARNED} (--fail-if-warned)")
+    why = report.warned_reason() if getattr(args, "fail_if_warned", False) else ""
+    if why:
+        print(f"{why}: exit status {EXIT_WARNED} (--fail-if-warned)")
         return EXIT_WARNED
     return 0
 

@@ -253,8 +253,8 @@ def _io_args(p: argparse.ArgumentParser) -> None:
         "--fail-if-warned",
         action="store_true",
         help=f"exit with status {EXIT_WARNED} when validation warns that the model written may no longer do "
-        "the original's task (it is still written): a script running -s R or quantize:mode=static can "
-        "stop there",
+        "the original's task, or a static quantization calibrated on random samples (it is still written): "
+        "a script running -s R or quantize:mode=static can stop there",
     )
 
 

@@ -122,6 +122,15 @@ class FoldReport:
     kept_given: bool = False  # the INT8 model given written unchanged (--dequantize folded nothing)
     as_given: bool = False  # the file written is the input's bytes (a search kept the model whole)
 
+    def warned_reason(self) -> str:
+        """Why ``--fail-if-warned`` stops: validation warns about the task, or a static quantization was
+        calibrated on random samples (flashvad's voice detector then found no speech, while validation
+        on random inputs read r2 0.92); '' otherwise."""
+        if (self.task_line() or "").startswith("warning:"):
+            return "validation warned about the task"
+        noise = any(p.name == "quantize" and p.stats.get("calibration") == "random" for p in self.passes)
+        return "static quantization calibrated on random samples" if noise else ""
+
     @property
     def param_sparsity(self) -> float:
         return 1.0 - self.after.params / self.before.params if self.before.params else 0.0
