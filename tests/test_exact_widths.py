@@ -110,6 +110,6 @@ def test_exact_widths_whose_best_met_the_target_under_min_gain_are_reported() ->
     assert kept.kept_whole == f"at multiples of 8 the model was kept whole; at exact widths {small}"
     plain = result(0)
     assert better_exact(plain, result(0), 8, 100).kept_whole == ""  # nothing met there either
-    reason = "the best candidate, 2.1% fewer parameters ..."  # the rounded search's own, kept first
+    reason = "the best candidate, 2.1% fewer parameters ..."  # the rounded search's own, kept, not doubled
     kept = better_exact(result(0, reason), result(0, small), 8, 100)
-    assert kept.kept_whole == f"{reason}; at exact widths {small}"
+    assert kept.kept_whole == f"{reason}; at exact widths too the model was kept whole"

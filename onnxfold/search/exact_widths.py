@@ -66,9 +66,12 @@ def better_exact(rounded: Any, exact: Any, round_to: int, input_params: int) -> 
     if exact.met and exact.chosen.steps:
         exact.unrounded = unrounded_reason(rounded, exact, round_to)
         return exact
-    if exact.kept_whole:  # after the rounded search's own reason, where it has one
-        first = rounded.kept_whole or f"at multiples of {round_to} the model was kept whole"
-        rounded.kept_whole = f"{first}; at exact widths {exact.kept_whole}"
+    if exact.kept_whole and rounded.kept_whole:  # its own reason, not a second one like it (trial 170)
+        rounded.kept_whole += "; at exact widths too the model was kept whole"
+    elif exact.kept_whole:
+        rounded.kept_whole = (
+            f"at multiples of {round_to} the model was kept whole; at exact widths {exact.kept_whole}"
+        )
     return rounded
 
 
