@@ -113,3 +113,50 @@ def test_the_logits_a_probability_reads_keep_their_sign_beyond_the_calibrated_ra
     want, got = (make_session(str(m)).run(None, others)[0][:, 0] for m in (src, out))
     assert (make_session(str(src)).run(None, faces)[0] > 0.5).all() and (want < 0.2).all()
     assert (got < 0.3).all()  # 0.5 exactly when the logit's range [0, max] clips it
+
+
+def test_a_weight_an_if_branch_reads_stays_when_the_logits_pairs_go(tmp_path: Path) -> None:
+    """Removing the bypassed Q/DQ pairs' scales must not take a weight that only a subgraph reads."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxfold.runtime.float_kept import float_probability_inputs
+
+    branch = helper.make_graph(
+        [helper.make_node("Identity", ["kept"], ["b_out"])],
+        "branch",
+        [],
+        [helper.make_tensor_value_info("b_out", TensorProto.FLOAT, [2])],
+    )
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"]),
+        helper.make_node("Sigmoid", ["dq"], ["p"], name="sig"),
+        helper.make_node("If", ["flag"], ["side"], then_branch=branch, else_branch=branch),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3]),
+            helper.make_tensor_value_info("flag", TensorProto.BOOL, []),
+        ],
+        [
+            helper.make_tensor_value_info("p", TensorProto.FLOAT, ["N", 3]),
+            helper.make_tensor_value_info("side", TensorProto.FLOAT, [2]),
+        ],
+        [
+            numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+            numpy_helper.from_array(np.array(128, np.uint8), "z"),
+            numpy_helper.from_array(np.array([1.0, 2.0], np.float32), "kept"),
+        ],
+    )
+    path = tmp_path / "qdq.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert float_probability_inputs(path) == 1
+    proto = onnx.load(str(path))
+    assert {t.name for t in proto.graph.initializer} == {
+        "kept"
+    }  # the scales went, the branch's weight stayed
+    x = np.float32([[-9.0, 0.0, 9.0]])
+    p, side = make_session(str(path)).run(None, {"x": x, "flag": np.array(True)})
+    assert p[0, 0] < 0.01 and side.tolist() == [1.0, 2.0]

@@ -39,7 +39,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxfold.ir.proto_graph import GraphConstants, needed_nodes
+from onnxfold.ir.proto_graph import GraphConstants, needed_nodes, node_reads
 
 #: a constant this large (in magnitude) that a Where selects, or that scales a mask, is a fill value:
 #: −10000 in older BERT exports; −1e9 and finfo(float32).min in later ones
@@ -350,7 +350,7 @@ def float_probability_inputs(path: Path) -> int:
             up = producer.get(node.input[data[0]])
             node = up if up is not None and up.op_type in _LOGIT_PATH else None
     if rewired:
-        read = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        read = {i for n in graph.node for i in node_reads(n)} | {o.name for o in graph.output}
         while dead := [
             n
             for n in graph.node
@@ -358,7 +358,7 @@ def float_probability_inputs(path: Path) -> int:
         ]:
             for n in dead:
                 graph.node.remove(n)
-            read = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+            read = {i for n in graph.node for i in node_reads(n)} | {o.name for o in graph.output}
         for init in [t for t in graph.initializer if t.name not in read]:
             graph.initializer.remove(init)
         onnx.save(proto, str(path))
