@@ -102,7 +102,7 @@ from onnxfold.runtime.metric_spec import (  # noqa: F401 (the metric names, read
     parse_metric,
 )
 from onnxfold.runtime.one_class import one_class
-from onnxfold.runtime.padding import numerically_zero, unpadded, without_holes
+from onnxfold.runtime.padding import denormals_as_zeros, unpadded, without_holes
 from onnxfold.runtime.probability_maps import (
     SIGMOID_OPS,
     binary_agreement,
@@ -255,8 +255,7 @@ def fidelity_value(
         return min(fidelity_value(m, ref, cand, samples, keep, spread) for m in metric_parts(metric))
     if ref.shape != cand.shape:
         return 0.0
-    if numerically_zero(ref):  # denormals alone (MTCNN ONet's unused landmarks, 5e-41) are 0 to any task
-        ref, cand = np.zeros_like(ref), np.zeros_like(cand) if numerically_zero(cand) else cand
+    ref, cand = denormals_as_zeros(ref, cand)
     ref, cand, metric = decided(metric, ref, cand)  # top1@T: decisions taken at confidence T alone
     if metric in BIN_READINGS:  # the expected bin, or the highest score, read by r2
         read = BIN_READINGS[metric]

@@ -235,6 +235,14 @@ def numerically_zero(x: np.ndarray) -> bool:
     return x.dtype.kind == "f" and x.size > 0 and float(np.max(x)) < tiny and float(np.min(x)) > -tiny
 
 
+def denormals_as_zeros(ref: np.ndarray, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ref, cand) with a reference of denormals alone read as the zeros it is to any task (MTCNN ONet's
+    unused landmarks, 5e-41), and the candidate too where it holds nothing else; else as given."""
+    if not numerically_zero(ref):
+        return ref, cand
+    return np.zeros_like(ref), np.zeros_like(cand) if numerically_zero(cand) else cand
+
+
 def without_holes(
     ref: np.ndarray, cand: np.ndarray, weight: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, bool]:

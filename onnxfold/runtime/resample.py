@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxfold.runtime.padding import broadcast_keep, numerically_zero, without_holes
+from onnxfold.runtime.padding import broadcast_keep, denormals_as_zeros, without_holes
 from onnxfold.runtime.probability_maps import THRESHOLD, threshold
 from onnxfold.runtime.r2 import TEMPLATE_SAMPLES, TEMPLATE_SHARE, channel_axes, flat_channels
 
@@ -236,8 +236,8 @@ def low_value(
     if not samples or samples < MIN_SAMPLES or metric not in METRICS:
         return None
     ref, cand = np.asarray(ref), np.asarray(cand)
-    if numerically_zero(ref) and ref.shape == cand.shape:  # denormals alone, as fidelity_value reads them
-        ref, cand = np.zeros_like(ref), np.zeros_like(cand) if numerically_zero(cand) else cand
+    if ref.shape == cand.shape:  # as fidelity_value reads them
+        ref, cand = denormals_as_zeros(ref, cand)
     if metric == "mask" and np.shape(ref) == np.shape(cand) and np.shape(ref)[0] == samples:
         from onnxfold.runtime.probability_maps import class_axis
 
