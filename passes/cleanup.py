@@ -94,9 +94,12 @@ def _weights(graph: gs.Graph) -> list[gs.Constant]:
     ]
 
 
-def _equal_earlier(kept: dict[tuple, list[gs.Constant]], values: np.ndarray) -> gs.Constant | None:
-    """The weight in ``kept`` (by :func:`_fingerprint`) bit-identical to ``values``, or None."""
-    candidates = kept.get(_fingerprint(values), [])
+def _equal_earlier(
+    kept: dict[tuple, list[gs.Constant]], values: np.ndarray, key: tuple
+) -> gs.Constant | None:
+    """The weight in ``kept`` under ``key`` (``values``' :func:`_fingerprint`) bit-identical to ``values``,
+    or None."""
+    candidates = kept.get(key, [])
     return next((k for k in candidates if np.array_equal(_bits(peek_values(k)), _bits(values))), None)
 
 
@@ -112,7 +115,7 @@ def share_equal_weights(graph: gs.Graph) -> tuple[int, int, int]:
     for tensor in _weights(graph):
         values = peek_values(tensor)
         key = _fingerprint(values)
-        same = _equal_earlier(kept, values)
+        same = _equal_earlier(kept, values, key)
         if same is not None:
             for node in list(tensor.outputs):
                 replace_input(node, tensor, same)
@@ -153,10 +156,11 @@ def repeated_weights(graph: gs.Graph) -> dict[str, int]:
     repeated = {}
     for tensor in _weights(graph):
         values = peek_values(tensor)
-        if _equal_earlier(kept, values) is not None:
+        key = _fingerprint(values)
+        if _equal_earlier(kept, values, key) is not None:
             repeated[tensor.name] = int(values.size)
         else:
-            kept.setdefault(_fingerprint(values), []).append(tensor)
+            kept.setdefault(key, []).append(tensor)
     return repeated
 
 
