@@ -350,15 +350,18 @@ def float_probability_inputs(path: Path) -> int:
             up = producer.get(node.input[data[0]])
             node = up if up is not None and up.op_type in _LOGIT_PATH else None
     if rewired:
-        read = {i for n in graph.node for i in node_reads(n)} | {o.name for o in graph.output}
-        while dead := [
-            n
-            for n in graph.node
-            if n.op_type in ("QuantizeLinear", "DequantizeLinear") and not any(o in read for o in n.output)
-        ]:
+        while True:  # the bypassed pairs, then the pairs only they read, and the scales no node reads
+            read = {i for n in graph.node for i in node_reads(n)} | {o.name for o in graph.output}
+            dead = [
+                n
+                for n in graph.node
+                if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(o in read for o in n.output)
+            ]
+            if not dead:
+                break
             for n in dead:
                 graph.node.remove(n)
-            read = {i for n in graph.node for i in node_reads(n)} | {o.name for o in graph.output}
         for init in [t for t in graph.initializer if t.name not in read]:
             graph.initializer.remove(init)
         onnx.save(proto, str(path))
