@@ -16,9 +16,10 @@ _WARNED_FEW: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 def warn_few(arrays: Mapping[str, np.ndarray], where: str) -> None:
     """Warn when fewer than :data:`FEW_SAMPLES` samples are given: a fold measured on one sentence was
     written without a word, and every count on so few (k of n agree) says little about new inputs."""
-    from onnxfold.folding.samples import sample_count, splittable
+    from onnxfold.folding.samples import samples_in
 
-    n = sample_count(dict(arrays)) if arrays and splittable(dict(arrays)) else FEW_SAMPLES
+    n = samples_in(dict(arrays)) if arrays else None
+    n = FEW_SAMPLES if n is None else n
     held = [a for a in arrays.values() if isinstance(a, np.ndarray)]
     if n < FEW_SAMPLES and _first_warning(_WARNED_FEW, held):
         plural = "" if n == 1 else "s"

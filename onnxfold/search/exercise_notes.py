@@ -75,8 +75,8 @@ def classes_reached(
 ) -> dict[str, tuple[int, int]]:
     """Output → (classes its argmax reaches on the samples ``reference``, classes it has), for the class
     scores [..., C] judged by their argmax (top1, sequence, tags, margin, top1@T) whose samples reach
-    under ``under`` of its classes (1: any left out). A fold is judged on the classes the samples show: PaddleOCR's English recogniser,
-    fitted on 32 lines that reached 60 of its 97 characters and no '#', measured 1.0000 and read no
+    under ``under`` of its classes (1: any left out). A fold is judged on the classes the samples show:
+    PaddleOCR's English recogniser, fitted on 32 lines that reached 60 of its 97 characters and no '#', measured 1.0000 and read no
     '#' after (the original read all 10 of the judge's)."""
     from onnxfold.runtime.metric_spec import COUNTS_OF_CLASSES, class_threshold, metric_base, metric_parts
 
