@@ -952,3 +952,19 @@ def test_a_per_position_top1_in_the_task_warning_says_it_counts_positions(tmp_pa
     assert out.fidelity_metric == "top1" and out.fidelity < 0.9 and not out.counted
     assert of_count(out) == " (of positions, not whole samples)"
     assert f"keeps top1 {out.fidelity:.4f} (of positions, not whole samples)" in report.format()
+
+
+def test_a_file_size_change_without_weight_change_is_explained() -> None:
+    """flashvad's streaming detector read "file size -6.1%" where nothing folded: the exporter's 113
+    value shapes were inferred again as 67. A change of 1% or more with the same weights is explained."""
+    from onnxfold.report.stats import ModelStats
+
+    before = ModelStats(params=10, weight_bytes=40, file_size=208_103)
+    after = ModelStats(params=10, weight_bytes=40, file_size=195_512)
+    notes = [line for line in format_comparison(before, after).splitlines() if line.startswith("note")]
+    assert len(notes) == 1 and "value_info" in notes[0] and "weights are unchanged" in notes[0]
+    for changed in (
+        ModelStats(params=5, weight_bytes=20, file_size=100_000),
+        ModelStats(**{**vars(after), "file_size": 207_000}),
+    ):
+        assert not [line for line in format_comparison(before, changed).splitlines() if "value_info" in line]
