@@ -138,3 +138,45 @@ def test_inputs_of_different_sizes_on_a_dim_the_model_names_alike_are_one_error_
     ), err
     assert not out.exists()
     assert main(["fold", str(src), "-o", str(out), "-s", "0.3", "--inputs", str(good)]) == 0
+
+
+def test_a_sample_count_on_a_later_axis_named_alike_is_one_error_line(tmp_path, capsys) -> None:
+    """flashvad reads feature [batch, 1, 43] beside its state recurrent [1, batch, 64] and caches [batch, 64, 2]: 32 features
+    beside 16 states blamed "cache_0 and cache_1 differ in dim 2" after onnxruntime's GRU error."""
+    import onnx
+
+    from onnxfold.cli.commands import main
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceSum", ["feature", "both"], ["f"], keepdims=0),
+            helper.make_node("Transpose", ["state"], ["t"], perm=[1, 0, 2]),
+            helper.make_node("ReduceSum", ["t", "both"], ["s"], keepdims=0),
+            helper.make_node("ReduceSum", ["cache", "both"], ["c"], keepdims=0),
+            helper.make_node("Sum", ["f", "s", "c"], ["y"]),
+        ],
+        "stream",
+        [
+            helper.make_tensor_value_info("feature", TensorProto.FLOAT, ["batch", 1, 4]),
+            helper.make_tensor_value_info("state", TensorProto.FLOAT, [1, "batch", 3]),
+            helper.make_tensor_value_info("cache", TensorProto.FLOAT, ["batch", 4, 2]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch"])],
+        [helper.make_tensor("both", TensorProto.INT64, [2], [1, 2])],
+    )
+    src = tmp_path / "stream.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), src)
+    rng = np.random.default_rng(0)
+    bad, good = tmp_path / "bad.npz", tmp_path / "good.npz"
+    feature = rng.standard_normal((8, 1, 4)).astype(np.float32)
+    cache = rng.standard_normal((8, 4, 2)).astype(np.float32)
+    np.savez(bad, feature=feature, cache=cache, state=rng.standard_normal((1, 4, 3)).astype(np.float32))
+    np.savez(good, feature=feature, cache=cache, state=rng.standard_normal((1, 8, 3)).astype(np.float32))
+    out = tmp_path / "o.onnx"
+    assert main(["fold", str(src), "-o", str(out), "-s", "0.3", "--inputs", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(err) == 1 and "'feature' and 'state' hold 8 and 4 on the dim the model names 'batch'" in err[0]
+    ), err
+    assert not out.exists()
+    assert main(["fold", str(src), "-o", str(out), "-s", "0.3", "--inputs", str(good)]) == 0

@@ -435,20 +435,19 @@ def check_shared_dims(
     names alike in both (DeepFilterNet's decoder reads ``emb`` [1, S, 512] and ``c0`` [1, 64, S, 96]:
     100 frames beside 202 failed deep in the fold as "Add node '/Add_1' ... 100 by 202");
     ``sample_axes``: input -> the axis that holds its samples, whose counts are checked elsewhere."""
-    seen: dict[str, tuple[str, int, int]] = {}
+    seen: dict[str, tuple[str, int, int, bool]] = {}
     for spec in specs:
         shape = np.shape(arrays[spec.name]) if spec.name in arrays else None
         if shape is None or not spec.shape or len(shape) != len(spec.shape):
             continue
         for axis, (dim, got) in enumerate(zip(spec.shape, shape, strict=True)):
-            if (
-                not isinstance(dim, str)
-                or dim.strip().lower() in UNNAMED_DIMS
-                or axis == sample_axes.get(spec.name, 0)
-            ):
+            if not isinstance(dim, str) or dim.strip().lower() in UNNAMED_DIMS:
                 continue
-            first = seen.setdefault(dim, (spec.name, axis, got))
-            if first[2] != got:
+            # two sample axes are checked elsewhere; a sample axis beside another axis of that name is
+            # not (flashvad's feature [32, 1, 43] beside its state [1, 16, 64] named 'batch' in both)
+            on_samples = axis == sample_axes.get(spec.name, 0)
+            first = seen.setdefault(dim, (spec.name, axis, got, on_samples))
+            if first[2] != got and not (on_samples and first[3]):
                 raise ValueError(
                     f"{where}: inputs {first[0]!r} and {spec.name!r} hold {first[2]} and {got} on the dim the "
                     f"model names {dim!r} in both ({first[0]} dim {first[1]}, {spec.name} dim {axis}): give "
