@@ -45,10 +45,14 @@ def _finish(report, args: argparse.Namespace) -> int:
     if getattr(args, "fail_if_unchanged", False) and not removed:
         print(f"nothing removed: exit status {EXIT_UNCHANGED} (--fail-if-unchanged)")
         return EXIT_UNCHANGED
-    why = report.warned_reason() if getattr(args, "fail_if_warned", False) else ""
-    if why:
+    why = report.warned_reason()
+    if why and getattr(args, "fail_if_warned", False):
         print(f"{why}: exit status {EXIT_WARNED} (--fail-if-warned)")
         return EXIT_WARNED
+    if why:  # a script reading the exit status alone passed russtress's -s 0.1 at 50% of words (trial 172)
+        print(
+            f"{why}; written as asked, exit status 0 (--fail-if-warned exits {EXIT_WARNED} on it, for scripts)"
+        )
     return 0
 
 
