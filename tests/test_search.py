@@ -496,6 +496,14 @@ def test_a_budget_whose_held_out_samples_score_lower_warns() -> None:
         "target_params", 0.3, chosen, True, [chosen], [], {}, "32 given samples", False, {}, 1.0
     ).summary()
     assert "warning: the held-out samples score lower (p top1 0.8125 against 0.8750 on all)" in text
+    # one miss is no evidence: russtress's stress tagger warned at 15 of 16 held out against 31 of 32
+    chosen.outputs = [OutputFidelity("p", "top1", 31 / 32, 32)]
+    chosen.unseen = [OutputFidelity("p", "top1", 15 / 16, 16)]
+    one = SearchResult(
+        "target_params", 0.3, chosen, True, [chosen], [], {}, "32 given samples", False, {}, 1.0
+    )
+    assert "p top1 0.9375" in one.summary()
+    assert "warning: the held-out" not in one.summary()
 
 
 def test_counted_samples_are_independent_ones() -> None:

@@ -27,7 +27,13 @@ def held_out_lines(chosen: Any, held: int = 0) -> list[str]:
         + ", ".join(f"{o.name} {o.metric} {o.value:.4f}" for o in chosen.unseen)
     ]
     on_all = {(o.name, o.metric): o.value for o in chosen.outputs}
-    drops = [(on_all[o.name, o.metric] - o.value, o) for o in chosen.unseen if (o.name, o.metric) in on_all]
+    counts = {(o.name, o.metric): o.samples for o in chosen.outputs if getattr(o, "samples", 0)}
+    drops = [
+        (on_all[o.name, o.metric] - o.value, o)
+        for o in chosen.unseen
+        if (o.name, o.metric) in on_all
+        and not _one_miss(o, on_all[o.name, o.metric], counts.get((o.name, o.metric)))
+    ]
     gap, worst = max(drops, key=lambda d: d[0], default=(0.0, None))
     if worst is not None and gap > HELD_OUT_GAP:  # NSNet2 at 30%: 0.924 against 0.954
         lines.append(
@@ -36,3 +42,14 @@ def held_out_lines(chosen: Any, held: int = 0) -> list[str]:
             "to new inputs; more --inputs samples make the figure more reliable"
         )
     return lines
+
+
+def _one_miss(unseen: Any, on_all: float, total: int | None) -> bool:
+    """Whether a count's held-out drop is a single miss more than the fitted half's rate predicts: a
+    sample is no evidence (russtress's stress tagger warned at 15 of 16 held out against 31 of 32)."""
+    held = getattr(unseen, "samples", 0) or 0
+    if not total or not held or total <= held:
+        return False
+    missed_held = round((1.0 - unseen.value) * held)
+    missed_fitted = round((1.0 - on_all) * total) - missed_held
+    return missed_held - missed_fitted * held / (total - held) < 2
