@@ -312,6 +312,17 @@ def test_a_top1_per_position_is_printed_where_no_class_score_agreement_is() -> N
     assert rows.summary().count("top1") == 1  # class scores: their agreement says it once
 
 
+def test_a_joined_figure_says_which_part_sets_it() -> None:
+    """russtress's stress tagger read "top1 40.6%  top1+r2 0.0101": which number counts? The joined
+    figure is the lower part's, and the line names the part other than the top1 printed beside it."""
+    ref = np.random.default_rng(1).standard_normal((8, 5)).astype(np.float32)
+    (m,) = compare_outputs({"p": ref}, {"p": ref})
+    m.top1_agreement, m.fidelity, m.fidelity_metric = 0.4062, 0.0101, "top1+r2"
+    assert "top1 40.6%  top1+r2 0.0101 (its r2 part)" in m.summary()
+    m.fidelity = 0.4062  # set by top1: no part named
+    assert "top1+r2 0.4062  (exact)" in m.summary()
+
+
 def test_compare_outputs_shape_and_name_mismatch():
     (m,) = compare_outputs({"y": np.ones((2, 3))}, {"y": np.ones((2, 4))})
     assert not m.shape_match and not m.exact and m.max_abs is None
