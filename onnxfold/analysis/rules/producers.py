@@ -126,7 +126,24 @@ def depthwise_conv(walk: Analysis, node: gs.Node, lay: Layout, multiplier: int) 
         if b is not None:
             walk.add_member(seg.space, b, 0, AVERAGE, node, start, block, "bias")
         segments.append(Segment(seg.space, start, seg.n, block))
-        walk.unit_attrs[seg.space].append((node.name, "group", 1))
+        walk.unit_attrs[seg.space].append((node.name, "group", seg.block))  # an input channel per entry
+    walk.set_layout(node.outputs[0], Layout(lay.rank, 1, tuple(segments)))
+
+
+def depthwise_conv_transpose(walk: Analysis, node: gs.Node, lay: Layout, multiplier: int) -> None:
+    """A depthwise ConvTranspose (group = C_in, weight [C_in, m, k…]): row c of the weight writes
+    output channels c·m … c·m + m − 1 from input channel c alone, so the channels pass as blocks of m
+    (a U-Net's learnt per-channel upsampling); rows and biases follow their channel, averaged, and
+    ``group`` loses an entry per input entry removed, as :func:`depthwise_conv`'s does."""
+    b = _optional(node, 2)
+    segments = []
+    for seg in lay.segments:
+        walk.add_member(seg.space, node.inputs[1], 0, AVERAGE, node, seg.start, seg.block, "depthwise")
+        start, block = seg.start * multiplier, seg.block * multiplier
+        if b is not None:
+            walk.add_member(seg.space, b, 0, AVERAGE, node, start, block, "bias")
+        segments.append(Segment(seg.space, start, seg.n, block))
+        walk.unit_attrs[seg.space].append((node.name, "group", seg.block))
     walk.set_layout(node.outputs[0], Layout(lay.rank, 1, tuple(segments)))
 
 
@@ -175,7 +192,11 @@ def conv_transpose(walk: Analysis, node: gs.Node) -> None:
             lay, BlockReason(COMPUTED_WEIGHT, f"{node.op} {node.name} has a computed weight", node.name)
         )
         return
-    lay = _reads_axis_1(walk, node, lay)
+    depthwise = 1 < group == w.shape[0]
+    lay = _reads_axis_1(walk, node, lay, blocks=depthwise)
+    if depthwise and lay is not None:
+        depthwise_conv_transpose(walk, node, lay, int(w.shape[1]))
+        return
     out_c = w.shape[1] * group
     space = walk.new_space(out_c, node.name)
     walk.add_member(space, w, 1, AVERAGE, node, kind="weight", split=group, split_axis=0)
@@ -471,13 +492,13 @@ def _prod(dims, dim: DimFn) -> int:
 
 
 def conv_fix_attrs(node: gs.Node, folds: list[tuple[ChannelGroup, int]], tensors: dict) -> None:
-    """A depthwise Conv's ``group``, its input channels, loses n − k for every segment of a folded
-    group it reads (:func:`depthwise_conv`)."""
+    """A depthwise Conv's or ConvTranspose's ``group``, its input channels, loses n − k units (of a
+    segment's block of entries each) for every segment of a folded group it reads (:func:`depthwise_conv`)."""
     shrink_unit_attrs(node, folds, tensors)  # "group" is the one unit count a Conv registers
 
 
 register_op("Conv", weight_axes=conv_axes, fix_attrs=conv_fix_attrs)
-register_op("ConvTranspose", weight_axes=conv_transpose_axes)
+register_op("ConvTranspose", weight_axes=conv_transpose_axes, fix_attrs=conv_fix_attrs)
 register_op("Gemm", weight_axes=gemm_axes)
 register_op("MatMul", weight_axes=matmul_axes)
 MACS = {
