@@ -3,7 +3,7 @@ them (and their MAC, attribute-fix and weight-layout hooks) in :mod:`onnxfold.an
 
 Rules, by kind:
 
-* producer (:mod:`.producers`): Conv/ConvTranspose (any group but a depthwise Conv's), Gemm, MatMul
+* producer (:mod:`.producers`, :mod:`.conv_groups`): Conv/ConvTranspose (any group but a depthwise one's), Gemm, MatMul
   with a constant 2-D weight open a space on the output channel axis; weight rows and bias are ``average``
   members, the input's channels join the weight's input axis as ``sum`` members (a grouped Conv's as a
   split member, and both of its sides are cut into its convolution groups; a grouped ConvTranspose's
@@ -21,6 +21,8 @@ Rules, by kind:
   attention unites q, k and v by heads.
 * recurrent (:mod:`.recurrent`): LSTM/GRU/RNN read their input features through W's axis 2
   (``sum`` members) and open a space of their hidden units (rows of every gate block, R's columns).
+* fill (:mod:`.fills`): a ConstantOfShape whose last dim is a stored entry opens a space that moves
+  with whatever group it meets (a decoder's zero initial state), its entry a ``shape`` member.
 * barrier: anything else, graph outputs, ops that mix or normalise over the channel axis, a grouped
   Conv(Transpose) reading several groups' channels, weights that are computed or shared
   with an untracked use (a :class:`~onnxfold.analysis.groups.BlockReason` each).
@@ -32,6 +34,7 @@ from onnxfold.analysis.rules import (  # noqa: F401  (imported to register the r
     attention,
     depth_space,
     elementwise,
+    fills,
     joins,
     layout,
     normalization,

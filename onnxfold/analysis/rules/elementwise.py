@@ -24,6 +24,7 @@ from onnxfold.analysis.groups import (
     Layout,
 )
 from onnxfold.analysis.registry import register_rule
+from onnxfold.analysis.rules.fills import fills_apart
 from onnxfold.analysis.shape_trace import tensor_shape
 from onnxfold.analysis.walk import Analysis
 
@@ -125,6 +126,9 @@ def binary(walk: Analysis, node: gs.Node) -> None:
     if not tracked:
         return
     out_rank = max((walk.rank_of(t) or 0) for t in inputs)
+    tracked, apart = fills_apart(walk, tracked, out_rank)
+    if not tracked:
+        return
     tracked = _broadcast_singles(walk, node, tracked, out_rank)
     tracked = _cut_to_align(walk, node, tracked, out_rank)
     ref_t, ref = tracked[0]
@@ -143,7 +147,7 @@ def binary(walk: Analysis, node: gs.Node) -> None:
     if node.op == "Pow" and (inputs[0] is not ref_t or len(tracked) > 1):
         reason = BlockReason(TRACKED_PARAMETER, f"Pow {node.name} has a tracked exponent", node.name)
     for t in inputs:
-        if t.name in walk.layouts:
+        if t.name in walk.layouts and t.name not in apart:
             continue
         shape = tensor_shape(t)
         if shape is None:
