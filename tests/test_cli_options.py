@@ -569,7 +569,7 @@ def test_fail_if_warned_sets_the_exit_status_where_validation_warns_about_the_ta
     assert main(argv) == 0  # not asked: said, for a script that reads the exit status alone
     out = capsys.readouterr().out
     assert "warning: logits keeps" in out
-    assert "written as asked, exit status 0 (--fail-if-warned exits 5 on it, for scripts)" in out
+    assert "written as asked, exit status 0 (--fail-if-warned exits 5 on it)" in out
     assert main([*argv, "--overwrite", "--fail-if-warned"]) == EXIT_WARNED
     out = capsys.readouterr().out
     assert broken.exists() and "validation warned about the task: exit status 5 (--fail-if-warned)" in out

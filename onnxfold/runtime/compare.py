@@ -34,6 +34,7 @@ from onnxfold.runtime.batch_runs import batch_runs, joined_runs
 from onnxfold.runtime.input_scales import vocabularies
 from onnxfold.runtime.labels import is_labels
 from onnxfold.runtime.latency import LatencyCheck, beside, time_pair
+from onnxfold.runtime.metric_spec import set_by
 from onnxfold.runtime.padding import numerically_zero
 from onnxfold.runtime.producers import as_scores, quantized_outputs
 from onnxfold.runtime.session import available_providers, make_session, runtime_description
@@ -113,16 +114,6 @@ class OutputMetrics:
             )
         return out
 
-    def _set_by(self) -> str:
-        """`` (its r2 part)`` where a ``top1+r2`` figure, the lower of its parts, is set by the part
-        other than the top1 printed beside it (russtress read "top1 40.6%  top1+r2 0.0101" and could
-        not tell which number counts); '' otherwise."""
-        parts = str(self.fidelity_metric).split("+")
-        if len(parts) != 2 or "top1" not in parts or self.top1_agreement is None or self.fidelity is None:
-            return ""
-        other = parts[1 - parts.index("top1")]
-        return f" (its {other} part)" if self.fidelity < self.top1_agreement - 5e-5 else ""
-
     def summary(self, name_width: int = 0) -> str:
         """One line, e.g. ``logits: max_abs 1.2e-06  max_rel 3.4e-07  cosine 1.000000  top1 100.0%``."""
         head = f"{self.name + ':':<{name_width + 1}}"
@@ -139,7 +130,9 @@ class OutputMetrics:
             parts.append(f"{'equal' if labels else 'top1'} {100.0 * self.top1_agreement:.1f}%")
         said = self.fidelity_metric == "top1" and self.top1_agreement is not None  # class scores' agreement
         if self.fidelity is not None and self.fidelity_metric is not None and not said:
-            parts.append(f"{self.fidelity_metric} {self.fidelity:.4f}{self._set_by()}")
+            parts.append(
+                f"{self.fidelity_metric} {self.fidelity:.4f}{set_by(read, self.fidelity, self.top1_agreement)}"
+            )
         if self.nonfinite:
             parts.append(f"(NOT FINITE: {self.nonfinite})")
         if self.exact and self.unexercised:  # NaN on both, or a map both leave at 0: nothing measured

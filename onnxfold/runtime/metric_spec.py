@@ -206,3 +206,12 @@ def decisions(scores: np.ndarray, t: float) -> np.ndarray:
         raise ValueError(f"top1@{t:g} reads class scores [N, C]; a {list(scores.shape)} output has none")
     top = np.nan_to_num(scores, nan=-np.inf)
     return np.where(top.max(axis=-1) >= t, top.argmax(axis=-1), -1).astype(np.int64)
+
+
+def set_by(metric: str | None, value: float, top1: float | None) -> str:
+    """`` (its r2 part)`` where a ``top1+r2`` figure ``value`` (the lower part's) is set by the part beside
+    the ``top1`` printed with it (russtress read "top1 40.6%  top1+r2 0.0101": which counts?); '' otherwise."""
+    parts = str(metric).split("+")
+    if len(parts) != 2 or "top1" not in parts or top1 is None or value >= top1 - 5e-5:
+        return ""
+    return f" (its {parts[1 - parts.index('top1')]} part)"

@@ -31,7 +31,6 @@ from onnxfold.analysis.groups import (
     GROUPED_CONV,
     MIXES_CHANNELS,
     OTHER_AXIS,
-    SUM,
     UNALIGNED,
     UNKNOWN_SHAPE,
     UNSUPPORTED_OP,
@@ -44,16 +43,18 @@ from onnxfold.analysis.groups import (
 )
 from onnxfold.analysis.registry import register_op, register_rule
 from onnxfold.analysis.rules.attention import align_units
+from onnxfold.analysis.rules.conv_groups import (
+    MERGE_WITHIN,
+    depthwise_conv,
+    depthwise_conv_transpose,
+    grouped_conv,
+    optional_input,
+)
 from onnxfold.analysis.shape_trace import tensor_shape
 from onnxfold.analysis.walk import Analysis
 
 ShapeFn = Callable[..., "list | None"]
-MERGE_WITHIN = "may only merge within their convolution group, and no part of the group holds two"
 DimFn = Callable[[object], int]
-
-
-def _optional(node: gs.Node, i: int) -> gs.Tensor | None:
-    return node.inputs[i] if len(node.inputs) > i and node.inputs[i].name else None
 
 
 def _reads_axis_1(walk: Analysis, node: gs.Node, lay: Layout | None, blocks: bool = False) -> Layout | None:
@@ -81,7 +82,7 @@ def conv(walk: Analysis, node: gs.Node) -> None:
     """group 1: a producer; depthwise (group = C_in = C_out): channels pass, filters are averaged;
     other groupings: a producer whose input and output channels merge only within their convolution
     groups (:func:`grouped_conv`)."""
-    x, w, b = node.inputs[0], node.inputs[1], _optional(node, 2)
+    x, w, b = node.inputs[0], node.inputs[1], optional_input(node, 2)
     lay = walk.layout(x)
     if not isinstance(w, gs.Constant) or (b is not None and not isinstance(b, gs.Constant)):
         walk.block(
@@ -112,79 +113,13 @@ def conv(walk: Analysis, node: gs.Node) -> None:
     walk.set_layout(node.outputs[0], Layout(rank, 1, (Segment(space, 0, out_c),)))
 
 
-def depthwise_conv(walk: Analysis, node: gs.Node, lay: Layout, multiplier: int) -> None:
-    """A depthwise Conv (group = C_in, weight [m·C_in, 1, k…]): output channels c·m … c·m + m − 1 filter
-    input channel c alone, so the channels pass, each as a block of m outputs (a segment's block b
-    becomes b·m), and the filters and biases of channel c's block follow it (averaged entry by
-    entry). The ``group`` attribute counts the input channels: it loses n − k per segment
-    (``unit_attrs``). MobileNet's has m = 1; EEGNet's depthwise spatial filter m = 2."""
-    w, b = node.inputs[1], _optional(node, 2)
-    segments = []
-    for seg in lay.segments:
-        start, block = seg.start * multiplier, seg.block * multiplier
-        walk.add_member(seg.space, w, 0, AVERAGE, node, start, block, "depthwise")
-        if b is not None:
-            walk.add_member(seg.space, b, 0, AVERAGE, node, start, block, "bias")
-        segments.append(Segment(seg.space, start, seg.n, block))
-        walk.unit_attrs[seg.space].append((node.name, "group", seg.block))  # an input channel per entry
-    walk.set_layout(node.outputs[0], Layout(lay.rank, 1, tuple(segments)))
-
-
-def depthwise_conv_transpose(walk: Analysis, node: gs.Node, lay: Layout, multiplier: int) -> None:
-    """A depthwise ConvTranspose (group = C_in, weight [C_in, m, k…]): row c of the weight writes
-    output channels c·m … c·m + m − 1 from input channel c alone, so the channels pass as blocks of m
-    (a U-Net's learnt per-channel upsampling); rows and biases follow their channel, averaged, and
-    ``group`` loses an entry per input entry removed, as :func:`depthwise_conv`'s does."""
-    b = _optional(node, 2)
-    segments = []
-    for seg in lay.segments:
-        walk.add_member(seg.space, node.inputs[1], 0, AVERAGE, node, seg.start, seg.block, "depthwise")
-        start, block = seg.start * multiplier, seg.block * multiplier
-        if b is not None:
-            walk.add_member(seg.space, b, 0, AVERAGE, node, start, block, "bias")
-        segments.append(Segment(seg.space, start, seg.n, block))
-        walk.unit_attrs[seg.space].append((node.name, "group", seg.block))
-    walk.set_layout(node.outputs[0], Layout(lay.rank, 1, tuple(segments)))
-
-
-def grouped_conv(walk: Analysis, node: gs.Node, lay: Layout | None, space: int, group: int) -> None:
-    """A Conv with 1 < ``group`` (not depthwise), weight [C_out, C_in/group, k…]: output channel o belongs
-    to convolution group o // (C_out/group) and reads only the input channels of that group, through
-    w[o, :]. Both sides stay valid grouped convolutions if channels merge only within their convolution
-    group and every group keeps the same number: the output ``space`` and the input's space are cut into
-    ``group`` parts, and the input columns (axis 1) are a split member, slab g of axis 0 reading part g.
-    An input made of several groups' channels (a Concat) blocks: equal widths per convolution group
-    would tie independent groups."""
-    w = node.inputs[1]
-    c_in = int(w.shape[1]) * group
-    label = f"grouped {node.op} {node.name} (group={group})"
-    walk.require_parts(
-        space,
-        group,
-        BlockReason(GROUPED_CONV, f"{label}: its output channels {MERGE_WITHIN}", node.name),
-    )
-    if lay is None:
-        return
-    seg = lay.segments[0]
-    if len(lay.segments) != 1 or seg.start != 0 or seg.n != c_in:
-        message = (
-            f"{label} reads channels of several groups (equal widths per convolution group would tie them)"
-        )
-        walk.block(lay, BlockReason(GROUPED_CONV, message, node.name))
-        return
-    walk.add_member(seg.space, w, 1, SUM, node, kind="weight", split=group, split_axis=0)
-    walk.consumers[seg.space].append(node.name)
-    reason = BlockReason(GROUPED_CONV, f"{label}: its input channels {MERGE_WITHIN}", node.name)
-    walk.require_parts(seg.space, group, reason)
-
-
 @register_rule("ConvTranspose")
 def conv_transpose(walk: Analysis, node: gs.Node) -> None:
     """Constant weight [C_in, C_out/group, k…]: a producer on weight axis 1, reading its input on axis 0.
     With 1 < group, input channel c (row c) writes only the outputs of its convolution group, and output
     channel g·C_out/group + j is column j of the rows of group g: both sides are cut into ``group``
     parts, and the output columns are a split member (slab g of axis 0 holds part g)."""
-    x, w, b = node.inputs[0], node.inputs[1], _optional(node, 2)
+    x, w, b = node.inputs[0], node.inputs[1], optional_input(node, 2)
     lay = walk.layout(x)
     group = int(node.attrs.get("group", 1))
     if not isinstance(w, gs.Constant) or (b is not None and not isinstance(b, gs.Constant)):
@@ -223,7 +158,7 @@ def conv_transpose(walk: Analysis, node: gs.Node) -> None:
 def gemm(walk: Analysis, node: gs.Node) -> None:
     """Y = A·B (+ C) with constant B: a producer on B's output axis (1, or 0 with transB); a C with one
     value per output channel is a bias."""
-    a, w, c = node.inputs[0], node.inputs[1], _optional(node, 2)
+    a, w, c = node.inputs[0], node.inputs[1], optional_input(node, 2)
     lay = walk.layout(a)
     trans_a = int(node.attrs.get("transA", 0))
     if not isinstance(w, gs.Constant) or isinstance(a, gs.Constant):
