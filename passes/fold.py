@@ -42,6 +42,7 @@ from onnxfold.folding.apply import (
 )
 from onnxfold.folding.cluster import ALGORITHMS, DEFAULT_ROUND_TO
 from onnxfold.folding.recipe import load_recipe
+from onnxfold.folding.samples import AUTO_DIR_SAMPLES
 from onnxfold.ir.model import Model, peek_values
 from onnxfold.ir.shapes import clear_shapes, infer_shapes
 from onnxfold.passes.fold_samples import AUTO_JUDGE_LIMIT, auto_samples, measure_activations
@@ -75,6 +76,9 @@ class FoldPass(Pass):
     moments = None
     #: The :class:`~onnxfold.folding.judge.GroupJudge` of ``method=auto`` (shared like ``moments``).
     judge = None
+    #: a search's synthesised samples, all of them, and the indices of the half nothing was fitted to
+    #: (:meth:`prepare`'s ``hold_out``), else None
+    proxy_split = None
     #: ``auto`` chooses group after group with the earlier choices applied (False: each group judged
     #: alone, once per width, as the search's candidates are; the search refines its pick sequentially).
     sequential = True
@@ -113,12 +117,16 @@ class FoldPass(Pass):
             or self.allocation
         )
 
-    def prepare(self, model: Model, groups, ctx: PassContext, search: bool = False) -> None:
+    def prepare(self, model: Model, groups, ctx: PassContext, search: bool = False, hold_out=None) -> None:
         """Measure the activation statistics (and build the judge) the method needs, once.
 
         ``auto`` without ``--inputs`` measures on the samples :func:`auto_samples` synthesises; where it
         synthesises none it plans plain folds (``auto_note`` says why). Nothing is measured when nothing
-        can be compressed, unless for a ``search``."""
+        can be compressed, unless for a ``search``. ``hold_out``: samples -> (fit half, held-out indices),
+        which a search's synthesised samples (twice as many where the budget allows) are split by,
+        fitting on the first (:attr:`proxy_split`
+        keeps all of them and the indices): merges fitted to 32 DeepInversion samples and judged on the
+        same read top1 1.0000 for a chess-piece LeNet 83.1% smaller that kept 46.6% of its labels."""
         want = self.opts["method"]
         if want not in ACTIVATION_METHODS or self.moments is not None or not any(g.foldable for g in groups):
             return  # no group to choose for: no samples to synthesise
@@ -126,11 +134,17 @@ class FoldPass(Pass):
         if samples is None and want == "auto":
             if not (search or self.may_fold()):
                 return
+            counts = (2 * AUTO_DIR_SAMPLES, AUTO_DIR_SAMPLES) if hold_out is not None else None
             samples, source, self.auto_note, measure = auto_samples(
-                model, ctx, self.opts["judge_limit"], self.synthesis_budget
+                model, ctx, self.opts["judge_limit"], self.synthesis_budget, counts
             )
             if not measure:
                 return
+            if hold_out is not None and samples is not None and not self.auto_note:
+                # synthesised samples fitted to: a half held out for the search (``proxy_split``)
+                fit, held = hold_out(samples)
+                if fit is not None:
+                    self.proxy_split, samples = (samples, held), fit
         try:
             self.moments = measure_activations(model, groups, ctx, samples, source, bool(self.auto_note))
             self.moments.fitted = not self.auto_note

@@ -75,11 +75,14 @@ class AutoSamples(NamedTuple):
     measure: bool = True
 
 
-def auto_samples(model: Model, ctx: PassContext, judge_limit: int, budget: float | None) -> AutoSamples:
+def auto_samples(
+    model: Model, ctx: PassContext, judge_limit: int, budget: float | None, counts=None
+) -> AutoSamples:
     """The samples of ``auto`` without ``--inputs``, by what the model offers:
 
     - above ``judge_limit`` parameters: none; it folds unmeasured, ``ar`` only on convolutions;
-    - a BN model with torch, within ``budget`` MACs: DeepInversion samples, fitted to (empty note);
+    - a BN model with torch, within ``budget`` MACs: DeepInversion samples, fitted to (empty note), of
+      the first of ``counts`` that the budget pays for (None: the default count);
     - a BN model without them: none; fold + ``ar`` from the BN statistics, unmeasured (random inputs
       rank candidates worse than those statistics do);
     - otherwise random token sequences inside the embedding table (a token model), else None (the
@@ -94,7 +97,9 @@ def auto_samples(model: Model, ctx: PassContext, judge_limit: int, budget: float
             "not measured, only on convolutions"
         )
         return AutoSamples(None, "", note, measure=False)
-    samples, source = deepinversion_samples(model, ctx.input_shapes, ctx.seed, budget)
+    samples, source = deepinversion_samples(
+        model, ctx.input_shapes, ctx.seed, budget, *([counts] if counts else [])
+    )
     if samples is not None:
         return AutoSamples(samples, source, "")
     if has_batchnorm(model):
@@ -117,3 +122,19 @@ def auto_samples(model: Model, ctx: PassContext, judge_limit: int, budget: float
 #: ``auto`` without ``--inputs`` judges its candidates on models up to this many parameters: judging
 #: rebuilds and runs the model a few times per group (seconds per group at 50M parameters on 2 cores).
 AUTO_JUDGE_LIMIT = 50_000_000
+
+
+def proxy_samples(fold) -> tuple[dict | None, str, bool]:
+    """Without ``--inputs``: the samples the fold synthesised to measure on (DeepInversion samples
+    of a BN model, random token sequences, random inputs), merged into one feed, where they come
+    from, and whether they are random draws (not fitted to the model as DeepInversion's are);
+    (None, "", True) when it synthesised none, or they cannot be merged. The search then measures
+    its fidelity on what the fold judged its candidates on, not on two fresh random inputs."""
+    from onnxfold.folding.samples import merged_feeds
+
+    moments = getattr(fold, "moments", None)
+    merged = merged_feeds(getattr(moments, "feeds", None) or [])
+    if merged is None:
+        return None, "", True
+    how = moments.source.removeprefix("data-free: ").removeprefix("data-free estimate: ")
+    return merged, how, not moments.fitted

@@ -43,22 +43,6 @@ DEFAULT_LEVELS_TEXT = "0.1,0.2,0.3,0.5,0.7"
 DEFAULT_MAX_SPARSITY = 0.7
 
 
-def proxy_samples(fold) -> tuple[dict | None, str, bool]:
-    """Without ``--inputs``: the samples the fold synthesised to measure on (DeepInversion samples
-    of a BN model, random token sequences, random inputs), merged into one feed, where they come
-    from, and whether they are random draws (not fitted to the model as DeepInversion's are);
-    (None, "", True) when it synthesised none, or they cannot be merged. The search then measures
-    its fidelity on what the fold judged its candidates on, not on two fresh random inputs."""
-    from onnxfold.folding.samples import merged_feeds
-
-    moments = getattr(fold, "moments", None)
-    merged = merged_feeds(getattr(moments, "feeds", None) or [])
-    if merged is None:
-        return None, "", True
-    how = moments.source.removeprefix("data-free: ").removeprefix("data-free estimate: ")
-    return merged, how, not moments.fitted
-
-
 def _of_canonical(mode: str, target: float, given: int, base: int) -> float:
     """A ``--target-params`` R counts from the input as the report does (R of its ``given``
     parameters); the search counts from the canonicalized model (``base``), where a weight stored
@@ -105,11 +89,13 @@ def prepared(model: Model, ctx: PassContext, fold, passes: list, metric: str, re
     """(evaluator, held-out sample indices) of a search, or of ``analyze --sensitivity``, with ``fold``
     (a :class:`~onnxfold.passes.fold.FoldPass`) bound to ``passes`` and prepared on the canonicalized
     ``model``: a fitted method's statistics from the fitting half (:func:`split_samples`), and
-    without ``ctx.inputs`` the samples the fold synthesised as the data-free proxy (:func:`proxy_samples`).
-    Given samples are measured on the original first: with ``refuse_one_way``, samples on which every
+    without ``ctx.inputs`` the samples the fold synthesised as the data-free proxy (:func:`~onnxfold.passes.fold_samples.proxy_samples`).
+    Synthesised samples that the fold fits to (DeepInversion's) are split alike, fitted on one half and
+    judged on all and on the other half alone. Given samples are measured on the original first: with ``refuse_one_way``, samples on which every
     output decides one way are refused before the fold's statistics (:func:`check_samples_exercise`)."""
     from onnxfold.analysis import analyze_graph
     from onnxfold.folding.apply import ACTIVATION_METHODS
+    from onnxfold.passes.fold_samples import proxy_samples
     from onnxfold.search.evaluate import Evaluator
 
     fold.bind(passes)
@@ -117,7 +103,7 @@ def prepared(model: Model, ctx: PassContext, fold, passes: list, metric: str, re
     fit, held_out = split_samples(ctx.inputs, ctx.seed) if fitted else (None, None)
     fit_ctx = PassContext(original=ctx.original, seed=ctx.seed, input_shapes=ctx.input_shapes, inputs=fit)
 
-    def measured(synthetic=None, how: str = "", drawn: bool = True):
+    def measured(synthetic=None, how: str = "", drawn: bool = True, unseen=held_out):
         return Evaluator(
             ctx.original or model,
             ctx.inputs or synthetic,  # all of them: the target holds on every given input
@@ -125,15 +111,22 @@ def prepared(model: Model, ctx: PassContext, fold, passes: list, metric: str, re
             ctx.input_shapes,
             seed=ctx.seed,
             synthetic=how,
-            unseen=held_out,
+            unseen=unseen,
             redrawable=drawn,
         )
 
     evaluator = measured() if ctx.inputs else None
     if evaluator is not None and refuse_one_way:
         check_samples_exercise(evaluator)
-    fold.prepare(model, analyze_graph(model.graph, model.node_scopes()), fit_ctx if fit else ctx, search=True)
-    return evaluator or measured(*proxy_samples(fold)), held_out
+    halves = None if ctx.inputs or not fitted else (lambda samples: split_samples(samples, ctx.seed))
+    groups = analyze_graph(model.graph, model.node_scopes())
+    fold.prepare(model, groups, fit_ctx if fit else ctx, search=True, hold_out=halves)
+    if evaluator is not None:
+        return evaluator, held_out
+    feed, how, drawn = proxy_samples(fold)
+    if fold.proxy_split is not None:  # judged on all, and on the half nothing was fitted to alone
+        feed, held_out = fold.proxy_split
+    return measured(feed, how, drawn, held_out), held_out
 
 
 #: without a sparsity, a target or a recipe, ``onnxfold fold`` searches for the smallest model
@@ -487,7 +480,7 @@ class SearchPass(Pass):
         else:
             model.unrewritten = None  # the fold lives in the rewritten graph
         if held_out is not None:
-            n = sample_count(ctx.inputs)
+            n = sample_count(ctx.inputs or evaluator.feed)
             stats["held_out"] = (
                 f"fitted on {n - len(held_out)} samples, measured on all {n} and on the {len(held_out)} held out"
             )

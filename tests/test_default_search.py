@@ -115,7 +115,8 @@ def test_the_api_searches_without_a_sparsity_and_folds_with_one() -> None:
 def test_the_default_search_keeps_an_override_as_asked(tmp_path: Path) -> None:
     """An override wins over the search and its sparsity is reported as asked, also where another
     sparsity rounds to the same width (0.2 and 0.25 of 64 channels both give 48 at round_to 8)."""
-    _, report = onnxfold.fold(RESNET, overrides=["layer4\\.0/conv1=0.25"], validate=False)
+    # forced: that override alone misses 0.99 on the DeepInversion samples held out (0.9844)
+    _, report = onnxfold.fold(RESNET, overrides=["layer4\\.0/conv1=0.25"], validate=False, force=True)
     assert report.search.default
     plan = next(p for p in report.plans if p.group.name == "/layer4/layer4.0/conv1/Conv")
     assert plan.k == 48 and plan.sparsity == 0.25

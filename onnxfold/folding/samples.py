@@ -206,7 +206,8 @@ def runnable_dim(session, shapes: dict | None, seed: int, tables: dict, start: i
         return start
 
 
-#: DeepInversion samples ``auto`` synthesises without ``--inputs`` (BN models, torch installed).
+#: DeepInversion samples ``auto`` synthesises without ``--inputs`` (BN models, torch installed); a
+#: search twice as many where the budget allows, fitting on half and judging on the other half too
 AUTO_DIR_SAMPLES = 32
 AUTO_DIR_ITERATIONS = 200
 #: Most multiply-accumulates ``auto`` spends synthesising them (a forward and a backward pass, about
@@ -228,9 +229,9 @@ _SYNTHESISED: OrderedDict[tuple, np.ndarray] = OrderedDict()
 SYNTHESISED_KEPT = 4
 
 
-def deepinversion_cost(proto, shapes: dict | None = None) -> float | None:
-    """MACs of synthesising :data:`AUTO_DIR_SAMPLES` samples in :data:`AUTO_DIR_ITERATIONS`
-    iterations, None where the per-sample MACs are unknown (input dims not fixed, or not inferred)."""
+def deepinversion_cost(proto, shapes: dict | None = None, count: int = AUTO_DIR_SAMPLES) -> float | None:
+    """MACs of synthesising ``count`` samples in :data:`AUTO_DIR_ITERATIONS` iterations, None where
+    the per-sample MACs are unknown (input dims not fixed, or not inferred)."""
     from onnxfold.report.stats import model_stats
 
     if shapes:
@@ -246,7 +247,7 @@ def deepinversion_cost(proto, shapes: dict | None = None) -> float | None:
     stats = model_stats(proto)
     if stats.symbolic_dims or stats.macs_unknown_nodes or not stats.macs:
         return None
-    return 3.0 * stats.macs * AUTO_DIR_SAMPLES * AUTO_DIR_ITERATIONS
+    return 3.0 * stats.macs * count * AUTO_DIR_ITERATIONS
 
 
 def has_batchnorm(model) -> bool:
@@ -255,12 +256,12 @@ def has_batchnorm(model) -> bool:
 
 
 def deepinversion_samples(
-    model, shapes: dict | None = None, seed: int = 0, budget: float | None = None
+    model, shapes: dict | None = None, seed: int = 0, budget: float | None = None, counts=(AUTO_DIR_SAMPLES,)
 ) -> tuple[Feeds | None, str]:
     """(samples, where they come from), or (None, why there are none): a DeepInversion batch whose
-    BatchNormalization statistics match the model's running statistics (docs/method.md §2.3), when
-    synthesising it costs at most ``budget`` MACs (:func:`deepinversion_cost`; None:
-    :data:`AUTO_DIR_BUDGET`)."""
+    BatchNormalization statistics match the model's running statistics (docs/method.md §2.3), of the
+    first of ``counts`` samples whose synthesis costs at most ``budget`` MACs
+    (:func:`deepinversion_cost`; None: :data:`AUTO_DIR_BUDGET`)."""
     from onnxfold.errors import one_line
     from onnxfold.ir.model import to_model_proto
 
@@ -278,10 +279,12 @@ def deepinversion_samples(
         return None, "no BatchNormalization statistics to synthesise samples from"
     if len(model.graph.inputs) != 1:
         return None, "DeepInversion needs a model with one input"
-    cost = deepinversion_cost(proto, shapes)
+    budget = AUTO_DIR_BUDGET if budget is None else budget
+    costs = {n: deepinversion_cost(proto, shapes, n) for n in counts}
+    count = next((n for n in counts if costs[n] is not None and costs[n] <= budget), counts[-1])
+    cost = costs[count]
     if cost is None:
         return None, "DeepInversion's cost is unknown: the input dims are not fixed (give --input-shape)"
-    budget = AUTO_DIR_BUDGET if budget is None else budget
     if cost > budget:
         return None, (
             f"DeepInversion samples would cost {cost / 1e12:.1f}T MACs, over the {budget / 1e12:g}T auto "
@@ -293,15 +296,13 @@ def deepinversion_samples(
         hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest(),
         None if shape is None else tuple(shape),
         seed,
-        AUTO_DIR_SAMPLES,
+        count,
         AUTO_DIR_ITERATIONS,
     )
     batch = _SYNTHESISED.get(key)
     if batch is None:
         try:
-            batch = synthesize(
-                proto, count=AUTO_DIR_SAMPLES, iterations=AUTO_DIR_ITERATIONS, seed=seed, shape=shape
-            )
+            batch = synthesize(proto, count=count, iterations=AUTO_DIR_ITERATIONS, seed=seed, shape=shape)
         except (UnsupportedGraph, ValueError) as exc:
             return None, f"no DeepInversion samples: {one_line(exc, 200)}"
         batch.setflags(write=False)
@@ -310,7 +311,7 @@ def deepinversion_samples(
             _SYNTHESISED.popitem(last=False)
     _SYNTHESISED.move_to_end(key)
     name = model.graph.inputs[0].name
-    return {name: batch.copy()}, f"data-free: {AUTO_DIR_SAMPLES} DeepInversion samples from the BN statistics"
+    return {name: batch.copy()}, f"data-free: {count} DeepInversion samples from the BN statistics"
 
 
 #: Random token samples ``auto`` draws without ``--inputs`` on a model whose inputs are token ids.

@@ -271,8 +271,13 @@ class SearchResult:
         if self.kept_whole:
             lines.append(f"note: {self.kept_whole}")
         if self.proxy:
-            lines.append(
-                "note: no --inputs given, so this fidelity is a data-free proxy on random inputs, "
+            drawn = (
+                "inputs synthesised from its BN statistics"
+                if "DeepInversion" in self.inputs
+                else "random inputs"
+            )
+            lines.append(  # DeepInversion's read "on random inputs" beside their own line (trial 175)
+                f"note: no --inputs given, so this fidelity is a data-free proxy on {drawn}, "
                 "not a measure of the model's task"
             )
         lines += exercise_notes(self.unexercised, self.metrics, self.proxy)
