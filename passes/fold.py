@@ -79,6 +79,8 @@ class FoldPass(Pass):
     #: a search's synthesised samples, all of them, and the indices of the half nothing was fitted to
     #: (:meth:`prepare`'s ``hold_out``), else None
     proxy_split = None
+    #: why a BN model got no DeepInversion samples (a search then measures on random inputs), else ''
+    unsynthesised = ""
     #: ``auto`` chooses group after group with the earlier choices applied (False: each group judged
     #: alone, once per width, as the search's candidates are; the search refines its pick sequentially).
     sequential = True
@@ -139,6 +141,7 @@ class FoldPass(Pass):
                 model, ctx, self.opts["judge_limit"], self.synthesis_budget, counts
             )
             if not measure:
+                self.unsynthesised = source  # a BN model's: why no DeepInversion samples
                 return
             if hold_out is not None and samples is not None and not self.auto_note:
                 # synthesised samples fitted to: a half held out for the search (``proxy_split``)

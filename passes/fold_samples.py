@@ -83,8 +83,8 @@ def auto_samples(
     - above ``judge_limit`` parameters: none; it folds unmeasured, ``ar`` only on convolutions;
     - a BN model with torch, within ``budget`` MACs: DeepInversion samples, fitted to (empty note), of
       the first of ``counts`` that the budget pays for (None: the default count);
-    - a BN model without them: none; fold + ``ar`` from the BN statistics, unmeasured (random inputs
-      rank candidates worse than those statistics do);
+    - a BN model without them: none, and why as the ``source``; fold + ``ar`` from the BN statistics,
+      unmeasured (random inputs rank candidates worse than those statistics do);
     - otherwise random token sequences inside the embedding table (a token model), else None (the
       caller draws random inputs): judged on only, nothing fitted to them (the note says so)."""
     from onnxfold.folding.samples import deepinversion_samples, has_batchnorm, token_samples
@@ -108,7 +108,7 @@ def auto_samples(
             "random inputs rank candidates worse than real samples do (--inputs: a few samples as the model "
             "is used let it measure)"
         )
-        return AutoSamples(None, "", note, measure=False)
+        return AutoSamples(None, source, note, measure=False)  # source: why no DeepInversion samples
     tokens, why = token_samples(model, ctx.input_shapes, ctx.seed)
     drawn = why if tokens is not None else "random inputs"
     note = (

@@ -126,7 +126,9 @@ def prepared(model: Model, ctx: PassContext, fold, passes: list, metric: str, re
     feed, how, drawn = proxy_samples(fold)
     if fold.proxy_split is not None:  # judged on all, and on the half nothing was fitted to alone
         feed, held_out = fold.proxy_split
-    return measured(feed, how, drawn, held_out), held_out
+    evaluator = measured(feed, how, drawn, held_out)
+    evaluator.unsynthesised = "" if feed is not None else fold.unsynthesised
+    return evaluator, held_out
 
 
 #: without a sparsity, a target or a recipe, ``onnxfold fold`` searches for the smallest model

@@ -582,3 +582,17 @@ def test_deepinversion_takes_the_most_samples_its_budget_pays_for() -> None:
         samples, source = deepinversion_samples(model, budget=budget, counts=(64, 32))
         assert len(samples["input"]) == want and source.startswith(f"data-free: {want} DeepInversion"), source
     assert deepinversion_samples(model, budget=0.5 * one, counts=(64, 32))[0] is None
+
+
+def test_a_search_on_random_inputs_says_why_a_bn_model_got_no_deepinversion_samples(monkeypatch) -> None:
+    """khmer-ocr-ocm's BN CRNN: the data-free search read "13 random samples, each image [1, 1, 48, 512]"
+    with no word on why the DeepInversion samples the docs promise for BN models were not made."""
+    from onnxfold.folding import samples
+    from onnxfold.models import bundled_model
+
+    why = "DeepInversion samples would cost 38.0T MACs, over the 2T auto spends on them"
+    monkeypatch.setattr(samples, "deepinversion_samples", lambda *a, **k: (None, why))
+    _, report = onnxfold.fold(bundled_model("resnet18.onnx"), validate=False)
+    assert report.search.proxy and "random samples" in report.search.inputs
+    assert f"(a BN model's, not DeepInversion's: {why})" in report.search.inputs
+    assert f"not DeepInversion's: {why}" in report.format()
