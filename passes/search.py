@@ -15,6 +15,7 @@ the model. If no candidate meets a fidelity target, the pass fails (nothing is w
 
 from __future__ import annotations
 
+import logging
 import time
 from functools import partial
 
@@ -392,6 +393,12 @@ class SearchPass(Pass):
 
         result = searched(m := fold.opts["round_to"], limit)
         if retry_exact(result, m, fold.round_given, limit.left()):  # onnxfold.search.exact_widths
+            # a second sensitivity pass, unannounced, read as the first one repeating (trial 177)
+            logging.getLogger("onnxfold").warning(
+                "widths rounded to %d keep the model whole at the target: searching again at exact widths "
+                "(--round-to 1) in the time left",
+                m,
+            )
             result = better_exact(result, searched(1, limit.rest()), m, given)
         result.target, result.input_params = self.opts[mode], given  # reported against the input
         # the whole search, its samples measured and references run included (U2-Net's read 497.8 s
