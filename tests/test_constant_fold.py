@@ -214,3 +214,54 @@ def test_a_large_weight_computed_by_moving_values_folds_with_its_group(tmp_path:
     assert np.abs(run(folded) - want).max() <= 1e-5 * np.abs(want).max()
     onnxfold.fold(wide, 0.0, same, validate=False)
     assert np.array_equal(run(same), run(wide))
+
+
+def test_a_weight_split_into_two_readers_folds_with_its_group(tmp_path: Path) -> None:
+    """torch's dynamo export splits a cross-attention's in_proj_weight [3E, E] into q [E, E] and kv
+    [2E, E] and transposes each: lemmaturk's decoder had its q, k and v projections in no group at all.
+    Split moves values only, so the two weights fold to their values: a twin whose hidden units are
+    duplicated folds back to the compact network (5,120 values: past the small-constant limit); sparsity 0
+    stays bit for bit."""
+    from onnx import TensorProto
+    from onnx import helper as oh
+    from onnx import numpy_helper as nh
+
+    rng = np.random.default_rng(3)
+    w1, p = rng.standard_normal((16, 64)), rng.standard_normal((80, 64))  # p: [48 + 32 outputs, hidden]
+
+    def model(w1, p):
+        graph = oh.make_graph(
+            [
+                oh.make_node("MatMul", ["x", "w1"], ["h"], "fc1"),
+                oh.make_node("Relu", ["h"], ["r"], "relu"),
+                oh.make_node("Split", ["p", "sizes"], ["pq", "pkv"], "split", axis=0),
+                oh.make_node("Transpose", ["pq"], ["wq"], "tq", perm=[1, 0]),
+                oh.make_node("Transpose", ["pkv"], ["wkv"], "tkv", perm=[1, 0]),
+                oh.make_node("MatMul", ["r", "wq"], ["q"], "q"),
+                oh.make_node("MatMul", ["r", "wkv"], ["kv"], "kv"),
+            ],
+            "split-weight",
+            [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+            [oh.make_tensor_value_info(n, TensorProto.FLOAT, ["N", d]) for n, d in (("q", 48), ("kv", 32))],
+            [nh.from_array(w1.astype(np.float32), "w1"), nh.from_array(p.astype(np.float32), "p")]
+            + [nh.from_array(np.array([48, 32], np.int64), "sizes")],
+        )
+        return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13)])
+
+    compact, wide = tmp_path / "compact.onnx", tmp_path / "wide.onnx"
+    onnx.save(model(w1, p), compact)
+    onnx.save(model(np.concatenate([w1, w1], 1), np.concatenate([p, p], 1) / 2), wide)
+    x = rng.standard_normal((5, 16)).astype(np.float32)
+
+    def run(path):
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+
+    want = run(compact)
+    folded, same = tmp_path / "folded.onnx", tmp_path / "same.onnx"
+    _, report = onnxfold.fold(wide, 0.5, folded, method="fold", repair="none", validate=False)
+    assert [p.status for p in report.plans if p.group.name == "fc1"] == ["folded"]
+    assert report.after.params == 16 * 64 + 80 * 64
+    for got, ref in zip(run(folded), want, strict=True):
+        assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+    onnxfold.fold(wide, 0.0, same, validate=False)
+    assert all(np.array_equal(a, b) for a, b in zip(run(same), run(wide), strict=True))

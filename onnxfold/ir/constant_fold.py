@@ -33,8 +33,10 @@ MAX_ELEMENTS = 4096  # pads, scales, shape vectors and index ranges are far smal
 
 #: ops that only move a constant's values (cut, join, reorder, reshape), folded whatever the size up to
 #: :data:`MAX_MOVED`: Paddle2ONNX builds an LSTM's W, R and B by slicing and concatenating its gate
-#: blocks (PP-OCRv2's recogniser: 131K values each), and a weight computed so blocked its channels
-MOVE_OPS = {"Slice", "Concat", "Unsqueeze", "Squeeze", "Reshape", "Transpose", "Identity", "Flatten"}
+#: blocks (PP-OCRv2's recogniser: 131K values each), and a weight computed so blocked its channels;
+#: torch's dynamo export splits a cross-attention's in_proj_weight into q and kv (lemmaturk's decoder:
+#: its q, k and v projections were in no group at all)
+MOVE_OPS = {"Slice", "Split", "Concat", "Unsqueeze", "Squeeze", "Reshape", "Transpose", "Identity", "Flatten"}
 MAX_MOVED = 1 << 24
 
 #: ops whose output is not a function of their inputs and attributes alone
