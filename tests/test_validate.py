@@ -319,7 +319,12 @@ def test_a_joined_figure_says_which_part_sets_it() -> None:
     (m,) = compare_outputs({"p": ref}, {"p": ref})
     m.top1_agreement, m.fidelity, m.fidelity_metric = 0.4062, 0.0101, "top1+r2"
     assert "top1 40.6%  top1+r2 0.0101 (its r2 part)" in m.summary()
-    m.fidelity = 0.4062  # set by top1: no part named
+    # the parts of another joined figure: khmer-ocr-ocm's read "sequence+margin 0.0000" at 39% of lines
+    m.top1_agreement, m.fidelity_metric, m.fidelity = None, "sequence+margin", 0.0
+    m.parts = {"sequence": 0.375, "margin": 0.0}
+    assert "sequence+margin 0.0000 (sequence 0.3750, margin 0.0000)" in m.summary()
+    assert m.to_dict()["parts"] == {"sequence": 0.375, "margin": 0.0}
+    m.fidelity_metric, m.top1_agreement, m.fidelity = "top1+r2", 0.4062, 0.4062  # set by top1: no part named
     assert "top1+r2 0.4062  (exact)" in m.summary()
 
 

@@ -65,6 +65,9 @@ class OutputMetrics:
     fidelity_metric: str | None = None
     fidelity: float | None = None
     counted: int | None = None  #: samples ``fidelity`` counts (:func:`~onnxfold.runtime.fidelity.counted`)
+    parts: dict[str, float] = field(
+        default_factory=dict
+    )  #: each part's value of a joined ``fidelity_metric``
     #: the reference's smallest and largest value on the inputs compared
     span: tuple[float, float] | None = None
     #: how the inputs left the output's decisions unexercised in both models ("moved this Sigmoid output
@@ -94,6 +97,7 @@ class OutputMetrics:
             "fidelity_metric": self.fidelity_metric,
             "fidelity": num(self.fidelity),
             "counted": self.counted,
+            "parts": dict(self.parts),
             "unexercised": self.unexercised,
             "nonfinite": self.nonfinite,
             "span": [num(v) for v in self.span] if self.span is not None else None,
@@ -131,7 +135,7 @@ class OutputMetrics:
         said = self.fidelity_metric == "top1" and self.top1_agreement is not None  # class scores' agreement
         if self.fidelity is not None and self.fidelity_metric is not None and not said:
             parts.append(
-                f"{self.fidelity_metric} {self.fidelity:.4f}{set_by(read, self.fidelity, self.top1_agreement)}"
+                f"{self.fidelity_metric} {self.fidelity:.4f}{set_by(read, self.fidelity, self.top1_agreement, self.parts)}"
             )
         if self.nonfinite:
             parts.append(f"(NOT FINITE: {self.nonfinite})")

@@ -208,10 +208,14 @@ def decisions(scores: np.ndarray, t: float) -> np.ndarray:
     return np.where(top.max(axis=-1) >= t, top.argmax(axis=-1), -1).astype(np.int64)
 
 
-def set_by(metric: str | None, value: float, top1: float | None) -> str:
+def set_by(metric: str | None, value: float, top1: float | None, values: dict | None = None) -> str:
     """`` (its r2 part)`` where a ``top1+r2`` figure ``value`` (the lower part's) is set by the part beside
-    the ``top1`` printed with it (russtress read "top1 40.6%  top1+r2 0.0101": which counts?); '' otherwise."""
+    the ``top1`` printed with it (russtress read "top1 40.6%  top1+r2 0.0101": which counts?); each
+    part's value where another joined figure's parts differ (``values``: khmer-ocr-ocm's recogniser read
+    "sequence+margin 0.0000" where 39% of its lines were read alike); '' otherwise."""
     parts = str(metric).split("+")
+    if values and "top1" not in parts and len(set(values.values())) > 1:
+        return " (" + ", ".join(f"{k} {v:.4f}" for k, v in values.items()) + ")"
     if len(parts) != 2 or "top1" not in parts or top1 is None or value >= top1 - 5e-5:
         return ""
     return f" (its {parts[1 - parts.index('top1')]} part)"

@@ -97,7 +97,8 @@ def task_fidelity(
                 (p, *view(m.name, p, reference[m.name], candidate[m.name]))
                 for p in fid.metric_parts(chosen[m.name])
             ]
-            m.fidelity = min(fid.fidelity_value(p, a, b, samples, kept) for p, a, b, kept in parts)
+            values = {p: fid.fidelity_value(p, a, b, samples, kept) for p, a, b, kept in parts}
+            m.fidelity, m.parts = min(values.values()), values if len(values) > 1 else {}
             decided = {p for p, *_ in parts} & SPREAD_BLIND_METRICS
             if m.unexercised and m.unexercised.startswith("varied") and decided and m.fidelity < 1.0:
                 # its decisions moved: a YOLOv8's raw [1, 151, 8400] (pixel coordinates, alike from sample
