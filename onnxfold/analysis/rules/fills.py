@@ -43,8 +43,8 @@ def fills_apart(walk: Analysis, tracked: list, out_rank: int) -> tuple[list, set
     on another axis or of another length than the first tracked input a producer reaches is read as
     an untracked broadcast, as before fills were tracked (a mask of ones [B, L, 1] times hidden states
     [B, L, C] lies on the positions); where none is reached, ``tracked`` as it is."""
-    if len(tracked) < 2:
-        return tracked, set()
+    if len(tracked) < 2 or all(walk.spaces[g.space].producer for _, lay in tracked for g in lay.segments):
+        return tracked, set()  # no space of its own without a producer: no fill (and no union walked)
     weak = [fill_only(walk, lay) for _, lay in tracked]
     real = [pair for pair, w in zip(tracked, weak, strict=True) if not w]
     if not real or len(real) == len(tracked):
