@@ -124,11 +124,11 @@ class FoldPass(Pass):
 
         ``auto`` without ``--inputs`` measures on the samples :func:`auto_samples` synthesises; where it
         synthesises none it plans plain folds (``auto_note`` says why). Nothing is measured when nothing
-        can be compressed, unless for a ``search``. ``hold_out``: samples -> (fit half, held-out indices),
-        which a search's synthesised samples (twice as many where the budget allows) are split by,
-        fitting on the first (:attr:`proxy_split`
-        keeps all of them and the indices): merges fitted to 32 DeepInversion samples and judged on the
-        same read top1 1.0000 for a chess-piece LeNet 83.1% smaller that kept 46.6% of its labels."""
+        can be compressed, unless for a ``search``. ``hold_out``: samples -> (fit half, held-out
+        indices), by which a search's synthesised samples (twice as many where the budget allows) are
+        split, the fit on the first half (:attr:`proxy_split` keeps all of them and the indices): merges
+        fitted to 32 DeepInversion samples and judged on the same read top1 1.0000 for a chess-piece
+        LeNet 83.1% smaller that kept 46.6% of its labels."""
         want = self.opts["method"]
         if want not in ACTIVATION_METHODS or self.moments is not None or not any(g.foldable for g in groups):
             return  # no group to choose for: no samples to synthesise

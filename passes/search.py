@@ -90,10 +90,11 @@ def prepared(model: Model, ctx: PassContext, fold, passes: list, metric: str, re
     """(evaluator, held-out sample indices) of a search, or of ``analyze --sensitivity``, with ``fold``
     (a :class:`~onnxfold.passes.fold.FoldPass`) bound to ``passes`` and prepared on the canonicalized
     ``model``: a fitted method's statistics from the fitting half (:func:`split_samples`), and
-    without ``ctx.inputs`` the samples the fold synthesised as the data-free proxy (:func:`~onnxfold.passes.fold_samples.proxy_samples`).
-    Synthesised samples that the fold fits to (DeepInversion's) are split alike, fitted on one half and
-    judged on all and on the other half alone. Given samples are measured on the original first: with ``refuse_one_way``, samples on which every
-    output decides one way are refused before the fold's statistics (:func:`check_samples_exercise`)."""
+    without ``ctx.inputs`` the samples the fold synthesised as the data-free proxy
+    (:func:`~onnxfold.passes.fold_samples.proxy_samples`). Synthesised samples that the fold fits to
+    (DeepInversion's) are split alike, fitted on one half and judged on all and on the other half
+    alone. Given samples are measured on the original first: with ``refuse_one_way``, samples on which
+    every output decides one way are refused before the fold's statistics (:func:`check_samples_exercise`)."""
     from onnxfold.analysis import analyze_graph
     from onnxfold.folding.apply import ACTIVATION_METHODS
     from onnxfold.passes.fold_samples import proxy_samples
