@@ -283,8 +283,8 @@ def _read_images(
         )
     if not image_preprocess:
         raise ValueError(
-            f"{path}: a folder of images needs --image-preprocess ({', '.join(PRESETS)}, optionally "
-            "',bgr'): the normalisation the model was trained with"
+            f"{path}: a folder of images needs --image-preprocess ({', '.join(PRESETS)}, or mean=M,std=S as "
+            "the model's code writes them, optionally ',bgr'): the normalisation the model was trained with"
         )
     spec = specs[0]
     given = (shapes or {}).get(spec.name)
