@@ -983,3 +983,19 @@ def test_a_file_of_no_known_kind_names_every_kind_taken(tmp_path) -> None:
     (tmp_path / "notdata.txt").write_text("1 2 3")
     with pytest.raises(ValueError, match=r"\.npy or \.npz file, or a folder of \.npy, \.npz or image files"):
         load_inputs(tmp_path / "notdata.txt", mlp_proto())
+
+
+def test_one_array_of_another_name_is_taken_for_a_single_input(tmp_path: Path, caplog) -> None:
+    """A digit CNN's one-array .npz named 'images' was refused: "missing ['input'], unexpected
+    ['images']". One array for one input is that input's, said in a warning; two still must match."""
+    np.savez(tmp_path / "one.npz", images=SAMPLES[:4])
+    with caplog.at_level("WARNING"):
+        got = load_inputs(tmp_path / "one.npz", make_session(str(MODEL)))
+    assert list(got) == ["input"] and np.array_equal(got["input"], SAMPLES[:4])
+    assert any(
+        "its one array 'images' taken for the model's one input 'input'" in r.getMessage()
+        for r in caplog.records
+    )
+    np.savez(tmp_path / "two.npz", images=SAMPLES[:4], other=SAMPLES[:4])
+    with pytest.raises(ValueError, match="missing \\['input'\\]"):
+        load_inputs(tmp_path / "two.npz", make_session(str(MODEL)))

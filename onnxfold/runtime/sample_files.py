@@ -152,6 +152,12 @@ def load_inputs(
             arrays = _read_source(Path(source), specs, image_preprocess, shapes, warned)
         check_padding(padded, model)
     positions = take_positions(arrays, names)  # the positions the task reads, beside the samples
+    if len(names) == 1 and len(arrays) == 1 and names[0] not in arrays:  # a digit CNN's images.npz
+        ((other, (arr, where)),) = arrays.items()
+        logging.getLogger(__name__).warning(
+            "%s: its one array %r taken for the model's one input %r", _where(source), other, names[0]
+        )
+        arrays = {names[0]: (arr, where)}
     _check_names(arrays, names, _where(source))
     out = {
         spec.name: _cast(np.asarray(arrays[spec.name][0]), spec, arrays[spec.name][1], warned)
