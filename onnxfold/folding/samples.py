@@ -292,17 +292,22 @@ def deepinversion_samples(
             + (" (a search without a time limit spends more)" if budget < UNTIMED_DIR_BUDGET else "")
         )
     shape = next(iter(shapes.values())) if shapes else None
+    given = getattr(model, "input_values", {}).get(model.graph.inputs[0].name)
+    bounds = tuple(map(float, given)) if isinstance(given, (tuple, list)) else None  # --input-value's range
     key = (
         hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest(),
         None if shape is None else tuple(shape),
         seed,
         count,
         AUTO_DIR_ITERATIONS,
+        bounds,
     )
     batch = _SYNTHESISED.get(key)
     if batch is None:
         try:
-            batch = synthesize(proto, count=count, iterations=AUTO_DIR_ITERATIONS, seed=seed, shape=shape)
+            batch = synthesize(
+                proto, count=count, iterations=AUTO_DIR_ITERATIONS, seed=seed, shape=shape, bounds=bounds
+            )
         except (UnsupportedGraph, ValueError) as exc:
             return None, f"no DeepInversion samples: {one_line(exc, 200)}"
         batch.setflags(write=False)

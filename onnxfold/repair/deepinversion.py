@@ -69,8 +69,11 @@ def synthesize(
     ce_weight: float = 1.0,
     tv_weight: float = 1e-4,
     l2_weight: float = 1e-5,
+    bounds: tuple[float, float] | None = None,
 ) -> np.ndarray:
-    """Optimise a batch of ``count`` inputs whose BN statistics match the model's running statistics."""
+    """Optimise a batch of ``count`` inputs whose BN statistics match the model's running statistics;
+    ``bounds``: the range the input's values lie in (``--input-value``), drawn in and kept in by clipping
+    after each step (unbounded, chesspdftofen's cells in [0, 1] were synthesised over [−2.8, 2.9])."""
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -83,7 +86,10 @@ def synthesize(
     graph = TorchGraph(proto, device)
     name, dims = input_shape(proto, count, shape)
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(dims, generator=gen).to(device).requires_grad_(True)
+    x = torch.randn(dims, generator=gen)
+    if bounds is not None:
+        x = bounds[0] + (bounds[1] - bounds[0]) * torch.rand(dims, generator=gen)
+    x = x.to(device).requires_grad_(True)
     targets = None
     stats_t = {
         k: (torch.from_numpy(m).to(device), torch.from_numpy(v).to(device)) for k, (m, v) in stats.items()
@@ -122,6 +128,9 @@ def synthesize(
         loss.backward()
         opt.step()
         sched.step()
+        if bounds is not None:
+            with torch.no_grad():
+                x.clamp_(*bounds)
         if step % 100 == 0:
             log.info("deepinversion step %d: loss %.4f", step, loss.item())
     graph.bn_hook = None
