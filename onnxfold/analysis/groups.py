@@ -317,10 +317,18 @@ class Space:
 def shrink_unit_attrs(node, folds: list[tuple[ChannelGroup, int]], tensors: dict | None = None) -> None:
     """The ``fix_attrs`` hook of an op whose attributes count a group's units (``unit_attrs``: a fused
     attention's ``num_heads``, a recurrent op's ``hidden_size``, a depthwise Conv's ``group``): each one
-    named for ``node`` loses the group's n − k units, times its count per unit."""
+    named for ``node`` loses the group's n − k units, times its count per unit; ``attr#i`` names entry i
+    of a list attribute (a Split's ``split`` below opset 13)."""
     for group, k in folds:
         for name, attr, per_unit in group.unit_attrs:
-            if name == node.name:
+            if name != node.name:
+                continue
+            attr, _, entry = attr.partition("#")  # "split#1": entry 1 of a list (a Split's sizes)
+            if entry:
+                values = [int(v) for v in node.attrs[attr]]
+                values[int(entry)] -= (group.size - k) * per_unit
+                node.attrs[attr] = values
+            else:
                 node.attrs[attr] = int(node.attrs[attr]) - (group.size - k) * per_unit
 
 

@@ -30,8 +30,9 @@ from onnxfold.analysis.groups import (
     BlockReason,
     Layout,
     Segment,
+    shrink_unit_attrs,
 )
-from onnxfold.analysis.registry import register_rule
+from onnxfold.analysis.registry import register_op, register_rule
 from onnxfold.analysis.rules.elementwise import binary
 from onnxfold.analysis.shape_trace import const_values
 from onnxfold.analysis.walk import Analysis
@@ -135,16 +136,20 @@ def split(walk: Analysis, node: gs.Node) -> None:
     lay = cut_at(walk, node, bounds[1:-1])
     if lay is None:
         return
-    if sizes_t is None or len(walk.graph_consumers(sizes_t)) != 1:
-        # folding changes the widths: only an unshared 'split' input can be rewritten with them
+    in_attr = sizes_t is None and node.attrs.get("split") is not None  # opset < 13 (YOLOv8 at opset 12)
+    if not in_attr and (sizes_t is None or len(walk.graph_consumers(sizes_t)) != 1):
+        # folding changes the widths: only an unshared 'split' input (or attribute) can be rewritten
         message = f"Split {node.name} has no rewritable split sizes on the channel axis"
-        code = UNSUPPORTED_FORM if sizes_t is None else SHARED_TENSOR  # an attribute, or a shared input
+        code = UNSUPPORTED_FORM if sizes_t is None else SHARED_TENSOR  # sizes implied, or a shared input
         walk.block(lay, BlockReason(code, message, node.name))
         return
     for i, out in enumerate(node.outputs):
         segs = window(lay.segments, bounds[i], bounds[i + 1])
         for s in segs:
-            walk.add_shape_member(s, sizes_t, i, node)
+            if in_attr:  # entry i of the attribute loses the segment's removed channels
+                walk.unit_attrs[s.space].append((node.name, f"split#{i}", s.block))
+            else:
+                walk.add_shape_member(s, sizes_t, i, node)
         walk.set_layout(out, Layout(lay.rank, lay.axis, segs))
 
 
@@ -188,3 +193,6 @@ def cut_at(walk: Analysis, node: gs.Node, bounds) -> Layout | None:
         message = f"{node.op} {node.name} cuts a group's channels apart on the channel axis"
         walk.block(walk.layouts[node.inputs[0].name], BlockReason(SPLITS_UNITS, message, node.name))
     return lay
+
+
+register_op("Split", fix_attrs=shrink_unit_attrs)  # a 'split' attribute's entries (opset < 13)
