@@ -148,7 +148,8 @@ def test_calibration_is_checked_where_the_fold_folds_nothing(tmp_path: Path, cap
 
 
 def test_quantize_calibration_mismatch_is_one_line(tmp_path: Path) -> None:
-    np.savez(tmp_path / "x.npz", image=SAMPLES)  # the wrong input name
+    # the wrong input names (one array alone is taken for a single input, whatever its name)
+    np.savez(tmp_path / "x.npz", image=SAMPLES, mask=SAMPLES)
     with pytest.raises(PassError) as info:
         onnxfold.run_pipeline(MODEL, [QuantizePass(calibration=str(tmp_path / "x.npz"))])
     message = str(info.value)
