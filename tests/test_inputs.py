@@ -389,6 +389,12 @@ def test_images_are_resized_with_the_filter_the_preprocessing_names(tmp_path: Pa
     fitted = np.asarray(Image.fromarray(pixels).resize((7, 5), Image.Resampling.BILINEAR), np.float32) / 255
     np.testing.assert_allclose(boxed[0:5], fitted, atol=1e-6)
     assert not boxed[5:].any()  # the padded row: black, before normalisation
+    # ,letterbox=114: Ultralytics' grey (a YOLOv8 layout detector's pages, padded black, were another input)
+    grey = load_inputs(folder, nchw, image_preprocess="unit,letterbox=114")["x"][0].transpose(1, 2, 0)
+    np.testing.assert_allclose(grey[0:5], fitted, atol=1e-6)
+    np.testing.assert_allclose(grey[5:], 114 / 255, atol=1e-6)
+    with pytest.raises(ValueError, match="letterbox=300: give the padding's pixel value, 0..255"):
+        load_inputs(folder, nchw, image_preprocess="unit,letterbox=300")
     tall = make_session(
         str(_image_model(tmp_path / "tall.onnx", ["N", 3, 10, 4]))
     )  # width fits: 4x3 at col 0

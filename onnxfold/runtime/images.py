@@ -3,7 +3,8 @@
 Each image is read with Pillow, converted to RGB (BGR with ``,bgr``; grey for a one-channel input),
 resized (bilinear, or ``,bicubic`` / ``,lanczos`` / ``,nearest`` as the model's own pipeline resizes) to the
 input's height and width, stretched, or with ``,letterbox`` scaled to fit its longer side and padded
-with black around it (centred, as albumentations' LongestMaxSize + PadIfNeeded do), or with ``,crop``
+with black around it (centred, as albumentations' LongestMaxSize + PadIfNeeded do; ``,letterbox=114``
+pads with that pixel value, as Ultralytics' YOLO does), or with ``,crop``
 scaled so that its centre crop of :data:`CROP_FRACTION` of each side (``,crop=F``: F) fills it, and
 the centre cropped (torchvision's Resize(256) + CenterCrop(224) of an ImageNet classifier), and
 normalised per channel as ``x = (v / 255 − mean) / std`` with the preset's mean and std:
@@ -73,6 +74,7 @@ class ImagePreprocess:
     mean: tuple[float, ...] = ()  # a custom normalisation, in 0..255 pixel units (module docstring)
     std: tuple[float, ...] = ()
     crop: float = 0.0  # ``,crop``: the share of each side of the resized image kept, centred; 0: none
+    pad: int = 0  # ``,letterbox=V``: the pixel value (0..255) a letterbox pads with
 
     def normalisation(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std) of ``x = (v / 255 − mean) / std``, v in 0..255; empty for ``raw``."""
@@ -88,7 +90,9 @@ class ImagePreprocess:
         parts = [p.strip().lower() for p in text.split(",") if p.strip()]
         values = {p.split("=", 1)[0]: p.split("=", 1)[1] for p in parts if "=" in p}
         crop = _crop(values.pop("crop"), text) if "crop" in values else 0.0
-        parts = [p for p in parts if "=" not in p]
+        boxed = "letterbox" in values  # letterbox=V: padded with V (Ultralytics pads 114)
+        pad = _pad(values.pop("letterbox"), text) if boxed else 0
+        parts = [p for p in parts if "=" not in p] + (["letterbox"] if boxed else [])
         if values:
             parts.insert(0, CUSTOM)
         if "crop" in parts[1:]:
@@ -131,6 +135,7 @@ class ImagePreprocess:
             custom.get("mean", ()),
             custom.get("std", ()),
             crop,
+            pad,
         )
 
 
@@ -152,6 +157,15 @@ def _per_colour(key: str, value: str, text: str) -> tuple[float, ...]:
             + (", none of them 0" if key == "std" else "")
         )
     return numbers
+
+
+def _pad(value: str, text: str) -> int:
+    """``letterbox=V``'s V, a pixel value in 0..255 (Ultralytics' grey: 114)."""
+    if not value.isdigit() or int(value) > 255:
+        raise ValueError(
+            f"--image-preprocess {text!r}: letterbox={value}: give the padding's pixel value, 0..255"
+        )
+    return int(value)
 
 
 def _crop(value: str, text: str) -> float:
@@ -202,7 +216,7 @@ def _resized(img, height: int, width: int, preprocess: ImagePreprocess):
         return img.resize((width, height), resample)
     scale = min(width / img.width, height / img.height)
     w, h = max(1, round(img.width * scale)), max(1, round(img.height * scale))
-    canvas = Image.new(img.mode, (width, height))
+    canvas = Image.new(img.mode, (width, height), (preprocess.pad,) * len(img.getbands()))
     corner = (0, 0) if preprocess.topleft else ((width - w) // 2, (height - h) // 2)
     canvas.paste(img.resize((w, h), resample), corner)
     return canvas
