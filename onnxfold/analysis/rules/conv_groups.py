@@ -18,38 +18,26 @@ def optional_input(node: gs.Node, i: int) -> gs.Tensor | None:
     return node.inputs[i] if len(node.inputs) > i and node.inputs[i].name else None
 
 
-def depthwise_conv(walk: Analysis, node: gs.Node, lay: Layout, multiplier: int) -> None:
-    """A depthwise Conv (group = C_in, weight [m·C_in, 1, k…]): output channels c·m … c·m + m − 1 filter
+def depthwise_conv(
+    walk: Analysis, node: gs.Node, lay: Layout, multiplier: int, transposed: bool = False
+) -> None:
+    """A depthwise Conv (group = C_in, weight [m·C_in, 1, k…]) or ConvTranspose (``transposed``, weight
+    [C_in, m, k…]: a U-Net's learnt per-channel upsampling): output channels c·m … c·m + m − 1 come from
     input channel c alone, so the channels pass, each as a block of m outputs (a segment's block b
-    becomes b·m), and the filters and biases of channel c's block follow it (averaged entry by
-    entry). The ``group`` attribute counts the input channels: it loses n − k per segment
-    (``unit_attrs``). MobileNet's has m = 1; EEGNet's depthwise spatial filter m = 2."""
+    becomes b·m), and the weight rows and biases of channel c follow it (averaged entry by entry): a
+    Conv's m rows of the block, a ConvTranspose's one row c. The ``group`` attribute counts the input
+    entries: it loses n − k per segment, times its block (``unit_attrs``). MobileNet's has m = 1;
+    EEGNet's depthwise spatial filter m = 2."""
     w, b = node.inputs[1], optional_input(node, 2)
+    rows = 1 if transposed else multiplier  # weight rows per input entry
     segments = []
     for seg in lay.segments:
         start, block = seg.start * multiplier, seg.block * multiplier
-        walk.add_member(seg.space, w, 0, AVERAGE, node, start, block, "depthwise")
+        walk.add_member(seg.space, w, 0, AVERAGE, node, seg.start * rows, seg.block * rows, "depthwise")
         if b is not None:
             walk.add_member(seg.space, b, 0, AVERAGE, node, start, block, "bias")
         segments.append(Segment(seg.space, start, seg.n, block))
         walk.unit_attrs[seg.space].append((node.name, "group", seg.block))  # an input channel per entry
-    walk.set_layout(node.outputs[0], Layout(lay.rank, 1, tuple(segments)))
-
-
-def depthwise_conv_transpose(walk: Analysis, node: gs.Node, lay: Layout, multiplier: int) -> None:
-    """A depthwise ConvTranspose (group = C_in, weight [C_in, m, k…]): row c of the weight writes
-    output channels c·m … c·m + m − 1 from input channel c alone, so the channels pass as blocks of m
-    (a U-Net's learnt per-channel upsampling); rows and biases follow their channel, averaged, and
-    ``group`` loses an entry per input entry removed, as :func:`depthwise_conv`'s does."""
-    b = optional_input(node, 2)
-    segments = []
-    for seg in lay.segments:
-        walk.add_member(seg.space, node.inputs[1], 0, AVERAGE, node, seg.start, seg.block, "depthwise")
-        start, block = seg.start * multiplier, seg.block * multiplier
-        if b is not None:
-            walk.add_member(seg.space, b, 0, AVERAGE, node, start, block, "bias")
-        segments.append(Segment(seg.space, start, seg.n, block))
-        walk.unit_attrs[seg.space].append((node.name, "group", seg.block))
     walk.set_layout(node.outputs[0], Layout(lay.rank, 1, tuple(segments)))
 
 

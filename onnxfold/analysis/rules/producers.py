@@ -46,7 +46,6 @@ from onnxfold.analysis.rules.attention import align_units
 from onnxfold.analysis.rules.conv_groups import (
     MERGE_WITHIN,
     depthwise_conv,
-    depthwise_conv_transpose,
     grouped_conv,
     optional_input,
 )
@@ -130,7 +129,7 @@ def conv_transpose(walk: Analysis, node: gs.Node) -> None:
     depthwise = 1 < group == w.shape[0]
     lay = _reads_axis_1(walk, node, lay, blocks=depthwise)
     if depthwise and lay is not None:
-        depthwise_conv_transpose(walk, node, lay, int(w.shape[1]))
+        depthwise_conv(walk, node, lay, int(w.shape[1]), transposed=True)
         return
     out_c = w.shape[1] * group
     space = walk.new_space(out_c, node.name)
