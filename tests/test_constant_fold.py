@@ -198,22 +198,8 @@ def test_a_large_weight_computed_by_moving_values_folds_with_its_group(tmp_path:
         )
         return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13)])
 
-    compact, wide = tmp_path / "compact.onnx", tmp_path / "wide.onnx"
-    onnx.save(model(w1, c), compact)
-    onnx.save(model(np.concatenate([w1, w1], 1), np.concatenate([c, c], 0) / 2), wide)
-    x = rng.standard_normal((5, 16)).astype(np.float32)
-
-    def run(path):
-        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-
-    want = run(compact)
-    folded, same = tmp_path / "folded.onnx", tmp_path / "same.onnx"
-    _, report = onnxfold.fold(wide, 0.5, folded, method="fold", repair="none", validate=False)
-    assert [p.status for p in report.plans if p.group.name == "fc1"] == ["folded"]
-    assert report.after.params == 16 * 64 + 64 * 64
-    assert np.abs(run(folded) - want).max() <= 1e-5 * np.abs(want).max()
-    onnxfold.fold(wide, 0.0, same, validate=False)
-    assert np.array_equal(run(same), run(wide))
+    wide = model(np.concatenate([w1, w1], 1), np.concatenate([c, c], 0) / 2)
+    _folds_back(tmp_path, model(w1, c), wide, rng.standard_normal((5, 16)), 16 * 64 + 64 * 64)
 
 
 def test_a_weight_split_into_two_readers_folds_with_its_group(tmp_path: Path) -> None:
@@ -248,20 +234,26 @@ def test_a_weight_split_into_two_readers_folds_with_its_group(tmp_path: Path) ->
         )
         return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13)])
 
+    wide = model(np.concatenate([w1, w1], 1), np.concatenate([p, p], 1) / 2)
+    _folds_back(tmp_path, model(w1, p), wide, rng.standard_normal((5, 16)), 16 * 64 + 80 * 64)
+
+
+def _folds_back(tmp_path: Path, compact_model, wide_model, x: np.ndarray, params: int) -> None:
+    """The oracle of the twins below: ``wide_model`` (group ``fc1``'s hidden units duplicated) folded at
+    0.5 computes every output of ``compact_model`` and holds ``params`` parameters; at 0 it is bit for bit."""
     compact, wide = tmp_path / "compact.onnx", tmp_path / "wide.onnx"
-    onnx.save(model(w1, p), compact)
-    onnx.save(model(np.concatenate([w1, w1], 1), np.concatenate([p, p], 1) / 2), wide)
-    x = rng.standard_normal((5, 16)).astype(np.float32)
+    onnx.save(compact_model, compact)
+    onnx.save(wide_model, wide)
+    feed = {"x": x.astype(np.float32)}
 
     def run(path):
-        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)
 
-    want = run(compact)
     folded, same = tmp_path / "folded.onnx", tmp_path / "same.onnx"
     _, report = onnxfold.fold(wide, 0.5, folded, method="fold", repair="none", validate=False)
     assert [p.status for p in report.plans if p.group.name == "fc1"] == ["folded"]
-    assert report.after.params == 16 * 64 + 80 * 64
-    for got, ref in zip(run(folded), want, strict=True):
+    assert report.after.params == params
+    for got, ref in zip(run(folded), run(compact), strict=True):
         assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
     onnxfold.fold(wide, 0.0, same, validate=False)
     assert all(np.array_equal(a, b) for a, b in zip(run(same), run(wide), strict=True))
