@@ -147,8 +147,9 @@ def stored_once_note(passes, before: ModelStats, after: ModelStats) -> list[str]
     rest = f"the fold removed {folded:.1%} of the rest" if folded >= 0.0005 else "no channel was folded"
     return [
         f"note: of the {total:.1%} fewer parameters, {once:.1%} are weights the input holds more than once "
-        f"(shared layers, a tied embedding, a detector's anchor grid stored twice), stored once whatever folds; {rest} (a runtime that folds "
-        "constants, as onnxruntime does, may build a tied weight's transposed copy again in memory)"
+        "(shared layers, a tied embedding, a detector's anchor grid stored twice), stored once whatever "
+        f"folds; {rest} (a runtime that folds constants, as onnxruntime does, may build a tied weight's "
+        "transposed copy again in memory)"
     ]
 
 

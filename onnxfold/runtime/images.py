@@ -121,7 +121,7 @@ class ImagePreprocess:
             # torchvision's Normalize((0.1307,), (0.3081,)), written as the model's code writes it, read
             # in 0..255 units put a digit CNN's samples at -0.4..827: 19.4% of its labels, fidelity 0.9688
             custom = {k: tuple(v * 255 for v in vs) for k, vs in custom.items()}
-            logging.getLogger("onnxfold").warning(
+            logger.warning(
                 "--image-preprocess %s: every mean and std is at most 1, so they are read in 0..1 units, as "
                 "torchvision writes them: x = (v/255 - mean) / std",
                 text,
