@@ -66,3 +66,50 @@ def test_a_budgets_first_candidate_lands_on_it(tmp_path: Path) -> None:
     on_path = [c for c in report.search.candidates if c.allocation is None]  # not a uniform rival
     first = min(on_path, key=lambda c: c.steps)
     assert len(on_path) == 1 and abs(first.reduction - 0.6) < 0.03, report.search.candidates
+
+
+class _Path:
+    """An allocation path of 100 one-channel steps whose estimate of the saving runs ahead of what a
+    fold removes: step s saves s of 100 by the estimate and ``rate`` · s when measured."""
+
+    def __init__(self) -> None:
+        from types import SimpleNamespace
+
+        self.curves = [SimpleNamespace(channels=100, params_per_channel=1.0, macs_per_channel=1.0)]
+
+    def __len__(self) -> int:
+        return 100
+
+    def steps_for(self, saved: float) -> int:
+        return int(min(100, np.ceil(saved - 1e-9)))
+
+
+def _measure(rate: float, measured: list):
+    from onnxfold.search.target import Candidate
+
+    def measure(steps: int):
+        measured.append(steps)
+        return Candidate(steps, 1.0, 0, 0, rate * steps / 100, rate * steps / 100)
+
+    return measure
+
+
+def test_a_budget_is_a_floor_reached_by_the_fewest_steps() -> None:
+    """A digit CNN's user asked for half the MACs and was written 45.6%, "within one step": the pick is
+    the shortest prefix measured at or past the budget, not the closest on either side."""
+    from onnxfold.search.budget import budget_candidate
+
+    for rate in (0.97, 0.93, 1.04, 1.0):
+        measured: list[int] = []
+        chosen, met = budget_candidate(_Path(), _measure(rate, measured), 100.0, 0.5, "target_macs")
+        fewest = int(np.ceil(50 / rate - 1e-9))  # the first step whose measured saving reaches half
+        assert met and chosen.steps == fewest, (rate, measured)
+        assert chosen.macs_reduction >= 0.5 - 1e-12 and len(measured) <= 5
+
+
+def test_a_budget_out_of_reach_is_not_met_and_gives_the_closest() -> None:
+    from onnxfold.search.budget import budget_candidate
+
+    measured: list[int] = []
+    chosen, met = budget_candidate(_Path(), _measure(0.4, measured), 100.0, 0.5, "target_params")
+    assert not met and chosen.steps == 100 and chosen.reduction == 0.4

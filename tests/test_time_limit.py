@@ -369,8 +369,11 @@ def test_the_budget_form_stops_correcting_once_the_limit_expires(samples) -> Non
     assert free.cut_short == "" and len(free.candidates) >= 1
     # a met budget that lands off the asked fraction says how far and why (a trial read 27.4% as a miss)
     assert ("against the asked 30%" in free.summary()) == (abs(free.chosen.reduction - 0.3) >= 0.005)
-    free.chosen.reduction = 0.274
-    assert "note: 27.4% against the asked 30%: within one of the search's steps" in free.summary()
+    assert free.chosen.reduction >= 0.3 - 0.0005  # a budget is a floor, reached when time allows
+    free.chosen.reduction = 0.314
+    assert "note: 31.4% against the asked 30%: the first of the search's steps to reach it" in free.summary()
+    free.chosen.reduction = 0.274  # short of it: only where the time limit stopped the corrections
+    assert "note: 27.4% against the asked 30%: one of the search's steps short of it" in free.summary()
     # nothing measured, yet every group has its cost from its weights, and the budget is reached
     # (CRAFT: a limit spent before the first measurement wrote the model unchanged, exit 0)
     assert all(c.unmeasured == c.levels and c.params_per_channel > 0 for c in cut.curves)
