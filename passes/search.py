@@ -32,13 +32,7 @@ from onnxfold.pipeline.manager import (
     passes_after,
 )
 from onnxfold.runtime.fidelity import parse_metric
-from onnxfold.search.refusals import (
-    budget_missed,
-    check_reachable,
-    check_samples_exercise,
-    check_task_kept,
-    misses_text,
-)
+from onnxfold.search.refusals import check_reachable, check_samples_exercise, check_writable
 
 DEFAULT_LEVELS_TEXT = "0.1,0.2,0.3,0.5,0.7"
 DEFAULT_MAX_SPARSITY = 0.7
@@ -412,44 +406,8 @@ class SearchPass(Pass):
                 "search: onnxfold's rewritten graph does not run where the original does (a bug in onnxfold; "
                 f"please report it with the model): {evaluator.failure}"
             )
-        if mode == "min_fidelity" and not result.met and not self.opts["force"]:
-            raise PipelineError(
-                f"search: no candidate reaches fidelity {self.opts[mode]:g}: the best reached "
-                f"{chosen.fidelity:.4f} at {result.param_reduction():.1%} fewer parameters ({result.inputs}"
-                f"{misses_text(chosen, self.opts[mode])}); "
-                "nothing written (lower --min-fidelity, or --force to write the best one)"
-            )
-        if mode != "min_fidelity" and not result.met and not self.opts["force"]:
-            raise PipelineError(budget_missed(mode, self.opts[mode], result.reduction(), result.cut_short))
-        if mode != "min_fidelity" and not result.proxy and not self.opts["force"]:
-            check_task_kept(mode, self.opts[mode], chosen)
-        measured = [c for c in result.candidates if c.measured and c.steps]
-        if (
-            mode == "min_fidelity"
-            and result.cut_short
-            and (not measured or (not chosen.steps and not result.kept_whole))
-            and not self.opts["force"]
-        ):
-            # a PP-OCRv5 detector's --time-limit 240 measured nothing and wrote its input back, exit 0;
-            # a PP-OCRv6 one's 480 s read "passed" at 210 s, where no candidate fitted in what was left;
-            # all-MiniLM-L6-v2's measured one, which missed, and wrote its input back, exit 0
-            closest = max(measured, key=lambda c: c.fidelity) if measured else None
-            when = (
-                f"the time limit ({limit.seconds:g} s) passed after {len(measured)} candidate"
-                f"{'s' if len(measured) > 1 else ''}, none meeting the target (the closest, "
-                f"{closest.reduction:.1%} fewer parameters, measured {closest.fidelity:.4f}), before a "
-                "smaller one was measured"
-                if closest is not None
-                else f"the time limit ({limit.seconds:g} s) passed before any candidate was measured"
-                if limit.left() <= 0
-                else f"no candidate was measured: the {limit.left():.0f} s left of the search's "
-                f"{limit.budget:.0f} s (the time limit less {limit.reserve:.0f} s kept for validation) "
-                "could not afford one"
-            )
-            raise PipelineError(
-                f"search: {when} (preparing the measurements took {prepared_s:.0f} s of it): nothing "
-                "written (a longer --time-limit or fewer --inputs samples; --force writes the model unfolded)"
-            )
+        if not self.opts["force"]:  # a refusal carries the widths --recipe folds without a search
+            check_writable(result, mode, self.opts[mode], limit, prepared_s)
         model.graph = chosen.model.graph
         ctx.data.update({k: v for k, v in chosen.data.items() if k != "fold_record"})
         stats = {

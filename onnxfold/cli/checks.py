@@ -110,3 +110,49 @@ def weightless(path: str | Path) -> str:
         f"the model stores no weight tensor for a fold to rewrite (its {len(model.graph.node)} nodes: {shown}; "
         "their parameters are in node attributes, as a tree ensemble's, or read from inputs)"
     )
+
+
+def announce_search(args: argparse.Namespace, given: bool) -> None:
+    """One line before a search, which can take minutes and shows progress bars only on a
+    terminal: a DNSMOS default fold sat silent in a log for 5 minutes."""
+    from onnxfold.api import default_plan
+
+    _, fidelity, limit, default = default_plan(
+        args.sparsity,
+        args.min_fidelity,
+        args.target_params,
+        args.target_macs,
+        args.recipe,
+        args.time_limit,
+        given=given,
+    )
+    if not (fidelity or args.target_params or args.target_macs):
+        return
+    if sum(map(bool, [args.min_fidelity, args.target_params, args.target_macs])) > 1:
+        return  # the search refuses two goals: its one-line error alone
+    if Path(args.model).stat().st_size < ANNOUNCE_CHECK_BYTES:  # a file that does not load: its error alone
+        import onnx
+
+        try:  # an empty file parses as a ModelProto without a graph
+            proto = onnx.load(str(args.model), load_external_data=False)
+        except Exception:
+            return
+        if not proto.HasField("graph"):
+            return
+        from onnxfold.analysis.quantized import quantized_ops
+
+        if not getattr(args, "dequantize", False) and quantized_ops(proto.graph):
+            return  # an INT8 model is refused in seconds, with its own line (a trial read the search's first)
+    if fidelity:
+        goal = f"the smallest model at fidelity >= {fidelity:g}"
+    else:
+        budget = f"{args.target_params:.0%} fewer parameters" if args.target_params else ""
+        budget = budget or f"{args.target_macs:.0%} fewer MACs"
+        goal = f"the model closest to the original at {budget}"
+    where = "the given samples" if given else "a data-free proxy"
+    if not given and getattr(args, "calibration", None):  # ICLabel's user had samples on hand
+        where += " (--calibration feeds --repair data only: give the samples as --inputs to search on them)"
+    # "at most" read as a promise, and a 17.6-GMAC VGG16's 600 s search ran 614 s with its last candidate
+    bound = f"search time limit about {limit:g} s, validation after it" if limit else "no time limit"
+    why = "no --sparsity given: " if default else ""
+    print(f"{why}searching for {goal} on {where} ({bound}) ...", flush=True)

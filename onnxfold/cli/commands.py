@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from onnxfold.cli.checks import ANNOUNCE_CHECK_BYTES, check_paths, check_targets, weightless
+from onnxfold.cli.checks import announce_search, check_paths, check_targets, weightless
 from onnxfold.cli.parser import (
     DELEGATED_BENCHES,
     EXIT_INTERNAL,
@@ -74,6 +74,8 @@ def _as_given(args: argparse.Namespace, why: str) -> int:
 
 def cmd_fold(args: argparse.Namespace) -> int:
     from onnxfold.api import fold
+    from onnxfold.cli.refused import with_recipe
+    from onnxfold.search.refusals import SearchRefused
 
     check_paths(args)
     check_targets(args)
@@ -82,68 +84,25 @@ def cmd_fold(args: argparse.Namespace) -> int:
         return _as_given(args, why)
     if args.calibration and not Path(args.calibration).exists():
         raise CliError(f"calibration data {args.calibration}: no such file or folder")
-    _announce_search(args, inputs is not None)
-    _, report = fold(
-        args.model,
-        output=args.output,
-        validate=not args.no_validate,
-        check=args.check,
-        external_data=_external(args.external_data),
-        input_shapes=shapes,
-        inputs=inputs,
-        overwrite=args.overwrite,
-        dequantize=args.dequantize,
-        requantize=args.requantize or "",
-        input_values=input_values(args),
-        **{flag.keyword: getattr(args, flag.keyword) for flag in fold_flags()},
-    )
+    announce_search(args, inputs is not None)
+    try:
+        _, report = fold(
+            args.model,
+            output=args.output,
+            validate=not args.no_validate,
+            check=args.check,
+            external_data=_external(args.external_data),
+            input_shapes=shapes,
+            inputs=inputs,
+            overwrite=args.overwrite,
+            dequantize=args.dequantize,
+            requantize=args.requantize or "",
+            input_values=input_values(args),
+            **{flag.keyword: getattr(args, flag.keyword) for flag in fold_flags()},
+        )
+    except SearchRefused as exc:  # what --force would write, saved for --recipe
+        raise CliError(with_recipe(exc, args.output)) from None
     return _finish(report, args)
-
-
-def _announce_search(args: argparse.Namespace, given: bool) -> None:
-    """One line before a search, which can take minutes and shows progress bars only on a
-    terminal: a DNSMOS default fold sat silent in a log for 5 minutes."""
-    from onnxfold.api import default_plan
-
-    _, fidelity, limit, default = default_plan(
-        args.sparsity,
-        args.min_fidelity,
-        args.target_params,
-        args.target_macs,
-        args.recipe,
-        args.time_limit,
-        given=given,
-    )
-    if not (fidelity or args.target_params or args.target_macs):
-        return
-    if sum(map(bool, [args.min_fidelity, args.target_params, args.target_macs])) > 1:
-        return  # the search refuses two goals: its one-line error alone
-    if Path(args.model).stat().st_size < ANNOUNCE_CHECK_BYTES:  # a file that does not load: its error alone
-        import onnx
-
-        try:  # an empty file parses as a ModelProto without a graph
-            proto = onnx.load(str(args.model), load_external_data=False)
-        except Exception:
-            return
-        if not proto.HasField("graph"):
-            return
-        from onnxfold.analysis.quantized import quantized_ops
-
-        if not getattr(args, "dequantize", False) and quantized_ops(proto.graph):
-            return  # an INT8 model is refused in seconds, with its own line (a trial read the search's first)
-    if fidelity:
-        goal = f"the smallest model at fidelity >= {fidelity:g}"
-    else:
-        budget = f"{args.target_params:.0%} fewer parameters" if args.target_params else ""
-        budget = budget or f"{args.target_macs:.0%} fewer MACs"
-        goal = f"the model closest to the original at {budget}"
-    where = "the given samples" if given else "a data-free proxy"
-    if not given and getattr(args, "calibration", None):  # ICLabel's user had samples on hand
-        where += " (--calibration feeds --repair data only: give the samples as --inputs to search on them)"
-    # "at most" read as a promise, and a 17.6-GMAC VGG16's 600 s search ran 614 s with its last candidate
-    bound = f"search time limit about {limit:g} s, validation after it" if limit else "no time limit"
-    why = "no --sparsity given: " if default else ""
-    print(f"{why}searching for {goal} on {where} ({bound}) ...", flush=True)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -9,6 +9,8 @@ A recipe is YAML or JSON::
         mlp: 0.4                # every other group (MLP intermediate, conv channels)
       - match: "lm_head|embed"  # regex on the group or producer names
         sparsity: 0.0           # any kind
+      - group: /conv1/Conv      # one group, by its whole name (as analyze and the report print it)
+        sparsity: 0.25
 
 ``sparsity`` in a rule applies to both kinds unless ``heads``/``mlp`` (alias ``channels``) say
 otherwise. Groups of unknown block index only match rules without ``layers``. Without ``default``,
@@ -66,12 +68,15 @@ class Rule:
     match: re.Pattern | None
     heads: float | None
     channels: float | None
+    group: str | None = None
 
     def applies(self, group: ChannelGroup) -> float | None:
         """This rule's sparsity for ``group``'s kind, or None when the rule does not match it."""
         if self.layers is not None and group.layer not in self.layers:
             return None
         if self.match is not None and not any(self.match.search(n) for n in [group.name, *group.producers]):
+            return None
+        if self.group is not None and group.name != self.group:
             return None
         return self.heads if group.kind == "heads" else self.channels
 
@@ -91,7 +96,7 @@ class Recipe:
         return result
 
 
-KNOWN_KEYS = {"layers", "match", "sparsity", "heads", "mlp", "channels"}
+KNOWN_KEYS = {"layers", "match", "group", "sparsity", "heads", "mlp", "channels"}
 
 
 def parse_recipe(data: object, source: str = "recipe") -> Recipe:
@@ -117,10 +122,18 @@ def parse_recipe(data: object, source: str = "recipe") -> Recipe:
         except re.error as exc:
             raise RecipeError(f"{source} {where}: bad regex {item['match']!r} ({exc})") from None
         layers = _layers(item.get("layers"), where)
-        rules.append(Rule(frozenset(layers) if layers is not None else None, pattern, heads, channels))
+        name = str(item["group"]) if "group" in item else None
+        rules.append(Rule(frozenset(layers) if layers is not None else None, pattern, heads, channels, name))
     return Recipe(default, tuple(rules))
 
 
 def load_recipe(path: str | Path) -> Recipe:
     """Read and parse the YAML or JSON recipe at ``path``."""
     return parse_recipe(read_structured_file(path, "recipe", RecipeError), str(path))
+
+
+def allocation_recipe(allocation: dict[str, float]) -> dict:
+    """The recipe that folds ``allocation`` ({group name: sparsity}, as a search chose it) and nothing
+    else: one ``group`` rule per group it narrows, every other group at 0."""
+    rules = [{"group": name, "sparsity": r} for name, r in sorted(allocation.items()) if r > 0]
+    return {"default": 0.0, "rules": rules}

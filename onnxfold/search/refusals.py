@@ -66,6 +66,71 @@ def check_task_kept(mode: str, asked: float, chosen) -> None:
     )
 
 
+class SearchRefused(PipelineError):
+    """A search that writes nothing. ``allocation``: the per-group sparsities of the candidate
+    ``--force`` would write ({} where it folds nothing), which ``--recipe`` folds without a search
+    (aisfx's refused budget, then ``--force``: 201 s and 162 s more for the same search);
+    ``exact``: whether its widths are exact (``--round-to 1``) where the default rounds them."""
+
+    def __init__(self, message: str, allocation: dict | None = None, exact: bool = False):
+        super().__init__(message)
+        self.allocation, self.exact = dict(allocation or {}), exact
+
+
+def check_writable(result, mode: str, asked: float, limit, prepared_s: float) -> None:
+    """Raise :class:`SearchRefused` where the search's pick must not be written without ``--force``:
+    a fidelity target missed, a budget not reached or met by a model that lost its task, a time limit
+    that passed before a candidate meeting the target was measured."""
+    chosen = result.chosen
+    try:
+        _check_writable(result, chosen, mode, asked, limit, prepared_s)
+    except PipelineError as exc:
+        if isinstance(exc, SearchRefused):
+            raise
+        kept = result.allocation if chosen.steps else {}
+        raise SearchRefused(str(exc), kept, bool(result.unrounded)) from None
+
+
+def _check_writable(result, chosen, mode: str, asked: float, limit, prepared_s: float) -> None:
+    if mode == "min_fidelity" and not result.met:
+        raise PipelineError(
+            f"search: no candidate reaches fidelity {asked:g}: the best reached "
+            f"{chosen.fidelity:.4f} at {result.param_reduction():.1%} fewer parameters ({result.inputs}"
+            f"{misses_text(chosen, asked)}); "
+            "nothing written (lower --min-fidelity, or --force to write the best one)"
+        )
+    if mode != "min_fidelity" and not result.met:
+        raise PipelineError(budget_missed(mode, asked, result.reduction(), result.cut_short))
+    if mode != "min_fidelity" and not result.proxy:
+        check_task_kept(mode, asked, chosen)
+    measured = [c for c in result.candidates if c.measured and c.steps]
+    if (
+        mode == "min_fidelity"
+        and result.cut_short
+        and (not measured or (not chosen.steps and not result.kept_whole))
+    ):
+        # a PP-OCRv5 detector's --time-limit 240 measured nothing and wrote its input back, exit 0;
+        # a PP-OCRv6 one's 480 s read "passed" at 210 s, where no candidate fitted in what was left;
+        # all-MiniLM-L6-v2's measured one, which missed, and wrote its input back, exit 0
+        closest = max(measured, key=lambda c: c.fidelity) if measured else None
+        when = (
+            f"the time limit ({limit.seconds:g} s) passed after {len(measured)} candidate"
+            f"{'s' if len(measured) > 1 else ''}, none meeting the target (the closest, "
+            f"{closest.reduction:.1%} fewer parameters, measured {closest.fidelity:.4f}), before a "
+            "smaller one was measured"
+            if closest is not None
+            else f"the time limit ({limit.seconds:g} s) passed before any candidate was measured"
+            if limit.left() <= 0
+            else f"no candidate was measured: the {limit.left():.0f} s left of the search's "
+            f"{limit.budget:.0f} s (the time limit less {limit.reserve:.0f} s kept for validation) "
+            "could not afford one"
+        )
+        raise PipelineError(
+            f"search: {when} (preparing the measurements took {prepared_s:.0f} s of it): nothing "
+            "written (a longer --time-limit or fewer --inputs samples; --force writes the model unfolded)"
+        )
+
+
 def check_samples_exercise(evaluator) -> None:
     """Refuse given samples that make every judged output of the original decide one way (one class on
     every sample): they exercise none of the model's decisions, so no fold's fidelity on them says
