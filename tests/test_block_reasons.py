@@ -67,7 +67,44 @@ def test_an_untracked_operand_names_where_its_channels_stopped_being_followed() 
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     reasons = [r.message for g in onnxfold.analyze(model) for r in g.blocked]
     joined = [m for m in reasons if "combines channels with untracked tensor a" in m]
-    assert joined and "not followed past LayerNormalization norm" in joined[0], reasons
+    assert (
+        joined and "(LayerNormalization norm normalises over its channels, so they stay whole)" in joined[0]
+    )
+
+
+def test_a_post_norm_stream_is_named_as_such() -> None:
+    """ruaccent's nn.Transformer (post-norm): every Add read "combines channels with untracked tensor
+    …LayerNormalization_output_0 (its channels are not followed past …", cut at the table's width."""
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "W1"], ["h"]),
+            helper.make_node("LayerNormalization", ["h", "g", "b"], ["n"], axis=-1, name="norm1"),
+            helper.make_node("MatMul", ["n", "W2"], ["f"]),
+            helper.make_node("Relu", ["f"], ["a"]),
+            helper.make_node("MatMul", ["a", "W3"], ["o"]),
+            helper.make_node("Add", ["n", "o"], ["s"], name="residual"),
+            helper.make_node("LayerNormalization", ["s", "g", "b"], ["y"], axis=-1, name="norm2"),
+        ],
+        "post_norm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])],
+        [
+            numpy_helper.from_array(rng.standard_normal((4, 8)).astype(np.float32), "W1"),
+            numpy_helper.from_array(np.ones(8, np.float32), "g"),
+            numpy_helper.from_array(np.zeros(8, np.float32), "b"),
+            numpy_helper.from_array(rng.standard_normal((8, 16)).astype(np.float32), "W2"),
+            numpy_helper.from_array(rng.standard_normal((16, 8)).astype(np.float32), "W3"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    groups = {g.size: g for g in onnxfold.analyze(model)}
+    assert groups[16].foldable  # the MLP's hidden channels fold; the stream's 8 do not
+    (reason,) = [r.message for r in groups[8].blocked if "residual" in r.message]
+    assert reason == (
+        "Add residual combines channels with untracked tensor n (LayerNormalization norm1 normalises over its "
+        "channels, so they stay whole; a post-norm residual stream keeps its width)"
+    )
 
 
 def _masked_attention(axes: list[int], wq: np.ndarray, wo: np.ndarray, heads: int, width: int):

@@ -63,6 +63,12 @@ from onnxfold.analysis.registry import rule_for
 from onnxfold.analysis.shape_trace import ShapeEntry, target_entries, tensor_shape
 from onnxfold.analysis.views import View, exposed, find_views
 
+#: ops that normalise over the channels they read: a tensor they wrote has channels no fold may merge
+NORMALISING_OPS = frozenset(
+    "LayerNormalization RMSNormalization SimplifiedLayerNormalization SkipLayerNormalization "
+    "SkipSimplifiedLayerNormalization GroupNormalization LpNormalization".split()
+)
+
 
 class Analysis:
     """The state of one walk over ``graph``: spaces, layouts, members and block reasons."""
@@ -273,6 +279,14 @@ class Analysis:
             return f"untracked tensor {t.name}"
         if rule_for(lost.op, lost.domain) is None:
             return f"untracked tensor {t.name} (after {lost.op} {lost.name}, which onnxfold has no rule for)"
+        if lost.op in NORMALISING_OPS:  # ruaccent's post-norm Transformer: 19 groups read "not followed past"
+            stream = (
+                "; a post-norm residual stream keeps its width" if t.inputs and t.inputs[0] is lost else ""
+            )
+            return (
+                f"untracked tensor {t.name} ({lost.op} {lost.name} normalises over its channels, so they "
+                f"stay whole{stream})"
+            )
         return f"untracked tensor {t.name} (its channels are not followed past {lost.op} {lost.name})"
 
     def _lost_at(self, t: gs.Tensor) -> gs.Node | None:
