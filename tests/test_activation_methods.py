@@ -584,6 +584,33 @@ def test_deepinversion_takes_the_most_samples_its_budget_pays_for() -> None:
     assert deepinversion_samples(model, budget=0.5 * one, counts=(64, 32))[0] is None
 
 
+def test_deepinversion_synthesises_a_large_count_in_batches(monkeypatch) -> None:
+    """PP-LCNet's 64 samples at 224x224 held 3.2 GB of activations and gradients in one batch: a count
+    past :data:`DIR_BATCH` is synthesised batch by batch, each with its own seed, each matching the BN
+    statistics alone."""
+    from collections import OrderedDict
+
+    from onnxfold.folding import samples
+    from onnxfold.ir.model import load_model
+    from onnxfold.models import bundled_model
+    from onnxfold.repair import deepinversion
+
+    calls: list = []
+
+    def fake(proto, count, iterations, seed=0, shape=None, bounds=None):
+        calls.append((count, seed))
+        return np.full((count, 1, 8, 8), seed, np.float32)
+
+    monkeypatch.setattr(deepinversion, "synthesize", fake)
+    monkeypatch.setattr(samples, "_SYNTHESISED", OrderedDict())
+    model = load_model(bundled_model("resnet18.onnx"))
+    got, _ = samples.deepinversion_samples(model, budget=1e18, counts=(70,), seed=3)
+    assert calls == [(32, 3), (32, 4), (6, 5)] and samples.DIR_BATCH == 32
+    assert got["input"].shape[0] == 70 and np.array_equal(
+        got["input"][:, 0, 0, 0], [3] * 32 + [4] * 32 + [5] * 6
+    )
+
+
 def test_a_search_on_random_inputs_says_why_a_bn_model_got_no_deepinversion_samples(monkeypatch) -> None:
     """khmer-ocr-ocm's BN CRNN: the data-free search read "13 random samples, each image [1, 1, 48, 512]"
     with no word on why the DeepInversion samples the docs promise for BN models were not made."""
