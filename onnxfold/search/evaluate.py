@@ -217,7 +217,7 @@ class Evaluator:
         wanted = (scores_behind(original) if self.proxy else {}) if scores is None else dict(scores)
         sess = _session(exposed(original, wanted.values()) if wanted else original)
         self.synthetic = synthetic
-        self.unsynthesised = ""  #: why a BN model's proxy is random, not DeepInversion's (set by the search)
+        self.unsynthesised = ""  #: why the proxy is random, not DeepInversion's (set by the search)
         self.shapes = dict(shapes or {})
         self.extra_runs: list[dict] = []  # random runs that cannot be joined into self.feed
         if inputs is None:
@@ -480,8 +480,9 @@ class Evaluator:
         n = sum(sample_count(f) for f in [self.feed, *self.extra_runs])
         shapes = proxy_shapes(self.original, self.feed, self.shapes)
         shapes = f", {shapes}" if shapes else ""
-        if self.synthetic:
-            text = f"data-free proxy: {self.synthetic}{shapes}"
+        if self.synthetic:  # a fused-BN MobileNetV2's read "32 random samples", where the docs promise
+            why = f" ({self.unsynthesised})" if self.unsynthesised.startswith("no Batch") else ""
+            text = f"data-free proxy: {self.synthetic}{shapes}{why}"  # DeepInversion's (trial 181)
         elif self.proxy:  # a BN CRNN's read "13 random samples" without a word on why (trial 177)
             why = f" (a BN model's, not DeepInversion's: {self.unsynthesised})" if self.unsynthesised else ""
             text = f"data-free proxy: {n} random samples{shapes}{why}"
