@@ -950,8 +950,8 @@ def test_a_per_position_top1_in_the_task_warning_says_it_counts_positions(tmp_pa
     _, report = onnxfold.fold(src, 0.9, tmp_path / "o.onnx", method="fold", round_to=1)
     (out,) = report.validation.outputs
     assert out.fidelity_metric == "top1" and out.fidelity < 0.9 and not out.counted
-    assert of_count(out) == " (of positions, not whole samples)"
-    assert f"keeps top1 {out.fidelity:.4f} (of positions, not whole samples)" in report.format()
+    assert of_count(out) == " (of positions, not whole samples; --metric tags counts whole ones)"
+    assert f"keeps top1 {out.fidelity:.4f} (of positions, not whole samples; --metric tags" in report.format()
 
 
 def test_a_file_size_change_without_weight_change_is_explained() -> None:

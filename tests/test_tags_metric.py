@@ -294,7 +294,11 @@ def test_top1_over_positions_says_so_in_the_per_output_line() -> None:
     cand = ref.copy()
     cand[1, 2] = ref[1, 2][::-1]
     _, (positions,) = model_fidelity({"labels": ref}, {"labels": cand}, {"labels": "top1"}, samples=4)
-    assert per_output(positions) == "labels top1 0.9583 (of positions, not whole samples)"
+    assert per_output(positions) == (
+        "labels top1 0.9583 (of positions, not whole samples; --metric tags counts whole ones)"
+    )
+    _, (whole,) = model_fidelity({"labels": ref}, {"labels": cand}, {"labels": "tags"}, samples=4)
+    assert whole.value == 0.75  # what the hint offers: 3 of the 4 samples have every position alike
     _, (scores,) = model_fidelity({"p": ref[:, 0]}, {"p": cand[:, 0]}, {"p": "top1"}, samples=4)
     assert per_output(scores).startswith("p top1 1.0000 (4 of 4 samples")
 

@@ -21,6 +21,10 @@ def bound_text(bound: float) -> str:
     return f"{math.floor(bound * 10**digits + 1e-9) / 10**digits:.{digits}f}"
 
 
+#: after a top-1 of positions: a stress placer's "top1 0.8965" kept 42% of its phrases (trial 180)
+OF_POSITIONS = " (of positions, not whole samples; --metric tags counts whole ones)"
+
+
 def per_outputs(outputs) -> str:
     """:func:`per_output` of each, an output judged by two metrics (``mask+r2``) named once:
     ``map mask 1.0000, r2 0.9981; box r2 0.9950`` (U²-Net's seven maps read 14 named entries)."""
@@ -46,5 +50,5 @@ def per_output(o: OutputFidelity) -> str:
     if o.samples:
         text += f" ({round(o.value * o.samples)} of {o.samples} samples, 95% lower bound {bound_text(o.lower_bound())})"
     elif o.metric == "top1":  # a diacritizer's 0.9922 of positions kept 83.6% of its sentences whole
-        text += " (of positions, not whole samples)"
+        text += OF_POSITIONS
     return text
