@@ -324,6 +324,11 @@ def test_labels_kept_on_the_given_samples_are_not_called_a_lost_task() -> None:
     assert "likely no longer" not in drift
     for lost in (out("top1+r2", 0.6147, 0.75), out("r2", 0.6147, None)):
         assert "likely no longer does the original's task" in warning(lost)
+    # fpkws's keyword embedder at -s 0.3: r2 0.8810 (cosine 0.9986) kept 95% of its words
+    near = warning(out("r2", 0.8810, None))
+    assert "may no longer do the original's task (a mean this near the bar" in near and "likely" not in near
+    assert "likely no longer does" in warning(out("r2", 0.7999, None))
+    assert "likely no longer does" in warning(out("top1+r2", 0.8810, 0.85))  # a count under the bar
 
 
 def test_a_counted_fidelity_in_the_task_warning_says_of_how_many_samples() -> None:

@@ -927,7 +927,7 @@ def test_a_per_position_top1_in_the_task_warning_says_it_counts_positions(tmp_pa
     from onnx import numpy_helper as nh
 
     import onnxfold
-    from onnxfold.report.fold_report import of_count
+    from onnxfold.report.task_warning import of_count
 
     rng = np.random.default_rng(2)
     weights = {"w1": rng.standard_normal((8, 32)), "w2": rng.standard_normal((32, 5))}
