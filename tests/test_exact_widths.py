@@ -117,4 +117,7 @@ def test_exact_widths_whose_best_met_the_target_under_min_gain_are_reported() ->
     assert better_exact(plain, result(0), 8, 100).kept_whole == ""  # nothing met there either
     reason = "the best candidate, 2.1% fewer parameters ..."  # the rounded search's own, kept, not doubled
     kept = better_exact(result(0, reason), result(0, small), 8, 100)
-    assert kept.kept_whole == f"{reason}; at exact widths too the model was kept whole"
+    assert (
+        kept.kept_whole
+        == f"{reason}; a second search at exact widths (--round-to 1), not multiples of 8, kept it whole too"
+    )

@@ -488,7 +488,7 @@ def test_a_search_past_its_limit_does_not_refit_its_pick(samples, monkeypatch) -
         validate=False,
     )[1].search
     assert cut.chosen.steps > 0 and refits == []  # the far end passes; nothing refitted after the limit
-    assert "the chosen widths were not refitted" in cut.cut_short and "it ran" not in cut.cut_short
+    assert "the chosen model's merges were not refitted" in cut.cut_short and "it ran" not in cut.cut_short
 
 
 def test_the_bisection_measures_first_the_longest_prefix_the_limit_affords() -> None:

@@ -67,7 +67,7 @@ def better_exact(rounded: Any, exact: Any, round_to: int, input_params: int) -> 
         exact.unrounded = unrounded_reason(rounded, exact, round_to)
         return exact
     if exact.kept_whole and rounded.kept_whole:  # its own reason, not a second one like it (trial 170)
-        rounded.kept_whole += "; at exact widths too the model was kept whole"
+        rounded.kept_whole += f"; a second search at exact widths (--round-to 1), not multiples of {round_to}, kept it whole too"
     elif exact.kept_whole:
         rounded.kept_whole = (
             f"at multiples of {round_to} the model was kept whole; at exact widths {exact.kept_whole}"

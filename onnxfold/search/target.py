@@ -431,7 +431,7 @@ def search(
         n = sum(c.measured for c in tried.values())
         cut.append(f"the search stopped after {n} candidate{'s' if n != 1 else ''} measured")
         if refine is not None and chosen.steps > 0:
-            cut.append("the chosen widths were not refitted")
+            cut.append("the chosen model's merges were not refitted to the samples as a whole")
     elif refine is not None and chosen.steps > 0:
         allocation = chosen.allocation or path.sparsities_at(chosen.steps)
         better = _refined(chosen, refine(allocation), evaluator, base, shapes)
@@ -441,7 +441,9 @@ def search(
             log.info("search: refined -> fidelity %.4f (was %.4f)", better.fidelity, chosen.fidelity)
             chosen = better
         if limit.expired():  # the refit stopped judging its groups there (sequential.plan_sequential)
-            cut.append("the refit of the chosen widths reached the time limit")
+            cut.append(
+                "the final refit of the chosen model's merges stopped at the time limit, some groups left as first fitted"
+            )
     counted = not (base.symbolic_dims or base.macs_unknown_nodes)  # MACs a gain may count
     if mode == "min_fidelity" and met and (small := below_gain(chosen, min_gain, evaluator.proxy, counted)):
         kept_whole = small  # too little, in parameters and in MACs

@@ -119,5 +119,5 @@ def sensitivity_cut_notes(limit: TimeLimit, skipped: int, prepared_s: float = 0.
     )
     return [
         f"{before}the sensitivity stopped at its share ({limit.budget * SENSITIVITY_SHARE:g} s): {skipped} of "
-        f"{skipped + limit.measured} measurements skipped (taken last on the path, measured only within candidates)"
+        f"{skipped + limit.measured} measurements skipped (those groups are folded last and judged only within whole candidates)"
     ]
