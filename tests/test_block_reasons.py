@@ -40,11 +40,27 @@ def test_an_argmax_blocks_its_channels_with_what_it_does(axis: int, says: str) -
     assert next(g for g in groups.values() if g.size == 8).foldable
 
 
+def _normed(nodes: list, weights: dict[str, tuple[int, int]], out: list) -> onnx.ModelProto:
+    """x [2, 4] -> ``nodes``, which read W1 [4, 8], a LayerNorm's g and b [8] and ``weights`` (name ->
+    shape, random); ``out``: the output's name and shape."""
+    rng = np.random.default_rng(0)
+    shapes = {"W1": (4, 8), **weights}
+    arrays = {name: rng.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()}
+    arrays.update(g=np.ones(8, np.float32), b=np.zeros(8, np.float32))
+    graph = helper.make_graph(
+        nodes,
+        "normed",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info(out[0], TensorProto.FLOAT, out[1:])],
+        [numpy_helper.from_array(v, k) for k, v in arrays.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
 def test_an_untracked_operand_names_where_its_channels_stopped_being_followed() -> None:
     """minimol's blocks read "Add node_add_316 combines channels with untracked tensor gelu_1": gelu_1
     was untracked because a LayerNorm over the channels came before it, which the reason did not say."""
-    rng = np.random.default_rng(0)
-    graph = helper.make_graph(
+    model = _normed(
         [
             helper.make_node("MatMul", ["x", "W1"], ["h"]),
             helper.make_node("LayerNormalization", ["h", "g", "b"], ["n"], axis=-1, name="norm"),
@@ -53,18 +69,9 @@ def test_an_untracked_operand_names_where_its_channels_stopped_being_followed() 
             helper.make_node("Add", ["a", "side"], ["s"], name="join"),
             helper.make_node("MatMul", ["s", "W3"], ["y"]),
         ],
-        "lost",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
-        [
-            numpy_helper.from_array(rng.standard_normal((4, 8)).astype(np.float32), "W1"),
-            numpy_helper.from_array(np.ones(8, np.float32), "g"),
-            numpy_helper.from_array(np.zeros(8, np.float32), "b"),
-            numpy_helper.from_array(rng.standard_normal((4, 8)).astype(np.float32), "W2"),
-            numpy_helper.from_array(rng.standard_normal((8, 3)).astype(np.float32), "W3"),
-        ],
+        {"W2": (4, 8), "W3": (8, 3)},
+        ["y", 2, 3],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     reasons = [r.message for g in onnxfold.analyze(model) for r in g.blocked]
     joined = [m for m in reasons if "combines channels with untracked tensor a" in m]
     assert (
@@ -75,8 +82,7 @@ def test_an_untracked_operand_names_where_its_channels_stopped_being_followed() 
 def test_a_post_norm_stream_is_named_as_such() -> None:
     """ruaccent's nn.Transformer (post-norm): every Add read "combines channels with untracked tensor
     …LayerNormalization_output_0 (its channels are not followed past …", cut at the table's width."""
-    rng = np.random.default_rng(0)
-    graph = helper.make_graph(
+    model = _normed(
         [
             helper.make_node("MatMul", ["x", "W1"], ["h"]),
             helper.make_node("LayerNormalization", ["h", "g", "b"], ["n"], axis=-1, name="norm1"),
@@ -86,18 +92,9 @@ def test_a_post_norm_stream_is_named_as_such() -> None:
             helper.make_node("Add", ["n", "o"], ["s"], name="residual"),
             helper.make_node("LayerNormalization", ["s", "g", "b"], ["y"], axis=-1, name="norm2"),
         ],
-        "post_norm",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])],
-        [
-            numpy_helper.from_array(rng.standard_normal((4, 8)).astype(np.float32), "W1"),
-            numpy_helper.from_array(np.ones(8, np.float32), "g"),
-            numpy_helper.from_array(np.zeros(8, np.float32), "b"),
-            numpy_helper.from_array(rng.standard_normal((8, 16)).astype(np.float32), "W2"),
-            numpy_helper.from_array(rng.standard_normal((16, 8)).astype(np.float32), "W3"),
-        ],
+        {"W2": (8, 16), "W3": (16, 8)},
+        ["y", 2, 8],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     groups = {g.size: g for g in onnxfold.analyze(model)}
     assert groups[16].foldable  # the MLP's hidden channels fold; the stream's 8 do not
     (reason,) = [r.message for r in groups[8].blocked if "residual" in r.message]
