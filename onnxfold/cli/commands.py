@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from onnxfold.cli.checks import announce_search, check_paths, check_targets, weightless
+from onnxfold.cli.checks import announce_search, check_paths, check_targets, data_free_line, weightless
 from onnxfold.cli.parser import (
     DELEGATED_BENCHES,
     EXIT_INTERNAL,
@@ -265,6 +265,8 @@ def cmd_analyze(args: argparse.Namespace) -> None:
             "less, and the search finds it; what no foldable group reaches stays (blocked groups, an "
             "embedding's vocabulary rows, norms' scales outside a group)"
         )
+    if any(g.foldable for g in groups) and not args.json:
+        print(data_free_line(model))
     from onnxfold.analysis.quantized import quantized_hint, quantized_ops
     from onnxfold.analysis.subgraphs import subgraph_note
 
