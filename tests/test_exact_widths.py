@@ -106,7 +106,15 @@ def test_exact_widths_whose_best_met_the_target_under_min_gain_are_reported() ->
 
     def result(steps: int, kept_whole: str = "") -> SimpleNamespace:
         chosen = SimpleNamespace(steps=steps)
-        return SimpleNamespace(met=True, chosen=chosen, kept_whole=kept_whole, curves=[], input_params=0)
+        return SimpleNamespace(
+            met=True,
+            chosen=chosen,
+            kept_whole=kept_whole,
+            curves=[],
+            candidates=[],
+            target=0.95,
+            input_params=0,
+        )
 
     small = "the best candidate, 0.1% fewer parameters (0.1% fewer MACs) at fidelity 1.0000, removes less than --min-gain 0.01"
     rounded = result(0)
@@ -120,4 +128,28 @@ def test_exact_widths_whose_best_met_the_target_under_min_gain_are_reported() ->
     assert (
         kept.kept_whole
         == f"{reason}; a second search at exact widths (--round-to 1), not multiples of 8, kept it whole too"
+    )
+
+
+def test_a_second_search_that_kept_the_model_whole_too_says_what_it_measured() -> None:
+    """A skl2onnx MLP regressor at --min-fidelity 0.9999: the report named the rounded search's 12.1%
+    candidate, an 8-channel step, and nothing of the exact widths' search it had announced (trial 185)."""
+    from types import SimpleNamespace
+
+    from onnxfold.runtime.fidelity import OutputFidelity
+    from onnxfold.search.exact_widths import better_exact
+    from onnxfold.search.target import Candidate
+
+    def cand(steps: int, reduction: float, r2: float) -> Candidate:
+        return Candidate(steps, r2, 0, 0, reduction, reduction, [OutputFidelity("variable", "r2", r2)])
+
+    rounded = SimpleNamespace(met=True, chosen=cand(0, 0.0, 1.0), kept_whole="", curves=[], input_params=0)
+    tried = [cand(0, 0.0, 1.0), cand(1, 0.015, 0.9996), cand(3, 0.045, 0.9990)]
+    exact = SimpleNamespace(
+        met=True, chosen=tried[0], kept_whole="", curves=[], candidates=tried, target=0.9999, input_params=0
+    )
+    kept = better_exact(rounded, exact, 8, 100)
+    assert kept is rounded and kept.exact_missed == (
+        "at exact widths (--round-to 1) too no fold kept the target: the smallest measured, 1.5% fewer "
+        "parameters, missed it: variable r2 0.9996"
     )

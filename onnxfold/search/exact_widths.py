@@ -72,6 +72,16 @@ def better_exact(rounded: Any, exact: Any, round_to: int, input_params: int) -> 
         rounded.kept_whole = (
             f"at multiples of {round_to} the model was kept whole; at exact widths {exact.kept_whole}"
         )
+    elif not exact.chosen.steps:  # what the second search found: a trial could not tell it ran (185)
+        from onnxfold.search.misses import missed_by
+
+        missed = [c for c in exact.candidates if c.measured and c.steps and not c.meets(exact.target)]
+        if missed:
+            first = min(missed, key=lambda c: c.reduction)
+            rounded.exact_missed = (
+                f"at exact widths (--round-to 1) too no fold kept the target: the smallest measured, "
+                f"{first.reduction:.1%} fewer parameters, missed it: {missed_by(first, exact.target)}"
+            )
     return rounded
 
 

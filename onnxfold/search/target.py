@@ -141,6 +141,7 @@ class SearchResult:
     #: recurrent states judged as auto picks, not by the decision metric given for every output
     states_left: list[str] = field(default_factory=list)
     unrounded: str = ""  # why the widths are exact where a default rounding kept the model whole
+    exact_missed: str = ""  # what the search at exact widths measured, where it kept the model whole too
 
     def param_reduction(self) -> float:
         """The chosen candidate's fewer parameters, of the input's when :attr:`input_params` is known."""
@@ -241,6 +242,7 @@ class SearchResult:
             self.mode, self.chosen.reduction, macs
         )
         lines += [] if self.kept_whole else next_missed_lines(self)  # the kept_whole note names it
+        lines += [f"note: {self.exact_missed}"] if self.exact_missed else []
         loose = [o for o in self.chosen.outputs if o.samples and o.lower_bound() < self.target]
         if self.mode == "min_fidelity" and loose and not self.proxy:
             need = OutputFidelity.samples_to_bound(self.target)
