@@ -1252,7 +1252,10 @@ def test_analyze_sensitivity_takes_input_shapes(tmp_path, capsys) -> None:
     rc = main(["analyze", str(path), "--sensitivity", "--input-shape", "x:4,8", "--levels", "0.5", "--json"])
     assert rc in (0, None)
     data = json.loads(capsys.readouterr().out)
-    assert data["inputs"] == "data-free proxy: 32 random samples, each x [1, 8]"  # given: nothing guessed
+    from onnxfold.folding.samples import NO_BN
+
+    # given: nothing guessed; and why the samples are random (no BN statistics to synthesise from)
+    assert data["inputs"] == f"data-free proxy: 32 random samples, each x [1, 8] ({NO_BN})"
     (group,) = data["groups"]
     assert group["channels"] == 6 and 0.0 < group["fidelity"][0] < 1.0
 
