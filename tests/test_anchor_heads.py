@@ -67,3 +67,38 @@ def test_no_anchor_marked_or_no_regression_beside_it_measures_as_before() -> Non
     assert alone.rows == {}
     got = AnchorView(ref, _metrics(ref), N)("bbox", "r2", ref["bbox"], ref["bbox"])
     assert got[0].shape == (N * A, 4) and got[2].sum() == N * 6
+
+
+def _ssd(rng: np.random.Generator, n: int = 2, anchors: int = 500) -> dict[str, np.ndarray]:
+    """An SSD's raw heads: conf [n, A, 2], a softmax with the background (class 0) winning at all but
+    a few anchors, and loc [n, A, 4], box offsets per anchor."""
+    logits = 0.3 * rng.standard_normal((n, anchors, 2)) + np.array([3.0, 0.0])
+    logits[:, :20, 1] += 8.0  # the faces: 20 anchors a sample
+    conf = np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
+    return {"conf": conf, "loc": rng.standard_normal((n, anchors, 4))}
+
+
+def test_an_ssd_s_softmax_scores_and_box_offsets_are_read_as_anchor_heads() -> None:
+    """OpenCV's res10 face SSD (conf [1, 8892, 2] from a Softmax, loc [1, 8892, 4]): auto read the box
+    offsets as CTC lines (sequence+margin 0.0000 for a fold whose faces agreed at F1 0.97) and the
+    per-anchor argmax, background nearly everywhere, at top1 0.9988 "for a model answering class 0
+    everywhere" (trial 184). Both are read by r2, the offsets at the anchors a face class marks."""
+    from onnxfold.runtime.anchors import foreground, softmax_heads
+    from onnxfold.runtime.exercised import judged_one_way
+
+    rng = np.random.default_rng(0)
+    ref = _ssd(rng)
+    assert softmax_heads(ref, samples=2) == {"conf": ["loc"]}
+    producers = {"conf": "Softmax", "loc": "Concat"}
+    assert output_metrics(ref, "auto", producers, samples=2) == {"conf": "r2", "loc": "r2"}
+    assert output_metrics(ref, "loc=top1", producers, samples=2)["loc"] == "top1"  # as the user asks
+    marked = foreground(ref["conf"]) >= FLOOR
+    assert marked[:, :20].all() and not marked[:, 20:].any()
+    cand = {"conf": ref["conf"], "loc": ref["loc"].copy()}
+    cand["loc"][:, 20:] += 5.0  # background anchors' offsets, which no decoding reads
+    _, outputs = model_fidelity(ref, cand, {"conf": "r2", "loc": "r2"}, samples=2)
+    assert {o.name: o.value for o in outputs}["loc"] == 1.0
+    assert judged_one_way("conf", "r2", ref["conf"], "Softmax", samples=2, reference=ref) is None
+    assert judged_one_way("conf", "r2", ref["conf"], "Softmax", samples=2) is not None  # alone: one way
+    assert softmax_heads({"conf": ref["conf"]}, samples=2) == {}  # no offsets beside it: no detector
+    assert softmax_heads(_ssd(rng, anchors=40), samples=2) == {}  # too few rows for anchors

@@ -73,6 +73,13 @@ class AnchorView:
             if held and marked.any():
                 self.rows[name] = None
                 self.rows.update({other: marked for other in held if other not in self.rows})
+        for name, held in softmax_heads(reference, samples).items():
+            if metrics.get(name) != "r2" or any(metrics.get(h) != "r2" for h in held):
+                continue
+            marked = foreground(np.asarray(reference[name])) >= FLOOR
+            if marked.any():  # random inputs may mark none: nothing changes
+                self.rows[name] = None
+                self.rows.update({h: marked for h in held if h not in self.rows})
 
     def __call__(
         self, name: str, metric: str, ref: np.ndarray, cand: np.ndarray
@@ -84,4 +91,54 @@ class AnchorView:
         return ref.reshape(-1, ref.shape[-1]), flat, None if rows is None else rows.reshape(-1)
 
 
-__all__ = ["FLOOR", "AnchorView"]
+#: at most this many regressions per anchor beside a Softmax's scores (a box's 4, 5 landmarks' 10)
+MAX_OFFSETS = 16
+
+
+def softmax_heads(reference: Mapping[str, np.ndarray], samples: int | None = None) -> dict[str, list[str]]:
+    """An SSD's heads: class probabilities [..., A, C] (rows that sum to 1, 2 to :data:`MAX_CLASSES`
+    classes, at least :data:`~onnxfold.runtime.detections.MIN_ANCHORS` rows a sample) -> the outputs
+    beside them that regress the same rows (the same dims but the last, at most :data:`MAX_OFFSETS`,
+    rows that do not sum to 1). OpenCV's res10 face SSD writes conf [1, 8892, 2] and loc [1, 8892, 4]:
+    auto read loc's box offsets as CTC lines (``sequence+margin`` 0.0000 for a fold whose faces agreed
+    at F1 0.97) and conf's per-anchor argmax, background nearly everywhere, at top1 0.9988 (trial 184);
+    both are read by r2 (:func:`~onnxfold.runtime.fidelity.output_metrics`), the offsets at the anchors
+    a class other than the background marks (:class:`AnchorView`)."""
+    out: dict[str, list[str]] = {}
+    for name, ref in reference.items():
+        ref = np.asarray(ref)
+        if ref.ndim < 2 or ref.dtype.kind != "f" or not 2 <= ref.shape[-1] <= MAX_CLASSES:
+            continue
+        if ref.size // ref.shape[-1] < MIN_ANCHORS * max(1, samples or 1) or not _rows_sum_to_one(ref):
+            continue
+        held = [
+            other
+            for other, r in reference.items()
+            if other != name
+            and np.ndim(r) == ref.ndim
+            and np.shape(r)[:-1] == ref.shape[:-1]
+            and np.asarray(r).dtype.kind == "f"
+            and np.shape(r)[-1] <= MAX_OFFSETS
+            and not _rows_sum_to_one(np.asarray(r))
+        ]
+        if held:
+            out[name] = held
+    return out
+
+
+def foreground(scores: np.ndarray) -> np.ndarray:
+    """Per row, the highest probability of a class other than the background, the class that wins at
+    the most rows (an SSD's class 0, nearly every anchor of a photo)."""
+    if scores.shape[-1] < 2:
+        return scores[..., 0]
+    wins = np.bincount(scores.argmax(axis=-1).ravel(), minlength=scores.shape[-1])
+    return np.delete(scores, int(wins.argmax()), axis=-1).max(axis=-1)
+
+
+def _rows_sum_to_one(values: np.ndarray) -> bool:
+    return bool(values.size and np.isfinite(values).all() and values.min() >= 0) and bool(
+        np.allclose(values.sum(axis=-1), 1.0, atol=1e-3)
+    )
+
+
+__all__ = ["FLOOR", "AnchorView", "foreground", "softmax_heads"]

@@ -298,13 +298,19 @@ def judged_one_way(
     producer: str | None = None,
     tokens: bool = False,
     samples: int | None = None,
+    reference: dict | None = None,
 ) -> str | None:
     """On given samples: how a constant answer would measure on an output judged by its decisions
     (``metric`` top1, tags, sequence, alone or guarded), or on class scores that ``auto`` judges by r2
     because every sample decides one class (:func:`decided_one_way`); None otherwise. What the search
-    refuses samples for, and validation warns of."""
+    refuses samples for, and validation warns of. ``reference``: every output, where an SSD's class
+    probabilities per anchor are read beside their box offsets (background at nearly every anchor of
+    a photo is what a working detector answers: :func:`~onnxfold.runtime.anchors.softmax_heads`)."""
+    from onnxfold.runtime.anchors import softmax_heads
     from onnxfold.runtime.fidelity import COUNTS_OF_CLASSES, metric_parts
 
+    if metric == "r2" and reference is not None and name in softmax_heads(reference, samples):
+        return None
     if metric_parts(metric)[0] in COUNTS_OF_CLASSES:
         return decided_one_way(metric, values, samples)
     if metric == "r2" and auto_metric(name, values, producer, tokens, samples) == "top1":

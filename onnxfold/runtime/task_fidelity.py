@@ -96,7 +96,7 @@ def task_fidelity(
                 # as the search refuses them: raw 0..255 pixels made an emotion CNN answer one class on 31
                 # of 32 faces, and a fold at -s 0.2 fitted on them read top1 100% and kept 27% (trial 156)
                 m.unexercised = judged_one_way(
-                    m.name, chosen[m.name], ref, producers.get(m.name), token_inputs, samples
+                    m.name, chosen[m.name], ref, producers.get(m.name), token_inputs, samples, measured
                 )
             keep = view.tokens[m.name]  # the token positions of padded samples
             parts = [

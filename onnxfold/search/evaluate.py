@@ -300,19 +300,16 @@ class Evaluator:
         from onnxfold.runtime.producers import shape_only_outputs
 
         fixed = shape_only_outputs(original)  # a frame count: no fold moves it, no sample exercises it
+        ref, n, ids = self.reference, self.samples, bool(vocab)
         self.unexercised = {
             name: why
-            for name, values in self.reference.items()
+            for name, values in ref.items()
             if name in self.metrics
             and name not in fixed
             and (
-                why := unexercised(
-                    name, values, producers.get(name), bool(vocab), self.samples, bounds.get(name)
-                )
+                why := unexercised(name, values, producers.get(name), ids, n, bounds.get(name))
                 if self.proxy
-                else judged_one_way(
-                    name, self.metrics[name], values, producers.get(name), bool(vocab), self.samples
-                )
+                else judged_one_way(name, self.metrics[name], values, producers.get(name), ids, n, ref)
             )
         }
         #: output -> (classes the given samples' argmaxes reach, classes it has), where some are left out
