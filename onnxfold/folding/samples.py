@@ -213,8 +213,8 @@ AUTO_DIR_ITERATIONS = 200
 #: why a model gets no DeepInversion samples, where it has no BN (a fused-BN MobileNetV2's search read
 #: "32 random samples", where the docs promise DeepInversion's, and did not say why: trial 181)
 NO_BN = (
-    "no BatchNormalization statistics to synthesise samples from, which an eval-mode export fuses into its "
-    "convolutions"
+    "no BatchNormalization nodes to synthesise samples from their statistics, which an eval-mode export "
+    "usually fuses into its convolutions"
 )
 #: the most input bytes DeepInversion optimises at once: autograd holds ~90x that (PP-LCNet's 64 samples at
 #: 224x224: 3.4 GB; in 3 batches 2.1 GB); split only where memory asks, as a batch matching the BN

@@ -11,6 +11,7 @@ import onnx
 
 from onnxfold.errors import one_line
 from onnxfold.folding.samples import (
+    NO_BN,
     fixed_batch,
     leading_measured,
     measured_limit,
@@ -478,7 +479,7 @@ class Evaluator:
         shapes = proxy_shapes(self.original, self.feed, self.shapes)
         shapes = f", {shapes}" if shapes else ""
         if self.synthetic:  # a fused-BN MobileNetV2's read "32 random samples", where the docs promise
-            why = f" ({self.unsynthesised})" if self.unsynthesised.startswith("no Batch") else ""
+            why = f" ({self.unsynthesised})" if self.unsynthesised == NO_BN else ""
             text = f"data-free proxy: {self.synthetic}{shapes}{why}"  # DeepInversion's (trial 181)
         elif self.proxy:  # a BN CRNN's read "13 random samples" without a word on why (trial 177)
             why = f" (a BN model's, not DeepInversion's: {self.unsynthesised})" if self.unsynthesised else ""
