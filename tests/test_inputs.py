@@ -721,7 +721,7 @@ def test_a_proxy_on_a_tiny_guessed_image_says_so() -> None:
     from onnx import TensorProto
     from onnx import helper as oh
 
-    from onnxfold.search.evaluate import proxy_shapes
+    from onnxfold.search.proxy_shapes import proxy_shapes
 
     graph = oh.make_graph(
         [oh.make_node("Relu", ["x"], ["y"])],
@@ -922,7 +922,7 @@ def test_a_proxy_sample_shape_keeps_its_sample_axis() -> None:
     from onnx import TensorProto
     from onnx import helper as oh
 
-    from onnxfold.search.evaluate import proxy_shapes
+    from onnxfold.search.proxy_shapes import proxy_shapes
 
     graph = oh.make_graph(
         [oh.make_node("Relu", ["x"], ["y"])],
