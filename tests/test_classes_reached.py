@@ -11,7 +11,8 @@ import onnx
 from harness import Net, rnd
 
 import onnxfold
-from onnxfold.search.exercise_notes import classes_reached, coverage_notes
+from onnxfold.runtime.classes_reached import classes_reached
+from onnxfold.search.exercise_notes import coverage_notes
 
 
 def test_the_classes_an_argmax_reaches_are_counted_on_the_last_axis() -> None:

@@ -162,9 +162,8 @@ def data_free_line(model) -> str:
     """What ``analyze`` says the default search without ``--inputs`` will measure on, before a user
     spends minutes on it: a fused-BN MobileNetV2's data-free search ran 263 s on random inputs to keep
     the model whole, and said why only in an ``-s`` run's note (trial 181)."""
-    from onnxfold.folding.embedding_tables import embedding_tables
+    from onnxfold.folding.embedding_tables import token_tables
     from onnxfold.folding.samples import NO_BN, has_batchnorm
-    from onnxfold.runtime.inputs import input_specs
 
     then = "; --inputs with about 32 samples as the model is used measures its task"
     if has_batchnorm(model):
@@ -172,8 +171,7 @@ def data_free_line(model) -> str:
             "data-free (no --inputs), the search measures on DeepInversion samples synthesised from its "
             f"BatchNormalization statistics (torch needed; random inputs without it){then}"
         )
-    specs = input_specs(model)
-    if specs and all(s.dtype is not None and s.dtype.kind in "iu" for s in specs) and embedding_tables(model):
+    if not token_tables(model)[1]:
         return f"data-free (no --inputs), the search measures on random token sequences over its embedding table{then}"
     return (
         f"data-free (no --inputs), the search measures on random inputs ({NO_BN}), which seldom stand for "

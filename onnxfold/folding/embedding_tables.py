@@ -62,3 +62,15 @@ def _constant(t) -> bool:
 
 
 __all__ = ["INDEX_KEEPING", "embedding_tables"]
+
+
+def token_tables(model) -> tuple[dict[str, object], str]:
+    """(the embedding tables its ids index, '') for a token model, whose inputs are all integer ids and
+    index an embedding table; ({}, why not) otherwise."""
+    from onnxfold.runtime.inputs import input_specs
+
+    specs = input_specs(model)
+    if not specs or any(s.dtype is None or s.dtype.kind not in "iu" for s in specs):
+        return {}, "not a model whose inputs are all integer token ids"
+    tables = embedding_tables(model)
+    return tables, "" if tables else "no input indexes an embedding table"

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from onnxfold.folding.embedding_tables import INDEX_KEEPING, embedding_tables  # noqa: F401 (read from here too)
+from onnxfold.folding.embedding_tables import INDEX_KEEPING, embedding_tables, token_tables  # noqa: F401 (read from here too)
 
 Feeds = dict[str, np.ndarray]
 
@@ -386,14 +386,9 @@ def token_samples(model, shapes: dict | None = None, seed: int = 0) -> tuple[Fee
     """(samples, where they come from) for a model whose inputs are all integer and whose id inputs
     index an embedding table: :func:`synthetic_feeds` (masks 1, token types 0, positions 0…L−1, the
     ids drawn over the table's rows by :func:`token_weights`); (None, why not) otherwise."""
-    from onnxfold.runtime.inputs import input_specs
-
-    specs = input_specs(model)
-    if not specs or any(s.dtype is None or s.dtype.kind not in "iu" for s in specs):
-        return None, "not a model whose inputs are all integer token ids"
-    tables = embedding_tables(model)
-    if not tables:
-        return None, "no input indexes an embedding table"
+    tables, why = token_tables(model)
+    if why:
+        return None, why
     feeds = synthetic_feeds(model, shapes, AUTO_TOKEN_SAMPLES, seed=seed)  # ids by token_draws
     merged = {k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]}
     got = sample_count(merged)

@@ -8,7 +8,7 @@ instead of trusting the figure.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 
 import numpy as np
 
@@ -298,18 +298,17 @@ def judged_one_way(
     producer: str | None = None,
     tokens: bool = False,
     samples: int | None = None,
-    reference: dict | None = None,
+    anchor_scores: Container[str] = (),
 ) -> str | None:
     """On given samples: how a constant answer would measure on an output judged by its decisions
     (``metric`` top1, tags, sequence, alone or guarded), or on class scores that ``auto`` judges by r2
     because every sample decides one class (:func:`decided_one_way`); None otherwise. What the search
-    refuses samples for, and validation warns of. ``reference``: every output, where an SSD's class
-    probabilities per anchor are read beside their box offsets (background at nearly every anchor of
-    a photo is what a working detector answers: :func:`~onnxfold.runtime.anchors.softmax_heads`)."""
-    from onnxfold.runtime.anchors import softmax_heads
+    refuses samples for, and validation warns of. ``anchor_scores``: the outputs that are an SSD's class
+    probabilities per anchor beside their box offsets (background at nearly every anchor of a photo is
+    what a working detector answers: :func:`~onnxfold.runtime.anchors.softmax_heads`)."""
     from onnxfold.runtime.fidelity import COUNTS_OF_CLASSES, metric_parts
 
-    if metric == "r2" and reference is not None and name in softmax_heads(reference, samples):
+    if metric == "r2" and name in anchor_scores:
         return None
     if metric_parts(metric)[0] in COUNTS_OF_CLASSES:
         return decided_one_way(metric, values, samples)

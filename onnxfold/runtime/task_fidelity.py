@@ -34,7 +34,7 @@ def task_fidelity(
     of the embedding tables the model's token ids index."""
     from onnxfold.folding.samples import samples_in
     from onnxfold.runtime import fidelity as fid
-    from onnxfold.runtime.anchors import AnchorView
+    from onnxfold.runtime.anchors import AnchorView, softmax_heads
     from onnxfold.runtime.exercised import bounded_by, judged_one_way, unexercised_by_both
     from onnxfold.runtime.padding import padding_mask
     from onnxfold.runtime.producers import free_last_axes, producers_of
@@ -68,12 +68,13 @@ def task_fidelity(
     )
     chosen.update({k: v for k, v in (searched or {}).items() if k in chosen})
     if not given and not searched:  # random inputs: class scores guarded as the search's proxy guards them
-        from onnxfold.search.exercise_notes import PROXY_CLASS_SHARE, classes_reached, proxy_guarded
+        from onnxfold.runtime.classes_reached import PROXY_CLASS_SHARE, classes_reached, proxy_guarded
 
         reached = classes_reached(measured, chosen, PROXY_CLASS_SHARE)  # rxnfp's BERT: 2 of 50 classes
         for name in proxy_guarded(reached, chosen, measured, {n for n, m in named.items() if m != "auto"}):
             chosen[name] = "top1+r2"  # read "top1 100.0%" at cosine 0.845, and 35% of its labels moved
     mask = padding_mask(feed) if given else None  # the user's samples' padding is not measured
+    anchor_scores = softmax_heads(measured, samples) if given else {}  # an SSD's, read once
     view = AnchorView(reference, chosen, samples, mask)
     for m in metrics:
         ref = np.asarray(measured.get(m.name, ()))
@@ -96,7 +97,7 @@ def task_fidelity(
                 # as the search refuses them: raw 0..255 pixels made an emotion CNN answer one class on 31
                 # of 32 faces, and a fold at -s 0.2 fitted on them read top1 100% and kept 27% (trial 156)
                 m.unexercised = judged_one_way(
-                    m.name, chosen[m.name], ref, producers.get(m.name), token_inputs, samples, measured
+                    m.name, chosen[m.name], ref, producers.get(m.name), token_inputs, samples, anchor_scores
                 )
             keep = view.tokens[m.name]  # the token positions of padded samples
             parts = [

@@ -21,7 +21,9 @@ from onnxfold.folding.samples import (
     take,
 )
 from onnxfold.ir.model import Model
+from onnxfold.runtime.anchors import softmax_heads
 from onnxfold.runtime.batch_runs import batch_runs, joined_runs
+from onnxfold.runtime.classes_reached import PROXY_CLASS_SHARE, classes_reached, proxy_guarded
 from onnxfold.runtime.compare import run_feed
 from onnxfold.runtime.exercised import bounded_by, holes_note, judged_one_way, unexercised
 from onnxfold.runtime.fidelity import (
@@ -36,7 +38,6 @@ from onnxfold.runtime.padding import padding_mask
 from onnxfold.runtime.producers import as_scores, free_last_axes, producers_of, quantized_outputs
 from onnxfold.runtime.sequences import sample_axis
 from onnxfold.runtime.session import measurement_session
-from onnxfold.search.exercise_notes import PROXY_CLASS_SHARE, classes_reached, proxy_guarded
 from onnxfold.search.label_scores import SCORES_METRIC, exposed, scores_behind
 from onnxfold.search.proxy_shapes import proxy_shapes
 
@@ -245,6 +246,7 @@ class Evaluator:
 
         fixed = shape_only_outputs(original)  # a frame count: no fold moves it, no sample exercises it
         ref, n, ids = self.reference, self.samples, bool(vocab)
+        anchor_scores = {} if self.proxy else softmax_heads(ref, n)  # an SSD's, read once
         self.unexercised = {
             name: why
             for name, values in ref.items()
@@ -253,7 +255,9 @@ class Evaluator:
             and (
                 why := unexercised(name, values, producers.get(name), ids, n, bounds.get(name))
                 if self.proxy
-                else judged_one_way(name, self.metrics[name], values, producers.get(name), ids, n, ref)
+                else judged_one_way(
+                    name, self.metrics[name], values, producers.get(name), ids, n, anchor_scores
+                )
             )
         }
         #: output -> (classes the given samples' argmaxes reach, classes it has), where some are left out

@@ -83,7 +83,7 @@ def check_writable(result, mode: str, asked: float, limit, prepared_s: float) ->
     that passed before a candidate meeting the target was measured."""
     chosen = result.chosen
     try:
-        _check_writable(result, chosen, mode, asked, limit, prepared_s)
+        _check_writable(result, mode, asked, limit, prepared_s)
     except PipelineError as exc:
         if isinstance(exc, SearchRefused):
             raise
@@ -91,7 +91,8 @@ def check_writable(result, mode: str, asked: float, limit, prepared_s: float) ->
         raise SearchRefused(str(exc), kept, bool(result.unrounded)) from None
 
 
-def _check_writable(result, chosen, mode: str, asked: float, limit, prepared_s: float) -> None:
+def _check_writable(result, mode: str, asked: float, limit, prepared_s: float) -> None:
+    chosen = result.chosen
     if mode == "min_fidelity" and not result.met:
         raise PipelineError(
             f"search: no candidate reaches fidelity {asked:g}: the best reached "
