@@ -53,6 +53,7 @@ from onnxfold.runtime.calibration import (
 from onnxfold.runtime.float_kept import float_kept, float_probability_inputs
 from onnxfold.runtime.quantizer_log import RANDOM_CALIBRATION, add_note
 from onnxfold.runtime.session import CPU, make_session
+from onnxfold.runtime.tensor_types import fill_types
 
 log = logging.getLogger(__name__)
 
@@ -312,6 +313,7 @@ class QuantizePass(Pass):
                 "use_external_data_format": external,
             }
             feeds, source = self._calibration_feeds(src, ctx, self.opts["mode"] == "dynamic", model)
+            fill_types(src, feeds[0])  # types ONNX cannot infer (behind an ai.onnx.ml Scaler), from one run
             if self.opts["mode"] == "dynamic":
                 with contextlib.chdir(tmp):  # onnxruntime writes its scratch files where it runs
                     quantize_dynamic(src, out, **common)

@@ -49,3 +49,49 @@ def test_a_quantization_that_leaves_a_gru_in_float_says_so(tmp_path: Path) -> No
         src, [QuantizePass(mode="dynamic", op_types=["MatMul"])], tmp_path / "m.onnx"
     )
     assert "stay float32" in next(r for r in plain.passes if r.name == "quantize").stats.get("note", "")
+
+
+def _scaled_mlp(path: Path) -> Path:
+    """skl2onnx's MLP regressor: x [N, 4] -> ai.onnx.ml Scaler -> Cast (float to float) -> MatMul
+    [4, 16] -> Add -> Relu -> MatMul [16, 1]. ONNX's type inference has no rule for the Scaler."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((4, 16)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.standard_normal(16).astype(np.float32), "b1"),
+        numpy_helper.from_array(rng.standard_normal((16, 1)).astype(np.float32), "w2"),
+    ]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Scaler", ["x"], ["s"], domain="ai.onnx.ml", offset=[0.5] * 4, scale=[2.0] * 4),
+            helper.make_node("Cast", ["s"], ["c"], to=TensorProto.FLOAT),
+            helper.make_node("MatMul", ["c", "w1"], ["m"]),
+            helper.make_node("Add", ["m", "b1"], ["a"]),
+            helper.make_node("Relu", ["a"], ["r"]),
+            helper.make_node("MatMul", ["r", "w2"], ["y"]),
+        ],
+        "scaled_mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1])],
+        inits,
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 1)]
+    onnx.save(helper.make_model(graph, opset_imports=opsets), str(path))
+    return path
+
+
+def test_static_quantization_reaches_the_tensors_behind_an_ml_scaler(tmp_path: Path) -> None:
+    """Trial 185: static quantization of a skl2onnx MLP regressor left its 9 activations float
+    ("onnxruntime's quantizer could not tell their type") and quantized none of its products: ONNX's
+    inference cannot type a Scaler's output, and the quantizer's pre-processing dropped the Cast
+    behind it. The types are now read from one run, and both MatMuls read quantized activations."""
+    src = _scaled_mlp(tmp_path / "mlp.onnx")
+    samples = tmp_path / "x.npy"
+    np.save(samples, np.random.default_rng(1).standard_normal((32, 4)).astype(np.float32))
+    out = tmp_path / "q.onnx"
+    _, report = onnxfold.run_pipeline(src, [QuantizePass(mode="static", calibration=str(samples))], out)
+    note = str(next(r for r in report.passes if r.name == "quantize").stats.get("note", ""))
+    assert "could not tell" not in note, note
+    graph = onnx.load(str(out)).graph
+    made = {o: n.op_type for n in graph.node for o in n.output}
+    for node in (n for n in graph.node if n.op_type == "MatMul"):
+        assert made.get(node.input[0]) == "DequantizeLinear", (node.name, made.get(node.input[0]))
