@@ -277,12 +277,32 @@ class SearchPass(Pass):
         search's result (``search,fold:method=l2`` had folded the searched model again, at 0.5)."""
         after = passes_after(self, passes)
         self.validated = any(p.name == "validate" for p in after)
+        self.requantizer = next((p for p in after if p.name == "quantize"), None)
         if self.fold is None and after and after[0].name == "fold":
             self.fold = after[0]
             after[0].run_by = self.name
             if len(after) > 1 and after[1].name == "repair":
                 self.repair = after[1]
                 after[1].run_by = self.name
+
+    requantizer = None  #: the quantize pass after the search, if any (:meth:`bind`)
+
+    def _quantized(self, model: Model, ctx: PassContext) -> Model:
+        """A copy of ``model`` quantized as the quantize pass after the search will quantize it, on
+        the same samples (its notes, said again for every copy, held back)."""
+        copy = model.copy()
+        sub = PassContext(
+            original=ctx.original, seed=ctx.seed, input_shapes=ctx.input_shapes, inputs=ctx.inputs
+        )
+        sub.data.update({k: ctx.data[k] for k in ("calibration",) if k in ctx.data})
+        quiet = logging.getLogger("onnxfold.passes.quantize")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            PassManager([self.requantizer]).run(copy, sub)
+        finally:
+            quiet.setLevel(level)
+        return copy
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         """The search, its measurements on the fold pass's ``--threads`` threads (every core by default)."""
@@ -396,6 +416,17 @@ class SearchPass(Pass):
             )
             result = better_exact(result, searched(1, limit.rest()), m, given)
         result.target, result.input_params = self.opts[mode], given  # reported against the input
+        if self.requantizer is not None and mode == "min_fidelity" and result.met and not result.proxy:
+            from onnxfold.search.candidates import measured
+            from onnxfold.search.requantized import requantized_pick
+
+            rebuild = partial(build, widths=1 if result.unrounded else m)  # the chosen search's widths
+            result.requantized = requantized_pick(
+                result,
+                rebuild,
+                lambda cand: remeasure(self._quantized(cand, ctx)),
+                lambda: measured(0, rebuild({}), None, base, ctx.data.get("mac_shapes", ctx.input_shapes)),
+            )
         # the whole search, its samples measured and references run included (U2-Net's read 497.8 s
         # beside a search pass of 598 s)
         result.seconds = time.perf_counter() - began
@@ -440,6 +471,8 @@ class SearchPass(Pass):
                 why = f"no candidate both meets the target and removes --min-gain {self.opts['min_gain']:g} (the note below)"
             if result.cut_short and not any(c.measured for c in result.candidates):
                 why = "the time limit passed before any candidate was measured (the warning below says where it went)"
+            if result.requantized:
+                why = "quantizing after the search lost the target on every fold it found (the note below)"
             if mode == "target_params" and target <= 0.0:
                 why = f"canonicalization alone (weights held twice stored once) removes more than --target-params {self.opts[mode]:g}"
             stats["nothing_folded"] = nothing_folded_reason(plans, why, graph=model.graph)

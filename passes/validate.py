@@ -136,7 +136,8 @@ class ValidatePass(Pass):
         if (search is not None and not search.chosen.steps) and (
             given_kept(records, ctx) or written_as_given(records, ctx, model) is not None
         ):  # a search kept SCRFD whole: 43 s of runs to find its own outputs exact (-s 0 is still run)
-            kept = self._target_kept(model, ctx)
+            # the INT8 model given is written, not the requantized copy a later quantize pass made
+            kept = None if given_kept(records, ctx) else self._target_kept(model, ctx)
             return PassResult(False, {"skipped": AS_GIVEN, **({} if kept is None else {"target_kept": kept})})
         # the model as given, also where a dequantize pass gave the search its float copy to measure
         # against: "-s 0 (exact)" read so beside a YAMNet whose logits dequantizing had moved by 5.3
@@ -263,20 +264,23 @@ class ValidatePass(Pass):
                     if count
                     else ", below"
                 )
-                + f" --min-fidelity {t:g}: {_lost_by(ctx.data.get('last_modified_by'))}"
+                + (f" the search's target {t:g}" if search.default else f" --min-fidelity {t:g}")
+                + f": {_lost_by(ctx.data.get('last_modified_by'), ctx.data.get('records', []))}"
             )
         return fidelity
 
 
-def _lost_by(last: str | None) -> str:
+def _lost_by(last: str | None, records: list = ()) -> str:
     """Which pass after the search lost its target, and what to do: a fold with ``--dequantize
     --requantize`` read "a pass after the search lost it ... (drop that pass)" of a pass the user had
-    not named (trial 122: static INT8 of a YOLO classifier)."""
+    not named (trial 122: static INT8 of a YOLO classifier); dynamic mode is suggested only after
+    static (trial 187 was sent to the dynamic mode that had just lost it)."""
     if last == "quantize":
+        mode = next((r.stats.get("mode") for r in records if r.name == "quantize"), None)
         return (
-            "quantizing after the search lost it (--requantize, or a quantize pass); nothing written "
-            "(--requantize dynamic often keeps more than static, or lower the target, or quantize "
-            "without the fold's target)"
+            "quantizing after the search lost it (--requantize, or a quantize pass); nothing written ("
+            + ("--requantize dynamic often keeps more than static, or " if mode != "dynamic" else "")
+            + "lower the target, or quantize without the fold's target)"
         )
     named = f"the {last} pass" if last else "a pass"
     return f"{named} after the search lost it; nothing written (drop that pass, or lower the target)"

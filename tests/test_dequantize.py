@@ -549,3 +549,38 @@ def test_a_requantized_lstm_keeps_the_form_it_was_given_in(tmp_path: Path) -> No
     argv = ["fold", str(q), "-o", str(out), "-s", "0.25", "--dequantize", "--requantize"]
     assert main(argv) == 0
     assert "DynamicQuantizeLSTM" in {n.op_type for n in onnx.load(str(out)).graph.node}
+
+
+def _mlp(path: Path) -> Path:
+    """x [N, 16] -> MatMul [16, 64] -> Relu -> MatMul [64, 8], float32."""
+    rng = np.random.default_rng(3)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["h"]),
+            helper.make_node("Relu", ["h"], ["r"]),
+            helper.make_node("MatMul", ["r", "w2"], ["y"]),
+        ],
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 8])],
+        [
+            numpy_helper.from_array(rng.standard_normal((16, 64)).astype(np.float32), "w1"),
+            numpy_helper.from_array(rng.standard_normal((64, 8)).astype(np.float32), "w2"),
+        ],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_a_requantized_search_that_keeps_nothing_quantized_writes_the_model_given(tmp_path: Path) -> None:
+    """Where quantizing after the search loses the target on every fold and on the whole model too
+    (relerr 0.9999 against the float copy), the search keeps the model whole and the INT8 model given
+    is written: validation had measured the requantized copy nobody writes and failed the run."""
+    q = tmp_path / "q.onnx"
+    quantize_dynamic(str(_mlp(tmp_path / "f.onnx")), str(q), weight_type=QuantType.QInt8)
+    samples = tmp_path / "x.npy"
+    np.save(samples, np.random.default_rng(0).standard_normal((32, 16)).astype(np.float32))
+    out = tmp_path / "o.onnx"
+    args = ["fold", str(q), "-o", str(out), "--dequantize", "--requantize", "--inputs", str(samples)]
+    assert main([*args, "--min-fidelity", "0.9999", "--metric", "relerr"]) == 0
+    assert out.read_bytes() == q.read_bytes()

@@ -1712,3 +1712,25 @@ def test_linear_heads_beside_a_sigmoid_probability_per_sample_regress() -> None:
     assert output_metrics({"Identity": marks}, producers={"Identity": "Gemm"}, samples=32) == {
         "Identity": "top1+r2"
     }
+
+
+def test_a_search_before_a_quantization_keeps_the_target_once_quantized(tmp_path, capsys, digits) -> None:
+    """Trial 187: --requantize after a search whose float pick quantization then lost wrote nothing. The
+    search now checks its pick quantized and falls back to a fold that keeps the target once quantized
+    (here none: the model kept whole, then quantized, as asked)."""
+    src, samples = str(bundled_model("resnet18-fused.onnx")), tmp_path / "x.npy"
+    np.save(samples, digits[0].astype(np.float32))
+    ref = _run(src, digits[0])
+    whole = tmp_path / "whole.onnx"
+    args = ["run", src, "--inputs", str(samples), "--pipeline"]
+    assert main([*args[:2], "-o", str(whole), *args[2:], "quantize:mode=static"]) == 0
+    kept = 1.0 - np.linalg.norm(_run(whole, digits[0]) - ref) / np.linalg.norm(ref)
+    target = (
+        np.floor((kept - 0.0025) * 1000) / 1000
+    )  # quantizing the whole model keeps it, a fold's pick does not
+    out = tmp_path / "q.onnx"
+    search = f"canonicalize,search:min_fidelity={target},metric=relerr,cleanup,quantize:mode=static,validate"
+    assert main([*args[:2], "-o", str(out), *args[2:], search]) == 0
+    got = _run(out, digits[0])
+    assert 1.0 - np.linalg.norm(got - ref) / np.linalg.norm(ref) >= target
+    assert "note: quantizing lost the target on" in capsys.readouterr().out

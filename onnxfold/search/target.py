@@ -80,6 +80,7 @@ class Candidate:
     measured: bool = True
     #: a uniform rival's allocation (:mod:`onnxfold.search.uniform`); None: the path's at ``steps``
     allocation: dict | None = None
+    sparsities: dict | None = None  #: what it was built from (a quantized check rebuilds it)
 
     def meets(self, target: float) -> bool:
         """Every output meets ``target`` (:meth:`~onnxfold.runtime.fidelity.OutputFidelity.meets`)
@@ -142,6 +143,7 @@ class SearchResult:
     states_left: list[str] = field(default_factory=list)
     unrounded: str = ""  # why the widths are exact where a default rounding kept the model whole
     exact_missed: str = ""  # what the search at exact widths measured, where it kept the model whole too
+    requantized: str = ""  # where quantizing after the search lost its pick (search.requantized)
 
     def param_reduction(self) -> float:
         """The chosen candidate's fewer parameters, of the input's when :attr:`input_params` is known."""
@@ -242,7 +244,7 @@ class SearchResult:
             self.mode, self.chosen.reduction, macs
         )
         lines += [] if self.kept_whole else next_missed_lines(self)  # the kept_whole note names it
-        lines += [f"note: {self.exact_missed}"] if self.exact_missed else []
+        lines += [f"note: {m}" for m in (self.exact_missed, self.requantized) if m]
         loose = [o for o in self.chosen.outputs if o.samples and o.lower_bound() < self.target]
         if self.mode == "min_fidelity" and loose and not self.proxy:
             need = OutputFidelity.samples_to_bound(self.target)
@@ -453,7 +455,8 @@ def search(
     ran = limit.clock() - limit.start
     if cut and ran > limit.seconds * 1.05:  # a trial's 240 s search ran 296 s and read as within it
         cut.append(f"it ran {ran:.0f} s in all (a candidate under way, and the first, runs to its end)")
-    for c in tried.values():
+    for c in [*tried.values(), chosen]:
+        c.sparsities = c.allocation or path.sparsities_at(c.steps)
         if c is not chosen:
             c.model, c.data = None, {}
     return SearchResult(
