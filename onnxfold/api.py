@@ -36,6 +36,7 @@ from onnxfold.passes.search import (
 )
 from onnxfold.pipeline.as_given import GIVEN_COUNTS, written_as_given
 from onnxfold.pipeline.manager import Pass, PassContext, PassManager, PipelineError
+from onnxfold.pipeline.requantize import default_requantize, requantize_pass
 from onnxfold.report.counted import canonical_stats, counted_stats, sample_shapes, with_counted_macs
 from onnxfold.report.fold_report import FoldReport, saved_ops, saved_size, source_size, stats_of
 from onnxfold.report.group_table import format_groups
@@ -327,8 +328,9 @@ def fold(
 ) -> tuple[Model, FoldReport]:
     """Fold ``model`` at ``sparsity``: canonicalize → fold (→ repair) → cleanup (→ validate); with
     ``dequantize``, an INT8 model's weights are made float32 first (the ``dequantize`` pass), and
-    with ``requantize`` ("auto": the model's own mode, "static" or "dynamic") the result is quantized
-    again before validation (the ``quantize`` pass, calibrated on ``inputs`` where given).
+    with ``requantize`` ("auto": the model's own mode, "static" or "dynamic"; "default": as
+    :func:`~onnxfold.pipeline.requantize.default_requantize` decides) the result is quantized again
+    before validation (the ``quantize`` pass, calibrated on ``inputs`` where given).
 
     Without ``sparsity``, a target or a recipe this is the search for the smallest model at fidelity
     :data:`DEFAULT_MIN_FIDELITY` on ``inputs``, else :data:`DATA_FREE_MIN_FIDELITY`, within
@@ -412,9 +414,13 @@ def fold(
         from onnxfold.passes import DequantizePass
 
         passes.insert(0, DequantizePass())
+    if requantize == "default":  # --dequantize alone: an INT8 model given gets an INT8 fold back
+        model = as_model(model)
+        requantize = default_requantize(model, inputs)
+        passes[0].by_default = bool(requantize)
     if requantize:  # loaded once, here, where its mode is read
         model = as_model(model)
-        passes.append(_requantize(model, requantize, dequantize))
+        passes.append(requantize_pass(model, requantize, dequantize))
     if validate:
         passes.append(
             ValidatePass(
@@ -438,23 +444,6 @@ def fold(
     if searched and result[1].search is not None:
         result[1].search.default = True
     return result
-
-
-def _requantize(model: Model, mode: str, dequantized: bool) -> Pass:
-    """The quantize pass that gives a dequantized fold its INT8 form back, in ``mode`` ("auto": as
-    the model given was quantized; SSCD's copy detector, folded 10% and requantized static, kept its
-    task in a file 27% smaller than the one given, where the float fold was 2.6× larger)."""
-    from onnxruntime.quantization.registry import IntegerOpsRegistry
-
-    from onnxfold.passes import QuantizePass
-    from onnxfold.passes.dequantize import quantized_mode
-
-    if not dequantized:
-        raise PipelineError("--requantize quantizes a fold of an INT8 model again: it needs --dequantize")
-    if mode == "auto":
-        mode = quantized_mode(model) or "static"
-    lstm = mode == "dynamic" and any(n.op == "DynamicQuantizeLSTM" for n in model.graph.nodes)
-    return QuantizePass(mode=mode, op_types=list(IntegerOpsRegistry) if lstm else [])  # LSTM as given
 
 
 def analyze(model: ModelLike) -> list[ChannelGroup]:

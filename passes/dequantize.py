@@ -378,6 +378,13 @@ REQUANTIZE_BY_MODE = {
 }
 
 
+#: said where ``--dequantize`` requantized the fold without ``--requantize``
+BY_DEFAULT = (
+    "the fold is quantized again as the model given was (the default with --dequantize where that needs "
+    "no samples or --inputs are given; --requantize none writes the float32 fold)"
+)
+
+
 def requantize_note(stats: dict) -> str:
     """:data:`REQUANTIZE` for the mode the dequantized model was quantized in (``stats`` of
     :func:`dequantize_proto`: dynamic where it rewrote MatMulInteger or LSTM and no QDQ weight)."""
@@ -416,6 +423,7 @@ class DequantizePass(Pass):
     summary = "an INT8 model (QDQ, dynamic MatMulInteger, DynamicQuantizeLSTM, Cast·Mul weights) back to float32 weights"
     options = ()
     requantized = False  #: a quantize pass follows in the pipeline (no advice to quantize again)
+    by_default = False  #: that pass is ``--dequantize``'s default (``onnxfold.pipeline.requantize``)
 
     def bind(self, passes) -> None:
         self.requantized = any(p.name == "quantize" for p in passes_after(self, passes))
@@ -444,7 +452,7 @@ class DequantizePass(Pass):
                     (
                         stats.get("note"),
                         stats["reference"],
-                        "" if self.requantized else requantize_note(stats),
+                        BY_DEFAULT if self.by_default else "" if self.requantized else requantize_note(stats),
                     ),
                 )
             )

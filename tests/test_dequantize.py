@@ -185,9 +185,14 @@ def test_a_dynamic_int8_model_is_told_to_quantize_again_in_dynamic_mode(tmp_path
     out = tmp_path / "o.onnx"
     assert main(["fold", str(q), "-o", str(out), "-s", "0.5"]) == 2
     assert "fold the float model it was quantized from" in capsys.readouterr().err
-    assert main(["fold", str(q), "-o", str(out), "-s", "0", "--dequantize"]) == 0
+    assert main(["fold", str(q), "-o", str(out), "-s", "0", "--dequantize", "--requantize", "none"]) == 0
     said = capsys.readouterr().out
     assert '--pipeline "quantize:mode=dynamic,validate"' in said and "mode=static" not in said
+    # by default a dynamic INT8 model's fold is quantized again so, which needs no samples (trial 187)
+    assert main(["fold", str(q), "-o", str(out), "-s", "0", "--dequantize", "--overwrite"]) == 0
+    said = capsys.readouterr().out
+    assert "the fold is quantized again as the model given was (the default with --dequantize" in said
+    assert "MatMulInteger" in {n.op_type for n in onnx.load(str(out)).graph.node}
     # analyze reads it as fold --dequantize does: a foldable group where the INT8 model shows none
     assert main(["analyze", str(q), "--json"]) == 0
     assert not any(g["foldable"] for g in json.loads(capsys.readouterr().out))
@@ -446,7 +451,7 @@ def test_a_search_that_folds_nothing_of_an_int8_model_writes_the_model_given(tmp
     assert {t.name: t.raw_data for t in onnx.load(str(out)).graph.initializer} == {
         t.name: t.raw_data for t in given.graph.initializer
     }
-    assert main(["fold", str(q), "-o", str(out), "--dequantize", "-s", "0.5"]) == 0
+    assert main(["fold", str(q), "-o", str(out), "--dequantize", "-s", "0.5", "--requantize", "none"]) == 0
     assert "MatMulInteger" not in {n.op_type for n in onnx.load(str(out)).graph.node}
 
 
@@ -467,7 +472,7 @@ def test_requantize_gives_a_fold_its_int8_form_back(tmp_path: Path, capsys, mode
     args = ["fold", str(q), "-o", str(out), "-s", "0.5", "--round-to", "1", "--dequantize"]
     # without it the float fold is larger than the INT8 file given, and a warning says so (khmercut's
     # segmenter: 2.23 -> 3.71 MiB at 1.1% fewer parameters, exit 0 beside a note)
-    assert main(args) == 0 and out.stat().st_size > q.stat().st_size
+    assert main([*args, "--requantize", "none"]) == 0 and out.stat().st_size > q.stat().st_size
     warned = [
         line for line in capsys.readouterr().out.splitlines() if line.startswith("warning: the file written")
     ]
@@ -484,6 +489,16 @@ def test_requantize_gives_a_fold_its_int8_form_back(tmp_path: Path, capsys, mode
     assert "quantize it again" not in said  # it was
     conv = next(t for t in onnx.load(str(out)).graph.initializer if len(t.dims) == 4)
     assert conv.dims[0] == 4  # folded 8 -> 4, then quantized
+    # --dequantize alone: dynamic mode needs no samples and is quantized again; static, without
+    # --inputs to calibrate on, is written float32 with the warning (trial 187)
+    assert main([*args, "--overwrite"]) == 0
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    warned = "warning: the file written" in capsys.readouterr().out
+    assert (
+        ("MatMulInteger" in ops and not warned)
+        if mode == "dynamic"
+        else ("QuantizeLinear" not in ops and warned)
+    )
     assert main(["fold", str(src), "-o", str(tmp_path / "x.onnx"), "-s", "0.5", "--requantize"]) == 2
     assert "it needs --dequantize" in capsys.readouterr().err
 

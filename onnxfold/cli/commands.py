@@ -96,13 +96,20 @@ def cmd_fold(args: argparse.Namespace) -> int:
             inputs=inputs,
             overwrite=args.overwrite,
             dequantize=args.dequantize,
-            requantize=args.requantize or "",
+            requantize=_requantize_arg(args),
             input_values=input_values(args),
             **{flag.keyword: getattr(args, flag.keyword) for flag in fold_flags()},
         )
     except SearchRefused as exc:  # what --force would write, saved for --recipe
         raise CliError(with_recipe(exc, args.output)) from None
     return _finish(report, args)
+
+
+def _requantize_arg(args: argparse.Namespace) -> str:
+    """``--requantize`` as the API takes it: "default" with ``--dequantize`` alone, "" for none."""
+    if args.requantize is None:
+        return "default" if args.dequantize else ""
+    return "" if args.requantize == "none" else args.requantize
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -347,9 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--requantize",
         nargs="?",
         const="auto",
-        choices=("auto", "static", "dynamic"),
+        choices=("auto", "static", "dynamic", "none"),
         help="with --dequantize: quantize the fold again (as the model given was, or static/dynamic; "
-        "static calibrates on --inputs), and validate that",
+        "static calibrates on --inputs), and validate that; the default with --dequantize is auto where "
+        "the model was quantized dynamically or --inputs are given; none writes the float32 fold",
     )
     for flag in fold_flags():
         _add_flag(fold, flag)
