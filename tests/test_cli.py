@@ -432,3 +432,39 @@ def test_an_unwritable_output_folder_fails_before_the_fold(tmp_path: Path, capsy
     rc, out, err = cli(["fold", src, "-o", tmp_path / "o.onnx", "-s", "0.3"], capsys)
     _assert_clean_failure(rc, out, err, before, tmp_path)
     assert "cannot write to output folder" in err and "Operation not permitted" in err and not ran
+
+
+def test_analyze_says_a_bn_model_too_costly_to_synthesise_for_is_measured_on_random_inputs(
+    tmp_path: Path, capsys
+) -> None:
+    """Trial 186: analyze promised a U-Net's data-free search DeepInversion samples, which its fold then
+    found too costly (297.3T MACs) and measured on random inputs instead."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((16, 3, 3, 3)).astype(np.float32), "w")]
+    inits.append(numpy_helper.from_array(rng.standard_normal((8, 16, 1, 1)).astype(np.float32), "w2"))
+    inits += [
+        numpy_helper.from_array(np.full(16, v, np.float32), n)
+        for n, v in [("s", 1), ("b", 0), ("m", 0), ("v", 1)]
+    ]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+            helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["n"]),
+            helper.make_node("Relu", ["n"], ["r"]),
+            helper.make_node("Conv", ["r", "w2"], ["y"]),
+        ],
+        "big",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 2048, 2048])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 2048, 2048])],
+        inits,
+    )
+    path = tmp_path / "big.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    rc, out, _ = cli(["analyze", str(path)], capsys)
+    last = out.strip().splitlines()[-1]
+    assert (
+        rc == 0
+        and "the search measures on random inputs, not DeepInversion samples: 32 of them would cost" in last
+    )

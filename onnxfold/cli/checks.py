@@ -158,6 +158,24 @@ def announce_search(args: argparse.Namespace, given: bool) -> None:
     print(f"{why}searching for {goal} on {where} ({bound}) ...", flush=True)
 
 
+def _not_synthesised(model) -> str:
+    """Why the default search would not synthesise DeepInversion samples for a BN model: their cost
+    at the input's fixed dims over the budget of a search with a time limit, or dims it cannot count
+    ('' where it would)."""
+    from onnxfold.folding.samples import AUTO_DIR_BUDGET, AUTO_DIR_SAMPLES, deepinversion_cost
+    from onnxfold.ir.model import to_model_proto
+
+    each = deepinversion_cost(to_model_proto(model), None, 1)
+    if each is None:
+        return "their cost is unknown where the input dims are not fixed (--input-shape fixes them)"
+    if each * AUTO_DIR_SAMPLES > AUTO_DIR_BUDGET:
+        return (
+            f"{AUTO_DIR_SAMPLES} of them would cost {each * AUTO_DIR_SAMPLES / 1e12:.1f}T MACs, over the "
+            f"{AUTO_DIR_BUDGET / 1e12:g}T a search with a time limit spends on them"
+        )
+    return ""
+
+
 def data_free_line(model) -> str:
     """What ``analyze`` says the default search without ``--inputs`` will measure on, before a user
     spends minutes on it: a fused-BN MobileNetV2's data-free search ran 263 s on random inputs to keep
@@ -166,11 +184,13 @@ def data_free_line(model) -> str:
     from onnxfold.folding.samples import NO_BN, has_batchnorm
 
     then = "; --inputs with about 32 samples as the model is used measures its task"
-    if has_batchnorm(model):
+    if has_batchnorm(model) and not (why := _not_synthesised(model)):
         return (
             "data-free (no --inputs), the search measures on DeepInversion samples synthesised from its "
             f"BatchNormalization statistics (torch needed; random inputs without it){then}"
         )
+    if has_batchnorm(model):  # trial 186: analyze promised DeepInversion; the fold measured on random inputs
+        return f"data-free (no --inputs), the search measures on random inputs, not DeepInversion samples: {why}{then}"
     if not token_tables(model)[1]:
         return f"data-free (no --inputs), the search measures on random token sequences over its embedding table{then}"
     return (
