@@ -62,3 +62,19 @@ def test_nan_on_random_inputs_names_the_per_sample_input_to_set(caplog) -> None:
             inputs={"x": np.ones((8, 4), np.float32), "sigma": np.full(8, 80.0, np.float32)},
         )
     assert not [r for r in caplog.records if "NaN or inf" in r.getMessage()]
+
+
+def test_a_proxy_of_random_inputs_is_not_called_synthesised_where_deepinversion_was_too_costly() -> None:
+    """Trial 186: "4 random samples ... (a BN model's, not DeepInversion's: ... would cost 297.3T MACs)"
+    was followed by "a data-free proxy on inputs synthesised from its BN statistics"."""
+    from onnxfold.search.target import Candidate, SearchResult
+
+    def text(inputs: str) -> str:
+        chosen = Candidate(0, 1.0, 10, 10, 0.0, 0.0)
+        result = SearchResult("min_fidelity", 0.99, chosen, True, [chosen], [], {}, inputs, True, {}, 1.0)
+        return result.summary()
+
+    costly = "data-free proxy: 4 random samples (a BN model's, not DeepInversion's: DeepInversion samples would cost 297.3T MACs)"
+    assert "data-free proxy on random inputs, not a measure" in text(costly)
+    synthesised = "data-free proxy: data-free: 64 DeepInversion samples from the BN statistics"
+    assert "data-free proxy on inputs synthesised from its BN statistics" in text(synthesised)

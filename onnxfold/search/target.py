@@ -277,7 +277,7 @@ class SearchResult:
         if self.proxy:
             drawn = (
                 "inputs synthesised from its BN statistics"
-                if "DeepInversion" in self.inputs
+                if "DeepInversion samples from" in self.inputs  # not "not DeepInversion's" (trial 186)
                 else "random inputs"
             )
             lines.append(  # DeepInversion's read "on random inputs" beside their own line (trial 175)
