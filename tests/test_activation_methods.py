@@ -229,6 +229,22 @@ def test_greedy_keep_picks_what_one_pivot_at_a_time_picks(k: int) -> None:
     assert comp.greedy_keep(stats, k).tolist() == _greedy_by_rank_one_steps(stats, k)
 
 
+def test_a_groups_keep_sets_at_every_width_come_from_one_greedy_run() -> None:
+    """ActivationStats.keep: a search plans a group at many widths; every keep set is the one greedy_keep
+    picks at that width, from one run per step size (runs: one for the widths up to MAX_STEPS, one
+    for those of two channels a step, one for three)."""
+    from onnxfold.folding.moments import ActivationStats
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(1500, 600)) @ (np.eye(600) + 0.2 * rng.normal(size=(600, 600)))
+    stats = [comp.ConsumerStats(x.T @ x / len(x), x.mean(axis=0), rng.normal(size=(600, 4)), True)]
+    held = ActivationStats({}, {}, "test")
+    widths = [120, 40, 256, 300, 257, 512, 513, 7]
+    for k in widths:
+        assert held.keep("g", stats, k).tolist() == comp.greedy_keep(stats, k).tolist(), k
+    assert sorted(held.orders) == [("g", 1), ("g", 2), ("g", 3)]
+
+
 def test_fold_error_is_zero_on_duplicates_and_positive_otherwise() -> None:
     rng = np.random.default_rng(3)
     x = rng.normal(size=(500, 4))

@@ -345,7 +345,7 @@ def _activation_plan(
     if method == "wanda":
         keep = comp.wanda_keep(cstats, k)
         return FoldPlan(group, "folded", k, r, keep_labels(n, keep), method="wanda")
-    keep = comp.greedy_keep(cstats, k)
+    keep = stats.keep(group.name, cstats, k)  # comp.greedy_keep, one greedy run serving every width
     mix = comp.merge_mix if method == "hybrid" else comp.ridge_mix
     mixes = {i: mix(s, keep) for i, s in zip(index, cstats, strict=True)}
     mixed = sum(comp.mix_error(s, keep, mixes[i][0]) for i, s in zip(index, cstats, strict=True))

@@ -68,7 +68,21 @@ def wanda_keep(stats: list[ConsumerStats], k: int) -> np.ndarray:
 
 
 def greedy_keep(stats: list[ConsumerStats], k: int) -> np.ndarray:
-    """Sorted indices of k channels chosen greedily to minimise Σ_m tr(M_mᵀ R_m M_m) (module docstring).
+    """Sorted indices of k channels chosen greedily to minimise Σ_m tr(M_mᵀ R_m M_m) (module docstring):
+    the first k of :func:`greedy_order`."""
+    return np.sort(greedy_order(stats, k))
+
+
+def steps_of(k: int) -> int:
+    """Channels one greedy step takes for a keep set of k: 1 up to :data:`MAX_STEPS`, then more."""
+    return max(1, -(-int(k) // MAX_STEPS))
+
+
+def greedy_order(stats: list[ConsumerStats], k: int, per_step: int | None = None) -> np.ndarray:
+    """The first k channels in the order the greedy choice takes them, ``per_step`` a step (default
+    :func:`steps_of` k). Its first j are the order's for j, at the same ``per_step``: a step's picks
+    are its largest gains, so a shorter run's last step takes the first of them, and every earlier
+    step is the same; one run at the longest width serves every shorter one.
 
     The channels a step picks leave R_m and R_m M_m by a blocked pivoted Cholesky
     (:func:`_condition_on`), updated in place; a chosen channel's row and column of R_m are zero from
@@ -83,7 +97,7 @@ def greedy_keep(stats: list[ConsumerStats], k: int) -> np.ndarray:
     chosen: list[int] = []
     held = np.arange(n)  # the channels R_m and R_m M_m are over
     free = np.ones(n, dtype=bool)  # of those, the ones not chosen
-    per_step = max(1, -(-k // MAX_STEPS))
+    per_step = per_step or steps_of(k)
     while len(chosen) < k:
         gain = np.zeros(len(held))
         for r, rm, f in zip(residual, weighted, floor, strict=True):
@@ -102,7 +116,7 @@ def greedy_keep(stats: list[ConsumerStats], k: int) -> np.ndarray:
             residual = [np.ascontiguousarray(r[np.ix_(keep, keep)]) for r in residual]
             weighted = [np.ascontiguousarray(rm[keep]) for rm in weighted]
             held, free = held[keep], np.ones(len(keep), dtype=bool)
-    return np.sort(np.asarray(chosen, dtype=np.int64))
+    return np.asarray(chosen, dtype=np.int64)
 
 
 def _condition_on(r: np.ndarray, rm: np.ndarray, picks: np.ndarray, floor: float) -> None:

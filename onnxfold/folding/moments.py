@@ -186,6 +186,7 @@ class ActivationStats:
         self.source = source
         self.feeds = list(feeds)
         self.fitted = True
+        self.orders: dict[tuple[str, int], np.ndarray] = {}  #: greedy orders by (group, per step)
 
     @classmethod
     def measure(
@@ -222,6 +223,19 @@ class ActivationStats:
             if site not in self.moments:
                 return f"{site.tensor} was not measured"
         return None
+
+    def keep(self, group: str, stats: list, k: int) -> np.ndarray:
+        """:func:`~onnxfold.folding.compensate.greedy_keep` of ``group``'s consumer ``stats`` at k,
+        from one greedy run per group and step size: a search plans a group at many widths, and on a
+        12.4M WideResNet the greedy runs took a quarter of its time."""
+        from onnxfold.folding.compensate import MAX_STEPS, greedy_order, steps_of
+
+        step = steps_of(k)
+        order = self.orders.get((group, step))
+        if order is None or len(order) < k:
+            order = greedy_order(stats, min(len(stats[0].mean), step * MAX_STEPS), step)
+            self.orders[(group, step)] = order
+        return np.sort(order[:k])
 
     def for_group(
         self, group: ChannelGroup, values: ValueFn, graph: gs.Graph
