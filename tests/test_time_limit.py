@@ -17,7 +17,7 @@ from onnxfold.models import bundled_model
 from onnxfold.passes import CanonicalizePass
 from onnxfold.pipeline.manager import PassContext
 from onnxfold.search import Evaluator, sensitivity
-from onnxfold.search.time_limit import TimeLimit
+from onnxfold.search.time_limit import TimeLimit, sensitivity_cut_notes
 
 
 @pytest.fixture(scope="module")
@@ -169,13 +169,14 @@ def test_the_sensitivity_warns_early_when_its_share_of_the_limit_will_not_do(sam
         now[0] += 10.0  # 10 s a measurement
         return evaluator(candidate, bounds=False)
 
+    limits = []
+
     def run(seconds: float) -> list[str]:
         caplog.clear()
         now[0] = 0.0
+        limits.append(TimeLimit(seconds, lambda: now[0]))
         with caplog.at_level(logging.WARNING, logger="onnxfold.search.sensitivity"):
-            sensitivity(
-                model, slow, [0.2, 0.5], round_to=1, method="fold", limit=TimeLimit(seconds, lambda: now[0])
-            )
+            sensitivity(model, slow, [0.2, 0.5], round_to=1, method="fold", limit=limits[-1])
         return [r.getMessage() for r in caplog.records]
 
     short = run(100.0)  # 50 s for the sensitivity: 5 measurements of LeNet's 8 group levels
@@ -186,6 +187,9 @@ def test_the_sensitivity_warns_early_when_its_share_of_the_limit_will_not_do(sam
         "measured. Levels not measured are taken last, as misses are. A group stops at its first miss, so "
         "all may still fit; --time-limit 180 is enough for all"
     )
+    # and the report's time-limit warning at the end says it again (trial 186 read only "a longer --time-limit")
+    (cut,) = sensitivity_cut_notes(limits[-1], 3)
+    assert cut.endswith("; --time-limit 180 was forecast enough for all of them"), cut
     assert run(1000.0) == []  # ample: no forecast printed
 
     # a fidelity search: a group stops at its first miss, and the forecast counts the levels left at
@@ -549,7 +553,6 @@ def test_a_limit_that_passes_before_any_measurement_says_where_the_time_went(
     detector's --min-fidelity 0.9 --time-limit 240 measured nothing and exited 0 with its input
     written back: a script could not tell it from a search that found nothing to fold. It exits 2
     with nothing written, unless --force."""
-    from onnxfold.search.time_limit import sensitivity_cut_notes
 
     x = tmp_path / "x.npy"
     np.save(x, samples.astype(np.float32))

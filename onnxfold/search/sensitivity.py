@@ -81,6 +81,7 @@ def _forecast(
     pace = need / max(1, left)
     enough = (now - limit.start + left * pace) / SENSITIVITY_SHARE + limit.reserve
     rate = f" at the rate groups missed so far ({likely[0]} of {likely[1]})" if likely else ""
+    limit.enough = float(np.ceil(enough / 60) * 60)  # the report's time-limit warning repeats it
     log.warning(
         "the sensitivity may not finish: the %d group levels left%s need about %.0f s (%.1f s each) and "
         "%.0f s remain for them (%.0f%% of the time limit; the rest is for the candidates), so about %d "
@@ -93,7 +94,7 @@ def _forecast(
         max(0.0, room),
         100 * SENSITIVITY_SHARE,
         max(0, int(room // pace)),
-        np.ceil(enough / 60) * 60,
+        limit.enough,
     )
 
 

@@ -38,6 +38,7 @@ class TimeLimit:
         self.skipped = self.measured = 0
         self.read = self.start  # the clock at the last check
         self.reserve = 0.0
+        self.enough = 0.0  # a limit the sensitivity's forecast found enough for all of it (0: none made)
 
     def keep(self, seconds: float) -> None:
         """Keep ``seconds`` of the limit for the work after the search, at most
@@ -120,4 +121,6 @@ def sensitivity_cut_notes(limit: TimeLimit, skipped: int, prepared_s: float = 0.
     return [
         f"{before}the sensitivity stopped at its share ({limit.budget * SENSITIVITY_SHARE:g} s): {skipped} of "
         f"{skipped + limit.measured} measurements skipped (those groups are folded last and judged only within whole candidates)"
+        # trial 186 read "a longer --time-limit" at the end; the figure was only in the warning above
+        + (f"; --time-limit {limit.enough:.0f} was forecast enough for all of them" if limit.enough else "")
     ]
