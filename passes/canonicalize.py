@@ -29,12 +29,19 @@ from onnx import helper
 
 from onnxfold.analysis.quantized import CAST_WEIGHT_VALUES
 from onnxfold.analysis.shape_trace import DIM_VALUE_OPS, dim_values
-from onnxfold.ir.constant_fold import Computed, fold_small_constants, recorded, weight_shapes
-from onnxfold.ir.edit import Names, remove_identities, replace_input
+from onnxfold.ir.constant_fold import (
+    Computed,
+    fold_small_constants,
+    forget_reshaped_reads,
+    recorded,
+    weight_shapes,
+)
+from onnxfold.ir.edit import Names, remove_identities
 from onnxfold.ir.heads import lift_merged_heads
 from onnxfold.ir.model import Model
 from onnxfold.ir.packed import unpack_packed_axes
 from onnxfold.ir.recurrent_states import drop_zero_states
+from onnxfold.ir.shape_chains import isolate_shape_computations
 from onnxfold.ir.shapes import infer_shapes
 from onnxfold.ir.transposes import direct_key_transposes
 from onnxfold.ir.unfuse import fused_ops, unfuse_runtime_ops
@@ -324,96 +331,6 @@ def _known_runs(out: gs.Variable, value, memo: dict, names: Names) -> list[gs.Te
     return pieces
 
 
-_SHAPE_CONSUMERS = {"Reshape": 1, "Expand": 1, "Tile": 1, "ConstantOfShape": 0}
-
-
-def _clone_shape_chain(
-    tensor: gs.Tensor,
-    suffix: str,
-    made: list[gs.Node],
-    memo: dict[int, gs.Tensor],
-    names: Names,
-    depth: int = 0,
-) -> gs.Tensor | None:
-    """A private copy of the computation producing a 1-D shape tensor (constants copied, ``Shape``
-    outputs and graph inputs shared); None when it is not a small pure shape computation. ``memo``
-    makes a tensor reached twice (a diamond) one copy."""
-    if id(tensor) in memo:
-        return memo[id(tensor)]
-    if isinstance(tensor, gs.Constant):
-        copy: gs.Tensor | None = gs.Constant(
-            names(f"{tensor.name}{suffix}"), np.array(tensor.values, copy=True)
-        )
-    elif not tensor.inputs or tensor.inputs[0].op == "Shape":
-        copy = tensor
-    elif depth > 8:
-        copy = None
-    else:
-        node = tensor.inputs[0]
-        if (
-            node.op
-            not in (
-                "Concat",
-                "Unsqueeze",
-                "Squeeze",
-                "Gather",
-                "Cast",
-                "Reshape",
-                "Where",
-                "Equal",
-                "Mul",
-                "Add",
-                "ConstantOfShape",
-                "Slice",
-            )
-            or len(node.outputs) != 1
-        ):
-            return None
-        inputs = []
-        for t in node.inputs:
-            inner = _clone_shape_chain(t, suffix, made, memo, names, depth + 1) if t.name else t
-            if inner is None:
-                return None
-            inputs.append(inner)
-        copy = gs.Variable(names(f"{tensor.name}{suffix}"), dtype=tensor.dtype, shape=tensor.shape)
-        made.append(
-            gs.Node(
-                node.op, names(f"{node.name}{suffix}"), dict(node.attrs), inputs, [copy], domain=node.domain
-            )
-        )
-    if copy is not None:
-        memo[id(tensor)] = copy
-    return copy
-
-
-def isolate_shape_computations(graph: gs.Graph) -> int:
-    """Give every Reshape/Expand its own copy of a computed shape tensor it shares with others.
-
-    Exporters compute e.g. repeat_kv's Expand shape once for every layer; a width rewritten for one
-    layer's group would change all of them, so the analysis blocks such groups. Copies are exact."""
-    copies = 0
-    made: list[gs.Node] = []
-    names: Names | None = None  # fresh names, as in materialize_static_dims
-    for node in list(graph.nodes):
-        index = _SHAPE_CONSUMERS.get(node.op)
-        if index is None or len(node.inputs) <= index:
-            continue
-        shape = node.inputs[index]
-        if isinstance(shape, gs.Constant) or not shape.inputs or len(shape.outputs) < 2:
-            continue
-        if node is shape.outputs[0]:
-            continue  # the first consumer keeps the original
-        created: list[gs.Node] = []
-        names = names or Names(graph)
-        copy = _clone_shape_chain(shape, f"__{node.name}", created, {}, names)
-        if copy is not None and copy is not shape:
-            replace_input(node, shape, copy)
-            made += created
-            copies += 1
-    graph.nodes.extend(made)
-    return copies
-
-
 def _finish(model: Model) -> tuple[int, int, int, bool, int]:
     """The last steps, again after a rewrite: shape computations isolated (nodes named first: the copies
     are named after their readers), vectors unshared, dead nodes removed, sorted and named, shapes inferred."""
@@ -467,6 +384,7 @@ class CanonicalizePass(Pass):
             if unfused or unpacked or heads:  # a fold that uses none of them writes the graph as it was
                 model.unrewritten = before
                 more = _finish(model)
+                forget_reshaped_reads(model.computed_constants, before.graph, graph)
                 isolated, unshared, renamed = isolated + more[0], unshared + more[1], renamed + more[2]
                 inferred, splits = more[3], splits + more[4]
         stats = {

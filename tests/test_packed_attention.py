@@ -199,3 +199,46 @@ def test_a_later_fold_that_folds_nothing_keeps_an_earlier_fold(tmp_path: Path) -
     assert np.abs(run_ort(onnx.load(str(out)), {"x": x})[0] - ref).max() <= 1e-5 * max(
         1.0, float(np.abs(ref).max())
     )
+
+
+class SeqFirstEncoder(torch.nn.Module):
+    """``nn.TransformerEncoderLayer`` with the sequence first (torch's default), as mandsot's onset
+    detector runs it: its attention reads the sequence length as ``k.size(1)`` of [B·H, L, D]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.TransformerEncoderLayer(E, H, F, dropout=0.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x.transpose(0, 1)).transpose(0, 1)
+
+
+def test_a_lifted_attention_whose_sequence_length_a_shape_reads_runs_on_samples(tmp_path: Path) -> None:
+    """Trial 188: with the batch free and the sequence fixed, canonicalize computed L = Shape(k)[1] on
+    k [B·H, L, D]; the heads lift makes k [B, H, L, D], and the computation written back read H where
+    L was: every --inputs run failed in onnxfold's own graph ("requested shape {8,4,4,64}")."""
+    net, _ = duplicated(SeqFirstEncoder())
+    path = tmp_path / "enc.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net,
+            (torch.randn(2, 5, E),),
+            str(path),
+            dynamo=False,
+            input_names=["x"],
+            output_names=["y"],
+            opset_version=17,
+            dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+        )
+    x = np.random.default_rng(0).standard_normal((8, 5, E)).astype(np.float32)
+    out = tmp_path / "o.onnx"
+    onnxfold.fold(path, 0.0, out, inputs={"x": x}, method="lsq", validate=False)
+    # the kept model is written simplified (its static shape arithmetic folded): the same computation
+    # bit for bit under onnxruntime's basic optimizations; its extended fusions may fuse more of it
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    got, want = (ort.InferenceSession(str(p), options).run(None, {"x": x})[0] for p in (out, path))
+    assert np.array_equal(got, want)

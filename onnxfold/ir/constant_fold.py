@@ -255,6 +255,29 @@ def _reads_shapes(recipe: Computed) -> bool:
     return any(n.op_type == "Shape" and n.input and n.input[0] not in own for n in recipe.nodes)
 
 
+def forget_reshaped_reads(computed: dict[str, Computed], before: gs.Graph, after: gs.Graph) -> int:
+    """Drop from ``computed`` the computations that read the shape of a tensor whose rank a rewrite
+    changed between ``before`` and ``after`` (their value was read before it): restored, they would
+    read the new shape. A torch MultiheadAttention's Reshape target read its sequence length as
+    Shape(q)[1], q [B·H, L, D]; with the heads lifted q is [B, H, L, D], and the restored Shape read
+    H = 4 where L was 563 (trial 188: every --inputs run failed in onnxfold's own graph). Returns how
+    many were dropped."""
+    old = {n: len(t.shape) for n, t in before.tensors().items() if t.shape is not None}
+    changed = {
+        n
+        for n, t in after.tensors().items()
+        if t.shape is not None and old.get(n, len(t.shape)) != len(t.shape)
+    }
+    stale = [
+        name
+        for name, recipe in computed.items()
+        if any(n.op_type == "Shape" and n.input and n.input[0] in changed for n in recipe.nodes)
+    ]
+    for name in stale:
+        del computed[name]
+    return len(stale)
+
+
 def restored_constants(
     graph: gs.Graph, computed: dict[str, Computed], weights: dict[str, tuple[int, ...]] | None = None
 ) -> tuple[list[onnx.TensorProto], list[str]]:
