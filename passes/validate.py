@@ -264,7 +264,11 @@ class ValidatePass(Pass):
                     if count
                     else ", below"
                 )
-                + (f" the search's target {t:g}" if search.default else f" --min-fidelity {t:g}")
+                + (
+                    f" the search's target {t:g}"
+                    if getattr(search, "default", False)
+                    else f" --min-fidelity {t:g}"
+                )
                 + f": {_lost_by(ctx.data.get('last_modified_by'), ctx.data.get('records', []))}"
             )
         return fidelity

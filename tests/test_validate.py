@@ -583,11 +583,11 @@ def test_a_count_that_misses_the_target_by_the_rule_of_succession_says_so() -> N
     from onnxfold.pipeline.manager import PassContext
     from onnxfold.runtime.fidelity import OutputFidelity
 
-    def kept(value: float, samples: int | None, low: float | None = None) -> str:
+    def kept(value: float, samples: int | None, low: float | None = None, default: bool = False) -> str:
         ctx = PassContext()
         chosen = SimpleNamespace(fidelity=1.0)
         ctx.data["search"] = SimpleNamespace(
-            mode="min_fidelity", met=True, proxy=False, target=0.95, chosen=chosen
+            mode="min_fidelity", met=True, proxy=False, target=0.95, chosen=chosen, default=default
         )
         ctx.data["search_measure"] = lambda model: (
             value,
@@ -604,6 +604,8 @@ def test_a_count_that_misses_the_target_by_the_rule_of_succession_says_so() -> N
     )
     assert "below" not in message
     assert "labels top1 0.9000 on the given samples, below --min-fidelity 0.95" in kept(0.9, 24)
+    # the default search's target, which the user did not pass (trial 187 read "--min-fidelity")
+    assert "below the search's target 0.95" in kept(0.9, 24, default=True)
     assert "(bootstrap lower value 0.9300), below --min-fidelity 0.95" in kept(0.96, None, 0.93)
 
 
