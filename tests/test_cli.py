@@ -434,11 +434,8 @@ def test_an_unwritable_output_folder_fails_before_the_fold(tmp_path: Path, capsy
     assert "cannot write to output folder" in err and "Operation not permitted" in err and not ran
 
 
-def test_analyze_says_a_bn_model_too_costly_to_synthesise_for_is_measured_on_random_inputs(
-    tmp_path: Path, capsys
-) -> None:
-    """Trial 186: analyze promised a U-Net's data-free search DeepInversion samples, which its fold then
-    found too costly (297.3T MACs) and measured on random inputs instead."""
+def _bn_convs(path: Path, side: int, uint8: bool = False) -> Path:
+    """x [1, 3, side, side] (uint8 image bytes cast to float, or float) -> Conv 16 -> BN -> Relu -> Conv 8."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -448,23 +445,47 @@ def test_analyze_says_a_bn_model_too_costly_to_synthesise_for_is_measured_on_ran
         numpy_helper.from_array(np.full(16, v, np.float32), n)
         for n, v in [("s", 1), ("b", 0), ("m", 0), ("v", 1)]
     ]
+    cast = [helper.make_node("Cast", ["x"], ["f"], to=TensorProto.FLOAT)] if uint8 else []
     graph = helper.make_graph(
         [
-            helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+            *cast,
+            helper.make_node("Conv", ["f" if uint8 else "x", "w"], ["c"], pads=[1, 1, 1, 1]),
             helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["n"]),
             helper.make_node("Relu", ["n"], ["r"]),
             helper.make_node("Conv", ["r", "w2"], ["y"]),
         ],
-        "big",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 2048, 2048])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 2048, 2048])],
+        "convs",
+        [
+            helper.make_tensor_value_info(
+                "x", TensorProto.UINT8 if uint8 else TensorProto.FLOAT, [1, 3, side, side]
+            )
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, side, side])],
         inits,
     )
-    path = tmp_path / "big.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    rc, out, _ = cli(["analyze", str(path)], capsys)
+    return path
+
+
+def test_analyze_says_a_bn_model_too_costly_to_synthesise_for_is_measured_on_random_inputs(
+    tmp_path: Path, capsys
+) -> None:
+    """Trial 186: analyze promised a U-Net's data-free search DeepInversion samples, which its fold then
+    found too costly (297.3T MACs) and measured on random inputs instead. Trial 189: TransNetV2's uint8
+    frames read "the input dims are not fixed (give --input-shape)", all of them fixed."""
+    from onnxfold.folding.samples import deepinversion_samples
+    from onnxfold.ir.model import load_model
+
+    rc, out, _ = cli(["analyze", str(_bn_convs(tmp_path / "big.onnx", 2048))], capsys)
     last = out.strip().splitlines()[-1]
     assert (
         rc == 0
         and "the search measures on random inputs, not DeepInversion samples: 32 of them would cost" in last
+    )
+    small = _bn_convs(tmp_path / "bytes.onnx", 16, uint8=True)
+    rc, out, _ = cli(["analyze", str(small)], capsys)
+    assert rc == 0 and "not DeepInversion samples: DeepInversion optimises a float input; x is uint8" in out
+    assert deepinversion_samples(load_model(small)) == (
+        None,
+        "DeepInversion optimises a float input; x is uint8",
     )

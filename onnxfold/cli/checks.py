@@ -164,10 +164,13 @@ def _not_synthesised(model) -> str:
     ('' where it would)."""
     from onnxfold.folding.samples import AUTO_DIR_BUDGET, AUTO_DIR_SAMPLES, deepinversion_cost
     from onnxfold.ir.model import to_model_proto
+    from onnxfold.repair.deepinversion import not_float_input
 
+    if why := not_float_input(model):
+        return why
     each = deepinversion_cost(to_model_proto(model), None, 1)
     if each is None:
-        return "their cost is unknown where the input dims are not fixed (--input-shape fixes them)"
+        return "their cost is unknown where some dims are not fixed (--input-shape fixes the input's)"
     if each * AUTO_DIR_SAMPLES > AUTO_DIR_BUDGET:
         return (
             f"{AUTO_DIR_SAMPLES} of them would cost {each * AUTO_DIR_SAMPLES / 1e12:.1f}T MACs, over the "

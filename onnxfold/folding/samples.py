@@ -289,20 +289,23 @@ def deepinversion_samples(
         import torch  # noqa: F401
     except ImportError:
         return None, "torch is not installed for DeepInversion samples"
-    from onnxfold.repair.deepinversion import bn_running_stats, input_shape, synthesize
+    from onnxfold.repair.deepinversion import bn_running_stats, input_shape, not_float_input, synthesize
     from onnxfold.repair.torch_graph import UnsupportedGraph
 
     proto = to_model_proto(model)
     if not bn_running_stats(proto):
         return None, NO_BN
-    if len(model.graph.inputs) != 1:
-        return None, "DeepInversion needs a model with one input"
+    if len(model.graph.inputs) != 1 or (why := not_float_input(model)):
+        return None, why or "DeepInversion needs a model with one input"
     budget = AUTO_DIR_BUDGET if budget is None else budget
     each = deepinversion_cost(proto, shapes, 1)  # linear in the count: the model's MACs measured once
     count = next((n for n in counts if each is not None and each * n <= budget), counts[-1])
     cost = None if each is None else each * count
     if cost is None:
-        return None, "DeepInversion's cost is unknown: the input dims are not fixed (give --input-shape)"
+        return (
+            None,
+            "DeepInversion's cost is unknown: some dims are not fixed (the input's: give --input-shape)",
+        )
     if cost > budget:
         return None, (
             f"DeepInversion samples would cost {cost / 1e12:.1f}T MACs, over the {budget / 1e12:g}T auto "

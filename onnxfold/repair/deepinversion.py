@@ -148,3 +148,15 @@ def reestimate_bn(proto: onnx.ModelProto, batch: np.ndarray) -> dict[str, tuple[
     with torch.no_grad():
         graph.run({name: torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))})
     return graph.bn_stats
+
+
+def not_float_input(model) -> str:
+    """Why DeepInversion cannot optimise the model's first input ('' where it is float): TransNetV2's
+    uint8 video frames read "the input dims are not fixed", which --input-shape could not change."""
+    first = model.graph.inputs[0]
+    dtype = np.dtype(first.dtype) if first.dtype is not None else None
+    return (
+        ""
+        if dtype is None or dtype.kind == "f"
+        else f"DeepInversion optimises a float input; {first.name} is {dtype}"
+    )
