@@ -78,3 +78,22 @@ def test_a_proxy_of_random_inputs_is_not_called_synthesised_where_deepinversion_
     assert "data-free proxy on random inputs, not a measure" in text(costly)
     synthesised = "data-free proxy: data-free: 64 DeepInversion samples from the BN statistics"
     assert "data-free proxy on inputs synthesised from its BN statistics" in text(synthesised)
+
+
+def test_a_proxy_of_a_model_without_bn_is_not_called_a_bn_models() -> None:
+    """Trial 188: mandsot's Transformer read "32 random samples ... (a BN model's, not DeepInversion's: no
+    BatchNormalization nodes ...)"."""
+    import numpy as np
+
+    from onnxfold.api import as_model
+    from onnxfold.folding.samples import NO_BN
+    from onnxfold.models import bundled_model
+    from onnxfold.search import Evaluator
+
+    x = np.random.default_rng(0).standard_normal((4, 1, 8, 8)).astype(np.float32)
+    evaluator = Evaluator(as_model(str(bundled_model("lenet5.onnx"))), {"input": x}, "top1")
+    evaluator.proxy, evaluator.unsynthesised = True, NO_BN
+    text = evaluator.describe()
+    assert f"({NO_BN})" in text and "a BN model's" not in text, text
+    evaluator.unsynthesised = "DeepInversion optimises a float input; x is uint8"
+    assert "(a BN model's, not DeepInversion's: DeepInversion optimises" in evaluator.describe()

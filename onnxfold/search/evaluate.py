@@ -430,6 +430,7 @@ class Evaluator:
             text = f"data-free proxy: {self.synthetic}{shapes}{why}"  # DeepInversion's (trial 181)
         elif self.proxy:  # a BN CRNN's read "13 random samples" without a word on why (trial 177)
             why = f" (a BN model's, not DeepInversion's: {self.unsynthesised})" if self.unsynthesised else ""
+            why = f" ({NO_BN})" if self.unsynthesised == NO_BN else why  # "a BN model's" of one without (188)
             text = f"data-free proxy: {n} random samples{shapes}{why}"
         else:
             text = f"{n} given samples"
