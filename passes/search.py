@@ -426,6 +426,7 @@ class SearchPass(Pass):
                 rebuild,
                 lambda cand: remeasure(self._quantized(cand, ctx)),
                 lambda: measured(0, rebuild({}), None, base, ctx.data.get("mac_shapes", ctx.input_shapes)),
+                limit.expired,
             )
         # the whole search, its samples measured and references run included (U2-Net's read 497.8 s
         # beside a search pass of 598 s)

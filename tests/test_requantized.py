@@ -76,3 +76,19 @@ def test_a_lost_target_after_dynamic_quantization_does_not_suggest_dynamic_mode(
 
     assert "--requantize dynamic often keeps more" not in _lost_by("quantize", [record("dynamic")])
     assert "--requantize dynamic often keeps more" in _lost_by("quantize", [record("static")])
+
+
+def test_a_time_limit_stops_the_quantized_checks_at_a_fold_known_to_keep_the_target() -> None:
+    result = _search([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    result.chosen.model = {"r": 0.6}
+    calls: list = []
+    measure = _quantized_keeps_up_to(0.3, calls)
+    note = requantized_pick(result, _build, measure, lambda: "unchanged", expired=lambda: len(calls) >= 2)
+    assert len(calls) == 2 and "the time limit stopped the checks" in note
+    assert result.chosen != "unchanged" and result.chosen.reduction <= 0.3  # one that kept it quantized
+    result = _search([0.1, 0.2])
+    result.chosen.model = {"r": 0.2}
+    note = requantized_pick(
+        result, _build, _quantized_keeps_up_to(0.0, []), lambda: "unchanged", lambda: True
+    )
+    assert result.chosen == "unchanged" and "stopped the checks before a fold that keeps it" in note

@@ -25,12 +25,14 @@ def requantized_pick(
     build: Callable[[dict[str, float]], tuple[Any, dict]],
     quantized: Callable[[Any], tuple[float, list]],
     unchanged: Callable[[], Any],
+    expired: Callable[[], bool] = lambda: False,
 ) -> str:
     """Replace ``result.chosen`` by the candidate that removes the most among those that met the target
     in float and still meet it once quantized; returns a note ("" where the search's pick kept it).
     ``build(sparsities)``: a candidate's float model rebuilt from its sparsities; ``quantized(model)``:
     the model quantized as the pipeline will, measured as the search measures (fidelity, outputs);
-    ``unchanged()``: the unchanged model's candidate, chosen where none keeps the target."""
+    ``unchanged()``: the unchanged model's candidate, chosen where none keeps the target; ``expired()``:
+    the search's time limit has passed, and the bisection stops at the smallest fold known to keep it."""
     target, first = result.target, result.chosen
     met = sorted(
         (c for c in result.candidates if c.steps and c.meets(target) and c.sparsities is not None),
@@ -55,7 +57,7 @@ def requantized_pick(
             first.fidelity, first.outputs = checked[0][2]
         return ""
     lo, hi = 0, len(met)  # met[lo] misses; met[hi] (past the end: the unchanged model) is taken to keep it
-    while hi - lo > 1:
+    while hi - lo > 1 and not expired():
         mid = (lo + hi) // 2
         if keeps(mid):
             hi = mid
@@ -67,13 +69,19 @@ def requantized_pick(
     )
     if hi == len(met):
         result.chosen = unchanged()
+        if hi - lo > 1:  # the smaller folds left unchecked
+            return (
+                f"quantizing lost the target on the search's pick ({lost}), and the time limit stopped the "
+                "checks before a fold that keeps it was found: the model is kept whole"
+            )
         return f"quantizing lost the target on every fold the search found ({lost}): the model is kept whole"
+    cut = " (the time limit stopped the checks)" if hi - lo > 1 else ""
     pick = met[hi]
     _, (pick.model, pick.data), (pick.fidelity, pick.outputs) = checked[hi]
     result.chosen = pick
     return (
         f"quantizing lost the target on the search's pick ({lost}): the largest fold that keeps it "
-        f"quantized is taken, {fewer(result, pick):.1%} fewer parameters ({len(checked)} folds quantized)"
+        f"quantized is taken, {fewer(result, pick):.1%} fewer parameters ({len(checked)} folds quantized{cut})"
     )
 
 
