@@ -109,7 +109,8 @@ def test_ignore_leaves_the_matched_groups_unchanged(tmp_path: Path, capsys) -> N
         assert re.search(rf"^{re.escape(name)}\s.*\signored\b", stdout, re.M), stdout
     folded = [g for g in groups.values() if g["status"] == "folded"]
     assert len(folded) == 10 and all(g["group"] not in ignored for g in folded)
-    assert "10 folded, 1 blocked, 2 ignored" in stdout
+    # "10 folded", or "10 reduced (...)" by how where auto chose other methods than the fold (trial 191)
+    assert re.search(r"groups: 10 (folded|reduced \([^)]*\)\)?), 1 blocked, 2 ignored", stdout), stdout
 
 
 # --------------------------------------------------------------------------- --round-to

@@ -968,3 +968,18 @@ def test_a_file_size_change_without_weight_change_is_explained() -> None:
         ModelStats(**{**vars(after), "file_size": 207_000}),
     ):
         assert not [line for line in format_comparison(before, changed).splitlines() if "value_info" in line]
+
+
+def test_the_groups_line_says_how_groups_were_reduced_where_not_all_were_folded() -> None:
+    """Trial 191: "groups: 2 folded" beside two groups whose status read "pruned (l2)"."""
+    from types import SimpleNamespace
+
+    from onnxfold.report.fold_report import reduced
+
+    def plan(method: str) -> SimpleNamespace:
+        return SimpleNamespace(status="folded", method=method)
+
+    assert reduced([plan("fold"), plan("fold")]) == "2 folded"
+    assert reduced([plan("l2"), plan("l2")]) == "2 reduced (2 pruned by l2)"
+    assert reduced([plan("lsq"), plan("fold"), plan("lsq")]) == "3 reduced (2 merged by lsq, 1 folded)"
+    assert reduced([]) == "0 folded"

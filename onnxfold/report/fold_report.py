@@ -97,6 +97,16 @@ def plan_state(plan) -> str:
     return f"{'merged' if plan.method in ('hybrid', 'lsq') else 'pruned'} ({plan.method})"
 
 
+def reduced(folded: list) -> str:
+    """The groups line's count of the groups reduced, by how where not all were folded: "2 folded" read
+    beside two groups pruned by l2 (trial 191), so "2 reduced (2 pruned by l2)"."""
+    states = Counter(plan_state(p) for p in folded)
+    if set(states) <= {"folded"}:
+        return f"{len(folded)} folded"
+    how = ", ".join(f"{n} {s.replace(' (', ' by ').rstrip(')')}" for s, n in states.most_common())
+    return f"{len(folded)} reduced ({how})"
+
+
 @dataclass
 class FoldReport:
     """Everything a run did: model stats before/after, per-group plans, pass timings, validation."""
@@ -222,7 +232,7 @@ class FoldReport:
             # weights held twice and stored once (an ALBERT's shared layers): none of it is folding
             once = stored_once_share(self.passes, self.before.params)
             parts.append(
-                f"\ngroups: {len(folded)} folded, {sum(p.status == 'blocked' for p in self.plans)} blocked, "
+                f"\ngroups: {reduced(folded)}, {sum(p.status == 'blocked' for p in self.plans)} blocked, "
                 f"{sum(p.status == 'ignored' for p in self.plans)} ignored, "
                 f"{sum(p.status == 'unchanged' for p in self.plans)} unchanged; "
                 f"foldable channels {n_before} -> {n_after}; parameter sparsity {percent(self.param_sparsity)}"
