@@ -489,3 +489,18 @@ def test_analyze_says_a_bn_model_too_costly_to_synthesise_for_is_measured_on_ran
         None,
         "DeepInversion optimises a float input; x is uint8",
     )
+
+
+def test_analyze_says_torch_is_missing_as_fold_does(tmp_path: Path, capsys, monkeypatch) -> None:
+    """Trial 190: without torch analyze gave "their cost is unknown", fold "torch is not installed"."""
+    import importlib.util
+
+    find = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torch" else find(name, *a)
+    )
+    rc, out, _ = cli(["analyze", str(_bn_convs(tmp_path / "small.onnx", 16))], capsys)
+    last = out.strip().splitlines()[-1]
+    assert (
+        rc == 0 and "not DeepInversion samples: torch is not installed for DeepInversion samples" in last
+    ), last

@@ -4,6 +4,7 @@ and a model with nothing to fold at all."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import tempfile
 from pathlib import Path
 
@@ -168,6 +169,8 @@ def _not_synthesised(model) -> str:
 
     if why := not_float_input(model):
         return why
+    if importlib.util.find_spec("torch") is None:  # as fold says it (trial 190 read two reasons)
+        return "torch is not installed for DeepInversion samples"
     each = deepinversion_cost(to_model_proto(model), None, 1)
     if each is None:
         return "their cost is unknown where some dims are not fixed (--input-shape fixes the input's)"
