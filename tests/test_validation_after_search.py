@@ -68,7 +68,9 @@ def test_a_pass_after_the_search_that_changes_the_model_is_remeasured(
     with_quantize = calls[0]
     calls[0] = 0
     assert main([*args, search + ",validate", "--overwrite"]) == 0
-    assert with_quantize == calls[0] + 1  # the quantized model measured once more, the search's way
+    # the quantized model measured once more, the search's way, and the search's pick quantized before
+    # it is kept (trial 187: a pick quantizing lost was written nowhere; search.requantized)
+    assert with_quantize == calls[0] + 2
 
 
 def test_a_fold_right_after_a_search_in_a_pipeline_configures_its_candidates(samples, tmp_path: Path) -> None:
