@@ -32,7 +32,7 @@ def requantized_pick(
     ``build(sparsities)``: a candidate's float model rebuilt from its sparsities; ``quantized(model)``:
     the model quantized as the pipeline will, measured as the search measures (fidelity, outputs);
     ``unchanged()``: the unchanged model's candidate, chosen where none keeps the target; ``expired()``:
-    the search's time limit has passed, and the bisection stops at the smallest fold known to keep it."""
+    the search's time limit has passed, and the bisection stops at the largest fold known to keep it."""
     target, first = result.target, result.chosen
     met = sorted(
         (c for c in result.candidates if c.steps and c.meets(target) and c.sparsities is not None),
