@@ -480,7 +480,8 @@ def test_analyze_says_a_bn_model_too_costly_to_synthesise_for_is_measured_on_ran
     last = out.strip().splitlines()[-1]
     assert (
         rc == 0
-        and "the search measures on random inputs, not DeepInversion samples: 32 of them would cost" in last
+        and "the search measures on random inputs, not DeepInversion samples: DeepInversion samples would cost"
+        in last
     )
     small = _bn_convs(tmp_path / "bytes.onnx", 16, uint8=True)
     rc, out, _ = cli(["analyze", str(small)], capsys)
@@ -492,7 +493,8 @@ def test_analyze_says_a_bn_model_too_costly_to_synthesise_for_is_measured_on_ran
 
 
 def test_analyze_says_torch_is_missing_as_fold_does(tmp_path: Path, capsys, monkeypatch) -> None:
-    """Trial 190: without torch analyze gave "their cost is unknown", fold "torch is not installed"."""
+    """Trial 190: without torch analyze gave "their cost is unknown", fold "torch is not installed"; both
+    now read the one plan (folding.synthesis_plan)."""
     import importlib.util
 
     find = importlib.util.find_spec

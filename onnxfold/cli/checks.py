@@ -4,7 +4,6 @@ and a model with nothing to fold at all."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import tempfile
 from pathlib import Path
 
@@ -159,38 +158,17 @@ def announce_search(args: argparse.Namespace, given: bool) -> None:
     print(f"{why}searching for {goal} on {where} ({bound}) ...", flush=True)
 
 
-def _not_synthesised(model) -> str:
-    """Why the default search would not synthesise DeepInversion samples for a BN model: their cost
-    at the input's fixed dims over the budget of a search with a time limit, or dims it cannot count
-    ('' where it would)."""
-    from onnxfold.folding.samples import AUTO_DIR_BUDGET, AUTO_DIR_SAMPLES, deepinversion_cost
-    from onnxfold.ir.model import to_model_proto
-    from onnxfold.repair.deepinversion import not_float_input
-
-    if why := not_float_input(model):
-        return why
-    if importlib.util.find_spec("torch") is None:  # as fold says it (trial 190 read two reasons)
-        return "torch is not installed for DeepInversion samples"
-    each = deepinversion_cost(to_model_proto(model), None, 1)
-    if each is None:
-        return "their cost is unknown where some dims are not fixed (--input-shape fixes the input's)"
-    if each * AUTO_DIR_SAMPLES > AUTO_DIR_BUDGET:
-        return (
-            f"{AUTO_DIR_SAMPLES} of them would cost {each * AUTO_DIR_SAMPLES / 1e12:.1f}T MACs, over the "
-            f"{AUTO_DIR_BUDGET / 1e12:g}T a search with a time limit spends on them"
-        )
-    return ""
-
-
 def data_free_line(model) -> str:
     """What ``analyze`` says the default search without ``--inputs`` will measure on, before a user
     spends minutes on it: a fused-BN MobileNetV2's data-free search ran 263 s on random inputs to keep
     the model whole, and said why only in an ``-s`` run's note (trial 181)."""
     from onnxfold.folding.embedding_tables import token_tables
     from onnxfold.folding.samples import NO_BN, has_batchnorm
+    from onnxfold.folding.synthesis_plan import deepinversion_plan
 
     then = "; --inputs with about 32 samples as the model is used measures its task"
-    if has_batchnorm(model) and not (why := _not_synthesised(model)):
+    # the fold's own reasons (trial 190 read one from analyze and another from the fold)
+    if has_batchnorm(model) and not (why := deepinversion_plan(model)[1]):
         return (
             "data-free (no --inputs), the search measures on DeepInversion samples synthesised from its "
             f"BatchNormalization statistics (torch needed; random inputs without it){then}"

@@ -276,42 +276,26 @@ def has_batchnorm(model) -> bool:
 def deepinversion_samples(
     model, shapes: dict | None = None, seed: int = 0, budget: float | None = None, counts=(AUTO_DIR_SAMPLES,)
 ) -> tuple[Feeds | None, str]:
-    """(samples, where they come from), or (None, why there are none): a DeepInversion batch whose
-    BatchNormalization statistics match the model's running statistics (docs/method.md §2.3), of the
-    first of ``counts`` samples whose synthesis costs at most ``budget`` MACs
-    (:func:`deepinversion_cost`; None: :data:`AUTO_DIR_BUDGET`)."""
-    from onnxfold.errors import one_line
-    from onnxfold.ir.model import to_model_proto
+    """(samples, where they come from), or (None, why there are none:
+    :func:`~onnxfold.folding.synthesis_plan.deepinversion_plan`): a
+    DeepInversion batch whose BatchNormalization statistics match the model's running statistics
+    (docs/method.md §2.3), of the first of ``counts`` samples whose synthesis costs at most ``budget``
+    MACs (:func:`deepinversion_cost`; None: :data:`AUTO_DIR_BUDGET`)."""
+    from onnxfold.folding.synthesis_plan import NO_TORCH, deepinversion_plan
 
-    if not has_batchnorm(model):  # before importing torch
-        return None, NO_BN
+    count, why = deepinversion_plan(model, shapes, budget, counts)
+    if why:
+        return None, why
     try:
         import torch  # noqa: F401
-    except ImportError:
-        return None, "torch is not installed for DeepInversion samples"
-    from onnxfold.repair.deepinversion import bn_running_stats, input_shape, not_float_input, synthesize
+    except ImportError:  # found, but not importable
+        return None, NO_TORCH
+    from onnxfold.errors import one_line
+    from onnxfold.ir.model import to_model_proto
+    from onnxfold.repair.deepinversion import input_shape, synthesize
     from onnxfold.repair.torch_graph import UnsupportedGraph
 
     proto = to_model_proto(model)
-    if not bn_running_stats(proto):
-        return None, NO_BN
-    if len(model.graph.inputs) != 1 or (why := not_float_input(model)):
-        return None, why or "DeepInversion needs a model with one input"
-    budget = AUTO_DIR_BUDGET if budget is None else budget
-    each = deepinversion_cost(proto, shapes, 1)  # linear in the count: the model's MACs measured once
-    count = next((n for n in counts if each is not None and each * n <= budget), counts[-1])
-    cost = None if each is None else each * count
-    if cost is None:
-        return (
-            None,
-            "DeepInversion's cost is unknown: some dims are not fixed (the input's: give --input-shape)",
-        )
-    if cost > budget:
-        return None, (
-            f"DeepInversion samples would cost {cost / 1e12:.1f}T MACs, over the {budget / 1e12:g}T auto "
-            "spends on them"
-            + (" (a search without a time limit spends more)" if budget < UNTIMED_DIR_BUDGET else "")
-        )
     shape = next(iter(shapes.values())) if shapes else None
     given = getattr(model, "input_values", {}).get(model.graph.inputs[0].name)
     bounds = tuple(map(float, given)) if isinstance(given, (tuple, list)) else None  # --input-value's range
