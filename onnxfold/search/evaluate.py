@@ -425,12 +425,14 @@ class Evaluator:
         n = sum(sample_count(f) for f in [self.feed, *self.extra_runs])
         shapes = proxy_shapes(self.original, self.feed, self.shapes)
         shapes = f", {shapes}" if shapes else ""
-        if self.synthetic:  # a fused-BN MobileNetV2's read "32 random samples", where the docs promise
-            why = f" ({self.unsynthesised})" if self.unsynthesised == NO_BN else ""
-            text = f"data-free proxy: {self.synthetic}{shapes}{why}"  # DeepInversion's (trial 181)
+        # a fused-BN MobileNetV2's read "32 random samples", where the docs promise DeepInversion's (trial
+        # 181); a model without BN is not called "a BN model's" (trial 188)
+        why = f" ({NO_BN})" if self.unsynthesised == NO_BN else ""
+        if self.synthetic:
+            text = f"data-free proxy: {self.synthetic}{shapes}{why}"
         elif self.proxy:  # a BN CRNN's read "13 random samples" without a word on why (trial 177)
-            why = f" (a BN model's, not DeepInversion's: {self.unsynthesised})" if self.unsynthesised else ""
-            why = f" ({NO_BN})" if self.unsynthesised == NO_BN else why  # "a BN model's" of one without (188)
+            if self.unsynthesised and not why:
+                why = f" (a BN model's, not DeepInversion's: {self.unsynthesised})"
             text = f"data-free proxy: {n} random samples{shapes}{why}"
         else:
             text = f"{n} given samples"
