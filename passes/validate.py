@@ -133,11 +133,12 @@ class ValidatePass(Pass):
             log.warning("validate: skipped, %s", reason)
             return PassResult(False, {"skipped": reason})
         records, search = ctx.data.get("records", []), ctx.data.get("search")
+        int8_given = search is not None and not search.chosen.steps and given_kept(records, ctx)
         if (search is not None and not search.chosen.steps) and (
-            given_kept(records, ctx) or written_as_given(records, ctx, model) is not None
+            int8_given or written_as_given(records, ctx, model) is not None
         ):  # a search kept SCRFD whole: 43 s of runs to find its own outputs exact (-s 0 is still run)
             # the INT8 model given is written, not the requantized copy a later quantize pass made
-            kept = None if given_kept(records, ctx) else self._target_kept(model, ctx)
+            kept = None if int8_given else self._target_kept(model, ctx)
             return PassResult(False, {"skipped": AS_GIVEN, **({} if kept is None else {"target_kept": kept})})
         # the model as given, also where a dequantize pass gave the search its float copy to measure
         # against: "-s 0 (exact)" read so beside a YAMNet whose logits dequantizing had moved by 5.3
