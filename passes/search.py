@@ -473,7 +473,7 @@ class SearchPass(Pass):
             if result.cut_short and not any(c.measured for c in result.candidates):
                 why = "the time limit passed before any candidate was measured (the warning below says where it went)"
             if result.requantized:
-                why = "quantizing after the search lost the target on every fold it found (the note below)"
+                why = "quantizing after the search lost the target (the note below)"
             if mode == "target_params" and target <= 0.0:
                 why = f"canonicalization alone (weights held twice stored once) removes more than --target-params {self.opts[mode]:g}"
             stats["nothing_folded"] = nothing_folded_reason(plans, why, graph=model.graph)
