@@ -37,16 +37,14 @@ def fill_types(path: Path, feed: dict[str, np.ndarray]) -> list[str]:
     """Give the untyped tensors (:func:`untyped_tensors`) of the model at ``path`` their element types,
     read from one run on ``feed``, as value_info; the file is rewritten in place (its external data
     left where it is). Returns the tensors typed: none where the run fails or every type is known."""
+    from onnxfold.folding.judge import with_outputs
     from onnxfold.runtime.session import CPU, make_session
 
     proto = onnx.load(str(path), load_external_data=False)
     missing = untyped_tensors(proto)
     if not missing:
         return []
-    probe = onnx.ModelProto()
-    probe.CopyFrom(proto)
-    have = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in missing if n not in have)
+    probe = with_outputs(onnx.ModelProto.FromString(proto.SerializeToString()), missing)  # a copy
     probe_path = path.with_name(path.stem + ".types.onnx")  # beside it: its external data's paths hold
     try:
         onnx.save(probe, str(probe_path))
