@@ -202,6 +202,41 @@ def masked_tokens_proto(mask_type: int = TensorProto.INT64) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+def scaled_mlp_proto(
+    w1: np.ndarray, b1: np.ndarray, w2: np.ndarray, first: str = "Scaler"
+) -> onnx.ModelProto:
+    """x [N, 6] → Scaler (as skl2onnx writes a StandardScaler) → Cast → MatMul + b1 → Relu → MatMul."""
+    pre = (
+        helper.make_node("Scaler", ["x"], ["s"], domain="ai.onnx.ml", offset=[1.0] * 6, scale=[0.5] * 6)
+        if first == "Scaler"
+        else helper.make_node("Mystery", ["x"], ["s"], domain="com.example")
+    )
+    graph = helper.make_graph(
+        [
+            pre,
+            helper.make_node("Cast", ["s"], ["c"], to=TensorProto.FLOAT),
+            helper.make_node("MatMul", ["c", "w1"], ["h"]),
+            helper.make_node("Add", ["h", "b1"], ["hb"]),
+            helper.make_node("Relu", ["hb"], ["r"]),
+            helper.make_node("MatMul", ["r", "w2"], ["y"]),
+        ],
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1])],
+        [
+            numpy_helper.from_array(w1, "w1"),
+            numpy_helper.from_array(b1, "b1"),
+            numpy_helper.from_array(w2, "w2"),
+        ],
+    )
+    opsets = [
+        helper.make_opsetid("", 17),
+        helper.make_opsetid("ai.onnx.ml", 1),
+        helper.make_opsetid("com.example", 1),
+    ]
+    return helper.make_model(graph, opset_imports=opsets)
+
+
 def save_ml_model(graph: onnx.GraphProto, path, ml_opset: int = 1):
     """Save ``graph`` with opset 13 and ``ai.onnx.ml`` at ``ml_opset`` (IR 8, as skl2onnx writes it) to
     ``path``; the path."""

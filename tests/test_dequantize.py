@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from harness import Net, rnd
+from harness import Net, mlp_proto, rnd
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import (
     CalibrationDataReader,
@@ -566,35 +566,15 @@ def test_a_requantized_lstm_keeps_the_form_it_was_given_in(tmp_path: Path) -> No
     assert "DynamicQuantizeLSTM" in {n.op_type for n in onnx.load(str(out)).graph.node}
 
 
-def _mlp(path: Path) -> Path:
-    """x [N, 16] -> MatMul [16, 64] -> Relu -> MatMul [64, 8], float32."""
-    rng = np.random.default_rng(3)
-    graph = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["x", "w1"], ["h"]),
-            helper.make_node("Relu", ["h"], ["r"]),
-            helper.make_node("MatMul", ["r", "w2"], ["y"]),
-        ],
-        "mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 8])],
-        [
-            numpy_helper.from_array(rng.standard_normal((16, 64)).astype(np.float32), "w1"),
-            numpy_helper.from_array(rng.standard_normal((64, 8)).astype(np.float32), "w2"),
-        ],
-    )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    return path
-
-
 def test_a_requantized_search_that_keeps_nothing_quantized_writes_the_model_given(tmp_path: Path) -> None:
     """Where quantizing after the search loses the target on every fold and on the whole model too
     (relerr 0.9999 against the float copy), the search keeps the model whole and the INT8 model given
     is written: validation had measured the requantized copy nobody writes and failed the run."""
     q = tmp_path / "q.onnx"
-    quantize_dynamic(str(_mlp(tmp_path / "f.onnx")), str(q), weight_type=QuantType.QInt8)
+    onnx.save(mlp_proto(), str(tmp_path / "f.onnx"))  # x [N, 8], three MatMuls
+    quantize_dynamic(str(tmp_path / "f.onnx"), str(q), weight_type=QuantType.QInt8)
     samples = tmp_path / "x.npy"
-    np.save(samples, np.random.default_rng(0).standard_normal((32, 16)).astype(np.float32))
+    np.save(samples, np.random.default_rng(0).standard_normal((32, 8)).astype(np.float32))
     out = tmp_path / "o.onnx"
     args = ["fold", str(q), "-o", str(out), "--dequantize", "--requantize", "--inputs", str(samples)]
     assert main([*args, "--min-fidelity", "0.9999", "--metric", "relerr"]) == 0

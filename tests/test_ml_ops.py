@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from harness import scaled_mlp_proto
 from onnx import TensorProto
 from onnx import helper as oh
 from onnx import numpy_helper as nh
@@ -18,31 +19,6 @@ from onnxfold.ir.shapes import infer_shapes
 from onnxfold.runtime.session import make_session
 
 
-def _scaled_mlp(w1: np.ndarray, b1: np.ndarray, w2: np.ndarray, first: str = "Scaler") -> onnx.ModelProto:
-    """x [N, 6] → Scaler (as skl2onnx writes a StandardScaler) → Cast → MatMul + b1 → Relu → MatMul."""
-    pre = (
-        oh.make_node("Scaler", ["x"], ["s"], domain="ai.onnx.ml", offset=[1.0] * 6, scale=[0.5] * 6)
-        if first == "Scaler"
-        else oh.make_node("Mystery", ["x"], ["s"], domain="com.example")
-    )
-    graph = oh.make_graph(
-        [
-            pre,
-            oh.make_node("Cast", ["s"], ["c"], to=TensorProto.FLOAT),
-            oh.make_node("MatMul", ["c", "w1"], ["h"]),
-            oh.make_node("Add", ["h", "b1"], ["hb"]),
-            oh.make_node("Relu", ["hb"], ["r"]),
-            oh.make_node("MatMul", ["r", "w2"], ["y"]),
-        ],
-        "mlp",
-        [oh.make_tensor_value_info("x", TensorProto.FLOAT, [None, 6])],
-        [oh.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1])],
-        [nh.from_array(w1, "w1"), nh.from_array(b1, "b1"), nh.from_array(w2, "w2")],
-    )
-    opsets = [oh.make_opsetid("", 17), oh.make_opsetid("ai.onnx.ml", 1), oh.make_opsetid("com.example", 1)]
-    return oh.make_model(graph, opset_imports=opsets)
-
-
 def test_an_mlp_behind_a_scaler_folds_its_duplicates_back(tmp_path: Path) -> None:
     """surfaces-surrogates' skl2onnx MLP (StandardScaler → 128 → 128 → 1): `analyze` found no group at
     all, because nothing after the Scaler had a shape. Its duplicated hidden units fold back exactly."""
@@ -51,8 +27,10 @@ def test_an_mlp_behind_a_scaler_folds_its_duplicates_back(tmp_path: Path) -> Non
     b1 = rng.standard_normal(8).astype(np.float32)
     w2 = rng.standard_normal((8, 1)).astype(np.float32)
     compact, wide = tmp_path / "compact.onnx", tmp_path / "wide.onnx"
-    onnx.save(_scaled_mlp(w1, b1, w2), compact)
-    onnx.save(_scaled_mlp(np.repeat(w1, 2, axis=1), np.repeat(b1, 2), np.repeat(w2, 2, axis=0) / 2), wide)
+    onnx.save(scaled_mlp_proto(w1, b1, w2), compact)
+    onnx.save(
+        scaled_mlp_proto(np.repeat(w1, 2, axis=1), np.repeat(b1, 2), np.repeat(w2, 2, axis=0) / 2), wide
+    )
     model = load_model(wide)
     infer_shapes(model)  # as canonicalize does
     groups = analyze_graph(model.graph)
@@ -69,7 +47,7 @@ def test_a_matmul_without_an_input_shape_is_listed_blocked() -> None:
     """Behind an op with no shape inference the MatMul's channels cannot be followed; they are a
     blocked group that says so, not missing from `analyze`."""
     rng = np.random.default_rng(0)
-    proto = _scaled_mlp(
+    proto = scaled_mlp_proto(
         rng.standard_normal((6, 8)).astype(np.float32),
         rng.standard_normal(8).astype(np.float32),
         rng.standard_normal((8, 1)).astype(np.float32),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from harness import scaled_mlp_proto
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxfold
@@ -51,42 +52,17 @@ def test_a_quantization_that_leaves_a_gru_in_float_says_so(tmp_path: Path) -> No
     assert "stay float32" in next(r for r in plain.passes if r.name == "quantize").stats.get("note", "")
 
 
-def _scaled_mlp(path: Path) -> Path:
-    """skl2onnx's MLP regressor: x [N, 4] -> ai.onnx.ml Scaler -> Cast (float to float) -> MatMul
-    [4, 16] -> Add -> Relu -> MatMul [16, 1]. ONNX's type inference has no rule for the Scaler."""
-    rng = np.random.default_rng(0)
-    inits = [
-        numpy_helper.from_array(rng.standard_normal((4, 16)).astype(np.float32), "w1"),
-        numpy_helper.from_array(rng.standard_normal(16).astype(np.float32), "b1"),
-        numpy_helper.from_array(rng.standard_normal((16, 1)).astype(np.float32), "w2"),
-    ]
-    graph = helper.make_graph(
-        [
-            helper.make_node("Scaler", ["x"], ["s"], domain="ai.onnx.ml", offset=[0.5] * 4, scale=[2.0] * 4),
-            helper.make_node("Cast", ["s"], ["c"], to=TensorProto.FLOAT),
-            helper.make_node("MatMul", ["c", "w1"], ["m"]),
-            helper.make_node("Add", ["m", "b1"], ["a"]),
-            helper.make_node("Relu", ["a"], ["r"]),
-            helper.make_node("MatMul", ["r", "w2"], ["y"]),
-        ],
-        "scaled_mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1])],
-        inits,
-    )
-    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 1)]
-    onnx.save(helper.make_model(graph, opset_imports=opsets), str(path))
-    return path
-
-
 def test_static_quantization_reaches_the_tensors_behind_an_ml_scaler(tmp_path: Path) -> None:
     """Trial 185: static quantization of a skl2onnx MLP regressor left its 9 activations float
     ("onnxruntime's quantizer could not tell their type") and quantized none of its products: ONNX's
     inference cannot type a Scaler's output, and the quantizer's pre-processing dropped the Cast
     behind it. The types are now read from one run, and both MatMuls read quantized activations."""
-    src = _scaled_mlp(tmp_path / "mlp.onnx")
+    rng = np.random.default_rng(0)  # skl2onnx's MLP regressor: x [N, 6] -> Scaler -> Cast -> 16 -> 1
+    w1, b1, w2 = (rng.standard_normal(s).astype(np.float32) for s in ((6, 16), (16,), (16, 1)))
+    src = tmp_path / "mlp.onnx"
+    onnx.save(scaled_mlp_proto(w1, b1, w2), str(src))
     samples = tmp_path / "x.npy"
-    np.save(samples, np.random.default_rng(1).standard_normal((32, 4)).astype(np.float32))
+    np.save(samples, np.random.default_rng(1).standard_normal((32, 6)).astype(np.float32))
     out = tmp_path / "q.onnx"
     _, report = onnxfold.run_pipeline(src, [QuantizePass(mode="static", calibration=str(samples))], out)
     note = str(next(r for r in report.passes if r.name == "quantize").stats.get("note", ""))
