@@ -384,6 +384,7 @@ def fold(
         if min_gain is None
         else min_gain,
     )
+    search.default_target = searched and inputs is not None
     fold_pass.round_given = round_to is not None  # a default gives way to exact widths (search.exact_widths)
     passes: list[Pass] = [CanonicalizePass(), fold_pass]
     repair_opts = {

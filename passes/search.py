@@ -234,6 +234,8 @@ class SearchPass(Pass):
     #: The passes each candidate runs after canonicalization (set by api.fold; default: fold alone).
     fold = None
     repair = None
+    #: the target is the default on given samples (api.fold): outputs that are all values ask more
+    default_target = False
 
     def validate_options(self) -> None:
         o = self.opts
@@ -317,6 +319,7 @@ class SearchPass(Pass):
         from onnxfold.report.fold_report import stats_of
         from onnxfold.runtime.session import measuring_threads
         from onnxfold.search.exact_widths import better_exact, retry_exact
+        from onnxfold.search.regression import REGRESSION_MIN_FIDELITY, value_outputs
         from onnxfold.search.target import search
         from onnxfold.search.time_limit import AFTER_SEARCH_RUNS, TimeLimit
 
@@ -352,6 +355,9 @@ class SearchPass(Pass):
             self.opts["metric"],
             refuse_one_way=not self.opts["force"],
         )
+        values = value_outputs(evaluator.metrics, evaluator.reference, [o for _, o in evaluator.recurrent])
+        if self.default_target and mode == "min_fidelity" and not evaluator.proxy and values:
+            self.opts[mode] = target = REGRESSION_MIN_FIDELITY  # a regression's answers (search.regression)
         prepared_s = time.perf_counter() - began  # of the limit, before any measurement
         if self.validated:  # validation runs the original and the result after the search
             limit.keep(AFTER_SEARCH_RUNS * evaluator.whole_seconds)
@@ -416,6 +422,7 @@ class SearchPass(Pass):
             )
             result = better_exact(result, searched(1, limit.rest()), m, given)
         result.target, result.input_params = self.opts[mode], given  # reported against the input
+        result.values = values if target == REGRESSION_MIN_FIDELITY and self.default_target else []
         if self.requantizer is not None and mode == "min_fidelity" and result.met and not result.proxy:
             from onnxfold.search.candidates import measured
             from onnxfold.search.requantized import requantized_pick

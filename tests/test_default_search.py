@@ -354,3 +354,51 @@ def test_a_budget_whose_pick_lost_the_task_on_the_given_samples_writes_nothing(
     # data-free, the figure is a proxy's: a budget is written as asked, with the warning
     out.unlink()
     assert main(["fold", str(LENET), "-o", str(out), "--target-params", "0.65"]) == 0 and out.exists()
+
+
+def test_values_and_decisions_by_shape() -> None:
+    from onnxfold.search.regression import value_outputs, value_shape
+
+    for values in [
+        (32, 1),
+        (32,),
+        (32, 3, 64, 64),
+        (32, 64, 64, 3),
+        (32, 2, 24, 24),
+        (32, 16000),
+        (32, 100, 1),
+        (32, 256, 4),
+    ]:
+        assert value_shape(values), values
+    for wide in [(32, 384), (32, 12, 768), (32, 1000)]:
+        assert not value_shape(wide), wide
+    ref = {"img": np.zeros((4, 3, 32, 32)), "emb": np.zeros((4, 384)), "h": np.zeros((2, 4, 64))}
+    assert value_outputs({"img": "r2"}, ref) == ["img"]
+    assert value_outputs({"img": "r2", "emb": "r2"}, ref) == []  # an embedding beside it: 0.95
+    assert value_outputs({"img": "mask+r2"}, ref) == []  # a decision
+    assert value_outputs({"img": "r2", "emb": "none"}, ref) == ["img"]  # left out
+    assert value_outputs({"img": "r2", "h": "r2"}, ref, ["h"]) == ["img"]  # a recurrent state aside
+
+
+def test_a_default_search_on_samples_asks_more_of_values_than_of_decisions(tmp_path: Path) -> None:
+    """An image-to-image map judged by r2 is a regression: its default target on given samples is
+    0.99, and the result says why; LeNet's class scores keep 0.95."""
+    from harness import conv_chain
+
+    from onnxfold.search.regression import REGRESSION_MIN_FIDELITY
+
+    rng = np.random.default_rng(0)
+    maps = conv_chain(tmp_path / "maps.onnx", [3, 16, 16, 3])
+    x = rng.standard_normal((16, 3, 8, 8)).astype(np.float32)
+    _, report = onnxfold.fold(onnx.load(maps), inputs={"x": x}, validate=False, time_limit=60)
+    assert report.search.default and report.search.target == REGRESSION_MIN_FIDELITY
+    assert report.search.values == [o.name for o in onnx.load(maps).graph.output]
+    assert "every output" in report.search.summary() and "read by r2" in report.search.summary()
+    assert report.search.chosen.fidelity >= REGRESSION_MIN_FIDELITY
+    digits = rng.standard_normal((16, 1, 8, 8)).astype(np.float32)
+    name = onnx.load(LENET).graph.input[0].name
+    _, lenet = onnxfold.fold(LENET, inputs={name: digits}, validate=False, time_limit=60)
+    assert lenet.search.target == DEFAULT_MIN_FIDELITY and not lenet.search.values
+    # a target given is the user's, values or not
+    _, asked = onnxfold.fold(onnx.load(maps), min_fidelity=0.9, inputs={"x": x}, validate=False)
+    assert asked.search.target == 0.9 and not asked.search.values

@@ -94,11 +94,13 @@ def _unset_default(keyword: str) -> str:
         FIXED_SPARSITY,
         GIVEN_MIN_GAIN,
     )
+    from onnxfold.search.regression import REGRESSION_MIN_FIDELITY
 
     if keyword == "sparsity":
         return (
             f"none; without it, a target or a recipe, the search for the smallest model at fidelity >= "
-            f"{DEFAULT_MIN_FIDELITY:g} on --inputs, else >= {DATA_FREE_MIN_FIDELITY:g} on the data-free "
+            f"{DEFAULT_MIN_FIDELITY:g} on --inputs ({REGRESSION_MIN_FIDELITY:g} where every output is a value "
+            f"read by r2: a regression), else >= {DATA_FREE_MIN_FIDELITY:g} on the data-free "
             f"proxy (as --min-fidelity F --time-limit {DEFAULT_TIME_LIMIT:g}); with a recipe, "
             f"{FIXED_SPARSITY:g}; refused beside a target, which chooses every group's"
         )

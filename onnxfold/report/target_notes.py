@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from onnxfold.search.regression import image_shape, wave_shape
+
 
 def below_target(validation: Any, search: Any) -> str | None:
     """A note when a fidelity search met its target on its samples and validation, on other inputs
@@ -41,32 +43,18 @@ def below_target(validation: Any, search: Any) -> str | None:
 #: waifu2x's CUNet met 0.95 at r2 0.976 and lost 0.94 dB of PSNR; at 0.99 it kept 98% of its images
 #: within 0.5 dB at 49.3% fewer parameters
 IMAGE_TARGET = 0.99
-#: a waveform output holds at least this many samples (half a second at 16 kHz; a VGG feature row: 4096)
-WAVE_SAMPLES = 8000
 
 
 def image_target(validation: Any, search: Any) -> str | None:
     """A note where a ``min_fidelity`` search below :data:`IMAGE_TARGET` judged an image output (rank 4,
     1, 3 or 4 channels first or last, both other dims at least 32) or a waveform (``[N, T]`` or
-    ``[N, 1|2, T]``, T at least :data:`WAVE_SAMPLES`) by r2: a fraction of its variance left over reads
-    as a loss of detail, or is heard as noise."""
+    ``[N, 1|2, T]``, T at least :data:`~onnxfold.search.regression.WAVE_SAMPLES`) by r2: a fraction of
+    its variance left over reads as a loss of detail, or is heard as noise."""
     if search is None or search.mode != "min_fidelity" or search.target >= IMAGE_TARGET:
         return None
-
-    def image(shape: tuple) -> bool:
-        if len(shape) != 4:
-            return False
-        return any(
-            shape[c] in (1, 3, 4) and min(d for k, d in enumerate(shape[1:], 1) if k != c) >= 32
-            for c in (1, 3)
-        )
-
-    def wave(shape: tuple) -> bool:
-        return (len(shape) == 2 or (len(shape) == 3 and shape[1] in (1, 2))) and shape[-1] >= WAVE_SAMPLES
-
     judged = [o for o in getattr(validation, "outputs", ()) if o.fidelity_metric == "r2"]
-    images = [o.name for o in judged if image(tuple(o.shape))]
-    waves = [o.name for o in judged if wave(tuple(o.shape))]
+    images = [o.name for o in judged if image_shape(tuple(o.shape))]
+    waves = [o.name for o in judged if wave_shape(tuple(o.shape))]
     if images:
         return (
             f"note: {', '.join(images[:3])} is an image judged by r2 at {search.target:g}: what it leaves out reads as "

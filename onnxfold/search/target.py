@@ -53,6 +53,7 @@ from onnxfold.search.evaluate import Evaluator
 from onnxfold.search.exercise_notes import coverage_notes, exercise_notes, unexercised_low
 from onnxfold.search.held_out import held_out_lines
 from onnxfold.search.misses import next_missed_lines
+from onnxfold.search.regression import default_note
 from onnxfold.search.result_text import bound_text, goal, per_outputs
 from onnxfold.search.sensitivity import GroupCurve, sensitivity
 from onnxfold.search.time_limit import PacedLimit, TimeLimit, sensitivity_cut_notes
@@ -144,6 +145,7 @@ class SearchResult:
     unrounded: str = ""  # why the widths are exact where a default rounding kept the model whole
     exact_missed: str = ""  # what the search at exact widths measured, where it kept the model whole too
     requantized: str = ""  # where quantizing after the search lost its pick (search.requantized)
+    values: list[str] = field(default_factory=list)  # outputs whose values raised a default target
 
     def param_reduction(self) -> float:
         """The chosen candidate's fewer parameters, of the input's when :attr:`input_params` is known."""
@@ -240,6 +242,7 @@ class SearchResult:
                 f"(the default without --sparsity or a target: the smallest model at fidelity >= {self.target:g}; "
                 "--min-fidelity F asks for another, -s R folds every group at a fixed sparsity)"
             )
+            lines += [f"note: {default_note(self.values, self.target)}"] if self.values else []
         lines += held_out_lines(self.chosen, self.held_out) + compute_note(
             self.mode, self.chosen.reduction, macs
         )

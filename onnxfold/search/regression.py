@@ -1,0 +1,76 @@
+"""The default target of a search on given samples whose outputs are all values, not decisions.
+
+A decision (an argmax, a threshold, a label per position) has slack: an output may move a little and
+decide alike, so a search on ``--inputs`` asks 0.95 of it (:data:`~onnxfold.passes.search.DEFAULT_MIN_FIDELITY`).
+A value read by r2 (an image, a dense map, a waveform, a few numbers per sample) is the answer itself:
+r2 0.95 leaves 5% of its variance, an error of √0.05 ≈ 22% of its spread, in every answer. On five
+such models a default search at 0.95 lost the task that 0.99 kept: waifu2x's CUNet 0.94 dB of PSNR
+(0.99: 98% of images within 0.5 dB); a Conv-TasNet denoiser 36% of its clips by more than 1 dB; a
+speech-onset regressor's heads at r2 0.9736 moved 46% of its onsets by more than 20 ms (0.99: 1%); a
+capillary segmenter's flows and distance map (IoU 0.940, where 0.99 on the data-free proxy kept
+0.978); an MLP regressor's error rose where its r2 stayed above 0.95. An embedding or a feature
+sequence (a wide last axis read by r2) feeds a comparison or a decision later, and keeps 0.95."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+#: the default target of a search on given samples where every judged output is a value (:func:`value_outputs`)
+REGRESSION_MIN_FIDELITY = 0.99
+#: at most this many values per sample (or per position, along a last axis) read as a regression's answer
+FEW_VALUES = 16
+#: a waveform output holds at least this many samples (half a second at 16 kHz; a VGG feature row: 4096)
+WAVE_SAMPLES = 8000
+
+
+def image_shape(shape: Sequence[int]) -> bool:
+    """Rank 4 with 1, 3 or 4 channels first or last and both other dims at least 32: an image."""
+    if len(shape) != 4:
+        return False
+    return any(
+        shape[c] in (1, 3, 4) and min(d for k, d in enumerate(shape[1:], 1) if k != c) >= 32 for c in (1, 3)
+    )
+
+
+def wave_shape(shape: Sequence[int]) -> bool:
+    """``[N, T]`` or ``[N, 1|2, T]`` with T at least :data:`WAVE_SAMPLES`: a waveform."""
+    return (len(shape) == 2 or (len(shape) == 3 and shape[1] in (1, 2))) and shape[-1] >= WAVE_SAMPLES
+
+
+def value_shape(shape: Sequence[int]) -> bool:
+    """Whether an output of ``shape`` (samples first) read by r2 is a regression's answer: at most
+    :data:`FEW_VALUES` values per sample, a few per position (``[N, T, k]``, k ≤ :data:`FEW_VALUES`),
+    an image, a waveform, or a map ``[N, C, H, W]`` with H and W at least 8. A wide last axis (an
+    embedding ``[N, 384]``, a token's features ``[N, L, 768]``) is not."""
+    shape = tuple(int(d) for d in shape)
+    if int(np.prod(shape[1:], dtype=np.int64)) <= FEW_VALUES:
+        return True
+    if image_shape(shape) or wave_shape(shape):
+        return True
+    if len(shape) == 4 and min(shape[2:]) >= 8:
+        return True
+    return len(shape) == 3 and shape[-1] <= FEW_VALUES
+
+
+def value_outputs(
+    metrics: Mapping[str, str], reference: Mapping[str, np.ndarray], states: Sequence[str] = ()
+) -> list[str]:
+    """The judged outputs where every one (recurrent ``states`` aside) is read by r2 alone and is a
+    value (:func:`value_shape`); [] where any is read by a decision or is an embedding."""
+    judged = [n for n in metrics if n not in states and metrics[n] != "none"]
+    if not judged or any(metrics[n] != "r2" or n not in reference for n in judged):
+        return []
+    if not all(value_shape(np.shape(reference[n])) for n in judged):
+        return []
+    return judged
+
+
+def default_note(values: Sequence[str], target: float) -> str:
+    """Why a default search on given samples asks ``target`` of ``values``."""
+    shown = ", ".join(values[:3]) + (f" and {len(values) - 3} more" if len(values) > 3 else "")
+    return (
+        f"the default target is {target:g} here: every output ({shown}) is a value read by r2 (an image, "
+        "a map, a signal or a few numbers), where the error left is the answer's own; 0.95 suits decisions"
+    )
