@@ -15,8 +15,8 @@ indexed part by part is one Slice per part (:mod:`onnxfold.ir.packed`), heads me
 axis get an axis of their own (:mod:`onnxfold.ir.heads`); ``Split(num_outputs=n)`` gets explicit sizes;
 nodes are topologically sorted; shapes are inferred where ONNX can infer them; a recurrent op's zero
 initial state is left out (:mod:`onnxfold.ir.recurrent_states`). Values are never changed. onnxruntime
-may fuse the attention rewrites differently (PP-OCRv4's recogniser: 7e-7 apart), so the graph before
-them is kept (``Model.unrewritten``) and a fold that uses neither writes that one.
+may fuse a simplified or rewritten graph differently (PP-OCRv4's recogniser: 7e-7 apart), so the graph
+as given is kept (``Model.unrewritten``) and a fold that changes nothing writes that one.
 """
 
 from __future__ import annotations
@@ -348,6 +348,8 @@ class CanonicalizePass(Pass):
     options = ()
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
+        # the graph as given: a fold that changes nothing writes it (Model.take_back_rewrites)
+        given = model.unrewritten if model.unrewritten is not None else model.copy()
         graph = model.graph
         lifted = lift_constants(graph)
         removed, zeros = remove_identities(graph), drop_zero_states(graph)
@@ -381,12 +383,12 @@ class CanonicalizePass(Pass):
                 graph.toposort()
             unpacked = unpack_packed_axes(graph)
             heads = lift_merged_heads(graph)
-            if unfused or unpacked or heads:  # a fold that uses none of them writes the graph as it was
-                model.unrewritten = before
+            if unfused or unpacked or heads:
                 more = _finish(model)
                 forget_reshaped_reads(model.computed_constants, before.graph, graph)
                 isolated, unshared, renamed = isolated + more[0], unshared + more[1], renamed + more[2]
                 inferred, splits = more[3], splits + more[4]
+        model.unrewritten = given
         stats = {
             "constants_lifted": lifted,
             "nodes_removed": removed,

@@ -109,8 +109,8 @@ class Model:
     #: the source's dims of the tensors between nodes by name (``value_info``): the symbols it names
     #: are kept where the shapes inferred again on export leave them unknown (:func:`infer_value_info`)
     source_dims: dict[str, tuple] = field(default_factory=dict)
-    #: canonicalize's graph before it rewrote packed projections and merged heads for the analysis
-    #: (:meth:`take_back_rewrites`)
+    #: the graph canonicalize was given, before it simplified it and rewrote packed projections and
+    #: merged heads for the analysis (:meth:`take_back_rewrites`)
     unrewritten: Model | None = None
     #: :attr:`shapes` for the subgraphs (Loop and Scan bodies, If branches) taken together:
     #: graphsurgeon writes a body's shapes, an outer tensor's too, and tf2onnx's GRU loop then ran
@@ -210,11 +210,17 @@ class Model:
         )
 
     def take_back_rewrites(self) -> None:
-        """Hold canonicalize's graph as it was before its rewrites for the analysis (packed q/k/v
-        unpacked, merged heads lifted), where no fold used them: the outputs are the same either
-        way, but onnxruntime fuses the rewritten graph its own way (PP-OCRv4's recogniser: two more
-        scale Muls fused into FusedMatMul, outputs 7e-7 apart at ``-s 0``)."""
+        """Hold the graph canonicalize was given, where no fold used its work (shape arithmetic made
+        constant, packed q/k/v unpacked, merged heads lifted): the outputs are the same either way,
+        but onnxruntime fuses a simplified graph its own way (PP-OCRv4's recogniser: two more scale
+        Muls fused into FusedMatMul, outputs 7e-7 apart at ``-s 0``; a sequence-first
+        TransformerEncoder's attention scale, read at run time from a shape in the source, became a
+        constant that onnxruntime fused: 1.4e-6 apart)."""
         if self.unrewritten is not None:
+            inferred = {t.name: t for t in self.graph.outputs}
+            for out in self.unrewritten.graph.outputs:  # a source may declare them without shapes
+                if out.shape is None and out.name in inferred:
+                    out.shape, out.dtype = inferred[out.name].shape, out.dtype or inferred[out.name].dtype
             self.graph = self.unrewritten.graph
             self.computed_constants = self.unrewritten.computed_constants
             self.weight_shapes = self.unrewritten.weight_shapes
