@@ -1,6 +1,6 @@
 """Attention with a packed q/k/v projection folds whole heads: torch's ``nn.MultiheadAttention`` (the
 SDPA path, and bmm on [B·H, L, D] with ``need_weights``) and ``nn.TransformerEncoderLayer`` (in_proj
-[3E, E], heads merged with the batch axis as [L, B·H, D]) and a
+[3E, E], heads merged with the batch axis as [L, B·H, D]), both batch first and sequence first, and a
 timm ViT block (``qkv.reshape(B, N, 3, H, D).permute(2, 0, 3, 1, 4).unbind(0)``), exported by the
 legacy and the dynamo exporter. Exact oracles: heads (and MLP neurons) whose second half copies the
 first fold back to the same function; ``-s 0`` gives the same outputs bit for bit."""
@@ -45,6 +45,21 @@ class Encoder(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer(x)
+
+
+class MHASeq(MHA):
+    """Sequence first ([L, B, E], torch's default): the heads are split as [L, B·H, D] and leave
+    through a target [L·B, E] whose leading entry is computed at run time (mandsot's encoder)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = torch.nn.MultiheadAttention(E, H)
+
+
+class EncoderSeq(Encoder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.TransformerEncoderLayer(E, H, F, dropout=0.0)
 
 
 class Timm(torch.nn.Module):
@@ -106,9 +121,17 @@ def export(net: torch.nn.Module, path: Path, exporter: str) -> Path:
     x = torch.randn(2, 5, E)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if exporter == "legacy":
+        if exporter.startswith("legacy"):  # legacy-free: a sequence-first batch free (mandsot's)
+            free = {"x": {1: "batch"}, "y": {1: "batch"}} if exporter == "legacy-free" else None
             torch.onnx.export(
-                net, (x,), str(path), dynamo=False, input_names=["x"], output_names=["y"], opset_version=17
+                net,
+                (x,),
+                str(path),
+                dynamo=False,
+                input_names=["x"],
+                output_names=["y"],
+                opset_version=17,
+                dynamic_axes=free,
             )
         else:
             dims = {"x": {0: torch.export.Dim("batch"), 1: torch.export.Dim("seq")}}
@@ -133,6 +156,12 @@ CASES = [
     (MHAWeights, "dynamo"),
     (Encoder, "legacy"),
     (Encoder, "dynamo"),
+    (MHASeq, "legacy"),
+    (MHASeq, "legacy-free"),
+    (MHASeq, "dynamo"),
+    (EncoderSeq, "legacy"),
+    (EncoderSeq, "legacy-free"),
+    (EncoderSeq, "dynamo"),
     (Timm, "legacy"),
     (Timm, "dynamo"),
     (TimmBatchFree, "dynamo"),
@@ -153,6 +182,7 @@ def test_heads_of_a_packed_projection_fold_back_exactly(tmp_path: Path, kind: ty
     assert params(folded) == params(original) - removed
     shapes = [(2, 5, E)] if exporter == "legacy" else [(2, 5, E), (3, 9, E), (1, 1, E)]
     shapes = [(2, 5, E), (3, 5, E)] if kind is TimmBatchFree else shapes
+    shapes = [(2, 5, E), (2, 3, E), (2, 1, E)] if exporter == "legacy-free" else shapes
     for shape in shapes:
         x = np.random.default_rng(len(shape)).standard_normal(shape).astype(np.float32)
         ref = run_ort(original, {"x": x})[0]

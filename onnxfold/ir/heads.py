@@ -8,7 +8,8 @@ path), and leaves through a Reshape ([L·B, H·D] for the output projection, [B,
 averaged weights).
 
 Row-major order makes [L, B, H·D], [L, B·H, D] and [L, B, H, D] one sequence of elements, so the
-first Reshape may give [L, B, H, D] instead (target ``[0, −1, H, D]``), and every tensor computed
+first Reshape may give [L, B, H, D] instead (target ``[0, 0, H, D]``: both leading dims copied, so
+a free batch keeps its symbol where −1 made one up), and every tensor computed
 from it up to the Reshapes that leave (the *region*) gains an axis: the merged one becomes (B, H).
 That changes nothing an op in the region computes when each op is indifferent to the split:
 Transpose (its permutation moves the two axes together), MatMul (both operands in the region, the
@@ -153,7 +154,7 @@ def lift_merged_heads(graph: gs.Graph) -> int:
         if parts.find(node.outputs[0].name) in spoiled:
             continue
         unit = int(node.outputs[0].shape[2])
-        node.inputs[1] = gs.Constant(fresh(f"{node.name}_heads"), np.asarray([0, -1, heads, unit], np.int64))
+        node.inputs[1] = gs.Constant(fresh(f"{node.name}_heads"), np.asarray([0, 0, heads, unit], np.int64))
         node.attrs.pop("allowzero", None)
         lifted += 1
     for node in nodes.values():

@@ -130,6 +130,9 @@ def reshape(walk: Analysis, node: gs.Node) -> None:
         )
     entries = walk.target_entries(node.inputs[1])
     out_shape = tensor_shape(node.outputs[0])
+    traced = entries is not None and in_shape is not None and len(in_shape) == lay.rank
+    if traced and regroup_leading(walk, node, lay, entries, in_shape):
+        return  # the leading entries, computed or not, only regroup rows the last entry fixes
     if entries is not None and in_shape is not None:  # computed entries must be proven copies
         if any(
             e.computed is not None and not computed_copy(e, i, in_shape, out_shape)
@@ -293,7 +296,8 @@ def regroup_leading(walk: Analysis, node: gs.Node, lay: Layout, entries: list[Sh
     regrouped freely ([B·S, C] ↔ [B, S, C] around a 2-D Gemm, [B, S, H, dh] → [B·S, H·dh], a Flatten).
     The last target entry must be an explicit constant counting exactly those elements, C·Π(dims
     after C): in row-major order each output row is then one input block of them, whatever the
-    leading entries say. The constant is rewritten with the fold."""
+    leading entries say, computed at run time or not (a sequence-first attention's [L·B, H·D], L·B
+    a product of Shape reads). The constant is rewritten with the fold."""
     c, last = lay.axis, entries[-1]
     after = in_shape[c + 1 :]
     if not static_dims(after) or in_shape[c] != lay.length or last.const is None:
