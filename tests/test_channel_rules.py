@@ -436,6 +436,36 @@ matmul_case(2)
 matmul_case(3)
 
 
+def reverse_sequence_case(channels_on_time: bool) -> None:
+    """tf2onnx's backward pass of a Keras LSTM: ReverseSequence along time [T, B, C] keeps the channels;
+    one whose time axis is the channel axis ([C, B, T] after a Transpose) blocks them."""
+
+    def build(w):
+        net = Net(w)
+        h = net("Relu", net("Add", net("MatMul", net.input("v", [4, 2, 6]), "w1", name="m1"), "b1"))
+        lens = net.i64("lens", [3, 4])
+        if channels_on_time:
+            h = net(
+                "Transpose", net("ReverseSequence", net("Transpose", h, perm=[2, 1, 0]), lens), perm=[2, 1, 0]
+            )
+        else:
+            h = net("ReverseSequence", h, lens, time_axis=0, batch_axis=1)
+        return net.model(net("Add", net("MatMul", h, "w2", name="m2"), "b2"))
+
+    case(
+        f"reverse_sequence{'_on_channels' if channels_on_time else ''}",
+        lambda r: {"w1": rnd(r, 6, 4), "b1": rnd(r, 4), "w2": rnd(r, 4, 5), "b2": rnd(r, 5)},
+        build,
+        [] if channels_on_time else producer("w1", None, 4, axis=1) + [("b1", 0, [A(4)]), ("w2", 0, [S(4)])],
+        [] if channels_on_time else ["m1"],
+        {"m1": (RESHAPES_CHANNELS, "reverses along the channel axis")} if channels_on_time else {},
+    )
+
+
+reverse_sequence_case(False)
+reverse_sequence_case(True)
+
+
 # --------------------------------------------------------------------------------- element-wise
 def gelu_erf(net: Net, h: str) -> str:
     e = net("Erf", net("Div", h, net.f("sqrt2", np.sqrt(2.0))))

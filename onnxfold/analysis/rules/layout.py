@@ -1,7 +1,7 @@
 """Layout ops: the channels keep their identity but move to another axis, or the op leaves them alone.
 
-Transpose, Squeeze and Unsqueeze move the channel axis; Pad, Resize, Upsample, Slice and Expand
-pass the channels when they act on other axes (a channel count in their shape inputs becomes a
+Transpose, Squeeze and Unsqueeze move the channel axis; Pad, Resize, Upsample, Slice, Expand and
+ReverseSequence pass the channels when they act on other axes (a channel count in their shape inputs becomes a
 ``shape`` member). Shape blocks the channels when its count is read. Flatten and Reshape are in
 :mod:`.reshapes`.
 """
@@ -251,6 +251,25 @@ def transpose(walk: Analysis, node: gs.Node) -> None:
         return
     perm = node.attrs.get("perm") or list(reversed(range(lay.rank)))
     walk.passthrough(node, lay.with_axis(lay.rank, list(perm).index(lay.axis)))
+
+
+@register_rule("ReverseSequence")
+def reverse_sequence(walk: Analysis, node: gs.Node) -> None:
+    """ReverseSequence reverses each sample's first ``sequence_lens[b]`` steps along ``time_axis``
+    (tf2onnx's backward pass of a Keras LSTM): a channel axis that is neither ``time_axis`` nor
+    ``batch_axis`` passes through."""
+    if (lens := walk.layout(node.inputs[1])) is not None:
+        reason = f"ReverseSequence {node.name} reads channels as its sequence lengths"
+        walk.block(lens, BlockReason(UNSUPPORTED_FORM, reason, node.name))
+    lay = walk.layout(node.inputs[0])
+    if lay is None:
+        return
+    axes = {int(node.attrs.get("time_axis", 0)), int(node.attrs.get("batch_axis", 1))}
+    if lay.axis in axes:
+        reason = f"ReverseSequence {node.name} reverses along the channel axis"
+        walk.block(lay, BlockReason(RESHAPES_CHANNELS, reason, node.name))
+        return
+    walk.passthrough(node)
 
 
 @register_rule("Unsqueeze")
