@@ -41,8 +41,8 @@ from onnxfold.report.counted import canonical_stats, counted_stats, sample_shape
 from onnxfold.report.fold_report import FoldReport, saved_ops, saved_size, source_size, stats_of
 from onnxfold.report.group_table import format_groups
 from onnxfold.report.timing import collecting, rounded, step
-from onnxfold.runtime.batch_axes import declared_layout
-from onnxfold.runtime.inputs import default_shapes
+from onnxfold.runtime.batch_axes import batch_only_shapes, declared_layout
+from onnxfold.runtime.inputs import default_shapes, input_specs
 from onnxfold.runtime.random_values import set_input_values
 from onnxfold.runtime.runnable import shapes_that_run
 
@@ -137,7 +137,7 @@ def _run_pipeline(
     # MACs at the shapes given, else a sample's (free dims as 1: RetinaFace at 320x320 read 447K for 265M)
     given = dict(input_shapes or {}) or sample_shapes(inputs, view)
     defaulted = {} if given or view else default_shapes(model)  # where random inputs run
-    given = given or defaulted
+    given = given or defaulted or ({} if view else batch_only_shapes(input_specs(model)))
     before = stats_of(model, source_size(model), given, batched=not view)
     if defaulted and inputs is None and (before.macs or 0) > GUESSED_HEAVY_MACS:
         if (runs := shapes_that_run(model, seed)) != defaulted:  # not at the guess: where it runs

@@ -137,3 +137,47 @@ def test_macs_at_given_sizes_of_weights_in_an_external_file(tmp_path, caplog) ->
         stats = model_stats(model, shapes={"x": [1, 10, 8]})
     assert not [r for r in caplog.records if "shape inference failed" in r.getMessage()]
     assert stats.macs == 10 * 8 * 8 + 2 * 10 * 4 * 6
+
+
+def framed_audio_model() -> onnx.ModelProto:
+    """x [B, 1600] → frames [B, 1600 / 160, 160], the count computed from Size(x) / B in float (no data
+    propagation follows it, and no constant folding while B is free; a Keras CRNN's STFT) → MatMul
+    160×64: 10 · 160 · 64 MACs a sample."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        oh.make_node("Shape", ["x"], ["s"]),
+        _const("i0", [0]),
+        _const("i1", [1]),
+        oh.make_node("Slice", ["s", "i0", "i1"], ["b"]),
+        oh.make_node("Size", ["x"], ["size"]),
+        oh.make_node("Div", ["size", "b"], ["n"]),
+        oh.make_node("Cast", ["n"], ["nf"], to=TensorProto.FLOAT),
+        _const("hop", [160.0], np.float32),
+        oh.make_node("Div", ["nf", "hop"], ["ff"]),
+        oh.make_node("Cast", ["ff"], ["f"], to=TensorProto.INT64),
+        _const("width", [160]),
+        oh.make_node("Concat", ["b", "f", "width"], ["target"], axis=0),
+        oh.make_node("Reshape", ["x", "target"], ["frames"]),
+        oh.make_node("MatMul", ["frames", "w"], ["y"]),
+    ]
+    graph = oh.make_graph(
+        nodes,
+        "framed",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1600])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [nh.from_array(rng.standard_normal((160, 64)).astype(np.float32), "w")],
+    )
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8)
+
+
+def test_a_free_batch_alone_counts_the_frames_computed_inside(tmp_path) -> None:
+    """With only the batch free and no size given, the fold's MACs are counted at batch 1, pinned:
+    the frame count the graph computes from the input's length is then known (trial 193's CRNN read
+    401K MACs for 40.9M)."""
+    import onnxfold
+
+    path = tmp_path / "framed.onnx"
+    onnx.save(framed_audio_model(), path)
+    assert model_stats(onnx.load(path)).macs == 160 * 64  # unpinned: the frames taken as 1
+    _, report = onnxfold.fold(path, 0.0, validate=False)
+    assert report.before.macs == 10 * 160 * 64

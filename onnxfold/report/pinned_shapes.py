@@ -1,7 +1,7 @@
 """Shape vectors computed at pinned input sizes, so that shape inference reaches what reads them.
 
-At the given input sizes (``--inputs``' samples, ``--input-shape``, the proxy's), every ``Shape`` of a
-tensor whose dims inference knows is a value, and so is everything an exporter computes from it:
+At the given input sizes (``--inputs``' samples, ``--input-shape``, the proxy's), every ``Shape`` (or
+``Size``) of a tensor whose dims inference knows is a value, and so is everything an exporter computes from it:
 ``Gather``, ``Unsqueeze``, ``Concat``, arithmetic, a ``Slice`` of a constant table by the sequence
 length. ONNX's data propagation follows such chains only for some ops at some opsets (an opset-11
 ``Unsqueeze`` stops it), so a transformer's reshapes lost their dims and its MACs were counted with
@@ -113,6 +113,10 @@ def resolve_shape_values(
                 dims = known.get(node.input[0])
                 if dims is not None:
                     direct[node.output[0]] = _shape_value(node, dims)
+                continue
+            if node.op_type == "Size" and node.domain in ("", "ai.onnx"):  # a frame count's numerator
+                if (dims := known.get(node.input[0])) is not None:
+                    direct[node.output[0]] = np.asarray(int(np.prod(dims, dtype=np.int64)), np.int64)
                 continue
             if node.domain not in ("", "ai.onnx") or node.op_type in NEVER_FOLDED or not node.output:
                 continue

@@ -71,3 +71,21 @@ def declared_axis(name: str, shape: tuple[int, ...]) -> int | None:
     rank differs from the declared one, as in the view of a model without a batch axis)."""
     axis, rank = DECLARED.get(name, (None, None))
     return axis if axis is not None and len(shape) == rank else None
+
+
+def batch_only_shapes(specs) -> dict[str, tuple[int, ...]]:
+    """One sample's shape of every input (:class:`~onnxfold.runtime.inputs.InputSpec`) whose only free
+    dim is its first, that dim as 1; {} where an input has another free dim or none is free. Where no
+    size is given, MACs are counted at these, pinned, so that shape inference follows the shape
+    arithmetic inside: a Keras CRNN [batch, 16000] whose STFT frames stayed free with the batch
+    counted 401K MACs, for 40.9M at [1, 16000]."""
+    from onnxfold.runtime.image_dims import free_dim
+
+    out = {}
+    for spec in specs:
+        dims = list(spec.shape or ())
+        if spec.dtype is None or not dims or any(free_dim(d) for d in dims[1:]):
+            return {}
+        if free_dim(dims[0]):
+            out[spec.name] = (1, *(int(d) for d in dims[1:]))
+    return out
