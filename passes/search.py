@@ -355,7 +355,8 @@ class SearchPass(Pass):
             self.opts["metric"],
             refuse_one_way=not self.opts["force"],
         )
-        values = value_outputs(evaluator.metrics, evaluator.reference, [o for _, o in evaluator.recurrent])
+        states = [o for _, o in evaluator.recurrent]
+        values = value_outputs(evaluator.metrics, evaluator.reference, states, evaluator.feed)
         if self.default_target and mode == "min_fidelity" and not evaluator.proxy and values:
             self.opts[mode] = target = REGRESSION_MIN_FIDELITY  # a regression's answers (search.regression)
         prepared_s = time.perf_counter() - began  # of the limit, before any measurement

@@ -368,6 +368,7 @@ def test_values_and_decisions_by_shape() -> None:
         (32, 16000),
         (32, 100, 1),
         (32, 256, 4),
+        (32, 3, 5700),
     ]:
         assert value_shape(values), values
     for wide in [(32, 384), (32, 12, 768), (32, 1000)]:
@@ -378,6 +379,11 @@ def test_values_and_decisions_by_shape() -> None:
     assert value_outputs({"img": "mask+r2"}, ref) == []  # a decision
     assert value_outputs({"img": "r2", "emb": "none"}, ref) == ["img"]  # left out
     assert value_outputs({"img": "r2", "h": "r2"}, ref, ["h"]) == ["img"]  # a recurrent state aside
+    wide = {"y": np.zeros((4, 7, 100), np.float32)}  # 7 features of 100 steps: no value by shape alone...
+    assert value_outputs({"y": "r2"}, wide) == []
+    like = {"x": np.zeros((4, 7, 100), np.float32)}
+    assert value_outputs({"y": "r2"}, wide, feed=like) == ["y"]  # ...but shaped as its input is
+    assert value_outputs({"y": "r2"}, wide, feed={"x": like["x"].astype(np.int64)}) == []  # ids: no signal
 
 
 def test_a_default_search_on_samples_asks_more_of_values_than_of_decisions(tmp_path: Path) -> None:

@@ -43,6 +43,20 @@ def test_only_image_like_outputs_get_it() -> None:
     assert each_sample(maps[:, :1], maps[:, :1] + 0.1, 8) is None  # a 4×4 map: too small a picture
 
 
+def test_a_signal_is_judged_sample_by_sample_too() -> None:
+    """WaveDenoiser's seismograms [N, 3, 5700]: pooled r2 0.9777, the lowest record 0.745. A signal
+    [N, C ≤ 4, T] gets each record's r2, its channels on axis 1, as an image's."""
+    rng = np.random.default_rng(4)
+    ref = rng.standard_normal((6, 3, 512)) * (1 + 10 * np.arange(6))[:, None, None]  # loud and quiet
+    cand = ref + 0.5 * rng.standard_normal(ref.shape)  # one noise: it drowns the quiet records
+    _, (out,) = model_fidelity({"s": ref}, {"s": cand}, {"s": "r2"}, samples=6)
+    assert out.value > 0.99 and out.each is not None and out.each[1] < 0.9
+    by_hand = [np.mean([_by_hand(ref[i, c], cand[i, c]) for c in range(3)]) for i in range(6)]
+    assert out.each == pytest.approx((np.mean(by_hand), np.min(by_hand)), rel=1e-9)
+    short = rng.standard_normal((6, 3, 64))  # 64 steps: rows of a few features, not a signal
+    assert each_sample(short, short + 0.1, 6) is None
+
+
 def test_a_target_is_met_on_each_sample_alone_too() -> None:
     """The gate: pooled r2 above the target no longer passes an image-like output whose samples alone
     average below it, and the miss says which figure fell short."""

@@ -2,20 +2,24 @@
 
 A decision (an argmax, a threshold, a label per position) has slack: an output may move a little and
 decide alike, so a search on ``--inputs`` asks 0.95 of it (:data:`~onnxfold.passes.search.DEFAULT_MIN_FIDELITY`).
-A value read by r2 (an image, a dense map, a waveform, a few numbers per sample) is the answer itself:
-r2 0.95 leaves 5% of its variance, an error of √0.05 ≈ 22% of its spread, in every answer. On five
-such models a default search at 0.95 lost the task that 0.99 kept: waifu2x's CUNet 0.94 dB of PSNR
-(0.99: 98% of images within 0.5 dB); a Conv-TasNet denoiser 36% of its clips by more than 1 dB; a
-speech-onset regressor's heads at r2 0.9736 moved 46% of its onsets by more than 20 ms (0.99: 1%); a
-capillary segmenter's flows and distance map (IoU 0.940, where 0.99 on the data-free proxy kept
-0.978); an MLP regressor's error rose where its r2 stayed above 0.95. An embedding or a feature
-sequence (a wide last axis read by r2) feeds a comparison or a decision later, and keeps 0.95."""
+A value read by r2 (an image, a dense map, a waveform or another signal, a few numbers per sample, an
+output shaped like its input) is the answer itself: r2 0.95 leaves 5% of its variance, an error of
+√0.05 ≈ 22% of its spread, in every answer. On six such models a default search at 0.95 lost the task
+that 0.99 kept: waifu2x's CUNet 0.94 dB of PSNR (0.99: 98% of images within 0.5 dB); a Conv-TasNet
+denoiser 36% of its clips by more than 1 dB; WaveDenoiser's seismograms [N, 3, 5700] 15% of the
+denoising gain, 31 of 96 records more than 1 dB off (0.99: 5%, 12 records); a speech-onset
+regressor's heads at r2 0.9736 moved 46% of its onsets by more than 20 ms (0.99: 1%); a capillary
+segmenter's flows and distance map (IoU 0.940, where 0.99 on the data-free proxy kept 0.978); an MLP
+regressor's error rose where its r2 stayed above 0.95. An embedding or a feature sequence (a wide
+last axis read by r2) feeds a comparison or a decision later, and keeps 0.95."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+from onnxfold.runtime.r2 import signal_shape
 
 #: the default target of a search on given samples where every judged output is a value (:func:`value_outputs`)
 REGRESSION_MIN_FIDELITY = 0.99
@@ -47,7 +51,7 @@ def value_shape(shape: Sequence[int]) -> bool:
     shape = tuple(int(d) for d in shape)
     if int(np.prod(shape[1:], dtype=np.int64)) <= FEW_VALUES:
         return True
-    if image_shape(shape) or wave_shape(shape):
+    if image_shape(shape) or wave_shape(shape) or signal_shape(shape):
         return True
     if len(shape) == 4 and min(shape[2:]) >= 8:
         return True
@@ -55,14 +59,19 @@ def value_shape(shape: Sequence[int]) -> bool:
 
 
 def value_outputs(
-    metrics: Mapping[str, str], reference: Mapping[str, np.ndarray], states: Sequence[str] = ()
+    metrics: Mapping[str, str],
+    reference: Mapping[str, np.ndarray],
+    states: Sequence[str] = (),
+    feed: Mapping[str, np.ndarray] | None = None,
 ) -> list[str]:
     """The judged outputs where every one (recurrent ``states`` aside) is read by r2 alone and is a
-    value (:func:`value_shape`); [] where any is read by a decision or is an embedding."""
+    value (:func:`value_shape`, or shaped as a float input of ``feed`` is: a denoiser's or an
+    enhancer's answer, whatever its rank); [] where any is read by a decision or is an embedding."""
     judged = [n for n in metrics if n not in states and metrics[n] != "none"]
     if not judged or any(metrics[n] != "r2" or n not in reference for n in judged):
         return []
-    if not all(value_shape(np.shape(reference[n])) for n in judged):
+    given = {np.shape(x) for x in (feed or {}).values() if np.asarray(x).dtype.kind == "f"}
+    if not all(value_shape(np.shape(reference[n])) or np.shape(reference[n]) in given for n in judged):
         return []
     return judged
 
