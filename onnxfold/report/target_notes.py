@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from onnxfold.search.regression import image_shape, wave_shape
+from onnxfold.runtime.r2 import image_shape, wave_shape
 
 
 def below_target(validation: Any, search: Any) -> str | None:
@@ -48,7 +48,7 @@ IMAGE_TARGET = 0.99
 def image_target(validation: Any, search: Any) -> str | None:
     """A note where a ``min_fidelity`` search below :data:`IMAGE_TARGET` judged an image output (rank 4,
     1, 3 or 4 channels first or last, both other dims at least 32) or a waveform (``[N, T]`` or
-    ``[N, 1|2, T]``, T at least :data:`~onnxfold.search.regression.WAVE_SAMPLES`) by r2: a fraction of
+    ``[N, 1|2, T]``, T at least :data:`~onnxfold.runtime.r2.WAVE_SAMPLES`) by r2: a fraction of
     its variance left over reads as a loss of detail, or is heard as noise."""
     if search is None or search.mode != "min_fidelity" or search.target >= IMAGE_TARGET:
         return None

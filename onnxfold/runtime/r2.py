@@ -9,6 +9,8 @@ subset of one class nearly lacks."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 
@@ -184,6 +186,24 @@ IMAGE_SIDE = 8
 SIGNAL_STEPS = 256
 
 
+#: a waveform output holds at least this many samples (half a second at 16 kHz; a VGG feature row: 4096)
+WAVE_SAMPLES = 8000
+
+
+def image_shape(shape: Sequence[int]) -> bool:
+    """Rank 4 with 1, 3 or 4 channels first or last and both other dims at least 32: an image."""
+    if len(shape) != 4:
+        return False
+    return any(
+        shape[c] in (1, 3, 4) and min(d for k, d in enumerate(shape[1:], 1) if k != c) >= 32 for c in (1, 3)
+    )
+
+
+def wave_shape(shape: Sequence[int]) -> bool:
+    """``[N, T]`` or ``[N, 1|2, T]`` with T at least :data:`WAVE_SAMPLES`: a waveform."""
+    return (len(shape) == 2 or (len(shape) == 3 and shape[1] in (1, 2))) and shape[-1] >= WAVE_SAMPLES
+
+
 def signal_shape(shape) -> bool:
     """Whether ``shape`` is a signal [N, C ≤ :data:`IMAGE_CHANNELS`, T ≥ :data:`SIGNAL_STEPS`]."""
     return len(shape) == 3 and 1 <= shape[1] <= IMAGE_CHANNELS and shape[2] >= SIGNAL_STEPS
@@ -221,4 +241,13 @@ def each_sample(ref: np.ndarray, cand: np.ndarray, samples: int | None) -> tuple
     return float(np.mean(values)), float(np.min(values))
 
 
-__all__ = ["channel_axes", "each_sample", "flat_channels", "r2", "r2_on", "signal_shape"]
+__all__ = [
+    "channel_axes",
+    "each_sample",
+    "flat_channels",
+    "image_shape",
+    "r2",
+    "r2_on",
+    "signal_shape",
+    "wave_shape",
+]

@@ -19,28 +19,12 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from onnxfold.runtime.r2 import signal_shape
+from onnxfold.runtime.r2 import image_shape, signal_shape, wave_shape
 
 #: the default target of a search on given samples where every judged output is a value (:func:`value_outputs`)
 REGRESSION_MIN_FIDELITY = 0.99
 #: at most this many values per sample (or per position, along a last axis) read as a regression's answer
 FEW_VALUES = 16
-#: a waveform output holds at least this many samples (half a second at 16 kHz; a VGG feature row: 4096)
-WAVE_SAMPLES = 8000
-
-
-def image_shape(shape: Sequence[int]) -> bool:
-    """Rank 4 with 1, 3 or 4 channels first or last and both other dims at least 32: an image."""
-    if len(shape) != 4:
-        return False
-    return any(
-        shape[c] in (1, 3, 4) and min(d for k, d in enumerate(shape[1:], 1) if k != c) >= 32 for c in (1, 3)
-    )
-
-
-def wave_shape(shape: Sequence[int]) -> bool:
-    """``[N, T]`` or ``[N, 1|2, T]`` with T at least :data:`WAVE_SAMPLES`: a waveform."""
-    return (len(shape) == 2 or (len(shape) == 3 and shape[1] in (1, 2))) and shape[-1] >= WAVE_SAMPLES
 
 
 def value_shape(shape: Sequence[int]) -> bool:
