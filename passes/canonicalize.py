@@ -15,8 +15,8 @@ indexed part by part is one Slice per part (:mod:`onnxfold.ir.packed`), heads me
 axis get an axis of their own (:mod:`onnxfold.ir.heads`); ``Split(num_outputs=n)`` gets explicit sizes;
 nodes are topologically sorted; shapes are inferred where ONNX can infer them; a recurrent op's zero
 initial state is left out (:mod:`onnxfold.ir.recurrent_states`). Values are never changed. onnxruntime
-may fuse a simplified or rewritten graph differently (PP-OCRv4's recogniser: 7e-7 apart), so the graph
-as given is kept (``Model.unrewritten``) and a fold that changes nothing writes that one.
+may fuse the attention rewrites differently (PP-OCRv4's recogniser: 7e-7 apart), so the graph before
+them is kept (``Model.unrewritten``) and a fold that uses neither writes that one.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from onnxfold.analysis.quantized import CAST_WEIGHT_VALUES
 from onnxfold.analysis.shape_trace import DIM_VALUE_OPS, dim_values
 from onnxfold.ir.constant_fold import (
     Computed,
+    chained,
     fold_small_constants,
     forget_reshaped_reads,
     recorded,
@@ -135,13 +136,15 @@ def shared_weight(tensor: gs.Tensor, node: gs.Node, outputs: set[str]) -> bool:
     return tensor.name in outputs or any(reader is not node for reader in tensor.outputs)
 
 
-def fold_constant_layout_ops(graph: gs.Graph) -> int:
+def fold_constant_layout_ops(graph: gs.Graph, computed: dict[str, Computed] | None = None) -> int:
     """Replace Transpose/Cast/Reshape/Squeeze/Unsqueeze of constants by their (bit-exact) result,
     so that weights stored behind such nodes (e.g. ``MatMul(x, Transpose(W))``) are plain initializers.
 
     A weight that other nodes read as well (a tied embedding and LM head: a Gather reads the table,
     the head reads it through a Transpose) keeps its node: replacing it would store the weight twice.
-    The analysis sees through such a node (:mod:`onnxfold.analysis.views`)."""
+    The analysis sees through such a node (:mod:`onnxfold.analysis.views`). A node that reads a
+    value an earlier round computed (a key of ``computed``) adds its own output's computation there:
+    a Cast of a head size read through Shape, which the attention's scale is computed from."""
     outputs = {t.name for t in graph.outputs}
     folded = 0
     for node in list(graph.nodes):
@@ -162,10 +165,21 @@ def fold_constant_layout_ops(graph: gs.Graph) -> int:
         if value is None:
             continue
         out = node.outputs[0]
+        if computed is not None and any(t.name in computed for t in node.inputs):
+            computed[out.name] = _layout_recipe(node, value, computed)
         node.outputs.clear()
         out.to_constant(np.ascontiguousarray(value).reshape(np.shape(value)))  # keeps a 0-d scalar 0-d
         folded += 1
     return folded
+
+
+def _layout_recipe(node: gs.Node, value: np.ndarray, computed: dict[str, Computed]) -> Computed:
+    """How a layout op on constants computed ``value``: the node, from its inputs as they are now
+    (constants), each an earlier computation's where ``computed`` has one (:func:`chained`)."""
+    from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
+
+    leaves = tuple(OnnxExporter.export_tensor_proto(t) for t in node.inputs if t.name)
+    return chained(Computed(np.asarray(value), (OnnxExporter.export_node(node),), leaves), computed)
 
 
 def unshare_vectors(graph: gs.Graph) -> int:
@@ -274,7 +288,7 @@ def materialize_static_dims(graph: gs.Graph, computed: dict[str, Computed] | Non
             out.to_constant(value.array())
             changed += 1
             if how is not None:
-                computed[out.name] = how
+                computed[out.name] = chained(how, computed)
         elif node.op in ("Slice", "Gather") and not value.scalar:
             names = names or Names(graph)
             pieces = _known_runs(out, value, memo, names)
@@ -348,8 +362,6 @@ class CanonicalizePass(Pass):
     options = ()
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
-        # the graph as given: a fold that changes nothing writes it (Model.take_back_rewrites)
-        given = model.unrewritten if model.unrewritten is not None else model.copy()
         graph = model.graph
         lifted = lift_constants(graph)
         removed, zeros = remove_identities(graph), drop_zero_states(graph)
@@ -367,8 +379,9 @@ class CanonicalizePass(Pass):
                 if not step:
                     break
                 dims += step
-                folded += fold_constant_layout_ops(graph)
+                folded += fold_constant_layout_ops(graph, model.computed_constants)
                 more = fold_small_constants(graph, model.opset_imports)
+                more = {k: chained(r, model.computed_constants) for k, r in more.items()}
                 model.computed_constants.update(more)
                 computed.update(more)
                 graph.cleanup(remove_unused_graph_inputs=False).toposort()
@@ -383,12 +396,12 @@ class CanonicalizePass(Pass):
                 graph.toposort()
             unpacked = unpack_packed_axes(graph)
             heads = lift_merged_heads(graph)
-            if unfused or unpacked or heads:
+            if unfused or unpacked or heads:  # a fold that uses none of them writes the graph as it was
+                model.unrewritten = before
                 more = _finish(model)
                 forget_reshaped_reads(model.computed_constants, before.graph, graph)
                 isolated, unshared, renamed = isolated + more[0], unshared + more[1], renamed + more[2]
                 inferred, splits = more[3], splits + more[4]
-        model.unrewritten = given
         stats = {
             "constants_lifted": lifted,
             "nodes_removed": removed,

@@ -26,7 +26,7 @@ from onnx_graphsurgeon.ir.tensor import LazyValues
 from onnx_graphsurgeon.logger import G_LOGGER
 
 from onnxfold.errors import one_line
-from onnxfold.ir.constant_fold import Computed, infer_value_info, restore_computations
+from onnxfold.ir.constant_fold import Computed
 from onnxfold.ir.external import (
     ExternalValues,
     check_external_refs,
@@ -41,6 +41,7 @@ from onnxfold.ir.external import (
 from onnxfold.ir.limits import EXTERNAL_MIN_TENSOR_BYTES, MAX_PROTO_BYTES, PROTO_LIMIT, ModelError
 from onnxfold.ir.proto_graph import walk_graphs
 from onnxfold.ir.recorded import as_recorded
+from onnxfold.ir.restore import infer_value_info, restore_computations
 from onnxfold.ir.save import save_model
 from onnxfold.ir.spill import SpillStore, set_values, spilling
 
@@ -96,7 +97,7 @@ class Model:
     #: larger by them (basic-pitch's 230 KB model gained 29 KB)
     shapes: bool = True
     #: tensors that canonicalize computed from constants, with how: export restores the computation
-    #: of each one whose value is unchanged (:func:`~onnxfold.ir.constant_fold.restore_computations`)
+    #: of each one whose value is unchanged (:func:`~onnxfold.ir.restore.restore_computations`)
     computed_constants: dict[str, Computed] = field(default_factory=dict)
     #: the weights' shapes when canonicalize recorded those computations: one that reads the shape of
     #: a tensor between nodes is restored only while they hold (no channel was removed)
@@ -109,8 +110,8 @@ class Model:
     #: the source's dims of the tensors between nodes by name (``value_info``): the symbols it names
     #: are kept where the shapes inferred again on export leave them unknown (:func:`infer_value_info`)
     source_dims: dict[str, tuple] = field(default_factory=dict)
-    #: the graph canonicalize was given, before it simplified it and rewrote packed projections and
-    #: merged heads for the analysis (:meth:`take_back_rewrites`)
+    #: canonicalize's graph before it rewrote packed projections and merged heads for the analysis
+    #: (:meth:`take_back_rewrites`)
     unrewritten: Model | None = None
     #: :attr:`shapes` for the subgraphs (Loop and Scan bodies, If branches) taken together:
     #: graphsurgeon writes a body's shapes, an outer tensor's too, and tf2onnx's GRU loop then ran
@@ -210,17 +211,11 @@ class Model:
         )
 
     def take_back_rewrites(self) -> None:
-        """Hold the graph canonicalize was given, where no fold used its work (shape arithmetic made
-        constant, packed q/k/v unpacked, merged heads lifted): the outputs are the same either way,
-        but onnxruntime fuses a simplified graph its own way (PP-OCRv4's recogniser: two more scale
-        Muls fused into FusedMatMul, outputs 7e-7 apart at ``-s 0``; a sequence-first
-        TransformerEncoder's attention scale, read at run time from a shape in the source, became a
-        constant that onnxruntime fused: 1.4e-6 apart)."""
+        """Hold canonicalize's graph as it was before its rewrites for the analysis (packed q/k/v
+        unpacked, merged heads lifted), where no fold used them: the outputs are the same either
+        way, but onnxruntime fuses the rewritten graph its own way (PP-OCRv4's recogniser: two more
+        scale Muls fused into FusedMatMul, outputs 7e-7 apart at ``-s 0``)."""
         if self.unrewritten is not None:
-            inferred = {t.name: t for t in self.graph.outputs}
-            for out in self.unrewritten.graph.outputs:  # a source may declare them without shapes
-                if out.shape is None and out.name in inferred:
-                    out.shape, out.dtype = inferred[out.name].shape, out.dtype or inferred[out.name].dtype
             self.graph = self.unrewritten.graph
             self.computed_constants = self.unrewritten.computed_constants
             self.weight_shapes = self.unrewritten.weight_shapes

@@ -15,8 +15,8 @@ import onnx
 
 from onnxfold.analysis.groups import REASON_WIDTH, cut_reason
 from onnxfold.folding.apply import FoldPlan
-from onnxfold.ir.constant_fold import restored_constants
 from onnxfold.ir.model import Model
+from onnxfold.ir.restore import restored_constants
 from onnxfold.pipeline.manager import PassRecord
 from onnxfold.report.comparison import (
     float_again_line,
