@@ -160,8 +160,9 @@ def test_a_search_says_it_has_started(tmp_path: Path, capsys) -> None:
     np.save(x, np.random.default_rng(0).standard_normal((8, 1, 8, 8)).astype(np.float32))
     rc, _, stdout = _fold(capsys, tmp_path / "o.onnx", "--inputs", x, "--overwrite")
     assert rc == 0 and stdout.splitlines()[0] == (
-        "no --sparsity given: searching for the smallest model at fidelity >= 0.95 on the given samples "
-        "(search time limit about 600 s, validation after it) ..."
+        "no --sparsity given: searching for the smallest model at fidelity >= 0.95 (0.99 if every output is "
+        "a value read by r2: a regression) on the given samples (search time limit about 600 s, validation "
+        "after it) ..."
     )
     rc, _, stdout = _fold(capsys, tmp_path / "o.onnx", "--target-macs", "0.3", "--overwrite")
     assert stdout.splitlines()[0].startswith(
@@ -400,6 +401,7 @@ def test_a_default_search_on_samples_asks_more_of_values_than_of_decisions(tmp_p
     assert report.search.default and report.search.target == REGRESSION_MIN_FIDELITY
     assert report.search.values == [o.name for o in onnx.load(maps).graph.output]
     assert "every output" in report.search.summary() and "read by r2" in report.search.summary()
+    assert "read by r2" in report.search.to_dict()["default_target"]  # the JSON says why too
     assert report.search.chosen.fidelity >= REGRESSION_MIN_FIDELITY
     digits = rng.standard_normal((16, 1, 8, 8)).astype(np.float32)
     name = onnx.load(LENET).graph.input[0].name

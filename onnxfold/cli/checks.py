@@ -145,6 +145,10 @@ def announce_search(args: argparse.Namespace, given: bool) -> None:
             return  # an INT8 model is refused in seconds, with its own line (a trial read the search's first)
     if fidelity:
         goal = f"the smallest model at fidelity >= {fidelity:g}"
+        if default and given:  # onnxfold.search.regression: decided once the outputs are seen
+            from onnxfold.search.regression import REGRESSION_MIN_FIDELITY
+
+            goal += f" ({REGRESSION_MIN_FIDELITY:g} if every output is a value read by r2: a regression)"
     else:
         budget = f"{args.target_params:.0%} fewer parameters" if args.target_params else ""
         budget = budget or f"{args.target_macs:.0%} fewer MACs"

@@ -165,6 +165,7 @@ class SearchResult:
         return {
             "mode": self.mode,
             "default": self.default,
+            **({"default_target": default_note(self.values, self.target)} if self.values else {}),
             "recurrent_state": [list(p) for p in self.recurrent],
             "rolled_out": self.rolled_out,
             "target": self.target,
