@@ -466,6 +466,34 @@ reverse_sequence_case(False)
 reverse_sequence_case(True)
 
 
+def tile_case(axis: int) -> None:
+    """Tile repeating the frames [B, T, C] → [B, 3T, C] keeps the channels (BatDetect2's ``repeat``);
+    repeating the channel axis blocks them."""
+
+    def build(w):
+        net = Net(w)
+        h = net("Relu", net("Add", net("MatMul", net.input("v", [2, 3, 6]), "w1", name="m1"), "b1"))
+        h = net("Tile", h, net.i64("reps", [3 if i == axis else 1 for i in range(3)]))
+        if axis == 2:  # the channels tiled to 12: back to 4 by a sum of the copies
+            h = net(
+                "ReduceSum", net("Reshape", h, net.i64("split", [2, 3, 3, 4])), net.i64("ax", [2]), keepdims=0
+            )
+        return net.model(net("Add", net("MatMul", h, "w2", name="m2"), "b2"))
+
+    case(
+        f"tile_axis{axis}",
+        lambda r: {"w1": rnd(r, 6, 4), "b1": rnd(r, 4), "w2": rnd(r, 4, 5), "b2": rnd(r, 5)},
+        build,
+        producer("w1", None, 4, axis=1) + [("b1", 0, [A(4)]), ("w2", 0, [S(4)])] if axis != 2 else [],
+        ["m1"] if axis != 2 else [],
+        {"m1": (RESHAPES_CHANNELS, "repeats the channel axis")} if axis == 2 else {},
+    )
+
+
+tile_case(1)
+tile_case(2)
+
+
 # --------------------------------------------------------------------------------- element-wise
 def gelu_erf(net: Net, h: str) -> str:
     e = net("Erf", net("Div", h, net.f("sqrt2", np.sqrt(2.0))))

@@ -1,6 +1,6 @@
 """Layout ops: the channels keep their identity but move to another axis, or the op leaves them alone.
 
-Transpose, Squeeze and Unsqueeze move the channel axis; Pad, Resize, Upsample, Slice, Expand and
+Transpose, Squeeze and Unsqueeze move the channel axis; Pad, Resize, Upsample, Slice, Expand, Tile and
 ReverseSequence pass the channels when they act on other axes (a channel count in their shape inputs becomes a
 ``shape`` member). Shape blocks the channels when its count is read. Flatten and Reshape are in
 :mod:`.reshapes`.
@@ -270,6 +270,31 @@ def reverse_sequence(walk: Analysis, node: gs.Node) -> None:
         walk.block(lay, BlockReason(RESHAPES_CHANNELS, reason, node.name))
         return
     walk.passthrough(node)
+
+
+@register_rule("Tile")
+def tile(walk: Analysis, node: gs.Node) -> None:
+    """Tile that repeats other axes (``x.repeat(1, 1, 16, 1)``: BatDetect2's bottleneck broadcast over
+    frequency) keeps channels; repeats on the channel axis, or computed ones, block them."""
+    if (counts := walk.layout(node.inputs[1])) is not None:
+        walk.block(
+            counts, BlockReason(UNSUPPORTED_FORM, f"Tile {node.name} reads channels as repeats", node.name)
+        )
+    lay = walk.layout(node.inputs[0])
+    if lay is None:
+        return
+    repeats = const_values(node.inputs[1])
+    if repeats is None or repeats.size != lay.rank:
+        reason = BlockReason(
+            UNTRACED_RESHAPE, f"Tile {node.name} has repeats that cannot be traced", node.name
+        )
+        walk.block(lay, reason)
+    elif int(repeats.reshape(-1)[lay.axis]) != 1:
+        walk.block(
+            lay, BlockReason(RESHAPES_CHANNELS, f"Tile {node.name} repeats the channel axis", node.name)
+        )
+    else:
+        walk.passthrough(node)
 
 
 @register_rule("Unsqueeze")
