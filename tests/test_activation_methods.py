@@ -681,3 +681,49 @@ def test_deepinversion_samples_keep_the_range_input_value_gives(monkeypatch) -> 
     model.input_values = {"input": (0.0, 1.0)}
     samples.deepinversion_samples(model, seed=11)
     assert asked == [(0.0, 1.0)]
+
+
+def test_deepinversion_cost_of_a_static_input_follows_shapes_computed_inside() -> None:
+    """BatDetect2 (trial 194, a static [1, 1, 128, 512] input) resizes to a size computed from a Shape,
+    which ONNX's inference leaves free: its cost read unknown and the reason said to give
+    --input-shape. Pinned at the input's fixed sizes the size is computed and the cost is known."""
+    from onnx import TensorProto
+    from onnx import helper as oh
+    from onnx import numpy_helper as nh
+
+    from onnxfold.folding.samples import AUTO_DIR_ITERATIONS, deepinversion_cost
+
+    rng = np.random.default_rng(0)
+    c = lambda name, v, t=np.int64: nh.from_array(np.asarray(v, t), name)  # noqa: E731
+    nodes = [
+        oh.make_node("Conv", ["x", "w1"], ["h"], pads=[1, 1, 1, 1]),
+        oh.make_node("BatchNormalization", ["h", "g", "b", "m", "v"], ["n"]),
+        oh.make_node("Shape", ["n"], ["s"]),
+        oh.make_node("Slice", ["s", "two", "four"], ["hw"]),
+        oh.make_node("Cast", ["hw"], ["hwf"], to=TensorProto.FLOAT),
+        oh.make_node("Mul", ["hwf", "twice"], ["big"]),
+        oh.make_node("Cast", ["big"], ["bigi"], to=TensorProto.INT64),
+        oh.make_node("Concat", ["nc", "bigi"], ["sizes"], axis=0),
+        oh.make_node("Resize", ["n", "", "", "sizes"], ["up"]),
+        oh.make_node("Conv", ["up", "w2"], ["y"]),
+    ]
+    inits = [
+        c("w1", rng.standard_normal((4, 1, 3, 3)), np.float32),
+        c("w2", rng.standard_normal((2, 4, 1, 1)), np.float32),
+        *(c(k, np.ones(4), np.float32) for k in ("g", "v")),
+        *(c(k, np.zeros(4), np.float32) for k in ("b", "m")),
+        c("two", [2]),
+        c("four", [4]),
+        c("twice", [2.0], np.float32),
+        c("nc", [1, 4]),
+    ]
+    graph = oh.make_graph(
+        nodes,
+        "resized",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
+    proto = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8)
+    per_sample = 8 * 8 * 4 * 9 + 16 * 16 * 2 * 4  # the two Convs, the second at the computed 16 x 16
+    assert deepinversion_cost(proto, None, 1) == pytest.approx(3.0 * per_sample * AUTO_DIR_ITERATIONS)

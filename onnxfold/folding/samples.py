@@ -262,7 +262,11 @@ def deepinversion_cost(proto, shapes: dict | None = None, count: int = AUTO_DIR_
                 for d, v in zip(dims, shapes[vi.name], strict=False):
                     d.ClearField("dim_param")
                     d.dim_value = int(v)
-    stats = model_stats(proto)
+    fixed = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in proto.graph.input}
+    fixed = {k: v for k, v in fixed.items() if v and all(d > 0 for d in v)}
+    # pinned at its fixed sizes, the shape arithmetic inside is computed: BatDetect2's Resize targets
+    # read from Shape left three dims free, and its cost read unknown at a static [1, 1, 128, 512]
+    stats = model_stats(proto, shapes=fixed or None)
     if stats.symbolic_dims or stats.macs_unknown_nodes or not stats.macs:
         return None
     return 3.0 * stats.macs * count * AUTO_DIR_ITERATIONS

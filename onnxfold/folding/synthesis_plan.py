@@ -33,7 +33,11 @@ def deepinversion_plan(
     budget = samples.AUTO_DIR_BUDGET if budget is None else budget
     each = samples.deepinversion_cost(proto, shapes, 1)  # linear in the count: the model's MACs measured once
     if each is None:
-        return 0, "DeepInversion's cost is unknown: some dims are not fixed (the input's: give --input-shape)"
+        free = any(
+            not (isinstance(d, int) and d > 0) for t in model.graph.inputs for d in (t.shape or [None])
+        )
+        where = "the input's: give --input-shape" if free and not shapes else "inside the graph, not inferred"
+        return 0, f"DeepInversion's cost is unknown: some dims are not fixed ({where})"
     count = next((n for n in counts if each * n <= budget), counts[-1])
     if each * count > budget:
         return 0, (
