@@ -18,7 +18,7 @@ convolutions), which reorders float sums, and a model folded at sparsity 0 must 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
@@ -138,6 +138,13 @@ class Computed:
     #: inputs as they were made (a constant's values; None for a Slice of a dims vector)
     made: str = ""
     pieces: tuple[np.ndarray | None, ...] = ()
+    #: the same value computed from further back, through earlier rounds' computations (:func:`chained`):
+    #: restored where no weight changed shape, since it may read shapes a fold changes
+    chain: Computed | None = None
+
+    def restorable(self, same: bool) -> Computed:
+        """The computation to restore: the chain where every weight kept its shape (``same``)."""
+        return self.chain if same and self.chain is not None else self
 
 
 def chained(recipe: Computed, computed: dict[str, Computed]) -> Computed:
@@ -151,6 +158,7 @@ def chained(recipe: Computed, computed: dict[str, Computed]) -> Computed:
     seen: set[tuple[str, ...]] = set()
 
     def add(r: Computed, depth: int) -> None:
+        r = r.chain or r
         for c in r.constants:
             earlier = computed.get(c.name)
             if earlier is not None and not earlier.made and earlier is not r and depth < 16:
@@ -165,7 +173,9 @@ def chained(recipe: Computed, computed: dict[str, Computed]) -> Computed:
     add(recipe, 0)
     made = {o for n in nodes for o in n.output}
     kept = tuple(c for name, c in constants.items() if name not in made)
-    return Computed(recipe.value, tuple(nodes), kept, recipe.made, recipe.pieces)
+    if len(nodes) == len(recipe.nodes):
+        return recipe  # nothing earlier to chain
+    return replace(recipe, chain=Computed(recipe.value, tuple(nodes), kept, recipe.made, recipe.pieces))
 
 
 def _computations(
@@ -269,6 +279,11 @@ def forget_reshaped_reads(computed: dict[str, Computed], before: gs.Graph, after
     ]
     for name in stale:
         del computed[name]
+    for name, recipe in computed.items():  # a chain through such a read falls back to its last step
+        if recipe.chain and any(
+            n.op_type == "Shape" and n.input[:1] and n.input[0] in changed for n in recipe.chain.nodes
+        ):
+            computed[name] = replace(recipe, chain=None)
     return len(stale)
 
 

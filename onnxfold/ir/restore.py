@@ -62,6 +62,7 @@ def restored_constants(
     consts = {n: t for n, t in tensors.items() if isinstance(t, gs.Constant)}
     same = weights is not None and all(tuple(consts[n].shape) == s for n, s in weights.items() if n in consts)
     for name, recipe in computed.items():
+        recipe = recipe.restorable(same)
         inner = {c.name for c in recipe.constants} | {o for n in recipe.nodes for o in n.output}
         reads = {i for n in recipe.nodes for i in n.input if i and i not in inner}
         if recipe.made or (not same and _reads_shapes(recipe)) or not reads <= set(tensors):
@@ -94,6 +95,7 @@ def restore_computations(
     names = {t.name for t in graph.input} | set(inits) | set(producers)
     chosen = []  # (name, recipe, what restoring it replaces)
     for name, recipe in computed.items():
+        recipe = recipe.restorable(same)
         if not same and _reads_shapes(recipe):
             continue
         inner = {c.name for c in recipe.constants} | {o for n in recipe.nodes for o in n.output}
