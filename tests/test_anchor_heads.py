@@ -103,3 +103,39 @@ def test_an_ssd_s_softmax_scores_and_box_offsets_are_read_as_anchor_heads() -> N
     assert judged_one_way("conf", "r2", ref["conf"], "Softmax", samples=2) is not None  # alone: one way
     assert softmax_heads({"conf": ref["conf"]}, samples=2) == {}  # no offsets beside it: no detector
     assert softmax_heads(_ssd(rng, anchors=40), samples=2) == {}  # too few rows for anchors
+
+
+def test_a_dense_detectors_maps_are_read_where_its_detection_map_marks() -> None:
+    """BatDetect2 (trial 194): a detection map [N, 1, H, W] of probabilities beside size [N, 2, H, W]
+    and class probabilities [N, C, H, W]; the package reads sizes and classes at the detection map's
+    peaks. A candidate that moves them only where nothing is detected keeps them whole; one that moves
+    them at the peaks does not."""
+    from onnxfold.runtime.anchors import dense_heads
+
+    rng = np.random.default_rng(3)
+    n, c, h, w = 8, 5, 16, 32
+    det = rng.uniform(0.0, 0.05, (n, 1, h, w)).astype(np.float32)
+    peaks = np.zeros((n, h, w), bool)
+    for i in range(n):
+        ys, xs = rng.integers(0, h, 4), rng.integers(0, w, 4)
+        det[i, 0, ys, xs], peaks[i, ys, xs] = 0.9, True
+    logits = rng.normal(0, 3, (n, c, h, w))
+    probs = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype(np.float32)
+    size = rng.normal(5, 2, (n, 2, h, w)).astype(np.float32)
+    ref = {"det": det, "size": size, "cls": probs}
+    metrics = {"det": "r2", "size": "r2", "cls": "mask+r2"}
+    assert set(dense_heads(ref, metrics)) == {"size", "cls"}
+    away = ~peaks[:, None]
+    shuffled = rng.permutation(probs.reshape(n, c, -1).transpose(0, 2, 1).reshape(-1, c)).reshape(n, h, w, c)
+    moved_off = {
+        "det": det,
+        "size": np.where(away, size + rng.normal(0, 3, size.shape), size).astype(np.float32),
+        "cls": np.where(away, shuffled.transpose(0, 3, 1, 2), probs).astype(np.float32),
+    }
+    fid, per = model_fidelity(ref, moved_off, metrics, samples=n)
+    assert fid == 1.0, [(o.name, o.metric, o.value) for o in per]
+    moved_on = {k: np.where(away, v, v[::-1]) if k != "det" else v for k, v in ref.items()}  # peaks swapped
+    fid, per = model_fidelity(ref, moved_on, metrics, samples=n)
+    assert fid < 0.5, [(o.name, o.metric, o.value) for o in per]
+    # random inputs that mark nothing: every position counts, as before
+    assert dense_heads({"det": det * 0.1, "size": size}, {"det": "r2", "size": "r2"}) == {}

@@ -73,6 +73,8 @@ class AnchorView:
             if held and marked.any():
                 self.rows[name] = None
                 self.rows.update({other: marked for other in held if other not in self.rows})
+        #: maps [N, C, H, W] beside a detection map [N, 1, H, W] -> the positions it marks [N, H, W]
+        self.dense: dict[str, np.ndarray] = dense_heads(reference, metrics)
         for name, held in softmax_heads(reference, samples).items():
             if metrics.get(name) != "r2" or any(metrics.get(h) != "r2" for h in held):
                 continue
@@ -84,11 +86,47 @@ class AnchorView:
     def __call__(
         self, name: str, metric: str, ref: np.ndarray, cand: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        if name in self.dense and metric in ("r2", "mask") and np.shape(cand) == np.shape(ref):
+            marked = self.dense[name].reshape(-1)  # each marked position a row of the map's channels
+            rows = [np.moveaxis(np.asarray(x), 1, -1).reshape(marked.size, -1)[marked] for x in (ref, cand)]
+            return rows[0], rows[1], None
         if metric != "r2" or name not in self.rows or self.tokens.get(name) is not None:
             return ref, cand, self.tokens.get(name)
         ref, cand, rows = np.asarray(ref), np.asarray(cand), self.rows[name]
         flat = cand.reshape(-1, cand.shape[-1]) if cand.ndim else cand
         return ref.reshape(-1, ref.shape[-1]), flat, None if rows is None else rows.reshape(-1)
+
+
+def dense_heads(reference: Mapping[str, np.ndarray], metrics: Mapping[str, str]) -> dict[str, np.ndarray]:
+    """A dense detector's maps (BatDetect2, CenterNet-style heads): beside a detection map [N, 1, H, W]
+    read by ``mask`` (or by r2, its values probabilities in [0, 1]) whose reference marks some positions
+    (at least :data:`FLOOR`), every other float map [N, C, H, W] of its size read by r2 or ``mask``
+    (sizes, offsets, per-position class probabilities) -> the marked positions [N, H, W], where its
+    package reads them. BatDetect2's class map [1, 18, 128, 512] read by ``mask`` over every pixel
+    measured 0.673 for a fold whose calls the package found at F1 0.980 with 97.7% of their classes
+    alike (trial 194); at the marked positions, 0.853."""
+    out: dict[str, np.ndarray] = {}
+    for name, metric in metrics.items():
+        det = np.asarray(reference.get(name, ()))
+        if det.ndim != 4 or det.shape[1] != 1 or det.dtype.kind != "f" or not det.size:
+            continue
+        probability = metric == "r2" and 0.0 <= float(det.min()) and float(det.max()) <= 1.0
+        if "mask" not in metric.split("+") and not probability:
+            continue
+        marked = det[:, 0] >= FLOOR
+        if not marked.any() or marked.all():
+            continue
+        for other, m in metrics.items():
+            ref = np.asarray(reference.get(other, ()))
+            if other == name or ref.ndim != 4 or ref.dtype.kind != "f" or other in out:
+                continue
+            if (
+                ref.shape[0] == det.shape[0]
+                and ref.shape[2:] == det.shape[2:]
+                and set(m.split("+")) <= {"r2", "mask"}
+            ):
+                out[other] = marked
+    return out
 
 
 #: at most this many regressions per anchor beside a Softmax's scores (a box's 4, 5 landmarks' 10)
