@@ -15,6 +15,7 @@ import numpy as np
 from onnxfold.models import bundled_model
 from onnxfold.passes.search import DATA_FREE_MIN_FIDELITY, DEFAULT_MIN_FIDELITY
 from onnxfold.report.stats import format_table, human_count
+from onnxfold.search.regression import REGRESSION_MIN_FIDELITY
 
 DEMO_SPARSITIES = (0.0, 0.1, 0.25, 0.5)
 #: Unlabeled training images given to ``--method auto`` (the column "auto, 32 samples").
@@ -200,7 +201,8 @@ def _demo(folder: Path, kept: bool) -> list[dict]:
     )
     print(
         f"The smallest model that still agrees with yours (fidelity {DATA_FREE_MIN_FIDELITY:g} data-free, "
-        f"{DEFAULT_MIN_FIDELITY:g} on samples; --min-fidelity F for another):"
+        f"{DEFAULT_MIN_FIDELITY:g} on samples, {REGRESSION_MIN_FIDELITY:g} for a regression's values; "
+        "--min-fidelity F for another):"
     )
     print("  onnxfold fold model.onnx -o small.onnx                        # on a data-free proxy")
     print(
