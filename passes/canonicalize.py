@@ -29,6 +29,7 @@ from onnx import helper
 
 from onnxfold.analysis.quantized import CAST_WEIGHT_VALUES
 from onnxfold.analysis.shape_trace import DIM_VALUE_OPS, dim_values
+from onnxfold.ir.branches import inline_decided_ifs
 from onnxfold.ir.constant_fold import (
     Computed,
     chained,
@@ -369,7 +370,7 @@ class CanonicalizePass(Pass):
         graph.toposort()
         computed = fold_small_constants(graph, model.opset_imports)
         model.computed_constants.update(computed)
-        dims = transposes = unpacked = heads = unfused = 0
+        dims = transposes = unpacked = heads = unfused = ifs = 0
         shaped = any(node.op == "Shape" for node in graph.nodes)
         if shaped:
             graph.cleanup(remove_unused_graph_inputs=False).toposort()
@@ -387,6 +388,10 @@ class CanonicalizePass(Pass):
                 graph.cleanup(remove_unused_graph_inputs=False).toposort()
                 infer_shapes(model)
             transposes = direct_key_transposes(graph)
+        if ifs := inline_decided_ifs(graph):  # conditions the shapes decided (torch's squeeze(dim))
+            lifted += lift_constants(graph)
+            removed += remove_identities(graph)
+            graph.cleanup(remove_unused_graph_inputs=False).toposort()
         if model.computed_constants:
             model.weight_shapes = weight_shapes(graph)
         isolated, unshared, renamed, inferred, splits = _finish(model)
@@ -413,6 +418,7 @@ class CanonicalizePass(Pass):
             "runtime_fused_ops_unfused": unfused,
             "packed_projections_unpacked": unpacked,
             "merged_heads_lifted": heads,
+            "decided_ifs_inlined": ifs,
             "shape_computations_isolated": isolated,
             "vectors_unshared": unshared,
             "nodes_named": renamed,
@@ -429,5 +435,5 @@ class CanonicalizePass(Pass):
                 "and fuse them now (faster; outputs may differ in the last bits, which validation "
                 "measures against the file as it was), and a caller can no longer feed them"
             )
-        changed = (lifted, removed, zeros, folded, computed, dims, transposes, unpacked, heads, unfused)
+        changed = (lifted, removed, zeros, folded, computed, dims, transposes, unpacked, heads, unfused, ifs)
         return PassResult(any(changed) or bool(isolated or unshared or renamed or splits), stats)
