@@ -494,6 +494,34 @@ tile_case(1)
 tile_case(2)
 
 
+def se_expand_as_case() -> None:
+    """A squeeze-and-excitation block exported with ``x * s.expand_as(x)``: Expand(s, Shape(x)) reads
+    the channel count at run time, and the Mul beside x unites both in one group, so the count read
+    is the folded one (asterocr's AsterNet: seven SE groups were blocked)."""
+
+    def build(w):
+        net = Net(w)
+        x = net.input("x", ["N", 3, 6, "W"])  # free dims: Shape(h) is read at run time
+        h = net("Relu", net("Conv", x, "w1", "b1", name="c1", pads=[1, 1, 1, 1]))
+        e = net("Relu", net("Conv", net("GlobalAveragePool", h), "se1", name="squeeze"))
+        e = net("Sigmoid", net("Conv", e, "se2", "se2b", name="excite"))
+        h = net("Mul", h, net("Expand", e, net("Shape", h)))
+        return net.model(net("Conv", h, "w2", "b2", name="c2", pads=[1, 1, 1, 1]))
+
+    case(
+        "se_expand_as",
+        lambda r: conv_pair_w(r) | {"se1": rnd(r, 1, 4, 1, 1), "se2": rnd(r, 4, 1, 1, 1), "se2b": rnd(r, 4)},
+        build,
+        producer("w1", "b1", 4)
+        + [("se1", 1, [S(4)]), ("se1", 0, [A(1)]), ("se2", 1, [S(1)])]
+        + [("se2", 0, [A(4)]), ("se2b", 0, [A(4)]), ("w2", 1, [S(4)])],
+        ["c1+excite", "squeeze"],
+    )
+
+
+se_expand_as_case()
+
+
 # --------------------------------------------------------------------------------- element-wise
 def gelu_erf(net: Net, h: str) -> str:
     e = net("Erf", net("Div", h, net.f("sqrt2", np.sqrt(2.0))))

@@ -356,9 +356,29 @@ def shape_(walk: Analysis, node: gs.Node) -> None:
         return
     dims = list(range(start, min(end, lay.rank)))
     reader = channel_reader(node.outputs[0], dims.index(lay.axis), len(dims))
-    if reader is not None:
+    if reader is not None and not expands_as(reader, node):
         message = f"Shape {node.name} reads the channel count (into {reader.op} {reader.name})"
         walk.block(lay, BlockReason(SHAPE_READ, message, node.name))
+
+
+def expands_as(reader: gs.Node, shape: gs.Node) -> bool:
+    """Whether ``reader`` is torch's ``s.expand_as(x)`` joined with x itself: an Expand to the whole
+    ``Shape(x)`` whose output an element-wise op reads beside x (a squeeze-and-excitation's
+    ``x * s.expand_as(x)``). The op unites the two in one group, so the count read at run time is the
+    folded one on both sides (asterocr's AsterNet: seven SE blocks' groups were blocked)."""
+    whole = int(shape.attrs.get("start", 0)) == 0 and shape.attrs.get("end") is None
+    if (
+        reader.op != "Expand"
+        or len(reader.inputs) < 2
+        or reader.inputs[1] is not shape.outputs[0]
+        or not whole
+    ):
+        return False
+    x = shape.inputs[0]
+    return any(
+        user.op in ("Mul", "Add", "Sub", "Div") and any(i is x for i in user.inputs)
+        for user in reader.outputs[0].outputs
+    )
 
 
 def channel_reader(t: gs.Tensor, entry: int, length: int, depth: int = 0) -> gs.Node | None:
