@@ -1734,3 +1734,53 @@ def test_a_search_before_a_quantization_keeps_the_target_once_quantized(tmp_path
     got = _run(out, digits[0])
     assert 1.0 - np.linalg.norm(got - ref) / np.linalg.norm(ref) >= target
     assert "note: quantizing lost the target on" in capsys.readouterr().out
+
+
+def test_random_runs_whose_outputs_differ_in_length_are_not_joined() -> None:
+    """Piper's VITS voice (trial 197) reads `scales` [3] without a batch axis, so the data-free proxy
+    runs each random sample alone, and its audio's length follows the inputs: joining the runs raised
+    "all the input array dimensions except for the concatenation axis must match" and the default
+    fold stopped. The proxy now measures the first run alone, and says so."""
+    from onnx import TensorProto
+    from onnx import helper as oh
+    from onnx import numpy_helper as nh
+
+    from onnxfold.search.evaluate import Evaluator
+
+    rng = np.random.default_rng(0)
+    nodes = [
+        oh.make_node("MatMul", ["x", "w"], ["y"]),
+        oh.make_node("Gather", ["scales", "zero"], ["s0"], axis=0),
+        oh.make_node("Abs", ["s0"], ["a"]),
+        oh.make_node("Mul", ["a", "three"], ["m"]),
+        oh.make_node("Floor", ["m"], ["f"]),
+        oh.make_node("Cast", ["f"], ["fi"], to=TensorProto.INT64),
+        oh.make_node("Add", ["fi", "one"], ["count"]),
+        oh.make_node("Unsqueeze", ["count", "zero1"], ["count1"]),
+        oh.make_node("Concat", ["one1", "count1", "one1"], ["reps"], axis=0),
+        oh.make_node("Unsqueeze", ["y", "one1"], ["y1"]),
+        oh.make_node("Tile", ["y1", "reps"], ["out"]),
+    ]
+    consts = {
+        "w": rng.standard_normal((4, 5)).astype(np.float32),
+        "zero": np.array(0, np.int64),
+        "three": np.array(3.0, np.float32),
+        "one": np.array(1, np.int64),
+        "zero1": np.array([0], np.int64),
+        "one1": np.array([1], np.int64),
+    }
+    graph = oh.make_graph(
+        nodes,
+        "voice",
+        [
+            oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4]),
+            oh.make_tensor_value_info("scales", TensorProto.FLOAT, [3]),
+        ],
+        [oh.make_tensor_value_info("out", TensorProto.FLOAT, ["N", "T", 5])],
+        [nh.from_array(v, k) for k, v in consts.items()],
+    )
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8)
+    evaluator = Evaluator(model)
+    assert evaluator.proxy and not evaluator.extra_runs
+    fidelity, _ = evaluator(model)
+    assert fidelity == 1.0

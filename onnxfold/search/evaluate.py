@@ -389,6 +389,19 @@ class Evaluator:
 
             return rollout(sess, self.names, self.feed, self.recurrent, self.chains, self._axes)
         runs = [run_feed(sess, "original", self.names, f, self._most) for f in [self.feed, *self.extra_runs]]
+        if any(
+            np.shape(r[i])[1:] != np.shape(runs[0][i])[1:] for r in runs[1:] for i in range(len(self.names))
+        ):
+            # outputs whose length follows the inputs (a TTS voice's audio, trial 197): not joinable
+            if getattr(self, "reference", None) is not None:
+                raise ValueError(
+                    "the candidate's outputs on the random runs differ in length from run to run"
+                )
+            log.warning(
+                "the random runs' outputs differ in length from run to run (their length follows the "
+                "inputs): the proxy measures the first run alone; --inputs measures your samples"
+            )
+            self.extra_runs, runs = [], runs[:1]
         return {
             n: np.concatenate([r[i] for r in runs]) if len(runs) > 1 else runs[0][i]
             for i, n in enumerate(self.names)
