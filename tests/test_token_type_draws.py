@@ -69,3 +69,38 @@ def test_fold_verification_runs_a_tagger_on_types_its_table_holds(tmp_path: Path
 
     verifier = Verifier(load_model(_tagger(tmp_path / "tagger.onnx")))
     assert verifier.ort and verifier.shapes == {"y": (1, 12, 5)}
+
+
+def test_bench_speed_samples_that_cannot_be_cut_fail_in_one_line(tmp_path: Path, capsys) -> None:
+    """Piper's voice reads `scales` [3] beside its batch: `bench speed --inputs` ended in an internal
+    error (exit 3) where `fold --inputs` had taken the same file (trial 197)."""
+    import onnx
+    from onnx import TensorProto
+    from onnx import helper as oh
+    from onnx import numpy_helper as nh
+
+    from onnxfold.cli.commands import main
+
+    nodes = [
+        oh.make_node("MatMul", ["x", "w"], ["h"]),
+        oh.make_node("Gather", ["scales", "zero"], ["s0"], axis=0),
+        oh.make_node("Mul", ["h", "s0"], ["y"]),
+    ]
+    graph = oh.make_graph(
+        nodes,
+        "scaled",
+        [
+            oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4]),
+            oh.make_tensor_value_info("scales", TensorProto.FLOAT, [3]),
+        ],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])],
+        [nh.from_array(np.ones((4, 5), np.float32), "w"), nh.from_array(np.array(0, np.int64), "zero")],
+    )
+    path = tmp_path / "scaled.onnx"
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8), path)
+    feed = tmp_path / "feed.npz"
+    np.savez(feed, x=np.ones((4, 4), np.float32), scales=np.array([0.5, 1.0, 0.5], np.float32))
+    argv = ["bench", "speed", "--files", str(path), str(path), "--batches", "1", "--inputs", str(feed)]
+    assert main([*argv, "--budget", "0.01", "--no-memory"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be cut into batches" in err and len(err.splitlines()) == 1, err

@@ -31,7 +31,7 @@ def _feeds(
     path: Path, batches: Sequence[int], shapes: Mapping[str, Sequence[int]], inputs: str | None
 ) -> dict[int, dict[str, np.ndarray]]:
     """{batch: feed} for the model at ``path`` (module docstring)."""
-    from onnxfold.folding.samples import sample_count, take, token_draws
+    from onnxfold.folding.samples import sample_count, splittable, take, token_draws
     from onnxfold.ir.model import load_model
     from onnxfold.runtime.inputs import fixed_batches, input_specs, make_inputs
     from onnxfold.runtime.sample_files import load_inputs
@@ -55,6 +55,11 @@ def _feeds(
             for b in batches
         }
     samples = load_inputs(inputs, session)
+    if not splittable(samples):  # Piper's voice reads `scales` [3] beside its batch (trial 197)
+        raise ValueError(
+            f"{inputs}: the samples cannot be cut into batches (an input without a sample axis, or inputs "
+            "holding different counts): time the model with --input-shape instead"
+        )
     n = sample_count(samples)
     short = [b for b in batches if b > n]
     if short:
