@@ -12,7 +12,8 @@ several Reshape/Expand/Tile/ConstantOfShape nodes is computed once per node (an 
 nothing uses are removed; integer shape arithmetic whose value the inferred shapes fix (a channel count
 read through ``Shape``) is replaced by its value; a last-two-axes transpose through a merged leading axis (torch's SDPA kᵀ) is one Transpose; a packed q/k/v projection
 indexed part by part is one Slice per part (:mod:`onnxfold.ir.packed`), heads merged with the batch
-axis get an axis of their own (:mod:`onnxfold.ir.heads`); ``Split(num_outputs=n)`` gets explicit sizes;
+axis get an axis of their own (:mod:`onnxfold.ir.heads`); an ``If`` whose condition the shapes decide is
+replaced by the branch it takes (:mod:`onnxfold.ir.branches`); ``Split(num_outputs=n)`` gets explicit sizes;
 nodes are topologically sorted; shapes are inferred where ONNX can infer them; a recurrent op's zero
 initial state is left out (:mod:`onnxfold.ir.recurrent_states`). Values are never changed. onnxruntime
 may fuse the attention rewrites differently (PP-OCRv4's recogniser: 7e-7 apart), so the graph before
