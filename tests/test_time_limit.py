@@ -628,7 +628,8 @@ def test_a_search_whose_limit_passed_after_candidates_that_all_missed_writes_not
     assert main(argv) == 2 and not out.exists()
     (err,) = capsys.readouterr().err.strip().splitlines()
     assert re.search(
-        r"the time limit \(600 s\) passed after 1 candidate, none meeting the target \(the closest, "
+        r"the time limit \(600 s\) left \d+ s, too little for another candidate by the times measured, after "
+        r"1 candidate, none meeting the target \(the closest, "
         r"\d+\.\d% fewer parameters, measured 0\.\d{4}\), before a smaller one was measured .*: nothing written",
         err,
     ), err

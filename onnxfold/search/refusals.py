@@ -114,8 +114,14 @@ def _check_writable(result, mode: str, asked: float, limit, prepared_s: float) -
         # a PP-OCRv6 one's 480 s read "passed" at 210 s, where no candidate fitted in what was left;
         # all-MiniLM-L6-v2's measured one, which missed, and wrote its input back, exit 0
         closest = max(measured, key=lambda c: c.fidelity) if measured else None
+        # Piper's voice read "passed" at 442 s of 600: the next candidate would not have fitted
+        ended = (
+            "passed"
+            if limit.left() <= 0
+            else f"left {limit.left():.0f} s, too little for another candidate by the times measured,"
+        )
         when = (
-            f"the time limit ({limit.seconds:g} s) passed after {len(measured)} candidate"
+            f"the time limit ({limit.seconds:g} s) {ended} after {len(measured)} candidate"
             f"{'s' if len(measured) > 1 else ''}, none meeting the target (the closest, "
             f"{closest.reduction:.1%} fewer parameters, measured {closest.fidelity:.4f}), before a "
             "smaller one was measured"
