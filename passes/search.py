@@ -355,10 +355,11 @@ class SearchPass(Pass):
             self.opts["metric"],
             refuse_one_way=not self.opts["force"],
         )
-        states = [o for _, o in evaluator.recurrent]
-        values = value_outputs(evaluator.metrics, evaluator.reference, states, evaluator.feed)
-        if self.default_target and mode == "min_fidelity" and not evaluator.proxy and values:
-            self.opts[mode] = target = REGRESSION_MIN_FIDELITY  # a regression's answers (search.regression)
+        values = []  # a regression's answers raise a default target (search.regression)
+        if self.default_target and mode == "min_fidelity" and not evaluator.proxy:
+            states = [o for _, o in evaluator.recurrent]
+            if values := value_outputs(evaluator.metrics, evaluator.reference, states, evaluator.feed):
+                self.opts[mode] = target = REGRESSION_MIN_FIDELITY
         prepared_s = time.perf_counter() - began  # of the limit, before any measurement
         if self.validated:  # validation runs the original and the result after the search
             limit.keep(AFTER_SEARCH_RUNS * evaluator.whole_seconds)
@@ -423,7 +424,7 @@ class SearchPass(Pass):
             )
             result = better_exact(result, searched(1, limit.rest()), m, given)
         result.target, result.input_params = self.opts[mode], given  # reported against the input
-        result.values = values if target == REGRESSION_MIN_FIDELITY and self.default_target else []
+        result.values = values
         if self.requantizer is not None and mode == "min_fidelity" and result.met and not result.proxy:
             from onnxfold.search.candidates import measured
             from onnxfold.search.requantized import requantized_pick

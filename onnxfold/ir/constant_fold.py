@@ -171,10 +171,10 @@ def chained(recipe: Computed, computed: dict[str, Computed]) -> Computed:
                 nodes.append(n)
 
     add(recipe, 0)
-    made = {o for n in nodes for o in n.output}
-    kept = tuple(c for name, c in constants.items() if name not in made)
     if len(nodes) == len(recipe.nodes):
         return recipe  # nothing earlier to chain
+    made = {o for n in nodes for o in n.output}
+    kept = tuple(c for name, c in constants.items() if name not in made)
     return replace(recipe, chain=Computed(recipe.value, tuple(nodes), kept, recipe.made, recipe.pieces))
 
 
@@ -272,17 +272,15 @@ def forget_reshaped_reads(computed: dict[str, Computed], before: gs.Graph, after
         for n, t in after.tensors().items()
         if t.shape is not None and old.get(n, len(t.shape)) != len(t.shape)
     }
-    stale = [
-        name
-        for name, recipe in computed.items()
-        if any(n.op_type == "Shape" and n.input and n.input[0] in changed for n in recipe.nodes)
-    ]
+
+    def reads_changed(nodes) -> bool:
+        return any(n.op_type == "Shape" and n.input and n.input[0] in changed for n in nodes)
+
+    stale = [name for name, recipe in computed.items() if reads_changed(recipe.nodes)]
     for name in stale:
         del computed[name]
     for name, recipe in computed.items():  # a chain through such a read falls back to its last step
-        if recipe.chain and any(
-            n.op_type == "Shape" and n.input[:1] and n.input[0] in changed for n in recipe.chain.nodes
-        ):
+        if recipe.chain and reads_changed(recipe.chain.nodes):
             computed[name] = replace(recipe, chain=None)
     return len(stale)
 

@@ -106,17 +106,16 @@ def restore_computations(
             chosen.append((name, recipe, removed))
     count = _restore(graph, chosen, producers)
     if count is None:  # a cycle: leave out the computations whose value is read before what they read
-        chosen = [c for c in chosen if not _cyclic(c[0], c[1], graph)]
+        chosen = [c for c in chosen if not _cyclic(c[0], c[1], graph, producers)]
         count = _restore(graph, chosen, producers)
     return count or 0
 
 
-def _cyclic(name: str, recipe: Computed, graph: onnx.GraphProto) -> bool:
+def _cyclic(name: str, recipe: Computed, graph: onnx.GraphProto, producer: dict) -> bool:
     """Whether restoring ``name``'s computation would close a cycle: a node that reads ``name`` lies
     upstream of a tensor the computation reads. Cleanup shares equal constants, so a constant 32 that a
     Reshape's target read (a head width) can be one whose computation reads the Shape of the Gemm
-    after that Reshape (a sequence-first attention's output width)."""
-    producer = {o: n for n in graph.node for o in n.output}
+    after that Reshape (a sequence-first attention's output width). ``producer``: output -> node."""
     readers = {id(n) for n in graph.node if name in node_reads(n)}
     inner = {o for n in recipe.nodes for o in n.output}
     stack = [producer[i] for n in recipe.nodes for i in n.input if i in producer and i not in inner]

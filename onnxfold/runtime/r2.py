@@ -184,8 +184,6 @@ IMAGE_SIDE = 8
 #: an output [N, C ≤ IMAGE_CHANNELS, T] with at least this many steps is a signal (a waveform, a
 #: seismogram's three components), judged sample by sample as an image is
 SIGNAL_STEPS = 256
-
-
 #: a waveform output holds at least this many samples (half a second at 16 kHz; a VGG feature row: 4096)
 WAVE_SAMPLES = 8000
 
@@ -230,13 +228,11 @@ def each_sample(ref: np.ndarray, cand: np.ndarray, samples: int | None) -> tuple
         or ref.dtype.kind != "f"
     ):
         return None
-    if (
-        ref.ndim == 3 and not signal
-    ):  # one channel: [N, 1, H, W], not r2's min over two axes of a rank-3 output
-        ref, cand = ref[:, None], cand[:, None]
     if signal:  # each record's channels over its steps alone, never a step as a channel
         values = [r2_on(ref[i : i + 1], cand[i : i + 1], 1) for i in range(samples)]
     else:
+        if ref.ndim == 3:  # one channel: [N, 1, H, W], not r2's min over two axes of a rank-3 output
+            ref, cand = ref[:, None], cand[:, None]
         values = [r2(ref[i : i + 1], cand[i : i + 1]) for i in range(samples)]
     return float(np.mean(values)), float(np.min(values))
 
