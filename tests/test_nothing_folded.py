@@ -399,3 +399,37 @@ def test_a_model_kept_whole_from_external_data_is_written_self_contained(tmp_pat
     feed = {"x": np.ones((2, 6), np.float32), "h0": np.zeros((2, 16), np.float32)}
     want = ort.InferenceSession(str(src)).run(None, feed)[0]
     assert np.array_equal(ort.InferenceSession(str(out)).run(None, feed)[0], want)
+
+
+def test_a_model_whose_only_unblocked_group_has_one_channel_says_every_group_is_blocked(
+    tmp_path: Path, capsys
+) -> None:
+    """A Conv of one output channel (nothing to merge) feeding a Gemm whose outputs a Softmax
+    normalises (blocked): no foldable group, so no sparsity is to blame (crema's chord CNN read "the
+    sparsity leaves every foldable group at its width", trial 199)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(1, 3, 3, 3)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.normal(size=(16, 5)).astype(np.float32), "g"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"]),
+        helper.make_node("Flatten", ["c"], ["f"]),
+        helper.make_node("Gemm", ["f", "g"], ["z"]),
+        helper.make_node("Softmax", ["z"], ["y"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])],
+        inits,
+    )
+    src = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), src)
+    out = tmp_path / "out.onnx"
+    assert main(["fold", str(src), "-o", str(out), "-s", "0.3", "--no-validate"]) == 0
+    said = capsys.readouterr().out
+    assert "nothing folded: every channel group is blocked or of one channel" in said

@@ -9,8 +9,11 @@ def nothing_folded_reason(
     """Why a fold changed nothing, in a few words; ``otherwise`` where some group could have folded
     (a search says that none folds within its target). ``graph``: where no group was found, says how
     much of it subgraph bodies read (:mod:`onnxfold.analysis.subgraphs`)."""
-    states = {p.status for p in plans}
-    if not plans or states == {"blocked"}:
+    counted = [p for p in plans if p.group.size > 1 or p.status != "unchanged"]  # one channel: nothing
+    # to merge (crema's chord CNN, all else blocked, read "the sparsity leaves every foldable group at
+    # its width", trial 199)
+    states = {p.status for p in counted}
+    if not counted or states == {"blocked"}:
         hint = ""
         if graph is not None:
             from onnxfold.analysis.subgraphs import subgraph_note
@@ -20,7 +23,10 @@ def nothing_folded_reason(
             return "the analysis found no channel groups" + (
                 f": {hint}" if hint else " (onnxfold analyze shows why)"
             )
-        return "every channel group is blocked (see the reasons above, or onnxfold analyze)" + (
+        if not counted:
+            return "every channel group has one channel (nothing to merge)" + (f"; {hint}" if hint else "")
+        single = " or of one channel" if len(counted) < len(plans) else ""
+        return f"every channel group is blocked{single} (see the reasons above, or onnxfold analyze)" + (
             f"; {hint}" if hint else ""
         )
     if states <= {"ignored", "blocked"}:
