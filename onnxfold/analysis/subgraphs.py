@@ -113,8 +113,9 @@ def subgraph_hint(counts: Counter, total: int, recurrent: bool = True) -> str:
     where = " and ".join(f"{op} bodies" for op, _ in counts.most_common())
     share = f" ({held / total:.0%})" if total else ""
     why = (
-        "exported as an LSTM, GRU or RNN node instead, a recurrent layer lets a layer that feeds it fold "
-        "its channels; its own hidden units never fold"
+        "exported as an LSTM, GRU or RNN node instead, a recurrent layer's hidden units fold, and so do "
+        "the channels of a layer that feeds it (a Keras GRU with reset_after=False, which tf2onnx writes "
+        "as a Loop, is an ONNX GRU with linear_before_reset=0)"
         if recurrent
         else "no state passes from one iteration to the next through a matrix: a loop over frames or "
         "items, e.g. a spectrogram's DFT basis and mel matrix, has no channels to fold"
