@@ -404,10 +404,11 @@ def output_metrics(
             chosen = "tags"
         out[name] = chosen
     if metric == "auto":  # an SSD's scores and box offsets per anchor (anchors.softmax_heads)
-        from onnxfold.runtime.anchors import softmax_heads
+        from onnxfold.runtime.anchors import dense_classes, softmax_heads
 
         for scores, held in softmax_heads(reference, samples).items():
             out.update(dict.fromkeys([scores, *held], "r2"))
+        out.update(dict.fromkeys(dense_classes(reference, out), "top1"))  # a dense detector's classes
     if metric not in STATE_METRICS:
         named = {**{s: "auto" for s in states if s in reference}, **named}
     automatic = out if metric == "auto" or "auto" not in named.values() else None
