@@ -102,6 +102,21 @@ class AllocationPath:
         """{group name: sparsity} after ``steps`` steps (groups with nothing removed included, at 0)."""
         return {c.name: j / c.channels for c, j in zip(self.curves, self.removed_at(steps), strict=True)}
 
+    def without(self, group: int, start: int) -> AllocationPath:
+        """The path with every step of ``group`` from ``start`` on left out (that group held at its
+        width after ``start`` steps), the other groups' steps in their order: a detour around a step
+        whose candidate missed although every group's estimate said it would hold
+        (:func:`~onnxfold.search.bisect.detour_candidate`)."""
+        keep = [t for t, g in enumerate(self.moves) if t < start or g != group]
+        sizes = self.sizes or [1] * len(self.moves)
+        return AllocationPath(
+            self.curves,
+            [self.moves[t] for t in keep],
+            np.concatenate([[0.0], np.cumsum(np.diff(self.saved)[keep])]),
+            np.concatenate([[0.0], np.cumsum(np.diff(self.loss)[keep])]),
+            [sizes[t] for t in keep],
+        )
+
     def steps_for(self, saved: float) -> int:
         """The fewest steps whose estimated cost saved is at least ``saved`` (all steps if none)."""
         return int(min(len(self.moves), np.searchsorted(self.saved, saved, side="left")))

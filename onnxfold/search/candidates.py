@@ -2,14 +2,60 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 from onnxfold.ir.model import Model
 from onnxfold.report.counted import counted_stats
 from onnxfold.search.evaluate import Evaluator
 
-if TYPE_CHECKING:
-    from onnxfold.search.target import Candidate
+
+@dataclass
+class Candidate:
+    """One really built and measured candidate."""
+
+    steps: int
+    fidelity: float
+    params: int
+    macs: int
+    reduction: float  # fraction of parameters removed
+    macs_reduction: float
+    outputs: list = field(default_factory=list)
+    model: Model | None = None
+    data: dict = field(default_factory=dict)
+    unseen: list = field(default_factory=list)  # per output, on the held-out samples alone
+    #: False for the unchanged model (0 steps) taken unmeasured once the time limit has passed: a fold
+    #: that removes nothing reproduces the model bit for bit, so its fidelity is 1
+    measured: bool = True
+    #: a uniform rival's or a detour's allocation (:mod:`onnxfold.search.uniform`,
+    #: :func:`~onnxfold.search.bisect.detour_candidate`); None: the path's at ``steps``
+    allocation: dict | None = None
+    detour: bool = False  #: found past a step that missed, with that step's group held
+    sparsities: dict | None = None  #: what it was built from (a quantized check rebuilds it)
+
+    def meets(self, target: float) -> bool:
+        """Every output meets ``target`` (:meth:`~onnxfold.runtime.fidelity.OutputFidelity.meets`)
+        on all samples, and reaches it on the held-out samples alone: a merge fitted on the other
+        half can score well on its own samples only."""
+        if not self.outputs:
+            return self.fidelity >= target
+        return all(o.meets(target) for o in self.outputs) and all(u.value >= target for u in self.unseen)
+
+    def to_dict(self) -> dict:
+        return {
+            "steps": self.steps,
+            "fidelity": self.fidelity,
+            "param_reduction": self.reduction,
+            "mac_reduction": self.macs_reduction,
+            "outputs": [o.to_dict() for o in self.outputs],
+            **({"unseen": [o.to_dict() for o in self.unseen]} if self.unseen else {}),
+            "measured": self.measured,
+            **({"detour": True} if self.detour else {}),
+            **(
+                {"uniform": max(self.allocation.values(), default=0.0)}
+                if self.allocation and not self.detour
+                else {}
+            ),
+        }
 
 
 def measured(
@@ -21,8 +67,6 @@ def measured(
     fid, per = evaluator(model) if evaluator is not None else (1.0, [])
     unseen = list(evaluator.last_unseen) if getattr(evaluator, "unseen", None) is not None else []
     st = counted_stats(model, shapes)  # MACs counted as the base's are, on the canonical graph
-    from onnxfold.search.target import Candidate
-
     return Candidate(
         steps,
         fid,

@@ -11,8 +11,10 @@
    for a mean). Fidelity need not fall monotonically along the path, so three points beyond the first
    failure are probed, and the bisection resumes above any that passes. It starts short of the first step
    that takes a group to a width the sensitivity saw miss alone (every later one holds it there), not at
-   the far end. ``budget``: the path prefix whose estimated saving reaches the budget, corrected against
-   the measured reduction, within one step (a channel, or ``round_to`` channels). Where the sensitivity
+   the far end. Past the pick, where its next step missed, a detour holds that step's group at its
+   width and goes on in the others (:func:`~onnxfold.search.bisect.detour_candidate`). ``budget``: the
+   path prefix whose estimated saving reaches the budget, corrected against the measured reduction,
+   within one step (a channel, or ``round_to`` channels). Where the sensitivity
    shows the measurement blind (no fold moves the fidelity: :mod:`onnxfold.search.blind`),
    ``min_fidelity`` keeps the unchanged model and the budget warns.
 4. Uniform rivals (:mod:`onnxfold.search.uniform`): with time left, a few candidates with every
@@ -43,11 +45,11 @@ from onnxfold.report.fold_report import stats_of
 from onnxfold.report.progress import progress_bar
 from onnxfold.report.table import percent
 from onnxfold.runtime.fidelity import OutputFidelity
-from onnxfold.search.allocate import fixed_groups, greedy_path
-from onnxfold.search.bisect import GainFloor, below_gain, bisect_candidate
+from onnxfold.search.allocate import AllocationPath, fixed_groups, greedy_path
+from onnxfold.search.bisect import GainFloor, below_gain, bisect_candidate, detour_candidate
 from onnxfold.search.blind import blind_advice, blind_reason
 from onnxfold.search.budget import budget_candidate, budget_note, compute_note, params_saved
-from onnxfold.search.candidates import measured
+from onnxfold.search.candidates import Candidate, measured
 from onnxfold.search.candidates import refined as _refined
 from onnxfold.search.evaluate import Evaluator
 from onnxfold.search.exercise_notes import coverage_notes, exercise_notes, unexercised_low
@@ -60,48 +62,6 @@ from onnxfold.search.time_limit import PacedLimit, TimeLimit, sensitivity_cut_no
 from onnxfold.search.uniform import uniform_rival
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Candidate:
-    """One really built and measured candidate."""
-
-    steps: int
-    fidelity: float
-    params: int
-    macs: int
-    reduction: float  # fraction of parameters removed
-    macs_reduction: float
-    outputs: list = field(default_factory=list)
-    model: Model | None = None
-    data: dict = field(default_factory=dict)
-    unseen: list = field(default_factory=list)  # per output, on the held-out samples alone
-    #: False for the unchanged model (0 steps) taken unmeasured once the time limit has passed: a fold
-    #: that removes nothing reproduces the model bit for bit, so its fidelity is 1
-    measured: bool = True
-    #: a uniform rival's allocation (:mod:`onnxfold.search.uniform`); None: the path's at ``steps``
-    allocation: dict | None = None
-    sparsities: dict | None = None  #: what it was built from (a quantized check rebuilds it)
-
-    def meets(self, target: float) -> bool:
-        """Every output meets ``target`` (:meth:`~onnxfold.runtime.fidelity.OutputFidelity.meets`)
-        on all samples, and reaches it on the held-out samples alone: a merge fitted on the other
-        half can score well on its own samples only."""
-        if not self.outputs:
-            return self.fidelity >= target
-        return all(o.meets(target) for o in self.outputs) and all(u.value >= target for u in self.unseen)
-
-    def to_dict(self) -> dict:
-        return {
-            "steps": self.steps,
-            "fidelity": self.fidelity,
-            "param_reduction": self.reduction,
-            "mac_reduction": self.macs_reduction,
-            "outputs": [o.to_dict() for o in self.outputs],
-            **({"unseen": [o.to_dict() for o in self.unseen]} if self.unseen else {}),
-            "measured": self.measured,
-            **({"uniform": max(self.allocation.values(), default=0.0)} if self.allocation else {}),
-        }
 
 
 @dataclass
@@ -376,18 +336,24 @@ def search(
     tried: dict[int, Candidate] = {}
     paced = PacedLimit(limit, lambda steps: level_s * (1 + path.unjudged_at(steps)))  # see PacedLimit
 
-    def measure(steps: int) -> Candidate:
-        if steps in tried:
+    def measure(steps: int, route: AllocationPath | None = None) -> Candidate:
+        """The candidate ``steps`` along the path, or along a detour ``route`` (keyed past the path)."""
+        if route is None and steps in tried:
             return tried[steps]
-        cand = paced.timed(lambda: measured(steps, build(path.sparsities_at(steps)), evaluator, base, shapes))
+        allocation = (route or path).sparsities_at(steps)
+        key = steps if route is None else max([len(path), *tried]) + 1
+        cand = paced.timed(lambda: measured(key, build(allocation), evaluator, base, shapes))
+        if route is not None:
+            cand.allocation, cand.detour = allocation, True
         log.info(
-            "search: %d steps -> fidelity %.4f%s, %.1f%% fewer params",
+            "search: %d steps%s -> fidelity %.4f%s, %.1f%% fewer params",
             steps,
+            " on a detour" if route is not None else "",
             cand.fidelity,
             f" (held out {min(u.value for u in cand.unseen):.4f})" if cand.unseen else "",
             100 * cand.reduction,
         )
-        tried[steps] = cand
+        tried[key] = cand
         bar.update(1)
         kept = [c.reduction for c in tried.values() if c.meets(target)] if mode == "min_fidelity" else []
         best = f", best meeting it {max(kept):.1%}" if kept else ""
@@ -414,6 +380,8 @@ def search(
             if sensitivity_cut and len(path):  # time-starved: first where the losses say it holds
                 reach = min(reach or len(path), max(1, step, path.estimated_reach(target)))
             chosen, met = bisect_candidate(path, measure, tried, target, paced, unchanged, step, reach)
+            if met and chosen.steps < len(path) and not chosen.allocation:  # past a step that missed
+                chosen = detour_candidate(path, chosen, tried, lambda r, s: measure(s, r), target, paced)
             kept_whole = (
                 floor.missed(tried, target, evaluator.proxy, input_params) if met and not chosen.steps else ""
             )
