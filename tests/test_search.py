@@ -1784,3 +1784,33 @@ def test_random_runs_whose_outputs_differ_in_length_are_not_joined() -> None:
     assert evaluator.proxy and not evaluator.extra_runs
     fidelity, _ = evaluator(model)
     assert fidelity == 1.0
+
+
+def test_a_search_that_measured_nothing_adds_no_notes_on_its_measurement() -> None:
+    """Where no candidate was measured (nothing foldable: the unchanged model taken as it is), the
+    report has no proxy, unexercised-output or class-coverage note: crema's chord CNN read "the
+    proxy's random samples reach only a few classes" beside "fidelity not measured" (trial 199)."""
+    from onnxfold.search.target import Candidate, SearchResult
+
+    def result(measured: bool) -> SearchResult:
+        chosen = Candidate(0, 1.0, 100, 0, 0.0, 0.0, measured=measured)
+        return SearchResult(
+            "min_fidelity",
+            0.99,
+            chosen,
+            True,
+            [chosen],
+            [],
+            {},
+            "data-free proxy: 32 random samples",
+            True,
+            {"tag": "top1"},
+            1.0,
+            unexercised={"tag": "its argmax is class 3 at every position"},
+            classes_reached={"tag": (5, 170)},
+        )
+
+    for notes in ("no --inputs given", "reach only a few classes", "exercises none of its decisions"):
+        assert notes not in result(False).summary()
+    said = result(True).summary()
+    assert all(n in said for n in ("no --inputs given", "reach only a few classes", "exercises none of its"))

@@ -238,7 +238,9 @@ class SearchResult:
             lines.append(blind_advice(self.blind, self.mode, self.proxy))
         if self.kept_whole:
             lines.append(f"note: {self.kept_whole}")
-        if self.proxy:
+        measured = any(c.measured for c in self.candidates)  # notes on a measurement not made read
+        # as if one had been (crema's chord CNN, nothing foldable: "reach only a few classes", trial 199)
+        if self.proxy and measured:
             drawn = (
                 "inputs synthesised from its BN statistics"
                 if "DeepInversion samples from" in self.inputs  # not "not DeepInversion's" (trial 186)
@@ -248,8 +250,9 @@ class SearchResult:
                 f"note: no --inputs given, so this fidelity is a data-free proxy on {drawn}, "
                 "not a measure of the model's task"
             )
-        lines += exercise_notes(self.unexercised, self.metrics, self.proxy)
-        lines += coverage_notes(self.classes_reached, self.proxy)
+        if measured:
+            lines += exercise_notes(self.unexercised, self.metrics, self.proxy)
+            lines += coverage_notes(self.classes_reached, self.proxy)
         lines += [
             f"note: the recurrent state {o} is judged by {self.metrics[o]}, as auto picks for it, not by the "
             f"metric given for every output: a state's argmax decides nothing (--metric {o}=METRIC judges it so)"
