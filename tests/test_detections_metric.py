@@ -235,3 +235,23 @@ def test_a_segmenting_yolo_head_is_judged_by_its_boxes_not_its_mask_coefficients
     assert box_agreement(ref, flipped) == pytest.approx(2 * 11 / 24)
     relu = rng.uniform(0, 2, (4, 100, 8)).astype(np.float32)  # a ReLU's features: no scores
     assert head_layout(relu) is None and head_layout(np.swapaxes(relu, 1, 2)) is None
+
+
+def test_detections_of_nothing_leave_the_boxes_unexercised_and_some_detection_does_not() -> None:
+    """On uniform noise a YOLOX barcode detector scored 0.005 at best: the boxes metric then compares
+    rows any detector discards, and a 0.6% fold read 0.0000 with no word on why (trial 198). A head or
+    an end-to-end output with no row at the 0.25 threshold is unexercised; one box anywhere is not."""
+    from onnxfold.runtime.exercised import unexercised
+
+    rng = np.random.default_rng(7)
+    head = yolo_head(rng)
+    quiet = head.copy()
+    quiet[..., 4] = np.minimum(quiet[..., 4], 0.07)  # objectness × class probability under 0.25
+    why = unexercised("output", quiet)
+    assert why is not None and why.startswith("detected nothing (its best score 0.066")  # 0.07 × 0.95
+    assert unexercised("output", head) is None
+    one = quiet.copy()
+    one[2, 20, 4] = 0.9  # a single object on one sample
+    assert unexercised("output", one) is None
+    rows = detections(rng, real=0)  # end-to-end rows, every score below 0.1
+    assert unexercised("y", rows) is not None and unexercised("y", detections(rng)) is None

@@ -13,6 +13,7 @@ from collections.abc import Container, Mapping
 import numpy as np
 
 from onnxfold.runtime.bins import softmax
+from onnxfold.runtime.detections import detected_nothing
 from onnxfold.runtime.fidelity import auto_metric, probabilities
 from onnxfold.runtime.one_class import ONE_CLASS_SHARE, dominant_class, one_class
 from onnxfold.runtime.probability_maps import THRESHOLD, per_sample, unmarked_map
@@ -223,6 +224,8 @@ def unexercised(
     values keep when it is not their producer (:func:`bounded_by`)."""
     if np.asarray(ref).dtype.kind == "f" and np.size(ref) and not np.isfinite(ref).any():
         return NO_FINITE_VALUE  # swift-f0's pitch on random fmin and fmax: NaN at every frame
+    if (nothing := detected_nothing(ref)) is not None:
+        return nothing
     bound = bound or producer_op
     span = narrow_span(ref, bound)
     if span is not None:
