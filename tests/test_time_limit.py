@@ -634,3 +634,25 @@ def test_a_search_whose_limit_passed_after_candidates_that_all_missed_writes_not
         err,
     ), err
     assert main([*argv, "--force"]) == 0 and out.exists()  # --force writes the model unfolded
+
+
+def test_a_refusal_after_the_limit_names_an_unexercised_output_that_set_the_closest_figure() -> None:
+    """A YOLOX barcode detector's data-free search was refused at "measured 0.0000" with no word that
+    on noise it detected nothing (trial 198): the refusal now says so where that output set the figure,
+    and nothing where an exercised one did."""
+    from onnxfold.runtime.fidelity import OutputFidelity
+    from onnxfold.search.candidates import Candidate
+    from onnxfold.search.refusals import _unexercised_worst
+
+    cand = Candidate(3, 0.0, 90, 0, 0.006, 0.0, [OutputFidelity("output", "boxes", 0.0)])
+    why = {
+        "output": "detected nothing (its best score 0.005, under 0.25): the boxes compared are ones a detector discards"
+    }
+    assert _unexercised_worst(cand, why) == (
+        f"; on these inputs output {why['output']}, so that figure says little of the task"
+    )
+    assert _unexercised_worst(cand, {}) == ""
+    two = Candidate(
+        3, 0.5, 90, 0, 0.006, 0.0, [OutputFidelity("a", "r2", 0.5), OutputFidelity("output", "boxes", 0.9)]
+    )
+    assert _unexercised_worst(two, why) == ""

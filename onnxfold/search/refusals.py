@@ -123,8 +123,8 @@ def _check_writable(result, mode: str, asked: float, limit, prepared_s: float) -
         when = (
             f"the time limit ({limit.seconds:g} s) {ended} after {len(measured)} candidate"
             f"{'s' if len(measured) > 1 else ''}, none meeting the target (the closest, "
-            f"{closest.reduction:.1%} fewer parameters, measured {closest.fidelity:.4f}), before a "
-            "smaller one was measured"
+            f"{closest.reduction:.1%} fewer parameters, measured {closest.fidelity:.4f}"
+            f"{_unexercised_worst(closest, result.unexercised)}), before a smaller one was measured"
             if closest is not None
             else f"the time limit ({limit.seconds:g} s) passed before any candidate was measured"
             if limit.left() <= 0
@@ -136,6 +136,18 @@ def _check_writable(result, mode: str, asked: float, limit, prepared_s: float) -
             f"search: {when} (preparing the measurements took {prepared_s:.0f} s of it): nothing "
             "written (a longer --time-limit or fewer --inputs samples; --force writes the model unfolded)"
         )
+
+
+def _unexercised_worst(cand, unexercised: dict[str, str]) -> str:
+    """``; on these inputs OUT WHY ...`` where the output that set ``cand``'s fidelity is one the inputs
+    leave unexercised (:func:`~onnxfold.runtime.exercised.unexercised`), else '': a YOLOX barcode
+    detector's data-free search was refused at "measured 0.0000", on noise it detected nothing
+    (trial 198)."""
+    worst = min(cand.outputs, key=lambda o: o.value, default=None)
+    why = unexercised.get(worst.name) if worst is not None else None
+    if not why:
+        return ""
+    return f"; on these inputs {worst.name} {why}, so that figure says little of the task"
 
 
 def check_samples_exercise(evaluator) -> None:
