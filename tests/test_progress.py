@@ -117,3 +117,26 @@ def test_auto_at_a_fixed_sparsity_shows_its_judging(tmp_path: Path, monkeypatch)
     stream.truncate(0)
     onnxfold.fold(bundled_model("lenet5.onnx"), validate=False, method="auto", target_params=0.2)
     assert "auto: judging" not in stream.getvalue()
+
+
+def test_a_logged_step_of_known_length_says_how_long_it_has_left(monkeypatch) -> None:
+    """A trial stopped an auto fold of a YOLOX at "auto: judging: 3/67 groups [01:00]", with no way to
+    tell it had 20 minutes to go: a line of a step whose length is known gives the time left at its
+    rate so far, and none before a rate is known (no "?") nor where the length is not known."""
+    import time
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    for _ in progress.progress_bar(range(4), desc="auto: judging", unit="group"):
+        time.sleep(0.05)
+    with progress.progress_bar(desc="candidates", unit="candidate") as bar:
+        bar.update(1)
+    lines = stream.getvalue().splitlines()
+    assert "?" not in stream.getvalue() and lines[0] == "onnxfold: auto: judging: 0/4 groups [00:00]"
+    assert all(
+        re.fullmatch(rf"onnxfold: auto: judging: {n}/4 groups \[00:00, about 00:0\d left\]", line)
+        for n, line in zip(range(1, 5), lines[1:5], strict=True)
+    ), lines
+    assert lines[-1] == "onnxfold: candidates: 1 candidates [00:00]"
