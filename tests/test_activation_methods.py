@@ -727,3 +727,44 @@ def test_deepinversion_cost_of_a_static_input_follows_shapes_computed_inside() -
     proto = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8)
     per_sample = 8 * 8 * 4 * 9 + 16 * 16 * 2 * 4  # the two Convs, the second at the computed 16 x 16
     assert deepinversion_cost(proto, None, 1) == pytest.approx(3.0 * per_sample * AUTO_DIR_ITERATIONS)
+
+
+def test_deepinversion_names_an_op_its_executor_cannot_run_before_torch_or_the_input_shape(
+    monkeypatch,
+) -> None:
+    """crema's chord CNN (BN, then a GRU; a free time axis) was told to install torch, then to give
+    --input-shape, then that its GRU cannot run (trial 199): the op comes first, whatever else is
+    missing, since nothing else would let DeepInversion run."""
+    import importlib.util
+
+    from onnx import TensorProto
+    from onnx import helper as oh
+    from onnx import numpy_helper as nh
+
+    from onnxfold.folding.synthesis_plan import deepinversion_plan
+    from onnxfold.ir.model import model_from_proto
+
+    rng = np.random.default_rng(0)
+    f = lambda name, shape: nh.from_array(rng.standard_normal(shape).astype(np.float32), name)  # noqa: E731
+    nodes = [
+        oh.make_node("BatchNormalization", ["x", "g", "b", "m", "v"], ["n"]),
+        oh.make_node("Transpose", ["n"], ["t"], perm=[2, 0, 1]),
+        oh.make_node("GRU", ["t", "W", "R"], ["y", "h"], hidden_size=3, name="gru1"),
+    ]
+    inits = [f("W", (1, 9, 4)), f("R", (1, 9, 3)), *(f(k, (4,)) for k in ("g", "b", "m"))]
+    inits.append(nh.from_array(np.ones(4, np.float32), "v"))
+    graph = oh.make_graph(
+        nodes,
+        "g",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, "T"])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
+    model = model_from_proto(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]))
+    reason = "op GRU (gru1) is not supported by the torch executor DeepInversion runs on"
+    assert deepinversion_plan(model) == (0, reason)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a)
+    )
+    assert deepinversion_plan(model) == (0, reason)

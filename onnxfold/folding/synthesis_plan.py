@@ -20,14 +20,21 @@ def deepinversion_plan(
     ``counts`` it pays for."""
     if not samples.has_batchnorm(model):  # before importing torch
         return 0, samples.NO_BN
-    if importlib.util.find_spec("torch") is None:
-        return 0, NO_TORCH
     from onnxfold.ir.model import to_model_proto
     from onnxfold.repair.deepinversion import bn_running_stats, not_float_input
+    from onnxfold.repair.torch_graph import first_unsupported
 
     proto = to_model_proto(model)
     if not bn_running_stats(proto):
         return 0, samples.NO_BN
+    if (bad := first_unsupported(proto)) is not None:  # before torch and the input's shape: crema's
+        # chord CNN was told to install torch, then to give --input-shape, then that its GRU cannot run
+        return (
+            0,
+            f"op {bad.op_type} ({bad.name}) is not supported by the torch executor DeepInversion runs on",
+        )
+    if importlib.util.find_spec("torch") is None:
+        return 0, NO_TORCH
     if len(model.graph.inputs) != 1 or (why := not_float_input(model)):
         return 0, why or "DeepInversion needs a model with one input"
     budget = samples.AUTO_DIR_BUDGET if budget is None else budget
