@@ -768,3 +768,43 @@ def test_deepinversion_names_an_op_its_executor_cannot_run_before_torch_or_the_i
         importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a)
     )
     assert deepinversion_plan(model) == (0, reason)
+
+
+def test_a_bn_model_with_two_inputs_gets_a_reason_not_a_crash(tmp_path: Path, capsys) -> None:
+    """natasha's NER tagger (emb and mask, BN after each conv) crashed analyze, the data-free fold and
+    -s 0.3 with an UnboundLocalError wherever torch was installed (trial 201)."""
+    from onnx import TensorProto
+    from onnx import helper as oh
+    from onnx import numpy_helper as nh
+
+    from onnxfold.cli import main
+    from onnxfold.folding.synthesis_plan import deepinversion_plan
+    from onnxfold.ir.model import load_model
+
+    rng = np.random.default_rng(0)
+    f = lambda name, shape: nh.from_array(rng.standard_normal(shape).astype(np.float32), name)  # noqa: E731
+    nodes = [
+        oh.make_node("Conv", ["x", "w1"], ["c"], pads=[1, 1]),
+        oh.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["n"]),
+        oh.make_node("Relu", ["n"], ["r"]),
+        oh.make_node("Unsqueeze", ["mask", "one"], ["m3"]),
+        oh.make_node("Mul", ["r", "m3"], ["h"]),
+        oh.make_node("Conv", ["h", "w2"], ["y"]),
+    ]
+    inits = [f("w1", (6, 4, 3)), f("w2", (2, 6, 1)), *(f(k, (6,)) for k in ("g", "b", "m"))]
+    inits += [nh.from_array(np.ones(6, np.float32), "v"), nh.from_array(np.array([1], np.int64), "one")]
+    graph = oh.make_graph(
+        nodes,
+        "g",
+        [
+            oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, "T"]),
+            oh.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", "T"]),
+        ],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
+    src = tmp_path / "m.onnx"
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), str(src))
+    assert deepinversion_plan(load_model(src)) == (0, "DeepInversion needs a model with one input")
+    assert main(["analyze", str(src)]) == 0
+    assert "DeepInversion needs a model with one input" in capsys.readouterr().out
