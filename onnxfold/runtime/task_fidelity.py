@@ -36,7 +36,7 @@ def task_fidelity(
     from onnxfold.runtime import fidelity as fid
     from onnxfold.runtime.anchors import AnchorView, softmax_heads
     from onnxfold.runtime.exercised import bounded_by, judged_one_way, unexercised_by_both
-    from onnxfold.runtime.padding import padding_mask
+    from onnxfold.runtime.padding import padded_tags, padding_mask
     from onnxfold.runtime.producers import free_last_axes, producers_of
     from onnxfold.runtime.states import recurrent_state
 
@@ -66,6 +66,9 @@ def task_fidelity(
         states,
         free_last_axes(original),
     )
+    if given and default == "auto":  # a tagger fed a padding mask reads each sample's labels together
+        unnamed = {k: v for k, v in chosen.items() if named.get(k, "auto") == "auto"}
+        chosen.update(padded_tags(measured, unnamed, padding_mask(feed)))
     chosen.update({k: v for k, v in (searched or {}).items() if k in chosen})
     if not given and not searched:  # random inputs: class scores guarded as the search's proxy guards them
         from onnxfold.runtime.classes_reached import PROXY_CLASS_SHARE, classes_reached, proxy_guarded

@@ -34,7 +34,7 @@ from onnxfold.runtime.fidelity import (
 )
 from onnxfold.runtime.input_scales import vocabularies
 from onnxfold.runtime.metric_spec import LEFT_OUT, STATE_METRICS, given_metric_notes, parse_metric
-from onnxfold.runtime.padding import padding_mask
+from onnxfold.runtime.padding import padded_tags, padding_mask
 from onnxfold.runtime.producers import as_scores, free_last_axes, producers_of, quantized_outputs
 from onnxfold.runtime.sequences import sample_axis
 from onnxfold.runtime.session import measurement_session
@@ -226,6 +226,9 @@ class Evaluator:
         )
         self.metrics = output_metrics(self.reference, metric, *args)
         given, named = parse_metric(metric)
+        if not self.proxy and not self.extra_runs and given == "auto":  # a tagger fed a padding mask
+            unnamed = {k: v for k, v in self.metrics.items() if named.get(k, "auto") == "auto"}
+            self.metrics.update(padded_tags(self.reference, unnamed, padding_mask(self.feed)))
         if given != "auto" or set(named.values()) - {"auto", LEFT_OUT}:  # a metric given: fit for the task?
             automatic = output_metrics(self.reference, "auto", *args)
             for note in given_metric_notes(self.metrics, automatic):
