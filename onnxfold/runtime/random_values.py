@@ -47,10 +47,12 @@ PCM_SCALE = 3276.7
 
 
 def random_array(name: str, dtype: np.dtype, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    """Floats ~ N(0, 1); booleans a padding mask (:func:`prefix_mask`); integers by name: ``*mask*`` 1,
+    """Floats ~ N(0, 1), a float ``*mask*`` [N, L] 1; booleans a padding mask (:func:`prefix_mask`); integers by name: ``*mask*`` 1,
     ``token_type``/``segment`` 0, ``position*`` 0…L−1, ``*ids*`` [0, 100), uint8 image bytes [0, 256),
     int16 PCM audio ~ N(0, :data:`PCM_SCALE`), others [0, 4); strings random lowercase words."""
     lname = name.lower()
+    if dtype.kind == "f" and "mask" in lname and len(shape) == 2:  # a float padding mask [N, L]: 1 a
+        return np.ones(shape, dtype=dtype)  # token (natasha's NER tagger read N(0, 1) there, trial 201)
     if dtype.kind == "f":
         return rng.standard_normal(shape).astype(dtype)
     if dtype.kind == "b":
