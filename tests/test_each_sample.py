@@ -93,3 +93,29 @@ def test_a_map_judged_by_its_regions_keeps_the_pooled_guard() -> None:
     assert [o.metric for o in parts] == ["mask", "r2"] and all(o.each is None for o in parts)
     _, (alone,) = model_fidelity({"h": ref}, {"h": cand}, {"h": "r2"}, samples=6)
     assert alone.each is not None
+
+
+def test_a_channels_last_map_is_read_by_its_channels_and_sample_by_sample() -> None:
+    """s2super's [N, 64, 64, 2] (a sharpened band, and its confidence at a tenth of the spread; a
+    tf2onnx export keeps channels last): r2 took its 64 rows as channels, each pooling both bands, and
+    read 0.9799 for a fold that kept R² 0.795 of the confidence (trial 200). Its channels are now the
+    last axis, each judged alone (r2 the mean of the two, by hand), each sample alone too, and the
+    default target of a search on such outputs is the regression's 0.99."""
+    from onnxfold.runtime.r2 import channels_last_map, r2
+    from onnxfold.search.regression import value_outputs, value_shape
+
+    rng = np.random.default_rng(0)
+    band = rng.normal(0.3, 0.1, (8, 64, 64))
+    confidence = rng.normal(0.5, 0.01, (8, 64, 64))
+    ref = np.stack([band, confidence], axis=-1)
+    cand = ref.copy()
+    cand[..., 1] = rng.normal(0.5, 0.01, (8, 64, 64))  # the confidence lost, the band kept
+    assert channels_last_map(ref.shape) and not channels_last_map((8, 2, 64, 64))
+    assert not channels_last_map((8, 256, 4, 4)) and not channels_last_map((8, 3, 64, 3))
+    by_hand = np.mean([_by_hand(ref[..., c], cand[..., c]) for c in range(2)])
+    assert r2(ref, cand) == pytest.approx(by_hand, abs=1e-9) and r2(ref, cand) < 0.55
+    first = np.moveaxis(ref, 3, 1), np.moveaxis(cand, 3, 1)
+    assert each_sample(ref, cand, 8) == pytest.approx(each_sample(*first, 8))
+    _, (out,) = model_fidelity({"y": ref}, {"y": cand}, {"y": "r2"}, samples=8)
+    assert out.value == pytest.approx(by_hand, abs=1e-9) and out.each is not None
+    assert value_shape((32, 64, 64, 2)) and value_outputs({"y": "r2"}, {"y": ref}) == ["y"]

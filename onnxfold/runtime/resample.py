@@ -168,7 +168,7 @@ def resampled(
         if one is not None:
             a, b = a.reshape(one), b.reshape(one)
             element = None if element is None else np.reshape(element, one)
-        axes = channel_axes(a.ndim, positions)
+        axes = channel_axes(a.shape, positions)
         draws = None
         for axis in axes:
             sums = _per_sample(a, b, samples, axis, NEEDS["r2"], element)

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from onnxfold.runtime.r2 import image_shape, signal_shape, wave_shape
+from onnxfold.runtime.r2 import channels_last_map, image_shape, signal_shape, wave_shape
 
 #: the default target of a search on given samples where every judged output is a value (:func:`value_outputs`)
 REGRESSION_MIN_FIDELITY = 0.99
@@ -30,14 +30,15 @@ FEW_VALUES = 16
 def value_shape(shape: Sequence[int]) -> bool:
     """Whether an output of ``shape`` (samples first) read by r2 is a regression's answer: at most
     :data:`FEW_VALUES` values per sample, a few per position (``[N, T, k]``, k ≤ :data:`FEW_VALUES`),
-    an image, a waveform, or a map ``[N, C, H, W]`` with H and W at least 8. A wide last axis (an
+    an image, a waveform, or a map ``[N, C, H, W]`` with H and W at least 8 (or ``[N, H, W, C]``:
+    :func:`~onnxfold.runtime.r2.channels_last_map`). A wide last axis (an
     embedding ``[N, 384]``, a token's features ``[N, L, 768]``) is not."""
     shape = tuple(int(d) for d in shape)
     if int(np.prod(shape[1:], dtype=np.int64)) <= FEW_VALUES:
         return True
     if image_shape(shape) or wave_shape(shape) or signal_shape(shape):
         return True
-    if len(shape) == 4 and min(shape[2:]) >= 8:
+    if len(shape) == 4 and (min(shape[2:]) >= 8 or channels_last_map(shape)):
         return True
     return len(shape) == 3 and shape[-1] <= FEW_VALUES
 
