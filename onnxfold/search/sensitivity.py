@@ -80,7 +80,12 @@ def _forecast(
         return
     pace = need / max(1, left)
     enough = (now - limit.start + left * pace) / SENSITIVITY_SHARE + limit.reserve
-    rate = f" at the rate groups missed so far ({likely[0]} of {likely[1]})" if likely else ""
+    rate = (  # "(0 of 3)" alone read as a riddle (trial 200)
+        f" (expected from the misses so far, {likely[0]} in {likely[1]} levels measured, since a group "
+        "stops at its first miss)"
+        if likely
+        else ""
+    )
     limit.enough = float(np.ceil(enough / 60) * 60)  # the report's time-limit warning repeats it
     log.warning(
         "the sensitivity may not finish: the %d group levels left%s need about %.0f s (%.1f s each) and "
