@@ -213,7 +213,7 @@ def test_the_sensitivity_warns_early_when_its_share_of_the_limit_will_not_do(sam
     (budget,) = fidelity_run(100.0, None)  # a budget measures every level
     (kept,) = fidelity_run(100.0, 0.0)  # nothing misses: every level is still ahead, as many
     count = re.search(r"the (\d+) group levels left", budget).group(1)
-    assert kept.startswith(f"the sensitivity may not finish: the {count} group levels left (expected at ")
+    assert kept.startswith(f"the sensitivity may not finish: the {count} group levels left (expected from ")
     assert (
         "from the misses so far, 0 in 3 levels measured, since a group stops at its first miss) need" in kept
     )
