@@ -122,7 +122,8 @@ def test_auto_at_a_fixed_sparsity_shows_its_judging(tmp_path: Path, monkeypatch)
 def test_a_logged_step_of_known_length_says_how_long_it_has_left(monkeypatch) -> None:
     """A trial stopped an auto fold of a YOLOX at "auto: judging: 3/67 groups [01:00]", with no way to
     tell it had 20 minutes to go: a line of a step whose length is known gives the time left at its
-    rate so far, and none before a rate is known (no "?") nor where the length is not known."""
+    rate so far, and none before a rate is known (no "?"), once it is done, nor where the length is
+    not known."""
     import time
 
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
@@ -137,6 +138,7 @@ def test_a_logged_step_of_known_length_says_how_long_it_has_left(monkeypatch) ->
     assert "?" not in stream.getvalue() and lines[0] == "onnxfold: auto: judging: 0/4 groups [00:00]"
     assert all(
         re.fullmatch(rf"onnxfold: auto: judging: {n}/4 groups \[00:00, about 00:0\d left\]", line)
-        for n, line in zip(range(1, 5), lines[1:5], strict=True)
+        for n, line in zip(range(1, 4), lines[1:4], strict=True)
     ), lines
+    assert lines[4] == "onnxfold: auto: judging: 4/4 groups [00:00]"  # done: nothing left to tell
     assert lines[-1] == "onnxfold: candidates: 1 candidates [00:00]"

@@ -12,6 +12,7 @@ for 5 minutes. Nothing is written when the environment sets ``TQDM_DISABLE`` (to
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterable
 from typing import TypeVar
@@ -97,8 +98,13 @@ def progress_bar(
 
 
 class _LogBar(tqdm):
-    """tqdm whose log line leaves out the time left until a rate is known (tqdm writes "?")."""
+    """tqdm whose log line leaves out the time left until a rate is known (tqdm writes "?") and once
+    the step is done (a sensitivity cut short read "545/545 ... about 00:00 left, cut by the time
+    limit")."""
 
     @staticmethod
-    def format_meter(*args, **kwargs) -> str:
-        return tqdm.format_meter(*args, **kwargs).replace(LEFT.format(remaining="?"), "")
+    def format_meter(n, total, elapsed, *args, **kwargs) -> str:
+        line = tqdm.format_meter(n, total, elapsed, *args, **kwargs)
+        if total and n >= total:
+            return re.sub(LEFT.format(remaining=r"[^\]]*?"), "", line, count=1)
+        return line.replace(LEFT.format(remaining="?"), "")
