@@ -12,7 +12,6 @@ for 5 minutes. Nothing is written when the environment sets ``TQDM_DISABLE`` (to
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Iterable
 from typing import TypeVar
@@ -103,8 +102,8 @@ class _LogBar(tqdm):
     limit")."""
 
     @staticmethod
-    def format_meter(n, total, elapsed, *args, **kwargs) -> str:
-        line = tqdm.format_meter(n, total, elapsed, *args, **kwargs)
-        if total and n >= total:
-            return re.sub(LEFT.format(remaining=r"[^\]]*?"), "", line, count=1)
+    def format_meter(n, total, elapsed, *args, bar_format=None, **kwargs) -> str:
+        if total and n >= total and bar_format:
+            bar_format = bar_format.replace(LEFT, "")
+        line = tqdm.format_meter(n, total, elapsed, *args, bar_format=bar_format, **kwargs)
         return line.replace(LEFT.format(remaining="?"), "")

@@ -76,9 +76,9 @@ def _safe_inverse(v: np.ndarray) -> np.ndarray | None:
     return None if np.any(v == 0) else 1.0 / v
 
 
-def _scale_of(node: Any, x: Any, rank: int | None = None) -> InputScale | None:
-    """The :class:`InputScale` that normalization ``node`` (reading ``x``, of ``rank`` axes where
-    known) implies, else None."""
+def _scale_of(node: Any, x: Any, rank: int | None) -> InputScale | None:
+    """The :class:`InputScale` that normalization ``node`` (reading ``x``, of ``rank`` axes, None where
+    not known) implies, else None."""
     op = node.op
     if op == "Scaler" and (node.domain or "") == "ai.onnx.ml":
         offset = np.asarray(node.attrs.get("offset", [0.0]), dtype=np.float64)
@@ -89,7 +89,6 @@ def _scale_of(node: Any, x: Any, rank: int | None = None) -> InputScale | None:
         if mean is None or var is None or mean.ndim != 1:
             return None
         eps = float(node.attrs.get("epsilon", 1e-5))
-        rank = rank if rank is not None else len(x.shape) if x.shape else None
         shape = (-1,) + (1,) * max(0, rank - 2) if rank else (-1,)
         return InputScale(mean.reshape(shape), np.sqrt(np.maximum(var, 0) + eps).reshape(shape))
     value = _operand(node, x)

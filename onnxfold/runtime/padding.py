@@ -206,10 +206,14 @@ def _zeros_and_ones(v: np.ndarray) -> bool:
 
 
 def padded_tags(
-    reference: Mapping[str, np.ndarray], metrics: Mapping[str, str], mask: np.ndarray | None
+    reference: Mapping[str, np.ndarray],
+    metrics: Mapping[str, str],
+    mask: np.ndarray | None,
+    named: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The outputs that the given samples' padding ``mask`` [N, L] shows to be a tagger's: class scores
-    per token [N, L, C] (C ≥ 2) judged by top1 -> ``tags``, each sample's labels read together, as
+    per token [N, L, C] (C ≥ 2) judged by top1 (by auto: an output ``named`` with another metric keeps
+    it) -> ``tags``, each sample's labels read together, as
     its task reads a sentence's entities. natasha's NER tagger (float embeddings and a mask, no ids
     for onnxfold to call it a token model) read top1 0.9688 over positions, a fifth of them padding,
     for a fold that kept 76.8% of sentences' entities (trial 201)."""
@@ -219,6 +223,7 @@ def padded_tags(
         name: "tags"
         for name, metric in metrics.items()
         if metric == "top1"
+        and (named or {}).get(name, "auto") == "auto"
         and np.ndim(reference.get(name, ())) == 3
         and np.shape(reference[name])[:2] == mask.shape
         and np.shape(reference[name])[-1] >= 2

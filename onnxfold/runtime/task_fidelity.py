@@ -67,8 +67,7 @@ def task_fidelity(
         free_last_axes(original),
     )
     if given and default == "auto":  # a tagger fed a padding mask reads each sample's labels together
-        unnamed = {k: v for k, v in chosen.items() if named.get(k, "auto") == "auto"}
-        chosen.update(padded_tags(measured, unnamed, padding_mask(feed)))
+        chosen.update(padded_tags(measured, chosen, padding_mask(feed), named))
     chosen.update({k: v for k, v in (searched or {}).items() if k in chosen})
     if not given and not searched:  # random inputs: class scores guarded as the search's proxy guards them
         from onnxfold.runtime.classes_reached import PROXY_CLASS_SHARE, classes_reached, proxy_guarded

@@ -58,6 +58,12 @@ class Candidate:
         }
 
 
+def next_key(path_steps: int, tried: dict[int, Candidate]) -> int:
+    """A key for a candidate off the path (a detour's, a uniform rival's): past every step of a path of
+    ``path_steps`` steps and every candidate ``tried``."""
+    return max([path_steps, *tried]) + 1
+
+
 def measured(
     steps: int, built: tuple[Model, dict], evaluator: Evaluator | None, base, shapes: dict | None = None
 ) -> Candidate:

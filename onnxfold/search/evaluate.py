@@ -227,8 +227,7 @@ class Evaluator:
         self.metrics = output_metrics(self.reference, metric, *args)
         given, named = parse_metric(metric)
         if not self.proxy and not self.extra_runs and given == "auto":  # a tagger fed a padding mask
-            unnamed = {k: v for k, v in self.metrics.items() if named.get(k, "auto") == "auto"}
-            self.metrics.update(padded_tags(self.reference, unnamed, padding_mask(self.feed)))
+            self.metrics.update(padded_tags(self.reference, self.metrics, padding_mask(self.feed), named))
         if given != "auto" or set(named.values()) - {"auto", LEFT_OUT}:  # a metric given: fit for the task?
             automatic = output_metrics(self.reference, "auto", *args)
             for note in given_metric_notes(self.metrics, automatic):

@@ -49,7 +49,7 @@ from onnxfold.search.allocate import AllocationPath, fixed_groups, greedy_path
 from onnxfold.search.bisect import GainFloor, below_gain, bisect_candidate, detour_candidate
 from onnxfold.search.blind import blind_advice, blind_reason
 from onnxfold.search.budget import budget_candidate, budget_note, compute_note, params_saved
-from onnxfold.search.candidates import Candidate, measured
+from onnxfold.search.candidates import Candidate, measured, next_key
 from onnxfold.search.candidates import refined as _refined
 from onnxfold.search.evaluate import Evaluator
 from onnxfold.search.exercise_notes import coverage_notes, exercise_notes, unexercised_low
@@ -344,7 +344,7 @@ def search(
         if route is None and steps in tried:
             return tried[steps]
         allocation = (route or path).sparsities_at(steps)
-        key = steps if route is None else max([len(path), *tried]) + 1
+        key = steps if route is None else next_key(len(path), tried)
         cand = paced.timed(lambda: measured(key, build(allocation), evaluator, base, shapes))
         if route is not None:
             cand.allocation, cand.detour = allocation, True

@@ -51,15 +51,14 @@ def uniform_rival(
     None. ``build`` makes a candidate of an allocation, ``counted`` holds the (base statistics, input
     shapes) reductions are counted from, ``limit`` is checked before each build; every uniform
     candidate built goes into ``tried`` (keys past the path's steps)."""
-    from onnxfold.search.candidates import measured
+    from onnxfold.search.candidates import measured, next_key
 
     names = [c.name for c in path.curves if not set(c.levels) <= set(c.unmeasured)]  # as the path, not
     # a group the time limit left with no level measured (ukis-csmask's carried its whole loss)
 
     def make(level: float) -> Candidate:  # built and counted, not measured
         allocation = {n: min(level, cap) for n in names}
-        key = max([len(path), *tried]) + 1  # past every step of the path, and every candidate tried
-        cand = measured(key, build(allocation), None, *counted)
+        cand = measured(next_key(len(path), tried), build(allocation), None, *counted)
         cand.allocation, cand.measured = allocation, False
         return cand
 
