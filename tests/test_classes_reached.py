@@ -11,7 +11,7 @@ import onnx
 from harness import Net, rnd
 
 import onnxfold
-from onnxfold.runtime.classes_reached import classes_reached
+from onnxfold.runtime.classes_reached import class_support, classes_reached, classes_shown
 from onnxfold.search.exercise_notes import coverage_notes
 
 
@@ -35,6 +35,35 @@ def test_the_classes_an_argmax_reaches_are_counted_on_the_last_axis() -> None:
     assert coverage_notes({}) == []
 
 
+def test_the_classes_left_out_are_named_and_those_one_or_two_samples_show_are_flagged() -> None:
+    labels = np.array([0] * 12 + [1] * 10 + [2] * 2 + [4] * 1)  # class 3 never, 2 by two, 4 by one
+    scores = np.eye(5)[labels] + 0.01
+    lines = np.zeros((4, 7, 9))
+    lines[:, :, 1] = 1.0  # a sequence: every position reads class 1
+    lines[0, 0, 5] = 2.0  # class 5 once, in one sample
+    assert classes_shown(scores).tolist() == [12, 10, 2, 0, 1]
+    assert classes_shown(lines).tolist() == [0, 4, 0, 0, 0, 1, 0, 0, 0]
+    reference = {"scores": scores, "lines": lines}
+    metrics = {"scores": "top1", "lines": "sequence"}
+    reached = classes_reached(reference, metrics)
+    missing, thin = class_support(reference, reached, metrics)
+    assert missing == {"scores": [3], "lines": [0, 2, 3, 4, 6, 7, 8]}
+    assert thin == {"scores": {2: 2, 4: 1}}  # a sequence's rare characters are not flagged
+    notes = coverage_notes(reached, False, missing, thin)
+    assert "on scores 4 of its 5, class 3 not shown" in notes[0]
+    assert "on lines 2 of its 9, classes 0, 2, 3, 4, 6, 7, 8 not shown" in notes[0]
+    assert "(on scores class 2 by 2, class 4 by 1)" in notes[1]
+    wide = np.eye(20)[np.arange(40) % 10]  # ten of twenty classes, four samples each
+    gone, few = class_support({"w": wide}, classes_reached({"w": wide}, {"w": "top1"}), {"w": "top1"})
+    assert few == {} and coverage_notes({"w": (10, 20)}, False, gone, few)[0].count("not shown") == 1
+    assert (
+        "10, 11, 12, 13, 14, 15, 16, 17 and 2 more not shown"
+        in coverage_notes({"w": (10, 20)}, False, gone)[0]
+    )
+    assert class_support({"s": scores[:6]}, {}, {"s": "top1"}) == ({}, {})  # under 8 samples: no flag
+    assert coverage_notes({}, True, {}, thin) == []  # the proxy's random samples: no such note
+
+
 def test_a_search_on_samples_that_leave_classes_out_says_so(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     w1 = rnd(rng, 6, 16)
@@ -52,8 +81,15 @@ def test_a_search_on_samples_that_leave_classes_out_says_so(tmp_path: Path) -> N
     reached = np.unique(ort.InferenceSession(str(src)).run(None, {"x": x})[0].argmax(axis=1)).size
     assert reached < 5  # computed here, not by the tool
     assert report.search.classes_reached == {name: (reached, 5)}
-    assert f"reach only some classes (on {name} {reached} of its 5)" in report.format()
     assert report.to_dict()["search"]["classes_reached"] == {name: [reached, 5]}
+    left_out = sorted(set(range(5)) - set(ort.InferenceSession(str(src)).run(None, {"x": x})[0].argmax(1)))
+    assert report.search.classes_missing == {name: left_out} and left_out[-2:] == [3, 4]
+    listed = ", ".join(map(str, left_out))
+    assert (
+        f"reach only some classes (on {name} {reached} of its 5, classes {listed} not shown)"
+        in report.format()
+    )
+    assert report.to_dict()["search"]["classes_missing"] == {name: left_out}
     free = onnxfold.fold(str(src), output=str(tmp_path / "f.onnx"), round_to=1)[1]
     assert free.search.proxy and free.search.classes_reached == {}  # random inputs: no such note
 

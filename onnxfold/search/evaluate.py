@@ -23,7 +23,12 @@ from onnxfold.folding.samples import (
 from onnxfold.ir.model import Model
 from onnxfold.runtime.anchors import softmax_heads
 from onnxfold.runtime.batch_runs import batch_runs, joined_runs
-from onnxfold.runtime.classes_reached import PROXY_CLASS_SHARE, classes_reached, proxy_guarded
+from onnxfold.runtime.classes_reached import (
+    PROXY_CLASS_SHARE,
+    class_support,
+    classes_reached,
+    proxy_guarded,
+)
 from onnxfold.runtime.compare import run_feed
 from onnxfold.runtime.exercised import bounded_by, holes_note, judged_one_way, unexercised
 from onnxfold.runtime.fidelity import (
@@ -266,6 +271,10 @@ class Evaluator:
         # (on the proxy, where they reach under PROXY_CLASS_SHARE: tempocnn's 256 tempi, 3 on noise)
         self.classes_reached = classes_reached(
             self.reference, self.metrics, PROXY_CLASS_SHARE if self.proxy else 1.0
+        )
+        #: the classes the given samples leave out (output -> classes), and those one or two show
+        self.classes_missing, self.classes_thin = (
+            ({}, {}) if self.proxy else class_support(self.reference, self.classes_reached, self.metrics)
         )
         if self.proxy:  # argmaxes that reach a few classes on noise: their values guard them
             asked = {n for n, m in named.items() if m != "auto"} if given == "auto" else set(self.metrics)

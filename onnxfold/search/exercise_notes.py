@@ -62,11 +62,41 @@ def unexercised_low(outputs: Sequence, unexercised: Mapping[str, str]) -> str:
     return f" (set by {worst.name}, which these inputs leave unexercised: {min(rest):.4f} on the rest)"
 
 
-def coverage_notes(reached: Mapping[str, tuple[int, int]], proxy: bool = False) -> list[str]:
-    """The report's note on :func:`classes_reached` (none when every class is shown)."""
+def _listed(classes: list[int], most: int = 8) -> str:
+    shown = ", ".join(str(c) for c in classes[:most])
+    return shown + (f" and {len(classes) - most} more" if len(classes) > most else "")
+
+
+def _not_shown(classes: list[int]) -> str:
+    return f", class{'es' if len(classes) > 1 else ''} {_listed(classes)} not shown" if classes else ""
+
+
+def coverage_notes(
+    reached: Mapping[str, tuple[int, int]],
+    proxy: bool = False,
+    missing: Mapping[str, list[int]] | None = None,
+    thin: Mapping[str, dict[int, int]] | None = None,
+) -> list[str]:
+    """The report's notes on :func:`classes_reached` (none when every class is shown), naming the classes
+    left out (``missing``), and on the classes one or two given samples show (``thin``,
+    :func:`~onnxfold.runtime.classes_reached.class_support`)."""
+    missing, notes = missing or {}, []
+    if thin and not proxy:
+        parts = "; ".join(
+            f"on {name} " + ", ".join(f"class {c} by {k}" for c, k in list(few.items())[:6])
+            for name, few in list(thin.items())[:3]
+        )
+        notes.append(
+            f"note: some classes are shown by one or two of the given samples ({parts}): the fold is "
+            "measured on them by those alone (an ECG beat classifier's PVC class, shown by 1 of 32 samples, "
+            "lost 3% of its beats in a fold that measured 0.98); samples with a few of each class measure them"
+        )
     if not reached:
-        return []
-    parts = "; ".join(f"on {name} {k} of its {n}" for name, (k, n) in list(reached.items())[:3])
+        return notes
+    parts = "; ".join(
+        f"on {name} {k} of its {n}" + _not_shown(missing.get(name, []))
+        for name, (k, n) in list(reached.items())[:3]
+    )
     if proxy:
         return [
             f"note: the proxy's random samples reach only a few classes ({parts}): top1 there measures "
@@ -79,4 +109,4 @@ def coverage_notes(reached: Mapping[str, tuple[int, int]], proxy: bool = False) 
         "measured, and the fold may lose them (PaddleOCR's English recogniser, fitted on 32 lines that "
         "showed 60 of its 97 characters, measured 1.0000 and read no '#' after); samples that show every "
         "class the task needs measure them"
-    ]
+    ] + notes

@@ -87,6 +87,9 @@ class SearchResult:
     unexercised: dict[str, str] = field(default_factory=dict)
     #: output -> (classes the given samples' argmaxes reach, classes it has), where some are not shown
     classes_reached: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: output -> the classes no given sample shows; output -> {class: samples} shown by one or two
+    classes_missing: dict[str, list[int]] = field(default_factory=dict)
+    classes_thin: dict[str, dict[int, int]] = field(default_factory=dict)
     #: the search ran because the fold was asked for no sparsity, target or recipe (:func:`onnxfold.api.default_plan`)
     default: bool = False
     #: why the measurement cannot see the folded channels ('' when it can: :mod:`onnxfold.search.blind`)
@@ -144,6 +147,8 @@ class SearchResult:
             **({"unrounded": self.unrounded} if self.unrounded else {}),
             "unexercised": dict(self.unexercised),
             "classes_reached": {k: list(v) for k, v in self.classes_reached.items()},
+            "classes_missing": dict(self.classes_missing),
+            "classes_thin": {k: {str(c): n for c, n in v.items()} for k, v in self.classes_thin.items()},
             "blind": self.blind,
             "seconds": self.seconds,
             "allocation": dict(self.allocation),
@@ -252,7 +257,7 @@ class SearchResult:
             )
         if measured:
             lines += exercise_notes(self.unexercised, self.metrics, self.proxy)
-            lines += coverage_notes(self.classes_reached, self.proxy)
+            lines += coverage_notes(self.classes_reached, self.proxy, self.classes_missing, self.classes_thin)
         lines += [
             f"note: the recurrent state {o} is judged by {self.metrics[o]}, as auto picks for it, not by the "
             f"metric given for every output: a state's argmax decides nothing (--metric {o}=METRIC judges it so)"
@@ -455,6 +460,8 @@ def search(
         bool(evaluator.chains),
         unexercised=dict(getattr(evaluator, "unexercised", {})),
         classes_reached=dict(getattr(evaluator, "classes_reached", {})),
+        classes_missing=dict(getattr(evaluator, "classes_missing", {})),
+        classes_thin=dict(getattr(evaluator, "classes_thin", {})),
         blind=blind,
         sensitivity_share=limit.measured / max(1, limit.measured + sensitivity_cut),
         kept_whole=kept_whole,
