@@ -89,7 +89,7 @@ def coverage_notes(
         notes.append(
             f"note: some classes are shown by one or two of the given samples ({parts}): the fold is "
             "measured on them by those alone (an ECG beat classifier's PVC class, shown by 1 of 32 samples, "
-            "lost 3% of its beats in a fold that measured 0.98); samples with a few of each class measure them"
+            "saw its recall fall from 0.989 to 0.956 in a fold that met its target); samples with a few of each class measure them"
         )
     if not reached:
         return notes
