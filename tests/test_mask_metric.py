@@ -133,6 +133,33 @@ def test_a_multi_label_taggers_sigmoid_scores_are_judged_by_their_tags_not_their
     assert output_metrics({name: scores}, bounds=bounded_by(classifier), samples=16) == {name: "top1+r2"}
 
 
+def test_sigmoid_scores_that_mark_one_class_a_sample_are_read_by_their_argmax_too() -> None:
+    """A FER CNN's 7 Sigmoid emotions, whose package takes the argmax, marked one class on 26 of 32
+    faces, none on 4: read by their marks alone, a fold that moved one face's argmax between two scores
+    under 0.5 measured "mask 1.0000" (trial 202). Scores that mark one class a sample are a
+    classifier's: top1 reads them with the marks and the values."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 7, 32)
+    scores = rng.uniform(0.0, 0.3, (32, 7))
+    scores[np.arange(28), labels[:28]] = rng.uniform(0.6, 1.0, 28)  # 4 faces mark nothing
+    scores[28:, 0], scores[28:, 1] = 0.40, 0.35  # ... their argmax is class 0, by a little
+    scores[0, (labels[0] + 1) % 7] = 0.7  # one face marks two
+    bounds = {"s": "Sigmoid"}
+    assert output_metrics({"s": scores}, bounds=bounds, samples=32) == {"s": "top1+mask+r2"}
+    assert output_metrics({"s": scores}, bounds=bounds, samples=32, guarded=False) == {"s": "mask+r2"}
+    moved = scores.copy()
+    moved[28, 1] = 0.45  # one unmarked face's argmax moves; no mark does
+    assert fidelity_value("mask", scores, moved) == 1.0
+    assert fidelity_value("top1+mask+r2", scores, moved, 32) == 31 / 32
+    several = scores.copy()
+    several[:8, 6] = 0.9  # a quarter mark two or more: a multi-label tagger's scores
+    assert output_metrics({"s": several}, bounds=bounds, samples=32) == {"s": "mask+r2"}
+    few = scores[:16]  # 14 marks: under mask's 20, the argmax and the values alone
+    assert output_metrics({"s": few}, bounds=bounds, samples=16) == {"s": "top1+r2"}
+    softmax = {"s": "Softmax"}  # not independent probabilities: the classifier's rule as before
+    assert output_metrics({"s": scores}, bounds=softmax, samples=32) == {"s": "top1+r2"}
+
+
 def test_the_bootstrap_of_a_class_map_reads_its_miou() -> None:
     """A Softmax map over classes is judged by the mean over classes of each class's IoU of the
     argmaxes; its bootstrap thresholded both classes' probabilities at 0.5 instead: MTCNN's face map

@@ -111,6 +111,7 @@ from onnxfold.runtime.probability_maps import (
     class_map,
     mask_iou,
     mask_map,
+    one_class_each,
 )
 from onnxfold.runtime.r2 import each_sample, r2
 from onnxfold.runtime.sequences import blank_separated, ctc_like, ctc_paths, sequence_agreement
@@ -373,6 +374,8 @@ def output_metrics(
             and (bounds or {}).get(name) in SIGMOID_OPS
         ):
             chosen = "r2"  # independent probabilities, a multi-label tagger's: no argmax decides (mask below)
+            if guarded and one_class_each(ref, bounds[name]):  # a classifier's, one class a sample
+                chosen = "top1+mask+r2" if mask_map(ref, bounds[name], samples) else GUARDED_TOP1
         if metric == "auto" and chosen == "r2" and binary_score(ref, (bounds or {}).get(name), samples):
             chosen = "binary+r2" if guarded else "binary"
         elif (
