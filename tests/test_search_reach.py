@@ -199,3 +199,39 @@ def test_a_gain_counts_macs_only_where_they_are_counted_reliably() -> None:
     assert said.startswith("the best candidate, 1.4% fewer parameters (MACs not counted reliably)")
     assert "kept whole" in said
     assert below_gain(Candidate(3, 1.0, 900, 900, 0.1, 0.0), 0.02, True, macs_known=False) == ""
+
+
+def test_a_starved_search_gallops_past_a_met_reach_by_doubling_the_saving_then_bisects_back() -> None:
+    from onnxfold.search.bisect import gallop_candidate
+    from onnxfold.search.time_limit import TimeLimit
+
+    path = AllocationPath([], [0] * 100, np.arange(101.0), np.zeros(101))  # one unit saved a step
+    order: list[int] = []
+    tried: dict[int, Candidate] = {}
+    measure = _measure(order, tried, 37)
+    chosen = gallop_candidate(path, measure(5), measure, 0.99, TimeLimit())
+    assert order[:4] == [5, 10, 20, 40]  # twice the saving each time, to the first miss
+    assert chosen.steps == 37 and order[4:] == [30, 35, 37, 38]  # then back between 20 and 40
+    order.clear()
+    measure = _measure(order, {}, 60)
+    assert gallop_candidate(path, measure(60), measure, 0.99, TimeLimit()).steps == 60  # none further
+    assert order == [60, 100, 80, 70, 65, 62, 61]
+    order.clear()
+    spent = TimeLimit(1e-9)
+    assert gallop_candidate(path, tried[5], measure, 0.99, spent).steps == 5 and order == []
+
+
+def test_a_prior_stands_for_the_levels_the_limit_left_unmeasured_in_groups_with_no_miss() -> None:
+    from onnxfold.search.allocate import mostly_unmeasured, with_prior
+
+    levels = [0.25, 0.5, 0.75]
+    blank = GroupCurve("blank", 8, levels, [0.0, 0.0, 0.0], [2, 4, 6], 10.0, unmeasured=list(levels))
+    once = GroupCurve("once", 8, levels, [0.99, 0.0, 0.0], [2, 4, 6], 10.0, unmeasured=levels[1:])
+    missed = GroupCurve("missed", 8, levels, [0.5, 0.0, 0.0], [2, 4, 6], 10.0, unmeasured=levels[1:])
+    got = {c.name: c for c in with_prior([blank, once, missed], 0.95)}
+    assert got["blank"].fidelity == [1 - (2 / 8) ** 2, 1 - (4 / 8) ** 2, 1 - (6 / 8) ** 2]
+    assert got["once"].fidelity == [0.99, 0.75, 1 - (6 / 8) ** 2]  # its measured figure kept
+    assert got["missed"] is missed and blank.fidelity == [0.0, 0.0, 0.0]  # a miss stays; copies
+    assert mostly_unmeasured([blank, blank, once]) and not mostly_unmeasured([blank, once, missed])
+    path = greedy_path(with_prior([blank, once], 0.95), cap=0.75)
+    assert path.removed_at(len(path)) == [6, 6] and len(path) > 0

@@ -184,7 +184,9 @@ def test_the_sensitivity_warns_early_when_its_share_of_the_limit_will_not_do(sam
     assert short[0] == (
         "the sensitivity may not finish: the 6 group levels left need about 60 s (10.0 s each) and 30 s "
         "remain for them (50% of the time limit; the rest is for the candidates), so about 3 will be "
-        "measured. Levels not measured are taken last, as misses are. A group stops at its first miss, so "
+        "measured. Levels not measured are taken last, as misses are (on given samples where most groups "
+        "have none measured, a prior stands for them and candidates measure them). A group stops at its "
+        "first miss, so "
         "all may still fit; --time-limit 180 is enough for all"
     )
     # and the report's time-limit warning at the end says it again (trial 186 read only "a longer --time-limit")
@@ -344,10 +346,7 @@ def test_after_the_limit_the_unchanged_model_is_taken_without_a_measurement(
         np.testing.assert_array_equal(r, g)  # bit for bit: the fidelity 1 it was given
 
 
-def test_a_fidelity_search_leaves_whole_the_groups_the_limit_left_unmeasured(samples, monkeypatch) -> None:
-    """ukis-csmask's data-free search folded two groups that the time limit had left without one
-    measured level (272 -> 88 and 256 -> 80), and they carried its whole task loss; the docs said a
-    group never measured stays whole. A budget still takes them (its cost from the weights)."""
+def _sensitivity_cut_at_its_fourth_check(monkeypatch) -> None:
     checks = [0]
 
     def expired(self, share: float = 1.0) -> bool:  # the sensitivity's share passes at its 4th check
@@ -357,12 +356,51 @@ def test_a_fidelity_search_leaves_whole_the_groups_the_limit_left_unmeasured(sam
         return False
 
     monkeypatch.setattr(TimeLimit, "expired", expired)
-    cut = _search(samples, min_fidelity=0.01, time_limit=1e6)  # any candidate passes: the far end
+
+
+def test_a_data_free_fidelity_search_leaves_whole_the_groups_the_limit_left_unmeasured(monkeypatch) -> None:
+    """ukis-csmask's data-free search folded two groups that the time limit had left without one
+    measured level (272 -> 88 and 256 -> 80), and they carried its whole task loss: the proxy's
+    measurement of a candidate did not see it. A group never measured stays whole there. A budget
+    still takes them (its cost from the weights)."""
+    _sensitivity_cut_at_its_fourth_check(monkeypatch)
+    cut = onnxfold.fold(
+        str(bundled_model("lenet5.onnx")), method="fold", repair="none", round_to=1, validate=False,
+        min_fidelity=0.01, time_limit=1e6,
+    )[1].search  # fmt: skip
     never = [c.name for c in cut.curves if any(c.removed) and set(c.unmeasured) >= set(c.levels)]
     seen = [c.name for c in cut.curves if c.name not in never and any(c.removed)]
-    assert never and seen and cut.met
+    assert cut.proxy and never and seen and cut.met  # any candidate passes: the far end
     assert all(cut.allocation.get(name, 0.0) == 0.0 for name in never)
     assert any(cut.allocation.get(name, 0.0) > 0.0 for name in seen)
+    assert "most groups had no level measured" not in cut.cut_short
+
+
+def test_a_search_the_limit_starved_on_given_samples_measures_the_groups_it_never_reached(
+    samples, monkeypatch
+) -> None:
+    """Trial 198's YOLOX (25.9 s a sensitivity level) measured 8 of its 319 levels in 600 s: its path
+    held the 6 groups measured, the rest whole, and it wrote 0.4% where ``--target-params 0.3`` kept
+    the task at 30.1%. On given samples, where most groups have no level measured, those groups take
+    a prior loss on the path, candidates measure them, and past the estimated reach the search
+    gallops on while time is left."""
+    _sensitivity_cut_at_its_fourth_check(monkeypatch)
+    cut = _search(samples, min_fidelity=0.9, time_limit=1e6, force=True)
+    never = [c.name for c in cut.curves if any(c.removed) and set(c.unmeasured) >= set(c.levels)]
+    assert not cut.proxy and 2 * len(never) > len([c for c in cut.curves if c.channels > 1])
+    assert cut.met and cut.chosen.meets(0.9) and cut.chosen.reduction > 0.3
+    assert any(cut.allocation.get(name, 0.0) > 0.0 for name in never)
+    assert "most groups had no level measured, so the path estimated them" in cut.cut_short
+    on_path = sorted(c.steps for c in cut.candidates if c.measured and not c.detour)
+    assert len(on_path) >= 3 and cut.chosen.steps > on_path[0]  # went on past its first candidate
+    import onnxruntime as ort
+
+    from onnxfold.ir.model import to_model_proto
+
+    feed = {"input": samples.astype(np.float32)}  # the pick's labels, read here
+    ref = ort.InferenceSession(str(bundled_model("lenet5.onnx"))).run(None, feed)[0].argmax(1)
+    got = ort.InferenceSession(to_model_proto(cut.chosen.model).SerializeToString()).run(None, feed)[0]
+    assert np.mean(got.argmax(1) == ref) >= 0.9
 
 
 def test_the_budget_form_stops_correcting_once_the_limit_expires(samples) -> None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -242,6 +242,40 @@ def _removal(groups: Sequence, tensors: dict, removed, copies: frozenset = froze
     return int(
         round(sum(float(np.prod(tensors[n].shape)) * (1.0 - k) for n, k in kept.items() if n not in copies))
     )
+
+
+def mostly_unmeasured(curves: Sequence[GroupCurve]) -> bool:
+    """Whether the time limit left most of the searched groups (two channels or more) with no level
+    measured: a time-starved fidelity search (:func:`with_prior`). Trial 198's YOLOX, 25.9 s a level on a
+    2-core machine, measured 8 of its 319 levels in 600 s; its path held the 6 groups measured, the others
+    whole, and the search wrote 0.4% where ``--target-params 0.3`` wrote 30.1% with the task kept."""
+    searched = [c for c in curves if c.channels > 1]
+    blank = [
+        c
+        for c in searched
+        if all(lv in c.unmeasured for lv, j in zip(c.levels, c.removed, strict=False) if j > 0)
+    ]
+    return 2 * len(blank) > len(searched)
+
+
+def with_prior(curves: Sequence[GroupCurve], target: float) -> list[GroupCurve]:
+    """Copies of ``curves`` where each level the time limit left unmeasured reads the prior fidelity
+    1 − (j/n)² (j of n channels removed) instead of a miss, in groups that measured no miss below
+    ``target``: a time-starved search's path then narrows every group a little before any much, the
+    groups holding more parameters per channel first, and its candidates measure what the sensitivity
+    could not. A level measured keeps its figure (a measured group's losses are mostly smaller, so
+    it goes first); the levels past a measured miss stay misses."""
+    out = []
+    for c in curves:
+        if c.channels < 2 or _first_miss(c, target) < np.inf or not c.unmeasured:
+            out.append(c)
+            continue
+        fidelity = [
+            1.0 - (j / c.channels) ** 2 if lv in c.unmeasured else f
+            for lv, j, f in zip(c.levels, c.removed, c.fidelity, strict=False)
+        ]
+        out.append(replace(c, fidelity=fidelity, unmeasured=list(c.unmeasured)))
+    return out
 
 
 def fixed_groups(groups: Sequence[Any], overrides: Sequence[tuple[str, float]], recipe: Any) -> set[str]:

@@ -84,6 +84,40 @@ def bisect_candidate(
     return max(passing, key=lambda c: (c.reduction, c.fidelity)), True
 
 
+def gallop_candidate(
+    path: AllocationPath,
+    chosen: Candidate,
+    measure: Callable[[int], Candidate],
+    target: float,
+    limit: TimeLimit | PacedLimit,
+) -> Candidate:
+    """Past ``chosen``, met at a time-starved search's estimated reach (its losses mostly a prior,
+    :func:`~onnxfold.search.allocate.with_prior`): the candidate removing twice the estimated saving
+    is measured, and twice that, to the first miss or the path's end, then bisection back between the
+    last met and the first miss, while ``limit`` affords candidates (:data:`MAX_CANDIDATES` in all).
+    Returns the largest met."""
+    lo, hi, spent = chosen.steps, None, 0
+    best = chosen
+
+    def affords() -> bool:
+        return spent < MAX_CANDIDATES and not limit.expired()
+
+    def meets(s: int) -> bool:
+        nonlocal best, spent
+        cand, spent = measure(s), spent + 1
+        if cand.meets(target) and cand.reduction >= best.reduction:
+            best = cand
+        return cand.meets(target)
+
+    while hi is None and lo < len(path) and affords():
+        s = min(len(path), max(lo + 1, path.steps_for(2 * path.saved[lo])))
+        lo, hi = (s, None) if meets(s) else (lo, s)
+    while hi is not None and hi - lo > 1 and affords():
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if meets(mid) else (lo, mid)
+    return best
+
+
 def beside_gain(share: float, gain: float) -> str:
     """``share`` as a percentage read beside ``--min-gain`` ``gain``: to two decimals where one would
     show it equal to the gain it falls short of or passes ("a candidate short of --min-gain 0.02, 2.0%

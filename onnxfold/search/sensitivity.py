@@ -90,7 +90,8 @@ def _forecast(
     log.warning(
         "the sensitivity may not finish: the %d group levels left%s need about %.0f s (%.1f s each) and "
         "%.0f s remain for them (%.0f%% of the time limit; the rest is for the candidates), so about %d "
-        "will be measured. Levels not measured are taken last, as misses are. A group stops at its first "
+        "will be measured. Levels not measured are taken last, as misses are (on given samples where most "
+        "groups have none measured, a prior stands for them and candidates measure them). A group stops at its first "
         "miss, so all may still fit; --time-limit %.0f is enough for all",
         left,
         rate,

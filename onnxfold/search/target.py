@@ -45,8 +45,14 @@ from onnxfold.report.fold_report import stats_of
 from onnxfold.report.progress import progress_bar
 from onnxfold.report.table import percent
 from onnxfold.runtime.fidelity import OutputFidelity
-from onnxfold.search.allocate import AllocationPath, fixed_groups, greedy_path
-from onnxfold.search.bisect import GainFloor, below_gain, bisect_candidate, detour_candidate
+from onnxfold.search.allocate import AllocationPath, fixed_groups, greedy_path, mostly_unmeasured, with_prior
+from onnxfold.search.bisect import (
+    GainFloor,
+    below_gain,
+    bisect_candidate,
+    detour_candidate,
+    gallop_candidate,
+)
 from onnxfold.search.blind import blind_advice, blind_reason
 from onnxfold.search.budget import budget_candidate, budget_note, compute_note, params_saved
 from onnxfold.search.candidates import Candidate, measured, next_key
@@ -58,7 +64,7 @@ from onnxfold.search.misses import next_missed_lines
 from onnxfold.search.regression import default_note
 from onnxfold.search.result_text import bound_text, goal, per_outputs
 from onnxfold.search.sensitivity import GroupCurve, sensitivity
-from onnxfold.search.time_limit import PacedLimit, TimeLimit, sensitivity_cut_notes
+from onnxfold.search.time_limit import STARVED, PacedLimit, TimeLimit, sensitivity_cut_notes
 from onnxfold.search.uniform import uniform_rival
 
 log = logging.getLogger(__name__)
@@ -226,11 +232,8 @@ class SearchResult:
             bare = self.chosen.reduction < 0.01
             # most groups never measured: the allocation rests on a few (a ViT's 11 of 135)
             sparse = self.sensitivity_share < 0.5
-            better = (
-                "a smaller model"
-                if self.mode == "min_fidelity"
-                else "a model closer to the original at that size"
-            )
+            better = "a model closer to the original at that size"
+            better = "a smaller model" if self.mode == "min_fidelity" else better
             lines.append(
                 f"{'warning' if bare or sparse else 'note'}: {self.cut_short}; a longer --time-limit may find {better}"
                 + (
@@ -299,6 +302,7 @@ def search(
     min_gain: float = 0.0,
     input_params: int = 0,
     prepared_s: float = 0.0,
+    unjudged: Callable[[dict[str, float]], tuple[Model, dict]] | None = None,
 ) -> SearchResult:
     """Run the search on the canonicalized ``model``. ``build(allocation)`` returns a new folded (repaired,
     cleaned) copy and the pass data it left. See the module docstring. ``refine``: a costlier build of the
@@ -309,7 +313,10 @@ def search(
     again). ``shapes``: the input shapes MACs are counted at (``--input-shape``). ``min_gain``: a met
     ``min_fidelity`` pick that removes less of the parameters gives way to the unchanged model (measured
     once by the bisection already). ``input_params``: the input's parameters, which the notes count
-    reductions from as the report does. ``prepared_s``: what the evaluator's preparation took of ``limit``."""
+    reductions from as the report does. ``prepared_s``: what the evaluator's preparation took of ``limit``.
+    ``unjudged``: ``build`` without ``auto``'s measured choice of each group's method (its estimate
+    chooses), which a time-starved fidelity search builds with: judging a group took three of the four
+    runs of a sensitivity level on a YOLOX, and its path's unmeasured groups would each be judged."""
     start = time.perf_counter()
     limit = limit if limit is not None else TimeLimit()
     base = base if base is not None else stats_of(model, shapes=shapes)
@@ -339,10 +346,23 @@ def search(
     round_to = fold_opts["round_to"]
     by = "macs" if mode == "target_macs" else "params"
     fidelity = target if mode == "min_fidelity" else None  # its path goes short of the misses first
-    path = greedy_path(curves, cap, by, round_to, unmeasured_whole=fidelity is not None, target=fidelity)
+    # time-starved on given samples: the groups never measured take a prior, and candidates measure them
+    starved = fidelity is not None and sensitivity_cut and not evaluator.proxy and mostly_unmeasured(curves)
+    path = greedy_path(
+        with_prior(curves, target) if starved else curves,
+        cap,
+        by,
+        round_to,
+        unmeasured_whole=fidelity is not None and not starved,
+        target=fidelity,
+    )
+    if starved and unjudged is not None:
+        build = unjudged
     log.info("search: %d groups searched, path of %d channel steps", len(path.curves), len(path))
     tried: dict[int, Candidate] = {}
-    paced = PacedLimit(limit, lambda steps: level_s * (1 + path.unjudged_at(steps)))  # see PacedLimit
+    paced = PacedLimit(  # see PacedLimit; a starved search's candidates are not judged
+        limit, lambda steps: level_s * (2 if starved else 1 + path.unjudged_at(steps))
+    )
 
     def measure(steps: int, route: AllocationPath | None = None) -> Candidate:
         """The candidate ``steps`` along the path, or along a detour ``route`` (keyed past the path)."""
@@ -388,6 +408,9 @@ def search(
             if sensitivity_cut and len(path):  # time-starved: first where the losses say it holds
                 reach = min(reach or len(path), max(1, step, path.estimated_reach(target)))
             chosen, met = bisect_candidate(path, measure, tried, target, paced, unchanged, step, reach)
+            beyond = [s for s in tried if chosen.steps < s <= len(path)]  # measured past the pick
+            if starved and met and chosen.steps < len(path) and not beyond:  # past the estimate
+                chosen = gallop_candidate(path, chosen, measure, target, paced)
             if met and chosen.steps < len(path) and not chosen.allocation:  # past a step that missed
                 chosen = detour_candidate(path, chosen, tried, lambda r, s: measure(s, r), target, paced)
             kept_whole = (
@@ -408,7 +431,7 @@ def search(
         )
         if rival is not None:
             chosen, met, kept_whole = rival, True, ""
-    cut = sensitivity_cut_notes(limit, sensitivity_cut, prepared_s)
+    cut = sensitivity_cut_notes(limit, sensitivity_cut, prepared_s) + [STARVED] * bool(starved)
     if len(path) and limit.seconds and not any(c.measured for c in tried.values()) and not paced.expired():
         cut.append("the time left could not afford one candidate")  # PP-OCRv6 det: at 210 s of 480
     if paced.expired():  # as the bisection (or the budget's corrections) ended

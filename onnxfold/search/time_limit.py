@@ -104,6 +104,14 @@ class PacedLimit:
         return self.limit.left() >= self.estimate(steps)
 
 
+#: what a time-starved search on given samples did (:func:`~onnxfold.search.allocate.mostly_unmeasured`), in the
+#: time-limit warning
+STARVED = (
+    "most groups had no level measured, so the path estimated them (fidelity 1 - (j/n)^2, j of n channels "
+    "removed) and whole candidates measured them, each group's method chosen by its estimated error"
+)
+
+
 def sensitivity_cut_notes(limit: TimeLimit, skipped: int, prepared_s: float = 0.0) -> list[str]:
     """The time-limit warning's words for a sensitivity the limit cut (none when it measured every
     level): its share, the measurements skipped, and what the preparation took where it took a
