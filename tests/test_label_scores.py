@@ -69,3 +69,44 @@ def test_labels_one_class_on_the_proxy_are_judged_by_their_scores(tmp_path: Path
     ss_res = ((want - got) ** 2).sum(axis=(0, 2, 3))
     ss_tot = ((want - want.mean(axis=(0, 2, 3), keepdims=True)) ** 2).sum(axis=(0, 2, 3))
     assert (1.0 - ss_res / ss_tot).min() > 0.7, text  # r2 per class on new random inputs
+
+
+def _saturating(scale: float) -> onnx.ModelProto:
+    """x [N, 6] -> Relu(MatMul 6->16) -> MatMul 16->4 (times ``scale``) -> Softmax: at scale 60 its
+    margins run to hundreds of nats, and most rows' probabilities read exact 0s and a 1."""
+    rng = np.random.default_rng(2)
+    net = Net({"w1": rnd(rng, 6, 16), "w2": (scale * rnd(rng, 16, 4)).astype(np.float32)})
+    h = net("Relu", net("MatMul", net.input("x", ["N", 6]), "w1"))
+    return net.model(net("Softmax", net("MatMul", h, "w2"), axis=1))
+
+
+def test_probabilities_that_saturate_are_judged_by_their_logits_too() -> None:
+    """MEGnet's ICA labeller (trial 204) read probabilities of exactly 0 and 1: a fold measured "top1
+    1.0000, r2 1.0000" on 32 samples and changed 7-12% of new components' labels. Where a Softmax's
+    probabilities underflow to 0 in half of the rows, the logits it reads are judged by r2 too."""
+    from onnxfold.search import Evaluator
+    from onnxfold.search.label_scores import saturated, softmax_logits
+
+    x = {"x": np.random.default_rng(3).standard_normal((32, 6)).astype(np.float32)}
+    model = _saturating(60.0)
+    (out,) = [o.name for o in model.graph.output]
+    (logits,) = [n.input[0] for n in model.graph.node if n.op_type == "Softmax"]
+    assert softmax_logits(model) == {out: logits}
+    probs = ort.InferenceSession(model.SerializeToString()).run(None, x)[0]
+    assert saturated(probs) and not saturated(
+        ort.InferenceSession(_saturating(1.0).SerializeToString()).run(None, x)[0]
+    )
+    evaluator = Evaluator(model, x)
+    assert evaluator.scores == {out: logits} and evaluator.metrics[logits] == "r2"
+    assert (
+        f"{out}'s probabilities saturate (exact 0s), so its logits {logits} are judged"
+        in evaluator.describe()
+    )
+    shrunk = _saturating(42.0)  # every margin 0.7 times as wide: no label moves, no probability shows it
+    got = ort.InferenceSession(shrunk.SerializeToString()).run(None, x)[0]
+    assert (got.argmax(1) == probs.argmax(1)).all()
+    fidelity, outputs = evaluator(shrunk)
+    by_name = {o.name: o.value for o in outputs}
+    assert by_name[out] > 0.99 and by_name[logits] < 0.95 and fidelity == by_name[logits]
+    tame = Evaluator(_saturating(1.0), x)  # probabilities that keep their margins: judged as before
+    assert tame.scores == {} and logits not in tame.metrics and "saturate" not in tame.describe()

@@ -43,7 +43,7 @@ from onnxfold.runtime.padding import padded_tags, padding_mask
 from onnxfold.runtime.producers import as_scores, free_last_axes, producers_of, quantized_outputs
 from onnxfold.runtime.sequences import sample_axis
 from onnxfold.runtime.session import measurement_session
-from onnxfold.search.label_scores import SCORES_METRIC, exposed, scores_behind
+from onnxfold.search.label_scores import SCORES_METRIC, exposed, saturated, scores_behind, softmax_logits
 from onnxfold.search.proxy_shapes import proxy_shapes
 
 log = logging.getLogger(__name__)
@@ -165,6 +165,9 @@ class Evaluator:
         # label output -> the scores behind it, judged too where the proxy leaves the labels one class
         # (:mod:`onnxfold.search.label_scores`; ``scores`` given: exactly these)
         wanted = (scores_behind(original) if self.proxy else {}) if scores is None else dict(scores)
+        #: a Softmax output -> its logits, judged too where its probabilities saturate (label_scores.saturated)
+        self.logits = softmax_logits(original) if scores is None else {}
+        wanted.update(self.logits)
         sess = _session(exposed(original, wanted.values()) if wanted else original)
         self.synthetic = synthetic
         self.unsynthesised = ""  #: why the proxy is random, not DeepInversion's (set by the search)
@@ -334,9 +337,11 @@ class Evaluator:
             lab: sc
             for lab, sc in wanted.items()
             if lab in self.metrics
-            and (given or lab in self.unexercised)
+            and (saturated(self.reference[lab]) if lab in self.logits else given or lab in self.unexercised)
             and not (self.chains or self.extra_runs)
         }
+        #: the Softmax outputs whose logits are judged, for :meth:`describe`
+        self.saturated = [lab for lab in judged if lab in self.logits]
         for sc in set(wanted.values()) - set(judged.values()):
             self.names = [n for n in self.names if n != sc]
             for table in (self.reference, self.metrics, self.unexercised):
@@ -460,6 +465,11 @@ class Evaluator:
             text = f"data-free proxy: {n} random samples{shapes}{why}"
         else:
             text = f"{n} given samples"
+        for name in getattr(self, "saturated", []):  # MEGnet's 0s and 1s measured top1 1.0000 (trial 204)
+            text += (
+                f"; {name}'s probabilities saturate (exact 0s), so its logits {self.scores[name]} are "
+                "judged by r2 too"
+            )
         if self.coupled:
             text += f", run whole: the model's batch rows are not independent samples ({self.coupled})"
         streams = [c for c in self.chains if len(c) > 1]
