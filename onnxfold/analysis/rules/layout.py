@@ -356,7 +356,11 @@ def shape_(walk: Analysis, node: gs.Node) -> None:
         return
     dims = list(range(start, min(end, lay.rank)))
     reader = channel_reader(node.outputs[0], dims.index(lay.axis), len(dims))
-    if reader is not None and not expands_as(reader, node):
+    if (
+        reader is not None
+        and not expands_as(reader, node)
+        and not resizes_itself(reader, node, walk.graph.outputs)
+    ):
         message = f"Shape {node.name} reads the channel count (into {reader.op} {reader.name})"
         walk.block(lay, BlockReason(SHAPE_READ, message, node.name))
 
@@ -379,6 +383,36 @@ def expands_as(reader: gs.Node, shape: gs.Node) -> bool:
         user.op in ("Mul", "Add", "Sub", "Div") and any(i is x for i in user.inputs)
         for user in reader.outputs[0].outputs
     )
+
+
+def resizes_itself(reader: gs.Node, shape: gs.Node, outputs: list[gs.Tensor]) -> bool:
+    """Whether ``reader`` is torch's ``F.interpolate(x, size=...)`` sizes: a Concat whose first part is
+    ``Shape(x)`` from dim 0 (the batch and the channels) and whose output, through Casts, only the
+    ``sizes`` of Resizes of x itself read (no graph output). The channel entry stays at the channel axis and sizes x's own
+    channels, so the count read at run time is the folded one (XFeat's fusion stage, trial 205: its
+    64-channel group, the heaviest by compute, was blocked)."""
+    x = shape.inputs[0]
+    if (
+        reader.op != "Concat"
+        or int(shape.attrs.get("start", 0)) != 0
+        or reader.inputs[0] is not shape.outputs[0]
+    ):
+        return False
+    if not all(isinstance(i, gs.Constant) for i in reader.inputs[1:]):  # the other dims given
+        return False
+    sizes, seen = [reader.outputs[0]], 0
+    while sizes and seen < 8:
+        t, seen = sizes.pop(), seen + 1
+        if any(t is o for o in outputs):  # the count leaves the graph
+            return False
+        for user in t.outputs:
+            if user.op in ("Cast", "Identity"):
+                sizes.append(user.outputs[0])
+            elif not (
+                user.op == "Resize" and len(user.inputs) > 3 and user.inputs[3] is t and user.inputs[0] is x
+            ):
+                return False
+    return not sizes
 
 
 def channel_reader(t: gs.Tensor, entry: int, length: int, depth: int = 0) -> gs.Node | None:
