@@ -38,6 +38,24 @@ class Ticks:
         return self.now
 
 
+def test_the_limit_of_a_second_search_is_told_as_the_user_gave_it() -> None:
+    """Trial 204 asked --time-limit 300 and read "the time limit (172.414 s) cut the search short" after
+    the search at exact widths, and "--time-limit 240 is enough for all", less than it had given."""
+    clock = Ticks()
+    first = TimeLimit(300.0, clock)
+    assert first.told() == "300 s"
+    clock.now += 126.5  # the rounded search's share
+    rest = first.rest()
+    assert rest.seconds == 172.5 and rest.before == 129.5  # each reading of Ticks moves it on by 1
+    assert rest.told() == "300 s, 172 s of it left for the search at exact widths"
+    assert TimeLimit().rest().told() == "0 s"  # no limit: nothing spent before counts
+    from onnxfold.search.sensitivity import _forecast
+
+    rest.measured, rest.read = 5, rest.start + 50.0  # 12.5 s a level: 100 more need 1250 s
+    _forecast(rest, rest.start, 100)
+    assert rest.enough == 2760.0  # 129.5 s before it, and (50 + 1250) s as the sensitivity's half
+
+
 def test_a_limit_that_is_never_reached_and_no_limit_never_expire() -> None:
     assert not TimeLimit(0.0, Ticks()).expired()  # 0: no limit, however long it runs
     limit = TimeLimit(5.0, Ticks())

@@ -121,12 +121,12 @@ def _check_writable(result, mode: str, asked: float, limit, prepared_s: float) -
             else f"left {limit.left():.0f} s, too little for another candidate by the times measured,"
         )
         when = (
-            f"the time limit ({limit.seconds:g} s) {ended} after {len(measured)} candidate"
+            f"the time limit ({limit.told()}) {ended} after {len(measured)} candidate"
             f"{'s' if len(measured) > 1 else ''}, none meeting the target (the closest, "
             f"{closest.reduction:.1%} fewer parameters, measured {closest.fidelity:.4f}"
             f"{_unexercised_worst(closest, result.unexercised)}), before a smaller one was measured"
             if closest is not None
-            else f"the time limit ({limit.seconds:g} s) passed before any candidate was measured"
+            else f"the time limit ({limit.told()}) passed before any candidate was measured"
             if limit.left() <= 0
             else f"no candidate was measured: the {limit.left():.0f} s left of the search's "
             f"{limit.budget:.0f} s (the time limit less {limit.reserve:.0f} s kept for validation) "

@@ -79,7 +79,7 @@ def _forecast(
     if need <= room:
         return
     pace = need / max(1, left)
-    enough = (now - limit.start + left * pace) / SENSITIVITY_SHARE + limit.reserve
+    enough = limit.before + (now - limit.start + left * pace) / SENSITIVITY_SHARE + limit.reserve
     rate = (  # "(0 of 3)" alone read as a riddle (trial 200)
         f" (expected from the misses so far, {likely[0]} in {likely[1]} levels measured, since a group "
         "stops at its first miss)"

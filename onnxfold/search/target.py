@@ -490,7 +490,5 @@ def search(
         kept_whole=kept_whole,
         states_left=list(getattr(evaluator, "states_left", [])),
         held_out=0 if (unseen := getattr(evaluator, "unseen", None)) is None else len(unseen),
-        cut_short=f"the time limit ({limit.seconds:g} s) cut the search short: " + ", ".join(cut)
-        if cut
-        else "",
+        cut_short=f"the time limit ({limit.told()}) cut the search short: " + ", ".join(cut) if cut else "",
     )

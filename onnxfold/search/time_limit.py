@@ -39,6 +39,8 @@ class TimeLimit:
         self.read = self.start  # the clock at the last check
         self.reserve = 0.0
         self.enough = 0.0  # a limit the sensitivity's forecast found enough for all of it (0: none made)
+        self.before = 0.0  # seconds of the user's limit spent before this one began (:meth:`rest`)
+        self.given = self.seconds  # the user's limit
 
     def keep(self, seconds: float) -> None:
         """Keep ``seconds`` of the limit for the work after the search, at most
@@ -68,7 +70,16 @@ class TimeLimit:
         :mod:`onnxfold.search.exact_widths`); no limit where this one has none."""
         rest = TimeLimit(max(0.0, self.left()) + self.reserve if self.seconds > 0 else 0.0, self.clock)
         rest.reserve = self.reserve if self.seconds > 0 else 0.0
+        rest.before = self.before + (self.clock() - self.start if self.seconds > 0 else 0.0)
+        rest.given = self.given
         return rest
+
+    def told(self) -> str:
+        """The limit as the user gave it, and where a second search runs on the :meth:`rest`, what it
+        had of it: trial 204's 300 s read "the time limit (172.414 s) cut the search short"."""
+        if not self.before:
+            return f"{self.seconds:g} s"
+        return f"{self.given:g} s, {self.seconds:.0f} s of it left for the search at exact widths"
 
 
 class PacedLimit:
