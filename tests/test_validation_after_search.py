@@ -89,3 +89,18 @@ def test_a_fold_right_after_a_search_in_a_pipeline_configures_its_candidates(sam
     folded = [g for g in data["groups"] if g["status"] == "folded"]
     assert folded and all(g["method"] == "l2" for g in folded), folded
     assert passes["validate"]["stats"]["target_kept"] >= 0.9
+
+
+def test_validation_says_which_given_samples_it_ran_on(samples, tmp_path: Path) -> None:
+    """Trial 204 read validation's max_abs 8.4e-05, on the 32 samples its search had chosen on, as a
+    figure for any input: the header names them."""
+    model, feed = str(bundled_model("lenet5.onnx")), {"input": samples}
+    searched = onnxfold.fold(model, output=tmp_path / "a.onnx", inputs=feed, min_fidelity=0.95)[1]
+    text = searched.format()
+    assert (
+        "validation (CPUExecutionProvider, on the 32 given samples, the ones the search measured on):" in text
+    )
+    fixed = onnxfold.fold(model, output=tmp_path / "b.onnx", inputs=feed, sparsity=0.3)[1].format()
+    assert "validation (CPUExecutionProvider, on the 32 given samples):" in fixed
+    free = onnxfold.fold(model, output=tmp_path / "c.onnx", sparsity=0.3)[1].format()
+    assert "validation (CPUExecutionProvider):" in free and "(random inputs, 2 of them" in free

@@ -162,6 +162,17 @@ class FoldReport:
             (r.stats.get("mode", "static") for r in self.passes if r.name == "quantize" and r.modified), ""
         )
 
+    def _validated_on(self) -> str:
+        """The given samples validation ran on, where it says no more of them (trial 204 read max_abs
+        8.4e-05 on the 32 samples its search had chosen on as a figure for any input)."""
+        v = self.validation
+        if v.seed is not None or v.source is not None or not v.samples:
+            return ""
+        searched = self.search is not None and not getattr(self.search, "proxy", True)
+        return f", on the {v.samples} given samples" + (
+            ", the ones the search measured on" if searched else ""
+        )
+
     def to_dict(self) -> dict:
         return {
             "source": self.source,
@@ -304,7 +315,9 @@ class FoldReport:
         if dequantized and not (self.kept_given or self.quantized_mode):  # the float fold written
             parts += filter(None, [float_again_line(self.before, self.after)])
         if self.validation is not None:
-            parts.append(f"\nvalidation ({self.validation.provider}):\n{self.validation.summary()}")
+            parts.append(
+                f"\nvalidation ({self.validation.provider}{self._validated_on()}):\n{self.validation.summary()}"
+            )
             latency = getattr(self.validation, "latency", None)
             if latency is not None:
                 parts.append(latency.summary())
