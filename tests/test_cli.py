@@ -188,6 +188,8 @@ def test_bad_input_fails_cleanly(name: str, exported, tmp_path: Path, capsys) ->
         assert "escapes" in err
     if name == "dynamo-data-deleted":
         assert "missing" in err
+    if name in ("dynamo-data-deleted", "location-escapes", "location-absolute"):
+        assert "searching" not in out  # the data file's error alone, not after the search's first line
 
 
 @pytest.mark.parametrize("name", ["truncated-model", "sparsity-abc", "location-escapes"])

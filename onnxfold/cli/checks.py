@@ -70,6 +70,31 @@ _WEIGHT_TYPES = {
 }
 
 
+def check_external_data(path: str | Path) -> None:
+    """A one-line error, before anything is announced, where a tensor's external data file is missing
+    or lies outside the model's folder (trial 203 read "searching for the smallest model ..." first);
+    read from the protobuf alone, and only where it is small enough to read twice."""
+    from onnxfold.errors import ModelError
+    from onnxfold.ir.external import resolve_external_path
+    from onnxfold.ir.proto_graph import walk_graphs
+
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size >= ANNOUNCE_CHECK_BYTES:
+        return
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - the model's own load says what is wrong with it
+        return
+    for graph in walk_graphs(model.graph):
+        for t in graph.initializer:
+            if t.data_location == onnx.TensorProto.EXTERNAL:
+                where = {e.key: e.value for e in t.external_data}.get("location", "")
+                try:
+                    resolve_external_path(path.parent, where)
+                except ModelError as exc:
+                    raise CliError(f"{path}: {exc}") from None
+
+
 def weightless(path: str | Path) -> str:
     """Why a model cannot fold at all, read from its protobuf alone: it stores no weight tensor (no
     float or 8-bit initializer or Constant of two values or more, in any graph or subgraph), so there

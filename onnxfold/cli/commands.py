@@ -11,7 +11,14 @@ import logging
 import sys
 from pathlib import Path
 
-from onnxfold.cli.checks import announce_search, check_paths, check_targets, data_free_line, weightless
+from onnxfold.cli.checks import (
+    announce_search,
+    check_external_data,
+    check_paths,
+    check_targets,
+    data_free_line,
+    weightless,
+)
 from onnxfold.cli.parser import (
     DELEGATED_BENCHES,
     EXIT_INTERNAL,
@@ -84,6 +91,7 @@ def cmd_fold(args: argparse.Namespace) -> int:
         return _as_given(args, why)
     if args.calibration and not Path(args.calibration).exists():
         raise CliError(f"calibration data {args.calibration}: no such file or folder")
+    check_external_data(args.model)
     announce_search(args, inputs is not None)
     try:
         _, report = fold(
