@@ -142,3 +142,33 @@ def test_a_logged_step_of_known_length_says_how_long_it_has_left(monkeypatch) ->
     ), lines
     assert lines[4] == "onnxfold: auto: judging: 4/4 groups [00:00]"  # done: nothing left to tell
     assert lines[-1] == "onnxfold: candidates: 1 candidates [00:00]"
+
+
+def test_a_step_the_time_limit_will_cut_says_when_it_cuts_it(monkeypatch) -> None:
+    """A YOLOX's sensitivity read "about 1:04:36 left" with 3 minutes of its share of the time limit to
+    go (trial 204 read its "about 04:22 left" end 16 s later): where the rate would run past the
+    deadline, the line gives the deadline."""
+    import time
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    for _ in progress.progress_bar(range(100), desc="sensitivity", unit="level", deadline=lambda: 150.0):
+        time.sleep(0.01)  # 100 levels at 0.01 s: under a second, well within the 150 s
+        if stream.getvalue().count("\n") >= 3:
+            break
+    for _ in progress.progress_bar(range(4000), desc="slow", unit="level", deadline=lambda: 150.0):
+        time.sleep(0.01)  # 4000 levels at 0.01 s: 40 s, still within it
+        if stream.getvalue().count("\n") >= 8:
+            break
+    for _ in progress.progress_bar(range(10**6), desc="cut", unit="level", deadline=lambda: 150.0):
+        time.sleep(0.01)  # 10^6 levels at 0.01 s: hours, past the 150 s
+        if stream.getvalue().count("\n") >= 12:
+            break
+    lines = stream.getvalue().splitlines()
+    assert all(
+        "before the time limit" not in line for line in lines if ": slow:" in line or "sensitivity" in line
+    )
+    cut = [line for line in lines if ": cut:" in line and "left" in line]
+    assert cut and all(line.endswith("about 02:30 left before the time limit cuts it]") for line in cut), cut

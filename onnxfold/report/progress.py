@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 from tqdm import tqdm
@@ -62,11 +62,16 @@ class _Lines:
 
 
 def progress_bar(
-    iterable: Iterable[T] | None = None, desc: str = "", total: int | None = None, unit: str = "it"
+    iterable: Iterable[T] | None = None,
+    desc: str = "",
+    total: int | None = None,
+    unit: str = "it",
+    deadline: Callable[[], float] | None = None,
 ) -> tqdm:
     """A tqdm bar over ``iterable`` (or one updated by hand when it is None), with the rules above. A
     log line counts against the iterable's length where it has one ("26/56 groups": a trial read
-    "51 groups" of a model with 30 foldable ones and took it for a miscount)."""
+    "51 groups" of a model with 30 foldable ones and took it for a miscount). ``deadline``: the seconds
+    until a time limit cuts the step, which a log line gives where its rate would run past them."""
     if total is None and iterable is not None and hasattr(iterable, "__len__"):
         total = len(iterable)
     off = disabled_by_env()
@@ -79,7 +84,7 @@ def progress_bar(
             disable=True if off else None,
             delay=DELAY_S,
         )
-    return _LogBar(
+    bar = _LogBar(
         iterable,
         desc=desc,
         total=total,
@@ -94,6 +99,8 @@ def progress_bar(
             "{left}", LEFT if total else ""
         ),
     )
+    bar.deadline = deadline
+    return bar
 
 
 class _LogBar(tqdm):
@@ -101,9 +108,25 @@ class _LogBar(tqdm):
     the step is done (a sensitivity cut short read "545/545 ... about 00:00 left, cut by the time
     limit")."""
 
+    deadline: Callable[[], float] | None = None
+
+    @property
+    def format_dict(self) -> dict:
+        found = super().format_dict
+        if self.deadline is not None:
+            found["cut_in"] = self.deadline()
+        return found
+
     @staticmethod
-    def format_meter(n, total, elapsed, *args, bar_format=None, **kwargs) -> str:
+    def format_meter(n, total, elapsed, *args, bar_format=None, cut_in=None, **kwargs) -> str:
+        """``cut_in``: seconds until the time limit cuts the step; where the rate would run past them,
+        the line gives them instead (a YOLOX's sensitivity read "about 1:04:36 left" with 3 minutes of
+        its share to go)."""
+        rate = kwargs.get("rate") or (n / elapsed if elapsed else None)
         if total and n >= total and bar_format:
             bar_format = bar_format.replace(LEFT, "")
+        elif bar_format and cut_in is not None and rate and (total - n) / rate > cut_in:
+            cut = tqdm.format_interval(max(0, int(cut_in)))
+            bar_format = bar_format.replace(LEFT, f", about {cut} left before the time limit cuts it")
         line = tqdm.format_meter(n, total, elapsed, *args, bar_format=bar_format, **kwargs)
         return line.replace(LEFT.format(remaining="?"), "")

@@ -262,7 +262,10 @@ def sensitivity(
     started: float | None = None
     sized: list[float] = []  # seconds each group's first measurement spent on its shapes and size
     # one step a group and level: ukis-csmask's "3/200 groups" had 40 groups at 5 levels
-    with progress_bar(desc="sensitivity", total=len(eligible) * len(levels), unit="group level") as bar:
+    share_left = None if limit is None or limit.seconds <= 0 else limit.share_left  # for the log's "left"
+    with progress_bar(
+        desc="sensitivity", total=len(eligible) * len(levels), unit="group level", deadline=share_left
+    ) as bar:
         for index, level in enumerate(levels):
             if out_of_time():  # every group's level as after a miss
                 timed_out |= eligible - missed

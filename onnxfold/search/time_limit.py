@@ -61,6 +61,10 @@ class TimeLimit:
         self.read = self.clock()
         return self.read - self.start >= share * self.budget
 
+    def share_left(self, share: float = SENSITIVITY_SHARE) -> float:
+        """Seconds until ``share`` of the budget has passed (the sensitivity's, by default)."""
+        return share * self.budget - (self.clock() - self.start)
+
     def left(self) -> float:
         """Seconds left of the budget (infinite without a limit)."""
         return self.budget - (self.clock() - self.start) if self.seconds > 0 else float("inf")
