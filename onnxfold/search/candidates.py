@@ -92,10 +92,29 @@ def refined(
     chosen: Candidate, built: tuple[Model, dict], evaluator: Evaluator, base, shapes: dict | None = None
 ) -> Candidate | None:
     """The refined build as a candidate when it measures at least as well as ``chosen`` with no more
-    parameters, else None."""
+    parameters (:func:`as_well`), else None."""
     cand = measured(chosen.steps, built, evaluator, base, shapes)
-    if cand.fidelity < chosen.fidelity or cand.params > chosen.params:
+    if not as_well(cand, chosen) or cand.params > chosen.params:
         return None
     cand.data = {**cand.data, "refined_from": chosen.fidelity}  # the first fit's, which progress showed
     cand.allocation = chosen.allocation
     return cand
+
+
+def as_well(cand: Candidate, than: Candidate) -> bool:
+    """Whether ``cand`` measures at least as well as ``than``: its fidelity is no lower, or where
+    counts over samples (top1's k of n) are all it loses, by one sample on an output at most, and its
+    continuous figures (r2, mask) are all at least as high. One sample of 32 is no evidence: a FER
+    CNN's refit read top1 31 of 32 beside r2 0.9848 (0.9821 first) and was dropped, where on 500 faces
+    it kept 99.4% of the labels and the first fit 94.6% (trial 202)."""
+    if cand.fidelity >= than.fidelity:
+        return True
+    mine = {(o.name, o.metric): o for o in cand.outputs}
+    theirs = {(o.name, o.metric): o for o in than.outputs}
+    if not mine or mine.keys() != theirs.keys() or all(o.samples for o in theirs.values()):
+        return False
+    for key, o in theirs.items():
+        slack = 1.0 / o.samples if o.samples else 0.0
+        if mine[key].value < o.value - slack - 1e-12:
+            return False
+    return True
