@@ -178,7 +178,11 @@ class SearchResult:
         elif not blind:
             shown += unexercised_low(self.chosen.outputs, self.unexercised)
             if (first := self.chosen.data.get("refined_from")) is not None:  # trial 127 read two figures
-                lower = ", a sample more agreeing, the rest lower" if first > self.chosen.fidelity else ""
+                lower = (
+                    ", one sample more agreeing there, every other figure lower"
+                    if first > self.chosen.fidelity
+                    else ""
+                )
                 shown += f" (its widths refitted group by group: {first:.4f} at the first fit{lower})"
         once = self.stored_once()  # sudachi's ALBERT read "29.6% fewer parameters", all of them that
         stored = "all" if not self.chosen.steps else f"{once:.1%}"
