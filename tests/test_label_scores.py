@@ -108,5 +108,9 @@ def test_probabilities_that_saturate_are_judged_by_their_logits_too() -> None:
     fidelity, outputs = evaluator(shrunk)
     by_name = {o.name: o.value for o in outputs}
     assert by_name[out] > 0.99 and by_name[logits] < 0.95 and fidelity == by_name[logits]
+    masked = probs.copy()  # zeros a mask of -inf makes: no r2 reads such logits
+    assert not saturated(masked, np.where(masked == 0, -np.inf, 1.0)) and saturated(
+        masked, np.zeros_like(masked)
+    )
     tame = Evaluator(_saturating(1.0), x)  # probabilities that keep their margins: judged as before
     assert tame.scores == {} and logits not in tame.metrics and "saturate" not in tame.describe()

@@ -337,7 +337,11 @@ class Evaluator:
             lab: sc
             for lab, sc in wanted.items()
             if lab in self.metrics
-            and (saturated(self.reference[lab]) if lab in self.logits else given or lab in self.unexercised)
+            and (
+                saturated(self.reference[lab], self.reference.get(sc))
+                if lab in self.logits
+                else given or lab in self.unexercised
+            )
             and not (self.chains or self.extra_runs)
         }
         #: the Softmax outputs whose logits are judged, for :meth:`describe`

@@ -51,14 +51,17 @@ def softmax_logits(model: Model | onnx.ModelProto) -> dict[str, str]:
     return found
 
 
-def saturated(probabilities: np.ndarray) -> bool:
+def saturated(probabilities: np.ndarray, logits: np.ndarray | None = None) -> bool:
     """Whether a Softmax's probabilities [B, C] hold an exact 0 in at least half of their rows: a class
     below the winner by 88 nats or more (float32's exp underflows there), so a margin shrinking by tens
     of nats leaves every value as it was. MEGnet's ICA labeller (trial 204) read 0 and 1 in every row;
     a fold measured "top1 1.0000, r2 1.0000" on 32 samples and changed 7-12% of new components' labels.
-    Its logits are then judged by r2 too (:data:`SCORES_METRIC`)."""
+    Its logits are then judged by r2 too (:data:`SCORES_METRIC`), where they are all finite (a mask of
+    −inf makes its 0s, and no r2 reads it)."""
     p = np.asarray(probabilities)
     if p.dtype.kind != "f" or p.ndim != 2 or p.shape[1] < 2 or not len(p):
+        return False
+    if logits is not None and not np.isfinite(np.asarray(logits, dtype=np.float64)).all():
         return False
     return bool(np.mean((p == 0).any(axis=1)) >= 0.5)
 
