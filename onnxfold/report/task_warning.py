@@ -123,10 +123,20 @@ SCORES_GONE = 0.5
 
 
 def _scores_gone(o: Any) -> bool:
-    """Whether ``o`` is class scores [N, C ≥ 2] whose r2 (its figure's r2 part) is under :data:`SCORES_GONE`."""
+    """Whether ``o`` is class scores [N, C ≥ 2] whose r2 (its figure's r2 part) is under :data:`SCORES_GONE`
+    and whose cosine is under :data:`SCORES_COSINE`: r2 alone reads 0 where noise barely varies the
+    scores (MTCNN's face probability stayed within 0.01 of 0 on noise, at cosine 1), and the scores
+    themselves moved little there; silabs' moved to cosine 0.897."""
     shape = tuple(getattr(o, "shape", ()) or ())
     r2 = (getattr(o, "parts", None) or {}).get("r2", o.fidelity if o.fidelity_metric == "r2" else None)
-    return len(shape) == 2 and shape[-1] >= 2 and r2 is not None and r2 < SCORES_GONE
+    cosine = getattr(o, "cosine", None)
+    if len(shape) != 2 or shape[-1] < 2 or r2 is None or cosine is None:
+        return False
+    return r2 < SCORES_GONE and cosine < SCORES_COSINE
+
+
+#: ... and whose cosine is under this (:func:`_scores_gone`)
+SCORES_COSINE = 0.98
 
 
 #: figures that are means over values, not counts of decisions: under the bar but at least
