@@ -173,6 +173,47 @@ def test_the_limit_is_checked_before_each_group_is_planned(samples, monkeypatch)
     assert sens._cut_postfix(limit, 385) == "cut by the time limit: 9 measured, 294 skipped, 82 not needed"
 
 
+def test_a_sensitivity_that_would_leave_most_groups_unmeasured_on_given_samples_stops_early(
+    samples, caplog
+) -> None:
+    """A YOLOX's sensitivity took 274 s of a 600 s search to measure 16 of its 319 levels: where the
+    forecast says most groups would get no level, on given samples, it stops at a fifth of the limit,
+    and the candidates, which measure the groups it leaves, get the time. The data-free proxy keeps
+    its half (its never-measured groups stay whole)."""
+    import logging
+
+    from onnxfold.search.sensitivity import _starve
+    from onnxfold.search.time_limit import SENSITIVITY_SHARE, STARVED_SHARE
+
+    model = as_model(str(bundled_model("resnet18.onnx")))
+    CanonicalizePass().run(model, PassContext())
+    evaluator = Evaluator(as_model(str(bundled_model("resnet18.onnx"))), {"input": samples}, "top1")
+    now = [0.0]
+
+    class Slow:  # 15 s a measurement: 3 of the 12 groups fit in the half of 100 s
+        def __init__(self, proxy: bool) -> None:
+            self.proxy = proxy
+
+        def __call__(self, candidate, **kwargs):
+            now[0] += 15.0
+            return evaluator(candidate, bounds=False)
+
+    shares = {}
+    for proxy in (False, True):
+        now[0] = 0.0
+        limit = TimeLimit(100.0, lambda: now[0])
+        with caplog.at_level(logging.WARNING, logger="onnxfold.search.sensitivity"):
+            sensitivity(model, Slow(proxy), [0.2, 0.5], round_to=1, method="fold", limit=limit)
+        shares[proxy] = limit.share
+    assert shares == {False: STARVED_SHARE, True: SENSITIVITY_SHARE}
+    assert sum("so it stops at 20% of it" in r.getMessage() for r in caplog.records) == 1
+    free = TimeLimit(100.0)
+    _starve(free, 6, 12)  # half the groups measured once: its half stands
+    assert free.share == SENSITIVITY_SHARE
+    _starve(free, 5, 12)
+    assert free.share == STARVED_SHARE and "20 s" in sensitivity_cut_notes(free, 3)[0]
+
+
 def test_the_sensitivity_warns_early_when_its_share_of_the_limit_will_not_do(samples, caplog) -> None:
     """After a few measurements the sensitivity forecasts its time: a ViT's default search measured 11
     of 135 group levels in its 300 s share, and its user learnt it only from the report at the end."""

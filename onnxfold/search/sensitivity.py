@@ -17,7 +17,7 @@ fidelity 0 (listed in ``GroupCurve.unmeasured``): the allocation then takes them
 search never relies on them without building and measuring the model. On a sensitive model most
 groups miss at the lowest levels, which makes the analysis several times cheaper.
 
-``limit`` (a :class:`TimeLimit`, the search's ``--time-limit``): once :data:`SENSITIVITY_SHARE` of
+``limit`` (a :class:`TimeLimit`, the search's ``--time-limit``): once ``limit.share`` (:data:`~onnxfold.search.time_limit.SENSITIVITY_SHARE`) of
 it has passed, no further group is planned, compressed or measured (planning with ``auto`` judges
 the group, minutes a level on a 20M-parameter UNet); the levels left are recorded like those
 after a miss (fidelity 0, in ``unmeasured``). The levels go lowest first over every group, so a
@@ -43,7 +43,7 @@ from onnxfold.report.fold_report import stats_of
 from onnxfold.report.names import shortened
 from onnxfold.report.progress import progress_bar
 from onnxfold.report.stats import format_table
-from onnxfold.search.time_limit import SENSITIVITY_SHARE, TimeLimit
+from onnxfold.search.time_limit import STARVED_SHARE, TimeLimit
 
 DEFAULT_LEVELS = (0.1, 0.2, 0.3, 0.5, 0.7)
 
@@ -61,7 +61,7 @@ def _forecast(
     once: float = 0.0,
     fresh: int = 0,
     likely: tuple[int, int] | None = None,
-) -> None:
+) -> int | None:
     """Warn, early, when the ``left`` group levels will not fit in the sensitivity's share of the
     limit at the pace of the measurements between its first check (``started``) and its last: a ViT
     of 7.6 GMACs measured 11 of its 135 in a 600 s default search, and its user learnt it only from
@@ -70,16 +70,17 @@ def _forecast(
     ``left`` pay again (a 22M-parameter CNN's forecast read 2 s a level from first levels alone, and
     its 180 levels took 76 s). ``likely``: (misses, measurements) so far where a group stops at its
     first miss, and ``left`` counts the levels expected at that rate (malvizv1's ResNet-18 forecast 50
-    levels at 7.1 s; all 3 first ones missed, and 9 more were measured)."""
+    levels at 7.1 s; all 3 first ones missed, and 9 more were measured). Returns how many more it
+    expects to measure (None where all fit)."""
     now = limit.read
     pace = (now - started) / max(1, limit.measured - 1)
     each = min(pace, once)
     need = left * (pace - each) + fresh * each
-    room = limit.start + SENSITIVITY_SHARE * limit.budget - now
+    room = limit.start + limit.share * limit.budget - now
     if need <= room:
-        return
+        return None
     pace = need / max(1, left)
-    enough = limit.before + (now - limit.start + left * pace) / SENSITIVITY_SHARE + limit.reserve
+    enough = limit.before + (now - limit.start + left * pace) / limit.share + limit.reserve
     rate = (  # "(0 of 3)" alone read as a riddle (trial 200)
         f" (expected from the misses so far, {likely[0]} in {likely[1]} levels measured, since a group "
         "stops at its first miss)"
@@ -98,10 +99,24 @@ def _forecast(
         left * pace,
         pace,
         max(0.0, room),
-        100 * SENSITIVITY_SHARE,
+        100 * limit.share,
         max(0, int(room // pace)),
         limit.enough,
     )
+    return max(0, int(room // pace))
+
+
+def _starve(limit: TimeLimit, measurable: int, groups: int) -> None:
+    """Where the sensitivity's share would measure under half of the ``groups`` even once, it stops at
+    :data:`STARVED_SHARE` of the limit instead (given samples only: the search's candidates measure the
+    groups it leaves, :func:`~onnxfold.search.allocate.with_prior`)."""
+    if 2 * measurable < groups and limit.share > STARVED_SHARE:
+        limit.share = STARVED_SHARE
+        log.warning(
+            "most groups would get no level measured in the sensitivity's share of the time limit, so it "
+            "stops at %.0f%% of it, and the search's candidates measure the rest",
+            100 * STARVED_SHARE,
+        )
 
 
 def _cut_postfix(limit: TimeLimit, done: int) -> str:
@@ -204,7 +219,7 @@ def sensitivity(
     timed_out: set[str] = set()  # groups the time limit stopped measuring
 
     def out_of_time() -> bool:
-        return limit is not None and limit.expired(SENSITIVITY_SHARE)
+        return limit is not None and limit.expired(limit.share)
 
     by_name = {g.name: g for g in groups}
     eligible = {  # the groups a plan would compress, each measured at every level
@@ -336,7 +351,11 @@ def sensitivity(
                         ahead = this + len(eligible - missed) * later
                         once = float(np.mean(sized)) if sized else 0.0
                         likely = (misses, limit.measured) if stop_below is not None else None
-                        _forecast(limit, started, round(ahead), once, this if index == 0 else 0, likely)
+                        more = _forecast(
+                            limit, started, round(ahead), once, this if index == 0 else 0, likely
+                        )
+                        if more is not None and not getattr(evaluate, "proxy", True) and index == 0:
+                            _starve(limit, limit.measured + more, len(eligible))
                 if stop_below is not None and fid < stop_below:
                     missed.add(plan.group.name)
                 if removed > 0 and not curve.params_per_channel:

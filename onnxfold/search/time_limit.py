@@ -20,6 +20,10 @@ import numpy as np
 #: Without it the analysis of PicoDet (layout) took the whole of a 600 s limit, and the search
 #: could only measure the two ends of its path (0% fewer parameters, 902 s in all).
 SENSITIVITY_SHARE = 0.5
+#: ... and where, on given samples, it would leave most groups with no level measured anyway: the
+#: candidates measure them (:func:`~onnxfold.search.allocate.with_prior`), and get the time. A YOLOX's
+#: 274 s measured 16 of its 319 levels
+STARVED_SHARE = 0.2
 #: whole runs of the model on the samples after a search: validation runs the original and the
 #: result (and remeasures a result that a pass after the search changed), each in a session of its own
 AFTER_SEARCH_RUNS = 3
@@ -41,6 +45,8 @@ class TimeLimit:
         self.enough = 0.0  # a limit the sensitivity's forecast found enough for all of it (0: none made)
         self.before = 0.0  # seconds of the user's limit spent before this one began (:meth:`rest`)
         self.given = self.seconds  # the user's limit
+        #: the share of the budget the sensitivity may take (less where it starves: :data:`STARVED_SHARE`)
+        self.share = SENSITIVITY_SHARE
 
     def keep(self, seconds: float) -> None:
         """Keep ``seconds`` of the limit for the work after the search, at most
@@ -61,9 +67,9 @@ class TimeLimit:
         self.read = self.clock()
         return self.read - self.start >= share * self.budget
 
-    def share_left(self, share: float = SENSITIVITY_SHARE) -> float:
-        """Seconds until ``share`` of the budget has passed (the sensitivity's, by default)."""
-        return share * self.budget - (self.clock() - self.start)
+    def share_left(self) -> float:
+        """Seconds until the sensitivity's :attr:`share` of the budget has passed."""
+        return self.share * self.budget - (self.clock() - self.start)
 
     def left(self) -> float:
         """Seconds left of the budget (infinite without a limit)."""
@@ -142,7 +148,7 @@ def sensitivity_cut_notes(limit: TimeLimit, skipped: int, prepared_s: float = 0.
         else ""
     )
     return [
-        f"{before}the sensitivity stopped at its share ({limit.budget * SENSITIVITY_SHARE:g} s): {skipped} of "
+        f"{before}the sensitivity stopped at its share ({limit.budget * limit.share:g} s): {skipped} of "
         f"{skipped + limit.measured} measurements skipped (those groups are folded last and judged only within whole candidates)"
         # trial 186 read "a longer --time-limit" at the end; the figure was only in the warning above
         + (f"; --time-limit {limit.enough:.0f} was forecast enough for all of them" if limit.enough else "")
