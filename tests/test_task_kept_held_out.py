@@ -54,3 +54,19 @@ def test_the_refusal_says_how_far_past_the_budget_the_pick_went() -> None:
     chosen.reduction = 0.202  # within half a point: nothing to add
     with pytest.raises(PipelineError, match=r"20% fewer parameters reached, but"):
         check_task_kept("target_params", 0.2, chosen)
+
+
+def test_a_refusal_shows_the_same_outputs_other_figures_beside_the_one_under_the_bar() -> None:
+    """silabs' keyword spotter read "keeps predictions r2 0.8370" alone, its top1 31 of 32 unsaid (the
+    recipe it refused kept 89.6% of new clips' labels, trial 207)."""
+    chosen = SimpleNamespace(
+        measured=True,
+        outputs=[
+            OutputFidelity("predictions", "top1", 31 / 32, 32),
+            OutputFidelity("predictions", "r2", 0.837),
+        ],
+        unseen=[],
+    )
+    with pytest.raises(PipelineError) as err:
+        check_task_kept("target_params", 0.3, chosen)
+    assert "keeps predictions r2 0.8370 on the given samples (top1 0.9688 there), under 0.9" in str(err.value)
