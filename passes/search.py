@@ -32,6 +32,7 @@ from onnxfold.pipeline.manager import (
     passes_after,
 )
 from onnxfold.runtime.fidelity import parse_metric
+from onnxfold.search.provenance import record
 from onnxfold.search.refusals import check_reachable, check_samples_exercise, check_writable
 
 DEFAULT_LEVELS_TEXT = "0.1,0.2,0.3,0.5,0.7"
@@ -457,8 +458,7 @@ class SearchPass(Pass):
             "forced": not result.met,
             "fidelity": chosen.fidelity,
             "param_reduction": result.param_reduction(),
-            # weights the input held more than once, stored once whatever folds (ALBERT's shared layers)
-            "stored_once": result.stored_once(),
+            "stored_once": result.stored_once(),  # weights held more than once (ALBERT's shared layers)
             "candidates": len(result.candidates),
             "seconds": result.seconds,
             "data_free_proxy": result.proxy,
@@ -489,6 +489,7 @@ class SearchPass(Pass):
             unchanged = True
         else:
             model.unrewritten = None  # the fold lives in the rewritten graph
+            record(model, result)  # its target, which a later command's validation reads
         if held_out is not None:
             n = sample_count(ctx.inputs or evaluator.feed)
             stats["held_out"] = (

@@ -32,6 +32,7 @@ from onnxfold.runtime.fidelity import parse_metric
 from onnxfold.runtime.latency import DEFAULT_BUDGET_S
 from onnxfold.runtime.runnable import runnable_dims
 from onnxfold.runtime.session import make_session
+from onnxfold.search.provenance import chained_note, recorded
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +215,10 @@ class ValidatePass(Pass):
             )
         target = self._target_kept(model, ctx)
         stats = {"exact": report.exact, "min_cosine": worst, "provider": report.provider}
+        folded_to = recorded(ctx.original) if ctx.original is not None else None
+        changed_by = ctx.data.get("last_modified_by")
+        if folded_to and changed_by and changed_by not in ("canonicalize", "cleanup", "search"):
+            stats["chained"] = chained_note(folded_to, report.outputs, changed_by)  # trial 203's quantize
         if target is not None:
             stats["target_kept"] = target
         if report.latency is not None:

@@ -327,6 +327,7 @@ class FoldReport:
             warning = self.task_line()
             if warning:
                 parts.append(warning)
+            parts += [r.stats["chained"] for r in self.passes if r.stats.get("chained")]  # search.provenance
             parts += [w for o in getattr(self.validation, "outputs", ()) for w in o.warnings()]
             note = None if warning and warning.startswith("note:") else unexercised_note(self.validation)
             if note:  # task_warning's note names the unexercised outputs already
