@@ -348,7 +348,10 @@ def test_an_expired_limit_keeps_the_best_candidate_measured_and_says_what_it_cut
     assert f"{total} of {total} measurements skipped" in cut.cut_short and "stopped after" in cut.cut_short
     assert "a longer --time-limit may find a smaller model" in cut.summary()
     # a search past its limit says how long it ran (a ViT's 240 s search ran 296 s)
-    assert "it ran 0 s in all (a candidate under way, and the first, runs to its end)" in cut.cut_short
+    # how long it ran is the machine's (0 s idle, 1 s in a CI run beside two other jobs)
+    assert re.search(
+        r"it ran \d+ s in all \(a candidate under way, and the first, runs to its end\)", cut.cut_short
+    )
     # a sensitivity the limit cut to under half its measurements is a warning whatever was found
     assert cut.sensitivity_share == 0.0 and "warning: the time limit" in cut.summary()
     # cut with next to nothing found: a warning, not a note (a heavy segmenter's search ended at
