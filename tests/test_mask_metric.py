@@ -81,6 +81,8 @@ def test_auto_takes_mask_for_a_sigmoid_map_that_marks_a_region() -> None:
     faint = 0.5 + (ref - 0.5) / 4  # the same regions, marked at 0.5 to 0.625
     assert ((faint > 0.5) == (ref > 0.5)).all() and np.median(faint[faint > 0.5]) < 0.7
     assert output_metrics({name: faint}, bounds=bounds, samples=8) == {name: "r2"}
+    anchors = faint.reshape(8, -1, 1)  # the same values as a detector's scores per anchor: still its marks
+    assert output_metrics({name: anchors}, bounds=bounds, samples=8) == {name: "mask+r2"}
     for flat in (np.full_like(ref, 0.2), np.full_like(ref, 0.8)):  # marks nothing, or everything
         assert output_metrics({name: flat}, bounds=bounds, samples=8) == {name: "r2"}
     assert output_metrics({name: ref}, samples=8) == {name: "r2"}  # no Sigmoid known: a regression

