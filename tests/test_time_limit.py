@@ -701,6 +701,13 @@ def test_a_search_that_could_afford_no_candidate_does_not_say_its_limit_passed(
         r"for validation\) could not afford one \(preparing the measurements took \d+ s of it\): nothing written",
         err,
     ), err
+    assert "fewer --inputs samples" in err and "--input-shape" not in err
+    # data-free, no samples to have fewer of: SVTRv2's free dims guessed at 224x224 (trial 208)
+    assert main(["fold", src, "-o", str(out), "--min-fidelity", "0.9", "--time-limit", "600"]) == 2
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert (
+        "--input-shape NAME:D0,D1,... at the size the model is used" in err and "--inputs samples" not in err
+    )
 
 
 def test_a_search_whose_limit_passed_after_candidates_that_all_missed_writes_nothing(

@@ -136,9 +136,16 @@ def _check_writable(result, mode: str, asked: float, limit, prepared_s: float) -
             f"{limit.budget:.0f} s (the time limit less {limit.reserve:.0f} s kept for validation) "
             "could not afford one"
         )
+        # no --inputs: "fewer --inputs samples" misled; SVTRv2's free dims were guessed at 224x224, 20
+        # times the compute of the 32x128 its package reads (trial 208)
+        fewer = (
+            "--input-shape NAME:D0,D1,... at the size the model is used, where free dims were guessed"
+            if result.proxy
+            else "fewer --inputs samples"
+        )
         raise PipelineError(
             f"search: {when} (preparing the measurements took {prepared_s:.0f} s of it): nothing "
-            "written (a longer --time-limit or fewer --inputs samples; --force writes the model unfolded)"
+            f"written (a longer --time-limit or {fewer}; --force writes the model unfolded)"
         )
 
 
