@@ -233,6 +233,8 @@ def test_a_prior_stands_for_the_levels_the_limit_left_unmeasured_in_groups_with_
     assert got["once"].fidelity == [0.99, 0.75, 1 - (6 / 8) ** 2]  # its measured figure kept
     assert got["missed"] is missed and blank.fidelity == [0.0, 0.0, 0.0]  # a miss stays; copies
     assert mostly_unmeasured([blank, blank, once]) and not mostly_unmeasured([blank, once, missed])
+    whole = GroupCurve("whole", 4, levels, [1.0, 1.0, 1.0], [0, 0, 0], 10.0)  # no level narrows it
+    assert not mostly_unmeasured([blank, once, whole, whole])
     path = greedy_path(with_prior([blank, once], 0.95), cap=0.75)
     assert path.removed_at(len(path)) == [6, 6] and len(path) > 0
 

@@ -249,7 +249,7 @@ def mostly_unmeasured(curves: Sequence[GroupCurve]) -> bool:
     measured: a time-starved fidelity search (:func:`with_prior`). Trial 198's YOLOX, 25.9 s a level on a
     2-core machine, measured 8 of its 319 levels in 600 s; its path held the 6 groups measured, the others
     whole, and the search wrote 0.4% where ``--target-params 0.3`` wrote 30.1% with the task kept."""
-    searched = [c for c in curves if c.channels > 1]
+    searched = [c for c in curves if c.channels > 1 and any(c.removed)]  # a group no level narrows: none
     blank = [
         c
         for c in searched
