@@ -347,6 +347,12 @@ def test_an_expired_limit_keeps_the_best_candidate_measured_and_says_what_it_cut
     total = sum(len(c.levels) for c in cut.curves if any(c.removed))
     assert f"{total} of {total} measurements skipped" in cut.cut_short and "stopped after" in cut.cut_short
     assert "a longer --time-limit may find a smaller model" in cut.summary()
+    assert "--target-params R or fewer --inputs samples are faster" in cut.summary()
+    proxy = onnxfold.fold(  # no samples to have fewer of (trial 206): the size it runs at
+        str(bundled_model("lenet5.onnx")), method="fold", repair="none", round_to=1, validate=False,
+        min_fidelity=0.9, time_limit=1e-9, force=True,
+    )[1].search  # fmt: skip
+    assert "--target-params R or --input-shape at the size the model is used are faster" in proxy.summary()
     # a search past its limit says how long it ran (a ViT's 240 s search ran 296 s)
     # how long it ran is the machine's (0 s idle, 1 s in a CI run beside two other jobs)
     assert re.search(

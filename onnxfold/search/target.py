@@ -64,7 +64,7 @@ from onnxfold.search.misses import next_missed_lines
 from onnxfold.search.regression import default_note
 from onnxfold.search.result_text import bound_text, goal, per_outputs
 from onnxfold.search.sensitivity import GroupCurve, sensitivity
-from onnxfold.search.time_limit import STARVED, PacedLimit, TimeLimit, sensitivity_cut_notes
+from onnxfold.search.time_limit import FASTER, STARVED, PacedLimit, TimeLimit, sensitivity_cut_notes
 from onnxfold.search.uniform import uniform_rival
 
 log = logging.getLogger(__name__)
@@ -241,8 +241,8 @@ class SearchResult:
             better = "a smaller model" if self.mode == "min_fidelity" else better
             lines.append(
                 f"{'warning' if bare or sparse else 'note'}: {self.cut_short}; a longer --time-limit may find {better}"
-                + (
-                    " (it found next to nothing; --target-params R or fewer --inputs samples are faster)"
+                + (  # "fewer --inputs samples" read oddly where none were given (trial 206)
+                    f" (it found next to nothing; --target-params R or {FASTER[self.proxy]} are faster)"
                     if bare
                     else ""
                 )

@@ -133,6 +133,10 @@ STARVED = (
 )
 
 
+#: what makes a starved search faster, on given samples and on the data-free proxy
+FASTER = {False: "fewer --inputs samples", True: "--input-shape at the size the model is used"}
+
+
 def sensitivity_cut_notes(limit: TimeLimit, skipped: int, prepared_s: float = 0.0) -> list[str]:
     """The time-limit warning's words for a sensitivity the limit cut (none when it measured every
     level): its share, the measurements skipped, and what the preparation took where it took a
