@@ -621,3 +621,16 @@ def test_fail_if_warned_stops_a_static_quantization_calibrated_on_random_samples
         main([*calibrated, "--pipeline", "canonicalize,quantize:mode=static,validate", "--fail-if-warned"])
         == 0
     )
+
+
+def test_a_time_limit_given_beside_a_fixed_sparsity_says_it_bounds_only_a_search(tmp_path, capsys) -> None:
+    """Trial 206's `-s 0.3 --time-limit 600` ran 20 minutes judging every group of SVTRv2, with no word
+    that the limit bounds a search only."""
+    from onnxfold.cli.commands import main
+    from onnxfold.models import bundled_model
+
+    src, out = str(bundled_model("lenet5.onnx")), str(tmp_path / "o.onnx")
+    assert main(["fold", src, "-o", out, "-s", "0.3", "--time-limit", "60", "--no-validate"]) == 0
+    assert "note: --time-limit bounds a search (no -s, or a target)" in capsys.readouterr().out
+    assert main(["fold", src, "-o", out, "-s", "0.3", "--no-validate", "--overwrite"]) == 0
+    assert "bounds a search" not in capsys.readouterr().out

@@ -152,6 +152,12 @@ def announce_search(args: argparse.Namespace, given: bool) -> None:
         given=given,
     )
     if not (fidelity or args.target_params or args.target_macs):
+        if args.time_limit:  # trial 206's -s 0.3 --time-limit 600 ran 20 minutes, judging every group
+            print(
+                "note: --time-limit bounds a search (no -s, or a target); a fold at -s R runs to its end "
+                "(--method fold skips auto's judging of every group, which takes the time on a heavy model)",
+                flush=True,
+            )
         return
     if sum(map(bool, [args.min_fidelity, args.target_params, args.target_macs])) > 1:
         return  # the search refuses two goals: its one-line error alone
