@@ -65,6 +65,7 @@ def test_a_met_search_records_its_target_and_a_later_quantize_reads_it(
     )
     low = [ln for ln in text.splitlines() if "keeps" in ln and "of the fold's outputs" in ln]
     assert line.startswith("warning:") == bool(low)
+    assert KEY not in _meta(tmp_path / "q.onnx")  # quantized, the fold's figure no longer describes it
 
     strict = onnx.load(str(folded))  # the same fold, recorded at a target no quantized copy keeps
     entry = next(p for p in strict.metadata_props if p.key == KEY)
@@ -76,6 +77,11 @@ def test_a_met_search_records_its_target_and_a_later_quantize_reads_it(
     assert "warning: the model given was folded to fidelity >= 0.99999" in text
     assert "of the fold's outputs, under the 0.99999 it was folded to" in text
 
+    one = tmp_path / "one.onnx"  # one pipeline: the search's record survives the quantize after it
+    pipeline = "canonicalize,search:min_fidelity=0.95,fold,cleanup,quantize:mode=static,validate"
+    assert main(["run", src, "-o", str(one), "--pipeline", pipeline, "--inputs", str(samples)]) == 0
+    capsys.readouterr()
+    assert json.loads(_meta(one)[KEY])["min_fidelity"] == 0.95
     argv[1], argv[3] = src, str(tmp_path / "q3.onnx")  # never folded: no such line
     assert main(argv) == 0
     assert "the model given was folded" not in capsys.readouterr().out
