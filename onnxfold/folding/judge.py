@@ -82,6 +82,12 @@ _CARRY_IDS = ("Cast", "Squeeze", "Unsqueeze", "Reshape", "Identity", "Flatten")
 def label_scores(proto) -> dict[str, str]:
     """Graph output -> the float tensor an ArgMax or ArgMin reads to make it, directly or through
     casts and reshapes (module docstring); outputs made otherwise are left out."""
+    return read_by(proto, ("ArgMax", "ArgMin"))
+
+
+def read_by(proto, ops: Sequence[str]) -> dict[str, str]:
+    """Graph output -> the tensor that the node making it, one of ``ops``, reads (its first input),
+    directly or through casts and reshapes; outputs made otherwise, or from another output, are left out."""
     outputs = [o.name for o in proto.graph.output]
     producer = {o: n for n in proto.graph.node for o in n.output if o}
     found = {}
@@ -89,7 +95,7 @@ def label_scores(proto) -> dict[str, str]:
         node = producer.get(name)
         while node is not None and node.op_type in _CARRY_IDS:
             node = producer.get(node.input[0])
-        if node is not None and node.op_type in ("ArgMax", "ArgMin") and node.input[0] not in outputs:
+        if node is not None and node.op_type in ops and node.input[0] not in outputs:
             found[name] = node.input[0]
     return found
 

@@ -33,22 +33,15 @@ def scores_behind(model: Model | onnx.ModelProto) -> dict[str, str]:
 def softmax_logits(model: Model | onnx.ModelProto) -> dict[str, str]:
     """Graph output made by a Softmax (through casts and reshapes) -> the logits that Softmax reads,
     from the graph alone; an output of rank 2 ([B, C], a classifier's) where the graph declares it."""
-    from onnxfold.folding.judge import _CARRY_IDS
+    from onnxfold.folding.judge import read_by
 
     proto = model if isinstance(model, onnx.ModelProto) else _wiring(model)
-    outputs = {o.name: o for o in proto.graph.output}
-    producer = {o: n for n in proto.graph.node for o in n.output if o}
-    found = {}
-    for name, info in outputs.items():
-        dims = info.type.tensor_type.shape.dim if info.type.HasField("tensor_type") else []
-        if info.type.tensor_type.HasField("shape") and len(dims) != 2:
-            continue
-        node = producer.get(name)
-        while node is not None and node.op_type in _CARRY_IDS:
-            node = producer.get(node.input[0])
-        if node is not None and node.op_type == "Softmax" and node.input[0] not in outputs:
-            found[name] = node.input[0]
-    return found
+    declared = {o.name: o.type.tensor_type for o in proto.graph.output}
+    return {
+        name: logits
+        for name, logits in read_by(proto, ("Softmax",)).items()
+        if not declared[name].HasField("shape") or len(declared[name].shape.dim) == 2
+    }
 
 
 def saturated(probabilities: np.ndarray, logits: np.ndarray | None = None) -> bool:
