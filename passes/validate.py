@@ -32,7 +32,7 @@ from onnxfold.runtime.fidelity import parse_metric
 from onnxfold.runtime.latency import DEFAULT_BUDGET_S
 from onnxfold.runtime.runnable import runnable_dims
 from onnxfold.runtime.session import make_session
-from onnxfold.search.provenance import chained_note, recorded
+from onnxfold.search.provenance import KEEPS_TARGET, chained_note, recorded
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ class ValidatePass(Pass):
         stats = {"exact": report.exact, "min_cosine": worst, "provider": report.provider}
         folded_to = recorded(ctx.original) if ctx.original is not None else None
         changed_by = ctx.data.get("last_modified_by")
-        if folded_to and changed_by and changed_by not in ("canonicalize", "cleanup", "search"):
+        if folded_to and changed_by and changed_by not in KEEPS_TARGET:
             stats["chained"] = chained_note(folded_to, report.outputs, changed_by)  # trial 203's quantize
         if target is not None:
             stats["target_kept"] = target

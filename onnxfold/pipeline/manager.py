@@ -26,11 +26,6 @@ from onnxfold.errors import InputRunError, not_run_on_samples, one_line
 from onnxfold.ir.model import PROTO_LIMIT, Model, to_model_proto, weight_bytes
 from onnxfold.pipeline.options import Option, PassError, PipelineError
 
-#: the passes after which a given fold's recorded target (:mod:`onnxfold.search.provenance`) still
-#: holds: they keep the model's function, or (the search) record it anew; a pass after a search in the
-#: same pipeline keeps that search's record, which validation checks against the result
-KEEPS_TARGET = ("canonicalize", "cleanup", "search", "validate")
-
 log = logging.getLogger(__name__)
 
 
@@ -177,9 +172,9 @@ class PassManager:
                     raise PassError(f"pass {p.name!r} left an invalid graph: {_first_line(exc)}") from exc
             if result.modified:  # validation skips remeasuring a search's pick nothing changed since
                 ctx.data["last_modified_by"] = p.name
-                if p.name not in KEEPS_TARGET:  # the given fold's recorded target no longer describes it
-                    from onnxfold.search.provenance import KEY
+                from onnxfold.search.provenance import KEEPS_TARGET, KEY
 
+                if p.name not in KEEPS_TARGET:  # the given fold's recorded target no longer describes it
                     given = ctx.original.metadata.get(KEY) if ctx.original is not None else None
                     if given is not None and model.metadata.get(KEY) == given:  # a search here records anew
                         model.metadata.pop(KEY)

@@ -18,6 +18,11 @@ from typing import Any
 
 #: the metadata key of a fold's search target
 KEY = "onnxfold.search"
+#: the passes after which a given fold's recorded target still holds: they keep the model's function,
+#: or (the search) record it anew; a pass after a search in the same pipeline keeps that search's
+#: record, which validation checks against the result. Any other pass that changes the model drops
+#: it (:class:`~onnxfold.pipeline.manager.PassManager`), and validation after it says so (:func:`chained_note`)
+KEEPS_TARGET = ("canonicalize", "cleanup", "search", "validate")
 
 
 def record(model: Any, result: Any) -> None:
@@ -71,4 +76,4 @@ def chained_note(target: dict, outputs: list[Any], changed_by: str) -> str:
     )
 
 
-__all__ = ["KEY", "chained_note", "record", "recorded"]
+__all__ = ["KEEPS_TARGET", "KEY", "chained_note", "record", "recorded"]
