@@ -70,46 +70,51 @@ _WEIGHT_TYPES = {
 }
 
 
-def check_external_data(path: str | Path) -> None:
+def peek(path: str | Path) -> onnx.ModelProto | None:
+    """The model's protobuf without its external data, where the file is small enough to read before
+    the model's own load (:data:`ANNOUNCE_CHECK_BYTES`); None where it is larger, not a regular file
+    (a FIFO would block the read), or does not parse (the model's own load reports that)."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size >= ANNOUNCE_CHECK_BYTES:
+        return None  # a large file is read once, by the load (one over 2 GiB is refused from its size)
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - the model's own load says what is wrong with it
+        return None
+
+
+def check_external_data(path: str | Path, model: onnx.ModelProto | None = None) -> None:
     """A one-line error, before anything is announced, where a tensor's external data file is missing
     or lies outside the model's folder (trial 203 read "searching for the smallest model ..." first);
-    read from the protobuf alone, and only where it is small enough to read twice."""
+    read from the protobuf alone (``model``, else :func:`peek`'s)."""
     from onnxfold.errors import ModelError
     from onnxfold.ir.external import resolve_external_path
     from onnxfold.ir.proto_graph import walk_graphs
 
-    path = Path(path)
-    if not path.is_file() or path.stat().st_size >= ANNOUNCE_CHECK_BYTES:
-        return
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:  # noqa: BLE001 - the model's own load says what is wrong with it
+    model = model if model is not None else peek(path)
+    if model is None:
         return
     for graph in walk_graphs(model.graph):
         for t in graph.initializer:
             if t.data_location == onnx.TensorProto.EXTERNAL:
                 where = {e.key: e.value for e in t.external_data}.get("location", "")
                 try:
-                    resolve_external_path(path.parent, where)
+                    resolve_external_path(Path(path).parent, where)
                 except ModelError as exc:
                     raise CliError(f"{path}: {exc}") from None
 
 
-def weightless(path: str | Path) -> str:
+def weightless(path: str | Path, model: onnx.ModelProto | None = None) -> str:
     """Why a model cannot fold at all, read from its protobuf alone: it stores no weight tensor (no
     float or 8-bit initializer or Constant of two values or more, in any graph or subgraph), so there
     is nothing for a fold to rewrite; '' where it stores one, or where the file does not load (the
     model's own load reports that). luscinia's LightGBM stress model keeps its 48.5M tree values in
     node attributes: onnx-graphsurgeon turned them into Python lists, and analyze took 14 GB and 208 s
-    to print an empty table (fold: 16.7 GB, 546 s)."""
+    to print an empty table (fold: 16.7 GB, 546 s). ``model``: the protobuf, else :func:`peek`'s."""
     from onnxfold.ir.proto_graph import walk_graphs
 
-    path = Path(path)
-    if not path.is_file() or path.stat().st_size >= ANNOUNCE_CHECK_BYTES:  # a FIFO would block the read;
-        return ""  # a large file is read once, by the load (one over 2 GiB is refused from its size)
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:  # noqa: BLE001 - the model's own load says what is wrong with it
+    model = model if model is not None else peek(path)
+    if model is None:
         return ""
 
     def weight(t: onnx.TensorProto) -> bool:

@@ -17,6 +17,7 @@ from onnxfold.cli.checks import (
     check_paths,
     check_targets,
     data_free_line,
+    peek,
     weightless,
 )
 from onnxfold.cli.parser import (
@@ -87,11 +88,14 @@ def cmd_fold(args: argparse.Namespace) -> int:
     check_paths(args)
     check_targets(args)
     shapes, inputs = read_inputs(args)  # bad samples fail first, whatever the model holds
-    if why := weightless(args.model):  # before the graph is built: a tree ensemble's attributes took 16 GB
+    peeked = peek(args.model)  # read once for the checks below, dropped before the fold
+    # before the graph is built: a tree ensemble's attributes took 16 GB
+    if why := weightless(args.model, peeked):
         return _as_given(args, why)
     if args.calibration and not Path(args.calibration).exists():
         raise CliError(f"calibration data {args.calibration}: no such file or folder")
-    check_external_data(args.model)
+    check_external_data(args.model, peeked)
+    del peeked
     announce_search(args, inputs is not None)
     try:
         _, report = fold(
