@@ -17,12 +17,13 @@ fidelity 0 (listed in ``GroupCurve.unmeasured``): the allocation then takes them
 search never relies on them without building and measuring the model. On a sensitive model most
 groups miss at the lowest levels, which makes the analysis several times cheaper.
 
-``limit`` (a :class:`TimeLimit`, the search's ``--time-limit``): once ``limit.share`` (:data:`~onnxfold.search.time_limit.SENSITIVITY_SHARE`) of
-it has passed, no further group is planned, compressed or measured (planning with ``auto`` judges
-the group, minutes a level on a 20M-parameter UNet); the levels left are recorded like those
-after a miss (fidelity 0, in ``unmeasured``). The levels go lowest first over every group, so a
-limit that stops the analysis part way leaves every group measured at the lowest levels rather
-than some groups at none.
+``limit`` (a :class:`TimeLimit`, the search's ``--time-limit``): once its ``share`` of it has passed
+(:data:`~onnxfold.search.time_limit.SENSITIVITY_SHARE`, or :data:`~onnxfold.search.time_limit.STARVED_SHARE`
+where most groups would get no level on given samples), no further group is planned, compressed or
+measured (planning with ``auto`` judges the group, minutes a level on a 20M-parameter UNet); the levels
+left are recorded like those after a miss (fidelity 0, in ``unmeasured``). The levels go lowest first
+over every group, so a limit that stops the analysis part way leaves every group measured at the
+lowest levels rather than some groups at none.
 """
 
 from __future__ import annotations
